@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# bootstrap.sh — everything nightshift needs on a fresh Debian machine, idempotent.
+#
+#   1. Debian packages (compilers, libmicrohttpd, libcurl, SQLite, libpq, cJSON, cmocka, node/npm).
+#   2. llama.cpp, from the git bundle inside the npm package node-llama-cpp (pinned version,
+#      integrity checked), built once into a cache outside the repo keyed by that version and
+#      by the CPU flags, so a second run costs seconds.
+#
+# The llama.cpp build targets this machine's CPU (-march=native) with AMX switched off:
+# a plain GGML_NATIVE=ON build crashed in ggml's AMX matmul kernel on Sapphire Rapids build
+# machines. tests/e2e/test_amx_guard.sh checks the built library holds no AMX instruction and
+# that batched matmuls run.
+#
+# Usage: scripts/bootstrap.sh [--tools]   (--tools also builds llama-server, llama-batched-bench)
+# Prints the cache prefix on its last line as  NIGHTSHIFT_LLAMA_PREFIX=...
+set -euo pipefail
+
+NLC_VERSION="3.22.1"
+NLC_INTEGRITY="sha512-bltIipuWmc123H7tMIgDGKSsSrhmhlQYeVUC48XTjVW7XGJJiJJyCdlTMzQ/LiWoPkGDpcL4FviDpgw7qfTiDw=="
+WANT_TOOLS=0
+[ "${1:-}" = "--tools" ] && WANT_TOOLS=1
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+# ---- 1. Debian packages -------------------------------------------------------------
+PKGS="build-essential cmake git pkg-config ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
+libsqlite3-dev sqlite3 libpq-dev libcjson-dev libcmocka-dev nodejs npm binutils"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+# node/npm may come from elsewhere on some images; accept them when on PATH
+case " $missing " in *" nodejs "*) command -v node >/dev/null && missing="${missing/ nodejs/}";; esac
+case " $missing " in *" npm "*) command -v npm >/dev/null && missing="${missing/ npm/}";; esac
+if [ -n "${missing// /}" ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    say "installing Debian packages:$missing"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+else
+    say "Debian packages present"
+fi
+
+# ---- 2. llama.cpp from node-llama-cpp -----------------------------------------------
+CACHE_ROOT="${NIGHTSHIFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nightshift}"
+# Key the build by package version and by what -march=native means on this CPU.
+cpukey=$(gcc -march=native -Q --help=target 2>/dev/null | grep -E '^\s+-m(arch|avx|amx|fma|f16c|bmi)' | sha256sum | cut -c1-12)
+PREFIX="$CACHE_ROOT/llama-$NLC_VERSION-$cpukey"
+SRC="$PREFIX/src"
+mkdir -p "$CACHE_ROOT"
+
+if [ ! -f "$SRC/.nightshift-ok" ]; then
+    say "fetching node-llama-cpp@$NLC_VERSION from the npm registry"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "node-llama-cpp@$NLC_VERSION" >/dev/null 2>&1)
+    tgz="$tmp/node-llama-cpp-$NLC_VERSION.tgz"
+    got="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
+    if [ "$got" != "$NLC_INTEGRITY" ]; then
+        say "integrity mismatch for node-llama-cpp-$NLC_VERSION.tgz: got $got"; exit 1
+    fi
+    say "integrity ok; cloning llama/gitRelease.bundle"
+    tar -xzf "$tgz" -C "$tmp" package/llama/gitRelease.bundle package/llama/llama.cpp.info.json
+    rm -rf "$SRC"
+    git clone -q "$tmp/package/llama/gitRelease.bundle" "$SRC" 2>/dev/null
+    cp "$tmp/package/llama/llama.cpp.info.json" "$SRC/.node-llama-cpp-info.json"
+    rm -rf "$tmp"
+    touch "$SRC/.nightshift-ok"
+fi
+
+BUILD="$PREFIX/build"
+ARCHFLAGS="-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+if [ ! -f "$PREFIX/.lib-ok" ]; then
+    say "building libllama into $PREFIX (once; a few minutes on 2 cores)"
+    cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
+        -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF \
+        -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+        -DCMAKE_C_FLAGS="$ARCHFLAGS" -DCMAKE_CXX_FLAGS="$ARCHFLAGS" \
+        -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+        -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_COMMON=ON \
+        -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+        -DCMAKE_INSTALL_PREFIX="$PREFIX" >"$PREFIX/cmake-configure.log" 2>&1 \
+        || { tail -30 "$PREFIX/cmake-configure.log"; exit 1; }
+    cmake --build "$BUILD" --target llama -j"$(nproc)" >"$PREFIX/build-lib.log" 2>&1 \
+        || { tail -40 "$PREFIX/build-lib.log"; exit 1; }
+    # install headers + static libs by hand (cmake --install would want every tool built)
+    mkdir -p "$PREFIX/include" "$PREFIX/lib"
+    cp "$SRC"/include/llama.h "$SRC"/ggml/include/*.h "$PREFIX/include/"
+    find "$BUILD" -name '*.a' -exec cp {} "$PREFIX/lib/" \;
+    touch "$PREFIX/.lib-ok"
+fi
+
+if [ "$WANT_TOOLS" = 1 ] && [ ! -f "$PREFIX/.tools-ok" ]; then
+    say "building llama-server and llama-batched-bench (benchmark anchors)"
+    cmake --build "$BUILD" --target llama-server llama-batched-bench -j"$(nproc)" >"$PREFIX/build-tools.log" 2>&1 \
+        || { tail -40 "$PREFIX/build-tools.log"; exit 1; }
+    mkdir -p "$PREFIX/bin"
+    cp "$BUILD/bin/llama-server" "$BUILD/bin/llama-batched-bench" "$PREFIX/bin/"
+    touch "$PREFIX/.tools-ok"
+fi
+
+say "llama.cpp ready ($(git -C "$SRC" rev-parse --short HEAD), node-llama-cpp $NLC_VERSION)"
+echo "NIGHTSHIFT_LLAMA_PREFIX=$PREFIX"

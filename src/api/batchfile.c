@@ -1,0 +1,387 @@
+/*
+ * batchfile.c — see batchfile.h.
+ *
+ * Order of checks, so that each invalid line gets the one most useful error:
+ * JSON syntax, object, custom_id (present, string, non-empty, unique), method, url,
+ * body (object), body.model (present, string, served). A line that passes all is kept.
+ */
+#include "batchfile.h"
+
+#include "../util/status.h"
+#include "../util/strset.h"
+#include "../util/utf8.h"
+
+#include <cjson/cJSON.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BATCHFILE_CUSTOM_ID_MAX 512
+
+struct batchfile_params batchfile_default_params(void)
+{
+    struct batchfile_params p = {
+        .max_bytes = 200u * 1000u * 1000u,
+        .max_lines = 50000,
+        .max_errors = 1000,
+        .model_ok = NULL,
+        .model_ud = NULL,
+        .served_models = NULL,
+    };
+    return p;
+}
+
+const char *batchfile_url_path(enum batchfile_url url)
+{
+    switch (url) {
+    case BATCHFILE_URL_CHAT:
+        return "/v1/chat/completions";
+    case BATCHFILE_URL_COMPLETIONS:
+        return "/v1/completions";
+    }
+    return "?";
+}
+
+static void batchfile_add_error(struct batchfile *bf, const struct batchfile_params *p, uint32_t line,
+                                const char *code, const char *param, const char *custom_id, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+
+static void batchfile_add_error(struct batchfile *bf, const struct batchfile_params *p, uint32_t line,
+                                const char *code, const char *param, const char *custom_id, const char *fmt, ...)
+{
+    bf->n_invalid++;
+    if (bf->n_errors >= p->max_errors)
+        return;
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct batchfile_error *e = &bf->errors[bf->n_errors];
+    e->line = line;
+    e->code = code;
+    e->param = param;
+    e->message = strdup(msg);
+    e->custom_id = custom_id ? strdup(custom_id) : NULL;
+    if (e->message)
+        bf->n_errors++;
+}
+
+/* quote s for a message: at most 64 chars, non-printables as '?' */
+static const char *batchfile_shorten(const char *s, char *out, size_t n)
+{
+    size_t j = 0;
+    for (size_t i = 0; s[i] && j + 4 < n && i < 64; i++)
+        out[j++] = (unsigned char)s[i] < 0x20 ? '?' : s[i];
+    if (strlen(s) > 64 && j + 4 < n) {
+        out[j++] = '.';
+        out[j++] = '.';
+        out[j++] = '.';
+    }
+    out[j] = '\0';
+    return out;
+}
+
+static const char *json_type_name(const cJSON *v)
+{
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsNumber(v))
+        return "a number";
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    if (cJSON_IsNull(v))
+        return "null";
+    if (cJSON_IsArray(v))
+        return "an array";
+    if (cJSON_IsObject(v))
+        return "an object";
+    return "invalid";
+}
+
+/* check one non-blank line; on success append it to bf->lines */
+static void batchfile_check_line(struct batchfile *bf, const struct batchfile_params *p, struct strset *ids,
+                                 size_t off, size_t len, uint32_t line_no)
+{
+    const char *s = bf->data + off;
+    const char *end = NULL;
+    char q[80];
+    cJSON *root = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+    if (!root) {
+        size_t at = end && end >= s ? (size_t)(end - s) : 0;
+        batchfile_add_error(bf, p, line_no, "invalid_json_line", NULL, NULL,
+                            "line %u is not valid JSON (error at byte %zu of the line)", line_no, at + 1);
+        return;
+    }
+    /* trailing garbage after the value */
+    if (end) {
+        const char *t = end;
+        while (t < s + len && (*t == ' ' || *t == '\t' || *t == '\r'))
+            t++;
+        if (t != s + len) {
+            batchfile_add_error(bf, p, line_no, "invalid_json_line", NULL, NULL,
+                                "line %u has text after its JSON object (byte %zu of the line); put one request on each line",
+                                line_no, (size_t)(t - s) + 1);
+            goto out;
+        }
+    }
+    if (!cJSON_IsObject(root)) {
+        batchfile_add_error(bf, p, line_no, "invalid_json_line", NULL, NULL,
+                            "line %u is %s, not a JSON object", line_no, json_type_name(root));
+        goto out;
+    }
+    const cJSON *cid = cJSON_GetObjectItemCaseSensitive(root, "custom_id");
+    if (!cid) {
+        batchfile_add_error(bf, p, line_no, "missing_required_parameter", "custom_id", NULL,
+                            "line %u: custom_id is missing", line_no);
+        goto out;
+    }
+    if (!cJSON_IsString(cid)) {
+        batchfile_add_error(bf, p, line_no, "invalid_custom_id", "custom_id", NULL,
+                            "line %u: custom_id must be a string, not %s", line_no, json_type_name(cid));
+        goto out;
+    }
+    const char *custom_id = cid->valuestring;
+    if (!custom_id[0] || strlen(custom_id) > BATCHFILE_CUSTOM_ID_MAX) {
+        batchfile_add_error(bf, p, line_no, "invalid_custom_id", "custom_id", NULL,
+                            "line %u: custom_id must be 1 to %d characters", line_no, BATCHFILE_CUSTOM_ID_MAX);
+        goto out;
+    }
+    if (strset_has(ids, custom_id)) {
+        batchfile_add_error(bf, p, line_no, "duplicate_custom_id", "custom_id", custom_id,
+                            "line %u: custom_id '%s' is used by an earlier line; each must be unique", line_no,
+                            batchfile_shorten(custom_id, q, sizeof(q)));
+        goto out;
+    }
+    const cJSON *method = cJSON_GetObjectItemCaseSensitive(root, "method");
+    if (!method) {
+        batchfile_add_error(bf, p, line_no, "missing_required_parameter", "method", custom_id,
+                            "line %u: method is missing (it must be \"POST\")", line_no);
+        goto out;
+    }
+    if (!cJSON_IsString(method) || strcmp(method->valuestring, "POST") != 0) {
+        batchfile_add_error(bf, p, line_no, "invalid_method", "method", custom_id,
+                            "line %u: method must be \"POST\", not %s%s%s", line_no,
+                            cJSON_IsString(method) ? "\"" : "",
+                            cJSON_IsString(method) ? batchfile_shorten(method->valuestring, q, sizeof(q))
+                                                   : json_type_name(method),
+                            cJSON_IsString(method) ? "\"" : "");
+        goto out;
+    }
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(root, "url");
+    enum batchfile_url kind;
+    if (!url) {
+        batchfile_add_error(bf, p, line_no, "missing_required_parameter", "url", custom_id,
+                            "line %u: url is missing", line_no);
+        goto out;
+    }
+    if (cJSON_IsString(url) && strcmp(url->valuestring, "/v1/chat/completions") == 0) {
+        kind = BATCHFILE_URL_CHAT;
+    } else if (cJSON_IsString(url) && strcmp(url->valuestring, "/v1/completions") == 0) {
+        kind = BATCHFILE_URL_COMPLETIONS;
+    } else {
+        batchfile_add_error(bf, p, line_no, "invalid_url", "url", custom_id,
+                            "line %u: url %s%s%s is not supported; use /v1/chat/completions or /v1/completions",
+                            line_no, cJSON_IsString(url) ? "\"" : "",
+                            cJSON_IsString(url) ? batchfile_shorten(url->valuestring, q, sizeof(q))
+                                                : json_type_name(url),
+                            cJSON_IsString(url) ? "\"" : "");
+        goto out;
+    }
+    const cJSON *body = cJSON_GetObjectItemCaseSensitive(root, "body");
+    if (!body) {
+        batchfile_add_error(bf, p, line_no, "missing_required_parameter", "body", custom_id,
+                            "line %u: body is missing", line_no);
+        goto out;
+    }
+    if (!cJSON_IsObject(body)) {
+        batchfile_add_error(bf, p, line_no, "invalid_body", "body", custom_id,
+                            "line %u: body must be a JSON object, not %s", line_no, json_type_name(body));
+        goto out;
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
+    if (!model) {
+        batchfile_add_error(bf, p, line_no, "missing_required_parameter", "body.model", custom_id,
+                            "line %u: body.model is missing", line_no);
+        goto out;
+    }
+    if (!cJSON_IsString(model)) {
+        batchfile_add_error(bf, p, line_no, "invalid_model", "body.model", custom_id,
+                            "line %u: body.model must be a string, not %s", line_no, json_type_name(model));
+        goto out;
+    }
+    if (p->model_ok && !p->model_ok(p->model_ud, model->valuestring)) {
+        batchfile_add_error(bf, p, line_no, "model_not_found", "body.model", custom_id,
+                            "line %u: model '%s' is not served here (served: %s)", line_no,
+                            batchfile_shorten(model->valuestring, q, sizeof(q)),
+                            p->served_models ? p->served_models : "none");
+        goto out;
+    }
+    struct batchfile_line *l = &bf->lines[bf->n_lines];
+    l->custom_id = strdup(custom_id);
+    if (!l->custom_id) {
+        batchfile_add_error(bf, p, line_no, "internal_error", NULL, NULL, "line %u: out of memory", line_no);
+        goto out;
+    }
+    if (strset_add(ids, l->custom_id) < 0) {
+        free(l->custom_id);
+        batchfile_add_error(bf, p, line_no, "internal_error", NULL, NULL, "line %u: out of memory", line_no);
+        goto out;
+    }
+    l->off = off;
+    l->len = len;
+    l->line_no = line_no;
+    l->url = kind;
+    bf->n_lines++;
+out:
+    cJSON_Delete(root);
+}
+
+int batchfile_parse(const char *data, size_t size, const struct batchfile_params *p, struct batchfile **out,
+                    char *err, size_t errlen)
+{
+    struct batchfile *bf = NULL;
+    struct strset ids;
+    int rc = NS_OK;
+    *out = NULL;
+    strset_init(&ids);
+
+    if (size > p->max_bytes) {
+        snprintf(err, errlen, "the input file is %zu bytes; the limit is %zu (--max-bytes)", size, p->max_bytes);
+        return NS_ERR_TOO_LARGE;
+    }
+    /* count lines and check the encoding first: both are whole-file errors */
+    size_t n_nonblank = 0;
+    uint32_t line_no = 0;
+    for (size_t off = 0; off < size;) {
+        const char *nl = memchr(data + off, '\n', size - off);
+        size_t len = nl ? (size_t)(nl - (data + off)) : size - off;
+        line_no++;
+        size_t v = utf8_valid_prefix(data + off, len);
+        if (v != len) {
+            snprintf(err, errlen, "the input file is not valid UTF-8: line %u, byte %zu of the line", line_no, v + 1);
+            return NS_ERR_INVALID;
+        }
+        bool blank = true;
+        for (size_t i = 0; i < len && blank; i++)
+            blank = data[off + i] == ' ' || data[off + i] == '\t' || data[off + i] == '\r';
+        if (!blank && ++n_nonblank > p->max_lines) {
+            snprintf(err, errlen, "the input file has more than %zu requests (the limit; see --max-lines)", p->max_lines);
+            return NS_ERR_TOO_LARGE;
+        }
+        off += len + 1;
+    }
+    if (n_nonblank == 0) {
+        snprintf(err, errlen, "the input file is empty: it has no request lines");
+        return NS_ERR_INVALID;
+    }
+
+    bf = calloc(1, sizeof(*bf));
+    if (!bf)
+        return NS_ERR_NOMEM;
+    bf->data = data;
+    bf->size = size;
+    bf->n_requests = n_nonblank;
+    bf->hash = strset_hash(data, size, size);
+    bf->lines = calloc(n_nonblank, sizeof(*bf->lines));
+    bf->errors = calloc(p->max_errors ? p->max_errors : 1, sizeof(*bf->errors));
+    if (!bf->lines || !bf->errors) {
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
+    line_no = 0;
+    for (size_t off = 0; off < size;) {
+        const char *nl = memchr(data + off, '\n', size - off);
+        size_t len = nl ? (size_t)(nl - (data + off)) : size - off;
+        line_no++;
+        size_t tl = len;
+        while (tl && (data[off + tl - 1] == '\r' || data[off + tl - 1] == ' ' || data[off + tl - 1] == '\t'))
+            tl--;
+        size_t lead = 0;
+        while (lead < tl && (data[off + lead] == ' ' || data[off + lead] == '\t'))
+            lead++;
+        if (tl > lead)
+            batchfile_check_line(bf, p, &ids, off + lead, tl - lead, line_no);
+        off += len + 1;
+    }
+out:
+    strset_release(&ids);
+    if (rc != NS_OK) {
+        batchfile_free(bf);
+        snprintf(err, errlen, "out of memory reading the input file");
+        return rc;
+    }
+    *out = bf;
+    return NS_OK;
+}
+
+int batchfile_open(const char *path, const struct batchfile_params *p, struct batchfile **out, char *err,
+                   size_t errlen)
+{
+    struct stat st;
+    void *map = NULL;
+    int rc;
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open input file '%s': %s", path, strerror(errno));
+        return NS_ERR_IO;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "input '%s' is not a regular file", path);
+        close(fd);
+        return NS_ERR_INVALID;
+    }
+    if ((size_t)st.st_size > p->max_bytes) {
+        snprintf(err, errlen, "the input file '%s' is %lld bytes; the limit is %zu (--max-bytes)", path,
+                 (long long)st.st_size, p->max_bytes);
+        close(fd);
+        return NS_ERR_TOO_LARGE;
+    }
+    if (st.st_size == 0) {
+        snprintf(err, errlen, "the input file '%s' is empty", path);
+        close(fd);
+        return NS_ERR_INVALID;
+    }
+    map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map input file '%s': %s", path, strerror(errno));
+        return NS_ERR_IO;
+    }
+    madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL);
+    rc = batchfile_parse(map, (size_t)st.st_size, p, out, err, errlen);
+    if (rc != NS_OK) {
+        munmap(map, (size_t)st.st_size);
+        return rc;
+    }
+    (*out)->map_ = map;
+    (*out)->map_len_ = (size_t)st.st_size;
+    return NS_OK;
+}
+
+void batchfile_free(struct batchfile *bf)
+{
+    if (!bf)
+        return;
+    if (bf->lines)
+        for (size_t i = 0; i < bf->n_lines; i++)
+            free(bf->lines[i].custom_id);
+    if (bf->errors)
+        for (size_t i = 0; i < bf->n_errors; i++) {
+            free(bf->errors[i].message);
+            free(bf->errors[i].custom_id);
+        }
+    free(bf->lines);
+    free(bf->errors);
+    if (bf->map_)
+        munmap(bf->map_, bf->map_len_);
+    free(bf);
+}

@@ -1,0 +1,81 @@
+/*
+ * batchfile.h — reads and validates an OpenAI Batch input file (JSONL).
+ *
+ * One pass over the whole file, before any work starts, finds every structural error:
+ * invalid JSON, missing or duplicate custom_id, wrong method, unsupported url, body not
+ * an object, body.model missing or not served. They are collected (up to a cap; the
+ * count goes on) as {code, line, message, param} with 1-based line numbers, the shape
+ * of OpenAI's batch `errors.data`. Whole-file problems (cannot read, empty, too large,
+ * too many lines, not UTF-8) stop at once with one message instead.
+ *
+ * The file is mapped, not copied: valid lines are kept as offsets into the mapping and
+ * parsed again when they run, so a 200 MB file costs 200 MB of page cache, not heap.
+ *
+ * Ownership: batchfile_open() returns a struct the caller frees with batchfile_free();
+ * every pointer inside it lives as long as it.
+ */
+#ifndef NS_API_BATCHFILE_H
+#define NS_API_BATCHFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum batchfile_url { BATCHFILE_URL_CHAT = 1, BATCHFILE_URL_COMPLETIONS = 2 };
+
+struct batchfile_line {
+    size_t off;              /* byte offset of the line in data */
+    size_t len;              /* bytes, without the newline */
+    uint32_t line_no;        /* 1-based */
+    enum batchfile_url url;
+    char *custom_id;
+};
+
+struct batchfile_error {
+    uint32_t line;           /* 1-based; 0 for whole-file errors */
+    const char *code;        /* static: invalid_json_line, duplicate_custom_id, ... */
+    const char *param;       /* static: custom_id, method, url, body, body.model; or NULL */
+    char *custom_id;         /* when the line had a usable one, else NULL */
+    char *message;
+};
+
+struct batchfile_params {
+    size_t max_bytes;        /* default 200 MB */
+    size_t max_lines;        /* default 50,000 */
+    size_t max_errors;       /* errors kept (all are counted); default 1,000 */
+    /* is `model` served? NULL: any model is accepted */
+    bool (*model_ok)(void *ud, const char *model);
+    void *model_ud;
+    const char *served_models; /* for the error message: "a, b, c" */
+};
+
+struct batchfile_params batchfile_default_params(void);
+
+struct batchfile {
+    const char *data;        /* the file's bytes (mapped) */
+    size_t size;
+    struct batchfile_line *lines;  /* valid lines, in file order */
+    size_t n_lines;
+    size_t n_requests;       /* non-blank lines: valid + invalid */
+    struct batchfile_error *errors; /* the first max_errors, in line order */
+    size_t n_errors;
+    size_t n_invalid;        /* all invalid lines, even past the cap */
+    uint64_t hash;           /* 64-bit hash of the content: identifies the input */
+    /* private */
+    void *map_;
+    size_t map_len_;
+};
+
+/* Map and validate `path`. Whole-file errors: returns NS_ERR_INVALID / NS_ERR_TOO_LARGE /
+ * NS_ERR_IO with err filled and *out NULL. Line errors do not fail: see (*out)->errors. */
+int batchfile_open(const char *path, const struct batchfile_params *p, struct batchfile **out,
+                   char *err, size_t errlen);
+/* Same over bytes in memory (not copied: data must outlive the result). */
+int batchfile_parse(const char *data, size_t size, const struct batchfile_params *p,
+                    struct batchfile **out, char *err, size_t errlen);
+void batchfile_free(struct batchfile *bf);
+
+/* "/v1/chat/completions" for BATCHFILE_URL_CHAT, ... */
+const char *batchfile_url_path(enum batchfile_url url);
+
+#endif

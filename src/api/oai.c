@@ -1,0 +1,582 @@
+/*
+ * oai.c — see oai.h. Error messages follow OpenAI's wording where one exists
+ * ("Invalid 'temperature': decimal above maximum value. ..."), so clients that match on
+ * them keep working.
+ */
+#include "oai.h"
+
+#include "../util/buf.h"
+#include "../util/status.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define OAI_TEXT_MAX (64u << 20)
+
+static int oai_fail(struct oai_error *err, int status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int oai_fail(struct oai_error *err, int status, const char *param, const char *fmt, ...)
+{
+    err->status = status;
+    err->param = param;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+void oai_make_id(char *out, size_t n, const char *prefix)
+{
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned char rnd[24];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        for (size_t i = 0; i < sizeof(rnd); i++)
+            rnd[i] = (unsigned char)rand();
+    }
+    size_t pl = strlen(prefix);
+    if (pl + 1 >= n) {
+        snprintf(out, n, "%s", prefix);
+        return;
+    }
+    memcpy(out, prefix, pl);
+    size_t j = pl;
+    for (size_t i = 0; i < sizeof(rnd) && j + 1 < n; i++)
+        out[j++] = al[rnd[i] % (sizeof(al) - 1)];
+    out[j] = '\0';
+}
+
+static char *oai_own(struct oai_request *r, char *s)
+{
+    if (!s)
+        return NULL;
+    char **o = realloc(r->owned_, sizeof(*o) * (size_t)(r->n_owned_ + 1));
+    if (!o) {
+        free(s);
+        return NULL;
+    }
+    r->owned_ = o;
+    o[r->n_owned_++] = s;
+    return s;
+}
+
+void oai_request_release(struct oai_request *r)
+{
+    cJSON_Delete(r->root_);
+    free(r->msgs_);
+    for (int i = 0; i < r->n_owned_; i++)
+        free(r->owned_[i]);
+    free(r->owned_);
+    memset(r, 0, sizeof(*r));
+}
+
+/* numeric field in [lo, hi]; absent or null leaves *out alone */
+static int oai_number(const cJSON *body, const char *name, double lo, double hi, double *out, bool *present,
+                      struct oai_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, name);
+    if (present)
+        *present = false;
+    if (!v || cJSON_IsNull(v))
+        return NS_OK;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return oai_fail(err, NS_ERR_INVALID, name, "Invalid type for '%s': expected a number.", name);
+    if (v->valuedouble < lo)
+        return oai_fail(err, NS_ERR_INVALID, name,
+                        "Invalid '%s': value below minimum. Expected a value >= %g, but got %g instead.", name, lo,
+                        v->valuedouble);
+    if (v->valuedouble > hi)
+        return oai_fail(err, NS_ERR_INVALID, name,
+                        "Invalid '%s': value above maximum. Expected a value <= %g, but got %g instead.", name, hi,
+                        v->valuedouble);
+    *out = v->valuedouble;
+    if (present)
+        *present = true;
+    return NS_OK;
+}
+
+static int oai_integer(const cJSON *body, const char *name, double lo, double hi, long long *out, bool *present,
+                       struct oai_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, name);
+    if (present)
+        *present = false;
+    if (!v || cJSON_IsNull(v))
+        return NS_OK;
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || !isfinite(v->valuedouble))
+        return oai_fail(err, NS_ERR_INVALID, name, "Invalid type for '%s': expected an integer.", name);
+    if (v->valuedouble < lo)
+        return oai_fail(err, NS_ERR_INVALID, name,
+                        "Invalid '%s': integer below minimum value. Expected a value >= %.0f, but got %.0f instead.",
+                        name, lo, v->valuedouble);
+    if (v->valuedouble > hi)
+        return oai_fail(err, NS_ERR_INVALID, name,
+                        "Invalid '%s': integer above maximum value. Expected a value <= %.0f, but got %.0f instead.",
+                        name, hi, v->valuedouble);
+    *out = (long long)v->valuedouble;
+    if (present)
+        *present = true;
+    return NS_OK;
+}
+
+static int oai_boolean(const cJSON *body, const char *name, bool *out, struct oai_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, name);
+    if (!v || cJSON_IsNull(v))
+        return NS_OK;
+    if (!cJSON_IsBool(v))
+        return oai_fail(err, NS_ERR_INVALID, name, "Invalid type for '%s': expected a boolean.", name);
+    *out = cJSON_IsTrue(v);
+    return NS_OK;
+}
+
+/* message content: a string, or an array of text parts joined by newlines */
+static int oai_content(struct oai_request *r, const cJSON *c, int i, const char **out, struct oai_error *err)
+{
+    if (!c || cJSON_IsNull(c)) {
+        *out = "";
+        return NS_OK;
+    }
+    if (cJSON_IsString(c)) {
+        *out = c->valuestring;
+        return NS_OK;
+    }
+    if (!cJSON_IsArray(c))
+        return oai_fail(err, NS_ERR_INVALID, "messages",
+                        "Invalid type for 'messages[%d].content': expected a string or an array of content parts.", i);
+    struct buf b;
+    buf_init(&b, OAI_TEXT_MAX);
+    int k = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, c)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        if (!cJSON_IsObject(part) || !cJSON_IsString(type)) {
+            buf_release(&b);
+            return oai_fail(err, NS_ERR_INVALID, "messages",
+                            "Invalid 'messages[%d].content[%d]': expected an object with a 'type'.", i, k);
+        }
+        if (strcmp(type->valuestring, "text") != 0) {
+            buf_release(&b);
+            return oai_fail(err, NS_ERR_UNSUPPORTED, "messages",
+                            "Invalid 'messages[%d].content[%d]': content parts of type '%.40s' are not supported "
+                            "by this model; only 'text' parts are.",
+                            i, k, type->valuestring);
+        }
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(text)) {
+            buf_release(&b);
+            return oai_fail(err, NS_ERR_INVALID, "messages",
+                            "Missing required parameter: 'messages[%d].content[%d].text'.", i, k);
+        }
+        if ((k && buf_append(&b, "\n", 1)) || buf_appends(&b, text->valuestring)) {
+            buf_release(&b);
+            return oai_fail(err, NS_ERR_TOO_LARGE, "messages", "'messages[%d].content' is too long.", i);
+        }
+        k++;
+    }
+    char *s = buf_detach(&b);
+    if (!s || !oai_own(r, s))
+        return oai_fail(err, NS_ERR_NOMEM, NULL, "out of memory");
+    *out = s;
+    return NS_OK;
+}
+
+static int oai_messages(struct oai_request *r, const cJSON *body, struct oai_error *err)
+{
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    if (!m)
+        return oai_fail(err, NS_ERR_INVALID, "messages", "Missing required parameter: 'messages'.");
+    if (!cJSON_IsArray(m))
+        return oai_fail(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages': expected an array.");
+    int n = cJSON_GetArraySize(m);
+    if (n == 0)
+        return oai_fail(err, NS_ERR_INVALID, "messages",
+                        "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an "
+                        "empty array instead.");
+    r->msgs_ = calloc((size_t)n, sizeof(*r->msgs_));
+    if (!r->msgs_)
+        return oai_fail(err, NS_ERR_NOMEM, NULL, "out of memory");
+    int i = 0;
+    const cJSON *msg;
+    cJSON_ArrayForEach(msg, m)
+    {
+        if (!cJSON_IsObject(msg))
+            return oai_fail(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages[%d]': expected an object.", i);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
+        if (!role)
+            return oai_fail(err, NS_ERR_INVALID, "messages", "Missing required parameter: 'messages[%d].role'.", i);
+        if (!cJSON_IsString(role))
+            return oai_fail(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages[%d].role': expected a string.", i);
+        const char *rs = role->valuestring;
+        if (strcmp(rs, "developer") == 0)
+            rs = "system"; /* chat templates know system, not developer */
+        else if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "tool"))
+            return oai_fail(err, NS_ERR_INVALID, "messages",
+                            "Invalid value: '%.40s'. Supported values are: 'system', 'assistant', 'user', 'tool', "
+                            "and 'developer'.",
+                            role->valuestring);
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+        if (!content && strcmp(rs, "assistant") != 0)
+            return oai_fail(err, NS_ERR_INVALID, "messages", "Missing required parameter: 'messages[%d].content'.", i);
+        if (cJSON_GetObjectItemCaseSensitive(msg, "tool_calls"))
+            return oai_fail(err, NS_ERR_UNSUPPORTED, "messages",
+                            "'messages[%d].tool_calls' is not supported by the local engine yet.", i);
+        int rc = oai_content(r, content, i, &r->msgs_[i].content, err);
+        if (rc)
+            return rc;
+        r->msgs_[i].role = rs;
+        i++;
+    }
+    r->req.messages = r->msgs_;
+    r->req.n_messages = n;
+    return NS_OK;
+}
+
+static int oai_prompt(struct oai_request *r, const cJSON *body, struct oai_error *err)
+{
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(body, "prompt");
+    if (!p)
+        return oai_fail(err, NS_ERR_INVALID, "prompt", "Missing required parameter: 'prompt'.");
+    if (cJSON_IsString(p)) {
+        r->req.prompt = p->valuestring;
+        return NS_OK;
+    }
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 && cJSON_IsString(cJSON_GetArrayItem(p, 0))) {
+        r->req.prompt = cJSON_GetArrayItem(p, 0)->valuestring;
+        return NS_OK;
+    }
+    if (cJSON_IsArray(p))
+        return oai_fail(err, NS_ERR_UNSUPPORTED, "prompt",
+                        "Invalid 'prompt': only a single string prompt is supported; send one request per prompt.");
+    return oai_fail(err, NS_ERR_INVALID, "prompt", "Invalid type for 'prompt': expected a string.");
+}
+
+static int oai_stop(struct oai_request *r, const cJSON *body, struct oai_error *err)
+{
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(body, "stop");
+    if (!s || cJSON_IsNull(s))
+        return NS_OK;
+    if (cJSON_IsString(s)) {
+        if (s->valuestring[0])
+            r->req.stop[r->req.n_stop++] = s->valuestring;
+        return NS_OK;
+    }
+    if (!cJSON_IsArray(s))
+        return oai_fail(err, NS_ERR_INVALID, "stop", "Invalid type for 'stop': expected a string or an array of strings.");
+    if (cJSON_GetArraySize(s) > ENGINE_MAX_STOP)
+        return oai_fail(err, NS_ERR_INVALID, "stop",
+                        "Invalid 'stop': array too long. Expected an array with maximum length %d, but got an array "
+                        "with length %d instead.",
+                        ENGINE_MAX_STOP, cJSON_GetArraySize(s));
+    const cJSON *it;
+    int i = 0;
+    cJSON_ArrayForEach(it, s)
+    {
+        if (!cJSON_IsString(it))
+            return oai_fail(err, NS_ERR_INVALID, "stop", "Invalid type for 'stop[%d]': expected a string.", i);
+        if (it->valuestring[0])
+            r->req.stop[r->req.n_stop++] = it->valuestring;
+        i++;
+    }
+    return NS_OK;
+}
+
+/* fields known to each endpoint; anything else is rejected like OpenAI does */
+static const char *const oai_chat_fields[] = {
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop", "seed",
+    "presence_penalty", "frequency_penalty", "stream", "stream_options", "logprobs", "top_logprobs", "logit_bias",
+    "response_format", "tools", "tool_choice", "parallel_tool_calls", "user", "metadata", "store", "service_tier",
+    "reasoning_effort", "modalities", "prediction", "audio", "functions", "function_call", "web_search_options",
+    "safety_identifier", "prompt_cache_key", "verbosity",
+    /* extensions, as vLLM accepts them */
+    "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", NULL};
+static const char *const oai_completion_fields[] = {
+    "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "presence_penalty",
+    "frequency_penalty", "stream", "stream_options", "logprobs", "echo", "best_of", "logit_bias", "suffix", "user",
+    "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", NULL};
+
+static int oai_check_fields(const cJSON *body, bool chat, struct oai_error *err)
+{
+    const char *const *known = chat ? oai_chat_fields : oai_completion_fields;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, body)
+    {
+        bool ok = false;
+        for (int i = 0; known[i] && !ok; i++)
+            ok = strcmp(known[i], f->string) == 0;
+        if (!ok)
+            return oai_fail(err, NS_ERR_INVALID, NULL, "Unrecognized request argument supplied: %.64s", f->string);
+    }
+    return NS_OK;
+}
+
+/* parameters that are valid OpenAI but need work the local engine does not do yet */
+static int oai_check_unsupported(const cJSON *body, bool chat, struct oai_error *err)
+{
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(body, "logprobs")) && !cJSON_IsNull(v) && !cJSON_IsFalse(v) &&
+        !(cJSON_IsNumber(v) && v->valuedouble == 0))
+        return oai_fail(err, NS_ERR_UNSUPPORTED, "logprobs", "'logprobs' is not supported by the local engine yet.");
+    if ((v = cJSON_GetObjectItemCaseSensitive(body, "top_logprobs")) && !cJSON_IsNull(v))
+        return oai_fail(err, NS_ERR_UNSUPPORTED, "top_logprobs", "'top_logprobs' is not supported by the local engine yet.");
+    if ((v = cJSON_GetObjectItemCaseSensitive(body, "logit_bias")) && !cJSON_IsNull(v) &&
+        !(cJSON_IsObject(v) && !v->child))
+        return oai_fail(err, NS_ERR_UNSUPPORTED, "logit_bias", "'logit_bias' is not supported by the local engine yet.");
+    if ((v = cJSON_GetObjectItemCaseSensitive(body, "response_format")) && !cJSON_IsNull(v)) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
+        if (!cJSON_IsObject(v) || !cJSON_IsString(t))
+            return oai_fail(err, NS_ERR_INVALID, "response_format",
+                            "Invalid 'response_format': expected an object with a 'type'.");
+        if (strcmp(t->valuestring, "text") != 0)
+            return oai_fail(err, NS_ERR_UNSUPPORTED, "response_format",
+                            "'response_format' of type '%.40s' is not supported by the local engine yet.",
+                            t->valuestring);
+    }
+    if (chat) {
+        if ((v = cJSON_GetObjectItemCaseSensitive(body, "tools")) && !cJSON_IsNull(v) &&
+            !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
+            return oai_fail(err, NS_ERR_UNSUPPORTED, "tools", "'tools' is not supported by the local engine yet.");
+        if ((v = cJSON_GetObjectItemCaseSensitive(body, "functions")) && !cJSON_IsNull(v))
+            return oai_fail(err, NS_ERR_UNSUPPORTED, "functions", "'functions' is not supported by the local engine yet.");
+        if ((v = cJSON_GetObjectItemCaseSensitive(body, "audio")) && !cJSON_IsNull(v))
+            return oai_fail(err, NS_ERR_UNSUPPORTED, "audio", "'audio' output is not supported by this model.");
+        if ((v = cJSON_GetObjectItemCaseSensitive(body, "modalities")) && cJSON_IsArray(v)) {
+            const cJSON *it;
+            cJSON_ArrayForEach(it, v) if (!cJSON_IsString(it) || strcmp(it->valuestring, "text") != 0) return oai_fail(
+                err, NS_ERR_UNSUPPORTED, "modalities", "only the 'text' modality is supported by this model.");
+        }
+    } else {
+        if ((v = cJSON_GetObjectItemCaseSensitive(body, "echo")) && cJSON_IsTrue(v))
+            return oai_fail(err, NS_ERR_UNSUPPORTED, "echo", "'echo' is not supported by the local engine yet.");
+        if ((v = cJSON_GetObjectItemCaseSensitive(body, "suffix")) && !cJSON_IsNull(v))
+            return oai_fail(err, NS_ERR_UNSUPPORTED, "suffix", "'suffix' is not supported by this model.");
+        if ((v = cJSON_GetObjectItemCaseSensitive(body, "best_of")) && !cJSON_IsNull(v) &&
+            !(cJSON_IsNumber(v) && v->valuedouble == 1))
+            return oai_fail(err, NS_ERR_UNSUPPORTED, "best_of", "'best_of' other than 1 is not supported yet.");
+    }
+    return NS_OK;
+}
+
+int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct oai_error *err)
+{
+    int rc;
+    memset(r, 0, sizeof(*r));
+    r->root_ = body;
+    r->chat = chat;
+    engine_request_init(&r->req);
+    if (!cJSON_IsObject(body)) {
+        rc = oai_fail(err, NS_ERR_INVALID, NULL, "The request body must be a JSON object.");
+        goto out;
+    }
+    if ((rc = oai_check_fields(body, chat, err)))
+        goto out;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
+    if (!model) {
+        rc = oai_fail(err, NS_ERR_INVALID, "model", "Missing required parameter: 'model'.");
+        goto out;
+    }
+    if (!cJSON_IsString(model)) {
+        rc = oai_fail(err, NS_ERR_INVALID, "model", "Invalid type for 'model': expected a string.");
+        goto out;
+    }
+    r->model = model->valuestring;
+    if ((rc = chat ? oai_messages(r, body, err) : oai_prompt(r, body, err)))
+        goto out;
+    if ((rc = oai_check_unsupported(body, chat, err)))
+        goto out;
+
+    long long ll;
+    double d;
+    bool present;
+    if ((rc = oai_integer(body, "max_tokens", 1, 1e9, &ll, &present, err)))
+        goto out;
+    if (present)
+        r->req.max_tokens = (int)ll;
+    if (chat) {
+        if ((rc = oai_integer(body, "max_completion_tokens", 1, 1e9, &ll, &present, err)))
+            goto out;
+        if (present)
+            r->req.max_tokens = (int)ll;
+    }
+    ll = 1;
+    if ((rc = oai_integer(body, "n", 1, 128, &ll, NULL, err)))
+        goto out;
+    if (ll != 1) {
+        rc = oai_fail(err, NS_ERR_UNSUPPORTED, "n", "Invalid 'n': only n = 1 is supported by the local engine for now, but got %lld.", ll);
+        goto out;
+    }
+    d = 1.0;
+    if ((rc = oai_number(body, "temperature", 0, 2, &d, NULL, err)))
+        goto out;
+    r->req.temperature = (float)d;
+    d = 1.0;
+    if ((rc = oai_number(body, "top_p", 0, 1, &d, NULL, err)))
+        goto out;
+    r->req.top_p = (float)d;
+    d = 0;
+    if ((rc = oai_number(body, "presence_penalty", -2, 2, &d, NULL, err)))
+        goto out;
+    r->req.presence_penalty = (float)d;
+    d = 0;
+    if ((rc = oai_number(body, "frequency_penalty", -2, 2, &d, NULL, err)))
+        goto out;
+    r->req.frequency_penalty = (float)d;
+    if ((rc = oai_integer(body, "seed", -9.3e18, 9.3e18, &ll, &present, err)))
+        goto out;
+    if (present) {
+        r->has_seed = true;
+        r->req.seed = (uint32_t)((unsigned long long)ll ^ ((unsigned long long)ll >> 32));
+    }
+    if ((rc = oai_stop(r, body, err)))
+        goto out;
+    if ((rc = oai_boolean(body, "stream", &r->stream, err)))
+        goto out;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
+    if (so && !cJSON_IsNull(so)) {
+        if (!cJSON_IsObject(so)) {
+            rc = oai_fail(err, NS_ERR_INVALID, "stream_options", "Invalid type for 'stream_options': expected an object.");
+            goto out;
+        }
+        if ((rc = oai_boolean(so, "include_usage", &r->include_usage, err)))
+            goto out;
+    }
+    /* extensions */
+    ll = 0;
+    if ((rc = oai_integer(body, "top_k", -1, 1e9, &ll, NULL, err)))
+        goto out;
+    r->req.top_k = ll < 0 ? 0 : (int)ll;
+    d = 0;
+    if ((rc = oai_number(body, "min_p", 0, 1, &d, NULL, err)))
+        goto out;
+    r->req.min_p = (float)d;
+    d = 1.0;
+    if ((rc = oai_number(body, "repetition_penalty", 0.01, 10, &d, NULL, err)))
+        goto out;
+    r->req.repetition_penalty = (float)d;
+    ll = 0;
+    if ((rc = oai_integer(body, "min_tokens", 0, 1e9, &ll, NULL, err)))
+        goto out;
+    r->req.min_tokens = (int)ll;
+    if (r->req.max_tokens >= 0 && r->req.min_tokens > r->req.max_tokens) {
+        rc = oai_fail(err, NS_ERR_INVALID, "min_tokens", "Invalid 'min_tokens': it must not exceed max_tokens (%d).",
+                      r->req.max_tokens);
+        goto out;
+    }
+    if ((rc = oai_boolean(body, "ignore_eos", &r->req.ignore_eos, err)))
+        goto out;
+out:
+    if (rc != NS_OK)
+        oai_request_release(r);
+    return rc;
+}
+
+int oai_request_parse(const char *body_json, size_t len, bool chat, struct oai_request *r, struct oai_error *err)
+{
+    memset(r, 0, sizeof(*r));
+    cJSON *body = cJSON_ParseWithLength(body_json, len);
+    if (!body)
+        return oai_fail(err, NS_ERR_INVALID, NULL,
+                        "We could not parse the JSON body of your request. The body must be valid JSON.");
+    return oai_request_from_json(body, chat, r, err);
+}
+
+static cJSON *oai_usage(const struct engine_result *res)
+{
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", res->prompt_tokens);
+    cJSON_AddNumberToObject(u, "completion_tokens", res->completion_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", res->prompt_tokens + res->completion_tokens);
+    cJSON *pd = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    cJSON_AddNumberToObject(pd, "cached_tokens", res->cached_tokens);
+    cJSON *cd = cJSON_AddObjectToObject(u, "completion_tokens_details");
+    cJSON_AddNumberToObject(cd, "reasoning_tokens", 0);
+    return u;
+}
+
+cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,
+                           const char *model, time_t created)
+{
+    const char *finish = res->finish == ENGINE_FINISH_LENGTH ? "length" : "stop";
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", r->chat ? "chat.completion" : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)created);
+    cJSON_AddStringToObject(o, "model", model);
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", 0);
+    if (r->chat) {
+        cJSON *m = cJSON_AddObjectToObject(c, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddStringToObject(m, "content", res->text);
+        cJSON_AddNullToObject(m, "refusal");
+    } else {
+        cJSON_AddStringToObject(c, "text", res->text);
+    }
+    cJSON_AddNullToObject(c, "logprobs");
+    cJSON_AddStringToObject(c, "finish_reason", finish);
+    cJSON_AddItemToArray(choices, c);
+    cJSON_AddItemToObject(o, "usage", oai_usage(res));
+    cJSON_AddStringToObject(o, "system_fingerprint", "nightshift");
+    return o;
+}
+
+cJSON *oai_error_body(int status, const char *message, const char *param, const char *code)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", message);
+    const char *type = status_type(status);
+    cJSON_AddStringToObject(e, "type", type ? type : "invalid_request_error");
+    if (param)
+        cJSON_AddStringToObject(e, "param", param);
+    else
+        cJSON_AddNullToObject(e, "param");
+    if (!code)
+        code = status_code(status);
+    if (code)
+        cJSON_AddStringToObject(e, "code", code);
+    else
+        cJSON_AddNullToObject(e, "code");
+    return o;
+}
+
+cJSON *oai_batch_line(const char *custom_id, int status_code, cJSON *body)
+{
+    char id[48], rid[48];
+    oai_make_id(id, sizeof(id), "batch_req_");
+    oai_make_id(rid, sizeof(rid), "req_");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    if (custom_id)
+        cJSON_AddStringToObject(o, "custom_id", custom_id);
+    else
+        cJSON_AddNullToObject(o, "custom_id");
+    cJSON *resp = cJSON_AddObjectToObject(o, "response");
+    cJSON_AddNumberToObject(resp, "status_code", status_code);
+    cJSON_AddStringToObject(resp, "request_id", rid);
+    cJSON_AddItemToObject(resp, "body", body);
+    cJSON_AddNullToObject(o, "error");
+    return o;
+}
+
+cJSON *oai_batch_line_noresponse(const char *custom_id, int status, const char *message)
+{
+    char id[48];
+    oai_make_id(id, sizeof(id), "batch_req_");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "custom_id", custom_id);
+    cJSON_AddNullToObject(o, "response");
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    const char *code = status_code(status);
+    cJSON_AddStringToObject(e, "code", code ? code : "server_error");
+    cJSON_AddStringToObject(e, "message", message);
+    return o;
+}

@@ -1,0 +1,68 @@
+/*
+ * oai.h — OpenAI request bodies in, OpenAI response bodies out.
+ *
+ * oai_request_parse() turns a /v1/chat/completions or /v1/completions body into an
+ * engine_request, checking every field the way OpenAI does: a value the endpoint rejects
+ * gives NS_ERR_INVALID with the parameter's name and why. Parameters we accept but do
+ * not act on are listed in docs/API.md; none is ignored silently.
+ *
+ * Extensions accepted as vLLM accepts them: top_k, min_p, repetition_penalty,
+ * min_tokens, ignore_eos.
+ *
+ * Ownership: struct oai_request owns the parsed JSON and every string the engine request
+ * points to; oai_request_release() frees them. Builders return cJSON trees the caller
+ * deletes (cJSON_Delete).
+ */
+#ifndef NS_API_OAI_H
+#define NS_API_OAI_H
+
+#include "../engine/engine.h"
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+struct oai_request {
+    struct engine_request req;
+    bool chat;                 /* chat.completions (messages) or completions (prompt) */
+    bool has_seed;
+    bool stream;
+    bool include_usage;        /* stream_options.include_usage */
+    char *model;
+    /* private */
+    cJSON *root_;
+    struct engine_msg *msgs_;
+    char **owned_;
+    int n_owned_;
+};
+
+struct oai_error {
+    int status;                /* ns_status */
+    const char *param;         /* static */
+    char message[400];
+};
+
+/* Parse body (a JSON object) for the endpoint. On failure returns the status and fills
+ * *err; r is then released. `body_json` need not be NUL-terminated. */
+int oai_request_parse(const char *body_json, size_t len, bool chat, struct oai_request *r, struct oai_error *err);
+/* Same from an already parsed object, which r takes over (deleted on release). */
+int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct oai_error *err);
+void oai_request_release(struct oai_request *r);
+
+/* The response body: chat.completion or text_completion. */
+cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,
+                           const char *model, time_t created);
+/* {"error":{"message","type","param","code"}} for a status; code NULL = the status's own */
+cJSON *oai_error_body(int status, const char *message, const char *param, const char *code);
+
+/* A line of the batch output or error file for an HTTP-style answer (status_code
+ * 200 with body, or 4xx/5xx with an error body; body is taken over). */
+cJSON *oai_batch_line(const char *custom_id, int status_code, cJSON *body);
+/* A line for a request that got no HTTP answer: batch_cancelled, batch_expired, ... */
+cJSON *oai_batch_line_noresponse(const char *custom_id, int status, const char *message);
+
+/* random id with a prefix: "chatcmpl-" + 24 url-safe chars */
+void oai_make_id(char *out, size_t n, const char *prefix);
+
+#endif

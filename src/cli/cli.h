@@ -1,0 +1,14 @@
+/*
+ * cli.h — the sub-commands of the nightshift program. Each returns the process exit
+ * status: 0 ok, 1 the job failed, 2 bad usage or input.
+ */
+#ifndef NS_CLI_CLI_H
+#define NS_CLI_CLI_H
+
+int cli_run(int argc, char **argv);
+int cli_gen_model(int argc, char **argv);
+
+/* print "nightshift: <message>" to stderr; returns 2 (the usage-error status) */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

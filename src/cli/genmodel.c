@@ -1,0 +1,119 @@
+/*
+ * genmodel.c — `nightshift gen-model`: a random-weight llama-architecture GGUF with a
+ * real tokenizer (modelgen.h). No weights can be downloaded where nightshift is built
+ * and tested; speed, batching and robustness do not depend on weight values.
+ */
+#include "cli.h"
+
+#include "../engine/modelgen.h"
+#include "../util/num.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void gen_usage(FILE *f)
+{
+    fputs("usage: nightshift gen-model --vocab ggml-vocab-NAME.gguf -o OUT.gguf [options]\n"
+          "\n"
+          "Writes a random-weight llama-architecture model whose tokenizer and chat template\n"
+          "come from a real vocab file (llama.cpp's models/ggml-vocab-*.gguf).\n"
+          "\n"
+          "  --vocab FILE       tokenizer source (required)\n"
+          "  -o, --output FILE  where to write the model (required)\n"
+          "  --shape NAME       tiny (default), small (~60M), 0.5b (Qwen2-0.5B-like), 1b\n"
+          "  --layers N --embd N --ff N --heads N --kv-heads N   override the shape\n"
+          "  --ctx-train N      context length recorded in the model (default 4096)\n"
+          "  --type T           f32, f16, q8_0 (default), q4_k\n"
+          "  --seed N           weights seed (default 1): same seed, same bytes\n"
+          "  --name NAME        general.name\n"
+          "  --chat-template S  'chatml', a template string, or '' for none (default: the vocab's, else chatml)\n",
+          f);
+}
+
+int cli_gen_model(int argc, char **argv)
+{
+    enum { O_VOCAB = 1000, O_SHAPE, O_LAYERS, O_EMBD, O_FF, O_HEADS, O_KV, O_CTX, O_TYPE, O_SEED, O_NAME, O_TMPL };
+    static const struct option lo[] = {
+        {"vocab", required_argument, 0, O_VOCAB}, {"output", required_argument, 0, 'o'},
+        {"shape", required_argument, 0, O_SHAPE}, {"layers", required_argument, 0, O_LAYERS},
+        {"embd", required_argument, 0, O_EMBD},   {"ff", required_argument, 0, O_FF},
+        {"heads", required_argument, 0, O_HEADS}, {"kv-heads", required_argument, 0, O_KV},
+        {"ctx-train", required_argument, 0, O_CTX}, {"type", required_argument, 0, O_TYPE},
+        {"seed", required_argument, 0, O_SEED},   {"name", required_argument, 0, O_NAME},
+        {"chat-template", required_argument, 0, O_TMPL}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    struct modelgen_params p = modelgen_default_params();
+    p.type = MODELGEN_Q8_0;
+    const char *shape = "tiny";
+    long long layers = -1, embd = -1, ff = -1, heads = -1, kv = -1, v;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
+        switch (ch) {
+        case O_VOCAB: p.vocab_path = optarg; break;
+        case 'o': p.out_path = optarg; break;
+        case O_SHAPE: shape = optarg; break;
+        case O_LAYERS:
+        case O_EMBD:
+        case O_FF:
+        case O_HEADS:
+        case O_KV:
+        case O_CTX:
+            if (num_parse_long(optarg, 1, 1 << 20, &v)) {
+                const char *name = "?";
+                for (int i = 0; lo[i].name; i++)
+                    if (lo[i].val == ch)
+                        name = lo[i].name;
+                return cli_fail("--%s must be a positive integer, not '%s'", name, optarg);
+            }
+            if (ch == O_LAYERS) layers = v;
+            else if (ch == O_EMBD) embd = v;
+            else if (ch == O_FF) ff = v;
+            else if (ch == O_HEADS) heads = v;
+            else if (ch == O_KV) kv = v;
+            else p.n_ctx_train = (int)v;
+            break;
+        case O_TYPE:
+            if (modelgen_type_parse(optarg, &p.type))
+                return cli_fail("--type must be f32, f16, q8_0 or q4_k, not '%s'", optarg);
+            break;
+        case O_SEED:
+            if (num_parse_long(optarg, 0, INT64_MAX, &v))
+                return cli_fail("--seed must be a non-negative integer, not '%s'", optarg);
+            p.seed = (uint64_t)v;
+            break;
+        case O_NAME: p.name = optarg; break;
+        case O_TMPL: p.chat_template = optarg; break;
+        case 'h': gen_usage(stdout); return 0;
+        default: gen_usage(stderr); return 2;
+        }
+    }
+    if (!p.vocab_path || !p.out_path) {
+        gen_usage(stderr);
+        return cli_fail("--vocab and -o are required");
+    }
+    if (strcmp(shape, "tiny") == 0) {
+        /* modelgen's defaults */
+    } else if (strcmp(shape, "small") == 0) {
+        p.n_layer = 4; p.n_embd = 512; p.n_ff = 1536; p.n_head = 8; p.n_head_kv = 4;
+    } else if (strcmp(shape, "0.5b") == 0) {
+        p.n_layer = 24; p.n_embd = 896; p.n_ff = 4864; p.n_head = 14; p.n_head_kv = 2;
+    } else if (strcmp(shape, "1b") == 0) {
+        p.n_layer = 16; p.n_embd = 2048; p.n_ff = 8192; p.n_head = 32; p.n_head_kv = 8;
+    } else {
+        return cli_fail("--shape must be tiny, small, 0.5b or 1b, not '%s'", shape);
+    }
+    if (layers > 0) p.n_layer = (int)layers;
+    if (embd > 0) p.n_embd = (int)embd;
+    if (ff > 0) p.n_ff = (int)ff;
+    if (heads > 0) p.n_head = (int)heads;
+    if (kv > 0) p.n_head_kv = (int)kv;
+    char err[512] = "";
+    if (modelgen_write(&p, err, sizeof(err)) != 0) {
+        cli_fail("%s", err);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,61 @@
+/*
+ * main.c — the nightshift program: dispatches to a sub-command (cli.h).
+ */
+#include "cli.h"
+
+#include "../engine/engine.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#ifndef NIGHTSHIFT_VERSION
+#define NIGHTSHIFT_VERSION "0.1.0"
+#endif
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("nightshift: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 2;
+}
+
+static void usage(FILE *f)
+{
+    fputs("usage: nightshift COMMAND [options]\n"
+          "\n"
+          "commands:\n"
+          "  run        run an OpenAI Batch input file (JSONL) on a local GGUF model\n"
+          "  gen-model  write a small random-weight GGUF model with a real tokenizer (tests, demos)\n"
+          "  version    print the version of nightshift and of llama.cpp\n"
+          "\n"
+          "'nightshift COMMAND --help' describes each.\n",
+          f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return cli_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "gen-model") == 0)
+        return cli_gen_model(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("nightshift %s (llama.cpp %s)\n", NIGHTSHIFT_VERSION, engine_llama_version());
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    usage(stderr);
+    return cli_fail("unknown command '%s'", cmd);
+}

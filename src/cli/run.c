@@ -1,0 +1,682 @@
+/*
+ * run.c — `nightshift run`: an OpenAI Batch input file through the local engine.
+ *
+ * DESIGN
+ * 1. Validate the whole input (batchfile) before anything runs; structural errors fail
+ *    the job like an OpenAI batch that fails validation, unless --skip-invalid.
+ * 2. Open the checkpoint (runstate) and skip every line it already holds: a re-run of
+ *    the same command after a crash or kill -9 resumes where it stopped.
+ * 3. The engine pulls lines in file order; each line's body is parsed when it is pulled
+ *    (only the lines in flight are in memory). Request-level errors (a value the
+ *    endpoint rejects, a prompt over the context) become HTTP-style error lines; a
+ *    failing line never stops the others.
+ * 4. Each finished line goes to the checkpoint at once (grouped commits); at the end the
+ *    output and error files are written from the checkpoint, in input order, via a
+ *    temporary file and rename, so they are complete or absent, never half-written.
+ *
+ * THREADS: one. The engine calls pull()/done() on this thread between decode steps.
+ */
+#include "cli.h"
+#include "progress.h"
+
+#include "../api/batchfile.h"
+#include "../api/oai.h"
+#include "../engine/engine.h"
+#include "../store/runstate.h"
+#include "../util/buf.h"
+#include "../util/num.h"
+#include "../util/status.h"
+#include "../util/strset.h"
+
+#include <cjson/cJSON.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RUN_MAX_ALIASES 16
+
+struct run_opts {
+    const char *input, *output, *errors, *state, *summary, *model, *chat_template;
+    const char *aliases[RUN_MAX_ALIASES];
+    int n_aliases;
+    bool any_model;
+    int parallel, ctx, threads, batch;
+    uint64_t seed;
+    bool skip_invalid, verbose, quiet;
+    double progress_interval;
+    struct batchfile_params bfp;
+};
+
+struct run_item {
+    struct oai_request oreq;
+    const struct batchfile_line *line;
+};
+
+struct run_ctx {
+    const struct run_opts *o;
+    struct batchfile *bf;
+    struct runstate *rs;
+    struct engine *eng;
+    struct strset done;       /* custom_ids finished in an earlier run */
+    char **done_ids;          /* storage of the strings in done */
+    size_t n_done_ids;
+    size_t next;              /* next line of bf->lines to pull */
+    const char *model_name;   /* what "model" says in responses */
+    struct progress prog;
+    uint64_t ok, failed;      /* this run */
+    uint64_t prompt_tokens, completion_tokens, cached_tokens;
+    int io_error;
+    char io_msg[256];
+};
+
+static volatile sig_atomic_t run_interrupted;
+static struct engine *run_engine_for_signal;
+
+static void run_on_signal(int sig)
+{
+    (void)sig;
+    run_interrupted = 1;
+    if (run_engine_for_signal)
+        engine_stop(run_engine_for_signal);
+}
+
+static void run_usage(FILE *f)
+{
+    fputs("usage: nightshift run INPUT.jsonl -o OUTPUT.jsonl --model MODEL.gguf [options]\n"
+          "\n"
+          "Runs every line of an OpenAI Batch input file on a local GGUF model and writes the\n"
+          "OpenAI Batch output and error files. Re-running the same command resumes.\n"
+          "\n"
+          "  -o, --output FILE        results of the lines that succeeded (required)\n"
+          "  -e, --errors FILE        lines that failed (default: OUTPUT with .errors.jsonl)\n"
+          "  -m, --model FILE         GGUF model (or NIGHTSHIFT_MODEL)\n"
+          "      --model-alias NAME   a body.model value to accept for this model (repeatable;\n"
+          "                           '*' accepts any); the file name and general.name always are\n"
+          "  -p, --parallel N         sequences decoded together (default 64)\n"
+          "  -c, --ctx N              KV cache tokens shared by all sequences (default 32768)\n"
+          "  -t, --threads N          CPU threads (default: all)\n"
+          "  -b, --batch-size N       most tokens per engine step (default 2048)\n"
+          "      --chat-template NAME a llama.cpp built-in template instead of the model's\n"
+          "      --state FILE         checkpoint database (default: OUTPUT.state.db)\n"
+          "      --skip-invalid       run the valid lines even if some fail validation\n"
+          "      --max-lines N        most requests in the input (default 50000)\n"
+          "      --max-bytes SIZE     largest input file (default 200MB)\n"
+          "      --seed N             seed for lines without body.seed (default 0)\n"
+          "      --summary FILE       write a JSON summary (batch-object-like) to FILE\n"
+          "      --progress-interval S  seconds between progress lines when not a terminal (10)\n"
+          "  -q, --quiet              no progress output\n"
+          "  -v, --verbose            llama.cpp's own log on stderr\n"
+          "\n"
+          "Exit status: 0 done (some lines may have failed: see the error file), 1 the input\n"
+          "failed validation or the run failed, 2 bad usage, model or input file, 130 interrupted.\n",
+          f);
+}
+
+static bool run_model_ok(void *ud, const char *model)
+{
+    const char *const *names = ud;
+    for (int i = 0; names[i]; i++)
+        if (strcmp(names[i], "*") == 0 || strcmp(names[i], model) == 0)
+            return true;
+    return false;
+}
+
+static void run_add_done(void *ud, const char *custom_id)
+{
+    struct run_ctx *c = ud;
+    char **ids = realloc(c->done_ids, sizeof(*ids) * (c->n_done_ids + 1));
+    char *s = strdup(custom_id);
+    if (!ids || !s) {
+        free(s);
+        if (ids)
+            c->done_ids = ids;
+        c->io_error = NS_ERR_NOMEM;
+        return;
+    }
+    c->done_ids = ids;
+    ids[c->n_done_ids++] = s;
+    if (strset_add(&c->done, s) < 0)
+        c->io_error = NS_ERR_NOMEM;
+}
+
+static void run_record(struct run_ctx *c, const char *key, uint32_t line, bool ok, cJSON *json, int pt, int ct,
+                       int cached)
+{
+    char *text = cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+    if (!text) {
+        c->io_error = NS_ERR_NOMEM;
+        return;
+    }
+    int rc = runstate_put(c->rs, key, line, ok, text, pt, ct, cached);
+    free(text);
+    if (rc && !c->io_error) {
+        c->io_error = rc;
+        snprintf(c->io_msg, sizeof(c->io_msg), "cannot write the checkpoint database (disk full?)");
+        engine_stop(c->eng);
+    }
+    if (ok)
+        c->ok++;
+    else
+        c->failed++;
+    c->prompt_tokens += (uint64_t)pt;
+    c->completion_tokens += (uint64_t)ct;
+    c->cached_tokens += (uint64_t)cached;
+}
+
+static void run_record_error(struct run_ctx *c, const struct batchfile_line *l, int status, const char *message,
+                             const char *param, int prompt_tokens)
+{
+    cJSON *line;
+    if (status_http(status))
+        line = oai_batch_line(l->custom_id, status_http(status), oai_error_body(status, message, param, NULL));
+    else
+        line = oai_batch_line_noresponse(l->custom_id, status, message);
+    run_record(c, l->custom_id, l->line_no, false, line, prompt_tokens, 0, 0);
+}
+
+static int run_pull(void *ud, struct engine_request **out, int max)
+{
+    struct run_ctx *c = ud;
+    int n = 0;
+    while (n < max && c->next < c->bf->n_lines && !run_interrupted && !c->io_error) {
+        const struct batchfile_line *l = &c->bf->lines[c->next++];
+        if (strset_has(&c->done, l->custom_id))
+            continue;
+        struct run_item *it = calloc(1, sizeof(*it));
+        if (!it) {
+            c->io_error = NS_ERR_NOMEM;
+            break;
+        }
+        it->line = l;
+        cJSON *root = cJSON_ParseWithLength(c->bf->data + l->off, l->len);
+        cJSON *body = root ? cJSON_DetachItemFromObjectCaseSensitive(root, "body") : NULL;
+        cJSON_Delete(root);
+        struct oai_error err;
+        int rc = oai_request_from_json(body, l->url == BATCHFILE_URL_CHAT, &it->oreq, &err);
+        if (rc == NS_OK && it->oreq.stream) {
+            oai_request_release(&it->oreq);
+            rc = NS_ERR_INVALID;
+            err.status = rc;
+            err.param = "stream";
+            snprintf(err.message, sizeof(err.message), "'stream' is not allowed in a batch request.");
+        }
+        if (rc != NS_OK) {
+            run_record_error(c, l, err.status, err.message, err.param, 0);
+            free(it);
+            progress_update(&c->prog, c->ok + c->failed, c->completion_tokens);
+            continue;
+        }
+        if (!it->oreq.has_seed) {
+            /* a seed per line derived from the run seed and custom_id: a line samples the
+             * same way whatever else is in the file and whichever run computes it */
+            uint64_t h = strset_hash(l->custom_id, strlen(l->custom_id), c->o->seed);
+            it->oreq.req.seed = (uint32_t)(h ^ (h >> 32));
+        }
+        it->oreq.req.user = it;
+        out[n++] = &it->oreq.req;
+    }
+    if (n == 0 && (c->next >= c->bf->n_lines || run_interrupted || c->io_error))
+        return -1;
+    return n;
+}
+
+static void run_done(void *ud, struct engine_request *req, const struct engine_result *res)
+{
+    struct run_ctx *c = ud;
+    struct run_item *it = req->user;
+    const struct batchfile_line *l = it->line;
+    if (res->status == NS_ERR_CANCELLED && (run_interrupted || c->io_error)) {
+        /* interrupted: not recorded, so the next run computes it */
+    } else if (res->status == NS_OK) {
+        char id[48];
+        oai_make_id(id, sizeof(id), it->oreq.chat ? "chatcmpl-" : "cmpl-");
+        cJSON *body = oai_completion_body(&it->oreq, res, id, it->oreq.model, time(NULL));
+        run_record(c, l->custom_id, l->line_no, true, oai_batch_line(l->custom_id, 200, body), res->prompt_tokens,
+                   res->completion_tokens, res->cached_tokens);
+    } else {
+        run_record_error(c, l, res->status, res->message, res->param, res->prompt_tokens);
+    }
+    oai_request_release(&it->oreq);
+    free(it);
+    progress_update(&c->prog, c->ok + c->failed, c->completion_tokens);
+}
+
+/* write the rows of the checkpoint to path via path.tmp + rename */
+static int run_export(struct run_ctx *c, const char *out_path, const char *err_path, struct runstate_totals *tot,
+                      char *msg, size_t msglen)
+{
+    char tmp_out[4096], tmp_err[4096];
+    FILE *fo = NULL, *fe = NULL;
+    int rc = NS_OK;
+    snprintf(tmp_out, sizeof(tmp_out), "%s.tmp", out_path);
+    snprintf(tmp_err, sizeof(tmp_err), "%s.tmp", err_path);
+    fo = fopen(tmp_out, "w");
+    fe = fopen(tmp_err, "w");
+    if (!fo || !fe) {
+        snprintf(msg, msglen, "cannot write '%.300s': %s", !fo ? tmp_out : tmp_err, strerror(errno));
+        rc = NS_ERR_IO;
+        goto out;
+    }
+    rc = runstate_export(c->rs, fo, fe, tot);
+    if (rc) {
+        snprintf(msg, msglen, "cannot write the output files (disk full?)");
+        goto out;
+    }
+    if (fflush(fo) || fsync(fileno(fo)) || fflush(fe) || fsync(fileno(fe))) {
+        snprintf(msg, msglen, "cannot write the output files: %s", strerror(errno));
+        rc = NS_ERR_IO;
+        goto out;
+    }
+out:
+    if (fo && fclose(fo) && !rc) {
+        snprintf(msg, msglen, "cannot write '%.300s': %s", tmp_out, strerror(errno));
+        rc = NS_ERR_IO;
+    }
+    if (fe && fclose(fe) && !rc) {
+        snprintf(msg, msglen, "cannot write '%.300s': %s", tmp_err, strerror(errno));
+        rc = NS_ERR_IO;
+    }
+    if (rc) {
+        unlink(tmp_out);
+        unlink(tmp_err);
+        return rc;
+    }
+    if (rename(tmp_out, out_path) || rename(tmp_err, err_path)) {
+        snprintf(msg, msglen, "cannot rename the output files into place: %s", strerror(errno));
+        return NS_ERR_IO;
+    }
+    return NS_OK;
+}
+
+static void run_print_validation(const struct batchfile *bf, FILE *f)
+{
+    fprintf(f, "nightshift: the input failed validation: %zu of %zu lines are invalid; nothing was run\n",
+            bf->n_invalid, bf->n_requests);
+    for (size_t i = 0; i < bf->n_errors; i++)
+        fprintf(f, "  line %u [%s]: %s\n", bf->errors[i].line, bf->errors[i].code, bf->errors[i].message);
+    if (bf->n_invalid > bf->n_errors)
+        fprintf(f, "  ... and %zu more\n", bf->n_invalid - bf->n_errors);
+    fputs("fix those lines, or pass --skip-invalid to run the valid ones and list these in the error file\n", f);
+}
+
+static cJSON *run_errors_json(const struct batchfile *bf)
+{
+    cJSON *errs = cJSON_CreateObject();
+    cJSON_AddStringToObject(errs, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(errs, "data");
+    for (size_t i = 0; i < bf->n_errors; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "code", bf->errors[i].code);
+        cJSON_AddNumberToObject(e, "line", bf->errors[i].line);
+        cJSON_AddStringToObject(e, "message", bf->errors[i].message);
+        if (bf->errors[i].param)
+            cJSON_AddStringToObject(e, "param", bf->errors[i].param);
+        else
+            cJSON_AddNullToObject(e, "param");
+        cJSON_AddItemToArray(data, e);
+    }
+    return errs;
+}
+
+static int run_write_summary(const char *path, const char *status, const struct batchfile *bf,
+                             const struct runstate_totals *tot, double wall, const struct engine_stats *st,
+                             size_t resumed)
+{
+    if (!path)
+        return NS_OK;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "nightshift.run");
+    cJSON_AddStringToObject(o, "status", status);
+    cJSON_AddItemToObject(o, "errors", run_errors_json(bf));
+    cJSON *rc = cJSON_AddObjectToObject(o, "request_counts");
+    cJSON_AddNumberToObject(rc, "total", (double)bf->n_requests);
+    cJSON_AddNumberToObject(rc, "completed", tot ? (double)tot->ok : 0);
+    cJSON_AddNumberToObject(rc, "failed", tot ? (double)tot->failed : (double)bf->n_invalid);
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "input_tokens", tot ? (double)tot->prompt_tokens : 0);
+    cJSON *itd = cJSON_AddObjectToObject(u, "input_tokens_details");
+    cJSON_AddNumberToObject(itd, "cached_tokens", tot ? (double)tot->cached_tokens : 0);
+    cJSON_AddNumberToObject(u, "output_tokens", tot ? (double)tot->completion_tokens : 0);
+    cJSON *otd = cJSON_AddObjectToObject(u, "output_tokens_details");
+    cJSON_AddNumberToObject(otd, "reasoning_tokens", 0);
+    cJSON_AddNumberToObject(u, "total_tokens", tot ? (double)(tot->prompt_tokens + tot->completion_tokens) : 0);
+    cJSON_AddNumberToObject(o, "wall_seconds", wall);
+    cJSON_AddNumberToObject(o, "resumed_lines", (double)resumed);
+    if (st) {
+        cJSON *e = cJSON_AddObjectToObject(o, "engine");
+        cJSON_AddNumberToObject(e, "steps", (double)st->steps);
+        cJSON_AddNumberToObject(e, "avg_sequences_per_step", st->steps ? (double)st->seqs_in_steps / (double)st->steps : 0);
+        cJSON_AddNumberToObject(e, "prompt_tokens_computed", (double)st->prompt_tokens);
+        cJSON_AddNumberToObject(e, "generated_tokens", (double)st->gen_tokens);
+        cJSON_AddNumberToObject(e, "preemptions", (double)st->preemptions);
+    }
+    char *text = cJSON_Print(o);
+    cJSON_Delete(o);
+    FILE *f = text ? fopen(path, "w") : NULL;
+    int rc2 = NS_OK;
+    if (!f || fputs(text, f) == EOF || fputc('\n', f) == EOF)
+        rc2 = NS_ERR_IO;
+    if (f && fclose(f))
+        rc2 = NS_ERR_IO;
+    free(text);
+    if (rc2)
+        fprintf(stderr, "nightshift: cannot write summary '%s': %s\n", path, strerror(errno));
+    return rc2;
+}
+
+static int run_parse_args(int argc, char **argv, struct run_opts *o)
+{
+    enum {
+        OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT
+    };
+    static const struct option lo[] = {
+        {"output", required_argument, 0, 'o'},      {"errors", required_argument, 0, 'e'},
+        {"model", required_argument, 0, 'm'},       {"model-alias", required_argument, 0, OPT_ALIAS},
+        {"parallel", required_argument, 0, 'p'},    {"ctx", required_argument, 0, 'c'},
+        {"threads", required_argument, 0, 't'},     {"batch-size", required_argument, 0, 'b'},
+        {"state", required_argument, 0, OPT_STATE}, {"skip-invalid", no_argument, 0, OPT_SKIP},
+        {"max-lines", required_argument, 0, OPT_MAXL}, {"max-bytes", required_argument, 0, OPT_MAXB},
+        {"seed", required_argument, 0, OPT_SEED},   {"summary", required_argument, 0, OPT_SUMMARY},
+        {"chat-template", required_argument, 0, OPT_TMPL}, {"progress-interval", required_argument, 0, OPT_PINT},
+        {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+    long long v;
+    uint64_t sz;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "o:e:m:p:c:t:b:qvh", lo, NULL)) != -1) {
+        switch (ch) {
+        case 'o': o->output = optarg; break;
+        case 'e': o->errors = optarg; break;
+        case 'm': o->model = optarg; break;
+        case OPT_ALIAS:
+            if (o->n_aliases == RUN_MAX_ALIASES)
+                return cli_fail("too many --model-alias (at most %d)", RUN_MAX_ALIASES);
+            o->aliases[o->n_aliases++] = optarg;
+            break;
+        case 'p':
+            if (num_parse_long(optarg, 1, 256, &v))
+                return cli_fail("--parallel must be an integer from 1 to 256, not '%s'", optarg);
+            o->parallel = (int)v;
+            break;
+        case 'c':
+            if (num_parse_long(optarg, 256, 1 << 24, &v))
+                return cli_fail("--ctx must be an integer from 256 to 16777216, not '%s'", optarg);
+            o->ctx = (int)v;
+            break;
+        case 't':
+            if (num_parse_long(optarg, 1, 1024, &v))
+                return cli_fail("--threads must be an integer from 1 to 1024, not '%s'", optarg);
+            o->threads = (int)v;
+            break;
+        case 'b':
+            if (num_parse_long(optarg, 32, 1 << 16, &v))
+                return cli_fail("--batch-size must be an integer from 32 to 65536, not '%s'", optarg);
+            o->batch = (int)v;
+            break;
+        case OPT_STATE: o->state = optarg; break;
+        case OPT_SKIP: o->skip_invalid = true; break;
+        case OPT_MAXL:
+            if (num_parse_long(optarg, 1, 100000000, &v))
+                return cli_fail("--max-lines must be a positive integer, not '%s'", optarg);
+            o->bfp.max_lines = (size_t)v;
+            break;
+        case OPT_MAXB:
+            if (num_parse_size(optarg, &sz) || sz == 0)
+                return cli_fail("--max-bytes must be a size like 200MB or 1GiB, not '%s'", optarg);
+            o->bfp.max_bytes = (size_t)sz;
+            break;
+        case OPT_SEED:
+            if (num_parse_long(optarg, 0, INT64_MAX, &v))
+                return cli_fail("--seed must be a non-negative integer, not '%s'", optarg);
+            o->seed = (uint64_t)v;
+            break;
+        case OPT_SUMMARY: o->summary = optarg; break;
+        case OPT_TMPL: o->chat_template = optarg; break;
+        case OPT_PINT:
+            if (num_parse_long(optarg, 1, 86400, &v))
+                return cli_fail("--progress-interval must be seconds from 1 to 86400, not '%s'", optarg);
+            o->progress_interval = (double)v;
+            break;
+        case 'q': o->quiet = true; break;
+        case 'v': o->verbose = true; break;
+        case 'h': run_usage(stdout); return -1;
+        default: run_usage(stderr); return 2;
+        }
+    }
+    if (optind < argc)
+        o->input = argv[optind++];
+    if (optind < argc)
+        return cli_fail("unexpected argument '%s' (one input file per run)", argv[optind]);
+    if (!o->input) {
+        run_usage(stderr);
+        return cli_fail("no input file given");
+    }
+    if (!o->output)
+        return cli_fail("no output file given (-o FILE)");
+    if (!o->model)
+        o->model = getenv("NIGHTSHIFT_MODEL");
+    if (!o->model)
+        return cli_fail("no model given (--model FILE.gguf or NIGHTSHIFT_MODEL)");
+    return 0;
+}
+
+/* errors path default: results.jsonl -> results.errors.jsonl */
+static void run_default_errors_path(const char *output, char *out, size_t n)
+{
+    size_t len = strlen(output);
+    if (len > 6 && strcmp(output + len - 6, ".jsonl") == 0)
+        snprintf(out, n, "%.*s.errors.jsonl", (int)(len - 6), output);
+    else
+        snprintf(out, n, "%s.errors.jsonl", output);
+}
+
+int cli_run(int argc, char **argv)
+{
+    struct run_opts o;
+    memset(&o, 0, sizeof(o));
+    o.parallel = 64;
+    o.ctx = 32768;
+    o.batch = 2048;
+    o.progress_interval = 10;
+    o.bfp = batchfile_default_params();
+    struct run_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.o = &o;
+    strset_init(&c.done);
+    char err[512] = "", errors_path[4096], state_path[4096], peek[128] = "";
+    const char *names[RUN_MAX_ALIASES + 4];
+    char base[256], base_noext[256];
+    char served[1024];
+    int rc = 0;
+    double t0 = progress_now();
+    struct runstate_totals tot;
+    memset(&tot, 0, sizeof(tot));
+    struct engine_stats st;
+    memset(&st, 0, sizeof(st));
+    size_t resumed = 0;
+
+    int a = run_parse_args(argc, argv, &o);
+    if (a)
+        return a < 0 ? 0 : 2;
+    if (!o.errors) {
+        run_default_errors_path(o.output, errors_path, sizeof(errors_path));
+        o.errors = errors_path;
+    }
+    if (!o.state) {
+        snprintf(state_path, sizeof(state_path), "%s.state.db", o.output);
+        o.state = state_path;
+    }
+
+    /* the names body.model may use: aliases, the file name, general.name */
+    if (engine_peek_name(o.model, peek, sizeof(peek), err, sizeof(err)) != NS_OK) {
+        cli_fail("%s", err);
+        return 2;
+    }
+    const char *slash = strrchr(o.model, '/');
+    snprintf(base, sizeof(base), "%s", slash ? slash + 1 : o.model);
+    snprintf(base_noext, sizeof(base_noext), "%s", base);
+    size_t bl = strlen(base_noext);
+    if (bl > 5 && strcmp(base_noext + bl - 5, ".gguf") == 0)
+        base_noext[bl - 5] = '\0';
+    int nn = 0;
+    for (int i = 0; i < o.n_aliases; i++)
+        names[nn++] = o.aliases[i];
+    names[nn++] = base_noext;
+    names[nn++] = base;
+    if (peek[0])
+        names[nn++] = peek;
+    names[nn] = NULL;
+    served[0] = '\0';
+    for (int i = 0; i < nn; i++) {
+        size_t sl = strlen(served);
+        snprintf(served + sl, sizeof(served) - sl, "%s'%s'", i ? ", " : "", names[i]);
+    }
+    o.bfp.model_ok = run_model_ok;
+    o.bfp.model_ud = names;
+    o.bfp.served_models = served;
+    c.model_name = o.n_aliases && strcmp(o.aliases[0], "*") ? o.aliases[0] : base_noext;
+
+    /* 1. validate */
+    rc = batchfile_open(o.input, &o.bfp, &c.bf, err, sizeof(err));
+    if (rc) {
+        cli_fail("%s", err);
+        return 2;
+    }
+    if (c.bf->n_invalid && !o.skip_invalid) {
+        run_print_validation(c.bf, stderr);
+        run_write_summary(o.summary, "failed", c.bf, NULL, progress_now() - t0, NULL, 0);
+        batchfile_free(c.bf);
+        return 1;
+    }
+
+    /* 2. checkpoint */
+    rc = runstate_open(o.state, runstate_default_params(), c.bf->size, c.bf->hash, &c.rs, err, sizeof(err));
+    if (rc) {
+        cli_fail("%s", err);
+        rc = 2;
+        goto out;
+    }
+    if (runstate_each_done(c.rs, run_add_done, &c) || c.io_error) {
+        cli_fail("cannot read the checkpoint database '%s'", o.state);
+        rc = 1;
+        goto out;
+    }
+    resumed = c.n_done_ids;
+    /* lines that failed validation, when skipped, are results too: recorded once */
+    for (size_t i = 0; i < c.bf->n_errors; i++) {
+        const struct batchfile_error *e = &c.bf->errors[i];
+        char key[32];
+        snprintf(key, sizeof(key), "\x01line:%u", e->line);
+        if (strset_has(&c.done, key))
+            continue;
+        cJSON *line = oai_batch_line(e->custom_id, 400, oai_error_body(NS_ERR_INVALID, e->message, e->param, e->code));
+        run_record(&c, key, e->line, false, line, 0, 0, 0);
+    }
+    if (c.bf->n_invalid > c.bf->n_errors)
+        fprintf(stderr, "nightshift: %zu invalid lines beyond the first %zu are not listed in the error file\n",
+                c.bf->n_invalid - c.bf->n_errors, c.bf->n_errors);
+
+    size_t remaining = 0;
+    for (size_t i = 0; i < c.bf->n_lines; i++)
+        remaining += !strset_has(&c.done, c.bf->lines[i].custom_id);
+
+    /* 3. engine */
+    if (remaining > 0) {
+        struct engine_params ep = engine_default_params();
+        ep.model_path = o.model;
+        ep.n_ctx = o.ctx;
+        ep.n_parallel = o.parallel;
+        ep.n_batch = o.batch;
+        ep.n_threads = o.threads;
+        ep.chat_template = o.chat_template;
+        ep.verbose = o.verbose;
+        rc = engine_init(ep, &c.eng, err, sizeof(err));
+        if (rc) {
+            cli_fail("%s", err);
+            rc = 2;
+            goto out;
+        }
+        struct engine_info info;
+        engine_get_info(c.eng, &info);
+        if (!o.quiet) {
+            fprintf(stderr, "nightshift: model %s (%s), context %d, %d parallel, chat template %s\n", info.name,
+                    info.desc, info.n_ctx, info.n_parallel, info.chat_template);
+            if (resumed)
+                fprintf(stderr, "nightshift: resuming: %zu lines already done, %zu to run\n", resumed, remaining);
+        }
+        progress_init(&c.prog, remaining, o.quiet, o.progress_interval);
+        run_engine_for_signal = c.eng;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = run_on_signal;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        struct engine_source src = {.ud = &c, .pull = run_pull, .done = run_done};
+        int erc = engine_run(c.eng, &src);
+        run_engine_for_signal = NULL;
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        progress_finish(&c.prog);
+        engine_get_stats(c.eng, &st);
+        if (erc) {
+            runstate_flush(c.rs);
+            cli_fail("the engine failed (llama_decode error); finished lines are kept, re-run to resume");
+            rc = 1;
+            goto out;
+        }
+    }
+    if (runstate_flush(c.rs) || c.io_error) {
+        cli_fail("%s", c.io_msg[0] ? c.io_msg : "cannot write the checkpoint database");
+        rc = 1;
+        goto out;
+    }
+    if (run_interrupted) {
+        fprintf(stderr, "nightshift: interrupted; %llu lines finished this run are saved in %s; "
+                        "run the same command again to resume\n",
+                (unsigned long long)(c.ok + c.failed), o.state);
+        rc = 130;
+        goto out;
+    }
+
+    /* 4. output files */
+    rc = run_export(&c, o.output, o.errors, &tot, err, sizeof(err));
+    if (rc) {
+        cli_fail("%s", err);
+        rc = 1;
+        goto out;
+    }
+    double wall = progress_now() - t0;
+    run_write_summary(o.summary, "completed", c.bf, &tot, wall, &st, resumed);
+    if (!o.quiet) {
+        printf("nightshift run: completed\n");
+        printf("  lines      %llu ok, %llu failed, of %zu%s\n", (unsigned long long)tot.ok,
+               (unsigned long long)tot.failed, c.bf->n_requests, resumed ? " (resumed run)" : "");
+        printf("  tokens     prompt %llu (cached %llu), completion %llu\n", (unsigned long long)tot.prompt_tokens,
+               (unsigned long long)tot.cached_tokens, (unsigned long long)tot.completion_tokens);
+        printf("  this run   %llu lines, %llu generated tokens in %.1f s: %.1f tok/s, %.2f lines/s\n",
+               (unsigned long long)(c.ok + c.failed), (unsigned long long)c.completion_tokens, wall,
+               wall > 0 ? (double)c.completion_tokens / wall : 0.0, wall > 0 ? (double)(c.ok + c.failed) / wall : 0.0);
+        if (st.steps)
+            printf("  engine     %llu steps, %.1f sequences per step on average\n", (unsigned long long)st.steps,
+                   (double)st.seqs_in_steps / (double)st.steps);
+        printf("  output     %s\n  errors     %s\n", o.output, o.errors);
+    }
+    rc = 0;
+out:
+    engine_free(c.eng);
+    runstate_close(c.rs);
+    batchfile_free(c.bf);
+    strset_release(&c.done);
+    for (size_t i = 0; i < c.n_done_ids; i++)
+        free(c.done_ids[i]);
+    free(c.done_ids);
+    return rc;
+}

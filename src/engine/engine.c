@@ -1,0 +1,950 @@
+/*
+ * engine.c — continuous batching over llama.cpp. See engine.h for the design.
+ *
+ * INVARIANTS
+ * - A slot is either free, running (its first n_past tokens are in the KV cache under
+ *   seq id = slot index) or parked (nothing in KV, n_past == 0).
+ * - tok[0..n_tok) is the prompt followed by every token sampled so far; tokens
+ *   tok[n_past..n_tok) are pending: fed in the next steps. A generating slot has exactly
+ *   one pending token (the last one sampled), a prefilling or resumed slot more.
+ * - Σ n_tok over running slots <= n_ctx after every admission and before every decode:
+ *   the KV pool never runs out in the common case; when llama.cpp still finds no slot
+ *   (fragmentation), the newest running slot is parked and the step retried.
+ * - Logits are requested only for a slot's last pending token, and only when the whole
+ *   pending run fits in the step: intermediate prompt chunks produce no output.
+ */
+#include "engine.h"
+
+#include "gguf.h"
+#include "llama.h"
+
+#include "../util/buf.h"
+#include "../util/status.h"
+#include "../util/utf8.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ENGINE_MAX_PARALLEL 256 /* LLAMA_MAX_SEQ */
+#define ENGINE_TEXT_MAX (64u << 20)
+
+struct slot {
+    bool used, parked;
+    uint64_t order;                 /* admission order; higher = newer */
+    struct engine_request *req;
+    llama_token *tok;
+    int n_tok, cap_tok;
+    int n_prompt, n_past, n_gen, max_gen;
+    int cached;
+    bool eog_masked;                /* EOS suppressed for the whole request */
+    struct llama_sampler *smpl;     /* NULL: greedy argmax */
+    struct buf text;
+    size_t sent;                    /* bytes of text passed to token() */
+    int i_out;                      /* row of this slot's logits in the batch, -1 none */
+    double t_admit, t_first;
+};
+
+struct engine {
+    struct engine_params p;
+    struct llama_model *model;
+    struct llama_context *ctx;
+    const struct llama_vocab *vocab;
+    struct llama_batch batch;
+    int n_ctx, n_ctx_seq, n_vocab;
+    char *tmpl;                     /* chat template passed to llama_chat_apply_template */
+    char tmpl_label[64];
+    llama_token *eog;               /* end-of-generation tokens */
+    int n_eog;
+    struct slot *slots;
+    int n_slots;
+    uint64_t next_order;
+    atomic_int stop;
+    struct engine_stats stats;
+    struct engine_info info;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void engine_log_cb(enum ggml_log_level level, const char *text, void *ud)
+{
+    const struct engine_params *p = ud;
+    if ((p && p->verbose) || level == GGML_LOG_LEVEL_ERROR)
+        fputs(text, stderr);
+}
+
+static void engine_quiet_log(enum ggml_log_level level, const char *text, void *ud)
+{
+    (void)level;
+    (void)text;
+    (void)ud;
+}
+
+struct engine_params engine_default_params(void)
+{
+    struct engine_params p = {
+        .model_path = NULL,
+        .n_ctx = 8192,
+        .n_parallel = 64,
+        .n_batch = 2048,
+        .n_ubatch = 512,
+        .n_threads = 0,
+        .chat_template = NULL,
+        .verbose = false,
+    };
+    return p;
+}
+
+void engine_request_init(struct engine_request *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->max_tokens = -1;
+    r->temperature = 1.0f;
+    r->top_p = 1.0f;
+    r->repetition_penalty = 1.0f;
+}
+
+const char *engine_llama_version(void)
+{
+    return llama_version();
+}
+
+int engine_check_gguf(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open model '%s': %s", path, strerror(errno));
+        return NS_ERR_INVALID;
+    }
+    unsigned char magic[4] = {0};
+    size_t n = fread(magic, 1, 4, f);
+    fclose(f);
+    if (n < 4 || memcmp(magic, "GGUF", 4) != 0) {
+        snprintf(err, errlen, "'%s' is not a GGUF model file (it does not start with the GGUF magic)", path);
+        return NS_ERR_INVALID;
+    }
+    return NS_OK;
+}
+
+int engine_peek_name(const char *path, char *out, size_t n, char *err, size_t errlen)
+{
+    int rc = engine_check_gguf(path, err, errlen);
+    if (rc)
+        return rc;
+    struct gguf_init_params gp = {.no_alloc = true, .ctx = NULL};
+    struct gguf_context *g = gguf_init_from_file(path, gp);
+    if (!g) {
+        snprintf(err, errlen, "'%s' is not a readable GGUF model file (bad or truncated header)", path);
+        return NS_ERR_INVALID;
+    }
+    int64_t k = gguf_find_key(g, "general.name");
+    snprintf(out, n, "%s", k >= 0 && gguf_get_kv_type(g, k) == GGUF_TYPE_STRING ? gguf_get_val_str(g, k) : "");
+    gguf_free(g);
+    return NS_OK;
+}
+
+/* ---- chat template ------------------------------------------------------------------ */
+
+static int engine_render_chat(const struct engine *e, const struct engine_request *r, struct buf *out,
+                              char *err, size_t errlen)
+{
+    struct llama_chat_message *msgs = calloc((size_t)r->n_messages, sizeof(*msgs));
+    size_t total = 0;
+    int rc = NS_OK;
+    if (!msgs)
+        return NS_ERR_NOMEM;
+    for (int i = 0; i < r->n_messages; i++) {
+        msgs[i].role = r->messages[i].role;
+        msgs[i].content = r->messages[i].content;
+        total += strlen(msgs[i].content) + strlen(msgs[i].role) + 16;
+    }
+    size_t cap = total * 2 + 256;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        buf_reset(out);
+        if ((rc = buf_reserve(out, cap)) != NS_OK)
+            goto out;
+        int32_t n = llama_chat_apply_template(e->tmpl, msgs, (size_t)r->n_messages, true, out->p,
+                                              (int32_t)(cap > INT32_MAX ? INT32_MAX : cap));
+        if (n < 0) {
+            snprintf(err, errlen, "the chat template '%s' cannot render these messages", e->tmpl_label);
+            rc = NS_ERR_INVALID;
+            goto out;
+        }
+        if ((size_t)n < cap) {
+            out->len = (size_t)n;
+            out->p[n] = '\0';
+            goto out;
+        }
+        cap = (size_t)n + 1;
+    }
+    rc = NS_ERR_INTERNAL;
+out:
+    free(msgs);
+    return rc;
+}
+
+/* tokenize the request's prompt into *tok (malloc'd); returns count or < 0 */
+static int engine_tokenize(struct engine *e, const struct engine_request *r, llama_token **tok, char *err,
+                           size_t errlen)
+{
+    struct buf text;
+    const char *s;
+    size_t n;
+    int rc;
+    *tok = NULL;
+    buf_init(&text, ENGINE_TEXT_MAX);
+    if (r->messages) {
+        if ((rc = engine_render_chat(e, r, &text, err, errlen)) != NS_OK) {
+            buf_release(&text);
+            return -rc;
+        }
+        s = text.p;
+        n = text.len;
+    } else {
+        s = r->prompt ? r->prompt : "";
+        n = strlen(s);
+    }
+    if (n > INT32_MAX / 2) {
+        buf_release(&text);
+        snprintf(err, errlen, "the prompt is too long");
+        return -NS_ERR_CONTEXT;
+    }
+    int cap = (int)n + 8;
+    llama_token *t = malloc(sizeof(*t) * (size_t)cap);
+    if (!t) {
+        buf_release(&text);
+        return -NS_ERR_NOMEM;
+    }
+    int got = llama_tokenize(e->vocab, s, (int32_t)n, t, cap, true, true);
+    if (got < 0 && got != INT32_MIN) {
+        cap = -got;
+        llama_token *t2 = realloc(t, sizeof(*t) * (size_t)cap);
+        if (!t2) {
+            free(t);
+            buf_release(&text);
+            return -NS_ERR_NOMEM;
+        }
+        t = t2;
+        got = llama_tokenize(e->vocab, s, (int32_t)n, t, cap, true, true);
+    }
+    buf_release(&text);
+    if (got < 0) {
+        free(t);
+        snprintf(err, errlen, "the prompt cannot be tokenized");
+        return -NS_ERR_INVALID;
+    }
+    *tok = t;
+    return got;
+}
+
+int engine_count_tokens(struct engine *e, const struct engine_request *r, char *err, size_t errlen)
+{
+    llama_token *t;
+    int n = engine_tokenize(e, r, &t, err, errlen);
+    free(t);
+    return n;
+}
+
+/* ---- init / free -------------------------------------------------------------------- */
+
+static void engine_pick_template(struct engine *e)
+{
+    const char *own = llama_model_chat_template(e->model, NULL);
+    const char *want = e->p.chat_template ? e->p.chat_template : own;
+    struct llama_chat_message probe = {"user", "hi"};
+    if (want && llama_chat_apply_template(want, &probe, 1, true, NULL, 0) >= 0) {
+        e->tmpl = strdup(want);
+        snprintf(e->tmpl_label, sizeof(e->tmpl_label), "%s", e->p.chat_template ? e->p.chat_template : "model");
+        return;
+    }
+    /* No template, or one llama.cpp's built-in renderer does not know: ChatML is the
+     * most common format and is what most instruction-tuned GGUFs expect. */
+    e->tmpl = strdup("chatml");
+    snprintf(e->tmpl_label, sizeof(e->tmpl_label), "chatml (fallback)");
+}
+
+int engine_init(struct engine_params p, struct engine **out, char *err, size_t errlen)
+{
+    struct engine *e = NULL;
+    int rc = NS_OK;
+    *out = NULL;
+    if (!p.model_path) {
+        snprintf(err, errlen, "no model given");
+        return NS_ERR_INVALID;
+    }
+    if ((rc = engine_check_gguf(p.model_path, err, errlen)) != NS_OK)
+        return rc;
+    if (p.n_parallel < 1)
+        p.n_parallel = 1;
+    if (p.n_parallel > ENGINE_MAX_PARALLEL)
+        p.n_parallel = ENGINE_MAX_PARALLEL;
+    if (p.n_ctx <= 0)
+        p.n_ctx = 8192;
+    if (p.n_batch < 32)
+        p.n_batch = 2048;
+    if (p.n_ubatch <= 0 || p.n_ubatch > p.n_batch)
+        p.n_ubatch = p.n_batch < 512 ? p.n_batch : 512;
+    if (p.n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        p.n_threads = n > 0 ? (int)n : 4;
+    }
+
+    e = calloc(1, sizeof(*e));
+    if (!e)
+        return NS_ERR_NOMEM;
+    e->p = p;
+    if (e->p.model_path)
+        e->p.model_path = strdup(p.model_path);
+    if (p.chat_template)
+        e->p.chat_template = strdup(p.chat_template);
+
+    llama_log_set(engine_log_cb, &e->p);
+    llama_backend_init();
+
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    e->model = llama_model_load_from_file(p.model_path, mp);
+    if (!e->model) {
+        snprintf(err, errlen, "cannot load model '%s': llama.cpp rejected it (run with --verbose for its log)",
+                 p.model_path);
+        rc = NS_ERR_INVALID;
+        goto out;
+    }
+    e->vocab = llama_model_get_vocab(e->model);
+    e->n_vocab = llama_vocab_n_tokens(e->vocab);
+
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t)p.n_ctx;
+    cp.n_batch = (uint32_t)p.n_batch;
+    cp.n_ubatch = (uint32_t)p.n_ubatch;
+    cp.n_seq_max = (uint32_t)p.n_parallel;
+    cp.n_threads = p.n_threads;
+    cp.n_threads_batch = p.n_threads;
+    cp.kv_unified = true;
+    cp.no_perf = true;
+    e->ctx = llama_init_from_model(e->model, cp);
+    if (!e->ctx) {
+        snprintf(err, errlen, "cannot create a context of %d tokens for '%s' (out of memory?)", p.n_ctx,
+                 p.model_path);
+        rc = NS_ERR_ENGINE;
+        goto out;
+    }
+    e->n_ctx = (int)llama_n_ctx(e->ctx);
+    e->n_ctx_seq = (int)llama_n_ctx_seq(e->ctx);
+    e->batch = llama_batch_init(p.n_batch, 0, 1);
+
+    e->n_slots = p.n_parallel;
+    e->slots = calloc((size_t)e->n_slots, sizeof(*e->slots));
+    e->eog = malloc(sizeof(*e->eog) * 64);
+    if (!e->slots || !e->eog) {
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
+    for (llama_token t = 0; t < e->n_vocab && e->n_eog < 64; t++)
+        if (llama_vocab_is_eog(e->vocab, t))
+            e->eog[e->n_eog++] = t;
+
+    engine_pick_template(e);
+    if (!e->tmpl) {
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
+
+    struct engine_info *in = &e->info;
+    if (llama_model_meta_val_str(e->model, "general.name", in->name, sizeof(in->name)) < 0 || !in->name[0]) {
+        const char *base = strrchr(p.model_path, '/');
+        snprintf(in->name, sizeof(in->name), "%s", base ? base + 1 : p.model_path);
+    }
+    llama_model_desc(e->model, in->desc, sizeof(in->desc));
+    snprintf(in->chat_template, sizeof(in->chat_template), "%s", e->tmpl_label);
+    in->n_ctx = e->n_ctx;
+    in->n_ctx_train = llama_model_n_ctx_train(e->model);
+    in->n_vocab = e->n_vocab;
+    in->n_parallel = e->n_slots;
+    in->n_params = llama_model_n_params(e->model);
+
+out:
+    if (rc != NS_OK) {
+        engine_free(e);
+        return rc;
+    }
+    *out = e;
+    return NS_OK;
+}
+
+static void slot_release(struct engine *e, struct slot *s)
+{
+    if (!s->parked)
+        llama_memory_seq_rm(llama_get_memory(e->ctx), (llama_seq_id)(s - e->slots), -1, -1);
+    if (s->smpl)
+        llama_sampler_free(s->smpl);
+    free(s->tok);
+    buf_release(&s->text);
+    memset(s, 0, sizeof(*s));
+}
+
+void engine_free(struct engine *e)
+{
+    if (!e)
+        return;
+    if (e->slots) {
+        for (int i = 0; i < e->n_slots; i++)
+            if (e->slots[i].used)
+                slot_release(e, &e->slots[i]);
+        free(e->slots);
+    }
+    if (e->ctx) {
+        llama_batch_free(e->batch);
+        llama_free(e->ctx);
+    }
+    if (e->model)
+        llama_model_free(e->model);
+    free(e->eog);
+    free(e->tmpl);
+    free((char *)e->p.model_path);
+    free((char *)e->p.chat_template);
+    llama_log_set(engine_quiet_log, NULL);
+    free(e);
+}
+
+void engine_get_info(const struct engine *e, struct engine_info *out) { *out = e->info; }
+void engine_get_stats(const struct engine *e, struct engine_stats *out) { *out = e->stats; }
+void engine_stop(struct engine *e) { atomic_store(&e->stop, 1); }
+
+/* ---- per-request lifecycle ---------------------------------------------------------- */
+
+static void engine_fail(const struct engine_source *src, struct engine_request *req, int status,
+                        const char *param, int n_prompt, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void engine_fail(const struct engine_source *src, struct engine_request *req, int status,
+                        const char *param, int n_prompt, const char *fmt, ...)
+{
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = status;
+    res.param = param;
+    res.text = "";
+    res.prompt_tokens = n_prompt;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res.message, sizeof(res.message), fmt, ap);
+    va_end(ap);
+    res.t_admit = res.t_first = res.t_end = now_s();
+    src->done(src->ud, req, &res);
+}
+
+static struct llama_sampler *engine_make_sampler(const struct engine *e, const struct engine_request *r)
+{
+    bool penalties = r->presence_penalty != 0.0f || r->frequency_penalty != 0.0f || r->repetition_penalty != 1.0f;
+    bool greedy = r->temperature <= 0.0f || r->top_k == 1;
+    if (greedy && !penalties)
+        return NULL; /* argmax fast path */
+    struct llama_sampler *c = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    if (!c)
+        return NULL;
+    if (penalties)
+        llama_sampler_chain_add(c, llama_sampler_init_penalties(e->n_vocab, 64, r->repetition_penalty, r->frequency_penalty,
+                                                                 r->presence_penalty));
+    if (greedy) {
+        llama_sampler_chain_add(c, llama_sampler_init_greedy());
+        return c;
+    }
+    if (r->top_k > 0)
+        llama_sampler_chain_add(c, llama_sampler_init_top_k(r->top_k));
+    if (r->top_p < 1.0f)
+        llama_sampler_chain_add(c, llama_sampler_init_top_p(r->top_p, 1));
+    if (r->min_p > 0.0f)
+        llama_sampler_chain_add(c, llama_sampler_init_min_p(r->min_p, 1));
+    llama_sampler_chain_add(c, llama_sampler_init_temp(r->temperature));
+    llama_sampler_chain_add(c, llama_sampler_init_dist(r->seed));
+    return c;
+}
+
+/* Tokenize and check a new request; on success it occupies slot s. On failure done() has
+ * been called and the slot stays free. */
+static int engine_admit(struct engine *e, const struct engine_source *src, struct engine_request *req,
+                        struct slot *s)
+{
+    char err[256] = "";
+    llama_token *tok = NULL;
+    int n = engine_tokenize(e, req, &tok, err, sizeof(err));
+    if (n < 0) {
+        int st = -n;
+        engine_fail(src, req, st, req->messages ? "messages" : "prompt", 0, "%s",
+                    err[0] ? err : "cannot tokenize the prompt");
+        return st;
+    }
+    if (n == 0) {
+        free(tok);
+        engine_fail(src, req, NS_ERR_INVALID, req->messages ? "messages" : "prompt", 0,
+                    "the prompt is empty: it has no tokens");
+        return NS_ERR_INVALID;
+    }
+    int max_gen = req->max_tokens;
+    if (max_gen >= 0 && (long)n + max_gen > e->n_ctx_seq) {
+        free(tok);
+        engine_fail(src, req, NS_ERR_CONTEXT, req->messages ? "messages" : "prompt", n,
+                    "This model's maximum context length is %d tokens. However, you requested %ld tokens "
+                    "(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
+                    e->n_ctx_seq, (long)n + max_gen, n, req->messages ? "messages" : "prompt", max_gen,
+                    req->messages ? "messages" : "prompt");
+        return NS_ERR_CONTEXT;
+    }
+    if (n >= e->n_ctx_seq) {
+        free(tok);
+        engine_fail(src, req, NS_ERR_CONTEXT, req->messages ? "messages" : "prompt", n,
+                    "This model's maximum context length is %d tokens. However, your %s resulted in %d tokens. "
+                    "Please reduce the length of the %s.",
+                    e->n_ctx_seq, req->messages ? "messages" : "prompt", n, req->messages ? "messages" : "prompt");
+        return NS_ERR_CONTEXT;
+    }
+    if (max_gen < 0)
+        max_gen = e->n_ctx_seq - n;
+
+    memset(s, 0, sizeof(*s));
+    s->used = true;
+    s->order = ++e->next_order;
+    s->req = req;
+    s->cap_tok = n + (max_gen < 256 ? max_gen : 256) + 1;
+    s->tok = realloc(tok, sizeof(*tok) * (size_t)s->cap_tok);
+    if (!s->tok) {
+        free(tok);
+        memset(s, 0, sizeof(*s));
+        engine_fail(src, req, NS_ERR_NOMEM, NULL, n, "out of memory");
+        return NS_ERR_NOMEM;
+    }
+    s->n_tok = s->n_prompt = n;
+    s->max_gen = max_gen;
+    s->eog_masked = req->ignore_eos;
+    s->smpl = engine_make_sampler(e, req);
+    s->i_out = -1;
+    buf_init(&s->text, ENGINE_TEXT_MAX);
+    s->t_admit = now_s();
+    return NS_OK;
+}
+
+static void engine_finish(struct engine *e, const struct engine_source *src, struct slot *s, enum engine_finish why)
+{
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = NS_OK;
+    /* A random model, or a piece cut mid-character at max_tokens, can leave invalid
+     * UTF-8; the result must be valid JSON text. Sanitizing may triple the length. */
+    if (buf_reserve(&s->text, s->text.len * 3 + 4) == NS_OK) {
+        s->text.len = utf8_sanitize(s->text.p, s->text.len, s->text.cap - 1);
+        s->text.p[s->text.len] = '\0';
+    }
+    if (src->token && s->text.len > s->sent)
+        src->token(src->ud, s->req, s->text.p + s->sent, s->text.len - s->sent);
+    res.text = s->text.p ? s->text.p : "";
+    res.text_len = s->text.len;
+    res.finish = why;
+    res.prompt_tokens = s->n_prompt;
+    res.completion_tokens = s->n_gen;
+    res.cached_tokens = s->cached;
+    res.t_admit = s->t_admit;
+    res.t_first = s->t_first;
+    res.t_end = now_s();
+    struct engine_request *req = s->req;
+    slot_release(e, s);
+    src->done(src->ud, req, &res);
+}
+
+static void engine_cancel_all(struct engine *e, const struct engine_source *src)
+{
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *s = &e->slots[i];
+        if (!s->used)
+            continue;
+        struct engine_request *req = s->req;
+        int n_prompt = s->n_prompt;
+        slot_release(e, s);
+        engine_fail(src, req, NS_ERR_CANCELLED, NULL, n_prompt, "the request was cancelled");
+    }
+}
+
+/* Where a stop string occurs in text (searching only where new text could complete one);
+ * returns its offset or -1. */
+static long engine_find_stop(const struct slot *s, size_t new_from)
+{
+    const struct engine_request *r = s->req;
+    long best = -1;
+    for (int i = 0; i < r->n_stop; i++) {
+        size_t sl = strlen(r->stop[i]);
+        if (!sl || sl > s->text.len)
+            continue;
+        size_t from = new_from >= sl ? new_from - sl + 1 : 0;
+        for (size_t at = from; at + sl <= s->text.len; at++) {
+            if (memcmp(s->text.p + at, r->stop[i], sl) == 0) {
+                if (best < 0 || (long)at < best)
+                    best = (long)at;
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+/* bytes at the end of text that could be the start of a stop string */
+static size_t engine_stop_holdback(const struct slot *s)
+{
+    const struct engine_request *r = s->req;
+    size_t hold = 0;
+    for (int i = 0; i < r->n_stop; i++) {
+        size_t sl = strlen(r->stop[i]);
+        for (size_t k = sl > 1 ? sl - 1 : 0; k > hold; k--) {
+            if (k <= s->text.len && memcmp(s->text.p + s->text.len - k, r->stop[i], k) == 0) {
+                hold = k;
+                break;
+            }
+        }
+    }
+    return hold;
+}
+
+static int slot_push_token(struct slot *s, llama_token t)
+{
+    if (s->n_tok == s->cap_tok) {
+        int cap = s->cap_tok * 2;
+        llama_token *p = realloc(s->tok, sizeof(*p) * (size_t)cap);
+        if (!p)
+            return NS_ERR_NOMEM;
+        s->tok = p;
+        s->cap_tok = cap;
+    }
+    s->tok[s->n_tok++] = t;
+    return NS_OK;
+}
+
+static llama_token engine_argmax(const float *logits, int n)
+{
+    int best = 0;
+    float bv = logits[0];
+    for (int i = 1; i < n; i++)
+        if (logits[i] > bv) {
+            bv = logits[i];
+            best = i;
+        }
+    return best;
+}
+
+static bool engine_is_eog(const struct engine *e, llama_token t)
+{
+    for (int i = 0; i < e->n_eog; i++)
+        if (e->eog[i] == t)
+            return true;
+    return false;
+}
+
+/* sample the next token for slot s from batch row s->i_out, then decide if it ended */
+static void engine_sample(struct engine *e, const struct engine_source *src, struct slot *s)
+{
+    int row = s->i_out;
+    float *logits = llama_get_logits_ith(e->ctx, row);
+    s->i_out = -1;
+    if (!logits) {
+        struct engine_request *req = s->req;
+        int n_prompt = s->n_prompt;
+        slot_release(e, s);
+        engine_fail(src, req, NS_ERR_ENGINE, NULL, n_prompt, "the engine produced no logits");
+        return;
+    }
+    bool mask = s->eog_masked || s->n_gen < s->req->min_tokens;
+    if (mask)
+        for (int i = 0; i < e->n_eog; i++)
+            logits[e->eog[i]] = -INFINITY;
+    llama_token t = s->smpl ? llama_sampler_sample(s->smpl, e->ctx, row) : engine_argmax(logits, e->n_vocab);
+    e->stats.gen_tokens++;
+    if (s->n_gen == 0)
+        s->t_first = now_s();
+    s->n_gen++;
+    if (!mask && engine_is_eog(e, t)) {
+        engine_finish(e, src, s, ENGINE_FINISH_STOP);
+        return;
+    }
+    if (slot_push_token(s, t) != NS_OK) {
+        struct engine_request *req = s->req;
+        int n_prompt = s->n_prompt;
+        slot_release(e, s);
+        engine_fail(src, req, NS_ERR_NOMEM, NULL, n_prompt, "out of memory");
+        return;
+    }
+    char piece[256];
+    int n = llama_token_to_piece(e->vocab, t, piece, (int32_t)sizeof(piece), 0, false);
+    size_t before = s->text.len;
+    if (n > 0 && buf_append(&s->text, piece, (size_t)n) != NS_OK) {
+        engine_finish(e, src, s, ENGINE_FINISH_LENGTH);
+        return;
+    }
+    if (s->req->n_stop > 0) {
+        long at = engine_find_stop(s, before);
+        if (at >= 0) {
+            buf_truncate(&s->text, (size_t)at);
+            if (s->sent > s->text.len)
+                s->sent = s->text.len;
+            engine_finish(e, src, s, ENGINE_FINISH_STOP);
+            return;
+        }
+    }
+    if (s->n_gen >= s->max_gen) {
+        engine_finish(e, src, s, ENGINE_FINISH_LENGTH);
+        return;
+    }
+    if (src->token) {
+        size_t hold = engine_stop_holdback(s);
+        size_t upto = s->text.len - hold;
+        upto -= utf8_incomplete_tail(s->text.p, upto);
+        if (upto > s->sent) {
+            src->token(src->ud, s->req, s->text.p + s->sent, upto - s->sent);
+            s->sent = upto;
+        }
+    }
+}
+
+/* ---- the step loop ------------------------------------------------------------------ */
+
+static int engine_kv_reserved(const struct engine *e)
+{
+    int sum = 0;
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slots[i].used && !e->slots[i].parked)
+            sum += e->slots[i].n_tok;
+    return sum;
+}
+
+static int engine_running(const struct engine *e)
+{
+    int n = 0;
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slots[i].used && !e->slots[i].parked)
+            n++;
+    return n;
+}
+
+/* park the newest running slot; false when only one runs (it must make progress) */
+static bool engine_park_newest(struct engine *e)
+{
+    struct slot *victim = NULL;
+    if (engine_running(e) < 2)
+        return false;
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *s = &e->slots[i];
+        if (s->used && !s->parked && (!victim || s->order > victim->order))
+            victim = s;
+    }
+    llama_memory_seq_rm(llama_get_memory(e->ctx), (llama_seq_id)(victim - e->slots), -1, -1);
+    victim->parked = true;
+    victim->n_past = 0;
+    e->stats.preemptions++;
+    return true;
+}
+
+/* resume parked slots (oldest first) while they fit; false if one is still parked */
+static bool engine_resume_parked(struct engine *e)
+{
+    for (;;) {
+        struct slot *oldest = NULL;
+        for (int i = 0; i < e->n_slots; i++) {
+            struct slot *s = &e->slots[i];
+            if (s->used && s->parked && (!oldest || s->order < oldest->order))
+                oldest = s;
+        }
+        if (!oldest)
+            return true;
+        int running = engine_running(e);
+        if (running > 0 && engine_kv_reserved(e) + oldest->n_tok + running + 1 > e->n_ctx)
+            return false;
+        oldest->parked = false;
+    }
+}
+
+/* pull and admit new requests while slots and KV room allow; returns -1 once the source
+ * is exhausted, else the number admitted */
+static int engine_pull_new(struct engine *e, const struct engine_source *src, bool *exhausted)
+{
+    int admitted = 0;
+    for (;;) {
+        int free_slots = 0;
+        for (int i = 0; i < e->n_slots; i++)
+            free_slots += !e->slots[i].used;
+        if (!free_slots || *exhausted)
+            return admitted;
+        /* Keep some KV room per running sequence for growth, so a full pool does not
+         * park sequences right after admitting new ones. */
+        int running = engine_running(e);
+        if (running > 0 && engine_kv_reserved(e) + running * 16 >= e->n_ctx)
+            return admitted;
+        struct engine_request *reqs[ENGINE_MAX_PARALLEL];
+        int got = src->pull(src->ud, reqs, free_slots);
+        if (got < 0) {
+            *exhausted = true;
+            return admitted;
+        }
+        if (got == 0)
+            return admitted;
+        bool parked_one = false;
+        for (int k = 0; k < got; k++) {
+            struct slot *s = NULL;
+            for (int i = 0; i < e->n_slots; i++)
+                if (!e->slots[i].used) {
+                    s = &e->slots[i];
+                    break;
+                }
+            if (engine_admit(e, src, reqs[k], s) != NS_OK)
+                continue;
+            admitted++;
+            running = engine_running(e);
+            /* too big to run next to the others right now: wait parked (recomputed
+             * from nothing when room frees up, which costs nothing since it has no KV) */
+            if (running > 1 && engine_kv_reserved(e) + running > e->n_ctx) {
+                s->parked = true;
+                parked_one = true;
+            }
+        }
+        if (parked_one)
+            return admitted;
+    }
+}
+
+/* Build the step's batch: one pending token per generating slot first (oldest first),
+ * then prompt chunks. Returns the number of tokens. */
+static int engine_build_batch(struct engine *e)
+{
+    struct llama_batch *b = &e->batch;
+    int budget = e->p.n_batch;
+    b->n_tokens = 0;
+    int order_idx[ENGINE_MAX_PARALLEL];
+    int n = 0;
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slots[i].used && !e->slots[i].parked)
+            order_idx[n++] = i;
+    /* insertion sort by admission order: n <= 256 and nearly sorted */
+    for (int i = 1; i < n; i++) {
+        int v = order_idx[i], j = i - 1;
+        while (j >= 0 && e->slots[order_idx[j]].order > e->slots[v].order) {
+            order_idx[j + 1] = order_idx[j];
+            j--;
+        }
+        order_idx[j + 1] = v;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < n && budget > 0; k++) {
+            struct slot *s = &e->slots[order_idx[k]];
+            int pending = s->n_tok - s->n_past;
+            if (pending <= 0 || (pass == 0) != (pending == 1))
+                continue;
+            int take = pending < budget ? pending : budget;
+            for (int j = 0; j < take; j++) {
+                int at = b->n_tokens++;
+                b->token[at] = s->tok[s->n_past + j];
+                b->pos[at] = s->n_past + j;
+                b->n_seq_id[at] = 1;
+                b->seq_id[at][0] = (llama_seq_id)order_idx[k];
+                b->logits[at] = 0;
+            }
+            if (take == pending) {
+                b->logits[b->n_tokens - 1] = 1;
+                s->i_out = b->n_tokens - 1;
+            }
+            budget -= take;
+        }
+    }
+    return b->n_tokens;
+}
+
+/* after a successful decode: advance n_past for every slot that fed tokens */
+static void engine_commit_batch(struct engine *e)
+{
+    struct llama_batch *b = &e->batch;
+    for (int i = 0; i < b->n_tokens; i++) {
+        struct slot *s = &e->slots[b->seq_id[i][0]];
+        s->n_past = b->pos[i] + 1;
+        if (s->n_past <= s->n_prompt)
+            e->stats.prompt_tokens++;
+    }
+}
+
+static void engine_clear_outputs(struct engine *e)
+{
+    for (int i = 0; i < e->n_slots; i++)
+        e->slots[i].i_out = -1;
+}
+
+int engine_run(struct engine *e, const struct engine_source *src)
+{
+    bool exhausted = false;
+    atomic_store(&e->stop, 0);
+    for (;;) {
+        if (atomic_load(&e->stop)) {
+            engine_cancel_all(e, src);
+            return NS_OK;
+        }
+        bool all_resumed = engine_resume_parked(e);
+        if (all_resumed)
+            engine_pull_new(e, src, &exhausted);
+        int running = engine_running(e);
+        if (running == 0) {
+            bool any_parked = false;
+            for (int i = 0; i < e->n_slots; i++)
+                any_parked |= e->slots[i].used;
+            if (any_parked)
+                continue; /* resume will take the oldest now that nothing runs */
+            if (exhausted)
+                return NS_OK;
+            if (src->wait)
+                src->wait(src->ud);
+            else
+                usleep(1000);
+            continue;
+        }
+        /* generation grows every running sequence by one cell per step */
+        while (engine_kv_reserved(e) > e->n_ctx && engine_park_newest(e))
+            ;
+        engine_clear_outputs(e);
+        int n = engine_build_batch(e);
+        if (n == 0)
+            continue;
+        int ret = llama_decode(e->ctx, e->batch);
+        if (ret == 1) {
+            /* no KV slot despite the accounting (fragmentation): make room and retry */
+            if (!engine_park_newest(e)) {
+                for (int i = 0; i < e->n_slots; i++) {
+                    struct slot *s = &e->slots[i];
+                    if (s->used && !s->parked) {
+                        struct engine_request *req = s->req;
+                        int n_prompt = s->n_prompt;
+                        slot_release(e, s);
+                        engine_fail(src, req, NS_ERR_CONTEXT, NULL, n_prompt,
+                                    "the KV cache has no room for this request");
+                    }
+                }
+            }
+            continue;
+        }
+        if (ret != 0) {
+            engine_cancel_all(e, src);
+            return NS_ERR_ENGINE;
+        }
+        e->stats.steps++;
+        e->stats.tokens_decoded += (uint64_t)n;
+        e->stats.seqs_in_steps += (uint64_t)running;
+        engine_commit_batch(e);
+        for (int i = 0; i < e->n_slots; i++) {
+            struct slot *s = &e->slots[i];
+            if (s->used && !s->parked && s->i_out >= 0)
+                engine_sample(e, src, s);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+/*
+ * engine.h — the local inference engine: one GGUF model, one llama.cpp context whose
+ * KV cache is shared by up to n_parallel sequences, decoded together (continuous batching).
+ *
+ * This module and modelgen are the only code that includes llama.h.
+ *
+ * DESIGN
+ * The engine pulls work; it is never pushed. engine_run() loops: at every step it asks
+ * its source for as many new requests as it has free sequences and KV room, builds ONE
+ * llama_batch holding the next token of every decoding sequence plus prompt chunks of
+ * newly admitted ones (chunked prefill under a per-step token budget), calls llama_decode
+ * once, samples for every sequence that produced logits, retires finished sequences
+ * (their KV freed at once) and admits new ones in the same step. Pulling keeps admission
+ * order and batch composition a pure function of the input order, so a run is
+ * reproducible, and it lets the caller's scheduler decide priority (interactive before
+ * batch) at the last moment.
+ *
+ * KV memory is one pool of n_ctx cells (kv_unified). A sequence is admitted when its
+ * prompt fits next to the sequences already running; when generation outgrows the pool,
+ * the most recently admitted sequence is parked (its KV dropped, its tokens kept) and
+ * recomputed later: the oldest sequence always makes progress.
+ *
+ * THREADS
+ * engine_run() runs on the caller's thread and calls the source's callbacks on it.
+ * engine_stop() may be called from any thread (or a signal handler).
+ *
+ * OWNERSHIP
+ * Requests belong to the caller, who keeps each one alive and unchanged from pull() until
+ * done() is called for it. The engine owns everything else (model, context, samplers).
+ */
+#ifndef NS_ENGINE_ENGINE_H
+#define NS_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct engine;
+
+struct engine_params {
+    const char *model_path;
+    int n_ctx;             /* KV cells shared by all sequences; 0 = 8192 */
+    int n_parallel;        /* most sequences decoding at once; default 64 */
+    int n_batch;           /* most tokens in one llama_decode; default 2048 */
+    int n_ubatch;          /* physical batch; default 512 */
+    int n_threads;         /* 0 = online CPUs */
+    const char *chat_template; /* NULL = the model's own, else a llama.cpp built-in name */
+    bool verbose;          /* let llama.cpp log to stderr */
+};
+
+struct engine_params engine_default_params(void);
+
+struct engine_msg {
+    const char *role;
+    const char *content;
+};
+
+enum engine_finish { ENGINE_FINISH_STOP = 0, ENGINE_FINISH_LENGTH = 1 };
+
+#define ENGINE_MAX_STOP 4
+
+struct engine_request {
+    /* input: messages (chat) or prompt (completion), not both */
+    const struct engine_msg *messages;
+    int n_messages;
+    const char *prompt;
+
+    int max_tokens;        /* < 0: up to the context */
+    int min_tokens;        /* EOS suppressed before this many tokens (extension) */
+    bool ignore_eos;       /* extension: never stop at EOS */
+    const char *stop[ENGINE_MAX_STOP];
+    int n_stop;
+
+    float temperature;     /* 0 = greedy */
+    float top_p;           /* 1 = off */
+    int top_k;             /* 0 = off */
+    float min_p;           /* 0 = off */
+    float presence_penalty, frequency_penalty; /* 0 = off */
+    float repetition_penalty;                  /* 1 = off */
+    uint32_t seed;
+
+    void *user;            /* the caller's; the engine never reads it */
+};
+
+/* a request with OpenAI's defaults (temperature 1, top_p 1, no limit) */
+void engine_request_init(struct engine_request *r);
+
+struct engine_result {
+    int status;                /* NS_OK, or an ns_status; message/param say why */
+    char message[320];
+    const char *param;         /* static string naming the field at fault, or NULL */
+    const char *text;          /* generated text, valid UTF-8; valid during done() only */
+    size_t text_len;
+    enum engine_finish finish;
+    int prompt_tokens;
+    int completion_tokens;
+    int cached_tokens;         /* prompt tokens not recomputed */
+    double t_admit, t_first, t_end; /* seconds, monotonic clock */
+};
+
+struct engine_source {
+    void *ud;
+    /* Fill out[0..max) with new requests; return how many (0 = none now), or -1 when
+     * no more will ever come: engine_run() then returns once the running ones finish. */
+    int (*pull)(void *ud, struct engine_request **out, int max);
+    /* A request ended (success or failure). Called exactly once per pulled request. */
+    void (*done)(void *ud, struct engine_request *req, const struct engine_result *res);
+    /* Optional: new text for a request (streaming); never splits a UTF-8 character and
+     * never shows text that may turn out to be part of a stop string. */
+    void (*token)(void *ud, struct engine_request *req, const char *piece, size_t n);
+    /* Optional: block until pull() may have work (a server); NULL when pull never waits. */
+    void (*wait)(void *ud);
+};
+
+struct engine_info {
+    char name[128];        /* general.name, or the file's base name */
+    char desc[128];        /* llama_model_desc: "llama 0.5B Q8_0" */
+    char chat_template[64];/* "model" or the built-in used */
+    int n_ctx;             /* KV cells (after llama.cpp's rounding) */
+    int n_ctx_train;
+    int n_vocab;
+    int n_parallel;
+    uint64_t n_params;
+};
+
+struct engine_stats {
+    uint64_t steps;            /* llama_decode calls */
+    uint64_t tokens_decoded;   /* tokens in those batches */
+    uint64_t seqs_in_steps;    /* sum over steps of sequences in the batch */
+    uint64_t prompt_tokens;    /* prompt tokens computed (recomputation included) */
+    uint64_t gen_tokens;       /* tokens sampled */
+    uint64_t preemptions;      /* sequences parked for lack of KV */
+};
+
+/* Load the model and create the context. On failure *out is NULL and err says why
+ * ("'x.gguf' is not a GGUF file", "cannot load model ..."). Status NS_ERR_INVALID for
+ * a bad file, NS_ERR_ENGINE for llama.cpp failures. */
+int engine_init(struct engine_params p, struct engine **out, char *err, size_t errlen);
+void engine_free(struct engine *e);
+
+/* Run until the source is exhausted (pull returned -1 and nothing is running) or
+ * engine_stop() is called; on stop, running requests end with NS_ERR_CANCELLED.
+ * Returns NS_OK, or NS_ERR_ENGINE when llama_decode fails fatally. */
+int engine_run(struct engine *e, const struct engine_source *src);
+void engine_stop(struct engine *e);
+
+void engine_get_info(const struct engine *e, struct engine_info *out);
+void engine_get_stats(const struct engine *e, struct engine_stats *out);
+
+/* Number of prompt tokens of a request, with the chat template applied (for checks and
+ * prefix grouping before scheduling). < 0 with err set on failure. */
+int engine_count_tokens(struct engine *e, const struct engine_request *r, char *err, size_t errlen);
+
+/* Is `path` a GGUF file? 0 yes; NS_ERR_INVALID with err filled otherwise. */
+int engine_check_gguf(const char *path, char *err, size_t errlen);
+
+/* general.name of a GGUF file without loading it; 0 ok (out may be "" when absent) */
+int engine_peek_name(const char *path, char *out, size_t n, char *err, size_t errlen);
+
+/* "b1234 (abc1234)" of the linked llama.cpp */
+const char *engine_llama_version(void);
+
+#endif

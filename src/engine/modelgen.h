@@ -1,0 +1,57 @@
+/*
+ * modelgen.h — write a small random-weight llama-architecture GGUF model whose tokenizer
+ * (and chat template) is copied from a real vocab-only GGUF file.
+ *
+ * Tests and benchmarks run on such models because no trained weights can be downloaded.
+ * See modelgen.c for the design notes.
+ */
+#ifndef NIGHTSHIFT_ENGINE_MODELGEN_H
+#define NIGHTSHIFT_ENGINE_MODELGEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Type of the 2-D weight matrices (token embedding and all projections). Norm vectors are
+ * always F32. Row lengths (n_embd and n_ff) must be a multiple of the type's block size:
+ * 32 for q8_0, 256 for q4_k. */
+enum modelgen_type { MODELGEN_F32, MODELGEN_F16, MODELGEN_Q8_0, MODELGEN_Q4_K };
+
+struct modelgen_params {
+    const char *vocab_path;     /* ggml-vocab-*.gguf: tokenizer source (required) */
+    const char *out_path;       /* where to write the model (required) */
+    const char *name;           /* general.name; default "nightshift-random" */
+    const char *chat_template;  /* NULL: keep the vocab's tokenizer.chat_template if it has one,
+                                   else write a ChatML jinja template; "" : write none */
+    int n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx_train;
+    enum modelgen_type type;    /* type of the 2-D weight matrices; norms stay F32 */
+    uint64_t seed;              /* same seed -> byte-identical file */
+};
+
+/* A tiny model: 2 layers, n_embd 64, n_ff 128, 4 heads (head dim 16), 2 kv heads,
+ * n_ctx_train 4096, Q8_0 weights, seed 42, name "nightshift-random", chat_template NULL.
+ * vocab_path and out_path are NULL and must be set by the caller. */
+struct modelgen_params modelgen_default_params(void);
+
+/* Validate p, then write the model to p->out_path (through "<out_path>.tmp" and a rename, so a
+ * failed or interrupted run never leaves a truncated model under the final name). Tensor data is
+ * generated, quantized and written in bounded chunks; memory use does not grow with model size
+ * beyond the tokenizer metadata.
+ * Returns 0 on success; nonzero on failure with a lowercase message in err (if err != NULL). */
+int modelgen_write(const struct modelgen_params *p, char *err, size_t errlen);
+
+/* Parse "f32" | "f16" | "q8_0" | "q4_k" (case-insensitive). Returns 0 and sets *out on success,
+ * nonzero (leaving *out untouched) otherwise. */
+int modelgen_type_parse(const char *s, enum modelgen_type *out);
+
+/* "f32" | "f16" | "q8_0" | "q4_k"; "?" for an invalid value. */
+const char *modelgen_type_name(enum modelgen_type t);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NIGHTSHIFT_ENGINE_MODELGEN_H */

@@ -1,0 +1,43 @@
+/*
+ * status.c — the table behind status.h. One row per status; keep it in enum order.
+ */
+#include "status.h"
+
+#include <stddef.h>
+
+static const struct {
+    int http;
+    const char *type;
+    const char *code;
+    const char *name;
+} status_table[NS_STATUS_COUNT_] = {
+    [NS_OK]                  = {200, NULL, NULL, "ok"},
+    [NS_ERR_INVALID]         = {400, "invalid_request_error", NULL, "invalid"},
+    [NS_ERR_CONTEXT]         = {400, "invalid_request_error", "context_length_exceeded", "context"},
+    [NS_ERR_UNSUPPORTED]     = {400, "invalid_request_error", "unsupported_value", "unsupported"},
+    [NS_ERR_AUTH]            = {401, "authentication_error", "invalid_api_key", "auth"},
+    [NS_ERR_NOT_FOUND]       = {404, "not_found_error", NULL, "not_found"},
+    [NS_ERR_MODEL_NOT_FOUND] = {404, "invalid_request_error", "model_not_found", "model_not_found"},
+    [NS_ERR_CONFLICT]        = {409, "invalid_request_error", "conflict", "conflict"},
+    [NS_ERR_TOO_LARGE]       = {413, "invalid_request_error", "request_too_large", "too_large"},
+    [NS_ERR_MEDIA_TYPE]      = {415, "invalid_request_error", "unsupported_media_type", "media_type"},
+    [NS_ERR_RATE_LIMIT]      = {429, "rate_limit_error", "rate_limit_exceeded", "rate_limit"},
+    [NS_ERR_NOMEM]           = {500, "server_error", "out_of_memory", "nomem"},
+    [NS_ERR_IO]              = {500, "server_error", "io_error", "io"},
+    [NS_ERR_ENGINE]          = {500, "server_error", "engine_error", "engine"},
+    [NS_ERR_UNAVAILABLE]     = {503, "server_error", "unavailable", "unavailable"},
+    [NS_ERR_CANCELLED]       = {0, NULL, "batch_cancelled", "cancelled"},
+    [NS_ERR_EXPIRED]         = {0, NULL, "batch_expired", "expired"},
+    [NS_ERR_TIMEOUT]         = {0, NULL, "request_timeout", "timeout"},
+    [NS_ERR_INTERNAL]        = {500, "server_error", "internal_error", "internal"},
+};
+
+static int status_ok_index(int st)
+{
+    return st >= 0 && st < NS_STATUS_COUNT_ ? st : NS_ERR_INTERNAL;
+}
+
+int status_http(int st) { return status_table[status_ok_index(st)].http; }
+const char *status_type(int st) { return status_table[status_ok_index(st)].type; }
+const char *status_code(int st) { return status_table[status_ok_index(st)].code; }
+const char *status_name(int st) { return status_table[status_ok_index(st)].name; }

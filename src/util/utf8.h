@@ -1,0 +1,21 @@
+/*
+ * utf8.h — UTF-8 checks for text that crosses a trust boundary: batch input files
+ * (must be UTF-8) and model output (token pieces can split a character, and a random
+ * model can emit any bytes; JSON output must still be valid UTF-8).
+ */
+#ifndef NS_UTIL_UTF8_H
+#define NS_UTIL_UTF8_H
+
+#include <stddef.h>
+
+/* length of the longest valid UTF-8 prefix of s[0..n) (== n when all valid) */
+size_t utf8_valid_prefix(const char *s, size_t n);
+/* bytes at the end of s[0..n) that start a multi-byte character not yet complete
+ * (0..3); callers streaming text hold these back until more arrives */
+size_t utf8_incomplete_tail(const char *s, size_t n);
+/* rewrite s in place replacing each invalid sequence by U+FFFD; returns the new length.
+ * s must have room: the result can grow by 2 bytes per invalid byte, so the caller
+ * passes cap; when it would not fit, invalid bytes become '?' instead. */
+size_t utf8_sanitize(char *s, size_t n, size_t cap);
+
+#endif
