@@ -557,9 +557,9 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
     res.t_admit = s->t_admit;
     res.t_first = s->t_first;
     res.t_end = now_s();
-    struct engine_request *req = s->req;
+    /* done() before release: res.text points into the slot */
+    src->done(src->ud, s->req, &res);
     slot_release(e, s);
-    src->done(src->ud, req, &res);
 }
 
 static void engine_cancel_all(struct engine *e, const struct engine_source *src)
