@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# build.sh [release|asan] — bootstrap (idempotent), then configure and build nightshift.
+#   release: build/       -O2, -Werror
+#   asan:    build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer, -Werror
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kind=${1:-release}
+prefix=$(scripts/bootstrap.sh | sed -n 's/^NIGHTSHIFT_LLAMA_PREFIX=//p')
+[ -n "$prefix" ] || { echo "build: bootstrap did not report the llama.cpp prefix" >&2; exit 1; }
+case "$kind" in
+    release) dir=build; flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DNS_SANITIZE=OFF) ;;
+    asan)    dir=build-asan; flags=(-DCMAKE_BUILD_TYPE=Debug -DNS_SANITIZE=ON) ;;
+    *) echo "build: unknown kind '$kind' (release or asan)" >&2; exit 2 ;;
+esac
+cmake -S . -B "$dir" -DLLAMA_PREFIX="$prefix" -DNS_WERROR=ON "${flags[@]}" >"$dir.configure.log" 2>&1 \
+    || { cat "$dir.configure.log"; exit 1; }
+cmake --build "$dir" -j"$(nproc)" 2>&1 | grep -vE '^(\[ *[0-9]+%\]|g?make\[)' || true
+test -x "$dir/nightshift" || { echo "build: $dir/nightshift was not built" >&2; exit 1; }
+echo "build: $dir/nightshift ready"

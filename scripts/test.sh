@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# test.sh — every test: the suite under a -Werror release build, then again under
+# AddressSanitizer + UndefinedBehaviorSanitizer. Runs from a fresh Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build.sh release
+scripts/build.sh asan
+status=0
+echo "== tests (release build)"
+(cd build && ctest --output-on-failure -j1) || status=1
+echo "== tests (ASan + UBSan build)"
+(cd build-asan && ctest --output-on-failure -j1) || status=1
+exit $status

@@ -1,0 +1,182 @@
+// Helpers for the end-to-end tests of the nightshift binary (node:test, no dependencies).
+//
+// Environment (all optional):
+//   NIGHTSHIFT_BIN            the binary            (default: <repo>/build/nightshift)
+//   NIGHTSHIFT_VOCAB_DIR      llama.cpp vocab files (default: ~/.cache/nightshift/llama-3.22.1-*/src/models)
+//   NIGHTSHIFT_SHARED_MODELS  small real models     (default: <repo>/../shared/models)
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+function envPath(name, fallback) {
+    const v = process.env[name];
+    return v ? path.resolve(v) : fallback;
+}
+
+function defaultVocabDir() {
+    const cache = path.join(os.homedir(), '.cache', 'nightshift');
+    let dirs = [];
+    try {
+        dirs = fs.readdirSync(cache).filter((d) => d.startsWith('llama-3.22.1-')).sort();
+    } catch {
+        /* no cache: the check in before() reports it */
+    }
+    return dirs.length ? path.join(cache, dirs[0], 'src', 'models') : path.join(cache, 'llama-3.22.1-*', 'src', 'models');
+}
+
+export const BIN = envPath('NIGHTSHIFT_BIN', path.join(REPO_ROOT, 'build', 'nightshift'));
+export const VOCAB_DIR = envPath('NIGHTSHIFT_VOCAB_DIR', defaultVocabDir());
+export const SHARED_MODELS = envPath('NIGHTSHIFT_SHARED_MODELS', path.resolve(REPO_ROOT, '..', 'shared', 'models'));
+export const SPM_VOCAB = path.join(VOCAB_DIR, 'ggml-vocab-llama-spm.gguf');
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/* Start the binary; stdout/stderr are collected. Returns
+ * { child, out: {stdout, stderr}, exited: () => bool, done: Promise<{code, signal, stdout, stderr, ms}> }.
+ * The process is killed (SIGKILL) after timeoutMs so that a hang fails the test instead of blocking it. */
+export function spawnNs(args, { timeoutMs = 120_000, env = {}, cwd } = {}) {
+    const t0 = performance.now();
+    const childEnv = { ...process.env };
+    delete childEnv.NIGHTSHIFT_MODEL; /* only --model counts, unless a test sets it */
+    const child = spawn(BIN, args, {
+        cwd,
+        env: { ...childEnv, ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const out = { stdout: '', stderr: '' };
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (d) => (out.stdout += d));
+    child.stderr.on('data', (d) => (out.stderr += d));
+    let exited = false;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+    }, timeoutMs);
+    const done = new Promise((resolve, reject) => {
+        child.on('error', (e) => {
+            clearTimeout(timer);
+            reject(e);
+        });
+        child.on('close', (code, signal) => {
+            exited = true;
+            clearTimeout(timer);
+            if (timedOut)
+                reject(new Error(`nightshift ${args.join(' ')} did not finish in ${timeoutMs} ms\nstderr:\n${out.stderr}`));
+            else resolve({ code, signal, stdout: out.stdout, stderr: out.stderr, ms: performance.now() - t0 });
+        });
+    });
+    return { child, out, exited: () => exited, done };
+}
+
+export function runNs(args, opts) {
+    return spawnNs(args, opts).done;
+}
+
+/* a readable description of a finished run, for assertion messages */
+export function describeRun(r) {
+    return `exit ${r.code}${r.signal ? ` (signal ${r.signal})` : ''} after ${Math.round(r.ms)} ms\n` +
+        `--- stdout ---\n${r.stdout.slice(-3000)}\n--- stderr ---\n${r.stderr.slice(-3000)}`;
+}
+
+export function mkTmp(prefix = 'nightshift-e2e-') {
+    return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export function rmTmp(dir) {
+    if (dir && !process.env.NIGHTSHIFT_E2E_KEEP) fs.rmSync(dir, { recursive: true, force: true });
+}
+
+export function fileSize(p) {
+    try {
+        return fs.statSync(p).size;
+    } catch {
+        return -1;
+    }
+}
+
+/* ---- batch lines -------------------------------------------------------------------- */
+
+export function chatLine(customId, content, body = {}, model = 'tiny') {
+    return {
+        custom_id: customId,
+        method: 'POST',
+        url: '/v1/chat/completions',
+        body: { model, messages: [{ role: 'user', content }], ...body },
+    };
+}
+
+export function completionLine(customId, prompt, body = {}, model = 'tiny') {
+    return { custom_id: customId, method: 'POST', url: '/v1/completions', body: { model, prompt, ...body } };
+}
+
+/* lines: objects (serialised) or strings (written as they are) */
+export function writeJsonl(file, lines) {
+    fs.writeFileSync(file, lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n') + '\n');
+}
+
+/* parse a JSONL output file: every line must be a JSON object, the file must end with a
+ * newline when not empty, and there must be no blank lines */
+export function readJsonl(file) {
+    const text = fs.readFileSync(file, 'utf8');
+    if (text === '') return [];
+    if (!text.endsWith('\n')) throw new Error(`${file} does not end with a newline`);
+    return text
+        .slice(0, -1)
+        .split('\n')
+        .map((l, i) => {
+            try {
+                return JSON.parse(l);
+            } catch (e) {
+                throw new Error(`${file} line ${i + 1} is not JSON: ${e.message}: ${l.slice(0, 200)}`);
+            }
+        });
+}
+
+export function readJson(file) {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+}
+
+/* the validation lines printed on stderr: [{line, code, message}] */
+export function stderrValidationErrors(stderr) {
+    const out = [];
+    for (const l of stderr.split('\n')) {
+        const m = /^ {2}line (\d+) \[([a-z_]+)\]: (.*)$/.exec(l);
+        if (m) out.push({ line: Number(m[1]), code: m[2], message: m[3] });
+    }
+    return out;
+}
+
+/* an output line without the fields that differ from run to run (ids, timestamps) */
+export function normalizeLine(line) {
+    const c = structuredClone(line);
+    delete c.id;
+    if (c.response) {
+        delete c.response.request_id;
+        if (c.response.body) {
+            delete c.response.body.id;
+            delete c.response.body.created;
+        }
+    }
+    return c;
+}
+
+/* the generated text of a success line (chat or completion) */
+export function choiceText(line) {
+    const ch = line.response.body.choices[0];
+    return ch.message ? ch.message.content : ch.text;
+}
+
+export function byCustomId(lines) {
+    const m = new Map();
+    for (const l of lines) {
+        if (m.has(l.custom_id)) throw new Error(`custom_id ${l.custom_id} appears twice`);
+        m.set(l.custom_id, l);
+    }
+    return m;
+}

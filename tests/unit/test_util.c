@@ -1,0 +1,127 @@
+/* Unit tests: util/ (buf, utf8, strset, num, status). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "../../src/util/buf.h"
+#include "../../src/util/num.h"
+#include "../../src/util/status.h"
+#include "../../src/util/strset.h"
+#include "../../src/util/utf8.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_buf_cap(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b, 8);
+    assert_int_equal(buf_appends(&b, "hello"), NS_OK);
+    assert_int_equal(buf_appends(&b, "abc"), NS_OK);
+    assert_int_equal(b.len, 8);
+    assert_int_equal(buf_appends(&b, "x"), NS_ERR_TOO_LARGE);
+    assert_string_equal(b.p, "helloabc"); /* unchanged by the failed append */
+    buf_truncate(&b, 2);
+    assert_string_equal(b.p, "he");
+    assert_int_equal(buf_appendf(&b, "%d%s", 12, "3456"), NS_OK);
+    assert_string_equal(b.p, "he123456");
+    assert_int_equal(buf_appendf(&b, "%d", 7), NS_ERR_TOO_LARGE);
+    char *s = buf_detach(&b);
+    assert_string_equal(s, "he123456");
+    assert_null(b.p);
+    free(s);
+    buf_release(&b);
+}
+
+static void test_utf8(void **state)
+{
+    (void)state;
+    assert_int_equal(utf8_valid_prefix("abc", 3), 3);
+    assert_int_equal(utf8_valid_prefix("a\xc3\xa9z", 4), 4);             /* é */
+    assert_int_equal(utf8_valid_prefix("ab\xc0\xaf", 4), 2);             /* overlong */
+    assert_int_equal(utf8_valid_prefix("ab\xed\xa0\x80", 5), 2);         /* surrogate */
+    assert_int_equal(utf8_valid_prefix("\xf0\x9f\x98\x80", 4), 4);       /* emoji */
+    assert_int_equal(utf8_valid_prefix("\xf4\x90\x80\x80", 4), 0);       /* > U+10FFFF */
+    assert_int_equal(utf8_incomplete_tail("ab\xe2\x82", 4), 2);
+    assert_int_equal(utf8_incomplete_tail("ab\xe2\x82\xac", 5), 0);
+    assert_int_equal(utf8_incomplete_tail("ab\xf0", 3), 1);
+    assert_int_equal(utf8_incomplete_tail("abc", 3), 0);
+    char s[32] = "IN\xED\x03V";
+    size_t n = utf8_sanitize(s, 5, sizeof(s) - 1);
+    assert_int_equal(n, 7);
+    assert_memory_equal(s, "IN\xEF\xBF\xBD\x03V", 7);
+    /* no room: '?' instead */
+    char t[6] = "a\xffz";
+    n = utf8_sanitize(t, 3, 3);
+    assert_int_equal(n, 3);
+    assert_memory_equal(t, "a?z", 3);
+}
+
+static void test_strset(void **state)
+{
+    (void)state;
+    struct strset s;
+    strset_init(&s);
+    char keys[500][16];
+    for (int i = 0; i < 500; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "id-%d", i);
+        assert_int_equal(strset_add(&s, keys[i]), 0);
+    }
+    assert_int_equal(strset_add(&s, "id-42"), 1);
+    assert_true(strset_has(&s, "id-499"));
+    assert_false(strset_has(&s, "id-500"));
+    assert_int_equal(s.n, 500);
+    strset_release(&s);
+    assert_false(strset_has(&s, "id-1"));
+}
+
+static void test_num(void **state)
+{
+    (void)state;
+    long long v;
+    uint64_t u;
+    assert_int_equal(num_parse_long("42", 0, 100, &v), NS_OK);
+    assert_int_equal(v, 42);
+    assert_int_equal(num_parse_long("42x", 0, 100, &v), NS_ERR_INVALID);
+    assert_int_equal(num_parse_long("", 0, 100, &v), NS_ERR_INVALID);
+    assert_int_equal(num_parse_long("101", 0, 100, &v), NS_ERR_INVALID);
+    assert_int_equal(num_parse_long("-1", 0, 100, &v), NS_ERR_INVALID);
+    assert_int_equal(num_parse_size("200MB", &u), NS_OK);
+    assert_int_equal(u, 200000000ULL);
+    assert_int_equal(num_parse_size("1GiB", &u), NS_OK);
+    assert_int_equal(u, 1ULL << 30);
+    assert_int_equal(num_parse_size("12parsecs", &u), NS_ERR_INVALID);
+    assert_int_equal(num_parse_size("-5", &u), NS_ERR_INVALID);
+}
+
+static void test_status_table(void **state)
+{
+    (void)state;
+    assert_int_equal(status_http(NS_ERR_INVALID), 400);
+    assert_int_equal(status_http(NS_ERR_NOT_FOUND), 404);
+    assert_int_equal(status_http(NS_ERR_TOO_LARGE), 413);
+    assert_int_equal(status_http(NS_ERR_RATE_LIMIT), 429);
+    assert_int_equal(status_http(NS_ERR_UNAVAILABLE), 503);
+    assert_int_equal(status_http(NS_ERR_CANCELLED), 0);
+    assert_string_equal(status_code(NS_ERR_CANCELLED), "batch_cancelled");
+    assert_string_equal(status_code(NS_ERR_EXPIRED), "batch_expired");
+    assert_string_equal(status_code(NS_ERR_CONTEXT), "context_length_exceeded");
+    assert_string_equal(status_type(NS_ERR_INVALID), "invalid_request_error");
+    /* out of range maps to internal, never crashes */
+    assert_int_equal(status_http(9999), 500);
+    for (int i = 1; i < NS_STATUS_COUNT_; i++)
+        assert_non_null(status_name(i));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_buf_cap),  cmocka_unit_test(test_utf8),         cmocka_unit_test(test_strset),
+        cmocka_unit_test(test_num),      cmocka_unit_test(test_status_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
