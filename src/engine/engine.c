@@ -37,6 +37,7 @@
 
 struct slot {
     bool used, parked;
+    bool priority;                  /* came through pull_priority() */
     uint64_t order;                 /* admission order; higher = newer */
     struct engine_request *req;
     llama_token *tok;
@@ -328,7 +329,7 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     cp.n_ctx = (uint32_t)p.n_ctx;
     cp.n_batch = (uint32_t)p.n_batch;
     cp.n_ubatch = (uint32_t)p.n_ubatch;
-    cp.n_seq_max = (uint32_t)p.n_parallel;
+    cp.n_seq_max = (uint32_t)(p.n_parallel + (p.n_priority > 0 ? p.n_priority : 0));
     cp.n_threads = p.n_threads;
     cp.n_threads_batch = p.n_threads;
     cp.kv_unified = true;
@@ -344,7 +345,12 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     e->n_ctx_seq = (int)llama_n_ctx_seq(e->ctx);
     e->batch = llama_batch_init(p.n_batch, 0, 1);
 
-    e->n_slots = p.n_parallel;
+    if (p.n_priority < 0)
+        p.n_priority = 0;
+    if (p.n_parallel + p.n_priority > ENGINE_MAX_PARALLEL)
+        p.n_priority = ENGINE_MAX_PARALLEL - p.n_parallel;
+    e->p.n_priority = p.n_priority;
+    e->n_slots = p.n_parallel + p.n_priority;
     e->slots = calloc((size_t)e->n_slots, sizeof(*e->slots));
     e->eog = malloc(sizeof(*e->eog) * 64);
     if (!e->slots || !e->eog) {
@@ -733,7 +739,8 @@ static int engine_running(const struct engine *e)
     return n;
 }
 
-/* park the newest running slot; false when only one runs (it must make progress) */
+/* park the newest running slot, ordinary ones before priority ones; false when only one
+ * runs (it must make progress) */
 static bool engine_park_newest(struct engine *e)
 {
     struct slot *victim = NULL;
@@ -741,7 +748,10 @@ static bool engine_park_newest(struct engine *e)
         return false;
     for (int i = 0; i < e->n_slots; i++) {
         struct slot *s = &e->slots[i];
-        if (s->used && !s->parked && (!victim || s->order > victim->order))
+        if (!s->used || s->parked)
+            continue;
+        if (!victim || (victim->priority && !s->priority) ||
+            (victim->priority == s->priority && s->order > victim->order))
             victim = s;
     }
     llama_memory_seq_rm(llama_get_memory(e->ctx), (llama_seq_id)(victim - e->slots), -1, -1);
@@ -770,6 +780,44 @@ static bool engine_resume_parked(struct engine *e)
     }
 }
 
+/* admit priority requests into any free slot, parking ordinary sequences for KV room */
+static void engine_pull_priority(struct engine *e, const struct engine_source *src)
+{
+    if (!src->pull_priority)
+        return;
+    for (;;) {
+        int free_slots = 0;
+        for (int i = 0; i < e->n_slots; i++)
+            free_slots += !e->slots[i].used;
+        if (!free_slots)
+            return;
+        struct engine_request *reqs[ENGINE_MAX_PARALLEL];
+        int got = src->pull_priority(src->ud, reqs, free_slots);
+        if (got <= 0)
+            return;
+        for (int k = 0; k < got; k++) {
+            struct slot *s = NULL;
+            /* the reserved sequences first, so ordinary ones stay free for batch work */
+            for (int i = e->n_slots - 1; i >= 0; i--)
+                if (!e->slots[i].used) {
+                    s = &e->slots[i];
+                    break;
+                }
+            if (engine_admit(e, src, reqs[k], s) != NS_OK)
+                continue;
+            s->priority = true;
+            while (engine_running(e) > 1 && engine_kv_reserved(e) + engine_running(e) > e->n_ctx) {
+                bool only_prio = true;
+                for (int i = 0; i < e->n_slots; i++)
+                    if (e->slots[i].used && !e->slots[i].parked && !e->slots[i].priority)
+                        only_prio = false;
+                if (only_prio || !engine_park_newest(e))
+                    break;
+            }
+        }
+    }
+}
+
 /* pull and admit new requests while slots and KV room allow; returns -1 once the source
  * is exhausted, else the number admitted */
 static int engine_pull_new(struct engine *e, const struct engine_source *src, bool *exhausted)
@@ -777,7 +825,7 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
     int admitted = 0;
     for (;;) {
         int free_slots = 0;
-        for (int i = 0; i < e->n_slots; i++)
+        for (int i = 0; i < e->p.n_parallel; i++)
             free_slots += !e->slots[i].used;
         if (!free_slots || *exhausted)
             return admitted;
@@ -797,7 +845,7 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
         bool parked_one = false;
         for (int k = 0; k < got; k++) {
             struct slot *s = NULL;
-            for (int i = 0; i < e->n_slots; i++)
+            for (int i = 0; i < e->p.n_parallel; i++)
                 if (!e->slots[i].used) {
                     s = &e->slots[i];
                     break;
@@ -891,6 +939,7 @@ int engine_run(struct engine *e, const struct engine_source *src)
             engine_cancel_all(e, src);
             return NS_OK;
         }
+        engine_pull_priority(e, src);
         bool all_resumed = engine_resume_parked(e);
         if (all_resumed)
             engine_pull_new(e, src, &exhausted);

@@ -20,6 +20,12 @@
  * the most recently admitted sequence is parked (its KV dropped, its tokens kept) and
  * recomputed later: the oldest sequence always makes progress.
  *
+ * PRIORITY
+ * A server's interactive requests come through pull_priority(): at every step they are
+ * admitted first, into n_priority sequences reserved for them (or any free one), and
+ * ordinary (batch) sequences are parked when their KV is needed. A saturating batch
+ * therefore delays an interactive request by at most one step.
+ *
  * THREADS
  * engine_run() runs on the caller's thread and calls the source's callbacks on it.
  * engine_stop() may be called from any thread (or a signal handler).
@@ -44,6 +50,8 @@ struct engine_params {
     int n_batch;           /* most tokens in one llama_decode; default 2048 */
     int n_ubatch;          /* physical batch; default 512 */
     int n_threads;         /* 0 = online CPUs */
+    int n_priority;        /* extra sequences only the priority lane may use (interactive
+                              requests of a server); 0 = none */
     const char *chat_template; /* NULL = the model's own, else a llama.cpp built-in name */
     bool verbose;          /* let llama.cpp log to stderr */
 };
@@ -103,6 +111,10 @@ struct engine_source {
     /* Fill out[0..max) with new requests; return how many (0 = none now), or -1 when
      * no more will ever come: engine_run() then returns once the running ones finish. */
     int (*pull)(void *ud, struct engine_request **out, int max);
+    /* Optional: the priority lane (interactive requests). Pulled before pull() at every
+     * step, into any free sequence, and admitted even when the KV pool is full: the newest
+     * ordinary sequences are parked to make room. Return count, 0 when none. */
+    int (*pull_priority)(void *ud, struct engine_request **out, int max);
     /* A request ended (success or failure). Called exactly once per pulled request. */
     void (*done)(void *ud, struct engine_request *req, const struct engine_result *res);
     /* Optional: new text for a request (streaming); never splits a UTF-8 character and

@@ -1,0 +1,135 @@
+/*
+ * store.h — the durable state of `nightshift serve`: files, batches and the per-line
+ * results of each batch. Pluggable: a store is a const table of operations registered by
+ * name (like SQLite's VFS), found by the scheme of the --db URI. SQLite (store_sqlite.c)
+ * is the default; PostgreSQL implements the same table later.
+ *
+ * INVARIANTS
+ * - A batch line moves pending -> running -> done (ok or failed), and only forward, except
+ *   that store_ops.lines_requeue() puts running lines back to pending at start-up (they
+ *   were in flight when the process died): a finished line is never recomputed, and its
+ *   result is written once (the line's primary key).
+ * - Batch counters (completed, failed, tokens) change in the same transaction as the line
+ *   they count, so request_counts are exact after any crash.
+ * - File contents live on disk under the data dir; the store holds their metadata.
+ *
+ * THREADS: every operation may be called from any thread; implementations serialise
+ * internally. Out-params are owned by the caller (free with the matching _release).
+ */
+#ifndef NS_STORE_STORE_H
+#define NS_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct store;
+
+struct store_file {
+    char id[48];
+    char owner[64];
+    char purpose[32];
+    char *filename;          /* owned */
+    int64_t bytes;
+    int64_t created_at;
+    int64_t expires_at;      /* 0 = never */
+    char *path;              /* owned: where the content is on disk */
+};
+
+enum store_batch_status {
+    SB_VALIDATING = 0, SB_FAILED, SB_IN_PROGRESS, SB_FINALIZING, SB_COMPLETED,
+    SB_EXPIRED, SB_CANCELLING, SB_CANCELLED, SB_STATUS_COUNT_
+};
+
+struct store_batch {
+    char id[48];
+    char owner[64];
+    char endpoint[32];
+    char *model;             /* owned; NULL until validated */
+    char input_file_id[48];
+    char completion_window[16];
+    enum store_batch_status status;
+    char output_file_id[48]; /* "" until set */
+    char error_file_id[48];
+    int64_t created_at, in_progress_at, expires_at, finalizing_at, completed_at, failed_at, expired_at,
+        cancelling_at, cancelled_at;  /* 0 = null */
+    int64_t total, completed, failed;
+    int64_t input_tokens, cached_tokens, output_tokens;
+    int64_t prompt_computed;          /* extension: prompt tokens actually computed */
+    char *metadata;          /* owned JSON object text, or NULL */
+    char *errors;            /* owned JSON {"object":"list","data":[...]} text, or NULL */
+    int64_t output_expires_after;     /* seconds, 0 = none */
+    int64_t not_before;      /* extension: do not start before (unix s), 0 = now */
+    int64_t seq;             /* insertion order (list pagination) */
+};
+
+enum store_line_state { SL_PENDING = 0, SL_RUNNING = 1, SL_OK = 2, SL_FAILED = 3 };
+
+struct store_line {
+    int64_t idx;             /* 0-based position in the batch */
+    uint32_t line_no;        /* 1-based line in the input file */
+    char *custom_id;         /* owned */
+    int64_t off, len;        /* the line's bytes in the input file */
+    int url;                 /* enum batchfile_url */
+};
+
+struct store_list_page {
+    const char *after;       /* id to start after, or NULL */
+    int limit;
+    bool desc;
+    const char *owner;       /* NULL = all owners */
+    const char *purpose;     /* files: NULL = any */
+};
+
+struct store_ops {
+    const char *scheme;      /* "sqlite", "postgres" */
+    int (*open)(const char *uri, const char *data_dir, struct store **out, char *err, size_t errlen);
+    void (*close)(struct store *st);
+    int (*check)(struct store *st);   /* writable? (for /ready) */
+
+    int (*file_insert)(struct store *st, const struct store_file *f);
+    int (*file_get)(struct store *st, const char *id, struct store_file *out);   /* NS_ERR_NOT_FOUND */
+    int (*file_list)(struct store *st, const struct store_list_page *pg, struct store_file **out, int *n,
+                     bool *has_more);
+    int (*file_delete)(struct store *st, const char *id);
+
+    int (*batch_insert)(struct store *st, struct store_batch *b);              /* sets b->seq */
+    int (*batch_get)(struct store *st, const char *id, struct store_batch *out);
+    int (*batch_list)(struct store *st, const struct store_list_page *pg, struct store_batch **out, int *n,
+                      bool *has_more);
+    /* the status, timestamps, file ids, model, errors of b (counters are the store's) */
+    int (*batch_update)(struct store *st, const struct store_batch *b);
+    /* ids of batches in a status (start-up recovery, the scheduler's work list) */
+    int (*batch_ids_by_status)(struct store *st, enum store_batch_status s, char (**ids)[48], int *n);
+
+    int (*lines_insert)(struct store *st, const char *batch_id, const struct store_line *lines, int n);
+    /* move up to max pending lines of the batch to running; returns them in order */
+    int (*lines_claim)(struct store *st, const char *batch_id, int max, struct store_line **out, int *n);
+    /* record a finished line and update the batch's counters, in one transaction */
+    int (*line_finish)(struct store *st, const char *batch_id, int64_t idx, bool ok, const char *json,
+                       int prompt_tokens, int completion_tokens, int cached_tokens, int prompt_computed);
+    /* running -> pending for every batch (start-up) */
+    int (*lines_requeue)(struct store *st);
+    /* every pending (and, when running too, running) line fails with this result line
+     * maker: json = make(ud, custom_id) — expiry and cancellation */
+    int (*lines_fail_unfinished)(struct store *st, const char *batch_id, bool running_too,
+                                 char *(*make)(void *ud, const char *custom_id), void *ud);
+    int (*lines_count_unfinished)(struct store *st, const char *batch_id, int64_t *pending, int64_t *running);
+    /* write finished lines in line order: ok ones to ok_out, failed ones to err_out (either may be NULL) */
+    int (*lines_export)(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out);
+};
+
+/* the store whose scheme matches the URI ("sqlite:path", "postgres://..."), or NULL */
+const struct store_ops *store_find(const char *uri);
+
+void store_file_release(struct store_file *f);
+void store_batch_release(struct store_batch *b);
+void store_line_release(struct store_line *l);
+
+const char *store_batch_status_name(enum store_batch_status s);
+bool store_batch_status_terminal(enum store_batch_status s);
+
+extern const struct store_ops store_sqlite_ops;
+
+#endif

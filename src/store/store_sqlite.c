@@ -1,0 +1,785 @@
+/*
+ * store_sqlite.c — the embedded store: one SQLite database in WAL mode under the data dir.
+ *
+ * One connection, one mutex: SQLite serialises writers anyway, and batch work writes in
+ * small transactions (a line and its batch's counters). Statements are prepared per call;
+ * the hot path (line_finish, lines_claim) costs a few tens of microseconds.
+ *
+ * Schema versioned in user_version; a newer database is refused, not guessed at.
+ */
+#include "store.h"
+
+#include "../util/status.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STORE_SQLITE_VERSION 1
+
+struct store {
+    sqlite3 *db;
+    pthread_mutex_t mu;
+};
+
+static const char sq_schema[] =
+    "CREATE TABLE IF NOT EXISTS files("
+    "  id TEXT PRIMARY KEY, owner TEXT NOT NULL, purpose TEXT NOT NULL, filename TEXT NOT NULL,"
+    "  bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL DEFAULT 0,"
+    "  path TEXT NOT NULL, seq INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS batches("
+    "  id TEXT PRIMARY KEY, owner TEXT NOT NULL, endpoint TEXT NOT NULL, model TEXT,"
+    "  input_file_id TEXT NOT NULL, completion_window TEXT NOT NULL, status INTEGER NOT NULL,"
+    "  output_file_id TEXT NOT NULL DEFAULT '', error_file_id TEXT NOT NULL DEFAULT '',"
+    "  created_at INTEGER NOT NULL, in_progress_at INTEGER NOT NULL DEFAULT 0, expires_at INTEGER NOT NULL DEFAULT 0,"
+    "  finalizing_at INTEGER NOT NULL DEFAULT 0, completed_at INTEGER NOT NULL DEFAULT 0,"
+    "  failed_at INTEGER NOT NULL DEFAULT 0, expired_at INTEGER NOT NULL DEFAULT 0,"
+    "  cancelling_at INTEGER NOT NULL DEFAULT 0, cancelled_at INTEGER NOT NULL DEFAULT 0,"
+    "  total INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,"
+    "  input_tokens INTEGER NOT NULL DEFAULT 0, cached_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  output_tokens INTEGER NOT NULL DEFAULT 0, prompt_computed INTEGER NOT NULL DEFAULT 0,"
+    "  metadata TEXT, errors TEXT, output_expires_after INTEGER NOT NULL DEFAULT 0,"
+    "  not_before INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS batches_status ON batches(status);"
+    "CREATE TABLE IF NOT EXISTS lines("
+    "  batch_id TEXT NOT NULL, idx INTEGER NOT NULL, line_no INTEGER NOT NULL, custom_id TEXT NOT NULL,"
+    "  off INTEGER NOT NULL, len INTEGER NOT NULL, url INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT 0,"
+    "  result TEXT, PRIMARY KEY(batch_id, idx)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS lines_state ON lines(batch_id, state, idx);";
+
+static int sq_exec(struct store *st, const char *sql)
+{
+    return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? NS_OK : NS_ERR_IO;
+}
+
+static int sq_open(const char *uri, const char *data_dir, struct store **out, char *err, size_t errlen)
+{
+    char path[4096];
+    struct store *st = NULL;
+    int rc = NS_OK;
+    *out = NULL;
+    const char *p = uri;
+    if (p && strncmp(p, "sqlite:", 7) == 0)
+        p += 7;
+    if (!p || !*p)
+        snprintf(path, sizeof(path), "%s/nightshift.db", data_dir);
+    else
+        snprintf(path, sizeof(path), "%s", p);
+    st = calloc(1, sizeof(*st));
+    if (!st)
+        return NS_ERR_NOMEM;
+    pthread_mutex_init(&st->mu, NULL);
+    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "cannot open database '%s': %s", path, st->db ? sqlite3_errmsg(st->db) : "out of memory");
+        rc = NS_ERR_IO;
+        goto out;
+    }
+    sqlite3_busy_timeout(st->db, 10000);
+    if (sq_exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")) {
+        snprintf(err, errlen, "cannot use database '%s': %s", path, sqlite3_errmsg(st->db));
+        rc = NS_ERR_IO;
+        goto out;
+    }
+    sqlite3_stmt *s = NULL;
+    int version = 0;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        version = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    if (version > STORE_SQLITE_VERSION) {
+        snprintf(err, errlen,
+                 "database '%s' has schema version %d, newer than this nightshift understands (%d); "
+                 "use a newer nightshift",
+                 path, version, STORE_SQLITE_VERSION);
+        rc = NS_ERR_CONFLICT;
+        goto out;
+    }
+    if (sq_exec(st, "BEGIN") || sq_exec(st, sq_schema) || sq_exec(st, "PRAGMA user_version=1") || sq_exec(st, "COMMIT")) {
+        snprintf(err, errlen, "cannot create the schema in '%s': %s", path, sqlite3_errmsg(st->db));
+        sq_exec(st, "ROLLBACK");
+        rc = NS_ERR_IO;
+        goto out;
+    }
+out:
+    if (rc) {
+        if (st->db)
+            sqlite3_close(st->db);
+        pthread_mutex_destroy(&st->mu);
+        free(st);
+        return rc;
+    }
+    *out = st;
+    return NS_OK;
+}
+
+static void sq_close(struct store *st)
+{
+    if (!st)
+        return;
+    sqlite3_close(st->db);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+static int sq_check(struct store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    int rc = sq_exec(st, "BEGIN IMMEDIATE; COMMIT;");
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static char *sq_dup(sqlite3_stmt *s, int col)
+{
+    const unsigned char *t = sqlite3_column_text(s, col);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+static void sq_copy(char *dst, size_t n, sqlite3_stmt *s, int col)
+{
+    const unsigned char *t = sqlite3_column_text(s, col);
+    snprintf(dst, n, "%s", t ? (const char *)t : "");
+}
+
+/* ---- files -------------------------------------------------------------------------- */
+
+static int sq_file_insert(struct store *st, const struct store_file *f)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db,
+                           "INSERT INTO files(id,owner,purpose,filename,bytes,created_at,expires_at,path,seq) "
+                           "VALUES(?,?,?,?,?,?,?,?,(SELECT coalesce(max(seq),0)+1 FROM files))",
+                           -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, f->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, f->owner, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, f->purpose, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 4, f->filename ? f->filename : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 5, f->bytes);
+        sqlite3_bind_int64(s, 6, f->created_at);
+        sqlite3_bind_int64(s, 7, f->expires_at);
+        sqlite3_bind_text(s, 8, f->path ? f->path : "", -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_DONE)
+            rc = NS_OK;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+#define SQ_FILE_COLS "id,owner,purpose,filename,bytes,created_at,expires_at,path"
+
+static void sq_row_file(sqlite3_stmt *s, struct store_file *f)
+{
+    memset(f, 0, sizeof(*f));
+    sq_copy(f->id, sizeof(f->id), s, 0);
+    sq_copy(f->owner, sizeof(f->owner), s, 1);
+    sq_copy(f->purpose, sizeof(f->purpose), s, 2);
+    f->filename = sq_dup(s, 3);
+    f->bytes = sqlite3_column_int64(s, 4);
+    f->created_at = sqlite3_column_int64(s, 5);
+    f->expires_at = sqlite3_column_int64(s, 6);
+    f->path = sq_dup(s, 7);
+}
+
+static int sq_file_get(struct store *st, const char *id, struct store_file *out)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "SELECT " SQ_FILE_COLS " FROM files WHERE id=?", -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        int r = sqlite3_step(s);
+        if (r == SQLITE_ROW) {
+            sq_row_file(s, out);
+            rc = NS_OK;
+        } else if (r == SQLITE_DONE) {
+            rc = NS_ERR_NOT_FOUND;
+        }
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* seq of an id in a table, for keyset pagination; -1 when unknown */
+static int64_t sq_seq_of(struct store *st, const char *table, const char *id)
+{
+    char sql[96];
+    sqlite3_stmt *s = NULL;
+    int64_t seq = -1;
+    snprintf(sql, sizeof(sql), "SELECT seq FROM %s WHERE id=?", table);
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_ROW)
+            seq = sqlite3_column_int64(s, 0);
+    }
+    sqlite3_finalize(s);
+    return seq;
+}
+
+static int sq_file_list(struct store *st, const struct store_list_page *pg, struct store_file **out, int *n,
+                        bool *has_more)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO, cap = pg->limit + 1, got = 0;
+    struct store_file *arr = calloc((size_t)cap, sizeof(*arr));
+    *out = NULL;
+    *n = 0;
+    *has_more = false;
+    if (!arr)
+        return NS_ERR_NOMEM;
+    pthread_mutex_lock(&st->mu);
+    int64_t after = pg->after ? sq_seq_of(st, "files", pg->after) : -1;
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT " SQ_FILE_COLS " FROM files WHERE (?1 IS NULL OR owner=?1) AND (?2 IS NULL OR purpose=?2) "
+             "AND (?3 < 0 OR seq %s ?3) ORDER BY seq %s LIMIT ?4",
+             pg->desc ? "<" : ">", pg->desc ? "DESC" : "ASC");
+    if (pg->after && after < 0) {
+        rc = NS_OK; /* unknown cursor: empty page */
+        goto out;
+    }
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
+        goto out;
+    if (pg->owner)
+        sqlite3_bind_text(s, 1, pg->owner, -1, SQLITE_STATIC);
+    if (pg->purpose)
+        sqlite3_bind_text(s, 2, pg->purpose, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, after);
+    sqlite3_bind_int(s, 4, cap);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW)
+        sq_row_file(s, &arr[got++]);
+    if (r != SQLITE_DONE)
+        goto out;
+    rc = NS_OK;
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        for (int i = 0; i < got; i++)
+            store_file_release(&arr[i]);
+        free(arr);
+        return rc;
+    }
+    if (got > pg->limit) {
+        *has_more = true;
+        store_file_release(&arr[--got]);
+    }
+    *out = arr;
+    *n = got;
+    return NS_OK;
+}
+
+static int sq_file_delete(struct store *st, const char *id)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "DELETE FROM files WHERE id=?", -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_DONE)
+            rc = sqlite3_changes(st->db) ? NS_OK : NS_ERR_NOT_FOUND;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ---- batches ------------------------------------------------------------------------ */
+
+#define SQ_BATCH_COLS                                                                                              \
+    "id,owner,endpoint,model,input_file_id,completion_window,status,output_file_id,error_file_id,created_at,"     \
+    "in_progress_at,expires_at,finalizing_at,completed_at,failed_at,expired_at,cancelling_at,cancelled_at,total," \
+    "completed,failed,input_tokens,cached_tokens,output_tokens,prompt_computed,metadata,errors,"                  \
+    "output_expires_after,not_before,seq"
+
+static void sq_row_batch(sqlite3_stmt *s, struct store_batch *b)
+{
+    memset(b, 0, sizeof(*b));
+    sq_copy(b->id, sizeof(b->id), s, 0);
+    sq_copy(b->owner, sizeof(b->owner), s, 1);
+    sq_copy(b->endpoint, sizeof(b->endpoint), s, 2);
+    b->model = sq_dup(s, 3);
+    sq_copy(b->input_file_id, sizeof(b->input_file_id), s, 4);
+    sq_copy(b->completion_window, sizeof(b->completion_window), s, 5);
+    b->status = (enum store_batch_status)sqlite3_column_int(s, 6);
+    sq_copy(b->output_file_id, sizeof(b->output_file_id), s, 7);
+    sq_copy(b->error_file_id, sizeof(b->error_file_id), s, 8);
+    int64_t *ts[] = {&b->created_at, &b->in_progress_at, &b->expires_at, &b->finalizing_at, &b->completed_at,
+                     &b->failed_at, &b->expired_at, &b->cancelling_at, &b->cancelled_at, &b->total, &b->completed,
+                     &b->failed, &b->input_tokens, &b->cached_tokens, &b->output_tokens, &b->prompt_computed};
+    for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
+        *ts[i] = sqlite3_column_int64(s, 9 + (int)i);
+    b->metadata = sq_dup(s, 25);
+    b->errors = sq_dup(s, 26);
+    b->output_expires_after = sqlite3_column_int64(s, 27);
+    b->not_before = sqlite3_column_int64(s, 28);
+    b->seq = sqlite3_column_int64(s, 29);
+}
+
+static int sq_batch_insert(struct store *st, struct store_batch *b)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db,
+                           "INSERT INTO batches(id,owner,endpoint,model,input_file_id,completion_window,status,"
+                           "created_at,expires_at,metadata,output_expires_after,not_before,total,seq) "
+                           "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,(SELECT coalesce(max(seq),0)+1 FROM batches)) "
+                           "RETURNING seq",
+                           -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, b->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, b->owner, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, b->endpoint, -1, SQLITE_STATIC);
+        if (b->model)
+            sqlite3_bind_text(s, 4, b->model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 5, b->input_file_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 6, b->completion_window, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 7, (int)b->status);
+        sqlite3_bind_int64(s, 8, b->created_at);
+        sqlite3_bind_int64(s, 9, b->expires_at);
+        if (b->metadata)
+            sqlite3_bind_text(s, 10, b->metadata, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 11, b->output_expires_after);
+        sqlite3_bind_int64(s, 12, b->not_before);
+        sqlite3_bind_int64(s, 13, b->total);
+        if (sqlite3_step(s) == SQLITE_ROW) {
+            b->seq = sqlite3_column_int64(s, 0);
+            rc = NS_OK;
+        }
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_batch_get(struct store *st, const char *id, struct store_batch *out)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "SELECT " SQ_BATCH_COLS " FROM batches WHERE id=?", -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        int r = sqlite3_step(s);
+        if (r == SQLITE_ROW) {
+            sq_row_batch(s, out);
+            rc = NS_OK;
+        } else if (r == SQLITE_DONE) {
+            rc = NS_ERR_NOT_FOUND;
+        }
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_batch_list(struct store *st, const struct store_list_page *pg, struct store_batch **out, int *n,
+                         bool *has_more)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO, cap = pg->limit + 1, got = 0;
+    struct store_batch *arr = calloc((size_t)cap, sizeof(*arr));
+    *out = NULL;
+    *n = 0;
+    *has_more = false;
+    if (!arr)
+        return NS_ERR_NOMEM;
+    pthread_mutex_lock(&st->mu);
+    int64_t after = pg->after ? sq_seq_of(st, "batches", pg->after) : -1;
+    char sql[1024];
+    /* OpenAI lists batches newest first; `after` continues towards older ones */
+    snprintf(sql, sizeof(sql),
+             "SELECT " SQ_BATCH_COLS " FROM batches WHERE (?1 IS NULL OR owner=?1) AND (?2 < 0 OR seq %s ?2) "
+             "ORDER BY seq %s LIMIT ?3",
+             pg->desc ? "<" : ">", pg->desc ? "DESC" : "ASC");
+    if (pg->after && after < 0) {
+        rc = NS_OK;
+        goto out;
+    }
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
+        goto out;
+    if (pg->owner)
+        sqlite3_bind_text(s, 1, pg->owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, after);
+    sqlite3_bind_int(s, 3, cap);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW)
+        sq_row_batch(s, &arr[got++]);
+    if (r != SQLITE_DONE)
+        goto out;
+    rc = NS_OK;
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        for (int i = 0; i < got; i++)
+            store_batch_release(&arr[i]);
+        free(arr);
+        return rc;
+    }
+    if (got > pg->limit) {
+        *has_more = true;
+        store_batch_release(&arr[--got]);
+    }
+    *out = arr;
+    *n = got;
+    return NS_OK;
+}
+
+static int sq_batch_update(struct store *st, const struct store_batch *b)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db,
+                           "UPDATE batches SET model=?, status=?, output_file_id=?, error_file_id=?, in_progress_at=?,"
+                           " expires_at=?, finalizing_at=?, completed_at=?, failed_at=?, expired_at=?, cancelling_at=?,"
+                           " cancelled_at=?, errors=?, total=? WHERE id=?",
+                           -1, &s, NULL) == SQLITE_OK) {
+        if (b->model)
+            sqlite3_bind_text(s, 1, b->model, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 2, (int)b->status);
+        sqlite3_bind_text(s, 3, b->output_file_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 4, b->error_file_id, -1, SQLITE_STATIC);
+        int64_t ts[] = {b->in_progress_at, b->expires_at,   b->finalizing_at, b->completed_at,
+                        b->failed_at,      b->expired_at,   b->cancelling_at, b->cancelled_at};
+        for (int i = 0; i < 8; i++)
+            sqlite3_bind_int64(s, 5 + i, ts[i]);
+        if (b->errors)
+            sqlite3_bind_text(s, 13, b->errors, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 14, b->total);
+        sqlite3_bind_text(s, 15, b->id, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_DONE)
+            rc = sqlite3_changes(st->db) ? NS_OK : NS_ERR_NOT_FOUND;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_batch_ids_by_status(struct store *st, enum store_batch_status status, char (**ids)[48], int *n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO, cap = 16, got = 0;
+    char(*arr)[48] = malloc(sizeof(*arr) * (size_t)cap);
+    *ids = NULL;
+    *n = 0;
+    if (!arr)
+        return NS_ERR_NOMEM;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "SELECT id FROM batches WHERE status=? ORDER BY seq", -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_int(s, 1, (int)status);
+        int r;
+        while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+            if (got == cap) {
+                cap *= 2;
+                char(*p)[48] = realloc(arr, sizeof(*arr) * (size_t)cap);
+                if (!p)
+                    break;
+                arr = p;
+            }
+            sq_copy(arr[got++], 48, s, 0);
+        }
+        if (r == SQLITE_DONE)
+            rc = NS_OK;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        free(arr);
+        return rc;
+    }
+    *ids = arr;
+    *n = got;
+    return NS_OK;
+}
+
+/* ---- lines -------------------------------------------------------------------------- */
+
+static int sq_lines_insert(struct store *st, const char *batch_id, const struct store_line *lines, int n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sq_exec(st, "BEGIN"))
+        goto out;
+    if (sqlite3_prepare_v2(st->db,
+                           "INSERT OR IGNORE INTO lines(batch_id,idx,line_no,custom_id,off,len,url) VALUES(?,?,?,?,?,?,?)",
+                           -1, &s, NULL) != SQLITE_OK)
+        goto rollback;
+    for (int i = 0; i < n; i++) {
+        sqlite3_reset(s);
+        sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, lines[i].idx);
+        sqlite3_bind_int64(s, 3, lines[i].line_no);
+        sqlite3_bind_text(s, 4, lines[i].custom_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 5, lines[i].off);
+        sqlite3_bind_int64(s, 6, lines[i].len);
+        sqlite3_bind_int(s, 7, lines[i].url);
+        if (sqlite3_step(s) != SQLITE_DONE)
+            goto rollback;
+    }
+    if (sq_exec(st, "COMMIT") == NS_OK) {
+        rc = NS_OK;
+        goto out;
+    }
+rollback:
+    sq_exec(st, "ROLLBACK");
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_lines_claim(struct store *st, const char *batch_id, int max, struct store_line **out, int *n)
+{
+    sqlite3_stmt *s = NULL, *u = NULL;
+    int rc = NS_ERR_IO, got = 0;
+    struct store_line *arr = calloc((size_t)(max > 0 ? max : 1), sizeof(*arr));
+    *out = NULL;
+    *n = 0;
+    if (!arr)
+        return NS_ERR_NOMEM;
+    pthread_mutex_lock(&st->mu);
+    if (sq_exec(st, "BEGIN IMMEDIATE"))
+        goto out;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT idx,line_no,custom_id,off,len,url FROM lines WHERE batch_id=? AND state=0 "
+                           "ORDER BY idx LIMIT ?",
+                           -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, "UPDATE lines SET state=1 WHERE batch_id=? AND idx=?", -1, &u, NULL) != SQLITE_OK)
+        goto rollback;
+    sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, max);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        struct store_line *l = &arr[got++];
+        l->idx = sqlite3_column_int64(s, 0);
+        l->line_no = (uint32_t)sqlite3_column_int64(s, 1);
+        l->custom_id = sq_dup(s, 2);
+        l->off = sqlite3_column_int64(s, 3);
+        l->len = sqlite3_column_int64(s, 4);
+        l->url = sqlite3_column_int(s, 5);
+    }
+    if (r != SQLITE_DONE)
+        goto rollback;
+    for (int i = 0; i < got; i++) {
+        sqlite3_reset(u);
+        sqlite3_bind_text(u, 1, batch_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(u, 2, arr[i].idx);
+        if (sqlite3_step(u) != SQLITE_DONE)
+            goto rollback;
+    }
+    if (sq_exec(st, "COMMIT") == NS_OK) {
+        rc = NS_OK;
+        goto out;
+    }
+rollback:
+    sq_exec(st, "ROLLBACK");
+out:
+    sqlite3_finalize(s);
+    sqlite3_finalize(u);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        for (int i = 0; i < got; i++)
+            store_line_release(&arr[i]);
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = got;
+    return NS_OK;
+}
+
+static int sq_line_finish(struct store *st, const char *batch_id, int64_t idx, bool ok, const char *json,
+                          int prompt_tokens, int completion_tokens, int cached_tokens, int prompt_computed)
+{
+    sqlite3_stmt *s = NULL, *b = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sq_exec(st, "BEGIN IMMEDIATE"))
+        goto out;
+    /* only an unfinished line counts: a result is written once */
+    if (sqlite3_prepare_v2(st->db, "UPDATE lines SET state=?, result=? WHERE batch_id=? AND idx=? AND state<2", -1, &s,
+                           NULL) != SQLITE_OK)
+        goto rollback;
+    sqlite3_bind_int(s, 1, ok ? SL_OK : SL_FAILED);
+    sqlite3_bind_text(s, 2, json, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, batch_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, idx);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        goto rollback;
+    if (sqlite3_changes(st->db) == 1) {
+        if (sqlite3_prepare_v2(st->db,
+                               "UPDATE batches SET completed=completed+?, failed=failed+?, input_tokens=input_tokens+?,"
+                               " output_tokens=output_tokens+?, cached_tokens=cached_tokens+?,"
+                               " prompt_computed=prompt_computed+? WHERE id=?",
+                               -1, &b, NULL) != SQLITE_OK)
+            goto rollback;
+        sqlite3_bind_int(b, 1, ok ? 1 : 0);
+        sqlite3_bind_int(b, 2, ok ? 0 : 1);
+        sqlite3_bind_int(b, 3, prompt_tokens);
+        sqlite3_bind_int(b, 4, completion_tokens);
+        sqlite3_bind_int(b, 5, cached_tokens);
+        sqlite3_bind_int(b, 6, prompt_computed);
+        sqlite3_bind_text(b, 7, batch_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(b) != SQLITE_DONE)
+            goto rollback;
+    }
+    if (sq_exec(st, "COMMIT") == NS_OK) {
+        rc = NS_OK;
+        goto out;
+    }
+rollback:
+    sq_exec(st, "ROLLBACK");
+out:
+    sqlite3_finalize(s);
+    sqlite3_finalize(b);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_lines_requeue(struct store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    int rc = sq_exec(st, "UPDATE lines SET state=0 WHERE state=1");
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_lines_fail_unfinished(struct store *st, const char *batch_id, bool running_too,
+                                    char *(*make)(void *ud, const char *custom_id), void *ud)
+{
+    sqlite3_stmt *s = NULL, *u = NULL;
+    int rc = NS_ERR_IO;
+    int64_t nfail = 0;
+    pthread_mutex_lock(&st->mu);
+    if (sq_exec(st, "BEGIN IMMEDIATE"))
+        goto out;
+    if (sqlite3_prepare_v2(st->db, "SELECT idx, custom_id FROM lines WHERE batch_id=? AND state<=?", -1, &s, NULL) !=
+            SQLITE_OK ||
+        sqlite3_prepare_v2(st->db, "UPDATE lines SET state=3, result=? WHERE batch_id=? AND idx=?", -1, &u, NULL) !=
+            SQLITE_OK)
+        goto rollback;
+    sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, running_too ? SL_RUNNING : SL_PENDING);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        char *json = make(ud, (const char *)sqlite3_column_text(s, 1));
+        if (!json)
+            goto rollback;
+        sqlite3_reset(u);
+        sqlite3_bind_text(u, 1, json, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(u, 2, batch_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(u, 3, sqlite3_column_int64(s, 0));
+        free(json);
+        if (sqlite3_step(u) != SQLITE_DONE)
+            goto rollback;
+        nfail++;
+    }
+    if (r != SQLITE_DONE)
+        goto rollback;
+    sqlite3_finalize(u);
+    u = NULL;
+    if (sqlite3_prepare_v2(st->db, "UPDATE batches SET failed=failed+? WHERE id=?", -1, &u, NULL) != SQLITE_OK)
+        goto rollback;
+    sqlite3_bind_int64(u, 1, nfail);
+    sqlite3_bind_text(u, 2, batch_id, -1, SQLITE_STATIC);
+    if (sqlite3_step(u) != SQLITE_DONE)
+        goto rollback;
+    if (sq_exec(st, "COMMIT") == NS_OK) {
+        rc = NS_OK;
+        goto out;
+    }
+rollback:
+    sq_exec(st, "ROLLBACK");
+out:
+    sqlite3_finalize(s);
+    sqlite3_finalize(u);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_lines_count_unfinished(struct store *st, const char *batch_id, int64_t *pending, int64_t *running)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    *pending = *running = 0;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "SELECT state, count(*) FROM lines WHERE batch_id=? AND state<2 GROUP BY state", -1,
+                           &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
+        int r;
+        while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+            if (sqlite3_column_int(s, 0) == SL_PENDING)
+                *pending = sqlite3_column_int64(s, 1);
+            else
+                *running = sqlite3_column_int64(s, 1);
+        }
+        if (r == SQLITE_DONE)
+            rc = NS_OK;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_lines_export(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    /* a read transaction: a consistent snapshot even while lines keep finishing */
+    if (sq_exec(st, "BEGIN"))
+        goto out;
+    if (sqlite3_prepare_v2(st->db, "SELECT state, result FROM lines WHERE batch_id=? AND state>=2 ORDER BY idx", -1, &s,
+                           NULL) != SQLITE_OK)
+        goto end;
+    sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        FILE *f = sqlite3_column_int(s, 0) == SL_OK ? ok_out : err_out;
+        if (!f)
+            continue;
+        const void *j = sqlite3_column_text(s, 1);
+        size_t n = (size_t)sqlite3_column_bytes(s, 1);
+        if ((n && fwrite(j, 1, n, f) != n) || fputc('\n', f) == EOF)
+            goto end;
+    }
+    if (r == SQLITE_DONE)
+        rc = NS_OK;
+end:
+    sq_exec(st, "COMMIT");
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+const struct store_ops store_sqlite_ops = {
+    .scheme = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .check = sq_check,
+    .file_insert = sq_file_insert,
+    .file_get = sq_file_get,
+    .file_list = sq_file_list,
+    .file_delete = sq_file_delete,
+    .batch_insert = sq_batch_insert,
+    .batch_get = sq_batch_get,
+    .batch_list = sq_batch_list,
+    .batch_update = sq_batch_update,
+    .batch_ids_by_status = sq_batch_ids_by_status,
+    .lines_insert = sq_lines_insert,
+    .lines_claim = sq_lines_claim,
+    .line_finish = sq_line_finish,
+    .lines_requeue = sq_lines_requeue,
+    .lines_fail_unfinished = sq_lines_fail_unfinished,
+    .lines_count_unfinished = sq_lines_count_unfinished,
+    .lines_export = sq_lines_export,
+};
