@@ -34,6 +34,8 @@ struct batchfile_params batchfile_default_params(void)
         .model_ok = NULL,
         .model_ud = NULL,
         .served_models = NULL,
+        .one_model = false,
+        .endpoint = NULL,
     };
     return p;
 }
@@ -224,6 +226,22 @@ static void batchfile_check_line(struct batchfile *bf, const struct batchfile_pa
                             p->served_models ? p->served_models : "none");
         goto out;
     }
+    if (p->endpoint && strcmp(batchfile_url_path(kind), p->endpoint) != 0) {
+        batchfile_add_error(bf, p, line_no, "mismatched_endpoint", "url", custom_id,
+                            "line %u: url %s does not match the batch's endpoint %s", line_no,
+                            batchfile_url_path(kind), p->endpoint);
+        goto out;
+    }
+    if (p->one_model && bf->model && strcmp(bf->model, model->valuestring) != 0) {
+        batchfile_add_error(bf, p, line_no, "mismatched_model", "body.model", custom_id,
+                            "line %u: model '%s' differs from '%s' of the first line; a batch uses one model",
+                            line_no, batchfile_shorten(model->valuestring, q, sizeof(q)), bf->model);
+        goto out;
+    }
+    if (!bf->model && !(bf->model = strdup(model->valuestring))) {
+        batchfile_add_error(bf, p, line_no, "internal_error", NULL, NULL, "line %u: out of memory", line_no);
+        goto out;
+    }
     struct batchfile_line *l = &bf->lines[bf->n_lines];
     l->custom_id = strdup(custom_id);
     if (!l->custom_id) {
@@ -381,6 +399,7 @@ void batchfile_free(struct batchfile *bf)
         }
     free(bf->lines);
     free(bf->errors);
+    free(bf->model);
     if (bf->map_)
         munmap(bf->map_, bf->map_len_);
     free(bf);

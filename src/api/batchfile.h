@@ -47,6 +47,8 @@ struct batchfile_params {
     bool (*model_ok)(void *ud, const char *model);
     void *model_ud;
     const char *served_models; /* for the error message: "a, b, c" */
+    bool one_model;          /* every line must name the same model (an OpenAI batch) */
+    const char *endpoint;    /* every line's url must be this one; NULL = any supported */
 };
 
 struct batchfile_params batchfile_default_params(void);
@@ -61,6 +63,7 @@ struct batchfile {
     size_t n_errors;
     size_t n_invalid;        /* all invalid lines, even past the cap */
     uint64_t hash;           /* 64-bit hash of the content: identifies the input */
+    char *model;             /* body.model of the first valid line, or NULL */
     /* private */
     void *map_;
     size_t map_len_;

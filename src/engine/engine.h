@@ -95,7 +95,7 @@ void engine_request_init(struct engine_request *r);
 
 struct engine_result {
     int status;                /* NS_OK, or an ns_status; message/param say why */
-    char message[320];
+    char message[400];
     const char *param;         /* static string naming the field at fault, or NULL */
     const char *text;          /* generated text, valid UTF-8; valid during done() only */
     size_t text_len;

@@ -1,0 +1,432 @@
+/*
+ * batchmgr.c — see batchmgr.h.
+ */
+#include "batchmgr.h"
+
+#include "../api/batchfile.h"
+#include "../api/oai.h"
+#include "../util/status.h"
+
+#include <cjson/cJSON.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct batchmgr {
+    struct batchmgr_params p;
+    char *data_dir;
+    struct store *st;
+    const struct store_ops *ops;
+    struct sched **scheds;
+    int n_scheds;
+    pthread_t thread;
+    bool started, stopping, kicked;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+struct batchmgr_params batchmgr_default_params(void)
+{
+    struct batchmgr_params p = {.data_dir = ".", .max_lines = 50000, .max_bytes = 200u * 1000u * 1000u};
+    return p;
+}
+
+void batchmgr_file_path(const char *data_dir, const char *file_id, char *out, size_t n)
+{
+    snprintf(out, n, "%s/files/%s", data_dir, file_id);
+}
+
+int batchmgr_parse_window(const char *s, int64_t *seconds)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || v <= 0 || v > 1000000)
+        return NS_ERR_INVALID;
+    if (strcmp(end, "h") == 0)
+        *seconds = v * 3600;
+    else if (strcmp(end, "m") == 0)
+        *seconds = v * 60;
+    else if (strcmp(end, "s") == 0)
+        *seconds = v;
+    else
+        return NS_ERR_INVALID;
+    return NS_OK;
+}
+
+int batchmgr_init(struct batchmgr_params p, struct store *st, const struct store_ops *ops, struct sched **scheds,
+                  int n_scheds, struct batchmgr **out)
+{
+    struct batchmgr *m = calloc(1, sizeof(*m));
+    *out = NULL;
+    if (!m)
+        return NS_ERR_NOMEM;
+    m->p = p;
+    m->data_dir = strdup(p.data_dir);
+    m->st = st;
+    m->ops = ops;
+    m->scheds = scheds;
+    m->n_scheds = n_scheds;
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->cv, NULL);
+    *out = m;
+    return NS_OK;
+}
+
+struct sched *batchmgr_sched_for(struct batchmgr *m, const char *model)
+{
+    if (!model)
+        return NULL;
+    for (int i = 0; i < m->n_scheds; i++)
+        if (strcmp(sched_model_name(m->scheds[i]), model) == 0)
+            return m->scheds[i];
+    return NULL;
+}
+
+void batchmgr_kick(struct batchmgr *m)
+{
+    pthread_mutex_lock(&m->mu);
+    m->kicked = true;
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void batchmgr_on_idle(void *ud, const char *batch_id)
+{
+    (void)batch_id;
+    batchmgr_kick(ud);
+}
+
+static bool bm_model_ok(void *ud, const char *model)
+{
+    return batchmgr_sched_for(ud, model) != NULL;
+}
+
+/* fail a batch at validation: errors is a JSON list object text */
+static void bm_fail(struct batchmgr *m, struct store_batch *b, cJSON *errors)
+{
+    char *text = cJSON_PrintUnformatted(errors);
+    cJSON_Delete(errors);
+    free(b->errors);
+    b->errors = text;
+    b->status = SB_FAILED;
+    b->failed_at = time(NULL);
+    m->ops->batch_update(m->st, b);
+}
+
+static cJSON *bm_errors_one(const char *code, const char *message, const char *param)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *d = cJSON_AddArrayToObject(o, "data");
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "code", code);
+    cJSON_AddNullToObject(e, "line");
+    cJSON_AddStringToObject(e, "message", message);
+    if (param)
+        cJSON_AddStringToObject(e, "param", param);
+    else
+        cJSON_AddNullToObject(e, "param");
+    cJSON_AddItemToArray(d, e);
+    return o;
+}
+
+static void bm_validate(struct batchmgr *m, struct store_batch *b)
+{
+    struct store_file f;
+    char err[512], served[1024] = "";
+    struct batchfile *bf = NULL;
+    if (m->ops->file_get(m->st, b->input_file_id, &f) != NS_OK) {
+        bm_fail(m, b, bm_errors_one("invalid_file", "the input file no longer exists", "input_file_id"));
+        return;
+    }
+    for (int i = 0; i < m->n_scheds; i++) {
+        size_t l = strlen(served);
+        snprintf(served + l, sizeof(served) - l, "%s'%s'", i ? ", " : "", sched_model_name(m->scheds[i]));
+    }
+    struct batchfile_params bp = batchfile_default_params();
+    bp.max_lines = m->p.max_lines;
+    bp.max_bytes = m->p.max_bytes;
+    bp.model_ok = bm_model_ok;
+    bp.model_ud = m;
+    bp.served_models = served;
+    bp.one_model = true;
+    bp.endpoint = b->endpoint;
+    int rc = batchfile_open(f.path, &bp, &bf, err, sizeof(err));
+    if (rc) {
+        bm_fail(m, b, bm_errors_one(rc == NS_ERR_TOO_LARGE ? "too_large" : "invalid_file", err, NULL));
+        goto out;
+    }
+    if (bf->n_invalid) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "object", "list");
+        cJSON *d = cJSON_AddArrayToObject(o, "data");
+        for (size_t i = 0; i < bf->n_errors; i++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "code", bf->errors[i].code);
+            cJSON_AddNumberToObject(e, "line", bf->errors[i].line);
+            cJSON_AddStringToObject(e, "message", bf->errors[i].message);
+            if (bf->errors[i].param)
+                cJSON_AddStringToObject(e, "param", bf->errors[i].param);
+            else
+                cJSON_AddNullToObject(e, "param");
+            cJSON_AddItemToArray(d, e);
+        }
+        b->total = (int64_t)bf->n_requests;
+        bm_fail(m, b, o);
+        goto out;
+    }
+    struct store_line *lines = calloc(bf->n_lines, sizeof(*lines));
+    if (!lines)
+        goto out; /* retried next round */
+    for (size_t i = 0; i < bf->n_lines; i++) {
+        lines[i].idx = (int64_t)i;
+        lines[i].line_no = bf->lines[i].line_no;
+        lines[i].custom_id = bf->lines[i].custom_id;
+        lines[i].off = (int64_t)bf->lines[i].off;
+        lines[i].len = (int64_t)bf->lines[i].len;
+        lines[i].url = (int)bf->lines[i].url;
+    }
+    rc = m->ops->lines_insert(m->st, b->id, lines, (int)bf->n_lines);
+    free(lines);
+    if (rc)
+        goto out;
+    free(b->model);
+    b->model = strdup(bf->model);
+    b->total = (int64_t)bf->n_lines;
+    b->status = SB_IN_PROGRESS;
+    b->in_progress_at = time(NULL);
+    if (m->ops->batch_update(m->st, b) != NS_OK)
+        goto out;
+    struct sched *s = batchmgr_sched_for(m, b->model);
+    if (s && (b->not_before == 0 || time(NULL) >= b->not_before))
+        sched_add_batch(s, b->id, f.path);
+out:
+    batchfile_free(bf);
+    store_file_release(&f);
+}
+
+/* write the finished lines to a new file of purpose batch_output; "" when none */
+static int bm_write_file(struct batchmgr *m, struct store_batch *b, bool ok_lines, char *id_out, size_t idn)
+{
+    char id[48], path[4096], tmp[4200];
+    id_out[0] = '\0';
+    if ((ok_lines && b->completed == 0) || (!ok_lines && b->failed == 0))
+        return NS_OK;
+    oai_make_id(id, sizeof(id), "file-");
+    batchmgr_file_path(m->data_dir, id, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return NS_ERR_IO;
+    int rc = m->ops->lines_export(m->st, b->id, ok_lines ? f : NULL, ok_lines ? NULL : f);
+    if (!rc && (fflush(f) || fsync(fileno(f))))
+        rc = NS_ERR_IO;
+    long size = ftell(f);
+    if (fclose(f) && !rc)
+        rc = NS_ERR_IO;
+    if (!rc && rename(tmp, path))
+        rc = NS_ERR_IO;
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    struct store_file sf;
+    memset(&sf, 0, sizeof(sf));
+    snprintf(sf.id, sizeof(sf.id), "%s", id);
+    snprintf(sf.owner, sizeof(sf.owner), "%s", b->owner);
+    snprintf(sf.purpose, sizeof(sf.purpose), "batch_output");
+    char name[96];
+    snprintf(name, sizeof(name), "%s_%s.jsonl", b->id, ok_lines ? "output" : "error");
+    sf.filename = name;
+    sf.bytes = size;
+    sf.created_at = time(NULL);
+    sf.expires_at = b->output_expires_after ? b->created_at + b->output_expires_after : 0;
+    sf.path = path;
+    rc = m->ops->file_insert(m->st, &sf);
+    if (rc) {
+        unlink(path);
+        return rc;
+    }
+    snprintf(id_out, idn, "%s", id);
+    return NS_OK;
+}
+
+static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_batch_status final)
+{
+    int64_t now = time(NULL);
+    if (b->status != SB_FINALIZING && final == SB_COMPLETED) {
+        b->status = SB_FINALIZING;
+        b->finalizing_at = now;
+        if (m->ops->batch_update(m->st, b))
+            return;
+    }
+    /* re-read: the counters are the store's */
+    struct store_batch fresh;
+    if (m->ops->batch_get(m->st, b->id, &fresh))
+        return;
+    char out_id[48], err_id[48];
+    if (bm_write_file(m, &fresh, true, out_id, sizeof(out_id)) || bm_write_file(m, &fresh, false, err_id, sizeof(err_id))) {
+        fprintf(stderr, "nightshift: cannot write the output files of batch %s; will retry\n", b->id);
+        store_batch_release(&fresh);
+        return;
+    }
+    snprintf(fresh.output_file_id, sizeof(fresh.output_file_id), "%s", out_id);
+    snprintf(fresh.error_file_id, sizeof(fresh.error_file_id), "%s", err_id);
+    fresh.status = final;
+    if (final == SB_COMPLETED)
+        fresh.completed_at = now;
+    else if (final == SB_EXPIRED)
+        fresh.expired_at = now;
+    else if (final == SB_CANCELLED)
+        fresh.cancelled_at = now;
+    m->ops->batch_update(m->st, &fresh);
+    store_batch_release(&fresh);
+}
+
+struct bm_noresp {
+    int status;
+    const char *message;
+};
+
+static char *bm_make_noresponse(void *ud, const char *custom_id)
+{
+    struct bm_noresp *nr = ud;
+    cJSON *line = oai_batch_line_noresponse(custom_id, nr->status, nr->message);
+    char *s = cJSON_PrintUnformatted(line);
+    cJSON_Delete(line);
+    return s;
+}
+
+/* stop a batch (cancel or expiry): once nothing of it is in an engine, fail what is left */
+static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batch_status final)
+{
+    struct sched *s = batchmgr_sched_for(m, b->model);
+    if (s && sched_drop_batch(s, b->id) > 0)
+        return; /* running lines finish first; the idle kick brings us back */
+    if (s && sched_batch_inflight(s, b->id) > 0)
+        return;
+    struct bm_noresp nr = {
+        .status = final == SB_EXPIRED ? NS_ERR_EXPIRED : NS_ERR_CANCELLED,
+        .message = final == SB_EXPIRED ? "This request could not be executed before the completion window expired."
+                                       : "This request was not executed because the batch was cancelled.",
+    };
+    if (m->ops->lines_fail_unfinished(m->st, b->id, true, bm_make_noresponse, &nr))
+        return;
+    bm_finalize(m, b, final);
+}
+
+static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
+{
+    int64_t now = time(NULL);
+    struct sched *s = batchmgr_sched_for(m, b->model);
+    if (b->expires_at && now >= b->expires_at) {
+        bm_settle(m, b, SB_EXPIRED);
+        return;
+    }
+    if (b->not_before && now < b->not_before)
+        return;
+    int64_t pending, running;
+    if (m->ops->lines_count_unfinished(m->st, b->id, &pending, &running))
+        return;
+    if (pending == 0 && running == 0) {
+        if (s)
+            sched_drop_batch(s, b->id);
+        bm_finalize(m, b, SB_COMPLETED);
+        return;
+    }
+    if (s && pending > 0) {
+        /* not yet (or no longer) active in its sched: (re)start it; harmless if active */
+        struct store_file f;
+        if (m->ops->file_get(m->st, b->input_file_id, &f) == NS_OK) {
+            sched_add_batch(s, b->id, f.path);
+            store_file_release(&f);
+        }
+    }
+}
+
+typedef void (*bm_step_fn)(struct batchmgr *m, struct store_batch *b);
+
+static void bm_step_validating(struct batchmgr *m, struct store_batch *b) { bm_validate(m, b); }
+static void bm_step_cancelling(struct batchmgr *m, struct store_batch *b) { bm_settle(m, b, SB_CANCELLED); }
+static void bm_step_finalizing(struct batchmgr *m, struct store_batch *b) { bm_finalize(m, b, SB_COMPLETED); }
+
+static void bm_for_status(struct batchmgr *m, enum store_batch_status st, bm_step_fn fn)
+{
+    char(*ids)[48] = NULL;
+    int n = 0;
+    if (m->ops->batch_ids_by_status(m->st, st, &ids, &n))
+        return;
+    for (int i = 0; i < n && !m->stopping; i++) {
+        struct store_batch b;
+        if (m->ops->batch_get(m->st, ids[i], &b) == NS_OK) {
+            if (b.status == st)
+                fn(m, &b);
+            store_batch_release(&b);
+        }
+    }
+    free(ids);
+}
+
+static void *bm_thread(void *arg)
+{
+    struct batchmgr *m = arg;
+    for (;;) {
+        pthread_mutex_lock(&m->mu);
+        if (!m->kicked && !m->stopping) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 500 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+        }
+        m->kicked = false;
+        bool stop = m->stopping;
+        pthread_mutex_unlock(&m->mu);
+        if (stop)
+            break;
+        bm_for_status(m, SB_VALIDATING, bm_step_validating);
+        bm_for_status(m, SB_CANCELLING, bm_step_cancelling);
+        bm_for_status(m, SB_IN_PROGRESS, bm_check_progress);
+        bm_for_status(m, SB_FINALIZING, bm_step_finalizing);
+    }
+    return NULL;
+}
+
+int batchmgr_start(struct batchmgr *m)
+{
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/files", m->data_dir);
+    if (m->ops->lines_requeue(m->st))
+        return NS_ERR_IO;
+    /* in-progress batches resume in the manager's first round (bm_check_progress) */
+    if (pthread_create(&m->thread, NULL, bm_thread, m) != 0)
+        return NS_ERR_INTERNAL;
+    m->started = true;
+    batchmgr_kick(m);
+    return NS_OK;
+}
+
+void batchmgr_free(struct batchmgr *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->mu);
+    m->stopping = true;
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    if (m->started)
+        pthread_join(m->thread, NULL);
+    pthread_mutex_destroy(&m->mu);
+    pthread_cond_destroy(&m->cv);
+    free(m->data_dir);
+    free(m);
+}

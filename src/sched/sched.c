@@ -1,0 +1,525 @@
+/*
+ * sched.c — see sched.h.
+ *
+ * INVARIANTS
+ * - A batch line is claimed (store: running) before it is handed to the engine, and its
+ *   result is written (store: done) before it leaves `inflight`; a line dropped from a
+ *   buffer by sched_drop_batch() stays running in the store for the batch manager to
+ *   settle (cancelled/expired), never lost and never run twice.
+ * - idle() is called once per batch each time it runs dry (no buffered line, store has no
+ *   pending line, nothing in flight).
+ */
+#include "sched.h"
+
+#include "../api/batchfile.h"
+#include "../util/status.h"
+
+#include <cjson/cJSON.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { SCHED_KIND_JOB = 1, SCHED_KIND_LINE = 2 };
+
+struct sched_batch;
+
+struct sched_line {
+    int kind_;                      /* SCHED_KIND_LINE */
+    struct sched_batch *b;
+    struct store_line line;
+    struct oai_request oreq;
+};
+
+struct sched_batch {
+    char id[48];
+    int fd;                         /* the input file */
+    struct store_line *buf;         /* claimed, not yet handed out */
+    int nbuf, ibuf;
+    int inflight;
+    bool exhausted;                 /* the store had no pending line at the last claim */
+    bool dropped;
+    bool idle_reported;
+    struct sched_batch *next;
+};
+
+struct sched {
+    struct sched_params p;
+    char *model_name;
+    struct engine *eng;
+    struct store *st;
+    const struct store_ops *ops;
+    sched_batch_idle_fn idle;
+    void *idle_ud;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping;
+    struct sched_job *jobs_head, *jobs_tail;
+    struct sched_batch *batches;    /* active, in round-robin order */
+    struct sched_batch *rr;         /* next to serve */
+    struct sched_stats stats;
+};
+
+struct sched_params sched_default_params(void)
+{
+    struct sched_params p = {.model_name = "default", .claim_chunk = 32};
+    return p;
+}
+
+int sched_init(struct sched_params p, struct engine *eng, struct store *st, const struct store_ops *ops,
+               sched_batch_idle_fn idle, void *idle_ud, struct sched **out)
+{
+    struct sched *s = calloc(1, sizeof(*s));
+    *out = NULL;
+    if (!s)
+        return NS_ERR_NOMEM;
+    s->p = p;
+    if (s->p.claim_chunk <= 0)
+        s->p.claim_chunk = 32;
+    s->model_name = strdup(p.model_name ? p.model_name : "default");
+    s->eng = eng;
+    s->st = st;
+    s->ops = ops;
+    s->idle = idle;
+    s->idle_ud = idle_ud;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (!s->model_name) {
+        free(s);
+        return NS_ERR_NOMEM;
+    }
+    *out = s;
+    return NS_OK;
+}
+
+const char *sched_model_name(const struct sched *s) { return s->model_name; }
+struct engine *sched_engine(struct sched *s) { return s->eng; }
+
+/* ---- batch lines -------------------------------------------------------------------- */
+
+static void sched_batch_free(struct sched_batch *b)
+{
+    for (int i = b->ibuf; i < b->nbuf; i++)
+        store_line_release(&b->buf[i]);
+    free(b->buf);
+    if (b->fd >= 0)
+        close(b->fd);
+    free(b);
+}
+
+/* unlink b from the list (mu held) */
+static void sched_unlink(struct sched *s, struct sched_batch *b)
+{
+    struct sched_batch **pp = &s->batches;
+    while (*pp && *pp != b)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = b->next;
+    if (s->rr == b)
+        s->rr = b->next ? b->next : s->batches;
+    s->stats.active_batches--;
+}
+
+/* the result line of a batch line: success or HTTP-style error */
+static void sched_finish_line(struct sched *s, struct sched_line *sl, const struct engine_result *res)
+{
+    cJSON *line;
+    bool ok = res->status == NS_OK;
+    if (ok) {
+        char id[48];
+        oai_make_id(id, sizeof(id), sl->oreq.chat ? "chatcmpl-" : "cmpl-");
+        line = oai_batch_line(sl->line.custom_id, 200,
+                              oai_completion_body(&sl->oreq, res, id, sl->oreq.model ? sl->oreq.model : s->model_name,
+                                                  time(NULL)));
+    } else if (status_http(res->status)) {
+        line = oai_batch_line(sl->line.custom_id, status_http(res->status),
+                              oai_error_body(res->status, res->message, res->param, NULL));
+    } else {
+        line = oai_batch_line_noresponse(sl->line.custom_id, res->status, res->message);
+    }
+    char *json = cJSON_PrintUnformatted(line);
+    cJSON_Delete(line);
+    if (json) {
+        int computed = res->prompt_tokens - res->cached_tokens;
+        if (s->ops->line_finish(s->st, sl->b->id, sl->line.idx, ok, json, res->prompt_tokens, res->completion_tokens,
+                                res->cached_tokens, computed))
+            fprintf(stderr, "nightshift: cannot record line %u of batch %s (store error); it will be rerun after a restart\n",
+                    sl->line.line_no, sl->b->id);
+        free(json);
+    }
+}
+
+/* read, parse and check one claimed line; NULL when it failed (its error is recorded) */
+static struct sched_line *sched_make_line(struct sched *s, struct sched_batch *b, struct store_line *l)
+{
+    struct sched_line *sl = calloc(1, sizeof(*sl));
+    char *text = malloc((size_t)l->len + 1);
+    struct oai_error err;
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    if (!sl || !text) {
+        free(sl);
+        free(text);
+        return NULL;
+    }
+    sl->kind_ = SCHED_KIND_LINE;
+    sl->b = b;
+    sl->line = *l; /* takes custom_id */
+    memset(l, 0, sizeof(*l));
+    ssize_t got = pread(b->fd, text, (size_t)sl->line.len, (off_t)sl->line.off);
+    int rc;
+    if (got != (ssize_t)sl->line.len) {
+        rc = NS_ERR_IO;
+        snprintf(err.message, sizeof(err.message), "cannot read line %u of the input file", sl->line.line_no);
+        err.param = NULL;
+    } else {
+        cJSON *root = cJSON_ParseWithLength(text, (size_t)sl->line.len);
+        cJSON *body = root ? cJSON_DetachItemFromObjectCaseSensitive(root, "body") : NULL;
+        cJSON_Delete(root);
+        rc = oai_request_from_json(body, sl->line.url == BATCHFILE_URL_CHAT, &sl->oreq, &err);
+        if (rc == NS_OK && sl->oreq.stream) {
+            oai_request_release(&sl->oreq);
+            rc = NS_ERR_INVALID;
+            err.param = "stream";
+            snprintf(err.message, sizeof(err.message), "'stream' is not allowed in a batch request.");
+        }
+    }
+    free(text);
+    if (rc != NS_OK) {
+        res.status = rc;
+        res.param = err.param;
+        snprintf(res.message, sizeof(res.message), "%s", err.message);
+        res.text = "";
+        sched_finish_line(s, sl, &res);
+        store_line_release(&sl->line);
+        free(sl);
+        return NULL;
+    }
+    if (!sl->oreq.has_seed) {
+        /* reproducible sampling per line without a seed: derived from the custom_id */
+        uint32_t h = 2166136261u;
+        for (const char *c = sl->line.custom_id; *c; c++)
+            h = (h ^ (unsigned char)*c) * 16777619u;
+        sl->oreq.req.seed = h;
+    }
+    sl->oreq.req.user = sl;
+    return sl;
+}
+
+/* refill b's buffer from the store (mu held) */
+static void sched_claim(struct sched *s, struct sched_batch *b)
+{
+    for (int i = b->ibuf; i < b->nbuf; i++)
+        store_line_release(&b->buf[i]);
+    free(b->buf);
+    b->buf = NULL;
+    b->nbuf = b->ibuf = 0;
+    struct store_line *lines = NULL;
+    int n = 0;
+    if (s->ops->lines_claim(s->st, b->id, s->p.claim_chunk, &lines, &n) != NS_OK) {
+        fprintf(stderr, "nightshift: cannot claim lines of batch %s (store error); will retry\n", b->id);
+        return;
+    }
+    b->buf = lines;
+    b->nbuf = n;
+    if (n == 0)
+        b->exhausted = true;
+}
+
+static bool sched_batch_has_work(const struct sched_batch *b)
+{
+    return !b->dropped && (b->ibuf < b->nbuf || !b->exhausted);
+}
+
+static void sched_report_idle(struct sched *s, struct sched_batch *b)
+{
+    if (!b->dropped && b->exhausted && b->ibuf >= b->nbuf && b->inflight == 0 && !b->idle_reported) {
+        b->idle_reported = true;
+        if (s->idle)
+            s->idle(s->idle_ud, b->id);
+    }
+}
+
+/* ---- the engine source -------------------------------------------------------------- */
+
+static int sched_pull_priority(void *ud, struct engine_request **out, int max)
+{
+    struct sched *s = ud;
+    int n = 0;
+    pthread_mutex_lock(&s->mu);
+    while (n < max && s->jobs_head) {
+        struct sched_job *j = s->jobs_head;
+        s->jobs_head = j->next_;
+        if (!s->jobs_head)
+            s->jobs_tail = NULL;
+        s->stats.interactive_waiting--;
+        j->oreq.req.user = j;
+        out[n++] = &j->oreq.req;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+static int sched_pull(void *ud, struct engine_request **out, int max)
+{
+    struct sched *s = ud;
+    int n = 0;
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    int idle_rounds = 0;
+    while (n < max && s->batches && idle_rounds < 2) {
+        bool any = false;
+        struct sched_batch *start = s->rr ? s->rr : s->batches;
+        struct sched_batch *b = start;
+        do {
+            struct sched_batch *next = b->next ? b->next : s->batches;
+            if (n < max && sched_batch_has_work(b)) {
+                if (b->ibuf >= b->nbuf)
+                    sched_claim(s, b);
+                if (b->ibuf < b->nbuf) {
+                    struct sched_line *sl = sched_make_line(s, b, &b->buf[b->ibuf++]);
+                    any = true;
+                    if (sl) {
+                        b->inflight++;
+                        out[n++] = &sl->oreq.req;
+                    } else {
+                        s->stats.batch_lines_done++;
+                        sched_report_idle(s, b);
+                    }
+                } else {
+                    sched_report_idle(s, b);
+                }
+            }
+            s->rr = next;
+            b = next;
+        } while (b != start && n < max);
+        idle_rounds = any ? 0 : idle_rounds + 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+static void sched_done(void *ud, struct engine_request *req, const struct engine_result *res)
+{
+    struct sched *s = ud;
+    int kind = *(int *)req->user;
+    if (kind == SCHED_KIND_JOB) {
+        struct sched_job *j = req->user;
+        pthread_mutex_lock(&s->mu);
+        s->stats.interactive_done++;
+        pthread_mutex_unlock(&s->mu);
+        j->on_done(j, res);
+        return;
+    }
+    struct sched_line *sl = req->user;
+    struct sched_batch *b = sl->b;
+    /* a line cancelled by shutdown stays claimed; the next start requeues it */
+    if (!(res->status == NS_ERR_CANCELLED && s->stopping))
+        sched_finish_line(s, sl, res);
+    oai_request_release(&sl->oreq);
+    store_line_release(&sl->line);
+    free(sl);
+    pthread_mutex_lock(&s->mu);
+    b->inflight--;
+    s->stats.batch_lines_done++;
+    if (b->dropped) {
+        if (b->inflight == 0) {
+            sched_unlink(s, b);
+            sched_batch_free(b);
+        }
+        pthread_cond_broadcast(&s->cv);
+    } else {
+        sched_report_idle(s, b);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void sched_token(void *ud, struct engine_request *req, const char *piece, size_t n)
+{
+    (void)ud;
+    if (*(int *)req->user != SCHED_KIND_JOB)
+        return;
+    struct sched_job *j = req->user;
+    if (j->on_token)
+        j->on_token(j, piece, n);
+}
+
+static void sched_wait(void *ud)
+{
+    struct sched *s = ud;
+    pthread_mutex_lock(&s->mu);
+    bool work = s->jobs_head != NULL || s->stopping;
+    for (struct sched_batch *b = s->batches; b && !work; b = b->next)
+        work = sched_batch_has_work(b);
+    if (!work) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *sched_thread(void *arg)
+{
+    struct sched *s = arg;
+    struct engine_source src = {
+        .ud = s,
+        .pull = sched_pull,
+        .pull_priority = sched_pull_priority,
+        .done = sched_done,
+        .token = sched_token,
+        .wait = sched_wait,
+    };
+    int rc = engine_run(s->eng, &src);
+    if (rc)
+        fprintf(stderr, "nightshift: the engine of model '%s' stopped with an error\n", s->model_name);
+    return NULL;
+}
+
+int sched_start(struct sched *s)
+{
+    if (pthread_create(&s->thread, NULL, sched_thread, s) != 0)
+        return NS_ERR_INTERNAL;
+    s->started = true;
+    return NS_OK;
+}
+
+void sched_free(struct sched *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->started) {
+        engine_stop(s->eng);
+        pthread_join(s->thread, NULL);
+    }
+    /* interactive jobs never pulled: fail them so their callers return */
+    struct sched_job *j = s->jobs_head;
+    while (j) {
+        struct sched_job *next = j->next_;
+        struct engine_result res;
+        memset(&res, 0, sizeof(res));
+        res.status = NS_ERR_UNAVAILABLE;
+        res.text = "";
+        snprintf(res.message, sizeof(res.message), "the server is shutting down");
+        j->on_done(j, &res);
+        j = next;
+    }
+    while (s->batches) {
+        struct sched_batch *b = s->batches;
+        s->batches = b->next;
+        sched_batch_free(b);
+    }
+    engine_free(s->eng);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->model_name);
+    free(s);
+}
+
+int sched_submit(struct sched *s, struct sched_job *job)
+{
+    job->kind_ = SCHED_KIND_JOB;
+    job->next_ = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        return NS_ERR_UNAVAILABLE;
+    }
+    if (s->jobs_tail)
+        s->jobs_tail->next_ = job;
+    else
+        s->jobs_head = job;
+    s->jobs_tail = job;
+    s->stats.interactive_waiting++;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return NS_OK;
+}
+
+int sched_add_batch(struct sched *s, const char *batch_id, const char *input_path)
+{
+    struct sched_batch *b = calloc(1, sizeof(*b));
+    if (!b)
+        return NS_ERR_NOMEM;
+    snprintf(b->id, sizeof(b->id), "%s", batch_id);
+    b->fd = open(input_path, O_RDONLY | O_CLOEXEC);
+    if (b->fd < 0) {
+        free(b);
+        return NS_ERR_IO;
+    }
+    pthread_mutex_lock(&s->mu);
+    for (struct sched_batch *x = s->batches; x; x = x->next)
+        if (!x->dropped && strcmp(x->id, batch_id) == 0) {
+            /* already active: wake it (new pending lines, e.g. after requeue) */
+            x->exhausted = false;
+            x->idle_reported = false;
+            pthread_mutex_unlock(&s->mu);
+            sched_batch_free(b);
+            return NS_OK;
+        }
+    /* append: round-robin order is arrival order */
+    struct sched_batch **pp = &s->batches;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = b;
+    s->stats.active_batches++;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return NS_OK;
+}
+
+int sched_drop_batch(struct sched *s, const char *batch_id)
+{
+    int inflight = 0;
+    pthread_mutex_lock(&s->mu);
+    for (struct sched_batch *b = s->batches; b; b = b->next) {
+        if (b->dropped || strcmp(b->id, batch_id) != 0)
+            continue;
+        b->dropped = true;
+        inflight = b->inflight;
+        if (inflight == 0) {
+            sched_unlink(s, b);
+            sched_batch_free(b);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return inflight;
+}
+
+int sched_batch_inflight(struct sched *s, const char *batch_id)
+{
+    int n = -1;
+    pthread_mutex_lock(&s->mu);
+    for (struct sched_batch *b = s->batches; b; b = b->next)
+        if (strcmp(b->id, batch_id) == 0)
+            n = b->inflight;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void sched_get_stats(struct sched *s, struct sched_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->mu);
+}

@@ -1,0 +1,81 @@
+/*
+ * sched.h — the scheduler in front of one engine: the queue between the real-time surface
+ * and the batch workers.
+ *
+ * DESIGN
+ * Each model has one sched, which owns the model's engine and runs it on its own thread.
+ * Two lanes feed the engine (engine.h's pull model):
+ *   - interactive: chat/completion requests of HTTP clients (sched_submit), pulled through
+ *     the engine's priority lane, so they are admitted at the next step even when batch
+ *     work fills every sequence;
+ *   - batch: lines of in-progress batches, claimed from the store in chunks and handed out
+ *     round-robin across batches, so a 100-line batch submitted after a 50,000-line one
+ *     runs at once instead of waiting for it.
+ * A batch line's result is written to the store as soon as it finishes (line_finish), so
+ * progress counts move line by line and nothing finished is recomputed after a crash.
+ *
+ * THREADS
+ * The engine thread runs engine_run() and every callback. sched_submit(), sched_add_batch()
+ * and sched_drop_batch() may be called from any thread (one mutex guards the queues).
+ * Interactive jobs' callbacks run on the engine thread: keep them short.
+ */
+#ifndef NS_SCHED_SCHED_H
+#define NS_SCHED_SCHED_H
+
+#include "../api/oai.h"
+#include "../engine/engine.h"
+#include "../store/store.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct sched;
+
+struct sched_params {
+    const char *model_name;     /* the name clients use ("model" in responses) */
+    int claim_chunk;            /* batch lines claimed from the store at once; default 32 */
+};
+struct sched_params sched_default_params(void);
+
+/* an interactive request; the caller owns it and keeps it alive until on_done */
+struct sched_job {
+    int kind_;                  /* private: must stay first */
+    struct oai_request oreq;    /* parsed body; the caller releases it after on_done */
+    void *ud;
+    /* optional: streamed text (engine thread) */
+    void (*on_token)(struct sched_job *job, const char *piece, size_t n);
+    /* the end (engine thread); res and its text are valid during the call only */
+    void (*on_done)(struct sched_job *job, const struct engine_result *res);
+    struct sched_job *next_;    /* private */
+};
+
+/* called when a batch has no line left to hand out and none in flight (engine thread) */
+typedef void (*sched_batch_idle_fn)(void *ud, const char *batch_id);
+
+/* Takes ownership of eng. The store outlives the sched. */
+int sched_init(struct sched_params p, struct engine *eng, struct store *st, const struct store_ops *ops,
+               sched_batch_idle_fn idle, void *idle_ud, struct sched **out);
+int sched_start(struct sched *s);
+/* stop the engine thread; running requests end as cancelled (batch lines stay claimed,
+ * and are requeued at the next start) */
+void sched_free(struct sched *s);
+
+int sched_submit(struct sched *s, struct sched_job *job);
+/* start handing out lines of an in-progress batch (input: the batch's input file path) */
+int sched_add_batch(struct sched *s, const char *batch_id, const char *input_path);
+/* stop handing out its lines; returns how many are still in the engine */
+int sched_drop_batch(struct sched *s, const char *batch_id);
+/* lines of the batch in the engine now (-1 when the sched does not know the batch) */
+int sched_batch_inflight(struct sched *s, const char *batch_id);
+
+const char *sched_model_name(const struct sched *s);
+struct engine *sched_engine(struct sched *s);
+
+struct sched_stats {
+    uint64_t interactive_waiting, interactive_done;
+    uint64_t batch_lines_done;
+    int active_batches;
+};
+void sched_get_stats(struct sched *s, struct sched_stats *out);
+
+#endif
