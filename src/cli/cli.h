@@ -7,6 +7,7 @@
 
 int cli_run(int argc, char **argv);
 int cli_gen_model(int argc, char **argv);
+int cli_serve(int argc, char **argv);
 
 /* print "nightshift: <message>" to stderr; returns 2 (the usage-error status) */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

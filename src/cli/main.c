@@ -30,6 +30,7 @@ static void usage(FILE *f)
           "\n"
           "commands:\n"
           "  run        run an OpenAI Batch input file (JSONL) on a local GGUF model\n"
+          "  serve      OpenAI-compatible server: files, batches, chat completions\n"
           "  gen-model  write a small random-weight GGUF model with a real tokenizer (tests, demos)\n"
           "  version    print the version of nightshift and of llama.cpp\n"
           "\n"
@@ -46,6 +47,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "run") == 0)
         return cli_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
+        return cli_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "gen-model") == 0)
         return cli_gen_model(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -1,0 +1,1240 @@
+/*
+ * server.c — see server.h. Routing is a flat table of (method, path pattern, handler);
+ * a pattern segment "*" matches one id.
+ */
+#include "server.h"
+
+#include "../engine/engine.h"
+#include "../util/buf.h"
+#include "../util/status.h"
+#include "oai.h"
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <strings.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct server {
+    struct server_params p;
+    char *data_dir;
+    char *api_key;
+    struct store *st;
+    const struct store_ops *ops;
+    struct sched **scheds;
+    int n_scheds;
+    struct batchmgr *bm;
+    struct MHD_Daemon *mhd;
+    int port;
+};
+
+struct server_params server_default_params(void)
+{
+    struct server_params p = {
+        .host = "127.0.0.1",
+        .port = 8080,
+        .data_dir = ".",
+        .api_key = NULL,
+        .max_body = 16u << 20,
+        .max_file = 200u * 1000u * 1000u,
+    };
+    return p;
+}
+
+/* ---- per-request state -------------------------------------------------------------- */
+
+struct upload {
+    struct MHD_PostProcessor *pp;
+    int fd;
+    char tmp_path[4096];
+    char *filename;
+    struct buf purpose;
+    int64_t bytes;
+    bool have_file;
+    bool too_large;
+};
+
+struct req {
+    struct server *srv;
+    bool started;
+    int early_status;           /* set while reading the body: answer with this */
+    char early_msg[200];
+    struct buf body;
+    struct upload *up;
+};
+
+static void upload_free(struct upload *u)
+{
+    if (!u)
+        return;
+    if (u->pp)
+        MHD_destroy_post_processor(u->pp);
+    if (u->fd >= 0) {
+        close(u->fd);
+        unlink(u->tmp_path);
+    }
+    free(u->filename);
+    buf_release(&u->purpose);
+    free(u);
+}
+
+static void req_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct req *r = *con_cls;
+    if (!r)
+        return;
+    buf_release(&r->body);
+    upload_free(r->up);
+    free(r);
+    *con_cls = NULL;
+}
+
+/* ---- responses ---------------------------------------------------------------------- */
+
+static enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *type, char *text)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    enum MHD_Result ret = MHD_queue_response(c, code, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *o)
+{
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!text)
+        return MHD_NO;
+    return send_text(c, code, "application/json", text);
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *param, const char *code,
+                                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *param, const char *code,
+                                  const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    int http = status_http(status);
+    return send_json(c, (unsigned)(http ? http : 500), oai_error_body(status, msg, param, code));
+}
+
+/* ---- JSON builders ------------------------------------------------------------------ */
+
+static void add_ts(cJSON *o, const char *k, int64_t v)
+{
+    if (v)
+        cJSON_AddNumberToObject(o, k, (double)v);
+    else
+        cJSON_AddNullToObject(o, k);
+}
+
+static void add_str_or_null(cJSON *o, const char *k, const char *v)
+{
+    if (v && *v)
+        cJSON_AddStringToObject(o, k, v);
+    else
+        cJSON_AddNullToObject(o, k);
+}
+
+static cJSON *file_json(const struct store_file *f)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", f->id);
+    cJSON_AddStringToObject(o, "object", "file");
+    cJSON_AddNumberToObject(o, "bytes", (double)f->bytes);
+    cJSON_AddNumberToObject(o, "created_at", (double)f->created_at);
+    add_ts(o, "expires_at", f->expires_at);
+    cJSON_AddStringToObject(o, "filename", f->filename ? f->filename : "");
+    cJSON_AddStringToObject(o, "purpose", f->purpose);
+    cJSON_AddStringToObject(o, "status", "processed");
+    cJSON_AddNullToObject(o, "status_details");
+    return o;
+}
+
+static cJSON *batch_json(const struct store_batch *b)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", b->id);
+    cJSON_AddStringToObject(o, "object", "batch");
+    cJSON_AddStringToObject(o, "endpoint", b->endpoint);
+    add_str_or_null(o, "model", b->model);
+    cJSON *errs = b->errors ? cJSON_Parse(b->errors) : NULL;
+    if (errs)
+        cJSON_AddItemToObject(o, "errors", errs);
+    else
+        cJSON_AddNullToObject(o, "errors");
+    cJSON_AddStringToObject(o, "input_file_id", b->input_file_id);
+    cJSON_AddStringToObject(o, "completion_window", b->completion_window);
+    cJSON_AddStringToObject(o, "status", store_batch_status_name(b->status));
+    add_str_or_null(o, "output_file_id", b->output_file_id);
+    add_str_or_null(o, "error_file_id", b->error_file_id);
+    add_ts(o, "created_at", b->created_at);
+    add_ts(o, "in_progress_at", b->in_progress_at);
+    add_ts(o, "expires_at", b->expires_at);
+    add_ts(o, "finalizing_at", b->finalizing_at);
+    add_ts(o, "completed_at", b->completed_at);
+    add_ts(o, "failed_at", b->failed_at);
+    add_ts(o, "expired_at", b->expired_at);
+    add_ts(o, "cancelling_at", b->cancelling_at);
+    add_ts(o, "cancelled_at", b->cancelled_at);
+    cJSON *rc = cJSON_AddObjectToObject(o, "request_counts");
+    cJSON_AddNumberToObject(rc, "total", (double)b->total);
+    cJSON_AddNumberToObject(rc, "completed", (double)b->completed);
+    cJSON_AddNumberToObject(rc, "failed", (double)b->failed);
+    cJSON *md = b->metadata ? cJSON_Parse(b->metadata) : NULL;
+    if (md)
+        cJSON_AddItemToObject(o, "metadata", md);
+    else
+        cJSON_AddNullToObject(o, "metadata");
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "input_tokens", (double)b->input_tokens);
+    cJSON *itd = cJSON_AddObjectToObject(u, "input_tokens_details");
+    cJSON_AddNumberToObject(itd, "cached_tokens", (double)b->cached_tokens);
+    cJSON_AddNumberToObject(u, "output_tokens", (double)b->output_tokens);
+    cJSON *otd = cJSON_AddObjectToObject(u, "output_tokens_details");
+    cJSON_AddNumberToObject(otd, "reasoning_tokens", 0);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(b->input_tokens + b->output_tokens));
+    return o;
+}
+
+/* ---- routing ------------------------------------------------------------------------ */
+
+#define MAX_IDS 2
+
+struct route_ctx {
+    struct server *srv;
+    struct MHD_Connection *c;
+    struct req *r;
+    const char *ids[MAX_IDS];
+    char idbuf[MAX_IDS][128];
+};
+
+typedef enum MHD_Result (*handler_fn)(struct route_ctx *x);
+
+static const char *query(struct route_ctx *x, const char *k)
+{
+    return MHD_lookup_connection_value(x->c, MHD_GET_ARGUMENT_KIND, k);
+}
+
+static int parse_limit(struct route_ctx *x, int lo, int hi, int def, int *out)
+{
+    const char *v = query(x, "limit");
+    if (!v) {
+        *out = def;
+        return NS_OK;
+    }
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end || n < lo || n > hi)
+        return NS_ERR_INVALID;
+    *out = (int)n;
+    return NS_OK;
+}
+
+static struct sched *sched_by_model(struct server *s, const char *model)
+{
+    for (int i = 0; i < s->n_scheds; i++)
+        if (strcmp(sched_model_name(s->scheds[i]), model) == 0)
+            return s->scheds[i];
+    return NULL;
+}
+
+/* GET /health */
+static enum MHD_Result h_health(struct route_ctx *x)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "ok");
+    return send_json(x->c, 200, o);
+}
+
+/* GET /ready: a model is loaded and the store takes writes */
+static enum MHD_Result h_ready(struct route_ctx *x)
+{
+    bool ok = x->srv->n_scheds > 0 && x->srv->ops->check(x->srv->st) == NS_OK;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", ok ? "ready" : "not_ready");
+    cJSON_AddNumberToObject(o, "models", x->srv->n_scheds);
+    return send_json(x->c, ok ? 200 : 503, o);
+}
+
+static cJSON *model_json(struct sched *s)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", sched_model_name(s));
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", 0);
+    cJSON_AddStringToObject(m, "owned_by", "nightshift");
+    return m;
+}
+
+static enum MHD_Result h_models(struct route_ctx *x)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *d = cJSON_AddArrayToObject(o, "data");
+    for (int i = 0; i < x->srv->n_scheds; i++)
+        cJSON_AddItemToArray(d, model_json(x->srv->scheds[i]));
+    return send_json(x->c, 200, o);
+}
+
+static enum MHD_Result h_model_get(struct route_ctx *x)
+{
+    struct sched *s = sched_by_model(x->srv, x->ids[0]);
+    if (!s)
+        return send_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
+                          "The model '%.100s' does not exist or you do not have access to it.", x->ids[0]);
+    return send_json(x->c, 200, model_json(s));
+}
+
+/* ---- chat / completions ------------------------------------------------------------- */
+
+struct job {
+    struct sched_job sj;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;                   /* the engine's and the HTTP side's */
+    bool done;
+    bool stream, chat, include_usage;
+    struct buf pending;         /* streamed text not yet sent */
+    struct engine_result res;   /* copy of the final result (text in final_text) */
+    char *final_text;
+    char id[48];
+    char model[128];
+    time_t created;
+    bool sent_role, sent_final;
+    int phase;                  /* streaming: 0 role, 1 content, 2 final, 3 usage, 4 done, 5 end */
+    struct buf out;             /* SSE bytes ready for the reader */
+    size_t out_pos;
+};
+
+static void job_unref(struct job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int left = --j->refs;
+    pthread_mutex_unlock(&j->mu);
+    if (left)
+        return;
+    oai_request_release(&j->sj.oreq);
+    buf_release(&j->pending);
+    buf_release(&j->out);
+    free(j->final_text);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+static void job_on_token(struct sched_job *sj, const char *piece, size_t n)
+{
+    struct job *j = (struct job *)sj;
+    pthread_mutex_lock(&j->mu);
+    buf_append(&j->pending, piece, n);
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void job_on_done(struct sched_job *sj, const struct engine_result *res)
+{
+    struct job *j = (struct job *)sj;
+    pthread_mutex_lock(&j->mu);
+    j->res = *res;
+    j->final_text = strndup(res->text ? res->text : "", res->text_len);
+    j->res.text = j->final_text;
+    j->done = true;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    job_unref(j);
+}
+
+static cJSON *chunk_base(struct job *j)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "object", j->chat ? "chat.completion.chunk" : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)j->created);
+    cJSON_AddStringToObject(o, "model", j->model);
+    cJSON_AddStringToObject(o, "system_fingerprint", "nightshift");
+    return o;
+}
+
+static void sse_push(struct job *j, cJSON *o)
+{
+    char *t = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!t)
+        return;
+    buf_appends(&j->out, "data: ");
+    buf_appends(&j->out, t);
+    buf_appends(&j->out, "\n\n");
+    free(t);
+}
+
+static cJSON *chunk_choice(struct job *j, const char *text, size_t n, const char *finish, bool role)
+{
+    cJSON *o = chunk_base(j);
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", 0);
+    char *t = strndup(text ? text : "", n);
+    if (j->chat) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (role)
+            cJSON_AddStringToObject(d, "role", "assistant");
+        if (text)
+            cJSON_AddStringToObject(d, "content", t ? t : "");
+    } else {
+        cJSON_AddStringToObject(c, "text", t ? t : "");
+    }
+    free(t);
+    cJSON_AddNullToObject(c, "logprobs");
+    if (finish)
+        cJSON_AddStringToObject(c, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(c, "finish_reason");
+    cJSON_AddItemToArray(choices, c);
+    if (j->include_usage)
+        cJSON_AddNullToObject(o, "usage");
+    return o;
+}
+
+/* fill j->out with the next SSE events; blocks until there is something (mu held) */
+static void job_next_events(struct job *j)
+{
+    while (j->out_pos >= j->out.len) {
+        buf_reset(&j->out);
+        j->out_pos = 0;
+        if (j->phase == 0 && j->chat) {
+            sse_push(j, chunk_choice(j, "", 0, NULL, true));
+            j->phase = 1;
+            continue;
+        }
+        if (j->phase <= 1) {
+            j->phase = 1;
+            if (j->pending.len) {
+                sse_push(j, chunk_choice(j, j->pending.p, j->pending.len, NULL, false));
+                buf_reset(&j->pending);
+                continue;
+            }
+            if (!j->done) {
+                pthread_cond_wait(&j->cv, &j->mu);
+                continue;
+            }
+            j->phase = 2;
+        }
+        if (j->phase == 2) {
+            if (j->res.status != NS_OK) {
+                /* the request failed after the stream started: an error event, then [DONE] */
+                cJSON *e = oai_error_body(j->res.status, j->res.message, j->res.param, NULL);
+                sse_push(j, e);
+            } else {
+                cJSON *o = chunk_choice(j, j->chat ? NULL : "", 0,
+                                        j->res.finish == ENGINE_FINISH_LENGTH ? "length" : "stop", false);
+                sse_push(j, o);
+            }
+            j->phase = 3;
+            continue;
+        }
+        if (j->phase == 3) {
+            if (j->include_usage && j->res.status == NS_OK) {
+                cJSON *o = chunk_base(j);
+                cJSON_AddArrayToObject(o, "choices");
+                cJSON *u = cJSON_AddObjectToObject(o, "usage");
+                cJSON_AddNumberToObject(u, "prompt_tokens", j->res.prompt_tokens);
+                cJSON_AddNumberToObject(u, "completion_tokens", j->res.completion_tokens);
+                cJSON_AddNumberToObject(u, "total_tokens", j->res.prompt_tokens + j->res.completion_tokens);
+                cJSON *pd = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+                cJSON_AddNumberToObject(pd, "cached_tokens", j->res.cached_tokens);
+                sse_push(j, o);
+            }
+            j->phase = 4;
+            continue;
+        }
+        if (j->phase == 4) {
+            buf_appends(&j->out, "data: [DONE]\n\n");
+            j->phase = 5;
+            continue;
+        }
+        return; /* phase 5: end */
+    }
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    struct job *j = cls;
+    pthread_mutex_lock(&j->mu);
+    job_next_events(j);
+    if (j->out_pos >= j->out.len) {
+        pthread_mutex_unlock(&j->mu);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    size_t n = j->out.len - j->out_pos;
+    if (n > max)
+        n = max;
+    memcpy(out, j->out.p + j->out_pos, n);
+    j->out_pos += n;
+    pthread_mutex_unlock(&j->mu);
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    job_unref(cls);
+}
+
+static enum MHD_Result h_completion(struct route_ctx *x, bool chat)
+{
+    struct oai_error err;
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    buf_init(&j->pending, 64u << 20);
+    buf_init(&j->out, 64u << 20);
+    j->refs = 1;
+    int rc = oai_request_parse(x->r->body.p ? x->r->body.p : "", x->r->body.len, chat, &j->sj.oreq, &err);
+    if (rc) {
+        job_unref(j);
+        return send_error(x->c, rc, err.param, NULL, "%s", err.message);
+    }
+    struct sched *s = sched_by_model(x->srv, j->sj.oreq.model);
+    if (!s) {
+        enum MHD_Result ret = send_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
+                                         "The model '%.100s' does not exist or you do not have access to it.",
+                                         j->sj.oreq.model);
+        job_unref(j);
+        return ret;
+    }
+    /* check the context now, so an oversized prompt is a 400, not a broken stream */
+    struct engine_info info;
+    engine_get_info(sched_engine(s), &info);
+    char terr[256];
+    int n_prompt = engine_count_tokens(sched_engine(s), &j->sj.oreq.req, terr, sizeof(terr));
+    if (n_prompt < 0) {
+        job_unref(j);
+        return send_error(x->c, -n_prompt, chat ? "messages" : "prompt", NULL, "%s", terr);
+    }
+    int want = j->sj.oreq.req.max_tokens > 0 ? j->sj.oreq.req.max_tokens : 0;
+    if (n_prompt + want > info.n_ctx || n_prompt >= info.n_ctx) {
+        job_unref(j);
+        return send_error(x->c, NS_ERR_CONTEXT, chat ? "messages" : "prompt", NULL,
+                          "This model's maximum context length is %d tokens. However, you requested %d tokens "
+                          "(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
+                          info.n_ctx, n_prompt + want, n_prompt, chat ? "messages" : "prompt", want,
+                          chat ? "messages" : "prompt");
+    }
+    j->stream = j->sj.oreq.stream;
+    j->chat = chat;
+    j->include_usage = j->sj.oreq.include_usage;
+    snprintf(j->model, sizeof(j->model), "%s", j->sj.oreq.model);
+    oai_make_id(j->id, sizeof(j->id), chat ? "chatcmpl-" : "cmpl-");
+    j->created = time(NULL);
+    j->sj.on_done = job_on_done;
+    j->sj.on_token = j->stream ? job_on_token : NULL;
+    j->refs = 2; /* the engine's reference is dropped in job_on_done */
+    if (!j->sj.oreq.has_seed)
+        j->sj.oreq.req.seed = (uint32_t)rand();
+    if (sched_submit(s, &j->sj) != NS_OK) {
+        j->refs = 1;
+        job_unref(j);
+        return send_error(x->c, NS_ERR_UNAVAILABLE, NULL, NULL, "the server is shutting down");
+    }
+    if (j->stream) {
+        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, j,
+                                                                      stream_free);
+        if (!resp) {
+            job_unref(j);
+            return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        enum MHD_Result ret = MHD_queue_response(x->c, 200, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    pthread_mutex_lock(&j->mu);
+    while (!j->done)
+        pthread_cond_wait(&j->cv, &j->mu);
+    pthread_mutex_unlock(&j->mu);
+    enum MHD_Result ret;
+    if (j->res.status != NS_OK)
+        ret = send_error(x->c, j->res.status, j->res.param, NULL, "%s", j->res.message);
+    else
+        ret = send_json(x->c, 200, oai_completion_body(&j->sj.oreq, &j->res, j->id, j->model, j->created));
+    job_unref(j);
+    return ret;
+}
+
+static enum MHD_Result h_chat(struct route_ctx *x) { return h_completion(x, true); }
+static enum MHD_Result h_completions(struct route_ctx *x) { return h_completion(x, false); }
+
+/* ---- files -------------------------------------------------------------------------- */
+
+static bool owner_ok(const char *owner) { (void)owner; return true; }
+
+static enum MHD_Result h_file_upload(struct route_ctx *x)
+{
+    struct upload *u = x->r->up;
+    if (!u)
+        return send_error(x->c, NS_ERR_MEDIA_TYPE, NULL, NULL,
+                          "Uploads must be multipart/form-data with the fields 'file' and 'purpose'.");
+    if (u->too_large)
+        return send_error(x->c, NS_ERR_TOO_LARGE, "file", NULL, "The file is larger than the limit of %zu bytes.",
+                          x->srv->p.max_file);
+    if (!u->have_file)
+        return send_error(x->c, NS_ERR_INVALID, "file", NULL, "Missing required parameter: 'file'.");
+    const char *purpose = u->purpose.p ? u->purpose.p : "";
+    if (!*purpose)
+        return send_error(x->c, NS_ERR_INVALID, "purpose", NULL, "Missing required parameter: 'purpose'.");
+    static const char *const purposes[] = {"batch", "user_data", "assistants", "fine-tune", "vision", "evals", NULL};
+    bool known = false;
+    for (int i = 0; purposes[i]; i++)
+        known |= strcmp(purposes[i], purpose) == 0;
+    if (!known)
+        return send_error(x->c, NS_ERR_INVALID, "purpose", NULL,
+                          "Invalid value for 'purpose': '%.40s'. Supported values are: 'batch', 'user_data', "
+                          "'assistants', 'fine-tune', 'vision' and 'evals'.",
+                          purpose);
+    struct store_file f;
+    memset(&f, 0, sizeof(f));
+    oai_make_id(f.id, sizeof(f.id), "file-");
+    snprintf(f.owner, sizeof(f.owner), "default");
+    snprintf(f.purpose, sizeof(f.purpose), "%s", purpose);
+    char path[4096];
+    batchmgr_file_path(x->srv->data_dir, f.id, path, sizeof(path));
+    if (fsync(u->fd) || close(u->fd)) {
+        u->fd = -1;
+        unlink(u->tmp_path);
+        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot store the file (disk full?)");
+    }
+    u->fd = -1;
+    if (rename(u->tmp_path, path)) {
+        unlink(u->tmp_path);
+        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot store the file: %s", strerror(errno));
+    }
+    f.filename = u->filename ? u->filename : (char *)"upload";
+    f.bytes = u->bytes;
+    f.created_at = time(NULL);
+    f.path = path;
+    if (x->srv->ops->file_insert(x->srv->st, &f)) {
+        unlink(path);
+        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the file in the store");
+    }
+    return send_json(x->c, 200, file_json(&f));
+}
+
+static enum MHD_Result h_file_list(struct route_ctx *x)
+{
+    struct store_list_page pg = {.after = query(x, "after"), .desc = true, .purpose = query(x, "purpose")};
+    if (parse_limit(x, 1, 10000, 10000, &pg.limit))
+        return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 10000.");
+    const char *order = query(x, "order");
+    if (order && strcmp(order, "asc") && strcmp(order, "desc"))
+        return send_error(x->c, NS_ERR_INVALID, "order", NULL, "Invalid 'order': expected 'asc' or 'desc'.");
+    if (order && strcmp(order, "asc") == 0)
+        pg.desc = false;
+    struct store_file *fs = NULL;
+    int n = 0;
+    bool more = false;
+    if (x->srv->ops->file_list(x->srv->st, &pg, &fs, &n, &more))
+        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot list files");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *d = cJSON_AddArrayToObject(o, "data");
+    for (int i = 0; i < n; i++) {
+        cJSON_AddItemToArray(d, file_json(&fs[i]));
+    }
+    add_str_or_null(o, "first_id", n ? fs[0].id : NULL);
+    add_str_or_null(o, "last_id", n ? fs[n - 1].id : NULL);
+    cJSON_AddBoolToObject(o, "has_more", more);
+    for (int i = 0; i < n; i++)
+        store_file_release(&fs[i]);
+    free(fs);
+    return send_json(x->c, 200, o);
+}
+
+static int file_lookup(struct route_ctx *x, struct store_file *f)
+{
+    int rc = x->srv->ops->file_get(x->srv->st, x->ids[0], f);
+    if (rc == NS_OK && !owner_ok(f->owner)) {
+        store_file_release(f);
+        rc = NS_ERR_NOT_FOUND;
+    }
+    return rc;
+}
+
+static enum MHD_Result file_not_found(struct route_ctx *x, int rc)
+{
+    if (rc == NS_ERR_NOT_FOUND)
+        return send_error(x->c, NS_ERR_NOT_FOUND, "file_id", NULL, "No such File object: %.100s", x->ids[0]);
+    return send_error(x->c, rc, NULL, NULL, "cannot read the file record");
+}
+
+static enum MHD_Result h_file_get(struct route_ctx *x)
+{
+    struct store_file f;
+    int rc = file_lookup(x, &f);
+    if (rc)
+        return file_not_found(x, rc);
+    cJSON *o = file_json(&f);
+    store_file_release(&f);
+    return send_json(x->c, 200, o);
+}
+
+static enum MHD_Result h_file_content(struct route_ctx *x)
+{
+    struct store_file f;
+    int rc = file_lookup(x, &f);
+    if (rc)
+        return file_not_found(x, rc);
+    int fd = open(f.path, O_RDONLY | O_CLOEXEC);
+    store_file_release(&f);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb)) {
+        if (fd >= 0)
+            close(fd);
+        return send_error(x->c, NS_ERR_IO, NULL, NULL, "the file's content is missing from the data dir");
+    }
+    struct MHD_Response *resp = MHD_create_response_from_fd((size_t)sb.st_size, fd);
+    if (!resp) {
+        close(fd);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+    enum MHD_Result ret = MHD_queue_response(x->c, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result h_file_delete(struct route_ctx *x)
+{
+    struct store_file f;
+    int rc = file_lookup(x, &f);
+    if (rc)
+        return file_not_found(x, rc);
+    rc = x->srv->ops->file_delete(x->srv->st, f.id);
+    if (rc == NS_OK)
+        unlink(f.path);
+    store_file_release(&f);
+    if (rc)
+        return file_not_found(x, rc);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", x->ids[0]);
+    cJSON_AddStringToObject(o, "object", "file");
+    cJSON_AddBoolToObject(o, "deleted", true);
+    return send_json(x->c, 200, o);
+}
+
+/* ---- batches ------------------------------------------------------------------------ */
+
+static enum MHD_Result h_batch_create(struct route_ctx *x)
+{
+    cJSON *body = cJSON_ParseWithLength(x->r->body.p ? x->r->body.p : "", x->r->body.len);
+    struct store_batch b;
+    memset(&b, 0, sizeof(b));
+    enum MHD_Result ret;
+    if (!cJSON_IsObject(body)) {
+        ret = send_error(x->c, NS_ERR_INVALID, NULL, NULL, "The body must be a JSON object.");
+        goto out;
+    }
+    const cJSON *fid = cJSON_GetObjectItemCaseSensitive(body, "input_file_id");
+    const cJSON *ep = cJSON_GetObjectItemCaseSensitive(body, "endpoint");
+    const cJSON *win = cJSON_GetObjectItemCaseSensitive(body, "completion_window");
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(body, "metadata");
+    const cJSON *oea = cJSON_GetObjectItemCaseSensitive(body, "output_expires_after");
+    const cJSON *f;
+    cJSON_ArrayForEach(f, body)
+    {
+        if (strcmp(f->string, "input_file_id") && strcmp(f->string, "endpoint") && strcmp(f->string, "completion_window") &&
+            strcmp(f->string, "metadata") && strcmp(f->string, "output_expires_after")) {
+            ret = send_error(x->c, NS_ERR_INVALID, f->string, NULL, "Unrecognized request argument supplied: %.64s",
+                             f->string);
+            goto out;
+        }
+    }
+    if (!cJSON_IsString(fid)) {
+        ret = send_error(x->c, NS_ERR_INVALID, "input_file_id", NULL, "Missing required parameter: 'input_file_id'.");
+        goto out;
+    }
+    if (!cJSON_IsString(ep)) {
+        ret = send_error(x->c, NS_ERR_INVALID, "endpoint", NULL, "Missing required parameter: 'endpoint'.");
+        goto out;
+    }
+    if (strcmp(ep->valuestring, "/v1/chat/completions") && strcmp(ep->valuestring, "/v1/completions")) {
+        ret = send_error(x->c, NS_ERR_INVALID, "endpoint", "unsupported_endpoint",
+                         "Invalid value for 'endpoint': '%.64s'. This server supports '/v1/chat/completions' and "
+                         "'/v1/completions'.",
+                         ep->valuestring);
+        goto out;
+    }
+    if (!cJSON_IsString(win)) {
+        ret = send_error(x->c, NS_ERR_INVALID, "completion_window", NULL,
+                         "Missing required parameter: 'completion_window'.");
+        goto out;
+    }
+    int64_t window;
+    if (batchmgr_parse_window(win->valuestring, &window) || strlen(win->valuestring) >= sizeof(b.completion_window)) {
+        ret = send_error(x->c, NS_ERR_INVALID, "completion_window", NULL,
+                         "Invalid value for 'completion_window': '%.20s'. Supported values are: '24h' (and, as a "
+                         "nightshift extension, durations like '90m' or '600s').",
+                         win->valuestring);
+        goto out;
+    }
+    if (md && !cJSON_IsNull(md)) {
+        if (!cJSON_IsObject(md) || cJSON_GetArraySize(md) > 16) {
+            ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL,
+                             "Invalid 'metadata': expected an object of at most 16 string pairs.");
+            goto out;
+        }
+        const cJSON *kv;
+        cJSON_ArrayForEach(kv, md)
+        {
+            if (strlen(kv->string) > 64 || !cJSON_IsString(kv) || strlen(kv->valuestring) > 512) {
+                ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL,
+                                 "Invalid 'metadata': keys are at most 64 characters and values strings of at most "
+                                 "512 characters.");
+                goto out;
+            }
+        }
+        const cJSON *nb = cJSON_GetObjectItemCaseSensitive(md, "not_before");
+        if (nb) {
+            char *end = NULL;
+            errno = 0;
+            long long v = strtoll(nb->valuestring, &end, 10);
+            if (errno || *end || v < 0) {
+                ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL,
+                                 "Invalid 'metadata.not_before': expected Unix seconds as a string.");
+                goto out;
+            }
+            b.not_before = v;
+        }
+        b.metadata = cJSON_PrintUnformatted(md);
+    }
+    if (oea && !cJSON_IsNull(oea)) {
+        const cJSON *anchor = cJSON_GetObjectItemCaseSensitive(oea, "anchor");
+        const cJSON *secs = cJSON_GetObjectItemCaseSensitive(oea, "seconds");
+        if (!cJSON_IsString(anchor) || strcmp(anchor->valuestring, "created_at") || !cJSON_IsNumber(secs) ||
+            secs->valuedouble < 3600 || secs->valuedouble > 2592000) {
+            ret = send_error(x->c, NS_ERR_INVALID, "output_expires_after", NULL,
+                             "Invalid 'output_expires_after': expected {\"anchor\": \"created_at\", \"seconds\": "
+                             "3600 to 2592000}.");
+            goto out;
+        }
+        b.output_expires_after = (int64_t)secs->valuedouble;
+    }
+    struct store_file file;
+    int rc = x->srv->ops->file_get(x->srv->st, fid->valuestring, &file);
+    if (rc) {
+        ret = send_error(x->c, NS_ERR_NOT_FOUND, "input_file_id", NULL, "No such File object: %.100s", fid->valuestring);
+        goto out;
+    }
+    char purpose[32];
+    snprintf(purpose, sizeof(purpose), "%s", file.purpose);
+    store_file_release(&file);
+    if (strcmp(purpose, "batch") != 0) {
+        ret = send_error(x->c, NS_ERR_INVALID, "input_file_id", NULL,
+                         "The file %.100s was uploaded with purpose '%s'; a batch needs purpose 'batch'.",
+                         fid->valuestring, purpose);
+        goto out;
+    }
+    oai_make_id(b.id, sizeof(b.id), "batch_");
+    snprintf(b.owner, sizeof(b.owner), "default");
+    snprintf(b.endpoint, sizeof(b.endpoint), "%s", ep->valuestring);
+    snprintf(b.input_file_id, sizeof(b.input_file_id), "%s", fid->valuestring);
+    snprintf(b.completion_window, sizeof(b.completion_window), "%s", win->valuestring);
+    b.status = SB_VALIDATING;
+    b.created_at = time(NULL);
+    b.expires_at = b.created_at + window;
+    if (x->srv->ops->batch_insert(x->srv->st, &b)) {
+        ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the batch");
+        goto out;
+    }
+    batchmgr_kick(x->srv->bm);
+    ret = send_json(x->c, 200, batch_json(&b));
+out:
+    store_batch_release(&b);
+    cJSON_Delete(body);
+    return ret;
+}
+
+static int batch_lookup(struct route_ctx *x, struct store_batch *b)
+{
+    return x->srv->ops->batch_get(x->srv->st, x->ids[0], b);
+}
+
+static enum MHD_Result batch_not_found(struct route_ctx *x, int rc)
+{
+    if (rc == NS_ERR_NOT_FOUND)
+        return send_error(x->c, NS_ERR_NOT_FOUND, "batch_id", NULL, "No such Batch object: %.100s", x->ids[0]);
+    return send_error(x->c, rc, NULL, NULL, "cannot read the batch");
+}
+
+static enum MHD_Result h_batch_get(struct route_ctx *x)
+{
+    struct store_batch b;
+    int rc = batch_lookup(x, &b);
+    if (rc)
+        return batch_not_found(x, rc);
+    cJSON *o = batch_json(&b);
+    store_batch_release(&b);
+    return send_json(x->c, 200, o);
+}
+
+static enum MHD_Result h_batch_list(struct route_ctx *x)
+{
+    struct store_list_page pg = {.after = query(x, "after"), .desc = true};
+    if (parse_limit(x, 1, 100, 20, &pg.limit))
+        return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 100.");
+    struct store_batch *bs = NULL;
+    int n = 0;
+    bool more = false;
+    if (x->srv->ops->batch_list(x->srv->st, &pg, &bs, &n, &more))
+        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot list batches");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *d = cJSON_AddArrayToObject(o, "data");
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(d, batch_json(&bs[i]));
+    add_str_or_null(o, "first_id", n ? bs[0].id : NULL);
+    add_str_or_null(o, "last_id", n ? bs[n - 1].id : NULL);
+    cJSON_AddBoolToObject(o, "has_more", more);
+    for (int i = 0; i < n; i++)
+        store_batch_release(&bs[i]);
+    free(bs);
+    return send_json(x->c, 200, o);
+}
+
+static enum MHD_Result h_batch_cancel(struct route_ctx *x)
+{
+    struct store_batch b;
+    int rc = batch_lookup(x, &b);
+    if (rc)
+        return batch_not_found(x, rc);
+    if (b.status == SB_VALIDATING || b.status == SB_IN_PROGRESS) {
+        b.status = SB_CANCELLING;
+        b.cancelling_at = time(NULL);
+        if (x->srv->ops->batch_update(x->srv->st, &b)) {
+            store_batch_release(&b);
+            return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the cancellation");
+        }
+        batchmgr_kick(x->srv->bm);
+    } else if (b.status != SB_CANCELLING) {
+        enum MHD_Result ret = send_error(x->c, NS_ERR_CONFLICT, NULL, "batch_not_cancellable",
+                                         "Cannot cancel a batch with status '%s'.", store_batch_status_name(b.status));
+        store_batch_release(&b);
+        return ret;
+    }
+    cJSON *o = batch_json(&b);
+    store_batch_release(&b);
+    return send_json(x->c, 200, o);
+}
+
+/* extension: the results finished so far, while the batch runs or after */
+static enum MHD_Result batch_partial(struct route_ctx *x, bool ok)
+{
+    struct store_batch b;
+    int rc = batch_lookup(x, &b);
+    if (rc)
+        return batch_not_found(x, rc);
+    store_batch_release(&b);
+    char *data = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&data, &len);
+    if (!m)
+        return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+    rc = x->srv->ops->lines_export(x->srv->st, x->ids[0], ok ? m : NULL, ok ? NULL : m);
+    fclose(m);
+    if (rc) {
+        free(data);
+        return send_error(x->c, rc, NULL, NULL, "cannot read the batch's results");
+    }
+    return send_text(x->c, 200, "application/jsonl", data);
+}
+
+static enum MHD_Result h_batch_output(struct route_ctx *x) { return batch_partial(x, true); }
+static enum MHD_Result h_batch_errors(struct route_ctx *x) { return batch_partial(x, false); }
+
+/* ---- dispatch ----------------------------------------------------------------------- */
+
+enum body_kind { BODY_NONE, BODY_JSON, BODY_MULTIPART };
+
+static const struct route {
+    const char *method;
+    const char *pattern;
+    enum body_kind body;
+    handler_fn fn;
+} routes[] = {
+    {"GET", "/health", BODY_NONE, h_health},
+    {"GET", "/ready", BODY_NONE, h_ready},
+    {"GET", "/v1/models", BODY_NONE, h_models},
+    {"GET", "/v1/models/*", BODY_NONE, h_model_get},
+    {"POST", "/v1/chat/completions", BODY_JSON, h_chat},
+    {"POST", "/v1/completions", BODY_JSON, h_completions},
+    {"POST", "/v1/files", BODY_MULTIPART, h_file_upload},
+    {"GET", "/v1/files", BODY_NONE, h_file_list},
+    {"GET", "/v1/files/*", BODY_NONE, h_file_get},
+    {"GET", "/v1/files/*/content", BODY_NONE, h_file_content},
+    {"DELETE", "/v1/files/*", BODY_NONE, h_file_delete},
+    {"POST", "/v1/batches", BODY_JSON, h_batch_create},
+    {"GET", "/v1/batches", BODY_NONE, h_batch_list},
+    {"GET", "/v1/batches/*", BODY_NONE, h_batch_get},
+    {"POST", "/v1/batches/*/cancel", BODY_NONE, h_batch_cancel},
+    {"GET", "/v1/batches/*/output", BODY_NONE, h_batch_output},
+    {"GET", "/v1/batches/*/errors", BODY_NONE, h_batch_errors},
+};
+
+/* match url against pattern; ids filled for each "*" */
+static bool route_match(const char *pattern, const char *url, struct route_ctx *x)
+{
+    int nid = 0;
+    const char *p = pattern, *u = url;
+    while (*p && *u) {
+        if (*p == '*') {
+            const char *end = strchr(u, '/');
+            size_t n = end ? (size_t)(end - u) : strlen(u);
+            if (n == 0 || n >= sizeof(x->idbuf[0]) || nid >= MAX_IDS)
+                return false;
+            memcpy(x->idbuf[nid], u, n);
+            x->idbuf[nid][n] = '\0';
+            x->ids[nid] = x->idbuf[nid];
+            nid++;
+            u += n;
+            p++;
+            continue;
+        }
+        if (*p != *u)
+            return false;
+        p++;
+        u++;
+    }
+    /* a trailing slash is accepted */
+    if (*u == '/' && u[1] == '\0')
+        u++;
+    return *p == '\0' && *u == '\0';
+}
+
+static const struct route *route_find(const char *method, const char *url, struct route_ctx *x, bool *path_known)
+{
+    *path_known = false;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (!route_match(routes[i].pattern, url, x))
+            continue;
+        *path_known = true;
+        if (strcmp(routes[i].method, method) == 0)
+            return &routes[i];
+    }
+    return NULL;
+}
+
+static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
+                                   const char *content_type, const char *transfer_encoding, const char *data,
+                                   uint64_t off, size_t size)
+{
+    (void)kind;
+    (void)content_type;
+    (void)transfer_encoding;
+    (void)off;
+    struct req *r = cls;
+    struct upload *u = r->up;
+    if (strcmp(key, "purpose") == 0) {
+        if (buf_append(&u->purpose, data, size))
+            return MHD_NO;
+        return MHD_YES;
+    }
+    if (strcmp(key, "file") != 0)
+        return MHD_YES; /* other fields are ignored */
+    if (!u->have_file) {
+        u->have_file = true;
+        if (filename && !u->filename)
+            u->filename = strdup(filename);
+    }
+    if (u->too_large)
+        return MHD_YES;
+    if ((uint64_t)u->bytes + size > r->srv->p.max_file) {
+        u->too_large = true;
+        return MHD_YES;
+    }
+    size_t done = 0;
+    while (done < size) {
+        ssize_t w = write(u->fd, data + done, size - done);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            r->early_status = NS_ERR_IO;
+            snprintf(r->early_msg, sizeof(r->early_msg), "cannot store the upload: %s", strerror(errno));
+            return MHD_NO;
+        }
+        done += (size_t)w;
+    }
+    u->bytes += (int64_t)size;
+    return MHD_YES;
+}
+
+static bool content_type_is(struct MHD_Connection *c, const char *want)
+{
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    return ct && strncasecmp(ct, want, strlen(want)) == 0;
+}
+
+static bool authorized(struct server *s, struct MHD_Connection *c)
+{
+    if (!s->api_key)
+        return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (h && strncmp(h, "Bearer ", 7) == 0 && strcmp(h + 7, s->api_key) == 0)
+        return true;
+    const char *k = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+    return k && strcmp(k, s->api_key) == 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    struct server *s = cls;
+    struct route_ctx x;
+    memset(&x, 0, sizeof(x));
+    x.srv = s;
+    x.c = c;
+    bool path_known;
+    const struct route *rt = route_find(method, url, &x, &path_known);
+    struct req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof(*r));
+        if (!r)
+            return MHD_NO;
+        r->srv = s;
+        buf_init(&r->body, s->p.max_body);
+        *con_cls = r;
+        if (rt && rt->body == BODY_MULTIPART && content_type_is(c, "multipart/form-data")) {
+            r->up = calloc(1, sizeof(*r->up));
+            if (!r->up)
+                return MHD_NO;
+            r->up->fd = -1;
+            buf_init(&r->up->purpose, 256);
+            snprintf(r->up->tmp_path, sizeof(r->up->tmp_path), "%s/files/upload-XXXXXX", s->data_dir);
+            r->up->fd = mkstemp(r->up->tmp_path);
+            r->up->pp = MHD_create_post_processor(c, 64 * 1024, upload_iter, r);
+            if (r->up->fd < 0 || !r->up->pp) {
+                r->early_status = NS_ERR_IO;
+                snprintf(r->early_msg, sizeof(r->early_msg), "cannot start the upload (data dir not writable?)");
+            }
+        }
+        return MHD_YES;
+    }
+    /* body pieces */
+    if (*upload_data_size) {
+        if (!r->early_status) {
+            if (r->up && r->up->pp) {
+                if (MHD_post_process(r->up->pp, upload_data, *upload_data_size) != MHD_YES && !r->early_status) {
+                    r->early_status = NS_ERR_INVALID;
+                    snprintf(r->early_msg, sizeof(r->early_msg), "the multipart body is malformed");
+                }
+            } else if (buf_append(&r->body, upload_data, *upload_data_size)) {
+                r->early_status = NS_ERR_TOO_LARGE;
+                snprintf(r->early_msg, sizeof(r->early_msg), "The request body is larger than the limit of %zu bytes.",
+                         s->p.max_body);
+            }
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    /* the whole request is in: answer */
+    if (!authorized(s, c))
+        return send_error(c, NS_ERR_AUTH, NULL, NULL,
+                          "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.");
+    if (!rt) {
+        if (path_known)
+            return send_error(c, NS_ERR_NOT_FOUND, NULL, "method_not_allowed", "Method %s is not allowed on %.200s.",
+                              method, url);
+        return send_error(c, NS_ERR_NOT_FOUND, NULL, "unknown_url", "Invalid URL (%s %.200s)", method, url);
+    }
+    if (r->early_status)
+        return send_error(c, r->early_status, NULL, NULL, "%s", r->early_msg);
+    if (rt->body == BODY_JSON && r->body.len &&
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE) &&
+        !content_type_is(c, "application/json"))
+        return send_error(c, NS_ERR_MEDIA_TYPE, NULL, NULL, "The request body must be application/json.");
+    x.r = r;
+    return rt->fn(&x);
+}
+
+int server_start(struct server_params p, struct store *st, const struct store_ops *ops, struct sched **scheds,
+                 int n_scheds, struct batchmgr *bm, struct server **out, char *err, size_t errlen)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    *out = NULL;
+    if (!s)
+        return NS_ERR_NOMEM;
+    s->p = p;
+    s->data_dir = strdup(p.data_dir);
+    s->api_key = p.api_key ? strdup(p.api_key) : NULL;
+    s->st = st;
+    s->ops = ops;
+    s->scheds = scheds;
+    s->n_scheds = n_scheds;
+    s->bm = bm;
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)p.port);
+    if (inet_pton(AF_INET, p.host, &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "cannot listen on '%s': not an IPv4 address", p.host);
+        free(s->data_dir);
+        free(s->api_key);
+        free(s);
+        return NS_ERR_INVALID;
+    }
+    s->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0,
+                              NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                              MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+                              (unsigned int)600, MHD_OPTION_END);
+    if (!s->mhd) {
+        snprintf(err, errlen, "cannot listen on %s:%d (port in use?)", p.host, p.port);
+        free(s->data_dir);
+        free(s->api_key);
+        free(s);
+        return NS_ERR_IO;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : p.port;
+    *out = s;
+    return NS_OK;
+}
+
+int server_port(const struct server *s) { return s->port; }
+
+void server_stop(struct server *s)
+{
+    if (!s)
+        return;
+    MHD_stop_daemon(s->mhd);
+    free(s->data_dir);
+    free(s->api_key);
+    free(s);
+}

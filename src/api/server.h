@@ -1,0 +1,45 @@
+/*
+ * server.h — the HTTP surface of `nightshift serve`: OpenAI-compatible Files, Batches,
+ * Chat Completions, Completions and Models, plus /health and /ready, on libmicrohttpd.
+ *
+ * DESIGN
+ * libmicrohttpd runs one thread per connection, so a handler may block: a non-streaming
+ * chat completion waits for its job, a streaming one's content reader waits for the next
+ * token. Request bodies are read in pieces: JSON bodies into a capped buffer (413 past
+ * --max-body), multipart uploads streamed to a temporary file under the data dir (never
+ * whole in memory; 413 past --max-file-size).
+ *
+ * Every error is an OpenAI error object with the HTTP status of util/status.h's table.
+ *
+ * OWNERSHIP: the server borrows the store, the schedulers and the batch manager; they
+ * outlive it.
+ */
+#ifndef NS_API_SERVER_H
+#define NS_API_SERVER_H
+
+#include "../sched/batchmgr.h"
+#include "../sched/sched.h"
+#include "../store/store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct server;
+
+struct server_params {
+    const char *host;            /* default 127.0.0.1 */
+    int port;                    /* default 8080; 0 = any free port */
+    const char *data_dir;
+    const char *api_key;         /* NULL: no auth (loopback development) */
+    size_t max_body;             /* JSON request bodies; default 16 MB */
+    size_t max_file;             /* uploads; default 200 MB */
+};
+struct server_params server_default_params(void);
+
+int server_start(struct server_params p, struct store *st, const struct store_ops *ops, struct sched **scheds,
+                 int n_scheds, struct batchmgr *bm, struct server **out, char *err, size_t errlen);
+/* the port actually bound */
+int server_port(const struct server *s);
+void server_stop(struct server *s);
+
+#endif

@@ -1,0 +1,280 @@
+/*
+ * serve.c — `nightshift serve`: the OpenAI-compatible server (api/server.h) over the
+ * store, one scheduler and engine per model, and the batch manager.
+ *
+ * Start-up order: data dir, store, engines (one per --model), schedulers, batch manager
+ * (which requeues the lines a crash left running), HTTP. Shutdown on SIGINT/SIGTERM runs
+ * it backwards: HTTP stops taking requests, the manager stops, each engine stops (its
+ * running batch lines stay claimed and are requeued at the next start), the store closes.
+ */
+#include "cli.h"
+
+#include "../api/server.h"
+#include "../engine/engine.h"
+#include "../sched/batchmgr.h"
+#include "../sched/sched.h"
+#include "../store/store.h"
+#include "../util/num.h"
+#include "../util/status.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SERVE_MAX_MODELS 8
+
+static volatile sig_atomic_t serve_stop;
+
+static void serve_on_signal(int sig)
+{
+    (void)sig;
+    serve_stop = 1;
+}
+
+static void serve_usage(FILE *f)
+{
+    fputs("usage: nightshift serve --model [NAME=]MODEL.gguf [options]\n"
+          "\n"
+          "OpenAI-compatible server: Files, Batches, Chat Completions, Completions, Models.\n"
+          "Batch work runs in the background on the same engine; interactive requests go first.\n"
+          "\n"
+          "  -m, --model [NAME=]FILE  a model to serve (repeatable); NAME defaults to the file name\n"
+          "      --model-alias NAME   the name of the first model (same as NAME= on it)\n"
+          "  -d, --data-dir DIR       database and files (default ./nightshift-data)\n"
+          "      --db URI             store: sqlite:PATH (default DATA_DIR/nightshift.db)\n"
+          "  -l, --listen HOST:PORT   default 127.0.0.1:8080 (port 0 picks a free one)\n"
+          "  -p, --parallel N         sequences decoded together per model (default 64)\n"
+          "      --interactive-slots N  extra sequences reserved for real-time requests (default 4)\n"
+          "  -c, --ctx N              KV cache tokens per model (default 32768)\n"
+          "  -t, --threads N          CPU threads (default: all)\n"
+          "      --api-key KEY        require 'Authorization: Bearer KEY' (or NIGHTSHIFT_API_KEY)\n"
+          "      --max-body SIZE      largest JSON request body (default 16MB)\n"
+          "      --max-file-size SIZE largest upload (default 200MB)\n"
+          "      --max-lines N        most requests per batch (default 50000)\n"
+          "      --chat-template NAME a llama.cpp built-in template instead of the model's\n"
+          "  -v, --verbose            llama.cpp's own log on stderr\n",
+          f);
+}
+
+struct serve_model {
+    char name[128];
+    const char *path;
+};
+
+static int serve_mkdirs(const char *dir)
+{
+    char sub[4096];
+    if (mkdir(dir, 0750) && errno != EEXIST)
+        return cli_fail("cannot create data dir '%s': %s", dir, strerror(errno));
+    snprintf(sub, sizeof(sub), "%s/files", dir);
+    if (mkdir(sub, 0750) && errno != EEXIST)
+        return cli_fail("cannot create '%s': %s", sub, strerror(errno));
+    if (access(sub, W_OK))
+        return cli_fail("data dir '%s' is not writable: %s", dir, strerror(errno));
+    return 0;
+}
+
+int cli_serve(int argc, char **argv)
+{
+    enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL };
+    static const struct option lo[] = {
+        {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
+        {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
+        {"listen", required_argument, 0, 'l'},       {"parallel", required_argument, 0, 'p'},
+        {"interactive-slots", required_argument, 0, O_ISLOTS}, {"ctx", required_argument, 0, 'c'},
+        {"threads", required_argument, 0, 't'},      {"api-key", required_argument, 0, O_KEY},
+        {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
+        {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
+        {"verbose", no_argument, 0, 'v'},            {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    struct serve_model models[SERVE_MAX_MODELS];
+    int n_models = 0;
+    const char *alias = NULL, *data_dir = "nightshift-data", *db = NULL, *listen = "127.0.0.1:8080";
+    const char *tmpl = NULL;
+    int parallel = 64, islots = 4, ctx = 32768, threads = 0;
+    bool verbose = false;
+    struct server_params sp = server_default_params();
+    struct batchmgr_params bp = batchmgr_default_params();
+    sp.api_key = getenv("NIGHTSHIFT_API_KEY");
+    long long v;
+    uint64_t sz;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "m:d:l:p:c:t:vh", lo, NULL)) != -1) {
+        switch (ch) {
+        case 'm': {
+            if (n_models == SERVE_MAX_MODELS)
+                return cli_fail("at most %d models", SERVE_MAX_MODELS);
+            struct serve_model *m = &models[n_models++];
+            const char *eq = strchr(optarg, '=');
+            if (eq && eq != optarg) {
+                snprintf(m->name, sizeof(m->name), "%.*s", (int)(eq - optarg), optarg);
+                m->path = eq + 1;
+            } else {
+                m->path = optarg;
+                const char *base = strrchr(optarg, '/');
+                snprintf(m->name, sizeof(m->name), "%s", base ? base + 1 : optarg);
+                size_t l = strlen(m->name);
+                if (l > 5 && strcmp(m->name + l - 5, ".gguf") == 0)
+                    m->name[l - 5] = '\0';
+            }
+            break;
+        }
+        case O_ALIAS: alias = optarg; break;
+        case 'd': data_dir = optarg; break;
+        case O_DB: db = optarg; break;
+        case 'l': listen = optarg; break;
+        case 'p':
+            if (num_parse_long(optarg, 1, 256, &v))
+                return cli_fail("--parallel must be an integer from 1 to 256, not '%s'", optarg);
+            parallel = (int)v;
+            break;
+        case O_ISLOTS:
+            if (num_parse_long(optarg, 0, 64, &v))
+                return cli_fail("--interactive-slots must be an integer from 0 to 64, not '%s'", optarg);
+            islots = (int)v;
+            break;
+        case 'c':
+            if (num_parse_long(optarg, 256, 1 << 24, &v))
+                return cli_fail("--ctx must be an integer from 256 to 16777216, not '%s'", optarg);
+            ctx = (int)v;
+            break;
+        case 't':
+            if (num_parse_long(optarg, 1, 1024, &v))
+                return cli_fail("--threads must be an integer from 1 to 1024, not '%s'", optarg);
+            threads = (int)v;
+            break;
+        case O_KEY: sp.api_key = optarg; break;
+        case O_MAXBODY:
+            if (num_parse_size(optarg, &sz) || sz == 0)
+                return cli_fail("--max-body must be a size like 16MB, not '%s'", optarg);
+            sp.max_body = (size_t)sz;
+            break;
+        case O_MAXFILE:
+            if (num_parse_size(optarg, &sz) || sz == 0)
+                return cli_fail("--max-file-size must be a size like 200MB, not '%s'", optarg);
+            sp.max_file = (size_t)sz;
+            bp.max_bytes = (size_t)sz;
+            break;
+        case O_MAXLINES:
+            if (num_parse_long(optarg, 1, 100000000, &v))
+                return cli_fail("--max-lines must be a positive integer, not '%s'", optarg);
+            bp.max_lines = (size_t)v;
+            break;
+        case O_TMPL: tmpl = optarg; break;
+        case 'v': verbose = true; break;
+        case 'h': serve_usage(stdout); return 0;
+        default: serve_usage(stderr); return 2;
+        }
+    }
+    if (optind < argc)
+        return cli_fail("unexpected argument '%s'", argv[optind]);
+    if (n_models == 0) {
+        const char *env = getenv("NIGHTSHIFT_MODEL");
+        if (!env) {
+            serve_usage(stderr);
+            return cli_fail("no model given (--model FILE.gguf or NIGHTSHIFT_MODEL)");
+        }
+        models[0].path = env;
+        snprintf(models[0].name, sizeof(models[0].name), "default");
+        n_models = 1;
+    }
+    if (alias)
+        snprintf(models[0].name, sizeof(models[0].name), "%s", alias);
+    const char *colon = strrchr(listen, ':');
+    char host[256];
+    if (!colon || num_parse_long(colon + 1, 0, 65535, &v))
+        return cli_fail("--listen must be HOST:PORT, not '%s'", listen);
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
+    sp.host = host;
+    sp.port = (int)v;
+    sp.data_dir = data_dir;
+    bp.data_dir = data_dir;
+    if (!sp.api_key && strcmp(host, "127.0.0.1") && strcmp(host, "localhost"))
+        fprintf(stderr, "nightshift: warning: listening on %s without --api-key: anyone who reaches it can use it\n", host);
+
+    int rc = serve_mkdirs(data_dir);
+    if (rc)
+        return rc;
+    char err[512];
+    const struct store_ops *ops = store_find(db);
+    if (!ops)
+        return cli_fail("no store for '%s' (this build has: sqlite)", db);
+    struct store *st = NULL;
+    if (ops->open(db, data_dir, &st, err, sizeof(err))) {
+        cli_fail("%s", err);
+        return 2;
+    }
+    struct sched *scheds[SERVE_MAX_MODELS] = {0};
+    struct batchmgr *bm = NULL;
+    struct server *srv = NULL;
+    int n_scheds = 0;
+    rc = 0;
+    if (batchmgr_init(bp, st, ops, scheds, n_models, &bm)) {
+        rc = cli_fail("out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n_models; i++) {
+        struct engine_params ep = engine_default_params();
+        ep.model_path = models[i].path;
+        ep.n_ctx = ctx;
+        ep.n_parallel = parallel;
+        ep.n_priority = islots;
+        ep.n_threads = threads;
+        ep.chat_template = tmpl;
+        ep.verbose = verbose;
+        struct engine *eng = NULL;
+        if (engine_init(ep, &eng, err, sizeof(err))) {
+            rc = cli_fail("%s", err);
+            goto out;
+        }
+        struct sched_params schp = sched_default_params();
+        schp.model_name = models[i].name;
+        if (sched_init(schp, eng, st, ops, batchmgr_on_idle, bm, &scheds[i])) {
+            engine_free(eng);
+            rc = cli_fail("out of memory");
+            goto out;
+        }
+        n_scheds++;
+        struct engine_info info;
+        engine_get_info(eng, &info);
+        fprintf(stderr, "nightshift: model '%s': %s (%s), context %d, %d parallel + %d interactive, template %s\n",
+                models[i].name, models[i].path, info.desc, info.n_ctx, parallel, islots, info.chat_template);
+    }
+    for (int i = 0; i < n_scheds; i++)
+        if (sched_start(scheds[i])) {
+            rc = cli_fail("cannot start the engine thread");
+            goto out;
+        }
+    if (batchmgr_start(bm)) {
+        rc = cli_fail("cannot start the batch manager (store error)");
+        goto out;
+    }
+    if (server_start(sp, st, ops, scheds, n_scheds, bm, &srv, err, sizeof(err))) {
+        rc = cli_fail("%s", err);
+        goto out;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = serve_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    fprintf(stderr, "nightshift: listening on http://%s:%d (data dir %s)\n", host, server_port(srv), data_dir);
+    fflush(stderr);
+    while (!serve_stop)
+        pause();
+    fprintf(stderr, "nightshift: shutting down\n");
+out:
+    server_stop(srv);
+    batchmgr_free(bm);
+    for (int i = 0; i < n_scheds; i++)
+        sched_free(scheds[i]);
+    ops->close(st);
+    return rc;
+}
