@@ -145,6 +145,13 @@ static void run_add_done(void *ud, const char *custom_id)
         c->io_error = NS_ERR_NOMEM;
 }
 
+/* Checkpoint keys are namespaced so that no custom_id can collide with the key of an
+ * invalid line: "c:" + custom_id for requests, "l:" + line number for invalid lines. */
+static void run_key(char *out, size_t n, const char *custom_id)
+{
+    snprintf(out, n, "c:%s", custom_id);
+}
+
 static void run_record(struct run_ctx *c, const char *key, uint32_t line, bool ok, cJSON *json, int pt, int ct,
                        int cached)
 {
@@ -170,6 +177,13 @@ static void run_record(struct run_ctx *c, const char *key, uint32_t line, bool o
     c->cached_tokens += (uint64_t)cached;
 }
 
+static void run_record_key(struct run_ctx *c, const char *custom_id, uint32_t line, bool ok, cJSON *json)
+{
+    char key[600];
+    run_key(key, sizeof(key), custom_id);
+    run_record(c, key, line, ok, json, 0, 0, 0);
+}
+
 static void run_record_error(struct run_ctx *c, const struct batchfile_line *l, int status, const char *message,
                              const char *param, int prompt_tokens)
 {
@@ -178,7 +192,8 @@ static void run_record_error(struct run_ctx *c, const struct batchfile_line *l, 
         line = oai_batch_line(l->custom_id, status_http(status), oai_error_body(status, message, param, NULL));
     else
         line = oai_batch_line_noresponse(l->custom_id, status, message);
-    run_record(c, l->custom_id, l->line_no, false, line, prompt_tokens, 0, 0);
+    (void)prompt_tokens; /* a failed request has no usage, as at OpenAI */
+    run_record_key(c, l->custom_id, l->line_no, false, line);
 }
 
 static int run_pull(void *ud, struct engine_request **out, int max)
@@ -187,7 +202,9 @@ static int run_pull(void *ud, struct engine_request **out, int max)
     int n = 0;
     while (n < max && c->next < c->bf->n_lines && !run_interrupted && !c->io_error) {
         const struct batchfile_line *l = &c->bf->lines[c->next++];
-        if (strset_has(&c->done, l->custom_id))
+        char key[600];
+        run_key(key, sizeof(key), l->custom_id);
+        if (strset_has(&c->done, key))
             continue;
         struct run_item *it = calloc(1, sizeof(*it));
         if (!it) {
@@ -214,8 +231,9 @@ static int run_pull(void *ud, struct engine_request **out, int max)
             continue;
         }
         if (!it->oreq.has_seed) {
-            /* a seed per line derived from the run seed and custom_id: a line samples the
-             * same way whatever else is in the file and whichever run computes it */
+            /* a seed per line derived from the run seed and custom_id: the same file, seed
+             * and --parallel sample the same way run to run (the batch composition, which
+             * a resume or another --parallel changes, can still move float rounding) */
             uint64_t h = strset_hash(l->custom_id, strlen(l->custom_id), c->o->seed);
             it->oreq.req.seed = (uint32_t)(h ^ (h >> 32));
         }
@@ -238,7 +256,9 @@ static void run_done(void *ud, struct engine_request *req, const struct engine_r
         char id[48];
         oai_make_id(id, sizeof(id), it->oreq.chat ? "chatcmpl-" : "cmpl-");
         cJSON *body = oai_completion_body(&it->oreq, res, id, it->oreq.model, time(NULL));
-        run_record(c, l->custom_id, l->line_no, true, oai_batch_line(l->custom_id, 200, body), res->prompt_tokens,
+        char key[600];
+        run_key(key, sizeof(key), l->custom_id);
+        run_record(c, key, l->line_no, true, oai_batch_line(l->custom_id, 200, body), res->prompt_tokens,
                    res->completion_tokens, res->cached_tokens);
     } else {
         run_record_error(c, l, res->status, res->message, res->param, res->prompt_tokens);
@@ -574,7 +594,7 @@ int cli_run(int argc, char **argv)
     for (size_t i = 0; i < c.bf->n_errors; i++) {
         const struct batchfile_error *e = &c.bf->errors[i];
         char key[32];
-        snprintf(key, sizeof(key), "\x01line:%u", e->line);
+        snprintf(key, sizeof(key), "l:%u", e->line);
         if (strset_has(&c.done, key))
             continue;
         cJSON *line = oai_batch_line(e->custom_id, 400, oai_error_body(NS_ERR_INVALID, e->message, e->param, e->code));
@@ -585,8 +605,11 @@ int cli_run(int argc, char **argv)
                 c.bf->n_invalid - c.bf->n_errors, c.bf->n_errors);
 
     size_t remaining = 0;
-    for (size_t i = 0; i < c.bf->n_lines; i++)
-        remaining += !strset_has(&c.done, c.bf->lines[i].custom_id);
+    for (size_t i = 0; i < c.bf->n_lines; i++) {
+        char key[600];
+        run_key(key, sizeof(key), c.bf->lines[i].custom_id);
+        remaining += !strset_has(&c.done, key);
+    }
 
     /* 3. engine */
     if (remaining > 0) {

@@ -147,9 +147,9 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
     char *json = cJSON_PrintUnformatted(line);
     cJSON_Delete(line);
     if (json) {
-        int computed = res->prompt_tokens - res->cached_tokens;
-        if (s->ops->line_finish(s->st, sl->b->id, sl->line.idx, ok, json, res->prompt_tokens, res->completion_tokens,
-                                res->cached_tokens, computed))
+        /* a failed request has no usage (as at OpenAI) */
+        int pt = ok ? res->prompt_tokens : 0, ct = ok ? res->completion_tokens : 0, cached = ok ? res->cached_tokens : 0;
+        if (s->ops->line_finish(s->st, sl->b->id, sl->line.idx, ok, json, pt, ct, cached, pt - cached))
             fprintf(stderr, "nightshift: cannot record line %u of batch %s (store error); it will be rerun after a restart\n",
                     sl->line.line_no, sl->b->id);
         free(json);

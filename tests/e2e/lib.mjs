@@ -4,6 +4,8 @@
 //   NIGHTSHIFT_BIN            the binary            (default: <repo>/build/nightshift)
 //   NIGHTSHIFT_VOCAB_DIR      llama.cpp vocab files (default: ~/.cache/nightshift/llama-3.22.1-*/src/models)
 //   NIGHTSHIFT_SHARED_MODELS  small real models     (default: <repo>/../shared/models)
+//   NIGHTSHIFT_E2E_THREADS    --threads for each run (default: 1; see THREADS)
+//   NIGHTSHIFT_E2E_KEEP       set: keep the temporary directory
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -33,12 +35,20 @@ export const VOCAB_DIR = envPath('NIGHTSHIFT_VOCAB_DIR', defaultVocabDir());
 export const SHARED_MODELS = envPath('NIGHTSHIFT_SHARED_MODELS', path.resolve(REPO_ROOT, '..', 'shared', 'models'));
 export const SPM_VOCAB = path.join(VOCAB_DIR, 'ggml-vocab-llama-spm.gguf');
 
+/* CPU threads for `nightshift run` unless a test passes --threads itself. One by default:
+ * llama.cpp's worker threads spin at barriers, so with every core in use (the default) a
+ * run slows down 20x or more as soon as anything else wants a core (a parallel ctest, a
+ * build); the tiny test model gains nothing from a second thread anyway. */
+export const THREADS = process.env.NIGHTSHIFT_E2E_THREADS || '1';
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /* Start the binary; stdout/stderr are collected. Returns
  * { child, out: {stdout, stderr}, exited: () => bool, done: Promise<{code, signal, stdout, stderr, ms}> }.
  * The process is killed (SIGKILL) after timeoutMs so that a hang fails the test instead of blocking it. */
 export function spawnNs(args, { timeoutMs = 120_000, env = {}, cwd } = {}) {
+    if (args[0] === 'run' && !args.some((a) => a === '--threads' || a === '-t' || a.startsWith('--threads=')))
+        args = [...args, '--threads', THREADS];
     const t0 = performance.now();
     const childEnv = { ...process.env };
     delete childEnv.NIGHTSHIFT_MODEL; /* only --model counts, unless a test sets it */

@@ -280,7 +280,7 @@ function assertAllOnce(ids, out, errs) {
     return okLines;
 }
 
-test('kill -9 mid-run, re-run resumes: every custom_id exactly once; a later re-run is a no-op', async () => {
+test('kill -9 mid-run, re-run resumes: every custom_id exactly once; a later re-run is a no-op', async (t) => {
     const dir = testDir('kill');
     const input = path.join(dir, 'in.jsonl');
     const ids = makeResumeBatch(input, 300);
@@ -299,6 +299,7 @@ test('kill -9 mid-run, re-run resumes: every custom_id exactly once; a later re-
 
     const resumed = await runExpect(0, args);
     const s = readJson(summary);
+    t.diagnostic(`killed after ${Math.round(killed.ms)} ms; resumed_lines ${s.resumed_lines}; resume ${Math.round(resumed.ms)} ms`);
     assert.ok(s.resumed_lines > 0 && s.resumed_lines < ids.length,
         `the re-run resumed part of the batch (resumed_lines ${s.resumed_lines})`);
     assert.match(resumed.stderr, new RegExp(`resuming: ${s.resumed_lines} lines already done, ${ids.length - s.resumed_lines} to run`));
@@ -318,12 +319,13 @@ test('kill -9 mid-run, re-run resumes: every custom_id exactly once; a later re-
     assert.equal(s2.engine.generated_tokens, 0);
     assert.doesNotMatch(again.stderr, /nightshift: model /, 'the model is not even loaded');
     assert.ok(again.ms < resumed.ms, `the no-op re-run (${again.ms} ms) is faster than the resume (${resumed.ms} ms)`);
+    t.diagnostic(`no-op re-run ${Math.round(again.ms)} ms`);
     assertAllOnce(ids, out, errs);
     assert.equal(fs.readFileSync(out, 'utf8'), outBytes, 'the output is re-exported identically from the checkpoint');
     assert.deepEqual(s2.usage, s.usage);
 });
 
-test('SIGTERM mid-run exits 130 and keeps finished lines; the re-run completes', async () => {
+test('SIGTERM and SIGINT mid-run exit 130 and keep finished lines; the re-run completes', async (t) => {
     const dir = testDir('sigterm');
     const input = path.join(dir, 'in.jsonl');
     const ids = makeResumeBatch(input, 300);
@@ -336,13 +338,24 @@ test('SIGTERM mid-run exits 130 and keeps finished lines; the re-run completes',
 
     const term = await runAndInterrupt(args, state, 'SIGTERM');
     assert.equal(term.code, 130, `SIGTERM exits 130\n${describeRun(term)}`);
-    assert.match(term.stderr, /interrupted/);
+    const saved1 = Number((/interrupted; (\d+) lines finished this run are saved/.exec(term.stderr) || [])[1]);
+    assert.ok(saved1 > 0 && saved1 < ids.length, `SIGTERM: lines saved ${saved1}\n${term.stderr}`);
     assert.ok(!fs.existsSync(out), 'no output file after an interrupted run');
+    assert.ok(!fs.existsSync(summary), 'no summary after an interrupted run');
     assert.ok(!fs.existsSync(out + '.state.db'), '--state replaces the default checkpoint path');
+
+    // interrupted again (Ctrl-C) while resuming: the checkpoint keeps growing
+    const int = await runAndInterrupt(args, state, 'SIGINT');
+    assert.equal(int.code, 130, `SIGINT exits 130\n${describeRun(int)}`);
+    assert.match(int.stderr, new RegExp(`resuming: ${saved1} lines already done`), int.stderr);
+    const saved2 = Number((/interrupted; (\d+) lines finished this run are saved/.exec(int.stderr) || [])[1]);
+    assert.ok(saved2 > 0 && saved1 + saved2 < ids.length, `SIGINT: lines saved ${saved2}\n${int.stderr}`);
+    assert.ok(!fs.existsSync(out));
 
     await runExpect(0, args);
     const s = readJson(summary);
-    assert.ok(s.resumed_lines > 0 && s.resumed_lines < ids.length, `resumed_lines ${s.resumed_lines}`);
+    t.diagnostic(`saved by the SIGTERM run ${saved1}, by the SIGINT run ${saved2}; resumed_lines ${s.resumed_lines}`);
+    assert.equal(s.resumed_lines, saved1 + saved2, 'every line an interrupted run reported saved is resumed');
     assert.deepEqual(s.request_counts, { total: ids.length, completed: ids.length, failed: 0 });
     assertAllOnce(ids, out, errs);
 });
@@ -591,4 +604,76 @@ test('stop strings cut the text before the match with finish_reason "stop"', asy
         assert.ok(u.completion_tokens <= tokens && u.completion_tokens >= 1, `${id}: completion_tokens ${u.completion_tokens}`);
         assert.equal(u.total_tokens, u.prompt_tokens + u.completion_tokens);
     }
+});
+
+/* ---- line numbering, CRLF, custom_id edge cases -------------------------------------- */
+
+test('line numbers count blank lines; CRLF line endings are accepted', async () => {
+    const dir = testDir('crlf');
+    const input = path.join(dir, 'in.jsonl');
+    const rows = [
+        JSON.stringify(chatLine('c-1', 'first', { max_tokens: 4 })),
+        '',
+        '   ',
+        JSON.stringify({ ...chatLine('c-4', 'x', { max_tokens: 4 }), url: '/v1/responses' }),
+        JSON.stringify(completionLine('c-5', 'fifth', { max_tokens: 4 })),
+    ];
+    fs.writeFileSync(input, rows.join('\r\n') + '\r\n');
+    const out = path.join(dir, 'out.jsonl');
+    const summary = path.join(dir, 's.json');
+    const r = await runExpect(1, ['run', input, '-o', out, '--model', MODEL, '--ctx', '1024', '--summary', summary]);
+    assert.deepEqual(stderrValidationErrors(r.stderr).map(({ line, code }) => ({ line, code })), [{ line: 4, code: 'invalid_url' }]);
+    assert.match(r.stderr, /1 of 3 lines are invalid/, 'blank lines are not requests');
+    assert.equal(readJson(summary).request_counts.total, 3);
+    await runExpect(0, ['run', input, '-o', out, '--model', MODEL, '--ctx', '1024', '--skip-invalid', '-q']);
+    assert.deepEqual(readJsonl(out).map((l) => l.custom_id), ['c-1', 'c-5']);
+    const errLines = readJsonl(path.join(dir, 'out.errors.jsonl'));
+    assert.equal(errLines.length, 1);
+    assert.equal(errLines[0].custom_id, 'c-4');
+    assert.equal(errLines[0].response.body.error.code, 'invalid_url');
+});
+
+test('any custom_id string is kept: one shaped like an internal checkpoint key is not lost', async () => {
+    // The checkpoint stores a skipped invalid line under the key "\x01line:<N>"; a request
+    // whose custom_id is that same string must still get its own result line.
+    const dir = testDir('custom-id-key');
+    const input = path.join(dir, 'in.jsonl');
+    writeJsonl(input, [
+        chatLine('\u0001line:3', 'hello', { max_tokens: 4 }),
+        chatLine('plain', 'hello', { max_tokens: 4 }),
+        '{"custom_id": "broken", ',
+    ]);
+    const out = path.join(dir, 'out.jsonl');
+    const summary = path.join(dir, 's.json');
+    await runExpect(0, ['run', input, '-o', out, '--model', MODEL, '--ctx', '1024', '--skip-invalid', '--summary', summary, '-q']);
+    const errLines = readJsonl(path.join(dir, 'out.errors.jsonl'));
+    assert.equal(errLines.length, 1);
+    assert.equal(errLines[0].response.body.error.code, 'invalid_json_line');
+    assert.deepEqual(readJsonl(out).map((l) => l.custom_id), ['\u0001line:3', 'plain'],
+        'both valid lines have a result (one was silently dropped)');
+    assert.deepEqual(readJson(summary).request_counts, { total: 3, completed: 2, failed: 1 });
+});
+
+test('summary usage counts the tokens of the requests that ran, not of rejected ones', async () => {
+    // A request rejected before it runs (context_length_exceeded) has no usage in the files;
+    // the summary's usage must add up to the usage in the output file.
+    const dir = testDir('summary-usage');
+    const input = path.join(dir, 'in.jsonl');
+    writeJsonl(input, [
+        chatLine('fits', 'hello', { max_tokens: 4 }),
+        completionLine('too-long', Array.from({ length: 600 }, () => 'word').join(' '), { max_tokens: 8 }),
+    ]);
+    const out = path.join(dir, 'out.jsonl');
+    const summary = path.join(dir, 's.json');
+    await runExpect(0, ['run', input, '-o', out, '--model', MODEL, '--ctx', '512', '--summary', summary, '-q']);
+    const [ok] = readJsonl(out);
+    const [bad] = readJsonl(path.join(dir, 'out.errors.jsonl'));
+    assert.equal(bad.response.body.error.code, 'context_length_exceeded');
+    const u = ok.response.body.usage;
+    const s = readJson(summary);
+    assert.deepEqual(s.request_counts, { total: 2, completed: 1, failed: 1 });
+    assert.equal(s.usage.output_tokens, u.completion_tokens);
+    assert.equal(s.usage.input_tokens, u.prompt_tokens,
+        `summary input_tokens ${s.usage.input_tokens} = the prompt_tokens of the one request that ran (${u.prompt_tokens})`);
+    assert.equal(s.usage.total_tokens, u.total_tokens);
 });

@@ -1,0 +1,139 @@
+// Crash test for `nightshift serve`: kill -9 the server at several points of a batch
+// (right after creation, while validating, several times while in progress), restart it on
+// the same data dir each time, and check that the batch completes with every custom_id
+// exactly once across the output and error files, and that the database is intact.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BIN, SPM_VOCAB, sleep } from './lib.mjs';
+
+let dir;
+let model;
+let server = null;
+
+function startServer(dataDir) {
+    return new Promise((resolve, reject) => {
+        const child = spawn(
+            BIN,
+            ['serve', '--model', `tiny=${model}`, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--parallel', '8',
+             '--ctx', '4096', '--threads', '1'],
+            { stdio: ['ignore', 'ignore', 'pipe'] },
+        );
+        let err = '';
+        const timer = setTimeout(() => reject(new Error(`server did not start: ${err}`)), 30_000);
+        child.stderr.on('data', (d) => {
+            err += d;
+            const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err);
+            if (m) {
+                clearTimeout(timer);
+                resolve({ child, url: `http://127.0.0.1:${m[1]}`, stderr: () => err });
+            }
+        });
+        child.on('exit', (code) => {
+            clearTimeout(timer);
+            reject(new Error(`server exited with ${code}: ${err}`));
+        });
+    });
+}
+
+async function killHard(s) {
+    if (!s || s.child.exitCode !== null) return;
+    const gone = new Promise((r) => s.child.once('exit', r));
+    s.child.kill('SIGKILL');
+    await gone;
+}
+
+async function api(s, method, p, body, headers = {}) {
+    const res = await fetch(s.url + p, { method, body, headers });
+    const text = await res.text();
+    return { status: res.status, text, json: () => JSON.parse(text) };
+}
+
+before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ns-crash-'));
+    model = path.join(dir, 'tiny.gguf');
+    execFileSync(BIN, ['gen-model', '--vocab', SPM_VOCAB, '-o', model]);
+});
+
+after(async () => {
+    await killHard(server);
+    if (!process.env.NIGHTSHIFT_E2E_KEEP) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('kill -9 at several points of a batch: every custom_id exactly once', { timeout: 600_000 }, async (t) => {
+    const dataDir = path.join(dir, 'data');
+    const N = 240;
+    const lines = [];
+    for (let i = 0; i < N; i++)
+        lines.push(JSON.stringify({
+            custom_id: `c-${i}`, method: 'POST', url: '/v1/chat/completions',
+            body: { model: 'tiny', messages: [{ role: 'user', content: `request ${i}` }], max_tokens: 48, ignore_eos: true },
+        }));
+    server = await startServer(dataDir);
+    const form = new FormData();
+    form.append('purpose', 'batch');
+    form.append('file', new Blob([lines.join('\n') + '\n']), 'crash.jsonl');
+    const up = await api(server, 'POST', '/v1/files', form);
+    assert.equal(up.status, 200, up.text);
+    const fileId = up.json().id;
+    const cr = await api(server, 'POST', '/v1/batches',
+        JSON.stringify({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+        { 'content-type': 'application/json' });
+    assert.equal(cr.status, 200, cr.text);
+    const batchId = cr.json().id;
+
+    // kill 1: immediately after creation (validating or just in progress)
+    await killHard(server);
+    const seen = [];
+    for (let round = 0; round < 4; round++) {
+        server = await startServer(dataDir);
+        // wait until some more lines finished, then kill mid-work
+        const target = Math.min(N - 1, (round + 1) * Math.floor(N / 6));
+        const t0 = Date.now();
+        for (;;) {
+            const b = (await api(server, 'GET', `/v1/batches/${batchId}`)).json();
+            const done = b.request_counts.completed + b.request_counts.failed;
+            if (done >= target || b.status === 'completed' || Date.now() - t0 > 120_000) {
+                seen.push(`${b.status}:${done}`);
+                break;
+            }
+            await sleep(50);
+        }
+        await killHard(server);
+    }
+    server = await startServer(dataDir);
+    let b;
+    const t0 = Date.now();
+    for (;;) {
+        b = (await api(server, 'GET', `/v1/batches/${batchId}`)).json();
+        if (['completed', 'failed', 'expired', 'cancelled'].includes(b.status)) break;
+        assert.ok(Date.now() - t0 < 300_000, `batch did not finish: ${JSON.stringify(b)}`);
+        await sleep(200);
+    }
+    assert.equal(b.status, 'completed', JSON.stringify(b));
+    assert.equal(b.request_counts.total, N);
+    assert.equal(b.request_counts.completed + b.request_counts.failed, N);
+
+    const ids = new Map();
+    for (const fid of [b.output_file_id, b.error_file_id]) {
+        if (!fid) continue;
+        const content = await api(server, 'GET', `/v1/files/${fid}/content`);
+        assert.equal(content.status, 200);
+        for (const l of content.text.split('\n').filter(Boolean)) {
+            const o = JSON.parse(l);
+            ids.set(o.custom_id, (ids.get(o.custom_id) || 0) + 1);
+        }
+    }
+    t.diagnostic(`killed at (status:lines done) ${seen.join(', ')}`);
+    assert.equal(ids.size, N, `kill points ${seen.join(', ')}`);
+    for (const [id, n] of ids) assert.equal(n, 1, `${id} appears ${n} times`);
+    assert.equal(b.request_counts.completed, N, 'no line should fail in this batch');
+
+    await killHard(server);
+    server = null;
+    const check = execFileSync('sqlite3', [path.join(dataDir, 'nightshift.db'), 'PRAGMA integrity_check;']).toString().trim();
+    assert.equal(check, 'ok');
+});
