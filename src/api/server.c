@@ -684,6 +684,13 @@ static int file_lookup(struct route_ctx *x, struct store_file *f)
         store_file_release(f);
         rc = NS_ERR_NOT_FOUND;
     }
+    if (rc == NS_OK && f->expires_at && time(NULL) >= f->expires_at) {
+        /* output_expires_after honoured: an expired file is deleted when next touched */
+        if (x->srv->ops->file_delete(x->srv->st, f->id) == NS_OK)
+            unlink(f->path);
+        store_file_release(f);
+        rc = NS_ERR_NOT_FOUND;
+    }
     return rc;
 }
 
@@ -978,6 +985,115 @@ static enum MHD_Result batch_partial(struct route_ctx *x, bool ok)
 static enum MHD_Result h_batch_output(struct route_ctx *x) { return batch_partial(x, true); }
 static enum MHD_Result h_batch_errors(struct route_ctx *x) { return batch_partial(x, false); }
 
+/* extension: a new batch from the failed and expired lines of an ended batch */
+static enum MHD_Result h_batch_retry(struct route_ctx *x)
+{
+    struct store_batch b, nb;
+    struct store_file in;
+    struct store_line *lines = NULL;
+    int n = 0;
+    enum MHD_Result ret;
+    memset(&nb, 0, sizeof(nb));
+    int rc = batch_lookup(x, &b);
+    if (rc)
+        return batch_not_found(x, rc);
+    if (!store_batch_status_terminal(b.status) || b.status == SB_FAILED) {
+        ret = send_error(x->c, NS_ERR_CONFLICT, NULL, "batch_not_retryable",
+                         "Only a completed, expired or cancelled batch can be retried; this one is '%s'.",
+                         store_batch_status_name(b.status));
+        store_batch_release(&b);
+        return ret;
+    }
+    if (x->srv->ops->file_get(x->srv->st, b.input_file_id, &in)) {
+        store_batch_release(&b);
+        return send_error(x->c, NS_ERR_CONFLICT, "input_file_id", NULL,
+                          "The input file of this batch was deleted; it cannot be retried.");
+    }
+    if (x->srv->ops->lines_failed(x->srv->st, b.id, &lines, &n)) {
+        ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot read the batch's lines");
+        goto out;
+    }
+    if (n == 0) {
+        ret = send_error(x->c, NS_ERR_CONFLICT, NULL, "nothing_to_retry", "The batch has no failed or expired lines.");
+        goto out;
+    }
+    struct store_file nf;
+    memset(&nf, 0, sizeof(nf));
+    oai_make_id(nf.id, sizeof(nf.id), "file-");
+    char path[4096], tmp[4200], name[96];
+    batchmgr_file_path(x->srv->data_dir, nf.id, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int ifd = open(in.path, O_RDONLY | O_CLOEXEC);
+    FILE *f = ifd >= 0 ? fopen(tmp, "w") : NULL;
+    rc = f ? NS_OK : NS_ERR_IO;
+    char *line = NULL;
+    for (int i = 0; i < n && rc == NS_OK; i++) {
+        char *p = realloc(line, (size_t)lines[i].len + 1);
+        if (!p) {
+            rc = NS_ERR_NOMEM;
+            break;
+        }
+        line = p;
+        if (pread(ifd, line, (size_t)lines[i].len, (off_t)lines[i].off) != (ssize_t)lines[i].len ||
+            fwrite(line, 1, (size_t)lines[i].len, f) != (size_t)lines[i].len || fputc('\n', f) == EOF)
+            rc = NS_ERR_IO;
+    }
+    free(line);
+    if (ifd >= 0)
+        close(ifd);
+    long size = f ? ftell(f) : 0;
+    if (f && (fflush(f) || fsync(fileno(f)) || fclose(f)) && rc == NS_OK)
+        rc = NS_ERR_IO;
+    if (rc == NS_OK && rename(tmp, path))
+        rc = NS_ERR_IO;
+    if (rc) {
+        unlink(tmp);
+        ret = send_error(x->c, rc, NULL, NULL, "cannot write the retry's input file");
+        goto out;
+    }
+    snprintf(nf.owner, sizeof(nf.owner), "%s", b.owner);
+    snprintf(nf.purpose, sizeof(nf.purpose), "batch");
+    snprintf(name, sizeof(name), "%s_retry.jsonl", b.id);
+    nf.filename = name;
+    nf.bytes = size;
+    nf.created_at = time(NULL);
+    nf.path = path;
+    if (x->srv->ops->file_insert(x->srv->st, &nf)) {
+        unlink(path);
+        ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the retry's input file");
+        goto out;
+    }
+    int64_t window = 86400;
+    batchmgr_parse_window(b.completion_window, &window);
+    oai_make_id(nb.id, sizeof(nb.id), "batch_");
+    snprintf(nb.owner, sizeof(nb.owner), "%s", b.owner);
+    snprintf(nb.endpoint, sizeof(nb.endpoint), "%s", b.endpoint);
+    snprintf(nb.input_file_id, sizeof(nb.input_file_id), "%s", nf.id);
+    snprintf(nb.completion_window, sizeof(nb.completion_window), "%s", b.completion_window);
+    nb.status = SB_VALIDATING;
+    nb.created_at = time(NULL);
+    nb.expires_at = nb.created_at + window;
+    nb.output_expires_after = b.output_expires_after;
+    cJSON *md = cJSON_CreateObject();
+    cJSON_AddStringToObject(md, "retry_of", b.id);
+    nb.metadata = cJSON_PrintUnformatted(md);
+    cJSON_Delete(md);
+    if (x->srv->ops->batch_insert(x->srv->st, &nb)) {
+        ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the retry batch");
+        goto out;
+    }
+    batchmgr_kick(x->srv->bm);
+    ret = send_json(x->c, 200, batch_json(&nb));
+out:
+    for (int i = 0; i < n; i++)
+        store_line_release(&lines[i]);
+    free(lines);
+    store_file_release(&in);
+    store_batch_release(&b);
+    store_batch_release(&nb);
+    return ret;
+}
+
 /* ---- dispatch ----------------------------------------------------------------------- */
 
 enum body_kind { BODY_NONE, BODY_JSON, BODY_MULTIPART };
@@ -1003,6 +1119,7 @@ static const struct route {
     {"GET", "/v1/batches", BODY_NONE, h_batch_list},
     {"GET", "/v1/batches/*", BODY_NONE, h_batch_get},
     {"POST", "/v1/batches/*/cancel", BODY_NONE, h_batch_cancel},
+    {"POST", "/v1/batches/*/retry", BODY_NONE, h_batch_retry},
     {"GET", "/v1/batches/*/output", BODY_NONE, h_batch_output},
     {"GET", "/v1/batches/*/errors", BODY_NONE, h_batch_errors},
 };

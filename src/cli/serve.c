@@ -57,6 +57,10 @@ static void serve_usage(FILE *f)
           "      --max-file-size SIZE largest upload (default 200MB)\n"
           "      --max-lines N        most requests per batch (default 50000)\n"
           "      --chat-template NAME a llama.cpp built-in template instead of the model's\n"
+          "      --batch-hours HH:MM-HH:MM  batch work gets full capacity only inside this local-time\n"
+          "                           window (may wrap midnight); outside it see --off-hours\n"
+          "      --off-hours idle|none  outside the window: batch work only while no interactive\n"
+          "                           request runs (idle, default), or none\n"
           "  -v, --verbose            llama.cpp's own log on stderr\n",
           f);
 }
@@ -81,7 +85,7 @@ static int serve_mkdirs(const char *dir)
 
 int cli_serve(int argc, char **argv)
 {
-    enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL };
+    enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF };
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
         {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -90,6 +94,7 @@ int cli_serve(int argc, char **argv)
         {"threads", required_argument, 0, 't'},      {"api-key", required_argument, 0, O_KEY},
         {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
         {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
+        {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
         {"verbose", no_argument, 0, 'v'},            {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     struct serve_model models[SERVE_MAX_MODELS];
@@ -98,6 +103,8 @@ int cli_serve(int argc, char **argv)
     const char *tmpl = NULL;
     int parallel = 64, islots = 4, ctx = 32768, threads = 0;
     bool verbose = false;
+    int win_start = -1, win_end = -1;
+    bool off_idle = true;
     struct server_params sp = server_default_params();
     struct batchmgr_params bp = batchmgr_default_params();
     sp.api_key = getenv("NIGHTSHIFT_API_KEY");
@@ -167,6 +174,15 @@ int cli_serve(int argc, char **argv)
             bp.max_lines = (size_t)v;
             break;
         case O_TMPL: tmpl = optarg; break;
+        case O_HOURS:
+            if (sched_parse_window(optarg, &win_start, &win_end))
+                return cli_fail("--batch-hours must look like 22:00-06:00, not '%s'", optarg);
+            break;
+        case O_OFF:
+            if (strcmp(optarg, "idle") && strcmp(optarg, "none"))
+                return cli_fail("--off-hours must be 'idle' or 'none', not '%s'", optarg);
+            off_idle = strcmp(optarg, "idle") == 0;
+            break;
         case 'v': verbose = true; break;
         case 'h': serve_usage(stdout); return 0;
         default: serve_usage(stderr); return 2;
@@ -235,6 +251,9 @@ int cli_serve(int argc, char **argv)
         }
         struct sched_params schp = sched_default_params();
         schp.model_name = models[i].name;
+        schp.window_start = win_start;
+        schp.window_end = win_end;
+        schp.off_hours_idle = off_idle;
         if (sched_init(schp, eng, st, ops, batchmgr_on_idle, bm, &scheds[i])) {
             engine_free(eng);
             rc = cli_fail("out of memory");

@@ -65,12 +65,42 @@ struct sched {
     struct sched_batch *batches;    /* active, in round-robin order */
     struct sched_batch *rr;         /* next to serve */
     struct sched_stats stats;
+    int interactive_running;        /* pulled, not done */
 };
 
 struct sched_params sched_default_params(void)
 {
-    struct sched_params p = {.model_name = "default", .claim_chunk = 32};
+    struct sched_params p = {
+        .model_name = "default", .claim_chunk = 32, .window_start = -1, .window_end = -1, .off_hours_idle = true};
     return p;
+}
+
+int sched_parse_window(const char *s, int *start, int *end)
+{
+    unsigned h1, m1, h2, m2;
+    char tail;
+    if (sscanf(s, "%2u:%2u-%2u:%2u%c", &h1, &m1, &h2, &m2, &tail) != 4 || h1 > 23 || h2 > 24 || m1 > 59 || m2 > 59 ||
+        (h2 == 24 && m2))
+        return NS_ERR_INVALID;
+    *start = (int)(h1 * 60 + m1);
+    *end = (int)(h2 * 60 + m2);
+    return *start == *end ? NS_ERR_INVALID : NS_OK;
+}
+
+/* may batch lines be handed out now? (mu held) */
+static bool sched_batch_allowed(const struct sched *s)
+{
+    if (s->p.window_start < 0)
+        return true;
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    int m = tm.tm_hour * 60 + tm.tm_min;
+    bool inside = s->p.window_start < s->p.window_end ? (m >= s->p.window_start && m < s->p.window_end)
+                                                      : (m >= s->p.window_start || m < s->p.window_end);
+    if (inside)
+        return true;
+    return s->p.off_hours_idle && s->jobs_head == NULL && s->interactive_running == 0;
 }
 
 int sched_init(struct sched_params p, struct engine *eng, struct store *st, const struct store_ops *ops,
@@ -260,6 +290,7 @@ static int sched_pull_priority(void *ud, struct engine_request **out, int max)
         if (!s->jobs_head)
             s->jobs_tail = NULL;
         s->stats.interactive_waiting--;
+        s->interactive_running++;
         j->oreq.req.user = j;
         out[n++] = &j->oreq.req;
     }
@@ -277,6 +308,10 @@ static int sched_pull(void *ud, struct engine_request **out, int max)
         return -1;
     }
     int idle_rounds = 0;
+    if (!sched_batch_allowed(s)) {
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
     while (n < max && s->batches && idle_rounds < 2) {
         bool any = false;
         struct sched_batch *start = s->rr ? s->rr : s->batches;
@@ -317,6 +352,7 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
         struct sched_job *j = req->user;
         pthread_mutex_lock(&s->mu);
         s->stats.interactive_done++;
+        s->interactive_running--;
         pthread_mutex_unlock(&s->mu);
         j->on_done(j, res);
         return;

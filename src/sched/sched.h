@@ -34,7 +34,15 @@ struct sched;
 struct sched_params {
     const char *model_name;     /* the name clients use ("model" in responses) */
     int claim_chunk;            /* batch lines claimed from the store at once; default 32 */
+    /* processing window (the nightly-batch pattern): minutes after local midnight; batch
+     * work gets full capacity inside [start, end) (which may wrap midnight); -1 = always */
+    int window_start, window_end;
+    bool off_hours_idle;        /* outside the window: batch work only while no interactive
+                                   request is waiting or running (true), or none (false) */
 };
+
+/* parse "22:00-06:00" into minutes; 0 ok */
+int sched_parse_window(const char *s, int *start, int *end);
 struct sched_params sched_default_params(void);
 
 /* an interactive request; the caller owns it and keeps it alive until on_done */

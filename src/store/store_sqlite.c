@@ -729,6 +729,53 @@ static int sq_lines_count_unfinished(struct store *st, const char *batch_id, int
     return rc;
 }
 
+static int sq_lines_failed(struct store *st, const char *batch_id, struct store_line **out, int *n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO, cap = 64, got = 0;
+    struct store_line *arr = malloc(sizeof(*arr) * (size_t)cap);
+    *out = NULL;
+    *n = 0;
+    if (!arr)
+        return NS_ERR_NOMEM;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT idx,line_no,custom_id,off,len,url FROM lines WHERE batch_id=? AND state=3 ORDER BY idx",
+                           -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
+        int r;
+        while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+            if (got == cap) {
+                struct store_line *p = realloc(arr, sizeof(*arr) * (size_t)(cap * 2));
+                if (!p)
+                    break;
+                arr = p;
+                cap *= 2;
+            }
+            struct store_line *l = &arr[got++];
+            l->idx = sqlite3_column_int64(s, 0);
+            l->line_no = (uint32_t)sqlite3_column_int64(s, 1);
+            l->custom_id = sq_dup(s, 2);
+            l->off = sqlite3_column_int64(s, 3);
+            l->len = sqlite3_column_int64(s, 4);
+            l->url = sqlite3_column_int(s, 5);
+        }
+        if (r == SQLITE_DONE)
+            rc = NS_OK;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        for (int i = 0; i < got; i++)
+            store_line_release(&arr[i]);
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = got;
+    return NS_OK;
+}
+
 static int sq_lines_export(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out)
 {
     sqlite3_stmt *s = NULL;
@@ -781,5 +828,6 @@ const struct store_ops store_sqlite_ops = {
     .lines_requeue = sq_lines_requeue,
     .lines_fail_unfinished = sq_lines_fail_unfinished,
     .lines_count_unfinished = sq_lines_count_unfinished,
+    .lines_failed = sq_lines_failed,
     .lines_export = sq_lines_export,
 };

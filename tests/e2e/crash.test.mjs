@@ -4,53 +4,18 @@
 // exactly once across the output and error files, and that the database is intact.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BIN, SPM_VOCAB, sleep } from './lib.mjs';
+import { BIN, SPM_VOCAB, sleep, startServer as startNs, killHard, api } from './lib.mjs';
 
 let dir;
 let model;
 let server = null;
 
-function startServer(dataDir) {
-    return new Promise((resolve, reject) => {
-        const child = spawn(
-            BIN,
-            ['serve', '--model', `tiny=${model}`, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--parallel', '8',
-             '--ctx', '4096', '--threads', '1'],
-            { stdio: ['ignore', 'ignore', 'pipe'] },
-        );
-        let err = '';
-        const timer = setTimeout(() => reject(new Error(`server did not start: ${err}`)), 30_000);
-        child.stderr.on('data', (d) => {
-            err += d;
-            const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err);
-            if (m) {
-                clearTimeout(timer);
-                resolve({ child, url: `http://127.0.0.1:${m[1]}`, stderr: () => err });
-            }
-        });
-        child.on('exit', (code) => {
-            clearTimeout(timer);
-            reject(new Error(`server exited with ${code}: ${err}`));
-        });
-    });
-}
-
-async function killHard(s) {
-    if (!s || s.child.exitCode !== null) return;
-    const gone = new Promise((r) => s.child.once('exit', r));
-    s.child.kill('SIGKILL');
-    await gone;
-}
-
-async function api(s, method, p, body, headers = {}) {
-    const res = await fetch(s.url + p, { method, body, headers });
-    const text = await res.text();
-    return { status: res.status, text, json: () => JSON.parse(text) };
-}
+const startServer = (dataDir) =>
+    startNs(['--model', `tiny=${model}`, '--data-dir', dataDir, '--parallel', '8', '--ctx', '4096', '--threads', '1']);
 
 before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ns-crash-'));

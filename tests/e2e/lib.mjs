@@ -190,3 +190,70 @@ export function byCustomId(lines) {
     }
     return m;
 }
+
+/* Start `nightshift serve` on a free loopback port with the given extra arguments.
+ * Resolves { child, url, stderr() } once it listens. */
+export function startServer(args, { timeoutMs = 60_000, env = {} } = {}) {
+    return new Promise((resolve, reject) => {
+        const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', ...args], {
+            stdio: ['ignore', 'ignore', 'pipe'],
+            env: { ...process.env, ...env },
+        });
+        let err = '';
+        const timer = setTimeout(() => reject(new Error(`server did not start: ${err}`)), timeoutMs);
+        child.stderr.on('data', (d) => {
+            err += d;
+            const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err);
+            if (m) {
+                clearTimeout(timer);
+                resolve({ child, url: `http://127.0.0.1:${m[1]}`, stderr: () => err });
+            }
+        });
+        child.on('exit', (code) => {
+            clearTimeout(timer);
+            reject(new Error(`server exited with ${code}: ${err}`));
+        });
+    });
+}
+
+/* SIGKILL a server started by startServer and wait for it to be gone */
+export async function killHard(s) {
+    if (!s || s.child.exitCode !== null || s.child.signalCode !== null) return;
+    const gone = new Promise((r) => s.child.once('exit', r));
+    s.child.kill('SIGKILL');
+    await gone;
+}
+
+/* one HTTP call; returns { status, text, json() } */
+export async function api(s, method, p, body, headers = {}) {
+    const res = await fetch(s.url + p, { method, body, headers });
+    const text = await res.text();
+    return { status: res.status, text, json: () => JSON.parse(text) };
+}
+
+/* upload JSONL lines as a batch input file and create a batch; returns the batch object */
+export async function submitBatch(s, lines, { window = '24h', metadata, endpoint = '/v1/chat/completions' } = {}) {
+    const form = new FormData();
+    form.append('purpose', 'batch');
+    form.append('file', new Blob([lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n') + '\n']), 'in.jsonl');
+    const up = await api(s, 'POST', '/v1/files', form);
+    if (up.status !== 200) throw new Error(`upload failed: ${up.text}`);
+    const body = { input_file_id: up.json().id, endpoint, completion_window: window };
+    if (metadata) body.metadata = metadata;
+    const cr = await api(s, 'POST', '/v1/batches', JSON.stringify(body), { 'content-type': 'application/json' });
+    if (cr.status !== 200) throw new Error(`create failed: ${cr.text}`);
+    return cr.json();
+}
+
+/* poll a batch until pred(batch) or the timeout */
+export async function waitBatch(s, id, pred, timeoutMs = 120_000) {
+    const t0 = Date.now();
+    for (;;) {
+        const b = (await api(s, 'GET', `/v1/batches/${id}`)).json();
+        if (pred(b)) return b;
+        if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for batch: ${JSON.stringify(b)}`);
+        await sleep(100);
+    }
+}
+
+export const TERMINAL = ['completed', 'failed', 'expired', 'cancelled'];

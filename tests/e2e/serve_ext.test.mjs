@@ -1,0 +1,151 @@
+// nightshift's documented extensions to the OpenAI Batch API, end to end over HTTP:
+// retry of failed lines, processing windows (--batch-hours), metadata.not_before,
+// partial results while running, short completion windows.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BIN, SPM_VOCAB, sleep, startServer, killHard, api, submitBatch, waitBatch, TERMINAL } from './lib.mjs';
+
+let dir, model;
+const servers = [];
+
+async function serve(extra = []) {
+    const s = await startServer(['--model', `tiny=${model}`, '--data-dir', path.join(dir, `d${servers.length}`),
+        '--parallel', '4', '--ctx', '4096', '--threads', '1', ...extra]);
+    servers.push(s);
+    return s;
+}
+
+const chat = (i, extra = {}) => ({
+    custom_id: `r-${i}`, method: 'POST', url: '/v1/chat/completions',
+    body: { model: 'tiny', messages: [{ role: 'user', content: `hello ${i}` }], max_tokens: 6, ...extra },
+});
+
+async function fileLines(s, id) {
+    if (!id) return [];
+    const r = await api(s, 'GET', `/v1/files/${id}/content`);
+    assert.equal(r.status, 200);
+    return r.text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+}
+
+before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ns-ext-'));
+    model = path.join(dir, 'tiny.gguf');
+    execFileSync(BIN, ['gen-model', '--vocab', SPM_VOCAB, '-o', model]);
+});
+
+after(async () => {
+    for (const s of servers) await killHard(s);
+    if (!process.env.NIGHTSHIFT_E2E_KEEP) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('retry: a new batch from exactly the failed lines of an ended batch', async () => {
+    const s = await serve();
+    const lines = [];
+    for (let i = 0; i < 10; i++) lines.push(chat(i, i % 3 === 0 ? { temperature: 9 } : {}));
+    const b = await submitBatch(s, lines);
+    const done = await waitBatch(s, b.id, (x) => TERMINAL.includes(x.status));
+    assert.equal(done.status, 'completed');
+    assert.equal(done.request_counts.failed, 4);
+    const r = await api(s, 'POST', `/v1/batches/${b.id}/retry`);
+    assert.equal(r.status, 200, r.text);
+    const nb = r.json();
+    assert.equal(nb.metadata.retry_of, b.id);
+    const input = (await api(s, 'GET', `/v1/files/${nb.input_file_id}/content`)).text.split('\n').filter(Boolean);
+    assert.deepEqual(input.map((l) => JSON.parse(l).custom_id), ['r-0', 'r-3', 'r-6', 'r-9']);
+    const nd = await waitBatch(s, nb.id, (x) => TERMINAL.includes(x.status));
+    assert.equal(nd.request_counts.total, 4);
+    // a running or failed batch cannot be retried; an unknown one is 404
+    const again = await api(s, 'POST', `/v1/batches/nope/retry`);
+    assert.equal(again.status, 404);
+    assert.equal(again.json().error.type, 'not_found_error');
+});
+
+test('retry of a batch without failures is a 409 with a clear message', async () => {
+    const s = servers[0];
+    const b = await submitBatch(s, [chat(1), chat(2)]);
+    await waitBatch(s, b.id, (x) => TERMINAL.includes(x.status));
+    const r = await api(s, 'POST', `/v1/batches/${b.id}/retry`);
+    assert.equal(r.status, 409);
+    assert.match(r.json().error.message, /no failed or expired lines/);
+});
+
+test('--batch-hours with --off-hours none: no batch work outside the window, real-time still served', async () => {
+    const now = new Date();
+    const fmt = (d) => `${String(d.getHours()).padStart(2, '0')}:${String(d.getMinutes()).padStart(2, '0')}`;
+    const start = new Date(now.getTime() + 2 * 3600_000);
+    const end = new Date(now.getTime() + 3 * 3600_000);
+    const s = await serve(['--batch-hours', `${fmt(start)}-${fmt(end)}`, '--off-hours', 'none']);
+    const b = await submitBatch(s, [chat(1), chat(2), chat(3)]);
+    await waitBatch(s, b.id, (x) => x.status === 'in_progress');
+    const rt = await api(s, 'POST', '/v1/chat/completions',
+        JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'now' }], max_tokens: 4 }),
+        { 'content-type': 'application/json' });
+    assert.equal(rt.status, 200, rt.text);
+    await sleep(1500);
+    const still = (await api(s, 'GET', `/v1/batches/${b.id}`)).json();
+    assert.equal(still.status, 'in_progress');
+    assert.equal(still.request_counts.completed, 0);
+    const c = await api(s, 'POST', `/v1/batches/${b.id}/cancel`);
+    assert.equal(c.status, 200);
+    const ended = await waitBatch(s, b.id, (x) => TERMINAL.includes(x.status));
+    assert.equal(ended.status, 'cancelled');
+    const errs = await fileLines(s, ended.error_file_id);
+    assert.equal(errs.length, 3);
+    for (const e of errs) {
+        assert.equal(e.response, null);
+        assert.equal(e.error.code, 'batch_cancelled');
+    }
+});
+
+test('--batch-hours with --off-hours idle: batch work runs while no real-time request does', async () => {
+    const now = new Date();
+    const fmt = (d) => `${String(d.getHours()).padStart(2, '0')}:${String(d.getMinutes()).padStart(2, '0')}`;
+    const s = await serve(['--batch-hours',
+        `${fmt(new Date(now.getTime() + 2 * 3600_000))}-${fmt(new Date(now.getTime() + 3 * 3600_000))}`]);
+    const b = await submitBatch(s, [chat(1), chat(2)]);
+    const done = await waitBatch(s, b.id, (x) => TERMINAL.includes(x.status));
+    assert.equal(done.status, 'completed');
+    assert.equal(done.request_counts.completed, 2);
+});
+
+test('metadata.not_before holds a batch back until then', async () => {
+    const s = servers[0];
+    const later = String(Math.floor(Date.now() / 1000) + 3600);
+    const b = await submitBatch(s, [chat(1)], { metadata: { not_before: later } });
+    await waitBatch(s, b.id, (x) => x.status === 'in_progress');
+    await sleep(1200);
+    const x = (await api(s, 'GET', `/v1/batches/${b.id}`)).json();
+    assert.equal(x.request_counts.completed, 0);
+    assert.equal(x.metadata.not_before, later);
+    const bad = await api(s, 'POST', '/v1/batches', JSON.stringify({
+        input_file_id: b.input_file_id, endpoint: '/v1/chat/completions', completion_window: '24h',
+        metadata: { not_before: 'tomorrow' } }), { 'content-type': 'application/json' });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json().error.param, 'metadata');
+    await api(s, 'POST', `/v1/batches/${b.id}/cancel`);
+});
+
+test('partial results: /v1/batches/{id}/output and /errors while running and after', async () => {
+    const s = servers[0];
+    const lines = [];
+    for (let i = 0; i < 40; i++) lines.push(chat(i, { max_tokens: 24, ignore_eos: true, ...(i === 5 ? { n: 2 } : {}) }));
+    const b = await submitBatch(s, lines);
+    const mid = await waitBatch(s, b.id, (x) => x.request_counts.completed >= 3 || TERMINAL.includes(x.status));
+    const part = await api(s, 'GET', `/v1/batches/${b.id}/output`);
+    assert.equal(part.status, 200);
+    const got = part.text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    assert.ok(got.length >= 3, `${got.length} partial lines`);
+    for (const l of got) assert.equal(l.response.status_code, 200);
+    const done = await waitBatch(s, b.id, (x) => TERMINAL.includes(x.status));
+    assert.ok(mid.request_counts.completed <= done.request_counts.completed);
+    const errs = (await api(s, 'GET', `/v1/batches/${b.id}/errors`)).text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    assert.equal(errs.length, 1);
+    assert.equal(errs[0].custom_id, 'r-5');
+    assert.equal(errs[0].response.body.error.param, 'n');
+    const unknown = await api(s, 'GET', '/v1/batches/batch_nope/output');
+    assert.equal(unknown.status, 404);
+});
