@@ -539,12 +539,12 @@ static enum MHD_Result h_completion(struct route_ctx *x, bool chat)
         return send_error(x->c, -n_prompt, chat ? "messages" : "prompt", NULL, "%s", terr);
     }
     int want = j->sj.oreq.req.max_tokens > 0 ? j->sj.oreq.req.max_tokens : 0;
-    if (n_prompt + want > info.n_ctx || n_prompt >= info.n_ctx) {
+    if (n_prompt + want > info.n_ctx_seq || n_prompt >= info.n_ctx_seq) {
         job_unref(j);
         return send_error(x->c, NS_ERR_CONTEXT, chat ? "messages" : "prompt", NULL,
                           "This model's maximum context length is %d tokens. However, you requested %d tokens "
                           "(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
-                          info.n_ctx, n_prompt + want, n_prompt, chat ? "messages" : "prompt", want,
+                          info.n_ctx_seq, n_prompt + want, n_prompt, chat ? "messages" : "prompt", want,
                           chat ? "messages" : "prompt");
     }
     j->stream = j->sj.oreq.stream;

@@ -48,7 +48,7 @@ struct run_opts {
     bool any_model;
     int parallel, ctx, threads, batch;
     uint64_t seed;
-    bool skip_invalid, verbose, quiet;
+    bool skip_invalid, verbose, quiet, kv_unified;
     double progress_interval;
     struct batchfile_params bfp;
 };
@@ -99,7 +99,10 @@ static void run_usage(FILE *f)
           "      --model-alias NAME   a body.model value to accept for this model (repeatable;\n"
           "                           '*' accepts any); the file name and general.name always are\n"
           "  -p, --parallel N         sequences decoded together (default 64)\n"
-          "  -c, --ctx N              KV cache tokens shared by all sequences (default 32768)\n"
+          "  -c, --ctx N              KV cache tokens for all sequences, split evenly between them\n"
+          "                           (default: 2048 per sequence)\n"
+          "      --kv-unified         one KV pool shared by all sequences instead (slower attention\n"
+          "                           with many sequences; lets one sequence use the whole --ctx)\n"
           "  -t, --threads N          CPU threads (default: all)\n"
           "  -b, --batch-size N       most tokens per engine step (default 2048)\n"
           "      --chat-template NAME a llama.cpp built-in template instead of the model's\n"
@@ -394,7 +397,7 @@ static int run_write_summary(const char *path, const char *status, const struct 
 static int run_parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum {
-        OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT
+        OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT, OPT_KVU
     };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"errors", required_argument, 0, 'e'},
@@ -405,6 +408,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         {"max-lines", required_argument, 0, OPT_MAXL}, {"max-bytes", required_argument, 0, OPT_MAXB},
         {"seed", required_argument, 0, OPT_SEED},   {"summary", required_argument, 0, OPT_SUMMARY},
         {"chat-template", required_argument, 0, OPT_TMPL}, {"progress-interval", required_argument, 0, OPT_PINT},
+        {"kv-unified", no_argument, 0, OPT_KVU},
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     long long v;
@@ -427,8 +431,8 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
             o->parallel = (int)v;
             break;
         case 'c':
-            if (num_parse_long(optarg, 256, 1 << 24, &v))
-                return cli_fail("--ctx must be an integer from 256 to 16777216, not '%s'", optarg);
+            if (num_parse_long(optarg, 64, 1 << 24, &v))
+                return cli_fail("--ctx must be an integer from 64 to 16777216, not '%s'", optarg);
             o->ctx = (int)v;
             break;
         case 't':
@@ -443,6 +447,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
             break;
         case OPT_STATE: o->state = optarg; break;
         case OPT_SKIP: o->skip_invalid = true; break;
+        case OPT_KVU: o->kv_unified = true; break;
         case OPT_MAXL:
             if (num_parse_long(optarg, 1, 100000000, &v))
                 return cli_fail("--max-lines must be a positive integer, not '%s'", optarg);
@@ -503,7 +508,7 @@ int cli_run(int argc, char **argv)
     struct run_opts o;
     memset(&o, 0, sizeof(o));
     o.parallel = 64;
-    o.ctx = 32768;
+    o.ctx = 0;
     o.batch = 2048;
     o.progress_interval = 10;
     o.bfp = batchfile_default_params();
@@ -621,6 +626,7 @@ int cli_run(int argc, char **argv)
         ep.n_threads = o.threads;
         ep.chat_template = o.chat_template;
         ep.verbose = o.verbose;
+        ep.kv_unified = o.kv_unified;
         rc = engine_init(ep, &c.eng, err, sizeof(err));
         if (rc) {
             cli_fail("%s", err);
@@ -630,8 +636,9 @@ int cli_run(int argc, char **argv)
         struct engine_info info;
         engine_get_info(c.eng, &info);
         if (!o.quiet) {
-            fprintf(stderr, "nightshift: model %s (%s), context %d, %d parallel, chat template %s\n", info.name,
-                    info.desc, info.n_ctx, info.n_parallel, info.chat_template);
+            fprintf(stderr, "nightshift: model %s (%s), %d parallel, context %d (%d per sequence%s), chat template %s\n",
+                    info.name, info.desc, info.n_parallel, info.n_ctx, info.n_ctx_seq, o.kv_unified ? ", unified" : "",
+                    info.chat_template);
             if (resumed)
                 fprintf(stderr, "nightshift: resuming: %zu lines already done, %zu to run\n", resumed, remaining);
         }

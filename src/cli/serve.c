@@ -50,7 +50,9 @@ static void serve_usage(FILE *f)
           "  -l, --listen HOST:PORT   default 127.0.0.1:8080 (port 0 picks a free one)\n"
           "  -p, --parallel N         sequences decoded together per model (default 64)\n"
           "      --interactive-slots N  extra sequences reserved for real-time requests (default 4)\n"
-          "  -c, --ctx N              KV cache tokens per model (default 32768)\n"
+          "  -c, --ctx N              KV cache tokens per model, split evenly between its sequences\n"
+          "                           (default: 2048 per sequence)\n"
+          "      --kv-unified         one KV pool shared by all sequences instead\n"
           "  -t, --threads N          CPU threads (default: all)\n"
           "      --api-key KEY        require 'Authorization: Bearer KEY' (or NIGHTSHIFT_API_KEY)\n"
           "      --max-body SIZE      largest JSON request body (default 16MB)\n"
@@ -85,7 +87,7 @@ static int serve_mkdirs(const char *dir)
 
 int cli_serve(int argc, char **argv)
 {
-    enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF };
+    enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU };
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
         {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -95,14 +97,15 @@ int cli_serve(int argc, char **argv)
         {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
         {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
         {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
+        {"kv-unified", no_argument, 0, O_KVU},
         {"verbose", no_argument, 0, 'v'},            {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     struct serve_model models[SERVE_MAX_MODELS];
     int n_models = 0;
     const char *alias = NULL, *data_dir = "nightshift-data", *db = NULL, *listen = "127.0.0.1:8080";
     const char *tmpl = NULL;
-    int parallel = 64, islots = 4, ctx = 32768, threads = 0;
-    bool verbose = false;
+    int parallel = 64, islots = 4, ctx = 0, threads = 0;
+    bool verbose = false, kv_unified = false;
     int win_start = -1, win_end = -1;
     bool off_idle = true;
     struct server_params sp = server_default_params();
@@ -147,8 +150,8 @@ int cli_serve(int argc, char **argv)
             islots = (int)v;
             break;
         case 'c':
-            if (num_parse_long(optarg, 256, 1 << 24, &v))
-                return cli_fail("--ctx must be an integer from 256 to 16777216, not '%s'", optarg);
+            if (num_parse_long(optarg, 64, 1 << 24, &v))
+                return cli_fail("--ctx must be an integer from 64 to 16777216, not '%s'", optarg);
             ctx = (int)v;
             break;
         case 't':
@@ -183,6 +186,7 @@ int cli_serve(int argc, char **argv)
                 return cli_fail("--off-hours must be 'idle' or 'none', not '%s'", optarg);
             off_idle = strcmp(optarg, "idle") == 0;
             break;
+        case O_KVU: kv_unified = true; break;
         case 'v': verbose = true; break;
         case 'h': serve_usage(stdout); return 0;
         default: serve_usage(stderr); return 2;
@@ -244,6 +248,7 @@ int cli_serve(int argc, char **argv)
         ep.n_threads = threads;
         ep.chat_template = tmpl;
         ep.verbose = verbose;
+        ep.kv_unified = kv_unified;
         struct engine *eng = NULL;
         if (engine_init(ep, &eng, err, sizeof(err))) {
             rc = cli_fail("%s", err);
@@ -262,8 +267,11 @@ int cli_serve(int argc, char **argv)
         n_scheds++;
         struct engine_info info;
         engine_get_info(eng, &info);
-        fprintf(stderr, "nightshift: model '%s': %s (%s), context %d, %d parallel + %d interactive, template %s\n",
-                models[i].name, models[i].path, info.desc, info.n_ctx, parallel, islots, info.chat_template);
+        fprintf(stderr,
+                "nightshift: model '%s': %s (%s), %d parallel + %d interactive, context %d (%d per sequence), "
+                "template %s\n",
+                models[i].name, models[i].path, info.desc, parallel, islots, info.n_ctx, info.n_ctx_seq,
+                info.chat_template);
     }
     for (int i = 0; i < n_scheds; i++)
         if (sched_start(scheds[i])) {

@@ -96,13 +96,14 @@ struct engine_params engine_default_params(void)
 {
     struct engine_params p = {
         .model_path = NULL,
-        .n_ctx = 8192,
+        .n_ctx = 0,
         .n_parallel = 64,
         .n_batch = 2048,
         .n_ubatch = 512,
         .n_threads = 0,
         .chat_template = NULL,
         .verbose = false,
+        .kv_unified = false,
     };
     return p;
 }
@@ -290,8 +291,7 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         p.n_parallel = 1;
     if (p.n_parallel > ENGINE_MAX_PARALLEL)
         p.n_parallel = ENGINE_MAX_PARALLEL;
-    if (p.n_ctx <= 0)
-        p.n_ctx = 8192;
+
     if (p.n_batch < 32)
         p.n_batch = 2048;
     if (p.n_ubatch <= 0 || p.n_ubatch > p.n_batch)
@@ -325,6 +325,14 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     e->vocab = llama_model_get_vocab(e->model);
     e->n_vocab = llama_vocab_n_tokens(e->vocab);
 
+    if (p.n_ctx <= 0) {
+        /* auto: 2048 tokens per sequence (less if the model was trained shorter) */
+        int per = llama_model_n_ctx_train(e->model);
+        if (per <= 0 || per > 2048)
+            per = 2048;
+        p.n_ctx = per * (p.n_parallel + p.n_priority);
+        e->p.n_ctx = p.n_ctx;
+    }
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)p.n_ctx;
     cp.n_batch = (uint32_t)p.n_batch;
@@ -332,7 +340,7 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     cp.n_seq_max = (uint32_t)(p.n_parallel + (p.n_priority > 0 ? p.n_priority : 0));
     cp.n_threads = p.n_threads;
     cp.n_threads_batch = p.n_threads;
-    cp.kv_unified = true;
+    cp.kv_unified = p.kv_unified;
     cp.no_perf = true;
     e->ctx = llama_init_from_model(e->model, cp);
     if (!e->ctx) {
@@ -375,6 +383,7 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     llama_model_desc(e->model, in->desc, sizeof(in->desc));
     snprintf(in->chat_template, sizeof(in->chat_template), "%s", e->tmpl_label);
     in->n_ctx = e->n_ctx;
+    in->n_ctx_seq = e->n_ctx_seq;
     in->n_ctx_train = llama_model_n_ctx_train(e->model);
     in->n_vocab = e->n_vocab;
     in->n_parallel = e->n_slots;
@@ -721,8 +730,13 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
 
 /* ---- the step loop ------------------------------------------------------------------ */
 
+/* KV cells the running sequences will hold after this step. Only a unified pool is
+ * shared: with the split layout every sequence owns n_ctx_seq cells, admission already
+ * checked it fits there, and there is nothing to account (0). */
 static int engine_kv_reserved(const struct engine *e)
 {
+    if (!e->p.kv_unified)
+        return 0;
     int sum = 0;
     for (int i = 0; i < e->n_slots; i++)
         if (e->slots[i].used && !e->slots[i].parked)

@@ -15,10 +15,12 @@
  * reproducible, and it lets the caller's scheduler decide priority (interactive before
  * batch) at the last moment.
  *
- * KV memory is one pool of n_ctx cells (kv_unified). A sequence is admitted when its
- * prompt fits next to the sequences already running; when generation outgrows the pool,
- * the most recently admitted sequence is parked (its KV dropped, its tokens kept) and
- * recomputed later: the oldest sequence always makes progress.
+ * KV memory: by default n_ctx is split evenly between the sequences (each attends to its
+ * own cells, which is what makes many short sequences fast). With kv_unified it is one
+ * pool of n_ctx cells: a sequence is admitted when its prompt fits next to the sequences
+ * already running; when generation outgrows the pool, the most recently admitted sequence
+ * is parked (its KV dropped, its tokens kept) and recomputed later: the oldest sequence
+ * always makes progress.
  *
  * PRIORITY
  * A server's interactive requests come through pull_priority(): at every step they are
@@ -45,13 +47,18 @@ struct engine;
 
 struct engine_params {
     const char *model_path;
-    int n_ctx;             /* KV cells shared by all sequences; 0 = 8192 */
+    int n_ctx;             /* KV cells for all sequences; 0 = 2048 per sequence (auto) */
     int n_parallel;        /* most sequences decoding at once; default 64 */
     int n_batch;           /* most tokens in one llama_decode; default 2048 */
     int n_ubatch;          /* physical batch; default 512 */
     int n_threads;         /* 0 = online CPUs */
     int n_priority;        /* extra sequences only the priority lane may use (interactive
                               requests of a server); 0 = none */
+    bool kv_unified;       /* one KV pool shared by all sequences (needed to share prompt
+                              prefixes) instead of n_ctx split evenly between them. Split is
+                              the default: each sequence then attends to its own cells only,
+                              while unified attention scans every used cell for every token
+                              (measured 3-4x slower at 32 sequences) */
     const char *chat_template; /* NULL = the model's own, else a llama.cpp built-in name */
     bool verbose;          /* let llama.cpp log to stderr */
 };
@@ -129,6 +136,7 @@ struct engine_info {
     char desc[128];        /* llama_model_desc: "llama 0.5B Q8_0" */
     char chat_template[64];/* "model" or the built-in used */
     int n_ctx;             /* KV cells (after llama.cpp's rounding) */
+    int n_ctx_seq;         /* the most one sequence may hold (prompt + completion) */
     int n_ctx_train;
     int n_vocab;
     int n_parallel;

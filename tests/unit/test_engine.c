@@ -115,9 +115,12 @@ static void src_token(void *ud, struct engine_request *r, const char *piece, siz
 
 static struct engine_stats g_last_stats;
 
+static bool g_unified;
+
 static void run_all(const char *model, int ctx, int parallel, struct src *s, bool stream)
 {
     struct engine_params p = engine_default_params();
+    p.kv_unified = g_unified;
     p.model_path = model;
     p.n_ctx = ctx;
     p.n_parallel = parallel;
@@ -184,8 +187,8 @@ static void test_context_overflow(void **state)
     (void)state;
     static struct src s;
     fill(&s, 3, 8);
-    s.req[1].max_tokens = 600; /* prompt + 600 > 512 */
-    run_all(g_model, 512, 4, &s, false);
+    s.req[1].max_tokens = 600; /* prompt + 600 > 512 per sequence */
+    run_all(g_model, 2048, 4, &s, false);
     assert_int_equal(s.status[0], NS_OK);
     assert_int_equal(s.status[1], NS_ERR_CONTEXT);
     assert_non_null(strstr(s.text[1], "maximum context length is 512 tokens"));
@@ -204,6 +207,7 @@ static void test_preemption(void **state)
     static struct src big, small;
     fill(&big, 8, 120);
     fill(&small, 8, 120);
+    g_unified = true;
     run_all(g_model, 4096, 8, &big, false);
     assert_int_equal(g_last_stats.preemptions, 0);
     run_all(g_model, 512, 8, &small, false); /* 8 x ~140 tokens do not fit in 512 */
@@ -214,6 +218,7 @@ static void test_preemption(void **state)
         assert_int_equal(small.ctok[i], 120);
         assert_memory_equal(small.text[i], big.text[i], 8);
     }
+    g_unified = false;
 }
 
 static void test_stop_and_stream(void **state)
