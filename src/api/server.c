@@ -941,14 +941,23 @@ static enum MHD_Result h_batch_cancel(struct route_ctx *x)
     int rc = batch_lookup(x, &b);
     if (rc)
         return batch_not_found(x, rc);
-    if (b.status == SB_VALIDATING || b.status == SB_IN_PROGRESS) {
+    /* compare-and-set against the batch manager moving the batch on at the same time */
+    for (int tries = 0; tries < 20 && (b.status == SB_VALIDATING || b.status == SB_IN_PROGRESS); tries++) {
+        enum store_batch_status was = b.status;
         b.status = SB_CANCELLING;
         b.cancelling_at = time(NULL);
-        if (x->srv->ops->batch_update(x->srv->st, &b)) {
-            store_batch_release(&b);
-            return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the cancellation");
+        rc = x->srv->ops->batch_update(x->srv->st, &b, was);
+        if (rc == NS_OK) {
+            batchmgr_kick(x->srv->bm);
+            break;
         }
-        batchmgr_kick(x->srv->bm);
+        store_batch_release(&b);
+        if (rc != NS_ERR_CONFLICT || (rc = batch_lookup(x, &b)))
+            return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the cancellation");
+    }
+    if (b.status == SB_VALIDATING || b.status == SB_IN_PROGRESS) {
+        store_batch_release(&b);
+        return send_error(x->c, NS_ERR_UNAVAILABLE, NULL, NULL, "the batch is changing state; try again");
     } else if (b.status != SB_CANCELLING) {
         enum MHD_Result ret = send_error(x->c, NS_ERR_CONFLICT, NULL, "batch_not_cancellable",
                                          "Cannot cancel a batch with status '%s'.", store_batch_status_name(b.status));

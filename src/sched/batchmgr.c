@@ -114,9 +114,10 @@ static void bm_fail(struct batchmgr *m, struct store_batch *b, cJSON *errors)
     cJSON_Delete(errors);
     free(b->errors);
     b->errors = text;
+    enum store_batch_status was = b->status;
     b->status = SB_FAILED;
     b->failed_at = time(NULL);
-    m->ops->batch_update(m->st, b);
+    m->ops->batch_update(m->st, b, was); /* a cancel that came first wins */
 }
 
 static cJSON *bm_errors_one(const char *code, const char *message, const char *param)
@@ -177,7 +178,6 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
                 cJSON_AddNullToObject(e, "param");
             cJSON_AddItemToArray(d, e);
         }
-        b->total = (int64_t)bf->n_requests;
         bm_fail(m, b, o);
         goto out;
     }
@@ -201,7 +201,9 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
     b->total = (int64_t)bf->n_lines;
     b->status = SB_IN_PROGRESS;
     b->in_progress_at = time(NULL);
-    if (m->ops->batch_update(m->st, b) != NS_OK)
+    /* a cancel that arrived while validating wins: the lines just inserted are then
+     * settled as batch_cancelled by the cancelling step */
+    if (m->ops->batch_update(m->st, b, SB_VALIDATING) != NS_OK)
         goto out;
     struct sched *s = batchmgr_sched_for(m, b->model);
     if (s && (b->not_before == 0 || time(NULL) >= b->not_before))
@@ -261,10 +263,11 @@ static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_ba
 {
     int64_t now = time(NULL);
     if (b->status != SB_FINALIZING && final == SB_COMPLETED) {
+        enum store_batch_status was = b->status;
         b->status = SB_FINALIZING;
         b->finalizing_at = now;
-        if (m->ops->batch_update(m->st, b))
-            return;
+        if (m->ops->batch_update(m->st, b, was))
+            return; /* cancelled meanwhile: the next round settles it */
     }
     /* re-read: the counters are the store's */
     struct store_batch fresh;
@@ -278,6 +281,7 @@ static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_ba
     }
     snprintf(fresh.output_file_id, sizeof(fresh.output_file_id), "%s", out_id);
     snprintf(fresh.error_file_id, sizeof(fresh.error_file_id), "%s", err_id);
+    enum store_batch_status was = fresh.status;
     fresh.status = final;
     if (final == SB_COMPLETED)
         fresh.completed_at = now;
@@ -285,7 +289,18 @@ static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_ba
         fresh.expired_at = now;
     else if (final == SB_CANCELLED)
         fresh.cancelled_at = now;
-    m->ops->batch_update(m->st, &fresh);
+    if (m->ops->batch_update(m->st, &fresh, was) != NS_OK) {
+        /* the status moved on (a cancel during finalizing): drop these files, redo later */
+        char path[4096];
+        for (int i = 0; i < 2; i++) {
+            const char *fid = i ? err_id : out_id;
+            if (!fid[0])
+                continue;
+            m->ops->file_delete(m->st, fid);
+            batchmgr_file_path(m->data_dir, fid, path, sizeof(path));
+            unlink(path);
+        }
+    }
     store_batch_release(&fresh);
 }
 

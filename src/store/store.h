@@ -98,8 +98,11 @@ struct store_ops {
     int (*batch_get)(struct store *st, const char *id, struct store_batch *out);
     int (*batch_list)(struct store *st, const struct store_list_page *pg, struct store_batch **out, int *n,
                       bool *has_more);
-    /* the status, timestamps, file ids, model, errors of b (counters are the store's) */
-    int (*batch_update)(struct store *st, const struct store_batch *b);
+    /* Write the status, timestamps, file ids, model, errors of b (counters and total are
+     * the store's: line_finish and lines_insert keep them) if the stored status is still `expect`: a compare-and-set, so a cancel and
+     * the batch manager never overwrite each other's change. NS_ERR_CONFLICT when the
+     * status moved on (re-read and decide again). */
+    int (*batch_update)(struct store *st, const struct store_batch *b, enum store_batch_status expect);
     /* ids of batches in a status (start-up recovery, the scheduler's work list) */
     int (*batch_ids_by_status)(struct store *st, enum store_batch_status s, char (**ids)[48], int *n);
 

@@ -431,7 +431,7 @@ out:
     return NS_OK;
 }
 
-static int sq_batch_update(struct store *st, const struct store_batch *b)
+static int sq_batch_update(struct store *st, const struct store_batch *b, enum store_batch_status expect)
 {
     sqlite3_stmt *s = NULL;
     int rc = NS_ERR_IO;
@@ -439,7 +439,7 @@ static int sq_batch_update(struct store *st, const struct store_batch *b)
     if (sqlite3_prepare_v2(st->db,
                            "UPDATE batches SET model=?, status=?, output_file_id=?, error_file_id=?, in_progress_at=?,"
                            " expires_at=?, finalizing_at=?, completed_at=?, failed_at=?, expired_at=?, cancelling_at=?,"
-                           " cancelled_at=?, errors=?, total=? WHERE id=?",
+                           " cancelled_at=?, errors=? WHERE id=? AND status=?",
                            -1, &s, NULL) == SQLITE_OK) {
         if (b->model)
             sqlite3_bind_text(s, 1, b->model, -1, SQLITE_STATIC);
@@ -452,10 +452,10 @@ static int sq_batch_update(struct store *st, const struct store_batch *b)
             sqlite3_bind_int64(s, 5 + i, ts[i]);
         if (b->errors)
             sqlite3_bind_text(s, 13, b->errors, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 14, b->total);
-        sqlite3_bind_text(s, 15, b->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 14, b->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 15, (int)expect);
         if (sqlite3_step(s) == SQLITE_DONE)
-            rc = sqlite3_changes(st->db) ? NS_OK : NS_ERR_NOT_FOUND;
+            rc = sqlite3_changes(st->db) ? NS_OK : NS_ERR_CONFLICT;
     }
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
@@ -524,6 +524,15 @@ static int sq_lines_insert(struct store *st, const char *batch_id, const struct 
         if (sqlite3_step(s) != SQLITE_DONE)
             goto rollback;
     }
+    sqlite3_finalize(s);
+    s = NULL;
+    /* the batch's total is the store's, set with its lines in one transaction */
+    if (sqlite3_prepare_v2(st->db, "UPDATE batches SET total=(SELECT count(*) FROM lines WHERE batch_id=?1) WHERE id=?1",
+                           -1, &s, NULL) != SQLITE_OK)
+        goto rollback;
+    sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        goto rollback;
     if (sq_exec(st, "COMMIT") == NS_OK) {
         rc = NS_OK;
         goto out;

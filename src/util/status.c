@@ -16,7 +16,7 @@ static const struct {
     [NS_ERR_CONTEXT]         = {400, "invalid_request_error", "context_length_exceeded", "context"},
     [NS_ERR_UNSUPPORTED]     = {400, "invalid_request_error", "unsupported_value", "unsupported"},
     [NS_ERR_AUTH]            = {401, "authentication_error", "invalid_api_key", "auth"},
-    [NS_ERR_NOT_FOUND]       = {404, "not_found_error", NULL, "not_found"},
+    [NS_ERR_NOT_FOUND]       = {404, "invalid_request_error", NULL, "not_found"}, /* as OpenAI answers */
     [NS_ERR_MODEL_NOT_FOUND] = {404, "invalid_request_error", "model_not_found", "model_not_found"},
     [NS_ERR_CONFLICT]        = {409, "invalid_request_error", "conflict", "conflict"},
     [NS_ERR_TOO_LARGE]       = {413, "invalid_request_error", "request_too_large", "too_large"},

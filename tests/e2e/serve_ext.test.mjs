@@ -61,7 +61,7 @@ test('retry: a new batch from exactly the failed lines of an ended batch', async
     // a running or failed batch cannot be retried; an unknown one is 404
     const again = await api(s, 'POST', `/v1/batches/nope/retry`);
     assert.equal(again.status, 404);
-    assert.equal(again.json().error.type, 'not_found_error');
+    assert.equal(again.json().error.type, 'invalid_request_error');
 });
 
 test('retry of a batch without failures is a 409 with a clear message', async () => {
