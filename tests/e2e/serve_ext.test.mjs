@@ -149,3 +149,54 @@ test('partial results: /v1/batches/{id}/output and /errors while running and aft
     const unknown = await api(s, 'GET', '/v1/batches/batch_nope/output');
     assert.equal(unknown.status, 404);
 });
+
+test('several models: each has its own engine; /v1/models lists them; batches go to theirs', async () => {
+    const other = path.join(dir, 'other.gguf');
+    execFileSync(BIN, ['gen-model', '--vocab', SPM_VOCAB, '-o', other, '--seed', '7']);
+    const s = await startServer(['--model', `v1=${model}`, '--model', `v2=${other}`, '--data-dir', path.join(dir, 'multi'),
+        '--parallel', '4', '--ctx', '4096', '--threads', '1']);
+    servers.push(s);
+    const models = (await api(s, 'GET', '/v1/models')).json().data.map((m) => m.id).sort();
+    assert.deepEqual(models, ['v1', 'v2']);
+    for (const m of ['v1', 'v2']) {
+        const r = await api(s, 'POST', '/v1/chat/completions',
+            JSON.stringify({ model: m, messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }),
+            { 'content-type': 'application/json' });
+        assert.equal(r.status, 200, r.text);
+        assert.equal(r.json().model, m);
+    }
+    const unknown = await api(s, 'POST', '/v1/chat/completions',
+        JSON.stringify({ model: 'v3', messages: [{ role: 'user', content: 'hi' }] }), { 'content-type': 'application/json' });
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.json().error.code, 'model_not_found');
+    const lines = [1, 2, 3].map((i) => ({ ...chat(i), body: { ...chat(i).body, model: 'v2' } }));
+    const b = await submitBatch(s, lines);
+    const done = await waitBatch(s, b.id, (x) => TERMINAL.includes(x.status));
+    assert.equal(done.status, 'completed');
+    assert.equal(done.model, 'v2');
+    const outs = await fileLines(s, done.output_file_id);
+    for (const o of outs) assert.equal(o.response.body.model, 'v2');
+    // one model per batch file, as at OpenAI
+    const mixed = await submitBatch(s, [lines[0], { ...chat(9), body: { ...chat(9).body, model: 'v1' } }]);
+    const failed = await waitBatch(s, mixed.id, (x) => TERMINAL.includes(x.status));
+    assert.equal(failed.status, 'failed');
+    assert.equal(failed.errors.data[0].code, 'mismatched_model');
+    assert.equal(failed.errors.data[0].line, 2);
+});
+
+test('fairness: a small batch submitted after a large one finishes first (round-robin)', async () => {
+    const s = await serve(['--parallel', '2']);
+    const big = [];
+    for (let i = 0; i < 300; i++) big.push({ ...chat(i, { max_tokens: 16, ignore_eos: true }), custom_id: `big-${i}` });
+    const small = [];
+    for (let i = 0; i < 6; i++) small.push({ ...chat(i, { max_tokens: 16, ignore_eos: true }), custom_id: `small-${i}` });
+    const b1 = await submitBatch(s, big);
+    await waitBatch(s, b1.id, (x) => x.request_counts.completed > 0);
+    const b2 = await submitBatch(s, small);
+    const d2 = await waitBatch(s, b2.id, (x) => TERMINAL.includes(x.status));
+    assert.equal(d2.status, 'completed');
+    const b1now = (await api(s, 'GET', `/v1/batches/${b1.id}`)).json();
+    assert.equal(b1now.status, 'in_progress', 'the large batch must still be running when the small one is done');
+    assert.ok(b1now.request_counts.completed < 300);
+    await api(s, 'POST', `/v1/batches/${b1.id}/cancel`);
+});
