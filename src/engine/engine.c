@@ -18,6 +18,8 @@
 #include "gguf.h"
 #include "llama.h"
 
+#include "prefix.h"
+
 #include "../util/buf.h"
 #include "../util/status.h"
 #include "../util/utf8.h"
@@ -50,6 +52,12 @@ struct slot {
     size_t sent;                    /* bytes of text passed to token() */
     int i_out;                      /* row of this slot's logits in the batch, -1 none */
     double t_admit, t_first;
+    /* prefix cache */
+    bool retained;                  /* free, but its KV (tok[0..n_past)) is kept for reuse */
+    uint64_t last_used;             /* LRU among retained slots */
+    int wait_for;                   /* slot whose prompt prefix this one waits to copy, -1 none */
+    int wait_len;                   /* ... that many tokens of it */
+    uint64_t src_step;              /* last step this slot's KV was a copy source */
 };
 
 struct engine {
@@ -69,6 +77,8 @@ struct engine {
     atomic_int stop;
     struct engine_stats stats;
     struct engine_info info;
+    struct prefix_trie *trie;       /* NULL when the prefix cache is off */
+    uint64_t step;
 };
 
 static double now_s(void)
@@ -104,6 +114,7 @@ struct engine_params engine_default_params(void)
         .chat_template = NULL,
         .verbose = false,
         .kv_unified = false,
+        .prefix_cache = true,
     };
     return p;
 }
@@ -365,6 +376,12 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         rc = NS_ERR_NOMEM;
         goto out;
     }
+    for (int i = 0; i < e->n_slots; i++)
+        e->slots[i].wait_for = -1;
+    if (p.prefix_cache && !(e->trie = prefix_trie_new())) {
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
     for (llama_token t = 0; t < e->n_vocab && e->n_eog < 64; t++)
         if (llama_vocab_is_eog(e->vocab, t))
             e->eog[e->n_eog++] = t;
@@ -398,15 +415,50 @@ out:
     return NS_OK;
 }
 
+static void slot_forget_kv(struct engine *e, struct slot *s)
+{
+    int id = (int)(s - e->slots);
+    llama_memory_seq_rm(llama_get_memory(e->ctx), (llama_seq_id)id, -1, -1);
+    if (e->trie)
+        prefix_trie_remove(e->trie, id);
+    /* whoever waited to copy from it computes the prefix itself */
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slots[i].used && e->slots[i].wait_for == id)
+            e->slots[i].wait_for = -1;
+}
+
+/* A request is over. With the prefix cache its KV stays (the slot is "retained") so the
+ * next prompt that starts the same way copies it instead of recomputing it. */
 static void slot_release(struct engine *e, struct slot *s)
 {
-    if (!s->parked)
-        llama_memory_seq_rm(llama_get_memory(e->ctx), (llama_seq_id)(s - e->slots), -1, -1);
+    int id = (int)(s - e->slots);
+    bool keep = e->trie && !s->parked && s->n_past > 0 && s->wait_for < 0;
+    if (!keep && !s->parked)
+        slot_forget_kv(e, s);
+    else if (!keep && e->trie)
+        prefix_trie_remove(e->trie, id);
     if (s->smpl)
         llama_sampler_free(s->smpl);
-    free(s->tok);
     buf_release(&s->text);
+    if (keep && prefix_trie_set(e->trie, id, s->tok, s->n_past) == NS_OK) {
+        llama_token *tok = s->tok;
+        int n_past = s->n_past, cap = s->cap_tok;
+        uint64_t src_step = s->src_step;
+        memset(s, 0, sizeof(*s));
+        s->tok = tok;
+        s->cap_tok = cap;
+        s->n_tok = s->n_past = n_past;
+        s->retained = true;
+        s->last_used = ++e->next_order;
+        s->src_step = src_step;
+        s->wait_for = -1;
+        return;
+    }
+    if (keep)
+        slot_forget_kv(e, s);
+    free(s->tok);
     memset(s, 0, sizeof(*s));
+    s->wait_for = -1;
 }
 
 void engine_free(struct engine *e)
@@ -414,11 +466,14 @@ void engine_free(struct engine *e)
     if (!e)
         return;
     if (e->slots) {
-        for (int i = 0; i < e->n_slots; i++)
+        for (int i = 0; i < e->n_slots; i++) {
             if (e->slots[i].used)
                 slot_release(e, &e->slots[i]);
+            free(e->slots[i].tok);
+        }
         free(e->slots);
     }
+    prefix_trie_free(e->trie);
     if (e->ctx) {
         llama_batch_free(e->batch);
         llama_free(e->ctx);
@@ -489,8 +544,64 @@ static struct llama_sampler *engine_make_sampler(const struct engine *e, const s
 
 /* Tokenize and check a new request; on success it occupies slot s. On failure done() has
  * been called and the slot stays free. */
-static int engine_admit(struct engine *e, const struct engine_source *src, struct engine_request *req,
-                        struct slot *s)
+/* Copy the first len tokens of src's KV into dst (whose own KV is dropped first). */
+static void engine_copy_prefix(struct engine *e, struct slot *dst, struct slot *src_slot, int len)
+{
+    llama_memory_t mem = llama_get_memory(e->ctx);
+    int d = (int)(dst - e->slots), sidx = (int)(src_slot - e->slots);
+    if (d != sidx) {
+        llama_memory_seq_rm(mem, d, -1, -1);
+        /* split KV: a whole-stream copy, applied at the next decode, before its compute;
+         * unified KV: the cells are shared, nothing is copied */
+        llama_memory_seq_cp(mem, sidx, d, -1, -1);
+        src_slot->src_step = e->step;
+    }
+    llama_memory_seq_rm(mem, d, len, -1);
+    dst->n_past = len;
+    dst->cached = len;
+    e->stats.prompt_cached += (uint64_t)len;
+}
+
+/* The slot in [lo, hi) for a new prompt: the free slot whose retained KV shares the most of
+ * it, else an empty one, else the least recently used retained one (its cache is evicted).
+ * A slot that was a copy source in this step is not overwritten before that copy runs. */
+static struct slot *engine_pick_slot(struct engine *e, int lo, int hi, const llama_token *tok, int n, int *reuse)
+{
+    struct slot *best = NULL, *empty = NULL, *lru = NULL;
+    int best_len = 0;
+    *reuse = 0;
+    for (int i = lo; i < hi; i++) {
+        struct slot *s = &e->slots[i];
+        if (s->used)
+            continue;
+        if (!s->retained) {
+            if (!empty)
+                empty = s;
+            continue;
+        }
+        if (s->src_step == e->step && e->step)
+            continue;
+        int l = 0;
+        while (l < s->n_past && l < n && s->tok[l] == tok[l])
+            l++;
+        if (l > best_len) {
+            best_len = l;
+            best = s;
+        }
+        if (!lru || s->last_used < lru->last_used)
+            lru = s;
+    }
+    if (best) {
+        *reuse = best_len;
+        return best;
+    }
+    return empty ? empty : lru;
+}
+
+/* Tokenize and check a new request, and seat it in a free slot of [lo, hi). On failure
+ * done() has been called and NULL is returned. */
+static struct slot *engine_admit(struct engine *e, const struct engine_source *src, struct engine_request *req,
+                                 int lo, int hi)
 {
     char err[256] = "";
     llama_token *tok = NULL;
@@ -499,13 +610,13 @@ static int engine_admit(struct engine *e, const struct engine_source *src, struc
         int st = -n;
         engine_fail(src, req, st, req->messages ? "messages" : "prompt", 0, "%s",
                     err[0] ? err : "cannot tokenize the prompt");
-        return st;
+        return NULL;
     }
     if (n == 0) {
         free(tok);
         engine_fail(src, req, NS_ERR_INVALID, req->messages ? "messages" : "prompt", 0,
                     "the prompt is empty: it has no tokens");
-        return NS_ERR_INVALID;
+        return NULL;
     }
     int max_gen = req->max_tokens;
     if (max_gen >= 0 && (long)n + max_gen > e->n_ctx_seq) {
@@ -515,7 +626,7 @@ static int engine_admit(struct engine *e, const struct engine_source *src, struc
                     "(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
                     e->n_ctx_seq, (long)n + max_gen, n, req->messages ? "messages" : "prompt", max_gen,
                     req->messages ? "messages" : "prompt");
-        return NS_ERR_CONTEXT;
+        return NULL;
     }
     if (n >= e->n_ctx_seq) {
         free(tok);
@@ -523,12 +634,34 @@ static int engine_admit(struct engine *e, const struct engine_source *src, struc
                     "This model's maximum context length is %d tokens. However, your %s resulted in %d tokens. "
                     "Please reduce the length of the %s.",
                     e->n_ctx_seq, req->messages ? "messages" : "prompt", n, req->messages ? "messages" : "prompt");
-        return NS_ERR_CONTEXT;
+        return NULL;
     }
     if (max_gen < 0)
         max_gen = e->n_ctx_seq - n;
 
+    int reuse = 0;
+    struct slot *s = NULL;
+    if (e->trie) {
+        s = engine_pick_slot(e, lo, hi, tok, n, &reuse);
+    } else {
+        for (int i = lo; i < hi && !s; i++)
+            if (!e->slots[i].used)
+                s = &e->slots[i];
+    }
+    if (!s) {
+        free(tok);
+        engine_fail(src, req, NS_ERR_INTERNAL, NULL, n, "no free sequence slot");
+        return NULL;
+    }
+    int id = (int)(s - e->slots);
+    /* the slot's old content: kept up to what is reused, the rest dropped */
+    free(s->tok);
+    if (s->retained && reuse == 0)
+        slot_forget_kv(e, s);
+    else if (e->trie)
+        prefix_trie_remove(e->trie, id);
     memset(s, 0, sizeof(*s));
+    s->wait_for = -1;
     s->used = true;
     s->order = ++e->next_order;
     s->req = req;
@@ -536,9 +669,11 @@ static int engine_admit(struct engine *e, const struct engine_source *src, struc
     s->tok = realloc(tok, sizeof(*tok) * (size_t)s->cap_tok);
     if (!s->tok) {
         free(tok);
+        slot_forget_kv(e, s);
         memset(s, 0, sizeof(*s));
+        s->wait_for = -1;
         engine_fail(src, req, NS_ERR_NOMEM, NULL, n, "out of memory");
-        return NS_ERR_NOMEM;
+        return NULL;
     }
     s->n_tok = s->n_prompt = n;
     s->max_gen = max_gen;
@@ -547,7 +682,54 @@ static int engine_admit(struct engine *e, const struct engine_source *src, struc
     s->i_out = -1;
     buf_init(&s->text, ENGINE_TEXT_MAX);
     s->t_admit = now_s();
-    return NS_OK;
+    e->stats.prompt_submitted += (uint64_t)n;
+    /* at least the last prompt token is computed: its logits start the generation */
+    int limit = n - 1;
+    if (reuse > limit)
+        reuse = limit;
+    if (reuse > 0) {
+        llama_memory_seq_rm(llama_get_memory(e->ctx), id, reuse, -1);
+        s->n_past = reuse;
+        s->cached = reuse;
+        e->stats.prompt_cached += (uint64_t)reuse;
+    } else if (e->trie) {
+        llama_memory_seq_rm(llama_get_memory(e->ctx), id, -1, -1);
+    }
+    if (e->trie) {
+        /* a longer prefix held (or being computed) by another sequence: copy it, now if
+         * its KV is there, else once its prefill gets that far */
+        int other = -1;
+        int len = prefix_trie_match(e->trie, s->tok, limit, -1, &other);
+        if (other >= 0 && other != id && len > s->n_past + 16) {
+            struct slot *o = &e->slots[other];
+            int have = o->parked ? 0 : o->n_past;
+            if (have >= len)
+                engine_copy_prefix(e, s, o, len);
+            else if (o->used && !o->parked)
+                s->wait_for = other, s->wait_len = len;
+        }
+        prefix_trie_set(e->trie, id, s->tok, n);
+    }
+    return s;
+}
+
+/* waiting slots whose source has computed enough copy it now; called before each batch */
+static void engine_resolve_waits(struct engine *e)
+{
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *s = &e->slots[i];
+        if (!s->used || s->wait_for < 0)
+            continue;
+        struct slot *o = &e->slots[s->wait_for];
+        if ((!o->used && !o->retained) || o->parked) {
+            s->wait_for = -1; /* the source went away: compute it here */
+            continue;
+        }
+        if (o->n_past >= s->wait_len) {
+            engine_copy_prefix(e, s, o, s->wait_len);
+            s->wait_for = -1;
+        }
+    }
 }
 
 static void engine_finish(struct engine *e, const struct engine_source *src, struct slot *s, enum engine_finish why)
@@ -749,9 +931,12 @@ static int engine_kv_reserved(const struct engine *e)
     if (!e->p.kv_unified)
         return 0;
     int sum = 0;
-    for (int i = 0; i < e->n_slots; i++)
+    for (int i = 0; i < e->n_slots; i++) {
         if (e->slots[i].used && !e->slots[i].parked)
             sum += e->slots[i].n_tok;
+        else if (e->slots[i].retained)
+            sum += e->slots[i].n_past; /* a kept prefix holds cells of the shared pool */
+    }
     return sum;
 }
 
@@ -762,6 +947,25 @@ static int engine_running(const struct engine *e)
         if (e->slots[i].used && !e->slots[i].parked)
             n++;
     return n;
+}
+
+/* Drop the least recently used kept prefix (unified KV: it holds cells of the shared pool
+ * that running sequences need first). False when none is kept. */
+static bool engine_evict_retained(struct engine *e)
+{
+    struct slot *lru = NULL;
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *s = &e->slots[i];
+        if (!s->used && s->retained && (!lru || s->last_used < lru->last_used))
+            lru = s;
+    }
+    if (!lru)
+        return false;
+    slot_forget_kv(e, lru);
+    free(lru->tok);
+    memset(lru, 0, sizeof(*lru));
+    lru->wait_for = -1;
+    return true;
 }
 
 /* park the newest running slot, ordinary ones before priority ones; false when only one
@@ -779,9 +983,10 @@ static bool engine_park_newest(struct engine *e)
             (victim->priority == s->priority && s->order > victim->order))
             victim = s;
     }
-    llama_memory_seq_rm(llama_get_memory(e->ctx), (llama_seq_id)(victim - e->slots), -1, -1);
+    slot_forget_kv(e, victim);
     victim->parked = true;
     victim->n_past = 0;
+    victim->wait_for = -1;
     e->stats.preemptions++;
     return true;
 }
@@ -799,6 +1004,8 @@ static bool engine_resume_parked(struct engine *e)
         if (!oldest)
             return true;
         int running = engine_running(e);
+        while (running > 0 && engine_kv_reserved(e) + oldest->n_tok + running + 1 > e->n_ctx && engine_evict_retained(e))
+            ;
         if (running > 0 && engine_kv_reserved(e) + oldest->n_tok + running + 1 > e->n_ctx)
             return false;
         oldest->parked = false;
@@ -821,14 +1028,12 @@ static void engine_pull_priority(struct engine *e, const struct engine_source *s
         if (got <= 0)
             return;
         for (int k = 0; k < got; k++) {
-            struct slot *s = NULL;
             /* the reserved sequences first, so ordinary ones stay free for batch work */
-            for (int i = e->n_slots - 1; i >= 0; i--)
-                if (!e->slots[i].used) {
-                    s = &e->slots[i];
-                    break;
-                }
-            if (engine_admit(e, src, reqs[k], s) != NS_OK)
+            bool reserved_free = false;
+            for (int i = e->p.n_parallel; i < e->n_slots; i++)
+                reserved_free |= !e->slots[i].used;
+            struct slot *s = engine_admit(e, src, reqs[k], reserved_free ? e->p.n_parallel : 0, e->n_slots);
+            if (!s)
                 continue;
             s->priority = true;
             while (engine_running(e) > 1 && engine_kv_reserved(e) + engine_running(e) > e->n_ctx) {
@@ -836,6 +1041,8 @@ static void engine_pull_priority(struct engine *e, const struct engine_source *s
                 for (int i = 0; i < e->n_slots; i++)
                     if (e->slots[i].used && !e->slots[i].parked && !e->slots[i].priority)
                         only_prio = false;
+                if (engine_evict_retained(e))
+                    continue;
                 if (only_prio || !engine_park_newest(e))
                     break;
             }
@@ -857,6 +1064,8 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
         /* Keep some KV room per running sequence for growth, so a full pool does not
          * park sequences right after admitting new ones. */
         int running = engine_running(e);
+        while (running > 0 && engine_kv_reserved(e) + running * 16 >= e->n_ctx && engine_evict_retained(e))
+            ;
         if (running > 0 && engine_kv_reserved(e) + running * 16 >= e->n_ctx)
             return admitted;
         struct engine_request *reqs[ENGINE_MAX_PARALLEL];
@@ -869,19 +1078,17 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
             return admitted;
         bool parked_one = false;
         for (int k = 0; k < got; k++) {
-            struct slot *s = NULL;
-            for (int i = 0; i < e->p.n_parallel; i++)
-                if (!e->slots[i].used) {
-                    s = &e->slots[i];
-                    break;
-                }
-            if (engine_admit(e, src, reqs[k], s) != NS_OK)
+            struct slot *s = engine_admit(e, src, reqs[k], 0, e->p.n_parallel);
+            if (!s)
                 continue;
             admitted++;
             running = engine_running(e);
             /* too big to run next to the others right now: wait parked (recomputed
              * from nothing when room frees up, which costs nothing since it has no KV) */
             if (running > 1 && engine_kv_reserved(e) + running > e->n_ctx) {
+                slot_forget_kv(e, s);
+                s->n_past = 0;
+                s->wait_for = -1;
                 s->parked = true;
                 parked_one = true;
             }
@@ -916,7 +1123,7 @@ static int engine_build_batch(struct engine *e)
         for (int k = 0; k < n && budget > 0; k++) {
             struct slot *s = &e->slots[order_idx[k]];
             int pending = s->n_tok - s->n_past;
-            if (pending <= 0 || (pass == 0) != (pending == 1))
+            if (pending <= 0 || s->wait_for >= 0 || (pass == 0) != (pending == 1))
                 continue;
             int take = pending < budget ? pending : budget;
             for (int j = 0; j < take; j++) {
@@ -984,16 +1191,18 @@ int engine_run(struct engine *e, const struct engine_source *src)
             continue;
         }
         /* generation grows every running sequence by one cell per step */
-        while (engine_kv_reserved(e) > e->n_ctx && engine_park_newest(e))
+        while (engine_kv_reserved(e) > e->n_ctx && (engine_evict_retained(e) || engine_park_newest(e)))
             ;
         engine_clear_outputs(e);
+        e->step++;
+        engine_resolve_waits(e);
         int n = engine_build_batch(e);
         if (n == 0)
             continue;
         int ret = llama_decode(e->ctx, e->batch);
         if (ret == 1) {
             /* no KV slot despite the accounting (fragmentation): make room and retry */
-            if (!engine_park_newest(e)) {
+            if (!engine_evict_retained(e) && !engine_park_newest(e)) {
                 for (int i = 0; i < e->n_slots; i++) {
                     struct slot *s = &e->slots[i];
                     if (s->used && !s->parked) {

@@ -59,6 +59,9 @@ struct engine_params {
                               the default: each sequence then attends to its own cells only,
                               while unified attention scans every used cell for every token
                               (measured 3-4x slower at 32 sequences) */
+    bool prefix_cache;     /* reuse prompt prefixes already in KV (default true): a new
+                              sequence copies the longest prefix another sequence holds,
+                              or waits for one being computed, instead of recomputing it */
     const char *chat_template; /* NULL = the model's own, else a llama.cpp built-in name */
     bool verbose;          /* let llama.cpp log to stderr */
 };
@@ -148,6 +151,8 @@ struct engine_stats {
     uint64_t tokens_decoded;   /* tokens in those batches */
     uint64_t seqs_in_steps;    /* sum over steps of sequences in the batch */
     uint64_t prompt_tokens;    /* prompt tokens computed (recomputation included) */
+    uint64_t prompt_submitted; /* prompt tokens of the admitted requests */
+    uint64_t prompt_cached;    /* ... of which copied from the prefix cache */
     uint64_t gen_tokens;       /* tokens sampled */
     uint64_t preemptions;      /* sequences parked for lack of KV */
 };

@@ -116,11 +116,13 @@ static void src_token(void *ud, struct engine_request *r, const char *piece, siz
 static struct engine_stats g_last_stats;
 
 static bool g_unified;
+static bool g_no_prefix;
 
 static void run_all(const char *model, int ctx, int parallel, struct src *s, bool stream)
 {
     struct engine_params p = engine_default_params();
     p.kv_unified = g_unified;
+    p.prefix_cache = !g_no_prefix;
     p.model_path = model;
     p.n_ctx = ctx;
     p.n_parallel = parallel;
@@ -288,6 +290,49 @@ static void test_batched_q8_matmul(void **state)
     }
 }
 
+/* 24 prompts = one ~400-token shared instruction + a short distinct item: the prefix is
+ * computed about once, not 24 times, and greedy outputs equal those without the cache */
+static void test_prefix_cache(void **state)
+{
+    (void)state;
+    static struct src with, without;
+    static char prompts[24][4096];
+    static char shared[3000];
+    size_t o = 0;
+    for (int k = 0; k < 60 && o + 64 < sizeof(shared); k++)
+        o += (size_t)snprintf(shared + o, sizeof(shared) - o, "Rule %d: answer briefly and politely. ", k);
+    for (int pass = 0; pass < 2; pass++) {
+        struct src *s = pass ? &without : &with;
+        fill(s, 24, 8);
+        for (int i = 0; i < 24; i++) {
+            snprintf(prompts[i], sizeof(prompts[i]), "%s Item %d: the number %d.", shared, i, i * 13);
+            s->req[i].prompt = prompts[i];
+        }
+        g_no_prefix = pass == 1;
+        run_all(g_model, 8 * 1024, 8, s, false);
+        if (pass == 0) {
+            uint64_t submitted = g_last_stats.prompt_submitted, computed = g_last_stats.prompt_tokens;
+            int per = s->ptok[0];
+            /* shared part ~ per - 12 tokens; computed once plus ~12 per request and a margin */
+            assert_true(submitted == (uint64_t)per * 24 || submitted > (uint64_t)per * 23);
+            if (computed > (uint64_t)per + 24 * 20 + 64)
+                fail_msg("prefix cache computed %llu of %llu prompt tokens (per request %d)",
+                         (unsigned long long)computed, (unsigned long long)submitted, per);
+            assert_true(g_last_stats.prompt_cached > (uint64_t)per * 20);
+            print_message("prefix cache: %llu of %llu prompt tokens computed (%d per request)\n",
+                          (unsigned long long)computed, (unsigned long long)submitted, per);
+        } else {
+            assert_int_equal(g_last_stats.prompt_cached, 0);
+            assert_int_equal(g_last_stats.prompt_tokens, g_last_stats.prompt_submitted);
+        }
+    }
+    g_no_prefix = false;
+    for (int i = 0; i < 24; i++) {
+        assert_int_equal(with.status[i], NS_OK);
+        assert_string_equal(with.text[i], without.text[i]);
+    }
+}
+
 static void test_bad_model(void **state)
 {
     (void)state;
@@ -324,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_stop_and_stream),
         cmocka_unit_test(test_sampling_seeded),
         cmocka_unit_test(test_batched_q8_matmul),
+        cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_bad_model),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
