@@ -385,6 +385,91 @@ int batchfile_open(const char *path, const struct batchfile_params *p, struct ba
     return NS_OK;
 }
 
+/* ---- running order grouped by shared prompt prefix -------------------------------- */
+
+#define BF_KEY_MAX 512
+
+struct bf_key {
+    char key[BF_KEY_MAX];
+    size_t len;
+    size_t idx;
+};
+
+/* the start of what the prompt will be: message roles and contents, or the prompt */
+static void bf_prompt_key(const struct batchfile *bf, size_t i, struct bf_key *k)
+{
+    const struct batchfile_line *l = &bf->lines[i];
+    k->idx = i;
+    k->len = 0;
+    cJSON *root = cJSON_ParseWithLength(bf->data + l->off, l->len);
+    const cJSON *body = cJSON_GetObjectItemCaseSensitive(root, "body");
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(body, "prompt");
+#define KEY_ADD(str)                                                                                               \
+    do {                                                                                                           \
+        const char *s_ = (str);                                                                                    \
+        size_t n_ = strlen(s_);                                                                                    \
+        if (n_ > BF_KEY_MAX - k->len)                                                                             \
+            n_ = BF_KEY_MAX - k->len;                                                                             \
+        memcpy(k->key + k->len, s_, n_);                                                                           \
+        k->len += n_;                                                                                              \
+    } while (0)
+    if (cJSON_IsArray(msgs)) {
+        const cJSON *m;
+        cJSON_ArrayForEach(m, msgs)
+        {
+            const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+            const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+            if (cJSON_IsString(role))
+                KEY_ADD(role->valuestring);
+            KEY_ADD("\x1f");
+            if (cJSON_IsString(content))
+                KEY_ADD(content->valuestring);
+            KEY_ADD("\x1e");
+            if (k->len == BF_KEY_MAX)
+                break;
+        }
+    } else if (cJSON_IsString(prompt)) {
+        KEY_ADD(prompt->valuestring);
+    }
+#undef KEY_ADD
+    cJSON_Delete(root);
+}
+
+static int bf_key_cmp(const void *a, const void *b)
+{
+    const struct bf_key *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->key, y->key, n);
+    if (c)
+        return c;
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+size_t *batchfile_prefix_order(const struct batchfile *bf, bool group)
+{
+    size_t n = bf->n_lines;
+    size_t *order = malloc(sizeof(*order) * (n ? n : 1));
+    if (!order)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    if (!group || n < 2)
+        return order;
+    struct bf_key *keys = malloc(sizeof(*keys) * n);
+    if (!keys)
+        return order; /* file order still works */
+    for (size_t i = 0; i < n; i++)
+        bf_prompt_key(bf, i, &keys[i]);
+    qsort(keys, n, sizeof(*keys), bf_key_cmp);
+    for (size_t i = 0; i < n; i++)
+        order[i] = keys[i].idx;
+    free(keys);
+    return order;
+}
+
 void batchfile_free(struct batchfile *bf)
 {
     if (!bf)

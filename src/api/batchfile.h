@@ -78,6 +78,12 @@ int batchfile_parse(const char *data, size_t size, const struct batchfile_params
                     struct batchfile **out, char *err, size_t errlen);
 void batchfile_free(struct batchfile *bf);
 
+/* A running order for the valid lines: indices into bf->lines. With group, sorted by the
+ * start of each prompt (message roles and contents, or the prompt; first 512 bytes) so
+ * lines sharing an instruction run together while it is hot in the prefix cache; ties keep
+ * file order, so the order is reproducible. Caller frees; NULL when out of memory. */
+size_t *batchfile_prefix_order(const struct batchfile *bf, bool group);
+
 /* "/v1/chat/completions" for BATCHFILE_URL_CHAT, ... */
 const char *batchfile_url_path(enum batchfile_url url);
 

@@ -217,6 +217,11 @@ static cJSON *batch_json(const struct store_batch *b)
     cJSON *otd = cJSON_AddObjectToObject(u, "output_tokens_details");
     cJSON_AddNumberToObject(otd, "reasoning_tokens", 0);
     cJSON_AddNumberToObject(u, "total_tokens", (double)(b->input_tokens + b->output_tokens));
+    /* extension: what the prefix cache saved on this batch */
+    cJSON *ns = cJSON_AddObjectToObject(o, "nightshift");
+    cJSON_AddNumberToObject(ns, "prompt_tokens_computed", (double)b->prompt_computed);
+    cJSON_AddNumberToObject(ns, "prefix_cache_hit_ratio",
+                            b->input_tokens ? (double)b->cached_tokens / (double)b->input_tokens : 0.0);
     return o;
 }
 

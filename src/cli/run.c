@@ -48,7 +48,7 @@ struct run_opts {
     bool any_model;
     int parallel, ctx, threads, batch;
     uint64_t seed;
-    bool skip_invalid, verbose, quiet, kv_unified;
+    bool skip_invalid, verbose, quiet, kv_unified, no_prefix_cache;
     double progress_interval;
     struct batchfile_params bfp;
 };
@@ -66,7 +66,8 @@ struct run_ctx {
     struct strset done;       /* custom_ids finished in an earlier run */
     char **done_ids;          /* storage of the strings in done */
     size_t n_done_ids;
-    size_t next;              /* next line of bf->lines to pull */
+    size_t next;              /* next position in order[] to pull */
+    size_t *order;            /* bf->lines indices in running order */
     const char *model_name;   /* what "model" says in responses */
     struct progress prog;
     uint64_t ok, failed;      /* this run */
@@ -106,6 +107,9 @@ static void run_usage(FILE *f)
           "  -t, --threads N          CPU threads (default: all)\n"
           "  -b, --batch-size N       most tokens per engine step (default 2048)\n"
           "      --chat-template NAME a llama.cpp built-in template instead of the model's\n"
+          "      --no-prefix-cache    compute every prompt in full (for comparison): by default a\n"
+          "                           prompt prefix already computed for another line is reused,\n"
+          "                           and lines run grouped by shared prefix\n"
           "      --state FILE         checkpoint database (default: OUTPUT.state.db)\n"
           "      --skip-invalid       run the valid lines even if some fail validation\n"
           "      --max-lines N        most requests in the input (default 50000)\n"
@@ -204,7 +208,7 @@ static int run_pull(void *ud, struct engine_request **out, int max)
     struct run_ctx *c = ud;
     int n = 0;
     while (n < max && c->next < c->bf->n_lines && !run_interrupted && !c->io_error) {
-        const struct batchfile_line *l = &c->bf->lines[c->next++];
+        const struct batchfile_line *l = &c->bf->lines[c->order[c->next++]];
         char key[600];
         run_key(key, sizeof(key), l->custom_id);
         if (strset_has(&c->done, key))
@@ -269,6 +273,14 @@ static void run_done(void *ud, struct engine_request *req, const struct engine_r
     oai_request_release(&it->oreq);
     free(it);
     progress_update(&c->prog, c->ok + c->failed, c->completion_tokens);
+}
+
+/* Running order: file order, or with the prefix cache, grouped by shared prompt prefix
+ * (batchfile_prefix_order) so an instruction stays hot in the cache while its lines run. */
+static int run_make_order(struct run_ctx *c, bool group)
+{
+    c->order = batchfile_prefix_order(c->bf, group);
+    return c->order ? NS_OK : NS_ERR_NOMEM;
 }
 
 /* write the rows of the checkpoint to path via path.tmp + rename */
@@ -376,7 +388,9 @@ static int run_write_summary(const char *path, const char *status, const struct 
         cJSON *e = cJSON_AddObjectToObject(o, "engine");
         cJSON_AddNumberToObject(e, "steps", (double)st->steps);
         cJSON_AddNumberToObject(e, "avg_sequences_per_step", st->steps ? (double)st->seqs_in_steps / (double)st->steps : 0);
+        cJSON_AddNumberToObject(e, "prompt_tokens_submitted", (double)st->prompt_submitted);
         cJSON_AddNumberToObject(e, "prompt_tokens_computed", (double)st->prompt_tokens);
+        cJSON_AddNumberToObject(e, "prompt_tokens_cached", (double)st->prompt_cached);
         cJSON_AddNumberToObject(e, "generated_tokens", (double)st->gen_tokens);
         cJSON_AddNumberToObject(e, "preemptions", (double)st->preemptions);
     }
@@ -397,7 +411,7 @@ static int run_write_summary(const char *path, const char *status, const struct 
 static int run_parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum {
-        OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT, OPT_KVU
+        OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT, OPT_KVU, OPT_NOPC
     };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"errors", required_argument, 0, 'e'},
@@ -408,7 +422,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         {"max-lines", required_argument, 0, OPT_MAXL}, {"max-bytes", required_argument, 0, OPT_MAXB},
         {"seed", required_argument, 0, OPT_SEED},   {"summary", required_argument, 0, OPT_SUMMARY},
         {"chat-template", required_argument, 0, OPT_TMPL}, {"progress-interval", required_argument, 0, OPT_PINT},
-        {"kv-unified", no_argument, 0, OPT_KVU},
+        {"kv-unified", no_argument, 0, OPT_KVU},     {"no-prefix-cache", no_argument, 0, OPT_NOPC},
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     long long v;
@@ -448,6 +462,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         case OPT_STATE: o->state = optarg; break;
         case OPT_SKIP: o->skip_invalid = true; break;
         case OPT_KVU: o->kv_unified = true; break;
+        case OPT_NOPC: o->no_prefix_cache = true; break;
         case OPT_MAXL:
             if (num_parse_long(optarg, 1, 100000000, &v))
                 return cli_fail("--max-lines must be a positive integer, not '%s'", optarg);
@@ -609,6 +624,11 @@ int cli_run(int argc, char **argv)
         fprintf(stderr, "nightshift: %zu invalid lines beyond the first %zu are not listed in the error file\n",
                 c.bf->n_invalid - c.bf->n_errors, c.bf->n_errors);
 
+    if (run_make_order(&c, !o.no_prefix_cache)) {
+        cli_fail("out of memory");
+        rc = 1;
+        goto out;
+    }
     size_t remaining = 0;
     for (size_t i = 0; i < c.bf->n_lines; i++) {
         char key[600];
@@ -627,6 +647,7 @@ int cli_run(int argc, char **argv)
         ep.chat_template = o.chat_template;
         ep.verbose = o.verbose;
         ep.kv_unified = o.kv_unified;
+        ep.prefix_cache = !o.no_prefix_cache;
         rc = engine_init(ep, &c.eng, err, sizeof(err));
         if (rc) {
             cli_fail("%s", err);
@@ -697,6 +718,11 @@ int cli_run(int argc, char **argv)
         if (st.steps)
             printf("  engine     %llu steps, %.1f sequences per step on average\n", (unsigned long long)st.steps,
                    (double)st.seqs_in_steps / (double)st.steps);
+        if (st.prompt_submitted)
+            printf("  prompts    %llu tokens submitted, %llu computed, %llu from the prefix cache (hit ratio %.1f%%)\n",
+                   (unsigned long long)st.prompt_submitted, (unsigned long long)st.prompt_tokens,
+                   (unsigned long long)st.prompt_cached,
+                   100.0 * (double)st.prompt_cached / (double)st.prompt_submitted);
         printf("  output     %s\n  errors     %s\n", o.output, o.errors);
     }
     rc = 0;
@@ -708,5 +734,6 @@ out:
     for (size_t i = 0; i < c.n_done_ids; i++)
         free(c.done_ids[i]);
     free(c.done_ids);
+    free(c.order);
     return rc;
 }

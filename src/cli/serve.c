@@ -53,6 +53,8 @@ static void serve_usage(FILE *f)
           "  -c, --ctx N              KV cache tokens per model, split evenly between its sequences\n"
           "                           (default: 2048 per sequence)\n"
           "      --kv-unified         one KV pool shared by all sequences instead\n"
+          "      --no-prefix-cache    compute every prompt in full (by default shared prompt prefixes\n"
+          "                           are computed once and batch lines run grouped by prefix)\n"
           "  -t, --threads N          CPU threads (default: all)\n"
           "      --api-key KEY        require 'Authorization: Bearer KEY' (or NIGHTSHIFT_API_KEY)\n"
           "      --max-body SIZE      largest JSON request body (default 16MB)\n"
@@ -87,7 +89,7 @@ static int serve_mkdirs(const char *dir)
 
 int cli_serve(int argc, char **argv)
 {
-    enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU };
+    enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC };
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
         {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -97,7 +99,7 @@ int cli_serve(int argc, char **argv)
         {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
         {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
         {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
-        {"kv-unified", no_argument, 0, O_KVU},
+        {"kv-unified", no_argument, 0, O_KVU},      {"no-prefix-cache", no_argument, 0, O_NOPC},
         {"verbose", no_argument, 0, 'v'},            {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     struct serve_model models[SERVE_MAX_MODELS];
@@ -105,7 +107,7 @@ int cli_serve(int argc, char **argv)
     const char *alias = NULL, *data_dir = "nightshift-data", *db = NULL, *listen = "127.0.0.1:8080";
     const char *tmpl = NULL;
     int parallel = 64, islots = 4, ctx = 0, threads = 0;
-    bool verbose = false, kv_unified = false;
+    bool verbose = false, kv_unified = false, no_prefix = false;
     int win_start = -1, win_end = -1;
     bool off_idle = true;
     struct server_params sp = server_default_params();
@@ -187,6 +189,7 @@ int cli_serve(int argc, char **argv)
             off_idle = strcmp(optarg, "idle") == 0;
             break;
         case O_KVU: kv_unified = true; break;
+        case O_NOPC: no_prefix = true; bp.group_by_prefix = false; break;
         case 'v': verbose = true; break;
         case 'h': serve_usage(stdout); return 0;
         default: serve_usage(stderr); return 2;
@@ -249,6 +252,7 @@ int cli_serve(int argc, char **argv)
         ep.chat_template = tmpl;
         ep.verbose = verbose;
         ep.kv_unified = kv_unified;
+        ep.prefix_cache = !no_prefix;
         struct engine *eng = NULL;
         if (engine_init(ep, &eng, err, sizeof(err))) {
             rc = cli_fail("%s", err);

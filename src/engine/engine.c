@@ -57,7 +57,6 @@ struct slot {
     uint64_t last_used;             /* LRU among retained slots */
     int wait_for;                   /* slot whose prompt prefix this one waits to copy, -1 none */
     int wait_len;                   /* ... that many tokens of it */
-    uint64_t src_step;              /* last step this slot's KV was a copy source */
 };
 
 struct engine {
@@ -78,7 +77,6 @@ struct engine {
     struct engine_stats stats;
     struct engine_info info;
     struct prefix_trie *trie;       /* NULL when the prefix cache is off */
-    uint64_t step;
 };
 
 static double now_s(void)
@@ -443,14 +441,12 @@ static void slot_release(struct engine *e, struct slot *s)
     if (keep && prefix_trie_set(e->trie, id, s->tok, s->n_past) == NS_OK) {
         llama_token *tok = s->tok;
         int n_past = s->n_past, cap = s->cap_tok;
-        uint64_t src_step = s->src_step;
         memset(s, 0, sizeof(*s));
         s->tok = tok;
         s->cap_tok = cap;
         s->n_tok = s->n_past = n_past;
         s->retained = true;
         s->last_used = ++e->next_order;
-        s->src_step = src_step;
         s->wait_for = -1;
         return;
     }
@@ -554,7 +550,6 @@ static void engine_copy_prefix(struct engine *e, struct slot *dst, struct slot *
         /* split KV: a whole-stream copy, applied at the next decode, before its compute;
          * unified KV: the cells are shared, nothing is copied */
         llama_memory_seq_cp(mem, sidx, d, -1, -1);
-        src_slot->src_step = e->step;
     }
     llama_memory_seq_rm(mem, d, len, -1);
     dst->n_past = len;
@@ -564,7 +559,9 @@ static void engine_copy_prefix(struct engine *e, struct slot *dst, struct slot *
 
 /* The slot in [lo, hi) for a new prompt: the free slot whose retained KV shares the most of
  * it, else an empty one, else the least recently used retained one (its cache is evicted).
- * A slot that was a copy source in this step is not overwritten before that copy runs. */
+ * Overwriting a slot that is the source of a copy queued in this step is safe: llama.cpp
+ * runs queued stream copies in order at the start of the next decode, before any compute
+ * writes new cells, and the metadata was copied when the copy was queued. */
 static struct slot *engine_pick_slot(struct engine *e, int lo, int hi, const llama_token *tok, int n, int *reuse)
 {
     struct slot *best = NULL, *empty = NULL, *lru = NULL;
@@ -579,8 +576,6 @@ static struct slot *engine_pick_slot(struct engine *e, int lo, int hi, const lla
                 empty = s;
             continue;
         }
-        if (s->src_step == e->step && e->step)
-            continue;
         int l = 0;
         while (l < s->n_past && l < n && s->tok[l] == tok[l])
             l++;
@@ -1194,7 +1189,6 @@ int engine_run(struct engine *e, const struct engine_source *src)
         while (engine_kv_reserved(e) > e->n_ctx && (engine_evict_retained(e) || engine_park_newest(e)))
             ;
         engine_clear_outputs(e);
-        e->step++;
         engine_resolve_waits(e);
         int n = engine_build_batch(e);
         if (n == 0)

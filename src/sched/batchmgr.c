@@ -32,7 +32,8 @@ struct batchmgr {
 
 struct batchmgr_params batchmgr_default_params(void)
 {
-    struct batchmgr_params p = {.data_dir = ".", .max_lines = 50000, .max_bytes = 200u * 1000u * 1000u};
+    struct batchmgr_params p = {
+        .data_dir = ".", .max_lines = 50000, .max_bytes = 200u * 1000u * 1000u, .group_by_prefix = true};
     return p;
 }
 
@@ -182,16 +183,24 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
         goto out;
     }
     struct store_line *lines = calloc(bf->n_lines, sizeof(*lines));
-    if (!lines)
+    /* lines are claimed in idx order: grouped by shared prompt prefix, they run while
+     * their instruction is hot in the engine's prefix cache */
+    size_t *order = batchfile_prefix_order(bf, m->p.group_by_prefix);
+    if (!lines || !order) {
+        free(lines);
+        free(order);
         goto out; /* retried next round */
-    for (size_t i = 0; i < bf->n_lines; i++) {
-        lines[i].idx = (int64_t)i;
-        lines[i].line_no = bf->lines[i].line_no;
-        lines[i].custom_id = bf->lines[i].custom_id;
-        lines[i].off = (int64_t)bf->lines[i].off;
-        lines[i].len = (int64_t)bf->lines[i].len;
-        lines[i].url = (int)bf->lines[i].url;
     }
+    for (size_t i = 0; i < bf->n_lines; i++) {
+        const struct batchfile_line *l = &bf->lines[order[i]];
+        lines[i].idx = (int64_t)i;
+        lines[i].line_no = l->line_no;
+        lines[i].custom_id = l->custom_id;
+        lines[i].off = (int64_t)l->off;
+        lines[i].len = (int64_t)l->len;
+        lines[i].url = (int)l->url;
+    }
+    free(order);
     rc = m->ops->lines_insert(m->st, b->id, lines, (int)bf->n_lines);
     free(lines);
     if (rc)

@@ -32,6 +32,7 @@ struct batchmgr_params {
     const char *data_dir;        /* files live in data_dir/files/ */
     size_t max_lines;            /* per batch; default 50,000 */
     size_t max_bytes;            /* per input file; default 200 MB */
+    bool group_by_prefix;        /* run a batch's lines grouped by shared prompt prefix */
 };
 struct batchmgr_params batchmgr_default_params(void);
 

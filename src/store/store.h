@@ -121,7 +121,7 @@ struct store_ops {
     int (*lines_count_unfinished)(struct store *st, const char *batch_id, int64_t *pending, int64_t *running);
     /* the failed lines of a batch (their input positions), in line order — for a retry */
     int (*lines_failed)(struct store *st, const char *batch_id, struct store_line **out, int *n);
-    /* write finished lines in line order: ok ones to ok_out, failed ones to err_out (either may be NULL) */
+    /* write finished lines in input line order (whatever order they ran in): ok ones to ok_out, failed ones to err_out (either may be NULL) */
     int (*lines_export)(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out);
 };
 

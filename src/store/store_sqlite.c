@@ -749,7 +749,7 @@ static int sq_lines_failed(struct store *st, const char *batch_id, struct store_
         return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT idx,line_no,custom_id,off,len,url FROM lines WHERE batch_id=? AND state=3 ORDER BY idx",
+                           "SELECT idx,line_no,custom_id,off,len,url FROM lines WHERE batch_id=? AND state=3 ORDER BY line_no",
                            -1, &s, NULL) == SQLITE_OK) {
         sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
         int r;
@@ -793,7 +793,7 @@ static int sq_lines_export(struct store *st, const char *batch_id, FILE *ok_out,
     /* a read transaction: a consistent snapshot even while lines keep finishing */
     if (sq_exec(st, "BEGIN"))
         goto out;
-    if (sqlite3_prepare_v2(st->db, "SELECT state, result FROM lines WHERE batch_id=? AND state>=2 ORDER BY idx", -1, &s,
+    if (sqlite3_prepare_v2(st->db, "SELECT state, result FROM lines WHERE batch_id=? AND state>=2 ORDER BY line_no", -1, &s,
                            NULL) != SQLITE_OK)
         goto end;
     sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
