@@ -47,6 +47,8 @@ const char *batchfile_url_path(enum batchfile_url url)
         return "/v1/chat/completions";
     case BATCHFILE_URL_COMPLETIONS:
         return "/v1/completions";
+    case BATCHFILE_URL_MESSAGES:
+        return "/v1/messages";
     }
     return "?";
 }
@@ -188,6 +190,9 @@ static void batchfile_check_line(struct batchfile *bf, const struct batchfile_pa
         kind = BATCHFILE_URL_CHAT;
     } else if (cJSON_IsString(url) && strcmp(url->valuestring, "/v1/completions") == 0) {
         kind = BATCHFILE_URL_COMPLETIONS;
+    } else if (cJSON_IsString(url) && strcmp(url->valuestring, "/v1/messages") == 0 && p->endpoint &&
+               strcmp(p->endpoint, "/v1/messages") == 0) {
+        kind = BATCHFILE_URL_MESSAGES; /* Anthropic Message Batches, converted by the server */
     } else {
         batchfile_add_error(bf, p, line_no, "invalid_url", "url", custom_id,
                             "line %u: url %s%s%s is not supported; use /v1/chat/completions or /v1/completions",
@@ -244,12 +249,18 @@ static void batchfile_check_line(struct batchfile *bf, const struct batchfile_pa
     }
     struct batchfile_line *l = &bf->lines[bf->n_lines];
     l->custom_id = strdup(custom_id);
-    if (!l->custom_id) {
+    l->model = strdup(model->valuestring);
+    if (!l->custom_id || !l->model) {
+        free(l->model);
+        free(l->custom_id);
+        l->model = l->custom_id = NULL;
         batchfile_add_error(bf, p, line_no, "internal_error", NULL, NULL, "line %u: out of memory", line_no);
         goto out;
     }
     if (strset_add(ids, l->custom_id) < 0) {
         free(l->custom_id);
+        free(l->model);
+        l->model = l->custom_id = NULL;
         batchfile_add_error(bf, p, line_no, "internal_error", NULL, NULL, "line %u: out of memory", line_no);
         goto out;
     }
@@ -475,8 +486,10 @@ void batchfile_free(struct batchfile *bf)
     if (!bf)
         return;
     if (bf->lines)
-        for (size_t i = 0; i < bf->n_lines; i++)
+        for (size_t i = 0; i < bf->n_lines; i++) {
             free(bf->lines[i].custom_id);
+            free(bf->lines[i].model);
+        }
     if (bf->errors)
         for (size_t i = 0; i < bf->n_errors; i++) {
             free(bf->errors[i].message);

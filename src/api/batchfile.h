@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum batchfile_url { BATCHFILE_URL_CHAT = 1, BATCHFILE_URL_COMPLETIONS = 2 };
+enum batchfile_url { BATCHFILE_URL_CHAT = 1, BATCHFILE_URL_COMPLETIONS = 2, BATCHFILE_URL_MESSAGES = 3 };
 
 struct batchfile_line {
     size_t off;              /* byte offset of the line in data */
@@ -29,6 +29,7 @@ struct batchfile_line {
     uint32_t line_no;        /* 1-based */
     enum batchfile_url url;
     char *custom_id;
+    char *model;             /* body.model */
 };
 
 struct batchfile_error {

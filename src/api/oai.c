@@ -51,7 +51,7 @@ void oai_make_id(char *out, size_t n, const char *prefix)
     out[j] = '\0';
 }
 
-static char *oai_own(struct oai_request *r, char *s)
+char *oai_request_own(struct oai_request *r, char *s)
 {
     if (!s)
         return NULL;
@@ -181,7 +181,7 @@ static int oai_content(struct oai_request *r, const cJSON *c, int i, const char 
         k++;
     }
     char *s = buf_detach(&b);
-    if (!s || !oai_own(r, s))
+    if (!s || !oai_request_own(r, s))
         return oai_fail(err, NS_ERR_NOMEM, NULL, "out of memory");
     *out = s;
     return NS_OK;

@@ -29,6 +29,7 @@ struct oai_request {
     bool has_seed;
     bool stream;
     bool include_usage;        /* stream_options.include_usage */
+    bool anthropic;            /* parsed from an Anthropic Messages body (anthropic.h) */
     char *model;
     /* private */
     cJSON *root_;
@@ -49,6 +50,8 @@ int oai_request_parse(const char *body_json, size_t len, bool chat, struct oai_r
 /* Same from an already parsed object, which r takes over (deleted on release). */
 int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct oai_error *err);
 void oai_request_release(struct oai_request *r);
+/* r takes ownership of s (freed on release); returns s, or NULL (s freed) when out of memory */
+char *oai_request_own(struct oai_request *r, char *s);
 
 /* The response body: chat.completion or text_completion. */
 cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,

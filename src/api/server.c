@@ -7,6 +7,7 @@
 #include "../engine/engine.h"
 #include "../util/buf.h"
 #include "../util/status.h"
+#include "anthropic.h"
 #include "oai.h"
 
 #include <cjson/cJSON.h>
@@ -139,6 +140,21 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int status, const ch
     va_end(ap);
     int http = status_http(status);
     return send_json(c, (unsigned)(http ? http : 500), oai_error_body(status, msg, param, code));
+}
+
+static enum MHD_Result send_ant_error(struct MHD_Connection *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* an error in Anthropic's shape, for the /v1/messages routes */
+static enum MHD_Result send_ant_error(struct MHD_Connection *c, int status, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    int http = status_http(status);
+    return send_json(c, (unsigned)(http ? http : 500), anthropic_error(status, msg));
 }
 
 /* ---- JSON builders ------------------------------------------------------------------ */
@@ -323,7 +339,7 @@ struct job {
     pthread_cond_t cv;
     int refs;                   /* the engine's and the HTTP side's */
     bool done;
-    bool stream, chat, include_usage;
+    bool stream, chat, include_usage, anthropic;
     struct buf pending;         /* streamed text not yet sent */
     struct engine_result res;   /* copy of the final result (text in final_text) */
     char *final_text;
@@ -332,6 +348,7 @@ struct job {
     time_t created;
     bool sent_role, sent_final;
     int phase;                  /* streaming: 0 role, 1 content, 2 final, 3 usage, 4 done, 5 end */
+    int n_prompt;
     struct buf out;             /* SSE bytes ready for the reader */
     size_t out_pos;
 };
@@ -425,9 +442,108 @@ static cJSON *chunk_choice(struct job *j, const char *text, size_t n, const char
     return o;
 }
 
+static void sse_event(struct job *j, const char *name, cJSON *o)
+{
+    char *t = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!t)
+        return;
+    buf_appendf(&j->out, "event: %s\ndata: %s\n\n", name, t);
+    free(t);
+}
+
+/* Anthropic's event sequence: message_start, content_block_start, ping, content_block_delta*,
+ * content_block_stop, message_delta, message_stop (or an error event) */
+static void job_next_events_anthropic(struct job *j)
+{
+    while (j->out_pos >= j->out.len) {
+        buf_reset(&j->out);
+        j->out_pos = 0;
+        if (j->phase == 0) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "message_start");
+            cJSON *m = cJSON_AddObjectToObject(o, "message");
+            cJSON_AddStringToObject(m, "id", j->id);
+            cJSON_AddStringToObject(m, "type", "message");
+            cJSON_AddStringToObject(m, "role", "assistant");
+            cJSON_AddArrayToObject(m, "content");
+            cJSON_AddStringToObject(m, "model", j->model);
+            cJSON_AddNullToObject(m, "stop_reason");
+            cJSON_AddNullToObject(m, "stop_sequence");
+            cJSON *u = cJSON_AddObjectToObject(m, "usage");
+            cJSON_AddNumberToObject(u, "input_tokens", j->n_prompt);
+            cJSON_AddNumberToObject(u, "output_tokens", 0);
+            sse_event(j, "message_start", o);
+            o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "content_block_start");
+            cJSON_AddNumberToObject(o, "index", 0);
+            cJSON *cb = cJSON_AddObjectToObject(o, "content_block");
+            cJSON_AddStringToObject(cb, "type", "text");
+            cJSON_AddStringToObject(cb, "text", "");
+            sse_event(j, "content_block_start", o);
+            o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "ping");
+            sse_event(j, "ping", o);
+            j->phase = 1;
+            continue;
+        }
+        if (j->phase == 1) {
+            if (j->pending.len) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "type", "content_block_delta");
+                cJSON_AddNumberToObject(o, "index", 0);
+                cJSON *d = cJSON_AddObjectToObject(o, "delta");
+                cJSON_AddStringToObject(d, "type", "text_delta");
+                char *t = strndup(j->pending.p, j->pending.len);
+                cJSON_AddStringToObject(d, "text", t ? t : "");
+                free(t);
+                sse_event(j, "content_block_delta", o);
+                buf_reset(&j->pending);
+                continue;
+            }
+            if (!j->done) {
+                pthread_cond_wait(&j->cv, &j->mu);
+                continue;
+            }
+            j->phase = 2;
+        }
+        if (j->phase == 2) {
+            if (j->res.status != NS_OK) {
+                sse_event(j, "error", anthropic_error(j->res.status, j->res.message));
+            } else {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "type", "content_block_stop");
+                cJSON_AddNumberToObject(o, "index", 0);
+                sse_event(j, "content_block_stop", o);
+                o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "type", "message_delta");
+                cJSON *d = cJSON_AddObjectToObject(o, "delta");
+                cJSON_AddStringToObject(d, "stop_reason", anthropic_stop_reason(&j->res));
+                if (j->res.stop_index >= 0 && j->res.stop_index < j->sj.oreq.req.n_stop)
+                    cJSON_AddStringToObject(d, "stop_sequence", j->sj.oreq.req.stop[j->res.stop_index]);
+                else
+                    cJSON_AddNullToObject(d, "stop_sequence");
+                cJSON *u = cJSON_AddObjectToObject(o, "usage");
+                cJSON_AddNumberToObject(u, "output_tokens", j->res.completion_tokens);
+                sse_event(j, "message_delta", o);
+                o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "type", "message_stop");
+                sse_event(j, "message_stop", o);
+            }
+            j->phase = 5;
+            continue;
+        }
+        return;
+    }
+}
+
 /* fill j->out with the next SSE events; blocks until there is something (mu held) */
 static void job_next_events(struct job *j)
 {
+    if (j->anthropic) {
+        job_next_events_anthropic(j);
+        return;
+    }
     while (j->out_pos >= j->out.len) {
         buf_reset(&j->out);
         j->out_pos = 0;
@@ -510,27 +626,37 @@ static void stream_free(void *cls)
     job_unref(cls);
 }
 
-static enum MHD_Result h_completion(struct route_ctx *x, bool chat)
+enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES };
+
+/* an error in the shape of the route's API */
+#define GEN_ERROR(x, flavor, status, param, ...)                                                                   \
+    ((flavor) == GEN_MESSAGES ? send_ant_error((x)->c, (status), __VA_ARGS__)                                     \
+                              : send_error((x)->c, (status), (param), NULL, __VA_ARGS__))
+
+static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
 {
+    bool chat = flavor != GEN_COMPLETION;
     struct oai_error err;
     struct job *j = calloc(1, sizeof(*j));
     if (!j)
-        return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+        return GEN_ERROR(x, flavor, NS_ERR_NOMEM, NULL, "out of memory");
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
     buf_init(&j->pending, 64u << 20);
     buf_init(&j->out, 64u << 20);
     j->refs = 1;
-    int rc = oai_request_parse(x->r->body.p ? x->r->body.p : "", x->r->body.len, chat, &j->sj.oreq, &err);
+    const char *body = x->r->body.p ? x->r->body.p : "";
+    int rc = flavor == GEN_MESSAGES ? anthropic_request_parse(body, x->r->body.len, &j->sj.oreq, &err)
+                                    : oai_request_parse(body, x->r->body.len, chat, &j->sj.oreq, &err);
     if (rc) {
         job_unref(j);
-        return send_error(x->c, rc, err.param, NULL, "%s", err.message);
+        return GEN_ERROR(x, flavor, rc, err.param, "%s", err.message);
     }
     struct sched *s = sched_by_model(x->srv, j->sj.oreq.model);
     if (!s) {
-        enum MHD_Result ret = send_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
-                                         "The model '%.100s' does not exist or you do not have access to it.",
-                                         j->sj.oreq.model);
+        enum MHD_Result ret = GEN_ERROR(x, flavor, NS_ERR_MODEL_NOT_FOUND, "model",
+                                        "The model '%.100s' does not exist or you do not have access to it.",
+                                        j->sj.oreq.model);
         job_unref(j);
         return ret;
     }
@@ -541,12 +667,12 @@ static enum MHD_Result h_completion(struct route_ctx *x, bool chat)
     int n_prompt = engine_count_tokens(sched_engine(s), &j->sj.oreq.req, terr, sizeof(terr));
     if (n_prompt < 0) {
         job_unref(j);
-        return send_error(x->c, -n_prompt, chat ? "messages" : "prompt", NULL, "%s", terr);
+        return GEN_ERROR(x, flavor, -n_prompt, chat ? "messages" : "prompt", "%s", terr);
     }
     int want = j->sj.oreq.req.max_tokens > 0 ? j->sj.oreq.req.max_tokens : 0;
     if (n_prompt + want > info.n_ctx_seq || n_prompt >= info.n_ctx_seq) {
         job_unref(j);
-        return send_error(x->c, NS_ERR_CONTEXT, chat ? "messages" : "prompt", NULL,
+        return GEN_ERROR(x, flavor, NS_ERR_CONTEXT, chat ? "messages" : "prompt",
                           "This model's maximum context length is %d tokens. However, you requested %d tokens "
                           "(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
                           info.n_ctx_seq, n_prompt + want, n_prompt, chat ? "messages" : "prompt", want,
@@ -556,7 +682,9 @@ static enum MHD_Result h_completion(struct route_ctx *x, bool chat)
     j->chat = chat;
     j->include_usage = j->sj.oreq.include_usage;
     snprintf(j->model, sizeof(j->model), "%s", j->sj.oreq.model);
-    oai_make_id(j->id, sizeof(j->id), chat ? "chatcmpl-" : "cmpl-");
+    oai_make_id(j->id, sizeof(j->id), flavor == GEN_MESSAGES ? "msg_" : chat ? "chatcmpl-" : "cmpl-");
+    j->anthropic = flavor == GEN_MESSAGES;
+    j->n_prompt = n_prompt;
     j->created = time(NULL);
     j->sj.on_done = job_on_done;
     j->sj.on_token = j->stream ? job_on_token : NULL;
@@ -566,7 +694,7 @@ static enum MHD_Result h_completion(struct route_ctx *x, bool chat)
     if (sched_submit(s, &j->sj) != NS_OK) {
         j->refs = 1;
         job_unref(j);
-        return send_error(x->c, NS_ERR_UNAVAILABLE, NULL, NULL, "the server is shutting down");
+        return GEN_ERROR(x, flavor, NS_ERR_UNAVAILABLE, NULL, "the server is shutting down");
     }
     if (j->stream) {
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, j,
@@ -587,15 +715,18 @@ static enum MHD_Result h_completion(struct route_ctx *x, bool chat)
     pthread_mutex_unlock(&j->mu);
     enum MHD_Result ret;
     if (j->res.status != NS_OK)
-        ret = send_error(x->c, j->res.status, j->res.param, NULL, "%s", j->res.message);
+        ret = GEN_ERROR(x, flavor, j->res.status, j->res.param, "%s", j->res.message);
+    else if (flavor == GEN_MESSAGES)
+        ret = send_json(x->c, 200, anthropic_message(&j->sj.oreq, &j->res, j->id, j->model));
     else
         ret = send_json(x->c, 200, oai_completion_body(&j->sj.oreq, &j->res, j->id, j->model, j->created));
     job_unref(j);
     return ret;
 }
 
-static enum MHD_Result h_chat(struct route_ctx *x) { return h_completion(x, true); }
-static enum MHD_Result h_completions(struct route_ctx *x) { return h_completion(x, false); }
+static enum MHD_Result h_chat(struct route_ctx *x) { return h_generate(x, GEN_CHAT); }
+static enum MHD_Result h_completions(struct route_ctx *x) { return h_generate(x, GEN_COMPLETION); }
+static enum MHD_Result h_messages(struct route_ctx *x) { return h_generate(x, GEN_MESSAGES); }
 
 /* ---- files -------------------------------------------------------------------------- */
 
@@ -918,7 +1049,8 @@ static enum MHD_Result h_batch_get(struct route_ctx *x)
 
 static enum MHD_Result h_batch_list(struct route_ctx *x)
 {
-    struct store_list_page pg = {.after = query(x, "after"), .desc = true};
+    struct store_list_page pg = {.after = query(x, "after"), .desc = true, .endpoint = "/v1/messages",
+                                 .endpoint_not = true};
     if (parse_limit(x, 1, 100, 20, &pg.limit))
         return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 100.");
     struct store_batch *bs = NULL;
@@ -1108,6 +1240,305 @@ out:
     return ret;
 }
 
+/* ---- Anthropic Message Batches -------------------------------------------------------
+ * The same batch machinery as OpenAI's: the requests become an input file of
+ * {"custom_id","method":"POST","url":"/v1/messages","body":params} lines and a batch with
+ * endpoint /v1/messages; its lines run on the schedulers of the models they name and their
+ * results are Anthropic result lines. */
+
+#define ANT_MAX_REQUESTS 100000
+#define ANT_MAX_BYTES (256u * 1000u * 1000u)
+#define ANT_RETENTION_S (29 * 86400)
+
+static cJSON *ant_batch_json(struct server *srv, const struct store_batch *b)
+{
+    char ts[40];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", b->id);
+    cJSON_AddStringToObject(o, "type", "message_batch");
+    bool ended = store_batch_status_terminal(b->status);
+    cJSON_AddStringToObject(o, "processing_status",
+                            ended ? "ended" : b->status == SB_CANCELLING ? "canceling" : "in_progress");
+    cJSON *rc = cJSON_AddObjectToObject(o, "request_counts");
+    int64_t processing = b->total - b->completed - b->failed;
+    cJSON_AddNumberToObject(rc, "processing", (double)(processing > 0 && !ended ? processing : 0));
+    cJSON_AddNumberToObject(rc, "succeeded", (double)b->completed);
+    cJSON_AddNumberToObject(rc, "errored", (double)(b->failed - b->canceled - b->expired));
+    cJSON_AddNumberToObject(rc, "canceled", (double)b->canceled);
+    cJSON_AddNumberToObject(rc, "expired", (double)b->expired);
+    int64_t ended_at = b->completed_at ? b->completed_at : b->cancelled_at ? b->cancelled_at
+                       : b->expired_at ? b->expired_at : b->failed_at;
+    if (ended && ended_at) {
+        anthropic_time(ended_at, ts, sizeof(ts));
+        cJSON_AddStringToObject(o, "ended_at", ts);
+    } else {
+        cJSON_AddNullToObject(o, "ended_at");
+    }
+    anthropic_time(b->created_at, ts, sizeof(ts));
+    cJSON_AddStringToObject(o, "created_at", ts);
+    anthropic_time(b->expires_at, ts, sizeof(ts));
+    cJSON_AddStringToObject(o, "expires_at", ts);
+    cJSON_AddNullToObject(o, "archived_at");
+    if (b->cancelling_at) {
+        anthropic_time(b->cancelling_at, ts, sizeof(ts));
+        cJSON_AddStringToObject(o, "cancel_initiated_at", ts);
+    } else {
+        cJSON_AddNullToObject(o, "cancel_initiated_at");
+    }
+    if (ended) {
+        char url[256];
+        snprintf(url, sizeof(url), "http://%s:%d/v1/messages/batches/%s/results", srv->p.host, srv->port, b->id);
+        cJSON_AddStringToObject(o, "results_url", url);
+    } else {
+        cJSON_AddNullToObject(o, "results_url");
+    }
+    return o;
+}
+
+static enum MHD_Result h_ant_batch_create(struct route_ctx *x)
+{
+    cJSON *body = cJSON_ParseWithLength(x->r->body.p ? x->r->body.p : "", x->r->body.len);
+    struct store_batch b;
+    struct store_file f;
+    memset(&b, 0, sizeof(b));
+    memset(&f, 0, sizeof(f));
+    char path[4096] = "", tmp[4200] = "";
+    FILE *out = NULL;
+    enum MHD_Result ret;
+    const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(body, "requests");
+    if (!cJSON_IsObject(body)) {
+        ret = send_ant_error(x->c, NS_ERR_INVALID, "the request body must be a JSON object");
+        goto out;
+    }
+    if (!cJSON_IsArray(reqs) || cJSON_GetArraySize(reqs) == 0) {
+        ret = send_ant_error(x->c, NS_ERR_INVALID, "requests: a non-empty list of {custom_id, params} is required");
+        goto out;
+    }
+    if (cJSON_GetArraySize(reqs) > ANT_MAX_REQUESTS) {
+        ret = send_ant_error(x->c, NS_ERR_TOO_LARGE, "requests: at most %d requests per batch", ANT_MAX_REQUESTS);
+        goto out;
+    }
+    oai_make_id(f.id, sizeof(f.id), "file-");
+    batchmgr_file_path(x->srv->data_dir, f.id, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    out = fopen(tmp, "w");
+    if (!out) {
+        ret = send_ant_error(x->c, NS_ERR_IO, "cannot store the batch (data dir not writable?)");
+        goto out;
+    }
+    int i = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, reqs)
+    {
+        const cJSON *cid = cJSON_GetObjectItemCaseSensitive(r, "custom_id");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(r, "params");
+        if (!cJSON_IsObject(r) || !cJSON_IsString(cid) || !cJSON_IsObject(params)) {
+            ret = send_ant_error(x->c, NS_ERR_INVALID, "requests.%d: custom_id (a string) and params (an object) are required", i);
+            goto out;
+        }
+        size_t cl = strlen(cid->valuestring);
+        if (cl < 1 || cl > 64) {
+            ret = send_ant_error(x->c, NS_ERR_INVALID, "requests.%d.custom_id: 1 to 64 characters", i);
+            goto out;
+        }
+        cJSON *line = cJSON_CreateObject();
+        cJSON_AddStringToObject(line, "custom_id", cid->valuestring);
+        cJSON_AddStringToObject(line, "method", "POST");
+        cJSON_AddStringToObject(line, "url", "/v1/messages");
+        cJSON_AddItemReferenceToObject(line, "body", (cJSON *)params);
+        char *t = cJSON_PrintUnformatted(line);
+        cJSON_Delete(line);
+        if (!t || fputs(t, out) == EOF || fputc('\n', out) == EOF) {
+            free(t);
+            ret = send_ant_error(x->c, NS_ERR_IO, "cannot store the batch (disk full?)");
+            goto out;
+        }
+        free(t);
+        i++;
+    }
+    f.bytes = ftell(out);
+    if (fflush(out) || fsync(fileno(out)) || fclose(out)) {
+        out = NULL;
+        ret = send_ant_error(x->c, NS_ERR_IO, "cannot store the batch (disk full?)");
+        goto out;
+    }
+    out = NULL;
+    if (rename(tmp, path)) {
+        ret = send_ant_error(x->c, NS_ERR_IO, "cannot store the batch: %s", strerror(errno));
+        goto out;
+    }
+    tmp[0] = '\0';
+    snprintf(f.owner, sizeof(f.owner), "default");
+    snprintf(f.purpose, sizeof(f.purpose), "batch");
+    f.filename = (char *)"message_batch_requests.jsonl";
+    f.created_at = time(NULL);
+    f.path = path;
+    if (x->srv->ops->file_insert(x->srv->st, &f)) {
+        unlink(path);
+        ret = send_ant_error(x->c, NS_ERR_IO, "cannot record the batch");
+        goto out;
+    }
+    oai_make_id(b.id, sizeof(b.id), "msgbatch_");
+    snprintf(b.owner, sizeof(b.owner), "default");
+    snprintf(b.endpoint, sizeof(b.endpoint), "/v1/messages");
+    snprintf(b.input_file_id, sizeof(b.input_file_id), "%s", f.id);
+    snprintf(b.completion_window, sizeof(b.completion_window), "24h");
+    b.status = SB_VALIDATING;
+    b.created_at = time(NULL);
+    b.expires_at = b.created_at + 86400;
+    b.total = i;
+    if (x->srv->ops->batch_insert(x->srv->st, &b)) {
+        ret = send_ant_error(x->c, NS_ERR_IO, "cannot record the batch");
+        goto out;
+    }
+    batchmgr_kick(x->srv->bm);
+    ret = send_json(x->c, 200, ant_batch_json(x->srv, &b));
+out:
+    if (out)
+        fclose(out);
+    if (tmp[0])
+        unlink(tmp);
+    store_batch_release(&b);
+    cJSON_Delete(body);
+    return ret;
+}
+
+/* the batch, if it is a Message Batch; else a 404 in Anthropic's shape was sent */
+static int ant_batch_lookup(struct route_ctx *x, struct store_batch *b, enum MHD_Result *ret)
+{
+    int rc = x->srv->ops->batch_get(x->srv->st, x->ids[0], b);
+    if (rc == NS_OK && strcmp(b->endpoint, "/v1/messages") != 0) {
+        store_batch_release(b);
+        rc = NS_ERR_NOT_FOUND;
+    }
+    if (rc == NS_OK && store_batch_status_terminal(b->status) && b->created_at + ANT_RETENTION_S < time(NULL)) {
+        store_batch_release(b);
+        rc = NS_ERR_NOT_FOUND; /* results are kept 29 days */
+    }
+    if (rc)
+        *ret = rc == NS_ERR_NOT_FOUND ? send_ant_error(x->c, NS_ERR_NOT_FOUND, "message batch %.100s not found", x->ids[0])
+                                      : send_ant_error(x->c, rc, "cannot read the batch");
+    return rc;
+}
+
+static enum MHD_Result h_ant_batch_get(struct route_ctx *x)
+{
+    struct store_batch b;
+    enum MHD_Result ret;
+    if (ant_batch_lookup(x, &b, &ret))
+        return ret;
+    cJSON *o = ant_batch_json(x->srv, &b);
+    store_batch_release(&b);
+    return send_json(x->c, 200, o);
+}
+
+static enum MHD_Result h_ant_batch_list(struct route_ctx *x)
+{
+    struct store_list_page pg = {.after = query(x, "after_id"), .before = query(x, "before_id"), .desc = true,
+                                 .endpoint = "/v1/messages"};
+    if (parse_limit(x, 1, 1000, 20, &pg.limit))
+        return send_ant_error(x->c, NS_ERR_INVALID, "limit: Input should be an integer from 1 to 1000");
+    if (pg.after && pg.before)
+        return send_ant_error(x->c, NS_ERR_INVALID, "give at most one of before_id and after_id");
+    struct store_batch *bs = NULL;
+    int n = 0;
+    bool more = false;
+    if (x->srv->ops->batch_list(x->srv->st, &pg, &bs, &n, &more))
+        return send_ant_error(x->c, NS_ERR_IO, "cannot list batches");
+    cJSON *o = cJSON_CreateObject();
+    cJSON *d = cJSON_AddArrayToObject(o, "data");
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(d, ant_batch_json(x->srv, &bs[i]));
+    cJSON_AddBoolToObject(o, "has_more", more);
+    add_str_or_null(o, "first_id", n ? bs[0].id : NULL);
+    add_str_or_null(o, "last_id", n ? bs[n - 1].id : NULL);
+    for (int i = 0; i < n; i++)
+        store_batch_release(&bs[i]);
+    free(bs);
+    return send_json(x->c, 200, o);
+}
+
+static enum MHD_Result h_ant_batch_cancel(struct route_ctx *x)
+{
+    struct store_batch b;
+    enum MHD_Result ret;
+    if (ant_batch_lookup(x, &b, &ret))
+        return ret;
+    for (int tries = 0; tries < 20 && (b.status == SB_VALIDATING || b.status == SB_IN_PROGRESS); tries++) {
+        enum store_batch_status was = b.status;
+        b.status = SB_CANCELLING;
+        b.cancelling_at = time(NULL);
+        int rc = x->srv->ops->batch_update(x->srv->st, &b, was);
+        if (rc == NS_OK) {
+            batchmgr_kick(x->srv->bm);
+            break;
+        }
+        store_batch_release(&b);
+        if (rc != NS_ERR_CONFLICT || ant_batch_lookup(x, &b, &ret))
+            return rc != NS_ERR_CONFLICT ? send_ant_error(x->c, NS_ERR_IO, "cannot record the cancellation") : ret;
+    }
+    /* canceling an ended or canceling batch returns it as it is, like Anthropic */
+    cJSON *o = ant_batch_json(x->srv, &b);
+    store_batch_release(&b);
+    return send_json(x->c, 200, o);
+}
+
+static enum MHD_Result h_ant_batch_results(struct route_ctx *x)
+{
+    struct store_batch b;
+    enum MHD_Result ret;
+    if (ant_batch_lookup(x, &b, &ret))
+        return ret;
+    bool ended = store_batch_status_terminal(b.status);
+    store_batch_release(&b);
+    if (!ended)
+        return send_ant_error(x->c, NS_ERR_INVALID, "message batch %.100s is still processing; results are "
+                                                    "available once processing_status is 'ended'", x->ids[0]);
+    char *data = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&data, &len);
+    if (!m)
+        return send_ant_error(x->c, NS_ERR_NOMEM, "out of memory");
+    int rc = x->srv->ops->lines_export(x->srv->st, x->ids[0], m, m);
+    fclose(m);
+    if (rc) {
+        free(data);
+        return send_ant_error(x->c, rc, "cannot read the batch's results");
+    }
+    return send_text(x->c, 200, "application/x-jsonl", data);
+}
+
+static enum MHD_Result h_ant_batch_delete(struct route_ctx *x)
+{
+    struct store_batch b;
+    enum MHD_Result ret;
+    if (ant_batch_lookup(x, &b, &ret))
+        return ret;
+    if (!store_batch_status_terminal(b.status)) {
+        store_batch_release(&b);
+        return send_ant_error(x->c, NS_ERR_INVALID,
+                              "message batch %.100s has not ended; cancel it and wait until it ends to delete it",
+                              x->ids[0]);
+    }
+    const char *files[3] = {b.input_file_id, b.output_file_id, b.error_file_id};
+    for (int i = 0; i < 3; i++) {
+        struct store_file f;
+        if (files[i][0] && x->srv->ops->file_get(x->srv->st, files[i], &f) == NS_OK) {
+            if (x->srv->ops->file_delete(x->srv->st, f.id) == NS_OK)
+                unlink(f.path);
+            store_file_release(&f);
+        }
+    }
+    int rc = x->srv->ops->batch_delete(x->srv->st, b.id);
+    store_batch_release(&b);
+    if (rc)
+        return send_ant_error(x->c, rc, "cannot delete the batch");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", x->ids[0]);
+    cJSON_AddStringToObject(o, "type", "message_batch_deleted");
+    return send_json(x->c, 200, o);
+}
+
 /* ---- dispatch ----------------------------------------------------------------------- */
 
 enum body_kind { BODY_NONE, BODY_JSON, BODY_MULTIPART };
@@ -1136,6 +1567,13 @@ static const struct route {
     {"POST", "/v1/batches/*/retry", BODY_NONE, h_batch_retry},
     {"GET", "/v1/batches/*/output", BODY_NONE, h_batch_output},
     {"GET", "/v1/batches/*/errors", BODY_NONE, h_batch_errors},
+    {"POST", "/v1/messages", BODY_JSON, h_messages},
+    {"POST", "/v1/messages/batches", BODY_JSON, h_ant_batch_create},
+    {"GET", "/v1/messages/batches", BODY_NONE, h_ant_batch_list},
+    {"GET", "/v1/messages/batches/*", BODY_NONE, h_ant_batch_get},
+    {"POST", "/v1/messages/batches/*/cancel", BODY_NONE, h_ant_batch_cancel},
+    {"GET", "/v1/messages/batches/*/results", BODY_NONE, h_ant_batch_results},
+    {"DELETE", "/v1/messages/batches/*", BODY_NONE, h_ant_batch_delete},
 };
 
 /* match url against pattern; ids filled for each "*" */
@@ -1260,7 +1698,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!r)
             return MHD_NO;
         r->srv = s;
-        buf_init(&r->body, s->p.max_body);
+        /* Message Batches carry their requests inline: up to 256 MB, as at Anthropic */
+        buf_init(&r->body, rt && rt->fn == h_ant_batch_create ? ANT_MAX_BYTES : s->p.max_body);
         *con_cls = r;
         if (rt && rt->body == BODY_MULTIPART && content_type_is(c, "multipart/form-data")) {
             r->up = calloc(1, sizeof(*r->up));

@@ -47,6 +47,7 @@ struct slot {
     int n_prompt, n_past, n_gen, max_gen;
     int cached;
     bool eog_masked;                /* EOS suppressed for the whole request */
+    int stop_index;                 /* the stop string that ended it, -1 none */
     struct llama_sampler *smpl;     /* NULL: greedy argmax */
     struct buf text;
     size_t sent;                    /* bytes of text passed to token() */
@@ -500,6 +501,7 @@ static void engine_fail(const struct engine_source *src, struct engine_request *
     struct engine_result res;
     memset(&res, 0, sizeof(res));
     res.status = status;
+    res.stop_index = -1;
     res.param = param;
     res.text = "";
     res.prompt_tokens = n_prompt;
@@ -671,6 +673,7 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
         return NULL;
     }
     s->n_tok = s->n_prompt = n;
+    s->stop_index = -1;
     s->max_gen = max_gen;
     s->eog_masked = req->ignore_eos;
     s->smpl = engine_make_sampler(e, req);
@@ -743,6 +746,7 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
     res.text = s->text.p ? s->text.p : "";
     res.text_len = s->text.len;
     res.finish = why;
+    res.stop_index = s->stop_index;
     res.prompt_tokens = s->n_prompt;
     res.completion_tokens = s->n_gen;
     res.cached_tokens = s->cached;
@@ -768,8 +772,8 @@ static void engine_cancel_all(struct engine *e, const struct engine_source *src)
 }
 
 /* Where a stop string occurs in text (searching only where new text could complete one);
- * returns its offset or -1. */
-static long engine_find_stop(const struct slot *s, size_t new_from)
+ * returns its offset or -1, and which one in *which. */
+static long engine_find_stop(const struct slot *s, size_t new_from, int *which)
 {
     const struct engine_request *r = s->req;
     long best = -1;
@@ -780,8 +784,10 @@ static long engine_find_stop(const struct slot *s, size_t new_from)
         size_t from = new_from >= sl ? new_from - sl + 1 : 0;
         for (size_t at = from; at + sl <= s->text.len; at++) {
             if (memcmp(s->text.p + at, r->stop[i], sl) == 0) {
-                if (best < 0 || (long)at < best)
+                if (best < 0 || (long)at < best) {
                     best = (long)at;
+                    *which = i;
+                }
                 break;
             }
         }
@@ -892,8 +898,10 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         return;
     }
     if (s->req->n_stop > 0) {
-        long at = engine_find_stop(s, before);
+        int which = -1;
+        long at = engine_find_stop(s, before, &which);
         if (at >= 0) {
+            s->stop_index = which;
             buf_truncate(&s->text, (size_t)at);
             if (s->sent > s->text.len)
                 s->sent = s->text.len;

@@ -110,6 +110,7 @@ struct engine_result {
     const char *text;          /* generated text, valid UTF-8; valid during done() only */
     size_t text_len;
     enum engine_finish finish;
+    int stop_index;            /* which request stop string ended it; -1: EOS, length or error */
     int prompt_tokens;
     int completion_tokens;
     int cached_tokens;         /* prompt tokens not recomputed */

@@ -3,6 +3,7 @@
  */
 #include "batchmgr.h"
 
+#include "../api/anthropic.h"
 #include "../api/batchfile.h"
 #include "../api/oai.h"
 #include "../util/status.h"
@@ -157,14 +158,17 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
     bp.model_ok = bm_model_ok;
     bp.model_ud = m;
     bp.served_models = served;
-    bp.one_model = true;
+    bool messages = strcmp(b->endpoint, "/v1/messages") == 0;
+    /* an OpenAI batch names one model and fails whole on a bad line; an Anthropic Message
+     * Batch may mix models and answers a bad request with an errored result */
+    bp.one_model = !messages;
     bp.endpoint = b->endpoint;
     int rc = batchfile_open(f.path, &bp, &bf, err, sizeof(err));
     if (rc) {
         bm_fail(m, b, bm_errors_one(rc == NS_ERR_TOO_LARGE ? "too_large" : "invalid_file", err, NULL));
         goto out;
     }
-    if (bf->n_invalid) {
+    if (bf->n_invalid && !messages) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "object", "list");
         cJSON *d = cJSON_AddArrayToObject(o, "data");
@@ -182,13 +186,16 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
         bm_fail(m, b, o);
         goto out;
     }
-    struct store_line *lines = calloc(bf->n_lines, sizeof(*lines));
+    size_t n_bad = messages ? bf->n_errors : 0;
+    struct store_line *lines = calloc(bf->n_lines + n_bad + 1, sizeof(*lines));
+    char **bad_json = calloc(n_bad + 1, sizeof(*bad_json));
     /* lines are claimed in idx order: grouped by shared prompt prefix, they run while
      * their instruction is hot in the engine's prefix cache */
     size_t *order = batchfile_prefix_order(bf, m->p.group_by_prefix);
-    if (!lines || !order) {
+    if (!lines || !order || !bad_json) {
         free(lines);
         free(order);
+        free(bad_json);
         goto out; /* retried next round */
     }
     for (size_t i = 0; i < bf->n_lines; i++) {
@@ -199,14 +206,41 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
         lines[i].off = (int64_t)l->off;
         lines[i].len = (int64_t)l->len;
         lines[i].url = (int)l->url;
+        lines[i].model = l->model;
     }
     free(order);
-    rc = m->ops->lines_insert(m->st, b->id, lines, (int)bf->n_lines);
+    /* Anthropic: each invalid request is an errored result of its own */
+    for (size_t k = 0; k < n_bad; k++) {
+        const struct batchfile_error *e = &bf->errors[k];
+        struct store_line *l = &lines[bf->n_lines + k];
+        char cid[64];
+        if (!e->custom_id)
+            snprintf(cid, sizeof(cid), "line-%u", e->line);
+        cJSON *res = anthropic_result_errored(e->custom_id ? e->custom_id : cid,
+                                              strcmp(e->code, "model_not_found") == 0 ? NS_ERR_NOT_FOUND : NS_ERR_INVALID,
+                                              e->message);
+        bad_json[k] = cJSON_PrintUnformatted(res);
+        cJSON_Delete(res);
+        l->idx = (int64_t)(bf->n_lines + k);
+        l->line_no = e->line;
+        l->custom_id = e->custom_id ? e->custom_id : cid;
+        l->url = BATCHFILE_URL_MESSAGES;
+        l->result = bad_json[k] ? bad_json[k] : "{}";
+        if (!e->custom_id)
+            l->custom_id = strdup(cid); /* freed below */
+    }
+    rc = m->ops->lines_insert(m->st, b->id, lines, (int)(bf->n_lines + n_bad));
+    for (size_t k = 0; k < n_bad; k++) {
+        free(bad_json[k]);
+        if (!bf->errors[k].custom_id)
+            free(lines[bf->n_lines + k].custom_id);
+    }
+    free(bad_json);
     free(lines);
     if (rc)
         goto out;
     free(b->model);
-    b->model = strdup(bf->model);
+    b->model = bf->model ? strdup(bf->model) : NULL;
     b->total = (int64_t)bf->n_lines;
     b->status = SB_IN_PROGRESS;
     b->in_progress_at = time(NULL);
@@ -214,9 +248,11 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
      * settled as batch_cancelled by the cancelling step */
     if (m->ops->batch_update(m->st, b, SB_VALIDATING) != NS_OK)
         goto out;
-    struct sched *s = batchmgr_sched_for(m, b->model);
-    if (s && (b->not_before == 0 || time(NULL) >= b->not_before))
-        sched_add_batch(s, b->id, f.path);
+    if (b->not_before == 0 || time(NULL) >= b->not_before) {
+        for (int i = 0; i < m->n_scheds; i++)
+            if (messages || m->scheds[i] == batchmgr_sched_for(m, b->model))
+                sched_add_batch(m->scheds[i], b->id, f.path);
+    }
 out:
     batchfile_free(bf);
     store_file_release(&f);
@@ -316,12 +352,14 @@ static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_ba
 struct bm_noresp {
     int status;
     const char *message;
+    bool anthropic;
 };
 
 static char *bm_make_noresponse(void *ud, const char *custom_id)
 {
     struct bm_noresp *nr = ud;
-    cJSON *line = oai_batch_line_noresponse(custom_id, nr->status, nr->message);
+    cJSON *line = nr->anthropic ? anthropic_result_bare(custom_id, nr->status == NS_ERR_EXPIRED ? "expired" : "canceled")
+                                : oai_batch_line_noresponse(custom_id, nr->status, nr->message);
     char *s = cJSON_PrintUnformatted(line);
     cJSON_Delete(line);
     return s;
@@ -330,17 +368,22 @@ static char *bm_make_noresponse(void *ud, const char *custom_id)
 /* stop a batch (cancel or expiry): once nothing of it is in an engine, fail what is left */
 static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batch_status final)
 {
-    struct sched *s = batchmgr_sched_for(m, b->model);
-    if (s && sched_drop_batch(s, b->id) > 0)
+    int inflight = 0;
+    for (int i = 0; i < m->n_scheds; i++) {
+        inflight += sched_drop_batch(m->scheds[i], b->id);
+        int left = sched_batch_inflight(m->scheds[i], b->id);
+        inflight += left > 0 ? left : 0;
+    }
+    if (inflight > 0)
         return; /* running lines finish first; the idle kick brings us back */
-    if (s && sched_batch_inflight(s, b->id) > 0)
-        return;
     struct bm_noresp nr = {
         .status = final == SB_EXPIRED ? NS_ERR_EXPIRED : NS_ERR_CANCELLED,
         .message = final == SB_EXPIRED ? "This request could not be executed before the completion window expired."
                                        : "This request was not executed because the batch was cancelled.",
+        .anthropic = strcmp(b->endpoint, "/v1/messages") == 0,
     };
-    if (m->ops->lines_fail_unfinished(m->st, b->id, true, bm_make_noresponse, &nr))
+    if (m->ops->lines_fail_unfinished(m->st, b->id, true, final == SB_EXPIRED ? SF_EXPIRED : SF_CANCELLED,
+                                      bm_make_noresponse, &nr))
         return;
     bm_finalize(m, b, final);
 }
@@ -348,7 +391,7 @@ static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batc
 static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
 {
     int64_t now = time(NULL);
-    struct sched *s = batchmgr_sched_for(m, b->model);
+    bool messages = strcmp(b->endpoint, "/v1/messages") == 0;
     if (b->expires_at && now >= b->expires_at) {
         bm_settle(m, b, SB_EXPIRED);
         return;
@@ -359,16 +402,20 @@ static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
     if (m->ops->lines_count_unfinished(m->st, b->id, &pending, &running))
         return;
     if (pending == 0 && running == 0) {
-        if (s)
-            sched_drop_batch(s, b->id);
+        for (int i = 0; i < m->n_scheds; i++)
+            sched_drop_batch(m->scheds[i], b->id);
         bm_finalize(m, b, SB_COMPLETED);
         return;
     }
-    if (s && pending > 0) {
-        /* not yet (or no longer) active in its sched: (re)start it; harmless if active */
+    if (pending > 0) {
+        /* a sched that does not know the batch (a restart, not_before passed) takes it up;
+         * one that knows it is left alone (it reports when it runs dry) */
         struct store_file f;
         if (m->ops->file_get(m->st, b->input_file_id, &f) == NS_OK) {
-            sched_add_batch(s, b->id, f.path);
+            for (int i = 0; i < m->n_scheds; i++)
+                if ((messages || m->scheds[i] == batchmgr_sched_for(m, b->model)) &&
+                    sched_batch_inflight(m->scheds[i], b->id) < 0)
+                    sched_add_batch(m->scheds[i], b->id, f.path);
             store_file_release(&f);
         }
     }

@@ -11,6 +11,7 @@
  */
 #include "sched.h"
 
+#include "../api/anthropic.h"
 #include "../api/batchfile.h"
 #include "../util/status.h"
 
@@ -162,7 +163,19 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
 {
     cJSON *line;
     bool ok = res->status == NS_OK;
-    if (ok) {
+    if (sl->line.url == BATCHFILE_URL_MESSAGES) {
+        /* an Anthropic Message Batch: results in its shape */
+        if (ok) {
+            char id[48];
+            oai_make_id(id, sizeof(id), "msg_");
+            line = anthropic_result_succeeded(sl->line.custom_id,
+                                              anthropic_message(&sl->oreq, res, id, sl->oreq.model ? sl->oreq.model : s->model_name));
+        } else if (status_http(res->status)) {
+            line = anthropic_result_errored(sl->line.custom_id, res->status, res->message);
+        } else {
+            line = anthropic_result_bare(sl->line.custom_id, res->status == NS_ERR_EXPIRED ? "expired" : "canceled");
+        }
+    } else if (ok) {
         char id[48];
         oai_make_id(id, sizeof(id), sl->oreq.chat ? "chatcmpl-" : "cmpl-");
         line = oai_batch_line(sl->line.custom_id, 200,
@@ -213,7 +226,9 @@ static struct sched_line *sched_make_line(struct sched *s, struct sched_batch *b
         cJSON *root = cJSON_ParseWithLength(text, (size_t)sl->line.len);
         cJSON *body = root ? cJSON_DetachItemFromObjectCaseSensitive(root, "body") : NULL;
         cJSON_Delete(root);
-        rc = oai_request_from_json(body, sl->line.url == BATCHFILE_URL_CHAT, &sl->oreq, &err);
+        rc = sl->line.url == BATCHFILE_URL_MESSAGES
+                 ? anthropic_request_from_json(body, &sl->oreq, &err)
+                 : oai_request_from_json(body, sl->line.url == BATCHFILE_URL_CHAT, &sl->oreq, &err);
         if (rc == NS_OK && sl->oreq.stream) {
             oai_request_release(&sl->oreq);
             rc = NS_ERR_INVALID;
@@ -253,7 +268,7 @@ static void sched_claim(struct sched *s, struct sched_batch *b)
     b->nbuf = b->ibuf = 0;
     struct store_line *lines = NULL;
     int n = 0;
-    if (s->ops->lines_claim(s->st, b->id, s->p.claim_chunk, &lines, &n) != NS_OK) {
+    if (s->ops->lines_claim(s->st, b->id, s->model_name, s->p.claim_chunk, &lines, &n) != NS_OK) {
         fprintf(stderr, "nightshift: cannot claim lines of batch %s (store error); will retry\n", b->id);
         return;
     }

@@ -40,7 +40,8 @@ void store_batch_release(struct store_batch *b)
 void store_line_release(struct store_line *l)
 {
     free(l->custom_id);
-    l->custom_id = NULL;
+    free(l->model);
+    l->custom_id = l->model = NULL;
 }
 
 static const char *const store_status_names[SB_STATUS_COUNT_] = {

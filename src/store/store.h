@@ -57,6 +57,7 @@ struct store_batch {
     int64_t total, completed, failed;
     int64_t input_tokens, cached_tokens, output_tokens;
     int64_t prompt_computed;          /* extension: prompt tokens actually computed */
+    int64_t canceled, expired;        /* of `failed`: lines settled by a cancel / the window */
     char *metadata;          /* owned JSON object text, or NULL */
     char *errors;            /* owned JSON {"object":"list","data":[...]} text, or NULL */
     int64_t output_expires_after;     /* seconds, 0 = none */
@@ -72,7 +73,11 @@ struct store_line {
     char *custom_id;         /* owned */
     int64_t off, len;        /* the line's bytes in the input file */
     int url;                 /* enum batchfile_url */
+    char *model;             /* owned; body.model (a batch's lines may name several models) */
+    const char *result;      /* lines_insert only: already failed with this result line */
 };
+
+enum store_fail_kind { SF_CANCELLED = 1, SF_EXPIRED = 2 };
 
 struct store_list_page {
     const char *after;       /* id to start after, or NULL */
@@ -80,6 +85,9 @@ struct store_list_page {
     bool desc;
     const char *owner;       /* NULL = all owners */
     const char *purpose;     /* files: NULL = any */
+    const char *endpoint;    /* batches: only this endpoint (NULL = any) ... */
+    bool endpoint_not;       /* ... or every endpoint but this one */
+    const char *before;      /* batches: id to list newer ones than (Anthropic before_id) */
 };
 
 struct store_ops {
@@ -107,8 +115,10 @@ struct store_ops {
     int (*batch_ids_by_status)(struct store *st, enum store_batch_status s, char (**ids)[48], int *n);
 
     int (*lines_insert)(struct store *st, const char *batch_id, const struct store_line *lines, int n);
-    /* move up to max pending lines of the batch to running; returns them in order */
-    int (*lines_claim)(struct store *st, const char *batch_id, int max, struct store_line **out, int *n);
+    /* move up to max pending lines of the batch (of that model; NULL = any) to running;
+     * returns them in order */
+    int (*lines_claim)(struct store *st, const char *batch_id, const char *model, int max, struct store_line **out,
+                       int *n);
     /* record a finished line and update the batch's counters, in one transaction */
     int (*line_finish)(struct store *st, const char *batch_id, int64_t idx, bool ok, const char *json,
                        int prompt_tokens, int completion_tokens, int cached_tokens, int prompt_computed);
@@ -116,9 +126,11 @@ struct store_ops {
     int (*lines_requeue)(struct store *st);
     /* every pending (and, when running too, running) line fails with this result line
      * maker: json = make(ud, custom_id) — expiry and cancellation */
-    int (*lines_fail_unfinished)(struct store *st, const char *batch_id, bool running_too,
+    int (*lines_fail_unfinished)(struct store *st, const char *batch_id, bool running_too, enum store_fail_kind kind,
                                  char *(*make)(void *ud, const char *custom_id), void *ud);
     int (*lines_count_unfinished)(struct store *st, const char *batch_id, int64_t *pending, int64_t *running);
+    /* delete a batch and its lines (the caller removes its files) */
+    int (*batch_delete)(struct store *st, const char *id);
     /* the failed lines of a batch (their input positions), in line order — for a retry */
     int (*lines_failed)(struct store *st, const char *batch_id, struct store_line **out, int *n);
     /* write finished lines in input line order (whatever order they ran in): ok ones to ok_out, failed ones to err_out (either may be NULL) */

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STORE_SQLITE_VERSION 1
+#define STORE_SQLITE_VERSION 2
 
 struct store {
     sqlite3 *db;
@@ -96,7 +96,18 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
         rc = NS_ERR_CONFLICT;
         goto out;
     }
-    if (sq_exec(st, "BEGIN") || sq_exec(st, sq_schema) || sq_exec(st, "PRAGMA user_version=1") || sq_exec(st, "COMMIT")) {
+    /* version 1 creates the tables; each later version migrates the one before */
+    static const char *const migrations[] = {
+        [2] = "ALTER TABLE lines ADD COLUMN model TEXT;"
+              "ALTER TABLE batches ADD COLUMN canceled INTEGER NOT NULL DEFAULT 0;"
+              "ALTER TABLE batches ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;",
+    };
+    bool ok = sq_exec(st, "BEGIN") == NS_OK && (version >= 1 || sq_exec(st, sq_schema) == NS_OK);
+    for (int v = version < 1 ? 2 : version + 1; ok && v <= STORE_SQLITE_VERSION; v++)
+        ok = sq_exec(st, migrations[v]) == NS_OK;
+    char setv[40];
+    snprintf(setv, sizeof(setv), "PRAGMA user_version=%d", STORE_SQLITE_VERSION);
+    if (!ok || sq_exec(st, setv) || sq_exec(st, "COMMIT")) {
         snprintf(err, errlen, "cannot create the schema in '%s': %s", path, sqlite3_errmsg(st->db));
         sq_exec(st, "ROLLBACK");
         rc = NS_ERR_IO;
@@ -296,7 +307,7 @@ static int sq_file_delete(struct store *st, const char *id)
     "id,owner,endpoint,model,input_file_id,completion_window,status,output_file_id,error_file_id,created_at,"     \
     "in_progress_at,expires_at,finalizing_at,completed_at,failed_at,expired_at,cancelling_at,cancelled_at,total," \
     "completed,failed,input_tokens,cached_tokens,output_tokens,prompt_computed,metadata,errors,"                  \
-    "output_expires_after,not_before,seq"
+    "output_expires_after,not_before,seq,canceled,expired"
 
 static void sq_row_batch(sqlite3_stmt *s, struct store_batch *b)
 {
@@ -320,6 +331,8 @@ static void sq_row_batch(sqlite3_stmt *s, struct store_batch *b)
     b->output_expires_after = sqlite3_column_int64(s, 27);
     b->not_before = sqlite3_column_int64(s, 28);
     b->seq = sqlite3_column_int64(s, 29);
+    b->canceled = sqlite3_column_int64(s, 30);
+    b->expired = sqlite3_column_int64(s, 31);
 }
 
 static int sq_batch_insert(struct store *st, struct store_batch *b)
@@ -391,13 +404,16 @@ static int sq_batch_list(struct store *st, const struct store_list_page *pg, str
         return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
     int64_t after = pg->after ? sq_seq_of(st, "batches", pg->after) : -1;
+    int64_t before = pg->before ? sq_seq_of(st, "batches", pg->before) : -1;
     char sql[1024];
-    /* OpenAI lists batches newest first; `after` continues towards older ones */
+    /* newest first; `after` continues towards older ones, `before` towards newer ones
+     * (then read oldest first from the cursor and reversed below) */
+    bool desc = pg->desc && !pg->before;
     snprintf(sql, sizeof(sql),
              "SELECT " SQ_BATCH_COLS " FROM batches WHERE (?1 IS NULL OR owner=?1) AND (?2 < 0 OR seq %s ?2) "
-             "ORDER BY seq %s LIMIT ?3",
-             pg->desc ? "<" : ">", pg->desc ? "DESC" : "ASC");
-    if (pg->after && after < 0) {
+             "AND (?4 < 0 OR seq > ?4) AND (?5 IS NULL OR (endpoint = ?5) = ?6) ORDER BY seq %s LIMIT ?3",
+             pg->desc ? "<" : ">", desc ? "DESC" : "ASC");
+    if ((pg->after && after < 0) || (pg->before && before < 0)) {
         rc = NS_OK;
         goto out;
     }
@@ -407,12 +423,25 @@ static int sq_batch_list(struct store *st, const struct store_list_page *pg, str
         sqlite3_bind_text(s, 1, pg->owner, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 2, after);
     sqlite3_bind_int(s, 3, cap);
+    sqlite3_bind_int64(s, 4, before);
+    if (pg->endpoint)
+        sqlite3_bind_text(s, 5, pg->endpoint, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 6, pg->endpoint_not ? 0 : 1);
     int r;
     while ((r = sqlite3_step(s)) == SQLITE_ROW)
         sq_row_batch(s, &arr[got++]);
     if (r != SQLITE_DONE)
         goto out;
     rc = NS_OK;
+    if (pg->before && pg->desc) {
+        /* read upwards from the cursor; hand them back newest first */
+        int keep = got > pg->limit ? pg->limit : got;
+        for (int i = 0; i < keep / 2; i++) {
+            struct store_batch t = arr[i];
+            arr[i] = arr[keep - 1 - i];
+            arr[keep - 1 - i] = t;
+        }
+    }
 out:
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
@@ -509,7 +538,8 @@ static int sq_lines_insert(struct store *st, const char *batch_id, const struct 
     if (sq_exec(st, "BEGIN"))
         goto out;
     if (sqlite3_prepare_v2(st->db,
-                           "INSERT OR IGNORE INTO lines(batch_id,idx,line_no,custom_id,off,len,url) VALUES(?,?,?,?,?,?,?)",
+                           "INSERT OR IGNORE INTO lines(batch_id,idx,line_no,custom_id,off,len,url,model,state,result) "
+                           "VALUES(?,?,?,?,?,?,?,?,?,?)",
                            -1, &s, NULL) != SQLITE_OK)
         goto rollback;
     for (int i = 0; i < n; i++) {
@@ -521,13 +551,25 @@ static int sq_lines_insert(struct store *st, const char *batch_id, const struct 
         sqlite3_bind_int64(s, 5, lines[i].off);
         sqlite3_bind_int64(s, 6, lines[i].len);
         sqlite3_bind_int(s, 7, lines[i].url);
+        if (lines[i].model)
+            sqlite3_bind_text(s, 8, lines[i].model, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(s, 8);
+        sqlite3_bind_int(s, 9, lines[i].result ? SL_FAILED : SL_PENDING);
+        if (lines[i].result)
+            sqlite3_bind_text(s, 10, lines[i].result, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(s, 10);
         if (sqlite3_step(s) != SQLITE_DONE)
             goto rollback;
     }
     sqlite3_finalize(s);
     s = NULL;
-    /* the batch's total is the store's, set with its lines in one transaction */
-    if (sqlite3_prepare_v2(st->db, "UPDATE batches SET total=(SELECT count(*) FROM lines WHERE batch_id=?1) WHERE id=?1",
+    /* the batch's total (and lines failed on arrival) are the store's, set with its lines
+     * in one transaction */
+    if (sqlite3_prepare_v2(st->db,
+                           "UPDATE batches SET total=(SELECT count(*) FROM lines WHERE batch_id=?1),"
+                           " failed=(SELECT count(*) FROM lines WHERE batch_id=?1 AND state=3) WHERE id=?1",
                            -1, &s, NULL) != SQLITE_OK)
         goto rollback;
     sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
@@ -545,7 +587,8 @@ out:
     return rc;
 }
 
-static int sq_lines_claim(struct store *st, const char *batch_id, int max, struct store_line **out, int *n)
+static int sq_lines_claim(struct store *st, const char *batch_id, const char *model, int max, struct store_line **out,
+                          int *n)
 {
     sqlite3_stmt *s = NULL, *u = NULL;
     int rc = NS_ERR_IO, got = 0;
@@ -558,13 +601,15 @@ static int sq_lines_claim(struct store *st, const char *batch_id, int max, struc
     if (sq_exec(st, "BEGIN IMMEDIATE"))
         goto out;
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT idx,line_no,custom_id,off,len,url FROM lines WHERE batch_id=? AND state=0 "
-                           "ORDER BY idx LIMIT ?",
+                           "SELECT idx,line_no,custom_id,off,len,url,model FROM lines WHERE batch_id=?1 AND state=0 "
+                           "AND (?3 IS NULL OR model=?3) ORDER BY idx LIMIT ?2",
                            -1, &s, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db, "UPDATE lines SET state=1 WHERE batch_id=? AND idx=?", -1, &u, NULL) != SQLITE_OK)
         goto rollback;
     sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 2, max);
+    if (model)
+        sqlite3_bind_text(s, 3, model, -1, SQLITE_STATIC);
     int r;
     while ((r = sqlite3_step(s)) == SQLITE_ROW) {
         struct store_line *l = &arr[got++];
@@ -574,6 +619,7 @@ static int sq_lines_claim(struct store *st, const char *batch_id, int max, struc
         l->off = sqlite3_column_int64(s, 3);
         l->len = sqlite3_column_int64(s, 4);
         l->url = sqlite3_column_int(s, 5);
+        l->model = sq_dup(s, 6);
     }
     if (r != SQLITE_DONE)
         goto rollback;
@@ -661,7 +707,7 @@ static int sq_lines_requeue(struct store *st)
     return rc;
 }
 
-static int sq_lines_fail_unfinished(struct store *st, const char *batch_id, bool running_too,
+static int sq_lines_fail_unfinished(struct store *st, const char *batch_id, bool running_too, enum store_fail_kind kind,
                                     char *(*make)(void *ud, const char *custom_id), void *ud)
 {
     sqlite3_stmt *s = NULL, *u = NULL;
@@ -695,7 +741,10 @@ static int sq_lines_fail_unfinished(struct store *st, const char *batch_id, bool
         goto rollback;
     sqlite3_finalize(u);
     u = NULL;
-    if (sqlite3_prepare_v2(st->db, "UPDATE batches SET failed=failed+? WHERE id=?", -1, &u, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(st->db,
+                           kind == SF_EXPIRED ? "UPDATE batches SET failed=failed+?1, expired=expired+?1 WHERE id=?2"
+                                              : "UPDATE batches SET failed=failed+?1, canceled=canceled+?1 WHERE id=?2",
+                           -1, &u, NULL) != SQLITE_OK)
         goto rollback;
     sqlite3_bind_int64(u, 1, nfail);
     sqlite3_bind_text(u, 2, batch_id, -1, SQLITE_STATIC);
@@ -733,6 +782,36 @@ static int sq_lines_count_unfinished(struct store *st, const char *batch_id, int
         if (r == SQLITE_DONE)
             rc = NS_OK;
     }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_batch_delete(struct store *st, const char *id)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sq_exec(st, "BEGIN IMMEDIATE"))
+        goto out;
+    if (sqlite3_prepare_v2(st->db, "DELETE FROM lines WHERE batch_id=?", -1, &s, NULL) != SQLITE_OK)
+        goto rollback;
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        goto rollback;
+    sqlite3_finalize(s);
+    if (sqlite3_prepare_v2(st->db, "DELETE FROM batches WHERE id=?", -1, &s, NULL) != SQLITE_OK)
+        goto rollback;
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        goto rollback;
+    rc = sqlite3_changes(st->db) ? NS_OK : NS_ERR_NOT_FOUND;
+    if (sq_exec(st, "COMMIT") == NS_OK)
+        goto out;
+rollback:
+    rc = NS_ERR_IO;
+    sq_exec(st, "ROLLBACK");
+out:
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -838,5 +917,6 @@ const struct store_ops store_sqlite_ops = {
     .lines_fail_unfinished = sq_lines_fail_unfinished,
     .lines_count_unfinished = sq_lines_count_unfinished,
     .lines_failed = sq_lines_failed,
+    .batch_delete = sq_batch_delete,
     .lines_export = sq_lines_export,
 };
