@@ -481,6 +481,20 @@ size_t *batchfile_prefix_order(const struct batchfile *bf, bool group)
     return order;
 }
 
+static int bf_error_cmp(const void *a, const void *b)
+{
+    const struct batchfile_error *x = a, *y = b;
+    return x->line < y->line ? -1 : x->line > y->line;
+}
+
+void batchfile_add_external_error(struct batchfile *bf, const struct batchfile_params *p, uint32_t line,
+                                  const char *code, const char *param, const char *custom_id, const char *message)
+{
+    bf->n_requests++;
+    batchfile_add_error(bf, p, line, code, param, custom_id, "%s", message);
+    qsort(bf->errors, bf->n_errors, sizeof(*bf->errors), bf_error_cmp);
+}
+
 void batchfile_free(struct batchfile *bf)
 {
     if (!bf)

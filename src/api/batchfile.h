@@ -79,6 +79,11 @@ int batchfile_parse(const char *data, size_t size, const struct batchfile_params
                     struct batchfile **out, char *err, size_t errlen);
 void batchfile_free(struct batchfile *bf);
 
+/* Add an error found outside the parser (a line a converter could not translate, e.g.
+ * gemini.h): counted as an invalid request line; errors stay in line order. */
+void batchfile_add_external_error(struct batchfile *bf, const struct batchfile_params *p, uint32_t line,
+                                  const char *code, const char *param, const char *custom_id, const char *message);
+
 /* A running order for the valid lines: indices into bf->lines. With group, sorted by the
  * start of each prompt (message roles and contents, or the prompt; first 512 bytes) so
  * lines sharing an instruction run together while it is hot in the prefix cache; ties keep

@@ -20,6 +20,7 @@
 #include "progress.h"
 
 #include "../api/batchfile.h"
+#include "../api/gemini.h"
 #include "../api/oai.h"
 #include "../engine/engine.h"
 #include "../store/runstate.h"
@@ -48,7 +49,7 @@ struct run_opts {
     bool any_model;
     int parallel, ctx, threads, batch;
     uint64_t seed;
-    bool skip_invalid, verbose, quiet, kv_unified, no_prefix_cache;
+    bool skip_invalid, verbose, quiet, kv_unified, no_prefix_cache, gemini;
     double progress_interval;
     struct batchfile_params bfp;
 };
@@ -74,6 +75,7 @@ struct run_ctx {
     uint64_t prompt_tokens, completion_tokens, cached_tokens;
     int io_error;
     char io_msg[256];
+    struct buf gemini_buf;    /* --input-format gemini: the converted lines (bf points into it) */
 };
 
 static volatile sig_atomic_t run_interrupted;
@@ -107,6 +109,8 @@ static void run_usage(FILE *f)
           "  -t, --threads N          CPU threads (default: all)\n"
           "  -b, --batch-size N       most tokens per engine step (default 2048)\n"
           "      --chat-template NAME a llama.cpp built-in template instead of the model's\n"
+          "      --input-format F     openai (default) or gemini: {\"key\", \"request\"} lines in,\n"
+          "                           {\"key\", \"response\"|\"status\"} lines out\n"
           "      --no-prefix-cache    compute every prompt in full (for comparison): by default a\n"
           "                           prompt prefix already computed for another line is reused,\n"
           "                           and lines run grouped by shared prefix\n"
@@ -195,7 +199,9 @@ static void run_record_error(struct run_ctx *c, const struct batchfile_line *l, 
                              const char *param, int prompt_tokens)
 {
     cJSON *line;
-    if (status_http(status))
+    if (c->o->gemini)
+        line = gemini_error_line(l->custom_id, status, message);
+    else if (status_http(status))
         line = oai_batch_line(l->custom_id, status_http(status), oai_error_body(status, message, param, NULL));
     else
         line = oai_batch_line_noresponse(l->custom_id, status, message);
@@ -262,17 +268,70 @@ static void run_done(void *ud, struct engine_request *req, const struct engine_r
     } else if (res->status == NS_OK) {
         char id[48];
         oai_make_id(id, sizeof(id), it->oreq.chat ? "chatcmpl-" : "cmpl-");
-        cJSON *body = oai_completion_body(&it->oreq, res, id, it->oreq.model, time(NULL));
+        cJSON *line = c->o->gemini
+                          ? gemini_response_line(l->custom_id, res, it->oreq.model)
+                          : oai_batch_line(l->custom_id, 200, oai_completion_body(&it->oreq, res, id, it->oreq.model, time(NULL)));
         char key[600];
         run_key(key, sizeof(key), l->custom_id);
-        run_record(c, key, l->line_no, true, oai_batch_line(l->custom_id, 200, body), res->prompt_tokens,
-                   res->completion_tokens, res->cached_tokens);
+        run_record(c, key, l->line_no, true, line, res->prompt_tokens, res->completion_tokens, res->cached_tokens);
     } else {
         run_record_error(c, l, res->status, res->message, res->param, res->prompt_tokens);
     }
     oai_request_release(&it->oreq);
     free(it);
     progress_update(&c->prog, c->ok + c->failed, c->completion_tokens);
+}
+
+/* Read a Gemini batch file and convert it (gemini.h); c->bf then reads the converted
+ * lines, whose numbering is the original file's. */
+static int run_load_gemini(struct run_ctx *c, struct run_opts *o, char *err, size_t errlen)
+{
+    FILE *f = fopen(o->input, "rb");
+    struct buf in;
+    struct gemini_errors ge;
+    int rc = NS_OK;
+    memset(&ge, 0, sizeof(ge));
+    buf_init(&in, o->bfp.max_bytes);
+    buf_init(&c->gemini_buf, o->bfp.max_bytes * 2 + 1024);
+    if (!f) {
+        snprintf(err, errlen, "cannot open input file '%s': %s", o->input, strerror(errno));
+        return NS_ERR_IO;
+    }
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (buf_append(&in, chunk, n)) {
+            snprintf(err, errlen, "the input file '%s' is larger than the limit of %zu bytes (--max-bytes)", o->input,
+                     o->bfp.max_bytes);
+            rc = NS_ERR_TOO_LARGE;
+            goto out;
+        }
+    }
+    if (ferror(f)) {
+        snprintf(err, errlen, "cannot read input file '%s': %s", o->input, strerror(errno));
+        rc = NS_ERR_IO;
+        goto out;
+    }
+    if (gemini_convert(in.p ? in.p : "", in.len, c->model_name, &c->gemini_buf, &ge)) {
+        snprintf(err, errlen, "cannot convert the Gemini input file (out of memory)");
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
+    rc = batchfile_parse(c->gemini_buf.p ? c->gemini_buf.p : "", c->gemini_buf.len, &o->bfp, &c->bf, err, errlen);
+    if (rc == NS_ERR_INVALID && ge.n && strstr(err, "empty")) {
+        /* every line failed conversion: report those, not "empty" */
+        snprintf(err, errlen, "%s", ge.v[0].message);
+    }
+    if (rc)
+        goto out;
+    for (size_t i = 0; i < ge.n; i++)
+        batchfile_add_external_error(c->bf, &o->bfp, ge.v[i].line, ge.v[i].code, ge.v[i].param, ge.v[i].key,
+                                     ge.v[i].message);
+out:
+    fclose(f);
+    buf_release(&in);
+    gemini_errors_release(&ge);
+    return rc;
 }
 
 /* Running order: file order, or with the prefix cache, grouped by shared prompt prefix
@@ -411,7 +470,7 @@ static int run_write_summary(const char *path, const char *status, const struct 
 static int run_parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum {
-        OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT, OPT_KVU, OPT_NOPC
+        OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT, OPT_KVU, OPT_NOPC, OPT_FORMAT
     };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"errors", required_argument, 0, 'e'},
@@ -423,6 +482,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         {"seed", required_argument, 0, OPT_SEED},   {"summary", required_argument, 0, OPT_SUMMARY},
         {"chat-template", required_argument, 0, OPT_TMPL}, {"progress-interval", required_argument, 0, OPT_PINT},
         {"kv-unified", no_argument, 0, OPT_KVU},     {"no-prefix-cache", no_argument, 0, OPT_NOPC},
+        {"input-format", required_argument, 0, OPT_FORMAT},
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     long long v;
@@ -463,6 +523,11 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         case OPT_SKIP: o->skip_invalid = true; break;
         case OPT_KVU: o->kv_unified = true; break;
         case OPT_NOPC: o->no_prefix_cache = true; break;
+        case OPT_FORMAT:
+            if (strcmp(optarg, "openai") && strcmp(optarg, "gemini"))
+                return cli_fail("--input-format must be 'openai' or 'gemini', not '%s'", optarg);
+            o->gemini = strcmp(optarg, "gemini") == 0;
+            break;
         case OPT_MAXL:
             if (num_parse_long(optarg, 1, 100000000, &v))
                 return cli_fail("--max-lines must be a positive integer, not '%s'", optarg);
@@ -584,16 +649,23 @@ int cli_run(int argc, char **argv)
     o.bfp.served_models = served;
     c.model_name = o.n_aliases && strcmp(o.aliases[0], "*") ? o.aliases[0] : base_noext;
 
-    /* 1. validate */
-    rc = batchfile_open(o.input, &o.bfp, &c.bf, err, sizeof(err));
+    /* 1. validate (a Gemini file is first converted to OpenAI lines, line for line) */
+    if (o.gemini) {
+        o.bfp.model_ok = NULL; /* the converter names the model */
+        rc = run_load_gemini(&c, &o, err, sizeof(err));
+    } else {
+        rc = batchfile_open(o.input, &o.bfp, &c.bf, err, sizeof(err));
+    }
     if (rc) {
         cli_fail("%s", err);
+        buf_release(&c.gemini_buf);
         return 2;
     }
     if (c.bf->n_invalid && !o.skip_invalid) {
         run_print_validation(c.bf, stderr);
         run_write_summary(o.summary, "failed", c.bf, NULL, progress_now() - t0, NULL, 0);
         batchfile_free(c.bf);
+        buf_release(&c.gemini_buf);
         return 1;
     }
 
@@ -617,7 +689,8 @@ int cli_run(int argc, char **argv)
         snprintf(key, sizeof(key), "l:%u", e->line);
         if (strset_has(&c.done, key))
             continue;
-        cJSON *line = oai_batch_line(e->custom_id, 400, oai_error_body(NS_ERR_INVALID, e->message, e->param, e->code));
+        cJSON *line = o.gemini ? gemini_error_line(e->custom_id, NS_ERR_INVALID, e->message)
+                               : oai_batch_line(e->custom_id, 400, oai_error_body(NS_ERR_INVALID, e->message, e->param, e->code));
         run_record(&c, key, e->line, false, line, 0, 0, 0);
     }
     if (c.bf->n_invalid > c.bf->n_errors)
@@ -735,5 +808,6 @@ out:
         free(c.done_ids[i]);
     free(c.done_ids);
     free(c.order);
+    buf_release(&c.gemini_buf);
     return rc;
 }
