@@ -801,7 +801,10 @@ static enum MHD_Result h_file_list(struct route_ctx *x)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *d = cJSON_AddArrayToObject(o, "data");
+    int64_t now = time(NULL);
     for (int i = 0; i < n; i++) {
+        if (fs[i].expires_at && now >= fs[i].expires_at)
+            continue; /* past output_expires_after: gone (deleted when next touched) */
         cJSON_AddItemToArray(d, file_json(&fs[i]));
     }
     add_str_or_null(o, "first_id", n ? fs[0].id : NULL);
@@ -1447,8 +1450,10 @@ static enum MHD_Result h_ant_batch_list(struct route_ctx *x)
         return send_ant_error(x->c, NS_ERR_IO, "cannot list batches");
     cJSON *o = cJSON_CreateObject();
     cJSON *d = cJSON_AddArrayToObject(o, "data");
+    int64_t now = time(NULL);
     for (int i = 0; i < n; i++)
-        cJSON_AddItemToArray(d, ant_batch_json(x->srv, &bs[i]));
+        if (!(store_batch_status_terminal(bs[i].status) && bs[i].created_at + ANT_RETENTION_S < now))
+            cJSON_AddItemToArray(d, ant_batch_json(x->srv, &bs[i]));
     cJSON_AddBoolToObject(o, "has_more", more);
     add_str_or_null(o, "first_id", n ? bs[0].id : NULL);
     add_str_or_null(o, "last_id", n ? bs[n - 1].id : NULL);
