@@ -1739,22 +1739,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         return MHD_YES;
     }
-    /* the whole request is in: answer */
+    /* the whole request is in: answer (in the error shape of the API the path belongs to) */
+    bool ant = strncmp(url, "/v1/messages", 12) == 0;
+#define EARLY_ERROR(status, param, code, ...)                                                                      \
+    (ant ? send_ant_error(c, (status), __VA_ARGS__) : send_error(c, (status), (param), (code), __VA_ARGS__))
     if (!authorized(s, c))
-        return send_error(c, NS_ERR_AUTH, NULL, NULL,
-                          "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.");
+        return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL,
+                           ant ? "invalid x-api-key" : "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.");
     if (!rt) {
         if (path_known)
-            return send_error(c, NS_ERR_NOT_FOUND, NULL, "method_not_allowed", "Method %s is not allowed on %.200s.",
-                              method, url);
-        return send_error(c, NS_ERR_NOT_FOUND, NULL, "unknown_url", "Invalid URL (%s %.200s)", method, url);
+            return EARLY_ERROR(NS_ERR_NOT_FOUND, NULL, "method_not_allowed", "Method %s is not allowed on %.200s.",
+                               method, url);
+        return EARLY_ERROR(NS_ERR_NOT_FOUND, NULL, "unknown_url", "Invalid URL (%s %.200s)", method, url);
     }
     if (r->early_status)
-        return send_error(c, r->early_status, NULL, NULL, "%s", r->early_msg);
+        return EARLY_ERROR(r->early_status, NULL, NULL, "%s", r->early_msg);
     if (rt->body == BODY_JSON && r->body.len &&
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE) &&
         !content_type_is(c, "application/json"))
-        return send_error(c, NS_ERR_MEDIA_TYPE, NULL, NULL, "The request body must be application/json.");
+        return EARLY_ERROR(NS_ERR_MEDIA_TYPE, NULL, NULL, "The request body must be application/json.");
+#undef EARLY_ERROR
     x.r = r;
     return rt->fn(&x);
 }
