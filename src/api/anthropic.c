@@ -16,20 +16,6 @@
 
 #define ANT_TEXT_MAX (64u << 20)
 
-static int ant_fail(struct oai_error *err, int status, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int ant_fail(struct oai_error *err, int status, const char *param, const char *fmt, ...)
-{
-    err->status = status;
-    err->param = param;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof(err->message), fmt, ap);
-    va_end(ap);
-    return status;
-}
-
 /* text of a string or of an array of text blocks; other block types are rejected */
 static int ant_text(struct oai_request *r, const cJSON *c, const char *where, const char **out, struct oai_error *err)
 {
@@ -38,7 +24,7 @@ static int ant_text(struct oai_request *r, const cJSON *c, const char *where, co
         return NS_OK;
     }
     if (!cJSON_IsArray(c))
-        return ant_fail(err, NS_ERR_INVALID, where, "%s: Input should be a valid string or a list of content blocks",
+        return oai_error_set(err, NS_ERR_INVALID, where, "%s: Input should be a valid string or a list of content blocks",
                         where);
     struct buf b;
     buf_init(&b, ANT_TEXT_MAX);
@@ -49,11 +35,11 @@ static int ant_text(struct oai_request *r, const cJSON *c, const char *where, co
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(blk, "type");
         if (!cJSON_IsString(type)) {
             buf_release(&b);
-            return ant_fail(err, NS_ERR_INVALID, where, "%s.%d.type: Field required", where, k);
+            return oai_error_set(err, NS_ERR_INVALID, where, "%s.%d.type: Field required", where, k);
         }
         if (strcmp(type->valuestring, "text") != 0) {
             buf_release(&b);
-            return ant_fail(err, NS_ERR_UNSUPPORTED, where,
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, where,
                             "%s.%d: content blocks of type '%.40s' are not supported by the local engine; only "
                             "'text' blocks are",
                             where, k, type->valuestring);
@@ -61,17 +47,17 @@ static int ant_text(struct oai_request *r, const cJSON *c, const char *where, co
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(blk, "text");
         if (!cJSON_IsString(text)) {
             buf_release(&b);
-            return ant_fail(err, NS_ERR_INVALID, where, "%s.%d.text: Field required", where, k);
+            return oai_error_set(err, NS_ERR_INVALID, where, "%s.%d.text: Field required", where, k);
         }
         if ((k && buf_append(&b, "\n", 1)) || buf_appends(&b, text->valuestring)) {
             buf_release(&b);
-            return ant_fail(err, NS_ERR_TOO_LARGE, where, "%s: text is too long", where);
+            return oai_error_set(err, NS_ERR_TOO_LARGE, where, "%s: text is too long", where);
         }
         k++;
     }
     char *s = buf_detach(&b);
     if (!s || !oai_request_own(r, s))
-        return ant_fail(err, NS_ERR_NOMEM, NULL, "out of memory");
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
     *out = s;
     return NS_OK;
 }
@@ -89,7 +75,7 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
     r->anthropic = true;
     engine_request_init(&r->req);
     if (!cJSON_IsObject(body)) {
-        rc = ant_fail(err, NS_ERR_INVALID, NULL, "the request body must be a JSON object");
+        rc = oai_error_set(err, NS_ERR_INVALID, NULL, "the request body must be a JSON object");
         goto out;
     }
     const cJSON *f;
@@ -99,47 +85,47 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
         for (int i = 0; ant_fields[i] && !ok; i++)
             ok = strcmp(ant_fields[i], f->string) == 0;
         if (!ok) {
-            rc = ant_fail(err, NS_ERR_INVALID, NULL, "%.64s: Extra inputs are not permitted", f->string);
+            rc = oai_error_set(err, NS_ERR_INVALID, NULL, "%.64s: Extra inputs are not permitted", f->string);
             goto out;
         }
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
     if (!cJSON_IsString(model)) {
-        rc = ant_fail(err, NS_ERR_INVALID, "model", model ? "model: Input should be a valid string" : "model: Field required");
+        rc = oai_error_set(err, NS_ERR_INVALID, "model", model ? "model: Input should be a valid string" : "model: Field required");
         goto out;
     }
     r->model = model->valuestring;
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(body, "max_tokens");
     if (!mt) {
-        rc = ant_fail(err, NS_ERR_INVALID, "max_tokens", "max_tokens: Field required");
+        rc = oai_error_set(err, NS_ERR_INVALID, "max_tokens", "max_tokens: Field required");
         goto out;
     }
     if (!cJSON_IsNumber(mt) || mt->valuedouble != floor(mt->valuedouble) || mt->valuedouble < 1 || mt->valuedouble > 1e9) {
-        rc = ant_fail(err, NS_ERR_INVALID, "max_tokens", "max_tokens: Input should be an integer greater than or equal to 1");
+        rc = oai_error_set(err, NS_ERR_INVALID, "max_tokens", "max_tokens: Input should be an integer greater than or equal to 1");
         goto out;
     }
     r->req.max_tokens = (int)mt->valuedouble;
     for (const char *k = "tools"; k; k = strcmp(k, "tools") == 0 ? "thinking" : NULL) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, k);
         if (v && !cJSON_IsNull(v) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0)) {
-            rc = ant_fail(err, NS_ERR_UNSUPPORTED, k, "%s: not supported by the local engine yet", k);
+            rc = oai_error_set(err, NS_ERR_UNSUPPORTED, k, "%s: not supported by the local engine yet", k);
             goto out;
         }
     }
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
     if (!msgs) {
-        rc = ant_fail(err, NS_ERR_INVALID, "messages", "messages: Field required");
+        rc = oai_error_set(err, NS_ERR_INVALID, "messages", "messages: Field required");
         goto out;
     }
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
-        rc = ant_fail(err, NS_ERR_INVALID, "messages", "messages: at least one message is required");
+        rc = oai_error_set(err, NS_ERR_INVALID, "messages", "messages: at least one message is required");
         goto out;
     }
     const cJSON *sys = cJSON_GetObjectItemCaseSensitive(body, "system");
     int n = cJSON_GetArraySize(msgs) + (sys && !cJSON_IsNull(sys) ? 1 : 0);
     r->msgs_ = calloc((size_t)n, sizeof(*r->msgs_));
     if (!r->msgs_) {
-        rc = ant_fail(err, NS_ERR_NOMEM, NULL, "out of memory");
+        rc = oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
         goto out;
     }
     int i = 0;
@@ -155,12 +141,12 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
     {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         if (!cJSON_IsString(role) || (strcmp(role->valuestring, "user") && strcmp(role->valuestring, "assistant"))) {
-            rc = ant_fail(err, NS_ERR_INVALID, "messages", "messages.%d.role: Input should be 'user' or 'assistant'", k);
+            rc = oai_error_set(err, NS_ERR_INVALID, "messages", "messages.%d.role: Input should be 'user' or 'assistant'", k);
             goto out;
         }
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (!content) {
-            rc = ant_fail(err, NS_ERR_INVALID, "messages", "messages.%d.content: Field required", k);
+            rc = oai_error_set(err, NS_ERR_INVALID, "messages", "messages.%d.content: Field required", k);
             goto out;
         }
         if ((rc = ant_text(r, content, "messages", &r->msgs_[i].content, err)))
@@ -175,7 +161,7 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "temperature")) && !cJSON_IsNull(v)) {
         if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1) {
-            rc = ant_fail(err, NS_ERR_INVALID, "temperature",
+            rc = oai_error_set(err, NS_ERR_INVALID, "temperature",
                           "temperature: Input should be a number between 0 and 1");
             goto out;
         }
@@ -183,21 +169,21 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "top_p")) && !cJSON_IsNull(v)) {
         if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1) {
-            rc = ant_fail(err, NS_ERR_INVALID, "top_p", "top_p: Input should be a number between 0 and 1");
+            rc = oai_error_set(err, NS_ERR_INVALID, "top_p", "top_p: Input should be a number between 0 and 1");
             goto out;
         }
         r->req.top_p = (float)v->valuedouble;
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "top_k")) && !cJSON_IsNull(v)) {
         if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0) {
-            rc = ant_fail(err, NS_ERR_INVALID, "top_k", "top_k: Input should be a non-negative integer");
+            rc = oai_error_set(err, NS_ERR_INVALID, "top_k", "top_k: Input should be a non-negative integer");
             goto out;
         }
         r->req.top_k = (int)v->valuedouble;
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "stop_sequences")) && !cJSON_IsNull(v)) {
         if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > ENGINE_MAX_STOP) {
-            rc = ant_fail(err, NS_ERR_INVALID, "stop_sequences",
+            rc = oai_error_set(err, NS_ERR_INVALID, "stop_sequences",
                           "stop_sequences: Input should be a list of at most %d strings", ENGINE_MAX_STOP);
             goto out;
         }
@@ -205,7 +191,7 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
         cJSON_ArrayForEach(it, v)
         {
             if (!cJSON_IsString(it)) {
-                rc = ant_fail(err, NS_ERR_INVALID, "stop_sequences", "stop_sequences: Input should be a list of strings");
+                rc = oai_error_set(err, NS_ERR_INVALID, "stop_sequences", "stop_sequences: Input should be a list of strings");
                 goto out;
             }
             if (it->valuestring[0])
@@ -214,7 +200,7 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "stream")) && !cJSON_IsNull(v)) {
         if (!cJSON_IsBool(v)) {
-            rc = ant_fail(err, NS_ERR_INVALID, "stream", "stream: Input should be a valid boolean");
+            rc = oai_error_set(err, NS_ERR_INVALID, "stream", "stream: Input should be a valid boolean");
             goto out;
         }
         r->stream = cJSON_IsTrue(v);
@@ -230,7 +216,7 @@ int anthropic_request_parse(const char *json, size_t len, struct oai_request *r,
     memset(r, 0, sizeof(*r));
     cJSON *body = cJSON_ParseWithLength(json, len);
     if (!body)
-        return ant_fail(err, NS_ERR_INVALID, NULL, "the request body is not valid JSON");
+        return oai_error_set(err, NS_ERR_INVALID, NULL, "the request body is not valid JSON");
     return anthropic_request_from_json(body, r, err);
 }
 

@@ -481,6 +481,25 @@ size_t *batchfile_prefix_order(const struct batchfile *bf, bool group)
     return order;
 }
 
+cJSON *batchfile_errors_json(const struct batchfile *bf)
+{
+    cJSON *errs = cJSON_CreateObject();
+    cJSON_AddStringToObject(errs, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(errs, "data");
+    for (size_t i = 0; i < bf->n_errors; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "code", bf->errors[i].code);
+        cJSON_AddNumberToObject(e, "line", bf->errors[i].line);
+        cJSON_AddStringToObject(e, "message", bf->errors[i].message);
+        if (bf->errors[i].param)
+            cJSON_AddStringToObject(e, "param", bf->errors[i].param);
+        else
+            cJSON_AddNullToObject(e, "param");
+        cJSON_AddItemToArray(data, e);
+    }
+    return errs;
+}
+
 static int bf_error_cmp(const void *a, const void *b)
 {
     const struct batchfile_error *x = a, *y = b;

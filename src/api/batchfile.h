@@ -90,6 +90,10 @@ void batchfile_add_external_error(struct batchfile *bf, const struct batchfile_p
  * file order, so the order is reproducible. Caller frees; NULL when out of memory. */
 size_t *batchfile_prefix_order(const struct batchfile *bf, bool group);
 
+/* OpenAI's batch `errors` object for the collected errors:
+ * {"object":"list","data":[{code,line,message,param}]}; the caller cJSON_Delete()s it. */
+struct cJSON *batchfile_errors_json(const struct batchfile *bf);
+
 /* "/v1/chat/completions" for BATCHFILE_URL_CHAT, ... */
 const char *batchfile_url_path(enum batchfile_url url);
 

@@ -17,10 +17,7 @@
 
 #define OAI_TEXT_MAX (64u << 20)
 
-static int oai_fail(struct oai_error *err, int status, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int oai_fail(struct oai_error *err, int status, const char *param, const char *fmt, ...)
+int oai_error_set(struct oai_error *err, int status, const char *param, const char *fmt, ...)
 {
     err->status = status;
     err->param = param;
@@ -85,13 +82,13 @@ static int oai_number(const cJSON *body, const char *name, double lo, double hi,
     if (!v || cJSON_IsNull(v))
         return NS_OK;
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return oai_fail(err, NS_ERR_INVALID, name, "Invalid type for '%s': expected a number.", name);
+        return oai_error_set(err, NS_ERR_INVALID, name, "Invalid type for '%s': expected a number.", name);
     if (v->valuedouble < lo)
-        return oai_fail(err, NS_ERR_INVALID, name,
+        return oai_error_set(err, NS_ERR_INVALID, name,
                         "Invalid '%s': value below minimum. Expected a value >= %g, but got %g instead.", name, lo,
                         v->valuedouble);
     if (v->valuedouble > hi)
-        return oai_fail(err, NS_ERR_INVALID, name,
+        return oai_error_set(err, NS_ERR_INVALID, name,
                         "Invalid '%s': value above maximum. Expected a value <= %g, but got %g instead.", name, hi,
                         v->valuedouble);
     *out = v->valuedouble;
@@ -109,13 +106,13 @@ static int oai_integer(const cJSON *body, const char *name, double lo, double hi
     if (!v || cJSON_IsNull(v))
         return NS_OK;
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || !isfinite(v->valuedouble))
-        return oai_fail(err, NS_ERR_INVALID, name, "Invalid type for '%s': expected an integer.", name);
+        return oai_error_set(err, NS_ERR_INVALID, name, "Invalid type for '%s': expected an integer.", name);
     if (v->valuedouble < lo)
-        return oai_fail(err, NS_ERR_INVALID, name,
+        return oai_error_set(err, NS_ERR_INVALID, name,
                         "Invalid '%s': integer below minimum value. Expected a value >= %.0f, but got %.0f instead.",
                         name, lo, v->valuedouble);
     if (v->valuedouble > hi)
-        return oai_fail(err, NS_ERR_INVALID, name,
+        return oai_error_set(err, NS_ERR_INVALID, name,
                         "Invalid '%s': integer above maximum value. Expected a value <= %.0f, but got %.0f instead.",
                         name, hi, v->valuedouble);
     *out = (long long)v->valuedouble;
@@ -130,7 +127,7 @@ static int oai_boolean(const cJSON *body, const char *name, bool *out, struct oa
     if (!v || cJSON_IsNull(v))
         return NS_OK;
     if (!cJSON_IsBool(v))
-        return oai_fail(err, NS_ERR_INVALID, name, "Invalid type for '%s': expected a boolean.", name);
+        return oai_error_set(err, NS_ERR_INVALID, name, "Invalid type for '%s': expected a boolean.", name);
     *out = cJSON_IsTrue(v);
     return NS_OK;
 }
@@ -147,7 +144,7 @@ static int oai_content(struct oai_request *r, const cJSON *c, int i, const char 
         return NS_OK;
     }
     if (!cJSON_IsArray(c))
-        return oai_fail(err, NS_ERR_INVALID, "messages",
+        return oai_error_set(err, NS_ERR_INVALID, "messages",
                         "Invalid type for 'messages[%d].content': expected a string or an array of content parts.", i);
     struct buf b;
     buf_init(&b, OAI_TEXT_MAX);
@@ -158,12 +155,12 @@ static int oai_content(struct oai_request *r, const cJSON *c, int i, const char 
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
         if (!cJSON_IsObject(part) || !cJSON_IsString(type)) {
             buf_release(&b);
-            return oai_fail(err, NS_ERR_INVALID, "messages",
+            return oai_error_set(err, NS_ERR_INVALID, "messages",
                             "Invalid 'messages[%d].content[%d]': expected an object with a 'type'.", i, k);
         }
         if (strcmp(type->valuestring, "text") != 0) {
             buf_release(&b);
-            return oai_fail(err, NS_ERR_UNSUPPORTED, "messages",
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, "messages",
                             "Invalid 'messages[%d].content[%d]': content parts of type '%.40s' are not supported "
                             "by this model; only 'text' parts are.",
                             i, k, type->valuestring);
@@ -171,18 +168,18 @@ static int oai_content(struct oai_request *r, const cJSON *c, int i, const char 
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
         if (!cJSON_IsString(text)) {
             buf_release(&b);
-            return oai_fail(err, NS_ERR_INVALID, "messages",
+            return oai_error_set(err, NS_ERR_INVALID, "messages",
                             "Missing required parameter: 'messages[%d].content[%d].text'.", i, k);
         }
         if ((k && buf_append(&b, "\n", 1)) || buf_appends(&b, text->valuestring)) {
             buf_release(&b);
-            return oai_fail(err, NS_ERR_TOO_LARGE, "messages", "'messages[%d].content' is too long.", i);
+            return oai_error_set(err, NS_ERR_TOO_LARGE, "messages", "'messages[%d].content' is too long.", i);
         }
         k++;
     }
     char *s = buf_detach(&b);
     if (!s || !oai_request_own(r, s))
-        return oai_fail(err, NS_ERR_NOMEM, NULL, "out of memory");
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
     *out = s;
     return NS_OK;
 }
@@ -191,41 +188,41 @@ static int oai_messages(struct oai_request *r, const cJSON *body, struct oai_err
 {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(body, "messages");
     if (!m)
-        return oai_fail(err, NS_ERR_INVALID, "messages", "Missing required parameter: 'messages'.");
+        return oai_error_set(err, NS_ERR_INVALID, "messages", "Missing required parameter: 'messages'.");
     if (!cJSON_IsArray(m))
-        return oai_fail(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages': expected an array.");
+        return oai_error_set(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages': expected an array.");
     int n = cJSON_GetArraySize(m);
     if (n == 0)
-        return oai_fail(err, NS_ERR_INVALID, "messages",
+        return oai_error_set(err, NS_ERR_INVALID, "messages",
                         "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an "
                         "empty array instead.");
     r->msgs_ = calloc((size_t)n, sizeof(*r->msgs_));
     if (!r->msgs_)
-        return oai_fail(err, NS_ERR_NOMEM, NULL, "out of memory");
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
     int i = 0;
     const cJSON *msg;
     cJSON_ArrayForEach(msg, m)
     {
         if (!cJSON_IsObject(msg))
-            return oai_fail(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages[%d]': expected an object.", i);
+            return oai_error_set(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages[%d]': expected an object.", i);
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
         if (!role)
-            return oai_fail(err, NS_ERR_INVALID, "messages", "Missing required parameter: 'messages[%d].role'.", i);
+            return oai_error_set(err, NS_ERR_INVALID, "messages", "Missing required parameter: 'messages[%d].role'.", i);
         if (!cJSON_IsString(role))
-            return oai_fail(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages[%d].role': expected a string.", i);
+            return oai_error_set(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages[%d].role': expected a string.", i);
         const char *rs = role->valuestring;
         if (strcmp(rs, "developer") == 0)
             rs = "system"; /* chat templates know system, not developer */
         else if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "tool"))
-            return oai_fail(err, NS_ERR_INVALID, "messages",
+            return oai_error_set(err, NS_ERR_INVALID, "messages",
                             "Invalid value: '%.40s'. Supported values are: 'system', 'assistant', 'user', 'tool', "
                             "and 'developer'.",
                             role->valuestring);
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
         if (!content && strcmp(rs, "assistant") != 0)
-            return oai_fail(err, NS_ERR_INVALID, "messages", "Missing required parameter: 'messages[%d].content'.", i);
+            return oai_error_set(err, NS_ERR_INVALID, "messages", "Missing required parameter: 'messages[%d].content'.", i);
         if (cJSON_GetObjectItemCaseSensitive(msg, "tool_calls"))
-            return oai_fail(err, NS_ERR_UNSUPPORTED, "messages",
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, "messages",
                             "'messages[%d].tool_calls' is not supported by the local engine yet.", i);
         int rc = oai_content(r, content, i, &r->msgs_[i].content, err);
         if (rc)
@@ -242,7 +239,7 @@ static int oai_prompt(struct oai_request *r, const cJSON *body, struct oai_error
 {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(body, "prompt");
     if (!p)
-        return oai_fail(err, NS_ERR_INVALID, "prompt", "Missing required parameter: 'prompt'.");
+        return oai_error_set(err, NS_ERR_INVALID, "prompt", "Missing required parameter: 'prompt'.");
     if (cJSON_IsString(p)) {
         r->req.prompt = p->valuestring;
         return NS_OK;
@@ -252,9 +249,9 @@ static int oai_prompt(struct oai_request *r, const cJSON *body, struct oai_error
         return NS_OK;
     }
     if (cJSON_IsArray(p))
-        return oai_fail(err, NS_ERR_UNSUPPORTED, "prompt",
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "prompt",
                         "Invalid 'prompt': only a single string prompt is supported; send one request per prompt.");
-    return oai_fail(err, NS_ERR_INVALID, "prompt", "Invalid type for 'prompt': expected a string.");
+    return oai_error_set(err, NS_ERR_INVALID, "prompt", "Invalid type for 'prompt': expected a string.");
 }
 
 static int oai_stop(struct oai_request *r, const cJSON *body, struct oai_error *err)
@@ -268,9 +265,9 @@ static int oai_stop(struct oai_request *r, const cJSON *body, struct oai_error *
         return NS_OK;
     }
     if (!cJSON_IsArray(s))
-        return oai_fail(err, NS_ERR_INVALID, "stop", "Invalid type for 'stop': expected a string or an array of strings.");
+        return oai_error_set(err, NS_ERR_INVALID, "stop", "Invalid type for 'stop': expected a string or an array of strings.");
     if (cJSON_GetArraySize(s) > ENGINE_MAX_STOP)
-        return oai_fail(err, NS_ERR_INVALID, "stop",
+        return oai_error_set(err, NS_ERR_INVALID, "stop",
                         "Invalid 'stop': array too long. Expected an array with maximum length %d, but got an array "
                         "with length %d instead.",
                         ENGINE_MAX_STOP, cJSON_GetArraySize(s));
@@ -279,7 +276,7 @@ static int oai_stop(struct oai_request *r, const cJSON *body, struct oai_error *
     cJSON_ArrayForEach(it, s)
     {
         if (!cJSON_IsString(it))
-            return oai_fail(err, NS_ERR_INVALID, "stop", "Invalid type for 'stop[%d]': expected a string.", i);
+            return oai_error_set(err, NS_ERR_INVALID, "stop", "Invalid type for 'stop[%d]': expected a string.", i);
         if (it->valuestring[0])
             r->req.stop[r->req.n_stop++] = it->valuestring;
         i++;
@@ -311,7 +308,7 @@ static int oai_check_fields(const cJSON *body, bool chat, struct oai_error *err)
         for (int i = 0; known[i] && !ok; i++)
             ok = strcmp(known[i], f->string) == 0;
         if (!ok)
-            return oai_fail(err, NS_ERR_INVALID, NULL, "Unrecognized request argument supplied: %.64s", f->string);
+            return oai_error_set(err, NS_ERR_INVALID, NULL, "Unrecognized request argument supplied: %.64s", f->string);
     }
     return NS_OK;
 }
@@ -322,43 +319,43 @@ static int oai_check_unsupported(const cJSON *body, bool chat, struct oai_error 
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "logprobs")) && !cJSON_IsNull(v) && !cJSON_IsFalse(v) &&
         !(cJSON_IsNumber(v) && v->valuedouble == 0))
-        return oai_fail(err, NS_ERR_UNSUPPORTED, "logprobs", "'logprobs' is not supported by the local engine yet.");
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "logprobs", "'logprobs' is not supported by the local engine yet.");
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "top_logprobs")) && !cJSON_IsNull(v))
-        return oai_fail(err, NS_ERR_UNSUPPORTED, "top_logprobs", "'top_logprobs' is not supported by the local engine yet.");
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "top_logprobs", "'top_logprobs' is not supported by the local engine yet.");
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "logit_bias")) && !cJSON_IsNull(v) &&
         !(cJSON_IsObject(v) && !v->child))
-        return oai_fail(err, NS_ERR_UNSUPPORTED, "logit_bias", "'logit_bias' is not supported by the local engine yet.");
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "logit_bias", "'logit_bias' is not supported by the local engine yet.");
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "response_format")) && !cJSON_IsNull(v)) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
         if (!cJSON_IsObject(v) || !cJSON_IsString(t))
-            return oai_fail(err, NS_ERR_INVALID, "response_format",
+            return oai_error_set(err, NS_ERR_INVALID, "response_format",
                             "Invalid 'response_format': expected an object with a 'type'.");
         if (strcmp(t->valuestring, "text") != 0)
-            return oai_fail(err, NS_ERR_UNSUPPORTED, "response_format",
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, "response_format",
                             "'response_format' of type '%.40s' is not supported by the local engine yet.",
                             t->valuestring);
     }
     if (chat) {
         if ((v = cJSON_GetObjectItemCaseSensitive(body, "tools")) && !cJSON_IsNull(v) &&
             !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
-            return oai_fail(err, NS_ERR_UNSUPPORTED, "tools", "'tools' is not supported by the local engine yet.");
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, "tools", "'tools' is not supported by the local engine yet.");
         if ((v = cJSON_GetObjectItemCaseSensitive(body, "functions")) && !cJSON_IsNull(v))
-            return oai_fail(err, NS_ERR_UNSUPPORTED, "functions", "'functions' is not supported by the local engine yet.");
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, "functions", "'functions' is not supported by the local engine yet.");
         if ((v = cJSON_GetObjectItemCaseSensitive(body, "audio")) && !cJSON_IsNull(v))
-            return oai_fail(err, NS_ERR_UNSUPPORTED, "audio", "'audio' output is not supported by this model.");
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, "audio", "'audio' output is not supported by this model.");
         if ((v = cJSON_GetObjectItemCaseSensitive(body, "modalities")) && cJSON_IsArray(v)) {
             const cJSON *it;
-            cJSON_ArrayForEach(it, v) if (!cJSON_IsString(it) || strcmp(it->valuestring, "text") != 0) return oai_fail(
+            cJSON_ArrayForEach(it, v) if (!cJSON_IsString(it) || strcmp(it->valuestring, "text") != 0) return oai_error_set(
                 err, NS_ERR_UNSUPPORTED, "modalities", "only the 'text' modality is supported by this model.");
         }
     } else {
         if ((v = cJSON_GetObjectItemCaseSensitive(body, "echo")) && cJSON_IsTrue(v))
-            return oai_fail(err, NS_ERR_UNSUPPORTED, "echo", "'echo' is not supported by the local engine yet.");
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, "echo", "'echo' is not supported by the local engine yet.");
         if ((v = cJSON_GetObjectItemCaseSensitive(body, "suffix")) && !cJSON_IsNull(v))
-            return oai_fail(err, NS_ERR_UNSUPPORTED, "suffix", "'suffix' is not supported by this model.");
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, "suffix", "'suffix' is not supported by this model.");
         if ((v = cJSON_GetObjectItemCaseSensitive(body, "best_of")) && !cJSON_IsNull(v) &&
             !(cJSON_IsNumber(v) && v->valuedouble == 1))
-            return oai_fail(err, NS_ERR_UNSUPPORTED, "best_of", "'best_of' other than 1 is not supported yet.");
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, "best_of", "'best_of' other than 1 is not supported yet.");
     }
     return NS_OK;
 }
@@ -371,18 +368,18 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
     r->chat = chat;
     engine_request_init(&r->req);
     if (!cJSON_IsObject(body)) {
-        rc = oai_fail(err, NS_ERR_INVALID, NULL, "The request body must be a JSON object.");
+        rc = oai_error_set(err, NS_ERR_INVALID, NULL, "The request body must be a JSON object.");
         goto out;
     }
     if ((rc = oai_check_fields(body, chat, err)))
         goto out;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
     if (!model) {
-        rc = oai_fail(err, NS_ERR_INVALID, "model", "Missing required parameter: 'model'.");
+        rc = oai_error_set(err, NS_ERR_INVALID, "model", "Missing required parameter: 'model'.");
         goto out;
     }
     if (!cJSON_IsString(model)) {
-        rc = oai_fail(err, NS_ERR_INVALID, "model", "Invalid type for 'model': expected a string.");
+        rc = oai_error_set(err, NS_ERR_INVALID, "model", "Invalid type for 'model': expected a string.");
         goto out;
     }
     r->model = model->valuestring;
@@ -408,7 +405,7 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
     if ((rc = oai_integer(body, "n", 1, 128, &ll, NULL, err)))
         goto out;
     if (ll != 1) {
-        rc = oai_fail(err, NS_ERR_UNSUPPORTED, "n", "Invalid 'n': only n = 1 is supported by the local engine for now, but got %lld.", ll);
+        rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "n", "Invalid 'n': only n = 1 is supported by the local engine for now, but got %lld.", ll);
         goto out;
     }
     d = 1.0;
@@ -440,7 +437,7 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
     if (so && !cJSON_IsNull(so)) {
         if (!cJSON_IsObject(so)) {
-            rc = oai_fail(err, NS_ERR_INVALID, "stream_options", "Invalid type for 'stream_options': expected an object.");
+            rc = oai_error_set(err, NS_ERR_INVALID, "stream_options", "Invalid type for 'stream_options': expected an object.");
             goto out;
         }
         if ((rc = oai_boolean(so, "include_usage", &r->include_usage, err)))
@@ -464,7 +461,7 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
         goto out;
     r->req.min_tokens = (int)ll;
     if (r->req.max_tokens >= 0 && r->req.min_tokens > r->req.max_tokens) {
-        rc = oai_fail(err, NS_ERR_INVALID, "min_tokens", "Invalid 'min_tokens': it must not exceed max_tokens (%d).",
+        rc = oai_error_set(err, NS_ERR_INVALID, "min_tokens", "Invalid 'min_tokens': it must not exceed max_tokens (%d).",
                       r->req.max_tokens);
         goto out;
     }
@@ -481,7 +478,7 @@ int oai_request_parse(const char *body_json, size_t len, bool chat, struct oai_r
     memset(r, 0, sizeof(*r));
     cJSON *body = cJSON_ParseWithLength(body_json, len);
     if (!body)
-        return oai_fail(err, NS_ERR_INVALID, NULL,
+        return oai_error_set(err, NS_ERR_INVALID, NULL,
                         "We could not parse the JSON body of your request. The body must be valid JSON.");
     return oai_request_from_json(body, chat, r, err);
 }

@@ -44,6 +44,10 @@ struct oai_error {
     char message[400];
 };
 
+/* Fill err (status, static param, formatted message) and return the status. */
+int oai_error_set(struct oai_error *err, int status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Parse body (a JSON object) for the endpoint. On failure returns the status and fills
  * *err; r is then released. `body_json` need not be NUL-terminated. */
 int oai_request_parse(const char *body_json, size_t len, bool chat, struct oai_request *r, struct oai_error *err);

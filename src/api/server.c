@@ -1075,30 +1075,47 @@ static enum MHD_Result h_batch_list(struct route_ctx *x)
     return send_json(x->c, 200, o);
 }
 
+/* Move a validating or in-progress batch to cancelling: a compare-and-set against the batch
+ * manager moving it on at the same time, retried on a fresh read. On return b holds the
+ * batch as it now is (any status: ended ones are left alone). NS_ERR_UNAVAILABLE when it
+ * kept changing under us. */
+static int batch_request_cancel(struct server *srv, struct store_batch *b)
+{
+    char id[48];
+    snprintf(id, sizeof(id), "%s", b->id);
+    for (int tries = 0; tries < 20; tries++) {
+        if (b->status != SB_VALIDATING && b->status != SB_IN_PROGRESS)
+            return NS_OK;
+        enum store_batch_status was = b->status;
+        b->status = SB_CANCELLING;
+        b->cancelling_at = time(NULL);
+        int rc = srv->ops->batch_update(srv->st, b, was);
+        if (rc == NS_OK) {
+            batchmgr_kick(srv->bm);
+            return NS_OK;
+        }
+        store_batch_release(b);
+        if (rc != NS_ERR_CONFLICT || srv->ops->batch_get(srv->st, id, b) != NS_OK) {
+            memset(b, 0, sizeof(*b));
+            return NS_ERR_IO;
+        }
+    }
+    return NS_ERR_UNAVAILABLE;
+}
+
 static enum MHD_Result h_batch_cancel(struct route_ctx *x)
 {
     struct store_batch b;
     int rc = batch_lookup(x, &b);
     if (rc)
         return batch_not_found(x, rc);
-    /* compare-and-set against the batch manager moving the batch on at the same time */
-    for (int tries = 0; tries < 20 && (b.status == SB_VALIDATING || b.status == SB_IN_PROGRESS); tries++) {
-        enum store_batch_status was = b.status;
-        b.status = SB_CANCELLING;
-        b.cancelling_at = time(NULL);
-        rc = x->srv->ops->batch_update(x->srv->st, &b, was);
-        if (rc == NS_OK) {
-            batchmgr_kick(x->srv->bm);
-            break;
-        }
+    rc = batch_request_cancel(x->srv, &b);
+    if (rc) {
         store_batch_release(&b);
-        if (rc != NS_ERR_CONFLICT || (rc = batch_lookup(x, &b)))
-            return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the cancellation");
+        return rc == NS_ERR_UNAVAILABLE ? send_error(x->c, rc, NULL, NULL, "the batch is changing state; try again")
+                                        : send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the cancellation");
     }
-    if (b.status == SB_VALIDATING || b.status == SB_IN_PROGRESS) {
-        store_batch_release(&b);
-        return send_error(x->c, NS_ERR_UNAVAILABLE, NULL, NULL, "the batch is changing state; try again");
-    } else if (b.status != SB_CANCELLING) {
+    if (b.status != SB_CANCELLING) {
         enum MHD_Result ret = send_error(x->c, NS_ERR_CONFLICT, NULL, "batch_not_cancellable",
                                          "Cannot cancel a batch with status '%s'.", store_batch_status_name(b.status));
         store_batch_release(&b);
@@ -1469,18 +1486,10 @@ static enum MHD_Result h_ant_batch_cancel(struct route_ctx *x)
     enum MHD_Result ret;
     if (ant_batch_lookup(x, &b, &ret))
         return ret;
-    for (int tries = 0; tries < 20 && (b.status == SB_VALIDATING || b.status == SB_IN_PROGRESS); tries++) {
-        enum store_batch_status was = b.status;
-        b.status = SB_CANCELLING;
-        b.cancelling_at = time(NULL);
-        int rc = x->srv->ops->batch_update(x->srv->st, &b, was);
-        if (rc == NS_OK) {
-            batchmgr_kick(x->srv->bm);
-            break;
-        }
+    int rc = batch_request_cancel(x->srv, &b);
+    if (rc) {
         store_batch_release(&b);
-        if (rc != NS_ERR_CONFLICT || ant_batch_lookup(x, &b, &ret))
-            return rc != NS_ERR_CONFLICT ? send_ant_error(x->c, NS_ERR_IO, "cannot record the cancellation") : ret;
+        return send_ant_error(x->c, rc == NS_ERR_UNAVAILABLE ? rc : NS_ERR_IO, "cannot record the cancellation");
     }
     /* canceling an ended or canceling batch returns it as it is, like Anthropic */
     cJSON *o = ant_batch_json(x->srv, &b);

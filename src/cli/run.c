@@ -400,25 +400,6 @@ static void run_print_validation(const struct batchfile *bf, FILE *f)
     fputs("fix those lines, or pass --skip-invalid to run the valid ones and list these in the error file\n", f);
 }
 
-static cJSON *run_errors_json(const struct batchfile *bf)
-{
-    cJSON *errs = cJSON_CreateObject();
-    cJSON_AddStringToObject(errs, "object", "list");
-    cJSON *data = cJSON_AddArrayToObject(errs, "data");
-    for (size_t i = 0; i < bf->n_errors; i++) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "code", bf->errors[i].code);
-        cJSON_AddNumberToObject(e, "line", bf->errors[i].line);
-        cJSON_AddStringToObject(e, "message", bf->errors[i].message);
-        if (bf->errors[i].param)
-            cJSON_AddStringToObject(e, "param", bf->errors[i].param);
-        else
-            cJSON_AddNullToObject(e, "param");
-        cJSON_AddItemToArray(data, e);
-    }
-    return errs;
-}
-
 static int run_write_summary(const char *path, const char *status, const struct batchfile *bf,
                              const struct runstate_totals *tot, double wall, const struct engine_stats *st,
                              size_t resumed)
@@ -428,7 +409,7 @@ static int run_write_summary(const char *path, const char *status, const struct 
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "nightshift.run");
     cJSON_AddStringToObject(o, "status", status);
-    cJSON_AddItemToObject(o, "errors", run_errors_json(bf));
+    cJSON_AddItemToObject(o, "errors", batchfile_errors_json(bf));
     cJSON *rc = cJSON_AddObjectToObject(o, "request_counts");
     cJSON_AddNumberToObject(rc, "total", (double)bf->n_requests);
     cJSON_AddNumberToObject(rc, "completed", tot ? (double)tot->ok : 0);

@@ -169,20 +169,7 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
         goto out;
     }
     if (bf->n_invalid && !messages) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "object", "list");
-        cJSON *d = cJSON_AddArrayToObject(o, "data");
-        for (size_t i = 0; i < bf->n_errors; i++) {
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddStringToObject(e, "code", bf->errors[i].code);
-            cJSON_AddNumberToObject(e, "line", bf->errors[i].line);
-            cJSON_AddStringToObject(e, "message", bf->errors[i].message);
-            if (bf->errors[i].param)
-                cJSON_AddStringToObject(e, "param", bf->errors[i].param);
-            else
-                cJSON_AddNullToObject(e, "param");
-            cJSON_AddItemToArray(d, e);
-        }
+        cJSON *o = batchfile_errors_json(bf);
         bm_fail(m, b, o);
         goto out;
     }
