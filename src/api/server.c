@@ -1553,6 +1553,103 @@ static enum MHD_Result h_ant_batch_delete(struct route_ctx *x)
     return send_json(x->c, 200, o);
 }
 
+/* ---- metrics ------------------------------------------------------------------------ */
+
+static void metric_hist(struct buf *b, const char *name, const char *model, const struct sched_hist *h)
+{
+    uint64_t cum = 0;
+    for (int i = 0; i < SCHED_HIST_BUCKETS; i++) {
+        cum += h->counts[i];
+        if (i == SCHED_HIST_BUCKETS - 1)
+            buf_appendf(b, "%s_bucket{model=\"%s\",le=\"+Inf\"} %llu\n", name, model, (unsigned long long)cum);
+        else
+            buf_appendf(b, "%s_bucket{model=\"%s\",le=\"%g\"} %llu\n", name, model, sched_hist_bounds[i],
+                        (unsigned long long)cum);
+    }
+    buf_appendf(b, "%s_sum{model=\"%s\"} %.6f\n%s_count{model=\"%s\"} %llu\n", name, model, h->sum, name, model,
+                (unsigned long long)h->n);
+}
+
+/* GET /metrics: Prometheus text format (0.0.4) */
+static enum MHD_Result h_metrics(struct route_ctx *x)
+{
+    struct buf b;
+    buf_init(&b, 4u << 20);
+    struct server *srv = x->srv;
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"nightshift_queue_depth", "gauge", "Requests waiting to enter the engine, by lane."},
+        {"nightshift_active_batches", "gauge", "Batches handing out lines to the engine."},
+        {"nightshift_requests_total", "counter", "Requests finished by the engine, by lane."},
+        {"nightshift_engine_steps_total", "counter", "llama_decode calls."},
+        {"nightshift_engine_sequences_per_step", "gauge", "Average sequences per engine step since start."},
+        {"nightshift_prompt_tokens_submitted_total", "counter", "Prompt tokens of admitted requests."},
+        {"nightshift_prompt_tokens_computed_total", "counter", "Prompt tokens actually computed."},
+        {"nightshift_prompt_tokens_cached_total", "counter", "Prompt tokens served by the prefix cache."},
+        {"nightshift_generated_tokens_total", "counter", "Tokens generated."},
+        {"nightshift_preemptions_total", "counter", "Sequences parked for lack of KV memory."},
+    };
+    for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+        buf_appendf(&b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        for (int i = 0; i < srv->n_scheds; i++) {
+            const char *m = sched_model_name(srv->scheds[i]);
+            struct sched_stats ss;
+            struct engine_stats es;
+            sched_get_stats(srv->scheds[i], &ss);
+            engine_get_stats(sched_engine(srv->scheds[i]), &es); /* read unlocked: counters may lag a step */
+            switch (f) {
+            case 0: buf_appendf(&b, "%s{model=\"%s\",lane=\"interactive\"} %llu\n", fam[f].name, m,
+                                (unsigned long long)ss.interactive_waiting); break;
+            case 1: buf_appendf(&b, "%s{model=\"%s\"} %d\n", fam[f].name, m, ss.active_batches); break;
+            case 2:
+                buf_appendf(&b, "%s{model=\"%s\",lane=\"interactive\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)ss.interactive_done);
+                buf_appendf(&b, "%s{model=\"%s\",lane=\"batch\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)ss.batch_lines_done);
+                break;
+            case 3: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.steps); break;
+            case 4: buf_appendf(&b, "%s{model=\"%s\"} %.3f\n", fam[f].name, m,
+                                es.steps ? (double)es.seqs_in_steps / (double)es.steps : 0.0); break;
+            case 5: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.prompt_submitted); break;
+            case 6: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.prompt_tokens); break;
+            case 7: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.prompt_cached); break;
+            case 8: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.gen_tokens); break;
+            case 9: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.preemptions); break;
+            }
+        }
+    }
+    static const struct {
+        const char *name, *help;
+        int which;
+    } hists[] = {
+        {"nightshift_time_to_first_token_seconds", "Real-time requests: submission to first token.", 0},
+        {"nightshift_request_duration_seconds", "Real-time requests: submission to the last token.", 1},
+        {"nightshift_batch_line_duration_seconds", "Batch lines: admission to the last token.", 2},
+    };
+    for (size_t h = 0; h < sizeof(hists) / sizeof(hists[0]); h++) {
+        buf_appendf(&b, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].name, hists[h].help, hists[h].name);
+        for (int i = 0; i < srv->n_scheds; i++) {
+            struct sched_stats ss;
+            sched_get_stats(srv->scheds[i], &ss);
+            const struct sched_hist *sh = hists[h].which == 0 ? &ss.ttft : hists[h].which == 1 ? &ss.latency : &ss.line_latency;
+            metric_hist(&b, hists[h].name, sched_model_name(srv->scheds[i]), sh);
+        }
+    }
+    buf_appendf(&b, "# HELP nightshift_batches Batches by status.\n# TYPE nightshift_batches gauge\n");
+    for (int st = 0; st < SB_STATUS_COUNT_; st++) {
+        char(*ids)[48] = NULL;
+        int n = 0;
+        if (srv->ops->batch_ids_by_status(srv->st, (enum store_batch_status)st, &ids, &n) == NS_OK)
+            buf_appendf(&b, "nightshift_batches{status=\"%s\"} %d\n", store_batch_status_name((enum store_batch_status)st), n);
+        free(ids);
+    }
+    char *text = buf_detach(&b);
+    if (!text)
+        return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+    return send_text(x->c, 200, "text/plain; version=0.0.4", text);
+}
+
 /* ---- dispatch ----------------------------------------------------------------------- */
 
 enum body_kind { BODY_NONE, BODY_JSON, BODY_MULTIPART };
@@ -1565,6 +1662,7 @@ static const struct route {
 } routes[] = {
     {"GET", "/health", BODY_NONE, h_health},
     {"GET", "/ready", BODY_NONE, h_ready},
+    {"GET", "/metrics", BODY_NONE, h_metrics},
     {"GET", "/v1/models", BODY_NONE, h_models},
     {"GET", "/v1/models/*", BODY_NONE, h_model_get},
     {"POST", "/v1/chat/completions", BODY_JSON, h_chat},

@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -27,6 +28,26 @@
 #include <unistd.h>
 
 enum { SCHED_KIND_JOB = 1, SCHED_KIND_LINE = 2 };
+
+const double sched_hist_bounds[SCHED_HIST_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                      1,     2.5,  5,     10,   30,  60,  INFINITY};
+
+static void sched_observe(struct sched_hist *h, double v)
+{
+    int i = 0;
+    while (i < SCHED_HIST_BUCKETS - 1 && v > sched_hist_bounds[i])
+        i++;
+    h->counts[i]++;
+    h->sum += v;
+    h->n++;
+}
+
+static double sched_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 struct sched_batch;
 
@@ -368,6 +389,11 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
         pthread_mutex_lock(&s->mu);
         s->stats.interactive_done++;
         s->interactive_running--;
+        if (res->status == NS_OK) {
+            if (res->t_first > 0)
+                sched_observe(&s->stats.ttft, res->t_first - j->t_submit_);
+            sched_observe(&s->stats.latency, res->t_end - j->t_submit_);
+        }
         pthread_mutex_unlock(&s->mu);
         j->on_done(j, res);
         return;
@@ -383,6 +409,8 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
     pthread_mutex_lock(&s->mu);
     b->inflight--;
     s->stats.batch_lines_done++;
+    if (res->status == NS_OK)
+        sched_observe(&s->stats.line_latency, res->t_end - res->t_admit);
     if (b->dropped) {
         if (b->inflight == 0) {
             sched_unlink(s, b);
@@ -490,6 +518,7 @@ int sched_submit(struct sched *s, struct sched_job *job)
 {
     job->kind_ = SCHED_KIND_JOB;
     job->next_ = NULL;
+    job->t_submit_ = sched_now();
     pthread_mutex_lock(&s->mu);
     if (s->stopping) {
         pthread_mutex_unlock(&s->mu);

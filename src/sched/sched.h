@@ -55,6 +55,7 @@ struct sched_job {
     /* the end (engine thread); res and its text are valid during the call only */
     void (*on_done)(struct sched_job *job, const struct engine_result *res);
     struct sched_job *next_;    /* private */
+    double t_submit_;           /* private */
 };
 
 /* called when a batch has no line left to hand out and none in flight (engine thread) */
@@ -79,10 +80,23 @@ int sched_batch_inflight(struct sched *s, const char *batch_id);
 const char *sched_model_name(const struct sched *s);
 struct engine *sched_engine(struct sched *s);
 
+#define SCHED_HIST_BUCKETS 14
+/* upper bounds in seconds of the histogram buckets (the last is +Inf) */
+extern const double sched_hist_bounds[SCHED_HIST_BUCKETS];
+
+struct sched_hist {
+    uint64_t counts[SCHED_HIST_BUCKETS]; /* per bucket, not cumulative */
+    double sum;
+    uint64_t n;
+};
+
 struct sched_stats {
     uint64_t interactive_waiting, interactive_done;
     uint64_t batch_lines_done;
     int active_batches;
+    struct sched_hist ttft;          /* interactive: submit -> first token */
+    struct sched_hist latency;       /* interactive: submit -> done */
+    struct sched_hist line_latency;  /* batch lines: admitted -> done */
 };
 void sched_get_stats(struct sched *s, struct sched_stats *out);
 

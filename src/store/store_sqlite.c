@@ -828,7 +828,8 @@ static int sq_lines_failed(struct store *st, const char *batch_id, struct store_
         return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT idx,line_no,custom_id,off,len,url FROM lines WHERE batch_id=? AND state=3 ORDER BY line_no",
+                           "SELECT idx,line_no,custom_id,off,len,url,model FROM lines WHERE batch_id=? AND state=3 "
+                           "ORDER BY line_no",
                            -1, &s, NULL) == SQLITE_OK) {
         sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
         int r;
@@ -847,6 +848,8 @@ static int sq_lines_failed(struct store *st, const char *batch_id, struct store_
             l->off = sqlite3_column_int64(s, 3);
             l->len = sqlite3_column_int64(s, 4);
             l->url = sqlite3_column_int(s, 5);
+            l->model = sq_dup(s, 6);
+            l->result = NULL;
         }
         if (r == SQLITE_DONE)
             rc = NS_OK;

@@ -200,3 +200,40 @@ test('fairness: a small batch submitted after a large one finishes first (round-
     assert.ok(b1now.request_counts.completed < 300);
     await api(s, 'POST', `/v1/batches/${b1.id}/cancel`);
 });
+
+test('GET /metrics: Prometheus text format with queue, token, latency and batch metrics', async () => {
+    const s = servers[0];
+    const r0 = await api(s, 'POST', '/v1/chat/completions',
+        JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }),
+        { 'content-type': 'application/json' });
+    assert.equal(r0.status, 200);
+    const m = await api(s, 'GET', '/metrics');
+    assert.equal(m.status, 200);
+    const lines = m.text.split('\n').filter(Boolean);
+    const typed = new Set();
+    for (const l of lines) {
+        if (l.startsWith('# HELP ')) continue;
+        if (l.startsWith('# TYPE ')) {
+            const [, , name, type] = l.split(' ');
+            assert.ok(['gauge', 'counter', 'histogram'].includes(type), l);
+            typed.add(name);
+            continue;
+        }
+        const mm = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (-?[0-9.]+(e[+-]?[0-9]+)?|\+Inf|NaN)$/.exec(l);
+        assert.ok(mm, `not a sample line: ${l}`);
+        const family = mm[1].replace(/_(bucket|sum|count)$/, '');
+        assert.ok(typed.has(mm[1]) || typed.has(family), `sample before its TYPE: ${l}`);
+    }
+    const value = (re) => {
+        const l = lines.find((x) => re.test(x));
+        assert.ok(l, `no line matches ${re}`);
+        return Number(l.split(' ').pop());
+    };
+    assert.ok(value(/^nightshift_requests_total\{model="tiny",lane="interactive"\}/) >= 1);
+    assert.ok(value(/^nightshift_requests_total\{model="tiny",lane="batch"\}/) >= 1);
+    assert.ok(value(/^nightshift_time_to_first_token_seconds_count\{model="tiny"\}/) >= 1);
+    assert.ok(value(/^nightshift_generated_tokens_total\{model="tiny"\}/) >= 3);
+    assert.ok(value(/^nightshift_batches\{status="completed"\}/) >= 1);
+    assert.equal(value(/^nightshift_time_to_first_token_seconds_bucket\{model="tiny",le="\+Inf"\}/),
+        value(/^nightshift_time_to_first_token_seconds_count\{model="tiny"\}/));
+});
