@@ -651,6 +651,17 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
         return NULL;
     }
     int id = (int)(s - e->slots);
+    /* Sequences waiting to copy this slot's old prompt can still copy what is reused (it
+     * stays in KV); past that the slot will hold the new prompt's tokens, not theirs. */
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *w = &e->slots[i];
+        if (w->used && w->wait_for == id && w->wait_len > reuse) {
+            if (reuse > w->n_past + 16)
+                w->wait_len = reuse;
+            else
+                w->wait_for = -1;
+        }
+    }
     /* the slot's old content: kept up to what is reused, the rest dropped */
     free(s->tok);
     if (s->retained && reuse == 0)
