@@ -8,6 +8,12 @@
 int cli_run(int argc, char **argv);
 int cli_gen_model(int argc, char **argv);
 int cli_serve(int argc, char **argv);
+/* client.c: commands that talk to a running `nightshift serve` over HTTP */
+int cli_submit(int argc, char **argv);
+int cli_batches(int argc, char **argv);
+int cli_status(int argc, char **argv);
+int cli_results(int argc, char **argv);
+int cli_cancel(int argc, char **argv);
 
 /* print "nightshift: <message>" to stderr; returns 2 (the usage-error status) */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -31,6 +31,11 @@ static void usage(FILE *f)
           "commands:\n"
           "  run        run an OpenAI Batch input file (JSONL) on a local GGUF model\n"
           "  serve      OpenAI-compatible server: files, batches, chat completions\n"
+          "  submit     upload a batch input file to a server and create a batch (--wait: follow it)\n"
+          "  batches    list the batches of a server\n"
+          "  status     show a batch of a server\n"
+          "  results    download the results of a batch\n"
+          "  cancel     cancel a batch\n"
           "  gen-model  write a small random-weight GGUF model with a real tokenizer (tests, demos)\n"
           "  version    print the version of nightshift and of llama.cpp\n"
           "\n"
@@ -49,6 +54,16 @@ int main(int argc, char **argv)
         return cli_run(argc - 1, argv + 1);
     if (strcmp(cmd, "serve") == 0)
         return cli_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "submit") == 0)
+        return cli_submit(argc - 1, argv + 1);
+    if (strcmp(cmd, "batches") == 0)
+        return cli_batches(argc - 1, argv + 1);
+    if (strcmp(cmd, "status") == 0)
+        return cli_status(argc - 1, argv + 1);
+    if (strcmp(cmd, "results") == 0)
+        return cli_results(argc - 1, argv + 1);
+    if (strcmp(cmd, "cancel") == 0)
+        return cli_cancel(argc - 1, argv + 1);
     if (strcmp(cmd, "gen-model") == 0)
         return cli_gen_model(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
