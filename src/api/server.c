@@ -1581,7 +1581,7 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
     } fam[] = {
         {"nightshift_queue_depth", "gauge", "Requests waiting to enter the engine, by lane."},
         {"nightshift_active_batches", "gauge", "Batches handing out lines to the engine."},
-        {"nightshift_requests_total", "counter", "Requests finished by the engine, by lane."},
+        {"nightshift_requests_total", "counter", "Requests finished, by lane and outcome."},
         {"nightshift_engine_steps_total", "counter", "llama_decode calls."},
         {"nightshift_engine_sequences_per_step", "gauge", "Average sequences per engine step since start."},
         {"nightshift_prompt_tokens_submitted_total", "counter", "Prompt tokens of admitted requests."},
@@ -1603,10 +1603,14 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
                                 (unsigned long long)ss.interactive_waiting); break;
             case 1: buf_appendf(&b, "%s{model=\"%s\"} %d\n", fam[f].name, m, ss.active_batches); break;
             case 2:
-                buf_appendf(&b, "%s{model=\"%s\",lane=\"interactive\"} %llu\n", fam[f].name, m,
-                            (unsigned long long)ss.interactive_done);
-                buf_appendf(&b, "%s{model=\"%s\",lane=\"batch\"} %llu\n", fam[f].name, m,
-                            (unsigned long long)ss.batch_lines_done);
+                buf_appendf(&b, "%s{model=\"%s\",lane=\"interactive\",outcome=\"ok\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)(ss.interactive_done - ss.interactive_failed));
+                buf_appendf(&b, "%s{model=\"%s\",lane=\"interactive\",outcome=\"failed\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)ss.interactive_failed);
+                buf_appendf(&b, "%s{model=\"%s\",lane=\"batch\",outcome=\"ok\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)(ss.batch_lines_done - ss.batch_lines_failed));
+                buf_appendf(&b, "%s{model=\"%s\",lane=\"batch\",outcome=\"failed\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)ss.batch_lines_failed);
                 break;
             case 3: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.steps); break;
             case 4: buf_appendf(&b, "%s{model=\"%s\"} %.3f\n", fam[f].name, m,

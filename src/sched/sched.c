@@ -365,6 +365,7 @@ static int sched_pull(void *ud, struct engine_request **out, int max)
                         out[n++] = &sl->oreq.req;
                     } else {
                         s->stats.batch_lines_done++;
+                        s->stats.batch_lines_failed++;
                         sched_report_idle(s, b);
                     }
                 } else {
@@ -388,6 +389,7 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
         struct sched_job *j = req->user;
         pthread_mutex_lock(&s->mu);
         s->stats.interactive_done++;
+        s->stats.interactive_failed += res->status != NS_OK;
         s->interactive_running--;
         if (res->status == NS_OK) {
             if (res->t_first > 0)
@@ -409,6 +411,7 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
     pthread_mutex_lock(&s->mu);
     b->inflight--;
     s->stats.batch_lines_done++;
+    s->stats.batch_lines_failed += res->status != NS_OK;
     if (res->status == NS_OK)
         sched_observe(&s->stats.line_latency, res->t_end - res->t_admit);
     if (b->dropped) {

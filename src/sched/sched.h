@@ -93,6 +93,8 @@ struct sched_hist {
 struct sched_stats {
     uint64_t interactive_waiting, interactive_done;
     uint64_t batch_lines_done;
+    uint64_t batch_lines_failed;     /* of batch_lines_done: with an error result */
+    uint64_t interactive_failed;     /* of interactive_done */
     int active_batches;
     struct sched_hist ttft;          /* interactive: submit -> first token */
     struct sched_hist latency;       /* interactive: submit -> done */

@@ -3,7 +3,7 @@
 // partial results while running, short completion windows.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -201,7 +201,7 @@ test('fairness: a small batch submitted after a large one finishes first (round-
     await api(s, 'POST', `/v1/batches/${b1.id}/cancel`);
 });
 
-test('GET /metrics: Prometheus text format with queue, token, latency and batch metrics', async () => {
+test('GET /metrics: Prometheus text format with queue, token, latency and batch metrics', async (t) => {
     const s = servers[0];
     const r0 = await api(s, 'POST', '/v1/chat/completions',
         JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }),
@@ -229,8 +229,13 @@ test('GET /metrics: Prometheus text format with queue, token, latency and batch 
         assert.ok(l, `no line matches ${re}`);
         return Number(l.split(' ').pop());
     };
-    assert.ok(value(/^nightshift_requests_total\{model="tiny",lane="interactive"\}/) >= 1);
-    assert.ok(value(/^nightshift_requests_total\{model="tiny",lane="batch"\}/) >= 1);
+    assert.ok(value(/^nightshift_requests_total\{model="tiny",lane="interactive",outcome="ok"\}/) >= 1);
+    assert.ok(value(/^nightshift_requests_total\{model="tiny",lane="batch",outcome="ok"\}/) >= 1);
+    assert.ok(value(/^nightshift_requests_total\{model="tiny",lane="batch",outcome="failed"\}/) >= 1);
+    // promtool (Debian's prometheus package, installed by scripts/bootstrap.sh) agrees
+    const promtool = spawnSync('promtool', ['check', 'metrics'], { input: m.text });
+    if (promtool.error) t.diagnostic('promtool not installed: format checked by the regexes above only');
+    else assert.equal(promtool.status, 0, `promtool check metrics: ${promtool.stdout}${promtool.stderr}`);
     assert.ok(value(/^nightshift_time_to_first_token_seconds_count\{model="tiny"\}/) >= 1);
     assert.ok(value(/^nightshift_generated_tokens_total\{model="tiny"\}/) >= 3);
     assert.ok(value(/^nightshift_batches\{status="completed"\}/) >= 1);
