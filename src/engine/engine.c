@@ -362,6 +362,15 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     e->n_ctx = (int)llama_n_ctx(e->ctx);
     e->n_ctx_seq = (int)llama_n_ctx_seq(e->ctx);
     e->batch = llama_batch_init(p.n_batch, 0, 1);
+    {
+        /* warm-up: one decode now, so the first request does not pay the thread pool's start
+         * and the first touch of every (mmap-ed) weight */
+        llama_token t = llama_vocab_bos(e->vocab);
+        if (t < 0)
+            t = 0;
+        if (llama_decode(e->ctx, llama_batch_get_one(&t, 1)) == 0)
+            llama_memory_seq_rm(llama_get_memory(e->ctx), 0, -1, -1);
+    }
 
     if (p.n_priority < 0)
         p.n_priority = 0;
