@@ -48,6 +48,7 @@ struct server_params server_default_params(void)
         .api_key = NULL,
         .max_body = 16u << 20,
         .max_file = 200u * 1000u * 1000u,
+        .message_batch_retention = 29 * 86400,
     };
     return p;
 }
@@ -1268,7 +1269,6 @@ out:
 
 #define ANT_MAX_REQUESTS 100000
 #define ANT_MAX_BYTES (256u * 1000u * 1000u)
-#define ANT_RETENTION_S (29 * 86400)
 
 static cJSON *ant_batch_json(struct server *srv, const struct store_batch *b)
 {
@@ -1431,7 +1431,7 @@ static int ant_batch_lookup(struct route_ctx *x, struct store_batch *b, enum MHD
         store_batch_release(b);
         rc = NS_ERR_NOT_FOUND;
     }
-    if (rc == NS_OK && store_batch_status_terminal(b->status) && b->created_at + ANT_RETENTION_S < time(NULL)) {
+    if (rc == NS_OK && store_batch_status_terminal(b->status) && b->created_at + x->srv->p.message_batch_retention < time(NULL)) {
         store_batch_release(b);
         rc = NS_ERR_NOT_FOUND; /* results are kept 29 days */
     }
@@ -1469,7 +1469,7 @@ static enum MHD_Result h_ant_batch_list(struct route_ctx *x)
     cJSON *d = cJSON_AddArrayToObject(o, "data");
     int64_t now = time(NULL);
     for (int i = 0; i < n; i++)
-        if (!(store_batch_status_terminal(bs[i].status) && bs[i].created_at + ANT_RETENTION_S < now))
+        if (!(store_batch_status_terminal(bs[i].status) && bs[i].created_at + x->srv->p.message_batch_retention < now))
             cJSON_AddItemToArray(d, ant_batch_json(x->srv, &bs[i]));
     cJSON_AddBoolToObject(o, "has_more", more);
     add_str_or_null(o, "first_id", n ? bs[0].id : NULL);

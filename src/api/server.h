@@ -33,6 +33,7 @@ struct server_params {
     const char *api_key;         /* NULL: no auth (loopback development) */
     size_t max_body;             /* JSON request bodies; default 16 MB */
     size_t max_file;             /* uploads; default 200 MB */
+    int64_t message_batch_retention; /* seconds; default 29 days */
 };
 struct server_params server_default_params(void);
 

@@ -53,6 +53,7 @@ static void serve_usage(FILE *f)
           "  -c, --ctx N              KV cache tokens per model, split evenly between its sequences\n"
           "                           (default: 2048 per sequence)\n"
           "      --kv-unified         one KV pool shared by all sequences instead\n"
+          "      --results-retention-days N  keep ended Anthropic Message Batches N days (29)\n"
           "      --no-prefix-cache    compute every prompt in full (by default shared prompt prefixes\n"
           "                           are computed once and batch lines run grouped by prefix)\n"
           "  -t, --threads N          CPU threads (default: all)\n"
@@ -89,7 +90,7 @@ static int serve_mkdirs(const char *dir)
 
 int cli_serve(int argc, char **argv)
 {
-    enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC };
+    enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC, O_RETAIN };
     static const struct option lo[] = {
         {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
         {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -100,6 +101,7 @@ int cli_serve(int argc, char **argv)
         {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
         {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
         {"kv-unified", no_argument, 0, O_KVU},      {"no-prefix-cache", no_argument, 0, O_NOPC},
+        {"results-retention-days", required_argument, 0, O_RETAIN},
         {"verbose", no_argument, 0, 'v'},            {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     struct serve_model models[SERVE_MAX_MODELS];
@@ -190,6 +192,11 @@ int cli_serve(int argc, char **argv)
             break;
         case O_KVU: kv_unified = true; break;
         case O_NOPC: no_prefix = true; bp.group_by_prefix = false; break;
+        case O_RETAIN:
+            if (num_parse_long(optarg, 1, 3650, &v))
+                return cli_fail("--results-retention-days must be an integer from 1 to 3650, not '%s'", optarg);
+            sp.message_batch_retention = bp.message_batch_retention = v * 86400;
+            break;
         case 'v': verbose = true; break;
         case 'h': serve_usage(stdout); return 0;
         default: serve_usage(stderr); return 2;

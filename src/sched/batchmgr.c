@@ -34,7 +34,8 @@ struct batchmgr {
 struct batchmgr_params batchmgr_default_params(void)
 {
     struct batchmgr_params p = {
-        .data_dir = ".", .max_lines = 50000, .max_bytes = 200u * 1000u * 1000u, .group_by_prefix = true};
+        .data_dir = ".", .max_lines = 50000, .max_bytes = 200u * 1000u * 1000u, .group_by_prefix = true,
+        .message_batch_retention = 29 * 86400};
     return p;
 }
 
@@ -408,6 +409,23 @@ static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
     }
 }
 
+/* ended Anthropic Message Batches past their retention: files and rows deleted */
+static void bm_purge(struct batchmgr *m, struct store_batch *b)
+{
+    if (strcmp(b->endpoint, "/v1/messages") != 0 || b->created_at + m->p.message_batch_retention > time(NULL))
+        return;
+    const char *files[3] = {b->input_file_id, b->output_file_id, b->error_file_id};
+    for (int i = 0; i < 3; i++) {
+        struct store_file f;
+        if (files[i][0] && m->ops->file_get(m->st, files[i], &f) == NS_OK) {
+            if (m->ops->file_delete(m->st, f.id) == NS_OK)
+                unlink(f.path);
+            store_file_release(&f);
+        }
+    }
+    m->ops->batch_delete(m->st, b->id);
+}
+
 typedef void (*bm_step_fn)(struct batchmgr *m, struct store_batch *b);
 
 static void bm_step_validating(struct batchmgr *m, struct store_batch *b) { bm_validate(m, b); }
@@ -434,6 +452,7 @@ static void bm_for_status(struct batchmgr *m, enum store_batch_status st, bm_ste
 static void *bm_thread(void *arg)
 {
     struct batchmgr *m = arg;
+    time_t last_purge = 0;
     for (;;) {
         pthread_mutex_lock(&m->mu);
         if (!m->kicked && !m->stopping) {
@@ -455,6 +474,13 @@ static void *bm_thread(void *arg)
         bm_for_status(m, SB_CANCELLING, bm_step_cancelling);
         bm_for_status(m, SB_IN_PROGRESS, bm_check_progress);
         bm_for_status(m, SB_FINALIZING, bm_step_finalizing);
+        time_t now = time(NULL);
+        if (now - last_purge >= 60) {
+            last_purge = now;
+            static const enum store_batch_status ended[] = {SB_COMPLETED, SB_CANCELLED, SB_EXPIRED, SB_FAILED};
+            for (size_t i = 0; i < sizeof(ended) / sizeof(ended[0]); i++)
+                bm_for_status(m, ended[i], bm_purge);
+        }
     }
     return NULL;
 }

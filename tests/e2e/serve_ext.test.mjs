@@ -242,3 +242,16 @@ test('GET /metrics: Prometheus text format with queue, token, latency and batch 
     assert.equal(value(/^nightshift_time_to_first_token_seconds_bucket\{model="tiny",le="\+Inf"\}/),
         value(/^nightshift_time_to_first_token_seconds_count\{model="tiny"\}/));
 });
+
+test('bad serve options are refused with a clear message (exit 2)', () => {
+    for (const [args, re] of [
+        [['--results-retention-days', '0'], /--results-retention-days must be an integer from 1 to 3650/],
+        [['--batch-hours', '25:00-26:00'], /--batch-hours must look like 22:00-06:00/],
+        [['--off-hours', 'sometimes'], /--off-hours must be 'idle' or 'none'/],
+        [['--listen', 'nowhere'], /--listen must be HOST:PORT/],
+    ]) {
+        const r = spawnSync(BIN, ['serve', '--model', `tiny=${model}`, '--data-dir', path.join(dir, 'bad'), ...args]);
+        assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+        assert.match(String(r.stderr), re);
+    }
+});
