@@ -4,6 +4,7 @@
  */
 #include "server.h"
 
+#include "../backend/backend.h"
 #include "../engine/engine.h"
 #include "../util/buf.h"
 #include "../util/status.h"
@@ -344,6 +345,7 @@ struct job {
     struct buf pending;         /* streamed text not yet sent */
     struct engine_result res;   /* copy of the final result (text in final_text) */
     char *final_text;
+    char *final_raw;            /* an upstream's whole answer (res.raw_body) */
     char id[48];
     char model[128];
     time_t created;
@@ -365,6 +367,7 @@ static void job_unref(struct job *j)
     buf_release(&j->pending);
     buf_release(&j->out);
     free(j->final_text);
+    free(j->final_raw);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
@@ -386,6 +389,8 @@ static void job_on_done(struct sched_job *sj, const struct engine_result *res)
     j->res = *res;
     j->final_text = strndup(res->text ? res->text : "", res->text_len);
     j->res.text = j->final_text;
+    j->final_raw = res->raw_body ? strndup(res->raw_body, res->raw_len) : NULL;
+    j->res.raw_body = j->final_raw;
     j->done = true;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
@@ -647,13 +652,29 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     buf_init(&j->out, 64u << 20);
     j->refs = 1;
     const char *body = x->r->body.p ? x->r->body.p : "";
-    int rc = flavor == GEN_MESSAGES ? anthropic_request_parse(body, x->r->body.len, &j->sj.oreq, &err)
-                                    : oai_request_parse(body, x->r->body.len, chat, &j->sj.oreq, &err);
+    int rc;
+    struct sched *s = NULL;
+    if (flavor == GEN_MESSAGES) {
+        rc = anthropic_request_parse(body, x->r->body.len, &j->sj.oreq, &err);
+    } else {
+        /* the model decides how much we check: an upstream judges its own bodies */
+        cJSON *root = cJSON_ParseWithLength(body, x->r->body.len);
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
+        s = cJSON_IsString(m) ? sched_by_model(x->srv, m->valuestring) : NULL;
+        if (!root)
+            rc = oai_error_set(&err, NS_ERR_INVALID, NULL,
+                               "We could not parse the JSON body of your request. The body must be valid JSON.");
+        else if (s && sched_backend(s)->ops->forward)
+            rc = oai_request_forward_from_json(root, chat, &j->sj.oreq, &err);
+        else
+            rc = oai_request_from_json(root, chat, &j->sj.oreq, &err);
+    }
     if (rc) {
         job_unref(j);
         return GEN_ERROR(x, flavor, rc, err.param, "%s", err.message);
     }
-    struct sched *s = sched_by_model(x->srv, j->sj.oreq.model);
+    if (!s)
+        s = sched_by_model(x->srv, j->sj.oreq.model);
     if (!s) {
         enum MHD_Result ret = GEN_ERROR(x, flavor, NS_ERR_MODEL_NOT_FOUND, "model",
                                         "The model '%.100s' does not exist or you do not have access to it.",
@@ -661,17 +682,19 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         job_unref(j);
         return ret;
     }
-    /* check the context now, so an oversized prompt is a 400, not a broken stream */
-    struct engine_info info;
-    engine_get_info(sched_engine(s), &info);
+    /* check the context now, so an oversized prompt is a 400, not a broken stream (an
+     * upstream checks its own) */
+    struct backend *be = sched_backend(s);
+    struct backend_info info;
+    be->ops->get_info(be->impl, &info);
     char terr[256];
-    int n_prompt = engine_count_tokens(sched_engine(s), &j->sj.oreq.req, terr, sizeof(terr));
+    int n_prompt = backend_count_tokens(be, &j->sj.oreq.req, terr, sizeof(terr));
     if (n_prompt < 0) {
         job_unref(j);
         return GEN_ERROR(x, flavor, -n_prompt, chat ? "messages" : "prompt", "%s", terr);
     }
     int want = j->sj.oreq.req.max_tokens > 0 ? j->sj.oreq.req.max_tokens : 0;
-    if (n_prompt + want > info.n_ctx_seq || n_prompt >= info.n_ctx_seq) {
+    if (info.n_ctx_seq > 0 && (n_prompt + want > info.n_ctx_seq || n_prompt >= info.n_ctx_seq)) {
         job_unref(j);
         return GEN_ERROR(x, flavor, NS_ERR_CONTEXT, chat ? "messages" : "prompt",
                           "This model's maximum context length is %d tokens. However, you requested %d tokens "
@@ -715,7 +738,10 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         pthread_cond_wait(&j->cv, &j->mu);
     pthread_mutex_unlock(&j->mu);
     enum MHD_Result ret;
-    if (j->res.status != NS_OK)
+    cJSON *raw = flavor != GEN_MESSAGES && j->res.raw_body && j->res.http_status ? cJSON_Parse(j->res.raw_body) : NULL;
+    if (raw)
+        ret = send_json(x->c, (unsigned)j->res.http_status, raw); /* an upstream's answer, as it gave it */
+    else if (j->res.status != NS_OK)
         ret = GEN_ERROR(x, flavor, j->res.status, j->res.param, "%s", j->res.message);
     else if (flavor == GEN_MESSAGES)
         ret = send_json(x->c, 200, anthropic_message(&j->sj.oreq, &j->res, j->id, j->model));
@@ -1571,6 +1597,36 @@ static void metric_hist(struct buf *b, const char *name, const char *model, cons
 }
 
 /* GET /metrics: Prometheus text format (0.0.4) */
+/* the upstream backends' counters: tries, retries, failures, 429s, circuit, concurrency */
+static void metric_backends(struct buf *b, struct server *srv)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"nightshift_backend_attempts_total", "counter", "Requests sent to an upstream, retries included."},
+        {"nightshift_backend_retries_total", "counter", "Requests sent again after a retryable failure."},
+        {"nightshift_backend_failures_total", "counter", "Requests that ended in an error at an upstream."},
+        {"nightshift_backend_rate_limited_total", "counter", "429 answers from an upstream."},
+        {"nightshift_backend_circuit_state", "gauge", "Circuit breaker: 0 closed, 1 open, 2 half-open."},
+        {"nightshift_backend_inflight", "gauge", "Requests in flight to an upstream."},
+        {"nightshift_backend_concurrency_limit", "gauge", "The adaptive concurrency limit now."},
+    };
+    for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+        buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        for (int i = 0; i < srv->n_scheds; i++) {
+            struct backend *be = sched_backend(srv->scheds[i]);
+            if (!be->ops->get_stats)
+                continue;
+            struct backend_stats bs;
+            be->ops->get_stats(be->impl, &bs);
+            const uint64_t v[] = {bs.attempts, bs.retries, bs.failed, bs.rate_limited, (uint64_t)bs.circuit,
+                                  (uint64_t)bs.inflight, (uint64_t)bs.limit};
+            buf_appendf(b, "%s{model=\"%s\",backend=\"%s\"} %llu\n", fam[f].name, sched_model_name(srv->scheds[i]),
+                        be->ops->kind, (unsigned long long)v[f]);
+        }
+    }
+}
+
 static enum MHD_Result h_metrics(struct route_ctx *x)
 {
     struct buf b;
@@ -1597,7 +1653,10 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
             struct sched_stats ss;
             struct engine_stats es;
             sched_get_stats(srv->scheds[i], &ss);
-            engine_get_stats(sched_engine(srv->scheds[i]), &es); /* read unlocked: counters may lag a step */
+            struct backend *be = sched_backend(srv->scheds[i]);
+            memset(&es, 0, sizeof(es));
+            if (be->ops->engine) /* read unlocked: counters may lag a step */
+                engine_get_stats(be->ops->engine(be->impl), &es);
             switch (f) {
             case 0: buf_appendf(&b, "%s{model=\"%s\",lane=\"interactive\"} %llu\n", fam[f].name, m,
                                 (unsigned long long)ss.interactive_waiting); break;
@@ -1640,6 +1699,7 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
             metric_hist(&b, hists[h].name, sched_model_name(srv->scheds[i]), sh);
         }
     }
+    metric_backends(&b, srv);
     buf_appendf(&b, "# HELP nightshift_batches Batches by status.\n# TYPE nightshift_batches gauge\n");
     for (int st = 0; st < SB_STATUS_COUNT_; st++) {
         char(*ids)[48] = NULL;

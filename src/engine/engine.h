@@ -44,6 +44,7 @@
 #include <stdint.h>
 
 struct engine;
+struct cJSON;
 
 struct engine_params {
     const char *model_path;
@@ -97,6 +98,11 @@ struct engine_request {
     float repetition_penalty;                  /* 1 = off */
     uint32_t seed;
 
+    /* the client's OpenAI request body (a cJSON object) when there is one: backends that
+     * forward requests upstream send it as it came, so fields this engine does not act
+     * on still reach the upstream; the local engine never reads it */
+    const struct cJSON *body;
+
     void *user;            /* the caller's; the engine never reads it */
 };
 
@@ -115,6 +121,12 @@ struct engine_result {
     int completion_tokens;
     int cached_tokens;         /* prompt tokens not recomputed */
     double t_admit, t_first, t_end; /* seconds, monotonic clock */
+    /* from an upstream (backend.h): its HTTP status and its whole JSON answer (success or
+     * error body), valid during done() only; 0/NULL from the local engine */
+    int http_status;
+    const char *raw_body;
+    size_t raw_len;
+    int attempts;              /* upstream tries made (retries + 1); 0 for the engine */
 };
 
 struct engine_source {
