@@ -35,6 +35,7 @@
 
 #include "../util/buf.h"
 #include "../util/status.h"
+#include "upstream.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -98,35 +99,6 @@ struct http_backend {
     struct backend_stats stats;
 };
 
-static double http_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double http_rand01(void)
-{
-    uint32_t r;
-    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
-        r = (uint32_t)rand();
-    return (double)r / 4294967296.0;
-}
-
-static char *http_join(const char *base, const char *path)
-{
-    size_t bl = strlen(base);
-    while (bl && base[bl - 1] == '/')
-        bl--;
-    size_t n = bl + strlen(path) + 1;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%.*s%s", (int)bl, base, path);
-    return s;
-}
-
-static void http_global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 static int http_init(const struct backend_conf *c, void **out, char *err, size_t errlen)
 {
     int rc = NS_ERR_NOMEM;
@@ -137,8 +109,7 @@ static int http_init(const struct backend_conf *c, void **out, char *err, size_t
             return NS_ERR_INVALID;
         }
     }
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, http_global_init);
+    upstream_global_init();
     struct http_backend *hb = calloc(1, sizeof(*hb));
     if (!hb)
         goto fail;
@@ -152,8 +123,8 @@ static int http_init(const struct backend_conf *c, void **out, char *err, size_t
     hb->limit = hb->c.concurrency;
     hb->cooldown = hb->c.circuit_cooldown_s;
     hb->stats.limit = hb->c.concurrency;
-    hb->url_chat = http_join(c->url, "/chat/completions");
-    hb->url_completions = http_join(c->url, "/completions");
+    hb->url_chat = upstream_url_join(c->url, "/chat/completions");
+    hb->url_completions = upstream_url_join(c->url, "/completions");
     hb->name = strdup(c->name ? c->name : "default");
     hb->upstream_model = c->upstream_model ? strdup(c->upstream_model) : NULL;
     if (!hb->url_chat || !hb->url_completions || !hb->name || (c->upstream_model && !hb->upstream_model))
@@ -207,99 +178,12 @@ static void http_free(void *impl)
     free(hb);
 }
 
-/* ---- request bodies ----------------------------------------------------------------- */
-
-/* The client's body with model and stream replaced; its other fields are referenced, not
- * copied (cJSON item references), so forwarding costs one print. */
-static char *http_body_forward(struct http_backend *hb, const cJSON *body, bool *chat)
-{
-    cJSON *o = cJSON_CreateObject();
-    if (!o)
-        return NULL;
-    *chat = cJSON_GetObjectItemCaseSensitive(body, "messages") != NULL;
-    const cJSON *f;
-    cJSON_ArrayForEach(f, body)
-    {
-        if (strcmp(f->string, "stream") == 0 || strcmp(f->string, "stream_options") == 0)
-            continue;
-        if (strcmp(f->string, "model") == 0 && hb->upstream_model)
-            cJSON_AddStringToObject(o, "model", hb->upstream_model);
-        else
-            cJSON_AddItemReferenceToObject(o, f->string, (cJSON *)f);
-    }
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
-}
-
-/* A request that came in another shape (an Anthropic Messages body, a Gemini line):
- * an OpenAI chat body from what was parsed. */
-static char *http_body_build(struct http_backend *hb, const struct engine_request *r, bool *chat)
-{
-    cJSON *o = cJSON_CreateObject();
-    if (!o)
-        return NULL;
-    cJSON_AddStringToObject(o, "model", hb->upstream_model ? hb->upstream_model : hb->name);
-    *chat = r->prompt == NULL;
-    if (r->prompt) {
-        cJSON_AddStringToObject(o, "prompt", r->prompt);
-    } else {
-        cJSON *ms = cJSON_AddArrayToObject(o, "messages");
-        for (int i = 0; i < r->n_messages; i++) {
-            cJSON *m = cJSON_CreateObject();
-            cJSON_AddStringToObject(m, "role", r->messages[i].role);
-            cJSON_AddStringToObject(m, "content", r->messages[i].content ? r->messages[i].content : "");
-            cJSON_AddItemToArray(ms, m);
-        }
-    }
-    if (r->max_tokens > 0)
-        cJSON_AddNumberToObject(o, "max_tokens", r->max_tokens);
-    cJSON_AddNumberToObject(o, "temperature", r->temperature);
-    if (r->top_p < 1)
-        cJSON_AddNumberToObject(o, "top_p", r->top_p);
-    if (r->n_stop) {
-        cJSON *st = cJSON_AddArrayToObject(o, "stop");
-        for (int i = 0; i < r->n_stop; i++)
-            cJSON_AddItemToArray(st, cJSON_CreateString(r->stop[i]));
-    }
-    cJSON_AddNumberToObject(o, "seed", r->seed);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
-}
-
 /* ---- one try ------------------------------------------------------------------------ */
 
 static size_t http_on_data(char *p, size_t sz, size_t n, void *ud)
 {
     struct http_req *hr = ud;
     return buf_append(&hr->resp, p, sz * n) == NS_OK ? sz * n : 0;
-}
-
-/* "1s", "6m0s", "20ms", "0.5s", "2" (seconds) -> seconds; < 0 when unreadable */
-static double http_parse_duration(const char *s)
-{
-    double total = 0;
-    bool any = false;
-    while (*s && !isspace((unsigned char)*s)) {
-        char *end;
-        double v = strtod(s, &end);
-        if (end == s)
-            return -1;
-        s = end;
-        double unit = 1;
-        if (strncmp(s, "ms", 2) == 0)
-            unit = 1e-3, s += 2;
-        else if (*s == 'h')
-            unit = 3600, s++;
-        else if (*s == 'm')
-            unit = 60, s++;
-        else if (*s == 's')
-            s++;
-        total += v * unit;
-        any = true;
-    }
-    return any ? total : -1;
 }
 
 static size_t http_on_header(char *p, size_t sz, size_t n, void *ud)
@@ -319,7 +203,7 @@ static size_t http_on_header(char *p, size_t sz, size_t n, void *ud)
     while (*v == ' ' || *v == '\t')
         v++;
     if (strcasecmp(line, "retry-after") == 0) {
-        double d = http_parse_duration(v);
+        double d = upstream_parse_duration(v);
         if (d < 0) {
             /* an HTTP date */
             struct tm tm;
@@ -338,7 +222,7 @@ static size_t http_on_header(char *p, size_t sz, size_t n, void *ud)
             hr->rl_pause = 0; /* exhausted: the reset header says how long */
     } else if (strcasecmp(line, "x-ratelimit-reset-requests") == 0 ||
                strcasecmp(line, "x-ratelimit-reset-tokens") == 0) {
-        double d = http_parse_duration(v);
+        double d = upstream_parse_duration(v);
         if (d >= 0 && hr->rl_pause >= 0 && d > hr->rl_pause)
             hr->rl_pause = d;
     }
@@ -417,7 +301,7 @@ static void http_finish(struct http_backend *hb, const struct engine_source *src
                         struct engine_result *res)
 {
     res->t_admit = hr->t_admit;
-    res->t_end = http_now();
+    res->t_end = upstream_now();
     if (res->t_first == 0)
         res->t_first = res->t_end;
     res->attempts = hr->attempts;
@@ -448,43 +332,10 @@ static void http_fail(struct http_backend *hb, const struct engine_source *src, 
     http_finish(hb, src, hr, &res);
 }
 
-static int http_status_of(long code)
-{
-    switch (code) {
-    case 400: case 422: return NS_ERR_INVALID;
-    case 401: case 403: return NS_ERR_AUTH;
-    case 404: return NS_ERR_NOT_FOUND;
-    case 409: return NS_ERR_CONFLICT;
-    case 413: return NS_ERR_TOO_LARGE;
-    case 415: return NS_ERR_MEDIA_TYPE;
-    case 429: return NS_ERR_RATE_LIMIT;
-    default: return code >= 500 ? NS_ERR_UPSTREAM : NS_ERR_INVALID;
-    }
-}
-
-static bool http_retryable_code(long code)
-{
-    return code == 408 || code == 409 || code == 425 || code == 429 || code == 500 || code == 502 || code == 503 ||
-           code == 504 || code == 529;
-}
-
 static bool http_retryable_curl(CURLcode cc)
 {
     return cc != CURLE_URL_MALFORMAT && cc != CURLE_UNSUPPORTED_PROTOCOL && cc != CURLE_OUT_OF_MEMORY &&
            cc != CURLE_BAD_FUNCTION_ARGUMENT && cc != CURLE_WRITE_ERROR;
-}
-
-/* the upstream's own error message, for logs and final messages */
-static void http_error_text(const cJSON *o, const struct buf *raw, char *out, size_t n)
-{
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
-    const cJSON *m = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "message") : NULL;
-    if (cJSON_IsString(m))
-        snprintf(out, n, "%s", m->valuestring);
-    else if (cJSON_IsString(e))
-        snprintf(out, n, "%s", e->valuestring);
-    else
-        snprintf(out, n, "%.200s", raw->p ? raw->p : "");
 }
 
 /* a success: the text, finish reason and usage the scheduler accounts with, and the
@@ -493,26 +344,7 @@ static void http_succeed(struct http_backend *hb, const struct engine_source *sr
 {
     struct engine_result res;
     memset(&res, 0, sizeof(res));
-    res.http_status = 200;
-    const cJSON *ch0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(o, "choices"), 0);
-    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(ch0, "message");
-    const cJSON *text = hr->chat ? cJSON_GetObjectItemCaseSensitive(msg, "content")
-                                 : cJSON_GetObjectItemCaseSensitive(ch0, "text");
-    if (cJSON_IsString(text)) {
-        res.text = text->valuestring;
-        res.text_len = strlen(text->valuestring);
-    }
-    const cJSON *fr = cJSON_GetObjectItemCaseSensitive(ch0, "finish_reason");
-    res.finish = cJSON_IsString(fr) && strcmp(fr->valuestring, "length") == 0 ? ENGINE_FINISH_LENGTH : ENGINE_FINISH_STOP;
-    const cJSON *u = cJSON_GetObjectItemCaseSensitive(o, "usage");
-    const cJSON *v;
-    if ((v = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")) && cJSON_IsNumber(v))
-        res.prompt_tokens = v->valueint;
-    if ((v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens")) && cJSON_IsNumber(v))
-        res.completion_tokens = v->valueint;
-    v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"), "cached_tokens");
-    if (cJSON_IsNumber(v))
-        res.cached_tokens = v->valueint;
+    upstream_parse_success(o, hr->chat, &res);
     char *renamed = NULL;
     if (hb->upstream_model) {
         /* the client asked for our name of the model, and gets it back */
@@ -523,7 +355,7 @@ static void http_succeed(struct http_backend *hb, const struct engine_source *sr
     }
     res.raw_body = renamed ? renamed : hr->resp.p;
     res.raw_len = renamed ? strlen(renamed) : hr->resp.len;
-    res.t_first = http_now();
+    res.t_first = upstream_now();
     if (src->token && res.text_len)
         src->token(src->ud, hr->req, res.text, res.text_len);
     http_finish(hb, src, hr, &res);
@@ -536,9 +368,9 @@ static void http_reject(struct http_backend *hb, const struct engine_source *src
 {
     struct engine_result res;
     memset(&res, 0, sizeof(res));
-    res.status = http_status_of(code);
+    res.status = upstream_status_of(code);
     res.http_status = (int)code;
-    http_error_text(o, &hr->resp, res.message, sizeof(res.message));
+    upstream_error_text(o, hr->resp.p, hr->resp.len, res.message, sizeof(res.message));
     if (o) {
         res.raw_body = hr->resp.p;
         res.raw_len = hr->resp.len;
@@ -594,7 +426,7 @@ static void http_retry_later(struct http_backend *hb, const struct engine_source
         wait = fmin(hr->retry_after, 3600);
     } else {
         double cap = fmin(hb->c.retry_max_s, hb->c.retry_base_s * pow(2, hr->attempts - 1));
-        wait = cap * http_rand01();
+        wait = cap * upstream_rand01();
     }
     hr->due = now + wait;
     hr->next = hb->waiting;
@@ -607,7 +439,7 @@ static void http_on_done(struct http_backend *hb, const struct engine_source *sr
     struct http_req *hr = NULL;
     curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&hr);
     http_unsend(hb, hr);
-    double now = http_now();
+    double now = upstream_now();
     long code = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
     pthread_mutex_lock(&hb->mu);
@@ -635,12 +467,12 @@ static void http_on_done(struct http_backend *hb, const struct engine_source *sr
             http_set_stats_circuit(hb);
         }
         http_succeed(hb, src, hr, o);
-    } else if (code == 200 || http_retryable_code(code)) {
+    } else if (code == 200 || upstream_retryable_code(code)) {
         if (code == 200)
             snprintf(hr->last_error, sizeof(hr->last_error), "HTTP 200 with a body that is not a JSON object");
         else {
             char m[256];
-            http_error_text(o, &hr->resp, m, sizeof(m));
+            upstream_error_text(o, hr->resp.p, hr->resp.len, m, sizeof(m));
             snprintf(hr->last_error, sizeof(hr->last_error), "HTTP %ld: %s", code, m);
         }
         if (code == 429) {
@@ -678,7 +510,10 @@ static void http_admit(struct http_backend *hb, const struct engine_source *src,
     hr->priority = priority;
     hr->t_admit = now;
     buf_init(&hr->resp, HTTP_MAX_RESPONSE);
-    hr->body = r->body ? http_body_forward(hb, r->body, &hr->chat) : http_body_build(hb, r, &hr->chat);
+    cJSON *body = r->body ? upstream_body_forward(r->body, hb->upstream_model, &hr->chat)
+                          : upstream_body_build(r, hb->upstream_model ? hb->upstream_model : hb->name, &hr->chat);
+    hr->body = body ? cJSON_PrintUnformatted(body) : NULL;
+    cJSON_Delete(body);
     if (!hr->body) {
         http_fail(hb, src, hr, NS_ERR_NOMEM, "out of memory");
         return;
@@ -730,7 +565,7 @@ static int http_run(void *impl, const struct engine_source *src)
     struct engine_request *got[HTTP_MAX_PULL];
     hb->running = true;
     while (!atomic_load(&hb->stopping)) {
-        double now = http_now();
+        double now = upstream_now();
         if (hb->circuit == BACKEND_CIRCUIT_OPEN && now >= hb->open_until) {
             hb->circuit = BACKEND_CIRCUIT_HALF_OPEN; /* the next try is the probe */
             http_set_stats_circuit(hb);
@@ -786,7 +621,7 @@ static int http_run(void *impl, const struct engine_source *src)
             if (msg->msg == CURLMSG_DONE)
                 http_on_done(hb, src, msg->easy_handle, msg->data.result);
         /* 5. sleep until a transfer moves, work arrives (wake), or a timer is due */
-        now = http_now();
+        now = upstream_now();
         double gate = now; /* the earliest a try may start */
         if (hb->circuit == BACKEND_CIRCUIT_OPEN)
             gate = hb->open_until;
