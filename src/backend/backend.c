@@ -22,6 +22,11 @@ struct backend_conf backend_default_conf(void)
         .retry_max_s = 60,
         .circuit_failures = 5,
         .circuit_cooldown_s = 5,
+        .max_lines = 50000,
+        .flush_lines = 50,
+        .flush_after_s = 120,
+        .poll_interval_s = 5,
+        .poll_max_s = 300,
     };
     return c;
 }
@@ -72,7 +77,8 @@ const struct backend_ops backend_local_ops = {
 
 /* ---- registry --------------------------------------------------------------------------- */
 
-static const struct backend_ops *const backend_table[] = {&backend_local_ops, &backend_http_ops};
+static const struct backend_ops *const backend_table[] = {&backend_local_ops, &backend_http_ops,
+                                                          &backend_openai_batch_ops, &backend_anthropic_batch_ops};
 
 const struct backend_ops *backend_find(const char *kind)
 {
@@ -82,7 +88,7 @@ const struct backend_ops *backend_find(const char *kind)
     return NULL;
 }
 
-const char *backend_kinds(void) { return "local, openai-http"; }
+const char *backend_kinds(void) { return "local, openai-http, openai-batch, anthropic-batch"; }
 
 int backend_init(const struct backend_conf *c, struct backend **out, char *err, size_t errlen)
 {

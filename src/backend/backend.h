@@ -1,8 +1,9 @@
 /*
  * backend.h — where a model's requests run. Each kind of backend is a const table of
  * operations registered by name (like SQLite's VFS): "local" (the built-in llama.cpp
- * engine) and "openai-http" (any OpenAI-compatible /v1/chat/completions server: vLLM,
- * Ollama, llama.cpp's llama-server, OpenAI, Groq, ...).
+ * engine), "openai-http" (any OpenAI-compatible /v1/chat/completions server: vLLM,
+ * Ollama, llama.cpp's llama-server, OpenAI, Groq, ...), and "openai-batch" /
+ * "anthropic-batch" (a provider's own batch API, for its batch discount).
  *
  * DESIGN
  * Every backend speaks the engine's pull contract (engine.h, struct engine_source): its
@@ -49,6 +50,13 @@ struct backend_conf {
     int circuit_failures;         /* consecutive failed tries that open the circuit; default 5 */
     double circuit_cooldown_s;    /* first open period, doubled while it keeps failing (max
                                      300 s); default 5 */
+
+    /* openai-batch, anthropic-batch: lines go upstream in batches */
+    int max_lines;                /* most requests in one upstream batch; default 50000 */
+    int flush_lines;              /* send when this many wait and no more are coming; default 50 */
+    double flush_after_s;         /* ... or when the oldest has waited this long; default 120 */
+    double poll_interval_s;       /* first poll of an upstream batch; x1.5 per poll; default 5 */
+    double poll_max_s;            /* longest wait between polls; default 300 */
 
     /* accounting: USD per million tokens (0 = unknown) */
     double price_input, price_output;
@@ -97,6 +105,8 @@ struct backend_ops {
 
 extern const struct backend_ops backend_local_ops;
 extern const struct backend_ops backend_http_ops;
+extern const struct backend_ops backend_openai_batch_ops;
+extern const struct backend_ops backend_anthropic_batch_ops;
 
 /* the ops of a kind, NULL when unknown; backend_kinds() lists them ("local, openai-http") */
 const struct backend_ops *backend_find(const char *kind);

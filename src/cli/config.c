@@ -117,6 +117,16 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
         return config_number(p, k, v, 0, 3600, &c->retry_max_s);
     if (strcmp(k, "circuit_cooldown") == 0)
         return config_number(p, k, v, 0.001, 300, &c->circuit_cooldown_s);
+    if (strcmp(k, "batch_max_lines") == 0)
+        return config_int(p, k, v, 1, 1000000, &c->max_lines);
+    if (strcmp(k, "flush_lines") == 0)
+        return config_int(p, k, v, 1, 1000000, &c->flush_lines);
+    if (strcmp(k, "flush_after") == 0)
+        return config_number(p, k, v, 0, 86400, &c->flush_after_s);
+    if (strcmp(k, "poll_interval") == 0)
+        return config_number(p, k, v, 0.01, 86400, &c->poll_interval_s);
+    if (strcmp(k, "poll_max") == 0)
+        return config_number(p, k, v, 0.01, 86400, &c->poll_max_s);
     if (strcmp(k, "price_input") == 0)
         return config_number(p, k, v, 0, 1e6, &c->price_input);
     if (strcmp(k, "price_output") == 0)
@@ -124,7 +134,8 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
     return config_fail(p,
                        "[model %s]: unknown key '%s' (known: backend, path, url, api_key_env, upstream_model, "
                        "concurrency, max_attempts, timeout, retry_base, retry_max, circuit_failures, "
-                       "circuit_cooldown, price_input, price_output)",
+                       "circuit_cooldown, batch_max_lines, flush_lines, flush_after, poll_interval, poll_max, "
+                       "price_input, price_output)",
                        c->name, k);
 }
 
