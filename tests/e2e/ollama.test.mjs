@@ -55,12 +55,16 @@ before(async () => {
 });
 
 after(async () => {
+    const problems = [];
     for (const s of [MAIN, KEYED]) {
         if (!s) continue;
-        const x = await s.stop(5_000).catch(() => null);
+        const x = await s.stop().catch(() => null);
         if (!x) await killHard(s);
+        /* SIGTERM is a graceful shutdown: exit 0 (under ASan, a leak or an error is not) */
+        else if (x.code !== 0) problems.push(`server on port ${s.port} exited with ${JSON.stringify(x)}\n${s.log()}`);
     }
     rmTmp(TMP);
+    if (problems.length) throw new Error(problems.join('\n'));
 });
 
 /* ---- helpers ------------------------------------------------------------------------ */
