@@ -129,11 +129,16 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON 
     return send_text(c, code, "application/json", text);
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *param, const char *code,
-                                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+enum err_shape { ERR_OPENAI, ERR_ANTHROPIC, ERR_OLLAMA };
 
-static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *param, const char *code,
-                                  const char *fmt, ...)
+static enum MHD_Result send_shaped_error(struct MHD_Connection *c, enum err_shape shape, int status, const char *param,
+                                         const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* an error body in the shape of the API a route belongs to, with the status's HTTP code:
+ * an OpenAI error object, Anthropic's (the /v1/messages routes), or Ollama's {"error"}
+ * (the /api/ routes); param and code are OpenAI's only */
+static enum MHD_Result send_shaped_error(struct MHD_Connection *c, enum err_shape shape, int status, const char *param,
+                                         const char *code, const char *fmt, ...)
 {
     char msg[600];
     va_list ap;
@@ -141,38 +146,15 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int status, const ch
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     int http = status_http(status);
-    return send_json(c, (unsigned)(http ? http : 500), oai_error_body(status, msg, param, code));
+    cJSON *body = shape == ERR_ANTHROPIC ? anthropic_error(status, msg)
+                  : shape == ERR_OLLAMA  ? ollama_error(msg)
+                                         : oai_error_body(status, msg, param, code);
+    return send_json(c, (unsigned)(http ? http : 500), body);
 }
 
-static enum MHD_Result send_ant_error(struct MHD_Connection *c, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* an error in Anthropic's shape, for the /v1/messages routes */
-static enum MHD_Result send_ant_error(struct MHD_Connection *c, int status, const char *fmt, ...)
-{
-    char msg[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    int http = status_http(status);
-    return send_json(c, (unsigned)(http ? http : 500), anthropic_error(status, msg));
-}
-
-static enum MHD_Result send_ollama_error(struct MHD_Connection *c, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* an error in Ollama's shape, {"error": "..."}, for the /api/ routes */
-static enum MHD_Result send_ollama_error(struct MHD_Connection *c, int status, const char *fmt, ...)
-{
-    char msg[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    int http = status_http(status);
-    return send_json(c, (unsigned)(http ? http : 500), ollama_error(msg));
-}
+#define send_error(c, status, param, code, ...) send_shaped_error((c), ERR_OPENAI, (status), (param), (code), __VA_ARGS__)
+#define send_ant_error(c, status, ...) send_shaped_error((c), ERR_ANTHROPIC, (status), NULL, NULL, __VA_ARGS__)
+#define send_ollama_error(c, status, ...) send_shaped_error((c), ERR_OLLAMA, (status), NULL, NULL, __VA_ARGS__)
 
 /* ---- JSON builders ------------------------------------------------------------------ */
 
