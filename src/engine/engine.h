@@ -157,6 +157,9 @@ struct engine_info {
     int n_vocab;
     int n_parallel;
     uint64_t n_params;
+    char arch[32];         /* general.architecture: "llama", "qwen2" */
+    int file_type;         /* llama_ftype (general.file_type, or as llama.cpp guessed it):
+                              0 all F32, 1 F16, 7 Q8_0, 15 Q4_K_M, ... */
 };
 
 struct engine_stats {
@@ -183,6 +186,10 @@ int engine_run(struct engine *e, const struct engine_source *src);
 void engine_stop(struct engine *e);
 
 void engine_get_info(const struct engine *e, struct engine_info *out);
+/* The GGUF file loaded, and the chat template applied (the model's Jinja source, or a
+ * llama.cpp built-in name such as "chatml"); valid as long as the engine is not freed. */
+const char *engine_model_path(const struct engine *e);
+const char *engine_chat_template(const struct engine *e);
 void engine_get_stats(const struct engine *e, struct engine_stats *out);
 
 /* Number of prompt tokens of a request, with the chat template applied (for checks and
