@@ -1528,15 +1528,100 @@ static cJSON *ant_batch_json(struct server *srv, const struct store_batch *b)
     return o;
 }
 
+/* A batch whose requests came inline (Message Batches, deferred requests): its JSONL is
+ * written as an input file (temp file, fsync, rename), then the file and the batch are
+ * recorded and the manager is kicked. 0 ok; else err says why (for the caller's shape). */
+static int inline_batch_create(struct server *srv, const struct buf *jsonl, int n, const char *endpoint,
+                               const char *id_prefix, const char *filename, const char *metadata, struct store_batch *b,
+                               char *err, size_t errlen)
+{
+    struct store_file f;
+    memset(&f, 0, sizeof(f));
+    char path[4096] = "", tmp[4200] = "";
+    int rc = NS_ERR_IO;
+    oai_make_id(f.id, sizeof(f.id), "file-");
+    batchmgr_file_path(srv->data_dir, f.id, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        snprintf(err, errlen, "cannot store the batch (data dir not writable?)");
+        tmp[0] = '\0';
+        goto out;
+    }
+    bool ok = fwrite(jsonl->p ? jsonl->p : "", 1, jsonl->len, out) == jsonl->len && fflush(out) == 0 &&
+              fsync(fileno(out)) == 0;
+    ok = fclose(out) == 0 && ok;
+    out = NULL;
+    if (!ok) {
+        snprintf(err, errlen, "cannot store the batch (disk full?)");
+        goto out;
+    }
+    if (rename(tmp, path)) {
+        snprintf(err, errlen, "cannot store the batch: %s", strerror(errno));
+        goto out;
+    }
+    tmp[0] = '\0';
+    f.bytes = (int64_t)jsonl->len;
+    snprintf(f.owner, sizeof(f.owner), "default");
+    snprintf(f.purpose, sizeof(f.purpose), "batch");
+    f.filename = (char *)filename;
+    f.created_at = time(NULL);
+    f.path = path;
+    if (srv->ops->file_insert(srv->st, &f)) {
+        unlink(path);
+        snprintf(err, errlen, "cannot record the batch");
+        goto out;
+    }
+    oai_make_id(b->id, sizeof(b->id), id_prefix);
+    snprintf(b->owner, sizeof(b->owner), "default");
+    snprintf(b->endpoint, sizeof(b->endpoint), "%s", endpoint);
+    snprintf(b->input_file_id, sizeof(b->input_file_id), "%s", f.id);
+    snprintf(b->completion_window, sizeof(b->completion_window), "24h");
+    b->status = SB_VALIDATING;
+    b->created_at = time(NULL);
+    b->expires_at = b->created_at + 86400;
+    b->total = n;
+    if (metadata && !(b->metadata = strdup(metadata))) {
+        snprintf(err, errlen, "out of memory");
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
+    if (srv->ops->batch_insert(srv->st, b)) {
+        snprintf(err, errlen, "cannot record the batch");
+        goto out;
+    }
+    batchmgr_kick(srv->bm);
+    rc = NS_OK;
+out:
+    if (out)
+        fclose(out);
+    if (tmp[0])
+        unlink(tmp);
+    return rc;
+}
+
+/* one request line of an inline batch, appended to jsonl */
+static int inline_line(struct buf *jsonl, const char *custom_id, const char *url, const cJSON *body)
+{
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddStringToObject(line, "custom_id", custom_id);
+    cJSON_AddStringToObject(line, "method", "POST");
+    cJSON_AddStringToObject(line, "url", url);
+    cJSON_AddItemReferenceToObject(line, "body", (cJSON *)body);
+    char *t = cJSON_PrintUnformatted(line);
+    cJSON_Delete(line);
+    int rc = t && buf_appends(jsonl, t) == NS_OK && buf_append(jsonl, "\n", 1) == NS_OK ? NS_OK : NS_ERR_NOMEM;
+    free(t);
+    return rc;
+}
+
 static enum MHD_Result h_ant_batch_create(struct route_ctx *x)
 {
     cJSON *body = cJSON_ParseWithLength(x->r->body.p ? x->r->body.p : "", x->r->body.len);
     struct store_batch b;
-    struct store_file f;
+    struct buf jsonl;
     memset(&b, 0, sizeof(b));
-    memset(&f, 0, sizeof(f));
-    char path[4096] = "", tmp[4200] = "";
-    FILE *out = NULL;
+    buf_init(&jsonl, 1u << 30);
     enum MHD_Result ret;
     const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(body, "requests");
     if (!cJSON_IsObject(body)) {
@@ -1549,14 +1634,6 @@ static enum MHD_Result h_ant_batch_create(struct route_ctx *x)
     }
     if (cJSON_GetArraySize(reqs) > ANT_MAX_REQUESTS) {
         ret = send_ant_error(x->c, NS_ERR_TOO_LARGE, "requests: at most %d requests per batch", ANT_MAX_REQUESTS);
-        goto out;
-    }
-    oai_make_id(f.id, sizeof(f.id), "file-");
-    batchmgr_file_path(x->srv->data_dir, f.id, path, sizeof(path));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    out = fopen(tmp, "w");
-    if (!out) {
-        ret = send_ant_error(x->c, NS_ERR_IO, "cannot store the batch (data dir not writable?)");
         goto out;
     }
     int i = 0;
@@ -1574,65 +1651,138 @@ static enum MHD_Result h_ant_batch_create(struct route_ctx *x)
             ret = send_ant_error(x->c, NS_ERR_INVALID, "requests.%d.custom_id: 1 to 64 characters", i);
             goto out;
         }
-        cJSON *line = cJSON_CreateObject();
-        cJSON_AddStringToObject(line, "custom_id", cid->valuestring);
-        cJSON_AddStringToObject(line, "method", "POST");
-        cJSON_AddStringToObject(line, "url", "/v1/messages");
-        cJSON_AddItemReferenceToObject(line, "body", (cJSON *)params);
-        char *t = cJSON_PrintUnformatted(line);
-        cJSON_Delete(line);
-        if (!t || fputs(t, out) == EOF || fputc('\n', out) == EOF) {
-            free(t);
-            ret = send_ant_error(x->c, NS_ERR_IO, "cannot store the batch (disk full?)");
+        if (inline_line(&jsonl, cid->valuestring, "/v1/messages", params)) {
+            ret = send_ant_error(x->c, NS_ERR_NOMEM, "out of memory");
             goto out;
         }
-        free(t);
         i++;
     }
-    f.bytes = ftell(out);
-    if (fflush(out) || fsync(fileno(out)) || fclose(out)) {
-        out = NULL;
-        ret = send_ant_error(x->c, NS_ERR_IO, "cannot store the batch (disk full?)");
-        goto out;
-    }
-    out = NULL;
-    if (rename(tmp, path)) {
-        ret = send_ant_error(x->c, NS_ERR_IO, "cannot store the batch: %s", strerror(errno));
-        goto out;
-    }
-    tmp[0] = '\0';
-    snprintf(f.owner, sizeof(f.owner), "default");
-    snprintf(f.purpose, sizeof(f.purpose), "batch");
-    f.filename = (char *)"message_batch_requests.jsonl";
-    f.created_at = time(NULL);
-    f.path = path;
-    if (x->srv->ops->file_insert(x->srv->st, &f)) {
-        unlink(path);
-        ret = send_ant_error(x->c, NS_ERR_IO, "cannot record the batch");
-        goto out;
-    }
-    oai_make_id(b.id, sizeof(b.id), "msgbatch_");
-    snprintf(b.owner, sizeof(b.owner), "default");
-    snprintf(b.endpoint, sizeof(b.endpoint), "/v1/messages");
-    snprintf(b.input_file_id, sizeof(b.input_file_id), "%s", f.id);
-    snprintf(b.completion_window, sizeof(b.completion_window), "24h");
-    b.status = SB_VALIDATING;
-    b.created_at = time(NULL);
-    b.expires_at = b.created_at + 86400;
-    b.total = i;
-    if (x->srv->ops->batch_insert(x->srv->st, &b)) {
-        ret = send_ant_error(x->c, NS_ERR_IO, "cannot record the batch");
-        goto out;
-    }
-    batchmgr_kick(x->srv->bm);
-    ret = send_json(x->c, 200, ant_batch_json(x->srv, &b));
+    char err[256];
+    if (inline_batch_create(x->srv, &jsonl, i, "/v1/messages", "msgbatch_", "message_batch_requests.jsonl", NULL, &b, err,
+                            sizeof(err)))
+        ret = send_ant_error(x->c, NS_ERR_IO, "%s", err);
+    else
+        ret = send_json(x->c, 200, ant_batch_json(x->srv, &b));
 out:
-    if (out)
-        fclose(out);
-    if (tmp[0])
-        unlink(tmp);
+    buf_release(&jsonl);
     store_batch_release(&b);
     cJSON_Delete(body);
+    return ret;
+}
+
+/* ---- deferred requests (nightshift extension) ---------------------------------------------
+ * POST /v1/deferred/chat/completions (or /v1/deferred/completions) takes a request that may
+ * wait and answers 202 with an id at once; GET /v1/deferred/{id} gives its status and, once
+ * done, its response. Each is a one-line batch: durable, accounted, visible in /v1/batches,
+ * cancellable there; on a provider-batch backend many of them are accumulated into one
+ * upstream batch (the flush thresholds of that backend). */
+
+#define DEFERRED_METADATA "{\"nightshift_deferred\":\"true\"}"
+
+/* the one result line of a finished deferred request (its output or error file); NULL if none */
+static cJSON *deferred_result(struct server *srv, const struct store_batch *b)
+{
+    const char *fid = b->output_file_id[0] ? b->output_file_id : b->error_file_id;
+    struct store_file f;
+    if (!fid[0] || srv->ops->file_get(srv->st, fid, &f) != NS_OK)
+        return NULL;
+    struct buf text;
+    buf_init(&text, 64u << 20);
+    char chunk[65536];
+    FILE *in = fopen(f.path, "r");
+    size_t n;
+    while (in && (n = fread(chunk, 1, sizeof(chunk), in)) > 0 && buf_append(&text, chunk, n) == NS_OK)
+        ;
+    if (in)
+        fclose(in);
+    store_file_release(&f);
+    cJSON *line = cJSON_ParseWithLength(text.p ? text.p : "", text.len);
+    buf_release(&text);
+    return line;
+}
+
+static cJSON *deferred_json(struct server *srv, const struct store_batch *b)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", b->id);
+    cJSON_AddStringToObject(o, "object", "deferred.request");
+    cJSON_AddNumberToObject(o, "created_at", (double)b->created_at);
+    add_str_or_null(o, "model", b->model);
+    const char *st = "in_progress";
+    switch (b->status) {
+    case SB_VALIDATING: st = "queued"; break;
+    case SB_COMPLETED: st = "completed"; break;
+    case SB_FAILED: st = "failed"; break;
+    case SB_EXPIRED: st = "expired"; break;
+    case SB_CANCELLING: case SB_CANCELLED: st = "cancelled"; break;
+    default: break;
+    }
+    cJSON_AddStringToObject(o, "status", st);
+    cJSON *line = b->status == SB_COMPLETED ? deferred_result(srv, b) : NULL;
+    cJSON *resp = cJSON_DetachItemFromObjectCaseSensitive(line, "response");
+    if (resp)
+        cJSON_AddItemToObject(o, "response", resp);
+    cJSON *err = cJSON_DetachItemFromObjectCaseSensitive(line, "error");
+    if (err && !cJSON_IsNull(err))
+        cJSON_AddItemToObject(o, "error", err);
+    else
+        cJSON_Delete(err);
+    if (b->status == SB_FAILED && b->errors) {
+        cJSON *e = cJSON_Parse(b->errors);
+        if (e)
+            cJSON_AddItemToObject(o, "errors", e);
+    }
+    cJSON_Delete(line);
+    return o;
+}
+
+static enum MHD_Result deferred_create(struct route_ctx *x, bool chat)
+{
+    cJSON *body = cJSON_ParseWithLength(x->r->body.p ? x->r->body.p : "", x->r->body.len);
+    struct store_batch b;
+    struct buf jsonl;
+    memset(&b, 0, sizeof(b));
+    buf_init(&jsonl, 1u << 30);
+    enum MHD_Result ret;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
+    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(body, "stream");
+    char err[256];
+    if (!cJSON_IsObject(body))
+        ret = send_error(x->c, NS_ERR_INVALID, NULL, NULL, "The request body must be a JSON object.");
+    else if (!cJSON_IsString(model))
+        ret = send_error(x->c, NS_ERR_INVALID, "model", NULL, "Missing required parameter: 'model'.");
+    else if (!sched_by_model(x->srv, model->valuestring))
+        ret = send_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
+                         "The model '%.100s' does not exist or you do not have access to it.", model->valuestring);
+    else if (cJSON_IsTrue(stream))
+        ret = send_error(x->c, NS_ERR_INVALID, "stream", NULL, "A deferred request cannot be streamed.");
+    else if (inline_line(&jsonl, "deferred", chat ? "/v1/chat/completions" : "/v1/completions", body))
+        ret = send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+    else if (inline_batch_create(x->srv, &jsonl, 1, chat ? "/v1/chat/completions" : "/v1/completions", "batch_",
+                                 "deferred_request.jsonl", DEFERRED_METADATA, &b, err, sizeof(err)))
+        ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "%s", err);
+    else
+        ret = send_json(x->c, 202, deferred_json(x->srv, &b));
+    buf_release(&jsonl);
+    store_batch_release(&b);
+    cJSON_Delete(body);
+    return ret;
+}
+
+static enum MHD_Result h_deferred_chat(struct route_ctx *x) { return deferred_create(x, true); }
+static enum MHD_Result h_deferred_completions(struct route_ctx *x) { return deferred_create(x, false); }
+
+static enum MHD_Result h_deferred_get(struct route_ctx *x)
+{
+    struct store_batch b;
+    if (x->srv->ops->batch_get(x->srv->st, x->ids[0], &b) != NS_OK)
+        return send_error(x->c, NS_ERR_NOT_FOUND, "id", NULL, "No such deferred request: %.100s", x->ids[0]);
+    enum MHD_Result ret;
+    if (!b.metadata || !strstr(b.metadata, "nightshift_deferred"))
+        ret = send_error(x->c, NS_ERR_NOT_FOUND, "id", NULL, "No such deferred request: %.100s", x->ids[0]);
+    else
+        ret = send_json(x->c, 200, deferred_json(x->srv, &b));
+    store_batch_release(&b);
     return ret;
 }
 
@@ -1924,6 +2074,9 @@ static const struct route {
     {"GET", "/v1/files/*/content", BODY_NONE, h_file_content},
     {"DELETE", "/v1/files/*", BODY_NONE, h_file_delete},
     {"POST", "/v1/batches", BODY_JSON, h_batch_create},
+    {"POST", "/v1/deferred/chat/completions", BODY_JSON, h_deferred_chat},
+    {"POST", "/v1/deferred/completions", BODY_JSON, h_deferred_completions},
+    {"GET", "/v1/deferred/*", BODY_NONE, h_deferred_get},
     {"GET", "/v1/batches", BODY_NONE, h_batch_list},
     {"GET", "/v1/batches/*", BODY_NONE, h_batch_get},
     {"POST", "/v1/batches/*/cancel", BODY_NONE, h_batch_cancel},

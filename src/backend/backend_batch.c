@@ -20,7 +20,9 @@
  * Provider differences live in a const table (submit / poll / collect), one row each.
  *
  * Real-time requests cannot wait hours: they are answered at once with a 400 that says
- * to send them in a batch.
+ * to send them in a batch, unless they carry "service_tier": "flex" — those are accumulated
+ * with the batch lines and their HTTP call waits for the upstream batch (OpenAI's flex
+ * semantics: cheaper, slower, still one call).
  *
  * Durability: while a line is upstream it stays claimed (running) in our store. After a
  * crash it is requeued and sent again in a new upstream batch (the provider may then run
@@ -989,17 +991,25 @@ static int bb_run(void *impl, const struct engine_source *src)
         if (stopping)
             break;
         double now = upstream_now();
-        /* real-time requests cannot wait for a batch API */
+        /* real-time requests cannot wait for a batch API, unless they said they may
+         * ("service_tier": "flex"): those wait with the batch lines */
         int n;
         while (src->pull_priority && (n = src->pull_priority(src->ud, got, BB_PULL)) > 0)
             for (int i = 0; i < n; i++) {
+                const cJSON *tier = got[i]->body ? cJSON_GetObjectItemCaseSensitive(got[i]->body, "service_tier") : NULL;
+                if (cJSON_IsString(tier) && strcmp(tier->valuestring, "flex") == 0) {
+                    bb_admit(bb, got[i], now);
+                    continue;
+                }
                 struct engine_result res;
                 memset(&res, 0, sizeof(res));
                 res.status = NS_ERR_UNSUPPORTED;
                 res.text = "";
                 res.param = "model";
                 snprintf(res.message, sizeof(res.message),
-                         "model '%s' is served through a provider's batch API (%s): send it in a batch (/v1/batches)",
+                         "model '%s' is served through a provider's batch API (%s): send it in a batch (/v1/batches), "
+                         "as a deferred request (/v1/deferred/chat/completions), or with \"service_tier\": \"flex\" "
+                         "to wait for it here",
                          bb->name, bb->prov->kind);
                 src->done(src->ud, got[i], &res);
             }

@@ -148,3 +148,51 @@ test('batch backends refuse real-time calls and never leak the key', async () =>
     const walk = (d) => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]));
     for (const f of walk(path.join(TMP, 'ns'))) assert.ok(!fs.readFileSync(f).includes(Buffer.from(KEY)), `the key is in ${f}`);
 });
+
+test('"service_tier": "flex" calls wait for the upstream batch; deferred requests answer 202 and are polled', async () => {
+    const known = new Set((await upstreamBatches()).map((x) => x.id));
+    const flex = await Promise.all([0, 1, 2].map((i) => api(NS, 'POST', '/v1/chat/completions',
+        JSON.stringify({ model: 'cheap', service_tier: 'flex', messages: [{ role: 'user', content: `flex ${i}` }], max_tokens: 3 }),
+        { 'content-type': 'application/json' })));
+    for (const r of flex) {
+        assert.equal(r.status, 200, r.text);
+        assert.equal(r.json().object, 'chat.completion');
+        assert.equal(r.json().model, 'cheap');
+    }
+    const mid = (await upstreamBatches()).filter((x) => !known.has(x.id));
+    assert.ok(mid.length >= 1 && mid.length <= 2, `flex calls accumulated into ${mid.length} upstream batch(es)`);
+
+    const ids = [];
+    for (let i = 0; i < 5; i++) {
+        const r = await api(NS, 'POST', '/v1/deferred/chat/completions',
+            JSON.stringify({ model: 'cheap', messages: [{ role: 'user', content: `deferred ${i}` }], max_tokens: 3 }),
+            { 'content-type': 'application/json' });
+        assert.equal(r.status, 202, r.text);
+        assert.equal(r.json().object, 'deferred.request');
+        assert.ok(['queued', 'in_progress'].includes(r.json().status));
+        ids.push(r.json().id);
+    }
+    for (const id of ids) {
+        const { value } = await pollUntil(async () => (await api(NS, 'GET', `/v1/deferred/${id}`)).json(),
+            (d) => !['queued', 'in_progress'].includes(d.status), { timeoutMs: 60_000, what: `deferred ${id}` });
+        assert.equal(value.status, 'completed', JSON.stringify(value));
+        assert.equal(value.response.status_code, 200);
+        assert.equal(value.response.body.object, 'chat.completion');
+        assert.equal(value.model, 'cheap');
+    }
+    const all = (await upstreamBatches()).filter((x) => !known.has(x.id));
+    assert.ok(all.length - mid.length <= 2, `5 deferred requests went upstream in ${all.length - mid.length} batch(es)`);
+    /* a deferred request is a batch: listed, and its errors are specific */
+    const bad = [
+        [{ model: 'nope', messages: [] }, 404, /model 'nope' does not exist/],
+        [{ model: 'cheap', stream: true, messages: [] }, 400, /cannot be streamed/],
+        [{ messages: [] }, 400, /'model'/],
+    ];
+    for (const [body, code, re] of bad) {
+        const r = await api(NS, 'POST', '/v1/deferred/chat/completions', JSON.stringify(body), { 'content-type': 'application/json' });
+        assert.equal(r.status, code, r.text);
+        assert.match(r.json().error.message, re);
+    }
+    const nf = await api(NS, 'GET', '/v1/deferred/batch_nope');
+    assert.equal(nf.status, 404);
+});
