@@ -94,6 +94,9 @@ struct http_backend {
     struct http_req *waiting;   /* pulled, waiting for their retry time (or the circuit) */
     int n_waiting;
     struct http_req *sending;   /* on the multi handle */
+    CURL **pool;                /* idle easy handles, reused: creating one per request cost
+                                   more than the request (and its connection cache lookup) */
+    int n_pool;
 
     pthread_mutex_t mu;         /* guards stats */
     struct backend_stats stats;
@@ -130,7 +133,8 @@ static int http_init(const struct backend_conf *c, void **out, char *err, size_t
     if (!hb->url_chat || !hb->url_completions || !hb->name || (c->upstream_model && !hb->upstream_model))
         goto fail;
     hb->multi = curl_multi_init();
-    if (!hb->multi)
+    hb->pool = calloc((size_t)hb->c.concurrency, sizeof(*hb->pool));
+    if (!hb->multi || !hb->pool)
         goto fail;
     curl_multi_setopt(hb->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)hb->c.concurrency);
     curl_multi_setopt(hb->multi, CURLMOPT_MAXCONNECTS, (long)hb->c.concurrency);
@@ -153,6 +157,7 @@ fail:
     if (hb) {
         if (hb->multi)
             curl_multi_cleanup(hb->multi);
+        free(hb->pool);
         free(hb->url_chat);
         free(hb->url_completions);
         free(hb->name);
@@ -168,6 +173,9 @@ static void http_free(void *impl)
     struct http_backend *hb = impl;
     if (!hb)
         return;
+    for (int i = 0; i < hb->n_pool; i++)
+        curl_easy_cleanup(hb->pool[i]);
+    free(hb->pool);
     curl_multi_cleanup(hb->multi);
     curl_slist_free_all(hb->hdrs);
     free(hb->url_chat);
@@ -232,6 +240,8 @@ static size_t http_on_header(char *p, size_t sz, size_t n, void *ud)
 static int http_send(struct http_backend *hb, struct http_req *hr)
 {
     CURL *e = hr->easy;
+    if (!e && hb->n_pool)
+        e = hr->easy = hb->pool[--hb->n_pool];
     if (!e && !(e = hr->easy = curl_easy_init()))
         return NS_ERR_NOMEM;
     curl_easy_reset(e);
@@ -287,9 +297,11 @@ static void http_unsend(struct http_backend *hb, struct http_req *hr)
     hb->inflight--;
 }
 
-static void http_req_free(struct http_req *hr)
+static void http_req_free(struct http_backend *hb, struct http_req *hr)
 {
-    if (hr->easy)
+    if (hr->easy && hb->n_pool < hb->c.concurrency)
+        hb->pool[hb->n_pool++] = hr->easy;
+    else if (hr->easy)
         curl_easy_cleanup(hr->easy);
     free(hr->body);
     buf_release(&hr->resp);
@@ -314,7 +326,7 @@ static void http_finish(struct http_backend *hb, const struct engine_source *src
         pthread_mutex_unlock(&hb->mu);
     }
     src->done(src->ud, hr->req, res);
-    http_req_free(hr);
+    http_req_free(hb, hr);
 }
 
 static void http_fail(struct http_backend *hb, const struct engine_source *src, struct http_req *hr, int status,

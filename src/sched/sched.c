@@ -2,10 +2,14 @@
  * sched.c — see sched.h.
  *
  * INVARIANTS
- * - A batch line is claimed (store: running) before it is handed to the engine, and its
- *   result is written (store: done) before it leaves `inflight`; a line dropped from a
- *   buffer by sched_drop_batch() stays running in the store for the batch manager to
- *   settle (cancelled/expired), never lost and never run twice.
+ * - A batch line is claimed (store: running) before it is handed to the engine. Its result
+ *   goes to `fin` when it leaves `inflight`, and `fin` is written to the store in one
+ *   transaction (group commit: one fsync for up to SCHED_FIN_MAX lines) before anyone can
+ *   look: at the next pull (every engine step with room), before idle() is reported, and
+ *   before sched_drop_batch()/sched_batch_inflight() answer the batch manager. A crash
+ *   loses at most one group, whose lines are still running in the store and so run again.
+ * - A line dropped from a buffer by sched_drop_batch() stays running in the store for the
+ *   batch manager to settle (cancelled/expired), never lost and never run twice.
  * - idle() is called once per batch each time it runs dry (no buffered line, store has no
  *   pending line, nothing in flight).
  */
@@ -71,6 +75,15 @@ struct sched_batch {
     struct sched_batch *next;
 };
 
+#define SCHED_FIN_MAX 64
+
+/* a finished batch line waiting for the next group commit */
+struct sched_fin {
+    char batch_id[48];
+    uint32_t line_no;
+    struct store_result r;      /* r.json owned; r.batch_id set at flush */
+};
+
 struct sched {
     struct sched_params p;
     char *model_name;
@@ -89,7 +102,28 @@ struct sched {
     struct sched_batch *rr;         /* next to serve */
     struct sched_stats stats;
     int interactive_running;        /* pulled, not done */
+    struct sched_fin fin[SCHED_FIN_MAX]; /* results not yet in the store (mu) */
+    int n_fin;
 };
+
+/* write the finished lines to the store in one transaction (mu held) */
+static void sched_flush(struct sched *s)
+{
+    if (!s->n_fin)
+        return;
+    struct store_result rs[SCHED_FIN_MAX];
+    for (int i = 0; i < s->n_fin; i++) {
+        rs[i] = s->fin[i].r;
+        rs[i].batch_id = s->fin[i].batch_id;
+    }
+    if (s->ops->lines_finish(s->st, rs, s->n_fin))
+        fprintf(stderr, "nightshift: cannot record %d finished lines (first: line %u of batch %s; store error); "
+                        "they will be rerun after a restart\n",
+                s->n_fin, s->fin[0].line_no, s->fin[0].batch_id);
+    for (int i = 0; i < s->n_fin; i++)
+        free((char *)s->fin[i].r.json);
+    s->n_fin = 0;
+}
 
 struct sched_params sched_default_params(void)
 {
@@ -186,7 +220,8 @@ static void sched_unlink(struct sched *s, struct sched_batch *b)
     s->stats.active_batches--;
 }
 
-/* the result line of a batch line: success or HTTP-style error */
+/* the result line of a batch line: success or HTTP-style error, queued for the next group
+ * commit (mu held) */
 static void sched_finish_line(struct sched *s, struct sched_line *sl, const struct engine_result *res)
 {
     cJSON *line;
@@ -223,14 +258,20 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
     }
     char *json = cJSON_PrintUnformatted(line);
     cJSON_Delete(line);
-    if (json) {
-        /* a failed request has no usage (as at OpenAI) */
-        int pt = ok ? res->prompt_tokens : 0, ct = ok ? res->completion_tokens : 0, cached = ok ? res->cached_tokens : 0;
-        if (s->ops->line_finish(s->st, sl->b->id, sl->line.idx, ok, json, pt, ct, cached, pt - cached))
-            fprintf(stderr, "nightshift: cannot record line %u of batch %s (store error); it will be rerun after a restart\n",
-                    sl->line.line_no, sl->b->id);
-        free(json);
+    if (!json) {
+        fprintf(stderr, "nightshift: out of memory recording line %u of batch %s; it will be rerun after a restart\n",
+                sl->line.line_no, sl->b->id);
+        return;
     }
+    if (s->n_fin == SCHED_FIN_MAX)
+        sched_flush(s);
+    struct sched_fin *f = &s->fin[s->n_fin++];
+    snprintf(f->batch_id, sizeof(f->batch_id), "%s", sl->b->id);
+    f->line_no = sl->line.line_no;
+    /* a failed request has no usage (as at OpenAI) */
+    int pt = ok ? res->prompt_tokens : 0, ct = ok ? res->completion_tokens : 0, cached = ok ? res->cached_tokens : 0;
+    f->r = (struct store_result){.idx = sl->line.idx, .ok = ok, .json = json, .prompt_tokens = pt,
+                                 .completion_tokens = ct, .cached_tokens = cached, .prompt_computed = pt - cached};
 }
 
 /* read, parse and check one claimed line; NULL when it failed (its error is recorded) */
@@ -323,6 +364,7 @@ static void sched_report_idle(struct sched *s, struct sched_batch *b)
 {
     if (!b->dropped && b->exhausted && b->ibuf >= b->nbuf && b->inflight == 0 && !b->idle_reported) {
         b->idle_reported = true;
+        sched_flush(s); /* the manager reads the results next */
         if (s->idle)
             s->idle(s->idle_ud, b->id);
     }
@@ -335,6 +377,7 @@ static int sched_pull_priority(void *ud, struct engine_request **out, int max)
     struct sched *s = ud;
     int n = 0;
     pthread_mutex_lock(&s->mu);
+    sched_flush(s); /* every step, room or not */
     while (n < max && s->jobs_head) {
         struct sched_job *j = s->jobs_head;
         s->jobs_head = j->next_;
@@ -354,6 +397,7 @@ static int sched_pull(void *ud, struct engine_request **out, int max)
     struct sched *s = ud;
     int n = 0;
     pthread_mutex_lock(&s->mu);
+    sched_flush(s); /* once per engine step (with room): the group commit */
     if (s->stopping) {
         pthread_mutex_unlock(&s->mu);
         return -1;
@@ -417,13 +461,13 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
     }
     struct sched_line *sl = req->user;
     struct sched_batch *b = sl->b;
+    pthread_mutex_lock(&s->mu);
     /* a line cancelled by shutdown stays claimed; the next start requeues it */
     if (!(res->status == NS_ERR_CANCELLED && s->stopping))
         sched_finish_line(s, sl, res);
     oai_request_release(&sl->oreq);
     store_line_release(&sl->line);
     free(sl);
-    pthread_mutex_lock(&s->mu);
     b->inflight--;
     s->stats.batch_lines_done++;
     s->stats.batch_lines_failed += res->status != NS_OK;
@@ -431,6 +475,7 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
         sched_observe(&s->stats.line_latency, res->t_end - res->t_admit);
     if (b->dropped) {
         if (b->inflight == 0) {
+            sched_flush(s); /* before the manager settles what is left */
             sched_unlink(s, b);
             sched_batch_free(b);
         }
@@ -455,6 +500,7 @@ static void sched_wait(void *ud)
 {
     struct sched *s = ud;
     pthread_mutex_lock(&s->mu);
+    sched_flush(s);
     bool work = s->jobs_head != NULL || s->stopping;
     for (struct sched_batch *b = s->batches; b && !work; b = b->next)
         work = sched_batch_has_work(b);
@@ -508,6 +554,9 @@ void sched_free(struct sched *s)
         s->be->ops->stop(s->be->impl);
         pthread_join(s->thread, NULL);
     }
+    pthread_mutex_lock(&s->mu);
+    sched_flush(s);
+    pthread_mutex_unlock(&s->mu);
     /* interactive jobs never pulled: fail them so their callers return */
     struct sched_job *j = s->jobs_head;
     while (j) {
@@ -592,6 +641,7 @@ int sched_drop_batch(struct sched *s, const char *batch_id)
 {
     int inflight = 0;
     pthread_mutex_lock(&s->mu);
+    sched_flush(s);
     for (struct sched_batch *b = s->batches; b; b = b->next) {
         if (b->dropped || strcmp(b->id, batch_id) != 0)
             continue;
@@ -611,6 +661,7 @@ int sched_batch_inflight(struct sched *s, const char *batch_id)
 {
     int n = -1;
     pthread_mutex_lock(&s->mu);
+    sched_flush(s);
     for (struct sched_batch *b = s->batches; b; b = b->next)
         if (strcmp(b->id, batch_id) == 0)
             n = b->inflight;

@@ -12,8 +12,9 @@
  *   - batch: lines of in-progress batches, claimed from the store in chunks and handed out
  *     round-robin across batches, so a 100-line batch submitted after a 50,000-line one
  *     runs at once instead of waiting for it.
- * A batch line's result is written to the store as soon as it finishes (line_finish), so
- * progress counts move line by line and nothing finished is recomputed after a crash.
+ * Batch lines' results are written to the store in groups (lines_finish: one transaction
+ * per engine step or per 64 lines), so progress counts move step by step and a crash
+ * recomputes at most one group.
  *
  * THREADS
  * The engine thread runs the backend's run() and every callback. sched_submit(), sched_add_batch()

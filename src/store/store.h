@@ -67,6 +67,15 @@ struct store_batch {
 
 enum store_line_state { SL_PENDING = 0, SL_RUNNING = 1, SL_OK = 2, SL_FAILED = 3 };
 
+/* a finished batch line, for lines_finish (the caller owns the strings) */
+struct store_result {
+    const char *batch_id;
+    int64_t idx;
+    bool ok;
+    const char *json;        /* the output or error file line */
+    int prompt_tokens, completion_tokens, cached_tokens, prompt_computed;
+};
+
 struct store_line {
     int64_t idx;             /* 0-based position in the batch */
     uint32_t line_no;        /* 1-based line in the input file */
@@ -107,7 +116,7 @@ struct store_ops {
     int (*batch_list)(struct store *st, const struct store_list_page *pg, struct store_batch **out, int *n,
                       bool *has_more);
     /* Write the status, timestamps, file ids, model, errors of b (counters and total are
-     * the store's: line_finish and lines_insert keep them) if the stored status is still `expect`: a compare-and-set, so a cancel and
+     * the store's: lines_finish and lines_insert keep them) if the stored status is still `expect`: a compare-and-set, so a cancel and
      * the batch manager never overwrite each other's change. NS_ERR_CONFLICT when the
      * status moved on (re-read and decide again). */
     int (*batch_update)(struct store *st, const struct store_batch *b, enum store_batch_status expect);
@@ -119,9 +128,9 @@ struct store_ops {
      * returns them in order */
     int (*lines_claim)(struct store *st, const char *batch_id, const char *model, int max, struct store_line **out,
                        int *n);
-    /* record a finished line and update the batch's counters, in one transaction */
-    int (*line_finish)(struct store *st, const char *batch_id, int64_t idx, bool ok, const char *json,
-                       int prompt_tokens, int completion_tokens, int cached_tokens, int prompt_computed);
+    /* record finished lines and update their batches' counters, all in one transaction
+     * (group commit: one fsync for many lines); a line already finished is left alone */
+    int (*lines_finish)(struct store *st, const struct store_result *rs, int n);
     /* running -> pending for every batch (start-up) */
     int (*lines_requeue)(struct store *st);
     /* every pending (and, when running too, running) line fails with this result line
