@@ -16,6 +16,8 @@
 set -euo pipefail
 
 NLC_VERSION="3.22.1"
+UPLOT_VERSION=1.6.32   # keep in step with NS_UPLOT_VERSION in CMakeLists.txt
+UPLOT_INTEGRITY="sha512-KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGGzQm/ep3tOkyTxpiQIw=="
 NLC_INTEGRITY="sha512-bltIipuWmc123H7tMIgDGKSsSrhmhlQYeVUC48XTjVW7XGJJiJJyCdlTMzQ/LiWoPkGDpcL4FviDpgw7qfTiDw=="
 WANT_TOOLS=0
 [ "${1:-}" = "--tools" ] && WANT_TOOLS=1
@@ -100,5 +102,22 @@ if [ "$WANT_TOOLS" = 1 ] && [ ! -f "$PREFIX/.tools-ok" ]; then
     touch "$PREFIX/.tools-ok"
 fi
 
-say "llama.cpp ready ($(git -C "$SRC" rev-parse --short HEAD), node-llama-cpp $NLC_VERSION)"
+# ---- 3. uPlot (the dashboard's charts), from the npm registry, pinned and checked ----------
+UPLOT_DIR="$CACHE_ROOT/uplot-$UPLOT_VERSION"
+if [ ! -f "$UPLOT_DIR/.ok" ]; then
+    say "fetching uplot@$UPLOT_VERSION from the npm registry"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "uplot@$UPLOT_VERSION" >/dev/null 2>&1)
+    got="sha512-$(openssl dgst -sha512 -binary "$tmp/uplot-$UPLOT_VERSION.tgz" | base64 -w0)"
+    if [ "$got" != "$UPLOT_INTEGRITY" ]; then
+        say "integrity mismatch for uplot-$UPLOT_VERSION.tgz: got $got"; exit 1
+    fi
+    tar -xzf "$tmp/uplot-$UPLOT_VERSION.tgz" -C "$tmp" package/dist/uPlot.iife.min.js package/dist/uPlot.min.css package/LICENSE
+    mkdir -p "$UPLOT_DIR"
+    cp "$tmp/package/dist/uPlot.iife.min.js" "$tmp/package/dist/uPlot.min.css" "$tmp/package/LICENSE" "$UPLOT_DIR/"
+    rm -rf "$tmp"
+    touch "$UPLOT_DIR/.ok"
+fi
+
+say "llama.cpp ready ($(git -C "$SRC" rev-parse --short HEAD), node-llama-cpp $NLC_VERSION); uplot $UPLOT_VERSION"
 echo "NIGHTSHIFT_LLAMA_PREFIX=$PREFIX"

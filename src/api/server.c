@@ -9,6 +9,7 @@
 #include "../util/buf.h"
 #include "../util/status.h"
 #include "anthropic.h"
+#include "dashboard.h"
 #include "oai.h"
 #include "ollama.h"
 
@@ -39,6 +40,24 @@ struct server {
     struct batchmgr *bm;
     struct MHD_Daemon *mhd;
     int port;
+    /* the dashboard's last hour: a sample every SAMPLE_EVERY s (sampler thread) */
+    pthread_t sampler;
+    bool sampler_started, sampler_stop;
+    pthread_mutex_t smu;
+    pthread_cond_t scv;
+    struct sample *ring;
+    int n_samples, head;
+    uint64_t last_tokens, last_lines;
+    double last_t;
+};
+
+#define SAMPLES 720
+#define SAMPLE_EVERY 5
+
+struct sample {
+    double t;                   /* unix seconds */
+    double tokens_per_s, lines_per_s;
+    double batch_pending, interactive_waiting;
 };
 
 struct server_params server_default_params(void)
@@ -190,7 +209,9 @@ static cJSON *file_json(const struct store_file *f)
     return o;
 }
 
-static cJSON *batch_json(const struct store_batch *b)
+static struct sched *sched_by_model(struct server *s, const char *model);
+
+static cJSON *batch_json(struct server *srv, const struct store_batch *b)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", b->id);
@@ -238,6 +259,15 @@ static cJSON *batch_json(const struct store_batch *b)
     cJSON_AddNumberToObject(ns, "prompt_tokens_computed", (double)b->prompt_computed);
     cJSON_AddNumberToObject(ns, "prefix_cache_hit_ratio",
                             b->input_tokens ? (double)b->cached_tokens / (double)b->input_tokens : 0.0);
+    /* cost at the model's configured prices (--config price_input/price_output), null when
+     * it has none */
+    struct sched *s = b->model ? sched_by_model(srv, b->model) : NULL;
+    struct backend *be = s ? sched_backend(s) : NULL;
+    if (be && (be->price_input > 0 || be->price_output > 0))
+        cJSON_AddNumberToObject(ns, "cost_usd",
+                                ((double)b->input_tokens * be->price_input + (double)b->output_tokens * be->price_output) / 1e6);
+    else
+        cJSON_AddNullToObject(ns, "cost_usd");
     return o;
 }
 
@@ -1234,7 +1264,7 @@ static enum MHD_Result h_batch_create(struct route_ctx *x)
         goto out;
     }
     batchmgr_kick(x->srv->bm);
-    ret = send_json(x->c, 200, batch_json(&b));
+    ret = send_json(x->c, 200, batch_json(x->srv, &b));
 out:
     store_batch_release(&b);
     cJSON_Delete(body);
@@ -1259,7 +1289,7 @@ static enum MHD_Result h_batch_get(struct route_ctx *x)
     int rc = batch_lookup(x, &b);
     if (rc)
         return batch_not_found(x, rc);
-    cJSON *o = batch_json(&b);
+    cJSON *o = batch_json(x->srv, &b);
     store_batch_release(&b);
     return send_json(x->c, 200, o);
 }
@@ -1279,7 +1309,7 @@ static enum MHD_Result h_batch_list(struct route_ctx *x)
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *d = cJSON_AddArrayToObject(o, "data");
     for (int i = 0; i < n; i++)
-        cJSON_AddItemToArray(d, batch_json(&bs[i]));
+        cJSON_AddItemToArray(d, batch_json(x->srv, &bs[i]));
     add_str_or_null(o, "first_id", n ? bs[0].id : NULL);
     add_str_or_null(o, "last_id", n ? bs[n - 1].id : NULL);
     cJSON_AddBoolToObject(o, "has_more", more);
@@ -1335,7 +1365,7 @@ static enum MHD_Result h_batch_cancel(struct route_ctx *x)
         store_batch_release(&b);
         return ret;
     }
-    cJSON *o = batch_json(&b);
+    cJSON *o = batch_json(x->srv, &b);
     store_batch_release(&b);
     return send_json(x->c, 200, o);
 }
@@ -1463,7 +1493,7 @@ static enum MHD_Result h_batch_retry(struct route_ctx *x)
         goto out;
     }
     batchmgr_kick(x->srv->bm);
-    ret = send_json(x->c, 200, batch_json(&nb));
+    ret = send_json(x->c, 200, batch_json(x->srv, &nb));
 out:
     for (int i = 0; i < n; i++)
         store_line_release(&lines[i]);
@@ -2051,6 +2081,195 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
     return send_text(x->c, 200, "text/plain; version=0.0.4", text);
 }
 
+/* ---- dashboard -------------------------------------------------------------------------- */
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* lines of in-progress batches not yet finished (the batch lane's queue) */
+static int64_t batch_lines_pending(struct server *srv)
+{
+    char(*ids)[48] = NULL;
+    int n = 0;
+    int64_t left = 0;
+    if (srv->ops->batch_ids_by_status(srv->st, SB_IN_PROGRESS, &ids, &n) == NS_OK)
+        for (int i = 0; i < n; i++) {
+            struct store_batch b;
+            if (srv->ops->batch_get(srv->st, ids[i], &b) == NS_OK) {
+                left += b.total - b.completed - b.failed;
+                store_batch_release(&b);
+            }
+        }
+    free(ids);
+    return left;
+}
+
+static void take_sample(struct server *srv)
+{
+    uint64_t tokens = 0, lines = 0, waiting = 0;
+    for (int i = 0; i < srv->n_scheds; i++) {
+        struct sched_stats ss;
+        sched_get_stats(srv->scheds[i], &ss);
+        tokens += ss.completion_tokens;
+        lines += ss.batch_lines_done;
+        waiting += ss.interactive_waiting;
+    }
+    struct sample sm = {.t = wall_now(), .interactive_waiting = (double)waiting,
+                        .batch_pending = (double)batch_lines_pending(srv)};
+    pthread_mutex_lock(&srv->smu);
+    double dt = sm.t - srv->last_t;
+    if (srv->last_t > 0 && dt > 0) {
+        sm.tokens_per_s = (double)(tokens - srv->last_tokens) / dt;
+        sm.lines_per_s = (double)(lines - srv->last_lines) / dt;
+    }
+    srv->last_t = sm.t;
+    srv->last_tokens = tokens;
+    srv->last_lines = lines;
+    srv->ring[srv->head] = sm;
+    srv->head = (srv->head + 1) % SAMPLES;
+    if (srv->n_samples < SAMPLES)
+        srv->n_samples++;
+    pthread_mutex_unlock(&srv->smu);
+}
+
+static void *sampler_thread(void *arg)
+{
+    struct server *srv = arg;
+    pthread_mutex_lock(&srv->smu);
+    while (!srv->sampler_stop) {
+        pthread_mutex_unlock(&srv->smu);
+        take_sample(srv);
+        pthread_mutex_lock(&srv->smu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += SAMPLE_EVERY;
+        while (!srv->sampler_stop && pthread_cond_timedwait(&srv->scv, &srv->smu, &ts) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&srv->smu);
+    return NULL;
+}
+
+static const char *const circuit_names[] = {"closed", "open", "half-open"};
+
+static cJSON *stats_model(struct sched *s)
+{
+    struct sched_stats ss;
+    sched_get_stats(s, &ss);
+    struct backend *be = sched_backend(s);
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "name", sched_model_name(s));
+    cJSON_AddStringToObject(m, "backend", be->ops->kind);
+    cJSON_AddNumberToObject(m, "interactive_waiting", (double)ss.interactive_waiting);
+    cJSON_AddNumberToObject(m, "interactive_done", (double)ss.interactive_done);
+    cJSON_AddNumberToObject(m, "interactive_failed", (double)ss.interactive_failed);
+    cJSON_AddNumberToObject(m, "active_batches", ss.active_batches);
+    cJSON_AddNumberToObject(m, "batch_lines_done", (double)ss.batch_lines_done);
+    cJSON_AddNumberToObject(m, "batch_lines_failed", (double)ss.batch_lines_failed);
+    cJSON_AddNumberToObject(m, "prompt_tokens", (double)ss.prompt_tokens);
+    cJSON_AddNumberToObject(m, "completion_tokens", (double)ss.completion_tokens);
+    if (be->price_input > 0 || be->price_output > 0)
+        cJSON_AddNumberToObject(m, "cost_usd", ((double)ss.prompt_tokens * be->price_input +
+                                                (double)ss.completion_tokens * be->price_output) / 1e6);
+    if (be->ops->engine) {
+        struct engine_stats es;
+        engine_get_stats(be->ops->engine(be->impl), &es);
+        cJSON *e = cJSON_AddObjectToObject(m, "engine");
+        cJSON_AddNumberToObject(e, "steps", (double)es.steps);
+        cJSON_AddNumberToObject(e, "sequences_per_step", es.steps ? (double)es.seqs_in_steps / (double)es.steps : 0.0);
+        cJSON_AddNumberToObject(e, "generated_tokens", (double)es.gen_tokens);
+        cJSON_AddNumberToObject(e, "prompt_tokens_computed", (double)es.prompt_tokens);
+        cJSON_AddNumberToObject(e, "prompt_tokens_cached", (double)es.prompt_cached);
+    }
+    if (be->ops->get_stats) {
+        struct backend_stats bs;
+        be->ops->get_stats(be->impl, &bs);
+        cJSON *u = cJSON_AddObjectToObject(m, "upstream");
+        cJSON_AddStringToObject(u, "circuit", circuit_names[bs.circuit >= 0 && bs.circuit < 3 ? bs.circuit : 0]);
+        cJSON_AddNumberToObject(u, "inflight", bs.inflight);
+        cJSON_AddNumberToObject(u, "concurrency_limit", bs.limit);
+        cJSON_AddNumberToObject(u, "attempts", (double)bs.attempts);
+        cJSON_AddNumberToObject(u, "retries", (double)bs.retries);
+        cJSON_AddNumberToObject(u, "failures", (double)bs.failed);
+        cJSON_AddNumberToObject(u, "rate_limited", (double)bs.rate_limited);
+    }
+    return m;
+}
+
+/* GET /v1/nightshift/stats: what the dashboard draws (models now, the last hour's series) */
+static enum MHD_Result h_stats(struct route_ctx *x)
+{
+    struct server *srv = x->srv;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "time", wall_now());
+    cJSON *ms = cJSON_AddArrayToObject(o, "models");
+    for (int i = 0; i < srv->n_scheds; i++)
+        cJSON_AddItemToArray(ms, stats_model(srv->scheds[i]));
+    cJSON *se = cJSON_AddObjectToObject(o, "series");
+    cJSON_AddNumberToObject(se, "interval_seconds", SAMPLE_EVERY);
+    cJSON *arr[5];
+    static const char *const names[5] = {"t", "tokens_per_s", "lines_per_s", "batch_pending", "interactive_waiting"};
+    for (int k = 0; k < 5; k++)
+        arr[k] = cJSON_AddArrayToObject(se, names[k]);
+    pthread_mutex_lock(&srv->smu);
+    for (int i = 0; i < srv->n_samples; i++) {
+        const struct sample *sm = &srv->ring[(srv->head - srv->n_samples + i + SAMPLES) % SAMPLES];
+        const double v[5] = {sm->t, sm->tokens_per_s, sm->lines_per_s, sm->batch_pending, sm->interactive_waiting};
+        for (int k = 0; k < 5; k++)
+            cJSON_AddItemToArray(arr[k], cJSON_CreateNumber(v[k]));
+    }
+    pthread_mutex_unlock(&srv->smu);
+    return send_json(x->c, 200, o);
+}
+
+static enum MHD_Result send_asset(struct MHD_Connection *c, const struct dashboard_asset *a)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(a->len, (void *)a->data, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static bool wants_html(struct MHD_Connection *c)
+{
+    const char *acc = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+    return acc && strstr(acc, "text/html");
+}
+
+/* GET /: a browser gets the dashboard; Ollama tools probing the root get their text */
+static enum MHD_Result h_root(struct route_ctx *x)
+{
+    const struct dashboard_asset *a = dashboard_find("/");
+    if (a && wants_html(x->c))
+        return send_asset(x->c, a);
+    return h_ollama_root(x);
+}
+
+static enum MHD_Result h_dashboard_file(struct route_ctx *x)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "/dashboard/%.100s", x->ids[0]);
+    const struct dashboard_asset *a = dashboard_find(path);
+    if (!a)
+        return send_error(x->c, NS_ERR_NOT_FOUND, NULL, "unknown_url", "Invalid URL (GET %.120s)", path);
+    return send_asset(x->c, a);
+}
+
+/* the dashboard's files hold no data, and a browser cannot send a key when it navigates */
+static bool public_route(const char *method, const char *url)
+{
+    return (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) &&
+           (strcmp(url, "/") == 0 || strncmp(url, "/dashboard/", 11) == 0);
+}
+
 /* ---- dispatch ----------------------------------------------------------------------- */
 
 enum body_kind { BODY_NONE, BODY_JSON, BODY_MULTIPART };
@@ -2090,7 +2309,9 @@ static const struct route {
     {"POST", "/v1/messages/batches/*/cancel", BODY_NONE, h_ant_batch_cancel},
     {"GET", "/v1/messages/batches/*/results", BODY_NONE, h_ant_batch_results},
     {"DELETE", "/v1/messages/batches/*", BODY_NONE, h_ant_batch_delete},
-    {"GET", "/", BODY_NONE, h_ollama_root},
+    {"GET", "/", BODY_NONE, h_root},
+    {"GET", "/dashboard/*", BODY_NONE, h_dashboard_file},
+    {"GET", "/v1/nightshift/stats", BODY_NONE, h_stats},
     {"GET", "/api/version", BODY_NONE, h_ollama_version},
     {"GET", "/api/tags", BODY_NONE, h_ollama_tags},
     {"GET", "/api/ps", BODY_NONE, h_ollama_ps},
@@ -2273,7 +2494,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (ant   ? send_ant_error(c, (status), __VA_ARGS__)                                                              \
      : oll ? send_ollama_error(c, (status), __VA_ARGS__)                                                           \
            : send_error(c, (status), (param), (code), __VA_ARGS__))
-    if (!authorized(s, c))
+    if (!authorized(s, c) && !public_route(method, url))
         return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL, "%s",
                            ant   ? "invalid x-api-key"
                            : oll ? "unauthorized: pass the API key as 'Authorization: Bearer KEY'"
@@ -2335,6 +2556,12 @@ int server_start(struct server_params p, struct store *st, const struct store_op
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : p.port;
+    pthread_mutex_init(&s->smu, NULL);
+    pthread_cond_init(&s->scv, NULL);
+    s->ring = calloc(SAMPLES, sizeof(*s->ring));
+    s->sampler_started = s->ring && pthread_create(&s->sampler, NULL, sampler_thread, s) == 0;
+    if (!s->sampler_started)
+        fprintf(stderr, "nightshift: warning: no dashboard history (cannot start the sampler)\n");
     *out = s;
     return NS_OK;
 }
@@ -2346,6 +2573,16 @@ void server_stop(struct server *s)
     if (!s)
         return;
     MHD_stop_daemon(s->mhd);
+    if (s->sampler_started) {
+        pthread_mutex_lock(&s->smu);
+        s->sampler_stop = true;
+        pthread_cond_broadcast(&s->scv);
+        pthread_mutex_unlock(&s->smu);
+        pthread_join(s->sampler, NULL);
+    }
+    pthread_mutex_destroy(&s->smu);
+    pthread_cond_destroy(&s->scv);
+    free(s->ring);
     free(s->data_dir);
     free(s->api_key);
     free(s);

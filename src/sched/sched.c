@@ -451,6 +451,8 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
         s->stats.interactive_failed += res->status != NS_OK;
         s->interactive_running--;
         if (res->status == NS_OK) {
+            s->stats.prompt_tokens += (uint64_t)res->prompt_tokens;
+            s->stats.completion_tokens += (uint64_t)res->completion_tokens;
             if (res->t_first > 0)
                 sched_observe(&s->stats.ttft, res->t_first - j->t_submit_);
             sched_observe(&s->stats.latency, res->t_end - j->t_submit_);
@@ -471,8 +473,11 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
     b->inflight--;
     s->stats.batch_lines_done++;
     s->stats.batch_lines_failed += res->status != NS_OK;
-    if (res->status == NS_OK)
+    if (res->status == NS_OK) {
         sched_observe(&s->stats.line_latency, res->t_end - res->t_admit);
+        s->stats.prompt_tokens += (uint64_t)res->prompt_tokens;
+        s->stats.completion_tokens += (uint64_t)res->completion_tokens;
+    }
     if (b->dropped) {
         if (b->inflight == 0) {
             sched_flush(s); /* before the manager settles what is left */
