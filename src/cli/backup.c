@@ -310,8 +310,10 @@ int cli_backup(int argc, char **argv)
         return 2;
     char err[1024], src_files[4096], dst_files[4096], part[4096], final[4096];
     struct stat sb;
-    if (stat(data_dir, &sb) || !S_ISDIR(sb.st_mode))
-        return cli_fail("no data dir '%s'%s", data_dir, errno == ENOENT ? "" : " (not a directory)");
+    if (stat(data_dir, &sb))
+        return cli_fail("no data dir '%s': %s", data_dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return cli_fail("data dir '%s' is not a directory", data_dir);
     int rc;
     if (backup_join(src_files, sizeof(src_files), data_dir, "files", err, sizeof(err)) ||
         backup_join(dst_files, sizeof(dst_files), dir, "files", err, sizeof(err)) ||

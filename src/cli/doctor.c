@@ -207,8 +207,8 @@ static void doctor_check_models(struct doctor *d, const char *const *models, int
         }
         stat(path, &sb);
         total += (double)sb.st_size;
-        doctor_say(d, DOCTOR_OK, "model '%s': GGUF, general.name '%s', %.1f GiB", path, name,
-                   (double)sb.st_size / (double)(1ull << 30));
+        doctor_say(d, DOCTOR_OK, "model '%s': GGUF, general.name '%s', %.1f MiB", path, name,
+                   (double)sb.st_size / (double)(1u << 20));
     }
     if (ram > 0 && total > 0.9 * ram)
         doctor_say(d, DOCTOR_WARN,
