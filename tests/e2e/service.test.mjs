@@ -487,6 +487,44 @@ test('SIGTERM during a streaming request: it streams to the end; new connections
     keep.destroy();
 });
 
+test('a second SIGTERM ends the grace period at once; SIGHUP while stopping is ignored', async () => {
+    const s = await serve(path.join(dir, 'sigterm-twice'));
+    const res = await fetch(`${s.url}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'go' }], max_tokens: 2000, ignore_eos: true, stream: true }),
+    });
+    assert.equal(res.status, 200);
+    const reader = res.body.getReader();
+    await reader.read();
+    const stopped = s.stop(60_000);
+    await sleep(100);
+    s.child.kill('SIGHUP');
+    await sleep(100);
+    s.child.kill('SIGTERM');
+    let text = '';
+    try {
+        for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            text += new TextDecoder().decode(value);
+        }
+    } catch {
+        /* the connection may close under the stream */
+    }
+    assert.deepEqual(await stopped, { code: 0, signal: null }, s.log());
+    assert.match(s.stderr(), /reload requested while shutting down: ignored/);
+    assert.match(s.stderr(), /second stop signal: not waiting for 1 HTTP and 1 engine requests/);
+    assert.doesNotMatch(text, /"finish_reason":"length"/, 'the stream was cut short');
+});
+
+test('serve --grace-period must be 0 to 3600 seconds', async () => {
+    for (const bad of ['-1', '3601', 'abc', '1.5']) {
+        const r = await runNs(['serve', '--model', `tiny=${model}`, '--grace-period', bad]);
+        assert.equal(r.code, 2, describeRun(r));
+        assert.match(r.stderr, new RegExp(`--grace-period must be a number of seconds from 0 to 3600, not '${bad.replace('.', '\\.')}'`));
+    }
+});
+
 /* ---- one server per data dir, newer schemas ----------------------------------------- */
 
 test('a second server on the same data dir is refused, naming the first one\'s pid', async () => {
@@ -574,6 +612,10 @@ test('doctor: FAIL lines say what to fix, and the exit status is 1', async () =>
     r = await runNs(['doctor', '--data-dir', notDb]);
     assert.equal(r.code, 1, describeRun(r));
     assert.match(r.stdout, /^FAIL {2}store: cannot read database '.*nightshift\.db': file is not a database: restore a backup/m);
+
+    r = await runNs(['doctor', '--db', 'postgres://db.example/ns', '--data-dir', dir]);
+    assert.equal(r.code, 1, describeRun(r));
+    assert.match(r.stdout, /^FAIL {2}store 'postgres:\/\/db\.example\/ns': no such store in this build \(it has: sqlite\): fix --db$/m);
 
     r = await runNs(['doctor', '--bogus']);
     assert.equal(r.code, 2, describeRun(r));
@@ -666,6 +708,13 @@ test('backup and restore refuse what they cannot do, clearly', async () => {
     assert.equal(r.code, 2, describeRun(r));
     assert.match(r.stderr, /'.*bk-full' is not empty: back up into a new or empty directory/);
 
+    r = await runNs(['backup', path.join(full, 'something', 'sub'), '--data-dir', dataDir]);
+    assert.equal(r.code, 2, describeRun(r));
+    assert.match(r.stderr, /cannot create '.*bk-full\/something\/sub': Not a directory/);
+    r = await runNs(['backup', path.join(dir, 'bk-pg'), '--db', 'postgres://db.example/ns', '--data-dir', dataDir]);
+    assert.equal(r.code, 2, describeRun(r));
+    assert.match(r.stderr, /no store for 'postgres:\/\/db\.example\/ns' \(this build has: sqlite\)/);
+
     r = await runNs(['backup', '--data-dir', dataDir]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /no backup directory given/);
@@ -682,6 +731,9 @@ test('backup and restore refuse what they cannot do, clearly', async () => {
     const newer = path.join(dir, 'bk-newer');
     r = await runNs(['backup', newer, '--data-dir', dataDir]);
     assert.equal(r.code, 0, describeRun(r));
+    r = await runNs(['restore', newer, '--data-dir', path.join(full, 'something')]);
+    assert.equal(r.code, 2, describeRun(r));
+    assert.match(r.stderr, /cannot create '.*bk-full\/something\/files': Not a directory/);
     sqlite(path.join(newer, 'nightshift.db'), 'PRAGMA user_version=99');
     r = await runNs(['restore', newer, '--data-dir', path.join(dir, 'r2')]);
     assert.equal(r.code, 1, describeRun(r));
