@@ -247,19 +247,62 @@ static int backup_make_empty_dir(const char *dir, char *err, size_t errlen)
     return NS_OK;
 }
 
-static const struct store_ops *backup_store(const char *db, bool restore)
+/* ---- the command line ---------------------------------------------------------------- */
+
+static void backup_usage(FILE *f);
+static void restore_usage(FILE *f);
+
+struct backup_cmd {
+    bool restore;                   /* in: which command */
+    const char *dir, *data_dir, *db;
+    bool force;                     /* restore --force */
+    const struct store_ops *ops;    /* the store of db, able to do this command */
+};
+
+/* the command line of backup or restore; < 0: go on, else the exit status */
+static int backup_parse(int argc, char **argv, struct backup_cmd *c)
 {
-    const struct store_ops *ops = store_find(db);
-    if (!ops) {
-        cli_fail("no store for '%s' (this build has: sqlite)", db);
-        return NULL;
+    static const struct option lo[] = {{"data-dir", required_argument, 0, 'd'},
+                                       {"db", required_argument, 0, 1000},
+                                       {"force", no_argument, 0, 1001},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+    void (*usage)(FILE *) = c->restore ? restore_usage : backup_usage;
+    int ch;
+    /* restore has no default: restoring over ./nightshift-data by accident would hurt */
+    c->data_dir = c->restore ? NULL : "nightshift-data";
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "d:h", lo, NULL)) != -1) {
+        switch (ch) {
+        case 'd': c->data_dir = optarg; break;
+        case 1000: c->db = optarg; break;
+        case 1001:
+            if (!c->restore) {
+                usage(stderr);
+                return cli_fail("unrecognized option '--force' (only restore has it)");
+            }
+            c->force = true;
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
     }
-    if (restore ? !ops->restore || !ops->probe || !ops->files_relocate : !ops->backup) {
-        cli_fail("the %s store cannot be %s by nightshift; use its own tools", ops->scheme,
-                 restore ? "restored" : "backed up");
-        return NULL;
+    if (optind + 1 != argc || !c->data_dir) {
+        usage(stderr);
+        if (optind + 1 < argc)
+            return cli_fail("unexpected argument '%s'", argv[optind + 1]);
+        if (optind == argc)
+            return cli_fail("no backup directory given");
+        return cli_fail("no data dir given (--data-dir D)");
     }
-    return ops;
+    c->dir = argv[optind];
+    c->ops = store_find(c->db);
+    if (!c->ops)
+        return cli_fail("no store for '%s' (this build has: sqlite)", c->db);
+    if (c->restore ? !c->ops->restore || !c->ops->probe || !c->ops->files_relocate : !c->ops->backup)
+        return cli_fail("the %s store cannot be %s by nightshift; use its own tools", c->ops->scheme,
+                        c->restore ? "restored" : "backed up");
+    return -1;
 }
 
 /* ---- backup -------------------------------------------------------------------------- */
@@ -283,31 +326,12 @@ static void backup_usage(FILE *f)
 
 int cli_backup(int argc, char **argv)
 {
-    static const struct option lo[] = {{"data-dir", required_argument, 0, 'd'},
-                                       {"db", required_argument, 0, 1000},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-    const char *data_dir = "nightshift-data", *db = NULL;
-    int ch;
-    optind = 1;
-    while ((ch = getopt_long(argc, argv, "d:h", lo, NULL)) != -1) {
-        switch (ch) {
-        case 'd': data_dir = optarg; break;
-        case 1000: db = optarg; break;
-        case 'h': backup_usage(stdout); return 0;
-        default: backup_usage(stderr); return 2;
-        }
-    }
-    if (optind + 1 != argc) {
-        backup_usage(stderr);
-        if (optind < argc)
-            return cli_fail("unexpected argument '%s'", argv[optind + 1]);
-        return cli_fail("no backup directory given");
-    }
-    const char *dir = argv[optind];
-    const struct store_ops *ops = backup_store(db, false);
-    if (!ops)
-        return 2;
+    struct backup_cmd c = {.restore = false};
+    int parsed = backup_parse(argc, argv, &c);
+    if (parsed >= 0)
+        return parsed;
+    const char *dir = c.dir, *data_dir = c.data_dir, *db = c.db;
+    const struct store_ops *ops = c.ops;
     char err[1024], src_files[4096], dst_files[4096], part[4096], final[4096];
     struct stat sb;
     if (stat(data_dir, &sb))
@@ -399,34 +423,13 @@ static void restore_usage(FILE *f)
 
 int cli_restore(int argc, char **argv)
 {
-    static const struct option lo[] = {{"data-dir", required_argument, 0, 'd'},
-                                       {"db", required_argument, 0, 1000},
-                                       {"force", no_argument, 0, 1001},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-    const char *data_dir = NULL, *db = NULL;
-    bool force = false;
-    int ch;
-    optind = 1;
-    while ((ch = getopt_long(argc, argv, "d:h", lo, NULL)) != -1) {
-        switch (ch) {
-        case 'd': data_dir = optarg; break;
-        case 1000: db = optarg; break;
-        case 1001: force = true; break;
-        case 'h': restore_usage(stdout); return 0;
-        default: restore_usage(stderr); return 2;
-        }
-    }
-    if (optind + 1 != argc || !data_dir) {
-        restore_usage(stderr);
-        if (optind + 1 < argc)
-            return cli_fail("unexpected argument '%s'", argv[optind + 1]);
-        return cli_fail(optind == argc ? "no backup directory given" : "no data dir given (--data-dir D)");
-    }
-    const char *dir = argv[optind];
-    const struct store_ops *ops = backup_store(db, true);
-    if (!ops)
-        return 2;
+    struct backup_cmd c = {.restore = true};
+    int parsed = backup_parse(argc, argv, &c);
+    if (parsed >= 0)
+        return parsed;
+    const char *dir = c.dir, *data_dir = c.data_dir, *db = c.db;
+    const struct store_ops *ops = c.ops;
+    bool force = c.force;
     char err[1024], src_db[4096], src_files[4096], dst_files[4096], real[PATH_MAX];
     if (backup_join(src_db, sizeof(src_db), dir, BACKUP_DB_NAME, err, sizeof(err)) ||
         backup_join(src_files, sizeof(src_files), dir, "files", err, sizeof(err)))

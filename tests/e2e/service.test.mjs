@@ -715,6 +715,13 @@ test('backup and restore refuse what they cannot do, clearly', async () => {
     assert.equal(r.code, 2, describeRun(r));
     assert.match(r.stderr, /no store for 'postgres:\/\/db\.example\/ns' \(this build has: sqlite\)/);
 
+    r = await runNs(['backup', path.join(dir, 'bk-f'), '--data-dir', dataDir, '--force']);
+    assert.equal(r.code, 2, describeRun(r));
+    assert.match(r.stderr, /unrecognized option '--force' \(only restore has it\)/);
+    r = await runNs(['restore', path.join(dir, 'bk-f'), 'extra', '--data-dir', dataDir]);
+    assert.equal(r.code, 2, describeRun(r));
+    assert.match(r.stderr, /unexpected argument 'extra'/);
+
     r = await runNs(['backup', '--data-dir', dataDir]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /no backup directory given/);
