@@ -3,6 +3,8 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer. Runs from a fresh Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# llama-server too: the upstream-backend tests run against it (cached after the first time)
+scripts/bootstrap.sh --tools >/dev/null
 scripts/build.sh release
 scripts/build.sh asan
 status=0

@@ -367,6 +367,7 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
     r->root_ = body;
     r->chat = chat;
     engine_request_init(&r->req);
+    r->req.body = body;
     if (!cJSON_IsObject(body)) {
         rc = oai_error_set(err, NS_ERR_INVALID, NULL, "The request body must be a JSON object.");
         goto out;
@@ -466,6 +467,51 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
         goto out;
     }
     if ((rc = oai_boolean(body, "ignore_eos", &r->req.ignore_eos, err)))
+        goto out;
+out:
+    if (rc != NS_OK)
+        oai_request_release(r);
+    return rc;
+}
+
+int oai_request_forward_from_json(cJSON *body, bool chat, struct oai_request *r, struct oai_error *err)
+{
+    int rc;
+    long long ll;
+    bool present;
+    memset(r, 0, sizeof(*r));
+    r->root_ = body;
+    r->chat = chat;
+    engine_request_init(&r->req);
+    r->req.body = body;
+    if (!cJSON_IsObject(body)) {
+        rc = oai_error_set(err, NS_ERR_INVALID, NULL, "The request body must be a JSON object.");
+        goto out;
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
+    if (!cJSON_IsString(model)) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "model",
+                           model ? "Invalid type for 'model': expected a string." : "Missing required parameter: 'model'.");
+        goto out;
+    }
+    r->model = model->valuestring;
+    const char *what = chat ? "messages" : "prompt";
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(body, what);
+    if (!in) {
+        rc = oai_error_set(err, NS_ERR_INVALID, chat ? "messages" : "prompt", "Missing required parameter: '%s'.", what);
+        goto out;
+    }
+    if (chat && !cJSON_IsArray(in)) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages': expected an array of objects.");
+        goto out;
+    }
+    if ((rc = oai_integer(body, "seed", -9.3e18, 9.3e18, &ll, &present, err)))
+        goto out;
+    r->has_seed = present;
+    if ((rc = oai_boolean(body, "stream", &r->stream, err)))
+        goto out;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(body, "stream_options");
+    if (cJSON_IsObject(so) && (rc = oai_boolean(so, "include_usage", &r->include_usage, err)))
         goto out;
 out:
     if (rc != NS_OK)

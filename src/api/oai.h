@@ -53,6 +53,11 @@ int oai_error_set(struct oai_error *err, int status, const char *param, const ch
 int oai_request_parse(const char *body_json, size_t len, bool chat, struct oai_request *r, struct oai_error *err);
 /* Same from an already parsed object, which r takes over (deleted on release). */
 int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct oai_error *err);
+/* For a model an upstream backend serves (backend.h): the body goes upstream as it is,
+ * so only what nightshift itself needs is checked (model, messages/prompt present, stream,
+ * stream_options, seed); the upstream judges the rest and its answer, error included, is
+ * passed on. r->req has no messages: the backend sends r->req.body. */
+int oai_request_forward_from_json(cJSON *body, bool chat, struct oai_request *r, struct oai_error *err);
 void oai_request_release(struct oai_request *r);
 /* r takes ownership of s (freed on release); returns s, or NULL (s freed) when out of memory */
 char *oai_request_own(struct oai_request *r, char *s);

@@ -4,11 +4,13 @@
  */
 #include "server.h"
 
+#include "../backend/backend.h"
 #include "../engine/engine.h"
 #include "../util/buf.h"
 #include "../util/status.h"
 #include "anthropic.h"
 #include "oai.h"
+#include "ollama.h"
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
@@ -134,11 +136,16 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON 
     return send_text(c, code, "application/json", text);
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *param, const char *code,
-                                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+enum err_shape { ERR_OPENAI, ERR_ANTHROPIC, ERR_OLLAMA };
 
-static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *param, const char *code,
-                                  const char *fmt, ...)
+static enum MHD_Result send_shaped_error(struct MHD_Connection *c, enum err_shape shape, int status, const char *param,
+                                         const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* an error body in the shape of the API a route belongs to, with the status's HTTP code:
+ * an OpenAI error object, Anthropic's (the /v1/messages routes), or Ollama's {"error"}
+ * (the /api/ routes); param and code are OpenAI's only */
+static enum MHD_Result send_shaped_error(struct MHD_Connection *c, enum err_shape shape, int status, const char *param,
+                                         const char *code, const char *fmt, ...)
 {
     char msg[600];
     va_list ap;
@@ -146,23 +153,15 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int status, const ch
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     int http = status_http(status);
-    return send_json(c, (unsigned)(http ? http : 500), oai_error_body(status, msg, param, code));
+    cJSON *body = shape == ERR_ANTHROPIC ? anthropic_error(status, msg)
+                  : shape == ERR_OLLAMA  ? ollama_error(msg)
+                                         : oai_error_body(status, msg, param, code);
+    return send_json(c, (unsigned)(http ? http : 500), body);
 }
 
-static enum MHD_Result send_ant_error(struct MHD_Connection *c, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* an error in Anthropic's shape, for the /v1/messages routes */
-static enum MHD_Result send_ant_error(struct MHD_Connection *c, int status, const char *fmt, ...)
-{
-    char msg[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    int http = status_http(status);
-    return send_json(c, (unsigned)(http ? http : 500), anthropic_error(status, msg));
-}
+#define send_error(c, status, param, code, ...) send_shaped_error((c), ERR_OPENAI, (status), (param), (code), __VA_ARGS__)
+#define send_ant_error(c, status, ...) send_shaped_error((c), ERR_ANTHROPIC, (status), NULL, NULL, __VA_ARGS__)
+#define send_ollama_error(c, status, ...) send_shaped_error((c), ERR_OLLAMA, (status), NULL, NULL, __VA_ARGS__)
 
 /* ---- JSON builders ------------------------------------------------------------------ */
 
@@ -347,9 +346,13 @@ struct job {
     int refs;                   /* the engine's and the HTTP side's */
     bool done;
     bool stream, chat, include_usage, anthropic;
+    bool ollama;                /* an /api/chat or /api/generate request */
+    struct ollama_extra ox;
+    double t_start;             /* ollama_clock() when it came in */
     struct buf pending;         /* streamed text not yet sent */
     struct engine_result res;   /* copy of the final result (text in final_text) */
     char *final_text;
+    char *final_raw;            /* an upstream's whole answer (res.raw_body) */
     char id[48];
     char model[128];
     time_t created;
@@ -371,6 +374,7 @@ static void job_unref(struct job *j)
     buf_release(&j->pending);
     buf_release(&j->out);
     free(j->final_text);
+    free(j->final_raw);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
@@ -392,6 +396,8 @@ static void job_on_done(struct sched_job *sj, const struct engine_result *res)
     j->res = *res;
     j->final_text = strndup(res->text ? res->text : "", res->text_len);
     j->res.text = j->final_text;
+    j->final_raw = res->raw_body ? strndup(res->raw_body, res->raw_len) : NULL;
+    j->res.raw_body = j->final_raw;
     j->done = true;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
@@ -544,11 +550,41 @@ static void job_next_events_anthropic(struct job *j)
     }
 }
 
+/* Ollama's stream: one JSON object a line, the last with done: true (or an error) */
+static void job_next_events_ollama(struct job *j)
+{
+    while (j->out_pos >= j->out.len && j->phase != 5) {
+        buf_reset(&j->out);
+        j->out_pos = 0;
+        cJSON *o = NULL;
+        if (j->pending.len) {
+            o = ollama_chunk(j->chat, j->model, j->pending.p, j->pending.len);
+            buf_reset(&j->pending);
+        } else if (!j->done) {
+            pthread_cond_wait(&j->cv, &j->mu);
+            continue;
+        } else {
+            o = j->res.status != NS_OK ? ollama_error(j->res.message)
+                                       : ollama_final(j->chat, j->model, &j->res, "", j->t_start);
+            j->phase = 5;
+        }
+        char *t = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (t)
+            buf_appendf(&j->out, "%s\n", t);
+        free(t);
+    }
+}
+
 /* fill j->out with the next SSE events; blocks until there is something (mu held) */
 static void job_next_events(struct job *j)
 {
     if (j->anthropic) {
         job_next_events_anthropic(j);
+        return;
+    }
+    if (j->ollama) {
+        job_next_events_ollama(j);
         return;
     }
     while (j->out_pos >= j->out.len) {
@@ -633,16 +669,21 @@ static void stream_free(void *cls)
     job_unref(cls);
 }
 
-enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES };
+enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES, GEN_OLLAMA_CHAT, GEN_OLLAMA_GENERATE };
 
 /* an error in the shape of the route's API */
 #define GEN_ERROR(x, flavor, status, param, ...)                                                                   \
-    ((flavor) == GEN_MESSAGES ? send_ant_error((x)->c, (status), __VA_ARGS__)                                     \
-                              : send_error((x)->c, (status), (param), NULL, __VA_ARGS__))
+    ((flavor) == GEN_MESSAGES  ? send_ant_error((x)->c, (status), __VA_ARGS__)                                    \
+     : (flavor) >= GEN_OLLAMA_CHAT ? send_ollama_error((x)->c, (status), __VA_ARGS__)                             \
+                                   : send_error((x)->c, (status), (param), NULL, __VA_ARGS__))
+
+static struct sched *sched_by_ollama_name(struct server *s, const char *model);
+static bool ollama_answered(struct route_ctx *x, struct job *j, struct sched *s, enum MHD_Result *ret);
 
 static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
 {
-    bool chat = flavor != GEN_COMPLETION;
+    bool chat = flavor != GEN_COMPLETION && flavor != GEN_OLLAMA_GENERATE;
+    bool ollama = flavor >= GEN_OLLAMA_CHAT;
     struct oai_error err;
     struct job *j = calloc(1, sizeof(*j));
     if (!j)
@@ -653,31 +694,61 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     buf_init(&j->out, 64u << 20);
     j->refs = 1;
     const char *body = x->r->body.p ? x->r->body.p : "";
-    int rc = flavor == GEN_MESSAGES ? anthropic_request_parse(body, x->r->body.len, &j->sj.oreq, &err)
-                                    : oai_request_parse(body, x->r->body.len, chat, &j->sj.oreq, &err);
+    int rc;
+    struct sched *s = NULL;
+    if (flavor == GEN_MESSAGES) {
+        rc = anthropic_request_parse(body, x->r->body.len, &j->sj.oreq, &err);
+    } else if (ollama) {
+        rc = ollama_request_parse(body, x->r->body.len, chat, &j->sj.oreq, &j->ox, &err);
+    } else {
+        /* the model decides how much we check: an upstream judges its own bodies */
+        cJSON *root = cJSON_ParseWithLength(body, x->r->body.len);
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
+        s = cJSON_IsString(m) ? sched_by_model(x->srv, m->valuestring) : NULL;
+        if (!root)
+            rc = oai_error_set(&err, NS_ERR_INVALID, NULL,
+                               "We could not parse the JSON body of your request. The body must be valid JSON.");
+        else if (s && sched_backend(s)->ops->forward)
+            rc = oai_request_forward_from_json(root, chat, &j->sj.oreq, &err);
+        else
+            rc = oai_request_from_json(root, chat, &j->sj.oreq, &err);
+    }
     if (rc) {
         job_unref(j);
         return GEN_ERROR(x, flavor, rc, err.param, "%s", err.message);
     }
-    struct sched *s = sched_by_model(x->srv, j->sj.oreq.model);
+    if (!s)
+        s = ollama ? sched_by_ollama_name(x->srv, j->sj.oreq.model) : sched_by_model(x->srv, j->sj.oreq.model);
     if (!s) {
-        enum MHD_Result ret = GEN_ERROR(x, flavor, NS_ERR_MODEL_NOT_FOUND, "model",
-                                        "The model '%.100s' does not exist or you do not have access to it.",
-                                        j->sj.oreq.model);
+        enum MHD_Result ret =
+            ollama ? send_ollama_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model \"%.100s\" not found", j->sj.oreq.model)
+                   : GEN_ERROR(x, flavor, NS_ERR_MODEL_NOT_FOUND, "model",
+                               "The model '%.100s' does not exist or you do not have access to it.", j->sj.oreq.model);
         job_unref(j);
         return ret;
     }
-    /* check the context now, so an oversized prompt is a 400, not a broken stream */
-    struct engine_info info;
-    engine_get_info(sched_engine(s), &info);
+    if (ollama) {
+        j->ollama = true;
+        j->t_start = ollama_clock();
+        enum MHD_Result ret;
+        if (ollama_answered(x, j, s, &ret)) {
+            job_unref(j);
+            return ret;
+        }
+    }
+    /* check the context now, so an oversized prompt is a 400, not a broken stream (an
+     * upstream checks its own) */
+    struct backend *be = sched_backend(s);
+    struct backend_info info;
+    be->ops->get_info(be->impl, &info);
     char terr[256];
-    int n_prompt = engine_count_tokens(sched_engine(s), &j->sj.oreq.req, terr, sizeof(terr));
+    int n_prompt = backend_count_tokens(be, &j->sj.oreq.req, terr, sizeof(terr));
     if (n_prompt < 0) {
         job_unref(j);
         return GEN_ERROR(x, flavor, -n_prompt, chat ? "messages" : "prompt", "%s", terr);
     }
     int want = j->sj.oreq.req.max_tokens > 0 ? j->sj.oreq.req.max_tokens : 0;
-    if (n_prompt + want > info.n_ctx_seq || n_prompt >= info.n_ctx_seq) {
+    if (info.n_ctx_seq > 0 && (n_prompt + want > info.n_ctx_seq || n_prompt >= info.n_ctx_seq)) {
         job_unref(j);
         return GEN_ERROR(x, flavor, NS_ERR_CONTEXT, chat ? "messages" : "prompt",
                           "This model's maximum context length is %d tokens. However, you requested %d tokens "
@@ -710,7 +781,7 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
             job_unref(j);
             return MHD_NO;
         }
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ollama ? "application/x-ndjson" : "text/event-stream");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
         enum MHD_Result ret = MHD_queue_response(x->c, 200, resp);
         MHD_destroy_response(resp);
@@ -721,10 +792,15 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         pthread_cond_wait(&j->cv, &j->mu);
     pthread_mutex_unlock(&j->mu);
     enum MHD_Result ret;
-    if (j->res.status != NS_OK)
+    cJSON *raw = flavor != GEN_MESSAGES && j->res.raw_body && j->res.http_status ? cJSON_Parse(j->res.raw_body) : NULL;
+    if (raw)
+        ret = send_json(x->c, (unsigned)j->res.http_status, raw); /* an upstream's answer, as it gave it */
+    else if (j->res.status != NS_OK)
         ret = GEN_ERROR(x, flavor, j->res.status, j->res.param, "%s", j->res.message);
     else if (flavor == GEN_MESSAGES)
         ret = send_json(x->c, 200, anthropic_message(&j->sj.oreq, &j->res, j->id, j->model));
+    else if (ollama)
+        ret = send_json(x->c, 200, ollama_final(chat, j->model, &j->res, j->res.text, j->t_start));
     else
         ret = send_json(x->c, 200, oai_completion_body(&j->sj.oreq, &j->res, j->id, j->model, j->created));
     job_unref(j);
@@ -734,6 +810,143 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
 static enum MHD_Result h_chat(struct route_ctx *x) { return h_generate(x, GEN_CHAT); }
 static enum MHD_Result h_completions(struct route_ctx *x) { return h_generate(x, GEN_COMPLETION); }
 static enum MHD_Result h_messages(struct route_ctx *x) { return h_generate(x, GEN_MESSAGES); }
+
+/* ---- Ollama API (ollama.h) ---------------------------------------------------------- */
+
+/* the engine of a model on the local backend, NULL for an upstream one */
+static struct engine *sched_local_engine(struct sched *s)
+{
+    struct backend *be = sched_backend(s);
+    return be->ops->engine ? be->ops->engine(be->impl) : NULL;
+}
+
+static struct sched *sched_by_ollama_name(struct server *s, const char *model)
+{
+    for (int i = 0; i < s->n_scheds; i++)
+        if (ollama_name_matches(sched_model_name(s->scheds[i]), model))
+            return s->scheds[i];
+    return NULL;
+}
+
+/* What Ollama answers once the model is known and before any work: num_ctx over the loaded
+ * context is an error, and a body without prompt or messages only asks for the model to be
+ * loaded (it is). True when *ret is the answer. */
+static bool ollama_answered(struct route_ctx *x, struct job *j, struct sched *s, enum MHD_Result *ret)
+{
+    struct engine_info info;
+    struct oai_error err;
+    struct engine *eng = sched_local_engine(s);
+    if (eng)
+        engine_get_info(eng, &info);
+    if (eng && ollama_check_num_ctx(&j->ox, info.n_ctx_seq, &err)) {
+        *ret = send_ollama_error(x->c, err.status, "%s", err.message);
+        return true;
+    }
+    if (j->ox.load_only) {
+        *ret = send_json(x->c, 200, ollama_load_answer(j->sj.oreq.chat, j->sj.oreq.model));
+        return true;
+    }
+    return false;
+}
+
+static enum MHD_Result h_ollama_chat(struct route_ctx *x) { return h_generate(x, GEN_OLLAMA_CHAT); }
+static enum MHD_Result h_ollama_generate(struct route_ctx *x) { return h_generate(x, GEN_OLLAMA_GENERATE); }
+
+/* a model on an upstream backend has no file: its URL stands for the path (digest, size 0) */
+static void ollama_model_of(struct sched *s, struct ollama_model *m, struct backend_info *bi)
+{
+    struct engine *eng = sched_local_engine(s);
+    memset(m, 0, sizeof(*m));
+    m->name = sched_model_name(s);
+    if (eng) {
+        m->path = engine_model_path(eng);
+        m->chat_template = engine_chat_template(eng);
+        engine_get_info(eng, &m->info);
+        return;
+    }
+    struct backend *be = sched_backend(s);
+    be->ops->get_info(be->impl, bi);
+    m->path = bi->desc;
+    snprintf(m->info.name, sizeof(m->info.name), "%s", m->name);
+}
+
+/* GET /api/tags, GET /api/ps: every served model is loaded and running */
+static enum MHD_Result ollama_models(struct route_ctx *x, bool running)
+{
+    struct ollama_model *ms = calloc((size_t)x->srv->n_scheds + 1, sizeof(*ms));
+    if (!ms)
+        return send_ollama_error(x->c, NS_ERR_NOMEM, "out of memory");
+    struct backend_info *bis = calloc((size_t)x->srv->n_scheds + 1, sizeof(*bis));
+    if (!bis) {
+        free(ms);
+        return send_ollama_error(x->c, NS_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < x->srv->n_scheds; i++)
+        ollama_model_of(x->srv->scheds[i], &ms[i], &bis[i]);
+    cJSON *o = ollama_list(ms, x->srv->n_scheds, running);
+    free(ms);
+    free(bis);
+    return send_json(x->c, 200, o);
+}
+
+static enum MHD_Result h_ollama_tags(struct route_ctx *x) { return ollama_models(x, false); }
+static enum MHD_Result h_ollama_ps(struct route_ctx *x) { return ollama_models(x, true); }
+
+/* the served model a /api/show or /api/embed body names; NULL when *ret is the error */
+static struct sched *ollama_body_model(struct route_ctx *x, enum MHD_Result *ret)
+{
+    char name[256];
+    struct oai_error err;
+    if (ollama_model_field(x->r->body.p ? x->r->body.p : "", x->r->body.len, name, sizeof(name), &err)) {
+        *ret = send_ollama_error(x->c, err.status, "%s", err.message);
+        return NULL;
+    }
+    struct sched *s = sched_by_ollama_name(x->srv, name);
+    if (!s)
+        *ret = send_ollama_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model \"%.100s\" not found", name);
+    return s;
+}
+
+static enum MHD_Result h_ollama_show(struct route_ctx *x)
+{
+    enum MHD_Result ret;
+    struct sched *s = ollama_body_model(x, &ret);
+    if (!s)
+        return ret;
+    struct ollama_model m;
+    struct backend_info bi;
+    ollama_model_of(s, &m, &bi);
+    return send_json(x->c, 200, ollama_show(&m));
+}
+
+/* POST /api/embed, /api/embeddings: the model is checked, then the feature is refused */
+static enum MHD_Result h_ollama_embed(struct route_ctx *x)
+{
+    enum MHD_Result ret;
+    if (!ollama_body_model(x, &ret))
+        return ret;
+    return send_ollama_error(x->c, NS_ERR_UNSUPPORTED,
+                             "embeddings are not supported by nightshift yet: it serves text generation only");
+}
+
+/* pull, push, create, copy, delete: the served models are the ones given at start */
+static enum MHD_Result h_ollama_manage(struct route_ctx *x)
+{
+    return send_ollama_error(x->c, NS_ERR_UNSUPPORTED,
+                             "model management is not supported: nightshift serves the models given to "
+                             "'nightshift serve --model' (see GET /api/tags)");
+}
+
+static enum MHD_Result h_ollama_version(struct route_ctx *x) { return send_json(x->c, 200, ollama_version()); }
+
+/* GET /: tools probe it to find an Ollama server, and compare the text */
+static enum MHD_Result h_ollama_root(struct route_ctx *x)
+{
+    char *t = strdup("Ollama is running");
+    if (!t)
+        return MHD_NO;
+    return send_text(x->c, 200, "text/plain; charset=utf-8", t);
+}
 
 /* ---- files -------------------------------------------------------------------------- */
 
@@ -1577,6 +1790,36 @@ static void metric_hist(struct buf *b, const char *name, const char *model, cons
 }
 
 /* GET /metrics: Prometheus text format (0.0.4) */
+/* the upstream backends' counters: tries, retries, failures, 429s, circuit, concurrency */
+static void metric_backends(struct buf *b, struct server *srv)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"nightshift_backend_attempts_total", "counter", "Requests sent to an upstream, retries included."},
+        {"nightshift_backend_retries_total", "counter", "Requests sent again after a retryable failure."},
+        {"nightshift_backend_failures_total", "counter", "Requests that ended in an error at an upstream."},
+        {"nightshift_backend_rate_limited_total", "counter", "429 answers from an upstream."},
+        {"nightshift_backend_circuit_state", "gauge", "Circuit breaker: 0 closed, 1 open, 2 half-open."},
+        {"nightshift_backend_inflight", "gauge", "Requests in flight to an upstream."},
+        {"nightshift_backend_concurrency_limit", "gauge", "The adaptive concurrency limit now."},
+    };
+    for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+        buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        for (int i = 0; i < srv->n_scheds; i++) {
+            struct backend *be = sched_backend(srv->scheds[i]);
+            if (!be->ops->get_stats)
+                continue;
+            struct backend_stats bs;
+            be->ops->get_stats(be->impl, &bs);
+            const uint64_t v[] = {bs.attempts, bs.retries, bs.failed, bs.rate_limited, (uint64_t)bs.circuit,
+                                  (uint64_t)bs.inflight, (uint64_t)bs.limit};
+            buf_appendf(b, "%s{model=\"%s\",backend=\"%s\"} %llu\n", fam[f].name, sched_model_name(srv->scheds[i]),
+                        be->ops->kind, (unsigned long long)v[f]);
+        }
+    }
+}
+
 static enum MHD_Result h_metrics(struct route_ctx *x)
 {
     struct buf b;
@@ -1603,7 +1846,10 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
             struct sched_stats ss;
             struct engine_stats es;
             sched_get_stats(srv->scheds[i], &ss);
-            engine_get_stats(sched_engine(srv->scheds[i]), &es); /* read unlocked: counters may lag a step */
+            struct backend *be = sched_backend(srv->scheds[i]);
+            memset(&es, 0, sizeof(es));
+            if (be->ops->engine) /* read unlocked: counters may lag a step */
+                engine_get_stats(be->ops->engine(be->impl), &es);
             switch (f) {
             case 0: buf_appendf(&b, "%s{model=\"%s\",lane=\"interactive\"} %llu\n", fam[f].name, m,
                                 (unsigned long long)ss.interactive_waiting); break;
@@ -1646,6 +1892,7 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
             metric_hist(&b, hists[h].name, sched_model_name(srv->scheds[i]), sh);
         }
     }
+    metric_backends(&b, srv);
     buf_appendf(&b, "# HELP nightshift_batches Batches by status.\n# TYPE nightshift_batches gauge\n");
     for (int st = 0; st < SB_STATUS_COUNT_; st++) {
         char(*ids)[48] = NULL;
@@ -1696,6 +1943,20 @@ static const struct route {
     {"POST", "/v1/messages/batches/*/cancel", BODY_NONE, h_ant_batch_cancel},
     {"GET", "/v1/messages/batches/*/results", BODY_NONE, h_ant_batch_results},
     {"DELETE", "/v1/messages/batches/*", BODY_NONE, h_ant_batch_delete},
+    {"GET", "/", BODY_NONE, h_ollama_root},
+    {"GET", "/api/version", BODY_NONE, h_ollama_version},
+    {"GET", "/api/tags", BODY_NONE, h_ollama_tags},
+    {"GET", "/api/ps", BODY_NONE, h_ollama_ps},
+    {"POST", "/api/show", BODY_JSON, h_ollama_show},
+    {"POST", "/api/chat", BODY_JSON, h_ollama_chat},
+    {"POST", "/api/generate", BODY_JSON, h_ollama_generate},
+    {"POST", "/api/embed", BODY_JSON, h_ollama_embed},
+    {"POST", "/api/embeddings", BODY_JSON, h_ollama_embed},
+    {"POST", "/api/pull", BODY_JSON, h_ollama_manage},
+    {"POST", "/api/push", BODY_JSON, h_ollama_manage},
+    {"POST", "/api/create", BODY_JSON, h_ollama_manage},
+    {"POST", "/api/copy", BODY_JSON, h_ollama_manage},
+    {"DELETE", "/api/delete", BODY_JSON, h_ollama_manage},
 };
 
 /* match url against pattern; ids filled for each "*" */
@@ -1735,7 +1996,9 @@ static const struct route *route_find(const char *method, const char *url, struc
         if (!route_match(routes[i].pattern, url, x))
             continue;
         *path_known = true;
-        if (strcmp(routes[i].method, method) == 0)
+        /* HEAD is GET without the body (MHD drops it); Ollama clients probe with HEAD / */
+        if (strcmp(routes[i].method, method) == 0 ||
+            (strcmp(method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0))
             return &routes[i];
     }
     return NULL;
@@ -1866,11 +2129,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     /* the whole request is in: answer (in the error shape of the API the path belongs to) */
     bool ant = strncmp(url, "/v1/messages", 12) == 0;
+    bool oll = strncmp(url, "/api/", 5) == 0 || strcmp(url, "/") == 0;
 #define EARLY_ERROR(status, param, code, ...)                                                                      \
-    (ant ? send_ant_error(c, (status), __VA_ARGS__) : send_error(c, (status), (param), (code), __VA_ARGS__))
+    (ant   ? send_ant_error(c, (status), __VA_ARGS__)                                                              \
+     : oll ? send_ollama_error(c, (status), __VA_ARGS__)                                                           \
+           : send_error(c, (status), (param), (code), __VA_ARGS__))
     if (!authorized(s, c))
-        return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL,
-                           ant ? "invalid x-api-key" : "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.");
+        return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL, "%s",
+                           ant   ? "invalid x-api-key"
+                           : oll ? "unauthorized: pass the API key as 'Authorization: Bearer KEY'"
+                                 : "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.");
     if (!rt) {
         if (path_known)
             return EARLY_ERROR(NS_ERR_NOT_FOUND, NULL, "method_not_allowed", "Method %s is not allowed on %.200s.",
@@ -1879,7 +2147,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (r->early_status)
         return EARLY_ERROR(r->early_status, NULL, NULL, "%s", r->early_msg);
-    if (rt->body == BODY_JSON && r->body.len &&
+    /* Ollama reads any body as JSON: its documented calls are `curl -d`, form-encoded */
+    if (rt->body == BODY_JSON && r->body.len && !oll &&
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE) &&
         !content_type_is(c, "application/json"))
         return EARLY_ERROR(NS_ERR_MEDIA_TYPE, NULL, NULL, "The request body must be application/json.");

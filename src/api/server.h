@@ -9,7 +9,9 @@
  * --max-body), multipart uploads streamed to a temporary file under the data dir (never
  * whole in memory; 413 past --max-file-size).
  *
- * Every error is an OpenAI error object with the HTTP status of util/status.h's table.
+ * Anthropic (/v1/messages...) and Ollama (/api/...) routes share the same engine path;
+ * errors are in the shape of the API a path belongs to (OpenAI error object, Anthropic
+ * error, Ollama {"error"}), with the HTTP status of util/status.h's table.
  *
  * OWNERSHIP: the server borrows the store, the schedulers and the batch manager; they
  * outlive it.

@@ -18,9 +18,11 @@
  * manager stops, the store closes, the lock goes.
  */
 #include "cli.h"
+#include "config.h"
 #include "datadir.h"
 
 #include "../api/server.h"
+#include "../backend/backend.h"
 #include "../engine/engine.h"
 #include "../sched/batchmgr.h"
 #include "../sched/sched.h"
@@ -38,7 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SERVE_MAX_MODELS 8
+#define SERVE_MAX_MODELS 64
 #define SERVE_DEFAULT_GRACE 30
 
 static void serve_usage(FILE *f)
@@ -49,6 +51,8 @@ static void serve_usage(FILE *f)
           "Batch work runs in the background on the same engine; interactive requests go first.\n"
           "\n"
           "  -m, --model [NAME=]FILE  a model to serve (repeatable); NAME defaults to the file name\n"
+          "      --config FILE        an INI file: [server] options and [model NAME] sections, which\n"
+          "                           also route models to upstream servers (docs/API.md)\n"
           "      --model-alias NAME   the name of the first model (same as NAME= on it)\n"
           "  -d, --data-dir DIR       database and files (default ./nightshift-data)\n"
           "      --db URI             store: sqlite:PATH (default DATA_DIR/nightshift.db)\n"
@@ -81,11 +85,87 @@ static void serve_usage(FILE *f)
 struct serve_model {
     char name[128];
     const char *path;
+    const struct backend_conf *conf; /* from --config; NULL: local, from --model */
 };
 
-/* SIGHUP. TODO(config): re-read the --config file and apply what can change live (limits,
- * API keys, backends) without dropping connections; until `--config` exists there is
- * nothing to re-read. */
+enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
+       O_RETAIN, O_CONFIG, O_GRACE };
+static const struct option serve_opts[] = {
+    {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
+    {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
+    {"listen", required_argument, 0, 'l'},       {"parallel", required_argument, 0, 'p'},
+    {"interactive-slots", required_argument, 0, O_ISLOTS}, {"ctx", required_argument, 0, 'c'},
+    {"threads", required_argument, 0, 't'},      {"api-key", required_argument, 0, O_KEY},
+    {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
+    {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
+    {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
+    {"kv-unified", no_argument, 0, O_KVU},      {"no-prefix-cache", no_argument, 0, O_NOPC},
+    {"results-retention-days", required_argument, 0, O_RETAIN},
+    {"config", required_argument, 0, O_CONFIG},
+    {"grace-period", required_argument, 0, O_GRACE},
+    {"verbose", no_argument, 0, 'v'},            {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0}};
+
+/* a [server] key of the config is a long option of ours (but not these) */
+static bool serve_config_key_ok(const char *key, const char *value, char *why, size_t n)
+{
+    if (strcmp(key, "config") == 0 || strcmp(key, "help") == 0 || strcmp(key, "model") == 0 ||
+        strcmp(key, "model-alias") == 0 || strcmp(key, "api-key") == 0) {
+        snprintf(why, n, "'%s' cannot be set here%s", key,
+                 strcmp(key, "api-key") == 0 ? " (keys are never read from the config file; use NIGHTSHIFT_API_KEY)"
+                 : strncmp(key, "model", 5) == 0 ? " (use a [model NAME] section)"
+                                                 : "");
+        return false;
+    }
+    for (const struct option *o = serve_opts; o->name; o++) {
+        if (strcmp(o->name, key) != 0)
+            continue;
+        if (o->has_arg == no_argument && strcmp(value, "true") && strcmp(value, "false")) {
+            snprintf(why, n, "'%s' is a switch: true or false, not '%s'", key, value);
+            return false;
+        }
+        return true;
+    }
+    snprintf(why, n, "unknown option '%s' (the [server] keys are the long options of `nightshift serve --help`)", key);
+    return false;
+}
+
+/* argv with the config's [server] options first, so the command line overrides them */
+static char **serve_config_argv(const struct config *cfg, int argc, char **argv, int *out_argc, int *n_owned)
+{
+    char **av = calloc((size_t)(argc + cfg->n_server + 1), sizeof(*av));
+    if (!av)
+        return NULL;
+    int n = 0;
+    av[n++] = argv[0];
+    for (int i = 0; i < cfg->n_server; i++) {
+        const struct config_kv *kv = &cfg->server[i];
+        bool sw = false;
+        for (const struct option *o = serve_opts; o->name; o++)
+            if (strcmp(o->name, kv->key) == 0)
+                sw = o->has_arg == no_argument;
+        if (sw && strcmp(kv->value, "false") == 0)
+            continue;
+        size_t len = strlen(kv->key) + strlen(kv->value) + 4;
+        char *a = malloc(len);
+        if (!a)
+            continue; /* freed with the rest; getopt then misses it, which the caller reports */
+        if (sw)
+            snprintf(a, len, "--%s", kv->key);
+        else
+            snprintf(a, len, "--%s=%s", kv->key, kv->value);
+        av[n++] = a;
+    }
+    *n_owned = n - 1; /* av[1..n_owned] are ours */
+    for (int i = 1; i < argc; i++)
+        av[n++] = argv[i];
+    *out_argc = n;
+    return av;
+}
+
+/* SIGHUP (systemd's ExecReload). TODO(config): re-read the --config file and apply what can
+ * change live (limits, API keys, backends) without dropping connections; the main loop
+ * calls this on the main thread, between requests of other threads. */
 static void serve_reload(void)
 {
     fprintf(stderr, "nightshift: reload requested (SIGHUP); nothing is reloadable yet\n");
@@ -151,24 +231,25 @@ static void serve_drain(struct server *srv, struct sched **scheds, int n_scheds,
     }
 }
 
-int cli_serve(int argc, char **argv)
+static void serve_log_model(struct backend *be, const char *name, const char *path, int parallel, int islots)
 {
-    enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC, O_RETAIN,
-           O_GRACE };
-    static const struct option lo[] = {
-        {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
-        {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
-        {"listen", required_argument, 0, 'l'},       {"parallel", required_argument, 0, 'p'},
-        {"interactive-slots", required_argument, 0, O_ISLOTS}, {"ctx", required_argument, 0, 'c'},
-        {"threads", required_argument, 0, 't'},      {"api-key", required_argument, 0, O_KEY},
-        {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
-        {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
-        {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
-        {"kv-unified", no_argument, 0, O_KVU},      {"no-prefix-cache", no_argument, 0, O_NOPC},
-        {"results-retention-days", required_argument, 0, O_RETAIN},
-        {"grace-period", required_argument, 0, O_GRACE},
-        {"verbose", no_argument, 0, 'v'},            {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    struct engine *eng = be->ops->engine ? be->ops->engine(be->impl) : NULL;
+    if (!eng) {
+        struct backend_info bi;
+        be->ops->get_info(be->impl, &bi);
+        fprintf(stderr, "nightshift: model '%s': %s backend, %s\n", name, bi.kind, bi.desc);
+        return;
+    }
+    struct engine_info info;
+    engine_get_info(eng, &info);
+    fprintf(stderr,
+            "nightshift: model '%s': %s (%s), %d parallel + %d interactive, context %d (%d per sequence), "
+            "template %s\n",
+            name, path, info.desc, parallel, islots, info.n_ctx, info.n_ctx_seq, info.chat_template);
+}
+
+static int serve_main(int argc, char **argv, const struct config *cfg)
+{
     struct serve_model models[SERVE_MAX_MODELS];
     int n_models = 0;
     const char *alias = NULL, *data_dir = "nightshift-data", *db = NULL, *listen = "127.0.0.1:8080";
@@ -184,7 +265,7 @@ int cli_serve(int argc, char **argv)
     uint64_t sz;
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "m:d:l:p:c:t:vh", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "m:d:l:p:c:t:vh", serve_opts, NULL)) != -1) {
         switch (ch) {
         case 'm': {
             if (n_models == SERVE_MAX_MODELS)
@@ -267,6 +348,7 @@ int cli_serve(int argc, char **argv)
                 return cli_fail("--grace-period must be a number of seconds from 0 to 3600, not '%s'", optarg);
             grace = (int)v;
             break;
+        case O_CONFIG: break; /* read before */
         case 'v': verbose = true; break;
         case 'h': serve_usage(stdout); return 0;
         default: serve_usage(stderr); return 2;
@@ -274,6 +356,20 @@ int cli_serve(int argc, char **argv)
     }
     if (optind < argc)
         return cli_fail("unexpected argument '%s'", argv[optind]);
+    if (alias && n_models)
+        snprintf(models[0].name, sizeof(models[0].name), "%s", alias);
+    for (int i = 0; cfg && i < cfg->n_models; i++) {
+        if (n_models == SERVE_MAX_MODELS)
+            return cli_fail("at most %d models", SERVE_MAX_MODELS);
+        struct serve_model *m = &models[n_models++];
+        snprintf(m->name, sizeof(m->name), "%s", cfg->models[i].conf.name);
+        m->path = cfg->models[i].path;
+        m->conf = &cfg->models[i].conf;
+    }
+    for (int i = 0; i < n_models; i++)
+        for (int k = 0; k < i; k++)
+            if (strcmp(models[i].name, models[k].name) == 0)
+                return cli_fail("two models are named '%s'; give one another name (--model NAME=FILE)", models[i].name);
     if (n_models == 0) {
         const char *env = getenv("NIGHTSHIFT_MODEL");
         if (!env) {
@@ -281,11 +377,10 @@ int cli_serve(int argc, char **argv)
             return cli_fail("no model given (--model FILE.gguf or NIGHTSHIFT_MODEL)");
         }
         models[0].path = env;
-        snprintf(models[0].name, sizeof(models[0].name), "default");
+        models[0].conf = NULL;
+        snprintf(models[0].name, sizeof(models[0].name), "%s", alias ? alias : "default");
         n_models = 1;
     }
-    if (alias)
-        snprintf(models[0].name, sizeof(models[0].name), "%s", alias);
     const char *colon = strrchr(listen, ':');
     char host[256];
     if (!colon || num_parse_long(colon + 1, 0, 65535, &v))
@@ -331,18 +426,20 @@ int cli_serve(int argc, char **argv)
         goto out;
     }
     for (int i = 0; i < n_models; i++) {
-        struct engine_params ep = engine_default_params();
-        ep.model_path = models[i].path;
-        ep.n_ctx = ctx;
-        ep.n_parallel = parallel;
-        ep.n_priority = islots;
-        ep.n_threads = threads;
-        ep.chat_template = tmpl;
-        ep.verbose = verbose;
-        ep.kv_unified = kv_unified;
-        ep.prefix_cache = !no_prefix;
-        struct engine *eng = NULL;
-        if (engine_init(ep, &eng, err, sizeof(err))) {
+        struct backend_conf bc = models[i].conf ? *models[i].conf : backend_default_conf();
+        bc.name = models[i].name;
+        struct engine_params *ep = &bc.engine;
+        ep->model_path = models[i].path;
+        ep->n_ctx = ctx;
+        ep->n_parallel = parallel;
+        ep->n_priority = islots;
+        ep->n_threads = threads;
+        ep->chat_template = tmpl;
+        ep->verbose = verbose;
+        ep->kv_unified = kv_unified;
+        ep->prefix_cache = !no_prefix;
+        struct backend *be = NULL;
+        if (backend_init(&bc, &be, err, sizeof(err))) {
             rc = cli_fail("%s", err);
             goto out;
         }
@@ -351,19 +448,13 @@ int cli_serve(int argc, char **argv)
         schp.window_start = win_start;
         schp.window_end = win_end;
         schp.off_hours_idle = off_idle;
-        if (sched_init(schp, eng, st, ops, batchmgr_on_idle, bm, &scheds[i])) {
-            engine_free(eng);
+        if (sched_init(schp, be, st, ops, batchmgr_on_idle, bm, &scheds[i])) {
+            backend_free(be);
             rc = cli_fail("out of memory");
             goto out;
         }
         n_scheds++;
-        struct engine_info info;
-        engine_get_info(eng, &info);
-        fprintf(stderr,
-                "nightshift: model '%s': %s (%s), %d parallel + %d interactive, context %d (%d per sequence), "
-                "template %s\n",
-                models[i].name, models[i].path, info.desc, parallel, islots, info.n_ctx, info.n_ctx_seq,
-                info.chat_template);
+        serve_log_model(be, models[i].name, models[i].path, parallel, islots);
     }
     for (int i = 0; i < n_scheds; i++)
         if (sched_start(scheds[i])) {
@@ -401,5 +492,31 @@ out:
     datadir_unlock(lock_fd);
     if (rc == 0)
         fprintf(stderr, "nightshift: stopped\n");
+    return rc;
+}
+
+int cli_serve(int argc, char **argv)
+{
+    /* --config first: its [server] options go before the command line's */
+    const char *config_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config_path = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            config_path = argv[i] + 9;
+    }
+    if (!config_path)
+        return serve_main(argc, argv, NULL);
+    struct config *cfg = NULL;
+    char cerr[600];
+    if (config_load(config_path, serve_config_key_ok, &cfg, cerr, sizeof(cerr)))
+        return cli_fail("%s", cerr);
+    int n_owned = 0;
+    char **cargv = serve_config_argv(cfg, argc, argv, &argc, &n_owned);
+    int rc = cargv ? serve_main(argc, cargv, cfg) : cli_fail("out of memory");
+    for (int i = 1; cargv && i <= n_owned; i++)
+        free(cargv[i]);
+    free(cargv);
+    config_free(cfg);
     return rc;
 }

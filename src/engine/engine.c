@@ -432,6 +432,9 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     in->n_vocab = e->n_vocab;
     in->n_parallel = e->n_slots;
     in->n_params = llama_model_n_params(e->model);
+    if (llama_model_meta_val_str(e->model, "general.architecture", in->arch, sizeof(in->arch)) < 0)
+        in->arch[0] = '\0';
+    in->file_type = (int)(llama_model_ftype(e->model) & ~LLAMA_FTYPE_GUESSED);
 
 out:
     if (rc != NS_OK) {
@@ -514,6 +517,8 @@ void engine_free(struct engine *e)
 }
 
 void engine_get_info(const struct engine *e, struct engine_info *out) { *out = e->info; }
+const char *engine_model_path(const struct engine *e) { return e->p.model_path; }
+const char *engine_chat_template(const struct engine *e) { return e->tmpl; }
 void engine_get_stats(const struct engine *e, struct engine_stats *out) { *out = e->stats; }
 void engine_stop(struct engine *e) { atomic_store(&e->stop, 1); }
 

@@ -44,6 +44,7 @@
 #include <stdint.h>
 
 struct engine;
+struct cJSON;
 
 struct engine_params {
     const char *model_path;
@@ -97,6 +98,11 @@ struct engine_request {
     float repetition_penalty;                  /* 1 = off */
     uint32_t seed;
 
+    /* the client's OpenAI request body (a cJSON object) when there is one: backends that
+     * forward requests upstream send it as it came, so fields this engine does not act
+     * on still reach the upstream; the local engine never reads it */
+    const struct cJSON *body;
+
     void *user;            /* the caller's; the engine never reads it */
 };
 
@@ -115,6 +121,12 @@ struct engine_result {
     int completion_tokens;
     int cached_tokens;         /* prompt tokens not recomputed */
     double t_admit, t_first, t_end; /* seconds, monotonic clock */
+    /* from an upstream (backend.h): its HTTP status and its whole JSON answer (success or
+     * error body), valid during done() only; 0/NULL from the local engine */
+    int http_status;
+    const char *raw_body;
+    size_t raw_len;
+    int attempts;              /* upstream tries made (retries + 1); 0 for the engine */
 };
 
 struct engine_source {
@@ -145,6 +157,9 @@ struct engine_info {
     int n_vocab;
     int n_parallel;
     uint64_t n_params;
+    char arch[32];         /* general.architecture: "llama", "qwen2" */
+    int file_type;         /* llama_ftype (general.file_type, or as llama.cpp guessed it):
+                              0 all F32, 1 F16, 7 Q8_0, 15 Q4_K_M, ... */
 };
 
 struct engine_stats {
@@ -171,6 +186,10 @@ int engine_run(struct engine *e, const struct engine_source *src);
 void engine_stop(struct engine *e);
 
 void engine_get_info(const struct engine *e, struct engine_info *out);
+/* The GGUF file loaded, and the chat template applied (the model's Jinja source, or a
+ * llama.cpp built-in name such as "chatml"); valid as long as the engine is not freed. */
+const char *engine_model_path(const struct engine *e);
+const char *engine_chat_template(const struct engine *e);
 void engine_get_stats(const struct engine *e, struct engine_stats *out);
 
 /* Number of prompt tokens of a request, with the chat template applied (for checks and

@@ -15,6 +15,7 @@
 
 #include "../api/anthropic.h"
 #include "../api/batchfile.h"
+#include "../backend/backend.h"
 #include "../util/status.h"
 
 #include <cjson/cJSON.h>
@@ -75,7 +76,7 @@ struct sched_batch {
 struct sched {
     struct sched_params p;
     char *model_name;
-    struct engine *eng;
+    struct backend *be;
     struct store *st;
     const struct store_ops *ops;
     sched_batch_idle_fn idle;
@@ -129,7 +130,7 @@ static bool sched_batch_allowed(const struct sched *s)
     return s->p.off_hours_idle && s->jobs_head == NULL && s->interactive_running == 0;
 }
 
-int sched_init(struct sched_params p, struct engine *eng, struct store *st, const struct store_ops *ops,
+int sched_init(struct sched_params p, struct backend *be, struct store *st, const struct store_ops *ops,
                sched_batch_idle_fn idle, void *idle_ud, struct sched **out)
 {
     struct sched *s = calloc(1, sizeof(*s));
@@ -140,7 +141,7 @@ int sched_init(struct sched_params p, struct engine *eng, struct store *st, cons
     if (s->p.claim_chunk <= 0)
         s->p.claim_chunk = 32;
     s->model_name = strdup(p.model_name ? p.model_name : "default");
-    s->eng = eng;
+    s->be = be;
     s->st = st;
     s->ops = ops;
     s->idle = idle;
@@ -156,7 +157,13 @@ int sched_init(struct sched_params p, struct engine *eng, struct store *st, cons
 }
 
 const char *sched_model_name(const struct sched *s) { return s->model_name; }
-struct engine *sched_engine(struct sched *s) { return s->eng; }
+struct backend *sched_backend(struct sched *s) { return s->be; }
+
+static void sched_wake(struct sched *s)
+{
+    if (s->be->ops->wake)
+        s->be->ops->wake(s->be->impl);
+}
 
 /* ---- batch lines -------------------------------------------------------------------- */
 
@@ -200,6 +207,12 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
         } else {
             line = anthropic_result_bare(sl->line.custom_id, res->status == NS_ERR_EXPIRED ? "expired" : "canceled");
         }
+    } else if (res->raw_body && res->http_status) {
+        /* an upstream's answer, success or error, passed on as it gave it */
+        cJSON *body = cJSON_ParseWithLength(res->raw_body, res->raw_len);
+        line = body ? oai_batch_line(sl->line.custom_id, res->http_status, body)
+                    : oai_batch_line(sl->line.custom_id, status_http(res->status),
+                                     oai_error_body(res->status, res->message, res->param, NULL));
     } else if (ok) {
         char id[48];
         oai_make_id(id, sizeof(id), sl->oreq.chat ? "chatcmpl-" : "cmpl-");
@@ -253,7 +266,9 @@ static struct sched_line *sched_make_line(struct sched *s, struct sched_batch *b
         cJSON_Delete(root);
         rc = sl->line.url == BATCHFILE_URL_MESSAGES
                  ? anthropic_request_from_json(body, &sl->oreq, &err)
-                 : oai_request_from_json(body, sl->line.url == BATCHFILE_URL_CHAT, &sl->oreq, &err);
+                 : s->be->ops->forward
+                     ? oai_request_forward_from_json(body, sl->line.url == BATCHFILE_URL_CHAT, &sl->oreq, &err)
+                     : oai_request_from_json(body, sl->line.url == BATCHFILE_URL_CHAT, &sl->oreq, &err);
         if (rc == NS_OK && sl->oreq.stream) {
             oai_request_release(&sl->oreq);
             rc = NS_ERR_INVALID;
@@ -473,9 +488,9 @@ static void *sched_thread(void *arg)
         .token = sched_token,
         .wait = sched_wait,
     };
-    int rc = engine_run(s->eng, &src);
+    int rc = s->be->ops->run(s->be->impl, &src);
     if (rc)
-        fprintf(stderr, "nightshift: the engine of model '%s' stopped with an error\n", s->model_name);
+        fprintf(stderr, "nightshift: the backend of model '%s' stopped with an error\n", s->model_name);
     return NULL;
 }
 
@@ -519,7 +534,7 @@ void sched_stop(struct sched *s)
     if (was)
         return;
     if (s->started) {
-        engine_stop(s->eng);
+        s->be->ops->stop(s->be->impl);
         pthread_join(s->thread, NULL);
     }
     while (j) {
@@ -544,7 +559,7 @@ void sched_free(struct sched *s)
         s->batches = b->next;
         sched_batch_free(b);
     }
-    engine_free(s->eng);
+    backend_free(s->be);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s->model_name);
@@ -569,6 +584,7 @@ int sched_submit(struct sched *s, struct sched_job *job)
     s->stats.interactive_waiting++;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    sched_wake(s);
     return NS_OK;
 }
 
@@ -591,6 +607,7 @@ int sched_add_batch(struct sched *s, const char *batch_id, const char *input_pat
             x->idle_reported = false;
             pthread_mutex_unlock(&s->mu);
             sched_batch_free(b);
+            sched_wake(s);
             return NS_OK;
         }
     /* append: round-robin order is arrival order */
@@ -601,6 +618,7 @@ int sched_add_batch(struct sched *s, const char *batch_id, const char *input_pat
     s->stats.active_batches++;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    sched_wake(s);
     return NS_OK;
 }
 

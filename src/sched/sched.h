@@ -1,10 +1,11 @@
 /*
- * sched.h — the scheduler in front of one engine: the queue between the real-time surface
+ * sched.h — the scheduler in front of one backend: the queue between the real-time surface
  * and the batch workers.
  *
  * DESIGN
- * Each model has one sched, which owns the model's engine and runs it on its own thread.
- * Two lanes feed the engine (engine.h's pull model):
+ * Each model has one sched, which owns the model's backend (backend.h: the local engine or
+ * an upstream server) and runs it on its own thread. Two lanes feed it (engine.h's pull
+ * model, which every backend speaks):
  *   - interactive: chat/completion requests of HTTP clients (sched_submit), pulled through
  *     the engine's priority lane, so they are admitted at the next step even when batch
  *     work fills every sequence;
@@ -22,10 +23,10 @@
  * yet handed out are in the same state. sched_free() stops first when nobody did.
  *
  * THREADS
- * The engine thread runs engine_run() and every callback. sched_submit(), sched_add_batch(),
- * sched_drop_batch(), sched_drain(), sched_inflight() and sched_stop() may be called from
- * any thread (one mutex guards the queues). Interactive jobs' callbacks run on the engine
- * thread: keep them short.
+ * The engine thread runs the backend's run() and every callback. sched_submit(),
+ * sched_add_batch(), sched_drop_batch(), sched_drain(), sched_inflight() and sched_stop()
+ * may be called from any thread (one mutex guards the queues). Interactive jobs' callbacks
+ * run on the engine thread: keep them short.
  */
 #ifndef NS_SCHED_SCHED_H
 #define NS_SCHED_SCHED_H
@@ -38,6 +39,7 @@
 #include <stdint.h>
 
 struct sched;
+struct backend;
 
 struct sched_params {
     const char *model_name;     /* the name clients use ("model" in responses) */
@@ -69,8 +71,8 @@ struct sched_job {
 /* called when a batch has no line left to hand out and none in flight (engine thread) */
 typedef void (*sched_batch_idle_fn)(void *ud, const char *batch_id);
 
-/* Takes ownership of eng. The store outlives the sched. */
-int sched_init(struct sched_params p, struct engine *eng, struct store *st, const struct store_ops *ops,
+/* Takes ownership of be. The store outlives the sched. */
+int sched_init(struct sched_params p, struct backend *be, struct store *st, const struct store_ops *ops,
                sched_batch_idle_fn idle, void *idle_ud, struct sched **out);
 int sched_start(struct sched *s);
 /* graceful shutdown, step 1: hand out no more batch lines; interactive requests (queued
@@ -95,7 +97,7 @@ int sched_drop_batch(struct sched *s, const char *batch_id);
 int sched_batch_inflight(struct sched *s, const char *batch_id);
 
 const char *sched_model_name(const struct sched *s);
-struct engine *sched_engine(struct sched *s);
+struct backend *sched_backend(struct sched *s);
 
 #define SCHED_HIST_BUCKETS 14
 /* upper bounds in seconds of the histogram buckets (the last is +Inf) */

@@ -30,6 +30,7 @@ static const struct {
     [NS_ERR_EXPIRED]         = {0, NULL, "batch_expired", "expired"},
     [NS_ERR_TIMEOUT]         = {0, NULL, "request_timeout", "timeout"},
     [NS_ERR_INTERNAL]        = {500, "server_error", "internal_error", "internal"},
+    [NS_ERR_UPSTREAM]        = {502, "server_error", "upstream_error", "upstream"},
 };
 
 static int status_ok_index(int st)

@@ -30,6 +30,7 @@ enum ns_status {
     NS_ERR_EXPIRED,          /* no HTTP answer: batch_expired */
     NS_ERR_TIMEOUT,          /* no HTTP answer: request_timeout */
     NS_ERR_INTERNAL,         /* 500 server_error: a bug */
+    NS_ERR_UPSTREAM,         /* 502 server_error: an upstream backend failed (after retries) */
     NS_STATUS_COUNT_
 };
 

@@ -318,26 +318,9 @@ test('the unit\'s command line starts a working server; SIGHUP does not stop it;
         }
     }
     assert.equal(env.NIGHTSHIFT_API_KEY, 'unit-key', 'EnvironmentFile= names the installed nightshift.env');
-    let argv = spec(unitValues(u, 'Service', 'ExecStart')[0]).split(/\s+/);
+    const argv = spec(unitValues(u, 'Service', 'ExecStart')[0]).split(/\s+/);
     assert.equal(argv[0], path.join(prefix, 'bin', 'nightshift'));
     assert.deepEqual(argv.slice(1, 4), ['serve', '--config', conf]);
-
-    // TODO(config): `serve --config` is being added on main; until this branch has it, the
-    // config's options are passed as the flags they stand for. Drop this once it merges.
-    if (!execFileSync(argv[0], ['serve', '--help']).toString().includes('--config')) {
-        const flags = [];
-        let sec = '';
-        for (const l of ini.split('\n')) {
-            const t = l.trim();
-            if (!t || t.startsWith('#') || t.startsWith(';')) continue;
-            const s = /^\[(.+)\]$/.exec(t);
-            if (s) { sec = s[1]; continue; }
-            const [k, v] = t.split('=').map((x) => x.trim());
-            if (sec === 'server') flags.push(`--${k}`, v);
-            else if (sec.startsWith('model ') && k === 'path') flags.push('--model', `${sec.slice(6)}=${v}`);
-        }
-        argv = [argv[0], 'serve', ...flags];
-    }
 
     const cwd = spec(unitValues(u, 'Service', 'WorkingDirectory')[0]);
     const child = spawn(argv[0], argv.slice(1), { cwd, env, stdio: ['ignore', 'ignore', 'pipe'] });

@@ -1,4 +1,4 @@
-/* Unit tests: util/ (buf, utf8, strset, num, status). */
+/* Unit tests: util/ (buf, utf8, strset, num, status, sha256). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +7,7 @@
 
 #include "../../src/util/buf.h"
 #include "../../src/util/num.h"
+#include "../../src/util/sha256.h"
 #include "../../src/util/status.h"
 #include "../../src/util/strset.h"
 #include "../../src/util/utf8.h"
@@ -98,6 +99,37 @@ static void test_num(void **state)
     assert_int_equal(num_parse_size("-5", &u), NS_ERR_INVALID);
 }
 
+static void test_sha256(void **state)
+{
+    (void)state;
+    char hex[65];
+    sha256_hex("", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    /* 56 bytes: the length no longer fits the first block's padding */
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sha256_hex(m, strlen(m), hex);
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    /* a million 'a', fed in uneven pieces across block boundaries */
+    struct sha256 s;
+    unsigned char d[32];
+    char a[997];
+    memset(a, 'a', sizeof(a));
+    sha256_init(&s);
+    size_t left = 1000000;
+    for (size_t k = 1; left; k = k % 997 + 1) {
+        size_t n = k < left ? k : left;
+        sha256_update(&s, a, n);
+        left -= n;
+    }
+    sha256_final(&s, d);
+    static const unsigned char want[32] = {0xcd, 0xc7, 0x6e, 0x5c, 0x99, 0x14, 0xfb, 0x92, 0x81, 0xa1, 0xc7,
+                                           0xe2, 0x84, 0xd7, 0x3e, 0x67, 0xf1, 0x80, 0x9a, 0x48, 0xa4, 0x97,
+                                           0x20, 0x0e, 0x04, 0x6d, 0x39, 0xcc, 0xc7, 0x11, 0x2c, 0xd0};
+    assert_memory_equal(d, want, 32);
+}
+
 static void test_status_table(void **state)
 {
     (void)state;
@@ -121,7 +153,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_cap),  cmocka_unit_test(test_utf8),         cmocka_unit_test(test_strset),
-        cmocka_unit_test(test_num),      cmocka_unit_test(test_status_table),
+        cmocka_unit_test(test_num),      cmocka_unit_test(test_status_table), cmocka_unit_test(test_sha256),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

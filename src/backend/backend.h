@@ -1,0 +1,130 @@
+/*
+ * backend.h — where a model's requests run. Each kind of backend is a const table of
+ * operations registered by name (like SQLite's VFS): "local" (the built-in llama.cpp
+ * engine), "openai-http" (any OpenAI-compatible /v1/chat/completions server: vLLM,
+ * Ollama, llama.cpp's llama-server, OpenAI, Groq, ...), and "openai-batch" /
+ * "anthropic-batch" (a provider's own batch API, for its batch discount).
+ *
+ * DESIGN
+ * Every backend speaks the engine's pull contract (engine.h, struct engine_source): its
+ * run() loop asks the scheduler for as many requests as it has room for, and reports each
+ * one's end through done() exactly once. So the scheduler (sched.h) — interactive lane
+ * first, batch lines round-robin, results written line by line to the store — is the same
+ * whatever runs the requests, and so are durability and accounting. Room means free
+ * sequences and KV for the engine, and free connections under the adaptive concurrency
+ * limit for an upstream.
+ *
+ * A request forwarded upstream is the client's own OpenAI body when it has one
+ * (engine_request.body), so fields nightshift's engine does not implement (tools,
+ * response_format, logprobs, ...) still reach the upstream; its answer comes back whole
+ * in engine_result.raw_body and is passed on unchanged (model name aside).
+ *
+ * OWNERSHIP: backend_init() copies what it needs from the conf (strings included);
+ * the caller owns the conf. The backend owns its engine or connections.
+ */
+#ifndef NS_BACKEND_BACKEND_H
+#define NS_BACKEND_BACKEND_H
+
+#include "../engine/engine.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct backend_conf {
+    const char *name;             /* the model name clients use */
+    const char *kind;             /* "local" (default) or "openai-http" */
+
+    /* local */
+    struct engine_params engine;
+
+    /* openai-http */
+    const char *url;              /* base URL, /chat/completions is appended: http://h:8080/v1 */
+    const char *api_key;          /* sent as Bearer; never logged, stored or echoed */
+    const char *upstream_model;   /* "model" sent upstream; NULL = the client's */
+    int concurrency;              /* most requests in flight; default 16 */
+    int max_attempts;             /* tries per request, the first included; default 6 */
+    double timeout_s;             /* per attempt; default 600 */
+    double retry_base_s;          /* backoff: base * 2^(try-1), full jitter; default 0.5 */
+    double retry_max_s;           /* cap of one backoff wait; default 60 */
+    int circuit_failures;         /* consecutive failed tries that open the circuit; default 5 */
+    double circuit_cooldown_s;    /* first open period, doubled while it keeps failing (max
+                                     300 s); default 5 */
+
+    /* openai-batch, anthropic-batch: lines go upstream in batches */
+    int max_lines;                /* most requests in one upstream batch; default 50000 */
+    int flush_lines;              /* send when this many wait and no more are coming; default 50 */
+    double flush_after_s;         /* ... or when the oldest has waited this long; default 120 */
+    double poll_interval_s;       /* first poll of an upstream batch; x1.5 per poll; default 5 */
+    double poll_max_s;            /* longest wait between polls; default 300 */
+
+    /* accounting: USD per million tokens (0 = unknown) */
+    double price_input, price_output;
+};
+
+struct backend_conf backend_default_conf(void);
+
+struct backend_info {
+    char kind[16];
+    char desc[256];               /* "llama 0.5B Q8_0" or the upstream URL */
+    int n_ctx_seq;                /* most tokens one request may hold; 0 = the upstream decides */
+};
+
+enum backend_circuit { BACKEND_CIRCUIT_CLOSED = 0, BACKEND_CIRCUIT_OPEN = 1, BACKEND_CIRCUIT_HALF_OPEN = 2 };
+
+struct backend_stats {
+    uint64_t attempts;            /* requests sent upstream, retries included */
+    uint64_t retries;
+    uint64_t failed;              /* requests that ended in an error */
+    uint64_t rate_limited;        /* 429 answers */
+    int circuit;                  /* enum backend_circuit */
+    int inflight;
+    int limit;                    /* the adaptive concurrency limit now */
+};
+
+struct backend_ops {
+    const char *kind;
+    bool forward;               /* requests go upstream as the client's body (engine_request.body):
+                                   parse them with oai_request_forward_from_json() */
+    int (*init)(const struct backend_conf *c, void **out, char *err, size_t errlen);
+    void (*free)(void *impl);
+    /* engine_run()'s contract: returns when the source is exhausted or stop() is called;
+     * requests still running then end with NS_ERR_CANCELLED */
+    int (*run)(void *impl, const struct engine_source *src);
+    void (*stop)(void *impl);   /* any thread */
+    /* optional, any thread: new work may be waiting (run() may be asleep) */
+    void (*wake)(void *impl);
+    /* prompt tokens of a request; NULL when the backend cannot know (an upstream) */
+    int (*count_tokens)(void *impl, const struct engine_request *r, char *err, size_t errlen);
+    void (*get_info)(void *impl, struct backend_info *out);
+    /* NULL for the local engine (its counters are engine_stats) */
+    void (*get_stats)(void *impl, struct backend_stats *out);
+    /* the engine of a local backend, else NULL */
+    struct engine *(*engine)(void *impl);
+};
+
+extern const struct backend_ops backend_local_ops;
+extern const struct backend_ops backend_http_ops;
+extern const struct backend_ops backend_openai_batch_ops;
+extern const struct backend_ops backend_anthropic_batch_ops;
+
+/* the ops of a kind, NULL when unknown; backend_kinds() lists them ("local, openai-http") */
+const struct backend_ops *backend_find(const char *kind);
+const char *backend_kinds(void);
+
+struct backend {
+    const struct backend_ops *ops;
+    void *impl;
+    char *name;
+    double price_input, price_output;
+};
+
+/* On failure *out is NULL and err says why. */
+int backend_init(const struct backend_conf *c, struct backend **out, char *err, size_t errlen);
+void backend_free(struct backend *b);
+
+/* prompt tokens, or 0 with nothing checked when the backend cannot count (upstream);
+ * < 0 (minus a status) with err set when the request cannot be tokenized */
+int backend_count_tokens(struct backend *b, const struct engine_request *r, char *err, size_t errlen);
+
+#endif

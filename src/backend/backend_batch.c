@@ -1,0 +1,1109 @@
+/*
+ * backend_batch.c — "openai-batch" and "anthropic-batch": lines offloaded to a provider's
+ * own batch API (OpenAI Batch: files + batches; Anthropic Message Batches), for the
+ * provider's batch discount.
+ *
+ * DESIGN
+ * Like every backend, this one pulls requests from the scheduler (engine.h's contract), but
+ * it holds many at once: pulled lines wait in `pending` until a flush (the source has no
+ * more right now and at least flush_lines are waiting; or the oldest has waited
+ * flush_after seconds; or an upstream batch is full at max_lines), then go upstream as one
+ * batch. Each upstream batch is polled with a growing interval (poll_interval, x1.5 per
+ * poll, at most poll_max); when it has ended its results are mapped back by custom_id
+ * ("ns-<sequence>", ours, unique in this process) and each request ends with done(), its
+ * body the provider's answer (Anthropic messages converted into OpenAI chat.completion
+ * bodies). A line the provider did not finish — expired, cancelled, a retryable error
+ * (429/5xx, overloaded), missing from the results — goes back to `pending` for the next
+ * upstream batch, up to max_attempts tries; a non-retryable error is the line's error as
+ * the provider gave it.
+ *
+ * Provider differences live in a const table (submit / poll / collect), one row each.
+ *
+ * Real-time requests cannot wait hours: they are answered at once with a 400 that says
+ * to send them in a batch.
+ *
+ * Durability: while a line is upstream it stays claimed (running) in our store. After a
+ * crash it is requeued and sent again in a new upstream batch (the provider may then run
+ * it twice; our output still has it once). A clean stop leaves the upstream batches
+ * running and their lines claimed, with the same effect at the next start.
+ *
+ * THREADS: run() on the scheduler's thread, blocking HTTP calls (libcurl easy) on it;
+ * stop() and wake() from any thread (mu + cv).
+ */
+#include "backend.h"
+
+#include "../util/buf.h"
+#include "../util/status.h"
+#include "upstream.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BB_MAX_RESPONSE (512u << 20)
+#define BB_PULL 256
+
+struct bb_job {
+    struct engine_request *req;
+    cJSON *body;                /* what goes upstream: an OpenAI body, or Anthropic params */
+    bool chat;
+    int attempts;
+    double t_admit;
+    char custom_id[32];
+    char last_error[300];
+    struct bb_job *next;
+};
+
+struct bb_batch {               /* one upstream batch */
+    char id[128];
+    bool chat;
+    struct bb_job *jobs;
+    int n;
+    double next_poll, interval;
+    char output_file[128], error_file[128]; /* openai */
+    char results_url[1024];     /* anthropic */
+    char failure[300];          /* why the provider failed the whole batch, if it did */
+    struct bb_batch *next;
+};
+
+struct batch_backend;
+
+struct bb_provider {
+    const char *kind;
+    /* send jobs (their bodies built by admit) as one upstream batch; sets b->id */
+    int (*submit)(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen);
+    /* one poll; *ended when results can be collected */
+    int (*poll)(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen);
+    /* fetch the results; settle() each one found */
+    int (*collect)(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen);
+    /* the upstream body of a request; NULL with err set when it cannot be mapped */
+    cJSON *(*body)(struct batch_backend *bb, const struct engine_request *r, bool *chat, char *err, size_t errlen);
+};
+
+struct batch_backend {
+    const struct bb_provider *prov;
+    struct backend_conf c;      /* numbers only */
+    char *name, *url, *upstream_model;
+    struct curl_slist *hdrs;    /* the key lives here and in hdrs_form only */
+    struct curl_slist *hdrs_form; /* the same without Content-Type (multipart uploads) */
+    CURL *easy;
+    const struct engine_source *src;
+    struct bb_job *pending, **pending_tail;
+    int n_pending;
+    double oldest;              /* admit time of the oldest pending job */
+    double submit_after;        /* after a failed submit: not before this */
+    int submit_failures;
+    struct bb_batch *batches;
+    int n_upstream;             /* jobs in upstream batches */
+    uint64_t seq;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping, woken;
+    struct backend_stats stats;
+};
+
+/* ---- HTTP (blocking, on the run thread) ----------------------------------------------- */
+
+static size_t bb_on_data(char *p, size_t sz, size_t n, void *ud)
+{
+    return buf_append(ud, p, sz * n) == NS_OK ? sz * n : 0;
+}
+
+/* One call, retried on network errors and retryable codes with backoff. *code is the final
+ * HTTP status; out holds its body. */
+static int bb_http(struct batch_backend *bb, const char *method, const char *url, const char *json, curl_mime *mime,
+                   struct buf *out, long *code, char *err, size_t errlen)
+{
+    CURL *e = bb->easy;
+    char eb[CURL_ERROR_SIZE];
+    for (int attempt = 1;; attempt++) {
+        buf_reset(out);
+        curl_easy_reset(e);
+        eb[0] = '\0';
+        struct curl_slist *h = mime ? bb->hdrs_form : bb->hdrs;
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+        if (json) {
+            curl_easy_setopt(e, CURLOPT_POSTFIELDS, json);
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(json));
+        } else if (mime) {
+            curl_easy_setopt(e, CURLOPT_MIMEPOST, mime);
+        }
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, bb_on_data);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, eb);
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(bb->c.timeout_s * 1000));
+        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+        CURLcode cc = curl_easy_perform(e);
+        *code = 0;
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, code);
+        pthread_mutex_lock(&bb->mu);
+        bb->stats.attempts++;
+        bb->stats.retries += attempt > 1;
+        bb->stats.rate_limited += *code == 429;
+        bool stopping = bb->stopping;
+        pthread_mutex_unlock(&bb->mu);
+        bool retry = cc != CURLE_OK ? cc != CURLE_URL_MALFORMAT && cc != CURLE_UNSUPPORTED_PROTOCOL
+                                    : upstream_retryable_code(*code);
+        if (!retry) {
+            if (cc == CURLE_OK)
+                return NS_OK;
+            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
+            return NS_ERR_UPSTREAM;
+        }
+        if (cc != CURLE_OK)
+            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
+        else
+            snprintf(err, errlen, "%s %s: HTTP %ld: %.200s", method, url, *code, out->p ? out->p : "");
+        if (attempt >= bb->c.max_attempts || stopping)
+            return NS_ERR_UPSTREAM;
+        double wait = fmin(bb->c.retry_max_s, bb->c.retry_base_s * pow(2, attempt - 1)) * upstream_rand01();
+        struct timespec ts = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* GET/POST url and parse a JSON object answer; 0 ok */
+static int bb_json_call(struct batch_backend *bb, const char *method, const char *url, const char *json, curl_mime *mime,
+                        cJSON **out, char *err, size_t errlen)
+{
+    struct buf b;
+    long code;
+    buf_init(&b, BB_MAX_RESPONSE);
+    *out = NULL;
+    int rc = bb_http(bb, method, url, json, mime, &b, &code, err, errlen);
+    if (rc == NS_OK && code != 200) {
+        char m[300];
+        cJSON *o = cJSON_ParseWithLength(b.p ? b.p : "", b.len);
+        upstream_error_text(o, b.p, b.len, m, sizeof(m));
+        cJSON_Delete(o);
+        snprintf(err, errlen, "%s %s: HTTP %ld: %s", method, url, code, m);
+        rc = upstream_status_of(code);
+    } else if (rc == NS_OK && !cJSON_IsObject(*out = cJSON_ParseWithLength(b.p ? b.p : "", b.len))) {
+        cJSON_Delete(*out);
+        *out = NULL;
+        snprintf(err, errlen, "%s %s: the answer is not a JSON object", method, url);
+        rc = NS_ERR_UPSTREAM;
+    }
+    buf_release(&b);
+    return rc;
+}
+
+static const char *bb_str(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* ---- settling one job ---------------------------------------------------------------- */
+
+static void bb_done(struct batch_backend *bb, struct bb_job *j, struct engine_result *res)
+{
+    res->t_admit = j->t_admit;
+    res->t_end = upstream_now();
+    res->t_first = res->t_end;
+    res->attempts = j->attempts;
+    res->stop_index = -1;
+    if (!res->text)
+        res->text = "";
+    if (res->status != NS_OK) {
+        pthread_mutex_lock(&bb->mu);
+        bb->stats.failed++;
+        pthread_mutex_unlock(&bb->mu);
+    }
+    bb->src->done(bb->src->ud, j->req, res);
+    cJSON_Delete(j->body);
+    free(j);
+}
+
+static void bb_fail(struct batch_backend *bb, struct bb_job *j, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void bb_fail(struct batch_backend *bb, struct bb_job *j, int status, const char *fmt, ...)
+{
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res.message, sizeof(res.message), fmt, ap);
+    va_end(ap);
+    bb_done(bb, j, &res);
+}
+
+static void bb_pend(struct batch_backend *bb, struct bb_job *j)
+{
+    j->next = NULL;
+    if (!bb->pending)
+        bb->oldest = upstream_now();
+    *bb->pending_tail = j;
+    bb->pending_tail = &j->next;
+    bb->n_pending++;
+}
+
+/* not finished upstream: again in the next upstream batch, or failed when its tries are spent */
+static void bb_retry(struct batch_backend *bb, struct bb_job *j, const char *why)
+{
+    snprintf(j->last_error, sizeof(j->last_error), "%s", why);
+    if (j->attempts >= bb->c.max_attempts) {
+        bb_fail(bb, j, NS_ERR_UPSTREAM, "the batch API behind model '%s' did not finish this request in %d tries; last: %s",
+                bb->name, j->attempts, why);
+        return;
+    }
+    pthread_mutex_lock(&bb->mu);
+    bb->stats.retries++;
+    pthread_mutex_unlock(&bb->mu);
+    bb_pend(bb, j);
+}
+
+/* a success: body is an OpenAI chat.completion / text_completion the job's client gets */
+static void bb_succeed(struct batch_backend *bb, struct bb_job *j, cJSON *body)
+{
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    const cJSON *cm = j->req->body ? cJSON_GetObjectItemCaseSensitive(j->req->body, "model") : NULL;
+    cJSON_ReplaceItemInObjectCaseSensitive(body, "model", cJSON_CreateString(cJSON_IsString(cm) ? cm->valuestring : bb->name));
+    upstream_parse_success(body, j->chat, &res);
+    char *raw = cJSON_PrintUnformatted(body);
+    res.raw_body = raw;
+    res.raw_len = raw ? strlen(raw) : 0;
+    if (!raw)
+        res.http_status = 0;
+    if (bb->src->token && res.text_len)
+        bb->src->token(bb->src->ud, j->req, res.text, res.text_len);
+    bb_done(bb, j, &res);
+    free(raw);
+}
+
+/* a final error as the provider gave it (code and an OpenAI-shaped error body) */
+static void bb_reject(struct batch_backend *bb, struct bb_job *j, long code, cJSON *body)
+{
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = upstream_status_of(code);
+    res.http_status = (int)code;
+    upstream_error_text(body, NULL, 0, res.message, sizeof(res.message));
+    char *raw = body ? cJSON_PrintUnformatted(body) : NULL;
+    res.raw_body = raw;
+    res.raw_len = raw ? strlen(raw) : 0;
+    bb_done(bb, j, &res);
+    free(raw);
+}
+
+/* find and unlink the job of a custom_id */
+static struct bb_job *bb_take(struct bb_batch *b, const char *custom_id)
+{
+    for (struct bb_job **pp = &b->jobs; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->custom_id, custom_id) == 0) {
+            struct bb_job *j = *pp;
+            *pp = j->next;
+            b->n--;
+            return j;
+        }
+    return NULL;
+}
+
+/* parse JSONL text, calling fn for each object line */
+static void bb_each_line(const char *p, size_t len, void (*fn)(void *ud, cJSON *o), void *ud)
+{
+    const char *end = p + len;
+    while (p && p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        cJSON *o = cJSON_ParseWithLength(p, n);
+        if (cJSON_IsObject(o))
+            fn(ud, o);
+        cJSON_Delete(o);
+        p = nl ? nl + 1 : end;
+    }
+}
+
+/* ---- OpenAI Batch API --------------------------------------------------------------------- */
+
+static cJSON *oa_body(struct batch_backend *bb, const struct engine_request *r, bool *chat, char *err, size_t errlen)
+{
+    cJSON *o = r->body ? upstream_body_forward(r->body, bb->upstream_model, chat)
+                       : upstream_body_build(r, bb->upstream_model ? bb->upstream_model : bb->name, chat);
+    if (!o)
+        snprintf(err, errlen, "out of memory");
+    return o;
+}
+
+static int oa_submit(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen)
+{
+    int rc = NS_ERR_NOMEM;
+    struct buf jl;
+    buf_init(&jl, BB_MAX_RESPONSE); /* OpenAI takes files up to 200 MB */
+    cJSON *o = NULL;
+    curl_mime *mime = NULL;
+    const char *endpoint = b->chat ? "/v1/chat/completions" : "/v1/completions";
+    for (struct bb_job *j = b->jobs; j; j = j->next) {
+        cJSON *line = cJSON_CreateObject();
+        cJSON_AddStringToObject(line, "custom_id", j->custom_id);
+        cJSON_AddStringToObject(line, "method", "POST");
+        cJSON_AddStringToObject(line, "url", endpoint);
+        cJSON_AddItemReferenceToObject(line, "body", j->body);
+        char *s = cJSON_PrintUnformatted(line);
+        cJSON_Delete(line);
+        if (!s || buf_appends(&jl, s) || buf_append(&jl, "\n", 1)) {
+            free(s);
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        free(s);
+    }
+    char url[1200];
+    mime = curl_mime_init(bb->easy);
+    curl_mimepart *part = curl_mime_addpart(mime);
+    curl_mime_name(part, "purpose");
+    curl_mime_data(part, "batch", CURL_ZERO_TERMINATED);
+    part = curl_mime_addpart(mime);
+    curl_mime_name(part, "file");
+    curl_mime_filename(part, "nightshift-batch.jsonl");
+    curl_mime_type(part, "application/jsonl");
+    curl_mime_data(part, jl.p ? jl.p : "", jl.len);
+    snprintf(url, sizeof(url), "%s/files", bb->url);
+    if ((rc = bb_json_call(bb, "POST", url, NULL, mime, &o, err, errlen)))
+        goto out;
+    const char *file_id = bb_str(o, "id");
+    if (!file_id) {
+        snprintf(err, errlen, "POST %s: the answer has no file id", url);
+        rc = NS_ERR_UPSTREAM;
+        goto out;
+    }
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "input_file_id", file_id);
+    cJSON_AddStringToObject(req, "endpoint", endpoint);
+    cJSON_AddStringToObject(req, "completion_window", "24h");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(req, "metadata"), "source", "nightshift");
+    char *body = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    cJSON_Delete(o);
+    o = NULL;
+    snprintf(url, sizeof(url), "%s/batches", bb->url);
+    rc = body ? bb_json_call(bb, "POST", url, body, NULL, &o, err, errlen) : NS_ERR_NOMEM;
+    free(body);
+    if (rc)
+        goto out;
+    if (!bb_str(o, "id")) {
+        snprintf(err, errlen, "POST %s: the answer has no batch id", url);
+        rc = NS_ERR_UPSTREAM;
+        goto out;
+    }
+    snprintf(b->id, sizeof(b->id), "%s", bb_str(o, "id"));
+out:
+    if (mime)
+        curl_mime_free(mime);
+    cJSON_Delete(o);
+    buf_release(&jl);
+    return rc;
+}
+
+static int oa_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen)
+{
+    char url[1200];
+    cJSON *o = NULL;
+    snprintf(url, sizeof(url), "%s/batches/%s", bb->url, b->id);
+    int rc = bb_json_call(bb, "GET", url, NULL, NULL, &o, err, errlen);
+    if (rc)
+        return rc;
+    const char *st = bb_str(o, "status");
+    *ended = st && (!strcmp(st, "completed") || !strcmp(st, "failed") || !strcmp(st, "expired") || !strcmp(st, "cancelled"));
+    if (*ended) {
+        snprintf(b->output_file, sizeof(b->output_file), "%s", bb_str(o, "output_file_id") ? bb_str(o, "output_file_id") : "");
+        snprintf(b->error_file, sizeof(b->error_file), "%s", bb_str(o, "error_file_id") ? bb_str(o, "error_file_id") : "");
+        const cJSON *e0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "errors"), "data"), 0);
+        snprintf(b->failure, sizeof(b->failure), "the upstream batch %s ended %s%s%s", b->id, st,
+                 bb_str(e0, "message") ? ": " : "", bb_str(e0, "message") ? bb_str(e0, "message") : "");
+    }
+    cJSON_Delete(o);
+    return NS_OK;
+}
+
+struct oa_collect {
+    struct batch_backend *bb;
+    struct bb_batch *b;
+};
+
+static void oa_line(void *ud, cJSON *o)
+{
+    struct oa_collect *x = ud;
+    const char *cid = bb_str(o, "custom_id");
+    struct bb_job *j = cid ? bb_take(x->b, cid) : NULL;
+    if (!j)
+        return;
+    const cJSON *resp = cJSON_GetObjectItemCaseSensitive(o, "response");
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(resp, "status_code");
+    cJSON *body = cJSON_GetObjectItemCaseSensitive(resp, "body");
+    long code = cJSON_IsNumber(sc) ? (long)sc->valuedouble : 0;
+    if (code == 200 && cJSON_IsObject(body)) {
+        bb_succeed(x->bb, j, body);
+    } else if (code && !upstream_retryable_code(code)) {
+        bb_reject(x->bb, j, code, body);
+    } else {
+        char why[300];
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
+        if (code)
+            upstream_error_text(body, NULL, 0, why + snprintf(why, sizeof(why), "HTTP %ld: ", code), 200);
+        else
+            snprintf(why, sizeof(why), "%s", bb_str(e, "message") ? bb_str(e, "message") : bb_str(e, "code") ? bb_str(e, "code") : "no result");
+        bb_retry(x->bb, j, why);
+    }
+}
+
+static int oa_fetch(struct batch_backend *bb, struct bb_batch *b, const char *file_id, char *err, size_t errlen)
+{
+    if (!file_id[0])
+        return NS_OK;
+    char url[1200];
+    struct buf body;
+    long code;
+    buf_init(&body, BB_MAX_RESPONSE);
+    snprintf(url, sizeof(url), "%s/files/%s/content", bb->url, file_id);
+    int rc = bb_http(bb, "GET", url, NULL, NULL, &body, &code, err, errlen);
+    if (rc == NS_OK && code != 200) {
+        snprintf(err, errlen, "GET %s: HTTP %ld", url, code);
+        rc = upstream_status_of(code);
+    }
+    if (rc == NS_OK) {
+        struct oa_collect x = {bb, b};
+        bb_each_line(body.p, body.len, oa_line, &x);
+    }
+    buf_release(&body);
+    return rc;
+}
+
+static int oa_collect(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen)
+{
+    int rc = oa_fetch(bb, b, b->output_file, err, errlen);
+    if (rc == NS_OK)
+        rc = oa_fetch(bb, b, b->error_file, err, errlen);
+    return rc;
+}
+
+/* ---- Anthropic Message Batches ------------------------------------------------------------ */
+
+static int an_text(const cJSON *content, struct buf *out)
+{
+    if (cJSON_IsString(content))
+        return buf_appends(out, content->valuestring);
+    if (!cJSON_IsArray(content))
+        return NS_ERR_INVALID;
+    const cJSON *p;
+    cJSON_ArrayForEach(p, content)
+    {
+        if (!bb_str(p, "type") || strcmp(bb_str(p, "type"), "text") || !bb_str(p, "text"))
+            return NS_ERR_UNSUPPORTED;
+        if (buf_appends(out, bb_str(p, "text")))
+            return NS_ERR_NOMEM;
+    }
+    return NS_OK;
+}
+
+/* OpenAI chat body -> Message Batches params. What has no Anthropic equivalent is refused
+ * (n > 1, logprobs, response_format, tools, tool messages) or dropped as documented
+ * (seed, presence/frequency penalties, user). */
+static cJSON *an_body(struct batch_backend *bb, const struct engine_request *r, bool *chat, char *err, size_t errlen)
+{
+    bool ochat;
+    cJSON *ob = oa_body(bb, r, &ochat, err, errlen);
+    cJSON *p = NULL;
+    struct buf sys, t;
+    buf_init(&sys, 16u << 20);
+    buf_init(&t, 16u << 20);
+    *chat = true;
+    if (!ob)
+        goto fail;
+    if (!ochat) {
+        snprintf(err, errlen, "model '%s' runs on anthropic-batch, which has no /v1/completions; use chat", bb->name);
+        goto fail;
+    }
+    static const char *const refused[] = {"tools", "tool_choice", "functions", "response_format", "logprobs", "top_logprobs",
+                                          "logit_bias", "audio", NULL};
+    for (int i = 0; refused[i]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(ob, refused[i]);
+        if (v && !cJSON_IsNull(v) && !cJSON_IsFalse(v)) {
+            snprintf(err, errlen, "'%s' cannot be mapped to Anthropic's Message Batches by this version", refused[i]);
+            goto fail;
+        }
+    }
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(ob, "n");
+    if (cJSON_IsNumber(n) && n->valuedouble != 1) {
+        snprintf(err, errlen, "'n' other than 1 cannot be mapped to Anthropic's Message Batches");
+        goto fail;
+    }
+    p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "model", bb_str(ob, "model") ? bb_str(ob, "model") : bb->name);
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(ob, "max_completion_tokens");
+    if (!cJSON_IsNumber(mt))
+        mt = cJSON_GetObjectItemCaseSensitive(ob, "max_tokens");
+    cJSON_AddNumberToObject(p, "max_tokens", cJSON_IsNumber(mt) ? mt->valuedouble : 4096);
+    cJSON *ms = cJSON_AddArrayToObject(p, "messages");
+    const cJSON *m;
+    int i = 0;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(ob, "messages"))
+    {
+        const char *role = bb_str(m, "role");
+        buf_reset(&t);
+        int rc = an_text(cJSON_GetObjectItemCaseSensitive(m, "content"), &t);
+        if (!role || rc) {
+            snprintf(err, errlen, "messages[%d]: only text content can be mapped to Anthropic's Message Batches", i);
+            goto fail;
+        }
+        if (!strcmp(role, "system") || !strcmp(role, "developer")) {
+            if ((sys.len && buf_appends(&sys, "\n\n")) || buf_append(&sys, t.p ? t.p : "", t.len))
+                goto fail;
+        } else if (!strcmp(role, "user") || !strcmp(role, "assistant")) {
+            cJSON *am = cJSON_CreateObject();
+            cJSON_AddStringToObject(am, "role", role);
+            cJSON_AddStringToObject(am, "content", t.p ? t.p : "");
+            cJSON_AddItemToArray(ms, am);
+        } else {
+            snprintf(err, errlen, "messages[%d]: role '%s' cannot be mapped to Anthropic's Message Batches", i, role);
+            goto fail;
+        }
+        i++;
+    }
+    if (sys.len)
+        cJSON_AddStringToObject(p, "system", sys.p);
+    const cJSON *v;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(ob, "temperature")))
+        cJSON_AddNumberToObject(p, "temperature", fmin(v->valuedouble, 1.0)); /* Anthropic's range is [0, 1] */
+    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(ob, "top_p")))
+        cJSON_AddNumberToObject(p, "top_p", v->valuedouble);
+    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(ob, "top_k")))
+        cJSON_AddNumberToObject(p, "top_k", v->valuedouble);
+    v = cJSON_GetObjectItemCaseSensitive(ob, "stop");
+    if (cJSON_IsString(v))
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(p, "stop_sequences"), cJSON_CreateString(v->valuestring));
+    else if (cJSON_IsArray(v) && cJSON_GetArraySize(v))
+        cJSON_AddItemToObject(p, "stop_sequences", cJSON_Duplicate(v, 1));
+    cJSON_Delete(ob);
+    buf_release(&sys);
+    buf_release(&t);
+    return p;
+fail:
+    if (!err[0])
+        snprintf(err, errlen, "out of memory");
+    cJSON_Delete(p);
+    cJSON_Delete(ob);
+    buf_release(&sys);
+    buf_release(&t);
+    return NULL;
+}
+
+static int an_submit(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen)
+{
+    cJSON *req = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(req, "requests");
+    for (struct bb_job *j = b->jobs; j; j = j->next) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "custom_id", j->custom_id);
+        cJSON_AddItemReferenceToObject(r, "params", j->body);
+        cJSON_AddItemToArray(arr, r);
+    }
+    char *body = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    char url[1200];
+    cJSON *o = NULL;
+    snprintf(url, sizeof(url), "%s/messages/batches", bb->url);
+    int rc = body ? bb_json_call(bb, "POST", url, body, NULL, &o, err, errlen) : NS_ERR_NOMEM;
+    free(body);
+    if (rc == NS_OK && !bb_str(o, "id")) {
+        snprintf(err, errlen, "POST %s: the answer has no batch id", url);
+        rc = NS_ERR_UPSTREAM;
+    }
+    if (rc == NS_OK)
+        snprintf(b->id, sizeof(b->id), "%s", bb_str(o, "id"));
+    cJSON_Delete(o);
+    return rc;
+}
+
+static int an_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen)
+{
+    char url[1200];
+    cJSON *o = NULL;
+    snprintf(url, sizeof(url), "%s/messages/batches/%s", bb->url, b->id);
+    int rc = bb_json_call(bb, "GET", url, NULL, NULL, &o, err, errlen);
+    if (rc)
+        return rc;
+    const char *st = bb_str(o, "processing_status");
+    *ended = st && strcmp(st, "ended") == 0;
+    if (*ended) {
+        snprintf(b->results_url, sizeof(b->results_url), "%s", bb_str(o, "results_url") ? bb_str(o, "results_url") : "");
+        snprintf(b->failure, sizeof(b->failure), "the upstream message batch %s ended without this request", b->id);
+    }
+    cJSON_Delete(o);
+    return NS_OK;
+}
+
+/* an Anthropic message -> an OpenAI chat.completion body */
+static cJSON *an_to_openai(const cJSON *msg)
+{
+    struct buf t;
+    buf_init(&t, 64u << 20);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(msg, "content"))
+        if (bb_str(c, "type") && !strcmp(bb_str(c, "type"), "text") && bb_str(c, "text"))
+            buf_appends(&t, bb_str(c, "text"));
+    const char *sr = bb_str(msg, "stop_reason");
+    const char *finish = !sr ? "stop" : !strcmp(sr, "max_tokens") ? "length" : !strcmp(sr, "tool_use") ? "tool_calls" : "stop";
+    cJSON *o = cJSON_CreateObject();
+    char id[160];
+    snprintf(id, sizeof(id), "chatcmpl-%s", bb_str(msg, "id") ? bb_str(msg, "id") : "anthropic");
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", "chat.completion");
+    cJSON_AddNumberToObject(o, "created", (double)time(NULL));
+    cJSON_AddStringToObject(o, "model", bb_str(msg, "model") ? bb_str(msg, "model") : "");
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON *m = cJSON_AddObjectToObject(ch, "message");
+    cJSON_AddStringToObject(m, "role", "assistant");
+    cJSON_AddStringToObject(m, "content", t.p ? t.p : "");
+    cJSON_AddNullToObject(ch, "logprobs");
+    cJSON_AddStringToObject(ch, "finish_reason", finish);
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), ch);
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(msg, "usage");
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(u, "input_tokens");
+    const cJSON *out = cJSON_GetObjectItemCaseSensitive(u, "output_tokens");
+    const cJSON *cr = cJSON_GetObjectItemCaseSensitive(u, "cache_read_input_tokens");
+    double pi = cJSON_IsNumber(in) ? in->valuedouble : 0, po = cJSON_IsNumber(out) ? out->valuedouble : 0;
+    double pc = cJSON_IsNumber(cr) ? cr->valuedouble : 0;
+    cJSON *uu = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(uu, "prompt_tokens", pi + pc);
+    cJSON_AddNumberToObject(uu, "completion_tokens", po);
+    cJSON_AddNumberToObject(uu, "total_tokens", pi + pc + po);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(uu, "prompt_tokens_details"), "cached_tokens", pc);
+    buf_release(&t);
+    return o;
+}
+
+static void an_line(void *ud, cJSON *o)
+{
+    struct oa_collect *x = ud;
+    const char *cid = bb_str(o, "custom_id");
+    struct bb_job *j = cid ? bb_take(x->b, cid) : NULL;
+    if (!j)
+        return;
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "result");
+    const char *type = bb_str(r, "type");
+    if (type && !strcmp(type, "succeeded")) {
+        cJSON *body = an_to_openai(cJSON_GetObjectItemCaseSensitive(r, "message"));
+        bb_succeed(x->bb, j, body);
+        cJSON_Delete(body);
+        return;
+    }
+    if (type && !strcmp(type, "errored")) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "error"), "error");
+        const char *et = bb_str(e, "type") ? bb_str(e, "type") : "api_error";
+        const char *em = bb_str(e, "message") ? bb_str(e, "message") : et;
+        if (!strcmp(et, "invalid_request_error") || !strcmp(et, "not_found_error") || !strcmp(et, "permission_error") ||
+            !strcmp(et, "authentication_error")) {
+            long code = !strcmp(et, "invalid_request_error") ? 400 : !strcmp(et, "not_found_error") ? 404
+                        : !strcmp(et, "permission_error")    ? 403
+                                                             : 401;
+            cJSON *body = cJSON_CreateObject();
+            cJSON *eo = cJSON_AddObjectToObject(body, "error");
+            cJSON_AddStringToObject(eo, "message", em);
+            cJSON_AddStringToObject(eo, "type", code == 400 ? "invalid_request_error" : et);
+            cJSON_AddNullToObject(eo, "param");
+            cJSON_AddNullToObject(eo, "code");
+            bb_reject(x->bb, j, code, body);
+            cJSON_Delete(body);
+            return;
+        }
+        char why[300];
+        snprintf(why, sizeof(why), "%s: %s", et, em);
+        bb_retry(x->bb, j, why);
+        return;
+    }
+    bb_retry(x->bb, j, type ? type : "no result"); /* canceled, expired */
+}
+
+static int an_collect(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen)
+{
+    if (!b->results_url[0])
+        return NS_OK;
+    struct buf body;
+    long code;
+    buf_init(&body, BB_MAX_RESPONSE);
+    int rc = bb_http(bb, "GET", b->results_url, NULL, NULL, &body, &code, err, errlen);
+    if (rc == NS_OK && code != 200) {
+        snprintf(err, errlen, "GET %s: HTTP %ld", b->results_url, code);
+        rc = upstream_status_of(code);
+    }
+    if (rc == NS_OK) {
+        struct oa_collect x = {bb, b};
+        bb_each_line(body.p, body.len, an_line, &x);
+    }
+    buf_release(&body);
+    return rc;
+}
+
+static const struct bb_provider bb_openai = {"openai-batch", oa_submit, oa_poll, oa_collect, oa_body};
+static const struct bb_provider bb_anthropic = {"anthropic-batch", an_submit, an_poll, an_collect, an_body};
+
+/* ---- the loop -------------------------------------------------------------------------- */
+
+static int bb_init(const struct bb_provider *prov, const struct backend_conf *c, void **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!c->url || (strncmp(c->url, "http://", 7) && strncmp(c->url, "https://", 8))) {
+        snprintf(err, errlen, "model '%s': backend %s needs url = http(s)://HOST[:PORT]/v1", c->name, prov->kind);
+        return NS_ERR_INVALID;
+    }
+    upstream_global_init();
+    struct batch_backend *bb = calloc(1, sizeof(*bb));
+    if (!bb)
+        goto nomem;
+    bb->prov = prov;
+    bb->c = *c;
+    bb->c.name = bb->c.kind = bb->c.url = bb->c.api_key = bb->c.upstream_model = NULL;
+    pthread_mutex_init(&bb->mu, NULL);
+    pthread_cond_init(&bb->cv, NULL);
+    bb->pending_tail = &bb->pending;
+    bb->name = strdup(c->name ? c->name : "default");
+    bb->url = upstream_url_join(c->url, "");
+    bb->upstream_model = c->upstream_model ? strdup(c->upstream_model) : NULL;
+    bb->easy = curl_easy_init();
+    struct curl_slist *h = NULL, *f = NULL;
+    for (int k = 0; k < 2; k++) {
+        struct curl_slist *l = k ? NULL : curl_slist_append(NULL, "Content-Type: application/json");
+        if (!k && !l)
+            break;
+        l = curl_slist_append(l, "Expect:");
+        if (l && prov == &bb_anthropic)
+            l = curl_slist_append(l, "anthropic-version: 2023-06-01");
+        if (l && c->api_key && *c->api_key) {
+            char auth[1024];
+            snprintf(auth, sizeof(auth), prov == &bb_anthropic ? "x-api-key: %s" : "Authorization: Bearer %s", c->api_key);
+            l = curl_slist_append(l, auth);
+            memset(auth, 0, sizeof(auth));
+        }
+        *(k ? &f : &h) = l;
+    }
+    bb->hdrs = h;
+    bb->hdrs_form = f;
+    bb->stats.limit = bb->c.max_lines;
+    if (!bb->name || !bb->url || !bb->easy || !h || !f || (c->upstream_model && !bb->upstream_model))
+        goto nomem;
+    *out = bb;
+    return NS_OK;
+nomem:
+    snprintf(err, errlen, "out of memory");
+    if (bb) {
+        curl_slist_free_all(bb->hdrs);
+        curl_slist_free_all(bb->hdrs_form);
+        if (bb->easy)
+            curl_easy_cleanup(bb->easy);
+        free(bb->name);
+        free(bb->url);
+        free(bb->upstream_model);
+        free(bb);
+    }
+    return NS_ERR_NOMEM;
+}
+
+static int bb_init_openai(const struct backend_conf *c, void **out, char *err, size_t errlen)
+{
+    return bb_init(&bb_openai, c, out, err, errlen);
+}
+
+static int bb_init_anthropic(const struct backend_conf *c, void **out, char *err, size_t errlen)
+{
+    return bb_init(&bb_anthropic, c, out, err, errlen);
+}
+
+static void bb_free(void *impl)
+{
+    struct batch_backend *bb = impl;
+    if (!bb)
+        return;
+    curl_slist_free_all(bb->hdrs);
+    curl_slist_free_all(bb->hdrs_form);
+    curl_easy_cleanup(bb->easy);
+    pthread_mutex_destroy(&bb->mu);
+    pthread_cond_destroy(&bb->cv);
+    free(bb->name);
+    free(bb->url);
+    free(bb->upstream_model);
+    free(bb);
+}
+
+static void bb_admit(struct batch_backend *bb, struct engine_request *r, double now)
+{
+    struct bb_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        struct engine_result res;
+        memset(&res, 0, sizeof(res));
+        res.status = NS_ERR_NOMEM;
+        res.text = "";
+        snprintf(res.message, sizeof(res.message), "out of memory");
+        bb->src->done(bb->src->ud, r, &res);
+        return;
+    }
+    j->req = r;
+    j->t_admit = now;
+    char err[300] = "";
+    j->body = bb->prov->body(bb, r, &j->chat, err, sizeof(err));
+    if (!j->body) {
+        bb_fail(bb, j, NS_ERR_UNSUPPORTED, "%s", err);
+        return;
+    }
+    bb_pend(bb, j);
+}
+
+/* pending jobs -> one upstream batch (of one endpoint), up to max_lines */
+static void bb_flush(struct batch_backend *bb, double now)
+{
+    struct bb_batch *b = calloc(1, sizeof(*b));
+    if (!b)
+        return;
+    b->chat = bb->pending->chat;
+    struct bb_job **pp = &bb->pending, **tail = &b->jobs;
+    while (*pp && b->n < bb->c.max_lines) {
+        struct bb_job *j = *pp;
+        if (j->chat != b->chat) {
+            pp = &j->next;
+            continue;
+        }
+        *pp = j->next;
+        j->next = NULL;
+        j->attempts++;
+        snprintf(j->custom_id, sizeof(j->custom_id), "ns-%llu", (unsigned long long)++bb->seq);
+        *tail = j;
+        tail = &j->next;
+        b->n++;
+        bb->n_pending--;
+    }
+    bb->pending_tail = &bb->pending;
+    while (*bb->pending_tail)
+        bb->pending_tail = &(*bb->pending_tail)->next;
+    bb->oldest = now;
+    char err[600];
+    int rc = bb->prov->submit(bb, b, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "nightshift: model '%s': cannot submit an upstream batch of %d requests: %s\n", bb->name, b->n, err);
+        bb->submit_failures++;
+        bb->submit_after = now + fmin(bb->c.retry_max_s, bb->c.retry_base_s * pow(2, bb->submit_failures));
+        while (b->jobs) {
+            struct bb_job *j = b->jobs;
+            b->jobs = j->next;
+            if (rc == NS_ERR_INVALID || rc == NS_ERR_AUTH || rc == NS_ERR_NOT_FOUND || rc == NS_ERR_TOO_LARGE)
+                bb_fail(bb, j, rc, "the batch API behind model '%s' refused the batch: %s", bb->name, err);
+            else
+                bb_retry(bb, j, err);
+        }
+        free(b);
+        return;
+    }
+    bb->submit_failures = 0;
+    fprintf(stderr, "nightshift: model '%s': %d requests sent upstream as batch %s\n", bb->name, b->n, b->id);
+    b->interval = bb->c.poll_interval_s;
+    b->next_poll = now + b->interval;
+    b->next = bb->batches;
+    bb->batches = b;
+    bb->n_upstream += b->n;
+}
+
+static void bb_poll_all(struct batch_backend *bb, double now)
+{
+    for (struct bb_batch **pp = &bb->batches; *pp;) {
+        struct bb_batch *b = *pp;
+        if (b->next_poll > now) {
+            pp = &b->next;
+            continue;
+        }
+        bool ended = false;
+        char err[600];
+        if (bb->prov->poll(bb, b, &ended, err, sizeof(err)) != NS_OK)
+            fprintf(stderr, "nightshift: model '%s': polling upstream batch %s: %s (will poll again)\n", bb->name, b->id, err);
+        if (ended && bb->prov->collect(bb, b, err, sizeof(err)) != NS_OK) {
+            fprintf(stderr, "nightshift: model '%s': fetching the results of upstream batch %s: %s (will retry)\n",
+                    bb->name, b->id, err);
+            ended = false;
+        }
+        if (!ended) {
+            b->interval = fmin(b->interval * 1.5, bb->c.poll_max_s);
+            b->next_poll = upstream_now() + b->interval;
+            pp = &b->next;
+            continue;
+        }
+        /* what the results did not mention runs again (the ones they did already left) */
+        while (b->jobs) {
+            struct bb_job *j = b->jobs;
+            b->jobs = j->next;
+            bb_retry(bb, j, b->failure);
+        }
+        *pp = b->next;
+        free(b);
+    }
+    int n = 0;
+    for (struct bb_batch *b = bb->batches; b; b = b->next)
+        n += b->n;
+    bb->n_upstream = n;
+}
+
+static void bb_cancel_all(struct batch_backend *bb)
+{
+    while (bb->pending) {
+        struct bb_job *j = bb->pending;
+        bb->pending = j->next;
+        bb_fail(bb, j, NS_ERR_CANCELLED, "the server is shutting down");
+    }
+    bb->pending_tail = &bb->pending;
+    bb->n_pending = 0;
+    while (bb->batches) {
+        struct bb_batch *b = bb->batches;
+        bb->batches = b->next;
+        while (b->jobs) {
+            struct bb_job *j = b->jobs;
+            b->jobs = j->next;
+            bb_fail(bb, j, NS_ERR_CANCELLED, "the server is shutting down");
+        }
+        free(b);
+    }
+    bb->n_upstream = 0;
+}
+
+static int bb_run(void *impl, const struct engine_source *src)
+{
+    struct batch_backend *bb = impl;
+    struct engine_request *got[BB_PULL];
+    bb->src = src;
+    bool exhausted = false;
+    for (;;) {
+        pthread_mutex_lock(&bb->mu);
+        bool stopping = bb->stopping;
+        bb->woken = false;
+        pthread_mutex_unlock(&bb->mu);
+        if (stopping)
+            break;
+        double now = upstream_now();
+        /* real-time requests cannot wait for a batch API */
+        int n;
+        while (src->pull_priority && (n = src->pull_priority(src->ud, got, BB_PULL)) > 0)
+            for (int i = 0; i < n; i++) {
+                struct engine_result res;
+                memset(&res, 0, sizeof(res));
+                res.status = NS_ERR_UNSUPPORTED;
+                res.text = "";
+                res.param = "model";
+                snprintf(res.message, sizeof(res.message),
+                         "model '%s' is served through a provider's batch API (%s): send it in a batch (/v1/batches)",
+                         bb->name, bb->prov->kind);
+                src->done(src->ud, got[i], &res);
+            }
+        /* batch lines: as many as the upstream batches may hold */
+        bool dry = false;
+        while (!exhausted && bb->n_pending < bb->c.max_lines) {
+            int room = bb->c.max_lines - bb->n_pending;
+            n = src->pull(src->ud, got, room < BB_PULL ? room : BB_PULL);
+            if (n < 0)
+                exhausted = true;
+            if (n <= 0) {
+                dry = true;
+                break;
+            }
+            for (int i = 0; i < n; i++)
+                bb_admit(bb, got[i], now);
+        }
+        while (bb->pending && now >= bb->submit_after &&
+               (bb->n_pending >= bb->c.max_lines || (dry && bb->n_pending >= bb->c.flush_lines) ||
+                now - bb->oldest >= bb->c.flush_after_s || exhausted))
+            bb_flush(bb, now);
+        bb_poll_all(bb, upstream_now());
+        pthread_mutex_lock(&bb->mu);
+        bb->stats.inflight = bb->n_upstream;
+        pthread_mutex_unlock(&bb->mu);
+        if (exhausted && !bb->pending && !bb->batches)
+            break;
+        /* sleep until the next poll or flush is due, or wake() */
+        double until = now + 1.0;
+        for (struct bb_batch *b = bb->batches; b; b = b->next)
+            until = fmin(until, b->next_poll);
+        if (bb->pending)
+            until = fmin(until, fmax(bb->oldest + bb->c.flush_after_s, bb->submit_after));
+        double wait = until - upstream_now();
+        if (wait > 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + wait;
+            ts.tv_sec = (time_t)t;
+            ts.tv_nsec = (long)((t - floor(t)) * 1e9);
+            pthread_mutex_lock(&bb->mu);
+            if (!bb->woken && !bb->stopping)
+                pthread_cond_timedwait(&bb->cv, &bb->mu, &ts);
+            pthread_mutex_unlock(&bb->mu);
+        }
+    }
+    bb_cancel_all(bb);
+    return NS_OK;
+}
+
+static void bb_stop(void *impl)
+{
+    struct batch_backend *bb = impl;
+    pthread_mutex_lock(&bb->mu);
+    bb->stopping = true;
+    pthread_cond_broadcast(&bb->cv);
+    pthread_mutex_unlock(&bb->mu);
+}
+
+static void bb_wake(void *impl)
+{
+    struct batch_backend *bb = impl;
+    pthread_mutex_lock(&bb->mu);
+    bb->woken = true;
+    pthread_cond_broadcast(&bb->cv);
+    pthread_mutex_unlock(&bb->mu);
+}
+
+static void bb_get_info(void *impl, struct backend_info *out)
+{
+    struct batch_backend *bb = impl;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->kind, sizeof(out->kind), "%s", bb->prov->kind);
+    snprintf(out->desc, sizeof(out->desc), "%s", bb->url);
+}
+
+static void bb_get_stats(void *impl, struct backend_stats *out)
+{
+    struct batch_backend *bb = impl;
+    pthread_mutex_lock(&bb->mu);
+    *out = bb->stats;
+    pthread_mutex_unlock(&bb->mu);
+}
+
+const struct backend_ops backend_openai_batch_ops = {
+    .kind = "openai-batch",
+    .forward = true,
+    .init = bb_init_openai,
+    .free = bb_free,
+    .run = bb_run,
+    .stop = bb_stop,
+    .wake = bb_wake,
+    .get_info = bb_get_info,
+    .get_stats = bb_get_stats,
+};
+
+const struct backend_ops backend_anthropic_batch_ops = {
+    .kind = "anthropic-batch",
+    .forward = true,
+    .init = bb_init_anthropic,
+    .free = bb_free,
+    .run = bb_run,
+    .stop = bb_stop,
+    .wake = bb_wake,
+    .get_info = bb_get_info,
+    .get_stats = bb_get_stats,
+};

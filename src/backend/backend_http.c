@@ -1,0 +1,685 @@
+/*
+ * backend_http.c — "openai-http": requests forwarded to an OpenAI-compatible server
+ * (vLLM, Ollama, llama.cpp's llama-server, OpenAI, Groq, kluster.ai, ...).
+ *
+ * DESIGN
+ * One thread (the scheduler's) runs one libcurl multi handle: every request in flight is
+ * an easy handle on it, so hundreds of upstream requests cost no thread each, and
+ * connections are kept alive and reused (HTTP/2 multiplexing where TLS offers it). The
+ * loop pulls work from the scheduler only while it has room: room is an adaptive
+ * concurrency limit (AIMD: halved on every 429, grown by 1/limit per success up to the
+ * configured `concurrency`), no rate-limit pause in force (Retry-After, or
+ * x-ratelimit-remaining-* at 0 until x-ratelimit-reset-*), and a closed circuit.
+ *
+ * Retries: 408, 409, 425, 429, 500, 502, 503, 504, 529, timeouts and connection
+ * failures are tried again up to max_attempts in all, after Retry-After when the upstream
+ * gave one, else after a full-jitter exponential backoff (uniform in [0, min(max,
+ * base * 2^(try-1))]), which keeps many clients from retrying in lockstep. Any other
+ * answer is final: a success, or a 4xx that becomes the request's error exactly as the
+ * upstream gave it (status and body).
+ *
+ * Circuit breaker: after circuit_failures consecutive failed tries (5xx, timeouts,
+ * connection errors; a 429 is the upstream working as designed and does not count) the
+ * backend stops sending for a cooldown; then one probe request goes through (half-open):
+ * success closes the circuit, failure opens it again for twice as long (at most 300 s).
+ * While it is open, batch lines wait in place (they are durable and patient); real-time
+ * requests fail at once with a 503 that says when to retry, rather than hanging.
+ *
+ * The API key lives only in one Authorization header list; it is never logged, stored,
+ * or put in an error message (curl is never verbose here).
+ *
+ * THREADS: everything runs on the run() thread but stop() and wake() (any thread; they
+ * use curl_multi_wakeup) and get_stats() (any thread; mu guards the counters).
+ */
+#include "backend.h"
+
+#include "../util/buf.h"
+#include "../util/status.h"
+#include "upstream.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include <ctype.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define HTTP_MAX_RESPONSE (64u << 20)
+#define HTTP_MAX_PULL 64
+
+struct http_req {
+    struct engine_request *req;
+    struct http_backend *hb;
+    CURL *easy;
+    char *body;                 /* JSON sent */
+    size_t body_len;
+    struct buf resp;
+    double retry_after;         /* seconds from a Retry-After header; < 0 none */
+    double rl_pause;            /* seconds until the upstream's rate-limit window resets; < 0 none */
+    int attempts;
+    bool chat;
+    bool priority;
+    double t_admit;
+    double due;                 /* waiting: when it may be sent again */
+    char errbuf[CURL_ERROR_SIZE];
+    char last_error[300];       /* why the last try failed, for the final message */
+    struct http_req *next;      /* in the waiting list, or the sending list (with prev) */
+    struct http_req *prev;
+};
+
+struct http_backend {
+    char *url_chat, *url_completions;
+    char *name, *upstream_model;
+    struct backend_conf c;      /* numbers only; its strings are not kept */
+    CURLM *multi;
+    struct curl_slist *hdrs;    /* Content-Type, Authorization (the key), no Expect */
+    atomic_bool stopping;
+    bool running;
+
+    /* the run() thread's */
+    double limit;               /* adaptive concurrency limit */
+    int inflight;
+    double paused_until;        /* no new sends before this (rate limit) */
+    int consec_fail;
+    int circuit;
+    double open_until, cooldown;
+    struct http_req *waiting;   /* pulled, waiting for their retry time (or the circuit) */
+    int n_waiting;
+    struct http_req *sending;   /* on the multi handle */
+
+    pthread_mutex_t mu;         /* guards stats */
+    struct backend_stats stats;
+};
+
+static int http_init(const struct backend_conf *c, void **out, char *err, size_t errlen)
+{
+    int rc = NS_ERR_NOMEM;
+    *out = NULL;
+    if (!c->url || strncmp(c->url, "http://", 7) != 0) {
+        if (!c->url || strncmp(c->url, "https://", 8) != 0) {
+            snprintf(err, errlen, "model '%s': backend openai-http needs url = http(s)://HOST[:PORT]/v1", c->name);
+            return NS_ERR_INVALID;
+        }
+    }
+    upstream_global_init();
+    struct http_backend *hb = calloc(1, sizeof(*hb));
+    if (!hb)
+        goto fail;
+    pthread_mutex_init(&hb->mu, NULL);
+    hb->c = *c;
+    hb->c.name = hb->c.kind = hb->c.url = hb->c.api_key = hb->c.upstream_model = NULL;
+    if (hb->c.concurrency < 1)
+        hb->c.concurrency = 1;
+    if (hb->c.max_attempts < 1)
+        hb->c.max_attempts = 1;
+    hb->limit = hb->c.concurrency;
+    hb->cooldown = hb->c.circuit_cooldown_s;
+    hb->stats.limit = hb->c.concurrency;
+    hb->url_chat = upstream_url_join(c->url, "/chat/completions");
+    hb->url_completions = upstream_url_join(c->url, "/completions");
+    hb->name = strdup(c->name ? c->name : "default");
+    hb->upstream_model = c->upstream_model ? strdup(c->upstream_model) : NULL;
+    if (!hb->url_chat || !hb->url_completions || !hb->name || (c->upstream_model && !hb->upstream_model))
+        goto fail;
+    hb->multi = curl_multi_init();
+    if (!hb->multi)
+        goto fail;
+    curl_multi_setopt(hb->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)hb->c.concurrency);
+    curl_multi_setopt(hb->multi, CURLMOPT_MAXCONNECTS, (long)hb->c.concurrency);
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    if (h)
+        h = curl_slist_append(h, "Expect:");
+    if (h && c->api_key && *c->api_key) {
+        char auth[1024];
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->api_key);
+        h = curl_slist_append(h, auth);
+        memset(auth, 0, sizeof(auth));
+    }
+    if (!h)
+        goto fail;
+    hb->hdrs = h;
+    *out = hb;
+    return NS_OK;
+fail:
+    snprintf(err, errlen, "out of memory");
+    if (hb) {
+        if (hb->multi)
+            curl_multi_cleanup(hb->multi);
+        free(hb->url_chat);
+        free(hb->url_completions);
+        free(hb->name);
+        free(hb->upstream_model);
+        pthread_mutex_destroy(&hb->mu);
+        free(hb);
+    }
+    return rc;
+}
+
+static void http_free(void *impl)
+{
+    struct http_backend *hb = impl;
+    if (!hb)
+        return;
+    curl_multi_cleanup(hb->multi);
+    curl_slist_free_all(hb->hdrs);
+    free(hb->url_chat);
+    free(hb->url_completions);
+    free(hb->name);
+    free(hb->upstream_model);
+    pthread_mutex_destroy(&hb->mu);
+    free(hb);
+}
+
+/* ---- one try ------------------------------------------------------------------------ */
+
+static size_t http_on_data(char *p, size_t sz, size_t n, void *ud)
+{
+    struct http_req *hr = ud;
+    return buf_append(&hr->resp, p, sz * n) == NS_OK ? sz * n : 0;
+}
+
+static size_t http_on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    struct http_req *hr = ud;
+    size_t len = sz * n;
+    char line[256];
+    if (len >= sizeof(line))
+        return len;
+    memcpy(line, p, len);
+    line[len] = '\0';
+    char *colon = strchr(line, ':');
+    if (!colon)
+        return len;
+    *colon = '\0';
+    char *v = colon + 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (strcasecmp(line, "retry-after") == 0) {
+        double d = upstream_parse_duration(v);
+        if (d < 0) {
+            /* an HTTP date */
+            struct tm tm;
+            memset(&tm, 0, sizeof(tm));
+            if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm)) {
+                time_t t = timegm(&tm);
+                d = difftime(t, time(NULL));
+                if (d < 0)
+                    d = 0;
+            }
+        }
+        hr->retry_after = d;
+    } else if (strcasecmp(line, "x-ratelimit-remaining-requests") == 0 ||
+               strcasecmp(line, "x-ratelimit-remaining-tokens") == 0) {
+        if (strtod(v, NULL) <= 0 && *v >= '0' && *v <= '9' && hr->rl_pause < 0)
+            hr->rl_pause = 0; /* exhausted: the reset header says how long */
+    } else if (strcasecmp(line, "x-ratelimit-reset-requests") == 0 ||
+               strcasecmp(line, "x-ratelimit-reset-tokens") == 0) {
+        double d = upstream_parse_duration(v);
+        if (d >= 0 && hr->rl_pause >= 0 && d > hr->rl_pause)
+            hr->rl_pause = d;
+    }
+    return len;
+}
+
+static int http_send(struct http_backend *hb, struct http_req *hr)
+{
+    CURL *e = hr->easy;
+    if (!e && !(e = hr->easy = curl_easy_init()))
+        return NS_ERR_NOMEM;
+    curl_easy_reset(e);
+    buf_reset(&hr->resp);
+    hr->retry_after = -1;
+    hr->rl_pause = -1;
+    hr->errbuf[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_URL, hr->chat ? hb->url_chat : hb->url_completions);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hb->hdrs);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, hr->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)hr->body_len);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_on_data);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, hr);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, hr);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, hr);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, hr->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(hb->c.timeout_s * 1000));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    if (curl_multi_add_handle(hb->multi, e) != CURLM_OK)
+        return NS_ERR_INTERNAL;
+    hr->attempts++;
+    hb->inflight++;
+    hr->prev = NULL;
+    hr->next = hb->sending;
+    if (hb->sending)
+        hb->sending->prev = hr;
+    hb->sending = hr;
+    pthread_mutex_lock(&hb->mu);
+    hb->stats.attempts++;
+    hb->stats.retries += hr->attempts > 1;
+    hb->stats.inflight = hb->inflight;
+    pthread_mutex_unlock(&hb->mu);
+    return NS_OK;
+}
+
+/* off the multi handle and the sending list */
+static void http_unsend(struct http_backend *hb, struct http_req *hr)
+{
+    curl_multi_remove_handle(hb->multi, hr->easy);
+    if (hr->prev)
+        hr->prev->next = hr->next;
+    else
+        hb->sending = hr->next;
+    if (hr->next)
+        hr->next->prev = hr->prev;
+    hr->next = hr->prev = NULL;
+    hb->inflight--;
+}
+
+static void http_req_free(struct http_req *hr)
+{
+    if (hr->easy)
+        curl_easy_cleanup(hr->easy);
+    free(hr->body);
+    buf_release(&hr->resp);
+    free(hr);
+}
+
+/* the end of a request: exactly one done() */
+static void http_finish(struct http_backend *hb, const struct engine_source *src, struct http_req *hr,
+                        struct engine_result *res)
+{
+    res->t_admit = hr->t_admit;
+    res->t_end = upstream_now();
+    if (res->t_first == 0)
+        res->t_first = res->t_end;
+    res->attempts = hr->attempts;
+    res->stop_index = -1;
+    if (!res->text)
+        res->text = "";
+    if (res->status != NS_OK) {
+        pthread_mutex_lock(&hb->mu);
+        hb->stats.failed++;
+        pthread_mutex_unlock(&hb->mu);
+    }
+    src->done(src->ud, hr->req, res);
+    http_req_free(hr);
+}
+
+static void http_fail(struct http_backend *hb, const struct engine_source *src, struct http_req *hr, int status,
+                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void http_fail(struct http_backend *hb, const struct engine_source *src, struct http_req *hr, int status,
+                      const char *fmt, ...)
+{
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res.message, sizeof(res.message), fmt, ap);
+    va_end(ap);
+    http_finish(hb, src, hr, &res);
+}
+
+static bool http_retryable_curl(CURLcode cc)
+{
+    return cc != CURLE_URL_MALFORMAT && cc != CURLE_UNSUPPORTED_PROTOCOL && cc != CURLE_OUT_OF_MEMORY &&
+           cc != CURLE_BAD_FUNCTION_ARGUMENT && cc != CURLE_WRITE_ERROR;
+}
+
+/* a success: the text, finish reason and usage the scheduler accounts with, and the
+ * whole answer for the client */
+static void http_succeed(struct http_backend *hb, const struct engine_source *src, struct http_req *hr, cJSON *o)
+{
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    upstream_parse_success(o, hr->chat, &res);
+    char *renamed = NULL;
+    if (hb->upstream_model) {
+        /* the client asked for our name of the model, and gets it back */
+        const cJSON *cm = hr->req->body ? cJSON_GetObjectItemCaseSensitive(hr->req->body, "model") : NULL;
+        cJSON_ReplaceItemInObjectCaseSensitive(o, "model",
+                                               cJSON_CreateString(cJSON_IsString(cm) ? cm->valuestring : hb->name));
+        renamed = cJSON_PrintUnformatted(o);
+    }
+    res.raw_body = renamed ? renamed : hr->resp.p;
+    res.raw_len = renamed ? strlen(renamed) : hr->resp.len;
+    res.t_first = upstream_now();
+    if (src->token && res.text_len)
+        src->token(src->ud, hr->req, res.text, res.text_len);
+    http_finish(hb, src, hr, &res);
+    free(renamed);
+}
+
+/* a final answer other than success, passed on as the upstream gave it */
+static void http_reject(struct http_backend *hb, const struct engine_source *src, struct http_req *hr, long code,
+                        cJSON *o)
+{
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = upstream_status_of(code);
+    res.http_status = (int)code;
+    upstream_error_text(o, hr->resp.p, hr->resp.len, res.message, sizeof(res.message));
+    if (o) {
+        res.raw_body = hr->resp.p;
+        res.raw_len = hr->resp.len;
+    }
+    http_finish(hb, src, hr, &res);
+}
+
+static void http_set_stats_circuit(struct http_backend *hb)
+{
+    pthread_mutex_lock(&hb->mu);
+    hb->stats.circuit = hb->circuit;
+    hb->stats.limit = (int)hb->limit;
+    pthread_mutex_unlock(&hb->mu);
+}
+
+static void http_circuit_failure(struct http_backend *hb, double now)
+{
+    hb->consec_fail++;
+    if (hb->circuit == BACKEND_CIRCUIT_HALF_OPEN ||
+        (hb->circuit == BACKEND_CIRCUIT_CLOSED && hb->consec_fail >= hb->c.circuit_failures)) {
+        if (hb->circuit == BACKEND_CIRCUIT_HALF_OPEN)
+            hb->cooldown = fmin(hb->cooldown * 2, 300);
+        hb->circuit = BACKEND_CIRCUIT_OPEN;
+        hb->open_until = now + hb->cooldown;
+        fprintf(stderr, "nightshift: upstream of model '%s': circuit open for %.0f s after %d failed tries\n",
+                hb->name, hb->cooldown, hb->consec_fail);
+        http_set_stats_circuit(hb);
+    }
+}
+
+static void http_circuit_success(struct http_backend *hb)
+{
+    hb->consec_fail = 0;
+    if (hb->circuit != BACKEND_CIRCUIT_CLOSED) {
+        fprintf(stderr, "nightshift: upstream of model '%s': circuit closed\n", hb->name);
+        hb->circuit = BACKEND_CIRCUIT_CLOSED;
+        hb->cooldown = hb->c.circuit_cooldown_s;
+        http_set_stats_circuit(hb);
+    }
+}
+
+/* park hr until its next try, or end it when its tries are spent */
+static void http_retry_later(struct http_backend *hb, const struct engine_source *src, struct http_req *hr,
+                             double now, int final_status)
+{
+    if (hr->attempts >= hb->c.max_attempts) {
+        http_fail(hb, src, hr, final_status, "the upstream of model '%s' failed %d time%s; last: %s", hb->name,
+                  hr->attempts, hr->attempts == 1 ? "" : "s", hr->last_error);
+        return;
+    }
+    double wait;
+    if (hr->retry_after >= 0) {
+        wait = fmin(hr->retry_after, 3600);
+    } else {
+        double cap = fmin(hb->c.retry_max_s, hb->c.retry_base_s * pow(2, hr->attempts - 1));
+        wait = cap * upstream_rand01();
+    }
+    hr->due = now + wait;
+    hr->next = hb->waiting;
+    hb->waiting = hr;
+    hb->n_waiting++;
+}
+
+static void http_on_done(struct http_backend *hb, const struct engine_source *src, CURL *e, CURLcode cc)
+{
+    struct http_req *hr = NULL;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&hr);
+    http_unsend(hb, hr);
+    double now = upstream_now();
+    long code = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    pthread_mutex_lock(&hb->mu);
+    hb->stats.inflight = hb->inflight;
+    hb->stats.rate_limited += code == 429;
+    pthread_mutex_unlock(&hb->mu);
+    if (cc != CURLE_OK) {
+        snprintf(hr->last_error, sizeof(hr->last_error), "%s", hr->errbuf[0] ? hr->errbuf : curl_easy_strerror(cc));
+        if (!http_retryable_curl(cc)) {
+            http_fail(hb, src, hr, NS_ERR_UPSTREAM, "cannot reach the upstream of model '%s': %s", hb->name,
+                      hr->last_error);
+            return;
+        }
+        http_circuit_failure(hb, now);
+        http_retry_later(hb, src, hr, now, NS_ERR_UPSTREAM);
+        return;
+    }
+    cJSON *o = cJSON_ParseWithLength(hr->resp.p ? hr->resp.p : "", hr->resp.len);
+    if (hr->rl_pause > 0)
+        hb->paused_until = fmax(hb->paused_until, now + fmin(hr->rl_pause, 3600));
+    if (code == 200 && cJSON_IsObject(o)) {
+        http_circuit_success(hb);
+        if (hb->limit < hb->c.concurrency) {
+            hb->limit = fmin(hb->c.concurrency, hb->limit + 1.0 / hb->limit);
+            http_set_stats_circuit(hb);
+        }
+        http_succeed(hb, src, hr, o);
+    } else if (code == 200 || upstream_retryable_code(code)) {
+        if (code == 200)
+            snprintf(hr->last_error, sizeof(hr->last_error), "HTTP 200 with a body that is not a JSON object");
+        else {
+            char m[256];
+            upstream_error_text(o, hr->resp.p, hr->resp.len, m, sizeof(m));
+            snprintf(hr->last_error, sizeof(hr->last_error), "HTTP %ld: %s", code, m);
+        }
+        if (code == 429) {
+            hb->limit = fmax(1, hb->limit / 2);
+            if (hr->retry_after > 0)
+                hb->paused_until = fmax(hb->paused_until, now + fmin(hr->retry_after, 3600));
+            http_set_stats_circuit(hb);
+        } else {
+            http_circuit_failure(hb, now);
+        }
+        http_retry_later(hb, src, hr, now, code == 429 ? NS_ERR_RATE_LIMIT : NS_ERR_UPSTREAM);
+    } else {
+        http_circuit_success(hb); /* it answered: it is up */
+        http_reject(hb, src, hr, code, o);
+    }
+    cJSON_Delete(o);
+}
+
+/* a pulled request: its body, then its first try (or a wait for the circuit) */
+static void http_admit(struct http_backend *hb, const struct engine_source *src, struct engine_request *r,
+                       bool priority, double now)
+{
+    struct http_req *hr = calloc(1, sizeof(*hr));
+    struct engine_result res;
+    if (!hr) {
+        memset(&res, 0, sizeof(res));
+        res.status = NS_ERR_NOMEM;
+        res.text = "";
+        snprintf(res.message, sizeof(res.message), "out of memory");
+        src->done(src->ud, r, &res);
+        return;
+    }
+    hr->req = r;
+    hr->hb = hb;
+    hr->priority = priority;
+    hr->t_admit = now;
+    buf_init(&hr->resp, HTTP_MAX_RESPONSE);
+    cJSON *body = r->body ? upstream_body_forward(r->body, hb->upstream_model, &hr->chat)
+                          : upstream_body_build(r, hb->upstream_model ? hb->upstream_model : hb->name, &hr->chat);
+    hr->body = body ? cJSON_PrintUnformatted(body) : NULL;
+    cJSON_Delete(body);
+    if (!hr->body) {
+        http_fail(hb, src, hr, NS_ERR_NOMEM, "out of memory");
+        return;
+    }
+    hr->body_len = strlen(hr->body);
+    if (priority && hb->circuit == BACKEND_CIRCUIT_OPEN) {
+        http_fail(hb, src, hr, NS_ERR_UNAVAILABLE,
+                  "the upstream of model '%s' is failing; nightshift paused it (circuit open) for %.0f more seconds",
+                  hb->name, fmax(1, hb->open_until - now));
+        return;
+    }
+    if (http_send(hb, hr) != NS_OK)
+        http_fail(hb, src, hr, NS_ERR_INTERNAL, "cannot start an upstream request");
+}
+
+/* may another try start now? */
+static bool http_may_send(struct http_backend *hb, double now)
+{
+    if (hb->circuit == BACKEND_CIRCUIT_OPEN) {
+        if (now < hb->open_until)
+            return false;
+        hb->circuit = BACKEND_CIRCUIT_HALF_OPEN;
+        http_set_stats_circuit(hb);
+    }
+    if (hb->circuit == BACKEND_CIRCUIT_HALF_OPEN)
+        return hb->inflight == 0; /* one probe */
+    return now >= hb->paused_until && hb->inflight < (int)hb->limit;
+}
+
+static void http_cancel_all(struct http_backend *hb, const struct engine_source *src)
+{
+    while (hb->sending) {
+        struct http_req *hr = hb->sending;
+        http_unsend(hb, hr);
+        http_fail(hb, src, hr, NS_ERR_CANCELLED, "the server is shutting down");
+    }
+    while (hb->waiting) {
+        struct http_req *hr = hb->waiting;
+        hb->waiting = hr->next;
+        http_fail(hb, src, hr, NS_ERR_CANCELLED, "the server is shutting down");
+    }
+    hb->n_waiting = 0;
+}
+
+static int http_run(void *impl, const struct engine_source *src)
+{
+    struct http_backend *hb = impl;
+    bool exhausted = false;
+    struct engine_request *got[HTTP_MAX_PULL];
+    hb->running = true;
+    while (!atomic_load(&hb->stopping)) {
+        double now = upstream_now();
+        if (hb->circuit == BACKEND_CIRCUIT_OPEN && now >= hb->open_until) {
+            hb->circuit = BACKEND_CIRCUIT_HALF_OPEN; /* the next try is the probe */
+            http_set_stats_circuit(hb);
+        }
+        /* 1. retries that are due go first: they are the oldest work */
+        struct http_req **pp = &hb->waiting;
+        while (*pp && http_may_send(hb, now)) {
+            struct http_req *hr = *pp;
+            if (hr->due > now) {
+                pp = &hr->next;
+                continue;
+            }
+            *pp = hr->next;
+            hb->n_waiting--;
+            if (http_send(hb, hr) != NS_OK)
+                http_fail(hb, src, hr, NS_ERR_INTERNAL, "cannot start an upstream request");
+        }
+        /* 2. real-time requests: sent, or failed at once while the circuit is open */
+        if (src->pull_priority) {
+            int room = hb->circuit == BACKEND_CIRCUIT_OPEN ? HTTP_MAX_PULL
+                       : http_may_send(hb, now)            ? (int)hb->limit - hb->inflight
+                                                           : 0;
+            if (hb->circuit == BACKEND_CIRCUIT_HALF_OPEN)
+                room = hb->inflight == 0;
+            if (room > HTTP_MAX_PULL)
+                room = HTTP_MAX_PULL;
+            int n = room > 0 ? src->pull_priority(src->ud, got, room) : 0;
+            for (int i = 0; i < n; i++)
+                http_admit(hb, src, got[i], true, now);
+        }
+        /* 3. batch lines */
+        if (!exhausted && http_may_send(hb, now)) {
+            int room = (int)hb->limit - hb->inflight;
+            if (hb->circuit == BACKEND_CIRCUIT_HALF_OPEN)
+                room = 1;
+            if (room > HTTP_MAX_PULL)
+                room = HTTP_MAX_PULL;
+            int n = room > 0 ? src->pull(src->ud, got, room) : 0;
+            if (n < 0)
+                exhausted = true;
+            for (int i = 0; i < n; i++)
+                http_admit(hb, src, got[i], false, now);
+        }
+        if (exhausted && hb->inflight == 0 && !hb->waiting)
+            break;
+        /* 4. transfers */
+        int running = 0;
+        curl_multi_perform(hb->multi, &running);
+        (void)running;
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(hb->multi, &left)))
+            if (msg->msg == CURLMSG_DONE)
+                http_on_done(hb, src, msg->easy_handle, msg->data.result);
+        /* 5. sleep until a transfer moves, work arrives (wake), or a timer is due */
+        now = upstream_now();
+        double gate = now; /* the earliest a try may start */
+        if (hb->circuit == BACKEND_CIRCUIT_OPEN)
+            gate = hb->open_until;
+        if (hb->paused_until > gate)
+            gate = hb->paused_until;
+        bool slot = hb->circuit == BACKEND_CIRCUIT_HALF_OPEN ? hb->inflight == 0 : hb->inflight < (int)hb->limit;
+        double until = now + 1.0;
+        if (slot)
+            for (struct http_req *hr = hb->waiting; hr; hr = hr->next)
+                until = fmin(until, fmax(hr->due, gate));
+        int ms = (int)ceil((until - now) * 1000);
+        if (ms > 0 && !atomic_load(&hb->stopping))
+            curl_multi_poll(hb->multi, NULL, 0, ms, NULL);
+    }
+    http_cancel_all(hb, src);
+    hb->running = false;
+    return NS_OK;
+}
+
+static void http_stop(void *impl)
+{
+    struct http_backend *hb = impl;
+    atomic_store(&hb->stopping, true);
+    curl_multi_wakeup(hb->multi);
+}
+
+static void http_wake(void *impl)
+{
+    struct http_backend *hb = impl;
+    curl_multi_wakeup(hb->multi);
+}
+
+static void http_get_info(void *impl, struct backend_info *out)
+{
+    struct http_backend *hb = impl;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->kind, sizeof(out->kind), "openai-http");
+    snprintf(out->desc, sizeof(out->desc), "%s", hb->url_chat);
+}
+
+static void http_get_stats(void *impl, struct backend_stats *out)
+{
+    struct http_backend *hb = impl;
+    pthread_mutex_lock(&hb->mu);
+    *out = hb->stats;
+    pthread_mutex_unlock(&hb->mu);
+}
+
+const struct backend_ops backend_http_ops = {
+    .kind = "openai-http",
+    .forward = true,
+    .init = http_init,
+    .free = http_free,
+    .run = http_run,
+    .stop = http_stop,
+    .wake = http_wake,
+    .count_tokens = NULL,
+    .get_info = http_get_info,
+    .get_stats = http_get_stats,
+    .engine = NULL,
+};

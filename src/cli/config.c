@@ -1,0 +1,294 @@
+/*
+ * config.c — see config.h. libinih calls config_on_key() once per key (and once per new
+ * section: Debian's build does not call it for a section header, so a section is seen
+ * through its first key); ini_parse returns the line of the first handler failure, which
+ * is how every error gets its line number.
+ */
+#include "config.h"
+
+#include "../util/num.h"
+#include "../util/status.h"
+
+#include <ini.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct config_parse {
+    struct config *c;
+    char err[400];              /* the first error (its line comes from ini_parse) */
+    char section[128];          /* the section being read */
+    int cur;                    /* its model index, -1 for [server] */
+    config_server_key_fn server_key_ok;
+};
+
+static int config_fail(struct config_parse *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int config_fail(struct config_parse *p, const char *fmt, ...)
+{
+    if (!p->err[0]) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->err, sizeof(p->err), fmt, ap);
+        va_end(ap);
+    }
+    return 0;
+}
+
+static int config_number(struct config_parse *p, const char *key, const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (end == v || *end || errno || !isfinite(d) || d < lo || d > hi)
+        return config_fail(p, "%s must be a number from %g to %g, not '%s'", key, lo, hi, v);
+    *out = d;
+    return 1;
+}
+
+static int config_int(struct config_parse *p, const char *key, const char *v, long long lo, long long hi, int *out)
+{
+    long long ll;
+    if (num_parse_long(v, lo, hi, &ll))
+        return config_fail(p, "%s must be an integer from %lld to %lld, not '%s'", key, lo, hi, v);
+    *out = (int)ll;
+    return 1;
+}
+
+static char *config_dup(struct config_parse *p, const char *v)
+{
+    char *s = strdup(v);
+    if (!s)
+        config_fail(p, "out of memory");
+    return s;
+}
+
+/* a string key of a model: once only */
+static int config_str(struct config_parse *p, const struct config_model *m, const char *key, const char **field,
+                      const char *v)
+{
+    if (*field)
+        return config_fail(p, "[model %s]: %s is given twice", m->conf.name, key);
+    return (*field = config_dup(p, v)) != NULL;
+}
+
+static int config_model_key(struct config_parse *p, struct config_model *m, const char *k, const char *v)
+{
+    struct backend_conf *c = &m->conf;
+    if (strcmp(k, "backend") == 0) {
+        if (!backend_find(v))
+            return config_fail(p, "[model %s]: unknown backend '%s' (known: %s)", c->name, v, backend_kinds());
+        c->kind = backend_find(v)->kind;
+        return 1;
+    }
+    if (strcmp(k, "path") == 0)
+        return config_str(p, m, k, (const char **)&m->path, v);
+    if (strcmp(k, "url") == 0) {
+        if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8))
+            return config_fail(p, "[model %s]: url must start with http:// or https://, not '%s'", c->name, v);
+        return config_str(p, m, k, &c->url, v);
+    }
+    if (strcmp(k, "api_key_env") == 0) {
+        const char *key = getenv(v);
+        if (!key || !*key)
+            return config_fail(p, "[model %s]: api_key_env names %s, which is not set in the environment", c->name, v);
+        return config_str(p, m, k, &c->api_key, key);
+    }
+    if (strcmp(k, "api_key") == 0)
+        return config_fail(p, "[model %s]: keys are not read from the config file; put the key in an environment "
+                              "variable and name it with api_key_env",
+                           c->name);
+    if (strcmp(k, "upstream_model") == 0)
+        return config_str(p, m, k, &c->upstream_model, v);
+    if (strcmp(k, "concurrency") == 0)
+        return config_int(p, k, v, 1, 4096, &c->concurrency);
+    if (strcmp(k, "max_attempts") == 0)
+        return config_int(p, k, v, 1, 100, &c->max_attempts);
+    if (strcmp(k, "circuit_failures") == 0)
+        return config_int(p, k, v, 1, 1000000, &c->circuit_failures);
+    if (strcmp(k, "timeout") == 0)
+        return config_number(p, k, v, 0.001, 86400, &c->timeout_s);
+    if (strcmp(k, "retry_base") == 0)
+        return config_number(p, k, v, 0, 3600, &c->retry_base_s);
+    if (strcmp(k, "retry_max") == 0)
+        return config_number(p, k, v, 0, 3600, &c->retry_max_s);
+    if (strcmp(k, "circuit_cooldown") == 0)
+        return config_number(p, k, v, 0.001, 300, &c->circuit_cooldown_s);
+    if (strcmp(k, "batch_max_lines") == 0)
+        return config_int(p, k, v, 1, 1000000, &c->max_lines);
+    if (strcmp(k, "flush_lines") == 0)
+        return config_int(p, k, v, 1, 1000000, &c->flush_lines);
+    if (strcmp(k, "flush_after") == 0)
+        return config_number(p, k, v, 0, 86400, &c->flush_after_s);
+    if (strcmp(k, "poll_interval") == 0)
+        return config_number(p, k, v, 0.01, 86400, &c->poll_interval_s);
+    if (strcmp(k, "poll_max") == 0)
+        return config_number(p, k, v, 0.01, 86400, &c->poll_max_s);
+    if (strcmp(k, "price_input") == 0)
+        return config_number(p, k, v, 0, 1e6, &c->price_input);
+    if (strcmp(k, "price_output") == 0)
+        return config_number(p, k, v, 0, 1e6, &c->price_output);
+    return config_fail(p,
+                       "[model %s]: unknown key '%s' (known: backend, path, url, api_key_env, upstream_model, "
+                       "concurrency, max_attempts, timeout, retry_base, retry_max, circuit_failures, "
+                       "circuit_cooldown, batch_max_lines, flush_lines, flush_after, poll_interval, poll_max, "
+                       "price_input, price_output)",
+                       c->name, k);
+}
+
+/* a new section header: [server] or [model NAME] */
+static int config_section(struct config_parse *p, const char *section)
+{
+    struct config *c = p->c;
+    snprintf(p->section, sizeof(p->section), "%s", section);
+    if (strcmp(section, "server") == 0) {
+        p->cur = -1;
+        return 1;
+    }
+    if (strncmp(section, "model ", 6) || !section[6] || strchr(section + 6, ' '))
+        return config_fail(p, "unknown section [%s]: sections are [server] and [model NAME]", section);
+    const char *name = section + 6;
+    for (int i = 0; i < c->n_models; i++)
+        if (strcmp(c->models[i].conf.name, name) == 0)
+            return config_fail(p, "model '%s' is defined twice", name);
+    struct config_model *ms = realloc(c->models, (size_t)(c->n_models + 1) * sizeof(*ms));
+    if (!ms)
+        return config_fail(p, "out of memory");
+    c->models = ms;
+    struct config_model *m = &ms[c->n_models];
+    memset(m, 0, sizeof(*m));
+    m->conf = backend_default_conf();
+    if (!(m->conf.name = config_dup(p, name)))
+        return 0;
+    p->cur = c->n_models++;
+    return 1;
+}
+
+static int config_on_key(void *ud, const char *section, const char *key, const char *value)
+{
+    struct config_parse *p = ud;
+    struct config *c = p->c;
+    if (p->err[0])
+        return 0;
+    if (strcmp(section, p->section) != 0 || !p->section[0]) {
+        if (!section[0])
+            return config_fail(p, "'%s' is outside any section ([server] or [model NAME])", key);
+        if (!config_section(p, section))
+            return 0;
+    }
+    if (p->cur >= 0)
+        return config_model_key(p, &c->models[p->cur], key, value);
+    char why[300] = "";
+    if (p->server_key_ok && !p->server_key_ok(key, value, why, sizeof(why)))
+        return config_fail(p, "[server]: %s", why);
+    struct config_kv *kv = realloc(c->server, (size_t)(c->n_server + 1) * sizeof(*kv));
+    if (!kv)
+        return config_fail(p, "out of memory");
+    c->server = kv;
+    kv = &kv[c->n_server];
+    kv->key = strdup(key);
+    kv->value = strdup(value);
+    c->n_server++;
+    if (!kv->key || !kv->value)
+        return config_fail(p, "out of memory");
+    return 1;
+}
+
+/* what a whole model section needs, once it is read */
+static int config_check_model(const struct config_model *m, char *err, size_t errlen)
+{
+    const struct backend_conf *c = &m->conf;
+    bool local = strcmp(c->kind, "local") == 0;
+    if (local && !m->path) {
+        snprintf(err, errlen, "[model %s]: backend local needs path = FILE.gguf", c->name);
+        return NS_ERR_INVALID;
+    }
+    if (local && (c->url || c->api_key || c->upstream_model)) {
+        snprintf(err, errlen, "[model %s]: url, api_key_env and upstream_model are for upstream backends, "
+                              "not local", c->name);
+        return NS_ERR_INVALID;
+    }
+    if (!local && !c->url) {
+        snprintf(err, errlen, "[model %s]: backend %s needs url = http(s)://HOST:PORT/v1", c->name,
+                 c->kind);
+        return NS_ERR_INVALID;
+    }
+    if (!local && m->path) {
+        snprintf(err, errlen, "[model %s]: path is for backend local", c->name);
+        return NS_ERR_INVALID;
+    }
+    return NS_OK;
+}
+
+int config_load(const char *path, config_server_key_fn server_key_ok, struct config **out, char *err, size_t errlen)
+{
+    int rc = NS_OK;
+    *out = NULL;
+    struct config *c = calloc(1, sizeof(*c));
+    struct config_parse p;
+    memset(&p, 0, sizeof(p));
+    p.c = c;
+    p.cur = -1;
+    p.server_key_ok = server_key_ok;
+    if (!c || !(c->path = strdup(path))) {
+        snprintf(err, errlen, "out of memory");
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "cannot read config '%s': %s", path, strerror(errno));
+        rc = NS_ERR_IO;
+        goto out;
+    }
+    int line = ini_parse_file(f, config_on_key, &p);
+    fclose(f);
+    if (line != 0) {
+        if (p.err[0])
+            snprintf(err, errlen, "%s:%d: %s", path, line, p.err);
+        else
+            snprintf(err, errlen, "%s:%d: not a 'key = value' line or a [section] header", path, line);
+        rc = NS_ERR_INVALID;
+        goto out;
+    }
+    for (int i = 0; i < c->n_models; i++)
+        if ((rc = config_check_model(&c->models[i], err, errlen))) {
+            char tmp[512];
+            snprintf(tmp, sizeof(tmp), "%s: %s", path, err);
+            snprintf(err, errlen, "%s", tmp);
+            goto out;
+        }
+    *out = c;
+out:
+    if (rc)
+        config_free(c);
+    return rc;
+}
+
+void config_free(struct config *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < c->n_server; i++) {
+        free(c->server[i].key);
+        free(c->server[i].value);
+    }
+    free(c->server);
+    for (int i = 0; i < c->n_models; i++) {
+        struct backend_conf *b = &c->models[i].conf;
+        if (b->api_key) {
+            memset((char *)b->api_key, 0, strlen(b->api_key));
+            free((char *)b->api_key);
+        }
+        free((char *)b->name);
+        free((char *)b->url);
+        free((char *)b->upstream_model);
+        free(c->models[i].path);
+    }
+    free(c->models);
+    free(c->path);
+    free(c);
+}

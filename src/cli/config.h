@@ -1,0 +1,60 @@
+/*
+ * config.h — the --config file of `nightshift serve`: an INI file (parsed by Debian's
+ * libinih) naming the served models and their backends.
+ *
+ *   [server]                   ; any long option of `nightshift serve`, without the --
+ *   listen = 127.0.0.1:8080
+ *   data-dir = /var/lib/nightshift
+ *
+ *   [model qwen]               ; a model clients call "qwen", on the built-in engine
+ *   backend = local
+ *   path = /models/qwen2-0.5b-instruct-q8_0.gguf
+ *
+ *   [model gpt-4o-mini]        ; forwarded to an OpenAI-compatible server
+ *   backend = openai-http
+ *   url = https://api.openai.com/v1
+ *   api_key_env = OPENAI_API_KEY   ; the key is read from this variable, never from the file
+ *   concurrency = 64
+ *   price_input = 0.15         ; USD per million prompt tokens
+ *   price_output = 0.60
+ *
+ * Strict: an unknown section or key, a bad number, a duplicate model, a missing required
+ * key or an unset key variable is an error naming the file, the line and the fix.
+ *
+ * OWNERSHIP: config_load() returns a config that owns every string its models' confs
+ * point to (API keys included); config_free() wipes the keys before freeing them.
+ */
+#ifndef NS_CLI_CONFIG_H
+#define NS_CLI_CONFIG_H
+
+#include "../backend/backend.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config_kv {
+    char *key, *value;
+};
+
+struct config_model {
+    struct backend_conf conf;   /* kind, url, key, limits, prices; engine params left default */
+    char *path;                 /* local: the GGUF file */
+};
+
+struct config {
+    char *path;
+    struct config_kv *server;   /* [server] keys, in file order */
+    int n_server;
+    struct config_model *models;
+    int n_models;
+};
+
+/* Is a [server] key acceptable? true, or false with why filled (the caller knows its
+ * options; the config knows the line). */
+typedef bool (*config_server_key_fn)(const char *key, const char *value, char *why, size_t n);
+
+/* 0 ok; else *out is NULL and err says "FILE:LINE: why" */
+int config_load(const char *path, config_server_key_fn server_key_ok, struct config **out, char *err, size_t errlen);
+void config_free(struct config *c);
+
+#endif

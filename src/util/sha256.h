@@ -1,0 +1,25 @@
+/*
+ * sha256.h — SHA-256 (FIPS 180-4), for identifiers that clients expect to be SHA-256
+ * digests (the Ollama API's model digests). Not used for anything security-related.
+ */
+#ifndef NS_UTIL_SHA256_H
+#define NS_UTIL_SHA256_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct sha256 {
+    uint32_t h[8];
+    uint64_t n_bytes;
+    unsigned char block[64];
+    size_t n_block;            /* bytes waiting in block */
+};
+
+void sha256_init(struct sha256 *s);
+void sha256_update(struct sha256 *s, const void *data, size_t n);
+/* the 32-byte digest; s must be initialised again before reuse */
+void sha256_final(struct sha256 *s, unsigned char out[32]);
+/* one call: 64 lowercase hex digits and a NUL into out */
+void sha256_hex(const void *data, size_t n, char out[65]);
+
+#endif
