@@ -1,5 +1,6 @@
 # The two commands of the README; everything else is in scripts/.
-.PHONY: all build demo test bench clean
+# make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc] ...: see scripts/install.sh
+.PHONY: all build demo test bench clean install uninstall
 all: build
 build:
 	scripts/build.sh release
@@ -9,5 +10,11 @@ test:
 	scripts/test.sh
 bench:
 	bench/core.sh
+# installs the program built by `make build` (BIN=... another one); never builds it itself
+export PREFIX DESTDIR BINDIR MANDIR SYSCONFDIR UNITDIR SYSUSERSDIR BIN
+install:
+	scripts/install.sh
+uninstall:
+	scripts/install.sh --uninstall
 clean:
 	rm -rf build build-asan build.configure.log build-asan.configure.log

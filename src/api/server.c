@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,8 @@ struct server {
     struct batchmgr *bm;
     struct MHD_Daemon *mhd;
     int port;
+    atomic_bool draining;        /* server_drain(): new requests get 503 */
+    atomic_int inflight;         /* requests started, not completed (server_inflight) */
     /* the dashboard's last hour: a sample every SAMPLE_EVERY s (sampler thread) */
     pthread_t sampler;
     bool sampler_started, sampler_stop;
@@ -89,6 +92,7 @@ struct upload {
 
 struct req {
     struct server *srv;
+    bool counted;               /* in srv->inflight */
     bool started;
     int early_status;           /* set while reading the body: answer with this */
     char early_msg[200];
@@ -119,6 +123,8 @@ static void req_completed(void *cls, struct MHD_Connection *c, void **con_cls, e
     struct req *r = *con_cls;
     if (!r)
         return;
+    if (r->counted)
+        atomic_fetch_sub(&r->srv->inflight, 1);
     buf_release(&r->body);
     upload_free(r->up);
     free(r);
@@ -2454,6 +2460,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* Message Batches carry their requests inline: up to 256 MB, as at Anthropic */
         buf_init(&r->body, rt && rt->fn == h_ant_batch_create ? ANT_MAX_BYTES : s->p.max_body);
         *con_cls = r;
+        if (atomic_load(&s->draining)) {
+            /* shutting down: read the body (so the answer reaches the client), then refuse */
+            r->early_status = NS_ERR_UNAVAILABLE;
+            snprintf(r->early_msg, sizeof(r->early_msg), "The server is shutting down; retry shortly.");
+            return MHD_YES;
+        }
+        r->counted = true;
+        atomic_fetch_add(&s->inflight, 1);
         if (rt && rt->body == BODY_MULTIPART && content_type_is(c, "multipart/form-data")) {
             r->up = calloc(1, sizeof(*r->up));
             if (!r->up)
@@ -2543,7 +2557,10 @@ int server_start(struct server_params p, struct store *st, const struct store_op
         free(s);
         return NS_ERR_INVALID;
     }
-    s->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0,
+    /* MHD_USE_ITC: server_drain() needs it to stop listening while connections go on */
+    s->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+                                  MHD_USE_ERROR_LOG,
+                              0,
                               NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
                               (unsigned int)600, MHD_OPTION_END);
@@ -2567,6 +2584,17 @@ int server_start(struct server_params p, struct store *st, const struct store_op
 }
 
 int server_port(const struct server *s) { return s->port; }
+
+void server_drain(struct server *s)
+{
+    if (atomic_exchange(&s->draining, true))
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(s->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+int server_inflight(struct server *s) { return atomic_load(&s->inflight); }
 
 void server_stop(struct server *s)
 {

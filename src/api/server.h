@@ -43,6 +43,14 @@ int server_start(struct server_params p, struct store *st, const struct store_op
                  int n_scheds, struct batchmgr *bm, struct server **out, char *err, size_t errlen);
 /* the port actually bound */
 int server_port(const struct server *s);
+/* graceful shutdown, step 1: close the listening socket (new connections are refused) and
+ * answer every request that starts from now on with 503; requests already started go on.
+ * Any thread; idempotent. */
+void server_drain(struct server *s);
+/* requests started and not yet completed (answered, or their connection closed) */
+int server_inflight(struct server *s);
+/* close every connection and free the server; a handler still waiting for its scheduler
+ * holds this up, so stop the schedulers first (sched_stop) when they must not finish */
 void server_stop(struct server *s);
 
 #endif

@@ -9,10 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#ifndef NIGHTSHIFT_VERSION
-#define NIGHTSHIFT_VERSION "0.1.0"
-#endif
-
 int cli_fail(const char *fmt, ...)
 {
     va_list ap;
@@ -36,8 +32,11 @@ static void usage(FILE *f)
           "  status     show a batch of a server\n"
           "  results    download the results of a batch\n"
           "  cancel     cancel a batch\n"
+          "  doctor     check a data dir, its store, model files, the CPU and free disk; say what to fix\n"
+          "  backup     copy a data dir (store and files) into a directory, also while a server runs\n"
+          "  restore    restore a backup into a data dir\n"
           "  gen-model  write a small random-weight GGUF model with a real tokenizer (tests, demos)\n"
-          "  version    print the version of nightshift and of llama.cpp\n"
+          "  version    print the version of nightshift and of llama.cpp (also --version)\n"
           "\n"
           "'nightshift COMMAND --help' describes each.\n",
           f);
@@ -66,8 +65,16 @@ int main(int argc, char **argv)
         return cli_cancel(argc - 1, argv + 1);
     if (strcmp(cmd, "gen-model") == 0)
         return cli_gen_model(argc - 1, argv + 1);
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("nightshift %s (llama.cpp %s)\n", NIGHTSHIFT_VERSION, engine_llama_version());
+    if (strcmp(cmd, "doctor") == 0)
+        return cli_doctor(argc - 1, argv + 1);
+    if (strcmp(cmd, "backup") == 0)
+        return cli_backup(argc - 1, argv + 1);
+    if (strcmp(cmd, "restore") == 0)
+        return cli_restore(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
+        const char *commit = engine_llama_commit();
+        printf("nightshift %s (llama.cpp %s%s%s)\n", NIGHTSHIFT_VERSION, engine_llama_version(), *commit ? ", commit " : "",
+               commit);
         return 0;
     }
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {

@@ -2,13 +2,24 @@
  * serve.c — `nightshift serve`: the OpenAI-compatible server (api/server.h) over the
  * store, one scheduler and engine per model, and the batch manager.
  *
- * Start-up order: data dir, store, engines (one per --model), schedulers, batch manager
- * (which requeues the lines a crash left running), HTTP. Shutdown on SIGINT/SIGTERM runs
- * it backwards: HTTP stops taking requests, the manager stops, each engine stops (its
- * running batch lines stay claimed and are requeued at the next start), the store closes.
+ * Start-up order: data dir and its lock (one server per data dir), store, engines (one per
+ * --model), schedulers, batch manager (which requeues the lines a crash left running), HTTP.
+ *
+ * Signals: SIGINT, SIGTERM and SIGHUP are blocked before any thread exists (so every thread
+ * inherits the mask) and taken synchronously by the main thread with sigwaitinfo(): no
+ * handler runs at an arbitrary point and no signal is lost between a check and a wait.
+ * SIGHUP calls serve_reload(); it never stops the server.
+ *
+ * Graceful shutdown on SIGINT/SIGTERM: HTTP stops listening and answers new requests with
+ * 503, the schedulers hand out no more batch lines, and what runs (interactive requests,
+ * batch lines in the engines) gets --grace-period seconds to finish; a second signal cuts
+ * the wait short. Then each engine stops (what still runs ends as cancelled; its batch lines
+ * stay claimed and are requeued at the next start), HTTP closes its connections, the
+ * manager stops, the store closes, the lock goes.
  */
 #include "cli.h"
 #include "config.h"
+#include "datadir.h"
 
 #include "../api/server.h"
 #include "../backend/backend.h"
@@ -21,22 +32,16 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SERVE_MAX_MODELS 64
-
-static volatile sig_atomic_t serve_stop;
-
-static void serve_on_signal(int sig)
-{
-    (void)sig;
-    serve_stop = 1;
-}
+#define SERVE_DEFAULT_GRACE 30
 
 static void serve_usage(FILE *f)
 {
@@ -70,6 +75,9 @@ static void serve_usage(FILE *f)
           "                           window (may wrap midnight); outside it see --off-hours\n"
           "      --off-hours idle|none  outside the window: batch work only while no interactive\n"
           "                           request runs (idle, default), or none\n"
+          "      --grace-period SECONDS  on SIGTERM/SIGINT, how long running requests and batch\n"
+          "                           lines may take to finish (default 30; 0: stop at once);\n"
+          "                           lines still running then run again at the next start\n"
           "  -v, --verbose            llama.cpp's own log on stderr\n",
           f);
 }
@@ -81,7 +89,7 @@ struct serve_model {
 };
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
-       O_RETAIN, O_CONFIG };
+       O_RETAIN, O_CONFIG, O_GRACE };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -94,6 +102,7 @@ static const struct option serve_opts[] = {
     {"kv-unified", no_argument, 0, O_KVU},      {"no-prefix-cache", no_argument, 0, O_NOPC},
     {"results-retention-days", required_argument, 0, O_RETAIN},
     {"config", required_argument, 0, O_CONFIG},
+    {"grace-period", required_argument, 0, O_GRACE},
     {"verbose", no_argument, 0, 'v'},            {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -154,17 +163,72 @@ static char **serve_config_argv(const struct config *cfg, int argc, char **argv,
     return av;
 }
 
-static int serve_mkdirs(const char *dir)
+/* SIGHUP (systemd's ExecReload). TODO(config): re-read the --config file and apply what can
+ * change live (limits, API keys, backends) without dropping connections; the main loop
+ * calls this on the main thread, between requests of other threads. */
+static void serve_reload(void)
 {
-    char sub[4096];
-    if (mkdir(dir, 0750) && errno != EEXIST)
-        return cli_fail("cannot create data dir '%s': %s", dir, strerror(errno));
-    snprintf(sub, sizeof(sub), "%s/files", dir);
-    if (mkdir(sub, 0750) && errno != EEXIST)
-        return cli_fail("cannot create '%s': %s", sub, strerror(errno));
-    if (access(sub, W_OK))
-        return cli_fail("data dir '%s' is not writable: %s", dir, strerror(errno));
-    return 0;
+    fprintf(stderr, "nightshift: reload requested (SIGHUP); nothing is reloadable yet\n");
+    fflush(stderr);
+}
+
+/* the next of the blocked signals in `set`, waiting at most timeout_ms (< 0: for ever);
+ * 0 when none came */
+static int serve_next_signal(const sigset_t *set, int timeout_ms)
+{
+    int sig;
+    do {
+        if (timeout_ms < 0) {
+            sig = sigwaitinfo(set, NULL);
+        } else {
+            struct timespec ts = {.tv_sec = timeout_ms / 1000, .tv_nsec = (long)(timeout_ms % 1000) * 1000000L};
+            sig = sigtimedwait(set, NULL, &ts);
+            if (sig < 0 && errno == EAGAIN)
+                return 0;
+        }
+    } while (sig < 0 && errno == EINTR);
+    return sig < 0 ? 0 : sig;
+}
+
+static double serve_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* graceful shutdown: stop taking work, wait up to grace seconds (or a second signal) for
+ * what runs to finish; the caller then stops the engines */
+static void serve_drain(struct server *srv, struct sched **scheds, int n_scheds, int grace, const sigset_t *sigs)
+{
+    server_drain(srv);
+    for (int i = 0; i < n_scheds; i++)
+        sched_drain(scheds[i]);
+    fprintf(stderr, "nightshift: shutting down: taking no new work; up to %d s for running requests\n", grace);
+    fflush(stderr);
+    double deadline = serve_now() + grace;
+    for (;;) {
+        int http = server_inflight(srv), engine = 0;
+        for (int i = 0; i < n_scheds; i++)
+            engine += sched_inflight(scheds[i]);
+        if (http == 0 && engine == 0)
+            break;
+        if (serve_now() >= deadline) {
+            fprintf(stderr,
+                    "nightshift: grace period over: stopping %d HTTP requests and %d engine requests; their batch "
+                    "lines run again at the next start\n",
+                    http, engine);
+            break;
+        }
+        int sig = serve_next_signal(sigs, 100);
+        if (sig == SIGINT || sig == SIGTERM) {
+            fprintf(stderr, "nightshift: second stop signal: not waiting for %d HTTP and %d engine requests\n", http,
+                    engine);
+            break;
+        }
+        if (sig == SIGHUP)
+            fprintf(stderr, "nightshift: reload requested while shutting down: ignored\n");
+    }
 }
 
 static void serve_log_model(struct backend *be, const char *name, const char *path, int parallel, int islots)
@@ -190,7 +254,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     int n_models = 0;
     const char *alias = NULL, *data_dir = "nightshift-data", *db = NULL, *listen = "127.0.0.1:8080";
     const char *tmpl = NULL;
-    int parallel = 64, islots = 4, ctx = 0, threads = 0;
+    int parallel = 64, islots = 4, ctx = 0, threads = 0, grace = SERVE_DEFAULT_GRACE;
     bool verbose = false, kv_unified = false, no_prefix = false;
     int win_start = -1, win_end = -1;
     bool off_idle = true;
@@ -279,6 +343,11 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
                 return cli_fail("--results-retention-days must be an integer from 1 to 3650, not '%s'", optarg);
             sp.message_batch_retention = bp.message_batch_retention = v * 86400;
             break;
+        case O_GRACE:
+            if (num_parse_long(optarg, 0, 3600, &v))
+                return cli_fail("--grace-period must be a number of seconds from 0 to 3600, not '%s'", optarg);
+            grace = (int)v;
+            break;
         case O_CONFIG: break; /* read before */
         case 'v': verbose = true; break;
         case 'h': serve_usage(stdout); return 0;
@@ -324,23 +393,34 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     if (!sp.api_key && strcmp(host, "127.0.0.1") && strcmp(host, "localhost"))
         fprintf(stderr, "nightshift: warning: listening on %s without --api-key: anyone who reaches it can use it\n", host);
 
-    int rc = serve_mkdirs(data_dir);
-    if (rc)
-        return rc;
+    /* before any thread exists: every thread inherits the mask (see the file header) */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
     char err[512];
+    int lock_fd = -1;
+    if (datadir_create(data_dir, err, sizeof(err)) || datadir_lock(data_dir, &lock_fd, err, sizeof(err)))
+        return cli_fail("%s", err);
     const struct store_ops *ops = store_find(db);
-    if (!ops)
+    if (!ops) {
+        datadir_unlock(lock_fd);
         return cli_fail("no store for '%s' (this build has: sqlite)", db);
+    }
     struct store *st = NULL;
     if (ops->open(db, data_dir, &st, err, sizeof(err))) {
-        cli_fail("%s", err);
-        return 2;
+        datadir_unlock(lock_fd);
+        return cli_fail("%s", err);
     }
     struct sched *scheds[SERVE_MAX_MODELS] = {0};
     struct batchmgr *bm = NULL;
     struct server *srv = NULL;
     int n_scheds = 0;
-    rc = 0;
+    int rc = 0;
     if (batchmgr_init(bp, st, ops, scheds, n_models, &bm)) {
         rc = cli_fail("out of memory");
         goto out;
@@ -389,23 +469,29 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         rc = cli_fail("%s", err);
         goto out;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = serve_on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
     fprintf(stderr, "nightshift: listening on http://%s:%d (data dir %s)\n", host, server_port(srv), data_dir);
     fflush(stderr);
-    while (!serve_stop)
-        pause();
-    fprintf(stderr, "nightshift: shutting down\n");
+    for (;;) {
+        int sig = serve_next_signal(&sigs, -1);
+        if (sig == SIGINT || sig == SIGTERM)
+            break;
+        if (sig == SIGHUP)
+            serve_reload();
+    }
+    serve_drain(srv, scheds, n_scheds, grace, &sigs);
 out:
+    /* engines first: a handler waiting for its request returns only once that ends, and
+     * server_stop() waits for the handlers */
+    for (int i = 0; i < n_scheds; i++)
+        sched_stop(scheds[i]);
     server_stop(srv);
     batchmgr_free(bm);
     for (int i = 0; i < n_scheds; i++)
         sched_free(scheds[i]);
     ops->close(st);
+    datadir_unlock(lock_fd);
+    if (rc == 0)
+        fprintf(stderr, "nightshift: stopped\n");
     return rc;
 }
 

@@ -15,6 +15,7 @@
  */
 #include "engine.h"
 
+#include "ggml-cpu.h"
 #include "gguf.h"
 #include "llama.h"
 
@@ -130,6 +131,24 @@ void engine_request_init(struct engine_request *r)
 const char *engine_llama_version(void)
 {
     return llama_version();
+}
+
+const char *engine_llama_commit(void)
+{
+#ifdef NS_LLAMA_COMMIT
+    return NS_LLAMA_COMMIT;
+#else
+    return "";
+#endif
+}
+
+void engine_cpu_build(struct engine_cpu_build *out)
+{
+    /* ggml_cpu_has_* answer for the instruction sets ggml-cpu was compiled with */
+    out->avx = ggml_cpu_has_avx();
+    out->avx2 = ggml_cpu_has_avx2();
+    out->avx512 = ggml_cpu_has_avx512();
+    out->amx = ggml_cpu_has_amx_int8();
 }
 
 int engine_check_gguf(const char *path, char *err, size_t errlen)

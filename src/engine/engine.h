@@ -202,7 +202,17 @@ int engine_check_gguf(const char *path, char *err, size_t errlen);
 /* general.name of a GGUF file without loading it; 0 ok (out may be "" when absent) */
 int engine_peek_name(const char *path, char *out, size_t n, char *err, size_t errlen);
 
-/* "b1234 (abc1234)" of the linked llama.cpp */
+/* the version the linked llama.cpp reports (llama_version(): "0.5.0-dev") */
 const char *engine_llama_version(void);
+/* the git commit it was built from ("de3ff81"; "" when the build did not know it) */
+const char *engine_llama_commit(void);
+
+/* the x86 instruction sets the linked llama.cpp was compiled to use: its CPU code dies with
+ * SIGILL on a CPU that lacks one of them (scripts/bootstrap.sh builds for the build
+ * machine's CPU, AMX excluded) */
+struct engine_cpu_build {
+    bool avx, avx2, avx512, amx;
+};
+void engine_cpu_build(struct engine_cpu_build *out);
 
 #endif

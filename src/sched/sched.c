@@ -12,6 +12,8 @@
  *   batch manager to settle (cancelled/expired), never lost and never run twice.
  * - idle() is called once per batch each time it runs dry (no buffered line, store has no
  *   pending line, nothing in flight).
+ * - Once draining, no batch line is handed out again (sched_pull returns 0); the engine
+ *   keeps running what it has and interactive jobs, until sched_stop().
  */
 #include "sched.h"
 
@@ -97,6 +99,8 @@ struct sched {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stopping;
+    bool draining;                  /* sched_drain(): no new batch line */
+    bool stopped;                   /* sched_stop() done */
     struct sched_job *jobs_head, *jobs_tail;
     struct sched_batch *batches;    /* active, in round-robin order */
     struct sched_batch *rr;         /* next to serve */
@@ -403,7 +407,7 @@ static int sched_pull(void *ud, struct engine_request **out, int max)
         return -1;
     }
     int idle_rounds = 0;
-    if (!sched_batch_allowed(s)) {
+    if (s->draining || !sched_batch_allowed(s)) {
         pthread_mutex_unlock(&s->mu);
         return 0;
     }
@@ -507,7 +511,9 @@ static void sched_wait(void *ud)
     pthread_mutex_lock(&s->mu);
     sched_flush(s);
     bool work = s->jobs_head != NULL || s->stopping;
-    for (struct sched_batch *b = s->batches; b && !work; b = b->next)
+    /* batch lines that may not be handed out now are no work: waiting beats spinning */
+    bool batch_ok = !s->draining && sched_batch_allowed(s);
+    for (struct sched_batch *b = s->batches; b && !work && batch_ok; b = b->next)
         work = sched_batch_has_work(b);
     if (!work) {
         struct timespec ts;
@@ -547,14 +553,37 @@ int sched_start(struct sched *s)
     return NS_OK;
 }
 
-void sched_free(struct sched *s)
+void sched_drain(struct sched *s)
 {
-    if (!s)
-        return;
     pthread_mutex_lock(&s->mu);
-    s->stopping = true;
+    s->draining = true;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+}
+
+int sched_inflight(struct sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->interactive_running + (int)s->stats.interactive_waiting;
+    for (struct sched_batch *b = s->batches; b; b = b->next)
+        n += b->inflight;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void sched_stop(struct sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool was = s->stopped;
+    s->stopping = s->stopped = true;
+    pthread_cond_broadcast(&s->cv);
+    /* interactive jobs never pulled: fail them (outside the lock) so their callers return */
+    struct sched_job *j = s->jobs_head;
+    s->jobs_head = s->jobs_tail = NULL;
+    s->stats.interactive_waiting = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (was)
+        return;
     if (s->started) {
         s->be->ops->stop(s->be->impl);
         pthread_join(s->thread, NULL);
@@ -562,8 +591,6 @@ void sched_free(struct sched *s)
     pthread_mutex_lock(&s->mu);
     sched_flush(s);
     pthread_mutex_unlock(&s->mu);
-    /* interactive jobs never pulled: fail them so their callers return */
-    struct sched_job *j = s->jobs_head;
     while (j) {
         struct sched_job *next = j->next_;
         struct engine_result res;
@@ -574,6 +601,13 @@ void sched_free(struct sched *s)
         j->on_done(j, &res);
         j = next;
     }
+}
+
+void sched_free(struct sched *s)
+{
+    if (!s)
+        return;
+    sched_stop(s);
     while (s->batches) {
         struct sched_batch *b = s->batches;
         s->batches = b->next;

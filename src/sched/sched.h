@@ -16,10 +16,18 @@
  * per engine step or per 64 lines), so progress counts move step by step and a crash
  * recomputes at most one group.
  *
+ * SHUTDOWN
+ * Graceful: sched_drain() stops handing out batch lines (interactive requests still run),
+ * the caller polls sched_inflight() until it is 0 or its grace period ends, then
+ * sched_stop() stops the engine: whatever still runs ends as cancelled, and its batch lines
+ * stay claimed (running in the store) for the next start to requeue. Lines claimed but not
+ * yet handed out are in the same state. sched_free() stops first when nobody did.
+ *
  * THREADS
- * The engine thread runs the backend's run() and every callback. sched_submit(), sched_add_batch()
- * and sched_drop_batch() may be called from any thread (one mutex guards the queues).
- * Interactive jobs' callbacks run on the engine thread: keep them short.
+ * The engine thread runs the backend's run() and every callback. sched_submit(),
+ * sched_add_batch(), sched_drop_batch(), sched_drain(), sched_inflight() and sched_stop()
+ * may be called from any thread (one mutex guards the queues). Interactive jobs' callbacks
+ * run on the engine thread: keep them short.
  */
 #ifndef NS_SCHED_SCHED_H
 #define NS_SCHED_SCHED_H
@@ -68,8 +76,17 @@ typedef void (*sched_batch_idle_fn)(void *ud, const char *batch_id);
 int sched_init(struct sched_params p, struct backend *be, struct store *st, const struct store_ops *ops,
                sched_batch_idle_fn idle, void *idle_ud, struct sched **out);
 int sched_start(struct sched *s);
-/* stop the engine thread; running requests end as cancelled (batch lines stay claimed,
- * and are requeued at the next start) */
+/* graceful shutdown, step 1: hand out no more batch lines; interactive requests (queued
+ * and new) still run. Not undone. */
+void sched_drain(struct sched *s);
+/* requests in the engine or waiting for it: batch lines handed out plus interactive jobs
+ * queued or running (0 = drained) */
+int sched_inflight(struct sched *s);
+/* stop the engine thread: running requests end as cancelled (batch lines stay claimed and
+ * are requeued at the next start), interactive jobs still queued fail with
+ * NS_ERR_UNAVAILABLE, later sched_submit() calls too. Idempotent. */
+void sched_stop(struct sched *s);
+/* sched_stop() if needed, then free everything, the engine included */
 void sched_free(struct sched *s);
 
 int sched_submit(struct sched *s, struct sched_job *job);

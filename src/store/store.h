@@ -144,6 +144,22 @@ struct store_ops {
     int (*lines_failed)(struct store *st, const char *batch_id, struct store_line **out, int *n);
     /* write finished lines in input line order (whatever order they ran in): ok ones to ok_out, failed ones to err_out (either may be NULL) */
     int (*lines_export)(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out);
+    /* ---- operations on a store as a whole (nightshift doctor, backup, restore) ----
+     * Optional: NULL where a store cannot (the commands then say so). They take the URI and
+     * data dir as open() does and work without a struct store, so they never migrate. */
+    /* the schema version of the store at uri, read without changing anything: *have = 0
+     * when there is no store there yet; *known = the newest version this binary knows */
+    int (*probe)(const char *uri, const char *data_dir, int *have, int *known, char *err, size_t errlen);
+    /* a consistent snapshot of the store at uri, taken while a server may be writing to it,
+     * into the new file `dest` (which must not exist); *file_ids (free(3) it) and *n_files
+     * are the ids of the files the snapshot holds */
+    int (*backup)(const char *uri, const char *data_dir, const char *dest, char (**file_ids)[48], int *n_files,
+                  char *err, size_t errlen);
+    /* replace the store at uri (created when absent) by the snapshot `src` that backup()
+     * wrote; no server may be using it (the caller holds the data dir's lock) */
+    int (*restore)(const char *uri, const char *data_dir, const char *src, char *err, size_t errlen);
+    /* point every file's path at files_dir/<id> (its data dir moved: after a restore) */
+    int (*files_relocate)(struct store *st, const char *files_dir);
 };
 
 /* the store whose scheme matches the URI ("sqlite:path", "postgres://..."), or NULL */

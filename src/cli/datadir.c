@@ -1,0 +1,103 @@
+/*
+ * datadir.c — see datadir.h.
+ */
+#include "datadir.h"
+
+#include "../util/num.h"
+#include "../util/status.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int datadir_create(const char *dir, char *err, size_t errlen)
+{
+    char sub[4096];
+    if (mkdir(dir, 0750) && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create data dir '%s': %s", dir, strerror(errno));
+        return NS_ERR_IO;
+    }
+    snprintf(sub, sizeof(sub), "%s/files", dir);
+    if (mkdir(sub, 0750) && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create '%s': %s", sub, strerror(errno));
+        return NS_ERR_IO;
+    }
+    if (access(dir, W_OK) || access(sub, W_OK)) {
+        snprintf(err, errlen, "data dir '%s' is not writable: %s", dir, strerror(errno));
+        return NS_ERR_IO;
+    }
+    return NS_OK;
+}
+
+/* the pid written in an open lock file, or -1 */
+static pid_t datadir_read_pid(int fd)
+{
+    char text[32];
+    ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+    if (n <= 0)
+        return -1;
+    text[n] = '\0';
+    text[strcspn(text, "\n")] = '\0';
+    long long pid;
+    return num_parse_long(text, 1, 1 << 30, &pid) ? -1 : (pid_t)pid;
+}
+
+int datadir_lock(const char *dir, int *fd, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/" DATADIR_LOCK_NAME, dir);
+    *fd = -1;
+    /* readable by all: `nightshift doctor` and `restore` run as other users say who holds it */
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0) {
+        snprintf(err, errlen, "cannot open the lock file '%s': %s", path, strerror(errno));
+        return NS_ERR_IO;
+    }
+    if (flock(f, LOCK_EX | LOCK_NB)) {
+        int e = errno;
+        pid_t pid = e == EWOULDBLOCK ? datadir_read_pid(f) : -1;
+        close(f);
+        if (e != EWOULDBLOCK) {
+            snprintf(err, errlen, "cannot lock '%s': %s", path, strerror(e));
+            return NS_ERR_IO;
+        }
+        if (pid > 0)
+            snprintf(err, errlen, "data dir '%s' is in use by another nightshift (pid %d)", dir, (int)pid);
+        else
+            snprintf(err, errlen, "data dir '%s' is in use by another nightshift (it holds '%s')", dir, path);
+        return NS_ERR_CONFLICT;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    /* best effort: the lock is what counts, the pid only makes the message helpful */
+    if (ftruncate(f, 0) == 0 && pwrite(f, pid, (size_t)n, 0) != n)
+        fprintf(stderr, "nightshift: warning: cannot write the pid into '%s'\n", path);
+    *fd = f;
+    return NS_OK;
+}
+
+void datadir_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd); /* closing the last descriptor releases the flock */
+}
+
+pid_t datadir_holder(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/" DATADIR_LOCK_NAME, dir);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return 0;
+    pid_t pid = 0;
+    if (flock(f, LOCK_SH | LOCK_NB) == 0)
+        flock(f, LOCK_UN);
+    else if (errno == EWOULDBLOCK)
+        pid = datadir_read_pid(f);
+    close(f);
+    return pid;
+}
