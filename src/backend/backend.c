@@ -131,6 +131,15 @@ void backend_free(struct backend *b)
     free(b);
 }
 
+int backend_reconfigure(struct backend *b, const struct backend_conf *c)
+{
+    b->price_input = c->price_input;
+    b->price_output = c->price_output;
+    if (b->ops->reconfigure)
+        b->ops->reconfigure(b->impl, c);
+    return NS_OK;
+}
+
 int backend_count_tokens(struct backend *b, const struct engine_request *r, char *err, size_t errlen)
 {
     if (!b->ops->count_tokens)

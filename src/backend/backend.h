@@ -101,6 +101,9 @@ struct backend_ops {
     void (*get_stats)(void *impl, struct backend_stats *out);
     /* the engine of a local backend, else NULL */
     struct engine *(*engine)(void *impl);
+    /* optional, any thread: new limits from a reloaded config (its numbers only; the URL,
+     * key and model name stay); applied by run() at its next turn */
+    void (*reconfigure)(void *impl, const struct backend_conf *c);
 };
 
 extern const struct backend_ops backend_local_ops;
@@ -116,12 +119,14 @@ struct backend {
     const struct backend_ops *ops;
     void *impl;
     char *name;
-    double price_input, price_output;
+    _Atomic double price_input, price_output; /* a reload may change them while HTTP threads read */
 };
 
 /* On failure *out is NULL and err says why. */
 int backend_init(const struct backend_conf *c, struct backend **out, char *err, size_t errlen);
 void backend_free(struct backend *b);
+/* a reloaded config for this model: prices, and the limits the kind can change live */
+int backend_reconfigure(struct backend *b, const struct backend_conf *c);
 
 /* prompt tokens, or 0 with nothing checked when the backend cannot count (upstream);
  * < 0 (minus a status) with err set when the request cannot be tokenized */

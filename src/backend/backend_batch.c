@@ -109,6 +109,8 @@ struct batch_backend {
     pthread_cond_t cv;
     bool stopping, woken;
     struct backend_stats stats;
+    struct backend_conf next_c; /* a reload's numbers (mu), taken by run() */
+    bool has_next;
 };
 
 /* ---- HTTP (blocking, on the run thread) ----------------------------------------------- */
@@ -987,6 +989,11 @@ static int bb_run(void *impl, const struct engine_source *src)
         pthread_mutex_lock(&bb->mu);
         bool stopping = bb->stopping;
         bb->woken = false;
+        if (bb->has_next) {
+            bb->c = bb->next_c;
+            bb->stats.limit = bb->c.max_lines;
+            bb->has_next = false;
+        }
         pthread_mutex_unlock(&bb->mu);
         if (stopping)
             break;
@@ -1078,6 +1085,18 @@ static void bb_wake(void *impl)
     pthread_mutex_unlock(&bb->mu);
 }
 
+static void bb_reconfigure(void *impl, const struct backend_conf *c)
+{
+    struct batch_backend *bb = impl;
+    pthread_mutex_lock(&bb->mu);
+    bb->next_c = *c;
+    bb->next_c.name = bb->next_c.kind = bb->next_c.url = bb->next_c.api_key = bb->next_c.upstream_model = NULL;
+    bb->has_next = true;
+    bb->woken = true;
+    pthread_cond_broadcast(&bb->cv);
+    pthread_mutex_unlock(&bb->mu);
+}
+
 static void bb_get_info(void *impl, struct backend_info *out)
 {
     struct batch_backend *bb = impl;
@@ -1104,6 +1123,7 @@ const struct backend_ops backend_openai_batch_ops = {
     .wake = bb_wake,
     .get_info = bb_get_info,
     .get_stats = bb_get_stats,
+    .reconfigure = bb_reconfigure,
 };
 
 const struct backend_ops backend_anthropic_batch_ops = {
@@ -1116,4 +1136,5 @@ const struct backend_ops backend_anthropic_batch_ops = {
     .wake = bb_wake,
     .get_info = bb_get_info,
     .get_stats = bb_get_stats,
+    .reconfigure = bb_reconfigure,
 };

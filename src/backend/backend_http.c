@@ -98,8 +98,10 @@ struct http_backend {
                                    more than the request (and its connection cache lookup) */
     int n_pool;
 
-    pthread_mutex_t mu;         /* guards stats */
+    pthread_mutex_t mu;         /* guards stats and next_c */
     struct backend_stats stats;
+    struct backend_conf next_c; /* a reload's numbers, taken by run() when has_next */
+    bool has_next;
 };
 
 static int http_init(const struct backend_conf *c, void **out, char *err, size_t errlen)
@@ -570,6 +572,48 @@ static void http_cancel_all(struct http_backend *hb, const struct engine_source 
     hb->n_waiting = 0;
 }
 
+/* a reloaded config's limits (run thread): the pool of easy handles follows concurrency */
+static void http_take_reload(struct http_backend *hb)
+{
+    pthread_mutex_lock(&hb->mu);
+    bool has = hb->has_next;
+    struct backend_conf c = hb->next_c;
+    hb->has_next = false;
+    pthread_mutex_unlock(&hb->mu);
+    if (!has)
+        return;
+    if (c.concurrency != hb->c.concurrency) {
+        while (hb->n_pool > c.concurrency)
+            curl_easy_cleanup(hb->pool[--hb->n_pool]);
+        CURL **pool = realloc(hb->pool, (size_t)c.concurrency * sizeof(*pool));
+        if (!pool)
+            return; /* keep the old limits */
+        hb->pool = pool;
+        curl_multi_setopt(hb->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)c.concurrency);
+        curl_multi_setopt(hb->multi, CURLMOPT_MAXCONNECTS, (long)c.concurrency);
+        hb->limit = c.concurrency; /* a new ceiling resets the adaptive limit */
+    }
+    hb->c.concurrency = c.concurrency;
+    hb->c.max_attempts = c.max_attempts;
+    hb->c.timeout_s = c.timeout_s;
+    hb->c.retry_base_s = c.retry_base_s;
+    hb->c.retry_max_s = c.retry_max_s;
+    hb->c.circuit_failures = c.circuit_failures;
+    hb->c.circuit_cooldown_s = c.circuit_cooldown_s;
+    http_set_stats_circuit(hb);
+}
+
+static void http_reconfigure(void *impl, const struct backend_conf *c)
+{
+    struct http_backend *hb = impl;
+    pthread_mutex_lock(&hb->mu);
+    hb->next_c = *c;
+    hb->next_c.name = hb->next_c.kind = hb->next_c.url = hb->next_c.api_key = hb->next_c.upstream_model = NULL;
+    hb->has_next = true;
+    pthread_mutex_unlock(&hb->mu);
+    curl_multi_wakeup(hb->multi);
+}
+
 static int http_run(void *impl, const struct engine_source *src)
 {
     struct http_backend *hb = impl;
@@ -577,6 +621,7 @@ static int http_run(void *impl, const struct engine_source *src)
     struct engine_request *got[HTTP_MAX_PULL];
     hb->running = true;
     while (!atomic_load(&hb->stopping)) {
+        http_take_reload(hb);
         double now = upstream_now();
         if (hb->circuit == BACKEND_CIRCUIT_OPEN && now >= hb->open_until) {
             hb->circuit = BACKEND_CIRCUIT_HALF_OPEN; /* the next try is the probe */
@@ -694,4 +739,5 @@ const struct backend_ops backend_http_ops = {
     .get_info = http_get_info,
     .get_stats = http_get_stats,
     .engine = NULL,
+    .reconfigure = http_reconfigure,
 };

@@ -8,7 +8,7 @@
  * Signals: SIGINT, SIGTERM and SIGHUP are blocked before any thread exists (so every thread
  * inherits the mask) and taken synchronously by the main thread with sigwaitinfo(): no
  * handler runs at an arbitrary point and no signal is lost between a check and a wait.
- * SIGHUP calls serve_reload(); it never stops the server.
+ * SIGHUP calls serve_reload() (re-reads --config, applies limits and prices); it never stops the server.
  *
  * Graceful shutdown on SIGINT/SIGTERM: HTTP stops listening and answers new requests with
  * 503, the schedulers hand out no more batch lines, and what runs (interactive requests,
@@ -163,13 +163,53 @@ static char **serve_config_argv(const struct config *cfg, int argc, char **argv,
     return av;
 }
 
-/* SIGHUP (systemd's ExecReload). TODO(config): re-read the --config file and apply what can
- * change live (limits, API keys, backends) without dropping connections; the main loop
- * calls this on the main thread, between requests of other threads. */
-static void serve_reload(void)
+/* SIGHUP (systemd's ExecReload): re-read the --config file and apply, without dropping a
+ * connection or a request, what can change live: each existing upstream model's limits
+ * (concurrency, tries, timeouts, backoff, circuit, batch flushing and polling) and every
+ * model's prices. What cannot (models added, removed or moved to another backend, [server]
+ * options, local engine settings) is named in the log as needing a restart. A config that
+ * does not load is reported and the running one kept. */
+static void serve_reload(const char *config_path, struct sched **scheds, int n_scheds)
 {
-    fprintf(stderr, "nightshift: reload requested (SIGHUP); nothing is reloadable yet\n");
+    if (!config_path) {
+        fprintf(stderr, "nightshift: reload requested (SIGHUP), but there is no --config file to re-read\n");
+        fflush(stderr);
+        return;
+    }
+    struct config *cfg = NULL;
+    char err[600];
+    if (config_load(config_path, serve_config_key_ok, &cfg, err, sizeof(err))) {
+        fprintf(stderr, "nightshift: reload failed, keeping the running configuration: %s\n", err);
+        fflush(stderr);
+        return;
+    }
+    int updated = 0;
+    for (int k = 0; k < cfg->n_models; k++) {
+        const struct backend_conf *c = &cfg->models[k].conf;
+        struct backend *be = NULL;
+        for (int i = 0; i < n_scheds && !be; i++)
+            if (strcmp(sched_model_name(scheds[i]), c->name) == 0)
+                be = sched_backend(scheds[i]);
+        if (!be)
+            fprintf(stderr, "nightshift: reload: model '%s' is new: restart to serve it\n", c->name);
+        else if (strcmp(be->ops->kind, c->kind) != 0)
+            fprintf(stderr, "nightshift: reload: model '%s' moved from %s to %s: restart to apply\n", c->name,
+                    be->ops->kind, c->kind);
+        else
+            updated += backend_reconfigure(be, c) == NS_OK;
+    }
+    for (int i = 0; i < n_scheds; i++) {
+        bool kept = false;
+        for (int k = 0; k < cfg->n_models && !kept; k++)
+            kept = strcmp(cfg->models[k].conf.name, sched_model_name(scheds[i])) == 0;
+        if (!kept && strcmp(sched_backend(scheds[i])->ops->kind, "local") != 0)
+            fprintf(stderr, "nightshift: reload: model '%s' is no longer in %s: restart to stop serving it\n",
+                    sched_model_name(scheds[i]), config_path);
+    }
+    fprintf(stderr, "nightshift: reloaded %s: %d model%s updated ([server] options apply at the next start)\n",
+            config_path, updated, updated == 1 ? "" : "s");
     fflush(stderr);
+    config_free(cfg);
 }
 
 /* the next of the blocked signals in `set`, waiting at most timeout_ms (< 0: for ever);
@@ -476,7 +516,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         if (sig == SIGINT || sig == SIGTERM)
             break;
         if (sig == SIGHUP)
-            serve_reload();
+            serve_reload(cfg ? cfg->path : NULL, scheds, n_scheds);
     }
     serve_drain(srv, scheds, n_scheds, grace, &sigs);
 out:

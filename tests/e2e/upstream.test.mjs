@@ -120,6 +120,8 @@ function mulberry32(a) {
 }
 
 let downHealed = false;
+let INI; // the config file NS runs with
+let INI_TEXT;
 
 before(async () => {
     assert.ok(fs.existsSync(BIN), `the nightshift binary is missing: ${BIN}`);
@@ -136,7 +138,8 @@ before(async () => {
     PROXY = await startProxy(UP.port, () => (rnd() < 0.2 ? FAULTS[Math.floor(rnd() * FAULTS.length)] : 'pass'));
     DOWN = await startProxy(UP.port, () => (downHealed ? 'pass' : '503'));
     const ini = path.join(TMP, 'nightshift.ini');
-    fs.writeFileSync(ini, `# upstream e2e
+    INI = ini;
+    fs.writeFileSync(ini, INI_TEXT = `# upstream e2e
 [server]
 data-dir = ${path.join(TMP, 'data')}
 parallel = 4
@@ -318,6 +321,29 @@ test('the API key never appears in logs, the store, batch objects or files', asy
     const walk = (d) => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]));
     for (const f of walk(path.join(TMP, 'data')))
         assert.ok(!fs.readFileSync(f).includes(Buffer.from(SECRET)), `the key is in ${f}`);
+});
+
+test('SIGHUP re-reads the config: limits and prices change live; a broken config is refused and the old one kept', async () => {
+    const limit = async () => Number(/nightshift_backend_concurrency_limit\{model="direct",backend="openai-http"\} (\d+)/.exec(
+        (await api(NS, 'GET', '/metrics')).text)[1]);
+    assert.equal(await limit(), 8);
+    fs.writeFileSync(INI, INI_TEXT.replace('upstream_model = tiny\nconcurrency = 8', 'upstream_model = tiny\nconcurrency = 3\nprice_input = 1\nprice_output = 2') +
+        '\n[model brand-new]\nbackend = openai-http\nurl = http://127.0.0.1:1/v1\n');
+    NS.child.kill('SIGHUP');
+    await pollUntil(limit, (v) => v === 3, { timeoutMs: 10_000, what: 'the reloaded concurrency' });
+    await pollUntil(async () => NS.stderr(), (e) => /reloaded .*nightshift\.ini: 4 models updated/.test(e), { timeoutMs: 10_000, what: 'the reload log' });
+    assert.match(NS.stderr(), /reload: model 'brand-new' is new: restart to serve it/);
+    const b = await submitBatch(NS, [chat(1, 'direct'), chat(2, 'direct')]);
+    const done = await waitBatch(NS, b.id, (x) => x.status === 'completed', 60_000);
+    const u = done.usage;
+    assert.ok(Math.abs(done.nightshift.cost_usd - (u.input_tokens * 1 + u.output_tokens * 2) / 1e6) < 1e-12, JSON.stringify(done.nightshift));
+    fs.writeFileSync(INI, INI_TEXT + '\n[model x]\nbackend = nope\n');
+    NS.child.kill('SIGHUP');
+    await pollUntil(async () => NS.stderr(), (e) => /reload failed, keeping the running configuration: .*unknown backend 'nope'/.test(e),
+        { timeoutMs: 10_000, what: 'the refused reload' });
+    assert.equal(await limit(), 3, 'the running limits stay');
+    assert.equal((await api(NS, 'GET', '/health')).status, 200);
+    fs.writeFileSync(INI, INI_TEXT);
 });
 
 test('bad configs: errors name the file, the line and the fix', async () => {
