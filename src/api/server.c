@@ -269,11 +269,15 @@ static cJSON *batch_json(struct server *srv, const struct store_batch *b)
      * it has none */
     struct sched *s = b->model ? sched_by_model(srv, b->model) : NULL;
     struct backend *be = s ? sched_backend(s) : NULL;
-    if (be && (be->price_input > 0 || be->price_output > 0))
-        cJSON_AddNumberToObject(ns, "cost_usd",
-                                ((double)b->input_tokens * be->price_input + (double)b->output_tokens * be->price_output) / 1e6);
-    else
+    double batch = be ? backend_cost(be, b->input_tokens, b->output_tokens, true) : -1;
+    double rt = be ? backend_cost(be, b->input_tokens, b->output_tokens, false) : -1;
+    if (batch >= 0) {
+        cJSON_AddNumberToObject(ns, "cost_usd", batch);
+        cJSON_AddNumberToObject(ns, "realtime_cost_usd", rt);
+        cJSON_AddNumberToObject(ns, "savings_usd", rt - batch);
+    } else {
         cJSON_AddNullToObject(ns, "cost_usd");
+    }
     return o;
 }
 
@@ -1970,6 +1974,8 @@ static void metric_hist(struct buf *b, const char *name, const char *model, cons
 }
 
 /* GET /metrics: Prometheus text format (0.0.4) */
+static bool sched_cost(struct sched *s, double *cost, double *savings);
+
 /* the upstream backends' counters: tries, retries, failures, 429s, circuit, concurrency */
 static void metric_backends(struct buf *b, struct server *srv)
 {
@@ -2073,6 +2079,16 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
         }
     }
     metric_backends(&b, srv);
+    buf_appendf(&b, "# HELP nightshift_cost_usd_total Work done at the model's configured prices (batch lines at "
+                    "batch prices).\n# TYPE nightshift_cost_usd_total counter\n"
+                    "# HELP nightshift_savings_usd_total What batch pricing saved against real-time prices.\n"
+                    "# TYPE nightshift_savings_usd_total counter\n");
+    for (int i = 0; i < srv->n_scheds; i++) {
+        double cost, savings;
+        if (sched_cost(srv->scheds[i], &cost, &savings))
+            buf_appendf(&b, "nightshift_cost_usd_total{model=\"%s\"} %.6f\nnightshift_savings_usd_total{model=\"%s\"} %.6f\n",
+                        sched_model_name(srv->scheds[i]), cost, sched_model_name(srv->scheds[i]), savings);
+    }
     buf_appendf(&b, "# HELP nightshift_batches Batches by status.\n# TYPE nightshift_batches gauge\n");
     for (int st = 0; st < SB_STATUS_COUNT_; st++) {
         char(*ids)[48] = NULL;
@@ -2160,6 +2176,23 @@ static void *sampler_thread(void *arg)
     return NULL;
 }
 
+/* what a model's work cost since start (batch lines at batch prices, real-time requests at
+ * real-time prices) and what batch pricing saved; false when the model has no price */
+static bool sched_cost(struct sched *s, double *cost, double *savings)
+{
+    struct sched_stats ss;
+    sched_get_stats(s, &ss);
+    struct backend *be = sched_backend(s);
+    int64_t bp = (int64_t)ss.batch_prompt_tokens, bc = (int64_t)ss.batch_completion_tokens;
+    double batch = backend_cost(be, bp, bc, true);
+    if (batch < 0)
+        return false;
+    double rt_batch = backend_cost(be, bp, bc, false);
+    *cost = batch + backend_cost(be, (int64_t)ss.prompt_tokens - bp, (int64_t)ss.completion_tokens - bc, false);
+    *savings = rt_batch - batch;
+    return true;
+}
+
 static const char *const circuit_names[] = {"closed", "open", "half-open"};
 
 static cJSON *stats_model(struct sched *s)
@@ -2178,9 +2211,11 @@ static cJSON *stats_model(struct sched *s)
     cJSON_AddNumberToObject(m, "batch_lines_failed", (double)ss.batch_lines_failed);
     cJSON_AddNumberToObject(m, "prompt_tokens", (double)ss.prompt_tokens);
     cJSON_AddNumberToObject(m, "completion_tokens", (double)ss.completion_tokens);
-    if (be->price_input > 0 || be->price_output > 0)
-        cJSON_AddNumberToObject(m, "cost_usd", ((double)ss.prompt_tokens * be->price_input +
-                                                (double)ss.completion_tokens * be->price_output) / 1e6);
+    double cost, savings;
+    if (sched_cost(s, &cost, &savings)) {
+        cJSON_AddNumberToObject(m, "cost_usd", cost);
+        cJSON_AddNumberToObject(m, "savings_usd", savings);
+    }
     if (be->ops->engine) {
         struct engine_stats es;
         engine_get_stats(be->ops->engine(be->impl), &es);

@@ -110,6 +110,7 @@ int backend_init(const struct backend_conf *c, struct backend **out, char *err, 
     b->ops = ops;
     b->price_input = c->price_input;
     b->price_output = c->price_output;
+    b->batch_discount = c->batch_discount;
     if ((rc = ops->init(c, &b->impl, err, errlen)))
         goto out;
     *out = b;
@@ -135,9 +136,19 @@ int backend_reconfigure(struct backend *b, const struct backend_conf *c)
 {
     b->price_input = c->price_input;
     b->price_output = c->price_output;
+    b->batch_discount = c->batch_discount;
     if (b->ops->reconfigure)
         b->ops->reconfigure(b->impl, c);
     return NS_OK;
+}
+
+double backend_cost(const struct backend *b, int64_t prompt_tokens, int64_t completion_tokens, bool batch)
+{
+    double pi = b->price_input, po = b->price_output;
+    if (pi <= 0 && po <= 0)
+        return -1;
+    double usd = ((double)prompt_tokens * pi + (double)completion_tokens * po) / 1e6;
+    return batch ? usd * (1.0 - b->batch_discount) : usd;
 }
 
 int backend_count_tokens(struct backend *b, const struct engine_request *r, char *err, size_t errlen)

@@ -58,8 +58,11 @@ struct backend_conf {
     double poll_interval_s;       /* first poll of an upstream batch; x1.5 per poll; default 5 */
     double poll_max_s;            /* longest wait between polls; default 300 */
 
-    /* accounting: USD per million tokens (0 = unknown) */
+    /* accounting: the real-time price, USD per million tokens (0 = unknown), and the share
+     * of it batch work does not pay (0.5 = a provider's 50% batch discount; 1 = free, e.g.
+     * a local model priced at the cloud model it replaces) */
     double price_input, price_output;
+    double batch_discount;
 };
 
 struct backend_conf backend_default_conf(void);
@@ -120,7 +123,12 @@ struct backend {
     void *impl;
     char *name;
     _Atomic double price_input, price_output; /* a reload may change them while HTTP threads read */
+    _Atomic double batch_discount;
 };
+
+/* USD for tokens at the backend's prices: real time, or batch (discounted); < 0 when the
+ * model has no price */
+double backend_cost(const struct backend *b, int64_t prompt_tokens, int64_t completion_tokens, bool batch);
 
 /* On failure *out is NULL and err says why. */
 int backend_init(const struct backend_conf *c, struct backend **out, char *err, size_t errlen);

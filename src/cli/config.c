@@ -131,11 +131,13 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
         return config_number(p, k, v, 0, 1e6, &c->price_input);
     if (strcmp(k, "price_output") == 0)
         return config_number(p, k, v, 0, 1e6, &c->price_output);
+    if (strcmp(k, "batch_discount") == 0)
+        return config_number(p, k, v, 0, 1, &c->batch_discount);
     return config_fail(p,
                        "[model %s]: unknown key '%s' (known: backend, path, url, api_key_env, upstream_model, "
                        "concurrency, max_attempts, timeout, retry_base, retry_max, circuit_failures, "
                        "circuit_cooldown, batch_max_lines, flush_lines, flush_after, poll_interval, poll_max, "
-                       "price_input, price_output)",
+                       "price_input, price_output, batch_discount)",
                        c->name, k);
 }
 

@@ -52,7 +52,19 @@ struct run_opts {
     bool skip_invalid, verbose, quiet, kv_unified, no_prefix_cache, gemini;
     double progress_interval;
     struct batchfile_params bfp;
+    /* cost accounting: real-time USD per million tokens, and the batch discount */
+    double price_input, price_output, batch_discount;
 };
+
+/* cost at batch and at real-time prices; false when no price was given */
+static bool run_cost(const struct run_opts *o, const struct runstate_totals *tot, double *batch, double *realtime)
+{
+    if (!tot || (o->price_input <= 0 && o->price_output <= 0))
+        return false;
+    *realtime = ((double)tot->prompt_tokens * o->price_input + (double)tot->completion_tokens * o->price_output) / 1e6;
+    *batch = *realtime * (1.0 - o->batch_discount);
+    return true;
+}
 
 struct run_item {
     struct oai_request oreq;
@@ -120,6 +132,9 @@ static void run_usage(FILE *f)
           "      --max-bytes SIZE     largest input file (default 200MB)\n"
           "      --seed N             seed for lines without body.seed (default 0)\n"
           "      --summary FILE       write a JSON summary (batch-object-like) to FILE\n"
+          "      --price-input USD    real-time price per million prompt tokens (cost accounting)\n"
+          "      --price-output USD   real-time price per million completion tokens\n"
+          "      --batch-discount F   share of that price batch work does not pay (0.5 = 50% off)\n"
           "      --progress-interval S  seconds between progress lines when not a terminal (10)\n"
           "  -q, --quiet              no progress output\n"
           "  -v, --verbose            llama.cpp's own log on stderr\n"
@@ -400,10 +415,11 @@ static void run_print_validation(const struct batchfile *bf, FILE *f)
     fputs("fix those lines, or pass --skip-invalid to run the valid ones and list these in the error file\n", f);
 }
 
-static int run_write_summary(const char *path, const char *status, const struct batchfile *bf,
+static int run_write_summary(const struct run_opts *ro, const char *status, const struct batchfile *bf,
                              const struct runstate_totals *tot, double wall, const struct engine_stats *st,
                              size_t resumed)
 {
+    const char *path = ro->summary;
     if (!path)
         return NS_OK;
     cJSON *o = cJSON_CreateObject();
@@ -424,6 +440,13 @@ static int run_write_summary(const char *path, const char *status, const struct 
     cJSON_AddNumberToObject(u, "total_tokens", tot ? (double)(tot->prompt_tokens + tot->completion_tokens) : 0);
     cJSON_AddNumberToObject(o, "wall_seconds", wall);
     cJSON_AddNumberToObject(o, "resumed_lines", (double)resumed);
+    double batch, rt;
+    if (run_cost(ro, tot, &batch, &rt)) {
+        cJSON *c = cJSON_AddObjectToObject(o, "cost");
+        cJSON_AddNumberToObject(c, "usd", batch);
+        cJSON_AddNumberToObject(c, "realtime_usd", rt);
+        cJSON_AddNumberToObject(c, "savings_usd", rt - batch);
+    }
     if (st) {
         cJSON *e = cJSON_AddObjectToObject(o, "engine");
         cJSON_AddNumberToObject(e, "steps", (double)st->steps);
@@ -451,7 +474,8 @@ static int run_write_summary(const char *path, const char *status, const struct 
 static int run_parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum {
-        OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT, OPT_KVU, OPT_NOPC, OPT_FORMAT
+        OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT, OPT_KVU, OPT_NOPC, OPT_FORMAT,
+        OPT_PIN, OPT_POUT, OPT_DISC
     };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"errors", required_argument, 0, 'e'},
@@ -464,6 +488,8 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         {"chat-template", required_argument, 0, OPT_TMPL}, {"progress-interval", required_argument, 0, OPT_PINT},
         {"kv-unified", no_argument, 0, OPT_KVU},     {"no-prefix-cache", no_argument, 0, OPT_NOPC},
         {"input-format", required_argument, 0, OPT_FORMAT},
+        {"price-input", required_argument, 0, OPT_PIN}, {"price-output", required_argument, 0, OPT_POUT},
+        {"batch-discount", required_argument, 0, OPT_DISC},
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     long long v;
@@ -525,6 +551,19 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
             o->seed = (uint64_t)v;
             break;
         case OPT_SUMMARY: o->summary = optarg; break;
+        case OPT_PIN:
+        case OPT_POUT:
+        case OPT_DISC: {
+            char *end;
+            errno = 0;
+            double d = strtod(optarg, &end);
+            double hi = ch == OPT_DISC ? 1 : 1e6;
+            if (end == optarg || *end || errno || !(d >= 0 && d <= hi))
+                return cli_fail("--%s must be a number from 0 to %g, not '%s'",
+                                ch == OPT_PIN ? "price-input" : ch == OPT_POUT ? "price-output" : "batch-discount", hi, optarg);
+            *(ch == OPT_PIN ? &o->price_input : ch == OPT_POUT ? &o->price_output : &o->batch_discount) = d;
+            break;
+        }
         case OPT_TMPL: o->chat_template = optarg; break;
         case OPT_PINT:
             if (num_parse_long(optarg, 1, 86400, &v))
@@ -644,7 +683,7 @@ int cli_run(int argc, char **argv)
     }
     if (c.bf->n_invalid && !o.skip_invalid) {
         run_print_validation(c.bf, stderr);
-        run_write_summary(o.summary, "failed", c.bf, NULL, progress_now() - t0, NULL, 0);
+        run_write_summary(&o, "failed", c.bf, NULL, progress_now() - t0, NULL, 0);
         batchfile_free(c.bf);
         buf_release(&c.gemini_buf);
         return 1;
@@ -759,7 +798,7 @@ int cli_run(int argc, char **argv)
         goto out;
     }
     double wall = progress_now() - t0;
-    run_write_summary(o.summary, "completed", c.bf, &tot, wall, &st, resumed);
+    run_write_summary(&o, "completed", c.bf, &tot, wall, &st, resumed);
     if (!o.quiet) {
         printf("nightshift run: completed\n");
         printf("  lines      %llu ok, %llu failed, of %zu%s\n", (unsigned long long)tot.ok,
@@ -777,6 +816,10 @@ int cli_run(int argc, char **argv)
                    (unsigned long long)st.prompt_submitted, (unsigned long long)st.prompt_tokens,
                    (unsigned long long)st.prompt_cached,
                    100.0 * (double)st.prompt_cached / (double)st.prompt_submitted);
+        double cb, crt;
+        if (run_cost(&o, &tot, &cb, &crt))
+            printf("  cost       $%.4f at batch prices ($%.4f in real time: %.0f%% saved)\n", cb, crt,
+                   crt > 0 ? 100.0 * (crt - cb) / crt : 0.0);
         printf("  output     %s\n  errors     %s\n", o.output, o.errors);
     }
     rc = 0;

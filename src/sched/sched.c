@@ -481,6 +481,8 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
         sched_observe(&s->stats.line_latency, res->t_end - res->t_admit);
         s->stats.prompt_tokens += (uint64_t)res->prompt_tokens;
         s->stats.completion_tokens += (uint64_t)res->completion_tokens;
+        s->stats.batch_prompt_tokens += (uint64_t)res->prompt_tokens;
+        s->stats.batch_completion_tokens += (uint64_t)res->completion_tokens;
     }
     if (b->dropped) {
         if (b->inflight == 0) {

@@ -116,6 +116,7 @@ struct sched_stats {
     uint64_t batch_lines_failed;     /* of batch_lines_done: with an error result */
     uint64_t interactive_failed;     /* of interactive_done */
     uint64_t prompt_tokens, completion_tokens; /* of successful requests, both lanes */
+    uint64_t batch_prompt_tokens, batch_completion_tokens; /* of those, batch lines' */
     int active_batches;
     struct sched_hist ttft;          /* interactive: submit -> first token */
     struct sched_hist latency;       /* interactive: submit -> done */

@@ -151,7 +151,8 @@ test('validation: invalid lines fail the batch, or go to the error file with --s
     assert.equal(s1.request_counts.failed, badNos.length);
 
     // with --skip-invalid: the valid lines run, the invalid ones are error lines
-    const r2 = await runExpect(0, ['run', ...base, '--summary', summary, '--skip-invalid', '-q']);
+    const r2 = await runExpect(0, ['run', ...base, '--summary', summary, '--skip-invalid', '-q', '--price-input', '2',
+        '--price-output', '4', '--batch-discount', '0.5']);
     const okLines = readJsonl(out);
     assert.deepEqual(okLines.map((l) => l.custom_id), validIds, 'output has exactly the valid lines, in input order');
     for (const l of okLines) {
@@ -176,6 +177,14 @@ test('validation: invalid lines fail the batch, or go to the error file with --s
     assert.equal(s2.request_counts.failed, badNos.length);
     assert.equal(s2.errors.data.length, badNos.length);
     assert.equal(r2.stdout, '', '-q prints nothing on stdout');
+    /* cost accounting: real-time prices, half off for batch work */
+    const rt = (s2.usage.input_tokens * 2 + s2.usage.output_tokens * 4) / 1e6;
+    assert.ok(Math.abs(s2.cost.realtime_usd - rt) < 1e-12 && Math.abs(s2.cost.usd - rt / 2) < 1e-12, JSON.stringify(s2.cost));
+    assert.ok(Math.abs(s2.cost.savings_usd - rt / 2) < 1e-12);
+    const bad2 = await runExpect(2, ['run', ...base, '--batch-discount', '1.5']);
+    assert.match(bad2.stderr, /--batch-discount must be a number from 0 to 1, not '1\.5'/);
+    const bad3 = await runExpect(2, ['run', ...base, '--price-input', 'cheap']);
+    assert.match(bad3.stderr, /--price-input must be a number from 0 to 1e\+06, not 'cheap'/);
 });
 
 /* ---- 2. request-level errors while running -------------------------------------------- */

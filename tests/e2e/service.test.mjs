@@ -350,7 +350,7 @@ test('the unit\'s command line starts a working server; SIGHUP does not stop it;
         process.kill(child.pid, 'SIGHUP');
         await sleep(300);
         assert.equal(child.exitCode, null, `SIGHUP stopped the server: ${log}`);
-        assert.equal((log.match(/reload requested/g) || []).length, 2, log);
+        assert.equal((log.match(/reloaded .*nightshift\.ini: 1 model updated/g) || []).length, 2, log);
         assert.equal((await api(s, 'GET', '/health', undefined, { authorization: 'Bearer unit-key' })).status, 200);
         const again = await api(s, 'POST', '/v1/chat/completions', body, { ...ct, authorization: 'Bearer unit-key' });
         assert.equal(again.status, 200, again.text);

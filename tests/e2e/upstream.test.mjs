@@ -327,7 +327,7 @@ test('SIGHUP re-reads the config: limits and prices change live; a broken config
     const limit = async () => Number(/nightshift_backend_concurrency_limit\{model="direct",backend="openai-http"\} (\d+)/.exec(
         (await api(NS, 'GET', '/metrics')).text)[1]);
     assert.equal(await limit(), 8);
-    fs.writeFileSync(INI, INI_TEXT.replace('upstream_model = tiny\nconcurrency = 8', 'upstream_model = tiny\nconcurrency = 3\nprice_input = 1\nprice_output = 2') +
+    fs.writeFileSync(INI, INI_TEXT.replace('upstream_model = tiny\nconcurrency = 8', 'upstream_model = tiny\nconcurrency = 3\nprice_input = 1\nprice_output = 2\nbatch_discount = 0.25') +
         '\n[model brand-new]\nbackend = openai-http\nurl = http://127.0.0.1:1/v1\n');
     NS.child.kill('SIGHUP');
     await pollUntil(limit, (v) => v === 3, { timeoutMs: 10_000, what: 'the reloaded concurrency' });
@@ -336,7 +336,13 @@ test('SIGHUP re-reads the config: limits and prices change live; a broken config
     const b = await submitBatch(NS, [chat(1, 'direct'), chat(2, 'direct')]);
     const done = await waitBatch(NS, b.id, (x) => x.status === 'completed', 60_000);
     const u = done.usage;
-    assert.ok(Math.abs(done.nightshift.cost_usd - (u.input_tokens * 1 + u.output_tokens * 2) / 1e6) < 1e-12, JSON.stringify(done.nightshift));
+    const rt = (u.input_tokens * 1 + u.output_tokens * 2) / 1e6;
+    assert.ok(Math.abs(done.nightshift.realtime_cost_usd - rt) < 1e-12, JSON.stringify(done.nightshift));
+    assert.ok(Math.abs(done.nightshift.cost_usd - rt * 0.75) < 1e-12, JSON.stringify(done.nightshift));
+    assert.ok(Math.abs(done.nightshift.savings_usd - rt * 0.25) < 1e-12, JSON.stringify(done.nightshift));
+    const met = (await api(NS, 'GET', '/metrics')).text;
+    assert.match(met, /nightshift_cost_usd_total\{model="direct"\} 0\.0\d+/);
+    assert.match(met, /nightshift_savings_usd_total\{model="direct"\} 0\.0\d+/);
     fs.writeFileSync(INI, INI_TEXT + '\n[model x]\nbackend = nope\n');
     NS.child.kill('SIGHUP');
     await pollUntil(async () => NS.stderr(), (e) => /reload failed, keeping the running configuration: .*unknown backend 'nope'/.test(e),
