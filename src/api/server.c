@@ -1220,6 +1220,18 @@ static enum MHD_Result h_batch_create(struct route_ctx *x)
                 goto out;
             }
         }
+        const cJSON *wu = cJSON_GetObjectItemCaseSensitive(md, "webhook_url");
+        if (wu && (strncmp(wu->valuestring, "http://", 7) && strncmp(wu->valuestring, "https://", 8))) {
+            ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL,
+                             "Invalid 'metadata.webhook_url': expected an http:// or https:// URL.");
+            goto out;
+        }
+        if (wu && !x->srv->p.webhooks) {
+            ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL,
+                             "'metadata.webhook_url' needs a signing secret: configure a [webhook NAME] section "
+                             "in the server's --config.");
+            goto out;
+        }
         const cJSON *nb = cJSON_GetObjectItemCaseSensitive(md, "not_before");
         if (nb) {
             char *end = NULL;
@@ -2304,6 +2316,45 @@ static enum MHD_Result h_dashboard_file(struct route_ctx *x)
     return send_asset(x->c, a);
 }
 
+/* GET /v1/nightshift/webhooks[?batch_id=ID&limit=N]: deliveries, newest first */
+static enum MHD_Result h_webhooks(struct route_ctx *x)
+{
+    int limit;
+    if (parse_limit(x, 1, 1000, 100, &limit))
+        return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 1000.");
+    struct store_webhook *ws = NULL;
+    int n = 0;
+    if (x->srv->ops->webhooks_list(x->srv->st, query(x, "batch_id"), limit, &ws, &n))
+        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot read the webhook deliveries");
+    static const char *const states[] = {"pending", "delivered", "failed"};
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *d = cJSON_AddArrayToObject(o, "data");
+    for (int i = 0; i < n; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "id", ws[i].id);
+        cJSON_AddStringToObject(e, "object", "webhook.delivery");
+        cJSON_AddStringToObject(e, "type", ws[i].type);
+        cJSON_AddStringToObject(e, "batch_id", ws[i].batch_id);
+        cJSON_AddStringToObject(e, "endpoint", ws[i].endpoint);
+        cJSON_AddStringToObject(e, "url", ws[i].url ? ws[i].url : "");
+        cJSON_AddStringToObject(e, "state", states[ws[i].state >= 0 && ws[i].state < 3 ? ws[i].state : 0]);
+        cJSON_AddNumberToObject(e, "attempts", ws[i].attempts);
+        cJSON_AddNumberToObject(e, "created_at", (double)ws[i].created_at);
+        add_ts(e, "next_attempt_at", ws[i].state == SW_PENDING ? ws[i].next_at : 0);
+        add_ts(e, "delivered_at", ws[i].delivered_at);
+        if (ws[i].last_status)
+            cJSON_AddNumberToObject(e, "last_status", ws[i].last_status);
+        else
+            cJSON_AddNullToObject(e, "last_status");
+        add_str_or_null(e, "last_error", ws[i].last_error[0] ? ws[i].last_error : NULL);
+        cJSON_AddItemToArray(d, e);
+        store_webhook_release(&ws[i]);
+    }
+    free(ws);
+    return send_json(x->c, 200, o);
+}
+
 /* the dashboard's files hold no data, and a browser cannot send a key when it navigates */
 static bool public_route(const char *method, const char *url)
 {
@@ -2353,6 +2404,7 @@ static const struct route {
     {"GET", "/", BODY_NONE, h_root},
     {"GET", "/dashboard/*", BODY_NONE, h_dashboard_file},
     {"GET", "/v1/nightshift/stats", BODY_NONE, h_stats},
+    {"GET", "/v1/nightshift/webhooks", BODY_NONE, h_webhooks},
     {"GET", "/api/version", BODY_NONE, h_ollama_version},
     {"GET", "/api/tags", BODY_NONE, h_ollama_tags},
     {"GET", "/api/ps", BODY_NONE, h_ollama_ps},

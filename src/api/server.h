@@ -36,6 +36,8 @@ struct server_params {
     size_t max_body;             /* JSON request bodies; default 16 MB */
     size_t max_file;             /* uploads; default 200 MB */
     int64_t message_batch_retention; /* seconds; default 29 days */
+    bool webhooks;               /* webhook endpoints are configured: a batch may name its own
+                                    metadata.webhook_url */
 };
 struct server_params server_default_params(void);
 

@@ -20,6 +20,7 @@
 
 struct config_parse {
     struct config *c;
+    int cur_webhook;            /* its webhook index, or -1 */
     char err[400];              /* the first error (its line comes from ini_parse) */
     char section[128];          /* the section being read */
     int cur;                    /* its model index, -1 for [server] */
@@ -141,17 +142,82 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
                        c->name, k);
 }
 
-/* a new section header: [server] or [model NAME] */
+static int config_webhook_section(struct config_parse *p, const char *name)
+{
+    struct config *c = p->c;
+    for (int i = 0; i < c->n_webhooks; i++)
+        if (strcmp(c->webhooks[i].ep.name, name) == 0)
+            return config_fail(p, "webhook '%s' is defined twice", name);
+    struct config_webhook *ws = realloc(c->webhooks, (size_t)(c->n_webhooks + 1) * sizeof(*ws));
+    if (!ws)
+        return config_fail(p, "out of memory");
+    c->webhooks = ws;
+    memset(&ws[c->n_webhooks], 0, sizeof(ws[0]));
+    if (!(ws[c->n_webhooks].ep.name = config_dup(p, name)))
+        return 0;
+    p->cur = -2;
+    p->cur_webhook = c->n_webhooks++;
+    return 1;
+}
+
+static int config_webhook_key(struct config_parse *p, struct webhook_endpoint *e, const char *k, const char *v)
+{
+    if (strcmp(k, "url") == 0) {
+        if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8))
+            return config_fail(p, "[webhook %s]: url must start with http:// or https://, not '%s'", e->name, v);
+        if (e->url)
+            return config_fail(p, "[webhook %s]: url is given twice", e->name);
+        return (e->url = config_dup(p, v)) != NULL;
+    }
+    if (strcmp(k, "secret_env") == 0) {
+        const char *sec = getenv(v);
+        if (!sec || !*sec)
+            return config_fail(p, "[webhook %s]: secret_env names %s, which is not set in the environment", e->name, v);
+        if (!webhook_secret_ok(sec))
+            return config_fail(p, "[webhook %s]: the secret in %s must be 'whsec_' followed by the base64 of at "
+                                  "least 16 random bytes (Standard Webhooks)", e->name, v);
+        if (e->secret)
+            return config_fail(p, "[webhook %s]: secret_env is given twice", e->name);
+        return (e->secret = config_dup(p, sec)) != NULL;
+    }
+    if (strcmp(k, "events") == 0) {
+        char list[512];
+        snprintf(list, sizeof(list), "%s", v);
+        e->events = 0;
+        for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+            unsigned bit = webhook_event_bit(t);
+            if (!bit)
+                return config_fail(p, "[webhook %s]: unknown event '%s' (batch.completed, batch.failed, "
+                                      "batch.cancelled, batch.expired)", e->name, t);
+            e->events |= bit;
+        }
+        return 1;
+    }
+    if (strcmp(k, "max_attempts") == 0)
+        return config_int(p, k, v, 1, 1000, &e->max_attempts);
+    if (strcmp(k, "retry_base") == 0)
+        return config_number(p, k, v, 0.01, 86400, &e->retry_base_s);
+    if (strcmp(k, "secret") == 0)
+        return config_fail(p, "[webhook %s]: secrets are not read from the config file; put it in an environment "
+                              "variable and name it with secret_env", e->name);
+    return config_fail(p, "[webhook %s]: unknown key '%s' (known: url, secret_env, events, max_attempts, retry_base)",
+                       e->name, k);
+}
+
+/* a new section header: [server], [model NAME] or [webhook NAME] */
 static int config_section(struct config_parse *p, const char *section)
 {
     struct config *c = p->c;
     snprintf(p->section, sizeof(p->section), "%s", section);
+    p->cur_webhook = -1;
     if (strcmp(section, "server") == 0) {
         p->cur = -1;
         return 1;
     }
+    if (strncmp(section, "webhook ", 8) == 0 && section[8] && !strchr(section + 8, ' '))
+        return config_webhook_section(p, section + 8);
     if (strncmp(section, "model ", 6) || !section[6] || strchr(section + 6, ' '))
-        return config_fail(p, "unknown section [%s]: sections are [server] and [model NAME]", section);
+        return config_fail(p, "unknown section [%s]: sections are [server], [model NAME] and [webhook NAME]", section);
     const char *name = section + 6;
     for (int i = 0; i < c->n_models; i++)
         if (strcmp(c->models[i].conf.name, name) == 0)
@@ -181,6 +247,8 @@ static int config_on_key(void *ud, const char *section, const char *key, const c
         if (!config_section(p, section))
             return 0;
     }
+    if (p->cur_webhook >= 0)
+        return config_webhook_key(p, &c->webhooks[p->cur_webhook].ep, key, value);
     if (p->cur >= 0)
         return config_model_key(p, &c->models[p->cur], key, value);
     char why[300] = "";
@@ -234,6 +302,7 @@ int config_load(const char *path, config_server_key_fn server_key_ok, struct con
     memset(&p, 0, sizeof(p));
     p.c = c;
     p.cur = -1;
+    p.cur_webhook = -1;
     p.server_key_ok = server_key_ok;
     if (!c || !(c->path = strdup(path))) {
         snprintf(err, errlen, "out of memory");
@@ -256,6 +325,12 @@ int config_load(const char *path, config_server_key_fn server_key_ok, struct con
         rc = NS_ERR_INVALID;
         goto out;
     }
+    for (int i = 0; i < c->n_webhooks; i++)
+        if (!c->webhooks[i].ep.url || !c->webhooks[i].ep.secret) {
+            snprintf(err, errlen, "%s: [webhook %s] needs url and secret_env", path, c->webhooks[i].ep.name);
+            rc = NS_ERR_INVALID;
+            goto out;
+        }
     for (int i = 0; i < c->n_models; i++)
         if ((rc = config_check_model(&c->models[i], err, errlen))) {
             char tmp[512];
@@ -291,6 +366,16 @@ void config_free(struct config *c)
         free(c->models[i].path);
     }
     free(c->models);
+    for (int i = 0; i < c->n_webhooks; i++) {
+        struct webhook_endpoint *e = &c->webhooks[i].ep;
+        if (e->secret) {
+            memset((char *)e->secret, 0, strlen(e->secret));
+            free((char *)e->secret);
+        }
+        free((char *)e->name);
+        free((char *)e->url);
+    }
+    free(c->webhooks);
     free(c->path);
     free(c);
 }

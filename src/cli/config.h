@@ -18,6 +18,11 @@
  *   price_input = 0.15         ; USD per million prompt tokens
  *   price_output = 0.60
  *
+ *   [webhook ops]              ; batch.completed/failed/cancelled/expired events, signed
+ *   url = https://hooks.example.com/nightshift
+ *   secret_env = NIGHTSHIFT_WEBHOOK_SECRET   ; "whsec_<base64>", Standard Webhooks
+ *   events = batch.completed, batch.failed   ; default: all four
+ *
  * Strict: an unknown section or key, a bad number, a duplicate model, a missing required
  * key or an unset key variable is an error naming the file, the line and the fix.
  *
@@ -28,6 +33,7 @@
 #define NS_CLI_CONFIG_H
 
 #include "../backend/backend.h"
+#include "../sched/webhook.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -41,8 +47,15 @@ struct config_model {
     char *path;                 /* local: the GGUF file */
 };
 
+/* [webhook NAME]: batch events POSTed to url, signed with the secret from secret_env */
+struct config_webhook {
+    struct webhook_endpoint ep; /* strings owned by the config */
+};
+
 struct config {
     char *path;
+    struct config_webhook *webhooks;
+    int n_webhooks;
     struct config_kv *server;   /* [server] keys, in file order */
     int n_server;
     struct config_model *models;

@@ -26,6 +26,7 @@
 #include "../engine/engine.h"
 #include "../sched/batchmgr.h"
 #include "../sched/sched.h"
+#include "../sched/webhook.h"
 #include "../store/store.h"
 #include "../util/num.h"
 #include "../util/status.h"
@@ -459,8 +460,19 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     struct sched *scheds[SERVE_MAX_MODELS] = {0};
     struct batchmgr *bm = NULL;
     struct server *srv = NULL;
+    struct webhook *wh = NULL;
     int n_scheds = 0;
     int rc = 0;
+    struct webhook_endpoint eps[16];
+    int n_eps = 0;
+    for (int i = 0; cfg && i < cfg->n_webhooks && n_eps < 16; i++)
+        eps[n_eps++] = cfg->webhooks[i].ep;
+    if (webhook_init(st, ops, eps, n_eps, &wh)) {
+        rc = cli_fail("cannot set up the webhooks");
+        goto out;
+    }
+    bp.webhooks = wh;
+    sp.webhooks = webhook_enabled(wh);
     if (batchmgr_init(bp, st, ops, scheds, n_models, &bm)) {
         rc = cli_fail("out of memory");
         goto out;
@@ -505,6 +517,10 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         rc = cli_fail("cannot start the batch manager (store error)");
         goto out;
     }
+    if (webhook_start(wh)) {
+        rc = cli_fail("cannot start the webhook delivery thread");
+        goto out;
+    }
     if (server_start(sp, st, ops, scheds, n_scheds, bm, &srv, err, sizeof(err))) {
         rc = cli_fail("%s", err);
         goto out;
@@ -526,6 +542,7 @@ out:
         sched_stop(scheds[i]);
     server_stop(srv);
     batchmgr_free(bm);
+    webhook_free(wh);
     for (int i = 0; i < n_scheds; i++)
         sched_free(scheds[i]);
     ops->close(st);

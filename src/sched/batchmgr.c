@@ -2,6 +2,7 @@
  * batchmgr.c — see batchmgr.h.
  */
 #include "batchmgr.h"
+#include "webhook.h"
 
 #include "../api/anthropic.h"
 #include "../api/batchfile.h"
@@ -120,7 +121,8 @@ static void bm_fail(struct batchmgr *m, struct store_batch *b, cJSON *errors)
     enum store_batch_status was = b->status;
     b->status = SB_FAILED;
     b->failed_at = time(NULL);
-    m->ops->batch_update(m->st, b, was); /* a cancel that came first wins */
+    if (m->ops->batch_update(m->st, b, was) == NS_OK) /* a cancel that came first wins */
+        webhook_batch_ended(m->p.webhooks, b);
 }
 
 static cJSON *bm_errors_one(const char *code, const char *message, const char *param)
@@ -322,7 +324,9 @@ static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_ba
         fresh.expired_at = now;
     else if (final == SB_CANCELLED)
         fresh.cancelled_at = now;
-    if (m->ops->batch_update(m->st, &fresh, was) != NS_OK) {
+    if (m->ops->batch_update(m->st, &fresh, was) == NS_OK) {
+        webhook_batch_ended(m->p.webhooks, &fresh);
+    } else {
         /* the status moved on (a cancel during finalizing): drop these files, redo later */
         char path[4096];
         for (int i = 0; i < 2; i++) {

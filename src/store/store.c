@@ -59,3 +59,12 @@ bool store_batch_status_terminal(enum store_batch_status s)
 {
     return s == SB_FAILED || s == SB_COMPLETED || s == SB_EXPIRED || s == SB_CANCELLED;
 }
+
+void store_webhook_release(struct store_webhook *w)
+{
+    if (!w)
+        return;
+    free(w->url);
+    free(w->body);
+    w->url = w->body = NULL;
+}

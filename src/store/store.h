@@ -67,6 +67,23 @@ struct store_batch {
 
 enum store_line_state { SL_PENDING = 0, SL_RUNNING = 1, SL_OK = 2, SL_FAILED = 3 };
 
+enum store_webhook_state { SW_PENDING = 0, SW_DELIVERED = 1, SW_FAILED = 2 };
+
+/* one webhook delivery (an event to one endpoint), durable until delivered or given up */
+struct store_webhook {
+    char id[48];             /* evt_...: the event id and the webhook-id header */
+    char batch_id[48];
+    char type[32];           /* batch.completed, batch.failed, batch.cancelled, batch.expired */
+    char endpoint[64];       /* the config's [webhook NAME] whose secret signs it */
+    char *url;               /* owned */
+    char *body;              /* owned: the event JSON, signed as it is */
+    int64_t created_at, next_at, delivered_at;
+    int attempts, last_status;
+    int state;               /* enum store_webhook_state */
+    char last_error[200];
+};
+void store_webhook_release(struct store_webhook *w);
+
 /* a finished batch line, for lines_finish (the caller owns the strings) */
 struct store_result {
     const char *batch_id;
@@ -144,6 +161,13 @@ struct store_ops {
     int (*lines_failed)(struct store *st, const char *batch_id, struct store_line **out, int *n);
     /* write finished lines in input line order (whatever order they ran in): ok ones to ok_out, failed ones to err_out (either may be NULL) */
     int (*lines_export)(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out);
+    /* webhook deliveries: queued with the event, taken when due, updated per try */
+    int (*webhook_insert)(struct store *st, const struct store_webhook *w);
+    int (*webhooks_due)(struct store *st, int64_t now, int max, struct store_webhook **out, int *n);
+    int (*webhook_update)(struct store *st, const struct store_webhook *w);
+    /* newest first; batch_id NULL = all */
+    int (*webhooks_list)(struct store *st, const char *batch_id, int limit, struct store_webhook **out, int *n);
+
     /* ---- operations on a store as a whole (nightshift doctor, backup, restore) ----
      * Optional: NULL where a store cannot (the commands then say so). They take the URI and
      * data dir as open() does and work without a struct store, so they never migrate. */

@@ -24,7 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define STORE_SQLITE_VERSION 2
+#define STORE_SQLITE_VERSION 3
 
 struct store {
     sqlite3 *db;
@@ -126,6 +126,14 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
         [2] = "ALTER TABLE lines ADD COLUMN model TEXT;"
               "ALTER TABLE batches ADD COLUMN canceled INTEGER NOT NULL DEFAULT 0;"
               "ALTER TABLE batches ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;",
+        [3] = "CREATE TABLE IF NOT EXISTS webhooks("
+              "  id TEXT PRIMARY KEY, batch_id TEXT NOT NULL, type TEXT NOT NULL, endpoint TEXT NOT NULL,"
+              "  url TEXT NOT NULL, body TEXT NOT NULL, created_at INTEGER NOT NULL, next_at INTEGER NOT NULL,"
+              "  delivered_at INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+              "  last_status INTEGER NOT NULL DEFAULT 0, state INTEGER NOT NULL DEFAULT 0,"
+              "  last_error TEXT NOT NULL DEFAULT '');"
+              "CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks(state, next_at);"
+              "CREATE INDEX IF NOT EXISTS webhooks_batch ON webhooks(batch_id);",
     };
     bool ok = sq_exec(st, "BEGIN") == NS_OK && (version >= 1 || sq_exec(st, sq_schema) == NS_OK);
     for (int v = version < 1 ? 2 : version + 1; ok && v <= STORE_SQLITE_VERSION; v++)
@@ -734,6 +742,127 @@ out:
     return rc;
 }
 
+/* ---- webhooks ------------------------------------------------------------------------- */
+
+#define SQ_WEBHOOK_COLS "id,batch_id,type,endpoint,url,body,created_at,next_at,delivered_at,attempts,last_status,state,last_error"
+
+static void sq_webhook_row(sqlite3_stmt *s, struct store_webhook *w)
+{
+    memset(w, 0, sizeof(*w));
+    snprintf(w->id, sizeof(w->id), "%s", (const char *)sqlite3_column_text(s, 0));
+    snprintf(w->batch_id, sizeof(w->batch_id), "%s", (const char *)sqlite3_column_text(s, 1));
+    snprintf(w->type, sizeof(w->type), "%s", (const char *)sqlite3_column_text(s, 2));
+    snprintf(w->endpoint, sizeof(w->endpoint), "%s", (const char *)sqlite3_column_text(s, 3));
+    w->url = sq_dup(s, 4);
+    w->body = sq_dup(s, 5);
+    w->created_at = sqlite3_column_int64(s, 6);
+    w->next_at = sqlite3_column_int64(s, 7);
+    w->delivered_at = sqlite3_column_int64(s, 8);
+    w->attempts = sqlite3_column_int(s, 9);
+    w->last_status = sqlite3_column_int(s, 10);
+    w->state = sqlite3_column_int(s, 11);
+    snprintf(w->last_error, sizeof(w->last_error), "%s", (const char *)sqlite3_column_text(s, 12));
+}
+
+static int sq_webhook_insert(struct store *st, const struct store_webhook *w)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "INSERT INTO webhooks(" SQ_WEBHOOK_COLS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)", -1, &s,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, w->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, w->batch_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, w->type, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 4, w->endpoint, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 5, w->url, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 6, w->body, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 7, w->created_at);
+        sqlite3_bind_int64(s, 8, w->next_at);
+        sqlite3_bind_int64(s, 9, w->delivered_at);
+        sqlite3_bind_int(s, 10, w->attempts);
+        sqlite3_bind_int(s, 11, w->last_status);
+        sqlite3_bind_int(s, 12, w->state);
+        sqlite3_bind_text(s, 13, w->last_error, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_DONE)
+            rc = NS_OK;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* rows of a query with up to two bound values (text, then int64) */
+static int sq_webhooks_query(struct store *st, const char *sql, const char *text, int64_t num, int max,
+                             struct store_webhook **out, int *n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO, got = 0;
+    struct store_webhook *arr = calloc((size_t)(max > 0 ? max : 1), sizeof(*arr));
+    *out = NULL;
+    *n = 0;
+    if (!arr)
+        return NS_ERR_NOMEM;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) == SQLITE_OK) {
+        if (text)
+            sqlite3_bind_text(s, 1, text, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(s, 1);
+        sqlite3_bind_int64(s, 2, num);
+        sqlite3_bind_int(s, 3, max);
+        int r;
+        while ((r = sqlite3_step(s)) == SQLITE_ROW && got < max)
+            sq_webhook_row(s, &arr[got++]);
+        rc = r == SQLITE_DONE || r == SQLITE_ROW ? NS_OK : NS_ERR_IO;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        for (int i = 0; i < got; i++)
+            store_webhook_release(&arr[i]);
+        free(arr);
+        return rc;
+    }
+    *out = arr;
+    *n = got;
+    return NS_OK;
+}
+
+static int sq_webhooks_due(struct store *st, int64_t now, int max, struct store_webhook **out, int *n)
+{
+    return sq_webhooks_query(st, "SELECT " SQ_WEBHOOK_COLS " FROM webhooks WHERE ?1 IS NULL AND state=0 AND next_at<=?2 "
+                                 "ORDER BY next_at LIMIT ?3", NULL, now, max, out, n);
+}
+
+static int sq_webhooks_list(struct store *st, const char *batch_id, int limit, struct store_webhook **out, int *n)
+{
+    return sq_webhooks_query(st, "SELECT " SQ_WEBHOOK_COLS " FROM webhooks WHERE (?1 IS NULL OR batch_id=?1) AND ?2=?2 "
+                                 "ORDER BY created_at DESC, id LIMIT ?3", batch_id, 0, limit, out, n);
+}
+
+static int sq_webhook_update(struct store *st, const struct store_webhook *w)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "UPDATE webhooks SET next_at=?, delivered_at=?, attempts=?, last_status=?, state=?, "
+                                   "last_error=? WHERE id=?", -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(s, 1, w->next_at);
+        sqlite3_bind_int64(s, 2, w->delivered_at);
+        sqlite3_bind_int(s, 3, w->attempts);
+        sqlite3_bind_int(s, 4, w->last_status);
+        sqlite3_bind_int(s, 5, w->state);
+        sqlite3_bind_text(s, 6, w->last_error, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 7, w->id, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_DONE)
+            rc = NS_OK;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
 static int sq_lines_requeue(struct store *st)
 {
     pthread_mutex_lock(&st->mu);
@@ -1119,6 +1248,10 @@ const struct store_ops store_sqlite_ops = {
     .lines_insert = sq_lines_insert,
     .lines_claim = sq_lines_claim,
     .lines_finish = sq_lines_finish,
+    .webhook_insert = sq_webhook_insert,
+    .webhooks_due = sq_webhooks_due,
+    .webhook_update = sq_webhook_update,
+    .webhooks_list = sq_webhooks_list,
     .lines_requeue = sq_lines_requeue,
     .lines_fail_unfinished = sq_lines_fail_unfinished,
     .lines_count_unfinished = sq_lines_count_unfinished,

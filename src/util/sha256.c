@@ -109,3 +109,29 @@ void sha256_hex(const void *data, size_t n, char out[65])
     }
     out[64] = '\0';
 }
+
+void sha256_hmac(const void *key, size_t key_len, const void *data, size_t n, unsigned char out[32])
+{
+    unsigned char k[64], pad[64], inner[32];
+    struct sha256 s;
+    memset(k, 0, sizeof(k));
+    if (key_len > sizeof(k)) {
+        sha256_init(&s);
+        sha256_update(&s, key, key_len);
+        sha256_final(&s, k);
+    } else if (key_len) {
+        memcpy(k, key, key_len);
+    }
+    for (int i = 0; i < 64; i++)
+        pad[i] = k[i] ^ 0x36;
+    sha256_init(&s);
+    sha256_update(&s, pad, sizeof(pad));
+    sha256_update(&s, data, n);
+    sha256_final(&s, inner);
+    for (int i = 0; i < 64; i++)
+        pad[i] = k[i] ^ 0x5c;
+    sha256_init(&s);
+    sha256_update(&s, pad, sizeof(pad));
+    sha256_update(&s, inner, sizeof(inner));
+    sha256_final(&s, out);
+}

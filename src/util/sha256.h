@@ -1,6 +1,7 @@
 /*
- * sha256.h — SHA-256 (FIPS 180-4), for identifiers that clients expect to be SHA-256
- * digests (the Ollama API's model digests). Not used for anything security-related.
+ * sha256.h — SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104): identifiers clients expect
+ * as SHA-256 digests (the Ollama API's model digests), and webhook signatures (Standard
+ * Webhooks: HMAC-SHA256 over "id.timestamp.body").
  */
 #ifndef NS_UTIL_SHA256_H
 #define NS_UTIL_SHA256_H
@@ -21,5 +22,8 @@ void sha256_update(struct sha256 *s, const void *data, size_t n);
 void sha256_final(struct sha256 *s, unsigned char out[32]);
 /* one call: 64 lowercase hex digits and a NUL into out */
 void sha256_hex(const void *data, size_t n, char out[65]);
+
+/* HMAC-SHA256 of data under key */
+void sha256_hmac(const void *key, size_t key_len, const void *data, size_t n, unsigned char out[32]);
 
 #endif
