@@ -12,6 +12,7 @@
 #include "dashboard.h"
 #include "oai.h"
 #include "ollama.h"
+#include "../util/log.h"
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
@@ -2665,7 +2666,7 @@ int server_start(struct server_params p, struct store *st, const struct store_op
     s->ring = calloc(SAMPLES, sizeof(*s->ring));
     s->sampler_started = s->ring && pthread_create(&s->sampler, NULL, sampler_thread, s) == 0;
     if (!s->sampler_started)
-        fprintf(stderr, "nightshift: warning: no dashboard history (cannot start the sampler)\n");
+        log_event(LOG_WARN, NULL, NULL, "no dashboard history (cannot start the sampler)");
     *out = s;
     return NS_OK;
 }

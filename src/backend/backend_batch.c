@@ -37,6 +37,7 @@
 #include "../util/buf.h"
 #include "../util/status.h"
 #include "upstream.h"
+#include "../util/log.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -896,7 +897,7 @@ static void bb_flush(struct batch_backend *bb, double now)
     char err[600];
     int rc = bb->prov->submit(bb, b, err, sizeof(err));
     if (rc) {
-        fprintf(stderr, "nightshift: model '%s': cannot submit an upstream batch of %d requests: %s\n", bb->name, b->n, err);
+        log_event(LOG_WARN, bb->name, NULL, "model '%s': cannot submit an upstream batch of %d requests: %s", bb->name, b->n, err);
         bb->submit_failures++;
         bb->submit_after = now + fmin(bb->c.retry_max_s, bb->c.retry_base_s * pow(2, bb->submit_failures));
         while (b->jobs) {
@@ -911,7 +912,7 @@ static void bb_flush(struct batch_backend *bb, double now)
         return;
     }
     bb->submit_failures = 0;
-    fprintf(stderr, "nightshift: model '%s': %d requests sent upstream as batch %s\n", bb->name, b->n, b->id);
+    log_event(LOG_INFO, bb->name, NULL, "model '%s': %d requests sent upstream as batch %s", bb->name, b->n, b->id);
     b->interval = bb->c.poll_interval_s;
     b->next_poll = now + b->interval;
     b->next = bb->batches;
@@ -930,9 +931,9 @@ static void bb_poll_all(struct batch_backend *bb, double now)
         bool ended = false;
         char err[600];
         if (bb->prov->poll(bb, b, &ended, err, sizeof(err)) != NS_OK)
-            fprintf(stderr, "nightshift: model '%s': polling upstream batch %s: %s (will poll again)\n", bb->name, b->id, err);
+            log_event(LOG_WARN, bb->name, NULL, "model '%s': polling upstream batch %s: %s (will poll again)", bb->name, b->id, err);
         if (ended && bb->prov->collect(bb, b, err, sizeof(err)) != NS_OK) {
-            fprintf(stderr, "nightshift: model '%s': fetching the results of upstream batch %s: %s (will retry)\n",
+            log_event(LOG_WARN, bb->name, NULL, "model '%s': fetching the results of upstream batch %s: %s (will retry)",
                     bb->name, b->id, err);
             ended = false;
         }

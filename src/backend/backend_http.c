@@ -36,6 +36,7 @@
 #include "../util/buf.h"
 #include "../util/status.h"
 #include "upstream.h"
+#include "../util/log.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -409,7 +410,7 @@ static void http_circuit_failure(struct http_backend *hb, double now)
             hb->cooldown = fmin(hb->cooldown * 2, 300);
         hb->circuit = BACKEND_CIRCUIT_OPEN;
         hb->open_until = now + hb->cooldown;
-        fprintf(stderr, "nightshift: upstream of model '%s': circuit open for %.0f s after %d failed tries\n",
+        log_event(LOG_WARN, hb->name, NULL, "upstream of model '%s': circuit open for %.0f s after %d failed tries",
                 hb->name, hb->cooldown, hb->consec_fail);
         http_set_stats_circuit(hb);
     }
@@ -419,7 +420,7 @@ static void http_circuit_success(struct http_backend *hb)
 {
     hb->consec_fail = 0;
     if (hb->circuit != BACKEND_CIRCUIT_CLOSED) {
-        fprintf(stderr, "nightshift: upstream of model '%s': circuit closed\n", hb->name);
+        log_event(LOG_INFO, hb->name, NULL, "upstream of model '%s': circuit closed", hb->name);
         hb->circuit = BACKEND_CIRCUIT_CLOSED;
         hb->cooldown = hb->c.circuit_cooldown_s;
         http_set_stats_circuit(hb);

@@ -5,6 +5,7 @@
 
 #include "../util/num.h"
 #include "../util/status.h"
+#include "../util/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -75,7 +76,7 @@ int datadir_lock(const char *dir, int *fd, char *err, size_t errlen)
     int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
     /* best effort: the lock is what counts, the pid only makes the message helpful */
     if (ftruncate(f, 0) == 0 && pwrite(f, pid, (size_t)n, 0) != n)
-        fprintf(stderr, "nightshift: warning: cannot write the pid into '%s'\n", path);
+        log_event(LOG_WARN, NULL, NULL, "cannot write the pid into '%s'", path);
     *fd = f;
     return NS_OK;
 }

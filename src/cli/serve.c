@@ -30,6 +30,7 @@
 #include "../store/store.h"
 #include "../util/num.h"
 #include "../util/status.h"
+#include "../util/log.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -79,6 +80,8 @@ static void serve_usage(FILE *f)
           "      --grace-period SECONDS  on SIGTERM/SIGINT, how long running requests and batch\n"
           "                           lines may take to finish (default 30; 0: stop at once);\n"
           "                           lines still running then run again at the next start\n"
+          "      --log-format F       text (default) or json: one JSON object per line on stderr\n"
+          "                           (time, level, msg, model, batch_id)\n"
           "  -v, --verbose            llama.cpp's own log on stderr\n",
           f);
 }
@@ -90,7 +93,7 @@ struct serve_model {
 };
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
-       O_RETAIN, O_CONFIG, O_GRACE };
+       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -104,6 +107,7 @@ static const struct option serve_opts[] = {
     {"results-retention-days", required_argument, 0, O_RETAIN},
     {"config", required_argument, 0, O_CONFIG},
     {"grace-period", required_argument, 0, O_GRACE},
+    {"log-format", required_argument, 0, O_LOGFMT},
     {"verbose", no_argument, 0, 'v'},            {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -173,14 +177,14 @@ static char **serve_config_argv(const struct config *cfg, int argc, char **argv,
 static void serve_reload(const char *config_path, struct sched **scheds, int n_scheds)
 {
     if (!config_path) {
-        fprintf(stderr, "nightshift: reload requested (SIGHUP), but there is no --config file to re-read\n");
+        log_event(LOG_INFO, NULL, NULL, "reload requested (SIGHUP), but there is no --config file to re-read");
         fflush(stderr);
         return;
     }
     struct config *cfg = NULL;
     char err[600];
     if (config_load(config_path, serve_config_key_ok, &cfg, err, sizeof(err))) {
-        fprintf(stderr, "nightshift: reload failed, keeping the running configuration: %s\n", err);
+        log_event(LOG_ERROR, NULL, NULL, "reload failed, keeping the running configuration: %s", err);
         fflush(stderr);
         return;
     }
@@ -192,9 +196,9 @@ static void serve_reload(const char *config_path, struct sched **scheds, int n_s
             if (strcmp(sched_model_name(scheds[i]), c->name) == 0)
                 be = sched_backend(scheds[i]);
         if (!be)
-            fprintf(stderr, "nightshift: reload: model '%s' is new: restart to serve it\n", c->name);
+            log_event(LOG_WARN, NULL, NULL, "reload: model '%s' is new: restart to serve it", c->name);
         else if (strcmp(be->ops->kind, c->kind) != 0)
-            fprintf(stderr, "nightshift: reload: model '%s' moved from %s to %s: restart to apply\n", c->name,
+            log_event(LOG_WARN, NULL, NULL, "reload: model '%s' moved from %s to %s: restart to apply", c->name,
                     be->ops->kind, c->kind);
         else
             updated += backend_reconfigure(be, c) == NS_OK;
@@ -204,10 +208,10 @@ static void serve_reload(const char *config_path, struct sched **scheds, int n_s
         for (int k = 0; k < cfg->n_models && !kept; k++)
             kept = strcmp(cfg->models[k].conf.name, sched_model_name(scheds[i])) == 0;
         if (!kept && strcmp(sched_backend(scheds[i])->ops->kind, "local") != 0)
-            fprintf(stderr, "nightshift: reload: model '%s' is no longer in %s: restart to stop serving it\n",
+            log_event(LOG_WARN, NULL, NULL, "reload: model '%s' is no longer in %s: restart to stop serving it",
                     sched_model_name(scheds[i]), config_path);
     }
-    fprintf(stderr, "nightshift: reloaded %s: %d model%s updated ([server] options apply at the next start)\n",
+    log_event(LOG_INFO, NULL, NULL, "reloaded %s: %d model%s updated ([server] options apply at the next start)",
             config_path, updated, updated == 1 ? "" : "s");
     fflush(stderr);
     config_free(cfg);
@@ -245,7 +249,7 @@ static void serve_drain(struct server *srv, struct sched **scheds, int n_scheds,
     server_drain(srv);
     for (int i = 0; i < n_scheds; i++)
         sched_drain(scheds[i]);
-    fprintf(stderr, "nightshift: shutting down: taking no new work; up to %d s for running requests\n", grace);
+    log_event(LOG_INFO, NULL, NULL, "shutting down: taking no new work; up to %d s for running requests", grace);
     fflush(stderr);
     double deadline = serve_now() + grace;
     for (;;) {
@@ -255,20 +259,20 @@ static void serve_drain(struct server *srv, struct sched **scheds, int n_scheds,
         if (http == 0 && engine == 0)
             break;
         if (serve_now() >= deadline) {
-            fprintf(stderr,
-                    "nightshift: grace period over: stopping %d HTTP requests and %d engine requests; their batch "
-                    "lines run again at the next start\n",
-                    http, engine);
+            log_event(LOG_WARN, NULL, NULL,
+                      "grace period over: stopping %d HTTP requests and %d engine requests; their batch lines run "
+                      "again at the next start",
+                      http, engine);
             break;
         }
         int sig = serve_next_signal(sigs, 100);
         if (sig == SIGINT || sig == SIGTERM) {
-            fprintf(stderr, "nightshift: second stop signal: not waiting for %d HTTP and %d engine requests\n", http,
+            log_event(LOG_INFO, NULL, NULL, "second stop signal: not waiting for %d HTTP and %d engine requests", http,
                     engine);
             break;
         }
         if (sig == SIGHUP)
-            fprintf(stderr, "nightshift: reload requested while shutting down: ignored\n");
+            log_event(LOG_INFO, NULL, NULL, "reload requested while shutting down: ignored");
     }
 }
 
@@ -278,15 +282,14 @@ static void serve_log_model(struct backend *be, const char *name, const char *pa
     if (!eng) {
         struct backend_info bi;
         be->ops->get_info(be->impl, &bi);
-        fprintf(stderr, "nightshift: model '%s': %s backend, %s\n", name, bi.kind, bi.desc);
+        log_event(LOG_INFO, name, NULL, "model '%s': %s backend, %s", name, bi.kind, bi.desc);
         return;
     }
     struct engine_info info;
     engine_get_info(eng, &info);
-    fprintf(stderr,
-            "nightshift: model '%s': %s (%s), %d parallel + %d interactive, context %d (%d per sequence), "
-            "template %s\n",
-            name, path, info.desc, parallel, islots, info.n_ctx, info.n_ctx_seq, info.chat_template);
+    log_event(LOG_INFO, name, NULL,
+              "model '%s': %s (%s), %d parallel + %d interactive, context %d (%d per sequence), template %s", name,
+              path, info.desc, parallel, islots, info.n_ctx, info.n_ctx_seq, info.chat_template);
 }
 
 static int serve_main(int argc, char **argv, const struct config *cfg)
@@ -390,6 +393,11 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             grace = (int)v;
             break;
         case O_CONFIG: break; /* read before */
+        case O_LOGFMT:
+            if (strcmp(optarg, "text") && strcmp(optarg, "json"))
+                return cli_fail("--log-format must be 'text' or 'json', not '%s'", optarg);
+            log_set_json(strcmp(optarg, "json") == 0);
+            break;
         case 'v': verbose = true; break;
         case 'h': serve_usage(stdout); return 0;
         default: serve_usage(stderr); return 2;
@@ -432,7 +440,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     sp.data_dir = data_dir;
     bp.data_dir = data_dir;
     if (!sp.api_key && strcmp(host, "127.0.0.1") && strcmp(host, "localhost"))
-        fprintf(stderr, "nightshift: warning: listening on %s without --api-key: anyone who reaches it can use it\n", host);
+        log_event(LOG_WARN, NULL, NULL, "listening on %s without --api-key: anyone who reaches it can use it", host);
 
     /* before any thread exists: every thread inherits the mask (see the file header) */
     sigset_t sigs;
@@ -525,7 +533,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         rc = cli_fail("%s", err);
         goto out;
     }
-    fprintf(stderr, "nightshift: listening on http://%s:%d (data dir %s)\n", host, server_port(srv), data_dir);
+    log_event(LOG_INFO, NULL, NULL, "listening on http://%s:%d (data dir %s)", host, server_port(srv), data_dir);
     fflush(stderr);
     for (;;) {
         int sig = serve_next_signal(&sigs, -1);
@@ -548,7 +556,7 @@ out:
     ops->close(st);
     datadir_unlock(lock_fd);
     if (rc == 0)
-        fprintf(stderr, "nightshift: stopped\n");
+        log_event(LOG_INFO, NULL, NULL, "stopped");
     return rc;
 }
 

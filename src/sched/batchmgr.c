@@ -8,6 +8,7 @@
 #include "../api/batchfile.h"
 #include "../api/oai.h"
 #include "../util/status.h"
+#include "../util/log.h"
 
 #include <cjson/cJSON.h>
 
@@ -310,7 +311,7 @@ static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_ba
         return;
     char out_id[48], err_id[48];
     if (bm_write_file(m, &fresh, true, out_id, sizeof(out_id)) || bm_write_file(m, &fresh, false, err_id, sizeof(err_id))) {
-        fprintf(stderr, "nightshift: cannot write the output files of batch %s; will retry\n", b->id);
+        log_event(LOG_ERROR, b->model, b->id, "cannot write the output files of batch %s; will retry", b->id);
         store_batch_release(&fresh);
         return;
     }

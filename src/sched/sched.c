@@ -21,6 +21,7 @@
 #include "../api/batchfile.h"
 #include "../backend/backend.h"
 #include "../util/status.h"
+#include "../util/log.h"
 
 #include <cjson/cJSON.h>
 
@@ -121,7 +122,7 @@ static void sched_flush(struct sched *s)
         rs[i].batch_id = s->fin[i].batch_id;
     }
     if (s->ops->lines_finish(s->st, rs, s->n_fin))
-        fprintf(stderr, "nightshift: cannot record %d finished lines (first: line %u of batch %s; store error); "
+        log_event(LOG_ERROR, s->model_name, s->fin[0].batch_id, "cannot record %d finished lines (first: line %u of batch %s; store error); "
                         "they will be rerun after a restart\n",
                 s->n_fin, s->fin[0].line_no, s->fin[0].batch_id);
     for (int i = 0; i < s->n_fin; i++)
@@ -263,7 +264,7 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
     char *json = cJSON_PrintUnformatted(line);
     cJSON_Delete(line);
     if (!json) {
-        fprintf(stderr, "nightshift: out of memory recording line %u of batch %s; it will be rerun after a restart\n",
+        log_event(LOG_ERROR, s->model_name, sl->b->id, "out of memory recording line %u of batch %s; it will be rerun after a restart",
                 sl->line.line_no, sl->b->id);
         return;
     }
@@ -350,7 +351,7 @@ static void sched_claim(struct sched *s, struct sched_batch *b)
     struct store_line *lines = NULL;
     int n = 0;
     if (s->ops->lines_claim(s->st, b->id, s->model_name, s->p.claim_chunk, &lines, &n) != NS_OK) {
-        fprintf(stderr, "nightshift: cannot claim lines of batch %s (store error); will retry\n", b->id);
+        log_event(LOG_ERROR, s->model_name, b->id, "cannot claim lines of batch %s (store error); will retry", b->id);
         return;
     }
     b->buf = lines;
@@ -543,7 +544,7 @@ static void *sched_thread(void *arg)
     };
     int rc = s->be->ops->run(s->be->impl, &src);
     if (rc)
-        fprintf(stderr, "nightshift: the backend of model '%s' stopped with an error\n", s->model_name);
+        log_event(LOG_ERROR, s->model_name, NULL, "the backend of model '%s' stopped with an error", s->model_name);
     return NULL;
 }
 

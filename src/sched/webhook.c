@@ -8,6 +8,7 @@
 #include "../util/base64.h"
 #include "../util/sha256.h"
 #include "../util/status.h"
+#include "../util/log.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -134,7 +135,7 @@ static void webhook_queue(struct webhook *w, const struct store_batch *b, const 
     cJSON_Delete(o);
     ev.url = (char *)url;
     if (!ev.body || w->ops->webhook_insert(w->st, &ev))
-        fprintf(stderr, "nightshift: cannot queue webhook %s of batch %s for %s (store error)\n", type, b->id, url);
+        log_event(LOG_ERROR, b->model, b->id, "cannot queue webhook %s of batch %s for %s (store error)", type, b->id, url);
     free(ev.body);
 }
 
@@ -247,14 +248,14 @@ static void webhook_deliver_due(struct webhook *w)
             ev->delivered_at = time(NULL);
         } else if (ev->attempts >= e->max_attempts) {
             ev->state = SW_FAILED;
-            fprintf(stderr, "nightshift: webhook %s (%s of batch %s) to %s failed %d times; giving up: %s\n", ev->id,
+            log_event(LOG_WARN, NULL, ev->batch_id, "webhook %s (%s of batch %s) to %s failed %d times; giving up: %s", ev->id,
                     ev->type, ev->batch_id, ev->url, ev->attempts, ev->last_error);
         } else {
             double wait = fmin(3600, e->retry_base_s * pow(2, ev->attempts - 1));
             ev->next_at = time(NULL) + (int64_t)ceil(wait * (0.5 + 0.5 * ((double)rand() / RAND_MAX)));
         }
         if (w->ops->webhook_update(w->st, ev))
-            fprintf(stderr, "nightshift: cannot record webhook %s (store error)\n", ev->id);
+            log_event(LOG_ERROR, NULL, ev->batch_id, "cannot record webhook %s (store error)", ev->id);
         store_webhook_release(ev);
     }
     free(due);

@@ -153,3 +153,30 @@ test('a config with a bad webhook section names the line', async () => {
         await plain.stop();
     }
 });
+
+test('--log-format json: every stderr line is one JSON object with time, level and msg; model events name their model', async () => {
+    const dir = path.join(TMP, 'jsonlog');
+    fs.mkdirSync(dir);
+    const s = await startServer(['--model', `tiny=${path.join(TMP, 'tiny.gguf')}`, '--data-dir', path.join(dir, 'data'),
+        '--log-format', 'json', '--listen', '127.0.0.1:0'], { name: 'jsonlog' });
+    let stderr;
+    try {
+        const bad = await runNs(['serve', '--log-format', 'yaml', '--model', 'x.gguf'], { timeoutMs: 30_000 });
+        assert.equal(bad.code, 2);
+        assert.match(bad.stderr, /--log-format must be 'text' or 'json', not 'yaml'/);
+    } finally {
+        await s.stop();
+        stderr = s.stderr();
+    }
+    const lines = stderr.trim().split('\n');
+    assert.ok(lines.length >= 3, stderr);
+    for (const l of lines) {
+        const o = JSON.parse(l);
+        assert.match(o.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+        assert.ok(['info', 'warn', 'error'].includes(o.level), l);
+        assert.equal(typeof o.msg, 'string');
+    }
+    const model = lines.map((l) => JSON.parse(l)).find((o) => /^model 'tiny'/.test(o.msg));
+    assert.equal(model.model, 'tiny');
+    assert.ok(lines.some((l) => /listening on http/.test(JSON.parse(l).msg)));
+});
