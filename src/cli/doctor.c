@@ -11,14 +11,20 @@
  * the store's schema version against this binary's, each model file (a GGUF header, its
  * size against the machine's memory), the CPU against the instruction sets the linked
  * llama.cpp was compiled for (a mismatch dies with SIGILL at the first decode), free disk
- * space on the data dir's file system. Backends: see doctor_check_backends().
+ * space on the data dir's file system, and with --config each upstream backend (GET its
+ * /models with its key: reachable, key refused, or down).
  */
 #include "cli.h"
 #include "datadir.h"
 
+#include "config.h"
+
+#include "../backend/upstream.h"
 #include "../engine/engine.h"
 #include "../store/store.h"
 #include "../util/status.h"
+
+#include <curl/curl.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -60,12 +66,14 @@ static void doctor_say(struct doctor *d, enum doctor_level lv, const char *fmt, 
 
 static void doctor_usage(FILE *f)
 {
-    fputs("usage: nightshift doctor [--data-dir DIR] [--db URI] [--model [NAME=]FILE ...]\n"
+    fputs("usage: nightshift doctor [--config FILE] [--data-dir DIR] [--db URI] [--model [NAME=]FILE ...]\n"
           "\n"
           "Checks what 'nightshift serve' needs and says what to fix: the data dir, the\n"
-          "store's schema version, the model files, the CPU, free disk space. One line per\n"
-          "check: ok, warn or FAIL, what it found, and what to do. Changes nothing.\n"
+          "store's schema version, the model files, the CPU, free disk space, and the upstream\n"
+          "backends of a --config file. One line per check: ok, warn or FAIL, what it found,\n"
+          "and what to do. Changes nothing.\n"
           "\n"
+          "      --config FILE        the server's config: its data dir, db, models and backends\n"
           "  -d, --data-dir DIR       the server's data dir (default ./nightshift-data)\n"
           "      --db URI             its store (default: sqlite:DATA_DIR/nightshift.db)\n"
           "  -m, --model [NAME=]FILE  a model file to check (repeatable; default: NIGHTSHIFT_MODEL)\n"
@@ -287,18 +295,75 @@ static void doctor_check_cpu(struct doctor *d)
 
 /* ---- backends ------------------------------------------------------------------------ */
 
-/* TODO(config): upstream backends (HTTP, providers) come with `serve --config`; check each
- * one's reachability here (connect, GET its models route, say which URL failed and why). */
-static void doctor_check_backends(struct doctor *d) { (void)d; }
+static size_t doctor_discard(char *p, size_t sz, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return sz * n;
+}
+
+/* each upstream model of --config: GET {url}/models with its key, 5 s at most */
+static void doctor_check_backends(struct doctor *d, const struct config *cfg)
+{
+    if (!cfg)
+        return;
+    upstream_global_init();
+    for (int i = 0; i < cfg->n_models; i++) {
+        const struct backend_conf *c = &cfg->models[i].conf;
+        if (strcmp(c->kind, "local") == 0)
+            continue;
+        bool anthropic = strcmp(c->kind, "anthropic-batch") == 0;
+        char *url = upstream_url_join(c->url, "/models");
+        CURL *e = curl_easy_init();
+        struct curl_slist *h = NULL;
+        char hdr[1024], eb[CURL_ERROR_SIZE] = "";
+        if (c->api_key) {
+            snprintf(hdr, sizeof(hdr), anthropic ? "x-api-key: %s" : "Authorization: Bearer %s", c->api_key);
+            h = curl_slist_append(h, hdr);
+            memset(hdr, 0, sizeof(hdr));
+        }
+        if (anthropic)
+            h = curl_slist_append(h, "anthropic-version: 2023-06-01");
+        if (!url || !e) {
+            doctor_say(d, DOCTOR_FAIL, "backend '%s': out of memory", c->name);
+        } else {
+            curl_easy_setopt(e, CURLOPT_URL, url);
+            curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+            curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, doctor_discard);
+            curl_easy_setopt(e, CURLOPT_ERRORBUFFER, eb);
+            curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+            curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 5000L);
+            CURLcode cc = curl_easy_perform(e);
+            long code = 0;
+            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+            if (cc != CURLE_OK)
+                doctor_say(d, DOCTOR_FAIL, "backend '%s' (%s): cannot reach %s: %s: check the url and the network",
+                           c->name, c->kind, url, eb[0] ? eb : curl_easy_strerror(cc));
+            else if (code == 401 || code == 403)
+                doctor_say(d, DOCTOR_FAIL, "backend '%s' (%s): %s refused the key (HTTP %ld): check api_key_env",
+                           c->name, c->kind, url, code);
+            else if (code >= 200 && code < 300)
+                doctor_say(d, DOCTOR_OK, "backend '%s' (%s): %s answers (HTTP %ld)", c->name, c->kind, url, code);
+            else
+                doctor_say(d, DOCTOR_WARN, "backend '%s' (%s): %s answered HTTP %ld: it is up, but check the url",
+                           c->name, c->kind, url, code);
+        }
+        curl_slist_free_all(h);
+        if (e)
+            curl_easy_cleanup(e);
+        free(url);
+    }
+}
 
 int cli_doctor(int argc, char **argv)
 {
     static const struct option lo[] = {{"data-dir", required_argument, 0, 'd'},
                                        {"db", required_argument, 0, 1000},
+                                       {"config", required_argument, 0, 1001},
                                        {"model", required_argument, 0, 'm'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
-    const char *data_dir = "nightshift-data", *db = NULL;
+    const char *data_dir = NULL, *db = NULL, *config_path = NULL;
     const char *models[DOCTOR_MAX_MODELS];
     int n_models = 0, ch;
     optind = 1;
@@ -306,6 +371,7 @@ int cli_doctor(int argc, char **argv)
         switch (ch) {
         case 'd': data_dir = optarg; break;
         case 1000: db = optarg; break;
+        case 1001: config_path = optarg; break;
         case 'm':
             if (n_models == DOCTOR_MAX_MODELS)
                 return cli_fail("at most %d models", DOCTOR_MAX_MODELS);
@@ -317,6 +383,22 @@ int cli_doctor(int argc, char **argv)
     }
     if (optind < argc)
         return cli_fail("unexpected argument '%s'", argv[optind]);
+    struct config *cfg = NULL;
+    char cerr[600];
+    if (config_path && config_load(config_path, NULL, &cfg, cerr, sizeof(cerr)))
+        return cli_fail("%s", cerr);
+    /* the config's data dir, db and local models, unless the command line names them */
+    for (int i = 0; cfg && i < cfg->n_server; i++) {
+        if (!data_dir && strcmp(cfg->server[i].key, "data-dir") == 0)
+            data_dir = cfg->server[i].value;
+        if (!db && strcmp(cfg->server[i].key, "db") == 0)
+            db = cfg->server[i].value;
+    }
+    for (int i = 0; cfg && i < cfg->n_models && n_models < DOCTOR_MAX_MODELS; i++)
+        if (cfg->models[i].path)
+            models[n_models++] = cfg->models[i].path;
+    if (!data_dir)
+        data_dir = "nightshift-data";
     if (n_models == 0 && getenv("NIGHTSHIFT_MODEL"))
         models[n_models++] = getenv("NIGHTSHIFT_MODEL");
     struct doctor d = {0};
@@ -324,9 +406,10 @@ int cli_doctor(int argc, char **argv)
     doctor_check_data_dir(&d, data_dir);
     doctor_check_store(&d, db, data_dir);
     doctor_check_models(&d, models, n_models);
-    doctor_check_backends(&d);
+    doctor_check_backends(&d, cfg);
     doctor_check_cpu(&d);
     doctor_check_disk(&d, data_dir);
     printf("%d failed, %d warnings\n", d.fails, d.warns);
+    config_free(cfg);
     return d.fails ? 1 : 0;
 }

@@ -352,6 +352,20 @@ test('SIGHUP re-reads the config: limits and prices change live; a broken config
     fs.writeFileSync(INI, INI_TEXT);
 });
 
+test('nightshift doctor --config checks each upstream backend with its key', async () => {
+    const ini = path.join(TMP, 'doctor.ini');
+    fs.writeFileSync(ini, `[server]\ndata-dir = ${path.join(TMP, 'doctor-data')}\n\n` +
+        `[model direct]\nbackend = openai-http\nurl = http://127.0.0.1:${UP.port}/v1\n\n` +
+        `[model keyed]\nbackend = openai-http\nurl = http://127.0.0.1:${PROXY.port}/v1\napi_key_env = WRONG_KEY\n\n` +
+        `[model gone]\nbackend = openai-batch\nurl = http://127.0.0.1:1/v1\n`);
+    const r = await runNs(['doctor', '--config', ini], { timeoutMs: 60_000, env: { WRONG_KEY: 'sk-wrong' } });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /^ok {4}backend 'direct' \(openai-http\): http:\/\/127\.0\.0\.1:\d+\/v1\/models answers \(HTTP 200\)$/m);
+    assert.match(r.stdout, /^FAIL {2}backend 'keyed' \(openai-http\): .* refused the key \(HTTP 401\): check api_key_env$/m);
+    assert.match(r.stdout, /^FAIL {2}backend 'gone' \(openai-batch\): cannot reach http:\/\/127\.0\.0\.1:1\/v1\/models: /m);
+    assert.ok(!r.stdout.includes('sk-wrong') && !r.stderr.includes('sk-wrong'));
+});
+
 test('bad configs: errors name the file, the line and the fix', async () => {
     const cases = [
         ['[model a]\nbackend = openai-http\nurl = ftp://x\n', /:3: \[model a\]: url must start with http/],
