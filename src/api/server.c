@@ -2081,13 +2081,17 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
         {"nightshift_time_to_first_token_seconds", "Real-time requests: submission to first token.", 0},
         {"nightshift_request_duration_seconds", "Real-time requests: submission to the last token.", 1},
         {"nightshift_batch_line_duration_seconds", "Batch lines: admission to the last token.", 2},
+        {"nightshift_store_write_seconds", "Group commits of batch line results to the store.", 3},
     };
     for (size_t h = 0; h < sizeof(hists) / sizeof(hists[0]); h++) {
         buf_appendf(&b, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].name, hists[h].help, hists[h].name);
         for (int i = 0; i < srv->n_scheds; i++) {
             struct sched_stats ss;
             sched_get_stats(srv->scheds[i], &ss);
-            const struct sched_hist *sh = hists[h].which == 0 ? &ss.ttft : hists[h].which == 1 ? &ss.latency : &ss.line_latency;
+            const struct sched_hist *sh = hists[h].which == 0   ? &ss.ttft
+                                          : hists[h].which == 1 ? &ss.latency
+                                          : hists[h].which == 2 ? &ss.line_latency
+                                                                : &ss.store_write;
             metric_hist(&b, hists[h].name, sched_model_name(srv->scheds[i]), sh);
         }
     }

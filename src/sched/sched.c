@@ -121,7 +121,10 @@ static void sched_flush(struct sched *s)
         rs[i] = s->fin[i].r;
         rs[i].batch_id = s->fin[i].batch_id;
     }
-    if (s->ops->lines_finish(s->st, rs, s->n_fin))
+    double t0 = sched_now();
+    int rc = s->ops->lines_finish(s->st, rs, s->n_fin);
+    sched_observe(&s->stats.store_write, sched_now() - t0);
+    if (rc)
         log_event(LOG_ERROR, s->model_name, s->fin[0].batch_id, "cannot record %d finished lines (first: line %u of batch %s; store error); "
                         "they will be rerun after a restart\n",
                 s->n_fin, s->fin[0].line_no, s->fin[0].batch_id);

@@ -121,6 +121,7 @@ struct sched_stats {
     struct sched_hist ttft;          /* interactive: submit -> first token */
     struct sched_hist latency;       /* interactive: submit -> done */
     struct sched_hist line_latency;  /* batch lines: admitted -> done */
+    struct sched_hist store_write;   /* group commits of batch results */
 };
 void sched_get_stats(struct sched *s, struct sched_stats *out);
 
