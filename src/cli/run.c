@@ -17,6 +17,7 @@
  * THREADS: one. The engine calls pull()/done() on this thread between decode steps.
  */
 #include "cli.h"
+#include "config.h"
 #include "progress.h"
 
 #include "../api/batchfile.h"
@@ -54,6 +55,7 @@ struct run_opts {
     struct batchfile_params bfp;
     /* cost accounting: real-time USD per million tokens, and the batch discount */
     double price_input, price_output, batch_discount;
+    const char *config;        /* --config: --model then names one of its [model] sections */
 };
 
 /* cost at batch and at real-time prices; false when no price was given */
@@ -75,7 +77,7 @@ struct run_ctx {
     const struct run_opts *o;
     struct batchfile *bf;
     struct runstate *rs;
-    struct engine *eng;
+    struct backend *be;       /* the local engine, or an upstream (--config) */
     struct strset done;       /* custom_ids finished in an earlier run */
     char **done_ids;          /* storage of the strings in done */
     size_t n_done_ids;
@@ -91,14 +93,15 @@ struct run_ctx {
 };
 
 static volatile sig_atomic_t run_interrupted;
-static struct engine *run_engine_for_signal;
+/* local and openai-http stops are a flag and a wakeup write: safe in a signal handler */
+static struct backend *run_backend_for_signal;
 
 static void run_on_signal(int sig)
 {
     (void)sig;
     run_interrupted = 1;
-    if (run_engine_for_signal)
-        engine_stop(run_engine_for_signal);
+    if (run_backend_for_signal)
+        run_backend_for_signal->ops->stop(run_backend_for_signal->impl);
 }
 
 static void run_usage(FILE *f)
@@ -110,7 +113,10 @@ static void run_usage(FILE *f)
           "\n"
           "  -o, --output FILE        results of the lines that succeeded (required)\n"
           "  -e, --errors FILE        lines that failed (default: OUTPUT with .errors.jsonl)\n"
-          "  -m, --model FILE         GGUF model (or NIGHTSHIFT_MODEL)\n"
+          "  -m, --model FILE         GGUF model (or NIGHTSHIFT_MODEL); with --config, the name of\n"
+          "                           one of its [model NAME] sections (local or openai-http)\n"
+          "      --config FILE        a `nightshift serve` config file: run on its model's backend\n"
+          "                           (an OpenAI-compatible server, with its retries and limits)\n"
           "      --model-alias NAME   a body.model value to accept for this model (repeatable;\n"
           "                           '*' accepts any); the file name and general.name always are\n"
           "  -p, --parallel N         sequences decoded together (default 64)\n"
@@ -192,7 +198,7 @@ static void run_record(struct run_ctx *c, const char *key, uint32_t line, bool o
     if (rc && !c->io_error) {
         c->io_error = rc;
         snprintf(c->io_msg, sizeof(c->io_msg), "cannot write the checkpoint database (disk full?)");
-        engine_stop(c->eng);
+        c->be->ops->stop(c->be->impl);
     }
     if (ok)
         c->ok++;
@@ -244,7 +250,8 @@ static int run_pull(void *ud, struct engine_request **out, int max)
         cJSON *body = root ? cJSON_DetachItemFromObjectCaseSensitive(root, "body") : NULL;
         cJSON_Delete(root);
         struct oai_error err;
-        int rc = oai_request_from_json(body, l->url == BATCHFILE_URL_CHAT, &it->oreq, &err);
+        int rc = c->be->ops->forward ? oai_request_forward_from_json(body, l->url == BATCHFILE_URL_CHAT, &it->oreq, &err)
+                                     : oai_request_from_json(body, l->url == BATCHFILE_URL_CHAT, &it->oreq, &err);
         if (rc == NS_OK && it->oreq.stream) {
             oai_request_release(&it->oreq);
             rc = NS_ERR_INVALID;
@@ -278,8 +285,18 @@ static void run_done(void *ud, struct engine_request *req, const struct engine_r
     struct run_ctx *c = ud;
     struct run_item *it = req->user;
     const struct batchfile_line *l = it->line;
+    cJSON *raw = !c->o->gemini && res->raw_body && res->http_status ? cJSON_ParseWithLength(res->raw_body, res->raw_len)
+                                                                   : NULL;
     if (res->status == NS_ERR_CANCELLED && (run_interrupted || c->io_error)) {
         /* interrupted: not recorded, so the next run computes it */
+    } else if (raw) {
+        /* an upstream's answer, success or error, as it gave it */
+        char key[600];
+        run_key(key, sizeof(key), l->custom_id);
+        bool ok = res->status == NS_OK;
+        run_record(c, key, l->line_no, ok, oai_batch_line(l->custom_id, res->http_status, raw),
+                   ok ? res->prompt_tokens : 0, ok ? res->completion_tokens : 0, ok ? res->cached_tokens : 0);
+        raw = NULL;
     } else if (res->status == NS_OK) {
         char id[48];
         oai_make_id(id, sizeof(id), it->oreq.chat ? "chatcmpl-" : "cmpl-");
@@ -292,6 +309,7 @@ static void run_done(void *ud, struct engine_request *req, const struct engine_r
     } else {
         run_record_error(c, l, res->status, res->message, res->param, res->prompt_tokens);
     }
+    cJSON_Delete(raw);
     oai_request_release(&it->oreq);
     free(it);
     progress_update(&c->prog, c->ok + c->failed, c->completion_tokens);
@@ -475,7 +493,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum {
         OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT, OPT_KVU, OPT_NOPC, OPT_FORMAT,
-        OPT_PIN, OPT_POUT, OPT_DISC
+        OPT_PIN, OPT_POUT, OPT_DISC, OPT_CONFIG
     };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"errors", required_argument, 0, 'e'},
@@ -489,7 +507,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         {"kv-unified", no_argument, 0, OPT_KVU},     {"no-prefix-cache", no_argument, 0, OPT_NOPC},
         {"input-format", required_argument, 0, OPT_FORMAT},
         {"price-input", required_argument, 0, OPT_PIN}, {"price-output", required_argument, 0, OPT_POUT},
-        {"batch-discount", required_argument, 0, OPT_DISC},
+        {"batch-discount", required_argument, 0, OPT_DISC}, {"config", required_argument, 0, OPT_CONFIG},
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     long long v;
@@ -551,6 +569,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
             o->seed = (uint64_t)v;
             break;
         case OPT_SUMMARY: o->summary = optarg; break;
+        case OPT_CONFIG: o->config = optarg; break;
         case OPT_PIN:
         case OPT_POUT:
         case OPT_DISC: {
@@ -586,9 +605,9 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
     }
     if (!o->output)
         return cli_fail("no output file given (-o FILE)");
-    if (!o->model)
+    if (!o->model && !o->config)
         o->model = getenv("NIGHTSHIFT_MODEL");
-    if (!o->model)
+    if (!o->model && !o->config)
         return cli_fail("no model given (--model FILE.gguf or NIGHTSHIFT_MODEL)");
     return 0;
 }
@@ -640,13 +659,46 @@ int cli_run(int argc, char **argv)
         o.state = state_path;
     }
 
+    /* --config: the model is one of its sections; an upstream one runs on its backend */
+    struct config *cfg = NULL;
+    const struct config_model *cm = NULL;
+    if (o.config) {
+        char cerr[600];
+        if (config_load(o.config, NULL, &cfg, cerr, sizeof(cerr)))
+            return cli_fail("%s", cerr);
+        char have[512] = "";
+        for (int i = 0; i < cfg->n_models; i++) {
+            size_t hl = strlen(have);
+            snprintf(have + hl, sizeof(have) - hl, "%s%s", i ? ", " : "", cfg->models[i].conf.name);
+            if (o.model ? strcmp(cfg->models[i].conf.name, o.model) == 0 : cfg->n_models == 1)
+                cm = &cfg->models[i];
+        }
+        if (!cm) {
+            cli_fail("%s: no [model %s] section (it has: %s)", o.config, o.model ? o.model : "?", have[0] ? have : "none");
+            config_free(cfg);
+            return 2;
+        }
+        if (strcmp(cm->conf.kind, "local") && strcmp(cm->conf.kind, "openai-http")) {
+            cli_fail("model '%s' runs on %s, which `nightshift run` does not drive: use `nightshift serve` for "
+                     "provider batch backends",
+                     cm->conf.name, cm->conf.kind);
+            config_free(cfg);
+            return 2;
+        }
+        if (o.n_aliases < RUN_MAX_ALIASES)
+            o.aliases[o.n_aliases++] = cm->conf.name;
+        o.model = cm->path; /* NULL for an upstream */
+    }
     /* the names body.model may use: aliases, the file name, general.name */
-    if (engine_peek_name(o.model, peek, sizeof(peek), err, sizeof(err)) != NS_OK) {
+    peek[0] = '\0';
+    if (o.model && engine_peek_name(o.model, peek, sizeof(peek), err, sizeof(err)) != NS_OK) {
         cli_fail("%s", err);
+        config_free(cfg);
         return 2;
     }
-    const char *slash = strrchr(o.model, '/');
-    snprintf(base, sizeof(base), "%s", slash ? slash + 1 : o.model);
+    const char *mp = o.model ? o.model : cm->conf.name;
+    const char *slash = strrchr(mp, '/');
+    snprintf(base, sizeof(base), "%s", slash ? slash + 1 : mp);
     snprintf(base_noext, sizeof(base_noext), "%s", base);
     size_t bl = strlen(base_noext);
     if (bl > 5 && strcmp(base_noext + bl - 5, ".gguf") == 0)
@@ -667,7 +719,7 @@ int cli_run(int argc, char **argv)
     o.bfp.model_ok = run_model_ok;
     o.bfp.model_ud = names;
     o.bfp.served_models = served;
-    c.model_name = o.n_aliases && strcmp(o.aliases[0], "*") ? o.aliases[0] : base_noext;
+    c.model_name = cm ? cm->conf.name : o.n_aliases && strcmp(o.aliases[0], "*") ? o.aliases[0] : base_noext;
 
     /* 1. validate (a Gemini file is first converted to OpenAI lines, line for line) */
     if (o.gemini) {
@@ -679,6 +731,7 @@ int cli_run(int argc, char **argv)
     if (rc) {
         cli_fail("%s", err);
         buf_release(&c.gemini_buf);
+        config_free(cfg);
         return 2;
     }
     if (c.bf->n_invalid && !o.skip_invalid) {
@@ -686,6 +739,7 @@ int cli_run(int argc, char **argv)
         run_write_summary(&o, "failed", c.bf, NULL, progress_now() - t0, NULL, 0);
         batchfile_free(c.bf);
         buf_release(&c.gemini_buf);
+        config_free(cfg);
         return 1;
     }
 
@@ -731,45 +785,56 @@ int cli_run(int argc, char **argv)
 
     /* 3. engine */
     if (remaining > 0) {
-        struct engine_params ep = engine_default_params();
-        ep.model_path = o.model;
-        ep.n_ctx = o.ctx;
-        ep.n_parallel = o.parallel;
-        ep.n_batch = o.batch;
-        ep.n_threads = o.threads;
-        ep.chat_template = o.chat_template;
-        ep.verbose = o.verbose;
-        ep.kv_unified = o.kv_unified;
-        ep.prefix_cache = !o.no_prefix_cache;
-        rc = engine_init(ep, &c.eng, err, sizeof(err));
+        struct backend_conf bc = cm ? cm->conf : backend_default_conf();
+        bc.name = c.model_name;
+        struct engine_params *ep = &bc.engine;
+        ep->model_path = o.model;
+        ep->n_ctx = o.ctx;
+        ep->n_parallel = o.parallel;
+        ep->n_batch = o.batch;
+        ep->n_threads = o.threads;
+        ep->chat_template = o.chat_template;
+        ep->verbose = o.verbose;
+        ep->kv_unified = o.kv_unified;
+        ep->prefix_cache = !o.no_prefix_cache;
+        rc = backend_init(&bc, &c.be, err, sizeof(err));
         if (rc) {
             cli_fail("%s", err);
             rc = 2;
             goto out;
         }
-        struct engine_info info;
-        engine_get_info(c.eng, &info);
-        if (!o.quiet) {
+        struct engine *eng = c.be->ops->engine ? c.be->ops->engine(c.be->impl) : NULL;
+        if (!o.quiet && eng) {
+            struct engine_info info;
+            engine_get_info(eng, &info);
             fprintf(stderr, "nightshift: model %s (%s), %d parallel, context %d (%d per sequence%s), chat template %s\n",
                     info.name, info.desc, info.n_parallel, info.n_ctx, info.n_ctx_seq, o.kv_unified ? ", unified" : "",
                     info.chat_template);
+        } else if (!o.quiet) {
+            struct backend_info bi;
+            c.be->ops->get_info(c.be->impl, &bi);
+            fprintf(stderr, "nightshift: model %s on %s (%s), up to %d requests at once\n", c.model_name, bi.kind, bi.desc,
+                    bc.concurrency);
+        }
+        if (!o.quiet) {
             if (resumed)
                 fprintf(stderr, "nightshift: resuming: %zu lines already done, %zu to run\n", resumed, remaining);
         }
         progress_init(&c.prog, remaining, o.quiet, o.progress_interval);
-        run_engine_for_signal = c.eng;
+        run_backend_for_signal = c.be;
         struct sigaction sa;
         memset(&sa, 0, sizeof(sa));
         sa.sa_handler = run_on_signal;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
         struct engine_source src = {.ud = &c, .pull = run_pull, .done = run_done};
-        int erc = engine_run(c.eng, &src);
-        run_engine_for_signal = NULL;
+        int erc = c.be->ops->run(c.be->impl, &src);
+        run_backend_for_signal = NULL;
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         progress_finish(&c.prog);
-        engine_get_stats(c.eng, &st);
+        if (eng)
+            engine_get_stats(eng, &st);
         if (erc) {
             runstate_flush(c.rs);
             cli_fail("the engine failed (llama_decode error); finished lines are kept, re-run to resume");
@@ -824,7 +889,8 @@ int cli_run(int argc, char **argv)
     }
     rc = 0;
 out:
-    engine_free(c.eng);
+    backend_free(c.be);
+    config_free(cfg);
     runstate_close(c.rs);
     batchfile_free(c.bf);
     strset_release(&c.done);

@@ -352,6 +352,37 @@ test('SIGHUP re-reads the config: limits and prices change live; a broken config
     fs.writeFileSync(INI, INI_TEXT);
 });
 
+test('nightshift run --config: a batch file on an upstream model, resumable, upstream errors as they came', async () => {
+    const dir = path.join(TMP, 'run');
+    fs.mkdirSync(dir);
+    const input = path.join(dir, 'in.jsonl');
+    const out = path.join(dir, 'out.jsonl');
+    const lines = Array.from({ length: 60 }, (_, i) => chat(i, 'direct', i === 7 ? { max_tokens: -5 } : {}));
+    fs.writeFileSync(input, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+    const env = { UPSTREAM_KEY: SECRET }; /* the whole file is checked, other models' keys too */
+    const r = await runNs(['run', input, '-o', out, '--config', INI, '--model', 'direct', '--summary', path.join(dir, 's.json')],
+        { timeoutMs: 120_000, env });
+    assert.equal(r.code, 0, r.stderr);
+    const ok = fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const errs = fs.readFileSync(path.join(dir, 'out.errors.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(ok.length, 59);
+    assert.equal(errs.length, 1);
+    assert.equal(errs[0].custom_id, 'r-7');
+    assert.equal(errs[0].response.status_code, 400);
+    assert.match(JSON.stringify(errs[0].response.body), /max_tokens/);
+    for (const l of ok) {
+        assert.equal(l.response.body.model, 'direct');
+        assert.ok(l.response.body.usage.completion_tokens > 0);
+    }
+    /* the same command again: everything is done, nothing is sent */
+    const again = await runNs(['run', input, '-o', out, '--config', INI, '--model', 'direct'], { timeoutMs: 60_000, env });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(fs.readFileSync(out, 'utf8').trim().split('\n').length, 59);
+    const bad = await runNs(['run', input, '-o', out, '--config', INI, '--model', 'nope'], { timeoutMs: 30_000, env });
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /no \[model nope\] section \(it has: direct, flaky, down, local\)/);
+});
+
 test('nightshift doctor --config checks each upstream backend with its key', async () => {
     const ini = path.join(TMP, 'doctor.ini');
     fs.writeFileSync(ini, `[server]\ndata-dir = ${path.join(TMP, 'doctor-data')}\n\n` +
