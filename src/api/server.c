@@ -1989,12 +1989,19 @@ static void metric_hist(struct buf *b, const char *name, const char *model, cons
 /* GET /metrics: Prometheus text format (0.0.4) */
 static bool sched_cost(struct sched *s, double *cost, double *savings);
 
+struct metric_family {
+    const char *name, *type, *help;
+};
+
+static void metric_header(struct buf *b, const struct metric_family *f)
+{
+    buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
+}
+
 /* the upstream backends' counters: tries, retries, failures, 429s, circuit, concurrency */
 static void metric_backends(struct buf *b, struct server *srv)
 {
-    static const struct {
-        const char *name, *type, *help;
-    } fam[] = {
+    static const struct metric_family fam[] = {
         {"nightshift_backend_attempts_total", "counter", "Requests sent to an upstream, retries included."},
         {"nightshift_backend_retries_total", "counter", "Requests sent again after a retryable failure."},
         {"nightshift_backend_failures_total", "counter", "Requests that ended in an error at an upstream."},
@@ -2004,7 +2011,7 @@ static void metric_backends(struct buf *b, struct server *srv)
         {"nightshift_backend_concurrency_limit", "gauge", "The adaptive concurrency limit now."},
     };
     for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
-        buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        metric_header(b, &fam[f]);
         for (int i = 0; i < srv->n_scheds; i++) {
             struct backend *be = sched_backend(srv->scheds[i]);
             if (!be->ops->get_stats)
@@ -2024,9 +2031,7 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
     struct buf b;
     buf_init(&b, 4u << 20);
     struct server *srv = x->srv;
-    static const struct {
-        const char *name, *type, *help;
-    } fam[] = {
+    static const struct metric_family fam[] = {
         {"nightshift_queue_depth", "gauge", "Requests waiting to enter the engine, by lane."},
         {"nightshift_active_batches", "gauge", "Batches handing out lines to the engine."},
         {"nightshift_requests_total", "counter", "Requests finished, by lane and outcome."},
@@ -2039,7 +2044,7 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
         {"nightshift_preemptions_total", "counter", "Sequences parked for lack of KV memory."},
     };
     for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
-        buf_appendf(&b, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        metric_header(&b, &fam[f]);
         for (int i = 0; i < srv->n_scheds; i++) {
             const char *m = sched_model_name(srv->scheds[i]);
             struct sched_stats ss;

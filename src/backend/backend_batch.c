@@ -413,12 +413,18 @@ out:
     return rc;
 }
 
-static int oa_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen)
+/* GET {url}{path}{id}: an upstream batch object */
+static int bb_get_batch(struct batch_backend *bb, const char *path, const char *id, cJSON **o, char *err, size_t errlen)
 {
     char url[1200];
+    snprintf(url, sizeof(url), "%s%s%s", bb->url, path, id);
+    return bb_json_call(bb, "GET", url, NULL, NULL, o, err, errlen);
+}
+
+static int oa_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen)
+{
     cJSON *o = NULL;
-    snprintf(url, sizeof(url), "%s/batches/%s", bb->url, b->id);
-    int rc = bb_json_call(bb, "GET", url, NULL, NULL, &o, err, errlen);
+    int rc = bb_get_batch(bb, "/batches/", b->id, &o, err, errlen);
     if (rc)
         return rc;
     const char *st = bb_str(o, "status");
@@ -635,10 +641,8 @@ static int an_submit(struct batch_backend *bb, struct bb_batch *b, char *err, si
 
 static int an_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen)
 {
-    char url[1200];
     cJSON *o = NULL;
-    snprintf(url, sizeof(url), "%s/messages/batches/%s", bb->url, b->id);
-    int rc = bb_json_call(bb, "GET", url, NULL, NULL, &o, err, errlen);
+    int rc = bb_get_batch(bb, "/messages/batches/", b->id, &o, err, errlen);
     if (rc)
         return rc;
     const char *st = bb_str(o, "processing_status");
@@ -759,6 +763,8 @@ static const struct bb_provider bb_anthropic = {"anthropic-batch", an_submit, an
 
 /* ---- the loop -------------------------------------------------------------------------- */
 
+static void bb_free(void *impl);
+
 static int bb_init(const struct bb_provider *prov, const struct backend_conf *c, void **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -805,16 +811,7 @@ static int bb_init(const struct bb_provider *prov, const struct backend_conf *c,
     return NS_OK;
 nomem:
     snprintf(err, errlen, "out of memory");
-    if (bb) {
-        curl_slist_free_all(bb->hdrs);
-        curl_slist_free_all(bb->hdrs_form);
-        if (bb->easy)
-            curl_easy_cleanup(bb->easy);
-        free(bb->name);
-        free(bb->url);
-        free(bb->upstream_model);
-        free(bb);
-    }
+    bb_free(bb);
     return NS_ERR_NOMEM;
 }
 
@@ -835,7 +832,8 @@ static void bb_free(void *impl)
         return;
     curl_slist_free_all(bb->hdrs);
     curl_slist_free_all(bb->hdrs_form);
-    curl_easy_cleanup(bb->easy);
+    if (bb->easy)
+        curl_easy_cleanup(bb->easy);
     pthread_mutex_destroy(&bb->mu);
     pthread_cond_destroy(&bb->cv);
     free(bb->name);

@@ -105,6 +105,8 @@ struct http_backend {
     bool has_next;
 };
 
+static void http_free(void *impl);
+
 static int http_init(const struct backend_conf *c, void **out, char *err, size_t errlen)
 {
     int rc = NS_ERR_NOMEM;
@@ -157,17 +159,7 @@ static int http_init(const struct backend_conf *c, void **out, char *err, size_t
     return NS_OK;
 fail:
     snprintf(err, errlen, "out of memory");
-    if (hb) {
-        if (hb->multi)
-            curl_multi_cleanup(hb->multi);
-        free(hb->pool);
-        free(hb->url_chat);
-        free(hb->url_completions);
-        free(hb->name);
-        free(hb->upstream_model);
-        pthread_mutex_destroy(&hb->mu);
-        free(hb);
-    }
+    http_free(hb);
     return rc;
 }
 
@@ -179,7 +171,8 @@ static void http_free(void *impl)
     for (int i = 0; i < hb->n_pool; i++)
         curl_easy_cleanup(hb->pool[i]);
     free(hb->pool);
-    curl_multi_cleanup(hb->multi);
+    if (hb->multi)
+        curl_multi_cleanup(hb->multi);
     curl_slist_free_all(hb->hdrs);
     free(hb->url_chat);
     free(hb->url_completions);
