@@ -212,7 +212,7 @@ static int webhook_post(const struct webhook_ep *e, struct store_webhook *ev)
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
     ev->last_status = (int)code;
     if (cc != CURLE_OK) {
-        snprintf(ev->last_error, sizeof(ev->last_error), "%s", eb[0] ? eb : curl_easy_strerror(cc));
+        snprintf(ev->last_error, sizeof(ev->last_error), "%.190s", eb[0] ? eb : curl_easy_strerror(cc));
         rc = NS_ERR_UPSTREAM;
     } else if (code < 200 || code > 299) {
         snprintf(ev->last_error, sizeof(ev->last_error), "the endpoint answered HTTP %ld", code);
