@@ -9,7 +9,7 @@ demo:
 test:
 	scripts/test.sh
 bench:
-	bench/core.sh
+	bench/run
 # installs the program built by `make build` (BIN=... another one); never builds it itself
 export PREFIX DESTDIR BINDIR MANDIR SYSCONFDIR UNITDIR SYSUSERSDIR BIN
 install:
