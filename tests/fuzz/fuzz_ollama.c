@@ -1,0 +1,37 @@
+/*
+ * fuzz_ollama.c — libFuzzer target: Ollama /api/chat, /api/generate and /api/show bodies
+ * (api/ollama). The first byte picks the route.
+ */
+#include "../../src/api/ollama.h"
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    uint8_t mode = size ? data[0] : 0;
+    const char *in = size > 1 ? (const char *)data + 1 : "";
+    size_t n = size > 1 ? size - 1 : 0;
+    char *copy = malloc(n ? n : 1);
+    if (!copy)
+        return 0;
+    memcpy(copy, in, n);
+    struct oai_error err;
+    if (mode & 2) {
+        char model[128];
+        (void)ollama_model_field(copy, n, model, sizeof(model), &err);
+    } else {
+        struct oai_request r;
+        struct ollama_extra ox;
+        if (ollama_request_parse(copy, n, mode & 1, &r, &ox, &err) == 0) {
+            (void)ollama_check_num_ctx(&ox, 4096, &err);
+            oai_request_release(&r);
+        }
+    }
+    free(copy);
+    return 0;
+}
