@@ -2187,6 +2187,11 @@ static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const cha
                 continue;
             r->early_status = NS_ERR_IO;
             snprintf(r->early_msg, sizeof(r->early_msg), "cannot store the upload: %s", strerror(errno));
+            /* give the space back now (a full disk), not when the connection ends: the
+             * answer may reach the client before req_completed() runs */
+            close(u->fd);
+            u->fd = -1;
+            unlink(u->tmp_path);
             return MHD_NO;
         }
         done += (size_t)w;

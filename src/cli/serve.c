@@ -19,6 +19,7 @@
 #include "../util/num.h"
 #include "../util/status.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -165,6 +166,30 @@ static int serve_mkdirs(const char *dir)
     if (access(sub, W_OK))
         return cli_fail("data dir '%s' is not writable: %s", dir, strerror(errno));
     return 0;
+}
+
+/* Remove the temporary files of uploads that were cut short by a crash (kill -9 while a
+ * file streamed in): only a finished upload is renamed to its file id, so an upload-*
+ * file at start-up belongs to no one. One server per data dir, so none is being written. */
+static void serve_sweep_uploads(const char *dir)
+{
+    char sub[4096], path[4096 + 300];
+    snprintf(sub, sizeof(sub), "%s/files", dir);
+    DIR *d = opendir(sub);
+    if (!d)
+        return;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "upload-", 7) != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", sub, de->d_name);
+        if (unlink(path) == 0)
+            n++;
+    }
+    closedir(d);
+    if (n)
+        fprintf(stderr, "nightshift: removed %d unfinished upload%s left by an earlier run\n", n, n == 1 ? "" : "s");
 }
 
 static void serve_log_model(struct backend *be, const char *name, const char *path, int parallel, int islots)
@@ -327,6 +352,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     int rc = serve_mkdirs(data_dir);
     if (rc)
         return rc;
+    serve_sweep_uploads(data_dir);
     char err[512];
     const struct store_ops *ops = store_find(db);
     if (!ops)
