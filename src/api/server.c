@@ -8,6 +8,7 @@
 #include "../engine/engine.h"
 #include "../util/buf.h"
 #include "../util/status.h"
+#include "../util/utf8.h"
 #include "anthropic.h"
 #include "oai.h"
 #include "ollama.h"
@@ -955,6 +956,13 @@ static enum MHD_Result h_file_upload(struct route_ctx *x)
     if (u->too_large)
         return send_error(x->c, NS_ERR_TOO_LARGE, "file", NULL, "The file is larger than the limit of %zu bytes.",
                           x->srv->p.max_file);
+    /* the post processor hands over each part's bytes as they come, so a body cut short
+     * (no closing boundary) would look like a whole file: only a clean end state counts */
+    enum MHD_Result clean = MHD_destroy_post_processor(u->pp);
+    u->pp = NULL;
+    if (clean != MHD_YES)
+        return send_error(x->c, NS_ERR_INVALID, "file", NULL,
+                          "the upload is incomplete: the multipart body has no closing boundary");
     if (!u->have_file)
         return send_error(x->c, NS_ERR_INVALID, "file", NULL, "Missing required parameter: 'file'.");
     const char *purpose = u->purpose.p ? u->purpose.p : "";
@@ -2296,6 +2304,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE) &&
         !content_type_is(c, "application/json"))
         return EARLY_ERROR(NS_ERR_MEDIA_TYPE, NULL, NULL, "The request body must be application/json.");
+    /* JSON is UTF-8 (RFC 8259); cJSON would pass other bytes through to the engine and
+     * the store, so they are refused here, once, for every JSON route */
+    if (rt->body == BODY_JSON && r->body.len) {
+        size_t ok = utf8_valid_prefix(r->body.p, r->body.len);
+        if (ok != r->body.len)
+            return EARLY_ERROR(NS_ERR_INVALID, NULL, NULL, "The request body is not valid UTF-8 (byte %zu).", ok + 1);
+    }
 #undef EARLY_ERROR
     x.r = r;
     return rt->fn(&x);
