@@ -62,7 +62,9 @@ static void serve_usage(FILE *f)
           "      --no-prefix-cache    compute every prompt in full (by default shared prompt prefixes\n"
           "                           are computed once and batch lines run grouped by prefix)\n"
           "  -t, --threads N          CPU threads (default: all)\n"
-          "      --api-key KEY        require 'Authorization: Bearer KEY' (or NIGHTSHIFT_API_KEY)\n"
+          "      --api-key KEY        an admin key: 'Authorization: Bearer KEY' (or NIGHTSHIFT_API_KEY);\n"
+          "                           keys of `nightshift keys create` are required once one exists\n"
+          "      --no-auth            no keys at all (loopback addresses only; development)\n"
           "      --max-body SIZE      largest JSON request body (default 16MB)\n"
           "      --max-file-size SIZE largest upload (default 200MB)\n"
           "      --max-lines N        most requests per batch (default 50000)\n"
@@ -82,13 +84,14 @@ struct serve_model {
 };
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
-       O_RETAIN, O_CONFIG };
+       O_RETAIN, O_CONFIG, O_NOAUTH };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
     {"listen", required_argument, 0, 'l'},       {"parallel", required_argument, 0, 'p'},
     {"interactive-slots", required_argument, 0, O_ISLOTS}, {"ctx", required_argument, 0, 'c'},
     {"threads", required_argument, 0, 't'},      {"api-key", required_argument, 0, O_KEY},
+    {"no-auth", no_argument, 0, O_NOAUTH},
     {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
     {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
     {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
@@ -271,6 +274,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             threads = (int)v;
             break;
         case O_KEY: sp.api_key = optarg; break;
+        case O_NOAUTH: sp.no_auth = true; break;
         case O_MAXBODY:
             if (num_parse_size(optarg, &sz) || sz == 0)
                 return cli_fail("--max-body must be a size like 16MB, not '%s'", optarg);
@@ -346,8 +350,15 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     sp.port = (int)v;
     sp.data_dir = data_dir;
     bp.data_dir = data_dir;
-    if (!sp.api_key && strcmp(host, "127.0.0.1") && strcmp(host, "localhost"))
-        fprintf(stderr, "nightshift: warning: listening on %s without --api-key: anyone who reaches it can use it\n", host);
+    bool loopback = strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
+    if (sp.no_auth && !loopback)
+        return cli_fail("--no-auth is for loopback development only; '%s' is not a loopback address (create keys "
+                        "with `nightshift keys create`)",
+                        host);
+    if (sp.no_auth)
+        fprintf(stderr, "nightshift: warning: --no-auth: every request is served as an admin, keys are not checked\n");
+    if (!sp.no_auth && !sp.api_key && !loopback)
+        fprintf(stderr, "nightshift: warning: listening on %s without --api-key: until a key is created (nightshift keys create) anyone who reaches it can use it\n", host);
 
     int rc = serve_mkdirs(data_dir);
     if (rc)

@@ -1,6 +1,8 @@
 /*
  * sha256.h — SHA-256 (FIPS 180-4), for identifiers that clients expect to be SHA-256
- * digests (the Ollama API's model digests). Not used for anything security-related.
+ * digests (the Ollama API's model digests), and for the API keys kept in the store
+ * (cli/keys.c): a key is 143 random bits, so an unsalted hash cannot be brute-forced and a
+ * lookup by hash needs no per-key salt.
  */
 #ifndef NS_UTIL_SHA256_H
 #define NS_UTIL_SHA256_H
