@@ -6,23 +6,23 @@
  * engine would read is walked; on failure the error object is built.
  */
 #include "../../src/api/anthropic.h"
+#include "fuzz.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *copy = malloc(size ? size : 1);
+    uint8_t mode;
+    size_t n;
+    char *copy = fuzz_input(data, size, 0, &mode, &n);
     if (!copy)
         return 0;
-    memcpy(copy, data, size);
     struct oai_request r;
     struct oai_error err;
-    if (anthropic_request_parse(copy, size, &r, &err) == 0) {
+    if (anthropic_request_parse(copy, n, &r, &err) == 0) {
         size_t walked = 0;
         for (int i = 0; i < r.req.n_messages; i++)
             walked += strlen(r.req.messages[i].role) + strlen(r.req.messages[i].content);

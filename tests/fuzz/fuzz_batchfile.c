@@ -11,6 +11,7 @@
 #include "../../src/api/batchfile.h"
 #include "../../src/api/anthropic.h"
 #include "../../src/api/oai.h"
+#include "fuzz.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -23,11 +24,13 @@ static bool model_is_m(void *ud, const char *model)
     return strcmp(model, "m") == 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t mode = size ? data[0] : 0;
+    uint8_t mode;
+    size_t n;
+    char *copy = fuzz_input(data, size, 1, &mode, &n);
+    if (!copy)
+        return 0;
     struct batchfile_params p = batchfile_default_params();
     p.max_bytes = 1u << 20;
     p.max_lines = 2000;
@@ -40,13 +43,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         p.endpoint = "/v1/chat/completions";
     if (mode & 8)
         p.max_errors = 3;
-    /* the parser must not read past size: hand it an exact-size copy, so ASan sees an overread */
-    const char *in = size > 1 ? (const char *)data + 1 : "";
-    size_t n = size > 1 ? size - 1 : 0;
-    char *copy = malloc(n ? n : 1);
-    if (!copy)
-        return 0;
-    memcpy(copy, in, n);
     struct batchfile *bf = NULL;
     char err[256];
     if (batchfile_parse(copy, n, &p, &bf, err, sizeof(err)) == 0) {

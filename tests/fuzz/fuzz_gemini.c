@@ -4,24 +4,24 @@
  */
 #include "../../src/api/batchfile.h"
 #include "../../src/api/gemini.h"
+#include "fuzz.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *copy = malloc(size ? size : 1);
+    uint8_t mode;
+    size_t n;
+    char *copy = fuzz_input(data, size, 0, &mode, &n);
     if (!copy)
         return 0;
-    memcpy(copy, data, size);
     struct buf out;
-    buf_init(&out, size * 2 + 1024); /* as run.c sizes it */
+    buf_init(&out, n * 2 + 1024); /* as run.c sizes it */
     struct gemini_errors errs;
     memset(&errs, 0, sizeof(errs));
-    if (gemini_convert(copy, size, "m", &out, &errs) == 0) {
+    if (gemini_convert(copy, n, "m", &out, &errs) == 0) {
         struct batchfile_params p = batchfile_default_params();
         struct batchfile *bf = NULL;
         char err[256];

@@ -8,13 +8,12 @@
  * is built from a made-up result, so the builders see whatever the parser let through.
  */
 #include "../../src/api/oai.h"
+#include "fuzz.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* read every byte the engine would read, so ASan reports a dangling pointer here */
 static size_t fuzz_walk(const struct engine_request *q)
@@ -31,13 +30,11 @@ static size_t fuzz_walk(const struct engine_request *q)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t mode = size ? data[0] : 0;
-    const char *in = size > 1 ? (const char *)data + 1 : "";
-    size_t n = size > 1 ? size - 1 : 0;
-    char *copy = malloc(n ? n : 1);
+    uint8_t mode;
+    size_t n;
+    char *copy = fuzz_input(data, size, 1, &mode, &n);
     if (!copy)
         return 0;
-    memcpy(copy, in, n);
     bool chat = mode & 1;
     struct oai_request r;
     struct oai_error err;

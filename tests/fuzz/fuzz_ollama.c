@@ -3,23 +3,20 @@
  * (api/ollama). The first byte picks the route.
  */
 #include "../../src/api/ollama.h"
+#include "fuzz.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t mode = size ? data[0] : 0;
-    const char *in = size > 1 ? (const char *)data + 1 : "";
-    size_t n = size > 1 ? size - 1 : 0;
-    char *copy = malloc(n ? n : 1);
+    uint8_t mode;
+    size_t n;
+    char *copy = fuzz_input(data, size, 1, &mode, &n);
     if (!copy)
         return 0;
-    memcpy(copy, in, n);
     struct oai_error err;
     if (mode & 2) {
         char model[128];
