@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # test.sh — every test: the suite under a -Werror release build, then again under
-# AddressSanitizer + UndefinedBehaviorSanitizer. Runs from a fresh Debian machine.
+# AddressSanitizer + UndefinedBehaviorSanitizer, then a short run of every libFuzzer target
+# (tests/fuzz/run.sh; NIGHTSHIFT_FUZZ_SECONDS per target, default 20, 0 skips it).
+# Runs from a fresh Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # llama-server too: the upstream-backend tests run against it (cached after the first time)
@@ -12,4 +14,9 @@ echo "== tests (release build)"
 (cd build && ctest --output-on-failure -j1) || status=1
 echo "== tests (ASan + UBSan build)"
 (cd build-asan && ctest --output-on-failure -j1) || status=1
+fuzz_secs=${NIGHTSHIFT_FUZZ_SECONDS:-20}
+if [ "$fuzz_secs" != 0 ]; then
+    echo "== fuzzing (${fuzz_secs}s per target)"
+    tests/fuzz/run.sh "$fuzz_secs" || status=1
+fi
 exit $status

@@ -7,6 +7,7 @@
 #include "../util/buf.h"
 #include "../util/status.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -175,8 +176,11 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
         r->req.top_p = (float)v->valuedouble;
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "top_k")) && !cJSON_IsNull(v)) {
-        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0) {
-            rc = oai_error_set(err, NS_ERR_INVALID, "top_k", "top_k: Input should be a non-negative integer");
+        /* bounded above too: a huge value (1e3095 parses as inf) must not reach the int cast */
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
+            v->valuedouble > INT_MAX) {
+            rc = oai_error_set(err, NS_ERR_INVALID, "top_k",
+                               "top_k: Input should be a non-negative integer of at most %d", INT_MAX);
             goto out;
         }
         r->req.top_k = (int)v->valuedouble;

@@ -7,7 +7,9 @@
 #include "../backend/backend.h"
 #include "../engine/engine.h"
 #include "../util/buf.h"
+#include "../util/sha256.h"
 #include "../util/status.h"
+#include "../util/utf8.h"
 #include "anthropic.h"
 #include "dashboard.h"
 #include "oai.h"
@@ -35,6 +37,7 @@ struct server {
     struct server_params p;
     char *data_dir;
     char *api_key;
+    bool no_auth;
     struct store *st;
     const struct store_ops *ops;
     struct sched **scheds;
@@ -292,6 +295,10 @@ struct route_ctx {
     struct req *r;
     const char *ids[MAX_IDS];
     char idbuf[MAX_IDS][128];
+    /* who asks (server_auth): the project that owns what it creates, and whether it may
+     * see every project's files and batches */
+    char owner[64];
+    bool admin;
 };
 
 typedef enum MHD_Result (*handler_fn)(struct route_ctx *x);
@@ -985,7 +992,11 @@ static enum MHD_Result h_ollama_root(struct route_ctx *x)
 
 /* ---- files -------------------------------------------------------------------------- */
 
-static bool owner_ok(const char *owner) { (void)owner; return true; }
+/* may the caller see a file or batch of this owner? Another project's ids are 404, never
+ * 403, so their existence does not leak */
+static bool owner_ok(const struct route_ctx *x, const char *owner) { return x->admin || strcmp(owner, x->owner) == 0; }
+/* what a list shows: the caller's project, or everything for an admin */
+static const char *owner_filter(const struct route_ctx *x) { return x->admin ? NULL : x->owner; }
 
 static enum MHD_Result h_file_upload(struct route_ctx *x)
 {
@@ -996,6 +1007,13 @@ static enum MHD_Result h_file_upload(struct route_ctx *x)
     if (u->too_large)
         return send_error(x->c, NS_ERR_TOO_LARGE, "file", NULL, "The file is larger than the limit of %zu bytes.",
                           x->srv->p.max_file);
+    /* the post processor hands over each part's bytes as they come, so a body cut short
+     * (no closing boundary) would look like a whole file: only a clean end state counts */
+    enum MHD_Result clean = MHD_destroy_post_processor(u->pp);
+    u->pp = NULL;
+    if (clean != MHD_YES)
+        return send_error(x->c, NS_ERR_INVALID, "file", NULL,
+                          "the upload is incomplete: the multipart body has no closing boundary");
     if (!u->have_file)
         return send_error(x->c, NS_ERR_INVALID, "file", NULL, "Missing required parameter: 'file'.");
     const char *purpose = u->purpose.p ? u->purpose.p : "";
@@ -1013,7 +1031,7 @@ static enum MHD_Result h_file_upload(struct route_ctx *x)
     struct store_file f;
     memset(&f, 0, sizeof(f));
     oai_make_id(f.id, sizeof(f.id), "file-");
-    snprintf(f.owner, sizeof(f.owner), "default");
+    snprintf(f.owner, sizeof(f.owner), "%s", x->owner);
     snprintf(f.purpose, sizeof(f.purpose), "%s", purpose);
     char path[4096];
     batchmgr_file_path(x->srv->data_dir, f.id, path, sizeof(path));
@@ -1040,7 +1058,8 @@ static enum MHD_Result h_file_upload(struct route_ctx *x)
 
 static enum MHD_Result h_file_list(struct route_ctx *x)
 {
-    struct store_list_page pg = {.after = query(x, "after"), .desc = true, .purpose = query(x, "purpose")};
+    struct store_list_page pg = {.after = query(x, "after"), .desc = true, .purpose = query(x, "purpose"),
+                                 .owner = owner_filter(x)};
     if (parse_limit(x, 1, 10000, 10000, &pg.limit))
         return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 10000.");
     const char *order = query(x, "order");
@@ -1074,7 +1093,7 @@ static enum MHD_Result h_file_list(struct route_ctx *x)
 static int file_lookup(struct route_ctx *x, struct store_file *f)
 {
     int rc = x->srv->ops->file_get(x->srv->st, x->ids[0], f);
-    if (rc == NS_OK && !owner_ok(f->owner)) {
+    if (rc == NS_OK && !owner_ok(x, f->owner)) {
         store_file_release(f);
         rc = NS_ERR_NOT_FOUND;
     }
@@ -1261,6 +1280,10 @@ static enum MHD_Result h_batch_create(struct route_ctx *x)
     }
     struct store_file file;
     int rc = x->srv->ops->file_get(x->srv->st, fid->valuestring, &file);
+    if (rc == NS_OK && !owner_ok(x, file.owner)) {
+        store_file_release(&file);
+        rc = NS_ERR_NOT_FOUND;
+    }
     if (rc) {
         ret = send_error(x->c, NS_ERR_NOT_FOUND, "input_file_id", NULL, "No such File object: %.100s", fid->valuestring);
         goto out;
@@ -1275,7 +1298,7 @@ static enum MHD_Result h_batch_create(struct route_ctx *x)
         goto out;
     }
     oai_make_id(b.id, sizeof(b.id), "batch_");
-    snprintf(b.owner, sizeof(b.owner), "default");
+    snprintf(b.owner, sizeof(b.owner), "%s", x->owner);
     snprintf(b.endpoint, sizeof(b.endpoint), "%s", ep->valuestring);
     snprintf(b.input_file_id, sizeof(b.input_file_id), "%s", fid->valuestring);
     snprintf(b.completion_window, sizeof(b.completion_window), "%s", win->valuestring);
@@ -1294,10 +1317,18 @@ out:
     return ret;
 }
 
-static int batch_lookup(struct route_ctx *x, struct store_batch *b)
+/* the batch x->ids[0] if the caller may see it (NS_ERR_NOT_FOUND otherwise) */
+static int owned_batch_get(struct route_ctx *x, struct store_batch *b)
 {
-    return x->srv->ops->batch_get(x->srv->st, x->ids[0], b);
+    int rc = x->srv->ops->batch_get(x->srv->st, x->ids[0], b);
+    if (rc == NS_OK && !owner_ok(x, b->owner)) {
+        store_batch_release(b);
+        rc = NS_ERR_NOT_FOUND;
+    }
+    return rc;
 }
+
+static int batch_lookup(struct route_ctx *x, struct store_batch *b) { return owned_batch_get(x, b); }
 
 static enum MHD_Result batch_not_found(struct route_ctx *x, int rc)
 {
@@ -1320,7 +1351,7 @@ static enum MHD_Result h_batch_get(struct route_ctx *x)
 static enum MHD_Result h_batch_list(struct route_ctx *x)
 {
     struct store_list_page pg = {.after = query(x, "after"), .desc = true, .endpoint = "/v1/messages",
-                                 .endpoint_not = true};
+                                 .endpoint_not = true, .owner = owner_filter(x)};
     if (parse_limit(x, 1, 100, 20, &pg.limit))
         return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 100.");
     struct store_batch *bs = NULL;
@@ -1584,7 +1615,7 @@ static cJSON *ant_batch_json(struct server *srv, const struct store_batch *b)
 /* A batch whose requests came inline (Message Batches, deferred requests): its JSONL is
  * written as an input file (temp file, fsync, rename), then the file and the batch are
  * recorded and the manager is kicked. 0 ok; else err says why (for the caller's shape). */
-static int inline_batch_create(struct server *srv, const struct buf *jsonl, int n, const char *endpoint,
+static int inline_batch_create(struct server *srv, const char *owner, const struct buf *jsonl, int n, const char *endpoint,
                                const char *id_prefix, const char *filename, const char *metadata, struct store_batch *b,
                                char *err, size_t errlen)
 {
@@ -1615,7 +1646,7 @@ static int inline_batch_create(struct server *srv, const struct buf *jsonl, int 
     }
     tmp[0] = '\0';
     f.bytes = (int64_t)jsonl->len;
-    snprintf(f.owner, sizeof(f.owner), "default");
+    snprintf(f.owner, sizeof(f.owner), "%s", owner);
     snprintf(f.purpose, sizeof(f.purpose), "batch");
     f.filename = (char *)filename;
     f.created_at = time(NULL);
@@ -1626,7 +1657,7 @@ static int inline_batch_create(struct server *srv, const struct buf *jsonl, int 
         goto out;
     }
     oai_make_id(b->id, sizeof(b->id), id_prefix);
-    snprintf(b->owner, sizeof(b->owner), "default");
+    snprintf(b->owner, sizeof(b->owner), "%s", owner);
     snprintf(b->endpoint, sizeof(b->endpoint), "%s", endpoint);
     snprintf(b->input_file_id, sizeof(b->input_file_id), "%s", f.id);
     snprintf(b->completion_window, sizeof(b->completion_window), "24h");
@@ -1711,7 +1742,7 @@ static enum MHD_Result h_ant_batch_create(struct route_ctx *x)
         i++;
     }
     char err[256];
-    if (inline_batch_create(x->srv, &jsonl, i, "/v1/messages", "msgbatch_", "message_batch_requests.jsonl", NULL, &b, err,
+    if (inline_batch_create(x->srv, x->owner, &jsonl, i, "/v1/messages", "msgbatch_", "message_batch_requests.jsonl", NULL, &b, err,
                             sizeof(err)))
         ret = send_ant_error(x->c, NS_ERR_IO, "%s", err);
     else
@@ -1811,7 +1842,7 @@ static enum MHD_Result deferred_create(struct route_ctx *x, bool chat)
         ret = send_error(x->c, NS_ERR_INVALID, "stream", NULL, "A deferred request cannot be streamed.");
     else if (inline_line(&jsonl, "deferred", chat ? "/v1/chat/completions" : "/v1/completions", body))
         ret = send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
-    else if (inline_batch_create(x->srv, &jsonl, 1, chat ? "/v1/chat/completions" : "/v1/completions", "batch_",
+    else if (inline_batch_create(x->srv, x->owner, &jsonl, 1, chat ? "/v1/chat/completions" : "/v1/completions", "batch_",
                                  "deferred_request.jsonl", DEFERRED_METADATA, &b, err, sizeof(err)))
         ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "%s", err);
     else
@@ -1828,7 +1859,7 @@ static enum MHD_Result h_deferred_completions(struct route_ctx *x) { return defe
 static enum MHD_Result h_deferred_get(struct route_ctx *x)
 {
     struct store_batch b;
-    if (x->srv->ops->batch_get(x->srv->st, x->ids[0], &b) != NS_OK)
+    if (owned_batch_get(x, &b) != NS_OK)
         return send_error(x->c, NS_ERR_NOT_FOUND, "id", NULL, "No such deferred request: %.100s", x->ids[0]);
     enum MHD_Result ret;
     if (!b.metadata || !strstr(b.metadata, "nightshift_deferred"))
@@ -1842,7 +1873,7 @@ static enum MHD_Result h_deferred_get(struct route_ctx *x)
 /* the batch, if it is a Message Batch; else a 404 in Anthropic's shape was sent */
 static int ant_batch_lookup(struct route_ctx *x, struct store_batch *b, enum MHD_Result *ret)
 {
-    int rc = x->srv->ops->batch_get(x->srv->st, x->ids[0], b);
+    int rc = owned_batch_get(x, b);
     if (rc == NS_OK && strcmp(b->endpoint, "/v1/messages") != 0) {
         store_batch_release(b);
         rc = NS_ERR_NOT_FOUND;
@@ -1871,7 +1902,7 @@ static enum MHD_Result h_ant_batch_get(struct route_ctx *x)
 static enum MHD_Result h_ant_batch_list(struct route_ctx *x)
 {
     struct store_list_page pg = {.after = query(x, "after_id"), .before = query(x, "before_id"), .desc = true,
-                                 .endpoint = "/v1/messages"};
+                                 .endpoint = "/v1/messages", .owner = owner_filter(x)};
     if (parse_limit(x, 1, 1000, 20, &pg.limit))
         return send_ant_error(x->c, NS_ERR_INVALID, "limit: Input should be an integer from 1 to 1000");
     if (pg.after && pg.before)
@@ -2028,6 +2059,8 @@ static void metric_backends(struct buf *b, struct server *srv)
 
 static enum MHD_Result h_metrics(struct route_ctx *x)
 {
+    if (!x->admin)
+        return send_error(x->c, NS_ERR_AUTH, NULL, "admin_key_required", "GET /metrics needs an admin key.");
     struct buf b;
     buf_init(&b, 4u << 20);
     struct server *srv = x->srv;
@@ -2267,6 +2300,8 @@ static cJSON *stats_model(struct sched *s)
 static enum MHD_Result h_stats(struct route_ctx *x)
 {
     struct server *srv = x->srv;
+    if (!x->admin) /* every project's numbers: the dashboard is for operators */
+        return send_error(x->c, NS_ERR_AUTH, NULL, "admin_key_required", "GET /v1/nightshift/stats needs an admin key.");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "time", wall_now());
     cJSON *ms = cJSON_AddArrayToObject(o, "models");
@@ -2330,6 +2365,8 @@ static enum MHD_Result h_dashboard_file(struct route_ctx *x)
 static enum MHD_Result h_webhooks(struct route_ctx *x)
 {
     int limit;
+    if (!x->admin)
+        return send_error(x->c, NS_ERR_AUTH, NULL, "admin_key_required", "GET /v1/nightshift/webhooks needs an admin key.");
     if (parse_limit(x, 1, 1000, 100, &limit))
         return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 1000.");
     struct store_webhook *ws = NULL;
@@ -2511,6 +2548,11 @@ static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const cha
                 continue;
             r->early_status = NS_ERR_IO;
             snprintf(r->early_msg, sizeof(r->early_msg), "cannot store the upload: %s", strerror(errno));
+            /* give the space back now (a full disk), not when the connection ends: the
+             * answer may reach the client before req_completed() runs */
+            close(u->fd);
+            u->fd = -1;
+            unlink(u->tmp_path);
             return MHD_NO;
         }
         done += (size_t)w;
@@ -2525,15 +2567,36 @@ static bool content_type_is(struct MHD_Connection *c, const char *want)
     return ct && strncasecmp(ct, want, strlen(want)) == 0;
 }
 
-static bool authorized(struct server *s, struct MHD_Connection *c)
+/* Who is asking. Keys come as 'Authorization: Bearer KEY' or 'x-api-key: KEY' (the
+ * Anthropic routes). --api-key is an admin key of project "default"; keys from `nightshift
+ * keys create` are found by their SHA-256 in the store. With neither configured (no
+ * --api-key, no key in the store) or --no-auth, everyone is an admin of "default": the
+ * loopback development mode. False: answer 401. */
+static bool server_auth(struct server *s, struct MHD_Connection *c, struct route_ctx *x)
 {
-    if (!s->api_key)
-        return true;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (h && strncmp(h, "Bearer ", 7) == 0 && strcmp(h + 7, s->api_key) == 0)
+    const char *key = h && strncmp(h, "Bearer ", 7) == 0 ? h + 7 : MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+    snprintf(x->owner, sizeof(x->owner), "default");
+    x->admin = true;
+    if (s->no_auth)
         return true;
-    const char *k = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
-    return k && strcmp(k, s->api_key) == 0;
+    if (key && s->api_key && strcmp(key, s->api_key) == 0)
+        return true;
+    if (key && *key) {
+        char hash[65];
+        struct store_key k;
+        sha256_hex(key, strlen(key), hash);
+        if (s->ops->key_get(s->st, hash, &k) == NS_OK) {
+            snprintf(x->owner, sizeof(x->owner), "%s", k.project);
+            x->admin = k.admin;
+            return true;
+        }
+    }
+    int64_t n_keys = 1;
+    if (!s->api_key && s->ops->key_count(s->st, &n_keys) == NS_OK && n_keys == 0)
+        return true;
+    x->admin = false;
+    return false;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -2605,7 +2668,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (ant   ? send_ant_error(c, (status), __VA_ARGS__)                                                              \
      : oll ? send_ollama_error(c, (status), __VA_ARGS__)                                                           \
            : send_error(c, (status), (param), (code), __VA_ARGS__))
-    if (!authorized(s, c) && !public_route(method, url))
+    if (!server_auth(s, c, &x) && !public_route(method, url))
         return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL, "%s",
                            ant   ? "invalid x-api-key"
                            : oll ? "unauthorized: pass the API key as 'Authorization: Bearer KEY'"
@@ -2623,6 +2686,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE) &&
         !content_type_is(c, "application/json"))
         return EARLY_ERROR(NS_ERR_MEDIA_TYPE, NULL, NULL, "The request body must be application/json.");
+    /* JSON is UTF-8 (RFC 8259); cJSON would pass other bytes through to the engine and
+     * the store, so they are refused here, once, for every JSON route */
+    if (rt->body == BODY_JSON && r->body.len) {
+        size_t ok = utf8_valid_prefix(r->body.p, r->body.len);
+        if (ok != r->body.len)
+            return EARLY_ERROR(NS_ERR_INVALID, NULL, NULL, "The request body is not valid UTF-8 (byte %zu).", ok + 1);
+    }
 #undef EARLY_ERROR
     x.r = r;
     return rt->fn(&x);
@@ -2638,6 +2708,7 @@ int server_start(struct server_params p, struct store *st, const struct store_op
     s->p = p;
     s->data_dir = strdup(p.data_dir);
     s->api_key = p.api_key ? strdup(p.api_key) : NULL;
+    s->no_auth = p.no_auth;
     s->st = st;
     s->ops = ops;
     s->scheds = scheds;

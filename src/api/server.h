@@ -32,7 +32,9 @@ struct server_params {
     const char *host;            /* default 127.0.0.1 */
     int port;                    /* default 8080; 0 = any free port */
     const char *data_dir;
-    const char *api_key;         /* NULL: no auth (loopback development) */
+    const char *api_key;         /* an admin key; NULL: only the store's keys (keys create),
+                                    and none at all while the store has none */
+    bool no_auth;                /* --no-auth: every request is an admin (loopback only) */
     size_t max_body;             /* JSON request bodies; default 16 MB */
     size_t max_file;             /* uploads; default 200 MB */
     int64_t message_batch_retention; /* seconds; default 29 days */

@@ -12,6 +12,8 @@
 int cli_run(int argc, char **argv);
 int cli_gen_model(int argc, char **argv);
 int cli_serve(int argc, char **argv);
+/* keys.c: API keys for the server */
+int cli_keys(int argc, char **argv);
 /* client.c: commands that talk to a running `nightshift serve` over HTTP */
 int cli_submit(int argc, char **argv);
 int cli_batches(int argc, char **argv);

@@ -27,6 +27,7 @@ static void usage(FILE *f)
           "commands:\n"
           "  run        run an OpenAI Batch input file (JSONL) on a local GGUF model\n"
           "  serve      OpenAI-compatible server: files, batches, chat completions\n"
+          "  keys       keys create --name NAME [--admin]: API keys for serve\n"
           "  submit     upload a batch input file to a server and create a batch (--wait: follow it)\n"
           "  batches    list the batches of a server\n"
           "  status     show a batch of a server\n"
@@ -53,6 +54,8 @@ int main(int argc, char **argv)
         return cli_run(argc - 1, argv + 1);
     if (strcmp(cmd, "serve") == 0)
         return cli_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "keys") == 0)
+        return cli_keys(argc - 1, argv + 1);
     if (strcmp(cmd, "submit") == 0)
         return cli_submit(argc - 1, argv + 1);
     if (strcmp(cmd, "batches") == 0)

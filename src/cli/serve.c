@@ -32,6 +32,7 @@
 #include "../util/status.h"
 #include "../util/log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -68,7 +69,9 @@ static void serve_usage(FILE *f)
           "      --no-prefix-cache    compute every prompt in full (by default shared prompt prefixes\n"
           "                           are computed once and batch lines run grouped by prefix)\n"
           "  -t, --threads N          CPU threads (default: all)\n"
-          "      --api-key KEY        require 'Authorization: Bearer KEY' (or NIGHTSHIFT_API_KEY)\n"
+          "      --api-key KEY        an admin key: 'Authorization: Bearer KEY' (or NIGHTSHIFT_API_KEY);\n"
+          "                           keys of `nightshift keys create` are required once one exists\n"
+          "      --no-auth            no keys at all (loopback addresses only; development)\n"
           "      --max-body SIZE      largest JSON request body (default 16MB)\n"
           "      --max-file-size SIZE largest upload (default 200MB)\n"
           "      --max-lines N        most requests per batch (default 50000)\n"
@@ -93,13 +96,14 @@ struct serve_model {
 };
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
-       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE };
+       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
     {"listen", required_argument, 0, 'l'},       {"parallel", required_argument, 0, 'p'},
     {"interactive-slots", required_argument, 0, O_ISLOTS}, {"ctx", required_argument, 0, 'c'},
     {"threads", required_argument, 0, 't'},      {"api-key", required_argument, 0, O_KEY},
+    {"no-auth", no_argument, 0, O_NOAUTH},
     {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
     {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
     {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
@@ -276,6 +280,30 @@ static void serve_drain(struct server *srv, struct sched **scheds, int n_scheds,
     }
 }
 
+/* Remove the temporary files of uploads that were cut short by a crash (kill -9 while a
+ * file streamed in): only a finished upload is renamed to its file id, so an upload-*
+ * file at start-up belongs to no one. One server per data dir, so none is being written. */
+static void serve_sweep_uploads(const char *dir)
+{
+    char sub[4096], path[4096 + 300];
+    snprintf(sub, sizeof(sub), "%s/files", dir);
+    DIR *d = opendir(sub);
+    if (!d)
+        return;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "upload-", 7) != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", sub, de->d_name);
+        if (unlink(path) == 0)
+            n++;
+    }
+    closedir(d);
+    if (n)
+        log_event(LOG_INFO, NULL, NULL, "removed %d unfinished upload%s left by an earlier run", n, n == 1 ? "" : "s");
+}
+
 static void serve_log_model(struct backend *be, const char *name, const char *path, int parallel, int islots)
 {
     struct engine *eng = be->ops->engine ? be->ops->engine(be->impl) : NULL;
@@ -354,6 +382,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             threads = (int)v;
             break;
         case O_KEY: sp.api_key = optarg; break;
+        case O_NOAUTH: sp.no_auth = true; break;
         case O_MAXBODY:
             if (num_parse_size(optarg, &sz) || sz == 0)
                 return cli_fail("--max-body must be a size like 16MB, not '%s'", optarg);
@@ -439,8 +468,18 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     sp.port = (int)v;
     sp.data_dir = data_dir;
     bp.data_dir = data_dir;
-    if (!sp.api_key && strcmp(host, "127.0.0.1") && strcmp(host, "localhost"))
-        log_event(LOG_WARN, NULL, NULL, "listening on %s without --api-key: anyone who reaches it can use it", host);
+    bool loopback = strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
+    if (sp.no_auth && !loopback)
+        return cli_fail("--no-auth is for loopback development only; '%s' is not a loopback address (create keys "
+                        "with `nightshift keys create`)",
+                        host);
+    if (sp.no_auth)
+        log_event(LOG_WARN, NULL, NULL, "--no-auth: every request is served as an admin, keys are not checked");
+    if (!sp.no_auth && !sp.api_key && !loopback)
+        log_event(LOG_WARN, NULL, NULL,
+                  "listening on %s without --api-key: until a key is created (nightshift keys create) anyone who "
+                  "reaches it can use it",
+                  host);
 
     /* before any thread exists: every thread inherits the mask (see the file header) */
     sigset_t sigs;
@@ -455,6 +494,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     int lock_fd = -1;
     if (datadir_create(data_dir, err, sizeof(err)) || datadir_lock(data_dir, &lock_fd, err, sizeof(err)))
         return cli_fail("%s", err);
+    serve_sweep_uploads(data_dir); /* uploads a crash cut short (we hold the lock: none is ours) */
     const struct store_ops *ops = store_find(db);
     if (!ops) {
         datadir_unlock(lock_fd);

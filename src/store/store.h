@@ -116,6 +116,15 @@ struct store_list_page {
     const char *before;      /* batches: id to list newer ones than (Anthropic before_id) */
 };
 
+/* An API key (nightshift keys create): only its SHA-256 is stored. Every file and batch is
+ * owned by a project; a key acts for its project, an admin key for all of them. */
+struct store_key {
+    char name[64];
+    char project[64];
+    bool admin;
+    int64_t created_at;
+};
+
 struct store_ops {
     const char *scheme;      /* "sqlite", "postgres" */
     int (*open)(const char *uri, const char *data_dir, struct store **out, char *err, size_t errlen);
@@ -184,6 +193,12 @@ struct store_ops {
     int (*restore)(const char *uri, const char *data_dir, const char *src, char *err, size_t errlen);
     /* point every file's path at files_dir/<id> (its data dir moved: after a restore) */
     int (*files_relocate)(struct store *st, const char *files_dir);
+
+    /* API keys by the hex SHA-256 of the key: insert (NS_ERR_CONFLICT when the name is
+     * taken), look up (NS_ERR_NOT_FOUND), count (the server requires a key once any exists) */
+    int (*key_insert)(struct store *st, const struct store_key *k, const char *hash_hex);
+    int (*key_get)(struct store *st, const char *hash_hex, struct store_key *out);
+    int (*key_count)(struct store *st, int64_t *n);
 };
 
 /* the store whose scheme matches the URI ("sqlite:path", "postgres://..."), or NULL */

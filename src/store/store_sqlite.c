@@ -24,7 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define STORE_SQLITE_VERSION 3
+#define STORE_SQLITE_VERSION 4
 
 struct store {
     sqlite3 *db;
@@ -134,6 +134,8 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
               "  last_error TEXT NOT NULL DEFAULT '');"
               "CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks(state, next_at);"
               "CREATE INDEX IF NOT EXISTS webhooks_batch ON webhooks(batch_id);",
+        [4] = "CREATE TABLE keys(hash TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, project TEXT NOT NULL,"
+              "  admin INTEGER NOT NULL, created_at INTEGER NOT NULL);",
     };
     bool ok = sq_exec(st, "BEGIN") == NS_OK && (version >= 1 || sq_exec(st, sq_schema) == NS_OK);
     for (int v = version < 1 ? 2 : version + 1; ok && v <= STORE_SQLITE_VERSION; v++)
@@ -1231,6 +1233,72 @@ static int sq_files_relocate(struct store *st, const char *files_dir)
     return rc;
 }
 
+/* ---- API keys ----------------------------------------------------------------------- */
+
+static int sq_key_insert(struct store *st, const struct store_key *k, const char *hash_hex)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "INSERT INTO keys(hash,name,project,admin,created_at) VALUES(?,?,?,?,?)", -1, &s,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, hash_hex, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, k->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, k->project, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 4, k->admin ? 1 : 0);
+        sqlite3_bind_int64(s, 5, k->created_at);
+        int step = sqlite3_step(s);
+        rc = step == SQLITE_DONE ? NS_OK : (sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_UNIQUE ||
+                                            sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_PRIMARYKEY)
+                                               ? NS_ERR_CONFLICT
+                                               : NS_ERR_IO;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_key_get(struct store *st, const char *hash_hex, struct store_key *out)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "SELECT name,project,admin,created_at FROM keys WHERE hash=?", -1, &s, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(s, 1, hash_hex, -1, SQLITE_STATIC);
+        int step = sqlite3_step(s);
+        if (step == SQLITE_ROW) {
+            sq_copy(out->name, sizeof(out->name), s, 0);
+            sq_copy(out->project, sizeof(out->project), s, 1);
+            out->admin = sqlite3_column_int(s, 2) != 0;
+            out->created_at = sqlite3_column_int64(s, 3);
+            rc = NS_OK;
+        } else if (step == SQLITE_DONE) {
+            rc = NS_ERR_NOT_FOUND;
+        }
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_key_count(struct store *st, int64_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM keys", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW) {
+        *n = sqlite3_column_int64(s, 0);
+        rc = NS_OK;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
 const struct store_ops store_sqlite_ops = {
     .scheme = "sqlite",
     .open = sq_open,
@@ -1262,4 +1330,7 @@ const struct store_ops store_sqlite_ops = {
     .backup = sq_backup,
     .restore = sq_restore,
     .files_relocate = sq_files_relocate,
+    .key_insert = sq_key_insert,
+    .key_get = sq_key_get,
+    .key_count = sq_key_count,
 };

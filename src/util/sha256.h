@@ -1,7 +1,9 @@
 /*
  * sha256.h — SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104): identifiers clients expect
- * as SHA-256 digests (the Ollama API's model digests), and webhook signatures (Standard
- * Webhooks: HMAC-SHA256 over "id.timestamp.body").
+ * as SHA-256 digests (the Ollama API's model digests), the API keys kept in the store
+ * (cli/keys.c: a key is 143 random bits, so an unsalted hash cannot be brute-forced and a
+ * lookup by hash needs no per-key salt), and webhook signatures (Standard Webhooks:
+ * HMAC-SHA256 over "id.timestamp.body").
  */
 #ifndef NS_UTIL_SHA256_H
 #define NS_UTIL_SHA256_H
