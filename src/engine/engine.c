@@ -68,6 +68,7 @@ struct engine {
     const struct llama_vocab *vocab;
     struct llama_batch batch;
     int n_ctx, n_ctx_seq, n_vocab;
+    int max_piece;                  /* the most bytes one token stands for (specials included) */
     char *tmpl;                     /* chat template passed to llama_chat_apply_template */
     char tmpl_label[64];
     llama_token *eog;               /* end-of-generation tokens */
@@ -246,9 +247,15 @@ static int engine_tokenize(struct engine *e, const struct engine_request *r, lla
         s = r->prompt ? r->prompt : "";
         n = strlen(s);
     }
-    if (n > INT32_MAX / 2) {
+    if (n > INT32_MAX / 2 || n / (size_t)e->max_piece >= (size_t)e->n_ctx_seq) {
+        /* certainly over the context (no token stands for more than max_piece bytes): say
+         * so now rather than tokenize megabytes first */
+        snprintf(err, errlen,
+                 "This model's maximum context length is %d tokens. However, the %s hold %zu bytes, so at least %zu "
+                 "tokens. Please reduce the length of the %s.",
+                 e->n_ctx_seq, r->messages ? "messages" : "prompt", n, n / (size_t)e->max_piece,
+                 r->messages ? "messages" : "prompt");
         buf_release(&text);
-        snprintf(err, errlen, "the prompt is too long");
         return -NS_ERR_CONTEXT;
     }
     int cap = (int)n + 8;
@@ -380,6 +387,15 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     }
     e->n_ctx = (int)llama_n_ctx(e->ctx);
     e->n_ctx_seq = (int)llama_n_ctx_seq(e->ctx);
+    e->max_piece = 1;
+    for (int32_t t = 0; t < llama_vocab_n_tokens(e->vocab); t++) {
+        char piece[512];
+        int n = llama_token_to_piece(e->vocab, t, piece, (int32_t)sizeof(piece), 0, true);
+        if (n < 0)
+            n = -n; /* longer than the buffer: its length */
+        if (n > e->max_piece)
+            e->max_piece = n;
+    }
     e->batch = llama_batch_init(p.n_batch, 0, 1);
     {
         /* warm-up: one decode now, so the first request does not pay the thread pool's start

@@ -132,6 +132,17 @@ test('a 10 MB single line: over --max-body as a request (413); as a batch line, 
     assert.equal(b.status, 'failed', JSON.stringify(b).slice(0, 2000));
     assert.equal(b.errors.data[0].line, 1);
     assert.equal(b.errors.data[0].param, 'body.model');
+    // the same line with a model: refused by its size before megabytes are tokenized
+    const withModel = JSON.stringify({ custom_id: 'big', method: 'POST', url: '/v1/chat/completions',
+        body: chatBody({ messages: [{ role: 'user', content: huge }] }) });
+    const b1 = await submitBatch(s, [withModel]);
+    const d1 = await waitBatch(s, b1.id, (x) => TERMINAL.includes(x.status), 90_000);
+    assert.equal(d1.status, 'completed', JSON.stringify(d1).slice(0, 2000));
+    assert.deepEqual(d1.request_counts, { total: 1, completed: 0, failed: 1 });
+    const errLine = JSON.parse((await api(s, 'GET', `/v1/files/${d1.error_file_id}/content`)).text);
+    assert.equal(errLine.response.status_code, 400);
+    assert.equal(errLine.response.body.error.code, 'context_length_exceeded');
+    assert.match(errLine.response.body.error.message, /your messages is \d+ bytes: at least \d+ tokens/);
     await stillServing();
 });
 
