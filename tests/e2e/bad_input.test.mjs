@@ -142,7 +142,7 @@ test('a 10 MB single line: over --max-body as a request (413); as a batch line, 
     const errLine = JSON.parse((await api(s, 'GET', `/v1/files/${d1.error_file_id}/content`)).text);
     assert.equal(errLine.response.status_code, 400);
     assert.equal(errLine.response.body.error.code, 'context_length_exceeded');
-    assert.match(errLine.response.body.error.message, /your messages is \d+ bytes: at least \d+ tokens/);
+    assert.match(errLine.response.body.error.message, /the messages hold \d+ bytes, so at least \d+ tokens/);
     await stillServing();
 });
 
