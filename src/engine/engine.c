@@ -527,21 +527,34 @@ static void engine_fail(const struct engine_source *src, struct engine_request *
     src->done(src->ud, req, &res);
 }
 
-static struct llama_sampler *engine_make_sampler(const struct engine *e, const struct engine_request *r)
+/* The request's sampler chain in *out, NULL for the argmax fast path (greedy, no
+ * penalties, no grammar). NS_ERR_INVALID when the grammar does not compile. */
+static int engine_make_sampler(const struct engine *e, const struct engine_request *r, struct llama_sampler **out)
 {
     bool penalties = r->presence_penalty != 0.0f || r->frequency_penalty != 0.0f || r->repetition_penalty != 1.0f;
     bool greedy = r->temperature <= 0.0f || r->top_k == 1;
-    if (greedy && !penalties)
-        return NULL; /* argmax fast path */
+    *out = NULL;
+    if (greedy && !penalties && !r->grammar)
+        return NS_OK; /* argmax fast path */
     struct llama_sampler *c = llama_sampler_chain_init(llama_sampler_chain_default_params());
     if (!c)
-        return NULL;
+        return NS_ERR_NOMEM;
+    if (r->grammar) {
+        /* first, so that penalties and truncation only ever see tokens the grammar allows */
+        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, r->grammar, "root");
+        if (!g) {
+            llama_sampler_free(c);
+            return NS_ERR_INVALID;
+        }
+        llama_sampler_chain_add(c, g);
+    }
     if (penalties)
         llama_sampler_chain_add(c, llama_sampler_init_penalties(e->n_vocab, 64, r->repetition_penalty, r->frequency_penalty,
                                                                  r->presence_penalty));
     if (greedy) {
         llama_sampler_chain_add(c, llama_sampler_init_greedy());
-        return c;
+        *out = c;
+        return NS_OK;
     }
     if (r->top_k > 0)
         llama_sampler_chain_add(c, llama_sampler_init_top_k(r->top_k));
@@ -551,7 +564,8 @@ static struct llama_sampler *engine_make_sampler(const struct engine *e, const s
         llama_sampler_chain_add(c, llama_sampler_init_min_p(r->min_p, 1));
     llama_sampler_chain_add(c, llama_sampler_init_temp(r->temperature));
     llama_sampler_chain_add(c, llama_sampler_init_dist(r->seed));
-    return c;
+    *out = c;
+    return NS_OK;
 }
 
 /* Tokenize and check a new request; on success it occupies slot s. On failure done() has
@@ -649,6 +663,17 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     }
     if (max_gen < 0)
         max_gen = e->n_ctx_seq - n;
+    struct llama_sampler *smpl = NULL;
+    int smpl_rc = engine_make_sampler(e, req, &smpl);
+    if (smpl_rc != NS_OK) {
+        free(tok);
+        if (smpl_rc == NS_ERR_INVALID)
+            engine_fail(src, req, smpl_rc, "response_format", n,
+                        "the grammar for the requested output format could not be compiled");
+        else
+            engine_fail(src, req, smpl_rc, NULL, n, "out of memory");
+        return NULL;
+    }
 
     int reuse = 0;
     struct slot *s = NULL;
@@ -661,6 +686,8 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     }
     if (!s) {
         free(tok);
+        if (smpl)
+            llama_sampler_free(smpl);
         engine_fail(src, req, NS_ERR_INTERNAL, NULL, n, "no free sequence slot");
         return NULL;
     }
@@ -691,6 +718,8 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     s->tok = realloc(tok, sizeof(*tok) * (size_t)s->cap_tok);
     if (!s->tok) {
         free(tok);
+        if (smpl)
+            llama_sampler_free(smpl);
         slot_forget_kv(e, s);
         memset(s, 0, sizeof(*s));
         s->wait_for = -1;
@@ -701,7 +730,7 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     s->stop_index = -1;
     s->max_gen = max_gen;
     s->eog_masked = req->ignore_eos;
-    s->smpl = engine_make_sampler(e, req);
+    s->smpl = smpl;
     s->i_out = -1;
     buf_init(&s->text, ENGINE_TEXT_MAX);
     s->t_admit = now_s();
@@ -895,7 +924,8 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         engine_fail(src, req, NS_ERR_ENGINE, NULL, n_prompt, "the engine produced no logits");
         return;
     }
-    bool mask = s->eog_masked || s->n_gen < s->req->min_tokens;
+    /* a grammar decides when the output may end: masking EOG could leave no token at all */
+    bool mask = !s->req->grammar && (s->eog_masked || s->n_gen < s->req->min_tokens);
     if (mask)
         for (int i = 0; i < e->n_eog; i++)
             logits[e->eog[i]] = -INFINITY;

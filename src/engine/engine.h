@@ -97,6 +97,13 @@ struct engine_request {
     float presence_penalty, frequency_penalty; /* 0 = off */
     float repetition_penalty;                  /* 1 = off */
     uint32_t seed;
+    /* a GBNF grammar (start rule "root") the output must follow, or NULL: llama.cpp's
+     * grammar sampler masks every token that would leave it, and end-of-generation is
+     * allowed only once the grammar is complete. min_tokens and ignore_eos do not apply
+     * to such a request (they could demand a token the grammar forbids). A grammar that
+     * llama.cpp cannot compile fails the request with NS_ERR_INVALID, param
+     * "response_format". */
+    const char *grammar;
 
     /* the client's OpenAI request body (a cJSON object) when there is one: backends that
      * forward requests upstream send it as it came, so fields this engine does not act

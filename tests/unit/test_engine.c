@@ -11,6 +11,7 @@
 
 #include "../../src/engine/engine.h"
 #include "../../src/engine/modelgen.h"
+#include "../../src/api/jsonschema.h"
 #include "../../src/util/status.h"
 
 #include <stdio.h>
@@ -333,6 +334,49 @@ static void test_prefix_cache(void **state)
     }
 }
 
+/* grammar-constrained output: every request that ends (not cut by max_tokens) is JSON
+ * of the schema's shape, sampled or greedy; a grammar llama.cpp rejects fails the request */
+static void test_grammar(void **state)
+{
+    (void)state;
+    static struct src s;
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"ok\":{\"type\":\"boolean\"},"
+                         "\"n\":{\"type\":\"integer\"},\"tag\":{\"enum\":[\"a\",\"b\"]}},"
+                         "\"required\":[\"ok\",\"n\",\"tag\"],\"additionalProperties\":false}";
+    cJSON *sj = cJSON_Parse(schema);
+    char *g = NULL, err[256];
+    assert_int_equal(jsonschema_to_gbnf(sj, &g, err, sizeof(err)), NS_OK);
+    cJSON_Delete(sj);
+    fill(&s, 13, 120);
+    for (int i = 0; i < 12; i++) {
+        s.req[i].grammar = g;
+        s.req[i].temperature = i < 2 ? 0.0f : 1.0f; /* the greedy path needs a chain too */
+        s.req[i].seed = (uint32_t)i;
+    }
+    s.req[12].grammar = "root ::= (";
+    run_all(g_model, 4096, 4, &s, true);
+    int parsed = 0;
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(s.status[i], NS_OK);
+        assert_string_equal(s.streamed[i], s.text[i]);
+        if (s.finish[i] != ENGINE_FINISH_STOP)
+            continue;
+        cJSON *o = cJSON_Parse(s.text[i]);
+        if (!o)
+            fail_msg("request %d: not JSON: %s", i, s.text[i]);
+        assert_true(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(o, "ok")));
+        assert_true(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, "n")));
+        assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "tag")));
+        assert_int_equal(cJSON_GetArraySize(o), 3);
+        cJSON_Delete(o);
+        parsed++;
+    }
+    assert_true(parsed >= 6);
+    assert_int_equal(s.status[12], NS_ERR_INVALID);
+    assert_non_null(strstr(s.text[12], "grammar"));
+    free(g);
+}
+
 static void test_bad_model(void **state)
 {
     (void)state;
@@ -370,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_sampling_seeded),
         cmocka_unit_test(test_batched_q8_matmul),
         cmocka_unit_test(test_prefix_cache),
+        cmocka_unit_test(test_grammar),
         cmocka_unit_test(test_bad_model),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
