@@ -427,17 +427,13 @@ static cJSON *chunk_choice(struct job *j, const char *text, size_t n, const char
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", 0);
-    char *t = strndup(text ? text : "", n);
     if (j->chat) {
-        cJSON *d = cJSON_AddObjectToObject(c, "delta");
-        if (role)
-            cJSON_AddStringToObject(d, "role", "assistant");
-        if (text)
-            cJSON_AddStringToObject(d, "content", t ? t : "");
+        oai_chunk_delta(&j->sj.oreq, cJSON_AddObjectToObject(c, "delta"), text, n, role);
     } else {
+        char *t = strndup(text ? text : "", n);
         cJSON_AddStringToObject(c, "text", t ? t : "");
+        free(t);
     }
-    free(t);
     cJSON_AddNullToObject(c, "logprobs");
     if (finish)
         cJSON_AddStringToObject(c, "finish_reason", finish);
@@ -608,8 +604,7 @@ static void job_next_events(struct job *j)
                 cJSON *e = oai_error_body(j->res.status, j->res.message, j->res.param, NULL);
                 sse_push(j, e);
             } else {
-                cJSON *o = chunk_choice(j, j->chat ? NULL : "", 0,
-                                        j->res.finish == ENGINE_FINISH_LENGTH ? "length" : "stop", false);
+                cJSON *o = chunk_choice(j, j->chat ? NULL : "", 0, oai_finish_reason(&j->sj.oreq, &j->res), false);
                 sse_push(j, o);
             }
             j->phase = 3;
