@@ -468,12 +468,8 @@ static int oai_tools(struct oai_request *r, const cJSON *body, struct oai_error 
     const cJSON *choice = cJSON_GetObjectItemCaseSensitive(body, "tool_choice");
     if (choice && cJSON_IsNull(choice))
         choice = NULL;
-    if (!tools || cJSON_IsNull(tools) || (cJSON_IsArray(tools) && !tools->child)) {
-        if (choice && !(cJSON_IsString(choice) && strcmp(choice->valuestring, "none") == 0))
-            return oai_error_set(err, NS_ERR_INVALID, "tool_choice",
-                                 "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.");
-        return NS_OK;
-    }
+    if (!tools || cJSON_IsNull(tools) || (cJSON_IsArray(tools) && !tools->child))
+        return NS_OK; /* tool_choice without tools: no call can be made (documented) */
     if (!cJSON_IsArray(tools))
         return oai_error_set(err, NS_ERR_INVALID, "tools", "Invalid type for 'tools': expected an array.");
     int i = 0;

@@ -98,7 +98,6 @@ static void test_rejections(void **state)
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", true, NS_ERR_INVALID, "tool_choice", "no function named 'g'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"tool\"}}", true, NS_ERR_INVALID, "tool_choice", "Invalid 'tool_choice'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"sometimes\"}", true, NS_ERR_INVALID, "tool_choice", "expected 'none'"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}", true, NS_ERR_INVALID, "tool_choice", "only allowed when 'tools'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\",\"allOf\":[]}}}],\"tool_choice\":\"required\"}", true, NS_ERR_UNSUPPORTED, "tools", "Invalid 'tools[].function.parameters': unsupported JSON Schema keyword 'allOf'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\",\"response_format\":{\"type\":\"json_object\"}}", true, NS_ERR_UNSUPPORTED, "response_format", "forced tool call"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\",\"min_tokens\":1}", true, NS_ERR_UNSUPPORTED, "min_tokens", "a forced tool call"},
@@ -204,8 +203,9 @@ static void test_structured(void **state)
         "\"response_format\":{\"type\":\"text\"}",
         "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"none\"",
         "\"tools\":[],\"tool_choice\":\"none\"",
+        "\"tool_choice\":\"required\"",
     };
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         char body[512];
         snprintf(body, sizeof(body), "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s}", ok[i]);
         if (parse(body, true, &r, &e))
