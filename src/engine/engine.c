@@ -53,6 +53,9 @@ struct slot {
     size_t sent;                    /* bytes of text passed to token() */
     int i_out;                      /* row of this slot's logits in the batch, -1 none */
     double t_admit, t_first;
+    struct engine_token_logprob *lp; /* request.logprobs: one per generated token */
+    int n_lp, cap_lp;
+    struct buf lp_text;             /* their pieces */
     /* prefix cache */
     bool retained;                  /* free, but its KV (tok[0..n_past)) is kept for reuse */
     uint64_t last_used;             /* LRU among retained slots */
@@ -451,6 +454,8 @@ static void slot_release(struct engine *e, struct slot *s)
     if (s->smpl)
         llama_sampler_free(s->smpl);
     buf_release(&s->text);
+    free(s->lp);
+    buf_release(&s->lp_text);
     if (keep && prefix_trie_set(e->trie, id, s->tok, s->n_past) == NS_OK) {
         llama_token *tok = s->tok;
         int n_past = s->n_past, cap = s->cap_tok;
@@ -663,6 +668,15 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     }
     if (max_gen < 0)
         max_gen = e->n_ctx_seq - n;
+    for (int i = 0; i < req->n_logit_bias; i++) {
+        if (req->logit_bias[i].token < 0 || req->logit_bias[i].token >= e->n_vocab) {
+            free(tok);
+            engine_fail(src, req, NS_ERR_INVALID, "logit_bias", n,
+                        "Invalid 'logit_bias': token id %ld is not in this model's vocabulary (0 to %d).",
+                        (long)req->logit_bias[i].token, e->n_vocab - 1);
+            return NULL;
+        }
+    }
     struct llama_sampler *smpl = NULL;
     int smpl_rc = engine_make_sampler(e, req, &smpl);
     if (smpl_rc != NS_OK) {
@@ -733,6 +747,7 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     s->smpl = smpl;
     s->i_out = -1;
     buf_init(&s->text, ENGINE_TEXT_MAX);
+    buf_init(&s->lp_text, ENGINE_TEXT_MAX);
     s->t_admit = now_s();
     e->stats.prompt_submitted += (uint64_t)n;
     /* at least the last prompt token is computed: its logits start the generation */
@@ -807,6 +822,9 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
     res.t_admit = s->t_admit;
     res.t_first = s->t_first;
     res.t_end = now_s();
+    res.logprobs = s->lp;
+    res.n_logprobs = s->n_lp;
+    res.logprob_text = s->lp_text.p ? s->lp_text.p : "";
     /* done() before release: res.text points into the slot */
     src->done(src->ud, s->req, &res);
     slot_release(e, s);
@@ -911,6 +929,67 @@ static bool engine_is_eog(const struct engine *e, llama_token t)
     return false;
 }
 
+/* token t's piece appended to the slot's logprob text */
+static int engine_lp_piece(const struct engine *e, struct slot *s, llama_token t, uint32_t *off, uint32_t *len)
+{
+    char piece[256];
+    int n = llama_token_to_piece(e->vocab, t, piece, (int32_t)sizeof(piece), 0, false);
+    *off = (uint32_t)s->lp_text.len;
+    *len = 0;
+    if (n <= 0)
+        return NS_OK;
+    *len = (uint32_t)n;
+    return buf_append(&s->lp_text, piece, (size_t)n);
+}
+
+/* Log-probability of the chosen token t and the request's top_logprobs alternatives,
+ * from the logits as sampling saw them before its own chain (bias and EOG mask applied). */
+static int engine_record_logprob(const struct engine *e, struct slot *s, const float *logits, llama_token t)
+{
+    if (s->n_lp == s->cap_lp) {
+        int cap = s->cap_lp ? s->cap_lp * 2 : 16;
+        struct engine_token_logprob *p = realloc(s->lp, sizeof(*p) * (size_t)cap);
+        if (!p)
+            return NS_ERR_NOMEM;
+        s->lp = p;
+        s->cap_lp = cap;
+    }
+    float mx = -INFINITY;
+    for (int i = 0; i < e->n_vocab; i++)
+        mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < e->n_vocab; i++)
+        sum += expf(logits[i] - mx);
+    float lse = mx + (float)log(sum);
+    struct engine_token_logprob *lp = &s->lp[s->n_lp];
+    memset(lp, 0, sizeof(*lp));
+    lp->token = t;
+    lp->logprob = logits[t] - lse;
+    int rc = engine_lp_piece(e, s, t, &lp->piece_off, &lp->piece_len);
+    /* the k best by insertion into a sorted array of at most 20 */
+    int k = s->req->top_logprobs;
+    int n = 0;
+    for (int i = 0; i < e->n_vocab && k > 0; i++) {
+        if (logits[i] == -INFINITY || (n == k && logits[i] <= lp->top[n - 1].logprob))
+            continue;
+        int at = n < k ? n++ : n - 1;
+        while (at > 0 && lp->top[at - 1].logprob < logits[i]) {
+            lp->top[at] = lp->top[at - 1];
+            at--;
+        }
+        lp->top[at].token = i;
+        lp->top[at].logprob = logits[i];
+    }
+    lp->n_top = n;
+    for (int j = 0; j < n && !rc; j++) {
+        lp->top[j].logprob -= lse;
+        rc = engine_lp_piece(e, s, lp->top[j].token, &lp->top[j].piece_off, &lp->top[j].piece_len);
+    }
+    if (!rc)
+        s->n_lp++;
+    return rc;
+}
+
 /* sample the next token for slot s from batch row s->i_out, then decide if it ended */
 static void engine_sample(struct engine *e, const struct engine_source *src, struct slot *s)
 {
@@ -929,6 +1008,8 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
     if (mask)
         for (int i = 0; i < e->n_eog; i++)
             logits[e->eog[i]] = -INFINITY;
+    for (int i = 0; i < s->req->n_logit_bias; i++)
+        logits[s->req->logit_bias[i].token] += s->req->logit_bias[i].bias;
     llama_token t = s->smpl ? llama_sampler_sample(s->smpl, e->ctx, row) : engine_argmax(logits, e->n_vocab);
     e->stats.gen_tokens++;
     if (s->n_gen == 0)
@@ -938,7 +1019,7 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         engine_finish(e, src, s, ENGINE_FINISH_STOP);
         return;
     }
-    if (slot_push_token(s, t) != NS_OK) {
+    if (slot_push_token(s, t) != NS_OK || (s->req->logprobs && engine_record_logprob(e, s, logits, t) != NS_OK)) {
         struct engine_request *req = s->req;
         int n_prompt = s->n_prompt;
         slot_release(e, s);

@@ -83,6 +83,9 @@ struct src {
     enum engine_finish finish[MAXR];
     char text[MAXR][512];
     char streamed[MAXR][512];
+    int n_lp[MAXR];
+    int32_t first_tok[MAXR];
+    bool lp_ok[MAXR];          /* the logprobs were well formed */
 };
 
 static int src_pull(void *ud, struct engine_request **out, int max)
@@ -104,6 +107,22 @@ static void src_done(void *ud, struct engine_request *r, const struct engine_res
     s->ctok[i] = res->completion_tokens;
     s->finish[i] = res->finish;
     snprintf(s->text[i], sizeof(s->text[i]), "%s", res->status ? res->message : res->text);
+    s->n_lp[i] = res->n_logprobs;
+    s->lp_ok[i] = true;
+    s->first_tok[i] = res->n_logprobs ? res->logprobs[0].token : -1;
+    /* each entry: logprob <= 0, top sorted, and (greedy) the chosen token is the best */
+    for (int k = 0; k < res->n_logprobs; k++) {
+        const struct engine_token_logprob *lp = &res->logprobs[k];
+        if (lp->logprob > 1e-4f || lp->n_top != r->top_logprobs)
+            s->lp_ok[i] = false;
+        for (int j = 1; j < lp->n_top; j++)
+            if (lp->top[j].logprob > lp->top[j - 1].logprob)
+                s->lp_ok[i] = false;
+        if (r->temperature == 0 && lp->n_top && (lp->top[0].token != lp->token || lp->top[0].logprob != lp->logprob))
+            s->lp_ok[i] = false;
+        if (lp->piece_len && !res->logprob_text[lp->piece_off])
+            s->lp_ok[i] = false;
+    }
 }
 
 static void src_token(void *ud, struct engine_request *r, const char *piece, size_t n)
@@ -377,6 +396,45 @@ static void test_grammar(void **state)
     free(g);
 }
 
+/* logprobs for every generated token; logit_bias bans or forces tokens */
+static void test_logprobs_and_bias(void **state)
+{
+    (void)state;
+    static struct src a, b;
+    fill(&a, 3, 8);
+    a.req[0].logprobs = true;
+    a.req[0].top_logprobs = 5;
+    a.req[1].logprobs = true; /* no alternatives */
+    a.req[2].logprobs = true;
+    a.req[2].top_logprobs = ENGINE_MAX_TOP_LOGPROBS;
+    a.req[2].temperature = 1;
+    run_all(g_model, 2048, 3, &a, false);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(a.status[i], NS_OK);
+        assert_int_equal(a.n_lp[i], a.ctok[i]);
+        assert_true(a.lp_ok[i]);
+    }
+    /* ban the first token greedy chose; force another everywhere; a bad id fails */
+    static struct engine_logit_bias ban, force, bad = {.token = 1 << 30, .bias = 1};
+    ban = (struct engine_logit_bias){.token = a.first_tok[0], .bias = -100};
+    force = (struct engine_logit_bias){.token = 1000, .bias = 100};
+    fill(&b, 3, 8);
+    for (int i = 0; i < 3; i++)
+        b.req[i].logprobs = true;
+    b.req[0].logit_bias = &ban;
+    b.req[0].n_logit_bias = 1;
+    b.req[1].logit_bias = &force;
+    b.req[1].n_logit_bias = 1;
+    b.req[2].logit_bias = &bad;
+    b.req[2].n_logit_bias = 1;
+    run_all(g_model, 2048, 3, &b, false);
+    assert_int_equal(b.status[0], NS_OK);
+    assert_int_not_equal(b.first_tok[0], a.first_tok[0]);
+    assert_int_equal(b.first_tok[1], 1000);
+    assert_int_equal(b.status[2], NS_ERR_INVALID);
+    assert_non_null(strstr(b.text[2], "logit_bias"));
+}
+
 static void test_bad_model(void **state)
 {
     (void)state;
@@ -415,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_batched_q8_matmul),
         cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_grammar),
+        cmocka_unit_test(test_logprobs_and_bias),
         cmocka_unit_test(test_bad_model),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
