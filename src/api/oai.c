@@ -8,6 +8,7 @@
 #include "jsonschema.h"
 #include "../util/buf.h"
 #include "../util/status.h"
+#include "../util/utf8.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -67,6 +68,7 @@ void oai_request_release(struct oai_request *r)
 {
     cJSON_Delete(r->root_);
     free(r->msgs_);
+    free(r->bias_);
     for (int i = 0; i < r->n_owned_; i++)
         free(r->owned_[i]);
     free(r->owned_);
@@ -318,14 +320,6 @@ static int oai_check_fields(const cJSON *body, bool chat, struct oai_error *err)
 static int oai_check_unsupported(const cJSON *body, bool chat, struct oai_error *err)
 {
     const cJSON *v;
-    if ((v = cJSON_GetObjectItemCaseSensitive(body, "logprobs")) && !cJSON_IsNull(v) && !cJSON_IsFalse(v) &&
-        !(cJSON_IsNumber(v) && v->valuedouble == 0))
-        return oai_error_set(err, NS_ERR_UNSUPPORTED, "logprobs", "'logprobs' is not supported by the local engine yet.");
-    if ((v = cJSON_GetObjectItemCaseSensitive(body, "top_logprobs")) && !cJSON_IsNull(v))
-        return oai_error_set(err, NS_ERR_UNSUPPORTED, "top_logprobs", "'top_logprobs' is not supported by the local engine yet.");
-    if ((v = cJSON_GetObjectItemCaseSensitive(body, "logit_bias")) && !cJSON_IsNull(v) &&
-        !(cJSON_IsObject(v) && !v->child))
-        return oai_error_set(err, NS_ERR_UNSUPPORTED, "logit_bias", "'logit_bias' is not supported by the local engine yet.");
     if (chat) {
         if ((v = cJSON_GetObjectItemCaseSensitive(body, "functions")) && !cJSON_IsNull(v))
             return oai_error_set(err, NS_ERR_UNSUPPORTED, "functions", "'functions' is not supported by the local engine yet.");
@@ -540,6 +534,71 @@ static int oai_tools(struct oai_request *r, const cJSON *body, struct oai_error 
     return oai_tool_instruction(r, fn, err);
 }
 
+#define OAI_MAX_LOGIT_BIAS 1024
+
+/* logit_bias: {"token id": bias in -100..100}; ids are checked against the vocabulary by
+ * the engine, which knows it */
+static int oai_logit_bias(struct oai_request *r, const cJSON *body, struct oai_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "logit_bias");
+    if (!v || cJSON_IsNull(v))
+        return NS_OK;
+    if (!cJSON_IsObject(v))
+        return oai_error_set(err, NS_ERR_INVALID, "logit_bias", "Invalid type for 'logit_bias': expected an object.");
+    int n = cJSON_GetArraySize(v);
+    if (n == 0)
+        return NS_OK;
+    if (n > OAI_MAX_LOGIT_BIAS)
+        return oai_error_set(err, NS_ERR_INVALID, "logit_bias", "Invalid 'logit_bias': at most %d tokens, but got %d.",
+                             OAI_MAX_LOGIT_BIAS, n);
+    r->bias_ = calloc((size_t)n, sizeof(*r->bias_));
+    if (!r->bias_)
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v)
+    {
+        char *end = NULL;
+        long id = strtol(it->string, &end, 10);
+        if (!it->string[0] || *end || id < 0 || id > INT32_MAX)
+            return oai_error_set(err, NS_ERR_INVALID, "logit_bias",
+                                 "Invalid key in 'logit_bias': '%.40s' is not a token id (a non-negative integer).",
+                                 it->string);
+        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || it->valuedouble < -100 || it->valuedouble > 100)
+            return oai_error_set(err, NS_ERR_INVALID, "logit_bias",
+                                 "Invalid value in 'logit_bias' for token %ld: expected a number from -100 to 100.", id);
+        r->bias_[i++] = (struct engine_logit_bias){.token = (int32_t)id, .bias = (float)it->valuedouble};
+    }
+    r->req.logit_bias = r->bias_;
+    r->req.n_logit_bias = n;
+    return NS_OK;
+}
+
+/* chat: logprobs (bool) + top_logprobs (0..20); completions: logprobs (0..5 alternatives) */
+static int oai_logprobs(struct oai_request *r, const cJSON *body, bool chat, struct oai_error *err)
+{
+    int rc;
+    long long ll = 0;
+    bool present = false;
+    if (chat) {
+        if ((rc = oai_boolean(body, "logprobs", &r->req.logprobs, err)) ||
+            (rc = oai_integer(body, "top_logprobs", 0, ENGINE_MAX_TOP_LOGPROBS, &ll, &present, err)))
+            return rc;
+        if (present && !r->req.logprobs)
+            return oai_error_set(err, NS_ERR_INVALID, "top_logprobs",
+                                 "Invalid 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.");
+    } else {
+        if ((rc = oai_integer(body, "logprobs", 0, 5, &ll, &present, err)))
+            return rc;
+        r->req.logprobs = present;
+    }
+    r->req.top_logprobs = (int)ll;
+    if (r->req.logprobs && r->stream)
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "logprobs",
+                             "'logprobs' cannot be combined with 'stream' on the local engine yet.");
+    return NS_OK;
+}
+
 /* a grammar decides where the output ends; parameters that would overrule it are refused */
 static int oai_check_grammar_conflicts(const struct oai_request *r, struct oai_error *err)
 {
@@ -676,6 +735,8 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
         goto out;
     if ((rc = oai_check_grammar_conflicts(r, err)))
         goto out;
+    if ((rc = oai_logit_bias(r, body, err)) || (rc = oai_logprobs(r, body, chat, err)))
+        goto out;
 out:
     if (rc != NS_OK)
         oai_request_release(r);
@@ -750,6 +811,83 @@ static cJSON *oai_usage(const struct engine_result *res)
     return u;
 }
 
+/* a token piece as a JSON string (pieces can split a UTF-8 character: made valid) */
+static cJSON *oai_piece(const char *p, size_t n)
+{
+    char *t = malloc(n * 3 + 1);
+    if (!t)
+        return cJSON_CreateString("");
+    memcpy(t, p, n);
+    n = utf8_sanitize(t, n, n * 3);
+    t[n] = '\0';
+    cJSON *s = cJSON_CreateString(t);
+    free(t);
+    return s;
+}
+
+static cJSON *oai_piece_bytes(const char *p, size_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((unsigned char)p[i]));
+    return a;
+}
+
+/* chat: {"content":[{token, logprob, bytes, top_logprobs}], "refusal": null} */
+static cJSON *oai_chat_logprobs(const struct engine_result *res)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *content = cJSON_AddArrayToObject(o, "content");
+    const char *txt = res->logprob_text ? res->logprob_text : "";
+    for (int i = 0; i < res->n_logprobs; i++) {
+        const struct engine_token_logprob *lp = &res->logprobs[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddItemToObject(e, "token", oai_piece(txt + lp->piece_off, lp->piece_len));
+        cJSON_AddNumberToObject(e, "logprob", lp->logprob);
+        cJSON_AddItemToObject(e, "bytes", oai_piece_bytes(txt + lp->piece_off, lp->piece_len));
+        cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
+        for (int j = 0; j < lp->n_top; j++) {
+            cJSON *t = cJSON_CreateObject();
+            cJSON_AddItemToObject(t, "token", oai_piece(txt + lp->top[j].piece_off, lp->top[j].piece_len));
+            cJSON_AddNumberToObject(t, "logprob", lp->top[j].logprob);
+            cJSON_AddItemToObject(t, "bytes", oai_piece_bytes(txt + lp->top[j].piece_off, lp->top[j].piece_len));
+            cJSON_AddItemToArray(top, t);
+        }
+        cJSON_AddItemToArray(content, e);
+    }
+    cJSON_AddNullToObject(o, "refusal");
+    return o;
+}
+
+/* completions (legacy): {"tokens", "token_logprobs", "top_logprobs": [{piece: logprob}],
+ * "text_offset"} */
+static cJSON *oai_text_logprobs(const struct engine_result *res)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *tokens = cJSON_AddArrayToObject(o, "tokens");
+    cJSON *lps = cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs");
+    cJSON *offs = cJSON_AddArrayToObject(o, "text_offset");
+    const char *txt = res->logprob_text ? res->logprob_text : "";
+    size_t at = 0;
+    for (int i = 0; i < res->n_logprobs; i++) {
+        const struct engine_token_logprob *lp = &res->logprobs[i];
+        cJSON_AddItemToArray(tokens, oai_piece(txt + lp->piece_off, lp->piece_len));
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp->logprob));
+        cJSON *t = cJSON_CreateObject();
+        for (int j = 0; j < lp->n_top; j++) {
+            cJSON *k = oai_piece(txt + lp->top[j].piece_off, lp->top[j].piece_len);
+            if (k && cJSON_IsString(k) && !cJSON_GetObjectItemCaseSensitive(t, k->valuestring))
+                cJSON_AddNumberToObject(t, k->valuestring, lp->top[j].logprob);
+            cJSON_Delete(k);
+        }
+        cJSON_AddItemToArray(tops, t);
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)at));
+        at += lp->piece_len;
+    }
+    return o;
+}
+
 const char *oai_finish_reason(const struct oai_request *r, const struct engine_result *res)
 {
     if (res->finish == ENGINE_FINISH_LENGTH)
@@ -822,7 +960,10 @@ cJSON *oai_completion_body(const struct oai_request *r, const struct engine_resu
     } else {
         cJSON_AddStringToObject(c, "text", res->text);
     }
-    cJSON_AddNullToObject(c, "logprobs");
+    if (r->req.logprobs)
+        cJSON_AddItemToObject(c, "logprobs", r->chat ? oai_chat_logprobs(res) : oai_text_logprobs(res));
+    else
+        cJSON_AddNullToObject(c, "logprobs");
     cJSON_AddStringToObject(c, "finish_reason", finish);
     cJSON_AddItemToArray(choices, c);
     cJSON_AddItemToObject(o, "usage", oai_usage(res));

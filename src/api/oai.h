@@ -36,6 +36,7 @@ struct oai_request {
     const char *tool_name;     /* a forced function call: the output is its arguments */
     char tool_call_id[40];     /* "call_..." for the answer, made at parse time */
     /* private */
+    struct engine_logit_bias *bias_;
     cJSON *root_;
     struct engine_msg *msgs_;
     char **owned_;

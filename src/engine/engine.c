@@ -825,6 +825,7 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
     res.logprobs = s->lp;
     res.n_logprobs = s->n_lp;
     res.logprob_text = s->lp_text.p ? s->lp_text.p : "";
+    res.logprob_text_len = s->lp_text.len;
     /* done() before release: res.text points into the slot */
     src->done(src->ud, s->req, &res);
     slot_release(e, s);

@@ -169,6 +169,7 @@ struct engine_result {
     const struct engine_token_logprob *logprobs;
     int n_logprobs;
     const char *logprob_text;
+    size_t logprob_text_len;
 };
 
 struct engine_source {

@@ -228,3 +228,50 @@ test('refusals name the parameter: tool_choice auto, unsupported keywords, confl
         assert.match(e.message, re);
     }
 });
+
+test('logprobs: chat (content[] with top_logprobs) and completions (legacy shape); logit_bias', async () => {
+    const r = await json(server, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: 'lp' }],
+        max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3, ignore_eos: true });
+    assert.equal(r.status, 200, r.text);
+    const c = r.json().choices[0];
+    assert.equal(c.logprobs.content.length, r.json().usage.completion_tokens);
+    for (const t of c.logprobs.content) {
+        assert.equal(typeof t.token, 'string');
+        assert.ok(t.logprob <= 0);
+        assert.ok(Array.isArray(t.bytes));
+        assert.equal(t.top_logprobs.length, 3);
+        // greedy: the chosen token is the most likely one
+        assert.equal(t.top_logprobs[0].token, t.token);
+        assert.ok(t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob);
+    }
+    assert.equal(Buffer.from(c.logprobs.content.flatMap((t) => t.bytes)).toString('utf8'), c.message.content);
+
+    const p = await json(server, '/v1/completions', { model: 'tiny', prompt: 'The', max_tokens: 5, temperature: 0,
+        logprobs: 2, ignore_eos: true });
+    assert.equal(p.status, 200, p.text);
+    const l = p.json().choices[0].logprobs;
+    assert.equal(l.tokens.length, 5);
+    assert.equal(l.token_logprobs.length, 5);
+    assert.equal(l.text_offset[0], 0);
+    assert.ok(Object.keys(l.top_logprobs[0]).length >= 1);
+
+    // logit_bias: +100 on one token makes it the only one chosen
+    const first = c.logprobs.content[0];
+    const b = await json(server, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: 'lp' }],
+        max_tokens: 4, temperature: 0, logprobs: true, ignore_eos: true, logit_bias: { 1000: 100, 29871: -100 } });
+    assert.equal(b.status, 200, b.text);
+    const toks = b.json().choices[0].logprobs.content;
+    assert.ok(toks.every((t) => t.token === toks[0].token), JSON.stringify(toks.map((t) => t.token)));
+    assert.notEqual(toks[0].token, first.token === toks[0].token ? null : first.token);
+
+    // a token id outside the vocabulary is a 400 naming logit_bias
+    const bad = await json(server, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: 'x' }],
+        max_tokens: 2, logit_bias: { 99999999: 5 } });
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal(bad.json().error.param, 'logit_bias');
+    assert.match(bad.json().error.message, /not in this model's vocabulary/);
+    const st = await json(server, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: 'x' }],
+        logprobs: true, stream: true });
+    assert.equal(st.status, 400);
+    assert.equal(st.json().error.param, 'logprobs');
+});

@@ -76,8 +76,18 @@ static void test_rejections(void **state)
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":-1}", true, NS_ERR_INVALID, "top_p", "minimum"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"frobnicate\":1}", true,
          NS_ERR_INVALID, NULL, "Unrecognized request argument supplied: frobnicate"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true}", true,
-         NS_ERR_UNSUPPORTED, "logprobs", "logprobs"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":1}", true, NS_ERR_INVALID, "logprobs", "boolean"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":21}", true, NS_ERR_INVALID, "top_logprobs", "maximum"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", true, NS_ERR_INVALID, "top_logprobs", "'logprobs' must be set to true"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"stream\":true}", true, NS_ERR_UNSUPPORTED, "logprobs", "'stream'"},
+        {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":6}", false, NS_ERR_INVALID, "logprobs", "maximum"},
+        {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":true}", false, NS_ERR_INVALID, "logprobs", "integer"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":[]}", true, NS_ERR_INVALID, "logit_bias", "expected an object"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"abc\":1}}", true, NS_ERR_INVALID, "logit_bias", "'abc' is not a token id"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"-3\":1}}", true, NS_ERR_INVALID, "logit_bias", "not a token id"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"\":1}}", true, NS_ERR_INVALID, "logit_bias", "not a token id"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"5\":101}}", true, NS_ERR_INVALID, "logit_bias", "token 5: expected a number from -100 to 100"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"5\":\"x\"}}", true, NS_ERR_INVALID, "logit_bias", "token 5"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":3}", true, NS_ERR_INVALID, "response_format", "expected an object with a 'type'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"yaml\"}}", true, NS_ERR_INVALID, "response_format", "'yaml'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\"}}", true, NS_ERR_INVALID, "response_format", "'response_format.json_schema'"},
@@ -282,6 +292,69 @@ static void test_structured(void **state)
     oai_request_release(&r);
 }
 
+static void test_logprobs(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    assert_int_equal(parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,"
+                           "\"top_logprobs\":2,\"logit_bias\":{\"7\":-100,\"12\":3.5}}",
+                           true, &r, &e),
+                     NS_OK);
+    assert_true(r.req.logprobs);
+    assert_int_equal(r.req.top_logprobs, 2);
+    assert_int_equal(r.req.n_logit_bias, 2);
+    assert_int_equal(r.req.logit_bias[1].token, 12);
+    assert_true(r.req.logit_bias[0].bias == -100.0f);
+    /* two tokens "He" "\xC3" (half a character: shown as U+FFFD, bytes kept) */
+    static const char text[] = "He\xC3lo";
+    struct engine_token_logprob lp[2];
+    memset(lp, 0, sizeof(lp));
+    lp[0] = (struct engine_token_logprob){.token = 1, .logprob = -0.5f, .piece_off = 0, .piece_len = 2, .n_top = 2};
+    lp[0].top[0].token = 1, lp[0].top[0].logprob = -0.5f, lp[0].top[0].piece_off = 0, lp[0].top[0].piece_len = 2;
+    lp[0].top[1].token = 2, lp[0].top[1].logprob = -1.5f, lp[0].top[1].piece_off = 3, lp[0].top[1].piece_len = 2;
+    lp[1] = (struct engine_token_logprob){.token = 3, .logprob = -2, .piece_off = 2, .piece_len = 1};
+    struct engine_result res = {.text = "He", .text_len = 2, .logprobs = lp, .n_logprobs = 2, .logprob_text = text};
+    cJSON *b = oai_completion_body(&r, &res, "id", "m", 1);
+    cJSON *l = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 0), "logprobs");
+    cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "content"), 0);
+    assert_string_equal(cJSON_GetObjectItem(c0, "token")->valuestring, "He");
+    assert_true(cJSON_GetObjectItem(c0, "logprob")->valuedouble == -0.5);
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(c0, "bytes"), 1)->valueint, 'e');
+    cJSON *t1 = cJSON_GetArrayItem(cJSON_GetObjectItem(c0, "top_logprobs"), 1);
+    assert_string_equal(cJSON_GetObjectItem(t1, "token")->valuestring, "lo");
+    cJSON *c1 = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "content"), 1);
+    assert_string_equal(cJSON_GetObjectItem(c1, "token")->valuestring, "\xEF\xBF\xBD");
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(c1, "bytes"), 0)->valueint, 0xC3);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(c1, "top_logprobs")), 0);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(l, "refusal")));
+    cJSON_Delete(b);
+    oai_request_release(&r);
+
+    /* completions: the legacy shape */
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":2}", false, &r, &e), NS_OK);
+    assert_true(r.req.logprobs);
+    assert_int_equal(r.req.top_logprobs, 2);
+    b = oai_completion_body(&r, &res, "id", "m", 1);
+    l = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 0), "logprobs");
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "tokens"), 0)->valuestring, "He");
+    assert_true(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "token_logprobs"), 1)->valuedouble == -2.0);
+    cJSON *top0 = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "top_logprobs"), 0);
+    assert_true(cJSON_GetObjectItem(top0, "lo")->valuedouble == -1.5);
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "text_offset"), 1)->valueint, 2);
+    cJSON_Delete(b);
+    oai_request_release(&r);
+    /* logprobs 0: the chosen tokens only; absent: off */
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":0}", false, &r, &e), NS_OK);
+    assert_true(r.req.logprobs);
+    assert_int_equal(r.req.top_logprobs, 0);
+    oai_request_release(&r);
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":null,\"logit_bias\":{}}", false, &r, &e), NS_OK);
+    assert_false(r.req.logprobs);
+    assert_int_equal(r.req.n_logit_bias, 0);
+    oai_request_release(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_response_shapes),
         cmocka_unit_test(test_structured),
+        cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
