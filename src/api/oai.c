@@ -5,8 +5,10 @@
  */
 #include "oai.h"
 
+#include "jsonschema.h"
 #include "../util/buf.h"
 #include "../util/status.h"
+#include "../util/utf8.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -66,6 +68,7 @@ void oai_request_release(struct oai_request *r)
 {
     cJSON_Delete(r->root_);
     free(r->msgs_);
+    free(r->bias_);
     for (int i = 0; i < r->n_owned_; i++)
         free(r->owned_[i]);
     free(r->owned_);
@@ -317,28 +320,7 @@ static int oai_check_fields(const cJSON *body, bool chat, struct oai_error *err)
 static int oai_check_unsupported(const cJSON *body, bool chat, struct oai_error *err)
 {
     const cJSON *v;
-    if ((v = cJSON_GetObjectItemCaseSensitive(body, "logprobs")) && !cJSON_IsNull(v) && !cJSON_IsFalse(v) &&
-        !(cJSON_IsNumber(v) && v->valuedouble == 0))
-        return oai_error_set(err, NS_ERR_UNSUPPORTED, "logprobs", "'logprobs' is not supported by the local engine yet.");
-    if ((v = cJSON_GetObjectItemCaseSensitive(body, "top_logprobs")) && !cJSON_IsNull(v))
-        return oai_error_set(err, NS_ERR_UNSUPPORTED, "top_logprobs", "'top_logprobs' is not supported by the local engine yet.");
-    if ((v = cJSON_GetObjectItemCaseSensitive(body, "logit_bias")) && !cJSON_IsNull(v) &&
-        !(cJSON_IsObject(v) && !v->child))
-        return oai_error_set(err, NS_ERR_UNSUPPORTED, "logit_bias", "'logit_bias' is not supported by the local engine yet.");
-    if ((v = cJSON_GetObjectItemCaseSensitive(body, "response_format")) && !cJSON_IsNull(v)) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
-        if (!cJSON_IsObject(v) || !cJSON_IsString(t))
-            return oai_error_set(err, NS_ERR_INVALID, "response_format",
-                            "Invalid 'response_format': expected an object with a 'type'.");
-        if (strcmp(t->valuestring, "text") != 0)
-            return oai_error_set(err, NS_ERR_UNSUPPORTED, "response_format",
-                            "'response_format' of type '%.40s' is not supported by the local engine yet.",
-                            t->valuestring);
-    }
     if (chat) {
-        if ((v = cJSON_GetObjectItemCaseSensitive(body, "tools")) && !cJSON_IsNull(v) &&
-            !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
-            return oai_error_set(err, NS_ERR_UNSUPPORTED, "tools", "'tools' is not supported by the local engine yet.");
         if ((v = cJSON_GetObjectItemCaseSensitive(body, "functions")) && !cJSON_IsNull(v))
             return oai_error_set(err, NS_ERR_UNSUPPORTED, "functions", "'functions' is not supported by the local engine yet.");
         if ((v = cJSON_GetObjectItemCaseSensitive(body, "audio")) && !cJSON_IsNull(v))
@@ -357,6 +339,278 @@ static int oai_check_unsupported(const cJSON *body, bool chat, struct oai_error 
             !(cJSON_IsNumber(v) && v->valuedouble == 1))
             return oai_error_set(err, NS_ERR_UNSUPPORTED, "best_of", "'best_of' other than 1 is not supported yet.");
     }
+    return NS_OK;
+}
+
+/* r->req.grammar from a JSON Schema; `what` names it in errors */
+static int oai_grammar(struct oai_request *r, const cJSON *schema, const char *param, const char *what,
+                       struct oai_error *err)
+{
+    char msg[300], *g = NULL;
+    int rc = jsonschema_to_gbnf(schema, &g, msg, sizeof(msg));
+    if (rc == NS_ERR_NOMEM)
+        return oai_error_set(err, rc, NULL, "out of memory");
+    if (rc)
+        return oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, param, "Invalid '%s': %s.", what, msg);
+    if (!oai_request_own(r, g))
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    r->req.grammar = g;
+    return NS_OK;
+}
+
+/* response_format: text, json_object (any JSON object) or json_schema */
+static int oai_response_format(struct oai_request *r, const cJSON *body, struct oai_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "response_format");
+    if (!v || cJSON_IsNull(v))
+        return NS_OK;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
+    if (!cJSON_IsObject(v) || !cJSON_IsString(t))
+        return oai_error_set(err, NS_ERR_INVALID, "response_format", "Invalid 'response_format': expected an object with a 'type'.");
+    if (strcmp(t->valuestring, "text") == 0)
+        return NS_OK;
+    if (strcmp(t->valuestring, "json_object") == 0) {
+        static const char any_object[] = "{\"type\":\"object\"}";
+        cJSON *o = cJSON_Parse(any_object);
+        if (!o)
+            return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+        int rc = oai_grammar(r, o, "response_format", "response_format", err);
+        cJSON_Delete(o);
+        return rc;
+    }
+    if (strcmp(t->valuestring, "json_schema") != 0)
+        return oai_error_set(err, NS_ERR_INVALID, "response_format",
+                             "Invalid 'response_format.type': '%.40s'. Supported values are: 'text', 'json_object' and "
+                             "'json_schema'.",
+                             t->valuestring);
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(v, "json_schema");
+    if (!js)
+        return oai_error_set(err, NS_ERR_INVALID, "response_format", "Missing required parameter: 'response_format.json_schema'.");
+    if (!cJSON_IsObject(js))
+        return oai_error_set(err, NS_ERR_INVALID, "response_format",
+                             "Invalid type for 'response_format.json_schema': expected an object.");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(js, "name");
+    if (!name)
+        return oai_error_set(err, NS_ERR_INVALID, "response_format",
+                             "Missing required parameter: 'response_format.json_schema.name'.");
+    if (!cJSON_IsString(name) || !name->valuestring[0] || strlen(name->valuestring) > 64 ||
+        strspn(name->valuestring, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+            strlen(name->valuestring))
+        return oai_error_set(err, NS_ERR_INVALID, "response_format",
+                             "Invalid 'response_format.json_schema.name': expected 1 to 64 characters of a-z, A-Z, "
+                             "0-9, '_' and '-'.");
+    const cJSON *strict = cJSON_GetObjectItemCaseSensitive(js, "strict");
+    if (strict && !cJSON_IsNull(strict) && !cJSON_IsBool(strict))
+        return oai_error_set(err, NS_ERR_INVALID, "response_format",
+                             "Invalid type for 'response_format.json_schema.strict': expected a boolean.");
+    /* strict or not, the output is held to the schema: the grammar cannot do less */
+    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(js, "schema");
+    cJSON *any = NULL;
+    if (!schema || cJSON_IsNull(schema))
+        schema = any = cJSON_CreateTrue();
+    if (!schema)
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    int rc = oai_grammar(r, schema, "response_format", "response_format.json_schema.schema", err);
+    cJSON_Delete(any);
+    return rc;
+}
+
+/* llama.cpp's C template API cannot show tools to the model, so a forced call is said in
+ * words: appended to the first system message, or as a new one in front */
+static int oai_tool_instruction(struct oai_request *r, const cJSON *fn, struct oai_error *err)
+{
+    const cJSON *desc = cJSON_GetObjectItemCaseSensitive(fn, "description");
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+    char *ptxt = params ? cJSON_PrintUnformatted(params) : NULL;
+    bool merge = r->req.n_messages > 0 && strcmp(r->msgs_[0].role, "system") == 0;
+    struct buf b;
+    buf_init(&b, OAI_TEXT_MAX);
+    int rc = NS_OK;
+    if (merge)
+        rc = buf_appendf(&b, "%s\n\n", r->msgs_[0].content);
+    rc = rc ? rc
+            : buf_appendf(&b, "Call the function '%s'%s%s. Reply with its arguments only, as one JSON object%s%s.",
+                          r->tool_name, cJSON_IsString(desc) ? ": " : "", cJSON_IsString(desc) ? desc->valuestring : "",
+                          ptxt ? " matching this JSON Schema: " : "", ptxt ? ptxt : "");
+    cJSON_free(ptxt);
+    char *text = rc ? NULL : buf_detach(&b);
+    buf_release(&b);
+    if (rc == NS_ERR_TOO_LARGE)
+        return oai_error_set(err, rc, "tools", "'tools' is too long.");
+    if (!text || !oai_request_own(r, text))
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    if (merge) {
+        r->msgs_[0].content = text;
+        return NS_OK;
+    }
+    struct engine_msg *m = realloc(r->msgs_, sizeof(*m) * (size_t)(r->req.n_messages + 1));
+    if (!m)
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    memmove(m + 1, m, sizeof(*m) * (size_t)r->req.n_messages);
+    m[0] = (struct engine_msg){.role = "system", .content = text};
+    r->msgs_ = m;
+    r->req.messages = m;
+    r->req.n_messages++;
+    return NS_OK;
+}
+
+/* tools with a forced call: tool_choice naming a function, or "required" with one tool.
+ * The output is the function's arguments, held to its parameters schema. */
+static int oai_tools(struct oai_request *r, const cJSON *body, struct oai_error *err)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(body, "tools");
+    const cJSON *choice = cJSON_GetObjectItemCaseSensitive(body, "tool_choice");
+    if (choice && cJSON_IsNull(choice))
+        choice = NULL;
+    if (!tools || cJSON_IsNull(tools) || (cJSON_IsArray(tools) && !tools->child))
+        return NS_OK; /* tool_choice without tools: no call can be made (documented) */
+    if (!cJSON_IsArray(tools))
+        return oai_error_set(err, NS_ERR_INVALID, "tools", "Invalid type for 'tools': expected an array.");
+    int i = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        if (!cJSON_IsObject(t) || !cJSON_IsString(type) || strcmp(type->valuestring, "function") != 0 ||
+            !cJSON_IsObject(fn))
+            return oai_error_set(err, NS_ERR_INVALID, "tools",
+                                 "Invalid 'tools[%d]': expected {\"type\": \"function\", \"function\": {...}}.", i);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        if (!cJSON_IsString(name) || !name->valuestring[0])
+            return oai_error_set(err, NS_ERR_INVALID, "tools", "Missing required parameter: 'tools[%d].function.name'.", i);
+        i++;
+    }
+    const char *want = NULL;
+    if (!choice || (cJSON_IsString(choice) && strcmp(choice->valuestring, "auto") == 0))
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "tool_choice",
+                             "'tool_choice': 'auto' (the default when 'tools' are given) is not supported by the local "
+                             "engine; name the function ({\"type\": \"function\", \"function\": {\"name\": ...}}), or "
+                             "use 'required' with one tool, or 'none'.");
+    if (cJSON_IsString(choice) && strcmp(choice->valuestring, "none") == 0)
+        return NS_OK; /* an ordinary answer; the tools are not shown to the model */
+    if (cJSON_IsString(choice) && strcmp(choice->valuestring, "required") == 0) {
+        if (i != 1)
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, "tool_choice",
+                                 "'tool_choice': 'required' is supported with exactly one tool, but %d were given; name "
+                                 "the function to call instead.",
+                                 i);
+        want = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(tools->child, "function"), "name")
+                   ->valuestring;
+    } else if (cJSON_IsObject(choice)) {
+        const cJSON *ctype = cJSON_GetObjectItemCaseSensitive(choice, "type");
+        const cJSON *cname = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, "function"), "name");
+        if (!cJSON_IsString(ctype) || strcmp(ctype->valuestring, "function") != 0 || !cJSON_IsString(cname))
+            return oai_error_set(err, NS_ERR_INVALID, "tool_choice",
+                                 "Invalid 'tool_choice': expected {\"type\": \"function\", \"function\": {\"name\": ...}}.");
+        want = cname->valuestring;
+    } else {
+        return oai_error_set(err, NS_ERR_INVALID, "tool_choice",
+                             "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object naming a "
+                             "function.");
+    }
+    const cJSON *fn = NULL;
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
+        if (strcmp(cJSON_GetObjectItemCaseSensitive(f, "name")->valuestring, want) == 0)
+            fn = f;
+    }
+    if (!fn)
+        return oai_error_set(err, NS_ERR_INVALID, "tool_choice",
+                             "Invalid 'tool_choice': no function named '%.64s' in 'tools'.", want);
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+    cJSON *dflt = NULL;
+    if (!params || cJSON_IsNull(params))
+        params = dflt = cJSON_Parse("{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}");
+    if (!params)
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    int rc = oai_grammar(r, params, "tools", "tools[].function.parameters", err);
+    cJSON_Delete(dflt);
+    if (rc)
+        return rc;
+    r->tool_name = want;
+    oai_make_id(r->tool_call_id, sizeof(r->tool_call_id), "call_");
+    return oai_tool_instruction(r, fn, err);
+}
+
+#define OAI_MAX_LOGIT_BIAS 1024
+
+/* logit_bias: {"token id": bias in -100..100}; ids are checked against the vocabulary by
+ * the engine, which knows it */
+static int oai_logit_bias(struct oai_request *r, const cJSON *body, struct oai_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "logit_bias");
+    if (!v || cJSON_IsNull(v))
+        return NS_OK;
+    if (!cJSON_IsObject(v))
+        return oai_error_set(err, NS_ERR_INVALID, "logit_bias", "Invalid type for 'logit_bias': expected an object.");
+    int n = cJSON_GetArraySize(v);
+    if (n == 0)
+        return NS_OK;
+    if (n > OAI_MAX_LOGIT_BIAS)
+        return oai_error_set(err, NS_ERR_INVALID, "logit_bias", "Invalid 'logit_bias': at most %d tokens, but got %d.",
+                             OAI_MAX_LOGIT_BIAS, n);
+    r->bias_ = calloc((size_t)n, sizeof(*r->bias_));
+    if (!r->bias_)
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v)
+    {
+        char *end = NULL;
+        long id = strtol(it->string, &end, 10);
+        if (!it->string[0] || *end || id < 0 || id > INT32_MAX)
+            return oai_error_set(err, NS_ERR_INVALID, "logit_bias",
+                                 "Invalid key in 'logit_bias': '%.40s' is not a token id (a non-negative integer).",
+                                 it->string);
+        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || it->valuedouble < -100 || it->valuedouble > 100)
+            return oai_error_set(err, NS_ERR_INVALID, "logit_bias",
+                                 "Invalid value in 'logit_bias' for token %ld: expected a number from -100 to 100.", id);
+        r->bias_[i++] = (struct engine_logit_bias){.token = (int32_t)id, .bias = (float)it->valuedouble};
+    }
+    r->req.logit_bias = r->bias_;
+    r->req.n_logit_bias = n;
+    return NS_OK;
+}
+
+/* chat: logprobs (bool) + top_logprobs (0..20); completions: logprobs (0..5 alternatives) */
+static int oai_logprobs(struct oai_request *r, const cJSON *body, bool chat, struct oai_error *err)
+{
+    int rc;
+    long long ll = 0;
+    bool present = false;
+    if (chat) {
+        if ((rc = oai_boolean(body, "logprobs", &r->req.logprobs, err)) ||
+            (rc = oai_integer(body, "top_logprobs", 0, ENGINE_MAX_TOP_LOGPROBS, &ll, &present, err)))
+            return rc;
+        if (present && !r->req.logprobs)
+            return oai_error_set(err, NS_ERR_INVALID, "top_logprobs",
+                                 "Invalid 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.");
+    } else {
+        if ((rc = oai_integer(body, "logprobs", 0, 5, &ll, &present, err)))
+            return rc;
+        r->req.logprobs = present;
+    }
+    r->req.top_logprobs = (int)ll;
+    if (r->req.logprobs && r->stream)
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "logprobs",
+                             "'logprobs' cannot be combined with 'stream' on the local engine yet.");
+    return NS_OK;
+}
+
+/* a grammar decides where the output ends; parameters that would overrule it are refused */
+static int oai_check_grammar_conflicts(const struct oai_request *r, struct oai_error *err)
+{
+    if (!r->req.grammar)
+        return NS_OK;
+    const char *why = r->tool_name ? "a forced tool call" : "'response_format'";
+    if (r->req.min_tokens > 0)
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "min_tokens",
+                             "'min_tokens' cannot be combined with %s: the output ends where its grammar says.", why);
+    if (r->req.ignore_eos)
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "ignore_eos",
+                             "'ignore_eos' cannot be combined with %s: the output ends where its grammar says.", why);
     return NS_OK;
 }
 
@@ -387,6 +641,17 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
     if ((rc = chat ? oai_messages(r, body, err) : oai_prompt(r, body, err)))
         goto out;
     if ((rc = oai_check_unsupported(body, chat, err)))
+        goto out;
+    if (chat && (rc = oai_tools(r, body, err)))
+        goto out;
+    if (r->tool_name && cJSON_GetObjectItemCaseSensitive(body, "response_format") &&
+        !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(body, "response_format"))) {
+        rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "response_format",
+                           "'response_format' cannot be combined with a forced tool call: the call's arguments follow "
+                           "the function's parameters.");
+        goto out;
+    }
+    if (chat && !r->tool_name && (rc = oai_response_format(r, body, err)))
         goto out;
 
     long long ll;
@@ -468,6 +733,10 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
     }
     if ((rc = oai_boolean(body, "ignore_eos", &r->req.ignore_eos, err)))
         goto out;
+    if ((rc = oai_check_grammar_conflicts(r, err)))
+        goto out;
+    if ((rc = oai_logit_bias(r, body, err)) || (rc = oai_logprobs(r, body, chat, err)))
+        goto out;
 out:
     if (rc != NS_OK)
         oai_request_release(r);
@@ -542,10 +811,132 @@ static cJSON *oai_usage(const struct engine_result *res)
     return u;
 }
 
+/* a token piece as a JSON string (pieces can split a UTF-8 character: made valid) */
+static cJSON *oai_piece(const char *p, size_t n)
+{
+    char *t = malloc(n * 3 + 1);
+    if (!t)
+        return cJSON_CreateString("");
+    memcpy(t, p, n);
+    n = utf8_sanitize(t, n, n * 3);
+    t[n] = '\0';
+    cJSON *s = cJSON_CreateString(t);
+    free(t);
+    return s;
+}
+
+static cJSON *oai_piece_bytes(const char *p, size_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((unsigned char)p[i]));
+    return a;
+}
+
+/* chat: {"content":[{token, logprob, bytes, top_logprobs}], "refusal": null} */
+static cJSON *oai_chat_logprobs(const struct engine_result *res)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *content = cJSON_AddArrayToObject(o, "content");
+    const char *txt = res->logprob_text ? res->logprob_text : "";
+    for (int i = 0; i < res->n_logprobs; i++) {
+        const struct engine_token_logprob *lp = &res->logprobs[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddItemToObject(e, "token", oai_piece(txt + lp->piece_off, lp->piece_len));
+        cJSON_AddNumberToObject(e, "logprob", lp->logprob);
+        cJSON_AddItemToObject(e, "bytes", oai_piece_bytes(txt + lp->piece_off, lp->piece_len));
+        cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
+        for (int j = 0; j < lp->n_top; j++) {
+            cJSON *t = cJSON_CreateObject();
+            cJSON_AddItemToObject(t, "token", oai_piece(txt + lp->top[j].piece_off, lp->top[j].piece_len));
+            cJSON_AddNumberToObject(t, "logprob", lp->top[j].logprob);
+            cJSON_AddItemToObject(t, "bytes", oai_piece_bytes(txt + lp->top[j].piece_off, lp->top[j].piece_len));
+            cJSON_AddItemToArray(top, t);
+        }
+        cJSON_AddItemToArray(content, e);
+    }
+    cJSON_AddNullToObject(o, "refusal");
+    return o;
+}
+
+/* completions (legacy): {"tokens", "token_logprobs", "top_logprobs": [{piece: logprob}],
+ * "text_offset"} */
+static cJSON *oai_text_logprobs(const struct engine_result *res)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *tokens = cJSON_AddArrayToObject(o, "tokens");
+    cJSON *lps = cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs");
+    cJSON *offs = cJSON_AddArrayToObject(o, "text_offset");
+    const char *txt = res->logprob_text ? res->logprob_text : "";
+    size_t at = 0;
+    for (int i = 0; i < res->n_logprobs; i++) {
+        const struct engine_token_logprob *lp = &res->logprobs[i];
+        cJSON_AddItemToArray(tokens, oai_piece(txt + lp->piece_off, lp->piece_len));
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp->logprob));
+        cJSON *t = cJSON_CreateObject();
+        for (int j = 0; j < lp->n_top; j++) {
+            cJSON *k = oai_piece(txt + lp->top[j].piece_off, lp->top[j].piece_len);
+            if (k && cJSON_IsString(k) && !cJSON_GetObjectItemCaseSensitive(t, k->valuestring))
+                cJSON_AddNumberToObject(t, k->valuestring, lp->top[j].logprob);
+            cJSON_Delete(k);
+        }
+        cJSON_AddItemToArray(tops, t);
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)at));
+        at += lp->piece_len;
+    }
+    return o;
+}
+
+const char *oai_finish_reason(const struct oai_request *r, const struct engine_result *res)
+{
+    if (res->finish == ENGINE_FINISH_LENGTH)
+        return "length";
+    return r->tool_name ? "tool_calls" : "stop";
+}
+
+/* one tool_calls entry; arguments NULL: left out (later stream chunks) */
+static cJSON *oai_tool_call(const struct oai_request *r, const char *args, size_t n, bool head)
+{
+    cJSON *call = cJSON_CreateObject();
+    cJSON_AddNumberToObject(call, "index", 0);
+    if (head) {
+        cJSON_AddStringToObject(call, "id", r->tool_call_id);
+        cJSON_AddStringToObject(call, "type", "function");
+    }
+    cJSON *f = cJSON_AddObjectToObject(call, "function");
+    if (head)
+        cJSON_AddStringToObject(f, "name", r->tool_name);
+    char *t = strndup(args ? args : "", n);
+    cJSON_AddStringToObject(f, "arguments", t ? t : "");
+    free(t);
+    return call;
+}
+
+void oai_chunk_delta(const struct oai_request *r, cJSON *d, const char *text, size_t n, bool first)
+{
+    if (first)
+        cJSON_AddStringToObject(d, "role", "assistant");
+    if (!r->tool_name) {
+        if (text) {
+            char *t = strndup(text, n);
+            cJSON_AddStringToObject(d, "content", t ? t : "");
+            free(t);
+        }
+        return;
+    }
+    if (first) {
+        cJSON_AddNullToObject(d, "content");
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), oai_tool_call(r, "", 0, true));
+    } else if (text && n) {
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), oai_tool_call(r, text, n, false));
+    }
+}
+
 cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,
                            const char *model, time_t created)
 {
-    const char *finish = res->finish == ENGINE_FINISH_LENGTH ? "length" : "stop";
+    const char *finish = oai_finish_reason(r, res);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", id);
     cJSON_AddStringToObject(o, "object", r->chat ? "chat.completion" : "text_completion");
@@ -557,12 +948,22 @@ cJSON *oai_completion_body(const struct oai_request *r, const struct engine_resu
     if (r->chat) {
         cJSON *m = cJSON_AddObjectToObject(c, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
-        cJSON_AddStringToObject(m, "content", res->text);
+        if (r->tool_name) {
+            cJSON_AddNullToObject(m, "content");
+            cJSON *call = oai_tool_call(r, res->text, res->text_len, true);
+            cJSON_DeleteItemFromObject(call, "index"); /* only stream deltas carry it */
+            cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
+        } else {
+            cJSON_AddStringToObject(m, "content", res->text);
+        }
         cJSON_AddNullToObject(m, "refusal");
     } else {
         cJSON_AddStringToObject(c, "text", res->text);
     }
-    cJSON_AddNullToObject(c, "logprobs");
+    if (r->req.logprobs)
+        cJSON_AddItemToObject(c, "logprobs", r->chat ? oai_chat_logprobs(res) : oai_text_logprobs(res));
+    else
+        cJSON_AddNullToObject(c, "logprobs");
     cJSON_AddStringToObject(c, "finish_reason", finish);
     cJSON_AddItemToArray(choices, c);
     cJSON_AddItemToObject(o, "usage", oai_usage(res));

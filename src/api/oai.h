@@ -31,7 +31,12 @@ struct oai_request {
     bool include_usage;        /* stream_options.include_usage */
     bool anthropic;            /* parsed from an Anthropic Messages body (anthropic.h) */
     char *model;
+    /* structured output (response_format json_object / json_schema) or a forced tool
+     * call: req.grammar is set (owned here) */
+    const char *tool_name;     /* a forced function call: the output is its arguments */
+    char tool_call_id[40];     /* "call_..." for the answer, made at parse time */
     /* private */
+    struct engine_logit_bias *bias_;
     cJSON *root_;
     struct engine_msg *msgs_;
     char **owned_;
@@ -61,6 +66,14 @@ int oai_request_forward_from_json(cJSON *body, bool chat, struct oai_request *r,
 void oai_request_release(struct oai_request *r);
 /* r takes ownership of s (freed on release); returns s, or NULL (s freed) when out of memory */
 char *oai_request_own(struct oai_request *r, char *s);
+
+/* finish_reason for a result: "tool_calls" for a forced call that ended, else
+ * "length" or "stop" */
+const char *oai_finish_reason(const struct oai_request *r, const struct engine_result *res);
+/* A streamed chat chunk's delta for new text (n bytes; text NULL: none): content, or for
+ * a forced tool call the tool_calls entry (its id, type and name in the first chunk,
+ * role set, and argument text after). */
+void oai_chunk_delta(const struct oai_request *r, cJSON *delta, const char *text, size_t n, bool first);
 
 /* The response body: chat.completion or text_completion. */
 cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,

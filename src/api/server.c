@@ -395,6 +395,8 @@ struct job {
     struct engine_result res;   /* copy of the final result (text in final_text) */
     char *final_text;
     char *final_raw;            /* an upstream's whole answer (res.raw_body) */
+    struct engine_token_logprob *final_lp; /* res.logprobs, copied */
+    char *final_lp_text;
     char id[48];
     char model[128];
     time_t created;
@@ -417,6 +419,8 @@ static void job_unref(struct job *j)
     buf_release(&j->out);
     free(j->final_text);
     free(j->final_raw);
+    free(j->final_lp);
+    free(j->final_lp_text);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
@@ -440,6 +444,21 @@ static void job_on_done(struct sched_job *sj, const struct engine_result *res)
     j->res.text = j->final_text;
     j->final_raw = res->raw_body ? strndup(res->raw_body, res->raw_len) : NULL;
     j->res.raw_body = j->final_raw;
+    /* logprobs too are valid during done() only; out of memory: the answer goes without */
+    j->res.logprobs = NULL;
+    j->res.n_logprobs = 0;
+    if (res->n_logprobs > 0) {
+        j->final_lp = malloc(sizeof(*j->final_lp) * (size_t)res->n_logprobs);
+        j->final_lp_text = malloc(res->logprob_text_len + 1);
+        if (j->final_lp && j->final_lp_text) {
+            memcpy(j->final_lp, res->logprobs, sizeof(*j->final_lp) * (size_t)res->n_logprobs);
+            memcpy(j->final_lp_text, res->logprob_text, res->logprob_text_len);
+            j->final_lp_text[res->logprob_text_len] = '\0';
+            j->res.logprobs = j->final_lp;
+            j->res.n_logprobs = res->n_logprobs;
+        }
+    }
+    j->res.logprob_text = j->final_lp_text;
     j->done = true;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
@@ -475,17 +494,13 @@ static cJSON *chunk_choice(struct job *j, const char *text, size_t n, const char
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", 0);
-    char *t = strndup(text ? text : "", n);
     if (j->chat) {
-        cJSON *d = cJSON_AddObjectToObject(c, "delta");
-        if (role)
-            cJSON_AddStringToObject(d, "role", "assistant");
-        if (text)
-            cJSON_AddStringToObject(d, "content", t ? t : "");
+        oai_chunk_delta(&j->sj.oreq, cJSON_AddObjectToObject(c, "delta"), text, n, role);
     } else {
+        char *t = strndup(text ? text : "", n);
         cJSON_AddStringToObject(c, "text", t ? t : "");
+        free(t);
     }
-    free(t);
     cJSON_AddNullToObject(c, "logprobs");
     if (finish)
         cJSON_AddStringToObject(c, "finish_reason", finish);
@@ -656,8 +671,7 @@ static void job_next_events(struct job *j)
                 cJSON *e = oai_error_body(j->res.status, j->res.message, j->res.param, NULL);
                 sse_push(j, e);
             } else {
-                cJSON *o = chunk_choice(j, j->chat ? NULL : "", 0,
-                                        j->res.finish == ENGINE_FINISH_LENGTH ? "length" : "stop", false);
+                cJSON *o = chunk_choice(j, j->chat ? NULL : "", 0, oai_finish_reason(&j->sj.oreq, &j->res), false);
                 sse_push(j, o);
             }
             j->phase = 3;

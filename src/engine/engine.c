@@ -54,6 +54,9 @@ struct slot {
     size_t sent;                    /* bytes of text passed to token() */
     int i_out;                      /* row of this slot's logits in the batch, -1 none */
     double t_admit, t_first;
+    struct engine_token_logprob *lp; /* request.logprobs: one per generated token */
+    int n_lp, cap_lp;
+    struct buf lp_text;             /* their pieces */
     /* prefix cache */
     bool retained;                  /* free, but its KV (tok[0..n_past)) is kept for reuse */
     uint64_t last_used;             /* LRU among retained slots */
@@ -486,6 +489,8 @@ static void slot_release(struct engine *e, struct slot *s)
     if (s->smpl)
         llama_sampler_free(s->smpl);
     buf_release(&s->text);
+    free(s->lp);
+    buf_release(&s->lp_text);
     if (keep && prefix_trie_set(e->trie, id, s->tok, s->n_past) == NS_OK) {
         llama_token *tok = s->tok;
         int n_past = s->n_past, cap = s->cap_tok;
@@ -562,21 +567,34 @@ static void engine_fail(const struct engine_source *src, struct engine_request *
     src->done(src->ud, req, &res);
 }
 
-static struct llama_sampler *engine_make_sampler(const struct engine *e, const struct engine_request *r)
+/* The request's sampler chain in *out, NULL for the argmax fast path (greedy, no
+ * penalties, no grammar). NS_ERR_INVALID when the grammar does not compile. */
+static int engine_make_sampler(const struct engine *e, const struct engine_request *r, struct llama_sampler **out)
 {
     bool penalties = r->presence_penalty != 0.0f || r->frequency_penalty != 0.0f || r->repetition_penalty != 1.0f;
     bool greedy = r->temperature <= 0.0f || r->top_k == 1;
-    if (greedy && !penalties)
-        return NULL; /* argmax fast path */
+    *out = NULL;
+    if (greedy && !penalties && !r->grammar)
+        return NS_OK; /* argmax fast path */
     struct llama_sampler *c = llama_sampler_chain_init(llama_sampler_chain_default_params());
     if (!c)
-        return NULL;
+        return NS_ERR_NOMEM;
+    if (r->grammar) {
+        /* first, so that penalties and truncation only ever see tokens the grammar allows */
+        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, r->grammar, "root");
+        if (!g) {
+            llama_sampler_free(c);
+            return NS_ERR_INVALID;
+        }
+        llama_sampler_chain_add(c, g);
+    }
     if (penalties)
         llama_sampler_chain_add(c, llama_sampler_init_penalties(e->n_vocab, 64, r->repetition_penalty, r->frequency_penalty,
                                                                  r->presence_penalty));
     if (greedy) {
         llama_sampler_chain_add(c, llama_sampler_init_greedy());
-        return c;
+        *out = c;
+        return NS_OK;
     }
     if (r->top_k > 0)
         llama_sampler_chain_add(c, llama_sampler_init_top_k(r->top_k));
@@ -586,7 +604,8 @@ static struct llama_sampler *engine_make_sampler(const struct engine *e, const s
         llama_sampler_chain_add(c, llama_sampler_init_min_p(r->min_p, 1));
     llama_sampler_chain_add(c, llama_sampler_init_temp(r->temperature));
     llama_sampler_chain_add(c, llama_sampler_init_dist(r->seed));
-    return c;
+    *out = c;
+    return NS_OK;
 }
 
 /* Tokenize and check a new request; on success it occupies slot s. On failure done() has
@@ -684,6 +703,26 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     }
     if (max_gen < 0)
         max_gen = e->n_ctx_seq - n;
+    for (int i = 0; i < req->n_logit_bias; i++) {
+        if (req->logit_bias[i].token < 0 || req->logit_bias[i].token >= e->n_vocab) {
+            free(tok);
+            engine_fail(src, req, NS_ERR_INVALID, "logit_bias", n,
+                        "Invalid 'logit_bias': token id %ld is not in this model's vocabulary (0 to %d).",
+                        (long)req->logit_bias[i].token, e->n_vocab - 1);
+            return NULL;
+        }
+    }
+    struct llama_sampler *smpl = NULL;
+    int smpl_rc = engine_make_sampler(e, req, &smpl);
+    if (smpl_rc != NS_OK) {
+        free(tok);
+        if (smpl_rc == NS_ERR_INVALID)
+            engine_fail(src, req, smpl_rc, "response_format", n,
+                        "the grammar for the requested output format could not be compiled");
+        else
+            engine_fail(src, req, smpl_rc, NULL, n, "out of memory");
+        return NULL;
+    }
 
     int reuse = 0;
     struct slot *s = NULL;
@@ -696,6 +735,8 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     }
     if (!s) {
         free(tok);
+        if (smpl)
+            llama_sampler_free(smpl);
         engine_fail(src, req, NS_ERR_INTERNAL, NULL, n, "no free sequence slot");
         return NULL;
     }
@@ -726,6 +767,8 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     s->tok = realloc(tok, sizeof(*tok) * (size_t)s->cap_tok);
     if (!s->tok) {
         free(tok);
+        if (smpl)
+            llama_sampler_free(smpl);
         slot_forget_kv(e, s);
         memset(s, 0, sizeof(*s));
         s->wait_for = -1;
@@ -736,9 +779,10 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     s->stop_index = -1;
     s->max_gen = max_gen;
     s->eog_masked = req->ignore_eos;
-    s->smpl = engine_make_sampler(e, req);
+    s->smpl = smpl;
     s->i_out = -1;
     buf_init(&s->text, ENGINE_TEXT_MAX);
+    buf_init(&s->lp_text, ENGINE_TEXT_MAX);
     s->t_admit = now_s();
     e->stats.prompt_submitted += (uint64_t)n;
     /* at least the last prompt token is computed: its logits start the generation */
@@ -813,6 +857,10 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
     res.t_admit = s->t_admit;
     res.t_first = s->t_first;
     res.t_end = now_s();
+    res.logprobs = s->lp;
+    res.n_logprobs = s->n_lp;
+    res.logprob_text = s->lp_text.p ? s->lp_text.p : "";
+    res.logprob_text_len = s->lp_text.len;
     /* done() before release: res.text points into the slot */
     src->done(src->ud, s->req, &res);
     slot_release(e, s);
@@ -917,6 +965,67 @@ static bool engine_is_eog(const struct engine *e, llama_token t)
     return false;
 }
 
+/* token t's piece appended to the slot's logprob text */
+static int engine_lp_piece(const struct engine *e, struct slot *s, llama_token t, uint32_t *off, uint32_t *len)
+{
+    char piece[256];
+    int n = llama_token_to_piece(e->vocab, t, piece, (int32_t)sizeof(piece), 0, false);
+    *off = (uint32_t)s->lp_text.len;
+    *len = 0;
+    if (n <= 0)
+        return NS_OK;
+    *len = (uint32_t)n;
+    return buf_append(&s->lp_text, piece, (size_t)n);
+}
+
+/* Log-probability of the chosen token t and the request's top_logprobs alternatives,
+ * from the logits as sampling saw them before its own chain (bias and EOG mask applied). */
+static int engine_record_logprob(const struct engine *e, struct slot *s, const float *logits, llama_token t)
+{
+    if (s->n_lp == s->cap_lp) {
+        int cap = s->cap_lp ? s->cap_lp * 2 : 16;
+        struct engine_token_logprob *p = realloc(s->lp, sizeof(*p) * (size_t)cap);
+        if (!p)
+            return NS_ERR_NOMEM;
+        s->lp = p;
+        s->cap_lp = cap;
+    }
+    float mx = -INFINITY;
+    for (int i = 0; i < e->n_vocab; i++)
+        mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < e->n_vocab; i++)
+        sum += expf(logits[i] - mx);
+    float lse = mx + (float)log(sum);
+    struct engine_token_logprob *lp = &s->lp[s->n_lp];
+    memset(lp, 0, sizeof(*lp));
+    lp->token = t;
+    lp->logprob = logits[t] - lse;
+    int rc = engine_lp_piece(e, s, t, &lp->piece_off, &lp->piece_len);
+    /* the k best by insertion into a sorted array of at most 20 */
+    int k = s->req->top_logprobs;
+    int n = 0;
+    for (int i = 0; i < e->n_vocab && k > 0; i++) {
+        if (logits[i] == -INFINITY || (n == k && logits[i] <= lp->top[n - 1].logprob))
+            continue;
+        int at = n < k ? n++ : n - 1;
+        while (at > 0 && lp->top[at - 1].logprob < logits[i]) {
+            lp->top[at] = lp->top[at - 1];
+            at--;
+        }
+        lp->top[at].token = i;
+        lp->top[at].logprob = logits[i];
+    }
+    lp->n_top = n;
+    for (int j = 0; j < n && !rc; j++) {
+        lp->top[j].logprob -= lse;
+        rc = engine_lp_piece(e, s, lp->top[j].token, &lp->top[j].piece_off, &lp->top[j].piece_len);
+    }
+    if (!rc)
+        s->n_lp++;
+    return rc;
+}
+
 /* sample the next token for slot s from batch row s->i_out, then decide if it ended */
 static void engine_sample(struct engine *e, const struct engine_source *src, struct slot *s)
 {
@@ -930,10 +1039,13 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         engine_fail(src, req, NS_ERR_ENGINE, NULL, n_prompt, "the engine produced no logits");
         return;
     }
-    bool mask = s->eog_masked || s->n_gen < s->req->min_tokens;
+    /* a grammar decides when the output may end: masking EOG could leave no token at all */
+    bool mask = !s->req->grammar && (s->eog_masked || s->n_gen < s->req->min_tokens);
     if (mask)
         for (int i = 0; i < e->n_eog; i++)
             logits[e->eog[i]] = -INFINITY;
+    for (int i = 0; i < s->req->n_logit_bias; i++)
+        logits[s->req->logit_bias[i].token] += s->req->logit_bias[i].bias;
     llama_token t = s->smpl ? llama_sampler_sample(s->smpl, e->ctx, row) : engine_argmax(logits, e->n_vocab);
     e->stats.gen_tokens++;
     if (s->n_gen == 0)
@@ -943,7 +1055,7 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         engine_finish(e, src, s, ENGINE_FINISH_STOP);
         return;
     }
-    if (slot_push_token(s, t) != NS_OK) {
+    if (slot_push_token(s, t) != NS_OK || (s->req->logprobs && engine_record_logprob(e, s, logits, t) != NS_OK)) {
         struct engine_request *req = s->req;
         int n_prompt = s->n_prompt;
         slot_release(e, s);

@@ -77,6 +77,26 @@ struct engine_msg {
 enum engine_finish { ENGINE_FINISH_STOP = 0, ENGINE_FINISH_LENGTH = 1 };
 
 #define ENGINE_MAX_STOP 4
+#define ENGINE_MAX_TOP_LOGPROBS 20
+
+struct engine_logit_bias {
+    int32_t token;
+    float bias;            /* added to the token's logit; -100 bans it in practice */
+};
+
+/* one generated token's log-probability, with the most likely alternatives at that step.
+ * Pieces are bytes of the result's logprob_text (a piece may split a UTF-8 character). */
+struct engine_token_logprob {
+    int32_t token;
+    float logprob;
+    uint32_t piece_off, piece_len;
+    int n_top;
+    struct {
+        int32_t token;
+        float logprob;
+        uint32_t piece_off, piece_len;
+    } top[ENGINE_MAX_TOP_LOGPROBS];
+};
 
 struct engine_request {
     /* input: messages (chat) or prompt (completion), not both */
@@ -97,6 +117,23 @@ struct engine_request {
     float presence_penalty, frequency_penalty; /* 0 = off */
     float repetition_penalty;                  /* 1 = off */
     uint32_t seed;
+    /* a GBNF grammar (start rule "root") the output must follow, or NULL: llama.cpp's
+     * grammar sampler masks every token that would leave it, and end-of-generation is
+     * allowed only once the grammar is complete. min_tokens and ignore_eos do not apply
+     * to such a request (they could demand a token the grammar forbids). A grammar that
+     * llama.cpp cannot compile fails the request with NS_ERR_INVALID, param
+     * "response_format". */
+    const char *grammar;
+    /* added to the logits before sampling (and before logprobs); a token id outside the
+     * vocabulary fails the request with NS_ERR_INVALID, param "logit_bias" */
+    const struct engine_logit_bias *logit_bias;
+    int n_logit_bias;
+    /* record each generated token's log-probability (log-softmax of the logits after
+     * logit_bias, before temperature/truncation/grammar) and the top_logprobs most
+     * likely tokens (0..ENGINE_MAX_TOP_LOGPROBS); the end-of-generation token is not
+     * recorded */
+    bool logprobs;
+    int top_logprobs;
 
     /* the client's OpenAI request body (a cJSON object) when there is one: backends that
      * forward requests upstream send it as it came, so fields this engine does not act
@@ -127,6 +164,12 @@ struct engine_result {
     const char *raw_body;
     size_t raw_len;
     int attempts;              /* upstream tries made (retries + 1); 0 for the engine */
+    /* when the request asked for logprobs: one entry per generated token, in order (a stop
+     * string's tokens included), pieces in logprob_text; valid during done() only */
+    const struct engine_token_logprob *logprobs;
+    int n_logprobs;
+    const char *logprob_text;
+    size_t logprob_text_len;
 };
 
 struct engine_source {

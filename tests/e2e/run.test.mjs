@@ -205,7 +205,7 @@ test('runtime errors: HTTP-style 400 lines with the right param and code; the ot
         [{ ...chatLine('bad-messages', 'x', { max_tokens: 8 }), body: { model: 'tiny', messages: [], max_tokens: 8 } }, 'messages', null, /messages/],
         [{ ...completionLine('bad-no-prompt', 'x'), body: { model: 'tiny', max_tokens: 8 } }, 'prompt', null, /prompt/],
         [{ ...chatLine('bad-role', 'x'), body: { model: 'tiny', messages: [{ role: 'wizard', content: 'hi' }], max_tokens: 8 } }, 'messages', null, /wizard/],
-        [chatLine('bad-logprobs', 'Hi', { max_tokens: 8, logprobs: true }), 'logprobs', 'unsupported_value', /logprobs/],
+        [chatLine('bad-tool-choice', 'Hi', { max_tokens: 8, tools: [{ type: 'function', function: { name: 'f' } }] }), 'tool_choice', 'unsupported_value', /'auto'/],
         // prompt + max_tokens over --ctx 512
         [chatLine('ctx-overflow', longPrompt(150), { max_tokens: 400 }), 'messages', 'context_length_exceeded', /context length/],
         // the prompt alone is over the context

@@ -11,6 +11,7 @@
 
 #include "../../src/engine/engine.h"
 #include "../../src/engine/modelgen.h"
+#include "../../src/api/jsonschema.h"
 #include "../../src/util/status.h"
 
 #include <stdio.h>
@@ -82,6 +83,9 @@ struct src {
     enum engine_finish finish[MAXR];
     char text[MAXR][512];
     char streamed[MAXR][512];
+    int n_lp[MAXR];
+    int32_t first_tok[MAXR];
+    bool lp_ok[MAXR];          /* the logprobs were well formed */
 };
 
 static int src_pull(void *ud, struct engine_request **out, int max)
@@ -103,6 +107,22 @@ static void src_done(void *ud, struct engine_request *r, const struct engine_res
     s->ctok[i] = res->completion_tokens;
     s->finish[i] = res->finish;
     snprintf(s->text[i], sizeof(s->text[i]), "%s", res->status ? res->message : res->text);
+    s->n_lp[i] = res->n_logprobs;
+    s->lp_ok[i] = true;
+    s->first_tok[i] = res->n_logprobs ? res->logprobs[0].token : -1;
+    /* each entry: logprob <= 0, top sorted, and (greedy) the chosen token is the best */
+    for (int k = 0; k < res->n_logprobs; k++) {
+        const struct engine_token_logprob *lp = &res->logprobs[k];
+        if (lp->logprob > 1e-4f || lp->n_top != r->top_logprobs)
+            s->lp_ok[i] = false;
+        for (int j = 1; j < lp->n_top; j++)
+            if (lp->top[j].logprob > lp->top[j - 1].logprob)
+                s->lp_ok[i] = false;
+        if (r->temperature == 0 && lp->n_top && (lp->top[0].token != lp->token || lp->top[0].logprob != lp->logprob))
+            s->lp_ok[i] = false;
+        if (lp->piece_len && !res->logprob_text[lp->piece_off])
+            s->lp_ok[i] = false;
+    }
 }
 
 static void src_token(void *ud, struct engine_request *r, const char *piece, size_t n)
@@ -333,6 +353,88 @@ static void test_prefix_cache(void **state)
     }
 }
 
+/* grammar-constrained output: every request that ends (not cut by max_tokens) is JSON
+ * of the schema's shape, sampled or greedy; a grammar llama.cpp rejects fails the request */
+static void test_grammar(void **state)
+{
+    (void)state;
+    static struct src s;
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"ok\":{\"type\":\"boolean\"},"
+                         "\"n\":{\"type\":\"integer\"},\"tag\":{\"enum\":[\"a\",\"b\"]}},"
+                         "\"required\":[\"ok\",\"n\",\"tag\"],\"additionalProperties\":false}";
+    cJSON *sj = cJSON_Parse(schema);
+    char *g = NULL, err[256];
+    assert_int_equal(jsonschema_to_gbnf(sj, &g, err, sizeof(err)), NS_OK);
+    cJSON_Delete(sj);
+    fill(&s, 13, 120);
+    for (int i = 0; i < 12; i++) {
+        s.req[i].grammar = g;
+        s.req[i].temperature = i < 2 ? 0.0f : 1.0f; /* the greedy path needs a chain too */
+        s.req[i].seed = (uint32_t)i;
+    }
+    s.req[12].grammar = "root ::= (";
+    run_all(g_model, 4096, 4, &s, true);
+    int parsed = 0;
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(s.status[i], NS_OK);
+        assert_string_equal(s.streamed[i], s.text[i]);
+        if (s.finish[i] != ENGINE_FINISH_STOP)
+            continue;
+        cJSON *o = cJSON_Parse(s.text[i]);
+        if (!o)
+            fail_msg("request %d: not JSON: %s", i, s.text[i]);
+        assert_true(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(o, "ok")));
+        assert_true(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, "n")));
+        assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "tag")));
+        assert_int_equal(cJSON_GetArraySize(o), 3);
+        cJSON_Delete(o);
+        parsed++;
+    }
+    assert_true(parsed >= 6);
+    assert_int_equal(s.status[12], NS_ERR_INVALID);
+    assert_non_null(strstr(s.text[12], "grammar"));
+    free(g);
+}
+
+/* logprobs for every generated token; logit_bias bans or forces tokens */
+static void test_logprobs_and_bias(void **state)
+{
+    (void)state;
+    static struct src a, b;
+    fill(&a, 3, 8);
+    a.req[0].logprobs = true;
+    a.req[0].top_logprobs = 5;
+    a.req[1].logprobs = true; /* no alternatives */
+    a.req[2].logprobs = true;
+    a.req[2].top_logprobs = ENGINE_MAX_TOP_LOGPROBS;
+    a.req[2].temperature = 1;
+    run_all(g_model, 2048, 3, &a, false);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(a.status[i], NS_OK);
+        assert_int_equal(a.n_lp[i], a.ctok[i]);
+        assert_true(a.lp_ok[i]);
+    }
+    /* ban the first token greedy chose; force another everywhere; a bad id fails */
+    static struct engine_logit_bias ban, force, bad = {.token = 1 << 30, .bias = 1};
+    ban = (struct engine_logit_bias){.token = a.first_tok[0], .bias = -100};
+    force = (struct engine_logit_bias){.token = 1000, .bias = 100};
+    fill(&b, 3, 8);
+    for (int i = 0; i < 3; i++)
+        b.req[i].logprobs = true;
+    b.req[0].logit_bias = &ban;
+    b.req[0].n_logit_bias = 1;
+    b.req[1].logit_bias = &force;
+    b.req[1].n_logit_bias = 1;
+    b.req[2].logit_bias = &bad;
+    b.req[2].n_logit_bias = 1;
+    run_all(g_model, 2048, 3, &b, false);
+    assert_int_equal(b.status[0], NS_OK);
+    assert_int_not_equal(b.first_tok[0], a.first_tok[0]);
+    assert_int_equal(b.first_tok[1], 1000);
+    assert_int_equal(b.status[2], NS_ERR_INVALID);
+    assert_non_null(strstr(b.text[2], "logit_bias"));
+}
+
 static void test_bad_model(void **state)
 {
     (void)state;
@@ -370,6 +472,8 @@ int main(void)
         cmocka_unit_test(test_sampling_seeded),
         cmocka_unit_test(test_batched_q8_matmul),
         cmocka_unit_test(test_prefix_cache),
+        cmocka_unit_test(test_grammar),
+        cmocka_unit_test(test_logprobs_and_bias),
         cmocka_unit_test(test_bad_model),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -8,6 +8,7 @@
 #include "../../src/api/oai.h"
 #include "../../src/util/status.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,12 +76,42 @@ static void test_rejections(void **state)
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":-1}", true, NS_ERR_INVALID, "top_p", "minimum"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"frobnicate\":1}", true,
          NS_ERR_INVALID, NULL, "Unrecognized request argument supplied: frobnicate"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true}", true,
-         NS_ERR_UNSUPPORTED, "logprobs", "logprobs"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"}}",
-         true, NS_ERR_UNSUPPORTED, "response_format", "json_object"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}",
-         true, NS_ERR_UNSUPPORTED, "tools", "tools"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":1}", true, NS_ERR_INVALID, "logprobs", "boolean"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":21}", true, NS_ERR_INVALID, "top_logprobs", "maximum"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", true, NS_ERR_INVALID, "top_logprobs", "'logprobs' must be set to true"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"stream\":true}", true, NS_ERR_UNSUPPORTED, "logprobs", "'stream'"},
+        {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":6}", false, NS_ERR_INVALID, "logprobs", "maximum"},
+        {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":true}", false, NS_ERR_INVALID, "logprobs", "integer"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":[]}", true, NS_ERR_INVALID, "logit_bias", "expected an object"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"abc\":1}}", true, NS_ERR_INVALID, "logit_bias", "'abc' is not a token id"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"-3\":1}}", true, NS_ERR_INVALID, "logit_bias", "not a token id"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"\":1}}", true, NS_ERR_INVALID, "logit_bias", "not a token id"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"5\":101}}", true, NS_ERR_INVALID, "logit_bias", "token 5: expected a number from -100 to 100"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"5\":\"x\"}}", true, NS_ERR_INVALID, "logit_bias", "token 5"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":3}", true, NS_ERR_INVALID, "response_format", "expected an object with a 'type'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"yaml\"}}", true, NS_ERR_INVALID, "response_format", "'yaml'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\"}}", true, NS_ERR_INVALID, "response_format", "'response_format.json_schema'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\",\"json_schema\":[]}}", true, NS_ERR_INVALID, "response_format", "expected an object"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}}", true, NS_ERR_INVALID, "response_format", "'response_format.json_schema.name'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a b\"}}}", true, NS_ERR_INVALID, "response_format", "1 to 64 characters"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a\",\"strict\":1}}}", true, NS_ERR_INVALID, "response_format", "'response_format.json_schema.strict'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a\",\"schema\":{\"type\":\"string\",\"format\":\"email\"}}}}", true, NS_ERR_UNSUPPORTED, "response_format", "Invalid 'response_format.json_schema.schema': unsupported JSON Schema keyword 'format' at '#'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a\",\"schema\":{\"$ref\":\"#/x\"}}}}", true, NS_ERR_INVALID, "response_format", "points to nothing"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"},\"min_tokens\":2}", true, NS_ERR_UNSUPPORTED, "min_tokens", "cannot be combined with 'response_format'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"},\"ignore_eos\":true}", true, NS_ERR_UNSUPPORTED, "ignore_eos", "cannot be combined"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", true, NS_ERR_INVALID, "tools", "expected an array"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", true, NS_ERR_INVALID, "tools", "Invalid 'tools[0]'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{}}]}", true, NS_ERR_INVALID, "tools", "'tools[0].function.name'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", true, NS_ERR_UNSUPPORTED, "tool_choice", "'auto'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"auto\"}", true, NS_ERR_UNSUPPORTED, "tool_choice", "'auto'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\",\"function\":{\"name\":\"g\"}}],\"tool_choice\":\"required\"}", true, NS_ERR_UNSUPPORTED, "tool_choice", "exactly one tool, but 2"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", true, NS_ERR_INVALID, "tool_choice", "no function named 'g'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"tool\"}}", true, NS_ERR_INVALID, "tool_choice", "Invalid 'tool_choice'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"sometimes\"}", true, NS_ERR_INVALID, "tool_choice", "expected 'none'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\",\"allOf\":[]}}}],\"tool_choice\":\"required\"}", true, NS_ERR_UNSUPPORTED, "tools", "Invalid 'tools[].function.parameters': unsupported JSON Schema keyword 'allOf'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\",\"response_format\":{\"type\":\"json_object\"}}", true, NS_ERR_UNSUPPORTED, "response_format", "forced tool call"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\",\"min_tokens\":1}", true, NS_ERR_UNSUPPORTED, "min_tokens", "a forced tool call"},
+
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":3,\"min_tokens\":4}",
          true, NS_ERR_INVALID, "min_tokens", "max_tokens"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":\"yes\"}", true,
@@ -159,12 +190,179 @@ static void test_response_shapes(void **state)
     cJSON_Delete(line);
 }
 
+static void test_structured(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    /* json_schema: a grammar; strict accepted */
+    assert_int_equal(parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                           "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"r-1\","
+                           "\"strict\":true,\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},"
+                           "\"required\":[\"a\"],\"additionalProperties\":false}}}}",
+                           true, &r, &e),
+                     NS_OK);
+    assert_non_null(r.req.grammar);
+    assert_non_null(strstr(r.req.grammar, "root ::= s0"));
+    assert_null(r.tool_name);
+    oai_request_release(&r);
+    /* json_object, json_schema without a schema, text, tool_choice none: */
+    const char *ok[] = {
+        "\"response_format\":{\"type\":\"json_object\"}",
+        "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\"}}",
+        "\"response_format\":{\"type\":\"text\"}",
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"none\"",
+        "\"tools\":[],\"tool_choice\":\"none\"",
+        "\"tool_choice\":\"required\"",
+    };
+    for (int i = 0; i < 6; i++) {
+        char body[512];
+        snprintf(body, sizeof(body), "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s}", ok[i]);
+        if (parse(body, true, &r, &e))
+            fail_msg("%s: %s", body, e.message);
+        assert_true((r.req.grammar != NULL) == (i < 2));
+        assert_null(r.tool_name);
+        oai_request_release(&r);
+    }
+
+    /* a forced call: grammar from the parameters, an instruction merged into the system
+     * message (or put in front of the others), tool_calls in the answer */
+    for (int merge = 0; merge < 2; merge++) {
+        char body[1024];
+        snprintf(body, sizeof(body),
+                 "{\"model\":\"m\",\"messages\":[%s{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"tool\",\"content\":\"42\"}],"
+                 "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_w\",\"description\":\"the weather\","
+                 "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
+                 "{\"type\":\"function\",\"function\":{\"name\":\"other\"}}],"
+                 "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_w\"}},\"parallel_tool_calls\":false}",
+                 merge ? "{\"role\":\"system\",\"content\":\"be kind\"}," : "");
+        if (parse(body, true, &r, &e))
+            fail_msg("%s", e.message);
+        assert_string_equal(r.tool_name, "get_w");
+        assert_non_null(r.req.grammar);
+        assert_int_equal(r.req.n_messages, 3);
+        assert_string_equal(r.req.messages[0].role, "system");
+        assert_non_null(strstr(r.req.messages[0].content, "Call the function 'get_w': the weather."));
+        assert_true(merge == (strncmp(r.req.messages[0].content, "be kind\n\n", 9) == 0));
+        assert_string_equal(r.req.messages[2].role, "tool");
+        assert_int_equal(strncmp(r.tool_call_id, "call_", 5), 0);
+        struct engine_result res = {.text = "{\"city\":\"Oslo\"}", .text_len = 15, .finish = ENGINE_FINISH_STOP};
+        cJSON *b = oai_completion_body(&r, &res, "id", "m", 1);
+        cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 0);
+        assert_string_equal(cJSON_GetObjectItem(c0, "finish_reason")->valuestring, "tool_calls");
+        cJSON *m = cJSON_GetObjectItem(c0, "message");
+        assert_true(cJSON_IsNull(cJSON_GetObjectItem(m, "content")));
+        cJSON *call = cJSON_GetArrayItem(cJSON_GetObjectItem(m, "tool_calls"), 0);
+        assert_string_equal(cJSON_GetObjectItem(call, "id")->valuestring, r.tool_call_id);
+        assert_string_equal(cJSON_GetObjectItem(call, "type")->valuestring, "function");
+        assert_null(cJSON_GetObjectItem(call, "index"));
+        cJSON *f = cJSON_GetObjectItem(call, "function");
+        assert_string_equal(cJSON_GetObjectItem(f, "name")->valuestring, "get_w");
+        assert_string_equal(cJSON_GetObjectItem(f, "arguments")->valuestring, "{\"city\":\"Oslo\"}");
+        cJSON_Delete(b);
+        res.finish = ENGINE_FINISH_LENGTH;
+        assert_string_equal(oai_finish_reason(&r, &res), "length");
+        /* stream deltas: the head, then argument text, then nothing */
+        cJSON *d = cJSON_CreateObject();
+        oai_chunk_delta(&r, d, "", 0, true);
+        assert_string_equal(cJSON_GetObjectItem(d, "role")->valuestring, "assistant");
+        call = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "tool_calls"), 0);
+        assert_int_equal(cJSON_GetObjectItem(call, "index")->valueint, 0);
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(call, "function"), "name")->valuestring, "get_w");
+        cJSON_Delete(d);
+        d = cJSON_CreateObject();
+        oai_chunk_delta(&r, d, "{\"ci", 4, false);
+        call = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "tool_calls"), 0);
+        assert_null(cJSON_GetObjectItem(call, "id"));
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(call, "function"), "arguments")->valuestring, "{\"ci");
+        cJSON_Delete(d);
+        d = cJSON_CreateObject();
+        oai_chunk_delta(&r, d, NULL, 0, false);
+        assert_null(d->child);
+        cJSON_Delete(d);
+        oai_request_release(&r);
+    }
+    /* "required" with one tool and no parameters: an empty object */
+    assert_int_equal(parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                           "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"ping\"}}],\"tool_choice\":\"required\"}",
+                           true, &r, &e),
+                     NS_OK);
+    assert_string_equal(r.tool_name, "ping");
+    assert_non_null(strstr(r.req.grammar, "s0 ::= \"{\" ws \"}\""));
+    oai_request_release(&r);
+}
+
+static void test_logprobs(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    assert_int_equal(parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,"
+                           "\"top_logprobs\":2,\"logit_bias\":{\"7\":-100,\"12\":3.5}}",
+                           true, &r, &e),
+                     NS_OK);
+    assert_true(r.req.logprobs);
+    assert_int_equal(r.req.top_logprobs, 2);
+    assert_int_equal(r.req.n_logit_bias, 2);
+    assert_int_equal(r.req.logit_bias[1].token, 12);
+    assert_true(r.req.logit_bias[0].bias == -100.0f);
+    /* two tokens "He" "\xC3" (half a character: shown as U+FFFD, bytes kept) */
+    static const char text[] = "He\xC3lo";
+    struct engine_token_logprob lp[2];
+    memset(lp, 0, sizeof(lp));
+    lp[0] = (struct engine_token_logprob){.token = 1, .logprob = -0.5f, .piece_off = 0, .piece_len = 2, .n_top = 2};
+    lp[0].top[0].token = 1, lp[0].top[0].logprob = -0.5f, lp[0].top[0].piece_off = 0, lp[0].top[0].piece_len = 2;
+    lp[0].top[1].token = 2, lp[0].top[1].logprob = -1.5f, lp[0].top[1].piece_off = 3, lp[0].top[1].piece_len = 2;
+    lp[1] = (struct engine_token_logprob){.token = 3, .logprob = -2, .piece_off = 2, .piece_len = 1};
+    struct engine_result res = {.text = "He", .text_len = 2, .logprobs = lp, .n_logprobs = 2, .logprob_text = text};
+    cJSON *b = oai_completion_body(&r, &res, "id", "m", 1);
+    cJSON *l = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 0), "logprobs");
+    cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "content"), 0);
+    assert_string_equal(cJSON_GetObjectItem(c0, "token")->valuestring, "He");
+    assert_true(cJSON_GetObjectItem(c0, "logprob")->valuedouble == -0.5);
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(c0, "bytes"), 1)->valueint, 'e');
+    cJSON *t1 = cJSON_GetArrayItem(cJSON_GetObjectItem(c0, "top_logprobs"), 1);
+    assert_string_equal(cJSON_GetObjectItem(t1, "token")->valuestring, "lo");
+    cJSON *c1 = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "content"), 1);
+    assert_string_equal(cJSON_GetObjectItem(c1, "token")->valuestring, "\xEF\xBF\xBD");
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(c1, "bytes"), 0)->valueint, 0xC3);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(c1, "top_logprobs")), 0);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(l, "refusal")));
+    cJSON_Delete(b);
+    oai_request_release(&r);
+
+    /* completions: the legacy shape */
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":2}", false, &r, &e), NS_OK);
+    assert_true(r.req.logprobs);
+    assert_int_equal(r.req.top_logprobs, 2);
+    b = oai_completion_body(&r, &res, "id", "m", 1);
+    l = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 0), "logprobs");
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "tokens"), 0)->valuestring, "He");
+    assert_true(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "token_logprobs"), 1)->valuedouble == -2.0);
+    cJSON *top0 = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "top_logprobs"), 0);
+    assert_true(cJSON_GetObjectItem(top0, "lo")->valuedouble == -1.5);
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "text_offset"), 1)->valueint, 2);
+    cJSON_Delete(b);
+    oai_request_release(&r);
+    /* logprobs 0: the chosen tokens only; absent: off */
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":0}", false, &r, &e), NS_OK);
+    assert_true(r.req.logprobs);
+    assert_int_equal(r.req.top_logprobs, 0);
+    oai_request_release(&r);
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":null,\"logit_bias\":{}}", false, &r, &e), NS_OK);
+    assert_false(r.req.logprobs);
+    assert_int_equal(r.req.n_logit_bias, 0);
+    oai_request_release(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_ok),
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_response_shapes),
+        cmocka_unit_test(test_structured),
+        cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
