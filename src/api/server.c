@@ -2740,14 +2740,27 @@ int server_start(struct server_params p, struct store *st, const struct store_op
         return NS_ERR_INVALID;
     }
     /* MHD_USE_ITC: server_drain() needs it to stop listening while connections go on */
-    s->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-                                  MHD_USE_ERROR_LOG,
-                              0,
-                              NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+    bool tls = p.tls_cert && p.tls_key;
+    if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        snprintf(err, errlen, "this libmicrohttpd was built without TLS: --tls-cert/--tls-key cannot be used");
+        free(s->data_dir);
+        free(s->api_key);
+        free(s);
+        return NS_ERR_UNSUPPORTED;
+    }
+    unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+                         MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0);
+    /* the TLS options end the list early when there is no certificate */
+    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-                              (unsigned int)600, MHD_OPTION_END);
+                              (unsigned int)600, tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, p.tls_key,
+                              MHD_OPTION_HTTPS_MEM_CERT, p.tls_cert, MHD_OPTION_END);
     if (!s->mhd) {
-        snprintf(err, errlen, "cannot listen on %s:%d (port in use?)", p.host, p.port);
+        if (tls)
+            snprintf(err, errlen, "cannot listen on %s:%d with TLS (port in use, or a certificate and key that "
+                                  "GnuTLS cannot load or that do not match)", p.host, p.port);
+        else
+            snprintf(err, errlen, "cannot listen on %s:%d (port in use?)", p.host, p.port);
         free(s->data_dir);
         free(s->api_key);
         free(s);

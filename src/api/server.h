@@ -40,6 +40,8 @@ struct server_params {
     int64_t message_batch_retention; /* seconds; default 29 days */
     bool webhooks;               /* webhook endpoints are configured: a batch may name its own
                                     metadata.webhook_url */
+    const char *tls_cert, *tls_key; /* PEM texts (not paths): HTTPS through libmicrohttpd's
+                                    GnuTLS; both NULL = plain HTTP */
 };
 struct server_params server_default_params(void);
 

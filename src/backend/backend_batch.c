@@ -258,7 +258,7 @@ static void bb_pend(struct batch_backend *bb, struct bb_job *j)
 /* not finished upstream: again in the next upstream batch, or failed when its tries are spent */
 static void bb_retry(struct batch_backend *bb, struct bb_job *j, const char *why)
 {
-    snprintf(j->last_error, sizeof(j->last_error), "%s", why);
+    snprintf(j->last_error, sizeof(j->last_error), "%.290s", why);
     if (j->attempts >= bb->c.max_attempts) {
         bb_fail(bb, j, NS_ERR_UPSTREAM, "the batch API behind model '%s' did not finish this request in %d tries; last: %s",
                 bb->name, j->attempts, why);

@@ -83,6 +83,8 @@ static void serve_usage(FILE *f)
           "      --grace-period SECONDS  on SIGTERM/SIGINT, how long running requests and batch\n"
           "                           lines may take to finish (default 30; 0: stop at once);\n"
           "                           lines still running then run again at the next start\n"
+          "      --tls-cert FILE      serve HTTPS with this PEM certificate (chain) ...\n"
+          "      --tls-key FILE       ... and its PEM private key (libmicrohttpd's GnuTLS)\n"
           "      --log-format F       text (default) or json: one JSON object per line on stderr\n"
           "                           (time, level, msg, model, batch_id)\n"
           "  -v, --verbose            llama.cpp's own log on stderr\n",
@@ -96,7 +98,7 @@ struct serve_model {
 };
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
-       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH };
+       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -104,6 +106,7 @@ static const struct option serve_opts[] = {
     {"interactive-slots", required_argument, 0, O_ISLOTS}, {"ctx", required_argument, 0, 'c'},
     {"threads", required_argument, 0, 't'},      {"api-key", required_argument, 0, O_KEY},
     {"no-auth", no_argument, 0, O_NOAUTH},
+    {"tls-cert", required_argument, 0, O_TLSCERT}, {"tls-key", required_argument, 0, O_TLSKEY},
     {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
     {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
     {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
@@ -320,6 +323,29 @@ static void serve_log_model(struct backend *be, const char *name, const char *pa
               path, info.desc, parallel, islots, info.n_ctx, info.n_ctx_seq, info.chat_template);
 }
 
+/* a PEM file into memory (libmicrohttpd takes the texts); 0 ok, else err says why */
+static int serve_read_pem(const char *path, const char *opt, char **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot read '%s': %s", opt, path, strerror(errno));
+        return NS_ERR_IO;
+    }
+    char *text = calloc(1, 1u << 20);
+    size_t n = text ? fread(text, 1, (1u << 20) - 1, f) : 0;
+    bool more = text && fgetc(f) != EOF;
+    fclose(f);
+    if (!text || more || n == 0 || !strstr(text, "-----BEGIN ")) {
+        snprintf(err, errlen, "%s: '%s' is %s", opt, path,
+                 !text ? "too big to read (out of memory)" : more ? "over 1 MB: not a PEM file" : "not a PEM file");
+        free(text);
+        return NS_ERR_INVALID;
+    }
+    *out = text;
+    return NS_OK;
+}
+
 static int serve_main(int argc, char **argv, const struct config *cfg)
 {
     struct serve_model models[SERVE_MAX_MODELS];
@@ -331,6 +357,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     int win_start = -1, win_end = -1;
     bool off_idle = true;
     struct server_params sp = server_default_params();
+    const char *tls_cert_path = NULL, *tls_key_path = NULL;
+    char *tls_cert = NULL, *tls_key = NULL;
     struct batchmgr_params bp = batchmgr_default_params();
     sp.api_key = getenv("NIGHTSHIFT_API_KEY");
     long long v;
@@ -383,6 +411,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             break;
         case O_KEY: sp.api_key = optarg; break;
         case O_NOAUTH: sp.no_auth = true; break;
+        case O_TLSCERT: tls_cert_path = optarg; break;
+        case O_TLSKEY: tls_key_path = optarg; break;
         case O_MAXBODY:
             if (num_parse_size(optarg, &sz) || sz == 0)
                 return cli_fail("--max-body must be a size like 16MB, not '%s'", optarg);
@@ -468,6 +498,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     sp.port = (int)v;
     sp.data_dir = data_dir;
     bp.data_dir = data_dir;
+    if (!tls_cert_path != !tls_key_path)
+        return cli_fail("--tls-cert and --tls-key go together (a PEM certificate and its PEM private key)");
     bool loopback = strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
     if (sp.no_auth && !loopback)
         return cli_fail("--no-auth is for loopback development only; '%s' is not a loopback address (create keys "
@@ -569,11 +601,21 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         rc = cli_fail("cannot start the webhook delivery thread");
         goto out;
     }
+    if (tls_cert_path) {
+        if (serve_read_pem(tls_cert_path, "--tls-cert", &tls_cert, err, sizeof(err)) ||
+            serve_read_pem(tls_key_path, "--tls-key", &tls_key, err, sizeof(err))) {
+            rc = cli_fail("%s", err);
+            goto out;
+        }
+        sp.tls_cert = tls_cert;
+        sp.tls_key = tls_key;
+    }
     if (server_start(sp, st, ops, scheds, n_scheds, bm, &srv, err, sizeof(err))) {
         rc = cli_fail("%s", err);
         goto out;
     }
-    log_event(LOG_INFO, NULL, NULL, "listening on http://%s:%d (data dir %s)", host, server_port(srv), data_dir);
+    log_event(LOG_INFO, NULL, NULL, "listening on %s://%s:%d (data dir %s)", sp.tls_cert ? "https" : "http", host,
+              server_port(srv), data_dir);
     fflush(stderr);
     for (;;) {
         int sig = serve_next_signal(&sigs, -1);
@@ -595,6 +637,11 @@ out:
         sched_free(scheds[i]);
     ops->close(st);
     datadir_unlock(lock_fd);
+    free(tls_cert);
+    if (tls_key) {
+        memset(tls_key, 0, strlen(tls_key));
+        free(tls_key);
+    }
     if (rc == 0)
         log_event(LOG_INFO, NULL, NULL, "stopped");
     return rc;
