@@ -614,18 +614,24 @@ static int oai_check_grammar_conflicts(const struct oai_request *r, struct oai_e
     return NS_OK;
 }
 
-int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct oai_error *err)
+/* what both parses start with: r takes over body (released with r), which must be an object */
+static int oai_request_begin(cJSON *body, bool chat, struct oai_request *r, struct oai_error *err)
 {
-    int rc;
     memset(r, 0, sizeof(*r));
     r->root_ = body;
     r->chat = chat;
     engine_request_init(&r->req);
     r->req.body = body;
-    if (!cJSON_IsObject(body)) {
-        rc = oai_error_set(err, NS_ERR_INVALID, NULL, "The request body must be a JSON object.");
+    if (!cJSON_IsObject(body))
+        return oai_error_set(err, NS_ERR_INVALID, NULL, "The request body must be a JSON object.");
+    return NS_OK;
+}
+
+int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct oai_error *err)
+{
+    int rc;
+    if ((rc = oai_request_begin(body, chat, r, err)))
         goto out;
-    }
     if ((rc = oai_check_fields(body, chat, err)))
         goto out;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
@@ -748,15 +754,8 @@ int oai_request_forward_from_json(cJSON *body, bool chat, struct oai_request *r,
     int rc;
     long long ll;
     bool present;
-    memset(r, 0, sizeof(*r));
-    r->root_ = body;
-    r->chat = chat;
-    engine_request_init(&r->req);
-    r->req.body = body;
-    if (!cJSON_IsObject(body)) {
-        rc = oai_error_set(err, NS_ERR_INVALID, NULL, "The request body must be a JSON object.");
+    if ((rc = oai_request_begin(body, chat, r, err)))
         goto out;
-    }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
     if (!cJSON_IsString(model)) {
         rc = oai_error_set(err, NS_ERR_INVALID, "model",

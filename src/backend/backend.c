@@ -142,13 +142,18 @@ int backend_reconfigure(struct backend *b, const struct backend_conf *c)
     return NS_OK;
 }
 
+double backend_price(double price_in, double price_out, double discount, int64_t prompt_tokens,
+                     int64_t completion_tokens, bool batch)
+{
+    if (price_in <= 0 && price_out <= 0)
+        return -1;
+    double usd = ((double)prompt_tokens * price_in + (double)completion_tokens * price_out) / 1e6;
+    return batch ? usd * (1.0 - discount) : usd;
+}
+
 double backend_cost(const struct backend *b, int64_t prompt_tokens, int64_t completion_tokens, bool batch)
 {
-    double pi = b->price_input, po = b->price_output;
-    if (pi <= 0 && po <= 0)
-        return -1;
-    double usd = ((double)prompt_tokens * pi + (double)completion_tokens * po) / 1e6;
-    return batch ? usd * (1.0 - b->batch_discount) : usd;
+    return backend_price(b->price_input, b->price_output, b->batch_discount, prompt_tokens, completion_tokens, batch);
 }
 
 int backend_count_tokens(struct backend *b, const struct engine_request *r, char *err, size_t errlen)

@@ -126,8 +126,11 @@ struct backend {
     _Atomic double batch_discount;
 };
 
-/* USD for tokens at the backend's prices: real time, or batch (discounted); < 0 when the
- * model has no price */
+/* USD for tokens at real-time prices per million (price_in, price_out), or at batch prices
+ * (less `discount`, a share); < 0 when there is no price */
+double backend_price(double price_in, double price_out, double discount, int64_t prompt_tokens,
+                     int64_t completion_tokens, bool batch);
+/* the same at the backend's prices */
 double backend_cost(const struct backend *b, int64_t prompt_tokens, int64_t completion_tokens, bool batch);
 
 /* On failure *out is NULL and err says why. */

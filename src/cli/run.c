@@ -23,6 +23,7 @@
 #include "../api/batchfile.h"
 #include "../api/gemini.h"
 #include "../api/oai.h"
+#include "../backend/backend.h"
 #include "../engine/engine.h"
 #include "../store/runstate.h"
 #include "../util/buf.h"
@@ -61,11 +62,12 @@ struct run_opts {
 /* cost at batch and at real-time prices; false when no price was given */
 static bool run_cost(const struct run_opts *o, const struct runstate_totals *tot, double *batch, double *realtime)
 {
-    if (!tot || (o->price_input <= 0 && o->price_output <= 0))
+    if (!tot)
         return false;
-    *realtime = ((double)tot->prompt_tokens * o->price_input + (double)tot->completion_tokens * o->price_output) / 1e6;
-    *batch = *realtime * (1.0 - o->batch_discount);
-    return true;
+    int64_t p = (int64_t)tot->prompt_tokens, c = (int64_t)tot->completion_tokens;
+    *realtime = backend_price(o->price_input, o->price_output, o->batch_discount, p, c, false);
+    *batch = backend_price(o->price_input, o->price_output, o->batch_discount, p, c, true);
+    return *realtime >= 0;
 }
 
 struct run_item {
