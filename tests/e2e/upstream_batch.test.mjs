@@ -136,6 +136,15 @@ test('anthropic-batch: Message Batches upstream, OpenAI chat.completion bodies b
     assert.ok(ant.data.some((x) => x.request_counts.succeeded === N - 1), 'one Message Batch upstream with the lines');
 });
 
+test('nightshift run does not drive a provider batch backend, and says what to use', async () => {
+    const input = path.join(TMP, 'run-in.jsonl');
+    fs.writeFileSync(input, JSON.stringify(chat(1, 'cheap')) + '\n');
+    const r = await runNs(['run', input, '-o', path.join(TMP, 'run-out.jsonl'), '--config', path.join(TMP, 'ns.ini'),
+        '--model', 'cheap'], { timeoutMs: 30_000, env: { PROVIDER_KEY: KEY } });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /model 'cheap' runs on openai-batch, which `nightshift run` does not drive: use `nightshift serve`/);
+});
+
 test('batch backends refuse real-time calls and never leak the key', async () => {
     for (const model of ['cheap', 'claude']) {
         const r = await api(NS, 'POST', '/v1/chat/completions', JSON.stringify({ model, messages: [{ role: 'user', content: 'x' }] }),
