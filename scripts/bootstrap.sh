@@ -28,7 +28,7 @@ say() { printf 'bootstrap: %s\n' "$*" >&2; }
 #      libinih: the --config file parser; systemd: its systemd-analyze verifies our units in
 #      tests, no running systemd needed; clang: libFuzzer for tests/fuzz) ----
 PKGS="build-essential cmake git pkg-config ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
-libsqlite3-dev sqlite3 libpq-dev libcjson-dev libcmocka-dev libinih-dev nodejs npm binutils prometheus systemd chromium clang"
+libsqlite3-dev sqlite3 libpq-dev postgresql libcjson-dev libcmocka-dev libinih-dev nodejs npm binutils prometheus systemd chromium clang"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -107,6 +107,12 @@ void batchmgr_on_idle(void *ud, const char *batch_id)
     batchmgr_kick(ud);
 }
 
+/* this node may run a once-only step of the batch now (see store_ops.batch_lease) */
+static bool bm_lease(struct batchmgr *m, const char *batch_id)
+{
+    return !m->ops->batch_lease || m->ops->batch_lease(m->st, batch_id) == NS_OK;
+}
+
 static bool bm_model_ok(void *ud, const char *model)
 {
     return batchmgr_sched_for(ud, model) != NULL;
@@ -148,6 +154,8 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
     struct store_file f;
     char err[512], served[1024] = "";
     struct batchfile *bf = NULL;
+    if (!bm_lease(m, b->id))
+        return; /* another node validates it */
     if (m->ops->file_get(m->st, b->input_file_id, &f) != NS_OK) {
         bm_fail(m, b, bm_errors_one("invalid_file", "the input file no longer exists", "input_file_id"));
         return;
@@ -298,6 +306,8 @@ static int bm_write_file(struct batchmgr *m, struct store_batch *b, bool ok_line
 static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_batch_status final)
 {
     int64_t now = time(NULL);
+    if (!bm_lease(m, b->id))
+        return; /* another node finalizes it */
     if (b->status != SB_FINALIZING && final == SB_COMPLETED) {
         enum store_batch_status was = b->status;
         b->status = SB_FINALIZING;
@@ -369,6 +379,8 @@ static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batc
     }
     if (inflight > 0)
         return; /* running lines finish first; the idle kick brings us back */
+    if (!bm_lease(m, b->id))
+        return; /* another node settles it (this one has nothing of it in flight) */
     struct bm_noresp nr = {
         .status = final == SB_EXPIRED ? NS_ERR_EXPIRED : NS_ERR_CANCELLED,
         .message = final == SB_EXPIRED ? "This request could not be executed before the completion window expired."

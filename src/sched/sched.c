@@ -73,6 +73,7 @@ struct sched_batch {
     int nbuf, ibuf;
     int inflight;
     bool exhausted;                 /* the store had no pending line at the last claim */
+    double exhausted_at;            /* when (sched_now) */
     bool dropped;
     bool idle_reported;
     struct sched_batch *next;
@@ -359,13 +360,24 @@ static void sched_claim(struct sched *s, struct sched_batch *b)
     }
     b->buf = lines;
     b->nbuf = n;
-    if (n == 0)
+    if (n == 0) {
         b->exhausted = true;
+        b->exhausted_at = sched_now();
+    } else if (b->exhausted) {
+        /* lines came back (another node's lease ran out): report idle again when done */
+        b->exhausted = false;
+        b->idle_reported = false;
+    }
 }
+
+/* An exhausted batch is asked again now and then: where nodes share the store, lines of a
+ * node that died become claimable when its lease runs out, with no event to say so. */
+#define SCHED_RECLAIM_SECONDS 2.0
 
 static bool sched_batch_has_work(const struct sched_batch *b)
 {
-    return !b->dropped && (b->ibuf < b->nbuf || !b->exhausted);
+    return !b->dropped &&
+           (b->ibuf < b->nbuf || !b->exhausted || sched_now() - b->exhausted_at >= SCHED_RECLAIM_SECONDS);
 }
 
 static void sched_report_idle(struct sched *s, struct sched_batch *b)
