@@ -530,12 +530,17 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     const struct store_ops *ops = store_find(db);
     if (!ops) {
         datadir_unlock(lock_fd);
-        return cli_fail("no store for '%s' (this build has: sqlite)", db);
+        return cli_fail("no store for '%s' (this build has: sqlite:PATH, postgres://...)", db);
     }
     struct store *st = NULL;
     if (ops->open(db, data_dir, &st, err, sizeof(err))) {
         datadir_unlock(lock_fd);
         return cli_fail("%s", err);
+    }
+    if (ops->node_id) {
+        char node[256];
+        ops->node_id(st, node, sizeof(node));
+        log_event(LOG_INFO, NULL, NULL, "store: %s, shared; this node is '%s'", ops->scheme, node);
     }
     struct sched *scheds[SERVE_MAX_MODELS] = {0};
     struct batchmgr *bm = NULL;

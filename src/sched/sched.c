@@ -726,6 +726,23 @@ int sched_batch_inflight(struct sched *s, const char *batch_id)
     return n;
 }
 
+int sched_batch_ids(struct sched *s, char (**ids)[48], int *n)
+{
+    pthread_mutex_lock(&s->mu);
+    int cap = 0;
+    for (struct sched_batch *b = s->batches; b; b = b->next)
+        cap++;
+    char(*arr)[48] = malloc(sizeof(*arr) * (size_t)(cap ? cap : 1));
+    int got = 0;
+    for (struct sched_batch *b = s->batches; arr && b; b = b->next)
+        if (!b->dropped)
+            snprintf(arr[got++], 48, "%s", b->id);
+    pthread_mutex_unlock(&s->mu);
+    *ids = arr;
+    *n = arr ? got : 0;
+    return arr ? NS_OK : NS_ERR_NOMEM;
+}
+
 void sched_get_stats(struct sched *s, struct sched_stats *out)
 {
     pthread_mutex_lock(&s->mu);

@@ -169,7 +169,9 @@ struct store_ops {
      * them runs out: lines_claim takes them and lines_count_unfinished counts them pending) */
     int (*lines_requeue)(struct store *st);
     /* every pending (and, when running too, running) line fails with this result line
-     * maker: json = make(ud, custom_id) — expiry and cancellation */
+     * maker: json = make(ud, custom_id) — expiry and cancellation. Where nodes share the
+     * store, "running" is this node's running lines and those whose lease ran out: another
+     * live node settles its own (lines_count_unfinished says when none is left) */
     int (*lines_fail_unfinished)(struct store *st, const char *batch_id, bool running_too, enum store_fail_kind kind,
                                  char *(*make)(void *ud, const char *custom_id), void *ud);
     int (*lines_count_unfinished)(struct store *st, const char *batch_id, int64_t *pending, int64_t *running);

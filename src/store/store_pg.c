@@ -1176,8 +1176,14 @@ static int pg_lines_fail_unfinished(struct store *st, const char *batch_id, bool
         goto out;
     struct pg_args a = {0};
     pa_text(&a, batch_id);
-    pa_i64(&a, running_too ? SL_RUNNING : SL_PENDING);
-    if (!(r = pg_q(st, "SELECT idx, custom_id FROM lines WHERE batch_id=$1 AND state<=$2 FOR UPDATE", &a)))
+    pa_text(&a, running_too ? "true" : "false");
+    pa_text(&a, st->node);
+    /* running lines: this node's, and those whose node stopped renewing; a line another
+     * live node runs is its to finish or to settle when it sees the batch stop */
+    if (!(r = pg_q(st,
+                   "SELECT idx, custom_id FROM lines WHERE batch_id=$1 AND (state=0 OR (state=1 AND $2::boolean AND "
+                   "(node=$3 OR lease_until < " PG_NOW_MS "))) FOR UPDATE",
+                   &a)))
         goto rollback;
     for (int i = 0; i < PQntuples(r); i++) {
         char *json = make(ud, PQgetvalue(r, i, 1));

@@ -141,6 +141,10 @@ test('a 3,000-line batch submitted to one node is worked by all three and surviv
     for (const [node, n] of shares) assert.ok(Number(n) > 0, `${node} did no line`);
     assert.equal(shares.reduce((a, s) => a + Number(s[1]), 0), N);
     assert.ok(upstreamCalls >= N, 'every line reached the upstream');
+    /* every node lets go of the batch another node finalized */
+    for (const s of NODES.filter(Boolean))
+        await pollUntil(async () => (await call(s, 'GET', '/metrics')).text, (t) => /nightshift_active_batches\{model="fake"\} 0/.test(t),
+            { timeoutMs: 10_000, what: 'active batches back to 0' });
     /* restart the killed node on its data dir: it rejoins and sees the batch */
     await startNode(2);
     assert.equal((await call(NODES[2], 'GET', `/v1/batches/${b.id}`)).json().status, 'completed');
@@ -202,6 +206,19 @@ test('a database with a newer schema is refused, an unreachable one named', asyn
         { encoding: 'utf8', timeout: 30_000 });
     assert.notEqual(bad.status, 0);
     assert.match(bad.stderr, /cannot connect to PostgreSQL at 'postgres:\/\/\/nope'/);
+    /* the commands around the server take the same --db */
+    const keys = spawnSync(BIN, ['keys', 'create', '--name', 'ci', '--db', DB, '--data-dir', path.join(TMP, 'node0')], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(keys.status, 0, keys.stderr);
+    const key = keys.stdout.trim();
+    assert.equal((await call(NODES[1], 'GET', '/v1/models')).status, 401, 'a key created against the database is required by every node');
+    assert.equal((await call(NODES[1], 'GET', '/v1/models', undefined, { authorization: `Bearer ${key}` })).status, 200);
+    const doc = spawnSync(BIN, ['doctor', '--db', DB, '--data-dir', path.join(TMP, 'node0')], { encoding: 'utf8', timeout: 30_000 });
+    assert.match(doc.stdout + doc.stderr, /store: schema version 1 \(current\)/);
+    const docNewer = spawnSync(BIN, ['doctor', '--db', uri, '--data-dir', path.join(TMP, 'node9')], { encoding: 'utf8', timeout: 30_000 });
+    assert.match(docNewer.stdout + docNewer.stderr, /schema version 99 is newer than this nightshift knows \(1\)/);
+    const bk = spawnSync(BIN, ['backup', path.join(TMP, 'bk'), '--db', DB, '--data-dir', path.join(TMP, 'node0')], { encoding: 'utf8', timeout: 30_000 });
+    assert.notEqual(bk.status, 0);
+    assert.match(bk.stderr, /the postgres store cannot be backed up by nightshift; use its own tools \(pg_dump/);
     const lease = spawnSync(BIN, ['serve', '--config', nodeConfig(7, uri.replace(/\?/, '?lease_seconds=0&')), '--listen', '127.0.0.1:0'],
         { encoding: 'utf8', timeout: 30_000 });
     assert.notEqual(lease.status, 0);

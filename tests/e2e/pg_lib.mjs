@@ -32,7 +32,8 @@ function run(cmd, args, asUser) {
     return execFileSync(full[0], full[1], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-export async function postgres() {
+/* the cluster, started on first use (synchronous: pg_ctl -w waits for it) */
+export function postgresSync() {
     if (cluster) return cluster;
     const bin = pgBin();
     const asUser = process.getuid && process.getuid() === 0 ? 'postgres' : null;
@@ -73,4 +74,18 @@ export async function postgres() {
         },
     };
     return cluster;
+}
+
+export async function postgres() {
+    return postgresSync();
+}
+
+/* NIGHTSHIFT_E2E_STORE=postgres: the --db of a server on data dir `dataDir`, one database
+ * per data dir (a server restarted on its data dir finds its state again); null otherwise */
+const dbs = new Map();
+export function e2eStoreUri(dataDir) {
+    if (process.env.NIGHTSHIFT_E2E_STORE !== 'postgres') return null;
+    const key = path.resolve(dataDir || '.');
+    if (!dbs.has(key)) dbs.set(key, postgresSync().createDb(`ns_e2e_${process.pid}_${dbs.size + 1}`));
+    return dbs.get(key);
 }
