@@ -153,6 +153,32 @@ static long pg_changes(const PGresult *r)
     return strtol(PQcmdTuples((PGresult *)r), NULL, 10);
 }
 
+/* a growing byte buffer (array literals) */
+struct pg_buf {
+    char *p;
+    size_t n, cap;
+};
+
+static int pg_buf_put(struct pg_buf *b, const char *s, size_t n)
+{
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            return NS_ERR_NOMEM;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    return NS_OK;
+}
+
+/* the most lines of one batch written by one statement */
+#define PG_MAX_RUN 256
+
 /* the database's clock, in milliseconds (leases) */
 #define PG_NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
@@ -1097,58 +1123,129 @@ static int pg_lines_claim(struct store *st, const char *batch_id, const char *mo
     return NS_OK;
 }
 
+/* a PostgreSQL array literal of text elements: {"a","b\\"c"} ('"' and '\\' escaped) */
+static int pg_text_array(struct pg_buf *b, const char *const *v, int n)
+{
+    if (pg_buf_put(b, "{", 1))
+        return NS_ERR_NOMEM;
+    for (int i = 0; i < n; i++) {
+        if (pg_buf_put(b, i ? ",\"" : "\"", i ? 2 : 1))
+            return NS_ERR_NOMEM;
+        for (const char *c = v[i]; *c; c++) {
+            const char *run = c;
+            while (*c && *c != '"' && *c != '\\')
+                c++;
+            if (c > run && pg_buf_put(b, run, (size_t)(c - run)))
+                return NS_ERR_NOMEM;
+            if (!*c)
+                break;
+            char esc[2] = {'\\', *c};
+            if (pg_buf_put(b, esc, 2))
+                return NS_ERR_NOMEM;
+        }
+        if (pg_buf_put(b, "\"", 1))
+            return NS_ERR_NOMEM;
+    }
+    return pg_buf_put(b, "}", 2); /* with the terminating NUL */
+}
+
+/* Results of a run of lines of one batch: one UPDATE for the run (the arrays unnested), so
+ * the database parses and plans once per group commit, not once per line. */
+static int pg_lines_finish_run(struct store *st, const struct store_result *rs, int n, struct pg_buf *idx,
+                               struct pg_buf *state, struct pg_buf *res, int64_t sum[6])
+{
+    const char *texts[PG_MAX_RUN];
+    int rc = NS_ERR_NOMEM;
+    idx->n = state->n = res->n = 0;
+    if (pg_buf_put(idx, "{", 1) || pg_buf_put(state, "{", 1))
+        return rc;
+    for (int i = 0; i < n; i++) {
+        char num[32];
+        int k = snprintf(num, sizeof(num), "%s%lld", i ? "," : "", (long long)rs[i].idx);
+        if (pg_buf_put(idx, num, (size_t)k))
+            return rc;
+        k = snprintf(num, sizeof(num), "%s%d", i ? "," : "", rs[i].ok ? SL_OK : SL_FAILED);
+        if (pg_buf_put(state, num, (size_t)k))
+            return rc;
+        texts[i] = rs[i].json;
+    }
+    if (pg_buf_put(idx, "}", 2) || pg_buf_put(state, "}", 2) || pg_text_array(res, texts, n))
+        return rc;
+    struct pg_args a = {0};
+    pa_text(&a, rs[0].batch_id);
+    pa_text(&a, idx->p);
+    pa_text(&a, state->p);
+    pa_text(&a, res->p);
+    /* only an unfinished line counts: a result is written once, even when the line ran on
+     * two nodes (a lease lost to a long pause); RETURNING says which ones counted */
+    PGresult *r = pg_q(st,
+                       "UPDATE lines l SET state=v.state, result=v.result "
+                       "FROM unnest($2::bigint[], $3::integer[], $4::text[]) AS v(idx, state, result) "
+                       "WHERE l.batch_id=$1 AND l.idx=v.idx AND l.state<2 RETURNING l.idx",
+                       &a);
+    if (!r)
+        return NS_ERR_IO;
+    memset(sum, 0, 6 * sizeof(int64_t));
+    for (int row = 0; row < PQntuples(r); row++) {
+        int64_t x = pg_i64(r, row, 0);
+        for (int i = 0; i < n; i++) {
+            if (rs[i].idx != x)
+                continue;
+            sum[0] += rs[i].ok;
+            sum[1] += !rs[i].ok;
+            sum[2] += rs[i].prompt_tokens;
+            sum[3] += rs[i].completion_tokens;
+            sum[4] += rs[i].cached_tokens;
+            sum[5] += rs[i].prompt_computed;
+            break;
+        }
+    }
+    PQclear(r);
+    return NS_OK;
+}
+
 static int pg_lines_finish(struct store *st, const struct store_result *rs, int n)
 {
     int rc = NS_ERR_IO;
+    struct pg_buf idx = {0}, state = {0}, res = {0};
     pthread_mutex_lock(&st->mu);
     if (pg_exec(st, "BEGIN"))
         goto out;
-    int64_t sum[6] = {0};
-    for (int i = 0; i < n; i++) {
-        const struct store_result *x = &rs[i];
-        struct pg_args a = {0};
-        pa_i64(&a, x->ok ? SL_OK : SL_FAILED);
-        pa_text(&a, x->json);
-        pa_text(&a, x->batch_id);
-        pa_i64(&a, x->idx);
-        /* only an unfinished line counts: a result is written once, even when the line
-         * ran on two nodes (a lease lost to a long pause) */
-        PGresult *r = pg_q(st, "UPDATE lines SET state=$1, result=$2 WHERE batch_id=$3 AND idx=$4 AND state<2", &a);
-        if (!r)
+    for (int i = 0; i < n;) {
+        int j = i + 1;
+        while (j < n && j - i < PG_MAX_RUN && strcmp(rs[j].batch_id, rs[i].batch_id) == 0)
+            j++;
+        int64_t sum[6];
+        if ((rc = pg_lines_finish_run(st, rs + i, j - i, &idx, &state, &res, sum)))
             goto rollback;
-        if (pg_changes(r) == 1) {
-            sum[0] += x->ok;
-            sum[1] += !x->ok;
-            sum[2] += x->prompt_tokens;
-            sum[3] += x->completion_tokens;
-            sum[4] += x->cached_tokens;
-            sum[5] += x->prompt_computed;
-        }
-        PQclear(r);
-        if (i + 1 < n && strcmp(rs[i + 1].batch_id, x->batch_id) == 0)
-            continue;
+        rc = NS_ERR_IO;
         struct pg_args b = {0};
         for (int k = 0; k < 6; k++)
             pa_i64(&b, sum[k]);
-        pa_text(&b, x->batch_id);
-        r = pg_q(st,
-                 "UPDATE batches SET completed=completed+$1, failed=failed+$2, input_tokens=input_tokens+$3,"
-                 " output_tokens=output_tokens+$4, cached_tokens=cached_tokens+$5,"
-                 " prompt_computed=prompt_computed+$6 WHERE id=$7",
-                 &b);
+        pa_text(&b, rs[i].batch_id);
+        PGresult *r = pg_q(st,
+                           "UPDATE batches SET completed=completed+$1, failed=failed+$2, input_tokens=input_tokens+$3,"
+                           " output_tokens=output_tokens+$4, cached_tokens=cached_tokens+$5,"
+                           " prompt_computed=prompt_computed+$6 WHERE id=$7",
+                           &b);
         if (!r)
             goto rollback;
         PQclear(r);
-        memset(sum, 0, sizeof(sum));
+        i = j;
     }
     if (pg_exec(st, "COMMIT") == NS_OK) {
         rc = NS_OK;
         goto out;
     }
 rollback:
+    if (!rc)
+        rc = NS_ERR_IO;
     pg_exec(st, "ROLLBACK");
 out:
     pthread_mutex_unlock(&st->mu);
+    free(idx.p);
+    free(state.p);
+    free(res.p);
     return rc;
 }
 
