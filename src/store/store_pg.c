@@ -302,14 +302,18 @@ static void pg_quiet(void *arg, const char *message)
     (void)message;
 }
 
-static PGconn *pg_connect(const char *uri, char *conninfo_out_node, size_t nodelen, int *lease, char *err,
-                          size_t errlen)
+/* connect to uri (nightshift's own parameters go into node and lease): 0 and *out, or a
+ * status (NS_ERR_INVALID for a bad parameter, NS_ERR_IO when the server cannot be reached)
+ * with err naming the URI without its password */
+static int pg_connect(const char *uri, char *node, size_t nodelen, int *lease, PGconn **out, char *err, size_t errlen)
 {
     char *conninfo = NULL;
     char shown[512];
+    int rc;
+    *out = NULL;
     pg_redact(uri, shown, sizeof(shown));
-    if (pg_parse_uri(uri, &conninfo, conninfo_out_node, nodelen, lease, err, errlen))
-        return NULL;
+    if ((rc = pg_parse_uri(uri, &conninfo, node, nodelen, lease, err, errlen)))
+        return rc;
     PGconn *c = PQconnectdb(conninfo);
     free(conninfo);
     if (!c || PQstatus(c) != CONNECTION_OK) {
@@ -319,11 +323,12 @@ static PGconn *pg_connect(const char *uri, char *conninfo_out_node, size_t nodel
             ml--;
         snprintf(err, errlen, "cannot connect to PostgreSQL at '%s': %.*s", shown, (int)ml, m);
         PQfinish(c);
-        return NULL;
+        return NS_ERR_IO;
     }
     /* notices (CREATE ... IF NOT EXISTS and the like) are not ours to print */
     PQsetNoticeProcessor(c, pg_quiet, NULL);
-    return c;
+    *out = c;
+    return NS_OK;
 }
 
 /* the schema version in the database; 0 when there is none yet, -1 on error */
@@ -365,11 +370,12 @@ static int pg_open(const char *uri, const char *data_dir, struct store **out, ch
     size_t wl = strlen(where);
     /* the end of a long path says more than its start */
     snprintf(st->node, sizeof(st->node), "%.60s:%.180s", host, wl > 180 ? where + wl - 180 : where);
-    st->conn = pg_connect(uri, st->node, sizeof(st->node), &st->lease, err, errlen);
-    if (!st->files_dir || !st->conn) {
-        rc = st->files_dir ? NS_ERR_IO : NS_ERR_NOMEM;
+    if (!st->files_dir) {
+        rc = NS_ERR_NOMEM;
         goto out;
     }
+    if ((rc = pg_connect(uri, st->node, sizeof(st->node), &st->lease, &st->conn, err, errlen)))
+        goto out;
     /* nodes starting together: one migrates, the others wait for it and see the result */
     if (pg_exec(st, "BEGIN") || pg_exec(st, "SELECT pg_advisory_xact_lock(7460218934512)")) {
         snprintf(err, errlen, "cannot lock the schema: %s", PQerrorMessage(st->conn));
@@ -1569,11 +1575,11 @@ static int pg_probe(const char *uri, const char *data_dir, int *have, int *known
     int lease = 30;
     *have = 0;
     *known = STORE_PG_VERSION;
-    PGconn *c = pg_connect(uri, node, sizeof(node), &lease, err, errlen);
-    if (!c)
-        return NS_ERR_IO;
+    PGconn *c = NULL;
+    int rc = pg_connect(uri, node, sizeof(node), &lease, &c, err, errlen);
+    if (rc)
+        return rc;
     int v = pg_version(c);
-    int rc = NS_OK;
     if (v < 0) {
         snprintf(err, errlen, "cannot read the schema version: %s", PQerrorMessage(c));
         rc = NS_ERR_IO;
