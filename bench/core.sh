@@ -85,62 +85,18 @@ SERVER_ARGS=${NS_BENCH_SERVER_ARGS:-}
 RESULTS=${NS_BENCH_RESULTS:-$ROOT/bench/results}
 CTX=$((PAR * SLOT))
 
-say() { printf '[core %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "ERROR: $*"; exit 1; }
+BENCH_NAME=core
+# shellcheck source=bench/lib/common.sh
+. "$LIB/common.sh"
 
 for v in PAR N PAIRS SWEEP_N THREADS GEN WORDS; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [ "$SWEEP_N" -le "$N" ] || SWEEP_N=$N
-command -v node >/dev/null || die "node is required (bench/lib/*.mjs)"
-calc() { awk "BEGIN { printf \"%.6f\", $* }"; }
-
-# ---- cleanup: only what this script started ---------------------------------------
-WORK=$(mktemp -d /tmp/ns-core-bench.XXXXXX)
-SERVER_PID=""
-stop_server() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=""
-}
-cleanup() {
-    stop_server
-    if [ "${KEEP_WORK:-0}" = 1 ]; then say "work files kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # ---- 1. llama.cpp anchors, nightshift, model ----------------------------------------
-say "bootstrap (llama.cpp + anchors)"
-BOOT_OUT=$("$ROOT/scripts/bootstrap.sh" --tools 2>"$WORK/bootstrap.log") || { cat "$WORK/bootstrap.log" >&2; die "bootstrap failed"; }
-LP=$(printf '%s\n' "$BOOT_OUT" | sed -n 's/^NIGHTSHIFT_LLAMA_PREFIX=//p' | tail -1)
-[ -x "$LP/bin/llama-server" ] && [ -x "$LP/bin/llama-batched-bench" ] || die "no anchors under '$LP'"
-SERVER_BIN="$LP/bin/llama-server"
-BB_BIN="$LP/bin/llama-batched-bench"
-
-BUILD="$ROOT/build-bench"
-say "building nightshift (Release) in $BUILD"
-if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_PREFIX="$LP" -DBUILD_TESTING=OFF \
-        >"$WORK/cmake.log" 2>&1 || { tail -30 "$WORK/cmake.log" >&2; die "cmake configure failed"; }
-fi
-cmake --build "$BUILD" --target nightshift -j"$(nproc)" >"$WORK/build.log" 2>&1 \
-    || { tail -30 "$WORK/build.log" >&2; die "build failed"; }
-NS="$BUILD/nightshift"
-
-MODELS="${NIGHTSHIFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nightshift}/models"
-MODEL="$MODELS/qwen2-$SHAPE-$MTYPE.gguf"
-mkdir -p "$MODELS"
-if [ ! -f "$MODEL" ]; then
-    say "generating the model $MODEL"
-    "$NS" gen-model --vocab "$LP/src/models/ggml-vocab-qwen2.gguf" -o "$MODEL.tmp.$$" --shape "$SHAPE" --type "$MTYPE" \
-        >"$WORK/genmodel.log" 2>&1 || { cat "$WORK/genmodel.log" >&2; rm -f "$MODEL.tmp.$$"; die "gen-model failed"; }
-    mv "$MODEL.tmp.$$" "$MODEL"
-fi
+bench_tools
+MODEL=$(bench_model "$SHAPE" "$MTYPE")
 MODEL_MIB=$(( $(stat -c %s "$MODEL") / 1048576 ))
 
 # ---- 2. the requests -------------------------------------------------------------------
@@ -151,38 +107,9 @@ node "$LIB/prompts.mjs" --n "$SWEEP_N" --words "$WORDS" --max-tokens "$GEN" --mo
 
 RUNS="$WORK/runs.jsonl"
 : >"$RUNS"
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
 record() { printf '%s\n' "$1" >>"$RUNS"; }
-HZ=$(getconf CLK_TCK)
-NPROC=$(nproc)
-# CPU time spent by the whole machine (USER_HZ ticks: user nice system irq softirq steal)
-busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
-# share of the machine's CPU capacity used by others during a run: busy ticks minus what the
-# measured processes used, over nproc x wall. The machines are shared; a run with a high
-# share is repeated (up to RETRIES more times) and the table shows every attempt.
-foreign_share() { # busy0 busy1 own_seconds wall_seconds
-    awk -v b0="$1" -v b1="$2" -v own="$3" -v w="$4" -v hz="$HZ" -v n="$NPROC" \
-        'BEGIN { f = ((b1 - b0) / hz - own) / (n * w); if (f < 0) f = 0; printf "%.4f", f }'
-}
 MAX_FOREIGN=${NS_BENCH_MAX_FOREIGN:-0.10}
 RETRIES=${NS_BENCH_RETRIES:-2}
-last_share() { tail -1 "$RUNS" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).foreign)'; }
-# measure FN phase pair [args]: run FN (one attempt, appends a record) until the share of
-# foreign CPU load is at most MAX_FOREIGN or RETRIES extra attempts are spent
-measure() {
-    local fn=$1 a sh
-    shift
-    for a in $(seq 0 "$RETRIES"); do
-        ATTEMPT=$a "$fn" "$@"
-        sh=$(last_share)
-        if awk -v s="$sh" -v m="$MAX_FOREIGN" 'BEGIN { exit !(s <= m) }'; then return 0; fi
-        if [ "$a" -lt "$RETRIES" ]; then
-            say "             other processes used $(awk -v s="$sh" 'BEGIN{printf "%.0f", s*100}')% of the CPU during that run: repeating it"
-        else
-            say "             other processes used $(awk -v s="$sh" 'BEGIN{printf "%.0f", s*100}')% of the CPU during that run; no retries left, keeping it"
-        fi
-    done
-}
 
 # ---- 3. the three sides ----------------------------------------------------------------
 # nightshift: one `nightshift run` over the batch file; prints nothing, records a run.
@@ -223,8 +150,6 @@ console.log(JSON.stringify({ side: "nightshift", phase, pair: +pair, attempt: +a
     tail -1 "$RUNS" | node -e 'const r=JSON.parse(require("fs").readFileSync(0));console.error(`             ${r.seconds.toFixed(2)} s after load (load ${r.load_seconds.toFixed(2)} s, wall_seconds ${r.wall_seconds.toFixed(2)}), ${r.engine.steps} steps, ${r.engine.avg_sequences_per_step.toFixed(1)} seq/step; others used ${(r.foreign*100).toFixed(0)}% of the CPU`)'
 }
 
-free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
-
 # llama-server: start (untimed), drive with K in flight, stop.
 CMD_SRV="$SERVER_BIN -m $MODEL --host 127.0.0.1 --port PORT -np K -c K*$SLOT -t $THREADS -tb $THREADS -b 2048 -ub 512 $SERVER_ARGS"
 [ "$SERVER_KVU" = 1 ] && CMD_SRV="$SERVER_BIN -m $MODEL --host 127.0.0.1 --port PORT -np K --kv-unified -c $CTX -t $THREADS -tb $THREADS -b 2048 -ub 512 $SERVER_ARGS"
@@ -238,17 +163,8 @@ run_server() { # phase pair K prompts-file
     say "llama-server ($phase $pair) -np $K -c $c${kvu:+ --kv-unified} port $port"
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086
-    "$SERVER_BIN" -m "$MODEL" --host 127.0.0.1 --port "$port" -np "$K" "${kvu[@]}" -c "$c" \
-        -t "$THREADS" -tb "$THREADS" -b 2048 -ub 512 $SERVER_ARGS >"$d/server.log" 2>&1 &
-    SERVER_PID=$!
-    local ok=0
-    for _ in $(seq 1200); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.status===200?0:1),()=>process.exit(1))' \
-            "http://127.0.0.1:$port/health" 2>/dev/null; then ok=1; break; fi
-        sleep 0.25
-    done
-    [ "$ok" = 1 ] || { tail -20 "$d/server.log" >&2; stop_server; die "llama-server did not become healthy"; }
+    server_start "$d/server.log" "$port" -m "$MODEL" -np "$K" "${kvu[@]}" -c "$c" \
+        -t "$THREADS" -tb "$THREADS" -b 2048 -ub 512 $SERVER_ARGS
     t1=$(date +%s.%N)
     local cpu0 cpu1 b0 b1
     la=$(loadavg)
@@ -335,9 +251,7 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 SUFFIX=""
 [ "$QUICK" = 1 ] && SUFFIX="-quick"
 OUTMD="$RESULTS/core-$STAMP$SUFFIX.md"
-flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_vnni|avx512_bf16|avx_vnni|amx_tile|amx_int8|amx_bf16)$' | tr '\n' ' ' || true)
-GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
-GIT_DIRTY=$(git -C "$ROOT" status --porcelain -- src CMakeLists.txt 2>/dev/null | wc -l)
+bench_facts
 NSB_MODE=full
 [ "$QUICK" = 1 ] && NSB_MODE=quick
 [ -n "${NS_BENCH_N:-}${NS_BENCH_SHAPE:-}${NS_BENCH_PAIRS:-}${PAIRS_ARG}${NS_BENCH_SERVER_NP:-}${NS_BENCH_SWEEP_N:-}" ] && NSB_MODE="$NSB_MODE, with overrides"
@@ -345,13 +259,10 @@ export NSB_MODE
 export NSB_N=$N NSB_P=$PAR NSB_GEN=$GEN NSB_PP=$PP NSB_THREADS=$THREADS NSB_CTX=$CTX NSB_SLOT=$SLOT NSB_BESTK=$BEST_K
 export NSB_PAIRS=$PAIRS NSB_SWEEP_N=$SWEEP_N NSB_SERVER_KVU=$SERVER_KVU NSB_MAX_FOREIGN=$MAX_FOREIGN NSB_RETRIES=$RETRIES
 export NSB_MODEL="$(basename "$MODEL") ($SHAPE, $MTYPE, $MODEL_MIB MiB)"
-export NSB_CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-export NSB_NPROC=$(nproc) NSB_FLAGS="$flags" NSB_MEM="$(free -g | awk '/^Mem:/{print $2" GiB"}')"
+export NSB_CPU="$CPU_MODEL"
+export NSB_NPROC=$(nproc) NSB_FLAGS="$CPU_FLAGS" NSB_MEM="$MEM_DESC"
 export NSB_NS_VERSION="$("$NS" --version 2>&1 | head -1)"
-export NSB_LLAMA="$(git -C "$LP/src" rev-parse --short HEAD 2>/dev/null) ($(sed -n 's/.*"tag": *"\([^"]*\)".*/\1/p' "$LP/src/.node-llama-cpp-info.json" 2>/dev/null), bundled with node-llama-cpp $(basename "$LP" | cut -d- -f2))"
-NSB_GIT=$GIT_REV
-[ "$GIT_DIRTY" != 0 ] && NSB_GIT="$NSB_GIT + uncommitted changes in src/"
-export NSB_GIT
+export NSB_LLAMA="$LLAMA_DESC" NSB_GIT="$GIT_DESC"
 export NSB_NODE="$(node --version)" NSB_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 export NSB_DURATION=$((T_END - T_START)) NSB_LOAD="start $LOAD_START, end $(cut -d' ' -f1-3 /proc/loadavg)"
 export NSB_CMD_NS="$CMD_NS" NSB_CMD_SRV="$CMD_SRV" NSB_CMD_BB="$CMD_BB"
