@@ -85,8 +85,8 @@ for (const r of rows)
   w(`| ${r.p} | ${f(r.ns.seconds)} (${f(r.ns.foreign * 100, 0)}%) | ${f(r.sv.seconds)} (${f(r.sv.foreign * 100, 0)}%) | ` +
     `${r.bb ? `${f(r.bb.seconds)} (${f(r.bb.foreign * 100, 0)}%)` : '–'} | ${f(r.a)} | ${f(r.b)} |`);
 w();
-w(`Ratio of medians: (a) ${f(median(svPairs.map((r) => r.seconds)) / median(nsPairs.map((r) => r.seconds)))}, ` +
-  `(b) ${f(median(bbPairs.map((r) => r.seconds)) / median(nsPairs.map((r) => r.seconds)))}.`);
+w(`Ratio of medians: (a) ${f(median(svPairs.map((r) => r.seconds)) / median(nsPairs.map((r) => r.seconds)))}` +
+  (HEAVY ? '.' : `, (b) ${f(median(bbPairs.map((r) => r.seconds)) / median(nsPairs.map((r) => r.seconds)))}.`));
 w();
 // throughput vs parallelism: the warm-up sweep (nightshift --parallel K, llama-server -np K,
 // same requests); bench/run plots this table
@@ -175,7 +175,7 @@ w(`- machine: ${E.NSB_CPU}, ${E.NSB_NPROC} CPUs, ${E.NSB_MEM}; flags: ${E.NSB_FL
 w(`- load average: ${E.NSB_LOAD} (the machine is shared: compare ratios from the same run only). "Others' CPU share" ` +
   `is the machine's busy CPU time during a run minus the measured processes' own, over nproc × wall; a measured run ` +
   `above ${f(+E.NSB_MAX_FOREIGN * 100, 0)}% is repeated up to ${E.NSB_RETRIES} times and only the last attempt counts. ` +
-  `Measured pairs' shares: ${spread(rows.flatMap((r) => [r.ns, r.sv, r.bb]).map((r) => r.foreign * 100), 0)}%.`);
+  `Measured pairs' shares: ${spread(rows.flatMap((r) => [r.ns, r.sv, r.bb]).filter(Boolean).map((r) => r.foreign * 100), 0)}%.`);
 w(`- nightshift ${E.NSB_NS_VERSION.replace(/^nightshift /, '')}, git ${E.NSB_GIT}; llama.cpp ${E.NSB_LLAMA}; node ${E.NSB_NODE}`);
 w(`- KV context: nightshift --ctx ${E.NSB_CTX} (${E.NSB_SLOT} cells per sequence, one shared pool); llama-server ` +
   (E.NSB_SERVER_KVU === '1' ? `--kv-unified -c ${E.NSB_CTX}`
