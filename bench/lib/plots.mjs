@@ -97,14 +97,14 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
   const png = `${NAME}-core-${idx + 1}-throughput.png`;
   const title = `${heavy ? 'heavy-tailed lengths' : 'unique prompts'}: ${model}`;
   const bbf = bb ? dat(`core-${idx + 1}-batched`, [['P', 'tok_s'], bb]) : null;
-  gp.push(`set output ${q(path.join(outDir, png))}`,
+  gp.push(`set output ${q(png)}`,
     `set title ${q(`Generated tokens/s vs parallelism — ${title}`)}`,
     'set xlabel "parallelism (nightshift --parallel K, llama-server -np K)"', 'set ylabel "generated tokens/s"',
     'set logscale x 2', `set xrange [${Ks[0] / 1.5}:${Ks[Ks.length - 1] * 1.5}]`, 'set yrange [0:*]', 'set key top left',
     'set style data linespoints', 'unset style fill',
-    `plot ${q(path.join(outDir, f))} using 1:2 title "nightshift" lw 2 pt 7 ps 1.2, ` +
+    `plot ${q(f)} using 1:2 title "nightshift" lw 2 pt 7 ps 1.2, ` +
     `'' using 1:3 title "llama-server" lw 2 pt 5 ps 1.2` +
-    (bbf ? `, ${q(path.join(outDir, bbf))} using 1:2 with points pt 9 ps 1.8 title "llama-batched-bench (ceiling)"` : ''),
+    (bbf ? `, ${q(bbf)} using 1:2 with points pt 9 ps 1.8 title "llama-batched-bench (ceiling)"` : ''),
     'unset logscale x', 'unset xrange', 'set xrange [*:*]');
   plots.push({ file: png, what: `Generated tokens/s vs parallelism, ${title}` +
     (ti >= 0 ? ' (warm-up sweep, one run per point).' : ' (llama-server: warm-up sweep; nightshift and batched-bench: the measured pairs at P).') +
@@ -122,14 +122,14 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
       ['nightshift', num(a[1]), num(a[4]), num(a[3])], [`"${c[0]}"`, num(c[1]), num(c[4]), num(c[3])]]);
     const png = `${NAME}-prefix.png`;
     const shared = (/the same (\d+)-token instruction/.exec(b.join('\n')) || [])[1] || '?';
-    gp.push(`set output ${q(path.join(outDir, png))}`, 'unset title', 'unset logscale', 'set xrange [*:*]',
+    gp.push(`set output ${q(png)}`, 'unset title', 'unset logscale', 'set xrange [*:*]',
       'set style data histograms', 'set style histogram clustered gap 1', 'set style fill solid 0.8 border -1',
       'set boxwidth 0.8', 'set yrange [0:*]', 'set key off', 'unset xlabel',
       'set multiplot layout 1,2 title ' + q(`Shared ${shared}-token instruction + short items (same requests, same model)`),
       'set title "wall time (s), lower is better"', 'set ylabel "seconds"',
-      `plot ${q(path.join(outDir, f))} using 2:xtic(1) lc rgb "#1f77b4"`,
+      `plot ${q(f)} using 2:xtic(1) lc rgb "#1f77b4"`,
       'set title "prompt tokens computed, lower is better"', 'set ylabel "tokens"',
-      `plot ${q(path.join(outDir, f))} using 3:xtic(1) lc rgb "#ff7f0e"`, 'unset multiplot');
+      `plot ${q(f)} using 3:xtic(1) lc rgb "#ff7f0e"`, 'unset multiplot');
     plots.push({ file: png, what: 'Shared-prefix workload: wall time and prompt tokens computed, nightshift vs llama-server.' });
   } else notes.push('prefix: no shared-workload table');
 }
@@ -143,19 +143,19 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
     const cdf = (s) => { const v = s.trim().split(/\s+/).map(Number).sort((a, b) => a - b); return v.map((x, i) => [x, (i + 1) / v.length]); };
     const fi = dat('ttft-idle', [['ms', 'fraction'], ...cdf(idleS[1])]);
     const fl = dat('ttft-loaded', [['ms', 'fraction'], ...cdf(loadS[1])]);
-    gp.push(`set output ${q(path.join(outDir, png))}`, 'unset multiplot', 'set style data steps', 'unset style fill',
+    gp.push(`set output ${q(png)}`, 'unset multiplot', 'set style data steps', 'unset style fill',
       'set title "Time to first token of real-time requests: idle vs while a batch runs"', 'set xlabel "TTFT (ms, log scale)"',
       'set ylabel "fraction of requests"', 'set logscale x', 'set xrange [*:*]', 'set yrange [0:1.02]', 'set key bottom right',
-      `plot ${q(path.join(outDir, fi))} using 1:2 with steps lw 2 title "idle", ${q(path.join(outDir, fl))} using 1:2 with steps lw 2 title "under batch load"`,
+      `plot ${q(fi)} using 1:2 with steps lw 2 title "idle", ${q(fl)} using 1:2 with steps lw 2 title "under batch load"`,
       'unset logscale x');
     plots.push({ file: png, what: 'TTFT distribution (CDF) of streaming chat completions, idle vs under batch load.' });
   } else if (idle && load) {
     const f = dat('ttft', [['state', 'p50_ms', 'p99_ms'], ['idle', idle[1], idle[2]], ['"under batch load"', load[1], load[2]]]);
-    gp.push(`set output ${q(path.join(outDir, png))}`, 'unset multiplot', 'unset logscale',
+    gp.push(`set output ${q(png)}`, 'unset multiplot', 'unset logscale',
       'set style data histograms', 'set style histogram clustered gap 1', 'set style fill solid 0.8 border -1',
       'set title "Time to first token of real-time requests: idle vs while a batch runs"', 'unset xlabel', 'set ylabel "ms"',
       'set xrange [*:*]', 'set yrange [0:*]', 'set key top left',
-      `plot ${q(path.join(outDir, f))} using 2:xtic(1) title "p50", '' using 3 title "p99"`);
+      `plot ${q(f)} using 2:xtic(1) title "p50", '' using 3 title "p99"`);
     plots.push({ file: png, what: 'TTFT p50/p99 idle vs under batch load (this report has no per-request samples; newer runs plot the CDF).' });
   } else notes.push('ttft: no TTFT lines');
 }
@@ -167,11 +167,11 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
     const a = cells(d), c = cells(n);
     const f = dat('forward', [['path', 'p50_ms', 'p99_ms'], ['"direct to upstream"', num(a[3]), num(a[4])], ['"through nightshift"', num(c[3]), num(c[4])]]);
     const png = `${NAME}-forward.png`;
-    gp.push(`set output ${q(path.join(outDir, png))}`, 'unset multiplot', 'unset logscale',
+    gp.push(`set output ${q(png)}`, 'unset multiplot', 'unset logscale',
       'set style data histograms', 'set style histogram clustered gap 1', 'set style fill solid 0.8 border -1',
       'set title "Upstream forwarding: request latency under load (same machine, instant upstream)"', 'unset xlabel',
       'set ylabel "ms"', 'set xrange [*:*]', 'set yrange [0:*]', 'set key top left',
-      `plot ${q(path.join(outDir, f))} using 2:xtic(1) title "p50", '' using 3 title "p99"`);
+      `plot ${q(f)} using 2:xtic(1) title "p50", '' using 3 title "p99"`);
     plots.push({ file: png, what: 'Forwarding to an upstream: p50/p99 latency direct vs through nightshift.' });
   } else notes.push('forward: no latency table');
 }
@@ -190,10 +190,10 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
   if (rows.length) {
     const f = dat('ingest', [['what', 'MB_per_s'], ...rows]);
     const png = `${NAME}-ingest.png`;
-    gp.push(`set output ${q(path.join(outDir, png))}`, 'unset multiplot', 'set style data histograms',
+    gp.push(`set output ${q(png)}`, 'unset multiplot', 'set style data histograms',
       'set style histogram clustered gap 1', 'set style fill solid 0.8 border -1', 'set logscale y', 'set yrange [1:*]',
       'set xrange [*:*]', 'set title "Batch-file ingest throughput (MB/s, log scale)"', 'unset xlabel', 'set ylabel "MB/s"', 'set key off',
-      `plot ${q(path.join(outDir, f))} using 2:xtic(1) lc rgb "#2ca02c"`, 'unset logscale y');
+      `plot ${q(f)} using 2:xtic(1) lc rgb "#2ca02c"`, 'unset logscale y');
     plots.push({ file: png, what: v ? 'Ingest: a 200 MB batch file through nightshift run --validate-only, against reading it (cat) and the JSON parsers alone.'
       : 'Ingest: the JSON parsers on an in-memory batch file (bench/json_ingest.c).' });
   } else notes.push('ingest: no numbers');
@@ -206,7 +206,7 @@ const term = /pngcairo/.test(spawnSync('gnuplot', ['-e', 'set terminal'], { enco
 const script = [term, 'set grid ytics', 'set bmargin 4', 'set datafile missing "NaN"', 'set offsets 0, 0, graph 0.08, 0', ...gp, 'unset output'].join('\n') + '\n';
 const gpFile = path.join(outDir, `${NAME}-plots.gp`);
 fs.writeFileSync(gpFile, script);
-const r = spawnSync('gnuplot', [gpFile], { encoding: 'utf8' });
+const r = spawnSync('gnuplot', [path.basename(gpFile)], { cwd: outDir, encoding: 'utf8' });   // relative names
 if (r.error || r.status !== 0) {
   console.error(`gnuplot failed: ${r.error ? r.error.message : r.stderr}`);
   process.exit(1);
