@@ -61,7 +61,7 @@ function blocks(re) {
 blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
   const head = b.join('\n');
   const heavy = /Workload \(heavy-tailed\)/.test(head);
-  const model = (/model (qwen2-[^ ]+\.gguf \([^)]*\))/.exec(head) || [])[1] || '?';
+  const model = (/model (qwen2-[^ ]+\.gguf \([^)]*\))/i.exec(head) || [])[1] || '?';
   const N = num((/Workload[^:]*: (\d+) unique/.exec(head) || [])[1]);
   const GEN = num((/exactly (\d+) generated tokens each/.exec(head) || [])[1]);
   const P = num((/nightshift --parallel (\d+)/.exec(head) || [])[1]);
@@ -70,9 +70,13 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
   let bb = null;
   const ti = b.findIndex((l) => /^\| parallelism K \|/.test(l));
   if (ti >= 0) {
+    const wide = cells(b[ti]).length >= 5;   // with the others' CPU share of each run
     for (let i = ti + 2; i < b.length && b[i].startsWith('|'); i++) {
       const c = cells(b[i]);
-      rows.set(num(c[0]), { ns: c[1] === '–' ? NaN : num(c[1]), srv: c[2] === '–' ? NaN : num(c[2]) });
+      const [ns, srv] = wide ? [c[1], c[3]] : [c[1], c[2]];
+      rows.set(num(c[0]), { ns: ns === '–' ? NaN : num(ns), srv: srv === '–' ? NaN : num(srv) });
+      if (wide && num(c[2]) > 10) disturbed.push(`nightshift --parallel ${c[0]} ran while other processes used ${c[2]} of the CPU`);
+      if (wide && num(c[4]) > 10) disturbed.push(`llama-server -np ${c[0]} ran while other processes used ${c[4]} of the CPU`);
     }
   } else if (N && GEN) {
     // an older report: llama-server's sweep from "Every run" (last attempt of each -np)
@@ -140,7 +144,10 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
   const idle = /idle:\s+p50 (\d+) ms\s+p99 (\d+) ms/.exec(text), load = /loaded:\s+p50 (\d+) ms\s+p99 (\d+) ms/.exec(text);
   const png = `${NAME}-ttft.png`;
   if (idleS && loadS) {
-    const cdf = (s) => { const v = s.trim().split(/\s+/).map(Number).sort((a, b) => a - b); return v.map((x, i) => [x, (i + 1) / v.length]); };
+    const cdf = (s) => {
+      const v = s.trim().split(/\s+/).map(Number).sort((a, b) => a - b);
+      return [[v[0], 0], ...v.map((x, i) => [x, (i + 1) / v.length])];
+    };
     const fi = dat('ttft-idle', [['ms', 'fraction'], ...cdf(idleS[1])]);
     const fl = dat('ttft-loaded', [['ms', 'fraction'], ...cdf(loadS[1])]);
     gp.push(`set output ${q(png)}`, 'unset multiplot', 'set style data steps', 'unset style fill',

@@ -97,11 +97,12 @@ if (Ks.length) {
   w(`Throughput vs parallelism (warm-up sweep, ${E.NSB_SWEEP_N} requests, ${sOut} generated tokens; one run each, ` +
     'so noisier than the pairs):');
   w();
-  w('| parallelism K | nightshift --parallel K: generated tok/s | llama-server -np K: generated tok/s |');
-  w('|---:|---:|---:|');
+  w('| parallelism K | nightshift --parallel K: generated tok/s | others\' CPU | llama-server -np K: generated tok/s | others\' CPU |');
+  w('|---:|---:|---:|---:|---:|');
   for (const k of Ks) {
     const n = sweep.find((r) => r.side === 'nightshift' && r.K === k), v = sweep.find((r) => r.side === 'server' && r.K === k);
-    w(`| ${k} | ${n ? f(sOut / n.seconds, 1) : '–'} | ${v ? f(sOut / v.seconds, 1) : '–'} |`);
+    w(`| ${k} | ${n ? f(sOut / n.seconds, 1) : '–'} | ${n ? `${f(n.foreign * 100, 0)}%` : '–'} | ` +
+      `${v ? f(sOut / v.seconds, 1) : '–'} | ${v ? `${f(v.foreign * 100, 0)}%` : '–'} |`);
   }
 }
 w();
