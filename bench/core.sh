@@ -38,7 +38,7 @@
 # max_tokens are drawn from log-normal distributions (fixed seed; bench/lib/prompts.mjs
 # --dist lognormal): prompt words median NS_BENCH_WORDS (150), max_tokens median
 # NS_BENCH_GEN (48), sigma NS_BENCH_SIGMA (1.0), clipped to NS_BENCH_MAX_WORDS (1200) and
-# NS_BENCH_MAX_GEN (384) (quick: 100/32, 400/128). Equal KV memory on both sides: every
+# NS_BENCH_MAX_GEN (384) (quick: 80/24, 300/96, and 32 requests). Equal KV memory on both sides: every
 # sequence/slot must hold the longest request, so SLOT = max prompt + max generated + pad
 # and both get P*SLOT cells in all: nightshift --ctx P*SLOT, llama-server -c P*SLOT at every
 # -np K (<= P, so each slot holds >= SLOT). Only ratio (a): batched-bench has one fixed
@@ -81,6 +81,7 @@ done
 
 if [ "$QUICK" = 1 ]; then
     D_N=64; D_SHAPE=small; D_PAIRS=1
+    [ "$HEAVY" = 1 ] && D_N=32
 else
     D_N=256; D_SHAPE=0.5b; D_PAIRS=3
 fi
@@ -98,7 +99,7 @@ if [ "$HEAVY" = 0 ]; then
     SLOT=288    # KV cells per sequence: 200 + 64 + pad
     DIST_ARGS=()
 else
-    if [ "$QUICK" = 1 ]; then D_W=100; D_G=32; D_MW=400; D_MG=128; else D_W=150; D_G=48; D_MW=1200; D_MG=384; fi
+    if [ "$QUICK" = 1 ]; then D_W=80; D_G=24; D_MW=300; D_MG=96; else D_W=150; D_G=48; D_MW=1200; D_MG=384; fi
     GEN=${NS_BENCH_GEN:-$D_G}            # median max_tokens
     WORDS=${NS_BENCH_WORDS:-$D_W}        # median prompt words
     MAX_WORDS=${NS_BENCH_MAX_WORDS:-$D_MW}
@@ -265,7 +266,7 @@ run_nightshift_warm() { local keep=$N; N=$SWEEP_N; EXPECT_OUT=$SWEEP_OUT_TOKENS 
 run_nightshift_warm warmup 0
 for K in $SERVER_NP; do
     [ "$K" -le "$PAR" ] || continue
-    run_nightshift_warm sweep 0 "$K"
+    measure run_nightshift_warm sweep 0 "$K"
 done
 BEST_K=""
 BEST_RATE=""
