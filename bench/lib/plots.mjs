@@ -191,7 +191,7 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
   if (v) rows.push(['"nightshift run\\n--validate-only"', num(cells(v)[2])]);
   for (const l of lines) {
     const m = /^(cJSON|jansson|json-c|memchr \(floor\))\s+\S+\s+[0-9.]+\s+([0-9.]+)\s+\d+/.exec(l);
-    if (m) rows.push([m[1].startsWith('memchr') ? '"memchr\\n(line split only)"' : `"${m[1]}\\n(in memory, parse only)"`, +m[2]]);
+    if (m) rows.push([m[1].startsWith('memchr') ? '"memchr\\n(split only)"' : `"${m[1]}\\n(parse only)"`, +m[2]]);
   }
   if (c) rows.push(['"cat (read only)"', num(cells(c)[2])]);
   if (rows.length) {
@@ -201,7 +201,8 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
       'set style histogram clustered gap 1', 'set style fill solid 0.8 border -1', 'set logscale y', 'set yrange [1:*]',
       'set xrange [*:*]', 'set title "Batch-file ingest throughput (MB/s, log scale)"', 'unset xlabel', 'set ylabel "MB/s"', 'set key off',
       `plot ${q(f)} using 2:xtic(1) lc rgb "#2ca02c"`, 'unset logscale y');
-    plots.push({ file: png, what: v ? 'Ingest: a 200 MB batch file through nightshift run --validate-only, against reading it (cat) and the JSON parsers alone.'
+    const mb = (/^# ingest: ([0-9.]+ MB) batch file/m.exec(text) || [])[1] || 'a';
+    plots.push({ file: png, what: v ? `Ingest: a ${mb} batch file through nightshift run --validate-only, against reading it (cat) and the JSON parsers alone (in memory).`
       : 'Ingest: the JSON parsers on an in-memory batch file (bench/json_ingest.c).' });
   } else notes.push('ingest: no numbers');
 }
