@@ -34,10 +34,24 @@
 # slot to 512). NS_BENCH_SERVER_KVU=1 runs it with --kv-unified -c P*SLOT instead.
 # batched-bench gets -c P*SLOT (its default: one KV stream per sequence).
 #
-# Usage: bench/core.sh [--quick] [--pairs N] [--help]
+# Heavy-tailed workload (--heavy): the same protocol, but each request's prompt length and
+# max_tokens are drawn from log-normal distributions (fixed seed; bench/lib/prompts.mjs
+# --dist lognormal): prompt words median NS_BENCH_WORDS (150), max_tokens median
+# NS_BENCH_GEN (48), sigma NS_BENCH_SIGMA (1.0), clipped to NS_BENCH_MAX_WORDS (1200) and
+# NS_BENCH_MAX_GEN (384) (quick: 80/24, 300/96, and 32 requests). Equal KV memory on both sides: every
+# sequence/slot must hold the longest request, so SLOT = max prompt + max generated + pad
+# and both get P*SLOT cells in all: nightshift --ctx P*SLOT, llama-server -c P*SLOT at every
+# -np K (<= P, so each slot holds >= SLOT). Only ratio (a): batched-bench has one fixed
+# length per sequence, so it is not run.
+#
+# Throughput vs parallelism: the warm-up round also runs nightshift at each K of the sweep
+# (--parallel K); the report lists them beside llama-server's sweep (bench/run plots them).
+#
+# Usage: bench/core.sh [--quick] [--heavy] [--pairs N] [--help]
 #   --quick   64 requests, the "small" (~60M) shape, 1 pair: a few minutes end to end
+#   --heavy   the heavy-tailed workload above
 # Environment overrides: NS_BENCH_P (32), NS_BENCH_N, NS_BENCH_SHAPE, NS_BENCH_TYPE (q8_0),
-#   NS_BENCH_PAIRS, NS_BENCH_SERVER_NP ("8 16 32"), NS_BENCH_SWEEP_N (requests per K in
+#   NS_BENCH_PAIRS, NS_BENCH_SIGMA, NS_BENCH_MAX_WORDS, NS_BENCH_MAX_GEN, NS_BENCH_SERVER_NP ("8 16 32"), NS_BENCH_SWEEP_N (requests per K in
 #   the warm-up sweep; default N), NS_BENCH_THREADS (nproc), NS_BENCH_GEN (64),
 #   NS_BENCH_WORDS (180 words = about 200 tokens), NS_BENCH_SERVER_KVU (0),
 #   NS_BENCH_SERVER_ARGS (extra llama-server flags), NS_BENCH_RESULTS (bench/results),
@@ -52,10 +66,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIB="$ROOT/bench/lib"
 
 QUICK=0
+HEAVY=0
 PAIRS_ARG=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
+    --heavy) HEAVY=1 ;;
     --pairs) PAIRS_ARG="${2:?--pairs needs a number}"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "core.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
@@ -65,6 +81,7 @@ done
 
 if [ "$QUICK" = 1 ]; then
     D_N=64; D_SHAPE=small; D_PAIRS=1
+    [ "$HEAVY" = 1 ] && D_N=32
 else
     D_N=256; D_SHAPE=0.5b; D_PAIRS=3
 fi
@@ -76,179 +93,116 @@ PAIRS=${PAIRS_ARG:-${NS_BENCH_PAIRS:-$D_PAIRS}}
 SERVER_NP=${NS_BENCH_SERVER_NP:-"8 16 32"}
 SWEEP_N=${NS_BENCH_SWEEP_N:-$N}
 THREADS=${NS_BENCH_THREADS:-$(nproc)}
-GEN=${NS_BENCH_GEN:-64}
-WORDS=${NS_BENCH_WORDS:-180}
+if [ "$HEAVY" = 0 ]; then
+    GEN=${NS_BENCH_GEN:-64}
+    WORDS=${NS_BENCH_WORDS:-180}
+    SLOT=288    # KV cells per sequence: 200 + 64 + pad
+    DIST_ARGS=()
+else
+    if [ "$QUICK" = 1 ]; then D_W=80; D_G=24; D_MW=300; D_MG=96; else D_W=150; D_G=48; D_MW=1200; D_MG=384; fi
+    GEN=${NS_BENCH_GEN:-$D_G}            # median max_tokens
+    WORDS=${NS_BENCH_WORDS:-$D_W}        # median prompt words
+    MAX_WORDS=${NS_BENCH_MAX_WORDS:-$D_MW}
+    MAX_GEN=${NS_BENCH_MAX_GEN:-$D_MG}
+    SIGMA=${NS_BENCH_SIGMA:-1.0}
+    # the longest request: MAX_WORDS words (+ about 6 tokens and the "(note i)." suffix),
+    # MAX_GEN generated, padded and rounded up to 128 cells
+    SLOT=$(( (MAX_WORDS + 32 + MAX_GEN + 32 + 127) / 128 * 128 ))
+    DIST_ARGS=(--dist lognormal --sigma "$SIGMA" --max-words "$MAX_WORDS" --max-gen "$MAX_GEN")
+fi
 PP=200          # batched-bench -npp: the nominal prompt length
-SLOT=288        # KV cells per sequence: 200 + 64 + pad
 SERVER_KVU=${NS_BENCH_SERVER_KVU:-0}
 SERVER_ARGS=${NS_BENCH_SERVER_ARGS:-}
 RESULTS=${NS_BENCH_RESULTS:-$ROOT/bench/results}
 CTX=$((PAR * SLOT))
 
-say() { printf '[core %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "ERROR: $*"; exit 1; }
+BENCH_NAME=core
+# shellcheck source=bench/lib/common.sh
+. "$LIB/common.sh"
 
-for v in PAR N PAIRS SWEEP_N THREADS GEN WORDS; do
+for v in PAR N PAIRS SWEEP_N THREADS GEN WORDS SLOT; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [ "$SWEEP_N" -le "$N" ] || SWEEP_N=$N
-command -v node >/dev/null || die "node is required (bench/lib/*.mjs)"
-calc() { awk "BEGIN { printf \"%.6f\", $* }"; }
-
-# ---- cleanup: only what this script started ---------------------------------------
-WORK=$(mktemp -d /tmp/ns-core-bench.XXXXXX)
-SERVER_PID=""
-stop_server() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=""
-}
-cleanup() {
-    stop_server
-    if [ "${KEEP_WORK:-0}" = 1 ]; then say "work files kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # ---- 1. llama.cpp anchors, nightshift, model ----------------------------------------
-say "bootstrap (llama.cpp + anchors)"
-BOOT_OUT=$("$ROOT/scripts/bootstrap.sh" --tools 2>"$WORK/bootstrap.log") || { cat "$WORK/bootstrap.log" >&2; die "bootstrap failed"; }
-LP=$(printf '%s\n' "$BOOT_OUT" | sed -n 's/^NIGHTSHIFT_LLAMA_PREFIX=//p' | tail -1)
-[ -x "$LP/bin/llama-server" ] && [ -x "$LP/bin/llama-batched-bench" ] || die "no anchors under '$LP'"
-SERVER_BIN="$LP/bin/llama-server"
-BB_BIN="$LP/bin/llama-batched-bench"
-
-BUILD="$ROOT/build-bench"
-say "building nightshift (Release) in $BUILD"
-if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_PREFIX="$LP" -DBUILD_TESTING=OFF \
-        >"$WORK/cmake.log" 2>&1 || { tail -30 "$WORK/cmake.log" >&2; die "cmake configure failed"; }
-fi
-cmake --build "$BUILD" --target nightshift -j"$(nproc)" >"$WORK/build.log" 2>&1 \
-    || { tail -30 "$WORK/build.log" >&2; die "build failed"; }
-NS="$BUILD/nightshift"
-
-MODELS="${NIGHTSHIFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nightshift}/models"
-MODEL="$MODELS/qwen2-$SHAPE-$MTYPE.gguf"
-mkdir -p "$MODELS"
-if [ ! -f "$MODEL" ]; then
-    say "generating the model $MODEL"
-    "$NS" gen-model --vocab "$LP/src/models/ggml-vocab-qwen2.gguf" -o "$MODEL.tmp.$$" --shape "$SHAPE" --type "$MTYPE" \
-        >"$WORK/genmodel.log" 2>&1 || { cat "$WORK/genmodel.log" >&2; rm -f "$MODEL.tmp.$$"; die "gen-model failed"; }
-    mv "$MODEL.tmp.$$" "$MODEL"
-fi
+bench_tools
+MODEL=$(bench_model "$SHAPE" "$MTYPE")
 MODEL_MIB=$(( $(stat -c %s "$MODEL") / 1048576 ))
 
 # ---- 2. the requests -------------------------------------------------------------------
-node "$LIB/prompts.mjs" --n "$N" --words "$WORDS" --max-tokens "$GEN" --model bench \
-    --batch "$WORK/batch.jsonl" --list "$WORK/prompts.json"
-node "$LIB/prompts.mjs" --n "$SWEEP_N" --words "$WORDS" --max-tokens "$GEN" --model bench \
-    --batch "$WORK/batch-sweep.jsonl" --list "$WORK/prompts-sweep.json"
+node "$LIB/prompts.mjs" --n "$N" --words "$WORDS" --max-tokens "$GEN" --model bench "${DIST_ARGS[@]}" \
+    --batch "$WORK/batch.jsonl" --list "$WORK/prompts.json" --stats "$WORK/stats.json"
+node "$LIB/prompts.mjs" --n "$SWEEP_N" --words "$WORDS" --max-tokens "$GEN" --model bench "${DIST_ARGS[@]}" \
+    --batch "$WORK/batch-sweep.jsonl" --list "$WORK/prompts-sweep.json" --stats "$WORK/stats-sweep.json"
+# generated tokens each batch must produce (N x GEN, or the sum of the drawn max_tokens)
+stat_of() { node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1]))[process.argv[2]])' "$1" "$2"; }
+OUT_TOKENS=$(stat_of "$WORK/stats.json" max_tokens_sum)
+SWEEP_OUT_TOKENS=$(stat_of "$WORK/stats-sweep.json" max_tokens_sum)
 
 RUNS="$WORK/runs.jsonl"
 : >"$RUNS"
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
 record() { printf '%s\n' "$1" >>"$RUNS"; }
-HZ=$(getconf CLK_TCK)
-NPROC=$(nproc)
-# CPU time spent by the whole machine (USER_HZ ticks: user nice system irq softirq steal)
-busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
-# share of the machine's CPU capacity used by others during a run: busy ticks minus what the
-# measured processes used, over nproc x wall. The machines are shared; a run with a high
-# share is repeated (up to RETRIES more times) and the table shows every attempt.
-foreign_share() { # busy0 busy1 own_seconds wall_seconds
-    awk -v b0="$1" -v b1="$2" -v own="$3" -v w="$4" -v hz="$HZ" -v n="$NPROC" \
-        'BEGIN { f = ((b1 - b0) / hz - own) / (n * w); if (f < 0) f = 0; printf "%.4f", f }'
-}
 MAX_FOREIGN=${NS_BENCH_MAX_FOREIGN:-0.10}
 RETRIES=${NS_BENCH_RETRIES:-2}
-last_share() { tail -1 "$RUNS" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).foreign)'; }
-# measure FN phase pair [args]: run FN (one attempt, appends a record) until the share of
-# foreign CPU load is at most MAX_FOREIGN or RETRIES extra attempts are spent
-measure() {
-    local fn=$1 a sh
-    shift
-    for a in $(seq 0 "$RETRIES"); do
-        ATTEMPT=$a "$fn" "$@"
-        sh=$(last_share)
-        if awk -v s="$sh" -v m="$MAX_FOREIGN" 'BEGIN { exit !(s <= m) }'; then return 0; fi
-        if [ "$a" -lt "$RETRIES" ]; then
-            say "             other processes used $(awk -v s="$sh" 'BEGIN{printf "%.0f", s*100}')% of the CPU during that run: repeating it"
-        else
-            say "             other processes used $(awk -v s="$sh" 'BEGIN{printf "%.0f", s*100}')% of the CPU during that run; no retries left, keeping it"
-        fi
-    done
-}
 
 # ---- 3. the three sides ----------------------------------------------------------------
 # nightshift: one `nightshift run` over the batch file; prints nothing, records a run.
 CMD_NS="$NS run BATCH -o OUT --model $MODEL --model-alias bench --parallel $PAR --ctx $CTX --threads $THREADS --summary S.json"
-run_nightshift() { # phase pair
-    local phase=$1 pair=$2 d="$WORK/ns-$1-$2-${ATTEMPT:-0}" la
+run_nightshift() { # phase pair [parallel]: parallel (default P) with its ctx (uniform: parallel x SLOT;
+                   # heavy: P x SLOT, equal KV memory)
+    local phase=$1 pair=$2 par=${3:-$PAR} d="$WORK/ns-$1-$2-${3:-$PAR}-${ATTEMPT:-0}" la ctx
+    if [ "$HEAVY" = 1 ]; then ctx=$CTX; else ctx=$((par * SLOT)); fi
     mkdir -p "$d"
     rm -f "$d"/out.jsonl* "$d"/summary.json
     la=$(loadavg)
-    say "nightshift  ($phase $pair) P=$PAR ctx=$CTX"
+    say "nightshift  ($phase $pair) P=$par ctx=$ctx"
     local b0 b1
     b0=$(busy_ticks)
     node "$LIB/timeproc.mjs" --mark '^nightshift: model ' --out "$d/time.json" --log "$d/log.txt" -- \
         "$NS" run "${BATCH_FILE:-$WORK/batch.jsonl}" -o "$d/out.jsonl" --model "$MODEL" --model-alias bench \
-        --parallel "$PAR" --ctx "$CTX" --threads "$THREADS" --summary "$d/summary.json" --progress-interval 3600 \
+        --parallel "$par" --ctx "$ctx" --threads "$THREADS" --summary "$d/summary.json" --progress-interval 3600 \
         >/dev/null || { tail -20 "$d/log.txt" >&2; die "nightshift run failed"; }
     b1=$(busy_ticks)
     node -e '
 const fs = require("fs");
-const [d, phase, pair, N, GEN, la, b0, b1, hz, nproc, attempt] = process.argv.slice(1);
+const [d, phase, pair, N, OUT, la, b0, b1, hz, nproc, attempt, par] = process.argv.slice(1);
 const t = JSON.parse(fs.readFileSync(d + "/time.json")), s = JSON.parse(fs.readFileSync(d + "/summary.json"));
 const err = fs.existsSync(d + "/out.errors.jsonl") ? fs.readFileSync(d + "/out.errors.jsonl", "utf8").trim() : "";
 const bad = [];
 if (s.request_counts.completed !== +N) bad.push(`completed ${s.request_counts.completed} of ${N}`);
-if (s.usage.output_tokens !== N * GEN) bad.push(`output_tokens ${s.usage.output_tokens} != ${N * GEN}`);
+if (s.usage.output_tokens !== +OUT) bad.push(`output_tokens ${s.usage.output_tokens} != ${OUT}`);
 if (err) bad.push("errors: " + err.slice(0, 300));
 if (t.after_mark_seconds === null) bad.push("no \"nightshift: model\" line on stderr");
 if (bad.length) { console.error("nightshift run is wrong: " + bad.join("; ")); process.exit(1); }
 const own = t.user_seconds + t.sys_seconds;
 const foreign = Math.max(0, ((b1 - b0) / hz - own) / (nproc * t.total_seconds));
-console.log(JSON.stringify({ side: "nightshift", phase, pair: +pair, attempt: +attempt, load1: +la, foreign,
+console.log(JSON.stringify({ side: "nightshift", phase, pair: +pair, K: +par, attempt: +attempt, load1: +la, foreign, requests: +N,
   seconds: t.after_mark_seconds, total_seconds: t.total_seconds, load_seconds: t.mark_seconds,
   wall_seconds: s.wall_seconds, user_seconds: t.user_seconds, sys_seconds: t.sys_seconds,
   prompt_tokens: s.usage.input_tokens, output_tokens: s.usage.output_tokens,
   cached_tokens: s.usage.input_tokens_details.cached_tokens, engine: s.engine }));
-' "$d" "$phase" "$pair" "$N" "$GEN" "$la" "$b0" "$b1" "$HZ" "$NPROC" "${ATTEMPT:-0}" >>"$RUNS" \
+' "$d" "$phase" "$pair" "$N" "${EXPECT_OUT:-$OUT_TOKENS}" "$la" "$b0" "$b1" "$HZ" "$NPROC" "${ATTEMPT:-0}" "$par" >>"$RUNS" \
         || die "nightshift run check failed ($d)"
     tail -1 "$RUNS" | node -e 'const r=JSON.parse(require("fs").readFileSync(0));console.error(`             ${r.seconds.toFixed(2)} s after load (load ${r.load_seconds.toFixed(2)} s, wall_seconds ${r.wall_seconds.toFixed(2)}), ${r.engine.steps} steps, ${r.engine.avg_sequences_per_step.toFixed(1)} seq/step; others used ${(r.foreign*100).toFixed(0)}% of the CPU`)'
 }
 
-free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
-
 # llama-server: start (untimed), drive with K in flight, stop.
 CMD_SRV="$SERVER_BIN -m $MODEL --host 127.0.0.1 --port PORT -np K -c K*$SLOT -t $THREADS -tb $THREADS -b 2048 -ub 512 $SERVER_ARGS"
+[ "$HEAVY" = 1 ] && CMD_SRV="$SERVER_BIN -m $MODEL --host 127.0.0.1 --port PORT -np K -c $CTX -t $THREADS -tb $THREADS -b 2048 -ub 512 $SERVER_ARGS"
 [ "$SERVER_KVU" = 1 ] && CMD_SRV="$SERVER_BIN -m $MODEL --host 127.0.0.1 --port PORT -np K --kv-unified -c $CTX -t $THREADS -tb $THREADS -b 2048 -ub 512 $SERVER_ARGS"
 run_server() { # phase pair K prompts-file
     local phase=$1 pair=$2 K=$3 plist=$4 d="$WORK/srv-$1-$2-$3-${ATTEMPT:-0}" port la t0 t1 c
     mkdir -p "$d"
     port=$(free_port)
-    if [ "$SERVER_KVU" = 1 ]; then c=$CTX; else c=$((K * SLOT)); fi
+    if [ "$SERVER_KVU" = 1 ] || [ "$HEAVY" = 1 ]; then c=$CTX; else c=$((K * SLOT)); fi
     local kvu=()
     [ "$SERVER_KVU" = 1 ] && kvu=(--kv-unified)
     say "llama-server ($phase $pair) -np $K -c $c${kvu:+ --kv-unified} port $port"
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086
-    "$SERVER_BIN" -m "$MODEL" --host 127.0.0.1 --port "$port" -np "$K" "${kvu[@]}" -c "$c" \
-        -t "$THREADS" -tb "$THREADS" -b 2048 -ub 512 $SERVER_ARGS >"$d/server.log" 2>&1 &
-    SERVER_PID=$!
-    local ok=0
-    for _ in $(seq 1200); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.status===200?0:1),()=>process.exit(1))' \
-            "http://127.0.0.1:$port/health" 2>/dev/null; then ok=1; break; fi
-        sleep 0.25
-    done
-    [ "$ok" = 1 ] || { tail -20 "$d/server.log" >&2; stop_server; die "llama-server did not become healthy"; }
+    server_start "$d/server.log" "$port" -m "$MODEL" -np "$K" "${kvu[@]}" -c "$c" \
+        -t "$THREADS" -tb "$THREADS" -b 2048 -ub 512 $SERVER_ARGS
     t1=$(date +%s.%N)
     local cpu0 cpu1 b0 b1
     la=$(loadavg)
@@ -264,7 +218,7 @@ run_server() { # phase pair K prompts-file
 const fs = require("fs");
 const [d, phase, pair, K, GEN, la, tload, cpu, hz, b0, b1, nproc, attempt] = process.argv.slice(1);
 const c = JSON.parse(fs.readFileSync(d + "/client.json"));
-if (c.failures || c.short || c.completion_tokens !== c.requests * GEN) {
+if (c.failures || c.short || c.completion_tokens !== c.expected_tokens) {
   console.error("llama-server run is wrong: " + JSON.stringify(c)); process.exit(1); }
 const own = cpu / hz + c.client_cpu_seconds;
 const foreign = Math.max(0, ((b1 - b0) / hz - own) / (nproc * c.wall_seconds));
@@ -302,10 +256,18 @@ run_bb() { # phase pair
 # ---- 4. warm-up, then interleaved pairs -------------------------------------------------
 T_START=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-say "workload: $N requests x (~200 prompt + $GEN generated tokens), model $(basename "$MODEL"), -t $THREADS, P=$PAR"
-say "warm-up: nightshift once, llama-server at -np $SERVER_NP ($SWEEP_N requests each)"
-run_nightshift_warm() { local keep=$N; N=$SWEEP_N; BATCH_FILE="$WORK/batch-sweep.jsonl" run_nightshift "$@"; N=$keep; }
+if [ "$HEAVY" = 1 ]; then
+    say "workload (heavy-tailed): $N requests, prompt words log-normal median $WORDS (max $MAX_WORDS), max_tokens median $GEN (max $MAX_GEN), sigma $SIGMA: $OUT_TOKENS generated tokens in all; model $(basename "$MODEL"), -t $THREADS, P=$PAR, $SLOT cells per sequence"
+else
+    say "workload: $N requests x (~200 prompt + $GEN generated tokens), model $(basename "$MODEL"), -t $THREADS, P=$PAR"
+fi
+say "warm-up: nightshift once, then nightshift and llama-server at -np $SERVER_NP ($SWEEP_N requests each)"
+run_nightshift_warm() { local keep=$N; N=$SWEEP_N; EXPECT_OUT=$SWEEP_OUT_TOKENS BATCH_FILE="$WORK/batch-sweep.jsonl" run_nightshift "$@"; N=$keep; }
 run_nightshift_warm warmup 0
+for K in $SERVER_NP; do
+    [ "$K" -le "$PAR" ] || continue
+    measure run_nightshift_warm sweep 0 "$K"
+done
 BEST_K=""
 BEST_RATE=""
 for K in $SERVER_NP; do
@@ -320,9 +282,9 @@ for i in $(seq 1 "$PAIRS"); do
     if [ $((i % 2)) = 1 ]; then
         measure run_nightshift pair "$i"
         measure run_server pair "$i" "$BEST_K" "$WORK/prompts.json"
-        measure run_bb pair "$i"
+        [ "$HEAVY" = 1 ] || measure run_bb pair "$i"
     else
-        measure run_bb pair "$i"
+        [ "$HEAVY" = 1 ] || measure run_bb pair "$i"
         measure run_server pair "$i" "$BEST_K" "$WORK/prompts.json"
         measure run_nightshift pair "$i"
     fi
@@ -334,24 +296,22 @@ mkdir -p "$RESULTS"
 STAMP=$(date +%Y%m%d-%H%M%S)
 SUFFIX=""
 [ "$QUICK" = 1 ] && SUFFIX="-quick"
+[ "$HEAVY" = 1 ] && SUFFIX="-heavy$SUFFIX"
 OUTMD="$RESULTS/core-$STAMP$SUFFIX.md"
-flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_vnni|avx512_bf16|avx_vnni|amx_tile|amx_int8|amx_bf16)$' | tr '\n' ' ' || true)
-GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
-GIT_DIRTY=$(git -C "$ROOT" status --porcelain -- src CMakeLists.txt 2>/dev/null | wc -l)
+bench_facts
 NSB_MODE=full
 [ "$QUICK" = 1 ] && NSB_MODE=quick
-[ -n "${NS_BENCH_N:-}${NS_BENCH_SHAPE:-}${NS_BENCH_PAIRS:-}${PAIRS_ARG}${NS_BENCH_SERVER_NP:-}${NS_BENCH_SWEEP_N:-}" ] && NSB_MODE="$NSB_MODE, with overrides"
+[ -n "${NS_BENCH_N:-}${NS_BENCH_PAIRS:-}${PAIRS_ARG}${NS_BENCH_SERVER_NP:-}${NS_BENCH_SWEEP_N:-}" ] && NSB_MODE="$NSB_MODE, with overrides"
+[ "$HEAVY" = 1 ] && NSB_MODE="heavy-tailed, $NSB_MODE"
 export NSB_MODE
+export NSB_HEAVY=$HEAVY NSB_OUT_TOKENS=$OUT_TOKENS NSB_SWEEP_OUT_TOKENS=$SWEEP_OUT_TOKENS NSB_STATS="$(cat "$WORK/stats.json")"
 export NSB_N=$N NSB_P=$PAR NSB_GEN=$GEN NSB_PP=$PP NSB_THREADS=$THREADS NSB_CTX=$CTX NSB_SLOT=$SLOT NSB_BESTK=$BEST_K
 export NSB_PAIRS=$PAIRS NSB_SWEEP_N=$SWEEP_N NSB_SERVER_KVU=$SERVER_KVU NSB_MAX_FOREIGN=$MAX_FOREIGN NSB_RETRIES=$RETRIES
 export NSB_MODEL="$(basename "$MODEL") ($SHAPE, $MTYPE, $MODEL_MIB MiB)"
-export NSB_CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-export NSB_NPROC=$(nproc) NSB_FLAGS="$flags" NSB_MEM="$(free -g | awk '/^Mem:/{print $2" GiB"}')"
+export NSB_CPU="$CPU_MODEL"
+export NSB_NPROC=$(nproc) NSB_FLAGS="$CPU_FLAGS" NSB_MEM="$MEM_DESC"
 export NSB_NS_VERSION="$("$NS" --version 2>&1 | head -1)"
-export NSB_LLAMA="$(git -C "$LP/src" rev-parse --short HEAD 2>/dev/null) ($(sed -n 's/.*"tag": *"\([^"]*\)".*/\1/p' "$LP/src/.node-llama-cpp-info.json" 2>/dev/null), bundled with node-llama-cpp $(basename "$LP" | cut -d- -f2))"
-NSB_GIT=$GIT_REV
-[ "$GIT_DIRTY" != 0 ] && NSB_GIT="$NSB_GIT + uncommitted changes in src/"
-export NSB_GIT
+export NSB_LLAMA="$LLAMA_DESC" NSB_GIT="$GIT_DESC"
 export NSB_NODE="$(node --version)" NSB_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 export NSB_DURATION=$((T_END - T_START)) NSB_LOAD="start $LOAD_START, end $(cut -d' ' -f1-3 /proc/loadavg)"
 export NSB_CMD_NS="$CMD_NS" NSB_CMD_SRV="$CMD_SRV" NSB_CMD_BB="$CMD_BB"

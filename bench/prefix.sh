@@ -104,67 +104,20 @@ PLEN=$((SHARED + ITEM))
 SLOT=$(( (PLEN + GEN + 32 + 127) / 128 * 128 ))
 CTX=$((PAR * SLOT))
 
-say() { printf '[prefix %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "ERROR: $*"; exit 1; }
+BENCH_NAME=prefix
+# shellcheck source=bench/lib/common.sh
+. "$LIB/common.sh"
 
 for v in PAR N NU PAIRS UPAIRS SWEEP_N THREADS GEN SHARED ITEM; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [ "$SWEEP_N" -le "$N" ] || SWEEP_N=$N
-command -v node >/dev/null || die "node is required (bench/lib/*.mjs)"
-calc() { awk "BEGIN { printf \"%.6f\", $* }"; }
 
-# ---- cleanup: only what this script started ---------------------------------------
-WORK=$(mktemp -d /tmp/ns-prefix-bench.XXXXXX)
-SERVER_PID=""
-stop_server() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=""
-}
-cleanup() {
-    stop_server
-    if [ "${KEEP_WORK:-0}" = 1 ]; then say "work files kept in $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ---- 1. llama.cpp anchors, nightshift, model (as bench/core.sh) ----------------------
-say "bootstrap (llama.cpp + anchors)"
-BOOT_OUT=$("$ROOT/scripts/bootstrap.sh" --tools 2>"$WORK/bootstrap.log") || { cat "$WORK/bootstrap.log" >&2; die "bootstrap failed"; }
-LP=$(printf '%s\n' "$BOOT_OUT" | sed -n 's/^NIGHTSHIFT_LLAMA_PREFIX=//p' | tail -1)
-[ -x "$LP/bin/llama-server" ] || die "no llama-server under '$LP'"
-SERVER_BIN="$LP/bin/llama-server"
-
-BUILD="$ROOT/build-bench"
-say "building nightshift (Release) in $BUILD"
-if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_PREFIX="$LP" -DBUILD_TESTING=OFF \
-        >"$WORK/cmake.log" 2>&1 || { tail -30 "$WORK/cmake.log" >&2; die "cmake configure failed"; }
-fi
-cmake --build "$BUILD" --target nightshift -j"$(nproc)" >"$WORK/build.log" 2>&1 \
-    || { tail -30 "$WORK/build.log" >&2; die "build failed"; }
-NS="$BUILD/nightshift"
+# ---- 1. llama.cpp anchors, nightshift, models (bench/lib/common.sh) -------------------
+bench_tools
 "$NS" run --help 2>&1 | grep -q -- '--no-prefix-cache' || die "this nightshift has no --no-prefix-cache (no prefix cache?)"
-
-MODELS="${NIGHTSHIFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nightshift}/models"
-mkdir -p "$MODELS"
-model_for() { # shape -> path of the cached generated model (made once, as bench/core.sh does)
-    local m="$MODELS/qwen2-$1-$MTYPE.gguf"
-    if [ ! -f "$m" ]; then
-        say "generating the model $m"
-        "$NS" gen-model --vocab "$LP/src/models/ggml-vocab-qwen2.gguf" -o "$m.tmp.$$" --shape "$1" --type "$MTYPE" \
-            >"$WORK/genmodel.log" 2>&1 || { cat "$WORK/genmodel.log" >&2; rm -f "$m.tmp.$$"; die "gen-model failed"; }
-        mv "$m.tmp.$$" "$m"
-    fi
-    printf '%s\n' "$m"
-}
-MODEL=$(model_for "$SHAPE")
-UMODEL=$(model_for "$USHAPE")
+MODEL=$(bench_model "$SHAPE" "$MTYPE")
+UMODEL=$(bench_model "$USHAPE" "$MTYPE")
 MODEL_MIB=$(( $(stat -c %s "$MODEL") / 1048576 ))
 UMODEL_MIB=$(( $(stat -c %s "$UMODEL") / 1048576 ))
 
@@ -178,30 +131,8 @@ gen --mode unique --n "$UWARM_N" --batch "$WORK/unique-warm.jsonl"
 
 RUNS="$WORK/runs.jsonl"
 : >"$RUNS"
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
-HZ=$(getconf CLK_TCK)
-NPROC=$(nproc)
-# CPU time spent by the whole machine (USER_HZ ticks: user nice system irq softirq steal)
-busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 MAX_FOREIGN=${NS_BENCH_MAX_FOREIGN:-0.10}
 RETRIES=${NS_BENCH_RETRIES:-1}
-last_share() { tail -1 "$RUNS" | node -e 'console.log(JSON.parse(require("fs").readFileSync(0)).foreign)'; }
-# measure FN args: run FN (one attempt, appends a record) until the share of foreign CPU
-# load is at most MAX_FOREIGN or RETRIES extra attempts are spent (as bench/core.sh)
-measure() {
-    local fn=$1 a sh
-    shift
-    for a in $(seq 0 "$RETRIES"); do
-        ATTEMPT=$a "$fn" "$@"
-        sh=$(last_share)
-        if awk -v s="$sh" -v m="$MAX_FOREIGN" 'BEGIN { exit !(s <= m) }'; then return 0; fi
-        if [ "$a" -lt "$RETRIES" ]; then
-            say "             other processes used $(awk -v s="$sh" 'BEGIN{printf "%.0f", s*100}')% of the CPU during that run: repeating it"
-        else
-            say "             other processes used $(awk -v s="$sh" 'BEGIN{printf "%.0f", s*100}')% of the CPU during that run; no retries left, keeping it"
-        fi
-    done
-}
 
 # ---- 3. the sides ----------------------------------------------------------------------
 # nightshift: one `nightshift run` over a batch file; records a run.
@@ -258,8 +189,6 @@ console.log(JSON.stringify({ side: "nightshift", workload: wl, cache, phase, pai
     tail -1 "$RUNS" | node -e 'const r=JSON.parse(require("fs").readFileSync(0));const e=r.engine;console.error(`             ${r.seconds.toFixed(2)} s after load (load ${r.load_seconds.toFixed(2)} s), CPU ${(r.user_seconds+r.sys_seconds).toFixed(1)} s, ${e.steps} steps, ${e.avg_sequences_per_step.toFixed(1)} seq/step; prompt tokens ${e.prompt_tokens_submitted} submitted, ${e.prompt_tokens_computed} computed, ${e.prompt_tokens_cached} cached (${(r.prompt_tokens/r.requests).toFixed(1)} per line); others used ${(r.foreign*100).toFixed(0)}% of the CPU`)'
 }
 
-free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
-
 # llama-server: start (untimed), drive with K in flight, stop.
 CMD_SRV="$SERVER_BIN -m $MODEL --host 127.0.0.1 --port PORT -np K -c K*$SLOT -t $THREADS -tb $THREADS -b 2048 -ub 512 $SERVER_ARGS"
 run_server() { # phase pair K prompts-file
@@ -270,17 +199,8 @@ run_server() { # phase pair K prompts-file
     say "llama-server ($phase $pair) shared, -np $K -c $c port $port"
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086
-    "$SERVER_BIN" -m "$MODEL" --host 127.0.0.1 --port "$port" -np "$K" -c "$c" \
-        -t "$THREADS" -tb "$THREADS" -b 2048 -ub 512 $SERVER_ARGS >"$d/server.log" 2>&1 &
-    SERVER_PID=$!
-    local ok=0
-    for _ in $(seq 1200); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        if node -e 'fetch(process.argv[1]).then(r=>process.exit(r.status===200?0:1),()=>process.exit(1))' \
-            "http://127.0.0.1:$port/health" 2>/dev/null; then ok=1; break; fi
-        sleep 0.25
-    done
-    [ "$ok" = 1 ] || { tail -20 "$d/server.log" >&2; stop_server; die "llama-server did not become healthy"; }
+    server_start "$d/server.log" "$port" -m "$MODEL" -np "$K" -c "$c" \
+        -t "$THREADS" -tb "$THREADS" -b 2048 -ub 512 $SERVER_ARGS
     t1=$(date +%s.%N)
     local cpu0 cpu1 b0 b1 nreq
     nreq=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).length)' "$plist")
@@ -360,20 +280,17 @@ T_END=$(date +%s)
 mkdir -p "$RESULTS"
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUTMD="$RESULTS/prefix-$STAMP$([ "$QUICK" = 1 ] && echo -quick).md"
-flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_vnni|avx512_bf16|avx_vnni|amx_tile|amx_int8|amx_bf16)$' | tr '\n' ' ')
-GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
-GIT_DIRTY=$(git -C "$ROOT" status --porcelain -- src CMakeLists.txt 2>/dev/null | wc -l)
+bench_facts
 export NSP_MODE=$([ "$QUICK" = 1 ] && echo quick || echo full)
 export NSP_N=$N NSP_NU=$NU NSP_P=$PAR NSP_GEN=$GEN NSP_SHARED=$SHARED NSP_ITEM=$ITEM NSP_THREADS=$THREADS
 export NSP_CTX=$CTX NSP_SLOT=$SLOT NSP_BESTK=$BEST_K NSP_PAIRS=$PAIRS NSP_UPAIRS=$UPAIRS NSP_SWEEP_N=$SWEEP_N
 export NSP_MAX_FOREIGN=$MAX_FOREIGN NSP_RETRIES=$RETRIES
 export NSP_MODEL="$(basename "$MODEL") ($SHAPE, $MTYPE, $MODEL_MIB MiB)"
 export NSP_UMODEL="$(basename "$UMODEL") ($USHAPE, $MTYPE, $UMODEL_MIB MiB)"
-export NSP_CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-export NSP_NPROC=$(nproc) NSP_FLAGS="$flags" NSP_MEM="$(free -g | awk '/^Mem:/{print $2" GiB"}')"
+export NSP_CPU="$CPU_MODEL"
+export NSP_NPROC=$(nproc) NSP_FLAGS="$CPU_FLAGS" NSP_MEM="$MEM_DESC"
 export NSP_NS_VERSION="$("$NS" --version 2>&1 | head -1)"
-export NSP_LLAMA="$(git -C "$LP/src" rev-parse --short HEAD 2>/dev/null) ($(sed -n 's/.*"tag": *"\([^"]*\)".*/\1/p' "$LP/src/.node-llama-cpp-info.json" 2>/dev/null), bundled with node-llama-cpp $(basename "$LP" | cut -d- -f2))"
-export NSP_GIT="$GIT_REV$([ "$GIT_DIRTY" != 0 ] && echo " + uncommitted changes in src/")"
+export NSP_LLAMA="$LLAMA_DESC" NSP_GIT="$GIT_DESC"
 export NSP_NODE="$(node --version)" NSP_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 export NSP_DURATION=$((T_END - T_START)) NSP_DURATION_SHARED=$((T_SHARED - T_START)) NSP_DURATION_UNIQUE=$((T_END - T_SHARED))
 export NSP_LOAD="start $LOAD_START, end $(cut -d' ' -f1-3 /proc/loadavg)"

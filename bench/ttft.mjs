@@ -8,7 +8,8 @@
 // the batch then brings large prefill chunks).
 //
 // Prints p50/p99 TTFT idle vs loaded and their ratio, plus the batch's progress during the
-// loaded phase (to show it kept running). A benchmark: it prints, it never fails on time.
+// loaded phase (to show it kept running), and every sample (bench/lib/plots.mjs draws the
+// CDF). A benchmark: it prints, it never fails on time.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -101,6 +102,9 @@ console.log(`  idle:    p50 ${fmt(pct(idle, 50))}  p99 ${fmt(pct(idle, 99))}`);
 console.log(`  loaded:  p50 ${fmt(pct(loaded, 50))}  p99 ${fmt(pct(loaded, 99))}   (batch of ${BATCH} x 64 tokens running: ` +
     `${before} -> ${after.request_counts.completed} lines done during the loaded phase, status ${after.status})`);
 console.log(`  ratio loaded/idle: p50 ${(pct(loaded, 50) / pct(idle, 50)).toFixed(2)}  p99 ${(pct(loaded, 99) / pct(idle, 99)).toFixed(2)}`);
+// every sample, for the CDF bench/lib/plots.mjs draws
+console.log(`  idle samples (ms): ${idle.map((x) => x.toFixed(0)).join(' ')}`);
+console.log(`  loaded samples (ms): ${loaded.map((x) => x.toFixed(0)).join(' ')}`);
 await fetch(`${url}/v1/batches/${batch.id}/cancel`, { method: 'POST' });
 srv.kill('SIGTERM');
 await new Promise((r) => srv.on('exit', r));

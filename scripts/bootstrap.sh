@@ -11,7 +11,8 @@
 # machines. tests/e2e/test_amx_guard.sh checks the built library holds no AMX instruction and
 # that batched matmuls run.
 #
-# Usage: scripts/bootstrap.sh [--tools]   (--tools also builds llama-server, llama-batched-bench)
+# Usage: scripts/bootstrap.sh [--tools]   (--tools also builds llama-server, llama-batched-bench
+#                                          and installs gnuplot-nox, libjansson-dev, libjson-c-dev)
 # Prints the cache prefix on its last line as  NIGHTSHIFT_LLAMA_PREFIX=...
 set -euo pipefail
 
@@ -29,6 +30,9 @@ say() { printf 'bootstrap: %s\n' "$*" >&2; }
 #      tests, no running systemd needed; clang: libFuzzer for tests/fuzz) ----
 PKGS="build-essential cmake git pkg-config ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
 libsqlite3-dev sqlite3 libpq-dev postgresql libcjson-dev libcmocka-dev libinih-dev nodejs npm binutils prometheus systemd chromium clang"
+# --tools (benchmarks): gnuplot renders bench/run's plots; jansson and json-c are the other
+# JSON libraries bench/json_ingest.c compares cJSON with
+[ "$WANT_TOOLS" = 1 ] && PKGS="$PKGS gnuplot-nox libjansson-dev libjson-c-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

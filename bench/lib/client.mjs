@@ -5,7 +5,8 @@
 //
 // Keeps exactly K requests in flight (one keep-alive connection each) until every prompt
 // has an answer; POST /v1/completions {prompt, max_tokens, temperature 0, ignore_eos,
-// cache_prompt}. Wall time runs from the first send to the last answer. Prints (and
+// cache_prompt}. An entry of LIST is a prompt string (max_tokens from --max-tokens) or
+// {prompt, max_tokens} (heavy-tailed workloads); expected_tokens is the sum of max_tokens. Wall time runs from the first send to the last answer. Prints (and
 // writes to --out) a JSON object: wall_seconds, requests, failures, prompt_tokens (usage),
 // prompt_n (timings: tokens the server computed), predicted_n, completion_tokens,
 // short (answers with fewer than max_tokens tokens), client_cpu_seconds.
@@ -43,15 +44,17 @@ function post(path, body) {
   });
 }
 
-const st = { requests: prompts.length, failures: 0, prompt_tokens: 0, prompt_n: 0, predicted_n: 0,
+const item = (i) => (typeof prompts[i] === 'string' ? { prompt: prompts[i], max_tokens: MAX_TOKENS } : prompts[i]);
+const st = { requests: prompts.length, expected_tokens: prompts.reduce((a, _, i) => a + item(i).max_tokens, 0), failures: 0, prompt_tokens: 0, prompt_n: 0, predicted_n: 0,
              completion_tokens: 0, short: 0, errors: [] };
 let next = 0;
 async function worker() {
   while (next < prompts.length) {
     const i = next++;
+    const { prompt, max_tokens } = item(i);
     try {
       const j = await post('/v1/completions', {
-        prompt: prompts[i], max_tokens: MAX_TOKENS, n_predict: MAX_TOKENS, temperature: 0,
+        prompt, max_tokens, n_predict: max_tokens, temperature: 0,
         ignore_eos: true, cache_prompt: true,
       });
       const ct = j.usage?.completion_tokens ?? j.timings?.predicted_n ?? 0;
@@ -59,7 +62,7 @@ async function worker() {
       st.prompt_n += j.timings?.prompt_n ?? 0;
       st.predicted_n += j.timings?.predicted_n ?? 0;
       st.completion_tokens += ct;
-      if (ct < MAX_TOKENS) st.short++;
+      if (ct < max_tokens) st.short++;
     } catch (e) {
       st.failures++;
       if (st.errors.length < 5) st.errors.push(String(e.message ?? e));

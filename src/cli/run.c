@@ -52,6 +52,7 @@ struct run_opts {
     int parallel, ctx, threads, batch;
     uint64_t seed;
     bool skip_invalid, verbose, quiet, kv_unified, no_prefix_cache, gemini;
+    bool validate_only;        /* --validate-only: validate the input, report, run nothing */
     double progress_interval;
     struct batchfile_params bfp;
     /* cost accounting: real-time USD per million tokens, and the batch discount */
@@ -136,6 +137,9 @@ static void run_usage(FILE *f)
           "                           and lines run grouped by shared prefix\n"
           "      --state FILE         checkpoint database (default: OUTPUT.state.db)\n"
           "      --skip-invalid       run the valid lines even if some fail validation\n"
+          "      --validate-only      validate the input (read, parse, check every line) and\n"
+          "                           report its size, lines and MB/s; run nothing, write no\n"
+          "                           output (-o is then optional)\n"
           "      --max-lines N        most requests in the input (default 50000)\n"
           "      --max-bytes SIZE     largest input file (default 200MB)\n"
           "      --seed N             seed for lines without body.seed (default 0)\n"
@@ -491,11 +495,32 @@ static int run_write_summary(const struct run_opts *ro, const char *status, cons
     return rc2;
 }
 
+/* --validate-only: the validation's outcome and speed on stdout (and the summary, whose
+ * status is "validated" or "failed"); 0 when every line is valid (or --skip-invalid), else 1.
+ * wall counts from process start: reading, parsing and checking the file, and the model's
+ * name peeked from its GGUF header (the model itself is not loaded). */
+static int run_report_validation(const struct run_opts *o, const struct batchfile *bf, double wall)
+{
+    const bool ok = bf->n_invalid == 0 || o->skip_invalid;
+    const double mb = (double)bf->size / 1e6;
+    if (bf->n_invalid)
+        run_print_validation(bf, stderr);
+    run_write_summary(o, ok ? "validated" : "failed", bf, NULL, wall, NULL, 0);
+    if (!o->quiet) {
+        printf("nightshift run: %s (--validate-only: nothing was run)\n", ok ? "validated" : "failed validation");
+        printf("  lines      %zu valid, %zu invalid, of %zu\n", bf->n_requests - bf->n_invalid, bf->n_invalid,
+               bf->n_requests);
+        printf("  input      %zu bytes (%.1f MB) in %.3f s: %.1f MB/s, %.0f lines/s\n", bf->size, mb, wall,
+               wall > 0 ? mb / wall : 0.0, wall > 0 ? (double)bf->n_requests / wall : 0.0);
+    }
+    return ok ? 0 : 1;
+}
+
 static int run_parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum {
         OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT, OPT_KVU, OPT_NOPC, OPT_FORMAT,
-        OPT_PIN, OPT_POUT, OPT_DISC, OPT_CONFIG
+        OPT_PIN, OPT_POUT, OPT_DISC, OPT_CONFIG, OPT_VALIDATE
     };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"errors", required_argument, 0, 'e'},
@@ -510,6 +535,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         {"input-format", required_argument, 0, OPT_FORMAT},
         {"price-input", required_argument, 0, OPT_PIN}, {"price-output", required_argument, 0, OPT_POUT},
         {"batch-discount", required_argument, 0, OPT_DISC}, {"config", required_argument, 0, OPT_CONFIG},
+        {"validate-only", no_argument, 0, OPT_VALIDATE},
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     long long v;
@@ -548,6 +574,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
             break;
         case OPT_STATE: o->state = optarg; break;
         case OPT_SKIP: o->skip_invalid = true; break;
+        case OPT_VALIDATE: o->validate_only = true; break;
         case OPT_KVU: o->kv_unified = true; break;
         case OPT_NOPC: o->no_prefix_cache = true; break;
         case OPT_FORMAT:
@@ -605,7 +632,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         run_usage(stderr);
         return cli_fail("no input file given");
     }
-    if (!o->output)
+    if (!o->output && !o->validate_only)
         return cli_fail("no output file given (-o FILE)");
     if (!o->model && !o->config)
         o->model = getenv("NIGHTSHIFT_MODEL");
@@ -652,6 +679,8 @@ int cli_run(int argc, char **argv)
     int a = run_parse_args(argc, argv, &o);
     if (a)
         return a < 0 ? 0 : 2;
+    if (!o.output)
+        o.output = "-"; /* --validate-only: nothing is written */
     if (!o.errors) {
         run_default_errors_path(o.output, errors_path, sizeof(errors_path));
         o.errors = errors_path;
@@ -735,6 +764,13 @@ int cli_run(int argc, char **argv)
         buf_release(&c.gemini_buf);
         config_free(cfg);
         return 2;
+    }
+    if (o.validate_only) {
+        rc = run_report_validation(&o, c.bf, progress_now() - t0);
+        batchfile_free(c.bf);
+        buf_release(&c.gemini_buf);
+        config_free(cfg);
+        return rc;
     }
     if (c.bf->n_invalid && !o.skip_invalid) {
         run_print_validation(c.bf, stderr);

@@ -16,7 +16,10 @@
  *           token embedding (as in Qwen2.5-0.5B and Llama-3.2-1B), which llama.cpp supports by
  *           duplicating token_embd; this keeps files for large vocabularies small.
  *   2-D matrices are stored in the requested type (f32, f16, q8_0 or q4_k, quantized with
- *   ggml_quantize_chunk); norm vectors are F32 and all 1.0.
+ *   ggml_quantize_chunk); norm vectors are F32 and all 1.0. A q4_k matrix whose rows are not a
+ *   multiple of 256 values (n_embd 896 in the Qwen2-0.5B shape) is stored as q5_0 instead,
+ *   the fallback llama.cpp's llama-quantize uses for the same case, so the ≈0.5B shape has a
+ *   q4_k variant with the same tensor types a real Q4_K quantization of it has.
  *
  * Why random weights are fine
  *   The server's tests and benchmarks measure throughput, latency, batching, scheduling, KV-cache
@@ -164,6 +167,19 @@ static enum ggml_type ggml_type_of(enum modelgen_type t) {
     return GGML_TYPE_COUNT;
 }
 
+/* The type of a matrix whose rows hold ne0 values when the weights are wt: wt itself, or
+ * llama-quantize's fallback when ne0 is not a multiple of wt's block (q4_k -> q5_0);
+ * GGML_TYPE_COUNT when neither fits. */
+static enum ggml_type modelgen_row_type(enum ggml_type wt, int64_t ne0) {
+    if (ne0 % ggml_blck_size(wt) == 0) {
+        return wt;
+    }
+    if (wt == GGML_TYPE_Q4_K && ne0 % ggml_blck_size(GGML_TYPE_Q5_0) == 0) {
+        return GGML_TYPE_Q5_0;
+    }
+    return GGML_TYPE_COUNT;
+}
+
 static uint32_t file_type_of(enum modelgen_type t) {
     switch (t) {
     case MODELGEN_F32:  return FTYPE_ALL_F32;
@@ -277,14 +293,18 @@ static int validate(const struct modelgen_params *p, char *err, size_t errlen) {
         return -1;
     }
     /* Rows of every matrix have length n_embd (token_embd, attn_q/k/v, attn_output, ffn_gate,
-     * ffn_up) or n_ff (ffn_down). */
+     * ffn_up) or n_ff (ffn_down). q4_k rows that are not a multiple of 256 fall back to q5_0
+     * (blocks of 32), so the smallest block that fits is named. */
     blck = ggml_blck_size(wt);
-    if (p->n_embd % blck != 0) {
+    if (wt == GGML_TYPE_Q4_K) {
+        blck = ggml_blck_size(GGML_TYPE_Q5_0);
+    }
+    if (modelgen_row_type(wt, p->n_embd) == GGML_TYPE_COUNT) {
         set_err(err, errlen, "n_embd (%d) must be a multiple of %lld for %s weights", p->n_embd,
                 (long long)blck, modelgen_type_name(p->type));
         return -1;
     }
-    if (p->n_ff % blck != 0) {
+    if (modelgen_row_type(wt, p->n_ff) == GGML_TYPE_COUNT) {
         set_err(err, errlen, "n_ff (%d) must be a multiple of %lld for %s weights", p->n_ff,
                 (long long)blck, modelgen_type_name(p->type));
         return -1;
@@ -402,7 +422,8 @@ static size_t build_specs(struct tensor_spec *specs, const struct modelgen_param
     char name[GGML_MAX_NAME];
     size_t n = 0;
 
-    spec_set(&specs[n++], "token_embd.weight", n_embd, n_vocab, wt, INIT_RANDOM);
+    spec_set(&specs[n++], "token_embd.weight", n_embd, n_vocab, modelgen_row_type(wt, n_embd),
+             INIT_RANDOM);
     for (int il = 0; il < p->n_layer; il++) {
         static const struct {
             const char *suffix;
@@ -424,8 +445,8 @@ static size_t build_specs(struct tensor_spec *specs, const struct modelgen_param
             if (layer[j].out < 0) {
                 spec_set(&specs[n++], name, dims[layer[j].in], 1, GGML_TYPE_F32, INIT_ONES);
             } else {
-                spec_set(&specs[n++], name, dims[layer[j].in], dims[layer[j].out], wt,
-                         INIT_RANDOM);
+                spec_set(&specs[n++], name, dims[layer[j].in], dims[layer[j].out],
+                         modelgen_row_type(wt, dims[layer[j].in]), INIT_RANDOM);
             }
         }
     }

@@ -17,7 +17,8 @@ extern "C" {
 
 /* Type of the 2-D weight matrices (token embedding and all projections). Norm vectors are
  * always F32. Row lengths (n_embd and n_ff) must be a multiple of the type's block size:
- * 32 for q8_0, 256 for q4_k. */
+ * 32 for q8_0, 256 for q4_k; a q4_k matrix whose rows are a multiple of 32 but not of 256 is
+ * stored as q5_0, as llama-quantize does (so n_embd 896, the Qwen2-0.5B shape, works). */
 enum modelgen_type { MODELGEN_F32, MODELGEN_F16, MODELGEN_Q8_0, MODELGEN_Q4_K };
 
 struct modelgen_params {

@@ -189,6 +189,37 @@ test('validation: invalid lines fail the batch, or go to the error file with --s
 
 /* ---- 2. request-level errors while running -------------------------------------------- */
 
+test('--validate-only: checks every line, reports size and speed, runs nothing, writes no output', async () => {
+    const dir = testDir('validate-only');
+    const input = path.join(dir, 'in.jsonl');
+    const summary = path.join(dir, 'summary.json');
+    const lines = [];
+    for (let i = 0; i < 50; i++) lines.push(chatLine(`v-${i}`, `Line ${i}.`, { max_tokens: 8 }, 'tiny'));
+    writeJsonl(input, lines);
+    // no -o needed; nothing is written beside the input
+    const r = await runExpect(0, ['run', input, '--validate-only', '--model', MODEL, '--summary', summary]);
+    assert.match(r.stdout, /nightshift run: validated/);
+    assert.match(r.stdout, /50 valid, 0 invalid, of 50/);
+    assert.match(r.stdout, new RegExp(`${fileSize(input)} bytes .* MB/s, \\d+ lines/s`));
+    const s = readJson(summary);
+    assert.equal(s.status, 'validated');
+    assert.equal(s.request_counts.total, 50);
+    assert.equal(s.request_counts.failed, 0);
+    assert.equal(s.usage.output_tokens, 0);
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['in.jsonl', 'summary.json']);
+
+    // an invalid line: listed on stderr, exit 1, status failed; with --skip-invalid exit 0
+    lines[10] = { ...lines[10], body: { ...lines[10].body, model: 'gpt-4o' } };
+    writeJsonl(input, lines);
+    const r2 = await runExpect(1, ['run', input, '--validate-only', '--model', MODEL, '--summary', summary]);
+    assert.match(r2.stdout, /failed validation/);
+    assert.match(r2.stdout, /49 valid, 1 invalid, of 50/);
+    assert.match(r2.stderr, /model_not_found/);
+    assert.equal(readJson(summary).status, 'failed');
+    await runExpect(0, ['run', input, '--validate-only', '--skip-invalid', '--model', MODEL]);
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['in.jsonl', 'summary.json']);
+});
+
 test('runtime errors: HTTP-style 400 lines with the right param and code; the other lines succeed', async () => {
     const dir = testDir('runtime-errors');
     const input = path.join(dir, 'in.jsonl');

@@ -345,6 +345,42 @@ static void test_other_types_decode(void **state) {
     }
 }
 
+static enum ggml_type tensor_type(const struct gguf_context *g, const char *name) {
+    const int64_t id = gguf_find_tensor(g, name);
+    assert_true(id >= 0);
+    return gguf_get_tensor_type(g, id);
+}
+
+/* q4_k with rows of 128 values (as n_embd 896 in the 0.5b shape): those matrices are q5_0,
+ * llama-quantize's fallback; rows of n_ff = 512 stay q4_k; llama.cpp loads and decodes it. */
+static void test_q4_k_fallback_q5_0(void **state) {
+    struct gguf_init_params ip = { .no_alloc = true, .ctx = NULL };
+    struct modelgen_params p = modelgen_default_params();
+    struct gguf_context *g;
+    char vocab[1024], out[1024];
+    (void)state;
+    REQUIRE_VOCAB("ggml-vocab-llama-spm.gguf", vocab);
+    out_path("spm-q4_k-fallback.gguf", out, sizeof out);
+    p.vocab_path = vocab;
+    p.out_path = out;
+    p.type = MODELGEN_Q4_K;
+    p.n_embd = 128;
+    p.n_ff = 512;
+    p.n_head = 4;
+    p.n_head_kv = 1;
+    p.n_layer = 2;
+    generate(&p);
+    g = gguf_init_from_file(out, ip);
+    assert_non_null(g);
+    assert_int_equal(tensor_type(g, "token_embd.weight"), GGML_TYPE_Q5_0);
+    assert_int_equal(tensor_type(g, "blk.0.attn_q.weight"), GGML_TYPE_Q5_0);
+    assert_int_equal(tensor_type(g, "blk.1.ffn_down.weight"), GGML_TYPE_Q4_K);
+    assert_int_equal(tensor_type(g, "blk.1.ffn_norm.weight"), GGML_TYPE_F32);
+    gguf_free(g);
+    load_and_decode(out, &p, 32000);
+    remove(out);
+}
+
 static void test_same_seed_identical(void **state) {
     char vocab[1024], a[1024], b[1024], c[1024];
     struct modelgen_params p = modelgen_default_params();
@@ -422,17 +458,18 @@ static void test_q4_k_bad_dims(void **state) {
     /* validation happens before the vocab is opened, so no real files are needed */
     p.vocab_path = "/nonexistent/vocab.gguf";
     p.out_path = "/nonexistent/out.gguf";
-    p.type = MODELGEN_Q4_K; /* default n_embd 64 */
+    p.type = MODELGEN_Q4_K; /* rows of 48: neither q4_k (256) nor its q5_0 fallback (32) */
+    p.n_embd = 48;
     assert_int_not_equal(modelgen_write(&p, err, sizeof err), 0);
-    assert_non_null(strstr(err, "n_embd (64)"));
-    assert_non_null(strstr(err, "256"));
+    assert_non_null(strstr(err, "n_embd (48)"));
+    assert_non_null(strstr(err, "32"));
     assert_non_null(strstr(err, "q4_k"));
 
     p.n_embd = 256;
-    p.n_ff = 384;
+    p.n_ff = 400;
     assert_int_not_equal(modelgen_write(&p, err, sizeof err), 0);
-    assert_non_null(strstr(err, "n_ff (384)"));
-    assert_non_null(strstr(err, "256"));
+    assert_non_null(strstr(err, "n_ff (400)"));
+    assert_non_null(strstr(err, "32"));
 
     p.type = MODELGEN_Q8_0;
     p.n_embd = 48;
@@ -538,6 +575,7 @@ int main(void) {
         cmocka_unit_test(test_bad_vocab_path),
         cmocka_unit_test(test_vocab_not_gguf),
         cmocka_unit_test(test_q4_k_bad_dims),
+        cmocka_unit_test(test_q4_k_fallback_q5_0),
         cmocka_unit_test(test_invalid_params),
         cmocka_unit_test(test_chat_template),
     };
