@@ -14,6 +14,6 @@ case "$kind" in
 esac
 cmake -S . -B "$dir" -DLLAMA_PREFIX="$prefix" -DNS_WERROR=ON "${flags[@]}" >"$dir.configure.log" 2>&1 \
     || { cat "$dir.configure.log"; exit 1; }
-cmake --build "$dir" -j"$(nproc)" 2>&1 | grep -vE '^(\[ *[0-9]+%\]|g?make\[)' || true
+cmake --build "$dir" -j2 2>&1 | grep -vE '^(\[ *[0-9]+%\]|g?make\[)' || true
 test -x "$dir/nightshift" || { echo "build: $dir/nightshift was not built" >&2; exit 1; }
 echo "build: $dir/nightshift ready"

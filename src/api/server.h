@@ -22,6 +22,7 @@
 #include "../sched/batchmgr.h"
 #include "../sched/sched.h"
 #include "../store/store.h"
+#include "quota.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -42,6 +43,8 @@ struct server_params {
                                     metadata.webhook_url */
     const char *tls_cert, *tls_key; /* PEM texts (not paths): HTTPS through libmicrohttpd's
                                     GnuTLS; both NULL = plain HTTP */
+    struct quota_limits quota_default; /* limits of non-admin keys that set none of their own
+                                    (quota.h; 0 = unlimited, the default) */
 };
 struct server_params server_default_params(void);
 

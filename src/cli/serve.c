@@ -2,8 +2,10 @@
  * serve.c — `nightshift serve`: the OpenAI-compatible server (api/server.h) over the
  * store, one scheduler and engine per model, and the batch manager.
  *
- * Start-up order: data dir and its lock (one server per data dir), store, engines (one per
- * --model), schedulers, batch manager (which requeues the lines a crash left running), HTTP.
+ * Start-up order: data dir and its lock (one server per data dir), the sweep of unfinished
+ * upload temp files, store, the sweep of files no store row names (both left by a crash),
+ * engines (one per --model), schedulers, batch manager (which requeues the lines a crash
+ * left running), HTTP.
  *
  * Signals: SIGINT, SIGTERM and SIGHUP are blocked before any thread exists (so every thread
  * inherits the mask) and taken synchronously by the main thread with sigwaitinfo(): no
@@ -40,11 +42,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define SERVE_MAX_MODELS 64
 #define SERVE_DEFAULT_GRACE 30
+#define SERVE_ORPHAN_AGE 60 /* seconds: younger files under files/ are never swept */
 
 static void serve_usage(FILE *f)
 {
@@ -72,6 +76,10 @@ static void serve_usage(FILE *f)
           "      --api-key KEY        an admin key: 'Authorization: Bearer KEY' (or NIGHTSHIFT_API_KEY);\n"
           "                           keys of `nightshift keys create` are required once one exists\n"
           "      --no-auth            no keys at all (loopback addresses only; development)\n"
+          "      --quota-rpm N        default limit of real-time requests per minute for keys that set\n"
+          "                           none (`keys create --rpm`); admin keys only have their own (0: none)\n"
+          "      --quota-tokens-per-day N  the same for real-time prompt + completion tokens per UTC day\n"
+          "      --quota-batch-queue-tokens N  the same for the estimated tokens of unfinished batches\n"
           "      --max-body SIZE      largest JSON request body (default 16MB)\n"
           "      --max-file-size SIZE largest upload (default 200MB)\n"
           "      --max-lines N        most requests per batch (default 50000)\n"
@@ -98,7 +106,7 @@ struct serve_model {
 };
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
-       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY };
+       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -106,6 +114,8 @@ static const struct option serve_opts[] = {
     {"interactive-slots", required_argument, 0, O_ISLOTS}, {"ctx", required_argument, 0, 'c'},
     {"threads", required_argument, 0, 't'},      {"api-key", required_argument, 0, O_KEY},
     {"no-auth", no_argument, 0, O_NOAUTH},
+    {"quota-rpm", required_argument, 0, O_QRPM}, {"quota-tokens-per-day", required_argument, 0, O_QTPD},
+    {"quota-batch-queue-tokens", required_argument, 0, O_QBQT},
     {"tls-cert", required_argument, 0, O_TLSCERT}, {"tls-key", required_argument, 0, O_TLSKEY},
     {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
     {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
@@ -307,6 +317,42 @@ static void serve_sweep_uploads(const char *dir)
         log_event(LOG_INFO, NULL, NULL, "removed %d unfinished upload%s left by an earlier run", n, n == 1 ? "" : "s");
 }
 
+/* Remove the files under files/ that no store row names: a crash between a file's rename to
+ * its id and its row's insert (an upload, a batch's output, an inline batch's input) leaves
+ * one, and a crash while writing <id>.tmp leaves that. Only files older than min_age seconds
+ * go: at start-up nothing of ours writes there yet, but a file that appeared a moment ago
+ * (a clock step, an operator copying files in) is left for the next start rather than
+ * guessed about. A store that cannot answer removes nothing. */
+static void serve_sweep_orphans(const char *dir, struct store *st, const struct store_ops *ops, int64_t min_age)
+{
+    char sub[4096], path[4096 + 300];
+    snprintf(sub, sizeof(sub), "%s/files", dir);
+    DIR *d = opendir(sub);
+    if (!d)
+        return;
+    int n = 0;
+    time_t now = time(NULL);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", sub, de->d_name);
+        struct stat sb;
+        if (lstat(path, &sb) || !S_ISREG(sb.st_mode) || (int64_t)(now - sb.st_mtime) < min_age)
+            continue;
+        struct store_file f;
+        int rc = ops->file_get(st, de->d_name, &f);
+        if (rc == NS_OK)
+            store_file_release(&f);
+        else if (rc == NS_ERR_NOT_FOUND && unlink(path) == 0)
+            n++;
+    }
+    closedir(d);
+    if (n)
+        log_event(LOG_INFO, NULL, NULL, "removed %d file%s under %s that no store row names (left by a crash)", n,
+                  n == 1 ? "" : "s", sub);
+}
+
 static void serve_log_model(struct backend *be, const char *name, const char *path, int parallel, int islots)
 {
     struct engine *eng = be->ops->engine ? be->ops->engine(be->impl) : NULL;
@@ -411,6 +457,18 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             break;
         case O_KEY: sp.api_key = optarg; break;
         case O_NOAUTH: sp.no_auth = true; break;
+        case O_QRPM:
+        case O_QTPD:
+        case O_QBQT: {
+            int64_t *lim[] = {&sp.quota_default.rpm, &sp.quota_default.tokens_per_day,
+                              &sp.quota_default.batch_queue_tokens};
+            static const char *const names[] = {"--quota-rpm", "--quota-tokens-per-day", "--quota-batch-queue-tokens"};
+            if (num_parse_long(optarg, 0, 1000000000000LL, &v))
+                return cli_fail("%s must be an integer from 0 (unlimited) to 10^12, not '%s'", names[ch - O_QRPM],
+                                optarg);
+            *lim[ch - O_QRPM] = v;
+            break;
+        }
         case O_TLSCERT: tls_cert_path = optarg; break;
         case O_TLSKEY: tls_key_path = optarg; break;
         case O_MAXBODY:
@@ -537,6 +595,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         datadir_unlock(lock_fd);
         return cli_fail("%s", err);
     }
+    serve_sweep_orphans(data_dir, st, ops, SERVE_ORPHAN_AGE);
     struct sched *scheds[SERVE_MAX_MODELS] = {0};
     struct batchmgr *bm = NULL;
     struct server *srv = NULL;
