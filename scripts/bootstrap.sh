@@ -11,7 +11,8 @@
 # machines. tests/e2e/test_amx_guard.sh checks the built library holds no AMX instruction and
 # that batched matmuls run.
 #
-# Usage: scripts/bootstrap.sh [--tools]   (--tools also builds llama-server, llama-batched-bench)
+# Usage: scripts/bootstrap.sh [--tools]   (--tools also builds llama-server, llama-batched-bench
+#                                         and installs wrk, the HTTP load generator of tests/load)
 # Prints the cache prefix on its last line as  NIGHTSHIFT_LLAMA_PREFIX=...
 set -euo pipefail
 
@@ -26,9 +27,14 @@ say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # ---- 1. Debian packages (prometheus: its promtool checks our metrics and alert rules in tests;
 #      libinih: the --config file parser; systemd: its systemd-analyze verifies our units in
-#      tests, no running systemd needed; clang: libFuzzer for tests/fuzz) ----
+#      tests, no running systemd needed; clang: libFuzzer for tests/fuzz; valgrind: the leak
+#      check of the release build's serve cycle) ----
 PKGS="build-essential cmake git pkg-config ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
-libsqlite3-dev sqlite3 libpq-dev libcjson-dev libcmocka-dev libinih-dev nodejs npm binutils prometheus systemd chromium clang"
+libsqlite3-dev sqlite3 libpq-dev libcjson-dev libcmocka-dev libinih-dev nodejs npm binutils prometheus systemd chromium clang
+valgrind"
+# --tools: benchmark and load-test tools (tests/load/wrk.sh skips itself without wrk)
+TOOL_PKGS="wrk"
+[ "$WANT_TOOLS" = 1 ] && PKGS="$PKGS $TOOL_PKGS"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

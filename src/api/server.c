@@ -76,6 +76,7 @@ struct server_params server_default_params(void)
         .port = 8080,
         .data_dir = ".",
         .api_key = NULL,
+        .max_connections = 4096,
         .max_body = 16u << 20,
         .max_file = 200u * 1000u * 1000u,
         .message_batch_retention = 29 * 86400,
@@ -2882,12 +2883,15 @@ int server_start(struct server_params p, struct store *st, const struct store_op
         free(s);
         return NS_ERR_UNSUPPORTED;
     }
+    /* MHD_USE_AUTO: poll() rather than select(), whose descriptors end at 1024 (a server
+     * with a thousand connections has more) */
     unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-                         MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0);
+                         MHD_USE_AUTO | MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0);
     /* the TLS options end the list early when there is no certificate */
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-                              (unsigned int)600, tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, p.tls_key,
+                              (unsigned int)600, MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned int)(p.max_connections ? p.max_connections : 4096), tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, p.tls_key,
                               MHD_OPTION_HTTPS_MEM_CERT, p.tls_cert, MHD_OPTION_END);
     if (!s->mhd) {
         if (tls)

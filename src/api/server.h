@@ -36,6 +36,7 @@ struct server_params {
     const char *api_key;         /* an admin key; NULL: only the store's keys (keys create),
                                     and none at all while the store has none */
     bool no_auth;                /* --no-auth: every request is an admin (loopback only) */
+    unsigned max_connections;    /* HTTP connections at once (a thread each); default 4096 */
     size_t max_body;             /* JSON request bodies; default 16 MB */
     size_t max_file;             /* uploads; default 200 MB */
     int64_t message_batch_retention; /* seconds; default 29 days */

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +50,7 @@
 #define SERVE_MAX_MODELS 64
 #define SERVE_DEFAULT_GRACE 30
 #define SERVE_ORPHAN_AGE 60 /* seconds: younger files under files/ are never swept */
+#define SERVE_FD_RESERVE 128 /* descriptors kept for other than connections */
 
 static void serve_usage(FILE *f)
 {
@@ -80,6 +82,8 @@ static void serve_usage(FILE *f)
           "                           without one of their own; admin keys only have their own (0: none)\n"
           "      --quota-tokens-per-day N  the same for real-time prompt + completion tokens per UTC day\n"
           "      --quota-batch-queue-tokens N  the same for the estimated tokens of unfinished batches\n"
+          "      --max-connections N  HTTP connections at once, a thread each (default 4096; more wait\n"
+          "                           in the listen queue); bounded by the descriptor limit\n"
           "      --max-body SIZE      largest JSON request body (default 16MB)\n"
           "      --max-file-size SIZE largest upload (default 200MB)\n"
           "      --max-lines N        most requests per batch (default 50000)\n"
@@ -106,7 +110,7 @@ struct serve_model {
 };
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
-       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT };
+       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -116,6 +120,7 @@ static const struct option serve_opts[] = {
     {"no-auth", no_argument, 0, O_NOAUTH},
     {"quota-rpm", required_argument, 0, O_QRPM}, {"quota-tokens-per-day", required_argument, 0, O_QTPD},
     {"quota-batch-queue-tokens", required_argument, 0, O_QBQT},
+    {"max-connections", required_argument, 0, O_MAXCONN},
     {"tls-cert", required_argument, 0, O_TLSCERT}, {"tls-key", required_argument, 0, O_TLSKEY},
     {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
     {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
@@ -369,6 +374,29 @@ static void serve_log_model(struct backend *be, const char *name, const char *pa
               path, info.desc, parallel, islots, info.n_ctx, info.n_ctx_seq, info.chat_template);
 }
 
+/* Each HTTP connection holds a descriptor (and a thread): raise the soft descriptor limit to
+ * the hard one (systemd starts services with a soft 1024), and keep the connection limit
+ * under what the descriptors allow, with room for the store, the models and the logs. */
+static void serve_fd_limit(struct server_params *sp)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl))
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl))
+            rl.rlim_cur = old;
+    }
+    rlim_t room = rl.rlim_cur > SERVE_FD_RESERVE ? rl.rlim_cur - SERVE_FD_RESERVE : 1;
+    if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)sp->max_connections > room) {
+        log_event(LOG_WARN, NULL, NULL,
+                  "--max-connections %u is more than the descriptor limit allows (ulimit -n %llu): %llu connections",
+                  sp->max_connections, (unsigned long long)rl.rlim_cur, (unsigned long long)room);
+        sp->max_connections = (unsigned)room;
+    }
+}
+
 /* a PEM file into memory (libmicrohttpd takes the texts); 0 ok, else err says why */
 static int serve_read_pem(const char *path, const char *opt, char **out, char *err, size_t errlen)
 {
@@ -471,6 +499,11 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         }
         case O_TLSCERT: tls_cert_path = optarg; break;
         case O_TLSKEY: tls_key_path = optarg; break;
+        case O_MAXCONN:
+            if (num_parse_long(optarg, 1, 1000000, &v))
+                return cli_fail("--max-connections must be an integer from 1 to 1000000, not '%s'", optarg);
+            sp.max_connections = (unsigned)v;
+            break;
         case O_MAXBODY:
             if (num_parse_size(optarg, &sz) || sz == 0)
                 return cli_fail("--max-body must be a size like 16MB, not '%s'", optarg);
@@ -580,6 +613,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    serve_fd_limit(&sp);
     char err[512];
     int lock_fd = -1;
     if (datadir_create(data_dir, err, sizeof(err)) || datadir_lock(data_dir, &lock_fd, err, sizeof(err)))
