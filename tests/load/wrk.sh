@@ -9,7 +9,7 @@
 #
 # Environment: NIGHTSHIFT_BIN (default build/nightshift), NIGHTSHIFT_VOCAB_DIR (llama.cpp's
 # vocab files), NIGHTSHIFT_LOAD_THREADS (wrk threads per route, default 2),
-# NIGHTSHIFT_LOAD_LINES (batch lines, default 400), NIGHTSHIFT_E2E_KEEP (keep the temp dir).
+# NIGHTSHIFT_LOAD_LINES (batch lines, default 50 a second + 200), NIGHTSHIFT_E2E_KEEP (keep the temp dir).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -17,7 +17,7 @@ secs=${1:-30}
 conns=${2:-1000}
 bin=${NIGHTSHIFT_BIN:-$repo/build/nightshift}
 wthreads=${NIGHTSHIFT_LOAD_THREADS:-2}
-nlines=${NIGHTSHIFT_LOAD_LINES:-400}
+nlines=${NIGHTSHIFT_LOAD_LINES:-$((secs * 50 + 200))}  # enough to outlast the run
 max_rss_mb=${NIGHTSHIFT_LOAD_MAX_RSS_MB:-50}
 
 say() { printf 'load: %s\n' "$*"; }
@@ -86,6 +86,7 @@ run_wrk() { # seconds tag
     wait "$w1" "$w2"
 }
 
+say "RSS before any load: $(($(rss_kb) / 1024)) MB"
 run_wrk 3 warmup
 sleep 1
 rss0=$(rss_kb)
