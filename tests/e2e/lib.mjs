@@ -226,11 +226,11 @@ export async function killHard(s) {
     await gone;
 }
 
-/* one HTTP call; returns { status, text, json() } */
+/* one HTTP call; returns { status, text, headers, json() } */
 export async function api(s, method, p, body, headers = {}) {
     const res = await fetch(s.url + p, { method, body, headers });
     const text = await res.text();
-    return { status: res.status, text, json: () => JSON.parse(text) };
+    return { status: res.status, text, headers: res.headers, json: () => JSON.parse(text) };
 }
 
 /* upload JSONL lines as a batch input file and create a batch; returns the batch object */

@@ -34,6 +34,7 @@ before(async () => {
     keys.ops = createKey('ops', '--admin');              // admin, no limits of its own
     keys.tok = createKey('tok', '--tokens-per-day', '30', '--rpm', '0');
     keys.bq = createKey('bq', '--batch-queue-tokens', '300', '--rpm', '0');
+    keys.rq = createKey('rq', '--batch-queue-tokens', '150000', '--rpm', '0');
     s = await startServer(['--model', `tiny=${model}`, '--data-dir', dataDir, '--parallel', '4', '--ctx', '2048',
         '--threads', '1', '--quota-rpm', '2']);
 });
@@ -156,6 +157,11 @@ test('enqueued batch tokens: a batch that would go over is refused; it passes on
     assert.equal(ant.status, 429, ant.text);
     assert.equal(ant.json().error.type, 'rate_limit_error');
     assert.equal(ant.json().error.message.includes("enqueued batch tokens"), true);
+    const def = await api(s, 'POST', '/v1/deferred/chat/completions', JSON.stringify({ model: 'tiny', max_tokens: 250,
+        messages: [{ role: 'user', content: 'hi' }] }), { authorization: `Bearer ${keys.bq}`, 'content-type': 'application/json' });
+    assert.equal(def.status, 429, def.text);
+    assert.equal(def.json().error.code, 'rate_limit_exceeded');
+    assert.equal(def.headers.get('retry-after'), '60');
     // other keys are unaffected; the admin key has no queue limit
     const other = await createBatch(client(keys.ops), b);
     assert.equal(other.status, 'validating');
@@ -187,4 +193,34 @@ test('keys create refuses bad limits', () => {
     assert.match(db, /^dflt\|-\|-\|-$/m);
     assert.match(db, /^free\|0\|-\|-$/m);
     assert.match(db, /^bq\|0\|-\|300$/m);
+});
+
+test('a retry counts against the queue too; an input file gone from disk is a 500 naming it', { timeout: 180_000 }, async () => {
+    const c = client(keys.rq);
+    // one line fails (over the context), the batch completes with it failed
+    const r = await createBatch(c, [bline('ok', 2), bline('toolong', 100000)]);
+    let done;
+    for (const t0 = Date.now(); ; await new Promise((res) => setTimeout(res, 100))) {
+        done = await c.batches.retrieve(r.id);
+        if (['completed', 'failed'].includes(done.status)) break;
+        assert.ok(Date.now() - t0 < 90_000, JSON.stringify(done));
+    }
+    assert.equal(done.status, 'completed', JSON.stringify(done));
+    assert.equal(done.request_counts.failed, 1, JSON.stringify(done));
+    // a waiting batch holds about 60,000 of the 150,000; the retry (about 100,000) does not fit
+    const later = String(Math.floor(Date.now() / 1000) + 3600);
+    const q = await createBatch(c, [bline('wait', 60000)], { not_before: later });
+    const retry = await api(s, 'POST', `/v1/batches/${r.id}/retry`, undefined, { authorization: `Bearer ${keys.rq}` });
+    assert.equal(retry.status, 429, retry.text);
+    assert.match(retry.json().error.message, /^rate limit exceeded for key 'rq': 150000 enqueued batch tokens \(\d+ queued, this batch about \d+\); retry after 60 s$/);
+    await c.batches.cancel(q.id);
+    const again = await api(s, 'POST', `/v1/batches/${r.id}/retry`, undefined, { authorization: `Bearer ${keys.rq}` });
+    assert.equal(again.status, 200, again.text);
+    // the input's estimate needs the file: gone from disk (a broken data dir), the create says so
+    const f = await c.files.create({ file: new File([bline('x', 1) + '\n'], 'in.jsonl'), purpose: 'batch' });
+    fs.rmSync(path.join(dataDir, 'files', f.id));
+    const cr = await api(s, 'POST', '/v1/batches', JSON.stringify({ input_file_id: f.id, endpoint: '/v1/chat/completions',
+        completion_window: '24h' }), { authorization: `Bearer ${keys.rq}`, 'content-type': 'application/json' });
+    assert.equal(cr.status, 500, cr.text);
+    assert.equal(cr.json().error.message, `cannot read the input file ${f.id}`);
 });
