@@ -39,6 +39,7 @@ struct quota_key {
     uint32_t count[QUOTA_WINDOW];
     int64_t day;                  /* unix day of day_tokens */
     int64_t day_tokens;
+    uint64_t refused[QUOTA_LIMITS_]; /* batch queue refusals too (they take mu for it) */
     /* under quota.bmu */
     struct quota_batch *batches;
     int n_batches, cap_batches;
@@ -51,6 +52,9 @@ struct quota {
     struct quota_key **slots;
     size_t cap, n;
 };
+
+const char *const quota_limit_names[QUOTA_LIMITS_] = {"requests_per_minute", "tokens_per_day",
+                                                      "batch_queue_tokens"};
 
 struct quota_params quota_default_params(void)
 {
@@ -186,6 +190,7 @@ int quota_request_admit(struct quota *q, const char *key, struct quota_limits li
         snprintf(what, sizeof(what), "%lld tokens per day (%lld used today, UTC)", (long long)lim.tokens_per_day,
                  (long long)k->day_tokens);
         quota_refuse(why, NS_ERR_QUOTA_TOKENS, (k->day + 1) * QUOTA_DAY - now, key, what);
+        k->refused[QUOTA_TOKENS_PER_DAY]++;
         rc = NS_ERR_QUOTA_TOKENS;
         goto out;
     }
@@ -201,6 +206,7 @@ int quota_request_admit(struct quota *q, const char *key, struct quota_limits li
         }
         snprintf(what, sizeof(what), "%lld requests per minute", (long long)lim.rpm);
         quota_refuse(why, NS_ERR_QUOTA_REQUESTS, wait, key, what);
+        k->refused[QUOTA_RPM]++;
         rc = NS_ERR_QUOTA_REQUESTS;
         goto out;
     }
@@ -278,6 +284,9 @@ int quota_batch_admit(struct quota *q, const char *key, struct quota_limits lim,
             snprintf(what, sizeof(what), "%lld enqueued batch tokens (%lld queued, this batch about %lld)",
                      (long long)lim.batch_queue_tokens, (long long)queued, (long long)tokens);
         quota_refuse(why, NS_ERR_QUOTA_TOKENS, q->p.batch_retry_after, key, what);
+        pthread_mutex_lock(&q->mu); /* order: bmu, then mu (never the other way) */
+        k->refused[QUOTA_BATCH_QUEUE]++;
+        pthread_mutex_unlock(&q->mu);
         rc = NS_ERR_QUOTA_TOKENS;
         goto out;
     }
@@ -298,6 +307,16 @@ int quota_batch_admit(struct quota *q, const char *key, struct quota_limits lim,
 out:
     pthread_mutex_unlock(&q->bmu);
     return rc;
+}
+
+void quota_foreach(struct quota *q, void (*fn)(void *ud, const char *key, const uint64_t refused[QUOTA_LIMITS_]),
+                   void *ud)
+{
+    pthread_mutex_lock(&q->mu);
+    for (size_t i = 0; i < q->cap; i++)
+        if (q->slots[i])
+            fn(ud, q->slots[i]->name, q->slots[i]->refused);
+    pthread_mutex_unlock(&q->mu);
 }
 
 /* ---- estimates ---------------------------------------------------------------------- */

@@ -27,7 +27,7 @@
  * THREADS: every function may be called from any thread. Real-time admission and token
  * counting take one mutex (a few hundred nanoseconds); batch admission takes another, held
  * while params.batch_left runs (a store read per queued batch), so real-time admission never
- * waits behind the store.
+ * waits behind the store. Lock order: bmu before mu (a batch refusal counts itself under mu).
  */
 #ifndef NS_API_QUOTA_H
 #define NS_API_QUOTA_H
@@ -76,6 +76,13 @@ int64_t quota_tokens_today(struct quota *q, const char *key);
  * or NS_ERR_QUOTA_TOKENS with *why filled */
 int quota_batch_admit(struct quota *q, const char *key, struct quota_limits lim, const char *batch_id, int64_t tokens,
                       struct quota_refusal *why);
+
+/* calls refused so far, per key and limit (for /metrics) */
+enum quota_limit { QUOTA_RPM = 0, QUOTA_TOKENS_PER_DAY, QUOTA_BATCH_QUEUE, QUOTA_LIMITS_ };
+extern const char *const quota_limit_names[QUOTA_LIMITS_]; /* "requests_per_minute", ... */
+/* fn(ud, key, refused) for every key seen, under the quota's mutex: fn must not call quota_* */
+void quota_foreach(struct quota *q, void (*fn)(void *ud, const char *key, const uint64_t refused[QUOTA_LIMITS_]),
+                   void *ud);
 
 /* what a batch line without max_tokens is taken to generate, for the estimate below */
 #define QUOTA_ABSENT_MAX_TOKENS 1024

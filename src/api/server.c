@@ -2170,6 +2170,13 @@ static void metric_backends(struct buf *b, struct server *srv)
     }
 }
 
+static void metric_quota_key(void *ud, const char *key, const uint64_t refused[QUOTA_LIMITS_])
+{
+    for (int l = 0; l < QUOTA_LIMITS_; l++)
+        buf_appendf(ud, "nightshift_quota_refused_total{key=\"%s\",limit=\"%s\"} %llu\n", key, quota_limit_names[l],
+                    (unsigned long long)refused[l]);
+}
+
 static enum MHD_Result h_metrics(struct route_ctx *x)
 {
     if (!x->admin)
@@ -2247,6 +2254,9 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
         }
     }
     metric_backends(&b, srv);
+    buf_appendf(&b, "# HELP nightshift_quota_refused_total Calls and batches refused (429) by a key's limit.\n"
+                    "# TYPE nightshift_quota_refused_total counter\n");
+    quota_foreach(srv->quota, metric_quota_key, &b);
     buf_appendf(&b, "# HELP nightshift_cost_usd_total Work done at the model's configured prices (batch lines at "
                     "batch prices).\n# TYPE nightshift_cost_usd_total counter\n"
                     "# HELP nightshift_savings_usd_total What batch pricing saved against real-time prices.\n"

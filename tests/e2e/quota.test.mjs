@@ -178,6 +178,15 @@ test('enqueued batch tokens: a batch that would go over is refused; it passes on
     }
 });
 
+test('/metrics counts the refusals per key and limit', async () => {
+    const m = await api(s, 'GET', '/metrics', undefined, { authorization: `Bearer ${keys.ops}` });
+    assert.equal(m.status, 200);
+    assert.match(m.text, /^# TYPE nightshift_quota_refused_total counter$/m);
+    assert.match(m.text, /^nightshift_quota_refused_total\{key="ci",limit="requests_per_minute"\} [3-9]\d*$/m);
+    assert.match(m.text, /^nightshift_quota_refused_total\{key="tok",limit="tokens_per_day"\} 1$/m);
+    assert.match(m.text, /^nightshift_quota_refused_total\{key="bq",limit="batch_queue_tokens"\} [4-9]\d*$/m);
+});
+
 test('keys create refuses bad limits', () => {
     for (const [opt, v] of [['--rpm', '-1'], ['--tokens-per-day', 'x'], ['--batch-queue-tokens', '1e3']]) {
         const r = spawnSync(BIN, ['keys', 'create', '--name', `bad${opt}`, opt, v, '--data-dir', dataDir], { encoding: 'utf8' });

@@ -196,6 +196,34 @@ static void test_many_keys(void **state)
     quota_free(q);
 }
 
+static void count_refused(void *ud, const char *key, const uint64_t refused[QUOTA_LIMITS_])
+{
+    char *out = ud;
+    size_t n = strlen(out);
+    snprintf(out + n, 256 - n, "%s:%llu/%llu/%llu ", key, (unsigned long long)refused[0], (unsigned long long)refused[1],
+             (unsigned long long)refused[2]);
+}
+
+static void test_refused_counts(void **state)
+{
+    (void)state;
+    struct quota *q = make(NULL, NULL);
+    struct quota_refusal why;
+    fake_now = 9000;
+    struct quota_limits lim = {.rpm = 1, .tokens_per_day = 10, .batch_queue_tokens = 5};
+    assert_int_equal(quota_request_admit(q, "a", lim, &why), NS_OK);
+    assert_int_equal(quota_request_admit(q, "a", lim, &why), NS_ERR_QUOTA_REQUESTS);
+    assert_int_equal(quota_request_admit(q, "a", lim, &why), NS_ERR_QUOTA_REQUESTS);
+    quota_tokens_add(q, "a", 10);
+    assert_int_equal(quota_request_admit(q, "a", lim, &why), NS_ERR_QUOTA_TOKENS);
+    assert_int_equal(quota_batch_admit(q, "a", lim, "b", 6, &why), NS_ERR_QUOTA_TOKENS);
+    char out[256] = "";
+    quota_foreach(q, count_refused, out);
+    assert_string_equal(out, "a:2/1/1 ");
+    assert_string_equal(quota_limit_names[QUOTA_BATCH_QUEUE], "batch_queue_tokens");
+    quota_free(q);
+}
+
 static void test_estimate(void **state)
 {
     (void)state;
@@ -225,6 +253,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rpm_window), cmocka_unit_test(test_rpm_burst), cmocka_unit_test(test_tokens_per_day),
         cmocka_unit_test(test_batch_queue), cmocka_unit_test(test_many_keys), cmocka_unit_test(test_estimate),
+        cmocka_unit_test(test_refused_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
