@@ -1712,8 +1712,9 @@ static cJSON *ant_batch_json(struct server *srv, const struct store_batch *b)
 
 /* A batch whose requests came inline (Message Batches, deferred requests): its JSONL is
  * written as an input file (temp file, fsync, rename), then the file and the batch are
- * recorded and the manager is kicked. 0 ok; else err says why (for the caller's shape). */
-/* NS_ERR_QUOTA_TOKENS: the key's batch queue is full (*why); other errors: err says why */
+ * recorded and the manager is kicked. The key's batch queue is checked first. 0 ok;
+ * NS_ERR_QUOTA_TOKENS: the queue is full (*why says how, for a 429); else err says why
+ * (for the caller's shape). */
 static int inline_batch_create(struct route_ctx *x, const struct buf *jsonl, int n, const char *endpoint,
                                const char *id_prefix, const char *filename, const char *metadata, struct store_batch *b,
                                struct quota_refusal *why, char *err, size_t errlen)
@@ -2901,8 +2902,9 @@ int server_start(struct server_params p, struct store *st, const struct store_op
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
                               (unsigned int)600, MHD_OPTION_CONNECTION_LIMIT,
-                              (unsigned int)(p.max_connections ? p.max_connections : 4096), tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, p.tls_key,
-                              MHD_OPTION_HTTPS_MEM_CERT, p.tls_cert, MHD_OPTION_END);
+                              (unsigned int)(p.max_connections ? p.max_connections : 4096),
+                              tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, p.tls_key, MHD_OPTION_HTTPS_MEM_CERT,
+                              p.tls_cert, MHD_OPTION_END);
     if (!s->mhd) {
         if (tls)
             snprintf(err, errlen, "cannot listen on %s:%d with TLS (port in use, or a certificate and key that "

@@ -9,6 +9,15 @@
  * --max-body), multipart uploads streamed to a temporary file under the data dir (never
  * whole in memory; 413 past --max-file-size).
  *
+ * Connections: at most max_connections at once (MHD_OPTION_CONNECTION_LIMIT; more wait in
+ * the listen queue), watched with poll() so descriptors past 1024 work.
+ *
+ * Quotas (quota.h): server_auth() resolves the key's limits (its own, else the defaults of
+ * server_params for non-admin keys); real-time calls are admitted or refused before their
+ * body is parsed and their tokens counted when they end; batch creates (files, retries,
+ * Message Batches, deferred requests) are checked against the key's queue by the estimate
+ * of their input. A refusal is a 429 with Retry-After in the route's error shape.
+ *
  * Anthropic (/v1/messages...) and Ollama (/api/...) routes share the same engine path;
  * errors are in the shape of the API a path belongs to (OpenAI error object, Anthropic
  * error, Ollama {"error"}), with the HTTP status of util/status.h's table.
