@@ -135,7 +135,14 @@ int cli_keys(int argc, char **argv)
     if (rc)
         return cli_fail("keys create: cannot store the key (%s)", status_name(rc));
     printf("%s\n", key);
-    fprintf(stderr, "nightshift: created %skey '%s' for project '%s'; it is shown only now\n", admin ? "admin " : "",
-            k.name, k.project);
+    char limits[160] = "";
+    static const char *const what[] = {"requests per minute", "tokens per day", "batch queue tokens"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(limits);
+        if (lim[i] >= 0)
+            snprintf(limits + n, sizeof(limits) - n, "%s%lld %s", n ? ", " : "; limits: ", lim[i], what[i]);
+    }
+    fprintf(stderr, "nightshift: created %skey '%s' for project '%s'%s%s; it is shown only now\n",
+            admin ? "admin " : "", k.name, k.project, limits, limits[0] ? " (0 = unlimited)" : "");
     return 0;
 }

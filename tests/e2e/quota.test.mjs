@@ -193,6 +193,10 @@ test('keys create refuses bad limits', () => {
         assert.equal(r.status, 2, r.stderr);
         assert.match(r.stderr, new RegExp(`${opt} must be an integer from 0 \\(unlimited\\)`));
     }
+    const ok = spawnSync(BIN, ['keys', 'create', '--name', 'says', '--tokens-per-day', '7', '--rpm', '0', '--data-dir', dataDir],
+        { encoding: 'utf8' });
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stderr, /created key 'says' for project 'says'; limits: 0 requests per minute, 7 tokens per day \(0 = unlimited\)/);
     const sv = spawnSync(BIN, ['serve', '--quota-rpm', 'many', '--model', model], { encoding: 'utf8' });
     assert.equal(sv.status, 2, sv.stderr);
     assert.match(sv.stderr, /--quota-rpm must be an integer from 0 \(unlimited\)/);
