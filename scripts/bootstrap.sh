@@ -30,7 +30,7 @@ say() { printf 'bootstrap: %s\n' "$*" >&2; }
 #      tests, no running systemd needed; clang: libFuzzer for tests/fuzz; valgrind: the leak
 #      check of the release build's serve cycle) ----
 PKGS="build-essential cmake git pkg-config ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
-libsqlite3-dev sqlite3 libpq-dev libcjson-dev libcmocka-dev libinih-dev nodejs npm binutils prometheus systemd chromium clang
+libsqlite3-dev sqlite3 libpq-dev postgresql libcjson-dev libcmocka-dev libinih-dev nodejs npm binutils prometheus systemd chromium clang
 valgrind"
 # --tools: benchmark and load-test tools (tests/load/wrk.sh skips itself without wrk)
 TOOL_PKGS="wrk"

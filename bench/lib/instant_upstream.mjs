@@ -2,7 +2,9 @@
 // POST .../chat/completions at once with the same small chat.completion, so that what a
 // benchmark measures in front of it is the forwarding, not the model.
 //
-//   node bench/lib/instant_upstream.mjs   (prints "PORT <n>" once listening on 127.0.0.1)
+//   node bench/lib/instant_upstream.mjs [--delay-ms N]
+//   (prints "PORT <n>" once listening on 127.0.0.1; --delay-ms: answer after N ms, a fixed
+//   cost per request, for benchmarks of the queue rather than of the forwarding)
 import http from 'node:http';
 
 const answer = (model) =>
@@ -15,6 +17,9 @@ const answer = (model) =>
         usage: { prompt_tokens: 12, completion_tokens: 1, total_tokens: 13 },
     });
 
+const di = process.argv.indexOf('--delay-ms');
+const DELAY = di > 0 ? Number(process.argv[di + 1]) : 0;
+
 const server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (d) => (body += d));
@@ -26,8 +31,12 @@ const server = http.createServer((req, res) => {
             /* answer anyway */
         }
         const out = answer(model);
-        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
-        res.end(out);
+        const send = () => {
+            res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+            res.end(out);
+        };
+        if (DELAY > 0) setTimeout(send, DELAY);
+        else send();
     });
 });
 server.keepAliveTimeout = 60_000;

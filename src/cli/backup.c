@@ -298,10 +298,11 @@ static int backup_parse(int argc, char **argv, struct backup_cmd *c)
     c->dir = argv[optind];
     c->ops = store_find(c->db);
     if (!c->ops)
-        return cli_fail("no store for '%s' (this build has: sqlite)", c->db);
+        return cli_fail("no store for '%s' (this build has: sqlite:PATH, postgres://...)", c->db);
     if (c->restore ? !c->ops->restore || !c->ops->probe || !c->ops->files_relocate : !c->ops->backup)
-        return cli_fail("the %s store cannot be %s by nightshift; use its own tools", c->ops->scheme,
-                        c->restore ? "restored" : "backed up");
+        return cli_fail("the %s store cannot be %s by nightshift; use its own tools%s", c->ops->scheme,
+                        c->restore ? "restored" : "backed up",
+                        strcmp(c->ops->scheme, "postgres") == 0 ? " (pg_dump / pg_restore: the files are in the database too)" : "");
     return -1;
 }
 

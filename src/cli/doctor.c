@@ -167,7 +167,7 @@ static void doctor_check_store(struct doctor *d, const char *db, const char *dir
     const struct store_ops *ops = store_find(db);
     int have = 0, known = 0;
     if (!ops) {
-        doctor_say(d, DOCTOR_FAIL, "store '%s': no such store in this build (it has: sqlite): fix --db", db);
+        doctor_say(d, DOCTOR_FAIL, "store '%s': no such store in this build (it has: sqlite:PATH, postgres://...): fix --db", db);
         return;
     }
     if (!ops->probe) {
@@ -175,7 +175,10 @@ static void doctor_check_store(struct doctor *d, const char *db, const char *dir
         return;
     }
     if (ops->probe(db, dir, &have, &known, err, sizeof(err))) {
-        doctor_say(d, DOCTOR_FAIL, "store: %s: restore a backup (nightshift restore) or move it away", err);
+        if (strcmp(ops->scheme, "sqlite") == 0)
+            doctor_say(d, DOCTOR_FAIL, "store: %s: restore a backup (nightshift restore) or move it away", err);
+        else
+            doctor_say(d, DOCTOR_FAIL, "store: %s: check the --db URI and that the database server is up", err);
         return;
     }
     if (have == 0)

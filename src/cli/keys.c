@@ -109,7 +109,7 @@ int cli_keys(int argc, char **argv)
         return cli_fail("keys create: invalid project '%s' (1-63 of letters, digits, '-', '_', '.')", project);
     const struct store_ops *ops = store_find(db);
     if (!ops)
-        return cli_fail("no store for '%s' (this build has: sqlite)", db);
+        return cli_fail("no store for '%s' (this build has: sqlite:PATH, postgres://...)", db);
     if (!db && mkdir(data_dir, 0750) && errno != EEXIST)
         return cli_fail("cannot create data dir '%s': %s", data_dir, strerror(errno));
     char err[512];

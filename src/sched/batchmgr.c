@@ -107,6 +107,12 @@ void batchmgr_on_idle(void *ud, const char *batch_id)
     batchmgr_kick(ud);
 }
 
+/* this node may run a once-only step of the batch now (see store_ops.batch_lease) */
+static bool bm_lease(struct batchmgr *m, const char *batch_id)
+{
+    return !m->ops->batch_lease || m->ops->batch_lease(m->st, batch_id) == NS_OK;
+}
+
 static bool bm_model_ok(void *ud, const char *model)
 {
     return batchmgr_sched_for(ud, model) != NULL;
@@ -148,6 +154,8 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
     struct store_file f;
     char err[512], served[1024] = "";
     struct batchfile *bf = NULL;
+    if (!bm_lease(m, b->id))
+        return; /* another node validates it */
     if (m->ops->file_get(m->st, b->input_file_id, &f) != NS_OK) {
         bm_fail(m, b, bm_errors_one("invalid_file", "the input file no longer exists", "input_file_id"));
         return;
@@ -298,6 +306,8 @@ static int bm_write_file(struct batchmgr *m, struct store_batch *b, bool ok_line
 static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_batch_status final)
 {
     int64_t now = time(NULL);
+    if (!bm_lease(m, b->id))
+        return; /* another node finalizes it */
     if (b->status != SB_FINALIZING && final == SB_COMPLETED) {
         enum store_batch_status was = b->status;
         b->status = SB_FINALIZING;
@@ -369,6 +379,8 @@ static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batc
     }
     if (inflight > 0)
         return; /* running lines finish first; the idle kick brings us back */
+    /* no batch lease here: each node settles its own lines (and a dead node's), in one
+     * transaction; finalization below takes the lease */
     struct bm_noresp nr = {
         .status = final == SB_EXPIRED ? NS_ERR_EXPIRED : NS_ERR_CANCELLED,
         .message = final == SB_EXPIRED ? "This request could not be executed before the completion window expired."
@@ -378,6 +390,9 @@ static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batc
     if (m->ops->lines_fail_unfinished(m->st, b->id, true, final == SB_EXPIRED ? SF_EXPIRED : SF_CANCELLED,
                                       bm_make_noresponse, &nr))
         return;
+    int64_t pending, running;
+    if (m->ops->lines_count_unfinished(m->st, b->id, &pending, &running) || pending + running > 0)
+        return; /* other nodes still hold lines of it: the last to settle finalizes */
     bm_finalize(m, b, final);
 }
 
@@ -454,6 +469,27 @@ static void bm_for_status(struct batchmgr *m, enum store_batch_status st, bm_ste
     free(ids);
 }
 
+/* Batches another node ended (finalized, settled, deleted) while this node's engines still
+ * held them: dropped here, or they would be asked for lines forever. */
+static void bm_forget_ended(struct batchmgr *m)
+{
+    for (int i = 0; i < m->n_scheds && !m->stopping; i++) {
+        char(*ids)[48] = NULL;
+        int n = 0;
+        if (sched_batch_ids(m->scheds[i], &ids, &n))
+            continue;
+        for (int k = 0; k < n; k++) {
+            struct store_batch b;
+            int rc = m->ops->batch_get(m->st, ids[k], &b);
+            if (rc == NS_ERR_NOT_FOUND || (rc == NS_OK && store_batch_status_terminal(b.status)))
+                sched_drop_batch(m->scheds[i], ids[k]);
+            if (rc == NS_OK)
+                store_batch_release(&b);
+        }
+        free(ids);
+    }
+}
+
 static void *bm_thread(void *arg)
 {
     struct batchmgr *m = arg;
@@ -479,6 +515,7 @@ static void *bm_thread(void *arg)
         bm_for_status(m, SB_CANCELLING, bm_step_cancelling);
         bm_for_status(m, SB_IN_PROGRESS, bm_check_progress);
         bm_for_status(m, SB_FINALIZING, bm_step_finalizing);
+        bm_forget_ended(m);
         time_t now = time(NULL);
         if (now - last_purge >= 60) {
             last_purge = now;

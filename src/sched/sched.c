@@ -73,6 +73,7 @@ struct sched_batch {
     int nbuf, ibuf;
     int inflight;
     bool exhausted;                 /* the store had no pending line at the last claim */
+    double exhausted_at;            /* when (sched_now) */
     bool dropped;
     bool idle_reported;
     struct sched_batch *next;
@@ -359,13 +360,24 @@ static void sched_claim(struct sched *s, struct sched_batch *b)
     }
     b->buf = lines;
     b->nbuf = n;
-    if (n == 0)
+    if (n == 0) {
         b->exhausted = true;
+        b->exhausted_at = sched_now();
+    } else if (b->exhausted) {
+        /* lines came back (another node's lease ran out): report idle again when done */
+        b->exhausted = false;
+        b->idle_reported = false;
+    }
 }
+
+/* An exhausted batch is asked again now and then: where nodes share the store, lines of a
+ * node that died become claimable when its lease runs out, with no event to say so. */
+#define SCHED_RECLAIM_SECONDS 2.0
 
 static bool sched_batch_has_work(const struct sched_batch *b)
 {
-    return !b->dropped && (b->ibuf < b->nbuf || !b->exhausted);
+    return !b->dropped &&
+           (b->ibuf < b->nbuf || !b->exhausted || sched_now() - b->exhausted_at >= SCHED_RECLAIM_SECONDS);
 }
 
 static void sched_report_idle(struct sched *s, struct sched_batch *b)
@@ -712,6 +724,23 @@ int sched_batch_inflight(struct sched *s, const char *batch_id)
             n = b->inflight;
     pthread_mutex_unlock(&s->mu);
     return n;
+}
+
+int sched_batch_ids(struct sched *s, char (**ids)[48], int *n)
+{
+    pthread_mutex_lock(&s->mu);
+    int cap = 0;
+    for (struct sched_batch *b = s->batches; b; b = b->next)
+        cap++;
+    char(*arr)[48] = malloc(sizeof(*arr) * (size_t)(cap ? cap : 1));
+    int got = 0;
+    for (struct sched_batch *b = s->batches; arr && b; b = b->next)
+        if (!b->dropped)
+            snprintf(arr[got++], 48, "%s", b->id);
+    pthread_mutex_unlock(&s->mu);
+    *ids = arr;
+    *n = arr ? got : 0;
+    return arr ? NS_OK : NS_ERR_NOMEM;
 }
 
 void sched_get_stats(struct sched *s, struct sched_stats *out)

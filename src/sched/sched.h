@@ -96,6 +96,8 @@ int sched_add_batch(struct sched *s, const char *batch_id, const char *input_pat
 int sched_drop_batch(struct sched *s, const char *batch_id);
 /* lines of the batch in the engine now (-1 when the sched does not know the batch) */
 int sched_batch_inflight(struct sched *s, const char *batch_id);
+/* the ids of the batches s works (not dropped), into *ids (free(3) it); 0 ok */
+int sched_batch_ids(struct sched *s, char (**ids)[48], int *n);
 
 const char *sched_model_name(const struct sched *s);
 struct backend *sched_backend(struct sched *s);

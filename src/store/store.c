@@ -8,12 +8,15 @@
 
 static const struct store_ops *const store_registry[] = {
     &store_sqlite_ops,
+    &store_pg_ops,
 };
 
 const struct store_ops *store_find(const char *uri)
 {
     if (!uri || !*uri || strncmp(uri, "sqlite:", 7) == 0 || !strstr(uri, "://"))
         return &store_sqlite_ops;
+    if (strncmp(uri, "postgresql:", 11) == 0)
+        return &store_pg_ops; /* libpq's other spelling */
     for (size_t i = 0; i < sizeof(store_registry) / sizeof(store_registry[0]); i++) {
         size_t n = strlen(store_registry[i]->scheme);
         if (strncmp(uri, store_registry[i]->scheme, n) == 0 && uri[n] == ':')

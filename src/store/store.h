@@ -2,7 +2,7 @@
  * store.h — the durable state of `nightshift serve`: files, batches and the per-line
  * results of each batch. Pluggable: a store is a const table of operations registered by
  * name (like SQLite's VFS), found by the scheme of the --db URI. SQLite (store_sqlite.c)
- * is the default; PostgreSQL implements the same table later.
+ * is the default; PostgreSQL (store_pg.c) is the same table for many nodes on one queue.
  *
  * INVARIANTS
  * - A batch line moves pending -> running -> done (ok or failed), and only forward, except
@@ -11,7 +11,9 @@
  *   result is written once (the line's primary key).
  * - Batch counters (completed, failed, tokens) change in the same transaction as the line
  *   they count, so request_counts are exact after any crash.
- * - File contents live on disk under the data dir; the store holds their metadata.
+ * - File contents are read from a path under the data dir (store_file.path); a file never
+ *   changes once inserted. SQLite keeps only metadata (the content is that file);
+ *   PostgreSQL keeps the content too and file_get makes the local copy on first use.
  *
  * THREADS: every operation may be called from any thread; implementations serialise
  * internally. Out-params are owned by the caller (free with the matching _release).
@@ -118,9 +120,9 @@ struct store_list_page {
 
 /* An API key (nightshift keys create): only its SHA-256 is stored. Every file and batch is
  * owned by a project; a key acts for its project, an admin key for all of them.
- * Limits (schema v5 in SQLite; api/quota.h says what they mean): stored with the key by
- * key_insert, read back by key_get; -1 = not set (the server's default applies; a store
- * keeps it as NULL), 0 = unlimited, N = the limit. */
+ * Limits (schema v5 in SQLite, v2 in PostgreSQL; api/quota.h says what they mean): stored
+ * with the key by key_insert, read back by key_get; -1 = not set (the server's default
+ * applies; a store keeps it as NULL), 0 = unlimited, N = the limit. */
 struct store_key {
     char name[64];
     char project[64];
@@ -154,6 +156,11 @@ struct store_ops {
     int (*batch_update)(struct store *st, const struct store_batch *b, enum store_batch_status expect);
     /* ids of batches in a status (start-up recovery, the scheduler's work list) */
     int (*batch_ids_by_status)(struct store *st, enum store_batch_status s, char (**ids)[48], int *n);
+    /* Optional (NULL: one process per store, every step is ours). Take or renew this
+     * node's lease on a batch for the steps that must run on one node at a time
+     * (validation, settling, finalization): NS_OK when ours now, NS_ERR_CONFLICT while
+     * another node's lease runs. batch_update's compare-and-set stays the guard of record. */
+    int (*batch_lease)(struct store *st, const char *id);
 
     int (*lines_insert)(struct store *st, const char *batch_id, const struct store_line *lines, int n);
     /* move up to max pending lines of the batch (of that model; NULL = any) to running;
@@ -163,10 +170,14 @@ struct store_ops {
     /* record finished lines and update their batches' counters, all in one transaction
      * (group commit: one fsync for many lines); a line already finished is left alone */
     int (*lines_finish)(struct store *st, const struct store_result *rs, int n);
-    /* running -> pending for every batch (start-up) */
+    /* running -> pending (start-up): every running line of the store, or, where many
+     * nodes share it, this node's (another node's lines are claimable once its lease on
+     * them runs out: lines_claim takes them and lines_count_unfinished counts them pending) */
     int (*lines_requeue)(struct store *st);
     /* every pending (and, when running too, running) line fails with this result line
-     * maker: json = make(ud, custom_id) — expiry and cancellation */
+     * maker: json = make(ud, custom_id) — expiry and cancellation. Where nodes share the
+     * store, "running" is this node's running lines and those whose lease ran out: another
+     * live node settles its own (lines_count_unfinished says when none is left) */
     int (*lines_fail_unfinished)(struct store *st, const char *batch_id, bool running_too, enum store_fail_kind kind,
                                  char *(*make)(void *ud, const char *custom_id), void *ud);
     int (*lines_count_unfinished)(struct store *st, const char *batch_id, int64_t *pending, int64_t *running);
@@ -205,9 +216,13 @@ struct store_ops {
     int (*key_insert)(struct store *st, const struct store_key *k, const char *hash_hex);
     int (*key_get)(struct store *st, const char *hash_hex, struct store_key *out);
     int (*key_count)(struct store *st, int64_t *n);
+
+    /* Optional: this process's id among the nodes sharing the store (logs, doctor) */
+    int (*node_id)(struct store *st, char *out, size_t n);
 };
 
-/* the store whose scheme matches the URI ("sqlite:path", "postgres://..."), or NULL */
+/* the store whose scheme matches the URI ("sqlite:path", "postgres://...",
+ * "postgresql://..."), or NULL */
 const struct store_ops *store_find(const char *uri);
 
 void store_file_release(struct store_file *f);
@@ -218,5 +233,6 @@ const char *store_batch_status_name(enum store_batch_status s);
 bool store_batch_status_terminal(enum store_batch_status s);
 
 extern const struct store_ops store_sqlite_ops;
+extern const struct store_ops store_pg_ops;
 
 #endif

@@ -14,6 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { e2eStoreUri } from './pg_lib.mjs';
+
 export const E2E_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(E2E_DIR, '..', '..');
 
@@ -93,6 +95,20 @@ export function startServer(args, { env = {}, startMs = 60_000, name = 'serve' }
     delete childEnv.NIGHTSHIFT_API_KEY; /* only --api-key counts, unless a caller sets it */
     delete childEnv.NIGHTSHIFT_MODEL;
     const fullArgs = ['serve', ...args, '--listen', '127.0.0.1:0', '--threads', THREADS];
+    /* the same tests on the PostgreSQL store (NIGHTSHIFT_E2E_STORE=postgres) */
+    if (!args.includes('--db')) {
+        let i = args.indexOf('--data-dir');
+        let dataDir = i >= 0 ? args[i + 1] : null;
+        let ownDb = false;
+        i = args.indexOf('--config');
+        if (i >= 0) {
+            const ini = fs.readFileSync(args[i + 1], 'utf8');
+            ownDb = /^\s*db\s*=/m.test(ini);
+            dataDir = dataDir || (/^\s*data-dir\s*=\s*(.+?)\s*$/m.exec(ini) || [])[1] || null;
+        }
+        const uri = ownDb ? null : e2eStoreUri(dataDir);
+        if (uri) fullArgs.push('--db', uri);
+    }
     const child = spawn(BIN, fullArgs, { env: { ...childEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     let stdout = '';

@@ -1,0 +1,1709 @@
+/*
+ * store_pg.c — the shared store: PostgreSQL through libpq, for many nightshift nodes on one
+ * queue (`--db postgres://...`). Same operations and semantics as store_sqlite.c; what
+ * differs is what N processes on N machines need.
+ *
+ * DESIGN
+ * - Files live in the database (file_chunks: 1 MiB bytea rows), written from the local file
+ *   at file_insert and read back chunk by chunk, never whole in memory. Every node keeps a
+ *   local copy under DATA_DIR/files/<id>, made on first use by file_get (streamed to a
+ *   temporary upload-* name, size-checked, fsynced, renamed): the rest of the program
+ *   reads files by path, as with SQLite. A file never changes once inserted, so a copy is
+ *   never stale; a copy of a file another node deleted stays until this node's start-up
+ *   sweep of files without a row.
+ * - Work distribution: lines_claim takes pending lines with SELECT ... FOR UPDATE SKIP
+ *   LOCKED (nodes never wait on each other's claims) and marks them running under a lease
+ *   (node id, lease_until). A heartbeat thread renews this node's leases every
+ *   lease/3 seconds. A line whose lease ran out (its node died or hung) counts as pending
+ *   again and is claimed by whoever comes next. lines_finish writes a result only over an
+ *   unfinished line, so a line that ran twice (a lease lost to a long pause) still has
+ *   exactly one result.
+ * - Batch steps that must run once (validation, settling a cancel, finalization) are
+ *   guarded by a batch lease (batch_lease) and, as on SQLite, by the compare-and-set of
+ *   batch_update: two nodes may both try, one wins, the other's work is undone.
+ * - Webhook deliveries are claimed the same way (webhooks_due pushes next_at forward in the
+ *   claiming transaction), so one node delivers each try.
+ * - Time for leases is the database's clock (one clock for every node).
+ * - Schema versioned in table ns_schema, migrated at open under a transaction-scoped
+ *   advisory lock (nodes starting together migrate once); a newer schema is refused.
+ *
+ * URI: postgres://[user[:password]@][host][:port]/dbname[?param=value...] as libpq takes
+ * it, plus nightshift's own parameters, removed before libpq sees the URI:
+ *   node=ID             this node's id (default: hostname:realpath(data dir), stable
+ *                       across restarts, so a restarted node takes its own lines back at once)
+ *   lease_seconds=N     how long a claimed line or batch step stays this node's (default 30)
+ *
+ * THREADS: one connection, one mutex (as SQLite's store); the heartbeat thread takes the
+ * same mutex. Out-params are the caller's (free with the matching _release).
+ */
+#include "store.h"
+
+#include "../util/status.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STORE_PG_VERSION 2
+#define PG_CHUNK (1024 * 1024)
+#define PG_MAX_ARGS 24
+
+struct store {
+    PGconn *conn;
+    pthread_mutex_t mu;
+    char *files_dir;
+    char node[256];
+    int lease;                   /* seconds */
+    pthread_t hb;
+    bool hb_started, stopping;
+    pthread_mutex_t hb_mu;
+    pthread_cond_t hb_cv;
+};
+
+/* ---- query helpers -------------------------------------------------------------------- */
+
+struct pg_args {
+    int n;
+    const char *v[PG_MAX_ARGS];
+    int len[PG_MAX_ARGS];
+    int fmt[PG_MAX_ARGS];
+    char num[PG_MAX_ARGS][24];
+};
+
+static void pa_text(struct pg_args *a, const char *s)
+{
+    a->v[a->n] = s; /* NULL = SQL NULL */
+    a->len[a->n] = 0;
+    a->fmt[a->n] = 0;
+    a->n++;
+}
+
+static void pa_i64(struct pg_args *a, int64_t x)
+{
+    snprintf(a->num[a->n], sizeof(a->num[0]), "%lld", (long long)x);
+    pa_text(a, a->num[a->n]);
+}
+
+static void pa_bin(struct pg_args *a, const void *p, int n)
+{
+    a->v[a->n] = p;
+    a->len[a->n] = n;
+    a->fmt[a->n] = 1;
+    a->n++;
+}
+
+/* a connection that dropped (server restart) is re-opened before the next query */
+static void pg_alive(struct store *st)
+{
+    if (PQstatus(st->conn) != CONNECTION_OK)
+        PQreset(st->conn);
+}
+
+/* run sql with args; the result when its status is ok (tuples or command), else NULL */
+static PGresult *pg_q(struct store *st, const char *sql, const struct pg_args *a)
+{
+    pg_alive(st);
+    PGresult *r = PQexecParams(st->conn, sql, a ? a->n : 0, NULL, a ? a->v : NULL, a ? a->len : NULL,
+                               a ? a->fmt : NULL, 0);
+    ExecStatusType s = PQresultStatus(r);
+    if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK)
+        return r;
+    PQclear(r);
+    return NULL;
+}
+
+/* sql without parameters; may hold several statements (the schema) */
+static int pg_exec(struct store *st, const char *sql)
+{
+    pg_alive(st);
+    PGresult *r = PQexec(st->conn, sql);
+    ExecStatusType s = PQresultStatus(r);
+    PQclear(r);
+    return s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK ? NS_OK : NS_ERR_IO;
+}
+
+static int64_t pg_i64(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static char *pg_dup(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
+}
+
+static void pg_copy(char *dst, size_t n, const PGresult *r, int row, int col)
+{
+    snprintf(dst, n, "%s", PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
+}
+
+/* rows changed by an UPDATE/DELETE/INSERT result */
+static long pg_changes(const PGresult *r)
+{
+    return strtol(PQcmdTuples((PGresult *)r), NULL, 10);
+}
+
+/* a growing byte buffer (array literals) */
+struct pg_buf {
+    char *p;
+    size_t n, cap;
+};
+
+static int pg_buf_put(struct pg_buf *b, const char *s, size_t n)
+{
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            return NS_ERR_NOMEM;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    return NS_OK;
+}
+
+/* the most lines of one batch written by one statement */
+#define PG_MAX_RUN 256
+
+/* the database's clock, in milliseconds (leases) */
+#define PG_NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+
+/* ---- open, schema, heartbeat ---------------------------------------------------------- */
+
+static const char pg_schema_v1[] =
+    "CREATE TABLE files("
+    "  id text PRIMARY KEY, owner text NOT NULL, purpose text NOT NULL, filename text NOT NULL,"
+    "  bytes bigint NOT NULL, created_at bigint NOT NULL, expires_at bigint NOT NULL DEFAULT 0,"
+    "  seq bigserial NOT NULL);"
+    "CREATE TABLE file_chunks(file_id text NOT NULL REFERENCES files(id) ON DELETE CASCADE,"
+    "  n integer NOT NULL, data bytea NOT NULL, PRIMARY KEY(file_id, n));"
+    "CREATE TABLE batches("
+    "  id text PRIMARY KEY, owner text NOT NULL, endpoint text NOT NULL, model text,"
+    "  input_file_id text NOT NULL, completion_window text NOT NULL, status integer NOT NULL,"
+    "  output_file_id text NOT NULL DEFAULT '', error_file_id text NOT NULL DEFAULT '',"
+    "  created_at bigint NOT NULL, in_progress_at bigint NOT NULL DEFAULT 0, expires_at bigint NOT NULL DEFAULT 0,"
+    "  finalizing_at bigint NOT NULL DEFAULT 0, completed_at bigint NOT NULL DEFAULT 0,"
+    "  failed_at bigint NOT NULL DEFAULT 0, expired_at bigint NOT NULL DEFAULT 0,"
+    "  cancelling_at bigint NOT NULL DEFAULT 0, cancelled_at bigint NOT NULL DEFAULT 0,"
+    "  total bigint NOT NULL DEFAULT 0, completed bigint NOT NULL DEFAULT 0, failed bigint NOT NULL DEFAULT 0,"
+    "  input_tokens bigint NOT NULL DEFAULT 0, cached_tokens bigint NOT NULL DEFAULT 0,"
+    "  output_tokens bigint NOT NULL DEFAULT 0, prompt_computed bigint NOT NULL DEFAULT 0,"
+    "  metadata text, errors text, output_expires_after bigint NOT NULL DEFAULT 0,"
+    "  not_before bigint NOT NULL DEFAULT 0, seq bigserial NOT NULL,"
+    "  canceled bigint NOT NULL DEFAULT 0, expired bigint NOT NULL DEFAULT 0,"
+    "  lease_node text, lease_until bigint NOT NULL DEFAULT 0);"
+    "CREATE INDEX batches_status ON batches(status);"
+    "CREATE TABLE lines("
+    "  batch_id text NOT NULL, idx bigint NOT NULL, line_no bigint NOT NULL, custom_id text NOT NULL,"
+    "  byte_off bigint NOT NULL, byte_len bigint NOT NULL, url integer NOT NULL, model text,"
+    "  state integer NOT NULL DEFAULT 0, result text, node text, lease_until bigint NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(batch_id, idx));"
+    "CREATE INDEX lines_state ON lines(batch_id, state, idx);"
+    "CREATE INDEX lines_running ON lines(node) WHERE state = 1;"
+    "CREATE TABLE webhooks("
+    "  id text PRIMARY KEY, batch_id text NOT NULL, type text NOT NULL, endpoint text NOT NULL,"
+    "  url text NOT NULL, body text NOT NULL, created_at bigint NOT NULL, next_at bigint NOT NULL,"
+    "  delivered_at bigint NOT NULL DEFAULT 0, attempts integer NOT NULL DEFAULT 0,"
+    "  last_status integer NOT NULL DEFAULT 0, state integer NOT NULL DEFAULT 0, last_error text NOT NULL DEFAULT '');"
+    "CREATE INDEX webhooks_due ON webhooks(state, next_at);"
+    "CREATE INDEX webhooks_batch ON webhooks(batch_id);"
+    "CREATE TABLE keys(hash text PRIMARY KEY, name text NOT NULL UNIQUE, project text NOT NULL,"
+    "  admin boolean NOT NULL, created_at bigint NOT NULL);";
+
+/* migrations[v] turns schema v-1 into v; v1 creates everything */
+static const char *const pg_migrations[STORE_PG_VERSION + 1] = {
+    [1] = pg_schema_v1,
+    /* a key's own limits (api/quota.h); NULL: the server's default */
+    [2] = "ALTER TABLE keys ADD COLUMN rpm bigint, ADD COLUMN tokens_per_day bigint,"
+          "  ADD COLUMN batch_queue_tokens bigint;",
+};
+
+/* Split nightshift's own parameters (node, lease_seconds) off a URI: libpq refuses unknown
+ * ones. *conninfo is malloc'd. */
+static int pg_parse_uri(const char *uri, char **conninfo, char *node, size_t nodelen, int *lease, char *err,
+                        size_t errlen)
+{
+    size_t n = strlen(uri);
+    char *out = malloc(n + 1);
+    if (!out)
+        return NS_ERR_NOMEM;
+    const char *q = strchr(uri, '?');
+    size_t base = q ? (size_t)(q - uri) : n;
+    memcpy(out, uri, base);
+    size_t o = base;
+    bool first = true;
+    const char *p = q ? q + 1 : NULL;
+    while (p && *p) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len > 5 && strncmp(p, "node=", 5) == 0) {
+            if (len - 5 >= nodelen) {
+                snprintf(err, errlen, "the node id in --db is longer than %zu bytes", nodelen - 1);
+                free(out);
+                return NS_ERR_INVALID;
+            }
+            memcpy(node, p + 5, len - 5);
+            node[len - 5] = '\0';
+        } else if (len > 14 && strncmp(p, "lease_seconds=", 14) == 0) {
+            char num[16];
+            char *end = NULL;
+            snprintf(num, sizeof(num), "%.*s", (int)(len - 14), p + 14);
+            errno = 0;
+            long v = strtol(num, &end, 10);
+            if (errno || *end || v < 1 || v > 3600) {
+                snprintf(err, errlen, "--db: lease_seconds must be a whole number of seconds from 1 to 3600 (got '%s')",
+                         num);
+                free(out);
+                return NS_ERR_INVALID;
+            }
+            *lease = (int)v;
+        } else if (len) {
+            out[o++] = first ? '?' : '&';
+            memcpy(out + o, p, len);
+            o += len;
+            first = false;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    out[o] = '\0';
+    *conninfo = out;
+    return NS_OK;
+}
+
+/* the URI with any password replaced, for messages */
+static void pg_redact(const char *uri, char *out, size_t n)
+{
+    const char *scheme = strstr(uri, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    const char *colon = at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
+    if (colon)
+        snprintf(out, n, "%.*s:***%s", (int)(colon - uri), uri, at);
+    else
+        snprintf(out, n, "%s", uri);
+    char *qm = strchr(out, '?');
+    if (qm)
+        *qm = '\0';
+}
+
+static void pg_quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+/* connect to uri (nightshift's own parameters go into node and lease): 0 and *out, or a
+ * status (NS_ERR_INVALID for a bad parameter, NS_ERR_IO when the server cannot be reached)
+ * with err naming the URI without its password */
+static int pg_connect(const char *uri, char *node, size_t nodelen, int *lease, PGconn **out, char *err, size_t errlen)
+{
+    char *conninfo = NULL;
+    char shown[512];
+    int rc;
+    *out = NULL;
+    pg_redact(uri, shown, sizeof(shown));
+    if ((rc = pg_parse_uri(uri, &conninfo, node, nodelen, lease, err, errlen)))
+        return rc;
+    PGconn *c = PQconnectdb(conninfo);
+    free(conninfo);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        const char *m = c ? PQerrorMessage(c) : "out of memory";
+        size_t ml = strlen(m);
+        while (ml && (m[ml - 1] == '\n' || m[ml - 1] == ' '))
+            ml--;
+        snprintf(err, errlen, "cannot connect to PostgreSQL at '%s': %.*s", shown, (int)ml, m);
+        PQfinish(c);
+        return NS_ERR_IO;
+    }
+    /* notices (CREATE ... IF NOT EXISTS and the like) are not ours to print */
+    PQsetNoticeProcessor(c, pg_quiet, NULL);
+    *out = c;
+    return NS_OK;
+}
+
+/* the schema version in the database; 0 when there is none yet, -1 on error */
+static int pg_version(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT to_regclass('ns_schema') IS NOT NULL");
+    int v = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        bool has = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (!has)
+            return 0;
+        r = PQexec(c, "SELECT max(version) FROM ns_schema");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            v = PQgetisnull(r, 0, 0) ? 0 : (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    }
+    PQclear(r);
+    return v;
+}
+
+static void *pg_heartbeat(void *arg);
+
+static int pg_open(const char *uri, const char *data_dir, struct store **out, char *err, size_t errlen)
+{
+    struct store *st = calloc(1, sizeof(*st));
+    int rc = NS_OK;
+    char files[PATH_MAX + 8], real[PATH_MAX], host[128] = "localhost";
+    *out = NULL;
+    if (!st)
+        return NS_ERR_NOMEM;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_mutex_init(&st->hb_mu, NULL);
+    pthread_cond_init(&st->hb_cv, NULL);
+    st->lease = 30;
+    snprintf(files, sizeof(files), "%s/files", data_dir ? data_dir : ".");
+    st->files_dir = strdup(files);
+    gethostname(host, sizeof(host) - 1);
+    const char *where = realpath(data_dir ? data_dir : ".", real) ? real : files;
+    size_t wl = strlen(where);
+    /* the end of a long path says more than its start */
+    snprintf(st->node, sizeof(st->node), "%.60s:%.180s", host, wl > 180 ? where + wl - 180 : where);
+    if (!st->files_dir) {
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
+    if ((rc = pg_connect(uri, st->node, sizeof(st->node), &st->lease, &st->conn, err, errlen)))
+        goto out;
+    /* nodes starting together: one migrates, the others wait for it and see the result */
+    if (pg_exec(st, "BEGIN") || pg_exec(st, "SELECT pg_advisory_xact_lock(7460218934512)")) {
+        snprintf(err, errlen, "cannot lock the schema: %s", PQerrorMessage(st->conn));
+        rc = NS_ERR_IO;
+        goto out;
+    }
+    int version = pg_version(st->conn);
+    if (version < 0) {
+        snprintf(err, errlen, "cannot read the schema version: %s", PQerrorMessage(st->conn));
+        rc = NS_ERR_IO;
+    } else if (version > STORE_PG_VERSION) {
+        snprintf(err, errlen,
+                 "the PostgreSQL database has schema version %d, newer than this nightshift understands (%d); "
+                 "use a newer nightshift",
+                 version, STORE_PG_VERSION);
+        rc = NS_ERR_CONFLICT;
+    } else if (version < STORE_PG_VERSION) {
+        bool ok = version > 0 || pg_exec(st, "CREATE TABLE ns_schema(version integer NOT NULL)") == NS_OK;
+        for (int v = version + 1; ok && v <= STORE_PG_VERSION; v++)
+            ok = pg_exec(st, pg_migrations[v]) == NS_OK;
+        struct pg_args a = {0};
+        pa_i64(&a, STORE_PG_VERSION);
+        PGresult *r = ok ? pg_q(st, "INSERT INTO ns_schema(version) VALUES($1)", &a) : NULL;
+        if (!r) {
+            snprintf(err, errlen, "cannot create the schema: %s", PQerrorMessage(st->conn));
+            rc = NS_ERR_IO;
+        }
+        PQclear(r);
+    }
+    if (rc || pg_exec(st, "COMMIT")) {
+        if (!rc) {
+            snprintf(err, errlen, "cannot create the schema: %s", PQerrorMessage(st->conn));
+            rc = NS_ERR_IO;
+        }
+        pg_exec(st, "ROLLBACK");
+        goto out;
+    }
+    if (pthread_create(&st->hb, NULL, pg_heartbeat, st) != 0) {
+        snprintf(err, errlen, "cannot start the lease heartbeat thread");
+        rc = NS_ERR_INTERNAL;
+        goto out;
+    }
+    st->hb_started = true;
+out:
+    if (rc) {
+        PQfinish(st->conn);
+        free(st->files_dir);
+        pthread_mutex_destroy(&st->mu);
+        pthread_mutex_destroy(&st->hb_mu);
+        pthread_cond_destroy(&st->hb_cv);
+        free(st);
+        return rc;
+    }
+    *out = st;
+    return NS_OK;
+}
+
+/* renew the leases of this node's running lines every lease/3 s; a node that stops
+ * renewing (dead, hung, cut off) loses them after `lease` s */
+static void *pg_heartbeat(void *arg)
+{
+    struct store *st = arg;
+    pthread_mutex_lock(&st->hb_mu);
+    while (!st->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ms = (int64_t)st->lease * 1000 / 3;
+        ts.tv_sec += ms / 1000;
+        ts.tv_nsec += (ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&st->hb_cv, &st->hb_mu, &ts);
+        if (st->stopping)
+            break;
+        pthread_mutex_unlock(&st->hb_mu);
+        struct pg_args a = {0};
+        pa_text(&a, st->node);
+        pa_i64(&a, (int64_t)st->lease * 1000);
+        pthread_mutex_lock(&st->mu);
+        PQclear(pg_q(st, "UPDATE lines SET lease_until = " PG_NOW_MS " + $2 WHERE node = $1 AND state = 1", &a));
+        pthread_mutex_unlock(&st->mu);
+        pthread_mutex_lock(&st->hb_mu);
+    }
+    pthread_mutex_unlock(&st->hb_mu);
+    return NULL;
+}
+
+static void pg_close(struct store *st)
+{
+    if (!st)
+        return;
+    if (st->hb_started) {
+        pthread_mutex_lock(&st->hb_mu);
+        st->stopping = true;
+        pthread_cond_broadcast(&st->hb_cv);
+        pthread_mutex_unlock(&st->hb_mu);
+        pthread_join(st->hb, NULL);
+    }
+    PQfinish(st->conn);
+    free(st->files_dir);
+    pthread_mutex_destroy(&st->mu);
+    pthread_mutex_destroy(&st->hb_mu);
+    pthread_cond_destroy(&st->hb_cv);
+    free(st);
+}
+
+static int pg_check(struct store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st, "SELECT pg_is_in_recovery()", NULL);
+    int rc = r && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 'f' ? NS_OK : NS_ERR_IO;
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+static int pg_file_insert(struct store *st, const struct store_file *f)
+{
+    int rc = NS_ERR_IO;
+    unsigned char *buf = NULL;
+    int fd = f->path ? open(f->path, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0)
+        return NS_ERR_IO;
+    buf = malloc(PG_CHUNK);
+    if (!buf) {
+        close(fd);
+        return NS_ERR_NOMEM;
+    }
+    pthread_mutex_lock(&st->mu);
+    if (pg_exec(st, "BEGIN"))
+        goto out;
+    struct pg_args a = {0};
+    pa_text(&a, f->id);
+    pa_text(&a, f->owner);
+    pa_text(&a, f->purpose);
+    pa_text(&a, f->filename ? f->filename : "");
+    pa_i64(&a, f->bytes);
+    pa_i64(&a, f->created_at);
+    pa_i64(&a, f->expires_at);
+    PGresult *r = pg_q(st, "INSERT INTO files(id,owner,purpose,filename,bytes,created_at,expires_at) "
+                           "VALUES($1,$2,$3,$4,$5,$6,$7)", &a);
+    if (!r)
+        goto rollback;
+    PQclear(r);
+    /* the content, a chunk at a time: never whole in memory */
+    int64_t total = 0;
+    for (int n = 0;; n++) {
+        size_t got = 0;
+        while (got < PG_CHUNK) {
+            ssize_t k = read(fd, buf + got, PG_CHUNK - got);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k < 0)
+                goto rollback;
+            if (k == 0)
+                break;
+            got += (size_t)k;
+        }
+        if (got == 0 && n > 0)
+            break;
+        struct pg_args c = {0};
+        pa_text(&c, f->id);
+        pa_i64(&c, n);
+        pa_bin(&c, buf, (int)got);
+        r = pg_q(st, "INSERT INTO file_chunks(file_id,n,data) VALUES($1,$2::integer,$3::bytea)", &c);
+        if (!r)
+            goto rollback;
+        PQclear(r);
+        total += (int64_t)got;
+        if (got < PG_CHUNK)
+            break;
+    }
+    if (total != f->bytes)
+        goto rollback; /* the file changed under us: refuse rather than store a torn copy */
+    if (pg_exec(st, "COMMIT") == NS_OK) {
+        rc = NS_OK;
+        goto out;
+    }
+rollback:
+    pg_exec(st, "ROLLBACK");
+out:
+    pthread_mutex_unlock(&st->mu);
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+/* copy the content of file id from the database to path (absent): via a temporary
+ * upload-* name in the same dir (swept at start-up if we die), renamed when whole */
+static int pg_file_fetch(struct store *st, const char *id, int64_t bytes, const char *path)
+{
+    char tmp[PATH_MAX + 32];
+    snprintf(tmp, sizeof(tmp), "%s/upload-XXXXXX", st->files_dir);
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return NS_ERR_IO;
+    int rc = NS_ERR_IO;
+    int64_t total = 0;
+    for (int n = 0;; n++) {
+        struct pg_args a = {0};
+        pa_text(&a, id);
+        pa_i64(&a, n);
+        /* one chunk per query, the store unlocked between them: a big file does not
+         * hold up the other threads */
+        pthread_mutex_lock(&st->mu);
+        pg_alive(st);
+        PGresult *r = PQexecParams(st->conn, "SELECT data FROM file_chunks WHERE file_id=$1 AND n=$2::integer", a.n,
+                                   NULL, a.v, NULL, NULL, 1);
+        pthread_mutex_unlock(&st->mu);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            PQclear(r);
+            goto out;
+        }
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            break;
+        }
+        const char *data = PQgetvalue(r, 0, 0);
+        size_t len = (size_t)PQgetlength(r, 0, 0);
+        size_t off = 0;
+        while (off < len) {
+            ssize_t k = write(fd, data + off, len - off);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                PQclear(r);
+                goto out;
+            }
+            off += (size_t)k;
+        }
+        total += (int64_t)len;
+        PQclear(r);
+    }
+    if (total != bytes || fsync(fd))
+        goto out;
+    rc = NS_OK;
+out:
+    if (close(fd) && rc == NS_OK)
+        rc = NS_ERR_IO;
+    if (rc == NS_OK && rename(tmp, path))
+        rc = NS_ERR_IO;
+    if (rc)
+        unlink(tmp);
+    return rc;
+}
+
+#define PG_FILE_COLS "id,owner,purpose,filename,bytes,created_at,expires_at"
+
+static void pg_row_file(struct store *st, const PGresult *r, int i, struct store_file *f)
+{
+    memset(f, 0, sizeof(*f));
+    pg_copy(f->id, sizeof(f->id), r, i, 0);
+    pg_copy(f->owner, sizeof(f->owner), r, i, 1);
+    pg_copy(f->purpose, sizeof(f->purpose), r, i, 2);
+    f->filename = pg_dup(r, i, 3);
+    f->bytes = pg_i64(r, i, 4);
+    f->created_at = pg_i64(r, i, 5);
+    f->expires_at = pg_i64(r, i, 6);
+    size_t n = strlen(st->files_dir) + strlen(f->id) + 2;
+    f->path = malloc(n);
+    if (f->path)
+        snprintf(f->path, n, "%s/%s", st->files_dir, f->id);
+}
+
+static int pg_file_get(struct store *st, const char *id, struct store_file *out)
+{
+    int rc = NS_ERR_IO;
+    struct pg_args a = {0};
+    pa_text(&a, id);
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st, "SELECT " PG_FILE_COLS " FROM files WHERE id=$1", &a);
+    if (r && PQntuples(r) == 1) {
+        pg_row_file(st, r, 0, out);
+        rc = out->path && out->filename ? NS_OK : NS_ERR_NOMEM;
+    } else if (r) {
+        rc = NS_ERR_NOT_FOUND;
+    }
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    /* this node's copy, made on first use */
+    if (rc == NS_OK && access(out->path, F_OK) != 0)
+        rc = pg_file_fetch(st, id, out->bytes, out->path);
+    if (rc)
+        store_file_release(out);
+    return rc;
+}
+
+/* seq of an id for keyset pagination; -1 when unknown (mu held) */
+static int64_t pg_seq_of(struct store *st, const char *table, const char *id)
+{
+    char sql[96];
+    struct pg_args a = {0};
+    pa_text(&a, id);
+    snprintf(sql, sizeof(sql), "SELECT seq FROM %s WHERE id=$1", table);
+    PGresult *r = pg_q(st, sql, &a);
+    int64_t seq = r && PQntuples(r) == 1 ? pg_i64(r, 0, 0) : -1;
+    PQclear(r);
+    return seq;
+}
+
+static int pg_file_list(struct store *st, const struct store_list_page *pg, struct store_file **out, int *n,
+                        bool *has_more)
+{
+    int rc = NS_ERR_IO, got = 0;
+    struct store_file *arr = calloc((size_t)pg->limit + 1, sizeof(*arr));
+    PGresult *r = NULL;
+    *out = NULL;
+    *n = 0;
+    *has_more = false;
+    if (!arr)
+        return NS_ERR_NOMEM;
+    pthread_mutex_lock(&st->mu);
+    int64_t after = pg->after ? pg_seq_of(st, "files", pg->after) : -1;
+    if (pg->after && after < 0) {
+        rc = NS_OK;
+        goto out;
+    }
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT " PG_FILE_COLS " FROM files WHERE ($1::text IS NULL OR owner=$1) AND ($2::text IS NULL OR purpose=$2) "
+             "AND ($3::bigint < 0 OR seq %s $3::bigint) ORDER BY seq %s LIMIT $4::bigint",
+             pg->desc ? "<" : ">", pg->desc ? "DESC" : "ASC");
+    struct pg_args a = {0};
+    pa_text(&a, pg->owner);
+    pa_text(&a, pg->purpose);
+    pa_i64(&a, after);
+    pa_i64(&a, pg->limit + 1);
+    if (!(r = pg_q(st, sql, &a)))
+        goto out;
+    for (int i = 0; i < PQntuples(r) && i <= pg->limit; i++)
+        pg_row_file(st, r, i, &arr[got++]);
+    rc = NS_OK;
+out:
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        free(arr);
+        return rc;
+    }
+    if (got > pg->limit) {
+        *has_more = true;
+        store_file_release(&arr[--got]);
+    }
+    *out = arr;
+    *n = got;
+    return NS_OK;
+}
+
+static int pg_file_delete(struct store *st, const char *id)
+{
+    struct pg_args a = {0};
+    pa_text(&a, id);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st, "DELETE FROM files WHERE id=$1", &a);
+    int rc = !r ? NS_ERR_IO : pg_changes(r) ? NS_OK : NS_ERR_NOT_FOUND;
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ---- batches -------------------------------------------------------------------------- */
+
+#define PG_BATCH_COLS                                                                                              \
+    "id,owner,endpoint,model,input_file_id,completion_window,status,output_file_id,error_file_id,created_at,"     \
+    "in_progress_at,expires_at,finalizing_at,completed_at,failed_at,expired_at,cancelling_at,cancelled_at,total," \
+    "completed,failed,input_tokens,cached_tokens,output_tokens,prompt_computed,metadata,errors,"                  \
+    "output_expires_after,not_before,seq,canceled,expired"
+
+static void pg_row_batch(const PGresult *r, int i, struct store_batch *b)
+{
+    memset(b, 0, sizeof(*b));
+    pg_copy(b->id, sizeof(b->id), r, i, 0);
+    pg_copy(b->owner, sizeof(b->owner), r, i, 1);
+    pg_copy(b->endpoint, sizeof(b->endpoint), r, i, 2);
+    b->model = pg_dup(r, i, 3);
+    pg_copy(b->input_file_id, sizeof(b->input_file_id), r, i, 4);
+    pg_copy(b->completion_window, sizeof(b->completion_window), r, i, 5);
+    b->status = (enum store_batch_status)pg_i64(r, i, 6);
+    pg_copy(b->output_file_id, sizeof(b->output_file_id), r, i, 7);
+    pg_copy(b->error_file_id, sizeof(b->error_file_id), r, i, 8);
+    int64_t *ts[] = {&b->created_at, &b->in_progress_at, &b->expires_at, &b->finalizing_at, &b->completed_at,
+                     &b->failed_at, &b->expired_at, &b->cancelling_at, &b->cancelled_at, &b->total, &b->completed,
+                     &b->failed, &b->input_tokens, &b->cached_tokens, &b->output_tokens, &b->prompt_computed};
+    for (size_t k = 0; k < sizeof(ts) / sizeof(ts[0]); k++)
+        *ts[k] = pg_i64(r, i, 9 + (int)k);
+    b->metadata = pg_dup(r, i, 25);
+    b->errors = pg_dup(r, i, 26);
+    b->output_expires_after = pg_i64(r, i, 27);
+    b->not_before = pg_i64(r, i, 28);
+    b->seq = pg_i64(r, i, 29);
+    b->canceled = pg_i64(r, i, 30);
+    b->expired = pg_i64(r, i, 31);
+}
+
+static int pg_batch_insert(struct store *st, struct store_batch *b)
+{
+    struct pg_args a = {0};
+    pa_text(&a, b->id);
+    pa_text(&a, b->owner);
+    pa_text(&a, b->endpoint);
+    pa_text(&a, b->model);
+    pa_text(&a, b->input_file_id);
+    pa_text(&a, b->completion_window);
+    pa_i64(&a, b->status);
+    pa_i64(&a, b->created_at);
+    pa_i64(&a, b->expires_at);
+    pa_text(&a, b->metadata);
+    pa_i64(&a, b->output_expires_after);
+    pa_i64(&a, b->not_before);
+    pa_i64(&a, b->total);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st,
+                       "INSERT INTO batches(id,owner,endpoint,model,input_file_id,completion_window,status,created_at,"
+                       "expires_at,metadata,output_expires_after,not_before,total) "
+                       "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING seq",
+                       &a);
+    int rc = r && PQntuples(r) == 1 ? NS_OK : NS_ERR_IO;
+    if (!rc)
+        b->seq = pg_i64(r, 0, 0);
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int pg_batch_get(struct store *st, const char *id, struct store_batch *out)
+{
+    struct pg_args a = {0};
+    pa_text(&a, id);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st, "SELECT " PG_BATCH_COLS " FROM batches WHERE id=$1", &a);
+    int rc = !r ? NS_ERR_IO : PQntuples(r) == 1 ? NS_OK : NS_ERR_NOT_FOUND;
+    if (!rc)
+        pg_row_batch(r, 0, out);
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int pg_batch_list(struct store *st, const struct store_list_page *pg, struct store_batch **out, int *n,
+                         bool *has_more)
+{
+    int rc = NS_ERR_IO, got = 0;
+    struct store_batch *arr = calloc((size_t)pg->limit + 1, sizeof(*arr));
+    PGresult *r = NULL;
+    *out = NULL;
+    *n = 0;
+    *has_more = false;
+    if (!arr)
+        return NS_ERR_NOMEM;
+    pthread_mutex_lock(&st->mu);
+    int64_t after = pg->after ? pg_seq_of(st, "batches", pg->after) : -1;
+    int64_t before = pg->before ? pg_seq_of(st, "batches", pg->before) : -1;
+    if ((pg->after && after < 0) || (pg->before && before < 0)) {
+        rc = NS_OK;
+        goto out;
+    }
+    /* as store_sqlite.c: newest first; `before` reads upwards from the cursor, reversed below */
+    bool desc = pg->desc && !pg->before;
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "SELECT " PG_BATCH_COLS " FROM batches WHERE ($1::text IS NULL OR owner=$1) AND ($2::bigint < 0 OR seq %s "
+             "$2::bigint) AND ($4::bigint < 0 OR seq > $4::bigint) AND ($5::text IS NULL OR (endpoint = $5) = $6::boolean) "
+             "ORDER BY seq %s LIMIT $3::bigint",
+             pg->desc ? "<" : ">", desc ? "DESC" : "ASC");
+    struct pg_args a = {0};
+    pa_text(&a, pg->owner);
+    pa_i64(&a, after);
+    pa_i64(&a, pg->limit + 1);
+    pa_i64(&a, before);
+    pa_text(&a, pg->endpoint);
+    pa_text(&a, pg->endpoint_not ? "false" : "true");
+    if (!(r = pg_q(st, sql, &a)))
+        goto out;
+    for (int i = 0; i < PQntuples(r) && i <= pg->limit; i++)
+        pg_row_batch(r, i, &arr[got++]);
+    rc = NS_OK;
+    if (pg->before && pg->desc) {
+        int keep = got > pg->limit ? pg->limit : got;
+        for (int i = 0; i < keep / 2; i++) {
+            struct store_batch t = arr[i];
+            arr[i] = arr[keep - 1 - i];
+            arr[keep - 1 - i] = t;
+        }
+    }
+out:
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        free(arr);
+        return rc;
+    }
+    if (got > pg->limit) {
+        *has_more = true;
+        store_batch_release(&arr[--got]);
+    }
+    *out = arr;
+    *n = got;
+    return NS_OK;
+}
+
+static int pg_batch_update(struct store *st, const struct store_batch *b, enum store_batch_status expect)
+{
+    struct pg_args a = {0};
+    pa_text(&a, b->model);
+    pa_i64(&a, b->status);
+    pa_text(&a, b->output_file_id);
+    pa_text(&a, b->error_file_id);
+    int64_t ts[] = {b->in_progress_at, b->expires_at, b->finalizing_at, b->completed_at,
+                    b->failed_at,      b->expired_at, b->cancelling_at, b->cancelled_at};
+    for (int i = 0; i < 8; i++)
+        pa_i64(&a, ts[i]);
+    pa_text(&a, b->errors);
+    pa_text(&a, b->id);
+    pa_i64(&a, expect);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st,
+                       "UPDATE batches SET model=$1, status=$2, output_file_id=$3, error_file_id=$4, in_progress_at=$5,"
+                       " expires_at=$6, finalizing_at=$7, completed_at=$8, failed_at=$9, expired_at=$10,"
+                       " cancelling_at=$11, cancelled_at=$12, errors=$13 WHERE id=$14 AND status=$15",
+                       &a);
+    int rc = !r ? NS_ERR_IO : pg_changes(r) ? NS_OK : NS_ERR_CONFLICT;
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int pg_batch_ids_by_status(struct store *st, enum store_batch_status status, char (**ids)[48], int *n)
+{
+    struct pg_args a = {0};
+    pa_i64(&a, status);
+    *ids = NULL;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st, "SELECT id FROM batches WHERE status=$1 ORDER BY seq", &a);
+    pthread_mutex_unlock(&st->mu);
+    if (!r)
+        return NS_ERR_IO;
+    int got = PQntuples(r);
+    char(*arr)[48] = malloc(sizeof(*arr) * (size_t)(got ? got : 1));
+    if (!arr) {
+        PQclear(r);
+        return NS_ERR_NOMEM;
+    }
+    for (int i = 0; i < got; i++)
+        pg_copy(arr[i], 48, r, i, 0);
+    PQclear(r);
+    *ids = arr;
+    *n = got;
+    return NS_OK;
+}
+
+static int pg_batch_lease(struct store *st, const char *id)
+{
+    struct pg_args a = {0};
+    pa_text(&a, id);
+    pa_text(&a, st->node);
+    pa_i64(&a, (int64_t)st->lease * 1000);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st,
+                       "UPDATE batches SET lease_node=$2, lease_until=" PG_NOW_MS " + $3 WHERE id=$1 AND "
+                       "(lease_node IS NULL OR lease_node=$2 OR lease_until < " PG_NOW_MS ")",
+                       &a);
+    int rc = !r ? NS_ERR_IO : pg_changes(r) ? NS_OK : NS_ERR_CONFLICT;
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ---- lines ------------------------------------------------------------------------------ */
+
+/* COPY text format: backslash, tab, newline and carriage return escaped; NULL is \N */
+static void pg_copy_field(char **p, const char *s, bool last)
+{
+    char *o = *p;
+    if (!s) {
+        *o++ = '\\';
+        *o++ = 'N';
+    } else {
+        for (; *s; s++) {
+            switch (*s) {
+            case '\\': *o++ = '\\'; *o++ = '\\'; break;
+            case '\t': *o++ = '\\'; *o++ = 't'; break;
+            case '\n': *o++ = '\\'; *o++ = 'n'; break;
+            case '\r': *o++ = '\\'; *o++ = 'r'; break;
+            default: *o++ = *s;
+            }
+        }
+    }
+    *o++ = last ? '\n' : '\t';
+    *p = o;
+}
+
+static int pg_lines_insert(struct store *st, const char *batch_id, const struct store_line *lines, int n)
+{
+    int rc = NS_ERR_IO;
+    size_t cap = 1 << 16;
+    char *buf = malloc(cap);
+    if (!buf)
+        return NS_ERR_NOMEM;
+    pthread_mutex_lock(&st->mu);
+    if (pg_exec(st, "BEGIN"))
+        goto out;
+    /* Only while the batch is validating (the row lock orders us with batch_update): a
+     * validation that lost its lease to another node must not touch lines already running.
+     * Re-inserting the same lines after a crash mid-validation replaces them, as
+     * INSERT OR IGNORE keeps them in the SQLite store: they are the same lines. */
+    struct pg_args a = {0};
+    pa_text(&a, batch_id);
+    PGresult *r = pg_q(st, "SELECT status FROM batches WHERE id=$1 FOR UPDATE", &a);
+    if (!r || PQntuples(r) != 1 || pg_i64(r, 0, 0) != SB_VALIDATING) {
+        PQclear(r);
+        goto rollback;
+    }
+    PQclear(r);
+    if (!(r = pg_q(st, "DELETE FROM lines WHERE batch_id=$1", &a)))
+        goto rollback;
+    PQclear(r);
+    r = PQexec(st->conn, "COPY lines(batch_id,idx,line_no,custom_id,byte_off,byte_len,url,model,state,result) FROM STDIN");
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        PQclear(r);
+        goto rollback;
+    }
+    PQclear(r);
+    bool ok = true;
+    size_t used = 0;
+    for (int i = 0; i < n && ok; i++) {
+        const struct store_line *l = &lines[i];
+        /* worst case: every byte escaped */
+        size_t need = 2 * (strlen(batch_id) + strlen(l->custom_id) + (l->model ? strlen(l->model) : 2) +
+                           (l->result ? strlen(l->result) : 2)) + 128;
+        if (used + need > cap) {
+            if (used && PQputCopyData(st->conn, buf, (int)used) != 1)
+                ok = false;
+            used = 0;
+            if (need > cap) {
+                char *nb = realloc(buf, need);
+                if (!nb) {
+                    ok = false;
+                    break;
+                }
+                buf = nb;
+                cap = need;
+            }
+        }
+        char *p = buf + used, num[96];
+        pg_copy_field(&p, batch_id, false);
+        snprintf(num, sizeof(num), "%lld\t%u\t", (long long)l->idx, l->line_no);
+        size_t k = strlen(num);
+        memcpy(p, num, k);
+        p += k;
+        pg_copy_field(&p, l->custom_id, false);
+        snprintf(num, sizeof(num), "%lld\t%lld\t%d\t", (long long)l->off, (long long)l->len, l->url);
+        k = strlen(num);
+        memcpy(p, num, k);
+        p += k;
+        pg_copy_field(&p, l->model, false);
+        *p++ = l->result ? '0' + SL_FAILED : '0' + SL_PENDING;
+        *p++ = '\t';
+        pg_copy_field(&p, l->result, true);
+        used = (size_t)(p - buf);
+    }
+    if (ok && used && PQputCopyData(st->conn, buf, (int)used) != 1)
+        ok = false;
+    if (PQputCopyEnd(st->conn, ok ? NULL : "nightshift: out of memory") != 1)
+        ok = false;
+    while ((r = PQgetResult(st->conn)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            ok = false;
+        PQclear(r);
+    }
+    if (!ok)
+        goto rollback;
+    if (!(r = pg_q(st,
+                   "UPDATE batches SET total=(SELECT count(*) FROM lines WHERE batch_id=$1),"
+                   " failed=(SELECT count(*) FROM lines WHERE batch_id=$1 AND state=3) WHERE id=$1",
+                   &a)))
+        goto rollback;
+    PQclear(r);
+    if (pg_exec(st, "COMMIT") == NS_OK) {
+        rc = NS_OK;
+        goto out;
+    }
+rollback:
+    pg_exec(st, "ROLLBACK");
+out:
+    pthread_mutex_unlock(&st->mu);
+    free(buf);
+    return rc;
+}
+
+static void pg_row_line(const PGresult *r, int i, struct store_line *l)
+{
+    memset(l, 0, sizeof(*l));
+    l->idx = pg_i64(r, i, 0);
+    l->line_no = (uint32_t)pg_i64(r, i, 1);
+    l->custom_id = pg_dup(r, i, 2);
+    l->off = pg_i64(r, i, 3);
+    l->len = pg_i64(r, i, 4);
+    l->url = (int)pg_i64(r, i, 5);
+    l->model = pg_dup(r, i, 6);
+}
+
+static int pg_line_cmp(const void *x, const void *y)
+{
+    const struct store_line *a = x, *b = y;
+    return (a->idx > b->idx) - (a->idx < b->idx);
+}
+
+static int pg_lines_claim(struct store *st, const char *batch_id, const char *model, int max, struct store_line **out,
+                          int *n)
+{
+    struct pg_args a = {0};
+    pa_text(&a, batch_id);
+    pa_i64(&a, max);
+    pa_text(&a, model);
+    pa_text(&a, st->node);
+    pa_i64(&a, (int64_t)st->lease * 1000);
+    *out = NULL;
+    *n = 0;
+    /* pending lines, and running ones whose node stopped renewing its lease; rows another
+     * node is claiming right now are skipped, not waited for */
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st,
+                       "WITH c AS (SELECT idx FROM lines WHERE batch_id=$1 AND (state=0 OR (state=1 AND lease_until < "
+                       PG_NOW_MS ")) AND ($3::text IS NULL OR model=$3) ORDER BY idx LIMIT $2::bigint "
+                       "FOR UPDATE SKIP LOCKED) "
+                       "UPDATE lines l SET state=1, node=$4, lease_until=" PG_NOW_MS " + $5 FROM c "
+                       "WHERE l.batch_id=$1 AND l.idx=c.idx "
+                       "RETURNING l.idx,l.line_no,l.custom_id,l.byte_off,l.byte_len,l.url,l.model",
+                       &a);
+    pthread_mutex_unlock(&st->mu);
+    if (!r)
+        return NS_ERR_IO;
+    int got = PQntuples(r);
+    struct store_line *arr = calloc((size_t)(got ? got : 1), sizeof(*arr));
+    if (!arr) {
+        PQclear(r);
+        return NS_ERR_NOMEM; /* the lines stay claimed; their lease runs out */
+    }
+    for (int i = 0; i < got; i++)
+        pg_row_line(r, i, &arr[i]);
+    PQclear(r);
+    qsort(arr, (size_t)got, sizeof(*arr), pg_line_cmp);
+    *out = arr;
+    *n = got;
+    return NS_OK;
+}
+
+/* a PostgreSQL array literal of text elements: {"a","b\\"c"} ('"' and '\\' escaped) */
+static int pg_text_array(struct pg_buf *b, const char *const *v, int n)
+{
+    if (pg_buf_put(b, "{", 1))
+        return NS_ERR_NOMEM;
+    for (int i = 0; i < n; i++) {
+        if (pg_buf_put(b, i ? ",\"" : "\"", i ? 2 : 1))
+            return NS_ERR_NOMEM;
+        for (const char *c = v[i]; *c; c++) {
+            const char *run = c;
+            while (*c && *c != '"' && *c != '\\')
+                c++;
+            if (c > run && pg_buf_put(b, run, (size_t)(c - run)))
+                return NS_ERR_NOMEM;
+            if (!*c)
+                break;
+            char esc[2] = {'\\', *c};
+            if (pg_buf_put(b, esc, 2))
+                return NS_ERR_NOMEM;
+        }
+        if (pg_buf_put(b, "\"", 1))
+            return NS_ERR_NOMEM;
+    }
+    return pg_buf_put(b, "}", 2); /* with the terminating NUL */
+}
+
+/* Results of a run of lines of one batch: one UPDATE for the run (the arrays unnested), so
+ * the database parses and plans once per group commit, not once per line. */
+static int pg_lines_finish_run(struct store *st, const struct store_result *rs, int n, struct pg_buf *idx,
+                               struct pg_buf *state, struct pg_buf *res, int64_t sum[6])
+{
+    const char *texts[PG_MAX_RUN];
+    int rc = NS_ERR_NOMEM;
+    idx->n = state->n = res->n = 0;
+    if (pg_buf_put(idx, "{", 1) || pg_buf_put(state, "{", 1))
+        return rc;
+    for (int i = 0; i < n; i++) {
+        char num[32];
+        int k = snprintf(num, sizeof(num), "%s%lld", i ? "," : "", (long long)rs[i].idx);
+        if (pg_buf_put(idx, num, (size_t)k))
+            return rc;
+        k = snprintf(num, sizeof(num), "%s%d", i ? "," : "", rs[i].ok ? SL_OK : SL_FAILED);
+        if (pg_buf_put(state, num, (size_t)k))
+            return rc;
+        texts[i] = rs[i].json;
+    }
+    if (pg_buf_put(idx, "}", 2) || pg_buf_put(state, "}", 2) || pg_text_array(res, texts, n))
+        return rc;
+    struct pg_args a = {0};
+    pa_text(&a, rs[0].batch_id);
+    pa_text(&a, idx->p);
+    pa_text(&a, state->p);
+    pa_text(&a, res->p);
+    /* only an unfinished line counts: a result is written once, even when the line ran on
+     * two nodes (a lease lost to a long pause); RETURNING says which ones counted */
+    PGresult *r = pg_q(st,
+                       "UPDATE lines l SET state=v.state, result=v.result "
+                       "FROM unnest($2::bigint[], $3::integer[], $4::text[]) AS v(idx, state, result) "
+                       "WHERE l.batch_id=$1 AND l.idx=v.idx AND l.state<2 RETURNING l.idx",
+                       &a);
+    if (!r)
+        return NS_ERR_IO;
+    memset(sum, 0, 6 * sizeof(int64_t));
+    for (int row = 0; row < PQntuples(r); row++) {
+        int64_t x = pg_i64(r, row, 0);
+        for (int i = 0; i < n; i++) {
+            if (rs[i].idx != x)
+                continue;
+            sum[0] += rs[i].ok;
+            sum[1] += !rs[i].ok;
+            sum[2] += rs[i].prompt_tokens;
+            sum[3] += rs[i].completion_tokens;
+            sum[4] += rs[i].cached_tokens;
+            sum[5] += rs[i].prompt_computed;
+            break;
+        }
+    }
+    PQclear(r);
+    return NS_OK;
+}
+
+static int pg_lines_finish(struct store *st, const struct store_result *rs, int n)
+{
+    int rc = NS_ERR_IO;
+    struct pg_buf idx = {0}, state = {0}, res = {0};
+    pthread_mutex_lock(&st->mu);
+    if (pg_exec(st, "BEGIN"))
+        goto out;
+    for (int i = 0; i < n;) {
+        int j = i + 1;
+        while (j < n && j - i < PG_MAX_RUN && strcmp(rs[j].batch_id, rs[i].batch_id) == 0)
+            j++;
+        int64_t sum[6];
+        if ((rc = pg_lines_finish_run(st, rs + i, j - i, &idx, &state, &res, sum)))
+            goto rollback;
+        rc = NS_ERR_IO;
+        struct pg_args b = {0};
+        for (int k = 0; k < 6; k++)
+            pa_i64(&b, sum[k]);
+        pa_text(&b, rs[i].batch_id);
+        PGresult *r = pg_q(st,
+                           "UPDATE batches SET completed=completed+$1, failed=failed+$2, input_tokens=input_tokens+$3,"
+                           " output_tokens=output_tokens+$4, cached_tokens=cached_tokens+$5,"
+                           " prompt_computed=prompt_computed+$6 WHERE id=$7",
+                           &b);
+        if (!r)
+            goto rollback;
+        PQclear(r);
+        i = j;
+    }
+    if (pg_exec(st, "COMMIT") == NS_OK) {
+        rc = NS_OK;
+        goto out;
+    }
+rollback:
+    if (!rc)
+        rc = NS_ERR_IO;
+    pg_exec(st, "ROLLBACK");
+out:
+    pthread_mutex_unlock(&st->mu);
+    free(idx.p);
+    free(state.p);
+    free(res.p);
+    return rc;
+}
+
+/* start-up: this node's own running lines go back to pending now (another node's are
+ * theirs until their lease runs out) */
+static int pg_lines_requeue(struct store *st)
+{
+    struct pg_args a = {0};
+    pa_text(&a, st->node);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st, "UPDATE lines SET state=0, lease_until=0 WHERE node=$1 AND state=1", &a);
+    pthread_mutex_unlock(&st->mu);
+    PQclear(r);
+    return r ? NS_OK : NS_ERR_IO;
+}
+
+static int pg_lines_fail_unfinished(struct store *st, const char *batch_id, bool running_too, enum store_fail_kind kind,
+                                    char *(*make)(void *ud, const char *custom_id), void *ud)
+{
+    int rc = NS_ERR_IO;
+    int64_t nfail = 0;
+    PGresult *r = NULL;
+    pthread_mutex_lock(&st->mu);
+    if (pg_exec(st, "BEGIN"))
+        goto out;
+    struct pg_args a = {0};
+    pa_text(&a, batch_id);
+    pa_text(&a, running_too ? "true" : "false");
+    pa_text(&a, st->node);
+    /* running lines: this node's, and those whose node stopped renewing; a line another
+     * live node runs is its to finish or to settle when it sees the batch stop */
+    if (!(r = pg_q(st,
+                   "SELECT idx, custom_id FROM lines WHERE batch_id=$1 AND (state=0 OR (state=1 AND $2::boolean AND "
+                   "(node=$3 OR lease_until < " PG_NOW_MS "))) FOR UPDATE",
+                   &a)))
+        goto rollback;
+    for (int i = 0; i < PQntuples(r); i++) {
+        char *json = make(ud, PQgetvalue(r, i, 1));
+        if (!json)
+            goto rollback;
+        struct pg_args u = {0};
+        pa_text(&u, json);
+        pa_text(&u, batch_id);
+        pa_text(&u, PQgetvalue(r, i, 0));
+        PGresult *w = pg_q(st, "UPDATE lines SET state=3, result=$1 WHERE batch_id=$2 AND idx=$3::bigint", &u);
+        free(json);
+        if (!w)
+            goto rollback;
+        PQclear(w);
+        nfail++;
+    }
+    PQclear(r);
+    struct pg_args b = {0};
+    pa_i64(&b, nfail);
+    pa_text(&b, batch_id);
+    r = pg_q(st,
+             kind == SF_EXPIRED ? "UPDATE batches SET failed=failed+$1, expired=expired+$1 WHERE id=$2"
+                                : "UPDATE batches SET failed=failed+$1, canceled=canceled+$1 WHERE id=$2",
+             &b);
+    if (!r)
+        goto rollback;
+    PQclear(r);
+    r = NULL;
+    if (pg_exec(st, "COMMIT") == NS_OK) {
+        rc = NS_OK;
+        goto out;
+    }
+rollback:
+    PQclear(r);
+    r = NULL;
+    pg_exec(st, "ROLLBACK");
+out:
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int pg_lines_count_unfinished(struct store *st, const char *batch_id, int64_t *pending, int64_t *running)
+{
+    struct pg_args a = {0};
+    pa_text(&a, batch_id);
+    *pending = *running = 0;
+    /* a running line whose lease ran out is pending again: someone must claim it */
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st,
+                       "SELECT count(*) FILTER (WHERE state=0 OR lease_until < " PG_NOW_MS "),"
+                       " count(*) FILTER (WHERE state=1 AND lease_until >= " PG_NOW_MS ")"
+                       " FROM lines WHERE batch_id=$1 AND state<2",
+                       &a);
+    pthread_mutex_unlock(&st->mu);
+    if (!r || PQntuples(r) != 1) {
+        PQclear(r);
+        return NS_ERR_IO;
+    }
+    *pending = pg_i64(r, 0, 0);
+    *running = pg_i64(r, 0, 1);
+    PQclear(r);
+    return NS_OK;
+}
+
+static int pg_batch_delete(struct store *st, const char *id)
+{
+    int rc = NS_ERR_IO;
+    struct pg_args a = {0};
+    pa_text(&a, id);
+    pthread_mutex_lock(&st->mu);
+    if (pg_exec(st, "BEGIN"))
+        goto out;
+    PGresult *r = pg_q(st, "DELETE FROM lines WHERE batch_id=$1", &a);
+    if (!r)
+        goto rollback;
+    PQclear(r);
+    if (!(r = pg_q(st, "DELETE FROM batches WHERE id=$1", &a)))
+        goto rollback;
+    long changed = pg_changes(r);
+    PQclear(r);
+    if (pg_exec(st, "COMMIT") == NS_OK) {
+        rc = changed ? NS_OK : NS_ERR_NOT_FOUND;
+        goto out;
+    }
+rollback:
+    pg_exec(st, "ROLLBACK");
+out:
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int pg_lines_failed(struct store *st, const char *batch_id, struct store_line **out, int *n)
+{
+    struct pg_args a = {0};
+    pa_text(&a, batch_id);
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st,
+                       "SELECT idx,line_no,custom_id,byte_off,byte_len,url,model FROM lines WHERE batch_id=$1 AND "
+                       "state=3 ORDER BY line_no",
+                       &a);
+    pthread_mutex_unlock(&st->mu);
+    if (!r)
+        return NS_ERR_IO;
+    int got = PQntuples(r);
+    struct store_line *arr = calloc((size_t)(got ? got : 1), sizeof(*arr));
+    if (!arr) {
+        PQclear(r);
+        return NS_ERR_NOMEM;
+    }
+    for (int i = 0; i < got; i++)
+        pg_row_line(r, i, &arr[i]);
+    PQclear(r);
+    *out = arr;
+    *n = got;
+    return NS_OK;
+}
+
+static int pg_lines_export(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out)
+{
+    int rc = NS_ERR_IO;
+    struct pg_args a = {0};
+    pa_text(&a, batch_id);
+    pthread_mutex_lock(&st->mu);
+    pg_alive(st);
+    /* row by row (single-row mode): a 50,000-line batch's results are never all in memory */
+    if (!PQsendQueryParams(st->conn, "SELECT state, result FROM lines WHERE batch_id=$1 AND state>=2 ORDER BY line_no",
+                           a.n, NULL, a.v, NULL, NULL, 0) ||
+        !PQsetSingleRowMode(st->conn))
+        goto drain;
+    bool ok = true;
+    PGresult *r;
+    while ((r = PQgetResult(st->conn)) != NULL) {
+        ExecStatusType s = PQresultStatus(r);
+        if (s == PGRES_SINGLE_TUPLE && ok) {
+            FILE *f = pg_i64(r, 0, 0) == SL_OK ? ok_out : err_out;
+            if (f) {
+                size_t len = (size_t)PQgetlength(r, 0, 1);
+                if ((len && fwrite(PQgetvalue(r, 0, 1), 1, len, f) != len) || fputc('\n', f) == EOF)
+                    ok = false;
+            }
+        } else if (s == PGRES_TUPLES_OK) {
+            if (ok)
+                rc = NS_OK;
+        } else if (s != PGRES_SINGLE_TUPLE) {
+            ok = false;
+        }
+        PQclear(r);
+    }
+    goto out;
+drain:
+    while ((r = PQgetResult(st->conn)) != NULL)
+        PQclear(r);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ---- webhooks ------------------------------------------------------------------------ */
+
+#define PG_WEBHOOK_COLS                                                                                            \
+    "id,batch_id,type,endpoint,url,body,created_at,next_at,delivered_at,attempts,last_status,state,last_error"
+
+static void pg_row_webhook(const PGresult *r, int i, struct store_webhook *w)
+{
+    memset(w, 0, sizeof(*w));
+    pg_copy(w->id, sizeof(w->id), r, i, 0);
+    pg_copy(w->batch_id, sizeof(w->batch_id), r, i, 1);
+    pg_copy(w->type, sizeof(w->type), r, i, 2);
+    pg_copy(w->endpoint, sizeof(w->endpoint), r, i, 3);
+    w->url = pg_dup(r, i, 4);
+    w->body = pg_dup(r, i, 5);
+    w->created_at = pg_i64(r, i, 6);
+    w->next_at = pg_i64(r, i, 7);
+    w->delivered_at = pg_i64(r, i, 8);
+    w->attempts = (int)pg_i64(r, i, 9);
+    w->last_status = (int)pg_i64(r, i, 10);
+    w->state = (int)pg_i64(r, i, 11);
+    pg_copy(w->last_error, sizeof(w->last_error), r, i, 12);
+}
+
+static int pg_webhook_insert(struct store *st, const struct store_webhook *w)
+{
+    struct pg_args a = {0};
+    pa_text(&a, w->id);
+    pa_text(&a, w->batch_id);
+    pa_text(&a, w->type);
+    pa_text(&a, w->endpoint);
+    pa_text(&a, w->url);
+    pa_text(&a, w->body);
+    pa_i64(&a, w->created_at);
+    pa_i64(&a, w->next_at);
+    pa_i64(&a, w->delivered_at);
+    pa_i64(&a, w->attempts);
+    pa_i64(&a, w->last_status);
+    pa_i64(&a, w->state);
+    pa_text(&a, w->last_error);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st, "INSERT INTO webhooks(" PG_WEBHOOK_COLS ") VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                       &a);
+    pthread_mutex_unlock(&st->mu);
+    PQclear(r);
+    return r ? NS_OK : NS_ERR_IO;
+}
+
+static int pg_webhooks_rows(PGresult *r, int max, struct store_webhook **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!r)
+        return NS_ERR_IO;
+    int got = PQntuples(r) < max ? PQntuples(r) : max;
+    struct store_webhook *arr = calloc((size_t)(got ? got : 1), sizeof(*arr));
+    if (!arr) {
+        PQclear(r);
+        return NS_ERR_NOMEM;
+    }
+    for (int i = 0; i < got; i++)
+        pg_row_webhook(r, i, &arr[i]);
+    PQclear(r);
+    *out = arr;
+    *n = got;
+    return NS_OK;
+}
+
+/* due deliveries, claimed: their next_at moves a minute on in the same statement, so no
+ * other node takes them while this one tries (webhook_update sets the real next try) */
+static int pg_webhooks_due(struct store *st, int64_t now, int max, struct store_webhook **out, int *n)
+{
+    struct pg_args a = {0};
+    pa_i64(&a, now);
+    pa_i64(&a, max);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st,
+                       "WITH c AS (SELECT id FROM webhooks WHERE state=0 AND next_at<=$1 ORDER BY next_at LIMIT $2 "
+                       "FOR UPDATE SKIP LOCKED) "
+                       "UPDATE webhooks w SET next_at=$1 + 60 FROM c WHERE w.id=c.id RETURNING w.id,w.batch_id,w.type,"
+                       "w.endpoint,w.url,w.body,w.created_at,$1::bigint,w.delivered_at,w.attempts,w.last_status,"
+                       "w.state,w.last_error",
+                       &a);
+    pthread_mutex_unlock(&st->mu);
+    return pg_webhooks_rows(r, max, out, n);
+}
+
+static int pg_webhooks_list(struct store *st, const char *batch_id, int limit, struct store_webhook **out, int *n)
+{
+    struct pg_args a = {0};
+    pa_text(&a, batch_id);
+    pa_i64(&a, limit);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st,
+                       "SELECT " PG_WEBHOOK_COLS " FROM webhooks WHERE ($1::text IS NULL OR batch_id=$1) "
+                       "ORDER BY created_at DESC, id LIMIT $2",
+                       &a);
+    pthread_mutex_unlock(&st->mu);
+    return pg_webhooks_rows(r, limit, out, n);
+}
+
+static int pg_webhook_update(struct store *st, const struct store_webhook *w)
+{
+    struct pg_args a = {0};
+    pa_i64(&a, w->next_at);
+    pa_i64(&a, w->delivered_at);
+    pa_i64(&a, w->attempts);
+    pa_i64(&a, w->last_status);
+    pa_i64(&a, w->state);
+    pa_text(&a, w->last_error);
+    pa_text(&a, w->id);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st,
+                       "UPDATE webhooks SET next_at=$1, delivered_at=$2, attempts=$3, last_status=$4, state=$5, "
+                       "last_error=$6 WHERE id=$7",
+                       &a);
+    pthread_mutex_unlock(&st->mu);
+    PQclear(r);
+    return r ? NS_OK : NS_ERR_IO;
+}
+
+/* ---- the store as a whole ------------------------------------------------------------------ */
+
+static int pg_probe(const char *uri, const char *data_dir, int *have, int *known, char *err, size_t errlen)
+{
+    (void)data_dir;
+    char node[256];
+    int lease = 30;
+    *have = 0;
+    *known = STORE_PG_VERSION;
+    PGconn *c = NULL;
+    int rc = pg_connect(uri, node, sizeof(node), &lease, &c, err, errlen);
+    if (rc)
+        return rc;
+    int v = pg_version(c);
+    if (v < 0) {
+        snprintf(err, errlen, "cannot read the schema version: %s", PQerrorMessage(c));
+        rc = NS_ERR_IO;
+        v = 0;
+    }
+    *have = v;
+    PQfinish(c);
+    return rc;
+}
+
+/* ---- API keys ----------------------------------------------------------------------------- */
+
+static int pg_key_insert(struct store *st, const struct store_key *k, const char *hash_hex)
+{
+    struct pg_args a = {0};
+    pa_text(&a, hash_hex);
+    pa_text(&a, k->name);
+    pa_text(&a, k->project);
+    pa_text(&a, k->admin ? "true" : "false");
+    pa_i64(&a, k->created_at);
+    const int64_t lims[3] = {k->rpm, k->tokens_per_day, k->batch_queue_tokens};
+    for (int i = 0; i < 3; i++) {
+        if (lims[i] < 0)
+            pa_text(&a, NULL); /* not set: the server's default */
+        else
+            pa_i64(&a, lims[i]);
+    }
+    pthread_mutex_lock(&st->mu);
+    pg_alive(st);
+    PGresult *r = PQexecParams(st->conn,
+                               "INSERT INTO keys(hash,name,project,admin,created_at,rpm,tokens_per_day,"
+                               "batch_queue_tokens) VALUES($1,$2,$3,$4,$5,$6,$7,$8)",
+                               a.n, NULL, a.v, NULL, NULL, 0);
+    int rc = NS_OK;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        rc = state && strcmp(state, "23505") == 0 ? NS_ERR_CONFLICT : NS_ERR_IO; /* unique_violation */
+    }
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int pg_key_get(struct store *st, const char *hash_hex, struct store_key *out)
+{
+    struct pg_args a = {0};
+    pa_text(&a, hash_hex);
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st,
+                       "SELECT name,project,admin,created_at,rpm,tokens_per_day,batch_queue_tokens FROM keys "
+                       "WHERE hash=$1",
+                       &a);
+    int rc = !r ? NS_ERR_IO : PQntuples(r) == 1 ? NS_OK : NS_ERR_NOT_FOUND;
+    if (!rc) {
+        pg_copy(out->name, sizeof(out->name), r, 0, 0);
+        pg_copy(out->project, sizeof(out->project), r, 0, 1);
+        out->admin = PQgetvalue(r, 0, 2)[0] == 't';
+        out->created_at = pg_i64(r, 0, 3);
+        int64_t *lims[3] = {&out->rpm, &out->tokens_per_day, &out->batch_queue_tokens};
+        for (int i = 0; i < 3; i++)
+            *lims[i] = PQgetisnull(r, 0, 4 + i) ? -1 : pg_i64(r, 0, 4 + i);
+    }
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int pg_key_count(struct store *st, int64_t *n)
+{
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st, "SELECT count(*) FROM keys", NULL);
+    int rc = r && PQntuples(r) == 1 ? NS_OK : NS_ERR_IO;
+    if (!rc)
+        *n = pg_i64(r, 0, 0);
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int pg_node_id(struct store *st, char *out, size_t n)
+{
+    snprintf(out, n, "%s", st->node);
+    return NS_OK;
+}
+
+const struct store_ops store_pg_ops = {
+    .scheme = "postgres",
+    .open = pg_open,
+    .close = pg_close,
+    .check = pg_check,
+    .file_insert = pg_file_insert,
+    .file_get = pg_file_get,
+    .file_list = pg_file_list,
+    .file_delete = pg_file_delete,
+    .batch_insert = pg_batch_insert,
+    .batch_get = pg_batch_get,
+    .batch_list = pg_batch_list,
+    .batch_update = pg_batch_update,
+    .batch_ids_by_status = pg_batch_ids_by_status,
+    .batch_lease = pg_batch_lease,
+    .lines_insert = pg_lines_insert,
+    .lines_claim = pg_lines_claim,
+    .lines_finish = pg_lines_finish,
+    .lines_requeue = pg_lines_requeue,
+    .lines_fail_unfinished = pg_lines_fail_unfinished,
+    .lines_count_unfinished = pg_lines_count_unfinished,
+    .batch_delete = pg_batch_delete,
+    .lines_failed = pg_lines_failed,
+    .lines_export = pg_lines_export,
+    .webhook_insert = pg_webhook_insert,
+    .webhooks_due = pg_webhooks_due,
+    .webhook_update = pg_webhook_update,
+    .webhooks_list = pg_webhooks_list,
+    .probe = pg_probe,
+    .backup = NULL,   /* pg_dump does it, consistently and while nodes run */
+    .restore = NULL,
+    .files_relocate = NULL,
+    .key_insert = pg_key_insert,
+    .key_get = pg_key_get,
+    .key_count = pg_key_count,
+    .node_id = pg_node_id,
+};
