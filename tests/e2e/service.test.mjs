@@ -604,9 +604,12 @@ test('doctor: FAIL lines say what to fix, and the exit status is 1', async () =>
     assert.equal(r.code, 1, describeRun(r));
     assert.match(r.stdout, /^FAIL {2}store: cannot read database '.*nightshift\.db': file is not a database: restore a backup/m);
 
-    r = await runNs(['doctor', '--db', 'postgres://db.example/ns', '--data-dir', dir]);
+    r = await runNs(['doctor', '--db', 'mysql://db.example/ns', '--data-dir', dir]);
     assert.equal(r.code, 1, describeRun(r));
-    assert.match(r.stdout, /^FAIL {2}store 'postgres:\/\/db\.example\/ns': no such store in this build \(it has: sqlite\): fix --db$/m);
+    assert.match(r.stdout, /^FAIL {2}store 'mysql:\/\/db\.example\/ns': no such store in this build \(it has: sqlite:PATH, postgres:\/\/\.\.\.\): fix --db$/m);
+    r = await runNs(['doctor', '--db', 'postgres://db.invalid/ns', '--data-dir', dir]);
+    assert.equal(r.code, 1, describeRun(r));
+    assert.match(r.stdout, /^FAIL {2}store: cannot connect to PostgreSQL at 'postgres:\/\/db\.invalid\/ns': .*: check the --db URI and that the database server is up$/m);
 
     r = await runNs(['doctor', '--bogus']);
     assert.equal(r.code, 2, describeRun(r));
@@ -702,9 +705,12 @@ test('backup and restore refuse what they cannot do, clearly', async () => {
     r = await runNs(['backup', path.join(full, 'something', 'sub'), '--data-dir', dataDir]);
     assert.equal(r.code, 2, describeRun(r));
     assert.match(r.stderr, /cannot create '.*bk-full\/something\/sub': Not a directory/);
-    r = await runNs(['backup', path.join(dir, 'bk-pg'), '--db', 'postgres://db.example/ns', '--data-dir', dataDir]);
+    r = await runNs(['backup', path.join(dir, 'bk-my'), '--db', 'mysql://db.example/ns', '--data-dir', dataDir]);
     assert.equal(r.code, 2, describeRun(r));
-    assert.match(r.stderr, /no store for 'postgres:\/\/db\.example\/ns' \(this build has: sqlite\)/);
+    assert.match(r.stderr, /no store for 'mysql:\/\/db\.example\/ns' \(this build has: sqlite:PATH, postgres:\/\/\.\.\.\)/);
+    r = await runNs(['backup', path.join(dir, 'bk-pg'), '--db', 'postgres://db.invalid/ns', '--data-dir', dataDir]);
+    assert.equal(r.code, 2, describeRun(r));
+    assert.match(r.stderr, /the postgres store cannot be backed up by nightshift; use its own tools \(pg_dump \/ pg_restore/);
 
     r = await runNs(['backup', path.join(dir, 'bk-f'), '--data-dir', dataDir, '--force']);
     assert.equal(r.code, 2, describeRun(r));
