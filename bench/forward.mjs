@@ -15,54 +15,23 @@
 // Helicone < 1 ms added; target <= 30 us CPU and <= 1 ms added p99. On a small machine the
 // load generator shares the cores with the server, so requests/s is a floor, not a ceiling.
 // A benchmark: it prints, it never fails on time.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { cpuSeconds, parseArgs, stamp, startChild, tmpDir } from './lib/proc.mjs';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => {
-    if (v.startsWith('--')) a.push([v.slice(2), all[i + 1] && !all[i + 1].startsWith('--') ? all[i + 1] : 'true']);
-    return a;
-}, []));
+const args = parseArgs();
 const BIN = path.resolve(args.bin || path.join(HERE, '..', 'build', 'nightshift'));
 const C = Number(args.concurrency || 256);
 const SECONDS = Number(args.seconds || 10);
 const BATCH = Number(args.batch || 20000);
-const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-const OUT = args.out || path.join(HERE, 'results', `forward-${stamp}.md`);
-const TICK = 100; /* clock ticks per second of /proc/PID/stat (USER_HZ) on Linux */
-
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ns-forward-'));
-const children = [];
-process.on('exit', () => {
-    for (const c of children) c.kill('SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function startChild(cmd, argv, re) {
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    let out = '';
-    return new Promise((resolve, reject) => {
-        const on = (d) => {
-            out += d;
-            const m = re.exec(out);
-            if (m) resolve({ child, port: Number(m[1]) });
-        };
-        child.stdout.on('data', on);
-        child.stderr.on('data', on);
-        child.on('exit', (code) => reject(new Error(`${cmd} exited (${code}):\n${out}`)));
-    });
-}
-
-function cpuSeconds(pid) {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / TICK; /* utime, stime */
-}
+const STAMP = stamp();
+const OUT = args.out || path.join(HERE, 'results', `forward-${STAMP}.md`);
+const dir = tmpDir('ns-forward-');
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: C });
 function post(port, p, body) {
@@ -153,7 +122,7 @@ const batchCpu = cpuSeconds(ns.child.pid) - cpu0;
 
 const us = (x) => (x * 1e6).toFixed(0);
 const rows = [
-    `# forward benchmark ${stamp}`,
+    `# forward benchmark ${STAMP}`,
     '',
     `Machine: ${os.cpus()[0].model}, ${os.cpus().length} CPUs. Upstream: bench/lib/instant_upstream.mjs (node). ` +
         `Load: ${C} concurrent keep-alive clients (node http), ${SECONDS} s per phase, same machine.`,

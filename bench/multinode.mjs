@@ -15,76 +15,32 @@
 // (postmaster and its backends): the claim/commit overhead of the shared queue.
 // A benchmark: it prints, it never fails on time. The PostgreSQL server is Debian's, started
 // in a temporary directory (tests/e2e/pg_lib.mjs).
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { postgresSync } from '../tests/e2e/pg_lib.mjs';
+import { cpuSeconds, parseArgs, procStat, stamp, startChild, tmpDir } from './lib/proc.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => {
-    if (v.startsWith('--')) a.push([v.slice(2), all[i + 1] && !all[i + 1].startsWith('--') ? all[i + 1] : 'true']);
-    return a;
-}, []));
+const args = parseArgs();
 const BIN = path.resolve(args.bin || path.join(HERE, '..', 'build', 'nightshift'));
 const LINES = Number(args.lines || 3000);
 const DELAY = Number(args['delay-ms'] || 20);
 const CONC = Number(args.concurrency || 8);
 const MAXN = Number(args.nodes || 3);
-const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-const OUT = args.out || path.join(HERE, 'results', `multinode-${stamp}.md`);
-const TICK = 100; /* USER_HZ */
+const OUT = args.out || path.join(HERE, 'results', `multinode-${stamp()}.md`);
+const dir = tmpDir('ns-multinode-');
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ns-multinode-'));
-const children = [];
-process.on('exit', () => {
-    for (const c of children) c.kill('SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
-});
-
-function startChild(cmd, argv, re) {
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    let out = '';
-    return new Promise((resolve, reject) => {
-        const on = (d) => {
-            out += d;
-            const m = re.exec(out);
-            if (m) resolve({ child, port: Number(m[1]) });
-        };
-        child.stdout.on('data', on);
-        child.stderr.on('data', on);
-        child.on('exit', (code) => reject(new Error(`${cmd} exited (${code}):\n${out}`)));
-    });
-}
-
-function cpuOf(pid) {
-    try {
-        const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
-        return (Number(fields[11]) + Number(fields[12])) / TICK;
-    } catch {
-        return 0;
-    }
-}
-
-/* CPU seconds of the PostgreSQL server: the postmaster and every process under it (the
- * backends of connections that ended are counted in the postmaster's cutime/cstime) */
+/* CPU seconds of the PostgreSQL server: the postmaster (with the backends of connections
+ * that ended, which it waited for) and every process still under it */
 function pgCpu(postmaster) {
-    let total = 0;
+    let total = cpuSeconds(postmaster, true);
     for (const p of fs.readdirSync('/proc')) {
-        if (!/^\d+$/.test(p)) continue;
-        try {
-            const f = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-            const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
-            const ppid = Number(fields[1]);
-            if (Number(p) === postmaster) total += (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / TICK;
-            else if (ppid === postmaster) total += (Number(fields[11]) + Number(fields[12])) / TICK;
-        } catch {
-            /* gone */
-        }
+        if (!/^\d+$/.test(p) || Number(p) === postmaster) continue;
+        const f = procStat(p);
+        if (f && Number(f[1]) === postmaster) total += cpuSeconds(Number(p));
     }
     return total;
 }
@@ -109,7 +65,7 @@ async function phase(name, n, db, postmaster) {
             `[model fixed]\nbackend = openai-http\nurl = http://127.0.0.1:${UP.port}/v1\nconcurrency = ${CONC}\n`);
         nodes.push(await startChild(BIN, ['serve', '--config', ini, '--listen', '127.0.0.1:0'], /listening on http:\/\/127\.0\.0\.1:(\d+)/));
     }
-    const cpu0 = nodes.reduce((a, x) => a + cpuOf(x.child.pid), 0);
+    const cpu0 = nodes.reduce((a, x) => a + cpuSeconds(x.child.pid), 0);
     const pg0 = postmaster ? pgCpu(postmaster) : 0;
     const t0 = performance.now();
     const id = await submit(nodes[0].port);
@@ -120,7 +76,7 @@ async function phase(name, n, db, postmaster) {
         await new Promise((r) => setTimeout(r, 50));
     }
     const sec = (performance.now() - t0) / 1000;
-    const cpu = nodes.reduce((a, x) => a + cpuOf(x.child.pid), 0) - cpu0;
+    const cpu = nodes.reduce((a, x) => a + cpuSeconds(x.child.pid), 0) - cpu0;
     const pg = postmaster ? pgCpu(postmaster) - pg0 : 0;
     for (const x of nodes) x.child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 500));
@@ -138,7 +94,7 @@ for (let n = 1; n <= MAXN; n++) results.push(await phase(`pg-${n}`, n, PG.create
 
 const base = results.find((r) => r.name === 'pg-1');
 const rows = [
-    `# multi-node benchmark ${stamp}`,
+    `# multi-node benchmark ${stamp()}`,
     '',
     `Machine: ${os.cpus()[0].model}, ${os.cpus().length} CPUs; every node, the upstream and PostgreSQL ${fs.readdirSync('/usr/lib/postgresql').join(',')} on it.`,
     `Workload: one batch of ${LINES} lines; each node an openai-http model with concurrency ${CONC} in front of an upstream that answers after ${DELAY} ms ` +

@@ -2,7 +2,10 @@
 // batch saturates the engine (the hybrid pattern: interactive requests go first).
 //
 //   node bench/ttft.mjs --bin build/nightshift --model M.gguf [--requests 30] [--batch 2000]
-//                       [--parallel 32] [--threads N] [--max-tokens 16]
+//                       [--parallel 32] [--threads N] [--max-tokens 16] [--batch-prompt-words W]
+//
+// --batch-prompt-words W gives each batch line its own document of W words (long prompts:
+// the batch then brings large prefill chunks).
 //
 // Prints p50/p99 TTFT idle vs loaded and their ratio, plus the batch's progress during the
 // loaded phase (to show it kept running). A benchmark: it prints, it never fails on time.
@@ -22,6 +25,8 @@ const BATCH = Number(args.batch || 2000);
 const PAR = args.parallel || '32';
 const THREADS = args.threads || String(os.availableParallelism ? os.availableParallelism() : 2);
 const MAXT = Number(args['max-tokens'] || 16);
+const WORDS = Number(args['batch-prompt-words'] || 0);
+const doc = (i) => Array.from({ length: WORDS }, (_, w) => `w${(w * 7919 + i * 104729) % 5003}`).join(' ');
 if (!MODEL) {
     console.error('usage: node bench/ttft.mjs --model M.gguf [--bin build/nightshift]');
     process.exit(2);
@@ -72,7 +77,7 @@ const lines = [];
 for (let i = 0; i < BATCH; i++)
     lines.push(JSON.stringify({ custom_id: `b${i}`, method: 'POST', url: '/v1/chat/completions',
         body: { model: 'm', max_tokens: 64, ignore_eos: true,
-            messages: [{ role: 'user', content: `Batch item ${i}: write a paragraph about topic ${i}.` }] } }));
+            messages: [{ role: 'user', content: `${WORDS ? doc(i) + '\n' : ''}Batch item ${i}: write a paragraph about topic ${i}.` }] } }));
 const form = new FormData();
 form.append('purpose', 'batch');
 form.append('file', new Blob([lines.join('\n') + '\n']), 'load.jsonl');

@@ -69,8 +69,6 @@ static void serve_usage(FILE *f)
           "  -l, --listen HOST:PORT   default 127.0.0.1:8080 (port 0 picks a free one)\n"
           "  -p, --parallel N         sequences decoded together per model (default 64)\n"
           "      --interactive-slots N  extra sequences reserved for real-time requests (default 4)\n"
-          "      --interactive-prefill N  most batch prompt tokens per engine step while a real-time request\n"
-          "                           runs (default 256; 0 = no cap): keeps its first token quick\n"
           "  -c, --ctx N              KV cache tokens per model, split evenly between its sequences\n"
           "                           (default: 2048 per sequence)\n"
           "      --kv-unified         one KV pool shared by all sequences instead\n"
@@ -113,14 +111,12 @@ struct serve_model {
 };
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
-       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_IPREFILL, O_QRPM, O_QTPD, O_QBQT,
-       O_MAXCONN };
+       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
     {"listen", required_argument, 0, 'l'},       {"parallel", required_argument, 0, 'p'},
     {"interactive-slots", required_argument, 0, O_ISLOTS}, {"ctx", required_argument, 0, 'c'},
-    {"interactive-prefill", required_argument, 0, O_IPREFILL},
     {"threads", required_argument, 0, 't'},      {"api-key", required_argument, 0, O_KEY},
     {"no-auth", no_argument, 0, O_NOAUTH},
     {"quota-rpm", required_argument, 0, O_QRPM}, {"quota-tokens-per-day", required_argument, 0, O_QTPD},
@@ -432,7 +428,6 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     const char *alias = NULL, *data_dir = "nightshift-data", *db = NULL, *listen = "127.0.0.1:8080";
     const char *tmpl = NULL;
     int parallel = 64, islots = 4, ctx = 0, threads = 0, grace = SERVE_DEFAULT_GRACE;
-    int iprefill = engine_default_params().n_batch_interactive;
     bool verbose = false, kv_unified = false, no_prefix = false;
     int win_start = -1, win_end = -1;
     bool off_idle = true;
@@ -473,11 +468,6 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             if (num_parse_long(optarg, 1, 256, &v))
                 return cli_fail("--parallel must be an integer from 1 to 256, not '%s'", optarg);
             parallel = (int)v;
-            break;
-        case O_IPREFILL:
-            if (num_parse_long(optarg, 0, 1 << 20, &v))
-                return cli_fail("--interactive-prefill must be a number of tokens from 0 (no cap) up, not '%s'", optarg);
-            iprefill = (int)v;
             break;
         case O_ISLOTS:
             if (num_parse_long(optarg, 0, 64, &v))
@@ -674,7 +664,6 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         ep->n_ctx = ctx;
         ep->n_parallel = parallel;
         ep->n_priority = islots;
-        ep->n_batch_interactive = iprefill;
         ep->n_threads = threads;
         ep->chat_template = tmpl;
         ep->verbose = verbose;

@@ -114,7 +114,6 @@ struct engine_params engine_default_params(void)
         .n_parallel = 64,
         .n_batch = 2048,
         .n_ubatch = 512,
-        .n_batch_interactive = 256,
         .n_threads = 0,
         .chat_template = NULL,
         .verbose = false,
@@ -1275,9 +1274,7 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
 }
 
 /* Build the step's batch: one pending token per generating slot first (oldest first),
- * then the prompt chunks of priority (interactive) slots, then those of ordinary ones —
- * capped at n_batch_interactive tokens while a priority slot is in the engine, so that the
- * steps an interactive request waits on stay short. Returns the number of tokens. */
+ * then prompt chunks. Returns the number of tokens. */
 static int engine_build_batch(struct engine *e)
 {
     struct llama_batch *b = &e->batch;
@@ -1285,12 +1282,9 @@ static int engine_build_batch(struct engine *e)
     b->n_tokens = 0;
     int order_idx[ENGINE_MAX_PARALLEL];
     int n = 0;
-    bool interactive = false;
     for (int i = 0; i < e->n_slots; i++)
-        if (e->slots[i].used && !e->slots[i].parked) {
+        if (e->slots[i].used && !e->slots[i].parked)
             order_idx[n++] = i;
-            interactive |= e->slots[i].priority;
-        }
     /* insertion sort by admission order: n <= 256 and nearly sorted */
     for (int i = 1; i < n; i++) {
         int v = order_idx[i], j = i - 1;
@@ -1300,19 +1294,13 @@ static int engine_build_batch(struct engine *e)
         }
         order_idx[j + 1] = v;
     }
-    int ordinary_prefill = 0;
-    for (int pass = 0; pass < 3; pass++) {
-        int cap = budget;
-        if (pass == 2 && interactive && e->p.n_batch_interactive > 0 && e->p.n_batch_interactive < cap)
-            cap = e->p.n_batch_interactive;
-        for (int k = 0; k < n && cap > 0; k++) {
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < n && budget > 0; k++) {
             struct slot *s = &e->slots[order_idx[k]];
             int pending = s->n_tok - s->n_past;
             if (pending <= 0 || s->wait_for >= 0 || (pass == 0) != (pending == 1))
                 continue;
-            if ((pass == 1 && !s->priority) || (pass == 2 && s->priority))
-                continue;
-            int take = pending < cap ? pending : cap;
+            int take = pending < budget ? pending : budget;
             for (int j = 0; j < take; j++) {
                 int at = b->n_tokens++;
                 b->token[at] = s->tok[s->n_past + j];
@@ -1326,13 +1314,8 @@ static int engine_build_batch(struct engine *e)
                 s->i_out = b->n_tokens - 1;
             }
             budget -= take;
-            cap -= take;
-            if (pass == 2)
-                ordinary_prefill += take;
         }
     }
-    if (interactive && (uint64_t)ordinary_prefill > e->stats.max_prefill_interactive)
-        e->stats.max_prefill_interactive = (uint64_t)ordinary_prefill;
     return b->n_tokens;
 }
 

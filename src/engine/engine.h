@@ -55,11 +55,6 @@ struct engine_params {
     int n_threads;         /* 0 = online CPUs */
     int n_priority;        /* extra sequences only the priority lane may use (interactive
                               requests of a server); 0 = none */
-    int n_batch_interactive; /* most prompt tokens of ordinary (batch) sequences in one step
-                              while a priority sequence is in the engine; default 256. Keeps
-                              the steps short that an interactive request's prefill and
-                              tokens ride in, so a batch's 2,048-token prefill chunks do not
-                              sit in front of its first token */
     bool kv_unified;       /* one KV pool shared by all sequences (needed to share prompt
                               prefixes) instead of n_ctx split evenly between them. Split is
                               the default: each sequence then attends to its own cells only,
@@ -219,8 +214,6 @@ struct engine_stats {
     uint64_t prompt_cached;    /* ... of which copied from the prefix cache */
     uint64_t gen_tokens;       /* tokens sampled */
     uint64_t preemptions;      /* sequences parked for lack of KV */
-    uint64_t max_prefill_interactive; /* most ordinary prompt tokens in one step while a
-                                         priority sequence was in the engine */
 };
 
 /* Load the model and create the context. On failure *out is NULL and err says why

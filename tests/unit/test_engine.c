@@ -243,78 +243,6 @@ static void test_preemption(void **state)
     g_unified = false;
 }
 
-/* interactive first: while a priority request is in the engine, batch prompts are fed in
- * small chunks (n_batch_interactive), not in 2,048-token steps that would sit in front of
- * its first token; the priority request still gets the same answer */
-static int g_prio_pulled;
-static int src_pull_priority(void *ud, struct engine_request **out, int max)
-{
-    struct src *s = ud;
-    if (g_prio_pulled || max < 1)
-        return 0;
-    g_prio_pulled = 1;
-    out[0] = &s->req[MAXR - 1];
-    return 1;
-}
-
-static void run_interactive(struct src *s, int cap, struct engine_stats *st)
-{
-    struct engine_params p = engine_default_params();
-    p.model_path = g_model;
-    p.n_ctx = 5 * 1024;
-    p.n_parallel = 4;
-    p.n_priority = 1;
-    p.n_threads = 2;
-    p.n_batch_interactive = cap;
-    struct engine *e = NULL;
-    char err[256];
-    if (engine_init(p, &e, err, sizeof(err)))
-        fail_msg("engine_init: %s", err);
-    g_prio_pulled = 0;
-    struct engine_source es = {.ud = s, .pull = src_pull, .pull_priority = src_pull_priority, .done = src_done};
-    assert_int_equal(engine_run(e, &es), NS_OK);
-    engine_get_stats(e, st);
-    engine_free(e);
-}
-
-static void test_interactive_prefill_cap(void **state)
-{
-    (void)state;
-    static struct src a, b;
-    static char longp[4][4096];
-    struct engine_stats capped, uncapped;
-    for (int pass = 0; pass < 2; pass++) {
-        struct src *s = pass ? &b : &a;
-        fill(s, 4, 4);
-        for (int i = 0; i < 4; i++) {
-            size_t o = 0;
-            for (int w = 0; w < 200; w++)
-                o += (size_t)snprintf(longp[i] + o, sizeof(longp[i]) - o, "w%d ", (w * 31 + i) % 97);
-            s->req[i].prompt = longp[i];
-        }
-        engine_request_init(&s->req[MAXR - 1]);
-        s->req[MAXR - 1].prompt = "An interactive question: what is seven times six?";
-        s->req[MAXR - 1].max_tokens = 12;
-        s->req[MAXR - 1].temperature = 0;
-        s->req[MAXR - 1].ignore_eos = true;
-        run_interactive(s, pass ? 0 : 256, pass ? &uncapped : &capped);
-    }
-    /* capped: never more than 256 batch prompt tokens in a step beside the interactive one */
-    assert_true(capped.max_prefill_interactive > 0);
-    assert_true(capped.max_prefill_interactive <= 256);
-    /* without the cap (0) the first step carries thousands */
-    assert_true(uncapped.max_prefill_interactive > 1000);
-    assert_true(capped.steps > uncapped.steps);
-    for (int i = 0; i < 4; i++) {
-        assert_int_equal(a.done_count[i], 1);
-        assert_int_equal(a.status[i], NS_OK);
-        assert_string_equal(a.text[i], b.text[i]);
-    }
-    assert_int_equal(a.done_count[MAXR - 1], 1);
-    assert_int_equal(a.ctok[MAXR - 1], 12);
-    assert_string_equal(a.text[MAXR - 1], b.text[MAXR - 1]);
-}
-
 static void test_stop_and_stream(void **state)
 {
     (void)state;
@@ -540,7 +468,6 @@ int main(void)
         cmocka_unit_test(test_parallel_matches_sequential),
         cmocka_unit_test(test_context_overflow),
         cmocka_unit_test(test_preemption),
-        cmocka_unit_test(test_interactive_prefill_cap),
         cmocka_unit_test(test_stop_and_stream),
         cmocka_unit_test(test_sampling_seeded),
         cmocka_unit_test(test_batched_q8_matmul),
