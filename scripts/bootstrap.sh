@@ -12,7 +12,8 @@
 # that batched matmuls run.
 #
 # Usage: scripts/bootstrap.sh [--tools]   (--tools also builds llama-server, llama-batched-bench
-#                                          and installs gnuplot-nox, libjansson-dev, libjson-c-dev)
+#                                          and installs gnuplot-nox, libjansson-dev, libjson-c-dev,
+#                                          and wrk, the HTTP load generator of tests/load)
 # Prints the cache prefix on its last line as  NIGHTSHIFT_LLAMA_PREFIX=...
 set -euo pipefail
 
@@ -27,12 +28,16 @@ say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # ---- 1. Debian packages (prometheus: its promtool checks our metrics and alert rules in tests;
 #      libinih: the --config file parser; systemd: its systemd-analyze verifies our units in
-#      tests, no running systemd needed; clang: libFuzzer for tests/fuzz) ----
+#      tests, no running systemd needed; clang: libFuzzer for tests/fuzz; valgrind: the leak
+#      check of the release build's serve cycle; postgresql: the PostgreSQL store's tests start
+#      a real server) ----
 PKGS="build-essential cmake git pkg-config ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
-libsqlite3-dev sqlite3 libpq-dev postgresql libcjson-dev libcmocka-dev libinih-dev nodejs npm binutils prometheus systemd chromium clang"
-# --tools (benchmarks): gnuplot renders bench/run's plots; jansson and json-c are the other
-# JSON libraries bench/json_ingest.c compares cJSON with
-[ "$WANT_TOOLS" = 1 ] && PKGS="$PKGS gnuplot-nox libjansson-dev libjson-c-dev"
+libsqlite3-dev sqlite3 libpq-dev postgresql libcjson-dev libcmocka-dev libinih-dev nodejs npm binutils prometheus systemd chromium clang
+valgrind"
+# --tools (benchmarks and the load test): gnuplot renders bench/run's plots; jansson and
+# json-c are the other JSON libraries bench/json_ingest.c compares cJSON with; wrk drives
+# tests/load/wrk.sh (which skips itself without it)
+[ "$WANT_TOOLS" = 1 ] && PKGS="$PKGS gnuplot-nox libjansson-dev libjson-c-dev wrk"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -14,6 +14,7 @@
 #include "dashboard.h"
 #include "oai.h"
 #include "ollama.h"
+#include "quota.h"
 #include "../util/log.h"
 
 #include <cjson/cJSON.h>
@@ -43,6 +44,7 @@ struct server {
     struct sched **scheds;
     int n_scheds;
     struct batchmgr *bm;
+    struct quota *quota;         /* per-key limits (quota.h) */
     struct MHD_Daemon *mhd;
     int port;
     atomic_bool draining;        /* server_drain(): new requests get 503 */
@@ -74,6 +76,7 @@ struct server_params server_default_params(void)
         .port = 8080,
         .data_dir = ".",
         .api_key = NULL,
+        .max_connections = 4096,
         .max_body = 16u << 20,
         .max_file = 200u * 1000u * 1000u,
         .message_batch_retention = 29 * 86400,
@@ -137,7 +140,9 @@ static void req_completed(void *cls, struct MHD_Connection *c, void **con_cls, e
 
 /* ---- responses ---------------------------------------------------------------------- */
 
-static enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *type, char *text)
+/* text (freed here) as the answer; retry_after > 0 adds a Retry-After header (429s) */
+static enum MHD_Result send_text_retry(struct MHD_Connection *c, unsigned code, const char *type, char *text,
+                                       int64_t retry_after)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
@@ -145,9 +150,19 @@ static enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const 
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    if (retry_after > 0) {
+        char v[24];
+        snprintf(v, sizeof(v), "%lld", (long long)retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
     enum MHD_Result ret = MHD_queue_response(c, code, resp);
     MHD_destroy_response(resp);
     return ret;
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *type, char *text)
+{
+    return send_text_retry(c, code, type, text, 0);
 }
 
 static enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *o)
@@ -180,6 +195,19 @@ static enum MHD_Result send_shaped_error(struct MHD_Connection *c, enum err_shap
                   : shape == ERR_OLLAMA  ? ollama_error(msg)
                                          : oai_error_body(status, msg, param, code);
     return send_json(c, (unsigned)(http ? http : 500), body);
+}
+
+/* a quota refusal (quota.h): 429 with Retry-After, in the shape of the route's API */
+static enum MHD_Result send_quota_refusal(struct MHD_Connection *c, enum err_shape shape, const struct quota_refusal *why)
+{
+    cJSON *body = shape == ERR_ANTHROPIC ? anthropic_error(why->status, why->message)
+                  : shape == ERR_OLLAMA  ? ollama_error(why->message)
+                                         : oai_error_body(why->status, why->message, NULL, NULL);
+    char *text = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    if (!text)
+        return MHD_NO;
+    return send_text_retry(c, (unsigned)status_http(why->status), "application/json", text, why->retry_after);
 }
 
 #define send_error(c, status, param, code, ...) send_shaped_error((c), ERR_OPENAI, (status), (param), (code), __VA_ARGS__)
@@ -299,6 +327,10 @@ struct route_ctx {
      * see every project's files and batches */
     char owner[64];
     bool admin;
+    /* the key's name ("" for --api-key, --no-auth and the open mode: no quota) and its
+     * limits, the server's defaults filled in */
+    char key[64];
+    struct quota_limits lim;
 };
 
 typedef enum MHD_Result (*handler_fn)(struct route_ctx *x);
@@ -403,6 +435,8 @@ struct job {
     bool sent_role, sent_final;
     int phase;                  /* streaming: 0 role, 1 content, 2 final, 3 usage, 4 done, 5 end */
     int n_prompt;
+    struct quota *quota;        /* count the call's tokens for key (quota.h) when it ends */
+    char key[64];
     struct buf out;             /* SSE bytes ready for the reader */
     size_t out_pos;
 };
@@ -459,6 +493,8 @@ static void job_on_done(struct sched_job *sj, const struct engine_result *res)
         }
     }
     j->res.logprob_text = j->final_lp_text;
+    if (j->key[0])
+        quota_tokens_add(j->quota, j->key, (int64_t)res->prompt_tokens + res->completion_tokens);
     j->done = true;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
@@ -741,6 +777,16 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     bool chat = flavor != GEN_COMPLETION && flavor != GEN_OLLAMA_GENERATE;
     bool ollama = flavor >= GEN_OLLAMA_CHAT;
     struct oai_error err;
+    /* the key's budget first: a refused call costs no parsing (and counts for nothing) */
+    if (x->key[0]) {
+        struct quota_refusal why;
+        int qrc = quota_request_admit(x->srv->quota, x->key, x->lim, &why);
+        if (qrc == NS_ERR_QUOTA_REQUESTS || qrc == NS_ERR_QUOTA_TOKENS)
+            return send_quota_refusal(x->c, flavor == GEN_MESSAGES ? ERR_ANTHROPIC : ollama ? ERR_OLLAMA : ERR_OPENAI,
+                                      &why);
+        if (qrc)
+            return GEN_ERROR(x, flavor, qrc, NULL, "out of memory");
+    }
     struct job *j = calloc(1, sizeof(*j));
     if (!j)
         return GEN_ERROR(x, flavor, NS_ERR_NOMEM, NULL, "out of memory");
@@ -820,6 +866,8 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     j->anthropic = flavor == GEN_MESSAGES;
     j->n_prompt = n_prompt;
     j->created = time(NULL);
+    j->quota = x->srv->quota;
+    snprintf(j->key, sizeof(j->key), "%s", x->key);
     j->sj.on_done = job_on_done;
     j->sj.on_token = j->stream ? job_on_token : NULL;
     j->refs = 2; /* the engine's reference is dropped in job_on_done */
@@ -1185,6 +1233,25 @@ static enum MHD_Result h_file_delete(struct route_ctx *x)
 
 /* ---- batches ------------------------------------------------------------------------ */
 
+/* The batch queue budget (quota.h): the estimate of a new batch's input (the file at path,
+ * or jsonl in memory) against the key's enqueued batch tokens. NS_OK, NS_ERR_QUOTA_TOKENS
+ * (*why says why), or NS_ERR_IO (the file cannot be read). */
+static int batch_quota_admit(struct route_ctx *x, const char *batch_id, const char *path, const struct buf *jsonl,
+                             struct quota_refusal *why)
+{
+    if (!x->key[0] || x->lim.batch_queue_tokens <= 0)
+        return NS_OK; /* no estimate to make: a big file is not read for nothing */
+    int64_t est = 0;
+    if (path) {
+        int rc = quota_estimate_file(path, QUOTA_ABSENT_MAX_TOKENS, &est);
+        if (rc)
+            return rc;
+    } else {
+        est = quota_estimate_jsonl(jsonl->p ? jsonl->p : "", jsonl->len, QUOTA_ABSENT_MAX_TOKENS);
+    }
+    return quota_batch_admit(x->srv->quota, x->key, x->lim, batch_id, est, why);
+}
+
 static enum MHD_Result h_batch_create(struct route_ctx *x)
 {
     cJSON *body = cJSON_ParseWithLength(x->r->body.p ? x->r->body.p : "", x->r->body.len);
@@ -1304,6 +1371,9 @@ static enum MHD_Result h_batch_create(struct route_ctx *x)
     }
     char purpose[32];
     snprintf(purpose, sizeof(purpose), "%s", file.purpose);
+    oai_make_id(b.id, sizeof(b.id), "batch_");
+    struct quota_refusal why;
+    int qrc = strcmp(purpose, "batch") == 0 ? batch_quota_admit(x, b.id, file.path, NULL, &why) : NS_OK;
     store_file_release(&file);
     if (strcmp(purpose, "batch") != 0) {
         ret = send_error(x->c, NS_ERR_INVALID, "input_file_id", NULL,
@@ -1311,7 +1381,14 @@ static enum MHD_Result h_batch_create(struct route_ctx *x)
                          fid->valuestring, purpose);
         goto out;
     }
-    oai_make_id(b.id, sizeof(b.id), "batch_");
+    if (qrc == NS_ERR_QUOTA_TOKENS) {
+        ret = send_quota_refusal(x->c, ERR_OPENAI, &why);
+        goto out;
+    }
+    if (qrc) {
+        ret = send_error(x->c, qrc, "input_file_id", NULL, "cannot read the input file %.100s", fid->valuestring);
+        goto out;
+    }
     snprintf(b.owner, sizeof(b.owner), "%s", x->owner);
     snprintf(b.endpoint, sizeof(b.endpoint), "%s", ep->valuestring);
     snprintf(b.input_file_id, sizeof(b.input_file_id), "%s", fid->valuestring);
@@ -1529,6 +1606,14 @@ static enum MHD_Result h_batch_retry(struct route_ctx *x)
         ret = send_error(x->c, rc, NULL, NULL, "cannot write the retry's input file");
         goto out;
     }
+    oai_make_id(nb.id, sizeof(nb.id), "batch_");
+    struct quota_refusal why;
+    if ((rc = batch_quota_admit(x, nb.id, path, NULL, &why))) {
+        unlink(path);
+        ret = rc == NS_ERR_QUOTA_TOKENS ? send_quota_refusal(x->c, ERR_OPENAI, &why)
+                                        : send_error(x->c, rc, NULL, NULL, "cannot read the retry's input file");
+        goto out;
+    }
     snprintf(nf.owner, sizeof(nf.owner), "%s", b.owner);
     snprintf(nf.purpose, sizeof(nf.purpose), "batch");
     snprintf(name, sizeof(name), "%s_retry.jsonl", b.id);
@@ -1543,7 +1628,6 @@ static enum MHD_Result h_batch_retry(struct route_ctx *x)
     }
     int64_t window = 86400;
     batchmgr_parse_window(b.completion_window, &window);
-    oai_make_id(nb.id, sizeof(nb.id), "batch_");
     snprintf(nb.owner, sizeof(nb.owner), "%s", b.owner);
     snprintf(nb.endpoint, sizeof(nb.endpoint), "%s", b.endpoint);
     snprintf(nb.input_file_id, sizeof(nb.input_file_id), "%s", nf.id);
@@ -1628,15 +1712,25 @@ static cJSON *ant_batch_json(struct server *srv, const struct store_batch *b)
 
 /* A batch whose requests came inline (Message Batches, deferred requests): its JSONL is
  * written as an input file (temp file, fsync, rename), then the file and the batch are
- * recorded and the manager is kicked. 0 ok; else err says why (for the caller's shape). */
-static int inline_batch_create(struct server *srv, const char *owner, const struct buf *jsonl, int n, const char *endpoint,
+ * recorded and the manager is kicked. The key's batch queue is checked first. 0 ok;
+ * NS_ERR_QUOTA_TOKENS: the queue is full (*why says how, for a 429); else err says why
+ * (for the caller's shape). */
+static int inline_batch_create(struct route_ctx *x, const struct buf *jsonl, int n, const char *endpoint,
                                const char *id_prefix, const char *filename, const char *metadata, struct store_batch *b,
-                               char *err, size_t errlen)
+                               struct quota_refusal *why, char *err, size_t errlen)
 {
+    struct server *srv = x->srv;
+    const char *owner = x->owner;
     struct store_file f;
     memset(&f, 0, sizeof(f));
     char path[4096] = "", tmp[4200] = "";
-    int rc = NS_ERR_IO;
+    oai_make_id(b->id, sizeof(b->id), id_prefix);
+    int rc = batch_quota_admit(x, b->id, NULL, jsonl, why);
+    if (rc) {
+        snprintf(err, errlen, "%s", rc == NS_ERR_QUOTA_TOKENS ? "the key's batch queue is full" : "out of memory");
+        return rc;
+    }
+    rc = NS_ERR_IO;
     oai_make_id(f.id, sizeof(f.id), "file-");
     batchmgr_file_path(srv->data_dir, f.id, path, sizeof(path));
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -1670,7 +1764,6 @@ static int inline_batch_create(struct server *srv, const char *owner, const stru
         snprintf(err, errlen, "cannot record the batch");
         goto out;
     }
-    oai_make_id(b->id, sizeof(b->id), id_prefix);
     snprintf(b->owner, sizeof(b->owner), "%s", owner);
     snprintf(b->endpoint, sizeof(b->endpoint), "%s", endpoint);
     snprintf(b->input_file_id, sizeof(b->input_file_id), "%s", f.id);
@@ -1756,8 +1849,12 @@ static enum MHD_Result h_ant_batch_create(struct route_ctx *x)
         i++;
     }
     char err[256];
-    if (inline_batch_create(x->srv, x->owner, &jsonl, i, "/v1/messages", "msgbatch_", "message_batch_requests.jsonl", NULL, &b, err,
-                            sizeof(err)))
+    struct quota_refusal why;
+    int rc = inline_batch_create(x, &jsonl, i, "/v1/messages", "msgbatch_", "message_batch_requests.jsonl", NULL, &b,
+                                 &why, err, sizeof(err));
+    if (rc == NS_ERR_QUOTA_TOKENS)
+        ret = send_quota_refusal(x->c, ERR_ANTHROPIC, &why);
+    else if (rc)
         ret = send_ant_error(x->c, NS_ERR_IO, "%s", err);
     else
         ret = send_json(x->c, 200, ant_batch_json(x->srv, &b));
@@ -1845,6 +1942,8 @@ static enum MHD_Result deferred_create(struct route_ctx *x, bool chat)
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
     const cJSON *stream = cJSON_GetObjectItemCaseSensitive(body, "stream");
     char err[256];
+    struct quota_refusal why;
+    int rc = NS_OK;
     if (!cJSON_IsObject(body))
         ret = send_error(x->c, NS_ERR_INVALID, NULL, NULL, "The request body must be a JSON object.");
     else if (!cJSON_IsString(model))
@@ -1856,9 +1955,10 @@ static enum MHD_Result deferred_create(struct route_ctx *x, bool chat)
         ret = send_error(x->c, NS_ERR_INVALID, "stream", NULL, "A deferred request cannot be streamed.");
     else if (inline_line(&jsonl, "deferred", chat ? "/v1/chat/completions" : "/v1/completions", body))
         ret = send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
-    else if (inline_batch_create(x->srv, x->owner, &jsonl, 1, chat ? "/v1/chat/completions" : "/v1/completions", "batch_",
-                                 "deferred_request.jsonl", DEFERRED_METADATA, &b, err, sizeof(err)))
-        ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "%s", err);
+    else if ((rc = inline_batch_create(x, &jsonl, 1, chat ? "/v1/chat/completions" : "/v1/completions", "batch_",
+                                       "deferred_request.jsonl", DEFERRED_METADATA, &b, &why, err, sizeof(err))))
+        ret = rc == NS_ERR_QUOTA_TOKENS ? send_quota_refusal(x->c, ERR_OPENAI, &why)
+                                        : send_error(x->c, NS_ERR_IO, NULL, NULL, "%s", err);
     else
         ret = send_json(x->c, 202, deferred_json(x->srv, &b));
     buf_release(&jsonl);
@@ -2071,6 +2171,13 @@ static void metric_backends(struct buf *b, struct server *srv)
     }
 }
 
+static void metric_quota_key(void *ud, const char *key, const uint64_t refused[QUOTA_LIMITS_])
+{
+    for (int l = 0; l < QUOTA_LIMITS_; l++)
+        buf_appendf(ud, "nightshift_quota_refused_total{key=\"%s\",limit=\"%s\"} %llu\n", key, quota_limit_names[l],
+                    (unsigned long long)refused[l]);
+}
+
 static enum MHD_Result h_metrics(struct route_ctx *x)
 {
     if (!x->admin)
@@ -2148,6 +2255,9 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
         }
     }
     metric_backends(&b, srv);
+    buf_appendf(&b, "# HELP nightshift_quota_refused_total Calls and batches refused (429) by a key's limit.\n"
+                    "# TYPE nightshift_quota_refused_total counter\n");
+    quota_foreach(srv->quota, metric_quota_key, &b);
     buf_appendf(&b, "# HELP nightshift_cost_usd_total Work done at the model's configured prices (batch lines at "
                     "batch prices).\n# TYPE nightshift_cost_usd_total counter\n"
                     "# HELP nightshift_savings_usd_total What batch pricing saved against real-time prices.\n"
@@ -2603,6 +2713,13 @@ static bool server_auth(struct server *s, struct MHD_Connection *c, struct route
         if (s->ops->key_get(s->st, hash, &k) == NS_OK) {
             snprintf(x->owner, sizeof(x->owner), "%s", k.project);
             x->admin = k.admin;
+            snprintf(x->key, sizeof(x->key), "%s", k.name);
+            /* a key's own limit, else (not for admin keys) the server's default */
+            const struct quota_limits *d = &s->p.quota_default;
+            x->lim.rpm = k.rpm >= 0 ? k.rpm : k.admin ? 0 : d->rpm;
+            x->lim.tokens_per_day = k.tokens_per_day >= 0 ? k.tokens_per_day : k.admin ? 0 : d->tokens_per_day;
+            x->lim.batch_queue_tokens =
+                k.batch_queue_tokens >= 0 ? k.batch_queue_tokens : k.admin ? 0 : d->batch_queue_tokens;
             return true;
         }
     }
@@ -2712,6 +2829,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return rt->fn(&x);
 }
 
+/* quota.h's batch_left: what a queued batch still holds of its estimate, by the share of
+ * its lines not finished (all of it while it validates); 0 once it ends or is cancelled */
+static int64_t server_batch_left(void *ud, const char *batch_id, int64_t estimate)
+{
+    struct server *s = ud;
+    struct store_batch b;
+    int rc = s->ops->batch_get(s->st, batch_id, &b);
+    if (rc == NS_ERR_NOT_FOUND)
+        return -1;
+    if (rc)
+        return estimate; /* the store cannot say: keep counting it */
+    int64_t left = 0;
+    if (!store_batch_status_terminal(b.status) && b.status != SB_CANCELLING)
+        left = b.total > 0 ? estimate * (b.total - b.completed - b.failed) / b.total : estimate;
+    store_batch_release(&b);
+    return left;
+}
+
 int server_start(struct server_params p, struct store *st, const struct store_ops *ops, struct sched **scheds,
                  int n_scheds, struct batchmgr *bm, struct server **out, char *err, size_t errlen)
 {
@@ -2728,12 +2863,22 @@ int server_start(struct server_params p, struct store *st, const struct store_op
     s->scheds = scheds;
     s->n_scheds = n_scheds;
     s->bm = bm;
+    struct quota_params qp = quota_default_params();
+    qp.batch_left = server_batch_left;
+    qp.batch_ud = s;
+    if (quota_create(qp, &s->quota)) {
+        free(s->data_dir);
+        free(s->api_key);
+        free(s);
+        return NS_ERR_NOMEM;
+    }
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)p.port);
     if (inet_pton(AF_INET, p.host, &sa.sin_addr) != 1) {
         snprintf(err, errlen, "cannot listen on '%s': not an IPv4 address", p.host);
+        quota_free(s->quota);
         free(s->data_dir);
         free(s->api_key);
         free(s);
@@ -2743,24 +2888,30 @@ int server_start(struct server_params p, struct store *st, const struct store_op
     bool tls = p.tls_cert && p.tls_key;
     if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
         snprintf(err, errlen, "this libmicrohttpd was built without TLS: --tls-cert/--tls-key cannot be used");
+        quota_free(s->quota);
         free(s->data_dir);
         free(s->api_key);
         free(s);
         return NS_ERR_UNSUPPORTED;
     }
+    /* MHD_USE_AUTO: poll() rather than select(), whose descriptors end at 1024 (a server
+     * with a thousand connections has more) */
     unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-                         MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0);
+                         MHD_USE_AUTO | MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0);
     /* the TLS options end the list early when there is no certificate */
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-                              (unsigned int)600, tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, p.tls_key,
-                              MHD_OPTION_HTTPS_MEM_CERT, p.tls_cert, MHD_OPTION_END);
+                              (unsigned int)600, MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned int)(p.max_connections ? p.max_connections : 4096),
+                              tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, p.tls_key, MHD_OPTION_HTTPS_MEM_CERT,
+                              p.tls_cert, MHD_OPTION_END);
     if (!s->mhd) {
         if (tls)
             snprintf(err, errlen, "cannot listen on %s:%d with TLS (port in use, or a certificate and key that "
                                   "GnuTLS cannot load or that do not match)", p.host, p.port);
         else
             snprintf(err, errlen, "cannot listen on %s:%d (port in use?)", p.host, p.port);
+        quota_free(s->quota);
         free(s->data_dir);
         free(s->api_key);
         free(s);
@@ -2806,6 +2957,7 @@ void server_stop(struct server *s)
     pthread_mutex_destroy(&s->smu);
     pthread_cond_destroy(&s->scv);
     free(s->ring);
+    quota_free(s->quota);
     free(s->data_dir);
     free(s->api_key);
     free(s);

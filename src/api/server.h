@@ -9,6 +9,15 @@
  * --max-body), multipart uploads streamed to a temporary file under the data dir (never
  * whole in memory; 413 past --max-file-size).
  *
+ * Connections: at most max_connections at once (MHD_OPTION_CONNECTION_LIMIT; more wait in
+ * the listen queue), watched with poll() so descriptors past 1024 work.
+ *
+ * Quotas (quota.h): server_auth() resolves the key's limits (its own, else the defaults of
+ * server_params for non-admin keys); real-time calls are admitted or refused before their
+ * body is parsed and their tokens counted when they end; batch creates (files, retries,
+ * Message Batches, deferred requests) are checked against the key's queue by the estimate
+ * of their input. A refusal is a 429 with Retry-After in the route's error shape.
+ *
  * Anthropic (/v1/messages...) and Ollama (/api/...) routes share the same engine path;
  * errors are in the shape of the API a path belongs to (OpenAI error object, Anthropic
  * error, Ollama {"error"}), with the HTTP status of util/status.h's table.
@@ -22,6 +31,7 @@
 #include "../sched/batchmgr.h"
 #include "../sched/sched.h"
 #include "../store/store.h"
+#include "quota.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -35,6 +45,7 @@ struct server_params {
     const char *api_key;         /* an admin key; NULL: only the store's keys (keys create),
                                     and none at all while the store has none */
     bool no_auth;                /* --no-auth: every request is an admin (loopback only) */
+    unsigned max_connections;    /* HTTP connections at once (a thread each); default 4096 */
     size_t max_body;             /* JSON request bodies; default 16 MB */
     size_t max_file;             /* uploads; default 200 MB */
     int64_t message_batch_retention; /* seconds; default 29 days */
@@ -42,6 +53,8 @@ struct server_params {
                                     metadata.webhook_url */
     const char *tls_cert, *tls_key; /* PEM texts (not paths): HTTPS through libmicrohttpd's
                                     GnuTLS; both NULL = plain HTTP */
+    struct quota_limits quota_default; /* limits of non-admin keys that set none of their own
+                                    (quota.h; 0 = unlimited, the default) */
 };
 struct server_params server_default_params(void);
 

@@ -2,8 +2,10 @@
  * serve.c — `nightshift serve`: the OpenAI-compatible server (api/server.h) over the
  * store, one scheduler and engine per model, and the batch manager.
  *
- * Start-up order: data dir and its lock (one server per data dir), store, engines (one per
- * --model), schedulers, batch manager (which requeues the lines a crash left running), HTTP.
+ * Start-up order: data dir and its lock (one server per data dir), the sweep of unfinished
+ * upload temp files, store, the sweep of files no store row names (both left by a crash),
+ * engines (one per --model), schedulers, batch manager (which requeues the lines a crash
+ * left running), HTTP.
  *
  * Signals: SIGINT, SIGTERM and SIGHUP are blocked before any thread exists (so every thread
  * inherits the mask) and taken synchronously by the main thread with sigwaitinfo(): no
@@ -40,11 +42,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define SERVE_MAX_MODELS 64
 #define SERVE_DEFAULT_GRACE 30
+#define SERVE_ORPHAN_AGE 60 /* seconds: younger files under files/ are never swept */
+#define SERVE_FD_RESERVE 128 /* descriptors kept for other than connections */
 
 static void serve_usage(FILE *f)
 {
@@ -73,6 +79,12 @@ static void serve_usage(FILE *f)
           "      --api-key KEY        an admin key: 'Authorization: Bearer KEY' (or NIGHTSHIFT_API_KEY);\n"
           "                           keys of `nightshift keys create` are required once one exists\n"
           "      --no-auth            no keys at all (loopback addresses only; development)\n"
+          "      --quota-rpm N        default limit of real-time requests per minute for keys created\n"
+          "                           without one of their own; admin keys only have their own (0: none)\n"
+          "      --quota-tokens-per-day N  the same for real-time prompt + completion tokens per UTC day\n"
+          "      --quota-batch-queue-tokens N  the same for the estimated tokens of unfinished batches\n"
+          "      --max-connections N  HTTP connections at once, a thread each (default 4096; more wait\n"
+          "                           in the listen queue); bounded by the descriptor limit\n"
           "      --max-body SIZE      largest JSON request body (default 16MB)\n"
           "      --max-file-size SIZE largest upload (default 200MB)\n"
           "      --max-lines N        most requests per batch (default 50000)\n"
@@ -99,7 +111,7 @@ struct serve_model {
 };
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
-       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY };
+       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -107,6 +119,9 @@ static const struct option serve_opts[] = {
     {"interactive-slots", required_argument, 0, O_ISLOTS}, {"ctx", required_argument, 0, 'c'},
     {"threads", required_argument, 0, 't'},      {"api-key", required_argument, 0, O_KEY},
     {"no-auth", no_argument, 0, O_NOAUTH},
+    {"quota-rpm", required_argument, 0, O_QRPM}, {"quota-tokens-per-day", required_argument, 0, O_QTPD},
+    {"quota-batch-queue-tokens", required_argument, 0, O_QBQT},
+    {"max-connections", required_argument, 0, O_MAXCONN},
     {"tls-cert", required_argument, 0, O_TLSCERT}, {"tls-key", required_argument, 0, O_TLSKEY},
     {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
     {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
@@ -308,6 +323,42 @@ static void serve_sweep_uploads(const char *dir)
         log_event(LOG_INFO, NULL, NULL, "removed %d unfinished upload%s left by an earlier run", n, n == 1 ? "" : "s");
 }
 
+/* Remove the files under files/ that no store row names: a crash between a file's rename to
+ * its id and its row's insert (an upload, a batch's output, an inline batch's input) leaves
+ * one, and a crash while writing <id>.tmp leaves that. Only files older than min_age seconds
+ * go: at start-up nothing of ours writes there yet, but a file that appeared a moment ago
+ * (a clock step, an operator copying files in) is left for the next start rather than
+ * guessed about. A store that cannot answer removes nothing. */
+static void serve_sweep_orphans(const char *dir, struct store *st, const struct store_ops *ops, int64_t min_age)
+{
+    char sub[4096], path[4096 + 300];
+    snprintf(sub, sizeof(sub), "%s/files", dir);
+    DIR *d = opendir(sub);
+    if (!d)
+        return;
+    int n = 0;
+    time_t now = time(NULL);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", sub, de->d_name);
+        struct stat sb;
+        if (lstat(path, &sb) || !S_ISREG(sb.st_mode) || (int64_t)(now - sb.st_mtime) < min_age)
+            continue;
+        struct store_file f;
+        int rc = ops->file_get(st, de->d_name, &f);
+        if (rc == NS_OK)
+            store_file_release(&f);
+        else if (rc == NS_ERR_NOT_FOUND && unlink(path) == 0)
+            n++;
+    }
+    closedir(d);
+    if (n)
+        log_event(LOG_INFO, NULL, NULL, "removed %d file%s under %s that no store row names (left by a crash)", n,
+                  n == 1 ? "" : "s", sub);
+}
+
 static void serve_log_model(struct backend *be, const char *name, const char *path, int parallel, int islots)
 {
     struct engine *eng = be->ops->engine ? be->ops->engine(be->impl) : NULL;
@@ -322,6 +373,29 @@ static void serve_log_model(struct backend *be, const char *name, const char *pa
     log_event(LOG_INFO, name, NULL,
               "model '%s': %s (%s), %d parallel + %d interactive, context %d (%d per sequence), template %s", name,
               path, info.desc, parallel, islots, info.n_ctx, info.n_ctx_seq, info.chat_template);
+}
+
+/* Each HTTP connection holds a descriptor (and a thread): raise the soft descriptor limit to
+ * the hard one (systemd starts services with a soft 1024), and keep the connection limit
+ * under what the descriptors allow, with room for the store, the models and the logs. */
+static void serve_fd_limit(struct server_params *sp)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl))
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl))
+            rl.rlim_cur = old;
+    }
+    rlim_t room = rl.rlim_cur > SERVE_FD_RESERVE ? rl.rlim_cur - SERVE_FD_RESERVE : 1;
+    if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)sp->max_connections > room) {
+        log_event(LOG_WARN, NULL, NULL,
+                  "--max-connections %u is more than the descriptor limit allows (ulimit -n %llu): %llu connections",
+                  sp->max_connections, (unsigned long long)rl.rlim_cur, (unsigned long long)room);
+        sp->max_connections = (unsigned)room;
+    }
 }
 
 /* a PEM file into memory (libmicrohttpd takes the texts); 0 ok, else err says why */
@@ -412,8 +486,25 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             break;
         case O_KEY: sp.api_key = optarg; break;
         case O_NOAUTH: sp.no_auth = true; break;
+        case O_QRPM:
+        case O_QTPD:
+        case O_QBQT: {
+            int64_t *lim[] = {&sp.quota_default.rpm, &sp.quota_default.tokens_per_day,
+                              &sp.quota_default.batch_queue_tokens};
+            static const char *const names[] = {"--quota-rpm", "--quota-tokens-per-day", "--quota-batch-queue-tokens"};
+            if (num_parse_long(optarg, 0, 1000000000000LL, &v))
+                return cli_fail("%s must be an integer from 0 (unlimited) to 10^12, not '%s'", names[ch - O_QRPM],
+                                optarg);
+            *lim[ch - O_QRPM] = v;
+            break;
+        }
         case O_TLSCERT: tls_cert_path = optarg; break;
         case O_TLSKEY: tls_key_path = optarg; break;
+        case O_MAXCONN:
+            if (num_parse_long(optarg, 1, 1000000, &v))
+                return cli_fail("--max-connections must be an integer from 1 to 1000000, not '%s'", optarg);
+            sp.max_connections = (unsigned)v;
+            break;
         case O_MAXBODY:
             if (num_parse_size(optarg, &sz) || sz == 0)
                 return cli_fail("--max-body must be a size like 16MB, not '%s'", optarg);
@@ -523,6 +614,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    serve_fd_limit(&sp);
     char err[512];
     int lock_fd = -1;
     if (datadir_create(data_dir, err, sizeof(err)) || datadir_lock(data_dir, &lock_fd, err, sizeof(err)))
@@ -543,6 +635,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         ops->node_id(st, node, sizeof(node));
         log_event(LOG_INFO, NULL, NULL, "store: %s, shared; this node is '%s'", ops->scheme, node);
     }
+    serve_sweep_orphans(data_dir, st, ops, SERVE_ORPHAN_AGE);
     struct sched *scheds[SERVE_MAX_MODELS] = {0};
     struct batchmgr *bm = NULL;
     struct server *srv = NULL;

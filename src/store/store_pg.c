@@ -52,7 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STORE_PG_VERSION 1
+#define STORE_PG_VERSION 2
 #define PG_CHUNK (1024 * 1024)
 #define PG_MAX_ARGS 24
 
@@ -227,6 +227,9 @@ static const char pg_schema_v1[] =
 /* migrations[v] turns schema v-1 into v; v1 creates everything */
 static const char *const pg_migrations[STORE_PG_VERSION + 1] = {
     [1] = pg_schema_v1,
+    /* a key's own limits (api/quota.h); NULL: the server's default */
+    [2] = "ALTER TABLE keys ADD COLUMN rpm bigint, ADD COLUMN tokens_per_day bigint,"
+          "  ADD COLUMN batch_queue_tokens bigint;",
 };
 
 /* Split nightshift's own parameters (node, lease_seconds) off a URI: libpq refuses unknown
@@ -1600,9 +1603,18 @@ static int pg_key_insert(struct store *st, const struct store_key *k, const char
     pa_text(&a, k->project);
     pa_text(&a, k->admin ? "true" : "false");
     pa_i64(&a, k->created_at);
+    const int64_t lims[3] = {k->rpm, k->tokens_per_day, k->batch_queue_tokens};
+    for (int i = 0; i < 3; i++) {
+        if (lims[i] < 0)
+            pa_text(&a, NULL); /* not set: the server's default */
+        else
+            pa_i64(&a, lims[i]);
+    }
     pthread_mutex_lock(&st->mu);
     pg_alive(st);
-    PGresult *r = PQexecParams(st->conn, "INSERT INTO keys(hash,name,project,admin,created_at) VALUES($1,$2,$3,$4,$5)",
+    PGresult *r = PQexecParams(st->conn,
+                               "INSERT INTO keys(hash,name,project,admin,created_at,rpm,tokens_per_day,"
+                               "batch_queue_tokens) VALUES($1,$2,$3,$4,$5,$6,$7,$8)",
                                a.n, NULL, a.v, NULL, NULL, 0);
     int rc = NS_OK;
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
@@ -1620,13 +1632,19 @@ static int pg_key_get(struct store *st, const char *hash_hex, struct store_key *
     pa_text(&a, hash_hex);
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&st->mu);
-    PGresult *r = pg_q(st, "SELECT name,project,admin,created_at FROM keys WHERE hash=$1", &a);
+    PGresult *r = pg_q(st,
+                       "SELECT name,project,admin,created_at,rpm,tokens_per_day,batch_queue_tokens FROM keys "
+                       "WHERE hash=$1",
+                       &a);
     int rc = !r ? NS_ERR_IO : PQntuples(r) == 1 ? NS_OK : NS_ERR_NOT_FOUND;
     if (!rc) {
         pg_copy(out->name, sizeof(out->name), r, 0, 0);
         pg_copy(out->project, sizeof(out->project), r, 0, 1);
         out->admin = PQgetvalue(r, 0, 2)[0] == 't';
         out->created_at = pg_i64(r, 0, 3);
+        int64_t *lims[3] = {&out->rpm, &out->tokens_per_day, &out->batch_queue_tokens};
+        for (int i = 0; i < 3; i++)
+            *lims[i] = PQgetisnull(r, 0, 4 + i) ? -1 : pg_i64(r, 0, 4 + i);
     }
     PQclear(r);
     pthread_mutex_unlock(&st->mu);

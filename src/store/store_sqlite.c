@@ -24,7 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define STORE_SQLITE_VERSION 4
+#define STORE_SQLITE_VERSION 5
 
 struct store {
     sqlite3 *db;
@@ -136,6 +136,10 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
               "CREATE INDEX IF NOT EXISTS webhooks_batch ON webhooks(batch_id);",
         [4] = "CREATE TABLE keys(hash TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, project TEXT NOT NULL,"
               "  admin INTEGER NOT NULL, created_at INTEGER NOT NULL);",
+        /* a key's own limits (api/quota.h); NULL: the server's default */
+        [5] = "ALTER TABLE keys ADD COLUMN rpm INTEGER;"
+              "ALTER TABLE keys ADD COLUMN tokens_per_day INTEGER;"
+              "ALTER TABLE keys ADD COLUMN batch_queue_tokens INTEGER;",
     };
     bool ok = sq_exec(st, "BEGIN") == NS_OK && (version >= 1 || sq_exec(st, sq_schema) == NS_OK);
     for (int v = version < 1 ? 2 : version + 1; ok && v <= STORE_SQLITE_VERSION; v++)
@@ -1240,13 +1244,22 @@ static int sq_key_insert(struct store *st, const struct store_key *k, const char
     sqlite3_stmt *s = NULL;
     int rc = NS_ERR_IO;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "INSERT INTO keys(hash,name,project,admin,created_at) VALUES(?,?,?,?,?)", -1, &s,
-                           NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(st->db,
+                           "INSERT INTO keys(hash,name,project,admin,created_at,rpm,tokens_per_day,batch_queue_tokens) "
+                           "VALUES(?,?,?,?,?,?,?,?)",
+                           -1, &s, NULL) == SQLITE_OK) {
         sqlite3_bind_text(s, 1, hash_hex, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, k->name, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 3, k->project, -1, SQLITE_STATIC);
         sqlite3_bind_int(s, 4, k->admin ? 1 : 0);
         sqlite3_bind_int64(s, 5, k->created_at);
+        const int64_t lims[3] = {k->rpm, k->tokens_per_day, k->batch_queue_tokens};
+        for (int i = 0; i < 3; i++) {
+            if (lims[i] < 0)
+                sqlite3_bind_null(s, 6 + i);
+            else
+                sqlite3_bind_int64(s, 6 + i, lims[i]);
+        }
         int step = sqlite3_step(s);
         rc = step == SQLITE_DONE ? NS_OK : (sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_UNIQUE ||
                                             sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_PRIMARYKEY)
@@ -1264,8 +1277,8 @@ static int sq_key_get(struct store *st, const char *hash_hex, struct store_key *
     int rc = NS_ERR_IO;
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "SELECT name,project,admin,created_at FROM keys WHERE hash=?", -1, &s, NULL) ==
-        SQLITE_OK) {
+    if (sqlite3_prepare_v2(st->db, "SELECT name,project,admin,created_at,rpm,tokens_per_day,batch_queue_tokens FROM keys "
+                           "WHERE hash=?", -1, &s, NULL) == SQLITE_OK) {
         sqlite3_bind_text(s, 1, hash_hex, -1, SQLITE_STATIC);
         int step = sqlite3_step(s);
         if (step == SQLITE_ROW) {
@@ -1273,6 +1286,9 @@ static int sq_key_get(struct store *st, const char *hash_hex, struct store_key *
             sq_copy(out->project, sizeof(out->project), s, 1);
             out->admin = sqlite3_column_int(s, 2) != 0;
             out->created_at = sqlite3_column_int64(s, 3);
+            int64_t *lims[3] = {&out->rpm, &out->tokens_per_day, &out->batch_queue_tokens};
+            for (int i = 0; i < 3; i++)
+                *lims[i] = sqlite3_column_type(s, 4 + i) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 4 + i);
             rc = NS_OK;
         } else if (step == SQLITE_DONE) {
             rc = NS_ERR_NOT_FOUND;

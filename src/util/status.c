@@ -31,6 +31,10 @@ static const struct {
     [NS_ERR_TIMEOUT]         = {0, NULL, "request_timeout", "timeout"},
     [NS_ERR_INTERNAL]        = {500, "server_error", "internal_error", "internal"},
     [NS_ERR_UPSTREAM]        = {502, "server_error", "upstream_error", "upstream"},
+    /* nightshift's own per-key limits, in the shape OpenAI answers its rate limits: type
+     * "requests" or "tokens" (the kind of limit), code rate_limit_exceeded */
+    [NS_ERR_QUOTA_REQUESTS]  = {429, "requests", "rate_limit_exceeded", "quota_requests"},
+    [NS_ERR_QUOTA_TOKENS]    = {429, "tokens", "rate_limit_exceeded", "quota_tokens"},
 };
 
 static int status_ok_index(int st)

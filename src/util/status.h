@@ -31,6 +31,8 @@ enum ns_status {
     NS_ERR_TIMEOUT,          /* no HTTP answer: request_timeout */
     NS_ERR_INTERNAL,         /* 500 server_error: a bug */
     NS_ERR_UPSTREAM,         /* 502 server_error: an upstream backend failed (after retries) */
+    NS_ERR_QUOTA_REQUESTS,   /* 429 a key's requests-per-minute limit (api/quota.h) */
+    NS_ERR_QUOTA_TOKENS,     /* 429 a key's tokens-per-day or enqueued batch tokens limit */
     NS_STATUS_COUNT_
 };
 

@@ -102,3 +102,34 @@ test('kill -9 at several points of a batch: every custom_id exactly once', { tim
     const check = execFileSync('sqlite3', [path.join(dataDir, 'nightshift.db'), 'PRAGMA integrity_check;']).toString().trim();
     assert.equal(check, 'ok');
 });
+
+test('start-up removes files no store row names (a crash between rename and insert), older than a minute', { timeout: 120_000 }, async () => {
+    const dataDir = path.join(dir, 'orphans');
+    server = await startServer(dataDir);
+    const form = new FormData();
+    form.append('purpose', 'batch');
+    form.append('file', new Blob(['{"custom_id":"x"}\n']), 'keep.jsonl');
+    const up = await api(server, 'POST', '/v1/files', form);
+    assert.equal(up.status, 200, up.text);
+    const real = up.json().id;
+    await killHard(server);
+    const files = path.join(dataDir, 'files');
+    const old = (Date.now() - 5 * 60_000) / 1000;
+    // what a kill -9 between rename and insert leaves: a whole file under an id no row has,
+    // and a half-written <id>.tmp; both old. A fresh stray file stays (it may be in use).
+    const stray = path.join(files, 'file-orphan0000000000000000'), tmp = path.join(files, 'file-half000000000000.tmp');
+    const fresh = path.join(files, 'file-fresh00000000000000');
+    for (const f of [stray, tmp, fresh]) fs.writeFileSync(f, 'left behind\n');
+    for (const f of [stray, tmp]) fs.utimesSync(f, old, old);
+    fs.utimesSync(path.join(files, real), old, old); // an old file with its row stays
+    server = await startServer(dataDir);
+    assert.ok(!fs.existsSync(stray), 'the orphan file is removed');
+    assert.ok(!fs.existsSync(tmp), 'the old .tmp file is removed');
+    assert.ok(fs.existsSync(fresh), 'a file younger than a minute is left alone');
+    assert.match(server.stderr(), /removed 2 files under .* that no store row names/);
+    const content = await api(server, 'GET', `/v1/files/${real}/content`);
+    assert.equal(content.status, 200);
+    assert.equal(content.text, '{"custom_id":"x"}\n');
+    await killHard(server);
+    server = null;
+});

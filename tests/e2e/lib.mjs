@@ -193,9 +193,11 @@ export function byCustomId(lines) {
 
 /* Start `nightshift serve` on a free loopback port with the given extra arguments.
  * Resolves { child, url, stderr() } once it listens. */
-export function startServer(args, { timeoutMs = 60_000, env = {} } = {}) {
+export function startServer(args, { timeoutMs = 60_000, env = {}, wrap = [] } = {}) {
     return new Promise((resolve, reject) => {
-        const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', ...args], {
+        /* wrap: a command that execs the server, e.g. ['prlimit', '--nofile=256:256'] */
+        const argv = [...wrap, BIN, 'serve', '--listen', '127.0.0.1:0', ...args];
+        const child = spawn(argv[0], argv.slice(1), {
             stdio: ['ignore', 'ignore', 'pipe'],
             env: { ...process.env, ...env },
         });
@@ -224,11 +226,11 @@ export async function killHard(s) {
     await gone;
 }
 
-/* one HTTP call; returns { status, text, json() } */
+/* one HTTP call; returns { status, text, headers, json() } */
 export async function api(s, method, p, body, headers = {}) {
     const res = await fetch(s.url + p, { method, body, headers });
     const text = await res.text();
-    return { status: res.status, text, json: () => JSON.parse(text) };
+    return { status: res.status, text, headers: res.headers, json: () => JSON.parse(text) };
 }
 
 /* upload JSONL lines as a batch input file and create a batch; returns the batch object */

@@ -302,7 +302,20 @@ static void test_keys(void **state)
     assert_int_equal(f->ops->key_get(f->st, hash, &got), NS_OK);
     assert_string_equal(got.project, "proj");
     assert_true(got.admin);
+    assert_int_equal(got.rpm, 0); /* 0 = unlimited, stored as given */
     assert_int_equal(f->ops->key_get(f->st, "nope", &got), NS_ERR_NOT_FOUND);
+    /* limits: -1 (not set: the server's default) is stored as NULL and read back as -1 */
+    struct store_key l = {.rpm = 60, .tokens_per_day = -1, .batch_queue_tokens = 5000000000LL, .created_at = 2};
+    unique_id(l.name, sizeof(l.name), "key");
+    snprintf(l.project, sizeof(l.project), "proj");
+    char lhash[80];
+    unique_id(lhash, sizeof(lhash), "hash");
+    assert_int_equal(f->ops->key_insert(f->st, &l, lhash), NS_OK);
+    assert_int_equal(f->ops->key_get(f->st, lhash, &got), NS_OK);
+    assert_false(got.admin);
+    assert_int_equal(got.rpm, 60);
+    assert_int_equal(got.tokens_per_day, -1);
+    assert_int_equal(got.batch_queue_tokens, 5000000000LL);
     int64_t count = 0;
     assert_int_equal(f->ops->key_count(f->st, &count), NS_OK);
     assert_true(count >= 1);
