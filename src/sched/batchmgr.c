@@ -149,7 +149,9 @@ static cJSON *bm_errors_one(const char *code, const char *message, const char *p
     return o;
 }
 
-static void bm_validate(struct batchmgr *m, struct store_batch *b)
+/* Read the batch's input file into lines and start it. lines_only: only insert the lines
+ * (a batch cancelled before it started: its lines are then settled as cancelled). */
+static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_only)
 {
     struct store_file f;
     char err[512], served[1024] = "";
@@ -157,7 +159,8 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
     if (!bm_lease(m, b->id))
         return; /* another node validates it */
     if (m->ops->file_get(m->st, b->input_file_id, &f) != NS_OK) {
-        bm_fail(m, b, bm_errors_one("invalid_file", "the input file no longer exists", "input_file_id"));
+        if (!lines_only)
+            bm_fail(m, b, bm_errors_one("invalid_file", "the input file no longer exists", "input_file_id"));
         return;
     }
     for (int i = 0; i < m->n_scheds; i++) {
@@ -177,10 +180,13 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
     bp.endpoint = b->endpoint;
     int rc = batchfile_open(f.path, &bp, &bf, err, sizeof(err));
     if (rc) {
-        bm_fail(m, b, bm_errors_one(rc == NS_ERR_TOO_LARGE ? "too_large" : "invalid_file", err, NULL));
+        if (!lines_only)
+            bm_fail(m, b, bm_errors_one(rc == NS_ERR_TOO_LARGE ? "too_large" : "invalid_file", err, NULL));
         goto out;
     }
     if (bf->n_invalid && !messages) {
+        if (lines_only)
+            goto out;
         cJSON *o = batchfile_errors_json(bf);
         bm_fail(m, b, o);
         goto out;
@@ -236,7 +242,7 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b)
     }
     free(bad_json);
     free(lines);
-    if (rc)
+    if (rc || lines_only)
         goto out;
     free(b->model);
     b->model = bf->model ? strdup(bf->model) : NULL;
@@ -371,6 +377,11 @@ static char *bm_make_noresponse(void *ud, const char *custom_id)
 /* stop a batch (cancel or expiry): once nothing of it is in an engine, fail what is left */
 static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batch_status final)
 {
+    /* An Anthropic Message Batch cancelled before its requests were read: read them now, so
+     * each ends as a canceled result, counted in request_counts as Anthropic counts them
+     * (an OpenAI batch cancelled while validating has no request_counts yet, as OpenAI's) */
+    if (strcmp(b->endpoint, "/v1/messages") == 0 && b->in_progress_at == 0 && b->total == 0)
+        bm_validate(m, b, true);
     int inflight = 0;
     for (int i = 0; i < m->n_scheds; i++) {
         inflight += sched_drop_batch(m->scheds[i], b->id);
@@ -448,7 +459,7 @@ static void bm_purge(struct batchmgr *m, struct store_batch *b)
 
 typedef void (*bm_step_fn)(struct batchmgr *m, struct store_batch *b);
 
-static void bm_step_validating(struct batchmgr *m, struct store_batch *b) { bm_validate(m, b); }
+static void bm_step_validating(struct batchmgr *m, struct store_batch *b) { bm_validate(m, b, false); }
 static void bm_step_cancelling(struct batchmgr *m, struct store_batch *b) { bm_settle(m, b, SB_CANCELLED); }
 static void bm_step_finalizing(struct batchmgr *m, struct store_batch *b) { bm_finalize(m, b, SB_COMPLETED); }
 

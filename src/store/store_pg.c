@@ -986,14 +986,17 @@ static int pg_lines_insert(struct store *st, const char *batch_id, const struct 
     pthread_mutex_lock(&st->mu);
     if (pg_exec(st, "BEGIN"))
         goto out;
-    /* Only while the batch is validating (the row lock orders us with batch_update): a
-     * validation that lost its lease to another node must not touch lines already running.
-     * Re-inserting the same lines after a crash mid-validation replaces them, as
-     * INSERT OR IGNORE keeps them in the SQLite store: they are the same lines. */
+    /* Only while the batch is validating, or cancelling before it started (the row lock
+     * orders us with batch_update): a validation that lost its lease to another node must
+     * not touch lines already running. Re-inserting the same lines after a crash
+     * mid-validation replaces them, as INSERT OR IGNORE keeps them in the SQLite store:
+     * they are the same lines. */
     struct pg_args a = {0};
     pa_text(&a, batch_id);
-    PGresult *r = pg_q(st, "SELECT status FROM batches WHERE id=$1 FOR UPDATE", &a);
-    if (!r || PQntuples(r) != 1 || pg_i64(r, 0, 0) != SB_VALIDATING) {
+    PGresult *r = pg_q(st, "SELECT status, in_progress_at FROM batches WHERE id=$1 FOR UPDATE", &a);
+    /* or cancelled before it ever started: its lines are read only to be settled */
+    if (!r || PQntuples(r) != 1 ||
+        !(pg_i64(r, 0, 0) == SB_VALIDATING || (pg_i64(r, 0, 0) == SB_CANCELLING && pg_i64(r, 0, 1) == 0))) {
         PQclear(r);
         goto rollback;
     }
