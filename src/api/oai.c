@@ -593,9 +593,6 @@ static int oai_logprobs(struct oai_request *r, const cJSON *body, bool chat, str
         r->req.logprobs = present;
     }
     r->req.top_logprobs = (int)ll;
-    if (r->req.logprobs && r->stream)
-        return oai_error_set(err, NS_ERR_UNSUPPORTED, "logprobs",
-                             "'logprobs' cannot be combined with 'stream' on the local engine yet.");
     return NS_OK;
 }
 
@@ -676,10 +673,13 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
     ll = 1;
     if ((rc = oai_integer(body, "n", 1, 128, &ll, NULL, err)))
         goto out;
-    if (ll != 1) {
-        rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "n", "Invalid 'n': only n = 1 is supported by the local engine for now, but got %lld.", ll);
+    if (ll > ENGINE_MAX_CHOICES) {
+        rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "n",
+                           "Invalid 'n': at most %d choices are supported by the local engine, but got %lld.",
+                           ENGINE_MAX_CHOICES, ll);
         goto out;
     }
+    r->req.n = (int)ll;
     d = 1.0;
     if ((rc = oai_number(body, "temperature", 0, 2, &d, NULL, err)))
         goto out;
@@ -833,13 +833,13 @@ static cJSON *oai_piece_bytes(const char *p, size_t n)
 }
 
 /* chat: {"content":[{token, logprob, bytes, top_logprobs}], "refusal": null} */
-static cJSON *oai_chat_logprobs(const struct engine_result *res)
+static cJSON *oai_chat_logprobs(const struct engine_token_logprob *lps, int n_lp, const char *txt)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *content = cJSON_AddArrayToObject(o, "content");
-    const char *txt = res->logprob_text ? res->logprob_text : "";
-    for (int i = 0; i < res->n_logprobs; i++) {
-        const struct engine_token_logprob *lp = &res->logprobs[i];
+    txt = txt ? txt : "";
+    for (int i = 0; i < n_lp; i++) {
+        const struct engine_token_logprob *lp = &lps[i];
         cJSON *e = cJSON_CreateObject();
         cJSON_AddItemToObject(e, "token", oai_piece(txt + lp->piece_off, lp->piece_len));
         cJSON_AddNumberToObject(e, "logprob", lp->logprob);
@@ -860,17 +860,16 @@ static cJSON *oai_chat_logprobs(const struct engine_result *res)
 
 /* completions (legacy): {"tokens", "token_logprobs", "top_logprobs": [{piece: logprob}],
  * "text_offset"} */
-static cJSON *oai_text_logprobs(const struct engine_result *res)
+static cJSON *oai_text_logprobs(const struct engine_token_logprob *all, int n_lp, const char *txt, size_t at)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *tokens = cJSON_AddArrayToObject(o, "tokens");
     cJSON *lps = cJSON_AddArrayToObject(o, "token_logprobs");
     cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs");
     cJSON *offs = cJSON_AddArrayToObject(o, "text_offset");
-    const char *txt = res->logprob_text ? res->logprob_text : "";
-    size_t at = 0;
-    for (int i = 0; i < res->n_logprobs; i++) {
-        const struct engine_token_logprob *lp = &res->logprobs[i];
+    txt = txt ? txt : "";
+    for (int i = 0; i < n_lp; i++) {
+        const struct engine_token_logprob *lp = &all[i];
         cJSON_AddItemToArray(tokens, oai_piece(txt + lp->piece_off, lp->piece_len));
         cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp->logprob));
         cJSON *t = cJSON_CreateObject();
@@ -887,11 +886,37 @@ static cJSON *oai_text_logprobs(const struct engine_result *res)
     return o;
 }
 
-const char *oai_finish_reason(const struct oai_request *r, const struct engine_result *res)
+cJSON *oai_logprobs_json(const struct oai_request *r, const struct engine_token_logprob *lp, int n, const char *text,
+                         size_t text_offset)
 {
-    if (res->finish == ENGINE_FINISH_LENGTH)
+    return r->chat ? oai_chat_logprobs(lp, n, text) : oai_text_logprobs(lp, n, text, text_offset);
+}
+
+const char *oai_finish_reason_of(const struct oai_request *r, enum engine_finish finish)
+{
+    if (finish == ENGINE_FINISH_LENGTH)
         return "length";
     return r->tool_name ? "tool_calls" : "stop";
+}
+
+const char *oai_finish_reason(const struct oai_request *r, const struct engine_result *res)
+{
+    return oai_finish_reason_of(r, res->finish);
+}
+
+int oai_result_n_choices(const struct engine_result *res)
+{
+    return res->n_choices > 1 && res->choices ? res->n_choices : 1;
+}
+
+struct engine_choice oai_result_choice(const struct engine_result *res, int i)
+{
+    if (res->n_choices > 0 && res->choices && i < res->n_choices)
+        return res->choices[i];
+    return (struct engine_choice){.text = res->text ? res->text : "", .text_len = res->text_len, .finish = res->finish,
+                                  .stop_index = res->stop_index, .completion_tokens = res->completion_tokens,
+                                  .logprobs = res->logprobs, .n_logprobs = res->n_logprobs,
+                                  .logprob_text = res->logprob_text, .logprob_text_len = res->logprob_text_len};
 }
 
 /* one tool_calls entry; arguments NULL: left out (later stream chunks) */
@@ -935,36 +960,39 @@ void oai_chunk_delta(const struct oai_request *r, cJSON *d, const char *text, si
 cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,
                            const char *model, time_t created)
 {
-    const char *finish = oai_finish_reason(r, res);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", id);
     cJSON_AddStringToObject(o, "object", r->chat ? "chat.completion" : "text_completion");
     cJSON_AddNumberToObject(o, "created", (double)created);
     cJSON_AddStringToObject(o, "model", model);
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddNumberToObject(c, "index", 0);
-    if (r->chat) {
-        cJSON *m = cJSON_AddObjectToObject(c, "message");
-        cJSON_AddStringToObject(m, "role", "assistant");
-        if (r->tool_name) {
-            cJSON_AddNullToObject(m, "content");
-            cJSON *call = oai_tool_call(r, res->text, res->text_len, true);
-            cJSON_DeleteItemFromObject(call, "index"); /* only stream deltas carry it */
-            cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
+    int nc = oai_result_n_choices(res);
+    for (int i = 0; i < nc; i++) {
+        struct engine_choice ch = oai_result_choice(res, i);
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddNumberToObject(c, "index", i);
+        if (r->chat) {
+            cJSON *m = cJSON_AddObjectToObject(c, "message");
+            cJSON_AddStringToObject(m, "role", "assistant");
+            if (r->tool_name) {
+                cJSON_AddNullToObject(m, "content");
+                cJSON *call = oai_tool_call(r, ch.text, ch.text_len, true);
+                cJSON_DeleteItemFromObject(call, "index"); /* only stream deltas carry it */
+                cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
+            } else {
+                cJSON_AddStringToObject(m, "content", ch.text);
+            }
+            cJSON_AddNullToObject(m, "refusal");
         } else {
-            cJSON_AddStringToObject(m, "content", res->text);
+            cJSON_AddStringToObject(c, "text", ch.text);
         }
-        cJSON_AddNullToObject(m, "refusal");
-    } else {
-        cJSON_AddStringToObject(c, "text", res->text);
+        if (r->req.logprobs)
+            cJSON_AddItemToObject(c, "logprobs", oai_logprobs_json(r, ch.logprobs, ch.n_logprobs, ch.logprob_text, 0));
+        else
+            cJSON_AddNullToObject(c, "logprobs");
+        cJSON_AddStringToObject(c, "finish_reason", oai_finish_reason_of(r, ch.finish));
+        cJSON_AddItemToArray(choices, c);
     }
-    if (r->req.logprobs)
-        cJSON_AddItemToObject(c, "logprobs", r->chat ? oai_chat_logprobs(res) : oai_text_logprobs(res));
-    else
-        cJSON_AddNullToObject(c, "logprobs");
-    cJSON_AddStringToObject(c, "finish_reason", finish);
-    cJSON_AddItemToArray(choices, c);
     cJSON_AddItemToObject(o, "usage", oai_usage(res));
     cJSON_AddStringToObject(o, "system_fingerprint", "nightshift");
     return o;

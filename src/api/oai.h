@@ -67,9 +67,20 @@ void oai_request_release(struct oai_request *r);
 /* r takes ownership of s (freed on release); returns s, or NULL (s freed) when out of memory */
 char *oai_request_own(struct oai_request *r, char *s);
 
-/* finish_reason for a result: "tool_calls" for a forced call that ended, else
- * "length" or "stop" */
+/* finish_reason for a result (its choice 0) or one choice: "tool_calls" for a forced call
+ * that ended, else "length" or "stop" */
 const char *oai_finish_reason(const struct oai_request *r, const struct engine_result *res);
+const char *oai_finish_reason_of(const struct oai_request *r, enum engine_finish finish);
+/* choice i of a result (a result without choices, e.g. an upstream's, has its one choice
+ * in its top-level fields) */
+struct engine_choice oai_result_choice(const struct engine_result *res, int i);
+/* how many choices a result has (at least 1) */
+int oai_result_n_choices(const struct engine_result *res);
+/* the "logprobs" object of a choice or of a stream chunk's tokens: chat's {"content":
+ * [...], "refusal": null} or completions' legacy {"tokens", "token_logprobs",
+ * "top_logprobs", "text_offset"} (offsets counted from text_offset) */
+cJSON *oai_logprobs_json(const struct oai_request *r, const struct engine_token_logprob *lp, int n, const char *text,
+                         size_t text_offset);
 /* A streamed chat chunk's delta for new text (n bytes; text NULL: none): content, or for
  * a forced tool call the tool_calls entry (its id, type and name in the first chunk,
  * role set, and argument text after). */

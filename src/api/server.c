@@ -391,12 +391,12 @@ struct job {
     bool ollama;                /* an /api/chat or /api/generate request */
     struct ollama_extra ox;
     double t_start;             /* ollama_clock() when it came in */
-    struct buf pending;         /* streamed text not yet sent */
-    struct engine_result res;   /* copy of the final result (text in final_text) */
-    char *final_text;
-    char *final_raw;            /* an upstream's whole answer (res.raw_body) */
-    struct engine_token_logprob *final_lp; /* res.logprobs, copied */
-    char *final_lp_text;
+    /* streamed and not yet sent: text of choice 0 (Anthropic, Ollama), or whole SSE events
+     * (OpenAI: one chunk per delta, made on the engine thread, each with its choice index
+     * and logprobs) */
+    struct buf pending;
+    size_t lp_offset[ENGINE_MAX_CHOICES]; /* completions' streamed text_offset, per choice */
+    struct engine_result res;   /* deep copy of the final result (engine_result_copy) */
     char id[48];
     char model[128];
     time_t created;
@@ -417,20 +417,26 @@ static void job_unref(struct job *j)
     oai_request_release(&j->sj.oreq);
     buf_release(&j->pending);
     buf_release(&j->out);
-    free(j->final_text);
-    free(j->final_raw);
-    free(j->final_lp);
-    free(j->final_lp_text);
+    engine_result_release(&j->res);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
 }
 
-static void job_on_token(struct sched_job *sj, const char *piece, size_t n)
+static cJSON *chunk_choice(struct job *j, int index, const char *text, size_t n, const char *finish, bool role,
+                          const struct engine_delta *d);
+static void sse_push_to(struct buf *b, cJSON *o);
+
+static void job_on_token(struct sched_job *sj, const struct engine_delta *d)
 {
     struct job *j = (struct job *)sj;
     pthread_mutex_lock(&j->mu);
-    buf_append(&j->pending, piece, n);
+    if (j->anthropic || j->ollama) {
+        if (d->index == 0)
+            buf_append(&j->pending, d->text, d->len);
+    } else if (d->len || d->n_logprobs) {
+        sse_push_to(&j->pending, chunk_choice(j, d->index, d->text, d->len, NULL, false, d));
+    }
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
 }
@@ -439,26 +445,13 @@ static void job_on_done(struct sched_job *sj, const struct engine_result *res)
 {
     struct job *j = (struct job *)sj;
     pthread_mutex_lock(&j->mu);
-    j->res = *res;
-    j->final_text = strndup(res->text ? res->text : "", res->text_len);
-    j->res.text = j->final_text;
-    j->final_raw = res->raw_body ? strndup(res->raw_body, res->raw_len) : NULL;
-    j->res.raw_body = j->final_raw;
-    /* logprobs too are valid during done() only; out of memory: the answer goes without */
-    j->res.logprobs = NULL;
-    j->res.n_logprobs = 0;
-    if (res->n_logprobs > 0) {
-        j->final_lp = malloc(sizeof(*j->final_lp) * (size_t)res->n_logprobs);
-        j->final_lp_text = malloc(res->logprob_text_len + 1);
-        if (j->final_lp && j->final_lp_text) {
-            memcpy(j->final_lp, res->logprobs, sizeof(*j->final_lp) * (size_t)res->n_logprobs);
-            memcpy(j->final_lp_text, res->logprob_text, res->logprob_text_len);
-            j->final_lp_text[res->logprob_text_len] = '\0';
-            j->res.logprobs = j->final_lp;
-            j->res.n_logprobs = res->n_logprobs;
-        }
+    /* text, logprobs and choices are valid during done() only */
+    if (engine_result_copy(&j->res, res) != NS_OK) {
+        memset(&j->res, 0, sizeof(j->res));
+        j->res.status = NS_ERR_NOMEM;
+        j->res.text = "";
+        snprintf(j->res.message, sizeof(j->res.message), "out of memory");
     }
-    j->res.logprob_text = j->final_lp_text;
     j->done = true;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
@@ -476,24 +469,29 @@ static cJSON *chunk_base(struct job *j)
     return o;
 }
 
-static void sse_push(struct job *j, cJSON *o)
+static void sse_push_to(struct buf *b, cJSON *o)
 {
     char *t = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!t)
         return;
-    buf_appends(&j->out, "data: ");
-    buf_appends(&j->out, t);
-    buf_appends(&j->out, "\n\n");
+    buf_appends(b, "data: ");
+    buf_appends(b, t);
+    buf_appends(b, "\n\n");
     free(t);
 }
 
-static cJSON *chunk_choice(struct job *j, const char *text, size_t n, const char *finish, bool role)
+static void sse_push(struct job *j, cJSON *o) { sse_push_to(&j->out, o); }
+
+/* a chunk of choice `index`: new text (chat: the delta), its tokens' logprobs (d, when
+ * the request asked for them), or the finish_reason */
+static cJSON *chunk_choice(struct job *j, int index, const char *text, size_t n, const char *finish, bool role,
+                          const struct engine_delta *d)
 {
     cJSON *o = chunk_base(j);
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     cJSON *c = cJSON_CreateObject();
-    cJSON_AddNumberToObject(c, "index", 0);
+    cJSON_AddNumberToObject(c, "index", index);
     if (j->chat) {
         oai_chunk_delta(&j->sj.oreq, cJSON_AddObjectToObject(c, "delta"), text, n, role);
     } else {
@@ -501,7 +499,14 @@ static cJSON *chunk_choice(struct job *j, const char *text, size_t n, const char
         cJSON_AddStringToObject(c, "text", t ? t : "");
         free(t);
     }
-    cJSON_AddNullToObject(c, "logprobs");
+    if (d && j->sj.oreq.req.logprobs && index >= 0 && index < ENGINE_MAX_CHOICES) {
+        cJSON_AddItemToObject(c, "logprobs", oai_logprobs_json(&j->sj.oreq, d->logprobs, d->n_logprobs, d->logprob_text,
+                                                               j->lp_offset[index]));
+        for (int i = 0; i < d->n_logprobs; i++)
+            j->lp_offset[index] += d->logprobs[i].piece_len;
+    } else {
+        cJSON_AddNullToObject(c, "logprobs");
+    }
     if (finish)
         cJSON_AddStringToObject(c, "finish_reason", finish);
     else
@@ -648,15 +653,19 @@ static void job_next_events(struct job *j)
         buf_reset(&j->out);
         j->out_pos = 0;
         if (j->phase == 0 && j->chat) {
-            sse_push(j, chunk_choice(j, "", 0, NULL, true));
+            int nc = j->sj.oreq.req.n > 1 ? j->sj.oreq.req.n : 1;
+            for (int i = 0; i < nc; i++)
+                sse_push(j, chunk_choice(j, i, "", 0, NULL, true, NULL));
             j->phase = 1;
             continue;
         }
         if (j->phase <= 1) {
             j->phase = 1;
             if (j->pending.len) {
-                sse_push(j, chunk_choice(j, j->pending.p, j->pending.len, NULL, false));
-                buf_reset(&j->pending);
+                /* whole events made by job_on_token */
+                struct buf t = j->out;
+                j->out = j->pending;
+                j->pending = t;
                 continue;
             }
             if (!j->done) {
@@ -671,8 +680,11 @@ static void job_next_events(struct job *j)
                 cJSON *e = oai_error_body(j->res.status, j->res.message, j->res.param, NULL);
                 sse_push(j, e);
             } else {
-                cJSON *o = chunk_choice(j, j->chat ? NULL : "", 0, oai_finish_reason(&j->sj.oreq, &j->res), false);
-                sse_push(j, o);
+                for (int i = 0; i < oai_result_n_choices(&j->res); i++) {
+                    struct engine_choice ch = oai_result_choice(&j->res, i);
+                    sse_push(j, chunk_choice(j, i, j->chat ? NULL : "", 0, oai_finish_reason_of(&j->sj.oreq, ch.finish),
+                                             false, NULL));
+                }
             }
             j->phase = 3;
             continue;
@@ -811,6 +823,19 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
                           "(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
                           info.n_ctx_seq, n_prompt + want, n_prompt, chat ? "messages" : "prompt", want,
                           chat ? "messages" : "prompt");
+    }
+    if (j->sj.oreq.req.n > 1 && be->ops->engine) {
+        /* the choices run side by side, one sequence each: say so now, not in the stream */
+        struct engine_info ei;
+        engine_get_info(be->ops->engine(be->impl), &ei);
+        if (j->sj.oreq.req.n > ei.n_parallel) {
+            int n = j->sj.oreq.req.n;
+            job_unref(j);
+            return GEN_ERROR(x, flavor, NS_ERR_UNSUPPORTED, "n",
+                             "Invalid 'n': this model runs at most %d sequences at once (--parallel), so at most %d "
+                             "choices, but got %d.",
+                             ei.n_parallel, ei.n_parallel, n);
+        }
     }
     j->stream = j->sj.oreq.stream;
     j->chat = chat;

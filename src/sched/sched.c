@@ -501,14 +501,14 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
     pthread_mutex_unlock(&s->mu);
 }
 
-static void sched_token(void *ud, struct engine_request *req, const char *piece, size_t n)
+static void sched_token(void *ud, struct engine_request *req, const struct engine_delta *d)
 {
     (void)ud;
     if (*(int *)req->user != SCHED_KIND_JOB)
         return;
     struct sched_job *j = req->user;
     if (j->on_token)
-        j->on_token(j, piece, n);
+        j->on_token(j, d);
 }
 
 static void sched_wait(void *ud)

@@ -86,6 +86,11 @@ struct src {
     int n_lp[MAXR];
     int32_t first_tok[MAXR];
     bool lp_ok[MAXR];          /* the logprobs were well formed */
+    int n_ch[MAXR];            /* choices in the result */
+    char ch_text[8][ENGINE_MAX_CHOICES][128];     /* requests 0..7: each choice's text */
+    char ch_streamed[8][ENGINE_MAX_CHOICES][128]; /* ... and what token() gave for it */
+    int ch_tokens[8][ENGINE_MAX_CHOICES];
+    const char *param[MAXR];
 };
 
 static int src_pull(void *ud, struct engine_request **out, int max)
@@ -108,6 +113,12 @@ static void src_done(void *ud, struct engine_request *r, const struct engine_res
     s->finish[i] = res->finish;
     snprintf(s->text[i], sizeof(s->text[i]), "%s", res->status ? res->message : res->text);
     s->n_lp[i] = res->n_logprobs;
+    s->n_ch[i] = res->n_choices;
+    s->param[i] = res->param;
+    for (int c = 0; i < 8 && c < res->n_choices; c++) {
+        snprintf(s->ch_text[i][c], sizeof(s->ch_text[i][c]), "%.*s", (int)res->choices[c].text_len, res->choices[c].text);
+        s->ch_tokens[i][c] = res->choices[c].completion_tokens;
+    }
     s->lp_ok[i] = true;
     s->first_tok[i] = res->n_logprobs ? res->logprobs[0].token : -1;
     /* each entry: logprob <= 0, top sorted, and (greedy) the chosen token is the best */
@@ -125,12 +136,19 @@ static void src_done(void *ud, struct engine_request *r, const struct engine_res
     }
 }
 
-static void src_token(void *ud, struct engine_request *r, const char *piece, size_t n)
+static void src_token(void *ud, struct engine_request *r, const struct engine_delta *d)
 {
     struct src *s = ud;
     int i = (int)(r - s->req);
+    if (i < 8 && d->index >= 0 && d->index < ENGINE_MAX_CHOICES) {
+        char *t = s->ch_streamed[i][d->index];
+        size_t l = strlen(t);
+        snprintf(t + l, sizeof(s->ch_streamed[i][d->index]) - l, "%.*s", (int)d->len, d->text);
+    }
+    if (d->index != 0)
+        return;
     size_t l = strlen(s->streamed[i]);
-    snprintf(s->streamed[i] + l, sizeof(s->streamed[i]) - l, "%.*s", (int)n, piece);
+    snprintf(s->streamed[i] + l, sizeof(s->streamed[i]) - l, "%.*s", (int)d->len, d->text);
 }
 
 static struct engine_stats g_last_stats;
@@ -353,6 +371,74 @@ static void test_prefix_cache(void **state)
     }
 }
 
+/* n choices of one prompt: greedy choices are equal, seeded ones reproducible; the prompt
+ * is computed once (each other choice computes only its last token); choices wait for free
+ * sequences when there are few; more choices than sequences fail naming n */
+static void test_choices(void **state)
+{
+    (void)state;
+    static struct src a, b;
+    for (int pass = 0; pass < 2; pass++) {
+        g_no_prefix = pass == 1; /* the sharing does not need the prefix cache */
+        fill(&a, 1, 10);
+        a.req[0].n = 3;
+        run_all(g_model, 4096, 4, &a, true);
+        assert_int_equal(a.status[0], NS_OK);
+        assert_int_equal(a.n_ch[0], 3);
+        int p = a.ptok[0];
+        for (int c = 0; c < 3; c++) {
+            assert_string_equal(a.ch_text[0][c], a.ch_text[0][0]);
+            assert_string_equal(a.ch_streamed[0][c], a.ch_text[0][c]);
+            assert_int_equal(a.ch_tokens[0][c], 10);
+        }
+        assert_int_equal(a.ctok[0], 30);
+        assert_int_equal(g_last_stats.prompt_submitted, (uint64_t)p * 3);
+        assert_int_equal(g_last_stats.prompt_tokens, (uint64_t)p + 2);
+        assert_int_equal(g_last_stats.prompt_cached, (uint64_t)(p - 1) * 2);
+    }
+    g_no_prefix = false;
+
+    /* sampled with a seed: the same choices twice, not all alike */
+    fill(&a, 1, 16);
+    fill(&b, 1, 16);
+    a.req[0].n = b.req[0].n = 4;
+    a.req[0].temperature = b.req[0].temperature = 1.0f;
+    a.req[0].seed = b.req[0].seed = 42;
+    a.req[0].ignore_eos = b.req[0].ignore_eos = false;
+    run_all(g_model, 4096, 4, &a, false);
+    run_all(g_model, 4096, 4, &b, false);
+    int distinct = 0;
+    for (int c = 0; c < 4; c++) {
+        assert_string_equal(a.ch_text[0][c], b.ch_text[0][c]);
+        distinct += c > 0 && strcmp(a.ch_text[0][c], a.ch_text[0][0]) != 0;
+    }
+    assert_true(distinct > 0);
+
+    /* 4 requests of 3 choices on 4 sequences: choices wait for free ones */
+    fill(&a, 4, 6);
+    fill(&b, 4, 6);
+    for (int i = 0; i < 4; i++)
+        a.req[i].n = 3;
+    run_all(g_model, 4096, 4, &a, false);
+    run_all(g_model, 4096, 1, &b, false);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(a.done_count[i], 1);
+        assert_int_equal(a.status[i], NS_OK);
+        assert_int_equal(a.n_ch[i], 3);
+        for (int c = 0; c < 3; c++)
+            assert_string_equal(a.ch_text[i][c], b.text[i]);
+    }
+
+    /* more choices than sequences */
+    fill(&a, 2, 4);
+    a.req[0].n = 5;
+    run_all(g_model, 4096, 4, &a, false);
+    assert_int_equal(a.status[0], NS_ERR_INVALID);
+    assert_string_equal(a.param[0], "n");
+    assert_non_null(strstr(a.text[0], "'n'"));
+    assert_int_equal(a.status[1], NS_OK);
+}
+
 /* grammar-constrained output: every request that ends (not cut by max_tokens) is JSON
  * of the schema's shape, sampled or greedy; a grammar llama.cpp rejects fails the request */
 static void test_grammar(void **state)
@@ -472,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_sampling_seeded),
         cmocka_unit_test(test_batched_q8_matmul),
         cmocka_unit_test(test_prefix_cache),
+        cmocka_unit_test(test_choices),
         cmocka_unit_test(test_grammar),
         cmocka_unit_test(test_logprobs_and_bias),
         cmocka_unit_test(test_bad_model),

@@ -70,7 +70,9 @@ static void test_rejections(void **state)
          NS_ERR_INVALID, "max_tokens", "minimum"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":1.5}", true,
          NS_ERR_INVALID, "max_tokens", "integer"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":3}", true, NS_ERR_UNSUPPORTED, "n", "n = 1"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":17}", true, NS_ERR_UNSUPPORTED, "n", "at most 16"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":0}", true, NS_ERR_INVALID, "n", "minimum"},
+        {"{\"model\":\"m\",\"prompt\":\"x\",\"n\":200}", false, NS_ERR_INVALID, "n", "maximum"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}",
          true, NS_ERR_INVALID, "stop", "maximum length 4"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":-1}", true, NS_ERR_INVALID, "top_p", "minimum"},
@@ -79,7 +81,6 @@ static void test_rejections(void **state)
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":1}", true, NS_ERR_INVALID, "logprobs", "boolean"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":21}", true, NS_ERR_INVALID, "top_logprobs", "maximum"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", true, NS_ERR_INVALID, "top_logprobs", "'logprobs' must be set to true"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"stream\":true}", true, NS_ERR_UNSUPPORTED, "logprobs", "'stream'"},
         {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":6}", false, NS_ERR_INVALID, "logprobs", "maximum"},
         {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":true}", false, NS_ERR_INVALID, "logprobs", "integer"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":[]}", true, NS_ERR_INVALID, "logit_bias", "expected an object"},
@@ -292,6 +293,45 @@ static void test_structured(void **state)
     oai_request_release(&r);
 }
 
+/* n choices: each in the body with its index, text and finish_reason; usage sums them */
+static void test_choices(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":\"x\",\"n\":3}", false, &r, &e), NS_OK);
+    assert_int_equal(r.req.n, 3);
+    struct engine_choice ch[3] = {
+        {.text = "a", .text_len = 1, .finish = ENGINE_FINISH_STOP, .completion_tokens = 1},
+        {.text = "bb", .text_len = 2, .finish = ENGINE_FINISH_LENGTH, .completion_tokens = 2},
+        {.text = "c", .text_len = 1, .finish = ENGINE_FINISH_STOP, .completion_tokens = 4},
+    };
+    struct engine_result res = {.text = "a", .text_len = 1, .prompt_tokens = 5, .completion_tokens = 7,
+                                .n_choices = 3, .choices = ch};
+    cJSON *b = oai_completion_body(&r, &res, "id", "m", 1);
+    cJSON *choices = cJSON_GetObjectItem(b, "choices");
+    assert_int_equal(cJSON_GetArraySize(choices), 3);
+    for (int i = 0; i < 3; i++) {
+        cJSON *c = cJSON_GetArrayItem(choices, i);
+        assert_int_equal(cJSON_GetObjectItem(c, "index")->valueint, i);
+        assert_string_equal(cJSON_GetObjectItem(c, "text")->valuestring, ch[i].text);
+        assert_string_equal(cJSON_GetObjectItem(c, "finish_reason")->valuestring, i == 1 ? "length" : "stop");
+    }
+    cJSON *u = cJSON_GetObjectItem(b, "usage");
+    assert_int_equal(cJSON_GetObjectItem(u, "prompt_tokens")->valueint, 5);
+    assert_int_equal(cJSON_GetObjectItem(u, "completion_tokens")->valueint, 7);
+    assert_int_equal(cJSON_GetObjectItem(u, "total_tokens")->valueint, 12);
+    cJSON_Delete(b);
+    /* a deep copy outlives the original */
+    struct engine_result copy;
+    assert_int_equal(engine_result_copy(&copy, &res), NS_OK);
+    assert_int_equal(copy.n_choices, 3);
+    assert_string_equal(copy.choices[1].text, "bb");
+    assert_ptr_not_equal(copy.choices[1].text, ch[1].text);
+    engine_result_release(&copy);
+    oai_request_release(&r);
+}
+
 static void test_logprobs(void **state)
 {
     (void)state;
@@ -362,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_response_shapes),
         cmocka_unit_test(test_structured),
+        cmocka_unit_test(test_choices),
         cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
