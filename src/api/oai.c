@@ -18,6 +18,9 @@
 #include <sys/random.h>
 
 #define OAI_TEXT_MAX (64u << 20)
+/* the tool-call wire format (tool_choice auto / required among several) */
+#define OAI_CALL_OPEN "<tool_call>"
+#define OAI_CALL_CLOSE "</tool_call>"
 
 int oai_error_set(struct oai_error *err, int status, const char *param, const char *fmt, ...)
 {
@@ -187,6 +190,60 @@ static int oai_content(struct oai_request *r, const cJSON *c, int i, const char 
     return NS_OK;
 }
 
+/* An assistant message's tool_calls, for a template that only knows role and content:
+ * the content, then each call on its own line in the wire format the model is asked to
+ * use (<tool_call>{"name": ..., "arguments": {...}}</tool_call>). */
+static int oai_message_calls(struct oai_request *r, const char *role, const cJSON *calls, int i, const char **content,
+                             struct oai_error *err)
+{
+    if (strcmp(role, "assistant") != 0)
+        return oai_error_set(err, NS_ERR_INVALID, "messages",
+                             "Invalid 'messages[%d].tool_calls': only assistant messages carry tool calls.", i);
+    if (!cJSON_IsArray(calls))
+        return oai_error_set(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages[%d].tool_calls': expected an array.", i);
+    struct buf b;
+    buf_init(&b, OAI_TEXT_MAX);
+    int rc = buf_appends(&b, *content), k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls)
+    {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        if (!cJSON_IsObject(c) || !cJSON_IsString(name) || !cJSON_IsString(args)) {
+            buf_release(&b);
+            return oai_error_set(err, NS_ERR_INVALID, "messages",
+                                 "Invalid 'messages[%d].tool_calls[%d]': expected {\"id\", \"type\": \"function\", "
+                                 "\"function\": {\"name\": string, \"arguments\": string}}.",
+                                 i, k);
+        }
+        /* arguments are JSON text: shown as JSON when they parse, else as a string */
+        cJSON *call = cJSON_CreateObject(), *parsed = cJSON_Parse(args->valuestring);
+        cJSON_AddStringToObject(call, "name", name->valuestring);
+        cJSON_AddItemToObject(call, "arguments", parsed ? parsed : cJSON_CreateString(args->valuestring));
+        char *j = cJSON_PrintUnformatted(call);
+        cJSON_Delete(call);
+        if (!j) {
+            buf_release(&b);
+            return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+        }
+        if (!rc && b.len)
+            rc = buf_appends(&b, "\n");
+        if (!rc)
+            rc = buf_appendf(&b, OAI_CALL_OPEN "%s" OAI_CALL_CLOSE, j);
+        cJSON_free(j);
+        k++;
+    }
+    char *t = rc ? NULL : buf_detach(&b);
+    buf_release(&b);
+    if (rc == NS_ERR_TOO_LARGE)
+        return oai_error_set(err, rc, "messages", "'messages[%d]' is too long.", i);
+    if (!t || !oai_request_own(r, t))
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    *content = t;
+    return NS_OK;
+}
+
 static int oai_messages(struct oai_request *r, const cJSON *body, struct oai_error *err)
 {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(body, "messages");
@@ -224,11 +281,15 @@ static int oai_messages(struct oai_request *r, const cJSON *body, struct oai_err
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
         if (!content && strcmp(rs, "assistant") != 0)
             return oai_error_set(err, NS_ERR_INVALID, "messages", "Missing required parameter: 'messages[%d].content'.", i);
-        if (cJSON_GetObjectItemCaseSensitive(msg, "tool_calls"))
-            return oai_error_set(err, NS_ERR_UNSUPPORTED, "messages",
-                            "'messages[%d].tool_calls' is not supported by the local engine yet.", i);
+        const cJSON *tcid = cJSON_GetObjectItemCaseSensitive(msg, "tool_call_id");
+        if (tcid && !cJSON_IsNull(tcid) && !cJSON_IsString(tcid))
+            return oai_error_set(err, NS_ERR_INVALID, "messages",
+                                 "Invalid type for 'messages[%d].tool_call_id': expected a string.", i);
         int rc = oai_content(r, content, i, &r->msgs_[i].content, err);
         if (rc)
+            return rc;
+        const cJSON *calls = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
+        if (calls && !cJSON_IsNull(calls) && (rc = oai_message_calls(r, rs, calls, i, &r->msgs_[i].content, err)))
             return rc;
         r->msgs_[i].role = rs;
         i++;
@@ -415,6 +476,27 @@ static int oai_response_format(struct oai_request *r, const cJSON *body, struct 
     return rc;
 }
 
+static int oai_system_insert(struct oai_request *r, const char *text, struct oai_error *err);
+
+/* text (owned by r) in front of the first system message's, or as a new one */
+static int oai_system_prepend(struct oai_request *r, const char *text, struct oai_error *err)
+{
+    if (r->req.n_messages > 0 && strcmp(r->msgs_[0].role, "system") == 0) {
+        struct buf b;
+        buf_init(&b, OAI_TEXT_MAX);
+        int rc = buf_appendf(&b, "%s\n\n%s", r->msgs_[0].content, text);
+        char *t = rc ? NULL : buf_detach(&b);
+        buf_release(&b);
+        if (rc == NS_ERR_TOO_LARGE)
+            return oai_error_set(err, rc, "tools", "'tools' is too long.");
+        if (!t || !oai_request_own(r, t))
+            return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+        r->msgs_[0].content = t;
+        return NS_OK;
+    }
+    return oai_system_insert(r, text, err);
+}
+
 /* llama.cpp's C template API cannot show tools to the model, so a forced call is said in
  * words: appended to the first system message, or as a new one in front */
 static int oai_tool_instruction(struct oai_request *r, const cJSON *fn, struct oai_error *err)
@@ -443,6 +525,12 @@ static int oai_tool_instruction(struct oai_request *r, const cJSON *fn, struct o
         r->msgs_[0].content = text;
         return NS_OK;
     }
+    return oai_system_insert(r, text, err);
+}
+
+/* a new first system message (text owned by r) */
+static int oai_system_insert(struct oai_request *r, const char *text, struct oai_error *err)
+{
     struct engine_msg *m = realloc(r->msgs_, sizeof(*m) * (size_t)(r->req.n_messages + 1));
     if (!m)
         return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
@@ -452,6 +540,134 @@ static int oai_tool_instruction(struct oai_request *r, const cJSON *fn, struct o
     r->req.messages = m;
     r->req.n_messages++;
     return NS_OK;
+}
+
+/* GBNF for text that does not start with OAI_CALL_OPEN: at each position of the marker,
+ * either stop, leave it with another character, or go on to the next one */
+static int oai_free_text_rules(struct buf *b)
+{
+    static const char m[] = OAI_CALL_OPEN;
+    int rc = buf_appends(b, "free ::= f0\nany ::= [^\\x00]*\n");
+    for (size_t i = 0; i + 1 < sizeof(m) && !rc; i++) {
+        rc = buf_appendf(b, "f%zu ::= \"\" | [^%c] any", i, m[i]);
+        if (!rc && i + 2 < sizeof(m))
+            rc = buf_appendf(b, " | \"%c\" f%zu", m[i], i + 1);
+        if (!rc)
+            rc = buf_appends(b, "\n");
+    }
+    return rc;
+}
+
+/* tool_choice "auto", or "required" among several tools: a grammar over one call of any
+ * of them in the wire format (and, for auto, any text that does not start like a call),
+ * and the tools shown to the model in a system message */
+static int oai_tools_choose(struct oai_request *r, const cJSON *tools, bool optional, struct oai_error *err)
+{
+    /* {"anyOf": [{"type":"object","properties":{"name":{"const":N},"arguments":P},...}]},
+     * the tools' $defs gathered at the root where their local $refs point */
+    cJSON *root = cJSON_CreateObject(), *any = cJSON_AddArrayToObject(root, "anyOf");
+    cJSON *defs = cJSON_AddObjectToObject(root, "$defs"), *defs2 = cJSON_AddObjectToObject(root, "definitions");
+    struct buf listing;
+    buf_init(&listing, OAI_TEXT_MAX);
+    int rc = NS_OK;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        cJSON *p = params && !cJSON_IsNull(params) ? cJSON_Duplicate(params, 1)
+                                                   : cJSON_Parse("{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}");
+        cJSON *alt = cJSON_CreateObject();
+        cJSON_AddStringToObject(alt, "type", "object");
+        cJSON *props = cJSON_AddObjectToObject(alt, "properties");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(props, "name"), "const", name->valuestring);
+        const char *dk[2] = {"$defs", "definitions"};
+        for (int k = 0; k < 2 && p && cJSON_IsObject(p); k++) {
+            cJSON *d = cJSON_DetachItemFromObjectCaseSensitive(p, dk[k]);
+            cJSON *it = d ? d->child : NULL;
+            while (it && !rc) {
+                cJSON *next = it->next;
+                if (cJSON_GetObjectItemCaseSensitive(k ? defs2 : defs, it->string))
+                    rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "tools",
+                                       "Invalid 'tools': two tools define '%s/%.64s'; with several tools their "
+                                       "definitions share one namespace.",
+                                       dk[k], it->string);
+                else
+                    cJSON_AddItemToObject(k ? defs2 : defs, it->string, cJSON_DetachItemViaPointer(d, it));
+                it = next;
+            }
+            cJSON_Delete(d);
+        }
+        if (p)
+            cJSON_AddItemToObject(props, "arguments", p);
+        cJSON *req = cJSON_AddArrayToObject(alt, "required");
+        cJSON_AddItemToArray(req, cJSON_CreateString("name"));
+        cJSON_AddItemToArray(req, cJSON_CreateString("arguments"));
+        cJSON_AddFalseToObject(alt, "additionalProperties");
+        cJSON_AddItemToArray(any, alt);
+        char *fj = cJSON_PrintUnformatted(fn);
+        if (!p || !fj || (!rc && (rc = buf_appendf(&listing, "%s\n", fj))))
+            rc = rc ? rc : NS_ERR_NOMEM;
+        cJSON_free(fj);
+        if (rc)
+            break;
+    }
+    char msg[300], *g = NULL;
+    if (!rc) {
+        rc = jsonschema_to_gbnf(root, &g, msg, sizeof(msg));
+        if (rc && rc != NS_ERR_NOMEM)
+            rc = oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, "tools",
+                               "Invalid 'tools[].function.parameters': %s.", msg);
+    }
+    cJSON_Delete(root);
+    struct buf gb, sys;
+    buf_init(&gb, OAI_TEXT_MAX);
+    buf_init(&sys, OAI_TEXT_MAX);
+    char *cut = g ? strstr(g, "\nroot ::= ") : NULL;
+    for (char *n = cut; n; n = strstr(n + 1, "\nroot ::= "))
+        cut = n; /* the converter's start rule is its last line: ours replaces it */
+    if (!rc && cut) {
+        char rule[32] = "";
+        sscanf(cut, "\nroot ::= %31s", rule);
+        cut[1] = '\0';
+        rc = buf_appends(&gb, g);
+        if (!rc)
+            rc = buf_appendf(&gb, "call ::= \"" OAI_CALL_OPEN "\" %s \"" OAI_CALL_CLOSE "\"\nroot ::= call%s\n", rule,
+                             optional ? " | free" : "");
+        if (!rc && optional)
+            rc = oai_free_text_rules(&gb);
+    } else if (!rc) {
+        rc = NS_ERR_INTERNAL;
+    }
+    free(g);
+    if (!rc)
+        rc = buf_appendf(&sys,
+                         "You can call these functions (JSON, one per line):\n%s%s To call one, reply with only " OAI_CALL_OPEN
+                         "{\"name\": <the function's name>, \"arguments\": <its arguments as a JSON object>}" OAI_CALL_CLOSE
+                         "%s",
+                         listing.p ? listing.p : "", optional ? "Call one when it helps to answer." : "You must call one of them.",
+                         optional ? "; otherwise answer normally." : ".");
+    buf_release(&listing);
+    if (rc) {
+        buf_release(&gb);
+        buf_release(&sys);
+        if (err->status == rc)
+            return rc;
+        return oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_TOO_LARGE : rc, rc == NS_ERR_TOO_LARGE ? "tools" : NULL,
+                             rc == NS_ERR_TOO_LARGE ? "'tools' is too long." : "out of memory");
+    }
+    char *grammar = buf_detach(&gb), *text = buf_detach(&sys);
+    buf_release(&gb);
+    buf_release(&sys);
+    if (!grammar || !oai_request_own(r, grammar) || !text || !oai_request_own(r, text)) {
+        if (!grammar)
+            free(text);
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    }
+    r->req.grammar = grammar;
+    r->tool_mode = optional ? OAI_TOOLS_AUTO : OAI_TOOLS_REQUIRED;
+    return oai_system_prepend(r, text, err);
 }
 
 /* tools with a forced call: tool_choice naming a function, or "required" with one tool.
@@ -483,18 +699,12 @@ static int oai_tools(struct oai_request *r, const cJSON *body, struct oai_error 
     }
     const char *want = NULL;
     if (!choice || (cJSON_IsString(choice) && strcmp(choice->valuestring, "auto") == 0))
-        return oai_error_set(err, NS_ERR_UNSUPPORTED, "tool_choice",
-                             "'tool_choice': 'auto' (the default when 'tools' are given) is not supported by the local "
-                             "engine; name the function ({\"type\": \"function\", \"function\": {\"name\": ...}}), or "
-                             "use 'required' with one tool, or 'none'.");
+        return oai_tools_choose(r, tools, true, err);
     if (cJSON_IsString(choice) && strcmp(choice->valuestring, "none") == 0)
         return NS_OK; /* an ordinary answer; the tools are not shown to the model */
     if (cJSON_IsString(choice) && strcmp(choice->valuestring, "required") == 0) {
         if (i != 1)
-            return oai_error_set(err, NS_ERR_UNSUPPORTED, "tool_choice",
-                                 "'tool_choice': 'required' is supported with exactly one tool, but %d were given; name "
-                                 "the function to call instead.",
-                                 i);
+            return oai_tools_choose(r, tools, false, err);
         want = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(tools->child, "function"), "name")
                    ->valuestring;
     } else if (cJSON_IsObject(choice)) {
@@ -937,6 +1147,50 @@ static cJSON *oai_tool_call(const struct oai_request *r, const char *args, size_
     return call;
 }
 
+bool oai_tool_call_prefix(const char *text, size_t n)
+{
+    static const char m[] = OAI_CALL_OPEN;
+    size_t k = n < sizeof(m) - 1 ? n : sizeof(m) - 1;
+    return memcmp(text, m, k) == 0;
+}
+
+cJSON *oai_parse_tool_call(const struct oai_request *r, const char *text, size_t n, bool stream)
+{
+    static const char open[] = OAI_CALL_OPEN, close[] = OAI_CALL_CLOSE;
+    size_t lo = sizeof(open) - 1, lc = sizeof(close) - 1;
+    if (r->tool_mode == OAI_TOOLS_NONE || n < lo + lc || memcmp(text, open, lo) != 0 ||
+        memcmp(text + n - lc, close, lc) != 0)
+        return NULL;
+    cJSON *o = cJSON_ParseWithLength(text + lo, n - lo - lc);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(o, "arguments");
+    bool known = false;
+    const cJSON *t;
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(r->root_, "tools");
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *fname = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
+        known |= cJSON_IsString(fname) && cJSON_IsString(name) && strcmp(fname->valuestring, name->valuestring) == 0;
+    }
+    char *a = known && cJSON_IsObject(args) ? cJSON_PrintUnformatted(args) : NULL;
+    cJSON *call = NULL;
+    if (a) {
+        char id[40];
+        oai_make_id(id, sizeof(id), "call_");
+        call = cJSON_CreateObject();
+        if (stream)
+            cJSON_AddNumberToObject(call, "index", 0);
+        cJSON_AddStringToObject(call, "id", id);
+        cJSON_AddStringToObject(call, "type", "function");
+        cJSON *f = cJSON_AddObjectToObject(call, "function");
+        cJSON_AddStringToObject(f, "name", name->valuestring);
+        cJSON_AddStringToObject(f, "arguments", a);
+    }
+    cJSON_free(a);
+    cJSON_Delete(o);
+    return call;
+}
+
 void oai_chunk_delta(const struct oai_request *r, cJSON *d, const char *text, size_t n, bool first)
 {
     if (first)
@@ -971,14 +1225,18 @@ cJSON *oai_completion_body(const struct oai_request *r, const struct engine_resu
         struct engine_choice ch = oai_result_choice(res, i);
         cJSON *c = cJSON_CreateObject();
         cJSON_AddNumberToObject(c, "index", i);
+        cJSON *call = ch.finish == ENGINE_FINISH_STOP ? oai_parse_tool_call(r, ch.text, ch.text_len, false) : NULL;
         if (r->chat) {
             cJSON *m = cJSON_AddObjectToObject(c, "message");
             cJSON_AddStringToObject(m, "role", "assistant");
-            if (r->tool_name) {
+            if (call) {
                 cJSON_AddNullToObject(m, "content");
-                cJSON *call = oai_tool_call(r, ch.text, ch.text_len, true);
-                cJSON_DeleteItemFromObject(call, "index"); /* only stream deltas carry it */
                 cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
+            } else if (r->tool_name) {
+                cJSON_AddNullToObject(m, "content");
+                cJSON *forced = oai_tool_call(r, ch.text, ch.text_len, true);
+                cJSON_DeleteItemFromObject(forced, "index"); /* only stream deltas carry it */
+                cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), forced);
             } else {
                 cJSON_AddStringToObject(m, "content", ch.text);
             }
@@ -990,7 +1248,7 @@ cJSON *oai_completion_body(const struct oai_request *r, const struct engine_resu
             cJSON_AddItemToObject(c, "logprobs", oai_logprobs_json(r, ch.logprobs, ch.n_logprobs, ch.logprob_text, 0));
         else
             cJSON_AddNullToObject(c, "logprobs");
-        cJSON_AddStringToObject(c, "finish_reason", oai_finish_reason_of(r, ch.finish));
+        cJSON_AddStringToObject(c, "finish_reason", call ? "tool_calls" : oai_finish_reason_of(r, ch.finish));
         cJSON_AddItemToArray(choices, c);
     }
     cJSON_AddItemToObject(o, "usage", oai_usage(res));

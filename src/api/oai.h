@@ -35,6 +35,11 @@ struct oai_request {
      * call: req.grammar is set (owned here) */
     const char *tool_name;     /* a forced function call: the output is its arguments */
     char tool_call_id[40];     /* "call_..." for the answer, made at parse time */
+    /* tool_choice "auto" (the model may answer or call) or "required" among several tools:
+     * the output is text, or one call in the wire format
+     * <tool_call>{"name": ..., "arguments": {...}}</tool_call> (grammar-enforced), turned
+     * into message.tool_calls by the builders */
+    enum { OAI_TOOLS_NONE = 0, OAI_TOOLS_REQUIRED, OAI_TOOLS_AUTO } tool_mode;
     /* private */
     struct engine_logit_bias *bias_;
     cJSON *root_;
@@ -85,6 +90,14 @@ cJSON *oai_logprobs_json(const struct oai_request *r, const struct engine_token_
  * a forced tool call the tool_calls entry (its id, type and name in the first chunk,
  * role set, and argument text after). */
 void oai_chunk_delta(const struct oai_request *r, cJSON *delta, const char *text, size_t n, bool first);
+
+/* For tool_mode REQUIRED/AUTO: the call a choice's text holds (wire format above, a known
+ * function, arguments an object), as a tool_calls entry {id, type, function: {name,
+ * arguments}} (with "index": 0 when `stream`); NULL when the text is an ordinary answer
+ * (or a call cut short by max_tokens). */
+cJSON *oai_parse_tool_call(const struct oai_request *r, const char *text, size_t n, bool stream);
+/* could text (all a choice has produced so far) still become a call? (streaming holds it) */
+bool oai_tool_call_prefix(const char *text, size_t n);
 
 /* The response body: chat.completion or text_completion. */
 cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,

@@ -396,6 +396,10 @@ struct job {
      * and logprobs) */
     struct buf pending;
     size_t lp_offset[ENGINE_MAX_CHOICES]; /* completions' streamed text_offset, per choice */
+    /* tool_choice auto / required among several: a choice's text is held while it may be
+     * a call (oai_tool_call_prefix); once it cannot, it streams as content (passed) */
+    struct buf held[ENGINE_MAX_CHOICES];
+    bool passed[ENGINE_MAX_CHOICES];
     struct engine_result res;   /* deep copy of the final result (engine_result_copy) */
     char id[48];
     char model[128];
@@ -417,6 +421,8 @@ static void job_unref(struct job *j)
     oai_request_release(&j->sj.oreq);
     buf_release(&j->pending);
     buf_release(&j->out);
+    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
+        buf_release(&j->held[i]);
     engine_result_release(&j->res);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
@@ -434,6 +440,15 @@ static void job_on_token(struct sched_job *sj, const struct engine_delta *d)
     if (j->anthropic || j->ollama) {
         if (d->index == 0)
             buf_append(&j->pending, d->text, d->len);
+    } else if (j->sj.oreq.tool_mode != OAI_TOOLS_NONE && d->index >= 0 && d->index < ENGINE_MAX_CHOICES &&
+               !j->passed[d->index]) {
+        struct buf *h = &j->held[d->index];
+        buf_append(h, d->text, d->len);
+        if (!oai_tool_call_prefix(h->p ? h->p : "", h->len)) {
+            j->passed[d->index] = true;
+            sse_push_to(&j->pending, chunk_choice(j, d->index, h->p, h->len, NULL, false, d));
+            buf_reset(h);
+        }
     } else if (d->len || d->n_logprobs) {
         sse_push_to(&j->pending, chunk_choice(j, d->index, d->text, d->len, NULL, false, d));
     }
@@ -682,8 +697,22 @@ static void job_next_events(struct job *j)
             } else {
                 for (int i = 0; i < oai_result_n_choices(&j->res); i++) {
                     struct engine_choice ch = oai_result_choice(&j->res, i);
-                    sse_push(j, chunk_choice(j, i, j->chat ? NULL : "", 0, oai_finish_reason_of(&j->sj.oreq, ch.finish),
-                                             false, NULL));
+                    const char *finish = oai_finish_reason_of(&j->sj.oreq, ch.finish);
+                    if (j->sj.oreq.tool_mode != OAI_TOOLS_NONE && i < ENGINE_MAX_CHOICES && !j->passed[i]) {
+                        /* held to the end: one call, or the text after all */
+                        cJSON *call = ch.finish == ENGINE_FINISH_STOP
+                                          ? oai_parse_tool_call(&j->sj.oreq, ch.text, ch.text_len, true)
+                                          : NULL;
+                        cJSON *o = chunk_choice(j, i, call ? NULL : ch.text, call ? 0 : ch.text_len, NULL, false, NULL);
+                        if (call) {
+                            cJSON *delta = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "delta");
+                            cJSON_AddNullToObject(delta, "content");
+                            cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"), call);
+                            finish = "tool_calls";
+                        }
+                        sse_push(j, o);
+                    }
+                    sse_push(j, chunk_choice(j, i, j->chat ? NULL : "", 0, finish, false, NULL));
                 }
             }
             j->phase = 3;
@@ -837,6 +866,8 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
                              ei.n_parallel, ei.n_parallel, n);
         }
     }
+    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
+        buf_init(&j->held[i], 64u << 20);
     j->stream = j->sj.oreq.stream;
     j->chat = chat;
     j->include_usage = j->sj.oreq.include_usage;

@@ -850,8 +850,8 @@ static struct slot *engine_seat(struct engine *e, const struct engine_source *sr
     s->grp = g;
     s->choice = choice;
     s->cap_tok = n + (max_gen < 256 ? max_gen : 256) + 1;
-    s->tok = realloc(tok, sizeof(*tok) * (size_t)s->cap_tok);
-    if (!s->tok) {
+    llama_token *grown = realloc(tok, sizeof(*tok) * (size_t)s->cap_tok);
+    if (!grown) {
         free(tok);
         if (smpl)
             llama_sampler_free(smpl);
@@ -862,6 +862,7 @@ static struct slot *engine_seat(struct engine *e, const struct engine_source *sr
             engine_fail(src, req, NS_ERR_NOMEM, NULL, n, "out of memory");
         return NULL;
     }
+    s->tok = grown;
     s->n_tok = s->n_prompt = n;
     s->stop_index = -1;
     s->max_gen = max_gen;

@@ -19,6 +19,7 @@ import { ensureNpmDeps } from './serve_lib.mjs';
 let dir, model, server, ajv;
 
 const json = (s, p, body) => api(s, 'POST', p, JSON.stringify(body), { 'content-type': 'application/json' });
+const sse = (r) => r.text.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)));
 
 /* every keyword the converter supports, in combinations a random model can wander through */
 const SCHEMAS = [
@@ -211,11 +212,86 @@ test('forced tool call: message.tool_calls with arguments that validate, finish_
     if (fin === 'tool_calls') validate(TOOL.function.parameters, args, 'streamed tool call');
 });
 
-test('refusals name the parameter: tool_choice auto, unsupported keywords, conflicts', async () => {
+const TOOL2 = {
+    type: 'function',
+    function: {
+        name: 'lookup',
+        parameters: { type: 'object', properties: { id: { type: 'integer' } }, required: ['id'], additionalProperties: false },
+    },
+};
+
+test('tool_choice required among several tools: always one valid call of one of them; auto: text or a call; tool_calls in input messages', async () => {
+    const byName = { classify: TOOL.function.parameters, lookup: TOOL2.function.parameters };
+    let finished = 0;
+    const seen = new Set();
+    for (let i = 0; i < 8; i++) {
+        const r = await json(server, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: `m ${i}` }],
+            max_tokens: 120, seed: i, tools: [TOOL, TOOL2], tool_choice: 'required' });
+        assert.equal(r.status, 200, r.text);
+        const c = r.json().choices[0];
+        if (c.finish_reason === 'length') continue;
+        assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+        assert.equal(c.message.content, null);
+        const call = c.message.tool_calls[0];
+        assert.match(call.id, /^call_/);
+        assert.ok(byName[call.function.name], call.function.name);
+        seen.add(call.function.name);
+        validate(byName[call.function.name], call.function.arguments, `required call ${i}`);
+        finished++;
+    }
+    assert.ok(finished >= 4, `only ${finished} of 8 calls finished`);
+
+    // auto: whatever the model does, a finished answer is text or a valid call (n choices
+    // give both kinds a chance); a call is never left in content
+    let calls = 0, texts = 0;
+    for (let i = 0; i < 3; i++) {
+        const r = await json(server, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: `a ${i}` }],
+            max_tokens: 60, seed: 100 + i, n: 4, tools: [TOOL, TOOL2] });
+        assert.equal(r.status, 200, r.text);
+        for (const c of r.json().choices) {
+            if (c.finish_reason === 'tool_calls') {
+                const call = c.message.tool_calls[0];
+                validate(byName[call.function.name], call.function.arguments, `auto call ${i}`);
+                calls++;
+            } else {
+                assert.equal(typeof c.message.content, 'string');
+                assert.ok(!c.message.content.startsWith('<tool_call>') || c.finish_reason === 'length', c.message.content);
+                texts++;
+            }
+        }
+    }
+    assert.equal(calls + texts, 12);
+
+    // streamed, required: the call comes whole in one delta, then finish_reason tool_calls
+    const st = await json(server, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: 'st2' }],
+        max_tokens: 120, seed: 5, stream: true, tools: [TOOL, TOOL2], tool_choice: 'required' });
+    assert.equal(st.status, 200);
+    const chunks = sse(st);
+    const fin = chunks.at(-1).choices[0].finish_reason;
+    if (fin === 'tool_calls') {
+        const call = chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls || [])[0];
+        assert.equal(call.index, 0);
+        validate(byName[call.function.name], call.function.arguments, 'streamed required call');
+    }
+
+    // an assistant turn with tool_calls and the tool's answer are accepted and rendered
+    const conv = await json(server, '/v1/chat/completions', { model: 'tiny', max_tokens: 4, tools: [TOOL], tool_choice: 'none',
+        messages: [{ role: 'user', content: 'file it' },
+            { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function',
+                function: { name: 'classify', arguments: '{"label":"a","urgent":true}' } }] },
+            { role: 'tool', tool_call_id: 'call_1', content: 'filed' }] });
+    assert.equal(conv.status, 200, conv.text);
+    const plain = await json(server, '/v1/chat/completions', { model: 'tiny', max_tokens: 4,
+        messages: [{ role: 'user', content: 'file it' }] });
+    // the rendered call and result are in the prompt
+    assert.ok(conv.json().usage.prompt_tokens > plain.json().usage.prompt_tokens + 15);
+});
+
+test('refusals name the parameter: unsupported keywords, conflicts', async () => {
     const base = { model: 'tiny', messages: [{ role: 'user', content: 'x' }] };
     const cases = [
-        [{ tools: [TOOL] }, 'tool_choice', /'auto'/],
-        [{ tools: [TOOL], tool_choice: 'auto' }, 'tool_choice', /'auto'/],
+        [{ tools: [{ type: 'function', function: { name: 'p', parameters: { type: 'string', pattern: 'a' } } }] }, 'tools', /'pattern'/],
+        [{ messages: [{ role: 'user', content: 'x', tool_calls: [] }] }, 'messages', /only assistant messages/],
         [{ tools: [TOOL], tool_choice: { type: 'function', function: { name: 'nope' } } }, 'tool_choice', /no function named 'nope'/],
         [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', minimum: 1 } } } },
             'response_format', /'minimum' at '#'/],
@@ -273,7 +349,6 @@ test('logprobs: chat (content[] with top_logprobs) and completions (legacy shape
     assert.match(bad.json().error.message, /not in this model's vocabulary/);
 });
 
-const sse = (r) => r.text.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)));
 
 test('streamed logprobs: each chunk carries its tokens\' logprobs (chat content[], completions legacy), the same as unstreamed', async () => {
     const body = { model: 'tiny', messages: [{ role: 'user', content: 'lp stream' }], max_tokens: 8, temperature: 0,

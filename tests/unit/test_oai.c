@@ -101,11 +101,14 @@ static void test_rejections(void **state)
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"},\"min_tokens\":2}", true, NS_ERR_UNSUPPORTED, "min_tokens", "cannot be combined with 'response_format'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"},\"ignore_eos\":true}", true, NS_ERR_UNSUPPORTED, "ignore_eos", "cannot be combined"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", true, NS_ERR_INVALID, "tools", "expected an array"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}", true, NS_ERR_INVALID, "messages", "only assistant messages"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":{}}]}", true, NS_ERR_INVALID, "messages", "'messages[0].tool_calls': expected an array"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"name\":\"f\"}}]}]}", true, NS_ERR_INVALID, "messages", "'messages[0].tool_calls[0]'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"1\",\"tool_call_id\":5}]}", true, NS_ERR_INVALID, "messages", "tool_call_id"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"$defs\":{\"a\":{}}}}},{\"type\":\"function\",\"function\":{\"name\":\"g\",\"parameters\":{\"$defs\":{\"a\":{}}}}}],\"tool_choice\":\"required\"}", true, NS_ERR_UNSUPPORTED, "tools", "share one namespace"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"string\",\"pattern\":\"a\"}}}]}", true, NS_ERR_UNSUPPORTED, "tools", "'pattern'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", true, NS_ERR_INVALID, "tools", "Invalid 'tools[0]'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{}}]}", true, NS_ERR_INVALID, "tools", "'tools[0].function.name'"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", true, NS_ERR_UNSUPPORTED, "tool_choice", "'auto'"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"auto\"}", true, NS_ERR_UNSUPPORTED, "tool_choice", "'auto'"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\",\"function\":{\"name\":\"g\"}}],\"tool_choice\":\"required\"}", true, NS_ERR_UNSUPPORTED, "tool_choice", "exactly one tool, but 2"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", true, NS_ERR_INVALID, "tool_choice", "no function named 'g'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"tool\"}}", true, NS_ERR_INVALID, "tool_choice", "Invalid 'tool_choice'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"sometimes\"}", true, NS_ERR_INVALID, "tool_choice", "expected 'none'"},
@@ -294,6 +297,71 @@ static void test_structured(void **state)
 }
 
 /* n choices: each in the body with its index, text and finish_reason; usage sums them */
+/* tool_choice auto / required among several tools: a grammar over the wire format, the
+ * tools listed for the model; answers parsed back into tool_calls; tool_calls in input
+ * messages rendered as text */
+static void test_tool_modes(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    static const char tools[] = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_w\",\"parameters\":"
+                                "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
+                                "{\"type\":\"function\",\"function\":{\"name\":\"ping\"}}]";
+    char body[2048];
+    snprintf(body, sizeof(body),
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":null,"
+             "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get_w\",\"arguments\":"
+             "\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"sunny\"}],%s}",
+             tools);
+    if (parse(body, true, &r, &e))
+        fail_msg("%s", e.message);
+    assert_int_equal(r.tool_mode, OAI_TOOLS_AUTO);
+    assert_null(r.tool_name);
+    assert_non_null(strstr(r.req.grammar, "root ::= call | free"));
+    assert_string_equal(r.req.messages[0].role, "system");
+    assert_non_null(strstr(r.req.messages[0].content, "\"name\":\"ping\""));
+    assert_string_equal(r.req.messages[2].content, "<tool_call>{\"name\":\"get_w\",\"arguments\":{\"city\":\"Oslo\"}}</tool_call>");
+    assert_string_equal(r.req.messages[3].role, "tool");
+    assert_string_equal(r.req.messages[3].content, "sunny");
+    /* an answer in the wire format is a call; anything else is text */
+    static const char call[] = "<tool_call>{\"name\": \"get_w\", \"arguments\": {\"city\": \"Rome\"}}</tool_call>";
+    struct engine_choice ch[2] = {{.text = call, .text_len = sizeof(call) - 1, .finish = ENGINE_FINISH_STOP},
+                                  {.text = "hello", .text_len = 5, .finish = ENGINE_FINISH_STOP}};
+    struct engine_result res = {.text = call, .text_len = sizeof(call) - 1, .n_choices = 2, .choices = ch};
+    cJSON *b = oai_completion_body(&r, &res, "id", "m", 1);
+    cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 0);
+    cJSON *c1 = cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 1);
+    assert_string_equal(cJSON_GetObjectItem(c0, "finish_reason")->valuestring, "tool_calls");
+    cJSON *tc = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "message"), "tool_calls"), 0);
+    cJSON *f = cJSON_GetObjectItem(tc, "function");
+    assert_string_equal(cJSON_GetObjectItem(f, "name")->valuestring, "get_w");
+    assert_string_equal(cJSON_GetObjectItem(f, "arguments")->valuestring, "{\"city\":\"Rome\"}");
+    assert_int_equal(strncmp(cJSON_GetObjectItem(tc, "id")->valuestring, "call_", 5), 0);
+    assert_string_equal(cJSON_GetObjectItem(c1, "finish_reason")->valuestring, "stop");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(c1, "message"), "content")->valuestring, "hello");
+    cJSON_Delete(b);
+    /* unknown function, or cut: text */
+    static const char unknown[] = "<tool_call>{\"name\": \"nope\", \"arguments\": {}}</tool_call>";
+    assert_null(oai_parse_tool_call(&r, unknown, sizeof(unknown) - 1, false));
+    assert_null(oai_parse_tool_call(&r, call, sizeof(call) - 3, false));
+    assert_true(oai_tool_call_prefix("<tool", 5));
+    assert_true(oai_tool_call_prefix(call, sizeof(call) - 1));
+    assert_false(oai_tool_call_prefix("<b>", 3));
+    oai_request_release(&r);
+
+    /* required with several tools: only calls */
+    snprintf(body, sizeof(body), "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s,\"tool_choice\":\"required\"}",
+             tools);
+    if (parse(body, true, &r, &e))
+        fail_msg("%s", e.message);
+    assert_int_equal(r.tool_mode, OAI_TOOLS_REQUIRED);
+    assert_non_null(strstr(r.req.grammar, "root ::= call\n"));
+    assert_null(strstr(r.req.grammar, "free"));
+    assert_non_null(strstr(r.req.messages[0].content, "You must call one of them."));
+    oai_request_release(&r);
+}
+
 static void test_choices(void **state)
 {
     (void)state;
@@ -402,6 +470,7 @@ int main(void)
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_response_shapes),
         cmocka_unit_test(test_structured),
+        cmocka_unit_test(test_tool_modes),
         cmocka_unit_test(test_choices),
         cmocka_unit_test(test_logprobs),
     };
