@@ -126,6 +126,23 @@ struct engine {
 static int engine_kv_reserved(const struct engine *e);
 static int engine_running(const struct engine *e);
 
+/* one forward pass: encoder-only models (BERT-like embedding models) encode, others decode */
+static int engine_forward(struct engine *e, struct llama_batch b)
+{
+    if (llama_model_has_encoder(e->model) && !llama_model_has_decoder(e->model))
+        return llama_encode(e->ctx, b);
+    return llama_decode(e->ctx, b);
+}
+
+int engine_pooling_parse(const char *s)
+{
+    static const char *const names[] = {"none", "mean", "cls", "last"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -2;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -160,6 +177,8 @@ struct engine_params engine_default_params(void)
         .verbose = false,
         .kv_unified = false,
         .prefix_cache = true,
+        .embedding = false,
+        .pooling = ENGINE_POOLING_MODEL,
     };
     return p;
 }
@@ -176,7 +195,7 @@ void engine_request_init(struct engine_request *r)
 /* engine_result_copy's allocations: one list of blocks, freed together */
 struct result_owned {
     int n;
-    void *p[4 + 3 * ENGINE_MAX_CHOICES];
+    void *p[5 + 3 * ENGINE_MAX_CHOICES];
 };
 
 static void *result_dup(struct result_owned *o, const void *p, size_t n, bool nul)
@@ -203,6 +222,9 @@ int engine_result_copy(struct engine_result *dst, const struct engine_result *sr
     if (!(dst->text = result_dup(o, src->text ? src->text : "", src->text_len, true)))
         goto fail;
     if (src->raw_body && !(dst->raw_body = result_dup(o, src->raw_body, src->raw_len, true)))
+        goto fail;
+    if (src->embedding && src->n_embed > 0 &&
+        !(dst->embedding = result_dup(o, src->embedding, sizeof(float) * (size_t)src->n_embed * (size_t)src->n_embd, false)))
         goto fail;
     int nc = src->n_choices > ENGINE_MAX_CHOICES ? ENGINE_MAX_CHOICES : src->n_choices;
     dst->n_choices = nc;
@@ -504,6 +526,29 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     cp.n_threads_batch = p.n_threads;
     cp.kv_unified = p.kv_unified;
     cp.no_perf = true;
+    if (p.embedding) {
+        if (p.pooling == ENGINE_POOLING_NONE) {
+            snprintf(err, errlen, "pooling 'none' gives a vector per token, but an embedding is one vector per input: "
+                                  "choose mean, cls or last");
+            rc = NS_ERR_INVALID;
+            goto out;
+        }
+        cp.embeddings = true;
+        /* an input's tokens must be in one micro-batch for the pooling to see them all */
+        cp.n_ubatch = cp.n_batch;
+        if (p.pooling > 0) {
+            cp.pooling_type = (enum llama_pooling_type)p.pooling;
+        } else {
+            /* the GGUF's own when it names one; a generative model used for embeddings
+             * usually names none, and mean pooling is then the usual choice */
+            char key[96], val[16];
+            char arch[32] = "";
+            llama_model_meta_val_str(e->model, "general.architecture", arch, sizeof(arch));
+            snprintf(key, sizeof(key), "%s.pooling_type", arch);
+            cp.pooling_type = llama_model_meta_val_str(e->model, key, val, sizeof(val)) >= 0 ? LLAMA_POOLING_TYPE_UNSPECIFIED
+                                                                                          : LLAMA_POOLING_TYPE_MEAN;
+        }
+    }
     e->ctx = llama_init_from_model(e->model, cp);
     if (!e->ctx) {
         snprintf(err, errlen, "cannot create a context of %d tokens for '%s' (out of memory?)", p.n_ctx,
@@ -512,6 +557,16 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         goto out;
     }
     e->n_ctx = (int)llama_n_ctx(e->ctx);
+    if (p.embedding) {
+        enum llama_pooling_type pt = llama_pooling_type(e->ctx);
+        if (pt != LLAMA_POOLING_TYPE_MEAN && pt != LLAMA_POOLING_TYPE_CLS && pt != LLAMA_POOLING_TYPE_LAST) {
+            snprintf(err, errlen, "'%s' pools its embeddings as type %d, which gives no one vector per input: choose "
+                                  "--pooling mean, cls or last",
+                     p.model_path, (int)pt);
+            rc = NS_ERR_INVALID;
+            goto out;
+        }
+    }
     e->n_ctx_seq = (int)llama_n_ctx_seq(e->ctx);
     e->max_piece = 1;
     for (int32_t t = 0; t < llama_vocab_n_tokens(e->vocab); t++) {
@@ -529,7 +584,7 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         llama_token t = llama_vocab_bos(e->vocab);
         if (t < 0)
             t = 0;
-        if (llama_decode(e->ctx, llama_batch_get_one(&t, 1)) == 0)
+        if (engine_forward(e, llama_batch_get_one(&t, 1)) == 0)
             llama_memory_seq_rm(llama_get_memory(e->ctx), 0, -1, -1);
     }
 
@@ -577,6 +632,14 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     if (llama_model_meta_val_str(e->model, "general.architecture", in->arch, sizeof(in->arch)) < 0)
         in->arch[0] = '\0';
     in->file_type = (int)(llama_model_ftype(e->model) & ~LLAMA_FTYPE_GUESSED);
+    in->embedding = p.embedding;
+    in->n_embd = llama_model_n_embd(e->model);
+    if (p.embedding) {
+        enum llama_pooling_type pt = llama_pooling_type(e->ctx);
+        snprintf(in->pooling, sizeof(in->pooling), "%s",
+                 pt == LLAMA_POOLING_TYPE_CLS ? "cls" : pt == LLAMA_POOLING_TYPE_LAST ? "last" : "mean");
+        in->n_embed_max = e->n_ctx_seq < p.n_batch ? e->n_ctx_seq : p.n_batch;
+    }
 
 out:
     if (rc != NS_OK) {
@@ -922,6 +985,11 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     char err[256] = "";
     llama_token *tok = NULL;
     int n_choices = req->n > 1 ? req->n : 1;
+    if (req->embed) {
+        engine_fail(src, req, NS_ERR_INVALID, "model",
+                    0, "This model is loaded for text generation, not embeddings: serve an embedding model with --embedding.");
+        return NULL;
+    }
     if (n_choices > ENGINE_MAX_CHOICES || n_choices > e->n_slots) {
         engine_fail(src, req, NS_ERR_INVALID, "n", 0,
                     "Invalid 'n': this model runs at most %d sequences at once, so at most %d choices, but got %d.",
@@ -1729,8 +1797,242 @@ static void engine_clear_outputs(struct engine *e)
         e->slots[i].i_out = -1;
 }
 
+/* ---- embeddings --------------------------------------------------------------------- */
+
+/* an embedding request in progress: its inputs' tokens, and the vectors filled so far */
+struct embed_job {
+    struct engine_request *req;
+    llama_token **tok;
+    int *n_tok;
+    int next;                       /* the next input to put in a batch */
+    int finished;                   /* inputs whose vector is in out */
+    int total_tokens;
+    float *out;                     /* n_embed x n_embd */
+    double t_admit;
+};
+
+static void embed_job_free(struct embed_job *j)
+{
+    for (int i = 0; j->tok && i < j->req->n_embed; i++)
+        free(j->tok[i]);
+    free(j->tok);
+    free(j->n_tok);
+    free(j->out);
+    memset(j, 0, sizeof(*j));
+}
+
+/* Tokenize and check a new embedding request into j; on failure done() has been called. */
+static bool embed_admit(struct engine *e, const struct engine_source *src, struct engine_request *req,
+                        struct embed_job *j)
+{
+    memset(j, 0, sizeof(*j));
+    j->req = req;
+    j->t_admit = now_s();
+    if (!req->embed || req->n_embed <= 0) {
+        engine_fail(src, req, NS_ERR_INVALID, "model", 0,
+                    "This model is loaded for embeddings only (--embedding): it serves /v1/embeddings, not text "
+                    "generation.");
+        return false;
+    }
+    int max = e->info.n_embed_max, n_embd = e->info.n_embd;
+    j->tok = calloc((size_t)req->n_embed, sizeof(*j->tok));
+    j->n_tok = calloc((size_t)req->n_embed, sizeof(*j->n_tok));
+    j->out = malloc(sizeof(float) * (size_t)req->n_embed * (size_t)n_embd);
+    if (!j->tok || !j->n_tok || !j->out) {
+        embed_job_free(j);
+        engine_fail(src, req, NS_ERR_NOMEM, NULL, 0, "out of memory");
+        return false;
+    }
+    for (int i = 0; i < req->n_embed; i++) {
+        const struct engine_embed_input *in = &req->embed[i];
+        int n;
+        if (in->tokens) {
+            n = in->n_tokens;
+            for (int k = 0; k < n; k++) {
+                if (in->tokens[k] < 0 || in->tokens[k] >= e->n_vocab) {
+                    int tk = in->tokens[k];
+                    embed_job_free(j);
+                    engine_fail(src, req, NS_ERR_INVALID, "input", 0,
+                                "Invalid 'input[%d]': token id %d is not in this model's vocabulary (0 to %d).", i, tk,
+                                e->n_vocab - 1);
+                    return false;
+                }
+            }
+        } else {
+            size_t len = in->text ? in->text_len : 0;
+            if (len / (size_t)e->max_piece >= (size_t)max) {
+                embed_job_free(j);
+                engine_fail(src, req, NS_ERR_CONTEXT, "input", j->total_tokens,
+                            "This model's maximum context length is %d tokens, however input[%d] holds %zu bytes, so "
+                            "at least %zu tokens. Please reduce the length of the input.",
+                            max, i, len, len / (size_t)e->max_piece);
+                return false;
+            }
+            n = llama_tokenize(e->vocab, in->text ? in->text : "", (int32_t)len, NULL, 0, true, false);
+            n = n < 0 ? -n : n;
+        }
+        if (n == 0 || n > max) {
+            int total = j->total_tokens;
+            embed_job_free(j);
+            if (n == 0)
+                engine_fail(src, req, NS_ERR_INVALID, "input", total, "Invalid 'input[%d]': it has no tokens.", i);
+            else
+                engine_fail(src, req, NS_ERR_CONTEXT, "input", total,
+                            "This model's maximum context length is %d tokens, however input[%d] has %d tokens. Please "
+                            "reduce the length of the input.",
+                            max, i, n);
+            return false;
+        }
+        j->tok[i] = malloc(sizeof(llama_token) * (size_t)n);
+        if (!j->tok[i]) {
+            embed_job_free(j);
+            engine_fail(src, req, NS_ERR_NOMEM, NULL, 0, "out of memory");
+            return false;
+        }
+        if (in->tokens)
+            memcpy(j->tok[i], in->tokens, sizeof(llama_token) * (size_t)n);
+        else
+            n = llama_tokenize(e->vocab, in->text ? in->text : "", (int32_t)in->text_len, j->tok[i], n, true, false);
+        j->n_tok[i] = n;
+        j->total_tokens += n;
+    }
+    e->stats.prompt_submitted += (uint64_t)j->total_tokens;
+    return true;
+}
+
+static void embed_normalize(float *v, int n)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++)
+        s += (double)v[i] * v[i];
+    float k = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
+    for (int i = 0; i < n; i++)
+        v[i] *= k;
+}
+
+/* engine_run for an embedding engine: at every step, inputs of the waiting requests (in
+ * arrival order, interactive ones first) fill one batch, one sequence each, up to n_batch
+ * tokens and the context's sequences; one forward pass pools each sequence's vector */
+static int engine_run_embed(struct engine *e, const struct engine_source *src)
+{
+    enum { MAXJ = ENGINE_MAX_PARALLEL };
+    struct embed_job jobs[MAXJ];
+    int n_jobs = 0, rc = NS_OK;
+    bool exhausted = false;
+    int n_seq = e->n_slots, n_embd = e->info.n_embd;
+    struct { int job, input; } at[ENGINE_MAX_PARALLEL];
+    atomic_store(&e->stop, 0);
+    for (;;) {
+        if (atomic_load(&e->stop))
+            break;
+        for (int lane = 0; lane < 2 && n_jobs < MAXJ; lane++) {
+            int (*pull)(void *, struct engine_request **, int) = lane == 0 ? src->pull_priority : src->pull;
+            if (!pull || (lane == 1 && exhausted))
+                continue;
+            struct engine_request *reqs[MAXJ];
+            int got = pull(src->ud, reqs, MAXJ - n_jobs);
+            if (got < 0) {
+                if (lane == 1)
+                    exhausted = true;
+                continue;
+            }
+            for (int k = 0; k < got; k++)
+                if (embed_admit(e, src, reqs[k], &jobs[n_jobs]))
+                    n_jobs++;
+        }
+        if (n_jobs == 0) {
+            if (exhausted)
+                return NS_OK;
+            if (src->wait)
+                src->wait(src->ud);
+            else
+                usleep(1000);
+            continue;
+        }
+        /* one batch */
+        struct llama_batch *b = &e->batch;
+        b->n_tokens = 0;
+        int n_at = 0;
+        for (int ji = 0; ji < n_jobs && n_at < n_seq; ji++) {
+            struct embed_job *j = &jobs[ji];
+            while (j->next < j->req->n_embed && n_at < n_seq && b->n_tokens + j->n_tok[j->next] <= e->p.n_batch) {
+                int n = j->n_tok[j->next];
+                for (int k = 0; k < n; k++) {
+                    int t = b->n_tokens++;
+                    b->token[t] = j->tok[j->next][k];
+                    b->pos[t] = k;
+                    b->n_seq_id[t] = 1;
+                    b->seq_id[t][0] = (llama_seq_id)n_at;
+                    b->logits[t] = 1;
+                }
+                at[n_at].job = ji;
+                at[n_at].input = j->next++;
+                n_at++;
+            }
+            if (j->next < j->req->n_embed)
+                break; /* the batch is full: keep arrival order */
+        }
+        llama_memory_clear(llama_get_memory(e->ctx), true);
+        int ret = engine_forward(e, *b);
+        e->stats.steps++;
+        e->stats.tokens_decoded += (uint64_t)b->n_tokens;
+        e->stats.prompt_tokens += (uint64_t)b->n_tokens;
+        e->stats.seqs_in_steps += (uint64_t)n_at;
+        for (int i = 0; i < n_at; i++) {
+            struct embed_job *j = &jobs[at[i].job];
+            const float *v = ret == 0 ? llama_get_embeddings_seq(e->ctx, (llama_seq_id)i) : NULL;
+            if (!v) {
+                j->next = -1; /* failed: ended below */
+                continue;
+            }
+            float *dst = j->out + (size_t)at[i].input * (size_t)n_embd;
+            memcpy(dst, v, sizeof(float) * (size_t)n_embd);
+            embed_normalize(dst, n_embd);
+            j->finished++;
+        }
+        /* end the requests that are complete or failed, keeping the others in order */
+        int kept = 0;
+        for (int ji = 0; ji < n_jobs; ji++) {
+            struct embed_job *j = &jobs[ji];
+            if (j->next >= 0 && j->finished < j->req->n_embed) {
+                jobs[kept++] = *j;
+                continue;
+            }
+            if (j->next < 0) {
+                engine_fail(src, j->req, NS_ERR_ENGINE, NULL, j->total_tokens, "the engine could not compute the embeddings");
+            } else {
+                struct engine_result res;
+                memset(&res, 0, sizeof(res));
+                res.status = NS_OK;
+                res.text = "";
+                res.stop_index = -1;
+                res.prompt_tokens = j->total_tokens;
+                res.embedding = j->out;
+                res.n_embed = j->req->n_embed;
+                res.n_embd = n_embd;
+                res.t_admit = j->t_admit;
+                res.t_first = res.t_end = now_s();
+                src->done(src->ud, j->req, &res);
+            }
+            embed_job_free(j);
+        }
+        n_jobs = kept;
+        if (ret != 0 && ret != 1) {
+            rc = NS_ERR_ENGINE;
+            break;
+        }
+    }
+    for (int ji = 0; ji < n_jobs; ji++) {
+        engine_fail(src, jobs[ji].req, NS_ERR_CANCELLED, NULL, jobs[ji].total_tokens, "the request was cancelled");
+        embed_job_free(&jobs[ji]);
+    }
+    return rc;
+}
+
 int engine_run(struct engine *e, const struct engine_source *src)
 {
+    if (e->p.embedding)
+        return engine_run_embed(e, src);
     bool exhausted = false;
     atomic_store(&e->stop, 0);
     for (;;) {

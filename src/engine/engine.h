@@ -65,7 +65,23 @@ struct engine_params {
                               or waits for one being computed, instead of recomputing it */
     const char *chat_template; /* NULL = the model's own, else a llama.cpp built-in name */
     bool verbose;          /* let llama.cpp log to stderr */
+    /* Load the model for embeddings only: one llama.cpp context computes either logits or
+     * pooled embeddings, so such an engine serves engine_request.embed requests and fails
+     * generation requests (NS_ERR_INVALID, param "model"), and a generation engine fails
+     * embedding requests the same way. */
+    bool embedding;
+    int pooling;           /* embedding: an enum engine_pooling */
 };
+
+enum engine_pooling {
+    ENGINE_POOLING_MODEL = -1, /* the GGUF's pooling type; mean when it names none */
+    ENGINE_POOLING_NONE = 0,   /* refused by engine_init: OpenAI's shape is one vector per input */
+    ENGINE_POOLING_MEAN = 1,
+    ENGINE_POOLING_CLS = 2,
+    ENGINE_POOLING_LAST = 3,
+};
+/* "mean", "cls", "last", "none" -> enum engine_pooling; -2 for anything else */
+int engine_pooling_parse(const char *s);
 
 struct engine_params engine_default_params(void);
 
@@ -101,7 +117,22 @@ struct engine_token_logprob {
     } top[ENGINE_MAX_TOP_LOGPROBS];
 };
 
+/* one embedding input: text (tokenized with the model's BOS/EOS as it adds them), or token
+ * ids (used as they are) */
+struct engine_embed_input {
+    const char *text;
+    size_t text_len;
+    const int32_t *tokens;
+    int n_tokens;
+};
+
 struct engine_request {
+    /* embeddings (an engine loaded with params.embedding): the inputs; nothing else in the
+     * request applies. Inputs of many requests are decoded together, one sequence each. An
+     * input longer than the context fails the request (NS_ERR_CONTEXT, param "input"). */
+    const struct engine_embed_input *embed;
+    int n_embed;
+
     /* input: messages (chat) or prompt (completion), not both */
     const struct engine_msg *messages;
     int n_messages;
@@ -211,6 +242,9 @@ struct engine_result {
      * NULL for a failure or an upstream's answer */
     int n_choices;
     const struct engine_choice *choices;
+    /* embeddings: n_embed vectors of n_embd floats, in input order, L2-normalized */
+    const float *embedding;
+    int n_embed, n_embd;
     void *owned_;              /* engine_result_copy()'s allocations */
 };
 
@@ -249,6 +283,10 @@ struct engine_info {
     char arch[32];         /* general.architecture: "llama", "qwen2" */
     int file_type;         /* llama_ftype (general.file_type, or as llama.cpp guessed it):
                               0 all F32, 1 F16, 7 Q8_0, 15 Q4_K_M, ... */
+    bool embedding;        /* loaded for embeddings only */
+    int n_embd;            /* embedding size */
+    char pooling[8];       /* embedding: "mean", "cls", "last" */
+    int n_embed_max;       /* embedding: the most tokens one input may have */
 };
 
 struct engine_stats {
