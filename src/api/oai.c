@@ -6,6 +6,7 @@
 #include "oai.h"
 
 #include "jsonschema.h"
+#include "../util/base64.h"
 #include "../util/buf.h"
 #include "../util/status.h"
 #include "../util/utf8.h"
@@ -69,6 +70,7 @@ char *oai_request_own(struct oai_request *r, char *s)
 
 void oai_request_release(struct oai_request *r)
 {
+    free(r->embed_);
     cJSON_Delete(r->root_);
     free(r->msgs_);
     free(r->bias_);
@@ -1211,9 +1213,189 @@ void oai_chunk_delta(const struct oai_request *r, cJSON *d, const char *text, si
     }
 }
 
+static const char *const oai_embedding_fields[] = {"model", "input", "encoding_format", "dimensions", "user", NULL};
+
+/* one input: token ids from a JSON array of integers */
+static int oai_embed_tokens(struct oai_request *r, const cJSON *a, int i, struct engine_embed_input *in,
+                            struct oai_error *err)
+{
+    int n = cJSON_GetArraySize(a), k = 0;
+    if (n == 0)
+        return oai_error_set(err, NS_ERR_INVALID, "input", "Invalid 'input[%d]': an empty array of tokens.", i);
+    int32_t *t = malloc(sizeof(*t) * (size_t)n);
+    if (!t || !oai_request_own(r, (char *)t))
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    const cJSON *v;
+    cJSON_ArrayForEach(v, a)
+    {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 || v->valuedouble > INT32_MAX)
+            return oai_error_set(err, NS_ERR_INVALID, "input",
+                                 "Invalid 'input': token arrays must hold non-negative integers (input[%d][%d]).", i, k);
+        t[k++] = (int32_t)v->valuedouble;
+    }
+    *in = (struct engine_embed_input){.tokens = t, .n_tokens = n};
+    return NS_OK;
+}
+
+int oai_embeddings_from_json(cJSON *body, struct oai_request *r, struct oai_error *err)
+{
+    int rc;
+    if ((rc = oai_request_begin(body, false, r, err)))
+        goto out;
+    r->embeddings = true;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, body)
+    {
+        bool ok = false;
+        for (int i = 0; oai_embedding_fields[i] && !ok; i++)
+            ok = strcmp(oai_embedding_fields[i], f->string) == 0;
+        if (!ok) {
+            rc = oai_error_set(err, NS_ERR_INVALID, NULL, "Unrecognized request argument supplied: %.64s", f->string);
+            goto out;
+        }
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
+    if (!cJSON_IsString(model)) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "model",
+                           model ? "Invalid type for 'model': expected a string." : "Missing required parameter: 'model'.");
+        goto out;
+    }
+    r->model = model->valuestring;
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(body, "input");
+    if (!in) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "input", "Missing required parameter: 'input'.");
+        goto out;
+    }
+    /* the four shapes: "text", ["text", ...], [1, 2, ...], [[1, 2], ...] */
+    bool one = cJSON_IsString(in) || (cJSON_IsArray(in) && cJSON_IsNumber(in->child));
+    int n = one ? 1 : cJSON_IsArray(in) ? cJSON_GetArraySize(in) : -1;
+    if (n < 0) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "input",
+                           "Invalid type for 'input': expected a string, an array of strings, an array of integers or "
+                           "an array of arrays of integers.");
+        goto out;
+    }
+    if (n == 0) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "input", "Invalid 'input': empty array. Expected at least one input.");
+        goto out;
+    }
+    if (n > OAI_MAX_EMBED_INPUTS) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "input",
+                           "Invalid 'input': array too long. Expected an array with maximum length %d, but got an array "
+                           "with length %d instead.",
+                           OAI_MAX_EMBED_INPUTS, n);
+        goto out;
+    }
+    r->embed_ = calloc((size_t)n, sizeof(*r->embed_));
+    if (!r->embed_) {
+        rc = oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const cJSON *v = one ? in : cJSON_GetArrayItem(in, i);
+        if (cJSON_IsString(v)) {
+            if (!v->valuestring[0]) {
+                rc = oai_error_set(err, NS_ERR_INVALID, "input", "Invalid 'input[%d]': an empty string.", i);
+                goto out;
+            }
+            r->embed_[i] = (struct engine_embed_input){.text = v->valuestring, .text_len = strlen(v->valuestring)};
+        } else if (cJSON_IsArray(v) && (one || cJSON_IsNumber(v->child) || !v->child)) {
+            if ((rc = oai_embed_tokens(r, v, i, &r->embed_[i], err)))
+                goto out;
+        } else {
+            rc = oai_error_set(err, NS_ERR_INVALID, "input",
+                               "Invalid type for 'input[%d]': expected a string or an array of integers (all inputs "
+                               "of one kind).",
+                               i);
+            goto out;
+        }
+        if (!one && i > 0 && cJSON_IsString(v) != (r->embed_[0].text != NULL)) {
+            rc = oai_error_set(err, NS_ERR_INVALID, "input",
+                               "Invalid 'input': mixes strings and token arrays (input[%d]); send one kind.", i);
+            goto out;
+        }
+    }
+    r->req.embed = r->embed_;
+    r->req.n_embed = n;
+    const cJSON *ef = cJSON_GetObjectItemCaseSensitive(body, "encoding_format");
+    if (ef && !cJSON_IsNull(ef)) {
+        if (!cJSON_IsString(ef) || (strcmp(ef->valuestring, "float") && strcmp(ef->valuestring, "base64"))) {
+            rc = oai_error_set(err, NS_ERR_INVALID, "encoding_format",
+                               "Invalid 'encoding_format': expected 'float' or 'base64'.");
+            goto out;
+        }
+        r->embed_base64 = strcmp(ef->valuestring, "base64") == 0;
+    }
+    long long dims = 0;
+    if ((rc = oai_integer(body, "dimensions", 1, 1e6, &dims, NULL, err)))
+        goto out;
+    r->req.embed_dimensions = (int)dims;
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(body, "user");
+    if (user && !cJSON_IsNull(user) && !cJSON_IsString(user))
+        rc = oai_error_set(err, NS_ERR_INVALID, "user", "Invalid type for 'user': expected a string.");
+out:
+    if (rc != NS_OK)
+        oai_request_release(r);
+    return rc;
+}
+
+int oai_request_embeddings_line(cJSON *body, bool forward, struct oai_request *r, struct oai_error *err)
+{
+    if (forward) {
+        memset(r, 0, sizeof(*r));
+        cJSON_Delete(body);
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "url",
+                             "/v1/embeddings lines run on local models loaded with --embedding, not on upstream "
+                             "backends.");
+    }
+    return oai_embeddings_from_json(body, r, err);
+}
+
+static cJSON *oai_embeddings_body(const struct oai_request *r, const struct engine_result *res, const char *model)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    size_t bytes = sizeof(float) * (size_t)res->n_embd;
+    char *b64 = r->embed_base64 ? malloc((bytes + 2) / 3 * 4 + 1) : NULL;
+    unsigned char *le = r->embed_base64 ? malloc(bytes ? bytes : 1) : NULL;
+    for (int i = 0; i < res->n_embed && res->embedding; i++) {
+        const float *v = res->embedding + (size_t)i * (size_t)res->n_embd;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "object", "embedding");
+        cJSON_AddNumberToObject(e, "index", i);
+        if (r->embed_base64 && b64 && le) {
+            /* little-endian float32, whatever this machine's order */
+            for (int k = 0; k < res->n_embd; k++) {
+                uint32_t u;
+                memcpy(&u, &v[k], 4);
+                for (int byte = 0; byte < 4; byte++)
+                    le[(size_t)k * 4 + (size_t)byte] = (unsigned char)(u >> (8 * byte));
+            }
+            size_t n = base64_encode(le, bytes, b64);
+            b64[n] = '\0';
+            cJSON_AddStringToObject(e, "embedding", b64);
+        } else {
+            cJSON *a = cJSON_AddArrayToObject(e, "embedding");
+            for (int k = 0; k < res->n_embd; k++)
+                cJSON_AddItemToArray(a, cJSON_CreateNumber(v[k]));
+        }
+        cJSON_AddItemToArray(data, e);
+    }
+    free(b64);
+    free(le);
+    cJSON_AddStringToObject(o, "model", model);
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", res->prompt_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", res->prompt_tokens);
+    return o;
+}
+
 cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,
                            const char *model, time_t created)
 {
+    if (r->embeddings)
+        return oai_embeddings_body(r, res, model);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", id);
     cJSON_AddStringToObject(o, "object", r->chat ? "chat.completion" : "text_completion");

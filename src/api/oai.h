@@ -40,6 +40,10 @@ struct oai_request {
      * <tool_call>{"name": ..., "arguments": {...}}</tool_call> (grammar-enforced), turned
      * into message.tool_calls by the builders */
     enum { OAI_TOOLS_NONE = 0, OAI_TOOLS_REQUIRED, OAI_TOOLS_AUTO } tool_mode;
+    /* a /v1/embeddings body: req.embed holds the inputs (owned here) */
+    bool embeddings;
+    bool embed_base64;         /* encoding_format "base64" */
+    struct engine_embed_input *embed_;
     /* private */
     struct engine_logit_bias *bias_;
     cJSON *root_;
@@ -99,7 +103,22 @@ cJSON *oai_parse_tool_call(const struct oai_request *r, const char *text, size_t
 /* could text (all a choice has produced so far) still become a call? (streaming holds it) */
 bool oai_tool_call_prefix(const char *text, size_t n);
 
-/* The response body: chat.completion or text_completion. */
+#define OAI_MAX_EMBED_INPUTS 2048
+
+/* Parse a /v1/embeddings body: model, input (a string, an array of strings, an array of
+ * token ids or an array of token-id arrays; at most OAI_MAX_EMBED_INPUTS, none empty),
+ * encoding_format ("float" or "base64"), dimensions (kept in req.embed_dimensions: only
+ * the model's own size is served), user. r takes body over, as oai_request_from_json. */
+int oai_embeddings_from_json(cJSON *body, struct oai_request *r, struct oai_error *err);
+
+/* A batch line's /v1/embeddings body: as oai_embeddings_from_json, but refused (naming
+ * "url") on a backend that forwards upstream (forward), which nightshift sends chat and
+ * completions only */
+int oai_request_embeddings_line(cJSON *body, bool forward, struct oai_request *r, struct oai_error *err);
+
+/* The response body: chat.completion or text_completion, or for an embeddings request
+ * {"object":"list","data":[{"object":"embedding","index","embedding"}],"model","usage"}
+ * (vectors as float arrays, or base64 of little-endian float32). */
 cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,
                            const char *model, time_t created);
 /* {"error":{"message","type","param","code"}} for a status; code NULL = the status's own */

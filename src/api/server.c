@@ -853,6 +853,17 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
                           info.n_ctx_seq, n_prompt + want, n_prompt, chat ? "messages" : "prompt", want,
                           chat ? "messages" : "prompt");
     }
+    if (be->ops->engine) {
+        struct engine_info ei;
+        engine_get_info(be->ops->engine(be->impl), &ei);
+        if (ei.embedding) {
+            snprintf(ei.name, sizeof(ei.name), "%s", j->sj.oreq.model ? j->sj.oreq.model : "");
+            job_unref(j);
+            return GEN_ERROR(x, flavor, NS_ERR_INVALID, "model",
+                             "The model '%.100s' is loaded for embeddings only (--embedding): use /v1/embeddings.",
+                             ei.name);
+        }
+    }
     if (j->sj.oreq.req.n > 1 && be->ops->engine) {
         /* the choices run side by side, one sequence each: say so now, not in the stream */
         struct engine_info ei;
@@ -915,6 +926,65 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         ret = send_json(x->c, 200, ollama_final(chat, j->model, &j->res, j->res.text, j->t_start));
     else
         ret = send_json(x->c, 200, oai_completion_body(&j->sj.oreq, &j->res, j->id, j->model, j->created));
+    job_unref(j);
+    return ret;
+}
+
+/* POST /v1/embeddings: on a local model loaded with --embedding; inputs of concurrent
+ * requests are decoded together by its engine */
+static enum MHD_Result h_embeddings(struct route_ctx *x)
+{
+    struct oai_error err;
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    j->refs = 1;
+    cJSON *root = cJSON_ParseWithLength(x->r->body.p ? x->r->body.p : "", x->r->body.len);
+    int rc = root ? oai_embeddings_from_json(root, &j->sj.oreq, &err)
+                  : oai_error_set(&err, NS_ERR_INVALID, NULL,
+                                  "We could not parse the JSON body of your request. The body must be valid JSON.");
+    if (rc) {
+        job_unref(j);
+        return send_error(x->c, rc, err.param, NULL, "%s", err.message);
+    }
+    struct sched *s = sched_by_model(x->srv, j->sj.oreq.model);
+    if (!s) {
+        enum MHD_Result ret = send_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
+                                         "The model '%.100s' does not exist or you do not have access to it.",
+                                         j->sj.oreq.model);
+        job_unref(j);
+        return ret;
+    }
+    struct backend *be = sched_backend(s);
+    struct engine_info ei;
+    memset(&ei, 0, sizeof(ei));
+    if (be->ops->engine)
+        engine_get_info(be->ops->engine(be->impl), &ei);
+    if (!ei.embedding) {
+        enum MHD_Result ret = send_error(x->c, NS_ERR_INVALID, "model", NULL,
+                                         "The model '%.100s' is not loaded for embeddings: serve an embedding model "
+                                         "with --embedding.",
+                                         j->sj.oreq.model);
+        job_unref(j);
+        return ret;
+    }
+    snprintf(j->model, sizeof(j->model), "%s", j->sj.oreq.model);
+    j->sj.on_done = job_on_done;
+    j->refs = 2; /* the engine's reference is dropped in job_on_done */
+    if (sched_submit(s, &j->sj) != NS_OK) {
+        j->refs = 1;
+        job_unref(j);
+        return send_error(x->c, NS_ERR_UNAVAILABLE, NULL, NULL, "the server is shutting down");
+    }
+    pthread_mutex_lock(&j->mu);
+    while (!j->done)
+        pthread_cond_wait(&j->cv, &j->mu);
+    pthread_mutex_unlock(&j->mu);
+    enum MHD_Result ret = j->res.status != NS_OK
+                              ? send_error(x->c, j->res.status, j->res.param, NULL, "%s", j->res.message)
+                              : send_json(x->c, 200, oai_completion_body(&j->sj.oreq, &j->res, "", j->model, time(NULL)));
     job_unref(j);
     return ret;
 }
@@ -1274,10 +1344,11 @@ static enum MHD_Result h_batch_create(struct route_ctx *x)
         ret = send_error(x->c, NS_ERR_INVALID, "endpoint", NULL, "Missing required parameter: 'endpoint'.");
         goto out;
     }
-    if (strcmp(ep->valuestring, "/v1/chat/completions") && strcmp(ep->valuestring, "/v1/completions")) {
+    if (strcmp(ep->valuestring, "/v1/chat/completions") && strcmp(ep->valuestring, "/v1/completions") &&
+        strcmp(ep->valuestring, "/v1/embeddings")) {
         ret = send_error(x->c, NS_ERR_INVALID, "endpoint", "unsupported_endpoint",
-                         "Invalid value for 'endpoint': '%.64s'. This server supports '/v1/chat/completions' and "
-                         "'/v1/completions'.",
+                         "Invalid value for 'endpoint': '%.64s'. This server supports '/v1/chat/completions', "
+                         "'/v1/completions' and '/v1/embeddings'.",
                          ep->valuestring);
         goto out;
     }
@@ -2496,6 +2567,7 @@ static const struct route {
     {"GET", "/v1/models/*", BODY_NONE, h_model_get},
     {"POST", "/v1/chat/completions", BODY_JSON, h_chat},
     {"POST", "/v1/completions", BODY_JSON, h_completions},
+    {"POST", "/v1/embeddings", BODY_JSON, h_embeddings},
     {"POST", "/v1/files", BODY_MULTIPART, h_file_upload},
     {"GET", "/v1/files", BODY_NONE, h_file_list},
     {"GET", "/v1/files/*", BODY_NONE, h_file_get},

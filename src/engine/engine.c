@@ -509,6 +509,11 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     e->vocab = llama_model_get_vocab(e->model);
     e->n_vocab = llama_vocab_n_tokens(e->vocab);
 
+    if (p.n_ctx <= 0 && p.embedding) {
+        /* embeddings keep nothing between steps: the KV holds one batch */
+        p.n_ctx = p.n_batch;
+        e->p.n_ctx = p.n_ctx;
+    }
     if (p.n_ctx <= 0) {
         /* auto: 2048 tokens per sequence (less if the model was trained shorter) */
         int per = llama_model_n_ctx_train(e->model);
@@ -534,8 +539,13 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
             goto out;
         }
         cp.embeddings = true;
-        /* an input's tokens must be in one micro-batch for the pooling to see them all */
+        /* An input's tokens must be in one micro-batch for the pooling to see them all: the
+         * whole batch is one micro-batch, and the KV is one pool (with a stream per
+         * sequence, llama.cpp splits batches into equal-length slices of every sequence,
+         * which cuts inputs of different lengths apart). Sequences still attend only to
+         * their own tokens. */
         cp.n_ubatch = cp.n_batch;
+        cp.kv_unified = true;
         if (p.pooling > 0) {
             cp.pooling_type = (enum llama_pooling_type)p.pooling;
         } else {
@@ -638,7 +648,7 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         enum llama_pooling_type pt = llama_pooling_type(e->ctx);
         snprintf(in->pooling, sizeof(in->pooling), "%s",
                  pt == LLAMA_POOLING_TYPE_CLS ? "cls" : pt == LLAMA_POOLING_TYPE_LAST ? "last" : "mean");
-        in->n_embed_max = e->n_ctx_seq < p.n_batch ? e->n_ctx_seq : p.n_batch;
+        in->n_embed_max = e->n_ctx < p.n_batch ? e->n_ctx : p.n_batch;
     }
 
 out:
@@ -1802,6 +1812,7 @@ static void engine_clear_outputs(struct engine *e)
 /* an embedding request in progress: its inputs' tokens, and the vectors filled so far */
 struct embed_job {
     struct engine_request *req;
+    int n;                          /* inputs (req is the caller's: gone after done()) */
     llama_token **tok;
     int *n_tok;
     int next;                       /* the next input to put in a batch */
@@ -1813,7 +1824,7 @@ struct embed_job {
 
 static void embed_job_free(struct embed_job *j)
 {
-    for (int i = 0; j->tok && i < j->req->n_embed; i++)
+    for (int i = 0; j->tok && i < j->n; i++)
         free(j->tok[i]);
     free(j->tok);
     free(j->n_tok);
@@ -1827,6 +1838,7 @@ static bool embed_admit(struct engine *e, const struct engine_source *src, struc
 {
     memset(j, 0, sizeof(*j));
     j->req = req;
+    j->n = req->n_embed > 0 ? req->n_embed : 0;
     j->t_admit = now_s();
     if (!req->embed || req->n_embed <= 0) {
         engine_fail(src, req, NS_ERR_INVALID, "model", 0,
@@ -1835,6 +1847,13 @@ static bool embed_admit(struct engine *e, const struct engine_source *src, struc
         return false;
     }
     int max = e->info.n_embed_max, n_embd = e->info.n_embd;
+    if (req->embed_dimensions > 0 && req->embed_dimensions != n_embd) {
+        engine_fail(src, req, NS_ERR_UNSUPPORTED, "dimensions", 0,
+                    "Invalid 'dimensions': this model's embeddings have %d dimensions and cannot be shortened; "
+                    "leave 'dimensions' out or give %d.",
+                    n_embd, n_embd);
+        return false;
+    }
     j->tok = calloc((size_t)req->n_embed, sizeof(*j->tok));
     j->n_tok = calloc((size_t)req->n_embed, sizeof(*j->n_tok));
     j->out = malloc(sizeof(float) * (size_t)req->n_embed * (size_t)n_embd);
@@ -1919,7 +1938,7 @@ static int engine_run_embed(struct engine *e, const struct engine_source *src)
     struct embed_job jobs[MAXJ];
     int n_jobs = 0, rc = NS_OK;
     bool exhausted = false;
-    int n_seq = e->n_slots, n_embd = e->info.n_embd;
+    int n_seq = e->n_slots, n_embd = e->info.n_embd, budget = e->info.n_embed_max;
     struct { int job, input; } at[ENGINE_MAX_PARALLEL];
     atomic_store(&e->stop, 0);
     for (;;) {
@@ -1955,7 +1974,7 @@ static int engine_run_embed(struct engine *e, const struct engine_source *src)
         int n_at = 0;
         for (int ji = 0; ji < n_jobs && n_at < n_seq; ji++) {
             struct embed_job *j = &jobs[ji];
-            while (j->next < j->req->n_embed && n_at < n_seq && b->n_tokens + j->n_tok[j->next] <= e->p.n_batch) {
+            while (j->next < j->req->n_embed && n_at < n_seq && b->n_tokens + j->n_tok[j->next] <= budget) {
                 int n = j->n_tok[j->next];
                 for (int k = 0; k < n; k++) {
                     int t = b->n_tokens++;

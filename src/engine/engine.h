@@ -132,6 +132,8 @@ struct engine_request {
      * input longer than the context fails the request (NS_ERR_CONTEXT, param "input"). */
     const struct engine_embed_input *embed;
     int n_embed;
+    int embed_dimensions;  /* the size the client asked for, 0 = any: only the model's own
+                              n_embd is served (NS_ERR_UNSUPPORTED, param "dimensions") */
 
     /* input: messages (chat) or prompt (completion), not both */
     const struct engine_msg *messages;
