@@ -107,7 +107,7 @@ test('validation: invalid lines fail the batch, or go to the error file with --s
         51: [{ ...valid(51), custom_id: 'req-10' }, 'duplicate_custom_id', 'custom_id', 'req-10'],
         64: [{ ...valid(64), custom_id: 64 }, 'invalid_custom_id', 'custom_id', null],
         88: [{ ...valid(88), method: 'GET' }, 'invalid_method', 'method', 'req-88'],
-        99: [{ ...valid(99), url: '/v1/embeddings' }, 'invalid_url', 'url', 'req-99'],
+        99: [{ ...valid(99), url: '/v1/audio/speech' }, 'invalid_url', 'url', 'req-99'],
         123: [{ ...valid(123), body: 'hello' }, 'invalid_body', 'body', 'req-123'],
         150: [{ ...valid(150), body: { messages: [{ role: 'user', content: 'hi' }] } }, 'missing_required_parameter', 'body.model', 'req-150'],
         170: [{ ...valid(170), body: { ...valid(170).body, model: 5 } }, 'invalid_model', 'body.model', 'req-170'],
