@@ -196,7 +196,7 @@ test('runtime errors: HTTP-style 400 lines with the right param and code; the ot
     const lines = [
         chatLine('ok-1', 'Hello there.', { max_tokens: 8 }),
         [chatLine('bad-temperature', 'Hi', { max_tokens: 8, temperature: 5 }), 'temperature', null, /temperature/],
-        [chatLine('bad-n', 'Hi', { max_tokens: 8, n: 2 }), 'n', 'unsupported_value', /\bn\b/],
+        [chatLine('bad-n', 'Hi', { max_tokens: 8, n: 17 }), 'n', 'unsupported_value', /at most 16/],
         [chatLine('bad-max-tokens', 'Hi', { max_tokens: 0 }), 'max_tokens', null, /max_tokens/],
         completionLine('ok-2', 'The weather today is', { max_tokens: 8 }),
         [chatLine('bad-unknown-field', 'Hi', { max_tokens: 8, frobnicate: true }), null, null, /Unrecognized request argument supplied: frobnicate/],
@@ -205,7 +205,9 @@ test('runtime errors: HTTP-style 400 lines with the right param and code; the ot
         [{ ...chatLine('bad-messages', 'x', { max_tokens: 8 }), body: { model: 'tiny', messages: [], max_tokens: 8 } }, 'messages', null, /messages/],
         [{ ...completionLine('bad-no-prompt', 'x'), body: { model: 'tiny', max_tokens: 8 } }, 'prompt', null, /prompt/],
         [{ ...chatLine('bad-role', 'x'), body: { model: 'tiny', messages: [{ role: 'wizard', content: 'hi' }], max_tokens: 8 } }, 'messages', null, /wizard/],
-        [chatLine('bad-tool-choice', 'Hi', { max_tokens: 8, tools: [{ type: 'function', function: { name: 'f' } }] }), 'tool_choice', 'unsupported_value', /'auto'/],
+        [chatLine('bad-tool-schema', 'Hi', { max_tokens: 8, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'string', pattern: 'a' } } }] }), 'tools', 'unsupported_value', /'pattern'/],
+        // an embeddings line on a model loaded for generation
+        [{ custom_id: 'bad-embed', method: 'POST', url: '/v1/embeddings', body: { model: 'tiny', input: 'x' } }, 'model', null, /not embeddings/],
         // prompt + max_tokens over --ctx 512
         [chatLine('ctx-overflow', longPrompt(150), { max_tokens: 400 }), 'messages', 'context_length_exceeded', /context length/],
         // the prompt alone is over the context
