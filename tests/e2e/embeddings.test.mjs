@@ -154,4 +154,10 @@ test('/v1/embeddings lines: the Batch API and nightshift run', async () => {
     assert.equal(runErr.length, 1);
     assert.equal(runErr[0].custom_id, 'c');
     assert.equal(runErr[0].response.body.error.param, 'model');
+    // --pooling takes mean, cls or last
+    for (const bad of ['max', 'none']) {
+        const r3 = await runNs(['run', input, '--model', model, '--embedding', '--pooling', bad, '-o', path.join(dir, 'p.out')]);
+        assert.equal(r3.code, 2, describeRun(r3));
+        assert.match(r3.stderr, /--pooling must be mean, cls or last/);
+    }
 });

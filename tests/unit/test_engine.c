@@ -547,6 +547,9 @@ static void test_embeddings(void **state)
     static int32_t badtok[1] = {99999999};
     struct engine_embed_input bad = {.tokens = badtok, .n_tokens = 1};
     struct engine_embed_input empty = {.tokens = toks, .n_tokens = 0};
+    static char huge[1 << 17];
+    memset(huge, 'a', sizeof(huge) - 1);
+    struct engine_embed_input hugetext = {.text = huge, .text_len = sizeof(huge) - 1};
     for (int i = 0; i < 8; i++)
         engine_request_init(&reqs[i]);
     reqs[0].embed = &tk, reqs[0].n_embed = 1;
@@ -554,7 +557,10 @@ static void test_embeddings(void **state)
     reqs[2].embed = &bad, reqs[2].n_embed = 1;
     reqs[3].embed = &empty, reqs[3].n_embed = 1;
     reqs[4].prompt = "a generation request";
-    emb_run(e, reqs, 5);
+    reqs[5].embed = &hugetext, reqs[5].n_embed = 1; /* refused by its size, before tokenizing */
+    reqs[6].embed = &tk, reqs[6].n_embed = 1, reqs[6].embed_dimensions = d + 1;
+    reqs[7].embed = &tk, reqs[7].n_embed = 1, reqs[7].embed_dimensions = d;
+    emb_run(e, reqs, 8);
     assert_int_equal(g_emb_status[0], NS_OK);
     assert_int_equal(g_emb[0].prompt_tokens, 3);
     assert_int_equal(g_emb_status[1], NS_ERR_CONTEXT);
@@ -566,6 +572,11 @@ static void test_embeddings(void **state)
     assert_string_equal(g_emb_param[3], "input");
     assert_int_equal(g_emb_status[4], NS_ERR_INVALID);
     assert_string_equal(g_emb_param[4], "model");
+    assert_int_equal(g_emb_status[5], NS_ERR_CONTEXT);
+    assert_non_null(strstr(g_emb_msg[5], "bytes"));
+    assert_int_equal(g_emb_status[6], NS_ERR_UNSUPPORTED);
+    assert_string_equal(g_emb_param[6], "dimensions");
+    assert_int_equal(g_emb_status[7], NS_OK);
     engine_free(e);
 
     /* pooling none is refused; a generation engine refuses embeddings */

@@ -362,6 +362,91 @@ static void test_tool_modes(void **state)
     oai_request_release(&r);
 }
 
+/* /v1/embeddings bodies: the four input shapes, encoding_format, dimensions; errors name
+ * the parameter; a forwarding backend refuses the line */
+static void test_embeddings_body(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    static const char *ok[] = {
+        "{\"model\":\"m\",\"input\":\"hi\"}",
+        "{\"model\":\"m\",\"input\":[\"a\",\"b\"],\"encoding_format\":\"base64\",\"dimensions\":8,\"user\":\"u\"}",
+        "{\"model\":\"m\",\"input\":[1,2,3]}",
+        "{\"model\":\"m\",\"input\":[[1,2],[3]]}",
+    };
+    static const int n_in[] = {1, 2, 1, 2};
+    for (int i = 0; i < 4; i++) {
+        cJSON *b = cJSON_Parse(ok[i]);
+        if (oai_embeddings_from_json(b, &r, &e))
+            fail_msg("%s: %s", ok[i], e.message);
+        assert_true(r.embeddings);
+        assert_int_equal(r.req.n_embed, n_in[i]);
+        if (i == 1) {
+            assert_true(r.embed_base64);
+            assert_int_equal(r.req.embed_dimensions, 8);
+        }
+        if (i == 3) {
+            assert_int_equal(r.req.embed[1].n_tokens, 1);
+            assert_int_equal(r.req.embed[1].tokens[0], 3);
+        }
+        oai_request_release(&r);
+    }
+    static const struct {
+        const char *body, *param, *msg;
+    } bad[] = {
+        {"{\"input\":\"x\"}", "model", "'model'"},
+        {"{\"model\":\"m\"}", "input", "'input'"},
+        {"{\"model\":\"m\",\"input\":[]}", "input", "empty array"},
+        {"{\"model\":\"m\",\"input\":[\"\"]}", "input", "empty string"},
+        {"{\"model\":\"m\",\"input\":[[]]}", "input", "empty array of tokens"},
+        {"{\"model\":\"m\",\"input\":{}}", "input", "Invalid type"},
+        {"{\"model\":\"m\",\"input\":[1.5]}", "input", "non-negative integers"},
+        {"{\"model\":\"m\",\"input\":[\"a\",[1]]}", "input", "mixes"},
+        {"{\"model\":\"m\",\"input\":\"x\",\"encoding_format\":\"int8\"}", "encoding_format", "'float' or 'base64'"},
+        {"{\"model\":\"m\",\"input\":\"x\",\"dimensions\":0}", "dimensions", "minimum"},
+        {"{\"model\":\"m\",\"input\":\"x\",\"user\":5}", "user", "string"},
+        {"{\"model\":\"m\",\"input\":\"x\",\"n\":2}", NULL, "Unrecognized request argument supplied: n"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cJSON *b = cJSON_Parse(bad[i].body);
+        int rc = oai_embeddings_from_json(b, &r, &e);
+        if (rc == NS_OK || !strstr(e.message, bad[i].msg) ||
+            (bad[i].param ? !e.param || strcmp(e.param, bad[i].param) : e.param != NULL))
+            fail_msg("%s: rc %d param %s message %s", bad[i].body, rc, e.param ? e.param : "-", e.message);
+    }
+    /* 2049 inputs */
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "model", "m");
+    cJSON *in = cJSON_AddArrayToObject(b, "input");
+    for (int i = 0; i <= OAI_MAX_EMBED_INPUTS; i++)
+        cJSON_AddItemToArray(in, cJSON_CreateString("x"));
+    assert_int_equal(oai_embeddings_from_json(b, &r, &e), NS_ERR_INVALID);
+    assert_non_null(strstr(e.message, "maximum length 2048"));
+    assert_int_equal(oai_request_embeddings_line(cJSON_Parse(ok[0]), true, &r, &e), NS_ERR_UNSUPPORTED);
+    assert_string_equal(e.param, "url");
+    /* the answer: floats, or base64 of little-endian float32 */
+    static const float vec[2] = {0.5f, -1.0f};
+    struct engine_result res = {.embedding = vec, .n_embed = 1, .n_embd = 2, .prompt_tokens = 3};
+    for (int base64 = 0; base64 < 2; base64++) {
+        assert_int_equal(oai_embeddings_from_json(cJSON_Parse(base64 ? "{\"model\":\"m\",\"input\":\"x\",\"encoding_format\":\"base64\"}"
+                                                                      : "{\"model\":\"m\",\"input\":\"x\"}"),
+                                                  &r, &e),
+                         NS_OK);
+        cJSON *o = oai_completion_body(&r, &res, "", "m", 0);
+        cJSON *d0 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "data"), 0);
+        assert_string_equal(cJSON_GetObjectItem(o, "object")->valuestring, "list");
+        assert_string_equal(cJSON_GetObjectItem(d0, "object")->valuestring, "embedding");
+        if (base64)
+            assert_string_equal(cJSON_GetObjectItem(d0, "embedding")->valuestring, "AAAAPwAAgL8="); /* 0.5, -1 LE */
+        else
+            assert_true(cJSON_GetArrayItem(cJSON_GetObjectItem(d0, "embedding"), 1)->valuedouble == -1.0);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "total_tokens")->valueint, 3);
+        cJSON_Delete(o);
+        oai_request_release(&r);
+    }
+}
+
 static void test_choices(void **state)
 {
     (void)state;
@@ -471,6 +556,7 @@ int main(void)
         cmocka_unit_test(test_response_shapes),
         cmocka_unit_test(test_structured),
         cmocka_unit_test(test_tool_modes),
+        cmocka_unit_test(test_embeddings_body),
         cmocka_unit_test(test_choices),
         cmocka_unit_test(test_logprobs),
     };
