@@ -859,14 +859,23 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
         goto out;
     if (chat && (rc = oai_tools(r, body, err)))
         goto out;
-    if (r->tool_name && cJSON_GetObjectItemCaseSensitive(body, "response_format") &&
-        !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(body, "response_format"))) {
+    const cJSON *rfmt = cJSON_GetObjectItemCaseSensitive(body, "response_format");
+    const cJSON *rtype = cJSON_GetObjectItemCaseSensitive(rfmt, "type");
+    bool plain = !rfmt || cJSON_IsNull(rfmt) || (cJSON_IsString(rtype) && strcmp(rtype->valuestring, "text") == 0);
+    if (r->tool_name && !plain) {
         rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "response_format",
                            "'response_format' cannot be combined with a forced tool call: the call's arguments follow "
                            "the function's parameters.");
         goto out;
     }
-    if (chat && !r->tool_name && (rc = oai_response_format(r, body, err)))
+    if (r->tool_mode != OAI_TOOLS_NONE && !plain) {
+        /* one grammar per request: the tool-call wire format's, or the schema's */
+        rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "response_format",
+                           "'response_format' cannot be combined with 'tools' on the local engine (tool_choice 'auto' "
+                           "or 'required'); use tool_choice 'none' for structured output.");
+        goto out;
+    }
+    if (chat && !r->tool_name && r->tool_mode == OAI_TOOLS_NONE && (rc = oai_response_format(r, body, err)))
         goto out;
 
     long long ll;

@@ -102,6 +102,7 @@ static void test_rejections(void **state)
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"},\"ignore_eos\":true}", true, NS_ERR_UNSUPPORTED, "ignore_eos", "cannot be combined"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", true, NS_ERR_INVALID, "tools", "expected an array"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}", true, NS_ERR_INVALID, "messages", "only assistant messages"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"response_format\":{\"type\":\"json_object\"}}", true, NS_ERR_UNSUPPORTED, "response_format", "cannot be combined with 'tools'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":{}}]}", true, NS_ERR_INVALID, "messages", "'messages[0].tool_calls': expected an array"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"name\":\"f\"}}]}]}", true, NS_ERR_INVALID, "messages", "'messages[0].tool_calls[0]'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"1\",\"tool_call_id\":5}]}", true, NS_ERR_INVALID, "messages", "tool_call_id"},
