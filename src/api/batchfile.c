@@ -49,6 +49,8 @@ const char *batchfile_url_path(enum batchfile_url url)
         return "/v1/completions";
     case BATCHFILE_URL_MESSAGES:
         return "/v1/messages";
+    case BATCHFILE_URL_EMBEDDINGS:
+        return "/v1/embeddings";
     }
     return "?";
 }
@@ -190,12 +192,15 @@ static void batchfile_check_line(struct batchfile *bf, const struct batchfile_pa
         kind = BATCHFILE_URL_CHAT;
     } else if (cJSON_IsString(url) && strcmp(url->valuestring, "/v1/completions") == 0) {
         kind = BATCHFILE_URL_COMPLETIONS;
+    } else if (cJSON_IsString(url) && strcmp(url->valuestring, "/v1/embeddings") == 0) {
+        kind = BATCHFILE_URL_EMBEDDINGS;
     } else if (cJSON_IsString(url) && strcmp(url->valuestring, "/v1/messages") == 0 && p->endpoint &&
                strcmp(p->endpoint, "/v1/messages") == 0) {
         kind = BATCHFILE_URL_MESSAGES; /* Anthropic Message Batches, converted by the server */
     } else {
         batchfile_add_error(bf, p, line_no, "invalid_url", "url", custom_id,
-                            "line %u: url %s%s%s is not supported; use /v1/chat/completions or /v1/completions",
+                            "line %u: url %s%s%s is not supported; use /v1/chat/completions, /v1/completions or "
+                            "/v1/embeddings",
                             line_no, cJSON_IsString(url) ? "\"" : "",
                             cJSON_IsString(url) ? batchfile_shorten(url->valuestring, q, sizeof(q))
                                                 : json_type_name(url),

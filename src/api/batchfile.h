@@ -21,7 +21,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum batchfile_url { BATCHFILE_URL_CHAT = 1, BATCHFILE_URL_COMPLETIONS = 2, BATCHFILE_URL_MESSAGES = 3 };
+enum batchfile_url {
+    BATCHFILE_URL_CHAT = 1,
+    BATCHFILE_URL_COMPLETIONS = 2,
+    BATCHFILE_URL_MESSAGES = 3,
+    BATCHFILE_URL_EMBEDDINGS = 4,
+};
 
 struct batchfile_line {
     size_t off;              /* byte offset of the line in data */

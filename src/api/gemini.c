@@ -231,16 +231,22 @@ cJSON *gemini_response_line(const char *key, const struct engine_result *res, co
     cJSON_AddStringToObject(o, "key", key);
     cJSON *r = cJSON_AddObjectToObject(o, "response");
     cJSON *cands = cJSON_AddArrayToObject(r, "candidates");
-    cJSON *cand = cJSON_CreateObject();
-    cJSON *content = cJSON_AddObjectToObject(cand, "content");
-    cJSON *parts = cJSON_AddArrayToObject(content, "parts");
-    cJSON *part = cJSON_CreateObject();
-    cJSON_AddStringToObject(part, "text", res->text ? res->text : "");
-    cJSON_AddItemToArray(parts, part);
-    cJSON_AddStringToObject(content, "role", "model");
-    cJSON_AddStringToObject(cand, "finishReason", res->finish == ENGINE_FINISH_LENGTH ? "MAX_TOKENS" : "STOP");
-    cJSON_AddNumberToObject(cand, "index", 0);
-    cJSON_AddItemToArray(cands, cand);
+    /* candidateCount > 1 ran as n choices: one candidate each */
+    int nc = res->n_choices > 1 && res->choices ? res->n_choices : 1;
+    for (int i = 0; i < nc; i++) {
+        const char *text = nc > 1 ? res->choices[i].text : res->text;
+        enum engine_finish fin = nc > 1 ? res->choices[i].finish : res->finish;
+        cJSON *cand = cJSON_CreateObject();
+        cJSON *content = cJSON_AddObjectToObject(cand, "content");
+        cJSON *parts = cJSON_AddArrayToObject(content, "parts");
+        cJSON *part = cJSON_CreateObject();
+        cJSON_AddStringToObject(part, "text", text ? text : "");
+        cJSON_AddItemToArray(parts, part);
+        cJSON_AddStringToObject(content, "role", "model");
+        cJSON_AddStringToObject(cand, "finishReason", fin == ENGINE_FINISH_LENGTH ? "MAX_TOKENS" : "STOP");
+        cJSON_AddNumberToObject(cand, "index", i);
+        cJSON_AddItemToArray(cands, cand);
+    }
     cJSON *u = cJSON_AddObjectToObject(r, "usageMetadata");
     cJSON_AddNumberToObject(u, "promptTokenCount", res->prompt_tokens);
     cJSON_AddNumberToObject(u, "candidatesTokenCount", res->completion_tokens);

@@ -6,6 +6,7 @@
 #include "oai.h"
 
 #include "jsonschema.h"
+#include "../util/base64.h"
 #include "../util/buf.h"
 #include "../util/status.h"
 #include "../util/utf8.h"
@@ -18,6 +19,9 @@
 #include <sys/random.h>
 
 #define OAI_TEXT_MAX (64u << 20)
+/* the tool-call wire format (tool_choice auto / required among several) */
+#define OAI_CALL_OPEN "<tool_call>"
+#define OAI_CALL_CLOSE "</tool_call>"
 
 int oai_error_set(struct oai_error *err, int status, const char *param, const char *fmt, ...)
 {
@@ -66,6 +70,7 @@ char *oai_request_own(struct oai_request *r, char *s)
 
 void oai_request_release(struct oai_request *r)
 {
+    free(r->embed_);
     cJSON_Delete(r->root_);
     free(r->msgs_);
     free(r->bias_);
@@ -187,6 +192,60 @@ static int oai_content(struct oai_request *r, const cJSON *c, int i, const char 
     return NS_OK;
 }
 
+/* An assistant message's tool_calls, for a template that only knows role and content:
+ * the content, then each call on its own line in the wire format the model is asked to
+ * use (<tool_call>{"name": ..., "arguments": {...}}</tool_call>). */
+static int oai_message_calls(struct oai_request *r, const char *role, const cJSON *calls, int i, const char **content,
+                             struct oai_error *err)
+{
+    if (strcmp(role, "assistant") != 0)
+        return oai_error_set(err, NS_ERR_INVALID, "messages",
+                             "Invalid 'messages[%d].tool_calls': only assistant messages carry tool calls.", i);
+    if (!cJSON_IsArray(calls))
+        return oai_error_set(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages[%d].tool_calls': expected an array.", i);
+    struct buf b;
+    buf_init(&b, OAI_TEXT_MAX);
+    int rc = buf_appends(&b, *content), k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls)
+    {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        if (!cJSON_IsObject(c) || !cJSON_IsString(name) || !cJSON_IsString(args)) {
+            buf_release(&b);
+            return oai_error_set(err, NS_ERR_INVALID, "messages",
+                                 "Invalid 'messages[%d].tool_calls[%d]': expected {\"id\", \"type\": \"function\", "
+                                 "\"function\": {\"name\": string, \"arguments\": string}}.",
+                                 i, k);
+        }
+        /* arguments are JSON text: shown as JSON when they parse, else as a string */
+        cJSON *call = cJSON_CreateObject(), *parsed = cJSON_Parse(args->valuestring);
+        cJSON_AddStringToObject(call, "name", name->valuestring);
+        cJSON_AddItemToObject(call, "arguments", parsed ? parsed : cJSON_CreateString(args->valuestring));
+        char *j = cJSON_PrintUnformatted(call);
+        cJSON_Delete(call);
+        if (!j) {
+            buf_release(&b);
+            return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+        }
+        if (!rc && b.len)
+            rc = buf_appends(&b, "\n");
+        if (!rc)
+            rc = buf_appendf(&b, OAI_CALL_OPEN "%s" OAI_CALL_CLOSE, j);
+        cJSON_free(j);
+        k++;
+    }
+    char *t = rc ? NULL : buf_detach(&b);
+    buf_release(&b);
+    if (rc == NS_ERR_TOO_LARGE)
+        return oai_error_set(err, rc, "messages", "'messages[%d]' is too long.", i);
+    if (!t || !oai_request_own(r, t))
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    *content = t;
+    return NS_OK;
+}
+
 static int oai_messages(struct oai_request *r, const cJSON *body, struct oai_error *err)
 {
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(body, "messages");
@@ -224,11 +283,15 @@ static int oai_messages(struct oai_request *r, const cJSON *body, struct oai_err
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
         if (!content && strcmp(rs, "assistant") != 0)
             return oai_error_set(err, NS_ERR_INVALID, "messages", "Missing required parameter: 'messages[%d].content'.", i);
-        if (cJSON_GetObjectItemCaseSensitive(msg, "tool_calls"))
-            return oai_error_set(err, NS_ERR_UNSUPPORTED, "messages",
-                            "'messages[%d].tool_calls' is not supported by the local engine yet.", i);
+        const cJSON *tcid = cJSON_GetObjectItemCaseSensitive(msg, "tool_call_id");
+        if (tcid && !cJSON_IsNull(tcid) && !cJSON_IsString(tcid))
+            return oai_error_set(err, NS_ERR_INVALID, "messages",
+                                 "Invalid type for 'messages[%d].tool_call_id': expected a string.", i);
         int rc = oai_content(r, content, i, &r->msgs_[i].content, err);
         if (rc)
+            return rc;
+        const cJSON *calls = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
+        if (calls && !cJSON_IsNull(calls) && (rc = oai_message_calls(r, rs, calls, i, &r->msgs_[i].content, err)))
             return rc;
         r->msgs_[i].role = rs;
         i++;
@@ -415,6 +478,27 @@ static int oai_response_format(struct oai_request *r, const cJSON *body, struct 
     return rc;
 }
 
+static int oai_system_insert(struct oai_request *r, const char *text, struct oai_error *err);
+
+/* text (owned by r) in front of the first system message's, or as a new one */
+static int oai_system_prepend(struct oai_request *r, const char *text, struct oai_error *err)
+{
+    if (r->req.n_messages > 0 && strcmp(r->msgs_[0].role, "system") == 0) {
+        struct buf b;
+        buf_init(&b, OAI_TEXT_MAX);
+        int rc = buf_appendf(&b, "%s\n\n%s", r->msgs_[0].content, text);
+        char *t = rc ? NULL : buf_detach(&b);
+        buf_release(&b);
+        if (rc == NS_ERR_TOO_LARGE)
+            return oai_error_set(err, rc, "tools", "'tools' is too long.");
+        if (!t || !oai_request_own(r, t))
+            return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+        r->msgs_[0].content = t;
+        return NS_OK;
+    }
+    return oai_system_insert(r, text, err);
+}
+
 /* llama.cpp's C template API cannot show tools to the model, so a forced call is said in
  * words: appended to the first system message, or as a new one in front */
 static int oai_tool_instruction(struct oai_request *r, const cJSON *fn, struct oai_error *err)
@@ -443,6 +527,12 @@ static int oai_tool_instruction(struct oai_request *r, const cJSON *fn, struct o
         r->msgs_[0].content = text;
         return NS_OK;
     }
+    return oai_system_insert(r, text, err);
+}
+
+/* a new first system message (text owned by r) */
+static int oai_system_insert(struct oai_request *r, const char *text, struct oai_error *err)
+{
     struct engine_msg *m = realloc(r->msgs_, sizeof(*m) * (size_t)(r->req.n_messages + 1));
     if (!m)
         return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
@@ -452,6 +542,134 @@ static int oai_tool_instruction(struct oai_request *r, const cJSON *fn, struct o
     r->req.messages = m;
     r->req.n_messages++;
     return NS_OK;
+}
+
+/* GBNF for text that does not start with OAI_CALL_OPEN: at each position of the marker,
+ * either stop, leave it with another character, or go on to the next one */
+static int oai_free_text_rules(struct buf *b)
+{
+    static const char m[] = OAI_CALL_OPEN;
+    int rc = buf_appends(b, "free ::= f0\nany ::= [^\\x00]*\n");
+    for (size_t i = 0; i + 1 < sizeof(m) && !rc; i++) {
+        rc = buf_appendf(b, "f%zu ::= \"\" | [^%c] any", i, m[i]);
+        if (!rc && i + 2 < sizeof(m))
+            rc = buf_appendf(b, " | \"%c\" f%zu", m[i], i + 1);
+        if (!rc)
+            rc = buf_appends(b, "\n");
+    }
+    return rc;
+}
+
+/* tool_choice "auto", or "required" among several tools: a grammar over one call of any
+ * of them in the wire format (and, for auto, any text that does not start like a call),
+ * and the tools shown to the model in a system message */
+static int oai_tools_choose(struct oai_request *r, const cJSON *tools, bool optional, struct oai_error *err)
+{
+    /* {"anyOf": [{"type":"object","properties":{"name":{"const":N},"arguments":P},...}]},
+     * the tools' $defs gathered at the root where their local $refs point */
+    cJSON *root = cJSON_CreateObject(), *any = cJSON_AddArrayToObject(root, "anyOf");
+    cJSON *defs = cJSON_AddObjectToObject(root, "$defs"), *defs2 = cJSON_AddObjectToObject(root, "definitions");
+    struct buf listing;
+    buf_init(&listing, OAI_TEXT_MAX);
+    int rc = NS_OK;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        cJSON *p = params && !cJSON_IsNull(params) ? cJSON_Duplicate(params, 1)
+                                                   : cJSON_Parse("{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}");
+        cJSON *alt = cJSON_CreateObject();
+        cJSON_AddStringToObject(alt, "type", "object");
+        cJSON *props = cJSON_AddObjectToObject(alt, "properties");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(props, "name"), "const", name->valuestring);
+        const char *dk[2] = {"$defs", "definitions"};
+        for (int k = 0; k < 2 && p && cJSON_IsObject(p); k++) {
+            cJSON *d = cJSON_DetachItemFromObjectCaseSensitive(p, dk[k]);
+            cJSON *it = d ? d->child : NULL;
+            while (it && !rc) {
+                cJSON *next = it->next;
+                if (cJSON_GetObjectItemCaseSensitive(k ? defs2 : defs, it->string))
+                    rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "tools",
+                                       "Invalid 'tools': two tools define '%s/%.64s'; with several tools their "
+                                       "definitions share one namespace.",
+                                       dk[k], it->string);
+                else
+                    cJSON_AddItemToObject(k ? defs2 : defs, it->string, cJSON_DetachItemViaPointer(d, it));
+                it = next;
+            }
+            cJSON_Delete(d);
+        }
+        if (p)
+            cJSON_AddItemToObject(props, "arguments", p);
+        cJSON *req = cJSON_AddArrayToObject(alt, "required");
+        cJSON_AddItemToArray(req, cJSON_CreateString("name"));
+        cJSON_AddItemToArray(req, cJSON_CreateString("arguments"));
+        cJSON_AddFalseToObject(alt, "additionalProperties");
+        cJSON_AddItemToArray(any, alt);
+        char *fj = cJSON_PrintUnformatted(fn);
+        if (!p || !fj || (!rc && (rc = buf_appendf(&listing, "%s\n", fj))))
+            rc = rc ? rc : NS_ERR_NOMEM;
+        cJSON_free(fj);
+        if (rc)
+            break;
+    }
+    char msg[300], *g = NULL;
+    if (!rc) {
+        rc = jsonschema_to_gbnf(root, &g, msg, sizeof(msg));
+        if (rc && rc != NS_ERR_NOMEM)
+            rc = oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, "tools",
+                               "Invalid 'tools[].function.parameters': %s.", msg);
+    }
+    cJSON_Delete(root);
+    struct buf gb, sys;
+    buf_init(&gb, OAI_TEXT_MAX);
+    buf_init(&sys, OAI_TEXT_MAX);
+    char *cut = g ? strstr(g, "\nroot ::= ") : NULL;
+    for (char *n = cut; n; n = strstr(n + 1, "\nroot ::= "))
+        cut = n; /* the converter's start rule is its last line: ours replaces it */
+    if (!rc && cut) {
+        char rule[32] = "";
+        sscanf(cut, "\nroot ::= %31s", rule);
+        cut[1] = '\0';
+        rc = buf_appends(&gb, g);
+        if (!rc)
+            rc = buf_appendf(&gb, "call ::= \"" OAI_CALL_OPEN "\" %s \"" OAI_CALL_CLOSE "\"\nroot ::= call%s\n", rule,
+                             optional ? " | free" : "");
+        if (!rc && optional)
+            rc = oai_free_text_rules(&gb);
+    } else if (!rc) {
+        rc = NS_ERR_INTERNAL;
+    }
+    free(g);
+    if (!rc)
+        rc = buf_appendf(&sys,
+                         "You can call these functions (JSON, one per line):\n%s%s To call one, reply with only " OAI_CALL_OPEN
+                         "{\"name\": <the function's name>, \"arguments\": <its arguments as a JSON object>}" OAI_CALL_CLOSE
+                         "%s",
+                         listing.p ? listing.p : "", optional ? "Call one when it helps to answer." : "You must call one of them.",
+                         optional ? "; otherwise answer normally." : ".");
+    buf_release(&listing);
+    if (rc) {
+        buf_release(&gb);
+        buf_release(&sys);
+        if (err->status == rc)
+            return rc;
+        return oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_TOO_LARGE : rc, rc == NS_ERR_TOO_LARGE ? "tools" : NULL,
+                             rc == NS_ERR_TOO_LARGE ? "'tools' is too long." : "out of memory");
+    }
+    char *grammar = buf_detach(&gb), *text = buf_detach(&sys);
+    buf_release(&gb);
+    buf_release(&sys);
+    if (!grammar || !oai_request_own(r, grammar) || !text || !oai_request_own(r, text)) {
+        if (!grammar)
+            free(text);
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    }
+    r->req.grammar = grammar;
+    r->tool_mode = optional ? OAI_TOOLS_AUTO : OAI_TOOLS_REQUIRED;
+    return oai_system_prepend(r, text, err);
 }
 
 /* tools with a forced call: tool_choice naming a function, or "required" with one tool.
@@ -483,18 +701,12 @@ static int oai_tools(struct oai_request *r, const cJSON *body, struct oai_error 
     }
     const char *want = NULL;
     if (!choice || (cJSON_IsString(choice) && strcmp(choice->valuestring, "auto") == 0))
-        return oai_error_set(err, NS_ERR_UNSUPPORTED, "tool_choice",
-                             "'tool_choice': 'auto' (the default when 'tools' are given) is not supported by the local "
-                             "engine; name the function ({\"type\": \"function\", \"function\": {\"name\": ...}}), or "
-                             "use 'required' with one tool, or 'none'.");
+        return oai_tools_choose(r, tools, true, err);
     if (cJSON_IsString(choice) && strcmp(choice->valuestring, "none") == 0)
         return NS_OK; /* an ordinary answer; the tools are not shown to the model */
     if (cJSON_IsString(choice) && strcmp(choice->valuestring, "required") == 0) {
         if (i != 1)
-            return oai_error_set(err, NS_ERR_UNSUPPORTED, "tool_choice",
-                                 "'tool_choice': 'required' is supported with exactly one tool, but %d were given; name "
-                                 "the function to call instead.",
-                                 i);
+            return oai_tools_choose(r, tools, false, err);
         want = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(tools->child, "function"), "name")
                    ->valuestring;
     } else if (cJSON_IsObject(choice)) {
@@ -593,9 +805,6 @@ static int oai_logprobs(struct oai_request *r, const cJSON *body, bool chat, str
         r->req.logprobs = present;
     }
     r->req.top_logprobs = (int)ll;
-    if (r->req.logprobs && r->stream)
-        return oai_error_set(err, NS_ERR_UNSUPPORTED, "logprobs",
-                             "'logprobs' cannot be combined with 'stream' on the local engine yet.");
     return NS_OK;
 }
 
@@ -650,14 +859,23 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
         goto out;
     if (chat && (rc = oai_tools(r, body, err)))
         goto out;
-    if (r->tool_name && cJSON_GetObjectItemCaseSensitive(body, "response_format") &&
-        !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(body, "response_format"))) {
+    const cJSON *rfmt = cJSON_GetObjectItemCaseSensitive(body, "response_format");
+    const cJSON *rtype = cJSON_GetObjectItemCaseSensitive(rfmt, "type");
+    bool plain = !rfmt || cJSON_IsNull(rfmt) || (cJSON_IsString(rtype) && strcmp(rtype->valuestring, "text") == 0);
+    if (r->tool_name && !plain) {
         rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "response_format",
                            "'response_format' cannot be combined with a forced tool call: the call's arguments follow "
                            "the function's parameters.");
         goto out;
     }
-    if (chat && !r->tool_name && (rc = oai_response_format(r, body, err)))
+    if (r->tool_mode != OAI_TOOLS_NONE && !plain) {
+        /* one grammar per request: the tool-call wire format's, or the schema's */
+        rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "response_format",
+                           "'response_format' cannot be combined with 'tools' on the local engine (tool_choice 'auto' "
+                           "or 'required'); use tool_choice 'none' for structured output.");
+        goto out;
+    }
+    if (chat && !r->tool_name && r->tool_mode == OAI_TOOLS_NONE && (rc = oai_response_format(r, body, err)))
         goto out;
 
     long long ll;
@@ -676,10 +894,13 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
     ll = 1;
     if ((rc = oai_integer(body, "n", 1, 128, &ll, NULL, err)))
         goto out;
-    if (ll != 1) {
-        rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "n", "Invalid 'n': only n = 1 is supported by the local engine for now, but got %lld.", ll);
+    if (ll > ENGINE_MAX_CHOICES) {
+        rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "n",
+                           "Invalid 'n': at most %d choices are supported by the local engine, but got %lld.",
+                           ENGINE_MAX_CHOICES, ll);
         goto out;
     }
+    r->req.n = (int)ll;
     d = 1.0;
     if ((rc = oai_number(body, "temperature", 0, 2, &d, NULL, err)))
         goto out;
@@ -833,13 +1054,13 @@ static cJSON *oai_piece_bytes(const char *p, size_t n)
 }
 
 /* chat: {"content":[{token, logprob, bytes, top_logprobs}], "refusal": null} */
-static cJSON *oai_chat_logprobs(const struct engine_result *res)
+static cJSON *oai_chat_logprobs(const struct engine_token_logprob *lps, int n_lp, const char *txt)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *content = cJSON_AddArrayToObject(o, "content");
-    const char *txt = res->logprob_text ? res->logprob_text : "";
-    for (int i = 0; i < res->n_logprobs; i++) {
-        const struct engine_token_logprob *lp = &res->logprobs[i];
+    txt = txt ? txt : "";
+    for (int i = 0; i < n_lp; i++) {
+        const struct engine_token_logprob *lp = &lps[i];
         cJSON *e = cJSON_CreateObject();
         cJSON_AddItemToObject(e, "token", oai_piece(txt + lp->piece_off, lp->piece_len));
         cJSON_AddNumberToObject(e, "logprob", lp->logprob);
@@ -860,17 +1081,16 @@ static cJSON *oai_chat_logprobs(const struct engine_result *res)
 
 /* completions (legacy): {"tokens", "token_logprobs", "top_logprobs": [{piece: logprob}],
  * "text_offset"} */
-static cJSON *oai_text_logprobs(const struct engine_result *res)
+static cJSON *oai_text_logprobs(const struct engine_token_logprob *all, int n_lp, const char *txt, size_t at)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *tokens = cJSON_AddArrayToObject(o, "tokens");
     cJSON *lps = cJSON_AddArrayToObject(o, "token_logprobs");
     cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs");
     cJSON *offs = cJSON_AddArrayToObject(o, "text_offset");
-    const char *txt = res->logprob_text ? res->logprob_text : "";
-    size_t at = 0;
-    for (int i = 0; i < res->n_logprobs; i++) {
-        const struct engine_token_logprob *lp = &res->logprobs[i];
+    txt = txt ? txt : "";
+    for (int i = 0; i < n_lp; i++) {
+        const struct engine_token_logprob *lp = &all[i];
         cJSON_AddItemToArray(tokens, oai_piece(txt + lp->piece_off, lp->piece_len));
         cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp->logprob));
         cJSON *t = cJSON_CreateObject();
@@ -887,11 +1107,37 @@ static cJSON *oai_text_logprobs(const struct engine_result *res)
     return o;
 }
 
-const char *oai_finish_reason(const struct oai_request *r, const struct engine_result *res)
+cJSON *oai_logprobs_json(const struct oai_request *r, const struct engine_token_logprob *lp, int n, const char *text,
+                         size_t text_offset)
 {
-    if (res->finish == ENGINE_FINISH_LENGTH)
+    return r->chat ? oai_chat_logprobs(lp, n, text) : oai_text_logprobs(lp, n, text, text_offset);
+}
+
+const char *oai_finish_reason_of(const struct oai_request *r, enum engine_finish finish)
+{
+    if (finish == ENGINE_FINISH_LENGTH)
         return "length";
     return r->tool_name ? "tool_calls" : "stop";
+}
+
+const char *oai_finish_reason(const struct oai_request *r, const struct engine_result *res)
+{
+    return oai_finish_reason_of(r, res->finish);
+}
+
+int oai_result_n_choices(const struct engine_result *res)
+{
+    return res->n_choices > 1 && res->choices ? res->n_choices : 1;
+}
+
+struct engine_choice oai_result_choice(const struct engine_result *res, int i)
+{
+    if (res->n_choices > 0 && res->choices && i < res->n_choices)
+        return res->choices[i];
+    return (struct engine_choice){.text = res->text ? res->text : "", .text_len = res->text_len, .finish = res->finish,
+                                  .stop_index = res->stop_index, .completion_tokens = res->completion_tokens,
+                                  .logprobs = res->logprobs, .n_logprobs = res->n_logprobs,
+                                  .logprob_text = res->logprob_text, .logprob_text_len = res->logprob_text_len};
 }
 
 /* one tool_calls entry; arguments NULL: left out (later stream chunks) */
@@ -909,6 +1155,50 @@ static cJSON *oai_tool_call(const struct oai_request *r, const char *args, size_
     char *t = strndup(args ? args : "", n);
     cJSON_AddStringToObject(f, "arguments", t ? t : "");
     free(t);
+    return call;
+}
+
+bool oai_tool_call_prefix(const char *text, size_t n)
+{
+    static const char m[] = OAI_CALL_OPEN;
+    size_t k = n < sizeof(m) - 1 ? n : sizeof(m) - 1;
+    return memcmp(text, m, k) == 0;
+}
+
+cJSON *oai_parse_tool_call(const struct oai_request *r, const char *text, size_t n, bool stream)
+{
+    static const char open[] = OAI_CALL_OPEN, close[] = OAI_CALL_CLOSE;
+    size_t lo = sizeof(open) - 1, lc = sizeof(close) - 1;
+    if (r->tool_mode == OAI_TOOLS_NONE || n < lo + lc || memcmp(text, open, lo) != 0 ||
+        memcmp(text + n - lc, close, lc) != 0)
+        return NULL;
+    cJSON *o = cJSON_ParseWithLength(text + lo, n - lo - lc);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(o, "arguments");
+    bool known = false;
+    const cJSON *t;
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(r->root_, "tools");
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *fname = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
+        known |= cJSON_IsString(fname) && cJSON_IsString(name) && strcmp(fname->valuestring, name->valuestring) == 0;
+    }
+    char *a = known && cJSON_IsObject(args) ? cJSON_PrintUnformatted(args) : NULL;
+    cJSON *call = NULL;
+    if (a) {
+        char id[40];
+        oai_make_id(id, sizeof(id), "call_");
+        call = cJSON_CreateObject();
+        if (stream)
+            cJSON_AddNumberToObject(call, "index", 0);
+        cJSON_AddStringToObject(call, "id", id);
+        cJSON_AddStringToObject(call, "type", "function");
+        cJSON *f = cJSON_AddObjectToObject(call, "function");
+        cJSON_AddStringToObject(f, "name", name->valuestring);
+        cJSON_AddStringToObject(f, "arguments", a);
+    }
+    cJSON_free(a);
+    cJSON_Delete(o);
     return call;
 }
 
@@ -932,39 +1222,226 @@ void oai_chunk_delta(const struct oai_request *r, cJSON *d, const char *text, si
     }
 }
 
+static const char *const oai_embedding_fields[] = {"model", "input", "encoding_format", "dimensions", "user", NULL};
+
+/* one input: token ids from a JSON array of integers */
+static int oai_embed_tokens(struct oai_request *r, const cJSON *a, int i, struct engine_embed_input *in,
+                            struct oai_error *err)
+{
+    int n = cJSON_GetArraySize(a), k = 0;
+    if (n == 0)
+        return oai_error_set(err, NS_ERR_INVALID, "input", "Invalid 'input[%d]': an empty array of tokens.", i);
+    int32_t *t = malloc(sizeof(*t) * (size_t)n);
+    if (!t || !oai_request_own(r, (char *)t))
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    const cJSON *v;
+    cJSON_ArrayForEach(v, a)
+    {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 || v->valuedouble > INT32_MAX)
+            return oai_error_set(err, NS_ERR_INVALID, "input",
+                                 "Invalid 'input': token arrays must hold non-negative integers (input[%d][%d]).", i, k);
+        t[k++] = (int32_t)v->valuedouble;
+    }
+    *in = (struct engine_embed_input){.tokens = t, .n_tokens = n};
+    return NS_OK;
+}
+
+int oai_embeddings_from_json(cJSON *body, struct oai_request *r, struct oai_error *err)
+{
+    int rc;
+    if ((rc = oai_request_begin(body, false, r, err)))
+        goto out;
+    r->embeddings = true;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, body)
+    {
+        bool ok = false;
+        for (int i = 0; oai_embedding_fields[i] && !ok; i++)
+            ok = strcmp(oai_embedding_fields[i], f->string) == 0;
+        if (!ok) {
+            rc = oai_error_set(err, NS_ERR_INVALID, NULL, "Unrecognized request argument supplied: %.64s", f->string);
+            goto out;
+        }
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
+    if (!cJSON_IsString(model)) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "model",
+                           model ? "Invalid type for 'model': expected a string." : "Missing required parameter: 'model'.");
+        goto out;
+    }
+    r->model = model->valuestring;
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(body, "input");
+    if (!in) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "input", "Missing required parameter: 'input'.");
+        goto out;
+    }
+    /* the four shapes: "text", ["text", ...], [1, 2, ...], [[1, 2], ...] */
+    bool one = cJSON_IsString(in) || (cJSON_IsArray(in) && cJSON_IsNumber(in->child));
+    int n = one ? 1 : cJSON_IsArray(in) ? cJSON_GetArraySize(in) : -1;
+    if (n < 0) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "input",
+                           "Invalid type for 'input': expected a string, an array of strings, an array of integers or "
+                           "an array of arrays of integers.");
+        goto out;
+    }
+    if (n == 0) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "input", "Invalid 'input': empty array. Expected at least one input.");
+        goto out;
+    }
+    if (n > OAI_MAX_EMBED_INPUTS) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "input",
+                           "Invalid 'input': array too long. Expected an array with maximum length %d, but got an array "
+                           "with length %d instead.",
+                           OAI_MAX_EMBED_INPUTS, n);
+        goto out;
+    }
+    r->embed_ = calloc((size_t)n, sizeof(*r->embed_));
+    if (!r->embed_) {
+        rc = oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const cJSON *v = one ? in : cJSON_GetArrayItem(in, i);
+        if (cJSON_IsString(v)) {
+            if (!v->valuestring[0]) {
+                rc = oai_error_set(err, NS_ERR_INVALID, "input", "Invalid 'input[%d]': an empty string.", i);
+                goto out;
+            }
+            r->embed_[i] = (struct engine_embed_input){.text = v->valuestring, .text_len = strlen(v->valuestring)};
+        } else if (cJSON_IsArray(v) && (one || cJSON_IsNumber(v->child) || !v->child)) {
+            if ((rc = oai_embed_tokens(r, v, i, &r->embed_[i], err)))
+                goto out;
+        } else {
+            rc = oai_error_set(err, NS_ERR_INVALID, "input",
+                               "Invalid type for 'input[%d]': expected a string or an array of integers (all inputs "
+                               "of one kind).",
+                               i);
+            goto out;
+        }
+        if (!one && i > 0 && cJSON_IsString(v) != (r->embed_[0].text != NULL)) {
+            rc = oai_error_set(err, NS_ERR_INVALID, "input",
+                               "Invalid 'input': mixes strings and token arrays (input[%d]); send one kind.", i);
+            goto out;
+        }
+    }
+    r->req.embed = r->embed_;
+    r->req.n_embed = n;
+    const cJSON *ef = cJSON_GetObjectItemCaseSensitive(body, "encoding_format");
+    if (ef && !cJSON_IsNull(ef)) {
+        if (!cJSON_IsString(ef) || (strcmp(ef->valuestring, "float") && strcmp(ef->valuestring, "base64"))) {
+            rc = oai_error_set(err, NS_ERR_INVALID, "encoding_format",
+                               "Invalid 'encoding_format': expected 'float' or 'base64'.");
+            goto out;
+        }
+        r->embed_base64 = strcmp(ef->valuestring, "base64") == 0;
+    }
+    long long dims = 0;
+    if ((rc = oai_integer(body, "dimensions", 1, 1e6, &dims, NULL, err)))
+        goto out;
+    r->req.embed_dimensions = (int)dims;
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(body, "user");
+    if (user && !cJSON_IsNull(user) && !cJSON_IsString(user))
+        rc = oai_error_set(err, NS_ERR_INVALID, "user", "Invalid type for 'user': expected a string.");
+out:
+    if (rc != NS_OK)
+        oai_request_release(r);
+    return rc;
+}
+
+int oai_request_embeddings_line(cJSON *body, bool forward, struct oai_request *r, struct oai_error *err)
+{
+    if (forward) {
+        memset(r, 0, sizeof(*r));
+        cJSON_Delete(body);
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "url",
+                             "/v1/embeddings lines run on local models loaded with --embedding, not on upstream "
+                             "backends.");
+    }
+    return oai_embeddings_from_json(body, r, err);
+}
+
+static cJSON *oai_embeddings_body(const struct oai_request *r, const struct engine_result *res, const char *model)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    size_t bytes = sizeof(float) * (size_t)res->n_embd;
+    char *b64 = r->embed_base64 ? malloc((bytes + 2) / 3 * 4 + 1) : NULL;
+    unsigned char *le = r->embed_base64 ? malloc(bytes ? bytes : 1) : NULL;
+    for (int i = 0; i < res->n_embed && res->embedding; i++) {
+        const float *v = res->embedding + (size_t)i * (size_t)res->n_embd;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "object", "embedding");
+        cJSON_AddNumberToObject(e, "index", i);
+        if (r->embed_base64 && b64 && le) {
+            /* little-endian float32, whatever this machine's order */
+            for (int k = 0; k < res->n_embd; k++) {
+                uint32_t u;
+                memcpy(&u, &v[k], 4);
+                for (int byte = 0; byte < 4; byte++)
+                    le[(size_t)k * 4 + (size_t)byte] = (unsigned char)(u >> (8 * byte));
+            }
+            size_t n = base64_encode(le, bytes, b64);
+            b64[n] = '\0';
+            cJSON_AddStringToObject(e, "embedding", b64);
+        } else {
+            cJSON *a = cJSON_AddArrayToObject(e, "embedding");
+            for (int k = 0; k < res->n_embd; k++)
+                cJSON_AddItemToArray(a, cJSON_CreateNumber(v[k]));
+        }
+        cJSON_AddItemToArray(data, e);
+    }
+    free(b64);
+    free(le);
+    cJSON_AddStringToObject(o, "model", model);
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", res->prompt_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", res->prompt_tokens);
+    return o;
+}
+
 cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,
                            const char *model, time_t created)
 {
-    const char *finish = oai_finish_reason(r, res);
+    if (r->embeddings)
+        return oai_embeddings_body(r, res, model);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", id);
     cJSON_AddStringToObject(o, "object", r->chat ? "chat.completion" : "text_completion");
     cJSON_AddNumberToObject(o, "created", (double)created);
     cJSON_AddStringToObject(o, "model", model);
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddNumberToObject(c, "index", 0);
-    if (r->chat) {
-        cJSON *m = cJSON_AddObjectToObject(c, "message");
-        cJSON_AddStringToObject(m, "role", "assistant");
-        if (r->tool_name) {
-            cJSON_AddNullToObject(m, "content");
-            cJSON *call = oai_tool_call(r, res->text, res->text_len, true);
-            cJSON_DeleteItemFromObject(call, "index"); /* only stream deltas carry it */
-            cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
+    int nc = oai_result_n_choices(res);
+    for (int i = 0; i < nc; i++) {
+        struct engine_choice ch = oai_result_choice(res, i);
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddNumberToObject(c, "index", i);
+        cJSON *call = ch.finish == ENGINE_FINISH_STOP ? oai_parse_tool_call(r, ch.text, ch.text_len, false) : NULL;
+        if (r->chat) {
+            cJSON *m = cJSON_AddObjectToObject(c, "message");
+            cJSON_AddStringToObject(m, "role", "assistant");
+            if (call) {
+                cJSON_AddNullToObject(m, "content");
+                cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
+            } else if (r->tool_name) {
+                cJSON_AddNullToObject(m, "content");
+                cJSON *forced = oai_tool_call(r, ch.text, ch.text_len, true);
+                cJSON_DeleteItemFromObject(forced, "index"); /* only stream deltas carry it */
+                cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), forced);
+            } else {
+                cJSON_AddStringToObject(m, "content", ch.text);
+            }
+            cJSON_AddNullToObject(m, "refusal");
         } else {
-            cJSON_AddStringToObject(m, "content", res->text);
+            cJSON_AddStringToObject(c, "text", ch.text);
         }
-        cJSON_AddNullToObject(m, "refusal");
-    } else {
-        cJSON_AddStringToObject(c, "text", res->text);
+        if (r->req.logprobs)
+            cJSON_AddItemToObject(c, "logprobs", oai_logprobs_json(r, ch.logprobs, ch.n_logprobs, ch.logprob_text, 0));
+        else
+            cJSON_AddNullToObject(c, "logprobs");
+        cJSON_AddStringToObject(c, "finish_reason", call ? "tool_calls" : oai_finish_reason_of(r, ch.finish));
+        cJSON_AddItemToArray(choices, c);
     }
-    if (r->req.logprobs)
-        cJSON_AddItemToObject(c, "logprobs", r->chat ? oai_chat_logprobs(res) : oai_text_logprobs(res));
-    else
-        cJSON_AddNullToObject(c, "logprobs");
-    cJSON_AddStringToObject(c, "finish_reason", finish);
-    cJSON_AddItemToArray(choices, c);
     cJSON_AddItemToObject(o, "usage", oai_usage(res));
     cJSON_AddStringToObject(o, "system_fingerprint", "nightshift");
     return o;

@@ -35,6 +35,15 @@ struct oai_request {
      * call: req.grammar is set (owned here) */
     const char *tool_name;     /* a forced function call: the output is its arguments */
     char tool_call_id[40];     /* "call_..." for the answer, made at parse time */
+    /* tool_choice "auto" (the model may answer or call) or "required" among several tools:
+     * the output is text, or one call in the wire format
+     * <tool_call>{"name": ..., "arguments": {...}}</tool_call> (grammar-enforced), turned
+     * into message.tool_calls by the builders */
+    enum { OAI_TOOLS_NONE = 0, OAI_TOOLS_REQUIRED, OAI_TOOLS_AUTO } tool_mode;
+    /* a /v1/embeddings body: req.embed holds the inputs (owned here) */
+    bool embeddings;
+    bool embed_base64;         /* encoding_format "base64" */
+    struct engine_embed_input *embed_;
     /* private */
     struct engine_logit_bias *bias_;
     cJSON *root_;
@@ -67,15 +76,49 @@ void oai_request_release(struct oai_request *r);
 /* r takes ownership of s (freed on release); returns s, or NULL (s freed) when out of memory */
 char *oai_request_own(struct oai_request *r, char *s);
 
-/* finish_reason for a result: "tool_calls" for a forced call that ended, else
- * "length" or "stop" */
+/* finish_reason for a result (its choice 0) or one choice: "tool_calls" for a forced call
+ * that ended, else "length" or "stop" */
 const char *oai_finish_reason(const struct oai_request *r, const struct engine_result *res);
+const char *oai_finish_reason_of(const struct oai_request *r, enum engine_finish finish);
+/* choice i of a result (a result without choices, e.g. an upstream's, has its one choice
+ * in its top-level fields) */
+struct engine_choice oai_result_choice(const struct engine_result *res, int i);
+/* how many choices a result has (at least 1) */
+int oai_result_n_choices(const struct engine_result *res);
+/* the "logprobs" object of a choice or of a stream chunk's tokens: chat's {"content":
+ * [...], "refusal": null} or completions' legacy {"tokens", "token_logprobs",
+ * "top_logprobs", "text_offset"} (offsets counted from text_offset) */
+cJSON *oai_logprobs_json(const struct oai_request *r, const struct engine_token_logprob *lp, int n, const char *text,
+                         size_t text_offset);
 /* A streamed chat chunk's delta for new text (n bytes; text NULL: none): content, or for
  * a forced tool call the tool_calls entry (its id, type and name in the first chunk,
  * role set, and argument text after). */
 void oai_chunk_delta(const struct oai_request *r, cJSON *delta, const char *text, size_t n, bool first);
 
-/* The response body: chat.completion or text_completion. */
+/* For tool_mode REQUIRED/AUTO: the call a choice's text holds (wire format above, a known
+ * function, arguments an object), as a tool_calls entry {id, type, function: {name,
+ * arguments}} (with "index": 0 when `stream`); NULL when the text is an ordinary answer
+ * (or a call cut short by max_tokens). */
+cJSON *oai_parse_tool_call(const struct oai_request *r, const char *text, size_t n, bool stream);
+/* could text (all a choice has produced so far) still become a call? (streaming holds it) */
+bool oai_tool_call_prefix(const char *text, size_t n);
+
+#define OAI_MAX_EMBED_INPUTS 2048
+
+/* Parse a /v1/embeddings body: model, input (a string, an array of strings, an array of
+ * token ids or an array of token-id arrays; at most OAI_MAX_EMBED_INPUTS, none empty),
+ * encoding_format ("float" or "base64"), dimensions (kept in req.embed_dimensions: only
+ * the model's own size is served), user. r takes body over, as oai_request_from_json. */
+int oai_embeddings_from_json(cJSON *body, struct oai_request *r, struct oai_error *err);
+
+/* A batch line's /v1/embeddings body: as oai_embeddings_from_json, but refused (naming
+ * "url") on a backend that forwards upstream (forward), which nightshift sends chat and
+ * completions only */
+int oai_request_embeddings_line(cJSON *body, bool forward, struct oai_request *r, struct oai_error *err);
+
+/* The response body: chat.completion or text_completion, or for an embeddings request
+ * {"object":"list","data":[{"object":"embedding","index","embedding"}],"model","usage"}
+ * (vectors as float arrays, or base64 of little-endian float32). */
 cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,
                            const char *model, time_t created);
 /* {"error":{"message","type","param","code"}} for a status; code NULL = the status's own */

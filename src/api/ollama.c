@@ -4,6 +4,7 @@
  */
 #include "ollama.h"
 
+#include "jsonschema.h"
 #include "../util/sha256.h"
 #include "../util/status.h"
 
@@ -32,7 +33,6 @@ static const struct {
     const char *field;
     const char *why;
 } ol_unsupported[] = {
-    {"format", "structured output (\"json\" or a JSON schema) is not supported by nightshift yet"},
     {"tools", "tool calling is not supported by nightshift yet"},
     {"images", "images are not supported by nightshift yet"},
     {"think", "thinking is not supported by nightshift yet"},
@@ -318,6 +318,38 @@ static int ol_prompt(struct oai_request *r, struct ollama_extra *ox, const cJSON
     return NS_OK;
 }
 
+/* format: "json" (any JSON object) or a JSON Schema: a grammar, as OpenAI's
+ * response_format json_object / json_schema (jsonschema.h) */
+static int ol_format(struct oai_request *r, const cJSON *body, struct oai_error *err)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(body, "format");
+    if (!ol_set(f) && !cJSON_IsObject(f))
+        return NS_OK; /* absent, null or "" */
+    cJSON *any = NULL;
+    const cJSON *schema = f;
+    if (cJSON_IsString(f)) {
+        if (strcmp(f->valuestring, "json") != 0)
+            return oai_error_set(err, NS_ERR_INVALID, "format",
+                                 "format: expected \"json\" or a JSON schema object, not \"%.40s\"", f->valuestring);
+        schema = any = cJSON_Parse("{\"type\":\"object\"}");
+        if (!any)
+            return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    } else if (!cJSON_IsObject(f)) {
+        return oai_error_set(err, NS_ERR_INVALID, "format", "format: expected \"json\" or a JSON schema object");
+    }
+    char msg[300], *g = NULL;
+    int rc = jsonschema_to_gbnf(schema, &g, msg, sizeof(msg));
+    cJSON_Delete(any);
+    if (rc == NS_ERR_NOMEM)
+        return oai_error_set(err, rc, NULL, "out of memory");
+    if (rc)
+        return oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, "format", "format: %s", msg);
+    if (!oai_request_own(r, g))
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    r->req.grammar = g;
+    return NS_OK;
+}
+
 static int ol_request(cJSON *body, bool chat, struct oai_request *r, struct ollama_extra *ox, struct oai_error *err)
 {
     int rc;
@@ -348,6 +380,8 @@ static int ol_request(cJSON *body, bool chat, struct oai_request *r, struct olla
     r->req.top_k = 40;
     r->req.top_p = 0.9f;
     r->req.repetition_penalty = 1.1f;
+    if ((rc = ol_format(r, body, err)))
+        return rc;
     return ol_parse_options(r, ox, cJSON_GetObjectItemCaseSensitive(body, "options"), err);
 }
 

@@ -423,12 +423,16 @@ struct job {
     bool ollama;                /* an /api/chat or /api/generate request */
     struct ollama_extra ox;
     double t_start;             /* ollama_clock() when it came in */
-    struct buf pending;         /* streamed text not yet sent */
-    struct engine_result res;   /* copy of the final result (text in final_text) */
-    char *final_text;
-    char *final_raw;            /* an upstream's whole answer (res.raw_body) */
-    struct engine_token_logprob *final_lp; /* res.logprobs, copied */
-    char *final_lp_text;
+    /* streamed and not yet sent: text of choice 0 (Anthropic, Ollama), or whole SSE events
+     * (OpenAI: one chunk per delta, made on the engine thread, each with its choice index
+     * and logprobs) */
+    struct buf pending;
+    size_t lp_offset[ENGINE_MAX_CHOICES]; /* completions' streamed text_offset, per choice */
+    /* tool_choice auto / required among several: a choice's text is held while it may be
+     * a call (oai_tool_call_prefix); once it cannot, it streams as content (passed) */
+    struct buf held[ENGINE_MAX_CHOICES];
+    bool passed[ENGINE_MAX_CHOICES];
+    struct engine_result res;   /* deep copy of the final result (engine_result_copy) */
     char id[48];
     char model[128];
     time_t created;
@@ -451,20 +455,37 @@ static void job_unref(struct job *j)
     oai_request_release(&j->sj.oreq);
     buf_release(&j->pending);
     buf_release(&j->out);
-    free(j->final_text);
-    free(j->final_raw);
-    free(j->final_lp);
-    free(j->final_lp_text);
+    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
+        buf_release(&j->held[i]);
+    engine_result_release(&j->res);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
 }
 
-static void job_on_token(struct sched_job *sj, const char *piece, size_t n)
+static cJSON *chunk_choice(struct job *j, int index, const char *text, size_t n, const char *finish, bool role,
+                          const struct engine_delta *d);
+static void sse_push_to(struct buf *b, cJSON *o);
+
+static void job_on_token(struct sched_job *sj, const struct engine_delta *d)
 {
     struct job *j = (struct job *)sj;
     pthread_mutex_lock(&j->mu);
-    buf_append(&j->pending, piece, n);
+    if (j->anthropic || j->ollama) {
+        if (d->index == 0)
+            buf_append(&j->pending, d->text, d->len);
+    } else if (j->sj.oreq.tool_mode != OAI_TOOLS_NONE && d->index >= 0 && d->index < ENGINE_MAX_CHOICES &&
+               !j->passed[d->index]) {
+        struct buf *h = &j->held[d->index];
+        buf_append(h, d->text, d->len);
+        if (!oai_tool_call_prefix(h->p ? h->p : "", h->len)) {
+            j->passed[d->index] = true;
+            sse_push_to(&j->pending, chunk_choice(j, d->index, h->p, h->len, NULL, false, d));
+            buf_reset(h);
+        }
+    } else if (d->len || d->n_logprobs) {
+        sse_push_to(&j->pending, chunk_choice(j, d->index, d->text, d->len, NULL, false, d));
+    }
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
 }
@@ -473,26 +494,13 @@ static void job_on_done(struct sched_job *sj, const struct engine_result *res)
 {
     struct job *j = (struct job *)sj;
     pthread_mutex_lock(&j->mu);
-    j->res = *res;
-    j->final_text = strndup(res->text ? res->text : "", res->text_len);
-    j->res.text = j->final_text;
-    j->final_raw = res->raw_body ? strndup(res->raw_body, res->raw_len) : NULL;
-    j->res.raw_body = j->final_raw;
-    /* logprobs too are valid during done() only; out of memory: the answer goes without */
-    j->res.logprobs = NULL;
-    j->res.n_logprobs = 0;
-    if (res->n_logprobs > 0) {
-        j->final_lp = malloc(sizeof(*j->final_lp) * (size_t)res->n_logprobs);
-        j->final_lp_text = malloc(res->logprob_text_len + 1);
-        if (j->final_lp && j->final_lp_text) {
-            memcpy(j->final_lp, res->logprobs, sizeof(*j->final_lp) * (size_t)res->n_logprobs);
-            memcpy(j->final_lp_text, res->logprob_text, res->logprob_text_len);
-            j->final_lp_text[res->logprob_text_len] = '\0';
-            j->res.logprobs = j->final_lp;
-            j->res.n_logprobs = res->n_logprobs;
-        }
+    /* text, logprobs and choices are valid during done() only */
+    if (engine_result_copy(&j->res, res) != NS_OK) {
+        memset(&j->res, 0, sizeof(j->res));
+        j->res.status = NS_ERR_NOMEM;
+        j->res.text = "";
+        snprintf(j->res.message, sizeof(j->res.message), "out of memory");
     }
-    j->res.logprob_text = j->final_lp_text;
     if (j->key[0])
         quota_tokens_add(j->quota, j->key, (int64_t)res->prompt_tokens + res->completion_tokens);
     j->done = true;
@@ -512,24 +520,29 @@ static cJSON *chunk_base(struct job *j)
     return o;
 }
 
-static void sse_push(struct job *j, cJSON *o)
+static void sse_push_to(struct buf *b, cJSON *o)
 {
     char *t = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!t)
         return;
-    buf_appends(&j->out, "data: ");
-    buf_appends(&j->out, t);
-    buf_appends(&j->out, "\n\n");
+    buf_appends(b, "data: ");
+    buf_appends(b, t);
+    buf_appends(b, "\n\n");
     free(t);
 }
 
-static cJSON *chunk_choice(struct job *j, const char *text, size_t n, const char *finish, bool role)
+static void sse_push(struct job *j, cJSON *o) { sse_push_to(&j->out, o); }
+
+/* a chunk of choice `index`: new text (chat: the delta), its tokens' logprobs (d, when
+ * the request asked for them), or the finish_reason */
+static cJSON *chunk_choice(struct job *j, int index, const char *text, size_t n, const char *finish, bool role,
+                          const struct engine_delta *d)
 {
     cJSON *o = chunk_base(j);
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     cJSON *c = cJSON_CreateObject();
-    cJSON_AddNumberToObject(c, "index", 0);
+    cJSON_AddNumberToObject(c, "index", index);
     if (j->chat) {
         oai_chunk_delta(&j->sj.oreq, cJSON_AddObjectToObject(c, "delta"), text, n, role);
     } else {
@@ -537,7 +550,14 @@ static cJSON *chunk_choice(struct job *j, const char *text, size_t n, const char
         cJSON_AddStringToObject(c, "text", t ? t : "");
         free(t);
     }
-    cJSON_AddNullToObject(c, "logprobs");
+    if (d && j->sj.oreq.req.logprobs && index >= 0 && index < ENGINE_MAX_CHOICES) {
+        cJSON_AddItemToObject(c, "logprobs", oai_logprobs_json(&j->sj.oreq, d->logprobs, d->n_logprobs, d->logprob_text,
+                                                               j->lp_offset[index]));
+        for (int i = 0; i < d->n_logprobs; i++)
+            j->lp_offset[index] += d->logprobs[i].piece_len;
+    } else {
+        cJSON_AddNullToObject(c, "logprobs");
+    }
     if (finish)
         cJSON_AddStringToObject(c, "finish_reason", finish);
     else
@@ -684,15 +704,19 @@ static void job_next_events(struct job *j)
         buf_reset(&j->out);
         j->out_pos = 0;
         if (j->phase == 0 && j->chat) {
-            sse_push(j, chunk_choice(j, "", 0, NULL, true));
+            int nc = j->sj.oreq.req.n > 1 ? j->sj.oreq.req.n : 1;
+            for (int i = 0; i < nc; i++)
+                sse_push(j, chunk_choice(j, i, "", 0, NULL, true, NULL));
             j->phase = 1;
             continue;
         }
         if (j->phase <= 1) {
             j->phase = 1;
             if (j->pending.len) {
-                sse_push(j, chunk_choice(j, j->pending.p, j->pending.len, NULL, false));
-                buf_reset(&j->pending);
+                /* whole events made by job_on_token */
+                struct buf t = j->out;
+                j->out = j->pending;
+                j->pending = t;
                 continue;
             }
             if (!j->done) {
@@ -707,8 +731,25 @@ static void job_next_events(struct job *j)
                 cJSON *e = oai_error_body(j->res.status, j->res.message, j->res.param, NULL);
                 sse_push(j, e);
             } else {
-                cJSON *o = chunk_choice(j, j->chat ? NULL : "", 0, oai_finish_reason(&j->sj.oreq, &j->res), false);
-                sse_push(j, o);
+                for (int i = 0; i < oai_result_n_choices(&j->res); i++) {
+                    struct engine_choice ch = oai_result_choice(&j->res, i);
+                    const char *finish = oai_finish_reason_of(&j->sj.oreq, ch.finish);
+                    if (j->sj.oreq.tool_mode != OAI_TOOLS_NONE && i < ENGINE_MAX_CHOICES && !j->passed[i]) {
+                        /* held to the end: one call, or the text after all */
+                        cJSON *call = ch.finish == ENGINE_FINISH_STOP
+                                          ? oai_parse_tool_call(&j->sj.oreq, ch.text, ch.text_len, true)
+                                          : NULL;
+                        cJSON *o = chunk_choice(j, i, call ? NULL : ch.text, call ? 0 : ch.text_len, NULL, false, NULL);
+                        if (call) {
+                            cJSON *delta = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "delta");
+                            cJSON_AddNullToObject(delta, "content");
+                            cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"), call);
+                            finish = "tool_calls";
+                        }
+                        sse_push(j, o);
+                    }
+                    sse_push(j, chunk_choice(j, i, j->chat ? NULL : "", 0, finish, false, NULL));
+                }
             }
             j->phase = 3;
             continue;
@@ -858,6 +899,32 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
                           info.n_ctx_seq, n_prompt + want, n_prompt, chat ? "messages" : "prompt", want,
                           chat ? "messages" : "prompt");
     }
+    if (be->ops->engine) {
+        struct engine_info ei;
+        engine_get_info(be->ops->engine(be->impl), &ei);
+        if (ei.embedding) {
+            snprintf(ei.name, sizeof(ei.name), "%s", j->sj.oreq.model ? j->sj.oreq.model : "");
+            job_unref(j);
+            return GEN_ERROR(x, flavor, NS_ERR_INVALID, "model",
+                             "The model '%.100s' is loaded for embeddings only (--embedding): use /v1/embeddings.",
+                             ei.name);
+        }
+    }
+    if (j->sj.oreq.req.n > 1 && be->ops->engine) {
+        /* the choices run side by side, one sequence each: say so now, not in the stream */
+        struct engine_info ei;
+        engine_get_info(be->ops->engine(be->impl), &ei);
+        if (j->sj.oreq.req.n > ei.n_parallel) {
+            int n = j->sj.oreq.req.n;
+            job_unref(j);
+            return GEN_ERROR(x, flavor, NS_ERR_UNSUPPORTED, "n",
+                             "Invalid 'n': this model runs at most %d sequences at once (--parallel), so at most %d "
+                             "choices, but got %d.",
+                             ei.n_parallel, ei.n_parallel, n);
+        }
+    }
+    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
+        buf_init(&j->held[i], 64u << 20);
     j->stream = j->sj.oreq.stream;
     j->chat = chat;
     j->include_usage = j->sj.oreq.include_usage;
@@ -907,6 +974,65 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         ret = send_json(x->c, 200, ollama_final(chat, j->model, &j->res, j->res.text, j->t_start));
     else
         ret = send_json(x->c, 200, oai_completion_body(&j->sj.oreq, &j->res, j->id, j->model, j->created));
+    job_unref(j);
+    return ret;
+}
+
+/* POST /v1/embeddings: on a local model loaded with --embedding; inputs of concurrent
+ * requests are decoded together by its engine */
+static enum MHD_Result h_embeddings(struct route_ctx *x)
+{
+    struct oai_error err;
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    j->refs = 1;
+    cJSON *root = cJSON_ParseWithLength(x->r->body.p ? x->r->body.p : "", x->r->body.len);
+    int rc = root ? oai_embeddings_from_json(root, &j->sj.oreq, &err)
+                  : oai_error_set(&err, NS_ERR_INVALID, NULL,
+                                  "We could not parse the JSON body of your request. The body must be valid JSON.");
+    if (rc) {
+        job_unref(j);
+        return send_error(x->c, rc, err.param, NULL, "%s", err.message);
+    }
+    struct sched *s = sched_by_model(x->srv, j->sj.oreq.model);
+    if (!s) {
+        enum MHD_Result ret = send_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
+                                         "The model '%.100s' does not exist or you do not have access to it.",
+                                         j->sj.oreq.model);
+        job_unref(j);
+        return ret;
+    }
+    struct backend *be = sched_backend(s);
+    struct engine_info ei;
+    memset(&ei, 0, sizeof(ei));
+    if (be->ops->engine)
+        engine_get_info(be->ops->engine(be->impl), &ei);
+    if (!ei.embedding) {
+        enum MHD_Result ret = send_error(x->c, NS_ERR_INVALID, "model", NULL,
+                                         "The model '%.100s' is not loaded for embeddings: serve an embedding model "
+                                         "with --embedding.",
+                                         j->sj.oreq.model);
+        job_unref(j);
+        return ret;
+    }
+    snprintf(j->model, sizeof(j->model), "%s", j->sj.oreq.model);
+    j->sj.on_done = job_on_done;
+    j->refs = 2; /* the engine's reference is dropped in job_on_done */
+    if (sched_submit(s, &j->sj) != NS_OK) {
+        j->refs = 1;
+        job_unref(j);
+        return send_error(x->c, NS_ERR_UNAVAILABLE, NULL, NULL, "the server is shutting down");
+    }
+    pthread_mutex_lock(&j->mu);
+    while (!j->done)
+        pthread_cond_wait(&j->cv, &j->mu);
+    pthread_mutex_unlock(&j->mu);
+    enum MHD_Result ret = j->res.status != NS_OK
+                              ? send_error(x->c, j->res.status, j->res.param, NULL, "%s", j->res.message)
+                              : send_json(x->c, 200, oai_completion_body(&j->sj.oreq, &j->res, "", j->model, time(NULL)));
     job_unref(j);
     return ret;
 }
@@ -1285,10 +1411,11 @@ static enum MHD_Result h_batch_create(struct route_ctx *x)
         ret = send_error(x->c, NS_ERR_INVALID, "endpoint", NULL, "Missing required parameter: 'endpoint'.");
         goto out;
     }
-    if (strcmp(ep->valuestring, "/v1/chat/completions") && strcmp(ep->valuestring, "/v1/completions")) {
+    if (strcmp(ep->valuestring, "/v1/chat/completions") && strcmp(ep->valuestring, "/v1/completions") &&
+        strcmp(ep->valuestring, "/v1/embeddings")) {
         ret = send_error(x->c, NS_ERR_INVALID, "endpoint", "unsupported_endpoint",
-                         "Invalid value for 'endpoint': '%.64s'. This server supports '/v1/chat/completions' and "
-                         "'/v1/completions'.",
+                         "Invalid value for 'endpoint': '%.64s'. This server supports '/v1/chat/completions', "
+                         "'/v1/completions' and '/v1/embeddings'.",
                          ep->valuestring);
         goto out;
     }
@@ -2550,6 +2677,7 @@ static const struct route {
     {"GET", "/v1/models/*", BODY_NONE, h_model_get},
     {"POST", "/v1/chat/completions", BODY_JSON, h_chat},
     {"POST", "/v1/completions", BODY_JSON, h_completions},
+    {"POST", "/v1/embeddings", BODY_JSON, h_embeddings},
     {"POST", "/v1/files", BODY_MULTIPART, h_file_upload},
     {"GET", "/v1/files", BODY_NONE, h_file_list},
     {"GET", "/v1/files/*", BODY_NONE, h_file_get},

@@ -283,8 +283,10 @@ static void bb_succeed(struct batch_backend *bb, struct bb_job *j, cJSON *body)
     res.raw_len = raw ? strlen(raw) : 0;
     if (!raw)
         res.http_status = 0;
-    if (bb->src->token && res.text_len)
-        bb->src->token(bb->src->ud, j->req, res.text, res.text_len);
+    if (bb->src->token && res.text_len) {
+        struct engine_delta d = {.text = res.text, .len = res.text_len};
+        bb->src->token(bb->src->ud, j->req, &d);
+    }
     bb_done(bb, j, &res);
     free(raw);
 }

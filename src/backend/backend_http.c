@@ -364,8 +364,10 @@ static void http_succeed(struct http_backend *hb, const struct engine_source *sr
     res.raw_body = renamed ? renamed : hr->resp.p;
     res.raw_len = renamed ? strlen(renamed) : hr->resp.len;
     res.t_first = upstream_now();
-    if (src->token && res.text_len)
-        src->token(src->ud, hr->req, res.text, res.text_len);
+    if (src->token && res.text_len) {
+        struct engine_delta d = {.text = res.text, .len = res.text_len};
+        src->token(src->ud, hr->req, &d);
+    }
     http_finish(hb, src, hr, &res);
     free(renamed);
 }

@@ -51,8 +51,9 @@ struct run_opts {
     bool any_model;
     int parallel, ctx, threads, batch;
     uint64_t seed;
-    bool skip_invalid, verbose, quiet, kv_unified, no_prefix_cache, gemini;
+    bool skip_invalid, verbose, quiet, kv_unified, no_prefix_cache, gemini, embedding;
     bool validate_only;        /* --validate-only: validate the input, report, run nothing */
+    int pooling;
     double progress_interval;
     struct batchfile_params bfp;
     /* cost accounting: real-time USD per million tokens, and the batch discount */
@@ -132,6 +133,10 @@ static void run_usage(FILE *f)
           "      --chat-template NAME a llama.cpp built-in template instead of the model's\n"
           "      --input-format F     openai (default) or gemini: {\"key\", \"request\"} lines in,\n"
           "                           {\"key\", \"response\"|\"status\"} lines out\n"
+          "      --embedding          load the model for embeddings only (/v1/embeddings lines;\n"
+          "                           chat and completion lines fail)\n"
+          "      --pooling P          embedding pooling: mean, cls or last (default: the model's,\n"
+          "                           else mean)\n"
           "      --no-prefix-cache    compute every prompt in full (for comparison): by default a\n"
           "                           prompt prefix already computed for another line is reused,\n"
           "                           and lines run grouped by shared prefix\n"
@@ -256,8 +261,10 @@ static int run_pull(void *ud, struct engine_request **out, int max)
         cJSON *body = root ? cJSON_DetachItemFromObjectCaseSensitive(root, "body") : NULL;
         cJSON_Delete(root);
         struct oai_error err;
-        int rc = c->be->ops->forward ? oai_request_forward_from_json(body, l->url == BATCHFILE_URL_CHAT, &it->oreq, &err)
-                                     : oai_request_from_json(body, l->url == BATCHFILE_URL_CHAT, &it->oreq, &err);
+        int rc = l->url == BATCHFILE_URL_EMBEDDINGS
+                     ? oai_request_embeddings_line(body, c->be->ops->forward, &it->oreq, &err)
+                 : c->be->ops->forward ? oai_request_forward_from_json(body, l->url == BATCHFILE_URL_CHAT, &it->oreq, &err)
+                                       : oai_request_from_json(body, l->url == BATCHFILE_URL_CHAT, &it->oreq, &err);
         if (rc == NS_OK && it->oreq.stream) {
             oai_request_release(&it->oreq);
             rc = NS_ERR_INVALID;
@@ -520,7 +527,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum {
         OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT, OPT_KVU, OPT_NOPC, OPT_FORMAT,
-        OPT_PIN, OPT_POUT, OPT_DISC, OPT_CONFIG, OPT_VALIDATE
+        OPT_PIN, OPT_POUT, OPT_DISC, OPT_CONFIG, OPT_VALIDATE, OPT_EMBED, OPT_POOL
     };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"errors", required_argument, 0, 'e'},
@@ -532,6 +539,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         {"seed", required_argument, 0, OPT_SEED},   {"summary", required_argument, 0, OPT_SUMMARY},
         {"chat-template", required_argument, 0, OPT_TMPL}, {"progress-interval", required_argument, 0, OPT_PINT},
         {"kv-unified", no_argument, 0, OPT_KVU},     {"no-prefix-cache", no_argument, 0, OPT_NOPC},
+        {"embedding", no_argument, 0, OPT_EMBED},   {"pooling", required_argument, 0, OPT_POOL},
         {"input-format", required_argument, 0, OPT_FORMAT},
         {"price-input", required_argument, 0, OPT_PIN}, {"price-output", required_argument, 0, OPT_POUT},
         {"batch-discount", required_argument, 0, OPT_DISC}, {"config", required_argument, 0, OPT_CONFIG},
@@ -576,6 +584,12 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         case OPT_SKIP: o->skip_invalid = true; break;
         case OPT_VALIDATE: o->validate_only = true; break;
         case OPT_KVU: o->kv_unified = true; break;
+        case OPT_EMBED: o->embedding = true; break;
+        case OPT_POOL:
+            if ((o->pooling = engine_pooling_parse(optarg)) < 0 || o->pooling == ENGINE_POOLING_NONE)
+                return cli_fail("--pooling must be mean, cls or last, not '%s' (an embedding is one vector per input)",
+                                optarg);
+            break;
         case OPT_NOPC: o->no_prefix_cache = true; break;
         case OPT_FORMAT:
             if (strcmp(optarg, "openai") && strcmp(optarg, "gemini"))
@@ -658,6 +672,7 @@ int cli_run(int argc, char **argv)
     o.parallel = 64;
     o.ctx = 0;
     o.batch = 2048;
+    o.pooling = ENGINE_POOLING_MODEL;
     o.progress_interval = 10;
     o.bfp = batchfile_default_params();
     struct run_ctx c;
@@ -835,6 +850,8 @@ int cli_run(int argc, char **argv)
         ep->verbose = o.verbose;
         ep->kv_unified = o.kv_unified;
         ep->prefix_cache = !o.no_prefix_cache;
+        ep->embedding = o.embedding;
+        ep->pooling = o.pooling;
         rc = backend_init(&bc, &c.be, err, sizeof(err));
         if (rc) {
             cli_fail("%s", err);

@@ -73,6 +73,10 @@ static void serve_usage(FILE *f)
           "                           (default: 2048 per sequence)\n"
           "      --kv-unified         one KV pool shared by all sequences instead\n"
           "      --results-retention-days N  keep ended Anthropic Message Batches N days (29)\n"
+          "      --embedding          load the models for embeddings only (/v1/embeddings and\n"
+          "                           /v1/embeddings batch lines; chat and completions are refused)\n"
+          "      --pooling P          embedding pooling: mean, cls or last (default: the model's,\n"
+          "                           else mean)\n"
           "      --no-prefix-cache    compute every prompt in full (by default shared prompt prefixes\n"
           "                           are computed once and batch lines run grouped by prefix)\n"
           "  -t, --threads N          CPU threads (default: all)\n"
@@ -111,7 +115,8 @@ struct serve_model {
 };
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
-       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN };
+       O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN,
+       O_EMBED, O_POOL };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -127,6 +132,7 @@ static const struct option serve_opts[] = {
     {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
     {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
     {"kv-unified", no_argument, 0, O_KVU},      {"no-prefix-cache", no_argument, 0, O_NOPC},
+    {"embedding", no_argument, 0, O_EMBED},     {"pooling", required_argument, 0, O_POOL},
     {"results-retention-days", required_argument, 0, O_RETAIN},
     {"config", required_argument, 0, O_CONFIG},
     {"grace-period", required_argument, 0, O_GRACE},
@@ -428,7 +434,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     const char *alias = NULL, *data_dir = "nightshift-data", *db = NULL, *listen = "127.0.0.1:8080";
     const char *tmpl = NULL;
     int parallel = 64, islots = 4, ctx = 0, threads = 0, grace = SERVE_DEFAULT_GRACE;
-    bool verbose = false, kv_unified = false, no_prefix = false;
+    bool verbose = false, kv_unified = false, no_prefix = false, embedding = false;
+    int pooling = ENGINE_POOLING_MODEL;
     int win_start = -1, win_end = -1;
     bool off_idle = true;
     struct server_params sp = server_default_params();
@@ -532,6 +539,12 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             off_idle = strcmp(optarg, "idle") == 0;
             break;
         case O_KVU: kv_unified = true; break;
+        case O_EMBED: embedding = true; break;
+        case O_POOL:
+            if ((pooling = engine_pooling_parse(optarg)) < 0 || pooling == ENGINE_POOLING_NONE)
+                return cli_fail("--pooling must be mean, cls or last, not '%s' (an embedding is one vector per input)",
+                                optarg);
+            break;
         case O_NOPC: no_prefix = true; bp.group_by_prefix = false; break;
         case O_RETAIN:
             if (num_parse_long(optarg, 1, 3650, &v))
@@ -669,6 +682,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         ep->verbose = verbose;
         ep->kv_unified = kv_unified;
         ep->prefix_cache = !no_prefix;
+        ep->embedding = embedding;
+        ep->pooling = pooling;
         struct backend *be = NULL;
         if (backend_init(&bc, &be, err, sizeof(err))) {
             rc = cli_fail("%s", err);

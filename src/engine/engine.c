@@ -12,6 +12,11 @@
  *   (fragmentation), the newest running slot is parked and the step retried.
  * - Logits are requested only for a slot's last pending token, and only when the whole
  *   pending run fits in the step: intermediate prompt chunks produce no output.
+ * - A request with n > 1 choices has a group: choice 0 is seated like any request, the
+ *   others as slots free up (before new requests are pulled), each waiting for a running
+ *   choice of its group to hold the prompt and copying its KV. A group is on e->pending
+ *   while some choice has no slot yet; it ends (done() once) when every choice has ended,
+ *   and fails as a whole when one choice fails.
  */
 #include "engine.h"
 
@@ -38,8 +43,13 @@
 #define ENGINE_MAX_PARALLEL 256 /* LLAMA_MAX_SEQ */
 #define ENGINE_TEXT_MAX (64u << 20)
 
+struct group;
+
 struct slot {
     bool used, parked;
+    struct group *grp;              /* request.n > 1: the choices' group, else NULL */
+    int choice;                     /* which choice this slot computes */
+    int lp_sent;                    /* logprobs entries already passed to token() */
     bool priority;                  /* came through pull_priority() */
     uint64_t order;                 /* admission order; higher = newer */
     struct engine_request *req;
@@ -64,6 +74,33 @@ struct slot {
     int wait_len;                   /* ... that many tokens of it */
 };
 
+/* the finished part of one choice of a group, kept until the last choice ends */
+struct group_choice {
+    char *text;
+    size_t text_len;
+    struct engine_token_logprob *lp;
+    int n_lp;
+    char *lp_text;
+    size_t lp_text_len;
+    enum engine_finish finish;
+    int stop_index;
+    int n_gen;
+};
+
+struct group {
+    struct engine_request *req;
+    int n;                          /* choices */
+    int seated;                     /* choices given a slot so far */
+    int ended;                      /* choices finished */
+    bool priority;                  /* seated in the priority lane's slots */
+    llama_token *tok;               /* the prompt, for choices seated later */
+    int n_tok, max_gen;
+    int n_prompt, cached;           /* choice 0's */
+    double t_admit, t_first;
+    struct group_choice ch[ENGINE_MAX_CHOICES];
+    struct group *next;             /* on e->pending while seated < n */
+};
+
 struct engine {
     struct engine_params p;
     struct llama_model *model;
@@ -83,7 +120,28 @@ struct engine {
     struct engine_stats stats;
     struct engine_info info;
     struct prefix_trie *trie;       /* NULL when the prefix cache is off */
+    struct group *pending;          /* groups with choices still to seat, oldest first */
 };
+
+static int engine_kv_reserved(const struct engine *e);
+static int engine_running(const struct engine *e);
+
+/* one forward pass: encoder-only models (BERT-like embedding models) encode, others decode */
+static int engine_forward(struct engine *e, struct llama_batch b)
+{
+    if (llama_model_has_encoder(e->model) && !llama_model_has_decoder(e->model))
+        return llama_encode(e->ctx, b);
+    return llama_decode(e->ctx, b);
+}
+
+int engine_pooling_parse(const char *s)
+{
+    static const char *const names[] = {"none", "mean", "cls", "last"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -2;
+}
 
 static double now_s(void)
 {
@@ -119,6 +177,8 @@ struct engine_params engine_default_params(void)
         .verbose = false,
         .kv_unified = false,
         .prefix_cache = true,
+        .embedding = false,
+        .pooling = ENGINE_POOLING_MODEL,
     };
     return p;
 }
@@ -130,6 +190,91 @@ void engine_request_init(struct engine_request *r)
     r->temperature = 1.0f;
     r->top_p = 1.0f;
     r->repetition_penalty = 1.0f;
+}
+
+/* engine_result_copy's allocations: one list of blocks, freed together */
+struct result_owned {
+    int n;
+    void *p[5 + 3 * ENGINE_MAX_CHOICES];
+};
+
+static void *result_dup(struct result_owned *o, const void *p, size_t n, bool nul)
+{
+    char *d = malloc(n + (nul ? 1 : 0) + 1);
+    if (!d)
+        return NULL;
+    if (n)
+        memcpy(d, p, n);
+    if (nul)
+        d[n] = '\0';
+    o->p[o->n++] = d;
+    return d;
+}
+
+int engine_result_copy(struct engine_result *dst, const struct engine_result *src)
+{
+    struct result_owned *o = calloc(1, sizeof(*o));
+    *dst = *src;
+    dst->owned_ = o;
+    dst->choices = NULL;
+    if (!o)
+        goto fail;
+    if (!(dst->text = result_dup(o, src->text ? src->text : "", src->text_len, true)))
+        goto fail;
+    if (src->raw_body && !(dst->raw_body = result_dup(o, src->raw_body, src->raw_len, true)))
+        goto fail;
+    if (src->embedding && src->n_embed > 0 &&
+        !(dst->embedding = result_dup(o, src->embedding, sizeof(float) * (size_t)src->n_embed * (size_t)src->n_embd, false)))
+        goto fail;
+    int nc = src->n_choices > ENGINE_MAX_CHOICES ? ENGINE_MAX_CHOICES : src->n_choices;
+    dst->n_choices = nc;
+    struct engine_choice *ch = NULL;
+    if (nc > 0 && !(ch = result_dup(o, src->choices, sizeof(*ch) * (size_t)nc, false)))
+        goto fail;
+    dst->choices = ch;
+    for (int i = 0; i < nc; i++) {
+        const struct engine_choice *c = &src->choices[i];
+        if (!(ch[i].text = result_dup(o, c->text ? c->text : "", c->text_len, true)))
+            goto fail;
+        ch[i].logprobs = NULL;
+        ch[i].n_logprobs = 0;
+        ch[i].logprob_text = "";
+        if (c->n_logprobs > 0) {
+            if (!(ch[i].logprobs = result_dup(o, c->logprobs, sizeof(*c->logprobs) * (size_t)c->n_logprobs, false)) ||
+                !(ch[i].logprob_text = result_dup(o, c->logprob_text, c->logprob_text_len, true)))
+                goto fail;
+            ch[i].n_logprobs = c->n_logprobs;
+        }
+    }
+    if (nc > 0) {
+        /* the top-level fields are choice 0's */
+        dst->logprobs = ch[0].logprobs;
+        dst->n_logprobs = ch[0].n_logprobs;
+        dst->logprob_text = ch[0].logprob_text;
+    } else if (src->n_logprobs > 0) {
+        if (!(dst->logprobs = result_dup(o, src->logprobs, sizeof(*src->logprobs) * (size_t)src->n_logprobs, false)) ||
+            !(dst->logprob_text = result_dup(o, src->logprob_text, src->logprob_text_len, true)))
+            goto fail;
+    } else {
+        dst->logprobs = NULL;
+        dst->logprob_text = "";
+    }
+    return NS_OK;
+fail:
+    engine_result_release(dst);
+    return NS_ERR_NOMEM;
+}
+
+void engine_result_release(struct engine_result *r)
+{
+    struct result_owned *o = r->owned_;
+    if (o) {
+        for (int i = 0; i < o->n; i++)
+            free(o->p[i]);
+        free(o);
+    }
+    memset(r, 0, sizeof(*r));
+    r->text = "";
 }
 
 const char *engine_llama_version(void)
@@ -364,6 +509,11 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     e->vocab = llama_model_get_vocab(e->model);
     e->n_vocab = llama_vocab_n_tokens(e->vocab);
 
+    if (p.n_ctx <= 0 && p.embedding) {
+        /* embeddings keep nothing between steps: the KV holds one batch */
+        p.n_ctx = p.n_batch;
+        e->p.n_ctx = p.n_ctx;
+    }
     if (p.n_ctx <= 0) {
         /* auto: 2048 tokens per sequence (less if the model was trained shorter) */
         int per = llama_model_n_ctx_train(e->model);
@@ -381,6 +531,34 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     cp.n_threads_batch = p.n_threads;
     cp.kv_unified = p.kv_unified;
     cp.no_perf = true;
+    if (p.embedding) {
+        if (p.pooling == ENGINE_POOLING_NONE) {
+            snprintf(err, errlen, "pooling 'none' gives a vector per token, but an embedding is one vector per input: "
+                                  "choose mean, cls or last");
+            rc = NS_ERR_INVALID;
+            goto out;
+        }
+        cp.embeddings = true;
+        /* An input's tokens must be in one micro-batch for the pooling to see them all: the
+         * whole batch is one micro-batch, and the KV is one pool (with a stream per
+         * sequence, llama.cpp splits batches into equal-length slices of every sequence,
+         * which cuts inputs of different lengths apart). Sequences still attend only to
+         * their own tokens. */
+        cp.n_ubatch = cp.n_batch;
+        cp.kv_unified = true;
+        if (p.pooling > 0) {
+            cp.pooling_type = (enum llama_pooling_type)p.pooling;
+        } else {
+            /* the GGUF's own when it names one; a generative model used for embeddings
+             * usually names none, and mean pooling is then the usual choice */
+            char key[96], val[16];
+            char arch[32] = "";
+            llama_model_meta_val_str(e->model, "general.architecture", arch, sizeof(arch));
+            snprintf(key, sizeof(key), "%s.pooling_type", arch);
+            cp.pooling_type = llama_model_meta_val_str(e->model, key, val, sizeof(val)) >= 0 ? LLAMA_POOLING_TYPE_UNSPECIFIED
+                                                                                          : LLAMA_POOLING_TYPE_MEAN;
+        }
+    }
     e->ctx = llama_init_from_model(e->model, cp);
     if (!e->ctx) {
         snprintf(err, errlen, "cannot create a context of %d tokens for '%s' (out of memory?)", p.n_ctx,
@@ -389,6 +567,16 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         goto out;
     }
     e->n_ctx = (int)llama_n_ctx(e->ctx);
+    if (p.embedding) {
+        enum llama_pooling_type pt = llama_pooling_type(e->ctx);
+        if (pt != LLAMA_POOLING_TYPE_MEAN && pt != LLAMA_POOLING_TYPE_CLS && pt != LLAMA_POOLING_TYPE_LAST) {
+            snprintf(err, errlen, "'%s' pools its embeddings as type %d, which gives no one vector per input: choose "
+                                  "--pooling mean, cls or last",
+                     p.model_path, (int)pt);
+            rc = NS_ERR_INVALID;
+            goto out;
+        }
+    }
     e->n_ctx_seq = (int)llama_n_ctx_seq(e->ctx);
     e->max_piece = 1;
     for (int32_t t = 0; t < llama_vocab_n_tokens(e->vocab); t++) {
@@ -406,7 +594,7 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         llama_token t = llama_vocab_bos(e->vocab);
         if (t < 0)
             t = 0;
-        if (llama_decode(e->ctx, llama_batch_get_one(&t, 1)) == 0)
+        if (engine_forward(e, llama_batch_get_one(&t, 1)) == 0)
             llama_memory_seq_rm(llama_get_memory(e->ctx), 0, -1, -1);
     }
 
@@ -454,6 +642,14 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     if (llama_model_meta_val_str(e->model, "general.architecture", in->arch, sizeof(in->arch)) < 0)
         in->arch[0] = '\0';
     in->file_type = (int)(llama_model_ftype(e->model) & ~LLAMA_FTYPE_GUESSED);
+    in->embedding = p.embedding;
+    in->n_embd = llama_model_n_embd(e->model);
+    if (p.embedding) {
+        enum llama_pooling_type pt = llama_pooling_type(e->ctx);
+        snprintf(in->pooling, sizeof(in->pooling), "%s",
+                 pt == LLAMA_POOLING_TYPE_CLS ? "cls" : pt == LLAMA_POOLING_TYPE_LAST ? "last" : "mean");
+        in->n_embed_max = e->n_ctx < p.n_batch ? e->n_ctx : p.n_batch;
+    }
 
 out:
     if (rc != NS_OK) {
@@ -569,7 +765,8 @@ static void engine_fail(const struct engine_source *src, struct engine_request *
 
 /* The request's sampler chain in *out, NULL for the argmax fast path (greedy, no
  * penalties, no grammar). NS_ERR_INVALID when the grammar does not compile. */
-static int engine_make_sampler(const struct engine *e, const struct engine_request *r, struct llama_sampler **out)
+static int engine_make_sampler(const struct engine *e, const struct engine_request *r, uint32_t seed,
+                               struct llama_sampler **out)
 {
     bool penalties = r->presence_penalty != 0.0f || r->frequency_penalty != 0.0f || r->repetition_penalty != 1.0f;
     bool greedy = r->temperature <= 0.0f || r->top_k == 1;
@@ -603,13 +800,11 @@ static int engine_make_sampler(const struct engine *e, const struct engine_reque
     if (r->min_p > 0.0f)
         llama_sampler_chain_add(c, llama_sampler_init_min_p(r->min_p, 1));
     llama_sampler_chain_add(c, llama_sampler_init_temp(r->temperature));
-    llama_sampler_chain_add(c, llama_sampler_init_dist(r->seed));
+    llama_sampler_chain_add(c, llama_sampler_init_dist(seed));
     *out = c;
     return NS_OK;
 }
 
-/* Tokenize and check a new request; on success it occupies slot s. On failure done() has
- * been called and the slot stays free. */
 /* Copy the first len tokens of src's KV into dst (whose own KV is dropped first). */
 static void engine_copy_prefix(struct engine *e, struct slot *dst, struct slot *src_slot, int len)
 {
@@ -663,13 +858,154 @@ static struct slot *engine_pick_slot(struct engine *e, int lo, int hi, const lla
     return empty ? empty : lru;
 }
 
-/* Tokenize and check a new request, and seat it in a free slot of [lo, hi). On failure
- * done() has been called and NULL is returned. */
+/* A running slot of group g (other than s) that holds, or is computing, the prompt: the one
+ * furthest along; NULL when none runs. */
+static struct slot *engine_group_source(struct engine *e, const struct group *g, const struct slot *s)
+{
+    struct slot *best = NULL;
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *o = &e->slots[i];
+        if (o == s || !o->used || o->parked || o->grp != g)
+            continue;
+        if (!best || o->n_past > best->n_past)
+            best = o;
+    }
+    return best;
+}
+
+/* Seat a checked request (or one choice of a group) in a free slot of [lo, hi): takes tok
+ * (n prompt tokens, malloc'd) and smpl. On failure done() has been called (for a group:
+ * the caller fails the group) and NULL is returned. */
+static struct slot *engine_seat(struct engine *e, const struct engine_source *src, struct engine_request *req,
+                                llama_token *tok, int n, int max_gen, struct llama_sampler *smpl, struct group *g,
+                                int choice, int lo, int hi)
+{
+    int reuse = 0;
+    struct slot *s = NULL;
+    if (e->trie) {
+        s = engine_pick_slot(e, lo, hi, tok, n, &reuse);
+    } else {
+        for (int i = lo; i < hi && !s; i++)
+            if (!e->slots[i].used)
+                s = &e->slots[i];
+    }
+    if (!s) {
+        free(tok);
+        if (smpl)
+            llama_sampler_free(smpl);
+        if (!g)
+            engine_fail(src, req, NS_ERR_INTERNAL, NULL, n, "no free sequence slot");
+        return NULL;
+    }
+    int id = (int)(s - e->slots);
+    /* Sequences waiting to copy this slot's old prompt can still copy what is reused (it
+     * stays in KV); past that the slot will hold the new prompt's tokens, not theirs. */
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *w = &e->slots[i];
+        if (w->used && w->wait_for == id && w->wait_len > reuse) {
+            if (reuse > w->n_past + 16)
+                w->wait_len = reuse;
+            else
+                w->wait_for = -1;
+        }
+    }
+    /* the slot's old content: kept up to what is reused, the rest dropped */
+    free(s->tok);
+    if (s->retained && reuse == 0)
+        slot_forget_kv(e, s);
+    else if (e->trie)
+        prefix_trie_remove(e->trie, id);
+    memset(s, 0, sizeof(*s));
+    s->wait_for = -1;
+    s->used = true;
+    s->order = ++e->next_order;
+    s->req = req;
+    s->grp = g;
+    s->choice = choice;
+    s->cap_tok = n + (max_gen < 256 ? max_gen : 256) + 1;
+    llama_token *grown = realloc(tok, sizeof(*tok) * (size_t)s->cap_tok);
+    if (!grown) {
+        free(tok);
+        if (smpl)
+            llama_sampler_free(smpl);
+        slot_forget_kv(e, s);
+        memset(s, 0, sizeof(*s));
+        s->wait_for = -1;
+        if (!g)
+            engine_fail(src, req, NS_ERR_NOMEM, NULL, n, "out of memory");
+        return NULL;
+    }
+    s->tok = grown;
+    s->n_tok = s->n_prompt = n;
+    s->stop_index = -1;
+    s->max_gen = max_gen;
+    s->eog_masked = req->ignore_eos;
+    s->smpl = smpl;
+    s->i_out = -1;
+    buf_init(&s->text, ENGINE_TEXT_MAX);
+    buf_init(&s->lp_text, ENGINE_TEXT_MAX);
+    s->t_admit = now_s();
+    e->stats.prompt_submitted += (uint64_t)n;
+    /* at least the last prompt token is computed: its logits start the generation */
+    int limit = n - 1;
+    if (reuse > limit)
+        reuse = limit;
+    if (reuse > 0) {
+        llama_memory_seq_rm(llama_get_memory(e->ctx), id, reuse, -1);
+        s->n_past = reuse;
+        s->cached = reuse;
+        e->stats.prompt_cached += (uint64_t)reuse;
+    } else if (e->trie) {
+        llama_memory_seq_rm(llama_get_memory(e->ctx), id, -1, -1);
+    }
+    struct slot *sib = g && choice > 0 ? engine_group_source(e, g, s) : NULL;
+    if (sib) {
+        /* another choice of the same prompt: copy its KV whatever the length (the prompt
+         * is computed once per request), now if it is there, else once its prefill is */
+        if (limit > s->n_past) {
+            if (sib->n_past >= limit)
+                engine_copy_prefix(e, s, sib, limit);
+            else
+                s->wait_for = (int)(sib - e->slots), s->wait_len = limit;
+        }
+    } else if (e->trie) {
+        /* a longer prefix held (or being computed) by another sequence: copy it, now if
+         * its KV is there, else once its prefill gets that far */
+        int other = -1;
+        int len = prefix_trie_match(e->trie, s->tok, limit, -1, &other);
+        if (other >= 0 && other != id && len > s->n_past + 16) {
+            struct slot *o = &e->slots[other];
+            int have = o->parked ? 0 : o->n_past;
+            if (have >= len)
+                engine_copy_prefix(e, s, o, len);
+            else if (o->used && !o->parked)
+                s->wait_for = other, s->wait_len = len;
+        }
+    }
+    if (e->trie)
+        prefix_trie_set(e->trie, id, s->tok, n);
+    return s;
+}
+
+/* Tokenize and check a new request, and seat it (its choice 0) in a free slot of [lo, hi).
+ * On failure done() has been called and NULL is returned. */
 static struct slot *engine_admit(struct engine *e, const struct engine_source *src, struct engine_request *req,
                                  int lo, int hi)
 {
     char err[256] = "";
     llama_token *tok = NULL;
+    int n_choices = req->n > 1 ? req->n : 1;
+    if (req->embed) {
+        engine_fail(src, req, NS_ERR_INVALID, "model",
+                    0, "This model is loaded for text generation, not embeddings: serve an embedding model with --embedding.");
+        return NULL;
+    }
+    if (n_choices > ENGINE_MAX_CHOICES || n_choices > e->n_slots) {
+        engine_fail(src, req, NS_ERR_INVALID, "n", 0,
+                    "Invalid 'n': this model runs at most %d sequences at once, so at most %d choices, but got %d.",
+                    e->n_slots, e->n_slots < ENGINE_MAX_CHOICES ? e->n_slots : ENGINE_MAX_CHOICES, n_choices);
+        return NULL;
+    }
     int n = engine_tokenize(e, req, &tok, err, sizeof(err));
     if (n < 0) {
         int st = -n;
@@ -713,7 +1049,7 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
         }
     }
     struct llama_sampler *smpl = NULL;
-    int smpl_rc = engine_make_sampler(e, req, &smpl);
+    int smpl_rc = engine_make_sampler(e, req, req->seed, &smpl);
     if (smpl_rc != NS_OK) {
         free(tok);
         if (smpl_rc == NS_ERR_INVALID)
@@ -723,96 +1059,146 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
             engine_fail(src, req, smpl_rc, NULL, n, "out of memory");
         return NULL;
     }
-
-    int reuse = 0;
-    struct slot *s = NULL;
-    if (e->trie) {
-        s = engine_pick_slot(e, lo, hi, tok, n, &reuse);
-    } else {
-        for (int i = lo; i < hi && !s; i++)
-            if (!e->slots[i].used)
-                s = &e->slots[i];
+    struct group *g = NULL;
+    if (n_choices > 1) {
+        g = calloc(1, sizeof(*g));
+        llama_token *copy = malloc(sizeof(*copy) * (size_t)n);
+        if (!g || !copy) {
+            free(g);
+            free(copy);
+            free(tok);
+            if (smpl)
+                llama_sampler_free(smpl);
+            engine_fail(src, req, NS_ERR_NOMEM, NULL, n, "out of memory");
+            return NULL;
+        }
+        memcpy(copy, tok, sizeof(*copy) * (size_t)n);
+        g->req = req;
+        g->n = n_choices;
+        g->seated = 1;
+        g->tok = copy;
+        g->n_tok = n;
+        g->max_gen = max_gen;
     }
+    struct slot *s = engine_seat(e, src, req, tok, n, max_gen, smpl, g, 0, lo, hi);
     if (!s) {
-        free(tok);
-        if (smpl)
-            llama_sampler_free(smpl);
-        engine_fail(src, req, NS_ERR_INTERNAL, NULL, n, "no free sequence slot");
+        if (g) {
+            free(g->tok);
+            free(g);
+            engine_fail(src, req, NS_ERR_NOMEM, NULL, n, "out of memory");
+        }
         return NULL;
     }
-    int id = (int)(s - e->slots);
-    /* Sequences waiting to copy this slot's old prompt can still copy what is reused (it
-     * stays in KV); past that the slot will hold the new prompt's tokens, not theirs. */
-    for (int i = 0; i < e->n_slots; i++) {
-        struct slot *w = &e->slots[i];
-        if (w->used && w->wait_for == id && w->wait_len > reuse) {
-            if (reuse > w->n_past + 16)
-                w->wait_len = reuse;
-            else
-                w->wait_for = -1;
-        }
-    }
-    /* the slot's old content: kept up to what is reused, the rest dropped */
-    free(s->tok);
-    if (s->retained && reuse == 0)
-        slot_forget_kv(e, s);
-    else if (e->trie)
-        prefix_trie_remove(e->trie, id);
-    memset(s, 0, sizeof(*s));
-    s->wait_for = -1;
-    s->used = true;
-    s->order = ++e->next_order;
-    s->req = req;
-    s->cap_tok = n + (max_gen < 256 ? max_gen : 256) + 1;
-    s->tok = realloc(tok, sizeof(*tok) * (size_t)s->cap_tok);
-    if (!s->tok) {
-        free(tok);
-        if (smpl)
-            llama_sampler_free(smpl);
-        slot_forget_kv(e, s);
-        memset(s, 0, sizeof(*s));
-        s->wait_for = -1;
-        engine_fail(src, req, NS_ERR_NOMEM, NULL, n, "out of memory");
-        return NULL;
-    }
-    s->n_tok = s->n_prompt = n;
-    s->stop_index = -1;
-    s->max_gen = max_gen;
-    s->eog_masked = req->ignore_eos;
-    s->smpl = smpl;
-    s->i_out = -1;
-    buf_init(&s->text, ENGINE_TEXT_MAX);
-    buf_init(&s->lp_text, ENGINE_TEXT_MAX);
-    s->t_admit = now_s();
-    e->stats.prompt_submitted += (uint64_t)n;
-    /* at least the last prompt token is computed: its logits start the generation */
-    int limit = n - 1;
-    if (reuse > limit)
-        reuse = limit;
-    if (reuse > 0) {
-        llama_memory_seq_rm(llama_get_memory(e->ctx), id, reuse, -1);
-        s->n_past = reuse;
-        s->cached = reuse;
-        e->stats.prompt_cached += (uint64_t)reuse;
-    } else if (e->trie) {
-        llama_memory_seq_rm(llama_get_memory(e->ctx), id, -1, -1);
-    }
-    if (e->trie) {
-        /* a longer prefix held (or being computed) by another sequence: copy it, now if
-         * its KV is there, else once its prefill gets that far */
-        int other = -1;
-        int len = prefix_trie_match(e->trie, s->tok, limit, -1, &other);
-        if (other >= 0 && other != id && len > s->n_past + 16) {
-            struct slot *o = &e->slots[other];
-            int have = o->parked ? 0 : o->n_past;
-            if (have >= len)
-                engine_copy_prefix(e, s, o, len);
-            else if (o->used && !o->parked)
-                s->wait_for = other, s->wait_len = len;
-        }
-        prefix_trie_set(e->trie, id, s->tok, n);
+    if (g) {
+        g->n_prompt = n;
+        g->cached = s->cached;
+        g->t_admit = s->t_admit;
+        struct group **tail = &e->pending;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = g;
     }
     return s;
+}
+
+/* a group ends: unlinked from e->pending, its kept choices freed */
+static void group_free(struct engine *e, struct group *g)
+{
+    for (struct group **p = &e->pending; *p; p = &(*p)->next) {
+        if (*p == g) {
+            *p = g->next;
+            break;
+        }
+    }
+    for (int i = 0; i < ENGINE_MAX_CHOICES; i++) {
+        free(g->ch[i].text);
+        free(g->ch[i].lp);
+        free(g->ch[i].lp_text);
+    }
+    free(g->tok);
+    free(g);
+}
+
+/* One slot's request fails: for a group, every other choice stops too and done() is
+ * called once for the request. */
+static void engine_fail_slot(struct engine *e, const struct engine_source *src, struct slot *s, int status,
+                             const char *msg)
+{
+    struct engine_request *req = s->req;
+    struct group *g = s->grp;
+    int n_prompt = s->n_prompt;
+    slot_release(e, s);
+    if (g) {
+        for (int i = 0; i < e->n_slots; i++)
+            if (e->slots[i].used && e->slots[i].grp == g)
+                slot_release(e, &e->slots[i]);
+        group_free(e, g);
+    }
+    engine_fail(src, req, status, NULL, n_prompt, "%s", msg);
+}
+
+/* Seat the pending choices of groups (of the priority lane or not) while slots are free
+ * in their range. */
+static void engine_seat_pending(struct engine *e, const struct engine_source *src, bool priority)
+{
+    struct group *g = e->pending;
+    while (g) {
+        struct group *next = g->next;
+        if (g->priority != priority) {
+            g = next;
+            continue;
+        }
+        int lo = 0, hi = priority ? e->n_slots : e->p.n_parallel;
+        while (g->seated < g->n) {
+            bool free_slot = false;
+            for (int i = lo; i < hi && !free_slot; i++)
+                free_slot = !e->slots[i].used;
+            int running = engine_running(e);
+            if (!free_slot ||
+                (e->p.kv_unified && running > 0 && engine_kv_reserved(e) + g->n_tok + running * 16 >= e->n_ctx))
+                return; /* in order: a later group waits for this one */
+            int choice = g->seated;
+            struct llama_sampler *smpl = NULL;
+            llama_token *tok = malloc(sizeof(*tok) * (size_t)g->n_tok);
+            int rc = tok ? engine_make_sampler(e, g->req, g->req->seed + (uint32_t)choice, &smpl) : NS_ERR_NOMEM;
+            struct slot *s = NULL;
+            if (rc == NS_OK) {
+                memcpy(tok, g->tok, sizeof(*tok) * (size_t)g->n_tok);
+                s = engine_seat(e, src, g->req, tok, g->n_tok, g->max_gen, smpl, g, choice, lo, hi);
+                tok = NULL;
+            }
+            free(tok);
+            if (!s) {
+                /* the first choice's sampler compiled, so this is memory */
+                struct slot *any = NULL;
+                for (int i = 0; i < e->n_slots && !any; i++)
+                    if (e->slots[i].used && e->slots[i].grp == g)
+                        any = &e->slots[i];
+                if (any) {
+                    engine_fail_slot(e, src, any, NS_ERR_NOMEM, "out of memory");
+                } else {
+                    struct engine_request *req = g->req;
+                    int n_prompt = g->n_prompt;
+                    group_free(e, g);
+                    engine_fail(src, req, NS_ERR_NOMEM, NULL, n_prompt, "out of memory");
+                }
+                break;
+            }
+            s->priority = priority;
+            g->seated++;
+        }
+        if (g->seated >= g->n) {
+            /* all seated: off the pending list (it stays alive through its slots) */
+            for (struct group **p = &e->pending; *p; p = &(*p)->next) {
+                if (*p == g) {
+                    *p = g->next;
+                    g->next = NULL;
+                    break;
+                }
+            }
+        }
+        g = next;
+    }
 }
 
 /* waiting slots whose source has computed enough copy it now; called before each batch */
@@ -834,6 +1220,75 @@ static void engine_resolve_waits(struct engine *e)
     }
 }
 
+/* new text (and the logprobs recorded since the last call) to token() */
+static void engine_emit(const struct engine_source *src, struct slot *s, const char *text, size_t n)
+{
+    struct engine_delta d = {.index = s->choice, .text = text ? text : "", .len = n};
+    if (s->req->logprobs) {
+        d.logprobs = s->lp + s->lp_sent;
+        d.n_logprobs = s->n_lp - s->lp_sent;
+        d.logprob_text = s->lp_text.p ? s->lp_text.p : "";
+        s->lp_sent = s->n_lp;
+    }
+    src->token(src->ud, s->req, &d);
+}
+
+/* One choice of a group ended: its text and logprobs move into the group, the slot is
+ * released; the last one to end calls done() for the request with every choice. */
+static void engine_finish_choice(struct engine *e, const struct engine_source *src, struct slot *s,
+                                 enum engine_finish why)
+{
+    struct group *g = s->grp;
+    struct group_choice *c = &g->ch[s->choice];
+    c->text_len = s->text.len;
+    c->text = buf_detach(&s->text);
+    c->lp_text_len = s->lp_text.len;
+    c->lp_text = buf_detach(&s->lp_text);
+    c->lp = s->lp;
+    c->n_lp = s->n_lp;
+    s->lp = NULL;
+    s->n_lp = s->cap_lp = 0;
+    c->finish = why;
+    c->stop_index = s->stop_index;
+    c->n_gen = s->n_gen;
+    if (s->t_first > 0 && (g->t_first == 0 || s->t_first < g->t_first))
+        g->t_first = s->t_first;
+    g->ended++;
+    slot_release(e, s);
+    if (g->ended < g->n)
+        return;
+    struct engine_choice ch[ENGINE_MAX_CHOICES];
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = NS_OK;
+    for (int i = 0; i < g->n; i++) {
+        const struct group_choice *k = &g->ch[i];
+        ch[i] = (struct engine_choice){.text = k->text ? k->text : "", .text_len = k->text_len, .finish = k->finish,
+                                       .stop_index = k->stop_index, .completion_tokens = k->n_gen,
+                                       .logprobs = k->lp, .n_logprobs = k->n_lp,
+                                       .logprob_text = k->lp_text ? k->lp_text : "", .logprob_text_len = k->lp_text_len};
+        res.completion_tokens += k->n_gen;
+    }
+    res.text = ch[0].text;
+    res.text_len = ch[0].text_len;
+    res.finish = ch[0].finish;
+    res.stop_index = ch[0].stop_index;
+    res.logprobs = ch[0].logprobs;
+    res.n_logprobs = ch[0].n_logprobs;
+    res.logprob_text = ch[0].logprob_text;
+    res.logprob_text_len = ch[0].logprob_text_len;
+    res.prompt_tokens = g->n_prompt;
+    res.cached_tokens = g->cached;
+    res.t_admit = g->t_admit;
+    res.t_first = g->t_first;
+    res.t_end = now_s();
+    res.n_choices = g->n;
+    res.choices = ch;
+    /* done() before freeing: the texts are the group's */
+    src->done(src->ud, g->req, &res);
+    group_free(e, g);
+}
+
 static void engine_finish(struct engine *e, const struct engine_source *src, struct slot *s, enum engine_finish why)
 {
     struct engine_result res;
@@ -845,8 +1300,13 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
         s->text.len = utf8_sanitize(s->text.p, s->text.len, s->text.cap - 1);
         s->text.p[s->text.len] = '\0';
     }
-    if (src->token && s->text.len > s->sent)
-        src->token(src->ud, s->req, s->text.p + s->sent, s->text.len - s->sent);
+    if (src->token && (s->text.len > s->sent || s->n_lp > s->lp_sent))
+        engine_emit(src, s, s->text.p + s->sent, s->text.len - s->sent);
+    if (s->grp) {
+        engine_finish_choice(e, src, s, why);
+        return;
+    }
+    struct engine_choice one;
     res.text = s->text.p ? s->text.p : "";
     res.text_len = s->text.len;
     res.finish = why;
@@ -861,6 +1321,12 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
     res.n_logprobs = s->n_lp;
     res.logprob_text = s->lp_text.p ? s->lp_text.p : "";
     res.logprob_text_len = s->lp_text.len;
+    one = (struct engine_choice){.text = res.text, .text_len = res.text_len, .finish = why,
+                                 .stop_index = res.stop_index, .completion_tokens = res.completion_tokens,
+                                 .logprobs = res.logprobs, .n_logprobs = res.n_logprobs,
+                                 .logprob_text = res.logprob_text, .logprob_text_len = res.logprob_text_len};
+    res.n_choices = 1;
+    res.choices = &one;
     /* done() before release: res.text points into the slot */
     src->done(src->ud, s->req, &res);
     slot_release(e, s);
@@ -870,11 +1336,15 @@ static void engine_cancel_all(struct engine *e, const struct engine_source *src)
 {
     for (int i = 0; i < e->n_slots; i++) {
         struct slot *s = &e->slots[i];
-        if (!s->used)
-            continue;
-        struct engine_request *req = s->req;
-        int n_prompt = s->n_prompt;
-        slot_release(e, s);
+        if (s->used)
+            engine_fail_slot(e, src, s, NS_ERR_CANCELLED, "the request was cancelled");
+    }
+    /* groups whose seated choices all ended but some are still to seat */
+    while (e->pending) {
+        struct group *g = e->pending;
+        struct engine_request *req = g->req;
+        int n_prompt = g->n_prompt;
+        group_free(e, g);
         engine_fail(src, req, NS_ERR_CANCELLED, NULL, n_prompt, "the request was cancelled");
     }
 }
@@ -1033,10 +1503,7 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
     float *logits = llama_get_logits_ith(e->ctx, row);
     s->i_out = -1;
     if (!logits) {
-        struct engine_request *req = s->req;
-        int n_prompt = s->n_prompt;
-        slot_release(e, s);
-        engine_fail(src, req, NS_ERR_ENGINE, NULL, n_prompt, "the engine produced no logits");
+        engine_fail_slot(e, src, s, NS_ERR_ENGINE, "the engine produced no logits");
         return;
     }
     /* a grammar decides when the output may end: masking EOG could leave no token at all */
@@ -1056,10 +1523,7 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         return;
     }
     if (slot_push_token(s, t) != NS_OK || (s->req->logprobs && engine_record_logprob(e, s, logits, t) != NS_OK)) {
-        struct engine_request *req = s->req;
-        int n_prompt = s->n_prompt;
-        slot_release(e, s);
-        engine_fail(src, req, NS_ERR_NOMEM, NULL, n_prompt, "out of memory");
+        engine_fail_slot(e, src, s, NS_ERR_NOMEM, "out of memory");
         return;
     }
     char piece[256];
@@ -1090,7 +1554,7 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         size_t upto = s->text.len - hold;
         upto -= utf8_incomplete_tail(s->text.p, upto);
         if (upto > s->sent) {
-            src->token(src->ud, s->req, s->text.p + s->sent, upto - s->sent);
+            engine_emit(src, s, s->text.p + s->sent, upto - s->sent);
             s->sent = upto;
         }
     }
@@ -1190,9 +1654,11 @@ static bool engine_resume_parked(struct engine *e)
 /* admit priority requests into any free slot, parking ordinary sequences for KV room */
 static void engine_pull_priority(struct engine *e, const struct engine_source *src)
 {
+    engine_seat_pending(e, src, true);
     if (!src->pull_priority)
         return;
     for (;;) {
+        engine_seat_pending(e, src, true);
         int free_slots = 0;
         for (int i = 0; i < e->n_slots; i++)
             free_slots += !e->slots[i].used;
@@ -1211,6 +1677,8 @@ static void engine_pull_priority(struct engine *e, const struct engine_source *s
             if (!s)
                 continue;
             s->priority = true;
+            if (s->grp)
+                s->grp->priority = true;
             while (engine_running(e) > 1 && engine_kv_reserved(e) + engine_running(e) > e->n_ctx) {
                 bool only_prio = true;
                 for (int i = 0; i < e->n_slots; i++)
@@ -1231,6 +1699,8 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
 {
     int admitted = 0;
     for (;;) {
+        /* the other choices of requests already admitted come before new requests */
+        engine_seat_pending(e, src, false);
         int free_slots = 0;
         for (int i = 0; i < e->p.n_parallel; i++)
             free_slots += !e->slots[i].used;
@@ -1337,8 +1807,251 @@ static void engine_clear_outputs(struct engine *e)
         e->slots[i].i_out = -1;
 }
 
+/* ---- embeddings --------------------------------------------------------------------- */
+
+/* an embedding request in progress: its inputs' tokens, and the vectors filled so far */
+struct embed_job {
+    struct engine_request *req;
+    int n;                          /* inputs (req is the caller's: gone after done()) */
+    llama_token **tok;
+    int *n_tok;
+    int next;                       /* the next input to put in a batch */
+    int finished;                   /* inputs whose vector is in out */
+    int total_tokens;
+    float *out;                     /* n_embed x n_embd */
+    double t_admit;
+};
+
+static void embed_job_free(struct embed_job *j)
+{
+    for (int i = 0; j->tok && i < j->n; i++)
+        free(j->tok[i]);
+    free(j->tok);
+    free(j->n_tok);
+    free(j->out);
+    memset(j, 0, sizeof(*j));
+}
+
+/* Tokenize and check a new embedding request into j; on failure done() has been called. */
+static bool embed_admit(struct engine *e, const struct engine_source *src, struct engine_request *req,
+                        struct embed_job *j)
+{
+    memset(j, 0, sizeof(*j));
+    j->req = req;
+    j->n = req->n_embed > 0 ? req->n_embed : 0;
+    j->t_admit = now_s();
+    if (!req->embed || req->n_embed <= 0) {
+        engine_fail(src, req, NS_ERR_INVALID, "model", 0,
+                    "This model is loaded for embeddings only (--embedding): it serves /v1/embeddings, not text "
+                    "generation.");
+        return false;
+    }
+    int max = e->info.n_embed_max, n_embd = e->info.n_embd;
+    if (req->embed_dimensions > 0 && req->embed_dimensions != n_embd) {
+        engine_fail(src, req, NS_ERR_UNSUPPORTED, "dimensions", 0,
+                    "Invalid 'dimensions': this model's embeddings have %d dimensions and cannot be shortened; "
+                    "leave 'dimensions' out or give %d.",
+                    n_embd, n_embd);
+        return false;
+    }
+    j->tok = calloc((size_t)req->n_embed, sizeof(*j->tok));
+    j->n_tok = calloc((size_t)req->n_embed, sizeof(*j->n_tok));
+    j->out = malloc(sizeof(float) * (size_t)req->n_embed * (size_t)n_embd);
+    if (!j->tok || !j->n_tok || !j->out) {
+        embed_job_free(j);
+        engine_fail(src, req, NS_ERR_NOMEM, NULL, 0, "out of memory");
+        return false;
+    }
+    for (int i = 0; i < req->n_embed; i++) {
+        const struct engine_embed_input *in = &req->embed[i];
+        int n;
+        if (in->tokens) {
+            n = in->n_tokens;
+            for (int k = 0; k < n; k++) {
+                if (in->tokens[k] < 0 || in->tokens[k] >= e->n_vocab) {
+                    int tk = in->tokens[k];
+                    embed_job_free(j);
+                    engine_fail(src, req, NS_ERR_INVALID, "input", 0,
+                                "Invalid 'input[%d]': token id %d is not in this model's vocabulary (0 to %d).", i, tk,
+                                e->n_vocab - 1);
+                    return false;
+                }
+            }
+        } else {
+            size_t len = in->text ? in->text_len : 0;
+            if (len / (size_t)e->max_piece >= (size_t)max) {
+                embed_job_free(j);
+                engine_fail(src, req, NS_ERR_CONTEXT, "input", j->total_tokens,
+                            "This model's maximum context length is %d tokens, however input[%d] holds %zu bytes, so "
+                            "at least %zu tokens. Please reduce the length of the input.",
+                            max, i, len, len / (size_t)e->max_piece);
+                return false;
+            }
+            n = llama_tokenize(e->vocab, in->text ? in->text : "", (int32_t)len, NULL, 0, true, false);
+            n = n < 0 ? -n : n;
+        }
+        if (n == 0 || n > max) {
+            int total = j->total_tokens;
+            embed_job_free(j);
+            if (n == 0)
+                engine_fail(src, req, NS_ERR_INVALID, "input", total, "Invalid 'input[%d]': it has no tokens.", i);
+            else
+                engine_fail(src, req, NS_ERR_CONTEXT, "input", total,
+                            "This model's maximum context length is %d tokens, however input[%d] has %d tokens. Please "
+                            "reduce the length of the input.",
+                            max, i, n);
+            return false;
+        }
+        j->tok[i] = malloc(sizeof(llama_token) * (size_t)n);
+        if (!j->tok[i]) {
+            embed_job_free(j);
+            engine_fail(src, req, NS_ERR_NOMEM, NULL, 0, "out of memory");
+            return false;
+        }
+        if (in->tokens)
+            memcpy(j->tok[i], in->tokens, sizeof(llama_token) * (size_t)n);
+        else
+            n = llama_tokenize(e->vocab, in->text ? in->text : "", (int32_t)in->text_len, j->tok[i], n, true, false);
+        j->n_tok[i] = n;
+        j->total_tokens += n;
+    }
+    e->stats.prompt_submitted += (uint64_t)j->total_tokens;
+    return true;
+}
+
+static void embed_normalize(float *v, int n)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++)
+        s += (double)v[i] * v[i];
+    float k = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
+    for (int i = 0; i < n; i++)
+        v[i] *= k;
+}
+
+/* engine_run for an embedding engine: at every step, inputs of the waiting requests (in
+ * arrival order, interactive ones first) fill one batch, one sequence each, up to n_batch
+ * tokens and the context's sequences; one forward pass pools each sequence's vector */
+static int engine_run_embed(struct engine *e, const struct engine_source *src)
+{
+    enum { MAXJ = ENGINE_MAX_PARALLEL };
+    struct embed_job jobs[MAXJ];
+    int n_jobs = 0, rc = NS_OK;
+    bool exhausted = false;
+    int n_seq = e->n_slots, n_embd = e->info.n_embd, budget = e->info.n_embed_max;
+    struct { int job, input; } at[ENGINE_MAX_PARALLEL];
+    atomic_store(&e->stop, 0);
+    for (;;) {
+        if (atomic_load(&e->stop))
+            break;
+        for (int lane = 0; lane < 2 && n_jobs < MAXJ; lane++) {
+            int (*pull)(void *, struct engine_request **, int) = lane == 0 ? src->pull_priority : src->pull;
+            if (!pull || (lane == 1 && exhausted))
+                continue;
+            struct engine_request *reqs[MAXJ];
+            int got = pull(src->ud, reqs, MAXJ - n_jobs);
+            if (got < 0) {
+                if (lane == 1)
+                    exhausted = true;
+                continue;
+            }
+            for (int k = 0; k < got; k++)
+                if (embed_admit(e, src, reqs[k], &jobs[n_jobs]))
+                    n_jobs++;
+        }
+        if (n_jobs == 0) {
+            if (exhausted)
+                return NS_OK;
+            if (src->wait)
+                src->wait(src->ud);
+            else
+                usleep(1000);
+            continue;
+        }
+        /* one batch */
+        struct llama_batch *b = &e->batch;
+        b->n_tokens = 0;
+        int n_at = 0;
+        for (int ji = 0; ji < n_jobs && n_at < n_seq; ji++) {
+            struct embed_job *j = &jobs[ji];
+            while (j->next < j->req->n_embed && n_at < n_seq && b->n_tokens + j->n_tok[j->next] <= budget) {
+                int n = j->n_tok[j->next];
+                for (int k = 0; k < n; k++) {
+                    int t = b->n_tokens++;
+                    b->token[t] = j->tok[j->next][k];
+                    b->pos[t] = k;
+                    b->n_seq_id[t] = 1;
+                    b->seq_id[t][0] = (llama_seq_id)n_at;
+                    b->logits[t] = 1;
+                }
+                at[n_at].job = ji;
+                at[n_at].input = j->next++;
+                n_at++;
+            }
+            if (j->next < j->req->n_embed)
+                break; /* the batch is full: keep arrival order */
+        }
+        llama_memory_clear(llama_get_memory(e->ctx), true);
+        int ret = engine_forward(e, *b);
+        e->stats.steps++;
+        e->stats.tokens_decoded += (uint64_t)b->n_tokens;
+        e->stats.prompt_tokens += (uint64_t)b->n_tokens;
+        e->stats.seqs_in_steps += (uint64_t)n_at;
+        for (int i = 0; i < n_at; i++) {
+            struct embed_job *j = &jobs[at[i].job];
+            const float *v = ret == 0 ? llama_get_embeddings_seq(e->ctx, (llama_seq_id)i) : NULL;
+            if (!v) {
+                j->next = -1; /* failed: ended below */
+                continue;
+            }
+            float *dst = j->out + (size_t)at[i].input * (size_t)n_embd;
+            memcpy(dst, v, sizeof(float) * (size_t)n_embd);
+            embed_normalize(dst, n_embd);
+            j->finished++;
+        }
+        /* end the requests that are complete or failed, keeping the others in order */
+        int kept = 0;
+        for (int ji = 0; ji < n_jobs; ji++) {
+            struct embed_job *j = &jobs[ji];
+            if (j->next >= 0 && j->finished < j->req->n_embed) {
+                jobs[kept++] = *j;
+                continue;
+            }
+            if (j->next < 0) {
+                engine_fail(src, j->req, NS_ERR_ENGINE, NULL, j->total_tokens, "the engine could not compute the embeddings");
+            } else {
+                struct engine_result res;
+                memset(&res, 0, sizeof(res));
+                res.status = NS_OK;
+                res.text = "";
+                res.stop_index = -1;
+                res.prompt_tokens = j->total_tokens;
+                res.embedding = j->out;
+                res.n_embed = j->req->n_embed;
+                res.n_embd = n_embd;
+                res.t_admit = j->t_admit;
+                res.t_first = res.t_end = now_s();
+                src->done(src->ud, j->req, &res);
+            }
+            embed_job_free(j);
+        }
+        n_jobs = kept;
+        if (ret != 0 && ret != 1) {
+            rc = NS_ERR_ENGINE;
+            break;
+        }
+    }
+    for (int ji = 0; ji < n_jobs; ji++) {
+        engine_fail(src, jobs[ji].req, NS_ERR_CANCELLED, NULL, jobs[ji].total_tokens, "the request was cancelled");
+        embed_job_free(&jobs[ji]);
+    }
+    return rc;
+}
+
 int engine_run(struct engine *e, const struct engine_source *src)
 {
+    if (e->p.embedding)
+        return engine_run_embed(e, src);
     bool exhausted = false;
     atomic_store(&e->stop, 0);
     for (;;) {
@@ -1357,6 +2070,8 @@ int engine_run(struct engine *e, const struct engine_source *src)
                 any_parked |= e->slots[i].used;
             if (any_parked)
                 continue; /* resume will take the oldest now that nothing runs */
+            if (e->pending)
+                continue; /* choices of a group still to seat, in the slots now free */
             if (exhausted)
                 return NS_OK;
             if (src->wait)
@@ -1379,13 +2094,8 @@ int engine_run(struct engine *e, const struct engine_source *src)
             if (!engine_evict_retained(e) && !engine_park_newest(e)) {
                 for (int i = 0; i < e->n_slots; i++) {
                     struct slot *s = &e->slots[i];
-                    if (s->used && !s->parked) {
-                        struct engine_request *req = s->req;
-                        int n_prompt = s->n_prompt;
-                        slot_release(e, s);
-                        engine_fail(src, req, NS_ERR_CONTEXT, NULL, n_prompt,
-                                    "the KV cache has no room for this request");
-                    }
+                    if (s->used && !s->parked)
+                        engine_fail_slot(e, src, s, NS_ERR_CONTEXT, "the KV cache has no room for this request");
                 }
             }
             continue;

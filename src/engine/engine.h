@@ -65,7 +65,23 @@ struct engine_params {
                               or waits for one being computed, instead of recomputing it */
     const char *chat_template; /* NULL = the model's own, else a llama.cpp built-in name */
     bool verbose;          /* let llama.cpp log to stderr */
+    /* Load the model for embeddings only: one llama.cpp context computes either logits or
+     * pooled embeddings, so such an engine serves engine_request.embed requests and fails
+     * generation requests (NS_ERR_INVALID, param "model"), and a generation engine fails
+     * embedding requests the same way. */
+    bool embedding;
+    int pooling;           /* embedding: an enum engine_pooling */
 };
+
+enum engine_pooling {
+    ENGINE_POOLING_MODEL = -1, /* the GGUF's pooling type; mean when it names none */
+    ENGINE_POOLING_NONE = 0,   /* refused by engine_init: OpenAI's shape is one vector per input */
+    ENGINE_POOLING_MEAN = 1,
+    ENGINE_POOLING_CLS = 2,
+    ENGINE_POOLING_LAST = 3,
+};
+/* "mean", "cls", "last", "none" -> enum engine_pooling; -2 for anything else */
+int engine_pooling_parse(const char *s);
 
 struct engine_params engine_default_params(void);
 
@@ -76,8 +92,11 @@ struct engine_msg {
 
 enum engine_finish { ENGINE_FINISH_STOP = 0, ENGINE_FINISH_LENGTH = 1 };
 
+struct engine_token_logprob;
+
 #define ENGINE_MAX_STOP 4
 #define ENGINE_MAX_TOP_LOGPROBS 20
+#define ENGINE_MAX_CHOICES 16
 
 struct engine_logit_bias {
     int32_t token;
@@ -98,7 +117,24 @@ struct engine_token_logprob {
     } top[ENGINE_MAX_TOP_LOGPROBS];
 };
 
+/* one embedding input: text (tokenized with the model's BOS/EOS as it adds them), or token
+ * ids (used as they are) */
+struct engine_embed_input {
+    const char *text;
+    size_t text_len;
+    const int32_t *tokens;
+    int n_tokens;
+};
+
 struct engine_request {
+    /* embeddings (an engine loaded with params.embedding): the inputs; nothing else in the
+     * request applies. Inputs of many requests are decoded together, one sequence each. An
+     * input longer than the context fails the request (NS_ERR_CONTEXT, param "input"). */
+    const struct engine_embed_input *embed;
+    int n_embed;
+    int embed_dimensions;  /* the size the client asked for, 0 = any: only the model's own
+                              n_embd is served (NS_ERR_UNSUPPORTED, param "dimensions") */
+
     /* input: messages (chat) or prompt (completion), not both */
     const struct engine_msg *messages;
     int n_messages;
@@ -117,6 +153,14 @@ struct engine_request {
     float presence_penalty, frequency_penalty; /* 0 = off */
     float repetition_penalty;                  /* 1 = off */
     uint32_t seed;
+    /* choices: n independent completions of the one prompt (0 or 1: one). Each runs in its
+     * own sequence; the prompt's KV is computed once, by choice 0, and copied to the others
+     * (llama_memory_seq_cp), which compute only the last prompt token themselves (its logits
+     * start their sampling). Choice i samples with seed + i. done() is called once, when
+     * every choice has ended, with all of them in engine_result.choices. More than
+     * ENGINE_MAX_CHOICES, or more than the engine's n_parallel sequences, fails the request
+     * with NS_ERR_INVALID, param "n". */
+    int n;
     /* a GBNF grammar (start rule "root") the output must follow, or NULL: llama.cpp's
      * grammar sampler masks every token that would leave it, and end-of-generation is
      * allowed only once the grammar is complete. min_tokens and ignore_eos do not apply
@@ -146,6 +190,31 @@ struct engine_request {
 /* a request with OpenAI's defaults (temperature 1, top_p 1, no limit) */
 void engine_request_init(struct engine_request *r);
 
+/* one choice of a result (request.n); text and logprobs as in engine_result */
+struct engine_choice {
+    const char *text;
+    size_t text_len;
+    enum engine_finish finish;
+    int stop_index;
+    int completion_tokens;
+    const struct engine_token_logprob *logprobs;
+    int n_logprobs;
+    const char *logprob_text;
+    size_t logprob_text_len;
+};
+
+/* new text of one choice for token() (streaming): text never splits a UTF-8 character nor
+ * shows what may become a stop string; logprobs are the tokens generated since the last
+ * delta of that choice (request.logprobs), pieces in logprob_text. Valid during the call. */
+struct engine_delta {
+    int index;                 /* the choice */
+    const char *text;
+    size_t len;
+    const struct engine_token_logprob *logprobs;
+    int n_logprobs;
+    const char *logprob_text;
+};
+
 struct engine_result {
     int status;                /* NS_OK, or an ns_status; message/param say why */
     char message[400];
@@ -170,7 +239,21 @@ struct engine_result {
     int n_logprobs;
     const char *logprob_text;
     size_t logprob_text_len;
+    /* every choice in index order (a successful local result: n_choices >= 1, choice 0 is
+     * also in the fields above and completion_tokens is the sum over the choices); 0 and
+     * NULL for a failure or an upstream's answer */
+    int n_choices;
+    const struct engine_choice *choices;
+    /* embeddings: n_embed vectors of n_embd floats, in input order, L2-normalized */
+    const float *embedding;
+    int n_embed, n_embd;
+    void *owned_;              /* engine_result_copy()'s allocations */
 };
+
+/* Deep copy of a result (for use after done() returns): text, raw body, logprobs and
+ * choices are copied. NS_ERR_NOMEM leaves dst released. Free with engine_result_release. */
+int engine_result_copy(struct engine_result *dst, const struct engine_result *src);
+void engine_result_release(struct engine_result *r);
 
 struct engine_source {
     void *ud;
@@ -183,9 +266,8 @@ struct engine_source {
     int (*pull_priority)(void *ud, struct engine_request **out, int max);
     /* A request ended (success or failure). Called exactly once per pulled request. */
     void (*done)(void *ud, struct engine_request *req, const struct engine_result *res);
-    /* Optional: new text for a request (streaming); never splits a UTF-8 character and
-     * never shows text that may turn out to be part of a stop string. */
-    void (*token)(void *ud, struct engine_request *req, const char *piece, size_t n);
+    /* Optional: new text (and logprobs) of one of a request's choices (streaming) */
+    void (*token)(void *ud, struct engine_request *req, const struct engine_delta *d);
     /* Optional: block until pull() may have work (a server); NULL when pull never waits. */
     void (*wait)(void *ud);
 };
@@ -203,6 +285,10 @@ struct engine_info {
     char arch[32];         /* general.architecture: "llama", "qwen2" */
     int file_type;         /* llama_ftype (general.file_type, or as llama.cpp guessed it):
                               0 all F32, 1 F16, 7 Q8_0, 15 Q4_K_M, ... */
+    bool embedding;        /* loaded for embeddings only */
+    int n_embd;            /* embedding size */
+    char pooling[8];       /* embedding: "mean", "cls", "last" */
+    int n_embed_max;       /* embedding: the most tokens one input may have */
 };
 
 struct engine_stats {

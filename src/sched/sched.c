@@ -310,9 +310,10 @@ static struct sched_line *sched_make_line(struct sched *s, struct sched_batch *b
         cJSON *root = cJSON_ParseWithLength(text, (size_t)sl->line.len);
         cJSON *body = root ? cJSON_DetachItemFromObjectCaseSensitive(root, "body") : NULL;
         cJSON_Delete(root);
-        rc = sl->line.url == BATCHFILE_URL_MESSAGES
-                 ? anthropic_request_from_json(body, &sl->oreq, &err)
-                 : s->be->ops->forward
+        rc = sl->line.url == BATCHFILE_URL_MESSAGES     ? anthropic_request_from_json(body, &sl->oreq, &err)
+             : sl->line.url == BATCHFILE_URL_EMBEDDINGS ? oai_request_embeddings_line(body, s->be->ops->forward,
+                                                                                      &sl->oreq, &err)
+             : s->be->ops->forward
                      ? oai_request_forward_from_json(body, sl->line.url == BATCHFILE_URL_CHAT, &sl->oreq, &err)
                      : oai_request_from_json(body, sl->line.url == BATCHFILE_URL_CHAT, &sl->oreq, &err);
         if (rc == NS_OK && sl->oreq.stream) {
@@ -513,14 +514,14 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
     pthread_mutex_unlock(&s->mu);
 }
 
-static void sched_token(void *ud, struct engine_request *req, const char *piece, size_t n)
+static void sched_token(void *ud, struct engine_request *req, const struct engine_delta *d)
 {
     (void)ud;
     if (*(int *)req->user != SCHED_KIND_JOB)
         return;
     struct sched_job *j = req->user;
     if (j->on_token)
-        j->on_token(j, piece, n);
+        j->on_token(j, d);
 }
 
 static void sched_wait(void *ud)

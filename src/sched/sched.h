@@ -61,8 +61,8 @@ struct sched_job {
     int kind_;                  /* private: must stay first */
     struct oai_request oreq;    /* parsed body; the caller releases it after on_done */
     void *ud;
-    /* optional: streamed text (engine thread) */
-    void (*on_token)(struct sched_job *job, const char *piece, size_t n);
+    /* optional: streamed text and logprobs of one choice (engine thread) */
+    void (*on_token)(struct sched_job *job, const struct engine_delta *d);
     /* the end (engine thread); res and its text are valid during the call only */
     void (*on_done)(struct sched_job *job, const struct engine_result *res);
     struct sched_job *next_;    /* private */

@@ -17,7 +17,7 @@ const lines = [
     { key: 'g1', request: { contents: [{ role: 'user', parts: [{ text: 'Hello' }] }], generationConfig: { maxOutputTokens: 5, temperature: 0 } } },
     { key: 'g2', request: { system_instruction: { parts: [{ text: 'Be brief' }] }, contents: [{ parts: [{ text: 'Hi' }] },
         { role: 'model', parts: [{ text: 'Hello!' }] }, { role: 'user', parts: [{ text: 'More' }] }],
-        generation_config: { max_output_tokens: 4, stop_sequences: ['zzzz'] } } },
+        generation_config: { max_output_tokens: 4, stop_sequences: ['zzzz'], candidate_count: 2 } } },
     { key: 'g3', request: { contents: [{ role: 'user', parts: [{ inlineData: { mimeType: 'image/png', data: 'AAA' } }] }] } },
     { request: { contents: [{ parts: [{ text: 'x' }] }] } },
     { key: 'g5', request: { contents: [{ parts: [{ text: 'x' }] }], generationConfig: { temperature: 9 } } },
@@ -50,6 +50,8 @@ test('gemini input with --skip-invalid: GenerateContentResponse lines and google
         assert.equal(u.totalTokenCount, u.promptTokenCount + u.candidatesTokenCount);
     }
     assert.equal(ok[0].response.usageMetadata.candidatesTokenCount <= 5, true);
+    // candidateCount 2 runs as n = 2: two candidates
+    assert.deepEqual(ok[1].response.candidates.map((c) => c.index), [0, 1]);
     const errs = readJsonl(path.join(dir, 'o2.errors.jsonl'));
     assert.deepEqual(errs.map((l) => l.key), ['g3', null, 'g5']);
     for (const e of errs) {

@@ -265,7 +265,46 @@ test('Ollama requests share the engine with batch work (interactive lane)', { ti
 
 /* ---- errors ------------------------------------------------------------------------- */
 
-test('errors in Ollama\'s shape: unknown model 404, bad options 400, format json 400', async () => {
+/* ---- format (structured output) ----------------------------------------------------- */
+
+test('format: "json" gives a JSON object, a JSON schema an object of that shape (chat and generate, streamed too)', async () => {
+    const schema = {
+        type: 'object',
+        properties: { name: { type: 'string', maxLength: 8 }, age: { type: 'integer' }, ok: { type: 'boolean' } },
+        required: ['name', 'age', 'ok'],
+        additionalProperties: false,
+    };
+    let finished = 0;
+    for (let i = 0; i < 4; i++) {
+        const r = await client.chat(chatReq({ format: 'json', options: { num_predict: 120, seed: i } }));
+        if (r.done_reason !== 'stop') continue;
+        const v = JSON.parse(r.message.content);
+        assert.equal(typeof v, 'object');
+        assert.ok(v && !Array.isArray(v), r.message.content);
+        finished++;
+    }
+    for (let i = 0; i < 4; i++) {
+        const r = await client.generate({ model: 'tiny', prompt: `person ${i}`, format: schema, options: { num_predict: 120, seed: i } });
+        if (r.done_reason !== 'stop') continue;
+        const v = JSON.parse(r.response);
+        assert.deepEqual(Object.keys(v), ['name', 'age', 'ok'], r.response);
+        assert.ok(typeof v.name === 'string' && v.name.length <= 8 && Number.isInteger(v.age) && typeof v.ok === 'boolean', r.response);
+        finished++;
+    }
+    assert.ok(finished >= 4, `only ${finished} of 8 outputs finished within num_predict`);
+    const parts = [];
+    let last;
+    for await (const part of await client.chat(chatReq({ format: schema, stream: true, options: { num_predict: 120, seed: 9 } }))) {
+        parts.push(part.message.content);
+        last = part;
+    }
+    if (last.done_reason === 'stop') assert.deepEqual(Object.keys(JSON.parse(parts.join(''))), ['name', 'age', 'ok']);
+    await expectError(client.chat(chatReq({ format: 'yaml' })), 400, /format: expected "json" or a JSON schema/);
+    await expectError(client.generate({ model: 'tiny', prompt: 'x', format: { type: 'string', pattern: 'a' } }), 400,
+        /format: unsupported JSON Schema keyword 'pattern'/);
+});
+
+test('errors in Ollama\'s shape: unknown model 404, bad options 400', async () => {
     await expectError(client.chat(chatReq({ model: 'no-such-model' })), 404, /^model "no-such-model" not found$/);
     await expectError(client.chat(chatReq({ model: 'no-such-model', stream: true })), 404, /not found/);
     await expectError(client.generate({ model: 'no-such-model', prompt: 'x' }), 404, /not found/);
@@ -276,9 +315,6 @@ test('errors in Ollama\'s shape: unknown model 404, bad options 400, format json
     await expectError(client.chat(chatReq({ options: { temprature: 0.1 } })), 400, /unknown option "temprature"/);
     await expectError(client.chat(chatReq({ options: { mirostat: 2 } })), 400, /options\.mirostat: Mirostat sampling is not supported/);
     await expectError(client.chat(chatReq({ options: { stop: ['a', 'b', 'c', 'd', 'e'] } })), 400, /at most 4 stop sequences/);
-    await expectError(client.chat(chatReq({ format: 'json' })), 400, /format: structured output .* not supported/);
-    await expectError(client.generate({ model: 'tiny', prompt: 'x', format: { type: 'object' }, stream: true }), 400,
-        /format: structured output/);
     await expectError(client.chat(chatReq({ tools: [{ type: 'function', function: { name: 'f' } }] })), 400, /tools: tool calling/);
     await expectError(client.chat(chatReq({ think: true })), 400, /think: thinking is not supported/);
     await expectError(client.chat({ model: 'tiny', messages: [{ role: 'user', content: 'x', images: ['aGk='] }] }), 400,

@@ -19,6 +19,7 @@ import { ensureNpmDeps } from './serve_lib.mjs';
 let dir, model, server, ajv;
 
 const json = (s, p, body) => api(s, 'POST', p, JSON.stringify(body), { 'content-type': 'application/json' });
+const sse = (r) => r.text.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)));
 
 /* every keyword the converter supports, in combinations a random model can wander through */
 const SCHEMAS = [
@@ -211,11 +212,86 @@ test('forced tool call: message.tool_calls with arguments that validate, finish_
     if (fin === 'tool_calls') validate(TOOL.function.parameters, args, 'streamed tool call');
 });
 
-test('refusals name the parameter: tool_choice auto, unsupported keywords, conflicts', async () => {
+const TOOL2 = {
+    type: 'function',
+    function: {
+        name: 'lookup',
+        parameters: { type: 'object', properties: { id: { type: 'integer' } }, required: ['id'], additionalProperties: false },
+    },
+};
+
+test('tool_choice required among several tools: always one valid call of one of them; auto: text or a call; tool_calls in input messages', async () => {
+    const byName = { classify: TOOL.function.parameters, lookup: TOOL2.function.parameters };
+    let finished = 0;
+    const seen = new Set();
+    for (let i = 0; i < 8; i++) {
+        const r = await json(server, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: `m ${i}` }],
+            max_tokens: 120, seed: i, tools: [TOOL, TOOL2], tool_choice: 'required' });
+        assert.equal(r.status, 200, r.text);
+        const c = r.json().choices[0];
+        if (c.finish_reason === 'length') continue;
+        assert.equal(c.finish_reason, 'tool_calls', JSON.stringify(c));
+        assert.equal(c.message.content, null);
+        const call = c.message.tool_calls[0];
+        assert.match(call.id, /^call_/);
+        assert.ok(byName[call.function.name], call.function.name);
+        seen.add(call.function.name);
+        validate(byName[call.function.name], call.function.arguments, `required call ${i}`);
+        finished++;
+    }
+    assert.ok(finished >= 4, `only ${finished} of 8 calls finished`);
+
+    // auto: whatever the model does, a finished answer is text or a valid call (n choices
+    // give both kinds a chance); a call is never left in content
+    let calls = 0, texts = 0;
+    for (let i = 0; i < 3; i++) {
+        const r = await json(server, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: `a ${i}` }],
+            max_tokens: 60, seed: 100 + i, n: 4, tools: [TOOL, TOOL2] });
+        assert.equal(r.status, 200, r.text);
+        for (const c of r.json().choices) {
+            if (c.finish_reason === 'tool_calls') {
+                const call = c.message.tool_calls[0];
+                validate(byName[call.function.name], call.function.arguments, `auto call ${i}`);
+                calls++;
+            } else {
+                assert.equal(typeof c.message.content, 'string');
+                assert.ok(!c.message.content.startsWith('<tool_call>') || c.finish_reason === 'length', c.message.content);
+                texts++;
+            }
+        }
+    }
+    assert.equal(calls + texts, 12);
+
+    // streamed, required: the call comes whole in one delta, then finish_reason tool_calls
+    const st = await json(server, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: 'st2' }],
+        max_tokens: 120, seed: 5, stream: true, tools: [TOOL, TOOL2], tool_choice: 'required' });
+    assert.equal(st.status, 200);
+    const chunks = sse(st);
+    const fin = chunks.at(-1).choices[0].finish_reason;
+    if (fin === 'tool_calls') {
+        const call = chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls || [])[0];
+        assert.equal(call.index, 0);
+        validate(byName[call.function.name], call.function.arguments, 'streamed required call');
+    }
+
+    // an assistant turn with tool_calls and the tool's answer are accepted and rendered
+    const conv = await json(server, '/v1/chat/completions', { model: 'tiny', max_tokens: 4, tools: [TOOL], tool_choice: 'none',
+        messages: [{ role: 'user', content: 'file it' },
+            { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function',
+                function: { name: 'classify', arguments: '{"label":"a","urgent":true}' } }] },
+            { role: 'tool', tool_call_id: 'call_1', content: 'filed' }] });
+    assert.equal(conv.status, 200, conv.text);
+    const plain = await json(server, '/v1/chat/completions', { model: 'tiny', max_tokens: 4,
+        messages: [{ role: 'user', content: 'file it' }] });
+    // the rendered call and result are in the prompt
+    assert.ok(conv.json().usage.prompt_tokens > plain.json().usage.prompt_tokens + 15);
+});
+
+test('refusals name the parameter: unsupported keywords, conflicts', async () => {
     const base = { model: 'tiny', messages: [{ role: 'user', content: 'x' }] };
     const cases = [
-        [{ tools: [TOOL] }, 'tool_choice', /'auto'/],
-        [{ tools: [TOOL], tool_choice: 'auto' }, 'tool_choice', /'auto'/],
+        [{ tools: [{ type: 'function', function: { name: 'p', parameters: { type: 'string', pattern: 'a' } } }] }, 'tools', /'pattern'/],
+        [{ messages: [{ role: 'user', content: 'x', tool_calls: [] }] }, 'messages', /only assistant messages/],
         [{ tools: [TOOL], tool_choice: { type: 'function', function: { name: 'nope' } } }, 'tool_choice', /no function named 'nope'/],
         [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', minimum: 1 } } } },
             'response_format', /'minimum' at '#'/],
@@ -271,8 +347,96 @@ test('logprobs: chat (content[] with top_logprobs) and completions (legacy shape
     assert.equal(bad.status, 400, bad.text);
     assert.equal(bad.json().error.param, 'logit_bias');
     assert.match(bad.json().error.message, /not in this model's vocabulary/);
-    const st = await json(server, '/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: 'x' }],
-        logprobs: true, stream: true });
-    assert.equal(st.status, 400);
-    assert.equal(st.json().error.param, 'logprobs');
+});
+
+
+test('streamed logprobs: each chunk carries its tokens\' logprobs (chat content[], completions legacy), the same as unstreamed', async () => {
+    const body = { model: 'tiny', messages: [{ role: 'user', content: 'lp stream' }], max_tokens: 8, temperature: 0,
+        logprobs: true, top_logprobs: 2, ignore_eos: true };
+    const whole = (await json(server, '/v1/chat/completions', body)).json().choices[0];
+    const r = await json(server, '/v1/chat/completions', { ...body, stream: true });
+    assert.equal(r.status, 200, r.text);
+    const chunks = sse(r);
+    const withText = chunks.filter((c) => c.choices[0]?.delta?.content);
+    assert.ok(withText.length > 0);
+    for (const c of withText) {
+        const lp = c.choices[0].logprobs;
+        assert.ok(lp && Array.isArray(lp.content) && lp.content.length >= 1, JSON.stringify(c));
+        assert.equal(lp.content[0].top_logprobs.length, 2);
+    }
+    const streamed = chunks.flatMap((c) => c.choices[0]?.logprobs?.content || []);
+    assert.equal(streamed.length, 8);
+    assert.deepEqual(streamed.map((t) => [t.token, t.logprob]), whole.logprobs.content.map((t) => [t.token, t.logprob]));
+    assert.equal(Buffer.from(streamed.flatMap((t) => t.bytes)).toString('utf8'),
+        withText.map((c) => c.choices[0].delta.content).join(''));
+
+    const p = await json(server, '/v1/completions', { model: 'tiny', prompt: 'The', max_tokens: 5, temperature: 0,
+        logprobs: 1, ignore_eos: true, stream: true });
+    assert.equal(p.status, 200, p.text);
+    const pl = sse(p).map((c) => c.choices[0]?.logprobs).filter(Boolean);
+    assert.equal(pl.flatMap((l) => l.tokens).length, 5);
+    // text_offset keeps counting across chunks
+    const offs = pl.flatMap((l) => l.text_offset);
+    assert.equal(offs[0], 0);
+    for (let i = 1; i < offs.length; i++) assert.ok(offs[i] >= offs[i - 1]);
+});
+
+test('n choices: distinct indexes, equal when greedy, reproducible with a seed, the prompt computed once, streamed with indexes, in a batch', async () => {
+    const stats = async () => (await api(server, 'GET', '/v1/nightshift/stats')).json();
+    const eng = (s) => s.models.find((m) => m.name === 'tiny').engine;
+    const prompt = 'Choices share one prompt: this sentence is computed only once for all of them.';
+    const body = { model: 'tiny', messages: [{ role: 'user', content: prompt }], max_tokens: 6, ignore_eos: true };
+    const before = eng(await stats());
+    const g = await json(server, '/v1/chat/completions', { ...body, n: 3, temperature: 0 });
+    const after = eng(await stats());
+    assert.equal(g.status, 200, g.text);
+    const gj = g.json();
+    assert.deepEqual(gj.choices.map((c) => c.index), [0, 1, 2]);
+    assert.ok(gj.choices.every((c) => c.message.content === gj.choices[0].message.content));
+    assert.equal(gj.usage.completion_tokens, 18);
+    const P = gj.usage.prompt_tokens;
+    // the prompt counted once; computed once (each other choice computes its last token only)
+    assert.equal(gj.usage.total_tokens, P + 18);
+    assert.ok(after.prompt_tokens_computed - before.prompt_tokens_computed <= P + 2,
+        `computed ${after.prompt_tokens_computed - before.prompt_tokens_computed} prompt tokens for ${P} x 3`);
+    assert.ok(after.prompt_tokens_cached - before.prompt_tokens_cached >= 2 * (P - 1));
+
+    const s1 = await json(server, '/v1/chat/completions', { ...body, n: 3, temperature: 1, seed: 7 });
+    const s2 = await json(server, '/v1/chat/completions', { ...body, n: 3, temperature: 1, seed: 7 });
+    const texts = (r) => r.json().choices.map((c) => c.message.content);
+    assert.deepEqual(texts(s1), texts(s2));
+    assert.ok(new Set(texts(s1)).size > 1, JSON.stringify(texts(s1)));
+
+    // completions, streamed: every chunk names its choice, each choice ends with its finish_reason
+    const st = await json(server, '/v1/completions', { model: 'tiny', prompt, max_tokens: 5, n: 2, temperature: 1,
+        seed: 3, ignore_eos: true, stream: true });
+    assert.equal(st.status, 200, st.text);
+    const by = [[], []];
+    const fin = [];
+    for (const c of sse(st)) for (const ch of c.choices) {
+        by[ch.index].push(ch.text);
+        if (ch.finish_reason) fin[ch.index] = ch.finish_reason;
+    }
+    assert.deepEqual(fin, ['length', 'length']);
+    const whole = await json(server, '/v1/completions', { model: 'tiny', prompt, max_tokens: 5, n: 2, temperature: 1,
+        seed: 3, ignore_eos: true });
+    assert.deepEqual(by.map((t) => t.join('')), whole.json().choices.map((c) => c.text));
+
+    // too many: a 400 naming n (16 is the most the local engine runs; more sequences than
+    // --parallel and the priority lane hold is the engine's 400, tested in unit_engine)
+    for (const n of [17, 200, 0]) {
+        const r = await json(server, '/v1/chat/completions', { ...body, n });
+        assert.equal(r.status, 400, r.text);
+        assert.equal(r.json().error.param, 'n');
+    }
+
+    // a batch line with n
+    const b = await submitBatch(server, [{ custom_id: 'n3', method: 'POST', url: '/v1/chat/completions',
+        body: { ...body, n: 3, temperature: 0 } }]);
+    const done = await waitBatch(server, b.id, (x) => TERMINAL.includes(x.status), 120_000);
+    assert.equal(done.status, 'completed');
+    const line = JSON.parse((await api(server, 'GET', `/v1/files/${done.output_file_id}/content`)).text.trim());
+    assert.deepEqual(line.response.body.choices.map((c) => [c.index, c.message.content]),
+        gj.choices.map((c) => [c.index, c.message.content]));
+    assert.equal(line.response.body.usage.completion_tokens, 18);
 });

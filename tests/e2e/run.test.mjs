@@ -107,7 +107,7 @@ test('validation: invalid lines fail the batch, or go to the error file with --s
         51: [{ ...valid(51), custom_id: 'req-10' }, 'duplicate_custom_id', 'custom_id', 'req-10'],
         64: [{ ...valid(64), custom_id: 64 }, 'invalid_custom_id', 'custom_id', null],
         88: [{ ...valid(88), method: 'GET' }, 'invalid_method', 'method', 'req-88'],
-        99: [{ ...valid(99), url: '/v1/embeddings' }, 'invalid_url', 'url', 'req-99'],
+        99: [{ ...valid(99), url: '/v1/audio/speech' }, 'invalid_url', 'url', 'req-99'],
         123: [{ ...valid(123), body: 'hello' }, 'invalid_body', 'body', 'req-123'],
         150: [{ ...valid(150), body: { messages: [{ role: 'user', content: 'hi' }] } }, 'missing_required_parameter', 'body.model', 'req-150'],
         170: [{ ...valid(170), body: { ...valid(170).body, model: 5 } }, 'invalid_model', 'body.model', 'req-170'],
@@ -227,7 +227,7 @@ test('runtime errors: HTTP-style 400 lines with the right param and code; the ot
     const lines = [
         chatLine('ok-1', 'Hello there.', { max_tokens: 8 }),
         [chatLine('bad-temperature', 'Hi', { max_tokens: 8, temperature: 5 }), 'temperature', null, /temperature/],
-        [chatLine('bad-n', 'Hi', { max_tokens: 8, n: 2 }), 'n', 'unsupported_value', /\bn\b/],
+        [chatLine('bad-n', 'Hi', { max_tokens: 8, n: 17 }), 'n', 'unsupported_value', /at most 16/],
         [chatLine('bad-max-tokens', 'Hi', { max_tokens: 0 }), 'max_tokens', null, /max_tokens/],
         completionLine('ok-2', 'The weather today is', { max_tokens: 8 }),
         [chatLine('bad-unknown-field', 'Hi', { max_tokens: 8, frobnicate: true }), null, null, /Unrecognized request argument supplied: frobnicate/],
@@ -236,7 +236,9 @@ test('runtime errors: HTTP-style 400 lines with the right param and code; the ot
         [{ ...chatLine('bad-messages', 'x', { max_tokens: 8 }), body: { model: 'tiny', messages: [], max_tokens: 8 } }, 'messages', null, /messages/],
         [{ ...completionLine('bad-no-prompt', 'x'), body: { model: 'tiny', max_tokens: 8 } }, 'prompt', null, /prompt/],
         [{ ...chatLine('bad-role', 'x'), body: { model: 'tiny', messages: [{ role: 'wizard', content: 'hi' }], max_tokens: 8 } }, 'messages', null, /wizard/],
-        [chatLine('bad-tool-choice', 'Hi', { max_tokens: 8, tools: [{ type: 'function', function: { name: 'f' } }] }), 'tool_choice', 'unsupported_value', /'auto'/],
+        [chatLine('bad-tool-schema', 'Hi', { max_tokens: 8, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'string', pattern: 'a' } } }] }), 'tools', 'unsupported_value', /'pattern'/],
+        // an embeddings line on a model loaded for generation
+        [{ custom_id: 'bad-embed', method: 'POST', url: '/v1/embeddings', body: { model: 'tiny', input: 'x' } }, 'model', null, /not embeddings/],
         // prompt + max_tokens over --ctx 512
         [chatLine('ctx-overflow', longPrompt(150), { max_tokens: 400 }), 'messages', 'context_length_exceeded', /context length/],
         // the prompt alone is over the context

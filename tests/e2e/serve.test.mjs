@@ -639,7 +639,7 @@ test('batch: /v1/completions endpoint and request validation', { timeout: 60_000
     const f = await upload(client, toJsonl(lines));
     const base = { input_file_id: f.id, endpoint: '/v1/completions', completion_window: '24h' };
     await expectApiError(client.batches.create({ ...base, completion_window: '1w' }), sdk.BadRequestError, { status: 400, param: 'completion_window' });
-    await expectApiError(client.batches.create({ ...base, endpoint: '/v1/embeddings' }), sdk.BadRequestError, { status: 400, param: 'endpoint' });
+    await expectApiError(client.batches.create({ ...base, endpoint: '/v1/audio/speech' }), sdk.BadRequestError, { status: 400, param: 'endpoint' });
     await expectApiError(client.batches.create({ ...base, input_file_id: 'file-nope' }), sdk.NotFoundError, { status: 404, param: 'input_file_id' });
     const md = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v']));
     await expectApiError(client.batches.create({ ...base, metadata: md }), sdk.BadRequestError, { status: 400, param: 'metadata' });

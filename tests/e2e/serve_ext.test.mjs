@@ -132,7 +132,7 @@ test('metadata.not_before holds a batch back until then', async () => {
 test('partial results: /v1/batches/{id}/output and /errors while running and after', async () => {
     const s = servers[0];
     const lines = [];
-    for (let i = 0; i < 40; i++) lines.push(chat(i, { max_tokens: 24, ignore_eos: true, ...(i === 5 ? { n: 2 } : {}) }));
+    for (let i = 0; i < 40; i++) lines.push(chat(i, { max_tokens: 24, ignore_eos: true, ...(i === 5 ? { n: 17 } : {}) }));
     const b = await submitBatch(s, lines);
     const mid = await waitBatch(s, b.id, (x) => x.request_counts.completed >= 3 || TERMINAL.includes(x.status));
     const part = await api(s, 'GET', `/v1/batches/${b.id}/output`);

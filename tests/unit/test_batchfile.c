@@ -70,7 +70,7 @@ static void test_structural_errors(void **state)
         "{\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\"}}\n"  /* 4 */
         GOOD("a")                                                                              /* 5 dup */
         "{\"custom_id\":\"e\",\"method\":\"GET\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\"}}\n"
-        "{\"custom_id\":\"f\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{\"model\":\"m\"}}\n"
+        "{\"custom_id\":\"f\",\"method\":\"POST\",\"url\":\"/v1/audio/speech\",\"body\":{\"model\":\"m\"}}\n"
         "{\"custom_id\":\"g\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":\"hi\"}\n"
         "{\"custom_id\":\"h\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{}}\n"
         "{\"custom_id\":\"i\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"gpt-9\"}}\n"

@@ -14,6 +14,7 @@
 #include "../../src/api/jsonschema.h"
 #include "../../src/util/status.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,11 @@ struct src {
     int n_lp[MAXR];
     int32_t first_tok[MAXR];
     bool lp_ok[MAXR];          /* the logprobs were well formed */
+    int n_ch[MAXR];            /* choices in the result */
+    char ch_text[8][ENGINE_MAX_CHOICES][128];     /* requests 0..7: each choice's text */
+    char ch_streamed[8][ENGINE_MAX_CHOICES][128]; /* ... and what token() gave for it */
+    int ch_tokens[8][ENGINE_MAX_CHOICES];
+    const char *param[MAXR];
 };
 
 static int src_pull(void *ud, struct engine_request **out, int max)
@@ -108,6 +114,12 @@ static void src_done(void *ud, struct engine_request *r, const struct engine_res
     s->finish[i] = res->finish;
     snprintf(s->text[i], sizeof(s->text[i]), "%s", res->status ? res->message : res->text);
     s->n_lp[i] = res->n_logprobs;
+    s->n_ch[i] = res->n_choices;
+    s->param[i] = res->param;
+    for (int c = 0; i < 8 && c < res->n_choices; c++) {
+        snprintf(s->ch_text[i][c], sizeof(s->ch_text[i][c]), "%.*s", (int)res->choices[c].text_len, res->choices[c].text);
+        s->ch_tokens[i][c] = res->choices[c].completion_tokens;
+    }
     s->lp_ok[i] = true;
     s->first_tok[i] = res->n_logprobs ? res->logprobs[0].token : -1;
     /* each entry: logprob <= 0, top sorted, and (greedy) the chosen token is the best */
@@ -125,12 +137,19 @@ static void src_done(void *ud, struct engine_request *r, const struct engine_res
     }
 }
 
-static void src_token(void *ud, struct engine_request *r, const char *piece, size_t n)
+static void src_token(void *ud, struct engine_request *r, const struct engine_delta *d)
 {
     struct src *s = ud;
     int i = (int)(r - s->req);
+    if (i < 8 && d->index >= 0 && d->index < ENGINE_MAX_CHOICES) {
+        char *t = s->ch_streamed[i][d->index];
+        size_t l = strlen(t);
+        snprintf(t + l, sizeof(s->ch_streamed[i][d->index]) - l, "%.*s", (int)d->len, d->text);
+    }
+    if (d->index != 0)
+        return;
     size_t l = strlen(s->streamed[i]);
-    snprintf(s->streamed[i] + l, sizeof(s->streamed[i]) - l, "%.*s", (int)n, piece);
+    snprintf(s->streamed[i] + l, sizeof(s->streamed[i]) - l, "%.*s", (int)d->len, d->text);
 }
 
 static struct engine_stats g_last_stats;
@@ -353,6 +372,236 @@ static void test_prefix_cache(void **state)
     }
 }
 
+/* n choices of one prompt: greedy choices are equal, seeded ones reproducible; the prompt
+ * is computed once (each other choice computes only its last token); choices wait for free
+ * sequences when there are few; more choices than sequences fail naming n */
+static void test_choices(void **state)
+{
+    (void)state;
+    static struct src a, b;
+    for (int pass = 0; pass < 2; pass++) {
+        g_no_prefix = pass == 1; /* the sharing does not need the prefix cache */
+        fill(&a, 1, 10);
+        a.req[0].n = 3;
+        run_all(g_model, 4096, 4, &a, true);
+        assert_int_equal(a.status[0], NS_OK);
+        assert_int_equal(a.n_ch[0], 3);
+        int p = a.ptok[0];
+        for (int c = 0; c < 3; c++) {
+            assert_string_equal(a.ch_text[0][c], a.ch_text[0][0]);
+            assert_string_equal(a.ch_streamed[0][c], a.ch_text[0][c]);
+            assert_int_equal(a.ch_tokens[0][c], 10);
+        }
+        assert_int_equal(a.ctok[0], 30);
+        assert_int_equal(g_last_stats.prompt_submitted, (uint64_t)p * 3);
+        assert_int_equal(g_last_stats.prompt_tokens, (uint64_t)p + 2);
+        assert_int_equal(g_last_stats.prompt_cached, (uint64_t)(p - 1) * 2);
+    }
+    g_no_prefix = false;
+
+    /* sampled with a seed: the same choices twice, not all alike */
+    fill(&a, 1, 16);
+    fill(&b, 1, 16);
+    a.req[0].n = b.req[0].n = 4;
+    a.req[0].temperature = b.req[0].temperature = 1.0f;
+    a.req[0].seed = b.req[0].seed = 42;
+    a.req[0].ignore_eos = b.req[0].ignore_eos = false;
+    run_all(g_model, 4096, 4, &a, false);
+    run_all(g_model, 4096, 4, &b, false);
+    int distinct = 0;
+    for (int c = 0; c < 4; c++) {
+        assert_string_equal(a.ch_text[0][c], b.ch_text[0][c]);
+        distinct += c > 0 && strcmp(a.ch_text[0][c], a.ch_text[0][0]) != 0;
+    }
+    assert_true(distinct > 0);
+
+    /* 4 requests of 3 choices on 4 sequences: choices wait for free ones */
+    fill(&a, 4, 6);
+    fill(&b, 4, 6);
+    for (int i = 0; i < 4; i++)
+        a.req[i].n = 3;
+    run_all(g_model, 4096, 4, &a, false);
+    run_all(g_model, 4096, 1, &b, false);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(a.done_count[i], 1);
+        assert_int_equal(a.status[i], NS_OK);
+        assert_int_equal(a.n_ch[i], 3);
+        for (int c = 0; c < 3; c++)
+            assert_string_equal(a.ch_text[i][c], b.text[i]);
+    }
+
+    /* more choices than sequences */
+    fill(&a, 2, 4);
+    a.req[0].n = 5;
+    run_all(g_model, 4096, 4, &a, false);
+    assert_int_equal(a.status[0], NS_ERR_INVALID);
+    assert_string_equal(a.param[0], "n");
+    assert_non_null(strstr(a.text[0], "'n'"));
+    assert_int_equal(a.status[1], NS_OK);
+}
+
+/* embeddings: an engine loaded for them gives one L2-normalized vector of n_embd floats
+ * per input, the same for an input alone or batched with others, text or its tokens;
+ * errors name the input; each kind of engine refuses the other kind of request */
+static struct engine_result g_emb[8];
+static float g_vec[8][4][512];
+static int g_emb_status[8];
+static const char *g_emb_param[8];
+static char g_emb_msg[8][400];
+
+static void emb_done(void *ud, struct engine_request *r, const struct engine_result *res)
+{
+    struct engine_request *base = ud;
+    int i = (int)(r - base);
+    g_emb[i] = *res;
+    g_emb_status[i] = res->status;
+    g_emb_param[i] = res->param;
+    snprintf(g_emb_msg[i], sizeof(g_emb_msg[i]), "%s", res->message);
+    for (int k = 0; k < res->n_embed && k < 4; k++)
+        memcpy(g_vec[i][k], res->embedding + (size_t)k * (size_t)res->n_embd, sizeof(float) * (size_t)res->n_embd);
+}
+
+static struct engine_request *g_emb_reqs;
+static int g_emb_n, g_emb_next;
+
+static int emb_pull(void *ud, struct engine_request **out, int max)
+{
+    (void)ud;
+    int k = 0;
+    while (k < max && g_emb_next < g_emb_n)
+        out[k++] = &g_emb_reqs[g_emb_next++];
+    return k ? k : -1;
+}
+
+static void emb_run(struct engine *e, struct engine_request *reqs, int n)
+{
+    g_emb_reqs = reqs;
+    g_emb_n = n;
+    g_emb_next = 0;
+    memset(g_emb, 0, sizeof(g_emb));
+    struct engine_source es = {.ud = reqs, .pull = emb_pull, .done = emb_done};
+    assert_int_equal(engine_run(e, &es), NS_OK);
+}
+
+static void test_embeddings(void **state)
+{
+    (void)state;
+    struct engine_params p = engine_default_params();
+    p.model_path = g_model;
+    p.n_ctx = 2048;
+    p.n_parallel = 4;
+    p.n_threads = 2;
+    p.embedding = true;
+    p.n_batch = 256;
+    struct engine *e = NULL;
+    char err[256];
+    if (engine_init(p, &e, err, sizeof(err)))
+        fail_msg("engine_init: %s", err);
+    struct engine_info info;
+    engine_get_info(e, &info);
+    assert_true(info.embedding);
+    assert_string_equal(info.pooling, "mean");
+    int d = info.n_embd;
+    assert_true(d > 0 && d <= 512);
+    assert_int_equal(info.n_embed_max, 256);
+
+    static const char *texts[3] = {"The quick brown fox", "jumps over the lazy dog", "Embeddings are vectors."};
+    struct engine_embed_input three[3], one[3];
+    for (int i = 0; i < 3; i++)
+        three[i] = one[i] = (struct engine_embed_input){.text = texts[i], .text_len = strlen(texts[i])};
+    static int32_t toks[8];
+    struct engine_request reqs[8];
+    for (int i = 0; i < 8; i++)
+        engine_request_init(&reqs[i]);
+    /* 0: three inputs together; 1..3: each alone; 4: the same again */
+    reqs[0].embed = three, reqs[0].n_embed = 3;
+    for (int i = 0; i < 3; i++)
+        reqs[1 + i].embed = &one[i], reqs[1 + i].n_embed = 1;
+    reqs[4].embed = three, reqs[4].n_embed = 1;
+    emb_run(e, reqs, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(g_emb_status[i], NS_OK);
+    assert_int_equal(g_emb[0].n_embed, 3);
+    assert_int_equal(g_emb[0].n_embd, d);
+    assert_true(g_emb[0].prompt_tokens > 10);
+    for (int k = 0; k < 3; k++) {
+        double norm = 0, diff = 0;
+        for (int x = 0; x < d; x++) {
+            norm += (double)g_vec[0][k][x] * g_vec[0][k][x];
+            diff = fmax(diff, fabs((double)g_vec[0][k][x] - g_vec[1 + k][0][x]));
+        }
+        assert_true(fabs(norm - 1.0) < 1e-4);
+        if (diff > 1e-4)
+            fail_msg("input %d batched differs from alone by %g", k, diff);
+    }
+    for (int x = 0; x < d; x++) /* the same input again (in another batch composition) */
+        assert_true(fabs((double)g_vec[4][0][x] - g_vec[1][0][x]) < 1e-5);
+
+    /* an input as token ids, and the errors */
+    struct engine_embed_input tk = {.tokens = toks, .n_tokens = 3};
+    toks[0] = 1, toks[1] = 450, toks[2] = 4996;
+    static int32_t big[300];
+    for (int i = 0; i < 300; i++)
+        big[i] = 100 + i;
+    struct engine_embed_input toolong = {.tokens = big, .n_tokens = 300};
+    static int32_t badtok[1] = {99999999};
+    struct engine_embed_input bad = {.tokens = badtok, .n_tokens = 1};
+    struct engine_embed_input empty = {.tokens = toks, .n_tokens = 0};
+    static char huge[1 << 17];
+    memset(huge, 'a', sizeof(huge) - 1);
+    struct engine_embed_input hugetext = {.text = huge, .text_len = sizeof(huge) - 1};
+    for (int i = 0; i < 8; i++)
+        engine_request_init(&reqs[i]);
+    reqs[0].embed = &tk, reqs[0].n_embed = 1;
+    reqs[1].embed = &toolong, reqs[1].n_embed = 1;
+    reqs[2].embed = &bad, reqs[2].n_embed = 1;
+    reqs[3].embed = &empty, reqs[3].n_embed = 1;
+    reqs[4].prompt = "a generation request";
+    reqs[5].embed = &hugetext, reqs[5].n_embed = 1; /* refused by its size, before tokenizing */
+    reqs[6].embed = &tk, reqs[6].n_embed = 1, reqs[6].embed_dimensions = d + 1;
+    reqs[7].embed = &tk, reqs[7].n_embed = 1, reqs[7].embed_dimensions = d;
+    emb_run(e, reqs, 8);
+    assert_int_equal(g_emb_status[0], NS_OK);
+    assert_int_equal(g_emb[0].prompt_tokens, 3);
+    assert_int_equal(g_emb_status[1], NS_ERR_CONTEXT);
+    assert_string_equal(g_emb_param[1], "input");
+    assert_non_null(strstr(g_emb_msg[1], "300 tokens"));
+    assert_int_equal(g_emb_status[2], NS_ERR_INVALID);
+    assert_non_null(strstr(g_emb_msg[2], "vocabulary"));
+    assert_int_equal(g_emb_status[3], NS_ERR_INVALID);
+    assert_string_equal(g_emb_param[3], "input");
+    assert_int_equal(g_emb_status[4], NS_ERR_INVALID);
+    assert_string_equal(g_emb_param[4], "model");
+    assert_int_equal(g_emb_status[5], NS_ERR_CONTEXT);
+    assert_non_null(strstr(g_emb_msg[5], "bytes"));
+    assert_int_equal(g_emb_status[6], NS_ERR_UNSUPPORTED);
+    assert_string_equal(g_emb_param[6], "dimensions");
+    assert_int_equal(g_emb_status[7], NS_OK);
+    engine_free(e);
+
+    /* pooling none is refused; a generation engine refuses embeddings */
+    p.pooling = ENGINE_POOLING_NONE;
+    assert_int_equal(engine_init(p, &e, err, sizeof(err)), NS_ERR_INVALID);
+    assert_non_null(strstr(err, "pooling 'none'"));
+    assert_int_equal(engine_pooling_parse("cls"), ENGINE_POOLING_CLS);
+    assert_int_equal(engine_pooling_parse("max"), -2);
+    p.pooling = ENGINE_POOLING_LAST;
+    if (engine_init(p, &e, err, sizeof(err)))
+        fail_msg("engine_init: %s", err);
+    engine_get_info(e, &info);
+    assert_string_equal(info.pooling, "last");
+    engine_free(e);
+    p.embedding = false;
+    if (engine_init(p, &e, err, sizeof(err)))
+        fail_msg("engine_init: %s", err);
+    engine_request_init(&reqs[0]);
+    reqs[0].embed = three, reqs[0].n_embed = 1;
+    emb_run(e, reqs, 1);
+    assert_int_equal(g_emb_status[0], NS_ERR_INVALID);
+    assert_string_equal(g_emb_param[0], "model");
+    engine_free(e);
+}
+
 /* grammar-constrained output: every request that ends (not cut by max_tokens) is JSON
  * of the schema's shape, sampled or greedy; a grammar llama.cpp rejects fails the request */
 static void test_grammar(void **state)
@@ -472,6 +721,8 @@ int main(void)
         cmocka_unit_test(test_sampling_seeded),
         cmocka_unit_test(test_batched_q8_matmul),
         cmocka_unit_test(test_prefix_cache),
+        cmocka_unit_test(test_choices),
+        cmocka_unit_test(test_embeddings),
         cmocka_unit_test(test_grammar),
         cmocka_unit_test(test_logprobs_and_bias),
         cmocka_unit_test(test_bad_model),

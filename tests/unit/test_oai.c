@@ -70,7 +70,9 @@ static void test_rejections(void **state)
          NS_ERR_INVALID, "max_tokens", "minimum"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":1.5}", true,
          NS_ERR_INVALID, "max_tokens", "integer"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":3}", true, NS_ERR_UNSUPPORTED, "n", "n = 1"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":17}", true, NS_ERR_UNSUPPORTED, "n", "at most 16"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":0}", true, NS_ERR_INVALID, "n", "minimum"},
+        {"{\"model\":\"m\",\"prompt\":\"x\",\"n\":200}", false, NS_ERR_INVALID, "n", "maximum"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}",
          true, NS_ERR_INVALID, "stop", "maximum length 4"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":-1}", true, NS_ERR_INVALID, "top_p", "minimum"},
@@ -79,7 +81,6 @@ static void test_rejections(void **state)
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":1}", true, NS_ERR_INVALID, "logprobs", "boolean"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"top_logprobs\":21}", true, NS_ERR_INVALID, "top_logprobs", "maximum"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", true, NS_ERR_INVALID, "top_logprobs", "'logprobs' must be set to true"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,\"stream\":true}", true, NS_ERR_UNSUPPORTED, "logprobs", "'stream'"},
         {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":6}", false, NS_ERR_INVALID, "logprobs", "maximum"},
         {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":true}", false, NS_ERR_INVALID, "logprobs", "integer"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":[]}", true, NS_ERR_INVALID, "logit_bias", "expected an object"},
@@ -100,11 +101,15 @@ static void test_rejections(void **state)
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"},\"min_tokens\":2}", true, NS_ERR_UNSUPPORTED, "min_tokens", "cannot be combined with 'response_format'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"},\"ignore_eos\":true}", true, NS_ERR_UNSUPPORTED, "ignore_eos", "cannot be combined"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", true, NS_ERR_INVALID, "tools", "expected an array"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}", true, NS_ERR_INVALID, "messages", "only assistant messages"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"response_format\":{\"type\":\"json_object\"}}", true, NS_ERR_UNSUPPORTED, "response_format", "cannot be combined with 'tools'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":{}}]}", true, NS_ERR_INVALID, "messages", "'messages[0].tool_calls': expected an array"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"name\":\"f\"}}]}]}", true, NS_ERR_INVALID, "messages", "'messages[0].tool_calls[0]'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"1\",\"tool_call_id\":5}]}", true, NS_ERR_INVALID, "messages", "tool_call_id"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"$defs\":{\"a\":{}}}}},{\"type\":\"function\",\"function\":{\"name\":\"g\",\"parameters\":{\"$defs\":{\"a\":{}}}}}],\"tool_choice\":\"required\"}", true, NS_ERR_UNSUPPORTED, "tools", "share one namespace"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"string\",\"pattern\":\"a\"}}}]}", true, NS_ERR_UNSUPPORTED, "tools", "'pattern'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", true, NS_ERR_INVALID, "tools", "Invalid 'tools[0]'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{}}]}", true, NS_ERR_INVALID, "tools", "'tools[0].function.name'"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", true, NS_ERR_UNSUPPORTED, "tool_choice", "'auto'"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"auto\"}", true, NS_ERR_UNSUPPORTED, "tool_choice", "'auto'"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":\"function\",\"function\":{\"name\":\"g\"}}],\"tool_choice\":\"required\"}", true, NS_ERR_UNSUPPORTED, "tool_choice", "exactly one tool, but 2"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", true, NS_ERR_INVALID, "tool_choice", "no function named 'g'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"tool\"}}", true, NS_ERR_INVALID, "tool_choice", "Invalid 'tool_choice'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"sometimes\"}", true, NS_ERR_INVALID, "tool_choice", "expected 'none'"},
@@ -292,6 +297,195 @@ static void test_structured(void **state)
     oai_request_release(&r);
 }
 
+/* n choices: each in the body with its index, text and finish_reason; usage sums them */
+/* tool_choice auto / required among several tools: a grammar over the wire format, the
+ * tools listed for the model; answers parsed back into tool_calls; tool_calls in input
+ * messages rendered as text */
+static void test_tool_modes(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    static const char tools[] = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_w\",\"parameters\":"
+                                "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
+                                "{\"type\":\"function\",\"function\":{\"name\":\"ping\"}}]";
+    char body[2048];
+    snprintf(body, sizeof(body),
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":null,"
+             "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get_w\",\"arguments\":"
+             "\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"sunny\"}],%s}",
+             tools);
+    if (parse(body, true, &r, &e))
+        fail_msg("%s", e.message);
+    assert_int_equal(r.tool_mode, OAI_TOOLS_AUTO);
+    assert_null(r.tool_name);
+    assert_non_null(strstr(r.req.grammar, "root ::= call | free"));
+    assert_string_equal(r.req.messages[0].role, "system");
+    assert_non_null(strstr(r.req.messages[0].content, "\"name\":\"ping\""));
+    assert_string_equal(r.req.messages[2].content, "<tool_call>{\"name\":\"get_w\",\"arguments\":{\"city\":\"Oslo\"}}</tool_call>");
+    assert_string_equal(r.req.messages[3].role, "tool");
+    assert_string_equal(r.req.messages[3].content, "sunny");
+    /* an answer in the wire format is a call; anything else is text */
+    static const char call[] = "<tool_call>{\"name\": \"get_w\", \"arguments\": {\"city\": \"Rome\"}}</tool_call>";
+    struct engine_choice ch[2] = {{.text = call, .text_len = sizeof(call) - 1, .finish = ENGINE_FINISH_STOP},
+                                  {.text = "hello", .text_len = 5, .finish = ENGINE_FINISH_STOP}};
+    struct engine_result res = {.text = call, .text_len = sizeof(call) - 1, .n_choices = 2, .choices = ch};
+    cJSON *b = oai_completion_body(&r, &res, "id", "m", 1);
+    cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 0);
+    cJSON *c1 = cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 1);
+    assert_string_equal(cJSON_GetObjectItem(c0, "finish_reason")->valuestring, "tool_calls");
+    cJSON *tc = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "message"), "tool_calls"), 0);
+    cJSON *f = cJSON_GetObjectItem(tc, "function");
+    assert_string_equal(cJSON_GetObjectItem(f, "name")->valuestring, "get_w");
+    assert_string_equal(cJSON_GetObjectItem(f, "arguments")->valuestring, "{\"city\":\"Rome\"}");
+    assert_int_equal(strncmp(cJSON_GetObjectItem(tc, "id")->valuestring, "call_", 5), 0);
+    assert_string_equal(cJSON_GetObjectItem(c1, "finish_reason")->valuestring, "stop");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(c1, "message"), "content")->valuestring, "hello");
+    cJSON_Delete(b);
+    /* unknown function, or cut: text */
+    static const char unknown[] = "<tool_call>{\"name\": \"nope\", \"arguments\": {}}</tool_call>";
+    assert_null(oai_parse_tool_call(&r, unknown, sizeof(unknown) - 1, false));
+    assert_null(oai_parse_tool_call(&r, call, sizeof(call) - 3, false));
+    assert_true(oai_tool_call_prefix("<tool", 5));
+    assert_true(oai_tool_call_prefix(call, sizeof(call) - 1));
+    assert_false(oai_tool_call_prefix("<b>", 3));
+    oai_request_release(&r);
+
+    /* required with several tools: only calls */
+    snprintf(body, sizeof(body), "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s,\"tool_choice\":\"required\"}",
+             tools);
+    if (parse(body, true, &r, &e))
+        fail_msg("%s", e.message);
+    assert_int_equal(r.tool_mode, OAI_TOOLS_REQUIRED);
+    assert_non_null(strstr(r.req.grammar, "root ::= call\n"));
+    assert_null(strstr(r.req.grammar, "free"));
+    assert_non_null(strstr(r.req.messages[0].content, "You must call one of them."));
+    oai_request_release(&r);
+}
+
+/* /v1/embeddings bodies: the four input shapes, encoding_format, dimensions; errors name
+ * the parameter; a forwarding backend refuses the line */
+static void test_embeddings_body(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    static const char *ok[] = {
+        "{\"model\":\"m\",\"input\":\"hi\"}",
+        "{\"model\":\"m\",\"input\":[\"a\",\"b\"],\"encoding_format\":\"base64\",\"dimensions\":8,\"user\":\"u\"}",
+        "{\"model\":\"m\",\"input\":[1,2,3]}",
+        "{\"model\":\"m\",\"input\":[[1,2],[3]]}",
+    };
+    static const int n_in[] = {1, 2, 1, 2};
+    for (int i = 0; i < 4; i++) {
+        cJSON *b = cJSON_Parse(ok[i]);
+        if (oai_embeddings_from_json(b, &r, &e))
+            fail_msg("%s: %s", ok[i], e.message);
+        assert_true(r.embeddings);
+        assert_int_equal(r.req.n_embed, n_in[i]);
+        if (i == 1) {
+            assert_true(r.embed_base64);
+            assert_int_equal(r.req.embed_dimensions, 8);
+        }
+        if (i == 3) {
+            assert_int_equal(r.req.embed[1].n_tokens, 1);
+            assert_int_equal(r.req.embed[1].tokens[0], 3);
+        }
+        oai_request_release(&r);
+    }
+    static const struct {
+        const char *body, *param, *msg;
+    } bad[] = {
+        {"{\"input\":\"x\"}", "model", "'model'"},
+        {"{\"model\":\"m\"}", "input", "'input'"},
+        {"{\"model\":\"m\",\"input\":[]}", "input", "empty array"},
+        {"{\"model\":\"m\",\"input\":[\"\"]}", "input", "empty string"},
+        {"{\"model\":\"m\",\"input\":[[]]}", "input", "empty array of tokens"},
+        {"{\"model\":\"m\",\"input\":{}}", "input", "Invalid type"},
+        {"{\"model\":\"m\",\"input\":[1.5]}", "input", "non-negative integers"},
+        {"{\"model\":\"m\",\"input\":[\"a\",[1]]}", "input", "mixes"},
+        {"{\"model\":\"m\",\"input\":\"x\",\"encoding_format\":\"int8\"}", "encoding_format", "'float' or 'base64'"},
+        {"{\"model\":\"m\",\"input\":\"x\",\"dimensions\":0}", "dimensions", "minimum"},
+        {"{\"model\":\"m\",\"input\":\"x\",\"user\":5}", "user", "string"},
+        {"{\"model\":\"m\",\"input\":\"x\",\"n\":2}", NULL, "Unrecognized request argument supplied: n"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cJSON *b = cJSON_Parse(bad[i].body);
+        int rc = oai_embeddings_from_json(b, &r, &e);
+        if (rc == NS_OK || !strstr(e.message, bad[i].msg) ||
+            (bad[i].param ? !e.param || strcmp(e.param, bad[i].param) : e.param != NULL))
+            fail_msg("%s: rc %d param %s message %s", bad[i].body, rc, e.param ? e.param : "-", e.message);
+    }
+    /* 2049 inputs */
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "model", "m");
+    cJSON *in = cJSON_AddArrayToObject(b, "input");
+    for (int i = 0; i <= OAI_MAX_EMBED_INPUTS; i++)
+        cJSON_AddItemToArray(in, cJSON_CreateString("x"));
+    assert_int_equal(oai_embeddings_from_json(b, &r, &e), NS_ERR_INVALID);
+    assert_non_null(strstr(e.message, "maximum length 2048"));
+    assert_int_equal(oai_request_embeddings_line(cJSON_Parse(ok[0]), true, &r, &e), NS_ERR_UNSUPPORTED);
+    assert_string_equal(e.param, "url");
+    /* the answer: floats, or base64 of little-endian float32 */
+    static const float vec[2] = {0.5f, -1.0f};
+    struct engine_result res = {.embedding = vec, .n_embed = 1, .n_embd = 2, .prompt_tokens = 3};
+    for (int base64 = 0; base64 < 2; base64++) {
+        assert_int_equal(oai_embeddings_from_json(cJSON_Parse(base64 ? "{\"model\":\"m\",\"input\":\"x\",\"encoding_format\":\"base64\"}"
+                                                                      : "{\"model\":\"m\",\"input\":\"x\"}"),
+                                                  &r, &e),
+                         NS_OK);
+        cJSON *o = oai_completion_body(&r, &res, "", "m", 0);
+        cJSON *d0 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "data"), 0);
+        assert_string_equal(cJSON_GetObjectItem(o, "object")->valuestring, "list");
+        assert_string_equal(cJSON_GetObjectItem(d0, "object")->valuestring, "embedding");
+        if (base64)
+            assert_string_equal(cJSON_GetObjectItem(d0, "embedding")->valuestring, "AAAAPwAAgL8="); /* 0.5, -1 LE */
+        else
+            assert_true(cJSON_GetArrayItem(cJSON_GetObjectItem(d0, "embedding"), 1)->valuedouble == -1.0);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "total_tokens")->valueint, 3);
+        cJSON_Delete(o);
+        oai_request_release(&r);
+    }
+}
+
+static void test_choices(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":\"x\",\"n\":3}", false, &r, &e), NS_OK);
+    assert_int_equal(r.req.n, 3);
+    struct engine_choice ch[3] = {
+        {.text = "a", .text_len = 1, .finish = ENGINE_FINISH_STOP, .completion_tokens = 1},
+        {.text = "bb", .text_len = 2, .finish = ENGINE_FINISH_LENGTH, .completion_tokens = 2},
+        {.text = "c", .text_len = 1, .finish = ENGINE_FINISH_STOP, .completion_tokens = 4},
+    };
+    struct engine_result res = {.text = "a", .text_len = 1, .prompt_tokens = 5, .completion_tokens = 7,
+                                .n_choices = 3, .choices = ch};
+    cJSON *b = oai_completion_body(&r, &res, "id", "m", 1);
+    cJSON *choices = cJSON_GetObjectItem(b, "choices");
+    assert_int_equal(cJSON_GetArraySize(choices), 3);
+    for (int i = 0; i < 3; i++) {
+        cJSON *c = cJSON_GetArrayItem(choices, i);
+        assert_int_equal(cJSON_GetObjectItem(c, "index")->valueint, i);
+        assert_string_equal(cJSON_GetObjectItem(c, "text")->valuestring, ch[i].text);
+        assert_string_equal(cJSON_GetObjectItem(c, "finish_reason")->valuestring, i == 1 ? "length" : "stop");
+    }
+    cJSON *u = cJSON_GetObjectItem(b, "usage");
+    assert_int_equal(cJSON_GetObjectItem(u, "prompt_tokens")->valueint, 5);
+    assert_int_equal(cJSON_GetObjectItem(u, "completion_tokens")->valueint, 7);
+    assert_int_equal(cJSON_GetObjectItem(u, "total_tokens")->valueint, 12);
+    cJSON_Delete(b);
+    /* a deep copy outlives the original */
+    struct engine_result copy;
+    assert_int_equal(engine_result_copy(&copy, &res), NS_OK);
+    assert_int_equal(copy.n_choices, 3);
+    assert_string_equal(copy.choices[1].text, "bb");
+    assert_ptr_not_equal(copy.choices[1].text, ch[1].text);
+    engine_result_release(&copy);
+    oai_request_release(&r);
+}
+
 static void test_logprobs(void **state)
 {
     (void)state;
@@ -362,6 +556,9 @@ int main(void)
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_response_shapes),
         cmocka_unit_test(test_structured),
+        cmocka_unit_test(test_tool_modes),
+        cmocka_unit_test(test_embeddings_body),
+        cmocka_unit_test(test_choices),
         cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

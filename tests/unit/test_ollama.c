@@ -111,6 +111,29 @@ struct bad {
     const char *needle;
 };
 
+/* format: "json" and a JSON schema become grammars */
+static void test_format(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct ollama_extra ox;
+    struct oai_error e;
+    static const char a[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"format\":\"json\"}";
+    assert_int_equal(ollama_request_parse(a, strlen(a), true, &r, &ox, &e), NS_OK);
+    assert_non_null(r.req.grammar);
+    assert_non_null(strstr(r.req.grammar, "root ::="));
+    oai_request_release(&r);
+    static const char b[] = "{\"model\":\"m\",\"prompt\":\"x\",\"format\":{\"type\":\"object\",\"properties\":"
+                            "{\"age\":{\"type\":\"integer\"}},\"required\":[\"age\"]}}";
+    assert_int_equal(ollama_request_parse(b, strlen(b), false, &r, &ox, &e), NS_OK);
+    assert_non_null(strstr(r.req.grammar, "age"));
+    oai_request_release(&r);
+    static const char c[] = "{\"model\":\"m\",\"prompt\":\"x\",\"format\":\"\"}";
+    assert_int_equal(ollama_request_parse(c, strlen(c), false, &r, &ox, &e), NS_OK);
+    assert_null(r.req.grammar);
+    oai_request_release(&r);
+}
+
 static void test_rejections(void **state)
 {
     (void)state;
@@ -139,9 +162,10 @@ static void test_rejections(void **state)
          "messages[0].images: images are not supported"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{}]}]}", true, NS_ERR_UNSUPPORTED,
          "messages[0].tool_calls"},
-        {"{\"model\":\"m\"," MSG ",\"format\":\"json\"}", true, NS_ERR_UNSUPPORTED, "format: structured output"},
-        {"{\"model\":\"m\",\"prompt\":\"x\",\"format\":{\"type\":\"object\"}}", false, NS_ERR_UNSUPPORTED,
-         "format: structured output"},
+        {"{\"model\":\"m\"," MSG ",\"format\":\"yaml\"}", true, NS_ERR_INVALID, "format: expected \"json\" or a JSON schema"},
+        {"{\"model\":\"m\"," MSG ",\"format\":5}", true, NS_ERR_INVALID, "format: expected"},
+        {"{\"model\":\"m\",\"prompt\":\"x\",\"format\":{\"type\":\"string\",\"pattern\":\"a\"}}", false, NS_ERR_UNSUPPORTED,
+         "format: unsupported JSON Schema keyword 'pattern'"},
         {"{\"model\":\"m\"," MSG ",\"tools\":[{\"type\":\"function\"}]}", true, NS_ERR_UNSUPPORTED, "tools: tool calling"},
         {"{\"model\":\"m\"," MSG ",\"think\":true}", true, NS_ERR_UNSUPPORTED, "think: thinking"},
         {"{\"model\":\"m\"," MSG ",\"think\":\"high\"}", true, NS_ERR_UNSUPPORTED, "think: thinking"},
@@ -385,6 +409,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_ok),          cmocka_unit_test(test_defaults_and_generate),
+        cmocka_unit_test(test_format),
         cmocka_unit_test(test_rejections),       cmocka_unit_test(test_num_ctx_and_names),
         cmocka_unit_test(test_answers),          cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_models),
