@@ -21,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { cpuSeconds, parseArgs, stamp, startChild, tmpDir } from './lib/proc.mjs';
+import { cpuSeconds, parseArgs, stamp, startChild, submitChatBatch, tmpDir } from './lib/proc.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const args = parseArgs();
@@ -78,18 +78,6 @@ async function getJson(port, p) {
     });
 }
 
-async function submitBatch(port, n) {
-    const lines = Array.from({ length: n }, (_, i) => JSON.stringify({ custom_id: `r${i}`, method: 'POST', url: '/v1/chat/completions',
-        body: { model: 'echo', messages: [{ role: 'user', content: `Classify item ${i}: the parcel arrived late.` }], max_tokens: 1 } }));
-    const form = new FormData();
-    form.append('purpose', 'batch');
-    form.append('file', new Blob([lines.join('\n') + '\n']), 'in.jsonl');
-    const up = await (await fetch(`http://127.0.0.1:${port}/v1/files`, { method: 'POST', body: form })).json();
-    const b = await (await fetch(`http://127.0.0.1:${port}/v1/batches`, { method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ input_file_id: up.id, endpoint: '/v1/chat/completions', completion_window: '24h' }) })).json();
-    return b.id;
-}
-
 const up = await startChild(process.execPath, [path.join(HERE, 'lib', 'instant_upstream.mjs')], /PORT (\d+)/);
 fs.writeFileSync(path.join(dir, 'ns.ini'), `[server]\ndata-dir = ${path.join(dir, 'data')}\nmax-lines = 1000000\n\n` +
     `[model echo]\nbackend = openai-http\nurl = http://127.0.0.1:${up.port}/v1\nconcurrency = ${C}\n`);
@@ -110,7 +98,7 @@ const viaCpu = cpuSeconds(ns.child.pid) - cpu0;
 console.error(`forward: a batch of ${BATCH} lines`);
 cpu0 = cpuSeconds(ns.child.pid);
 const t0 = performance.now();
-const id = await submitBatch(ns.port, BATCH);
+const id = await submitChatBatch(ns.port, BATCH, 'echo');
 let b;
 for (;;) {
     b = await getJson(ns.port, `/v1/batches/${id}`);

@@ -21,7 +21,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { postgresSync } from '../tests/e2e/pg_lib.mjs';
-import { cpuSeconds, parseArgs, procStat, stamp, startChild, tmpDir } from './lib/proc.mjs';
+import { cpuSeconds, parseArgs, procStat, stamp, startChild, submitChatBatch, tmpDir } from './lib/proc.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const args = parseArgs();
@@ -45,18 +45,6 @@ function pgCpu(postmaster) {
     return total;
 }
 
-async function submit(port) {
-    const lines = Array.from({ length: LINES }, (_, i) => JSON.stringify({ custom_id: `r${i}`, method: 'POST', url: '/v1/chat/completions',
-        body: { model: 'fixed', messages: [{ role: 'user', content: `Classify item ${i}: the parcel arrived late.` }], max_tokens: 1 } }));
-    const form = new FormData();
-    form.append('purpose', 'batch');
-    form.append('file', new Blob([lines.join('\n') + '\n']), 'in.jsonl');
-    const up = await (await fetch(`http://127.0.0.1:${port}/v1/files`, { method: 'POST', body: form })).json();
-    const b = await (await fetch(`http://127.0.0.1:${port}/v1/batches`, { method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ input_file_id: up.id, endpoint: '/v1/chat/completions', completion_window: '24h' }) })).json();
-    return b.id;
-}
-
 async function phase(name, n, db, postmaster) {
     const nodes = [];
     for (let i = 0; i < n; i++) {
@@ -68,7 +56,7 @@ async function phase(name, n, db, postmaster) {
     const cpu0 = nodes.reduce((a, x) => a + cpuSeconds(x.child.pid), 0);
     const pg0 = postmaster ? pgCpu(postmaster) : 0;
     const t0 = performance.now();
-    const id = await submit(nodes[0].port);
+    const id = await submitChatBatch(nodes[0].port, LINES, 'fixed');
     let b;
     for (;;) {
         b = await (await fetch(`http://127.0.0.1:${nodes[0].port}/v1/batches/${id}`)).json();

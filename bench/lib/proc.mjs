@@ -67,3 +67,17 @@ export function cpuSeconds(pid, children = false) {
     if (!f) return 0;
     return (Number(f[11]) + Number(f[12]) + (children ? Number(f[13]) + Number(f[14]) : 0)) / TICK;
 }
+
+/* upload n chat lines (model, max_tokens 1) to the server on port and create a batch of them;
+ * resolves to the batch id */
+export async function submitChatBatch(port, n, model) {
+    const lines = Array.from({ length: n }, (_, i) => JSON.stringify({ custom_id: `r${i}`, method: 'POST', url: '/v1/chat/completions',
+        body: { model, messages: [{ role: 'user', content: `Classify item ${i}: the parcel arrived late.` }], max_tokens: 1 } }));
+    const form = new FormData();
+    form.append('purpose', 'batch');
+    form.append('file', new Blob([lines.join('\n') + '\n']), 'in.jsonl');
+    const up = await (await fetch(`http://127.0.0.1:${port}/v1/files`, { method: 'POST', body: form })).json();
+    const b = await (await fetch(`http://127.0.0.1:${port}/v1/batches`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ input_file_id: up.id, endpoint: '/v1/chat/completions', completion_window: '24h' }) })).json();
+    return b.id;
+}

@@ -824,6 +824,17 @@ static int oai_check_grammar_conflicts(const struct oai_request *r, struct oai_e
 }
 
 /* what both parses start with: r takes over body (released with r), which must be an object */
+/* body.model, a string (the body keeps owning it) */
+static int oai_model_get(const cJSON *body, char **model_out, struct oai_error *err)
+{
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
+    if (!cJSON_IsString(model))
+        return oai_error_set(err, NS_ERR_INVALID, "model",
+                             model ? "Invalid type for 'model': expected a string." : "Missing required parameter: 'model'.");
+    *model_out = model->valuestring;
+    return NS_OK;
+}
+
 static int oai_request_begin(cJSON *body, bool chat, struct oai_request *r, struct oai_error *err)
 {
     memset(r, 0, sizeof(*r));
@@ -977,13 +988,8 @@ int oai_request_forward_from_json(cJSON *body, bool chat, struct oai_request *r,
     bool present;
     if ((rc = oai_request_begin(body, chat, r, err)))
         goto out;
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
-    if (!cJSON_IsString(model)) {
-        rc = oai_error_set(err, NS_ERR_INVALID, "model",
-                           model ? "Invalid type for 'model': expected a string." : "Missing required parameter: 'model'.");
+    if ((rc = oai_model_get(body, &r->model, err)))
         goto out;
-    }
-    r->model = model->valuestring;
     const char *what = chat ? "messages" : "prompt";
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(body, what);
     if (!in) {
@@ -1263,13 +1269,8 @@ int oai_embeddings_from_json(cJSON *body, struct oai_request *r, struct oai_erro
             goto out;
         }
     }
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(body, "model");
-    if (!cJSON_IsString(model)) {
-        rc = oai_error_set(err, NS_ERR_INVALID, "model",
-                           model ? "Invalid type for 'model': expected a string." : "Missing required parameter: 'model'.");
+    if ((rc = oai_model_get(body, &r->model, err)))
         goto out;
-    }
-    r->model = model->valuestring;
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(body, "input");
     if (!in) {
         rc = oai_error_set(err, NS_ERR_INVALID, "input", "Missing required parameter: 'input'.");
