@@ -670,9 +670,16 @@ static int http_run(void *impl, const struct engine_source *src)
         (void)running;
         CURLMsg *msg;
         int left;
+        bool finished = false;
         while ((msg = curl_multi_info_read(hb->multi, &left)))
-            if (msg->msg == CURLMSG_DONE)
+            if (msg->msg == CURLMSG_DONE) {
                 http_on_done(hb, src, msg->easy_handle, msg->data.result);
+                finished = true;
+            }
+        /* a finished transfer freed a slot: refill it now, not at the next transfer event
+         * (which left a fixed-latency upstream at ~60% of the concurrency) */
+        if (finished)
+            continue;
         /* 5. sleep until a transfer moves, work arrives (wake), or a timer is due */
         now = upstream_now();
         double gate = now; /* the earliest a try may start */

@@ -120,6 +120,41 @@ function mulberry32(a) {
 }
 
 let downHealed = false;
+let SLOW; // an upstream that answers after 100 ms and measures how many requests it holds
+
+/* an OpenAI-compatible upstream with a fixed latency; integrates its in-flight count over
+ * time (from the first request to the last answer) */
+function startSlowUpstream(delayMs) {
+    const st = { inflight: 0, area: 0, last: 0, first: 0, end: 0, max: 0 };
+    const tick = () => {
+        const now = performance.now();
+        if (st.last) st.area += st.inflight * (now - st.last);
+        st.last = now;
+    };
+    return new Promise((resolve) => {
+        const server = http.createServer((req, res) => {
+            req.resume();
+            req.on('end', () => {
+                tick();
+                if (!st.first) st.first = st.last;
+                st.inflight++;
+                st.max = Math.max(st.max, st.inflight);
+                setTimeout(() => {
+                    tick();
+                    st.inflight--;
+                    st.end = st.last;
+                    res.writeHead(200, { 'content-type': 'application/json' });
+                    res.end(JSON.stringify({ id: 'chatcmpl-slow', object: 'chat.completion', created: 0, model: 'slow',
+                        choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+                        usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }));
+                }, delayMs);
+            });
+        });
+        server.keepAliveTimeout = 60_000;
+        server.listen(0, '127.0.0.1', () => resolve({ port: server.address().port, st,
+            mean: () => st.area / (st.end - st.first), close: () => new Promise((r) => server.close(r)) }));
+    });
+}
 let INI; // the config file NS runs with
 let INI_TEXT;
 
@@ -137,6 +172,7 @@ before(async () => {
     const FAULTS = ['429', '500', 'stall', 'reset'];
     PROXY = await startProxy(UP.port, () => (rnd() < 0.2 ? FAULTS[Math.floor(rnd() * FAULTS.length)] : 'pass'));
     DOWN = await startProxy(UP.port, () => (downHealed ? 'pass' : '503'));
+    SLOW = await startSlowUpstream(100);
     const ini = path.join(TMP, 'nightshift.ini');
     INI = ini;
     fs.writeFileSync(ini, INI_TEXT = `# upstream e2e
@@ -170,6 +206,11 @@ retry_base = 0.01
 circuit_failures = 3
 circuit_cooldown = 1
 
+[model slow]
+backend = openai-http
+url = http://127.0.0.1:${SLOW.port}/v1
+concurrency = 8
+
 [model local]
 backend = local
 path = ${model}
@@ -179,7 +220,7 @@ path = ${model}
 
 after(async () => {
     if (NS) await NS.stop();
-    for (const p of [PROXY, DOWN]) if (p) await p.close();
+    for (const p of [PROXY, DOWN, SLOW]) if (p) await p.close();
     if (UP) UP.child.kill('SIGKILL');
     rmTmp(TMP);
 });
@@ -331,7 +372,7 @@ test('SIGHUP re-reads the config: limits and prices change live; a broken config
         '\n[model brand-new]\nbackend = openai-http\nurl = http://127.0.0.1:1/v1\n');
     NS.child.kill('SIGHUP');
     await pollUntil(limit, (v) => v === 3, { timeoutMs: 10_000, what: 'the reloaded concurrency' });
-    await pollUntil(async () => NS.stderr(), (e) => /reloaded .*nightshift\.ini: 4 models updated/.test(e), { timeoutMs: 10_000, what: 'the reload log' });
+    await pollUntil(async () => NS.stderr(), (e) => /reloaded .*nightshift\.ini: 5 models updated/.test(e), { timeoutMs: 10_000, what: 'the reload log' });
     assert.match(NS.stderr(), /reload: model 'brand-new' is new: restart to serve it/);
     const b = await submitBatch(NS, [chat(1, 'direct'), chat(2, 'direct')]);
     const done = await waitBatch(NS, b.id, (x) => x.status === 'completed', 60_000);
@@ -380,7 +421,7 @@ test('nightshift run --config: a batch file on an upstream model, resumable, ups
     assert.equal(fs.readFileSync(out, 'utf8').trim().split('\n').length, 59);
     const bad = await runNs(['run', input, '-o', out, '--config', INI, '--model', 'nope'], { timeoutMs: 30_000, env });
     assert.equal(bad.code, 2);
-    assert.match(bad.stderr, /no \[model nope\] section \(it has: direct, flaky, down, local\)/);
+    assert.match(bad.stderr, /no \[model nope\] section \(it has: direct, flaky, down, slow, local\)/);
 });
 
 test('nightshift doctor --config checks each upstream backend with its key', async () => {
@@ -428,4 +469,15 @@ test('bad configs: errors name the file, the line and the fix', async () => {
     const r = await runNs(['serve', '--config', path.join(TMP, 'missing.ini')], { timeoutMs: 30_000 });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /cannot read config '.*missing\.ini': No such file/);
+});
+
+test('a fixed-latency upstream is kept at the concurrency limit: a finished request\'s slot is refilled at once', async () => {
+    const b = await submitBatch(NS, Array.from({ length: 240 }, (_, i) => chat(i, 'slow')));
+    const done = await waitBatch(NS, b.id, (x) => ['completed', 'failed'].includes(x.status), 120_000);
+    assert.equal(done.request_counts.completed, 240);
+    const mean = SLOW.mean();
+    console.log(`# upstream in flight: mean ${mean.toFixed(2)}, max ${SLOW.st.max} (limit 8)`);
+    assert.ok(SLOW.st.max <= 8, `over the limit: ${SLOW.st.max}`);
+    /* a slot used to wait for the next transfer event before being refilled: mean ~5 of 8 */
+    assert.ok(mean >= 6.5, `mean in flight ${mean.toFixed(2)} of 8`);
 });
