@@ -4,10 +4,11 @@
  * INVARIANTS
  * - A batch line is claimed (store: running) before it is handed to the engine. Its result
  *   goes to `fin` when it leaves `inflight`, and `fin` is written to the store in one
- *   transaction (group commit: one fsync for up to SCHED_FIN_MAX lines) before anyone can
- *   look: at the next pull (every engine step with room), before idle() is reported, and
- *   before sched_drop_batch()/sched_batch_inflight() answer the batch manager. A crash
- *   loses at most one group, whose lines are still running in the store and so run again.
+ *   transaction (group commit: one fsync for up to SCHED_FIN_MAX lines): at a pull once the
+ *   group is SCHED_FIN_MAX/4 lines or its oldest is SCHED_FIN_WAIT s old, when the engine
+ *   waits for work, before idle() is reported, and before sched_drop_batch() /
+ *   sched_batch_inflight() answer the batch manager. A crash loses at most one group, whose
+ *   lines are still running in the store and so run again.
  * - A line dropped from a buffer by sched_drop_batch() stays running in the store for the
  *   batch manager to settle (cancelled/expired), never lost and never run twice.
  * - idle() is called once per batch each time it runs dry (no buffered line, store has no
@@ -110,6 +111,7 @@ struct sched {
     int interactive_running;        /* pulled, not done */
     struct sched_fin fin[SCHED_FIN_MAX]; /* results not yet in the store (mu) */
     int n_fin;
+    double fin_first;               /* when the oldest of them finished (sched_now) */
 };
 
 /* write the finished lines to the store in one transaction (mu held) */
@@ -132,6 +134,19 @@ static void sched_flush(struct sched *s)
     for (int i = 0; i < s->n_fin; i++)
         free((char *)s->fin[i].r.json);
     s->n_fin = 0;
+}
+
+/* Group commit on the pull path: write the finished lines once a group is worth a
+ * transaction (a quarter of SCHED_FIN_MAX) or its oldest line has waited SCHED_FIN_WAIT s.
+ * A backend whose requests end one at a time (an upstream) pulls at every completion: a
+ * transaction per line cost the shared store four statements and a WAL flush per line.
+ * Idle reports, drops and stops still flush at once (mu held). */
+#define SCHED_FIN_WAIT 0.02
+
+static void sched_flush_due(struct sched *s)
+{
+    if (s->n_fin >= SCHED_FIN_MAX / 4 || (s->n_fin > 0 && sched_now() - s->fin_first >= SCHED_FIN_WAIT))
+        sched_flush(s);
 }
 
 struct sched_params sched_default_params(void)
@@ -274,6 +289,8 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
     }
     if (s->n_fin == SCHED_FIN_MAX)
         sched_flush(s);
+    if (s->n_fin == 0)
+        s->fin_first = sched_now();
     struct sched_fin *f = &s->fin[s->n_fin++];
     snprintf(f->batch_id, sizeof(f->batch_id), "%s", sl->b->id);
     f->line_no = sl->line.line_no;
@@ -398,7 +415,7 @@ static int sched_pull_priority(void *ud, struct engine_request **out, int max)
     struct sched *s = ud;
     int n = 0;
     pthread_mutex_lock(&s->mu);
-    sched_flush(s); /* every step, room or not */
+    sched_flush_due(s); /* every step, room or not */
     while (n < max && s->jobs_head) {
         struct sched_job *j = s->jobs_head;
         s->jobs_head = j->next_;
@@ -418,7 +435,7 @@ static int sched_pull(void *ud, struct engine_request **out, int max)
     struct sched *s = ud;
     int n = 0;
     pthread_mutex_lock(&s->mu);
-    sched_flush(s); /* once per engine step (with room): the group commit */
+    sched_flush_due(s); /* once per engine step (with room): the group commit */
     if (s->stopping) {
         pthread_mutex_unlock(&s->mu);
         return -1;
