@@ -17,6 +17,20 @@ plot 'report-core-1-throughput.dat' using 1:2 title "nightshift" lw 2 pt 7 ps 1.
 unset logscale x
 unset xrange
 set xrange [*:*]
+set output 'report-core-2-throughput.png'
+set title 'Generated tokens/s vs parallelism — heavy-tailed lengths: qwen2-small-q8_0.gguf (small, q8_0, 97 MiB)'
+set xlabel "parallelism (nightshift --parallel K, llama-server -np K)"
+set ylabel "generated tokens/s"
+set logscale x 2
+set xrange [5.333333333333333:48]
+set yrange [0:*]
+set key top left
+set style data linespoints
+unset style fill
+plot 'report-core-2-throughput.dat' using 1:2 title "nightshift" lw 2 pt 7 ps 1.2, '' using 1:3 title "llama-server" lw 2 pt 5 ps 1.2
+unset logscale x
+unset xrange
+set xrange [*:*]
 set output 'report-prefix.png'
 unset title
 unset logscale
@@ -38,17 +52,17 @@ plot 'report-prefix.dat' using 3:xtic(1) lc rgb "#ff7f0e"
 unset multiplot
 set output 'report-ttft.png'
 unset multiplot
-unset logscale
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
+set style data steps
+unset style fill
 set title "Time to first token of real-time requests: idle vs while a batch runs"
-unset xlabel
-set ylabel "ms"
+set xlabel "TTFT (ms, log scale)"
+set ylabel "fraction of requests"
+set logscale x
 set xrange [*:*]
-set yrange [0:*]
-set key top left
-plot 'report-ttft.dat' using 2:xtic(1) title "p50", '' using 3 title "p99"
+set yrange [0:1.02]
+set key bottom right
+plot 'report-ttft-idle.dat' using 1:2 with steps lw 2 title "idle", 'report-ttft-loaded.dat' using 1:2 with steps lw 2 title "under batch load"
+unset logscale x
 set output 'report-forward.png'
 unset multiplot
 unset logscale
