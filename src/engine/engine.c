@@ -1929,6 +1929,16 @@ static void embed_normalize(float *v, int n)
         v[i] *= k;
 }
 
+/* nothing to run: block in the source's wait (it returns when work may have come), or
+ * nap when it has none */
+static void engine_idle(const struct engine_source *src)
+{
+    if (src->wait)
+        src->wait(src->ud);
+    else
+        usleep(1000);
+}
+
 /* engine_run for an embedding engine: at every step, inputs of the waiting requests (in
  * arrival order, interactive ones first) fill one batch, one sequence each, up to n_batch
  * tokens and the context's sequences; one forward pass pools each sequence's vector */
@@ -1962,10 +1972,7 @@ static int engine_run_embed(struct engine *e, const struct engine_source *src)
         if (n_jobs == 0) {
             if (exhausted)
                 return NS_OK;
-            if (src->wait)
-                src->wait(src->ud);
-            else
-                usleep(1000);
+            engine_idle(src);
             continue;
         }
         /* one batch */
@@ -2074,10 +2081,7 @@ int engine_run(struct engine *e, const struct engine_source *src)
                 continue; /* choices of a group still to seat, in the slots now free */
             if (exhausted)
                 return NS_OK;
-            if (src->wait)
-                src->wait(src->ud);
-            else
-                usleep(1000);
+            engine_idle(src);
             continue;
         }
         /* generation grows every running sequence by one cell per step */
