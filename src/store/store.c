@@ -15,12 +15,13 @@ const struct store_ops *store_find(const char *uri)
 {
     if (!uri || !*uri || strncmp(uri, "sqlite:", 7) == 0 || !strstr(uri, "://"))
         return &store_sqlite_ops;
-    if (strncmp(uri, "postgresql:", 11) == 0)
-        return &store_pg_ops; /* libpq's other spelling */
     for (size_t i = 0; i < sizeof(store_registry) / sizeof(store_registry[0]); i++) {
-        size_t n = strlen(store_registry[i]->scheme);
-        if (strncmp(uri, store_registry[i]->scheme, n) == 0 && uri[n] == ':')
-            return store_registry[i];
+        const char *names[2] = {store_registry[i]->scheme, store_registry[i]->alias};
+        for (int k = 0; k < 2; k++) {
+            size_t n = names[k] ? strlen(names[k]) : 0;
+            if (n && strncmp(uri, names[k], n) == 0 && uri[n] == ':')
+                return store_registry[i];
+        }
     }
     return NULL;
 }

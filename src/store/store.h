@@ -135,6 +135,7 @@ struct store_key {
 
 struct store_ops {
     const char *scheme;      /* "sqlite", "postgres" */
+    const char *alias;       /* another URI scheme for the same store ("postgresql"), or NULL */
     int (*open)(const char *uri, const char *data_dir, struct store **out, char *err, size_t errlen);
     void (*close)(struct store *st);
     int (*check)(struct store *st);   /* writable? (for /ready) */

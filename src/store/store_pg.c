@@ -1675,6 +1675,7 @@ static int pg_node_id(struct store *st, char *out, size_t n)
 
 const struct store_ops store_pg_ops = {
     .scheme = "postgres",
+    .alias = "postgresql", /* libpq takes both spellings */
     .open = pg_open,
     .close = pg_close,
     .check = pg_check,
