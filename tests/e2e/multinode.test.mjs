@@ -14,6 +14,7 @@ import http from 'node:http';
 import path from 'node:path';
 
 import { BIN, startServer, mkTmp, rmTmp, sleep, toJsonl, parseJsonl, byCustomId, pollUntil } from './serve_lib.mjs';
+import { api } from './lib.mjs';
 import { postgres } from './pg_lib.mjs';
 
 let TMP, PG, UP, DB;
@@ -69,23 +70,17 @@ async function startNode(i) {
     return s;
 }
 
-async function call(s, method, p, body, headers = {}) {
-    const res = await fetch(s.url + p, { method, body, headers });
-    const text = await res.text();
-    return { status: res.status, text, json: () => JSON.parse(text) };
-}
-
 async function upload(s, text, name = 'in.jsonl') {
     const form = new FormData();
     form.append('purpose', 'batch');
     form.append('file', new Blob([text]), name);
-    const r = await call(s, 'POST', '/v1/files', form);
+    const r = await api(s, 'POST', '/v1/files', form);
     assert.equal(r.status, 200, r.text);
     return r.json();
 }
 
 async function createBatch(s, fileId) {
-    const r = await call(s, 'POST', '/v1/batches', JSON.stringify({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+    const r = await api(s, 'POST', '/v1/batches', JSON.stringify({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' }),
         { 'content-type': 'application/json' });
     assert.equal(r.status, 200, r.text);
     return r.json();
@@ -114,20 +109,20 @@ test('a 3,000-line batch submitted to one node is worked by all three and surviv
     const f = await upload(NODES[0], toJsonl(Array.from({ length: N }, (_, i) => line(i))));
     const b = await createBatch(NODES[0], f.id);
     /* every node answers for the batch: one database */
-    for (const s of NODES) assert.equal((await call(s, 'GET', `/v1/batches/${b.id}`)).json().id, b.id);
-    await pollUntil(async () => (await call(NODES[1], 'GET', `/v1/batches/${b.id}`)).json(),
+    for (const s of NODES) assert.equal((await api(s, 'GET', `/v1/batches/${b.id}`)).json().id, b.id);
+    await pollUntil(async () => (await api(NODES[1], 'GET', `/v1/batches/${b.id}`)).json(),
         (x) => x.request_counts.completed >= N / 4, { timeoutMs: 120_000, what: 'a quarter of the batch done' });
     /* the node killed holds claimed lines (in flight and buffered): they must come back */
     const before = PG.psql('ns_multi', `SELECT count(*) FROM lines WHERE batch_id='${b.id}' AND state=1 AND node LIKE '%node2'`);
     NODES[2].child.kill('SIGKILL');
     await NODES[2].stop();
     NODES[2] = null;
-    const done = (await pollUntil(async () => (await call(NODES[0], 'GET', `/v1/batches/${b.id}`)).json(),
+    const done = (await pollUntil(async () => (await api(NODES[0], 'GET', `/v1/batches/${b.id}`)).json(),
         (x) => ['completed', 'failed', 'cancelled', 'expired'].includes(x.status), { timeoutMs: 300_000, intervalMs: 250, what: 'the batch to end' })).value;
     assert.equal(done.status, 'completed', JSON.stringify(done));
     assert.deepEqual(done.request_counts, { total: N, completed: N, failed: 0 });
     /* the output, downloaded from the other node: each custom_id exactly once */
-    const out = parseJsonl((await call(NODES[1], 'GET', `/v1/files/${done.output_file_id}/content`)).text, 'output');
+    const out = parseJsonl((await api(NODES[1], 'GET', `/v1/files/${done.output_file_id}/content`)).text, 'output');
     assert.equal(out.length, N);
     const ids = byCustomId(out, 'the output');
     for (let i = 0; i < N; i++) assert.ok(ids.has(`req-${i}`), `req-${i} missing`);
@@ -143,26 +138,26 @@ test('a 3,000-line batch submitted to one node is worked by all three and surviv
     assert.ok(upstreamCalls >= N, 'every line reached the upstream');
     /* every node lets go of the batch another node finalized */
     for (const s of NODES.filter(Boolean))
-        await pollUntil(async () => (await call(s, 'GET', '/metrics')).text, (t) => /nightshift_active_batches\{model="fake"\} 0/.test(t),
+        await pollUntil(async () => (await api(s, 'GET', '/metrics')).text, (t) => /nightshift_active_batches\{model="fake"\} 0/.test(t),
             { timeoutMs: 10_000, what: 'active batches back to 0' });
     /* restart the killed node on its data dir: it rejoins and sees the batch */
     await startNode(2);
-    assert.equal((await call(NODES[2], 'GET', `/v1/batches/${b.id}`)).json().status, 'completed');
+    assert.equal((await api(NODES[2], 'GET', `/v1/batches/${b.id}`)).json().status, 'completed');
 });
 
 test('a file uploaded to one node is downloaded whole from another (chunked in the database)', async () => {
     /* 3.5 MB: four chunks, the last one short */
     const big = Array.from({ length: 3500 }, (_, i) => JSON.stringify({ i, pad: 'x'.repeat(980) })).join('\n') + '\n';
     const f = await upload(NODES[0], big, 'big.jsonl');
-    const r = await call(NODES[1], 'GET', `/v1/files/${f.id}/content`);
+    const r = await api(NODES[1], 'GET', `/v1/files/${f.id}/content`);
     assert.equal(r.status, 200);
     assert.equal(r.text.length, big.length);
     assert.ok(r.text === big, 'the content differs');
     assert.equal(PG.psql('ns_multi', `SELECT count(*) FROM file_chunks WHERE file_id='${f.id}'`), '4');
     /* metadata from a third node; deleted on one, gone on all */
-    assert.equal((await call(NODES[2], 'GET', `/v1/files/${f.id}`)).json().bytes, big.length);
-    assert.equal((await call(NODES[2], 'DELETE', `/v1/files/${f.id}`)).status, 200);
-    assert.equal((await call(NODES[1], 'GET', `/v1/files/${f.id}`)).status, 404);
+    assert.equal((await api(NODES[2], 'GET', `/v1/files/${f.id}`)).json().bytes, big.length);
+    assert.equal((await api(NODES[2], 'DELETE', `/v1/files/${f.id}`)).status, 200);
+    assert.equal((await api(NODES[1], 'GET', `/v1/files/${f.id}`)).status, 404);
     assert.equal(PG.psql('ns_multi', `SELECT count(*) FROM file_chunks WHERE file_id='${f.id}'`), '0');
 });
 
@@ -170,14 +165,14 @@ test('a cancel given to one node stops the batch on every node within seconds', 
     upstreamDelayMs = 200;
     const f = await upload(NODES[1], toJsonl(Array.from({ length: 600 }, (_, i) => line(i))));
     const b = await createBatch(NODES[1], f.id);
-    await pollUntil(async () => (await call(NODES[0], 'GET', `/v1/batches/${b.id}`)).json(),
+    await pollUntil(async () => (await api(NODES[0], 'GET', `/v1/batches/${b.id}`)).json(),
         (x) => x.request_counts.completed >= 30, { timeoutMs: 60_000, what: 'some lines done' });
     const shares = PG.psql('ns_multi', `SELECT count(DISTINCT node) FROM lines WHERE batch_id='${b.id}' AND node IS NOT NULL`);
     assert.ok(Number(shares) >= 2, `several nodes work the batch (${shares})`);
-    const c = await call(NODES[2], 'POST', `/v1/batches/${b.id}/cancel`);
+    const c = await api(NODES[2], 'POST', `/v1/batches/${b.id}/cancel`);
     assert.equal(c.status, 200, c.text);
     const t0 = Date.now();
-    const end = (await pollUntil(async () => (await call(NODES[0], 'GET', `/v1/batches/${b.id}`)).json(),
+    const end = (await pollUntil(async () => (await api(NODES[0], 'GET', `/v1/batches/${b.id}`)).json(),
         (x) => x.status === 'cancelled', { timeoutMs: 30_000, intervalMs: 100, what: 'the cancel' })).value;
     const took = Date.now() - t0;
     const calls = upstreamCalls;
@@ -210,8 +205,8 @@ test('a database with a newer schema is refused, an unreachable one named', asyn
     const keys = spawnSync(BIN, ['keys', 'create', '--name', 'ci', '--db', DB, '--data-dir', path.join(TMP, 'node0')], { encoding: 'utf8', timeout: 30_000 });
     assert.equal(keys.status, 0, keys.stderr);
     const key = keys.stdout.trim();
-    assert.equal((await call(NODES[1], 'GET', '/v1/models')).status, 401, 'a key created against the database is required by every node');
-    assert.equal((await call(NODES[1], 'GET', '/v1/models', undefined, { authorization: `Bearer ${key}` })).status, 200);
+    assert.equal((await api(NODES[1], 'GET', '/v1/models')).status, 401, 'a key created against the database is required by every node');
+    assert.equal((await api(NODES[1], 'GET', '/v1/models', undefined, { authorization: `Bearer ${key}` })).status, 200);
     const doc = spawnSync(BIN, ['doctor', '--db', DB, '--data-dir', path.join(TMP, 'node0')], { encoding: 'utf8', timeout: 30_000 });
     assert.match(doc.stdout + doc.stderr, /store: schema version 2 \(current\)/);
     const docNewer = spawnSync(BIN, ['doctor', '--db', uri, '--data-dir', path.join(TMP, 'node9')], { encoding: 'utf8', timeout: 30_000 });
