@@ -38,6 +38,7 @@
  */
 #include "store.h"
 
+#include "../util/buf.h"
 #include "../util/status.h"
 
 #include <errno.h>
@@ -153,28 +154,8 @@ static long pg_changes(const PGresult *r)
     return strtol(PQcmdTuples((PGresult *)r), NULL, 10);
 }
 
-/* a growing byte buffer (array literals) */
-struct pg_buf {
-    char *p;
-    size_t n, cap;
-};
-
-static int pg_buf_put(struct pg_buf *b, const char *s, size_t n)
-{
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return NS_ERR_NOMEM;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return NS_OK;
-}
+/* the most bytes of one statement's array literals or COPY piece (a run's results, a line) */
+#define PG_BUF_MAX ((size_t)1 << 30)
 
 /* the most lines of one batch written by one statement */
 #define PG_MAX_RUN 256
@@ -954,35 +935,35 @@ static int pg_batch_lease(struct store *st, const char *id)
 
 /* ---- lines ------------------------------------------------------------------------------ */
 
-/* COPY text format: backslash, tab, newline and carriage return escaped; NULL is \N */
-static void pg_copy_field(char **p, const char *s, bool last)
+/* append a field in COPY text format: backslash, tab, newline and carriage return escaped;
+ * NULL is \N; then the column (tab) or row (newline) separator */
+static int pg_copy_field(struct buf *b, const char *s, bool last)
 {
-    char *o = *p;
-    if (!s) {
-        *o++ = '\\';
-        *o++ = 'N';
-    } else {
-        for (; *s; s++) {
-            switch (*s) {
-            case '\\': *o++ = '\\'; *o++ = '\\'; break;
-            case '\t': *o++ = '\\'; *o++ = 't'; break;
-            case '\n': *o++ = '\\'; *o++ = 'n'; break;
-            case '\r': *o++ = '\\'; *o++ = 'r'; break;
-            default: *o++ = *s;
-            }
-        }
+    int rc = NS_OK;
+    if (!s)
+        rc = buf_append(b, "\\N", 2);
+    for (; s && *s && !rc; s++) {
+        const char *run = s;
+        while (*s && *s != '\\' && *s != '\t' && *s != '\n' && *s != '\r')
+            s++;
+        if (s > run)
+            rc = buf_append(b, run, (size_t)(s - run));
+        if (!*s)
+            break;
+        if (!rc)
+            rc = buf_appendf(b, "\\%c", *s == '\t' ? 't' : *s == '\n' ? 'n' : *s == '\r' ? 'r' : '\\');
     }
-    *o++ = last ? '\n' : '\t';
-    *p = o;
+    return rc ? rc : buf_append(b, last ? "\n" : "\t", 1);
 }
+
+/* the COPY data is sent in pieces of about this size */
+#define PG_COPY_CHUNK (64 * 1024)
 
 static int pg_lines_insert(struct store *st, const char *batch_id, const struct store_line *lines, int n)
 {
     int rc = NS_ERR_IO;
-    size_t cap = 1 << 16;
-    char *buf = malloc(cap);
-    if (!buf)
-        return NS_ERR_NOMEM;
+    struct buf buf;
+    buf_init(&buf, PG_BUF_MAX);
     pthread_mutex_lock(&st->mu);
     if (pg_exec(st, "BEGIN"))
         goto out;
@@ -994,7 +975,6 @@ static int pg_lines_insert(struct store *st, const char *batch_id, const struct 
     struct pg_args a = {0};
     pa_text(&a, batch_id);
     PGresult *r = pg_q(st, "SELECT status, in_progress_at FROM batches WHERE id=$1 FOR UPDATE", &a);
-    /* or cancelled before it ever started: its lines are read only to be settled */
     if (!r || PQntuples(r) != 1 ||
         !(pg_i64(r, 0, 0) == SB_VALIDATING || (pg_i64(r, 0, 0) == SB_CANCELLING && pg_i64(r, 0, 1) == 0))) {
         PQclear(r);
@@ -1011,45 +991,20 @@ static int pg_lines_insert(struct store *st, const char *batch_id, const struct 
     }
     PQclear(r);
     bool ok = true;
-    size_t used = 0;
     for (int i = 0; i < n && ok; i++) {
         const struct store_line *l = &lines[i];
-        /* worst case: every byte escaped */
-        size_t need = 2 * (strlen(batch_id) + strlen(l->custom_id) + (l->model ? strlen(l->model) : 2) +
-                           (l->result ? strlen(l->result) : 2)) + 128;
-        if (used + need > cap) {
-            if (used && PQputCopyData(st->conn, buf, (int)used) != 1)
-                ok = false;
-            used = 0;
-            if (need > cap) {
-                char *nb = realloc(buf, need);
-                if (!nb) {
-                    ok = false;
-                    break;
-                }
-                buf = nb;
-                cap = need;
-            }
+        ok = pg_copy_field(&buf, batch_id, false) == NS_OK &&
+             buf_appendf(&buf, "%lld\t%u\t", (long long)l->idx, l->line_no) == NS_OK &&
+             pg_copy_field(&buf, l->custom_id, false) == NS_OK &&
+             buf_appendf(&buf, "%lld\t%lld\t%d\t", (long long)l->off, (long long)l->len, l->url) == NS_OK &&
+             pg_copy_field(&buf, l->model, false) == NS_OK &&
+             buf_appendf(&buf, "%d\t", l->result ? SL_FAILED : SL_PENDING) == NS_OK &&
+             pg_copy_field(&buf, l->result, true) == NS_OK;
+        if (ok && (buf.len >= PG_COPY_CHUNK || i + 1 == n)) {
+            ok = PQputCopyData(st->conn, buf.p, (int)buf.len) == 1;
+            buf_reset(&buf);
         }
-        char *p = buf + used, num[96];
-        pg_copy_field(&p, batch_id, false);
-        snprintf(num, sizeof(num), "%lld\t%u\t", (long long)l->idx, l->line_no);
-        size_t k = strlen(num);
-        memcpy(p, num, k);
-        p += k;
-        pg_copy_field(&p, l->custom_id, false);
-        snprintf(num, sizeof(num), "%lld\t%lld\t%d\t", (long long)l->off, (long long)l->len, l->url);
-        k = strlen(num);
-        memcpy(p, num, k);
-        p += k;
-        pg_copy_field(&p, l->model, false);
-        *p++ = l->result ? '0' + SL_FAILED : '0' + SL_PENDING;
-        *p++ = '\t';
-        pg_copy_field(&p, l->result, true);
-        used = (size_t)(p - buf);
     }
-    if (ok && used && PQputCopyData(st->conn, buf, (int)used) != 1)
-        ok = false;
     if (PQputCopyEnd(st->conn, ok ? NULL : "nightshift: out of memory") != 1)
         ok = false;
     while ((r = PQgetResult(st->conn)) != NULL) {
@@ -1073,7 +1028,7 @@ rollback:
     pg_exec(st, "ROLLBACK");
 out:
     pthread_mutex_unlock(&st->mu);
-    free(buf);
+    buf_release(&buf);
     return rc;
 }
 
@@ -1135,59 +1090,61 @@ static int pg_lines_claim(struct store *st, const char *batch_id, const char *mo
     return NS_OK;
 }
 
-/* a PostgreSQL array literal of text elements: {"a","b\\"c"} ('"' and '\\' escaped) */
-static int pg_text_array(struct pg_buf *b, const char *const *v, int n)
+/* append a PostgreSQL array literal of text elements: {"a","b\\"c"} ('"' and '\\' escaped) */
+static int pg_text_array(struct buf *b, const char *const *v, int n)
 {
-    if (pg_buf_put(b, "{", 1))
-        return NS_ERR_NOMEM;
-    for (int i = 0; i < n; i++) {
-        if (pg_buf_put(b, i ? ",\"" : "\"", i ? 2 : 1))
-            return NS_ERR_NOMEM;
-        for (const char *c = v[i]; *c; c++) {
+    int rc = buf_append(b, "{", 1);
+    for (int i = 0; i < n && !rc; i++) {
+        rc = buf_append(b, i ? ",\"" : "\"", i ? 2 : 1);
+        for (const char *c = v[i]; *c && !rc; c++) {
             const char *run = c;
             while (*c && *c != '"' && *c != '\\')
                 c++;
-            if (c > run && pg_buf_put(b, run, (size_t)(c - run)))
-                return NS_ERR_NOMEM;
+            if (c > run)
+                rc = buf_append(b, run, (size_t)(c - run));
             if (!*c)
                 break;
-            char esc[2] = {'\\', *c};
-            if (pg_buf_put(b, esc, 2))
-                return NS_ERR_NOMEM;
+            if (!rc)
+                rc = buf_appendf(b, "\\%c", *c);
         }
-        if (pg_buf_put(b, "\"", 1))
-            return NS_ERR_NOMEM;
+        if (!rc)
+            rc = buf_append(b, "\"", 1);
     }
-    return pg_buf_put(b, "}", 2); /* with the terminating NUL */
+    return rc ? rc : buf_append(b, "}", 1);
 }
 
 /* Results of a run of lines of one batch: one UPDATE for the run (the arrays unnested), so
- * the database parses and plans once per group commit, not once per line. */
-static int pg_lines_finish_run(struct store *st, const struct store_result *rs, int n, struct pg_buf *idx,
-                               struct pg_buf *state, struct pg_buf *res, int64_t sum[6])
+ * the database parses and plans once per group commit, not once per line. sum: what the
+ * lines that counted add to the batch's counters. */
+static int pg_lines_finish_run(struct store *st, const struct store_result *rs, int n, int64_t sum[6])
 {
     const char *texts[PG_MAX_RUN];
-    int rc = NS_ERR_NOMEM;
-    idx->n = state->n = res->n = 0;
-    if (pg_buf_put(idx, "{", 1) || pg_buf_put(state, "{", 1))
-        return rc;
-    for (int i = 0; i < n; i++) {
-        char num[32];
-        int k = snprintf(num, sizeof(num), "%s%lld", i ? "," : "", (long long)rs[i].idx);
-        if (pg_buf_put(idx, num, (size_t)k))
-            return rc;
-        k = snprintf(num, sizeof(num), "%s%d", i ? "," : "", rs[i].ok ? SL_OK : SL_FAILED);
-        if (pg_buf_put(state, num, (size_t)k))
-            return rc;
+    struct buf idx, state, res;
+    buf_init(&idx, PG_BUF_MAX);
+    buf_init(&state, PG_BUF_MAX);
+    buf_init(&res, PG_BUF_MAX);
+    int rc = buf_append(&idx, "{", 1);
+    if (!rc)
+        rc = buf_append(&state, "{", 1);
+    for (int i = 0; i < n && !rc; i++) {
+        rc = buf_appendf(&idx, "%s%lld", i ? "," : "", (long long)rs[i].idx);
+        if (!rc)
+            rc = buf_appendf(&state, "%s%d", i ? "," : "", rs[i].ok ? SL_OK : SL_FAILED);
         texts[i] = rs[i].json;
     }
-    if (pg_buf_put(idx, "}", 2) || pg_buf_put(state, "}", 2) || pg_text_array(res, texts, n))
-        return rc;
+    if (!rc)
+        rc = buf_append(&idx, "}", 1);
+    if (!rc)
+        rc = buf_append(&state, "}", 1);
+    if (!rc)
+        rc = pg_text_array(&res, texts, n);
+    if (rc)
+        goto out;
     struct pg_args a = {0};
     pa_text(&a, rs[0].batch_id);
-    pa_text(&a, idx->p);
-    pa_text(&a, state->p);
-    pa_text(&a, res->p);
+    pa_text(&a, idx.p);
+    pa_text(&a, state.p);
+    pa_text(&a, res.p);
     /* only an unfinished line counts: a result is written once, even when the line ran on
      * two nodes (a lease lost to a long pause); RETURNING says which ones counted */
     PGresult *r = pg_q(st,
@@ -1195,8 +1152,10 @@ static int pg_lines_finish_run(struct store *st, const struct store_result *rs, 
                        "FROM unnest($2::bigint[], $3::integer[], $4::text[]) AS v(idx, state, result) "
                        "WHERE l.batch_id=$1 AND l.idx=v.idx AND l.state<2 RETURNING l.idx",
                        &a);
-    if (!r)
-        return NS_ERR_IO;
+    if (!r) {
+        rc = NS_ERR_IO;
+        goto out;
+    }
     memset(sum, 0, 6 * sizeof(int64_t));
     for (int row = 0; row < PQntuples(r); row++) {
         int64_t x = pg_i64(r, row, 0);
@@ -1213,13 +1172,16 @@ static int pg_lines_finish_run(struct store *st, const struct store_result *rs, 
         }
     }
     PQclear(r);
-    return NS_OK;
+out:
+    buf_release(&idx);
+    buf_release(&state);
+    buf_release(&res);
+    return rc;
 }
 
 static int pg_lines_finish(struct store *st, const struct store_result *rs, int n)
 {
     int rc = NS_ERR_IO;
-    struct pg_buf idx = {0}, state = {0}, res = {0};
     pthread_mutex_lock(&st->mu);
     if (pg_exec(st, "BEGIN"))
         goto out;
@@ -1228,9 +1190,8 @@ static int pg_lines_finish(struct store *st, const struct store_result *rs, int 
         while (j < n && j - i < PG_MAX_RUN && strcmp(rs[j].batch_id, rs[i].batch_id) == 0)
             j++;
         int64_t sum[6];
-        if ((rc = pg_lines_finish_run(st, rs + i, j - i, &idx, &state, &res, sum)))
+        if ((rc = pg_lines_finish_run(st, rs + i, j - i, sum)))
             goto rollback;
-        rc = NS_ERR_IO;
         struct pg_args b = {0};
         for (int k = 0; k < 6; k++)
             pa_i64(&b, sum[k]);
@@ -1240,24 +1201,20 @@ static int pg_lines_finish(struct store *st, const struct store_result *rs, int 
                            " output_tokens=output_tokens+$4, cached_tokens=cached_tokens+$5,"
                            " prompt_computed=prompt_computed+$6 WHERE id=$7",
                            &b);
-        if (!r)
+        if (!r) {
+            rc = NS_ERR_IO;
             goto rollback;
+        }
         PQclear(r);
         i = j;
     }
-    if (pg_exec(st, "COMMIT") == NS_OK) {
-        rc = NS_OK;
+    rc = pg_exec(st, "COMMIT");
+    if (rc == NS_OK)
         goto out;
-    }
 rollback:
-    if (!rc)
-        rc = NS_ERR_IO;
     pg_exec(st, "ROLLBACK");
 out:
     pthread_mutex_unlock(&st->mu);
-    free(idx.p);
-    free(state.p);
-    free(res.p);
     return rc;
 }
 
