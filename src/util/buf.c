@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,7 +40,7 @@ static int buf_grow(struct buf *b, size_t need)
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need + 1)
         cap *= 2;
-    if (cap > b->max + 1)
+    if (b->max < SIZE_MAX && cap > b->max + 1) /* max + 1 would wrap to 0: a free */
         cap = b->max + 1;
     char *p = realloc(b->p, cap);
     if (!p)

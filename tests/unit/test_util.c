@@ -36,6 +36,13 @@ static void test_buf_cap(void **state)
     assert_null(b.p);
     free(s);
     buf_release(&b);
+    /* no cap at all: SIZE_MAX (max + 1 must not wrap to a zero-size realloc) */
+    buf_init(&b, SIZE_MAX);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(buf_appends(&b, "0123456789"), NS_OK);
+    assert_int_equal(b.len, 1000);
+    assert_memory_equal(b.p + 990, "0123456789", 11);
+    buf_release(&b);
 }
 
 static void test_utf8(void **state)
