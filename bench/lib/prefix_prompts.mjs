@@ -22,6 +22,7 @@
 // --list writes a JSON array of the same prompt strings for the llama-server client
 // (bench/lib/client.mjs). Prints {mode, n, tokens_per_prompt, shared_tokens, item_tokens}.
 import { writeFileSync } from 'node:fs';
+import { mulberry32 } from './rand.mjs';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, arr) => (a.startsWith('--') ? acc.concat([[a.slice(2), arr[i + 1]]]) : acc), []));
@@ -58,15 +59,6 @@ river rock salt science sea seat ship shoe shop sister skin sky snow soil soldie
 staff stage station stone store sun task tea theory tour track trade train travel trip unit visit weight west wheel
 wine winter wood yard`.split(/\s+/).filter(Boolean))];
 if (N > VOCAB.length) throw new Error(`--n ${N}: at most ${VOCAB.length} prompts have distinct first words`);
-
-function mulberry32(a) {
-  return function () {
-    a |= 0; a = (a + 0x6D2B79F5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // `tokens` tokens of text: words with a period as every 12th token (and as the last one);
 // `first` (optional) is the first word; `lead` says whether the piece starts with a space.

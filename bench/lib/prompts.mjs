@@ -19,6 +19,7 @@
 // run get the same lengths. --list then holds {prompt, max_tokens} objects, and --stats FILE
 // gets {requests, words_max, words_sum, max_tokens_sum, max_tokens_max, percentiles}.
 import { writeFileSync } from 'node:fs';
+import { mulberry32 } from './rand.mjs';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, arr) => (a.startsWith('--') ? acc.concat([[a.slice(2), arr[i + 1]]]) : acc), []));
@@ -49,15 +50,6 @@ movie north love support technology step baby computer type attention film tree 
 evidence population truth song quickly slowly often never always green blue red small large early late open close
 bring carry build write read speak listen watch follow create offer serve develop happen include continue learn
 change lead understand remember consider appear allow begin grow walk win offer`).split(/\s+/).filter(Boolean);
-
-function mulberry32(a) {
-  return function () {
-    a |= 0; a = (a + 0x6D2B79F5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // log-normal draw with the given median: exp(ln(median) + sigma * z), z standard normal
 // (Box-Muller on the lengths' own seeded stream)
