@@ -12,6 +12,7 @@
 #include "../util/utf8.h"
 #include "anthropic.h"
 #include "dashboard.h"
+#include "keycache.h"
 #include "oai.h"
 #include "ollama.h"
 #include "quota.h"
@@ -45,6 +46,7 @@ struct server {
     int n_scheds;
     struct batchmgr *bm;
     struct quota *quota;         /* per-key limits (quota.h) */
+    struct keycache *keys;       /* API keys read from the store, for a moment (keycache.h) */
     struct MHD_Daemon *mhd;
     int port;
     atomic_bool draining;        /* server_drain(): new requests get 503 */
@@ -2838,7 +2840,7 @@ static bool server_auth(struct server *s, struct MHD_Connection *c, struct route
         char hash[65];
         struct store_key k;
         sha256_hex(key, strlen(key), hash);
-        if (s->ops->key_get(s->st, hash, &k) == NS_OK) {
+        if (keycache_key_get(s->keys, hash, &k) == NS_OK) {
             snprintf(x->owner, sizeof(x->owner), "%s", k.project);
             x->admin = k.admin;
             snprintf(x->key, sizeof(x->key), "%s", k.name);
@@ -2851,8 +2853,7 @@ static bool server_auth(struct server *s, struct MHD_Connection *c, struct route
             return true;
         }
     }
-    int64_t n_keys = 1;
-    if (!s->api_key && s->ops->key_count(s->st, &n_keys) == NS_OK && n_keys == 0)
+    if (!s->api_key && keycache_keys_none(s->keys))
         return true;
     x->admin = false;
     return false;
@@ -2978,6 +2979,7 @@ static int64_t server_batch_left(void *ud, const char *batch_id, int64_t estimat
 int server_start(struct server_params p, struct store *st, const struct store_ops *ops, struct sched **scheds,
                  int n_scheds, struct batchmgr *bm, struct server **out, char *err, size_t errlen)
 {
+    int rc = NS_ERR_NOMEM;
     struct server *s = calloc(1, sizeof(*s));
     *out = NULL;
     if (!s)
@@ -2994,33 +2996,25 @@ int server_start(struct server_params p, struct store *st, const struct store_op
     struct quota_params qp = quota_default_params();
     qp.batch_left = server_batch_left;
     qp.batch_ud = s;
-    if (quota_create(qp, &s->quota)) {
-        free(s->data_dir);
-        free(s->api_key);
-        free(s);
-        return NS_ERR_NOMEM;
-    }
+    if (!s->data_dir || (p.api_key && !s->api_key) || quota_create(qp, &s->quota))
+        goto out;
+    if (!(s->keys = keycache_init(keycache_default_params(), st, ops)))
+        goto out;
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)p.port);
     if (inet_pton(AF_INET, p.host, &sa.sin_addr) != 1) {
         snprintf(err, errlen, "cannot listen on '%s': not an IPv4 address", p.host);
-        quota_free(s->quota);
-        free(s->data_dir);
-        free(s->api_key);
-        free(s);
-        return NS_ERR_INVALID;
+        rc = NS_ERR_INVALID;
+        goto out;
     }
     /* MHD_USE_ITC: server_drain() needs it to stop listening while connections go on */
     bool tls = p.tls_cert && p.tls_key;
     if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
         snprintf(err, errlen, "this libmicrohttpd was built without TLS: --tls-cert/--tls-key cannot be used");
-        quota_free(s->quota);
-        free(s->data_dir);
-        free(s->api_key);
-        free(s);
-        return NS_ERR_UNSUPPORTED;
+        rc = NS_ERR_UNSUPPORTED;
+        goto out;
     }
     /* MHD_USE_AUTO: poll() rather than select(), whose descriptors end at 1024 (a server
      * with a thousand connections has more) */
@@ -3039,11 +3033,8 @@ int server_start(struct server_params p, struct store *st, const struct store_op
                                   "GnuTLS cannot load or that do not match)", p.host, p.port);
         else
             snprintf(err, errlen, "cannot listen on %s:%d (port in use?)", p.host, p.port);
-        quota_free(s->quota);
-        free(s->data_dir);
-        free(s->api_key);
-        free(s);
-        return NS_ERR_IO;
+        rc = NS_ERR_IO;
+        goto out;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : p.port;
@@ -3055,6 +3046,15 @@ int server_start(struct server_params p, struct store *st, const struct store_op
         log_event(LOG_WARN, NULL, NULL, "no dashboard history (cannot start the sampler)");
     *out = s;
     return NS_OK;
+out:
+    if (rc == NS_ERR_NOMEM)
+        snprintf(err, errlen, "out of memory");
+    keycache_free(s->keys);
+    quota_free(s->quota);
+    free(s->data_dir);
+    free(s->api_key);
+    free(s);
+    return rc;
 }
 
 int server_port(const struct server *s) { return s->port; }
@@ -3086,6 +3086,7 @@ void server_stop(struct server *s)
     pthread_cond_destroy(&s->scv);
     free(s->ring);
     quota_free(s->quota);
+    keycache_free(s->keys);
     free(s->data_dir);
     free(s->api_key);
     free(s);
