@@ -167,6 +167,18 @@ static enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const 
     return send_text_retry(c, code, type, text, 0);
 }
 
+/* len bytes (copied) as the answer */
+static enum MHD_Result send_bytes(struct MHD_Connection *c, unsigned code, const char *type, const char *p, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)p, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    enum MHD_Result ret = MHD_queue_response(c, code, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *o)
 {
     char *text = cJSON_PrintUnformatted(o);
@@ -965,9 +977,10 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         pthread_cond_wait(&j->cv, &j->mu);
     pthread_mutex_unlock(&j->mu);
     enum MHD_Result ret;
-    cJSON *raw = flavor != GEN_MESSAGES && j->res.raw_body && j->res.http_status ? cJSON_Parse(j->res.raw_body) : NULL;
-    if (raw)
-        ret = send_json(x->c, (unsigned)j->res.http_status, raw); /* an upstream's answer, as it gave it */
+    if (flavor != GEN_MESSAGES && j->res.raw_body && j->res.http_status)
+        /* an upstream's answer, byte for byte as it gave it (the backend parsed it already:
+         * it is JSON) */
+        ret = send_bytes(x->c, (unsigned)j->res.http_status, "application/json", j->res.raw_body, j->res.raw_len);
     else if (j->res.status != NS_OK)
         ret = GEN_ERROR(x, flavor, j->res.status, j->res.param, "%s", j->res.message);
     else if (flavor == GEN_MESSAGES)
