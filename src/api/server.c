@@ -86,6 +86,12 @@ struct server_params server_default_params(void)
     return p;
 }
 
+int server_default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 4 ? (int)(n > 64 ? 64 : n) : 4;
+}
+
 /* ---- per-request state -------------------------------------------------------------- */
 
 struct upload {
@@ -107,6 +113,11 @@ struct req {
     char early_msg[200];
     struct buf body;
     struct upload *up;
+    /* a handler that waits for a job (h_generate, h_embeddings) suspends the connection;
+     * once resumed, MHD calls on_request again and cont answers with the job's result */
+    enum MHD_Result (*cont)(struct req *r, struct MHD_Connection *c);
+    struct job *job;            /* the HTTP side's reference, while cont is set */
+    int flavor;                 /* h_generate's enum gen_flavor */
 };
 
 static void upload_free(struct upload *u)
@@ -124,6 +135,9 @@ static void upload_free(struct upload *u)
     free(u);
 }
 
+struct job;
+static void job_unref(struct job *j);
+
 static void req_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
@@ -134,6 +148,8 @@ static void req_completed(void *cls, struct MHD_Connection *c, void **con_cls, e
         return;
     if (r->counted)
         atomic_fetch_sub(&r->srv->inflight, 1);
+    if (r->job)
+        job_unref(r->job); /* ended before its answer (the server stopping) */
     buf_release(&r->body);
     upload_free(r->up);
     free(r);
@@ -430,7 +446,11 @@ static enum MHD_Result h_model_get(struct route_ctx *x)
 struct job {
     struct sched_job sj;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    /* the connection waiting for this job: MHD suspends it (job_suspend) while there is
+     * nothing to send, and the engine side resumes it (job_wake) */
+    struct MHD_Connection *conn;
+    bool suspended;
+    bool starved;               /* job_next_events found nothing to send yet */
     int refs;                   /* the engine's and the HTTP side's */
     bool done;
     bool stream, chat, include_usage, anthropic;
@@ -473,13 +493,30 @@ static void job_unref(struct job *j)
         buf_release(&j->held[i]);
     engine_result_release(&j->res);
     pthread_mutex_destroy(&j->mu);
-    pthread_cond_destroy(&j->cv);
     free(j);
 }
 
 static cJSON *chunk_choice(struct job *j, int index, const char *text, size_t n, const char *finish, bool role,
                           const struct engine_delta *d);
 static void sse_push_to(struct buf *b, cJSON *o);
+
+/* Waiting without a thread: the connection's handler or content reader suspends it until
+ * the job has something for it. Both sides hold mu, so a resume always follows its
+ * suspend; MHD is called for the resume after mu is released (MHD's own locks are never
+ * taken inside mu by one thread and around it by another). */
+static void job_suspend(struct job *j)
+{
+    j->suspended = true;
+    MHD_suspend_connection(j->conn);
+}
+
+/* mu held: news for the connection; true when the caller must resume it (after unlock) */
+static bool job_wake(struct job *j)
+{
+    bool resume = j->suspended;
+    j->suspended = false;
+    return resume;
+}
 
 static void job_on_token(struct sched_job *sj, const struct engine_delta *d)
 {
@@ -500,8 +537,10 @@ static void job_on_token(struct sched_job *sj, const struct engine_delta *d)
     } else if (d->len || d->n_logprobs) {
         sse_push_to(&j->pending, chunk_choice(j, d->index, d->text, d->len, NULL, false, d));
     }
-    pthread_cond_broadcast(&j->cv);
+    bool resume = job_wake(j);
     pthread_mutex_unlock(&j->mu);
+    if (resume)
+        MHD_resume_connection(j->conn); /* the engine's reference keeps j alive */
 }
 
 static void job_on_done(struct sched_job *sj, const struct engine_result *res)
@@ -518,8 +557,10 @@ static void job_on_done(struct sched_job *sj, const struct engine_result *res)
     if (j->key[0])
         quota_tokens_add(j->quota, j->key, (int64_t)res->prompt_tokens + res->completion_tokens);
     j->done = true;
-    pthread_cond_broadcast(&j->cv);
+    bool resume = job_wake(j);
     pthread_mutex_unlock(&j->mu);
+    if (resume)
+        MHD_resume_connection(j->conn);
     job_unref(j);
 }
 
@@ -642,8 +683,8 @@ static void job_next_events_anthropic(struct job *j)
                 continue;
             }
             if (!j->done) {
-                pthread_cond_wait(&j->cv, &j->mu);
-                continue;
+                j->starved = true;
+                return;
             }
             j->phase = 2;
         }
@@ -688,8 +729,8 @@ static void job_next_events_ollama(struct job *j)
             o = ollama_chunk(j->chat, j->model, j->pending.p, j->pending.len);
             buf_reset(&j->pending);
         } else if (!j->done) {
-            pthread_cond_wait(&j->cv, &j->mu);
-            continue;
+            j->starved = true;
+            return;
         } else {
             o = j->res.status != NS_OK ? ollama_error(j->res.message)
                                        : ollama_final(j->chat, j->model, &j->res, "", j->t_start);
@@ -703,9 +744,10 @@ static void job_next_events_ollama(struct job *j)
     }
 }
 
-/* fill j->out with the next SSE events; blocks until there is something (mu held) */
+/* fill j->out with the next SSE events (mu held); j->starved when there is nothing yet */
 static void job_next_events(struct job *j)
 {
+    j->starved = false;
     if (j->anthropic) {
         job_next_events_anthropic(j);
         return;
@@ -734,8 +776,8 @@ static void job_next_events(struct job *j)
                 continue;
             }
             if (!j->done) {
-                pthread_cond_wait(&j->cv, &j->mu);
-                continue;
+                j->starved = true;
+                return;
             }
             j->phase = 2;
         }
@@ -799,6 +841,12 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
     pthread_mutex_lock(&j->mu);
     job_next_events(j);
     if (j->out_pos >= j->out.len) {
+        if (j->starved) {
+            /* called again once resumed, with something to send */
+            job_suspend(j);
+            pthread_mutex_unlock(&j->mu);
+            return 0;
+        }
         pthread_mutex_unlock(&j->mu);
         return MHD_CONTENT_READER_END_OF_STREAM;
     }
@@ -826,6 +874,32 @@ enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES, GEN_OLLAMA_CHAT, GEN_O
 
 static struct sched *sched_by_ollama_name(struct server *s, const char *model);
 static bool ollama_answered(struct route_ctx *x, struct job *j, struct sched *s, enum MHD_Result *ret);
+static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, enum gen_flavor flavor);
+
+/* Not done yet: the connection is suspended and r keeps j for cont (true). Done already:
+ * false, the caller answers now. */
+static bool job_wait(struct job *j, struct req *r, enum MHD_Result (*cont)(struct req *, struct MHD_Connection *),
+                     int flavor)
+{
+    pthread_mutex_lock(&j->mu);
+    bool wait = !j->done;
+    if (wait) {
+        r->cont = cont;
+        r->job = j;
+        r->flavor = flavor;
+        job_suspend(j);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return wait;
+}
+
+static enum MHD_Result gen_continue(struct req *r, struct MHD_Connection *c)
+{
+    struct job *j = r->job;
+    r->job = NULL;
+    r->cont = NULL;
+    return gen_answer(c, j, (enum gen_flavor)r->flavor);
+}
 
 static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
 {
@@ -846,7 +920,7 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     if (!j)
         return GEN_ERROR(x, flavor, NS_ERR_NOMEM, NULL, "out of memory");
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv, NULL);
+    j->conn = x->c;
     buf_init(&j->pending, 64u << 20);
     buf_init(&j->out, 64u << 20);
     j->refs = 1;
@@ -972,10 +1046,18 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         MHD_destroy_response(resp);
         return ret;
     }
-    pthread_mutex_lock(&j->mu);
-    while (!j->done)
-        pthread_cond_wait(&j->cv, &j->mu);
-    pthread_mutex_unlock(&j->mu);
+    if (job_wait(j, x->r, gen_continue, flavor))
+        return MHD_YES;
+    return gen_answer(x->c, j, flavor);
+}
+
+/* the answer of a finished non-streamed job; drops the HTTP side's reference */
+static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, enum gen_flavor flavor)
+{
+    struct route_ctx xx = {.c = c};
+    struct route_ctx *x = &xx;
+    bool chat = flavor != GEN_COMPLETION && flavor != GEN_OLLAMA_GENERATE;
+    bool ollama = flavor >= GEN_OLLAMA_CHAT;
     enum MHD_Result ret;
     if (flavor != GEN_MESSAGES && j->res.raw_body && j->res.http_status)
         /* an upstream's answer, byte for byte as it gave it (the backend parsed it already:
@@ -993,6 +1075,23 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     return ret;
 }
 
+static enum MHD_Result emb_answer(struct MHD_Connection *c, struct job *j)
+{
+    enum MHD_Result ret = j->res.status != NS_OK
+                              ? send_error(c, j->res.status, j->res.param, NULL, "%s", j->res.message)
+                              : send_json(c, 200, oai_completion_body(&j->sj.oreq, &j->res, "", j->model, time(NULL)));
+    job_unref(j);
+    return ret;
+}
+
+static enum MHD_Result emb_continue(struct req *r, struct MHD_Connection *c)
+{
+    struct job *j = r->job;
+    r->job = NULL;
+    r->cont = NULL;
+    return emb_answer(c, j);
+}
+
 /* POST /v1/embeddings: on a local model loaded with --embedding; inputs of concurrent
  * requests are decoded together by its engine */
 static enum MHD_Result h_embeddings(struct route_ctx *x)
@@ -1002,7 +1101,7 @@ static enum MHD_Result h_embeddings(struct route_ctx *x)
     if (!j)
         return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv, NULL);
+    j->conn = x->c;
     j->refs = 1;
     cJSON *root = cJSON_ParseWithLength(x->r->body.p ? x->r->body.p : "", x->r->body.len);
     int rc = root ? oai_embeddings_from_json(root, &j->sj.oreq, &err)
@@ -1041,15 +1140,9 @@ static enum MHD_Result h_embeddings(struct route_ctx *x)
         job_unref(j);
         return send_error(x->c, NS_ERR_UNAVAILABLE, NULL, NULL, "the server is shutting down");
     }
-    pthread_mutex_lock(&j->mu);
-    while (!j->done)
-        pthread_cond_wait(&j->cv, &j->mu);
-    pthread_mutex_unlock(&j->mu);
-    enum MHD_Result ret = j->res.status != NS_OK
-                              ? send_error(x->c, j->res.status, j->res.param, NULL, "%s", j->res.message)
-                              : send_json(x->c, 200, oai_completion_body(&j->sj.oreq, &j->res, "", j->model, time(NULL)));
-    job_unref(j);
-    return ret;
+    if (job_wait(j, x->r, emb_continue, 0))
+        return MHD_YES;
+    return emb_answer(x->c, j);
 }
 
 static enum MHD_Result h_chat(struct route_ctx *x) { return h_generate(x, GEN_CHAT); }
@@ -2878,6 +2971,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 {
     (void)version;
     struct server *s = cls;
+    struct req *rr = *con_cls;
+    if (rr && rr->cont)
+        return rr->cont(rr, c);
     struct route_ctx x;
     memset(&x, 0, sizeof(x));
     x.srv = s;
@@ -3029,13 +3125,18 @@ int server_start(struct server_params p, struct store *st, const struct store_op
         rc = NS_ERR_UNSUPPORTED;
         goto out;
     }
-    /* MHD_USE_AUTO: poll() rather than select(), whose descriptors end at 1024 (a server
-     * with a thousand connections has more) */
-    unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-                         MHD_USE_AUTO | MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0);
+    /* Event-driven: a small pool of threads, each with its own epoll set (MHD_USE_AUTO picks
+     * epoll on Linux), serves every connection; a request waiting for its model holds a
+     * suspended connection, not a thread (job_suspend). A thread per connection cost each
+     * forwarded request two thread wake-ups (bench/forward.mjs). MHD_USE_ITC: resumes and
+     * server_drain() wake the pool. */
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_AUTO |
+                         MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0);
+    unsigned int pool = p.http_threads > 0 ? (unsigned)p.http_threads : (unsigned)server_default_threads();
     /* the TLS options end the list early when there is no certificate */
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                              MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+                              MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL, MHD_OPTION_THREAD_POOL_SIZE, pool,
+                              MHD_OPTION_CONNECTION_TIMEOUT,
                               (unsigned int)600, MHD_OPTION_CONNECTION_LIMIT,
                               (unsigned int)(p.max_connections ? p.max_connections : 4096),
                               tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, p.tls_key, MHD_OPTION_HTTPS_MEM_CERT,

@@ -3,14 +3,20 @@
  * Chat Completions, Completions and Models, plus /health and /ready, on libmicrohttpd.
  *
  * DESIGN
- * libmicrohttpd runs one thread per connection, so a handler may block: a non-streaming
- * chat completion waits for its job, a streaming one's content reader waits for the next
- * token. Request bodies are read in pieces: JSON bodies into a capped buffer (413 past
- * --max-body), multipart uploads streamed to a temporary file under the data dir (never
- * whole in memory; 413 past --max-file-size).
+ * libmicrohttpd runs event-driven: a pool of http_threads threads (default: one per CPU, at
+ * least 4), each watching its share of the connections with epoll. A handler must not wait
+ * for a model: a non-streaming request whose job is still running suspends its connection
+ * (MHD_suspend_connection) and is answered when the job's done() resumes it; a streaming
+ * one's content reader suspends when no token is ready and the next token resumes it. So
+ * thousands of waiting requests cost no thread, and a forwarded request no thread wake-up
+ * of its own. Store reads and file writes still run on the pool threads (short; a 200 MB
+ * upload's final fsync holds up the connections of one thread for its duration). Request
+ * bodies are read in pieces: JSON bodies into a capped buffer (413 past --max-body),
+ * multipart uploads streamed to a temporary file under the data dir (never whole in memory;
+ * 413 past --max-file-size).
  *
  * Connections: at most max_connections at once (MHD_OPTION_CONNECTION_LIMIT; more wait in
- * the listen queue), watched with poll() so descriptors past 1024 work.
+ * the listen queue).
  *
  * Quotas (quota.h): server_auth() resolves the key's limits (its own, else the defaults of
  * server_params for non-admin keys); real-time calls are admitted or refused before their
@@ -45,7 +51,8 @@ struct server_params {
     const char *api_key;         /* an admin key; NULL: only the store's keys (keys create),
                                     and none at all while the store has none */
     bool no_auth;                /* --no-auth: every request is an admin (loopback only) */
-    unsigned max_connections;    /* HTTP connections at once (a thread each); default 4096 */
+    unsigned max_connections;    /* HTTP connections at once; default 4096 */
+    int http_threads;            /* threads serving HTTP; 0 = server_default_threads() */
     size_t max_body;             /* JSON request bodies; default 16 MB */
     size_t max_file;             /* uploads; default 200 MB */
     int64_t message_batch_retention; /* seconds; default 29 days */
@@ -57,6 +64,9 @@ struct server_params {
                                     (quota.h; 0 = unlimited, the default) */
 };
 struct server_params server_default_params(void);
+
+/* the HTTP threads when none are asked for: one per CPU, at least 4 */
+int server_default_threads(void);
 
 int server_start(struct server_params p, struct store *st, const struct store_ops *ops, struct sched **scheds,
                  int n_scheds, struct batchmgr *bm, struct server **out, char *err, size_t errlen);

@@ -87,8 +87,9 @@ static void serve_usage(FILE *f)
           "                           without one of their own; admin keys only have their own (0: none)\n"
           "      --quota-tokens-per-day N  the same for real-time prompt + completion tokens per UTC day\n"
           "      --quota-batch-queue-tokens N  the same for the estimated tokens of unfinished batches\n"
-          "      --max-connections N  HTTP connections at once, a thread each (default 4096; more wait\n"
-          "                           in the listen queue); bounded by the descriptor limit\n"
+          "      --max-connections N  HTTP connections at once (default 4096; more wait in the listen\n"
+          "                           queue); bounded by the descriptor limit\n"
+          "      --http-threads N     threads serving HTTP, event-driven (default: one per CPU, at least 4)\n"
           "      --max-body SIZE      largest JSON request body (default 16MB)\n"
           "      --max-file-size SIZE largest upload (default 200MB)\n"
           "      --max-lines N        most requests per batch (default 50000)\n"
@@ -116,7 +117,7 @@ struct serve_model {
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
        O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN,
-       O_EMBED, O_POOL };
+       O_EMBED, O_POOL, O_HTHREADS };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -127,6 +128,7 @@ static const struct option serve_opts[] = {
     {"quota-rpm", required_argument, 0, O_QRPM}, {"quota-tokens-per-day", required_argument, 0, O_QTPD},
     {"quota-batch-queue-tokens", required_argument, 0, O_QBQT},
     {"max-connections", required_argument, 0, O_MAXCONN},
+    {"http-threads", required_argument, 0, O_HTHREADS},
     {"tls-cert", required_argument, 0, O_TLSCERT}, {"tls-key", required_argument, 0, O_TLSKEY},
     {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
     {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
@@ -511,6 +513,11 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             if (num_parse_long(optarg, 1, 1000000, &v))
                 return cli_fail("--max-connections must be an integer from 1 to 1000000, not '%s'", optarg);
             sp.max_connections = (unsigned)v;
+            break;
+        case O_HTHREADS:
+            if (num_parse_long(optarg, 1, 1024, &v))
+                return cli_fail("--http-threads must be an integer from 1 to 1024, not '%s'", optarg);
+            sp.http_threads = (int)v;
             break;
         case O_MAXBODY:
             if (num_parse_size(optarg, &sz) || sz == 0)

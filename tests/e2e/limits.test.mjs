@@ -1,14 +1,15 @@
-// Connection limits of `nightshift serve`: --max-connections is checked, the server raises
-// its soft descriptor limit itself (systemd starts services with 1024) and lowers the
-// connection limit, with a warning, when even the hard limit is too small. The load itself
-// is tests/load/wrk.sh (CTest load_wrk).
+// Connection limits of `nightshift serve`: --max-connections and --http-threads are checked,
+// the server raises its soft descriptor limit itself (systemd starts services with 1024) and
+// lowers the connection limit, with a warning, when even the hard limit is too small; one
+// HTTP thread serves many requests waiting for the model (suspended connections), and a stop
+// while streams wait ends cleanly. The load itself is tests/load/wrk.sh (CTest load_wrk).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BIN, SPM_VOCAB, startServer, killHard, api } from './lib.mjs';
+import { BIN, SPM_VOCAB, startServer, killHard, api, sleep } from './lib.mjs';
 
 let dir, model;
 
@@ -27,6 +28,63 @@ test('--max-connections must be a positive integer', () => {
         const r = spawnSync(BIN, ['serve', '--max-connections', v, '--model', model], { encoding: 'utf8' });
         assert.equal(r.status, 2, r.stderr);
         assert.match(r.stderr, /--max-connections must be an integer from 1 to 1000000/);
+    }
+});
+
+test('--http-threads must be an integer from 1 to 1024', () => {
+    for (const v of ['0', '-1', 'two', '1025']) {
+        const r = spawnSync(BIN, ['serve', '--http-threads', v, '--model', model], { encoding: 'utf8' });
+        assert.equal(r.status, 2, r.stderr);
+        assert.match(r.stderr, /--http-threads must be an integer from 1 to 1024, not '/);
+    }
+});
+
+test('one HTTP thread: 40 requests wait for the model at once (half streamed), /health answers meanwhile, a stop while streams wait exits cleanly', { timeout: 300_000 }, async () => {
+    const s = await startServer(['--model', `tiny=${model}`, '--data-dir', path.join(dir, 'd3'), '--threads', '1',
+        '--parallel', '2', '--ctx', '2048', '--http-threads', '1', '--grace-period', '1']);
+    const json = { 'content-type': 'application/json' };
+    const body = (i, stream, n) => JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: `item ${i}` }],
+        max_tokens: n, ignore_eos: true, temperature: 0, stream });
+    try {
+        let done = 0;
+        const reqs = Array.from({ length: 40 }, (_, i) =>
+            api(s, 'POST', '/v1/chat/completions', body(i, i % 2 === 0, 200), json).then((r) => (done++, r)));
+        await sleep(300);
+        const h = await api(s, 'GET', '/health');
+        assert.equal(h.status, 200);
+        // a handler that held the only thread while its request ran would have kept /health
+        // waiting behind all of them
+        assert.ok(done < 40, `health answered only after all ${done} requests`);
+        const rs = await Promise.all(reqs);
+        rs.forEach((r, i) => {
+            assert.equal(r.status, 200, r.text);
+            if (i % 2 === 0) {
+                const events = r.text.split('\n\n').filter((e) => e.startsWith('data: '));
+                assert.equal(events.at(-1), 'data: [DONE]');
+                const text = events.slice(0, -1).map((e) => JSON.parse(e.slice(6)).choices[0]?.delta?.content ?? '').join('');
+                assert.ok(text.length > 0);
+            } else {
+                const j = r.json();
+                assert.equal(j.usage.completion_tokens, 200);
+                assert.equal(j.choices[0].finish_reason, 'length');
+            }
+        });
+        // streams still waiting for tokens when the server is stopped: cut after the grace
+        // period, and the process exits 0 (libmicrohttpd refuses to stop with a connection
+        // still suspended)
+        const streams = Array.from({ length: 6 }, (_, i) =>
+            fetch(s.url + '/v1/chat/completions', { method: 'POST', headers: json, body: body(100 + i, true, 1500) })
+                .then((r) => r.text()).catch(() => 'cut'));
+        await sleep(300);
+        const exited = new Promise((r) => s.child.once('exit', (code, sig) => r({ code, sig })));
+        s.child.kill('SIGTERM');
+        const { code, sig } = await exited;
+        assert.equal(sig, null, s.stderr());
+        assert.equal(code, 0, s.stderr());
+        assert.doesNotMatch(s.stderr(), /suspended|PANIC/i);
+        await Promise.all(streams);
+    } finally {
+        await killHard(s);
     }
 });
 
