@@ -3,11 +3,14 @@
 // (bench/lib/instant_upstream.mjs), so everything measured is nightshift's own work.
 //
 //   node bench/forward.mjs [--bin build/nightshift] [--concurrency 256] [--seconds 10]
-//                          [--batch 20000] [--out bench/results/forward-....md]
+//                          [--rate 2000] [--batch 20000] [--out bench/results/forward-....md]
 //
 // Phases, in one run:
 //   direct    C concurrent clients call the upstream itself (the anchor for latency)
 //   realtime  the same clients call nightshift's /v1/chat/completions, forwarded upstream
+//   rate      R requests/s sent on a fixed schedule (open loop), to the upstream and then
+//             through nightshift: added latency where neither side is saturated (closed-loop
+//             latency at C clients is C / throughput, a queue, not the forwarding)
 //   batch     one Batch API job of B lines, forwarded with C upstream requests in flight
 // Printed: requests/s; nightshift's CPU microseconds per forwarded request (user+sys of the
 // server process from /proc, divided by requests); added p50/p99 latency (realtime minus
@@ -29,6 +32,7 @@ const BIN = path.resolve(args.bin || path.join(HERE, '..', 'build', 'nightshift'
 const C = Number(args.concurrency || 256);
 const SECONDS = Number(args.seconds || 10);
 const BATCH = Number(args.batch || 20000);
+const RATE = Number(args.rate || 2000);
 const STAMP = stamp();
 const OUT = args.out || path.join(HERE, 'results', `forward-${STAMP}.md`);
 const dir = tmpDir('ns-forward-');
@@ -68,6 +72,29 @@ async function load(port, p, seconds) {
     return { n: lat.length, bad, rps: lat.length / seconds, p50: q(0.5), p99: q(0.99) };
 }
 
+/* open loop: request i is due at t0 + i / rate and timed from then (a late send counts
+ * against the server, no coordinated omission); latencies in ms */
+async function paced(port, p, rate, seconds) {
+    const n = Math.round(rate * seconds);
+    const lat = [];
+    let bad = 0;
+    const t0 = performance.now() + 50;
+    const inflight = [];
+    for (let i = 0; i < n; i++) {
+        const due = t0 + (i * 1000) / rate;
+        const wait = due - performance.now();
+        if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+        inflight.push(post(port, p, BODY).then((s) => {
+            lat.push(performance.now() - due);
+            if (s !== 200) bad++;
+        }));
+    }
+    await Promise.all(inflight);
+    lat.sort((a, b) => a - b);
+    const q = (x) => lat[Math.min(lat.length - 1, Math.floor(x * lat.length))];
+    return { n: lat.length, bad, rps: rate, p50: q(0.5), p99: q(0.99) };
+}
+
 async function getJson(port, p) {
     return new Promise((resolve, reject) => {
         http.get({ host: '127.0.0.1', port, path: p, agent }, (res) => {
@@ -95,6 +122,12 @@ let cpu0 = cpuSeconds(ns.child.pid);
 const via = await load(ns.port, '/v1/chat/completions', SECONDS);
 const viaCpu = cpuSeconds(ns.child.pid) - cpu0;
 
+console.error(`forward: ${RATE} requests/s on a fixed schedule, ${SECONDS} s each, direct then through nightshift`);
+const rateDirect = await paced(up.port, '/v1/chat/completions', RATE, SECONDS);
+cpu0 = cpuSeconds(ns.child.pid);
+const rateVia = await paced(ns.port, '/v1/chat/completions', RATE, SECONDS);
+const rateCpu = cpuSeconds(ns.child.pid) - cpu0;
+
 console.error(`forward: a batch of ${BATCH} lines`);
 cpu0 = cpuSeconds(ns.child.pid);
 const t0 = performance.now();
@@ -114,17 +147,21 @@ const rows = [
     '',
     `Machine: ${os.cpus()[0].model}, ${os.cpus().length} CPUs. Upstream: bench/lib/instant_upstream.mjs (node). ` +
         `Load: ${C} concurrent keep-alive clients (node http), ${SECONDS} s per phase, same machine.`,
-    `Command: \`node bench/forward.mjs --concurrency ${C} --seconds ${SECONDS} --batch ${BATCH}\``,
+    `Command: \`node bench/forward.mjs --concurrency ${C} --seconds ${SECONDS} --rate ${RATE} --batch ${BATCH}\``,
     '',
     '| phase | requests | req/s | p50 ms | p99 ms | nightshift CPU µs/request | non-200 |',
     '|---|---:|---:|---:|---:|---:|---:|',
     `| direct to upstream (anchor) | ${direct.n} | ${direct.rps.toFixed(0)} | ${direct.p50.toFixed(2)} | ${direct.p99.toFixed(2)} | – | ${direct.bad} |`,
     `| real-time through nightshift | ${via.n} | ${via.rps.toFixed(0)} | ${via.p50.toFixed(2)} | ${via.p99.toFixed(2)} | ${us(viaCpu / via.n)} | ${via.bad} |`,
+    `| direct, ${RATE} req/s fixed schedule (anchor) | ${rateDirect.n} | ${RATE} | ${rateDirect.p50.toFixed(2)} | ${rateDirect.p99.toFixed(2)} | – | ${rateDirect.bad} |`,
+    `| through nightshift, ${RATE} req/s fixed schedule | ${rateVia.n} | ${RATE} | ${rateVia.p50.toFixed(2)} | ${rateVia.p99.toFixed(2)} | ${us(rateCpu / rateVia.n)} | ${rateVia.bad} |`,
     `| batch of ${BATCH} lines (status ${b.status}, ${b.request_counts.completed} ok) | ${BATCH} | ${(BATCH / batchSec).toFixed(0)} | – | – | ${us(batchCpu / BATCH)} | ${b.request_counts.failed} |`,
     '',
-    `Added latency through nightshift: p50 +${(via.p50 - direct.p50).toFixed(2)} ms, p99 +${(via.p99 - direct.p99).toFixed(2)} ms ` +
-        `(target <= 1 ms p99). Throughput ratio nightshift/direct: ${(via.rps / direct.rps).toFixed(2)}.`,
-    `CPU per forwarded real-time request: ${us(viaCpu / via.n)} µs; per batch line (store writes included): ${us(batchCpu / BATCH)} µs ` +
+    `Added latency through nightshift at ${RATE} req/s (fixed schedule): p50 +${(rateVia.p50 - rateDirect.p50).toFixed(2)} ms, ` +
+        `p99 +${(rateVia.p99 - rateDirect.p99).toFixed(2)} ms (target <= 1 ms p99).`,
+    `At ${C} clients in a closed loop (saturated: latency = clients / throughput): p50 +${(via.p50 - direct.p50).toFixed(2)} ms, ` +
+        `p99 +${(via.p99 - direct.p99).toFixed(2)} ms. Throughput ratio nightshift/direct: ${(via.rps / direct.rps).toFixed(2)}.`,
+    `CPU per forwarded real-time request: ${us(viaCpu / via.n)} µs saturated, ${us(rateCpu / rateVia.n)} µs at ${RATE} req/s; per batch line (store writes included): ${us(batchCpu / BATCH)} µs ` +
         `(anchors: Bifrost 59 µs, target <= 30 µs).`,
 ];
 const text = rows.join('\n') + '\n';

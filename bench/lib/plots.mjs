@@ -172,11 +172,18 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
   const d = lines.find((l) => l.startsWith('| direct to upstream')), n = lines.find((l) => l.startsWith('| real-time through nightshift'));
   if (d && n) {
     const a = cells(d), c = cells(n);
-    const f = dat('forward', [['path', 'p50_ms', 'p99_ms'], ['"direct to upstream"', num(a[3]), num(a[4])], ['"through nightshift"', num(c[3]), num(c[4])]]);
+    const rows = [['path', 'p50_ms', 'p99_ms'], ['"direct, saturated"', num(a[3]), num(a[4])], ['"nightshift, saturated"', num(c[3]), num(c[4])]];
+    // the fixed-schedule phase (newer runs): latency where neither side is saturated
+    const rd = lines.find((l) => l.startsWith('| direct, ')), rn = lines.find((l) => l.startsWith('| through nightshift, '));
+    if (rd && rn) {
+      const e = cells(rd), g = cells(rn);
+      rows.push(['"direct, fixed rate"', num(e[3]), num(e[4])], ['"nightshift, fixed rate"', num(g[3]), num(g[4])]);
+    }
+    const f = dat('forward', rows);
     const png = `${NAME}-forward.png`;
     gp.push(`set output ${q(png)}`, 'unset multiplot', 'unset logscale',
       'set style data histograms', 'set style histogram clustered gap 1', 'set style fill solid 0.8 border -1',
-      'set title "Upstream forwarding: request latency under load (same machine, instant upstream)"', 'unset xlabel',
+      'set title "Upstream forwarding: request latency, saturated and at a fixed rate (same machine, instant upstream)"', 'unset xlabel',
       'set ylabel "ms"', 'set xrange [*:*]', 'set yrange [0:*]', 'set key top left',
       `plot ${q(f)} using 2:xtic(1) title "p50", '' using 3 title "p99"`);
     plots.push({ file: png, what: 'Forwarding to an upstream: p50/p99 latency direct vs through nightshift.' });
