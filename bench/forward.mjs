@@ -84,8 +84,9 @@ async function paced(port, p, rate, seconds) {
         const due = t0 + (i * 1000) / rate;
         const wait = due - performance.now();
         if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+        const sent = performance.now();
         inflight.push(post(port, p, BODY).then((s) => {
-            lat.push(performance.now() - due);
+            lat.push(performance.now() - Math.min(due, sent)); /* from its due time (a late send counts), or its send if early */
             if (s !== 200) bad++;
         }));
     }
@@ -116,7 +117,9 @@ await load(up.port, '/v1/chat/completions', 1);
 await load(ns.port, '/v1/chat/completions', 1);
 
 console.error(`forward: direct, ${C} clients, ${SECONDS} s`);
+let upCpu0 = cpuSeconds(up.child.pid);
 const direct = await load(up.port, '/v1/chat/completions', SECONDS);
+const upCpu = cpuSeconds(up.child.pid) - upCpu0;
 console.error(`forward: through nightshift, ${C} clients, ${SECONDS} s`);
 let cpu0 = cpuSeconds(ns.child.pid);
 const via = await load(ns.port, '/v1/chat/completions', SECONDS);
@@ -161,6 +164,8 @@ const rows = [
         `p99 +${(rateVia.p99 - rateDirect.p99).toFixed(2)} ms (target <= 1 ms p99).`,
     `At ${C} clients in a closed loop (saturated: latency = clients / throughput): p50 +${(via.p50 - direct.p50).toFixed(2)} ms, ` +
         `p99 +${(via.p99 - direct.p99).toFixed(2)} ms. Throughput ratio nightshift/direct: ${(via.rps / direct.rps).toFixed(2)}.`,
+    `Anchor on this machine: the instant upstream itself (node, one request read and one answer written per request, ` +
+        `half of a forwarder's socket work) used ${us(upCpu / direct.n)} µs CPU per request in the direct phase.`,
     `CPU per forwarded real-time request: ${us(viaCpu / via.n)} µs saturated, ${us(rateCpu / rateVia.n)} µs at ${RATE} req/s; per batch line (store writes included): ${us(batchCpu / BATCH)} µs ` +
         `(anchors: Bifrost 59 µs, target <= 30 µs).`,
 ];
