@@ -859,9 +859,16 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
     return (ssize_t)n;
 }
 
+/* the stream's response is gone: finished, or its client went away (a write failed); in
+ * the second case the engine stops generating for nobody */
 static void stream_free(void *cls)
 {
-    job_unref(cls);
+    struct job *j = cls;
+    pthread_mutex_lock(&j->mu);
+    if (!j->done)
+        atomic_store(&j->sj.oreq.req.cancelled, true);
+    pthread_mutex_unlock(&j->mu);
+    job_unref(j);
 }
 
 enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES, GEN_OLLAMA_CHAT, GEN_OLLAMA_GENERATE };

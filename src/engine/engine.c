@@ -2055,6 +2055,26 @@ static int engine_run_embed(struct engine *e, const struct engine_source *src)
     return rc;
 }
 
+/* requests nobody waits for any more (engine_request.cancelled): ended now, so their
+ * sequences stop taking steps and KV */
+static void engine_reap_cancelled(struct engine *e, const struct engine_source *src)
+{
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *s = &e->slots[i];
+        if (s->used && s->req && atomic_load_explicit(&s->req->cancelled, memory_order_relaxed))
+            engine_fail_slot(e, src, s, NS_ERR_CANCELLED, "the request was cancelled: its client went away");
+    }
+    for (struct group *g = e->pending, *next; g; g = next) {
+        next = g->next;
+        if (atomic_load_explicit(&g->req->cancelled, memory_order_relaxed)) {
+            struct engine_request *req = g->req;
+            int n_prompt = g->n_prompt;
+            group_free(e, g);
+            engine_fail(src, req, NS_ERR_CANCELLED, NULL, n_prompt, "the request was cancelled: its client went away");
+        }
+    }
+}
+
 int engine_run(struct engine *e, const struct engine_source *src)
 {
     if (e->p.embedding)
@@ -2067,6 +2087,7 @@ int engine_run(struct engine *e, const struct engine_source *src)
             return NS_OK;
         }
         engine_pull_priority(e, src);
+        engine_reap_cancelled(e, src);
         bool all_resumed = engine_resume_parked(e);
         if (all_resumed)
             engine_pull_new(e, src, &exhausted);

@@ -39,6 +39,7 @@
 #ifndef NS_ENGINE_ENGINE_H
 #define NS_ENGINE_ENGINE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -141,6 +142,9 @@ struct engine_request {
     const char *prompt;
 
     int max_tokens;        /* < 0: up to the context */
+    /* set by any thread once nobody wants the answer (a streaming client went away): the
+     * engine ends the request at its next step, NS_ERR_CANCELLED, its KV freed */
+    atomic_bool cancelled;
     int min_tokens;        /* EOS suppressed before this many tokens (extension) */
     bool ignore_eos;       /* extension: never stop at EOS */
     const char *stop[ENGINE_MAX_STOP];

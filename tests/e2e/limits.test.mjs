@@ -88,6 +88,51 @@ test('one HTTP thread: 40 requests wait for the model at once (half streamed), /
     }
 });
 
+async function metric(s, name) {
+    const text = (await api(s, 'GET', '/metrics')).text;
+    return text.split('\n').filter((l) => l.startsWith(name)).reduce((a, l) => a + Number(l.split(' ').at(-1)), 0);
+}
+
+test('a streaming client that goes away: the engine stops generating for it', { timeout: 120_000 }, async () => {
+    // the "small" shape generates slowly enough (a few hundred tokens/s on one thread) that the
+    // request cannot end by itself before the client is gone
+    const small = path.join(dir, 'small.gguf');
+    execFileSync(BIN, ['gen-model', '--vocab', SPM_VOCAB, '--shape', 'small', '-o', small]);
+    const s = await startServer(['--model', `tiny=${small}`, '--data-dir', path.join(dir, 'd4'), '--threads', '1',
+        '--parallel', '1', '--ctx', '2048']);
+    try {
+        const ac = new AbortController();
+        const r = await fetch(s.url + '/v1/chat/completions', { method: 'POST', signal: ac.signal,
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'go on' }], max_tokens: 450,
+                ignore_eos: true, stream: true }) });
+        assert.equal(r.status, 200);
+        const reader = r.body.getReader();
+        let got = '';
+        while ((got.match(/"content"/g) || []).length < 5) got += new TextDecoder().decode((await reader.read()).value);
+        ac.abort();
+        // the next token written to the closed socket fails, the stream's response is freed
+        // and the request ends as cancelled at the engine's next step
+        let failed = 0;
+        for (let i = 0; i < 100 && failed < 1; i++) {
+            await sleep(100);
+            failed = await metric(s, 'nightshift_requests_total{model="tiny",lane="interactive",outcome="failed"}');
+        }
+        assert.equal(failed, 1);
+        const g1 = await metric(s, 'nightshift_generated_tokens_total');
+        await sleep(500);
+        const g2 = await metric(s, 'nightshift_generated_tokens_total');
+        assert.equal(g2, g1, 'the engine went on generating');
+        assert.ok(g1 < 450, `${g1} tokens generated`);
+        // the server serves on
+        const ok = await api(s, 'POST', '/v1/chat/completions', JSON.stringify({ model: 'tiny',
+            messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 }), { 'content-type': 'application/json' });
+        assert.equal(ok.status, 200, ok.text);
+    } finally {
+        await killHard(s);
+    }
+});
+
 const hasPrlimit = spawnSync('prlimit', ['--version']).status === 0;
 
 test('the soft descriptor limit is raised to the hard one; a hard limit too low lowers --max-connections', { skip: !hasPrlimit && 'no prlimit', timeout: 120_000 }, async () => {
