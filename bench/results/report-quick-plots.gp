@@ -3,7 +3,7 @@ set grid ytics
 set bmargin 4
 set datafile missing "NaN"
 set offsets 0, 0, graph 0.08, 0
-set output 'report-core-1-throughput.png'
+set output 'report-quick-core-1-throughput.png'
 set title 'Generated tokens/s vs parallelism — unique prompts: qwen2-small-q8_0.gguf (small, q8_0, 97 MiB)'
 set xlabel "parallelism (nightshift --parallel K, llama-server -np K)"
 set ylabel "generated tokens/s"
@@ -13,11 +13,11 @@ set yrange [0:*]
 set key top left
 set style data linespoints
 unset style fill
-plot 'report-core-1-throughput.dat' using 1:2 title "nightshift" lw 2 pt 7 ps 1.2, '' using 1:3 title "llama-server" lw 2 pt 5 ps 1.2, 'report-core-1-batched.dat' using 1:2 with points pt 9 ps 1.8 title "llama-batched-bench (ceiling)"
+plot 'report-quick-core-1-throughput.dat' using 1:2 title "nightshift" lw 2 pt 7 ps 1.2, '' using 1:3 title "llama-server" lw 2 pt 5 ps 1.2, 'report-quick-core-1-batched.dat' using 1:2 with points pt 9 ps 1.8 title "llama-batched-bench (ceiling)"
 unset logscale x
 unset xrange
 set xrange [*:*]
-set output 'report-core-2-throughput.png'
+set output 'report-quick-core-2-throughput.png'
 set title 'Generated tokens/s vs parallelism — heavy-tailed lengths: qwen2-small-q8_0.gguf (small, q8_0, 97 MiB)'
 set xlabel "parallelism (nightshift --parallel K, llama-server -np K)"
 set ylabel "generated tokens/s"
@@ -27,11 +27,11 @@ set yrange [0:*]
 set key top left
 set style data linespoints
 unset style fill
-plot 'report-core-2-throughput.dat' using 1:2 title "nightshift" lw 2 pt 7 ps 1.2, '' using 1:3 title "llama-server" lw 2 pt 5 ps 1.2
+plot 'report-quick-core-2-throughput.dat' using 1:2 title "nightshift" lw 2 pt 7 ps 1.2, '' using 1:3 title "llama-server" lw 2 pt 5 ps 1.2
 unset logscale x
 unset xrange
 set xrange [*:*]
-set output 'report-prefix.png'
+set output 'report-quick-prefix.png'
 unset title
 unset logscale
 set xrange [*:*]
@@ -45,12 +45,12 @@ unset xlabel
 set multiplot layout 1,2 title 'Shared 600-token instruction + short items (same requests, same model)'
 set title "wall time (s), lower is better"
 set ylabel "seconds"
-plot 'report-prefix.dat' using 2:xtic(1) lc rgb "#1f77b4"
+plot 'report-quick-prefix.dat' using 2:xtic(1) lc rgb "#1f77b4"
 set title "prompt tokens computed, lower is better"
 set ylabel "tokens"
-plot 'report-prefix.dat' using 3:xtic(1) lc rgb "#ff7f0e"
+plot 'report-quick-prefix.dat' using 3:xtic(1) lc rgb "#ff7f0e"
 unset multiplot
-set output 'report-ttft.png'
+set output 'report-quick-ttft.png'
 unset multiplot
 set style data steps
 unset style fill
@@ -61,22 +61,22 @@ set logscale x
 set xrange [*:*]
 set yrange [0:1.02]
 set key bottom right
-plot 'report-ttft-idle.dat' using 1:2 with steps lw 2 title "idle", 'report-ttft-loaded.dat' using 1:2 with steps lw 2 title "under batch load"
+plot 'report-quick-ttft-idle.dat' using 1:2 with steps lw 2 title "idle", 'report-quick-ttft-loaded.dat' using 1:2 with steps lw 2 title "under batch load"
 unset logscale x
-set output 'report-forward.png'
+set output 'report-quick-forward.png'
 unset multiplot
 unset logscale
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
-set title "Upstream forwarding: request latency under load (same machine, instant upstream)"
+set title "Upstream forwarding: request latency, saturated and at a fixed rate (same machine, instant upstream)"
 unset xlabel
 set ylabel "ms"
 set xrange [*:*]
 set yrange [0:*]
 set key top left
-plot 'report-forward.dat' using 2:xtic(1) title "p50", '' using 3 title "p99"
-set output 'report-ingest.png'
+plot 'report-quick-forward.dat' using 2:xtic(1) title "p50", '' using 3 title "p99"
+set output 'report-quick-ingest.png'
 unset multiplot
 set style data histograms
 set style histogram clustered gap 1
@@ -88,6 +88,6 @@ set title "Batch-file ingest throughput (MB/s, log scale)"
 unset xlabel
 set ylabel "MB/s"
 set key off
-plot 'report-ingest.dat' using 2:xtic(1) lc rgb "#2ca02c"
+plot 'report-quick-ingest.dat' using 2:xtic(1) lc rgb "#2ca02c"
 unset logscale y
 unset output
