@@ -105,6 +105,8 @@ struct upload {
     bool too_large;
 };
 
+struct job;
+
 struct req {
     struct server *srv;
     bool counted;               /* in srv->inflight */
@@ -114,9 +116,10 @@ struct req {
     struct buf body;
     struct upload *up;
     /* a handler that waits for a job (h_generate, h_embeddings) suspends the connection;
-     * once resumed, MHD calls on_request again and cont answers with the job's result */
-    enum MHD_Result (*cont)(struct req *r, struct MHD_Connection *c);
-    struct job *job;            /* the HTTP side's reference, while cont is set */
+     * once resumed, MHD calls on_request again and answer(c, job, flavor) replies with the
+     * job's result (and drops the reference) */
+    enum MHD_Result (*answer)(struct MHD_Connection *c, struct job *j, int flavor);
+    struct job *job;            /* the HTTP side's reference, while it waits */
     int flavor;                 /* h_generate's enum gen_flavor */
 };
 
@@ -135,7 +138,6 @@ static void upload_free(struct upload *u)
     free(u);
 }
 
-struct job;
 static void job_unref(struct job *j);
 
 static void req_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
@@ -881,31 +883,23 @@ enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES, GEN_OLLAMA_CHAT, GEN_O
 
 static struct sched *sched_by_ollama_name(struct server *s, const char *model);
 static bool ollama_answered(struct route_ctx *x, struct job *j, struct sched *s, enum MHD_Result *ret);
-static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, enum gen_flavor flavor);
+static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, int flavor);
 
-/* Not done yet: the connection is suspended and r keeps j for cont (true). Done already:
+/* Not done yet: the connection is suspended and r keeps j for answer (true). Done already:
  * false, the caller answers now. */
-static bool job_wait(struct job *j, struct req *r, enum MHD_Result (*cont)(struct req *, struct MHD_Connection *),
+static bool job_wait(struct job *j, struct req *r, enum MHD_Result (*answer)(struct MHD_Connection *, struct job *, int),
                      int flavor)
 {
     pthread_mutex_lock(&j->mu);
     bool wait = !j->done;
     if (wait) {
-        r->cont = cont;
+        r->answer = answer;
         r->job = j;
         r->flavor = flavor;
         job_suspend(j);
     }
     pthread_mutex_unlock(&j->mu);
     return wait;
-}
-
-static enum MHD_Result gen_continue(struct req *r, struct MHD_Connection *c)
-{
-    struct job *j = r->job;
-    r->job = NULL;
-    r->cont = NULL;
-    return gen_answer(c, j, (enum gen_flavor)r->flavor);
 }
 
 static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
@@ -1053,13 +1047,14 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         MHD_destroy_response(resp);
         return ret;
     }
-    if (job_wait(j, x->r, gen_continue, flavor))
+    if (job_wait(j, x->r, gen_answer, flavor))
         return MHD_YES;
     return gen_answer(x->c, j, flavor);
 }
 
-/* the answer of a finished non-streamed job; drops the HTTP side's reference */
-static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, enum gen_flavor flavor)
+/* the answer of a finished non-streamed job (flavor: its enum gen_flavor); drops the HTTP
+ * side's reference */
+static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, int flavor)
 {
     struct route_ctx xx = {.c = c};
     struct route_ctx *x = &xx;
@@ -1082,21 +1077,14 @@ static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, enum 
     return ret;
 }
 
-static enum MHD_Result emb_answer(struct MHD_Connection *c, struct job *j)
+static enum MHD_Result emb_answer(struct MHD_Connection *c, struct job *j, int flavor)
 {
+    (void)flavor;
     enum MHD_Result ret = j->res.status != NS_OK
                               ? send_error(c, j->res.status, j->res.param, NULL, "%s", j->res.message)
                               : send_json(c, 200, oai_completion_body(&j->sj.oreq, &j->res, "", j->model, time(NULL)));
     job_unref(j);
     return ret;
-}
-
-static enum MHD_Result emb_continue(struct req *r, struct MHD_Connection *c)
-{
-    struct job *j = r->job;
-    r->job = NULL;
-    r->cont = NULL;
-    return emb_answer(c, j);
 }
 
 /* POST /v1/embeddings: on a local model loaded with --embedding; inputs of concurrent
@@ -1147,9 +1135,9 @@ static enum MHD_Result h_embeddings(struct route_ctx *x)
         job_unref(j);
         return send_error(x->c, NS_ERR_UNAVAILABLE, NULL, NULL, "the server is shutting down");
     }
-    if (job_wait(j, x->r, emb_continue, 0))
+    if (job_wait(j, x->r, emb_answer, 0))
         return MHD_YES;
-    return emb_answer(x->c, j);
+    return emb_answer(x->c, j, 0);
 }
 
 static enum MHD_Result h_chat(struct route_ctx *x) { return h_generate(x, GEN_CHAT); }
@@ -2979,8 +2967,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)version;
     struct server *s = cls;
     struct req *rr = *con_cls;
-    if (rr && rr->cont)
-        return rr->cont(rr, c);
+    if (rr && rr->job) {
+        struct job *j = rr->job;
+        rr->job = NULL;
+        return rr->answer(c, j, rr->flavor);
+    }
     struct route_ctx x;
     memset(&x, 0, sizeof(x));
     x.srv = s;

@@ -1332,21 +1332,30 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
     slot_release(e, s);
 }
 
-static void engine_cancel_all(struct engine *e, const struct engine_source *src)
+/* End as cancelled every request in the engine (all), or only those nobody waits for any
+ * more (engine_request.cancelled): their sequences stop taking steps and KV. */
+static void engine_cancel_where(struct engine *e, const struct engine_source *src, bool all, const char *msg)
 {
     for (int i = 0; i < e->n_slots; i++) {
         struct slot *s = &e->slots[i];
-        if (s->used)
-            engine_fail_slot(e, src, s, NS_ERR_CANCELLED, "the request was cancelled");
+        if (s->used && (all || atomic_load_explicit(&s->req->cancelled, memory_order_relaxed)))
+            engine_fail_slot(e, src, s, NS_ERR_CANCELLED, msg);
     }
     /* groups whose seated choices all ended but some are still to seat */
-    while (e->pending) {
-        struct group *g = e->pending;
-        struct engine_request *req = g->req;
-        int n_prompt = g->n_prompt;
-        group_free(e, g);
-        engine_fail(src, req, NS_ERR_CANCELLED, NULL, n_prompt, "the request was cancelled");
+    for (struct group *g = e->pending, *next; g; g = next) {
+        next = g->next;
+        if (all || atomic_load_explicit(&g->req->cancelled, memory_order_relaxed)) {
+            struct engine_request *req = g->req;
+            int n_prompt = g->n_prompt;
+            group_free(e, g);
+            engine_fail(src, req, NS_ERR_CANCELLED, NULL, n_prompt, "%s", msg);
+        }
     }
+}
+
+static void engine_cancel_all(struct engine *e, const struct engine_source *src)
+{
+    engine_cancel_where(e, src, true, "the request was cancelled");
 }
 
 /* Where a stop string occurs in text (searching only where new text could complete one);
@@ -2055,26 +2064,6 @@ static int engine_run_embed(struct engine *e, const struct engine_source *src)
     return rc;
 }
 
-/* requests nobody waits for any more (engine_request.cancelled): ended now, so their
- * sequences stop taking steps and KV */
-static void engine_reap_cancelled(struct engine *e, const struct engine_source *src)
-{
-    for (int i = 0; i < e->n_slots; i++) {
-        struct slot *s = &e->slots[i];
-        if (s->used && s->req && atomic_load_explicit(&s->req->cancelled, memory_order_relaxed))
-            engine_fail_slot(e, src, s, NS_ERR_CANCELLED, "the request was cancelled: its client went away");
-    }
-    for (struct group *g = e->pending, *next; g; g = next) {
-        next = g->next;
-        if (atomic_load_explicit(&g->req->cancelled, memory_order_relaxed)) {
-            struct engine_request *req = g->req;
-            int n_prompt = g->n_prompt;
-            group_free(e, g);
-            engine_fail(src, req, NS_ERR_CANCELLED, NULL, n_prompt, "the request was cancelled: its client went away");
-        }
-    }
-}
-
 int engine_run(struct engine *e, const struct engine_source *src)
 {
     if (e->p.embedding)
@@ -2087,7 +2076,7 @@ int engine_run(struct engine *e, const struct engine_source *src)
             return NS_OK;
         }
         engine_pull_priority(e, src);
-        engine_reap_cancelled(e, src);
+        engine_cancel_where(e, src, false, "the request was cancelled: its client went away");
         bool all_resumed = engine_resume_parked(e);
         if (all_resumed)
             engine_pull_new(e, src, &exhausted);
