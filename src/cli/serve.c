@@ -89,7 +89,7 @@ static void serve_usage(FILE *f)
           "      --quota-batch-queue-tokens N  the same for the estimated tokens of unfinished batches\n"
           "      --max-connections N  HTTP connections at once (default 4096; more wait in the listen\n"
           "                           queue); bounded by the descriptor limit\n"
-          "      --http-threads N     threads serving HTTP, event-driven (default: one per CPU, at least 4)\n"
+          "      --http-threads N     threads serving HTTP, event-driven (default: one per CPU, 4 to 64)\n"
           "      --max-body SIZE      largest JSON request body (default 16MB)\n"
           "      --max-file-size SIZE largest upload (default 200MB)\n"
           "      --max-lines N        most requests per batch (default 50000)\n"

@@ -1,0 +1,46 @@
+set terminal pngcairo size 900,520 noenhanced font "sans,10"
+set grid ytics
+set bmargin 4
+set datafile missing "NaN"
+set offsets 0, 0, graph 0.08, 0
+set output 'report-ttft.png'
+unset multiplot
+set style data steps
+unset style fill
+set title "Time to first token of real-time requests: idle vs while a batch runs"
+set xlabel "TTFT (ms, log scale)"
+set ylabel "fraction of requests"
+set logscale x
+set xrange [*:*]
+set yrange [0:1.02]
+set key bottom right
+plot 'report-ttft-idle.dat' using 1:2 with steps lw 2 title "idle", 'report-ttft-loaded.dat' using 1:2 with steps lw 2 title "under batch load"
+unset logscale x
+set output 'report-forward.png'
+unset multiplot
+unset logscale
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set title "Upstream forwarding: request latency, saturated and at a fixed rate (same machine, instant upstream)"
+unset xlabel
+set ylabel "ms"
+set xrange [*:*]
+set yrange [0:*]
+set key top left
+plot 'report-forward.dat' using 2:xtic(1) title "p50", '' using 3 title "p99"
+set output 'report-ingest.png'
+unset multiplot
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set logscale y
+set yrange [1:*]
+set xrange [*:*]
+set title "Batch-file ingest throughput (MB/s, log scale)"
+unset xlabel
+set ylabel "MB/s"
+set key off
+plot 'report-ingest.dat' using 2:xtic(1) lc rgb "#2ca02c"
+unset logscale y
+unset output
