@@ -121,6 +121,7 @@ struct engine {
     struct engine_info info;
     struct prefix_trie *trie;       /* NULL when the prefix cache is off */
     struct group *pending;          /* groups with choices still to seat, oldest first */
+    bool lane;                      /* the source has a priority lane (a server) */
 };
 
 static int engine_kv_reserved(const struct engine *e);
@@ -1753,7 +1754,17 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
 }
 
 /* Build the step's batch: one pending token per generating slot first (oldest first),
- * then prompt chunks. Returns the number of tokens. */
+ * then prompt chunks, the priority lane's before ordinary ones. Returns the number of
+ * tokens.
+ *
+ * A step is what an interactive request waits for, twice: the one running when it
+ * arrives, then the one that computes its prompt. So when the source has a priority lane,
+ * ordinary prompt chunks are held to about one ubatch a step (llama_decode computes a
+ * bigger batch as several ubatches in a row anyway, so batch throughput keeps its pace)
+ * and are left out of a step that carries a priority prompt. Before this, a burst of
+ * admitted batch lines made 2,048-token steps, and an interactive prompt queued behind
+ * their chunks in admission order: 5 s to the first token on a 2-core CPU under load
+ * (bench/ttft.mjs), 4x the usual. */
 static int engine_build_batch(struct engine *e)
 {
     struct llama_batch *b = &e->batch;
@@ -1773,11 +1784,24 @@ static int engine_build_batch(struct engine *e)
         }
         order_idx[j + 1] = v;
     }
-    for (int pass = 0; pass < 2; pass++) {
+    /* pass 0: generating slots; 1: priority prompts; 2: ordinary prompts */
+    bool prio_prompt = false;
+    for (int pass = 0; pass < 3; pass++) {
+        if (pass == 2 && e->lane) {
+            if (prio_prompt)
+                break;
+            int ub = e->p.n_ubatch, cap = ub - b->n_tokens;
+            if (cap < ub / 4)
+                cap = ub / 4; /* many generating sequences: prompts still move */
+            if (cap < budget)
+                budget = cap;
+        }
         for (int k = 0; k < n && budget > 0; k++) {
             struct slot *s = &e->slots[order_idx[k]];
             int pending = s->n_tok - s->n_past;
             if (pending <= 0 || s->wait_for >= 0 || (pass == 0) != (pending == 1))
+                continue;
+            if (pass && (pass == 1) != s->priority)
                 continue;
             int take = pending < budget ? pending : budget;
             for (int j = 0; j < take; j++) {
@@ -1793,6 +1817,7 @@ static int engine_build_batch(struct engine *e)
                 s->i_out = b->n_tokens - 1;
             }
             budget -= take;
+            prio_prompt |= pass == 1;
         }
     }
     return b->n_tokens;
@@ -2070,6 +2095,7 @@ int engine_run(struct engine *e, const struct engine_source *src)
         return engine_run_embed(e, src);
     bool exhausted = false;
     atomic_store(&e->stop, 0);
+    e->lane = src->pull_priority != NULL;
     for (;;) {
         if (atomic_load(&e->stop)) {
             engine_cancel_all(e, src);

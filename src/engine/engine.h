@@ -25,8 +25,11 @@
  * PRIORITY
  * A server's interactive requests come through pull_priority(): at every step they are
  * admitted first, into n_priority sequences reserved for them (or any free one), and
- * ordinary (batch) sequences are parked when their KV is needed. A saturating batch
- * therefore delays an interactive request by at most one step.
+ * ordinary (batch) sequences are parked when their KV is needed; their prompt chunks go
+ * into a step before ordinary ones, and a step that carries one has no ordinary prompt
+ * tokens. With a priority lane, ordinary prompt chunks are held to about one ubatch per
+ * step, so steps stay short. A saturating batch therefore delays an interactive request
+ * by at most one short step.
  *
  * THREADS
  * engine_run() runs on the caller's thread and calls the source's callbacks on it.

@@ -262,6 +262,138 @@ static void test_preemption(void **state)
     g_unified = false;
 }
 
+/* The priority lane (a server's interactive requests): one pulled while batch prompts
+ * are still being computed gets its first token from the very next step, not after
+ * their chunks; and no step carries more than one ubatch of ordinary prompt tokens (a
+ * step is what an interactive request waits for). Without a lane, steps stay n_batch. */
+struct lane_src {
+    struct src s;                  /* the ordinary requests; first, so src_done works */
+    struct engine *e;
+    struct engine_request prio;
+    bool pulled;
+    int prio_done, prio_status, prio_ctok;
+    uint64_t pulled_at, first_at;  /* steps done when it was pulled / at its first token */
+    uint64_t seen_steps, seen_tokens, max_step;
+    struct engine_stats end;       /* after the run */
+};
+
+static void lane_observe(struct lane_src *l)
+{
+    struct engine_stats st;
+    engine_get_stats(l->e, &st);
+    if (st.steps == l->seen_steps + 1 && st.tokens_decoded - l->seen_tokens > l->max_step)
+        l->max_step = st.tokens_decoded - l->seen_tokens;
+    l->seen_steps = st.steps;
+    l->seen_tokens = st.tokens_decoded;
+}
+
+static int lane_pull_priority(void *ud, struct engine_request **out, int max)
+{
+    struct lane_src *l = ud;
+    lane_observe(l);
+    if (l->pulled || l->seen_steps < 1 || max < 1)
+        return 0;
+    l->pulled = true;
+    l->pulled_at = l->seen_steps;
+    out[0] = &l->prio;
+    return 1;
+}
+
+static int lane_pull(void *ud, struct engine_request **out, int max)
+{
+    struct lane_src *l = ud;
+    lane_observe(l);
+    int got = src_pull(&l->s, out, max);
+    /* the engine ends once the ordinary source is exhausted and nothing runs: keep it
+     * going until the priority request has come and gone */
+    return got < 0 && l->prio_done == 0 ? 0 : got;
+}
+
+static void lane_done(void *ud, struct engine_request *r, const struct engine_result *res)
+{
+    struct lane_src *l = ud;
+    if (r != &l->prio) {
+        src_done(&l->s, r, res);
+        return;
+    }
+    struct engine_stats st;
+    engine_get_stats(l->e, &st);
+    l->first_at = st.steps; /* max_tokens 1: its first token is its last */
+    l->prio_done++;
+    l->prio_status = res->status;
+    l->prio_ctok = res->completion_tokens;
+}
+
+static void lane_idle(void *ud)
+{
+    (void)ud;
+    usleep(1000);
+}
+
+static void lane_run(struct lane_src *l, bool with_lane)
+{
+    static char prompts[4][8192];
+    memset(l, 0, sizeof(*l));
+    l->s.n = 4;
+    for (int i = 0; i < 4; i++) {
+        int off = snprintf(prompts[i], sizeof(prompts[i]), "Document %d:", i);
+        for (int k = 0; k < 600; k++)
+            off += snprintf(prompts[i] + off, sizeof(prompts[i]) - (size_t)off, " the cat");
+        engine_request_init(&l->s.req[i]);
+        l->s.req[i].prompt = prompts[i];
+        l->s.req[i].max_tokens = 4;
+        l->s.req[i].temperature = 0;
+        l->s.req[i].ignore_eos = true;
+    }
+    engine_request_init(&l->prio);
+    l->prio.prompt = "Quick question: what is the number seven?";
+    l->prio.max_tokens = 1;
+    l->prio.temperature = 0;
+    l->prio.ignore_eos = true;
+    struct engine_params p = engine_default_params();
+    p.model_path = g_model;
+    p.n_ctx = 5 * 2048;
+    p.n_parallel = 4;
+    p.n_priority = 1;
+    p.n_threads = 2;
+    p.prefix_cache = false;
+    char err[256];
+    if (engine_init(p, &l->e, err, sizeof(err)))
+        fail_msg("engine_init: %s", err);
+    struct engine_source es = {.ud = l, .pull = lane_pull, .done = lane_done, .wait = lane_idle};
+    if (with_lane)
+        es.pull_priority = lane_pull_priority;
+    else
+        l->prio_done = 1; /* no priority request in this run */
+    assert_int_equal(engine_run(l->e, &es), NS_OK);
+    engine_get_stats(l->e, &l->end);
+    engine_free(l->e);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(l->s.done_count[i], 1);
+        assert_int_equal(l->s.status[i], NS_OK);
+        assert_int_equal(l->s.ctok[i], 4);
+        assert_true(l->s.ptok[i] > 1000); /* the prompts need several steps */
+    }
+}
+
+static void test_priority_lane(void **state)
+{
+    (void)state;
+    static struct lane_src l;
+    lane_run(&l, true);
+    assert_int_equal(l.prio_done, 1);
+    assert_int_equal(l.prio_status, NS_OK);
+    assert_int_equal(l.prio_ctok, 1);
+    assert_int_equal(l.pulled_at, 1);
+    assert_int_equal(l.first_at, l.pulled_at + 1);
+    assert_true(l.max_step <= 512); /* n_ubatch */
+    assert_true((double)l.end.tokens_decoded / (double)l.end.steps < 512);
+    /* the same ordinary work without a lane: full n_batch steps (4 x ~1,200 prompt
+     * tokens in 3 steps, then 3 steps of 4 tokens) */
+    lane_run(&l, false);
+    assert_true((double)l.end.tokens_decoded / (double)l.end.steps > 600);
+}
+
 static void test_stop_and_stream(void **state)
 {
     (void)state;
@@ -712,11 +844,16 @@ static void test_bad_model(void **state)
 
 int main(void)
 {
+    /* NS_TEST_FILTER=test_priority_lane (a glob): run just those tests */
+    const char *filter = getenv("NS_TEST_FILTER");
+    if (filter && *filter)
+        cmocka_set_test_filter(filter);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batched_all_done),
         cmocka_unit_test(test_parallel_matches_sequential),
         cmocka_unit_test(test_context_overflow),
         cmocka_unit_test(test_preemption),
+        cmocka_unit_test(test_priority_lane),
         cmocka_unit_test(test_stop_and_stream),
         cmocka_unit_test(test_sampling_seeded),
         cmocka_unit_test(test_batched_q8_matmul),
