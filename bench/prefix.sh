@@ -279,7 +279,9 @@ T_END=$(date +%s)
 # ---- 5. report -----------------------------------------------------------------------
 mkdir -p "$RESULTS"
 STAMP=$(date +%Y%m%d-%H%M%S)
-OUTMD="$RESULTS/prefix-$STAMP$([ "$QUICK" = 1 ] && echo -quick).md"
+SUFFIX=""
+[ "$QUICK" = 1 ] && SUFFIX=-quick
+OUTMD="$RESULTS/prefix-$STAMP$SUFFIX.md"
 bench_facts
 export NSP_MODE=$([ "$QUICK" = 1 ] && echo quick || echo full)
 export NSP_N=$N NSP_NU=$NU NSP_P=$PAR NSP_GEN=$GEN NSP_SHARED=$SHARED NSP_ITEM=$ITEM NSP_THREADS=$THREADS
@@ -297,7 +299,7 @@ export NSP_LOAD="start $LOAD_START, end $(cut -d' ' -f1-3 /proc/loadavg)"
 export NSP_CMD_NS="$CMD_NS" NSP_CMD_SRV="$CMD_SRV"
 export NSP_CMD_CLIENT="node bench/lib/client.mjs --concurrency K --max-tokens $GEN (POST /v1/completions {prompt, max_tokens: $GEN, temperature: 0, ignore_eos: true, cache_prompt: true})"
 export NSP_CMD_PROMPTS="node bench/lib/prefix_prompts.mjs --mode shared|unique --n $N|$NU --shared-tokens $SHARED --item-tokens $ITEM --max-tokens $GEN --model bench"
-export NSP_CMD_BENCH="bench/prefix.sh$([ "$QUICK" = 1 ] && echo " --quick") (pairs $PAIRS, unique pairs $UPAIRS)"
+export NSP_CMD_BENCH="bench/prefix.sh${SUFFIX:+ --quick} (pairs $PAIRS, unique pairs $UPAIRS)"
 node "$LIB/prefix_report.mjs" "$RUNS" >"$WORK/report.md" || die "report failed"
 cp "$WORK/report.md" "$OUTMD"
 cat "$WORK/report.md"

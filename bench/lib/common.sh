@@ -5,7 +5,8 @@
 # Gives the sourcing script:
 #   say MSG / die MSG       "[BENCH_NAME hh:mm:ss] MSG" on stderr (die exits 1)
 #   calc EXPR               awk arithmetic, 6 decimals
-#   WORK                    a fresh /tmp/ns-BENCH_NAME-bench.XXXXXX, removed at exit (KEEP_WORK=1 keeps it)
+#   WORK                    a fresh /tmp/ns-BENCH_NAME-bench.XXXXXX, removed at a successful exit
+#                           (kept when the script fails, or with KEEP_WORK=1)
 #   SERVER_PID, stop_server the llama-server this script started (stopped at exit too)
 #   bench_tools             bootstrap --tools and a Release build in build-bench/: sets LP (llama.cpp
 #                           prefix), SERVER_BIN, BB_BIN, NS (nightshift)
@@ -39,9 +40,15 @@ stop_server() {
     fi
     SERVER_PID=""
 }
+# A failed run keeps its work dir: the measurements of an hour-long run are in WORK/runs.jsonl
 cleanup() {
+    local rc=$?
     stop_server
-    if [ "${KEEP_WORK:-0}" = 1 ]; then say "work files kept in $WORK"; else rm -rf "$WORK"; fi
+    if [ "${KEEP_WORK:-0}" = 1 ] || [ "$rc" != 0 ]; then
+        say "work files kept in $WORK$([ "$rc" != 0 ] && echo " (exit status $rc; runs.jsonl holds every run measured)" || true)"
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -3,6 +3,25 @@ set grid ytics
 set bmargin 4
 set datafile missing "NaN"
 set offsets 0, 0, graph 0.08, 0
+set output 'report-prefix.png'
+unset title
+unset logscale
+set xrange [*:*]
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set boxwidth 0.8
+set yrange [0:*]
+set key off
+unset xlabel
+set multiplot layout 1,2 title 'Shared 1500-token instruction + short items (same requests, same model)'
+set title "wall time (s), lower is better"
+set ylabel "seconds"
+plot 'report-prefix.dat' using 2:xtic(1) lc rgb "#1f77b4"
+set title "prompt tokens computed, lower is better"
+set ylabel "tokens"
+plot 'report-prefix.dat' using 3:xtic(1) lc rgb "#ff7f0e"
+unset multiplot
 set output 'report-ttft.png'
 unset multiplot
 set style data steps
