@@ -1754,7 +1754,8 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
 }
 
 /* Build the step's batch: one pending token per generating slot first (oldest first),
- * then prompt chunks, the priority lane's before ordinary ones. Returns the number of
+ * then prompt chunks, the priority lane's before ordinary ones (and before them, the
+ * prompt of a slot a priority one waits to copy a prefix from). Returns the number of
  * tokens.
  *
  * A step is what an interactive request waits for, twice: the one running when it
@@ -1784,6 +1785,14 @@ static int engine_build_batch(struct engine *e)
         }
         order_idx[j + 1] = v;
     }
+    /* a slot whose prompt prefix a priority slot waits to copy computes as a priority one
+     * (else the interactive request would wait behind batch prompts after all) */
+    bool boost[ENGINE_MAX_PARALLEL] = {false};
+    for (int k = 0; k < n; k++) {
+        const struct slot *s = &e->slots[order_idx[k]];
+        if (s->priority && s->wait_for >= 0)
+            boost[s->wait_for] = true;
+    }
     /* pass 0: generating slots; 1: priority prompts; 2: ordinary prompts */
     bool prio_prompt = false;
     for (int pass = 0; pass < 3; pass++) {
@@ -1801,7 +1810,7 @@ static int engine_build_batch(struct engine *e)
             int pending = s->n_tok - s->n_past;
             if (pending <= 0 || s->wait_for >= 0 || (pass == 0) != (pending == 1))
                 continue;
-            if (pass && (pass == 1) != s->priority)
+            if (pass && (pass == 1) != (s->priority || boost[order_idx[k]]))
                 continue;
             int take = pending < budget ? pending : budget;
             for (int j = 0; j < take; j++) {

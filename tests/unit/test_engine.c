@@ -330,9 +330,12 @@ static void lane_idle(void *ud)
     usleep(1000);
 }
 
-static void lane_run(struct lane_src *l, bool with_lane)
+/* shared: the priority prompt starts with 300 of the last batch prompt's 600 " the cat"
+ * (prefix cache on), so it waits to copy them from that slot */
+static void lane_run(struct lane_src *l, bool with_lane, bool shared)
 {
     static char prompts[4][8192];
+    static char prio_prompt[4096];
     memset(l, 0, sizeof(*l));
     l->s.n = 4;
     for (int i = 0; i < 4; i++) {
@@ -347,6 +350,13 @@ static void lane_run(struct lane_src *l, bool with_lane)
     }
     engine_request_init(&l->prio);
     l->prio.prompt = "Quick question: what is the number seven?";
+    if (shared) {
+        int off = snprintf(prio_prompt, sizeof(prio_prompt), "Document 3:");
+        for (int k = 0; k < 300; k++)
+            off += snprintf(prio_prompt + off, sizeof(prio_prompt) - (size_t)off, " the cat");
+        snprintf(prio_prompt + off, sizeof(prio_prompt) - (size_t)off, " Which animal was it?");
+        l->prio.prompt = prio_prompt;
+    }
     l->prio.max_tokens = 1;
     l->prio.temperature = 0;
     l->prio.ignore_eos = true;
@@ -356,7 +366,8 @@ static void lane_run(struct lane_src *l, bool with_lane)
     p.n_parallel = 4;
     p.n_priority = 1;
     p.n_threads = 2;
-    p.prefix_cache = false;
+    p.prefix_cache = shared;
+    p.kv_unified = shared;
     char err[256];
     if (engine_init(p, &l->e, err, sizeof(err)))
         fail_msg("engine_init: %s", err);
@@ -380,7 +391,7 @@ static void test_priority_lane(void **state)
 {
     (void)state;
     static struct lane_src l;
-    lane_run(&l, true);
+    lane_run(&l, true, false);
     assert_int_equal(l.prio_done, 1);
     assert_int_equal(l.prio_status, NS_OK);
     assert_int_equal(l.prio_ctok, 1);
@@ -390,8 +401,15 @@ static void test_priority_lane(void **state)
     assert_true((double)l.end.tokens_decoded / (double)l.end.steps < 512);
     /* the same ordinary work without a lane: full n_batch steps (4 x ~1,200 prompt
      * tokens in 3 steps, then 3 steps of 4 tokens) */
-    lane_run(&l, false);
+    lane_run(&l, false, false);
     assert_true((double)l.end.tokens_decoded / (double)l.end.steps > 600);
+    /* its prompt's first half is being computed by the newest batch slot, whose prompt
+     * waits behind three others: that slot computes as a priority one (one step), the
+     * copy and the rest follow (the next), instead of ~8 short steps */
+    lane_run(&l, true, true);
+    assert_int_equal(l.prio_status, NS_OK);
+    assert_true(l.end.prompt_cached >= 600);
+    assert_true(l.first_at <= l.pulled_at + 2);
 }
 
 static void test_stop_and_stream(void **state)
