@@ -44,8 +44,10 @@ stop_server() {
 cleanup() {
     local rc=$?
     stop_server
-    if [ "${KEEP_WORK:-0}" = 1 ] || [ "$rc" != 0 ]; then
-        say "work files kept in $WORK$([ "$rc" != 0 ] && echo " (exit status $rc; runs.jsonl holds every run measured)" || true)"
+    if [ "$rc" != 0 ]; then
+        say "work files kept in $WORK (exit status $rc; runs.jsonl holds every run measured)"
+    elif [ "${KEEP_WORK:-0}" = 1 ]; then
+        say "work files kept in $WORK"
     else
         rm -rf "$WORK"
     fi

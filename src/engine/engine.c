@@ -121,7 +121,6 @@ struct engine {
     struct engine_info info;
     struct prefix_trie *trie;       /* NULL when the prefix cache is off */
     struct group *pending;          /* groups with choices still to seat, oldest first */
-    bool lane;                      /* the source has a priority lane (a server) */
 };
 
 static int engine_kv_reserved(const struct engine *e);
@@ -1756,7 +1755,7 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
 /* Build the step's batch: one pending token per generating slot first (oldest first),
  * then prompt chunks, the priority lane's before ordinary ones (and before them, the
  * prompt of a slot a priority one waits to copy a prefix from). Returns the number of
- * tokens.
+ * tokens. lane: the source has a priority lane (a server).
  *
  * A step is what an interactive request waits for, twice: the one running when it
  * arrives, then the one that computes its prompt. So when the source has a priority lane,
@@ -1766,7 +1765,7 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
  * admitted batch lines made 2,048-token steps, and an interactive prompt queued behind
  * their chunks in admission order: 5 s to the first token on a 2-core CPU under load
  * (bench/ttft.mjs), 4x the usual. */
-static int engine_build_batch(struct engine *e)
+static int engine_build_batch(struct engine *e, bool lane)
 {
     struct llama_batch *b = &e->batch;
     int budget = e->p.n_batch;
@@ -1796,7 +1795,7 @@ static int engine_build_batch(struct engine *e)
     /* pass 0: generating slots; 1: priority prompts; 2: ordinary prompts */
     bool prio_prompt = false;
     for (int pass = 0; pass < 3; pass++) {
-        if (pass == 2 && e->lane) {
+        if (pass == 2 && lane) {
             if (prio_prompt)
                 break;
             int ub = e->p.n_ubatch, cap = ub - b->n_tokens;
@@ -2104,7 +2103,6 @@ int engine_run(struct engine *e, const struct engine_source *src)
         return engine_run_embed(e, src);
     bool exhausted = false;
     atomic_store(&e->stop, 0);
-    e->lane = src->pull_priority != NULL;
     for (;;) {
         if (atomic_load(&e->stop)) {
             engine_cancel_all(e, src);
@@ -2134,7 +2132,7 @@ int engine_run(struct engine *e, const struct engine_source *src)
             ;
         engine_clear_outputs(e);
         engine_resolve_waits(e);
-        int n = engine_build_batch(e);
+        int n = engine_build_batch(e, src->pull_priority != NULL);
         if (n == 0)
             continue;
         int ret = llama_decode(e->ctx, e->batch);
