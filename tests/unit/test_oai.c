@@ -8,6 +8,7 @@
 #include "../../src/api/oai.h"
 #include "../../src/util/status.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -549,6 +550,53 @@ static void test_logprobs(void **state)
     oai_request_release(&r);
 }
 
+/* ids: 4 threads x 3,000 ids (each thread's 4 KB random pool refilled ~17 times): the
+ * right shape, every one distinct; a buffer too small for the random part gets the prefix */
+#define IDS_PER_THREAD 3000
+#define ID_LEN 40
+static void *ids_thread(void *arg)
+{
+    char *out = arg;
+    for (int i = 0; i < IDS_PER_THREAD; i++)
+        oai_make_id(out + (size_t)i * ID_LEN, ID_LEN, "req_");
+    return NULL;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, ID_LEN);
+}
+
+static void test_ids(void **state)
+{
+    (void)state;
+    enum { T = 4 };
+    char *ids = calloc((size_t)T * IDS_PER_THREAD, ID_LEN);
+    assert_non_null(ids);
+    pthread_t th[T];
+    for (int t = 0; t < T; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, ids_thread, ids + (size_t)t * IDS_PER_THREAD * ID_LEN), 0);
+    for (int t = 0; t < T; t++)
+        pthread_join(th[t], NULL);
+    for (size_t i = 0; i < (size_t)T * IDS_PER_THREAD; i++) {
+        const char *id = ids + i * ID_LEN;
+        assert_int_equal(strlen(id), 4 + 24);
+        assert_memory_equal(id, "req_", 4);
+        for (const char *c = id + 4; *c; c++)
+            assert_non_null(strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", *c));
+    }
+    qsort(ids, (size_t)T * IDS_PER_THREAD, ID_LEN, cmp_id);
+    for (size_t i = 1; i < (size_t)T * IDS_PER_THREAD; i++)
+        assert_true(memcmp(ids + (i - 1) * ID_LEN, ids + i * ID_LEN, ID_LEN) != 0);
+    free(ids);
+    char small[5];
+    oai_make_id(small, sizeof(small), "req_");
+    assert_string_equal(small, "req_");
+    char tiny[8];
+    oai_make_id(tiny, sizeof(tiny), "req_");
+    assert_int_equal(strlen(tiny), 7);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -560,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_embeddings_body),
         cmocka_unit_test(test_choices),
         cmocka_unit_test(test_logprobs),
+        cmocka_unit_test(test_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
