@@ -11,6 +11,7 @@
 #include "../util/status.h"
 #include "../util/utf8.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +35,25 @@ int oai_error_set(struct oai_error *err, int status, const char *param, const ch
     return status;
 }
 
+/* Fill b with the kernel's random bytes. getrandom may return fewer bytes than asked for
+ * over 256 (or fail with EINTR) when a signal arrives, so it is called until b is full;
+ * rand() fills only what the kernel could not give at all (no getrandom). */
+static void oai_random_fill(unsigned char *b, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(b + got, n - got, 0);
+        if (r > 0)
+            got += (size_t)r;
+        else if (r < 0 && errno == EINTR)
+            continue;
+        else
+            break;
+    }
+    for (; got < n; got++)
+        b[got] = (unsigned char)rand();
+}
+
 /* Random bytes for ids come from a per-thread pool refilled from getrandom 4 KB at a time:
  * one syscall per ~170 ids instead of one per id (every forwarded request makes one, and
  * every batch line two). The bytes are the kernel's CSPRNG output, each handed out once,
@@ -43,16 +63,13 @@ static void oai_random_bytes(unsigned char *out, size_t n)
 {
     static _Thread_local unsigned char pool[4096];
     static _Thread_local size_t left;
-    if (n > sizeof(pool))
-        n = sizeof(pool);
+    if (n > sizeof(pool)) {
+        oai_random_fill(out, n);
+        return;
+    }
     if (left < n) {
-        if (getrandom(pool, sizeof(pool), 0) == (ssize_t)sizeof(pool)) {
-            left = sizeof(pool);
-        } else {
-            for (size_t i = 0; i < n; i++)
-                out[i] = (unsigned char)rand();
-            return;
-        }
+        oai_random_fill(pool, sizeof(pool));
+        left = sizeof(pool);
     }
     memcpy(out, pool + left - n, n);
     memset(pool + left - n, 0, n);
