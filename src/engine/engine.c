@@ -1792,13 +1792,16 @@ static int engine_build_batch(struct engine *e, bool lane)
         if (s->priority && s->wait_for >= 0)
             boost[s->wait_for] = true;
     }
-    /* pass 0: generating slots; 1: priority prompts; 2: ordinary prompts */
+    /* who gets how many tokens, decided in admission order: pass 0: generating slots;
+     * 1: priority prompts; 2: ordinary prompts */
+    int take_of[ENGINE_MAX_PARALLEL] = {0};
+    int n_total = 0;
     bool prio_prompt = false;
     for (int pass = 0; pass < 3; pass++) {
         if (pass == 2 && lane) {
             if (prio_prompt)
                 break;
-            int ub = e->p.n_ubatch, cap = ub - b->n_tokens;
+            int ub = e->p.n_ubatch, cap = ub - n_total;
             if (cap < ub / 4)
                 cap = ub / 4; /* many generating sequences: prompts still move */
             if (cap < budget)
@@ -1812,20 +1815,36 @@ static int engine_build_batch(struct engine *e, bool lane)
             if (pass && (pass == 1) != (s->priority || boost[order_idx[k]]))
                 continue;
             int take = pending < budget ? pending : budget;
-            for (int j = 0; j < take; j++) {
-                int at = b->n_tokens++;
-                b->token[at] = s->tok[s->n_past + j];
-                b->pos[at] = s->n_past + j;
-                b->n_seq_id[at] = 1;
-                b->seq_id[at][0] = (llama_seq_id)order_idx[k];
-                b->logits[at] = 0;
-            }
-            if (take == pending) {
-                b->logits[b->n_tokens - 1] = 1;
-                s->i_out = b->n_tokens - 1;
-            }
+            take_of[order_idx[k]] = take;
+            n_total += take;
             budget -= take;
             prio_prompt |= pass == 1;
+        }
+    }
+    /* ... and laid out in sequence-id order. With a KV stream per sequence, llama.cpp cuts
+     * a batch into micro-batches of consecutive sequence ids taken in batch order
+     * (split_equal, sequential), and every micro-batch is a pass over all the weights: in
+     * admission order, sequences whose requests ended at different times scattered each
+     * step over several micro-batches (heavy-tailed lengths: a third of the time). */
+    int prev = -2;
+    for (int i = 0; i < e->n_slots; i++) {
+        int take = take_of[i];
+        if (!take)
+            continue;
+        e->stats.seq_runs += i != prev + 1;
+        prev = i;
+        struct slot *s = &e->slots[i];
+        for (int j = 0; j < take; j++) {
+            int at = b->n_tokens++;
+            b->token[at] = s->tok[s->n_past + j];
+            b->pos[at] = s->n_past + j;
+            b->n_seq_id[at] = 1;
+            b->seq_id[at][0] = (llama_seq_id)i;
+            b->logits[at] = 0;
+        }
+        if (take == s->n_tok - s->n_past) {
+            b->logits[b->n_tokens - 1] = 1;
+            s->i_out = b->n_tokens - 1;
         }
     }
     return b->n_tokens;

@@ -307,6 +307,9 @@ struct engine_stats {
     uint64_t prompt_cached;    /* ... of which copied from the prefix cache */
     uint64_t gen_tokens;       /* tokens sampled */
     uint64_t preemptions;      /* sequences parked for lack of KV */
+    uint64_t seq_runs;         /* sum over steps of runs of consecutive sequence ids in the
+                                  batch: with a KV stream per sequence llama.cpp computes at
+                                  least one micro-batch (a pass over the weights) per run */
 };
 
 /* Load the model and create the context. On failure *out is NULL and err says why
