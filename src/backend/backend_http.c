@@ -32,8 +32,9 @@
  * The API key lives only in one Authorization header list; it is never logged, stored,
  * or put in an error message (curl is never verbose here).
  *
- * THREADS: everything runs on the run() thread but stop() and wake() (any thread; they
- * use curl_multi_wakeup) and get_stats() (any thread; mu guards the counters).
+ * THREADS: everything runs on the run() thread but stop(), wake() and reconfigure() (any
+ * thread; they write evfd, at most once per sleep) and get_stats() (any thread; mu guards
+ * the counters).
  */
 #include "backend.h"
 

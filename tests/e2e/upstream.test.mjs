@@ -155,6 +155,23 @@ function startSlowUpstream(delayMs) {
             mean: () => st.area / (st.end - st.first), close: () => new Promise((r) => server.close(r)) }));
     });
 }
+/* an upstream that answers at once and closes a kept-alive connection after 150 ms idle */
+let CLOSING;
+function startClosingUpstream() {
+    return new Promise((resolve) => {
+        const server = http.createServer((req, res) => {
+            req.resume();
+            req.on('end', () => {
+                res.writeHead(200, { 'content-type': 'application/json' });
+                res.end(JSON.stringify({ id: 'chatcmpl-c', object: 'chat.completion', created: 0, model: 'closing',
+                    choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+                    usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }));
+            });
+        });
+        server.keepAliveTimeout = 150;
+        server.listen(0, '127.0.0.1', () => resolve({ port: server.address().port, close: () => new Promise((r) => server.close(r)) }));
+    });
+}
 let INI; // the config file NS runs with
 let INI_TEXT;
 
@@ -173,6 +190,7 @@ before(async () => {
     PROXY = await startProxy(UP.port, () => (rnd() < 0.2 ? FAULTS[Math.floor(rnd() * FAULTS.length)] : 'pass'));
     DOWN = await startProxy(UP.port, () => (downHealed ? 'pass' : '503'));
     SLOW = await startSlowUpstream(100);
+    CLOSING = await startClosingUpstream();
     const ini = path.join(TMP, 'nightshift.ini');
     INI = ini;
     fs.writeFileSync(ini, INI_TEXT = `# upstream e2e
@@ -211,6 +229,11 @@ backend = openai-http
 url = http://127.0.0.1:${SLOW.port}/v1
 concurrency = 8
 
+[model closing]
+backend = openai-http
+url = http://127.0.0.1:${CLOSING.port}/v1
+concurrency = 8
+
 [model local]
 backend = local
 path = ${model}
@@ -220,7 +243,7 @@ path = ${model}
 
 after(async () => {
     if (NS) await NS.stop();
-    for (const p of [PROXY, DOWN, SLOW]) if (p) await p.close();
+    for (const p of [PROXY, DOWN, SLOW, CLOSING]) if (p) await p.close();
     if (UP) UP.child.kill('SIGKILL');
     rmTmp(TMP);
 });
@@ -372,7 +395,7 @@ test('SIGHUP re-reads the config: limits and prices change live; a broken config
         '\n[model brand-new]\nbackend = openai-http\nurl = http://127.0.0.1:1/v1\n');
     NS.child.kill('SIGHUP');
     await pollUntil(limit, (v) => v === 3, { timeoutMs: 10_000, what: 'the reloaded concurrency' });
-    await pollUntil(async () => NS.stderr(), (e) => /reloaded .*nightshift\.ini: 5 models updated/.test(e), { timeoutMs: 10_000, what: 'the reload log' });
+    await pollUntil(async () => NS.stderr(), (e) => /reloaded .*nightshift\.ini: 6 models updated/.test(e), { timeoutMs: 10_000, what: 'the reload log' });
     assert.match(NS.stderr(), /reload: model 'brand-new' is new: restart to serve it/);
     const b = await submitBatch(NS, [chat(1, 'direct'), chat(2, 'direct')]);
     const done = await waitBatch(NS, b.id, (x) => x.status === 'completed', 60_000);
@@ -421,7 +444,7 @@ test('nightshift run --config: a batch file on an upstream model, resumable, ups
     assert.equal(fs.readFileSync(out, 'utf8').trim().split('\n').length, 59);
     const bad = await runNs(['run', input, '-o', out, '--config', INI, '--model', 'nope'], { timeoutMs: 30_000, env });
     assert.equal(bad.code, 2);
-    assert.match(bad.stderr, /no \[model nope\] section \(it has: direct, flaky, down, slow, local\)/);
+    assert.match(bad.stderr, /no \[model nope\] section \(it has: direct, flaky, down, slow, closing, local\)/);
 });
 
 test('nightshift doctor --config checks each upstream backend with its key', async () => {
@@ -480,4 +503,27 @@ test('a fixed-latency upstream is kept at the concurrency limit: a finished requ
     assert.ok(SLOW.st.max <= 8, `over the limit: ${SLOW.st.max}`);
     /* a slot used to wait for the next transfer event before being refilled: mean ~5 of 8 */
     assert.ok(mean >= 6.5, `mean in flight ${mean.toFixed(2)} of 8`);
+});
+
+/* kept-alive upstream connections the upstream closes while they idle (its keep-alive
+ * timeout): the backend's epoll loop must not wake on them forever (a socket left in the set
+ * after curl stops watching it would spin it), and curl must open new ones for the next
+ * requests */
+test('kept upstream connections the upstream closes while idle: no busy loop, the next requests still answered', async () => {
+    const round = () => Promise.all(Array.from({ length: 8 }, (_, i) =>
+        api(NS, 'POST', '/v1/chat/completions', JSON.stringify({ model: 'closing', messages: [{ role: 'user', content: `hi ${i}` }] }),
+            { 'content-type': 'application/json' })));
+    for (const r of await round()) assert.equal(r.status, 200, r.text);
+    await sleep(600); /* the upstream has closed every kept connection */
+    const cpu = () => {
+        const f = fs.readFileSync(`/proc/${NS.child.pid}/stat`, 'utf8');
+        const v = f.slice(f.lastIndexOf(')') + 2).split(' ');
+        return (Number(v[11]) + Number(v[12])) / 100;
+    };
+    const c0 = cpu();
+    await sleep(1500);
+    const used = cpu() - c0;
+    console.log(`# nightshift CPU while idle after the upstream closed its connections: ${used.toFixed(2)} s in 1.5 s`);
+    assert.ok(used < 0.5, `nightshift used ${used.toFixed(2)} s of CPU in 1.5 s idle: a closed kept connection spins the loop`);
+    for (const r of await round()) assert.equal(r.status, 200, r.text);
 });
