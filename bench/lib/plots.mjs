@@ -16,7 +16,7 @@
 //                          nightshift vs llama-server
 //   ttft.png               TTFT distribution (CDF) idle vs under batch load when the report
 //                          has the samples, else p50/p99 bars
-//   forward.png            p50/p99 latency direct to the upstream vs through nightshift
+//   forward.png            p50/p99 latency direct to the upstream, through a bare relay, through nightshift
 //   ingest.png             MB/s: nightshift run --validate-only, cat, the JSON libraries
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -172,12 +172,18 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
   const d = lines.find((l) => l.startsWith('| direct to upstream')), n = lines.find((l) => l.startsWith('| real-time through nightshift'));
   if (d && n) {
     const a = cells(d), c = cells(n);
-    const rows = [['path', 'p50_ms', 'p99_ms'], ['"direct, saturated"', num(a[3]), num(a[4])], ['"nightshift, saturated"', num(c[3]), num(c[4])]];
+    const rows = [['path', 'p50_ms', 'p99_ms'], ['"direct,\\nsaturated"', num(a[3]), num(a[4])]];
+    // the bare C relay anchor (newer runs): what any forwarder adds on this machine
+    const r = lines.find((l) => l.startsWith('| through the bare C relay (anchor)'));
+    if (r) rows.push(['"bare relay,\\nsaturated"', num(cells(r)[3]), num(cells(r)[4])]);
+    rows.push(['"nightshift,\\nsaturated"', num(c[3]), num(c[4])]);
     // the fixed-schedule phase (newer runs): latency where neither side is saturated
     const rd = lines.find((l) => l.startsWith('| direct, ')), rn = lines.find((l) => l.startsWith('| through nightshift, '));
     if (rd && rn) {
-      const e = cells(rd), g = cells(rn);
-      rows.push(['"direct, fixed rate"', num(e[3]), num(e[4])], ['"nightshift, fixed rate"', num(g[3]), num(g[4])]);
+      rows.push(['"direct,\\nfixed rate"', num(cells(rd)[3]), num(cells(rd)[4])]);
+      const rr = lines.find((l) => l.startsWith('| through the bare C relay, '));
+      if (rr) rows.push(['"bare relay,\\nfixed rate"', num(cells(rr)[3]), num(cells(rr)[4])]);
+      rows.push(['"nightshift,\\nfixed rate"', num(cells(rn)[3]), num(cells(rn)[4])]);
     }
     const f = dat('forward', rows);
     const png = `${NAME}-forward.png`;
@@ -186,7 +192,7 @@ blocks(/^# nightshift core benchmark/).forEach((b, idx) => {
       'set title "Upstream forwarding: request latency, saturated and at a fixed rate (same machine, instant upstream)"', 'unset xlabel',
       'set ylabel "ms"', 'set xrange [*:*]', 'set yrange [0:*]', 'set key top left',
       `plot ${q(f)} using 2:xtic(1) title "p50", '' using 3 title "p99"`);
-    plots.push({ file: png, what: 'Forwarding to an upstream: p50/p99 latency direct vs through nightshift.' });
+    plots.push({ file: png, what: 'Forwarding to an upstream: p50/p99 latency direct, through a bare C relay, and through nightshift.' });
   } else notes.push('forward: no latency table');
 }
 
