@@ -28,10 +28,10 @@
 # (nightshift, server, batched-bench / batched-bench, server, nightshift). Medians and
 # min-max are reported; ratios are per round and medians of those.
 #
-# Context: nightshift gets --ctx P*SLOT (SLOT = 288 cells >= 200+64+pad; one pool shared by
-# all sequences, kv_unified). llama-server runs WITHOUT --kv-unified by default, -c K*SLOT,
-# so each of its K slots holds 288 cells, the same per-sequence room (llama.cpp pads a
-# slot to 512). NS_BENCH_SERVER_KVU=1 runs it with --kv-unified -c P*SLOT instead.
+# Context: nightshift gets --ctx P*SLOT (SLOT = 288 cells >= 200+64+pad; a KV stream of SLOT
+# cells per sequence, its default). llama-server runs WITHOUT --kv-unified by default,
+# -c K*SLOT, so each of its K slots holds 288 cells, the same per-sequence room (llama.cpp
+# pads a slot to 512). NS_BENCH_SERVER_KVU=1 runs it with --kv-unified -c P*SLOT instead.
 # batched-bench gets -c P*SLOT (its default: one KV stream per sequence).
 #
 # Heavy-tailed workload (--heavy): the same protocol, but each request's prompt length and
