@@ -17,6 +17,20 @@ plot 'report-core-1-throughput.dat' using 1:2 title "nightshift" lw 2 pt 7 ps 1.
 unset logscale x
 unset xrange
 set xrange [*:*]
+set output 'report-core-2-throughput.png'
+set title 'Generated tokens/s vs parallelism — heavy-tailed lengths: qwen2-0.5b-q8_0.gguf (0.5b, q8_0, 506 MiB)'
+set xlabel "parallelism (nightshift --parallel K, llama-server -np K)"
+set ylabel "generated tokens/s"
+set logscale x 2
+set xrange [5.333333333333333:48]
+set yrange [0:*]
+set key top left
+set style data linespoints
+unset style fill
+plot 'report-core-2-throughput.dat' using 1:2 title "nightshift" lw 2 pt 7 ps 1.2, '' using 1:3 title "llama-server" lw 2 pt 5 ps 1.2
+unset logscale x
+unset xrange
+set xrange [*:*]
 set output 'report-prefix.png'
 unset title
 unset logscale
