@@ -1752,6 +1752,91 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
     }
 }
 
+/* Split KV (a stream per sequence): llama.cpp computes a step in one pass over the weights
+ * per run of consecutive sequence ids (engine_build_batch), so in the tail of a batch — a
+ * few long requests left, scattered over the slots — every step costs a pass per run.
+ * Pack the running sequences of [lo, hi) down: the highest movable one goes into the lowest
+ * free slot below it, again and again. One such move alone often leaves as many runs (a
+ * sequence taken from the end of a run starts a new one below), so the moves are planned
+ * first and only the prefix of them that leaves the fewest runs is made. A move is a
+ * whole-stream KV copy (a few MB), which llama.cpp applies at the start of the next decode,
+ * before any compute (engine_copy_prefix): far cheaper than one more pass over the weights
+ * a step. A kept prefix (retained slot) is given up for a move only where evict says so:
+ * in the batch lane always (compaction runs after pull_new, so a hole there means the
+ * source had nothing to put in it, and the tail's passes cost more than recomputing one
+ * prefix; running sequences with the same prefix stay in the cache), in the priority lane
+ * once no request can come any more, because there it is the next turn of a conversation.
+ * Only plain sequences move (no choices group, no prefix copy pending either way), and
+ * only with a few tokens left to generate at least. */
+static int engine_count_runs(const bool *run, int lo, int hi)
+{
+    int runs = 0;
+    for (int i = lo; i < hi; i++)
+        runs += run[i] && (i == lo || !run[i - 1]);
+    return runs;
+}
+
+static void engine_compact(struct engine *e, int lo, int hi, bool evict)
+{
+    if (e->p.kv_unified || hi - lo < 2)
+        return; /* one stream: micro-batches take any sequences */
+    bool run[ENGINE_MAX_PARALLEL] = {false}, movable[ENGINE_MAX_PARALLEL] = {false};
+    bool hole[ENGINE_MAX_PARALLEL] = {false};
+    for (int i = lo; i < hi; i++) {
+        const struct slot *s = &e->slots[i];
+        run[i] = s->used && !s->parked;
+        movable[i] = run[i] && !s->grp && s->wait_for < 0 && s->max_gen - s->n_gen >= 4;
+        hole[i] = !s->used && (!s->retained || evict);
+    }
+    for (int i = 0; i < e->n_slots; i++) /* either lane may wait on a slot of this one */
+        if (e->slots[i].used && e->slots[i].wait_for >= 0)
+            movable[e->slots[i].wait_for] = hole[e->slots[i].wait_for] = false; /* a prefix to copy from there */
+    int runs = engine_count_runs(run, lo, hi);
+    if (runs < 2)
+        return;
+    /* plan on the copies: moves[k] = (from, to), best = the prefix with the fewest runs */
+    int from[ENGINE_MAX_PARALLEL], to[ENGINE_MAX_PARALLEL], n_moves = 0, best = 0, best_runs = runs;
+    int h = lo, top = hi - 1;
+    for (;;) {
+        while (h < hi && !hole[h])
+            h++;
+        while (top > h && !movable[top])
+            top--;
+        if (h >= top)
+            break;
+        run[h] = true;
+        run[top] = false;
+        hole[h] = false;
+        movable[top] = false;
+        from[n_moves] = top;
+        to[n_moves++] = h;
+        int r = engine_count_runs(run, lo, hi);
+        if (r < best_runs) {
+            best_runs = r;
+            best = n_moves;
+        }
+    }
+    llama_memory_t mem = llama_get_memory(e->ctx);
+    for (int k = 0; k < best; k++) {
+        struct slot *s = &e->slots[from[k]], *d = &e->slots[to[k]];
+        if (d->retained) {
+            slot_forget_kv(e, d);
+            free(d->tok);
+        }
+        llama_memory_seq_rm(mem, to[k], -1, -1);
+        llama_memory_seq_cp(mem, from[k], to[k], -1, -1);
+        llama_memory_seq_rm(mem, from[k], -1, -1);
+        if (e->trie) {
+            prefix_trie_remove(e->trie, from[k]);
+            prefix_trie_set(e->trie, to[k], s->tok, s->n_prompt); /* out of memory: one less cache entry */
+        }
+        *d = *s;
+        memset(s, 0, sizeof(*s));
+        s->wait_for = -1;
+        e->stats.moves++;
+    }
+}
+
 /* Build the step's batch: one pending token per generating slot first (oldest first),
  * then prompt chunks, the priority lane's before ordinary ones (and before them, the
  * prompt of a slot a priority one waits to copy a prefix from). Returns the number of
@@ -2151,6 +2236,9 @@ int engine_run(struct engine *e, const struct engine_source *src)
             ;
         engine_clear_outputs(e);
         engine_resolve_waits(e);
+        /* a batch-lane hole left after pull_new means the source had nothing for it now */
+        engine_compact(e, 0, e->p.n_parallel, true);
+        engine_compact(e, e->p.n_parallel, e->n_slots, exhausted);
         int n = engine_build_batch(e, src->pull_priority != NULL);
         if (n == 0)
             continue;

@@ -310,6 +310,7 @@ struct engine_stats {
     uint64_t seq_runs;         /* sum over steps of runs of consecutive sequence ids in the
                                   batch: with a KV stream per sequence llama.cpp computes at
                                   least one micro-batch (a pass over the weights) per run */
+    uint64_t moves;            /* sequences moved to a lower slot to close a gap (engine_compact) */
 };
 
 /* Load the model and create the context. On failure *out is NULL and err says why
