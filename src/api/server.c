@@ -2426,6 +2426,9 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
         {"nightshift_prompt_tokens_cached_total", "counter", "Prompt tokens served by the prefix cache."},
         {"nightshift_generated_tokens_total", "counter", "Tokens generated."},
         {"nightshift_preemptions_total", "counter", "Sequences parked for lack of KV memory."},
+        {"nightshift_engine_sequence_runs_total", "counter",
+         "Runs of consecutive sequence ids summed over steps: with a KV stream per sequence, a pass over the weights each."},
+        {"nightshift_engine_sequence_moves_total", "counter", "Sequences moved to a lower slot to close a gap in the ids."},
     };
     for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
         metric_header(&b, &fam[f]);
@@ -2460,6 +2463,8 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
             case 7: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.prompt_cached); break;
             case 8: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.gen_tokens); break;
             case 9: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.preemptions); break;
+            case 10: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.seq_runs); break;
+            case 11: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.moves); break;
             }
         }
     }

@@ -487,6 +487,9 @@ static int run_write_summary(const struct run_opts *ro, const char *status, cons
         cJSON_AddNumberToObject(e, "prompt_tokens_cached", (double)st->prompt_cached);
         cJSON_AddNumberToObject(e, "generated_tokens", (double)st->gen_tokens);
         cJSON_AddNumberToObject(e, "preemptions", (double)st->preemptions);
+        /* with a KV stream per sequence, each run of consecutive ids is a pass over the weights */
+        cJSON_AddNumberToObject(e, "sequence_runs_per_step", st->steps ? (double)st->seq_runs / (double)st->steps : 0);
+        cJSON_AddNumberToObject(e, "sequence_moves", (double)st->moves);
     }
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
