@@ -3,7 +3,9 @@
  *
  * INVARIANTS
  * - A slot is either free, running (its first n_past tokens are in the KV cache under
- *   seq id = slot index) or parked (nothing in KV, n_past == 0).
+ *   seq id = slot index) or parked (nothing in KV, n_past == 0). A running sequence may
+ *   move to a lower free slot between steps (engine_compact): its KV stream, its trie
+ *   entry and its slot state move together, so seq id = slot index still holds.
  * - tok[0..n_tok) is the prompt followed by every token sampled so far; tokens
  *   tok[n_past..n_tok) are pending: fed in the next steps. A generating slot has exactly
  *   one pending token (the last one sampled), a prefilling or resumed slot more.
