@@ -126,6 +126,7 @@ for (const r of all) {
     const e = r.engine;
     det = `${r.K && r.K !== P ? `--parallel ${r.K}, ` : ''}${e.steps} steps, ${f(e.avg_sequences_per_step, 1)} seq/step, ${f(r.output_tokens / e.steps, 1)} generated tok/step, ` +
       `prompt tokens computed ${e.prompt_tokens_computed} (cached ${r.cached_tokens}), preemptions ${e.preemptions}; ` +
+      (e.sequence_runs_per_step !== undefined ? `${f(e.sequence_runs_per_step, 2)} runs of sequence ids/step, ${e.sequence_moves} moves; ` : '') +
       `load ${f(r.load_seconds)} s, wall_seconds ${f(r.wall_seconds)}, process ${f(r.total_seconds)}`;
   } else if (r.side === 'server') {
     det = `-np ${r.K}, ${r.requests} requests, ${f(r.seconds / r.requests, 3)} s/request, ` +
@@ -157,6 +158,10 @@ w(`- A lock-step schedule (waves of ${P}, prefill in separate steps) would take 
   `${Math.ceil(N / P) * (Math.ceil(P * +E.NSB_PP / 2048) + GEN)} decode calls for the same tokens.`);
 }
 w(`- prompt tokens computed ${spread(e0.map((e) => e.prompt_tokens_computed), 0)} (${N} prompts), preemptions ${spread(e0.map((e) => e.preemptions), 0)}.`);
+if (e0.every((e) => e.sequence_runs_per_step !== undefined)) {
+  w(`- runs of consecutive sequence ids per step ${spread(e0.map((e) => e.sequence_runs_per_step), 2)} (with a KV stream per sequence, ` +
+    `llama.cpp makes a pass over the weights per run); sequences moved down to close gaps ${spread(e0.map((e) => e.sequence_moves), 0)}.`);
+}
 w();
 w('## What is timed');
 w();
