@@ -16,7 +16,10 @@
  * batch) at the last moment.
  *
  * KV memory: by default n_ctx is split evenly between the sequences (each attends to its
- * own cells, which is what makes many short sequences fast). With kv_unified it is one
+ * own cells, which is what makes many short sequences fast). llama.cpp then computes a
+ * step as one pass over the weights per run of consecutive sequence ids, so the batch is
+ * written in sequence-id order and running sequences are packed down into free slots
+ * (engine_compact) to keep each step one run. With kv_unified it is one
  * pool of n_ctx cells: a sequence is admitted when its prompt fits next to the sequences
  * already running; when generation outgrows the pool, the most recently admitted sequence
  * is parked (its KV dropped, its tokens kept) and recomputed later: the oldest sequence
