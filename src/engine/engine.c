@@ -1754,6 +1754,15 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
     }
 }
 
+/* runs of consecutive sequence ids among the slots of [lo, hi) marked in run */
+static int engine_count_runs(const bool *run, int lo, int hi)
+{
+    int runs = 0;
+    for (int i = lo; i < hi; i++)
+        runs += run[i] && (i == lo || !run[i - 1]);
+    return runs;
+}
+
 /* Split KV (a stream per sequence): llama.cpp computes a step in one pass over the weights
  * per run of consecutive sequence ids (engine_build_batch), so in the tail of a batch — a
  * few long requests left, scattered over the slots — every step costs a pass per run.
@@ -1770,14 +1779,6 @@ static int engine_pull_new(struct engine *e, const struct engine_source *src, bo
  * once no request can come any more, because there it is the next turn of a conversation.
  * Only plain sequences move (no choices group, no prefix copy pending either way), and
  * only with a few tokens left to generate at least. */
-static int engine_count_runs(const bool *run, int lo, int hi)
-{
-    int runs = 0;
-    for (int i = lo; i < hi; i++)
-        runs += run[i] && (i == lo || !run[i - 1]);
-    return runs;
-}
-
 static void engine_compact(struct engine *e, int lo, int hi, bool evict)
 {
     if (e->p.kv_unified || hi - lo < 2)
@@ -1796,7 +1797,7 @@ static void engine_compact(struct engine *e, int lo, int hi, bool evict)
     int runs = engine_count_runs(run, lo, hi);
     if (runs < 2)
         return;
-    /* plan on the copies: moves[k] = (from, to), best = the prefix with the fewest runs */
+    /* plan on the copies: move k is from[k] -> to[k]; best = the prefix with the fewest runs */
     int from[ENGINE_MAX_PARALLEL], to[ENGINE_MAX_PARALLEL], n_moves = 0, best = 0, best_runs = runs;
     int h = lo, top = hi - 1;
     for (;;) {
