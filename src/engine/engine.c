@@ -1826,8 +1826,7 @@ static void engine_compact(struct engine *e, int lo, int hi, bool evict)
             slot_forget_kv(e, d);
             free(d->tok);
         }
-        llama_memory_seq_rm(mem, to[k], -1, -1);
-        llama_memory_seq_cp(mem, from[k], to[k], -1, -1);
+        llama_memory_seq_cp(mem, from[k], to[k], -1, -1); /* a free slot holds no KV (invariant) */
         llama_memory_seq_rm(mem, from[k], -1, -1);
         if (e->trie) {
             prefix_trie_remove(e->trie, from[k]);

@@ -241,7 +241,7 @@ static void test_batch_in_sequence_order(void **state)
  * stream), so the remaining steps are one run of consecutive sequence ids — one pass over
  * the weights instead of two — and the texts are still those of each request decoded
  * alone (f32 weights: batch composition does not change greedy picks). Without the move:
- * 1.85 runs per step. */
+ * 1.92 runs per step. */
 static void test_tail_compaction(void **state)
 {
     (void)state;
