@@ -2429,6 +2429,7 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
         {"nightshift_engine_sequence_runs_total", "counter",
          "Runs of consecutive sequence ids summed over steps: with a KV stream per sequence, a pass over the weights each."},
         {"nightshift_engine_sequence_moves_total", "counter", "Sequences moved to a lower slot to close a gap in the ids."},
+        {"nightshift_engine_decode_seconds_total", "counter", "Wall time inside llama.cpp's decode (the model's compute)."},
     };
     for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
         metric_header(&b, &fam[f]);
@@ -2465,6 +2466,7 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
             case 9: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.preemptions); break;
             case 10: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.seq_runs); break;
             case 11: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.moves); break;
+            case 12: buf_appendf(&b, "%s{model=\"%s\"} %.6f\n", fam[f].name, m, es.decode_seconds); break;
             }
         }
     }

@@ -490,6 +490,8 @@ static int run_write_summary(const struct run_opts *ro, const char *status, cons
         /* with a KV stream per sequence, each run of consecutive ids is a pass over the weights */
         cJSON_AddNumberToObject(e, "sequence_runs_per_step", st->steps ? (double)st->seq_runs / (double)st->steps : 0);
         cJSON_AddNumberToObject(e, "sequence_moves", (double)st->moves);
+        /* llama.cpp's compute; wall_seconds minus this is nightshift's own time (and loading) */
+        cJSON_AddNumberToObject(e, "decode_seconds", st->decode_seconds);
     }
     char *text = cJSON_Print(o);
     cJSON_Delete(o);

@@ -128,12 +128,22 @@ struct engine {
 static int engine_kv_reserved(const struct engine *e);
 static int engine_running(const struct engine *e);
 
-/* one forward pass: encoder-only models (BERT-like embedding models) encode, others decode */
+static double now_s(void);
+
+/* One forward pass: encoder-only models (BERT-like embedding models) encode, others
+ * decode. Its wall time is counted apart (stats.decode_seconds) so that what nightshift
+ * spends around llama.cpp can be told from llama.cpp's own compute, whose speed on a
+ * shared machine varies far more than anything the scheduler does. */
 static int engine_forward(struct engine *e, struct llama_batch b)
 {
+    double t0 = now_s();
+    int ret;
     if (llama_model_has_encoder(e->model) && !llama_model_has_decoder(e->model))
-        return llama_encode(e->ctx, b);
-    return llama_decode(e->ctx, b);
+        ret = llama_encode(e->ctx, b);
+    else
+        ret = llama_decode(e->ctx, b);
+    e->stats.decode_seconds += now_s() - t0;
+    return ret;
 }
 
 int engine_pooling_parse(const char *s)
@@ -2244,7 +2254,7 @@ int engine_run(struct engine *e, const struct engine_source *src)
         int n = engine_build_batch(e, src->pull_priority != NULL);
         if (n == 0)
             continue;
-        int ret = llama_decode(e->ctx, e->batch);
+        int ret = engine_forward(e, e->batch);
         if (ret == 1) {
             /* no KV slot despite the accounting (fragmentation): make room and retry */
             if (!engine_evict_retained(e) && !engine_park_newest(e)) {

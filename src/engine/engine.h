@@ -314,6 +314,9 @@ struct engine_stats {
                                   batch: with a KV stream per sequence llama.cpp computes at
                                   least one micro-batch (a pass over the weights) per run */
     uint64_t moves;            /* sequences moved to a lower slot to close a gap (engine_compact) */
+    double decode_seconds;     /* wall time inside llama_decode/llama_encode: the rest of a
+                                  run is nightshift's own (scheduling, sampling, prefix
+                                  cache, output) */
 };
 
 /* Load the model and create the context. On failure *out is NULL and err says why

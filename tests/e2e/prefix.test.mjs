@@ -56,6 +56,12 @@ test('200 lines sharing a 1,000-token prefix: computed once, same greedy outputs
         runs[mode] = { out: readJsonl(out), summary: JSON.parse(fs.readFileSync(summary, 'utf8')) };
     }
     const c = runs.cache.summary.engine, n = runs.nocache.summary.engine;
+    // decode time is counted apart from nightshift's own: inside the run's wall time
+    for (const mode of ['cache', 'nocache']) {
+        const s = runs[mode].summary;
+        assert.ok(s.engine.decode_seconds > 0 && s.engine.decode_seconds < s.wall_seconds,
+            `${mode}: decode_seconds ${s.engine.decode_seconds}, wall_seconds ${s.wall_seconds}`);
+    }
     const perLine = new Map(runs.cache.out.map((o) => [o.custom_id, o.response.body]));
     const p0 = perLine.get('item-0').usage.prompt_tokens;
     const q0 = perLine.get('other-0').usage.prompt_tokens;

@@ -359,6 +359,7 @@ test('kill -9 mid-run, re-run resumes: every custom_id exactly once; a later re-
     assert.equal(s2.resumed_lines, ids.length);
     assert.equal(s2.engine.steps, 0, 'no decode step on a completed checkpoint');
     assert.equal(s2.engine.generated_tokens, 0);
+    assert.equal(s2.engine.decode_seconds, 0, 'no decode time either');
     assert.doesNotMatch(again.stderr, /nightshift: model /, 'the model is not even loaded');
     assert.ok(again.ms < resumed.ms, `the no-op re-run (${again.ms} ms) is faster than the resume (${resumed.ms} ms)`);
     t.diagnostic(`no-op re-run ${Math.round(again.ms)} ms`);

@@ -240,6 +240,7 @@ test('GET /metrics: Prometheus text format with queue, token, latency and batch 
     assert.ok(value(/^nightshift_generated_tokens_total\{model="tiny"\}/) >= 3);
     assert.ok(value(/^nightshift_engine_sequence_runs_total\{model="tiny"\}/) >= 1);
     assert.ok(value(/^nightshift_engine_sequence_moves_total\{model="tiny"\}/) >= 0);
+    assert.ok(value(/^nightshift_engine_decode_seconds_total\{model="tiny"\}/) > 0, 'decode time is counted');
     assert.ok(value(/^nightshift_batches\{status="completed"\}/) >= 1);
     assert.equal(value(/^nightshift_time_to_first_token_seconds_bucket\{model="tiny",le="\+Inf"\}/),
         value(/^nightshift_time_to_first_token_seconds_count\{model="tiny"\}/));
