@@ -16,8 +16,15 @@
 # Workload "unique" (no shared prefix): NU requests (default N) of SHARED+ITEM tokens
 # each that share not even their first token; nightshift with the prefix cache (default)
 # against nightshift --no-prefix-cache, in interleaved pairs:
-#   (o) overhead = time(cache on) / time(cache off) - 1                               (< 3%)
-# (also shown on the CPU time user+sys of the process, which other load disturbs less)
+#   (o) overhead = (own time on - own time off) / time off                             (< 3%)
+#       own time = time after load - time inside llama_decode (summary.engine.decode_seconds),
+#       used when both runs did the same decode work (same steps, prompt tokens computed and
+#       runs of sequence ids per step), else the wall-time ratio below stands in for it
+#   (o') time(cache on) / time(cache off) - 1, and (o'') the same on CPU time (user+sys)
+# Why not the wall time alone: on the 2-core VM this was measured on, one process computes
+# the very same batches up to ~15% slower or faster than the next (step-by-step traces of
+# identical batches: every prompt step 12% apart from the first step on, before the cache
+# could matter), in either direction, so 3 pairs of wall times cannot resolve 3%.
 # Its model is the "small" (~60M) shape in both modes: 256 x 1548 prompt tokens on the
 # 0.5B shape take over an hour per run on 2 cores. A model 10x cheaper per token makes
 # any fixed cost of the cache (trie, slot choice, ordering) weigh 10x more against the
@@ -46,7 +53,7 @@
 #   --quick   64 requests, the "small" (~60M) shape, a 600-token instruction, 1 pair of
 #             each workload: a few minutes end to end
 # Full (default): shared 256 requests on the 0.5B shape, 3 pairs; unique 256 requests on
-# the small shape, 3 pairs.
+# the small shape, 5 pairs.
 # Environment overrides: NS_BENCH_P (32), NS_BENCH_N, NS_BENCH_SHAPE, NS_BENCH_TYPE (q8_0),
 #   NS_BENCH_SHARED (instruction tokens), NS_BENCH_ITEM (48), NS_BENCH_GEN (32),
 #   NS_BENCH_UNIQUE_N (requests of the unique workload), NS_BENCH_UNIQUE_SHAPE (small),
@@ -81,7 +88,7 @@ done
 if [ "$QUICK" = 1 ]; then
     D_N=64; D_SHAPE=small; D_SHARED=600; D_PAIRS=1; D_UPAIRS=1
 else
-    D_N=256; D_SHAPE=0.5b; D_SHARED=1500; D_PAIRS=3; D_UPAIRS=3
+    D_N=256; D_SHAPE=0.5b; D_SHARED=1500; D_PAIRS=3; D_UPAIRS=5
 fi
 PAR=${NS_BENCH_P:-32}
 N=${NS_BENCH_N:-$D_N}
