@@ -92,6 +92,12 @@ if (Od.length)
   w(`| (o''') time in llama_decode: cache on / off − 1 (llama.cpp's speed, process to process) | ${f(median(Od), 1)}% | ${mm(Od, 1)}% | – | |`);
 w(`| (t') as (t), model load included on both sides | ${f(median(Ti))} | ${mm(Ti)} | – | |`);
 w();
+// A decode-time difference of one sign in every pair is not shown to be the machine's
+// noise, even with the same batches: say so next to (o), which does not count it.
+if (oOwn && Od.length >= 3 && (Od.every((x) => x > 0) || Od.every((x) => x < 0)))
+  w(`**Caution:** llama_decode took ${Od[0] > 0 ? 'longer' : 'less time'} with the cache on in every pair ` +
+    `(${f(median(Od), 1)}% median, ${mm(Od, 1)}%), with the same steps, prompt tokens and runs per step. (o) counts ` +
+    'only nightshift\'s own time; a decode-time difference of one sign in every pair is not shown to be noise.\n');
 w(`Ratio of medians: (t) ${f(median(svS.map((r) => r.seconds)) / median(nsS.map((r) => r.seconds)))}, ` +
   `(c) ${f(median(nsS.map((r) => r.engine.prompt_tokens_computed)) / median(svS.map((r) => r.prompt_n)), 3)}, ` +
   `(o') ${f((median(uOn.map((r) => r.seconds)) / median(uOff.map((r) => r.seconds)) - 1) * 100, 1)}%.`);
