@@ -46,6 +46,20 @@ unset logscale x
 unset xrange
 set xrange [*:*]
 set output 'report-core-4-throughput.png'
+set title 'Generated tokens/s vs parallelism — unique prompts: qwen2-1b-q4_k.gguf (1b, q4_k, 694 MiB)'
+set xlabel "parallelism (nightshift --parallel K, llama-server -np K)"
+set ylabel "generated tokens/s"
+set logscale x 2
+set xrange [5.333333333333333:48]
+set yrange [0:*]
+set key top left
+set style data linespoints
+unset style fill
+plot 'report-core-4-throughput.dat' using 1:2 title "nightshift" lw 2 pt 7 ps 1.2, '' using 1:3 title "llama-server" lw 2 pt 5 ps 1.2, 'report-core-4-batched.dat' using 1:2 with points pt 9 ps 1.8 title "llama-batched-bench (ceiling)"
+unset logscale x
+unset xrange
+set xrange [*:*]
+set output 'report-core-5-throughput.png'
 set title 'Generated tokens/s vs parallelism — heavy-tailed lengths: qwen2-0.5b-q8_0.gguf (0.5b, q8_0, 506 MiB)'
 set xlabel "parallelism (nightshift --parallel K, llama-server -np K)"
 set ylabel "generated tokens/s"
@@ -55,7 +69,7 @@ set yrange [0:*]
 set key top left
 set style data linespoints
 unset style fill
-plot 'report-core-4-throughput.dat' using 1:2 title "nightshift" lw 2 pt 7 ps 1.2, '' using 1:3 title "llama-server" lw 2 pt 5 ps 1.2
+plot 'report-core-5-throughput.dat' using 1:2 title "nightshift" lw 2 pt 7 ps 1.2, '' using 1:3 title "llama-server" lw 2 pt 5 ps 1.2
 unset logscale x
 unset xrange
 set xrange [*:*]
