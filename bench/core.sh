@@ -48,7 +48,7 @@
 # (--parallel K); the report lists them beside llama-server's sweep (bench/run plots them).
 #
 # Usage: bench/core.sh [--quick] [--heavy] [--pairs N] [--help]
-#   --quick   64 requests, the "small" (~60M) shape, 1 pair: a few minutes end to end
+#   --quick   64 requests (sweep on 32), the "small" (~60M) shape, 1 pair: a few minutes end to end
 #   --heavy   the heavy-tailed workload above
 # Environment overrides: NS_BENCH_P (32), NS_BENCH_N, NS_BENCH_SHAPE, NS_BENCH_TYPE (q8_0),
 #   NS_BENCH_PAIRS, NS_BENCH_SIGMA, NS_BENCH_MAX_WORDS, NS_BENCH_MAX_GEN, NS_BENCH_SERVER_NP ("8 16 32"), NS_BENCH_SWEEP_N (requests per K in
@@ -80,10 +80,12 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$QUICK" = 1 ]; then
-    D_N=64; D_SHAPE=small; D_PAIRS=1
+    # the sweep on 32 requests (one wave at K = 32): with 64, bench/run --quick took 311 s
+    # end to end here, over its 5-minute budget
+    D_N=64; D_SHAPE=small; D_PAIRS=1; D_SWEEP_N=32
     [ "$HEAVY" = 1 ] && D_N=32
 else
-    D_N=256; D_SHAPE=0.5b; D_PAIRS=3
+    D_N=256; D_SHAPE=0.5b; D_PAIRS=3; D_SWEEP_N=
 fi
 PAR=${NS_BENCH_P:-32}
 N=${NS_BENCH_N:-$D_N}
@@ -91,7 +93,7 @@ SHAPE=${NS_BENCH_SHAPE:-$D_SHAPE}
 MTYPE=${NS_BENCH_TYPE:-q8_0}
 PAIRS=${PAIRS_ARG:-${NS_BENCH_PAIRS:-$D_PAIRS}}
 SERVER_NP=${NS_BENCH_SERVER_NP:-"8 16 32"}
-SWEEP_N=${NS_BENCH_SWEEP_N:-$N}
+SWEEP_N=${NS_BENCH_SWEEP_N:-${D_SWEEP_N:-$N}}
 THREADS=${NS_BENCH_THREADS:-$(nproc)}
 if [ "$HEAVY" = 0 ]; then
     GEN=${NS_BENCH_GEN:-64}
