@@ -52,7 +52,7 @@
 #   --heavy   the heavy-tailed workload above
 # Environment overrides: NS_BENCH_P (32), NS_BENCH_N, NS_BENCH_SHAPE, NS_BENCH_TYPE (q8_0),
 #   NS_BENCH_PAIRS, NS_BENCH_SIGMA, NS_BENCH_MAX_WORDS, NS_BENCH_MAX_GEN, NS_BENCH_SERVER_NP ("8 16 32"), NS_BENCH_SWEEP_N (requests per K in
-#   the warm-up sweep; default N), NS_BENCH_THREADS (nproc), NS_BENCH_GEN (64),
+#   the warm-up sweep; default N, 32 with --quick), NS_BENCH_THREADS (nproc), NS_BENCH_GEN (64),
 #   NS_BENCH_WORDS (180 words = about 200 tokens), NS_BENCH_SERVER_KVU (0),
 #   NS_BENCH_SERVER_ARGS (extra llama-server flags), NS_BENCH_RESULTS (bench/results),
 #   NS_BENCH_MAX_FOREIGN (0.10), NS_BENCH_RETRIES (2): a measured run during which other
