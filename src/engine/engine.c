@@ -64,6 +64,7 @@ struct slot {
     struct llama_sampler *smpl;     /* NULL: greedy argmax */
     struct buf text;
     size_t sent;                    /* bytes of text passed to token() */
+    size_t clean;                   /* bytes of text known valid UTF-8 (streaming); sent <= clean */
     int i_out;                      /* row of this slot's logits in the batch, -1 none */
     double t_admit, t_first;
     struct engine_token_logprob *lp; /* request.logprobs: one per generated token */
@@ -579,6 +580,11 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         goto out;
     }
     e->n_ctx = (int)llama_n_ctx(e->ctx);
+    /* llama.cpp clamps n_batch to n_ctx (and n_ubatch to n_batch) for a context that is not
+     * a pure embedder: a step is budgeted by what was made, never by what was asked, since a
+     * batch over llama_n_batch() aborts the process inside llama_decode (issue 27.6) */
+    p.n_batch = e->p.n_batch = (int)llama_n_batch(e->ctx);
+    p.n_ubatch = e->p.n_ubatch = (int)llama_n_ubatch(e->ctx);
     if (p.embedding) {
         enum llama_pooling_type pt = llama_pooling_type(e->ctx);
         if (pt != LLAMA_POOLING_TYPE_MEAN && pt != LLAMA_POOLING_TYPE_CLS && pt != LLAMA_POOLING_TYPE_LAST) {
@@ -1517,6 +1523,35 @@ static int engine_record_logprob(const struct engine *e, struct slot *s, const f
     return rc;
 }
 
+/* Keep s->text valid UTF-8 up to where it may be streamed (issue 27.12): the bytes after
+ * s->clean, but for a character still incomplete at the very end (held back until the next
+ * piece completes it, as llama-server does), are checked, and each invalid sequence (a
+ * random-weight model's byte-fallback tokens, a lead byte the next piece never continues)
+ * is replaced by U+FFFD. What was streamed is never rewritten: sent <= clean, and
+ * engine_finish()'s sanitize of the whole text leaves this valid prefix as it is. */
+static void slot_text_clean(struct slot *s)
+{
+    size_t len = s->text.len;
+    size_t end = len - utf8_incomplete_tail(s->text.p, len);
+    if (end <= s->clean)
+        return;
+    size_t n = end - s->clean;
+    if (utf8_valid_prefix(s->text.p + s->clean, n) == n) {
+        s->clean = end;
+        return;
+    }
+    char tail[4];
+    size_t nt = len - end; /* 0..3 */
+    memcpy(tail, s->text.p + end, nt);
+    (void)buf_reserve(&s->text, len + 2 * n + 1); /* without the room, invalid bytes become '?' */
+    char *p = s->text.p + s->clean;
+    size_t m = utf8_sanitize(p, n, s->text.cap - 1 - s->clean - nt);
+    memcpy(p + m, tail, nt);
+    s->text.len = s->clean + m + nt;
+    s->text.p[s->text.len] = '\0';
+    s->clean += m;
+}
+
 /* sample the next token for slot s from batch row s->i_out, then decide if it ended */
 static void engine_sample(struct engine *e, const struct engine_source *src, struct slot *s)
 {
@@ -1562,6 +1597,8 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
             buf_truncate(&s->text, (size_t)at);
             if (s->sent > s->text.len)
                 s->sent = s->text.len;
+            if (s->clean > s->text.len)
+                s->clean = s->text.len;
             engine_finish(e, src, s, ENGINE_FINISH_STOP);
             return;
         }
@@ -1571,9 +1608,11 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         return;
     }
     if (src->token) {
+        slot_text_clean(s);
         size_t hold = engine_stop_holdback(s);
         size_t upto = s->text.len - hold;
-        upto -= utf8_incomplete_tail(s->text.p, upto);
+        if (upto > s->clean)
+            upto = s->clean;
         if (upto > s->sent) {
             engine_emit(src, s, s->text.p + s->sent, upto - s->sent);
             s->sent = upto;

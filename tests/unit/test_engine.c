@@ -13,6 +13,7 @@
 #include "../../src/engine/modelgen.h"
 #include "../../src/api/jsonschema.h"
 #include "../../src/util/status.h"
+#include "../../src/util/utf8.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -92,6 +93,7 @@ struct src {
     char ch_streamed[8][ENGINE_MAX_CHOICES][128]; /* ... and what token() gave for it */
     int ch_tokens[8][ENGINE_MAX_CHOICES];
     const char *param[MAXR];
+    bool bad_delta[MAXR];      /* a token() delta was not valid UTF-8 on its own */
     bool open;                 /* like a server's: "nothing now" (0), not "no more" (-1), until all are done */
     int n_done;
 };
@@ -146,6 +148,8 @@ static void src_token(void *ud, struct engine_request *r, const struct engine_de
 {
     struct src *s = ud;
     int i = (int)(r - s->req);
+    if (utf8_valid_prefix(d->text, d->len) != d->len)
+        s->bad_delta[i] = true;
     if (i < 8 && d->index >= 0 && d->index < ENGINE_MAX_CHOICES) {
         char *t = s->ch_streamed[i][d->index];
         size_t l = strlen(t);
@@ -482,6 +486,28 @@ static void test_priority_lane(void **state)
     assert_int_equal(l.prio_status, NS_OK);
     assert_true(l.end.prompt_cached >= 600);
     assert_true(l.first_at <= l.pulled_at + 2);
+}
+
+/* issue 27.12: every streamed delta is valid UTF-8 on its own, even when the model emits
+ * bytes that never form a character (byte-fallback tokens: <0xF1> again and again, each a
+ * lead byte the next one does not continue); what was streamed equals the final text */
+static void test_stream_invalid_utf8(void **state)
+{
+    (void)state;
+    static struct src s;
+    /* the llama SPM vocab: <0x00> is token 3, so <0xF1> is 3 + 0xF1 */
+    static struct engine_logit_bias force = {.token = 3 + 0xF1, .bias = 100};
+    fill(&s, 2, 6);
+    s.req[0].logit_bias = &force;
+    s.req[0].n_logit_bias = 1;
+    run_all(g_model, 2048, 2, &s, true);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(s.status[i], NS_OK);
+        assert_false(s.bad_delta[i]);
+        assert_int_equal(utf8_valid_prefix(s.text[i], strlen(s.text[i])), strlen(s.text[i]));
+        assert_string_equal(s.streamed[i], s.text[i]);
+    }
+    assert_non_null(strstr(s.text[0], "\xEF\xBF\xBD")); /* U+FFFD where the bytes were */
 }
 
 static void test_stop_and_stream(void **state)
@@ -906,6 +932,63 @@ static void test_logprobs_and_bias(void **state)
     assert_non_null(strstr(b.text[2], "logit_bias"));
 }
 
+/* issue 27.6: no combination of context, parallelism, batch and micro-batch sizes and
+ * prompt lengths may abort the process (llama.cpp clamps n_batch to n_ctx, and a step over
+ * llama_n_batch() is a GGML_ASSERT): every request ends exactly once, answered or refused.
+ * A fixed pseudo-random walk over the space keeps it short and reproducible. */
+static void test_param_space(void **state)
+{
+    (void)state;
+    static const int ctxs[] = {64, 100, 256, 1024, 1500, 4096};
+    static const int pars[] = {1, 2, 3, 8};
+    static const int batches[] = {0, 32, 100, 512, 2048};
+    static const int ubatches[] = {0, 16, 64, 512};
+    static const int plens[] = {1, 10, 60, 130, 400, 1200};
+    static struct src s;
+    static char prompts[MAXR][8 * 1300];
+    uint32_t x = 12345;
+    for (int round = 0; round < 24; round++) {
+#define PICK(a) (a[(x = x * 1103515245u + 12345u, (x >> 16) % (sizeof(a) / sizeof(a[0])))])
+        struct engine_params p = engine_default_params();
+        p.model_path = g_model;
+        p.n_ctx = PICK(ctxs);
+        p.n_parallel = PICK(pars);
+        p.n_batch = PICK(batches);
+        p.n_ubatch = PICK(ubatches);
+        p.n_priority = round % 3 == 0 ? 1 : 0;
+        p.n_threads = 2;
+        memset(&s, 0, sizeof(s));
+        s.n = 8;
+        for (int i = 0; i < s.n; i++) {
+            int words = PICK(plens);
+            size_t o = 0;
+            for (int w = 0; w < words && o + 8 < sizeof(prompts[i]); w++)
+                o += (size_t)snprintf(prompts[i] + o, sizeof(prompts[i]) - o, "w%d ", (w * 7 + i) % 100);
+            engine_request_init(&s.req[i]);
+            s.req[i].prompt = prompts[i];
+            s.req[i].max_tokens = 1 + i % 5;
+            s.req[i].temperature = 0;
+            s.req[i].ignore_eos = true;
+        }
+#undef PICK
+        struct engine *e = NULL;
+        char err[256];
+        int rc = engine_init(p, &e, err, sizeof(err));
+        if (rc)
+            fail_msg("engine_init ctx %d parallel %d batch %d ubatch %d: %s", p.n_ctx, p.n_parallel, p.n_batch,
+                     p.n_ubatch, err);
+        struct engine_source es = {.ud = &s, .pull = src_pull, .done = src_done};
+        assert_int_equal(engine_run(e, &es), NS_OK);
+        engine_free(e);
+        for (int i = 0; i < s.n; i++) {
+            if (s.done_count[i] != 1)
+                fail_msg("round %d (ctx %d parallel %d batch %d ubatch %d): request %d ended %d times", round, p.n_ctx,
+                         p.n_parallel, p.n_batch, p.n_ubatch, i, s.done_count[i]);
+            assert_true(s.status[i] == NS_OK || s.status[i] == NS_ERR_CONTEXT);
+        }
+    }
+}
+
 static void test_bad_model(void **state)
 {
     (void)state;
@@ -947,6 +1030,7 @@ int main(void)
         cmocka_unit_test(test_preemption),
         cmocka_unit_test(test_priority_lane),
         cmocka_unit_test(test_stop_and_stream),
+        cmocka_unit_test(test_stream_invalid_utf8),
         cmocka_unit_test(test_sampling_seeded),
         cmocka_unit_test(test_batched_q8_matmul),
         cmocka_unit_test(test_prefix_cache),
@@ -954,6 +1038,7 @@ int main(void)
         cmocka_unit_test(test_embeddings),
         cmocka_unit_test(test_grammar),
         cmocka_unit_test(test_logprobs_and_bias),
+        cmocka_unit_test(test_param_space),
         cmocka_unit_test(test_bad_model),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
