@@ -3,6 +3,7 @@
  */
 #include "utf8.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* length of the valid sequence at s (1..4), 0 if invalid or truncated */
@@ -131,4 +132,19 @@ size_t utf8_sanitize(char *s, size_t n, size_t cap)
     }
     (void)outlen;
     return o;
+}
+
+char *utf8_fix(char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    if (utf8_valid_prefix(s, n) == n)
+        return s;
+    char *w = realloc(s, n * 3 + 1);
+    if (w)
+        s = w;
+    n = utf8_sanitize(s, n, w ? n * 3 : n);
+    s[n] = '\0';
+    return s;
 }

@@ -17,5 +17,11 @@ size_t utf8_incomplete_tail(const char *s, size_t n);
  * s must have room: the result can grow by 2 bytes per invalid byte, so the caller
  * passes cap; when it would not fit, invalid bytes become '?' instead. */
 size_t utf8_sanitize(char *s, size_t n, size_t cap);
+/* s (malloc'ed, NUL-terminated; NULL passes through) with every invalid sequence replaced
+ * by U+FFFD: the same pointer when it was valid, else a reallocated one (or, without the
+ * memory, '?' in place). For JSON text about to leave the process (a response, an SSE
+ * event, a result line): cJSON copies string bytes as they are, and structure is ASCII,
+ * so this makes any printed JSON valid UTF-8 without changing what it means otherwise. */
+char *utf8_fix(char *s);
 
 #endif

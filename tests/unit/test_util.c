@@ -6,6 +6,8 @@
 #include <cmocka.h>
 
 #include "../../src/util/buf.h"
+#include "../../src/util/jsonscan.h"
+#include "../../src/util/path.h"
 #include "../../src/util/num.h"
 #include "../../src/util/sha256.h"
 #include "../../src/util/status.h"
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void test_buf_cap(void **state)
 {
@@ -156,9 +159,67 @@ static void test_status_table(void **state)
         assert_non_null(status_name(i));
 }
 
+/* issue 27.13: NUL inside JSON strings, raw or escaped, and whether it is in custom_id */
+static void test_jsonscan_nul(void **state)
+{
+    (void)state;
+    bool in = true;
+    const char *ok = "{\"custom_id\":\"a\\\\u0000\",\"body\":{\"x\":\"\\\\\"}}"; /* an escaped backslash, then u0000 */
+    assert_int_equal(jsonscan_nul(ok, strlen(ok), "custom_id", &in), -1);
+    assert_false(in);
+    const char *cid = "{\"custom_id\":\"b\\u0000x\",\"method\":\"POST\"}";
+    assert_int_equal(jsonscan_nul(cid, strlen(cid), "custom_id", &in), 15);
+    assert_true(in);
+    const char *body = "{\"custom_id\":\"b\",\"body\":{\"custom_id\":\"\\u0000\"}}";
+    assert_true(jsonscan_nul(body, strlen(body), "custom_id", &in) > 0);
+    assert_false(in); /* a nested member of the same name is not the line's custom_id */
+    const char raw[] = "{\"custom_id\":\"b\0x\"}";
+    assert_int_equal(jsonscan_nul(raw, sizeof(raw) - 1, "custom_id", &in), 15);
+    assert_true(in);
+    const char *key = "{\"a\\u0000\":1}";
+    assert_int_equal(jsonscan_nul(key, strlen(key), "custom_id", &in), 3);
+    assert_false(in);
+    /* truncated input: never reads past n */
+    assert_int_equal(jsonscan_nul("\"\\u00", 5, NULL, NULL), -1);
+    assert_int_equal(jsonscan_nul("\"\\", 2, NULL, NULL), -1);
+}
+
+/* issue 27.2: one file by device and inode, or by canonical name before it exists */
+static void test_path_same_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ns-path-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char a[128], b[128], link_[128], dot[160], missing[160], missing2[200];
+    snprintf(a, sizeof(a), "%s/a", dir);
+    snprintf(b, sizeof(b), "%s/b", dir);
+    snprintf(link_, sizeof(link_), "%s/l", dir);
+    snprintf(dot, sizeof(dot), "%s/./a", dir);
+    snprintf(missing, sizeof(missing), "%s/new.jsonl", dir);
+    snprintf(missing2, sizeof(missing2), "%s/../%s/new.jsonl", dir, strrchr(dir, '/') + 1);
+    FILE *f = fopen(a, "w");
+    assert_non_null(f);
+    fclose(f);
+    f = fopen(b, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(link(a, link_), 0);
+    assert_true(path_same_file(a, a));
+    assert_true(path_same_file(a, dot));
+    assert_true(path_same_file(a, link_));
+    assert_false(path_same_file(a, b));
+    assert_false(path_same_file(a, missing));
+    assert_true(path_same_file(missing, missing2));
+    unlink(a);
+    unlink(b);
+    unlink(link_);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jsonscan_nul), cmocka_unit_test(test_path_same_file),
         cmocka_unit_test(test_buf_cap),  cmocka_unit_test(test_utf8),         cmocka_unit_test(test_strset),
         cmocka_unit_test(test_num),      cmocka_unit_test(test_status_table), cmocka_unit_test(test_sha256),
     };
