@@ -8,6 +8,7 @@
 #include "batchfile.h"
 
 #include "../util/status.h"
+#include "../util/jsonscan.h"
 #include "../util/strset.h"
 #include "../util/utf8.h"
 
@@ -62,9 +63,18 @@ static void batchfile_add_error(struct batchfile *bf, const struct batchfile_par
 static void batchfile_add_error(struct batchfile *bf, const struct batchfile_params *p, uint32_t line,
                                 const char *code, const char *param, const char *custom_id, const char *fmt, ...)
 {
+    (void)p;
     bf->n_invalid++;
-    if (bf->n_errors >= p->max_errors)
-        return;
+    if (bf->n_errors == bf->errors_cap_) {
+        size_t cap = bf->errors_cap_ ? bf->errors_cap_ * 2 : 16;
+        struct batchfile_error *v = realloc(bf->errors, cap * sizeof(*v));
+        if (!v) {
+            bf->nomem_ = true;
+            return;
+        }
+        bf->errors = v;
+        bf->errors_cap_ = cap;
+    }
     char msg[600];
     va_list ap;
     va_start(ap, fmt);
@@ -76,16 +86,26 @@ static void batchfile_add_error(struct batchfile *bf, const struct batchfile_par
     e->param = param;
     e->message = strdup(msg);
     e->custom_id = custom_id ? strdup(custom_id) : NULL;
-    if (e->message)
-        bf->n_errors++;
+    if (!e->message || (custom_id && !e->custom_id)) {
+        free(e->message);
+        free(e->custom_id);
+        bf->nomem_ = true;
+        return;
+    }
+    bf->n_errors++;
 }
 
 /* quote s for a message: at most 64 chars, non-printables as '?' */
 static const char *batchfile_shorten(const char *s, char *out, size_t n)
 {
-    size_t j = 0;
-    for (size_t i = 0; s[i] && j + 4 < n && i < 64; i++)
+    size_t j = 0, i = 0;
+    for (; s[i] && j + 4 < n && i < 64; i++)
         out[j++] = (unsigned char)s[i] < 0x20 ? '?' : s[i];
+    /* never cut a character in two: the message must stay valid UTF-8 (issue 27.12) */
+    while (j > 0 && s[i] && ((unsigned char)s[i] & 0xC0) == 0x80) {
+        i--;
+        j--;
+    }
     if (strlen(s) > 64 && j + 4 < n) {
         out[j++] = '.';
         out[j++] = '.';
@@ -141,6 +161,23 @@ static void batchfile_check_line(struct batchfile *bf, const struct batchfile_pa
     if (!cJSON_IsObject(root)) {
         batchfile_add_error(bf, p, line_no, "invalid_json_line", NULL, NULL,
                             "line %u is %s, not a JSON object", line_no, json_type_name(root));
+        goto out;
+    }
+    /* cJSON cuts strings at a NUL: "b\u0000x" would become "b", a duplicate of another
+     * line's id, and a prompt would lose its tail. Refuse, never truncate silently. */
+    bool nul_in_cid = false;
+    long nul_at = jsonscan_nul(s, len, "custom_id", &nul_in_cid);
+    if (nul_at >= 0) {
+        if (nul_in_cid)
+            batchfile_add_error(bf, p, line_no, "invalid_custom_id", "custom_id", NULL,
+                                "line %u: custom_id contains a NUL character (\\u0000, byte %ld of the line), which "
+                                "cannot be stored",
+                                line_no, nul_at + 1);
+        else
+            batchfile_add_error(bf, p, line_no, "invalid_body", "body", NULL,
+                                "line %u: a string contains a NUL character (\\u0000, byte %ld of the line), which "
+                                "cannot be passed to the model",
+                                line_no, nul_at + 1);
         goto out;
     }
     const cJSON *cid = cJSON_GetObjectItemCaseSensitive(root, "custom_id");
@@ -325,8 +362,7 @@ int batchfile_parse(const char *data, size_t size, const struct batchfile_params
     bf->n_requests = n_nonblank;
     bf->hash = strset_hash(data, size, size);
     bf->lines = calloc(n_nonblank, sizeof(*bf->lines));
-    bf->errors = calloc(p->max_errors ? p->max_errors : 1, sizeof(*bf->errors));
-    if (!bf->lines || !bf->errors) {
+    if (!bf->lines) {
         rc = NS_ERR_NOMEM;
         goto out;
     }
@@ -345,6 +381,8 @@ int batchfile_parse(const char *data, size_t size, const struct batchfile_params
             batchfile_check_line(bf, p, &ids, off + lead, tl - lead, line_no);
         off += len + 1;
     }
+    if (bf->nomem_)
+        rc = NS_ERR_NOMEM;
 out:
     strset_release(&ids);
     if (rc != NS_OK) {
@@ -486,12 +524,12 @@ size_t *batchfile_prefix_order(const struct batchfile *bf, bool group)
     return order;
 }
 
-cJSON *batchfile_errors_json(const struct batchfile *bf)
+cJSON *batchfile_errors_json(const struct batchfile *bf, size_t max)
 {
     cJSON *errs = cJSON_CreateObject();
     cJSON_AddStringToObject(errs, "object", "list");
     cJSON *data = cJSON_AddArrayToObject(errs, "data");
-    for (size_t i = 0; i < bf->n_errors; i++) {
+    for (size_t i = 0; i < bf->n_errors && (max == 0 || i < max); i++) {
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "code", bf->errors[i].code);
         cJSON_AddNumberToObject(e, "line", bf->errors[i].line);
@@ -511,11 +549,16 @@ static int bf_error_cmp(const void *a, const void *b)
     return x->line < y->line ? -1 : x->line > y->line;
 }
 
-void batchfile_add_external_error(struct batchfile *bf, const struct batchfile_params *p, uint32_t line,
-                                  const char *code, const char *param, const char *custom_id, const char *message)
+int batchfile_add_external_error(struct batchfile *bf, const struct batchfile_params *p, uint32_t line,
+                                 const char *code, const char *param, const char *custom_id, const char *message)
 {
     bf->n_requests++;
     batchfile_add_error(bf, p, line, code, param, custom_id, "%s", message);
+    return bf->nomem_ ? NS_ERR_NOMEM : NS_OK;
+}
+
+void batchfile_errors_sort(struct batchfile *bf)
+{
     qsort(bf->errors, bf->n_errors, sizeof(*bf->errors), bf_error_cmp);
 }
 

@@ -3,9 +3,11 @@
  *
  * One pass over the whole file, before any work starts, finds every structural error:
  * invalid JSON, missing or duplicate custom_id, wrong method, unsupported url, body not
- * an object, body.model missing or not served. They are collected (up to a cap; the
- * count goes on) as {code, line, message, param} with 1-based line numbers, the shape
- * of OpenAI's batch `errors.data`. Whole-file problems (cannot read, empty, too large,
+ * an object, body.model missing or not served. Every one is kept, as {code, line,
+ * message, param} with 1-based line numbers, the shape of OpenAI's batch `errors.data`:
+ * each invalid line becomes a result of its own (an error line, an errored Message Batch
+ * result), so a cap here would lose requests. Only what is *listed* (errors.data, the
+ * printed summary) is capped, by max_errors. Whole-file problems (cannot read, empty, too large,
  * too many lines, not UTF-8) stop at once with one message instead.
  *
  * The file is mapped, not copied: valid lines are kept as offsets into the mapping and
@@ -48,7 +50,7 @@ struct batchfile_error {
 struct batchfile_params {
     size_t max_bytes;        /* default 200 MB */
     size_t max_lines;        /* default 50,000 */
-    size_t max_errors;       /* errors kept (all are counted); default 1,000 */
+    size_t max_errors;       /* errors listed by batchfile_errors_json (all are kept); default 1,000 */
     /* is `model` served? NULL: any model is accepted */
     bool (*model_ok)(void *ud, const char *model);
     void *model_ud;
@@ -65,14 +67,16 @@ struct batchfile {
     struct batchfile_line *lines;  /* valid lines, in file order */
     size_t n_lines;
     size_t n_requests;       /* non-blank lines: valid + invalid */
-    struct batchfile_error *errors; /* the first max_errors, in line order */
-    size_t n_errors;
+    struct batchfile_error *errors; /* every invalid line, in line order */
+    size_t n_errors;         /* == n_invalid */
     size_t n_invalid;        /* all invalid lines, even past the cap */
     uint64_t hash;           /* 64-bit hash of the content: identifies the input */
     char *model;             /* body.model of the first valid line, or NULL */
     /* private */
     void *map_;
     size_t map_len_;
+    size_t errors_cap_;
+    bool nomem_;
 };
 
 /* Map and validate `path`. Whole-file errors: returns NS_ERR_INVALID / NS_ERR_TOO_LARGE /
@@ -85,9 +89,14 @@ int batchfile_parse(const char *data, size_t size, const struct batchfile_params
 void batchfile_free(struct batchfile *bf);
 
 /* Add an error found outside the parser (a line a converter could not translate, e.g.
- * gemini.h): counted as an invalid request line; errors stay in line order. */
-void batchfile_add_external_error(struct batchfile *bf, const struct batchfile_params *p, uint32_t line,
+ * gemini.h): counted as an invalid request line, appended; call batchfile_errors_sort()
+ * after the last one to put errors back in line order (once: a sort per call would be
+ * quadratic on 100,000 errors). NS_ERR_NOMEM when it could not be kept (then bf must not
+ * be used to write results). */
+int batchfile_add_external_error(struct batchfile *bf, const struct batchfile_params *p, uint32_t line,
                                   const char *code, const char *param, const char *custom_id, const char *message);
+
+void batchfile_errors_sort(struct batchfile *bf);
 
 /* A running order for the valid lines: indices into bf->lines. With group, sorted by the
  * start of each prompt (message roles and contents, or the prompt; first 512 bytes) so
@@ -95,9 +104,9 @@ void batchfile_add_external_error(struct batchfile *bf, const struct batchfile_p
  * file order, so the order is reproducible. Caller frees; NULL when out of memory. */
 size_t *batchfile_prefix_order(const struct batchfile *bf, bool group);
 
-/* OpenAI's batch `errors` object for the collected errors:
+/* OpenAI's batch `errors` object for the first `max` errors (0: all):
  * {"object":"list","data":[{code,line,message,param}]}; the caller cJSON_Delete()s it. */
-struct cJSON *batchfile_errors_json(const struct batchfile *bf);
+struct cJSON *batchfile_errors_json(const struct batchfile *bf, size_t max);
 
 /* "/v1/chat/completions" for BATCHFILE_URL_CHAT, ... */
 const char *batchfile_url_path(enum batchfile_url url);

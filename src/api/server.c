@@ -10,6 +10,7 @@
 #include "../util/sha256.h"
 #include "../util/status.h"
 #include "../util/utf8.h"
+#include "../util/jsonscan.h"
 #include "anthropic.h"
 #include "dashboard.h"
 #include "keycache.h"
@@ -39,6 +40,7 @@ struct server {
     struct server_params p;
     char *data_dir;
     char *api_key;
+    char api_key_hash[65];       /* its SHA-256, compared in constant time */
     bool no_auth;
     struct store *st;
     const struct store_ops *ops;
@@ -197,10 +199,19 @@ static enum MHD_Result send_bytes(struct MHD_Connection *c, unsigned code, const
     return ret;
 }
 
+/* o printed and deleted; every byte nightshift sends as JSON goes through here, so it is
+ * valid UTF-8 whatever bytes a client or a model put in its strings (issue 27.12). NULL
+ * when out of memory */
+static char *json_print(cJSON *o)
+{
+    char *text = utf8_fix(cJSON_PrintUnformatted(o));
+    cJSON_Delete(o);
+    return text;
+}
+
 static enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *o)
 {
-    char *text = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
+    char *text = json_print(o);
     if (!text)
         return MHD_NO;
     return send_text(c, code, "application/json", text);
@@ -235,8 +246,7 @@ static enum MHD_Result send_quota_refusal(struct MHD_Connection *c, enum err_sha
     cJSON *body = shape == ERR_ANTHROPIC ? anthropic_error(why->status, why->message)
                   : shape == ERR_OLLAMA  ? ollama_error(why->message)
                                          : oai_error_body(why->status, why->message, NULL, NULL);
-    char *text = cJSON_PrintUnformatted(body);
-    cJSON_Delete(body);
+    char *text = json_print(body);
     if (!text)
         return MHD_NO;
     return send_text_retry(c, (unsigned)status_http(why->status), "application/json", text, why->retry_after);
@@ -579,8 +589,7 @@ static cJSON *chunk_base(struct job *j)
 
 static void sse_push_to(struct buf *b, cJSON *o)
 {
-    char *t = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
+    char *t = json_print(o);
     if (!t)
         return;
     buf_appends(b, "data: ");
@@ -627,8 +636,7 @@ static cJSON *chunk_choice(struct job *j, int index, const char *text, size_t n,
 
 static void sse_event(struct job *j, const char *name, cJSON *o)
 {
-    char *t = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
+    char *t = json_print(o);
     if (!t)
         return;
     buf_appendf(&j->out, "event: %s\ndata: %s\n\n", name, t);
@@ -738,8 +746,7 @@ static void job_next_events_ollama(struct job *j)
                                        : ollama_final(j->chat, j->model, &j->res, "", j->t_start);
             j->phase = 5;
         }
-        char *t = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
+        char *t = json_print(o);
         if (t)
             buf_appendf(&j->out, "%s\n", t);
         free(t);
@@ -2049,6 +2056,15 @@ static enum MHD_Result h_ant_batch_create(struct route_ctx *x)
         ret = send_ant_error(x->c, NS_ERR_INVALID, "the request body must be a JSON object");
         goto out;
     }
+    /* cJSON cuts strings at a NUL: "b\u0000x" would be stored as "b" (issue 27.13) */
+    long nul_at = jsonscan_nul(x->r->body.p, x->r->body.len, NULL, NULL);
+    if (nul_at >= 0) {
+        ret = send_ant_error(x->c, NS_ERR_INVALID,
+                             "requests: a string contains a NUL character (\\u0000, byte %ld of the body), which "
+                             "cannot be stored in a custom_id or passed to the model",
+                             nul_at + 1);
+        goto out;
+    }
     if (!cJSON_IsArray(reqs) || cJSON_GetArraySize(reqs) == 0) {
         ret = send_ant_error(x->c, NS_ERR_INVALID, "requests: a non-empty list of {custom_id, params} is required");
         goto out;
@@ -2766,8 +2782,11 @@ static enum MHD_Result h_webhooks(struct route_ctx *x)
 /* the dashboard's files hold no data, and a browser cannot send a key when it navigates */
 static bool public_route(const char *method, const char *url)
 {
+    /* liveness and readiness probes (a kubelet, a load balancer) carry no key, and say
+     * nothing a caller could use: up or not, ready or not */
     return (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) &&
-           (strcmp(url, "/") == 0 || strncmp(url, "/dashboard/", 11) == 0);
+           (strcmp(url, "/") == 0 || strncmp(url, "/dashboard/", 11) == 0 || strcmp(url, "/health") == 0 ||
+            strcmp(url, "/ready") == 0);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
@@ -2934,20 +2953,33 @@ static bool content_type_is(struct MHD_Connection *c, const char *want)
  * keys create` are found by their SHA-256 in the store. With neither configured (no
  * --api-key, no key in the store) or --no-auth, everyone is an admin of "default": the
  * loopback development mode. False: answer 401. */
+/* two 64-digit hex SHA-256 strings equal, in time that does not depend on where they differ */
+static bool server_hash_equal(const char *a, const char *b)
+{
+    unsigned char d = 0;
+    for (int i = 0; i < 64; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
 static bool server_auth(struct server *s, struct MHD_Connection *c, struct route_ctx *x)
 {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    const char *key = h && strncmp(h, "Bearer ", 7) == 0 ? h + 7 : MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+    /* the scheme is case-insensitive (RFC 7235 2.1): "bearer KEY" is as good as "Bearer KEY" */
+    const char *key = h && strncasecmp(h, "Bearer ", 7) == 0 ? h + 7 : MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
     snprintf(x->owner, sizeof(x->owner), "default");
     x->admin = true;
     if (s->no_auth)
         return true;
-    if (key && s->api_key && strcmp(key, s->api_key) == 0)
-        return true;
-    if (key && *key) {
-        char hash[65];
-        struct store_key k;
+    char hash[65] = "";
+    if (key && *key)
         sha256_hex(key, strlen(key), hash);
+    /* --api-key is compared by hash, in constant time: the time taken tells nothing of how
+     * many leading characters a guess got right (issue 27.14) */
+    if (hash[0] && s->api_key && server_hash_equal(hash, s->api_key_hash))
+        return true;
+    if (hash[0]) {
+        struct store_key k;
         if (keycache_key_get(s->keys, hash, &k) == NS_OK) {
             snprintf(x->owner, sizeof(x->owner), "%s", k.project);
             x->admin = k.admin;
@@ -2986,7 +3018,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     bool path_known;
     const struct route *rt = route_find(method, url, &x, &path_known);
     struct req *r = *con_cls;
+    /* errors in the shape of the API the path belongs to */
+    bool ant = strncmp(url, "/v1/messages", 12) == 0;
+    bool oll = strncmp(url, "/api/", 5) == 0 || strcmp(url, "/") == 0;
+#define EARLY_ERROR(status, param, code, ...)                                                                      \
+    (ant   ? send_ant_error(c, (status), __VA_ARGS__)                                                              \
+     : oll ? send_ollama_error(c, (status), __VA_ARGS__)                                                           \
+           : send_error(c, (status), (param), (code), __VA_ARGS__))
+#define AUTH_MESSAGE                                                                                               \
+    (ant   ? "invalid x-api-key"                                                                                   \
+     : oll ? "unauthorized: pass the API key as 'Authorization: Bearer KEY'"                                       \
+           : "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.")
     if (!r) {
+        /* Decided on the headers (issue 27.7): a request without a valid key is answered 401
+         * before one byte of its body is read or stored; MHD then closes the connection
+         * instead of reading the body it was not given a chance to consume. */
+        if (!public_route(method, url) && !server_auth(s, c, &x))
+            return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL, "%s", AUTH_MESSAGE);
         r = calloc(1, sizeof(*r));
         if (!r)
             return MHD_NO;
@@ -3035,18 +3083,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         return MHD_YES;
     }
-    /* the whole request is in: answer (in the error shape of the API the path belongs to) */
-    bool ant = strncmp(url, "/v1/messages", 12) == 0;
-    bool oll = strncmp(url, "/api/", 5) == 0 || strcmp(url, "/") == 0;
-#define EARLY_ERROR(status, param, code, ...)                                                                      \
-    (ant   ? send_ant_error(c, (status), __VA_ARGS__)                                                              \
-     : oll ? send_ollama_error(c, (status), __VA_ARGS__)                                                           \
-           : send_error(c, (status), (param), (code), __VA_ARGS__))
-    if (!server_auth(s, c, &x) && !public_route(method, url))
-        return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL, "%s",
-                           ant   ? "invalid x-api-key"
-                           : oll ? "unauthorized: pass the API key as 'Authorization: Bearer KEY'"
-                                 : "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.");
+    /* the whole request is in: answer (in the error shape of the API the path belongs to);
+     * the key is checked again (it may have been revoked while the body came in) */
+    if (!public_route(method, url) && !server_auth(s, c, &x))
+        return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL, "%s", AUTH_MESSAGE);
     if (!rt) {
         if (path_known)
             return EARLY_ERROR(NS_ERR_NOT_FOUND, NULL, "method_not_allowed", "Method %s is not allowed on %.200s.",
@@ -3068,6 +3108,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return EARLY_ERROR(NS_ERR_INVALID, NULL, NULL, "The request body is not valid UTF-8 (byte %zu).", ok + 1);
     }
 #undef EARLY_ERROR
+#undef AUTH_MESSAGE
     x.r = r;
     return rt->fn(&x);
 }
@@ -3101,6 +3142,8 @@ int server_start(struct server_params p, struct store *st, const struct store_op
     s->p = p;
     s->data_dir = strdup(p.data_dir);
     s->api_key = p.api_key ? strdup(p.api_key) : NULL;
+    if (s->api_key)
+        sha256_hex(s->api_key, strlen(s->api_key), s->api_key_hash);
     s->no_auth = p.no_auth;
     s->st = st;
     s->ops = ops;

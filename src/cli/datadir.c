@@ -18,13 +18,21 @@
 int datadir_create(const char *dir, char *err, size_t errlen)
 {
     char sub[4096];
-    if (mkdir(dir, 0750) && errno != EEXIST) {
+    /* Owner-only, whatever the umask (issue 27.14): the data dir holds every prompt and
+     * answer, and the key hashes. An existing dir made by an older version (0750, 0755) is
+     * tightened; the files inside are then out of reach of other users whatever their own
+     * modes, and the process creates new ones 0600 (serve sets umask 077). */
+    if (mkdir(dir, 0700) && errno != EEXIST) {
         snprintf(err, errlen, "cannot create data dir '%s': %s", dir, strerror(errno));
         return NS_ERR_IO;
     }
     snprintf(sub, sizeof(sub), "%s/files", dir);
-    if (mkdir(sub, 0750) && errno != EEXIST) {
+    if (mkdir(sub, 0700) && errno != EEXIST) {
         snprintf(err, errlen, "cannot create '%s': %s", sub, strerror(errno));
+        return NS_ERR_IO;
+    }
+    if (chmod(dir, 0700) || chmod(sub, 0700)) {
+        snprintf(err, errlen, "cannot make data dir '%s' owner-only: %s", dir, strerror(errno));
         return NS_ERR_IO;
     }
     if (access(dir, W_OK) || access(sub, W_OK)) {
@@ -47,13 +55,10 @@ static pid_t datadir_read_pid(int fd)
     return num_parse_long(text, 1, 1 << 30, &pid) ? -1 : (pid_t)pid;
 }
 
-int datadir_lock(const char *dir, int *fd, char *err, size_t errlen)
+int datadir_lock_file(const char *path, const char *what, int *fd, char *err, size_t errlen)
 {
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/" DATADIR_LOCK_NAME, dir);
     *fd = -1;
-    /* readable by all: `nightshift doctor` and `restore` run as other users say who holds it */
-    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (f < 0) {
         snprintf(err, errlen, "cannot open the lock file '%s': %s", path, strerror(errno));
         return NS_ERR_IO;
@@ -67,9 +72,9 @@ int datadir_lock(const char *dir, int *fd, char *err, size_t errlen)
             return NS_ERR_IO;
         }
         if (pid > 0)
-            snprintf(err, errlen, "data dir '%s' is in use by another nightshift (pid %d)", dir, (int)pid);
+            snprintf(err, errlen, "%s is in use by another nightshift (pid %d)", what, (int)pid);
         else
-            snprintf(err, errlen, "data dir '%s' is in use by another nightshift (it holds '%s')", dir, path);
+            snprintf(err, errlen, "%s is in use by another nightshift (it holds '%s')", what, path);
         return NS_ERR_CONFLICT;
     }
     char pid[32];
@@ -79,6 +84,14 @@ int datadir_lock(const char *dir, int *fd, char *err, size_t errlen)
         log_event(LOG_WARN, NULL, NULL, "cannot write the pid into '%s'", path);
     *fd = f;
     return NS_OK;
+}
+
+int datadir_lock(const char *dir, int *fd, char *err, size_t errlen)
+{
+    char path[4096], what[4200];
+    snprintf(path, sizeof(path), "%s/" DATADIR_LOCK_NAME, dir);
+    snprintf(what, sizeof(what), "data dir '%s'", dir);
+    return datadir_lock_file(path, what, fd, err, errlen);
 }
 
 void datadir_unlock(int fd)

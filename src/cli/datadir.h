@@ -31,6 +31,9 @@ int datadir_create(const char *dir, char *err, size_t errlen);
  * holds it (err names its pid), NS_ERR_IO when the lock file cannot be opened. */
 int datadir_lock(const char *dir, int *fd, char *err, size_t errlen);
 void datadir_unlock(int fd);
+/* the same lock on any file (`run` locks its checkpoint with it); `what` names the thing
+ * locked in the message ("the checkpoint 'x.state.db'") */
+int datadir_lock_file(const char *path, const char *what, int *fd, char *err, size_t errlen);
 
 /* the pid of the process holding dir's lock: 0 when none does (or there is no lock file),
  * -1 when held by a process whose pid the file does not say */

@@ -18,6 +18,7 @@
  */
 #include "cli.h"
 #include "config.h"
+#include "datadir.h"
 #include "progress.h"
 
 #include "../api/batchfile.h"
@@ -28,7 +29,9 @@
 #include "../store/runstate.h"
 #include "../util/buf.h"
 #include "../util/num.h"
+#include "../util/path.h"
 #include "../util/status.h"
+#include "../util/utf8.h"
 #include "../util/strset.h"
 
 #include <cjson/cJSON.h>
@@ -43,6 +46,8 @@
 #include <unistd.h>
 
 #define RUN_MAX_ALIASES 16
+/* invalid lines printed on stderr when validation stops a run (all go to the error file) */
+#define RUN_ERRORS_LISTED 1000
 
 struct run_opts {
     const char *input, *output, *errors, *state, *summary, *model, *chat_template;
@@ -198,7 +203,7 @@ static void run_key(char *out, size_t n, const char *custom_id)
 static void run_record(struct run_ctx *c, const char *key, uint32_t line, bool ok, cJSON *json, int pt, int ct,
                        int cached)
 {
-    char *text = cJSON_PrintUnformatted(json);
+    char *text = utf8_fix(cJSON_PrintUnformatted(json));
     cJSON_Delete(json);
     if (!text) {
         c->io_error = NS_ERR_NOMEM;
@@ -370,9 +375,12 @@ static int run_load_gemini(struct run_ctx *c, struct run_opts *o, char *err, siz
     }
     if (rc)
         goto out;
-    for (size_t i = 0; i < ge.n; i++)
-        batchfile_add_external_error(c->bf, &o->bfp, ge.v[i].line, ge.v[i].code, ge.v[i].param, ge.v[i].key,
-                                     ge.v[i].message);
+    for (size_t i = 0; i < ge.n && !rc; i++)
+        rc = batchfile_add_external_error(c->bf, &o->bfp, ge.v[i].line, ge.v[i].code, ge.v[i].param, ge.v[i].key,
+                                          ge.v[i].message);
+    batchfile_errors_sort(c->bf);
+    if (rc)
+        snprintf(err, errlen, "out of memory reading the input file");
 out:
     fclose(f);
     buf_release(&in);
@@ -439,10 +447,11 @@ static void run_print_validation(const struct batchfile *bf, FILE *f)
 {
     fprintf(f, "nightshift: the input failed validation: %zu of %zu lines are invalid; nothing was run\n",
             bf->n_invalid, bf->n_requests);
-    for (size_t i = 0; i < bf->n_errors; i++)
+    size_t shown = bf->n_errors < RUN_ERRORS_LISTED ? bf->n_errors : RUN_ERRORS_LISTED;
+    for (size_t i = 0; i < shown; i++)
         fprintf(f, "  line %u [%s]: %s\n", bf->errors[i].line, bf->errors[i].code, bf->errors[i].message);
-    if (bf->n_invalid > bf->n_errors)
-        fprintf(f, "  ... and %zu more\n", bf->n_invalid - bf->n_errors);
+    if (bf->n_invalid > shown)
+        fprintf(f, "  ... and %zu more\n", bf->n_invalid - shown);
     fputs("fix those lines, or pass --skip-invalid to run the valid ones and list these in the error file\n", f);
 }
 
@@ -456,7 +465,7 @@ static int run_write_summary(const struct run_opts *ro, const char *status, cons
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "nightshift.run");
     cJSON_AddStringToObject(o, "status", status);
-    cJSON_AddItemToObject(o, "errors", batchfile_errors_json(bf));
+    cJSON_AddItemToObject(o, "errors", batchfile_errors_json(bf, ro->bfp.max_errors));
     cJSON *rc = cJSON_AddObjectToObject(o, "request_counts");
     cJSON_AddNumberToObject(rc, "total", (double)bf->n_requests);
     cJSON_AddNumberToObject(rc, "completed", tot ? (double)tot->ok : 0);
@@ -660,6 +669,33 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
     return 0;
 }
 
+/* No two of the files a run reads and writes may be one file: `-o in.jsonl` would replace
+ * the input with its results, `-e in.jsonl` truncate it, `-o X -e X` lose one of the two.
+ * Compared by device and inode where both exist, else by canonical name. 0 ok, else 2
+ * after one line saying which two. */
+static int run_check_paths(const struct run_opts *o)
+{
+    const struct {
+        const char *what, *path;
+    } f[] = {
+        {"the input file", o->input},
+        {"the output file (-o)", o->validate_only ? NULL : o->output},
+        {"the error file (-e)", o->validate_only ? NULL : o->errors},
+        {"the checkpoint (--state)", o->validate_only ? NULL : o->state},
+        {"the summary (--summary)", o->summary},
+    };
+    const size_t n = sizeof(f) / sizeof(f[0]);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++) {
+            if (!f[i].path || !f[j].path || strcmp(f[i].path, "-") == 0 || strcmp(f[j].path, "-") == 0)
+                continue;
+            if (path_same_file(f[i].path, f[j].path))
+                return cli_fail("%s '%s' is also %s: one would overwrite the other; give each its own path", f[j].what,
+                                f[j].path, f[i].what);
+        }
+    return 0;
+}
+
 /* errors path default: results.jsonl -> results.errors.jsonl */
 static void run_default_errors_path(const char *output, char *out, size_t n)
 {
@@ -695,6 +731,7 @@ int cli_run(int argc, char **argv)
     struct engine_stats st;
     memset(&st, 0, sizeof(st));
     size_t resumed = 0;
+    int lock_fd = -1;
 
     int a = run_parse_args(argc, argv, &o);
     if (a)
@@ -709,6 +746,8 @@ int cli_run(int argc, char **argv)
         snprintf(state_path, sizeof(state_path), "%s.state.db", o.output);
         o.state = state_path;
     }
+    if (run_check_paths(&o))
+        return 2;
 
     /* --config: the model is one of its sections; an upstream one runs on its backend */
     struct config *cfg = NULL;
@@ -802,6 +841,19 @@ int cli_run(int argc, char **argv)
     }
 
     /* 2. checkpoint */
+    /* One run per checkpoint (issue 27.15): a second `run` with the same -o would resume the
+     * same lines and fight over the database; it is refused at once, naming the holder. The
+     * lock file stays beside the checkpoint (removing it would race a third run). */
+    {
+        char lock_path[4200], what[4400];
+        snprintf(lock_path, sizeof(lock_path), "%s.lock", o.state);
+        snprintf(what, sizeof(what), "the checkpoint '%s' of -o '%s'", o.state, o.output);
+        if (datadir_lock_file(lock_path, what, &lock_fd, err, sizeof(err))) {
+            cli_fail("%s", err);
+            rc = 2;
+            goto out;
+        }
+    }
     rc = runstate_open(o.state, runstate_default_params(), c.bf->size, c.bf->hash, &c.rs, err, sizeof(err));
     if (rc) {
         cli_fail("%s", err);
@@ -825,9 +877,6 @@ int cli_run(int argc, char **argv)
                                : oai_batch_line(e->custom_id, 400, oai_error_body(NS_ERR_INVALID, e->message, e->param, e->code));
         run_record(&c, key, e->line, false, line, 0, 0, 0);
     }
-    if (c.bf->n_invalid > c.bf->n_errors)
-        fprintf(stderr, "nightshift: %zu invalid lines beyond the first %zu are not listed in the error file\n",
-                c.bf->n_invalid - c.bf->n_errors, c.bf->n_errors);
 
     if (run_make_order(&c, !o.no_prefix_cache)) {
         cli_fail("out of memory");
@@ -952,6 +1001,7 @@ out:
     backend_free(c.be);
     config_free(cfg);
     runstate_close(c.rs);
+    datadir_unlock(lock_fd);
     batchfile_free(c.bf);
     strset_release(&c.done);
     for (size_t i = 0; i < c.n_done_ids; i++)

@@ -637,6 +637,9 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     serve_fd_limit(&sp);
     char err[512];
     int lock_fd = -1;
+    /* everything the server creates (the database, its journal, files, results) is
+     * owner-only, whatever umask it was started with (issue 27.14) */
+    umask(077);
     if (datadir_create(data_dir, err, sizeof(err)) || datadir_lock(data_dir, &lock_fd, err, sizeof(err)))
         return cli_fail("%s", err);
     serve_sweep_uploads(data_dir); /* uploads a crash cut short (we hold the lock: none is ours) */

@@ -8,6 +8,7 @@
 #include "../api/batchfile.h"
 #include "../api/oai.h"
 #include "../util/status.h"
+#include "../util/utf8.h"
 #include "../util/log.h"
 
 #include <cjson/cJSON.h>
@@ -121,7 +122,7 @@ static bool bm_model_ok(void *ud, const char *model)
 /* fail a batch at validation: errors is a JSON list object text */
 static void bm_fail(struct batchmgr *m, struct store_batch *b, cJSON *errors)
 {
-    char *text = cJSON_PrintUnformatted(errors);
+    char *text = utf8_fix(cJSON_PrintUnformatted(errors));
     cJSON_Delete(errors);
     free(b->errors);
     b->errors = text;
@@ -187,7 +188,7 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
     if (bf->n_invalid && !messages) {
         if (lines_only)
             goto out;
-        cJSON *o = batchfile_errors_json(bf);
+        cJSON *o = batchfile_errors_json(bf, bp.max_errors);
         bm_fail(m, b, o);
         goto out;
     }
@@ -224,7 +225,7 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
         cJSON *res = anthropic_result_errored(e->custom_id ? e->custom_id : cid,
                                               strcmp(e->code, "model_not_found") == 0 ? NS_ERR_NOT_FOUND : NS_ERR_INVALID,
                                               e->message);
-        bad_json[k] = cJSON_PrintUnformatted(res);
+        bad_json[k] = utf8_fix(cJSON_PrintUnformatted(res));
         cJSON_Delete(res);
         l->idx = (int64_t)(bf->n_lines + k);
         l->line_no = e->line;
@@ -369,7 +370,7 @@ static char *bm_make_noresponse(void *ud, const char *custom_id)
     struct bm_noresp *nr = ud;
     cJSON *line = nr->anthropic ? anthropic_result_bare(custom_id, nr->status == NS_ERR_EXPIRED ? "expired" : "canceled")
                                 : oai_batch_line_noresponse(custom_id, nr->status, nr->message);
-    char *s = cJSON_PrintUnformatted(line);
+    char *s = utf8_fix(cJSON_PrintUnformatted(line));
     cJSON_Delete(line);
     return s;
 }

@@ -22,6 +22,7 @@
 #include "../api/batchfile.h"
 #include "../backend/backend.h"
 #include "../util/status.h"
+#include "../util/utf8.h"
 #include "../util/log.h"
 
 #include <cjson/cJSON.h>
@@ -280,7 +281,7 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
     } else {
         line = oai_batch_line_noresponse(sl->line.custom_id, res->status, res->message);
     }
-    char *json = cJSON_PrintUnformatted(line);
+    char *json = utf8_fix(cJSON_PrintUnformatted(line));
     cJSON_Delete(line);
     if (!json) {
         log_event(LOG_ERROR, s->model_name, sl->b->id, "out of memory recording line %u of batch %s; it will be rerun after a restart",

@@ -48,8 +48,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (batchfile_parse(copy, n, &p, &bf, err, sizeof(err)) == 0) {
         size_t *order = batchfile_prefix_order(bf, mode & 16);
         free(order);
-        cJSON *ej = batchfile_errors_json(bf);
+        cJSON *ej = batchfile_errors_json(bf, p.max_errors);
         cJSON_Delete(ej);
+        /* every invalid line is kept, whatever the listing cap */
+        if (bf->n_errors != bf->n_invalid)
+            __builtin_trap();
         for (size_t i = 0; i < bf->n_lines && i < 64; i++) {
             const struct batchfile_line *l = &bf->lines[i];
             cJSON *root = cJSON_ParseWithLength(bf->data + l->off, l->len);

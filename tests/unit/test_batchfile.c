@@ -6,7 +6,10 @@
 #include <cmocka.h>
 
 #include "../../src/api/batchfile.h"
+#include "../../src/util/buf.h"
 #include "../../src/util/status.h"
+#include "../../src/util/utf8.h"
+#include <cjson/cJSON.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,18 +119,63 @@ static void test_structural_errors(void **state)
     batchfile_free(bf);
 }
 
+/* issue 27.12 and 27.13: a quoted value cut at 64 bytes never splits a character, and a NUL
+ * in custom_id (escaped or raw) is refused, never truncated into a duplicate */
+static void test_utf8_and_nul(void **state)
+{
+    (void)state;
+    struct batchfile_params p = batchfile_default_params();
+    p.model_ok = only_m;
+    p.served_models = "'m'";
+    char data[2048];
+    snprintf(data, sizeof(data),
+             "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"%s\u20ac\u20ac\","
+             "\"messages\":[]}}\n" GOOD("b")
+             "{\"custom_id\":\"b\\u0000x\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\"}}\n"
+             "{\"custom_id\":\"c\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\\u0000y\"}]}}\n",
+             "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    struct batchfile *bf = parse_ok(data, &p);
+    assert_int_equal(bf->n_lines, 1);
+    assert_int_equal(bf->n_errors, 3);
+    for (size_t i = 0; i < bf->n_errors; i++) {
+        const char *m = bf->errors[i].message;
+        assert_int_equal(utf8_valid_prefix(m, strlen(m)), strlen(m));
+    }
+    assert_string_equal(bf->errors[1].code, "invalid_custom_id");
+    assert_non_null(strstr(bf->errors[1].message, "NUL"));
+    assert_string_equal(bf->errors[2].code, "invalid_body");
+    assert_non_null(strstr(bf->errors[2].message, "NUL"));
+    batchfile_free(bf);
+}
+
+/* issue 27.1: the cap on *listed* errors (OpenAI's errors.data) never caps the errors kept,
+ * each of which becomes a result line: 100,000 invalid lines keep 100,000 errors */
 static void test_error_cap(void **state)
 {
     (void)state;
     struct batchfile_params p = batchfile_default_params();
     p.max_errors = 3;
-    char data[1024] = "";
-    for (int i = 0; i < 10; i++)
-        strcat(data, "oops\n");
-    struct batchfile *bf = parse_ok(data, &p);
-    assert_int_equal(bf->n_errors, 3);
-    assert_int_equal(bf->n_invalid, 10);
+    p.max_lines = 200000;
+    const size_t n = 100000;
+    struct buf b;
+    buf_init(&b, 1u << 20);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(buf_appends(&b, "oops\n"), 0);
+    struct batchfile *bf = parse_ok(b.p, &p);
+    assert_int_equal(bf->n_errors, n);
+    assert_int_equal(bf->n_invalid, n);
+    assert_int_equal(bf->errors[n - 1].line, n);
+    cJSON *ej = batchfile_errors_json(bf, p.max_errors);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(ej, "data")), 3);
+    cJSON_Delete(ej);
+    /* an external error (a line a converter refused) joins them, in line order after the sort */
+    assert_int_equal(batchfile_add_external_error(bf, &p, 1, "invalid_request", NULL, "g", "no"), 0);
+    batchfile_errors_sort(bf);
+    assert_int_equal(bf->n_errors, n + 1);
+    assert_int_equal(bf->errors[0].line, 1);
+    assert_int_equal(bf->errors[n].line, n);
     batchfile_free(bf);
+    buf_release(&b);
 }
 
 static void test_whole_file_errors(void **state)
@@ -185,7 +233,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_lines),       cmocka_unit_test(test_structural_errors),
-        cmocka_unit_test(test_error_cap),         cmocka_unit_test(test_whole_file_errors),
+        cmocka_unit_test(test_utf8_and_nul), cmocka_unit_test(test_error_cap),         cmocka_unit_test(test_whole_file_errors),
         cmocka_unit_test(test_open_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

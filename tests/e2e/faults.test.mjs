@@ -1,0 +1,270 @@
+// Issue 27: the faults an attacker found, each with the test that failed before its fix.
+// One server with a key (--api-key) on a random-weight model, and `nightshift run` beside it;
+// every item is cheap (tiny model, max_tokens 1), so the file stays lean under ASan.
+//
+//   node --test tests/e2e/faults.test.mjs
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+
+import { BIN, SPM_VOCAB, api, chatLine, describeRun, killHard, mkTmp, readJson, readJsonl, rmTmp, runNs, sleep,
+    spawnNs, startServer, writeJsonl } from './lib.mjs';
+
+const KEY = 'faults-key';
+let TMP, MODEL, DATA, s;
+
+const auth = (extra = {}) => ({ authorization: `Bearer ${KEY}`, ...extra });
+const JSON_CT = { 'content-type': 'application/json' };
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/* the raw bytes of a response, and whether they are valid UTF-8 */
+async function rawGet(p, headers = auth()) {
+    const res = await fetch(s.url + p, { headers });
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    let text = null;
+    try {
+        text = utf8.decode(bytes);
+    } catch {
+        /* invalid: text stays null */
+    }
+    return { status: res.status, bytes, text };
+}
+
+/* send only a request head over a raw socket and read what comes back within ms; the body
+ * the head announces is never sent */
+function headOnly(head, ms = 5000) {
+    const { port } = new URL(s.url);
+    return new Promise((resolve) => {
+        const sock = net.connect(Number(port), '127.0.0.1');
+        let got = '';
+        const done = () => {
+            clearTimeout(timer);
+            sock.destroy();
+            resolve(got);
+        };
+        const timer = setTimeout(done, ms);
+        sock.on('connect', () => sock.write(head));
+        sock.on('data', (d) => {
+            got += d.toString('latin1');
+            if (/\r\n\r\n/.test(got) && /content-length: *(\d+)/i.test(got)) {
+                const n = Number(/content-length: *(\d+)/i.exec(got)[1]);
+                if (got.length >= got.indexOf('\r\n\r\n') + 4 + n) done();
+            }
+        });
+        sock.on('error', done);
+        sock.on('close', done);
+    });
+}
+
+before(async () => {
+    TMP = mkTmp('nightshift-faults-');
+    MODEL = path.join(TMP, 'tiny.gguf');
+    DATA = path.join(TMP, 'data');
+    const r = await runNs(['gen-model', '--vocab', SPM_VOCAB, '-o', MODEL, '--shape', 'tiny', '--seed', '7']);
+    assert.equal(r.code, 0, describeRun(r));
+    s = await startServer(['--model', `tiny=${MODEL}`, '--data-dir', DATA, '--parallel', '4', '--ctx', '2048',
+        '--threads', '1', '--api-key', KEY]);
+});
+
+after(async () => {
+    await killHard(s);
+    rmTmp(TMP);
+});
+
+/* ---- 1. every invalid request gets its result, past the 1,000 errors listed ------------ */
+
+test('27.1 Message Batches: 1,507 requests (1,500 bad models, a duplicate, no max_tokens) give 1,507 results', { timeout: 300_000 }, async () => {
+    const p = (i, extra = {}) => ({ model: 'tiny', max_tokens: 1, messages: [{ role: 'user', content: `r${i}` }], ...extra });
+    const requests = [];
+    for (let i = 0; i < 1500; i++) requests.push({ custom_id: `bad-${i}`, params: p(i, { model: 'nope' }) });
+    for (let i = 0; i < 5; i++) requests.push({ custom_id: `ok-${i}`, params: p(i) });
+    requests.push({ custom_id: 'ok-0', params: p(9) }); // a duplicate custom_id
+    const { max_tokens: _drop, ...noMax } = p(10);
+    requests.push({ custom_id: 'no-max', params: noMax });
+    const cr = await api(s, 'POST', '/v1/messages/batches', JSON.stringify({ requests }), { 'x-api-key': KEY, ...JSON_CT });
+    assert.equal(cr.status, 200, cr.text);
+    const id = cr.json().id;
+    let b;
+    for (const t0 = Date.now(); ; await sleep(200)) {
+        b = (await api(s, 'GET', `/v1/messages/batches/${id}`, undefined, { 'x-api-key': KEY })).json();
+        if (b.processing_status === 'ended') break;
+        assert.ok(Date.now() - t0 < 240_000, JSON.stringify(b));
+    }
+    const rc = b.request_counts;
+    assert.equal(rc.succeeded + rc.errored + rc.canceled + rc.expired, 1507, JSON.stringify(rc));
+    assert.equal(rc.succeeded, 5, JSON.stringify(rc));
+    const res = await api(s, 'GET', `/v1/messages/batches/${id}/results`, undefined, { 'x-api-key': KEY });
+    const lines = res.text.trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(lines.length, 1507);
+    const ids = lines.map((l) => l.custom_id);
+    for (let i = 0; i < 1500; i++) assert.ok(ids.includes(`bad-${i}`), `no result for bad-${i}`);
+    assert.equal(ids.filter((x) => x === 'ok-0').length, 2, 'the duplicate has its own (errored) result');
+    assert.ok(ids.includes('no-max'));
+});
+
+test('27.1 run --skip-invalid: 1,500 invalid + 5 valid lines give 1,500 error lines and counts that add up', { timeout: 300_000 }, async () => {
+    const d = path.join(TMP, 'skip');
+    fs.mkdirSync(d);
+    const lines = [];
+    for (let i = 0; i < 1500; i++) lines.push(chatLine(`bad-${i}`, 'x', { max_tokens: 1 }, 'nope'));
+    for (let i = 0; i < 5; i++) lines.push(chatLine(`ok-${i}`, 'x', { max_tokens: 1 }));
+    writeJsonl(path.join(d, 'in.jsonl'), lines);
+    const r = await runNs(['run', path.join(d, 'in.jsonl'), '-o', path.join(d, 'out.jsonl'), '--model', MODEL,
+        '--model-alias', 'tiny', '--skip-invalid', '--summary', path.join(d, 'sum.json'), '-q'], { timeoutMs: 240_000 });
+    assert.equal(r.code, 0, describeRun(r));
+    assert.equal(readJsonl(path.join(d, 'out.jsonl')).length, 5);
+    const errs = readJsonl(path.join(d, 'out.errors.jsonl'));
+    assert.equal(errs.length, 1500);
+    assert.equal(new Set(errs.map((l) => l.custom_id)).size, 1500);
+    const sum = readJson(path.join(d, 'sum.json'));
+    assert.deepEqual(sum.request_counts, { total: 1505, completed: 5, failed: 1500 });
+    assert.ok(sum.errors.data.length <= 1000, 'the listed errors stay capped');
+});
+
+/* ---- 2. run never writes over its own input ------------------------------------------- */
+
+test('27.2 run refuses -o/-e/--state that is the input or each other (exit 2, input untouched)', async () => {
+    const d = path.join(TMP, 'same');
+    fs.mkdirSync(d);
+    const input = path.join(d, 'in.jsonl');
+    writeJsonl(input, [chatLine('a', 'x', { max_tokens: 1 })]);
+    const before = fs.readFileSync(input);
+    fs.linkSync(input, path.join(d, 'hard.jsonl'));
+    const cases = [
+        ['-o', input],
+        ['-o', path.join(d, 'o.jsonl'), '-e', input],
+        ['-o', path.join(d, 'hard.jsonl')],
+        ['-o', path.join(d, 'x.jsonl'), '-e', path.join(d, '.', 'x.jsonl')],
+        ['-o', path.join(d, 'y.jsonl'), '--state', input],
+    ];
+    for (const c of cases) {
+        const r = await runNs(['run', input, ...c, '--model', MODEL, '--model-alias', 'tiny']);
+        assert.equal(r.code, 2, `${c.join(' ')}: ${describeRun(r)}`);
+        const msgs = r.stderr.trim().split('\n');
+        assert.equal(msgs.length, 1, r.stderr);
+        assert.match(msgs[0], /is also .*give each its own path/);
+        assert.deepEqual(fs.readFileSync(input), before, `${c.join(' ')} changed the input`);
+    }
+    assert.ok(!fs.existsSync(path.join(d, 'x.jsonl')));
+});
+
+/* ---- 7. no body before the key -------------------------------------------------------- */
+
+test('27.7 an unauthenticated request is answered 401 on its headers: no body read, no file stored', async () => {
+    const files = () => fs.readdirSync(path.join(DATA, 'files')).length;
+    const n0 = files();
+    const big = await headOnly('POST /v1/messages/batches HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n' +
+        'content-length: 200000000\r\n\r\n');
+    assert.match(big, /^HTTP\/1\.1 401/, big.slice(0, 200));
+    assert.match(big, /authentication_error/);
+    const up = await headOnly('POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\n' +
+        'content-type: multipart/form-data; boundary=XYZ\r\ncontent-length: 41000000\r\n\r\n--XYZ\r\n');
+    assert.match(up, /^HTTP\/1\.1 401/, up.slice(0, 200));
+    assert.equal(files(), n0, 'nothing was written into files/');
+    /* the same head with the key would wait for its body: the refusal came from the head alone */
+});
+
+/* ---- 12. every byte sent as JSON is valid UTF-8 ---------------------------------------- */
+
+test('27.12 a filename of raw bytes, a path of raw bytes, a model name cut at 64 bytes: valid UTF-8 out', async () => {
+    /* the multipart head carries the filename's bytes as given: build it by hand */
+    const boundary = 'B0undary';
+    const body = Buffer.concat([
+        Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--${boundary}\r\n` +
+            'Content-Disposition: form-data; name="file"; filename="'),
+        Buffer.from([0xff, 0xfe]), Buffer.from('.jsonl"\r\nContent-Type: application/octet-stream\r\n\r\n'),
+        Buffer.from(JSON.stringify(chatLine('a', 'x', { max_tokens: 1 }, 'x'.repeat(63) + '€€')) + '\n'),
+        Buffer.from(`\r\n--${boundary}--\r\n`)]);
+    const up = await fetch(s.url + '/v1/files', { method: 'POST', body,
+        headers: auth({ 'content-type': `multipart/form-data; boundary=${boundary}` }) });
+    const upText = utf8.decode(new Uint8Array(await up.arrayBuffer()));
+    assert.equal(up.status, 200, upText);
+    const fileId = JSON.parse(upText).id;
+    const list = await rawGet('/v1/files');
+    assert.equal(list.status, 200);
+    assert.ok(list.text !== null, 'GET /v1/files is not valid UTF-8');
+    assert.ok(JSON.parse(list.text).data.some((f) => f.id === fileId));
+    const nf = await rawGet('/v1/files/%FF%FEx');
+    assert.equal(nf.status, 404);
+    assert.ok(nf.text !== null, '404 body is not valid UTF-8');
+    const cr = await api(s, 'POST', '/v1/batches', JSON.stringify({ input_file_id: fileId, endpoint: '/v1/chat/completions',
+        completion_window: '24h' }), auth(JSON_CT));
+    assert.equal(cr.status, 200, cr.text);
+    let b;
+    for (const t0 = Date.now(); ; await sleep(100)) {
+        b = await rawGet(`/v1/batches/${cr.json().id}`);
+        assert.ok(b.text !== null, 'GET /v1/batches/{id} is not valid UTF-8');
+        if (['failed', 'completed'].includes(JSON.parse(b.text).status)) break;
+        assert.ok(Date.now() - t0 < 30_000, b.text);
+    }
+    const batch = JSON.parse(b.text);
+    assert.equal(batch.status, 'failed');
+    assert.match(batch.errors.data[0].message, /x{20}/);
+    const lst = await rawGet('/v1/batches');
+    assert.ok(lst.text !== null, 'GET /v1/batches is not valid UTF-8');
+});
+
+/* ---- 13. NUL is refused, never cut ---------------------------------------------------- */
+
+test('27.13 a NUL in a custom_id: refused in a Message Batch (400) and in a batch file line (invalid_custom_id)', async () => {
+    const body = '{"requests":[{"custom_id":"b\\u0000x","params":{"model":"tiny","max_tokens":1,"messages":[{"role":"user","content":"x"}]}},' +
+        '{"custom_id":"b","params":{"model":"tiny","max_tokens":1,"messages":[{"role":"user","content":"x"}]}}]}';
+    const r = await api(s, 'POST', '/v1/messages/batches', body, { 'x-api-key': KEY, ...JSON_CT });
+    assert.equal(r.status, 400, r.text);
+    assert.match(r.json().error.message, /NUL/);
+    const d = path.join(TMP, 'nul');
+    fs.mkdirSync(d);
+    fs.writeFileSync(path.join(d, 'in.jsonl'),
+        '{"custom_id":"b\\u0000x","method":"POST","url":"/v1/chat/completions","body":{"model":"tiny","max_tokens":1,"messages":[]}}\n' +
+        JSON.stringify(chatLine('b', 'x', { max_tokens: 1 })) + '\n');
+    const run = await runNs(['run', path.join(d, 'in.jsonl'), '-o', path.join(d, 'out.jsonl'), '--model', MODEL,
+        '--model-alias', 'tiny', '--skip-invalid', '-q']);
+    assert.equal(run.code, 0, describeRun(run));
+    const errs = readJsonl(path.join(d, 'out.errors.jsonl'));
+    assert.equal(errs.length, 1);
+    assert.equal(errs[0].response.body.error.code, 'invalid_custom_id');
+    assert.deepEqual(readJsonl(path.join(d, 'out.jsonl')).map((l) => l.custom_id), ['b']);
+});
+
+/* ---- 14. owner-only data dir ----------------------------------------------------------- */
+
+test('27.14 the data dir, the database and stored files are owner-only whatever the umask', () => {
+    assert.equal(fs.statSync(DATA).mode & 0o777, 0o700);
+    assert.equal(fs.statSync(path.join(DATA, 'files')).mode & 0o777, 0o700);
+    for (const f of ['nightshift.db', ...fs.readdirSync(path.join(DATA, 'files')).map((x) => path.join('files', x))]) {
+        const st = fs.statSync(path.join(DATA, f));
+        if (st.isFile()) assert.equal(st.mode & 0o077, 0, `${f} is ${(st.mode & 0o777).toString(8)}`);
+    }
+});
+
+/* ---- 15. one run per checkpoint -------------------------------------------------------- */
+
+test('27.15 a second run on the same -o is refused at once, naming the process that holds it', { timeout: 120_000 }, async () => {
+    const d = path.join(TMP, 'lock');
+    fs.mkdirSync(d);
+    const lines = [];
+    for (let i = 0; i < 400; i++) lines.push(chatLine(`l${i}`, `line ${i}`, { max_tokens: 48, ignore_eos: true }));
+    writeJsonl(path.join(d, 'in.jsonl'), lines);
+    const args = ['run', path.join(d, 'in.jsonl'), '-o', path.join(d, 'out.jsonl'), '--model', MODEL, '--model-alias', 'tiny',
+        '--parallel', '1', '-q'];
+    const first = spawnNs(args, { timeoutMs: 110_000 });
+    for (const t0 = Date.now(); !fs.existsSync(path.join(d, 'out.jsonl.state.db.lock')); await sleep(20))
+        assert.ok(Date.now() - t0 < 30_000 && !first.exited(), 'the first run did not start');
+    const second = await runNs(args);
+    first.child.kill('SIGTERM');
+    await first.done.catch(() => {});
+    assert.equal(second.code, 2, describeRun(second));
+    assert.match(second.stderr, new RegExp(`in use by another nightshift \\(pid ${first.child.pid}\\)`));
+});
+
+/* ---- 16. probes, the auth scheme -------------------------------------------------------- */
+
+test('27.16 /health and /ready answer probes without a key; "bearer" (any case) is a Bearer scheme', async () => {
+    assert.equal((await api(s, 'GET', '/health')).status, 200);
+    assert.equal((await api(s, 'GET', '/ready')).status, 200);
+    assert.equal((await api(s, 'GET', '/v1/files')).status, 401);
+    assert.equal((await api(s, 'GET', '/v1/files', undefined, { authorization: `bearer ${KEY}` })).status, 200);
+    assert.equal((await api(s, 'GET', '/v1/files', undefined, { authorization: `BEARER ${KEY}` })).status, 200);
+});
