@@ -1448,12 +1448,55 @@ static enum MHD_Result h_file_content(struct route_ctx *x)
     return ret;
 }
 
+/* the id of a batch that still reads file_id (validating, running, or cancelling with
+ * lines in flight) into busy; NS_OK when one does, NS_ERR_NOT_FOUND when none, or the
+ * store's error */
+static int file_busy_batch(struct server *srv, const char *file_id, char *busy, size_t n)
+{
+    static const enum store_batch_status live[] = {SB_VALIDATING, SB_IN_PROGRESS, SB_CANCELLING};
+    int rc = NS_ERR_NOT_FOUND;
+    for (size_t k = 0; k < sizeof(live) / sizeof(live[0]) && rc == NS_ERR_NOT_FOUND; k++) {
+        char(*ids)[48] = NULL;
+        int nid = 0;
+        int lrc = srv->ops->batch_ids_by_status(srv->st, live[k], &ids, &nid);
+        if (lrc) {
+            rc = lrc;
+            break;
+        }
+        for (int i = 0; i < nid && rc == NS_ERR_NOT_FOUND; i++) {
+            struct store_batch b;
+            if (srv->ops->batch_get(srv->st, ids[i], &b) != NS_OK)
+                continue;
+            if (strcmp(b.input_file_id, file_id) == 0) {
+                snprintf(busy, n, "%s", b.id);
+                rc = NS_OK;
+            }
+            store_batch_release(&b);
+        }
+        free(ids);
+    }
+    return rc;
+}
+
 static enum MHD_Result h_file_delete(struct route_ctx *x)
 {
     struct store_file f;
     int rc = file_lookup(x, &f);
     if (rc)
         return file_not_found(x, rc);
+    /* A running batch reads its lines from the input file as they run: deleting it would
+     * strand the batch (issue 27.4). Refused until the batch ends, as OpenAI keeps it. */
+    char busy[48];
+    rc = file_busy_batch(x->srv, f.id, busy, sizeof(busy));
+    if (rc != NS_ERR_NOT_FOUND) {
+        store_file_release(&f);
+        if (rc)
+            return send_error(x->c, rc, NULL, NULL, "cannot check whether a batch uses the file; retry");
+        return send_error(x->c, NS_ERR_CONFLICT, "file_id", "file_in_use",
+                          "File %s is the input of batch %s, which has not ended; cancel it or wait for it to end, "
+                          "then delete the file.",
+                          x->ids[0], busy);
+    }
     rc = x->srv->ops->file_delete(x->srv->st, f.id);
     if (rc == NS_OK)
         unlink(f.path);

@@ -408,6 +408,21 @@ static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batc
     bm_finalize(m, b, final);
 }
 
+/* true at most once a minute for the same batch id (the manager's thread alone calls it):
+ * a condition seen at every tick is logged, not logged 60 times a minute */
+static bool bm_log_once(struct batchmgr *m, const char *batch_id)
+{
+    (void)m;
+    static char last_id[48];
+    static time_t last_t;
+    time_t now = time(NULL);
+    if (strcmp(last_id, batch_id) == 0 && now - last_t < 60)
+        return false;
+    snprintf(last_id, sizeof(last_id), "%s", batch_id);
+    last_t = now;
+    return true;
+}
+
 static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
 {
     int64_t now = time(NULL);
@@ -431,13 +446,21 @@ static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
         /* a sched that does not know the batch (a restart, not_before passed) takes it up;
          * one that knows it is left alone (it reports when it runs dry) */
         struct store_file f;
-        if (m->ops->file_get(m->st, b->input_file_id, &f) == NS_OK) {
-            for (int i = 0; i < m->n_scheds; i++)
+        int rc = m->ops->file_get(m->st, b->input_file_id, &f);
+        if (rc == NS_OK) {
+            for (int i = 0; i < m->n_scheds && rc == NS_OK; i++)
                 if ((messages || m->scheds[i] == batchmgr_sched_for(m, b->model)) &&
                     sched_batch_inflight(m->scheds[i], b->id) < 0)
-                    sched_add_batch(m->scheds[i], b->id, f.path);
+                    rc = sched_add_batch(m->scheds[i], b->id, f.path);
             store_file_release(&f);
         }
+        /* the API refuses to delete a running batch's input (409), so this is a file removed
+         * behind the server's back: said, not silently stuck (issue 27.4) */
+        if (rc != NS_OK && rc != NS_ERR_NOMEM && bm_log_once(m, b->id))
+            log_event(LOG_ERROR, b->model, b->id,
+                      "batch %s cannot run its %lld pending lines: its input file %s %s; cancel the batch", b->id,
+                      (long long)pending, b->input_file_id,
+                      rc == NS_ERR_NOT_FOUND ? "is no longer in the store" : "cannot be opened (removed from disk?)");
     }
 }
 

@@ -150,6 +150,36 @@ test('27.2 run refuses -o/-e/--state that is the input or each other (exit 2, in
     assert.ok(!fs.existsSync(path.join(d, 'x.jsonl')));
 });
 
+/* ---- 4. a running batch's input cannot be deleted ----------------------------------------- */
+
+test('27.4 deleting the input file of a running batch: 409 file_in_use; after a cancel, deleted', { timeout: 120_000 }, async () => {
+    const form = new FormData();
+    form.append('purpose', 'batch');
+    const lines = [];
+    for (let i = 0; i < 300; i++) lines.push(JSON.stringify(chatLine(`d${i}`, `line ${i}`, { max_tokens: 64, ignore_eos: true })));
+    form.append('file', new Blob([lines.join('\n') + '\n']), 'in.jsonl');
+    const up = await api(s, 'POST', '/v1/files', form, auth());
+    assert.equal(up.status, 200, up.text);
+    const fid = up.json().id;
+    const cr = await api(s, 'POST', '/v1/batches', JSON.stringify({ input_file_id: fid, endpoint: '/v1/chat/completions',
+        completion_window: '24h' }), auth(JSON_CT));
+    assert.equal(cr.status, 200, cr.text);
+    const bid = cr.json().id;
+    const del = await api(s, 'DELETE', `/v1/files/${fid}`, undefined, auth());
+    assert.equal(del.status, 409, del.text);
+    assert.equal(del.json().error.code, 'file_in_use');
+    assert.match(del.json().error.message, new RegExp(bid));
+    assert.equal((await api(s, 'GET', `/v1/files/${fid}`, undefined, auth())).status, 200, 'the file is kept');
+    assert.equal((await api(s, 'POST', `/v1/batches/${bid}/cancel`, undefined, auth())).status, 200);
+    for (const t0 = Date.now(); ; await sleep(100)) {
+        const b = (await api(s, 'GET', `/v1/batches/${bid}`, undefined, auth())).json();
+        if (b.status === 'cancelled') break;
+        assert.ok(Date.now() - t0 < 60_000, JSON.stringify(b));
+    }
+    const del2 = await api(s, 'DELETE', `/v1/files/${fid}`, undefined, auth());
+    assert.equal(del2.status, 200, del2.text);
+});
+
 /* ---- 7. no body before the key -------------------------------------------------------- */
 
 test('27.7 an unauthenticated request is answered 401 on its headers: no body read, no file stored', async () => {
