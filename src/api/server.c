@@ -7,6 +7,7 @@
 #include "../backend/backend.h"
 #include "../engine/engine.h"
 #include "../util/buf.h"
+#include "../util/durable.h"
 #include "../util/sha256.h"
 #include "../util/status.h"
 #include "../util/utf8.h"
@@ -98,8 +99,8 @@ int server_default_threads(void)
 
 struct upload {
     struct MHD_PostProcessor *pp;
-    int fd;
-    char tmp_path[4096];
+    struct durable file;        /* files/<id>, written under a temporary name (durable.h) */
+    char id[48];                /* the file's id, chosen when the upload starts */
     char *filename;
     struct buf purpose;
     int64_t bytes;
@@ -131,10 +132,7 @@ static void upload_free(struct upload *u)
         return;
     if (u->pp)
         MHD_destroy_post_processor(u->pp);
-    if (u->fd >= 0) {
-        close(u->fd);
-        unlink(u->tmp_path);
-    }
+    durable_rollback(&u->file);
     free(u->filename);
     buf_release(&u->purpose);
     free(u);
@@ -1328,20 +1326,16 @@ static enum MHD_Result h_file_upload(struct route_ctx *x)
                           purpose);
     struct store_file f;
     memset(&f, 0, sizeof(f));
-    oai_make_id(f.id, sizeof(f.id), "file-");
+    snprintf(f.id, sizeof(f.id), "%s", u->id);
     snprintf(f.owner, sizeof(f.owner), "%s", x->owner);
     snprintf(f.purpose, sizeof(f.purpose), "%s", purpose);
     char path[4096];
-    batchmgr_file_path(x->srv->data_dir, f.id, path, sizeof(path));
-    if (fsync(u->fd) || close(u->fd)) {
-        u->fd = -1;
-        unlink(u->tmp_path);
-        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot store the file (disk full?)");
-    }
-    u->fd = -1;
-    if (rename(u->tmp_path, path)) {
-        unlink(u->tmp_path);
-        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot store the file: %s", strerror(errno));
+    snprintf(path, sizeof(path), "%s", u->file.path);
+    /* committed (data and directory entry durable) before the row that names it */
+    if (durable_commit(&u->file)) {
+        int e = errno;
+        unlink(path); /* only the directory sync failed: not recorded, so not kept */
+        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot store the file: %s", strerror(e));
     }
     f.filename = u->filename ? u->filename : (char *)"upload";
     f.bytes = u->bytes;
@@ -1855,11 +1849,12 @@ static enum MHD_Result h_batch_retry(struct route_ctx *x)
     struct store_file nf;
     memset(&nf, 0, sizeof(nf));
     oai_make_id(nf.id, sizeof(nf.id), "file-");
-    char path[4096], tmp[4200], name[96];
+    char path[4096], name[96];
     batchmgr_file_path(x->srv->data_dir, nf.id, path, sizeof(path));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    struct durable df;
+    durable_init(&df);
     int ifd = open(in.path, O_RDONLY | O_CLOEXEC);
-    FILE *f = ifd >= 0 ? fopen(tmp, "w") : NULL;
+    FILE *f = ifd >= 0 && durable_open(&df, path) == NS_OK ? durable_stream(&df) : NULL;
     rc = f ? NS_OK : NS_ERR_IO;
     char *line = NULL;
     for (int i = 0; i < n && rc == NS_OK; i++) {
@@ -1877,12 +1872,12 @@ static enum MHD_Result h_batch_retry(struct route_ctx *x)
     if (ifd >= 0)
         close(ifd);
     long size = f ? ftell(f) : 0;
-    if (f && (fflush(f) || fsync(fileno(f)) || fclose(f)) && rc == NS_OK)
+    if (rc == NS_OK && durable_commit(&df)) {
         rc = NS_ERR_IO;
-    if (rc == NS_OK && rename(tmp, path))
-        rc = NS_ERR_IO;
+        unlink(path);
+    }
     if (rc) {
-        unlink(tmp);
+        durable_rollback(&df);
         ret = send_error(x->c, rc, NULL, NULL, "cannot write the retry's input file");
         goto out;
     }
@@ -2003,7 +1998,7 @@ static int inline_batch_create(struct route_ctx *x, const struct buf *jsonl, int
     const char *owner = x->owner;
     struct store_file f;
     memset(&f, 0, sizeof(f));
-    char path[4096] = "", tmp[4200] = "";
+    char path[4096] = "";
     oai_make_id(b->id, sizeof(b->id), id_prefix);
     int rc = batch_quota_admit(x, b->id, NULL, jsonl, why);
     if (rc) {
@@ -2013,26 +2008,12 @@ static int inline_batch_create(struct route_ctx *x, const struct buf *jsonl, int
     rc = NS_ERR_IO;
     oai_make_id(f.id, sizeof(f.id), "file-");
     batchmgr_file_path(srv->data_dir, f.id, path, sizeof(path));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *out = fopen(tmp, "w");
-    if (!out) {
-        snprintf(err, errlen, "cannot store the batch (data dir not writable?)");
-        tmp[0] = '\0';
-        goto out;
-    }
-    bool ok = fwrite(jsonl->p ? jsonl->p : "", 1, jsonl->len, out) == jsonl->len && fflush(out) == 0 &&
-              fsync(fileno(out)) == 0;
-    ok = fclose(out) == 0 && ok;
-    out = NULL;
-    if (!ok) {
-        snprintf(err, errlen, "cannot store the batch (disk full?)");
-        goto out;
-    }
-    if (rename(tmp, path)) {
+    /* committed (durable) before the rows that name it */
+    if (durable_write_file(path, jsonl->p ? jsonl->p : "", jsonl->len)) {
         snprintf(err, errlen, "cannot store the batch: %s", strerror(errno));
+        unlink(path); /* only the directory sync failed: not recorded, so not kept */
         goto out;
     }
-    tmp[0] = '\0';
     f.bytes = (int64_t)jsonl->len;
     snprintf(f.owner, sizeof(f.owner), "%s", owner);
     snprintf(f.purpose, sizeof(f.purpose), "batch");
@@ -2064,10 +2045,6 @@ static int inline_batch_create(struct route_ctx *x, const struct buf *jsonl, int
     batchmgr_kick(srv->bm);
     rc = NS_OK;
 out:
-    if (out)
-        fclose(out);
-    if (tmp[0])
-        unlink(tmp);
     return rc;
 }
 
@@ -2964,22 +2941,13 @@ static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const cha
         u->too_large = true;
         return MHD_YES;
     }
-    size_t done = 0;
-    while (done < size) {
-        ssize_t w = write(u->fd, data + done, size - done);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            r->early_status = NS_ERR_IO;
-            snprintf(r->early_msg, sizeof(r->early_msg), "cannot store the upload: %s", strerror(errno));
-            /* give the space back now (a full disk), not when the connection ends: the
-             * answer may reach the client before req_completed() runs */
-            close(u->fd);
-            u->fd = -1;
-            unlink(u->tmp_path);
-            return MHD_NO;
-        }
-        done += (size_t)w;
+    if (durable_write(&u->file, data, size)) {
+        r->early_status = NS_ERR_IO;
+        snprintf(r->early_msg, sizeof(r->early_msg), "cannot store the upload: %s", strerror(errno));
+        /* give the space back now (a full disk), not when the connection ends: the
+         * answer may reach the client before req_completed() runs */
+        durable_rollback(&u->file);
+        return MHD_NO;
     }
     u->bytes += (int64_t)size;
     return MHD_YES;
@@ -3097,12 +3065,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             r->up = calloc(1, sizeof(*r->up));
             if (!r->up)
                 return MHD_NO;
-            r->up->fd = -1;
+            durable_init(&r->up->file);
             buf_init(&r->up->purpose, 256);
-            snprintf(r->up->tmp_path, sizeof(r->up->tmp_path), "%s/files/upload-XXXXXX", s->data_dir);
-            r->up->fd = mkstemp(r->up->tmp_path);
+            char path[4096];
+            oai_make_id(r->up->id, sizeof(r->up->id), "file-");
+            batchmgr_file_path(s->data_dir, r->up->id, path, sizeof(path));
+            int orc = durable_open(&r->up->file, path);
             r->up->pp = MHD_create_post_processor(c, 64 * 1024, upload_iter, r);
-            if (r->up->fd < 0 || !r->up->pp) {
+            if (orc || !r->up->pp) {
                 r->early_status = NS_ERR_IO;
                 snprintf(r->early_msg, sizeof(r->early_msg), "cannot start the upload (data dir not writable?)");
             }

@@ -27,6 +27,7 @@
 #include "datadir.h"
 
 #include "../store/store.h"
+#include "../util/durable.h"
 #include "../util/status.h"
 #include "../util/strset.h"
 
@@ -77,20 +78,20 @@ static int backup_join(char *out, size_t n, const char *dir, const char *name, c
 static bool backup_is_temp(const char *name)
 {
     size_t n = strlen(name);
-    return name[0] == '.' || strncmp(name, "upload-", 7) == 0 || (n > 4 && strcmp(name + n - 4, ".tmp") == 0);
+    return name[0] == '.' || strncmp(name, "upload-", 7) == 0 || strstr(name, ".tmp-") ||
+           (n > 4 && strcmp(name + n - 4, ".tmp") == 0);
 }
 
-/* copy src to dst through a temporary name in dst's directory, so dst is whole or absent.
+/* copy src to dst_dir/name durably (util/durable.h), so it is whole or absent.
  * NS_ERR_NOT_FOUND when src does not exist (err not set). */
 static int backup_copy_file(const char *src, const char *dst_dir, const char *name, struct backup_count *cnt,
                             char *err, size_t errlen)
 {
-    char tmp[4096], dst[4096], buf[1 << 16];
-    int in = -1, out = -1, rc = NS_ERR_IO;
-    char part[320];
-    snprintf(part, sizeof(part), ".%.300s.part", name);
-    if (backup_join(tmp, sizeof(tmp), dst_dir, part, err, errlen) ||
-        backup_join(dst, sizeof(dst), dst_dir, name, err, errlen))
+    char dst[4096], buf[1 << 16];
+    int in = -1, rc = NS_ERR_IO;
+    struct durable d;
+    durable_init(&d);
+    if (backup_join(dst, sizeof(dst), dst_dir, name, err, errlen))
         return NS_ERR_INVALID;
     in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0) {
@@ -99,9 +100,8 @@ static int backup_copy_file(const char *src, const char *dst_dir, const char *na
         backup_err(err, errlen, "cannot read '%s': %s", src, strerror(errno));
         return NS_ERR_IO;
     }
-    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (out < 0) {
-        backup_err(err, errlen, "cannot create '%s': %s", tmp, strerror(errno));
+    if (durable_open(&d, dst)) {
+        backup_err(err, errlen, "cannot create a file beside '%s': %s", dst, strerror(errno));
         goto out;
     }
     for (;;) {
@@ -114,36 +114,21 @@ static int backup_copy_file(const char *src, const char *dst_dir, const char *na
         }
         if (got == 0)
             break;
-        for (ssize_t done = 0; done < got;) {
-            ssize_t w = write(out, buf + done, (size_t)(got - done));
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0) {
-                backup_err(err, errlen, "cannot write '%s': %s", tmp, strerror(errno));
-                goto out;
-            }
-            done += w;
+        if (durable_write(&d, buf, (size_t)got)) {
+            backup_err(err, errlen, "cannot write '%s': %s", dst, strerror(errno));
+            goto out;
         }
         cnt->bytes += (uint64_t)got;
     }
-    if (fsync(out) || close(out)) {
-        out = -1;
-        backup_err(err, errlen, "cannot write '%s': %s", tmp, strerror(errno));
-        goto out;
-    }
-    out = -1;
-    if (rename(tmp, dst)) {
-        backup_err(err, errlen, "cannot rename '%s' to '%s': %s", tmp, dst, strerror(errno));
+    if (durable_commit(&d)) {
+        backup_err(err, errlen, "cannot write '%s': %s", dst, strerror(errno));
         goto out;
     }
     cnt->files++;
     rc = NS_OK;
 out:
     close(in);
-    if (out >= 0)
-        close(out);
-    if (rc)
-        unlink(tmp);
+    durable_rollback(&d);
     return rc;
 }
 
@@ -383,7 +368,7 @@ int cli_backup(int argc, char **argv)
     rc = NS_OK;
     if ((rc = backup_prune(dst_files, &keep, &dropped, err, sizeof(err))))
         goto out;
-    if (rename(part, final)) {
+    if (rename(part, final) || durable_sync_dir(final)) {
         backup_err(err, sizeof(err), "cannot rename '%s' to '%s': %s", part, final, strerror(errno));
         rc = NS_ERR_IO;
         goto out;

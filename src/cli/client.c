@@ -35,6 +35,7 @@
 #include "progress.h"
 
 #include "../util/buf.h"
+#include "../util/durable.h"
 #include "../util/num.h"
 
 #include <cjson/cJSON.h>
@@ -407,25 +408,21 @@ static int client_id_path(struct client *c, char *out, size_t n, const char *pre
     return 0;
 }
 
-/* GET path into dest ("-": stdout), a file via dest.tmp + rename: complete or absent */
+/* GET path into dest ("-": stdout), a file written durably (util/durable.h): complete or absent */
 static int client_download(struct client *c, const char *path, const char *dest)
 {
-    char tmp[CLIENT_PATH_MAX + 8];
     bool to_stdout = strcmp(dest, "-") == 0;
     FILE *f = stdout;
+    struct durable d;
+    durable_init(&d);
     if (!to_stdout) {
-        int n = snprintf(tmp, sizeof(tmp), "%s.tmp", dest);
-        if (n < 0 || (size_t)n >= sizeof(tmp)) {
-            snprintf(c->msg, sizeof(c->msg), "the path '%.200s' is too long", dest);
-            return 1;
-        }
-        f = fopen(tmp, "wb");
-        if (!f) {
-            snprintf(c->msg, sizeof(c->msg), "cannot write '%s': %s", tmp, strerror(errno));
+        if (durable_open_mode(&d, dest, DURABLE_MODE_UMASK) || !(f = durable_stream(&d))) {
+            snprintf(c->msg, sizeof(c->msg), "cannot write '%.300s': %s", dest, strerror(errno));
+            durable_rollback(&d);
             return 1;
         }
     }
-    struct request r = {.method = "GET", .path = path, .to = f, .to_name = to_stdout ? "stdout" : tmp};
+    struct request r = {.method = "GET", .path = path, .to = f, .to_name = to_stdout ? "stdout" : dest};
     int rc = client_request(c, &r);
     if (to_stdout) {
         if (fflush(stdout) && !rc) {
@@ -434,20 +431,11 @@ static int client_download(struct client *c, const char *path, const char *dest)
         }
         return rc;
     }
-    if (!rc && (fflush(f) || fsync(fileno(f)))) {
-        snprintf(c->msg, sizeof(c->msg), "cannot write '%s': %s", tmp, strerror(errno));
+    if (!rc && durable_commit(&d)) {
+        snprintf(c->msg, sizeof(c->msg), "cannot write '%.300s': %s", dest, strerror(errno));
         rc = 1;
     }
-    if (fclose(f) && !rc) {
-        snprintf(c->msg, sizeof(c->msg), "cannot write '%s': %s", tmp, strerror(errno));
-        rc = 1;
-    }
-    if (!rc && rename(tmp, dest)) {
-        snprintf(c->msg, sizeof(c->msg), "cannot rename '%s' to '%s': %s", tmp, dest, strerror(errno));
-        rc = 1;
-    }
-    if (rc)
-        unlink(tmp);
+    durable_rollback(&d);
     return rc;
 }
 

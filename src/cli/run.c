@@ -28,6 +28,7 @@
 #include "../engine/engine.h"
 #include "../store/runstate.h"
 #include "../util/buf.h"
+#include "../util/durable.h"
 #include "../util/num.h"
 #include "../util/path.h"
 #include "../util/status.h"
@@ -396,19 +397,20 @@ static int run_make_order(struct run_ctx *c, bool group)
     return c->order ? NS_OK : NS_ERR_NOMEM;
 }
 
-/* write the rows of the checkpoint to path via path.tmp + rename */
+/* write the rows of the checkpoint to the output and error files, each durably
+ * (util/durable.h): both complete, or the earlier ones left as they were */
 static int run_export(struct run_ctx *c, const char *out_path, const char *err_path, struct runstate_totals *tot,
                       char *msg, size_t msglen)
 {
-    char tmp_out[4096], tmp_err[4096];
-    FILE *fo = NULL, *fe = NULL;
+    struct durable dout, derr;
+    durable_init(&dout);
+    durable_init(&derr);
     int rc = NS_OK;
-    snprintf(tmp_out, sizeof(tmp_out), "%s.tmp", out_path);
-    snprintf(tmp_err, sizeof(tmp_err), "%s.tmp", err_path);
-    fo = fopen(tmp_out, "w");
-    fe = fopen(tmp_err, "w");
-    if (!fo || !fe) {
-        snprintf(msg, msglen, "cannot write '%.300s': %s", !fo ? tmp_out : tmp_err, strerror(errno));
+    FILE *fo = NULL, *fe = NULL;
+    if (durable_open_mode(&dout, out_path, DURABLE_MODE_UMASK) || !(fo = durable_stream(&dout)) ||
+        durable_open_mode(&derr, err_path, DURABLE_MODE_UMASK) ||
+        !(fe = durable_stream(&derr))) {
+        snprintf(msg, msglen, "cannot write '%.300s': %s", !fo ? out_path : err_path, strerror(errno));
         rc = NS_ERR_IO;
         goto out;
     }
@@ -417,30 +419,14 @@ static int run_export(struct run_ctx *c, const char *out_path, const char *err_p
         snprintf(msg, msglen, "cannot write the output files (disk full?)");
         goto out;
     }
-    if (fflush(fo) || fsync(fileno(fo)) || fflush(fe) || fsync(fileno(fe))) {
+    if (durable_commit(&dout) || durable_commit(&derr)) {
         snprintf(msg, msglen, "cannot write the output files: %s", strerror(errno));
         rc = NS_ERR_IO;
-        goto out;
     }
 out:
-    if (fo && fclose(fo) && !rc) {
-        snprintf(msg, msglen, "cannot write '%.300s': %s", tmp_out, strerror(errno));
-        rc = NS_ERR_IO;
-    }
-    if (fe && fclose(fe) && !rc) {
-        snprintf(msg, msglen, "cannot write '%.300s': %s", tmp_err, strerror(errno));
-        rc = NS_ERR_IO;
-    }
-    if (rc) {
-        unlink(tmp_out);
-        unlink(tmp_err);
-        return rc;
-    }
-    if (rename(tmp_out, out_path) || rename(tmp_err, err_path)) {
-        snprintf(msg, msglen, "cannot rename the output files into place: %s", strerror(errno));
-        return NS_ERR_IO;
-    }
-    return NS_OK;
+    durable_rollback(&dout);
+    durable_rollback(&derr);
+    return rc;
 }
 
 static void run_print_validation(const struct batchfile *bf, FILE *f)

@@ -307,9 +307,10 @@ static void serve_drain(struct server *srv, struct sched **scheds, int n_scheds,
     }
 }
 
-/* Remove the temporary files of uploads that were cut short by a crash (kill -9 while a
- * file streamed in): only a finished upload is renamed to its file id, so an upload-*
- * file at start-up belongs to no one. One server per data dir, so none is being written. */
+/* Remove the temporary files that a crash cut short (kill -9 while an upload streamed in,
+ * or while an output file was written): only a committed file has its id as its name
+ * (util/durable.h), so a *.tmp-* file (or an upload-* of older versions) at start-up
+ * belongs to no one. One server per data dir, so none is being written. */
 static void serve_sweep_uploads(const char *dir)
 {
     char sub[4096], path[4096 + 300];
@@ -320,7 +321,7 @@ static void serve_sweep_uploads(const char *dir)
     int n = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (strncmp(de->d_name, "upload-", 7) != 0)
+        if (strncmp(de->d_name, "upload-", 7) != 0 && !strstr(de->d_name, ".tmp-"))
             continue;
         snprintf(path, sizeof(path), "%s/%s", sub, de->d_name);
         if (unlink(path) == 0)

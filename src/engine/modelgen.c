@@ -50,6 +50,8 @@
 
 #include "modelgen.h"
 
+#include "../util/durable.h"
+
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -554,12 +556,13 @@ int modelgen_write(const struct modelgen_params *p, char *err, size_t errlen) {
     float *fbuf = NULL;
     void *obuf = NULL;
     FILE *f = NULL;
-    char *tmp_path = NULL;
-    bool tmp_created = false;
+    const char *tmp_path = NULL;
+    struct durable out;
+    durable_init(&out);
     const char *name;
     char desc[160];
     int64_t n_vocab = 0, cap, max_ne0 = 0;
-    size_t n_specs, alignment, tmp_len;
+    size_t n_specs, alignment;
     uint64_t data_pos = 0;
     int head_dim, nthreads;
     int rc = -1;
@@ -648,19 +651,12 @@ int modelgen_write(const struct modelgen_params *p, char *err, size_t errlen) {
         goto out;
     }
 
-    tmp_len = strlen(p->out_path) + sizeof ".tmp";
-    tmp_path = malloc(tmp_len);
-    if (tmp_path == NULL) {
-        set_err(err, errlen, "out of memory");
+    /* complete or absent, and durable (util/durable.h) */
+    if (durable_open_mode(&out, p->out_path, DURABLE_MODE_UMASK) || (f = durable_stream(&out)) == NULL) {
+        set_err(err, errlen, "cannot create a file beside '%s': %s", p->out_path, strerror(errno));
         goto out;
     }
-    snprintf(tmp_path, tmp_len, "%s.tmp", p->out_path);
-    f = fopen(tmp_path, "wb");
-    if (f == NULL) {
-        set_err(err, errlen, "cannot create '%s': %s", tmp_path, strerror(errno));
-        goto out;
-    }
-    tmp_created = true;
+    tmp_path = out.tmp;
     if (!gguf_write_to_file_ptr(gctx, f, /*only_meta=*/true)) {
         set_err(err, errlen, "cannot write gguf metadata to '%s'", tmp_path);
         goto out;
@@ -692,31 +688,18 @@ int modelgen_write(const struct modelgen_params *p, char *err, size_t errlen) {
                     err, errlen) != 0) {
         goto out;
     }
-    if (fflush(f) != 0 || ferror(f)) {
+    if (ferror(f)) {
         set_err(err, errlen, "write error on '%s': %s", tmp_path, strerror(errno));
         goto out;
     }
-    if (fclose(f) != 0) {
-        f = NULL;
-        set_err(err, errlen, "write error on '%s': %s", tmp_path, strerror(errno));
+    f = NULL; /* the durable's: closed by commit or rollback */
+    if (durable_commit(&out) != 0) {
+        set_err(err, errlen, "cannot write '%s': %s", p->out_path, strerror(errno));
         goto out;
     }
-    f = NULL;
-    if (rename(tmp_path, p->out_path) != 0) {
-        set_err(err, errlen, "cannot rename '%s' to '%s': %s", tmp_path, p->out_path,
-                strerror(errno));
-        goto out;
-    }
-    tmp_created = false;
     rc = 0;
 out:
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (tmp_created) {
-        remove(tmp_path);
-    }
-    free(tmp_path);
+    durable_rollback(&out);
     free(obuf);
     free(fbuf);
     free(specs);

@@ -7,6 +7,7 @@
 #include "../api/anthropic.h"
 #include "../api/batchfile.h"
 #include "../api/oai.h"
+#include "../util/durable.h"
 #include "../util/status.h"
 #include "../util/utf8.h"
 #include "../util/log.h"
@@ -267,27 +268,29 @@ out:
 /* write the finished lines to a new file of purpose batch_output; "" when none */
 static int bm_write_file(struct batchmgr *m, struct store_batch *b, bool ok_lines, char *id_out, size_t idn)
 {
-    char id[48], path[4096], tmp[4200];
+    char id[48], path[4096];
     id_out[0] = '\0';
     if ((ok_lines && b->completed == 0) || (!ok_lines && b->failed == 0))
         return NS_OK;
     oai_make_id(id, sizeof(id), "file-");
     batchmgr_file_path(m->data_dir, id, path, sizeof(path));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
+    struct durable d;
+    FILE *f = durable_open(&d, path) == NS_OK ? durable_stream(&d) : NULL;
+    if (!f) {
+        durable_rollback(&d);
         return NS_ERR_IO;
+    }
     int rc = m->ops->lines_export(m->st, b->id, ok_lines ? f : NULL, ok_lines ? NULL : f);
-    if (!rc && (fflush(f) || fsync(fileno(f))))
-        rc = NS_ERR_IO;
     long size = ftell(f);
-    if (fclose(f) && !rc)
-        rc = NS_ERR_IO;
-    if (!rc && rename(tmp, path))
-        rc = NS_ERR_IO;
     if (rc) {
-        unlink(tmp);
+        durable_rollback(&d);
         return rc;
+    }
+    /* committed (durable) before the row that names it; not kept when only the
+     * directory sync failed */
+    if (durable_commit(&d)) {
+        unlink(path);
+        return NS_ERR_IO;
     }
     struct store_file sf;
     memset(&sf, 0, sizeof(sf));

@@ -39,6 +39,7 @@
 #include "store.h"
 
 #include "../util/buf.h"
+#include "../util/durable.h"
 #include "../util/status.h"
 
 #include <errno.h>
@@ -551,14 +552,12 @@ out:
     return rc;
 }
 
-/* copy the content of file id from the database to path (absent): via a temporary
- * upload-* name in the same dir (swept at start-up if we die), renamed when whole */
+/* copy the content of file id from the database to path (absent), durably (util/durable.h:
+ * a *.tmp-* name in the same dir, swept at start-up if we die, renamed when whole) */
 static int pg_file_fetch(struct store *st, const char *id, int64_t bytes, const char *path)
 {
-    char tmp[PATH_MAX + 32];
-    snprintf(tmp, sizeof(tmp), "%s/upload-XXXXXX", st->files_dir);
-    int fd = mkstemp(tmp);
-    if (fd < 0)
+    struct durable d;
+    if (durable_open(&d, path))
         return NS_ERR_IO;
     int rc = NS_ERR_IO;
     int64_t total = 0;
@@ -583,30 +582,19 @@ static int pg_file_fetch(struct store *st, const char *id, int64_t bytes, const 
         }
         const char *data = PQgetvalue(r, 0, 0);
         size_t len = (size_t)PQgetlength(r, 0, 0);
-        size_t off = 0;
-        while (off < len) {
-            ssize_t k = write(fd, data + off, len - off);
-            if (k < 0 && errno == EINTR)
-                continue;
-            if (k <= 0) {
-                PQclear(r);
-                goto out;
-            }
-            off += (size_t)k;
+        if (durable_write(&d, data, len)) {
+            PQclear(r);
+            goto out;
         }
         total += (int64_t)len;
         PQclear(r);
     }
-    if (total != bytes || fsync(fd))
+    if (total != bytes)
         goto out;
-    rc = NS_OK;
+    /* a local copy of a row that exists: kept even when only the directory sync failed */
+    return durable_commit(&d) == NS_OK || access(path, F_OK) == 0 ? NS_OK : NS_ERR_IO;
 out:
-    if (close(fd) && rc == NS_OK)
-        rc = NS_ERR_IO;
-    if (rc == NS_OK && rename(tmp, path))
-        rc = NS_ERR_IO;
-    if (rc)
-        unlink(tmp);
+    durable_rollback(&d);
     return rc;
 }
 

@@ -61,7 +61,7 @@ function raw(bytes, { end = true } = {}) {
     });
 }
 
-const uploadTemps = () => fs.readdirSync(path.join(dataDir, 'files')).filter((f) => f.startsWith('upload-'));
+const uploadTemps = () => fs.readdirSync(path.join(dataDir, 'files')).filter((f) => f.startsWith('upload-') || f.includes('.tmp-'));
 
 test('truncated uploads: a client gone mid-body leaves nothing; an unterminated multipart is refused', async () => {
     const b = '----nsboundary';

@@ -208,7 +208,7 @@ test('kill -9 at 20 seeded random points of ingest, execution and finalization',
     assert.equal(check, 'ok');
     // temp files of uploads cut short are removed at the next start
     server = await startServer(dataDir);
-    const left = fs.readdirSync(path.join(dataDir, 'files')).filter((f) => f.startsWith('upload-'));
+    const left = fs.readdirSync(path.join(dataDir, 'files')).filter((f) => f.startsWith('upload-') || f.includes('.tmp-'));
     assert.deepEqual(left, [], 'upload temp files left in the data dir');
     await killHard(server);
     server = null;
@@ -250,7 +250,7 @@ test('disk full: uploads fail with a clear error, the server keeps serving, the 
     assert.equal(big.status, 500, big.text);
     assert.match(big.json().error.message, /cannot store the upload: No space left on device/);
     // nothing of it is left behind, and the server goes on
-    assert.deepEqual(fs.readdirSync(path.join(dataDir, 'files')).filter((f) => f.startsWith('upload-')), []);
+    assert.deepEqual(fs.readdirSync(path.join(dataDir, 'files')).filter((f) => f.startsWith('upload-') || f.includes('.tmp-')), []);
     await healthyAfter(server);
     const cr = await createBatch(server, small.json().id);
     assert.equal(cr.status, 200, cr.text);

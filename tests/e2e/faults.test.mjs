@@ -150,6 +150,77 @@ test('27.2 run refuses -o/-e/--state that is the input or each other (exit 2, in
     assert.ok(!fs.existsSync(path.join(d, 'x.jsonl')));
 });
 
+/* ---- 3. no store row ever points at a missing file ---------------------------------------- */
+
+/* every file row has its bytes on disk, and every file on disk has its row (no temporary
+ * file left behind) */
+async function checkFilesConsistent(srv, dataDir, what) {
+    const rows = (await api(srv, 'GET', '/v1/files?limit=10000', undefined, auth())).json().data;
+    const onDisk = fs.readdirSync(path.join(dataDir, 'files'));
+    for (const f of rows) {
+        assert.ok(onDisk.includes(f.id), `${what}: row ${f.id} (${f.purpose}) has no file`);
+        const c = await api(srv, 'GET', `/v1/files/${f.id}/content`, undefined, auth());
+        assert.equal(c.status, 200, `${what}: ${f.id}: ${c.text}`);
+    }
+    assert.deepEqual(onDisk.sort(), rows.map((f) => f.id).sort(), `${what}: files without a row, or temporary files`);
+}
+
+test('27.3 a fault at each step of writing a file (open, write, fsync, rename, dirsync): no row without its file', { timeout: 300_000 }, async () => {
+    const upload = async (srv, name) => {
+        const form = new FormData();
+        form.append('purpose', 'batch');
+        form.append('file', new Blob([JSON.stringify(chatLine(name, 'x', { max_tokens: 2 })) + '\n']), `${name}.jsonl`);
+        return api(srv, 'POST', '/v1/files', form, auth());
+    };
+    for (const op of ['open', 'write', 'fsync', 'rename', 'dirsync']) {
+        for (const nth of [1, 2]) {
+            const what = `${op}:${nth}`;
+            const dataDir = path.join(TMP, `fault-${op}-${nth}`);
+            const srv = await startServer(['--model', `tiny=${MODEL}`, '--data-dir', dataDir, '--threads', '1', '--api-key', KEY],
+                { env: { NIGHTSHIFT_FAULT_DURABLE: what } });
+            try {
+                /* nth 1: an upload meets the fault and is refused, whole; then a batch on a
+                 * second upload writes its output. nth 2: a Message Batch's inline input is
+                 * written first (one write of each kind), then its output file meets the
+                 * fault, and finalization is retried until it is written. (Streamed writes,
+                 * the output's, are not counted: a failing one shows at the fsync.) */
+                let out;
+                if (nth === 1) {
+                    const a = await upload(srv, 'a');
+                    assert.ok(a.status >= 500, `${what}: the faulty upload answered ${a.status} ${a.text}`);
+                    assert.match(a.text, /cannot (store|start) the upload|cannot store the file/);
+                    const b = await upload(srv, 'b');
+                    assert.equal(b.status, 200, `${what}: ${b.text}`);
+                    const cr = await api(srv, 'POST', '/v1/batches', JSON.stringify({ input_file_id: b.json().id,
+                        endpoint: '/v1/chat/completions', completion_window: '24h' }), auth(JSON_CT));
+                    assert.equal(cr.status, 200, cr.text);
+                    for (const t0 = Date.now(); ; await sleep(100)) {
+                        out = (await api(srv, 'GET', `/v1/batches/${cr.json().id}`, undefined, auth())).json();
+                        if (out.status === 'completed') break;
+                        assert.ok(Date.now() - t0 < 60_000, `${what}: ${JSON.stringify(out)}`);
+                    }
+                    assert.ok(out.output_file_id, `${what}: no output file`);
+                } else {
+                    const requests = [{ custom_id: 'm', params: { model: 'tiny', max_tokens: 2, messages: [{ role: 'user', content: 'x' }] } }];
+                    const cr = await api(srv, 'POST', '/v1/messages/batches', JSON.stringify({ requests }), { 'x-api-key': KEY, ...JSON_CT });
+                    assert.equal(cr.status, 200, `${what}: ${cr.text}`);
+                    for (const t0 = Date.now(); ; await sleep(100)) {
+                        out = (await api(srv, 'GET', `/v1/messages/batches/${cr.json().id}`, undefined, { 'x-api-key': KEY })).json();
+                        if (out.processing_status === 'ended') break;
+                        assert.ok(Date.now() - t0 < 60_000, `${what}: ${JSON.stringify(out)}`);
+                    }
+                    assert.equal(out.request_counts.succeeded, 1, `${what}: ${JSON.stringify(out)}`);
+                    const res = await api(srv, 'GET', `/v1/messages/batches/${cr.json().id}/results`, undefined, { 'x-api-key': KEY });
+                    assert.equal(res.status, 200, `${what}: ${res.text}`);
+                }
+                await checkFilesConsistent(srv, dataDir, what);
+            } finally {
+                await killHard(srv);
+            }
+        }
+    }
+});
+
 /* ---- 4. a running batch's input cannot be deleted ----------------------------------------- */
 
 test('27.4 deleting the input file of a running batch: 409 file_in_use; after a cancel, deleted', { timeout: 120_000 }, async () => {

@@ -633,7 +633,7 @@ test('backup while a batch runs, restore into a fresh data dir: the batches and 
     assert.match(r.stdout, /^backed up '.*bk-src' into '.*bk': the store and \d+ files/);
     assert.equal(sqlite(path.join(bk, 'nightshift.db'), 'PRAGMA integrity_check'), 'ok');
     assert.equal(sqlite(path.join(bk, 'nightshift.db'), 'PRAGMA journal_mode'), 'delete', 'a backup is one self-contained file');
-    assert.ok(!fs.readdirSync(path.join(bk, 'files')).some((f) => f.startsWith('.') || f.startsWith('upload-') || f.endsWith('.tmp')));
+    assert.ok(!fs.readdirSync(path.join(bk, 'files')).some((f) => f.startsWith('.') || f.startsWith('upload-') || f.includes('.tmp-') || f.endsWith('.tmp')));
     assert.equal(fs.readFileSync(path.join(bk, 'files', up.json().id), 'utf8'), extra);
     const atBackup = Number(sqlite(path.join(bk, 'nightshift.db'), `SELECT completed FROM batches WHERE id='${b.id}'`));
     assert.ok(atBackup >= mid.request_counts.completed && atBackup <= N, `completed at backup: ${atBackup}`);

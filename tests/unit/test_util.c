@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "../../src/util/buf.h"
+#include "../../src/util/durable.h"
 #include "../../src/util/jsonscan.h"
 #include "../../src/util/path.h"
 #include "../../src/util/num.h"
@@ -17,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void test_buf_cap(void **state)
@@ -216,10 +219,74 @@ static void test_path_same_file(void **state)
     rmdir(dir);
 }
 
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL)
+        n += de->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* issue 27.3: a durable file is complete or absent at every fault point; the Nth call of
+ * an operation fails once (NIGHTSHIFT_FAULT_DURABLE, read at the first durable_open) */
+static void test_durable(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ns-durable-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    /* call 2 fails at open, 3 at write, 4 at fsync, 5 at rename, 6 at dirsync (a call that
+     * fails stops there, so each is the second call of its operation) */
+    setenv("NIGHTSHIFT_FAULT_DURABLE", "open:2,write:2,fsync:2,rename:2,dirsync:2", 1);
+    for (int k = 1; k <= 7; k++) {
+        char path[128];
+        snprintf(path, sizeof(path), "%s/f%d", dir, k);
+        int rc = durable_write_file(path, "hello", 5);
+        struct stat st;
+        bool there = stat(path, &st) == 0;
+        if (k == 1 || k == 7) {
+            assert_int_equal(rc, 0);
+            assert_true(there);
+            assert_int_equal(st.st_size, 5);
+            assert_int_equal(st.st_mode & 0777, 0600);
+        } else {
+            assert_int_not_equal(rc, 0);
+            /* the directory sync is the only failure after which the file is in place */
+            assert_true(there == (k == 6));
+        }
+    }
+    /* no temporary file is left by any of them: 3 files (1, 6, 7) */
+    assert_int_equal(count_entries(dir), 3);
+    /* rollback leaves nothing; a stream commit works */
+    struct durable d;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/s", dir);
+    assert_int_equal(durable_open(&d, path), 0);
+    durable_rollback(&d);
+    assert_int_equal(count_entries(dir), 3);
+    assert_int_equal(durable_open_mode(&d, path, 0644), 0);
+    FILE *f = durable_stream(&d);
+    assert_non_null(f);
+    fprintf(f, "x=%d\n", 42);
+    assert_int_equal(durable_commit(&d), 0);
+    durable_rollback(&d); /* after a commit: a no-op */
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 5);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    unsetenv("NIGHTSHIFT_FAULT_DURABLE");
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_jsonscan_nul), cmocka_unit_test(test_path_same_file),
+        cmocka_unit_test(test_durable), cmocka_unit_test(test_jsonscan_nul), cmocka_unit_test(test_path_same_file),
         cmocka_unit_test(test_buf_cap),  cmocka_unit_test(test_utf8),         cmocka_unit_test(test_strset),
         cmocka_unit_test(test_num),      cmocka_unit_test(test_status_table), cmocka_unit_test(test_sha256),
     };
