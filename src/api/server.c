@@ -416,8 +416,16 @@ static enum MHD_Result h_health(struct route_ctx *x)
 static enum MHD_Result h_ready(struct route_ctx *x)
 {
     bool ok = x->srv->n_scheds > 0 && x->srv->ops->check(x->srv->st) == NS_OK;
+    /* an empty transaction commits on a full disk: the schedulers know whether real writes
+     * go through (issue 27.5) */
+    bool writable = true;
+    for (int i = 0; i < x->srv->n_scheds; i++)
+        writable &= sched_store_writable(x->srv->scheds[i]);
+    ok &= writable;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", ok ? "ready" : "not_ready");
+    if (!writable)
+        cJSON_AddStringToObject(o, "reason", "the store refuses writes (disk full?)");
     cJSON_AddNumberToObject(o, "models", x->srv->n_scheds);
     return send_json(x->c, ok ? 200 : 503, o);
 }

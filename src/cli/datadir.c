@@ -31,9 +31,14 @@ int datadir_create(const char *dir, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create '%s': %s", sub, strerror(errno));
         return NS_ERR_IO;
     }
-    if (chmod(dir, 0700) || chmod(sub, 0700)) {
-        snprintf(err, errlen, "cannot make data dir '%s' owner-only: %s", dir, strerror(errno));
-        return NS_ERR_IO;
+    const char *both[] = {dir, sub};
+    for (int i = 0; i < 2; i++) {
+        struct stat st;
+        /* a read-only data dir fails just below, with the reason that matters */
+        if (stat(both[i], &st) == 0 && (st.st_mode & 077) && chmod(both[i], 0700) && errno != EROFS) {
+            snprintf(err, errlen, "cannot make '%s' owner-only: %s", both[i], strerror(errno));
+            return NS_ERR_IO;
+        }
     }
     if (access(dir, W_OK) || access(sub, W_OK)) {
         snprintf(err, errlen, "data dir '%s' is not writable: %s", dir, strerror(errno));

@@ -120,6 +120,21 @@ static bool bm_model_ok(void *ud, const char *model)
     return batchmgr_sched_for(ud, model) != NULL;
 }
 
+/* true at most once a minute for the same batch id (the manager's thread alone calls it):
+ * a condition seen at every tick is logged, not logged 60 times a minute */
+static bool bm_log_once(struct batchmgr *m, const char *batch_id)
+{
+    (void)m;
+    static char last_id[48];
+    static time_t last_t;
+    time_t now = time(NULL);
+    if (strcmp(last_id, batch_id) == 0 && now - last_t < 60)
+        return false;
+    snprintf(last_id, sizeof(last_id), "%s", batch_id);
+    last_t = now;
+    return true;
+}
+
 /* fail a batch at validation: errors is a JSON list object text */
 static void bm_fail(struct batchmgr *m, struct store_batch *b, cJSON *errors)
 {
@@ -331,7 +346,8 @@ static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_ba
         return;
     char out_id[48], err_id[48];
     if (bm_write_file(m, &fresh, true, out_id, sizeof(out_id)) || bm_write_file(m, &fresh, false, err_id, sizeof(err_id))) {
-        log_event(LOG_ERROR, b->model, b->id, "cannot write the output files of batch %s; will retry", b->id);
+        if (bm_log_once(m, b->id))
+            log_event(LOG_ERROR, b->model, b->id, "cannot write the output files of batch %s (disk full?); will retry", b->id);
         store_batch_release(&fresh);
         return;
     }
@@ -409,21 +425,6 @@ static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batc
     if (m->ops->lines_count_unfinished(m->st, b->id, &pending, &running) || pending + running > 0)
         return; /* other nodes still hold lines of it: the last to settle finalizes */
     bm_finalize(m, b, final);
-}
-
-/* true at most once a minute for the same batch id (the manager's thread alone calls it):
- * a condition seen at every tick is logged, not logged 60 times a minute */
-static bool bm_log_once(struct batchmgr *m, const char *batch_id)
-{
-    (void)m;
-    static char last_id[48];
-    static time_t last_t;
-    time_t now = time(NULL);
-    if (strcmp(last_id, batch_id) == 0 && now - last_t < 60)
-        return false;
-    snprintf(last_id, sizeof(last_id), "%s", batch_id);
-    last_t = now;
-    return true;
 }
 
 static void bm_check_progress(struct batchmgr *m, struct store_batch *b)

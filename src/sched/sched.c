@@ -15,6 +15,12 @@
  *   pending line, nothing in flight).
  * - Once draining, no batch line is handed out again (sched_pull returns 0); the engine
  *   keeps running what it has and interactive jobs, until sched_stop().
+ * - A store that refuses writes (a full disk) loses nothing and costs nothing: a failed
+ *   commit keeps its results in `fin` (it only grows by the lines already in flight, since
+ *   no line is claimed while the store is down), claims and commits are retried with a
+ *   backoff doubling to SCHED_STORE_BACKOFF_MAX, and the state change is logged once each
+ *   way. When a commit goes through again, the batches are checked for idleness, so a batch
+ *   whose last results waited in memory still ends, without a restart (issue 27.5).
  */
 #include "sched.h"
 
@@ -110,31 +116,94 @@ struct sched {
     struct sched_batch *rr;         /* next to serve */
     struct sched_stats stats;
     int interactive_running;        /* pulled, not done */
-    struct sched_fin fin[SCHED_FIN_MAX]; /* results not yet in the store (mu) */
-    int n_fin;
+    struct sched_fin *fin;          /* results not yet in the store (mu) */
+    int n_fin, cap_fin;
     double fin_first;               /* when the oldest of them finished (sched_now) */
+    /* the store refusing writes (mu): see INVARIANTS */
+    bool store_down;
+    double store_down_since, store_retry_at, store_backoff; /* sched_now() times, seconds */
+    long store_failures;            /* failed attempts while down */
 };
 
-/* write the finished lines to the store in one transaction (mu held) */
+#define SCHED_STORE_BACKOFF_MIN 0.1
+#define SCHED_STORE_BACKOFF_MAX 5.0
+
+/* wait before touching the store again? (mu held) */
+static bool sched_store_paused(const struct sched *s)
+{
+    return s->store_down && sched_now() < s->store_retry_at;
+}
+
+/* a claim or commit failed: back off, and say so once (mu held) */
+static void sched_store_failed(struct sched *s, const char *what, const char *batch_id)
+{
+    double now = sched_now();
+    s->store_failures++;
+    if (!s->store_down) {
+        s->store_down = true;
+        s->store_down_since = now;
+        s->store_backoff = SCHED_STORE_BACKOFF_MIN;
+        log_event(LOG_ERROR, s->model_name, batch_id,
+                  "the store cannot %s (disk full?): batch lines pause, finished results are kept in memory, "
+                  "retrying with a backoff up to %.0f s",
+                  what, SCHED_STORE_BACKOFF_MAX);
+    } else {
+        s->store_backoff *= 2;
+        if (s->store_backoff > SCHED_STORE_BACKOFF_MAX)
+            s->store_backoff = SCHED_STORE_BACKOFF_MAX;
+    }
+    s->store_retry_at = now + s->store_backoff;
+}
+
+static void sched_report_idle(struct sched *s, struct sched_batch *b);
+
+/* a claim or commit went through (mu held) */
+static void sched_store_ok(struct sched *s)
+{
+    if (!s->store_down)
+        return;
+    s->store_down = false;
+    log_event(LOG_INFO, s->model_name, NULL, "the store takes writes again after %ld failed attempts over %.0f s; batch lines resume",
+              s->store_failures, sched_now() - s->store_down_since);
+    s->store_failures = 0;
+    /* a batch whose last results waited in memory was not reported idle: it is now */
+    for (struct sched_batch *b = s->batches; b; b = b->next)
+        sched_report_idle(s, b);
+    pthread_cond_broadcast(&s->cv);
+}
+
+/* write the finished lines to the store, SCHED_FIN_MAX to a transaction (mu held). On a
+ * failure what was not written stays in fin for the next attempt, after the backoff. */
 static void sched_flush(struct sched *s)
 {
-    if (!s->n_fin)
+    if (!s->n_fin || sched_store_paused(s))
         return;
-    struct store_result rs[SCHED_FIN_MAX];
-    for (int i = 0; i < s->n_fin; i++) {
-        rs[i] = s->fin[i].r;
-        rs[i].batch_id = s->fin[i].batch_id;
+    int done = 0;
+    while (done < s->n_fin) {
+        struct store_result rs[SCHED_FIN_MAX];
+        int k = s->n_fin - done < SCHED_FIN_MAX ? s->n_fin - done : SCHED_FIN_MAX;
+        for (int i = 0; i < k; i++) {
+            rs[i] = s->fin[done + i].r;
+            rs[i].batch_id = s->fin[done + i].batch_id;
+        }
+        double t0 = sched_now();
+        int rc = s->ops->lines_finish(s->st, rs, k);
+        sched_observe(&s->stats.store_write, sched_now() - t0);
+        if (rc) {
+            sched_store_failed(s, "record finished lines", s->fin[done].batch_id);
+            break;
+        }
+        for (int i = 0; i < k; i++)
+            free((char *)s->fin[done + i].r.json);
+        done += k;
     }
-    double t0 = sched_now();
-    int rc = s->ops->lines_finish(s->st, rs, s->n_fin);
-    sched_observe(&s->stats.store_write, sched_now() - t0);
-    if (rc)
-        log_event(LOG_ERROR, s->model_name, s->fin[0].batch_id, "cannot record %d finished lines (first: line %u of batch %s; store error); "
-                        "they will be rerun after a restart\n",
-                s->n_fin, s->fin[0].line_no, s->fin[0].batch_id);
-    for (int i = 0; i < s->n_fin; i++)
-        free((char *)s->fin[i].r.json);
-    s->n_fin = 0;
+    if (done) {
+        memmove(s->fin, s->fin + done, sizeof(*s->fin) * (size_t)(s->n_fin - done));
+        s->n_fin -= done;
+        s->fin_first = sched_now();
+    }
+    if (s->n_fin == 0)
+        sched_store_ok(s);
 }
 
 /* Group commit on the pull path: write the finished lines once a group is worth a
@@ -147,7 +216,7 @@ static void sched_flush(struct sched *s)
 static void sched_flush_due(struct sched *s)
 {
     if (s->n_fin >= SCHED_FIN_MAX / 4 || (s->n_fin > 0 && sched_now() - s->fin_first >= SCHED_FIN_WAIT))
-        sched_flush(s);
+        sched_flush(s); /* a no-op while the store is paused */
 }
 
 struct sched_params sched_default_params(void)
@@ -288,8 +357,21 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
                 sl->line.line_no, sl->b->id);
         return;
     }
-    if (s->n_fin == SCHED_FIN_MAX)
+    if (s->n_fin >= SCHED_FIN_MAX)
         sched_flush(s);
+    if (s->n_fin == s->cap_fin) {
+        int cap = s->cap_fin ? s->cap_fin * 2 : SCHED_FIN_MAX;
+        struct sched_fin *v = realloc(s->fin, sizeof(*v) * (size_t)cap);
+        if (!v) {
+            free(json);
+            log_event(LOG_ERROR, s->model_name, sl->b->id,
+                      "out of memory recording line %u of batch %s; it will be rerun after a restart", sl->line.line_no,
+                      sl->b->id);
+            return;
+        }
+        s->fin = v;
+        s->cap_fin = cap;
+    }
     if (s->n_fin == 0)
         s->fin_first = sched_now();
     struct sched_fin *f = &s->fin[s->n_fin++];
@@ -374,9 +456,10 @@ static void sched_claim(struct sched *s, struct sched_batch *b)
     struct store_line *lines = NULL;
     int n = 0;
     if (s->ops->lines_claim(s->st, b->id, s->model_name, s->p.claim_chunk, &lines, &n) != NS_OK) {
-        log_event(LOG_ERROR, s->model_name, b->id, "cannot claim lines of batch %s (store error); will retry", b->id);
+        sched_store_failed(s, "claim lines", b->id);
         return;
     }
+    sched_store_ok(s);
     b->buf = lines;
     b->nbuf = n;
     if (n == 0) {
@@ -393,8 +476,11 @@ static void sched_claim(struct sched *s, struct sched_batch *b)
  * node that died become claimable when its lease runs out, with no event to say so. */
 #define SCHED_RECLAIM_SECONDS 2.0
 
-static bool sched_batch_has_work(const struct sched_batch *b)
+static bool sched_batch_has_work(const struct sched *s, const struct sched_batch *b)
 {
+    /* buffered lines run; new ones wait while the store is paused */
+    if (!b->dropped && b->ibuf >= b->nbuf && sched_store_paused(s))
+        return false;
     return !b->dropped &&
            (b->ibuf < b->nbuf || !b->exhausted || sched_now() - b->exhausted_at >= SCHED_RECLAIM_SECONDS);
 }
@@ -402,8 +488,11 @@ static bool sched_batch_has_work(const struct sched_batch *b)
 static void sched_report_idle(struct sched *s, struct sched_batch *b)
 {
     if (!b->dropped && b->exhausted && b->ibuf >= b->nbuf && b->inflight == 0 && !b->idle_reported) {
-        b->idle_reported = true;
         sched_flush(s); /* the manager reads the results next */
+        for (int i = 0; i < s->n_fin; i++)
+            if (strcmp(s->fin[i].batch_id, b->id) == 0)
+                return; /* not in the store yet: reported once they are (sched_store_ok) */
+        b->idle_reported = true;
         if (s->idle)
             s->idle(s->idle_ud, b->id);
     }
@@ -452,7 +541,7 @@ static int sched_pull(void *ud, struct engine_request **out, int max)
         struct sched_batch *b = start;
         do {
             struct sched_batch *next = b->next ? b->next : s->batches;
-            if (n < max && sched_batch_has_work(b)) {
+            if (n < max && sched_batch_has_work(s, b)) {
                 if (b->ibuf >= b->nbuf)
                     sched_claim(s, b);
                 if (b->ibuf < b->nbuf) {
@@ -551,7 +640,7 @@ static void sched_wait(void *ud)
     /* batch lines that may not be handed out now are no work: waiting beats spinning */
     bool batch_ok = !s->draining && sched_batch_allowed(s);
     for (struct sched_batch *b = s->batches; b && !work && batch_ok; b = b->next)
-        work = sched_batch_has_work(b);
+        work = sched_batch_has_work(s, b);
     if (!work) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -596,6 +685,14 @@ void sched_drain(struct sched *s)
     s->draining = true;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+}
+
+bool sched_store_writable(struct sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool ok = !s->store_down;
+    pthread_mutex_unlock(&s->mu);
+    return ok;
 }
 
 int sched_inflight(struct sched *s)
@@ -651,6 +748,9 @@ void sched_free(struct sched *s)
         sched_batch_free(b);
     }
     backend_free(s->be);
+    for (int i = 0; i < s->n_fin; i++)
+        free((char *)s->fin[i].r.json);
+    free(s->fin);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s->model_name);

@@ -79,6 +79,9 @@ int sched_start(struct sched *s);
 /* graceful shutdown, step 1: hand out no more batch lines; interactive requests (queued
  * and new) still run. Not undone. */
 void sched_drain(struct sched *s);
+/* false while this scheduler's last claim or commit was refused by the store (a full
+ * disk) and not yet retried with success: /ready answers 503 then */
+bool sched_store_writable(struct sched *s);
 /* requests in the engine or waiting for it: batch lines handed out plus interactive jobs
  * queued or running (0 = drained) */
 int sched_inflight(struct sched *s);

@@ -268,6 +268,81 @@ test('disk full: uploads fail with a clear error, the server keeps serving, the 
     assert.equal(check, 'ok');
 });
 
+/* fill the filesystem of dir to its last byte: a file that holds what was free */
+function fillDisk(dirPath) {
+    const f = path.join(dirPath, 'filler');
+    const fd = fs.openSync(f, 'w');
+    for (const size of [1 << 20, 1 << 12, 1]) {
+        const buf = Buffer.alloc(size, 0x61);
+        for (;;) {
+            try {
+                fs.writeSync(fd, buf);
+            } catch (e) {
+                if (e.code !== 'ENOSPC') throw e;
+                break;
+            }
+        }
+    }
+    fs.closeSync(fd);
+    return f;
+}
+
+/* CPU seconds (user + system) a process has used */
+function cpuSeconds(pid) {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; /* utime, stime: fields 14, 15; clock ticks of 1/100 s */
+}
+
+test('disk full mid-batch: lines pause with one log line and no spin, /ready 503; freed space resumes it without a restart', { timeout: 300_000 }, async (t) => {
+    const m = mountTmpfs('16m');
+    if (!m.dir) return t.skip(m.why);
+    const dataDir = path.join(m.dir, 'data');
+    server = await startServer(dataDir);
+    const n = 300;
+    const up = await upload(server, batchLines('f', n), 'f.jsonl');
+    assert.equal(up.status, 200, up.text);
+    const cr = await createBatch(server, up.json().id);
+    assert.equal(cr.status, 200, cr.text);
+    const id = cr.json().id;
+    const get = async () => (await api(server, 'GET', `/v1/batches/${id}`)).json();
+    let b;
+    for (const t0 = Date.now(); ; await sleep(50)) {
+        b = await get();
+        if (b.request_counts.completed >= 20) break;
+        assert.ok(Date.now() - t0 < 60_000, JSON.stringify(b));
+    }
+    const filler = fillDisk(m.dir);
+    /* the next claim or commit meets the full disk: /ready says so */
+    for (const t0 = Date.now(); (await api(server, 'GET', '/ready')).status !== 503; await sleep(100))
+        assert.ok(Date.now() - t0 < 60_000, `/ready stayed 200 on a full disk: ${JSON.stringify(await get())}`);
+    /* paused, not spinning: little CPU and no log flood over 2 s */
+    await sleep(500);
+    const cpu0 = cpuSeconds(server.child.pid), log0 = server.stderr().length;
+    await sleep(2000);
+    const cpu = cpuSeconds(server.child.pid) - cpu0, logged = server.stderr().length - log0;
+    assert.ok(cpu < 0.5, `${cpu.toFixed(2)} CPU seconds in 2 s while the disk is full`);
+    assert.ok(logged < 2000, `${logged} bytes logged in 2 s while the disk is full:\n${server.stderr().slice(-2000)}`);
+    assert.equal((server.stderr().match(/the store cannot/g) || []).length, 1, server.stderr().slice(-3000));
+    const stuck = await get();
+    assert.notEqual(stuck.status, 'completed');
+    /* space comes back: the batch finishes, every line once, without a restart */
+    fs.unlinkSync(filler);
+    for (const t0 = Date.now(); ; await sleep(100)) {
+        b = await get();
+        if (TERMINAL.includes(b.status)) break;
+        assert.ok(Date.now() - t0 < 120_000, JSON.stringify(b));
+    }
+    assert.equal(b.status, 'completed', JSON.stringify(b));
+    assert.equal(b.request_counts.completed + b.request_counts.failed, n, JSON.stringify(b));
+    assert.equal((await api(server, 'GET', '/ready')).status, 200);
+    assert.match(server.stderr(), /the store takes writes again/);
+    const out = await api(server, 'GET', `/v1/files/${b.output_file_id}/content`);
+    const ids = out.text.trim().split('\n').map((l) => JSON.parse(l).custom_id);
+    assert.equal(new Set(ids).size, ids.length, 'a line twice in the output');
+    await killHard(server);
+    server = null;
+});
+
 test('read-only data dir: refused at start with the reason; writes fail clearly while running', { timeout: 300_000 }, async (t) => {
     const m = mountTmpfs('16m');
     if (!m.dir) return t.skip(m.why);
