@@ -321,16 +321,23 @@ void quota_foreach(struct quota *q, void (*fn)(void *ud, const char *key, const 
 
 /* ---- estimates ---------------------------------------------------------------------- */
 
+/* The most a line may generate, from the fields the engine obeys (issue 27.11): for a chat
+ * request max_completion_tokens wins over max_tokens (oai.c reads it last), and every one of
+ * its n choices generates up to that much. A value the parser would refuse fails the line
+ * before it runs, so it costs nothing; it is counted as the absent default all the same. */
 static int64_t quota_line_max_tokens(const char *line, size_t n, int64_t absent)
 {
     cJSON *o = cJSON_ParseWithLength(line, n);
     const cJSON *body = cJSON_GetObjectItemCaseSensitive(o, "body");
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(body, "max_tokens");
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(body, "max_completion_tokens");
     if (!cJSON_IsNumber(mt))
-        mt = cJSON_GetObjectItemCaseSensitive(body, "max_completion_tokens");
+        mt = cJSON_GetObjectItemCaseSensitive(body, "max_tokens");
     int64_t v = absent;
     if (cJSON_IsNumber(mt) && mt->valuedouble >= 0 && mt->valuedouble <= 1e9)
         v = (int64_t)mt->valuedouble;
+    const cJSON *nc = cJSON_GetObjectItemCaseSensitive(body, "n");
+    if (cJSON_IsNumber(nc) && nc->valuedouble >= 1 && nc->valuedouble <= 128)
+        v *= (int64_t)nc->valuedouble;
     cJSON_Delete(o);
     return v;
 }

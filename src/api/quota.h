@@ -88,8 +88,8 @@ void quota_foreach(struct quota *q, void (*fn)(void *ud, const char *key, const 
 #define QUOTA_ABSENT_MAX_TOKENS 1024
 
 /* the token estimate of a batch input (JSONL: OpenAI batch lines, or lines whose body has
- * max_tokens): per non-blank line, its bytes / 4 + body.max_tokens (or
- * max_completion_tokens; absent_max_tokens when neither is given) */
+ * max_tokens): per non-blank line, its bytes / 4 + (body.max_completion_tokens, else
+ * body.max_tokens, else absent_max_tokens) x body.n */
 int64_t quota_estimate_jsonl(const char *p, size_t n, int64_t absent_max_tokens);
 /* the same for a file; NS_ERR_IO when it cannot be read */
 int quota_estimate_file(const char *path, int64_t absent_max_tokens, int64_t *out);

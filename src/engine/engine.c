@@ -1145,14 +1145,30 @@ static void engine_fail_slot(struct engine *e, const struct engine_source *src, 
     struct engine_request *req = s->req;
     struct group *g = s->grp;
     int n_prompt = s->n_prompt;
+    /* the tokens generated before the end are spent all the same: a request cancelled because
+     * its client went away still reports them, so quotas count them (issue 27.11) */
+    int n_gen = s->n_gen;
     slot_release(e, s);
     if (g) {
+        for (int i = 0; i < g->n; i++)
+            n_gen += g->ch[i].n_gen; /* choices that ended already */
         for (int i = 0; i < e->n_slots; i++)
-            if (e->slots[i].used && e->slots[i].grp == g)
+            if (e->slots[i].used && e->slots[i].grp == g) {
+                n_gen += e->slots[i].n_gen;
                 slot_release(e, &e->slots[i]);
+            }
         group_free(e, g);
     }
-    engine_fail(src, req, status, NULL, n_prompt, "%s", msg);
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = status;
+    res.stop_index = -1;
+    res.text = "";
+    res.prompt_tokens = n_prompt;
+    res.completion_tokens = n_gen;
+    snprintf(res.message, sizeof(res.message), "%s", msg);
+    res.t_admit = res.t_first = res.t_end = now_s();
+    src->done(src->ud, req, &res);
 }
 
 /* Seat the pending choices of groups (of the priority lane or not) while slots are free

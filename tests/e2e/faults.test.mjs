@@ -5,6 +5,7 @@
 //   node --test tests/e2e/faults.test.mjs
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -265,6 +266,60 @@ test('27.7 an unauthenticated request is answered 401 on its headers: no body re
     assert.match(up, /^HTTP\/1\.1 401/, up.slice(0, 200));
     assert.equal(files(), n0, 'nothing was written into files/');
     /* the same head with the key would wait for its body: the refusal came from the head alone */
+});
+
+/* ---- 11. quotas count what the engine does ----------------------------------------------- */
+
+function createKey(name, ...extra) {
+    const r = spawnSync(BIN, ['keys', 'create', '--name', name, '--data-dir', DATA, ...extra], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout.trim();
+}
+
+test('27.11 batch queue: the estimate counts max_completion_tokens and n, as the engine does', { timeout: 120_000 }, async () => {
+    const bq = createKey('bq27', '--batch-queue-tokens', '5000', '--rpm', '0');
+    const form = new FormData();
+    form.append('purpose', 'batch');
+    const lines = [];
+    for (let i = 0; i < 10; i++)
+        lines.push(JSON.stringify(chatLine(`q${i}`, 'x', { max_tokens: 1, max_completion_tokens: 1000, n: 4, ignore_eos: true })));
+    form.append('file', new Blob([lines.join('\n') + '\n']), 'q.jsonl');
+    const up = await api(s, 'POST', '/v1/files', form, { authorization: `Bearer ${bq}` });
+    assert.equal(up.status, 200, up.text);
+    const cr = await api(s, 'POST', '/v1/batches', JSON.stringify({ input_file_id: up.json().id, endpoint: '/v1/chat/completions',
+        completion_window: '24h' }), { authorization: `Bearer ${bq}`, ...JSON_CT });
+    assert.equal(cr.status, 429, `10 x 4 x 1000 tokens admitted under a 5,000-token queue: ${cr.text}`);
+});
+
+test('27.11 tokens per day: streams dropped before their final chunk count what they generated', { timeout: 120_000 }, async () => {
+    const tpd = createKey('tpd27', '--tokens-per-day', '300', '--rpm', '0');
+    for (let i = 0; i < 8; i++) {
+        const ac = new AbortController();
+        const res = await fetch(`${s.url}/v1/chat/completions`, { method: 'POST', signal: ac.signal,
+            headers: { authorization: `Bearer ${tpd}`, ...JSON_CT },
+            body: JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: `s${i}` }], max_tokens: 200,
+                ignore_eos: true, stream: true }) });
+        if (res.status === 429) break; /* counted already: the limit is reached */
+        assert.equal(res.status, 200);
+        const reader = res.body.getReader();
+        let events = 0, text = '';
+        while (events < 30) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            text += Buffer.from(value).toString();
+            events = (text.match(/^data: /gm) || []).length;
+        }
+        ac.abort(); /* gone before the final chunk */
+        await reader.cancel().catch(() => {});
+    }
+    /* the engine ends the dropped streams and counts what they generated: the prompts alone
+     * (~30 tokens each) stay under 300, with the ~30 generated tokens each they do not. One
+     * call checks it (a poll would spend quota of its own) */
+    await sleep(1000);
+    const last = await api(s, 'POST', '/v1/chat/completions', JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'x' }],
+        max_tokens: 1 }), { authorization: `Bearer ${tpd}`, ...JSON_CT });
+    assert.equal(last.status, 429, `tokens of dropped streams not counted: ${last.text}`);
+    assert.match(last.json().error.message, /tokens per day|token/i);
 });
 
 /* ---- 12. every byte sent as JSON is valid UTF-8 ---------------------------------------- */

@@ -236,6 +236,11 @@ static void test_estimate(void **state)
     assert_int_equal(quota_estimate_jsonl(text, strlen(text), 100), want);
     assert_int_equal(quota_estimate_jsonl("", 0, 100), 0);
     assert_int_equal(quota_estimate_jsonl("not json", 8, 100), 2 + 100);
+    /* issue 27.11: the fields the engine obeys: max_completion_tokens over max_tokens, times n */
+    const char *d = "{\"custom_id\":\"d\",\"body\":{\"max_tokens\":1,\"max_completion_tokens\":1000,\"n\":4}}";
+    assert_int_equal(quota_estimate_jsonl(d, strlen(d), 100), (int64_t)strlen(d) / 4 + 4000);
+    const char *e = "{\"custom_id\":\"e\",\"body\":{\"n\":3}}";
+    assert_int_equal(quota_estimate_jsonl(e, strlen(e), 100), (int64_t)strlen(e) / 4 + 300);
     char path[] = "/tmp/ns-quota-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
