@@ -257,6 +257,45 @@ cJSON *gemini_response_line(const char *key, const struct engine_result *res, co
     return o;
 }
 
+/* OpenAI's names in a message, and the Gemini names the user wrote (issue 27.16): long
+ * identifiers as whole words, short ones ("n", "stop") only where quoted, as the
+ * validators quote them ('n', "stop"), so an English word is never renamed */
+static const struct {
+    const char *openai, *gemini;
+    bool quoted_only;
+} gem_names[] = {
+    {"max_completion_tokens", "maxOutputTokens", false}, {"max_tokens", "maxOutputTokens", false},
+    {"custom_id", "key", false},  {"top_p", "topP", false}, {"top_k", "topK", false},
+    {"messages", "contents", true}, {"stop", "stopSequences", true}, {"n", "candidateCount", true},
+};
+
+static bool gem_ident(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'; }
+static bool gem_quote(char c) { return c == '\'' || c == '"' || c == '`'; }
+
+void gemini_rename_params(const char *in, char *out, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; in[i] && o + 1 < n;) {
+        bool done = false;
+        for (size_t k = 0; k < sizeof(gem_names) / sizeof(gem_names[0]) && !done; k++) {
+            size_t l = strlen(gem_names[k].openai);
+            if (strncmp(in + i, gem_names[k].openai, l) != 0)
+                continue;
+            char before = i ? in[i - 1] : ' ', after = in[i + l];
+            bool word = !gem_ident(before) && !gem_ident(after);
+            if (!word || (gem_names[k].quoted_only && !(gem_quote(before) && gem_quote(after))))
+                continue;
+            int w = snprintf(out + o, n - o, "%s", gem_names[k].gemini);
+            o = w < 0 || (size_t)w >= n - o ? n - 1 : o + (size_t)w;
+            i += l;
+            done = true;
+        }
+        if (!done)
+            out[o++] = in[i++];
+    }
+    out[o < n ? o : n - 1] = '\0';
+}
+
 cJSON *gemini_error_line(const char *key, int status, const char *message)
 {
     /* google.rpc.Code for the HTTP status */
@@ -278,6 +317,8 @@ cJSON *gemini_error_line(const char *key, int status, const char *message)
         cJSON_AddNullToObject(o, "key");
     cJSON *s = cJSON_AddObjectToObject(o, "status");
     cJSON_AddNumberToObject(s, "code", code);
-    cJSON_AddStringToObject(s, "message", message);
+    char msg[1024];
+    gemini_rename_params(message, msg, sizeof(msg));
+    cJSON_AddStringToObject(s, "message", msg);
     return o;
 }

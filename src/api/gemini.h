@@ -45,7 +45,11 @@ void gemini_errors_release(struct gemini_errors *e);
 
 /* {"key", "response": {candidates, usageMetadata, modelVersion}} */
 cJSON *gemini_response_line(const char *key, const struct engine_result *res, const char *model);
-/* {"key", "status": {"code", "message"}} for a failed line */
+/* message with the OpenAI parameter names the validators use (custom_id, 'n', 'stop',
+ * max_tokens, ...) replaced by the Gemini names of the fields they came from (key,
+ * candidateCount, stopSequences, maxOutputTokens, ...); cut to fit n */
+void gemini_rename_params(const char *in, char *out, size_t n);
+/* {"key", "status": {"code", "message"}} for a failed line (its message renamed, above) */
 cJSON *gemini_error_line(const char *key, int status, const char *message);
 
 #endif

@@ -380,6 +380,15 @@ static int run_load_gemini(struct run_ctx *c, struct run_opts *o, char *err, siz
         rc = batchfile_add_external_error(c->bf, &o->bfp, ge.v[i].line, ge.v[i].code, ge.v[i].param, ge.v[i].key,
                                           ge.v[i].message);
     batchfile_errors_sort(c->bf);
+    /* the validators speak OpenAI's names: say the Gemini fields the user wrote */
+    for (size_t i = 0; !rc && i < c->bf->n_errors; i++) {
+        char msg[1024], *m;
+        gemini_rename_params(c->bf->errors[i].message, msg, sizeof(msg));
+        if ((m = strdup(msg))) {
+            free(c->bf->errors[i].message);
+            c->bf->errors[i].message = m;
+        }
+    }
     if (rc)
         snprintf(err, errlen, "out of memory reading the input file");
 out:

@@ -60,3 +60,25 @@ test('gemini input with --skip-invalid: GenerateContentResponse lines and google
     }
     assert.match(errs[2].status.message, /temperature/);
 });
+
+/* issue 27.16: errors name the Gemini fields the user wrote, not the OpenAI ones they ran as */
+test('gemini errors say key, candidateCount, stopSequences (not custom_id, n, stop)', async () => {
+    const input = path.join(dir, 'names.jsonl');
+    const req = (gc) => ({ contents: [{ parts: [{ text: 'x' }] }], generationConfig: { maxOutputTokens: 2, ...gc } });
+    writeJsonl(input, [
+        { key: 'a', request: req({}) },
+        { key: 'a', request: req({}) },
+        { key: 'c', request: req({ candidateCount: 100 }) },
+        { key: 'd', request: req({ stopSequences: ['1', '2', '3', '4', '5', '6', '7', '8'] }) },
+    ]);
+    const out = path.join(dir, 'names-out.jsonl');
+    const r = await runNs(['run', input, '-o', out, '--model', model, '--input-format', 'gemini', '--skip-invalid', '-q']);
+    assert.equal(r.code, 0, describeRun(r));
+    const errs = readJsonl(path.join(dir, 'names-out.errors.jsonl'));
+    const msg = (k) => errs.filter((e) => e.key === k).map((e) => e.status.message).join(' | ');
+    assert.equal(errs.length, 3, JSON.stringify(errs));
+    assert.match(msg('a'), /\bkey\b/);
+    assert.match(msg('c'), /candidateCount/);
+    assert.match(msg('d'), /stopSequences/);
+    for (const e of errs) assert.doesNotMatch(e.status.message, /custom_id|'n'|'stop'/, e.status.message);
+});
