@@ -41,6 +41,12 @@ struct batchfile_params batchfile_default_params(void)
     return p;
 }
 
+uint32_t batchfile_line_seed(const char *custom_id, uint64_t base_seed)
+{
+    uint64_t h = strset_hash(custom_id, strlen(custom_id), base_seed);
+    return (uint32_t)(h ^ (h >> 32));
+}
+
 const char *batchfile_url_path(enum batchfile_url url)
 {
     switch (url) {

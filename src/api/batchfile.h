@@ -108,6 +108,12 @@ size_t *batchfile_prefix_order(const struct batchfile *bf, bool group);
  * {"object":"list","data":[{code,line,message,param}]}; the caller cJSON_Delete()s it. */
 struct cJSON *batchfile_errors_json(const struct batchfile *bf, size_t max);
 
+/* The sampling seed of a line whose body gives none, the one formula `run` (base_seed =
+ * --seed, default 0) and `serve` (base_seed 0) share, so one file samples the same way
+ * through both: the 64-bit strset_hash of custom_id seeded with base_seed, folded to 32
+ * bits. Documented in docs/API.md. */
+uint32_t batchfile_line_seed(const char *custom_id, uint64_t base_seed);
+
 /* "/v1/chat/completions" for BATCHFILE_URL_CHAT, ... */
 const char *batchfile_url_path(enum batchfile_url url);
 

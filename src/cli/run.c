@@ -288,8 +288,7 @@ static int run_pull(void *ud, struct engine_request **out, int max)
             /* a seed per line derived from the run seed and custom_id: the same file, seed
              * and --parallel sample the same way run to run (the batch composition, which
              * a resume or another --parallel changes, can still move float rounding) */
-            uint64_t h = strset_hash(l->custom_id, strlen(l->custom_id), c->o->seed);
-            it->oreq.req.seed = (uint32_t)(h ^ (h >> 32));
+            it->oreq.req.seed = batchfile_line_seed(l->custom_id, c->o->seed);
         }
         it->oreq.req.user = it;
         out[n++] = &it->oreq.req;

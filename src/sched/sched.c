@@ -435,11 +435,9 @@ static struct sched_line *sched_make_line(struct sched *s, struct sched_batch *b
         return NULL;
     }
     if (!sl->oreq.has_seed) {
-        /* reproducible sampling per line without a seed: derived from the custom_id */
-        uint32_t h = 2166136261u;
-        for (const char *c = sl->line.custom_id; *c; c++)
-            h = (h ^ (unsigned char)*c) * 16777619u;
-        sl->oreq.req.seed = h;
+        /* reproducible sampling per line without a seed: derived from the custom_id, as
+         * `nightshift run` derives it with its default --seed 0 */
+        sl->oreq.req.seed = batchfile_line_seed(sl->line.custom_id, 0);
     }
     sl->oreq.req.user = sl;
     return sl;

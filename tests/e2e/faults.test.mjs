@@ -424,3 +424,39 @@ test('27.16 /health and /ready answer probes without a key; "bearer" (any case) 
     assert.equal((await api(s, 'GET', '/v1/files', undefined, { authorization: `bearer ${KEY}` })).status, 200);
     assert.equal((await api(s, 'GET', '/v1/files', undefined, { authorization: `BEARER ${KEY}` })).status, 200);
 });
+
+/* ---- 16. one seed formula for run and serve --------------------------------------------- */
+
+test('27.16 a file without seeds samples the same through run and through the Batch API of serve', { timeout: 120_000 }, async () => {
+    const d = path.join(TMP, 'seed');
+    fs.mkdirSync(d);
+    const lines = [];
+    for (let i = 0; i < 6; i++) lines.push(chatLine(`s-${i}`, `sample ${i}`, { max_tokens: 8, temperature: 1.0, ignore_eos: true }));
+    writeJsonl(path.join(d, 'in.jsonl'), lines);
+    const r = await runNs(['run', path.join(d, 'in.jsonl'), '-o', path.join(d, 'out.jsonl'), '--model', MODEL, '--model-alias', 'tiny',
+        '--parallel', '1', '-q']);
+    assert.equal(r.code, 0, describeRun(r));
+    const viaRun = new Map(readJsonl(path.join(d, 'out.jsonl')).map((l) => [l.custom_id, l.response.body.choices[0].message.content]));
+    const srv = await startServer(['--model', `tiny=${MODEL}`, '--data-dir', path.join(d, 'data'), '--parallel', '1', '--threads', '1']);
+    try {
+        const form = new FormData();
+        form.append('purpose', 'batch');
+        form.append('file', new Blob([fs.readFileSync(path.join(d, 'in.jsonl'))]), 'in.jsonl');
+        const up = await api(srv, 'POST', '/v1/files', form);
+        const cr = await api(srv, 'POST', '/v1/batches', JSON.stringify({ input_file_id: up.json().id, endpoint: '/v1/chat/completions',
+            completion_window: '24h' }), JSON_CT);
+        let b;
+        for (const t0 = Date.now(); ; await sleep(100)) {
+            b = (await api(srv, 'GET', `/v1/batches/${cr.json().id}`)).json();
+            if (b.status === 'completed') break;
+            assert.ok(Date.now() - t0 < 60_000, JSON.stringify(b));
+        }
+        const out = (await api(srv, 'GET', `/v1/files/${b.output_file_id}/content`)).text.trim().split('\n').map((l) => JSON.parse(l));
+        assert.equal(out.length, 6);
+        for (const l of out) assert.equal(l.response.body.choices[0].message.content, viaRun.get(l.custom_id), l.custom_id);
+        /* sampled, not greedy: the lines differ from one another */
+        assert.ok(new Set(viaRun.values()).size > 1);
+    } finally {
+        await killHard(srv);
+    }
+});
