@@ -267,6 +267,7 @@ const char *anthropic_error_type(int status)
     case 429: return "rate_limit_error";
     case 503: return "overloaded_error";
     case 400:
+    case 405:
     case 409:
     case 415: return "invalid_request_error";
     default: return "api_error";

@@ -37,6 +37,7 @@ struct batchfile_params batchfile_default_params(void)
         .served_models = NULL,
         .one_model = false,
         .endpoint = NULL,
+        .name = NULL,
     };
     return p;
 }
@@ -406,32 +407,33 @@ int batchfile_open(const char *path, const struct batchfile_params *p, struct ba
     struct stat st;
     void *map = NULL;
     int rc;
+    const char *name = p->name ? p->name : path;
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot open input file '%s': %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot open input file '%s': %s", name, strerror(errno));
         return NS_ERR_IO;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "input '%s' is not a regular file", path);
+        snprintf(err, errlen, "input '%s' is not a regular file", name);
         close(fd);
         return NS_ERR_INVALID;
     }
     if ((size_t)st.st_size > p->max_bytes) {
-        snprintf(err, errlen, "the input file '%s' is %lld bytes; the limit is %zu (--max-bytes)", path,
+        snprintf(err, errlen, "the input file '%s' is %lld bytes; the limit is %zu (--max-bytes)", name,
                  (long long)st.st_size, p->max_bytes);
         close(fd);
         return NS_ERR_TOO_LARGE;
     }
     if (st.st_size == 0) {
-        snprintf(err, errlen, "the input file '%s' is empty", path);
+        snprintf(err, errlen, "the input file '%s' is empty", name);
         close(fd);
         return NS_ERR_INVALID;
     }
     map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) {
-        snprintf(err, errlen, "cannot map input file '%s': %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot map input file '%s': %s", name, strerror(errno));
         return NS_ERR_IO;
     }
     madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL);

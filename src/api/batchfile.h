@@ -57,6 +57,9 @@ struct batchfile_params {
     const char *served_models; /* for the error message: "a, b, c" */
     bool one_model;          /* every line must name the same model (an OpenAI batch) */
     const char *endpoint;    /* every line's url must be this one; NULL = any supported */
+    const char *name;        /* how whole-file errors name the file; NULL: its path. The
+                                server passes the file id: its paths are not the caller's
+                                business (issue 27.14) */
 };
 
 struct batchfile_params batchfile_default_params(void);

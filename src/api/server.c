@@ -2921,6 +2921,103 @@ static const struct route *route_find(const char *method, const char *url, struc
     return NULL;
 }
 
+/* 405 with Allow, the methods the path takes (RFC 9110 15.5.6), in the error shape of the
+ * API the path belongs to (issue 27.16: OPTIONS, TRACE and unknown methods were 404s) */
+static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, enum err_shape shape, const char *method,
+                                               const char *url)
+{
+    char allow[160] = "";
+    struct route_ctx scratch;
+    memset(&scratch, 0, sizeof(scratch));
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (!route_match(routes[i].pattern, url, &scratch))
+            continue;
+        const char *m[2] = {routes[i].method, strcmp(routes[i].method, "GET") == 0 ? "HEAD" : NULL};
+        for (int k = 0; k < 2 && m[k]; k++) {
+            char tok[16];
+            snprintf(tok, sizeof(tok), "%s,", m[k]);
+            char have[168];
+            snprintf(have, sizeof(have), ",%s", allow);
+            char want[20];
+            snprintf(want, sizeof(want), ",%s", tok);
+            if (!strstr(have, want) && strlen(allow) + strlen(tok) + 1 < sizeof(allow))
+                strcat(allow, tok);
+        }
+    }
+    size_t n = strlen(allow);
+    if (n)
+        allow[n - 1] = '\0';
+    char msg[400];
+    snprintf(msg, sizeof(msg), "Method %.20s is not allowed on %.200s; it takes %s.", method, url, allow);
+    cJSON *body = shape == ERR_ANTHROPIC ? anthropic_error(NS_ERR_METHOD, msg)
+                  : shape == ERR_OLLAMA  ? ollama_error(msg)
+                                         : oai_error_body(NS_ERR_METHOD, msg, NULL, "method_not_allowed");
+    char *text = json_print(body);
+    if (!text)
+        return MHD_NO;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static int ns_hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* MHD's unescaper for paths and query values, but "%00" stays as it is: decoded, it would
+ * end the C string early, and "/v1/files/%00" would be routed as "/v1/files/", the file list
+ * (issue 27.16). Kept literal it is an id like any other that does not exist. */
+static size_t url_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi, lo;
+        if (r[0] == '%' && (hi = ns_hexval(r[1])) >= 0 && (lo = ns_hexval(r[2])) >= 0 && (hi | lo)) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
+/* how many times the request carries header name (repeated Content-Length or
+ * Transfer-Encoding: request smuggling behind a proxy that reads another one) */
+static enum MHD_Result header_count_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    (void)value;
+    struct {
+        const char *name;
+        int n;
+    } *hc = cls;
+    if (strcasecmp(key, hc->name) == 0)
+        hc->n++;
+    return MHD_YES;
+}
+
+static int header_count(struct MHD_Connection *c, const char *name)
+{
+    struct {
+        const char *name;
+        int n;
+    } hc = {name, 0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, header_count_iter, &hc);
+    return hc.n;
+}
+
 static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
                                    const char *content_type, const char *transfer_encoding, const char *data,
                                    uint64_t off, size_t size)
@@ -3049,6 +3146,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
      : oll ? "unauthorized: pass the API key as 'Authorization: Bearer KEY'"                                       \
            : "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.")
     if (!r) {
+        /* Two Content-Lengths (or one beside a Transfer-Encoding) frame the body two ways: a
+         * proxy in front may read the other one and smuggle a request through (RFC 9112
+         * 6.3). Refused on the headers, before any body (issue 27.16). */
+        int ncl = header_count(c, MHD_HTTP_HEADER_CONTENT_LENGTH), nte = header_count(c, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        if (ncl > 1 || (ncl && nte) || nte > 1)
+            return EARLY_ERROR(NS_ERR_INVALID, NULL, "invalid_framing", "%s",
+                               "The request is framed twice (repeated Content-Length, or Content-Length with "
+                               "Transfer-Encoding); send one.");
         /* Decided on the headers (issue 27.7): a request without a valid key is answered 401
          * before one byte of its body is read or stored; MHD then closes the connection
          * instead of reading the body it was not given a chance to consume. */
@@ -3110,8 +3215,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL, "%s", AUTH_MESSAGE);
     if (!rt) {
         if (path_known)
-            return EARLY_ERROR(NS_ERR_NOT_FOUND, NULL, "method_not_allowed", "Method %s is not allowed on %.200s.",
-                               method, url);
+            return send_method_not_allowed(c, ant ? ERR_ANTHROPIC : oll ? ERR_OLLAMA : ERR_OPENAI, method, url);
         return EARLY_ERROR(NS_ERR_NOT_FOUND, NULL, "unknown_url", "Invalid URL (%s %.200s)", method, url);
     }
     if (r->early_status)
@@ -3205,6 +3309,7 @@ int server_start(struct server_params p, struct store *st, const struct store_op
     /* the TLS options end the list early when there is no certificate */
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL, MHD_OPTION_THREAD_POOL_SIZE, pool,
+                              MHD_OPTION_UNESCAPE_CALLBACK, url_unescape, NULL,
                               MHD_OPTION_CONNECTION_TIMEOUT,
                               (unsigned int)600, MHD_OPTION_CONNECTION_LIMIT,
                               (unsigned int)(p.max_connections ? p.max_connections : 4096),

@@ -195,6 +195,7 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
      * Batch may mix models and answers a bad request with an errored result */
     bp.one_model = !messages;
     bp.endpoint = b->endpoint;
+    bp.name = b->input_file_id;
     int rc = batchfile_open(f.path, &bp, &bf, err, sizeof(err));
     if (rc) {
         if (!lines_only)

@@ -640,13 +640,15 @@ static int pg_file_get(struct store *st, const char *id, struct store_file *out)
     return rc;
 }
 
-/* seq of an id for keyset pagination; -1 when unknown (mu held) */
-static int64_t pg_seq_of(struct store *st, const char *table, const char *id)
+/* seq of an id for keyset pagination, among the rows owner may see (NULL: all); -1 when
+ * unknown, as for another project's id (no existence oracle) (mu held) */
+static int64_t pg_seq_of(struct store *st, const char *table, const char *id, const char *owner)
 {
-    char sql[96];
+    char sql[128];
     struct pg_args a = {0};
     pa_text(&a, id);
-    snprintf(sql, sizeof(sql), "SELECT seq FROM %s WHERE id=$1", table);
+    pa_text(&a, owner);
+    snprintf(sql, sizeof(sql), "SELECT seq FROM %s WHERE id=$1 AND ($2::text IS NULL OR owner=$2)", table);
     PGresult *r = pg_q(st, sql, &a);
     int64_t seq = r && PQntuples(r) == 1 ? pg_i64(r, 0, 0) : -1;
     PQclear(r);
@@ -665,7 +667,7 @@ static int pg_file_list(struct store *st, const struct store_list_page *pg, stru
     if (!arr)
         return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
-    int64_t after = pg->after ? pg_seq_of(st, "files", pg->after) : -1;
+    int64_t after = pg->after ? pg_seq_of(st, "files", pg->after, pg->owner) : -1;
     if (pg->after && after < 0) {
         rc = NS_OK;
         goto out;
@@ -803,8 +805,8 @@ static int pg_batch_list(struct store *st, const struct store_list_page *pg, str
     if (!arr)
         return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
-    int64_t after = pg->after ? pg_seq_of(st, "batches", pg->after) : -1;
-    int64_t before = pg->before ? pg_seq_of(st, "batches", pg->before) : -1;
+    int64_t after = pg->after ? pg_seq_of(st, "batches", pg->after, pg->owner) : -1;
+    int64_t before = pg->before ? pg_seq_of(st, "batches", pg->before, pg->owner) : -1;
     if ((pg->after && after < 0) || (pg->before && before < 0)) {
         rc = NS_OK;
         goto out;

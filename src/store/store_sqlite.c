@@ -256,14 +256,19 @@ static int sq_file_get(struct store *st, const char *id, struct store_file *out)
 }
 
 /* seq of an id in a table, for keyset pagination; -1 when unknown */
-static int64_t sq_seq_of(struct store *st, const char *table, const char *id)
+/* seq of an id for keyset pagination, among the rows owner may see (NULL: all); -1 when
+ * unknown: another project's id is a cursor like one that does not exist, so a list
+ * cannot tell which ids exist elsewhere (issue 27.14) */
+static int64_t sq_seq_of(struct store *st, const char *table, const char *id, const char *owner)
 {
-    char sql[96];
+    char sql[128];
     sqlite3_stmt *s = NULL;
     int64_t seq = -1;
-    snprintf(sql, sizeof(sql), "SELECT seq FROM %s WHERE id=?", table);
+    snprintf(sql, sizeof(sql), "SELECT seq FROM %s WHERE id=?1 AND (?2 IS NULL OR owner=?2)", table);
     if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) == SQLITE_OK) {
         sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        if (owner)
+            sqlite3_bind_text(s, 2, owner, -1, SQLITE_STATIC);
         if (sqlite3_step(s) == SQLITE_ROW)
             seq = sqlite3_column_int64(s, 0);
     }
@@ -283,7 +288,7 @@ static int sq_file_list(struct store *st, const struct store_list_page *pg, stru
     if (!arr)
         return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
-    int64_t after = pg->after ? sq_seq_of(st, "files", pg->after) : -1;
+    int64_t after = pg->after ? sq_seq_of(st, "files", pg->after, pg->owner) : -1;
     char sql[512];
     snprintf(sql, sizeof(sql),
              "SELECT " SQ_FILE_COLS " FROM files WHERE (?1 IS NULL OR owner=?1) AND (?2 IS NULL OR purpose=?2) "
@@ -442,8 +447,8 @@ static int sq_batch_list(struct store *st, const struct store_list_page *pg, str
     if (!arr)
         return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
-    int64_t after = pg->after ? sq_seq_of(st, "batches", pg->after) : -1;
-    int64_t before = pg->before ? sq_seq_of(st, "batches", pg->before) : -1;
+    int64_t after = pg->after ? sq_seq_of(st, "batches", pg->after, pg->owner) : -1;
+    int64_t before = pg->before ? sq_seq_of(st, "batches", pg->before, pg->owner) : -1;
     char sql[1024];
     /* newest first; `after` continues towards older ones, `before` towards newer ones
      * (then read oldest first from the cursor and reversed below) */

@@ -35,6 +35,7 @@ static const struct {
      * "requests" or "tokens" (the kind of limit), code rate_limit_exceeded */
     [NS_ERR_QUOTA_REQUESTS]  = {429, "requests", "rate_limit_exceeded", "quota_requests"},
     [NS_ERR_QUOTA_TOKENS]    = {429, "tokens", "rate_limit_exceeded", "quota_tokens"},
+    [NS_ERR_METHOD]          = {405, "invalid_request_error", "method_not_allowed", "method"},
 };
 
 static int status_ok_index(int st)

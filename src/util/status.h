@@ -33,6 +33,7 @@ enum ns_status {
     NS_ERR_UPSTREAM,         /* 502 server_error: an upstream backend failed (after retries) */
     NS_ERR_QUOTA_REQUESTS,   /* 429 a key's requests-per-minute limit (api/quota.h) */
     NS_ERR_QUOTA_TOKENS,     /* 429 a key's tokens-per-day or enqueued batch tokens limit */
+    NS_ERR_METHOD,           /* 405 a path that exists, with a method it does not take */
     NS_STATUS_COUNT_
 };
 

@@ -395,6 +395,49 @@ test('27.14 the data dir, the database and stored files are owner-only whatever 
     }
 });
 
+/* ---- 14. no paths, no existence oracle ------------------------------------------------------ */
+
+test('27.14 an empty input file fails its batch without the server\'s paths; another project\'s id as a cursor is an unknown one', async () => {
+    const form = new FormData();
+    form.append('purpose', 'batch');
+    form.append('file', new Blob(['']), 'empty.jsonl');
+    const up = await api(s, 'POST', '/v1/files', form, auth());
+    assert.equal(up.status, 200, up.text);
+    {
+        const cr = await api(s, 'POST', '/v1/batches', JSON.stringify({ input_file_id: up.json().id, endpoint: '/v1/chat/completions',
+            completion_window: '24h' }), auth(JSON_CT));
+        let text = cr.text;
+        if (cr.status === 200) {
+            for (const t0 = Date.now(); ; await sleep(100)) {
+                const b = await api(s, 'GET', `/v1/batches/${cr.json().id}`, undefined, auth());
+                text = b.text;
+                if (b.json().status === 'failed') break;
+                assert.ok(Date.now() - t0 < 30_000, text);
+            }
+        }
+        assert.doesNotMatch(text, new RegExp(DATA.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), text);
+        assert.doesNotMatch(text, /\/files\//, text);
+    }
+    /* two projects: alice's file id as bob's cursor answers as an unknown id does (bob's
+     * files are older than alice's: with her id resolved, they would be the next page) */
+    const alice = createKey('alice27'), bob = createKey('bob27');
+    for (let i = 0; i < 2; i++) {
+        const fb = new FormData();
+        fb.append('purpose', 'batch');
+        fb.append('file', new Blob([JSON.stringify(chatLine('b', 'x')) + '\n']), `b${i}.jsonl`);
+        assert.equal((await api(s, 'POST', '/v1/files', fb, { authorization: `Bearer ${bob}` })).status, 200);
+    }
+    const fa = new FormData();
+    fa.append('purpose', 'batch');
+    fa.append('file', new Blob([JSON.stringify(chatLine('a', 'x')) + '\n']), 'a.jsonl');
+    const aid = (await api(s, 'POST', '/v1/files', fa, { authorization: `Bearer ${alice}` })).json().id;
+    const asBob = (q) => api(s, 'GET', `/v1/files?${q}`, undefined, { authorization: `Bearer ${bob}` });
+    const viaAlice = (await asBob(`after=${aid}`)).json();
+    const viaNone = (await asBob('after=file-doesnotexist000000000000')).json();
+    assert.deepEqual(viaAlice.data, viaNone.data);
+    assert.equal(viaAlice.has_more, viaNone.has_more);
+});
+
 /* ---- 15. one run per checkpoint -------------------------------------------------------- */
 
 test('27.15 a second run on the same -o is refused at once, naming the process that holds it', { timeout: 120_000 }, async () => {
@@ -423,6 +466,26 @@ test('27.16 /health and /ready answer probes without a key; "bearer" (any case) 
     assert.equal((await api(s, 'GET', '/v1/files')).status, 401);
     assert.equal((await api(s, 'GET', '/v1/files', undefined, { authorization: `bearer ${KEY}` })).status, 200);
     assert.equal((await api(s, 'GET', '/v1/files', undefined, { authorization: `BEARER ${KEY}` })).status, 200);
+});
+
+test('27.16 405 with Allow for a known path; /v1/files/%00 is not the file list; a request framed twice is refused', async () => {
+    for (const m of ['OPTIONS', 'TRACE', 'PATCH']) {
+        const r = await fetch(`${s.url}/v1/files`, { method: m, headers: auth() }).catch((e) => e);
+        if (r instanceof Error) continue; /* fetch refuses to send TRACE */
+        assert.equal(r.status, 405, `${m}: ${r.status}`);
+        assert.equal(r.headers.get('allow'), 'POST,GET,HEAD');
+        assert.equal((await r.json()).error.code, 'method_not_allowed');
+    }
+    const trace = await headOnly(`TRACE /v1/batches HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${KEY}\r\n\r\n`);
+    assert.match(trace, /^HTTP\/1\.1 405/);
+    assert.match(trace, /\r\nAllow: POST,GET,HEAD\r\n/i);
+    const nul = await api(s, 'GET', '/v1/files/%00', undefined, auth());
+    assert.equal(nul.status, 404, nul.text);
+    assert.equal(nul.json().object, undefined, 'the file list answered');
+    const twice = await headOnly(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${KEY}\r\n` +
+        'Content-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}');
+    assert.match(twice, /^HTTP\/1\.1 400/, twice.slice(0, 200));
+    assert.match(twice, /framed twice/);
 });
 
 /* ---- 16. one seed formula for run and serve --------------------------------------------- */
