@@ -14,6 +14,7 @@
 #include "../util/jsonscan.h"
 #include "anthropic.h"
 #include "dashboard.h"
+#include "httpguard.h"
 #include "keycache.h"
 #include "oai.h"
 #include "ollama.h"
@@ -50,6 +51,7 @@ struct server {
     struct batchmgr *bm;
     struct quota *quota;         /* per-key limits (quota.h) */
     struct keycache *keys;       /* API keys read from the store, for a moment (keycache.h) */
+    struct httpguard *guard;     /* Host, Origin, slow heads (httpguard.h) */
     struct MHD_Daemon *mhd;
     int port;
     atomic_bool draining;        /* server_drain(): new requests get 503 */
@@ -85,6 +87,9 @@ struct server_params server_default_params(void)
         .max_body = 16u << 20,
         .max_file = 200u * 1000u * 1000u,
         .message_batch_retention = 29 * 86400,
+        .header_timeout = 10,
+        .idle_timeout = 60,
+        .min_body_rate = 1024,
     };
     return p;
 }
@@ -112,6 +117,8 @@ struct job;
 
 struct req {
     struct server *srv;
+    double t_start;             /* when its head came in (monotonic s): the body's rate */
+    uint64_t body_bytes;
     bool counted;               /* in srv->inflight */
     bool started;
     int early_status;           /* set while reading the body: answer with this */
@@ -175,7 +182,7 @@ static enum MHD_Result send_text_retry(struct MHD_Connection *c, unsigned code, 
         snprintf(v, sizeof(v), "%lld", (long long)retry_after);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, v);
     }
-    enum MHD_Result ret = MHD_queue_response(c, code, resp);
+    enum MHD_Result ret = httpguard_queue(c, code, resp);
     MHD_destroy_response(resp);
     return ret;
 }
@@ -192,7 +199,7 @@ static enum MHD_Result send_bytes(struct MHD_Connection *c, unsigned code, const
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    enum MHD_Result ret = MHD_queue_response(c, code, resp);
+    enum MHD_Result ret = httpguard_queue(c, code, resp);
     MHD_destroy_response(resp);
     return ret;
 }
@@ -1056,7 +1063,7 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         }
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ollama ? "application/x-ndjson" : "text/event-stream");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-        enum MHD_Result ret = MHD_queue_response(x->c, 200, resp);
+        enum MHD_Result ret = httpguard_queue(x->c, 200, resp);
         MHD_destroy_response(resp);
         return ret;
     }
@@ -1445,7 +1452,7 @@ static enum MHD_Result h_file_content(struct route_ctx *x)
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-    enum MHD_Result ret = MHD_queue_response(x->c, 200, resp);
+    enum MHD_Result ret = httpguard_queue(x->c, 200, resp);
     MHD_destroy_response(resp);
     return ret;
 }
@@ -2736,7 +2743,7 @@ static enum MHD_Result send_asset(struct MHD_Connection *c, const struct dashboa
         return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->type);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    enum MHD_Result ret = httpguard_queue(c, 200, r);
     MHD_destroy_response(r);
     return ret;
 }
@@ -2962,7 +2969,7 @@ static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, enum er
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+    enum MHD_Result ret = httpguard_queue(c, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
     MHD_destroy_response(resp);
     return ret;
 }
@@ -3146,6 +3153,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
      : oll ? "unauthorized: pass the API key as 'Authorization: Bearer KEY'"                                       \
            : "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.")
     if (!r) {
+        /* Host, Origin, CORS preflight (httpguard.h): before the key, since a browser's
+         * preflight carries none */
+        enum MHD_Result pre;
+        if (httpguard_preflight(c, method, &pre))
+            return pre;
+        char gmsg[300];
+        int grc = httpguard_check(c, gmsg, sizeof(gmsg));
+        if (grc)
+            return EARLY_ERROR(grc, NULL, NULL, "%s", gmsg);
         /* Two Content-Lengths (or one beside a Transfer-Encoding) frame the body two ways: a
          * proxy in front may read the other one and smuggle a request through (RFC 9112
          * 6.3). Refused on the headers, before any body (issue 27.16). */
@@ -3163,6 +3179,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!r)
             return MHD_NO;
         r->srv = s;
+        r->t_start = wall_now();
         /* Message Batches carry their requests inline: up to 256 MB, as at Anthropic */
         buf_init(&r->body, rt && rt->fn == h_ant_batch_create ? ANT_MAX_BYTES : s->p.max_body);
         *con_cls = r;
@@ -3194,6 +3211,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     /* body pieces */
     if (*upload_data_size) {
+        /* a body trickled in to hold the connection (slowloris): once 10 s old it must
+         * average min_body_rate; below that the connection is closed (issue 27.8) */
+        r->body_bytes += *upload_data_size;
+        double age = wall_now() - r->t_start;
+        if (s->p.min_body_rate && age > 10 && (double)r->body_bytes < age * s->p.min_body_rate) {
+            log_event(LOG_WARN, NULL, NULL, "closed a connection whose body came at %.0f bytes/s (below %u)",
+                      (double)r->body_bytes / age, s->p.min_body_rate);
+            return MHD_NO;
+        }
         if (!r->early_status) {
             if (r->up && r->up->pp) {
                 if (MHD_post_process(r->up->pp, upload_data, *upload_data_size) != MHD_YES && !r->early_status) {
@@ -3220,10 +3246,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (r->early_status)
         return EARLY_ERROR(r->early_status, NULL, NULL, "%s", r->early_msg);
-    /* Ollama reads any body as JSON: its documented calls are `curl -d`, form-encoded */
-    if (rt->body == BODY_JSON && r->body.len && !oll &&
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE) &&
-        !content_type_is(c, "application/json"))
+    /* JSON routes take application/json only (issue 27.10): without it, or as text/plain, a
+     * body is a CORS "simple" request a web page can send without a preflight. Ollama reads
+     * any body as JSON (its documented calls are `curl -d`, form-encoded); a page cannot
+     * reach it either: browsers send Origin, which httpguard refuses unless listed. */
+    if (rt->body == BODY_JSON && r->body.len && !oll && !content_type_is(c, "application/json"))
         return EARLY_ERROR(NS_ERR_MEDIA_TYPE, NULL, NULL, "The request body must be application/json.");
     /* JSON is UTF-8 (RFC 8259); cJSON would pass other bytes through to the engine and
      * the store, so they are refused here, once, for every JSON route */
@@ -3307,12 +3334,26 @@ int server_start(struct server_params p, struct store *st, const struct store_op
                          MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0);
     unsigned int pool = p.http_threads > 0 ? (unsigned)p.http_threads : (unsigned)server_default_threads();
     /* the TLS options end the list early when there is no certificate */
+    struct httpguard_params gp = httpguard_default_params();
+    gp.allowed_hosts = p.allowed_hosts;
+    gp.cors_origins = p.cors_origins;
+    gp.header_timeout = p.header_timeout;
+    if (!(s->guard = httpguard_start(gp))) {
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
+    unsigned max_conn = p.max_connections ? p.max_connections : 4096;
+    /* one address may hold a quarter of the connections: a slow or hostile client cannot
+     * take them all (behind a proxy every client is one address: raise it there) */
+    unsigned per_ip = p.max_per_ip ? p.max_per_ip : max_conn / 4 > 16 ? max_conn / 4 : 16;
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, req_completed, NULL, MHD_OPTION_THREAD_POOL_SIZE, pool,
                               MHD_OPTION_UNESCAPE_CALLBACK, url_unescape, NULL,
+                              MHD_OPTION_NOTIFY_CONNECTION, httpguard_notify, s->guard,
+                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
                               MHD_OPTION_CONNECTION_TIMEOUT,
-                              (unsigned int)600, MHD_OPTION_CONNECTION_LIMIT,
-                              (unsigned int)(p.max_connections ? p.max_connections : 4096),
+                              (unsigned int)(p.idle_timeout ? p.idle_timeout : 60), MHD_OPTION_CONNECTION_LIMIT,
+                              max_conn,
                               tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, p.tls_key, MHD_OPTION_HTTPS_MEM_CERT,
                               p.tls_cert, MHD_OPTION_END);
     if (!s->mhd) {
@@ -3337,6 +3378,7 @@ int server_start(struct server_params p, struct store *st, const struct store_op
 out:
     if (rc == NS_ERR_NOMEM)
         snprintf(err, errlen, "out of memory");
+    httpguard_stop(s->guard);
     keycache_free(s->keys);
     quota_free(s->quota);
     free(s->data_dir);
@@ -3363,6 +3405,7 @@ void server_stop(struct server *s)
     if (!s)
         return;
     MHD_stop_daemon(s->mhd);
+    httpguard_stop(s->guard);
     if (s->sampler_started) {
         pthread_mutex_lock(&s->smu);
         s->sampler_stop = true;

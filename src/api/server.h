@@ -62,6 +62,14 @@ struct server_params {
                                     GnuTLS; both NULL = plain HTTP */
     struct quota_limits quota_default; /* limits of non-admin keys that set none of their own
                                     (quota.h; 0 = unlimited, the default) */
+    /* guards (httpguard.h, issue 27.8 and 27.10) */
+    const char *allowed_hosts;   /* Host names served besides IP literals and localhost
+                                    (comma-separated; ".suffix", "*"); NULL none */
+    const char *cors_origins;    /* origins allowed cross-origin (comma-separated, "*"); NULL: off */
+    unsigned max_per_ip;         /* connections from one address; 0 = max_connections / 4, at least 16 */
+    unsigned header_timeout;     /* seconds a new connection has to send a request head; default 10 */
+    unsigned idle_timeout;       /* seconds of silence before a connection is closed; default 60 */
+    unsigned min_body_rate;      /* bytes/s a request body must average once 10 s old; default 1024; 0 off */
 };
 struct server_params server_default_params(void);
 

@@ -90,6 +90,16 @@ static void serve_usage(FILE *f)
           "      --max-connections N  HTTP connections at once (default 4096; more wait in the listen\n"
           "                           queue); bounded by the descriptor limit\n"
           "      --http-threads N     threads serving HTTP, event-driven (default: one per CPU, 4 to 64)\n"
+          "      --allowed-host NAME  a Host name the server answers to besides IP addresses and localhost\n"
+          "                           (a guard against DNS rebinding; '.example.com' for a domain, '*' any;\n"
+          "                           repeatable)\n"
+          "      --cors-origin ORIGIN let web pages from ORIGIN (https://app.example.com, or '*') call the\n"
+          "                           API: CORS headers and preflights; other origins get 403 (repeatable)\n"
+          "      --max-connections-per-ip N  connections from one address (default a quarter of\n"
+          "                           --max-connections, at least 16; raise it behind a proxy)\n"
+          "      --header-timeout S   seconds a new connection has to send its request head (default 10)\n"
+          "      --idle-timeout S     seconds of silence before a connection is closed (default 60)\n"
+          "      --min-body-rate B    bytes/s a request body must average once 10 s old (default 1024; 0 off)\n"
           "      --max-body SIZE      largest JSON request body (default 16MB)\n"
           "      --max-file-size SIZE largest upload (default 200MB)\n"
           "      --max-lines N        most requests per batch (default 50000)\n"
@@ -115,9 +125,11 @@ struct serve_model {
     const struct backend_conf *conf; /* from --config; NULL: local, from --model */
 };
 
+#define SERVE_LIST_MAX 2048 /* --allowed-host / --cors-origin values, comma-joined */
+
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
        O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN,
-       O_EMBED, O_POOL, O_HTHREADS };
+       O_EMBED, O_POOL, O_HTHREADS, O_AHOST, O_CORS, O_PERIP, O_HDRTO, O_IDLETO, O_MINRATE };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -129,6 +141,9 @@ static const struct option serve_opts[] = {
     {"quota-batch-queue-tokens", required_argument, 0, O_QBQT},
     {"max-connections", required_argument, 0, O_MAXCONN},
     {"http-threads", required_argument, 0, O_HTHREADS},
+    {"allowed-host", required_argument, 0, O_AHOST}, {"cors-origin", required_argument, 0, O_CORS},
+    {"max-connections-per-ip", required_argument, 0, O_PERIP}, {"header-timeout", required_argument, 0, O_HDRTO},
+    {"idle-timeout", required_argument, 0, O_IDLETO}, {"min-body-rate", required_argument, 0, O_MINRATE},
     {"tls-cert", required_argument, 0, O_TLSCERT}, {"tls-key", required_argument, 0, O_TLSKEY},
     {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
     {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
@@ -442,6 +457,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     int win_start = -1, win_end = -1;
     bool off_idle = true;
     struct server_params sp = server_default_params();
+    static char hosts_list[SERVE_LIST_MAX], cors_list[SERVE_LIST_MAX];
     const char *tls_cert_path = NULL, *tls_key_path = NULL;
     char *tls_cert = NULL, *tls_key = NULL;
     struct batchmgr_params bp = batchmgr_default_params();
@@ -515,6 +531,27 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
                 return cli_fail("--max-connections must be an integer from 1 to 1000000, not '%s'", optarg);
             sp.max_connections = (unsigned)v;
             break;
+        case O_AHOST:
+        case O_CORS: {
+            char *list = ch == O_AHOST ? hosts_list : cors_list;
+            size_t have = strlen(list);
+            if (have + strlen(optarg) + 2 > SERVE_LIST_MAX)
+                return cli_fail("too many --%s values", ch == O_AHOST ? "allowed-host" : "cors-origin");
+            snprintf(list + have, SERVE_LIST_MAX - have, "%s%s", have ? "," : "", optarg);
+            break;
+        }
+        case O_PERIP:
+        case O_HDRTO:
+        case O_IDLETO:
+        case O_MINRATE: {
+            static const char *const names[] = {"max-connections-per-ip", "header-timeout", "idle-timeout", "min-body-rate"};
+            int lo = ch == O_PERIP || ch == O_IDLETO ? 1 : 0;
+            if (num_parse_long(optarg, lo, 100000000, &v))
+                return cli_fail("--%s must be an integer from %d, not '%s'", names[ch - O_PERIP], lo, optarg);
+            *(ch == O_PERIP ? &sp.max_per_ip : ch == O_HDRTO ? &sp.header_timeout : ch == O_IDLETO ? &sp.idle_timeout : &sp.min_body_rate) =
+                (unsigned)v;
+            break;
+        }
         case O_HTHREADS:
             if (num_parse_long(optarg, 1, 1024, &v))
                 return cli_fail("--http-threads must be an integer from 1 to 1024, not '%s'", optarg);
@@ -611,6 +648,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     sp.port = (int)v;
     sp.data_dir = data_dir;
     bp.data_dir = data_dir;
+    sp.allowed_hosts = hosts_list[0] ? hosts_list : NULL;
+    sp.cors_origins = cors_list[0] ? cors_list : NULL;
     if (!tls_cert_path != !tls_key_path)
         return cli_fail("--tls-cert and --tls-key go together (a PEM certificate and its PEM private key)");
     bool loopback = strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;

@@ -36,6 +36,7 @@ static const struct {
     [NS_ERR_QUOTA_REQUESTS]  = {429, "requests", "rate_limit_exceeded", "quota_requests"},
     [NS_ERR_QUOTA_TOKENS]    = {429, "tokens", "rate_limit_exceeded", "quota_tokens"},
     [NS_ERR_METHOD]          = {405, "invalid_request_error", "method_not_allowed", "method"},
+    [NS_ERR_FORBIDDEN]       = {403, "invalid_request_error", "forbidden", "forbidden"},
 };
 
 static int status_ok_index(int st)

@@ -65,7 +65,7 @@ const uploadTemps = () => fs.readdirSync(path.join(dataDir, 'files')).filter((f)
 
 test('truncated uploads: a client gone mid-body leaves nothing; an unterminated multipart is refused', async () => {
     const b = '----nsboundary';
-    const head = (len) => `POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=${b}\r\n` +
+    const head = (len) => `POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=${b}\r\n` +
         `Content-Length: ${len}\r\nConnection: close\r\n\r\n`;
     const part = `--${b}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n` +
         `--${b}\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\nContent-Type: application/octet-stream\r\n\r\n` +
@@ -188,7 +188,7 @@ test('unknown fields: 400 naming the field', async () => {
 
 /* GET over a raw socket: fetch() would resolve "..", and the server must see it as sent */
 async function rawGet(p) {
-    const ans = await raw(`GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    const ans = await raw(`GET ${p} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
     const status = Number(/^HTTP\/1\.1 (\d+)/.exec(ans)?.[1]);
     const text = ans.slice(ans.indexOf('\r\n\r\n') + 4);
     return { status, text, json: () => JSON.parse(text) };

@@ -268,6 +268,105 @@ test('27.7 an unauthenticated request is answered 401 on its headers: no body re
     /* the same head with the key would wait for its body: the refusal came from the head alone */
 });
 
+/* ---- 8. slow clients cannot starve the others ---------------------------------------------- */
+
+/* raw request bytes (the head as given), the answer as text; localAddress picks the source */
+function rawRequest(url, text, { localAddress, ms = 5000 } = {}) {
+    const { port } = new URL(url);
+    return new Promise((resolve) => {
+        const sock = net.connect({ port: Number(port), host: '127.0.0.1', localAddress });
+        let got = '';
+        const timer = setTimeout(() => sock.destroy(), ms);
+        sock.on('connect', () => sock.write(text));
+        sock.on('data', (d) => (got += d.toString('latin1')));
+        sock.on('error', () => {});
+        sock.on('close', () => {
+            clearTimeout(timer);
+            resolve(got);
+        });
+    });
+}
+
+test('27.8 a bounded slowloris (70 trickling sockets, one address) while normal requests keep answering', { timeout: 120_000 }, async () => {
+    const srv = await startServer(['--model', `tiny=${MODEL}`, '--data-dir', path.join(TMP, 'slow'), '--threads', '1',
+        '--api-key', KEY, '--max-connections', '60', '--header-timeout', '2']);
+    const { port } = new URL(srv.url);
+    const attackers = [];
+    let closedEarly = 0, closedLate = 0;
+    const t0 = Date.now();
+    for (let i = 0; i < 70; i++) {
+        const sock = net.connect({ port: Number(port), host: '127.0.0.1', localAddress: '127.0.0.2' });
+        sock.on('error', () => {});
+        sock.on('close', () => (Date.now() - t0 < 1000 ? closedEarly++ : closedLate++));
+        sock.on('connect', () => sock.write('GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n'));
+        attackers.push(sock);
+    }
+    const trickle = setInterval(() => {
+        for (const a of attackers) if (!a.destroyed) a.write(`X-Slow-${Date.now()}: a\r\n`);
+    }, 300);
+    /* normal traffic from another address, as long as the attack lasts */
+    const latencies = [];
+    try {
+        while (Date.now() - t0 < 6000) {
+            const s0 = Date.now();
+            const r = await fetch(`${srv.url}/v1/models`, { headers: auth(), signal: AbortSignal.timeout(10_000) });
+            assert.equal(r.status, 200);
+            await r.text();
+            latencies.push(Date.now() - s0);
+            await sleep(100);
+        }
+    } finally {
+        clearInterval(trickle);
+    }
+    assert.ok(latencies.length >= 10, `only ${latencies.length} normal requests in 6 s`);
+    assert.ok(Math.max(...latencies) < 3000, `a normal request took ${Math.max(...latencies)} ms under the slowloris`);
+    /* the address's cap refused the excess at once; the header deadline closed the rest */
+    assert.ok(closedEarly >= 70 - 16, `${closedEarly} of the 70 refused at once (cap 16 per address)`);
+    assert.equal(closedEarly + closedLate, 70, `${70 - closedEarly - closedLate} trickling sockets still open after 6 s`);
+    for (const a of attackers) a.destroy();
+    await killHard(srv);
+});
+
+/* ---- 10. web pages cannot reach the API ------------------------------------------------------ */
+
+test('27.10 Host is checked (DNS rebinding), JSON routes need application/json, cross-origin calls need --cors-origin', { timeout: 60_000 }, async () => {
+    const head = (host, extra = '') => `GET /v1/files HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${KEY}\r\n${extra}Connection: close\r\n\r\n`;
+    const { port } = new URL(s.url);
+    assert.match(await rawRequest(s.url, head(`evil.example:${port}`)), /^HTTP\/1\.1 403[^]*DNS rebinding/);
+    assert.match(await rawRequest(s.url, head(`localhost:${port}`)), /^HTTP\/1\.1 200/);
+    assert.match(await rawRequest(s.url, head(`127.0.0.1:${port}`)), /^HTTP\/1\.1 200/);
+    assert.match(await rawRequest(s.url, head(`127.0.0.1:${port}`, 'Origin: https://evil.example\r\n')), /^HTTP\/1\.1 403[^]*--cors-origin/);
+    assert.match(await rawRequest(s.url, head(`127.0.0.1:${port}`, `Origin: http://127.0.0.1:${port}\r\n`)), /^HTTP\/1\.1 200/);
+    const body = JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'x' }], max_tokens: 1 });
+    for (const ct of [undefined, 'text/plain', 'application/x-www-form-urlencoded']) {
+        const h = auth(ct ? { 'content-type': ct } : {});
+        const r = await fetch(`${s.url}/v1/chat/completions`, { method: 'POST', body: Buffer.from(body), headers: h });
+        assert.equal(r.status, 415, `content-type ${ct}: ${r.status}`);
+    }
+    /* a server that lets one origin in, under one more name */
+    const srv = await startServer(['--model', `tiny=${MODEL}`, '--data-dir', path.join(TMP, 'cors'), '--threads', '1',
+        '--api-key', KEY, '--cors-origin', 'https://app.example', '--allowed-host', '.corp.example']);
+    try {
+        const pre = await rawRequest(srv.url, 'OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: api.corp.example\r\n' +
+            'Origin: https://app.example\r\nAccess-Control-Request-Method: POST\r\n' +
+            'Access-Control-Request-Headers: authorization, content-type\r\nConnection: close\r\n\r\n');
+        assert.match(pre, /^HTTP\/1\.1 204/, pre);
+        assert.match(pre, /\r\nAccess-Control-Allow-Origin: https:\/\/app\.example\r\n/i);
+        assert.match(pre, /\r\nAccess-Control-Allow-Headers: authorization, content-type\r\n/i);
+        const ok = await rawRequest(srv.url, head('corp.example', 'Origin: https://app.example\r\n'));
+        assert.match(ok, /^HTTP\/1\.1 200/, ok);
+        assert.match(ok, /\r\nAccess-Control-Allow-Origin: https:\/\/app\.example\r\n/i);
+        assert.match(await rawRequest(srv.url, head('other.example', 'Origin: https://app.example\r\n')), /^HTTP\/1\.1 403/);
+        assert.match(await rawRequest(srv.url, head('api.corp.example', 'Origin: https://evil.example\r\n')), /^HTTP\/1\.1 403/);
+        const badPre = await rawRequest(srv.url, 'OPTIONS /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://evil.example\r\n' +
+            'Access-Control-Request-Method: GET\r\nConnection: close\r\n\r\n');
+        assert.match(badPre, /^HTTP\/1\.1 403/);
+        assert.doesNotMatch(badPre, /Access-Control-Allow-Origin/i);
+    } finally {
+        await killHard(srv);
+    }
+});
+
 /* ---- 11. quotas count what the engine does ----------------------------------------------- */
 
 function createKey(name, ...extra) {

@@ -341,7 +341,7 @@ test('curl-style calls: any content type is read as JSON; bad bodies and unknown
         ['POST', '/api/chat', '{"model":', 400, /not valid JSON/],
         ['POST', '/api/chat', '{"model":"tiny","messages":[],"extra":1}', 400, /unknown field "extra"/],
         ['POST', '/api/show', '{}', 400, /^model is required$/],
-        ['GET', '/api/chat', undefined, 404, /not allowed/],
+        ['GET', '/api/chat', undefined, 405, /not allowed/],
         ['GET', '/api/nothing-here', undefined, 404, /Invalid URL/],
     ];
     for (const [method, p, body, status, re] of cases) {

@@ -1,0 +1,310 @@
+/*
+ * httpguard.c — see httpguard.h.
+ */
+#include "httpguard.h"
+
+#include "../util/log.h"
+#include "../util/status.h"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+struct guard_conn {
+    struct httpguard *g;
+    int fd;
+    double deadline;              /* the first head must be in by then (monotonic s) */
+    atomic_bool head_seen;
+    struct guard_conn *prev, *next;
+};
+
+struct httpguard {
+    struct httpguard_params p;
+    char *allowed_hosts, *cors_origins;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct guard_conn *conns;     /* waiting for their first head (mu) */
+    pthread_t reaper;
+    bool reaper_started, stopping;
+    atomic_uint_fast64_t dropped;
+};
+
+static double guard_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+struct httpguard_params httpguard_default_params(void)
+{
+    struct httpguard_params p = {.allowed_hosts = NULL, .cors_origins = NULL, .header_timeout = 10};
+    return p;
+}
+
+/* ---- the header deadline ---------------------------------------------------------------- */
+
+static void guard_unlink(struct httpguard *g, struct guard_conn *k)
+{
+    if (k->prev)
+        k->prev->next = k->next;
+    else if (g->conns == k)
+        g->conns = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    k->prev = k->next = NULL;
+}
+
+static void *guard_reaper(void *arg)
+{
+    struct httpguard *g = arg;
+    pthread_mutex_lock(&g->mu);
+    while (!g->stopping) {
+        double now = guard_now();
+        int n = 0;
+        for (struct guard_conn *k = g->conns, *next; k; k = next) {
+            next = k->next;
+            if (atomic_load(&k->head_seen)) {
+                guard_unlink(g, k); /* in time: no longer watched */
+                continue;
+            }
+            if (now >= k->deadline) {
+                shutdown(k->fd, SHUT_RDWR); /* MHD sees the end and closes it */
+                guard_unlink(g, k);
+                n++;
+            }
+        }
+        if (n) {
+            atomic_fetch_add(&g->dropped, (uint64_t)n);
+            log_event(LOG_WARN, NULL, NULL, "dropped %d connection%s that sent no request head within %u s", n,
+                      n == 1 ? "" : "s", g->p.header_timeout);
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
+static char *guard_dup(const char *s) { return s ? strdup(s) : NULL; }
+
+struct httpguard *httpguard_start(struct httpguard_params p)
+{
+    struct httpguard *g = calloc(1, sizeof(*g));
+    if (!g)
+        return NULL;
+    g->p = p;
+    g->allowed_hosts = guard_dup(p.allowed_hosts);
+    g->cors_origins = guard_dup(p.cors_origins);
+    g->p.allowed_hosts = g->allowed_hosts;
+    g->p.cors_origins = g->cors_origins;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    if ((p.allowed_hosts && !g->allowed_hosts) || (p.cors_origins && !g->cors_origins)) {
+        httpguard_stop(g);
+        return NULL;
+    }
+    if (p.header_timeout)
+        g->reaper_started = pthread_create(&g->reaper, NULL, guard_reaper, g) == 0;
+    return g;
+}
+
+void httpguard_stop(struct httpguard *g)
+{
+    if (!g)
+        return;
+    pthread_mutex_lock(&g->mu);
+    g->stopping = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    if (g->reaper_started)
+        pthread_join(g->reaper, NULL);
+    /* entries left belong to connections MHD closed without notifying (none after a stop) */
+    for (struct guard_conn *k = g->conns, *next; k; k = next) {
+        next = k->next;
+        k->g = NULL;
+    }
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g->allowed_hosts);
+    free(g->cors_origins);
+    free(g);
+}
+
+uint64_t httpguard_dropped(struct httpguard *g) { return g ? atomic_load(&g->dropped) : 0; }
+
+void httpguard_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                      enum MHD_ConnectionNotificationCode toe)
+{
+    struct httpguard *g = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct guard_conn *k = calloc(1, sizeof(*k));
+        *socket_context = k;
+        if (!k)
+            return;
+        k->g = g;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        k->fd = ci ? ci->connect_fd : -1;
+        if (!g->p.header_timeout || k->fd < 0) {
+            atomic_store(&k->head_seen, true);
+            return;
+        }
+        k->deadline = guard_now() + g->p.header_timeout;
+        pthread_mutex_lock(&g->mu);
+        k->next = g->conns;
+        if (g->conns)
+            g->conns->prev = k;
+        g->conns = k;
+        pthread_mutex_unlock(&g->mu);
+        return;
+    }
+    struct guard_conn *k = *socket_context;
+    if (!k)
+        return;
+    pthread_mutex_lock(&g->mu);
+    if (k->prev || g->conns == k)
+        guard_unlink(g, k);
+    pthread_mutex_unlock(&g->mu);
+    free(k);
+    *socket_context = NULL;
+}
+
+static struct guard_conn *guard_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* ---- Host and Origin ---------------------------------------------------------------------- */
+
+/* is name (no port) in the comma-separated list? "*" any, ".example.com" that domain and
+ * below, else equal (case-insensitive) */
+static bool guard_listed(const char *list, const char *name, size_t n)
+{
+    for (const char *e = list; e && *e;) {
+        const char *end = strchr(e, ',');
+        size_t l = end ? (size_t)(end - e) : strlen(e);
+        while (l && *e == ' ')
+            e++, l--;
+        while (l && e[l - 1] == ' ')
+            l--;
+        if (l == 1 && *e == '*')
+            return true;
+        if (l && *e == '.' && n >= l && strncasecmp(name + n - l, e, l) == 0)
+            return true; /* a subdomain */
+        if (l && *e == '.' && n == l - 1 && strncasecmp(name, e + 1, n) == 0)
+            return true; /* the domain itself */
+        if (l == n && strncasecmp(name, e, n) == 0)
+            return true;
+        e = end ? end + 1 : e + l;
+    }
+    return false;
+}
+
+static bool guard_host_ok(const struct httpguard *g, const char *host)
+{
+    if (!host || !*host)
+        return true; /* HTTP/1.0 without Host: nothing a browser sends */
+    char name[256];
+    if (host[0] == '[')
+        return true; /* an IPv6 literal */
+    size_t n = strcspn(host, ":");
+    if (n >= sizeof(name))
+        return false;
+    memcpy(name, host, n);
+    name[n] = '\0';
+    struct in_addr a;
+    if (inet_pton(AF_INET, name, &a) == 1 || strcasecmp(name, "localhost") == 0)
+        return true;
+    return guard_listed(g->p.allowed_hosts, name, n);
+}
+
+/* the origin is the server itself: its host[:port] is the Host header */
+static bool guard_same_origin(const char *origin, const char *host)
+{
+    const char *p = strstr(origin, "://");
+    return p && host && strcasecmp(p + 3, host) == 0;
+}
+
+static bool guard_origin_listed(const struct httpguard *g, const char *origin)
+{
+    return g->p.cors_origins && guard_listed(g->p.cors_origins, origin, strlen(origin));
+}
+
+int httpguard_check(struct MHD_Connection *c, char *msg, size_t n)
+{
+    struct guard_conn *k = guard_of(c);
+    if (!k || !k->g)
+        return NS_OK;
+    atomic_store(&k->head_seen, true);
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    if (!guard_host_ok(k->g, host)) {
+        snprintf(msg, n,
+                 "The Host '%.100s' is not one this server answers to (a guard against DNS rebinding); start it with "
+                 "--allowed-host NAME to serve that name.",
+                 host);
+        return NS_ERR_FORBIDDEN;
+    }
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (origin && !guard_same_origin(origin, host) && !guard_origin_listed(k->g, origin)) {
+        snprintf(msg, n,
+                 "Cross-origin requests from '%.100s' are refused; start the server with --cors-origin %.100s to allow "
+                 "them.",
+                 origin, origin);
+        return NS_ERR_FORBIDDEN;
+    }
+    return NS_OK;
+}
+
+static void guard_cors_headers(struct MHD_Response *resp, const char *origin)
+{
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+    MHD_add_response_header(resp, "Vary", "Origin");
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After, Content-Type");
+}
+
+bool httpguard_preflight(struct MHD_Connection *c, const char *method, enum MHD_Result *ret)
+{
+    struct guard_conn *k = guard_of(c);
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *want = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Method");
+    if (strcmp(method, "OPTIONS") != 0 || !origin || !want || !k || !k->g || !guard_origin_listed(k->g, origin))
+        return false;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        *ret = MHD_NO;
+        return true;
+    }
+    guard_cors_headers(resp, origin);
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+    const char *hdrs = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+    /* the SDKs send their own headers (x-stainless-*, anthropic-version, ...): echo what was
+     * asked, which the origin is trusted with anyway */
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                            hdrs && *hdrs ? hdrs : "authorization, content-type, x-api-key, anthropic-version");
+    MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    *ret = MHD_queue_response(c, MHD_HTTP_NO_CONTENT, resp);
+    MHD_destroy_response(resp);
+    return true;
+}
+
+enum MHD_Result httpguard_queue(struct MHD_Connection *c, unsigned code, struct MHD_Response *resp)
+{
+    struct guard_conn *k = guard_of(c);
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (origin && k && k->g && guard_origin_listed(k->g, origin))
+        guard_cors_headers(resp, origin);
+    return MHD_queue_response(c, code, resp);
+}

@@ -1,0 +1,68 @@
+/*
+ * httpguard.h — what the HTTP server checks of a connection before any handler runs:
+ * that it names a host this server answers to, comes from an origin it may serve, and
+ * sends its request head in time (issue 27.8, 27.10).
+ *
+ * DESIGN
+ * - Host (DNS rebinding, the class of Ollama's CVE-2024-28224): a web page can make a
+ *   browser talk to 127.0.0.1 under a name the attacker controls; the Host header still
+ *   carries that name. Accepted: IP literals, "localhost", and --allowed-host entries
+ *   (a name, ".suffix" for a domain and its subdomains, "*" for any). Else 403.
+ * - Origin: browsers send it on every cross-origin request, SDKs and curl never do. A
+ *   request from an origin other than the server's own is refused (403) unless --cors-origin
+ *   lists it ("*" for any); listed origins get CORS headers on every answer and their
+ *   preflights (OPTIONS with Access-Control-Request-Method) are answered 204. Off by
+ *   default: no origin is listed.
+ * - Slow clients: a new connection must deliver its first request head within
+ *   header_timeout seconds (a slowloris trickles headers forever while MHD's idle timeout
+ *   sees progress). A reaper thread shuts down the sockets that did not; MHD then closes
+ *   them as any dropped connection. Later requests on a kept-alive connection are left to
+ *   the idle timeout. The per-address cap and the idle timeout are MHD options (server.c).
+ *
+ * THREADS: the notify callback runs on MHD's threads, the reaper on its own; one mutex
+ * guards the list of connections. MHD calls MHD_CONNECTION_NOTIFY_CLOSED before it closes
+ * the socket, and the reaper shuts a socket down only under the mutex while its entry is
+ * listed, so it never touches a descriptor that was reused.
+ */
+#ifndef NS_API_HTTPGUARD_H
+#define NS_API_HTTPGUARD_H
+
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct httpguard;
+
+struct httpguard_params {
+    const char *allowed_hosts;   /* comma-separated; NULL: IP literals and localhost only */
+    const char *cors_origins;    /* comma-separated; NULL: no cross-origin request */
+    unsigned header_timeout;     /* seconds for a new connection's first head; 0: no limit */
+};
+
+struct httpguard_params httpguard_default_params(void); /* header_timeout 10 */
+
+/* NULL when out of memory; the strings in p are copied */
+struct httpguard *httpguard_start(struct httpguard_params p);
+/* after MHD_stop_daemon (no more notifications) */
+void httpguard_stop(struct httpguard *g);
+
+/* MHD_OPTION_NOTIFY_CONNECTION's callback; cls is the guard */
+void httpguard_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                      enum MHD_ConnectionNotificationCode toe);
+
+/* The first call of a request (its head is in): marks it, then checks Host and Origin.
+ * 0 ok; else an NS_ERR_* status and msg saying what to do (403 NS_ERR_FORBIDDEN). */
+int httpguard_check(struct MHD_Connection *c, char *msg, size_t n);
+
+/* A CORS preflight from a listed origin: answered here (204 with the Access-Control-*
+ * headers), *ret set, true. False: not a preflight (or not allowed: the caller answers). */
+bool httpguard_preflight(struct MHD_Connection *c, const char *method, enum MHD_Result *ret);
+
+/* MHD_queue_response with the CORS headers added when the request's origin is listed */
+enum MHD_Result httpguard_queue(struct MHD_Connection *c, unsigned code, struct MHD_Response *resp);
+
+/* connections dropped for a slow head since the start (for /metrics) */
+uint64_t httpguard_dropped(struct httpguard *g);
+
+#endif
