@@ -25,6 +25,7 @@ struct keycache {
     pthread_mutex_t mu;
     double count_expires;       /* the cached key count is valid until then */
     int64_t count;
+    bool keys_seen;             /* a key count > 0 was seen once: closed for good */
     struct kc_entry slot[KEYCACHE_SLOTS];
 };
 
@@ -106,6 +107,12 @@ bool keycache_keys_none(struct keycache *kc)
 {
     double now = kc_now(kc);
     pthread_mutex_lock(&kc->mu);
+    /* once keys were seen, never open again in this process: rows deleted by hand (or a
+     * store that forgot its mark) must not turn authentication off (issue 27.9) */
+    if (kc->keys_seen) {
+        pthread_mutex_unlock(&kc->mu);
+        return false;
+    }
     if (now < kc->count_expires) {
         bool none = kc->count == 0;
         pthread_mutex_unlock(&kc->mu);
@@ -118,6 +125,7 @@ bool keycache_keys_none(struct keycache *kc)
     pthread_mutex_lock(&kc->mu);
     kc->count = n;
     kc->count_expires = now + kc->p.ttl_s;
+    kc->keys_seen |= n > 0;
     pthread_mutex_unlock(&kc->mu);
     return n == 0;
 }

@@ -41,8 +41,9 @@ void keycache_free(struct keycache *kc);
  * store's error */
 int keycache_key_get(struct keycache *kc, const char *hash_hex, struct store_key *out);
 
-/* whether the store holds no key at all (the server is then open); a store error counts as
- * "has keys" (closed) */
+/* whether the store holds no key and never held one (the server is then open); a store
+ * error counts as "has keys" (closed), and once keys were seen the answer is false for the
+ * life of the cache, whatever the store says later */
 bool keycache_keys_none(struct keycache *kc);
 
 #endif

@@ -131,6 +131,7 @@ struct store_key {
     int64_t rpm;                 /* real-time requests per minute */
     int64_t tokens_per_day;      /* real-time prompt + completion tokens per UTC day */
     int64_t batch_queue_tokens;  /* estimated tokens of unfinished batches */
+    int64_t revoked_at;          /* 0: active; else when `keys revoke` ended it (key_list only) */
 };
 
 struct store_ops {
@@ -213,10 +214,19 @@ struct store_ops {
     int (*files_relocate)(struct store *st, const char *files_dir);
 
     /* API keys by the hex SHA-256 of the key: insert (NS_ERR_CONFLICT when the name is
-     * taken), look up (NS_ERR_NOT_FOUND), count (the server requires a key once any exists) */
+     * taken, by a revoked key too), look up an active one (NS_ERR_NOT_FOUND, also when
+     * revoked), count. A revoked key stays as a row, and key_insert leaves a mark that
+     * outlives even rows deleted by hand, so key_count is > 0 for good once any key was
+     * created: a server never falls back to open mode (issue 27.9). */
     int (*key_insert)(struct store *st, const struct store_key *k, const char *hash_hex);
     int (*key_get)(struct store *st, const char *hash_hex, struct store_key *out);
     int (*key_count)(struct store *st, int64_t *n);
+    /* every key, revoked ones too, oldest first (*out malloc'd, the caller frees it) */
+    int (*key_list)(struct store *st, struct store_key **out, int *n);
+    /* end the active key named name at `at` (NS_ERR_NOT_FOUND: no such active key) */
+    int (*key_revoke)(struct store *st, const char *name, int64_t at);
+    /* give the active key named name a new secret (its SHA-256); the old one stops working */
+    int (*key_rotate)(struct store *st, const char *name, const char *hash_hex);
 
     /* Optional: this process's id among the nodes sharing the store (logs, doctor) */
     int (*node_id)(struct store *st, char *out, size_t n);

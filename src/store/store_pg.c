@@ -54,7 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STORE_PG_VERSION 2
+#define STORE_PG_VERSION 3
 #define PG_CHUNK (1024 * 1024)
 #define PG_MAX_ARGS 24
 
@@ -212,6 +212,10 @@ static const char *const pg_migrations[STORE_PG_VERSION + 1] = {
     /* a key's own limits (api/quota.h); NULL: the server's default */
     [2] = "ALTER TABLE keys ADD COLUMN rpm bigint, ADD COLUMN tokens_per_day bigint,"
           "  ADD COLUMN batch_queue_tokens bigint;",
+    /* revocation, and the mark that keys existed (store.h: key_count) */
+    [3] = "ALTER TABLE keys ADD COLUMN revoked_at bigint NOT NULL DEFAULT 0;"
+          "CREATE TABLE IF NOT EXISTS keys_ever(one integer PRIMARY KEY CHECK(one = 1));"
+          "INSERT INTO keys_ever SELECT 1 FROM keys LIMIT 1 ON CONFLICT DO NOTHING;",
 };
 
 /* Split nightshift's own parameters (node, lease_seconds) off a URI: libpq refuses unknown
@@ -1572,6 +1576,8 @@ static int pg_key_insert(struct store *st, const struct store_key *k, const char
         rc = state && strcmp(state, "23505") == 0 ? NS_ERR_CONFLICT : NS_ERR_IO; /* unique_violation */
     }
     PQclear(r);
+    if (rc == NS_OK && pg_exec(st, "INSERT INTO keys_ever VALUES(1) ON CONFLICT DO NOTHING"))
+        rc = NS_ERR_IO;
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -1584,7 +1590,7 @@ static int pg_key_get(struct store *st, const char *hash_hex, struct store_key *
     pthread_mutex_lock(&st->mu);
     PGresult *r = pg_q(st,
                        "SELECT name,project,admin,created_at,rpm,tokens_per_day,batch_queue_tokens FROM keys "
-                       "WHERE hash=$1",
+                       "WHERE hash=$1 AND revoked_at=0",
                        &a);
     int rc = !r ? NS_ERR_IO : PQntuples(r) == 1 ? NS_OK : NS_ERR_NOT_FOUND;
     if (!rc) {
@@ -1605,13 +1611,76 @@ static int pg_key_count(struct store *st, int64_t *n)
 {
     *n = 0;
     pthread_mutex_lock(&st->mu);
-    PGresult *r = pg_q(st, "SELECT count(*) FROM keys", NULL);
+    PGresult *r = pg_q(st, "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM keys_ever)", NULL);
     int rc = r && PQntuples(r) == 1 ? NS_OK : NS_ERR_IO;
     if (!rc)
         *n = pg_i64(r, 0, 0);
     PQclear(r);
     pthread_mutex_unlock(&st->mu);
     return rc;
+}
+
+static int pg_key_list(struct store *st, struct store_key **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st,
+                       "SELECT name,project,admin,created_at,rpm,tokens_per_day,batch_queue_tokens,revoked_at FROM keys "
+                       "ORDER BY created_at, name",
+                       NULL);
+    pthread_mutex_unlock(&st->mu);
+    if (!r)
+        return NS_ERR_IO;
+    int rows = PQntuples(r);
+    struct store_key *arr = calloc((size_t)(rows ? rows : 1), sizeof(*arr));
+    if (!arr) {
+        PQclear(r);
+        return NS_ERR_NOMEM;
+    }
+    for (int i = 0; i < rows; i++) {
+        struct store_key *k = &arr[i];
+        pg_copy(k->name, sizeof(k->name), r, i, 0);
+        pg_copy(k->project, sizeof(k->project), r, i, 1);
+        k->admin = PQgetvalue(r, i, 2)[0] == 't';
+        k->created_at = pg_i64(r, i, 3);
+        int64_t *lims[3] = {&k->rpm, &k->tokens_per_day, &k->batch_queue_tokens};
+        for (int j = 0; j < 3; j++)
+            *lims[j] = PQgetisnull(r, i, 4 + j) ? -1 : pg_i64(r, i, 4 + j);
+        k->revoked_at = pg_i64(r, i, 7);
+    }
+    PQclear(r);
+    *out = arr;
+    *n = rows;
+    return NS_OK;
+}
+
+/* one UPDATE of the active key named $2: NS_ERR_NOT_FOUND when it changed no row */
+static int pg_key_update(struct store *st, const char *sql, const char *name, const char *value)
+{
+    struct pg_args a = {0};
+    pa_text(&a, value);
+    pa_text(&a, name);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = pg_q(st, sql, &a);
+    pthread_mutex_unlock(&st->mu);
+    if (!r)
+        return NS_ERR_IO;
+    int rc = strcmp(PQcmdTuples(r), "0") == 0 ? NS_ERR_NOT_FOUND : NS_OK;
+    PQclear(r);
+    return rc;
+}
+
+static int pg_key_revoke(struct store *st, const char *name, int64_t at)
+{
+    char v[24];
+    snprintf(v, sizeof(v), "%lld", (long long)(at > 0 ? at : 1));
+    return pg_key_update(st, "UPDATE keys SET revoked_at=$1::bigint WHERE name=$2 AND revoked_at=0", name, v);
+}
+
+static int pg_key_rotate(struct store *st, const char *name, const char *hash_hex)
+{
+    return pg_key_update(st, "UPDATE keys SET hash=$1 WHERE name=$2 AND revoked_at=0", name, hash_hex);
 }
 
 static int pg_node_id(struct store *st, char *out, size_t n)
@@ -1656,5 +1725,8 @@ const struct store_ops store_pg_ops = {
     .key_insert = pg_key_insert,
     .key_get = pg_key_get,
     .key_count = pg_key_count,
+    .key_list = pg_key_list,
+    .key_revoke = pg_key_revoke,
+    .key_rotate = pg_key_rotate,
     .node_id = pg_node_id,
 };

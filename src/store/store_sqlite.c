@@ -24,7 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define STORE_SQLITE_VERSION 5
+#define STORE_SQLITE_VERSION 6
 
 struct store {
     sqlite3 *db;
@@ -140,6 +140,10 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
         [5] = "ALTER TABLE keys ADD COLUMN rpm INTEGER;"
               "ALTER TABLE keys ADD COLUMN tokens_per_day INTEGER;"
               "ALTER TABLE keys ADD COLUMN batch_queue_tokens INTEGER;",
+        /* revocation, and the mark that keys existed (store.h: key_count) */
+        [6] = "ALTER TABLE keys ADD COLUMN revoked_at INTEGER NOT NULL DEFAULT 0;"
+              "CREATE TABLE IF NOT EXISTS keys_ever(one INTEGER PRIMARY KEY CHECK(one = 1));"
+              "INSERT OR IGNORE INTO keys_ever SELECT 1 FROM keys LIMIT 1;",
     };
     bool ok = sq_exec(st, "BEGIN") == NS_OK && (version >= 1 || sq_exec(st, sq_schema) == NS_OK);
     for (int v = version < 1 ? 2 : version + 1; ok && v <= STORE_SQLITE_VERSION; v++)
@@ -1272,6 +1276,8 @@ static int sq_key_insert(struct store *st, const struct store_key *k, const char
                                                : NS_ERR_IO;
     }
     sqlite3_finalize(s);
+    if (rc == NS_OK && sq_exec(st, "INSERT OR IGNORE INTO keys_ever VALUES(1)"))
+        rc = NS_ERR_IO;
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -1283,7 +1289,7 @@ static int sq_key_get(struct store *st, const char *hash_hex, struct store_key *
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&st->mu);
     if (sqlite3_prepare_v2(st->db, "SELECT name,project,admin,created_at,rpm,tokens_per_day,batch_queue_tokens FROM keys "
-                           "WHERE hash=?", -1, &s, NULL) == SQLITE_OK) {
+                           "WHERE hash=? AND revoked_at=0", -1, &s, NULL) == SQLITE_OK) {
         sqlite3_bind_text(s, 1, hash_hex, -1, SQLITE_STATIC);
         int step = sqlite3_step(s);
         if (step == SQLITE_ROW) {
@@ -1310,7 +1316,8 @@ static int sq_key_count(struct store *st, int64_t *n)
     int rc = NS_ERR_IO;
     *n = 0;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM keys", -1, &s, NULL) == SQLITE_OK &&
+    if (sqlite3_prepare_v2(st->db, "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM keys_ever)", -1, &s,
+                           NULL) == SQLITE_OK &&
         sqlite3_step(s) == SQLITE_ROW) {
         *n = sqlite3_column_int64(s, 0);
         rc = NS_OK;
@@ -1318,6 +1325,82 @@ static int sq_key_count(struct store *st, int64_t *n)
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return rc;
+}
+
+static int sq_key_list(struct store *st, struct store_key **out, int *n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO, cap = 0, got = 0;
+    struct store_key *arr = NULL;
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "SELECT name,project,admin,created_at,rpm,tokens_per_day,batch_queue_tokens,revoked_at "
+                                   "FROM keys ORDER BY created_at, name", -1, &s, NULL) != SQLITE_OK)
+        goto out;
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (got == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct store_key *v = realloc(arr, sizeof(*v) * (size_t)cap);
+            if (!v) {
+                rc = NS_ERR_NOMEM;
+                goto out;
+            }
+            arr = v;
+        }
+        struct store_key *k = &arr[got++];
+        memset(k, 0, sizeof(*k));
+        sq_copy(k->name, sizeof(k->name), s, 0);
+        sq_copy(k->project, sizeof(k->project), s, 1);
+        k->admin = sqlite3_column_int(s, 2) != 0;
+        k->created_at = sqlite3_column_int64(s, 3);
+        int64_t *lims[3] = {&k->rpm, &k->tokens_per_day, &k->batch_queue_tokens};
+        for (int i = 0; i < 3; i++)
+            *lims[i] = sqlite3_column_type(s, 4 + i) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 4 + i);
+        k->revoked_at = sqlite3_column_int64(s, 7);
+    }
+    if (step == SQLITE_DONE) {
+        rc = NS_OK;
+        *out = arr;
+        *n = got;
+        arr = NULL;
+    }
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    free(arr);
+    return rc;
+}
+
+/* one UPDATE of the active key named name: NS_ERR_NOT_FOUND when it changed no row */
+static int sq_key_update(struct store *st, const char *sql, const char *name, const char *text, int64_t num)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) == SQLITE_OK) {
+        if (text)
+            sqlite3_bind_text(s, 1, text, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_int64(s, 1, num);
+        sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_DONE)
+            rc = sqlite3_changes(st->db) ? NS_OK : NS_ERR_NOT_FOUND;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_key_revoke(struct store *st, const char *name, int64_t at)
+{
+    return sq_key_update(st, "UPDATE keys SET revoked_at=?1 WHERE name=?2 AND revoked_at=0", name, NULL, at > 0 ? at : 1);
+}
+
+static int sq_key_rotate(struct store *st, const char *name, const char *hash_hex)
+{
+    return sq_key_update(st, "UPDATE keys SET hash=?1 WHERE name=?2 AND revoked_at=0", name, hash_hex, 0);
 }
 
 const struct store_ops store_sqlite_ops = {
@@ -1354,4 +1437,7 @@ const struct store_ops store_sqlite_ops = {
     .key_insert = sq_key_insert,
     .key_get = sq_key_get,
     .key_count = sq_key_count,
+    .key_list = sq_key_list,
+    .key_revoke = sq_key_revoke,
+    .key_rotate = sq_key_rotate,
 };

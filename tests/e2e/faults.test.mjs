@@ -327,6 +327,75 @@ test('27.8 a bounded slowloris (70 trickling sockets, one address) while normal 
     await killHard(srv);
 });
 
+/* ---- 9. keys: list, revoke, rotate; never open again -------------------------------------- */
+
+test('27.9 keys list/revoke/rotate on a running server; once a key existed the server never opens again', { timeout: 120_000 }, async () => {
+    const get = (srv, key) => api(srv, 'GET', '/v1/files', undefined, key ? { authorization: `Bearer ${key}` } : {});
+    const until = async (what, fn) => {
+        for (const t0 = Date.now(); !(await fn()); await sleep(100))
+            assert.ok(Date.now() - t0 < 5000, `${what} did not happen within 5 s`);
+    };
+    const keys = (args, opts = {}) => spawnSync(BIN, ['keys', ...args], { encoding: 'utf8', ...opts });
+    /* revoke and rotate, seen by the running server within seconds */
+    const rev = createKey('rev27'), rot = createKey('rot27');
+    assert.equal((await get(s, rev)).status, 200);
+    assert.equal((await get(s, rot)).status, 200);
+    let r = keys(['revoke', '--name', 'rev27', '--data-dir', DATA]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`revoked key 'rev27' in ${fs.realpathSync(DATA)}/nightshift\\.db`));
+    await until('revocation', async () => (await get(s, rev)).status === 401);
+    r = keys(['rotate', '--name', 'rot27', '--data-dir', DATA]);
+    assert.equal(r.status, 0, r.stderr);
+    const rot2 = r.stdout.trim();
+    assert.match(rot2, /^nsk-/);
+    await until('rotation', async () => (await get(s, rot)).status === 401);
+    assert.equal((await get(s, rot2)).status, 200);
+    r = keys(['list', '--data-dir', DATA]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stdout, /nsk-/, 'a secret in the list');
+    assert.match(r.stdout, /^rev27 .* \d{4}-\d\d-\d\dT[\d:]+Z /m, 'the revoked key is listed with its time');
+    assert.match(r.stdout, /^rot27 .* - +default/m);
+    assert.equal(keys(['revoke', '--name', 'rev27', '--data-dir', DATA]).status, 2, 'revoked twice');
+
+    /* an open server closes on its first key and never opens again: not on revocation, not
+     * on rows deleted by hand, not after a restart; only --no-auth opens it */
+    const dir = path.join(TMP, 'closed');
+    const start = (extra = []) => startServer(['--model', `tiny=${MODEL}`, '--data-dir', dir, '--threads', '1', ...extra]);
+    let srv = await start();
+    try {
+        assert.equal((await get(srv)).status, 200, 'open before any key');
+        r = keys(['create', '--name', 'only', '--data-dir', dir]);
+        assert.equal(r.status, 0, r.stderr);
+        const only = r.stdout.trim();
+        await until('closing', async () => (await get(srv)).status === 401);
+        assert.equal((await get(srv, only)).status, 200);
+        assert.equal(keys(['revoke', '--name', 'only', '--data-dir', dir]).status, 0);
+        await sleep(2500);
+        assert.equal((await get(srv)).status, 401, 'open again after the last key was revoked');
+        spawnSync('sqlite3', [path.join(dir, 'nightshift.db'), 'DELETE FROM keys;']);
+        await sleep(2500);
+        assert.equal((await get(srv)).status, 401, 'open again after the keys were deleted by hand');
+        await killHard(srv);
+        srv = await start();
+        assert.equal((await get(srv)).status, 401, 'open again after a restart');
+        await killHard(srv);
+        srv = await start(['--no-auth']);
+        assert.equal((await get(srv)).status, 200, '--no-auth opens it');
+    } finally {
+        await killHard(srv);
+    }
+
+    /* keys create without --data-dir says which database it wrote, and warns when the
+     * installed service uses another */
+    const cwd = path.join(TMP, 'cwd27');
+    fs.mkdirSync(cwd);
+    fs.writeFileSync(path.join(cwd, 'installed.ini'), '[server]\ndata-dir = /var/lib/nightshift-elsewhere\n');
+    r = keys(['create', '--name', 'here'], { cwd, env: { ...process.env, NIGHTSHIFT_CONFIG: path.join(cwd, 'installed.ini') } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`in ${fs.realpathSync(cwd)}/nightshift-data/nightshift\\.db`));
+    assert.match(r.stderr, /warning: the installed service .* uses the store \/var\/lib\/nightshift-elsewhere\/nightshift\.db, not this one: pass --data-dir \/var\/lib\/nightshift-elsewhere/);
+});
+
 /* ---- 10. web pages cannot reach the API ------------------------------------------------------ */
 
 test('27.10 Host is checked (DNS rebinding), JSON routes need application/json, cross-origin calls need --cors-origin', { timeout: 60_000 }, async () => {
