@@ -1539,35 +1539,6 @@ static int engine_record_logprob(const struct engine *e, struct slot *s, const f
     return rc;
 }
 
-/* Keep s->text valid UTF-8 up to where it may be streamed (issue 27.12): the bytes after
- * s->clean, but for a character still incomplete at the very end (held back until the next
- * piece completes it, as llama-server does), are checked, and each invalid sequence (a
- * random-weight model's byte-fallback tokens, a lead byte the next piece never continues)
- * is replaced by U+FFFD. What was streamed is never rewritten: sent <= clean, and
- * engine_finish()'s sanitize of the whole text leaves this valid prefix as it is. */
-static void slot_text_clean(struct slot *s)
-{
-    size_t len = s->text.len;
-    size_t end = len - utf8_incomplete_tail(s->text.p, len);
-    if (end <= s->clean)
-        return;
-    size_t n = end - s->clean;
-    if (utf8_valid_prefix(s->text.p + s->clean, n) == n) {
-        s->clean = end;
-        return;
-    }
-    char tail[4];
-    size_t nt = len - end; /* 0..3 */
-    memcpy(tail, s->text.p + end, nt);
-    (void)buf_reserve(&s->text, len + 2 * n + 1); /* without the room, invalid bytes become '?' */
-    char *p = s->text.p + s->clean;
-    size_t m = utf8_sanitize(p, n, s->text.cap - 1 - s->clean - nt);
-    memcpy(p + m, tail, nt);
-    s->text.len = s->clean + m + nt;
-    s->text.p[s->text.len] = '\0';
-    s->clean += m;
-}
-
 /* sample the next token for slot s from batch row s->i_out, then decide if it ended */
 static void engine_sample(struct engine *e, const struct engine_source *src, struct slot *s)
 {
@@ -1624,7 +1595,11 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         return;
     }
     if (src->token) {
-        slot_text_clean(s);
+        /* streamed text is valid UTF-8 (issue 27.12): an incomplete character is held back
+         * until the next piece completes it (as llama-server does), an invalid one replaced;
+         * what was sent never changes (sent <= clean), and engine_finish()'s sanitize of
+         * the whole text leaves that prefix as it is */
+        s->clean = utf8_buf_clean(&s->text, s->clean);
         size_t hold = engine_stop_holdback(s);
         size_t upto = s->text.len - hold;
         if (upto > s->clean)

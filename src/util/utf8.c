@@ -3,6 +3,8 @@
  */
 #include "utf8.h"
 
+#include "buf.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,4 +149,27 @@ char *utf8_fix(char *s)
     n = utf8_sanitize(s, n, w ? n * 3 : n);
     s[n] = '\0';
     return s;
+}
+
+size_t utf8_buf_clean(struct buf *b, size_t clean)
+{
+    size_t len = b->len;
+    if (!b->p || clean >= len)
+        return clean;
+    size_t end = len - utf8_incomplete_tail(b->p, len);
+    if (end <= clean)
+        return clean;
+    size_t n = end - clean;
+    if (utf8_valid_prefix(b->p + clean, n) == n)
+        return end;
+    char tail[4];
+    size_t nt = len - end; /* 0..3 */
+    memcpy(tail, b->p + end, nt);
+    (void)buf_reserve(b, len + 2 * n + 1); /* without the room, invalid bytes become '?' */
+    char *p = b->p + clean;
+    size_t m = utf8_sanitize(p, n, b->cap - 1 - clean - nt);
+    memcpy(p + m, tail, nt);
+    b->len = clean + m + nt;
+    b->p[b->len] = '\0';
+    return clean + m;
 }

@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+struct buf;
+
 /* length of the longest valid UTF-8 prefix of s[0..n) (== n when all valid) */
 size_t utf8_valid_prefix(const char *s, size_t n);
 /* bytes at the end of s[0..n) that start a multi-byte character not yet complete
@@ -23,5 +25,11 @@ size_t utf8_sanitize(char *s, size_t n, size_t cap);
  * event, a result line): cJSON copies string bytes as they are, and structure is ASCII,
  * so this makes any printed JSON valid UTF-8 without changing what it means otherwise. */
 char *utf8_fix(char *s);
+/* Streaming text kept valid UTF-8: b's bytes from `clean` on (clean <= b->len, a character
+ * boundary) are checked, but for a character still incomplete at the very end (held back
+ * until the next piece completes it), and each invalid sequence is replaced by U+FFFD in
+ * place ('?' when the buf cannot grow). Returns the new clean offset: b->p[0..it) is valid
+ * UTF-8 and never changes again, so it may be sent. */
+size_t utf8_buf_clean(struct buf *b, size_t clean);
 
 #endif
