@@ -252,6 +252,23 @@ test('27.4 deleting the input file of a running batch: 409 file_in_use; after a 
     assert.equal(del2.status, 200, del2.text);
 });
 
+/* ---- 6. no flag and request combination aborts ----------------------------------------------- */
+
+test('27.6 serve --ctx 1024 -p 4 with 8 concurrent ~130-token prompts: every request answered, the server alive', { timeout: 120_000 }, async () => {
+    const srv = await startServer(['--model', `tiny=${MODEL}`, '--data-dir', path.join(TMP, 'ctx'), '--threads', '1',
+        '--ctx', '1024', '--parallel', '4']);
+    try {
+        const prompt = Array.from({ length: 45 }, (_, i) => `w${i % 37}`).join(' ');
+        const rs = await Promise.all(Array.from({ length: 8 }, (_, i) =>
+            api(srv, 'POST', '/v1/completions', JSON.stringify({ model: 'tiny', prompt: `${i} ${prompt}`, max_tokens: 16 }), JSON_CT)));
+        for (const r of rs) assert.ok([200, 400].includes(r.status), `${r.status} ${r.text}`);
+        assert.ok(rs.some((r) => r.status === 200), rs.map((r) => r.text).join('\n'));
+        assert.equal((await api(srv, 'GET', '/health')).status, 200);
+    } finally {
+        await killHard(srv);
+    }
+});
+
 /* ---- 7. no body before the key -------------------------------------------------------- */
 
 test('27.7 an unauthenticated request is answered 401 on its headers: no body read, no file stored', async () => {
