@@ -14,6 +14,10 @@ case "$kind" in
 esac
 cmake -S . -B "$dir" -DLLAMA_PREFIX="$prefix" -DNS_WERROR=ON "${flags[@]}" >"$dir.configure.log" 2>&1 \
     || { cat "$dir.configure.log"; exit 1; }
-cmake --build "$dir" -j"$(nproc)" 2>&1 | grep -vE '^(\[ *[0-9]+%\]|g?make\[)' || true
+# a failed build fails here, even where an older binary is left from an earlier build
+status=0
+cmake --build "$dir" -j"$(nproc)" >"$dir.build.log" 2>&1 || status=$?
+grep -vE '^(\[ *[0-9]+%\]|g?make\[)' "$dir.build.log" || true
+[ "$status" = 0 ] || { echo "build: the $kind build failed (log: $dir.build.log)" >&2; exit 1; }
 test -x "$dir/nightshift" || { echo "build: $dir/nightshift was not built" >&2; exit 1; }
 echo "build: $dir/nightshift ready"

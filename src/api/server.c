@@ -2954,7 +2954,7 @@ static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, enum er
     size_t n = strlen(allow);
     if (n)
         allow[n - 1] = '\0';
-    char msg[400];
+    char msg[600];
     snprintf(msg, sizeof(msg), "Method %.20s is not allowed on %.200s; it takes %s.", method, url, allow);
     cJSON *body = shape == ERR_ANTHROPIC ? anthropic_error(NS_ERR_METHOD, msg)
                   : shape == ERR_OLLAMA  ? ollama_error(msg)
