@@ -8,14 +8,14 @@
  * stays closed for good: a revoked key is kept as a row, and the store keeps a mark that
  * keys existed (issue 27.9). Runs against the same data dir / --db as the server (SQLite
  * allows both at once); a running server sees a revocation or rotation within its key
- * cache's lifetime (api/keycache.h: 2 s).
+ * cache's lifetime (http/keycache.h: 2 s).
  *
  * Every sub-command says which store it used, and warns when that is not the one the
  * installed service uses (the data-dir / db of NIGHTSHIFT_CONFIG, default
  * /etc/nightshift/nightshift.ini): a key created in ./nightshift-data is no key for the
  * service.
  *
- * Limits (--rpm, --tokens-per-day, --batch-queue-tokens; api/quota.h) are stored with the
+ * Limits (--rpm, --tokens-per-day, --batch-queue-tokens; http/quota.h) are stored with the
  * key; one not given is the server's default (--quota-* of serve), 0 is unlimited. A running
  * server reads them when it next looks the key up (every request), so no restart is needed.
  */
@@ -23,7 +23,7 @@
 
 #include "config.h"
 
-#include "../api/oai.h"
+#include "../proto/oai.h"
 #include "../store/store.h"
 #include "../util/num.h"
 #include "../util/sha256.h"

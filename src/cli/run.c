@@ -21,9 +21,9 @@
 #include "datadir.h"
 #include "progress.h"
 
-#include "../api/batchfile.h"
-#include "../api/gemini.h"
-#include "../api/oai.h"
+#include "../proto/batchfile.h"
+#include "../proto/gemini.h"
+#include "../proto/oai.h"
 #include "../backend/backend.h"
 #include "../engine/engine.h"
 #include "../store/runstate.h"

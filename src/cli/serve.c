@@ -1,5 +1,5 @@
 /*
- * serve.c — `nightshift serve`: the OpenAI-compatible server (api/server.h) over the
+ * serve.c — `nightshift serve`: the OpenAI-compatible server (http/server.h) over the
  * store, one scheduler and engine per model, and the batch manager.
  *
  * Start-up order: data dir and its lock (one server per data dir), the sweep of unfinished
@@ -23,7 +23,7 @@
 #include "config.h"
 #include "datadir.h"
 
-#include "../api/server.h"
+#include "../http/server.h"
 #include "../backend/backend.h"
 #include "../engine/engine.h"
 #include "../sched/batchmgr.h"

@@ -4,9 +4,9 @@
 #include "batchmgr.h"
 #include "webhook.h"
 
-#include "../api/anthropic.h"
-#include "../api/batchfile.h"
-#include "../api/oai.h"
+#include "../proto/anthropic.h"
+#include "../proto/batchfile.h"
+#include "../proto/oai.h"
 #include "../util/durable.h"
 #include "../util/status.h"
 #include "../util/utf8.h"

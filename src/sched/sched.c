@@ -24,8 +24,8 @@
  */
 #include "sched.h"
 
-#include "../api/anthropic.h"
-#include "../api/batchfile.h"
+#include "../proto/anthropic.h"
+#include "../proto/batchfile.h"
 #include "../backend/backend.h"
 #include "../util/status.h"
 #include "../util/utf8.h"

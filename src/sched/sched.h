@@ -32,7 +32,7 @@
 #ifndef NS_SCHED_SCHED_H
 #define NS_SCHED_SCHED_H
 
-#include "../api/oai.h"
+#include "../proto/oai.h"
 #include "../engine/engine.h"
 #include "../store/store.h"
 

@@ -3,7 +3,7 @@
  */
 #include "webhook.h"
 
-#include "../api/oai.h"
+#include "../proto/oai.h"
 #include "../backend/upstream.h"
 #include "../util/base64.h"
 #include "../util/sha256.h"

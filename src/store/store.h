@@ -120,7 +120,7 @@ struct store_list_page {
 
 /* An API key (nightshift keys create): only its SHA-256 is stored. Every file and batch is
  * owned by a project; a key acts for its project, an admin key for all of them.
- * Limits (schema v5 in SQLite, v2 in PostgreSQL; api/quota.h says what they mean): stored
+ * Limits (schema v5 in SQLite, v2 in PostgreSQL; http/quota.h says what they mean): stored
  * with the key by key_insert, read back by key_get; -1 = not set (the server's default
  * applies; a store keeps it as NULL), 0 = unlimited, N = the limit. */
 struct store_key {

@@ -209,7 +209,7 @@ static const char pg_schema_v1[] =
 /* migrations[v] turns schema v-1 into v; v1 creates everything */
 static const char *const pg_migrations[STORE_PG_VERSION + 1] = {
     [1] = pg_schema_v1,
-    /* a key's own limits (api/quota.h); NULL: the server's default */
+    /* a key's own limits (http/quota.h); NULL: the server's default */
     [2] = "ALTER TABLE keys ADD COLUMN rpm bigint, ADD COLUMN tokens_per_day bigint,"
           "  ADD COLUMN batch_queue_tokens bigint;",
     /* revocation, and the mark that keys existed (store.h: key_count) */

@@ -136,7 +136,7 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
               "CREATE INDEX IF NOT EXISTS webhooks_batch ON webhooks(batch_id);",
         [4] = "CREATE TABLE keys(hash TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, project TEXT NOT NULL,"
               "  admin INTEGER NOT NULL, created_at INTEGER NOT NULL);",
-        /* a key's own limits (api/quota.h); NULL: the server's default */
+        /* a key's own limits (http/quota.h); NULL: the server's default */
         [5] = "ALTER TABLE keys ADD COLUMN rpm INTEGER;"
               "ALTER TABLE keys ADD COLUMN tokens_per_day INTEGER;"
               "ALTER TABLE keys ADD COLUMN batch_queue_tokens INTEGER;",

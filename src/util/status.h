@@ -31,7 +31,7 @@ enum ns_status {
     NS_ERR_TIMEOUT,          /* no HTTP answer: request_timeout */
     NS_ERR_INTERNAL,         /* 500 server_error: a bug */
     NS_ERR_UPSTREAM,         /* 502 server_error: an upstream backend failed (after retries) */
-    NS_ERR_QUOTA_REQUESTS,   /* 429 a key's requests-per-minute limit (api/quota.h) */
+    NS_ERR_QUOTA_REQUESTS,   /* 429 a key's requests-per-minute limit (http/quota.h) */
     NS_ERR_QUOTA_TOKENS,     /* 429 a key's tokens-per-day or enqueued batch tokens limit */
     NS_ERR_METHOD,           /* 405 a path that exists, with a method it does not take */
     NS_ERR_FORBIDDEN,        /* 403 a Host or Origin this server does not serve */

@@ -1,4 +1,4 @@
-// Quotas (src/api/quota.h): per-key requests per minute and tokens per day for real-time
+// Quotas (src/http/quota.h): per-key requests per minute and tokens per day for real-time
 // calls, enqueued batch tokens for batches; 429 with Retry-After and a message naming the
 // limit, in OpenAI's shape (seen through the official `openai` client), Anthropic's and
 // Ollama's; other keys unaffected; admin keys without limits of their own unlimited; the

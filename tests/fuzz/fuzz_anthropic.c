@@ -1,11 +1,11 @@
 /*
- * fuzz_anthropic.c — libFuzzer target: Anthropic Messages bodies (api/anthropic), as
+ * fuzz_anthropic.c — libFuzzer target: Anthropic Messages bodies (proto/anthropic), as
  * POST /v1/messages and each request of a Message Batch receive them.
  *
  * On success the Message object is built from a made-up result and every string the
  * engine would read is walked; on failure the error object is built.
  */
-#include "../../src/api/anthropic.h"
+#include "../../src/proto/anthropic.h"
 #include "fuzz.h"
 
 #include <cjson/cJSON.h>

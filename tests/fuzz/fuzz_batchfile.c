@@ -1,5 +1,5 @@
 /*
- * fuzz_batchfile.c — libFuzzer target: the OpenAI Batch input validator (api/batchfile).
+ * fuzz_batchfile.c — libFuzzer target: the OpenAI Batch input validator (proto/batchfile).
  *
  * The input is a whole batch file. Its first byte (when there is one) picks the
  * parameters a server would pass, so every branch is reached: one model per file or
@@ -8,9 +8,9 @@
  * line's body goes through the OpenAI or Anthropic request parser, as it does when it
  * runs (sched.c).
  */
-#include "../../src/api/batchfile.h"
-#include "../../src/api/anthropic.h"
-#include "../../src/api/oai.h"
+#include "../../src/proto/batchfile.h"
+#include "../../src/proto/anthropic.h"
+#include "../../src/proto/oai.h"
 #include "fuzz.h"
 
 #include <cjson/cJSON.h>

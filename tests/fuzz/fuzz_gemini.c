@@ -1,9 +1,9 @@
 /*
  * fuzz_gemini.c — libFuzzer target: Gemini batch files converted to OpenAI batch lines
- * (api/gemini, `nightshift run --input-format gemini`), then validated as the run does.
+ * (proto/gemini, `nightshift run --input-format gemini`), then validated as the run does.
  */
-#include "../../src/api/batchfile.h"
-#include "../../src/api/gemini.h"
+#include "../../src/proto/batchfile.h"
+#include "../../src/proto/gemini.h"
 #include "fuzz.h"
 
 #include <stdint.h>

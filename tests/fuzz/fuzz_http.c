@@ -1,5 +1,5 @@
 /*
- * fuzz_http.c — libFuzzer target: request bodies through the real HTTP server (api/server)
+ * fuzz_http.c — libFuzzer target: request bodies through the real HTTP server (http/server)
  * over a real socket, above all the multipart upload path: libmicrohttpd's post processor
  * needs a live connection, so it cannot be called alone; here it runs as in production,
  * with our upload_iter(), size caps, temp files and h_file_upload() behind it.
@@ -11,7 +11,7 @@
  * is read to the end (Connection: close), so every request is finished before the next.
  * Uploaded files are removed every 256 inputs so a long run does not fill the disk.
  */
-#include "../../src/api/server.h"
+#include "../../src/http/server.h"
 #include "../../src/sched/batchmgr.h"
 #include "../../src/store/store.h"
 #include "fuzz.h"

@@ -1,5 +1,5 @@
 /*
- * fuzz_oai.c — libFuzzer target: OpenAI request bodies (api/oai), as POST
+ * fuzz_oai.c — libFuzzer target: OpenAI request bodies (proto/oai), as POST
  * /v1/chat/completions and /v1/completions receive them from any client.
  *
  * The first byte picks the endpoint (chat or completions) and the parser: the full one
@@ -7,7 +7,7 @@
  * needs). On success every string the engine would read is walked, and a response body
  * is built from a made-up result, so the builders see whatever the parser let through.
  */
-#include "../../src/api/oai.h"
+#include "../../src/proto/oai.h"
 #include "fuzz.h"
 
 #include <cjson/cJSON.h>

@@ -1,8 +1,8 @@
 /*
  * fuzz_ollama.c — libFuzzer target: Ollama /api/chat, /api/generate and /api/show bodies
- * (api/ollama). The first byte picks the route.
+ * (proto/ollama). The first byte picks the route.
  */
-#include "../../src/api/ollama.h"
+#include "../../src/proto/ollama.h"
 #include "fuzz.h"
 
 #include <cjson/cJSON.h>

@@ -11,10 +11,10 @@
  */
 #include "fuzz.h"
 
-#include "../../src/api/anthropic.h"
-#include "../../src/api/gemini.h"
-#include "../../src/api/oai.h"
-#include "../../src/api/ollama.h"
+#include "../../src/proto/anthropic.h"
+#include "../../src/proto/gemini.h"
+#include "../../src/proto/oai.h"
+#include "../../src/proto/ollama.h"
 #include "../../src/util/buf.h"
 #include "../../src/util/status.h"
 #include "../../src/util/utf8.h"

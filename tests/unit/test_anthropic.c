@@ -1,4 +1,4 @@
-/* Unit tests: api/anthropic (Messages bodies in). Regression inputs found by
+/* Unit tests: proto/anthropic (Messages bodies in). Regression inputs found by
  * tests/fuzz/fuzz_anthropic.c live here as named cases. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../src/api/anthropic.h"
+#include "../../src/proto/anthropic.h"
 #include "../../src/util/status.h"
 
 #include <stdio.h>

@@ -1,11 +1,11 @@
-/* Unit tests: api/batchfile (the OpenAI Batch input reader and validator). */
+/* Unit tests: proto/batchfile (the OpenAI Batch input reader and validator). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../src/api/batchfile.h"
+#include "../../src/proto/batchfile.h"
 #include "../../src/util/buf.h"
 #include "../../src/util/status.h"
 #include "../../src/util/utf8.h"

@@ -11,7 +11,7 @@
 
 #include "../../src/engine/engine.h"
 #include "../../src/engine/modelgen.h"
-#include "../../src/api/jsonschema.h"
+#include "../../src/proto/jsonschema.h"
 #include "../../src/util/status.h"
 #include "../../src/util/utf8.h"
 

@@ -1,4 +1,4 @@
-/* Unit tests: api/jsonschema (JSON Schema → GBNF). What the grammar accepts is tested
+/* Unit tests: proto/jsonschema (JSON Schema → GBNF). What the grammar accepts is tested
  * against llama.cpp's sampler in test_engine and end to end with ajv in parity.test.mjs;
  * here: the rules produced and every refusal. */
 #include <setjmp.h>
@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../src/api/jsonschema.h"
+#include "../../src/proto/jsonschema.h"
 #include "../../src/util/status.h"
 
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* keycache: store reads remembered for ttl_s, misses and errors not remembered, a new key
  * found at once, the open server closed within ttl_s of its first key */
-#include "../../src/api/keycache.h"
+#include "../../src/http/keycache.h"
 #include "../../src/util/status.h"
 
 #include <setjmp.h>

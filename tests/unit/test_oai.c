@@ -1,11 +1,11 @@
-/* Unit tests: api/oai (request bodies in, response bodies and batch lines out). */
+/* Unit tests: proto/oai (request bodies in, response bodies and batch lines out). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../src/api/oai.h"
+#include "../../src/proto/oai.h"
 #include "../../src/util/status.h"
 
 #include <pthread.h>

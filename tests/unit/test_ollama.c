@@ -1,11 +1,11 @@
-/* Unit tests: api/ollama (Ollama bodies in, Ollama answers and model descriptions out). */
+/* Unit tests: proto/ollama (Ollama bodies in, Ollama answers and model descriptions out). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../src/api/ollama.h"
+#include "../../src/proto/ollama.h"
 #include "../../src/util/status.h"
 
 #include <stdio.h>

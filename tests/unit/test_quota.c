@@ -1,4 +1,4 @@
-/* Unit tests: api/quota (sliding minute window, Retry-After, UTC day rollover, batch queue,
+/* Unit tests: http/quota (sliding minute window, Retry-After, UTC day rollover, batch queue,
  * estimates), on an injected clock. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../src/api/quota.h"
+#include "../../src/http/quota.h"
 #include "../../src/util/status.h"
 
 #include <stdio.h>
