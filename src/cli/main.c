@@ -1,46 +1,51 @@
 /*
- * main.c — the nightshift program: dispatches to a sub-command (cli.h).
+ * main.c — the nightshift program: one table of sub-commands (as git.c's commands[]), and
+ * the dispatch through it. Adding a command adds a row; the usage text is made from the
+ * table, so it cannot forget one.
  */
 #include "cli.h"
 
 #include "../engine/engine.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-int cli_fail(const char *fmt, ...)
+static int cli_version(int argc, char **argv)
 {
-    va_list ap;
-    fputs("nightshift: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 2;
+    (void)argc;
+    (void)argv;
+    const char *commit = engine_llama_commit();
+    printf("nightshift %s (llama.cpp %s%s%s)\n", NIGHTSHIFT_VERSION, engine_llama_version(), *commit ? ", commit " : "",
+           commit);
+    return 0;
 }
+
+static const struct cli_command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"run", cli_run, "run an OpenAI Batch input file (JSONL) on a local GGUF model"},
+    {"serve", cli_serve, "OpenAI-compatible server: files, batches, chat completions"},
+    {"keys", cli_keys, "API keys for serve: create, list, revoke, rotate"},
+    {"submit", cli_submit, "upload a batch input file to a server and create a batch (--wait: follow it)"},
+    {"batches", cli_batches, "list the batches of a server"},
+    {"status", cli_status, "show a batch of a server"},
+    {"results", cli_results, "download the results of a batch"},
+    {"cancel", cli_cancel, "cancel a batch"},
+    {"doctor", cli_doctor, "check a data dir, its store, model files, the CPU and free disk; say what to fix"},
+    {"backup", cli_backup, "copy a data dir (store and files) into a directory, also while a server runs"},
+    {"restore", cli_restore, "restore a backup into a data dir"},
+    {"gen-model", cli_gen_model, "write a small random-weight GGUF model with a real tokenizer (tests, demos)"},
+    {"version", cli_version, "print the version of nightshift and of llama.cpp (also --version)"},
+};
 
 static void usage(FILE *f)
 {
-    fputs("usage: nightshift COMMAND [options]\n"
-          "\n"
-          "commands:\n"
-          "  run        run an OpenAI Batch input file (JSONL) on a local GGUF model\n"
-          "  serve      OpenAI-compatible server: files, batches, chat completions\n"
-          "  keys       keys create --name NAME [--admin]: API keys for serve\n"
-          "  submit     upload a batch input file to a server and create a batch (--wait: follow it)\n"
-          "  batches    list the batches of a server\n"
-          "  status     show a batch of a server\n"
-          "  results    download the results of a batch\n"
-          "  cancel     cancel a batch\n"
-          "  doctor     check a data dir, its store, model files, the CPU and free disk; say what to fix\n"
-          "  backup     copy a data dir (store and files) into a directory, also while a server runs\n"
-          "  restore    restore a backup into a data dir\n"
-          "  gen-model  write a small random-weight GGUF model with a real tokenizer (tests, demos)\n"
-          "  version    print the version of nightshift and of llama.cpp (also --version)\n"
-          "\n"
-          "'nightshift COMMAND --help' describes each.\n",
-          f);
+    fputs("usage: nightshift COMMAND [options]\n\ncommands:\n", f);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fputs("\n'nightshift COMMAND --help' describes each.\n", f);
 }
 
 int main(int argc, char **argv)
@@ -50,40 +55,15 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "run") == 0)
-        return cli_run(argc - 1, argv + 1);
-    if (strcmp(cmd, "serve") == 0)
-        return cli_serve(argc - 1, argv + 1);
-    if (strcmp(cmd, "keys") == 0)
-        return cli_keys(argc - 1, argv + 1);
-    if (strcmp(cmd, "submit") == 0)
-        return cli_submit(argc - 1, argv + 1);
-    if (strcmp(cmd, "batches") == 0)
-        return cli_batches(argc - 1, argv + 1);
-    if (strcmp(cmd, "status") == 0)
-        return cli_status(argc - 1, argv + 1);
-    if (strcmp(cmd, "results") == 0)
-        return cli_results(argc - 1, argv + 1);
-    if (strcmp(cmd, "cancel") == 0)
-        return cli_cancel(argc - 1, argv + 1);
-    if (strcmp(cmd, "gen-model") == 0)
-        return cli_gen_model(argc - 1, argv + 1);
-    if (strcmp(cmd, "doctor") == 0)
-        return cli_doctor(argc - 1, argv + 1);
-    if (strcmp(cmd, "backup") == 0)
-        return cli_backup(argc - 1, argv + 1);
-    if (strcmp(cmd, "restore") == 0)
-        return cli_restore(argc - 1, argv + 1);
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
-        const char *commit = engine_llama_commit();
-        printf("nightshift %s (llama.cpp %s%s%s)\n", NIGHTSHIFT_VERSION, engine_llama_version(), *commit ? ", commit " : "",
-               commit);
-        return 0;
-    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0)
+        cmd = "version";
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         usage(stdout);
         return 0;
     }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(cmd, commands[i].name) == 0)
+            return commands[i].fn(argc - 1, argv + 1);
     usage(stderr);
     return cli_fail("unknown command '%s'", cmd);
 }
