@@ -33,6 +33,7 @@
  * stop() and wake() from any thread (mu + cv).
  */
 #include "backend.h"
+#include "../util/clock.h"
 
 #include "../util/buf.h"
 #include "../util/status.h"
@@ -215,7 +216,7 @@ static const char *bb_str(const cJSON *o, const char *k)
 static void bb_done(struct batch_backend *bb, struct bb_job *j, struct engine_result *res)
 {
     res->t_admit = j->t_admit;
-    res->t_end = upstream_now();
+    res->t_end = clock_now();
     res->t_first = res->t_end;
     res->attempts = j->attempts;
     res->stop_index = -1;
@@ -249,7 +250,7 @@ static void bb_pend(struct batch_backend *bb, struct bb_job *j)
 {
     j->next = NULL;
     if (!bb->pending)
-        bb->oldest = upstream_now();
+        bb->oldest = clock_now();
     *bb->pending_tail = j;
     bb->pending_tail = &j->next;
     bb->n_pending++;
@@ -939,7 +940,7 @@ static void bb_poll_all(struct batch_backend *bb, double now)
         }
         if (!ended) {
             b->interval = fmin(b->interval * 1.5, bb->c.poll_max_s);
-            b->next_poll = upstream_now() + b->interval;
+            b->next_poll = clock_now() + b->interval;
             pp = &b->next;
             continue;
         }
@@ -998,7 +999,7 @@ static int bb_run(void *impl, const struct engine_source *src)
         pthread_mutex_unlock(&bb->mu);
         if (stopping)
             break;
-        double now = upstream_now();
+        double now = clock_now();
         /* real-time requests cannot wait for a batch API, unless they said they may
          * ("service_tier": "flex"): those wait with the batch lines */
         int n;
@@ -1039,7 +1040,7 @@ static int bb_run(void *impl, const struct engine_source *src)
                (bb->n_pending >= bb->c.max_lines || (dry && bb->n_pending >= bb->c.flush_lines) ||
                 now - bb->oldest >= bb->c.flush_after_s || exhausted))
             bb_flush(bb, now);
-        bb_poll_all(bb, upstream_now());
+        bb_poll_all(bb, clock_now());
         pthread_mutex_lock(&bb->mu);
         bb->stats.inflight = bb->n_upstream;
         pthread_mutex_unlock(&bb->mu);
@@ -1051,7 +1052,7 @@ static int bb_run(void *impl, const struct engine_source *src)
             until = fmin(until, b->next_poll);
         if (bb->pending)
             until = fmin(until, fmax(bb->oldest + bb->c.flush_after_s, bb->submit_after));
-        double wait = until - upstream_now();
+        double wait = until - clock_now();
         if (wait > 0) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);

@@ -37,6 +37,7 @@
  * the counters).
  */
 #include "backend.h"
+#include "../util/clock.h"
 
 #include "../util/buf.h"
 #include "../util/status.h"
@@ -146,7 +147,7 @@ static int http_on_timer(CURLM *m, long ms, void *userp)
 {
     (void)m;
     struct http_backend *hb = userp;
-    hb->timer_due = ms < 0 ? -1 : upstream_now() + (double)ms / 1000.0;
+    hb->timer_due = ms < 0 ? -1 : clock_now() + (double)ms / 1000.0;
     return 0;
 }
 
@@ -391,7 +392,7 @@ static void http_finish(struct http_backend *hb, const struct engine_source *src
                         struct engine_result *res)
 {
     res->t_admit = hr->t_admit;
-    res->t_end = upstream_now();
+    res->t_end = clock_now();
     if (res->t_first == 0)
         res->t_first = res->t_end;
     res->attempts = hr->attempts;
@@ -445,7 +446,7 @@ static void http_succeed(struct http_backend *hb, const struct engine_source *sr
     }
     res.raw_body = renamed ? renamed : hr->resp.p;
     res.raw_len = renamed ? strlen(renamed) : hr->resp.len;
-    res.t_first = upstream_now();
+    res.t_first = clock_now();
     if (src->token && res.text_len) {
         struct engine_delta d = {.text = res.text, .len = res.text_len};
         src->token(src->ud, hr->req, &d);
@@ -531,7 +532,7 @@ static void http_on_done(struct http_backend *hb, const struct engine_source *sr
     struct http_req *hr = NULL;
     curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&hr);
     http_unsend(hb, hr);
-    double now = upstream_now();
+    double now = clock_now();
     long code = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
     pthread_mutex_lock(&hb->mu);
@@ -700,7 +701,7 @@ static int http_run(void *impl, const struct engine_source *src)
     hb->running = true;
     while (!atomic_load(&hb->stopping)) {
         http_take_reload(hb);
-        double now = upstream_now();
+        double now = clock_now();
         if (hb->circuit == BACKEND_CIRCUIT_OPEN && now >= hb->open_until) {
             hb->circuit = BACKEND_CIRCUIT_HALF_OPEN; /* the next try is the probe */
             http_set_stats_circuit(hb);
@@ -749,7 +750,7 @@ static int http_run(void *impl, const struct engine_source *src)
         /* 4. transfers: curl's timer, when due (a new handle starts this way), then what
          * finished */
         int running = 0;
-        if (hb->timer_due >= 0 && upstream_now() >= hb->timer_due) {
+        if (hb->timer_due >= 0 && clock_now() >= hb->timer_due) {
             hb->timer_due = -1;
             curl_multi_socket_action(hb->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         }
@@ -766,7 +767,7 @@ static int http_run(void *impl, const struct engine_source *src)
         if (finished)
             continue;
         /* 5. sleep until a socket moves, work arrives (wake), or a timer is due */
-        now = upstream_now();
+        now = clock_now();
         double gate = now; /* the earliest a try may start */
         if (hb->circuit == BACKEND_CIRCUIT_OPEN)
             gate = hb->open_until;

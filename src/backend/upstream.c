@@ -23,12 +23,6 @@ void upstream_global_init(void)
     pthread_once(&once, upstream_global_init_once);
 }
 
-double upstream_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 double upstream_rand01(void)
 {

@@ -19,7 +19,6 @@
 /* curl_global_init once per process (thread-safe) */
 void upstream_global_init(void);
 
-double upstream_now(void);     /* monotonic seconds */
 double upstream_rand01(void);  /* uniform in [0, 1) */
 /* base without trailing slashes + path; NULL when out of memory */
 char *upstream_url_join(const char *base, const char *path);

@@ -32,6 +32,7 @@
  * server; 130 interrupted while waiting.
  */
 #include "cli.h"
+#include "../util/clock.h"
 #include "progress.h"
 
 #include "../util/buf.h"
@@ -591,9 +592,9 @@ static void client_print_batch(const cJSON *b)
 /* sleep s seconds; true when interrupted meanwhile */
 static bool client_sleep(double s)
 {
-    double end = progress_now() + s;
+    double end = clock_now() + s;
     while (!client_interrupted) {
-        double left = end - progress_now();
+        double left = end - clock_now();
         if (left <= 0)
             return false;
         if (left > 0.1)
@@ -624,7 +625,7 @@ static int client_wait(struct client *c, const char *id, cJSON **out)
         rc = client_json(c, "GET", path, NULL, NULL, &b);
         if (rc && c->retryable && !client_interrupted) {
             /* the server restarting: it resumes the batch, so keep waiting a while */
-            double now = progress_now();
+            double now = clock_now();
             if (!failing_since) {
                 failing_since = now;
                 if (!c->quiet) {

@@ -2,18 +2,13 @@
  * progress.c — see progress.h.
  */
 #include "progress.h"
+#include "../util/clock.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-double progress_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 void progress_init(struct progress *p, uint64_t total, bool quiet, double interval)
 {
@@ -22,7 +17,7 @@ void progress_init(struct progress *p, uint64_t total, bool quiet, double interv
     p->quiet = quiet;
     p->interval = interval > 0 ? interval : 10;
     p->tty = isatty(STDERR_FILENO);
-    p->t0 = p->last = progress_now();
+    p->t0 = p->last = clock_now();
 }
 
 static void progress_eta(double secs, char *out, size_t n)
@@ -72,7 +67,7 @@ void progress_update(struct progress *p, uint64_t done, uint64_t tokens)
     p->tokens = tokens;
     if (p->quiet)
         return;
-    double now = progress_now();
+    double now = clock_now();
     double every = p->tty ? 0.2 : p->interval;
     if (now - p->last < every)
         return;
@@ -85,5 +80,5 @@ void progress_finish(struct progress *p)
     if (p->quiet)
         return;
     if (p->tty || p->drawn || p->done)
-        progress_draw(p, progress_now(), true);
+        progress_draw(p, clock_now(), true);
 }

@@ -20,6 +20,5 @@ struct progress {
 void progress_init(struct progress *p, uint64_t total, bool quiet, double interval);
 void progress_update(struct progress *p, uint64_t done, uint64_t tokens);
 void progress_finish(struct progress *p);
-double progress_now(void);
 
 #endif

@@ -17,6 +17,7 @@
  * THREADS: one. The engine calls pull()/done() on this thread between decode steps.
  */
 #include "cli.h"
+#include "../util/clock.h"
 #include "config.h"
 #include "datadir.h"
 #include "progress.h"
@@ -719,7 +720,7 @@ int cli_run(int argc, char **argv)
     char base[256], base_noext[256];
     char served[1024];
     int rc = 0;
-    double t0 = progress_now();
+    double t0 = clock_now();
     struct runstate_totals tot;
     memset(&tot, 0, sizeof(tot));
     struct engine_stats st;
@@ -819,7 +820,7 @@ int cli_run(int argc, char **argv)
         return 2;
     }
     if (o.validate_only) {
-        rc = run_report_validation(&o, c.bf, progress_now() - t0);
+        rc = run_report_validation(&o, c.bf, clock_now() - t0);
         batchfile_free(c.bf);
         buf_release(&c.gemini_buf);
         config_free(cfg);
@@ -827,7 +828,7 @@ int cli_run(int argc, char **argv)
     }
     if (c.bf->n_invalid && !o.skip_invalid) {
         run_print_validation(c.bf, stderr);
-        run_write_summary(&o, "failed", c.bf, NULL, progress_now() - t0, NULL, 0);
+        run_write_summary(&o, "failed", c.bf, NULL, clock_now() - t0, NULL, 0);
         batchfile_free(c.bf);
         buf_release(&c.gemini_buf);
         config_free(cfg);
@@ -965,7 +966,7 @@ int cli_run(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    double wall = progress_now() - t0;
+    double wall = clock_now() - t0;
     run_write_summary(&o, "completed", c.bf, &tot, wall, &st, resumed);
     if (!o.quiet) {
         printf("nightshift run: completed\n");

@@ -20,6 +20,7 @@
  * manager stops, the store closes, the lock goes.
  */
 #include "cli.h"
+#include "../util/clock.h"
 #include "config.h"
 #include "datadir.h"
 
@@ -281,12 +282,6 @@ static int serve_next_signal(const sigset_t *set, int timeout_ms)
     return sig < 0 ? 0 : sig;
 }
 
-static double serve_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* graceful shutdown: stop taking work, wait up to grace seconds (or a second signal) for
  * what runs to finish; the caller then stops the engines */
@@ -297,14 +292,14 @@ static void serve_drain(struct server *srv, struct sched **scheds, int n_scheds,
         sched_drain(scheds[i]);
     log_event(LOG_INFO, NULL, NULL, "shutting down: taking no new work; up to %d s for running requests", grace);
     fflush(stderr);
-    double deadline = serve_now() + grace;
+    double deadline = clock_now() + grace;
     for (;;) {
         int http = server_inflight(srv), engine = 0;
         for (int i = 0; i < n_scheds; i++)
             engine += sched_inflight(scheds[i]);
         if (http == 0 && engine == 0)
             break;
-        if (serve_now() >= deadline) {
+        if (clock_now() >= deadline) {
             log_event(LOG_WARN, NULL, NULL,
                       "grace period over: stopping %d HTTP requests and %d engine requests; their batch lines run "
                       "again at the next start",

@@ -21,6 +21,7 @@
  *   and fails as a whole when one choice fails.
  */
 #include "engine.h"
+#include "../util/clock.h"
 
 #include "ggml-cpu.h"
 #include "gguf.h"
@@ -129,7 +130,6 @@ struct engine {
 static int engine_kv_reserved(const struct engine *e);
 static int engine_running(const struct engine *e);
 
-static double now_s(void);
 
 /* One forward pass: encoder-only models (BERT-like embedding models) encode, others
  * decode. Its wall time is counted apart (stats.decode_seconds) so that what nightshift
@@ -137,13 +137,13 @@ static double now_s(void);
  * shared machine varies far more than anything the scheduler does. */
 static int engine_forward(struct engine *e, struct llama_batch b)
 {
-    double t0 = now_s();
+    double t0 = clock_now();
     int ret;
     if (llama_model_has_encoder(e->model) && !llama_model_has_decoder(e->model))
         ret = llama_encode(e->ctx, b);
     else
         ret = llama_decode(e->ctx, b);
-    e->stats.decode_seconds += now_s() - t0;
+    e->stats.decode_seconds += clock_now() - t0;
     return ret;
 }
 
@@ -156,12 +156,6 @@ int engine_pooling_parse(const char *s)
     return -2;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void engine_log_cb(enum ggml_log_level level, const char *text, void *ud)
 {
@@ -777,7 +771,7 @@ static void engine_fail(const struct engine_source *src, struct engine_request *
     va_start(ap, fmt);
     vsnprintf(res.message, sizeof(res.message), fmt, ap);
     va_end(ap);
-    res.t_admit = res.t_first = res.t_end = now_s();
+    res.t_admit = res.t_first = res.t_end = clock_now();
     src->done(src->ud, req, &res);
 }
 
@@ -962,7 +956,7 @@ static struct slot *engine_seat(struct engine *e, const struct engine_source *sr
     s->i_out = -1;
     buf_init(&s->text, ENGINE_TEXT_MAX);
     buf_init(&s->lp_text, ENGINE_TEXT_MAX);
-    s->t_admit = now_s();
+    s->t_admit = clock_now();
     e->stats.prompt_submitted += (uint64_t)n;
     /* at least the last prompt token is computed: its logits start the generation */
     int limit = n - 1;
@@ -1167,7 +1161,7 @@ static void engine_fail_slot(struct engine *e, const struct engine_source *src, 
     res.prompt_tokens = n_prompt;
     res.completion_tokens = n_gen;
     snprintf(res.message, sizeof(res.message), "%s", msg);
-    res.t_admit = res.t_first = res.t_end = now_s();
+    res.t_admit = res.t_first = res.t_end = clock_now();
     src->done(src->ud, req, &res);
 }
 
@@ -1315,7 +1309,7 @@ static void engine_finish_choice(struct engine *e, const struct engine_source *s
     res.cached_tokens = g->cached;
     res.t_admit = g->t_admit;
     res.t_first = g->t_first;
-    res.t_end = now_s();
+    res.t_end = clock_now();
     res.n_choices = g->n;
     res.choices = ch;
     /* done() before freeing: the texts are the group's */
@@ -1350,7 +1344,7 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
     res.cached_tokens = s->cached;
     res.t_admit = s->t_admit;
     res.t_first = s->t_first;
-    res.t_end = now_s();
+    res.t_end = clock_now();
     res.logprobs = s->lp;
     res.n_logprobs = s->n_lp;
     res.logprob_text = s->lp_text.p ? s->lp_text.p : "";
@@ -1559,7 +1553,7 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
     llama_token t = s->smpl ? llama_sampler_sample(s->smpl, e->ctx, row) : engine_argmax(logits, e->n_vocab);
     e->stats.gen_tokens++;
     if (s->n_gen == 0)
-        s->t_first = now_s();
+        s->t_first = clock_now();
     s->n_gen++;
     if (!mask && engine_is_eog(e, t)) {
         engine_finish(e, src, s, ENGINE_FINISH_STOP);
@@ -2027,7 +2021,7 @@ static bool embed_admit(struct engine *e, const struct engine_source *src, struc
     memset(j, 0, sizeof(*j));
     j->req = req;
     j->n = req->n_embed > 0 ? req->n_embed : 0;
-    j->t_admit = now_s();
+    j->t_admit = clock_now();
     if (!req->embed || req->n_embed <= 0) {
         engine_fail(src, req, NS_ERR_INVALID, "model", 0,
                     "This model is loaded for embeddings only (--embedding): it serves /v1/embeddings, not text "
@@ -2225,7 +2219,7 @@ static int engine_run_embed(struct engine *e, const struct engine_source *src)
                 res.n_embed = j->req->n_embed;
                 res.n_embd = n_embd;
                 res.t_admit = j->t_admit;
-                res.t_first = res.t_end = now_s();
+                res.t_first = res.t_end = clock_now();
                 src->done(src->ud, j->req, &res);
             }
             embed_job_free(j);

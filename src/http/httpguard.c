@@ -2,6 +2,7 @@
  * httpguard.c — see httpguard.h.
  */
 #include "httpguard.h"
+#include "../util/clock.h"
 
 #include "../util/log.h"
 #include "../util/status.h"
@@ -35,12 +36,6 @@ struct httpguard {
     atomic_uint_fast64_t dropped;
 };
 
-static double guard_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 struct httpguard_params httpguard_default_params(void)
 {
@@ -66,7 +61,7 @@ static void *guard_reaper(void *arg)
     struct httpguard *g = arg;
     pthread_mutex_lock(&g->mu);
     while (!g->stopping) {
-        double now = guard_now();
+        double now = clock_now();
         int n = 0;
         for (struct guard_conn *k = g->conns, *next; k; k = next) {
             next = k->next;
@@ -161,7 +156,7 @@ void httpguard_notify(void *cls, struct MHD_Connection *c, void **socket_context
             atomic_store(&k->head_seen, true);
             return;
         }
-        k->deadline = guard_now() + g->p.header_timeout;
+        k->deadline = clock_now() + g->p.header_timeout;
         pthread_mutex_lock(&g->mu);
         k->next = g->conns;
         if (g->conns)

@@ -2,6 +2,7 @@
  * keycache.c — see keycache.h.
  */
 #include "keycache.h"
+#include "../util/clock.h"
 
 #include "../util/status.h"
 
@@ -37,11 +38,7 @@ struct keycache_params keycache_default_params(void)
 
 static double kc_now(const struct keycache *kc)
 {
-    if (kc->p.now)
-        return kc->p.now(kc->p.now_ud);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    return kc->p.now ? kc->p.now(kc->p.now_ud) : clock_now();
 }
 
 struct keycache *keycache_init(struct keycache_params p, struct store *st, const struct store_ops *ops)

@@ -27,7 +27,7 @@ struct keycache;
 
 struct keycache_params {
     double ttl_s;                   /* default 2 */
-    double (*now)(void *ud);        /* monotonic seconds; NULL: CLOCK_MONOTONIC (tests inject) */
+    double (*now)(void *ud);        /* monotonic seconds; NULL: clock_now() (tests inject) */
     void *now_ud;
 };
 

@@ -3,6 +3,7 @@
  * a pattern segment "*" matches one id.
  */
 #include "server.h"
+#include "../util/clock.h"
 
 #include "../backend/backend.h"
 #include "../engine/engine.h"
@@ -481,7 +482,7 @@ struct job {
     bool stream, chat, include_usage, anthropic;
     bool ollama;                /* an /api/chat or /api/generate request */
     struct ollama_extra ox;
-    double t_start;             /* ollama_clock() when it came in */
+    double t_start;             /* clock_now() when it came in */
     /* streamed and not yet sent: text of choice 0 (Anthropic, Ollama), or whole SSE events
      * (OpenAI: one chunk per delta, made on the engine thread, each with its choice index
      * and logprobs) */
@@ -981,7 +982,7 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     }
     if (ollama) {
         j->ollama = true;
-        j->t_start = ollama_clock();
+        j->t_start = clock_now();
         enum MHD_Result ret;
         if (ollama_answered(x, j, s, &ret)) {
             job_unref(j);
@@ -2572,12 +2573,6 @@ static enum MHD_Result h_metrics(struct route_ctx *x)
 
 /* ---- dashboard -------------------------------------------------------------------------- */
 
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* lines of in-progress batches not yet finished (the batch lane's queue) */
 static int64_t batch_lines_pending(struct server *srv)
@@ -2607,7 +2602,7 @@ static void take_sample(struct server *srv)
         lines += ss.batch_lines_done;
         waiting += ss.interactive_waiting;
     }
-    struct sample sm = {.t = wall_now(), .interactive_waiting = (double)waiting,
+    struct sample sm = {.t = clock_wall(), .interactive_waiting = (double)waiting,
                         .batch_pending = (double)batch_lines_pending(srv)};
     pthread_mutex_lock(&srv->smu);
     double dt = sm.t - srv->last_t;
@@ -2715,7 +2710,7 @@ static enum MHD_Result h_stats(struct route_ctx *x)
     if (!x->admin) /* every project's numbers: the dashboard is for operators */
         return send_error(x->c, NS_ERR_AUTH, NULL, "admin_key_required", "GET /v1/nightshift/stats needs an admin key.");
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "time", wall_now());
+    cJSON_AddNumberToObject(o, "time", clock_wall());
     cJSON *ms = cJSON_AddArrayToObject(o, "models");
     for (int i = 0; i < srv->n_scheds; i++)
         cJSON_AddItemToArray(ms, stats_model(srv->scheds[i]));
@@ -3179,7 +3174,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!r)
             return MHD_NO;
         r->srv = s;
-        r->t_start = wall_now();
+        r->t_start = clock_wall();
         /* Message Batches carry their requests inline: up to 256 MB, as at Anthropic */
         buf_init(&r->body, rt && rt->fn == h_ant_batch_create ? ANT_MAX_BYTES : s->p.max_body);
         *con_cls = r;
@@ -3214,7 +3209,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* a body trickled in to hold the connection (slowloris): once 10 s old it must
          * average min_body_rate; below that the connection is closed (issue 27.8) */
         r->body_bytes += *upload_data_size;
-        double age = wall_now() - r->t_start;
+        double age = clock_wall() - r->t_start;
         if (s->p.min_body_rate && age > 10 && (double)r->body_bytes < age * s->p.min_body_rate) {
             log_event(LOG_WARN, NULL, NULL, "closed a connection whose body came at %.0f bytes/s (below %u)",
                       (double)r->body_bytes / age, s->p.min_body_rate);

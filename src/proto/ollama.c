@@ -442,12 +442,6 @@ bool ollama_name_matches(const char *served, const char *requested)
 
 /* ---- answers ------------------------------------------------------------------------ */
 
-double ollama_clock(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* RFC 3339 in UTC with microseconds, as Ollama writes times: "2024-12-06T00:48:09.983619Z" */
 static void ol_time(cJSON *o, const char *key, time_t sec, long nsec)

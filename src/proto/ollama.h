@@ -63,14 +63,11 @@ int ollama_model_field(const char *json, size_t len, char *out, size_t n, struct
 /* Is `requested` the served model `served`? Ollama names carry a tag: "tiny:latest" is "tiny". */
 bool ollama_name_matches(const char *served, const char *requested);
 
-/* CLOCK_MONOTONIC seconds: the clock of engine_result's t_admit, t_first, t_end */
-double ollama_clock(void);
-
 /* A streamed object: {"model","created_at","message":{"role":"assistant","content"},
  * "done":false} for chat, {"model","created_at","response","done":false} for generate. */
 cJSON *ollama_chunk(bool chat, const char *model, const char *text, size_t n);
 /* The last object of a stream (text "") or the whole answer: done, done_reason and the
- * durations since t_start (ollama_clock() when the request came in). */
+ * durations since t_start (clock_now() when the request came in). */
 cJSON *ollama_final(bool chat, const char *model, const struct engine_result *res, const char *text,
                     double t_start);
 /* the answer to a request without prompt or messages: done_reason "load" */

@@ -23,6 +23,7 @@
  *   whose last results waited in memory still ends, without a restart (issue 27.5).
  */
 #include "sched.h"
+#include "../util/clock.h"
 
 #include "../proto/anthropic.h"
 #include "../proto/batchfile.h"
@@ -58,12 +59,6 @@ static void sched_observe(struct sched_hist *h, double v)
     h->n++;
 }
 
-static double sched_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 struct sched_batch;
 
@@ -121,7 +116,7 @@ struct sched {
     double fin_first;               /* when the oldest of them finished (sched_now) */
     /* the store refusing writes (mu): see INVARIANTS */
     bool store_down;
-    double store_down_since, store_retry_at, store_backoff; /* sched_now() times, seconds */
+    double store_down_since, store_retry_at, store_backoff; /* clock_now() times, seconds */
     long store_failures;            /* failed attempts while down */
 };
 
@@ -131,13 +126,13 @@ struct sched {
 /* wait before touching the store again? (mu held) */
 static bool sched_store_paused(const struct sched *s)
 {
-    return s->store_down && sched_now() < s->store_retry_at;
+    return s->store_down && clock_now() < s->store_retry_at;
 }
 
 /* a claim or commit failed: back off, and say so once (mu held) */
 static void sched_store_failed(struct sched *s, const char *what, const char *batch_id)
 {
-    double now = sched_now();
+    double now = clock_now();
     s->store_failures++;
     if (!s->store_down) {
         s->store_down = true;
@@ -164,7 +159,7 @@ static void sched_store_ok(struct sched *s)
         return;
     s->store_down = false;
     log_event(LOG_INFO, s->model_name, NULL, "the store takes writes again after %ld failed attempts over %.0f s; batch lines resume",
-              s->store_failures, sched_now() - s->store_down_since);
+              s->store_failures, clock_now() - s->store_down_since);
     s->store_failures = 0;
     /* a batch whose last results waited in memory was not reported idle: it is now */
     for (struct sched_batch *b = s->batches; b; b = b->next)
@@ -186,9 +181,9 @@ static void sched_flush(struct sched *s)
             rs[i] = s->fin[done + i].r;
             rs[i].batch_id = s->fin[done + i].batch_id;
         }
-        double t0 = sched_now();
+        double t0 = clock_now();
         int rc = s->ops->lines_finish(s->st, rs, k);
-        sched_observe(&s->stats.store_write, sched_now() - t0);
+        sched_observe(&s->stats.store_write, clock_now() - t0);
         if (rc) {
             sched_store_failed(s, "record finished lines", s->fin[done].batch_id);
             break;
@@ -200,7 +195,7 @@ static void sched_flush(struct sched *s)
     if (done) {
         memmove(s->fin, s->fin + done, sizeof(*s->fin) * (size_t)(s->n_fin - done));
         s->n_fin -= done;
-        s->fin_first = sched_now();
+        s->fin_first = clock_now();
     }
     if (s->n_fin == 0)
         sched_store_ok(s);
@@ -215,7 +210,7 @@ static void sched_flush(struct sched *s)
 
 static void sched_flush_due(struct sched *s)
 {
-    if (s->n_fin >= SCHED_FIN_MAX / 4 || (s->n_fin > 0 && sched_now() - s->fin_first >= SCHED_FIN_WAIT))
+    if (s->n_fin >= SCHED_FIN_MAX / 4 || (s->n_fin > 0 && clock_now() - s->fin_first >= SCHED_FIN_WAIT))
         sched_flush(s); /* a no-op while the store is paused */
 }
 
@@ -373,7 +368,7 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
         s->cap_fin = cap;
     }
     if (s->n_fin == 0)
-        s->fin_first = sched_now();
+        s->fin_first = clock_now();
     struct sched_fin *f = &s->fin[s->n_fin++];
     snprintf(f->batch_id, sizeof(f->batch_id), "%s", sl->b->id);
     f->line_no = sl->line.line_no;
@@ -462,7 +457,7 @@ static void sched_claim(struct sched *s, struct sched_batch *b)
     b->nbuf = n;
     if (n == 0) {
         b->exhausted = true;
-        b->exhausted_at = sched_now();
+        b->exhausted_at = clock_now();
     } else if (b->exhausted) {
         /* lines came back (another node's lease ran out): report idle again when done */
         b->exhausted = false;
@@ -480,7 +475,7 @@ static bool sched_batch_has_work(const struct sched *s, const struct sched_batch
     if (!b->dropped && b->ibuf >= b->nbuf && sched_store_paused(s))
         return false;
     return !b->dropped &&
-           (b->ibuf < b->nbuf || !b->exhausted || sched_now() - b->exhausted_at >= SCHED_RECLAIM_SECONDS);
+           (b->ibuf < b->nbuf || !b->exhausted || clock_now() - b->exhausted_at >= SCHED_RECLAIM_SECONDS);
 }
 
 static void sched_report_idle(struct sched *s, struct sched_batch *b)
@@ -759,7 +754,7 @@ int sched_submit(struct sched *s, struct sched_job *job)
 {
     job->kind_ = SCHED_KIND_JOB;
     job->next_ = NULL;
-    job->t_submit_ = sched_now();
+    job->t_submit_ = clock_now();
     pthread_mutex_lock(&s->mu);
     if (s->stopping) {
         pthread_mutex_unlock(&s->mu);

@@ -2,6 +2,7 @@
  * runstate.c — see runstate.h.
  */
 #include "runstate.h"
+#include "../util/clock.h"
 
 #include "../util/status.h"
 
@@ -19,12 +20,6 @@ struct runstate {
     double tx_started;
 };
 
-static double rs_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 struct runstate_params runstate_default_params(void)
 {
@@ -179,7 +174,7 @@ int runstate_put(struct runstate *rs, const char *custom_id, uint32_t line, bool
         if (sqlite3_exec(rs->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
             return NS_ERR_IO;
         rs->in_tx = true;
-        rs->tx_started = rs_now_ms();
+        rs->tx_started = (clock_now() * 1e3);
     }
     sqlite3_stmt *st = rs->put;
     sqlite3_reset(st);
@@ -194,7 +189,7 @@ int runstate_put(struct runstate *rs, const char *custom_id, uint32_t line, bool
     sqlite3_reset(st);
     if (r != SQLITE_DONE)
         return NS_ERR_IO;
-    if (++rs->pending >= rs->p.commit_every || rs_now_ms() - rs->tx_started >= rs->p.commit_ms)
+    if (++rs->pending >= rs->p.commit_every || (clock_now() * 1e3) - rs->tx_started >= rs->p.commit_ms)
         return runstate_flush(rs);
     return NS_OK;
 }
