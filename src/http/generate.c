@@ -1,0 +1,841 @@
+/*
+ * generate.c — real-time generation (server_int.h): chat, completions, messages,
+ * embeddings and the Ollama routes; jobs handed to a scheduler, the connection suspended
+ * while it waits, streaming in each API's event format.
+ */
+#include "server_int.h"
+
+/* ---- chat / completions ------------------------------------------------------------- */
+
+struct job {
+    struct sched_job sj;
+    pthread_mutex_t mu;
+    /* the connection waiting for this job: MHD suspends it (job_suspend) while there is
+     * nothing to send, and the engine side resumes it (job_wake) */
+    struct MHD_Connection *conn;
+    bool suspended;
+    bool starved;               /* job_next_events found nothing to send yet */
+    int refs;                   /* the engine's and the HTTP side's */
+    bool done;
+    bool stream, chat, include_usage, anthropic;
+    bool ollama;                /* an /api/chat or /api/generate request */
+    struct ollama_extra ox;
+    double t_start;             /* clock_now() when it came in */
+    /* streamed and not yet sent: text of choice 0 (Anthropic, Ollama), or whole SSE events
+     * (OpenAI: one chunk per delta, made on the engine thread, each with its choice index
+     * and logprobs) */
+    struct buf pending;
+    size_t lp_offset[ENGINE_MAX_CHOICES]; /* completions' streamed text_offset, per choice */
+    /* tool_choice auto / required among several: a choice's text is held while it may be
+     * a call (oai_tool_call_prefix); once it cannot, it streams as content (passed) */
+    struct buf held[ENGINE_MAX_CHOICES];
+    bool passed[ENGINE_MAX_CHOICES];
+    struct engine_result res;   /* deep copy of the final result (engine_result_copy) */
+    char id[48];
+    char model[128];
+    time_t created;
+    bool sent_role, sent_final;
+    int phase;                  /* streaming: 0 role, 1 content, 2 final, 3 usage, 4 done, 5 end */
+    int n_prompt;
+    struct quota *quota;        /* count the call's tokens for key (quota.h) when it ends */
+    char key[64];
+    struct buf out;             /* SSE bytes ready for the reader */
+    size_t out_pos;
+};
+
+void job_unref(struct job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int left = --j->refs;
+    pthread_mutex_unlock(&j->mu);
+    if (left)
+        return;
+    oai_request_release(&j->sj.oreq);
+    buf_release(&j->pending);
+    buf_release(&j->out);
+    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
+        buf_release(&j->held[i]);
+    engine_result_release(&j->res);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+static cJSON *chunk_choice(struct job *j, int index, const char *text, size_t n, const char *finish, bool role,
+                          const struct engine_delta *d);
+static void sse_push_to(struct buf *b, cJSON *o);
+
+/* Waiting without a thread: the connection's handler or content reader suspends it until
+ * the job has something for it. Both sides hold mu, so a resume always follows its
+ * suspend; MHD is called for the resume after mu is released (MHD's own locks are never
+ * taken inside mu by one thread and around it by another). */
+void job_suspend(struct job *j)
+{
+    j->suspended = true;
+    MHD_suspend_connection(j->conn);
+}
+
+/* mu held: news for the connection; true when the caller must resume it (after unlock) */
+static bool job_wake(struct job *j)
+{
+    bool resume = j->suspended;
+    j->suspended = false;
+    return resume;
+}
+
+static void job_on_token(struct sched_job *sj, const struct engine_delta *d)
+{
+    struct job *j = (struct job *)sj;
+    pthread_mutex_lock(&j->mu);
+    if (j->anthropic || j->ollama) {
+        if (d->index == 0)
+            buf_append(&j->pending, d->text, d->len);
+    } else if (j->sj.oreq.tool_mode != OAI_TOOLS_NONE && d->index >= 0 && d->index < ENGINE_MAX_CHOICES &&
+               !j->passed[d->index]) {
+        struct buf *h = &j->held[d->index];
+        buf_append(h, d->text, d->len);
+        if (!oai_tool_call_prefix(h->p ? h->p : "", h->len)) {
+            j->passed[d->index] = true;
+            sse_push_to(&j->pending, chunk_choice(j, d->index, h->p, h->len, NULL, false, d));
+            buf_reset(h);
+        }
+    } else if (d->len || d->n_logprobs) {
+        sse_push_to(&j->pending, chunk_choice(j, d->index, d->text, d->len, NULL, false, d));
+    }
+    bool resume = job_wake(j);
+    pthread_mutex_unlock(&j->mu);
+    if (resume)
+        MHD_resume_connection(j->conn); /* the engine's reference keeps j alive */
+}
+
+static void job_on_done(struct sched_job *sj, const struct engine_result *res)
+{
+    struct job *j = (struct job *)sj;
+    pthread_mutex_lock(&j->mu);
+    /* text, logprobs and choices are valid during done() only */
+    if (engine_result_copy(&j->res, res) != NS_OK) {
+        memset(&j->res, 0, sizeof(j->res));
+        j->res.status = NS_ERR_NOMEM;
+        j->res.text = "";
+        snprintf(j->res.message, sizeof(j->res.message), "out of memory");
+    }
+    if (j->key[0])
+        quota_tokens_add(j->quota, j->key, (int64_t)res->prompt_tokens + res->completion_tokens);
+    j->done = true;
+    bool resume = job_wake(j);
+    pthread_mutex_unlock(&j->mu);
+    if (resume)
+        MHD_resume_connection(j->conn);
+    job_unref(j);
+}
+
+static cJSON *chunk_base(struct job *j)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "object", j->chat ? "chat.completion.chunk" : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)j->created);
+    cJSON_AddStringToObject(o, "model", j->model);
+    cJSON_AddStringToObject(o, "system_fingerprint", "nightshift");
+    return o;
+}
+
+static void sse_push_to(struct buf *b, cJSON *o)
+{
+    char *t = json_print(o);
+    if (!t)
+        return;
+    buf_appends(b, "data: ");
+    buf_appends(b, t);
+    buf_appends(b, "\n\n");
+    free(t);
+}
+
+static void sse_push(struct job *j, cJSON *o) { sse_push_to(&j->out, o); }
+
+/* a chunk of choice `index`: new text (chat: the delta), its tokens' logprobs (d, when
+ * the request asked for them), or the finish_reason */
+static cJSON *chunk_choice(struct job *j, int index, const char *text, size_t n, const char *finish, bool role,
+                          const struct engine_delta *d)
+{
+    cJSON *o = chunk_base(j);
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", index);
+    if (j->chat) {
+        oai_chunk_delta(&j->sj.oreq, cJSON_AddObjectToObject(c, "delta"), text, n, role);
+    } else {
+        char *t = strndup(text ? text : "", n);
+        cJSON_AddStringToObject(c, "text", t ? t : "");
+        free(t);
+    }
+    if (d && j->sj.oreq.req.logprobs && index >= 0 && index < ENGINE_MAX_CHOICES) {
+        cJSON_AddItemToObject(c, "logprobs", oai_logprobs_json(&j->sj.oreq, d->logprobs, d->n_logprobs, d->logprob_text,
+                                                               j->lp_offset[index]));
+        for (int i = 0; i < d->n_logprobs; i++)
+            j->lp_offset[index] += d->logprobs[i].piece_len;
+    } else {
+        cJSON_AddNullToObject(c, "logprobs");
+    }
+    if (finish)
+        cJSON_AddStringToObject(c, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(c, "finish_reason");
+    cJSON_AddItemToArray(choices, c);
+    if (j->include_usage)
+        cJSON_AddNullToObject(o, "usage");
+    return o;
+}
+
+static void sse_event(struct job *j, const char *name, cJSON *o)
+{
+    char *t = json_print(o);
+    if (!t)
+        return;
+    buf_appendf(&j->out, "event: %s\ndata: %s\n\n", name, t);
+    free(t);
+}
+
+/* Anthropic's event sequence: message_start, content_block_start, ping, content_block_delta*,
+ * content_block_stop, message_delta, message_stop (or an error event) */
+static void job_next_events_anthropic(struct job *j)
+{
+    while (j->out_pos >= j->out.len) {
+        buf_reset(&j->out);
+        j->out_pos = 0;
+        if (j->phase == 0) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "message_start");
+            cJSON *m = cJSON_AddObjectToObject(o, "message");
+            cJSON_AddStringToObject(m, "id", j->id);
+            cJSON_AddStringToObject(m, "type", "message");
+            cJSON_AddStringToObject(m, "role", "assistant");
+            cJSON_AddArrayToObject(m, "content");
+            cJSON_AddStringToObject(m, "model", j->model);
+            cJSON_AddNullToObject(m, "stop_reason");
+            cJSON_AddNullToObject(m, "stop_sequence");
+            cJSON *u = cJSON_AddObjectToObject(m, "usage");
+            cJSON_AddNumberToObject(u, "input_tokens", j->n_prompt);
+            cJSON_AddNumberToObject(u, "output_tokens", 0);
+            sse_event(j, "message_start", o);
+            o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "content_block_start");
+            cJSON_AddNumberToObject(o, "index", 0);
+            cJSON *cb = cJSON_AddObjectToObject(o, "content_block");
+            cJSON_AddStringToObject(cb, "type", "text");
+            cJSON_AddStringToObject(cb, "text", "");
+            sse_event(j, "content_block_start", o);
+            o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "ping");
+            sse_event(j, "ping", o);
+            j->phase = 1;
+            continue;
+        }
+        if (j->phase == 1) {
+            if (j->pending.len) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "type", "content_block_delta");
+                cJSON_AddNumberToObject(o, "index", 0);
+                cJSON *d = cJSON_AddObjectToObject(o, "delta");
+                cJSON_AddStringToObject(d, "type", "text_delta");
+                char *t = strndup(j->pending.p, j->pending.len);
+                cJSON_AddStringToObject(d, "text", t ? t : "");
+                free(t);
+                sse_event(j, "content_block_delta", o);
+                buf_reset(&j->pending);
+                continue;
+            }
+            if (!j->done) {
+                j->starved = true;
+                return;
+            }
+            j->phase = 2;
+        }
+        if (j->phase == 2) {
+            if (j->res.status != NS_OK) {
+                sse_event(j, "error", anthropic_error(j->res.status, j->res.message));
+            } else {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "type", "content_block_stop");
+                cJSON_AddNumberToObject(o, "index", 0);
+                sse_event(j, "content_block_stop", o);
+                o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "type", "message_delta");
+                cJSON *d = cJSON_AddObjectToObject(o, "delta");
+                cJSON_AddStringToObject(d, "stop_reason", anthropic_stop_reason(&j->res));
+                if (j->res.stop_index >= 0 && j->res.stop_index < j->sj.oreq.req.n_stop)
+                    cJSON_AddStringToObject(d, "stop_sequence", j->sj.oreq.req.stop[j->res.stop_index]);
+                else
+                    cJSON_AddNullToObject(d, "stop_sequence");
+                cJSON *u = cJSON_AddObjectToObject(o, "usage");
+                cJSON_AddNumberToObject(u, "output_tokens", j->res.completion_tokens);
+                sse_event(j, "message_delta", o);
+                o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "type", "message_stop");
+                sse_event(j, "message_stop", o);
+            }
+            j->phase = 5;
+            continue;
+        }
+        return;
+    }
+}
+
+/* Ollama's stream: one JSON object a line, the last with done: true (or an error) */
+static void job_next_events_ollama(struct job *j)
+{
+    while (j->out_pos >= j->out.len && j->phase != 5) {
+        buf_reset(&j->out);
+        j->out_pos = 0;
+        cJSON *o = NULL;
+        if (j->pending.len) {
+            o = ollama_chunk(j->chat, j->model, j->pending.p, j->pending.len);
+            buf_reset(&j->pending);
+        } else if (!j->done) {
+            j->starved = true;
+            return;
+        } else {
+            o = j->res.status != NS_OK ? ollama_error(j->res.message)
+                                       : ollama_final(j->chat, j->model, &j->res, "", j->t_start);
+            j->phase = 5;
+        }
+        char *t = json_print(o);
+        if (t)
+            buf_appendf(&j->out, "%s\n", t);
+        free(t);
+    }
+}
+
+/* fill j->out with the next SSE events (mu held); j->starved when there is nothing yet */
+static void job_next_events(struct job *j)
+{
+    j->starved = false;
+    if (j->anthropic) {
+        job_next_events_anthropic(j);
+        return;
+    }
+    if (j->ollama) {
+        job_next_events_ollama(j);
+        return;
+    }
+    while (j->out_pos >= j->out.len) {
+        buf_reset(&j->out);
+        j->out_pos = 0;
+        if (j->phase == 0 && j->chat) {
+            int nc = j->sj.oreq.req.n > 1 ? j->sj.oreq.req.n : 1;
+            for (int i = 0; i < nc; i++)
+                sse_push(j, chunk_choice(j, i, "", 0, NULL, true, NULL));
+            j->phase = 1;
+            continue;
+        }
+        if (j->phase <= 1) {
+            j->phase = 1;
+            if (j->pending.len) {
+                /* whole events made by job_on_token */
+                struct buf t = j->out;
+                j->out = j->pending;
+                j->pending = t;
+                continue;
+            }
+            if (!j->done) {
+                j->starved = true;
+                return;
+            }
+            j->phase = 2;
+        }
+        if (j->phase == 2) {
+            if (j->res.status != NS_OK) {
+                /* the request failed after the stream started: an error event, then [DONE] */
+                cJSON *e = oai_error_body(j->res.status, j->res.message, j->res.param, NULL);
+                sse_push(j, e);
+            } else {
+                for (int i = 0; i < oai_result_n_choices(&j->res); i++) {
+                    struct engine_choice ch = oai_result_choice(&j->res, i);
+                    const char *finish = oai_finish_reason_of(&j->sj.oreq, ch.finish);
+                    if (j->sj.oreq.tool_mode != OAI_TOOLS_NONE && i < ENGINE_MAX_CHOICES && !j->passed[i]) {
+                        /* held to the end: one call, or the text after all */
+                        cJSON *call = ch.finish == ENGINE_FINISH_STOP
+                                          ? oai_parse_tool_call(&j->sj.oreq, ch.text, ch.text_len, true)
+                                          : NULL;
+                        cJSON *o = chunk_choice(j, i, call ? NULL : ch.text, call ? 0 : ch.text_len, NULL, false, NULL);
+                        if (call) {
+                            cJSON *delta = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "delta");
+                            cJSON_AddNullToObject(delta, "content");
+                            cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"), call);
+                            finish = "tool_calls";
+                        }
+                        sse_push(j, o);
+                    }
+                    sse_push(j, chunk_choice(j, i, j->chat ? NULL : "", 0, finish, false, NULL));
+                }
+            }
+            j->phase = 3;
+            continue;
+        }
+        if (j->phase == 3) {
+            if (j->include_usage && j->res.status == NS_OK) {
+                cJSON *o = chunk_base(j);
+                cJSON_AddArrayToObject(o, "choices");
+                cJSON *u = cJSON_AddObjectToObject(o, "usage");
+                cJSON_AddNumberToObject(u, "prompt_tokens", j->res.prompt_tokens);
+                cJSON_AddNumberToObject(u, "completion_tokens", j->res.completion_tokens);
+                cJSON_AddNumberToObject(u, "total_tokens", j->res.prompt_tokens + j->res.completion_tokens);
+                cJSON *pd = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+                cJSON_AddNumberToObject(pd, "cached_tokens", j->res.cached_tokens);
+                sse_push(j, o);
+            }
+            j->phase = 4;
+            continue;
+        }
+        if (j->phase == 4) {
+            buf_appends(&j->out, "data: [DONE]\n\n");
+            j->phase = 5;
+            continue;
+        }
+        return; /* phase 5: end */
+    }
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    struct job *j = cls;
+    pthread_mutex_lock(&j->mu);
+    job_next_events(j);
+    if (j->out_pos >= j->out.len) {
+        if (j->starved) {
+            /* called again once resumed, with something to send */
+            job_suspend(j);
+            pthread_mutex_unlock(&j->mu);
+            return 0;
+        }
+        pthread_mutex_unlock(&j->mu);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    size_t n = j->out.len - j->out_pos;
+    if (n > max)
+        n = max;
+    memcpy(out, j->out.p + j->out_pos, n);
+    j->out_pos += n;
+    pthread_mutex_unlock(&j->mu);
+    return (ssize_t)n;
+}
+
+/* the stream's response is gone: finished, or its client went away (a write failed); in
+ * the second case the engine stops generating for nobody */
+static void stream_free(void *cls)
+{
+    struct job *j = cls;
+    pthread_mutex_lock(&j->mu);
+    if (!j->done)
+        atomic_store(&j->sj.oreq.req.cancelled, true);
+    pthread_mutex_unlock(&j->mu);
+    job_unref(j);
+}
+
+
+/* an error in the shape of the route's API */
+#define GEN_ERROR(x, flavor, status, param, ...)                                                                   \
+    ((flavor) == GEN_MESSAGES  ? send_ant_error((x)->c, (status), __VA_ARGS__)                                    \
+     : (flavor) >= GEN_OLLAMA_CHAT ? send_ollama_error((x)->c, (status), __VA_ARGS__)                             \
+                                   : send_error((x)->c, (status), (param), NULL, __VA_ARGS__))
+
+static struct sched *sched_by_ollama_name(struct server *s, const char *model);
+static bool ollama_answered(struct route_ctx *x, struct job *j, struct sched *s, enum MHD_Result *ret);
+static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, int flavor);
+
+/* Not done yet: the connection is suspended and r keeps j for answer (true). Done already:
+ * false, the caller answers now. */
+static bool job_wait(struct job *j, struct req *r, enum MHD_Result (*answer)(struct MHD_Connection *, struct job *, int),
+                     int flavor)
+{
+    pthread_mutex_lock(&j->mu);
+    bool wait = !j->done;
+    if (wait) {
+        r->answer = answer;
+        r->job = j;
+        r->flavor = flavor;
+        job_suspend(j);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return wait;
+}
+
+static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
+{
+    bool chat = flavor != GEN_COMPLETION && flavor != GEN_OLLAMA_GENERATE;
+    bool ollama = flavor >= GEN_OLLAMA_CHAT;
+    struct oai_error err;
+    /* the key's budget first: a refused call costs no parsing (and counts for nothing) */
+    if (x->key[0]) {
+        struct quota_refusal why;
+        int qrc = quota_request_admit(x->srv->quota, x->key, x->lim, &why);
+        if (qrc == NS_ERR_QUOTA_REQUESTS || qrc == NS_ERR_QUOTA_TOKENS)
+            return send_quota_refusal(x->c, flavor == GEN_MESSAGES ? ERR_ANTHROPIC : ollama ? ERR_OLLAMA : ERR_OPENAI,
+                                      &why);
+        if (qrc)
+            return GEN_ERROR(x, flavor, qrc, NULL, "out of memory");
+    }
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return GEN_ERROR(x, flavor, NS_ERR_NOMEM, NULL, "out of memory");
+    pthread_mutex_init(&j->mu, NULL);
+    j->conn = x->c;
+    buf_init(&j->pending, 64u << 20);
+    buf_init(&j->out, 64u << 20);
+    j->refs = 1;
+    const char *body = x->r->body.p ? x->r->body.p : "";
+    int rc;
+    struct sched *s = NULL;
+    if (flavor == GEN_MESSAGES) {
+        rc = anthropic_request_parse(body, x->r->body.len, &j->sj.oreq, &err);
+    } else if (ollama) {
+        rc = ollama_request_parse(body, x->r->body.len, chat, &j->sj.oreq, &j->ox, &err);
+    } else {
+        /* the model decides how much we check: an upstream judges its own bodies */
+        cJSON *root = cJSON_ParseWithLength(body, x->r->body.len);
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
+        s = cJSON_IsString(m) ? sched_by_model(x->srv, m->valuestring) : NULL;
+        if (!root)
+            rc = oai_error_set(&err, NS_ERR_INVALID, NULL,
+                               "We could not parse the JSON body of your request. The body must be valid JSON.");
+        else if (s && sched_backend(s)->ops->forward)
+            rc = oai_request_forward_from_json(root, chat, &j->sj.oreq, &err);
+        else
+            rc = oai_request_from_json(root, chat, &j->sj.oreq, &err);
+    }
+    if (rc) {
+        job_unref(j);
+        return GEN_ERROR(x, flavor, rc, err.param, "%s", err.message);
+    }
+    if (!s)
+        s = ollama ? sched_by_ollama_name(x->srv, j->sj.oreq.model) : sched_by_model(x->srv, j->sj.oreq.model);
+    if (!s) {
+        enum MHD_Result ret =
+            ollama ? send_ollama_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model \"%.100s\" not found", j->sj.oreq.model)
+                   : GEN_ERROR(x, flavor, NS_ERR_MODEL_NOT_FOUND, "model",
+                               "The model '%.100s' does not exist or you do not have access to it.", j->sj.oreq.model);
+        job_unref(j);
+        return ret;
+    }
+    if (ollama) {
+        j->ollama = true;
+        j->t_start = clock_now();
+        enum MHD_Result ret;
+        if (ollama_answered(x, j, s, &ret)) {
+            job_unref(j);
+            return ret;
+        }
+    }
+    /* check the context now, so an oversized prompt is a 400, not a broken stream (an
+     * upstream checks its own) */
+    struct backend *be = sched_backend(s);
+    struct backend_info info;
+    be->ops->get_info(be->impl, &info);
+    char terr[256];
+    int n_prompt = backend_count_tokens(be, &j->sj.oreq.req, terr, sizeof(terr));
+    if (n_prompt < 0) {
+        job_unref(j);
+        return GEN_ERROR(x, flavor, -n_prompt, chat ? "messages" : "prompt", "%s", terr);
+    }
+    int want = j->sj.oreq.req.max_tokens > 0 ? j->sj.oreq.req.max_tokens : 0;
+    if (info.n_ctx_seq > 0 && (n_prompt + want > info.n_ctx_seq || n_prompt >= info.n_ctx_seq)) {
+        job_unref(j);
+        return GEN_ERROR(x, flavor, NS_ERR_CONTEXT, chat ? "messages" : "prompt",
+                          "This model's maximum context length is %d tokens. However, you requested %d tokens "
+                          "(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
+                          info.n_ctx_seq, n_prompt + want, n_prompt, chat ? "messages" : "prompt", want,
+                          chat ? "messages" : "prompt");
+    }
+    if (be->ops->engine) {
+        struct engine_info ei;
+        engine_get_info(be->ops->engine(be->impl), &ei);
+        if (ei.embedding) {
+            snprintf(ei.name, sizeof(ei.name), "%s", j->sj.oreq.model ? j->sj.oreq.model : "");
+            job_unref(j);
+            return GEN_ERROR(x, flavor, NS_ERR_INVALID, "model",
+                             "The model '%.100s' is loaded for embeddings only (--embedding): use /v1/embeddings.",
+                             ei.name);
+        }
+    }
+    if (j->sj.oreq.req.n > 1 && be->ops->engine) {
+        /* the choices run side by side, one sequence each: say so now, not in the stream */
+        struct engine_info ei;
+        engine_get_info(be->ops->engine(be->impl), &ei);
+        if (j->sj.oreq.req.n > ei.n_parallel) {
+            int n = j->sj.oreq.req.n;
+            job_unref(j);
+            return GEN_ERROR(x, flavor, NS_ERR_UNSUPPORTED, "n",
+                             "Invalid 'n': this model runs at most %d sequences at once (--parallel), so at most %d "
+                             "choices, but got %d.",
+                             ei.n_parallel, ei.n_parallel, n);
+        }
+    }
+    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
+        buf_init(&j->held[i], 64u << 20);
+    j->stream = j->sj.oreq.stream;
+    j->chat = chat;
+    j->include_usage = j->sj.oreq.include_usage;
+    snprintf(j->model, sizeof(j->model), "%s", j->sj.oreq.model);
+    oai_make_id(j->id, sizeof(j->id), flavor == GEN_MESSAGES ? "msg_" : chat ? "chatcmpl-" : "cmpl-");
+    j->anthropic = flavor == GEN_MESSAGES;
+    j->n_prompt = n_prompt;
+    j->created = time(NULL);
+    j->quota = x->srv->quota;
+    snprintf(j->key, sizeof(j->key), "%s", x->key);
+    j->sj.on_done = job_on_done;
+    j->sj.on_token = j->stream ? job_on_token : NULL;
+    j->refs = 2; /* the engine's reference is dropped in job_on_done */
+    if (!j->sj.oreq.has_seed)
+        j->sj.oreq.req.seed = (uint32_t)rand();
+    if (sched_submit(s, &j->sj) != NS_OK) {
+        j->refs = 1;
+        job_unref(j);
+        return GEN_ERROR(x, flavor, NS_ERR_UNAVAILABLE, NULL, "the server is shutting down");
+    }
+    if (j->stream) {
+        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, j,
+                                                                      stream_free);
+        if (!resp) {
+            job_unref(j);
+            return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ollama ? "application/x-ndjson" : "text/event-stream");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        enum MHD_Result ret = httpguard_queue(x->c, 200, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    if (job_wait(j, x->r, gen_answer, flavor))
+        return MHD_YES;
+    return gen_answer(x->c, j, flavor);
+}
+
+/* the answer of a finished non-streamed job (flavor: its enum gen_flavor); drops the HTTP
+ * side's reference */
+static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, int flavor)
+{
+    struct route_ctx xx = {.c = c};
+    struct route_ctx *x = &xx;
+    bool chat = flavor != GEN_COMPLETION && flavor != GEN_OLLAMA_GENERATE;
+    bool ollama = flavor >= GEN_OLLAMA_CHAT;
+    enum MHD_Result ret;
+    if (flavor != GEN_MESSAGES && j->res.raw_body && j->res.http_status)
+        /* an upstream's answer, byte for byte as it gave it (the backend parsed it already:
+         * it is JSON) */
+        ret = send_bytes(x->c, (unsigned)j->res.http_status, "application/json", j->res.raw_body, j->res.raw_len);
+    else if (j->res.status != NS_OK)
+        ret = GEN_ERROR(x, flavor, j->res.status, j->res.param, "%s", j->res.message);
+    else if (flavor == GEN_MESSAGES)
+        ret = send_json(x->c, 200, anthropic_message(&j->sj.oreq, &j->res, j->id, j->model));
+    else if (ollama)
+        ret = send_json(x->c, 200, ollama_final(chat, j->model, &j->res, j->res.text, j->t_start));
+    else
+        ret = send_json(x->c, 200, oai_completion_body(&j->sj.oreq, &j->res, j->id, j->model, j->created));
+    job_unref(j);
+    return ret;
+}
+
+static enum MHD_Result emb_answer(struct MHD_Connection *c, struct job *j, int flavor)
+{
+    (void)flavor;
+    enum MHD_Result ret = j->res.status != NS_OK
+                              ? send_error(c, j->res.status, j->res.param, NULL, "%s", j->res.message)
+                              : send_json(c, 200, oai_completion_body(&j->sj.oreq, &j->res, "", j->model, time(NULL)));
+    job_unref(j);
+    return ret;
+}
+
+/* POST /v1/embeddings: on a local model loaded with --embedding; inputs of concurrent
+ * requests are decoded together by its engine */
+enum MHD_Result h_embeddings(struct route_ctx *x)
+{
+    struct oai_error err;
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+    pthread_mutex_init(&j->mu, NULL);
+    j->conn = x->c;
+    j->refs = 1;
+    cJSON *root = cJSON_ParseWithLength(x->r->body.p ? x->r->body.p : "", x->r->body.len);
+    int rc = root ? oai_embeddings_from_json(root, &j->sj.oreq, &err)
+                  : oai_error_set(&err, NS_ERR_INVALID, NULL,
+                                  "We could not parse the JSON body of your request. The body must be valid JSON.");
+    if (rc) {
+        job_unref(j);
+        return send_error(x->c, rc, err.param, NULL, "%s", err.message);
+    }
+    struct sched *s = sched_by_model(x->srv, j->sj.oreq.model);
+    if (!s) {
+        enum MHD_Result ret = send_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
+                                         "The model '%.100s' does not exist or you do not have access to it.",
+                                         j->sj.oreq.model);
+        job_unref(j);
+        return ret;
+    }
+    struct backend *be = sched_backend(s);
+    struct engine_info ei;
+    memset(&ei, 0, sizeof(ei));
+    if (be->ops->engine)
+        engine_get_info(be->ops->engine(be->impl), &ei);
+    if (!ei.embedding) {
+        enum MHD_Result ret = send_error(x->c, NS_ERR_INVALID, "model", NULL,
+                                         "The model '%.100s' is not loaded for embeddings: serve an embedding model "
+                                         "with --embedding.",
+                                         j->sj.oreq.model);
+        job_unref(j);
+        return ret;
+    }
+    snprintf(j->model, sizeof(j->model), "%s", j->sj.oreq.model);
+    j->sj.on_done = job_on_done;
+    j->refs = 2; /* the engine's reference is dropped in job_on_done */
+    if (sched_submit(s, &j->sj) != NS_OK) {
+        j->refs = 1;
+        job_unref(j);
+        return send_error(x->c, NS_ERR_UNAVAILABLE, NULL, NULL, "the server is shutting down");
+    }
+    if (job_wait(j, x->r, emb_answer, 0))
+        return MHD_YES;
+    return emb_answer(x->c, j, 0);
+}
+
+enum MHD_Result h_chat(struct route_ctx *x) { return h_generate(x, GEN_CHAT); }
+enum MHD_Result h_completions(struct route_ctx *x) { return h_generate(x, GEN_COMPLETION); }
+enum MHD_Result h_messages(struct route_ctx *x) { return h_generate(x, GEN_MESSAGES); }
+
+/* ---- Ollama API (ollama.h) ---------------------------------------------------------- */
+
+/* the engine of a model on the local backend, NULL for an upstream one */
+static struct engine *sched_local_engine(struct sched *s)
+{
+    struct backend *be = sched_backend(s);
+    return be->ops->engine ? be->ops->engine(be->impl) : NULL;
+}
+
+static struct sched *sched_by_ollama_name(struct server *s, const char *model)
+{
+    for (int i = 0; i < s->n_scheds; i++)
+        if (ollama_name_matches(sched_model_name(s->scheds[i]), model))
+            return s->scheds[i];
+    return NULL;
+}
+
+/* What Ollama answers once the model is known and before any work: num_ctx over the loaded
+ * context is an error, and a body without prompt or messages only asks for the model to be
+ * loaded (it is). True when *ret is the answer. */
+static bool ollama_answered(struct route_ctx *x, struct job *j, struct sched *s, enum MHD_Result *ret)
+{
+    struct engine_info info;
+    struct oai_error err;
+    struct engine *eng = sched_local_engine(s);
+    if (eng)
+        engine_get_info(eng, &info);
+    if (eng && ollama_check_num_ctx(&j->ox, info.n_ctx_seq, &err)) {
+        *ret = send_ollama_error(x->c, err.status, "%s", err.message);
+        return true;
+    }
+    if (j->ox.load_only) {
+        *ret = send_json(x->c, 200, ollama_load_answer(j->sj.oreq.chat, j->sj.oreq.model));
+        return true;
+    }
+    return false;
+}
+
+enum MHD_Result h_ollama_chat(struct route_ctx *x) { return h_generate(x, GEN_OLLAMA_CHAT); }
+enum MHD_Result h_ollama_generate(struct route_ctx *x) { return h_generate(x, GEN_OLLAMA_GENERATE); }
+
+/* a model on an upstream backend has no file: its URL stands for the path (digest, size 0) */
+static void ollama_model_of(struct sched *s, struct ollama_model *m, struct backend_info *bi)
+{
+    struct engine *eng = sched_local_engine(s);
+    memset(m, 0, sizeof(*m));
+    m->name = sched_model_name(s);
+    if (eng) {
+        m->path = engine_model_path(eng);
+        m->chat_template = engine_chat_template(eng);
+        engine_get_info(eng, &m->info);
+        return;
+    }
+    struct backend *be = sched_backend(s);
+    be->ops->get_info(be->impl, bi);
+    m->path = bi->desc;
+    snprintf(m->info.name, sizeof(m->info.name), "%s", m->name);
+}
+
+/* GET /api/tags, GET /api/ps: every served model is loaded and running */
+static enum MHD_Result ollama_models(struct route_ctx *x, bool running)
+{
+    struct ollama_model *ms = calloc((size_t)x->srv->n_scheds + 1, sizeof(*ms));
+    if (!ms)
+        return send_ollama_error(x->c, NS_ERR_NOMEM, "out of memory");
+    struct backend_info *bis = calloc((size_t)x->srv->n_scheds + 1, sizeof(*bis));
+    if (!bis) {
+        free(ms);
+        return send_ollama_error(x->c, NS_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < x->srv->n_scheds; i++)
+        ollama_model_of(x->srv->scheds[i], &ms[i], &bis[i]);
+    cJSON *o = ollama_list(ms, x->srv->n_scheds, running);
+    free(ms);
+    free(bis);
+    return send_json(x->c, 200, o);
+}
+
+enum MHD_Result h_ollama_tags(struct route_ctx *x) { return ollama_models(x, false); }
+enum MHD_Result h_ollama_ps(struct route_ctx *x) { return ollama_models(x, true); }
+
+/* the served model a /api/show or /api/embed body names; NULL when *ret is the error */
+static struct sched *ollama_body_model(struct route_ctx *x, enum MHD_Result *ret)
+{
+    char name[256];
+    struct oai_error err;
+    if (ollama_model_field(x->r->body.p ? x->r->body.p : "", x->r->body.len, name, sizeof(name), &err)) {
+        *ret = send_ollama_error(x->c, err.status, "%s", err.message);
+        return NULL;
+    }
+    struct sched *s = sched_by_ollama_name(x->srv, name);
+    if (!s)
+        *ret = send_ollama_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model \"%.100s\" not found", name);
+    return s;
+}
+
+enum MHD_Result h_ollama_show(struct route_ctx *x)
+{
+    enum MHD_Result ret;
+    struct sched *s = ollama_body_model(x, &ret);
+    if (!s)
+        return ret;
+    struct ollama_model m;
+    struct backend_info bi;
+    ollama_model_of(s, &m, &bi);
+    return send_json(x->c, 200, ollama_show(&m));
+}
+
+/* POST /api/embed, /api/embeddings: the model is checked, then the feature is refused */
+enum MHD_Result h_ollama_embed(struct route_ctx *x)
+{
+    enum MHD_Result ret;
+    if (!ollama_body_model(x, &ret))
+        return ret;
+    return send_ollama_error(x->c, NS_ERR_UNSUPPORTED,
+                             "embeddings are not supported by nightshift yet: it serves text generation only");
+}
+
+/* pull, push, create, copy, delete: the served models are the ones given at start */
+enum MHD_Result h_ollama_manage(struct route_ctx *x)
+{
+    return send_ollama_error(x->c, NS_ERR_UNSUPPORTED,
+                             "model management is not supported: nightshift serves the models given to "
+                             "'nightshift serve --model' (see GET /api/tags)");
+}
+
+enum MHD_Result h_ollama_version(struct route_ctx *x) { return send_json(x->c, 200, ollama_version()); }
+
+/* GET /: tools probe it to find an Ollama server, and compare the text */
+enum MHD_Result h_ollama_root(struct route_ctx *x)
+{
+    char *t = strdup("Ollama is running");
+    if (!t)
+        return MHD_NO;
+    return send_text(x->c, 200, "text/plain; charset=utf-8", t);
+}
+

@@ -1,0 +1,237 @@
+/*
+ * server_int.h — what the files of the HTTP server share, and nobody else sees: the server
+ * and request state, the route context, the answer helpers, and each file's handlers for
+ * the route table (server.c). One file per subsystem:
+ *   server.c     daemon, route table and dispatch, auth, per-request state, health/models
+ *   respond.c    answers: JSON (valid UTF-8 always), errors in each API's shape, objects
+ *   generate.c   chat, completions, messages, embeddings, Ollama: jobs, waiting, streaming
+ *   files.c      uploads and the Files API
+ *   batches.c    the Batch API, retries, deferred requests
+ *   msgbatches.c Anthropic Message Batches
+ *   metrics.c    /metrics, /v1/nightshift/stats, the sampler and the dashboard
+ * THREADS: handlers run on MHD's threads; see server.h for the rest.
+ */
+#ifndef NS_HTTP_SERVER_INT_H
+#define NS_HTTP_SERVER_INT_H
+
+#include "server.h"
+#include "../util/clock.h"
+
+#include "../backend/backend.h"
+#include "../engine/engine.h"
+#include "../util/buf.h"
+#include "../util/durable.h"
+#include "../util/sha256.h"
+#include "../util/status.h"
+#include "../util/utf8.h"
+#include "../util/jsonscan.h"
+#include "../proto/anthropic.h"
+#include "dashboard.h"
+#include "httpguard.h"
+#include "keycache.h"
+#include "../proto/oai.h"
+#include "../proto/ollama.h"
+#include "quota.h"
+#include "../util/log.h"
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <strings.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+
+struct server {
+    struct server_params p;
+    char *data_dir;
+    char *api_key;
+    char api_key_hash[65];       /* its SHA-256, compared in constant time */
+    bool no_auth;
+    struct store *st;
+    const struct store_ops *ops;
+    struct sched **scheds;
+    int n_scheds;
+    struct batchmgr *bm;
+    struct quota *quota;         /* per-key limits (quota.h) */
+    struct keycache *keys;       /* API keys read from the store, for a moment (keycache.h) */
+    struct httpguard *guard;     /* Host, Origin, slow heads (httpguard.h) */
+    struct MHD_Daemon *mhd;
+    int port;
+    atomic_bool draining;        /* server_drain(): new requests get 503 */
+    atomic_int inflight;         /* requests started, not completed (server_inflight) */
+    /* the dashboard's last hour: a sample every SAMPLE_EVERY s (sampler thread) */
+    pthread_t sampler;
+    bool sampler_started, sampler_stop;
+    pthread_mutex_t smu;
+    pthread_cond_t scv;
+    struct sample *ring;
+    int n_samples, head;
+    uint64_t last_tokens, last_lines;
+    double last_t;
+};
+
+#define SAMPLES 720
+#define SAMPLE_EVERY 5
+
+struct sample {
+    double t;                   /* unix seconds */
+    double tokens_per_s, lines_per_s;
+    double batch_pending, interactive_waiting;
+};
+
+struct upload {
+    struct MHD_PostProcessor *pp;
+    struct durable file;        /* files/<id>, written under a temporary name (durable.h) */
+    char id[48];                /* the file's id, chosen when the upload starts */
+    char *filename;
+    struct buf purpose;
+    int64_t bytes;
+    bool have_file;
+    bool too_large;
+};
+
+struct job;
+
+struct req {
+    struct server *srv;
+    double t_start;             /* when its head came in (monotonic s): the body's rate */
+    uint64_t body_bytes;
+    bool counted;               /* in srv->inflight */
+    bool started;
+    int early_status;           /* set while reading the body: answer with this */
+    char early_msg[200];
+    struct buf body;
+    struct upload *up;
+    /* a handler that waits for a job (h_generate, h_embeddings) suspends the connection;
+     * once resumed, MHD calls on_request again and answer(c, job, flavor) replies with the
+     * job's result (and drops the reference) */
+    enum MHD_Result (*answer)(struct MHD_Connection *c, struct job *j, int flavor);
+    struct job *job;            /* the HTTP side's reference, while it waits */
+    int flavor;                 /* h_generate's enum gen_flavor */
+};
+
+enum err_shape { ERR_OPENAI, ERR_ANTHROPIC, ERR_OLLAMA };
+
+#define send_error(c, status, param, code, ...) send_shaped_error((c), ERR_OPENAI, (status), (param), (code), __VA_ARGS__)
+#define send_ant_error(c, status, ...) send_shaped_error((c), ERR_ANTHROPIC, (status), NULL, NULL, __VA_ARGS__)
+#define send_ollama_error(c, status, ...) send_shaped_error((c), ERR_OLLAMA, (status), NULL, NULL, __VA_ARGS__)
+
+#define MAX_IDS 2
+
+struct route_ctx {
+    struct server *srv;
+    struct MHD_Connection *c;
+    struct req *r;
+    const char *ids[MAX_IDS];
+    char idbuf[MAX_IDS][128];
+    /* who asks (server_auth): the project that owns what it creates, and whether it may
+     * see every project's files and batches */
+    char owner[64];
+    bool admin;
+    /* the key's name ("" for --api-key, --no-auth and the open mode: no quota) and its
+     * limits, the server's defaults filled in */
+    char key[64];
+    struct quota_limits lim;
+};
+
+typedef enum MHD_Result (*handler_fn)(struct route_ctx *x);
+
+enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES, GEN_OLLAMA_CHAT, GEN_OLLAMA_GENERATE };
+
+#define ANT_MAX_REQUESTS 100000
+#define ANT_MAX_BYTES (256u * 1000u * 1000u)
+
+/* ---- shared functions, by the file that defines them ----------------------------------- */
+
+/* server.c */
+int parse_limit(struct route_ctx *x, int lo, int hi, int def, int *out);
+const char *query(struct route_ctx *x, const char *k);
+struct sched *sched_by_model(struct server *s, const char *model);
+
+/* respond.c */
+void add_str_or_null(cJSON *o, const char *k, const char *v);
+void add_ts(cJSON *o, const char *k, int64_t v);
+cJSON *batch_json(struct server *srv, const struct store_batch *b);
+cJSON *file_json(const struct store_file *f);
+char *json_print(cJSON *o);
+enum MHD_Result send_bytes(struct MHD_Connection *c, unsigned code, const char *type, const char *p, size_t len);
+enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *o);
+enum MHD_Result send_quota_refusal(struct MHD_Connection *c, enum err_shape shape, const struct quota_refusal *why);
+enum MHD_Result send_shaped_error(struct MHD_Connection *c, enum err_shape shape, int status, const char *param,
+                                  const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *type, char *text);
+
+/* generate.c */
+enum MHD_Result h_chat(struct route_ctx *x);
+enum MHD_Result h_completions(struct route_ctx *x);
+enum MHD_Result h_embeddings(struct route_ctx *x);
+enum MHD_Result h_messages(struct route_ctx *x);
+enum MHD_Result h_ollama_chat(struct route_ctx *x);
+enum MHD_Result h_ollama_embed(struct route_ctx *x);
+enum MHD_Result h_ollama_generate(struct route_ctx *x);
+enum MHD_Result h_ollama_manage(struct route_ctx *x);
+enum MHD_Result h_ollama_ps(struct route_ctx *x);
+enum MHD_Result h_ollama_root(struct route_ctx *x);
+enum MHD_Result h_ollama_show(struct route_ctx *x);
+enum MHD_Result h_ollama_tags(struct route_ctx *x);
+enum MHD_Result h_ollama_version(struct route_ctx *x);
+void job_suspend(struct job *j);
+void job_unref(struct job *j);
+
+/* files.c */
+enum MHD_Result h_file_content(struct route_ctx *x);
+enum MHD_Result h_file_delete(struct route_ctx *x);
+enum MHD_Result h_file_get(struct route_ctx *x);
+enum MHD_Result h_file_list(struct route_ctx *x);
+enum MHD_Result h_file_upload(struct route_ctx *x);
+const char *owner_filter(const struct route_ctx *x);
+bool owner_ok(const struct route_ctx *x, const char *owner);
+
+/* batches.c */
+int batch_quota_admit(struct route_ctx *x, const char *batch_id, const char *path, const struct buf *jsonl,
+                             struct quota_refusal *why);
+enum MHD_Result h_ant_batch_cancel(struct route_ctx *x);
+enum MHD_Result h_ant_batch_delete(struct route_ctx *x);
+enum MHD_Result h_ant_batch_get(struct route_ctx *x);
+enum MHD_Result h_ant_batch_list(struct route_ctx *x);
+enum MHD_Result h_ant_batch_results(struct route_ctx *x);
+enum MHD_Result h_batch_cancel(struct route_ctx *x);
+enum MHD_Result h_batch_create(struct route_ctx *x);
+enum MHD_Result h_batch_errors(struct route_ctx *x);
+enum MHD_Result h_batch_get(struct route_ctx *x);
+enum MHD_Result h_batch_list(struct route_ctx *x);
+enum MHD_Result h_batch_output(struct route_ctx *x);
+enum MHD_Result h_batch_retry(struct route_ctx *x);
+enum MHD_Result h_deferred_chat(struct route_ctx *x);
+enum MHD_Result h_deferred_completions(struct route_ctx *x);
+enum MHD_Result h_deferred_get(struct route_ctx *x);
+
+/* msgbatches.c */
+cJSON *ant_batch_json(struct server *srv, const struct store_batch *b);
+enum MHD_Result h_ant_batch_create(struct route_ctx *x);
+int inline_batch_create(struct route_ctx *x, const struct buf *jsonl, int n, const char *endpoint,
+                               const char *id_prefix, const char *filename, const char *metadata, struct store_batch *b,
+                               struct quota_refusal *why, char *err, size_t errlen);
+int inline_line(struct buf *jsonl, const char *custom_id, const char *url, const cJSON *body);
+
+/* metrics.c */
+enum MHD_Result h_dashboard_file(struct route_ctx *x);
+enum MHD_Result h_metrics(struct route_ctx *x);
+enum MHD_Result h_root(struct route_ctx *x);
+enum MHD_Result h_stats(struct route_ctx *x);
+enum MHD_Result h_webhooks(struct route_ctx *x);
+bool public_route(const char *method, const char *url);
+void *sampler_thread(void *arg);
+
+#endif
