@@ -23,6 +23,7 @@
 #include "progress.h"
 
 #include "../proto/batchfile.h"
+#include "../proto/batchline.h"
 #include "../proto/gemini.h"
 #include "../proto/oai.h"
 #include "../backend/backend.h"
@@ -237,15 +238,15 @@ static void run_record_key(struct run_ctx *c, const char *custom_id, uint32_t li
 static void run_record_error(struct run_ctx *c, const struct batchfile_line *l, int status, const char *message,
                              const char *param, int prompt_tokens)
 {
-    cJSON *line;
-    if (c->o->gemini)
-        line = gemini_error_line(l->custom_id, status, message);
-    else if (status_http(status))
-        line = oai_batch_line(l->custom_id, status_http(status), oai_error_body(status, message, param, NULL));
-    else
-        line = oai_batch_line_noresponse(l->custom_id, status, message);
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = status;
+    res.param = param;
+    res.text = "";
+    snprintf(res.message, sizeof(res.message), "%s", message);
     (void)prompt_tokens; /* a failed request has no usage, as at OpenAI */
-    run_record_key(c, l->custom_id, l->line_no, false, line);
+    run_record_key(c, l->custom_id, l->line_no, false,
+                   batchline_result(batchline_shape_of(l->url, c->o->gemini), l->custom_id, NULL, &res, NULL));
 }
 
 static int run_pull(void *ud, struct engine_request **out, int max)
@@ -264,32 +265,14 @@ static int run_pull(void *ud, struct engine_request **out, int max)
             break;
         }
         it->line = l;
-        cJSON *root = cJSON_ParseWithLength(c->bf->data + l->off, l->len);
-        cJSON *body = root ? cJSON_DetachItemFromObjectCaseSensitive(root, "body") : NULL;
-        cJSON_Delete(root);
         struct oai_error err;
-        int rc = l->url == BATCHFILE_URL_EMBEDDINGS
-                     ? oai_request_embeddings_line(body, c->be->ops->forward, &it->oreq, &err)
-                 : c->be->ops->forward ? oai_request_forward_from_json(body, l->url == BATCHFILE_URL_CHAT, &it->oreq, &err)
-                                       : oai_request_from_json(body, l->url == BATCHFILE_URL_CHAT, &it->oreq, &err);
-        if (rc == NS_OK && it->oreq.stream) {
-            oai_request_release(&it->oreq);
-            rc = NS_ERR_INVALID;
-            err.status = rc;
-            err.param = "stream";
-            snprintf(err.message, sizeof(err.message), "'stream' is not allowed in a batch request.");
-        }
+        int rc = batchline_request(c->bf->data + l->off, l->len, l->url, l->custom_id, c->be->ops->forward, c->o->seed,
+                                   &it->oreq, &err);
         if (rc != NS_OK) {
             run_record_error(c, l, err.status, err.message, err.param, 0);
             free(it);
             progress_update(&c->prog, c->ok + c->failed, c->completion_tokens);
             continue;
-        }
-        if (!it->oreq.has_seed) {
-            /* a seed per line derived from the run seed and custom_id: the same file, seed
-             * and --parallel sample the same way run to run (the batch composition, which
-             * a resume or another --parallel changes, can still move float rounding) */
-            it->oreq.req.seed = batchfile_line_seed(l->custom_id, c->o->seed);
         }
         it->oreq.req.user = it;
         out[n++] = &it->oreq.req;
@@ -304,31 +287,17 @@ static void run_done(void *ud, struct engine_request *req, const struct engine_r
     struct run_ctx *c = ud;
     struct run_item *it = req->user;
     const struct batchfile_line *l = it->line;
-    cJSON *raw = !c->o->gemini && res->raw_body && res->http_status ? cJSON_ParseWithLength(res->raw_body, res->raw_len)
-                                                                   : NULL;
     if (res->status == NS_ERR_CANCELLED && (run_interrupted || c->io_error)) {
         /* interrupted: not recorded, so the next run computes it */
-    } else if (raw) {
-        /* an upstream's answer, success or error, as it gave it */
-        char key[600];
-        run_key(key, sizeof(key), l->custom_id);
-        bool ok = res->status == NS_OK;
-        run_record(c, key, l->line_no, ok, oai_batch_line(l->custom_id, res->http_status, raw),
-                   ok ? res->prompt_tokens : 0, ok ? res->completion_tokens : 0, ok ? res->cached_tokens : 0);
-        raw = NULL;
-    } else if (res->status == NS_OK) {
-        char id[48];
-        oai_make_id(id, sizeof(id), it->oreq.chat ? "chatcmpl-" : "cmpl-");
-        cJSON *line = c->o->gemini
-                          ? gemini_response_line(l->custom_id, res, it->oreq.model)
-                          : oai_batch_line(l->custom_id, 200, oai_completion_body(&it->oreq, res, id, it->oreq.model, time(NULL)));
-        char key[600];
-        run_key(key, sizeof(key), l->custom_id);
-        run_record(c, key, l->line_no, true, line, res->prompt_tokens, res->completion_tokens, res->cached_tokens);
     } else {
-        run_record_error(c, l, res->status, res->message, res->param, res->prompt_tokens);
+        bool ok = res->status == NS_OK;
+        char key[600];
+        run_key(key, sizeof(key), l->custom_id);
+        run_record(c, key, l->line_no, ok,
+                   batchline_result(batchline_shape_of(l->url, c->o->gemini), l->custom_id, ok ? &it->oreq : NULL, res,
+                                    it->oreq.model),
+                   ok ? res->prompt_tokens : 0, ok ? res->completion_tokens : 0, ok ? res->cached_tokens : 0);
     }
-    cJSON_Delete(raw);
     oai_request_release(&it->oreq);
     free(it);
     progress_update(&c->prog, c->ok + c->failed, c->completion_tokens);

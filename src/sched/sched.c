@@ -27,6 +27,7 @@
 
 #include "../proto/anthropic.h"
 #include "../proto/batchfile.h"
+#include "../proto/batchline.h"
 #include "../backend/backend.h"
 #include "../util/status.h"
 #include "../util/utf8.h"
@@ -313,38 +314,11 @@ static void sched_unlink(struct sched *s, struct sched_batch *b)
  * commit (mu held) */
 static void sched_finish_line(struct sched *s, struct sched_line *sl, const struct engine_result *res)
 {
-    cJSON *line;
     bool ok = res->status == NS_OK;
-    if (sl->line.url == BATCHFILE_URL_MESSAGES) {
-        /* an Anthropic Message Batch: results in its shape */
-        if (ok) {
-            char id[48];
-            oai_make_id(id, sizeof(id), "msg_");
-            line = anthropic_result_succeeded(sl->line.custom_id,
-                                              anthropic_message(&sl->oreq, res, id, sl->oreq.model ? sl->oreq.model : s->model_name));
-        } else if (status_http(res->status)) {
-            line = anthropic_result_errored(sl->line.custom_id, res->status, res->message);
-        } else {
-            line = anthropic_result_bare(sl->line.custom_id, res->status == NS_ERR_EXPIRED ? "expired" : "canceled");
-        }
-    } else if (res->raw_body && res->http_status) {
-        /* an upstream's answer, success or error, passed on as it gave it */
-        cJSON *body = cJSON_ParseWithLength(res->raw_body, res->raw_len);
-        line = body ? oai_batch_line(sl->line.custom_id, res->http_status, body)
-                    : oai_batch_line(sl->line.custom_id, status_http(res->status),
-                                     oai_error_body(res->status, res->message, res->param, NULL));
-    } else if (ok) {
-        char id[48];
-        oai_make_id(id, sizeof(id), sl->oreq.chat ? "chatcmpl-" : "cmpl-");
-        line = oai_batch_line(sl->line.custom_id, 200,
-                              oai_completion_body(&sl->oreq, res, id, sl->oreq.model ? sl->oreq.model : s->model_name,
-                                                  time(NULL)));
-    } else if (status_http(res->status)) {
-        line = oai_batch_line(sl->line.custom_id, status_http(res->status),
-                              oai_error_body(res->status, res->message, res->param, NULL));
-    } else {
-        line = oai_batch_line_noresponse(sl->line.custom_id, res->status, res->message);
-    }
+    /* the request is read only for a success, which it ran as */
+    cJSON *line = batchline_result(batchline_shape_of((enum batchfile_url)sl->line.url, false), sl->line.custom_id,
+                                   ok ? &sl->oreq : NULL, res,
+                                   sl->oreq.model ? sl->oreq.model : s->model_name);
     char *json = utf8_fix(cJSON_PrintUnformatted(line));
     cJSON_Delete(line);
     if (!json) {
@@ -402,21 +376,8 @@ static struct sched_line *sched_make_line(struct sched *s, struct sched_batch *b
         snprintf(err.message, sizeof(err.message), "cannot read line %u of the input file", sl->line.line_no);
         err.param = NULL;
     } else {
-        cJSON *root = cJSON_ParseWithLength(text, (size_t)sl->line.len);
-        cJSON *body = root ? cJSON_DetachItemFromObjectCaseSensitive(root, "body") : NULL;
-        cJSON_Delete(root);
-        rc = sl->line.url == BATCHFILE_URL_MESSAGES     ? anthropic_request_from_json(body, &sl->oreq, &err)
-             : sl->line.url == BATCHFILE_URL_EMBEDDINGS ? oai_request_embeddings_line(body, s->be->ops->forward,
-                                                                                      &sl->oreq, &err)
-             : s->be->ops->forward
-                     ? oai_request_forward_from_json(body, sl->line.url == BATCHFILE_URL_CHAT, &sl->oreq, &err)
-                     : oai_request_from_json(body, sl->line.url == BATCHFILE_URL_CHAT, &sl->oreq, &err);
-        if (rc == NS_OK && sl->oreq.stream) {
-            oai_request_release(&sl->oreq);
-            rc = NS_ERR_INVALID;
-            err.param = "stream";
-            snprintf(err.message, sizeof(err.message), "'stream' is not allowed in a batch request.");
-        }
+        rc = batchline_request(text, (size_t)sl->line.len, (enum batchfile_url)sl->line.url, sl->line.custom_id,
+                               s->be->ops->forward, 0, &sl->oreq, &err);
     }
     free(text);
     if (rc != NS_OK) {
@@ -428,11 +389,6 @@ static struct sched_line *sched_make_line(struct sched *s, struct sched_batch *b
         store_line_release(&sl->line);
         free(sl);
         return NULL;
-    }
-    if (!sl->oreq.has_seed) {
-        /* reproducible sampling per line without a seed: derived from the custom_id, as
-         * `nightshift run` derives it with its default --seed 0 */
-        sl->oreq.req.seed = batchfile_line_seed(sl->line.custom_id, 0);
     }
     sl->oreq.req.user = sl;
     return sl;
