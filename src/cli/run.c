@@ -246,7 +246,7 @@ static void run_record_error(struct run_ctx *c, const struct batchfile_line *l, 
     snprintf(res.message, sizeof(res.message), "%s", message);
     (void)prompt_tokens; /* a failed request has no usage, as at OpenAI */
     run_record_key(c, l->custom_id, l->line_no, false,
-                   batchline_result(batchline_shape_of(l->url, c->o->gemini), l->custom_id, NULL, &res, NULL));
+                   batchline_result(dialect_of_batch(batchfile_url_path(l->url), c->o->gemini), l->custom_id, NULL, &res, NULL));
 }
 
 static int run_pull(void *ud, struct engine_request **out, int max)
@@ -294,7 +294,7 @@ static void run_done(void *ud, struct engine_request *req, const struct engine_r
         char key[600];
         run_key(key, sizeof(key), l->custom_id);
         run_record(c, key, l->line_no, ok,
-                   batchline_result(batchline_shape_of(l->url, c->o->gemini), l->custom_id, ok ? &it->oreq : NULL, res,
+                   batchline_result(dialect_of_batch(batchfile_url_path(l->url), c->o->gemini), l->custom_id, ok ? &it->oreq : NULL, res,
                                     it->oreq.model),
                    ok ? res->prompt_tokens : 0, ok ? res->completion_tokens : 0, ok ? res->cached_tokens : 0);
     }

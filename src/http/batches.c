@@ -58,8 +58,8 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
         ret = send_error(x->c, NS_ERR_INVALID, "endpoint", NULL, "Missing required parameter: 'endpoint'.");
         goto out;
     }
-    if (strcmp(ep->valuestring, "/v1/chat/completions") && strcmp(ep->valuestring, "/v1/completions") &&
-        strcmp(ep->valuestring, "/v1/embeddings")) {
+    /* an OpenAI batch takes the batch endpoints whose lines speak OpenAI (proto/dialect.h) */
+    if (!batchfile_url_of(ep->valuestring) || dialect_of_batch(ep->valuestring, false) != &dialect_openai) {
         ret = send_error(x->c, NS_ERR_INVALID, "endpoint", "unsupported_endpoint",
                          "Invalid value for 'endpoint': '%.64s'. This server supports '/v1/chat/completions', "
                          "'/v1/completions' and '/v1/embeddings'.",
@@ -156,7 +156,7 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
         goto out;
     }
     if (qrc == NS_ERR_QUOTA_TOKENS) {
-        ret = send_quota_refusal(x->c, ERR_OPENAI, &why);
+        ret = send_quota_refusal(x->c, &dialect_openai, &why);
         goto out;
     }
     if (qrc) {
@@ -215,7 +215,7 @@ enum MHD_Result h_batch_get(struct route_ctx *x)
 
 enum MHD_Result h_batch_list(struct route_ctx *x)
 {
-    struct store_list_page pg = {.after = query(x, "after"), .desc = true, .endpoint = "/v1/messages",
+    struct store_list_page pg = {.after = query(x, "after"), .desc = true, .endpoint = dialect_anthropic.batch_endpoint,
                                  .endpoint_not = true, .owner = owner_filter(x)};
     if (parse_limit(x, 1, 100, 20, &pg.limit))
         return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 100.");
@@ -385,7 +385,7 @@ enum MHD_Result h_batch_retry(struct route_ctx *x)
     struct quota_refusal why;
     if ((rc = batch_quota_admit(x, nb.id, path, NULL, &why))) {
         unlink(path);
-        ret = rc == NS_ERR_QUOTA_TOKENS ? send_quota_refusal(x->c, ERR_OPENAI, &why)
+        ret = rc == NS_ERR_QUOTA_TOKENS ? send_quota_refusal(x->c, &dialect_openai, &why)
                                         : send_error(x->c, rc, NULL, NULL, "cannot read the retry's input file");
         goto out;
     }
@@ -523,7 +523,7 @@ static enum MHD_Result deferred_create(struct route_ctx *x, bool chat)
         ret = send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
     else if ((rc = inline_batch_create(x, &jsonl, 1, chat ? "/v1/chat/completions" : "/v1/completions", "batch_",
                                        "deferred_request.jsonl", DEFERRED_METADATA, &b, &why, err, sizeof(err))))
-        ret = rc == NS_ERR_QUOTA_TOKENS ? send_quota_refusal(x->c, ERR_OPENAI, &why)
+        ret = rc == NS_ERR_QUOTA_TOKENS ? send_quota_refusal(x->c, &dialect_openai, &why)
                                         : send_error(x->c, NS_ERR_IO, NULL, NULL, "%s", err);
     else
         ret = send_json(x->c, 202, deferred_json(x->srv, &b));
@@ -554,7 +554,7 @@ enum MHD_Result h_deferred_get(struct route_ctx *x)
 static int ant_batch_lookup(struct route_ctx *x, struct store_batch *b, enum MHD_Result *ret)
 {
     int rc = owned_batch_get(x, b);
-    if (rc == NS_OK && strcmp(b->endpoint, "/v1/messages") != 0) {
+    if (rc == NS_OK && dialect_of_batch(b->endpoint, false) != &dialect_anthropic) {
         store_batch_release(b);
         rc = NS_ERR_NOT_FOUND;
     }
@@ -582,7 +582,7 @@ enum MHD_Result h_ant_batch_get(struct route_ctx *x)
 enum MHD_Result h_ant_batch_list(struct route_ctx *x)
 {
     struct store_list_page pg = {.after = query(x, "after_id"), .before = query(x, "before_id"), .desc = true,
-                                 .endpoint = "/v1/messages", .owner = owner_filter(x)};
+                                 .endpoint = dialect_anthropic.batch_endpoint, .owner = owner_filter(x)};
     if (parse_limit(x, 1, 1000, 20, &pg.limit))
         return send_ant_error(x->c, NS_ERR_INVALID, "limit: Input should be an integer from 1 to 1000");
     if (pg.after && pg.before)

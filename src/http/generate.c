@@ -434,10 +434,14 @@ static void stream_free(void *cls)
 
 
 /* an error in the shape of the route's API */
+/* the dialect a generation route answers in */
+static const struct dialect *gen_dialect(int flavor)
+{
+    return flavor == GEN_MESSAGES ? &dialect_anthropic : flavor >= GEN_OLLAMA_CHAT ? &dialect_ollama : &dialect_openai;
+}
+
 #define GEN_ERROR(x, flavor, status, param, ...)                                                                   \
-    ((flavor) == GEN_MESSAGES  ? send_ant_error((x)->c, (status), __VA_ARGS__)                                    \
-     : (flavor) >= GEN_OLLAMA_CHAT ? send_ollama_error((x)->c, (status), __VA_ARGS__)                             \
-                                   : send_error((x)->c, (status), (param), NULL, __VA_ARGS__))
+    send_shaped_error((x)->c, gen_dialect(flavor), (status), (param), NULL, __VA_ARGS__)
 
 static struct sched *sched_by_ollama_name(struct server *s, const char *model);
 static bool ollama_answered(struct route_ctx *x, struct job *j, struct sched *s, enum MHD_Result *ret);
@@ -470,7 +474,7 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         struct quota_refusal why;
         int qrc = quota_request_admit(x->srv->quota, x->key, x->lim, &why);
         if (qrc == NS_ERR_QUOTA_REQUESTS || qrc == NS_ERR_QUOTA_TOKENS)
-            return send_quota_refusal(x->c, flavor == GEN_MESSAGES ? ERR_ANTHROPIC : ollama ? ERR_OLLAMA : ERR_OPENAI,
+            return send_quota_refusal(x->c, gen_dialect(flavor),
                                       &why);
         if (qrc)
             return GEN_ERROR(x, flavor, qrc, NULL, "out of memory");

@@ -179,7 +179,7 @@ enum MHD_Result h_ant_batch_create(struct route_ctx *x)
             ret = send_ant_error(x->c, NS_ERR_INVALID, "requests.%d.custom_id: 1 to 64 characters", i);
             goto out;
         }
-        if (inline_line(&jsonl, cid->valuestring, "/v1/messages", params)) {
+        if (inline_line(&jsonl, cid->valuestring, dialect_anthropic.batch_endpoint, params)) {
             ret = send_ant_error(x->c, NS_ERR_NOMEM, "out of memory");
             goto out;
         }
@@ -187,10 +187,10 @@ enum MHD_Result h_ant_batch_create(struct route_ctx *x)
     }
     char err[256];
     struct quota_refusal why;
-    int rc = inline_batch_create(x, &jsonl, i, "/v1/messages", "msgbatch_", "message_batch_requests.jsonl", NULL, &b,
+    int rc = inline_batch_create(x, &jsonl, i, dialect_anthropic.batch_endpoint, "msgbatch_", "message_batch_requests.jsonl", NULL, &b,
                                  &why, err, sizeof(err));
     if (rc == NS_ERR_QUOTA_TOKENS)
-        ret = send_quota_refusal(x->c, ERR_ANTHROPIC, &why);
+        ret = send_quota_refusal(x->c, &dialect_anthropic, &why);
     else if (rc)
         ret = send_ant_error(x->c, NS_ERR_IO, "%s", err);
     else

@@ -62,13 +62,13 @@ enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *o)
 }
 
 
-enum MHD_Result send_shaped_error(struct MHD_Connection *c, enum err_shape shape, int status, const char *param,
+enum MHD_Result send_shaped_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
                                          const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* an error body in the shape of the API a route belongs to, with the status's HTTP code:
  * an OpenAI error object, Anthropic's (the /v1/messages routes), or Ollama's {"error"}
  * (the /api/ routes); param and code are OpenAI's only */
-enum MHD_Result send_shaped_error(struct MHD_Connection *c, enum err_shape shape, int status, const char *param,
+enum MHD_Result send_shaped_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
                                          const char *code, const char *fmt, ...)
 {
     char msg[600];
@@ -77,18 +77,14 @@ enum MHD_Result send_shaped_error(struct MHD_Connection *c, enum err_shape shape
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     int http = status_http(status);
-    cJSON *body = shape == ERR_ANTHROPIC ? anthropic_error(status, msg)
-                  : shape == ERR_OLLAMA  ? ollama_error(msg)
-                                         : oai_error_body(status, msg, param, code);
+    cJSON *body = d->error(status, msg, param, code);
     return send_json(c, (unsigned)(http ? http : 500), body);
 }
 
 /* a quota refusal (quota.h): 429 with Retry-After, in the shape of the route's API */
-enum MHD_Result send_quota_refusal(struct MHD_Connection *c, enum err_shape shape, const struct quota_refusal *why)
+enum MHD_Result send_quota_refusal(struct MHD_Connection *c, const struct dialect *d, const struct quota_refusal *why)
 {
-    cJSON *body = shape == ERR_ANTHROPIC ? anthropic_error(why->status, why->message)
-                  : shape == ERR_OLLAMA  ? ollama_error(why->message)
-                                         : oai_error_body(why->status, why->message, NULL, NULL);
+    cJSON *body = d->error(why->status, why->message, NULL, NULL);
     char *text = json_print(body);
     if (!text)
         return MHD_NO;

@@ -259,7 +259,7 @@ static const struct route *route_find(const char *method, const char *url, struc
 
 /* 405 with Allow, the methods the path takes (RFC 9110 15.5.6), in the error shape of the
  * API the path belongs to (issue 27.16: OPTIONS, TRACE and unknown methods were 404s) */
-static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, enum err_shape shape, const char *method,
+static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, const struct dialect *d, const char *method,
                                                const char *url)
 {
     char allow[160] = "";
@@ -285,9 +285,7 @@ static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, enum er
         allow[n - 1] = '\0';
     char msg[600];
     snprintf(msg, sizeof(msg), "Method %.20s is not allowed on %.200s; it takes %s.", method, url, allow);
-    cJSON *body = shape == ERR_ANTHROPIC ? anthropic_error(NS_ERR_METHOD, msg)
-                  : shape == ERR_OLLAMA  ? ollama_error(msg)
-                                         : oai_error_body(NS_ERR_METHOD, msg, NULL, "method_not_allowed");
+    cJSON *body = d->error(NS_ERR_METHOD, msg, NULL, "method_not_allowed");
     char *text = json_print(body);
     if (!text)
         return MHD_NO;
@@ -471,16 +469,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     const struct route *rt = route_find(method, url, &x, &path_known);
     struct req *r = *con_cls;
     /* errors in the shape of the API the path belongs to */
-    bool ant = strncmp(url, "/v1/messages", 12) == 0;
-    bool oll = strncmp(url, "/api/", 5) == 0 || strcmp(url, "/") == 0;
-#define EARLY_ERROR(status, param, code, ...)                                                                      \
-    (ant   ? send_ant_error(c, (status), __VA_ARGS__)                                                              \
-     : oll ? send_ollama_error(c, (status), __VA_ARGS__)                                                           \
-           : send_error(c, (status), (param), (code), __VA_ARGS__))
-#define AUTH_MESSAGE                                                                                               \
-    (ant   ? "invalid x-api-key"                                                                                   \
-     : oll ? "unauthorized: pass the API key as 'Authorization: Bearer KEY'"                                       \
-           : "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.")
+    const struct dialect *dl = dialect_of_path(url);
+#define EARLY_ERROR(status, param, code, ...) send_shaped_error(c, dl, (status), (param), (code), __VA_ARGS__)
+#define AUTH_MESSAGE (dl->auth_message)
     if (!r) {
         /* Host, Origin, CORS preflight (httpguard.h): before the key, since a browser's
          * preflight carries none */
@@ -570,7 +561,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL, "%s", AUTH_MESSAGE);
     if (!rt) {
         if (path_known)
-            return send_method_not_allowed(c, ant ? ERR_ANTHROPIC : oll ? ERR_OLLAMA : ERR_OPENAI, method, url);
+            return send_method_not_allowed(c, dl, method, url);
         return EARLY_ERROR(NS_ERR_NOT_FOUND, NULL, "unknown_url", "Invalid URL (%s %.200s)", method, url);
     }
     if (r->early_status)
@@ -579,7 +570,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
      * body is a CORS "simple" request a web page can send without a preflight. Ollama reads
      * any body as JSON (its documented calls are `curl -d`, form-encoded); a page cannot
      * reach it either: browsers send Origin, which httpguard refuses unless listed. */
-    if (rt->body == BODY_JSON && r->body.len && !oll && !content_type_is(c, "application/json"))
+    if (rt->body == BODY_JSON && r->body.len && !dl->body_any_type && !content_type_is(c, "application/json"))
         return EARLY_ERROR(NS_ERR_MEDIA_TYPE, NULL, NULL, "The request body must be application/json.");
     /* JSON is UTF-8 (RFC 8259); cJSON would pass other bytes through to the engine and
      * the store, so they are refused here, once, for every JSON route */

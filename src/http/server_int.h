@@ -26,6 +26,8 @@
 #include "../util/utf8.h"
 #include "../util/jsonscan.h"
 #include "../proto/anthropic.h"
+#include "../proto/batchfile.h"
+#include "../proto/dialect.h"
 #include "dashboard.h"
 #include "httpguard.h"
 #include "keycache.h"
@@ -121,11 +123,10 @@ struct req {
     int flavor;                 /* h_generate's enum gen_flavor */
 };
 
-enum err_shape { ERR_OPENAI, ERR_ANTHROPIC, ERR_OLLAMA };
-
-#define send_error(c, status, param, code, ...) send_shaped_error((c), ERR_OPENAI, (status), (param), (code), __VA_ARGS__)
-#define send_ant_error(c, status, ...) send_shaped_error((c), ERR_ANTHROPIC, (status), NULL, NULL, __VA_ARGS__)
-#define send_ollama_error(c, status, ...) send_shaped_error((c), ERR_OLLAMA, (status), NULL, NULL, __VA_ARGS__)
+/* errors in a dialect's shape (proto/dialect.h); the three that routes name directly */
+#define send_error(c, status, param, code, ...) send_shaped_error((c), &dialect_openai, (status), (param), (code), __VA_ARGS__)
+#define send_ant_error(c, status, ...) send_shaped_error((c), &dialect_anthropic, (status), NULL, NULL, __VA_ARGS__)
+#define send_ollama_error(c, status, ...) send_shaped_error((c), &dialect_ollama, (status), NULL, NULL, __VA_ARGS__)
 
 #define MAX_IDS 2
 
@@ -167,8 +168,8 @@ cJSON *file_json(const struct store_file *f);
 char *json_print(cJSON *o);
 enum MHD_Result send_bytes(struct MHD_Connection *c, unsigned code, const char *type, const char *p, size_t len);
 enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *o);
-enum MHD_Result send_quota_refusal(struct MHD_Connection *c, enum err_shape shape, const struct quota_refusal *why);
-enum MHD_Result send_shaped_error(struct MHD_Connection *c, enum err_shape shape, int status, const char *param,
+enum MHD_Result send_quota_refusal(struct MHD_Connection *c, const struct dialect *d, const struct quota_refusal *why);
+enum MHD_Result send_shaped_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
                                   const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *type, char *text);
 

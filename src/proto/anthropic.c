@@ -4,6 +4,8 @@
  */
 #include "anthropic.h"
 
+#include "dialect.h"
+
 #include "../util/buf.h"
 #include "../util/status.h"
 
@@ -323,3 +325,41 @@ void anthropic_time(int64_t unix_s, char *out, size_t n)
     gmtime_r(&t, &tm);
     strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
+
+/* ---- the Anthropic dialect (dialect.h) --------------------------------------------------- */
+
+static cJSON *ant_dialect_error(int status, const char *message, const char *param, const char *code)
+{
+    (void)param;
+    (void)code;
+    return anthropic_error(status, message);
+}
+
+/* {custom_id, result: {type: succeeded | errored | canceled | expired, ...}} */
+static cJSON *ant_dialect_batch_result(const char *custom_id, const struct oai_request *r,
+                                       const struct engine_result *res, const char *model)
+{
+    bool ok = res->status == NS_OK;
+    if (ok && r) {
+        char id[48];
+        oai_make_id(id, sizeof(id), "msg_");
+        return anthropic_result_succeeded(custom_id, anthropic_message(r, res, id, model));
+    }
+    if (status_http(res->status) || ok)
+        return anthropic_result_errored(custom_id, ok ? NS_ERR_INTERNAL : res->status, res->message);
+    return anthropic_result_bare(custom_id, res->status == NS_ERR_EXPIRED ? "expired" : "canceled");
+}
+
+/* Message Batches: mixed models, a bad request is an errored result of its own, results
+ * kept for the retention period, and a cancel still gives every request its result */
+const struct dialect dialect_anthropic = {
+    .name = "anthropic",
+    .error = ant_dialect_error,
+    .auth_message = "invalid x-api-key",
+    .batch_result = ant_dialect_batch_result,
+    .batch_endpoint = "/v1/messages",
+    .batch_mixed_models = true,
+    .batch_errors_per_line = true,
+    .batch_retention = true,
+    .batch_results_on_cancel = true,
+};

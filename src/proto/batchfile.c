@@ -42,6 +42,14 @@ struct batchfile_params batchfile_default_params(void)
     return p;
 }
 
+enum batchfile_url batchfile_url_of(const char *path)
+{
+    for (int u = BATCHFILE_URL_CHAT; u <= BATCHFILE_URL_EMBEDDINGS; u++)
+        if (path && strcmp(path, batchfile_url_path((enum batchfile_url)u)) == 0)
+            return (enum batchfile_url)u;
+    return (enum batchfile_url)0;
+}
+
 uint32_t batchfile_line_seed(const char *custom_id, uint64_t base_seed)
 {
     uint64_t h = strset_hash(custom_id, strlen(custom_id), base_seed);

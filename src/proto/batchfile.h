@@ -119,5 +119,7 @@ uint32_t batchfile_line_seed(const char *custom_id, uint64_t base_seed);
 
 /* "/v1/chat/completions" for BATCHFILE_URL_CHAT, ... */
 const char *batchfile_url_path(enum batchfile_url url);
+/* and back: the url of a path, 0 for one no batch line may name */
+enum batchfile_url batchfile_url_of(const char *path);
 
 #endif

@@ -3,6 +3,8 @@
  */
 #include "gemini.h"
 
+#include "dialect.h"
+
 #include "../util/status.h"
 
 #include <stdarg.h>
@@ -322,3 +324,35 @@ cJSON *gemini_error_line(const char *key, int status, const char *message)
     cJSON_AddStringToObject(s, "message", msg);
     return o;
 }
+
+/* ---- the Gemini dialect (dialect.h): batch files of `run --input-format gemini` ----------- */
+
+/* Google's error shape {"error": {code, message, status}}, for completeness: no HTTP route
+ * speaks Gemini yet */
+static cJSON *gem_dialect_error(int status, const char *message, const char *param, const char *code)
+{
+    (void)param;
+    (void)code;
+    cJSON *line = gemini_error_line(NULL, status, message);
+    cJSON *st = cJSON_DetachItemFromObjectCaseSensitive(line, "status");
+    cJSON_Delete(line);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "error", st ? st : cJSON_CreateObject());
+    return o;
+}
+
+/* {key, response} or {key, status} */
+static cJSON *gem_dialect_batch_result(const char *custom_id, const struct oai_request *r,
+                                       const struct engine_result *res, const char *model)
+{
+    if (res->status == NS_OK && r)
+        return gemini_response_line(custom_id, res, model);
+    return gemini_error_line(custom_id, res->status == NS_OK ? NS_ERR_INTERNAL : res->status, res->message);
+}
+
+const struct dialect dialect_gemini = {
+    .name = "gemini",
+    .error = gem_dialect_error,
+    .auth_message = "API key not valid. Pass it as 'x-goog-api-key: KEY' or 'Authorization: Bearer KEY'.",
+    .batch_result = gem_dialect_batch_result,
+};

@@ -5,6 +5,8 @@
  */
 #include "oai.h"
 
+#include "dialect.h"
+
 #include "jsonschema.h"
 #include "../util/base64.h"
 #include "../util/buf.h"
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/random.h>
 
 #define OAI_TEXT_MAX (64u << 20)
@@ -1540,3 +1543,40 @@ cJSON *oai_batch_line_noresponse(const char *custom_id, int status, const char *
     cJSON_AddStringToObject(e, "message", message);
     return o;
 }
+
+/* ---- the OpenAI dialect (dialect.h) ------------------------------------------------------ */
+
+static cJSON *oai_dialect_error(int status, const char *message, const char *param, const char *code)
+{
+    return oai_error_body(status, message, param, code);
+}
+
+/* {id, custom_id, response: {status_code, request_id, body}, error}; an upstream's answer
+ * is passed on as it gave it */
+static cJSON *oai_dialect_batch_result(const char *custom_id, const struct oai_request *r,
+                                       const struct engine_result *res, const char *model)
+{
+    bool ok = res->status == NS_OK;
+    if (res->raw_body && res->http_status) {
+        cJSON *body = cJSON_ParseWithLength(res->raw_body, res->raw_len);
+        return body ? oai_batch_line(custom_id, res->http_status, body)
+                    : oai_batch_line(custom_id, status_http(res->status) ? status_http(res->status) : 502,
+                                     oai_error_body(res->status, res->message, res->param, NULL));
+    }
+    if (ok && r) {
+        char id[48];
+        oai_make_id(id, sizeof(id), r->chat ? "chatcmpl-" : "cmpl-");
+        return oai_batch_line(custom_id, 200, oai_completion_body(r, res, id, model, time(NULL)));
+    }
+    if (status_http(res->status) || ok)
+        return oai_batch_line(custom_id, ok ? 500 : status_http(res->status),
+                              oai_error_body(ok ? NS_ERR_INTERNAL : res->status, res->message, res->param, NULL));
+    return oai_batch_line_noresponse(custom_id, res->status, res->message);
+}
+
+const struct dialect dialect_openai = {
+    .name = "openai",
+    .error = oai_dialect_error,
+    .auth_message = "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.",
+    .batch_result = oai_dialect_batch_result,
+};

@@ -4,6 +4,8 @@
  */
 #include "ollama.h"
 
+#include "dialect.h"
+
 #include "jsonschema.h"
 #include "../util/sha256.h"
 #include "../util/status.h"
@@ -654,3 +656,21 @@ cJSON *ollama_version(void)
     cJSON_AddStringToObject(o, "version", OLLAMA_API_VERSION);
     return o;
 }
+
+/* ---- the Ollama dialect (dialect.h): its routes only, no batches ------------------------- */
+
+static cJSON *ollama_dialect_error(int status, const char *message, const char *param, const char *code)
+{
+    (void)status;
+    (void)param;
+    (void)code;
+    return ollama_error(message);
+}
+
+const struct dialect dialect_ollama = {
+    .name = "ollama",
+    .error = ollama_dialect_error,
+    .auth_message = "unauthorized: pass the API key as 'Authorization: Bearer KEY'",
+    .batch_result = NULL,
+    .body_any_type = true,
+};

@@ -4,7 +4,8 @@
 #include "batchmgr.h"
 #include "webhook.h"
 
-#include "../proto/anthropic.h"
+#include "../proto/batchline.h"
+#include "../proto/dialect.h"
 #include "../proto/batchfile.h"
 #include "../proto/oai.h"
 #include "../util/durable.h"
@@ -190,10 +191,11 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
     bp.model_ok = bm_model_ok;
     bp.model_ud = m;
     bp.served_models = served;
-    bool messages = strcmp(b->endpoint, "/v1/messages") == 0;
-    /* an OpenAI batch names one model and fails whole on a bad line; an Anthropic Message
-     * Batch may mix models and answers a bad request with an errored result */
-    bp.one_model = !messages;
+    /* the batch's dialect says: an OpenAI batch names one model and fails whole on a bad
+     * line; an Anthropic Message Batch may mix models and answers a bad request with an
+     * errored result */
+    const struct dialect *d = dialect_of_batch(b->endpoint, false);
+    bp.one_model = !d->batch_mixed_models;
     bp.endpoint = b->endpoint;
     bp.name = b->input_file_id;
     int rc = batchfile_open(f.path, &bp, &bf, err, sizeof(err));
@@ -202,14 +204,14 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
             bm_fail(m, b, bm_errors_one(rc == NS_ERR_TOO_LARGE ? "too_large" : "invalid_file", err, NULL));
         goto out;
     }
-    if (bf->n_invalid && !messages) {
+    if (bf->n_invalid && !d->batch_errors_per_line) {
         if (lines_only)
             goto out;
         cJSON *o = batchfile_errors_json(bf, bp.max_errors);
         bm_fail(m, b, o);
         goto out;
     }
-    size_t n_bad = messages ? bf->n_errors : 0;
+    size_t n_bad = d->batch_errors_per_line ? bf->n_errors : 0;
     struct store_line *lines = calloc(bf->n_lines + n_bad + 1, sizeof(*lines));
     char **bad_json = calloc(n_bad + 1, sizeof(*bad_json));
     /* lines are claimed in idx order: grouped by shared prompt prefix, they run while
@@ -232,22 +234,25 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
         lines[i].model = l->model;
     }
     free(order);
-    /* Anthropic: each invalid request is an errored result of its own */
+    /* errors per line (Message Batches): each invalid request is an errored result of its own */
     for (size_t k = 0; k < n_bad; k++) {
         const struct batchfile_error *e = &bf->errors[k];
         struct store_line *l = &lines[bf->n_lines + k];
         char cid[64];
         if (!e->custom_id)
             snprintf(cid, sizeof(cid), "line-%u", e->line);
-        cJSON *res = anthropic_result_errored(e->custom_id ? e->custom_id : cid,
-                                              strcmp(e->code, "model_not_found") == 0 ? NS_ERR_NOT_FOUND : NS_ERR_INVALID,
-                                              e->message);
+        struct engine_result er;
+        memset(&er, 0, sizeof(er));
+        er.status = strcmp(e->code, "model_not_found") == 0 ? NS_ERR_NOT_FOUND : NS_ERR_INVALID;
+        er.text = "";
+        snprintf(er.message, sizeof(er.message), "%s", e->message);
+        cJSON *res = batchline_result(d, e->custom_id ? e->custom_id : cid, NULL, &er, NULL);
         bad_json[k] = utf8_fix(cJSON_PrintUnformatted(res));
         cJSON_Delete(res);
         l->idx = (int64_t)(bf->n_lines + k);
         l->line_no = e->line;
         l->custom_id = e->custom_id ? e->custom_id : cid;
-        l->url = BATCHFILE_URL_MESSAGES;
+        l->url = (int)batchfile_url_of(b->endpoint);
         l->result = bad_json[k] ? bad_json[k] : "{}";
         if (!e->custom_id)
             l->custom_id = strdup(cid); /* freed below */
@@ -273,7 +278,7 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
         goto out;
     if (b->not_before == 0 || time(NULL) >= b->not_before) {
         for (int i = 0; i < m->n_scheds; i++)
-            if (messages || m->scheds[i] == batchmgr_sched_for(m, b->model))
+            if (d->batch_mixed_models || m->scheds[i] == batchmgr_sched_for(m, b->model))
                 sched_add_batch(m->scheds[i], b->id, f.path);
     }
 out:
@@ -382,14 +387,18 @@ static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_ba
 struct bm_noresp {
     int status;
     const char *message;
-    bool anthropic;
+    const struct dialect *d;
 };
 
 static char *bm_make_noresponse(void *ud, const char *custom_id)
 {
     struct bm_noresp *nr = ud;
-    cJSON *line = nr->anthropic ? anthropic_result_bare(custom_id, nr->status == NS_ERR_EXPIRED ? "expired" : "canceled")
-                                : oai_batch_line_noresponse(custom_id, nr->status, nr->message);
+    struct engine_result er;
+    memset(&er, 0, sizeof(er));
+    er.status = nr->status;
+    er.text = "";
+    snprintf(er.message, sizeof(er.message), "%s", nr->message);
+    cJSON *line = batchline_result(nr->d, custom_id, NULL, &er, NULL);
     char *s = utf8_fix(cJSON_PrintUnformatted(line));
     cJSON_Delete(line);
     return s;
@@ -401,7 +410,8 @@ static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batc
     /* An Anthropic Message Batch cancelled before its requests were read: read them now, so
      * each ends as a canceled result, counted in request_counts as Anthropic counts them
      * (an OpenAI batch cancelled while validating has no request_counts yet, as OpenAI's) */
-    if (strcmp(b->endpoint, "/v1/messages") == 0 && b->in_progress_at == 0 && b->total == 0)
+    const struct dialect *d = dialect_of_batch(b->endpoint, false);
+    if (d->batch_results_on_cancel && b->in_progress_at == 0 && b->total == 0)
         bm_validate(m, b, true);
     int inflight = 0;
     for (int i = 0; i < m->n_scheds; i++) {
@@ -417,7 +427,7 @@ static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batc
         .status = final == SB_EXPIRED ? NS_ERR_EXPIRED : NS_ERR_CANCELLED,
         .message = final == SB_EXPIRED ? "This request could not be executed before the completion window expired."
                                        : "This request was not executed because the batch was cancelled.",
-        .anthropic = strcmp(b->endpoint, "/v1/messages") == 0,
+        .d = d,
     };
     if (m->ops->lines_fail_unfinished(m->st, b->id, true, final == SB_EXPIRED ? SF_EXPIRED : SF_CANCELLED,
                                       bm_make_noresponse, &nr))
@@ -431,7 +441,7 @@ static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batc
 static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
 {
     int64_t now = time(NULL);
-    bool messages = strcmp(b->endpoint, "/v1/messages") == 0;
+    bool mixed = dialect_of_batch(b->endpoint, false)->batch_mixed_models;
     if (b->expires_at && now >= b->expires_at) {
         bm_settle(m, b, SB_EXPIRED);
         return;
@@ -454,7 +464,7 @@ static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
         int rc = m->ops->file_get(m->st, b->input_file_id, &f);
         if (rc == NS_OK) {
             for (int i = 0; i < m->n_scheds && rc == NS_OK; i++)
-                if ((messages || m->scheds[i] == batchmgr_sched_for(m, b->model)) &&
+                if ((mixed || m->scheds[i] == batchmgr_sched_for(m, b->model)) &&
                     sched_batch_inflight(m->scheds[i], b->id) < 0)
                     rc = sched_add_batch(m->scheds[i], b->id, f.path);
             store_file_release(&f);
@@ -472,7 +482,8 @@ static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
 /* ended Anthropic Message Batches past their retention: files and rows deleted */
 static void bm_purge(struct batchmgr *m, struct store_batch *b)
 {
-    if (strcmp(b->endpoint, "/v1/messages") != 0 || b->created_at + m->p.message_batch_retention > time(NULL))
+    if (!dialect_of_batch(b->endpoint, false)->batch_retention ||
+        b->created_at + m->p.message_batch_retention > time(NULL))
         return;
     const char *files[3] = {b->input_file_id, b->output_file_id, b->error_file_id};
     for (int i = 0; i < 3; i++) {

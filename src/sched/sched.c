@@ -316,7 +316,8 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
 {
     bool ok = res->status == NS_OK;
     /* the request is read only for a success, which it ran as */
-    cJSON *line = batchline_result(batchline_shape_of((enum batchfile_url)sl->line.url, false), sl->line.custom_id,
+    cJSON *line = batchline_result(dialect_of_batch(batchfile_url_path((enum batchfile_url)sl->line.url), false),
+                                   sl->line.custom_id,
                                    ok ? &sl->oreq : NULL, res,
                                    sl->oreq.model ? sl->oreq.model : s->model_name);
     char *json = utf8_fix(cJSON_PrintUnformatted(line));

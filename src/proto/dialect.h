@@ -1,0 +1,59 @@
+/*
+ * dialect.h — the API dialects nightshift speaks, each one const table (in the spirit of
+ * curl's struct Curl_handler): how it shapes an error, how it writes a batch's result lines,
+ * what its batches allow. One row lives in each dialect's file (oai.c, anthropic.c,
+ * ollama.c, gemini.c); code outside proto/ picks a row, by route or by a batch's endpoint,
+ * through the two lookups below, and calls through it: it never compares endpoint strings
+ * or branches on a dialect's name. A new dialect is a new row.
+ *
+ * Not yet in the table (issue 28): request parsing and streaming, which the HTTP layer
+ * still selects by route.
+ *
+ * THREADS: rows are constant; every function is pure.
+ */
+#ifndef NS_PROTO_DIALECT_H
+#define NS_PROTO_DIALECT_H
+
+#include "oai.h"
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+
+struct dialect {
+    const char *name;            /* "openai", "anthropic", "ollama", "gemini": logs only */
+    /* an error body for status and message; param and code where the dialect has them */
+    cJSON *(*error)(int status, const char *message, const char *param, const char *code);
+    const char *auth_message;    /* a request without a valid key is told this (401) */
+    bool body_any_type;          /* reads a body as JSON whatever its Content-Type (Ollama: its
+                                    documented calls are `curl -d`, form-encoded) */
+    /* the result line of one batch request: a success (r: the request it ran as; model
+     * named in it), an HTTP-style error, or one that never ran (cancelled, expired). NULL:
+     * the dialect has no batches */
+    cJSON *(*batch_result)(const char *custom_id, const struct oai_request *r, const struct engine_result *res,
+                           const char *model);
+    /* its batches: lines may name different models (each runs on its model's scheduler);
+     * an invalid line is an errored result and the others run (else it fails the whole
+     * batch, as OpenAI's); ended batches are deleted after the retention period; a batch
+     * cancelled before it started still gets a result per request */
+    const char *batch_endpoint;  /* the one endpoint of its batches ("/v1/messages"); NULL: any
+                                    the batch names (OpenAI's) */
+    bool batch_mixed_models;
+    bool batch_errors_per_line;
+    bool batch_retention;
+    bool batch_results_on_cancel;
+};
+
+extern const struct dialect dialect_openai;     /* oai.c */
+extern const struct dialect dialect_anthropic;  /* anthropic.c */
+extern const struct dialect dialect_ollama;     /* ollama.c */
+extern const struct dialect dialect_gemini;     /* gemini.c */
+
+/* the dialect of an HTTP route, by its path: /v1/messages... Anthropic, /api/... and / Ollama,
+ * else OpenAI (errors of unknown routes included) */
+const struct dialect *dialect_of_path(const char *path);
+
+/* the dialect a batch's results are written in, by its endpoint ("/v1/messages": a Message
+ * Batch) and whether its input is a Gemini file */
+const struct dialect *dialect_of_batch(const char *endpoint, bool gemini);
+
+#endif
