@@ -65,6 +65,7 @@ static struct engine *local_engine(void *impl) { return impl; }
 const struct backend_ops backend_local_ops = {
     .kind = "local",
     .forward = false,
+    .local_file = true,
     .init = local_init,
     .free = local_free,
     .run = local_run,

@@ -89,6 +89,14 @@ struct backend_ops {
     const char *kind;
     bool forward;               /* requests go upstream as the client's body (engine_request.body):
                                    parse them with oai_request_forward_from_json() */
+    /* what the kind is: callers ask these, never compare kind names (issue 28) */
+    bool local_file;            /* runs a GGUF file on this machine: a model section needs path, no url */
+    bool offline;               /* answers through a provider's batch API, hours later: real-time
+                                   requests are queued like batch lines, and `nightshift run`
+                                   does not drive it */
+    const char *auth_header;    /* how its upstream takes the key, a printf format with one %s
+                                   ("Authorization: Bearer %s"); NULL: no upstream */
+    const char *extra_header;   /* sent on every upstream call ("anthropic-version: ..."), or NULL */
     int (*init)(const struct backend_conf *c, void **out, char *err, size_t errlen);
     void (*free)(void *impl);
     /* engine_run()'s contract: returns when the source is exhausted or stop() is called;

@@ -795,11 +795,12 @@ static int bb_init(const struct bb_provider *prov, const struct backend_conf *c,
         if (!k && !l)
             break;
         l = curl_slist_append(l, "Expect:");
-        if (l && prov == &bb_anthropic)
-            l = curl_slist_append(l, "anthropic-version: 2023-06-01");
+        const struct backend_ops *ops = prov == &bb_anthropic ? &backend_anthropic_batch_ops : &backend_openai_batch_ops;
+        if (l && ops->extra_header)
+            l = curl_slist_append(l, ops->extra_header);
         if (l && c->api_key && *c->api_key) {
             char auth[1024];
-            snprintf(auth, sizeof(auth), prov == &bb_anthropic ? "x-api-key: %s" : "Authorization: Bearer %s", c->api_key);
+            snprintf(auth, sizeof(auth), ops->auth_header, c->api_key);
             l = curl_slist_append(l, auth);
             memset(auth, 0, sizeof(auth));
         }
@@ -1118,6 +1119,8 @@ static void bb_get_stats(void *impl, struct backend_stats *out)
 const struct backend_ops backend_openai_batch_ops = {
     .kind = "openai-batch",
     .forward = true,
+    .offline = true,
+    .auth_header = "Authorization: Bearer %s",
     .init = bb_init_openai,
     .free = bb_free,
     .run = bb_run,
@@ -1131,6 +1134,9 @@ const struct backend_ops backend_openai_batch_ops = {
 const struct backend_ops backend_anthropic_batch_ops = {
     .kind = "anthropic-batch",
     .forward = true,
+    .offline = true,
+    .auth_header = "x-api-key: %s",
+    .extra_header = "anthropic-version: 2023-06-01",
     .init = bb_init_anthropic,
     .free = bb_free,
     .run = bb_run,

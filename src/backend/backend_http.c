@@ -836,6 +836,7 @@ static void http_get_stats(void *impl, struct backend_stats *out)
 const struct backend_ops backend_http_ops = {
     .kind = "openai-http",
     .forward = true,
+    .auth_header = "Authorization: Bearer %s",
     .init = http_init,
     .free = http_free,
     .run = http_run,

@@ -271,7 +271,8 @@ static int config_on_key(void *ud, const char *section, const char *key, const c
 static int config_check_model(const struct config_model *m, char *err, size_t errlen)
 {
     const struct backend_conf *c = &m->conf;
-    bool local = strcmp(c->kind, "local") == 0;
+    const struct backend_ops *ops = backend_find(c->kind);
+    bool local = ops && ops->local_file;
     if (local && !m->path) {
         snprintf(err, errlen, "[model %s]: backend local needs path = FILE.gguf", c->name);
         return NS_ERR_INVALID;

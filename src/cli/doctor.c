@@ -313,20 +313,20 @@ static void doctor_check_backends(struct doctor *d, const struct config *cfg)
     upstream_global_init();
     for (int i = 0; i < cfg->n_models; i++) {
         const struct backend_conf *c = &cfg->models[i].conf;
-        if (strcmp(c->kind, "local") == 0)
-            continue;
-        bool anthropic = strcmp(c->kind, "anthropic-batch") == 0;
+        const struct backend_ops *ops = backend_find(c->kind);
+        if (!ops || !ops->auth_header)
+            continue; /* no upstream to ask */
         char *url = upstream_url_join(c->url, "/models");
         CURL *e = curl_easy_init();
         struct curl_slist *h = NULL;
         char hdr[1024], eb[CURL_ERROR_SIZE] = "";
         if (c->api_key) {
-            snprintf(hdr, sizeof(hdr), anthropic ? "x-api-key: %s" : "Authorization: Bearer %s", c->api_key);
+            snprintf(hdr, sizeof(hdr), ops->auth_header, c->api_key);
             h = curl_slist_append(h, hdr);
             memset(hdr, 0, sizeof(hdr));
         }
-        if (anthropic)
-            h = curl_slist_append(h, "anthropic-version: 2023-06-01");
+        if (ops->extra_header)
+            h = curl_slist_append(h, ops->extra_header);
         if (!url || !e) {
             doctor_say(d, DOCTOR_FAIL, "backend '%s': out of memory", c->name);
         } else {

@@ -732,7 +732,8 @@ int cli_run(int argc, char **argv)
             config_free(cfg);
             return 2;
         }
-        if (strcmp(cm->conf.kind, "local") && strcmp(cm->conf.kind, "openai-http")) {
+        const struct backend_ops *kops = backend_find(cm->conf.kind);
+        if (!kops || kops->offline) {
             cli_fail("model '%s' runs on %s, which `nightshift run` does not drive: use `nightshift serve` for "
                      "provider batch backends",
                      cm->conf.name, cm->conf.kind);

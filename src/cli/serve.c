@@ -244,7 +244,7 @@ static void serve_reload(const char *config_path, struct sched **scheds, int n_s
                 be = sched_backend(scheds[i]);
         if (!be)
             log_event(LOG_WARN, NULL, NULL, "reload: model '%s' is new: restart to serve it", c->name);
-        else if (strcmp(be->ops->kind, c->kind) != 0)
+        else if (be->ops != backend_find(c->kind))
             log_event(LOG_WARN, NULL, NULL, "reload: model '%s' moved from %s to %s: restart to apply", c->name,
                     be->ops->kind, c->kind);
         else
@@ -254,7 +254,7 @@ static void serve_reload(const char *config_path, struct sched **scheds, int n_s
         bool kept = false;
         for (int k = 0; k < cfg->n_models && !kept; k++)
             kept = strcmp(cfg->models[k].conf.name, sched_model_name(scheds[i])) == 0;
-        if (!kept && strcmp(sched_backend(scheds[i])->ops->kind, "local") != 0)
+        if (!kept && !sched_backend(scheds[i])->ops->local_file)
             log_event(LOG_WARN, NULL, NULL, "reload: model '%s' is no longer in %s: restart to stop serving it",
                     sched_model_name(scheds[i]), config_path);
     }
