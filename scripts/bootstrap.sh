@@ -27,12 +27,12 @@ WANT_TOOLS=0
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # ---- 1. Debian packages (prometheus: its promtool checks our metrics and alert rules in tests;
-#      libinih: the --config file parser; systemd: its systemd-analyze verifies our units in
+#      libinih: the --config file parser; nettle: SHA-256, HMAC and base64; systemd: its systemd-analyze verifies our units in
 #      tests, no running systemd needed; clang: libFuzzer for tests/fuzz; valgrind: the leak
 #      check of the release build's serve cycle; postgresql: the PostgreSQL store's tests start
 #      a real server) ----
 PKGS="build-essential cmake git pkg-config ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
-libsqlite3-dev sqlite3 libpq-dev postgresql libcjson-dev libcmocka-dev libinih-dev nodejs npm binutils prometheus systemd chromium clang
+libsqlite3-dev sqlite3 libpq-dev postgresql libcjson-dev libcmocka-dev libinih-dev nettle-dev nodejs npm binutils prometheus systemd chromium clang
 valgrind"
 # --tools (benchmarks and the load test): gnuplot renders bench/run's plots; jansson and
 # json-c are the other JSON libraries bench/json_ingest.c compares cJSON with; wrk drives

@@ -1,6 +1,7 @@
 /*
- * sha256.h — SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104): identifiers clients expect
- * as SHA-256 digests (the Ollama API's model digests), the API keys kept in the store
+ * sha256.h — SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), computed by Debian's nettle
+ * (already loaded through GnuTLS), not by our own code: identifiers clients expect as
+ * SHA-256 digests (the Ollama API's model digests), the API keys kept in the store
  * (cli/keys.c: a key is 143 random bits, so an unsalted hash cannot be brute-forced and a
  * lookup by hash needs no per-key salt), and webhook signatures (Standard Webhooks:
  * HMAC-SHA256 over "id.timestamp.body").
@@ -9,22 +10,11 @@
 #define NS_UTIL_SHA256_H
 
 #include <stddef.h>
-#include <stdint.h>
 
-struct sha256 {
-    uint32_t h[8];
-    uint64_t n_bytes;
-    unsigned char block[64];
-    size_t n_block;            /* bytes waiting in block */
-};
-
-void sha256_init(struct sha256 *s);
-void sha256_update(struct sha256 *s, const void *data, size_t n);
-/* the 32-byte digest; s must be initialised again before reuse */
-void sha256_final(struct sha256 *s, unsigned char out[32]);
-/* one call: 64 lowercase hex digits and a NUL into out */
+/* the 32-byte digest of data */
+void sha256_digest_of(const void *data, size_t n, unsigned char out[32]);
+/* the same as 64 lowercase hex digits and a NUL into out */
 void sha256_hex(const void *data, size_t n, char out[65]);
-
 /* HMAC-SHA256 of data under key */
 void sha256_hmac(const void *key, size_t key_len, const void *data, size_t n, unsigned char out[32]);
 

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../../src/util/base64.h"
 #include "../../src/util/buf.h"
 #include "../../src/util/durable.h"
 #include "../../src/util/jsonscan.h"
@@ -124,23 +125,31 @@ static void test_sha256(void **state)
     const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
     sha256_hex(m, strlen(m), hex);
     assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-    /* a million 'a', fed in uneven pieces across block boundaries */
-    struct sha256 s;
+    /* a million 'a' */
     unsigned char d[32];
-    char a[997];
-    memset(a, 'a', sizeof(a));
-    sha256_init(&s);
-    size_t left = 1000000;
-    for (size_t k = 1; left; k = k % 997 + 1) {
-        size_t n = k < left ? k : left;
-        sha256_update(&s, a, n);
-        left -= n;
-    }
-    sha256_final(&s, d);
+    char *a = malloc(1000000);
+    assert_non_null(a);
+    memset(a, 'a', 1000000);
+    sha256_digest_of(a, 1000000, d);
+    free(a);
     static const unsigned char want[32] = {0xcd, 0xc7, 0x6e, 0x5c, 0x99, 0x14, 0xfb, 0x92, 0x81, 0xa1, 0xc7,
                                            0xe2, 0x84, 0xd7, 0x3e, 0x67, 0xf1, 0x80, 0x9a, 0x48, 0xa4, 0x97,
                                            0x20, 0x0e, 0x04, 0x6d, 0x39, 0xcc, 0xc7, 0x11, 0x2c, 0xd0};
     assert_memory_equal(d, want, 32);
+    /* HMAC-SHA256, RFC 4231 test case 2 */
+    unsigned char mac[32];
+    sha256_hmac("Jefe", 4, "what do ya want for nothing?", 28, mac);
+    static const unsigned char want_mac[8] = {0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e};
+    assert_memory_equal(mac, want_mac, 8);
+    /* base64: padded and unpadded in, padded out, junk refused */
+    char enc[16];
+    unsigned char dec[16];
+    assert_int_equal(base64_encode((const unsigned char *)"ab", 2, enc), 4);
+    assert_string_equal(enc, "YWI=");
+    assert_int_equal(base64_decode("YWI=", dec), 2);
+    assert_int_equal(base64_decode("YWI", dec), 2);
+    assert_memory_equal(dec, "ab", 2);
+    assert_int_equal(base64_decode("Y!I=", dec), (size_t)-1);
 }
 
 static void test_status_table(void **state)
