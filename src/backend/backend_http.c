@@ -279,19 +279,8 @@ static size_t http_on_header(char *p, size_t sz, size_t n, void *ud)
     while (*v == ' ' || *v == '\t')
         v++;
     if (strcasecmp(line, "retry-after") == 0) {
-        double d = upstream_parse_duration(v);
-        if (d < 0) {
-            /* an HTTP date */
-            struct tm tm;
-            memset(&tm, 0, sizeof(tm));
-            if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm)) {
-                time_t t = timegm(&tm);
-                d = difftime(t, time(NULL));
-                if (d < 0)
-                    d = 0;
-            }
-        }
-        hr->retry_after = d;
+        /* seconds, fractions kept; an HTTP date is left to libcurl (http_on_done) */
+        hr->retry_after = upstream_parse_duration(v);
     } else if (strcasecmp(line, "x-ratelimit-remaining-requests") == 0 ||
                strcasecmp(line, "x-ratelimit-remaining-tokens") == 0) {
         if (strtod(v, NULL) <= 0 && *v >= '0' && *v <= '9' && hr->rl_pause < 0)
@@ -535,6 +524,11 @@ static void http_on_done(struct http_backend *hb, const struct engine_source *sr
     double now = clock_now();
     long code = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    curl_off_t ra = -1;
+    /* Retry-After as an HTTP date (or seconds the header callback could not read):
+     * libcurl parses it (CURLINFO_RETRY_AFTER: seconds from now, 0 when absent) */
+    if (hr->retry_after < 0 && curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
+        hr->retry_after = (double)ra;
     pthread_mutex_lock(&hb->mu);
     hb->stats.inflight = hb->inflight;
     hb->stats.rate_limited += code == 429;

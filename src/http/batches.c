@@ -96,9 +96,9 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
             }
         }
         const cJSON *wu = cJSON_GetObjectItemCaseSensitive(md, "webhook_url");
-        if (wu && (strncmp(wu->valuestring, "http://", 7) && strncmp(wu->valuestring, "https://", 8))) {
-            ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL,
-                             "Invalid 'metadata.webhook_url': expected an http:// or https:// URL.");
+        char why[200];
+        if (wu && !webhook_url_ok(wu->valuestring, why, sizeof(why))) {
+            ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL, "Invalid 'metadata.webhook_url': %s.", why);
             goto out;
         }
         if (wu && !x->srv->p.webhooks) {

@@ -27,6 +27,7 @@
 #include "../util/jsonscan.h"
 #include "../proto/anthropic.h"
 #include "../proto/batchfile.h"
+#include "../sched/webhook.h"
 #include "../proto/dialect.h"
 #include "dashboard.h"
 #include "httpguard.h"

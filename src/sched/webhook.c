@@ -312,3 +312,25 @@ void webhook_free(struct webhook *w)
     pthread_cond_destroy(&w->cv);
     free(w);
 }
+
+bool webhook_url_ok(const char *url, char *why, size_t n)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL;
+    bool ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+              curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+              curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK;
+    if (!ok)
+        snprintf(why, n, "expected an http:// or https:// URL, not '%.100s'", url);
+    else if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
+        snprintf(why, n, "expected an http:// or https:// URL, not a %.20s:// one", scheme);
+        ok = false;
+    } else if (!*host) {
+        snprintf(why, n, "expected an http:// or https:// URL with a host");
+        ok = false;
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return ok;
+}

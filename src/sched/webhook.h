@@ -57,4 +57,9 @@ bool webhook_enabled(const struct webhook *w);
 /* a batch reached a terminal status: queue its events */
 void webhook_batch_ended(struct webhook *w, const struct store_batch *b);
 
+/* Is url one a batch's metadata.webhook_url may name? An absolute http:// or https:// URL
+ * with a host, as libcurl parses it (curl_url: the same parser that will send to it);
+ * false with why filled otherwise. */
+bool webhook_url_ok(const char *url, char *why, size_t n);
+
 #endif
