@@ -52,6 +52,11 @@ struct oai_request {
     int n_owned_;
 };
 
+/* the tool-call wire format (tool_choice auto / required among several): the model writes
+ * each call between these */
+#define OAI_CALL_OPEN "<tool_call>"
+#define OAI_CALL_CLOSE "</tool_call>"
+
 struct oai_error {
     int status;                /* ns_status */
     const char *param;         /* static */

@@ -1,0 +1,401 @@
+/*
+ * oai_out.c — see oai.h: OpenAI answers out: completion and chat bodies, stream deltas,
+ * logprobs, tool calls parsed from a model's text, embeddings, error bodies, batch lines,
+ * and the OpenAI dialect row (dialect.h).
+ */
+#include "oai.h"
+
+#include "dialect.h"
+#include "../util/base64.h"
+#include "../util/buf.h"
+#include "../util/status.h"
+#include "../util/utf8.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static cJSON *oai_usage(const struct engine_result *res)
+{
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", res->prompt_tokens);
+    cJSON_AddNumberToObject(u, "completion_tokens", res->completion_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", res->prompt_tokens + res->completion_tokens);
+    cJSON *pd = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    cJSON_AddNumberToObject(pd, "cached_tokens", res->cached_tokens);
+    cJSON *cd = cJSON_AddObjectToObject(u, "completion_tokens_details");
+    cJSON_AddNumberToObject(cd, "reasoning_tokens", 0);
+    return u;
+}
+
+/* a token piece as a JSON string (pieces can split a UTF-8 character: made valid) */
+static cJSON *oai_piece(const char *p, size_t n)
+{
+    char *t = malloc(n * 3 + 1);
+    if (!t)
+        return cJSON_CreateString("");
+    memcpy(t, p, n);
+    n = utf8_sanitize(t, n, n * 3);
+    t[n] = '\0';
+    cJSON *s = cJSON_CreateString(t);
+    free(t);
+    return s;
+}
+
+static cJSON *oai_piece_bytes(const char *p, size_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((unsigned char)p[i]));
+    return a;
+}
+
+/* chat: {"content":[{token, logprob, bytes, top_logprobs}], "refusal": null} */
+static cJSON *oai_chat_logprobs(const struct engine_token_logprob *lps, int n_lp, const char *txt)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *content = cJSON_AddArrayToObject(o, "content");
+    txt = txt ? txt : "";
+    for (int i = 0; i < n_lp; i++) {
+        const struct engine_token_logprob *lp = &lps[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddItemToObject(e, "token", oai_piece(txt + lp->piece_off, lp->piece_len));
+        cJSON_AddNumberToObject(e, "logprob", lp->logprob);
+        cJSON_AddItemToObject(e, "bytes", oai_piece_bytes(txt + lp->piece_off, lp->piece_len));
+        cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
+        for (int j = 0; j < lp->n_top; j++) {
+            cJSON *t = cJSON_CreateObject();
+            cJSON_AddItemToObject(t, "token", oai_piece(txt + lp->top[j].piece_off, lp->top[j].piece_len));
+            cJSON_AddNumberToObject(t, "logprob", lp->top[j].logprob);
+            cJSON_AddItemToObject(t, "bytes", oai_piece_bytes(txt + lp->top[j].piece_off, lp->top[j].piece_len));
+            cJSON_AddItemToArray(top, t);
+        }
+        cJSON_AddItemToArray(content, e);
+    }
+    cJSON_AddNullToObject(o, "refusal");
+    return o;
+}
+
+/* completions (legacy): {"tokens", "token_logprobs", "top_logprobs": [{piece: logprob}],
+ * "text_offset"} */
+static cJSON *oai_text_logprobs(const struct engine_token_logprob *all, int n_lp, const char *txt, size_t at)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *tokens = cJSON_AddArrayToObject(o, "tokens");
+    cJSON *lps = cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs");
+    cJSON *offs = cJSON_AddArrayToObject(o, "text_offset");
+    txt = txt ? txt : "";
+    for (int i = 0; i < n_lp; i++) {
+        const struct engine_token_logprob *lp = &all[i];
+        cJSON_AddItemToArray(tokens, oai_piece(txt + lp->piece_off, lp->piece_len));
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp->logprob));
+        cJSON *t = cJSON_CreateObject();
+        for (int j = 0; j < lp->n_top; j++) {
+            cJSON *k = oai_piece(txt + lp->top[j].piece_off, lp->top[j].piece_len);
+            if (k && cJSON_IsString(k) && !cJSON_GetObjectItemCaseSensitive(t, k->valuestring))
+                cJSON_AddNumberToObject(t, k->valuestring, lp->top[j].logprob);
+            cJSON_Delete(k);
+        }
+        cJSON_AddItemToArray(tops, t);
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)at));
+        at += lp->piece_len;
+    }
+    return o;
+}
+
+cJSON *oai_logprobs_json(const struct oai_request *r, const struct engine_token_logprob *lp, int n, const char *text,
+                         size_t text_offset)
+{
+    return r->chat ? oai_chat_logprobs(lp, n, text) : oai_text_logprobs(lp, n, text, text_offset);
+}
+
+const char *oai_finish_reason_of(const struct oai_request *r, enum engine_finish finish)
+{
+    if (finish == ENGINE_FINISH_LENGTH)
+        return "length";
+    return r->tool_name ? "tool_calls" : "stop";
+}
+
+const char *oai_finish_reason(const struct oai_request *r, const struct engine_result *res)
+{
+    return oai_finish_reason_of(r, res->finish);
+}
+
+int oai_result_n_choices(const struct engine_result *res)
+{
+    return res->n_choices > 1 && res->choices ? res->n_choices : 1;
+}
+
+struct engine_choice oai_result_choice(const struct engine_result *res, int i)
+{
+    if (res->n_choices > 0 && res->choices && i < res->n_choices)
+        return res->choices[i];
+    return (struct engine_choice){.text = res->text ? res->text : "", .text_len = res->text_len, .finish = res->finish,
+                                  .stop_index = res->stop_index, .completion_tokens = res->completion_tokens,
+                                  .logprobs = res->logprobs, .n_logprobs = res->n_logprobs,
+                                  .logprob_text = res->logprob_text, .logprob_text_len = res->logprob_text_len};
+}
+
+/* one tool_calls entry; arguments NULL: left out (later stream chunks) */
+static cJSON *oai_tool_call(const struct oai_request *r, const char *args, size_t n, bool head)
+{
+    cJSON *call = cJSON_CreateObject();
+    cJSON_AddNumberToObject(call, "index", 0);
+    if (head) {
+        cJSON_AddStringToObject(call, "id", r->tool_call_id);
+        cJSON_AddStringToObject(call, "type", "function");
+    }
+    cJSON *f = cJSON_AddObjectToObject(call, "function");
+    if (head)
+        cJSON_AddStringToObject(f, "name", r->tool_name);
+    char *t = strndup(args ? args : "", n);
+    cJSON_AddStringToObject(f, "arguments", t ? t : "");
+    free(t);
+    return call;
+}
+
+bool oai_tool_call_prefix(const char *text, size_t n)
+{
+    static const char m[] = OAI_CALL_OPEN;
+    size_t k = n < sizeof(m) - 1 ? n : sizeof(m) - 1;
+    return memcmp(text, m, k) == 0;
+}
+
+cJSON *oai_parse_tool_call(const struct oai_request *r, const char *text, size_t n, bool stream)
+{
+    static const char open[] = OAI_CALL_OPEN, close[] = OAI_CALL_CLOSE;
+    size_t lo = sizeof(open) - 1, lc = sizeof(close) - 1;
+    if (r->tool_mode == OAI_TOOLS_NONE || n < lo + lc || memcmp(text, open, lo) != 0 ||
+        memcmp(text + n - lc, close, lc) != 0)
+        return NULL;
+    cJSON *o = cJSON_ParseWithLength(text + lo, n - lo - lc);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(o, "arguments");
+    bool known = false;
+    const cJSON *t;
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(r->root_, "tools");
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *fname = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
+        known |= cJSON_IsString(fname) && cJSON_IsString(name) && strcmp(fname->valuestring, name->valuestring) == 0;
+    }
+    char *a = known && cJSON_IsObject(args) ? cJSON_PrintUnformatted(args) : NULL;
+    cJSON *call = NULL;
+    if (a) {
+        char id[40];
+        oai_make_id(id, sizeof(id), "call_");
+        call = cJSON_CreateObject();
+        if (stream)
+            cJSON_AddNumberToObject(call, "index", 0);
+        cJSON_AddStringToObject(call, "id", id);
+        cJSON_AddStringToObject(call, "type", "function");
+        cJSON *f = cJSON_AddObjectToObject(call, "function");
+        cJSON_AddStringToObject(f, "name", name->valuestring);
+        cJSON_AddStringToObject(f, "arguments", a);
+    }
+    cJSON_free(a);
+    cJSON_Delete(o);
+    return call;
+}
+
+void oai_chunk_delta(const struct oai_request *r, cJSON *d, const char *text, size_t n, bool first)
+{
+    if (first)
+        cJSON_AddStringToObject(d, "role", "assistant");
+    if (!r->tool_name) {
+        if (text) {
+            char *t = strndup(text, n);
+            cJSON_AddStringToObject(d, "content", t ? t : "");
+            free(t);
+        }
+        return;
+    }
+    if (first) {
+        cJSON_AddNullToObject(d, "content");
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), oai_tool_call(r, "", 0, true));
+    } else if (text && n) {
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), oai_tool_call(r, text, n, false));
+    }
+}
+
+static cJSON *oai_embeddings_body(const struct oai_request *r, const struct engine_result *res, const char *model)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    size_t bytes = sizeof(float) * (size_t)res->n_embd;
+    char *b64 = r->embed_base64 ? malloc((bytes + 2) / 3 * 4 + 1) : NULL;
+    unsigned char *le = r->embed_base64 ? malloc(bytes ? bytes : 1) : NULL;
+    for (int i = 0; i < res->n_embed && res->embedding; i++) {
+        const float *v = res->embedding + (size_t)i * (size_t)res->n_embd;
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "object", "embedding");
+        cJSON_AddNumberToObject(e, "index", i);
+        if (r->embed_base64 && b64 && le) {
+            /* little-endian float32, whatever this machine's order */
+            for (int k = 0; k < res->n_embd; k++) {
+                uint32_t u;
+                memcpy(&u, &v[k], 4);
+                for (int byte = 0; byte < 4; byte++)
+                    le[(size_t)k * 4 + (size_t)byte] = (unsigned char)(u >> (8 * byte));
+            }
+            size_t n = base64_encode(le, bytes, b64);
+            b64[n] = '\0';
+            cJSON_AddStringToObject(e, "embedding", b64);
+        } else {
+            cJSON *a = cJSON_AddArrayToObject(e, "embedding");
+            for (int k = 0; k < res->n_embd; k++)
+                cJSON_AddItemToArray(a, cJSON_CreateNumber(v[k]));
+        }
+        cJSON_AddItemToArray(data, e);
+    }
+    free(b64);
+    free(le);
+    cJSON_AddStringToObject(o, "model", model);
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", res->prompt_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", res->prompt_tokens);
+    return o;
+}
+
+cJSON *oai_completion_body(const struct oai_request *r, const struct engine_result *res, const char *id,
+                           const char *model, time_t created)
+{
+    if (r->embeddings)
+        return oai_embeddings_body(r, res, model);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", r->chat ? "chat.completion" : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)created);
+    cJSON_AddStringToObject(o, "model", model);
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    int nc = oai_result_n_choices(res);
+    for (int i = 0; i < nc; i++) {
+        struct engine_choice ch = oai_result_choice(res, i);
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddNumberToObject(c, "index", i);
+        cJSON *call = ch.finish == ENGINE_FINISH_STOP ? oai_parse_tool_call(r, ch.text, ch.text_len, false) : NULL;
+        if (r->chat) {
+            cJSON *m = cJSON_AddObjectToObject(c, "message");
+            cJSON_AddStringToObject(m, "role", "assistant");
+            if (call) {
+                cJSON_AddNullToObject(m, "content");
+                cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
+            } else if (r->tool_name) {
+                cJSON_AddNullToObject(m, "content");
+                cJSON *forced = oai_tool_call(r, ch.text, ch.text_len, true);
+                cJSON_DeleteItemFromObject(forced, "index"); /* only stream deltas carry it */
+                cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), forced);
+            } else {
+                cJSON_AddStringToObject(m, "content", ch.text);
+            }
+            cJSON_AddNullToObject(m, "refusal");
+        } else {
+            cJSON_AddStringToObject(c, "text", ch.text);
+        }
+        if (r->req.logprobs)
+            cJSON_AddItemToObject(c, "logprobs", oai_logprobs_json(r, ch.logprobs, ch.n_logprobs, ch.logprob_text, 0));
+        else
+            cJSON_AddNullToObject(c, "logprobs");
+        cJSON_AddStringToObject(c, "finish_reason", call ? "tool_calls" : oai_finish_reason_of(r, ch.finish));
+        cJSON_AddItemToArray(choices, c);
+    }
+    cJSON_AddItemToObject(o, "usage", oai_usage(res));
+    cJSON_AddStringToObject(o, "system_fingerprint", "nightshift");
+    return o;
+}
+
+cJSON *oai_error_body(int status, const char *message, const char *param, const char *code)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", message);
+    const char *type = status_type(status);
+    cJSON_AddStringToObject(e, "type", type ? type : "invalid_request_error");
+    if (param)
+        cJSON_AddStringToObject(e, "param", param);
+    else
+        cJSON_AddNullToObject(e, "param");
+    if (!code)
+        code = status_code(status);
+    if (code)
+        cJSON_AddStringToObject(e, "code", code);
+    else
+        cJSON_AddNullToObject(e, "code");
+    return o;
+}
+
+cJSON *oai_batch_line(const char *custom_id, int status_code, cJSON *body)
+{
+    char id[48], rid[48];
+    oai_make_id(id, sizeof(id), "batch_req_");
+    oai_make_id(rid, sizeof(rid), "req_");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    if (custom_id)
+        cJSON_AddStringToObject(o, "custom_id", custom_id);
+    else
+        cJSON_AddNullToObject(o, "custom_id");
+    cJSON *resp = cJSON_AddObjectToObject(o, "response");
+    cJSON_AddNumberToObject(resp, "status_code", status_code);
+    cJSON_AddStringToObject(resp, "request_id", rid);
+    cJSON_AddItemToObject(resp, "body", body);
+    cJSON_AddNullToObject(o, "error");
+    return o;
+}
+
+cJSON *oai_batch_line_noresponse(const char *custom_id, int status, const char *message)
+{
+    char id[48];
+    oai_make_id(id, sizeof(id), "batch_req_");
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "custom_id", custom_id);
+    cJSON_AddNullToObject(o, "response");
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    const char *code = status_code(status);
+    cJSON_AddStringToObject(e, "code", code ? code : "server_error");
+    cJSON_AddStringToObject(e, "message", message);
+    return o;
+}
+
+/* ---- the OpenAI dialect (dialect.h) ------------------------------------------------------ */
+
+static cJSON *oai_dialect_error(int status, const char *message, const char *param, const char *code)
+{
+    return oai_error_body(status, message, param, code);
+}
+
+/* {id, custom_id, response: {status_code, request_id, body}, error}; an upstream's answer
+ * is passed on as it gave it */
+static cJSON *oai_dialect_batch_result(const char *custom_id, const struct oai_request *r,
+                                       const struct engine_result *res, const char *model)
+{
+    bool ok = res->status == NS_OK;
+    if (res->raw_body && res->http_status) {
+        cJSON *body = cJSON_ParseWithLength(res->raw_body, res->raw_len);
+        return body ? oai_batch_line(custom_id, res->http_status, body)
+                    : oai_batch_line(custom_id, status_http(res->status) ? status_http(res->status) : 502,
+                                     oai_error_body(res->status, res->message, res->param, NULL));
+    }
+    if (ok && r) {
+        char id[48];
+        oai_make_id(id, sizeof(id), r->chat ? "chatcmpl-" : "cmpl-");
+        return oai_batch_line(custom_id, 200, oai_completion_body(r, res, id, model, time(NULL)));
+    }
+    if (status_http(res->status) || ok)
+        return oai_batch_line(custom_id, ok ? 500 : status_http(res->status),
+                              oai_error_body(ok ? NS_ERR_INTERNAL : res->status, res->message, res->param, NULL));
+    return oai_batch_line_noresponse(custom_id, res->status, res->message);
+}
+
+const struct dialect dialect_openai = {
+    .name = "openai",
+    .error = oai_dialect_error,
+    .auth_message = "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.",
+    .batch_result = oai_dialect_batch_result,
+};
+

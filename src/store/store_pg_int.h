@@ -1,0 +1,97 @@
+/*
+ * store_pg_int.h — what the files of the PostgreSQL store share (store_pg.c: open, schema,
+ * heartbeat, files, batches, the ops table; store_pg_lines.c: lines, webhooks, API keys):
+ * the connection state, the query helpers, and the operations the ops table names.
+ * Nobody outside src/store/ sees it.
+ */
+#ifndef NS_STORE_PG_INT_H
+#define NS_STORE_PG_INT_H
+
+#include "store.h"
+
+#include "../util/buf.h"
+#include "../util/durable.h"
+#include "../util/status.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STORE_PG_VERSION 3
+#define PG_CHUNK (1024 * 1024)
+#define PG_MAX_ARGS 24
+
+struct store {
+    PGconn *conn;
+    pthread_mutex_t mu;
+    char *files_dir;
+    char node[256];
+    int lease;                   /* seconds */
+    pthread_t hb;
+    bool hb_started, stopping;
+    pthread_mutex_t hb_mu;
+    pthread_cond_t hb_cv;
+};
+
+
+/* the most bytes of one statement's array literals or COPY piece (a run's results, a line) */
+#define PG_BUF_MAX ((size_t)1 << 30)
+
+/* the most lines of one batch written by one statement */
+#define PG_MAX_RUN 256
+
+/* the database's clock, in milliseconds (leases) */
+#define PG_NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+
+struct pg_args {
+    int n;
+    const char *v[PG_MAX_ARGS];
+    int len[PG_MAX_ARGS];
+    int fmt[PG_MAX_ARGS];
+    char num[PG_MAX_ARGS][24];
+};
+
+/* store_pg.c */
+void pa_i64(struct pg_args *a, int64_t x);
+void pa_text(struct pg_args *a, const char *s);
+void pg_alive(struct store *st);
+long pg_changes(const PGresult *r);
+void pg_copy(char *dst, size_t n, const PGresult *r, int row, int col);
+char *pg_dup(const PGresult *r, int row, int col);
+int pg_exec(struct store *st, const char *sql);
+int64_t pg_i64(const PGresult *r, int row, int col);
+PGresult *pg_q(struct store *st, const char *sql, const struct pg_args *a);
+
+/* store_pg_lines.c */
+int pg_batch_delete(struct store *st, const char *id);
+int pg_key_count(struct store *st, int64_t *n);
+int pg_key_get(struct store *st, const char *hash_hex, struct store_key *out);
+int pg_key_insert(struct store *st, const struct store_key *k, const char *hash_hex);
+int pg_key_list(struct store *st, struct store_key **out, int *n);
+int pg_key_revoke(struct store *st, const char *name, int64_t at);
+int pg_key_rotate(struct store *st, const char *name, const char *hash_hex);
+int pg_lines_claim(struct store *st, const char *batch_id, const char *model, int max, struct store_line **out,
+                          int *n);
+int pg_lines_count_unfinished(struct store *st, const char *batch_id, int64_t *pending, int64_t *running);
+int pg_lines_export(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out);
+int pg_lines_fail_unfinished(struct store *st, const char *batch_id, bool running_too, enum store_fail_kind kind,
+                                    char *(*make)(void *ud, const char *custom_id), void *ud);
+int pg_lines_failed(struct store *st, const char *batch_id, struct store_line **out, int *n);
+int pg_lines_finish(struct store *st, const struct store_result *rs, int n);
+int pg_lines_insert(struct store *st, const char *batch_id, const struct store_line *lines, int n);
+int pg_lines_requeue(struct store *st);
+int pg_node_id(struct store *st, char *out, size_t n);
+int pg_webhook_insert(struct store *st, const struct store_webhook *w);
+int pg_webhook_update(struct store *st, const struct store_webhook *w);
+int pg_webhooks_due(struct store *st, int64_t now, int max, struct store_webhook **out, int *n);
+int pg_webhooks_list(struct store *st, const char *batch_id, int limit, struct store_webhook **out, int *n);
+
+#endif
