@@ -458,7 +458,7 @@ int cli_restore(int argc, char **argv)
         goto out;
     }
     /* the store's file paths named the old data dir; opening it also migrates an older backup */
-    if (ops->open(db, data_dir, &st, err, sizeof(err)) || ops->files_relocate(st, dst_files)) {
+    if (ops->open(db, data_dir, &st, err, sizeof(err)) || store_files_relocate(st, dst_files)) {
         cli_fail("restore failed: %s", st ? "cannot update the files' paths in the store" : err);
         goto out;
     }
@@ -474,7 +474,7 @@ int cli_restore(int argc, char **argv)
     rc = 0;
 out:
     if (st)
-        ops->close(st);
+        store_close(st);
     backup_names_free(&names);
     datadir_unlock(lock_fd);
     return rc;

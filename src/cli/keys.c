@@ -135,7 +135,7 @@ static int keys_list(const struct store_ops *ops, struct store *st)
 {
     struct store_key *k = NULL;
     int n = 0;
-    int rc = ops->key_list(st, &k, &n);
+    int rc = store_key_list(st, &k, &n);
     if (rc)
         return cli_fail("keys list: cannot read the keys (%s)", status_name(rc));
     printf("%-24s %-24s %-5s %-20s %-20s %s\n", "NAME", "PROJECT", "ADMIN", "CREATED", "REVOKED", "LIMITS (rpm/tokens-day/batch-queue)");
@@ -242,14 +242,14 @@ int cli_keys(int argc, char **argv)
     int rc;
     if (sub == 1) {
         rc = keys_list(ops, st);
-        ops->close(st);
+        store_close(st);
         fprintf(stderr, "nightshift: the keys of %s\n", used);
         return rc;
     }
     char key[64], hash[65];
     if (sub == 2) {
-        rc = ops->key_revoke(st, name, (int64_t)time(NULL));
-        ops->close(st);
+        rc = store_key_revoke(st, name, (int64_t)time(NULL));
+        store_close(st);
         if (rc == NS_ERR_NOT_FOUND)
             return cli_fail("keys revoke: no active key named '%s' in %s", name, used);
         if (rc)
@@ -260,8 +260,8 @@ int cli_keys(int argc, char **argv)
     oai_make_id(key, sizeof(key), "nsk-");
     sha256_hex(key, strlen(key), hash);
     if (sub == 3) {
-        rc = ops->key_rotate(st, name, hash);
-        ops->close(st);
+        rc = store_key_rotate(st, name, hash);
+        store_close(st);
         if (rc == NS_ERR_NOT_FOUND)
             return cli_fail("keys rotate: no active key named '%s' in %s", name, used);
         if (rc)
@@ -281,8 +281,8 @@ int cli_keys(int argc, char **argv)
     k.rpm = lim[0];
     k.tokens_per_day = lim[1];
     k.batch_queue_tokens = lim[2];
-    rc = ops->key_insert(st, &k, hash);
-    ops->close(st);
+    rc = store_key_insert(st, &k, hash);
+    store_close(st);
     if (rc == NS_ERR_CONFLICT)
         return cli_fail("keys create: a key named '%s' exists already (revoked keys keep their names)", name);
     if (rc)

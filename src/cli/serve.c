@@ -366,7 +366,7 @@ static void serve_sweep_orphans(const char *dir, struct store *st, const struct 
         if (lstat(path, &sb) || !S_ISREG(sb.st_mode) || (int64_t)(now - sb.st_mtime) < min_age)
             continue;
         struct store_file f;
-        int rc = ops->file_get(st, de->d_name, &f);
+        int rc = store_file_get(st, de->d_name, &f);
         if (rc == NS_OK)
             store_file_release(&f);
         else if (rc == NS_ERR_NOT_FOUND && unlink(path) == 0)
@@ -690,7 +690,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     }
     if (ops->node_id) {
         char node[256];
-        ops->node_id(st, node, sizeof(node));
+        store_node_id(st, node, sizeof(node));
         log_event(LOG_INFO, NULL, NULL, "store: %s, shared; this node is '%s'", ops->scheme, node);
     }
     serve_sweep_orphans(data_dir, st, ops, SERVE_ORPHAN_AGE);
@@ -794,7 +794,7 @@ out:
     webhook_free(wh);
     for (int i = 0; i < n_scheds; i++)
         sched_free(scheds[i]);
-    ops->close(st);
+    store_close(st);
     datadir_unlock(lock_fd);
     free(tls_cert);
     if (tls_key) {

@@ -134,7 +134,7 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
         b.output_expires_after = (int64_t)secs->valuedouble;
     }
     struct store_file file;
-    int rc = x->srv->ops->file_get(x->srv->st, fid->valuestring, &file);
+    int rc = store_file_get(x->srv->st, fid->valuestring, &file);
     if (rc == NS_OK && !owner_ok(x, file.owner)) {
         store_file_release(&file);
         rc = NS_ERR_NOT_FOUND;
@@ -170,7 +170,7 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
     b.status = SB_VALIDATING;
     b.created_at = time(NULL);
     b.expires_at = b.created_at + window;
-    if (x->srv->ops->batch_insert(x->srv->st, &b)) {
+    if (store_batch_insert(x->srv->st, &b)) {
         ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the batch");
         goto out;
     }
@@ -185,7 +185,7 @@ out:
 /* the batch x->ids[0] if the caller may see it (NS_ERR_NOT_FOUND otherwise) */
 static int owned_batch_get(struct route_ctx *x, struct store_batch *b)
 {
-    int rc = x->srv->ops->batch_get(x->srv->st, x->ids[0], b);
+    int rc = store_batch_get(x->srv->st, x->ids[0], b);
     if (rc == NS_OK && !owner_ok(x, b->owner)) {
         store_batch_release(b);
         rc = NS_ERR_NOT_FOUND;
@@ -222,7 +222,7 @@ enum MHD_Result h_batch_list(struct route_ctx *x)
     struct store_batch *bs = NULL;
     int n = 0;
     bool more = false;
-    if (x->srv->ops->batch_list(x->srv->st, &pg, &bs, &n, &more))
+    if (store_batch_list(x->srv->st, &pg, &bs, &n, &more))
         return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot list batches");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
@@ -252,13 +252,13 @@ static int batch_request_cancel(struct server *srv, struct store_batch *b)
         enum store_batch_status was = b->status;
         b->status = SB_CANCELLING;
         b->cancelling_at = time(NULL);
-        int rc = srv->ops->batch_update(srv->st, b, was);
+        int rc = store_batch_update(srv->st, b, was);
         if (rc == NS_OK) {
             batchmgr_kick(srv->bm);
             return NS_OK;
         }
         store_batch_release(b);
-        if (rc != NS_ERR_CONFLICT || srv->ops->batch_get(srv->st, id, b) != NS_OK) {
+        if (rc != NS_ERR_CONFLICT || store_batch_get(srv->st, id, b) != NS_OK) {
             memset(b, 0, sizeof(*b));
             return NS_ERR_IO;
         }
@@ -302,7 +302,7 @@ static enum MHD_Result batch_partial(struct route_ctx *x, bool ok)
     FILE *m = open_memstream(&data, &len);
     if (!m)
         return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
-    rc = x->srv->ops->lines_export(x->srv->st, x->ids[0], ok ? m : NULL, ok ? NULL : m);
+    rc = store_lines_export(x->srv->st, x->ids[0], ok ? m : NULL, ok ? NULL : m);
     fclose(m);
     if (rc) {
         free(data);
@@ -333,12 +333,12 @@ enum MHD_Result h_batch_retry(struct route_ctx *x)
         store_batch_release(&b);
         return ret;
     }
-    if (x->srv->ops->file_get(x->srv->st, b.input_file_id, &in)) {
+    if (store_file_get(x->srv->st, b.input_file_id, &in)) {
         store_batch_release(&b);
         return send_error(x->c, NS_ERR_CONFLICT, "input_file_id", NULL,
                           "The input file of this batch was deleted; it cannot be retried.");
     }
-    if (x->srv->ops->lines_failed(x->srv->st, b.id, &lines, &n)) {
+    if (store_lines_failed(x->srv->st, b.id, &lines, &n)) {
         ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot read the batch's lines");
         goto out;
     }
@@ -396,7 +396,7 @@ enum MHD_Result h_batch_retry(struct route_ctx *x)
     nf.bytes = size;
     nf.created_at = time(NULL);
     nf.path = path;
-    if (x->srv->ops->file_insert(x->srv->st, &nf)) {
+    if (store_file_insert(x->srv->st, &nf)) {
         unlink(path);
         ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the retry's input file");
         goto out;
@@ -415,7 +415,7 @@ enum MHD_Result h_batch_retry(struct route_ctx *x)
     cJSON_AddStringToObject(md, "retry_of", b.id);
     nb.metadata = cJSON_PrintUnformatted(md);
     cJSON_Delete(md);
-    if (x->srv->ops->batch_insert(x->srv->st, &nb)) {
+    if (store_batch_insert(x->srv->st, &nb)) {
         ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the retry batch");
         goto out;
     }
@@ -445,7 +445,7 @@ static cJSON *deferred_result(struct server *srv, const struct store_batch *b)
 {
     const char *fid = b->output_file_id[0] ? b->output_file_id : b->error_file_id;
     struct store_file f;
-    if (!fid[0] || srv->ops->file_get(srv->st, fid, &f) != NS_OK)
+    if (!fid[0] || store_file_get(srv->st, fid, &f) != NS_OK)
         return NULL;
     struct buf text;
     buf_init(&text, 64u << 20);
@@ -590,7 +590,7 @@ enum MHD_Result h_ant_batch_list(struct route_ctx *x)
     struct store_batch *bs = NULL;
     int n = 0;
     bool more = false;
-    if (x->srv->ops->batch_list(x->srv->st, &pg, &bs, &n, &more))
+    if (store_batch_list(x->srv->st, &pg, &bs, &n, &more))
         return send_ant_error(x->c, NS_ERR_IO, "cannot list batches");
     cJSON *o = cJSON_CreateObject();
     cJSON *d = cJSON_AddArrayToObject(o, "data");
@@ -640,7 +640,7 @@ enum MHD_Result h_ant_batch_results(struct route_ctx *x)
     FILE *m = open_memstream(&data, &len);
     if (!m)
         return send_ant_error(x->c, NS_ERR_NOMEM, "out of memory");
-    int rc = x->srv->ops->lines_export(x->srv->st, x->ids[0], m, m);
+    int rc = store_lines_export(x->srv->st, x->ids[0], m, m);
     fclose(m);
     if (rc) {
         free(data);
@@ -664,13 +664,13 @@ enum MHD_Result h_ant_batch_delete(struct route_ctx *x)
     const char *files[3] = {b.input_file_id, b.output_file_id, b.error_file_id};
     for (int i = 0; i < 3; i++) {
         struct store_file f;
-        if (files[i][0] && x->srv->ops->file_get(x->srv->st, files[i], &f) == NS_OK) {
-            if (x->srv->ops->file_delete(x->srv->st, f.id) == NS_OK)
+        if (files[i][0] && store_file_get(x->srv->st, files[i], &f) == NS_OK) {
+            if (store_file_delete(x->srv->st, f.id) == NS_OK)
                 unlink(f.path);
             store_file_release(&f);
         }
     }
-    int rc = x->srv->ops->batch_delete(x->srv->st, b.id);
+    int rc = store_batch_delete(x->srv->st, b.id);
     store_batch_release(&b);
     if (rc)
         return send_ant_error(x->c, rc, "cannot delete the batch");

@@ -58,7 +58,7 @@ enum MHD_Result h_file_upload(struct route_ctx *x)
     f.bytes = u->bytes;
     f.created_at = time(NULL);
     f.path = path;
-    if (x->srv->ops->file_insert(x->srv->st, &f)) {
+    if (store_file_insert(x->srv->st, &f)) {
         unlink(path);
         return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the file in the store");
     }
@@ -79,7 +79,7 @@ enum MHD_Result h_file_list(struct route_ctx *x)
     struct store_file *fs = NULL;
     int n = 0;
     bool more = false;
-    if (x->srv->ops->file_list(x->srv->st, &pg, &fs, &n, &more))
+    if (store_file_list(x->srv->st, &pg, &fs, &n, &more))
         return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot list files");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
@@ -101,14 +101,14 @@ enum MHD_Result h_file_list(struct route_ctx *x)
 
 static int file_lookup(struct route_ctx *x, struct store_file *f)
 {
-    int rc = x->srv->ops->file_get(x->srv->st, x->ids[0], f);
+    int rc = store_file_get(x->srv->st, x->ids[0], f);
     if (rc == NS_OK && !owner_ok(x, f->owner)) {
         store_file_release(f);
         rc = NS_ERR_NOT_FOUND;
     }
     if (rc == NS_OK && f->expires_at && time(NULL) >= f->expires_at) {
         /* output_expires_after honoured: an expired file is deleted when next touched */
-        if (x->srv->ops->file_delete(x->srv->st, f->id) == NS_OK)
+        if (store_file_delete(x->srv->st, f->id) == NS_OK)
             unlink(f->path);
         store_file_release(f);
         rc = NS_ERR_NOT_FOUND;
@@ -169,14 +169,14 @@ static int file_busy_batch(struct server *srv, const char *file_id, char *busy, 
     for (size_t k = 0; k < sizeof(live) / sizeof(live[0]) && rc == NS_ERR_NOT_FOUND; k++) {
         char(*ids)[48] = NULL;
         int nid = 0;
-        int lrc = srv->ops->batch_ids_by_status(srv->st, live[k], &ids, &nid);
+        int lrc = store_batch_ids_by_status(srv->st, live[k], &ids, &nid);
         if (lrc) {
             rc = lrc;
             break;
         }
         for (int i = 0; i < nid && rc == NS_ERR_NOT_FOUND; i++) {
             struct store_batch b;
-            if (srv->ops->batch_get(srv->st, ids[i], &b) != NS_OK)
+            if (store_batch_get(srv->st, ids[i], &b) != NS_OK)
                 continue;
             if (strcmp(b.input_file_id, file_id) == 0) {
                 snprintf(busy, n, "%s", b.id);
@@ -208,7 +208,7 @@ enum MHD_Result h_file_delete(struct route_ctx *x)
                           "then delete the file.",
                           x->ids[0], busy);
     }
-    rc = x->srv->ops->file_delete(x->srv->st, f.id);
+    rc = store_file_delete(x->srv->st, f.id);
     if (rc == NS_OK)
         unlink(f.path);
     store_file_release(&f);

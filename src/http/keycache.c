@@ -88,7 +88,7 @@ int keycache_key_get(struct keycache *kc, const char *hash_hex, struct store_key
     pthread_mutex_unlock(&kc->mu);
     /* the store read runs unlocked: a slow store (PostgreSQL) holds up no other request */
     struct store_key k;
-    int rc = kc->ops->key_get(kc->st, hash_hex, &k);
+    int rc = store_key_get(kc->st, hash_hex, &k);
     if (rc != NS_OK)
         return rc;
     pthread_mutex_lock(&kc->mu);
@@ -117,7 +117,7 @@ bool keycache_keys_none(struct keycache *kc)
     }
     pthread_mutex_unlock(&kc->mu);
     int64_t n = 1;
-    if (kc->ops->key_count(kc->st, &n) != NS_OK)
+    if (store_key_count(kc->st, &n) != NS_OK)
         return false; /* not cached: the next request asks again */
     pthread_mutex_lock(&kc->mu);
     kc->count = n;

@@ -169,7 +169,7 @@ enum MHD_Result h_metrics(struct route_ctx *x)
     for (int st = 0; st < SB_STATUS_COUNT_; st++) {
         char(*ids)[48] = NULL;
         int n = 0;
-        if (srv->ops->batch_ids_by_status(srv->st, (enum store_batch_status)st, &ids, &n) == NS_OK)
+        if (store_batch_ids_by_status(srv->st, (enum store_batch_status)st, &ids, &n) == NS_OK)
             buf_appendf(&b, "nightshift_batches{status=\"%s\"} %d\n", store_batch_status_name((enum store_batch_status)st), n);
         free(ids);
     }
@@ -188,10 +188,10 @@ static int64_t batch_lines_pending(struct server *srv)
     char(*ids)[48] = NULL;
     int n = 0;
     int64_t left = 0;
-    if (srv->ops->batch_ids_by_status(srv->st, SB_IN_PROGRESS, &ids, &n) == NS_OK)
+    if (store_batch_ids_by_status(srv->st, SB_IN_PROGRESS, &ids, &n) == NS_OK)
         for (int i = 0; i < n; i++) {
             struct store_batch b;
-            if (srv->ops->batch_get(srv->st, ids[i], &b) == NS_OK) {
+            if (store_batch_get(srv->st, ids[i], &b) == NS_OK) {
                 left += b.total - b.completed - b.failed;
                 store_batch_release(&b);
             }
@@ -386,7 +386,7 @@ enum MHD_Result h_webhooks(struct route_ctx *x)
         return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 1000.");
     struct store_webhook *ws = NULL;
     int n = 0;
-    if (x->srv->ops->webhooks_list(x->srv->st, query(x, "batch_id"), limit, &ws, &n))
+    if (store_webhooks_list(x->srv->st, query(x, "batch_id"), limit, &ws, &n))
         return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot read the webhook deliveries");
     static const char *const states[] = {"pending", "delivered", "failed"};
     cJSON *o = cJSON_CreateObject();

@@ -91,7 +91,7 @@ int inline_batch_create(struct route_ctx *x, const struct buf *jsonl, int n, con
     f.filename = (char *)filename;
     f.created_at = time(NULL);
     f.path = path;
-    if (srv->ops->file_insert(srv->st, &f)) {
+    if (store_file_insert(srv->st, &f)) {
         unlink(path);
         snprintf(err, errlen, "cannot record the batch");
         goto out;
@@ -109,7 +109,7 @@ int inline_batch_create(struct route_ctx *x, const struct buf *jsonl, int n, con
         rc = NS_ERR_NOMEM;
         goto out;
     }
-    if (srv->ops->batch_insert(srv->st, b)) {
+    if (store_batch_insert(srv->st, b)) {
         snprintf(err, errlen, "cannot record the batch");
         goto out;
     }

@@ -109,7 +109,7 @@ static enum MHD_Result h_health(struct route_ctx *x)
 /* GET /ready: a model is loaded and the store takes writes */
 static enum MHD_Result h_ready(struct route_ctx *x)
 {
-    bool ok = x->srv->n_scheds > 0 && x->srv->ops->check(x->srv->st) == NS_OK;
+    bool ok = x->srv->n_scheds > 0 && store_check(x->srv->st) == NS_OK;
     /* an empty transaction commits on a full disk: the schedulers know whether real writes
      * go through (issue 27.5) */
     bool writable = true;
@@ -591,7 +591,7 @@ static int64_t server_batch_left(void *ud, const char *batch_id, int64_t estimat
 {
     struct server *s = ud;
     struct store_batch b;
-    int rc = s->ops->batch_get(s->st, batch_id, &b);
+    int rc = store_batch_get(s->st, batch_id, &b);
     if (rc == NS_ERR_NOT_FOUND)
         return -1;
     if (rc)

@@ -113,7 +113,7 @@ void batchmgr_on_idle(void *ud, const char *batch_id)
 /* this node may run a once-only step of the batch now (see store_ops.batch_lease) */
 static bool bm_lease(struct batchmgr *m, const char *batch_id)
 {
-    return !m->ops->batch_lease || m->ops->batch_lease(m->st, batch_id) == NS_OK;
+    return !m->ops->batch_lease || store_batch_lease(m->st, batch_id) == NS_OK;
 }
 
 static bool bm_model_ok(void *ud, const char *model)
@@ -146,7 +146,7 @@ static void bm_fail(struct batchmgr *m, struct store_batch *b, cJSON *errors)
     enum store_batch_status was = b->status;
     b->status = SB_FAILED;
     b->failed_at = time(NULL);
-    if (m->ops->batch_update(m->st, b, was) == NS_OK) /* a cancel that came first wins */
+    if (store_batch_update(m->st, b, was) == NS_OK) /* a cancel that came first wins */
         webhook_batch_ended(m->p.webhooks, b);
 }
 
@@ -176,7 +176,7 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
     struct batchfile *bf = NULL;
     if (!bm_lease(m, b->id))
         return; /* another node validates it */
-    if (m->ops->file_get(m->st, b->input_file_id, &f) != NS_OK) {
+    if (store_file_get(m->st, b->input_file_id, &f) != NS_OK) {
         if (!lines_only)
             bm_fail(m, b, bm_errors_one("invalid_file", "the input file no longer exists", "input_file_id"));
         return;
@@ -257,7 +257,7 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
         if (!e->custom_id)
             l->custom_id = strdup(cid); /* freed below */
     }
-    rc = m->ops->lines_insert(m->st, b->id, lines, (int)(bf->n_lines + n_bad));
+    rc = store_lines_insert(m->st, b->id, lines, (int)(bf->n_lines + n_bad));
     for (size_t k = 0; k < n_bad; k++) {
         free(bad_json[k]);
         if (!bf->errors[k].custom_id)
@@ -274,7 +274,7 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
     b->in_progress_at = time(NULL);
     /* a cancel that arrived while validating wins: the lines just inserted are then
      * settled as batch_cancelled by the cancelling step */
-    if (m->ops->batch_update(m->st, b, SB_VALIDATING) != NS_OK)
+    if (store_batch_update(m->st, b, SB_VALIDATING) != NS_OK)
         goto out;
     if (b->not_before == 0 || time(NULL) >= b->not_before) {
         for (int i = 0; i < m->n_scheds; i++)
@@ -301,7 +301,7 @@ static int bm_write_file(struct batchmgr *m, struct store_batch *b, bool ok_line
         durable_rollback(&d);
         return NS_ERR_IO;
     }
-    int rc = m->ops->lines_export(m->st, b->id, ok_lines ? f : NULL, ok_lines ? NULL : f);
+    int rc = store_lines_export(m->st, b->id, ok_lines ? f : NULL, ok_lines ? NULL : f);
     long size = ftell(f);
     if (rc) {
         durable_rollback(&d);
@@ -325,7 +325,7 @@ static int bm_write_file(struct batchmgr *m, struct store_batch *b, bool ok_line
     sf.created_at = time(NULL);
     sf.expires_at = b->output_expires_after ? b->created_at + b->output_expires_after : 0;
     sf.path = path;
-    rc = m->ops->file_insert(m->st, &sf);
+    rc = store_file_insert(m->st, &sf);
     if (rc) {
         unlink(path);
         return rc;
@@ -343,12 +343,12 @@ static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_ba
         enum store_batch_status was = b->status;
         b->status = SB_FINALIZING;
         b->finalizing_at = now;
-        if (m->ops->batch_update(m->st, b, was))
+        if (store_batch_update(m->st, b, was))
             return; /* cancelled meanwhile: the next round settles it */
     }
     /* re-read: the counters are the store's */
     struct store_batch fresh;
-    if (m->ops->batch_get(m->st, b->id, &fresh))
+    if (store_batch_get(m->st, b->id, &fresh))
         return;
     char out_id[48], err_id[48];
     if (bm_write_file(m, &fresh, true, out_id, sizeof(out_id)) || bm_write_file(m, &fresh, false, err_id, sizeof(err_id))) {
@@ -367,7 +367,7 @@ static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_ba
         fresh.expired_at = now;
     else if (final == SB_CANCELLED)
         fresh.cancelled_at = now;
-    if (m->ops->batch_update(m->st, &fresh, was) == NS_OK) {
+    if (store_batch_update(m->st, &fresh, was) == NS_OK) {
         webhook_batch_ended(m->p.webhooks, &fresh);
     } else {
         /* the status moved on (a cancel during finalizing): drop these files, redo later */
@@ -376,7 +376,7 @@ static void bm_finalize(struct batchmgr *m, struct store_batch *b, enum store_ba
             const char *fid = i ? err_id : out_id;
             if (!fid[0])
                 continue;
-            m->ops->file_delete(m->st, fid);
+            store_file_delete(m->st, fid);
             batchmgr_file_path(m->data_dir, fid, path, sizeof(path));
             unlink(path);
         }
@@ -429,11 +429,11 @@ static void bm_settle(struct batchmgr *m, struct store_batch *b, enum store_batc
                                        : "This request was not executed because the batch was cancelled.",
         .d = d,
     };
-    if (m->ops->lines_fail_unfinished(m->st, b->id, true, final == SB_EXPIRED ? SF_EXPIRED : SF_CANCELLED,
+    if (store_lines_fail_unfinished(m->st, b->id, true, final == SB_EXPIRED ? SF_EXPIRED : SF_CANCELLED,
                                       bm_make_noresponse, &nr))
         return;
     int64_t pending, running;
-    if (m->ops->lines_count_unfinished(m->st, b->id, &pending, &running) || pending + running > 0)
+    if (store_lines_count_unfinished(m->st, b->id, &pending, &running) || pending + running > 0)
         return; /* other nodes still hold lines of it: the last to settle finalizes */
     bm_finalize(m, b, final);
 }
@@ -449,7 +449,7 @@ static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
     if (b->not_before && now < b->not_before)
         return;
     int64_t pending, running;
-    if (m->ops->lines_count_unfinished(m->st, b->id, &pending, &running))
+    if (store_lines_count_unfinished(m->st, b->id, &pending, &running))
         return;
     if (pending == 0 && running == 0) {
         for (int i = 0; i < m->n_scheds; i++)
@@ -461,7 +461,7 @@ static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
         /* a sched that does not know the batch (a restart, not_before passed) takes it up;
          * one that knows it is left alone (it reports when it runs dry) */
         struct store_file f;
-        int rc = m->ops->file_get(m->st, b->input_file_id, &f);
+        int rc = store_file_get(m->st, b->input_file_id, &f);
         if (rc == NS_OK) {
             for (int i = 0; i < m->n_scheds && rc == NS_OK; i++)
                 if ((mixed || m->scheds[i] == batchmgr_sched_for(m, b->model)) &&
@@ -488,13 +488,13 @@ static void bm_purge(struct batchmgr *m, struct store_batch *b)
     const char *files[3] = {b->input_file_id, b->output_file_id, b->error_file_id};
     for (int i = 0; i < 3; i++) {
         struct store_file f;
-        if (files[i][0] && m->ops->file_get(m->st, files[i], &f) == NS_OK) {
-            if (m->ops->file_delete(m->st, f.id) == NS_OK)
+        if (files[i][0] && store_file_get(m->st, files[i], &f) == NS_OK) {
+            if (store_file_delete(m->st, f.id) == NS_OK)
                 unlink(f.path);
             store_file_release(&f);
         }
     }
-    m->ops->batch_delete(m->st, b->id);
+    store_batch_delete(m->st, b->id);
 }
 
 typedef void (*bm_step_fn)(struct batchmgr *m, struct store_batch *b);
@@ -507,11 +507,11 @@ static void bm_for_status(struct batchmgr *m, enum store_batch_status st, bm_ste
 {
     char(*ids)[48] = NULL;
     int n = 0;
-    if (m->ops->batch_ids_by_status(m->st, st, &ids, &n))
+    if (store_batch_ids_by_status(m->st, st, &ids, &n))
         return;
     for (int i = 0; i < n && !m->stopping; i++) {
         struct store_batch b;
-        if (m->ops->batch_get(m->st, ids[i], &b) == NS_OK) {
+        if (store_batch_get(m->st, ids[i], &b) == NS_OK) {
             if (b.status == st)
                 fn(m, &b);
             store_batch_release(&b);
@@ -531,7 +531,7 @@ static void bm_forget_ended(struct batchmgr *m)
             continue;
         for (int k = 0; k < n; k++) {
             struct store_batch b;
-            int rc = m->ops->batch_get(m->st, ids[k], &b);
+            int rc = store_batch_get(m->st, ids[k], &b);
             if (rc == NS_ERR_NOT_FOUND || (rc == NS_OK && store_batch_status_terminal(b.status)))
                 sched_drop_batch(m->scheds[i], ids[k]);
             if (rc == NS_OK)
@@ -582,7 +582,7 @@ int batchmgr_start(struct batchmgr *m)
 {
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s/files", m->data_dir);
-    if (m->ops->lines_requeue(m->st))
+    if (store_lines_requeue(m->st))
         return NS_ERR_IO;
     /* in-progress batches resume in the manager's first round (bm_check_progress) */
     if (pthread_create(&m->thread, NULL, bm_thread, m) != 0)

@@ -183,7 +183,7 @@ static void sched_flush(struct sched *s)
             rs[i].batch_id = s->fin[done + i].batch_id;
         }
         double t0 = clock_now();
-        int rc = s->ops->lines_finish(s->st, rs, k);
+        int rc = store_lines_finish(s->st, rs, k);
         sched_observe(&s->stats.store_write, clock_now() - t0);
         if (rc) {
             sched_store_failed(s, "record finished lines", s->fin[done].batch_id);
@@ -405,7 +405,7 @@ static void sched_claim(struct sched *s, struct sched_batch *b)
     b->nbuf = b->ibuf = 0;
     struct store_line *lines = NULL;
     int n = 0;
-    if (s->ops->lines_claim(s->st, b->id, s->model_name, s->p.claim_chunk, &lines, &n) != NS_OK) {
+    if (store_lines_claim(s->st, b->id, s->model_name, s->p.claim_chunk, &lines, &n) != NS_OK) {
         sched_store_failed(s, "claim lines", b->id);
         return;
     }

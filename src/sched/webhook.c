@@ -134,7 +134,7 @@ static void webhook_queue(struct webhook *w, const struct store_batch *b, const 
     ev.body = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     ev.url = (char *)url;
-    if (!ev.body || w->ops->webhook_insert(w->st, &ev))
+    if (!ev.body || store_webhook_insert(w->st, &ev))
         log_event(LOG_ERROR, b->model, b->id, "cannot queue webhook %s of batch %s for %s (store error)", type, b->id, url);
     free(ev.body);
 }
@@ -230,7 +230,7 @@ static void webhook_deliver_due(struct webhook *w)
 {
     struct store_webhook *due = NULL;
     int n = 0;
-    if (w->ops->webhooks_due(w->st, time(NULL), 16, &due, &n))
+    if (store_webhooks_due(w->st, time(NULL), 16, &due, &n))
         return;
     for (int i = 0; i < n; i++) {
         struct store_webhook *ev = &due[i];
@@ -254,7 +254,7 @@ static void webhook_deliver_due(struct webhook *w)
             double wait = fmin(3600, e->retry_base_s * pow(2, ev->attempts - 1));
             ev->next_at = time(NULL) + (int64_t)ceil(wait * (0.5 + 0.5 * ((double)rand() / RAND_MAX)));
         }
-        if (w->ops->webhook_update(w->st, ev))
+        if (store_webhook_update(w->st, ev))
             log_event(LOG_ERROR, NULL, ev->batch_id, "cannot record webhook %s (store error)", ev->id);
         store_webhook_release(ev);
     }

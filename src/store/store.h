@@ -232,6 +232,185 @@ struct store_ops {
     int (*node_id)(struct store *st, char *out, size_t n);
 };
 
+
+/* Every store's struct begins with this (SQLite's sqlite3_file pattern): a store carries its
+ * own operations, so callers hold one pointer, and call through the wrappers below. */
+struct store_base {
+    const struct store_ops *ops;
+};
+
+static inline const struct store_ops *store_ops_of(struct store *st)
+{
+    return ((struct store_base *)st)->ops;
+}
+
+/* one wrapper per operation that works on an open store (optional ones: check the op for
+ * NULL through store_ops_of() first) */
+static inline void store_close(struct store *st)
+{
+    store_ops_of(st)->close(st);
+}
+
+static inline int store_check(struct store *st)
+{
+    return store_ops_of(st)->check(st);
+}
+
+static inline int store_file_insert(struct store *st, const struct store_file *f)
+{
+    return store_ops_of(st)->file_insert(st, f);
+}
+
+static inline int store_file_get(struct store *st, const char *id, struct store_file *out)
+{
+    return store_ops_of(st)->file_get(st, id, out);
+}
+
+static inline int store_file_list(struct store *st, const struct store_list_page *pg, struct store_file **out, int *n, bool *has_more)
+{
+    return store_ops_of(st)->file_list(st, pg, out, n, has_more);
+}
+
+static inline int store_file_delete(struct store *st, const char *id)
+{
+    return store_ops_of(st)->file_delete(st, id);
+}
+
+static inline int store_batch_insert(struct store *st, struct store_batch *b)
+{
+    return store_ops_of(st)->batch_insert(st, b);
+}
+
+static inline int store_batch_get(struct store *st, const char *id, struct store_batch *out)
+{
+    return store_ops_of(st)->batch_get(st, id, out);
+}
+
+static inline int store_batch_list(struct store *st, const struct store_list_page *pg, struct store_batch **out, int *n, bool *has_more)
+{
+    return store_ops_of(st)->batch_list(st, pg, out, n, has_more);
+}
+
+static inline int store_batch_update(struct store *st, const struct store_batch *b, enum store_batch_status expect)
+{
+    return store_ops_of(st)->batch_update(st, b, expect);
+}
+
+static inline int store_batch_ids_by_status(struct store *st, enum store_batch_status s, char (**ids)[48], int *n)
+{
+    return store_ops_of(st)->batch_ids_by_status(st, s, ids, n);
+}
+
+static inline int store_batch_lease(struct store *st, const char *id)
+{
+    return store_ops_of(st)->batch_lease(st, id);
+}
+
+static inline int store_lines_insert(struct store *st, const char *batch_id, const struct store_line *lines, int n)
+{
+    return store_ops_of(st)->lines_insert(st, batch_id, lines, n);
+}
+
+static inline int store_lines_claim(struct store *st, const char *batch_id, const char *model, int max, struct store_line **out, int *n)
+{
+    return store_ops_of(st)->lines_claim(st, batch_id, model, max, out, n);
+}
+
+static inline int store_lines_finish(struct store *st, const struct store_result *rs, int n)
+{
+    return store_ops_of(st)->lines_finish(st, rs, n);
+}
+
+static inline int store_lines_requeue(struct store *st)
+{
+    return store_ops_of(st)->lines_requeue(st);
+}
+
+static inline int store_lines_fail_unfinished(struct store *st, const char *batch_id, bool running_too, enum store_fail_kind kind, char *(*make)(void *ud, const char *custom_id), void *ud)
+{
+    return store_ops_of(st)->lines_fail_unfinished(st, batch_id, running_too, kind, make, ud);
+}
+
+static inline int store_lines_count_unfinished(struct store *st, const char *batch_id, int64_t *pending, int64_t *running)
+{
+    return store_ops_of(st)->lines_count_unfinished(st, batch_id, pending, running);
+}
+
+static inline int store_batch_delete(struct store *st, const char *id)
+{
+    return store_ops_of(st)->batch_delete(st, id);
+}
+
+static inline int store_lines_failed(struct store *st, const char *batch_id, struct store_line **out, int *n)
+{
+    return store_ops_of(st)->lines_failed(st, batch_id, out, n);
+}
+
+static inline int store_lines_export(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out)
+{
+    return store_ops_of(st)->lines_export(st, batch_id, ok_out, err_out);
+}
+
+static inline int store_webhook_insert(struct store *st, const struct store_webhook *w)
+{
+    return store_ops_of(st)->webhook_insert(st, w);
+}
+
+static inline int store_webhooks_due(struct store *st, int64_t now, int max, struct store_webhook **out, int *n)
+{
+    return store_ops_of(st)->webhooks_due(st, now, max, out, n);
+}
+
+static inline int store_webhook_update(struct store *st, const struct store_webhook *w)
+{
+    return store_ops_of(st)->webhook_update(st, w);
+}
+
+static inline int store_webhooks_list(struct store *st, const char *batch_id, int limit, struct store_webhook **out, int *n)
+{
+    return store_ops_of(st)->webhooks_list(st, batch_id, limit, out, n);
+}
+
+static inline int store_files_relocate(struct store *st, const char *files_dir)
+{
+    return store_ops_of(st)->files_relocate(st, files_dir);
+}
+
+static inline int store_key_insert(struct store *st, const struct store_key *k, const char *hash_hex)
+{
+    return store_ops_of(st)->key_insert(st, k, hash_hex);
+}
+
+static inline int store_key_get(struct store *st, const char *hash_hex, struct store_key *out)
+{
+    return store_ops_of(st)->key_get(st, hash_hex, out);
+}
+
+static inline int store_key_count(struct store *st, int64_t *n)
+{
+    return store_ops_of(st)->key_count(st, n);
+}
+
+static inline int store_key_list(struct store *st, struct store_key **out, int *n)
+{
+    return store_ops_of(st)->key_list(st, out, n);
+}
+
+static inline int store_key_revoke(struct store *st, const char *name, int64_t at)
+{
+    return store_ops_of(st)->key_revoke(st, name, at);
+}
+
+static inline int store_key_rotate(struct store *st, const char *name, const char *hash_hex)
+{
+    return store_ops_of(st)->key_rotate(st, name, hash_hex);
+}
+
+static inline int store_node_id(struct store *st, char *out, size_t n)
+{
+    return store_ops_of(st)->node_id(st, out, n);
+}
+
 /* the store whose scheme matches the URI ("sqlite:path", "postgres://...",
  * "postgresql://..."), or NULL */
 const struct store_ops *store_find(const char *uri);

@@ -301,6 +301,7 @@ static int pg_open(const char *uri, const char *data_dir, struct store **out, ch
     *out = NULL;
     if (!st)
         return NS_ERR_NOMEM;
+    st->base.ops = &store_pg_ops;
     pthread_mutex_init(&st->mu, NULL);
     pthread_mutex_init(&st->hb_mu, NULL);
     pthread_cond_init(&st->hb_cv, NULL);

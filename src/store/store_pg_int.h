@@ -30,6 +30,7 @@
 #define PG_MAX_ARGS 24
 
 struct store {
+    struct store_base base;      /* first: store.h */
     PGconn *conn;
     pthread_mutex_t mu;
     char *files_dir;

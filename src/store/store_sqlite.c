@@ -27,6 +27,7 @@
 #define STORE_SQLITE_VERSION 6
 
 struct store {
+    struct store_base base;      /* first: store.h */
     sqlite3 *db;
     pthread_mutex_t mu;
 };
@@ -94,6 +95,7 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
     st = calloc(1, sizeof(*st));
     if (!st)
         return NS_ERR_NOMEM;
+    st->base.ops = &store_sqlite_ops;
     pthread_mutex_init(&st->mu, NULL);
     if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
         SQLITE_OK) {

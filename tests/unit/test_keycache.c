@@ -45,6 +45,8 @@ static int fake_key_count(struct store *st, int64_t *n)
 }
 
 static const struct store_ops fake_ops = {.scheme = "fake", .key_get = fake_key_get, .key_count = fake_key_count};
+/* a store is a struct that begins with its ops (store.h: struct store_base) */
+static struct store_base fake_store = {.ops = &fake_ops};
 
 static double clock_s;
 static double test_now(void *ud)
@@ -69,7 +71,7 @@ static struct keycache *make(void)
     struct keycache_params p = keycache_default_params();
     assert_true(p.ttl_s == 2.0);
     p.now = test_now;
-    struct keycache *kc = keycache_init(p, NULL, &fake_ops);
+    struct keycache *kc = keycache_init(p, (struct store *)&fake_store, &fake_ops);
     assert_non_null(kc);
     return kc;
 }

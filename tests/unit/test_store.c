@@ -63,7 +63,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    f->ops->close(f->st);
+    store_close(f->st);
     char cmd[200];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
     if (system(cmd) != 0)
@@ -90,7 +90,7 @@ static void make_batch(struct fixture *f, char id[48], int n)
     snprintf(b.completion_window, sizeof(b.completion_window), "24h");
     b.status = SB_VALIDATING;
     b.created_at = time(NULL);
-    assert_int_equal(f->ops->batch_insert(f->st, &b), NS_OK);
+    assert_int_equal(store_batch_insert(f->st, &b), NS_OK);
     struct store_line *lines = calloc((size_t)n, sizeof(*lines));
     char (*cids)[32] = calloc((size_t)n, 32);
     for (int i = 0; i < n; i++) {
@@ -98,13 +98,13 @@ static void make_batch(struct fixture *f, char id[48], int n)
         lines[i] = (struct store_line){.idx = i, .line_no = (uint32_t)i + 1, .custom_id = cids[i], .off = i * 10, .len = 10,
                                        .url = 0, .model = "m"};
     }
-    assert_int_equal(f->ops->lines_insert(f->st, b.id, lines, n), NS_OK);
+    assert_int_equal(store_lines_insert(f->st, b.id, lines, n), NS_OK);
     free(lines);
     free(cids);
     b.status = SB_IN_PROGRESS;
-    assert_int_equal(f->ops->batch_update(f->st, &b, SB_VALIDATING), NS_OK);
+    assert_int_equal(store_batch_update(f->st, &b, SB_VALIDATING), NS_OK);
     /* the compare-and-set: a second move from validating is a conflict */
-    assert_int_equal(f->ops->batch_update(f->st, &b, SB_VALIDATING), NS_ERR_CONFLICT);
+    assert_int_equal(store_batch_update(f->st, &b, SB_VALIDATING), NS_ERR_CONFLICT);
     snprintf(id, 48, "%s", b.id);
 }
 
@@ -143,21 +143,21 @@ static void test_lines_lifecycle(void **state)
     char id[48];
     make_batch(f, id, 10);
     struct store_batch b;
-    assert_int_equal(f->ops->batch_get(f->st, id, &b), NS_OK);
+    assert_int_equal(store_batch_get(f->st, id, &b), NS_OK);
     assert_int_equal(b.total, 10);
     assert_int_equal(b.status, SB_IN_PROGRESS);
     store_batch_release(&b);
 
     struct store_line *l = NULL;
     int n = 0;
-    assert_int_equal(f->ops->lines_claim(f->st, id, "m", 4, &l, &n), NS_OK);
+    assert_int_equal(store_lines_claim(f->st, id, "m", 4, &l, &n), NS_OK);
     assert_int_equal(n, 4);
     for (int i = 0; i < n; i++)
         assert_int_equal(l[i].idx, i); /* in order */
     assert_string_equal(l[1].custom_id, "c\t1\\\"");
     assert_int_equal(l[3].off, 30);
     int64_t pending, running;
-    assert_int_equal(f->ops->lines_count_unfinished(f->st, id, &pending, &running), NS_OK);
+    assert_int_equal(store_lines_count_unfinished(f->st, id, &pending, &running), NS_OK);
     assert_int_equal(pending, 6);
     assert_int_equal(running, 4);
 
@@ -167,9 +167,9 @@ static void test_lines_lifecycle(void **state)
         {.batch_id = id, .idx = 1, .ok = false, .json = "{\"error\":1}", .prompt_tokens = 1},
         {.batch_id = id, .idx = 0, .ok = false, .json = "{\"again\":1}"}, /* a second result: ignored */
     };
-    assert_int_equal(f->ops->lines_finish(f->st, rs, 2), NS_OK);
-    assert_int_equal(f->ops->lines_finish(f->st, rs + 2, 1), NS_OK);
-    assert_int_equal(f->ops->batch_get(f->st, id, &b), NS_OK);
+    assert_int_equal(store_lines_finish(f->st, rs, 2), NS_OK);
+    assert_int_equal(store_lines_finish(f->st, rs + 2, 1), NS_OK);
+    assert_int_equal(store_batch_get(f->st, id, &b), NS_OK);
     assert_int_equal(b.completed, 1);
     assert_int_equal(b.failed, 1);
     assert_int_equal(b.input_tokens, 6);
@@ -179,7 +179,7 @@ static void test_lines_lifecycle(void **state)
     char path[200];
     snprintf(path, sizeof(path), "%s/export", f->dir);
     FILE *ok = fopen(path, "w+");
-    assert_int_equal(f->ops->lines_export(f->st, id, ok, NULL), NS_OK);
+    assert_int_equal(store_lines_export(f->st, id, ok, NULL), NS_OK);
     rewind(ok);
     char line[256] = "";
     assert_non_null(fgets(line, sizeof(line), ok));
@@ -188,22 +188,22 @@ static void test_lines_lifecycle(void **state)
     fclose(ok);
 
     /* start-up requeue: running lines (this node's) are pending again */
-    assert_int_equal(f->ops->lines_requeue(f->st), NS_OK);
-    assert_int_equal(f->ops->lines_count_unfinished(f->st, id, &pending, &running), NS_OK);
+    assert_int_equal(store_lines_requeue(f->st), NS_OK);
+    assert_int_equal(store_lines_count_unfinished(f->st, id, &pending, &running), NS_OK);
     assert_int_equal(pending, 8);
     assert_int_equal(running, 0);
     release_lines(l, n);
 
     /* cancel: every unfinished line fails once, counted as canceled */
-    assert_int_equal(f->ops->lines_fail_unfinished(f->st, id, true, SF_CANCELLED, make_cancelled, NULL), NS_OK);
-    assert_int_equal(f->ops->lines_count_unfinished(f->st, id, &pending, &running), NS_OK);
+    assert_int_equal(store_lines_fail_unfinished(f->st, id, true, SF_CANCELLED, make_cancelled, NULL), NS_OK);
+    assert_int_equal(store_lines_count_unfinished(f->st, id, &pending, &running), NS_OK);
     assert_int_equal(pending + running, 0);
-    assert_int_equal(f->ops->batch_get(f->st, id, &b), NS_OK);
+    assert_int_equal(store_batch_get(f->st, id, &b), NS_OK);
     assert_int_equal(b.failed, 9);
     assert_int_equal(b.canceled, 8);
     store_batch_release(&b);
     ok = fopen(path, "w+");
-    assert_int_equal(f->ops->lines_export(f->st, id, NULL, ok), NS_OK);
+    assert_int_equal(store_lines_export(f->st, id, NULL, ok), NS_OK);
     rewind(ok);
     assert_non_null(fgets(line, sizeof(line), ok));
     assert_string_equal(line, "{\"error\":1}\n"); /* line order */
@@ -214,12 +214,12 @@ static void test_lines_lifecycle(void **state)
     free(want);
     fclose(ok);
     struct store_line *failed = NULL;
-    assert_int_equal(f->ops->lines_failed(f->st, id, &failed, &n), NS_OK);
+    assert_int_equal(store_lines_failed(f->st, id, &failed, &n), NS_OK);
     assert_int_equal(n, 9);
     release_lines(failed, n);
-    assert_int_equal(f->ops->batch_delete(f->st, id), NS_OK);
-    assert_int_equal(f->ops->batch_get(f->st, id, &b), NS_ERR_NOT_FOUND);
-    assert_int_equal(f->ops->batch_delete(f->st, id), NS_ERR_NOT_FOUND);
+    assert_int_equal(store_batch_delete(f->st, id), NS_OK);
+    assert_int_equal(store_batch_get(f->st, id, &b), NS_ERR_NOT_FOUND);
+    assert_int_equal(store_batch_delete(f->st, id), NS_ERR_NOT_FOUND);
 }
 
 static void test_files(void **state)
@@ -241,9 +241,9 @@ static void test_files(void **state)
     sf.bytes = 2621440;
     sf.created_at = time(NULL);
     sf.path = path;
-    assert_int_equal(f->ops->file_insert(f->st, &sf), NS_OK);
+    assert_int_equal(store_file_insert(f->st, &sf), NS_OK);
     struct store_file got;
-    assert_int_equal(f->ops->file_get(f->st, sf.id, &got), NS_OK);
+    assert_int_equal(store_file_get(f->st, sf.id, &got), NS_OK);
     assert_int_equal(got.bytes, sf.bytes);
     assert_string_equal(got.filename, "in.jsonl");
     assert_string_equal(got.path, path);
@@ -252,7 +252,7 @@ static void test_files(void **state)
     struct store_file *list = NULL;
     int n = 0;
     bool more = true;
-    assert_int_equal(f->ops->file_list(f->st, &pg, &list, &n, &more), NS_OK);
+    assert_int_equal(store_file_list(f->st, &pg, &list, &n, &more), NS_OK);
     assert_true(n >= 1);
     for (int i = 0; i < n; i++)
         store_file_release(&list[i]);
@@ -283,9 +283,9 @@ static void test_files(void **state)
         store_file_release(&got);
         g.ops->close(g.st);
     }
-    assert_int_equal(f->ops->file_delete(f->st, sf.id), NS_OK);
-    assert_int_equal(f->ops->file_get(f->st, sf.id, &got), NS_ERR_NOT_FOUND);
-    assert_int_equal(f->ops->file_delete(f->st, sf.id), NS_ERR_NOT_FOUND);
+    assert_int_equal(store_file_delete(f->st, sf.id), NS_OK);
+    assert_int_equal(store_file_get(f->st, sf.id, &got), NS_ERR_NOT_FOUND);
+    assert_int_equal(store_file_delete(f->st, sf.id), NS_ERR_NOT_FOUND);
 }
 
 static void test_keys(void **state)
@@ -296,28 +296,28 @@ static void test_keys(void **state)
     snprintf(k.project, sizeof(k.project), "proj");
     char hash[80];
     unique_id(hash, sizeof(hash), "hash");
-    assert_int_equal(f->ops->key_insert(f->st, &k, hash), NS_OK);
-    assert_int_equal(f->ops->key_insert(f->st, &k, hash), NS_ERR_CONFLICT);
+    assert_int_equal(store_key_insert(f->st, &k, hash), NS_OK);
+    assert_int_equal(store_key_insert(f->st, &k, hash), NS_ERR_CONFLICT);
     struct store_key got;
-    assert_int_equal(f->ops->key_get(f->st, hash, &got), NS_OK);
+    assert_int_equal(store_key_get(f->st, hash, &got), NS_OK);
     assert_string_equal(got.project, "proj");
     assert_true(got.admin);
     assert_int_equal(got.rpm, 0); /* 0 = unlimited, stored as given */
-    assert_int_equal(f->ops->key_get(f->st, "nope", &got), NS_ERR_NOT_FOUND);
+    assert_int_equal(store_key_get(f->st, "nope", &got), NS_ERR_NOT_FOUND);
     /* limits: -1 (not set: the server's default) is stored as NULL and read back as -1 */
     struct store_key l = {.rpm = 60, .tokens_per_day = -1, .batch_queue_tokens = 5000000000LL, .created_at = 2};
     unique_id(l.name, sizeof(l.name), "key");
     snprintf(l.project, sizeof(l.project), "proj");
     char lhash[80];
     unique_id(lhash, sizeof(lhash), "hash");
-    assert_int_equal(f->ops->key_insert(f->st, &l, lhash), NS_OK);
-    assert_int_equal(f->ops->key_get(f->st, lhash, &got), NS_OK);
+    assert_int_equal(store_key_insert(f->st, &l, lhash), NS_OK);
+    assert_int_equal(store_key_get(f->st, lhash, &got), NS_OK);
     assert_false(got.admin);
     assert_int_equal(got.rpm, 60);
     assert_int_equal(got.tokens_per_day, -1);
     assert_int_equal(got.batch_queue_tokens, 5000000000LL);
     int64_t count = 0;
-    assert_int_equal(f->ops->key_count(f->st, &count), NS_OK);
+    assert_int_equal(store_key_count(f->st, &count), NS_OK);
     assert_true(count >= 1);
 }
 
@@ -422,17 +422,17 @@ static void test_webhooks(void **state)
     snprintf(w.endpoint, sizeof(w.endpoint), "e");
     w.url = "http://127.0.0.1:1/hook";
     w.body = "{}";
-    assert_int_equal(f->ops->webhook_insert(f->st, &w), NS_OK);
+    assert_int_equal(store_webhook_insert(f->st, &w), NS_OK);
     struct store_webhook *due = NULL;
     int n = 0;
-    assert_int_equal(f->ops->webhooks_due(f->st, time(NULL), 100, &due, &n), NS_OK);
+    assert_int_equal(store_webhooks_due(f->st, time(NULL), 100, &due, &n), NS_OK);
     int mine = 0;
     for (int i = 0; i < n; i++) {
         mine += strcmp(due[i].id, w.id) == 0;
         if (strcmp(due[i].id, w.id) == 0) {
             due[i].state = SW_DELIVERED;
             due[i].attempts = 1;
-            assert_int_equal(f->ops->webhook_update(f->st, &due[i]), NS_OK);
+            assert_int_equal(store_webhook_update(f->st, &due[i]), NS_OK);
         }
         store_webhook_release(&due[i]);
     }
@@ -442,19 +442,19 @@ static void test_webhooks(void **state)
         /* claimed: asked again right away, it is not handed out twice */
         struct store_webhook w2 = w;
         unique_id(w2.id, sizeof(w2.id), "evt_");
-        assert_int_equal(f->ops->webhook_insert(f->st, &w2), NS_OK);
-        assert_int_equal(f->ops->webhooks_due(f->st, time(NULL), 100, &due, &n), NS_OK);
+        assert_int_equal(store_webhook_insert(f->st, &w2), NS_OK);
+        assert_int_equal(store_webhooks_due(f->st, time(NULL), 100, &due, &n), NS_OK);
         for (int i = 0; i < n; i++)
             store_webhook_release(&due[i]);
         free(due);
-        assert_int_equal(f->ops->webhooks_due(f->st, time(NULL), 100, &due, &n), NS_OK);
+        assert_int_equal(store_webhooks_due(f->st, time(NULL), 100, &due, &n), NS_OK);
         for (int i = 0; i < n; i++) {
             assert_string_not_equal(due[i].id, w2.id);
             store_webhook_release(&due[i]);
         }
         free(due);
     }
-    assert_int_equal(f->ops->webhooks_list(f->st, "batch_w", 10, &due, &n), NS_OK);
+    assert_int_equal(store_webhooks_list(f->st, "batch_w", 10, &due, &n), NS_OK);
     assert_true(n >= 1);
     for (int i = 0; i < n; i++)
         store_webhook_release(&due[i]);
