@@ -348,7 +348,7 @@ static void serve_sweep_uploads(const char *dir)
  * go: at start-up nothing of ours writes there yet, but a file that appeared a moment ago
  * (a clock step, an operator copying files in) is left for the next start rather than
  * guessed about. A store that cannot answer removes nothing. */
-static void serve_sweep_orphans(const char *dir, struct store *st, const struct store_ops *ops, int64_t min_age)
+static void serve_sweep_orphans(const char *dir, struct store *st, int64_t min_age)
 {
     char sub[4096], path[4096 + 300];
     snprintf(sub, sizeof(sub), "%s/files", dir);
@@ -693,7 +693,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         store_node_id(st, node, sizeof(node));
         log_event(LOG_INFO, NULL, NULL, "store: %s, shared; this node is '%s'", ops->scheme, node);
     }
-    serve_sweep_orphans(data_dir, st, ops, SERVE_ORPHAN_AGE);
+    serve_sweep_orphans(data_dir, st, SERVE_ORPHAN_AGE);
     struct sched *scheds[SERVE_MAX_MODELS] = {0};
     struct batchmgr *bm = NULL;
     struct server *srv = NULL;
@@ -704,13 +704,13 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     int n_eps = 0;
     for (int i = 0; cfg && i < cfg->n_webhooks && n_eps < 16; i++)
         eps[n_eps++] = cfg->webhooks[i].ep;
-    if (webhook_init(st, ops, eps, n_eps, &wh)) {
+    if (webhook_init(st, eps, n_eps, &wh)) {
         rc = cli_fail("cannot set up the webhooks");
         goto out;
     }
     bp.webhooks = wh;
     sp.webhooks = webhook_enabled(wh);
-    if (batchmgr_init(bp, st, ops, scheds, n_models, &bm)) {
+    if (batchmgr_init(bp, st, scheds, n_models, &bm)) {
         rc = cli_fail("out of memory");
         goto out;
     }
@@ -739,7 +739,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         schp.window_start = win_start;
         schp.window_end = win_end;
         schp.off_hours_idle = off_idle;
-        if (sched_init(schp, be, st, ops, batchmgr_on_idle, bm, &scheds[i])) {
+        if (sched_init(schp, be, st, batchmgr_on_idle, bm, &scheds[i])) {
             backend_free(be);
             rc = cli_fail("out of memory");
             goto out;
@@ -769,7 +769,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         sp.tls_cert = tls_cert;
         sp.tls_key = tls_key;
     }
-    if (server_start(sp, st, ops, scheds, n_scheds, bm, &srv, err, sizeof(err))) {
+    if (server_start(sp, st, scheds, n_scheds, bm, &srv, err, sizeof(err))) {
         rc = cli_fail("%s", err);
         goto out;
     }

@@ -22,7 +22,6 @@ struct kc_entry {
 struct keycache {
     struct keycache_params p;
     struct store *st;
-    const struct store_ops *ops;
     pthread_mutex_t mu;
     double count_expires;       /* the cached key count is valid until then */
     int64_t count;
@@ -41,14 +40,13 @@ static double kc_now(const struct keycache *kc)
     return kc->p.now ? kc->p.now(kc->p.now_ud) : clock_now();
 }
 
-struct keycache *keycache_init(struct keycache_params p, struct store *st, const struct store_ops *ops)
+struct keycache *keycache_init(struct keycache_params p, struct store *st)
 {
     struct keycache *kc = calloc(1, sizeof(*kc));
     if (!kc)
         return NULL;
     kc->p = p;
     kc->st = st;
-    kc->ops = ops;
     kc->count_expires = -1;
     pthread_mutex_init(&kc->mu, NULL);
     return kc;

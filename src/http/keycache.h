@@ -33,8 +33,8 @@ struct keycache_params {
 
 struct keycache_params keycache_default_params(void);
 
-/* the cache over st's keys; st and ops are borrowed and must outlive it. NULL on no memory */
-struct keycache *keycache_init(struct keycache_params p, struct store *st, const struct store_ops *ops);
+/* the cache over st's keys; st is borrowed and must outlive it. NULL on no memory */
+struct keycache *keycache_init(struct keycache_params p, struct store *st);
 void keycache_free(struct keycache *kc);
 
 /* the key whose SHA-256 (64 hex digits) is hash_hex: NS_OK and *out, NS_ERR_NOT_FOUND, or the

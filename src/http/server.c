@@ -603,7 +603,7 @@ static int64_t server_batch_left(void *ud, const char *batch_id, int64_t estimat
     return left;
 }
 
-int server_start(struct server_params p, struct store *st, const struct store_ops *ops, struct sched **scheds,
+int server_start(struct server_params p, struct store *st, struct sched **scheds,
                  int n_scheds, struct batchmgr *bm, struct server **out, char *err, size_t errlen)
 {
     int rc = NS_ERR_NOMEM;
@@ -618,7 +618,6 @@ int server_start(struct server_params p, struct store *st, const struct store_op
         sha256_hex(s->api_key, strlen(s->api_key), s->api_key_hash);
     s->no_auth = p.no_auth;
     s->st = st;
-    s->ops = ops;
     s->scheds = scheds;
     s->n_scheds = n_scheds;
     s->bm = bm;
@@ -627,7 +626,7 @@ int server_start(struct server_params p, struct store *st, const struct store_op
     qp.batch_ud = s;
     if (!s->data_dir || (p.api_key && !s->api_key) || quota_create(qp, &s->quota))
         goto out;
-    if (!(s->keys = keycache_init(keycache_default_params(), st, ops)))
+    if (!(s->keys = keycache_init(keycache_default_params(), st)))
         goto out;
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof(sa));

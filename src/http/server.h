@@ -76,7 +76,7 @@ struct server_params server_default_params(void);
 /* the HTTP threads when none are asked for: one per CPU, at least 4 */
 int server_default_threads(void);
 
-int server_start(struct server_params p, struct store *st, const struct store_ops *ops, struct sched **scheds,
+int server_start(struct server_params p, struct store *st, struct sched **scheds,
                  int n_scheds, struct batchmgr *bm, struct server **out, char *err, size_t errlen);
 /* the port actually bound */
 int server_port(const struct server *s);

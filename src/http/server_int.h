@@ -62,7 +62,6 @@ struct server {
     char api_key_hash[65];       /* its SHA-256, compared in constant time */
     bool no_auth;
     struct store *st;
-    const struct store_ops *ops;
     struct sched **scheds;
     int n_scheds;
     struct batchmgr *bm;

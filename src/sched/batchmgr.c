@@ -27,7 +27,6 @@ struct batchmgr {
     struct batchmgr_params p;
     char *data_dir;
     struct store *st;
-    const struct store_ops *ops;
     struct sched **scheds;
     int n_scheds;
     pthread_t thread;
@@ -67,7 +66,7 @@ int batchmgr_parse_window(const char *s, int64_t *seconds)
     return NS_OK;
 }
 
-int batchmgr_init(struct batchmgr_params p, struct store *st, const struct store_ops *ops, struct sched **scheds,
+int batchmgr_init(struct batchmgr_params p, struct store *st, struct sched **scheds,
                   int n_scheds, struct batchmgr **out)
 {
     struct batchmgr *m = calloc(1, sizeof(*m));
@@ -77,7 +76,6 @@ int batchmgr_init(struct batchmgr_params p, struct store *st, const struct store
     m->p = p;
     m->data_dir = strdup(p.data_dir);
     m->st = st;
-    m->ops = ops;
     m->scheds = scheds;
     m->n_scheds = n_scheds;
     pthread_mutex_init(&m->mu, NULL);
@@ -113,7 +111,7 @@ void batchmgr_on_idle(void *ud, const char *batch_id)
 /* this node may run a once-only step of the batch now (see store_ops.batch_lease) */
 static bool bm_lease(struct batchmgr *m, const char *batch_id)
 {
-    return !m->ops->batch_lease || store_batch_lease(m->st, batch_id) == NS_OK;
+    return !store_ops_of(m->st)->batch_lease || store_batch_lease(m->st, batch_id) == NS_OK;
 }
 
 static bool bm_model_ok(void *ud, const char *model)

@@ -39,7 +39,7 @@ struct batchmgr_params {
 struct batchmgr_params batchmgr_default_params(void);
 
 /* scheds: one per model, borrowed (they outlive the manager) */
-int batchmgr_init(struct batchmgr_params p, struct store *st, const struct store_ops *ops,
+int batchmgr_init(struct batchmgr_params p, struct store *st,
                   struct sched **scheds, int n_scheds, struct batchmgr **out);
 /* requeue lines that were running when the process died, resume in-progress batches,
  * then start the thread */

@@ -97,7 +97,6 @@ struct sched {
     char *model_name;
     struct backend *be;
     struct store *st;
-    const struct store_ops *ops;
     sched_batch_idle_fn idle;
     void *idle_ud;
     pthread_t thread;
@@ -250,7 +249,7 @@ static bool sched_batch_allowed(const struct sched *s)
     return s->p.off_hours_idle && s->jobs_head == NULL && s->interactive_running == 0;
 }
 
-int sched_init(struct sched_params p, struct backend *be, struct store *st, const struct store_ops *ops,
+int sched_init(struct sched_params p, struct backend *be, struct store *st,
                sched_batch_idle_fn idle, void *idle_ud, struct sched **out)
 {
     struct sched *s = calloc(1, sizeof(*s));
@@ -263,7 +262,6 @@ int sched_init(struct sched_params p, struct backend *be, struct store *st, cons
     s->model_name = strdup(p.model_name ? p.model_name : "default");
     s->be = be;
     s->st = st;
-    s->ops = ops;
     s->idle = idle;
     s->idle_ud = idle_ud;
     pthread_mutex_init(&s->mu, NULL);

@@ -73,7 +73,7 @@ struct sched_job {
 typedef void (*sched_batch_idle_fn)(void *ud, const char *batch_id);
 
 /* Takes ownership of be. The store outlives the sched. */
-int sched_init(struct sched_params p, struct backend *be, struct store *st, const struct store_ops *ops,
+int sched_init(struct sched_params p, struct backend *be, struct store *st,
                sched_batch_idle_fn idle, void *idle_ud, struct sched **out);
 int sched_start(struct sched *s);
 /* graceful shutdown, step 1: hand out no more batch lines; interactive requests (queued

@@ -31,7 +31,6 @@ struct webhook_ep {
 
 struct webhook {
     struct store *st;
-    const struct store_ops *ops;
     struct webhook_ep *eps;
     int n;
     pthread_t thread;
@@ -74,7 +73,7 @@ bool webhook_secret_ok(const char *s)
     return n != (size_t)-1 && n >= 16;
 }
 
-int webhook_init(struct store *st, const struct store_ops *ops, const struct webhook_endpoint *eps, int n,
+int webhook_init(struct store *st, const struct webhook_endpoint *eps, int n,
                  struct webhook **out)
 {
     *out = NULL;
@@ -84,7 +83,6 @@ int webhook_init(struct store *st, const struct store_ops *ops, const struct web
         return NS_ERR_NOMEM;
     }
     w->st = st;
-    w->ops = ops;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     for (int i = 0; i < n; i++) {

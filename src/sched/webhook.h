@@ -48,7 +48,7 @@ unsigned webhook_event_bit(const char *type);
 /* is s a usable secret ("whsec_" + base64 of at least 16 bytes)? */
 bool webhook_secret_ok(const char *s);
 
-int webhook_init(struct store *st, const struct store_ops *ops, const struct webhook_endpoint *eps, int n,
+int webhook_init(struct store *st, const struct webhook_endpoint *eps, int n,
                  struct webhook **out);
 int webhook_start(struct webhook *w);
 void webhook_free(struct webhook *w);

@@ -98,14 +98,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     struct batchmgr_params bp = batchmgr_default_params();
     bp.data_dir = http_dir;
-    if (batchmgr_init(bp, http_st, &store_sqlite_ops, NULL, 0, &http_bm))
+    if (batchmgr_init(bp, http_st, NULL, 0, &http_bm))
         exit(1);
     struct server_params sp = server_default_params();
     sp.port = 0;
     sp.data_dir = http_dir;
     sp.max_body = 64 * 1024;
     sp.max_file = 64 * 1024;
-    if (server_start(sp, http_st, &store_sqlite_ops, NULL, 0, http_bm, &http_srv, err, sizeof(err))) {
+    if (server_start(sp, http_st, NULL, 0, http_bm, &http_srv, err, sizeof(err))) {
         fprintf(stderr, "fuzz_http: %s\n", err);
         exit(1);
     }

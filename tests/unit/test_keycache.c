@@ -71,7 +71,7 @@ static struct keycache *make(void)
     struct keycache_params p = keycache_default_params();
     assert_true(p.ttl_s == 2.0);
     p.now = test_now;
-    struct keycache *kc = keycache_init(p, (struct store *)&fake_store, &fake_ops);
+    struct keycache *kc = keycache_init(p, (struct store *)&fake_store);
     assert_non_null(kc);
     return kc;
 }
