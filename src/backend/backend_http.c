@@ -41,6 +41,7 @@
 
 #include "../util/buf.h"
 #include "../util/status.h"
+#include "circuit.h"
 #include "upstream.h"
 #include "../util/log.h"
 
@@ -103,9 +104,7 @@ struct http_backend {
     double limit;               /* adaptive concurrency limit */
     int inflight;
     double paused_until;        /* no new sends before this (rate limit) */
-    int consec_fail;
-    int circuit;
-    double open_until, cooldown;
+    struct circuit cb;          /* the circuit breaker (circuit.h) */
     struct http_req *waiting;   /* pulled, waiting for their retry time (or the circuit) */
     int n_waiting;
     struct http_req *sending;   /* on the multi handle */
@@ -183,7 +182,7 @@ static int http_init(const struct backend_conf *c, void **out, char *err, size_t
     if (hb->c.max_attempts < 1)
         hb->c.max_attempts = 1;
     hb->limit = hb->c.concurrency;
-    hb->cooldown = hb->c.circuit_cooldown_s;
+    circuit_init(&hb->cb, hb->c.circuit_cooldown_s);
     hb->stats.limit = hb->c.concurrency;
     hb->url_chat = upstream_url_join(c->url, "/chat/completions");
     hb->url_completions = upstream_url_join(c->url, "/completions");
@@ -463,33 +462,24 @@ static void http_reject(struct http_backend *hb, const struct engine_source *src
 static void http_set_stats_circuit(struct http_backend *hb)
 {
     pthread_mutex_lock(&hb->mu);
-    hb->stats.circuit = hb->circuit;
+    hb->stats.circuit = hb->cb.state;
     hb->stats.limit = (int)hb->limit;
     pthread_mutex_unlock(&hb->mu);
 }
 
 static void http_circuit_failure(struct http_backend *hb, double now)
 {
-    hb->consec_fail++;
-    if (hb->circuit == BACKEND_CIRCUIT_HALF_OPEN ||
-        (hb->circuit == BACKEND_CIRCUIT_CLOSED && hb->consec_fail >= hb->c.circuit_failures)) {
-        if (hb->circuit == BACKEND_CIRCUIT_HALF_OPEN)
-            hb->cooldown = fmin(hb->cooldown * 2, 300);
-        hb->circuit = BACKEND_CIRCUIT_OPEN;
-        hb->open_until = now + hb->cooldown;
+    if (circuit_failure(&hb->cb, now, hb->c.circuit_failures)) {
         log_event(LOG_WARN, hb->name, NULL, "upstream of model '%s': circuit open for %.0f s after %d failed tries",
-                hb->name, hb->cooldown, hb->consec_fail);
+                  hb->name, hb->cb.cooldown, hb->cb.consec_fail);
         http_set_stats_circuit(hb);
     }
 }
 
 static void http_circuit_success(struct http_backend *hb)
 {
-    hb->consec_fail = 0;
-    if (hb->circuit != BACKEND_CIRCUIT_CLOSED) {
+    if (circuit_success(&hb->cb, hb->c.circuit_cooldown_s)) {
         log_event(LOG_INFO, hb->name, NULL, "upstream of model '%s': circuit closed", hb->name);
-        hb->circuit = BACKEND_CIRCUIT_CLOSED;
-        hb->cooldown = hb->c.circuit_cooldown_s;
         http_set_stats_circuit(hb);
     }
 }
@@ -507,8 +497,7 @@ static void http_retry_later(struct http_backend *hb, const struct engine_source
     if (hr->retry_after >= 0) {
         wait = fmin(hr->retry_after, 3600);
     } else {
-        double cap = fmin(hb->c.retry_max_s, hb->c.retry_base_s * pow(2, hr->attempts - 1));
-        wait = cap * upstream_rand01();
+        wait = backoff_full_jitter(hr->attempts, hb->c.retry_base_s, hb->c.retry_max_s, upstream_rand01());
     }
     hr->due = now + wait;
     hr->next = hb->waiting;
@@ -606,10 +595,10 @@ static void http_admit(struct http_backend *hb, const struct engine_source *src,
         return;
     }
     hr->body_len = strlen(hr->body);
-    if (priority && hb->circuit == BACKEND_CIRCUIT_OPEN) {
+    if (priority && hb->cb.state == BACKEND_CIRCUIT_OPEN) {
         http_fail(hb, src, hr, NS_ERR_UNAVAILABLE,
                   "the upstream of model '%s' is failing; nightshift paused it (circuit open) for %.0f more seconds",
-                  hb->name, fmax(1, hb->open_until - now));
+                  hb->name, fmax(1, hb->cb.open_until - now));
         return;
     }
     if (http_send(hb, hr) != NS_OK)
@@ -619,13 +608,12 @@ static void http_admit(struct http_backend *hb, const struct engine_source *src,
 /* may another try start now? */
 static bool http_may_send(struct http_backend *hb, double now)
 {
-    if (hb->circuit == BACKEND_CIRCUIT_OPEN) {
-        if (now < hb->open_until)
+    if (hb->cb.state == BACKEND_CIRCUIT_OPEN) {
+        if (!circuit_tick(&hb->cb, now))
             return false;
-        hb->circuit = BACKEND_CIRCUIT_HALF_OPEN;
         http_set_stats_circuit(hb);
     }
-    if (hb->circuit == BACKEND_CIRCUIT_HALF_OPEN)
+    if (hb->cb.state == BACKEND_CIRCUIT_HALF_OPEN)
         return hb->inflight == 0; /* one probe */
     return now >= hb->paused_until && hb->inflight < (int)hb->limit;
 }
@@ -696,10 +684,8 @@ static int http_run(void *impl, const struct engine_source *src)
     while (!atomic_load(&hb->stopping)) {
         http_take_reload(hb);
         double now = clock_now();
-        if (hb->circuit == BACKEND_CIRCUIT_OPEN && now >= hb->open_until) {
-            hb->circuit = BACKEND_CIRCUIT_HALF_OPEN; /* the next try is the probe */
+        if (circuit_tick(&hb->cb, now)) /* the next try is the probe */
             http_set_stats_circuit(hb);
-        }
         /* 1. retries that are due go first: they are the oldest work */
         struct http_req **pp = &hb->waiting;
         while (*pp && http_may_send(hb, now)) {
@@ -715,10 +701,10 @@ static int http_run(void *impl, const struct engine_source *src)
         }
         /* 2. real-time requests: sent, or failed at once while the circuit is open */
         if (src->pull_priority) {
-            int room = hb->circuit == BACKEND_CIRCUIT_OPEN ? HTTP_MAX_PULL
+            int room = hb->cb.state == BACKEND_CIRCUIT_OPEN ? HTTP_MAX_PULL
                        : http_may_send(hb, now)            ? (int)hb->limit - hb->inflight
                                                            : 0;
-            if (hb->circuit == BACKEND_CIRCUIT_HALF_OPEN)
+            if (hb->cb.state == BACKEND_CIRCUIT_HALF_OPEN)
                 room = hb->inflight == 0;
             if (room > HTTP_MAX_PULL)
                 room = HTTP_MAX_PULL;
@@ -729,7 +715,7 @@ static int http_run(void *impl, const struct engine_source *src)
         /* 3. batch lines */
         if (!exhausted && http_may_send(hb, now)) {
             int room = (int)hb->limit - hb->inflight;
-            if (hb->circuit == BACKEND_CIRCUIT_HALF_OPEN)
+            if (hb->cb.state == BACKEND_CIRCUIT_HALF_OPEN)
                 room = 1;
             if (room > HTTP_MAX_PULL)
                 room = HTTP_MAX_PULL;
@@ -763,11 +749,11 @@ static int http_run(void *impl, const struct engine_source *src)
         /* 5. sleep until a socket moves, work arrives (wake), or a timer is due */
         now = clock_now();
         double gate = now; /* the earliest a try may start */
-        if (hb->circuit == BACKEND_CIRCUIT_OPEN)
-            gate = hb->open_until;
+        if (hb->cb.state == BACKEND_CIRCUIT_OPEN)
+            gate = hb->cb.open_until;
         if (hb->paused_until > gate)
             gate = hb->paused_until;
-        bool slot = hb->circuit == BACKEND_CIRCUIT_HALF_OPEN ? hb->inflight == 0 : hb->inflight < (int)hb->limit;
+        bool slot = hb->cb.state == BACKEND_CIRCUIT_HALF_OPEN ? hb->inflight == 0 : hb->inflight < (int)hb->limit;
         double until = now + 1.0;
         if (slot)
             for (struct http_req *hr = hb->waiting; hr; hr = hr->next)
