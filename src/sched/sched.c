@@ -138,10 +138,12 @@ static void sched_store_failed(struct sched *s, const char *what, const char *ba
         s->store_down = true;
         s->store_down_since = now;
         s->store_backoff = SCHED_STORE_BACKOFF_MIN;
+        char why[256];
+        store_last_error(why, sizeof(why));
         log_event(LOG_ERROR, s->model_name, batch_id,
-                  "the store cannot %s (disk full?): batch lines pause, finished results are kept in memory, "
+                  "the store cannot %s (%s): batch lines pause, finished results are kept in memory, "
                   "retrying with a backoff up to %.0f s",
-                  what, SCHED_STORE_BACKOFF_MAX);
+                  what, why[0] ? why : "disk full?", SCHED_STORE_BACKOFF_MAX);
     } else {
         s->store_backoff *= 2;
         if (s->store_backoff > SCHED_STORE_BACKOFF_MAX)

@@ -4,6 +4,7 @@
 #include "store.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 static const struct store_ops *const store_registry[] = {
@@ -71,4 +72,18 @@ void store_webhook_release(struct store_webhook *w)
     free(w->url);
     free(w->body);
     w->url = w->body = NULL;
+}
+
+/* one per thread: an operation fails and is reported on the same thread */
+static _Thread_local char store_err[256];
+
+void store_note_error(const char *msg)
+{
+    size_t n = strcspn(msg ? msg : "", "\n");
+    snprintf(store_err, sizeof(store_err), "%.*s", (int)n, msg ? msg : "");
+}
+
+void store_last_error(char *buf, size_t n)
+{
+    snprintf(buf, n, "%s", store_err);
 }

@@ -415,6 +415,13 @@ static inline int store_node_id(struct store *st, char *out, size_t n)
  * "postgresql://..."), or NULL */
 const struct store_ops *store_find(const char *uri);
 
+/* Why this thread's last failed store operation failed, as the database said it
+ * ("database or disk is full", PostgreSQL's message), into buf; "" when nothing was noted.
+ * Operations return a status only; a caller that logs a failure adds this (issue 28: store
+ * errors were "(store error)" and nothing more). store_note_error() is the stores' side. */
+void store_last_error(char *buf, size_t n);
+void store_note_error(const char *msg);
+
 void store_file_release(struct store_file *f);
 void store_batch_release(struct store_batch *b);
 void store_line_release(struct store_line *l);

@@ -79,6 +79,7 @@ PGresult *pg_q(struct store *st, const char *sql, const struct pg_args *a)
     ExecStatusType s = PQresultStatus(r);
     if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK)
         return r;
+    store_note_error(r ? PQresultErrorMessage(r) : PQerrorMessage(st->conn));
     PQclear(r);
     return NULL;
 }
@@ -89,6 +90,8 @@ int pg_exec(struct store *st, const char *sql)
     pg_alive(st);
     PGresult *r = PQexec(st->conn, sql);
     ExecStatusType s = PQresultStatus(r);
+    if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK)
+        store_note_error(r ? PQresultErrorMessage(r) : PQerrorMessage(st->conn));
     PQclear(r);
     return s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK ? NS_OK : NS_ERR_IO;
 }

@@ -626,6 +626,7 @@ int pg_key_insert(struct store *st, const struct store_key *k, const char *hash_
                                a.n, NULL, a.v, NULL, NULL, 0);
     int rc = NS_OK;
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        store_note_error(PQresultErrorMessage(r));
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         rc = state && strcmp(state, "23505") == 0 ? NS_ERR_CONFLICT : NS_ERR_IO; /* unique_violation */
     }

@@ -57,6 +57,23 @@ static const char sq_schema[] =
     "  result TEXT, PRIMARY KEY(batch_id, idx)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS lines_state ON lines(batch_id, state, idx);";
 
+/* SQLite's error log (SQLITE_CONFIG_LOG): every failure of every statement, on the thread
+ * that met it, noted for store_last_error() with SQLite's own words for the code (no SQL) */
+static void sq_log(void *ud, int code, const char *msg)
+{
+    (void)ud;
+    (void)msg;
+    int primary = code & 0xff;
+    if (primary != SQLITE_NOTICE && primary != SQLITE_WARNING && primary != SQLITE_SCHEMA && primary != SQLITE_OK)
+        store_note_error(sqlite3_errstr(code));
+}
+
+static void sq_log_once(void)
+{
+    /* only before SQLite initialises (a no-op, refused, when something opened one first) */
+    sqlite3_config(SQLITE_CONFIG_LOG, sq_log, NULL);
+}
+
 static int sq_exec(struct store *st, const char *sql)
 {
     return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? NS_OK : NS_ERR_IO;
@@ -92,6 +109,8 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
     int rc = NS_OK;
     *out = NULL;
     sq_path(uri, data_dir, path, sizeof(path));
+    static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+    pthread_once(&log_once, sq_log_once);
     st = calloc(1, sizeof(*st));
     if (!st)
         return NS_ERR_NOMEM;

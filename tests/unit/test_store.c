@@ -298,6 +298,11 @@ static void test_keys(void **state)
     unique_id(hash, sizeof(hash), "hash");
     assert_int_equal(store_key_insert(f->st, &k, hash), NS_OK);
     assert_int_equal(store_key_insert(f->st, &k, hash), NS_ERR_CONFLICT);
+    /* the database's words for it, on this thread */
+    char why[256];
+    store_last_error(why, sizeof(why));
+    if (!strstr(why, "constraint"))
+        fail_msg("store_last_error after a conflict: '%s'", why);
     struct store_key got;
     assert_int_equal(store_key_get(f->st, hash, &got), NS_OK);
     assert_string_equal(got.project, "proj");
