@@ -17,25 +17,16 @@ struct job {
     bool starved;               /* job_next_events found nothing to send yet */
     int refs;                   /* the engine's and the HTTP side's */
     bool done;
-    bool stream, chat, include_usage, anthropic;
+    bool stream, chat, include_usage;
     bool ollama;                /* an /api/chat or /api/generate request */
+    const struct dialect *d;    /* the route's dialect: how it streams (proto/dialect.h) */
+    struct stream st;           /* a streamed answer's state (proto/stream.h) */
     struct ollama_extra ox;
     double t_start;             /* clock_now() when it came in */
-    /* streamed and not yet sent: text of choice 0 (Anthropic, Ollama), or whole SSE events
-     * (OpenAI: one chunk per delta, made on the engine thread, each with its choice index
-     * and logprobs) */
-    struct buf pending;
-    size_t lp_offset[ENGINE_MAX_CHOICES]; /* completions' streamed text_offset, per choice */
-    /* tool_choice auto / required among several: a choice's text is held while it may be
-     * a call (oai_tool_call_prefix); once it cannot, it streams as content (passed) */
-    struct buf held[ENGINE_MAX_CHOICES];
-    bool passed[ENGINE_MAX_CHOICES];
     struct engine_result res;   /* deep copy of the final result (engine_result_copy) */
     char id[48];
     char model[128];
     time_t created;
-    bool sent_role, sent_final;
-    int phase;                  /* streaming: 0 role, 1 content, 2 final, 3 usage, 4 done, 5 end */
     int n_prompt;
     struct quota *quota;        /* count the call's tokens for key (quota.h) when it ends */
     char key[64];
@@ -51,18 +42,13 @@ void job_unref(struct job *j)
     if (left)
         return;
     oai_request_release(&j->sj.oreq);
-    buf_release(&j->pending);
+    stream_release(&j->st);
     buf_release(&j->out);
-    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
-        buf_release(&j->held[i]);
     engine_result_release(&j->res);
     pthread_mutex_destroy(&j->mu);
     free(j);
 }
 
-static cJSON *chunk_choice(struct job *j, int index, const char *text, size_t n, const char *finish, bool role,
-                          const struct engine_delta *d);
-static void sse_push_to(struct buf *b, cJSON *o);
 
 /* Waiting without a thread: the connection's handler or content reader suspends it until
  * the job has something for it. Both sides hold mu, so a resume always follows its
@@ -86,21 +72,7 @@ static void job_on_token(struct sched_job *sj, const struct engine_delta *d)
 {
     struct job *j = (struct job *)sj;
     pthread_mutex_lock(&j->mu);
-    if (j->anthropic || j->ollama) {
-        if (d->index == 0)
-            buf_append(&j->pending, d->text, d->len);
-    } else if (j->sj.oreq.tool_mode != OAI_TOOLS_NONE && d->index >= 0 && d->index < ENGINE_MAX_CHOICES &&
-               !j->passed[d->index]) {
-        struct buf *h = &j->held[d->index];
-        buf_append(h, d->text, d->len);
-        if (!oai_tool_call_prefix(h->p ? h->p : "", h->len)) {
-            j->passed[d->index] = true;
-            sse_push_to(&j->pending, chunk_choice(j, d->index, h->p, h->len, NULL, false, d));
-            buf_reset(h);
-        }
-    } else if (d->len || d->n_logprobs) {
-        sse_push_to(&j->pending, chunk_choice(j, d->index, d->text, d->len, NULL, false, d));
-    }
+    j->d->stream_delta(&j->st, d);
     bool resume = job_wake(j);
     pthread_mutex_unlock(&j->mu);
     if (resume)
@@ -128,270 +100,22 @@ static void job_on_done(struct sched_job *sj, const struct engine_result *res)
     job_unref(j);
 }
 
-static cJSON *chunk_base(struct job *j)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", j->id);
-    cJSON_AddStringToObject(o, "object", j->chat ? "chat.completion.chunk" : "text_completion");
-    cJSON_AddNumberToObject(o, "created", (double)j->created);
-    cJSON_AddStringToObject(o, "model", j->model);
-    cJSON_AddStringToObject(o, "system_fingerprint", "nightshift");
-    return o;
-}
-
-static void sse_push_to(struct buf *b, cJSON *o)
-{
-    char *t = json_print(o);
-    if (!t)
-        return;
-    buf_appends(b, "data: ");
-    buf_appends(b, t);
-    buf_appends(b, "\n\n");
-    free(t);
-}
-
-static void sse_push(struct job *j, cJSON *o) { sse_push_to(&j->out, o); }
-
-/* a chunk of choice `index`: new text (chat: the delta), its tokens' logprobs (d, when
- * the request asked for them), or the finish_reason */
-static cJSON *chunk_choice(struct job *j, int index, const char *text, size_t n, const char *finish, bool role,
-                          const struct engine_delta *d)
-{
-    cJSON *o = chunk_base(j);
-    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddNumberToObject(c, "index", index);
-    if (j->chat) {
-        oai_chunk_delta(&j->sj.oreq, cJSON_AddObjectToObject(c, "delta"), text, n, role);
-    } else {
-        char *t = strndup(text ? text : "", n);
-        cJSON_AddStringToObject(c, "text", t ? t : "");
-        free(t);
-    }
-    if (d && j->sj.oreq.req.logprobs && index >= 0 && index < ENGINE_MAX_CHOICES) {
-        cJSON_AddItemToObject(c, "logprobs", oai_logprobs_json(&j->sj.oreq, d->logprobs, d->n_logprobs, d->logprob_text,
-                                                               j->lp_offset[index]));
-        for (int i = 0; i < d->n_logprobs; i++)
-            j->lp_offset[index] += d->logprobs[i].piece_len;
-    } else {
-        cJSON_AddNullToObject(c, "logprobs");
-    }
-    if (finish)
-        cJSON_AddStringToObject(c, "finish_reason", finish);
-    else
-        cJSON_AddNullToObject(c, "finish_reason");
-    cJSON_AddItemToArray(choices, c);
-    if (j->include_usage)
-        cJSON_AddNullToObject(o, "usage");
-    return o;
-}
-
-static void sse_event(struct job *j, const char *name, cJSON *o)
-{
-    char *t = json_print(o);
-    if (!t)
-        return;
-    buf_appendf(&j->out, "event: %s\ndata: %s\n\n", name, t);
-    free(t);
-}
-
-/* Anthropic's event sequence: message_start, content_block_start, ping, content_block_delta*,
- * content_block_stop, message_delta, message_stop (or an error event) */
-static void job_next_events_anthropic(struct job *j)
-{
-    while (j->out_pos >= j->out.len) {
-        buf_reset(&j->out);
-        j->out_pos = 0;
-        if (j->phase == 0) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "type", "message_start");
-            cJSON *m = cJSON_AddObjectToObject(o, "message");
-            cJSON_AddStringToObject(m, "id", j->id);
-            cJSON_AddStringToObject(m, "type", "message");
-            cJSON_AddStringToObject(m, "role", "assistant");
-            cJSON_AddArrayToObject(m, "content");
-            cJSON_AddStringToObject(m, "model", j->model);
-            cJSON_AddNullToObject(m, "stop_reason");
-            cJSON_AddNullToObject(m, "stop_sequence");
-            cJSON *u = cJSON_AddObjectToObject(m, "usage");
-            cJSON_AddNumberToObject(u, "input_tokens", j->n_prompt);
-            cJSON_AddNumberToObject(u, "output_tokens", 0);
-            sse_event(j, "message_start", o);
-            o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "type", "content_block_start");
-            cJSON_AddNumberToObject(o, "index", 0);
-            cJSON *cb = cJSON_AddObjectToObject(o, "content_block");
-            cJSON_AddStringToObject(cb, "type", "text");
-            cJSON_AddStringToObject(cb, "text", "");
-            sse_event(j, "content_block_start", o);
-            o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "type", "ping");
-            sse_event(j, "ping", o);
-            j->phase = 1;
-            continue;
-        }
-        if (j->phase == 1) {
-            if (j->pending.len) {
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "type", "content_block_delta");
-                cJSON_AddNumberToObject(o, "index", 0);
-                cJSON *d = cJSON_AddObjectToObject(o, "delta");
-                cJSON_AddStringToObject(d, "type", "text_delta");
-                char *t = strndup(j->pending.p, j->pending.len);
-                cJSON_AddStringToObject(d, "text", t ? t : "");
-                free(t);
-                sse_event(j, "content_block_delta", o);
-                buf_reset(&j->pending);
-                continue;
-            }
-            if (!j->done) {
-                j->starved = true;
-                return;
-            }
-            j->phase = 2;
-        }
-        if (j->phase == 2) {
-            if (j->res.status != NS_OK) {
-                sse_event(j, "error", anthropic_error(j->res.status, j->res.message));
-            } else {
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "type", "content_block_stop");
-                cJSON_AddNumberToObject(o, "index", 0);
-                sse_event(j, "content_block_stop", o);
-                o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "type", "message_delta");
-                cJSON *d = cJSON_AddObjectToObject(o, "delta");
-                cJSON_AddStringToObject(d, "stop_reason", anthropic_stop_reason(&j->res));
-                if (j->res.stop_index >= 0 && j->res.stop_index < j->sj.oreq.req.n_stop)
-                    cJSON_AddStringToObject(d, "stop_sequence", j->sj.oreq.req.stop[j->res.stop_index]);
-                else
-                    cJSON_AddNullToObject(d, "stop_sequence");
-                cJSON *u = cJSON_AddObjectToObject(o, "usage");
-                cJSON_AddNumberToObject(u, "output_tokens", j->res.completion_tokens);
-                sse_event(j, "message_delta", o);
-                o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "type", "message_stop");
-                sse_event(j, "message_stop", o);
-            }
-            j->phase = 5;
-            continue;
-        }
-        return;
-    }
-}
-
-/* Ollama's stream: one JSON object a line, the last with done: true (or an error) */
-static void job_next_events_ollama(struct job *j)
-{
-    while (j->out_pos >= j->out.len && j->phase != 5) {
-        buf_reset(&j->out);
-        j->out_pos = 0;
-        cJSON *o = NULL;
-        if (j->pending.len) {
-            o = ollama_chunk(j->chat, j->model, j->pending.p, j->pending.len);
-            buf_reset(&j->pending);
-        } else if (!j->done) {
-            j->starved = true;
-            return;
-        } else {
-            o = j->res.status != NS_OK ? ollama_error(j->res.message)
-                                       : ollama_final(j->chat, j->model, &j->res, "", j->t_start);
-            j->phase = 5;
-        }
-        char *t = json_print(o);
-        if (t)
-            buf_appendf(&j->out, "%s\n", t);
-        free(t);
-    }
-}
-
-/* fill j->out with the next SSE events (mu held); j->starved when there is nothing yet */
+/* fill j->out with the next bytes of the stream (mu held): the dialect writes them
+ * (proto/dialect.h); j->starved when there is nothing yet */
 static void job_next_events(struct job *j)
 {
     j->starved = false;
-    if (j->anthropic) {
-        job_next_events_anthropic(j);
-        return;
-    }
-    if (j->ollama) {
-        job_next_events_ollama(j);
-        return;
-    }
     while (j->out_pos >= j->out.len) {
         buf_reset(&j->out);
         j->out_pos = 0;
-        if (j->phase == 0 && j->chat) {
-            int nc = j->sj.oreq.req.n > 1 ? j->sj.oreq.req.n : 1;
-            for (int i = 0; i < nc; i++)
-                sse_push(j, chunk_choice(j, i, "", 0, NULL, true, NULL));
-            j->phase = 1;
-            continue;
+        j->st.res = j->done ? &j->res : NULL;
+        int step = j->d->stream_next(&j->st, &j->out);
+        if (step == STREAM_WAIT) {
+            j->starved = true;
+            return;
         }
-        if (j->phase <= 1) {
-            j->phase = 1;
-            if (j->pending.len) {
-                /* whole events made by job_on_token */
-                struct buf t = j->out;
-                j->out = j->pending;
-                j->pending = t;
-                continue;
-            }
-            if (!j->done) {
-                j->starved = true;
-                return;
-            }
-            j->phase = 2;
-        }
-        if (j->phase == 2) {
-            if (j->res.status != NS_OK) {
-                /* the request failed after the stream started: an error event, then [DONE] */
-                cJSON *e = oai_error_body(j->res.status, j->res.message, j->res.param, NULL);
-                sse_push(j, e);
-            } else {
-                for (int i = 0; i < oai_result_n_choices(&j->res); i++) {
-                    struct engine_choice ch = oai_result_choice(&j->res, i);
-                    const char *finish = oai_finish_reason_of(&j->sj.oreq, ch.finish);
-                    if (j->sj.oreq.tool_mode != OAI_TOOLS_NONE && i < ENGINE_MAX_CHOICES && !j->passed[i]) {
-                        /* held to the end: one call, or the text after all */
-                        cJSON *call = ch.finish == ENGINE_FINISH_STOP
-                                          ? oai_parse_tool_call(&j->sj.oreq, ch.text, ch.text_len, true)
-                                          : NULL;
-                        cJSON *o = chunk_choice(j, i, call ? NULL : ch.text, call ? 0 : ch.text_len, NULL, false, NULL);
-                        if (call) {
-                            cJSON *delta = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "delta");
-                            cJSON_AddNullToObject(delta, "content");
-                            cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"), call);
-                            finish = "tool_calls";
-                        }
-                        sse_push(j, o);
-                    }
-                    sse_push(j, chunk_choice(j, i, j->chat ? NULL : "", 0, finish, false, NULL));
-                }
-            }
-            j->phase = 3;
-            continue;
-        }
-        if (j->phase == 3) {
-            if (j->include_usage && j->res.status == NS_OK) {
-                cJSON *o = chunk_base(j);
-                cJSON_AddArrayToObject(o, "choices");
-                cJSON *u = cJSON_AddObjectToObject(o, "usage");
-                cJSON_AddNumberToObject(u, "prompt_tokens", j->res.prompt_tokens);
-                cJSON_AddNumberToObject(u, "completion_tokens", j->res.completion_tokens);
-                cJSON_AddNumberToObject(u, "total_tokens", j->res.prompt_tokens + j->res.completion_tokens);
-                cJSON *pd = cJSON_AddObjectToObject(u, "prompt_tokens_details");
-                cJSON_AddNumberToObject(pd, "cached_tokens", j->res.cached_tokens);
-                sse_push(j, o);
-            }
-            j->phase = 4;
-            continue;
-        }
-        if (j->phase == 4) {
-            buf_appends(&j->out, "data: [DONE]\n\n");
-            j->phase = 5;
-            continue;
-        }
-        return; /* phase 5: end */
+        if (step == STREAM_END)
+            return;
     }
 }
 
@@ -484,7 +208,7 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         return GEN_ERROR(x, flavor, NS_ERR_NOMEM, NULL, "out of memory");
     pthread_mutex_init(&j->mu, NULL);
     j->conn = x->c;
-    buf_init(&j->pending, 64u << 20);
+    stream_init(&j->st, 64u << 20);
     buf_init(&j->out, 64u << 20);
     j->refs = 1;
     const char *body = x->r->body.p ? x->r->body.p : "";
@@ -574,16 +298,23 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
                              ei.n_parallel, ei.n_parallel, n);
         }
     }
-    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
-        buf_init(&j->held[i], 64u << 20);
     j->stream = j->sj.oreq.stream;
     j->chat = chat;
     j->include_usage = j->sj.oreq.include_usage;
     snprintf(j->model, sizeof(j->model), "%s", j->sj.oreq.model);
     oai_make_id(j->id, sizeof(j->id), flavor == GEN_MESSAGES ? "msg_" : chat ? "chatcmpl-" : "cmpl-");
-    j->anthropic = flavor == GEN_MESSAGES;
+    j->d = gen_dialect(flavor);
     j->n_prompt = n_prompt;
     j->created = time(NULL);
+    /* what the dialect's stream reads (proto/stream.h) */
+    j->st.r = &j->sj.oreq;
+    snprintf(j->st.id, sizeof(j->st.id), "%s", j->id);
+    snprintf(j->st.model, sizeof(j->st.model), "%s", j->model);
+    j->st.created = j->created;
+    j->st.t_start = j->t_start;
+    j->st.chat = chat;
+    j->st.include_usage = j->include_usage;
+    j->st.n_prompt = n_prompt;
     j->quota = x->srv->quota;
     snprintf(j->key, sizeof(j->key), "%s", x->key);
     j->sj.on_done = job_on_done;
@@ -603,7 +334,7 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
             job_unref(j);
             return MHD_NO;
         }
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ollama ? "application/x-ndjson" : "text/event-stream");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, j->d->stream_type);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
         enum MHD_Result ret = httpguard_queue(x->c, 200, resp);
         MHD_destroy_response(resp);

@@ -29,6 +29,7 @@
 #include "../proto/batchfile.h"
 #include "../sched/webhook.h"
 #include "../proto/dialect.h"
+#include "../proto/stream.h"
 #include "dashboard.h"
 #include "httpguard.h"
 #include "keycache.h"

@@ -5,6 +5,7 @@
 #include "anthropic.h"
 
 #include "dialect.h"
+#include "stream.h"
 
 #include "../util/buf.h"
 #include "../util/status.h"
@@ -326,6 +327,96 @@ void anthropic_time(int64_t unix_s, char *out, size_t n)
     strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* ---- streaming (dialect.h, stream.h) ------------------------------------------------------ */
+
+/* the engine thread: the text of choice 0 (Messages have one) */
+static void ant_stream_delta(struct stream *s, const struct engine_delta *d)
+{
+    if (d->index == 0)
+        buf_append(&s->pending, d->text, d->len);
+}
+
+/* Anthropic's event sequence: message_start, content_block_start, ping, content_block_delta*,
+ * content_block_stop, message_delta, message_stop (or an error event). Phases: 0 the
+ * opening events, 1 text deltas, 2 the closing events, 5 end */
+static int ant_stream_next(struct stream *s, struct buf *out)
+{
+    if (s->phase == 0) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "message_start");
+        cJSON *m = cJSON_AddObjectToObject(o, "message");
+        cJSON_AddStringToObject(m, "id", s->id);
+        cJSON_AddStringToObject(m, "type", "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddArrayToObject(m, "content");
+        cJSON_AddStringToObject(m, "model", s->model);
+        cJSON_AddNullToObject(m, "stop_reason");
+        cJSON_AddNullToObject(m, "stop_sequence");
+        cJSON *u = cJSON_AddObjectToObject(m, "usage");
+        cJSON_AddNumberToObject(u, "input_tokens", s->n_prompt);
+        cJSON_AddNumberToObject(u, "output_tokens", 0);
+        stream_sse(out, "message_start", o);
+        o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "content_block_start");
+        cJSON_AddNumberToObject(o, "index", 0);
+        cJSON *cb = cJSON_AddObjectToObject(o, "content_block");
+        cJSON_AddStringToObject(cb, "type", "text");
+        cJSON_AddStringToObject(cb, "text", "");
+        stream_sse(out, "content_block_start", o);
+        o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "ping");
+        stream_sse(out, "ping", o);
+        s->phase = 1;
+        return STREAM_MORE;
+    }
+    if (s->phase == 1) {
+        if (s->pending.len) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "content_block_delta");
+            cJSON_AddNumberToObject(o, "index", 0);
+            cJSON *d = cJSON_AddObjectToObject(o, "delta");
+            cJSON_AddStringToObject(d, "type", "text_delta");
+            char *t = strndup(s->pending.p, s->pending.len);
+            cJSON_AddStringToObject(d, "text", t ? t : "");
+            free(t);
+            stream_sse(out, "content_block_delta", o);
+            buf_reset(&s->pending);
+            return STREAM_MORE;
+        }
+        if (!s->res)
+            return STREAM_WAIT;
+        s->phase = 2;
+    }
+    if (s->phase == 2) {
+        const struct engine_result *res = s->res;
+        if (res->status != NS_OK) {
+            stream_sse(out, "error", anthropic_error(res->status, res->message));
+        } else {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "content_block_stop");
+            cJSON_AddNumberToObject(o, "index", 0);
+            stream_sse(out, "content_block_stop", o);
+            o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "message_delta");
+            cJSON *d = cJSON_AddObjectToObject(o, "delta");
+            cJSON_AddStringToObject(d, "stop_reason", anthropic_stop_reason(res));
+            if (res->stop_index >= 0 && res->stop_index < s->r->req.n_stop)
+                cJSON_AddStringToObject(d, "stop_sequence", s->r->req.stop[res->stop_index]);
+            else
+                cJSON_AddNullToObject(d, "stop_sequence");
+            cJSON *u = cJSON_AddObjectToObject(o, "usage");
+            cJSON_AddNumberToObject(u, "output_tokens", res->completion_tokens);
+            stream_sse(out, "message_delta", o);
+            o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "message_stop");
+            stream_sse(out, "message_stop", o);
+        }
+        s->phase = 5;
+        return STREAM_MORE;
+    }
+    return STREAM_END;
+}
+
 /* ---- the Anthropic dialect (dialect.h) --------------------------------------------------- */
 
 static cJSON *ant_dialect_error(int status, const char *message, const char *param, const char *code)
@@ -357,6 +448,9 @@ const struct dialect dialect_anthropic = {
     .error = ant_dialect_error,
     .auth_message = "invalid x-api-key",
     .batch_result = ant_dialect_batch_result,
+    .stream_type = "text/event-stream",
+    .stream_delta = ant_stream_delta,
+    .stream_next = ant_stream_next,
     .batch_endpoint = "/v1/messages",
     .batch_mixed_models = true,
     .batch_errors_per_line = true,

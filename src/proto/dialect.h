@@ -6,8 +6,8 @@
  * through the two lookups below, and calls through it: it never compares endpoint strings
  * or branches on a dialect's name. A new dialect is a new row.
  *
- * Not yet in the table (issue 28): request parsing and streaming, which the HTTP layer
- * still selects by route.
+ * Not yet in the table (issue 28): request parsing, which the HTTP layer still selects by
+ * route.
  *
  * THREADS: rows are constant; every function is pure.
  */
@@ -19,11 +19,21 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 
+struct stream;
+struct buf;
+struct engine_delta;
+
 struct dialect {
     const char *name;            /* "openai", "anthropic", "ollama", "gemini": logs only */
     /* an error body for status and message; param and code where the dialect has them */
     cJSON *(*error)(int status, const char *message, const char *param, const char *code);
     const char *auth_message;    /* a request without a valid key is told this (401) */
+    /* streaming (stream.h): the Content-Type of a stream; a delta from the engine thread;
+     * the next bytes to send (STREAM_MORE: appended to out; STREAM_WAIT: nothing yet;
+     * STREAM_END). NULL: the dialect does not stream */
+    const char *stream_type;
+    void (*stream_delta)(struct stream *s, const struct engine_delta *d);
+    int (*stream_next)(struct stream *s, struct buf *out);
     bool body_any_type;          /* reads a body as JSON whatever its Content-Type (Ollama: its
                                     documented calls are `curl -d`, form-encoded) */
     /* the result line of one batch request: a success (r: the request it ran as; model

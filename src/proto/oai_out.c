@@ -6,6 +6,7 @@
 #include "oai.h"
 
 #include "dialect.h"
+#include "stream.h"
 #include "../util/base64.h"
 #include "../util/buf.h"
 #include "../util/status.h"
@@ -362,6 +363,142 @@ cJSON *oai_batch_line_noresponse(const char *custom_id, int status, const char *
     return o;
 }
 
+/* ---- streaming (dialect.h, stream.h): chat.completion.chunk / text_completion events ---- */
+
+static cJSON *oai_chunk_base(const struct stream *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", s->id);
+    cJSON_AddStringToObject(o, "object", s->chat ? "chat.completion.chunk" : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)s->created);
+    cJSON_AddStringToObject(o, "model", s->model);
+    cJSON_AddStringToObject(o, "system_fingerprint", "nightshift");
+    return o;
+}
+
+/* a chunk of choice `index`: new text (chat: the delta), its tokens' logprobs (d, when
+ * the request asked for them), or the finish_reason */
+static cJSON *oai_chunk_choice(struct stream *s, int index, const char *text, size_t n, const char *finish, bool role,
+                               const struct engine_delta *d)
+{
+    cJSON *o = oai_chunk_base(s);
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", index);
+    if (s->chat) {
+        oai_chunk_delta(s->r, cJSON_AddObjectToObject(c, "delta"), text, n, role);
+    } else {
+        char *t = strndup(text ? text : "", n);
+        cJSON_AddStringToObject(c, "text", t ? t : "");
+        free(t);
+    }
+    if (d && s->r->req.logprobs && index >= 0 && index < ENGINE_MAX_CHOICES) {
+        cJSON_AddItemToObject(c, "logprobs",
+                              oai_logprobs_json(s->r, d->logprobs, d->n_logprobs, d->logprob_text, s->lp_offset[index]));
+        for (int i = 0; i < d->n_logprobs; i++)
+            s->lp_offset[index] += d->logprobs[i].piece_len;
+    } else {
+        cJSON_AddNullToObject(c, "logprobs");
+    }
+    if (finish)
+        cJSON_AddStringToObject(c, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(c, "finish_reason");
+    cJSON_AddItemToArray(choices, c);
+    if (s->include_usage)
+        cJSON_AddNullToObject(o, "usage");
+    return o;
+}
+
+/* the engine thread: one chunk per delta, made now (each with its choice and logprobs);
+ * a choice that may still be a tool call is held until it cannot */
+static void oai_stream_delta(struct stream *s, const struct engine_delta *d)
+{
+    if (s->r->tool_mode != OAI_TOOLS_NONE && d->index >= 0 && d->index < ENGINE_MAX_CHOICES && !s->passed[d->index]) {
+        struct buf *h = &s->held[d->index];
+        buf_append(h, d->text, d->len);
+        if (!oai_tool_call_prefix(h->p ? h->p : "", h->len)) {
+            s->passed[d->index] = true;
+            stream_sse(&s->pending, NULL, oai_chunk_choice(s, d->index, h->p, h->len, NULL, false, d));
+            buf_reset(h);
+        }
+    } else if (d->len || d->n_logprobs) {
+        stream_sse(&s->pending, NULL, oai_chunk_choice(s, d->index, d->text, d->len, NULL, false, d));
+    }
+}
+
+/* phases: 0 the role chunks (chat), 1 content, 2 the final chunks, 3 usage, 4 [DONE], 5 end */
+static int oai_stream_next(struct stream *s, struct buf *out)
+{
+    for (;;) {
+        size_t before = out->len;
+        if (s->phase == 0) {
+            if (s->chat) {
+                int nc = s->r->req.n > 1 ? s->r->req.n : 1;
+                for (int i = 0; i < nc; i++)
+                    stream_sse(out, NULL, oai_chunk_choice(s, i, "", 0, NULL, true, NULL));
+            }
+            s->phase = 1;
+        } else if (s->phase == 1) {
+            if (s->pending.len) {
+                /* whole events made by oai_stream_delta */
+                buf_append(out, s->pending.p, s->pending.len);
+                buf_reset(&s->pending);
+            } else if (!s->res) {
+                return STREAM_WAIT;
+            } else {
+                s->phase = 2;
+            }
+        } else if (s->phase == 2) {
+            const struct engine_result *res = s->res;
+            if (res->status != NS_OK) {
+                /* the request failed after the stream started: an error event, then [DONE] */
+                stream_sse(out, NULL, oai_error_body(res->status, res->message, res->param, NULL));
+            } else {
+                for (int i = 0; i < oai_result_n_choices(res); i++) {
+                    struct engine_choice ch = oai_result_choice(res, i);
+                    const char *finish = oai_finish_reason_of(s->r, ch.finish);
+                    if (s->r->tool_mode != OAI_TOOLS_NONE && i < ENGINE_MAX_CHOICES && !s->passed[i]) {
+                        /* held to the end: one call, or the text after all */
+                        cJSON *call = ch.finish == ENGINE_FINISH_STOP ? oai_parse_tool_call(s->r, ch.text, ch.text_len, true)
+                                                                      : NULL;
+                        cJSON *o = oai_chunk_choice(s, i, call ? NULL : ch.text, call ? 0 : ch.text_len, NULL, false, NULL);
+                        if (call) {
+                            cJSON *delta = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "delta");
+                            cJSON_AddNullToObject(delta, "content");
+                            cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"), call);
+                            finish = "tool_calls";
+                        }
+                        stream_sse(out, NULL, o);
+                    }
+                    stream_sse(out, NULL, oai_chunk_choice(s, i, s->chat ? NULL : "", 0, finish, false, NULL));
+                }
+            }
+            s->phase = 3;
+        } else if (s->phase == 3) {
+            if (s->include_usage && s->res->status == NS_OK) {
+                cJSON *o = oai_chunk_base(s);
+                cJSON_AddArrayToObject(o, "choices");
+                cJSON *u = cJSON_AddObjectToObject(o, "usage");
+                cJSON_AddNumberToObject(u, "prompt_tokens", s->res->prompt_tokens);
+                cJSON_AddNumberToObject(u, "completion_tokens", s->res->completion_tokens);
+                cJSON_AddNumberToObject(u, "total_tokens", s->res->prompt_tokens + s->res->completion_tokens);
+                cJSON *pd = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+                cJSON_AddNumberToObject(pd, "cached_tokens", s->res->cached_tokens);
+                stream_sse(out, NULL, o);
+            }
+            s->phase = 4;
+        } else if (s->phase == 4) {
+            buf_appends(out, "data: [DONE]\n\n");
+            s->phase = 5;
+        } else {
+            return STREAM_END;
+        }
+        if (out->len > before)
+            return STREAM_MORE;
+    }
+}
+
 /* ---- the OpenAI dialect (dialect.h) ------------------------------------------------------ */
 
 static cJSON *oai_dialect_error(int status, const char *message, const char *param, const char *code)
@@ -397,5 +534,8 @@ const struct dialect dialect_openai = {
     .error = oai_dialect_error,
     .auth_message = "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.",
     .batch_result = oai_dialect_batch_result,
+    .stream_type = "text/event-stream",
+    .stream_delta = oai_stream_delta,
+    .stream_next = oai_stream_next,
 };
 

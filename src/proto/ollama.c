@@ -5,6 +5,7 @@
 #include "ollama.h"
 
 #include "dialect.h"
+#include "stream.h"
 
 #include "jsonschema.h"
 #include "../util/sha256.h"
@@ -657,6 +658,32 @@ cJSON *ollama_version(void)
     return o;
 }
 
+/* ---- streaming (dialect.h, stream.h) ------------------------------------------------------ */
+
+static void ollama_stream_delta(struct stream *s, const struct engine_delta *d)
+{
+    if (d->index == 0)
+        buf_append(&s->pending, d->text, d->len);
+}
+
+/* Ollama's stream: one JSON object a line, the last with done: true (or an error) */
+static int ollama_stream_next(struct stream *s, struct buf *out)
+{
+    if (s->phase == 5)
+        return STREAM_END;
+    if (s->pending.len) {
+        stream_ndjson(out, ollama_chunk(s->chat, s->model, s->pending.p, s->pending.len));
+        buf_reset(&s->pending);
+        return STREAM_MORE;
+    }
+    if (!s->res)
+        return STREAM_WAIT;
+    stream_ndjson(out, s->res->status != NS_OK ? ollama_error(s->res->message)
+                                               : ollama_final(s->chat, s->model, s->res, "", s->t_start));
+    s->phase = 5;
+    return STREAM_MORE;
+}
+
 /* ---- the Ollama dialect (dialect.h): its routes only, no batches ------------------------- */
 
 static cJSON *ollama_dialect_error(int status, const char *message, const char *param, const char *code)
@@ -673,4 +700,7 @@ const struct dialect dialect_ollama = {
     .auth_message = "unauthorized: pass the API key as 'Authorization: Bearer KEY'",
     .batch_result = NULL,
     .body_any_type = true,
+    .stream_type = "application/x-ndjson",
+    .stream_delta = ollama_stream_delta,
+    .stream_next = ollama_stream_next,
 };

@@ -1,0 +1,49 @@
+/*
+ * stream.c — see stream.h.
+ */
+#include "stream.h"
+
+#include "../util/utf8.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void stream_init(struct stream *s, size_t max)
+{
+    memset(s, 0, sizeof(*s));
+    buf_init(&s->pending, max);
+    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
+        buf_init(&s->held[i], max);
+}
+
+void stream_release(struct stream *s)
+{
+    buf_release(&s->pending);
+    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
+        buf_release(&s->held[i]);
+}
+
+void stream_sse(struct buf *out, const char *name, cJSON *o)
+{
+    char *t = utf8_fix(cJSON_PrintUnformatted(o));
+    cJSON_Delete(o);
+    if (!t)
+        return;
+    if (name)
+        buf_appendf(out, "event: %s\n", name);
+    buf_appends(out, "data: ");
+    buf_appends(out, t);
+    buf_appends(out, "\n\n");
+    free(t);
+}
+
+void stream_ndjson(struct buf *out, cJSON *o)
+{
+    char *t = utf8_fix(cJSON_PrintUnformatted(o));
+    cJSON_Delete(o);
+    if (!t)
+        return;
+    buf_appends(out, t);
+    buf_appends(out, "\n");
+    free(t);
+}

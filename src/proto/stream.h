@@ -1,0 +1,55 @@
+/*
+ * stream.h — one streamed answer, as a dialect writes it (dialect.h: stream_delta,
+ * stream_next): the state every dialect's stream keeps, and the framing helpers.
+ *
+ * The engine thread hands each delta to stream_delta(), which keeps what it needs in
+ * `pending` (the text of choice 0, or whole events); the connection's side asks
+ * stream_next() for the next bytes: some events, "wait" (nothing yet: a delta or the end
+ * will come), or "end". Both run under the caller's lock; neither blocks.
+ *
+ * OWNERSHIP: the caller owns the struct and the request and result it points to (the
+ * result once the answer is done); stream_release() frees what the stream allocated.
+ */
+#ifndef NS_PROTO_STREAM_H
+#define NS_PROTO_STREAM_H
+
+#include "oai.h"
+
+#include "../util/buf.h"
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+enum stream_step { STREAM_MORE = 0, STREAM_WAIT = 1, STREAM_END = 2 };
+
+struct stream {
+    const struct oai_request *r;        /* the request (tools, logprobs, n, stop) */
+    char id[48];
+    char model[128];
+    time_t created;
+    double t_start;                     /* clock_now() when it came in (Ollama's durations) */
+    bool chat, include_usage;
+    int n_prompt;
+    const struct engine_result *res;    /* the final result once done, else NULL */
+    int phase;                          /* the dialect's own */
+    /* from the engine thread: the text of choice 0, or whole events (OpenAI) */
+    struct buf pending;
+    size_t lp_offset[ENGINE_MAX_CHOICES]; /* completions' streamed text_offset, per choice */
+    /* tool_choice auto / required among several: a choice's text is held while it may be
+     * a call (oai_tool_call_prefix); once it cannot, it streams as content (passed) */
+    struct buf held[ENGINE_MAX_CHOICES];
+    bool passed[ENGINE_MAX_CHOICES];
+};
+
+/* every buffer capped at max bytes */
+void stream_init(struct stream *s, size_t max);
+void stream_release(struct stream *s);
+
+/* o (deleted here) as one server-sent event ("event: NAME\n" when name, then
+ * "data: JSON\n\n"), or one NDJSON line; printed valid UTF-8 */
+void stream_sse(struct buf *out, const char *name, cJSON *o);
+void stream_ndjson(struct buf *out, cJSON *o);
+
+#endif
