@@ -351,21 +351,15 @@ static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, int f
 {
     struct route_ctx xx = {.c = c};
     struct route_ctx *x = &xx;
-    bool chat = flavor != GEN_COMPLETION && flavor != GEN_OLLAMA_GENERATE;
-    bool ollama = flavor >= GEN_OLLAMA_CHAT;
     enum MHD_Result ret;
-    if (flavor != GEN_MESSAGES && j->res.raw_body && j->res.http_status)
+    if (j->d->answer_passes_raw && j->res.raw_body && j->res.http_status)
         /* an upstream's answer, byte for byte as it gave it (the backend parsed it already:
          * it is JSON) */
         ret = send_bytes(x->c, (unsigned)j->res.http_status, "application/json", j->res.raw_body, j->res.raw_len);
     else if (j->res.status != NS_OK)
         ret = GEN_ERROR(x, flavor, j->res.status, j->res.param, "%s", j->res.message);
-    else if (flavor == GEN_MESSAGES)
-        ret = send_json(x->c, 200, anthropic_message(&j->sj.oreq, &j->res, j->id, j->model));
-    else if (ollama)
-        ret = send_json(x->c, 200, ollama_final(chat, j->model, &j->res, j->res.text, j->t_start));
     else
-        ret = send_json(x->c, 200, oai_completion_body(&j->sj.oreq, &j->res, j->id, j->model, j->created));
+        ret = send_json(x->c, 200, j->d->answer(&j->st, &j->res));
     job_unref(j);
     return ret;
 }

@@ -339,6 +339,11 @@ static void ant_stream_delta(struct stream *s, const struct engine_delta *d)
 /* Anthropic's event sequence: message_start, content_block_start, ping, content_block_delta*,
  * content_block_stop, message_delta, message_stop (or an error event). Phases: 0 the
  * opening events, 1 text deltas, 2 the closing events, 5 end */
+static cJSON *ant_dialect_answer(const struct stream *s, const struct engine_result *res)
+{
+    return anthropic_message(s->r, res, s->id, s->model);
+}
+
 static int ant_stream_next(struct stream *s, struct buf *out)
 {
     if (s->phase == 0) {
@@ -448,6 +453,7 @@ const struct dialect dialect_anthropic = {
     .error = ant_dialect_error,
     .auth_message = "invalid x-api-key",
     .batch_result = ant_dialect_batch_result,
+    .answer = ant_dialect_answer,
     .stream_type = "text/event-stream",
     .stream_delta = ant_stream_delta,
     .stream_next = ant_stream_next,

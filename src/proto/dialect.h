@@ -31,6 +31,10 @@ struct dialect {
     /* streaming (stream.h): the Content-Type of a stream; a delta from the engine thread;
      * the next bytes to send (STREAM_MORE: appended to out; STREAM_WAIT: nothing yet;
      * STREAM_END). NULL: the dialect does not stream */
+    /* a finished request's answer (not streamed): the stream's state holds its id, model,
+     * times and request; NULL where a route of the dialect never answers so (Gemini) */
+    cJSON *(*answer)(const struct stream *s, const struct engine_result *res);
+    bool answer_passes_raw;      /* an upstream's answer is passed on byte for byte */
     const char *stream_type;
     void (*stream_delta)(struct stream *s, const struct engine_delta *d);
     int (*stream_next)(struct stream *s, struct buf *out);

@@ -428,6 +428,11 @@ static void oai_stream_delta(struct stream *s, const struct engine_delta *d)
 }
 
 /* phases: 0 the role chunks (chat), 1 content, 2 the final chunks, 3 usage, 4 [DONE], 5 end */
+static cJSON *oai_dialect_answer(const struct stream *s, const struct engine_result *res)
+{
+    return oai_completion_body(s->r, res, s->id, s->model, s->created);
+}
+
 static int oai_stream_next(struct stream *s, struct buf *out)
 {
     for (;;) {
@@ -534,6 +539,8 @@ const struct dialect dialect_openai = {
     .error = oai_dialect_error,
     .auth_message = "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.",
     .batch_result = oai_dialect_batch_result,
+    .answer = oai_dialect_answer,
+    .answer_passes_raw = true,
     .stream_type = "text/event-stream",
     .stream_delta = oai_stream_delta,
     .stream_next = oai_stream_next,

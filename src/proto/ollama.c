@@ -667,6 +667,11 @@ static void ollama_stream_delta(struct stream *s, const struct engine_delta *d)
 }
 
 /* Ollama's stream: one JSON object a line, the last with done: true (or an error) */
+static cJSON *ollama_dialect_answer(const struct stream *s, const struct engine_result *res)
+{
+    return ollama_final(s->chat, s->model, res, res->text, s->t_start);
+}
+
 static int ollama_stream_next(struct stream *s, struct buf *out)
 {
     if (s->phase == 5)
@@ -700,6 +705,8 @@ const struct dialect dialect_ollama = {
     .auth_message = "unauthorized: pass the API key as 'Authorization: Bearer KEY'",
     .batch_result = NULL,
     .body_any_type = true,
+    .answer = ollama_dialect_answer,
+    .answer_passes_raw = true,
     .stream_type = "application/x-ndjson",
     .stream_delta = ollama_stream_delta,
     .stream_next = ollama_stream_next,
