@@ -101,7 +101,7 @@ static void keys_store_name(const char *db, const char *data_dir, char *out, siz
 
 /* Warn when the store used is not the installed service's ([server] data-dir / db of the
  * installed config, NIGHTSHIFT_CONFIG or /etc/nightshift/nightshift.ini, when it exists). */
-static void keys_check_installed(const char *db, const char *data_dir, const char *used)
+static void keys_check_installed(const char *used)
 {
     const char *path = getenv("NIGHTSHIFT_CONFIG");
     if (!path || !*path)
@@ -126,8 +126,6 @@ static void keys_check_installed(const char *db, const char *data_dir, const cha
                 "nightshift: warning: the installed service (%s) uses the store %s, not this one: pass %s%s to manage "
                 "its keys\n",
                 path, theirs, sdb ? "--db " : "--data-dir ", sdb ? sdb : sdir ? sdir : "nightshift-data");
-    (void)db;
-    (void)data_dir;
     config_free(cfg);
 }
 
@@ -238,7 +236,7 @@ int cli_keys(int argc, char **argv)
         return cli_fail("%s", err);
     char used[PATH_MAX + 64]; /* after the open: the database file exists, its real path too */
     keys_store_name(db, data_dir, used, sizeof(used));
-    keys_check_installed(db, data_dir, used);
+    keys_check_installed(used);
     int rc;
     if (sub == 1) {
         rc = keys_list(ops, st);

@@ -238,15 +238,10 @@ static void run_record_key(struct run_ctx *c, const char *custom_id, uint32_t li
 static void run_record_error(struct run_ctx *c, const struct batchfile_line *l, int status, const char *message,
                              const char *param, int prompt_tokens)
 {
-    struct engine_result res;
-    memset(&res, 0, sizeof(res));
-    res.status = status;
-    res.param = param;
-    res.text = "";
-    snprintf(res.message, sizeof(res.message), "%s", message);
     (void)prompt_tokens; /* a failed request has no usage, as at OpenAI */
     run_record_key(c, l->custom_id, l->line_no, false,
-                   batchline_result(dialect_of_batch(batchfile_url_path(l->url), c->o->gemini), l->custom_id, NULL, &res, NULL));
+                   batchline_error(dialect_of_batch(batchfile_url_path(l->url), c->o->gemini), l->custom_id, status,
+                                   param, message));
 }
 
 static int run_pull(void *ud, struct engine_request **out, int max)

@@ -17,17 +17,14 @@ struct job {
     bool starved;               /* job_next_events found nothing to send yet */
     int refs;                   /* the engine's and the HTTP side's */
     bool done;
-    bool stream, chat, include_usage;
+    bool stream;
     bool ollama;                /* an /api/chat or /api/generate request */
-    const struct dialect *d;    /* the route's dialect: how it streams (proto/dialect.h) */
-    struct stream st;           /* a streamed answer's state (proto/stream.h) */
+    const struct dialect *d;    /* the route's dialect: how it answers and streams (proto/dialect.h) */
+    /* the answer's identity (id, model, created, t_start, ...) and, when streamed, its
+     * state: what the dialect's answer and stream read (proto/stream.h) */
+    struct stream st;
     struct ollama_extra ox;
-    double t_start;             /* clock_now() when it came in */
     struct engine_result res;   /* deep copy of the final result (engine_result_copy) */
-    char id[48];
-    char model[128];
-    time_t created;
-    int n_prompt;
     struct quota *quota;        /* count the call's tokens for key (quota.h) when it ends */
     char key[64];
     struct buf out;             /* SSE bytes ready for the reader */
@@ -247,7 +244,7 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     }
     if (ollama) {
         j->ollama = true;
-        j->t_start = clock_now();
+        j->st.t_start = clock_now();
         enum MHD_Result ret;
         if (ollama_answered(x, j, s, &ret)) {
             job_unref(j);
@@ -299,21 +296,13 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         }
     }
     j->stream = j->sj.oreq.stream;
-    j->chat = chat;
-    j->include_usage = j->sj.oreq.include_usage;
-    snprintf(j->model, sizeof(j->model), "%s", j->sj.oreq.model);
-    oai_make_id(j->id, sizeof(j->id), flavor == GEN_MESSAGES ? "msg_" : chat ? "chatcmpl-" : "cmpl-");
     j->d = gen_dialect(flavor);
-    j->n_prompt = n_prompt;
-    j->created = time(NULL);
-    /* what the dialect's stream reads (proto/stream.h) */
     j->st.r = &j->sj.oreq;
-    snprintf(j->st.id, sizeof(j->st.id), "%s", j->id);
-    snprintf(j->st.model, sizeof(j->st.model), "%s", j->model);
-    j->st.created = j->created;
-    j->st.t_start = j->t_start;
+    snprintf(j->st.model, sizeof(j->st.model), "%s", j->sj.oreq.model);
+    oai_make_id(j->st.id, sizeof(j->st.id), flavor == GEN_MESSAGES ? "msg_" : chat ? "chatcmpl-" : "cmpl-");
+    j->st.created = time(NULL);
     j->st.chat = chat;
-    j->st.include_usage = j->include_usage;
+    j->st.include_usage = j->sj.oreq.include_usage;
     j->st.n_prompt = n_prompt;
     j->quota = x->srv->quota;
     snprintf(j->key, sizeof(j->key), "%s", x->key);
@@ -369,7 +358,7 @@ static enum MHD_Result emb_answer(struct MHD_Connection *c, struct job *j, int f
     (void)flavor;
     enum MHD_Result ret = j->res.status != NS_OK
                               ? send_error(c, j->res.status, j->res.param, NULL, "%s", j->res.message)
-                              : send_json(c, 200, oai_completion_body(&j->sj.oreq, &j->res, "", j->model, time(NULL)));
+                              : send_json(c, 200, oai_completion_body(&j->sj.oreq, &j->res, "", j->st.model, time(NULL)));
     job_unref(j);
     return ret;
 }
@@ -414,7 +403,7 @@ enum MHD_Result h_embeddings(struct route_ctx *x)
         job_unref(j);
         return ret;
     }
-    snprintf(j->model, sizeof(j->model), "%s", j->sj.oreq.model);
+    snprintf(j->st.model, sizeof(j->st.model), "%s", j->sj.oreq.model);
     j->sj.on_done = job_on_done;
     j->refs = 2; /* the engine's reference is dropped in job_on_done */
     if (sched_submit(s, &j->sj) != NS_OK) {

@@ -126,11 +126,8 @@ void httpguard_stop(struct httpguard *g)
     pthread_mutex_unlock(&g->mu);
     if (g->reaper_started)
         pthread_join(g->reaper, NULL);
-    /* entries left belong to connections MHD closed without notifying (none after a stop) */
-    for (struct guard_conn *k = g->conns, *next; k; k = next) {
-        next = k->next;
-        k->g = NULL;
-    }
+    /* no entry is left: MHD_stop_daemon() notified MHD_CONNECTION_NOTIFY_CLOSED for every
+     * connection, which unlinked and freed it */
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     free(g->allowed_hosts);

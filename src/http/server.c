@@ -262,7 +262,9 @@ static const struct route *route_find(const char *method, const char *url, struc
 static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, const struct dialect *d, const char *method,
                                                const char *url)
 {
-    char allow[160] = "";
+    /* the methods of the routes the path matches, in table order, each once (HEAD after GET) */
+    const char *seen[8];
+    int n_seen = 0;
     struct route_ctx scratch;
     memset(&scratch, 0, sizeof(scratch));
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
@@ -270,19 +272,18 @@ static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, const s
             continue;
         const char *m[2] = {routes[i].method, strcmp(routes[i].method, "GET") == 0 ? "HEAD" : NULL};
         for (int k = 0; k < 2 && m[k]; k++) {
-            char tok[16];
-            snprintf(tok, sizeof(tok), "%s,", m[k]);
-            char have[168];
-            snprintf(have, sizeof(have), ",%s", allow);
-            char want[20];
-            snprintf(want, sizeof(want), ",%s", tok);
-            if (!strstr(have, want) && strlen(allow) + strlen(tok) + 1 < sizeof(allow))
-                strcat(allow, tok);
+            bool dup = false;
+            for (int j = 0; j < n_seen && !dup; j++)
+                dup = strcmp(seen[j], m[k]) == 0;
+            if (!dup && n_seen < (int)(sizeof(seen) / sizeof(seen[0])))
+                seen[n_seen++] = m[k];
         }
     }
-    size_t n = strlen(allow);
-    if (n)
-        allow[n - 1] = '\0';
+    char allow[64] = "";
+    for (int j = 0; j < n_seen; j++) {
+        size_t l = strlen(allow);
+        snprintf(allow + l, sizeof(allow) - l, "%s%s", j ? "," : "", seen[j]);
+    }
     char msg[600];
     snprintf(msg, sizeof(msg), "Method %.20s is not allowed on %.200s; it takes %s.", method, url, allow);
     cJSON *body = d->error(NS_ERR_METHOD, msg, NULL, "method_not_allowed");
@@ -329,14 +330,16 @@ static size_t url_unescape(void *cls, struct MHD_Connection *c, char *s)
 
 /* how many times the request carries header name (repeated Content-Length or
  * Transfer-Encoding: request smuggling behind a proxy that reads another one) */
+struct header_count {
+    const char *name;
+    int n;
+};
+
 static enum MHD_Result header_count_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
     (void)value;
-    struct {
-        const char *name;
-        int n;
-    } *hc = cls;
+    struct header_count *hc = cls;
     if (strcasecmp(key, hc->name) == 0)
         hc->n++;
     return MHD_YES;
@@ -344,10 +347,7 @@ static enum MHD_Result header_count_iter(void *cls, enum MHD_ValueKind kind, con
 
 static int header_count(struct MHD_Connection *c, const char *name)
 {
-    struct {
-        const char *name;
-        int n;
-    } hc = {name, 0};
+    struct header_count hc = {name, 0};
     MHD_get_connection_values(c, MHD_HEADER_KIND, header_count_iter, &hc);
     return hc.n;
 }
@@ -499,7 +499,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!r)
             return MHD_NO;
         r->srv = s;
-        r->t_start = clock_wall();
+        r->t_start = clock_now();
         /* Message Batches carry their requests inline: up to 256 MB, as at Anthropic */
         buf_init(&r->body, rt && rt->fn == h_ant_batch_create ? ANT_MAX_BYTES : s->p.max_body);
         *con_cls = r;
@@ -534,7 +534,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* a body trickled in to hold the connection (slowloris): once 10 s old it must
          * average min_body_rate; below that the connection is closed (issue 27.8) */
         r->body_bytes += *upload_data_size;
-        double age = clock_wall() - r->t_start;
+        double age = clock_now() - r->t_start;
         if (s->p.min_body_rate && age > 10 && (double)r->body_bytes < age * s->p.min_body_rate) {
             log_event(LOG_WARN, NULL, NULL, "closed a connection whose body came at %.0f bytes/s (below %u)",
                       (double)r->body_bytes / age, s->p.min_body_rate);

@@ -41,3 +41,15 @@ cJSON *batchline_result(const struct dialect *d, const char *custom_id, const st
 {
     return d->batch_result ? d->batch_result(custom_id, r, res, model) : NULL;
 }
+
+cJSON *batchline_error(const struct dialect *d, const char *custom_id, int status, const char *param,
+                       const char *message)
+{
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = status;
+    res.param = param;
+    res.text = "";
+    snprintf(res.message, sizeof(res.message), "%s", message ? message : "");
+    return batchline_result(d, custom_id, NULL, &res, NULL);
+}

@@ -37,5 +37,9 @@ int batchline_request(const char *text, size_t n, enum batchfile_url url, const 
  * out of memory. */
 cJSON *batchline_result(const struct dialect *d, const char *custom_id, const struct oai_request *r,
                         const struct engine_result *res, const char *model);
+/* the same for a request that ended with status and message (param: the field OpenAI names,
+ * or NULL) without an answer: refused, cancelled, expired */
+cJSON *batchline_error(const struct dialect *d, const char *custom_id, int status, const char *param,
+                       const char *message);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * stream.h — one streamed answer, as a dialect writes it (dialect.h: stream_delta,
- * stream_next): the state every dialect's stream keeps, and the framing helpers.
+ * stream.h — one answer as a dialect writes it (dialect.h: answer, stream_delta,
+ * stream_next): its identity (id, model, times), the state every dialect's stream keeps,
+ * and the framing helpers.
  *
  * The engine thread hands each delta to stream_delta(), which keeps what it needs in
  * `pending` (the text of choice 0, or whole events); the connection's side asks

@@ -239,12 +239,9 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
         char cid[64];
         if (!e->custom_id)
             snprintf(cid, sizeof(cid), "line-%u", e->line);
-        struct engine_result er;
-        memset(&er, 0, sizeof(er));
-        er.status = strcmp(e->code, "model_not_found") == 0 ? NS_ERR_NOT_FOUND : NS_ERR_INVALID;
-        er.text = "";
-        snprintf(er.message, sizeof(er.message), "%s", e->message);
-        cJSON *res = batchline_result(d, e->custom_id ? e->custom_id : cid, NULL, &er, NULL);
+        cJSON *res = batchline_error(d, e->custom_id ? e->custom_id : cid,
+                                     strcmp(e->code, "model_not_found") == 0 ? NS_ERR_NOT_FOUND : NS_ERR_INVALID, NULL,
+                                     e->message);
         bad_json[k] = utf8_fix(cJSON_PrintUnformatted(res));
         cJSON_Delete(res);
         l->idx = (int64_t)(bf->n_lines + k);
@@ -391,12 +388,7 @@ struct bm_noresp {
 static char *bm_make_noresponse(void *ud, const char *custom_id)
 {
     struct bm_noresp *nr = ud;
-    struct engine_result er;
-    memset(&er, 0, sizeof(er));
-    er.status = nr->status;
-    er.text = "";
-    snprintf(er.message, sizeof(er.message), "%s", nr->message);
-    cJSON *line = batchline_result(nr->d, custom_id, NULL, &er, NULL);
+    cJSON *line = batchline_error(nr->d, custom_id, nr->status, NULL, nr->message);
     char *s = utf8_fix(cJSON_PrintUnformatted(line));
     cJSON_Delete(line);
     return s;
