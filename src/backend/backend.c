@@ -4,6 +4,8 @@
  */
 #include "backend.h"
 
+#include "../engine/engine.h"
+
 #include "../util/status.h"
 
 #include <stdio.h>
@@ -14,7 +16,7 @@ struct backend_conf backend_default_conf(void)
 {
     struct backend_conf c = {
         .kind = "local",
-        .engine = engine_default_params(),
+        .engine = NULL,
         .concurrency = 16,
         .max_attempts = 6,
         .timeout_s = 600,
@@ -36,7 +38,7 @@ struct backend_conf backend_default_conf(void)
 static int local_init(const struct backend_conf *c, void **out, char *err, size_t errlen)
 {
     struct engine *e = NULL;
-    int rc = engine_init(c->engine, &e, err, errlen);
+    int rc = engine_init(c->engine ? *c->engine : engine_default_params(), &e, err, errlen);
     *out = e;
     return rc;
 }
@@ -75,6 +77,38 @@ const struct backend_ops backend_local_ops = {
     .get_stats = NULL,
     .engine = local_engine,
 };
+
+static struct engine *backend_engine(const struct backend *b) { return b->ops->engine ? b->ops->engine(b->impl) : NULL; }
+
+bool backend_model_info(const struct backend *b, struct engine_info *out)
+{
+    struct engine *e = backend_engine(b);
+    memset(out, 0, sizeof(*out));
+    if (e)
+        engine_get_info(e, out);
+    return e != NULL;
+}
+
+const char *backend_model_path(const struct backend *b)
+{
+    struct engine *e = backend_engine(b);
+    return e ? engine_model_path(e) : NULL;
+}
+
+const char *backend_chat_template(const struct backend *b)
+{
+    struct engine *e = backend_engine(b);
+    return e ? engine_chat_template(e) : NULL;
+}
+
+bool backend_engine_stats(const struct backend *b, struct engine_stats *out)
+{
+    struct engine *e = backend_engine(b);
+    memset(out, 0, sizeof(*out));
+    if (e)
+        engine_get_stats(e, out);
+    return e != NULL;
+}
 
 /* ---- registry --------------------------------------------------------------------------- */
 

@@ -25,18 +25,22 @@
 #ifndef NS_BACKEND_BACKEND_H
 #define NS_BACKEND_BACKEND_H
 
-#include "../engine/engine.h"
+#include "../engine/request.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct engine;
+struct engine_params;
+
 struct backend_conf {
     const char *name;             /* the model name clients use */
     const char *kind;             /* "local" (default) or "openai-http" */
 
-    /* local */
-    struct engine_params engine;
+    /* local: the engine's parameters (engine.h), NULL = engine_default_params(); the
+     * caller's, read by backend_init only */
+    const struct engine_params *engine;
 
     /* openai-http */
     const char *url;              /* base URL, /chat/completions is appended: http://h:8080/v1 */
@@ -110,7 +114,7 @@ struct backend_ops {
     void (*get_info)(void *impl, struct backend_info *out);
     /* NULL for the local engine (its counters are engine_stats) */
     void (*get_stats)(void *impl, struct backend_stats *out);
-    /* the engine of a local backend, else NULL */
+    /* the engine of a local backend, else NULL: for backend.c's wrappers below only */
     struct engine *(*engine)(void *impl);
     /* optional, any thread: new limits from a reloaded config (its numbers only; the URL,
      * key and model name stay); applied by run() at its next turn */
@@ -146,6 +150,17 @@ int backend_init(const struct backend_conf *c, struct backend **out, char *err, 
 void backend_free(struct backend *b);
 /* a reloaded config for this model: prices, and the limits the kind can change live */
 int backend_reconfigure(struct backend *b, const struct backend_conf *c);
+
+/* What a local model is and does (its engine's report): true with out filled; false, out
+ * zeroed, for an upstream, which reports what it can through get_info. Callers above the
+ * backends learn a model's facts here, never from the engine. */
+bool backend_model_info(const struct backend *b, struct engine_info *out);
+/* a local model's GGUF path and the chat template text it uses; NULL for an upstream */
+const char *backend_model_path(const struct backend *b);
+const char *backend_chat_template(const struct backend *b);
+/* the local engine's counters (read unlocked: they may lag a step); false, zeroed, for an
+ * upstream (its counters are get_stats) */
+bool backend_engine_stats(const struct backend *b, struct engine_stats *out);
 
 /* prompt tokens, or 0 with nothing checked when the backend cannot count (upstream);
  * < 0 (minus a status) with err set when the request cannot be tokenized */

@@ -10,7 +10,7 @@
 #ifndef NS_BACKEND_UPSTREAM_H
 #define NS_BACKEND_UPSTREAM_H
 
-#include "../engine/engine.h"
+#include "../engine/request.h"
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>

@@ -854,7 +854,8 @@ int cli_run(int argc, char **argv)
     if (remaining > 0) {
         struct backend_conf bc = cm ? cm->conf : backend_default_conf();
         bc.name = c.model_name;
-        struct engine_params *ep = &bc.engine;
+        struct engine_params epm = engine_default_params(), *ep = &epm;
+        bc.engine = ep;
         ep->model_path = o.model;
         ep->n_ctx = o.ctx;
         ep->n_parallel = o.parallel;
@@ -872,10 +873,9 @@ int cli_run(int argc, char **argv)
             rc = 2;
             goto out;
         }
-        struct engine *eng = c.be->ops->engine ? c.be->ops->engine(c.be->impl) : NULL;
-        if (!o.quiet && eng) {
-            struct engine_info info;
-            engine_get_info(eng, &info);
+        struct engine_info info;
+        bool local = backend_model_info(c.be, &info);
+        if (!o.quiet && local) {
             fprintf(stderr, "nightshift: model %s (%s), %d parallel, context %d (%d per sequence%s), chat template %s\n",
                     info.name, info.desc, info.n_parallel, info.n_ctx, info.n_ctx_seq, o.kv_unified ? ", unified" : "",
                     info.chat_template);
@@ -902,8 +902,7 @@ int cli_run(int argc, char **argv)
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         progress_finish(&c.prog);
-        if (eng)
-            engine_get_stats(eng, &st);
+        backend_engine_stats(c.be, &st);
         if (erc) {
             runstate_flush(c.rs);
             cli_fail("the engine failed (llama_decode error); finished lines are kept, re-run to resume");

@@ -380,15 +380,13 @@ static void serve_sweep_orphans(const char *dir, struct store *st, int64_t min_a
 
 static void serve_log_model(struct backend *be, const char *name, const char *path, int parallel, int islots)
 {
-    struct engine *eng = be->ops->engine ? be->ops->engine(be->impl) : NULL;
-    if (!eng) {
+    struct engine_info info;
+    if (!backend_model_info(be, &info)) {
         struct backend_info bi;
         be->ops->get_info(be->impl, &bi);
         log_event(LOG_INFO, name, NULL, "model '%s': %s backend, %s", name, bi.kind, bi.desc);
         return;
     }
-    struct engine_info info;
-    engine_get_info(eng, &info);
     log_event(LOG_INFO, name, NULL,
               "model '%s': %s (%s), %d parallel + %d interactive, context %d (%d per sequence), template %s", name,
               path, info.desc, parallel, islots, info.n_ctx, info.n_ctx_seq, info.chat_template);
@@ -717,7 +715,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     for (int i = 0; i < n_models; i++) {
         struct backend_conf bc = models[i].conf ? *models[i].conf : backend_default_conf();
         bc.name = models[i].name;
-        struct engine_params *ep = &bc.engine;
+        struct engine_params epm = engine_default_params(), *ep = &epm;
+        bc.engine = ep;
         ep->model_path = models[i].path;
         ep->n_ctx = ctx;
         ep->n_parallel = parallel;

@@ -271,9 +271,9 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
                           info.n_ctx_seq, n_prompt + want, n_prompt, chat ? "messages" : "prompt", want,
                           chat ? "messages" : "prompt");
     }
-    if (be->ops->engine) {
-        struct engine_info ei;
-        engine_get_info(be->ops->engine(be->impl), &ei);
+    struct engine_info ei;
+    bool local = backend_model_info(be, &ei);
+    if (local) {
         if (ei.embedding) {
             snprintf(ei.name, sizeof(ei.name), "%s", j->sj.oreq.model ? j->sj.oreq.model : "");
             job_unref(j);
@@ -282,10 +282,8 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
                              ei.name);
         }
     }
-    if (j->sj.oreq.req.n > 1 && be->ops->engine) {
+    if (j->sj.oreq.req.n > 1 && local) {
         /* the choices run side by side, one sequence each: say so now, not in the stream */
-        struct engine_info ei;
-        engine_get_info(be->ops->engine(be->impl), &ei);
         if (j->sj.oreq.req.n > ei.n_parallel) {
             int n = j->sj.oreq.req.n;
             job_unref(j);
@@ -392,9 +390,7 @@ enum MHD_Result h_embeddings(struct route_ctx *x)
     }
     struct backend *be = sched_backend(s);
     struct engine_info ei;
-    memset(&ei, 0, sizeof(ei));
-    if (be->ops->engine)
-        engine_get_info(be->ops->engine(be->impl), &ei);
+    backend_model_info(be, &ei);
     if (!ei.embedding) {
         enum MHD_Result ret = send_error(x->c, NS_ERR_INVALID, "model", NULL,
                                          "The model '%.100s' is not loaded for embeddings: serve an embedding model "
@@ -422,13 +418,6 @@ enum MHD_Result h_messages(struct route_ctx *x) { return h_generate(x, GEN_MESSA
 
 /* ---- Ollama API (ollama.h) ---------------------------------------------------------- */
 
-/* the engine of a model on the local backend, NULL for an upstream one */
-static struct engine *sched_local_engine(struct sched *s)
-{
-    struct backend *be = sched_backend(s);
-    return be->ops->engine ? be->ops->engine(be->impl) : NULL;
-}
-
 static struct sched *sched_by_ollama_name(struct server *s, const char *model)
 {
     for (int i = 0; i < s->n_scheds; i++)
@@ -444,10 +433,8 @@ static bool ollama_answered(struct route_ctx *x, struct job *j, struct sched *s,
 {
     struct engine_info info;
     struct oai_error err;
-    struct engine *eng = sched_local_engine(s);
-    if (eng)
-        engine_get_info(eng, &info);
-    if (eng && ollama_check_num_ctx(&j->ox, info.n_ctx_seq, &err)) {
+    bool local = backend_model_info(sched_backend(s), &info);
+    if (local && ollama_check_num_ctx(&j->ox, info.n_ctx_seq, &err)) {
         *ret = send_ollama_error(x->c, err.status, "%s", err.message);
         return true;
     }
@@ -464,16 +451,14 @@ enum MHD_Result h_ollama_generate(struct route_ctx *x) { return h_generate(x, GE
 /* a model on an upstream backend has no file: its URL stands for the path (digest, size 0) */
 static void ollama_model_of(struct sched *s, struct ollama_model *m, struct backend_info *bi)
 {
-    struct engine *eng = sched_local_engine(s);
+    struct backend *be = sched_backend(s);
     memset(m, 0, sizeof(*m));
     m->name = sched_model_name(s);
-    if (eng) {
-        m->path = engine_model_path(eng);
-        m->chat_template = engine_chat_template(eng);
-        engine_get_info(eng, &m->info);
+    if (backend_model_info(be, &m->info)) {
+        m->path = backend_model_path(be);
+        m->chat_template = backend_chat_template(be);
         return;
     }
-    struct backend *be = sched_backend(s);
     be->ops->get_info(be->impl, bi);
     m->path = bi->desc;
     snprintf(m->info.name, sizeof(m->info.name), "%s", m->name);

@@ -99,9 +99,7 @@ enum MHD_Result h_metrics(struct route_ctx *x)
             struct engine_stats es;
             sched_get_stats(srv->scheds[i], &ss);
             struct backend *be = sched_backend(srv->scheds[i]);
-            memset(&es, 0, sizeof(es));
-            if (be->ops->engine) /* read unlocked: counters may lag a step */
-                engine_get_stats(be->ops->engine(be->impl), &es);
+            backend_engine_stats(be, &es); /* zero for an upstream */
             switch (f) {
             case 0: buf_appendf(&b, "%s{model=\"%s\",lane=\"interactive\"} %llu\n", fam[f].name, m,
                                 (unsigned long long)ss.interactive_waiting); break;
@@ -286,9 +284,8 @@ static cJSON *stats_model(struct sched *s)
         cJSON_AddNumberToObject(m, "cost_usd", cost);
         cJSON_AddNumberToObject(m, "savings_usd", savings);
     }
-    if (be->ops->engine) {
-        struct engine_stats es;
-        engine_get_stats(be->ops->engine(be->impl), &es);
+    struct engine_stats es;
+    if (backend_engine_stats(be, &es)) {
         cJSON *e = cJSON_AddObjectToObject(m, "engine");
         cJSON_AddNumberToObject(e, "steps", (double)es.steps);
         cJSON_AddNumberToObject(e, "sequences_per_step", es.steps ? (double)es.seqs_in_steps / (double)es.steps : 0.0);

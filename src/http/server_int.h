@@ -18,7 +18,7 @@
 #include "../util/clock.h"
 
 #include "../backend/backend.h"
-#include "../engine/engine.h"
+#include "../engine/request.h"
 #include "../util/buf.h"
 #include "../util/durable.h"
 #include "../util/sha256.h"

@@ -17,7 +17,7 @@
 #ifndef NS_API_GEMINI_H
 #define NS_API_GEMINI_H
 
-#include "../engine/engine.h"
+#include "../engine/request.h"
 #include "../util/buf.h"
 
 #include <cjson/cJSON.h>

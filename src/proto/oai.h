@@ -16,7 +16,7 @@
 #ifndef NS_API_OAI_H
 #define NS_API_OAI_H
 
-#include "../engine/engine.h"
+#include "../engine/request.h"
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>

@@ -33,7 +33,7 @@
 #ifndef NS_API_OLLAMA_H
 #define NS_API_OLLAMA_H
 
-#include "../engine/engine.h"
+#include "../engine/request.h"
 #include "oai.h"
 
 #include <cjson/cJSON.h>

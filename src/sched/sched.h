@@ -33,7 +33,7 @@
 #define NS_SCHED_SCHED_H
 
 #include "../proto/oai.h"
-#include "../engine/engine.h"
+#include "../engine/request.h"
 #include "../store/store.h"
 
 #include <stdbool.h>
