@@ -18,12 +18,10 @@ struct job {
     int refs;                   /* the engine's and the HTTP side's */
     bool done;
     bool stream;
-    bool ollama;                /* an /api/chat or /api/generate request */
     const struct dialect *d;    /* the route's dialect: how it answers and streams (proto/dialect.h) */
     /* the answer's identity (id, model, created, t_start, ...) and, when streamed, its
      * state: what the dialect's answer and stream read (proto/stream.h) */
     struct stream st;
-    struct ollama_extra ox;
     struct engine_result res;   /* deep copy of the final result (engine_result_copy) */
     struct quota *quota;        /* count the call's tokens for key (quota.h) when it ends */
     char key[64];
@@ -154,18 +152,36 @@ static void stream_free(void *cls)
 }
 
 
+/* each generation route: the dialect it speaks, and chat (messages) or completion (prompt) */
+static const struct {
+    const struct dialect *d;
+    bool chat;
+} gen_routes[] = {
+    [GEN_CHAT] = {&dialect_openai, true},          [GEN_COMPLETION] = {&dialect_openai, false},
+    [GEN_MESSAGES] = {&dialect_anthropic, true},   [GEN_OLLAMA_CHAT] = {&dialect_ollama, true},
+    [GEN_OLLAMA_GENERATE] = {&dialect_ollama, false},
+};
+
 /* an error in the shape of the route's API */
-/* the dialect a generation route answers in */
-static const struct dialect *gen_dialect(int flavor)
+#define GEN_ERROR(x, flavor, status, param, ...)                                                                   \
+    send_shaped_error((x)->c, gen_routes[flavor].d, (status), (param), NULL, __VA_ARGS__)
+
+/* the scheduler of the model a client names, as its dialect matches names */
+static struct sched *gen_sched(struct server *srv, const struct dialect *d, const char *name)
 {
-    return flavor == GEN_MESSAGES ? &dialect_anthropic : flavor >= GEN_OLLAMA_CHAT ? &dialect_ollama : &dialect_openai;
+    for (int i = 0; i < srv->n_scheds; i++)
+        if (dialect_model_matches(d, sched_model_name(srv->scheds[i]), name))
+            return srv->scheds[i];
+    return NULL;
 }
 
-#define GEN_ERROR(x, flavor, status, param, ...)                                                                   \
-    send_shaped_error((x)->c, gen_dialect(flavor), (status), (param), NULL, __VA_ARGS__)
+/* dialect_parse.forwards: the model's backend forwards the client's body upstream */
+static bool gen_forwards(void *ud, const char *model)
+{
+    struct sched *s = sched_by_model(ud, model);
+    return s && sched_backend(s)->ops->forward;
+}
 
-static struct sched *sched_by_ollama_name(struct server *s, const char *model);
-static bool ollama_answered(struct route_ctx *x, struct job *j, struct sched *s, enum MHD_Result *ret);
 static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, int flavor);
 
 /* Not done yet: the connection is suspended and r keeps j for answer (true). Done already:
@@ -187,16 +203,15 @@ static bool job_wait(struct job *j, struct req *r, enum MHD_Result (*answer)(str
 
 static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
 {
-    bool chat = flavor != GEN_COMPLETION && flavor != GEN_OLLAMA_GENERATE;
-    bool ollama = flavor >= GEN_OLLAMA_CHAT;
+    const struct dialect *d = gen_routes[flavor].d;
+    bool chat = gen_routes[flavor].chat;
     struct oai_error err;
     /* the key's budget first: a refused call costs no parsing (and counts for nothing) */
     if (x->key[0]) {
         struct quota_refusal why;
         int qrc = quota_request_admit(x->srv->quota, x->key, x->lim, &why);
         if (qrc == NS_ERR_QUOTA_REQUESTS || qrc == NS_ERR_QUOTA_TOKENS)
-            return send_quota_refusal(x->c, gen_dialect(flavor),
-                                      &why);
+            return send_quota_refusal(x->c, d, &why);
         if (qrc)
             return GEN_ERROR(x, flavor, qrc, NULL, "out of memory");
     }
@@ -209,53 +224,33 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     buf_init(&j->out, 64u << 20);
     j->refs = 1;
     const char *body = x->r->body.p ? x->r->body.p : "";
-    int rc;
-    struct sched *s = NULL;
-    if (flavor == GEN_MESSAGES) {
-        rc = anthropic_request_parse(body, x->r->body.len, &j->sj.oreq, &err);
-    } else if (ollama) {
-        rc = ollama_request_parse(body, x->r->body.len, chat, &j->sj.oreq, &j->ox, &err);
-    } else {
-        /* the model decides how much we check: an upstream judges its own bodies */
-        cJSON *root = cJSON_ParseWithLength(body, x->r->body.len);
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
-        s = cJSON_IsString(m) ? sched_by_model(x->srv, m->valuestring) : NULL;
-        if (!root)
-            rc = oai_error_set(&err, NS_ERR_INVALID, NULL,
-                               "We could not parse the JSON body of your request. The body must be valid JSON.");
-        else if (s && sched_backend(s)->ops->forward)
-            rc = oai_request_forward_from_json(root, chat, &j->sj.oreq, &err);
-        else
-            rc = oai_request_from_json(root, chat, &j->sj.oreq, &err);
-    }
+    /* the model decides how much the dialect checks: an upstream judges its own bodies */
+    struct dialect_parse how = {.chat = chat, .forwards = gen_forwards, .ud = x->srv};
+    int rc = d->parse(body, x->r->body.len, &how, &j->sj.oreq, &err);
     if (rc) {
         job_unref(j);
         return GEN_ERROR(x, flavor, rc, err.param, "%s", err.message);
     }
-    if (!s)
-        s = ollama ? sched_by_ollama_name(x->srv, j->sj.oreq.model) : sched_by_model(x->srv, j->sj.oreq.model);
+    struct sched *s = gen_sched(x->srv, d, j->sj.oreq.model);
     if (!s) {
-        enum MHD_Result ret =
-            ollama ? send_ollama_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model \"%.100s\" not found", j->sj.oreq.model)
-                   : GEN_ERROR(x, flavor, NS_ERR_MODEL_NOT_FOUND, "model",
-                               "The model '%.100s' does not exist or you do not have access to it.", j->sj.oreq.model);
+        char msg[200];
+        d->model_missing(msg, sizeof(msg), j->sj.oreq.model);
         job_unref(j);
-        return ret;
+        return GEN_ERROR(x, flavor, NS_ERR_MODEL_NOT_FOUND, "model", "%s", msg);
     }
-    if (ollama) {
-        j->ollama = true;
-        j->st.t_start = clock_now();
-        enum MHD_Result ret;
-        if (ollama_answered(x, j, s, &ret)) {
+    j->st.t_start = clock_now();
+    struct backend *be = sched_backend(s);
+    struct backend_info info;
+    be->ops->get_info(be->impl, &info);
+    if (d->admit) {
+        cJSON *now = NULL;
+        if ((rc = d->admit(&j->sj.oreq, info.n_ctx_seq, &now, &err)) || now) {
             job_unref(j);
-            return ret;
+            return now ? send_json(x->c, 200, now) : GEN_ERROR(x, flavor, rc, err.param, "%s", err.message);
         }
     }
     /* check the context now, so an oversized prompt is a 400, not a broken stream (an
      * upstream checks its own) */
-    struct backend *be = sched_backend(s);
-    struct backend_info info;
-    be->ops->get_info(be->impl, &info);
     char terr[256];
     int n_prompt = backend_count_tokens(be, &j->sj.oreq.req, terr, sizeof(terr));
     if (n_prompt < 0) {
@@ -294,10 +289,10 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         }
     }
     j->stream = j->sj.oreq.stream;
-    j->d = gen_dialect(flavor);
+    j->d = d;
     j->st.r = &j->sj.oreq;
     snprintf(j->st.model, sizeof(j->st.model), "%s", j->sj.oreq.model);
-    oai_make_id(j->st.id, sizeof(j->st.id), flavor == GEN_MESSAGES ? "msg_" : chat ? "chatcmpl-" : "cmpl-");
+    oai_make_id(j->st.id, sizeof(j->st.id), d->id_prefix[chat]);
     j->st.created = time(NULL);
     j->st.chat = chat;
     j->st.include_usage = j->sj.oreq.include_usage;
@@ -418,33 +413,6 @@ enum MHD_Result h_messages(struct route_ctx *x) { return h_generate(x, GEN_MESSA
 
 /* ---- Ollama API (ollama.h) ---------------------------------------------------------- */
 
-static struct sched *sched_by_ollama_name(struct server *s, const char *model)
-{
-    for (int i = 0; i < s->n_scheds; i++)
-        if (ollama_name_matches(sched_model_name(s->scheds[i]), model))
-            return s->scheds[i];
-    return NULL;
-}
-
-/* What Ollama answers once the model is known and before any work: num_ctx over the loaded
- * context is an error, and a body without prompt or messages only asks for the model to be
- * loaded (it is). True when *ret is the answer. */
-static bool ollama_answered(struct route_ctx *x, struct job *j, struct sched *s, enum MHD_Result *ret)
-{
-    struct engine_info info;
-    struct oai_error err;
-    bool local = backend_model_info(sched_backend(s), &info);
-    if (local && ollama_check_num_ctx(&j->ox, info.n_ctx_seq, &err)) {
-        *ret = send_ollama_error(x->c, err.status, "%s", err.message);
-        return true;
-    }
-    if (j->ox.load_only) {
-        *ret = send_json(x->c, 200, ollama_load_answer(j->sj.oreq.chat, j->sj.oreq.model));
-        return true;
-    }
-    return false;
-}
-
 enum MHD_Result h_ollama_chat(struct route_ctx *x) { return h_generate(x, GEN_OLLAMA_CHAT); }
 enum MHD_Result h_ollama_generate(struct route_ctx *x) { return h_generate(x, GEN_OLLAMA_GENERATE); }
 
@@ -495,7 +463,7 @@ static struct sched *ollama_body_model(struct route_ctx *x, enum MHD_Result *ret
         *ret = send_ollama_error(x->c, err.status, "%s", err.message);
         return NULL;
     }
-    struct sched *s = sched_by_ollama_name(x->srv, name);
+    struct sched *s = gen_sched(x->srv, &dialect_ollama, name);
     if (!s)
         *ret = send_ollama_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model \"%.100s\" not found", name);
     return s;

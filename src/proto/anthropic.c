@@ -76,7 +76,6 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
     memset(r, 0, sizeof(*r));
     r->root_ = body;
     r->chat = true;
-    r->anthropic = true;
     engine_request_init(&r->req);
     if (!cJSON_IsObject(body)) {
         rc = oai_error_set(err, NS_ERR_INVALID, NULL, "the request body must be a JSON object");
@@ -448,9 +447,19 @@ static cJSON *ant_dialect_batch_result(const char *custom_id, const struct oai_r
 
 /* Message Batches: mixed models, a bad request is an errored result of its own, results
  * kept for the retention period, and a cancel still gives every request its result */
+static int ant_dialect_parse(const char *body, size_t len, const struct dialect_parse *p, struct oai_request *r,
+                             struct oai_error *err)
+{
+    (void)p; /* one route, chat */
+    return anthropic_request_parse(body, len, r, err);
+}
+
 const struct dialect dialect_anthropic = {
     .name = "anthropic",
     .error = ant_dialect_error,
+    .parse = ant_dialect_parse,
+    .model_missing = dialect_model_missing,
+    .id_prefix = {"msg_", "msg_"},
     .auth_message = "invalid x-api-key",
     .batch_result = ant_dialect_batch_result,
     .answer = ant_dialect_answer,

@@ -4,6 +4,7 @@
  */
 #include "dialect.h"
 
+#include <stdio.h>
 #include <string.h>
 
 const struct dialect *dialect_of_path(const char *path)
@@ -20,4 +21,16 @@ const struct dialect *dialect_of_batch(const char *endpoint, bool gemini)
     if (endpoint && strcmp(endpoint, dialect_anthropic.batch_endpoint) == 0)
         return &dialect_anthropic;
     return gemini ? &dialect_gemini : &dialect_openai;
+}
+
+void dialect_model_missing(char *out, size_t n, const char *model)
+{
+    snprintf(out, n, "The model '%.100s' does not exist or you do not have access to it.", model ? model : "");
+}
+
+bool dialect_model_matches(const struct dialect *d, const char *served, const char *name)
+{
+    if (!name)
+        return false;
+    return d->model_matches ? d->model_matches(served, name) : strcmp(served, name) == 0;
 }

@@ -6,9 +6,6 @@
  * through the two lookups below, and calls through it: it never compares endpoint strings
  * or branches on a dialect's name. A new dialect is a new row.
  *
- * Not yet in the table (issue 28): request parsing, which the HTTP layer still selects by
- * route.
- *
  * THREADS: rows are constant; every function is pure.
  */
 #ifndef NS_PROTO_DIALECT_H
@@ -23,11 +20,33 @@ struct stream;
 struct buf;
 struct engine_delta;
 
+/* what parsing a generation request needs from the caller */
+struct dialect_parse {
+    bool chat;                   /* the route: chat (messages) or completion (prompt) */
+    /* does the served model of that name forward the client's body upstream (backend.h's
+     * forward)? Its body is then checked lightly: the upstream judges it. NULL: none does */
+    bool (*forwards)(void *ud, const char *model);
+    void *ud;
+};
+
 struct dialect {
     const char *name;            /* "openai", "anthropic", "ollama", "gemini": logs only */
     /* an error body for status and message; param and code where the dialect has them */
     cJSON *(*error)(int status, const char *message, const char *param, const char *code);
     const char *auth_message;    /* a request without a valid key is told this (401) */
+    /* a generation request's body into r (NULL: the dialect has no generation routes); a
+     * status and err on failure, r then released. body need not be NUL-terminated */
+    int (*parse)(const char *body, size_t len, const struct dialect_parse *p, struct oai_request *r,
+                 struct oai_error *err);
+    /* does the client's name `requested` name the served model `served`? NULL: equal names */
+    bool (*model_matches)(const char *served, const char *requested);
+    /* the message when no served model matches `model` */
+    void (*model_missing)(char *out, size_t n, const char *model);
+    /* once the model is known, before any work: an error (a status, err set), an answer at
+     * once (*answer set: Ollama's load-only call), or NS_OK to run. n_ctx_seq: the tokens
+     * one request may hold, 0 when an upstream decides. NULL: always run */
+    int (*admit)(const struct oai_request *r, int n_ctx_seq, cJSON **answer, struct oai_error *err);
+    const char *id_prefix[2];    /* the answer's id: [completion, chat] ("cmpl-", "chatcmpl-") */
     /* streaming (stream.h): the Content-Type of a stream; a delta from the engine thread;
      * the next bytes to send (STREAM_MORE: appended to out; STREAM_WAIT: nothing yet;
      * STREAM_END). NULL: the dialect does not stream */
@@ -61,6 +80,11 @@ extern const struct dialect dialect_openai;     /* oai.c */
 extern const struct dialect dialect_anthropic;  /* anthropic.c */
 extern const struct dialect dialect_ollama;     /* ollama.c */
 extern const struct dialect dialect_gemini;     /* gemini.c */
+
+/* OpenAI's words for a model nobody serves (the rows that have no words of their own) */
+void dialect_model_missing(char *out, size_t n, const char *model);
+/* does `name` name a served model of dialect d (its model_matches, else equal names)? */
+bool dialect_model_matches(const struct dialect *d, const char *served, const char *name);
 
 /* the dialect of an HTTP route, by its path: /v1/messages... Anthropic, /api/... and / Ollama,
  * else OpenAI (errors of unknown routes included) */

@@ -29,7 +29,11 @@ struct oai_request {
     bool has_seed;
     bool stream;
     bool include_usage;        /* stream_options.include_usage */
-    bool anthropic;            /* parsed from an Anthropic Messages body (anthropic.h) */
+    /* what a dialect asks beyond the request (dialect.h's admit reads them): the context
+     * the client wants (Ollama's options.num_ctx; 0 = any), and a body with no input that
+     * only asks for the model to be loaded */
+    int ctx_wanted;
+    bool load_only;
     char *model;
     /* structured output (response_format json_object / json_schema) or a forced tool
      * call: req.grammar is set (owned here) */

@@ -534,9 +534,28 @@ static cJSON *oai_dialect_batch_result(const char *custom_id, const struct oai_r
     return oai_batch_line_noresponse(custom_id, res->status, res->message);
 }
 
+/* the light check for a model that forwards its body upstream, else every field */
+static int oai_dialect_parse(const char *body, size_t len, const struct dialect_parse *p, struct oai_request *r,
+                             struct oai_error *err)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root) {
+        memset(r, 0, sizeof(*r));
+        return oai_error_set(err, NS_ERR_INVALID, NULL,
+                             "We could not parse the JSON body of your request. The body must be valid JSON.");
+    }
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (p->forwards && cJSON_IsString(m) && p->forwards(p->ud, m->valuestring))
+        return oai_request_forward_from_json(root, p->chat, r, err);
+    return oai_request_from_json(root, p->chat, r, err);
+}
+
 const struct dialect dialect_openai = {
     .name = "openai",
     .error = oai_dialect_error,
+    .parse = oai_dialect_parse,
+    .model_missing = dialect_model_missing,
+    .id_prefix = {"cmpl-", "chatcmpl-"},
     .auth_message = "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.",
     .batch_result = oai_dialect_batch_result,
     .answer = oai_dialect_answer,

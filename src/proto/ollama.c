@@ -699,9 +699,42 @@ static cJSON *ollama_dialect_error(int status, const char *message, const char *
     return ollama_error(message);
 }
 
+static int ollama_dialect_parse(const char *body, size_t len, const struct dialect_parse *p, struct oai_request *r,
+                                struct oai_error *err)
+{
+    struct ollama_extra ox;
+    int rc = ollama_request_parse(body, len, p->chat, r, &ox, err);
+    if (rc == NS_OK) {
+        r->ctx_wanted = ox.num_ctx;
+        r->load_only = ox.load_only;
+    }
+    return rc;
+}
+
+static void ollama_dialect_model_missing(char *out, size_t n, const char *model)
+{
+    snprintf(out, n, "model \"%.100s\" not found", model ? model : "");
+}
+
+/* num_ctx over the loaded context is an error; a body without prompt or messages only asks
+ * for the model to be loaded (it is) */
+static int ollama_dialect_admit(const struct oai_request *r, int n_ctx_seq, cJSON **answer, struct oai_error *err)
+{
+    struct ollama_extra ox = {.num_ctx = r->ctx_wanted, .load_only = r->load_only};
+    int rc = n_ctx_seq > 0 ? ollama_check_num_ctx(&ox, n_ctx_seq, err) : NS_OK;
+    if (rc == NS_OK && r->load_only && !(*answer = ollama_load_answer(r->chat, r->model)))
+        rc = oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    return rc;
+}
+
 const struct dialect dialect_ollama = {
     .name = "ollama",
     .error = ollama_dialect_error,
+    .parse = ollama_dialect_parse,
+    .model_matches = ollama_name_matches,
+    .model_missing = ollama_dialect_model_missing,
+    .admit = ollama_dialect_admit,
+    .id_prefix = {"cmpl-", "chatcmpl-"},
     .auth_message = "unauthorized: pass the API key as 'Authorization: Bearer KEY'",
     .batch_result = NULL,
     .body_any_type = true,
