@@ -9,7 +9,7 @@
 /* The batch queue budget (quota.h): the estimate of a new batch's input (the file at path,
  * or jsonl in memory) against the key's enqueued batch tokens. NS_OK, NS_ERR_QUOTA_TOKENS
  * (*why says why), or NS_ERR_IO (the file cannot be read). */
-int batch_quota_admit(struct route_ctx *x, const char *batch_id, const char *path, const struct buf *jsonl,
+int batches_quota_admit(struct route_ctx *x, const char *batch_id, const char *path, const struct buf *jsonl,
                              struct quota_refusal *why)
 {
     if (!x->key[0] || x->lim.batch_queue_tokens <= 0)
@@ -25,14 +25,14 @@ int batch_quota_admit(struct route_ctx *x, const char *batch_id, const char *pat
     return quota_batch_admit(x->srv->quota, x->key, x->lim, batch_id, est, why);
 }
 
-enum MHD_Result h_batch_create(struct route_ctx *x)
+enum MHD_Result batches_create(struct route_ctx *x)
 {
     cJSON *body = cJSON_ParseWithLength(x->r->body.p ? x->r->body.p : "", x->r->body.len);
     struct store_batch b;
     memset(&b, 0, sizeof(b));
     enum MHD_Result ret;
     if (!cJSON_IsObject(body)) {
-        ret = send_error(x->c, NS_ERR_INVALID, NULL, NULL, "The body must be a JSON object.");
+        ret = respond_oai_error(x->c, NS_ERR_INVALID, NULL, NULL, "The body must be a JSON object.");
         goto out;
     }
     const cJSON *fid = cJSON_GetObjectItemCaseSensitive(body, "input_file_id");
@@ -45,35 +45,35 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
     {
         if (strcmp(f->string, "input_file_id") && strcmp(f->string, "endpoint") && strcmp(f->string, "completion_window") &&
             strcmp(f->string, "metadata") && strcmp(f->string, "output_expires_after")) {
-            ret = send_error(x->c, NS_ERR_INVALID, f->string, NULL, "Unrecognized request argument supplied: %.64s",
+            ret = respond_oai_error(x->c, NS_ERR_INVALID, f->string, NULL, "Unrecognized request argument supplied: %.64s",
                              f->string);
             goto out;
         }
     }
     if (!cJSON_IsString(fid)) {
-        ret = send_error(x->c, NS_ERR_INVALID, "input_file_id", NULL, "Missing required parameter: 'input_file_id'.");
+        ret = respond_oai_error(x->c, NS_ERR_INVALID, "input_file_id", NULL, "Missing required parameter: 'input_file_id'.");
         goto out;
     }
     if (!cJSON_IsString(ep)) {
-        ret = send_error(x->c, NS_ERR_INVALID, "endpoint", NULL, "Missing required parameter: 'endpoint'.");
+        ret = respond_oai_error(x->c, NS_ERR_INVALID, "endpoint", NULL, "Missing required parameter: 'endpoint'.");
         goto out;
     }
     /* an OpenAI batch takes the batch endpoints whose lines speak OpenAI (proto/dialect.h) */
     if (!batchfile_url_of(ep->valuestring) || dialect_of_batch(ep->valuestring, false) != &dialect_openai) {
-        ret = send_error(x->c, NS_ERR_INVALID, "endpoint", "unsupported_endpoint",
+        ret = respond_oai_error(x->c, NS_ERR_INVALID, "endpoint", "unsupported_endpoint",
                          "Invalid value for 'endpoint': '%.64s'. This server supports '/v1/chat/completions', "
                          "'/v1/completions' and '/v1/embeddings'.",
                          ep->valuestring);
         goto out;
     }
     if (!cJSON_IsString(win)) {
-        ret = send_error(x->c, NS_ERR_INVALID, "completion_window", NULL,
+        ret = respond_oai_error(x->c, NS_ERR_INVALID, "completion_window", NULL,
                          "Missing required parameter: 'completion_window'.");
         goto out;
     }
     int64_t window;
     if (batchmgr_parse_window(win->valuestring, &window) || strlen(win->valuestring) >= sizeof(b.completion_window)) {
-        ret = send_error(x->c, NS_ERR_INVALID, "completion_window", NULL,
+        ret = respond_oai_error(x->c, NS_ERR_INVALID, "completion_window", NULL,
                          "Invalid value for 'completion_window': '%.20s'. Supported values are: '24h' (and, as a "
                          "nightshift extension, durations like '90m' or '600s').",
                          win->valuestring);
@@ -81,7 +81,7 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
     }
     if (md && !cJSON_IsNull(md)) {
         if (!cJSON_IsObject(md) || cJSON_GetArraySize(md) > 16) {
-            ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL,
+            ret = respond_oai_error(x->c, NS_ERR_INVALID, "metadata", NULL,
                              "Invalid 'metadata': expected an object of at most 16 string pairs.");
             goto out;
         }
@@ -89,7 +89,7 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
         cJSON_ArrayForEach(kv, md)
         {
             if (strlen(kv->string) > 64 || !cJSON_IsString(kv) || strlen(kv->valuestring) > 512) {
-                ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL,
+                ret = respond_oai_error(x->c, NS_ERR_INVALID, "metadata", NULL,
                                  "Invalid 'metadata': keys are at most 64 characters and values strings of at most "
                                  "512 characters.");
                 goto out;
@@ -98,11 +98,11 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
         const cJSON *wu = cJSON_GetObjectItemCaseSensitive(md, "webhook_url");
         char why[200];
         if (wu && !webhook_url_ok(wu->valuestring, why, sizeof(why))) {
-            ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL, "Invalid 'metadata.webhook_url': %s.", why);
+            ret = respond_oai_error(x->c, NS_ERR_INVALID, "metadata", NULL, "Invalid 'metadata.webhook_url': %s.", why);
             goto out;
         }
         if (wu && !x->srv->p.webhooks) {
-            ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL,
+            ret = respond_oai_error(x->c, NS_ERR_INVALID, "metadata", NULL,
                              "'metadata.webhook_url' needs a signing secret: configure a [webhook NAME] section "
                              "in the server's --config.");
             goto out;
@@ -113,7 +113,7 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
             errno = 0;
             long long v = strtoll(nb->valuestring, &end, 10);
             if (errno || *end || v < 0) {
-                ret = send_error(x->c, NS_ERR_INVALID, "metadata", NULL,
+                ret = respond_oai_error(x->c, NS_ERR_INVALID, "metadata", NULL,
                                  "Invalid 'metadata.not_before': expected Unix seconds as a string.");
                 goto out;
             }
@@ -126,7 +126,7 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
         const cJSON *secs = cJSON_GetObjectItemCaseSensitive(oea, "seconds");
         if (!cJSON_IsString(anchor) || strcmp(anchor->valuestring, "created_at") || !cJSON_IsNumber(secs) ||
             secs->valuedouble < 3600 || secs->valuedouble > 2592000) {
-            ret = send_error(x->c, NS_ERR_INVALID, "output_expires_after", NULL,
+            ret = respond_oai_error(x->c, NS_ERR_INVALID, "output_expires_after", NULL,
                              "Invalid 'output_expires_after': expected {\"anchor\": \"created_at\", \"seconds\": "
                              "3600 to 2592000}.");
             goto out;
@@ -135,32 +135,32 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
     }
     struct store_file file;
     int rc = store_file_get(x->srv->st, fid->valuestring, &file);
-    if (rc == NS_OK && !owner_ok(x, file.owner)) {
+    if (rc == NS_OK && !files_owner_ok(x, file.owner)) {
         store_file_release(&file);
         rc = NS_ERR_NOT_FOUND;
     }
     if (rc) {
-        ret = send_error(x->c, NS_ERR_NOT_FOUND, "input_file_id", NULL, "No such File object: %.100s", fid->valuestring);
+        ret = respond_oai_error(x->c, NS_ERR_NOT_FOUND, "input_file_id", NULL, "No such File object: %.100s", fid->valuestring);
         goto out;
     }
     char purpose[32];
     snprintf(purpose, sizeof(purpose), "%s", file.purpose);
     oai_make_id(b.id, sizeof(b.id), "batch_");
     struct quota_refusal why;
-    int qrc = strcmp(purpose, "batch") == 0 ? batch_quota_admit(x, b.id, file.path, NULL, &why) : NS_OK;
+    int qrc = strcmp(purpose, "batch") == 0 ? batches_quota_admit(x, b.id, file.path, NULL, &why) : NS_OK;
     store_file_release(&file);
     if (strcmp(purpose, "batch") != 0) {
-        ret = send_error(x->c, NS_ERR_INVALID, "input_file_id", NULL,
+        ret = respond_oai_error(x->c, NS_ERR_INVALID, "input_file_id", NULL,
                          "The file %.100s was uploaded with purpose '%s'; a batch needs purpose 'batch'.",
                          fid->valuestring, purpose);
         goto out;
     }
     if (qrc == NS_ERR_QUOTA_TOKENS) {
-        ret = send_quota_refusal(x->c, &dialect_openai, &why);
+        ret = respond_quota_refusal(x->c, &dialect_openai, &why);
         goto out;
     }
     if (qrc) {
-        ret = send_error(x->c, qrc, "input_file_id", NULL, "cannot read the input file %.100s", fid->valuestring);
+        ret = respond_oai_error(x->c, qrc, "input_file_id", NULL, "cannot read the input file %.100s", fid->valuestring);
         goto out;
     }
     snprintf(b.owner, sizeof(b.owner), "%s", x->owner);
@@ -171,11 +171,11 @@ enum MHD_Result h_batch_create(struct route_ctx *x)
     b.created_at = time(NULL);
     b.expires_at = b.created_at + window;
     if (store_batch_insert(x->srv->st, &b)) {
-        ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the batch");
+        ret = respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the batch");
         goto out;
     }
     batchmgr_kick(x->srv->bm);
-    ret = send_json(x->c, 200, batch_json(x->srv, &b));
+    ret = respond_json(x->c, 200, respond_batch_json(x->srv, &b));
 out:
     store_batch_release(&b);
     cJSON_Delete(body);
@@ -186,7 +186,7 @@ out:
 static int owned_batch_get(struct route_ctx *x, struct store_batch *b)
 {
     int rc = store_batch_get(x->srv->st, x->ids[0], b);
-    if (rc == NS_OK && !owner_ok(x, b->owner)) {
+    if (rc == NS_OK && !files_owner_ok(x, b->owner)) {
         store_batch_release(b);
         rc = NS_ERR_NOT_FOUND;
     }
@@ -198,44 +198,44 @@ static int batch_lookup(struct route_ctx *x, struct store_batch *b) { return own
 static enum MHD_Result batch_not_found(struct route_ctx *x, int rc)
 {
     if (rc == NS_ERR_NOT_FOUND)
-        return send_error(x->c, NS_ERR_NOT_FOUND, "batch_id", NULL, "No such Batch object: %.100s", x->ids[0]);
-    return send_error(x->c, rc, NULL, NULL, "cannot read the batch");
+        return respond_oai_error(x->c, NS_ERR_NOT_FOUND, "batch_id", NULL, "No such Batch object: %.100s", x->ids[0]);
+    return respond_oai_error(x->c, rc, NULL, NULL, "cannot read the batch");
 }
 
-enum MHD_Result h_batch_get(struct route_ctx *x)
+enum MHD_Result batches_get(struct route_ctx *x)
 {
     struct store_batch b;
     int rc = batch_lookup(x, &b);
     if (rc)
         return batch_not_found(x, rc);
-    cJSON *o = batch_json(x->srv, &b);
+    cJSON *o = respond_batch_json(x->srv, &b);
     store_batch_release(&b);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
-enum MHD_Result h_batch_list(struct route_ctx *x)
+enum MHD_Result batches_list(struct route_ctx *x)
 {
-    struct store_list_page pg = {.after = query(x, "after"), .desc = true, .endpoint = dialect_anthropic.batch_endpoint,
-                                 .endpoint_not = true, .owner = owner_filter(x)};
-    if (parse_limit(x, 1, 100, 20, &pg.limit))
-        return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 100.");
+    struct store_list_page pg = {.after = server_query(x, "after"), .desc = true, .endpoint = dialect_anthropic.batch_endpoint,
+                                 .endpoint_not = true, .owner = files_owner_filter(x)};
+    if (server_query_limit(x, 1, 100, 20, &pg.limit))
+        return respond_oai_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 100.");
     struct store_batch *bs = NULL;
     int n = 0;
     bool more = false;
     if (store_batch_list(x->srv->st, &pg, &bs, &n, &more))
-        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot list batches");
+        return respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot list batches");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *d = cJSON_AddArrayToObject(o, "data");
     for (int i = 0; i < n; i++)
-        cJSON_AddItemToArray(d, batch_json(x->srv, &bs[i]));
-    add_str_or_null(o, "first_id", n ? bs[0].id : NULL);
-    add_str_or_null(o, "last_id", n ? bs[n - 1].id : NULL);
+        cJSON_AddItemToArray(d, respond_batch_json(x->srv, &bs[i]));
+    respond_add_str_or_null(o, "first_id", n ? bs[0].id : NULL);
+    respond_add_str_or_null(o, "last_id", n ? bs[n - 1].id : NULL);
     cJSON_AddBoolToObject(o, "has_more", more);
     for (int i = 0; i < n; i++)
         store_batch_release(&bs[i]);
     free(bs);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
 /* Move a validating or in-progress batch to cancelling: a compare-and-set against the batch
@@ -266,7 +266,7 @@ static int batch_request_cancel(struct server *srv, struct store_batch *b)
     return NS_ERR_UNAVAILABLE;
 }
 
-enum MHD_Result h_batch_cancel(struct route_ctx *x)
+enum MHD_Result batches_cancel(struct route_ctx *x)
 {
     struct store_batch b;
     int rc = batch_lookup(x, &b);
@@ -275,18 +275,18 @@ enum MHD_Result h_batch_cancel(struct route_ctx *x)
     rc = batch_request_cancel(x->srv, &b);
     if (rc) {
         store_batch_release(&b);
-        return rc == NS_ERR_UNAVAILABLE ? send_error(x->c, rc, NULL, NULL, "the batch is changing state; try again")
-                                        : send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the cancellation");
+        return rc == NS_ERR_UNAVAILABLE ? respond_oai_error(x->c, rc, NULL, NULL, "the batch is changing state; try again")
+                                        : respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the cancellation");
     }
     if (b.status != SB_CANCELLING) {
-        enum MHD_Result ret = send_error(x->c, NS_ERR_CONFLICT, NULL, "batch_not_cancellable",
+        enum MHD_Result ret = respond_oai_error(x->c, NS_ERR_CONFLICT, NULL, "batch_not_cancellable",
                                          "Cannot cancel a batch with status '%s'.", store_batch_status_name(b.status));
         store_batch_release(&b);
         return ret;
     }
-    cJSON *o = batch_json(x->srv, &b);
+    cJSON *o = respond_batch_json(x->srv, &b);
     store_batch_release(&b);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
 /* extension: the results finished so far, while the batch runs or after */
@@ -301,21 +301,21 @@ static enum MHD_Result batch_partial(struct route_ctx *x, bool ok)
     size_t len = 0;
     FILE *m = open_memstream(&data, &len);
     if (!m)
-        return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+        return respond_oai_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
     rc = store_lines_export(x->srv->st, x->ids[0], ok ? m : NULL, ok ? NULL : m);
     fclose(m);
     if (rc) {
         free(data);
-        return send_error(x->c, rc, NULL, NULL, "cannot read the batch's results");
+        return respond_oai_error(x->c, rc, NULL, NULL, "cannot read the batch's results");
     }
-    return send_text(x->c, 200, "application/jsonl", data);
+    return respond_text(x->c, 200, "application/jsonl", data);
 }
 
-enum MHD_Result h_batch_output(struct route_ctx *x) { return batch_partial(x, true); }
-enum MHD_Result h_batch_errors(struct route_ctx *x) { return batch_partial(x, false); }
+enum MHD_Result batches_output(struct route_ctx *x) { return batch_partial(x, true); }
+enum MHD_Result batches_errors(struct route_ctx *x) { return batch_partial(x, false); }
 
 /* extension: a new batch from the failed and expired lines of an ended batch */
-enum MHD_Result h_batch_retry(struct route_ctx *x)
+enum MHD_Result batches_retry(struct route_ctx *x)
 {
     struct store_batch b, nb;
     struct store_file in;
@@ -327,7 +327,7 @@ enum MHD_Result h_batch_retry(struct route_ctx *x)
     if (rc)
         return batch_not_found(x, rc);
     if (!store_batch_status_terminal(b.status) || b.status == SB_FAILED) {
-        ret = send_error(x->c, NS_ERR_CONFLICT, NULL, "batch_not_retryable",
+        ret = respond_oai_error(x->c, NS_ERR_CONFLICT, NULL, "batch_not_retryable",
                          "Only a completed, expired or cancelled batch can be retried; this one is '%s'.",
                          store_batch_status_name(b.status));
         store_batch_release(&b);
@@ -335,15 +335,15 @@ enum MHD_Result h_batch_retry(struct route_ctx *x)
     }
     if (store_file_get(x->srv->st, b.input_file_id, &in)) {
         store_batch_release(&b);
-        return send_error(x->c, NS_ERR_CONFLICT, "input_file_id", NULL,
+        return respond_oai_error(x->c, NS_ERR_CONFLICT, "input_file_id", NULL,
                           "The input file of this batch was deleted; it cannot be retried.");
     }
     if (store_lines_failed(x->srv->st, b.id, &lines, &n)) {
-        ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot read the batch's lines");
+        ret = respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot read the batch's lines");
         goto out;
     }
     if (n == 0) {
-        ret = send_error(x->c, NS_ERR_CONFLICT, NULL, "nothing_to_retry", "The batch has no failed or expired lines.");
+        ret = respond_oai_error(x->c, NS_ERR_CONFLICT, NULL, "nothing_to_retry", "The batch has no failed or expired lines.");
         goto out;
     }
     struct store_file nf;
@@ -378,15 +378,15 @@ enum MHD_Result h_batch_retry(struct route_ctx *x)
     }
     if (rc) {
         durable_rollback(&df);
-        ret = send_error(x->c, rc, NULL, NULL, "cannot write the retry's input file");
+        ret = respond_oai_error(x->c, rc, NULL, NULL, "cannot write the retry's input file");
         goto out;
     }
     oai_make_id(nb.id, sizeof(nb.id), "batch_");
     struct quota_refusal why;
-    if ((rc = batch_quota_admit(x, nb.id, path, NULL, &why))) {
+    if ((rc = batches_quota_admit(x, nb.id, path, NULL, &why))) {
         unlink(path);
-        ret = rc == NS_ERR_QUOTA_TOKENS ? send_quota_refusal(x->c, &dialect_openai, &why)
-                                        : send_error(x->c, rc, NULL, NULL, "cannot read the retry's input file");
+        ret = rc == NS_ERR_QUOTA_TOKENS ? respond_quota_refusal(x->c, &dialect_openai, &why)
+                                        : respond_oai_error(x->c, rc, NULL, NULL, "cannot read the retry's input file");
         goto out;
     }
     snprintf(nf.owner, sizeof(nf.owner), "%s", b.owner);
@@ -398,7 +398,7 @@ enum MHD_Result h_batch_retry(struct route_ctx *x)
     nf.path = path;
     if (store_file_insert(x->srv->st, &nf)) {
         unlink(path);
-        ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the retry's input file");
+        ret = respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the retry's input file");
         goto out;
     }
     int64_t window = 86400;
@@ -416,11 +416,11 @@ enum MHD_Result h_batch_retry(struct route_ctx *x)
     nb.metadata = cJSON_PrintUnformatted(md);
     cJSON_Delete(md);
     if (store_batch_insert(x->srv->st, &nb)) {
-        ret = send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the retry batch");
+        ret = respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the retry batch");
         goto out;
     }
     batchmgr_kick(x->srv->bm);
-    ret = send_json(x->c, 200, batch_json(x->srv, &nb));
+    ret = respond_json(x->c, 200, respond_batch_json(x->srv, &nb));
 out:
     for (int i = 0; i < n; i++)
         store_line_release(&lines[i]);
@@ -468,7 +468,7 @@ static cJSON *deferred_json(struct server *srv, const struct store_batch *b)
     cJSON_AddStringToObject(o, "id", b->id);
     cJSON_AddStringToObject(o, "object", "deferred.request");
     cJSON_AddNumberToObject(o, "created_at", (double)b->created_at);
-    add_str_or_null(o, "model", b->model);
+    respond_add_str_or_null(o, "model", b->model);
     const char *st = "in_progress";
     switch (b->status) {
     case SB_VALIDATING: st = "queued"; break;
@@ -511,41 +511,41 @@ static enum MHD_Result deferred_create(struct route_ctx *x, bool chat)
     struct quota_refusal why;
     int rc = NS_OK;
     if (!cJSON_IsObject(body))
-        ret = send_error(x->c, NS_ERR_INVALID, NULL, NULL, "The request body must be a JSON object.");
+        ret = respond_oai_error(x->c, NS_ERR_INVALID, NULL, NULL, "The request body must be a JSON object.");
     else if (!cJSON_IsString(model))
-        ret = send_error(x->c, NS_ERR_INVALID, "model", NULL, "Missing required parameter: 'model'.");
-    else if (!sched_by_model(x->srv, model->valuestring))
-        ret = send_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
+        ret = respond_oai_error(x->c, NS_ERR_INVALID, "model", NULL, "Missing required parameter: 'model'.");
+    else if (!server_sched_by_model(x->srv, model->valuestring))
+        ret = respond_oai_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
                          "The model '%.100s' does not exist or you do not have access to it.", model->valuestring);
     else if (cJSON_IsTrue(stream))
-        ret = send_error(x->c, NS_ERR_INVALID, "stream", NULL, "A deferred request cannot be streamed.");
-    else if (inline_line(&jsonl, "deferred", chat ? "/v1/chat/completions" : "/v1/completions", body))
-        ret = send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
-    else if ((rc = inline_batch_create(x, &jsonl, 1, chat ? "/v1/chat/completions" : "/v1/completions", "batch_",
+        ret = respond_oai_error(x->c, NS_ERR_INVALID, "stream", NULL, "A deferred request cannot be streamed.");
+    else if (msgbatches_inline_line(&jsonl, "deferred", chat ? "/v1/chat/completions" : "/v1/completions", body))
+        ret = respond_oai_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+    else if ((rc = msgbatches_inline_create(x, &jsonl, 1, chat ? "/v1/chat/completions" : "/v1/completions", "batch_",
                                        "deferred_request.jsonl", DEFERRED_METADATA, &b, &why, err, sizeof(err))))
-        ret = rc == NS_ERR_QUOTA_TOKENS ? send_quota_refusal(x->c, &dialect_openai, &why)
-                                        : send_error(x->c, NS_ERR_IO, NULL, NULL, "%s", err);
+        ret = rc == NS_ERR_QUOTA_TOKENS ? respond_quota_refusal(x->c, &dialect_openai, &why)
+                                        : respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "%s", err);
     else
-        ret = send_json(x->c, 202, deferred_json(x->srv, &b));
+        ret = respond_json(x->c, 202, deferred_json(x->srv, &b));
     buf_release(&jsonl);
     store_batch_release(&b);
     cJSON_Delete(body);
     return ret;
 }
 
-enum MHD_Result h_deferred_chat(struct route_ctx *x) { return deferred_create(x, true); }
-enum MHD_Result h_deferred_completions(struct route_ctx *x) { return deferred_create(x, false); }
+enum MHD_Result batches_deferred_chat(struct route_ctx *x) { return deferred_create(x, true); }
+enum MHD_Result batches_deferred_completions(struct route_ctx *x) { return deferred_create(x, false); }
 
-enum MHD_Result h_deferred_get(struct route_ctx *x)
+enum MHD_Result batches_deferred_get(struct route_ctx *x)
 {
     struct store_batch b;
     if (owned_batch_get(x, &b) != NS_OK)
-        return send_error(x->c, NS_ERR_NOT_FOUND, "id", NULL, "No such deferred request: %.100s", x->ids[0]);
+        return respond_oai_error(x->c, NS_ERR_NOT_FOUND, "id", NULL, "No such deferred request: %.100s", x->ids[0]);
     enum MHD_Result ret;
     if (!b.metadata || !strstr(b.metadata, "nightshift_deferred"))
-        ret = send_error(x->c, NS_ERR_NOT_FOUND, "id", NULL, "No such deferred request: %.100s", x->ids[0]);
+        ret = respond_oai_error(x->c, NS_ERR_NOT_FOUND, "id", NULL, "No such deferred request: %.100s", x->ids[0]);
     else
-        ret = send_json(x->c, 200, deferred_json(x->srv, &b));
+        ret = respond_json(x->c, 200, deferred_json(x->srv, &b));
     store_batch_release(&b);
     return ret;
 }
@@ -563,51 +563,51 @@ static int ant_batch_lookup(struct route_ctx *x, struct store_batch *b, enum MHD
         rc = NS_ERR_NOT_FOUND; /* results are kept 29 days */
     }
     if (rc)
-        *ret = rc == NS_ERR_NOT_FOUND ? send_ant_error(x->c, NS_ERR_NOT_FOUND, "message batch %.100s not found", x->ids[0])
-                                      : send_ant_error(x->c, rc, "cannot read the batch");
+        *ret = rc == NS_ERR_NOT_FOUND ? respond_ant_error(x->c, NS_ERR_NOT_FOUND, "message batch %.100s not found", x->ids[0])
+                                      : respond_ant_error(x->c, rc, "cannot read the batch");
     return rc;
 }
 
-enum MHD_Result h_ant_batch_get(struct route_ctx *x)
+enum MHD_Result batches_ant_get(struct route_ctx *x)
 {
     struct store_batch b;
     enum MHD_Result ret;
     if (ant_batch_lookup(x, &b, &ret))
         return ret;
-    cJSON *o = ant_batch_json(x->srv, &b);
+    cJSON *o = msgbatches_json(x->srv, &b);
     store_batch_release(&b);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
-enum MHD_Result h_ant_batch_list(struct route_ctx *x)
+enum MHD_Result batches_ant_list(struct route_ctx *x)
 {
-    struct store_list_page pg = {.after = query(x, "after_id"), .before = query(x, "before_id"), .desc = true,
-                                 .endpoint = dialect_anthropic.batch_endpoint, .owner = owner_filter(x)};
-    if (parse_limit(x, 1, 1000, 20, &pg.limit))
-        return send_ant_error(x->c, NS_ERR_INVALID, "limit: Input should be an integer from 1 to 1000");
+    struct store_list_page pg = {.after = server_query(x, "after_id"), .before = server_query(x, "before_id"), .desc = true,
+                                 .endpoint = dialect_anthropic.batch_endpoint, .owner = files_owner_filter(x)};
+    if (server_query_limit(x, 1, 1000, 20, &pg.limit))
+        return respond_ant_error(x->c, NS_ERR_INVALID, "limit: Input should be an integer from 1 to 1000");
     if (pg.after && pg.before)
-        return send_ant_error(x->c, NS_ERR_INVALID, "give at most one of before_id and after_id");
+        return respond_ant_error(x->c, NS_ERR_INVALID, "give at most one of before_id and after_id");
     struct store_batch *bs = NULL;
     int n = 0;
     bool more = false;
     if (store_batch_list(x->srv->st, &pg, &bs, &n, &more))
-        return send_ant_error(x->c, NS_ERR_IO, "cannot list batches");
+        return respond_ant_error(x->c, NS_ERR_IO, "cannot list batches");
     cJSON *o = cJSON_CreateObject();
     cJSON *d = cJSON_AddArrayToObject(o, "data");
     int64_t now = time(NULL);
     for (int i = 0; i < n; i++)
         if (!(store_batch_status_terminal(bs[i].status) && bs[i].created_at + x->srv->p.message_batch_retention < now))
-            cJSON_AddItemToArray(d, ant_batch_json(x->srv, &bs[i]));
+            cJSON_AddItemToArray(d, msgbatches_json(x->srv, &bs[i]));
     cJSON_AddBoolToObject(o, "has_more", more);
-    add_str_or_null(o, "first_id", n ? bs[0].id : NULL);
-    add_str_or_null(o, "last_id", n ? bs[n - 1].id : NULL);
+    respond_add_str_or_null(o, "first_id", n ? bs[0].id : NULL);
+    respond_add_str_or_null(o, "last_id", n ? bs[n - 1].id : NULL);
     for (int i = 0; i < n; i++)
         store_batch_release(&bs[i]);
     free(bs);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
-enum MHD_Result h_ant_batch_cancel(struct route_ctx *x)
+enum MHD_Result batches_ant_cancel(struct route_ctx *x)
 {
     struct store_batch b;
     enum MHD_Result ret;
@@ -616,15 +616,15 @@ enum MHD_Result h_ant_batch_cancel(struct route_ctx *x)
     int rc = batch_request_cancel(x->srv, &b);
     if (rc) {
         store_batch_release(&b);
-        return send_ant_error(x->c, rc == NS_ERR_UNAVAILABLE ? rc : NS_ERR_IO, "cannot record the cancellation");
+        return respond_ant_error(x->c, rc == NS_ERR_UNAVAILABLE ? rc : NS_ERR_IO, "cannot record the cancellation");
     }
     /* canceling an ended or canceling batch returns it as it is, like Anthropic */
-    cJSON *o = ant_batch_json(x->srv, &b);
+    cJSON *o = msgbatches_json(x->srv, &b);
     store_batch_release(&b);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
-enum MHD_Result h_ant_batch_results(struct route_ctx *x)
+enum MHD_Result batches_ant_results(struct route_ctx *x)
 {
     struct store_batch b;
     enum MHD_Result ret;
@@ -633,23 +633,23 @@ enum MHD_Result h_ant_batch_results(struct route_ctx *x)
     bool ended = store_batch_status_terminal(b.status);
     store_batch_release(&b);
     if (!ended)
-        return send_ant_error(x->c, NS_ERR_INVALID, "message batch %.100s is still processing; results are "
+        return respond_ant_error(x->c, NS_ERR_INVALID, "message batch %.100s is still processing; results are "
                                                     "available once processing_status is 'ended'", x->ids[0]);
     char *data = NULL;
     size_t len = 0;
     FILE *m = open_memstream(&data, &len);
     if (!m)
-        return send_ant_error(x->c, NS_ERR_NOMEM, "out of memory");
+        return respond_ant_error(x->c, NS_ERR_NOMEM, "out of memory");
     int rc = store_lines_export(x->srv->st, x->ids[0], m, m);
     fclose(m);
     if (rc) {
         free(data);
-        return send_ant_error(x->c, rc, "cannot read the batch's results");
+        return respond_ant_error(x->c, rc, "cannot read the batch's results");
     }
-    return send_text(x->c, 200, "application/x-jsonl", data);
+    return respond_text(x->c, 200, "application/x-jsonl", data);
 }
 
-enum MHD_Result h_ant_batch_delete(struct route_ctx *x)
+enum MHD_Result batches_ant_delete(struct route_ctx *x)
 {
     struct store_batch b;
     enum MHD_Result ret;
@@ -657,7 +657,7 @@ enum MHD_Result h_ant_batch_delete(struct route_ctx *x)
         return ret;
     if (!store_batch_status_terminal(b.status)) {
         store_batch_release(&b);
-        return send_ant_error(x->c, NS_ERR_INVALID,
+        return respond_ant_error(x->c, NS_ERR_INVALID,
                               "message batch %.100s has not ended; cancel it and wait until it ends to delete it",
                               x->ids[0]);
     }
@@ -673,10 +673,10 @@ enum MHD_Result h_ant_batch_delete(struct route_ctx *x)
     int rc = store_batch_delete(x->srv->st, b.id);
     store_batch_release(&b);
     if (rc)
-        return send_ant_error(x->c, rc, "cannot delete the batch");
+        return respond_ant_error(x->c, rc, "cannot delete the batch");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", x->ids[0]);
     cJSON_AddStringToObject(o, "type", "message_batch_deleted");
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 

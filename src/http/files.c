@@ -7,37 +7,37 @@
 
 /* may the caller see a file or batch of this owner? Another project's ids are 404, never
  * 403, so their existence does not leak */
-bool owner_ok(const struct route_ctx *x, const char *owner) { return x->admin || strcmp(owner, x->owner) == 0; }
+bool files_owner_ok(const struct route_ctx *x, const char *owner) { return x->admin || strcmp(owner, x->owner) == 0; }
 /* what a list shows: the caller's project, or everything for an admin */
-const char *owner_filter(const struct route_ctx *x) { return x->admin ? NULL : x->owner; }
+const char *files_owner_filter(const struct route_ctx *x) { return x->admin ? NULL : x->owner; }
 
-enum MHD_Result h_file_upload(struct route_ctx *x)
+enum MHD_Result files_upload(struct route_ctx *x)
 {
     struct upload *u = x->r->up;
     if (!u)
-        return send_error(x->c, NS_ERR_MEDIA_TYPE, NULL, NULL,
+        return respond_oai_error(x->c, NS_ERR_MEDIA_TYPE, NULL, NULL,
                           "Uploads must be multipart/form-data with the fields 'file' and 'purpose'.");
     if (u->too_large)
-        return send_error(x->c, NS_ERR_TOO_LARGE, "file", NULL, "The file is larger than the limit of %zu bytes.",
+        return respond_oai_error(x->c, NS_ERR_TOO_LARGE, "file", NULL, "The file is larger than the limit of %zu bytes.",
                           x->srv->p.max_file);
     /* the post processor hands over each part's bytes as they come, so a body cut short
      * (no closing boundary) would look like a whole file: only a clean end state counts */
     enum MHD_Result clean = MHD_destroy_post_processor(u->pp);
     u->pp = NULL;
     if (clean != MHD_YES)
-        return send_error(x->c, NS_ERR_INVALID, "file", NULL,
+        return respond_oai_error(x->c, NS_ERR_INVALID, "file", NULL,
                           "the upload is incomplete: the multipart body has no closing boundary");
     if (!u->have_file)
-        return send_error(x->c, NS_ERR_INVALID, "file", NULL, "Missing required parameter: 'file'.");
+        return respond_oai_error(x->c, NS_ERR_INVALID, "file", NULL, "Missing required parameter: 'file'.");
     const char *purpose = u->purpose.p ? u->purpose.p : "";
     if (!*purpose)
-        return send_error(x->c, NS_ERR_INVALID, "purpose", NULL, "Missing required parameter: 'purpose'.");
+        return respond_oai_error(x->c, NS_ERR_INVALID, "purpose", NULL, "Missing required parameter: 'purpose'.");
     static const char *const purposes[] = {"batch", "user_data", "assistants", "fine-tune", "vision", "evals", NULL};
     bool known = false;
     for (int i = 0; purposes[i]; i++)
         known |= strcmp(purposes[i], purpose) == 0;
     if (!known)
-        return send_error(x->c, NS_ERR_INVALID, "purpose", NULL,
+        return respond_oai_error(x->c, NS_ERR_INVALID, "purpose", NULL,
                           "Invalid value for 'purpose': '%.40s'. Supported values are: 'batch', 'user_data', "
                           "'assistants', 'fine-tune', 'vision' and 'evals'.",
                           purpose);
@@ -52,7 +52,7 @@ enum MHD_Result h_file_upload(struct route_ctx *x)
     if (durable_commit(&u->file)) {
         int e = errno;
         unlink(path); /* only the directory sync failed: not recorded, so not kept */
-        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot store the file: %s", strerror(e));
+        return respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot store the file: %s", strerror(e));
     }
     f.filename = u->filename ? u->filename : (char *)"upload";
     f.bytes = u->bytes;
@@ -60,27 +60,27 @@ enum MHD_Result h_file_upload(struct route_ctx *x)
     f.path = path;
     if (store_file_insert(x->srv->st, &f)) {
         unlink(path);
-        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the file in the store");
+        return respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the file in the store");
     }
-    return send_json(x->c, 200, file_json(&f));
+    return respond_json(x->c, 200, respond_file_json(&f));
 }
 
-enum MHD_Result h_file_list(struct route_ctx *x)
+enum MHD_Result files_list(struct route_ctx *x)
 {
-    struct store_list_page pg = {.after = query(x, "after"), .desc = true, .purpose = query(x, "purpose"),
-                                 .owner = owner_filter(x)};
-    if (parse_limit(x, 1, 10000, 10000, &pg.limit))
-        return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 10000.");
-    const char *order = query(x, "order");
+    struct store_list_page pg = {.after = server_query(x, "after"), .desc = true, .purpose = server_query(x, "purpose"),
+                                 .owner = files_owner_filter(x)};
+    if (server_query_limit(x, 1, 10000, 10000, &pg.limit))
+        return respond_oai_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 10000.");
+    const char *order = server_query(x, "order");
     if (order && strcmp(order, "asc") && strcmp(order, "desc"))
-        return send_error(x->c, NS_ERR_INVALID, "order", NULL, "Invalid 'order': expected 'asc' or 'desc'.");
+        return respond_oai_error(x->c, NS_ERR_INVALID, "order", NULL, "Invalid 'order': expected 'asc' or 'desc'.");
     if (order && strcmp(order, "asc") == 0)
         pg.desc = false;
     struct store_file *fs = NULL;
     int n = 0;
     bool more = false;
     if (store_file_list(x->srv->st, &pg, &fs, &n, &more))
-        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot list files");
+        return respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot list files");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *d = cJSON_AddArrayToObject(o, "data");
@@ -88,21 +88,21 @@ enum MHD_Result h_file_list(struct route_ctx *x)
     for (int i = 0; i < n; i++) {
         if (fs[i].expires_at && now >= fs[i].expires_at)
             continue; /* past output_expires_after: gone (deleted when next touched) */
-        cJSON_AddItemToArray(d, file_json(&fs[i]));
+        cJSON_AddItemToArray(d, respond_file_json(&fs[i]));
     }
-    add_str_or_null(o, "first_id", n ? fs[0].id : NULL);
-    add_str_or_null(o, "last_id", n ? fs[n - 1].id : NULL);
+    respond_add_str_or_null(o, "first_id", n ? fs[0].id : NULL);
+    respond_add_str_or_null(o, "last_id", n ? fs[n - 1].id : NULL);
     cJSON_AddBoolToObject(o, "has_more", more);
     for (int i = 0; i < n; i++)
         store_file_release(&fs[i]);
     free(fs);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
 static int file_lookup(struct route_ctx *x, struct store_file *f)
 {
     int rc = store_file_get(x->srv->st, x->ids[0], f);
-    if (rc == NS_OK && !owner_ok(x, f->owner)) {
+    if (rc == NS_OK && !files_owner_ok(x, f->owner)) {
         store_file_release(f);
         rc = NS_ERR_NOT_FOUND;
     }
@@ -119,22 +119,22 @@ static int file_lookup(struct route_ctx *x, struct store_file *f)
 static enum MHD_Result file_not_found(struct route_ctx *x, int rc)
 {
     if (rc == NS_ERR_NOT_FOUND)
-        return send_error(x->c, NS_ERR_NOT_FOUND, "file_id", NULL, "No such File object: %.100s", x->ids[0]);
-    return send_error(x->c, rc, NULL, NULL, "cannot read the file record");
+        return respond_oai_error(x->c, NS_ERR_NOT_FOUND, "file_id", NULL, "No such File object: %.100s", x->ids[0]);
+    return respond_oai_error(x->c, rc, NULL, NULL, "cannot read the file record");
 }
 
-enum MHD_Result h_file_get(struct route_ctx *x)
+enum MHD_Result files_get(struct route_ctx *x)
 {
     struct store_file f;
     int rc = file_lookup(x, &f);
     if (rc)
         return file_not_found(x, rc);
-    cJSON *o = file_json(&f);
+    cJSON *o = respond_file_json(&f);
     store_file_release(&f);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
-enum MHD_Result h_file_content(struct route_ctx *x)
+enum MHD_Result files_content(struct route_ctx *x)
 {
     struct store_file f;
     int rc = file_lookup(x, &f);
@@ -146,7 +146,7 @@ enum MHD_Result h_file_content(struct route_ctx *x)
     if (fd < 0 || fstat(fd, &sb)) {
         if (fd >= 0)
             close(fd);
-        return send_error(x->c, NS_ERR_IO, NULL, NULL, "the file's content is missing from the data dir");
+        return respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "the file's content is missing from the data dir");
     }
     struct MHD_Response *resp = MHD_create_response_from_fd((size_t)sb.st_size, fd);
     if (!resp) {
@@ -189,7 +189,7 @@ static int file_busy_batch(struct server *srv, const char *file_id, char *busy, 
     return rc;
 }
 
-enum MHD_Result h_file_delete(struct route_ctx *x)
+enum MHD_Result files_delete(struct route_ctx *x)
 {
     struct store_file f;
     int rc = file_lookup(x, &f);
@@ -202,8 +202,8 @@ enum MHD_Result h_file_delete(struct route_ctx *x)
     if (rc != NS_ERR_NOT_FOUND) {
         store_file_release(&f);
         if (rc)
-            return send_error(x->c, rc, NULL, NULL, "cannot check whether a batch uses the file; retry");
-        return send_error(x->c, NS_ERR_CONFLICT, "file_id", "file_in_use",
+            return respond_oai_error(x->c, rc, NULL, NULL, "cannot check whether a batch uses the file; retry");
+        return respond_oai_error(x->c, NS_ERR_CONFLICT, "file_id", "file_in_use",
                           "File %s is the input of batch %s, which has not ended; cancel it or wait for it to end, "
                           "then delete the file.",
                           x->ids[0], busy);
@@ -218,6 +218,6 @@ enum MHD_Result h_file_delete(struct route_ctx *x)
     cJSON_AddStringToObject(o, "id", x->ids[0]);
     cJSON_AddStringToObject(o, "object", "file");
     cJSON_AddBoolToObject(o, "deleted", true);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 

@@ -10,7 +10,7 @@
 struct job {
     struct sched_job sj;
     pthread_mutex_t mu;
-    /* the connection waiting for this job: MHD suspends it (job_suspend) while there is
+    /* the connection waiting for this job: MHD suspends it (generate_job_suspend) while there is
      * nothing to send, and the engine side resumes it (job_wake) */
     struct MHD_Connection *conn;
     bool suspended;
@@ -29,7 +29,7 @@ struct job {
     size_t out_pos;
 };
 
-void job_unref(struct job *j)
+void generate_job_unref(struct job *j)
 {
     pthread_mutex_lock(&j->mu);
     int left = --j->refs;
@@ -49,7 +49,7 @@ void job_unref(struct job *j)
  * the job has something for it. Both sides hold mu, so a resume always follows its
  * suspend; MHD is called for the resume after mu is released (MHD's own locks are never
  * taken inside mu by one thread and around it by another). */
-void job_suspend(struct job *j)
+void generate_job_suspend(struct job *j)
 {
     j->suspended = true;
     MHD_suspend_connection(j->conn);
@@ -92,7 +92,7 @@ static void job_on_done(struct sched_job *sj, const struct engine_result *res)
     pthread_mutex_unlock(&j->mu);
     if (resume)
         MHD_resume_connection(j->conn);
-    job_unref(j);
+    generate_job_unref(j);
 }
 
 /* fill j->out with the next bytes of the stream (mu held): the dialect writes them
@@ -123,7 +123,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
     if (j->out_pos >= j->out.len) {
         if (j->starved) {
             /* called again once resumed, with something to send */
-            job_suspend(j);
+            generate_job_suspend(j);
             pthread_mutex_unlock(&j->mu);
             return 0;
         }
@@ -148,7 +148,7 @@ static void stream_free(void *cls)
     if (!j->done)
         atomic_store(&j->sj.oreq.req.cancelled, true);
     pthread_mutex_unlock(&j->mu);
-    job_unref(j);
+    generate_job_unref(j);
 }
 
 
@@ -164,7 +164,7 @@ static const struct {
 
 /* an error in the shape of the route's API */
 #define GEN_ERROR(x, flavor, status, param, ...)                                                                   \
-    send_shaped_error((x)->c, gen_routes[flavor].d, (status), (param), NULL, __VA_ARGS__)
+    respond_error((x)->c, gen_routes[flavor].d, (status), (param), NULL, __VA_ARGS__)
 
 /* the scheduler of the model a client names, as its dialect matches names */
 static struct sched *gen_sched(struct server *srv, const struct dialect *d, const char *name)
@@ -178,7 +178,7 @@ static struct sched *gen_sched(struct server *srv, const struct dialect *d, cons
 /* dialect_parse.forwards: the model's backend forwards the client's body upstream */
 static bool gen_forwards(void *ud, const char *model)
 {
-    struct sched *s = sched_by_model(ud, model);
+    struct sched *s = server_sched_by_model(ud, model);
     return s && sched_backend(s)->ops->forward;
 }
 
@@ -195,7 +195,7 @@ static bool job_wait(struct job *j, struct req *r, enum MHD_Result (*answer)(str
         r->answer = answer;
         r->job = j;
         r->flavor = flavor;
-        job_suspend(j);
+        generate_job_suspend(j);
     }
     pthread_mutex_unlock(&j->mu);
     return wait;
@@ -211,7 +211,7 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         struct quota_refusal why;
         int qrc = quota_request_admit(x->srv->quota, x->key, x->lim, &why);
         if (qrc == NS_ERR_QUOTA_REQUESTS || qrc == NS_ERR_QUOTA_TOKENS)
-            return send_quota_refusal(x->c, d, &why);
+            return respond_quota_refusal(x->c, d, &why);
         if (qrc)
             return GEN_ERROR(x, flavor, qrc, NULL, "out of memory");
     }
@@ -228,14 +228,14 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     struct dialect_parse how = {.chat = chat, .forwards = gen_forwards, .ud = x->srv};
     int rc = d->parse(body, x->r->body.len, &how, &j->sj.oreq, &err);
     if (rc) {
-        job_unref(j);
+        generate_job_unref(j);
         return GEN_ERROR(x, flavor, rc, err.param, "%s", err.message);
     }
     struct sched *s = gen_sched(x->srv, d, j->sj.oreq.model);
     if (!s) {
         char msg[200];
         d->model_missing(msg, sizeof(msg), j->sj.oreq.model);
-        job_unref(j);
+        generate_job_unref(j);
         return GEN_ERROR(x, flavor, NS_ERR_MODEL_NOT_FOUND, "model", "%s", msg);
     }
     j->st.t_start = clock_now();
@@ -245,8 +245,8 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     if (d->admit) {
         cJSON *now = NULL;
         if ((rc = d->admit(&j->sj.oreq, info.n_ctx_seq, &now, &err)) || now) {
-            job_unref(j);
-            return now ? send_json(x->c, 200, now) : GEN_ERROR(x, flavor, rc, err.param, "%s", err.message);
+            generate_job_unref(j);
+            return now ? respond_json(x->c, 200, now) : GEN_ERROR(x, flavor, rc, err.param, "%s", err.message);
         }
     }
     /* check the context now, so an oversized prompt is a 400, not a broken stream (an
@@ -254,12 +254,12 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     char terr[256];
     int n_prompt = backend_count_tokens(be, &j->sj.oreq.req, terr, sizeof(terr));
     if (n_prompt < 0) {
-        job_unref(j);
+        generate_job_unref(j);
         return GEN_ERROR(x, flavor, -n_prompt, chat ? "messages" : "prompt", "%s", terr);
     }
     int want = j->sj.oreq.req.max_tokens > 0 ? j->sj.oreq.req.max_tokens : 0;
     if (info.n_ctx_seq > 0 && (n_prompt + want > info.n_ctx_seq || n_prompt >= info.n_ctx_seq)) {
-        job_unref(j);
+        generate_job_unref(j);
         return GEN_ERROR(x, flavor, NS_ERR_CONTEXT, chat ? "messages" : "prompt",
                           "This model's maximum context length is %d tokens. However, you requested %d tokens "
                           "(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
@@ -271,7 +271,7 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     if (local) {
         if (ei.embedding) {
             snprintf(ei.name, sizeof(ei.name), "%s", j->sj.oreq.model ? j->sj.oreq.model : "");
-            job_unref(j);
+            generate_job_unref(j);
             return GEN_ERROR(x, flavor, NS_ERR_INVALID, "model",
                              "The model '%.100s' is loaded for embeddings only (--embedding): use /v1/embeddings.",
                              ei.name);
@@ -281,7 +281,7 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         /* the choices run side by side, one sequence each: say so now, not in the stream */
         if (j->sj.oreq.req.n > ei.n_parallel) {
             int n = j->sj.oreq.req.n;
-            job_unref(j);
+            generate_job_unref(j);
             return GEN_ERROR(x, flavor, NS_ERR_UNSUPPORTED, "n",
                              "Invalid 'n': this model runs at most %d sequences at once (--parallel), so at most %d "
                              "choices, but got %d.",
@@ -306,14 +306,14 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         j->sj.oreq.req.seed = (uint32_t)rand();
     if (sched_submit(s, &j->sj) != NS_OK) {
         j->refs = 1;
-        job_unref(j);
+        generate_job_unref(j);
         return GEN_ERROR(x, flavor, NS_ERR_UNAVAILABLE, NULL, "the server is shutting down");
     }
     if (j->stream) {
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, j,
                                                                       stream_free);
         if (!resp) {
-            job_unref(j);
+            generate_job_unref(j);
             return MHD_NO;
         }
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, j->d->stream_type);
@@ -337,12 +337,12 @@ static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, int f
     if (j->d->answer_passes_raw && j->res.raw_body && j->res.http_status)
         /* an upstream's answer, byte for byte as it gave it (the backend parsed it already:
          * it is JSON) */
-        ret = send_bytes(x->c, (unsigned)j->res.http_status, "application/json", j->res.raw_body, j->res.raw_len);
+        ret = respond_bytes(x->c, (unsigned)j->res.http_status, "application/json", j->res.raw_body, j->res.raw_len);
     else if (j->res.status != NS_OK)
         ret = GEN_ERROR(x, flavor, j->res.status, j->res.param, "%s", j->res.message);
     else
-        ret = send_json(x->c, 200, j->d->answer(&j->st, &j->res));
-    job_unref(j);
+        ret = respond_json(x->c, 200, j->d->answer(&j->st, &j->res));
+    generate_job_unref(j);
     return ret;
 }
 
@@ -350,20 +350,20 @@ static enum MHD_Result emb_answer(struct MHD_Connection *c, struct job *j, int f
 {
     (void)flavor;
     enum MHD_Result ret = j->res.status != NS_OK
-                              ? send_error(c, j->res.status, j->res.param, NULL, "%s", j->res.message)
-                              : send_json(c, 200, oai_completion_body(&j->sj.oreq, &j->res, "", j->st.model, time(NULL)));
-    job_unref(j);
+                              ? respond_oai_error(c, j->res.status, j->res.param, NULL, "%s", j->res.message)
+                              : respond_json(c, 200, oai_completion_body(&j->sj.oreq, &j->res, "", j->st.model, time(NULL)));
+    generate_job_unref(j);
     return ret;
 }
 
 /* POST /v1/embeddings: on a local model loaded with --embedding; inputs of concurrent
  * requests are decoded together by its engine */
-enum MHD_Result h_embeddings(struct route_ctx *x)
+enum MHD_Result generate_embeddings(struct route_ctx *x)
 {
     struct oai_error err;
     struct job *j = calloc(1, sizeof(*j));
     if (!j)
-        return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+        return respond_oai_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
     pthread_mutex_init(&j->mu, NULL);
     j->conn = x->c;
     j->refs = 1;
@@ -372,26 +372,26 @@ enum MHD_Result h_embeddings(struct route_ctx *x)
                   : oai_error_set(&err, NS_ERR_INVALID, NULL,
                                   "We could not parse the JSON body of your request. The body must be valid JSON.");
     if (rc) {
-        job_unref(j);
-        return send_error(x->c, rc, err.param, NULL, "%s", err.message);
+        generate_job_unref(j);
+        return respond_oai_error(x->c, rc, err.param, NULL, "%s", err.message);
     }
-    struct sched *s = sched_by_model(x->srv, j->sj.oreq.model);
+    struct sched *s = server_sched_by_model(x->srv, j->sj.oreq.model);
     if (!s) {
-        enum MHD_Result ret = send_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
+        enum MHD_Result ret = respond_oai_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
                                          "The model '%.100s' does not exist or you do not have access to it.",
                                          j->sj.oreq.model);
-        job_unref(j);
+        generate_job_unref(j);
         return ret;
     }
     struct backend *be = sched_backend(s);
     struct engine_info ei;
     backend_model_info(be, &ei);
     if (!ei.embedding) {
-        enum MHD_Result ret = send_error(x->c, NS_ERR_INVALID, "model", NULL,
+        enum MHD_Result ret = respond_oai_error(x->c, NS_ERR_INVALID, "model", NULL,
                                          "The model '%.100s' is not loaded for embeddings: serve an embedding model "
                                          "with --embedding.",
                                          j->sj.oreq.model);
-        job_unref(j);
+        generate_job_unref(j);
         return ret;
     }
     snprintf(j->st.model, sizeof(j->st.model), "%s", j->sj.oreq.model);
@@ -399,22 +399,22 @@ enum MHD_Result h_embeddings(struct route_ctx *x)
     j->refs = 2; /* the engine's reference is dropped in job_on_done */
     if (sched_submit(s, &j->sj) != NS_OK) {
         j->refs = 1;
-        job_unref(j);
-        return send_error(x->c, NS_ERR_UNAVAILABLE, NULL, NULL, "the server is shutting down");
+        generate_job_unref(j);
+        return respond_oai_error(x->c, NS_ERR_UNAVAILABLE, NULL, NULL, "the server is shutting down");
     }
     if (job_wait(j, x->r, emb_answer, 0))
         return MHD_YES;
     return emb_answer(x->c, j, 0);
 }
 
-enum MHD_Result h_chat(struct route_ctx *x) { return h_generate(x, GEN_CHAT); }
-enum MHD_Result h_completions(struct route_ctx *x) { return h_generate(x, GEN_COMPLETION); }
-enum MHD_Result h_messages(struct route_ctx *x) { return h_generate(x, GEN_MESSAGES); }
+enum MHD_Result generate_chat(struct route_ctx *x) { return h_generate(x, GEN_CHAT); }
+enum MHD_Result generate_completions(struct route_ctx *x) { return h_generate(x, GEN_COMPLETION); }
+enum MHD_Result generate_messages(struct route_ctx *x) { return h_generate(x, GEN_MESSAGES); }
 
 /* ---- Ollama API (ollama.h) ---------------------------------------------------------- */
 
-enum MHD_Result h_ollama_chat(struct route_ctx *x) { return h_generate(x, GEN_OLLAMA_CHAT); }
-enum MHD_Result h_ollama_generate(struct route_ctx *x) { return h_generate(x, GEN_OLLAMA_GENERATE); }
+enum MHD_Result generate_ollama_chat(struct route_ctx *x) { return h_generate(x, GEN_OLLAMA_CHAT); }
+enum MHD_Result generate_ollama_generate(struct route_ctx *x) { return h_generate(x, GEN_OLLAMA_GENERATE); }
 
 /* a model on an upstream backend has no file: its URL stands for the path (digest, size 0) */
 static void ollama_model_of(struct sched *s, struct ollama_model *m, struct backend_info *bi)
@@ -437,22 +437,22 @@ static enum MHD_Result ollama_models(struct route_ctx *x, bool running)
 {
     struct ollama_model *ms = calloc((size_t)x->srv->n_scheds + 1, sizeof(*ms));
     if (!ms)
-        return send_ollama_error(x->c, NS_ERR_NOMEM, "out of memory");
+        return respond_ollama_error(x->c, NS_ERR_NOMEM, "out of memory");
     struct backend_info *bis = calloc((size_t)x->srv->n_scheds + 1, sizeof(*bis));
     if (!bis) {
         free(ms);
-        return send_ollama_error(x->c, NS_ERR_NOMEM, "out of memory");
+        return respond_ollama_error(x->c, NS_ERR_NOMEM, "out of memory");
     }
     for (int i = 0; i < x->srv->n_scheds; i++)
         ollama_model_of(x->srv->scheds[i], &ms[i], &bis[i]);
     cJSON *o = ollama_list(ms, x->srv->n_scheds, running);
     free(ms);
     free(bis);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
-enum MHD_Result h_ollama_tags(struct route_ctx *x) { return ollama_models(x, false); }
-enum MHD_Result h_ollama_ps(struct route_ctx *x) { return ollama_models(x, true); }
+enum MHD_Result generate_ollama_tags(struct route_ctx *x) { return ollama_models(x, false); }
+enum MHD_Result generate_ollama_ps(struct route_ctx *x) { return ollama_models(x, true); }
 
 /* the served model a /api/show or /api/embed body names; NULL when *ret is the error */
 static struct sched *ollama_body_model(struct route_ctx *x, enum MHD_Result *ret)
@@ -460,16 +460,16 @@ static struct sched *ollama_body_model(struct route_ctx *x, enum MHD_Result *ret
     char name[256];
     struct oai_error err;
     if (ollama_model_field(x->r->body.p ? x->r->body.p : "", x->r->body.len, name, sizeof(name), &err)) {
-        *ret = send_ollama_error(x->c, err.status, "%s", err.message);
+        *ret = respond_ollama_error(x->c, err.status, "%s", err.message);
         return NULL;
     }
     struct sched *s = gen_sched(x->srv, &dialect_ollama, name);
     if (!s)
-        *ret = send_ollama_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model \"%.100s\" not found", name);
+        *ret = respond_ollama_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model \"%.100s\" not found", name);
     return s;
 }
 
-enum MHD_Result h_ollama_show(struct route_ctx *x)
+enum MHD_Result generate_ollama_show(struct route_ctx *x)
 {
     enum MHD_Result ret;
     struct sched *s = ollama_body_model(x, &ret);
@@ -478,35 +478,35 @@ enum MHD_Result h_ollama_show(struct route_ctx *x)
     struct ollama_model m;
     struct backend_info bi;
     ollama_model_of(s, &m, &bi);
-    return send_json(x->c, 200, ollama_show(&m));
+    return respond_json(x->c, 200, ollama_show(&m));
 }
 
 /* POST /api/embed, /api/embeddings: the model is checked, then the feature is refused */
-enum MHD_Result h_ollama_embed(struct route_ctx *x)
+enum MHD_Result generate_ollama_embed(struct route_ctx *x)
 {
     enum MHD_Result ret;
     if (!ollama_body_model(x, &ret))
         return ret;
-    return send_ollama_error(x->c, NS_ERR_UNSUPPORTED,
+    return respond_ollama_error(x->c, NS_ERR_UNSUPPORTED,
                              "embeddings are not supported by nightshift yet: it serves text generation only");
 }
 
 /* pull, push, create, copy, delete: the served models are the ones given at start */
-enum MHD_Result h_ollama_manage(struct route_ctx *x)
+enum MHD_Result generate_ollama_manage(struct route_ctx *x)
 {
-    return send_ollama_error(x->c, NS_ERR_UNSUPPORTED,
+    return respond_ollama_error(x->c, NS_ERR_UNSUPPORTED,
                              "model management is not supported: nightshift serves the models given to "
                              "'nightshift serve --model' (see GET /api/tags)");
 }
 
-enum MHD_Result h_ollama_version(struct route_ctx *x) { return send_json(x->c, 200, ollama_version()); }
+enum MHD_Result generate_ollama_version(struct route_ctx *x) { return respond_json(x->c, 200, ollama_version()); }
 
 /* GET /: tools probe it to find an Ollama server, and compare the text */
-enum MHD_Result h_ollama_root(struct route_ctx *x)
+enum MHD_Result generate_ollama_root(struct route_ctx *x)
 {
     char *t = strdup("Ollama is running");
     if (!t)
         return MHD_NO;
-    return send_text(x->c, 200, "text/plain; charset=utf-8", t);
+    return respond_text(x->c, 200, "text/plain; charset=utf-8", t);
 }
 

@@ -68,10 +68,10 @@ static void metric_quota_key(void *ud, const char *key, const uint64_t refused[Q
                     (unsigned long long)refused[l]);
 }
 
-enum MHD_Result h_metrics(struct route_ctx *x)
+enum MHD_Result metrics_prometheus(struct route_ctx *x)
 {
     if (!x->admin)
-        return send_error(x->c, NS_ERR_AUTH, NULL, "admin_key_required", "GET /metrics needs an admin key.");
+        return respond_oai_error(x->c, NS_ERR_AUTH, NULL, "admin_key_required", "GET /metrics needs an admin key.");
     struct buf b;
     buf_init(&b, 4u << 20);
     struct server *srv = x->srv;
@@ -173,8 +173,8 @@ enum MHD_Result h_metrics(struct route_ctx *x)
     }
     char *text = buf_detach(&b);
     if (!text)
-        return send_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
-    return send_text(x->c, 200, "text/plain; version=0.0.4", text);
+        return respond_oai_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+    return respond_text(x->c, 200, "text/plain; version=0.0.4", text);
 }
 
 /* ---- dashboard -------------------------------------------------------------------------- */
@@ -226,7 +226,7 @@ static void take_sample(struct server *srv)
     pthread_mutex_unlock(&srv->smu);
 }
 
-void *sampler_thread(void *arg)
+void *metrics_sampler_thread(void *arg)
 {
     struct server *srv = arg;
     pthread_mutex_lock(&srv->smu);
@@ -309,11 +309,11 @@ static cJSON *stats_model(struct sched *s)
 }
 
 /* GET /v1/nightshift/stats: what the dashboard draws (models now, the last hour's series) */
-enum MHD_Result h_stats(struct route_ctx *x)
+enum MHD_Result metrics_stats(struct route_ctx *x)
 {
     struct server *srv = x->srv;
     if (!x->admin) /* every project's numbers: the dashboard is for operators */
-        return send_error(x->c, NS_ERR_AUTH, NULL, "admin_key_required", "GET /v1/nightshift/stats needs an admin key.");
+        return respond_oai_error(x->c, NS_ERR_AUTH, NULL, "admin_key_required", "GET /v1/nightshift/stats needs an admin key.");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "time", clock_wall());
     cJSON *ms = cJSON_AddArrayToObject(o, "models");
@@ -333,7 +333,7 @@ enum MHD_Result h_stats(struct route_ctx *x)
             cJSON_AddItemToArray(arr[k], cJSON_CreateNumber(v[k]));
     }
     pthread_mutex_unlock(&srv->smu);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
 static enum MHD_Result send_asset(struct MHD_Connection *c, const struct dashboard_asset *a)
@@ -355,36 +355,36 @@ static bool wants_html(struct MHD_Connection *c)
 }
 
 /* GET /: a browser gets the dashboard; Ollama tools probing the root get their text */
-enum MHD_Result h_root(struct route_ctx *x)
+enum MHD_Result metrics_root(struct route_ctx *x)
 {
     const struct dashboard_asset *a = dashboard_find("/");
     if (a && wants_html(x->c))
         return send_asset(x->c, a);
-    return h_ollama_root(x);
+    return generate_ollama_root(x);
 }
 
-enum MHD_Result h_dashboard_file(struct route_ctx *x)
+enum MHD_Result metrics_dashboard_file(struct route_ctx *x)
 {
     char path[160];
     snprintf(path, sizeof(path), "/dashboard/%.100s", x->ids[0]);
     const struct dashboard_asset *a = dashboard_find(path);
     if (!a)
-        return send_error(x->c, NS_ERR_NOT_FOUND, NULL, "unknown_url", "Invalid URL (GET %.120s)", path);
+        return respond_oai_error(x->c, NS_ERR_NOT_FOUND, NULL, "unknown_url", "Invalid URL (GET %.120s)", path);
     return send_asset(x->c, a);
 }
 
 /* GET /v1/nightshift/webhooks[?batch_id=ID&limit=N]: deliveries, newest first */
-enum MHD_Result h_webhooks(struct route_ctx *x)
+enum MHD_Result metrics_webhooks(struct route_ctx *x)
 {
     int limit;
     if (!x->admin)
-        return send_error(x->c, NS_ERR_AUTH, NULL, "admin_key_required", "GET /v1/nightshift/webhooks needs an admin key.");
-    if (parse_limit(x, 1, 1000, 100, &limit))
-        return send_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 1000.");
+        return respond_oai_error(x->c, NS_ERR_AUTH, NULL, "admin_key_required", "GET /v1/nightshift/webhooks needs an admin key.");
+    if (server_query_limit(x, 1, 1000, 100, &limit))
+        return respond_oai_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 1000.");
     struct store_webhook *ws = NULL;
     int n = 0;
-    if (store_webhooks_list(x->srv->st, query(x, "batch_id"), limit, &ws, &n))
-        return send_error(x->c, NS_ERR_IO, NULL, NULL, "cannot read the webhook deliveries");
+    if (store_webhooks_list(x->srv->st, server_query(x, "batch_id"), limit, &ws, &n))
+        return respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot read the webhook deliveries");
     static const char *const states[] = {"pending", "delivered", "failed"};
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
@@ -400,22 +400,22 @@ enum MHD_Result h_webhooks(struct route_ctx *x)
         cJSON_AddStringToObject(e, "state", states[ws[i].state >= 0 && ws[i].state < 3 ? ws[i].state : 0]);
         cJSON_AddNumberToObject(e, "attempts", ws[i].attempts);
         cJSON_AddNumberToObject(e, "created_at", (double)ws[i].created_at);
-        add_ts(e, "next_attempt_at", ws[i].state == SW_PENDING ? ws[i].next_at : 0);
-        add_ts(e, "delivered_at", ws[i].delivered_at);
+        respond_add_ts(e, "next_attempt_at", ws[i].state == SW_PENDING ? ws[i].next_at : 0);
+        respond_add_ts(e, "delivered_at", ws[i].delivered_at);
         if (ws[i].last_status)
             cJSON_AddNumberToObject(e, "last_status", ws[i].last_status);
         else
             cJSON_AddNullToObject(e, "last_status");
-        add_str_or_null(e, "last_error", ws[i].last_error[0] ? ws[i].last_error : NULL);
+        respond_add_str_or_null(e, "last_error", ws[i].last_error[0] ? ws[i].last_error : NULL);
         cJSON_AddItemToArray(d, e);
         store_webhook_release(&ws[i]);
     }
     free(ws);
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
 /* the dashboard's files hold no data, and a browser cannot send a key when it navigates */
-bool public_route(const char *method, const char *url)
+bool metrics_public_route(const char *method, const char *url)
 {
     /* liveness and readiness probes (a kubelet, a load balancer) carry no key, and say
      * nothing a caller could use: up or not, ready or not */

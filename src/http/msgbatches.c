@@ -11,7 +11,7 @@
  * results are Anthropic result lines. */
 
 
-cJSON *ant_batch_json(struct server *srv, const struct store_batch *b)
+cJSON *msgbatches_json(struct server *srv, const struct store_batch *b)
 {
     char ts[40];
     cJSON *o = cJSON_CreateObject();
@@ -61,7 +61,7 @@ cJSON *ant_batch_json(struct server *srv, const struct store_batch *b)
  * recorded and the manager is kicked. The key's batch queue is checked first. 0 ok;
  * NS_ERR_QUOTA_TOKENS: the queue is full (*why says how, for a 429); else err says why
  * (for the caller's shape). */
-int inline_batch_create(struct route_ctx *x, const struct buf *jsonl, int n, const char *endpoint,
+int msgbatches_inline_create(struct route_ctx *x, const struct buf *jsonl, int n, const char *endpoint,
                                const char *id_prefix, const char *filename, const char *metadata, struct store_batch *b,
                                struct quota_refusal *why, char *err, size_t errlen)
 {
@@ -71,7 +71,7 @@ int inline_batch_create(struct route_ctx *x, const struct buf *jsonl, int n, con
     memset(&f, 0, sizeof(f));
     char path[4096] = "";
     oai_make_id(b->id, sizeof(b->id), id_prefix);
-    int rc = batch_quota_admit(x, b->id, NULL, jsonl, why);
+    int rc = batches_quota_admit(x, b->id, NULL, jsonl, why);
     if (rc) {
         snprintf(err, errlen, "%s", rc == NS_ERR_QUOTA_TOKENS ? "the key's batch queue is full" : "out of memory");
         return rc;
@@ -120,7 +120,7 @@ out:
 }
 
 /* one request line of an inline batch, appended to jsonl */
-int inline_line(struct buf *jsonl, const char *custom_id, const char *url, const cJSON *body)
+int msgbatches_inline_line(struct buf *jsonl, const char *custom_id, const char *url, const cJSON *body)
 {
     cJSON *line = cJSON_CreateObject();
     cJSON_AddStringToObject(line, "custom_id", custom_id);
@@ -134,7 +134,7 @@ int inline_line(struct buf *jsonl, const char *custom_id, const char *url, const
     return rc;
 }
 
-enum MHD_Result h_ant_batch_create(struct route_ctx *x)
+enum MHD_Result msgbatches_create(struct route_ctx *x)
 {
     cJSON *body = cJSON_ParseWithLength(x->r->body.p ? x->r->body.p : "", x->r->body.len);
     struct store_batch b;
@@ -144,24 +144,24 @@ enum MHD_Result h_ant_batch_create(struct route_ctx *x)
     enum MHD_Result ret;
     const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(body, "requests");
     if (!cJSON_IsObject(body)) {
-        ret = send_ant_error(x->c, NS_ERR_INVALID, "the request body must be a JSON object");
+        ret = respond_ant_error(x->c, NS_ERR_INVALID, "the request body must be a JSON object");
         goto out;
     }
     /* cJSON cuts strings at a NUL: "b\u0000x" would be stored as "b" (issue 27.13) */
     long nul_at = jsonscan_nul(x->r->body.p, x->r->body.len, NULL, NULL);
     if (nul_at >= 0) {
-        ret = send_ant_error(x->c, NS_ERR_INVALID,
+        ret = respond_ant_error(x->c, NS_ERR_INVALID,
                              "requests: a string contains a NUL character (\\u0000, byte %ld of the body), which "
                              "cannot be stored in a custom_id or passed to the model",
                              nul_at + 1);
         goto out;
     }
     if (!cJSON_IsArray(reqs) || cJSON_GetArraySize(reqs) == 0) {
-        ret = send_ant_error(x->c, NS_ERR_INVALID, "requests: a non-empty list of {custom_id, params} is required");
+        ret = respond_ant_error(x->c, NS_ERR_INVALID, "requests: a non-empty list of {custom_id, params} is required");
         goto out;
     }
     if (cJSON_GetArraySize(reqs) > ANT_MAX_REQUESTS) {
-        ret = send_ant_error(x->c, NS_ERR_TOO_LARGE, "requests: at most %d requests per batch", ANT_MAX_REQUESTS);
+        ret = respond_ant_error(x->c, NS_ERR_TOO_LARGE, "requests: at most %d requests per batch", ANT_MAX_REQUESTS);
         goto out;
     }
     int i = 0;
@@ -171,30 +171,30 @@ enum MHD_Result h_ant_batch_create(struct route_ctx *x)
         const cJSON *cid = cJSON_GetObjectItemCaseSensitive(r, "custom_id");
         const cJSON *params = cJSON_GetObjectItemCaseSensitive(r, "params");
         if (!cJSON_IsObject(r) || !cJSON_IsString(cid) || !cJSON_IsObject(params)) {
-            ret = send_ant_error(x->c, NS_ERR_INVALID, "requests.%d: custom_id (a string) and params (an object) are required", i);
+            ret = respond_ant_error(x->c, NS_ERR_INVALID, "requests.%d: custom_id (a string) and params (an object) are required", i);
             goto out;
         }
         size_t cl = strlen(cid->valuestring);
         if (cl < 1 || cl > 64) {
-            ret = send_ant_error(x->c, NS_ERR_INVALID, "requests.%d.custom_id: 1 to 64 characters", i);
+            ret = respond_ant_error(x->c, NS_ERR_INVALID, "requests.%d.custom_id: 1 to 64 characters", i);
             goto out;
         }
-        if (inline_line(&jsonl, cid->valuestring, dialect_anthropic.batch_endpoint, params)) {
-            ret = send_ant_error(x->c, NS_ERR_NOMEM, "out of memory");
+        if (msgbatches_inline_line(&jsonl, cid->valuestring, dialect_anthropic.batch_endpoint, params)) {
+            ret = respond_ant_error(x->c, NS_ERR_NOMEM, "out of memory");
             goto out;
         }
         i++;
     }
     char err[256];
     struct quota_refusal why;
-    int rc = inline_batch_create(x, &jsonl, i, dialect_anthropic.batch_endpoint, "msgbatch_", "message_batch_requests.jsonl", NULL, &b,
+    int rc = msgbatches_inline_create(x, &jsonl, i, dialect_anthropic.batch_endpoint, "msgbatch_", "message_batch_requests.jsonl", NULL, &b,
                                  &why, err, sizeof(err));
     if (rc == NS_ERR_QUOTA_TOKENS)
-        ret = send_quota_refusal(x->c, &dialect_anthropic, &why);
+        ret = respond_quota_refusal(x->c, &dialect_anthropic, &why);
     else if (rc)
-        ret = send_ant_error(x->c, NS_ERR_IO, "%s", err);
+        ret = respond_ant_error(x->c, NS_ERR_IO, "%s", err);
     else
-        ret = send_json(x->c, 200, ant_batch_json(x->srv, &b));
+        ret = respond_json(x->c, 200, msgbatches_json(x->srv, &b));
 out:
     buf_release(&jsonl);
     store_batch_release(&b);

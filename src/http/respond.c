@@ -26,13 +26,13 @@ static enum MHD_Result send_text_retry(struct MHD_Connection *c, unsigned code, 
     return ret;
 }
 
-enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *type, char *text)
+enum MHD_Result respond_text(struct MHD_Connection *c, unsigned code, const char *type, char *text)
 {
     return send_text_retry(c, code, type, text, 0);
 }
 
 /* len bytes (copied) as the answer */
-enum MHD_Result send_bytes(struct MHD_Connection *c, unsigned code, const char *type, const char *p, size_t len)
+enum MHD_Result respond_bytes(struct MHD_Connection *c, unsigned code, const char *type, const char *p, size_t len)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)p, MHD_RESPMEM_MUST_COPY);
     if (!resp)
@@ -46,29 +46,29 @@ enum MHD_Result send_bytes(struct MHD_Connection *c, unsigned code, const char *
 /* o printed and deleted; every byte nightshift sends as JSON goes through here, so it is
  * valid UTF-8 whatever bytes a client or a model put in its strings (issue 27.12). NULL
  * when out of memory */
-char *json_print(cJSON *o)
+char *respond_json_print(cJSON *o)
 {
     char *text = utf8_fix(cJSON_PrintUnformatted(o));
     cJSON_Delete(o);
     return text;
 }
 
-enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *o)
+enum MHD_Result respond_json(struct MHD_Connection *c, unsigned code, cJSON *o)
 {
-    char *text = json_print(o);
+    char *text = respond_json_print(o);
     if (!text)
         return MHD_NO;
-    return send_text(c, code, "application/json", text);
+    return respond_text(c, code, "application/json", text);
 }
 
 
-enum MHD_Result send_shaped_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
+enum MHD_Result respond_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
                                          const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* an error body in the shape of the API a route belongs to, with the status's HTTP code:
  * an OpenAI error object, Anthropic's (the /v1/messages routes), or Ollama's {"error"}
  * (the /api/ routes); param and code are OpenAI's only */
-enum MHD_Result send_shaped_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
+enum MHD_Result respond_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
                                          const char *code, const char *fmt, ...)
 {
     char msg[600];
@@ -78,14 +78,14 @@ enum MHD_Result send_shaped_error(struct MHD_Connection *c, const struct dialect
     va_end(ap);
     int http = status_http(status);
     cJSON *body = d->error(status, msg, param, code);
-    return send_json(c, (unsigned)(http ? http : 500), body);
+    return respond_json(c, (unsigned)(http ? http : 500), body);
 }
 
 /* a quota refusal (quota.h): 429 with Retry-After, in the shape of the route's API */
-enum MHD_Result send_quota_refusal(struct MHD_Connection *c, const struct dialect *d, const struct quota_refusal *why)
+enum MHD_Result respond_quota_refusal(struct MHD_Connection *c, const struct dialect *d, const struct quota_refusal *why)
 {
     cJSON *body = d->error(why->status, why->message, NULL, NULL);
-    char *text = json_print(body);
+    char *text = respond_json_print(body);
     if (!text)
         return MHD_NO;
     return send_text_retry(c, (unsigned)status_http(why->status), "application/json", text, why->retry_after);
@@ -94,7 +94,7 @@ enum MHD_Result send_quota_refusal(struct MHD_Connection *c, const struct dialec
 
 /* ---- JSON builders ------------------------------------------------------------------ */
 
-void add_ts(cJSON *o, const char *k, int64_t v)
+void respond_add_ts(cJSON *o, const char *k, int64_t v)
 {
     if (v)
         cJSON_AddNumberToObject(o, k, (double)v);
@@ -102,7 +102,7 @@ void add_ts(cJSON *o, const char *k, int64_t v)
         cJSON_AddNullToObject(o, k);
 }
 
-void add_str_or_null(cJSON *o, const char *k, const char *v)
+void respond_add_str_or_null(cJSON *o, const char *k, const char *v)
 {
     if (v && *v)
         cJSON_AddStringToObject(o, k, v);
@@ -110,14 +110,14 @@ void add_str_or_null(cJSON *o, const char *k, const char *v)
         cJSON_AddNullToObject(o, k);
 }
 
-cJSON *file_json(const struct store_file *f)
+cJSON *respond_file_json(const struct store_file *f)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", f->id);
     cJSON_AddStringToObject(o, "object", "file");
     cJSON_AddNumberToObject(o, "bytes", (double)f->bytes);
     cJSON_AddNumberToObject(o, "created_at", (double)f->created_at);
-    add_ts(o, "expires_at", f->expires_at);
+    respond_add_ts(o, "expires_at", f->expires_at);
     cJSON_AddStringToObject(o, "filename", f->filename ? f->filename : "");
     cJSON_AddStringToObject(o, "purpose", f->purpose);
     cJSON_AddStringToObject(o, "status", "processed");
@@ -126,13 +126,13 @@ cJSON *file_json(const struct store_file *f)
 }
 
 
-cJSON *batch_json(struct server *srv, const struct store_batch *b)
+cJSON *respond_batch_json(struct server *srv, const struct store_batch *b)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", b->id);
     cJSON_AddStringToObject(o, "object", "batch");
     cJSON_AddStringToObject(o, "endpoint", b->endpoint);
-    add_str_or_null(o, "model", b->model);
+    respond_add_str_or_null(o, "model", b->model);
     cJSON *errs = b->errors ? cJSON_Parse(b->errors) : NULL;
     if (errs)
         cJSON_AddItemToObject(o, "errors", errs);
@@ -141,17 +141,17 @@ cJSON *batch_json(struct server *srv, const struct store_batch *b)
     cJSON_AddStringToObject(o, "input_file_id", b->input_file_id);
     cJSON_AddStringToObject(o, "completion_window", b->completion_window);
     cJSON_AddStringToObject(o, "status", store_batch_status_name(b->status));
-    add_str_or_null(o, "output_file_id", b->output_file_id);
-    add_str_or_null(o, "error_file_id", b->error_file_id);
-    add_ts(o, "created_at", b->created_at);
-    add_ts(o, "in_progress_at", b->in_progress_at);
-    add_ts(o, "expires_at", b->expires_at);
-    add_ts(o, "finalizing_at", b->finalizing_at);
-    add_ts(o, "completed_at", b->completed_at);
-    add_ts(o, "failed_at", b->failed_at);
-    add_ts(o, "expired_at", b->expired_at);
-    add_ts(o, "cancelling_at", b->cancelling_at);
-    add_ts(o, "cancelled_at", b->cancelled_at);
+    respond_add_str_or_null(o, "output_file_id", b->output_file_id);
+    respond_add_str_or_null(o, "error_file_id", b->error_file_id);
+    respond_add_ts(o, "created_at", b->created_at);
+    respond_add_ts(o, "in_progress_at", b->in_progress_at);
+    respond_add_ts(o, "expires_at", b->expires_at);
+    respond_add_ts(o, "finalizing_at", b->finalizing_at);
+    respond_add_ts(o, "completed_at", b->completed_at);
+    respond_add_ts(o, "failed_at", b->failed_at);
+    respond_add_ts(o, "expired_at", b->expired_at);
+    respond_add_ts(o, "cancelling_at", b->cancelling_at);
+    respond_add_ts(o, "cancelled_at", b->cancelled_at);
     cJSON *rc = cJSON_AddObjectToObject(o, "request_counts");
     cJSON_AddNumberToObject(rc, "total", (double)b->total);
     cJSON_AddNumberToObject(rc, "completed", (double)b->completed);
@@ -176,7 +176,7 @@ cJSON *batch_json(struct server *srv, const struct store_batch *b)
                             b->input_tokens ? (double)b->cached_tokens / (double)b->input_tokens : 0.0);
     /* cost at the model's configured prices (--config price_input/price_output), null when
      * it has none */
-    struct sched *s = b->model ? sched_by_model(srv, b->model) : NULL;
+    struct sched *s = b->model ? server_sched_by_model(srv, b->model) : NULL;
     struct backend *be = s ? sched_backend(s) : NULL;
     double batch = be ? backend_cost(be, b->input_tokens, b->output_tokens, true) : -1;
     double rt = be ? backend_cost(be, b->input_tokens, b->output_tokens, false) : -1;

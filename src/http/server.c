@@ -57,7 +57,7 @@ static void req_completed(void *cls, struct MHD_Connection *c, void **con_cls, e
     if (r->counted)
         atomic_fetch_sub(&r->srv->inflight, 1);
     if (r->job)
-        job_unref(r->job); /* ended before its answer (the server stopping) */
+        generate_job_unref(r->job); /* ended before its answer (the server stopping) */
     buf_release(&r->body);
     upload_free(r->up);
     free(r);
@@ -69,14 +69,14 @@ static void req_completed(void *cls, struct MHD_Connection *c, void **con_cls, e
 
 
 
-const char *query(struct route_ctx *x, const char *k)
+const char *server_query(struct route_ctx *x, const char *k)
 {
     return MHD_lookup_connection_value(x->c, MHD_GET_ARGUMENT_KIND, k);
 }
 
-int parse_limit(struct route_ctx *x, int lo, int hi, int def, int *out)
+int server_query_limit(struct route_ctx *x, int lo, int hi, int def, int *out)
 {
-    const char *v = query(x, "limit");
+    const char *v = server_query(x, "limit");
     if (!v) {
         *out = def;
         return NS_OK;
@@ -90,7 +90,7 @@ int parse_limit(struct route_ctx *x, int lo, int hi, int def, int *out)
     return NS_OK;
 }
 
-struct sched *sched_by_model(struct server *s, const char *model)
+struct sched *server_sched_by_model(struct server *s, const char *model)
 {
     for (int i = 0; i < s->n_scheds; i++)
         if (strcmp(sched_model_name(s->scheds[i]), model) == 0)
@@ -103,7 +103,7 @@ static enum MHD_Result h_health(struct route_ctx *x)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", "ok");
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
 /* GET /ready: a model is loaded and the store takes writes */
@@ -121,7 +121,7 @@ static enum MHD_Result h_ready(struct route_ctx *x)
     if (!writable)
         cJSON_AddStringToObject(o, "reason", "the store refuses writes (disk full?)");
     cJSON_AddNumberToObject(o, "models", x->srv->n_scheds);
-    return send_json(x->c, ok ? 200 : 503, o);
+    return respond_json(x->c, ok ? 200 : 503, o);
 }
 
 static cJSON *model_json(struct sched *s)
@@ -141,16 +141,16 @@ static enum MHD_Result h_models(struct route_ctx *x)
     cJSON *d = cJSON_AddArrayToObject(o, "data");
     for (int i = 0; i < x->srv->n_scheds; i++)
         cJSON_AddItemToArray(d, model_json(x->srv->scheds[i]));
-    return send_json(x->c, 200, o);
+    return respond_json(x->c, 200, o);
 }
 
 static enum MHD_Result h_model_get(struct route_ctx *x)
 {
-    struct sched *s = sched_by_model(x->srv, x->ids[0]);
+    struct sched *s = server_sched_by_model(x->srv, x->ids[0]);
     if (!s)
-        return send_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
+        return respond_oai_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
                           "The model '%.100s' does not exist or you do not have access to it.", x->ids[0]);
-    return send_json(x->c, 200, model_json(s));
+    return respond_json(x->c, 200, model_json(s));
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
@@ -165,51 +165,51 @@ static const struct route {
 } routes[] = {
     {"GET", "/health", BODY_NONE, h_health},
     {"GET", "/ready", BODY_NONE, h_ready},
-    {"GET", "/metrics", BODY_NONE, h_metrics},
+    {"GET", "/metrics", BODY_NONE, metrics_prometheus},
     {"GET", "/v1/models", BODY_NONE, h_models},
     {"GET", "/v1/models/*", BODY_NONE, h_model_get},
-    {"POST", "/v1/chat/completions", BODY_JSON, h_chat},
-    {"POST", "/v1/completions", BODY_JSON, h_completions},
-    {"POST", "/v1/embeddings", BODY_JSON, h_embeddings},
-    {"POST", "/v1/files", BODY_MULTIPART, h_file_upload},
-    {"GET", "/v1/files", BODY_NONE, h_file_list},
-    {"GET", "/v1/files/*", BODY_NONE, h_file_get},
-    {"GET", "/v1/files/*/content", BODY_NONE, h_file_content},
-    {"DELETE", "/v1/files/*", BODY_NONE, h_file_delete},
-    {"POST", "/v1/batches", BODY_JSON, h_batch_create},
-    {"POST", "/v1/deferred/chat/completions", BODY_JSON, h_deferred_chat},
-    {"POST", "/v1/deferred/completions", BODY_JSON, h_deferred_completions},
-    {"GET", "/v1/deferred/*", BODY_NONE, h_deferred_get},
-    {"GET", "/v1/batches", BODY_NONE, h_batch_list},
-    {"GET", "/v1/batches/*", BODY_NONE, h_batch_get},
-    {"POST", "/v1/batches/*/cancel", BODY_NONE, h_batch_cancel},
-    {"POST", "/v1/batches/*/retry", BODY_NONE, h_batch_retry},
-    {"GET", "/v1/batches/*/output", BODY_NONE, h_batch_output},
-    {"GET", "/v1/batches/*/errors", BODY_NONE, h_batch_errors},
-    {"POST", "/v1/messages", BODY_JSON, h_messages},
-    {"POST", "/v1/messages/batches", BODY_JSON, h_ant_batch_create},
-    {"GET", "/v1/messages/batches", BODY_NONE, h_ant_batch_list},
-    {"GET", "/v1/messages/batches/*", BODY_NONE, h_ant_batch_get},
-    {"POST", "/v1/messages/batches/*/cancel", BODY_NONE, h_ant_batch_cancel},
-    {"GET", "/v1/messages/batches/*/results", BODY_NONE, h_ant_batch_results},
-    {"DELETE", "/v1/messages/batches/*", BODY_NONE, h_ant_batch_delete},
-    {"GET", "/", BODY_NONE, h_root},
-    {"GET", "/dashboard/*", BODY_NONE, h_dashboard_file},
-    {"GET", "/v1/nightshift/stats", BODY_NONE, h_stats},
-    {"GET", "/v1/nightshift/webhooks", BODY_NONE, h_webhooks},
-    {"GET", "/api/version", BODY_NONE, h_ollama_version},
-    {"GET", "/api/tags", BODY_NONE, h_ollama_tags},
-    {"GET", "/api/ps", BODY_NONE, h_ollama_ps},
-    {"POST", "/api/show", BODY_JSON, h_ollama_show},
-    {"POST", "/api/chat", BODY_JSON, h_ollama_chat},
-    {"POST", "/api/generate", BODY_JSON, h_ollama_generate},
-    {"POST", "/api/embed", BODY_JSON, h_ollama_embed},
-    {"POST", "/api/embeddings", BODY_JSON, h_ollama_embed},
-    {"POST", "/api/pull", BODY_JSON, h_ollama_manage},
-    {"POST", "/api/push", BODY_JSON, h_ollama_manage},
-    {"POST", "/api/create", BODY_JSON, h_ollama_manage},
-    {"POST", "/api/copy", BODY_JSON, h_ollama_manage},
-    {"DELETE", "/api/delete", BODY_JSON, h_ollama_manage},
+    {"POST", "/v1/chat/completions", BODY_JSON, generate_chat},
+    {"POST", "/v1/completions", BODY_JSON, generate_completions},
+    {"POST", "/v1/embeddings", BODY_JSON, generate_embeddings},
+    {"POST", "/v1/files", BODY_MULTIPART, files_upload},
+    {"GET", "/v1/files", BODY_NONE, files_list},
+    {"GET", "/v1/files/*", BODY_NONE, files_get},
+    {"GET", "/v1/files/*/content", BODY_NONE, files_content},
+    {"DELETE", "/v1/files/*", BODY_NONE, files_delete},
+    {"POST", "/v1/batches", BODY_JSON, batches_create},
+    {"POST", "/v1/deferred/chat/completions", BODY_JSON, batches_deferred_chat},
+    {"POST", "/v1/deferred/completions", BODY_JSON, batches_deferred_completions},
+    {"GET", "/v1/deferred/*", BODY_NONE, batches_deferred_get},
+    {"GET", "/v1/batches", BODY_NONE, batches_list},
+    {"GET", "/v1/batches/*", BODY_NONE, batches_get},
+    {"POST", "/v1/batches/*/cancel", BODY_NONE, batches_cancel},
+    {"POST", "/v1/batches/*/retry", BODY_NONE, batches_retry},
+    {"GET", "/v1/batches/*/output", BODY_NONE, batches_output},
+    {"GET", "/v1/batches/*/errors", BODY_NONE, batches_errors},
+    {"POST", "/v1/messages", BODY_JSON, generate_messages},
+    {"POST", "/v1/messages/batches", BODY_JSON, msgbatches_create},
+    {"GET", "/v1/messages/batches", BODY_NONE, batches_ant_list},
+    {"GET", "/v1/messages/batches/*", BODY_NONE, batches_ant_get},
+    {"POST", "/v1/messages/batches/*/cancel", BODY_NONE, batches_ant_cancel},
+    {"GET", "/v1/messages/batches/*/results", BODY_NONE, batches_ant_results},
+    {"DELETE", "/v1/messages/batches/*", BODY_NONE, batches_ant_delete},
+    {"GET", "/", BODY_NONE, metrics_root},
+    {"GET", "/dashboard/*", BODY_NONE, metrics_dashboard_file},
+    {"GET", "/v1/nightshift/stats", BODY_NONE, metrics_stats},
+    {"GET", "/v1/nightshift/webhooks", BODY_NONE, metrics_webhooks},
+    {"GET", "/api/version", BODY_NONE, generate_ollama_version},
+    {"GET", "/api/tags", BODY_NONE, generate_ollama_tags},
+    {"GET", "/api/ps", BODY_NONE, generate_ollama_ps},
+    {"POST", "/api/show", BODY_JSON, generate_ollama_show},
+    {"POST", "/api/chat", BODY_JSON, generate_ollama_chat},
+    {"POST", "/api/generate", BODY_JSON, generate_ollama_generate},
+    {"POST", "/api/embed", BODY_JSON, generate_ollama_embed},
+    {"POST", "/api/embeddings", BODY_JSON, generate_ollama_embed},
+    {"POST", "/api/pull", BODY_JSON, generate_ollama_manage},
+    {"POST", "/api/push", BODY_JSON, generate_ollama_manage},
+    {"POST", "/api/create", BODY_JSON, generate_ollama_manage},
+    {"POST", "/api/copy", BODY_JSON, generate_ollama_manage},
+    {"DELETE", "/api/delete", BODY_JSON, generate_ollama_manage},
 };
 
 /* match url against pattern; ids filled for each "*" */
@@ -287,7 +287,7 @@ static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, const s
     char msg[600];
     snprintf(msg, sizeof(msg), "Method %.20s is not allowed on %.200s; it takes %s.", method, url, allow);
     cJSON *body = d->error(NS_ERR_METHOD, msg, NULL, "method_not_allowed");
-    char *text = json_print(body);
+    char *text = respond_json_print(body);
     if (!text)
         return MHD_NO;
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
@@ -470,7 +470,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct req *r = *con_cls;
     /* errors in the shape of the API the path belongs to */
     const struct dialect *dl = dialect_of_path(url);
-#define EARLY_ERROR(status, param, code, ...) send_shaped_error(c, dl, (status), (param), (code), __VA_ARGS__)
+#define EARLY_ERROR(status, param, code, ...) respond_error(c, dl, (status), (param), (code), __VA_ARGS__)
 #define AUTH_MESSAGE (dl->auth_message)
     if (!r) {
         /* Host, Origin, CORS preflight (httpguard.h): before the key, since a browser's
@@ -493,7 +493,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* Decided on the headers (issue 27.7): a request without a valid key is answered 401
          * before one byte of its body is read or stored; MHD then closes the connection
          * instead of reading the body it was not given a chance to consume. */
-        if (!public_route(method, url) && !server_auth(s, c, &x))
+        if (!metrics_public_route(method, url) && !server_auth(s, c, &x))
             return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL, "%s", AUTH_MESSAGE);
         r = calloc(1, sizeof(*r));
         if (!r)
@@ -501,7 +501,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->srv = s;
         r->t_start = clock_now();
         /* Message Batches carry their requests inline: up to 256 MB, as at Anthropic */
-        buf_init(&r->body, rt && rt->fn == h_ant_batch_create ? ANT_MAX_BYTES : s->p.max_body);
+        buf_init(&r->body, rt && rt->fn == msgbatches_create ? ANT_MAX_BYTES : s->p.max_body);
         *con_cls = r;
         if (atomic_load(&s->draining)) {
             /* shutting down: read the body (so the answer reaches the client), then refuse */
@@ -557,7 +557,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     /* the whole request is in: answer (in the error shape of the API the path belongs to);
      * the key is checked again (it may have been revoked while the body came in) */
-    if (!public_route(method, url) && !server_auth(s, c, &x))
+    if (!metrics_public_route(method, url) && !server_auth(s, c, &x))
         return EARLY_ERROR(NS_ERR_AUTH, NULL, NULL, "%s", AUTH_MESSAGE);
     if (!rt) {
         if (path_known)
@@ -646,7 +646,7 @@ int server_start(struct server_params p, struct store *st, struct sched **scheds
     }
     /* Event-driven: a small pool of threads, each with its own epoll set (MHD_USE_AUTO picks
      * epoll on Linux), serves every connection; a request waiting for its model holds a
-     * suspended connection, not a thread (job_suspend). A thread per connection cost each
+     * suspended connection, not a thread (generate_job_suspend). A thread per connection cost each
      * forwarded request two thread wake-ups (bench/forward.mjs). MHD_USE_ITC: resumes and
      * server_drain() wake the pool. */
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_AUTO |
@@ -689,7 +689,7 @@ int server_start(struct server_params p, struct store *st, struct sched **scheds
     pthread_mutex_init(&s->smu, NULL);
     pthread_cond_init(&s->scv, NULL);
     s->ring = calloc(SAMPLES, sizeof(*s->ring));
-    s->sampler_started = s->ring && pthread_create(&s->sampler, NULL, sampler_thread, s) == 0;
+    s->sampler_started = s->ring && pthread_create(&s->sampler, NULL, metrics_sampler_thread, s) == 0;
     if (!s->sampler_started)
         log_event(LOG_WARN, NULL, NULL, "no dashboard history (cannot start the sampler)");
     *out = s;

@@ -116,7 +116,7 @@ struct req {
     char early_msg[200];
     struct buf body;
     struct upload *up;
-    /* a handler that waits for a job (h_generate, h_embeddings) suspends the connection;
+    /* a handler that waits for a job (h_generate, generate_embeddings) suspends the connection;
      * once resumed, MHD calls on_request again and answer(c, job, flavor) replies with the
      * job's result (and drops the reference) */
     enum MHD_Result (*answer)(struct MHD_Connection *c, struct job *j, int flavor);
@@ -125,9 +125,9 @@ struct req {
 };
 
 /* errors in a dialect's shape (proto/dialect.h); the three that routes name directly */
-#define send_error(c, status, param, code, ...) send_shaped_error((c), &dialect_openai, (status), (param), (code), __VA_ARGS__)
-#define send_ant_error(c, status, ...) send_shaped_error((c), &dialect_anthropic, (status), NULL, NULL, __VA_ARGS__)
-#define send_ollama_error(c, status, ...) send_shaped_error((c), &dialect_ollama, (status), NULL, NULL, __VA_ARGS__)
+#define respond_oai_error(c, status, param, code, ...) respond_error((c), &dialect_openai, (status), (param), (code), __VA_ARGS__)
+#define respond_ant_error(c, status, ...) respond_error((c), &dialect_anthropic, (status), NULL, NULL, __VA_ARGS__)
+#define respond_ollama_error(c, status, ...) respond_error((c), &dialect_ollama, (status), NULL, NULL, __VA_ARGS__)
 
 #define MAX_IDS 2
 
@@ -157,83 +157,83 @@ enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES, GEN_OLLAMA_CHAT, GEN_O
 /* ---- shared functions, by the file that defines them ----------------------------------- */
 
 /* server.c */
-int parse_limit(struct route_ctx *x, int lo, int hi, int def, int *out);
-const char *query(struct route_ctx *x, const char *k);
-struct sched *sched_by_model(struct server *s, const char *model);
+int server_query_limit(struct route_ctx *x, int lo, int hi, int def, int *out);
+const char *server_query(struct route_ctx *x, const char *k);
+struct sched *server_sched_by_model(struct server *s, const char *model);
 
 /* respond.c */
-void add_str_or_null(cJSON *o, const char *k, const char *v);
-void add_ts(cJSON *o, const char *k, int64_t v);
-cJSON *batch_json(struct server *srv, const struct store_batch *b);
-cJSON *file_json(const struct store_file *f);
-char *json_print(cJSON *o);
-enum MHD_Result send_bytes(struct MHD_Connection *c, unsigned code, const char *type, const char *p, size_t len);
-enum MHD_Result send_json(struct MHD_Connection *c, unsigned code, cJSON *o);
-enum MHD_Result send_quota_refusal(struct MHD_Connection *c, const struct dialect *d, const struct quota_refusal *why);
-enum MHD_Result send_shaped_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
+void respond_add_str_or_null(cJSON *o, const char *k, const char *v);
+void respond_add_ts(cJSON *o, const char *k, int64_t v);
+cJSON *respond_batch_json(struct server *srv, const struct store_batch *b);
+cJSON *respond_file_json(const struct store_file *f);
+char *respond_json_print(cJSON *o);
+enum MHD_Result respond_bytes(struct MHD_Connection *c, unsigned code, const char *type, const char *p, size_t len);
+enum MHD_Result respond_json(struct MHD_Connection *c, unsigned code, cJSON *o);
+enum MHD_Result respond_quota_refusal(struct MHD_Connection *c, const struct dialect *d, const struct quota_refusal *why);
+enum MHD_Result respond_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
                                   const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *type, char *text);
+enum MHD_Result respond_text(struct MHD_Connection *c, unsigned code, const char *type, char *text);
 
 /* generate.c */
-enum MHD_Result h_chat(struct route_ctx *x);
-enum MHD_Result h_completions(struct route_ctx *x);
-enum MHD_Result h_embeddings(struct route_ctx *x);
-enum MHD_Result h_messages(struct route_ctx *x);
-enum MHD_Result h_ollama_chat(struct route_ctx *x);
-enum MHD_Result h_ollama_embed(struct route_ctx *x);
-enum MHD_Result h_ollama_generate(struct route_ctx *x);
-enum MHD_Result h_ollama_manage(struct route_ctx *x);
-enum MHD_Result h_ollama_ps(struct route_ctx *x);
-enum MHD_Result h_ollama_root(struct route_ctx *x);
-enum MHD_Result h_ollama_show(struct route_ctx *x);
-enum MHD_Result h_ollama_tags(struct route_ctx *x);
-enum MHD_Result h_ollama_version(struct route_ctx *x);
-void job_suspend(struct job *j);
-void job_unref(struct job *j);
+enum MHD_Result generate_chat(struct route_ctx *x);
+enum MHD_Result generate_completions(struct route_ctx *x);
+enum MHD_Result generate_embeddings(struct route_ctx *x);
+enum MHD_Result generate_messages(struct route_ctx *x);
+enum MHD_Result generate_ollama_chat(struct route_ctx *x);
+enum MHD_Result generate_ollama_embed(struct route_ctx *x);
+enum MHD_Result generate_ollama_generate(struct route_ctx *x);
+enum MHD_Result generate_ollama_manage(struct route_ctx *x);
+enum MHD_Result generate_ollama_ps(struct route_ctx *x);
+enum MHD_Result generate_ollama_root(struct route_ctx *x);
+enum MHD_Result generate_ollama_show(struct route_ctx *x);
+enum MHD_Result generate_ollama_tags(struct route_ctx *x);
+enum MHD_Result generate_ollama_version(struct route_ctx *x);
+void generate_job_suspend(struct job *j);
+void generate_job_unref(struct job *j);
 
 /* files.c */
-enum MHD_Result h_file_content(struct route_ctx *x);
-enum MHD_Result h_file_delete(struct route_ctx *x);
-enum MHD_Result h_file_get(struct route_ctx *x);
-enum MHD_Result h_file_list(struct route_ctx *x);
-enum MHD_Result h_file_upload(struct route_ctx *x);
-const char *owner_filter(const struct route_ctx *x);
-bool owner_ok(const struct route_ctx *x, const char *owner);
+enum MHD_Result files_content(struct route_ctx *x);
+enum MHD_Result files_delete(struct route_ctx *x);
+enum MHD_Result files_get(struct route_ctx *x);
+enum MHD_Result files_list(struct route_ctx *x);
+enum MHD_Result files_upload(struct route_ctx *x);
+const char *files_owner_filter(const struct route_ctx *x);
+bool files_owner_ok(const struct route_ctx *x, const char *owner);
 
 /* batches.c */
-int batch_quota_admit(struct route_ctx *x, const char *batch_id, const char *path, const struct buf *jsonl,
+int batches_quota_admit(struct route_ctx *x, const char *batch_id, const char *path, const struct buf *jsonl,
                              struct quota_refusal *why);
-enum MHD_Result h_ant_batch_cancel(struct route_ctx *x);
-enum MHD_Result h_ant_batch_delete(struct route_ctx *x);
-enum MHD_Result h_ant_batch_get(struct route_ctx *x);
-enum MHD_Result h_ant_batch_list(struct route_ctx *x);
-enum MHD_Result h_ant_batch_results(struct route_ctx *x);
-enum MHD_Result h_batch_cancel(struct route_ctx *x);
-enum MHD_Result h_batch_create(struct route_ctx *x);
-enum MHD_Result h_batch_errors(struct route_ctx *x);
-enum MHD_Result h_batch_get(struct route_ctx *x);
-enum MHD_Result h_batch_list(struct route_ctx *x);
-enum MHD_Result h_batch_output(struct route_ctx *x);
-enum MHD_Result h_batch_retry(struct route_ctx *x);
-enum MHD_Result h_deferred_chat(struct route_ctx *x);
-enum MHD_Result h_deferred_completions(struct route_ctx *x);
-enum MHD_Result h_deferred_get(struct route_ctx *x);
+enum MHD_Result batches_ant_cancel(struct route_ctx *x);
+enum MHD_Result batches_ant_delete(struct route_ctx *x);
+enum MHD_Result batches_ant_get(struct route_ctx *x);
+enum MHD_Result batches_ant_list(struct route_ctx *x);
+enum MHD_Result batches_ant_results(struct route_ctx *x);
+enum MHD_Result batches_cancel(struct route_ctx *x);
+enum MHD_Result batches_create(struct route_ctx *x);
+enum MHD_Result batches_errors(struct route_ctx *x);
+enum MHD_Result batches_get(struct route_ctx *x);
+enum MHD_Result batches_list(struct route_ctx *x);
+enum MHD_Result batches_output(struct route_ctx *x);
+enum MHD_Result batches_retry(struct route_ctx *x);
+enum MHD_Result batches_deferred_chat(struct route_ctx *x);
+enum MHD_Result batches_deferred_completions(struct route_ctx *x);
+enum MHD_Result batches_deferred_get(struct route_ctx *x);
 
 /* msgbatches.c */
-cJSON *ant_batch_json(struct server *srv, const struct store_batch *b);
-enum MHD_Result h_ant_batch_create(struct route_ctx *x);
-int inline_batch_create(struct route_ctx *x, const struct buf *jsonl, int n, const char *endpoint,
+cJSON *msgbatches_json(struct server *srv, const struct store_batch *b);
+enum MHD_Result msgbatches_create(struct route_ctx *x);
+int msgbatches_inline_create(struct route_ctx *x, const struct buf *jsonl, int n, const char *endpoint,
                                const char *id_prefix, const char *filename, const char *metadata, struct store_batch *b,
                                struct quota_refusal *why, char *err, size_t errlen);
-int inline_line(struct buf *jsonl, const char *custom_id, const char *url, const cJSON *body);
+int msgbatches_inline_line(struct buf *jsonl, const char *custom_id, const char *url, const cJSON *body);
 
 /* metrics.c */
-enum MHD_Result h_dashboard_file(struct route_ctx *x);
-enum MHD_Result h_metrics(struct route_ctx *x);
-enum MHD_Result h_root(struct route_ctx *x);
-enum MHD_Result h_stats(struct route_ctx *x);
-enum MHD_Result h_webhooks(struct route_ctx *x);
-bool public_route(const char *method, const char *url);
-void *sampler_thread(void *arg);
+enum MHD_Result metrics_dashboard_file(struct route_ctx *x);
+enum MHD_Result metrics_prometheus(struct route_ctx *x);
+enum MHD_Result metrics_root(struct route_ctx *x);
+enum MHD_Result metrics_stats(struct route_ctx *x);
+enum MHD_Result metrics_webhooks(struct route_ctx *x);
+bool metrics_public_route(const char *method, const char *url);
+void *metrics_sampler_thread(void *arg);
 
 #endif
