@@ -122,10 +122,34 @@ static size_t bb_on_data(char *p, size_t sz, size_t n, void *ud)
     return buf_append(ud, p, sz * n) == NS_OK ? sz * n : 0;
 }
 
+/* the multipart form of a batch input file upload (purpose=batch, file=the JSONL) */
+static curl_mime *bb_upload_form(CURL *e, const struct buf *jsonl)
+{
+    curl_mime *mime = curl_mime_init(e);
+    curl_mimepart *part = mime ? curl_mime_addpart(mime) : NULL;
+    if (!part)
+        goto fail;
+    curl_mime_name(part, "purpose");
+    curl_mime_data(part, "batch", CURL_ZERO_TERMINATED);
+    if (!(part = curl_mime_addpart(mime)))
+        goto fail;
+    curl_mime_name(part, "file");
+    curl_mime_filename(part, "nightshift-batch.jsonl");
+    curl_mime_type(part, "application/jsonl");
+    if (curl_mime_data(part, jsonl->p ? jsonl->p : "", jsonl->len) != CURLE_OK)
+        goto fail;
+    return mime;
+fail:
+    curl_mime_free(mime);
+    return NULL;
+}
+
 /* One call, retried on network errors and retryable codes with backoff. *code is the final
- * HTTP status; out holds its body. */
-static int bb_http(struct batch_backend *bb, const char *method, const char *url, const char *json, curl_mime *mime,
-                   struct buf *out, long *code, char *err, size_t errlen)
+ * HTTP status; out holds its body. upload: a JSONL file to send as a multipart form, built
+ * anew for each try (a form libcurl has sent once is not sent again after
+ * curl_easy_reset: the retry would send its headers only and wait out the timeout). */
+static int bb_http(struct batch_backend *bb, const char *method, const char *url, const char *json,
+                   const struct buf *upload, struct buf *out, long *code, char *err, size_t errlen)
 {
     CURL *e = bb->easy;
     char eb[CURL_ERROR_SIZE];
@@ -133,6 +157,11 @@ static int bb_http(struct batch_backend *bb, const char *method, const char *url
         buf_reset(out);
         curl_easy_reset(e);
         eb[0] = '\0';
+        curl_mime *mime = NULL;
+        if (upload && !(mime = bb_upload_form(e, upload))) {
+            snprintf(err, errlen, "%s %s: out of memory", method, url);
+            return NS_ERR_NOMEM;
+        }
         struct curl_slist *h = mime ? bb->hdrs_form : bb->hdrs;
         curl_easy_setopt(e, CURLOPT_URL, url);
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
@@ -153,6 +182,8 @@ static int bb_http(struct batch_backend *bb, const char *method, const char *url
         CURLcode cc = curl_easy_perform(e);
         *code = 0;
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, code);
+        curl_easy_setopt(e, CURLOPT_MIMEPOST, NULL);
+        curl_mime_free(mime);
         pthread_mutex_lock(&bb->mu);
         bb->stats.attempts++;
         bb->stats.retries += attempt > 1;
@@ -180,14 +211,14 @@ static int bb_http(struct batch_backend *bb, const char *method, const char *url
 }
 
 /* GET/POST url and parse a JSON object answer; 0 ok */
-static int bb_json_call(struct batch_backend *bb, const char *method, const char *url, const char *json, curl_mime *mime,
-                        cJSON **out, char *err, size_t errlen)
+static int bb_json_call(struct batch_backend *bb, const char *method, const char *url, const char *json,
+                        const struct buf *upload, cJSON **out, char *err, size_t errlen)
 {
     struct buf b;
     long code;
     buf_init(&b, BB_MAX_RESPONSE);
     *out = NULL;
-    int rc = bb_http(bb, method, url, json, mime, &b, &code, err, errlen);
+    int rc = bb_http(bb, method, url, json, upload, &b, &code, err, errlen);
     if (rc == NS_OK && code != 200) {
         char m[300];
         cJSON *o = cJSON_ParseWithLength(b.p ? b.p : "", b.len);
@@ -352,7 +383,6 @@ static int oa_submit(struct batch_backend *bb, struct bb_batch *b, char *err, si
     struct buf jl;
     buf_init(&jl, BB_MAX_RESPONSE); /* OpenAI takes files up to 200 MB */
     cJSON *o = NULL;
-    curl_mime *mime = NULL;
     const char *endpoint = b->chat ? "/v1/chat/completions" : "/v1/completions";
     for (struct bb_job *j = b->jobs; j; j = j->next) {
         cJSON *line = cJSON_CreateObject();
@@ -370,17 +400,8 @@ static int oa_submit(struct batch_backend *bb, struct bb_batch *b, char *err, si
         free(s);
     }
     char url[1200];
-    mime = curl_mime_init(bb->easy);
-    curl_mimepart *part = curl_mime_addpart(mime);
-    curl_mime_name(part, "purpose");
-    curl_mime_data(part, "batch", CURL_ZERO_TERMINATED);
-    part = curl_mime_addpart(mime);
-    curl_mime_name(part, "file");
-    curl_mime_filename(part, "nightshift-batch.jsonl");
-    curl_mime_type(part, "application/jsonl");
-    curl_mime_data(part, jl.p ? jl.p : "", jl.len);
     snprintf(url, sizeof(url), "%s/files", bb->url);
-    if ((rc = bb_json_call(bb, "POST", url, NULL, mime, &o, err, errlen)))
+    if ((rc = bb_json_call(bb, "POST", url, NULL, &jl, &o, err, errlen)))
         goto out;
     const char *file_id = bb_str(o, "id");
     if (!file_id) {
@@ -409,8 +430,6 @@ static int oa_submit(struct batch_backend *bb, struct bb_batch *b, char *err, si
     }
     snprintf(b->id, sizeof(b->id), "%s", bb_str(o, "id"));
 out:
-    if (mime)
-        curl_mime_free(mime);
     cJSON_Delete(o);
     buf_release(&jl);
     return rc;

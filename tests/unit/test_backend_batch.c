@@ -651,11 +651,15 @@ static void test_openai_batch_failed_upstream(void **state)
     ops->free(impl);
 }
 
-/* bad answers while polling, downloading: retried, the lines still finish */
+/* bad answers while submitting, polling, downloading: retried, the lines still finish */
 static void test_openai_bad_answers_retried(void **state)
 {
     (void)state;
     const struct backend_ops *ops = &backend_openai_batch_ops;
+    /* retried inside the call: the upload form must go again whole (it once went as
+     * headers only, and the call waited out its timeout) */
+    g_m.files_fail[0] = 503;
+    g_m.files_fail[1] = 429;
     g_m.poll_fail = 1;       /* a 404 poll: polled again */
     g_m.download_fail = 1;   /* a 404 download: fetched again */
     void *impl = be_init(ops, NULL);
@@ -663,7 +667,11 @@ static void test_openai_bad_answers_retried(void **state)
     be_run(ops, impl);
     assert_int_equal(g_s.status[a], NS_OK);
     assert_int_equal(g_s.attempts[a], 1); /* one upstream batch */
+    assert_int_equal(g_m.n_files, 3);
     assert_int_equal(g_m.n_uploads, 1);
+    struct backend_stats st;
+    ops->get_stats(impl, &st);
+    assert_int_equal(st.rate_limited, 1);
     ops->free(impl);
 }
 
