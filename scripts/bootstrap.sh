@@ -103,6 +103,17 @@ if [ ! -f "$PREFIX/.lib-ok" ]; then
     touch "$PREFIX/.lib-ok"
 fi
 
+# llama.cpp's common library (chat templates, tool-call formats and parsers, reasoning,
+# JSON Schema -> grammar), which src/engine/chat.cpp wraps; its headers are read from $SRC
+if [ ! -f "$PREFIX/.common-ok" ]; then
+    say "building llama.cpp's common library (chat templates, tool calls, schemas)"
+    cmake --build "$BUILD" --target llama-common -j"$(nproc)" >"$PREFIX/build-common.log" 2>&1 \
+        || { tail -40 "$PREFIX/build-common.log"; exit 1; }
+    mkdir -p "$PREFIX/lib"
+    cp "$BUILD/common/libllama-common.a" "$BUILD/common/libllama-common-base.a" "$PREFIX/lib/"
+    touch "$PREFIX/.common-ok"
+fi
+
 if [ "$WANT_TOOLS" = 1 ] && [ ! -f "$PREFIX/.tools-ok" ]; then
     say "building llama-server and llama-batched-bench (benchmark anchors)"
     cmake --build "$BUILD" --target llama-server llama-batched-bench -j"$(nproc)" >"$PREFIX/build-tools.log" 2>&1 \
