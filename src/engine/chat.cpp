@@ -479,6 +479,12 @@ int chat_stream_feed(struct chat_stream *s, const char *text, size_t len, bool f
 
 const struct chat_msg *chat_stream_msg(const struct chat_stream *s) { return &s->out; }
 
+void chat_stream_take(struct chat_stream *s, struct chat_msg *out)
+{
+    *out = s->out;
+    memset(&s->out, 0, sizeof(s->out));
+}
+
 int chat_schema_grammar(const char *schema_json, char **out, char *err, size_t errlen)
 {
     *out = nullptr;

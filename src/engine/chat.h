@@ -118,6 +118,8 @@ int chat_stream_feed(struct chat_stream *s, const char *text, size_t len, bool f
                      int *n, char *err, size_t errlen);
 /* the whole message so far (after final: the answer) */
 const struct chat_msg *chat_stream_msg(const struct chat_stream *s);
+/* after final: the answer moves to *out (the caller releases it), so ids stay as streamed */
+void chat_stream_take(struct chat_stream *s, struct chat_msg *out);
 
 /* JSON Schema (text) -> GBNF, as llama.cpp converts it (numeric bounds, format, pattern,
  * allOf/anyOf/oneOf, $ref, ...). NS_ERR_INVALID with llama.cpp's words naming what it cannot

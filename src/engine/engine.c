@@ -27,12 +27,14 @@
 #include "gguf.h"
 #include "llama.h"
 
+#include "chat.h"
 #include "prefix.h"
 
 #include "../util/buf.h"
 #include "../util/status.h"
 #include "../util/utf8.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -63,6 +65,12 @@ struct slot {
     bool eog_masked;                /* EOS suppressed for the whole request */
     int stop_index;                 /* the stop string that ended it, -1 none */
     struct llama_sampler *smpl;     /* NULL: greedy argmax */
+    /* a chat request: its rendered prompt's grammar, triggers, preserved tokens, stops and
+     * parser (owned by the slot, or by its group for request.n > 1), and the stream reading
+     * its output back (streaming only) */
+    struct chat_prompt *chat;
+    bool chat_owned;
+    struct chat_stream *cs;
     struct buf text;
     size_t sent;                    /* bytes of text passed to token() */
     size_t clean;                   /* bytes of text known valid UTF-8 (streaming); sent <= clean */
@@ -82,6 +90,7 @@ struct slot {
 struct group_choice {
     char *text;
     size_t text_len;
+    struct chat_msg msg;            /* a chat request's answer read back */
     struct engine_token_logprob *lp;
     int n_lp;
     char *lp_text;
@@ -102,6 +111,7 @@ struct group {
     int n_prompt, cached;           /* choice 0's */
     double t_admit, t_first;
     struct group_choice ch[ENGINE_MAX_CHOICES];
+    struct chat_prompt *chat;       /* a chat request's, shared by its choices */
     struct group *next;             /* on e->pending while seated < n */
 };
 
@@ -113,7 +123,7 @@ struct engine {
     struct llama_batch batch;
     int n_ctx, n_ctx_seq, n_vocab;
     int max_piece;                  /* the most bytes one token stands for (specials included) */
-    char *tmpl;                     /* chat template passed to llama_chat_apply_template */
+    struct chat_templates *chat;    /* the model's chat template (chat.h); NULL for embeddings */
     char tmpl_label[64];
     llama_token *eog;               /* end-of-generation tokens */
     int n_eog;
@@ -190,100 +200,6 @@ struct engine_params engine_default_params(void)
     return p;
 }
 
-void engine_request_init(struct engine_request *r)
-{
-    memset(r, 0, sizeof(*r));
-    r->max_tokens = -1;
-    r->temperature = 1.0f;
-    r->top_p = 1.0f;
-    r->repetition_penalty = 1.0f;
-}
-
-/* engine_result_copy's allocations: one list of blocks, freed together */
-struct result_owned {
-    int n;
-    void *p[5 + 3 * ENGINE_MAX_CHOICES];
-};
-
-static void *result_dup(struct result_owned *o, const void *p, size_t n, bool nul)
-{
-    char *d = malloc(n + (nul ? 1 : 0) + 1);
-    if (!d)
-        return NULL;
-    if (n)
-        memcpy(d, p, n);
-    if (nul)
-        d[n] = '\0';
-    o->p[o->n++] = d;
-    return d;
-}
-
-int engine_result_copy(struct engine_result *dst, const struct engine_result *src)
-{
-    struct result_owned *o = calloc(1, sizeof(*o));
-    *dst = *src;
-    dst->owned_ = o;
-    dst->choices = NULL;
-    if (!o)
-        goto fail;
-    if (!(dst->text = result_dup(o, src->text ? src->text : "", src->text_len, true)))
-        goto fail;
-    if (src->raw_body && !(dst->raw_body = result_dup(o, src->raw_body, src->raw_len, true)))
-        goto fail;
-    if (src->embedding && src->n_embed > 0 &&
-        !(dst->embedding = result_dup(o, src->embedding, sizeof(float) * (size_t)src->n_embed * (size_t)src->n_embd, false)))
-        goto fail;
-    int nc = src->n_choices > ENGINE_MAX_CHOICES ? ENGINE_MAX_CHOICES : src->n_choices;
-    dst->n_choices = nc;
-    struct engine_choice *ch = NULL;
-    if (nc > 0 && !(ch = result_dup(o, src->choices, sizeof(*ch) * (size_t)nc, false)))
-        goto fail;
-    dst->choices = ch;
-    for (int i = 0; i < nc; i++) {
-        const struct engine_choice *c = &src->choices[i];
-        if (!(ch[i].text = result_dup(o, c->text ? c->text : "", c->text_len, true)))
-            goto fail;
-        ch[i].logprobs = NULL;
-        ch[i].n_logprobs = 0;
-        ch[i].logprob_text = "";
-        if (c->n_logprobs > 0) {
-            if (!(ch[i].logprobs = result_dup(o, c->logprobs, sizeof(*c->logprobs) * (size_t)c->n_logprobs, false)) ||
-                !(ch[i].logprob_text = result_dup(o, c->logprob_text, c->logprob_text_len, true)))
-                goto fail;
-            ch[i].n_logprobs = c->n_logprobs;
-        }
-    }
-    if (nc > 0) {
-        /* the top-level fields are choice 0's */
-        dst->logprobs = ch[0].logprobs;
-        dst->n_logprobs = ch[0].n_logprobs;
-        dst->logprob_text = ch[0].logprob_text;
-    } else if (src->n_logprobs > 0) {
-        if (!(dst->logprobs = result_dup(o, src->logprobs, sizeof(*src->logprobs) * (size_t)src->n_logprobs, false)) ||
-            !(dst->logprob_text = result_dup(o, src->logprob_text, src->logprob_text_len, true)))
-            goto fail;
-    } else {
-        dst->logprobs = NULL;
-        dst->logprob_text = "";
-    }
-    return NS_OK;
-fail:
-    engine_result_release(dst);
-    return NS_ERR_NOMEM;
-}
-
-void engine_result_release(struct engine_result *r)
-{
-    struct result_owned *o = r->owned_;
-    if (o) {
-        for (int i = 0; i < o->n; i++)
-            free(o->p[i]);
-        free(o);
-    }
-    memset(r, 0, sizeof(*r));
-    r->text = "";
-}
-
 const char *engine_llama_version(void)
 {
     return llama_version();
@@ -343,61 +259,71 @@ int engine_peek_name(const char *path, char *out, size_t n, char *err, size_t er
 
 /* ---- chat template ------------------------------------------------------------------ */
 
-static int engine_render_chat(const struct engine *e, const struct engine_request *r, struct buf *out,
-                              char *err, size_t errlen)
+/* The conversation as chat.h's JSON: the request's own, or one made from its plain messages. */
+static char *engine_chat_json(const struct engine_request *r)
 {
-    struct llama_chat_message *msgs = calloc((size_t)r->n_messages, sizeof(*msgs));
-    size_t total = 0;
-    int rc = NS_OK;
-    if (!msgs)
-        return NS_ERR_NOMEM;
-    for (int i = 0; i < r->n_messages; i++) {
-        msgs[i].role = r->messages[i].role;
-        msgs[i].content = r->messages[i].content;
-        total += strlen(msgs[i].content) + strlen(msgs[i].role) + 16;
+    if (r->chat)
+        return strdup(r->chat);
+    cJSON *body = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(body, "messages");
+    for (int i = 0; msgs && i < r->n_messages; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddItemToArray(msgs, m);
+        cJSON_AddStringToObject(m, "role", r->messages[i].role);
+        cJSON_AddStringToObject(m, "content", r->messages[i].content);
     }
-    size_t cap = total * 2 + 256;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        buf_reset(out);
-        if ((rc = buf_reserve(out, cap)) != NS_OK)
-            goto out;
-        int32_t n = llama_chat_apply_template(e->tmpl, msgs, (size_t)r->n_messages, true, out->p,
-                                              (int32_t)(cap > INT32_MAX ? INT32_MAX : cap));
-        if (n < 0) {
-            snprintf(err, errlen, "the chat template '%s' cannot render these messages", e->tmpl_label);
-            rc = NS_ERR_INVALID;
-            goto out;
-        }
-        if ((size_t)n < cap) {
-            out->len = (size_t)n;
-            out->p[n] = '\0';
-            goto out;
-        }
-        cap = (size_t)n + 1;
-    }
-    rc = NS_ERR_INTERNAL;
-out:
-    free(msgs);
-    return rc;
+    char *text = msgs ? cJSON_PrintUnformatted(body) : NULL;
+    cJSON_Delete(body);
+    return text;
 }
 
-/* tokenize the request's prompt into *tok (malloc'd); returns count or < 0 */
-static int engine_tokenize(struct engine *e, const struct engine_request *r, llama_token **tok, char *err,
-                           size_t errlen)
+/* Render a chat request with the model's template (chat.h) into *out (malloc'd). */
+static int engine_render_chat(const struct engine *e, const struct engine_request *r, struct chat_prompt **out,
+                              char *err, size_t errlen)
+{
+    *out = NULL;
+    char *json = engine_chat_json(r);
+    struct chat_prompt *cp = calloc(1, sizeof(*cp));
+    int rc = json && cp ? chat_render(e->chat, e->model, json, cp, err, errlen) : NS_ERR_NOMEM;
+    free(json);
+    if (rc != NS_OK) {
+        if (rc == NS_ERR_NOMEM)
+            snprintf(err, errlen, "out of memory");
+        free(cp);
+        return rc;
+    }
+    *out = cp;
+    return NS_OK;
+}
+
+static void engine_chat_free(struct chat_prompt *cp)
+{
+    if (cp) {
+        chat_prompt_release(cp);
+        free(cp);
+    }
+}
+
+/* tokenize the request's prompt into *tok (malloc'd); returns count or < 0. A chat request
+ * is rendered first; its rendering goes to *chat when chat is not NULL (else freed). */
+static int engine_tokenize(struct engine *e, const struct engine_request *r, llama_token **tok,
+                           struct chat_prompt **chat, char *err, size_t errlen)
 {
     struct buf text;
     const char *s;
     size_t n;
     int rc;
+    struct chat_prompt *cp = NULL;
     *tok = NULL;
+    if (chat)
+        *chat = NULL;
     buf_init(&text, ENGINE_TEXT_MAX);
-    if (r->messages) {
-        if ((rc = engine_render_chat(e, r, &text, err, errlen)) != NS_OK) {
+    if (r->messages || r->chat) {
+        if ((rc = engine_render_chat(e, r, &cp, err, errlen)) != NS_OK) {
             buf_release(&text);
             return -rc;
         }
-        s = text.p;
-        n = text.len;
+        s = cp->text;
+        n = strlen(s);
     } else {
         s = r->prompt ? r->prompt : "";
         n = strlen(s);
@@ -411,12 +337,14 @@ static int engine_tokenize(struct engine *e, const struct engine_request *r, lla
                  e->n_ctx_seq, r->messages ? "messages" : "prompt", n, n / (size_t)e->max_piece,
                  r->messages ? "messages" : "prompt");
         buf_release(&text);
+        engine_chat_free(cp);
         return -NS_ERR_CONTEXT;
     }
     int cap = (int)n + 8;
     llama_token *t = malloc(sizeof(*t) * (size_t)cap);
     if (!t) {
         buf_release(&text);
+        engine_chat_free(cp);
         return -NS_ERR_NOMEM;
     }
     int got = llama_tokenize(e->vocab, s, (int32_t)n, t, cap, true, true);
@@ -426,6 +354,7 @@ static int engine_tokenize(struct engine *e, const struct engine_request *r, lla
         if (!t2) {
             free(t);
             buf_release(&text);
+            engine_chat_free(cp);
             return -NS_ERR_NOMEM;
         }
         t = t2;
@@ -434,37 +363,44 @@ static int engine_tokenize(struct engine *e, const struct engine_request *r, lla
     buf_release(&text);
     if (got < 0) {
         free(t);
+        engine_chat_free(cp);
         snprintf(err, errlen, "the prompt cannot be tokenized");
         return -NS_ERR_INVALID;
     }
     *tok = t;
+    if (chat)
+        *chat = cp;
+    else
+        engine_chat_free(cp);
     return got;
 }
 
 int engine_count_tokens(struct engine *e, const struct engine_request *r, char *err, size_t errlen)
 {
     llama_token *t;
-    int n = engine_tokenize(e, r, &t, err, errlen);
+    int n = engine_tokenize(e, r, &t, NULL, err, errlen);
     free(t);
     return n;
 }
 
 /* ---- init / free -------------------------------------------------------------------- */
 
-static void engine_pick_template(struct engine *e)
+/* The model's chat template (chat.h): its own Jinja template, the one the user gave (Jinja
+ * text, or a llama.cpp built-in name), or ChatML when the GGUF has none. */
+static int engine_pick_template(struct engine *e, char *err, size_t errlen)
 {
-    const char *own = llama_model_chat_template(e->model, NULL);
-    const char *want = e->p.chat_template ? e->p.chat_template : own;
-    struct llama_chat_message probe = {"user", "hi"};
-    if (want && llama_chat_apply_template(want, &probe, 1, true, NULL, 0) >= 0) {
-        e->tmpl = strdup(want);
-        snprintf(e->tmpl_label, sizeof(e->tmpl_label), "%s", e->p.chat_template ? e->p.chat_template : "model");
-        return;
-    }
-    /* No template, or one llama.cpp's built-in renderer does not know: ChatML is the
-     * most common format and is what most instruction-tuned GGUFs expect. */
-    e->tmpl = strdup("chatml");
-    snprintf(e->tmpl_label, sizeof(e->tmpl_label), "chatml (fallback)");
+    int rc = chat_templates_init(e->model, e->p.chat_template, &e->chat, err, errlen);
+    if (rc != NS_OK)
+        return rc;
+    const char *t = e->p.chat_template;
+    if (t && (strstr(t, "{%") || strstr(t, "{{")))
+        snprintf(e->tmpl_label, sizeof(e->tmpl_label), "file");
+    else if (t)
+        snprintf(e->tmpl_label, sizeof(e->tmpl_label), "%s", t);
+    else
+        snprintf(e->tmpl_label, sizeof(e->tmpl_label), "%s",
+                 chat_templates_fallback(e->chat) ? "chatml (fallback)" : "model");
+    return NS_OK;
 }
 
 int engine_init(struct engine_params p, struct engine **out, char *err, size_t errlen)
@@ -632,11 +568,8 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         if (llama_vocab_is_eog(e->vocab, t))
             e->eog[e->n_eog++] = t;
 
-    engine_pick_template(e);
-    if (!e->tmpl) {
-        rc = NS_ERR_NOMEM;
+    if (!p.embedding && (rc = engine_pick_template(e, err, errlen)) != NS_OK)
         goto out;
-    }
 
     struct engine_info *in = &e->info;
     if (llama_model_meta_val_str(e->model, "general.name", in->name, sizeof(in->name)) < 0 || !in->name[0]) {
@@ -696,6 +629,11 @@ static void slot_release(struct engine *e, struct slot *s)
         prefix_trie_remove(e->trie, id);
     if (s->smpl)
         llama_sampler_free(s->smpl);
+    if (s->chat_owned)
+        engine_chat_free(s->chat);
+    chat_stream_free(s->cs);
+    s->chat = NULL;
+    s->cs = NULL;
     buf_release(&s->text);
     free(s->lp);
     buf_release(&s->lp_text);
@@ -738,7 +676,7 @@ void engine_free(struct engine *e)
     if (e->model)
         llama_model_free(e->model);
     free(e->eog);
-    free(e->tmpl);
+    chat_templates_free(e->chat);
     free((char *)e->p.model_path);
     free((char *)e->p.chat_template);
     llama_log_set(engine_quiet_log, NULL);
@@ -747,7 +685,7 @@ void engine_free(struct engine *e)
 
 void engine_get_info(const struct engine *e, struct engine_info *out) { *out = e->info; }
 const char *engine_model_path(const struct engine *e) { return e->p.model_path; }
-const char *engine_chat_template(const struct engine *e) { return e->tmpl; }
+const char *engine_chat_template(const struct engine *e) { return e->chat ? chat_templates_source(e->chat) : ""; }
 void engine_get_stats(const struct engine *e, struct engine_stats *out) { *out = e->stats; }
 void engine_stop(struct engine *e) { atomic_store(&e->stop, 1); }
 
@@ -775,22 +713,44 @@ static void engine_fail(const struct engine_source *src, struct engine_request *
     src->done(src->ud, req, &res);
 }
 
+/* The grammar a request's output follows: its own (response_format), else its chat
+ * format's (tool calls, lazily from a trigger on, or required), else none. */
+static const char *engine_grammar(const struct engine_request *r, const struct chat_prompt *cp)
+{
+    return r->grammar ? r->grammar : cp ? cp->grammar : NULL;
+}
+
+static struct llama_sampler *engine_grammar_sampler(const struct engine *e, const struct engine_request *r,
+                                                    const struct chat_prompt *cp)
+{
+    if (r->grammar || !cp->grammar_lazy) {
+        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, engine_grammar(r, cp), "root");
+        /* the format's grammar starts where the template's generation prompt left off */
+        for (int i = 0; g && !r->grammar && cp && i < cp->n_prefill; i++)
+            llama_sampler_accept(g, cp->prefill[i]);
+        return g;
+    }
+    return llama_sampler_init_grammar_lazy_patterns(e->vocab, cp->grammar, "root", (const char **)cp->trigger_patterns,
+                                                    (size_t)cp->n_trigger_patterns, cp->trigger_tokens,
+                                                    (size_t)cp->n_trigger_tokens);
+}
+
 /* The request's sampler chain in *out, NULL for the argmax fast path (greedy, no
  * penalties, no grammar). NS_ERR_INVALID when the grammar does not compile. */
-static int engine_make_sampler(const struct engine *e, const struct engine_request *r, uint32_t seed,
-                               struct llama_sampler **out)
+static int engine_make_sampler(const struct engine *e, const struct engine_request *r, const struct chat_prompt *cp,
+                               uint32_t seed, struct llama_sampler **out)
 {
     bool penalties = r->presence_penalty != 0.0f || r->frequency_penalty != 0.0f || r->repetition_penalty != 1.0f;
     bool greedy = r->temperature <= 0.0f || r->top_k == 1;
     *out = NULL;
-    if (greedy && !penalties && !r->grammar)
+    if (greedy && !penalties && !engine_grammar(r, cp))
         return NS_OK; /* argmax fast path */
     struct llama_sampler *c = llama_sampler_chain_init(llama_sampler_chain_default_params());
     if (!c)
         return NS_ERR_NOMEM;
-    if (r->grammar) {
+    if (engine_grammar(r, cp)) {
         /* first, so that penalties and truncation only ever see tokens the grammar allows */
-        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, r->grammar, "root");
+        struct llama_sampler *g = engine_grammar_sampler(e, r, cp);
         if (!g) {
             llama_sampler_free(c);
             return NS_ERR_INVALID;
@@ -933,6 +893,7 @@ static struct slot *engine_seat(struct engine *e, const struct engine_source *sr
     s->order = ++e->next_order;
     s->req = req;
     s->grp = g;
+    s->chat = g ? g->chat : NULL; /* a single request's is set by engine_admit */
     s->choice = choice;
     s->cap_tok = n + (max_gen < 256 ? max_gen : 256) + 1;
     llama_token *grown = realloc(tok, sizeof(*tok) * (size_t)s->cap_tok);
@@ -1018,7 +979,8 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
                     e->n_slots, e->n_slots < ENGINE_MAX_CHOICES ? e->n_slots : ENGINE_MAX_CHOICES, n_choices);
         return NULL;
     }
-    int n = engine_tokenize(e, req, &tok, err, sizeof(err));
+    struct chat_prompt *cp = NULL;
+    int n = engine_tokenize(e, req, &tok, &cp, err, sizeof(err));
     if (n < 0) {
         int st = -n;
         engine_fail(src, req, st, req->messages ? "messages" : "prompt", 0, "%s",
@@ -1027,6 +989,7 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     }
     if (n == 0) {
         free(tok);
+        engine_chat_free(cp);
         engine_fail(src, req, NS_ERR_INVALID, req->messages ? "messages" : "prompt", 0,
                     "the prompt is empty: it has no tokens");
         return NULL;
@@ -1034,6 +997,7 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     int max_gen = req->max_tokens;
     if (max_gen >= 0 && (long)n + max_gen > e->n_ctx_seq) {
         free(tok);
+        engine_chat_free(cp);
         engine_fail(src, req, NS_ERR_CONTEXT, req->messages ? "messages" : "prompt", n,
                     "This model's maximum context length is %d tokens. However, you requested %ld tokens "
                     "(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
@@ -1043,6 +1007,7 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     }
     if (n >= e->n_ctx_seq) {
         free(tok);
+        engine_chat_free(cp);
         engine_fail(src, req, NS_ERR_CONTEXT, req->messages ? "messages" : "prompt", n,
                     "This model's maximum context length is %d tokens. However, your %s resulted in %d tokens. "
                     "Please reduce the length of the %s.",
@@ -1054,6 +1019,7 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
     for (int i = 0; i < req->n_logit_bias; i++) {
         if (req->logit_bias[i].token < 0 || req->logit_bias[i].token >= e->n_vocab) {
             free(tok);
+            engine_chat_free(cp);
             engine_fail(src, req, NS_ERR_INVALID, "logit_bias", n,
                         "Invalid 'logit_bias': token id %ld is not in this model's vocabulary (0 to %d).",
                         (long)req->logit_bias[i].token, e->n_vocab - 1);
@@ -1061,9 +1027,10 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
         }
     }
     struct llama_sampler *smpl = NULL;
-    int smpl_rc = engine_make_sampler(e, req, req->seed, &smpl);
+    int smpl_rc = engine_make_sampler(e, req, cp, req->seed, &smpl);
     if (smpl_rc != NS_OK) {
         free(tok);
+        engine_chat_free(cp);
         if (smpl_rc == NS_ERR_INVALID)
             engine_fail(src, req, smpl_rc, "response_format", n,
                         "the grammar for the requested output format could not be compiled");
@@ -1079,6 +1046,7 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
             free(g);
             free(copy);
             free(tok);
+            engine_chat_free(cp);
             if (smpl)
                 llama_sampler_free(smpl);
             engine_fail(src, req, NS_ERR_NOMEM, NULL, n, "out of memory");
@@ -1091,9 +1059,11 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
         g->tok = copy;
         g->n_tok = n;
         g->max_gen = max_gen;
+        g->chat = cp;
     }
     struct slot *s = engine_seat(e, src, req, tok, n, max_gen, smpl, g, 0, lo, hi);
     if (!s) {
+        engine_chat_free(cp); /* a group's too: it is not linked anywhere yet */
         if (g) {
             free(g->tok);
             free(g);
@@ -1101,6 +1071,8 @@ static struct slot *engine_admit(struct engine *e, const struct engine_source *s
         }
         return NULL;
     }
+    s->chat = cp;
+    s->chat_owned = !g;
     if (g) {
         g->n_prompt = n;
         g->cached = s->cached;
@@ -1126,7 +1098,9 @@ static void group_free(struct engine *e, struct group *g)
         free(g->ch[i].text);
         free(g->ch[i].lp);
         free(g->ch[i].lp_text);
+        chat_msg_release(&g->ch[i].msg);
     }
+    engine_chat_free(g->chat);
     free(g->tok);
     free(g);
 }
@@ -1188,7 +1162,7 @@ static void engine_seat_pending(struct engine *e, const struct engine_source *sr
             int choice = g->seated;
             struct llama_sampler *smpl = NULL;
             llama_token *tok = malloc(sizeof(*tok) * (size_t)g->n_tok);
-            int rc = tok ? engine_make_sampler(e, g->req, g->req->seed + (uint32_t)choice, &smpl) : NS_ERR_NOMEM;
+            int rc = tok ? engine_make_sampler(e, g->req, g->chat, g->req->seed + (uint32_t)choice, &smpl) : NS_ERR_NOMEM;
             struct slot *s = NULL;
             if (rc == NS_OK) {
                 memcpy(tok, g->tok, sizeof(*tok) * (size_t)g->n_tok);
@@ -1249,16 +1223,81 @@ static void engine_resolve_waits(struct engine *e)
 }
 
 /* new text (and the logprobs recorded since the last call) to token() */
-static void engine_emit(const struct engine_source *src, struct slot *s, const char *text, size_t n)
+/* pass one delta to token(), with the logprobs recorded since the last one */
+static void engine_emit_delta(const struct engine_source *src, struct slot *s, struct engine_delta *d)
 {
-    struct engine_delta d = {.index = s->choice, .text = text ? text : "", .len = n};
     if (s->req->logprobs) {
-        d.logprobs = s->lp + s->lp_sent;
-        d.n_logprobs = s->n_lp - s->lp_sent;
-        d.logprob_text = s->lp_text.p ? s->lp_text.p : "";
+        d->logprobs = s->lp + s->lp_sent;
+        d->n_logprobs = s->n_lp - s->lp_sent;
+        d->logprob_text = s->lp_text.p ? s->lp_text.p : "";
         s->lp_sent = s->n_lp;
     }
-    src->token(src->ud, s->req, &d);
+    src->token(src->ud, s->req, d);
+}
+
+/* New output text for a streaming client. A chat request's text is read back as it comes
+ * (chat.h's stream: its format's tool calls and reasoning are not the answer's text), so
+ * what goes out is what changed in the answer; final settles what was held back. */
+static void engine_emit(const struct engine_source *src, struct slot *s, const char *text, size_t n, bool final)
+{
+    struct engine_delta d = {.index = s->choice, .text = "", .tool_index = -1};
+    if (!s->chat) {
+        d.text = text ? text : "";
+        d.len = n;
+        engine_emit_delta(src, s, &d);
+        return;
+    }
+    const struct chat_diff *diffs = NULL;
+    int nd = 0;
+    char err[128];
+    if (!s->cs)
+        s->cs = chat_stream_new(s->chat->parser);
+    if (!s->cs || chat_stream_feed(s->cs, text, n, final, &diffs, &nd, err, sizeof(err)) != NS_OK) {
+        /* out of memory in the reader: the text goes out as it is */
+        d.text = text ? text : "";
+        d.len = n;
+        engine_emit_delta(src, s, &d);
+        return;
+    }
+    for (int i = 0; i < nd; i++) {
+        d = (struct engine_delta){.index = s->choice, .text = diffs[i].content ? diffs[i].content : "",
+                                  .reasoning = diffs[i].reasoning, .tool_index = diffs[i].call_index,
+                                  .tool_id = diffs[i].call_id, .tool_name = diffs[i].call_name,
+                                  .tool_args = diffs[i].call_args};
+        d.len = strlen(d.text);
+        d.reasoning_len = d.reasoning ? strlen(d.reasoning) : 0;
+        engine_emit_delta(src, s, &d);
+    }
+    if (nd == 0 && s->req->logprobs && s->n_lp > s->lp_sent) {
+        d = (struct engine_delta){.index = s->choice, .text = "", .tool_index = -1};
+        engine_emit_delta(src, s, &d);
+    }
+}
+
+/* A chat request's answer read back from text (the stream's when it streamed, so tool call
+ * ids stay as sent); *calls malloc'd, pointing into msg. False when there is none to read. */
+static bool engine_read_answer(struct slot *s, struct chat_msg *msg, struct engine_tool_call **calls)
+{
+    char err[128];
+    memset(msg, 0, sizeof(*msg));
+    *calls = NULL;
+    if (!s->chat)
+        return false;
+    if (s->cs)
+        chat_stream_take(s->cs, msg);
+    else if (chat_parse(s->chat->parser, s->text.p ? s->text.p : "", s->text.len, msg, err, sizeof(err)) != NS_OK)
+        return false;
+    if (!msg->content) {
+        chat_msg_release(msg);
+        return false;
+    }
+    if (msg->n_calls > 0 && !(*calls = calloc((size_t)msg->n_calls, sizeof(**calls)))) {
+        chat_msg_release(msg);
+        return false;
+    }
+    for (int i = 0; i < msg->n_calls; i++)
+        (*calls)[i] = (struct engine_tool_call){msg->calls[i].id, msg->calls[i].name, msg->calls[i].arguments};
+    return true;
 }
 
 /* One choice of a group ended: its text and logprobs move into the group, the slot is
@@ -1268,6 +1307,9 @@ static void engine_finish_choice(struct engine *e, const struct engine_source *s
 {
     struct group *g = s->grp;
     struct group_choice *c = &g->ch[s->choice];
+    struct engine_tool_call *calls = NULL;
+    if (engine_read_answer(s, &c->msg, &calls))
+        free(calls); /* made again from c->msg when the last choice ends */
     c->text_len = s->text.len;
     c->text = buf_detach(&s->text);
     c->lp_text_len = s->lp_text.len;
@@ -1286,6 +1328,7 @@ static void engine_finish_choice(struct engine *e, const struct engine_source *s
     if (g->ended < g->n)
         return;
     struct engine_choice ch[ENGINE_MAX_CHOICES];
+    struct engine_tool_call *gcalls[ENGINE_MAX_CHOICES] = {0};
     struct engine_result res;
     memset(&res, 0, sizeof(res));
     res.status = NS_OK;
@@ -1295,6 +1338,19 @@ static void engine_finish_choice(struct engine *e, const struct engine_source *s
                                        .stop_index = k->stop_index, .completion_tokens = k->n_gen,
                                        .logprobs = k->lp, .n_logprobs = k->n_lp,
                                        .logprob_text = k->lp_text ? k->lp_text : "", .logprob_text_len = k->lp_text_len};
+        if (k->msg.content) {
+            ch[i].text = k->msg.content;
+            ch[i].text_len = strlen(k->msg.content);
+            ch[i].reasoning = k->msg.reasoning;
+            ch[i].reasoning_len = k->msg.reasoning ? strlen(k->msg.reasoning) : 0;
+            if (k->msg.n_calls > 0 && (gcalls[i] = calloc((size_t)k->msg.n_calls, sizeof(*gcalls[i])))) {
+                for (int j = 0; j < k->msg.n_calls; j++)
+                    gcalls[i][j] = (struct engine_tool_call){k->msg.calls[j].id, k->msg.calls[j].name,
+                                                            k->msg.calls[j].arguments};
+                ch[i].tool_calls = gcalls[i];
+                ch[i].n_tool_calls = k->msg.n_calls;
+            }
+        }
         res.completion_tokens += k->n_gen;
     }
     res.text = ch[0].text;
@@ -1310,10 +1366,16 @@ static void engine_finish_choice(struct engine *e, const struct engine_source *s
     res.t_admit = g->t_admit;
     res.t_first = g->t_first;
     res.t_end = clock_now();
+    res.reasoning = ch[0].reasoning;
+    res.reasoning_len = ch[0].reasoning_len;
+    res.tool_calls = ch[0].tool_calls;
+    res.n_tool_calls = ch[0].n_tool_calls;
     res.n_choices = g->n;
     res.choices = ch;
     /* done() before freeing: the texts are the group's */
     src->done(src->ud, g->req, &res);
+    for (int i = 0; i < g->n; i++)
+        free(gcalls[i]);
     group_free(e, g);
 }
 
@@ -1328,15 +1390,25 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
         s->text.len = utf8_sanitize(s->text.p, s->text.len, s->text.cap - 1);
         s->text.p[s->text.len] = '\0';
     }
-    if (src->token && (s->text.len > s->sent || s->n_lp > s->lp_sent))
-        engine_emit(src, s, s->text.p + s->sent, s->text.len - s->sent);
+    if (src->token && (s->text.len > s->sent || s->n_lp > s->lp_sent || s->chat))
+        engine_emit(src, s, s->text.p + s->sent, s->text.len - s->sent, true);
     if (s->grp) {
         engine_finish_choice(e, src, s, why);
         return;
     }
     struct engine_choice one;
+    struct chat_msg msg;
+    struct engine_tool_call *calls = NULL;
     res.text = s->text.p ? s->text.p : "";
     res.text_len = s->text.len;
+    if (engine_read_answer(s, &msg, &calls)) {
+        res.text = msg.content;
+        res.text_len = strlen(msg.content);
+        res.reasoning = msg.reasoning;
+        res.reasoning_len = msg.reasoning ? strlen(msg.reasoning) : 0;
+        res.tool_calls = calls;
+        res.n_tool_calls = msg.n_calls;
+    }
     res.finish = why;
     res.stop_index = s->stop_index;
     res.prompt_tokens = s->n_prompt;
@@ -1352,11 +1424,15 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
     one = (struct engine_choice){.text = res.text, .text_len = res.text_len, .finish = why,
                                  .stop_index = res.stop_index, .completion_tokens = res.completion_tokens,
                                  .logprobs = res.logprobs, .n_logprobs = res.n_logprobs,
-                                 .logprob_text = res.logprob_text, .logprob_text_len = res.logprob_text_len};
+                                 .logprob_text = res.logprob_text, .logprob_text_len = res.logprob_text_len,
+                                 .reasoning = res.reasoning, .reasoning_len = res.reasoning_len,
+                                 .tool_calls = res.tool_calls, .n_tool_calls = res.n_tool_calls};
     res.n_choices = 1;
     res.choices = &one;
-    /* done() before release: res.text points into the slot */
+    /* done() before release: res.text points into the slot (or the answer read back) */
     src->done(src->ud, s->req, &res);
+    chat_msg_release(&msg);
+    free(calls);
     slot_release(e, s);
 }
 
@@ -1386,19 +1462,26 @@ static void engine_cancel_all(struct engine *e, const struct engine_source *src)
     engine_cancel_where(e, src, true, "the request was cancelled");
 }
 
+/* the stop strings of a slot: the request's, then those its chat format adds */
+static int engine_n_stops(const struct slot *s) { return s->req->n_stop + (s->chat ? s->chat->n_stops : 0); }
+static const char *engine_stop_str(const struct slot *s, int i)
+{
+    return i < s->req->n_stop ? s->req->stop[i] : s->chat->stops[i - s->req->n_stop];
+}
+
 /* Where a stop string occurs in text (searching only where new text could complete one);
  * returns its offset or -1, and which one in *which. */
 static long engine_find_stop(const struct slot *s, size_t new_from, int *which)
 {
-    const struct engine_request *r = s->req;
     long best = -1;
-    for (int i = 0; i < r->n_stop; i++) {
-        size_t sl = strlen(r->stop[i]);
+    for (int i = 0; i < engine_n_stops(s); i++) {
+        const char *stop = engine_stop_str(s, i);
+        size_t sl = strlen(stop);
         if (!sl || sl > s->text.len)
             continue;
         size_t from = new_from >= sl ? new_from - sl + 1 : 0;
         for (size_t at = from; at + sl <= s->text.len; at++) {
-            if (memcmp(s->text.p + at, r->stop[i], sl) == 0) {
+            if (memcmp(s->text.p + at, stop, sl) == 0) {
                 if (best < 0 || (long)at < best) {
                     best = (long)at;
                     *which = i;
@@ -1413,12 +1496,12 @@ static long engine_find_stop(const struct slot *s, size_t new_from, int *which)
 /* bytes at the end of text that could be the start of a stop string */
 static size_t engine_stop_holdback(const struct slot *s)
 {
-    const struct engine_request *r = s->req;
     size_t hold = 0;
-    for (int i = 0; i < r->n_stop; i++) {
-        size_t sl = strlen(r->stop[i]);
+    for (int i = 0; i < engine_n_stops(s); i++) {
+        const char *stop = engine_stop_str(s, i);
+        size_t sl = strlen(stop);
         for (size_t k = sl > 1 ? sl - 1 : 0; k > hold; k--) {
-            if (k <= s->text.len && memcmp(s->text.p + s->text.len - k, r->stop[i], k) == 0) {
+            if (k <= s->text.len && memcmp(s->text.p + s->text.len - k, stop, k) == 0) {
                 hold = k;
                 break;
             }
@@ -1533,6 +1616,15 @@ static int engine_record_logprob(const struct engine *e, struct slot *s, const f
     return rc;
 }
 
+/* a special token the chat format reads back (<tool_call>, ...): written as its text */
+static bool engine_preserved(const struct slot *s, llama_token t)
+{
+    for (int i = 0; s->chat && i < s->chat->n_preserved; i++)
+        if (s->chat->preserved[i] == t)
+            return true;
+    return false;
+}
+
 /* sample the next token for slot s from batch row s->i_out, then decide if it ended */
 static void engine_sample(struct engine *e, const struct engine_source *src, struct slot *s)
 {
@@ -1544,7 +1636,7 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         return;
     }
     /* a grammar decides when the output may end: masking EOG could leave no token at all */
-    bool mask = !s->req->grammar && (s->eog_masked || s->n_gen < s->req->min_tokens);
+    bool mask = !engine_grammar(s->req, s->chat) && (s->eog_masked || s->n_gen < s->req->min_tokens);
     if (mask)
         for (int i = 0; i < e->n_eog; i++)
             logits[e->eog[i]] = -INFINITY;
@@ -1564,17 +1656,17 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         return;
     }
     char piece[256];
-    int n = llama_token_to_piece(e->vocab, t, piece, (int32_t)sizeof(piece), 0, false);
+    int n = llama_token_to_piece(e->vocab, t, piece, (int32_t)sizeof(piece), 0, engine_preserved(s, t));
     size_t before = s->text.len;
     if (n > 0 && buf_append(&s->text, piece, (size_t)n) != NS_OK) {
         engine_finish(e, src, s, ENGINE_FINISH_LENGTH);
         return;
     }
-    if (s->req->n_stop > 0) {
+    if (engine_n_stops(s) > 0) {
         int which = -1;
         long at = engine_find_stop(s, before, &which);
         if (at >= 0) {
-            s->stop_index = which;
+            s->stop_index = which < s->req->n_stop ? which : -1;
             buf_truncate(&s->text, (size_t)at);
             if (s->sent > s->text.len)
                 s->sent = s->text.len;
@@ -1599,7 +1691,7 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         if (upto > s->clean)
             upto = s->clean;
         if (upto > s->sent) {
-            engine_emit(src, s, s->text.p + s->sent, upto - s->sent);
+            engine_emit(src, s, s->text.p + s->sent, upto - s->sent, false);
             s->sent = upto;
         }
     }

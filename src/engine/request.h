@@ -78,6 +78,13 @@ struct engine_request {
     const struct engine_msg *messages;
     int n_messages;
     const char *prompt;
+    /* a chat request's whole conversation as JSON text in the shape of an OpenAI chat body
+     * (engine/chat.h, INTERFACE: messages with tool calls and tool results, tools,
+     * tool_choice, parallel_tool_calls, chat_template_kwargs, reasoning_format, ...). The
+     * local engine renders it with the model's own template and reads the answer back
+     * (reasoning, tool calls: engine_result). NULL: the engine builds it from messages
+     * (plain role and content). Upstream backends read messages or body, never this. */
+    const char *chat;
 
     int max_tokens;        /* < 0: up to the context */
     /* set by any thread once nobody wants the answer (a streaming client went away): the
@@ -132,10 +139,22 @@ struct engine_request {
 /* a request with OpenAI's defaults (temperature 1, top_p 1, no limit) */
 void engine_request_init(struct engine_request *r);
 
-/* one choice of a result (request.n); text and logprobs as in engine_result */
+/* a tool call the model made, read back from its output in its family's format */
+struct engine_tool_call {
+    const char *id;            /* "call_..." */
+    const char *name;
+    const char *arguments;     /* JSON text */
+};
+
+/* one choice of a result (request.n); text, reasoning, tool calls and logprobs as in
+ * engine_result */
 struct engine_choice {
     const char *text;
     size_t text_len;
+    const char *reasoning;
+    size_t reasoning_len;
+    const struct engine_tool_call *tool_calls;
+    int n_tool_calls;
     enum engine_finish finish;
     int stop_index;
     int completion_tokens;
@@ -152,6 +171,14 @@ struct engine_delta {
     int index;                 /* the choice */
     const char *text;
     size_t len;
+    /* a chat request (engine_request.chat): text is the answer's new text; reasoning what
+     * the model thought, split from it; a tool call that starts (tool_index >= 0 with its id
+     * and name) or whose arguments grow (tool_args). NULL / -1 when nothing of that kind */
+    const char *reasoning;
+    size_t reasoning_len;
+    int tool_index;
+    const char *tool_id, *tool_name;
+    const char *tool_args;
     const struct engine_token_logprob *logprobs;
     int n_logprobs;
     const char *logprob_text;
@@ -161,8 +188,16 @@ struct engine_result {
     int status;                /* NS_OK, or an ns_status; message/param say why */
     char message[400];
     const char *param;         /* static string naming the field at fault, or NULL */
-    const char *text;          /* generated text, valid UTF-8; valid during done() only */
+    const char *text;          /* generated text, valid UTF-8; valid during done() only. For a
+                                  chat request: the answer, reasoning and tool calls taken out */
     size_t text_len;
+    /* a chat request: what the model thought (its <think> part or its format's), NULL when
+     * none or when the request asked reasoning_format "none" (it then stays in text), and
+     * the tool calls it made, parsed (done() only) */
+    const char *reasoning;
+    size_t reasoning_len;
+    const struct engine_tool_call *tool_calls;
+    int n_tool_calls;
     enum engine_finish finish;
     int stop_index;            /* which request stop string ended it; -1: EOS, length or error */
     int prompt_tokens;
