@@ -244,6 +244,41 @@ static inline const struct store_ops *store_ops_of(struct store *st)
     return ((struct store_base *)st)->ops;
 }
 
+/* ---- for the stores: contention ----
+ * A store that finds the database contended (SQLite: SQLITE_BUSY or SQLITE_LOCKED;
+ * PostgreSQL: a serialization failure, SQLSTATE 40001, or a deadlock, 40P01) rolls back
+ * and returns NS_ERR_BUSY. The wrappers below of the operations that are one
+ * self-contained transaction (inserts, batch_update, lines_claim, lines_finish,
+ * lines_fail_unfinished, batch_delete) try it again: at most STORE_BUSY_TRIES times in all,
+ * pausing a little longer each time, and not once STORE_BUSY_BUDGET_MS have passed since
+ * the first try. SQLite's busy timeout already waits for a lock; this is for what it does
+ * not cover (a snapshot that went stale, SQLITE_LOCKED, PostgreSQL's conflicts), and a try
+ * that waited the busy timeout out is past the budget, so it is not waited out again. A
+ * caller sees NS_ERR_BUSY only when the tries are spent. */
+#define STORE_BUSY_TRIES 4
+#define STORE_BUSY_BUDGET_MS 1000
+struct store_retry {
+    int tries;              /* tries made */
+    double start;           /* clock_now() at the first */
+};
+struct store_retry store_retry_begin(void);
+/* after a try that returned rc: true (having paused) when it should be tried again */
+bool store_retry_again(struct store_retry *r, int rc);
+/* NS_ERR_BUSY for SQLSTATE 40001 and 40P01, else NS_ERR_IO (NULL: no SQLSTATE) */
+int store_status_of_sqlstate(const char *sqlstate);
+/* NS_ERR_BUSY for SQLITE_BUSY and SQLITE_LOCKED (and their extended codes), else NS_ERR_IO */
+int store_status_of_sqlite(int code);
+/* the wrappers' side: `return` the status of call (an operation that is one self-contained
+ * transaction), tried again as above while it says NS_ERR_BUSY */
+#define STORE_RETURN_RETRIED(call)                                                                                 \
+    do {                                                                                                           \
+        struct store_retry again_ = store_retry_begin();                                                           \
+        int rc_;                                                                                                   \
+        while (store_retry_again(&again_, rc_ = (call))) {                                                         \
+        }                                                                                                          \
+        return rc_;                                                                                                \
+    } while (0)
+
 /* one wrapper per operation that works on an open store (optional ones: check the op for
  * NULL through store_ops_of() first) */
 static inline void store_close(struct store *st)
@@ -258,7 +293,7 @@ static inline int store_check(struct store *st)
 
 static inline int store_file_insert(struct store *st, const struct store_file *f)
 {
-    return store_ops_of(st)->file_insert(st, f);
+    STORE_RETURN_RETRIED(store_ops_of(st)->file_insert(st, f));
 }
 
 static inline int store_file_get(struct store *st, const char *id, struct store_file *out)
@@ -278,7 +313,7 @@ static inline int store_file_delete(struct store *st, const char *id)
 
 static inline int store_batch_insert(struct store *st, struct store_batch *b)
 {
-    return store_ops_of(st)->batch_insert(st, b);
+    STORE_RETURN_RETRIED(store_ops_of(st)->batch_insert(st, b));
 }
 
 static inline int store_batch_get(struct store *st, const char *id, struct store_batch *out)
@@ -293,7 +328,7 @@ static inline int store_batch_list(struct store *st, const struct store_list_pag
 
 static inline int store_batch_update(struct store *st, const struct store_batch *b, enum store_batch_status expect)
 {
-    return store_ops_of(st)->batch_update(st, b, expect);
+    STORE_RETURN_RETRIED(store_ops_of(st)->batch_update(st, b, expect));
 }
 
 static inline int store_batch_ids_by_status(struct store *st, enum store_batch_status s, char (**ids)[48], int *n)
@@ -308,17 +343,17 @@ static inline int store_batch_lease(struct store *st, const char *id)
 
 static inline int store_lines_insert(struct store *st, const char *batch_id, const struct store_line *lines, int n)
 {
-    return store_ops_of(st)->lines_insert(st, batch_id, lines, n);
+    STORE_RETURN_RETRIED(store_ops_of(st)->lines_insert(st, batch_id, lines, n));
 }
 
 static inline int store_lines_claim(struct store *st, const char *batch_id, const char *model, int max, struct store_line **out, int *n)
 {
-    return store_ops_of(st)->lines_claim(st, batch_id, model, max, out, n);
+    STORE_RETURN_RETRIED(store_ops_of(st)->lines_claim(st, batch_id, model, max, out, n));
 }
 
 static inline int store_lines_finish(struct store *st, const struct store_result *rs, int n)
 {
-    return store_ops_of(st)->lines_finish(st, rs, n);
+    STORE_RETURN_RETRIED(store_ops_of(st)->lines_finish(st, rs, n));
 }
 
 static inline int store_lines_requeue(struct store *st)
@@ -328,7 +363,7 @@ static inline int store_lines_requeue(struct store *st)
 
 static inline int store_lines_fail_unfinished(struct store *st, const char *batch_id, bool running_too, enum store_fail_kind kind, char *(*make)(void *ud, const char *custom_id), void *ud)
 {
-    return store_ops_of(st)->lines_fail_unfinished(st, batch_id, running_too, kind, make, ud);
+    STORE_RETURN_RETRIED(store_ops_of(st)->lines_fail_unfinished(st, batch_id, running_too, kind, make, ud));
 }
 
 static inline int store_lines_count_unfinished(struct store *st, const char *batch_id, int64_t *pending, int64_t *running)
@@ -338,7 +373,7 @@ static inline int store_lines_count_unfinished(struct store *st, const char *bat
 
 static inline int store_batch_delete(struct store *st, const char *id)
 {
-    return store_ops_of(st)->batch_delete(st, id);
+    STORE_RETURN_RETRIED(store_ops_of(st)->batch_delete(st, id));
 }
 
 static inline int store_lines_failed(struct store *st, const char *batch_id, struct store_line **out, int *n)
@@ -353,7 +388,7 @@ static inline int store_lines_export(struct store *st, const char *batch_id, FIL
 
 static inline int store_webhook_insert(struct store *st, const struct store_webhook *w)
 {
-    return store_ops_of(st)->webhook_insert(st, w);
+    STORE_RETURN_RETRIED(store_ops_of(st)->webhook_insert(st, w));
 }
 
 static inline int store_webhooks_due(struct store *st, int64_t now, int max, struct store_webhook **out, int *n)

@@ -24,6 +24,8 @@
  * - Webhook deliveries are claimed the same way (webhooks_due pushes next_at forward in the
  *   claiming transaction), so one node delivers each try.
  * - Time for leases is the database's clock (one clock for every node).
+ * - A serialization failure or deadlock (SQLSTATE 40001, 40P01: two nodes' transactions
+ *   crossed) rolls back and is NS_ERR_BUSY, which the store.h wrappers try again.
  * - Schema versioned in table ns_schema, migrated at open under a transaction-scoped
  *   advisory lock (nodes starting together migrate once); a newer schema is refused.
  *
@@ -77,11 +79,28 @@ PGresult *store_pg_q(struct store *st, const char *sql, const struct store_pg_ar
     PGresult *r = PQexecParams(st->conn, sql, a ? a->n : 0, NULL, a ? a->v : NULL, a ? a->len : NULL,
                                a ? a->fmt : NULL, 0);
     ExecStatusType s = PQresultStatus(r);
-    if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK)
+    if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
+        st->fail = NS_OK;
         return r;
-    store_note_error(r ? PQresultErrorMessage(r) : PQerrorMessage(st->conn));
+    }
+    store_pg_failed(st, r);
     PQclear(r);
     return NULL;
+}
+
+int store_pg_failed(struct store *st, const PGresult *r)
+{
+    store_note_error(r ? PQresultErrorMessage(r) : PQerrorMessage(st->conn));
+    st->fail = store_status_of_sqlstate(r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
+    return st->fail;
+}
+
+int store_pg_rollback(struct store *st, int rc)
+{
+    if (st->fail == NS_ERR_BUSY)
+        rc = NS_ERR_BUSY; /* read before ROLLBACK's own status replaces it */
+    store_pg_exec(st, "ROLLBACK");
+    return rc;
 }
 
 /* sql without parameters; may hold several statements (the schema) */
@@ -90,10 +109,9 @@ int store_pg_exec(struct store *st, const char *sql)
     store_pg_alive(st);
     PGresult *r = PQexec(st->conn, sql);
     ExecStatusType s = PQresultStatus(r);
-    if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK)
-        store_note_error(r ? PQresultErrorMessage(r) : PQerrorMessage(st->conn));
+    st->fail = s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK ? NS_OK : store_pg_failed(st, r);
     PQclear(r);
-    return s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK ? NS_OK : NS_ERR_IO;
+    return st->fail;
 }
 
 int64_t store_pg_i64(const PGresult *r, int row, int col)
@@ -527,7 +545,7 @@ static int pg_file_insert(struct store *st, const struct store_file *f)
         goto out;
     }
 rollback:
-    store_pg_exec(st, "ROLLBACK");
+    rc = store_pg_rollback(st, rc);
 out:
     pthread_mutex_unlock(&st->mu);
     free(buf);
@@ -750,7 +768,7 @@ static int pg_batch_insert(struct store *st, struct store_batch *b)
                              "expires_at,metadata,output_expires_after,not_before,total) "
                              "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING seq",
                              &a);
-    int rc = r && PQntuples(r) == 1 ? NS_OK : NS_ERR_IO;
+    int rc = !r ? st->fail : PQntuples(r) == 1 ? NS_OK : NS_ERR_IO;
     if (!rc)
         b->seq = store_pg_i64(r, 0, 0);
     PQclear(r);
@@ -841,7 +859,7 @@ static int pg_batch_update(struct store *st, const struct store_batch *b, enum s
                              " expires_at=$6, finalizing_at=$7, completed_at=$8, failed_at=$9, expired_at=$10,"
                              " cancelling_at=$11, cancelled_at=$12, errors=$13 WHERE id=$14 AND status=$15",
                              &a);
-    int rc = !r ? NS_ERR_IO : store_pg_changes(r) ? NS_OK : NS_ERR_CONFLICT;
+    int rc = !r ? st->fail : store_pg_changes(r) ? NS_OK : NS_ERR_CONFLICT;
     PQclear(r);
     pthread_mutex_unlock(&st->mu);
     return rc;

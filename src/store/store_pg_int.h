@@ -40,6 +40,7 @@ struct store {
     bool hb_started, stopping;
     pthread_mutex_t hb_mu;
     pthread_cond_t hb_cv;
+    int fail;                    /* the last query's status (mu held): NS_OK, NS_ERR_IO or NS_ERR_BUSY */
 };
 
 
@@ -70,6 +71,11 @@ char *store_pg_dup(const PGresult *r, int row, int col);
 int store_pg_exec(struct store *st, const char *sql);
 int64_t store_pg_i64(const PGresult *r, int row, int col);
 PGresult *store_pg_q(struct store *st, const char *sql, const struct store_pg_args *a);
+/* note a result that is not ok (NULL: the connection's error) as the last query's failure */
+int store_pg_failed(struct store *st, const PGresult *r);
+/* end a failed transaction: NS_ERR_BUSY when the statement that failed met contention
+ * (store.h: worth another try), else rc */
+int store_pg_rollback(struct store *st, int rc);
 
 /* fills elem (zeroed) from row `row` of r; ud is the caller's (store_pg_rows) */
 typedef void (*store_pg_row_fn)(const PGresult *r, int row, void *elem, void *ud);

@@ -59,6 +59,7 @@ int store_pg_lines_insert(struct store *st, const char *batch_id, const struct s
     PQclear(r);
     r = PQexec(st->conn, "COPY lines(batch_id,idx,line_no,custom_id,byte_off,byte_len,url,model,state,result) FROM STDIN");
     if (PQresultStatus(r) != PGRES_COPY_IN) {
+        store_pg_failed(st, r);
         PQclear(r);
         goto rollback;
     }
@@ -81,8 +82,10 @@ int store_pg_lines_insert(struct store *st, const char *batch_id, const struct s
     if (PQputCopyEnd(st->conn, ok ? NULL : "nightshift: out of memory") != 1)
         ok = false;
     while ((r = PQgetResult(st->conn)) != NULL) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && ok) {
+            store_pg_failed(st, r);
             ok = false;
+        }
         PQclear(r);
     }
     if (!ok)
@@ -98,7 +101,7 @@ int store_pg_lines_insert(struct store *st, const char *batch_id, const struct s
         goto out;
     }
 rollback:
-    store_pg_exec(st, "ROLLBACK");
+    rc = store_pg_rollback(st, rc);
 out:
     pthread_mutex_unlock(&st->mu);
     buf_release(&buf);
@@ -146,10 +149,15 @@ int store_pg_lines_claim(struct store *st, const char *batch_id, const char *mod
                              "WHERE l.batch_id=$1 AND l.idx=c.idx "
                              "RETURNING l.idx,l.line_no,l.custom_id,l.byte_off,l.byte_len,l.url,l.model",
                              &a);
+    int rc = r ? NS_OK : st->fail;
     pthread_mutex_unlock(&st->mu);
+    *out = NULL;
+    *n = 0;
+    if (rc)
+        return rc;
     /* NS_ERR_NOMEM: the lines stay claimed; their lease runs out */
     void *arr = NULL;
-    int rc = store_pg_rows(r, -1, sizeof(**out), pg_row_line, NULL, &arr, n);
+    rc = store_pg_rows(r, -1, sizeof(**out), pg_row_line, NULL, &arr, n);
     if (rc == NS_OK)
         qsort(arr, (size_t)*n, sizeof(**out), pg_line_cmp);
     *out = arr;
@@ -278,7 +286,7 @@ int store_pg_lines_finish(struct store *st, const struct store_result *rs, int n
     if (rc == NS_OK)
         goto out;
 rollback:
-    store_pg_exec(st, "ROLLBACK");
+    rc = store_pg_rollback(st, rc);
 out:
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -339,8 +347,8 @@ int store_pg_lines_fail_unfinished(struct store *st, const char *batch_id, bool 
     store_pg_arg_text(&b, batch_id);
     r = store_pg_q(st,
                    kind == SF_EXPIRED ? "UPDATE batches SET failed=failed+$1, expired=expired+$1 WHERE id=$2"
-                                : "UPDATE batches SET failed=failed+$1, canceled=canceled+$1 WHERE id=$2",
-             &b);
+                                      : "UPDATE batches SET failed=failed+$1, canceled=canceled+$1 WHERE id=$2",
+                   &b);
     if (!r)
         goto rollback;
     PQclear(r);
@@ -352,7 +360,7 @@ int store_pg_lines_fail_unfinished(struct store *st, const char *batch_id, bool 
 rollback:
     PQclear(r);
     r = NULL;
-    store_pg_exec(st, "ROLLBACK");
+    rc = store_pg_rollback(st, rc);
 out:
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -402,7 +410,7 @@ int store_pg_batch_delete(struct store *st, const char *id)
         goto out;
     }
 rollback:
-    store_pg_exec(st, "ROLLBACK");
+    rc = store_pg_rollback(st, rc);
 out:
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -510,9 +518,10 @@ int store_pg_webhook_insert(struct store *st, const struct store_webhook *w)
     PGresult *r = store_pg_q(st,
                              "INSERT INTO webhooks(" PG_WEBHOOK_COLS ") VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
                              &a);
+    int rc = r ? NS_OK : st->fail;
     pthread_mutex_unlock(&st->mu);
     PQclear(r);
-    return r ? NS_OK : NS_ERR_IO;
+    return rc;
 }
 
 static int pg_webhooks_rows(PGresult *r, int max, struct store_webhook **out, int *n)

@@ -11,6 +11,8 @@
 #include "../../src/store/store.h"
 #include "../../src/util/status.h"
 
+#include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -467,6 +469,110 @@ static void test_webhooks(void **state)
 }
 
 /* open errors: the message names what is wrong */
+/* another connection to the SQLite store's file holds its write lock for `ms` */
+struct lock_holder {
+    sqlite3 *db;
+    int ms;
+};
+
+static void *release_later(void *arg)
+{
+    struct lock_holder *h = arg;
+    struct timespec ts = {.tv_sec = h->ms / 1000, .tv_nsec = (long)(h->ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    assert_int_equal(sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    return NULL;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* contention (store.h): a write lock another process holds past SQLite's busy timeout is
+ * NS_ERR_BUSY, not an I/O error, and is not waited out again by the retries; one released
+ * in time is waited for and the write goes through */
+static void test_busy_sqlite(void **state)
+{
+    struct fixture *f = *state;
+    if (pg_uri())
+        skip(); /* two connections to one file: SQLite's case */
+    char id[48];
+    make_batch(f, id, 2);
+    struct store_line *l = NULL;
+    int n = 0;
+    assert_int_equal(store_lines_claim(f->st, id, NULL, 2, &l, &n), NS_OK);
+    release_lines(l, n);
+    struct lock_holder h = {.db = NULL, .ms = 300};
+    assert_int_equal(sqlite3_open(f->uri + strlen("sqlite:"), &h.db), SQLITE_OK);
+
+    /* released after 300 ms: the busy timeout waits for it */
+    assert_int_equal(sqlite3_exec(h.db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_later, &h), 0);
+    struct store_result r0 = {.batch_id = id, .idx = 0, .ok = true, .json = "{}", .prompt_tokens = 1};
+    assert_int_equal(store_lines_finish(f->st, &r0, 1), NS_OK);
+    pthread_join(t, NULL);
+
+    /* held throughout: NS_ERR_BUSY once the busy timeout (10 s) ran out, and no second wait */
+    assert_int_equal(sqlite3_exec(h.db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    struct store_result r1 = {.batch_id = id, .idx = 1, .ok = true, .json = "{}", .prompt_tokens = 1};
+    double t0 = now_s();
+    assert_int_equal(store_lines_finish(f->st, &r1, 1), NS_ERR_BUSY);
+    double took = now_s() - t0;
+    assert_true(took >= 9.0 && took < 15.0);
+    char why[256];
+    store_last_error(why, sizeof(why));
+    assert_non_null(strstr(why, "locked"));
+    assert_int_equal(sqlite3_exec(h.db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h.db);
+
+    /* nothing of the refused try was kept: line 1 is still unfinished, and finishes now */
+    struct store_batch b;
+    assert_int_equal(store_batch_get(f->st, id, &b), NS_OK);
+    assert_int_equal(b.completed, 1);
+    store_batch_release(&b);
+    assert_int_equal(store_lines_finish(f->st, &r1, 1), NS_OK);
+    assert_int_equal(store_batch_get(f->st, id, &b), NS_OK);
+    assert_int_equal(b.completed, 2);
+    store_batch_release(&b);
+}
+
+/* the retry policy and the database codes that feed it */
+static void test_busy_status(void **state)
+{
+    (void)state;
+    assert_int_equal(status_http(NS_ERR_BUSY), 503);
+    assert_int_equal(store_status_of_sqlstate("40001"), NS_ERR_BUSY); /* serialization_failure */
+    assert_int_equal(store_status_of_sqlstate("40P01"), NS_ERR_BUSY); /* deadlock_detected */
+    assert_int_equal(store_status_of_sqlstate("23505"), NS_ERR_IO);
+    assert_int_equal(store_status_of_sqlstate(NULL), NS_ERR_IO);
+    assert_int_equal(store_status_of_sqlite(SQLITE_BUSY), NS_ERR_BUSY);
+    assert_int_equal(store_status_of_sqlite(SQLITE_BUSY_SNAPSHOT), NS_ERR_BUSY);
+    assert_int_equal(store_status_of_sqlite(SQLITE_LOCKED), NS_ERR_BUSY);
+    assert_int_equal(store_status_of_sqlite(SQLITE_IOERR), NS_ERR_IO);
+    assert_int_equal(store_status_of_sqlite(SQLITE_FULL), NS_ERR_IO);
+
+    /* busy: tried STORE_BUSY_TRIES times in all; anything else: not again */
+    struct store_retry r = store_retry_begin();
+    int again = 0;
+    while (store_retry_again(&r, NS_ERR_BUSY))
+        again++;
+    assert_int_equal(again, STORE_BUSY_TRIES - 1);
+    r = store_retry_begin();
+    assert_false(store_retry_again(&r, NS_OK));
+    r = store_retry_begin();
+    assert_false(store_retry_again(&r, NS_ERR_IO));
+    r = store_retry_begin();
+    assert_false(store_retry_again(&r, NS_ERR_CONFLICT));
+    /* past the budget (a try that already waited that long): not again */
+    r = store_retry_begin();
+    r.start -= STORE_BUSY_BUDGET_MS / 1000.0;
+    assert_false(store_retry_again(&r, NS_ERR_BUSY));
+}
+
 static void test_open_errors(void **state)
 {
     (void)state;
@@ -495,6 +601,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_webhooks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_leases, setup, teardown),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test_setup_teardown(test_busy_sqlite, setup, teardown),
+        cmocka_unit_test(test_busy_status),
     };
     fprintf(stderr, "store under test: %s\n", pg_uri() ? "postgres" : "sqlite");
     return cmocka_run_group_tests(tests, NULL, NULL);
