@@ -268,7 +268,7 @@ static void test_files(void **state)
         mkdir(g.dir, 0700);
         mkdir(files, 0700);
         assert_int_equal(open_store(&g, f->uri, g.dir), NS_OK);
-        assert_int_equal(g.ops->file_get(g.st, sf.id, &got), NS_OK);
+        assert_int_equal(store_file_get(g.st, sf.id, &got), NS_OK);
         assert_string_not_equal(got.path, path);
         FILE *a = fopen(path, "r"), *b = fopen(got.path, "r");
         int ca, cb;
@@ -283,7 +283,7 @@ static void test_files(void **state)
         fclose(a);
         fclose(b);
         store_file_release(&got);
-        g.ops->close(g.st);
+        store_close(g.st);
     }
     assert_int_equal(store_file_delete(f->st, sf.id), NS_OK);
     assert_int_equal(store_file_get(f->st, sf.id, &got), NS_ERR_NOT_FOUND);
@@ -333,7 +333,7 @@ static void test_keys(void **state)
 static void test_shared_leases(void **state)
 {
     struct fixture *f = *state;
-    if (!pg_uri() || !f->ops->batch_lease) {
+    if (!pg_uri() || !f->ops->batch.lease) {
         skip();
         return;
     }
@@ -347,7 +347,7 @@ static void test_shared_leases(void **state)
     snprintf(uri, sizeof(uri), "%s%snode=B&lease_seconds=1", f->uri, strchr(f->uri, '?') ? "&" : "?");
     assert_int_equal(open_store(&b, uri, b.dir), NS_OK);
     char node[64];
-    assert_int_equal(a.ops->node_id(a.st, node, sizeof(node)), NS_OK);
+    assert_int_equal(store_node_id(a.st, node, sizeof(node)), NS_OK);
     assert_string_equal(node, "A");
     char id[48];
     make_batch(&a, id, 6);
@@ -355,41 +355,41 @@ static void test_shared_leases(void **state)
     /* A claims 4; B gets the other 2, never A's */
     struct store_line *la = NULL, *lb = NULL;
     int na = 0, nb = 0;
-    assert_int_equal(a.ops->lines_claim(a.st, id, NULL, 4, &la, &na), NS_OK);
+    assert_int_equal(store_lines_claim(a.st, id, NULL, 4, &la, &na), NS_OK);
     assert_int_equal(na, 4);
-    assert_int_equal(b.ops->lines_claim(b.st, id, NULL, 10, &lb, &nb), NS_OK);
+    assert_int_equal(store_lines_claim(b.st, id, NULL, 10, &lb, &nb), NS_OK);
     assert_int_equal(nb, 2);
     assert_int_equal(lb[0].idx, 4);
     release_lines(lb, nb);
 
     /* the batch lease: A holds it, B is refused until it runs out */
-    assert_int_equal(a.ops->batch_lease(a.st, id), NS_OK);
-    assert_int_equal(b.ops->batch_lease(b.st, id), NS_ERR_CONFLICT);
-    assert_int_equal(a.ops->batch_lease(a.st, id), NS_OK); /* renewed */
+    assert_int_equal(store_batch_lease(a.st, id), NS_OK);
+    assert_int_equal(store_batch_lease(b.st, id), NS_ERR_CONFLICT);
+    assert_int_equal(store_batch_lease(a.st, id), NS_OK); /* renewed */
 
     /* B's start-up requeue leaves A's lines alone */
-    assert_int_equal(b.ops->lines_requeue(b.st), NS_OK);
+    assert_int_equal(store_lines_requeue(b.st), NS_OK);
     int64_t pending, running;
-    assert_int_equal(a.ops->lines_count_unfinished(a.st, id, &pending, &running), NS_OK);
+    assert_int_equal(store_lines_count_unfinished(a.st, id, &pending, &running), NS_OK);
     assert_int_equal(pending, 2);
     assert_int_equal(running, 4);
 
     /* A "dies": its heartbeat renews every 1/3 s, so close it (the heartbeat stops) and wait */
-    a.ops->close(a.st);
+    store_close(a.st);
     sleep(2);
-    assert_int_equal(b.ops->lines_count_unfinished(b.st, id, &pending, &running), NS_OK);
+    assert_int_equal(store_lines_count_unfinished(b.st, id, &pending, &running), NS_OK);
     assert_int_equal(pending, 6);
     assert_int_equal(running, 0);
-    assert_int_equal(b.ops->batch_lease(b.st, id), NS_OK);
-    assert_int_equal(b.ops->lines_claim(b.st, id, NULL, 10, &lb, &nb), NS_OK);
+    assert_int_equal(store_batch_lease(b.st, id), NS_OK);
+    assert_int_equal(store_lines_claim(b.st, id, NULL, 10, &lb, &nb), NS_OK);
     assert_int_equal(nb, 6); /* A's four came back, B's own requeued two too */
     /* A's late result of line 0 (it was only paused) counts once; B's result for it is ignored */
     struct store_result r0 = {.batch_id = id, .idx = 0, .ok = true, .json = "{\"from\":\"A\"}"};
     struct store_result r0b = {.batch_id = id, .idx = 0, .ok = true, .json = "{\"from\":\"B\"}"};
-    assert_int_equal(b.ops->lines_finish(b.st, &r0, 1), NS_OK);
-    assert_int_equal(b.ops->lines_finish(b.st, &r0b, 1), NS_OK);
+    assert_int_equal(store_lines_finish(b.st, &r0, 1), NS_OK);
+    assert_int_equal(store_lines_finish(b.st, &r0b, 1), NS_OK);
     struct store_batch bt;
-    assert_int_equal(b.ops->batch_get(b.st, id, &bt), NS_OK);
+    assert_int_equal(store_batch_get(b.st, id, &bt), NS_OK);
     assert_int_equal(bt.completed, 1);
     store_batch_release(&bt);
     release_lines(la, na);
@@ -404,18 +404,18 @@ static void test_shared_leases(void **state)
     make_batch(&c, id2, 3);
     struct store_line *lc = NULL;
     int nc = 0;
-    assert_int_equal(c.ops->lines_claim(c.st, id2, NULL, 1, &lc, &nc), NS_OK);
+    assert_int_equal(store_lines_claim(c.st, id2, NULL, 1, &lc, &nc), NS_OK);
     assert_int_equal(nc, 1);
     release_lines(lc, nc);
-    assert_int_equal(b.ops->lines_fail_unfinished(b.st, id2, true, SF_CANCELLED, make_cancelled, NULL), NS_OK);
-    assert_int_equal(b.ops->lines_count_unfinished(b.st, id2, &pending, &running), NS_OK);
+    assert_int_equal(store_lines_fail_unfinished(b.st, id2, true, SF_CANCELLED, make_cancelled, NULL), NS_OK);
+    assert_int_equal(store_lines_count_unfinished(b.st, id2, &pending, &running), NS_OK);
     assert_int_equal(pending, 0);
     assert_int_equal(running, 1);
-    assert_int_equal(c.ops->lines_fail_unfinished(c.st, id2, true, SF_CANCELLED, make_cancelled, NULL), NS_OK);
-    assert_int_equal(c.ops->lines_count_unfinished(c.st, id2, &pending, &running), NS_OK);
+    assert_int_equal(store_lines_fail_unfinished(c.st, id2, true, SF_CANCELLED, make_cancelled, NULL), NS_OK);
+    assert_int_equal(store_lines_count_unfinished(c.st, id2, &pending, &running), NS_OK);
     assert_int_equal(pending + running, 0);
-    c.ops->close(c.st);
-    b.ops->close(b.st);
+    store_close(c.st);
+    store_close(b.st);
 }
 
 /* webhooks: a due delivery is handed to one node at a time */
