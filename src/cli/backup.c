@@ -2,7 +2,7 @@
  * backup.c — `nightshift backup DIR` and `nightshift restore DIR`: a data dir (the store
  * and its files) copied out while a server may be running on it, and copied back.
  *
- * A backup directory holds nightshift.db (the store's snapshot, store_ops.backup) and
+ * A backup directory holds nightshift.db (the store's snapshot, store_ops.admin.backup) and
  * files/<id> (the contents of the files that snapshot names). nightshift.db is renamed into
  * place last, so a directory with one is a complete backup and an interrupted backup is
  * recognisably not one.
@@ -19,8 +19,8 @@
  * A file both created and deleted while the backup runs is the only one that can be
  * missing; it is reported, and its row stays (as after a crash between the two).
  *
- * Restore copies the files, then replaces the store in one transaction (store_ops.restore),
- * then points the files' paths at the new data dir (store_ops.files_relocate). It holds the
+ * Restore copies the files, then replaces the store in one transaction (store_ops.admin.restore),
+ * then points the files' paths at the new data dir (store_ops.admin.files_relocate). It holds the
  * data dir's lock (datadir.h) throughout, so no server runs on a half-restored data dir.
  */
 #include "cli.h"
@@ -284,7 +284,8 @@ static int backup_parse(int argc, char **argv, struct backup_cmd *c)
     c->ops = store_find(c->db);
     if (!c->ops)
         return cli_fail("no store for '%s' (this build has: sqlite:PATH, postgres://...)", c->db);
-    if (c->restore ? !c->ops->restore || !c->ops->probe || !c->ops->files_relocate : !c->ops->backup)
+    if (c->restore ? !c->ops->admin.restore || !c->ops->admin.probe || !c->ops->admin.files_relocate
+                   : !c->ops->admin.backup)
         return cli_fail("the %s store cannot be %s by nightshift; use its own tools%s", c->ops->scheme,
                         c->restore ? "restored" : "backed up",
                         strcmp(c->ops->scheme, "postgres") == 0 ? " (pg_dump / pg_restore: the files are in the database too)" : "");
@@ -342,7 +343,7 @@ int cli_backup(int argc, char **argv)
     /* 1. every named file; 2. the snapshot; 3. files it names that 1 missed; 4. the rest out */
     if (access(src_files, F_OK) == 0 && (rc = backup_copy_dir(src_files, dst_files, &cnt, err, sizeof(err))))
         goto out;
-    if ((rc = ops->backup(db, data_dir, part, &ids, &n_ids, err, sizeof(err))))
+    if ((rc = ops->admin.backup(db, data_dir, part, &ids, &n_ids, err, sizeof(err))))
         goto out;
     for (int i = 0; i < n_ids; i++) {
         char src[4096], have[4096];
@@ -433,7 +434,7 @@ int cli_restore(int argc, char **argv)
     struct store *st = NULL;
     strset_init(&names);
     rc = 2;
-    if (ops->probe(db, data_dir, &have, &known, err, sizeof(err))) {
+    if (ops->admin.probe(db, data_dir, &have, &known, err, sizeof(err))) {
         cli_fail("%s: restore into another data dir, or move this database away", err);
         goto out;
     }
@@ -453,7 +454,7 @@ int cli_restore(int argc, char **argv)
         goto out;
     }
     if ((access(src_files, F_OK) == 0 && backup_copy_dir(src_files, dst_files, &cnt, err, sizeof(err))) ||
-        ops->restore(db, data_dir, src_db, err, sizeof(err))) {
+        ops->admin.restore(db, data_dir, src_db, err, sizeof(err))) {
         cli_fail("restore failed: %s", err);
         goto out;
     }

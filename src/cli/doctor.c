@@ -3,7 +3,7 @@
  * started or while it runs, and says what to fix.
  *
  * One line per check on stdout: "ok", "warn" or "FAIL", what was found, and for anything
- * not ok what to do. Nothing is changed: the store is only probed (store_ops.probe opens
+ * not ok what to do. Nothing is changed: the store is only probed (store_ops.admin.probe opens
  * it read-only and never migrates), the data dir is not created. Exit status 1 when a
  * check failed, so `nightshift doctor && systemctl start nightshift` reads naturally.
  *
@@ -170,11 +170,11 @@ static void doctor_check_store(struct doctor *d, const char *db, const char *dir
         doctor_say(d, DOCTOR_FAIL, "store '%s': no such store in this build (it has: sqlite:PATH, postgres://...): fix --db", db);
         return;
     }
-    if (!ops->probe) {
+    if (!ops->admin.probe) {
         doctor_say(d, DOCTOR_WARN, "store '%s': this kind of store cannot be checked here", db);
         return;
     }
-    if (ops->probe(db, dir, &have, &known, err, sizeof(err))) {
+    if (ops->admin.probe(db, dir, &have, &known, err, sizeof(err))) {
         if (strcmp(ops->scheme, "sqlite") == 0)
             doctor_say(d, DOCTOR_FAIL, "store: %s: restore a backup (nightshift restore) or move it away", err);
         else

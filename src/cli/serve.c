@@ -686,9 +686,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         datadir_unlock(lock_fd);
         return cli_fail("%s", err);
     }
-    if (ops->node_id) {
-        char node[256];
-        store_node_id(st, node, sizeof(node));
+    char node[256];
+    if (store_node_id(st, node, sizeof(node)) == NS_OK) {
         log_event(LOG_INFO, NULL, NULL, "store: %s, shared; this node is '%s'", ops->scheme, node);
     }
     serve_sweep_orphans(data_dir, st, SERVE_ORPHAN_AGE);

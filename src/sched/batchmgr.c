@@ -108,10 +108,10 @@ void batchmgr_on_idle(void *ud, const char *batch_id)
     batchmgr_kick(ud);
 }
 
-/* this node may run a once-only step of the batch now (see store_ops.batch_lease) */
+/* this node may run a once-only step of the batch now (see store_ops.batch.lease) */
 static bool bm_lease(struct batchmgr *m, const char *batch_id)
 {
-    return !store_ops_of(m->st)->batch_lease || store_batch_lease(m->st, batch_id) == NS_OK;
+    return store_batch_lease(m->st, batch_id) == NS_OK;
 }
 
 static bool bm_model_ok(void *ud, const char *model)

@@ -3,6 +3,12 @@
  */
 #include "store.h"
 
+#include "../util/clock.h"
+#include "../util/status.h"
+
+#include <errno.h>
+#include <time.h>
+
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -86,4 +92,33 @@ void store_note_error(const char *msg)
 void store_last_error(char *buf, size_t n)
 {
     snprintf(buf, n, "%s", store_err);
+}
+
+struct store_retry store_retry_begin(void)
+{
+    return (struct store_retry){.tries = 0, .start = clock_now()};
+}
+
+bool store_retry_again(struct store_retry *r, int rc)
+{
+    r->tries++;
+    if (rc != NS_ERR_BUSY || r->tries >= STORE_BUSY_TRIES || (clock_now() - r->start) * 1000 >= STORE_BUSY_BUDGET_MS)
+        return false;
+    /* 10, 20, 40 ms plus up to as much again at random: two nodes (or threads of two
+     * processes) that collided do not collide again in step */
+    long ms = 10L << (r->tries - 1);
+    ms += rand() % ms;
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = ms * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    return true;
+}
+
+int store_status_of_sqlstate(const char *sqlstate)
+{
+    /* serialization_failure, deadlock_detected: PostgreSQL rolled the transaction back
+     * and says that running it again may well succeed */
+    if (sqlstate && (strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0))
+        return NS_ERR_BUSY;
+    return NS_ERR_IO;
 }

@@ -4,9 +4,16 @@
  * name (like SQLite's VFS), found by the scheme of the --db URI. SQLite (store_sqlite.c)
  * is the default; PostgreSQL (store_pg.c) is the same table for many nodes on one queue.
  *
+ * The table (struct store_ops) is grouped by concern: the store's life at the top (open,
+ * close, check, node_id), then one sub-table each for files (.file), batches (.batch),
+ * batch lines (.lines), webhook deliveries (.webhook), API keys (.key) and the store as a
+ * whole (.admin: probe, backup, restore). Callers use store_<object>_<op>(st, ...) on an
+ * open store, which also retries the self-contained transactions on contention (below);
+ * only opening and the whole-store commands go through store_find()'s table.
+ *
  * INVARIANTS
  * - A batch line moves pending -> running -> done (ok or failed), and only forward, except
- *   that store_ops.lines_requeue() puts running lines back to pending at start-up (they
+ *   that store_ops.lines.requeue() puts running lines back to pending at start-up (they
  *   were in flight when the process died): a finished line is never recomputed, and its
  *   result is written once (the line's primary key).
  * - Batch counters (completed, failed, tokens) change in the same transaction as the line
@@ -25,6 +32,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "../util/status.h"
 
 struct store;
 
@@ -134,71 +143,100 @@ struct store_key {
     int64_t revoked_at;          /* 0: active; else when `keys revoke` ended it (key_list only) */
 };
 
-struct store_ops {
-    const char *scheme;      /* "sqlite", "postgres" */
-    const char *alias;       /* another URI scheme for the same store ("postgresql"), or NULL */
-    int (*open)(const char *uri, const char *data_dir, struct store **out, char *err, size_t errlen);
-    void (*close)(struct store *st);
-    int (*check)(struct store *st);   /* writable? (for /ready) */
+/* The operations, one sub-table per concern (files, batches, lines, webhooks, keys, the
+ * store as a whole), the store's life (open, close, check) at the top. A store's table is
+ * one const value (store_sqlite_ops, store_pg_ops); callers reach the operations on an open
+ * store through the store_<object>_<op>() wrappers below, and open and the whole-store
+ * operations through store_find()'s table. */
 
-    int (*file_insert)(struct store *st, const struct store_file *f);
-    int (*file_get)(struct store *st, const char *id, struct store_file *out);   /* NS_ERR_NOT_FOUND */
-    int (*file_list)(struct store *st, const struct store_list_page *pg, struct store_file **out, int *n,
-                     bool *has_more);
-    int (*file_delete)(struct store *st, const char *id);
+/* files: metadata rows, content on disk (store_file.path) */
+struct store_file_ops {
+    int (*insert)(struct store *st, const struct store_file *f);
+    int (*get)(struct store *st, const char *id, struct store_file *out);   /* NS_ERR_NOT_FOUND */
+    int (*list)(struct store *st, const struct store_list_page *pg, struct store_file **out, int *n, bool *has_more);
+    int (*delete)(struct store *st, const char *id);
+};
 
-    int (*batch_insert)(struct store *st, struct store_batch *b);              /* sets b->seq */
-    int (*batch_get)(struct store *st, const char *id, struct store_batch *out);
-    int (*batch_list)(struct store *st, const struct store_list_page *pg, struct store_batch **out, int *n,
-                      bool *has_more);
+/* batches: the rows and their status; the counters are the lines' (struct store_line_ops) */
+struct store_batch_ops {
+    int (*insert)(struct store *st, struct store_batch *b);              /* sets b->seq */
+    int (*get)(struct store *st, const char *id, struct store_batch *out);
+    int (*list)(struct store *st, const struct store_list_page *pg, struct store_batch **out, int *n,
+                bool *has_more);
     /* Write the status, timestamps, file ids, model, errors of b (counters and total are
-     * the store's: lines_finish and lines_insert keep them) if the stored status is still `expect`: a compare-and-set, so a cancel and
-     * the batch manager never overwrite each other's change. NS_ERR_CONFLICT when the
-     * status moved on (re-read and decide again). */
-    int (*batch_update)(struct store *st, const struct store_batch *b, enum store_batch_status expect);
+     * the store's: lines.finish and lines.insert keep them) if the stored status is still
+     * `expect`: a compare-and-set, so a cancel and the batch manager never overwrite each
+     * other's change. NS_ERR_CONFLICT when the status moved on (re-read and decide again). */
+    int (*update)(struct store *st, const struct store_batch *b, enum store_batch_status expect);
     /* ids of batches in a status (start-up recovery, the scheduler's work list) */
-    int (*batch_ids_by_status)(struct store *st, enum store_batch_status s, char (**ids)[48], int *n);
+    int (*ids_by_status)(struct store *st, enum store_batch_status s, char (**ids)[48], int *n);
     /* Optional (NULL: one process per store, every step is ours). Take or renew this
      * node's lease on a batch for the steps that must run on one node at a time
      * (validation, settling, finalization): NS_OK when ours now, NS_ERR_CONFLICT while
-     * another node's lease runs. batch_update's compare-and-set stays the guard of record. */
-    int (*batch_lease)(struct store *st, const char *id);
+     * another node's lease runs. update's compare-and-set stays the guard of record. */
+    int (*lease)(struct store *st, const char *id);
+    /* delete a batch and its lines (the caller removes its files) */
+    int (*delete)(struct store *st, const char *id);
+};
 
-    int (*lines_insert)(struct store *st, const char *batch_id, const struct store_line *lines, int n);
+/* the lines of batches: pending -> running -> done, and the batch counters with them */
+struct store_line_ops {
+    int (*insert)(struct store *st, const char *batch_id, const struct store_line *lines, int n);
     /* move up to max pending lines of the batch (of that model; NULL = any) to running;
      * returns them in order */
-    int (*lines_claim)(struct store *st, const char *batch_id, const char *model, int max, struct store_line **out,
-                       int *n);
+    int (*claim)(struct store *st, const char *batch_id, const char *model, int max, struct store_line **out,
+                 int *n);
     /* record finished lines and update their batches' counters, all in one transaction
      * (group commit: one fsync for many lines); a line already finished is left alone */
-    int (*lines_finish)(struct store *st, const struct store_result *rs, int n);
+    int (*finish)(struct store *st, const struct store_result *rs, int n);
     /* running -> pending (start-up): every running line of the store, or, where many
      * nodes share it, this node's (another node's lines are claimable once its lease on
-     * them runs out: lines_claim takes them and lines_count_unfinished counts them pending) */
-    int (*lines_requeue)(struct store *st);
+     * them runs out: claim takes them and count_unfinished counts them pending) */
+    int (*requeue)(struct store *st);
     /* every pending (and, when running too, running) line fails with this result line
      * maker: json = make(ud, custom_id) — expiry and cancellation. Where nodes share the
      * store, "running" is this node's running lines and those whose lease ran out: another
-     * live node settles its own (lines_count_unfinished says when none is left) */
-    int (*lines_fail_unfinished)(struct store *st, const char *batch_id, bool running_too, enum store_fail_kind kind,
-                                 char *(*make)(void *ud, const char *custom_id), void *ud);
-    int (*lines_count_unfinished)(struct store *st, const char *batch_id, int64_t *pending, int64_t *running);
-    /* delete a batch and its lines (the caller removes its files) */
-    int (*batch_delete)(struct store *st, const char *id);
+     * live node settles its own (count_unfinished says when none is left) */
+    int (*fail_unfinished)(struct store *st, const char *batch_id, bool running_too, enum store_fail_kind kind,
+                           char *(*make)(void *ud, const char *custom_id), void *ud);
+    int (*count_unfinished)(struct store *st, const char *batch_id, int64_t *pending, int64_t *running);
     /* the failed lines of a batch (their input positions), in line order — for a retry */
-    int (*lines_failed)(struct store *st, const char *batch_id, struct store_line **out, int *n);
-    /* write finished lines in input line order (whatever order they ran in): ok ones to ok_out, failed ones to err_out (either may be NULL) */
-    int (*lines_export)(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out);
-    /* webhook deliveries: queued with the event, taken when due, updated per try */
-    int (*webhook_insert)(struct store *st, const struct store_webhook *w);
-    int (*webhooks_due)(struct store *st, int64_t now, int max, struct store_webhook **out, int *n);
-    int (*webhook_update)(struct store *st, const struct store_webhook *w);
-    /* newest first; batch_id NULL = all */
-    int (*webhooks_list)(struct store *st, const char *batch_id, int limit, struct store_webhook **out, int *n);
+    int (*failed)(struct store *st, const char *batch_id, struct store_line **out, int *n);
+    /* write finished lines in input line order (whatever order they ran in): ok ones to
+     * ok_out, failed ones to err_out (either may be NULL) */
+    int (*export)(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out);
+};
 
-    /* ---- operations on a store as a whole (nightshift doctor, backup, restore) ----
-     * Optional: NULL where a store cannot (the commands then say so). They take the URI and
-     * data dir as open() does and work without a struct store, so they never migrate. */
+/* webhook deliveries: queued with the event, taken when due, updated per try */
+struct store_webhook_ops {
+    int (*insert)(struct store *st, const struct store_webhook *w);
+    int (*due)(struct store *st, int64_t now, int max, struct store_webhook **out, int *n);
+    int (*update)(struct store *st, const struct store_webhook *w);
+    /* newest first; batch_id NULL = all */
+    int (*list)(struct store *st, const char *batch_id, int limit, struct store_webhook **out, int *n);
+};
+
+/* API keys by the hex SHA-256 of the key: insert (NS_ERR_CONFLICT when the name is taken,
+ * by a revoked key too), look up an active one (NS_ERR_NOT_FOUND, also when revoked),
+ * count. A revoked key stays as a row, and insert leaves a mark that outlives even rows
+ * deleted by hand, so count is > 0 for good once any key was created: a server never falls
+ * back to open mode (issue 27.9). */
+struct store_key_ops {
+    int (*insert)(struct store *st, const struct store_key *k, const char *hash_hex);
+    int (*get)(struct store *st, const char *hash_hex, struct store_key *out);
+    int (*count)(struct store *st, int64_t *n);
+    /* every key, revoked ones too, oldest first (*out malloc'd, the caller frees it) */
+    int (*list)(struct store *st, struct store_key **out, int *n);
+    /* end the active key named name at `at` (NS_ERR_NOT_FOUND: no such active key) */
+    int (*revoke)(struct store *st, const char *name, int64_t at);
+    /* give the active key named name a new secret (its SHA-256); the old one stops working */
+    int (*rotate)(struct store *st, const char *name, const char *hash_hex);
+};
+
+/* Operations on a store as a whole (nightshift doctor, backup, restore). Optional: NULL
+ * where a store cannot (the commands then say so). All but files_relocate take the URI
+ * and data dir as open() does and work without a struct store, so they never migrate. */
+struct store_admin_ops {
     /* the schema version of the store at uri, read without changing anything: *have = 0
      * when there is no store there yet; *known = the newest version this binary knows */
     int (*probe)(const char *uri, const char *data_dir, int *have, int *known, char *err, size_t errlen);
@@ -212,24 +250,24 @@ struct store_ops {
     int (*restore)(const char *uri, const char *data_dir, const char *src, char *err, size_t errlen);
     /* point every file's path at files_dir/<id> (its data dir moved: after a restore) */
     int (*files_relocate)(struct store *st, const char *files_dir);
+};
 
-    /* API keys by the hex SHA-256 of the key: insert (NS_ERR_CONFLICT when the name is
-     * taken, by a revoked key too), look up an active one (NS_ERR_NOT_FOUND, also when
-     * revoked), count. A revoked key stays as a row, and key_insert leaves a mark that
-     * outlives even rows deleted by hand, so key_count is > 0 for good once any key was
-     * created: a server never falls back to open mode (issue 27.9). */
-    int (*key_insert)(struct store *st, const struct store_key *k, const char *hash_hex);
-    int (*key_get)(struct store *st, const char *hash_hex, struct store_key *out);
-    int (*key_count)(struct store *st, int64_t *n);
-    /* every key, revoked ones too, oldest first (*out malloc'd, the caller frees it) */
-    int (*key_list)(struct store *st, struct store_key **out, int *n);
-    /* end the active key named name at `at` (NS_ERR_NOT_FOUND: no such active key) */
-    int (*key_revoke)(struct store *st, const char *name, int64_t at);
-    /* give the active key named name a new secret (its SHA-256); the old one stops working */
-    int (*key_rotate)(struct store *st, const char *name, const char *hash_hex);
-
+struct store_ops {
+    /* the store's life */
+    const char *scheme;      /* "sqlite", "postgres" */
+    const char *alias;       /* another URI scheme for the same store ("postgresql"), or NULL */
+    int (*open)(const char *uri, const char *data_dir, struct store **out, char *err, size_t errlen);
+    void (*close)(struct store *st);
+    int (*check)(struct store *st);   /* writable? (for /ready) */
     /* Optional: this process's id among the nodes sharing the store (logs, doctor) */
     int (*node_id)(struct store *st, char *out, size_t n);
+
+    struct store_file_ops file;
+    struct store_batch_ops batch;
+    struct store_line_ops lines;
+    struct store_webhook_ops webhook;
+    struct store_key_ops key;
+    struct store_admin_ops admin;
 };
 
 
@@ -244,8 +282,43 @@ static inline const struct store_ops *store_ops_of(struct store *st)
     return ((struct store_base *)st)->ops;
 }
 
-/* one wrapper per operation that works on an open store (optional ones: check the op for
- * NULL through store_ops_of() first) */
+/* ---- for the stores: contention ----
+ * A store that finds the database contended (SQLite: SQLITE_BUSY or SQLITE_LOCKED;
+ * PostgreSQL: a serialization failure, SQLSTATE 40001, or a deadlock, 40P01) rolls back
+ * and returns NS_ERR_BUSY. The wrappers below of the operations that are one
+ * self-contained transaction (inserts, batch_update, lines_claim, lines_finish,
+ * lines_fail_unfinished, batch_delete) try it again: at most STORE_BUSY_TRIES times in all,
+ * pausing a little longer each time, and not once STORE_BUSY_BUDGET_MS have passed since
+ * the first try. SQLite's busy timeout already waits for a lock; this is for what it does
+ * not cover (a snapshot that went stale, SQLITE_LOCKED, PostgreSQL's conflicts), and a try
+ * that waited the busy timeout out is past the budget, so it is not waited out again. A
+ * caller sees NS_ERR_BUSY only when the tries are spent. */
+#define STORE_BUSY_TRIES 4
+#define STORE_BUSY_BUDGET_MS 1000
+struct store_retry {
+    int tries;              /* tries made */
+    double start;           /* clock_now() at the first */
+};
+struct store_retry store_retry_begin(void);
+/* after a try that returned rc: true (having paused) when it should be tried again */
+bool store_retry_again(struct store_retry *r, int rc);
+/* NS_ERR_BUSY for SQLSTATE 40001 and 40P01, else NS_ERR_IO (NULL: no SQLSTATE) */
+int store_status_of_sqlstate(const char *sqlstate);
+/* NS_ERR_BUSY for SQLITE_BUSY and SQLITE_LOCKED (and their extended codes), else NS_ERR_IO */
+int store_status_of_sqlite(int code);
+/* the wrappers' side: `return` the status of call (an operation that is one self-contained
+ * transaction), tried again as above while it says NS_ERR_BUSY */
+#define STORE_RETURN_RETRIED(call)                                                                                 \
+    do {                                                                                                           \
+        struct store_retry again_ = store_retry_begin();                                                           \
+        int rc_;                                                                                                   \
+        while (store_retry_again(&again_, rc_ = (call))) {                                                         \
+        }                                                                                                          \
+        return rc_;                                                                                                \
+    } while (0)
+
+/* one wrapper per operation that works on an open store: the only way callers reach them
+ * (an optional one answers for a store without it, as it says) */
 static inline void store_close(struct store *st)
 {
     store_ops_of(st)->close(st);
@@ -258,157 +331,161 @@ static inline int store_check(struct store *st)
 
 static inline int store_file_insert(struct store *st, const struct store_file *f)
 {
-    return store_ops_of(st)->file_insert(st, f);
+    STORE_RETURN_RETRIED(store_ops_of(st)->file.insert(st, f));
 }
 
 static inline int store_file_get(struct store *st, const char *id, struct store_file *out)
 {
-    return store_ops_of(st)->file_get(st, id, out);
+    return store_ops_of(st)->file.get(st, id, out);
 }
 
 static inline int store_file_list(struct store *st, const struct store_list_page *pg, struct store_file **out, int *n, bool *has_more)
 {
-    return store_ops_of(st)->file_list(st, pg, out, n, has_more);
+    return store_ops_of(st)->file.list(st, pg, out, n, has_more);
 }
 
 static inline int store_file_delete(struct store *st, const char *id)
 {
-    return store_ops_of(st)->file_delete(st, id);
+    return store_ops_of(st)->file.delete(st, id);
 }
 
 static inline int store_batch_insert(struct store *st, struct store_batch *b)
 {
-    return store_ops_of(st)->batch_insert(st, b);
+    STORE_RETURN_RETRIED(store_ops_of(st)->batch.insert(st, b));
 }
 
 static inline int store_batch_get(struct store *st, const char *id, struct store_batch *out)
 {
-    return store_ops_of(st)->batch_get(st, id, out);
+    return store_ops_of(st)->batch.get(st, id, out);
 }
 
 static inline int store_batch_list(struct store *st, const struct store_list_page *pg, struct store_batch **out, int *n, bool *has_more)
 {
-    return store_ops_of(st)->batch_list(st, pg, out, n, has_more);
+    return store_ops_of(st)->batch.list(st, pg, out, n, has_more);
 }
 
 static inline int store_batch_update(struct store *st, const struct store_batch *b, enum store_batch_status expect)
 {
-    return store_ops_of(st)->batch_update(st, b, expect);
+    STORE_RETURN_RETRIED(store_ops_of(st)->batch.update(st, b, expect));
 }
 
 static inline int store_batch_ids_by_status(struct store *st, enum store_batch_status s, char (**ids)[48], int *n)
 {
-    return store_ops_of(st)->batch_ids_by_status(st, s, ids, n);
+    return store_ops_of(st)->batch.ids_by_status(st, s, ids, n);
 }
 
+/* NS_OK where the store has no leases (one process per store: every step is ours) */
 static inline int store_batch_lease(struct store *st, const char *id)
 {
-    return store_ops_of(st)->batch_lease(st, id);
+    return store_ops_of(st)->batch.lease ? store_ops_of(st)->batch.lease(st, id) : NS_OK;
 }
 
 static inline int store_lines_insert(struct store *st, const char *batch_id, const struct store_line *lines, int n)
 {
-    return store_ops_of(st)->lines_insert(st, batch_id, lines, n);
+    STORE_RETURN_RETRIED(store_ops_of(st)->lines.insert(st, batch_id, lines, n));
 }
 
 static inline int store_lines_claim(struct store *st, const char *batch_id, const char *model, int max, struct store_line **out, int *n)
 {
-    return store_ops_of(st)->lines_claim(st, batch_id, model, max, out, n);
+    STORE_RETURN_RETRIED(store_ops_of(st)->lines.claim(st, batch_id, model, max, out, n));
 }
 
 static inline int store_lines_finish(struct store *st, const struct store_result *rs, int n)
 {
-    return store_ops_of(st)->lines_finish(st, rs, n);
+    STORE_RETURN_RETRIED(store_ops_of(st)->lines.finish(st, rs, n));
 }
 
 static inline int store_lines_requeue(struct store *st)
 {
-    return store_ops_of(st)->lines_requeue(st);
+    return store_ops_of(st)->lines.requeue(st);
 }
 
 static inline int store_lines_fail_unfinished(struct store *st, const char *batch_id, bool running_too, enum store_fail_kind kind, char *(*make)(void *ud, const char *custom_id), void *ud)
 {
-    return store_ops_of(st)->lines_fail_unfinished(st, batch_id, running_too, kind, make, ud);
+    STORE_RETURN_RETRIED(store_ops_of(st)->lines.fail_unfinished(st, batch_id, running_too, kind, make, ud));
 }
 
 static inline int store_lines_count_unfinished(struct store *st, const char *batch_id, int64_t *pending, int64_t *running)
 {
-    return store_ops_of(st)->lines_count_unfinished(st, batch_id, pending, running);
+    return store_ops_of(st)->lines.count_unfinished(st, batch_id, pending, running);
 }
 
 static inline int store_batch_delete(struct store *st, const char *id)
 {
-    return store_ops_of(st)->batch_delete(st, id);
+    STORE_RETURN_RETRIED(store_ops_of(st)->batch.delete(st, id));
 }
 
 static inline int store_lines_failed(struct store *st, const char *batch_id, struct store_line **out, int *n)
 {
-    return store_ops_of(st)->lines_failed(st, batch_id, out, n);
+    return store_ops_of(st)->lines.failed(st, batch_id, out, n);
 }
 
 static inline int store_lines_export(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out)
 {
-    return store_ops_of(st)->lines_export(st, batch_id, ok_out, err_out);
+    return store_ops_of(st)->lines.export(st, batch_id, ok_out, err_out);
 }
 
 static inline int store_webhook_insert(struct store *st, const struct store_webhook *w)
 {
-    return store_ops_of(st)->webhook_insert(st, w);
+    STORE_RETURN_RETRIED(store_ops_of(st)->webhook.insert(st, w));
 }
 
 static inline int store_webhooks_due(struct store *st, int64_t now, int max, struct store_webhook **out, int *n)
 {
-    return store_ops_of(st)->webhooks_due(st, now, max, out, n);
+    return store_ops_of(st)->webhook.due(st, now, max, out, n);
 }
 
 static inline int store_webhook_update(struct store *st, const struct store_webhook *w)
 {
-    return store_ops_of(st)->webhook_update(st, w);
+    return store_ops_of(st)->webhook.update(st, w);
 }
 
 static inline int store_webhooks_list(struct store *st, const char *batch_id, int limit, struct store_webhook **out, int *n)
 {
-    return store_ops_of(st)->webhooks_list(st, batch_id, limit, out, n);
+    return store_ops_of(st)->webhook.list(st, batch_id, limit, out, n);
 }
 
+/* NS_ERR_UNSUPPORTED where the store cannot */
 static inline int store_files_relocate(struct store *st, const char *files_dir)
 {
-    return store_ops_of(st)->files_relocate(st, files_dir);
+    return store_ops_of(st)->admin.files_relocate ? store_ops_of(st)->admin.files_relocate(st, files_dir)
+                                                  : NS_ERR_UNSUPPORTED;
 }
 
 static inline int store_key_insert(struct store *st, const struct store_key *k, const char *hash_hex)
 {
-    return store_ops_of(st)->key_insert(st, k, hash_hex);
+    return store_ops_of(st)->key.insert(st, k, hash_hex);
 }
 
 static inline int store_key_get(struct store *st, const char *hash_hex, struct store_key *out)
 {
-    return store_ops_of(st)->key_get(st, hash_hex, out);
+    return store_ops_of(st)->key.get(st, hash_hex, out);
 }
 
 static inline int store_key_count(struct store *st, int64_t *n)
 {
-    return store_ops_of(st)->key_count(st, n);
+    return store_ops_of(st)->key.count(st, n);
 }
 
 static inline int store_key_list(struct store *st, struct store_key **out, int *n)
 {
-    return store_ops_of(st)->key_list(st, out, n);
+    return store_ops_of(st)->key.list(st, out, n);
 }
 
 static inline int store_key_revoke(struct store *st, const char *name, int64_t at)
 {
-    return store_ops_of(st)->key_revoke(st, name, at);
+    return store_ops_of(st)->key.revoke(st, name, at);
 }
 
 static inline int store_key_rotate(struct store *st, const char *name, const char *hash_hex)
 {
-    return store_ops_of(st)->key_rotate(st, name, hash_hex);
+    return store_ops_of(st)->key.rotate(st, name, hash_hex);
 }
 
+/* NS_ERR_UNSUPPORTED where the store is not shared (no node ids) */
 static inline int store_node_id(struct store *st, char *out, size_t n)
 {
-    return store_ops_of(st)->node_id(st, out, n);
+    return store_ops_of(st)->node_id ? store_ops_of(st)->node_id(st, out, n) : NS_ERR_UNSUPPORTED;
 }
 
 /* the store whose scheme matches the URI ("sqlite:path", "postgres://...",

@@ -24,6 +24,8 @@
  * - Webhook deliveries are claimed the same way (webhooks_due pushes next_at forward in the
  *   claiming transaction), so one node delivers each try.
  * - Time for leases is the database's clock (one clock for every node).
+ * - A serialization failure or deadlock (SQLSTATE 40001, 40P01: two nodes' transactions
+ *   crossed) rolls back and is NS_ERR_BUSY, which the store.h wrappers try again.
  * - Schema versioned in table ns_schema, migrated at open under a transaction-scoped
  *   advisory lock (nodes starting together migrate once); a newer schema is refused.
  *
@@ -41,7 +43,7 @@
 /* ---- query helpers -------------------------------------------------------------------- */
 
 
-void pa_text(struct pg_args *a, const char *s)
+void store_pg_arg_text(struct store_pg_args *a, const char *s)
 {
     a->v[a->n] = s; /* NULL = SQL NULL */
     a->len[a->n] = 0;
@@ -49,13 +51,13 @@ void pa_text(struct pg_args *a, const char *s)
     a->n++;
 }
 
-void pa_i64(struct pg_args *a, int64_t x)
+void store_pg_arg_i64(struct store_pg_args *a, int64_t x)
 {
     snprintf(a->num[a->n], sizeof(a->num[0]), "%lld", (long long)x);
-    pa_text(a, a->num[a->n]);
+    store_pg_arg_text(a, a->num[a->n]);
 }
 
-static void pa_bin(struct pg_args *a, const void *p, int n)
+static void pg_arg_bin(struct store_pg_args *a, const void *p, int n)
 {
     a->v[a->n] = p;
     a->len[a->n] = n;
@@ -64,57 +66,95 @@ static void pa_bin(struct pg_args *a, const void *p, int n)
 }
 
 /* a connection that dropped (server restart) is re-opened before the next query */
-void pg_alive(struct store *st)
+void store_pg_alive(struct store *st)
 {
     if (PQstatus(st->conn) != CONNECTION_OK)
         PQreset(st->conn);
 }
 
 /* run sql with args; the result when its status is ok (tuples or command), else NULL */
-PGresult *pg_q(struct store *st, const char *sql, const struct pg_args *a)
+PGresult *store_pg_q(struct store *st, const char *sql, const struct store_pg_args *a)
 {
-    pg_alive(st);
+    store_pg_alive(st);
     PGresult *r = PQexecParams(st->conn, sql, a ? a->n : 0, NULL, a ? a->v : NULL, a ? a->len : NULL,
                                a ? a->fmt : NULL, 0);
     ExecStatusType s = PQresultStatus(r);
-    if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK)
+    if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
+        st->fail = NS_OK;
         return r;
-    store_note_error(r ? PQresultErrorMessage(r) : PQerrorMessage(st->conn));
+    }
+    store_pg_failed(st, r);
     PQclear(r);
     return NULL;
 }
 
-/* sql without parameters; may hold several statements (the schema) */
-int pg_exec(struct store *st, const char *sql)
+int store_pg_failed(struct store *st, const PGresult *r)
 {
-    pg_alive(st);
-    PGresult *r = PQexec(st->conn, sql);
-    ExecStatusType s = PQresultStatus(r);
-    if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK)
-        store_note_error(r ? PQresultErrorMessage(r) : PQerrorMessage(st->conn));
-    PQclear(r);
-    return s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK ? NS_OK : NS_ERR_IO;
+    store_note_error(r ? PQresultErrorMessage(r) : PQerrorMessage(st->conn));
+    st->fail = store_status_of_sqlstate(r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
+    return st->fail;
 }
 
-int64_t pg_i64(const PGresult *r, int row, int col)
+int store_pg_rollback(struct store *st, int rc)
+{
+    if (st->fail == NS_ERR_BUSY)
+        rc = NS_ERR_BUSY; /* read before ROLLBACK's own status replaces it */
+    store_pg_exec(st, "ROLLBACK");
+    return rc;
+}
+
+/* sql without parameters; may hold several statements (the schema) */
+int store_pg_exec(struct store *st, const char *sql)
+{
+    store_pg_alive(st);
+    PGresult *r = PQexec(st->conn, sql);
+    ExecStatusType s = PQresultStatus(r);
+    st->fail = s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK ? NS_OK : store_pg_failed(st, r);
+    PQclear(r);
+    return st->fail;
+}
+
+int64_t store_pg_i64(const PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
         return 0;
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-char *pg_dup(const PGresult *r, int row, int col)
+char *store_pg_dup(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
 }
 
-void pg_copy(char *dst, size_t n, const PGresult *r, int row, int col)
+void store_pg_copy(char *dst, size_t n, const PGresult *r, int row, int col)
 {
     snprintf(dst, n, "%s", PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
 }
 
+int store_pg_rows(PGresult *r, int max, size_t elem_size, store_pg_row_fn row, void *ud, void **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!r)
+        return NS_ERR_IO;
+    int got = PQntuples(r);
+    if (max >= 0 && got > max)
+        got = max;
+    char *arr = calloc((size_t)(got ? got : 1), elem_size);
+    if (!arr) {
+        PQclear(r);
+        return NS_ERR_NOMEM;
+    }
+    for (int i = 0; i < got; i++)
+        row(r, i, arr + (size_t)i * elem_size, ud);
+    PQclear(r);
+    *out = arr;
+    *n = got;
+    return NS_OK;
+}
+
 /* rows changed by an UPDATE/DELETE/INSERT result */
-long pg_changes(const PGresult *r)
+long store_pg_changes(const PGresult *r)
 {
     return strtol(PQcmdTuples((PGresult *)r), NULL, 10);
 }
@@ -323,7 +363,7 @@ static int pg_open(const char *uri, const char *data_dir, struct store **out, ch
     if ((rc = pg_connect(uri, st->node, sizeof(st->node), &st->lease, &st->conn, err, errlen)))
         goto out;
     /* nodes starting together: one migrates, the others wait for it and see the result */
-    if (pg_exec(st, "BEGIN") || pg_exec(st, "SELECT pg_advisory_xact_lock(7460218934512)")) {
+    if (store_pg_exec(st, "BEGIN") || store_pg_exec(st, "SELECT pg_advisory_xact_lock(7460218934512)")) {
         snprintf(err, errlen, "cannot lock the schema: %s", PQerrorMessage(st->conn));
         rc = NS_ERR_IO;
         goto out;
@@ -339,24 +379,24 @@ static int pg_open(const char *uri, const char *data_dir, struct store **out, ch
                  version, STORE_PG_VERSION);
         rc = NS_ERR_CONFLICT;
     } else if (version < STORE_PG_VERSION) {
-        bool ok = version > 0 || pg_exec(st, "CREATE TABLE ns_schema(version integer NOT NULL)") == NS_OK;
+        bool ok = version > 0 || store_pg_exec(st, "CREATE TABLE ns_schema(version integer NOT NULL)") == NS_OK;
         for (int v = version + 1; ok && v <= STORE_PG_VERSION; v++)
-            ok = pg_exec(st, pg_migrations[v]) == NS_OK;
-        struct pg_args a = {0};
-        pa_i64(&a, STORE_PG_VERSION);
-        PGresult *r = ok ? pg_q(st, "INSERT INTO ns_schema(version) VALUES($1)", &a) : NULL;
+            ok = store_pg_exec(st, pg_migrations[v]) == NS_OK;
+        struct store_pg_args a = {0};
+        store_pg_arg_i64(&a, STORE_PG_VERSION);
+        PGresult *r = ok ? store_pg_q(st, "INSERT INTO ns_schema(version) VALUES($1)", &a) : NULL;
         if (!r) {
             snprintf(err, errlen, "cannot create the schema: %s", PQerrorMessage(st->conn));
             rc = NS_ERR_IO;
         }
         PQclear(r);
     }
-    if (rc || pg_exec(st, "COMMIT")) {
+    if (rc || store_pg_exec(st, "COMMIT")) {
         if (!rc) {
             snprintf(err, errlen, "cannot create the schema: %s", PQerrorMessage(st->conn));
             rc = NS_ERR_IO;
         }
-        pg_exec(st, "ROLLBACK");
+        store_pg_exec(st, "ROLLBACK");
         goto out;
     }
     if (pthread_create(&st->hb, NULL, pg_heartbeat, st) != 0) {
@@ -399,11 +439,11 @@ static void *pg_heartbeat(void *arg)
         if (st->stopping)
             break;
         pthread_mutex_unlock(&st->hb_mu);
-        struct pg_args a = {0};
-        pa_text(&a, st->node);
-        pa_i64(&a, (int64_t)st->lease * 1000);
+        struct store_pg_args a = {0};
+        store_pg_arg_text(&a, st->node);
+        store_pg_arg_i64(&a, (int64_t)st->lease * 1000);
         pthread_mutex_lock(&st->mu);
-        PQclear(pg_q(st, "UPDATE lines SET lease_until = " PG_NOW_MS " + $2 WHERE node = $1 AND state = 1", &a));
+        PQclear(store_pg_q(st, "UPDATE lines SET lease_until = " PG_NOW_MS " + $2 WHERE node = $1 AND state = 1", &a));
         pthread_mutex_unlock(&st->mu);
         pthread_mutex_lock(&st->hb_mu);
     }
@@ -433,7 +473,7 @@ static void pg_close(struct store *st)
 static int pg_check(struct store *st)
 {
     pthread_mutex_lock(&st->mu);
-    PGresult *r = pg_q(st, "SELECT pg_is_in_recovery()", NULL);
+    PGresult *r = store_pg_q(st, "SELECT pg_is_in_recovery()", NULL);
     int rc = r && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 'f' ? NS_OK : NS_ERR_IO;
     PQclear(r);
     pthread_mutex_unlock(&st->mu);
@@ -455,17 +495,17 @@ static int pg_file_insert(struct store *st, const struct store_file *f)
         return NS_ERR_NOMEM;
     }
     pthread_mutex_lock(&st->mu);
-    if (pg_exec(st, "BEGIN"))
+    if (store_pg_exec(st, "BEGIN"))
         goto out;
-    struct pg_args a = {0};
-    pa_text(&a, f->id);
-    pa_text(&a, f->owner);
-    pa_text(&a, f->purpose);
-    pa_text(&a, f->filename ? f->filename : "");
-    pa_i64(&a, f->bytes);
-    pa_i64(&a, f->created_at);
-    pa_i64(&a, f->expires_at);
-    PGresult *r = pg_q(st, "INSERT INTO files(id,owner,purpose,filename,bytes,created_at,expires_at) "
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, f->id);
+    store_pg_arg_text(&a, f->owner);
+    store_pg_arg_text(&a, f->purpose);
+    store_pg_arg_text(&a, f->filename ? f->filename : "");
+    store_pg_arg_i64(&a, f->bytes);
+    store_pg_arg_i64(&a, f->created_at);
+    store_pg_arg_i64(&a, f->expires_at);
+    PGresult *r = store_pg_q(st, "INSERT INTO files(id,owner,purpose,filename,bytes,created_at,expires_at) "
                            "VALUES($1,$2,$3,$4,$5,$6,$7)", &a);
     if (!r)
         goto rollback;
@@ -486,11 +526,11 @@ static int pg_file_insert(struct store *st, const struct store_file *f)
         }
         if (got == 0 && n > 0)
             break;
-        struct pg_args c = {0};
-        pa_text(&c, f->id);
-        pa_i64(&c, n);
-        pa_bin(&c, buf, (int)got);
-        r = pg_q(st, "INSERT INTO file_chunks(file_id,n,data) VALUES($1,$2::integer,$3::bytea)", &c);
+        struct store_pg_args c = {0};
+        store_pg_arg_text(&c, f->id);
+        store_pg_arg_i64(&c, n);
+        pg_arg_bin(&c, buf, (int)got);
+        r = store_pg_q(st, "INSERT INTO file_chunks(file_id,n,data) VALUES($1,$2::integer,$3::bytea)", &c);
         if (!r)
             goto rollback;
         PQclear(r);
@@ -500,12 +540,12 @@ static int pg_file_insert(struct store *st, const struct store_file *f)
     }
     if (total != f->bytes)
         goto rollback; /* the file changed under us: refuse rather than store a torn copy */
-    if (pg_exec(st, "COMMIT") == NS_OK) {
+    if (store_pg_exec(st, "COMMIT") == NS_OK) {
         rc = NS_OK;
         goto out;
     }
 rollback:
-    pg_exec(st, "ROLLBACK");
+    rc = store_pg_rollback(st, rc);
 out:
     pthread_mutex_unlock(&st->mu);
     free(buf);
@@ -523,13 +563,13 @@ static int pg_file_fetch(struct store *st, const char *id, int64_t bytes, const 
     int rc = NS_ERR_IO;
     int64_t total = 0;
     for (int n = 0;; n++) {
-        struct pg_args a = {0};
-        pa_text(&a, id);
-        pa_i64(&a, n);
+        struct store_pg_args a = {0};
+        store_pg_arg_text(&a, id);
+        store_pg_arg_i64(&a, n);
         /* one chunk per query, the store unlocked between them: a big file does not
          * hold up the other threads */
         pthread_mutex_lock(&st->mu);
-        pg_alive(st);
+        store_pg_alive(st);
         PGresult *r = PQexecParams(st->conn, "SELECT data FROM file_chunks WHERE file_id=$1 AND n=$2::integer", a.n,
                                    NULL, a.v, NULL, NULL, 1);
         pthread_mutex_unlock(&st->mu);
@@ -561,16 +601,19 @@ out:
 
 #define PG_FILE_COLS "id,owner,purpose,filename,bytes,created_at,expires_at"
 
-static void pg_row_file(struct store *st, const PGresult *r, int i, struct store_file *f)
+/* a store_pg_row_fn: ud is the store (the files dir) */
+static void pg_row_file(const PGresult *r, int i, void *elem, void *ud)
 {
+    const struct store *st = ud;
+    struct store_file *f = elem;
     memset(f, 0, sizeof(*f));
-    pg_copy(f->id, sizeof(f->id), r, i, 0);
-    pg_copy(f->owner, sizeof(f->owner), r, i, 1);
-    pg_copy(f->purpose, sizeof(f->purpose), r, i, 2);
-    f->filename = pg_dup(r, i, 3);
-    f->bytes = pg_i64(r, i, 4);
-    f->created_at = pg_i64(r, i, 5);
-    f->expires_at = pg_i64(r, i, 6);
+    store_pg_copy(f->id, sizeof(f->id), r, i, 0);
+    store_pg_copy(f->owner, sizeof(f->owner), r, i, 1);
+    store_pg_copy(f->purpose, sizeof(f->purpose), r, i, 2);
+    f->filename = store_pg_dup(r, i, 3);
+    f->bytes = store_pg_i64(r, i, 4);
+    f->created_at = store_pg_i64(r, i, 5);
+    f->expires_at = store_pg_i64(r, i, 6);
     size_t n = strlen(st->files_dir) + strlen(f->id) + 2;
     f->path = malloc(n);
     if (f->path)
@@ -580,13 +623,13 @@ static void pg_row_file(struct store *st, const PGresult *r, int i, struct store
 static int pg_file_get(struct store *st, const char *id, struct store_file *out)
 {
     int rc = NS_ERR_IO;
-    struct pg_args a = {0};
-    pa_text(&a, id);
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, id);
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&st->mu);
-    PGresult *r = pg_q(st, "SELECT " PG_FILE_COLS " FROM files WHERE id=$1", &a);
+    PGresult *r = store_pg_q(st, "SELECT " PG_FILE_COLS " FROM files WHERE id=$1", &a);
     if (r && PQntuples(r) == 1) {
-        pg_row_file(st, r, 0, out);
+        pg_row_file(r, 0, out, st);
         rc = out->path && out->filename ? NS_OK : NS_ERR_NOMEM;
     } else if (r) {
         rc = NS_ERR_NOT_FOUND;
@@ -606,12 +649,12 @@ static int pg_file_get(struct store *st, const char *id, struct store_file *out)
 static int64_t pg_seq_of(struct store *st, const char *table, const char *id, const char *owner)
 {
     char sql[128];
-    struct pg_args a = {0};
-    pa_text(&a, id);
-    pa_text(&a, owner);
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, id);
+    store_pg_arg_text(&a, owner);
     snprintf(sql, sizeof(sql), "SELECT seq FROM %s WHERE id=$1 AND ($2::text IS NULL OR owner=$2)", table);
-    PGresult *r = pg_q(st, sql, &a);
-    int64_t seq = r && PQntuples(r) == 1 ? pg_i64(r, 0, 0) : -1;
+    PGresult *r = store_pg_q(st, sql, &a);
+    int64_t seq = r && PQntuples(r) == 1 ? store_pg_i64(r, 0, 0) : -1;
     PQclear(r);
     return seq;
 }
@@ -619,58 +662,48 @@ static int64_t pg_seq_of(struct store *st, const char *table, const char *id, co
 static int pg_file_list(struct store *st, const struct store_list_page *pg, struct store_file **out, int *n,
                         bool *has_more)
 {
-    int rc = NS_ERR_IO, got = 0;
-    struct store_file *arr = calloc((size_t)pg->limit + 1, sizeof(*arr));
+    int rc = NS_OK, got = 0;
     PGresult *r = NULL;
+    void *arr = NULL;
     *out = NULL;
     *n = 0;
     *has_more = false;
-    if (!arr)
-        return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
     int64_t after = pg->after ? pg_seq_of(st, "files", pg->after, pg->owner) : -1;
     if (pg->after && after < 0) {
-        rc = NS_OK;
-        goto out;
+        pthread_mutex_unlock(&st->mu);
+        return NS_OK; /* an unknown cursor: nothing after it */
     }
     char sql[512];
     snprintf(sql, sizeof(sql),
              "SELECT " PG_FILE_COLS " FROM files WHERE ($1::text IS NULL OR owner=$1) AND ($2::text IS NULL OR purpose=$2) "
              "AND ($3::bigint < 0 OR seq %s $3::bigint) ORDER BY seq %s LIMIT $4::bigint",
              pg->desc ? "<" : ">", pg->desc ? "DESC" : "ASC");
-    struct pg_args a = {0};
-    pa_text(&a, pg->owner);
-    pa_text(&a, pg->purpose);
-    pa_i64(&a, after);
-    pa_i64(&a, pg->limit + 1);
-    if (!(r = pg_q(st, sql, &a)))
-        goto out;
-    for (int i = 0; i < PQntuples(r) && i <= pg->limit; i++)
-        pg_row_file(st, r, i, &arr[got++]);
-    rc = NS_OK;
-out:
-    PQclear(r);
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, pg->owner);
+    store_pg_arg_text(&a, pg->purpose);
+    store_pg_arg_i64(&a, after);
+    store_pg_arg_i64(&a, pg->limit + 1);
+    r = store_pg_q(st, sql, &a);
     pthread_mutex_unlock(&st->mu);
-    if (rc) {
-        free(arr);
+    /* one row more than the page: whether there are more */
+    if ((rc = store_pg_rows(r, pg->limit + 1, sizeof(struct store_file), pg_row_file, st, &arr, &got)))
         return rc;
-    }
-    if (got > pg->limit) {
-        *has_more = true;
-        store_file_release(&arr[--got]);
-    }
-    *out = arr;
+    struct store_file *fs = arr;
+    if ((*has_more = got > pg->limit))
+        store_file_release(&fs[--got]);
+    *out = fs;
     *n = got;
     return NS_OK;
 }
 
 static int pg_file_delete(struct store *st, const char *id)
 {
-    struct pg_args a = {0};
-    pa_text(&a, id);
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, id);
     pthread_mutex_lock(&st->mu);
-    PGresult *r = pg_q(st, "DELETE FROM files WHERE id=$1", &a);
-    int rc = !r ? NS_ERR_IO : pg_changes(r) ? NS_OK : NS_ERR_NOT_FOUND;
+    PGresult *r = store_pg_q(st, "DELETE FROM files WHERE id=$1", &a);
+    int rc = !r ? NS_ERR_IO : store_pg_changes(r) ? NS_OK : NS_ERR_NOT_FOUND;
     PQclear(r);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -684,57 +717,60 @@ static int pg_file_delete(struct store *st, const char *id)
     "completed,failed,input_tokens,cached_tokens,output_tokens,prompt_computed,metadata,errors,"                  \
     "output_expires_after,not_before,seq,canceled,expired"
 
-static void pg_row_batch(const PGresult *r, int i, struct store_batch *b)
+/* a store_pg_row_fn */
+static void pg_row_batch(const PGresult *r, int i, void *elem, void *ud)
 {
+    (void)ud;
+    struct store_batch *b = elem;
     memset(b, 0, sizeof(*b));
-    pg_copy(b->id, sizeof(b->id), r, i, 0);
-    pg_copy(b->owner, sizeof(b->owner), r, i, 1);
-    pg_copy(b->endpoint, sizeof(b->endpoint), r, i, 2);
-    b->model = pg_dup(r, i, 3);
-    pg_copy(b->input_file_id, sizeof(b->input_file_id), r, i, 4);
-    pg_copy(b->completion_window, sizeof(b->completion_window), r, i, 5);
-    b->status = (enum store_batch_status)pg_i64(r, i, 6);
-    pg_copy(b->output_file_id, sizeof(b->output_file_id), r, i, 7);
-    pg_copy(b->error_file_id, sizeof(b->error_file_id), r, i, 8);
+    store_pg_copy(b->id, sizeof(b->id), r, i, 0);
+    store_pg_copy(b->owner, sizeof(b->owner), r, i, 1);
+    store_pg_copy(b->endpoint, sizeof(b->endpoint), r, i, 2);
+    b->model = store_pg_dup(r, i, 3);
+    store_pg_copy(b->input_file_id, sizeof(b->input_file_id), r, i, 4);
+    store_pg_copy(b->completion_window, sizeof(b->completion_window), r, i, 5);
+    b->status = (enum store_batch_status)store_pg_i64(r, i, 6);
+    store_pg_copy(b->output_file_id, sizeof(b->output_file_id), r, i, 7);
+    store_pg_copy(b->error_file_id, sizeof(b->error_file_id), r, i, 8);
     int64_t *ts[] = {&b->created_at, &b->in_progress_at, &b->expires_at, &b->finalizing_at, &b->completed_at,
                      &b->failed_at, &b->expired_at, &b->cancelling_at, &b->cancelled_at, &b->total, &b->completed,
                      &b->failed, &b->input_tokens, &b->cached_tokens, &b->output_tokens, &b->prompt_computed};
     for (size_t k = 0; k < sizeof(ts) / sizeof(ts[0]); k++)
-        *ts[k] = pg_i64(r, i, 9 + (int)k);
-    b->metadata = pg_dup(r, i, 25);
-    b->errors = pg_dup(r, i, 26);
-    b->output_expires_after = pg_i64(r, i, 27);
-    b->not_before = pg_i64(r, i, 28);
-    b->seq = pg_i64(r, i, 29);
-    b->canceled = pg_i64(r, i, 30);
-    b->expired = pg_i64(r, i, 31);
+        *ts[k] = store_pg_i64(r, i, 9 + (int)k);
+    b->metadata = store_pg_dup(r, i, 25);
+    b->errors = store_pg_dup(r, i, 26);
+    b->output_expires_after = store_pg_i64(r, i, 27);
+    b->not_before = store_pg_i64(r, i, 28);
+    b->seq = store_pg_i64(r, i, 29);
+    b->canceled = store_pg_i64(r, i, 30);
+    b->expired = store_pg_i64(r, i, 31);
 }
 
 static int pg_batch_insert(struct store *st, struct store_batch *b)
 {
-    struct pg_args a = {0};
-    pa_text(&a, b->id);
-    pa_text(&a, b->owner);
-    pa_text(&a, b->endpoint);
-    pa_text(&a, b->model);
-    pa_text(&a, b->input_file_id);
-    pa_text(&a, b->completion_window);
-    pa_i64(&a, b->status);
-    pa_i64(&a, b->created_at);
-    pa_i64(&a, b->expires_at);
-    pa_text(&a, b->metadata);
-    pa_i64(&a, b->output_expires_after);
-    pa_i64(&a, b->not_before);
-    pa_i64(&a, b->total);
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, b->id);
+    store_pg_arg_text(&a, b->owner);
+    store_pg_arg_text(&a, b->endpoint);
+    store_pg_arg_text(&a, b->model);
+    store_pg_arg_text(&a, b->input_file_id);
+    store_pg_arg_text(&a, b->completion_window);
+    store_pg_arg_i64(&a, b->status);
+    store_pg_arg_i64(&a, b->created_at);
+    store_pg_arg_i64(&a, b->expires_at);
+    store_pg_arg_text(&a, b->metadata);
+    store_pg_arg_i64(&a, b->output_expires_after);
+    store_pg_arg_i64(&a, b->not_before);
+    store_pg_arg_i64(&a, b->total);
     pthread_mutex_lock(&st->mu);
-    PGresult *r = pg_q(st,
-                       "INSERT INTO batches(id,owner,endpoint,model,input_file_id,completion_window,status,created_at,"
-                       "expires_at,metadata,output_expires_after,not_before,total) "
-                       "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING seq",
-                       &a);
-    int rc = r && PQntuples(r) == 1 ? NS_OK : NS_ERR_IO;
+    PGresult *r = store_pg_q(st,
+                             "INSERT INTO batches(id,owner,endpoint,model,input_file_id,completion_window,status,created_at,"
+                             "expires_at,metadata,output_expires_after,not_before,total) "
+                             "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING seq",
+                             &a);
+    int rc = !r ? st->fail : PQntuples(r) == 1 ? NS_OK : NS_ERR_IO;
     if (!rc)
-        b->seq = pg_i64(r, 0, 0);
+        b->seq = store_pg_i64(r, 0, 0);
     PQclear(r);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -742,13 +778,13 @@ static int pg_batch_insert(struct store *st, struct store_batch *b)
 
 static int pg_batch_get(struct store *st, const char *id, struct store_batch *out)
 {
-    struct pg_args a = {0};
-    pa_text(&a, id);
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, id);
     pthread_mutex_lock(&st->mu);
-    PGresult *r = pg_q(st, "SELECT " PG_BATCH_COLS " FROM batches WHERE id=$1", &a);
+    PGresult *r = store_pg_q(st, "SELECT " PG_BATCH_COLS " FROM batches WHERE id=$1", &a);
     int rc = !r ? NS_ERR_IO : PQntuples(r) == 1 ? NS_OK : NS_ERR_NOT_FOUND;
     if (!rc)
-        pg_row_batch(r, 0, out);
+        pg_row_batch(r, 0, out, NULL);
     PQclear(r);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -757,20 +793,18 @@ static int pg_batch_get(struct store *st, const char *id, struct store_batch *ou
 static int pg_batch_list(struct store *st, const struct store_list_page *pg, struct store_batch **out, int *n,
                          bool *has_more)
 {
-    int rc = NS_ERR_IO, got = 0;
-    struct store_batch *arr = calloc((size_t)pg->limit + 1, sizeof(*arr));
+    int rc = NS_OK, got = 0;
     PGresult *r = NULL;
+    void *arr = NULL;
     *out = NULL;
     *n = 0;
     *has_more = false;
-    if (!arr)
-        return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
     int64_t after = pg->after ? pg_seq_of(st, "batches", pg->after, pg->owner) : -1;
     int64_t before = pg->before ? pg_seq_of(st, "batches", pg->before, pg->owner) : -1;
     if ((pg->after && after < 0) || (pg->before && before < 0)) {
-        rc = NS_OK;
-        goto out;
+        pthread_mutex_unlock(&st->mu);
+        return NS_OK; /* an unknown cursor: nothing beyond it */
     }
     /* as store_sqlite.c: newest first; `before` reads upwards from the cursor, reversed below */
     bool desc = pg->desc && !pg->before;
@@ -780,105 +814,89 @@ static int pg_batch_list(struct store *st, const struct store_list_page *pg, str
              "$2::bigint) AND ($4::bigint < 0 OR seq > $4::bigint) AND ($5::text IS NULL OR (endpoint = $5) = $6::boolean) "
              "ORDER BY seq %s LIMIT $3::bigint",
              pg->desc ? "<" : ">", desc ? "DESC" : "ASC");
-    struct pg_args a = {0};
-    pa_text(&a, pg->owner);
-    pa_i64(&a, after);
-    pa_i64(&a, pg->limit + 1);
-    pa_i64(&a, before);
-    pa_text(&a, pg->endpoint);
-    pa_text(&a, pg->endpoint_not ? "false" : "true");
-    if (!(r = pg_q(st, sql, &a)))
-        goto out;
-    for (int i = 0; i < PQntuples(r) && i <= pg->limit; i++)
-        pg_row_batch(r, i, &arr[got++]);
-    rc = NS_OK;
-    if (pg->before && pg->desc) {
-        int keep = got > pg->limit ? pg->limit : got;
-        for (int i = 0; i < keep / 2; i++) {
-            struct store_batch t = arr[i];
-            arr[i] = arr[keep - 1 - i];
-            arr[keep - 1 - i] = t;
-        }
-    }
-out:
-    PQclear(r);
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, pg->owner);
+    store_pg_arg_i64(&a, after);
+    store_pg_arg_i64(&a, pg->limit + 1);
+    store_pg_arg_i64(&a, before);
+    store_pg_arg_text(&a, pg->endpoint);
+    store_pg_arg_text(&a, pg->endpoint_not ? "false" : "true");
+    r = store_pg_q(st, sql, &a);
     pthread_mutex_unlock(&st->mu);
-    if (rc) {
-        free(arr);
+    /* one row more than the page: whether there are more */
+    if ((rc = store_pg_rows(r, pg->limit + 1, sizeof(struct store_batch), pg_row_batch, NULL, &arr, &got)))
         return rc;
+    struct store_batch *bs = arr;
+    if ((*has_more = got > pg->limit))
+        store_batch_release(&bs[--got]);
+    for (int i = 0; pg->before && pg->desc && i < got / 2; i++) {
+        struct store_batch t = bs[i];
+        bs[i] = bs[got - 1 - i];
+        bs[got - 1 - i] = t;
     }
-    if (got > pg->limit) {
-        *has_more = true;
-        store_batch_release(&arr[--got]);
-    }
-    *out = arr;
+    *out = bs;
     *n = got;
     return NS_OK;
 }
 
 static int pg_batch_update(struct store *st, const struct store_batch *b, enum store_batch_status expect)
 {
-    struct pg_args a = {0};
-    pa_text(&a, b->model);
-    pa_i64(&a, b->status);
-    pa_text(&a, b->output_file_id);
-    pa_text(&a, b->error_file_id);
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, b->model);
+    store_pg_arg_i64(&a, b->status);
+    store_pg_arg_text(&a, b->output_file_id);
+    store_pg_arg_text(&a, b->error_file_id);
     int64_t ts[] = {b->in_progress_at, b->expires_at, b->finalizing_at, b->completed_at,
                     b->failed_at,      b->expired_at, b->cancelling_at, b->cancelled_at};
     for (int i = 0; i < 8; i++)
-        pa_i64(&a, ts[i]);
-    pa_text(&a, b->errors);
-    pa_text(&a, b->id);
-    pa_i64(&a, expect);
+        store_pg_arg_i64(&a, ts[i]);
+    store_pg_arg_text(&a, b->errors);
+    store_pg_arg_text(&a, b->id);
+    store_pg_arg_i64(&a, expect);
     pthread_mutex_lock(&st->mu);
-    PGresult *r = pg_q(st,
-                       "UPDATE batches SET model=$1, status=$2, output_file_id=$3, error_file_id=$4, in_progress_at=$5,"
-                       " expires_at=$6, finalizing_at=$7, completed_at=$8, failed_at=$9, expired_at=$10,"
-                       " cancelling_at=$11, cancelled_at=$12, errors=$13 WHERE id=$14 AND status=$15",
-                       &a);
-    int rc = !r ? NS_ERR_IO : pg_changes(r) ? NS_OK : NS_ERR_CONFLICT;
+    PGresult *r = store_pg_q(st,
+                             "UPDATE batches SET model=$1, status=$2, output_file_id=$3, error_file_id=$4, in_progress_at=$5,"
+                             " expires_at=$6, finalizing_at=$7, completed_at=$8, failed_at=$9, expired_at=$10,"
+                             " cancelling_at=$11, cancelled_at=$12, errors=$13 WHERE id=$14 AND status=$15",
+                             &a);
+    int rc = !r ? st->fail : store_pg_changes(r) ? NS_OK : NS_ERR_CONFLICT;
     PQclear(r);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
 
+/* a store_pg_row_fn: a batch id */
+static void pg_row_id(const PGresult *r, int i, void *elem, void *ud)
+{
+    (void)ud;
+    store_pg_copy(elem, 48, r, i, 0);
+}
+
 static int pg_batch_ids_by_status(struct store *st, enum store_batch_status status, char (**ids)[48], int *n)
 {
-    struct pg_args a = {0};
-    pa_i64(&a, status);
-    *ids = NULL;
-    *n = 0;
+    struct store_pg_args a = {0};
+    store_pg_arg_i64(&a, status);
     pthread_mutex_lock(&st->mu);
-    PGresult *r = pg_q(st, "SELECT id FROM batches WHERE status=$1 ORDER BY seq", &a);
+    PGresult *r = store_pg_q(st, "SELECT id FROM batches WHERE status=$1 ORDER BY seq", &a);
     pthread_mutex_unlock(&st->mu);
-    if (!r)
-        return NS_ERR_IO;
-    int got = PQntuples(r);
-    char(*arr)[48] = malloc(sizeof(*arr) * (size_t)(got ? got : 1));
-    if (!arr) {
-        PQclear(r);
-        return NS_ERR_NOMEM;
-    }
-    for (int i = 0; i < got; i++)
-        pg_copy(arr[i], 48, r, i, 0);
-    PQclear(r);
+    void *arr = NULL;
+    int rc = store_pg_rows(r, -1, sizeof(**ids), pg_row_id, NULL, &arr, n);
     *ids = arr;
-    *n = got;
-    return NS_OK;
+    return rc;
 }
 
 static int pg_batch_lease(struct store *st, const char *id)
 {
-    struct pg_args a = {0};
-    pa_text(&a, id);
-    pa_text(&a, st->node);
-    pa_i64(&a, (int64_t)st->lease * 1000);
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, id);
+    store_pg_arg_text(&a, st->node);
+    store_pg_arg_i64(&a, (int64_t)st->lease * 1000);
     pthread_mutex_lock(&st->mu);
-    PGresult *r = pg_q(st,
-                       "UPDATE batches SET lease_node=$2, lease_until=" PG_NOW_MS " + $3 WHERE id=$1 AND "
-                       "(lease_node IS NULL OR lease_node=$2 OR lease_until < " PG_NOW_MS ")",
-                       &a);
-    int rc = !r ? NS_ERR_IO : pg_changes(r) ? NS_OK : NS_ERR_CONFLICT;
+    PGresult *r = store_pg_q(st,
+                             "UPDATE batches SET lease_node=$2, lease_until=" PG_NOW_MS " + $3 WHERE id=$1 AND "
+                             "(lease_node IS NULL OR lease_node=$2 OR lease_until < " PG_NOW_MS ")",
+                             &a);
+    int rc = !r ? NS_ERR_IO : store_pg_changes(r) ? NS_OK : NS_ERR_CONFLICT;
     PQclear(r);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -914,39 +932,51 @@ const struct store_ops store_pg_ops = {
     .open = pg_open,
     .close = pg_close,
     .check = pg_check,
-    .file_insert = pg_file_insert,
-    .file_get = pg_file_get,
-    .file_list = pg_file_list,
-    .file_delete = pg_file_delete,
-    .batch_insert = pg_batch_insert,
-    .batch_get = pg_batch_get,
-    .batch_list = pg_batch_list,
-    .batch_update = pg_batch_update,
-    .batch_ids_by_status = pg_batch_ids_by_status,
-    .batch_lease = pg_batch_lease,
-    .lines_insert = pg_lines_insert,
-    .lines_claim = pg_lines_claim,
-    .lines_finish = pg_lines_finish,
-    .lines_requeue = pg_lines_requeue,
-    .lines_fail_unfinished = pg_lines_fail_unfinished,
-    .lines_count_unfinished = pg_lines_count_unfinished,
-    .batch_delete = pg_batch_delete,
-    .lines_failed = pg_lines_failed,
-    .lines_export = pg_lines_export,
-    .webhook_insert = pg_webhook_insert,
-    .webhooks_due = pg_webhooks_due,
-    .webhook_update = pg_webhook_update,
-    .webhooks_list = pg_webhooks_list,
-    .probe = pg_probe,
-    .backup = NULL,   /* pg_dump does it, consistently and while nodes run */
-    .restore = NULL,
-    .files_relocate = NULL,
-    .key_insert = pg_key_insert,
-    .key_get = pg_key_get,
-    .key_count = pg_key_count,
-    .key_list = pg_key_list,
-    .key_revoke = pg_key_revoke,
-    .key_rotate = pg_key_rotate,
-    .node_id = pg_node_id,
+    .node_id = store_pg_node_id,
+    .file = {
+        .insert = pg_file_insert,
+        .get = pg_file_get,
+        .list = pg_file_list,
+        .delete = pg_file_delete,
+    },
+    .batch = {
+        .insert = pg_batch_insert,
+        .get = pg_batch_get,
+        .list = pg_batch_list,
+        .update = pg_batch_update,
+        .ids_by_status = pg_batch_ids_by_status,
+        .lease = pg_batch_lease,
+        .delete = store_pg_batch_delete,
+    },
+    .lines = {
+        .insert = store_pg_lines_insert,
+        .claim = store_pg_lines_claim,
+        .finish = store_pg_lines_finish,
+        .requeue = store_pg_lines_requeue,
+        .fail_unfinished = store_pg_lines_fail_unfinished,
+        .count_unfinished = store_pg_lines_count_unfinished,
+        .failed = store_pg_lines_failed,
+        .export = store_pg_lines_export,
+    },
+    .webhook = {
+        .insert = store_pg_webhook_insert,
+        .due = store_pg_webhooks_due,
+        .update = store_pg_webhook_update,
+        .list = store_pg_webhooks_list,
+    },
+    .key = {
+        .insert = store_pg_key_insert,
+        .get = store_pg_key_get,
+        .count = store_pg_key_count,
+        .list = store_pg_key_list,
+        .revoke = store_pg_key_revoke,
+        .rotate = store_pg_key_rotate,
+    },
+    .admin = {
+        .probe = pg_probe,
+        .backup = NULL,   /* pg_dump does it, consistently and while nodes run */
+        .restore = NULL,
+        .files_relocate = NULL,
+    },
 };
 

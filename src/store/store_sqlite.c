@@ -7,6 +7,10 @@
  *
  * Schema versioned in user_version; a newer database is refused, not guessed at.
  *
+ * Contention: the busy timeout (10 s) waits for another connection's lock; a failure that is
+ * still SQLITE_BUSY or SQLITE_LOCKED (the timeout ran out, a stale snapshot) rolls back and
+ * is NS_ERR_BUSY, which the store.h wrappers try again where that is safe.
+ *
  * Backup and restore use SQLite's online backup API with one step over every page: one read
  * transaction on the source, so the copy is a single consistent snapshot, and in WAL mode
  * the server keeps writing meanwhile (a chunked copy would restart at every write of
@@ -74,9 +78,33 @@ static void sq_log_once(void)
     sqlite3_config(SQLITE_CONFIG_LOG, sq_log, NULL);
 }
 
+int store_status_of_sqlite(int code)
+{
+    int primary = code & 0xff;
+    return primary == SQLITE_BUSY || primary == SQLITE_LOCKED ? NS_ERR_BUSY : NS_ERR_IO;
+}
+
+/* the status of a failure with SQLite's code: NS_ERR_BUSY when the database was contended
+ * (store.h), else NS_ERR_IO; noted for store_last_error() here too, as SQLite's error log
+ * leaves out a busy timeout that ran out */
+static int sq_status(int code)
+{
+    int primary = code & 0xff;
+    if (primary != SQLITE_OK && primary != SQLITE_ROW && primary != SQLITE_DONE)
+        store_note_error(sqlite3_errstr(code)); /* else: not SQLite's failure (a make() that failed) */
+    return store_status_of_sqlite(code);
+}
+
+/* the status of the statement that just failed on st's connection */
+static int sq_fail(struct store *st)
+{
+    return sq_status(sqlite3_extended_errcode(st->db));
+}
+
 static int sq_exec(struct store *st, const char *sql)
 {
-    return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? NS_OK : NS_ERR_IO;
+    int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? NS_OK : sq_status(rc);
 }
 
 /* the database file of a URI: sqlite:PATH, PATH, or (none) DATA_DIR/nightshift.db */
@@ -240,6 +268,8 @@ static int sq_file_insert(struct store *st, const struct store_file *f)
         if (sqlite3_step(s) == SQLITE_DONE)
             rc = NS_OK;
     }
+    if (rc == NS_ERR_IO)
+        rc = sq_fail(st); /* prepare or step failed: why */
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -435,6 +465,8 @@ static int sq_batch_insert(struct store *st, struct store_batch *b)
             rc = NS_OK;
         }
     }
+    if (rc == NS_ERR_IO)
+        rc = sq_fail(st); /* prepare or step failed: why */
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -555,6 +587,8 @@ static int sq_batch_update(struct store *st, const struct store_batch *b, enum s
         if (sqlite3_step(s) == SQLITE_DONE)
             rc = sqlite3_changes(st->db) ? NS_OK : NS_ERR_CONFLICT;
     }
+    if (rc == NS_ERR_IO)
+        rc = sq_fail(st); /* prepare or step failed: why */
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -604,7 +638,7 @@ static int sq_lines_insert(struct store *st, const char *batch_id, const struct 
     sqlite3_stmt *s = NULL;
     int rc = NS_ERR_IO;
     pthread_mutex_lock(&st->mu);
-    if (sq_exec(st, "BEGIN"))
+    if ((rc = sq_exec(st, "BEGIN")))
         goto out;
     if (sqlite3_prepare_v2(st->db,
                            "INSERT OR IGNORE INTO lines(batch_id,idx,line_no,custom_id,off,len,url,model,state,result) "
@@ -649,6 +683,7 @@ static int sq_lines_insert(struct store *st, const char *batch_id, const struct 
         goto out;
     }
 rollback:
+    rc = sq_fail(st); /* before ROLLBACK sets its own */
     sq_exec(st, "ROLLBACK");
 out:
     sqlite3_finalize(s);
@@ -667,7 +702,7 @@ static int sq_lines_claim(struct store *st, const char *batch_id, const char *mo
     if (!arr)
         return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
-    if (sq_exec(st, "BEGIN IMMEDIATE"))
+    if ((rc = sq_exec(st, "BEGIN IMMEDIATE")))
         goto out;
     if (sqlite3_prepare_v2(st->db,
                            "SELECT idx,line_no,custom_id,off,len,url,model FROM lines WHERE batch_id=?1 AND state=0 "
@@ -704,6 +739,7 @@ static int sq_lines_claim(struct store *st, const char *batch_id, const char *mo
         goto out;
     }
 rollback:
+    rc = sq_fail(st); /* before ROLLBACK sets its own */
     sq_exec(st, "ROLLBACK");
 out:
     sqlite3_finalize(s);
@@ -725,7 +761,7 @@ static int sq_lines_finish(struct store *st, const struct store_result *rs, int 
     sqlite3_stmt *s = NULL, *b = NULL;
     int rc = NS_ERR_IO;
     pthread_mutex_lock(&st->mu);
-    if (sq_exec(st, "BEGIN IMMEDIATE"))
+    if ((rc = sq_exec(st, "BEGIN IMMEDIATE")))
         goto out;
     /* only an unfinished line counts: a result is written once */
     if (sqlite3_prepare_v2(st->db, "UPDATE lines SET state=?, result=? WHERE batch_id=? AND idx=? AND state<2", -1, &s,
@@ -770,6 +806,7 @@ static int sq_lines_finish(struct store *st, const struct store_result *rs, int 
         goto out;
     }
 rollback:
+    rc = sq_fail(st); /* before ROLLBACK sets its own */
     sq_exec(st, "ROLLBACK");
 out:
     sqlite3_finalize(s);
@@ -823,6 +860,8 @@ static int sq_webhook_insert(struct store *st, const struct store_webhook *w)
         if (sqlite3_step(s) == SQLITE_DONE)
             rc = NS_OK;
     }
+    if (rc == NS_ERR_IO)
+        rc = sq_fail(st); /* prepare or step failed: why */
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -914,7 +953,7 @@ static int sq_lines_fail_unfinished(struct store *st, const char *batch_id, bool
     int rc = NS_ERR_IO;
     int64_t nfail = 0;
     pthread_mutex_lock(&st->mu);
-    if (sq_exec(st, "BEGIN IMMEDIATE"))
+    if ((rc = sq_exec(st, "BEGIN IMMEDIATE")))
         goto out;
     if (sqlite3_prepare_v2(st->db, "SELECT idx, custom_id FROM lines WHERE batch_id=? AND state<=?", -1, &s, NULL) !=
             SQLITE_OK ||
@@ -955,6 +994,7 @@ static int sq_lines_fail_unfinished(struct store *st, const char *batch_id, bool
         goto out;
     }
 rollback:
+    rc = sq_fail(st); /* before ROLLBACK sets its own */
     sq_exec(st, "ROLLBACK");
 out:
     sqlite3_finalize(s);
@@ -992,7 +1032,7 @@ static int sq_batch_delete(struct store *st, const char *id)
     sqlite3_stmt *s = NULL;
     int rc = NS_ERR_IO;
     pthread_mutex_lock(&st->mu);
-    if (sq_exec(st, "BEGIN IMMEDIATE"))
+    if ((rc = sq_exec(st, "BEGIN IMMEDIATE")))
         goto out;
     if (sqlite3_prepare_v2(st->db, "DELETE FROM lines WHERE batch_id=?", -1, &s, NULL) != SQLITE_OK)
         goto rollback;
@@ -1009,7 +1049,7 @@ static int sq_batch_delete(struct store *st, const char *id)
     if (sq_exec(st, "COMMIT") == NS_OK)
         goto out;
 rollback:
-    rc = NS_ERR_IO;
+    rc = sq_fail(st); /* before ROLLBACK sets its own */
     sq_exec(st, "ROLLBACK");
 out:
     sqlite3_finalize(s);
@@ -1073,7 +1113,7 @@ static int sq_lines_export(struct store *st, const char *batch_id, FILE *ok_out,
     int rc = NS_ERR_IO;
     pthread_mutex_lock(&st->mu);
     /* a read transaction: a consistent snapshot even while lines keep finishing */
-    if (sq_exec(st, "BEGIN"))
+    if ((rc = sq_exec(st, "BEGIN")))
         goto out;
     if (sqlite3_prepare_v2(st->db, "SELECT state, result FROM lines WHERE batch_id=? AND state>=2 ORDER BY line_no", -1, &s,
                            NULL) != SQLITE_OK)
@@ -1429,36 +1469,48 @@ const struct store_ops store_sqlite_ops = {
     .open = sq_open,
     .close = sq_close,
     .check = sq_check,
-    .file_insert = sq_file_insert,
-    .file_get = sq_file_get,
-    .file_list = sq_file_list,
-    .file_delete = sq_file_delete,
-    .batch_insert = sq_batch_insert,
-    .batch_get = sq_batch_get,
-    .batch_list = sq_batch_list,
-    .batch_update = sq_batch_update,
-    .batch_ids_by_status = sq_batch_ids_by_status,
-    .lines_insert = sq_lines_insert,
-    .lines_claim = sq_lines_claim,
-    .lines_finish = sq_lines_finish,
-    .webhook_insert = sq_webhook_insert,
-    .webhooks_due = sq_webhooks_due,
-    .webhook_update = sq_webhook_update,
-    .webhooks_list = sq_webhooks_list,
-    .lines_requeue = sq_lines_requeue,
-    .lines_fail_unfinished = sq_lines_fail_unfinished,
-    .lines_count_unfinished = sq_lines_count_unfinished,
-    .lines_failed = sq_lines_failed,
-    .batch_delete = sq_batch_delete,
-    .lines_export = sq_lines_export,
-    .probe = sq_probe,
-    .backup = sq_backup,
-    .restore = sq_restore,
-    .files_relocate = sq_files_relocate,
-    .key_insert = sq_key_insert,
-    .key_get = sq_key_get,
-    .key_count = sq_key_count,
-    .key_list = sq_key_list,
-    .key_revoke = sq_key_revoke,
-    .key_rotate = sq_key_rotate,
+    .file = {
+        .insert = sq_file_insert,
+        .get = sq_file_get,
+        .list = sq_file_list,
+        .delete = sq_file_delete,
+    },
+    .batch = {
+        .insert = sq_batch_insert,
+        .get = sq_batch_get,
+        .list = sq_batch_list,
+        .update = sq_batch_update,
+        .ids_by_status = sq_batch_ids_by_status,
+        .delete = sq_batch_delete,
+    },
+    .lines = {
+        .insert = sq_lines_insert,
+        .claim = sq_lines_claim,
+        .finish = sq_lines_finish,
+        .requeue = sq_lines_requeue,
+        .fail_unfinished = sq_lines_fail_unfinished,
+        .count_unfinished = sq_lines_count_unfinished,
+        .failed = sq_lines_failed,
+        .export = sq_lines_export,
+    },
+    .webhook = {
+        .insert = sq_webhook_insert,
+        .due = sq_webhooks_due,
+        .update = sq_webhook_update,
+        .list = sq_webhooks_list,
+    },
+    .key = {
+        .insert = sq_key_insert,
+        .get = sq_key_get,
+        .count = sq_key_count,
+        .list = sq_key_list,
+        .revoke = sq_key_revoke,
+        .rotate = sq_key_rotate,
+    },
+    .admin = {
+        .probe = sq_probe,
+        .backup = sq_backup,
+        .restore = sq_restore,
+        .files_relocate = sq_files_relocate,
+    },
 };

@@ -37,6 +37,8 @@ static const struct {
     [NS_ERR_QUOTA_TOKENS]    = {429, "tokens", "rate_limit_exceeded", "quota_tokens"},
     [NS_ERR_METHOD]          = {405, "invalid_request_error", "method_not_allowed", "method"},
     [NS_ERR_FORBIDDEN]       = {403, "invalid_request_error", "forbidden", "forbidden"},
+    /* transient, unlike io: the same request may well pass in a moment */
+    [NS_ERR_BUSY]            = {503, "server_error", "store_busy", "busy"},
 };
 
 static int status_ok_index(int st)

@@ -35,6 +35,8 @@ enum ns_status {
     NS_ERR_QUOTA_TOKENS,     /* 429 a key's tokens-per-day or enqueued batch tokens limit */
     NS_ERR_METHOD,           /* 405 a path that exists, with a method it does not take */
     NS_ERR_FORBIDDEN,        /* 403 a Host or Origin this server does not serve */
+    NS_ERR_BUSY,             /* 503 the store is contended (locked, a serialization failure or a
+                              * deadlock) and stayed so through the store's own retries: try again */
     NS_STATUS_COUNT_
 };
 

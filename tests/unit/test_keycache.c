@@ -44,7 +44,7 @@ static int fake_key_count(struct store *st, int64_t *n)
     return NS_OK;
 }
 
-static const struct store_ops fake_ops = {.scheme = "fake", .key_get = fake_key_get, .key_count = fake_key_count};
+static const struct store_ops fake_ops = {.scheme = "fake", .key = {.get = fake_key_get, .count = fake_key_count}};
 /* a store is a struct that begins with its ops (store.h: struct store_base) */
 static struct store_base fake_store = {.ops = &fake_ops};
 

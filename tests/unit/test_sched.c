@@ -114,8 +114,8 @@ static int setup(void **state)
     if (store_find(NULL)->open(NULL, g_dir, &g_st, err, sizeof(err)))
         return -1;
     g_failing_ops = *store_ops_of(g_st);
-    g_failing_ops.lines_claim = fs_lines_claim;
-    g_failing_ops.lines_finish = fs_lines_finish;
+    g_failing_ops.lines.claim = fs_lines_claim;
+    g_failing_ops.lines.finish = fs_lines_finish;
     return 0;
 }
 

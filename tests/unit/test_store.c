@@ -11,6 +11,8 @@
 #include "../../src/store/store.h"
 #include "../../src/util/status.h"
 
+#include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,7 +268,7 @@ static void test_files(void **state)
         mkdir(g.dir, 0700);
         mkdir(files, 0700);
         assert_int_equal(open_store(&g, f->uri, g.dir), NS_OK);
-        assert_int_equal(g.ops->file_get(g.st, sf.id, &got), NS_OK);
+        assert_int_equal(store_file_get(g.st, sf.id, &got), NS_OK);
         assert_string_not_equal(got.path, path);
         FILE *a = fopen(path, "r"), *b = fopen(got.path, "r");
         int ca, cb;
@@ -281,7 +283,7 @@ static void test_files(void **state)
         fclose(a);
         fclose(b);
         store_file_release(&got);
-        g.ops->close(g.st);
+        store_close(g.st);
     }
     assert_int_equal(store_file_delete(f->st, sf.id), NS_OK);
     assert_int_equal(store_file_get(f->st, sf.id, &got), NS_ERR_NOT_FOUND);
@@ -331,7 +333,7 @@ static void test_keys(void **state)
 static void test_shared_leases(void **state)
 {
     struct fixture *f = *state;
-    if (!pg_uri() || !f->ops->batch_lease) {
+    if (!pg_uri() || !f->ops->batch.lease) {
         skip();
         return;
     }
@@ -345,7 +347,7 @@ static void test_shared_leases(void **state)
     snprintf(uri, sizeof(uri), "%s%snode=B&lease_seconds=1", f->uri, strchr(f->uri, '?') ? "&" : "?");
     assert_int_equal(open_store(&b, uri, b.dir), NS_OK);
     char node[64];
-    assert_int_equal(a.ops->node_id(a.st, node, sizeof(node)), NS_OK);
+    assert_int_equal(store_node_id(a.st, node, sizeof(node)), NS_OK);
     assert_string_equal(node, "A");
     char id[48];
     make_batch(&a, id, 6);
@@ -353,41 +355,41 @@ static void test_shared_leases(void **state)
     /* A claims 4; B gets the other 2, never A's */
     struct store_line *la = NULL, *lb = NULL;
     int na = 0, nb = 0;
-    assert_int_equal(a.ops->lines_claim(a.st, id, NULL, 4, &la, &na), NS_OK);
+    assert_int_equal(store_lines_claim(a.st, id, NULL, 4, &la, &na), NS_OK);
     assert_int_equal(na, 4);
-    assert_int_equal(b.ops->lines_claim(b.st, id, NULL, 10, &lb, &nb), NS_OK);
+    assert_int_equal(store_lines_claim(b.st, id, NULL, 10, &lb, &nb), NS_OK);
     assert_int_equal(nb, 2);
     assert_int_equal(lb[0].idx, 4);
     release_lines(lb, nb);
 
     /* the batch lease: A holds it, B is refused until it runs out */
-    assert_int_equal(a.ops->batch_lease(a.st, id), NS_OK);
-    assert_int_equal(b.ops->batch_lease(b.st, id), NS_ERR_CONFLICT);
-    assert_int_equal(a.ops->batch_lease(a.st, id), NS_OK); /* renewed */
+    assert_int_equal(store_batch_lease(a.st, id), NS_OK);
+    assert_int_equal(store_batch_lease(b.st, id), NS_ERR_CONFLICT);
+    assert_int_equal(store_batch_lease(a.st, id), NS_OK); /* renewed */
 
     /* B's start-up requeue leaves A's lines alone */
-    assert_int_equal(b.ops->lines_requeue(b.st), NS_OK);
+    assert_int_equal(store_lines_requeue(b.st), NS_OK);
     int64_t pending, running;
-    assert_int_equal(a.ops->lines_count_unfinished(a.st, id, &pending, &running), NS_OK);
+    assert_int_equal(store_lines_count_unfinished(a.st, id, &pending, &running), NS_OK);
     assert_int_equal(pending, 2);
     assert_int_equal(running, 4);
 
     /* A "dies": its heartbeat renews every 1/3 s, so close it (the heartbeat stops) and wait */
-    a.ops->close(a.st);
+    store_close(a.st);
     sleep(2);
-    assert_int_equal(b.ops->lines_count_unfinished(b.st, id, &pending, &running), NS_OK);
+    assert_int_equal(store_lines_count_unfinished(b.st, id, &pending, &running), NS_OK);
     assert_int_equal(pending, 6);
     assert_int_equal(running, 0);
-    assert_int_equal(b.ops->batch_lease(b.st, id), NS_OK);
-    assert_int_equal(b.ops->lines_claim(b.st, id, NULL, 10, &lb, &nb), NS_OK);
+    assert_int_equal(store_batch_lease(b.st, id), NS_OK);
+    assert_int_equal(store_lines_claim(b.st, id, NULL, 10, &lb, &nb), NS_OK);
     assert_int_equal(nb, 6); /* A's four came back, B's own requeued two too */
     /* A's late result of line 0 (it was only paused) counts once; B's result for it is ignored */
     struct store_result r0 = {.batch_id = id, .idx = 0, .ok = true, .json = "{\"from\":\"A\"}"};
     struct store_result r0b = {.batch_id = id, .idx = 0, .ok = true, .json = "{\"from\":\"B\"}"};
-    assert_int_equal(b.ops->lines_finish(b.st, &r0, 1), NS_OK);
-    assert_int_equal(b.ops->lines_finish(b.st, &r0b, 1), NS_OK);
+    assert_int_equal(store_lines_finish(b.st, &r0, 1), NS_OK);
+    assert_int_equal(store_lines_finish(b.st, &r0b, 1), NS_OK);
     struct store_batch bt;
-    assert_int_equal(b.ops->batch_get(b.st, id, &bt), NS_OK);
+    assert_int_equal(store_batch_get(b.st, id, &bt), NS_OK);
     assert_int_equal(bt.completed, 1);
     store_batch_release(&bt);
     release_lines(la, na);
@@ -402,18 +404,18 @@ static void test_shared_leases(void **state)
     make_batch(&c, id2, 3);
     struct store_line *lc = NULL;
     int nc = 0;
-    assert_int_equal(c.ops->lines_claim(c.st, id2, NULL, 1, &lc, &nc), NS_OK);
+    assert_int_equal(store_lines_claim(c.st, id2, NULL, 1, &lc, &nc), NS_OK);
     assert_int_equal(nc, 1);
     release_lines(lc, nc);
-    assert_int_equal(b.ops->lines_fail_unfinished(b.st, id2, true, SF_CANCELLED, make_cancelled, NULL), NS_OK);
-    assert_int_equal(b.ops->lines_count_unfinished(b.st, id2, &pending, &running), NS_OK);
+    assert_int_equal(store_lines_fail_unfinished(b.st, id2, true, SF_CANCELLED, make_cancelled, NULL), NS_OK);
+    assert_int_equal(store_lines_count_unfinished(b.st, id2, &pending, &running), NS_OK);
     assert_int_equal(pending, 0);
     assert_int_equal(running, 1);
-    assert_int_equal(c.ops->lines_fail_unfinished(c.st, id2, true, SF_CANCELLED, make_cancelled, NULL), NS_OK);
-    assert_int_equal(c.ops->lines_count_unfinished(c.st, id2, &pending, &running), NS_OK);
+    assert_int_equal(store_lines_fail_unfinished(c.st, id2, true, SF_CANCELLED, make_cancelled, NULL), NS_OK);
+    assert_int_equal(store_lines_count_unfinished(c.st, id2, &pending, &running), NS_OK);
     assert_int_equal(pending + running, 0);
-    c.ops->close(c.st);
-    b.ops->close(b.st);
+    store_close(c.st);
+    store_close(b.st);
 }
 
 /* webhooks: a due delivery is handed to one node at a time */
@@ -467,6 +469,110 @@ static void test_webhooks(void **state)
 }
 
 /* open errors: the message names what is wrong */
+/* another connection to the SQLite store's file holds its write lock for `ms` */
+struct lock_holder {
+    sqlite3 *db;
+    int ms;
+};
+
+static void *release_later(void *arg)
+{
+    struct lock_holder *h = arg;
+    struct timespec ts = {.tv_sec = h->ms / 1000, .tv_nsec = (long)(h->ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    assert_int_equal(sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    return NULL;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* contention (store.h): a write lock another process holds past SQLite's busy timeout is
+ * NS_ERR_BUSY, not an I/O error, and is not waited out again by the retries; one released
+ * in time is waited for and the write goes through */
+static void test_busy_sqlite(void **state)
+{
+    struct fixture *f = *state;
+    if (pg_uri())
+        skip(); /* two connections to one file: SQLite's case */
+    char id[48];
+    make_batch(f, id, 2);
+    struct store_line *l = NULL;
+    int n = 0;
+    assert_int_equal(store_lines_claim(f->st, id, NULL, 2, &l, &n), NS_OK);
+    release_lines(l, n);
+    struct lock_holder h = {.db = NULL, .ms = 300};
+    assert_int_equal(sqlite3_open(f->uri + strlen("sqlite:"), &h.db), SQLITE_OK);
+
+    /* released after 300 ms: the busy timeout waits for it */
+    assert_int_equal(sqlite3_exec(h.db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_later, &h), 0);
+    struct store_result r0 = {.batch_id = id, .idx = 0, .ok = true, .json = "{}", .prompt_tokens = 1};
+    assert_int_equal(store_lines_finish(f->st, &r0, 1), NS_OK);
+    pthread_join(t, NULL);
+
+    /* held throughout: NS_ERR_BUSY once the busy timeout (10 s) ran out, and no second wait */
+    assert_int_equal(sqlite3_exec(h.db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    struct store_result r1 = {.batch_id = id, .idx = 1, .ok = true, .json = "{}", .prompt_tokens = 1};
+    double t0 = now_s();
+    assert_int_equal(store_lines_finish(f->st, &r1, 1), NS_ERR_BUSY);
+    double took = now_s() - t0;
+    assert_true(took >= 9.0 && took < 15.0);
+    char why[256];
+    store_last_error(why, sizeof(why));
+    assert_non_null(strstr(why, "locked"));
+    assert_int_equal(sqlite3_exec(h.db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h.db);
+
+    /* nothing of the refused try was kept: line 1 is still unfinished, and finishes now */
+    struct store_batch b;
+    assert_int_equal(store_batch_get(f->st, id, &b), NS_OK);
+    assert_int_equal(b.completed, 1);
+    store_batch_release(&b);
+    assert_int_equal(store_lines_finish(f->st, &r1, 1), NS_OK);
+    assert_int_equal(store_batch_get(f->st, id, &b), NS_OK);
+    assert_int_equal(b.completed, 2);
+    store_batch_release(&b);
+}
+
+/* the retry policy and the database codes that feed it */
+static void test_busy_status(void **state)
+{
+    (void)state;
+    assert_int_equal(status_http(NS_ERR_BUSY), 503);
+    assert_int_equal(store_status_of_sqlstate("40001"), NS_ERR_BUSY); /* serialization_failure */
+    assert_int_equal(store_status_of_sqlstate("40P01"), NS_ERR_BUSY); /* deadlock_detected */
+    assert_int_equal(store_status_of_sqlstate("23505"), NS_ERR_IO);
+    assert_int_equal(store_status_of_sqlstate(NULL), NS_ERR_IO);
+    assert_int_equal(store_status_of_sqlite(SQLITE_BUSY), NS_ERR_BUSY);
+    assert_int_equal(store_status_of_sqlite(SQLITE_BUSY_SNAPSHOT), NS_ERR_BUSY);
+    assert_int_equal(store_status_of_sqlite(SQLITE_LOCKED), NS_ERR_BUSY);
+    assert_int_equal(store_status_of_sqlite(SQLITE_IOERR), NS_ERR_IO);
+    assert_int_equal(store_status_of_sqlite(SQLITE_FULL), NS_ERR_IO);
+
+    /* busy: tried STORE_BUSY_TRIES times in all; anything else: not again */
+    struct store_retry r = store_retry_begin();
+    int again = 0;
+    while (store_retry_again(&r, NS_ERR_BUSY))
+        again++;
+    assert_int_equal(again, STORE_BUSY_TRIES - 1);
+    r = store_retry_begin();
+    assert_false(store_retry_again(&r, NS_OK));
+    r = store_retry_begin();
+    assert_false(store_retry_again(&r, NS_ERR_IO));
+    r = store_retry_begin();
+    assert_false(store_retry_again(&r, NS_ERR_CONFLICT));
+    /* past the budget (a try that already waited that long): not again */
+    r = store_retry_begin();
+    r.start -= STORE_BUSY_BUDGET_MS / 1000.0;
+    assert_false(store_retry_again(&r, NS_ERR_BUSY));
+}
+
 static void test_open_errors(void **state)
 {
     (void)state;
@@ -495,6 +601,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_webhooks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_leases, setup, teardown),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test_setup_teardown(test_busy_sqlite, setup, teardown),
+        cmocka_unit_test(test_busy_status),
     };
     fprintf(stderr, "store under test: %s\n", pg_uri() ? "postgres" : "sqlite");
     return cmocka_run_group_tests(tests, NULL, NULL);

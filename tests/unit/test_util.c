@@ -161,6 +161,8 @@ static void test_status_table(void **state)
     assert_int_equal(status_http(NS_ERR_RATE_LIMIT), 429);
     assert_int_equal(status_http(NS_ERR_UNAVAILABLE), 503);
     assert_int_equal(status_http(NS_ERR_METHOD), 405);
+    assert_int_equal(status_http(NS_ERR_BUSY), 503);
+    assert_string_equal(status_code(NS_ERR_BUSY), "store_busy");
     assert_int_equal(status_http(NS_ERR_CANCELLED), 0);
     assert_string_equal(status_code(NS_ERR_CANCELLED), "batch_cancelled");
     assert_string_equal(status_code(NS_ERR_EXPIRED), "batch_expired");
