@@ -360,7 +360,7 @@ int chat_render(const struct chat_templates *t, const struct llama_model *model,
     }
 }
 
-int chat_parse(const struct chat_parser *p, const char *text, size_t len, struct chat_msg *out, char *err,
+int chat_parse(const struct chat_parser *p, const char *text, size_t len, bool cut, struct chat_msg *out, char *err,
                size_t errlen)
 {
     memset(out, 0, sizeof(*out));
@@ -368,7 +368,7 @@ int chat_parse(const struct chat_parser *p, const char *text, size_t len, struct
         std::string s(text ? text : "", text ? len : 0);
         common_chat_msg m;
         try {
-            m = common_chat_parse(s, false, p->params);
+            m = common_chat_parse(s, cut, p->params);
         } catch (const std::exception &) {
             // output the format cannot read (a random model, a cut-off call): all of it is content
             m = common_chat_msg();
@@ -411,8 +411,8 @@ void chat_stream_free(struct chat_stream *s)
     delete s;
 }
 
-int chat_stream_feed(struct chat_stream *s, const char *text, size_t len, bool final, const struct chat_diff **diffs,
-                     int *n, char *err, size_t errlen)
+int chat_stream_feed(struct chat_stream *s, const char *text, size_t len, bool final, bool cut,
+                     const struct chat_diff **diffs, int *n, char *err, size_t errlen)
 {
     *diffs = nullptr;
     *n = 0;
@@ -420,7 +420,7 @@ int chat_stream_feed(struct chat_stream *s, const char *text, size_t len, bool f
         s->text.append(text ? text : "", text ? len : 0);
         common_chat_msg prev = s->msg, next;
         try {
-            next = common_chat_parse(s->text, !final, s->p->params);
+            next = common_chat_parse(s->text, !final || cut, s->p->params);
         } catch (const std::exception &) {
             if (!final)
                 return NS_OK;  // not readable yet: wait for more text

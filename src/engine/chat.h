@@ -95,9 +95,11 @@ struct chat_msg {
     int n_calls;
 };
 
-/* Parse a whole output. Never fails on odd model output (text it cannot read as a call stays
- * content); NS_ERR_NOMEM or NS_ERR_ENGINE on an internal error, err set. */
-int chat_parse(const struct chat_parser *p, const char *text, size_t len, struct chat_msg *out, char *err,
+/* Parse a whole output; cut: it ended at max_tokens, so a call may be unfinished (it is
+ * kept, with the arguments so far, as OpenAI keeps a cut call). Never fails on odd model
+ * output (text it cannot read as a call stays content); NS_ERR_NOMEM or NS_ERR_ENGINE on an
+ * internal error, err set. */
+int chat_parse(const struct chat_parser *p, const char *text, size_t len, bool cut, struct chat_msg *out, char *err,
                size_t errlen);
 void chat_msg_release(struct chat_msg *m);
 
@@ -113,9 +115,10 @@ struct chat_diff {
 };
 struct chat_stream *chat_stream_new(const struct chat_parser *p);
 void chat_stream_free(struct chat_stream *s);
-/* final: the output ended (what was held back as a possible prefix of a call is settled) */
-int chat_stream_feed(struct chat_stream *s, const char *text, size_t len, bool final, const struct chat_diff **diffs,
-                     int *n, char *err, size_t errlen);
+/* final: the output ended (what was held back as a possible prefix of a call is settled);
+ * cut: as chat_parse's */
+int chat_stream_feed(struct chat_stream *s, const char *text, size_t len, bool final, bool cut,
+                     const struct chat_diff **diffs, int *n, char *err, size_t errlen);
 /* the whole message so far (after final: the answer) */
 const struct chat_msg *chat_stream_msg(const struct chat_stream *s);
 /* after final: the answer moves to *out (the caller releases it), so ids stay as streamed */

@@ -1238,7 +1238,8 @@ static void engine_emit_delta(const struct engine_source *src, struct slot *s, s
 /* New output text for a streaming client. A chat request's text is read back as it comes
  * (chat.h's stream: its format's tool calls and reasoning are not the answer's text), so
  * what goes out is what changed in the answer; final settles what was held back. */
-static void engine_emit(const struct engine_source *src, struct slot *s, const char *text, size_t n, bool final)
+static void engine_emit(const struct engine_source *src, struct slot *s, const char *text, size_t n, bool final,
+                        bool cut)
 {
     struct engine_delta d = {.index = s->choice, .text = "", .tool_index = -1};
     if (!s->chat) {
@@ -1252,7 +1253,7 @@ static void engine_emit(const struct engine_source *src, struct slot *s, const c
     char err[128];
     if (!s->cs)
         s->cs = chat_stream_new(s->chat->parser);
-    if (!s->cs || chat_stream_feed(s->cs, text, n, final, &diffs, &nd, err, sizeof(err)) != NS_OK) {
+    if (!s->cs || chat_stream_feed(s->cs, text, n, final, cut, &diffs, &nd, err, sizeof(err)) != NS_OK) {
         /* out of memory in the reader: the text goes out as it is */
         d.text = text ? text : "";
         d.len = n;
@@ -1276,7 +1277,7 @@ static void engine_emit(const struct engine_source *src, struct slot *s, const c
 
 /* A chat request's answer read back from text (the stream's when it streamed, so tool call
  * ids stay as sent); *calls malloc'd, pointing into msg. False when there is none to read. */
-static bool engine_read_answer(struct slot *s, struct chat_msg *msg, struct engine_tool_call **calls)
+static bool engine_read_answer(struct slot *s, bool cut, struct chat_msg *msg, struct engine_tool_call **calls)
 {
     char err[128];
     memset(msg, 0, sizeof(*msg));
@@ -1285,7 +1286,7 @@ static bool engine_read_answer(struct slot *s, struct chat_msg *msg, struct engi
         return false;
     if (s->cs)
         chat_stream_take(s->cs, msg);
-    else if (chat_parse(s->chat->parser, s->text.p ? s->text.p : "", s->text.len, msg, err, sizeof(err)) != NS_OK)
+    else if (chat_parse(s->chat->parser, s->text.p ? s->text.p : "", s->text.len, cut, msg, err, sizeof(err)) != NS_OK)
         return false;
     if (!msg->content) {
         chat_msg_release(msg);
@@ -1308,7 +1309,7 @@ static void engine_finish_choice(struct engine *e, const struct engine_source *s
     struct group *g = s->grp;
     struct group_choice *c = &g->ch[s->choice];
     struct engine_tool_call *calls = NULL;
-    if (engine_read_answer(s, &c->msg, &calls))
+    if (engine_read_answer(s, why == ENGINE_FINISH_LENGTH, &c->msg, &calls))
         free(calls); /* made again from c->msg when the last choice ends */
     c->text_len = s->text.len;
     c->text = buf_detach(&s->text);
@@ -1391,7 +1392,7 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
         s->text.p[s->text.len] = '\0';
     }
     if (src->token && (s->text.len > s->sent || s->n_lp > s->lp_sent || s->chat))
-        engine_emit(src, s, s->text.p + s->sent, s->text.len - s->sent, true);
+        engine_emit(src, s, s->text.p + s->sent, s->text.len - s->sent, true, why == ENGINE_FINISH_LENGTH);
     if (s->grp) {
         engine_finish_choice(e, src, s, why);
         return;
@@ -1401,7 +1402,7 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
     struct engine_tool_call *calls = NULL;
     res.text = s->text.p ? s->text.p : "";
     res.text_len = s->text.len;
-    if (engine_read_answer(s, &msg, &calls)) {
+    if (engine_read_answer(s, why == ENGINE_FINISH_LENGTH, &msg, &calls)) {
         res.text = msg.content;
         res.text_len = strlen(msg.content);
         res.reasoning = msg.reasoning;
@@ -1691,7 +1692,7 @@ static void engine_sample(struct engine *e, const struct engine_source *src, str
         if (upto > s->clean)
             upto = s->clean;
         if (upto > s->sent) {
-            engine_emit(src, s, s->text.p + s->sent, upto - s->sent, false);
+            engine_emit(src, s, s->text.p + s->sent, upto - s->sent, false, false);
             s->sent = upto;
         }
     }

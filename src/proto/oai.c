@@ -231,57 +231,33 @@ static int oai_content(struct oai_request *r, const cJSON *c, int i, const char 
     return NS_OK;
 }
 
-/* An assistant message's tool_calls, for a template that only knows role and content:
- * the content, then each call on its own line in the wire format the model is asked to
- * use (<tool_call>{"name": ..., "arguments": {...}}</tool_call>). */
-static int oai_message_calls(struct oai_request *r, const char *role, const cJSON *calls, int i, const char **content,
-                             struct oai_error *err)
+/* An assistant message's tool_calls, checked: they reach the model's template as they came
+ * (the chat JSON), which shows them the way the model was trained to read them */
+static int oai_message_calls(const cJSON *msg, const char *role, int i, struct oai_error *err)
 {
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls"), *c;
+    if (!calls || cJSON_IsNull(calls))
+        return NS_OK;
     if (strcmp(role, "assistant") != 0)
         return oai_error_set(err, NS_ERR_INVALID, "messages",
                              "Invalid 'messages[%d].tool_calls': only assistant messages carry tool calls.", i);
     if (!cJSON_IsArray(calls))
         return oai_error_set(err, NS_ERR_INVALID, "messages", "Invalid type for 'messages[%d].tool_calls': expected an array.", i);
-    struct buf b;
-    buf_init(&b, OAI_TEXT_MAX);
-    int rc = buf_appends(&b, *content), k = 0;
-    const cJSON *c;
+    int k = 0;
     cJSON_ArrayForEach(c, calls)
     {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(c, "type");
         const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
         const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
-        if (!cJSON_IsObject(c) || !cJSON_IsString(name) || !cJSON_IsString(args)) {
-            buf_release(&b);
+        if (!cJSON_IsObject(c) || !cJSON_IsString(name) || !cJSON_IsString(args) ||
+            (type && !(cJSON_IsString(type) && strcmp(type->valuestring, "function") == 0)))
             return oai_error_set(err, NS_ERR_INVALID, "messages",
                                  "Invalid 'messages[%d].tool_calls[%d]': expected {\"id\", \"type\": \"function\", "
                                  "\"function\": {\"name\": string, \"arguments\": string}}.",
                                  i, k);
-        }
-        /* arguments are JSON text: shown as JSON when they parse, else as a string */
-        cJSON *call = cJSON_CreateObject(), *parsed = cJSON_Parse(args->valuestring);
-        cJSON_AddStringToObject(call, "name", name->valuestring);
-        cJSON_AddItemToObject(call, "arguments", parsed ? parsed : cJSON_CreateString(args->valuestring));
-        char *j = cJSON_PrintUnformatted(call);
-        cJSON_Delete(call);
-        if (!j) {
-            buf_release(&b);
-            return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
-        }
-        if (!rc && b.len)
-            rc = buf_appends(&b, "\n");
-        if (!rc)
-            rc = buf_appendf(&b, OAI_CALL_OPEN "%s" OAI_CALL_CLOSE, j);
-        cJSON_free(j);
         k++;
     }
-    char *t = rc ? NULL : buf_detach(&b);
-    buf_release(&b);
-    if (rc == NS_ERR_TOO_LARGE)
-        return oai_error_set(err, rc, "messages", "'messages[%d]' is too long.", i);
-    if (!t || !oai_request_own(r, t))
-        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
-    *content = t;
     return NS_OK;
 }
 
@@ -329,8 +305,7 @@ static int oai_messages(struct oai_request *r, const cJSON *body, struct oai_err
         int rc = oai_content(r, content, i, &r->msgs_[i].content, err);
         if (rc)
             return rc;
-        const cJSON *calls = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
-        if (calls && !cJSON_IsNull(calls) && (rc = oai_message_calls(r, rs, calls, i, &r->msgs_[i].content, err)))
+        if ((rc = oai_message_calls(msg, rs, i, err)))
             return rc;
         r->msgs_[i].role = rs;
         i++;
@@ -396,8 +371,9 @@ static const char *const oai_chat_fields[] = {
     "response_format", "tools", "tool_choice", "parallel_tool_calls", "user", "metadata", "store", "service_tier",
     "reasoning_effort", "modalities", "prediction", "audio", "functions", "function_call", "web_search_options",
     "safety_identifier", "prompt_cache_key", "verbosity",
-    /* extensions, as vLLM accepts them */
-    "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", NULL};
+    /* extensions, as vLLM and llama-server accept them */
+    "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", "chat_template_kwargs", "reasoning_format",
+    NULL};
 static const char *const oai_completion_fields[] = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "presence_penalty",
     "frequency_penalty", "stream", "stream_options", "logprobs", "echo", "best_of", "logit_bias", "suffix", "user",
@@ -517,203 +493,10 @@ static int oai_response_format(struct oai_request *r, const cJSON *body, struct 
     return rc;
 }
 
-static int oai_system_insert(struct oai_request *r, const char *text, struct oai_error *err);
-
-/* text (owned by r) in front of the first system message's, or as a new one */
-static int oai_system_prepend(struct oai_request *r, const char *text, struct oai_error *err)
-{
-    if (r->req.n_messages > 0 && strcmp(r->msgs_[0].role, "system") == 0) {
-        struct buf b;
-        buf_init(&b, OAI_TEXT_MAX);
-        int rc = buf_appendf(&b, "%s\n\n%s", r->msgs_[0].content, text);
-        char *t = rc ? NULL : buf_detach(&b);
-        buf_release(&b);
-        if (rc == NS_ERR_TOO_LARGE)
-            return oai_error_set(err, rc, "tools", "'tools' is too long.");
-        if (!t || !oai_request_own(r, t))
-            return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
-        r->msgs_[0].content = t;
-        return NS_OK;
-    }
-    return oai_system_insert(r, text, err);
-}
-
-/* llama.cpp's C template API cannot show tools to the model, so a forced call is said in
- * words: appended to the first system message, or as a new one in front */
-static int oai_tool_instruction(struct oai_request *r, const cJSON *fn, struct oai_error *err)
-{
-    const cJSON *desc = cJSON_GetObjectItemCaseSensitive(fn, "description");
-    const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
-    char *ptxt = params ? cJSON_PrintUnformatted(params) : NULL;
-    bool merge = r->req.n_messages > 0 && strcmp(r->msgs_[0].role, "system") == 0;
-    struct buf b;
-    buf_init(&b, OAI_TEXT_MAX);
-    int rc = NS_OK;
-    if (merge)
-        rc = buf_appendf(&b, "%s\n\n", r->msgs_[0].content);
-    rc = rc ? rc
-            : buf_appendf(&b, "Call the function '%s'%s%s. Reply with its arguments only, as one JSON object%s%s.",
-                          r->tool_name, cJSON_IsString(desc) ? ": " : "", cJSON_IsString(desc) ? desc->valuestring : "",
-                          ptxt ? " matching this JSON Schema: " : "", ptxt ? ptxt : "");
-    cJSON_free(ptxt);
-    char *text = rc ? NULL : buf_detach(&b);
-    buf_release(&b);
-    if (rc == NS_ERR_TOO_LARGE)
-        return oai_error_set(err, rc, "tools", "'tools' is too long.");
-    if (!text || !oai_request_own(r, text))
-        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
-    if (merge) {
-        r->msgs_[0].content = text;
-        return NS_OK;
-    }
-    return oai_system_insert(r, text, err);
-}
-
-/* a new first system message (text owned by r) */
-static int oai_system_insert(struct oai_request *r, const char *text, struct oai_error *err)
-{
-    struct engine_msg *m = realloc(r->msgs_, sizeof(*m) * (size_t)(r->req.n_messages + 1));
-    if (!m)
-        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
-    memmove(m + 1, m, sizeof(*m) * (size_t)r->req.n_messages);
-    m[0] = (struct engine_msg){.role = "system", .content = text};
-    r->msgs_ = m;
-    r->req.messages = m;
-    r->req.n_messages++;
-    return NS_OK;
-}
-
-/* GBNF for text that does not start with OAI_CALL_OPEN: at each position of the marker,
- * either stop, leave it with another character, or go on to the next one */
-static int oai_free_text_rules(struct buf *b)
-{
-    static const char m[] = OAI_CALL_OPEN;
-    int rc = buf_appends(b, "free ::= f0\nany ::= [^\\x00]*\n");
-    for (size_t i = 0; i + 1 < sizeof(m) && !rc; i++) {
-        rc = buf_appendf(b, "f%zu ::= \"\" | [^%c] any", i, m[i]);
-        if (!rc && i + 2 < sizeof(m))
-            rc = buf_appendf(b, " | \"%c\" f%zu", m[i], i + 1);
-        if (!rc)
-            rc = buf_appends(b, "\n");
-    }
-    return rc;
-}
-
-/* tool_choice "auto", or "required" among several tools: a grammar over one call of any
- * of them in the wire format (and, for auto, any text that does not start like a call),
- * and the tools shown to the model in a system message */
-static int oai_tools_choose(struct oai_request *r, const cJSON *tools, bool optional, struct oai_error *err)
-{
-    /* {"anyOf": [{"type":"object","properties":{"name":{"const":N},"arguments":P},...}]},
-     * the tools' $defs gathered at the root where their local $refs point */
-    cJSON *root = cJSON_CreateObject(), *any = cJSON_AddArrayToObject(root, "anyOf");
-    cJSON *defs = cJSON_AddObjectToObject(root, "$defs"), *defs2 = cJSON_AddObjectToObject(root, "definitions");
-    struct buf listing;
-    buf_init(&listing, OAI_TEXT_MAX);
-    int rc = NS_OK;
-    const cJSON *t;
-    cJSON_ArrayForEach(t, tools)
-    {
-        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
-        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
-        cJSON *p = params && !cJSON_IsNull(params) ? cJSON_Duplicate(params, 1)
-                                                   : cJSON_Parse("{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}");
-        cJSON *alt = cJSON_CreateObject();
-        cJSON_AddStringToObject(alt, "type", "object");
-        cJSON *props = cJSON_AddObjectToObject(alt, "properties");
-        cJSON_AddStringToObject(cJSON_AddObjectToObject(props, "name"), "const", name->valuestring);
-        const char *dk[2] = {"$defs", "definitions"};
-        for (int k = 0; k < 2 && p && cJSON_IsObject(p); k++) {
-            cJSON *d = cJSON_DetachItemFromObjectCaseSensitive(p, dk[k]);
-            cJSON *it = d ? d->child : NULL;
-            while (it && !rc) {
-                cJSON *next = it->next;
-                if (cJSON_GetObjectItemCaseSensitive(k ? defs2 : defs, it->string))
-                    rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "tools",
-                                       "Invalid 'tools': two tools define '%s/%.64s'; with several tools their "
-                                       "definitions share one namespace.",
-                                       dk[k], it->string);
-                else
-                    cJSON_AddItemToObject(k ? defs2 : defs, it->string, cJSON_DetachItemViaPointer(d, it));
-                it = next;
-            }
-            cJSON_Delete(d);
-        }
-        if (p)
-            cJSON_AddItemToObject(props, "arguments", p);
-        cJSON *req = cJSON_AddArrayToObject(alt, "required");
-        cJSON_AddItemToArray(req, cJSON_CreateString("name"));
-        cJSON_AddItemToArray(req, cJSON_CreateString("arguments"));
-        cJSON_AddFalseToObject(alt, "additionalProperties");
-        cJSON_AddItemToArray(any, alt);
-        char *fj = cJSON_PrintUnformatted(fn);
-        if (!p || !fj || (!rc && (rc = buf_appendf(&listing, "%s\n", fj))))
-            rc = rc ? rc : NS_ERR_NOMEM;
-        cJSON_free(fj);
-        if (rc)
-            break;
-    }
-    char msg[300], *g = NULL;
-    if (!rc) {
-        rc = jsonschema_to_gbnf(root, &g, msg, sizeof(msg));
-        if (rc && rc != NS_ERR_NOMEM)
-            rc = oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, "tools",
-                               "Invalid 'tools[].function.parameters': %s.", msg);
-    }
-    cJSON_Delete(root);
-    struct buf gb, sys;
-    buf_init(&gb, OAI_TEXT_MAX);
-    buf_init(&sys, OAI_TEXT_MAX);
-    char *cut = g ? strstr(g, "\nroot ::= ") : NULL;
-    for (char *n = cut; n; n = strstr(n + 1, "\nroot ::= "))
-        cut = n; /* the converter's start rule is its last line: ours replaces it */
-    if (!rc && cut) {
-        char rule[32] = "";
-        sscanf(cut, "\nroot ::= %31s", rule);
-        cut[1] = '\0';
-        rc = buf_appends(&gb, g);
-        if (!rc)
-            rc = buf_appendf(&gb, "call ::= \"" OAI_CALL_OPEN "\" %s \"" OAI_CALL_CLOSE "\"\nroot ::= call%s\n", rule,
-                             optional ? " | free" : "");
-        if (!rc && optional)
-            rc = oai_free_text_rules(&gb);
-    } else if (!rc) {
-        rc = NS_ERR_INTERNAL;
-    }
-    free(g);
-    if (!rc)
-        rc = buf_appendf(&sys,
-                         "You can call these functions (JSON, one per line):\n%s%s To call one, reply with only " OAI_CALL_OPEN
-                         "{\"name\": <the function's name>, \"arguments\": <its arguments as a JSON object>}" OAI_CALL_CLOSE
-                         "%s",
-                         listing.p ? listing.p : "", optional ? "Call one when it helps to answer." : "You must call one of them.",
-                         optional ? "; otherwise answer normally." : ".");
-    buf_release(&listing);
-    if (rc) {
-        buf_release(&gb);
-        buf_release(&sys);
-        if (err->status == rc)
-            return rc;
-        return oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_TOO_LARGE : rc, rc == NS_ERR_TOO_LARGE ? "tools" : NULL,
-                             rc == NS_ERR_TOO_LARGE ? "'tools' is too long." : "out of memory");
-    }
-    char *grammar = buf_detach(&gb), *text = buf_detach(&sys);
-    buf_release(&gb);
-    buf_release(&sys);
-    if (!grammar || !oai_request_own(r, grammar) || !text || !oai_request_own(r, text)) {
-        if (!grammar)
-            free(text);
-        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
-    }
-    r->req.grammar = grammar;
-    r->tool_mode = optional ? OAI_TOOLS_AUTO : OAI_TOOLS_REQUIRED;
-    return oai_system_prepend(r, text, err);
-}
-
-/* tools with a forced call: tool_choice naming a function, or "required" with one tool.
- * The output is the function's arguments, held to its parameters schema. */
-static int oai_tools(struct oai_request *r, const cJSON *body, struct oai_error *err)
+/* tools and tool_choice, checked, into the chat JSON (chat): the model's template shows
+ * the tools in its own format, and its family's grammar and parser hold and read the calls
+ * (engine/chat.h). A named tool_choice is "required" among that one tool. */
+static int oai_tools(struct oai_request *r, const cJSON *body, cJSON *chat, struct oai_error *err)
 {
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(body, "tools");
     const cJSON *choice = cJSON_GetObjectItemCaseSensitive(body, "tool_choice");
@@ -736,18 +519,27 @@ static int oai_tools(struct oai_request *r, const cJSON *body, struct oai_error 
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
         if (!cJSON_IsString(name) || !name->valuestring[0])
             return oai_error_set(err, NS_ERR_INVALID, "tools", "Missing required parameter: 'tools[%d].function.name'.", i);
+        /* the schema must be one the grammar can hold: a 400 now, not a broken answer later */
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        if (params && !cJSON_IsNull(params)) {
+            char msg[300], *g = NULL;
+            int rc = jsonschema_to_gbnf(params, &g, msg, sizeof(msg));
+            free(g);
+            if (rc == NS_ERR_NOMEM)
+                return oai_error_set(err, rc, NULL, "out of memory");
+            if (rc)
+                return oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, "tools",
+                                     "Invalid 'tools[%d].function.parameters': %s.", i, msg);
+        }
         i++;
     }
-    const char *want = NULL;
-    if (!choice || (cJSON_IsString(choice) && strcmp(choice->valuestring, "auto") == 0))
-        return oai_tools_choose(r, tools, true, err);
-    if (cJSON_IsString(choice) && strcmp(choice->valuestring, "none") == 0)
+    const char *mode = "auto", *want = NULL;
+    if (!choice || (cJSON_IsString(choice) && strcmp(choice->valuestring, "auto") == 0)) {
+        mode = "auto";
+    } else if (cJSON_IsString(choice) && strcmp(choice->valuestring, "none") == 0) {
         return NS_OK; /* an ordinary answer; the tools are not shown to the model */
-    if (cJSON_IsString(choice) && strcmp(choice->valuestring, "required") == 0) {
-        if (i != 1)
-            return oai_tools_choose(r, tools, false, err);
-        want = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(tools->child, "function"), "name")
-                   ->valuestring;
+    } else if (cJSON_IsString(choice) && strcmp(choice->valuestring, "required") == 0) {
+        mode = "required";
     } else if (cJSON_IsObject(choice)) {
         const cJSON *ctype = cJSON_GetObjectItemCaseSensitive(choice, "type");
         const cJSON *cname = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, "function"), "name");
@@ -755,34 +547,100 @@ static int oai_tools(struct oai_request *r, const cJSON *body, struct oai_error 
             return oai_error_set(err, NS_ERR_INVALID, "tool_choice",
                                  "Invalid 'tool_choice': expected {\"type\": \"function\", \"function\": {\"name\": ...}}.");
         want = cname->valuestring;
+        mode = "required";
     } else {
         return oai_error_set(err, NS_ERR_INVALID, "tool_choice",
                              "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object naming a "
                              "function.");
     }
-    const cJSON *fn = NULL;
+    cJSON *out = cJSON_AddArrayToObject(chat, "tools");
     cJSON_ArrayForEach(t, tools)
     {
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
-        if (strcmp(cJSON_GetObjectItemCaseSensitive(f, "name")->valuestring, want) == 0)
-            fn = f;
+        if (!want || strcmp(cJSON_GetObjectItemCaseSensitive(f, "name")->valuestring, want) == 0)
+            cJSON_AddItemToArray(out, cJSON_Duplicate(t, 1));
     }
-    if (!fn)
+    if (want && !out->child)
         return oai_error_set(err, NS_ERR_INVALID, "tool_choice",
                              "Invalid 'tool_choice': no function named '%.64s' in 'tools'.", want);
-    const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
-    cJSON *dflt = NULL;
-    if (!params || cJSON_IsNull(params))
-        params = dflt = cJSON_Parse("{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}");
-    if (!params)
-        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
-    int rc = oai_grammar(r, params, "tools", "tools[].function.parameters", err);
-    cJSON_Delete(dflt);
+    cJSON_AddStringToObject(chat, "tool_choice", mode);
+    r->tools = true;
+    return NS_OK;
+}
+
+/* What shapes the prompt besides the messages: parallel_tool_calls, and the extensions
+ * llama-server and vLLM take (chat_template_kwargs, e.g. {"enable_thinking": false};
+ * reasoning_format), plus OpenAI's reasoning_effort, which templates that know it read. */
+static int oai_chat_options(const cJSON *body, cJSON *chat, struct oai_error *err)
+{
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(body, "parallel_tool_calls")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v))
+            return oai_error_set(err, NS_ERR_INVALID, "parallel_tool_calls",
+                                 "Invalid type for 'parallel_tool_calls': expected a boolean.");
+        cJSON_AddItemToObject(chat, "parallel_tool_calls", cJSON_Duplicate(v, 0));
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(body, "chat_template_kwargs")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsObject(v))
+            return oai_error_set(err, NS_ERR_INVALID, "chat_template_kwargs",
+                                 "Invalid type for 'chat_template_kwargs': expected an object.");
+        const cJSON *et = cJSON_GetObjectItemCaseSensitive(v, "enable_thinking");
+        if (et && !cJSON_IsBool(et))
+            return oai_error_set(err, NS_ERR_INVALID, "chat_template_kwargs",
+                                 "Invalid type for 'chat_template_kwargs.enable_thinking': expected a boolean.");
+        cJSON_AddItemToObject(chat, "chat_template_kwargs", cJSON_Duplicate(v, 1));
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(body, "reasoning_format")) && !cJSON_IsNull(v)) {
+        static const char *const known[] = {"none", "auto", "deepseek", "deepseek-legacy"};
+        bool ok = false;
+        for (size_t i = 0; cJSON_IsString(v) && i < sizeof(known) / sizeof(known[0]); i++)
+            ok |= strcmp(v->valuestring, known[i]) == 0;
+        if (!ok)
+            return oai_error_set(err, NS_ERR_INVALID, "reasoning_format",
+                                 "Invalid value for 'reasoning_format': expected 'none', 'auto', 'deepseek' or "
+                                 "'deepseek-legacy'.");
+        cJSON_AddItemToObject(chat, "reasoning_format", cJSON_Duplicate(v, 0));
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(body, "reasoning_effort")) && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v))
+            return oai_error_set(err, NS_ERR_INVALID, "reasoning_effort",
+                                 "Invalid type for 'reasoning_effort': expected a string.");
+        cJSON_AddItemToObject(chat, "reasoning_effort", cJSON_Duplicate(v, 0));
+    }
+    return NS_OK;
+}
+
+/* The conversation for the model's template (engine_request.chat): the messages as they
+ * came (developer said as system: templates know system), then tools and options. */
+static int oai_chat_json(struct oai_request *r, const cJSON *body, struct oai_error *err)
+{
+    cJSON *chat = cJSON_CreateObject();
+    cJSON *msgs = cJSON_AddArrayToObject(chat, "messages");
+    const cJSON *m;
+    int rc = chat && msgs ? NS_OK : NS_ERR_NOMEM;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(body, "messages"))
+    {
+        cJSON *c = cJSON_Duplicate(m, 1);
+        cJSON *role = cJSON_GetObjectItemCaseSensitive(c, "role");
+        if (cJSON_IsString(role) && strcmp(role->valuestring, "developer") == 0)
+            cJSON_ReplaceItemInObjectCaseSensitive(c, "role", cJSON_CreateString("system"));
+        if (!c || !cJSON_AddItemToArray(msgs, c))
+            rc = NS_ERR_NOMEM;
+    }
+    if (rc)
+        rc = oai_error_set(err, rc, NULL, "out of memory");
+    if (!rc)
+        rc = oai_tools(r, body, chat, err);
+    if (!rc)
+        rc = oai_chat_options(body, chat, err);
+    char *text = rc ? NULL : cJSON_PrintUnformatted(chat);
+    cJSON_Delete(chat);
     if (rc)
         return rc;
-    r->tool_name = want;
-    oai_make_id(r->tool_call_id, sizeof(r->tool_call_id), "call_");
-    return oai_tool_instruction(r, fn, err);
+    if (!text || !oai_request_own(r, text))
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    r->req.chat = text;
+    return NS_OK;
 }
 
 #define OAI_MAX_LOGIT_BIAS 1024
@@ -852,7 +710,7 @@ static int oai_check_grammar_conflicts(const struct oai_request *r, struct oai_e
 {
     if (!r->req.grammar)
         return NS_OK;
-    const char *why = r->tool_name ? "a forced tool call" : "'response_format'";
+    const char *why = "'response_format'";
     if (r->req.min_tokens > 0)
         return oai_error_set(err, NS_ERR_UNSUPPORTED, "min_tokens",
                              "'min_tokens' cannot be combined with %s: the output ends where its grammar says.", why);
@@ -907,25 +765,19 @@ int oai_request_from_json(cJSON *body, bool chat, struct oai_request *r, struct 
         goto out;
     if ((rc = oai_check_unsupported(body, chat, err)))
         goto out;
-    if (chat && (rc = oai_tools(r, body, err)))
+    if (chat && (rc = oai_chat_json(r, body, err)))
         goto out;
     const cJSON *rfmt = cJSON_GetObjectItemCaseSensitive(body, "response_format");
     const cJSON *rtype = cJSON_GetObjectItemCaseSensitive(rfmt, "type");
     bool plain = !rfmt || cJSON_IsNull(rfmt) || (cJSON_IsString(rtype) && strcmp(rtype->valuestring, "text") == 0);
-    if (r->tool_name && !plain) {
+    if (r->tools && !plain) {
+        /* one grammar per request: the tool-call format's, or the schema's */
         rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "response_format",
-                           "'response_format' cannot be combined with a forced tool call: the call's arguments follow "
-                           "the function's parameters.");
+                           "'response_format' cannot be combined with 'tools' on the local engine; use tool_choice "
+                           "'none' for structured output.");
         goto out;
     }
-    if (r->tool_mode != OAI_TOOLS_NONE && !plain) {
-        /* one grammar per request: the tool-call wire format's, or the schema's */
-        rc = oai_error_set(err, NS_ERR_UNSUPPORTED, "response_format",
-                           "'response_format' cannot be combined with 'tools' on the local engine (tool_choice 'auto' "
-                           "or 'required'); use tool_choice 'none' for structured output.");
-        goto out;
-    }
-    if (chat && !r->tool_name && r->tool_mode == OAI_TOOLS_NONE && (rc = oai_response_format(r, body, err)))
+    if (chat && !r->tools && (rc = oai_response_format(r, body, err)))
         goto out;
 
     long long ll;

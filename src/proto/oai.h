@@ -35,15 +35,12 @@ struct oai_request {
     int ctx_wanted;
     bool load_only;
     char *model;
-    /* structured output (response_format json_object / json_schema) or a forced tool
-     * call: req.grammar is set (owned here) */
-    const char *tool_name;     /* a forced function call: the output is its arguments */
-    char tool_call_id[40];     /* "call_..." for the answer, made at parse time */
-    /* tool_choice "auto" (the model may answer or call) or "required" among several tools:
-     * the output is text, or one call in the wire format
-     * <tool_call>{"name": ..., "arguments": {...}}</tool_call> (grammar-enforced), turned
-     * into message.tool_calls by the builders */
-    enum { OAI_TOOLS_NONE = 0, OAI_TOOLS_REQUIRED, OAI_TOOLS_AUTO } tool_mode;
+    /* structured output (response_format json_object / json_schema): req.grammar is set
+     * (owned here) */
+    /* tools shown to the model (tool_choice other than "none"): req.chat carries them; the
+     * model's template and its family's format decide how calls look, and the engine reads
+     * them back into engine_result.tool_calls */
+    bool tools;
     /* a /v1/embeddings body: req.embed holds the inputs (owned here) */
     bool embeddings;
     bool embed_base64;         /* encoding_format "base64" */
@@ -55,11 +52,6 @@ struct oai_request {
     char **owned_;
     int n_owned_;
 };
-
-/* the tool-call wire format (tool_choice auto / required among several): the model writes
- * each call between these */
-#define OAI_CALL_OPEN "<tool_call>"
-#define OAI_CALL_CLOSE "</tool_call>"
 
 struct oai_error {
     int status;                /* ns_status */
@@ -99,19 +91,6 @@ int oai_result_n_choices(const struct engine_result *res);
  * "top_logprobs", "text_offset"} (offsets counted from text_offset) */
 cJSON *oai_logprobs_json(const struct oai_request *r, const struct engine_token_logprob *lp, int n, const char *text,
                          size_t text_offset);
-/* A streamed chat chunk's delta for new text (n bytes; text NULL: none): content, or for
- * a forced tool call the tool_calls entry (its id, type and name in the first chunk,
- * role set, and argument text after). */
-void oai_chunk_delta(const struct oai_request *r, cJSON *delta, const char *text, size_t n, bool first);
-
-/* For tool_mode REQUIRED/AUTO: the call a choice's text holds (wire format above, a known
- * function, arguments an object), as a tool_calls entry {id, type, function: {name,
- * arguments}} (with "index": 0 when `stream`); NULL when the text is an ordinary answer
- * (or a call cut short by max_tokens). */
-cJSON *oai_parse_tool_call(const struct oai_request *r, const char *text, size_t n, bool stream);
-/* could text (all a choice has produced so far) still become a call? (streaming holds it) */
-bool oai_tool_call_prefix(const char *text, size_t n);
-
 #define OAI_MAX_EMBED_INPUTS 2048
 
 /* Parse a /v1/embeddings body: model, input (a string, an array of strings, an array of

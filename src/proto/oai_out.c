@@ -115,14 +115,23 @@ cJSON *oai_logprobs_json(const struct oai_request *r, const struct engine_token_
 
 const char *oai_finish_reason_of(const struct oai_request *r, enum engine_finish finish)
 {
-    if (finish == ENGINE_FINISH_LENGTH)
-        return "length";
-    return r->tool_name ? "tool_calls" : "stop";
+    (void)r;
+    return finish == ENGINE_FINISH_LENGTH ? "length" : "stop";
+}
+
+/* a choice's finish_reason: its calls make it "tool_calls" (as OpenAI says even when the
+ * call came with text) */
+static const char *oai_choice_finish(const struct oai_request *r, const struct engine_choice *ch)
+{
+    if (ch->n_tool_calls > 0 && ch->finish != ENGINE_FINISH_LENGTH)
+        return "tool_calls";
+    return oai_finish_reason_of(r, ch->finish);
 }
 
 const char *oai_finish_reason(const struct oai_request *r, const struct engine_result *res)
 {
-    return oai_finish_reason_of(r, res->finish);
+    struct engine_choice ch = oai_result_choice(res, 0);
+    return oai_choice_finish(r, &ch);
 }
 
 int oai_result_n_choices(const struct engine_result *res)
@@ -137,88 +146,59 @@ struct engine_choice oai_result_choice(const struct engine_result *res, int i)
     return (struct engine_choice){.text = res->text ? res->text : "", .text_len = res->text_len, .finish = res->finish,
                                   .stop_index = res->stop_index, .completion_tokens = res->completion_tokens,
                                   .logprobs = res->logprobs, .n_logprobs = res->n_logprobs,
-                                  .logprob_text = res->logprob_text, .logprob_text_len = res->logprob_text_len};
+                                  .logprob_text = res->logprob_text, .logprob_text_len = res->logprob_text_len,
+                                  .reasoning = res->reasoning, .reasoning_len = res->reasoning_len,
+                                  .tool_calls = res->tool_calls, .n_tool_calls = res->n_tool_calls};
 }
 
-/* one tool_calls entry; arguments NULL: left out (later stream chunks) */
-static cJSON *oai_tool_call(const struct oai_request *r, const char *args, size_t n, bool head)
+/* message.tool_calls: the calls the model made, as its format's parser read them */
+static cJSON *oai_tool_calls(const struct engine_choice *ch)
 {
-    cJSON *call = cJSON_CreateObject();
-    cJSON_AddNumberToObject(call, "index", 0);
-    if (head) {
-        cJSON_AddStringToObject(call, "id", r->tool_call_id);
-        cJSON_AddStringToObject(call, "type", "function");
-    }
-    cJSON *f = cJSON_AddObjectToObject(call, "function");
-    if (head)
-        cJSON_AddStringToObject(f, "name", r->tool_name);
-    char *t = strndup(args ? args : "", n);
-    cJSON_AddStringToObject(f, "arguments", t ? t : "");
-    free(t);
-    return call;
-}
-
-bool oai_tool_call_prefix(const char *text, size_t n)
-{
-    static const char m[] = OAI_CALL_OPEN;
-    size_t k = n < sizeof(m) - 1 ? n : sizeof(m) - 1;
-    return memcmp(text, m, k) == 0;
-}
-
-cJSON *oai_parse_tool_call(const struct oai_request *r, const char *text, size_t n, bool stream)
-{
-    static const char open[] = OAI_CALL_OPEN, close[] = OAI_CALL_CLOSE;
-    size_t lo = sizeof(open) - 1, lc = sizeof(close) - 1;
-    if (r->tool_mode == OAI_TOOLS_NONE || n < lo + lc || memcmp(text, open, lo) != 0 ||
-        memcmp(text + n - lc, close, lc) != 0)
-        return NULL;
-    cJSON *o = cJSON_ParseWithLength(text + lo, n - lo - lc);
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
-    const cJSON *args = cJSON_GetObjectItemCaseSensitive(o, "arguments");
-    bool known = false;
-    const cJSON *t;
-    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(r->root_, "tools");
-    cJSON_ArrayForEach(t, tools)
-    {
-        const cJSON *fname = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
-        known |= cJSON_IsString(fname) && cJSON_IsString(name) && strcmp(fname->valuestring, name->valuestring) == 0;
-    }
-    char *a = known && cJSON_IsObject(args) ? cJSON_PrintUnformatted(args) : NULL;
-    cJSON *call = NULL;
-    if (a) {
-        char id[40];
-        oai_make_id(id, sizeof(id), "call_");
-        call = cJSON_CreateObject();
-        if (stream)
-            cJSON_AddNumberToObject(call, "index", 0);
-        cJSON_AddStringToObject(call, "id", id);
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < ch->n_tool_calls; i++) {
+        const struct engine_tool_call *t = &ch->tool_calls[i];
+        cJSON *call = cJSON_CreateObject();
+        cJSON_AddStringToObject(call, "id", t->id);
         cJSON_AddStringToObject(call, "type", "function");
         cJSON *f = cJSON_AddObjectToObject(call, "function");
-        cJSON_AddStringToObject(f, "name", name->valuestring);
-        cJSON_AddStringToObject(f, "arguments", a);
+        cJSON_AddStringToObject(f, "name", t->name);
+        cJSON_AddStringToObject(f, "arguments", t->arguments);
+        cJSON_AddItemToArray(a, call);
     }
-    cJSON_free(a);
-    cJSON_Delete(o);
-    return call;
+    return a;
 }
 
-void oai_chunk_delta(const struct oai_request *r, cJSON *d, const char *text, size_t n, bool first)
+static void oai_add_text(cJSON *o, const char *key, const char *text, size_t n)
+{
+    char *t = strndup(text ? text : "", n);
+    cJSON_AddStringToObject(o, key, t ? t : "");
+    free(t);
+}
+
+/* a streamed chat chunk's delta: the role first, then new content, reasoning, or a tool
+ * call's start (index, id, type, name) or argument text (index and arguments only) */
+static void oai_chunk_delta(cJSON *d, const struct engine_delta *e, const char *text, size_t n, bool first)
 {
     if (first)
         cJSON_AddStringToObject(d, "role", "assistant");
-    if (!r->tool_name) {
-        if (text) {
-            char *t = strndup(text, n);
-            cJSON_AddStringToObject(d, "content", t ? t : "");
-            free(t);
-        }
+    if (text && (n || first))
+        oai_add_text(d, "content", text, n);
+    if (!e)
         return;
-    }
-    if (first) {
-        cJSON_AddNullToObject(d, "content");
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), oai_tool_call(r, "", 0, true));
-    } else if (text && n) {
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), oai_tool_call(r, text, n, false));
+    if (e->reasoning && e->reasoning_len)
+        oai_add_text(d, "reasoning_content", e->reasoning, e->reasoning_len);
+    if (e->tool_index >= 0 && (e->tool_name || e->tool_args)) {
+        cJSON *call = cJSON_CreateObject();
+        cJSON_AddNumberToObject(call, "index", e->tool_index);
+        if (e->tool_name) {
+            cJSON_AddStringToObject(call, "id", e->tool_id ? e->tool_id : "");
+            cJSON_AddStringToObject(call, "type", "function");
+        }
+        cJSON *f = cJSON_AddObjectToObject(call, "function");
+        if (e->tool_name)
+            cJSON_AddStringToObject(f, "name", e->tool_name);
+        cJSON_AddStringToObject(f, "arguments", e->tool_args ? e->tool_args : "");
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), call);
     }
 }
 
@@ -278,21 +258,17 @@ cJSON *oai_completion_body(const struct oai_request *r, const struct engine_resu
         struct engine_choice ch = oai_result_choice(res, i);
         cJSON *c = cJSON_CreateObject();
         cJSON_AddNumberToObject(c, "index", i);
-        cJSON *call = ch.finish == ENGINE_FINISH_STOP ? oai_parse_tool_call(r, ch.text, ch.text_len, false) : NULL;
         if (r->chat) {
             cJSON *m = cJSON_AddObjectToObject(c, "message");
             cJSON_AddStringToObject(m, "role", "assistant");
-            if (call) {
-                cJSON_AddNullToObject(m, "content");
-                cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
-            } else if (r->tool_name) {
-                cJSON_AddNullToObject(m, "content");
-                cJSON *forced = oai_tool_call(r, ch.text, ch.text_len, true);
-                cJSON_DeleteItemFromObject(forced, "index"); /* only stream deltas carry it */
-                cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), forced);
-            } else {
-                cJSON_AddStringToObject(m, "content", ch.text);
-            }
+            if (ch.n_tool_calls > 0 && ch.text_len == 0)
+                cJSON_AddNullToObject(m, "content"); /* as OpenAI answers a call */
+            else
+                oai_add_text(m, "content", ch.text, ch.text_len);
+            if (ch.reasoning)
+                oai_add_text(m, "reasoning_content", ch.reasoning, ch.reasoning_len);
+            if (ch.n_tool_calls > 0)
+                cJSON_AddItemToObject(m, "tool_calls", oai_tool_calls(&ch));
             cJSON_AddNullToObject(m, "refusal");
         } else {
             cJSON_AddStringToObject(c, "text", ch.text);
@@ -301,7 +277,7 @@ cJSON *oai_completion_body(const struct oai_request *r, const struct engine_resu
             cJSON_AddItemToObject(c, "logprobs", oai_logprobs_json(r, ch.logprobs, ch.n_logprobs, ch.logprob_text, 0));
         else
             cJSON_AddNullToObject(c, "logprobs");
-        cJSON_AddStringToObject(c, "finish_reason", call ? "tool_calls" : oai_finish_reason_of(r, ch.finish));
+        cJSON_AddStringToObject(c, "finish_reason", oai_choice_finish(r, &ch));
         cJSON_AddItemToArray(choices, c);
     }
     cJSON_AddItemToObject(o, "usage", oai_usage(res));
@@ -386,7 +362,7 @@ static cJSON *oai_chunk_choice(struct stream *s, int index, const char *text, si
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", index);
     if (s->chat) {
-        oai_chunk_delta(s->r, cJSON_AddObjectToObject(c, "delta"), text, n, role);
+        oai_chunk_delta(cJSON_AddObjectToObject(c, "delta"), d, text, n, role);
     } else {
         char *t = strndup(text ? text : "", n);
         cJSON_AddStringToObject(c, "text", t ? t : "");
@@ -410,21 +386,13 @@ static cJSON *oai_chunk_choice(struct stream *s, int index, const char *text, si
     return o;
 }
 
-/* the engine thread: one chunk per delta, made now (each with its choice and logprobs);
- * a choice that may still be a tool call is held until it cannot */
+/* the engine thread: one chunk per delta, made now (each with its choice and logprobs):
+ * new content, reasoning, or a tool call's start or arguments */
 static void oai_stream_delta(struct stream *s, const struct engine_delta *d)
 {
-    if (s->r->tool_mode != OAI_TOOLS_NONE && d->index >= 0 && d->index < ENGINE_MAX_CHOICES && !s->passed[d->index]) {
-        struct buf *h = &s->held[d->index];
-        buf_append(h, d->text, d->len);
-        if (!oai_tool_call_prefix(h->p ? h->p : "", h->len)) {
-            s->passed[d->index] = true;
-            stream_sse(&s->pending, NULL, oai_chunk_choice(s, d->index, h->p, h->len, NULL, false, d));
-            buf_reset(h);
-        }
-    } else if (d->len || d->n_logprobs) {
-        stream_sse(&s->pending, NULL, oai_chunk_choice(s, d->index, d->text, d->len, NULL, false, d));
-    }
+    bool call = d->tool_index >= 0 && (d->tool_name || d->tool_args);
+    if (d->len || d->n_logprobs || d->reasoning_len || call)
+        stream_sse(&s->pending, NULL, oai_chunk_choice(s, d->index, d->len ? d->text : NULL, d->len, NULL, false, d));
 }
 
 /* phases: 0 the role chunks (chat), 1 content, 2 the final chunks, 3 usage, 4 [DONE], 5 end */
@@ -462,21 +430,7 @@ static int oai_stream_next(struct stream *s, struct buf *out)
             } else {
                 for (int i = 0; i < oai_result_n_choices(res); i++) {
                     struct engine_choice ch = oai_result_choice(res, i);
-                    const char *finish = oai_finish_reason_of(s->r, ch.finish);
-                    if (s->r->tool_mode != OAI_TOOLS_NONE && i < ENGINE_MAX_CHOICES && !s->passed[i]) {
-                        /* held to the end: one call, or the text after all */
-                        cJSON *call = ch.finish == ENGINE_FINISH_STOP ? oai_parse_tool_call(s->r, ch.text, ch.text_len, true)
-                                                                      : NULL;
-                        cJSON *o = oai_chunk_choice(s, i, call ? NULL : ch.text, call ? 0 : ch.text_len, NULL, false, NULL);
-                        if (call) {
-                            cJSON *delta = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "delta");
-                            cJSON_AddNullToObject(delta, "content");
-                            cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"), call);
-                            finish = "tool_calls";
-                        }
-                        stream_sse(out, NULL, o);
-                    }
-                    stream_sse(out, NULL, oai_chunk_choice(s, i, s->chat ? NULL : "", 0, finish, false, NULL));
+                    stream_sse(out, NULL, oai_chunk_choice(s, i, s->chat ? NULL : "", 0, oai_choice_finish(s->r, &ch), false, NULL));
                 }
             }
             s->phase = 3;

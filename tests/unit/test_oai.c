@@ -107,16 +107,20 @@ static void test_rejections(void **state)
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":{}}]}", true, NS_ERR_INVALID, "messages", "'messages[0].tool_calls': expected an array"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"name\":\"f\"}}]}]}", true, NS_ERR_INVALID, "messages", "'messages[0].tool_calls[0]'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"1\",\"tool_call_id\":5}]}", true, NS_ERR_INVALID, "messages", "tool_call_id"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"$defs\":{\"a\":{}}}}},{\"type\":\"function\",\"function\":{\"name\":\"g\",\"parameters\":{\"$defs\":{\"a\":{}}}}}],\"tool_choice\":\"required\"}", true, NS_ERR_UNSUPPORTED, "tools", "share one namespace"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"string\",\"pattern\":\"a\"}}}]}", true, NS_ERR_UNSUPPORTED, "tools", "'pattern'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", true, NS_ERR_INVALID, "tools", "Invalid 'tools[0]'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{}}]}", true, NS_ERR_INVALID, "tools", "'tools[0].function.name'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", true, NS_ERR_INVALID, "tool_choice", "no function named 'g'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"tool\"}}", true, NS_ERR_INVALID, "tool_choice", "Invalid 'tool_choice'"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"sometimes\"}", true, NS_ERR_INVALID, "tool_choice", "expected 'none'"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\",\"allOf\":[]}}}],\"tool_choice\":\"required\"}", true, NS_ERR_UNSUPPORTED, "tools", "Invalid 'tools[].function.parameters': unsupported JSON Schema keyword 'allOf'"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\",\"response_format\":{\"type\":\"json_object\"}}", true, NS_ERR_UNSUPPORTED, "response_format", "forced tool call"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\",\"min_tokens\":1}", true, NS_ERR_UNSUPPORTED, "min_tokens", "a forced tool call"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\",\"not\":{}}}}],\"tool_choice\":\"required\"}", true, NS_ERR_UNSUPPORTED, "tools", "Invalid 'tools[0].function.parameters'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\",\"response_format\":{\"type\":\"json_object\"}}", true, NS_ERR_UNSUPPORTED, "response_format", "cannot be combined with 'tools'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":[]}", true, NS_ERR_INVALID, "chat_template_kwargs", "expected an object"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":{\"enable_thinking\":\"no\"}}", true, NS_ERR_INVALID, "chat_template_kwargs", "expected a boolean"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_format\":\"loud\"}", true, NS_ERR_INVALID, "reasoning_format", "expected 'none'"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_effort\":3}", true, NS_ERR_INVALID, "reasoning_effort", "expected a string"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"parallel_tool_calls\":1}", true, NS_ERR_INVALID, "parallel_tool_calls", "expected a boolean"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":\"web\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}]}", true, NS_ERR_INVALID, "messages", "'messages[0].tool_calls[0]'"},
 
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":3,\"min_tokens\":4}",
          true, NS_ERR_INVALID, "min_tokens", "max_tokens"},
@@ -210,7 +214,7 @@ static void test_structured(void **state)
                      NS_OK);
     assert_non_null(r.req.grammar);
     assert_non_null(strstr(r.req.grammar, "root ::= s0"));
-    assert_null(r.tool_name);
+    assert_false(r.tools);
     oai_request_release(&r);
     /* json_object, json_schema without a schema, text, tool_choice none: */
     const char *ok[] = {
@@ -227,81 +231,77 @@ static void test_structured(void **state)
         if (parse(body, true, &r, &e))
             fail_msg("%s: %s", body, e.message);
         assert_true((r.req.grammar != NULL) == (i < 2));
-        assert_null(r.tool_name);
+        assert_false(r.tools);
+        assert_null(strstr(r.req.chat, "\"tools\""));
         oai_request_release(&r);
     }
 
-    /* a forced call: grammar from the parameters, an instruction merged into the system
-     * message (or put in front of the others), tool_calls in the answer */
-    for (int merge = 0; merge < 2; merge++) {
-        char body[1024];
-        snprintf(body, sizeof(body),
-                 "{\"model\":\"m\",\"messages\":[%s{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"tool\",\"content\":\"42\"}],"
-                 "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_w\",\"description\":\"the weather\","
-                 "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
-                 "{\"type\":\"function\",\"function\":{\"name\":\"other\"}}],"
-                 "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_w\"}},\"parallel_tool_calls\":false}",
-                 merge ? "{\"role\":\"system\",\"content\":\"be kind\"}," : "");
-        if (parse(body, true, &r, &e))
-            fail_msg("%s", e.message);
-        assert_string_equal(r.tool_name, "get_w");
-        assert_non_null(r.req.grammar);
-        assert_int_equal(r.req.n_messages, 3);
-        assert_string_equal(r.req.messages[0].role, "system");
-        assert_non_null(strstr(r.req.messages[0].content, "Call the function 'get_w': the weather."));
-        assert_true(merge == (strncmp(r.req.messages[0].content, "be kind\n\n", 9) == 0));
-        assert_string_equal(r.req.messages[2].role, "tool");
-        assert_int_equal(strncmp(r.tool_call_id, "call_", 5), 0);
-        struct engine_result res = {.text = "{\"city\":\"Oslo\"}", .text_len = 15, .finish = ENGINE_FINISH_STOP};
-        cJSON *b = oai_completion_body(&r, &res, "id", "m", 1);
-        cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 0);
-        assert_string_equal(cJSON_GetObjectItem(c0, "finish_reason")->valuestring, "tool_calls");
-        cJSON *m = cJSON_GetObjectItem(c0, "message");
-        assert_true(cJSON_IsNull(cJSON_GetObjectItem(m, "content")));
-        cJSON *call = cJSON_GetArrayItem(cJSON_GetObjectItem(m, "tool_calls"), 0);
-        assert_string_equal(cJSON_GetObjectItem(call, "id")->valuestring, r.tool_call_id);
-        assert_string_equal(cJSON_GetObjectItem(call, "type")->valuestring, "function");
-        assert_null(cJSON_GetObjectItem(call, "index"));
-        cJSON *f = cJSON_GetObjectItem(call, "function");
-        assert_string_equal(cJSON_GetObjectItem(f, "name")->valuestring, "get_w");
-        assert_string_equal(cJSON_GetObjectItem(f, "arguments")->valuestring, "{\"city\":\"Oslo\"}");
-        cJSON_Delete(b);
-        res.finish = ENGINE_FINISH_LENGTH;
-        assert_string_equal(oai_finish_reason(&r, &res), "length");
-        /* stream deltas: the head, then argument text, then nothing */
-        cJSON *d = cJSON_CreateObject();
-        oai_chunk_delta(&r, d, "", 0, true);
-        assert_string_equal(cJSON_GetObjectItem(d, "role")->valuestring, "assistant");
-        call = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "tool_calls"), 0);
-        assert_int_equal(cJSON_GetObjectItem(call, "index")->valueint, 0);
-        assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(call, "function"), "name")->valuestring, "get_w");
-        cJSON_Delete(d);
-        d = cJSON_CreateObject();
-        oai_chunk_delta(&r, d, "{\"ci", 4, false);
-        call = cJSON_GetArrayItem(cJSON_GetObjectItem(d, "tool_calls"), 0);
-        assert_null(cJSON_GetObjectItem(call, "id"));
-        assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(call, "function"), "arguments")->valuestring, "{\"ci");
-        cJSON_Delete(d);
-        d = cJSON_CreateObject();
-        oai_chunk_delta(&r, d, NULL, 0, false);
-        assert_null(d->child);
-        cJSON_Delete(d);
-        oai_request_release(&r);
-    }
-    /* "required" with one tool and no parameters: an empty object */
-    assert_int_equal(parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
-                           "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"ping\"}}],\"tool_choice\":\"required\"}",
-                           true, &r, &e),
-                     NS_OK);
-    assert_string_equal(r.tool_name, "ping");
-    assert_non_null(strstr(r.req.grammar, "s0 ::= \"{\" ws \"}\""));
+    /* a named tool_choice: "required" among that one tool, in the chat JSON for the model's
+     * template; the messages go as they came (developer as system) */
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":\"be kind\"},{\"role\":\"user\","
+             "\"content\":[{\"type\":\"text\",\"text\":\"x\"}]},{\"role\":\"tool\",\"content\":\"42\",\"tool_call_id\":\"c\"}],"
+             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_w\",\"description\":\"the weather\","
+             "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
+             "{\"type\":\"function\",\"function\":{\"name\":\"other\"}}],"
+             "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_w\"}},\"parallel_tool_calls\":false,"
+             "\"chat_template_kwargs\":{\"enable_thinking\":false},\"reasoning_format\":\"none\"}");
+    if (parse(body, true, &r, &e))
+        fail_msg("%s", e.message);
+    assert_true(r.tools);
+    assert_null(r.req.grammar); /* the format's, made by the engine */
+    cJSON *chat = cJSON_Parse(r.req.chat);
+    assert_non_null(chat);
+    cJSON *msgs = cJSON_GetObjectItem(chat, "messages");
+    assert_int_equal(cJSON_GetArraySize(msgs), 3);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 0), "role")->valuestring, "system");
+    assert_true(cJSON_IsArray(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 1), "content")));
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 2), "tool_call_id")->valuestring, "c");
+    cJSON *tl = cJSON_GetObjectItem(chat, "tools");
+    assert_int_equal(cJSON_GetArraySize(tl), 1);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(tl, 0), "function"), "name")->valuestring,
+                        "get_w");
+    assert_string_equal(cJSON_GetObjectItem(chat, "tool_choice")->valuestring, "required");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(chat, "parallel_tool_calls")));
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetObjectItem(chat, "chat_template_kwargs"), "enable_thinking")));
+    assert_string_equal(cJSON_GetObjectItem(chat, "reasoning_format")->valuestring, "none");
+    cJSON_Delete(chat);
+    /* the answer: the calls the engine read back, content null, reasoning_content */
+    struct engine_tool_call calls[2] = {{"call_a", "get_w", "{\"city\":\"Oslo\"}"}, {"call_b", "get_w", "{\"city\":\"Rome\"}"}};
+    struct engine_result res = {.text = "", .finish = ENGINE_FINISH_STOP, .tool_calls = calls, .n_tool_calls = 2,
+                                .reasoning = "hmm", .reasoning_len = 3};
+    cJSON *b = oai_completion_body(&r, &res, "id", "m", 1);
+    cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 0);
+    assert_string_equal(cJSON_GetObjectItem(c0, "finish_reason")->valuestring, "tool_calls");
+    cJSON *m = cJSON_GetObjectItem(c0, "message");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(m, "content")));
+    assert_string_equal(cJSON_GetObjectItem(m, "reasoning_content")->valuestring, "hmm");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(m, "tool_calls")), 2);
+    cJSON *call = cJSON_GetArrayItem(cJSON_GetObjectItem(m, "tool_calls"), 1);
+    assert_string_equal(cJSON_GetObjectItem(call, "id")->valuestring, "call_b");
+    assert_string_equal(cJSON_GetObjectItem(call, "type")->valuestring, "function");
+    assert_null(cJSON_GetObjectItem(call, "index"));
+    cJSON *f = cJSON_GetObjectItem(call, "function");
+    assert_string_equal(cJSON_GetObjectItem(f, "name")->valuestring, "get_w");
+    assert_string_equal(cJSON_GetObjectItem(f, "arguments")->valuestring, "{\"city\":\"Rome\"}");
+    cJSON_Delete(b);
+    /* a call cut by max_tokens: length; text with a call: content kept */
+    res.finish = ENGINE_FINISH_LENGTH;
+    assert_string_equal(oai_finish_reason(&r, &res), "length");
+    res.finish = ENGINE_FINISH_STOP;
+    res.text = "let me see";
+    res.text_len = 10;
+    b = oai_completion_body(&r, &res, "id", "m", 1);
+    m = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 0), "message");
+    assert_string_equal(cJSON_GetObjectItem(m, "content")->valuestring, "let me see");
+    cJSON_Delete(b);
     oai_request_release(&r);
 }
 
 /* n choices: each in the body with its index, text and finish_reason; usage sums them */
-/* tool_choice auto / required among several tools: a grammar over the wire format, the
- * tools listed for the model; answers parsed back into tool_calls; tool_calls in input
- * messages rendered as text */
+/* tool_choice auto / required among several tools: every tool to the template; tool
+ * calls in input messages go as they came */
 static void test_tool_modes(void **state)
 {
     (void)state;
@@ -311,57 +311,29 @@ static void test_tool_modes(void **state)
                                 "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
                                 "{\"type\":\"function\",\"function\":{\"name\":\"ping\"}}]";
     char body[2048];
-    snprintf(body, sizeof(body),
-             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":null,"
-             "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get_w\",\"arguments\":"
-             "\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"sunny\"}],%s}",
-             tools);
-    if (parse(body, true, &r, &e))
-        fail_msg("%s", e.message);
-    assert_int_equal(r.tool_mode, OAI_TOOLS_AUTO);
-    assert_null(r.tool_name);
-    assert_non_null(strstr(r.req.grammar, "root ::= call | free"));
-    assert_string_equal(r.req.messages[0].role, "system");
-    assert_non_null(strstr(r.req.messages[0].content, "\"name\":\"ping\""));
-    assert_string_equal(r.req.messages[2].content, "<tool_call>{\"name\":\"get_w\",\"arguments\":{\"city\":\"Oslo\"}}</tool_call>");
-    assert_string_equal(r.req.messages[3].role, "tool");
-    assert_string_equal(r.req.messages[3].content, "sunny");
-    /* an answer in the wire format is a call; anything else is text */
-    static const char call[] = "<tool_call>{\"name\": \"get_w\", \"arguments\": {\"city\": \"Rome\"}}</tool_call>";
-    struct engine_choice ch[2] = {{.text = call, .text_len = sizeof(call) - 1, .finish = ENGINE_FINISH_STOP},
-                                  {.text = "hello", .text_len = 5, .finish = ENGINE_FINISH_STOP}};
-    struct engine_result res = {.text = call, .text_len = sizeof(call) - 1, .n_choices = 2, .choices = ch};
-    cJSON *b = oai_completion_body(&r, &res, "id", "m", 1);
-    cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 0);
-    cJSON *c1 = cJSON_GetArrayItem(cJSON_GetObjectItem(b, "choices"), 1);
-    assert_string_equal(cJSON_GetObjectItem(c0, "finish_reason")->valuestring, "tool_calls");
-    cJSON *tc = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "message"), "tool_calls"), 0);
-    cJSON *f = cJSON_GetObjectItem(tc, "function");
-    assert_string_equal(cJSON_GetObjectItem(f, "name")->valuestring, "get_w");
-    assert_string_equal(cJSON_GetObjectItem(f, "arguments")->valuestring, "{\"city\":\"Rome\"}");
-    assert_int_equal(strncmp(cJSON_GetObjectItem(tc, "id")->valuestring, "call_", 5), 0);
-    assert_string_equal(cJSON_GetObjectItem(c1, "finish_reason")->valuestring, "stop");
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(c1, "message"), "content")->valuestring, "hello");
-    cJSON_Delete(b);
-    /* unknown function, or cut: text */
-    static const char unknown[] = "<tool_call>{\"name\": \"nope\", \"arguments\": {}}</tool_call>";
-    assert_null(oai_parse_tool_call(&r, unknown, sizeof(unknown) - 1, false));
-    assert_null(oai_parse_tool_call(&r, call, sizeof(call) - 3, false));
-    assert_true(oai_tool_call_prefix("<tool", 5));
-    assert_true(oai_tool_call_prefix(call, sizeof(call) - 1));
-    assert_false(oai_tool_call_prefix("<b>", 3));
-    oai_request_release(&r);
-
-    /* required with several tools: only calls */
-    snprintf(body, sizeof(body), "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s,\"tool_choice\":\"required\"}",
-             tools);
-    if (parse(body, true, &r, &e))
-        fail_msg("%s", e.message);
-    assert_int_equal(r.tool_mode, OAI_TOOLS_REQUIRED);
-    assert_non_null(strstr(r.req.grammar, "root ::= call\n"));
-    assert_null(strstr(r.req.grammar, "free"));
-    assert_non_null(strstr(r.req.messages[0].content, "You must call one of them."));
-    oai_request_release(&r);
+    for (int required = 0; required < 2; required++) {
+        snprintf(body, sizeof(body),
+                 "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":null,"
+                 "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"get_w\",\"arguments\":"
+                 "\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"sunny\"}],%s%s}",
+                 tools, required ? ",\"tool_choice\":\"required\"" : "");
+        if (parse(body, true, &r, &e))
+            fail_msg("%s", e.message);
+        assert_true(r.tools);
+        assert_null(r.req.grammar);
+        cJSON *chat = cJSON_Parse(r.req.chat);
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(chat, "tools")), 2);
+        assert_string_equal(cJSON_GetObjectItem(chat, "tool_choice")->valuestring, required ? "required" : "auto");
+        cJSON *asst = cJSON_GetArrayItem(cJSON_GetObjectItem(chat, "messages"), 1);
+        cJSON *tc = cJSON_GetArrayItem(cJSON_GetObjectItem(asst, "tool_calls"), 0);
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(tc, "function"), "arguments")->valuestring,
+                            "{\"city\":\"Oslo\"}");
+        cJSON_Delete(chat);
+        /* the plain messages (upstream batch APIs) keep text only */
+        assert_string_equal(r.req.messages[1].content, "");
+        assert_string_equal(r.req.messages[2].content, "sunny");
+        oai_request_release(&r);
+    }
 }
 
 /* /v1/embeddings bodies: the four input shapes, encoding_format, dimensions; errors name
