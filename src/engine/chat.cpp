@@ -247,6 +247,18 @@ void chat_templates_free(struct chat_templates *t) { delete t; }
 const char *chat_templates_source(const struct chat_templates *t) { return t->source.c_str(); }
 bool chat_templates_fallback(const struct chat_templates *t) { return t->fallback; }
 
+bool chat_templates_tools_native(const struct chat_templates *t)
+{
+    if (t->legacy)
+        return false;
+    try {
+        auto caps = common_chat_templates_get_caps(t->tmpls.get());
+        return caps["supports_tool_calls"];
+    } catch (...) {
+        return false;
+    }
+}
+
 void chat_prompt_release(struct chat_prompt *p)
 {
     free(p->text);

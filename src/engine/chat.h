@@ -51,6 +51,9 @@ void chat_templates_free(struct chat_templates *t);
 const char *chat_templates_source(const struct chat_templates *t);
 /* true when the GGUF carried no template and ChatML stands in */
 bool chat_templates_fallback(const struct chat_templates *t);
+/* does llama.cpp know a tool-call format for this template (it renders tools and calls)?
+ * When not, tools go through nightshift's fallback format (toolwire.h) */
+bool chat_templates_tools_native(const struct chat_templates *t);
 
 /* What rendering a conversation gives the engine. Owned: chat_prompt_release. */
 struct chat_prompt {
@@ -71,6 +74,7 @@ struct chat_prompt {
     int n_stops;
     bool has_tools;              /* the output may hold tool calls */
     const char *format;          /* llama.cpp's name of the output format (static) */
+    bool fallback;               /* set by the caller: calls are in toolwire.h's format, read by it */
     struct chat_parser *parser;  /* reads the output back (chat_parse, chat_stream_new) */
 };
 

@@ -29,6 +29,7 @@
 
 #include "chat.h"
 #include "prefix.h"
+#include "toolwire.h"
 
 #include "../util/buf.h"
 #include "../util/status.h"
@@ -71,6 +72,7 @@ struct slot {
     struct chat_prompt *chat;
     bool chat_owned;
     struct chat_stream *cs;
+    struct toolwire_stream *tws;    /* ... when its calls are in the fallback format */
     struct buf text;
     size_t sent;                    /* bytes of text passed to token() */
     size_t clean;                   /* bytes of text known valid UTF-8 (streaming); sent <= clean */
@@ -276,18 +278,54 @@ static char *engine_chat_json(const struct engine_request *r)
     return text;
 }
 
+/* A template llama.cpp knows no tool format for: the tools in nightshift's fallback format
+ * (toolwire.h), its grammar (lazy from the opening marker for tool_choice auto) in cp */
+static int engine_chat_fallback(struct chat_prompt *cp, char *grammar, bool lazy)
+{
+    free(cp->grammar);
+    cp->grammar = grammar;
+    cp->grammar_lazy = lazy;
+    cp->has_tools = true;
+    cp->fallback = true;
+    cp->n_prefill = 0;
+    for (int i = 0; i < cp->n_trigger_patterns; i++)
+        free(cp->trigger_patterns[i]);
+    free(cp->trigger_patterns);
+    cp->n_trigger_patterns = 0;
+    cp->n_trigger_tokens = 0;
+    if (!lazy)
+        return NS_OK;
+    if (!(cp->trigger_patterns = calloc(1, sizeof(char *))) || !(cp->trigger_patterns[0] = strdup(TOOLWIRE_OPEN)))
+        return NS_ERR_NOMEM;
+    cp->n_trigger_patterns = 1;
+    return NS_OK;
+}
+
 /* Render a chat request with the model's template (chat.h) into *out (malloc'd). */
 static int engine_render_chat(const struct engine *e, const struct engine_request *r, struct chat_prompt **out,
                               char *err, size_t errlen)
 {
     *out = NULL;
-    char *json = engine_chat_json(r);
+    char *json = engine_chat_json(r), *wire = NULL, *grammar = NULL;
+    bool lazy = false;
     struct chat_prompt *cp = calloc(1, sizeof(*cp));
-    int rc = json && cp ? chat_render(e->chat, e->model, json, cp, err, errlen) : NS_ERR_NOMEM;
+    int rc = json && cp ? NS_OK : NS_ERR_NOMEM;
+    if (!rc && !chat_templates_tools_native(e->chat))
+        rc = toolwire_rewrite(json, &wire, &grammar, &lazy, err, errlen);
+    if (!rc)
+        rc = chat_render(e->chat, e->model, wire ? wire : json, cp, err, errlen);
+    if (!rc && wire) {
+        rc = engine_chat_fallback(cp, grammar, lazy);
+        grammar = NULL;
+    }
     free(json);
+    free(wire);
+    free(grammar);
     if (rc != NS_OK) {
         if (rc == NS_ERR_NOMEM)
             snprintf(err, errlen, "out of memory");
+        if (cp)
+            chat_prompt_release(cp);
         free(cp);
         return rc;
     }
@@ -632,8 +670,10 @@ static void slot_release(struct engine *e, struct slot *s)
     if (s->chat_owned)
         engine_chat_free(s->chat);
     chat_stream_free(s->cs);
+    toolwire_stream_free(s->tws);
     s->chat = NULL;
     s->cs = NULL;
+    s->tws = NULL;
     buf_release(&s->text);
     free(s->lp);
     buf_release(&s->lp_text);
@@ -1249,11 +1289,18 @@ static void engine_emit(const struct engine_source *src, struct slot *s, const c
         return;
     }
     const struct chat_diff *diffs = NULL;
-    int nd = 0;
+    int nd = 0, rc;
     char err[128];
-    if (!s->cs)
-        s->cs = chat_stream_new(s->chat->parser);
-    if (!s->cs || chat_stream_feed(s->cs, text, n, final, cut, &diffs, &nd, err, sizeof(err)) != NS_OK) {
+    if (s->chat->fallback) {
+        if (!s->tws)
+            s->tws = toolwire_stream_new();
+        rc = s->tws ? toolwire_stream_feed(s->tws, text, n, final, cut, &diffs, &nd) : NS_ERR_NOMEM;
+    } else {
+        if (!s->cs)
+            s->cs = chat_stream_new(s->chat->parser);
+        rc = s->cs ? chat_stream_feed(s->cs, text, n, final, cut, &diffs, &nd, err, sizeof(err)) : NS_ERR_NOMEM;
+    }
+    if (rc != NS_OK) {
         /* out of memory in the reader: the text goes out as it is */
         d.text = text ? text : "";
         d.len = n;
@@ -1284,7 +1331,12 @@ static bool engine_read_answer(struct slot *s, bool cut, struct chat_msg *msg, s
     *calls = NULL;
     if (!s->chat)
         return false;
-    if (s->cs)
+    if (s->tws)
+        toolwire_stream_take(s->tws, msg);
+    else if (s->chat->fallback) {
+        if (toolwire_parse(s->text.p ? s->text.p : "", s->text.len, cut, msg) != NS_OK)
+            return false;
+    } else if (s->cs)
         chat_stream_take(s->cs, msg);
     else if (chat_parse(s->chat->parser, s->text.p ? s->text.p : "", s->text.len, cut, msg, err, sizeof(err)) != NS_OK)
         return false;

@@ -202,8 +202,10 @@ test('forced tool call: message.tool_calls with arguments that validate, finish_
         max_tokens: 100, seed: 3, stream: true, tools: [TOOL], tool_choice: 'required' });
     assert.equal(r.status, 200);
     const chunks = r.text.split('\n\n').filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)));
-    const head = chunks[0].choices[0].delta;
-    assert.equal(head.role, 'assistant');
+    assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+    // the call's first delta carries its id, type and name (as OpenAI's); later ones arguments
+    const head = chunks.find((c) => c.choices[0]?.delta?.tool_calls)?.choices[0].delta;
+    assert.ok(head, 'no tool_calls delta');
     assert.equal(head.tool_calls[0].function.name, 'classify');
     assert.match(head.tool_calls[0].id, /^call_/);
     const args = chunks.map((c) => c.choices[0]?.delta?.tool_calls?.[0]?.function?.arguments || '').join('');
