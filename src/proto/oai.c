@@ -665,17 +665,22 @@ static int oai_tools_choose(struct oai_request *r, const cJSON *tools, bool opti
     struct buf gb, sys;
     buf_init(&gb, OAI_TEXT_MAX);
     buf_init(&sys, OAI_TEXT_MAX);
-    char *cut = g ? strstr(g, "\nroot ::= ") : NULL;
-    for (char *n = cut; n; n = strstr(n + 1, "\nroot ::= "))
-        cut = n; /* the converter's start rule is its last line: ours replaces it */
-    if (!rc && cut) {
-        char rule[32] = "";
-        sscanf(cut, "\nroot ::= %31s", rule);
-        cut[1] = '\0';
-        rc = buf_appends(&gb, g);
+    /* the converter's start rule (llama.cpp sorts rules by name: it may be anywhere) becomes
+     * the body of ours; its other rules stay as they are */
+    char *line = NULL;
+    if (g)
+        line = !strncmp(g, "root ::= ", 9) ? g : strstr(g, "\nroot ::= ");
+    if (line && line != g)
+        line++;
+    if (!rc && line) {
+        char *end = strchr(line, '\n');
+        size_t blen = end ? (size_t)(end - line) - 9 : strlen(line) - 9;
+        rc = buf_append(&gb, g, (size_t)(line - g));
+        if (!rc && end)
+            rc = buf_appends(&gb, end + 1);
         if (!rc)
-            rc = buf_appendf(&gb, "call ::= \"" OAI_CALL_OPEN "\" %s \"" OAI_CALL_CLOSE "\"\nroot ::= call%s\n", rule,
-                             optional ? " | free" : "");
+            rc = buf_appendf(&gb, "call ::= \"" OAI_CALL_OPEN "\" ( %.*s ) \"" OAI_CALL_CLOSE "\"\nroot ::= call%s\n",
+                             (int)blen, line + 9, optional ? " | free" : "");
         if (!rc && optional)
             rc = oai_free_text_rules(&gb);
     } else if (!rc) {
