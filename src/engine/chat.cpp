@@ -514,3 +514,27 @@ int chat_schema_grammar(const char *schema_json, char **out, char *err, size_t e
 }
 
 }  // extern "C"
+
+// ---- JSON Schema pattern check (issue 29; see chat.h) -----------------------------------
+// The converter turns a translated pattern into a root rule of its own ("\"" ( ... ) "\"");
+// an untranslatable one falls back to `root ::= string` (json-schema-to-grammar.cpp,
+// _visit_pattern). Converting {"type":"string","pattern":P} and looking at the root rule
+// tells which, without reaching into common's internals. The fallback's stderr warning is
+// printed on that path only, i.e. only for a pattern the caller then refuses.
+extern "C" int chat_schema_pattern_ok(const char *pattern, bool *translatable, char *err, size_t errlen)
+{
+    *translatable = false;
+    try {
+        common_json schema = {{"type", "string"}, {"pattern", pattern ? pattern : ""}};
+        std::string g = json_schema_to_grammar(schema);
+        *translatable = g.find("root ::= string\n") == std::string::npos;
+        return NS_OK;
+    } catch (const std::bad_alloc &) {
+        set_err(err, errlen, "out of memory");
+        return NS_ERR_NOMEM;
+    } catch (const std::exception &e) {
+        set_err(err, errlen, e.what());
+        return NS_ERR_INVALID;
+    }
+}
+// ---- end of the pattern check -----------------------------------------------------------

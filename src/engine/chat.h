@@ -137,4 +137,19 @@ int chat_schema_grammar(const char *schema_json, char **out, char *err, size_t e
 }
 #endif
 
+/* ---- JSON Schema pattern check (issue 29: proto/jsonschema's guard) ----------------------
+ * llama.cpp's converter translates a regex `pattern` it understands into grammar rules; one
+ * it cannot translate (lookarounds, \d, unanchored, ...) it only warns about on stderr and
+ * accepts any string in its place. This tells the two apart so that the caller can refuse
+ * the schema instead. *translatable false and NS_OK for a valid pattern llama.cpp cannot
+ * translate; NS_ERR_INVALID with llama.cpp's words for one that is not a valid regex. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+int chat_schema_pattern_ok(const char *pattern, bool *translatable, char *err, size_t errlen);
+#ifdef __cplusplus
+}
+#endif
+/* ---- end of the pattern check ---------------------------------------------------------- */
+
 #endif

@@ -1,33 +1,40 @@
 /*
- * jsonschema.h — a JSON Schema (the subset OpenAI's structured outputs use) → a GBNF
- * grammar for llama.cpp's grammar sampler.
+ * jsonschema.h — a JSON Schema (OpenAI response_format json_schema, tool parameters,
+ * Ollama format) -> a GBNF grammar, by llama.cpp's own converter (common's
+ * json_schema_to_grammar, through engine/chat.h), with a guard in front of it.
  *
- * Why here and not in engine/: the conversion is a pure text transform of a request body
- * (cJSON in, GBNF text out) that needs nothing from llama.cpp; the API layer converts,
- * reports schema errors as 400s naming the keyword (or the batch line's error) before any
- * work is scheduled, and the engine only ever sees a grammar string
- * (engine_request.grammar). The engine's grammar sampler is what enforces it.
+ * Why a guard: llama.cpp's converter silently ignores what it does not read (not, if/then/
+ * else, multipleOf, uniqueItems, patternProperties, number bounds, most formats, keywords
+ * beside $ref or anyOf, ...) and replaces a regex pattern it cannot translate by "any string"
+ * with only a warning on stderr. A grammar that ignores a constraint produces outputs that
+ * do not validate, so the API layer refuses such a schema instead (a 400 naming the keyword
+ * and where it is: "'not' at '#/properties/a' is not supported: ..."), before any work is
+ * scheduled; the engine only ever sees a grammar string (engine_request.grammar).
  *
  * DESIGN
- * Every schema node becomes one rule ("s<N>"); $ref targets get their rule once, named
- * before their body is generated, so recursive schemas become recursive rules. The
- * grammar is built so that everything it accepts validates against the schema:
- *   - objects list their properties in declaration order; required ones always appear,
- *     optional ones may be left out; no property outside `properties` is ever produced
- *     (valid whether or not additionalProperties is false). An object schema without
- *     `properties` whose additionalProperties is not false is any JSON object.
- *   - arrays honour items, minItems, maxItems; strings minLength, maxLength.
- *   - enum / const become the exact JSON text of their values.
- *   - anyOf / oneOf become alternatives (oneOf validates when its branches are disjoint,
- *     which the grammar cannot check: documented in docs/API.md).
- *   - numbers and integers have bounded digit counts (16 significant, 2 exponent), so a
- *     random model cannot run on forever inside one and JSON parsers read them finite.
- *   - whitespace is allowed only inside containers and is bounded (at most 20 indent
- *     characters per newline); nothing may follow the root value, so the sampler allows
- *     only end-of-generation once the value is complete.
- * Any keyword outside the supported set (pattern, format, minimum, allOf, ...) is refused
- * with NS_ERR_UNSUPPORTED naming it and where it is ("'pattern' at '#/properties/a'"),
- * since honouring it silently could not be promised.
+ * A copy of the schema is walked the way common/json-schema.cpp reads it ($ref alone, then
+ * oneOf/anyOf alone, a type array as one reading per type, const, enum, then the kind that
+ * type or the structural keywords pick). On each node every keyword must be an annotation
+ * (title, description, default, examples, $schema, $id, $comment, deprecated, readOnly,
+ * writeOnly, $defs, definitions), one that kind honours, or one that constrains only another
+ * type than the node's (maxLength on an integer). A few things are rewritten first so that
+ * what is accepted validates:
+ *   - format: llama.cpp enforces date, time, date-time and uuid only (and date too loosely);
+ *     email, uri/url, hostname, ipv4, ipv6, uuid, date, time, date-time and duration get a
+ *     conservative pattern llama.cpp translates, every match of which is valid for the
+ *     format; zod 4's own pattern for the format is replaced by it. Any other format, or a
+ *     format beside a pattern of the schema's own, is refused.
+ *   - pattern: \d and \w become classes; chat_schema_pattern_ok says whether llama.cpp
+ *     translates the rest, else a 400. A length beside a pattern is refused (llama.cpp
+ *     drops it).
+ *   - integer bounds are folded to inclusive integers (exclusive*, fractions); a bounded
+ *     number is narrowed to the integers in its range (llama.cpp bounds only integers);
+ *     bounds beyond +-1e18 are dropped, so zod's +-2^53-1 are kept and honoured.
+ *   - "$ref": "#" (zod's recursion) points at a $defs copy of the root, since llama.cpp
+ *     resolves only "#/..." references; `true` sub-schemas become {}.
+ *   - allOf is accepted only over objects with properties (all that llama.cpp merges).
+ * oneOf is read as anyOf: it validates when its branches are disjoint (documented in
+ * docs/API.md).
  *
  * THREADS: none; reentrant.
  * OWNERSHIP: the schema is only read; *out is yours to free(3).
@@ -43,9 +50,9 @@
 #define JSONSCHEMA_MAX_GRAMMAR (4u << 20)
 
 /* Convert `schema` (an object, or the boolean true) to a grammar whose start rule is
- * "root". 0 ok with *out set; else NS_ERR_UNSUPPORTED (a keyword or value we cannot
- * honour) or NS_ERR_INVALID (not a valid schema: wrong types, dangling $ref), err saying
- * what and where, *out NULL. NS_ERR_TOO_LARGE when the grammar would exceed
+ * "root". 0 ok with *out set; else NS_ERR_UNSUPPORTED (a keyword or value llama.cpp cannot
+ * honour, named with its path) or NS_ERR_INVALID (not a valid schema: wrong types, dangling
+ * $ref, a bad regex; llama.cpp's words), err saying what and where, *out NULL. NS_ERR_TOO_LARGE when the grammar would exceed
  * JSONSCHEMA_MAX_GRAMMAR, NS_ERR_NOMEM when out of memory. */
 int jsonschema_to_gbnf(const cJSON *schema, char **out, char *err, size_t errlen);
 
