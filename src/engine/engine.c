@@ -1322,6 +1322,17 @@ static void engine_emit(const struct engine_source *src, struct slot *s, const c
     }
 }
 
+/* the tokens a reasoning text stands for (the model wrote it, so it tokenizes back to about
+ * what was generated; its markers aside) */
+static int engine_count_text(const struct engine *e, const char *text)
+{
+    if (!text || !*text)
+        return 0;
+    size_t n = strlen(text);
+    int32_t got = llama_tokenize(e->vocab, text, (int32_t)(n > INT32_MAX / 2 ? INT32_MAX / 2 : n), NULL, 0, false, false);
+    return got < 0 && got != INT32_MIN ? -got : got > 0 ? got : 0;
+}
+
 /* A chat request's answer read back from text (the stream's when it streamed, so tool call
  * ids stay as sent); *calls malloc'd, pointing into msg. False when there is none to read. */
 static bool engine_read_answer(struct slot *s, bool cut, struct chat_msg *msg, struct engine_tool_call **calls)
@@ -1396,6 +1407,8 @@ static void engine_finish_choice(struct engine *e, const struct engine_source *s
             ch[i].text_len = strlen(k->msg.content);
             ch[i].reasoning = k->msg.reasoning;
             ch[i].reasoning_len = k->msg.reasoning ? strlen(k->msg.reasoning) : 0;
+            ch[i].reasoning_tokens = engine_count_text(e, k->msg.reasoning);
+            res.reasoning_tokens += ch[i].reasoning_tokens;
             if (k->msg.n_calls > 0 && (gcalls[i] = calloc((size_t)k->msg.n_calls, sizeof(*gcalls[i])))) {
                 for (int j = 0; j < k->msg.n_calls; j++)
                     gcalls[i][j] = (struct engine_tool_call){k->msg.calls[j].id, k->msg.calls[j].name,
@@ -1459,6 +1472,7 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
         res.text_len = strlen(msg.content);
         res.reasoning = msg.reasoning;
         res.reasoning_len = msg.reasoning ? strlen(msg.reasoning) : 0;
+        res.reasoning_tokens = engine_count_text(e, msg.reasoning);
         res.tool_calls = calls;
         res.n_tool_calls = msg.n_calls;
     }
@@ -1479,6 +1493,7 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
                                  .logprobs = res.logprobs, .n_logprobs = res.n_logprobs,
                                  .logprob_text = res.logprob_text, .logprob_text_len = res.logprob_text_len,
                                  .reasoning = res.reasoning, .reasoning_len = res.reasoning_len,
+                                 .reasoning_tokens = res.reasoning_tokens,
                                  .tool_calls = res.tool_calls, .n_tool_calls = res.n_tool_calls};
     res.n_choices = 1;
     res.choices = &one;

@@ -153,6 +153,7 @@ struct engine_choice {
     size_t text_len;
     const char *reasoning;
     size_t reasoning_len;
+    int reasoning_tokens;
     const struct engine_tool_call *tool_calls;
     int n_tool_calls;
     enum engine_finish finish;
@@ -196,6 +197,7 @@ struct engine_result {
      * the tool calls it made, parsed (done() only) */
     const char *reasoning;
     size_t reasoning_len;
+    int reasoning_tokens;      /* of completion_tokens, those the reasoning took (all choices) */
     const struct engine_tool_call *tool_calls;
     int n_tool_calls;
     enum engine_finish finish;

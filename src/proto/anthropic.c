@@ -5,6 +5,7 @@
 #include "anthropic.h"
 
 #include "dialect.h"
+#include "jsonschema.h"
 #include "stream.h"
 
 #include "../util/buf.h"
@@ -41,6 +42,13 @@ static int ant_text(struct oai_request *r, const cJSON *c, const char *where, co
             buf_release(&b);
             return oai_error_set(err, NS_ERR_INVALID, where, "%s.%d.type: Field required", where, k);
         }
+        /* the conversation's structure goes to the template through the chat JSON
+         * (ant_chat_json); the plain text here is what upstream batch APIs are sent */
+        if (strcmp(type->valuestring, "tool_use") == 0 || strcmp(type->valuestring, "tool_result") == 0 ||
+            strcmp(type->valuestring, "thinking") == 0 || strcmp(type->valuestring, "redacted_thinking") == 0) {
+            k++;
+            continue;
+        }
         if (strcmp(type->valuestring, "text") != 0) {
             buf_release(&b);
             return oai_error_set(err, NS_ERR_UNSUPPORTED, where,
@@ -53,7 +61,7 @@ static int ant_text(struct oai_request *r, const cJSON *c, const char *where, co
             buf_release(&b);
             return oai_error_set(err, NS_ERR_INVALID, where, "%s.%d.text: Field required", where, k);
         }
-        if ((k && buf_append(&b, "\n", 1)) || buf_appends(&b, text->valuestring)) {
+        if ((b.len && buf_append(&b, "\n", 1)) || buf_appends(&b, text->valuestring)) {
             buf_release(&b);
             return oai_error_set(err, NS_ERR_TOO_LARGE, where, "%s: text is too long", where);
         }
@@ -63,6 +71,235 @@ static int ant_text(struct oai_request *r, const cJSON *c, const char *where, co
     if (!s || !oai_request_own(r, s))
         return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
     *out = s;
+    return NS_OK;
+}
+
+/* the text of a tool_result's content: a string, or its text blocks joined */
+static char *ant_result_text(const cJSON *c)
+{
+    if (cJSON_IsString(c))
+        return strdup(c->valuestring);
+    struct buf b;
+    buf_init(&b, ANT_TEXT_MAX);
+    const cJSON *blk;
+    cJSON_ArrayForEach(blk, c)
+    {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(blk, "text");
+        if (cJSON_IsString(t) && ((b.len && buf_append(&b, "\n", 1)) || buf_appends(&b, t->valuestring))) {
+            buf_release(&b);
+            return NULL;
+        }
+    }
+    char *s = b.p ? buf_detach(&b) : strdup("");
+    buf_release(&b);
+    return s;
+}
+
+/* One message's blocks into OpenAI-shaped messages (the template's input, engine/chat.h):
+ * a user's tool_result blocks become tool messages (before its text: they answer the calls
+ * just made), an assistant's tool_use blocks its tool_calls and its thinking its
+ * reasoning_content. */
+static int ant_chat_message(const char *role, const cJSON *content, int k, cJSON *out, struct oai_error *err)
+{
+    if (cJSON_IsString(content)) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", role);
+        cJSON_AddStringToObject(m, "content", content->valuestring);
+        cJSON_AddItemToArray(out, m);
+        return NS_OK;
+    }
+    cJSON *text = cJSON_CreateArray(), *calls = cJSON_CreateArray();
+    struct buf thinking;
+    buf_init(&thinking, ANT_TEXT_MAX);
+    int rc = NS_OK, j = 0;
+    const cJSON *blk;
+    cJSON_ArrayForEach(blk, content)
+    {
+        const char *type = cJSON_GetObjectItemCaseSensitive(blk, "type")->valuestring; /* ant_text checked it */
+        if (strcmp(type, "text") == 0) {
+            cJSON *p = cJSON_CreateObject();
+            cJSON_AddStringToObject(p, "type", "text");
+            cJSON_AddStringToObject(p, "text", cJSON_GetObjectItemCaseSensitive(blk, "text")->valuestring);
+            cJSON_AddItemToArray(text, p);
+        } else if (strcmp(type, "tool_use") == 0) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(blk, "id");
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(blk, "name");
+            const cJSON *input = cJSON_GetObjectItemCaseSensitive(blk, "input");
+            if (strcmp(role, "assistant") != 0 || !cJSON_IsString(id) || !cJSON_IsString(name) || !cJSON_IsObject(input)) {
+                rc = oai_error_set(err, NS_ERR_INVALID, "messages",
+                                   "messages.%d.content.%d: a tool_use block is an assistant's, with id, name and an "
+                                   "input object",
+                                   k, j);
+                break;
+            }
+            char *args = cJSON_PrintUnformatted(input);
+            cJSON *c = cJSON_CreateObject();
+            cJSON_AddStringToObject(c, "id", id->valuestring);
+            cJSON_AddStringToObject(c, "type", "function");
+            cJSON *f = cJSON_AddObjectToObject(c, "function");
+            cJSON_AddStringToObject(f, "name", name->valuestring);
+            cJSON_AddStringToObject(f, "arguments", args ? args : "{}");
+            cJSON_free(args);
+            cJSON_AddItemToArray(calls, c);
+        } else if (strcmp(type, "tool_result") == 0) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(blk, "tool_use_id");
+            char *t = ant_result_text(cJSON_GetObjectItemCaseSensitive(blk, "content"));
+            if (strcmp(role, "user") != 0 || !cJSON_IsString(id) || !t) {
+                free(t);
+                rc = oai_error_set(err, t ? NS_ERR_INVALID : NS_ERR_NOMEM, "messages",
+                                   "messages.%d.content.%d: a tool_result block is a user's, with a tool_use_id", k, j);
+                break;
+            }
+            cJSON *m = cJSON_CreateObject();
+            cJSON_AddStringToObject(m, "role", "tool");
+            cJSON_AddStringToObject(m, "tool_call_id", id->valuestring);
+            cJSON_AddStringToObject(m, "content", t);
+            free(t);
+            cJSON_AddItemToArray(out, m);
+        } else if (strcmp(type, "thinking") == 0) {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(blk, "thinking");
+            if (cJSON_IsString(t) && buf_appends(&thinking, t->valuestring))
+                rc = oai_error_set(err, NS_ERR_TOO_LARGE, "messages", "messages.%d: thinking is too long", k);
+        }
+        j++;
+    }
+    if (!rc && (text->child || calls->child || thinking.len)) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", role);
+        if (text->child) {
+            cJSON_AddItemToObject(m, "content", text);
+            text = NULL;
+        } else {
+            cJSON_AddStringToObject(m, "content", "");
+        }
+        if (calls->child) {
+            cJSON_AddItemToObject(m, "tool_calls", calls);
+            calls = NULL;
+        }
+        if (thinking.len)
+            cJSON_AddStringToObject(m, "reasoning_content", thinking.p);
+        cJSON_AddItemToArray(out, m);
+    }
+    cJSON_Delete(text);
+    cJSON_Delete(calls);
+    buf_release(&thinking);
+    return rc;
+}
+
+/* tools ({name, description, input_schema}) and tool_choice ({type: auto | any | tool |
+ * none, name, disable_parallel_tool_use}) into their OpenAI shapes */
+static int ant_chat_tools(struct oai_request *r, const cJSON *body, cJSON *chat, struct oai_error *err)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(body, "tools");
+    const cJSON *choice = cJSON_GetObjectItemCaseSensitive(body, "tool_choice");
+    if (!tools || cJSON_IsNull(tools) || (cJSON_IsArray(tools) && !tools->child))
+        return NS_OK;
+    if (!cJSON_IsArray(tools))
+        return oai_error_set(err, NS_ERR_INVALID, "tools", "tools: Input should be a valid list");
+    const char *mode = "auto", *want = NULL;
+    if (choice && !cJSON_IsNull(choice)) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(choice, "type");
+        const char *t = cJSON_IsString(type) ? type->valuestring : "";
+        if (strcmp(t, "none") == 0)
+            return NS_OK; /* no call may be made: the tools are not shown */
+        if (strcmp(t, "any") == 0) {
+            mode = "required";
+        } else if (strcmp(t, "tool") == 0) {
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(choice, "name");
+            if (!cJSON_IsString(name))
+                return oai_error_set(err, NS_ERR_INVALID, "tool_choice", "tool_choice.name: Field required");
+            mode = "required";
+            want = name->valuestring;
+        } else if (strcmp(t, "auto") != 0) {
+            return oai_error_set(err, NS_ERR_INVALID, "tool_choice",
+                                 "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'");
+        }
+        const cJSON *dp = cJSON_GetObjectItemCaseSensitive(choice, "disable_parallel_tool_use");
+        if (cJSON_IsBool(dp))
+            cJSON_AddBoolToObject(chat, "parallel_tool_calls", !cJSON_IsTrue(dp));
+    }
+    cJSON *out = cJSON_AddArrayToObject(chat, "tools");
+    int i = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name");
+        const cJSON *schema = cJSON_GetObjectItemCaseSensitive(t, "input_schema");
+        if (cJSON_IsString(type) && strcmp(type->valuestring, "custom") != 0)
+            return oai_error_set(err, NS_ERR_UNSUPPORTED, "tools",
+                                 "tools.%d: server tools ('%.40s') are not supported by the local engine; only client "
+                                 "tools (name, description, input_schema) are",
+                                 i, type->valuestring);
+        if (!cJSON_IsString(name) || !name->valuestring[0])
+            return oai_error_set(err, NS_ERR_INVALID, "tools", "tools.%d.name: Field required", i);
+        if (!cJSON_IsObject(schema))
+            return oai_error_set(err, NS_ERR_INVALID, "tools", "tools.%d.input_schema: Field required", i);
+        char msg[300], *g = NULL;
+        int rc = jsonschema_to_gbnf(schema, &g, msg, sizeof(msg));
+        free(g);
+        if (rc == NS_ERR_NOMEM)
+            return oai_error_set(err, rc, NULL, "out of memory");
+        if (rc)
+            return oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, "tools",
+                                 "tools.%d.input_schema: %s", i, msg);
+        if (!want || strcmp(want, name->valuestring) == 0) {
+            cJSON *o = cJSON_CreateObject(), *f;
+            cJSON_AddStringToObject(o, "type", "function");
+            f = cJSON_AddObjectToObject(o, "function");
+            cJSON_AddStringToObject(f, "name", name->valuestring);
+            const cJSON *desc = cJSON_GetObjectItemCaseSensitive(t, "description");
+            if (cJSON_IsString(desc))
+                cJSON_AddStringToObject(f, "description", desc->valuestring);
+            cJSON_AddItemToObject(f, "parameters", cJSON_Duplicate(schema, 1));
+            cJSON_AddItemToArray(out, o);
+        }
+        i++;
+    }
+    if (want && !out->child)
+        return oai_error_set(err, NS_ERR_INVALID, "tool_choice", "tool_choice: no tool named '%.64s' in tools", want);
+    cJSON_AddStringToObject(chat, "tool_choice", mode);
+    r->tools = true;
+    return NS_OK;
+}
+
+/* The conversation for the model's template (engine_request.chat), in the OpenAI shape
+ * engine/chat.h reads: system, messages with their tool calls and results, tools, and
+ * thinking as the template's enable_thinking */
+static int ant_chat_json(struct oai_request *r, const cJSON *body, struct oai_error *err)
+{
+    cJSON *chat = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(chat, "messages");
+    int rc = NS_OK;
+    const cJSON *sys = cJSON_GetObjectItemCaseSensitive(body, "system");
+    if (sys && !cJSON_IsNull(sys))
+        rc = ant_chat_message("system", sys, -1, msgs, err);
+    const cJSON *m;
+    int k = 0;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(body, "messages"))
+    {
+        if (rc)
+            break;
+        rc = ant_chat_message(cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring,
+                              cJSON_GetObjectItemCaseSensitive(m, "content"), k++, msgs, err);
+    }
+    if (!rc)
+        rc = ant_chat_tools(r, body, chat, err);
+    const cJSON *th = cJSON_GetObjectItemCaseSensitive(body, "thinking");
+    if (!rc && th && !cJSON_IsNull(th)) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(th, "type");
+        if (!cJSON_IsString(type) || (strcmp(type->valuestring, "enabled") && strcmp(type->valuestring, "disabled")))
+            rc = oai_error_set(err, NS_ERR_INVALID, "thinking", "thinking.type: Input should be 'enabled' or 'disabled'");
+        else
+            cJSON_AddBoolToObject(cJSON_AddObjectToObject(chat, "chat_template_kwargs"), "enable_thinking",
+                                  strcmp(type->valuestring, "enabled") == 0);
+    }
+    char *text = rc ? NULL : cJSON_PrintUnformatted(chat);
+    cJSON_Delete(chat);
+    if (rc)
+        return rc;
+    if (!text || !oai_request_own(r, text))
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    r->req.chat = text;
     return NS_OK;
 }
 
@@ -108,13 +345,6 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
         goto out;
     }
     r->req.max_tokens = (int)mt->valuedouble;
-    for (const char *k = "tools"; k; k = strcmp(k, "tools") == 0 ? "thinking" : NULL) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, k);
-        if (v && !cJSON_IsNull(v) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0)) {
-            rc = oai_error_set(err, NS_ERR_UNSUPPORTED, k, "%s: not supported by the local engine yet", k);
-            goto out;
-        }
-    }
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
     if (!msgs) {
         rc = oai_error_set(err, NS_ERR_INVALID, "messages", "messages: Field required");
@@ -160,6 +390,8 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
     }
     r->req.messages = r->msgs_;
     r->req.n_messages = i;
+    if ((rc = ant_chat_json(r, body, err)))
+        goto out;
 
     const cJSON *v;
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "temperature")) && !cJSON_IsNull(v)) {
@@ -230,7 +462,30 @@ const char *anthropic_stop_reason(const struct engine_result *res)
 {
     if (res->finish == ENGINE_FINISH_LENGTH)
         return "max_tokens";
+    if (res->n_tool_calls > 0)
+        return "tool_use";
     return res->stop_index >= 0 ? "stop_sequence" : "end_turn";
+}
+
+/* a tool call's id in Anthropic's shape ("toolu_..." for the engine's "call_...") */
+static void ant_tool_id(const char *id, char *out, size_t n)
+{
+    snprintf(out, n, "toolu_%s", id && strncmp(id, "call_", 5) == 0 ? id + 5 : id ? id : "");
+}
+
+/* a tool_use block: its input is the call's arguments as an object ({} when the model's
+ * were cut short and do not parse) */
+static cJSON *ant_tool_block(const struct engine_tool_call *c, bool with_input)
+{
+    char id[96];
+    ant_tool_id(c->id, id, sizeof(id));
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "type", "tool_use");
+    cJSON_AddStringToObject(b, "id", id);
+    cJSON_AddStringToObject(b, "name", c->name);
+    cJSON *in = with_input ? cJSON_Parse(c->arguments) : NULL;
+    cJSON_AddItemToObject(b, "input", cJSON_IsObject(in) ? in : (cJSON_Delete(in), cJSON_CreateObject()));
+    return b;
 }
 
 cJSON *anthropic_message(const struct oai_request *r, const struct engine_result *res, const char *id,
@@ -242,10 +497,21 @@ cJSON *anthropic_message(const struct oai_request *r, const struct engine_result
     cJSON_AddStringToObject(o, "role", "assistant");
     cJSON_AddStringToObject(o, "model", model);
     cJSON *content = cJSON_AddArrayToObject(o, "content");
-    cJSON *blk = cJSON_CreateObject();
-    cJSON_AddStringToObject(blk, "type", "text");
-    cJSON_AddStringToObject(blk, "text", res->text ? res->text : "");
-    cJSON_AddItemToArray(content, blk);
+    if (res->reasoning) {
+        cJSON *th = cJSON_CreateObject();
+        cJSON_AddStringToObject(th, "type", "thinking");
+        cJSON_AddStringToObject(th, "thinking", res->reasoning);
+        cJSON_AddStringToObject(th, "signature", ""); /* nothing signs a local model's thinking */
+        cJSON_AddItemToArray(content, th);
+    }
+    if ((res->text && res->text[0]) || res->n_tool_calls == 0) {
+        cJSON *blk = cJSON_CreateObject();
+        cJSON_AddStringToObject(blk, "type", "text");
+        cJSON_AddStringToObject(blk, "text", res->text ? res->text : "");
+        cJSON_AddItemToArray(content, blk);
+    }
+    for (int i = 0; i < res->n_tool_calls; i++)
+        cJSON_AddItemToArray(content, ant_tool_block(&res->tool_calls[i], true));
     cJSON_AddStringToObject(o, "stop_reason", anthropic_stop_reason(res));
     if (res->stop_index >= 0 && res->stop_index < r->req.n_stop)
         cJSON_AddStringToObject(o, "stop_sequence", r->req.stop[res->stop_index]);
@@ -328,11 +594,92 @@ void anthropic_time(int64_t unix_s, char *out, size_t n)
 
 /* ---- streaming (dialect.h, stream.h) ------------------------------------------------------ */
 
-/* the engine thread: the text of choice 0 (Messages have one) */
+/* the blocks a streamed answer opens, in order (stream.block_kind) */
+enum { ANT_BLOCK_TEXT = 0, ANT_BLOCK_THINKING = 1, ANT_BLOCK_TOOL = 2 };
+
+static void ant_block_stop(struct stream *s, struct buf *out)
+{
+    if (s->block < 0)
+        return;
+    if (s->block_kind == ANT_BLOCK_THINKING) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "content_block_delta");
+        cJSON_AddNumberToObject(o, "index", s->block);
+        cJSON *d = cJSON_AddObjectToObject(o, "delta");
+        cJSON_AddStringToObject(d, "type", "signature_delta");
+        cJSON_AddStringToObject(d, "signature", "");
+        stream_sse(out, "content_block_delta", o);
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "content_block_stop");
+    cJSON_AddNumberToObject(o, "index", s->block);
+    stream_sse(out, "content_block_stop", o);
+    s->block = -1;
+}
+
+/* open a block of kind (closing the one open), its start event carrying cb */
+static void ant_block_start(struct stream *s, struct buf *out, int kind, cJSON *cb)
+{
+    ant_block_stop(s, out);
+    s->block = s->n_blocks++;
+    s->block_kind = kind;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "content_block_start");
+    cJSON_AddNumberToObject(o, "index", s->block);
+    cJSON_AddItemToObject(o, "content_block", cb);
+    stream_sse(out, "content_block_start", o);
+    if (s->n_blocks == 1) {
+        /* Anthropic's order: the first block's start, then a ping */
+        o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "ping");
+        stream_sse(out, "ping", o);
+    }
+}
+
+static void ant_block_delta(struct stream *s, struct buf *out, const char *type, const char *key, const char *text,
+                            size_t n)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "content_block_delta");
+    cJSON_AddNumberToObject(o, "index", s->block);
+    cJSON *d = cJSON_AddObjectToObject(o, "delta");
+    cJSON_AddStringToObject(d, "type", type);
+    char *t = strndup(text, n);
+    cJSON_AddStringToObject(d, key, t ? t : "");
+    free(t);
+    stream_sse(out, "content_block_delta", o);
+}
+
+/* the engine thread: choice 0's deltas (Messages have one) as whole events: thinking, text
+ * and tool_use blocks, each opened when its first delta comes */
 static void ant_stream_delta(struct stream *s, const struct engine_delta *d)
 {
-    if (d->index == 0)
-        buf_append(&s->pending, d->text, d->len);
+    if (d->index != 0)
+        return;
+    if (d->reasoning_len) {
+        if (s->block < 0 || s->block_kind != ANT_BLOCK_THINKING) {
+            cJSON *cb = cJSON_CreateObject();
+            cJSON_AddStringToObject(cb, "type", "thinking");
+            cJSON_AddStringToObject(cb, "thinking", "");
+            ant_block_start(s, &s->pending, ANT_BLOCK_THINKING, cb);
+        }
+        ant_block_delta(s, &s->pending, "thinking_delta", "thinking", d->reasoning, d->reasoning_len);
+    }
+    if (d->len) {
+        if (s->block < 0 || s->block_kind != ANT_BLOCK_TEXT) {
+            cJSON *cb = cJSON_CreateObject();
+            cJSON_AddStringToObject(cb, "type", "text");
+            cJSON_AddStringToObject(cb, "text", "");
+            ant_block_start(s, &s->pending, ANT_BLOCK_TEXT, cb);
+        }
+        ant_block_delta(s, &s->pending, "text_delta", "text", d->text, d->len);
+    }
+    if (d->tool_index >= 0 && d->tool_name) {
+        struct engine_tool_call c = {.id = d->tool_id, .name = d->tool_name};
+        ant_block_start(s, &s->pending, ANT_BLOCK_TOOL, ant_tool_block(&c, false));
+    }
+    if (d->tool_index >= 0 && d->tool_args && d->tool_args[0] && s->block_kind == ANT_BLOCK_TOOL)
+        ant_block_delta(s, &s->pending, "input_json_delta", "partial_json", d->tool_args, strlen(d->tool_args));
 }
 
 /* Anthropic's event sequence: message_start, content_block_start, ping, content_block_delta*,
@@ -360,30 +707,13 @@ static int ant_stream_next(struct stream *s, struct buf *out)
         cJSON_AddNumberToObject(u, "input_tokens", s->n_prompt);
         cJSON_AddNumberToObject(u, "output_tokens", 0);
         stream_sse(out, "message_start", o);
-        o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "type", "content_block_start");
-        cJSON_AddNumberToObject(o, "index", 0);
-        cJSON *cb = cJSON_AddObjectToObject(o, "content_block");
-        cJSON_AddStringToObject(cb, "type", "text");
-        cJSON_AddStringToObject(cb, "text", "");
-        stream_sse(out, "content_block_start", o);
-        o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "type", "ping");
-        stream_sse(out, "ping", o);
         s->phase = 1;
         return STREAM_MORE;
     }
     if (s->phase == 1) {
         if (s->pending.len) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "type", "content_block_delta");
-            cJSON_AddNumberToObject(o, "index", 0);
-            cJSON *d = cJSON_AddObjectToObject(o, "delta");
-            cJSON_AddStringToObject(d, "type", "text_delta");
-            char *t = strndup(s->pending.p, s->pending.len);
-            cJSON_AddStringToObject(d, "text", t ? t : "");
-            free(t);
-            stream_sse(out, "content_block_delta", o);
+            /* whole events made by ant_stream_delta */
+            buf_append(out, s->pending.p, s->pending.len);
             buf_reset(&s->pending);
             return STREAM_MORE;
         }
@@ -396,11 +726,15 @@ static int ant_stream_next(struct stream *s, struct buf *out)
         if (res->status != NS_OK) {
             stream_sse(out, "error", anthropic_error(res->status, res->message));
         } else {
+            if (s->n_blocks == 0) {
+                /* an empty answer is one empty text block */
+                cJSON *cb = cJSON_CreateObject();
+                cJSON_AddStringToObject(cb, "type", "text");
+                cJSON_AddStringToObject(cb, "text", "");
+                ant_block_start(s, out, ANT_BLOCK_TEXT, cb);
+            }
+            ant_block_stop(s, out);
             cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "type", "content_block_stop");
-            cJSON_AddNumberToObject(o, "index", 0);
-            stream_sse(out, "content_block_stop", o);
-            o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "type", "message_delta");
             cJSON *d = cJSON_AddObjectToObject(o, "delta");
             cJSON_AddStringToObject(d, "stop_reason", anthropic_stop_reason(res));

@@ -27,7 +27,7 @@ static cJSON *oai_usage(const struct engine_result *res)
     cJSON *pd = cJSON_AddObjectToObject(u, "prompt_tokens_details");
     cJSON_AddNumberToObject(pd, "cached_tokens", res->cached_tokens);
     cJSON *cd = cJSON_AddObjectToObject(u, "completion_tokens_details");
-    cJSON_AddNumberToObject(cd, "reasoning_tokens", 0);
+    cJSON_AddNumberToObject(cd, "reasoning_tokens", res->reasoning_tokens);
     return u;
 }
 

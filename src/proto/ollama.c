@@ -36,15 +36,12 @@ static const struct {
     const char *field;
     const char *why;
 } ol_unsupported[] = {
-    {"tools", "tool calling is not supported by nightshift yet"},
     {"images", "images are not supported by nightshift yet"},
-    {"think", "thinking is not supported by nightshift yet"},
     {"suffix", "fill-in-the-middle is not supported by nightshift yet"},
     {"template", "a per-request prompt template is not supported; the model's chat template applies"},
     {"context", "the deprecated context field is not supported; send the conversation to /api/chat"},
     {"logprobs", "logprobs are not supported by nightshift yet"},
     {"top_logprobs", "logprobs are not supported by nightshift yet"},
-    {"tool_calls", "tool calling is not supported by nightshift yet"},
 };
 
 static bool ol_known(const char *const *known, const char *name)
@@ -353,6 +350,124 @@ static int ol_format(struct oai_request *r, const cJSON *body, struct oai_error 
     return NS_OK;
 }
 
+/* an Ollama message's tool_calls ({function: {name, arguments: object}}) in OpenAI's shape */
+static int ol_chat_calls(const cJSON *calls, int i, cJSON *msg, struct oai_error *err)
+{
+    cJSON *out = cJSON_AddArrayToObject(msg, "tool_calls");
+    int k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls)
+    {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        if (!cJSON_IsString(name))
+            return oai_error_set(err, NS_ERR_INVALID, "messages", "messages[%d].tool_calls[%d].function.name: required", i,
+                                 k);
+        char *a = cJSON_IsString(args) ? strdup(args->valuestring) : args ? cJSON_PrintUnformatted(args) : strdup("{}");
+        cJSON *o = cJSON_CreateObject();
+        char id[40];
+        snprintf(id, sizeof(id), "call_%d_%d", i, k);
+        cJSON_AddStringToObject(o, "id", id);
+        cJSON_AddStringToObject(o, "type", "function");
+        cJSON *f = cJSON_AddObjectToObject(o, "function");
+        cJSON_AddStringToObject(f, "name", name->valuestring);
+        cJSON_AddStringToObject(f, "arguments", a ? a : "{}");
+        free(a);
+        cJSON_AddItemToArray(out, o);
+        k++;
+    }
+    return NS_OK;
+}
+
+/* The conversation for the model's template (engine_request.chat, engine/chat.h's OpenAI
+ * shape): /api/chat's messages with their tool calls, tool results (tool_name) and thinking,
+ * or /api/generate's system and prompt; tools (already OpenAI's shape); think as the
+ * template's enable_thinking (a level also as reasoning_effort) */
+static int ol_chat_json(struct oai_request *r, const cJSON *body, bool chat, struct oai_error *err)
+{
+    cJSON *c = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(c, "messages");
+    int rc = NS_OK, i = 0;
+    if (chat) {
+        const cJSON *m;
+        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(body, "messages"))
+        {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "role", r->msgs_[i].role);
+            cJSON_AddStringToObject(o, "content", r->msgs_[i].content);
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, "thinking");
+            if (cJSON_IsString(v) && v->valuestring[0])
+                cJSON_AddStringToObject(o, "reasoning_content", v->valuestring);
+            if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(m, "tool_name")))
+                cJSON_AddStringToObject(o, "name", v->valuestring);
+            cJSON_AddItemToArray(msgs, o);
+            v = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+            if (cJSON_IsArray(v) && v->child && (rc = ol_chat_calls(v, i, o, err)))
+                break;
+            i++;
+        }
+    } else {
+        for (; i < r->req.n_messages; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "role", r->msgs_[i].role);
+            cJSON_AddStringToObject(o, "content", r->msgs_[i].content);
+            cJSON_AddItemToArray(msgs, o);
+        }
+    }
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(body, "tools"), *t;
+    if (!rc && cJSON_IsArray(tools) && tools->child) {
+        int k = 0;
+        cJSON_ArrayForEach(t, tools)
+        {
+            const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+            const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+            if (!cJSON_IsString(name) || !name->valuestring[0]) {
+                rc = oai_error_set(err, NS_ERR_INVALID, "tools", "tools[%d].function.name: required", k);
+                break;
+            }
+            if (params && !cJSON_IsNull(params)) {
+                char msg[300], *g = NULL;
+                rc = jsonschema_to_gbnf(params, &g, msg, sizeof(msg));
+                free(g);
+                if (rc) {
+                    rc = oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, "tools",
+                                       "tools[%d].function.parameters: %s", k, msg);
+                    break;
+                }
+            }
+            k++;
+        }
+        if (!rc) {
+            cJSON_AddItemToObject(c, "tools", cJSON_Duplicate(tools, 1));
+            r->tools = true;
+        }
+    } else if (!rc && tools && !cJSON_IsNull(tools) && !cJSON_IsArray(tools)) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "tools", "tools: expected an array");
+    }
+    const cJSON *think = cJSON_GetObjectItemCaseSensitive(body, "think");
+    if (!rc && think && !cJSON_IsNull(think)) {
+        if (cJSON_IsBool(think)) {
+            cJSON_AddBoolToObject(cJSON_AddObjectToObject(c, "chat_template_kwargs"), "enable_thinking", cJSON_IsTrue(think));
+        } else if (cJSON_IsString(think) &&
+                   (!strcmp(think->valuestring, "high") || !strcmp(think->valuestring, "medium") ||
+                    !strcmp(think->valuestring, "low"))) {
+            cJSON_AddBoolToObject(cJSON_AddObjectToObject(c, "chat_template_kwargs"), "enable_thinking", true);
+            cJSON_AddStringToObject(c, "reasoning_effort", think->valuestring);
+        } else {
+            rc = oai_error_set(err, NS_ERR_INVALID, "think", "think: expected true, false, \"high\", \"medium\" or \"low\"");
+        }
+    }
+    char *text = rc ? NULL : cJSON_PrintUnformatted(c);
+    cJSON_Delete(c);
+    if (rc)
+        return rc;
+    if (!text || !oai_request_own(r, text))
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    r->req.chat = text;
+    return NS_OK;
+}
+
 static int ol_request(cJSON *body, bool chat, struct oai_request *r, struct ollama_extra *ox, struct oai_error *err)
 {
     int rc;
@@ -385,6 +500,11 @@ static int ol_request(cJSON *body, bool chat, struct oai_request *r, struct olla
     r->req.repetition_penalty = 1.1f;
     if ((rc = ol_format(r, body, err)))
         return rc;
+    if (r->req.messages && (rc = ol_chat_json(r, body, chat, err)))
+        return rc;
+    if (r->tools && r->req.grammar)
+        return oai_error_set(err, NS_ERR_UNSUPPORTED, "format",
+                             "format cannot be combined with tools: the calls follow their own grammar");
     return ol_parse_options(r, ox, cJSON_GetObjectItemCaseSensitive(body, "options"), err);
 }
 
@@ -493,10 +613,35 @@ static void ol_ns(cJSON *o, const char *key, double seconds)
     cJSON_AddNumberToObject(o, key, seconds > 0 ? floor(seconds * 1e9) : 0);
 }
 
+/* a chunk's or an answer's thinking, and (chat) its tool calls */
+static void ol_extras(cJSON *o, bool chat, const char *thinking, size_t n, const struct engine_tool_call *calls,
+                      int n_calls)
+{
+    cJSON *m = chat ? cJSON_GetObjectItemCaseSensitive(o, "message") : o;
+    if (thinking && n) {
+        char *t = strndup(thinking, n);
+        cJSON_AddStringToObject(m, "thinking", t ? t : "");
+        free(t);
+    }
+    if (!chat || n_calls <= 0)
+        return;
+    cJSON *a = cJSON_AddArrayToObject(m, "tool_calls");
+    for (int i = 0; i < n_calls; i++) {
+        cJSON *c = cJSON_CreateObject(), *f = cJSON_AddObjectToObject(c, "function");
+        cJSON_AddNumberToObject(f, "index", i);
+        cJSON_AddStringToObject(f, "name", calls[i].name);
+        cJSON *args = cJSON_Parse(calls[i].arguments);
+        cJSON_AddItemToObject(f, "arguments", cJSON_IsObject(args) ? args : (cJSON_Delete(args), cJSON_CreateObject()));
+        cJSON_AddItemToArray(a, c);
+    }
+}
+
 cJSON *ollama_final(bool chat, const char *model, const struct engine_result *res, const char *text, double t_start)
 {
     cJSON *o = ol_base(model);
     ol_text(o, chat, text, text ? strlen(text) : 0);
+    /* the whole answer's thinking when it is not streamed (text given); calls always here */
+    ol_extras(o, chat, text && text[0] ? res->reasoning : NULL, res->reasoning_len, res->tool_calls, res->n_tool_calls);
     cJSON_AddTrueToObject(o, "done");
     cJSON_AddStringToObject(o, "done_reason", res->finish == ENGINE_FINISH_LENGTH ? "length" : "stop");
     /* models are loaded at start: load_duration is the time queued before the engine took
@@ -660,10 +805,15 @@ cJSON *ollama_version(void)
 
 /* ---- streaming (dialect.h, stream.h) ------------------------------------------------------ */
 
+/* the engine thread: choice 0's text and thinking as whole NDJSON lines (tool calls come
+ * whole in the last line, as Ollama sends them) */
 static void ollama_stream_delta(struct stream *s, const struct engine_delta *d)
 {
-    if (d->index == 0)
-        buf_append(&s->pending, d->text, d->len);
+    if (d->index != 0 || (!d->len && !d->reasoning_len))
+        return;
+    cJSON *o = ollama_chunk(s->chat, s->model, d->text, d->len);
+    ol_extras(o, s->chat, d->reasoning, d->reasoning_len, NULL, 0);
+    stream_ndjson(&s->pending, o);
 }
 
 /* Ollama's stream: one JSON object a line, the last with done: true (or an error) */
@@ -677,7 +827,7 @@ static int ollama_stream_next(struct stream *s, struct buf *out)
     if (s->phase == 5)
         return STREAM_END;
     if (s->pending.len) {
-        stream_ndjson(out, ollama_chunk(s->chat, s->model, s->pending.p, s->pending.len));
+        buf_append(out, s->pending.p, s->pending.len);
         buf_reset(&s->pending);
         return STREAM_MORE;
     }

@@ -12,15 +12,12 @@ void stream_init(struct stream *s, size_t max)
 {
     memset(s, 0, sizeof(*s));
     buf_init(&s->pending, max);
-    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
-        buf_init(&s->held[i], max);
+    s->block = -1;
 }
 
 void stream_release(struct stream *s)
 {
     buf_release(&s->pending);
-    for (int i = 0; i < ENGINE_MAX_CHOICES; i++)
-        buf_release(&s->held[i]);
 }
 
 void stream_sse(struct buf *out, const char *name, cJSON *o)

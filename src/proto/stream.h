@@ -38,10 +38,10 @@ struct stream {
     /* from the engine thread: the text of choice 0, or whole events (OpenAI) */
     struct buf pending;
     size_t lp_offset[ENGINE_MAX_CHOICES]; /* completions' streamed text_offset, per choice */
-    /* tool_choice auto / required among several: a choice's text is held while it may be
-     * a call (oai_tool_call_prefix); once it cannot, it streams as content (passed) */
-    struct buf held[ENGINE_MAX_CHOICES];
-    bool passed[ENGINE_MAX_CHOICES];
+    /* a dialect whose answer is a list of typed blocks (Anthropic: thinking, text,
+     * tool_use): the open block's index (-1: none yet), its kind (the dialect's own), and
+     * how many have been opened */
+    int block, block_kind, n_blocks;
 };
 
 /* every buffer capped at max bytes */

@@ -315,8 +315,8 @@ test('errors in Ollama\'s shape: unknown model 404, bad options 400', async () =
     await expectError(client.chat(chatReq({ options: { temprature: 0.1 } })), 400, /unknown option "temprature"/);
     await expectError(client.chat(chatReq({ options: { mirostat: 2 } })), 400, /options\.mirostat: Mirostat sampling is not supported/);
     await expectError(client.chat(chatReq({ options: { stop: ['a', 'b', 'c', 'd', 'e'] } })), 400, /at most 4 stop sequences/);
-    await expectError(client.chat(chatReq({ tools: [{ type: 'function', function: { name: 'f' } }] })), 400, /tools: tool calling/);
-    await expectError(client.chat(chatReq({ think: true })), 400, /think: thinking is not supported/);
+    await expectError(client.chat(chatReq({ tools: [{ type: 'function', function: {} }] })), 400, /tools\[0\]\.function\.name: required/);
+    await expectError(client.chat(chatReq({ think: 'very' })), 400, /think: expected true, false/);
     await expectError(client.chat({ model: 'tiny', messages: [{ role: 'user', content: 'x', images: ['aGk='] }] }), 400,
         /messages\[0\]\.images/);
     await expectError(client.generate({ model: 'tiny', prompt: 'x', raw: true, system: 'y' }), 400, /raw mode does not support/);

@@ -295,8 +295,8 @@ test('refusals name the parameter: unsupported keywords, conflicts', async () =>
         [{ tools: [{ type: 'function', function: { name: 'p', parameters: { type: 'string', pattern: '^(?=a)$' } } }] }, 'tools', /'pattern'/],
         [{ messages: [{ role: 'user', content: 'x', tool_calls: [] }] }, 'messages', /only assistant messages/],
         [{ tools: [TOOL], tool_choice: { type: 'function', function: { name: 'nope' } } }, 'tool_choice', /no function named 'nope'/],
-        [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'integer', minimum: 1 } } } },
-            'response_format', /'minimum' at '#'/],
+        [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'array', uniqueItems: true } } } },
+            'response_format', /'uniqueItems' at '#'/],
         [{ response_format: { type: 'json_object' }, ignore_eos: true }, 'ignore_eos', /cannot be combined/],
     ];
     for (const [extra, param, re] of cases) {

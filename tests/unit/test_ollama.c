@@ -57,6 +57,60 @@ static void test_chat_ok(void **state)
     oai_request_release(&r);
 }
 
+static const cJSON *get(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (!v)
+        fail_msg("field '%s' missing", k);
+    return v;
+}
+
+/* tools, tool_calls (arguments as objects), tool results (tool_name) and think: into the
+ * chat JSON; the answer's thinking and tool calls back in Ollama's shape */
+static void test_tools_think(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct ollama_extra ox;
+    struct oai_error e;
+    const char *body = "{\"model\":\"m\",\"think\":\"high\",\"messages\":[{\"role\":\"user\",\"content\":\"w?\"},"
+                       "{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"hmm\",\"tool_calls\":[{\"function\":"
+                       "{\"name\":\"get_w\",\"arguments\":{\"city\":\"Oslo\"}}}]},{\"role\":\"tool\",\"content\":\"sunny\","
+                       "\"tool_name\":\"get_w\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_w\","
+                       "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}}}]}";
+    if (parse(body, true, &r, &ox, &e))
+        fail_msg("%s", e.message);
+    assert_true(r.tools);
+    cJSON *chat = cJSON_Parse(r.req.chat);
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(chat, "messages");
+    const cJSON *a = cJSON_GetArrayItem(m, 1);
+    assert_string_equal(get(a, "reasoning_content")->valuestring, "hmm");
+    const cJSON *f = get(cJSON_GetArrayItem(get(a, "tool_calls"), 0), "function");
+    assert_string_equal(get(f, "name")->valuestring, "get_w");
+    assert_string_equal(get(f, "arguments")->valuestring, "{\"city\":\"Oslo\"}");
+    assert_string_equal(get(cJSON_GetArrayItem(m, 2), "name")->valuestring, "get_w");
+    assert_int_equal(cJSON_GetArraySize(get(chat, "tools")), 1);
+    assert_true(cJSON_IsTrue(get(get(chat, "chat_template_kwargs"), "enable_thinking")));
+    assert_string_equal(get(chat, "reasoning_effort")->valuestring, "high");
+    cJSON_Delete(chat);
+    oai_request_release(&r);
+    /* think false: the template is told; generate carries it too */
+    assert_int_equal(parse("{\"model\":\"m\",\"prompt\":\"x\",\"think\":false}", false, &r, &ox, &e), NS_OK);
+    assert_non_null(strstr(r.req.chat, "\"enable_thinking\":false"));
+    oai_request_release(&r);
+
+    /* the answer: message.thinking and message.tool_calls with object arguments */
+    struct engine_tool_call calls[1] = {{"call_1", "get_w", "{\"city\":\"Rome\"}"}};
+    struct engine_result res = {.text = "", .reasoning = "so", .reasoning_len = 2, .tool_calls = calls, .n_tool_calls = 1};
+    cJSON *o = ollama_final(true, "m", &res, "x", 0);
+    const cJSON *msg = get(o, "message");
+    assert_string_equal(get(msg, "thinking")->valuestring, "so");
+    const cJSON *fn = get(cJSON_GetArrayItem(get(msg, "tool_calls"), 0), "function");
+    assert_string_equal(get(fn, "name")->valuestring, "get_w");
+    assert_string_equal(get(get(fn, "arguments"), "city")->valuestring, "Rome");
+    cJSON_Delete(o);
+}
+
 static void test_defaults_and_generate(void **state)
 {
     (void)state;
@@ -160,15 +214,17 @@ static void test_rejections(void **state)
          "messages[0].content: expected a string"},
         {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"images\":[\"aGk=\"]}]}", true, NS_ERR_UNSUPPORTED,
          "messages[0].images: images are not supported"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{}]}]}", true, NS_ERR_UNSUPPORTED,
-         "messages[0].tool_calls"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{}]}]}", true, NS_ERR_INVALID,
+         "messages[0].tool_calls[0].function.name: required"},
         {"{\"model\":\"m\"," MSG ",\"format\":\"yaml\"}", true, NS_ERR_INVALID, "format: expected \"json\" or a JSON schema"},
         {"{\"model\":\"m\"," MSG ",\"format\":5}", true, NS_ERR_INVALID, "format: expected"},
         {"{\"model\":\"m\",\"prompt\":\"x\",\"format\":{\"type\":\"string\",\"pattern\":\"^(?=a)$\"}}", false, NS_ERR_UNSUPPORTED,
          "format: 'pattern' at '#' is not supported"},
-        {"{\"model\":\"m\"," MSG ",\"tools\":[{\"type\":\"function\"}]}", true, NS_ERR_UNSUPPORTED, "tools: tool calling"},
-        {"{\"model\":\"m\"," MSG ",\"think\":true}", true, NS_ERR_UNSUPPORTED, "think: thinking"},
-        {"{\"model\":\"m\"," MSG ",\"think\":\"high\"}", true, NS_ERR_UNSUPPORTED, "think: thinking"},
+        {"{\"model\":\"m\"," MSG ",\"tools\":[{\"type\":\"function\"}]}", true, NS_ERR_INVALID, "tools[0].function.name: required"},
+        {"{\"model\":\"m\"," MSG ",\"tools\":{}}", true, NS_ERR_INVALID, "tools: expected an array"},
+        {"{\"model\":\"m\"," MSG ",\"think\":\"very\"}", true, NS_ERR_INVALID, "think: expected true, false"},
+        {"{\"model\":\"m\"," MSG ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"not\":{}}}}]}", true, NS_ERR_UNSUPPORTED, "tools[0].function.parameters"},
+        {"{\"model\":\"m\"," MSG ",\"format\":\"json\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", true, NS_ERR_UNSUPPORTED, "format cannot be combined with tools"},
         {"{\"model\":\"m\"," MSG ",\"logprobs\":true}", true, NS_ERR_UNSUPPORTED, "logprobs:"},
         {"{\"model\":\"m\"," MSG ",\"top_logprobs\":3}", true, NS_ERR_UNSUPPORTED, "top_logprobs:"},
         {"{\"model\":\"m\",\"prompt\":\"x\",\"images\":[\"aGk=\"]}", false, NS_ERR_UNSUPPORTED, "images:"},
@@ -253,13 +309,6 @@ static void test_num_ctx_and_names(void **state)
     assert_string_equal(e.message, "missing request body");
 }
 
-static const cJSON *get(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (!v)
-        fail_msg("field '%s' missing", k);
-    return v;
-}
 
 static void test_answers(void **state)
 {
@@ -409,6 +458,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_ok),          cmocka_unit_test(test_defaults_and_generate),
+        cmocka_unit_test(test_tools_think),
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_rejections),       cmocka_unit_test(test_num_ctx_and_names),
         cmocka_unit_test(test_answers),          cmocka_unit_test(test_sizes),
