@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -101,6 +102,24 @@ std::string tool_call_id()
     for (int i = 0; i < 24; i++)
         id += abc[pick(rng)];
     return id;
+}
+
+// tool_choice "required": llama.cpp's grammars let free text come before the calls
+// ("root ::= ... until-N? tool-calls"), which a real model skips but a weak one wanders in
+// until max_tokens. Required means the answer is calls (OpenAI answers content null), so the
+// root rule loses that optional text; reasoning before the calls stays allowed. A grammar of
+// another shape is left as llama.cpp made it.
+std::string require_calls(const std::string &g)
+{
+    size_t at = g.rfind("\nroot ::= ");
+    size_t start = at == std::string::npos ? (g.compare(0, 9, "root ::= ") == 0 ? 0 : std::string::npos) : at + 1;
+    if (start == std::string::npos)
+        return g;
+    size_t end = g.find('\n', start);
+    std::string line = g.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    static const std::regex free_text(" until-[0-9]+\\? (tool-calls?)\\b");
+    std::string tight = std::regex_replace(line, free_text, " $1");
+    return g.substr(0, start) + tight + (end == std::string::npos ? "" : g.substr(end));
 }
 
 bool is_builtin_name(const char *name)
@@ -290,7 +309,9 @@ int chat_render(const struct chat_templates *t, const struct llama_model *model,
         out->format = common_chat_format_name(cp.format);
         out->has_tools = !in.tools.empty() && in.tool_choice != COMMON_CHAT_TOOL_CHOICE_NONE;
         if (!cp.grammar.empty())
-            out->grammar = dup(cp.grammar);
+            out->grammar = dup(out->has_tools && in.tool_choice == COMMON_CHAT_TOOL_CHOICE_REQUIRED && !cp.grammar_lazy
+                                   ? require_calls(cp.grammar)
+                                   : cp.grammar);
         out->grammar_lazy = cp.grammar_lazy;
 
         // preserved tokens: those that are one token stay text in the output
