@@ -763,6 +763,7 @@ static void test_fallback(void **state)
     struct chat_msg m;
     assert_int_equal(toolwire_parse(open, strlen(open), true, &m), NS_OK);
     assert_int_equal(m.n_calls, 1);
+    assert_string_equal(m.calls[0].name, "get_weather");
     assert_string_equal(m.calls[0].arguments, "{\"city\": \"Pa");
     assert_string_equal(m.content, "");
     chat_msg_release(&m);
@@ -774,6 +775,7 @@ static void test_fallback(void **state)
     assert_int_equal(toolwire_stream_feed(s, open + 20, strlen(open) - 20, true, true, &d, &nd), NS_OK);
     assert_int_equal(nd, 1);
     assert_int_equal(d[0].call_index, 0);
+    assert_string_equal(d[0].call_name, "get_weather");
     assert_string_equal(d[0].call_args, "{\"city\": \"Pa");
     toolwire_stream_take(s, &m);
     assert_int_equal(m.n_calls, 1);
