@@ -353,6 +353,7 @@ struct toolwire_stream {
     int n_diffs, cap_diffs;
     char **owned;                /* the last feed's content deltas */
     int n_owned;
+    bool cut;                    /* the final feed's: an unclosed call is a call only when cut */
 };
 
 struct toolwire_stream *toolwire_stream_new(void)
@@ -428,6 +429,8 @@ int toolwire_stream_feed(struct toolwire_stream *s, const char *text, size_t len
     *diffs = NULL;
     *n = 0;
     tw_stream_clear(s);
+    if (final)
+        s->cut = cut;
     if (len && buf_append(&s->text, text, len))
         return NS_ERR_NOMEM;
     const size_t lo = sizeof(TOOLWIRE_OPEN) - 1, lc = sizeof(TOOLWIRE_CLOSE) - 1;
@@ -476,7 +479,7 @@ void toolwire_stream_take(struct toolwire_stream *s, struct chat_msg *out)
 {
     /* the answer's content and calls read as a whole, the ids kept as streamed */
     struct chat_msg whole;
-    if (toolwire_parse(s->text.p ? s->text.p : "", s->text.len, true, &whole) != NS_OK) {
+    if (toolwire_parse(s->text.p ? s->text.p : "", s->text.len, s->cut, &whole) != NS_OK) {
         memset(out, 0, sizeof(*out));
         return;
     }

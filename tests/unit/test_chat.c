@@ -758,7 +758,10 @@ static void test_fallback(void **state)
         struct want wb = {.content = bad[i]};
         tw_check("toolwire: malformed", bad[i], false, &wb);
     }
+    /* an unclosed call where the output ended by itself: text */
     const char *open = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Pa";
+    struct want wo = {.content = open};
+    tw_check("toolwire: unclosed, not cut", open, false, &wo);
     /* cut at max_tokens: kept, with the arguments so far */
     struct chat_msg m;
     assert_int_equal(toolwire_parse(open, strlen(open), true, &m), NS_OK);
