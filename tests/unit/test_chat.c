@@ -198,8 +198,8 @@ static void render(struct family *f, const char *req, struct chat_prompt *cp)
     if (rc)
         fail_msg("%s: chat_render: %s", f->name, err);
     if (g_verbose)
-        fprintf(stderr, "---- %s format %s lazy %d grammar %d\n%s\n----\n", f->name, cp->format, cp->grammar_lazy,
-                cp->grammar != NULL, cp->text);
+        fprintf(stderr, "---- %s format %s lazy %d prefill %d\n%s\n---- grammar:\n%s\n----\n", f->name, cp->format,
+                cp->grammar_lazy, cp->n_prefill, cp->text, cp->grammar ? cp->grammar : "(none)");
 }
 
 /* ---- expectations --------------------------------------------------------------------- */
