@@ -8,6 +8,7 @@
 #include "../engine/modelgen.h"
 #include "../util/num.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,13 +29,38 @@ static void gen_usage(FILE *f)
           "  --type T           f32, f16, q8_0 (default), q4_k\n"
           "  --seed N           weights seed (default 1): same seed, same bytes\n"
           "  --name NAME        general.name\n"
-          "  --chat-template S  'chatml', a template string, or '' for none (default: the vocab's, else chatml)\n",
+          "  --chat-template S  'chatml', a template string, or '' for none (default: the vocab's, else chatml)\n"
+          "  --chat-template-file FILE  the template's text from FILE (a family's .jinja)\n",
           f);
+}
+
+/* a whole text file (a template: at most 1 MiB), malloc'd; NULL with errno set */
+static char *gen_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 1u << 20, n = 0;
+    char *p = malloc(cap + 1);
+    if (p) {
+        n = fread(p, 1, cap, f);
+        if (ferror(f) || (n == cap && fgetc(f) != EOF)) {
+            free(p);
+            p = NULL;
+            errno = ferror(f) ? EIO : EFBIG;
+        } else {
+            p[n] = '\0';
+        }
+    } else {
+        errno = ENOMEM;
+    }
+    fclose(f);
+    return p;
 }
 
 int cli_gen_model(int argc, char **argv)
 {
-    enum { O_VOCAB = 1000, O_SHAPE, O_LAYERS, O_EMBD, O_FF, O_HEADS, O_KV, O_CTX, O_TYPE, O_SEED, O_NAME, O_TMPL };
+    enum { O_VOCAB = 1000, O_SHAPE, O_LAYERS, O_EMBD, O_FF, O_HEADS, O_KV, O_CTX, O_TYPE, O_SEED, O_NAME, O_TMPL, O_TMPL_FILE };
     static const struct option lo[] = {
         {"vocab", required_argument, 0, O_VOCAB}, {"output", required_argument, 0, 'o'},
         {"shape", required_argument, 0, O_SHAPE}, {"layers", required_argument, 0, O_LAYERS},
@@ -42,11 +68,12 @@ int cli_gen_model(int argc, char **argv)
         {"heads", required_argument, 0, O_HEADS}, {"kv-heads", required_argument, 0, O_KV},
         {"ctx-train", required_argument, 0, O_CTX}, {"type", required_argument, 0, O_TYPE},
         {"seed", required_argument, 0, O_SEED},   {"name", required_argument, 0, O_NAME},
-        {"chat-template", required_argument, 0, O_TMPL}, {"help", no_argument, 0, 'h'},
+        {"chat-template", required_argument, 0, O_TMPL}, {"chat-template-file", required_argument, 0, O_TMPL_FILE},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     struct modelgen_params p = modelgen_default_params();
     p.type = MODELGEN_Q8_0;
-    const char *shape = "tiny";
+    const char *shape = "tiny", *tmpl_file = NULL;
     long long layers = -1, embd = -1, ff = -1, heads = -1, kv = -1, v;
     int ch;
     optind = 1;
@@ -86,6 +113,7 @@ int cli_gen_model(int argc, char **argv)
             break;
         case O_NAME: p.name = optarg; break;
         case O_TMPL: p.chat_template = optarg; break;
+        case O_TMPL_FILE: tmpl_file = optarg; break;
         case 'h': gen_usage(stdout); return 0;
         default: gen_usage(stderr); return 2;
         }
@@ -110,8 +138,18 @@ int cli_gen_model(int argc, char **argv)
     if (ff > 0) p.n_ff = (int)ff;
     if (heads > 0) p.n_head = (int)heads;
     if (kv > 0) p.n_head_kv = (int)kv;
+    char *tmpl = NULL;
+    if (tmpl_file) {
+        if (p.chat_template)
+            return cli_fail("give --chat-template or --chat-template-file, not both");
+        if (!(tmpl = gen_read_file(tmpl_file)))
+            return cli_fail("cannot read the chat template file '%s': %s", tmpl_file, strerror(errno));
+        p.chat_template = tmpl;
+    }
     char err[512] = "";
-    if (modelgen_write(&p, err, sizeof(err)) != 0) {
+    int rc = modelgen_write(&p, err, sizeof(err));
+    free(tmpl);
+    if (rc != 0) {
         cli_fail("%s", err);
         return 1;
     }

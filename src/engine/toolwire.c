@@ -232,6 +232,27 @@ out:
 
 /* ---- reading back ----------------------------------------------------------------------- */
 
+/* a cut call's name: the string after "name": as far as it went (its JSON does not parse) */
+static char *tw_cut_name(const char *json, size_t n)
+{
+    const char *end = json + n, *at = memmem(json, n, "\"name\"", 6);
+    if (!at)
+        return NULL;
+    const char *p = at + 6;
+    while (p < end && (*p == ' ' || *p == '\n'))
+        p++;
+    if (p == end || *p++ != ':')
+        return NULL;
+    while (p < end && (*p == ' ' || *p == '\n'))
+        p++;
+    if (p == end || *p++ != '"')
+        return NULL;
+    const char *q = p;
+    while (q < end && *q != '"' && *q != '\\')
+        q++;
+    return strndup(p, (size_t)(q - p));
+}
+
 /* one call's text (between the markers) as a call: a name and an object of arguments */
 static int tw_add_call(struct chat_msg *m, const char *json, size_t n, bool cut)
 {
@@ -265,7 +286,9 @@ static int tw_add_call(struct chat_msg *m, const char *json, size_t n, bool cut)
     m->calls = grown;
     struct chat_tool_call *c = &m->calls[m->n_calls];
     c->id = tw_call_id();
-    c->name = strdup(cJSON_IsString(name) ? name->valuestring : "");
+    c->name = cJSON_IsString(name) ? strdup(name->valuestring) : cut ? tw_cut_name(json, n) : NULL;
+    if (!c->name)
+        c->name = strdup("");
     c->arguments = a ? a : strdup("");
     cJSON_Delete(o);
     if (!c->id || !c->name || !c->arguments) {
@@ -330,6 +353,7 @@ struct toolwire_stream {
     int n_diffs, cap_diffs;
     char **owned;                /* the last feed's content deltas */
     int n_owned;
+    bool cut;                    /* the final feed's: an unclosed call is a call only when cut */
 };
 
 struct toolwire_stream *toolwire_stream_new(void)
@@ -405,6 +429,8 @@ int toolwire_stream_feed(struct toolwire_stream *s, const char *text, size_t len
     *diffs = NULL;
     *n = 0;
     tw_stream_clear(s);
+    if (final)
+        s->cut = cut;
     if (len && buf_append(&s->text, text, len))
         return NS_ERR_NOMEM;
     const size_t lo = sizeof(TOOLWIRE_OPEN) - 1, lc = sizeof(TOOLWIRE_CLOSE) - 1;
@@ -453,7 +479,7 @@ void toolwire_stream_take(struct toolwire_stream *s, struct chat_msg *out)
 {
     /* the answer's content and calls read as a whole, the ids kept as streamed */
     struct chat_msg whole;
-    if (toolwire_parse(s->text.p ? s->text.p : "", s->text.len, true, &whole) != NS_OK) {
+    if (toolwire_parse(s->text.p ? s->text.p : "", s->text.len, s->cut, &whole) != NS_OK) {
         memset(out, 0, sizeof(*out));
         return;
     }

@@ -46,7 +46,7 @@ struct toolwire_stream *toolwire_stream_new(void);
 void toolwire_stream_free(struct toolwire_stream *s);
 int toolwire_stream_feed(struct toolwire_stream *s, const char *text, size_t len, bool final, bool cut,
                          const struct chat_diff **diffs, int *n);
-/* after final: the answer (as toolwire_parse's), moved to *out */
+/* after final: the answer (as toolwire_parse's, with the final feed's cut), moved to *out */
 void toolwire_stream_take(struct toolwire_stream *s, struct chat_msg *out);
 
 #endif
