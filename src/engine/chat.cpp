@@ -107,9 +107,9 @@ std::string tool_call_id()
 // tool_choice "required": llama.cpp's grammars let free text come before the calls
 // ("root ::= ... until-N? tool-calls"), which a real model skips but a weak one wanders in
 // until max_tokens. Required means the answer is calls (OpenAI answers content null), so the
-// root rule loses that optional text; reasoning before the calls stays allowed. A grammar of
-// another shape is left as llama.cpp made it.
-std::string require_calls(const std::string &g)
+// root rule loses that optional text; reasoning before the calls stays allowed unless thinking
+// is turned off. A grammar of another shape is left as llama.cpp made it.
+std::string require_calls(const std::string &g, bool thinking)
 {
     size_t at = g.rfind("\nroot ::= ");
     size_t start = at == std::string::npos ? (g.compare(0, 9, "root ::= ") == 0 ? 0 : std::string::npos) : at + 1;
@@ -119,7 +119,22 @@ std::string require_calls(const std::string &g)
     std::string line = g.substr(start, end == std::string::npos ? std::string::npos : end - start);
     static const std::regex free_text(" until-[0-9]+\\? (tool-calls?)\\b");
     std::string tight = std::regex_replace(line, free_text, " $1");
+    // thinking turned off (enable_thinking false): the optional think block goes too
+    static const std::regex think(" \\(\"<think>\"[^()]*\\)\\?");
+    if (!thinking)
+        tight = std::regex_replace(tight, think, "");
     return g.substr(0, start) + tight + (end == std::string::npos ? "" : g.substr(end));
+}
+
+// parallel_tool_calls false: some of llama.cpp's formats repeat the call rule whatever the
+// flag says ("tool-calls ::= (tool-call space)+"); one call it is
+std::string one_call(const std::string &g)
+{
+    static const std::string many = "\ntool-calls ::= (tool-call space)+\n";
+    size_t at = g.find(many);
+    if (at == std::string::npos)
+        return g;
+    return g.substr(0, at) + "\ntool-calls ::= tool-call space\n" + g.substr(at + many.size());
 }
 
 bool is_builtin_name(const char *name)
@@ -308,10 +323,14 @@ int chat_render(const struct chat_templates *t, const struct llama_model *model,
         out->text = dup(cp.prompt);
         out->format = common_chat_format_name(cp.format);
         out->has_tools = !in.tools.empty() && in.tool_choice != COMMON_CHAT_TOOL_CHOICE_NONE;
-        if (!cp.grammar.empty())
-            out->grammar = dup(out->has_tools && in.tool_choice == COMMON_CHAT_TOOL_CHOICE_REQUIRED && !cp.grammar_lazy
-                                   ? require_calls(cp.grammar)
-                                   : cp.grammar);
+        if (!cp.grammar.empty()) {
+            std::string g = cp.grammar;
+            if (out->has_tools && in.tool_choice == COMMON_CHAT_TOOL_CHOICE_REQUIRED && !cp.grammar_lazy)
+                g = require_calls(g, in.enable_thinking || cp.generation_prompt.find("<think>") != std::string::npos);
+            if (out->has_tools && !in.parallel_tool_calls)
+                g = one_call(g);
+            out->grammar = dup(g);
+        }
         out->grammar_lazy = cp.grammar_lazy;
 
         // preserved tokens: those that are one token stay text in the output
@@ -516,6 +535,31 @@ void chat_stream_take(struct chat_stream *s, struct chat_msg *out)
 {
     *out = s->out;
     memset(&s->out, 0, sizeof(s->out));
+}
+
+struct llama_sampler *chat_grammar_sampler(const struct llama_vocab *vocab, const char *grammar,
+                                           const struct chat_prompt *p, char *err, size_t errlen)
+{
+    struct llama_sampler *g = nullptr;
+    try {
+        if (grammar || !p->grammar_lazy) {
+            g = llama_sampler_init_grammar(vocab, grammar ? grammar : p->grammar, "root");
+            for (int i = 0; g && !grammar && i < p->n_prefill; i++)
+                llama_sampler_accept(g, p->prefill[i]);
+        } else {
+            g = llama_sampler_init_grammar_lazy_patterns(vocab, p->grammar, "root", (const char **)p->trigger_patterns,
+                                                         (size_t)p->n_trigger_patterns, p->trigger_tokens,
+                                                         (size_t)p->n_trigger_tokens);
+        }
+        if (!g)
+            set_err(err, errlen, "the grammar does not compile");
+        return g;
+    } catch (const std::exception &e) {
+        if (g)
+            llama_sampler_free(g);
+        set_err(err, errlen, e.what());
+        return nullptr;
+    }
 }
 
 int chat_schema_grammar(const char *schema_json, char **out, char *err, size_t errlen)

@@ -36,6 +36,8 @@ extern "C" {
 #endif
 
 struct llama_model;
+struct llama_vocab;
+struct llama_sampler;
 struct chat_templates;
 struct chat_parser;
 struct chat_stream;
@@ -127,6 +129,13 @@ int chat_stream_feed(struct chat_stream *s, const char *text, size_t len, bool f
 const struct chat_msg *chat_stream_msg(const struct chat_stream *s);
 /* after final: the answer moves to *out (the caller releases it), so ids stay as streamed */
 void chat_stream_take(struct chat_stream *s, struct chat_msg *out);
+
+/* The grammar sampler of a request: its own grammar (a response_format's GBNF), else the
+ * prompt's format grammar (lazy from its triggers, or fed its prefill tokens first). NULL
+ * when the grammar does not compile or its prefill does not fit it (llama.cpp throws there:
+ * caught here, err says why). */
+struct llama_sampler *chat_grammar_sampler(const struct llama_vocab *vocab, const char *grammar,
+                                           const struct chat_prompt *p, char *err, size_t errlen);
 
 /* JSON Schema (text) -> GBNF, as llama.cpp converts it (numeric bounds, format, pattern,
  * allOf/anyOf/oneOf, $ref, ...). NS_ERR_INVALID with llama.cpp's words naming what it cannot

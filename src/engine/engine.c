@@ -760,19 +760,14 @@ static const char *engine_grammar(const struct engine_request *r, const struct c
     return r->grammar ? r->grammar : cp ? cp->grammar : NULL;
 }
 
+/* the format's grammar starts where the template's generation prompt left off (its prefill
+ * tokens fed first); made in chat.cpp, where llama.cpp's exceptions are caught */
 static struct llama_sampler *engine_grammar_sampler(const struct engine *e, const struct engine_request *r,
                                                     const struct chat_prompt *cp)
 {
-    if (r->grammar || !cp->grammar_lazy) {
-        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, engine_grammar(r, cp), "root");
-        /* the format's grammar starts where the template's generation prompt left off */
-        for (int i = 0; g && !r->grammar && cp && i < cp->n_prefill; i++)
-            llama_sampler_accept(g, cp->prefill[i]);
-        return g;
-    }
-    return llama_sampler_init_grammar_lazy_patterns(e->vocab, cp->grammar, "root", (const char **)cp->trigger_patterns,
-                                                    (size_t)cp->n_trigger_patterns, cp->trigger_tokens,
-                                                    (size_t)cp->n_trigger_tokens);
+    static const struct chat_prompt none = {0};
+    char err[256];
+    return chat_grammar_sampler(e->vocab, r->grammar, cp ? cp : &none, err, sizeof(err));
 }
 
 /* The request's sampler chain in *out, NULL for the argmax fast path (greedy, no
