@@ -170,8 +170,8 @@ enum MHD_Result batches_create(struct route_ctx *x)
     b.status = SB_VALIDATING;
     b.created_at = time(NULL);
     b.expires_at = b.created_at + window;
-    if (store_batch_insert(x->srv->st, &b)) {
-        ret = respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the batch");
+    if ((x->store_rc = store_batch_insert(x->srv->st, &b))) {
+        ret = respond_oai_error(x->c, respond_store_status(x->store_rc), NULL, NULL, "cannot record the batch");
         goto out;
     }
     batchmgr_kick(x->srv->bm);
@@ -222,8 +222,8 @@ enum MHD_Result batches_list(struct route_ctx *x)
     struct store_batch *bs = NULL;
     int n = 0;
     bool more = false;
-    if (store_batch_list(x->srv->st, &pg, &bs, &n, &more))
-        return respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot list batches");
+    if ((x->store_rc = store_batch_list(x->srv->st, &pg, &bs, &n, &more)))
+        return respond_oai_error(x->c, respond_store_status(x->store_rc), NULL, NULL, "cannot list batches");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *d = cJSON_AddArrayToObject(o, "data");
@@ -338,8 +338,8 @@ enum MHD_Result batches_retry(struct route_ctx *x)
         return respond_oai_error(x->c, NS_ERR_CONFLICT, "input_file_id", NULL,
                           "The input file of this batch was deleted; it cannot be retried.");
     }
-    if (store_lines_failed(x->srv->st, b.id, &lines, &n)) {
-        ret = respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot read the batch's lines");
+    if ((x->store_rc = store_lines_failed(x->srv->st, b.id, &lines, &n))) {
+        ret = respond_oai_error(x->c, respond_store_status(x->store_rc), NULL, NULL, "cannot read the batch's lines");
         goto out;
     }
     if (n == 0) {
@@ -396,9 +396,9 @@ enum MHD_Result batches_retry(struct route_ctx *x)
     nf.bytes = size;
     nf.created_at = time(NULL);
     nf.path = path;
-    if (store_file_insert(x->srv->st, &nf)) {
+    if ((x->store_rc = store_file_insert(x->srv->st, &nf))) {
         unlink(path);
-        ret = respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the retry's input file");
+        ret = respond_oai_error(x->c, respond_store_status(x->store_rc), NULL, NULL, "cannot record the retry's input file");
         goto out;
     }
     int64_t window = 86400;
@@ -415,8 +415,8 @@ enum MHD_Result batches_retry(struct route_ctx *x)
     cJSON_AddStringToObject(md, "retry_of", b.id);
     nb.metadata = cJSON_PrintUnformatted(md);
     cJSON_Delete(md);
-    if (store_batch_insert(x->srv->st, &nb)) {
-        ret = respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the retry batch");
+    if ((x->store_rc = store_batch_insert(x->srv->st, &nb))) {
+        ret = respond_oai_error(x->c, respond_store_status(x->store_rc), NULL, NULL, "cannot record the retry batch");
         goto out;
     }
     batchmgr_kick(x->srv->bm);
@@ -590,8 +590,8 @@ enum MHD_Result batches_ant_list(struct route_ctx *x)
     struct store_batch *bs = NULL;
     int n = 0;
     bool more = false;
-    if (store_batch_list(x->srv->st, &pg, &bs, &n, &more))
-        return respond_ant_error(x->c, NS_ERR_IO, "cannot list batches");
+    if ((x->store_rc = store_batch_list(x->srv->st, &pg, &bs, &n, &more)))
+        return respond_ant_error(x->c, respond_store_status(x->store_rc), "cannot list batches");
     cJSON *o = cJSON_CreateObject();
     cJSON *d = cJSON_AddArrayToObject(o, "data");
     int64_t now = time(NULL);

@@ -58,9 +58,9 @@ enum MHD_Result files_upload(struct route_ctx *x)
     f.bytes = u->bytes;
     f.created_at = time(NULL);
     f.path = path;
-    if (store_file_insert(x->srv->st, &f)) {
+    if ((x->store_rc = store_file_insert(x->srv->st, &f))) {
         unlink(path);
-        return respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot record the file in the store");
+        return respond_oai_error(x->c, respond_store_status(x->store_rc), NULL, NULL, "cannot record the file in the store");
     }
     return respond_json(x->c, 200, respond_file_json(&f));
 }
@@ -79,8 +79,8 @@ enum MHD_Result files_list(struct route_ctx *x)
     struct store_file *fs = NULL;
     int n = 0;
     bool more = false;
-    if (store_file_list(x->srv->st, &pg, &fs, &n, &more))
-        return respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot list files");
+    if ((x->store_rc = store_file_list(x->srv->st, &pg, &fs, &n, &more)))
+        return respond_oai_error(x->c, respond_store_status(x->store_rc), NULL, NULL, "cannot list files");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *d = cJSON_AddArrayToObject(o, "data");

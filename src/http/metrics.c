@@ -383,8 +383,8 @@ enum MHD_Result metrics_webhooks(struct route_ctx *x)
         return respond_oai_error(x->c, NS_ERR_INVALID, "limit", NULL, "Invalid 'limit': expected an integer from 1 to 1000.");
     struct store_webhook *ws = NULL;
     int n = 0;
-    if (store_webhooks_list(x->srv->st, server_query(x, "batch_id"), limit, &ws, &n))
-        return respond_oai_error(x->c, NS_ERR_IO, NULL, NULL, "cannot read the webhook deliveries");
+    if ((x->store_rc = store_webhooks_list(x->srv->st, server_query(x, "batch_id"), limit, &ws, &n)))
+        return respond_oai_error(x->c, respond_store_status(x->store_rc), NULL, NULL, "cannot read the webhook deliveries");
     static const char *const states[] = {"pending", "delivered", "failed"};
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");

@@ -78,7 +78,11 @@ enum MHD_Result respond_error(struct MHD_Connection *c, const struct dialect *d,
     va_end(ap);
     int http = status_http(status);
     cJSON *body = d->error(status, msg, param, code);
-    return respond_json(c, (unsigned)(http ? http : 500), body);
+    char *text = respond_json_print(body);
+    if (!text)
+        return MHD_NO;
+    /* the store was busy past its own retries: worth a new try in a second */
+    return send_text_retry(c, (unsigned)(http ? http : 500), "application/json", text, status == NS_ERR_BUSY ? 1 : 0);
 }
 
 /* a quota refusal (quota.h): 429 with Retry-After, in the shape of the route's API */

@@ -145,7 +145,12 @@ struct route_ctx {
      * limits, the server's defaults filled in */
     char key[64];
     struct quota_limits lim;
+    int store_rc;              /* the last failed store call's status (respond_store_status) */
 };
+
+/* a failed store call as the answer's status: busy past the store's retries stays busy (503
+ * with Retry-After), anything else is an I/O error (500) */
+static inline int respond_store_status(int rc) { return rc == NS_ERR_BUSY ? rc : NS_ERR_IO; }
 
 typedef enum MHD_Result (*handler_fn)(struct route_ctx *x);
 

@@ -708,3 +708,30 @@ test('27.16 a file without seeds samples the same through run and through the Ba
         await killHard(srv);
     }
 });
+
+/* ---- 28: a store busy past its retries is a 503 with Retry-After ----------------------------- */
+
+test('28 a store held busy by another writer: 503 store_busy with Retry-After: 1, then it works again', { timeout: 120_000 }, async () => {
+    // another process holds SQLite's write lock past the store's busy timeout and retries
+    const { spawn } = await import('node:child_process');
+    const holder = spawn('sqlite3', [path.join(DATA, 'nightshift.db')], { stdio: ['pipe', 'ignore', 'ignore'] });
+    holder.stdin.write('BEGIN IMMEDIATE;\nINSERT INTO files(id) SELECT id FROM files WHERE 0;\n');
+    await sleep(500);
+    const form = () => {
+        const f = new FormData();
+        f.append('purpose', 'batch');
+        f.append('file', new Blob([JSON.stringify(chatLine('b1', 'x')) + '\n']), 'busy.jsonl');
+        return f;
+    };
+    try {
+        const r = await api(s, 'POST', '/v1/files', form(), auth());
+        assert.equal(r.status, 503, r.text);
+        assert.equal(r.json().error.code, 'store_busy');
+        assert.equal(r.headers.get('retry-after'), '1');
+    } finally {
+        holder.stdin.end('COMMIT;\n');
+        await new Promise((res) => holder.on('exit', res));
+    }
+    const ok = await api(s, 'POST', '/v1/files', form(), auth());
+    assert.equal(ok.status, 200, ok.text);
+});
