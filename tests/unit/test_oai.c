@@ -5,7 +5,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../../src/proto/dialect.h"
 #include "../../src/proto/oai.h"
+#include "../../src/proto/stream.h"
 #include "../../src/util/status.h"
 
 #include <pthread.h>
@@ -337,6 +339,51 @@ static void test_tool_modes(void **state)
     }
 }
 
+/* streamed: reasoning_content deltas, a tool call's head (index, id, type, name) then its
+ * arguments, and finish_reason tool_calls */
+static void test_stream_deltas(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    assert_int_equal(parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true}", true,
+                           &r, &e),
+                     NS_OK);
+    struct stream s;
+    stream_init(&s, 1u << 20);
+    s.r = &r;
+    s.chat = true;
+    struct engine_delta d1 = {.text = "", .reasoning = "hm", .reasoning_len = 2, .tool_index = -1};
+    struct engine_delta d2 = {.text = "", .tool_index = 0, .tool_id = "call_1", .tool_name = "get_w", .tool_args = ""};
+    struct engine_delta d3 = {.text = "", .tool_index = 0, .tool_args = "{\"a\":1}"};
+    struct engine_delta d4 = {.text = "", .tool_index = -1}; /* nothing new: no chunk */
+    dialect_openai.stream_delta(&s, &d1);
+    dialect_openai.stream_delta(&s, &d2);
+    dialect_openai.stream_delta(&s, &d3);
+    dialect_openai.stream_delta(&s, &d4);
+    struct engine_tool_call calls[1] = {{"call_1", "get_w", "{\"a\":1}"}};
+    struct engine_result res = {.text = "", .finish = ENGINE_FINISH_STOP, .tool_calls = calls, .n_tool_calls = 1};
+    s.res = &res;
+    struct buf out;
+    buf_init(&out, 1u << 20);
+    while (dialect_openai.stream_next(&s, &out) != STREAM_END)
+        ;
+    buf_append(&out, "", 1);
+    const char *ev = out.p;
+    const char *want[] = {"\"role\":\"assistant\"", "\"reasoning_content\":\"hm\"", "\"index\":0,\"id\":\"call_1\",\"type\":\"function\"",
+                          "\"name\":\"get_w\",\"arguments\":\"\"", "\"arguments\":\"{\\\"a\\\":1}\"", "\"finish_reason\":\"tool_calls\"",
+                          "[DONE]"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const char *at = strstr(ev, want[i]);
+        if (!at)
+            fail_msg("missing or out of order: %s in %s", want[i], out.p);
+        ev = at;
+    }
+    buf_release(&out);
+    stream_release(&s);
+    oai_request_release(&r);
+}
+
 /* /v1/embeddings bodies: the four input shapes, encoding_format, dimensions; errors name
  * the parameter; a forwarding backend refuses the line */
 static void test_embeddings_body(void **state)
@@ -578,6 +625,7 @@ int main(void)
         cmocka_unit_test(test_response_shapes),
         cmocka_unit_test(test_structured),
         cmocka_unit_test(test_tool_modes),
+        cmocka_unit_test(test_stream_deltas),
         cmocka_unit_test(test_embeddings_body),
         cmocka_unit_test(test_choices),
         cmocka_unit_test(test_logprobs),
