@@ -235,14 +235,11 @@ static int ant_chat_tools(struct oai_request *r, const cJSON *body, cJSON *chat,
             return oai_error_set(err, NS_ERR_INVALID, "tools", "tools.%d.name: Field required", i);
         if (!cJSON_IsObject(schema))
             return oai_error_set(err, NS_ERR_INVALID, "tools", "tools.%d.input_schema: Field required", i);
-        char msg[300], *g = NULL;
-        int rc = jsonschema_to_gbnf(schema, &g, msg, sizeof(msg));
-        free(g);
-        if (rc == NS_ERR_NOMEM)
-            return oai_error_set(err, rc, NULL, "out of memory");
+        char what[48];
+        snprintf(what, sizeof(what), "tools.%d.input_schema", i);
+        int rc = oai_tool_schema_check(schema, "tools", what, err);
         if (rc)
-            return oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, "tools",
-                                 "tools.%d.input_schema: %s", i, msg);
+            return rc;
         if (!want || strcmp(want, name->valuestring) == 0) {
             cJSON *o = cJSON_CreateObject(), *f;
             cJSON_AddStringToObject(o, "type", "function");
@@ -293,14 +290,7 @@ static int ant_chat_json(struct oai_request *r, const cJSON *body, struct oai_er
             cJSON_AddBoolToObject(cJSON_AddObjectToObject(chat, "chat_template_kwargs"), "enable_thinking",
                                   strcmp(type->valuestring, "enabled") == 0);
     }
-    char *text = rc ? NULL : cJSON_PrintUnformatted(chat);
-    cJSON_Delete(chat);
-    if (rc)
-        return rc;
-    if (!text || !oai_request_own(r, text))
-        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
-    r->req.chat = text;
-    return NS_OK;
+    return oai_request_set_chat(r, chat, rc, err);
 }
 
 static const char *const ant_fields[] = {"model", "messages", "max_tokens", "system", "stop_sequences", "temperature",

@@ -493,6 +493,32 @@ static int oai_response_format(struct oai_request *r, const cJSON *body, struct 
     return rc;
 }
 
+int oai_tool_schema_check(const cJSON *schema, const char *param, const char *what, struct oai_error *err)
+{
+    if (!schema || cJSON_IsNull(schema))
+        return NS_OK;
+    char msg[300], *g = NULL;
+    int rc = jsonschema_to_gbnf(schema, &g, msg, sizeof(msg));
+    free(g);
+    if (rc == NS_ERR_NOMEM)
+        return oai_error_set(err, rc, NULL, "out of memory");
+    if (rc)
+        return oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, param, "%s: %s", what, msg);
+    return NS_OK;
+}
+
+int oai_request_set_chat(struct oai_request *r, cJSON *chat, int rc, struct oai_error *err)
+{
+    char *text = rc || !chat ? NULL : cJSON_PrintUnformatted(chat);
+    cJSON_Delete(chat);
+    if (rc)
+        return rc;
+    if (!text || !oai_request_own(r, text))
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    r->req.chat = text;
+    return NS_OK;
+}
+
 /* tools and tool_choice, checked, into the chat JSON (chat): the model's template shows
  * the tools in its own format, and its family's grammar and parser hold and read the calls
  * (engine/chat.h). A named tool_choice is "required" among that one tool. */
@@ -520,17 +546,11 @@ static int oai_tools(struct oai_request *r, const cJSON *body, cJSON *chat, stru
         if (!cJSON_IsString(name) || !name->valuestring[0])
             return oai_error_set(err, NS_ERR_INVALID, "tools", "Missing required parameter: 'tools[%d].function.name'.", i);
         /* the schema must be one the grammar can hold: a 400 now, not a broken answer later */
-        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
-        if (params && !cJSON_IsNull(params)) {
-            char msg[300], *g = NULL;
-            int rc = jsonschema_to_gbnf(params, &g, msg, sizeof(msg));
-            free(g);
-            if (rc == NS_ERR_NOMEM)
-                return oai_error_set(err, rc, NULL, "out of memory");
-            if (rc)
-                return oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, "tools",
-                                     "Invalid 'tools[%d].function.parameters': %s.", i, msg);
-        }
+        char what[64];
+        snprintf(what, sizeof(what), "Invalid 'tools[%d].function.parameters'", i);
+        int rc = oai_tool_schema_check(cJSON_GetObjectItemCaseSensitive(fn, "parameters"), "tools", what, err);
+        if (rc)
+            return rc;
         i++;
     }
     const char *mode = "auto", *want = NULL;
@@ -633,14 +653,7 @@ static int oai_chat_json(struct oai_request *r, const cJSON *body, struct oai_er
         rc = oai_tools(r, body, chat, err);
     if (!rc)
         rc = oai_chat_options(body, chat, err);
-    char *text = rc ? NULL : cJSON_PrintUnformatted(chat);
-    cJSON_Delete(chat);
-    if (rc)
-        return rc;
-    if (!text || !oai_request_own(r, text))
-        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
-    r->req.chat = text;
-    return NS_OK;
+    return oai_request_set_chat(r, chat, rc, err);
 }
 
 #define OAI_MAX_LOGIT_BIAS 1024

@@ -426,16 +426,10 @@ static int ol_chat_json(struct oai_request *r, const cJSON *body, bool chat, str
                 rc = oai_error_set(err, NS_ERR_INVALID, "tools", "tools[%d].function.name: required", k);
                 break;
             }
-            if (params && !cJSON_IsNull(params)) {
-                char msg[300], *g = NULL;
-                rc = jsonschema_to_gbnf(params, &g, msg, sizeof(msg));
-                free(g);
-                if (rc) {
-                    rc = oai_error_set(err, rc == NS_ERR_TOO_LARGE ? NS_ERR_INVALID : rc, "tools",
-                                       "tools[%d].function.parameters: %s", k, msg);
-                    break;
-                }
-            }
+            char what[48];
+            snprintf(what, sizeof(what), "tools[%d].function.parameters", k);
+            if ((rc = oai_tool_schema_check(params, "tools", what, err)))
+                break;
             k++;
         }
         if (!rc) {
@@ -458,14 +452,7 @@ static int ol_chat_json(struct oai_request *r, const cJSON *body, bool chat, str
             rc = oai_error_set(err, NS_ERR_INVALID, "think", "think: expected true, false, \"high\", \"medium\" or \"low\"");
         }
     }
-    char *text = rc ? NULL : cJSON_PrintUnformatted(c);
-    cJSON_Delete(c);
-    if (rc)
-        return rc;
-    if (!text || !oai_request_own(r, text))
-        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
-    r->req.chat = text;
-    return NS_OK;
+    return oai_request_set_chat(r, c, rc, err);
 }
 
 static int ol_request(cJSON *body, bool chat, struct oai_request *r, struct ollama_extra *ox, struct oai_error *err)
