@@ -147,6 +147,26 @@ bool is_builtin_name(const char *name)
     return false;
 }
 
+// The status of the exception being handled, its words in err: out of memory, or `other`
+// for anything else (a template that raises, a parse that fails, a non-standard throw).
+// Every entry point ends in catch (...) { ...; return caught(...); }: nothing crosses.
+int caught(char *err, size_t errlen, int other, const char *prefix = "")
+{
+    try {
+        throw;
+    } catch (const std::bad_alloc &) {
+        set_err(err, errlen, "out of memory");
+        return NS_ERR_NOMEM;
+    } catch (const std::exception &e) {
+        std::string m = std::string(prefix) + e.what();
+        set_err(err, errlen, m.c_str());
+        return other;
+    } catch (...) {
+        set_err(err, errlen, "llama.cpp failed without saying why");
+        return other;
+    }
+}
+
 void msg_release(struct chat_msg *m)
 {
     free(m->content);
@@ -265,15 +285,9 @@ int chat_templates_init(const struct llama_model *model, const char *override, s
         t->source = t->legacy ? src : common_chat_templates_source(t->tmpls.get());
         *out = t;
         return NS_OK;
-    } catch (const std::bad_alloc &) {
-        set_err(err, errlen, "out of memory");
+    } catch (...) {
         delete t;
-        return NS_ERR_NOMEM;
-    } catch (const std::exception &e) {
-        std::string m = std::string("the chat template does not parse: ") + e.what();
-        set_err(err, errlen, m.c_str());
-        delete t;
-        return NS_ERR_INVALID;
+        return caught(err, errlen, NS_ERR_INVALID, "the chat template does not parse: ");
     }
 }
 
@@ -401,14 +415,9 @@ int chat_render(const struct chat_templates *t, const struct llama_model *model,
             p->params.parser.load(cp.parser);
         p->has_tools = out->has_tools;
         return NS_OK;
-    } catch (const std::bad_alloc &) {
+    } catch (...) {
         chat_prompt_release(out);
-        set_err(err, errlen, "out of memory");
-        return NS_ERR_NOMEM;
-    } catch (const std::exception &e) {
-        chat_prompt_release(out);
-        set_err(err, errlen, e.what());
-        return NS_ERR_INVALID;
+        return caught(err, errlen, NS_ERR_INVALID);
     }
 }
 
@@ -431,14 +440,9 @@ int chat_parse(const struct chat_parser *p, const char *text, size_t len, bool c
                 c.id = tool_call_id();
         msg_fill(m, out);
         return NS_OK;
-    } catch (const std::bad_alloc &) {
+    } catch (...) {
         msg_release(out);
-        set_err(err, errlen, "out of memory");
-        return NS_ERR_NOMEM;
-    } catch (const std::exception &e) {
-        msg_release(out);
-        set_err(err, errlen, e.what());
-        return NS_ERR_ENGINE;
+        return caught(err, errlen, NS_ERR_ENGINE);
     }
 }
 
@@ -520,12 +524,8 @@ int chat_stream_feed(struct chat_stream *s, const char *text, size_t len, bool f
         *diffs = s->diffs.empty() ? nullptr : s->diffs.data();
         *n = static_cast<int>(s->diffs.size());
         return NS_OK;
-    } catch (const std::bad_alloc &) {
-        set_err(err, errlen, "out of memory");
-        return NS_ERR_NOMEM;
-    } catch (const std::exception &e) {
-        set_err(err, errlen, e.what());
-        return NS_ERR_ENGINE;
+    } catch (...) {
+        return caught(err, errlen, NS_ERR_ENGINE);
     }
 }
 
@@ -554,10 +554,10 @@ struct llama_sampler *chat_grammar_sampler(const struct llama_vocab *vocab, cons
         if (!g)
             set_err(err, errlen, "the grammar does not compile");
         return g;
-    } catch (const std::exception &e) {
+    } catch (...) {
         if (g)
             llama_sampler_free(g);
-        set_err(err, errlen, e.what());
+        caught(err, errlen, NS_ERR_INVALID);
         return nullptr;
     }
 }
@@ -569,12 +569,8 @@ int chat_schema_grammar(const char *schema_json, char **out, char *err, size_t e
         common_json schema = common_json::parse(schema_json ? schema_json : "{}");
         *out = dup(json_schema_to_grammar(schema));
         return NS_OK;
-    } catch (const std::bad_alloc &) {
-        set_err(err, errlen, "out of memory");
-        return NS_ERR_NOMEM;
-    } catch (const std::exception &e) {
-        set_err(err, errlen, e.what());
-        return NS_ERR_INVALID;
+    } catch (...) {
+        return caught(err, errlen, NS_ERR_INVALID);
     }
 }
 
@@ -594,12 +590,8 @@ extern "C" int chat_schema_pattern_ok(const char *pattern, bool *translatable, c
         std::string g = json_schema_to_grammar(schema);
         *translatable = g.find("root ::= string\n") == std::string::npos;
         return NS_OK;
-    } catch (const std::bad_alloc &) {
-        set_err(err, errlen, "out of memory");
-        return NS_ERR_NOMEM;
-    } catch (const std::exception &e) {
-        set_err(err, errlen, e.what());
-        return NS_ERR_INVALID;
+    } catch (...) {
+        return caught(err, errlen, NS_ERR_INVALID);
     }
 }
 // ---- end of the pattern check -----------------------------------------------------------
