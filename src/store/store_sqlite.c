@@ -11,12 +11,9 @@
  * still SQLITE_BUSY or SQLITE_LOCKED (the timeout ran out, a stale snapshot) rolls back and
  * is NS_ERR_BUSY, which the store.h wrappers try again where that is safe.
  *
- * Backup and restore use SQLite's online backup API with one step over every page: one read
- * transaction on the source, so the copy is a single consistent snapshot, and in WAL mode
- * the server keeps writing meanwhile (a chunked copy would restart at every write of
- * another process and might never finish under load).
+ * Backup, restore and the other whole-store operations live in store_sqlite_admin.c.
  */
-#include "store.h"
+#include "store_sqlite_int.h"
 
 #include "../util/status.h"
 
@@ -28,13 +25,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define STORE_SQLITE_VERSION 6
-
-struct store {
-    struct store_base base;      /* first: store.h */
-    sqlite3 *db;
-    pthread_mutex_t mu;
-};
 
 static const char sq_schema[] =
     "CREATE TABLE IF NOT EXISTS files("
@@ -108,7 +98,7 @@ static int sq_exec(struct store *st, const char *sql)
 }
 
 /* the database file of a URI: sqlite:PATH, PATH, or (none) DATA_DIR/nightshift.db */
-static void sq_path(const char *uri, const char *data_dir, char *path, size_t n)
+void store_sqlite_path(const char *uri, const char *data_dir, char *path, size_t n)
 {
     const char *p = uri;
     if (p && strncmp(p, "sqlite:", 7) == 0)
@@ -120,7 +110,7 @@ static void sq_path(const char *uri, const char *data_dir, char *path, size_t n)
 }
 
 /* user_version of an open database; -1 when it cannot be read (not a database) */
-static int sq_user_version(sqlite3 *db)
+int store_sqlite_user_version(sqlite3 *db)
 {
     sqlite3_stmt *s = NULL;
     int version = -1;
@@ -136,7 +126,7 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
     struct store *st = NULL;
     int rc = NS_OK;
     *out = NULL;
-    sq_path(uri, data_dir, path, sizeof(path));
+    store_sqlite_path(uri, data_dir, path, sizeof(path));
     static pthread_once_t log_once = PTHREAD_ONCE_INIT;
     pthread_once(&log_once, sq_log_once);
     st = calloc(1, sizeof(*st));
@@ -159,7 +149,7 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
         rc = NS_ERR_IO;
         goto out;
     }
-    int version = sq_user_version(st->db);
+    int version = store_sqlite_user_version(st->db);
     if (version < 0)
         version = 0; /* the PRAGMA above would have failed on a file that is no database */
     if (version > STORE_SQLITE_VERSION) {
@@ -240,7 +230,7 @@ static char *sq_dup(sqlite3_stmt *s, int col)
     return t ? strdup((const char *)t) : NULL;
 }
 
-static void sq_copy(char *dst, size_t n, sqlite3_stmt *s, int col)
+void store_sqlite_copy(char *dst, size_t n, sqlite3_stmt *s, int col)
 {
     const unsigned char *t = sqlite3_column_text(s, col);
     snprintf(dst, n, "%s", t ? (const char *)t : "");
@@ -280,9 +270,9 @@ static int sq_file_insert(struct store *st, const struct store_file *f)
 static void sq_row_file(sqlite3_stmt *s, struct store_file *f)
 {
     memset(f, 0, sizeof(*f));
-    sq_copy(f->id, sizeof(f->id), s, 0);
-    sq_copy(f->owner, sizeof(f->owner), s, 1);
-    sq_copy(f->purpose, sizeof(f->purpose), s, 2);
+    store_sqlite_copy(f->id, sizeof(f->id), s, 0);
+    store_sqlite_copy(f->owner, sizeof(f->owner), s, 1);
+    store_sqlite_copy(f->purpose, sizeof(f->purpose), s, 2);
     f->filename = sq_dup(s, 3);
     f->bytes = sqlite3_column_int64(s, 4);
     f->created_at = sqlite3_column_int64(s, 5);
@@ -411,15 +401,15 @@ static int sq_file_delete(struct store *st, const char *id)
 static void sq_row_batch(sqlite3_stmt *s, struct store_batch *b)
 {
     memset(b, 0, sizeof(*b));
-    sq_copy(b->id, sizeof(b->id), s, 0);
-    sq_copy(b->owner, sizeof(b->owner), s, 1);
-    sq_copy(b->endpoint, sizeof(b->endpoint), s, 2);
+    store_sqlite_copy(b->id, sizeof(b->id), s, 0);
+    store_sqlite_copy(b->owner, sizeof(b->owner), s, 1);
+    store_sqlite_copy(b->endpoint, sizeof(b->endpoint), s, 2);
     b->model = sq_dup(s, 3);
-    sq_copy(b->input_file_id, sizeof(b->input_file_id), s, 4);
-    sq_copy(b->completion_window, sizeof(b->completion_window), s, 5);
+    store_sqlite_copy(b->input_file_id, sizeof(b->input_file_id), s, 4);
+    store_sqlite_copy(b->completion_window, sizeof(b->completion_window), s, 5);
     b->status = (enum store_batch_status)sqlite3_column_int(s, 6);
-    sq_copy(b->output_file_id, sizeof(b->output_file_id), s, 7);
-    sq_copy(b->error_file_id, sizeof(b->error_file_id), s, 8);
+    store_sqlite_copy(b->output_file_id, sizeof(b->output_file_id), s, 7);
+    store_sqlite_copy(b->error_file_id, sizeof(b->error_file_id), s, 8);
     int64_t *ts[] = {&b->created_at, &b->in_progress_at, &b->expires_at, &b->finalizing_at, &b->completed_at,
                      &b->failed_at, &b->expired_at, &b->cancelling_at, &b->cancelled_at, &b->total, &b->completed,
                      &b->failed, &b->input_tokens, &b->cached_tokens, &b->output_tokens, &b->prompt_computed};
@@ -615,7 +605,7 @@ static int sq_batch_ids_by_status(struct store *st, enum store_batch_status stat
                     break;
                 arr = p;
             }
-            sq_copy(arr[got++], 48, s, 0);
+            store_sqlite_copy(arr[got++], 48, s, 0);
         }
         if (r == SQLITE_DONE)
             rc = NS_OK;
@@ -1139,174 +1129,6 @@ out:
     return rc;
 }
 
-/* ---- the store as a whole: probe, backup, restore ----------------------------------- */
-
-static int sq_probe(const char *uri, const char *data_dir, int *have, int *known, char *err, size_t errlen)
-{
-    char path[4096];
-    sqlite3 *db = NULL;
-    int rc = NS_OK;
-    sq_path(uri, data_dir, path, sizeof(path));
-    *have = 0;
-    *known = STORE_SQLITE_VERSION;
-    if (access(path, F_OK) && (errno == ENOENT || errno == ENOTDIR))
-        return NS_OK;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot open database '%s': %s", path, db ? sqlite3_errmsg(db) : "out of memory");
-        rc = NS_ERR_IO;
-        goto out;
-    }
-    sqlite3_busy_timeout(db, 10000);
-    *have = sq_user_version(db);
-    if (*have < 0) {
-        snprintf(err, errlen, "cannot read database '%s': %s", path, sqlite3_errmsg(db));
-        *have = 0;
-        rc = NS_ERR_IO;
-    }
-out:
-    sqlite3_close(db);
-    return rc;
-}
-
-/* copy every page of the database src_path into dst_path (created when absent) in one
- * step: one read transaction on src, one write transaction on dst. dst is left in rollback
- * journal mode: one self-contained file (no -wal beside it), readable read-only; the
- * server's open switches it back to WAL. */
-static int sq_copy_db(const char *src_path, const char *dst_path, char *err, size_t errlen)
-{
-    sqlite3 *src = NULL, *dst = NULL;
-    int rc = NS_ERR_IO;
-    if (sqlite3_open_v2(src_path, &src, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot open database '%s': %s", src_path, src ? sqlite3_errmsg(src) : "out of memory");
-        goto out;
-    }
-    if (sqlite3_open_v2(dst_path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot create database '%s': %s", dst_path, dst ? sqlite3_errmsg(dst) : "out of memory");
-        goto out;
-    }
-    sqlite3_busy_timeout(src, 10000);
-    sqlite3_busy_timeout(dst, 10000);
-    sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
-    if (!b) {
-        snprintf(err, errlen, "cannot copy '%s' to '%s': %s", src_path, dst_path, sqlite3_errmsg(dst));
-        goto out;
-    }
-    int r, tries = 0;
-    /* busy: a writer is checkpointing or another process holds dst; the busy timeout does
-     * not apply to backup_step, so wait here (up to about 30 s) */
-    while ((r = sqlite3_backup_step(b, -1)) == SQLITE_BUSY || r == SQLITE_LOCKED) {
-        if (++tries > 600)
-            break;
-        sqlite3_sleep(50);
-    }
-    sqlite3_backup_finish(b);
-    if (r != SQLITE_DONE) {
-        snprintf(err, errlen, "cannot copy '%s' to '%s': %s", src_path, dst_path, sqlite3_errstr(r));
-        goto out;
-    }
-    if (sqlite3_exec(dst, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot finish '%s': %s", dst_path, sqlite3_errmsg(dst));
-        goto out;
-    }
-    rc = NS_OK;
-out:
-    sqlite3_close(src);
-    sqlite3_close(dst);
-    return rc;
-}
-
-static int sq_backup(const char *uri, const char *data_dir, const char *dest, char (**file_ids)[48], int *n_files,
-                     char *err, size_t errlen)
-{
-    char path[4096];
-    sqlite3 *db = NULL;
-    sqlite3_stmt *s = NULL;
-    char(*ids)[48] = NULL;
-    int n = 0, cap = 0, rc;
-    *file_ids = NULL;
-    *n_files = 0;
-    sq_path(uri, data_dir, path, sizeof(path));
-    if (access(path, F_OK)) {
-        snprintf(err, errlen, "no database at '%s': %s", path, strerror(errno));
-        return NS_ERR_NOT_FOUND;
-    }
-    if (access(dest, F_OK) == 0) {
-        snprintf(err, errlen, "'%s' exists already; a backup never overwrites one", dest);
-        return NS_ERR_CONFLICT;
-    }
-    if ((rc = sq_copy_db(path, dest, err, errlen)) != NS_OK)
-        return rc;
-    /* the files of the snapshot, read from the copy: what a restore must bring back */
-    rc = NS_ERR_IO;
-    if (sqlite3_open_v2(dest, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT id FROM files ORDER BY seq", -1, &s, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot read the backup '%s': %s", dest, db ? sqlite3_errmsg(db) : "out of memory");
-        goto out;
-    }
-    int r;
-    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            char(*more)[48] = realloc(ids, (size_t)cap * sizeof(*ids));
-            if (!more) {
-                snprintf(err, errlen, "out of memory");
-                rc = NS_ERR_NOMEM;
-                goto out;
-            }
-            ids = more;
-        }
-        sq_copy(ids[n++], sizeof(ids[0]), s, 0);
-    }
-    if (r != SQLITE_DONE) {
-        snprintf(err, errlen, "cannot read the backup '%s': %s", dest, sqlite3_errmsg(db));
-        goto out;
-    }
-    rc = NS_OK;
-out:
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    if (rc) {
-        free(ids);
-        unlink(dest);
-        return rc;
-    }
-    *file_ids = ids;
-    *n_files = n;
-    return NS_OK;
-}
-
-static int sq_restore(const char *uri, const char *data_dir, const char *src, char *err, size_t errlen)
-{
-    char path[4096];
-    int have, known;
-    if (sq_probe(src, NULL, &have, &known, err, errlen))
-        return NS_ERR_IO;
-    if (have > known) {
-        snprintf(err, errlen, "the backup '%s' has schema version %d, newer than this nightshift understands (%d); "
-                 "restore it with a newer nightshift", src, have, known);
-        return NS_ERR_CONFLICT;
-    }
-    sq_path(uri, data_dir, path, sizeof(path));
-    /* into the existing database when there is one: the copy is one transaction of it, so
-     * a restore that dies half-way leaves the old content, WAL and all, intact */
-    return sq_copy_db(src, path, err, errlen);
-}
-
-static int sq_files_relocate(struct store *st, const char *files_dir)
-{
-    sqlite3_stmt *s = NULL;
-    int rc = NS_ERR_IO;
-    pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "UPDATE files SET path = ?1 || '/' || id", -1, &s, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(s, 1, files_dir, -1, SQLITE_STATIC);
-        if (sqlite3_step(s) == SQLITE_DONE)
-            rc = NS_OK;
-    }
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
-}
-
 /* ---- API keys ----------------------------------------------------------------------- */
 
 static int sq_key_insert(struct store *st, const struct store_key *k, const char *hash_hex)
@@ -1354,8 +1176,8 @@ static int sq_key_get(struct store *st, const char *hash_hex, struct store_key *
         sqlite3_bind_text(s, 1, hash_hex, -1, SQLITE_STATIC);
         int step = sqlite3_step(s);
         if (step == SQLITE_ROW) {
-            sq_copy(out->name, sizeof(out->name), s, 0);
-            sq_copy(out->project, sizeof(out->project), s, 1);
+            store_sqlite_copy(out->name, sizeof(out->name), s, 0);
+            store_sqlite_copy(out->project, sizeof(out->project), s, 1);
             out->admin = sqlite3_column_int(s, 2) != 0;
             out->created_at = sqlite3_column_int64(s, 3);
             int64_t *lims[3] = {&out->rpm, &out->tokens_per_day, &out->batch_queue_tokens};
@@ -1412,8 +1234,8 @@ static int sq_key_list(struct store *st, struct store_key **out, int *n)
         }
         struct store_key *k = &arr[got++];
         memset(k, 0, sizeof(*k));
-        sq_copy(k->name, sizeof(k->name), s, 0);
-        sq_copy(k->project, sizeof(k->project), s, 1);
+        store_sqlite_copy(k->name, sizeof(k->name), s, 0);
+        store_sqlite_copy(k->project, sizeof(k->project), s, 1);
         k->admin = sqlite3_column_int(s, 2) != 0;
         k->created_at = sqlite3_column_int64(s, 3);
         int64_t *lims[3] = {&k->rpm, &k->tokens_per_day, &k->batch_queue_tokens};
@@ -1508,9 +1330,9 @@ const struct store_ops store_sqlite_ops = {
         .rotate = sq_key_rotate,
     },
     .admin = {
-        .probe = sq_probe,
-        .backup = sq_backup,
-        .restore = sq_restore,
-        .files_relocate = sq_files_relocate,
+        .probe = store_sqlite_probe,
+        .backup = store_sqlite_backup,
+        .restore = store_sqlite_restore,
+        .files_relocate = store_sqlite_files_relocate,
     },
 };

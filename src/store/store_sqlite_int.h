@@ -1,0 +1,38 @@
+/*
+ * store_sqlite_int.h — what the files of the SQLite store share (store_sqlite.c: open,
+ * files, batches, lines, webhooks, keys, the ops table; store_sqlite_admin.c: probe, backup,
+ * restore, relocation): the connection state and a few helpers. Nobody outside src/store/
+ * sees it.
+ */
+#ifndef NS_STORE_SQLITE_INT_H
+#define NS_STORE_SQLITE_INT_H
+
+#include "store.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stddef.h>
+
+#define STORE_SQLITE_VERSION 6
+
+struct store {
+    struct store_base base;      /* first: store.h */
+    sqlite3 *db;
+    pthread_mutex_t mu;
+};
+
+/* the database file of a URI: sqlite:PATH, PATH, or (none) DATA_DIR/nightshift.db */
+void store_sqlite_path(const char *uri, const char *data_dir, char *path, size_t n);
+/* user_version of an open database; -1 when it cannot be read (not a database) */
+int store_sqlite_user_version(sqlite3 *db);
+/* a text column into dst ("" for NULL) */
+void store_sqlite_copy(char *dst, size_t n, sqlite3_stmt *s, int col);
+
+/* the whole-store operations (store_sqlite_admin.c), as store_ops names them */
+int store_sqlite_probe(const char *uri, const char *data_dir, int *have, int *known, char *err, size_t errlen);
+int store_sqlite_backup(const char *uri, const char *data_dir, const char *dest, char (**file_ids)[48], int *n_files,
+                        char *err, size_t errlen);
+int store_sqlite_restore(const char *uri, const char *data_dir, const char *src, char *err, size_t errlen);
+int store_sqlite_files_relocate(struct store *st, const char *files_dir);
+
+#endif
