@@ -89,6 +89,19 @@ bool backend_model_info(const struct backend *b, struct engine_info *out)
     return e != NULL;
 }
 
+int backend_render_prompt(const struct backend *b, const struct engine_request *r, char **out, char *err,
+                          size_t errlen)
+{
+    struct engine *e = backend_engine(b);
+    *out = NULL;
+    if (!e) {
+        snprintf(err, errlen, "model '%s' is served by an upstream (%s), which renders its own prompts",
+                 b->name ? b->name : "?", b->ops->kind);
+        return NS_ERR_UNSUPPORTED;
+    }
+    return engine_render_prompt(e, r, out, err, errlen);
+}
+
 const char *backend_model_path(const struct backend *b)
 {
     struct engine *e = backend_engine(b);

@@ -155,6 +155,11 @@ int backend_reconfigure(struct backend *b, const struct backend_conf *c);
  * zeroed, for an upstream, which reports what it can through get_info. Callers above the
  * backends learn a model's facts here, never from the engine. */
 bool backend_model_info(const struct backend *b, struct engine_info *out);
+/* The prompt a chat request renders to with a local model's template (engine_render_prompt:
+ * llama-server's /apply-template), *out malloc'd; NS_ERR_UNSUPPORTED with err for an
+ * upstream, which renders its own. */
+int backend_render_prompt(const struct backend *b, const struct engine_request *r, char **out, char *err,
+                          size_t errlen);
 /* a local model's GGUF path and the chat template text it uses; NULL for an upstream */
 const char *backend_model_path(const struct backend *b);
 const char *backend_chat_template(const struct backend *b);

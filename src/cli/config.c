@@ -67,6 +67,46 @@ static char *config_dup(struct config_parse *p, const char *v)
     return s;
 }
 
+#define CONFIG_TEMPLATE_MAX (1u << 20)
+
+int config_read_template(const char *path, const char *what, char **out, char *err, size_t errlen)
+{
+    int rc = NS_OK;
+    char *text = NULL;
+    size_t n = 0;
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot read '%s': %s", what, path, strerror(errno));
+        return NS_ERR_IO;
+    }
+    if (!(text = malloc(CONFIG_TEMPLATE_MAX + 1))) {
+        snprintf(err, errlen, "out of memory");
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
+    n = fread(text, 1, CONFIG_TEMPLATE_MAX + 1, f);
+    if (ferror(f)) {
+        snprintf(err, errlen, "%s: cannot read '%s': %s", what, path, strerror(errno));
+        rc = NS_ERR_IO;
+        goto out;
+    }
+    if (n > CONFIG_TEMPLATE_MAX || n == 0 || memchr(text, 0, n)) {
+        snprintf(err, errlen, "%s: '%s' is %s", what, path,
+                 n == 0 ? "empty, not a chat template" : n > CONFIG_TEMPLATE_MAX ? "over 1 MB, not a chat template"
+                                                                           : "binary, not a chat template");
+        rc = NS_ERR_INVALID;
+        goto out;
+    }
+    text[n] = '\0';
+    *out = text;
+    text = NULL;
+out:
+    free(text);
+    fclose(f);
+    return rc;
+}
+
 /* a string key of a model: once only */
 static int config_str(struct config_parse *p, const struct config_model *m, const char *key, const char **field,
                       const char *v)
@@ -104,6 +144,15 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
                            c->name);
     if (strcmp(k, "upstream_model") == 0)
         return config_str(p, m, k, &c->upstream_model, v);
+    if (strcmp(k, "chat_template_file") == 0) {
+        char what[200];
+        if (m->chat_template)
+            return config_fail(p, "[model %s]: %s is given twice", c->name, k);
+        snprintf(what, sizeof(what), "[model %s]: chat_template_file", c->name);
+        if (config_read_template(v, what, &m->chat_template, p->err, sizeof(p->err)))
+            return 0;
+        return 1;
+    }
     if (strcmp(k, "concurrency") == 0)
         return config_int(p, k, v, 1, 4096, &c->concurrency);
     if (strcmp(k, "max_attempts") == 0)
@@ -135,7 +184,7 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
     if (strcmp(k, "batch_discount") == 0)
         return config_number(p, k, v, 0, 1, &c->batch_discount);
     return config_fail(p,
-                       "[model %s]: unknown key '%s' (known: backend, path, url, api_key_env, upstream_model, "
+                       "[model %s]: unknown key '%s' (known: backend, path, chat_template_file, url, api_key_env, upstream_model, "
                        "concurrency, max_attempts, timeout, retry_base, retry_max, circuit_failures, "
                        "circuit_cooldown, batch_max_lines, flush_lines, flush_after, poll_interval, poll_max, "
                        "price_input, price_output, batch_discount)",
@@ -287,8 +336,8 @@ static int config_check_model(const struct config_model *m, char *err, size_t er
                  c->kind);
         return NS_ERR_INVALID;
     }
-    if (!local && m->path) {
-        snprintf(err, errlen, "[model %s]: path is for backend local", c->name);
+    if (!local && (m->path || m->chat_template)) {
+        snprintf(err, errlen, "[model %s]: %s is for backend local", c->name, m->path ? "path" : "chat_template_file");
         return NS_ERR_INVALID;
     }
     return NS_OK;
@@ -365,6 +414,7 @@ void config_free(struct config *c)
         free((char *)b->url);
         free((char *)b->upstream_model);
         free(c->models[i].path);
+        free(c->models[i].chat_template);
     }
     free(c->models);
     for (int i = 0; i < c->n_webhooks; i++) {

@@ -9,6 +9,7 @@
  *   [model qwen]               ; a model clients call "qwen", on the built-in engine
  *   backend = local
  *   path = /models/qwen2-0.5b-instruct-q8_0.gguf
+ *   chat_template_file = /models/qwen2.jinja   ; optional: this Jinja template, not the GGUF's
  *
  *   [model gpt-4o-mini]        ; forwarded to an OpenAI-compatible server
  *   backend = openai-http
@@ -45,6 +46,7 @@ struct config_kv {
 struct config_model {
     struct backend_conf conf;   /* kind, url, key, limits, prices; engine params left default */
     char *path;                 /* local: the GGUF file */
+    char *chat_template;        /* local: chat_template_file's text, or NULL (the model's own) */
 };
 
 /* [webhook NAME]: batch events POSTed to url, signed with the secret from secret_env */
@@ -69,5 +71,10 @@ typedef bool (*config_server_key_fn)(const char *key, const char *value, char *w
 /* 0 ok; else *out is NULL and err says "FILE:LINE: why" */
 int config_load(const char *path, config_server_key_fn server_key_ok, struct config **out, char *err, size_t errlen);
 void config_free(struct config *c);
+
+/* A chat template file's text (--chat-template-file, chat_template_file): *out malloc'd;
+ * NS_ERR_IO when it cannot be read, NS_ERR_INVALID when empty, binary or over 1 MB; err
+ * starts with `what` (the option or key that named it). */
+int config_read_template(const char *path, const char *what, char **out, char *err, size_t errlen);
 
 #endif

@@ -54,6 +54,7 @@
 
 struct run_opts {
     const char *input, *output, *errors, *state, *summary, *model, *chat_template;
+    const char *chat_template_file; /* --chat-template-file: read into chat_template */
     const char *aliases[RUN_MAX_ALIASES];
     int n_aliases;
     bool any_model;
@@ -139,6 +140,7 @@ static void run_usage(FILE *f)
           "  -t, --threads N          CPU threads (default: all)\n"
           "  -b, --batch-size N       most tokens per engine step (default 2048)\n"
           "      --chat-template NAME a llama.cpp built-in template instead of the model's\n"
+          "      --chat-template-file FILE  this Jinja chat template instead of the model's\n"
           "      --input-format F     openai (default) or gemini: {\"key\", \"request\"} lines in,\n"
           "                           {\"key\", \"response\"|\"status\"} lines out\n"
           "      --embedding          load the model for embeddings only (/v1/embeddings lines;\n"
@@ -499,7 +501,7 @@ static int run_report_validation(const struct run_opts *o, const struct batchfil
 static int run_parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum {
-        OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_PINT, OPT_KVU, OPT_NOPC, OPT_FORMAT,
+        OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_TMPLF, OPT_PINT, OPT_KVU, OPT_NOPC, OPT_FORMAT,
         OPT_PIN, OPT_POUT, OPT_DISC, OPT_CONFIG, OPT_VALIDATE, OPT_EMBED, OPT_POOL
     };
     static const struct option lo[] = {
@@ -510,7 +512,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         {"state", required_argument, 0, OPT_STATE}, {"skip-invalid", no_argument, 0, OPT_SKIP},
         {"max-lines", required_argument, 0, OPT_MAXL}, {"max-bytes", required_argument, 0, OPT_MAXB},
         {"seed", required_argument, 0, OPT_SEED},   {"summary", required_argument, 0, OPT_SUMMARY},
-        {"chat-template", required_argument, 0, OPT_TMPL}, {"progress-interval", required_argument, 0, OPT_PINT},
+        {"chat-template", required_argument, 0, OPT_TMPL}, {"chat-template-file", required_argument, 0, OPT_TMPLF}, {"progress-interval", required_argument, 0, OPT_PINT},
         {"kv-unified", no_argument, 0, OPT_KVU},     {"no-prefix-cache", no_argument, 0, OPT_NOPC},
         {"embedding", no_argument, 0, OPT_EMBED},   {"pooling", required_argument, 0, OPT_POOL},
         {"input-format", required_argument, 0, OPT_FORMAT},
@@ -600,6 +602,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
             break;
         }
         case OPT_TMPL: o->chat_template = optarg; break;
+        case OPT_TMPLF: o->chat_template_file = optarg; break;
         case OPT_PINT:
             if (num_parse_long(optarg, 1, 86400, &v))
                 return cli_fail("--progress-interval must be seconds from 1 to 86400, not '%s'", optarg);
@@ -665,7 +668,8 @@ static void run_default_errors_path(const char *output, char *out, size_t n)
         snprintf(out, n, "%s.errors.jsonl", output);
 }
 
-int cli_run(int argc, char **argv)
+/* tmpl_text: --chat-template-file's text, owned by the caller */
+static int run_main(int argc, char **argv, char **tmpl_text)
 {
     struct run_opts o;
     memset(&o, 0, sizeof(o));
@@ -707,6 +711,13 @@ int cli_run(int argc, char **argv)
     }
     if (run_check_paths(&o))
         return 2;
+    if (o.chat_template_file) {
+        if (o.chat_template)
+            return cli_fail("--chat-template and --chat-template-file: give one (a built-in name, or a Jinja file)");
+        if (config_read_template(o.chat_template_file, "--chat-template-file", tmpl_text, err, sizeof(err)))
+            return cli_fail("%s", err);
+        o.chat_template = *tmpl_text;
+    }
 
     /* --config: the model is one of its sections; an upstream one runs on its backend */
     struct config *cfg = NULL;
@@ -861,7 +872,7 @@ int cli_run(int argc, char **argv)
         ep->n_parallel = o.parallel;
         ep->n_batch = o.batch;
         ep->n_threads = o.threads;
-        ep->chat_template = o.chat_template;
+        ep->chat_template = cm && cm->chat_template ? cm->chat_template : o.chat_template;
         ep->verbose = o.verbose;
         ep->kv_unified = o.kv_unified;
         ep->prefix_cache = !o.no_prefix_cache;
@@ -968,5 +979,13 @@ out:
     free(c.done_ids);
     free(c.order);
     buf_release(&c.gemini_buf);
+    return rc;
+}
+
+int cli_run(int argc, char **argv)
+{
+    char *tmpl_text = NULL;
+    int rc = run_main(argc, argv, &tmpl_text);
+    free(tmpl_text);
     return rc;
 }

@@ -105,6 +105,8 @@ static void serve_usage(FILE *f)
           "      --max-file-size SIZE largest upload (default 200MB)\n"
           "      --max-lines N        most requests per batch (default 50000)\n"
           "      --chat-template NAME a llama.cpp built-in template instead of the model's\n"
+          "      --chat-template-file FILE  this Jinja chat template instead of the model's (every\n"
+          "                           local model; a [model] section's chat_template_file wins)\n"
           "      --batch-hours HH:MM-HH:MM  batch work gets full capacity only inside this local-time\n"
           "                           window (may wrap midnight); outside it see --off-hours\n"
           "      --off-hours idle|none  outside the window: batch work only while no interactive\n"
@@ -124,11 +126,12 @@ struct serve_model {
     char name[128];
     const char *path;
     const struct backend_conf *conf; /* from --config; NULL: local, from --model */
+    const char *chat_template;       /* its [model] chat_template_file's text, or NULL */
 };
 
 #define SERVE_LIST_MAX 2048 /* --allowed-host / --cors-origin values, comma-joined */
 
-enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_HOURS, O_OFF, O_KVU, O_NOPC,
+enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_TMPLF, O_HOURS, O_OFF, O_KVU, O_NOPC,
        O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN,
        O_EMBED, O_POOL, O_HTHREADS, O_AHOST, O_CORS, O_PERIP, O_HDRTO, O_IDLETO, O_MINRATE };
 static const struct option serve_opts[] = {
@@ -148,6 +151,7 @@ static const struct option serve_opts[] = {
     {"tls-cert", required_argument, 0, O_TLSCERT}, {"tls-key", required_argument, 0, O_TLSKEY},
     {"max-body", required_argument, 0, O_MAXBODY}, {"max-file-size", required_argument, 0, O_MAXFILE},
     {"max-lines", required_argument, 0, O_MAXLINES}, {"chat-template", required_argument, 0, O_TMPL},
+    {"chat-template-file", required_argument, 0, O_TMPLF},
     {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
     {"kv-unified", no_argument, 0, O_KVU},      {"no-prefix-cache", no_argument, 0, O_NOPC},
     {"embedding", no_argument, 0, O_EMBED},     {"pooling", required_argument, 0, O_POOL},
@@ -440,10 +444,11 @@ static int serve_read_pem(const char *path, const char *opt, char **out, char *e
 
 static int serve_main(int argc, char **argv, const struct config *cfg)
 {
-    struct serve_model models[SERVE_MAX_MODELS];
+    struct serve_model models[SERVE_MAX_MODELS] = {0};
     int n_models = 0;
     const char *alias = NULL, *data_dir = "nightshift-data", *db = NULL, *listen = "127.0.0.1:8080";
-    const char *tmpl = NULL;
+    const char *tmpl = NULL, *tmpl_file = NULL;
+    char *tmpl_text = NULL;
     int parallel = 64, islots = 4, ctx = 0, threads = 0, grace = SERVE_DEFAULT_GRACE;
     bool verbose = false, kv_unified = false, no_prefix = false, embedding = false;
     int pooling = ENGINE_POOLING_MODEL;
@@ -567,6 +572,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             bp.max_lines = (size_t)v;
             break;
         case O_TMPL: tmpl = optarg; break;
+        case O_TMPLF: tmpl_file = optarg; break;
         case O_HOURS:
             if (sched_parse_window(optarg, &win_start, &win_end))
                 return cli_fail("--batch-hours must look like 22:00-06:00, not '%s'", optarg);
@@ -616,6 +622,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         snprintf(m->name, sizeof(m->name), "%s", cfg->models[i].conf.name);
         m->path = cfg->models[i].path;
         m->conf = &cfg->models[i].conf;
+        m->chat_template = cfg->models[i].chat_template;
     }
     for (int i = 0; i < n_models; i++)
         for (int k = 0; k < i; k++)
@@ -657,6 +664,14 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
                   "listening on %s without --api-key: until a key is created (nightshift keys create) anyone who "
                   "reaches it can use it",
                   host);
+    char err[512];
+    if (tmpl && tmpl_file)
+        return cli_fail("--chat-template and --chat-template-file: give one (a built-in name, or a Jinja file)");
+    if (tmpl_file) {
+        if (config_read_template(tmpl_file, "--chat-template-file", &tmpl_text, err, sizeof(err)))
+            return cli_fail("%s", err);
+        tmpl = tmpl_text;
+    }
 
     /* before any thread exists: every thread inherits the mask (see the file header) */
     sigset_t sigs;
@@ -668,22 +683,25 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     serve_fd_limit(&sp);
-    char err[512];
     int lock_fd = -1;
     /* everything the server creates (the database, its journal, files, results) is
      * owner-only, whatever umask it was started with (issue 27.14) */
     umask(077);
-    if (datadir_create(data_dir, err, sizeof(err)) || datadir_lock(data_dir, &lock_fd, err, sizeof(err)))
+    if (datadir_create(data_dir, err, sizeof(err)) || datadir_lock(data_dir, &lock_fd, err, sizeof(err))) {
+        free(tmpl_text);
         return cli_fail("%s", err);
+    }
     serve_sweep_uploads(data_dir); /* uploads a crash cut short (we hold the lock: none is ours) */
     const struct store_ops *ops = store_find(db);
     if (!ops) {
         datadir_unlock(lock_fd);
+        free(tmpl_text);
         return cli_fail("no store for '%s' (this build has: sqlite:PATH, postgres://...)", db);
     }
     struct store *st = NULL;
     if (ops->open(db, data_dir, &st, err, sizeof(err))) {
         datadir_unlock(lock_fd);
+        free(tmpl_text);
         return cli_fail("%s", err);
     }
     char node[256];
@@ -721,7 +739,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         ep->n_parallel = parallel;
         ep->n_priority = islots;
         ep->n_threads = threads;
-        ep->chat_template = tmpl;
+        ep->chat_template = models[i].chat_template ? models[i].chat_template : tmpl;
         ep->verbose = verbose;
         ep->kv_unified = kv_unified;
         ep->prefix_cache = !no_prefix;
@@ -795,6 +813,7 @@ out:
     store_close(st);
     datadir_unlock(lock_fd);
     free(tls_cert);
+    free(tmpl_text);
     if (tls_key) {
         memset(tls_key, 0, strlen(tls_key));
         free(tls_key);

@@ -28,6 +28,7 @@ struct chat_templates {
     std::string source;
     bool legacy = false;    // a llama.cpp built-in name: rendered by llama_chat_apply_template
     bool fallback = false;  // the GGUF has no template: ChatML
+    bool thinking = false;  // the template can think (llama-server's default enable_thinking)
 };
 
 struct chat_parser {
@@ -240,6 +241,11 @@ common_chat_templates_inputs inputs_from(const chat_templates *t, const common_j
                                         "\"deepseek-legacy\", but got \"" + name + "\"");
         in.reasoning_format = common_reasoning_format_from_name(name);
     }
+    // llama-server's defaults: thinking where the template supports it, and past reasoning
+    // kept in the history (preserve_reasoning "true" unless --no-reasoning-preserve), which
+    // the request's chat_template_kwargs may override
+    in.enable_thinking = t->thinking;
+    in.chat_template_kwargs["preserve_reasoning"] = "true";
     if (body.contains("chat_template_kwargs") && body.at("chat_template_kwargs").is_object())
         for (const auto &item : body.at("chat_template_kwargs").items())
             in.chat_template_kwargs[item.key()] = item.value().dump();
@@ -282,6 +288,11 @@ int chat_templates_init(const struct llama_model *model, const char *override, s
                           llama_model_chat_template(model, "tool_use") == nullptr;
         }
         t->tmpls = common_chat_templates_init(model, src);
+        try {
+            t->thinking = !t->legacy && common_chat_templates_support_enable_thinking(t->tmpls.get());
+        } catch (const std::exception &) {
+            t->thinking = false;  // it cannot render one user message: requests will say why
+        }
         t->source = t->legacy ? src : common_chat_templates_source(t->tmpls.get());
         *out = t;
         return NS_OK;

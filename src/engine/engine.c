@@ -421,6 +421,28 @@ int engine_count_tokens(struct engine *e, const struct engine_request *r, char *
     return n;
 }
 
+/* The prompt a chat request renders to (engine.h): chat.h's rendering, not tokenized. */
+int engine_render_prompt(struct engine *e, const struct engine_request *r, char **out, char *err, size_t errlen)
+{
+    struct chat_prompt *cp = NULL;
+    *out = NULL;
+    if (!e->chat) {
+        snprintf(err, errlen, "This model is loaded for embeddings only (--embedding): it has no chat template.");
+        return NS_ERR_UNSUPPORTED;
+    }
+    if (!r->messages && !r->chat) {
+        snprintf(err, errlen, "'messages' is required");
+        return NS_ERR_INVALID;
+    }
+    int rc = engine_render_chat(e, r, &cp, err, errlen);
+    if (rc != NS_OK)
+        return rc;
+    *out = cp->text;
+    cp->text = NULL;
+    engine_chat_free(cp);
+    return NS_OK;
+}
+
 /* ---- init / free -------------------------------------------------------------------- */
 
 /* The model's chat template (chat.h): its own Jinja template, the one the user gave (Jinja

@@ -116,6 +116,12 @@ void engine_get_stats(const struct engine *e, struct engine_stats *out);
  * prefix grouping before scheduling). < 0 with err set on failure. */
 int engine_count_tokens(struct engine *e, const struct engine_request *r, char *err, size_t errlen);
 
+/* The prompt a chat request renders to with the model's template, special tokens spelled
+ * out, exactly as llama-server --jinja's /apply-template renders it (no tokenizing): *out
+ * malloc'd. NS_ERR_INVALID with err for a request without messages or one the template
+ * refuses. Any thread, as engine_count_tokens. */
+int engine_render_prompt(struct engine *e, const struct engine_request *r, char **out, char *err, size_t errlen);
+
 /* Is `path` a GGUF file? 0 yes; NS_ERR_INVALID with err filled otherwise. */
 int engine_check_gguf(const char *path, char *err, size_t errlen);
 

@@ -407,6 +407,40 @@ enum MHD_Result generate_embeddings(struct route_ctx *x)
     return emb_answer(x->c, j, 0);
 }
 
+/* POST /apply-template (llama-server's route): the prompt an OpenAI chat body renders to
+ * with the named model's template, {"prompt": "..."}, nothing generated. The body is read
+ * as /v1/chat/completions reads it, so the prompt is the one a chat call would run. */
+enum MHD_Result generate_apply_template(struct route_ctx *x)
+{
+    struct oai_request req;
+    struct oai_error err;
+    struct dialect_parse how = {.chat = true};
+    char *prompt = NULL;
+    char msg[512];
+    memset(&req, 0, sizeof(req));
+    int rc = dialect_openai.parse(x->r->body.p ? x->r->body.p : "", x->r->body.len, &how, &req, &err);
+    if (rc)
+        return respond_oai_error(x->c, rc, err.param, NULL, "%s", err.message);
+    struct sched *s = gen_sched(x->srv, &dialect_openai, req.model);
+    if (!s) {
+        dialect_openai.model_missing(msg, sizeof(msg), req.model);
+        oai_request_release(&req);
+        return respond_oai_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL, "%s", msg);
+    }
+    rc = backend_render_prompt(sched_backend(s), &req.req, &prompt, msg, sizeof(msg));
+    oai_request_release(&req);
+    if (rc)
+        return respond_oai_error(x->c, rc, rc == NS_ERR_UNSUPPORTED ? "model" : "messages", NULL, "%s", msg);
+    cJSON *body = cJSON_CreateObject();
+    if (!body || !cJSON_AddStringToObject(body, "prompt", prompt)) {
+        cJSON_Delete(body);
+        free(prompt);
+        return respond_oai_error(x->c, NS_ERR_NOMEM, NULL, NULL, "out of memory");
+    }
+    free(prompt);
+    return respond_json(x->c, 200, body);
+}
+
 enum MHD_Result generate_chat(struct route_ctx *x) { return h_generate(x, GEN_CHAT); }
 enum MHD_Result generate_completions(struct route_ctx *x) { return h_generate(x, GEN_COMPLETION); }
 enum MHD_Result generate_messages(struct route_ctx *x) { return h_generate(x, GEN_MESSAGES); }

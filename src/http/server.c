@@ -171,6 +171,7 @@ static const struct route {
     {"POST", "/v1/chat/completions", BODY_JSON, generate_chat},
     {"POST", "/v1/completions", BODY_JSON, generate_completions},
     {"POST", "/v1/embeddings", BODY_JSON, generate_embeddings},
+    {"POST", "/apply-template", BODY_JSON, generate_apply_template},
     {"POST", "/v1/files", BODY_MULTIPART, files_upload},
     {"GET", "/v1/files", BODY_NONE, files_list},
     {"GET", "/v1/files/*", BODY_NONE, files_get},

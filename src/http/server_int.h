@@ -180,6 +180,7 @@ enum MHD_Result respond_error(struct MHD_Connection *c, const struct dialect *d,
 enum MHD_Result respond_text(struct MHD_Connection *c, unsigned code, const char *type, char *text);
 
 /* generate.c */
+enum MHD_Result generate_apply_template(struct route_ctx *x);
 enum MHD_Result generate_chat(struct route_ctx *x);
 enum MHD_Result generate_completions(struct route_ctx *x);
 enum MHD_Result generate_embeddings(struct route_ctx *x);
