@@ -631,7 +631,7 @@ static int oai_chat_options(const cJSON *body, cJSON *chat, struct oai_error *er
 }
 
 /* The conversation for the model's template (engine_request.chat): the messages as they
- * came (developer said as system: templates know system), then tools and options. */
+ * came, then tools and options. */
 static int oai_chat_json(struct oai_request *r, const cJSON *body, struct oai_error *err)
 {
     cJSON *chat = cJSON_CreateObject();
@@ -640,10 +640,9 @@ static int oai_chat_json(struct oai_request *r, const cJSON *body, struct oai_er
     int rc = chat && msgs ? NS_OK : NS_ERR_NOMEM;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(body, "messages"))
     {
+        /* developer stays developer: llama.cpp renders it as system, except for the templates
+         * that know it (gpt-oss), as llama-server does */
         cJSON *c = cJSON_Duplicate(m, 1);
-        cJSON *role = cJSON_GetObjectItemCaseSensitive(c, "role");
-        if (cJSON_IsString(role) && strcmp(role->valuestring, "developer") == 0)
-            cJSON_ReplaceItemInObjectCaseSensitive(c, "role", cJSON_CreateString("system"));
         if (!c || !cJSON_AddItemToArray(msgs, c))
             rc = NS_ERR_NOMEM;
     }

@@ -240,7 +240,7 @@ static void test_structured(void **state)
     }
 
     /* a named tool_choice: "required" among that one tool, in the chat JSON for the model's
-     * template; the messages go as they came (developer as system) */
+     * template; the messages go as they came (developer too: llama.cpp maps it) */
     char body[1024];
     snprintf(body, sizeof(body),
              "{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":\"be kind\"},{\"role\":\"user\","
@@ -258,7 +258,7 @@ static void test_structured(void **state)
     assert_non_null(chat);
     cJSON *msgs = cJSON_GetObjectItem(chat, "messages");
     assert_int_equal(cJSON_GetArraySize(msgs), 3);
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 0), "role")->valuestring, "system");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 0), "role")->valuestring, "developer");
     assert_true(cJSON_IsArray(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 1), "content")));
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 2), "tool_call_id")->valuestring, "c");
     cJSON *tl = cJSON_GetObjectItem(chat, "tools");
