@@ -306,6 +306,11 @@ static int engine_render_chat(const struct engine *e, const struct engine_reques
                               char *err, size_t errlen)
 {
     *out = NULL;
+    if (!e->chat) {
+        /* an embedding model has no chat template: it cannot render a conversation */
+        snprintf(err, errlen, "This model is loaded for embeddings only (--embedding): use /v1/embeddings.");
+        return NS_ERR_INVALID;
+    }
     char *json = engine_chat_json(r), *wire = NULL, *grammar = NULL;
     bool lazy = false;
     struct chat_prompt *cp = calloc(1, sizeof(*cp));

@@ -249,6 +249,17 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
             return now ? respond_json(x->c, 200, now) : GEN_ERROR(x, flavor, rc, err.param, "%s", err.message);
         }
     }
+    struct engine_info ei;
+    bool local = backend_model_info(be, &ei);
+    if (local) {
+        if (ei.embedding) {
+            snprintf(ei.name, sizeof(ei.name), "%s", j->sj.oreq.model ? j->sj.oreq.model : "");
+            generate_job_unref(j);
+            return GEN_ERROR(x, flavor, NS_ERR_INVALID, "model",
+                             "The model '%.100s' is loaded for embeddings only (--embedding): use /v1/embeddings.",
+                             ei.name);
+        }
+    }
     /* check the context now, so an oversized prompt is a 400, not a broken stream (an
      * upstream checks its own) */
     char terr[256];
@@ -265,17 +276,6 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
                           "(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
                           info.n_ctx_seq, n_prompt + want, n_prompt, chat ? "messages" : "prompt", want,
                           chat ? "messages" : "prompt");
-    }
-    struct engine_info ei;
-    bool local = backend_model_info(be, &ei);
-    if (local) {
-        if (ei.embedding) {
-            snprintf(ei.name, sizeof(ei.name), "%s", j->sj.oreq.model ? j->sj.oreq.model : "");
-            generate_job_unref(j);
-            return GEN_ERROR(x, flavor, NS_ERR_INVALID, "model",
-                             "The model '%.100s' is loaded for embeddings only (--embedding): use /v1/embeddings.",
-                             ei.name);
-        }
     }
     if (j->sj.oreq.req.n > 1 && local) {
         /* the choices run side by side, one sequence each: say so now, not in the stream */

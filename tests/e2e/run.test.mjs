@@ -236,7 +236,7 @@ test('runtime errors: HTTP-style 400 lines with the right param and code; the ot
         [{ ...chatLine('bad-messages', 'x', { max_tokens: 8 }), body: { model: 'tiny', messages: [], max_tokens: 8 } }, 'messages', null, /messages/],
         [{ ...completionLine('bad-no-prompt', 'x'), body: { model: 'tiny', max_tokens: 8 } }, 'prompt', null, /prompt/],
         [{ ...chatLine('bad-role', 'x'), body: { model: 'tiny', messages: [{ role: 'wizard', content: 'hi' }], max_tokens: 8 } }, 'messages', null, /wizard/],
-        [chatLine('bad-tool-schema', 'Hi', { max_tokens: 8, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'string', pattern: 'a' } } }] }), 'tools', 'unsupported_value', /'pattern'/],
+        [chatLine('bad-tool-schema', 'Hi', { max_tokens: 8, tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'string', pattern: '^(?=a)$' } } }] }), 'tools', 'unsupported_value', /'pattern'/],
         // an embeddings line on a model loaded for generation
         [{ custom_id: 'bad-embed', method: 'POST', url: '/v1/embeddings', body: { model: 'tiny', input: 'x' } }, 'model', null, /not embeddings/],
         // prompt + max_tokens over --ctx 512
