@@ -256,7 +256,16 @@ static char *tw_cut_name(const char *json, size_t n)
 /* one call's text (between the markers) as a call: a name and an object of arguments */
 static int tw_add_call(struct chat_msg *m, const char *json, size_t n, bool cut)
 {
-    cJSON *o = cJSON_ParseWithLength(json, n);
+    /* the whole text between the markers is the call: a JSON object and nothing after it
+     * but space (a parse that stops early would take "{...} junk" for a call) */
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(json, n, &end, false);
+    while (o && end && end < json + n && (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
+        end++;
+    if (o && end != json + n) {
+        cJSON_Delete(o);
+        o = NULL;
+    }
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(o, "arguments");
     char *a = NULL;
@@ -454,7 +463,8 @@ int toolwire_stream_feed(struct toolwire_stream *s, const char *text, size_t len
             break; /* a call on its way: held */
         size_t end = close ? (size_t)(close - open) : avail - plain;
         int before = s->msg.n_calls;
-        int crc = tw_add_call(&s->msg, open + lo, end - lo, !close && cut);
+        /* a call left open is a call only when the output was cut (as toolwire_parse reads it) */
+        int crc = close || cut ? tw_add_call(&s->msg, open + lo, end - lo, !close && cut) : NS_ERR_INVALID;
         if (crc == NS_ERR_NOMEM) {
             rc = crc;
             break;
