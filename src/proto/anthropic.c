@@ -237,7 +237,8 @@ static int ant_chat_tools(struct oai_request *r, const cJSON *body, cJSON *chat,
             return oai_error_set(err, NS_ERR_INVALID, "tools", "tools.%d.input_schema: Field required", i);
         char what[48];
         snprintf(what, sizeof(what), "tools.%d.input_schema", i);
-        int rc = oai_tool_schema_check(schema, "tools", what, err);
+        cJSON *held = NULL;
+        int rc = oai_tool_schema_check(schema, &held, "tools", what, err);
         if (rc)
             return rc;
         if (!want || strcmp(want, name->valuestring) == 0) {
@@ -248,8 +249,11 @@ static int ant_chat_tools(struct oai_request *r, const cJSON *body, cJSON *chat,
             const cJSON *desc = cJSON_GetObjectItemCaseSensitive(t, "description");
             if (cJSON_IsString(desc))
                 cJSON_AddStringToObject(f, "description", desc->valuestring);
-            cJSON_AddItemToObject(f, "parameters", cJSON_Duplicate(schema, 1));
+            /* as the guard rewrote it: the call's grammar is made from it (oai_tool_schema_check) */
+            cJSON_AddItemToObject(f, "parameters", held);
             cJSON_AddItemToArray(out, o);
+        } else {
+            cJSON_Delete(held);
         }
         i++;
     }

@@ -726,10 +726,17 @@ static int js_node(struct js *c, cJSON *node, int depth)
 
 int jsonschema_to_gbnf(const cJSON *schema, char **out, char *err, size_t errlen)
 {
+    return jsonschema_convert(schema, out, NULL, err, errlen);
+}
+
+int jsonschema_convert(const cJSON *schema, char **out, cJSON **held, char *err, size_t errlen)
+{
     struct js c = {.err = err, .errlen = errlen};
     char *text = NULL;
     int rc = NS_OK;
     *out = NULL;
+    if (held)
+        *held = NULL;
     if (err && errlen)
         err[0] = '\0';
     if (cJSON_IsTrue(schema) || (cJSON_IsObject(schema) && !schema->child)) {
@@ -778,6 +785,10 @@ int jsonschema_to_gbnf(const cJSON *schema, char **out, char *err, size_t errlen
         rc = js_fail(&c, NS_ERR_TOO_LARGE, "the schema's grammar is over %u bytes", JSONSCHEMA_MAX_GRAMMAR);
     }
 cleanup:
+    if (rc == NS_OK && held) {
+        *held = c.root;
+        c.root = NULL;
+    }
     cJSON_Delete(c.root);
     free(text);
     return rc;

@@ -37,7 +37,7 @@
  * docs/API.md).
  *
  * THREADS: none; reentrant.
- * OWNERSHIP: the schema is only read; *out is yours to free(3).
+ * OWNERSHIP: the schema is only read; *out is yours to free(3), *held to cJSON_Delete.
  */
 #ifndef NS_API_JSONSCHEMA_H
 #define NS_API_JSONSCHEMA_H
@@ -55,5 +55,11 @@
  * $ref, a bad regex; llama.cpp's words), err saying what and where, *out NULL. NS_ERR_TOO_LARGE when the grammar would exceed
  * JSONSCHEMA_MAX_GRAMMAR, NS_ERR_NOMEM when out of memory. */
 int jsonschema_to_gbnf(const cJSON *schema, char **out, char *err, size_t errlen);
+
+/* jsonschema_to_gbnf, and *held (when held is not NULL; NULL on error) the schema the grammar
+ * was made from: the copy with the rewrites above. A tool's parameters reach llama.cpp's
+ * tool-call grammar (its chat formats, engine/toolwire) as a schema, not a grammar, so they
+ * must be given as this: as sent, formats, number bounds and "#" would not be held. */
+int jsonschema_convert(const cJSON *schema, char **out, cJSON **held, char *err, size_t errlen);
 
 #endif

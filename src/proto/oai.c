@@ -493,12 +493,13 @@ static int oai_response_format(struct oai_request *r, const cJSON *body, struct 
     return rc;
 }
 
-int oai_tool_schema_check(const cJSON *schema, const char *param, const char *what, struct oai_error *err)
+int oai_tool_schema_check(const cJSON *schema, cJSON **held, const char *param, const char *what, struct oai_error *err)
 {
+    *held = NULL;
     if (!schema || cJSON_IsNull(schema))
         return NS_OK;
     char msg[300], *g = NULL;
-    int rc = jsonschema_to_gbnf(schema, &g, msg, sizeof(msg));
+    int rc = jsonschema_convert(schema, &g, held, msg, sizeof(msg));
     free(g);
     if (rc == NS_ERR_NOMEM)
         return oai_error_set(err, rc, NULL, "out of memory");
@@ -521,7 +522,9 @@ int oai_request_set_chat(struct oai_request *r, cJSON *chat, int rc, struct oai_
 
 /* tools and tool_choice, checked, into the chat JSON (chat): the model's template shows
  * the tools in its own format, and its family's grammar and parser hold and read the calls
- * (engine/chat.h). A named tool_choice is "required" among that one tool. */
+ * (engine/chat.h). That grammar is made from the parameters in the chat JSON, so they go
+ * there as the guard rewrote them (oai_tool_schema_check). A named tool_choice is
+ * "required" among that one tool. */
 static int oai_tools(struct oai_request *r, const cJSON *body, cJSON *chat, struct oai_error *err)
 {
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(body, "tools");
@@ -532,60 +535,89 @@ static int oai_tools(struct oai_request *r, const cJSON *body, cJSON *chat, stru
         return NS_OK; /* tool_choice without tools: no call can be made (documented) */
     if (!cJSON_IsArray(tools))
         return oai_error_set(err, NS_ERR_INVALID, "tools", "Invalid type for 'tools': expected an array.");
-    int i = 0;
+    /* each tool as the chat JSON gets it, its parameters as the guard rewrote them */
+    cJSON *held_tools = cJSON_CreateArray();
+    if (!held_tools)
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    int i = 0, rc = NS_OK;
     const cJSON *t;
     cJSON_ArrayForEach(t, tools)
     {
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
         const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
         if (!cJSON_IsObject(t) || !cJSON_IsString(type) || strcmp(type->valuestring, "function") != 0 ||
-            !cJSON_IsObject(fn))
-            return oai_error_set(err, NS_ERR_INVALID, "tools",
-                                 "Invalid 'tools[%d]': expected {\"type\": \"function\", \"function\": {...}}.", i);
+            !cJSON_IsObject(fn)) {
+            rc = oai_error_set(err, NS_ERR_INVALID, "tools",
+                               "Invalid 'tools[%d]': expected {\"type\": \"function\", \"function\": {...}}.", i);
+            goto done;
+        }
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
-        if (!cJSON_IsString(name) || !name->valuestring[0])
-            return oai_error_set(err, NS_ERR_INVALID, "tools", "Missing required parameter: 'tools[%d].function.name'.", i);
+        if (!cJSON_IsString(name) || !name->valuestring[0]) {
+            rc = oai_error_set(err, NS_ERR_INVALID, "tools", "Missing required parameter: 'tools[%d].function.name'.", i);
+            goto done;
+        }
         /* the schema must be one the grammar can hold: a 400 now, not a broken answer later */
         char what[64];
+        cJSON *held = NULL;
         snprintf(what, sizeof(what), "Invalid 'tools[%d].function.parameters'", i);
-        int rc = oai_tool_schema_check(cJSON_GetObjectItemCaseSensitive(fn, "parameters"), "tools", what, err);
-        if (rc)
-            return rc;
+        if ((rc = oai_tool_schema_check(cJSON_GetObjectItemCaseSensitive(fn, "parameters"), &held, "tools", what, err)))
+            goto done;
+        cJSON *copy = cJSON_Duplicate(t, 1);
+        cJSON_AddItemToArray(held_tools, copy);
+        if (!copy || (held && !cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(copy, "function"),
+                                                                      "parameters", held))) {
+            cJSON_Delete(held);
+            rc = oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+            goto done;
+        }
         i++;
     }
     const char *mode = "auto", *want = NULL;
     if (!choice || (cJSON_IsString(choice) && strcmp(choice->valuestring, "auto") == 0)) {
         mode = "auto";
     } else if (cJSON_IsString(choice) && strcmp(choice->valuestring, "none") == 0) {
-        return NS_OK; /* an ordinary answer; the tools are not shown to the model */
+        goto done; /* an ordinary answer; the tools are not shown to the model */
     } else if (cJSON_IsString(choice) && strcmp(choice->valuestring, "required") == 0) {
         mode = "required";
     } else if (cJSON_IsObject(choice)) {
         const cJSON *ctype = cJSON_GetObjectItemCaseSensitive(choice, "type");
         const cJSON *cname = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, "function"), "name");
-        if (!cJSON_IsString(ctype) || strcmp(ctype->valuestring, "function") != 0 || !cJSON_IsString(cname))
-            return oai_error_set(err, NS_ERR_INVALID, "tool_choice",
-                                 "Invalid 'tool_choice': expected {\"type\": \"function\", \"function\": {\"name\": ...}}.");
+        if (!cJSON_IsString(ctype) || strcmp(ctype->valuestring, "function") != 0 || !cJSON_IsString(cname)) {
+            rc = oai_error_set(err, NS_ERR_INVALID, "tool_choice",
+                               "Invalid 'tool_choice': expected {\"type\": \"function\", \"function\": {\"name\": ...}}.");
+            goto done;
+        }
         want = cname->valuestring;
         mode = "required";
     } else {
-        return oai_error_set(err, NS_ERR_INVALID, "tool_choice",
-                             "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object naming a "
-                             "function.");
+        rc = oai_error_set(err, NS_ERR_INVALID, "tool_choice",
+                           "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object naming a "
+                           "function.");
+        goto done;
     }
     cJSON *out = cJSON_AddArrayToObject(chat, "tools");
-    cJSON_ArrayForEach(t, tools)
-    {
-        const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
-        if (!want || strcmp(cJSON_GetObjectItemCaseSensitive(f, "name")->valuestring, want) == 0)
-            cJSON_AddItemToArray(out, cJSON_Duplicate(t, 1));
+    if (!out) {
+        rc = oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+        goto done;
     }
-    if (want && !out->child)
-        return oai_error_set(err, NS_ERR_INVALID, "tool_choice",
-                             "Invalid 'tool_choice': no function named '%.64s' in 'tools'.", want);
+    while (held_tools->child) {
+        cJSON *h = cJSON_DetachItemViaPointer(held_tools, held_tools->child);
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(h, "function");
+        if (!want || strcmp(cJSON_GetObjectItemCaseSensitive(f, "name")->valuestring, want) == 0)
+            cJSON_AddItemToArray(out, h);
+        else
+            cJSON_Delete(h);
+    }
+    if (want && !out->child) {
+        rc = oai_error_set(err, NS_ERR_INVALID, "tool_choice",
+                           "Invalid 'tool_choice': no function named '%.64s' in 'tools'.", want);
+        goto done;
+    }
     cJSON_AddStringToObject(chat, "tool_choice", mode);
     r->tools = true;
-    return NS_OK;
+done:
+    cJSON_Delete(held_tools);
+    return rc;
 }
 
 /* What shapes the prompt besides the messages: parallel_tool_calls, and the extensions

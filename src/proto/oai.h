@@ -61,8 +61,10 @@ struct oai_error {
 
 /* A tool's parameters schema, checked now (a 400 naming param, err's message starting with
  * what — "Invalid 'tools[0].function.parameters'" — and the converter's words), so a schema
- * the grammar cannot hold never reaches the engine. NS_OK for NULL or null. */
-int oai_tool_schema_check(const cJSON *schema, const char *param, const char *what, struct oai_error *err);
+ * the grammar cannot hold never reaches the engine. NS_OK for NULL or null (*held NULL).
+ * *held: the schema to put in the chat JSON in its place (jsonschema_convert's), yours to
+ * cJSON_Delete; the one sent would let the call's grammar drop formats and number bounds. */
+int oai_tool_schema_check(const cJSON *schema, cJSON **held, const char *param, const char *what, struct oai_error *err);
 /* The chat JSON built for the model's template (engine/chat.h) into r->req.chat (owned by
  * r); chat is deleted. rc: the status so far (nonzero: nothing is set, rc returned). */
 int oai_request_set_chat(struct oai_request *r, cJSON *chat, int rc, struct oai_error *err);

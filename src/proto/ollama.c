@@ -417,8 +417,16 @@ static int ol_chat_json(struct oai_request *r, const cJSON *body, bool chat, str
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(body, "tools"), *t;
     if (!rc && cJSON_IsArray(tools) && tools->child) {
         int k = 0;
+        /* the tools as the chat JSON gets them: each one's parameters as the guard rewrote
+         * them, since the call's grammar is made from these (oai_tool_schema_check) */
+        cJSON *held_tools = cJSON_Duplicate(tools, 1);
+        cJSON *ht = held_tools ? held_tools->child : NULL;
         cJSON_ArrayForEach(t, tools)
         {
+            if (!ht) { /* the copy runs beside tools: missing only when it could not be made */
+                rc = oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+                break;
+            }
             const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
             const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
             const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
@@ -428,13 +436,23 @@ static int ol_chat_json(struct oai_request *r, const cJSON *body, bool chat, str
             }
             char what[48];
             snprintf(what, sizeof(what), "tools[%d].function.parameters", k);
-            if ((rc = oai_tool_schema_check(params, "tools", what, err)))
+            cJSON *held = NULL;
+            if ((rc = oai_tool_schema_check(params, &held, "tools", what, err)))
                 break;
+            if (held && !cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(ht, "function"),
+                                                                "parameters", held)) {
+                cJSON_Delete(held);
+                rc = oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+                break;
+            }
+            ht = ht->next;
             k++;
         }
         if (!rc) {
-            cJSON_AddItemToObject(c, "tools", cJSON_Duplicate(tools, 1));
+            cJSON_AddItemToObject(c, "tools", held_tools);
             r->tools = true;
+        } else {
+            cJSON_Delete(held_tools);
         }
     } else if (!rc && tools && !cJSON_IsNull(tools) && !cJSON_IsArray(tools)) {
         rc = oai_error_set(err, NS_ERR_INVALID, "tools", "tools: expected an array");

@@ -339,6 +339,33 @@ static void test_tool_modes(void **state)
     }
 }
 
+/* a tool's parameters reach the template (and the call's grammar, made from them) as the
+ * guard rewrote them: a format as its bounded pattern, a bounded number as integers. As
+ * sent, llama.cpp's grammar would hold neither (bounded numbers came back out of range). */
+static void test_tool_parameters_held(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    const char *body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+                       "\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\",\"properties\":{"
+                       "\"e\":{\"type\":\"string\",\"format\":\"email\"},\"u\":{\"type\":\"number\",\"minimum\":0,"
+                       "\"maximum\":1}}}}}],\"tool_choice\":\"required\"}";
+    if (parse(body, true, &r, &e))
+        fail_msg("%s", e.message);
+    cJSON *chat = cJSON_Parse(r.req.chat);
+    cJSON *props = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(chat, "tools"), 0), "function"),
+                            "parameters"),
+        "properties");
+    cJSON *em = cJSON_GetObjectItem(props, "e"), *u = cJSON_GetObjectItem(props, "u");
+    assert_null(cJSON_GetObjectItem(em, "format"));
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(em, "pattern")));
+    assert_string_equal(cJSON_GetObjectItem(u, "type")->valuestring, "integer");
+    cJSON_Delete(chat);
+    oai_request_release(&r);
+}
+
 /* streamed: reasoning_content deltas, a tool call's head (index, id, type, name) then its
  * arguments, and finish_reason tool_calls */
 static void test_stream_deltas(void **state)
@@ -625,6 +652,7 @@ int main(void)
         cmocka_unit_test(test_response_shapes),
         cmocka_unit_test(test_structured),
         cmocka_unit_test(test_tool_modes),
+        cmocka_unit_test(test_tool_parameters_held),
         cmocka_unit_test(test_stream_deltas),
         cmocka_unit_test(test_embeddings_body),
         cmocka_unit_test(test_choices),
