@@ -138,6 +138,30 @@ std::string one_call(const std::string &g)
     return g.substr(0, at) + "\ntool-calls ::= tool-call space\n" + g.substr(at + many.size());
 }
 
+// A tool whose schema proto/'s guard rewrote (a format as its pattern, a bounded number as
+// the integers it can be, ...) carries the rewrite as function.held_parameters beside the
+// parameters the client sent: the template shows the tools as sent, and the grammar and the
+// parser are made from what the calls are held to. True (tools replaced) when any tool has one.
+bool held_tools(const common_json &body, std::vector<common_chat_tool> *tools)
+{
+    if (!body.contains("tools") || !body.at("tools").is_array())
+        return false;
+    common_json held = body.at("tools");
+    bool any = false;
+    for (size_t i = 0; i < held.size(); i++) {
+        common_json &t = held.at(i);
+        if (t.is_object() && t.contains("function") && t.at("function").is_object() &&
+            t.at("function").contains("held_parameters")) {
+            common_json &f = t.at("function");
+            f["parameters"] = f.at("held_parameters");
+            any = true;
+        }
+    }
+    if (any)
+        *tools = common_chat_tools_parse_oaicompat(held);
+    return any;
+}
+
 bool is_builtin_name(const char *name)
 {
     const char *names[128];
@@ -210,7 +234,7 @@ common_chat_templates_inputs inputs_from(const chat_templates *t, const common_j
         throw std::invalid_argument("'messages' must be an array");
     in.messages = common_chat_msgs_parse_oaicompat(body.at("messages"));
     if (body.contains("tools") && !body.at("tools").is_null())
-        in.tools = common_chat_tools_parse_oaicompat(body.at("tools"));
+        in.tools = common_chat_tools_parse_oaicompat(body.at("tools")); /* as shown: held_parameters aside */
     if (body.contains("tool_choice") && body.at("tool_choice").is_string())
         in.tool_choice = common_chat_tool_choice_parse_oaicompat(body.at("tool_choice").get<std::string>());
     if (body.contains("json_schema") && !body.at("json_schema").is_null()) {
@@ -344,8 +368,10 @@ int chat_render(const struct chat_templates *t, const struct llama_model *model,
         common_chat_templates_inputs in = inputs_from(t, body);
         common_chat_params cp = common_chat_templates_apply(t->tmpls.get(), in);
         const llama_vocab *vocab = llama_model_get_vocab(model);
+        out->text = dup(cp.prompt); /* the tools as the client sent them, as llama-server shows them */
+        if (held_tools(body, &in.tools))
+            cp = common_chat_templates_apply(t->tmpls.get(), in); /* grammar and parser from what is held */
 
-        out->text = dup(cp.prompt);
         out->format = common_chat_format_name(cp.format);
         out->has_tools = !in.tools.empty() && in.tool_choice != COMMON_CHAT_TOOL_CHOICE_NONE;
         if (!cp.grammar.empty()) {

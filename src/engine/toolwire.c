@@ -45,7 +45,10 @@ static int tw_call_grammar(const cJSON *tools, bool lazy, char **out, char *err,
     {
         const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
-        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        /* the schema the calls are held to: the guard's rewrite when there is one */
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "held_parameters");
+        if (!params)
+            params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
         if (!cJSON_IsString(name))
             continue;
         cJSON *alt = cJSON_CreateObject();
@@ -109,7 +112,11 @@ static char *tw_instruction(const cJSON *tools, bool required)
     const cJSON *t;
     cJSON_ArrayForEach(t, tools)
     {
-        char *fj = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(t, "function"));
+        /* shown as the client sent it */
+        cJSON *shown = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(t, "function"), 1);
+        cJSON_DeleteItemFromObjectCaseSensitive(shown, "held_parameters");
+        char *fj = shown ? cJSON_PrintUnformatted(shown) : NULL;
+        cJSON_Delete(shown);
         if (!rc)
             rc = fj ? buf_appendf(&b, "%s\n", fj) : NS_ERR_NOMEM;
         cJSON_free(fj);

@@ -249,8 +249,11 @@ static int ant_chat_tools(struct oai_request *r, const cJSON *body, cJSON *chat,
             const cJSON *desc = cJSON_GetObjectItemCaseSensitive(t, "description");
             if (cJSON_IsString(desc))
                 cJSON_AddStringToObject(f, "description", desc->valuestring);
-            /* as the guard rewrote it: the call's grammar is made from it (oai_tool_schema_check) */
-            cJSON_AddItemToObject(f, "parameters", held);
+            /* shown as sent; the call's grammar is made from the guard's rewrite
+             * (held_parameters: engine/chat.cpp) */
+            cJSON_AddItemToObject(f, "parameters", cJSON_Duplicate(schema, 1));
+            if (held)
+                cJSON_AddItemToObject(f, "held_parameters", held);
             cJSON_AddItemToArray(out, o);
         } else {
             cJSON_Delete(held);

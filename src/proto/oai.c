@@ -535,7 +535,9 @@ static int oai_tools(struct oai_request *r, const cJSON *body, cJSON *chat, stru
         return NS_OK; /* tool_choice without tools: no call can be made (documented) */
     if (!cJSON_IsArray(tools))
         return oai_error_set(err, NS_ERR_INVALID, "tools", "Invalid type for 'tools': expected an array.");
-    /* each tool as the chat JSON gets it, its parameters as the guard rewrote them */
+    /* each tool as the chat JSON gets it: as sent (what the template shows), and its
+     * parameters as the guard rewrote them in held_parameters (what the grammar holds the
+     * calls to; engine/chat.cpp) */
     cJSON *held_tools = cJSON_CreateArray();
     if (!held_tools)
         return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
@@ -564,8 +566,8 @@ static int oai_tools(struct oai_request *r, const cJSON *body, cJSON *chat, stru
             goto done;
         cJSON *copy = cJSON_Duplicate(t, 1);
         cJSON_AddItemToArray(held_tools, copy);
-        if (!copy || (held && !cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(copy, "function"),
-                                                                      "parameters", held))) {
+        if (!copy || (held && !cJSON_AddItemToObject(cJSON_GetObjectItemCaseSensitive(copy, "function"),
+                                                     "held_parameters", held))) {
             cJSON_Delete(held);
             rc = oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
             goto done;

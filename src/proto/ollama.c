@@ -417,8 +417,9 @@ static int ol_chat_json(struct oai_request *r, const cJSON *body, bool chat, str
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(body, "tools"), *t;
     if (!rc && cJSON_IsArray(tools) && tools->child) {
         int k = 0;
-        /* the tools as the chat JSON gets them: each one's parameters as the guard rewrote
-         * them, since the call's grammar is made from these (oai_tool_schema_check) */
+        /* the tools as the chat JSON gets them: as sent (what the template shows), each
+         * one's parameters as the guard rewrote them in held_parameters (what the call's
+         * grammar is made from: engine/chat.cpp) */
         cJSON *held_tools = cJSON_Duplicate(tools, 1);
         cJSON *ht = held_tools ? held_tools->child : NULL;
         cJSON_ArrayForEach(t, tools)
@@ -439,8 +440,8 @@ static int ol_chat_json(struct oai_request *r, const cJSON *body, bool chat, str
             cJSON *held = NULL;
             if ((rc = oai_tool_schema_check(params, &held, "tools", what, err)))
                 break;
-            if (held && !cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(ht, "function"),
-                                                                "parameters", held)) {
+            if (held && !cJSON_AddItemToObject(cJSON_GetObjectItemCaseSensitive(ht, "function"), "held_parameters",
+                                               held)) {
                 cJSON_Delete(held);
                 rc = oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
                 break;

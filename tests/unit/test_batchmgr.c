@@ -647,7 +647,7 @@ static void put_running_batch(const char *id, const char *file_id, int n, bool w
 {
     char in[4096] = "";
     struct store_line lines[8];
-    char cids[8][8];
+    char cids[8][16];
     assert_true(n <= 8);
     for (int i = 0; i < n; i++) {
         size_t off = strlen(in);

@@ -354,14 +354,17 @@ static void test_tool_parameters_held(void **state)
     if (parse(body, true, &r, &e))
         fail_msg("%s", e.message);
     cJSON *chat = cJSON_Parse(r.req.chat);
-    cJSON *props = cJSON_GetObjectItem(
-        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(chat, "tools"), 0), "function"),
-                            "parameters"),
-        "properties");
+    cJSON *fn = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(chat, "tools"), 0), "function");
+    /* held_parameters: what the grammar holds the calls to (the guard's rewrite) */
+    cJSON *props = cJSON_GetObjectItem(cJSON_GetObjectItem(fn, "held_parameters"), "properties");
     cJSON *em = cJSON_GetObjectItem(props, "e"), *u = cJSON_GetObjectItem(props, "u");
     assert_null(cJSON_GetObjectItem(em, "format"));
     assert_true(cJSON_IsString(cJSON_GetObjectItem(em, "pattern")));
     assert_string_equal(cJSON_GetObjectItem(u, "type")->valuestring, "integer");
+    /* parameters: as sent, what the template shows (as llama-server shows it) */
+    props = cJSON_GetObjectItem(cJSON_GetObjectItem(fn, "parameters"), "properties");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(props, "e"), "format")->valuestring, "email");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(props, "u"), "type")->valuestring, "number");
     cJSON_Delete(chat);
     oai_request_release(&r);
 }
