@@ -33,7 +33,6 @@ struct chat_templates {
 
 struct chat_parser {
     common_chat_parser_params params;
-    bool has_tools = false;
 };
 
 struct chat_stream {
@@ -450,7 +449,6 @@ int chat_render(const struct chat_templates *t, const struct llama_model *model,
         p->params.parse_tool_calls = out->has_tools;
         if (!cp.parser.empty())
             p->params.parser.load(cp.parser);
-        p->has_tools = out->has_tools;
         return NS_OK;
     } catch (...) {
         chat_prompt_release(out);
@@ -565,8 +563,6 @@ int chat_stream_feed(struct chat_stream *s, const char *text, size_t len, bool f
         return caught(err, errlen, NS_ERR_ENGINE);
     }
 }
-
-const struct chat_msg *chat_stream_msg(const struct chat_stream *s) { return &s->out; }
 
 void chat_stream_take(struct chat_stream *s, struct chat_msg *out)
 {

@@ -125,8 +125,6 @@ void chat_stream_free(struct chat_stream *s);
  * cut: as chat_parse's */
 int chat_stream_feed(struct chat_stream *s, const char *text, size_t len, bool final, bool cut,
                      const struct chat_diff **diffs, int *n, char *err, size_t errlen);
-/* the whole message so far (after final: the answer) */
-const struct chat_msg *chat_stream_msg(const struct chat_stream *s);
 /* after final: the answer moves to *out (the caller releases it), so ids stay as streamed */
 void chat_stream_take(struct chat_stream *s, struct chat_msg *out);
 

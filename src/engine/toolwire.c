@@ -37,7 +37,7 @@ static char *tw_call_id(void)
 
 /* the grammar of one call's JSON: {"name": one of the tools, "arguments": its parameters},
  * through llama.cpp's converter; its start rule renamed so ours can wrap it */
-static int tw_call_grammar(const cJSON *tools, bool lazy, char **out, char *err, size_t errlen)
+static int tw_call_grammar(const cJSON *tools, char **out, char *err, size_t errlen)
 {
     cJSON *root = cJSON_CreateObject(), *any = cJSON_AddArrayToObject(root, "anyOf");
     const cJSON *t;
@@ -94,7 +94,7 @@ static int tw_call_grammar(const cJSON *tools, bool lazy, char **out, char *err,
     free(g);
     if (!rc)
         rc = buf_appends(&b, "root ::= \"" TOOLWIRE_OPEN "\" tw-call \"" TOOLWIRE_CLOSE "\"\n");
-    (void)lazy; /* lazy or not, the grammar is the call: lazily it starts at the trigger */
+    /* lazy or not, the grammar is the call: lazily it starts at the trigger */
     if (rc) {
         buf_release(&b);
         return rc;
@@ -189,7 +189,7 @@ int toolwire_rewrite(const char *chat_json, char **out, char **grammar, bool *la
         goto out; /* nothing to show: rendered as it came */
     bool required = strcmp(mode, "required") == 0;
     *lazy = !required;
-    if ((rc = tw_call_grammar(tools, *lazy, grammar, err, errlen)))
+    if ((rc = tw_call_grammar(tools, grammar, err, errlen)))
         goto out;
     cJSON *m;
     cJSON_ArrayForEach(m, msgs)
