@@ -44,7 +44,7 @@ struct batchfile_params batchfile_default_params(void)
 
 enum batchfile_url batchfile_url_of(const char *path)
 {
-    for (int u = BATCHFILE_URL_CHAT; u <= BATCHFILE_URL_EMBEDDINGS; u++)
+    for (int u = BATCHFILE_URL_CHAT; u <= BATCHFILE_URL_RESPONSES; u++)
         if (path && strcmp(path, batchfile_url_path((enum batchfile_url)u)) == 0)
             return (enum batchfile_url)u;
     return (enum batchfile_url)0;
@@ -67,6 +67,8 @@ const char *batchfile_url_path(enum batchfile_url url)
         return "/v1/messages";
     case BATCHFILE_URL_EMBEDDINGS:
         return "/v1/embeddings";
+    case BATCHFILE_URL_RESPONSES:
+        return "/v1/responses";
     }
     return "?";
 }
@@ -246,13 +248,15 @@ static void batchfile_check_line(struct batchfile *bf, const struct batchfile_pa
         kind = BATCHFILE_URL_COMPLETIONS;
     } else if (cJSON_IsString(url) && strcmp(url->valuestring, "/v1/embeddings") == 0) {
         kind = BATCHFILE_URL_EMBEDDINGS;
+    } else if (cJSON_IsString(url) && strcmp(url->valuestring, "/v1/responses") == 0) {
+        kind = BATCHFILE_URL_RESPONSES;
     } else if (cJSON_IsString(url) && strcmp(url->valuestring, "/v1/messages") == 0 && p->endpoint &&
                strcmp(p->endpoint, "/v1/messages") == 0) {
         kind = BATCHFILE_URL_MESSAGES; /* Anthropic Message Batches, converted by the server */
     } else {
         batchfile_add_error(bf, p, line_no, "invalid_url", "url", custom_id,
-                            "line %u: url %s%s%s is not supported; use /v1/chat/completions, /v1/completions or "
-                            "/v1/embeddings",
+                            "line %u: url %s%s%s is not supported; use /v1/chat/completions, /v1/completions, "
+                            "/v1/embeddings or /v1/responses",
                             line_no, cJSON_IsString(url) ? "\"" : "",
                             cJSON_IsString(url) ? batchfile_shorten(url->valuestring, q, sizeof(q))
                                                 : json_type_name(url),

@@ -28,6 +28,7 @@ enum batchfile_url {
     BATCHFILE_URL_COMPLETIONS = 2,
     BATCHFILE_URL_MESSAGES = 3,
     BATCHFILE_URL_EMBEDDINGS = 4,
+    BATCHFILE_URL_RESPONSES = 5,   /* OpenAI's Responses API (responses.h) */
 };
 
 struct batchfile_line {

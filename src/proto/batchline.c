@@ -4,6 +4,7 @@
 #include "batchline.h"
 
 #include "anthropic.h"
+#include "responses.h"
 
 #include "../util/status.h"
 
@@ -18,6 +19,7 @@ int batchline_request(const char *text, size_t n, enum batchfile_url url, const 
     cJSON_Delete(root);
     /* each parser takes body over, and releases it on failure too */
     int rc = url == BATCHFILE_URL_MESSAGES     ? anthropic_request_from_json(body, r, err)
+             : url == BATCHFILE_URL_RESPONSES  ? responses_request_from_json(body, NULL, forward, true, r, err)
              : url == BATCHFILE_URL_EMBEDDINGS ? oai_request_embeddings_line(body, forward, r, err)
              : forward                         ? oai_request_forward_from_json(body, url == BATCHFILE_URL_CHAT, r, err)
                                                : oai_request_from_json(body, url == BATCHFILE_URL_CHAT, r, err);

@@ -13,6 +13,8 @@ const struct dialect *dialect_of_path(const char *path)
         return &dialect_anthropic;
     if (strncmp(path, "/api/", 5) == 0 || strcmp(path, "/") == 0)
         return &dialect_ollama;
+    if (strncmp(path, "/v1/responses", 13) == 0)
+        return &dialect_responses;
     return &dialect_openai;
 }
 
@@ -20,6 +22,8 @@ const struct dialect *dialect_of_batch(const char *endpoint, bool gemini)
 {
     if (endpoint && strcmp(endpoint, dialect_anthropic.batch_endpoint) == 0)
         return &dialect_anthropic;
+    if (endpoint && strcmp(endpoint, "/v1/responses") == 0)
+        return &dialect_responses;
     return gemini ? &dialect_gemini : &dialect_openai;
 }
 

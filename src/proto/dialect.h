@@ -26,6 +26,10 @@ struct dialect_parse {
     /* does the served model of that name forward the client's body upstream (backend.h's
      * forward)? Its body is then checked lightly: the upstream judges it. NULL: none does */
     bool (*forwards)(void *ud, const char *model);
+    /* the items of the stored conversation a request continues (Responses'
+     * previous_response_id): a new JSON array into *items, or a status and err (404 when
+     * there is no such response). NULL: continuing is not possible here */
+    int (*history)(void *ud, const char *response_id, cJSON **items, struct oai_error *err);
     void *ud;
 };
 
@@ -80,6 +84,7 @@ extern const struct dialect dialect_openai;     /* oai.c */
 extern const struct dialect dialect_anthropic;  /* anthropic.c */
 extern const struct dialect dialect_ollama;     /* ollama.c */
 extern const struct dialect dialect_gemini;     /* gemini.c */
+extern const struct dialect dialect_responses;  /* responses.c: OpenAI's Responses API */
 
 /* OpenAI's words for a model nobody serves (the rows that have no words of their own) */
 void dialect_model_missing(char *out, size_t n, const char *model);
@@ -87,11 +92,12 @@ void dialect_model_missing(char *out, size_t n, const char *model);
 bool dialect_model_matches(const struct dialect *d, const char *served, const char *name);
 
 /* the dialect of an HTTP route, by its path: /v1/messages... Anthropic, /api/... and / Ollama,
- * else OpenAI (errors of unknown routes included) */
+ * /v1/responses... Responses, else OpenAI (errors of unknown routes included) */
 const struct dialect *dialect_of_path(const char *path);
 
 /* the dialect a batch's results are written in, by its endpoint ("/v1/messages": a Message
- * Batch) and whether its input is a Gemini file */
+ * Batch; "/v1/responses": response objects in OpenAI's batch lines) and whether its input
+ * is a Gemini file */
 const struct dialect *dialect_of_batch(const char *endpoint, bool gemini);
 
 #endif

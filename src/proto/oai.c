@@ -111,6 +111,7 @@ void oai_request_release(struct oai_request *r)
 {
     free(r->embed_);
     cJSON_Delete(r->root_);
+    cJSON_Delete(r->extra_);
     free(r->msgs_);
     free(r->bias_);
     for (int i = 0; i < r->n_owned_; i++)

@@ -45,6 +45,10 @@ struct oai_request {
     bool embeddings;
     bool embed_base64;         /* encoding_format "base64" */
     struct engine_embed_input *embed_;
+    /* what a dialect that translates into this request keeps beside it (responses.h: the
+     * Responses body as sent, its input items, the conversation before it); deleted on
+     * release */
+    cJSON *extra_;
     /* private */
     struct engine_logit_bias *bias_;
     cJSON *root_;

@@ -12,12 +12,14 @@ void stream_init(struct stream *s, size_t max)
 {
     memset(s, 0, sizeof(*s));
     buf_init(&s->pending, max);
+    buf_init(&s->acc, max);
     s->block = -1;
 }
 
 void stream_release(struct stream *s)
 {
     buf_release(&s->pending);
+    buf_release(&s->acc);
 }
 
 void stream_sse(struct buf *out, const char *name, cJSON *o)

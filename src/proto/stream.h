@@ -42,6 +42,13 @@ struct stream {
      * tool_use): the open block's index (-1: none yet), its kind (the dialect's own), and
      * how many have been opened */
     int block, block_kind, n_blocks;
+    /* a dialect whose events are numbered and whose items close with their whole text
+     * (Responses): the next sequence_number, the open item's text so far, and its call id
+     * and name when it is a tool call */
+    int seq;
+    struct buf acc;
+    int call_index;
+    char call_id[64], call_name[128];
 };
 
 /* every buffer capped at max bytes */
