@@ -80,6 +80,36 @@ void store_webhook_release(struct store_webhook *w)
     w->url = w->body = NULL;
 }
 
+void store_response_release(struct store_response *r)
+{
+    if (!r)
+        return;
+    free(r->model);
+    free(r->previous_id);
+    free(r->request);
+    free(r->body);
+    r->model = r->previous_id = r->request = r->body = NULL;
+}
+
+/* the Responses API's words (the object's "status") */
+static const char *const store_response_status_names[SR_STATUS_COUNT_] = {
+    [SR_QUEUED] = "queued",       [SR_IN_PROGRESS] = "in_progress", [SR_COMPLETED] = "completed",
+    [SR_INCOMPLETE] = "incomplete", [SR_FAILED] = "failed",         [SR_CANCELLED] = "cancelled",
+};
+
+const char *store_response_status_name(enum store_response_status s)
+{
+    return (unsigned)s < SR_STATUS_COUNT_ ? store_response_status_names[s] : "unknown";
+}
+
+int store_response_status_of(const char *name)
+{
+    for (int s = 0; name && s < SR_STATUS_COUNT_; s++)
+        if (strcmp(name, store_response_status_names[s]) == 0)
+            return s;
+    return -1;
+}
+
 /* one per thread: an operation fails and is reported on the same thread */
 static _Thread_local char store_err[256];
 

@@ -1,15 +1,17 @@
 /*
  * store.h — the durable state of `nightshift serve`: files, batches and the per-line
- * results of each batch. Pluggable: a store is a const table of operations registered by
- * name (like SQLite's VFS), found by the scheme of the --db URI. SQLite (store_sqlite.c)
- * is the default; PostgreSQL (store_pg.c) is the same table for many nodes on one queue.
+ * results of each batch, and stored Responses API objects. Pluggable: a store is a const
+ * table of operations registered by name (like SQLite's VFS), found by the scheme of the
+ * --db URI. SQLite (store_sqlite.c) is the default; PostgreSQL (store_pg.c) is the same
+ * table for many nodes on one queue.
  *
  * The table (struct store_ops) is grouped by concern: the store's life at the top (open,
  * close, check, node_id), then one sub-table each for files (.file), batches (.batch),
- * batch lines (.lines), webhook deliveries (.webhook), API keys (.key) and the store as a
- * whole (.admin: probe, backup, restore). Callers use store_<object>_<op>(st, ...) on an
- * open store, which also retries the self-contained transactions on contention (below);
- * only opening and the whole-store commands go through store_find()'s table.
+ * batch lines (.lines), webhook deliveries (.webhook), API keys (.key), Responses API
+ * objects (.response) and the store as a whole (.admin: probe, backup, restore). Callers
+ * use store_<object>_<op>(st, ...) on an open store, which also retries the self-contained
+ * transactions on contention (below); only opening and the whole-store commands go
+ * through store_find()'s table.
  *
  * INVARIANTS
  * - A batch line moves pending -> running -> done (ok or failed), and only forward, except
@@ -21,6 +23,10 @@
  * - File contents are read from a path under the data dir (store_file.path); a file never
  *   changes once inserted. SQLite keeps only metadata (the content is that file);
  *   PostgreSQL keeps the content too and file_get makes the local copy on first use.
+ * - A stored response's status changes only by response_update's compare-and-set, so two
+ *   writers (a background run and a cancel, two nodes) never overwrite each other; its id,
+ *   owner, created_at, model, previous_id and request never change once inserted. The
+ *   store reads none of its JSON (request, body): they are the proto layer's.
  *
  * THREADS: every operation may be called from any thread; implementations serialise
  * internally. Out-params are owned by the caller (free with the matching _release).
@@ -143,11 +149,31 @@ struct store_key {
     int64_t revoked_at;          /* 0: active; else when `keys revoke` ended it (key_list only) */
 };
 
-/* The operations, one sub-table per concern (files, batches, lines, webhooks, keys, the
- * store as a whole), the store's life (open, close, check) at the top. A store's table is
- * one const value (store_sqlite_ops, store_pg_ops); callers reach the operations on an open
- * store through the store_<object>_<op>() wrappers below, and open and the whole-store
- * operations through store_find()'s table. */
+enum store_response_status {
+    SR_QUEUED = 0, SR_IN_PROGRESS, SR_COMPLETED, SR_INCOMPLETE, SR_FAILED, SR_CANCELLED, SR_STATUS_COUNT_
+};
+
+/* A stored Responses API object (POST /v1/responses with store, or background), schema v7
+ * in SQLite, v4 in PostgreSQL. The store keeps the JSON texts as they are given and never
+ * parses them. Release with store_response_release(). */
+struct store_response {
+    char id[48];             /* resp_... */
+    char owner[64];          /* the project of the key that made it ("" in open mode), like store_batch.owner */
+    int64_t created_at;      /* unix seconds */
+    enum store_response_status status;
+    bool background;
+    char *model;             /* owned */
+    char *previous_id;       /* owned or NULL: previous_response_id */
+    char *request;           /* owned JSON text: what the proto layer needs to run it again and its input items (opaque to the store) */
+    char *body;              /* owned JSON text: the response object as last written (opaque to the store) */
+    int64_t seq;             /* insertion order, set by insert */
+};
+
+/* The operations, one sub-table per concern (files, batches, lines, webhooks, keys,
+ * responses, the store as a whole), the store's life (open, close, check) at the top. A
+ * store's table is one const value (store_sqlite_ops, store_pg_ops); callers reach the
+ * operations on an open store through the store_<object>_<op>() wrappers below, and open
+ * and the whole-store operations through store_find()'s table. */
 
 /* files: metadata rows, content on disk (store_file.path) */
 struct store_file_ops {
@@ -233,6 +259,23 @@ struct store_key_ops {
     int (*rotate)(struct store *st, const char *name, const char *hash_hex);
 };
 
+/* Responses API objects by id. insert, update, delete and expire are each one
+ * self-contained transaction (the wrappers retry them on contention). model, request and
+ * body must not be NULL (insert; body: update too): NS_ERR_INTERNAL, nothing written. */
+struct store_response_ops {
+    int (*insert)(struct store *st, struct store_response *r);   /* sets r->seq; NS_ERR_CONFLICT when the id exists */
+    int (*get)(struct store *st, const char *id, struct store_response *out); /* NS_ERR_NOT_FOUND */
+    /* compare-and-set: write status and body (and nothing else) if the stored status is still `expect`;
+       NS_ERR_CONFLICT when it moved on, NS_ERR_NOT_FOUND when gone */
+    int (*update)(struct store *st, const struct store_response *r, enum store_response_status expect);
+    int (*delete)(struct store *st, const char *id);             /* NS_ERR_NOT_FOUND */
+    /* ids of responses in a status, oldest first (start-up: background ones to run again);
+     * *ids malloc'd (free(3) it), never NULL on NS_OK */
+    int (*ids_by_status)(struct store *st, enum store_response_status s, char (**ids)[48], int *n);
+    /* delete responses created before `before` (retention), whatever their status; *n_deleted set */
+    int (*expire)(struct store *st, int64_t before, int64_t *n_deleted);
+};
+
 /* Operations on a store as a whole (nightshift doctor, backup, restore). Optional: NULL
  * where a store cannot (the commands then say so). All but files_relocate take the URI
  * and data dir as open() does and work without a struct store, so they never migrate. */
@@ -267,6 +310,7 @@ struct store_ops {
     struct store_line_ops lines;
     struct store_webhook_ops webhook;
     struct store_key_ops key;
+    struct store_response_ops response;
     struct store_admin_ops admin;
 };
 
@@ -287,12 +331,13 @@ static inline const struct store_ops *store_ops_of(struct store *st)
  * PostgreSQL: a serialization failure, SQLSTATE 40001, or a deadlock, 40P01) rolls back
  * and returns NS_ERR_BUSY. The wrappers below of the operations that are one
  * self-contained transaction (inserts, batch_update, lines_claim, lines_finish,
- * lines_fail_unfinished, batch_delete) try it again: at most STORE_BUSY_TRIES times in all,
- * pausing a little longer each time, and not once STORE_BUSY_BUDGET_MS have passed since
- * the first try. SQLite's busy timeout already waits for a lock; this is for what it does
- * not cover (a snapshot that went stale, SQLITE_LOCKED, PostgreSQL's conflicts), and a try
- * that waited the busy timeout out is past the budget, so it is not waited out again. A
- * caller sees NS_ERR_BUSY only when the tries are spent. */
+ * lines_fail_unfinished, batch_delete, response_update, response_delete, response_expire)
+ * try it again: at most STORE_BUSY_TRIES times in all, pausing a little longer each time,
+ * and not once STORE_BUSY_BUDGET_MS have passed since the first try. SQLite's busy timeout
+ * already waits for a lock; this is for what it does not cover (a snapshot that went
+ * stale, SQLITE_LOCKED, PostgreSQL's conflicts), and a try that waited the busy timeout
+ * out is past the budget, so it is not waited out again. A caller sees NS_ERR_BUSY only
+ * when the tries are spent. */
 #define STORE_BUSY_TRIES 4
 #define STORE_BUSY_BUDGET_MS 1000
 struct store_retry {
@@ -482,6 +527,36 @@ static inline int store_key_rotate(struct store *st, const char *name, const cha
     return store_ops_of(st)->key.rotate(st, name, hash_hex);
 }
 
+static inline int store_response_insert(struct store *st, struct store_response *r)
+{
+    STORE_RETURN_RETRIED(store_ops_of(st)->response.insert(st, r));
+}
+
+static inline int store_response_get(struct store *st, const char *id, struct store_response *out)
+{
+    return store_ops_of(st)->response.get(st, id, out);
+}
+
+static inline int store_response_update(struct store *st, const struct store_response *r, enum store_response_status expect)
+{
+    STORE_RETURN_RETRIED(store_ops_of(st)->response.update(st, r, expect));
+}
+
+static inline int store_response_delete(struct store *st, const char *id)
+{
+    STORE_RETURN_RETRIED(store_ops_of(st)->response.delete(st, id));
+}
+
+static inline int store_response_ids_by_status(struct store *st, enum store_response_status s, char (**ids)[48], int *n)
+{
+    return store_ops_of(st)->response.ids_by_status(st, s, ids, n);
+}
+
+static inline int store_response_expire(struct store *st, int64_t before, int64_t *n_deleted)
+{
+    STORE_RETURN_RETRIED(store_ops_of(st)->response.expire(st, before, n_deleted));
+}
+
 /* NS_ERR_UNSUPPORTED where the store is not shared (no node ids) */
 static inline int store_node_id(struct store *st, char *out, size_t n)
 {
@@ -505,6 +580,14 @@ void store_line_release(struct store_line *l);
 
 const char *store_batch_status_name(enum store_batch_status s);
 bool store_batch_status_terminal(enum store_batch_status s);
+
+/* free r's strings and set them NULL (r itself is the caller's); NULL is a no-op */
+void store_response_release(struct store_response *r);
+/* the OpenAI word for s ("queued", "in_progress", "completed", "incomplete", "failed",
+ * "cancelled"); "unknown" out of range */
+const char *store_response_status_name(enum store_response_status s);
+/* the status an OpenAI word names, or -1 when none (NULL too) */
+int store_response_status_of(const char *name);
 
 extern const struct store_ops store_sqlite_ops;
 extern const struct store_ops store_pg_ops;

@@ -212,6 +212,12 @@ static const char *const pg_migrations[STORE_PG_VERSION + 1] = {
     [3] = "ALTER TABLE keys ADD COLUMN revoked_at bigint NOT NULL DEFAULT 0;"
           "CREATE TABLE IF NOT EXISTS keys_ever(one integer PRIMARY KEY CHECK(one = 1));"
           "INSERT INTO keys_ever SELECT 1 FROM keys LIMIT 1 ON CONFLICT DO NOTHING;",
+    /* stored Responses API objects (store.h: struct store_response) */
+    [4] = "CREATE TABLE responses(id text PRIMARY KEY, owner text NOT NULL, created_at bigint NOT NULL,"
+          "  status integer NOT NULL, background boolean NOT NULL, model text NOT NULL, previous_id text,"
+          "  request text NOT NULL, body text NOT NULL, seq bigserial NOT NULL);"
+          "CREATE INDEX responses_status ON responses(status, seq);"
+          "CREATE INDEX responses_created ON responses(created_at);",
 };
 
 /* Split nightshift's own parameters (node, lease_seconds) off a URI: libpq refuses unknown
@@ -865,7 +871,7 @@ static int pg_batch_update(struct store *st, const struct store_batch *b, enum s
     return rc;
 }
 
-/* a store_pg_row_fn: a batch id */
+/* a store_pg_row_fn: an id (char[48]: a batch's, a response's) */
 static void pg_row_id(const PGresult *r, int i, void *elem, void *ud)
 {
     (void)ud;
@@ -899,6 +905,143 @@ static int pg_batch_lease(struct store *st, const char *id)
     int rc = !r ? NS_ERR_IO : store_pg_changes(r) ? NS_OK : NS_ERR_CONFLICT;
     PQclear(r);
     pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ---- Responses API objects ---------------------------------------------------------------- */
+
+#define PG_RESPONSE_COLS "id,owner,created_at,status,background,model,previous_id,request,body,seq"
+
+/* row i of PG_RESPONSE_COLS into r: NS_OK, or NS_ERR_NOMEM (r released) */
+static int pg_row_response(const PGresult *res, int i, struct store_response *r)
+{
+    memset(r, 0, sizeof(*r));
+    store_pg_copy(r->id, sizeof(r->id), res, i, 0);
+    store_pg_copy(r->owner, sizeof(r->owner), res, i, 1);
+    r->created_at = store_pg_i64(res, i, 2);
+    r->status = (enum store_response_status)store_pg_i64(res, i, 3);
+    r->background = PQgetvalue(res, i, 4)[0] == 't';
+    r->model = store_pg_dup(res, i, 5);
+    r->previous_id = store_pg_dup(res, i, 6);
+    r->request = store_pg_dup(res, i, 7);
+    r->body = store_pg_dup(res, i, 8);
+    r->seq = store_pg_i64(res, i, 9);
+    if (!r->model || !r->request || !r->body || (!r->previous_id && !PQgetisnull(res, i, 6))) {
+        store_response_release(r);
+        return NS_ERR_NOMEM;
+    }
+    return NS_OK;
+}
+
+static int pg_response_insert(struct store *st, struct store_response *r)
+{
+    if (!r->model || !r->request || !r->body)
+        return NS_ERR_INTERNAL; /* store.h: the caller's bug */
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, r->id);
+    store_pg_arg_text(&a, r->owner);
+    store_pg_arg_i64(&a, r->created_at);
+    store_pg_arg_i64(&a, r->status);
+    store_pg_arg_text(&a, r->background ? "true" : "false");
+    store_pg_arg_text(&a, r->model);
+    store_pg_arg_text(&a, r->previous_id);
+    store_pg_arg_text(&a, r->request);
+    store_pg_arg_text(&a, r->body);
+    pthread_mutex_lock(&st->mu);
+    /* an id that exists inserts nothing and returns no row: the conflict, without an error
+     * that would need telling apart from the others */
+    PGresult *res = store_pg_q(st,
+                               "INSERT INTO responses(id,owner,created_at,status,background,model,previous_id,request,body) "
+                               "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (id) DO NOTHING RETURNING seq",
+                               &a);
+    int rc = !res ? st->fail : PQntuples(res) == 1 ? NS_OK : NS_ERR_CONFLICT;
+    if (!rc)
+        r->seq = store_pg_i64(res, 0, 0);
+    PQclear(res);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int pg_response_get(struct store *st, const char *id, struct store_response *out)
+{
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, id);
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = store_pg_q(st, "SELECT " PG_RESPONSE_COLS " FROM responses WHERE id=$1", &a);
+    int rc = !r ? NS_ERR_IO : PQntuples(r) == 1 ? NS_OK : NS_ERR_NOT_FOUND;
+    if (!rc)
+        rc = pg_row_response(r, 0, out);
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int pg_response_update(struct store *st, const struct store_response *r, enum store_response_status expect)
+{
+    if (!r->body)
+        return NS_ERR_INTERNAL; /* store.h: the caller's bug */
+    struct store_pg_args a = {0};
+    store_pg_arg_i64(&a, r->status);
+    store_pg_arg_text(&a, r->body);
+    store_pg_arg_text(&a, r->id);
+    store_pg_arg_i64(&a, expect);
+    pthread_mutex_lock(&st->mu);
+    /* one statement: the compare-and-set, and whether the row is there (the update alone
+     * cannot tell a moved-on status from a deleted row). A row another node deletes
+     * meanwhile may read as a conflict; the caller's re-read then finds it gone. */
+    PGresult *res = store_pg_q(st,
+                               "WITH u AS (UPDATE responses SET status=$1, body=$2 WHERE id=$3 AND status=$4 RETURNING 1) "
+                               "SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM responses WHERE id=$3)",
+                               &a);
+    int rc = !res ? st->fail : PQntuples(res) != 1 ? NS_ERR_IO : NS_OK;
+    if (!rc && store_pg_i64(res, 0, 0) == 0)
+        rc = store_pg_i64(res, 0, 1) ? NS_ERR_CONFLICT : NS_ERR_NOT_FOUND;
+    PQclear(res);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* one DELETE with one argument: *changed rows deleted */
+static int pg_response_remove(struct store *st, const char *sql, struct store_pg_args *a, int64_t *changed)
+{
+    *changed = 0;
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = store_pg_q(st, sql, a);
+    int rc = r ? NS_OK : st->fail;
+    if (r)
+        *changed = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int pg_response_delete(struct store *st, const char *id)
+{
+    struct store_pg_args a = {0};
+    int64_t n = 0;
+    store_pg_arg_text(&a, id);
+    int rc = pg_response_remove(st, "DELETE FROM responses WHERE id=$1", &a, &n);
+    return rc ? rc : n ? NS_OK : NS_ERR_NOT_FOUND;
+}
+
+static int pg_response_expire(struct store *st, int64_t before, int64_t *n_deleted)
+{
+    struct store_pg_args a = {0};
+    store_pg_arg_i64(&a, before);
+    return pg_response_remove(st, "DELETE FROM responses WHERE created_at < $1", &a, n_deleted);
+}
+
+static int pg_response_ids_by_status(struct store *st, enum store_response_status status, char (**ids)[48], int *n)
+{
+    struct store_pg_args a = {0};
+    store_pg_arg_i64(&a, status);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = store_pg_q(st, "SELECT id FROM responses WHERE status=$1 ORDER BY seq", &a);
+    pthread_mutex_unlock(&st->mu);
+    void *arr = NULL;
+    int rc = store_pg_rows(r, -1, sizeof(**ids), pg_row_id, NULL, &arr, n);
+    *ids = arr;
     return rc;
 }
 
@@ -971,6 +1114,14 @@ const struct store_ops store_pg_ops = {
         .list = store_pg_key_list,
         .revoke = store_pg_key_revoke,
         .rotate = store_pg_key_rotate,
+    },
+    .response = {
+        .insert = pg_response_insert,
+        .get = pg_response_get,
+        .update = pg_response_update,
+        .delete = pg_response_delete,
+        .ids_by_status = pg_response_ids_by_status,
+        .expire = pg_response_expire,
     },
     .admin = {
         .probe = pg_probe,

@@ -1,8 +1,8 @@
 /*
  * store_pg_int.h — what the files of the PostgreSQL store share (store_pg.c: open, schema,
- * heartbeat, files, batches, the ops table; store_pg_lines.c: lines, webhooks, API keys):
- * the connection state, the query helpers, and the operations the ops table names.
- * Nobody outside src/store/ sees it.
+ * heartbeat, files, batches, responses, the ops table; store_pg_lines.c: lines, webhooks,
+ * API keys): the connection state, the query helpers, and the operations the ops table
+ * names. Nobody outside src/store/ sees it.
  */
 #ifndef NS_STORE_PG_INT_H
 #define NS_STORE_PG_INT_H
@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STORE_PG_VERSION 3
+#define STORE_PG_VERSION 4
 #define PG_CHUNK (1024 * 1024)
 #define PG_MAX_ARGS 24
 

@@ -183,6 +183,14 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
         [6] = "ALTER TABLE keys ADD COLUMN revoked_at INTEGER NOT NULL DEFAULT 0;"
               "CREATE TABLE IF NOT EXISTS keys_ever(one INTEGER PRIMARY KEY CHECK(one = 1));"
               "INSERT OR IGNORE INTO keys_ever SELECT 1 FROM keys LIMIT 1;",
+        /* stored Responses API objects (store.h: struct store_response); seq is the rowid,
+         * AUTOINCREMENT so that it is never reused (PostgreSQL's bigserial is not either) */
+        [7] = "CREATE TABLE responses(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+              "  owner TEXT NOT NULL, created_at INTEGER NOT NULL, status INTEGER NOT NULL,"
+              "  background INTEGER NOT NULL, model TEXT NOT NULL, previous_id TEXT, request TEXT NOT NULL,"
+              "  body TEXT NOT NULL);"
+              "CREATE INDEX responses_status ON responses(status, seq);"
+              "CREATE INDEX responses_created ON responses(created_at);",
     };
     bool ok = sq_exec(st, "BEGIN") == NS_OK && (version >= 1 || sq_exec(st, sq_schema) == NS_OK);
     for (int v = version < 1 ? 2 : version + 1; ok && v <= STORE_SQLITE_VERSION; v++)
@@ -1286,6 +1294,207 @@ static int sq_key_rotate(struct store *st, const char *name, const char *hash_he
     return sq_key_update(st, "UPDATE keys SET hash=?1 WHERE name=?2 AND revoked_at=0", name, hash_hex, 0);
 }
 
+/* ---- Responses API objects ------------------------------------------------------------ */
+
+#define SQ_RESPONSE_COLS "id,owner,created_at,status,background,model,previous_id,request,body,seq"
+
+/* a row of SQ_RESPONSE_COLS into r: NS_OK, or NS_ERR_NOMEM (r released) */
+static int sq_row_response(sqlite3_stmt *s, struct store_response *r)
+{
+    memset(r, 0, sizeof(*r));
+    store_sqlite_copy(r->id, sizeof(r->id), s, 0);
+    store_sqlite_copy(r->owner, sizeof(r->owner), s, 1);
+    r->created_at = sqlite3_column_int64(s, 2);
+    r->status = (enum store_response_status)sqlite3_column_int(s, 3);
+    r->background = sqlite3_column_int(s, 4) != 0;
+    r->model = sq_dup(s, 5);
+    r->previous_id = sq_dup(s, 6);
+    r->request = sq_dup(s, 7);
+    r->body = sq_dup(s, 8);
+    r->seq = sqlite3_column_int64(s, 9);
+    if (!r->model || !r->request || !r->body ||
+        (!r->previous_id && sqlite3_column_type(s, 6) != SQLITE_NULL)) {
+        store_response_release(r);
+        return NS_ERR_NOMEM;
+    }
+    return NS_OK;
+}
+
+static int sq_response_insert(struct store *st, struct store_response *r)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    if (!r->model || !r->request || !r->body)
+        return NS_ERR_INTERNAL; /* store.h: the caller's bug */
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db,
+                           "INSERT INTO responses(id,owner,created_at,status,background,model,previous_id,request,body) "
+                           "VALUES(?,?,?,?,?,?,?,?,?) RETURNING seq",
+                           -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, r->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, r->owner, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, r->created_at);
+        sqlite3_bind_int(s, 4, (int)r->status);
+        sqlite3_bind_int(s, 5, r->background ? 1 : 0);
+        sqlite3_bind_text(s, 6, r->model, -1, SQLITE_STATIC);
+        if (r->previous_id)
+            sqlite3_bind_text(s, 7, r->previous_id, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(s, 7);
+        sqlite3_bind_text(s, 8, r->request, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 9, r->body, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) == SQLITE_ROW) {
+            r->seq = sqlite3_column_int64(s, 0);
+            rc = NS_OK;
+        } else if (sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_UNIQUE) {
+            rc = NS_ERR_CONFLICT; /* the id exists */
+        }
+    }
+    if (rc == NS_ERR_IO)
+        rc = sq_fail(st); /* prepare or step failed: why */
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_response_get(struct store *st, const char *id, struct store_response *out)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "SELECT " SQ_RESPONSE_COLS " FROM responses WHERE id=?", -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        int r = sqlite3_step(s);
+        if (r == SQLITE_ROW)
+            rc = sq_row_response(s, out);
+        else if (r == SQLITE_DONE)
+            rc = NS_ERR_NOT_FOUND;
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_response_update(struct store *st, const struct store_response *r, enum store_response_status expect)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    if (!r->body)
+        return NS_ERR_INTERNAL; /* store.h: the caller's bug */
+    pthread_mutex_lock(&st->mu);
+    /* one transaction: the update when the status is still `expect`, else whether the row
+     * is there (the changes count alone cannot tell a moved-on status from a deleted row) */
+    if ((rc = sq_exec(st, "BEGIN IMMEDIATE")))
+        goto out;
+    if (sqlite3_prepare_v2(st->db, "UPDATE responses SET status=?1, body=?2 WHERE id=?3 AND status=?4", -1, &s, NULL) !=
+        SQLITE_OK)
+        goto rollback;
+    sqlite3_bind_int(s, 1, (int)r->status);
+    sqlite3_bind_text(s, 2, r->body, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, r->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 4, (int)expect);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        goto rollback;
+    rc = NS_OK;
+    if (!sqlite3_changes(st->db)) {
+        /* not updated: gone, or its status moved on */
+        sqlite3_finalize(s);
+        if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM responses WHERE id=?", -1, &s, NULL) != SQLITE_OK)
+            goto rollback;
+        sqlite3_bind_text(s, 1, r->id, -1, SQLITE_STATIC);
+        int step = sqlite3_step(s);
+        if (step != SQLITE_ROW && step != SQLITE_DONE)
+            goto rollback;
+        rc = step == SQLITE_ROW ? NS_ERR_CONFLICT : NS_ERR_NOT_FOUND;
+    }
+    if (sq_exec(st, "COMMIT") == NS_OK)
+        goto out;
+rollback:
+    rc = sq_fail(st); /* before ROLLBACK sets its own */
+    sq_exec(st, "ROLLBACK");
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* one DELETE with an id (or, id NULL, a time bound): *changed rows deleted */
+static int sq_response_remove(struct store *st, const char *sql, const char *id, int64_t before, int64_t *changed)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO;
+    *changed = 0;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) == SQLITE_OK) {
+        if (id)
+            sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_int64(s, 1, before);
+        if (sqlite3_step(s) == SQLITE_DONE) {
+            *changed = sqlite3_changes(st->db); /* not changes64: SQLite 3.35 is enough */
+            rc = NS_OK;
+        }
+    }
+    if (rc == NS_ERR_IO)
+        rc = sq_fail(st); /* prepare or step failed: why */
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int sq_response_delete(struct store *st, const char *id)
+{
+    int64_t n = 0;
+    int rc = sq_response_remove(st, "DELETE FROM responses WHERE id=?", id, 0, &n);
+    return rc ? rc : n ? NS_OK : NS_ERR_NOT_FOUND;
+}
+
+static int sq_response_expire(struct store *st, int64_t before, int64_t *n_deleted)
+{
+    return sq_response_remove(st, "DELETE FROM responses WHERE created_at < ?", NULL, before, n_deleted);
+}
+
+static int sq_response_ids_by_status(struct store *st, enum store_response_status status, char (**ids)[48], int *n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = NS_ERR_IO, cap = 16, got = 0;
+    char(*arr)[48] = malloc(sizeof(*arr) * (size_t)cap);
+    *ids = NULL;
+    *n = 0;
+    if (!arr)
+        return NS_ERR_NOMEM;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "SELECT id FROM responses WHERE status=? ORDER BY seq", -1, &s, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int(s, 1, (int)status);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        if (got == cap) {
+            char(*p)[48] = realloc(arr, sizeof(*arr) * (size_t)cap * 2);
+            if (!p) {
+                rc = NS_ERR_NOMEM;
+                goto out;
+            }
+            arr = p;
+            cap *= 2;
+        }
+        store_sqlite_copy(arr[got++], sizeof(arr[0]), s, 0);
+    }
+    if (r == SQLITE_DONE)
+        rc = NS_OK;
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        free(arr);
+        return rc;
+    }
+    *ids = arr;
+    *n = got;
+    return NS_OK;
+}
+
 const struct store_ops store_sqlite_ops = {
     .scheme = "sqlite",
     .open = sq_open,
@@ -1328,6 +1537,14 @@ const struct store_ops store_sqlite_ops = {
         .list = sq_key_list,
         .revoke = sq_key_revoke,
         .rotate = sq_key_rotate,
+    },
+    .response = {
+        .insert = sq_response_insert,
+        .get = sq_response_get,
+        .update = sq_response_update,
+        .delete = sq_response_delete,
+        .ids_by_status = sq_response_ids_by_status,
+        .expire = sq_response_expire,
     },
     .admin = {
         .probe = store_sqlite_probe,

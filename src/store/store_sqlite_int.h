@@ -1,8 +1,8 @@
 /*
  * store_sqlite_int.h — what the files of the SQLite store share (store_sqlite.c: open,
- * files, batches, lines, webhooks, keys, the ops table; store_sqlite_admin.c: probe, backup,
- * restore, relocation): the connection state and a few helpers. Nobody outside src/store/
- * sees it.
+ * files, batches, lines, webhooks, keys, responses, the ops table; store_sqlite_admin.c:
+ * probe, backup, restore, relocation): the connection state and a few helpers. Nobody
+ * outside src/store/ sees it.
  */
 #ifndef NS_STORE_SQLITE_INT_H
 #define NS_STORE_SQLITE_INT_H
@@ -13,7 +13,7 @@
 #include <sqlite3.h>
 #include <stddef.h>
 
-#define STORE_SQLITE_VERSION 6
+#define STORE_SQLITE_VERSION 7
 
 struct store {
     struct store_base base;      /* first: store.h */

@@ -11,6 +11,7 @@
 #include "../../src/store/store.h"
 #include "../../src/util/status.h"
 
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -65,7 +66,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    store_close(f->st);
+    if (f->st)
+        store_close(f->st); /* NULL: a test closed it and failed before opening it again */
     char cmd[200];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
     if (system(cmd) != 0)
@@ -326,6 +328,215 @@ static void test_keys(void **state)
     int64_t count = 0;
     assert_int_equal(store_key_count(f->st, &count), NS_OK);
     assert_true(count >= 1);
+}
+
+/* ---- Responses API objects ---------------------------------------------------------- */
+
+/* a response to insert (its strings are the caller's: not released) */
+static struct store_response make_response(const char *prev, int64_t created_at, bool background)
+{
+    struct store_response r;
+    memset(&r, 0, sizeof(r));
+    unique_id(r.id, sizeof(r.id), "resp_");
+    snprintf(r.owner, sizeof(r.owner), "proj");
+    r.created_at = created_at;
+    r.status = SR_QUEUED;
+    r.background = background;
+    r.model = "tiny";
+    r.previous_id = (char *)prev;
+    /* quotes, backslashes, a tab, a newline and UTF-8: stored as they are */
+    r.request = "{\"input\":[{\"role\":\"user\",\"content\":\"a \\\"b\\\"\\\\ \tc\nd \xc3\xa9\"}],\"model\":\"tiny\"}";
+    r.body = "{\"object\":\"response\",\"status\":\"queued\"}";
+    return r;
+}
+
+/* the position of id in ids, or -1 */
+static int id_at(char (*ids)[48], int n, const char *id)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(ids[i], id) == 0)
+            return i;
+    return -1;
+}
+
+static void test_responses(void **state)
+{
+    struct fixture *f = *state;
+
+    /* the status words, both ways */
+    for (int s = 0; s < SR_STATUS_COUNT_; s++)
+        assert_int_equal(store_response_status_of(store_response_status_name((enum store_response_status)s)), s);
+    assert_string_equal(store_response_status_name(SR_IN_PROGRESS), "in_progress");
+    assert_string_equal(store_response_status_name(SR_CANCELLED), "cancelled");
+    assert_string_equal(store_response_status_name(SR_STATUS_COUNT_), "unknown");
+    assert_int_equal(store_response_status_of("canceled"), -1);
+    assert_int_equal(store_response_status_of(NULL), -1);
+
+    /* insert and get: every field back as it went in, a NULL previous_id too */
+    struct store_response r1 = make_response(NULL, 1000, true);
+    assert_int_equal(store_response_insert(f->st, &r1), NS_OK);
+    assert_true(r1.seq > 0);
+    struct store_response got;
+    assert_int_equal(store_response_get(f->st, r1.id, &got), NS_OK);
+    assert_string_equal(got.id, r1.id);
+    assert_string_equal(got.owner, "proj");
+    assert_int_equal(got.created_at, 1000);
+    assert_int_equal(got.status, SR_QUEUED);
+    assert_true(got.background);
+    assert_string_equal(got.model, "tiny");
+    assert_null(got.previous_id);
+    assert_string_equal(got.request, r1.request);
+    assert_string_equal(got.body, r1.body);
+    assert_int_equal(got.seq, r1.seq);
+    store_response_release(&got);
+    assert_null(got.model);
+    store_response_release(NULL);
+
+    struct store_response r2 = make_response(r1.id, 2000, false);
+    r2.owner[0] = '\0'; /* open mode */
+    /* a big body: 256 KiB */
+    char *big = malloc(256 * 1024 + 1);
+    memset(big, 'x', 256 * 1024);
+    big[256 * 1024] = '\0';
+    r2.body = big;
+    assert_int_equal(store_response_insert(f->st, &r2), NS_OK);
+    assert_true(r2.seq > r1.seq);
+    assert_int_equal(store_response_get(f->st, r2.id, &got), NS_OK);
+    assert_string_equal(got.previous_id, r1.id);
+    assert_string_equal(got.owner, "");
+    assert_false(got.background);
+    assert_string_equal(got.body, big);
+    store_response_release(&got);
+    free(big);
+    r2.body = "{}";
+
+    /* the id exists: a conflict, and the stored one is left as it was */
+    struct store_response dup = make_response(NULL, 5, false);
+    snprintf(dup.id, sizeof(dup.id), "%s", r1.id);
+    dup.body = "{\"dup\":true}";
+    assert_int_equal(store_response_insert(f->st, &dup), NS_ERR_CONFLICT);
+    assert_int_equal(store_response_get(f->st, r1.id, &got), NS_OK);
+    assert_string_equal(got.body, r1.body);
+    assert_int_equal(got.created_at, 1000);
+    store_response_release(&got);
+
+    /* update: a compare-and-set of status and body, and nothing else */
+    struct store_response up = r1;
+    up.status = SR_IN_PROGRESS;
+    up.body = "{\"status\":\"in_progress\"}";
+    up.model = "other";      /* not written */
+    up.created_at = 7;       /* not written */
+    up.background = false;   /* not written */
+    assert_int_equal(store_response_update(f->st, &up, SR_QUEUED), NS_OK);
+    assert_int_equal(store_response_get(f->st, r1.id, &got), NS_OK);
+    assert_int_equal(got.status, SR_IN_PROGRESS);
+    assert_string_equal(got.body, "{\"status\":\"in_progress\"}");
+    assert_string_equal(got.model, "tiny");
+    assert_int_equal(got.created_at, 1000);
+    assert_true(got.background);
+    store_response_release(&got);
+    /* a stale expect: the status moved on */
+    up.status = SR_CANCELLED;
+    up.body = "{\"status\":\"cancelled\"}";
+    assert_int_equal(store_response_update(f->st, &up, SR_QUEUED), NS_ERR_CONFLICT);
+    assert_int_equal(store_response_get(f->st, r1.id, &got), NS_OK);
+    assert_int_equal(got.status, SR_IN_PROGRESS);
+    store_response_release(&got);
+    up.status = SR_COMPLETED;
+    up.body = "{\"status\":\"completed\"}";
+    assert_int_equal(store_response_update(f->st, &up, SR_IN_PROGRESS), NS_OK);
+    /* gone: not found, whatever the expect */
+    struct store_response none = make_response(NULL, 1, false);
+    assert_int_equal(store_response_update(f->st, &none, SR_QUEUED), NS_ERR_NOT_FOUND);
+    assert_int_equal(store_response_get(f->st, none.id, &got), NS_ERR_NOT_FOUND);
+
+    /* ids by status, oldest first (the store may hold others': look at ours) */
+    struct store_response r3 = make_response(NULL, 3000, true);
+    assert_int_equal(store_response_insert(f->st, &r3), NS_OK);
+    char(*ids)[48] = NULL;
+    int n = -1;
+    assert_int_equal(store_response_ids_by_status(f->st, SR_QUEUED, &ids, &n), NS_OK);
+    assert_non_null(ids);
+    int at2 = id_at(ids, n, r2.id), at3 = id_at(ids, n, r3.id);
+    assert_true(at2 >= 0 && at3 > at2);
+    assert_int_equal(id_at(ids, n, r1.id), -1);
+    free(ids);
+    assert_int_equal(store_response_ids_by_status(f->st, SR_COMPLETED, &ids, &n), NS_OK);
+    assert_true(id_at(ids, n, r1.id) >= 0);
+    free(ids);
+    assert_int_equal(store_response_ids_by_status(f->st, SR_INCOMPLETE, &ids, &n), NS_OK);
+    assert_non_null(ids); /* none: an empty array, not NULL */
+    assert_int_equal(n, 0);
+    free(ids);
+
+    /* delete, then it is not found */
+    assert_int_equal(store_response_delete(f->st, r2.id), NS_OK);
+    assert_int_equal(store_response_get(f->st, r2.id, &got), NS_ERR_NOT_FOUND);
+    assert_int_equal(store_response_delete(f->st, r2.id), NS_ERR_NOT_FOUND);
+    assert_int_equal(store_response_update(f->st, &r2, SR_QUEUED), NS_ERR_NOT_FOUND);
+
+    /* expire: created before 1500 (r1, whatever its status), not r3 */
+    int64_t gone = -1;
+    assert_int_equal(store_response_expire(f->st, 1500, &gone), NS_OK);
+    assert_int_equal(gone, 1);
+    assert_int_equal(store_response_get(f->st, r1.id, &got), NS_ERR_NOT_FOUND);
+    assert_int_equal(store_response_get(f->st, r3.id, &got), NS_OK);
+    store_response_release(&got);
+    assert_int_equal(store_response_expire(f->st, 1500, &gone), NS_OK);
+    assert_int_equal(gone, 0);
+    assert_int_equal(store_response_delete(f->st, r3.id), NS_OK);
+}
+
+/* a store of the schema version before responses (SQLite 6, PostgreSQL 3), made by taking
+ * the table out of a current one, migrates at open and keeps its rows */
+static void test_responses_migrate(void **state)
+{
+    struct fixture *f = *state;
+    int have = 0, known = 0;
+    char err[256] = "", sql[200];
+    assert_int_equal(f->ops->admin.probe(f->uri, f->dir, &have, &known, err, sizeof(err)), NS_OK);
+    assert_int_equal(have, known);
+    assert_int_equal(known, pg_uri() ? 4 : 7);
+    char id[48];
+    make_batch(f, id, 2);
+    store_close(f->st);
+    f->st = NULL;
+    if (pg_uri()) {
+        PGconn *c = PQconnectdb(f->uri);
+        assert_int_equal(PQstatus(c), CONNECTION_OK);
+        snprintf(sql, sizeof(sql), "DROP TABLE responses; DELETE FROM ns_schema; INSERT INTO ns_schema VALUES(%d)",
+                 known - 1);
+        PGresult *r = PQexec(c, sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            fail_msg("%s", PQresultErrorMessage(r));
+        PQclear(r);
+        PQfinish(c);
+    } else {
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(f->uri + strlen("sqlite:"), &db), SQLITE_OK);
+        snprintf(sql, sizeof(sql),
+                 "DROP TABLE responses; DELETE FROM sqlite_sequence WHERE name='responses'; PRAGMA user_version=%d",
+                 known - 1);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+    }
+    assert_int_equal(f->ops->admin.probe(f->uri, f->dir, &have, &known, err, sizeof(err)), NS_OK);
+    assert_int_equal(have, known - 1);
+
+    assert_int_equal(open_store(f, f->uri, f->dir), NS_OK);
+    assert_int_equal(f->ops->admin.probe(f->uri, f->dir, &have, &known, err, sizeof(err)), NS_OK);
+    assert_int_equal(have, known);
+    struct store_batch b;
+    assert_int_equal(store_batch_get(f->st, id, &b), NS_OK);
+    assert_int_equal(b.total, 2);
+    store_batch_release(&b);
+    struct store_response r = make_response(NULL, 1, true);
+    assert_int_equal(store_response_insert(f->st, &r), NS_OK);
+    struct store_response got;
+    assert_int_equal(store_response_get(f->st, r.id, &got), NS_OK);
+    assert_string_equal(got.request, r.request);
+    store_response_release(&got);
+    assert_int_equal(store_response_delete(f->st, r.id), NS_OK);
 }
 
 /* ---- two nodes on one database (PostgreSQL) ---------------------------------------- */
@@ -599,6 +810,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_webhooks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_responses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_responses_migrate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_leases, setup, teardown),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test_setup_teardown(test_busy_sqlite, setup, teardown),
