@@ -59,10 +59,11 @@ enum MHD_Result batches_create(struct route_ctx *x)
         goto out;
     }
     /* an OpenAI batch takes the batch endpoints whose lines speak OpenAI (proto/dialect.h) */
-    if (!batchfile_url_of(ep->valuestring) || dialect_of_batch(ep->valuestring, false) != &dialect_openai) {
+    const struct dialect *epd = batchfile_url_of(ep->valuestring) ? dialect_of_batch(ep->valuestring, false) : NULL;
+    if (epd != &dialect_openai && epd != &dialect_responses) {
         ret = respond_oai_error(x->c, NS_ERR_INVALID, "endpoint", "unsupported_endpoint",
                          "Invalid value for 'endpoint': '%.64s'. This server supports '/v1/chat/completions', "
-                         "'/v1/completions' and '/v1/embeddings'.",
+                         "'/v1/completions', '/v1/embeddings' and '/v1/responses'.",
                          ep->valuestring);
         goto out;
     }
@@ -242,7 +243,9 @@ enum MHD_Result batches_list(struct route_ctx *x)
  * manager moving it on at the same time, retried on a fresh read. On return b holds the
  * batch as it now is (any status: ended ones are left alone). NS_ERR_UNAVAILABLE when it
  * kept changing under us. */
-static int batch_request_cancel(struct server *srv, struct store_batch *b)
+/* ask for a batch's cancellation (b: as read, updated to what was stored): NS_OK also when
+ * it had ended already (b->status says), NS_ERR_UNAVAILABLE while it keeps changing */
+int batches_request_cancel(struct server *srv, struct store_batch *b)
 {
     char id[48];
     snprintf(id, sizeof(id), "%s", b->id);
@@ -272,7 +275,7 @@ enum MHD_Result batches_cancel(struct route_ctx *x)
     int rc = batch_lookup(x, &b);
     if (rc)
         return batch_not_found(x, rc);
-    rc = batch_request_cancel(x->srv, &b);
+    rc = batches_request_cancel(x->srv, &b);
     if (rc) {
         store_batch_release(&b);
         return rc == NS_ERR_UNAVAILABLE ? respond_oai_error(x->c, rc, NULL, NULL, "the batch is changing state; try again")
@@ -440,8 +443,9 @@ out:
 
 #define DEFERRED_METADATA "{\"nightshift_deferred\":\"true\"}"
 
-/* the one result line of a finished deferred request (its output or error file); NULL if none */
-static cJSON *deferred_result(struct server *srv, const struct store_batch *b)
+/* the one result line of a finished one-line batch (a deferred request, a background
+ * response: its output or error file); NULL if none */
+cJSON *batches_one_result(struct server *srv, const struct store_batch *b)
 {
     const char *fid = b->output_file_id[0] ? b->output_file_id : b->error_file_id;
     struct store_file f;
@@ -479,7 +483,7 @@ static cJSON *deferred_json(struct server *srv, const struct store_batch *b)
     default: break;
     }
     cJSON_AddStringToObject(o, "status", st);
-    cJSON *line = b->status == SB_COMPLETED ? deferred_result(srv, b) : NULL;
+    cJSON *line = b->status == SB_COMPLETED ? batches_one_result(srv, b) : NULL;
     cJSON *resp = cJSON_DetachItemFromObjectCaseSensitive(line, "response");
     if (resp)
         cJSON_AddItemToObject(o, "response", resp);
@@ -613,7 +617,7 @@ enum MHD_Result batches_ant_cancel(struct route_ctx *x)
     enum MHD_Result ret;
     if (ant_batch_lookup(x, &b, &ret))
         return ret;
-    int rc = batch_request_cancel(x->srv, &b);
+    int rc = batches_request_cancel(x->srv, &b);
     if (rc) {
         store_batch_release(&b);
         return respond_ant_error(x->c, rc == NS_ERR_UNAVAILABLE ? rc : NS_ERR_IO, "cannot record the cancellation");

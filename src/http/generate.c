@@ -27,6 +27,11 @@ struct job {
     char key[64];
     struct buf out;             /* SSE bytes ready for the reader */
     size_t out_pos;
+    /* a route whose answers are kept (Responses with store): the answer is saved once it is
+     * done, before its last event or its body goes out (responses.c) */
+    bool save;
+    struct server *srv;
+    char owner[64];
 };
 
 void generate_job_unref(struct job *j)
@@ -95,11 +100,27 @@ static void job_on_done(struct sched_job *sj, const struct engine_result *res)
     generate_job_unref(j);
 }
 
+/* a finished job whose answer is kept: its object to the store, once (mu held or the job
+ * the caller's alone) */
+static void job_save(struct job *j)
+{
+    if (!j->save || !j->done)
+        return;
+    j->save = false;
+    if (j->res.status != NS_OK)
+        return;
+    cJSON *o = j->d->answer(&j->st, &j->res);
+    if (o)
+        responses_save(j->srv, j->owner, &j->sj.oreq, j->st.id, j->st.created, j->st.model, o);
+    cJSON_Delete(o);
+}
+
 /* fill j->out with the next bytes of the stream (mu held): the dialect writes them
  * (proto/dialect.h); j->starved when there is nothing yet */
 static void job_next_events(struct job *j)
 {
     j->starved = false;
+    job_save(j); /* kept before the stream says it is complete: a next turn finds it */
     while (j->out_pos >= j->out.len) {
         buf_reset(&j->out);
         j->out_pos = 0;
@@ -152,14 +173,21 @@ static void stream_free(void *cls)
 }
 
 
-/* each generation route: the dialect it speaks, and chat (messages) or completion (prompt) */
+/* each generation route: the dialect it speaks, chat (messages) or completion (prompt),
+ * the field that holds its input (errors name it), and whether its answers are kept in the
+ * store and may continue stored ones or run in the background (Responses: responses.c) */
 static const struct {
     const struct dialect *d;
     bool chat;
+    const char *input;
+    bool stored;
 } gen_routes[] = {
-    [GEN_CHAT] = {&dialect_openai, true},          [GEN_COMPLETION] = {&dialect_openai, false},
-    [GEN_MESSAGES] = {&dialect_anthropic, true},   [GEN_OLLAMA_CHAT] = {&dialect_ollama, true},
-    [GEN_OLLAMA_GENERATE] = {&dialect_ollama, false},
+    [GEN_CHAT] = {&dialect_openai, true, "messages", false},
+    [GEN_COMPLETION] = {&dialect_openai, false, "prompt", false},
+    [GEN_MESSAGES] = {&dialect_anthropic, true, "messages", false},
+    [GEN_OLLAMA_CHAT] = {&dialect_ollama, true, "messages", false},
+    [GEN_OLLAMA_GENERATE] = {&dialect_ollama, false, "prompt", false},
+    [GEN_RESPONSES] = {&dialect_responses, true, "input", true},
 };
 
 /* an error in the shape of the route's API */
@@ -175,10 +203,11 @@ static struct sched *gen_sched(struct server *srv, const struct dialect *d, cons
     return NULL;
 }
 
-/* dialect_parse.forwards: the model's backend forwards the client's body upstream */
+/* dialect_parse.forwards: the model's backend forwards the client's body upstream (ud: the
+ * route_ctx) */
 static bool gen_forwards(void *ud, const char *model)
 {
-    struct sched *s = server_sched_by_model(ud, model);
+    struct sched *s = server_sched_by_model(((struct route_ctx *)ud)->srv, model);
     return s && sched_backend(s)->ops->forward;
 }
 
@@ -225,7 +254,11 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     j->refs = 1;
     const char *body = x->r->body.p ? x->r->body.p : "";
     /* the model decides how much the dialect checks: an upstream judges its own bodies */
-    struct dialect_parse how = {.chat = chat, .forwards = gen_forwards, .ud = x->srv};
+    struct dialect_parse how = {.chat = chat,
+                                .forwards = gen_forwards,
+                                .history = gen_routes[flavor].stored ? responses_history : NULL,
+                                .ud = x};
+    const char *input = gen_routes[flavor].input;
     int rc = d->parse(body, x->r->body.len, &how, &j->sj.oreq, &err);
     if (rc) {
         generate_job_unref(j);
@@ -266,16 +299,15 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     int n_prompt = backend_count_tokens(be, &j->sj.oreq.req, terr, sizeof(terr));
     if (n_prompt < 0) {
         generate_job_unref(j);
-        return GEN_ERROR(x, flavor, -n_prompt, chat ? "messages" : "prompt", "%s", terr);
+        return GEN_ERROR(x, flavor, -n_prompt, input, "%s", terr);
     }
     int want = j->sj.oreq.req.max_tokens > 0 ? j->sj.oreq.req.max_tokens : 0;
     if (info.n_ctx_seq > 0 && (n_prompt + want > info.n_ctx_seq || n_prompt >= info.n_ctx_seq)) {
         generate_job_unref(j);
-        return GEN_ERROR(x, flavor, NS_ERR_CONTEXT, chat ? "messages" : "prompt",
+        return GEN_ERROR(x, flavor, NS_ERR_CONTEXT, input,
                           "This model's maximum context length is %d tokens. However, you requested %d tokens "
                           "(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
-                          info.n_ctx_seq, n_prompt + want, n_prompt, chat ? "messages" : "prompt", want,
-                          chat ? "messages" : "prompt");
+                          info.n_ctx_seq, n_prompt + want, n_prompt, input, want, input);
     }
     if (j->sj.oreq.req.n > 1 && local) {
         /* the choices run side by side, one sequence each: say so now, not in the stream */
@@ -297,6 +329,15 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
     j->st.chat = chat;
     j->st.include_usage = j->sj.oreq.include_usage;
     j->st.n_prompt = n_prompt;
+    if (gen_routes[flavor].stored && responses_request_background(&j->sj.oreq)) {
+        /* a one-line batch on the batch lane; the client polls (responses.c) */
+        enum MHD_Result ret = responses_background(x, &j->sj.oreq, j->st.id, (int64_t)j->st.created);
+        generate_job_unref(j);
+        return ret;
+    }
+    j->save = gen_routes[flavor].stored && responses_request_store(&j->sj.oreq);
+    j->srv = x->srv;
+    snprintf(j->owner, sizeof(j->owner), "%s", x->owner);
     j->quota = x->srv->quota;
     snprintf(j->key, sizeof(j->key), "%s", x->key);
     j->sj.on_done = job_on_done;
@@ -340,8 +381,10 @@ static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, int f
         ret = respond_bytes(x->c, (unsigned)j->res.http_status, "application/json", j->res.raw_body, j->res.raw_len);
     else if (j->res.status != NS_OK)
         ret = GEN_ERROR(x, flavor, j->res.status, j->res.param, "%s", j->res.message);
-    else
+    else {
+        job_save(j);
         ret = respond_json(x->c, 200, j->d->answer(&j->st, &j->res));
+    }
     generate_job_unref(j);
     return ret;
 }
@@ -444,6 +487,7 @@ enum MHD_Result generate_apply_template(struct route_ctx *x)
 enum MHD_Result generate_chat(struct route_ctx *x) { return h_generate(x, GEN_CHAT); }
 enum MHD_Result generate_completions(struct route_ctx *x) { return h_generate(x, GEN_COMPLETION); }
 enum MHD_Result generate_messages(struct route_ctx *x) { return h_generate(x, GEN_MESSAGES); }
+enum MHD_Result generate_responses(struct route_ctx *x) { return h_generate(x, GEN_RESPONSES); }
 
 /* ---- Ollama API (ollama.h) ---------------------------------------------------------- */
 

@@ -8,6 +8,7 @@
  *   files.c      uploads and the Files API
  *   batches.c    the Batch API, retries, deferred requests
  *   msgbatches.c Anthropic Message Batches
+ *   responses.c  the Responses API's stored and background responses
  *   metrics.c    /metrics, /v1/nightshift/stats, the sampler and the dashboard
  * THREADS: handlers run on MHD's threads; see server.h for the rest.
  */
@@ -35,6 +36,7 @@
 #include "keycache.h"
 #include "../proto/oai.h"
 #include "../proto/ollama.h"
+#include "../proto/responses.h"
 #include "quota.h"
 #include "../util/log.h"
 
@@ -154,7 +156,7 @@ static inline int respond_store_status(int rc) { return rc == NS_ERR_BUSY ? rc :
 
 typedef enum MHD_Result (*handler_fn)(struct route_ctx *x);
 
-enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES, GEN_OLLAMA_CHAT, GEN_OLLAMA_GENERATE };
+enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES, GEN_OLLAMA_CHAT, GEN_OLLAMA_GENERATE, GEN_RESPONSES };
 
 #define ANT_MAX_REQUESTS 100000
 #define ANT_MAX_BYTES (256u * 1000u * 1000u)
@@ -194,6 +196,7 @@ enum MHD_Result generate_ollama_root(struct route_ctx *x);
 enum MHD_Result generate_ollama_show(struct route_ctx *x);
 enum MHD_Result generate_ollama_tags(struct route_ctx *x);
 enum MHD_Result generate_ollama_version(struct route_ctx *x);
+enum MHD_Result generate_responses(struct route_ctx *x);
 void generate_job_suspend(struct job *j);
 void generate_job_unref(struct job *j);
 
@@ -224,6 +227,19 @@ enum MHD_Result batches_retry(struct route_ctx *x);
 enum MHD_Result batches_deferred_chat(struct route_ctx *x);
 enum MHD_Result batches_deferred_completions(struct route_ctx *x);
 enum MHD_Result batches_deferred_get(struct route_ctx *x);
+int batches_request_cancel(struct server *srv, struct store_batch *b);
+cJSON *batches_one_result(struct server *srv, const struct store_batch *b);
+
+/* responses.c: the Responses API's stored objects (generate.c runs the requests) */
+int responses_history(void *x, const char *response_id, cJSON **items, struct oai_error *err);
+enum MHD_Result responses_background(struct route_ctx *x, const struct oai_request *r, const char *id,
+                                     int64_t created);
+void responses_save(struct server *srv, const char *owner, const struct oai_request *r, const char *id,
+                    int64_t created, const char *model, cJSON *object);
+enum MHD_Result responses_get(struct route_ctx *x);
+enum MHD_Result responses_delete(struct route_ctx *x);
+enum MHD_Result responses_input_items(struct route_ctx *x);
+enum MHD_Result responses_cancel(struct route_ctx *x);
 
 /* msgbatches.c */
 cJSON *msgbatches_json(struct server *srv, const struct store_batch *b);
