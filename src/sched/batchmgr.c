@@ -39,7 +39,7 @@ struct batchmgr_params batchmgr_default_params(void)
 {
     struct batchmgr_params p = {
         .data_dir = ".", .max_lines = 50000, .max_bytes = 200u * 1000u * 1000u, .group_by_prefix = true,
-        .message_batch_retention = 29 * 86400};
+        .message_batch_retention = 29 * 86400, .response_retention = 30 * 86400};
     return p;
 }
 
@@ -563,6 +563,12 @@ static void *bm_thread(void *arg)
             static const enum store_batch_status ended[] = {SB_COMPLETED, SB_CANCELLED, SB_EXPIRED, SB_FAILED};
             for (size_t i = 0; i < sizeof(ended) / sizeof(ended[0]); i++)
                 bm_for_status(m, ended[i], bm_purge);
+            /* stored responses past their retention (a background one's batch stays, as a
+             * deferred request's does) */
+            int64_t gone = 0;
+            if (m->p.response_retention > 0 && store_response_expire(m->st, now - m->p.response_retention, &gone) == NS_OK &&
+                gone)
+                log_event(LOG_INFO, NULL, NULL, "deleted %lld stored responses past their retention", (long long)gone);
         }
     }
     return NULL;

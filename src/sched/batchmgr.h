@@ -34,6 +34,7 @@ struct batchmgr_params {
     size_t max_bytes;            /* per input file; default 200 MB */
     bool group_by_prefix;        /* run a batch's lines grouped by shared prompt prefix */
     int64_t message_batch_retention; /* seconds an ended Anthropic Message Batch is kept; 29 days */
+    int64_t response_retention;  /* seconds a stored Responses API object is kept; 30 days (OpenAI's) */
     struct webhook *webhooks;    /* borrowed; told when a batch ends (NULL: none) */
 };
 struct batchmgr_params batchmgr_default_params(void);

@@ -762,6 +762,7 @@ static void test_finalize_retried(void **state)
 
 /* ended Message Batches past their retention are deleted with their files; OpenAI batches
  * are kept */
+/* ended Message Batches past their retention, and stored responses past theirs */
 static void test_purge_message_batches(void **state)
 {
     (void)state;
@@ -784,9 +785,30 @@ static void test_purge_message_batches(void **state)
     assert_int_equal(store_batch_update(g_st, &b, SB_VALIDATING), NS_OK);
     store_batch_release(&b);
 
+    /* stored responses: one past the 30 days OpenAI keeps them, one new */
+    static const char *const rids[] = {"resp_old", "resp_new"};
+    for (int i = 0; i < 2; i++) {
+        struct store_response sr = {.created_at = time(NULL) - (i ? 0 : 31 * 86400), .status = SR_COMPLETED,
+                                    .model = "fake", .request = "{}", .body = "{}"};
+        snprintf(sr.id, sizeof(sr.id), "%s", rids[i]);
+        assert_int_equal(store_response_insert(g_st, &sr), NS_OK);
+    }
+
     struct rig r;
     rig_start(&r, NULL, 10, 0);
+    struct store_response sr;
     int rc = NS_OK;
+    for (int i = 0; i < 1000 && rc == NS_OK; i++) {
+        rc = store_response_get(g_st, "resp_old", &sr);
+        if (rc == NS_OK) {
+            store_response_release(&sr);
+            usleep(10000);
+        }
+    }
+    assert_int_equal(rc, NS_ERR_NOT_FOUND);
+    assert_int_equal(store_response_get(g_st, "resp_new", &sr), NS_OK);
+    store_response_release(&sr);
+    rc = NS_OK;
     for (int i = 0; i < 1000 && rc == NS_OK; i++) {
         rc = store_batch_get(g_st, "msgbatch_old", &b);
         if (rc == NS_OK) {
