@@ -302,6 +302,18 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         return GEN_ERROR(x, flavor, -n_prompt, input, "%s", terr);
     }
     int want = j->sj.oreq.req.max_tokens > 0 ? j->sj.oreq.req.max_tokens : 0;
+    /* Responses' truncation "auto": the oldest items go until it fits (or nothing can go) */
+    while (gen_routes[flavor].stored && info.n_ctx_seq > 0 &&
+           (n_prompt + want > info.n_ctx_seq || n_prompt >= info.n_ctx_seq)) {
+        rc = responses_request_truncate(&j->sj.oreq, false, &err);
+        if (rc == NS_ERR_CONTEXT)
+            break;
+        if (rc || (n_prompt = backend_count_tokens(be, &j->sj.oreq.req, terr, sizeof(terr))) < 0) {
+            generate_job_unref(j);
+            return rc ? GEN_ERROR(x, flavor, rc, err.param, "%s", err.message)
+                      : GEN_ERROR(x, flavor, -n_prompt, input, "%s", terr);
+        }
+    }
     if (info.n_ctx_seq > 0 && (n_prompt + want > info.n_ctx_seq || n_prompt >= info.n_ctx_seq)) {
         generate_job_unref(j);
         return GEN_ERROR(x, flavor, NS_ERR_CONTEXT, input,

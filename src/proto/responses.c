@@ -265,6 +265,8 @@ static int rs_input(const cJSON *input, cJSON *items, struct oai_error *err)
 /* a message item's text parts as chat content: one string, or text parts */
 static cJSON *rs_chat_content(const cJSON *parts)
 {
+    if (cJSON_IsString(parts)) /* an item kept as a client wrote it */
+        return cJSON_CreateString(parts->valuestring);
     if (cJSON_GetArraySize(parts) == 1) {
         const cJSON *p = parts->child;
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "text");
@@ -668,6 +670,42 @@ const char *responses_request_previous(const struct oai_request *r)
 {
     const cJSON *p = rs_get(rs_body(r), "previous_response_id");
     return cJSON_IsString(p) ? p->valuestring : NULL;
+}
+
+/* drop a's first item and the non-message items after it */
+static void rs_drop_head(cJSON *a)
+{
+    cJSON_DeleteItemFromArray(a, 0);
+    while (a->child) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(a->child, "type");
+        if (cJSON_IsString(t) && strcmp(t->valuestring, "message") == 0)
+            break;
+        cJSON_DeleteItemFromArray(a, 0);
+    }
+}
+
+int responses_request_truncate(struct oai_request *r, bool forward, struct oai_error *err)
+{
+    const cJSON *tr = rs_get(rs_body(r), "truncation");
+    const cJSON *history = cJSON_GetObjectItemCaseSensitive(r->extra_, "history");
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(r->extra_, "input");
+    if (!cJSON_IsString(tr) || strcmp(tr->valuestring, "auto") || !cJSON_IsArray(input))
+        return NS_ERR_CONTEXT;
+    /* what is left once the oldest item goes: it must still hold a message */
+    bool from_history = cJSON_GetArraySize(history) > 0;
+    cJSON *left = cJSON_Duplicate(from_history ? history : input, 1);
+    rs_drop_head(left);
+    bool ok = from_history || left->child;
+    cJSON_Delete(left);
+    if (!ok)
+        return NS_ERR_CONTEXT;
+    cJSON *body = cJSON_DetachItemFromObjectCaseSensitive(r->extra_, "body");
+    cJSON *h = cJSON_DetachItemFromObjectCaseSensitive(r->extra_, "history");
+    cJSON *in = cJSON_DetachItemFromObjectCaseSensitive(r->extra_, "input");
+    rs_drop_head(from_history ? h : in);
+    cJSON_AddItemToObject(body, "input", in);
+    oai_request_release(r);
+    return responses_request_from_json(body, h, forward, false, r, err);
 }
 
 /* ---- the response object ------------------------------------------------------------------ */

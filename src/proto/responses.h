@@ -41,6 +41,13 @@ bool responses_request_store(const struct oai_request *r);
 bool responses_request_background(const struct oai_request *r);
 const char *responses_request_previous(const struct oai_request *r);
 
+/* truncation "auto": rebuild r without the oldest item of its conversation (the earlier
+ * turns first, then its own input; items up to the next message go with it, so the
+ * conversation still starts with one), for a prompt over the context. NS_ERR_CONTEXT when
+ * the request did not ask for it or one input item is all that is left (r unchanged);
+ * another status when the rebuilt request fails to parse (r then released). */
+int responses_request_truncate(struct oai_request *r, bool forward, struct oai_error *err);
+
 /* The response object for r: from a finished result (res: status completed, incomplete or
  * failed from it), or, res NULL, the object of a response not finished yet with `status`
  * ("queued", "in_progress", "cancelled"). The caller deletes it. */

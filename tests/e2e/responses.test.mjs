@@ -284,6 +284,19 @@ test('refusals as the SDK raises them, each naming its parameter', async () => {
     await assert.rejects(client.responses.cancel('resp_missing'), (e) => e instanceof sdk.NotFoundError);
 });
 
+test('truncation: "auto" drops the oldest items until the conversation fits; "disabled" is a 400', async () => {
+    // 4096 context over 4 sequences: 1024 tokens each; six long messages do not fit
+    const long = (i) => `Message ${i}: ` + 'hello world '.repeat(120);
+    const input = [0, 1, 2, 3, 4, 5].map((i) => ({ role: i % 2 ? 'assistant' : 'user', content: long(i) }));
+    await assert.rejects(client.responses.create({ model: MODEL, input, max_output_tokens: 16 }),
+        (e) => e instanceof sdk.BadRequestError && e.param === 'input' && /maximum context length/.test(e.message));
+    const r = await client.responses.create({ model: MODEL, input, truncation: 'auto', max_output_tokens: 16 });
+    checkResponse(r, 'truncated');
+    assert.equal(r.truncation, 'auto');
+    assert.ok(r.usage.input_tokens + 16 <= 1024, JSON.stringify(r.usage));
+    assert.ok(r.usage.input_tokens > 200, JSON.stringify(r.usage)); // the newest items stayed
+});
+
 test('a batch file of /v1/responses lines: every line a response object, a bad line an error line', async () => {
     const lines = [0, 1, 2].map((i) => ({ custom_id: `r${i}`, method: 'POST', url: '/v1/responses',
         body: { model: MODEL, input: `Line ${i}`, max_output_tokens: 16 } }));

@@ -301,6 +301,51 @@ static void test_history(void **state)
     assert_string_equal(e.param, "previous_response_id");
 }
 
+/* truncation "auto": the oldest items go first, the earlier turns before the new input,
+ * and never the last message */
+static void test_truncate(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    const char *hist = "[{\"type\":\"message\",\"role\":\"user\",\"content\":\"h1\"},"
+                       "{\"type\":\"function_call\",\"call_id\":\"c\",\"name\":\"f\",\"arguments\":\"{}\"},"
+                       "{\"type\":\"function_call_output\",\"call_id\":\"c\",\"output\":\"o\"},"
+                       "{\"type\":\"message\",\"role\":\"assistant\",\"content\":\"h2\"}]";
+    assert_int_equal(parse_h("{\"model\":\"m\",\"truncation\":\"auto\",\"instructions\":\"sys\",\"input\":["
+                             "{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\",\"content\":\"b\"}]}",
+                             hist, false, &r, &e),
+                     NS_OK);
+    const char *want[][4] = {
+        {"sys", "h2", "a", "b"}, /* h1 and the call it led to went together */
+        {"sys", "a", "b", NULL},
+        {"sys", "b", NULL, NULL},
+    };
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(responses_request_truncate(&r, false, &e), NS_OK);
+        cJSON *c = chat_of(&r);
+        cJSON *m = cJSON_GetObjectItem(c, "messages");
+        int n = 0;
+        while (n < 4 && want[k][n])
+            n++;
+        if (cJSON_GetArraySize(m) != n)
+            fail_msg("round %d: %s", k, r.req.chat);
+        for (int i = 0; i < n; i++)
+            assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(m, i), "content")->valuestring, want[k][i]);
+        cJSON_Delete(c);
+    }
+    assert_int_equal(responses_request_truncate(&r, false, &e), NS_ERR_CONTEXT); /* the last message stays */
+    assert_string_equal(responses_request_previous(&r) ? "?" : "none", "none");
+    oai_request_release(&r);
+    /* not asked for */
+    assert_int_equal(parse("{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":\"a\"},"
+                           "{\"role\":\"user\",\"content\":\"b\"}]}",
+                           &r, &e),
+                     NS_OK);
+    assert_int_equal(responses_request_truncate(&r, false, &e), NS_ERR_CONTEXT);
+    oai_request_release(&r);
+}
+
 /* the stream: numbered events, items opened and closed in order, the whole text at each done */
 static void test_stream(void **state)
 {
@@ -393,7 +438,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_string_input), cmocka_unit_test(test_items_and_tools), cmocka_unit_test(test_text_format),
         cmocka_unit_test(test_errors),       cmocka_unit_test(test_object),          cmocka_unit_test(test_history),
-        cmocka_unit_test(test_stream),       cmocka_unit_test(test_batch_line),
+        cmocka_unit_test(test_stream),       cmocka_unit_test(test_batch_line),      cmocka_unit_test(test_truncate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
