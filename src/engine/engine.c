@@ -1346,13 +1346,17 @@ static void engine_emit(const struct engine_source *src, struct slot *s, const c
 
 /* the tokens a reasoning text stands for (the model wrote it, so it tokenizes back to about
  * what was generated; its markers aside) */
-static int engine_count_text(const struct engine *e, const char *text)
+/* the tokens text takes: an estimate of what a part of an answer cost (the reasoning's
+ * share), so never more than max (the tokens generated: a random or unusual answer may
+ * tokenize into more tokens than were sampled) */
+static int engine_count_text(const struct engine *e, const char *text, int max)
 {
     if (!text || !*text)
         return 0;
     size_t n = strlen(text);
     int32_t got = llama_tokenize(e->vocab, text, (int32_t)(n > INT32_MAX / 2 ? INT32_MAX / 2 : n), NULL, 0, false, false);
-    return got < 0 && got != INT32_MIN ? -got : got > 0 ? got : 0;
+    int n_tok = got < 0 && got != INT32_MIN ? -got : got > 0 ? got : 0;
+    return n_tok < max ? n_tok : max;
 }
 
 /* A chat request's answer read back from text (the stream's when it streamed, so tool call
@@ -1429,7 +1433,7 @@ static void engine_finish_choice(struct engine *e, const struct engine_source *s
             ch[i].text_len = strlen(k->msg.content);
             ch[i].reasoning = k->msg.reasoning;
             ch[i].reasoning_len = k->msg.reasoning ? strlen(k->msg.reasoning) : 0;
-            ch[i].reasoning_tokens = engine_count_text(e, k->msg.reasoning);
+            ch[i].reasoning_tokens = engine_count_text(e, k->msg.reasoning, k->n_gen);
             res.reasoning_tokens += ch[i].reasoning_tokens;
             if (k->msg.n_calls > 0 && (gcalls[i] = calloc((size_t)k->msg.n_calls, sizeof(*gcalls[i])))) {
                 for (int j = 0; j < k->msg.n_calls; j++)
@@ -1494,7 +1498,7 @@ static void engine_finish(struct engine *e, const struct engine_source *src, str
         res.text_len = strlen(msg.content);
         res.reasoning = msg.reasoning;
         res.reasoning_len = msg.reasoning ? strlen(msg.reasoning) : 0;
-        res.reasoning_tokens = engine_count_text(e, msg.reasoning);
+        res.reasoning_tokens = engine_count_text(e, msg.reasoning, s->n_gen);
         res.tool_calls = calls;
         res.n_tool_calls = msg.n_calls;
     }

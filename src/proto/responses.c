@@ -728,12 +728,26 @@ static cJSON *rs_strn(const char *s, size_t n)
     return o;
 }
 
-static cJSON *rs_reasoning_item(const char *id, const char *text, size_t len, bool done)
+/* did the request ask for a summary of the reasoning (reasoning.summary)? The model's
+ * whole reasoning is then also its summary: nothing here writes a shorter one */
+static bool rs_summary(const struct oai_request *r)
+{
+    const cJSON *v = rs_get(rs_get(rs_body(r), "reasoning"), "summary");
+    return cJSON_IsString(v) && strcmp(v->valuestring, "none");
+}
+
+static cJSON *rs_reasoning_item(const char *id, const char *text, size_t len, bool done, bool summary)
 {
     cJSON *it = cJSON_CreateObject();
     cJSON_AddStringToObject(it, "id", id);
     cJSON_AddStringToObject(it, "type", "reasoning");
-    cJSON_AddArrayToObject(it, "summary");
+    cJSON *sum = cJSON_AddArrayToObject(it, "summary");
+    if (done && summary) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "type", "summary_text");
+        cJSON_AddItemToObject(p, "text", rs_strn(text, len));
+        cJSON_AddItemToArray(sum, p);
+    }
     cJSON *content = cJSON_AddArrayToObject(it, "content");
     if (done) {
         cJSON *p = cJSON_CreateObject();
@@ -798,7 +812,7 @@ static cJSON *rs_output(const struct oai_request *r, const struct engine_result 
     char iid[96];
     if (res->reasoning && res->reasoning_len) {
         rs_out_id(iid, sizeof(iid), "rs_", id, -1);
-        cJSON_AddItemToArray(out, rs_reasoning_item(iid, res->reasoning, res->reasoning_len, true));
+        cJSON_AddItemToArray(out, rs_reasoning_item(iid, res->reasoning, res->reasoning_len, true, rs_summary(r)));
     }
     if (res->text_len || res->n_tool_calls == 0) {
         rs_out_id(iid, sizeof(iid), "msg_", id, -1);
@@ -999,6 +1013,22 @@ static cJSON *rs_where(const struct stream *s, bool content)
     return o;
 }
 
+/* {item_id, output_index, summary_index} of the open reasoning item's one summary part */
+static cJSON *rs_summary_where(const struct stream *s)
+{
+    cJSON *o = rs_where(s, false);
+    cJSON_AddNumberToObject(o, "summary_index", 0);
+    return o;
+}
+
+static cJSON *rs_summary_part(const char *text, size_t len)
+{
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "type", "summary_text");
+    cJSON_AddItemToObject(p, "text", rs_strn(text, len));
+    return p;
+}
+
 /* response.created and response.in_progress, once, before anything else */
 static void rs_open(struct stream *s, struct buf *out)
 {
@@ -1035,8 +1065,17 @@ static void rs_item_close(struct stream *s, struct buf *out)
         o = rs_where(s, true);
         cJSON_AddItemToObject(o, "text", rs_strn(text, len));
         rs_event(s, out, "response.reasoning_text.done", o);
+        if (rs_summary(s->r)) {
+            o = rs_summary_where(s);
+            cJSON_AddItemToObject(o, "text", rs_strn(text, len));
+            rs_event(s, out, "response.reasoning_summary_text.done", o);
+            o = rs_summary_where(s);
+            cJSON_AddItemToObject(o, "part", rs_summary_part(text, len));
+            rs_event(s, out, "response.reasoning_summary_part.done", o);
+        }
         rs_out_id(iid, sizeof(iid), "rs_", s->id, -1);
-        rs_event(s, out, "response.output_item.done", rs_at(s, rs_reasoning_item(iid, text, len, true)));
+        rs_event(s, out, "response.output_item.done",
+                 rs_at(s, rs_reasoning_item(iid, text, len, true, rs_summary(s->r))));
         break;
     case RS_ITEM_MESSAGE:
         o = rs_where(s, true);
@@ -1075,7 +1114,12 @@ static void rs_item_open(struct stream *s, struct buf *out, int kind, const stru
     char iid[96];
     if (kind == RS_ITEM_REASONING) {
         rs_out_id(iid, sizeof(iid), "rs_", s->id, -1);
-        rs_event(s, out, "response.output_item.added", rs_at(s, rs_reasoning_item(iid, NULL, 0, false)));
+        rs_event(s, out, "response.output_item.added", rs_at(s, rs_reasoning_item(iid, NULL, 0, false, false)));
+        if (rs_summary(s->r)) {
+            cJSON *o = rs_summary_where(s);
+            cJSON_AddItemToObject(o, "part", rs_summary_part("", 0));
+            rs_event(s, out, "response.reasoning_summary_part.added", o);
+        }
     } else if (kind == RS_ITEM_MESSAGE) {
         rs_out_id(iid, sizeof(iid), "msg_", s->id, -1);
         rs_event(s, out, "response.output_item.added", rs_at(s, rs_message_item(iid, NULL, "in_progress")));
@@ -1113,6 +1157,11 @@ static void rs_stream_delta(struct stream *s, const struct engine_delta *d)
         if (s->block < 0 || s->block_kind != RS_ITEM_REASONING)
             rs_item_open(s, &s->pending, RS_ITEM_REASONING, d);
         rs_delta(s, "response.reasoning_text.delta", d->reasoning, d->reasoning_len, true);
+        if (rs_summary(s->r)) {
+            cJSON *o = rs_summary_where(s);
+            cJSON_AddItemToObject(o, "delta", rs_strn(d->reasoning, d->reasoning_len));
+            rs_event(s, &s->pending, "response.reasoning_summary_text.delta", o);
+        }
     }
     if (d->len) {
         if (s->block < 0 || s->block_kind != RS_ITEM_MESSAGE)
@@ -1148,7 +1197,20 @@ static int rs_stream_next(struct stream *s, struct buf *out)
         if (ok && s->n_blocks == 0) /* an empty answer is one empty message */
             rs_item_open(s, out, RS_ITEM_MESSAGE, NULL);
         rs_item_close(s, out);
-        cJSON *o = cJSON_CreateObject();
+        cJSON *o;
+        if (!ok) {
+            /* what went wrong, as an error event, then the failed response */
+            o = cJSON_CreateObject();
+            const char *code = status_code(res->status);
+            cJSON_AddStringToObject(o, "code", code ? code : "server_error");
+            cJSON_AddStringToObject(o, "message", res->message);
+            if (res->param)
+                cJSON_AddStringToObject(o, "param", res->param);
+            else
+                cJSON_AddNullToObject(o, "param");
+            rs_event(s, out, "error", o);
+        }
+        o = cJSON_CreateObject();
         cJSON_AddItemToObject(o, "response", responses_object(s->r, res, s->id, s->model, s->created, NULL));
         rs_event(s, out,
                  !ok ? "response.failed" : res->finish == ENGINE_FINISH_LENGTH ? "response.incomplete" : "response.completed",

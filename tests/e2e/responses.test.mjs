@@ -58,8 +58,15 @@ before(async () => {
     const g = await run(['gen-model', '--vocab', path.join(VOCAB_DIR, 'ggml-vocab-qwen2.gguf'), '-o', model, '--seed', '7',
         '--chat-template-file', path.join(VOCAB_DIR, 'templates', 'Qwen-Qwen2.5-7B-Instruct.jinja')]);
     assert.equal(g.code, 0, `gen-model failed:\n${g.err}`);
+    // a reasoning family: DeepSeek R1's template opens <think> in the prompt, so even a random
+    // model's output is reasoning until it closes it
+    const r1 = path.join(TMP, 'r1.gguf');
+    const g1 = await run(['gen-model', '--vocab', path.join(VOCAB_DIR, 'ggml-vocab-qwen2.gguf'), '-o', r1, '--seed', '8',
+        '--chat-template-file', path.join(VOCAB_DIR, 'templates', 'llama-cpp-deepseek-r1.jinja')]);
+    assert.equal(g1.code, 0, `gen-model failed:\n${g1.err}`);
     [SERVER, CLOSED] = await Promise.all([
-        startServer(['--model', `${MODEL}=${model}`, '--parallel', '4', '--ctx', '4096', '--data-dir', path.join(TMP, 'data')],
+        startServer(['--model', `${MODEL}=${model}`, '--model', `r1=${r1}`, '--parallel', '4', '--ctx', '4096',
+            '--data-dir', path.join(TMP, 'data')],
             { name: 'responses' }),
         startServer(['--model', `${MODEL}=${model}`, '--parallel', '2', '--ctx', '2048', '--data-dir', path.join(TMP, 'closed'),
             '--batch-hours', closedHours(), '--off-hours', 'none'], { name: 'closed' }),
@@ -295,6 +302,37 @@ test('truncation: "auto" drops the oldest items until the conversation fits; "di
     assert.equal(r.truncation, 'auto');
     assert.ok(r.usage.input_tokens + 16 <= 1024, JSON.stringify(r.usage));
     assert.ok(r.usage.input_tokens > 200, JSON.stringify(r.usage)); // the newest items stayed
+});
+
+test('a reasoning model: a reasoning item first (its summary when asked), reasoning tokens counted, streamed as summary events', async () => {
+    const r = await client.responses.create({ model: 'r1', input: 'Think about it', reasoning: { summary: 'auto', effort: 'low' },
+        max_output_tokens: 32 });
+    assert.equal(r.output[0].type, 'reasoning', JSON.stringify(r.output));
+    assert.match(r.output[0].id, /^rs_/);
+    assert.ok(r.output[0].content[0].text.length > 0);
+    assert.equal(r.output[0].summary[0].type, 'summary_text');
+    assert.equal(r.output[0].summary[0].text, r.output[0].content[0].text);
+    assert.ok(r.usage.output_tokens_details.reasoning_tokens > 0, JSON.stringify(r.usage));
+    // counted from the reasoning's text, never more than were generated
+    assert.ok(r.usage.output_tokens_details.reasoning_tokens <= r.usage.output_tokens, JSON.stringify(r.usage));
+    assert.equal(r.reasoning.effort, 'low');
+    const stream = await client.responses.create({ model: 'r1', input: 'Think about it', reasoning: { summary: 'auto' },
+        max_output_tokens: 32, stream: true });
+    const events = [];
+    for await (const e of stream) events.push(e);
+    const sum = events.filter((e) => e.type === 'response.reasoning_summary_text.delta').map((e) => e.delta).join('');
+    const done = events.find((e) => e.type === 'response.reasoning_summary_text.done');
+    assert.ok(sum.length > 0);
+    assert.equal(done.text, sum);
+    events.forEach((e, i) => assert.equal(e.sequence_number, i));
+    // the Vercel AI SDK reads the summary as the reasoning (it asks for one of models it knows
+    // to reason, by name: forceReasoning for this one)
+    const { createOpenAI } = await import('@ai-sdk/openai');
+    const { generateText } = await import('ai');
+    const openai = createOpenAI({ baseURL: `${SERVER.url}/v1`, apiKey: 'test' });
+    const g = await generateText({ model: openai('r1'), prompt: 'Think', maxOutputTokens: 32, maxRetries: 0,
+        providerOptions: { openai: { reasoningSummary: 'auto', forceReasoning: true } } });
+    assert.ok((g.reasoningText ?? '').length > 0, JSON.stringify(g.content));
 });
 
 test('a batch file of /v1/responses lines: every line a response object, a bad line an error line', async () => {

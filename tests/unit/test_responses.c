@@ -410,6 +410,69 @@ static void test_stream(void **state)
     oai_request_release(&r);
 }
 
+/* reasoning.summary: the reasoning is its summary too, streamed as summary events; a
+ * failure ends with an error event, then response.failed */
+static void test_stream_summary_and_failure(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    assert_int_equal(parse("{\"model\":\"m\",\"input\":\"x\",\"stream\":true,\"reasoning\":{\"summary\":\"auto\"}}",
+                           &r, &e),
+                     NS_OK);
+    struct stream s;
+    stream_init(&s, 1u << 20);
+    s.r = &r;
+    snprintf(s.id, sizeof(s.id), "resp_abc");
+    struct engine_delta d1 = {.text = "", .reasoning = "hm", .reasoning_len = 2, .tool_index = -1};
+    struct engine_delta d2 = {.text = "ok", .len = 2, .tool_index = -1};
+    dialect_responses.stream_delta(&s, &d1);
+    dialect_responses.stream_delta(&s, &d2);
+    struct engine_result res = {.status = NS_OK, .text = "ok", .text_len = 2, .reasoning = "hm", .reasoning_len = 2,
+                                .stop_index = -1};
+    s.res = &res;
+    struct buf out;
+    buf_init(&out, 1u << 20);
+    while (dialect_responses.stream_next(&s, &out) != STREAM_END)
+        ;
+    buf_append(&out, "", 1);
+    const char *want[] = {"event: response.reasoning_summary_part.added", "event: response.reasoning_text.delta",
+                          "event: response.reasoning_summary_text.delta", "\"summary_index\":0",
+                          "event: response.reasoning_summary_text.done", "event: response.reasoning_summary_part.done",
+                          "\"summary\":[{\"type\":\"summary_text\",\"text\":\"hm\"}]", "event: response.completed"};
+    const char *ev = out.p;
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const char *at = strstr(ev, want[i]);
+        if (!at)
+            fail_msg("missing or out of order: %s in %s", want[i], out.p);
+        ev = at + 1;
+    }
+    buf_release(&out);
+    stream_release(&s);
+    cJSON *o = responses_object(&r, &res, "resp_abc", "m", 1, NULL);
+    cJSON *sum = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "output"), 0), "summary");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(sum, 0), "text")->valuestring, "hm");
+    cJSON_Delete(o);
+
+    stream_init(&s, 1u << 20);
+    s.r = &r;
+    snprintf(s.id, sizeof(s.id), "resp_abc");
+    struct engine_result bad = {.status = NS_ERR_INVALID, .message = "bad grammar", .param = "text.format", .text = ""};
+    s.res = &bad;
+    buf_init(&out, 1u << 20);
+    while (dialect_responses.stream_next(&s, &out) != STREAM_END)
+        ;
+    buf_append(&out, "", 1);
+    const char *err = strstr(out.p, "event: error");
+    assert_non_null(err);
+    assert_non_null(strstr(err, "\"param\":\"text.format\""));
+    assert_non_null(strstr(err, "event: response.failed"));
+    assert_null(strstr(out.p, "response.output_item.added")); /* nothing was said: nothing to close */
+    buf_release(&out);
+    stream_release(&s);
+    oai_request_release(&r);
+}
+
 /* a batch line's result: OpenAI's line, the response object its body */
 static void test_batch_line(void **state)
 {
@@ -439,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_string_input), cmocka_unit_test(test_items_and_tools), cmocka_unit_test(test_text_format),
         cmocka_unit_test(test_errors),       cmocka_unit_test(test_object),          cmocka_unit_test(test_history),
         cmocka_unit_test(test_stream),       cmocka_unit_test(test_batch_line),      cmocka_unit_test(test_truncate),
+        cmocka_unit_test(test_stream_summary_and_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
