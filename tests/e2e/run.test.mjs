@@ -658,7 +658,7 @@ test('line numbers count blank lines; CRLF line endings are accepted', async () 
         JSON.stringify(chatLine('c-1', 'first', { max_tokens: 4 })),
         '',
         '   ',
-        JSON.stringify({ ...chatLine('c-4', 'x', { max_tokens: 4 }), url: '/v1/responses' }),
+        JSON.stringify({ ...chatLine('c-4', 'x', { max_tokens: 4 }), url: '/v1/audio/speech' }),
         JSON.stringify(completionLine('c-5', 'fifth', { max_tokens: 4 })),
     ];
     fs.writeFileSync(input, rows.join('\r\n') + '\r\n');
@@ -674,6 +674,32 @@ test('line numbers count blank lines; CRLF line endings are accepted', async () 
     assert.equal(errLines.length, 1);
     assert.equal(errLines[0].custom_id, 'c-4');
     assert.equal(errLines[0].response.body.error.code, 'invalid_url');
+});
+
+test('Responses API lines (/v1/responses): each result line carries a response object', async () => {
+    const dir = testDir('responses');
+    const input = path.join(dir, 'in.jsonl');
+    writeJsonl(input, [
+        { custom_id: 'r-1', method: 'POST', url: '/v1/responses', body: { model: 'tiny', input: 'hello', max_output_tokens: 16 } },
+        { custom_id: 'r-2', method: 'POST', url: '/v1/responses',
+            body: { model: 'tiny', instructions: 'Be brief.', input: [{ role: 'user', content: 'hi' }], max_output_tokens: 16 } },
+        { custom_id: 'r-bad', method: 'POST', url: '/v1/responses', body: { model: 'tiny', input: 'x', background: true } },
+    ]);
+    const out = path.join(dir, 'out.jsonl');
+    await runExpect(0, ['run', input, '-o', out, '--model', MODEL, '--ctx', '1024', '-q']);
+    const lines = readJsonl(out);
+    assert.deepEqual(lines.map((l) => l.custom_id).sort(), ['r-1', 'r-2']);
+    for (const l of lines) {
+        assert.equal(l.response.status_code, 200);
+        assert.equal(l.response.body.object, 'response');
+        assert.ok(['completed', 'incomplete'].includes(l.response.body.status));
+        assert.equal(l.response.body.output.at(-1).type, 'message');
+        assert.ok(l.response.body.usage.output_tokens <= 16, JSON.stringify(l.response.body.usage));
+    }
+    const errs = readJsonl(path.join(dir, 'out.errors.jsonl'));
+    assert.equal(errs.length, 1);
+    assert.equal(errs[0].custom_id, 'r-bad');
+    assert.equal(errs[0].response.body.error.param, 'background');
 });
 
 test('any custom_id string is kept: one shaped like an internal checkpoint key is not lost', async () => {
