@@ -146,6 +146,29 @@ test('Message Batches and deferred requests are owned too', { timeout: 120_000 }
     assert.equal((await api(s, 'GET', `/v1/deferred/${d.json().id}`, undefined, as(keys.alice))).status, 200);
 });
 
+test('stored and background responses are owned too: another project can neither read nor continue them', async () => {
+    const ids = [];
+    for (const background of [false, true]) {
+        const r = await api(s, 'POST', '/v1/responses', JSON.stringify({ model: 'tiny', input: 'hi', max_output_tokens: 16,
+            background }), as(keys.alice, JSON_CT));
+        assert.equal(r.status, 200, r.text);
+        ids.push(r.json().id);
+    }
+    for (const id of ids) {
+        for (const [m, p] of [['GET', `/v1/responses/${id}`], ['GET', `/v1/responses/${id}/input_items`],
+            ['POST', `/v1/responses/${id}/cancel`], ['DELETE', `/v1/responses/${id}`]]) {
+            const r = await api(s, m, p, undefined, as(keys.bob));
+            assert.equal(r.status, 404, `${m} ${p}: ${r.text}`);
+        }
+        const c = await api(s, 'POST', '/v1/responses', JSON.stringify({ model: 'tiny', input: 'x', previous_response_id: id }),
+            as(keys.bob, JSON_CT));
+        assert.equal(c.status, 404, c.text);
+        assert.equal(c.json().error.param, 'previous_response_id');
+        assert.equal((await api(s, 'GET', `/v1/responses/${id}`, undefined, as(keys.alice))).status, 200);
+        assert.equal((await api(s, 'GET', `/v1/responses/${id}`, undefined, as(keys.admin))).status, 200);
+    }
+});
+
 test('/metrics needs an admin key', async () => {
     const r = await api(s, 'GET', '/metrics', undefined, as(keys.alice));
     assert.equal(r.status, 401);
