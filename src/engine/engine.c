@@ -29,6 +29,7 @@
 
 #include "chat.h"
 #include "prefix.h"
+#include "steps.h"
 #include "toolwire.h"
 
 #include "../util/buf.h"
@@ -137,6 +138,11 @@ struct engine {
     struct engine_info info;
     struct prefix_trie *trie;       /* NULL when the prefix cache is off */
     struct group *pending;          /* groups with choices still to seat, oldest first */
+    /* the interactive latency budget (steps.h): step times learned from the decodes, the
+     * round-robin position among batch decodes, and what the last plan decided */
+    struct steps_model steps;
+    int steps_rr;
+    struct steps_outcome planned;
 };
 
 static int engine_kv_reserved(const struct engine *e);
@@ -198,6 +204,7 @@ struct engine_params engine_default_params(void)
         .prefix_cache = true,
         .embedding = false,
         .pooling = ENGINE_POOLING_MODEL,
+        .interactive_step_ms = 0,
     };
     return p;
 }
@@ -496,6 +503,7 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     e = calloc(1, sizeof(*e));
     if (!e)
         return NS_ERR_NOMEM;
+    steps_model_init(&e->steps);
     e->p = p;
     if (e->p.model_path)
         e->p.model_path = strdup(p.model_path);
@@ -2099,35 +2107,22 @@ static int engine_build_batch(struct engine *e, bool lane)
         if (s->priority && s->wait_for >= 0)
             boost[s->wait_for] = true;
     }
-    /* who gets how many tokens, decided in admission order: pass 0: generating slots;
-     * 1: priority prompts; 2: ordinary prompts */
-    int take_of[ENGINE_MAX_PARALLEL] = {0};
-    int n_total = 0;
-    bool prio_prompt = false;
-    for (int pass = 0; pass < 3; pass++) {
-        if (pass == 2 && lane) {
-            if (prio_prompt)
-                break;
-            int ub = e->p.n_ubatch, cap = ub - n_total;
-            if (cap < ub / 4)
-                cap = ub / 4; /* many generating sequences: prompts still move */
-            if (cap < budget)
-                budget = cap;
-        }
-        for (int k = 0; k < n && budget > 0; k++) {
-            struct slot *s = &e->slots[order_idx[k]];
-            int pending = s->n_tok - s->n_past;
-            if (pending <= 0 || s->wait_for >= 0 || (pass == 0) != (pending == 1))
-                continue;
-            if (pass && (pass == 1) != (s->priority || boost[order_idx[k]]))
-                continue;
-            int take = pending < budget ? pending : budget;
-            take_of[order_idx[k]] = take;
-            n_total += take;
-            budget -= take;
-            prio_prompt |= pass == 1;
-        }
+    /* who gets how many tokens, decided in admission order (steps.h: the old plan while no
+     * interactive sequence runs, the latency budget while one does) */
+    struct steps_seq seq[ENGINE_MAX_PARALLEL] = {{0}};
+    int planned[ENGINE_MAX_PARALLEL];
+    for (int k = 0; k < n; k++) {
+        const struct slot *s = &e->slots[order_idx[k]];
+        seq[k] = (struct steps_seq){.pending = s->n_tok - s->n_past,
+                                    .priority = s->priority || boost[order_idx[k]],
+                                    .waiting = s->wait_for >= 0};
     }
+    struct steps_params sp = {.n_batch = budget, .n_ubatch = e->p.n_ubatch, .lane = lane,
+                              .target_ms = e->p.interactive_step_ms};
+    steps_plan(&sp, &e->steps, seq, n, &e->steps_rr, planned, &e->planned);
+    int take_of[ENGINE_MAX_PARALLEL] = {0};
+    for (int k = 0; k < n; k++)
+        take_of[order_idx[k]] = planned[k];
     /* ... and laid out in sequence-id order. With a KV stream per sequence, llama.cpp cuts
      * a batch into micro-batches of consecutive sequence ids taken in batch order
      * (split_equal, sequential), and every micro-batch is a pass over all the weights: in
@@ -2155,6 +2150,22 @@ static int engine_build_batch(struct engine *e, bool lane)
         }
     }
     return b->n_tokens;
+}
+
+/* a decoded step's time: the model learns from it, and a step planned under the
+ * interactive budget counts as kept when it took no longer */
+static void engine_step_timed(struct engine *e, int n_tokens, double ms)
+{
+    steps_model_observe(&e->steps, n_tokens, ms);
+    if (e->planned.interactive && e->planned.budget_ms > 0) {
+        e->stats.steps_interactive++;
+        e->stats.steps_budget_kept += ms <= e->planned.budget_ms;
+    }
+    double a, b;
+    if (steps_model_coef(&e->steps, &a, &b)) {
+        e->stats.step_ms_base = a;
+        e->stats.step_ms_per_token = b;
+    }
 }
 
 /* after a successful decode: advance n_past for every slot that fed tokens */
@@ -2464,7 +2475,10 @@ int engine_run(struct engine *e, const struct engine_source *src)
         int n = engine_build_batch(e, src->pull_priority != NULL);
         if (n == 0)
             continue;
+        double t_step = clock_now();
         int ret = engine_forward(e, e->batch);
+        if (ret == 0)
+            engine_step_timed(e, n, (clock_now() - t_step) * 1e3);
         if (ret == 1) {
             /* no KV slot despite the accounting (fragmentation): make room and retry */
             if (!engine_evict_retained(e) && !engine_park_newest(e)) {

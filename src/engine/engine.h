@@ -78,6 +78,14 @@ struct engine_params {
      * embedding requests the same way. */
     bool embedding;
     int pooling;           /* embedding: an enum engine_pooling */
+    /* The interactive latency budget (steps.h): while interactive sequences run, a step's
+     * predicted time (learned from this engine's own decodes: ms = a + b * tokens) is held to
+     * this many ms, batch decodes (round-robin) and prompt chunks filling what it leaves, at
+     * least one batch token a step; with no interactive sequence steps are as large as they
+     * can be. 0 (default) = auto: twice what the step's interactive tokens alone are
+     * predicted to take, so a stream under load moves at least half as fast as idle;
+     * < 0 = off (every generating sequence decodes every step, as before). */
+    double interactive_step_ms;
 };
 
 enum engine_pooling {

@@ -286,6 +286,11 @@ struct engine_stats {
     double decode_seconds;     /* wall time inside llama_decode/llama_encode: the rest of a
                                   run is nightshift's own (scheduling, sampling, prefix
                                   cache, output) */
+    /* the interactive latency budget (engine.h's interactive_step_ms): steps planned while
+     * interactive sequences ran, and of those the ones whose decode took no longer than
+     * their budget; the step-time model's fit (ms = a + b * tokens; 0 until it knows) */
+    uint64_t steps_interactive, steps_budget_kept;
+    double step_ms_base, step_ms_per_token;
 };
 
 #endif
