@@ -6,6 +6,7 @@
  */
 #include "config.h"
 
+#include "../engine/engine.h"
 #include "../util/num.h"
 #include "../util/status.h"
 
@@ -153,6 +154,14 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
             return 0;
         return 1;
     }
+    if (strcmp(k, "interactive_step_ms") == 0) {
+        if (engine_step_ms_parse(v, &m->interactive_step_ms))
+            return config_fail(p, "[model %s]: interactive_step_ms must be auto, off or milliseconds from 1 to 60000, "
+                                  "not '%s'",
+                               c->name, v);
+        m->has_step_ms = true;
+        return 1;
+    }
     if (strcmp(k, "concurrency") == 0)
         return config_int(p, k, v, 1, 4096, &c->concurrency);
     if (strcmp(k, "max_attempts") == 0)
@@ -184,7 +193,7 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
     if (strcmp(k, "batch_discount") == 0)
         return config_number(p, k, v, 0, 1, &c->batch_discount);
     return config_fail(p,
-                       "[model %s]: unknown key '%s' (known: backend, path, chat_template_file, url, api_key_env, upstream_model, "
+                       "[model %s]: unknown key '%s' (known: backend, path, chat_template_file, interactive_step_ms, url, api_key_env, upstream_model, "
                        "concurrency, max_attempts, timeout, retry_base, retry_max, circuit_failures, "
                        "circuit_cooldown, batch_max_lines, flush_lines, flush_after, poll_interval, poll_max, "
                        "price_input, price_output, batch_discount)",

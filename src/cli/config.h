@@ -47,6 +47,8 @@ struct config_model {
     struct backend_conf conf;   /* kind, url, key, limits, prices; engine params left default */
     char *path;                 /* local: the GGUF file */
     char *chat_template;        /* local: chat_template_file's text, or NULL (the model's own) */
+    bool has_step_ms;           /* local: interactive_step_ms given (engine.h) ... */
+    double interactive_step_ms; /* ... this */
 };
 
 /* [webhook NAME]: batch events POSTed to url, signed with the secret from secret_env */

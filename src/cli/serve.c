@@ -70,6 +70,9 @@ static void serve_usage(FILE *f)
           "  -l, --listen HOST:PORT   default 127.0.0.1:8080 (port 0 picks a free one)\n"
           "  -p, --parallel N         sequences decoded together per model (default 64)\n"
           "      --interactive-slots N  extra sequences reserved for real-time requests (default 4)\n"
+          "      --interactive-step-ms MS|auto|off  while real-time requests run, steps are held to\n"
+          "                           this many ms (batch work fills what is left); auto (default):\n"
+          "                           twice what their own tokens take; off: every sequence every step\n"
           "  -c, --ctx N              KV cache tokens per model, split evenly between its sequences\n"
           "                           (default: 2048 per sequence)\n"
           "      --kv-unified         one KV pool shared by all sequences instead\n"
@@ -127,13 +130,14 @@ struct serve_model {
     const char *path;
     const struct backend_conf *conf; /* from --config; NULL: local, from --model */
     const char *chat_template;       /* its [model] chat_template_file's text, or NULL */
+    const double *step_ms;           /* its [model] interactive_step_ms, or NULL */
 };
 
 #define SERVE_LIST_MAX 2048 /* --allowed-host / --cors-origin values, comma-joined */
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_TMPLF, O_HOURS, O_OFF, O_KVU, O_NOPC,
        O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN,
-       O_EMBED, O_POOL, O_HTHREADS, O_AHOST, O_CORS, O_PERIP, O_HDRTO, O_IDLETO, O_MINRATE };
+       O_EMBED, O_POOL, O_HTHREADS, O_AHOST, O_CORS, O_PERIP, O_HDRTO, O_IDLETO, O_MINRATE, O_STEPMS };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -154,6 +158,7 @@ static const struct option serve_opts[] = {
     {"chat-template-file", required_argument, 0, O_TMPLF},
     {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
     {"kv-unified", no_argument, 0, O_KVU},      {"no-prefix-cache", no_argument, 0, O_NOPC},
+    {"interactive-step-ms", required_argument, 0, O_STEPMS},
     {"embedding", no_argument, 0, O_EMBED},     {"pooling", required_argument, 0, O_POOL},
     {"results-retention-days", required_argument, 0, O_RETAIN},
     {"config", required_argument, 0, O_CONFIG},
@@ -452,6 +457,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     int parallel = 64, islots = 4, ctx = 0, threads = 0, grace = SERVE_DEFAULT_GRACE;
     bool verbose = false, kv_unified = false, no_prefix = false, embedding = false;
     int pooling = ENGINE_POOLING_MODEL;
+    double step_ms = engine_default_params().interactive_step_ms;
     int win_start = -1, win_end = -1;
     bool off_idle = true;
     struct server_params sp = server_default_params();
@@ -590,6 +596,11 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
                                 optarg);
             break;
         case O_NOPC: no_prefix = true; bp.group_by_prefix = false; break;
+        case O_STEPMS:
+            if (engine_step_ms_parse(optarg, &step_ms))
+                return cli_fail("--interactive-step-ms must be auto, off or milliseconds from 1 to 60000, not '%s'",
+                                optarg);
+            break;
         case O_RETAIN:
             if (num_parse_long(optarg, 1, 3650, &v))
                 return cli_fail("--results-retention-days must be an integer from 1 to 3650, not '%s'", optarg);
@@ -623,6 +634,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         m->path = cfg->models[i].path;
         m->conf = &cfg->models[i].conf;
         m->chat_template = cfg->models[i].chat_template;
+        m->step_ms = cfg->models[i].has_step_ms ? &cfg->models[i].interactive_step_ms : NULL;
     }
     for (int i = 0; i < n_models; i++)
         for (int k = 0; k < i; k++)
@@ -745,6 +757,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         ep->prefix_cache = !no_prefix;
         ep->embedding = embedding;
         ep->pooling = pooling;
+        ep->interactive_step_ms = models[i].step_ms ? *models[i].step_ms : step_ms;
         struct backend *be = NULL;
         if (backend_init(&bc, &be, err, sizeof(err))) {
             rc = cli_fail("%s", err);

@@ -165,6 +165,27 @@ static int engine_forward(struct engine *e, struct llama_batch b)
     return ret;
 }
 
+int engine_step_ms_parse(const char *s, double *out)
+{
+    if (!s)
+        return NS_ERR_INVALID;
+    if (strcmp(s, "auto") == 0) {
+        *out = 0;
+        return NS_OK;
+    }
+    if (strcmp(s, "off") == 0) {
+        *out = -1;
+        return NS_OK;
+    }
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= 1 && v <= 60000))
+        return NS_ERR_INVALID;
+    *out = v;
+    return NS_OK;
+}
+
 int engine_pooling_parse(const char *s)
 {
     static const char *const names[] = {"none", "mean", "cls", "last"};

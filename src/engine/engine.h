@@ -97,6 +97,9 @@ enum engine_pooling {
 };
 /* "mean", "cls", "last", "none" -> enum engine_pooling; -2 for anything else */
 int engine_pooling_parse(const char *s);
+/* an interactive_step_ms as a user writes it: "auto" (0), "off" (-1) or milliseconds from
+ * 1 to 60000; NS_OK, or NS_ERR_INVALID for anything else */
+int engine_step_ms_parse(const char *s, double *out);
 
 struct engine_params engine_default_params(void);
 
