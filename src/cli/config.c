@@ -345,8 +345,9 @@ static int config_check_model(const struct config_model *m, char *err, size_t er
                  c->kind);
         return NS_ERR_INVALID;
     }
-    if (!local && (m->path || m->chat_template)) {
-        snprintf(err, errlen, "[model %s]: %s is for backend local", c->name, m->path ? "path" : "chat_template_file");
+    if (!local && (m->path || m->chat_template || m->has_step_ms)) {
+        snprintf(err, errlen, "[model %s]: %s is for backend local", c->name,
+                 m->path ? "path" : m->chat_template ? "chat_template_file" : "interactive_step_ms");
         return NS_ERR_INVALID;
     }
     return NS_OK;

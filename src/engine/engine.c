@@ -143,6 +143,7 @@ struct engine {
     struct steps_model steps;
     int steps_rr;
     struct steps_outcome planned;
+    int step_seqs;                  /* sequences fed by the step built last */
 };
 
 static int engine_kv_reserved(const struct engine *e);
@@ -225,7 +226,7 @@ struct engine_params engine_default_params(void)
         .prefix_cache = true,
         .embedding = false,
         .pooling = ENGINE_POOLING_MODEL,
-        .interactive_step_ms = 0,
+        .interactive_step_ms = -1,
     };
     return p;
 }
@@ -2142,8 +2143,11 @@ static int engine_build_batch(struct engine *e, bool lane)
                               .target_ms = e->p.interactive_step_ms};
     steps_plan(&sp, &e->steps, seq, n, &e->steps_rr, planned, &e->planned);
     int take_of[ENGINE_MAX_PARALLEL] = {0};
-    for (int k = 0; k < n; k++)
+    e->step_seqs = 0;
+    for (int k = 0; k < n; k++) {
         take_of[order_idx[k]] = planned[k];
+        e->step_seqs += planned[k] > 0;
+    }
     /* ... and laid out in sequence-id order. With a KV stream per sequence, llama.cpp cuts
      * a batch into micro-batches of consecutive sequence ids taken in batch order
      * (split_equal, sequential), and every micro-batch is a pass over all the weights: in
@@ -2177,15 +2181,16 @@ static int engine_build_batch(struct engine *e, bool lane)
  * interactive budget counts as kept when it took no longer */
 static void engine_step_timed(struct engine *e, int n_tokens, double ms)
 {
-    steps_model_observe(&e->steps, n_tokens, ms);
+    steps_model_observe(&e->steps, n_tokens, e->step_seqs, ms);
     if (e->planned.interactive && e->planned.budget_ms > 0) {
         e->stats.steps_interactive++;
         e->stats.steps_budget_kept += ms <= e->planned.budget_ms;
     }
-    double a, b;
-    if (steps_model_coef(&e->steps, &a, &b)) {
+    double a, b, c;
+    if (steps_model_coef(&e->steps, &a, &b, &c)) {
         e->stats.step_ms_base = a;
         e->stats.step_ms_per_token = b;
+        e->stats.step_ms_per_sequence = c;
     }
 }
 
@@ -2493,13 +2498,13 @@ int engine_run(struct engine *e, const struct engine_source *src)
         /* a batch-lane hole left after pull_new means the source had nothing for it now */
         engine_compact(e, 0, e->p.n_parallel, true);
         engine_compact(e, e->p.n_parallel, e->n_slots, exhausted);
+        /* a step's time is what a stream waits between tokens: the decode, and the sampling
+         * and output of every sequence fed (as much as the decode on a large vocabulary) */
+        double t_step = clock_now();
         int n = engine_build_batch(e, src->pull_priority != NULL);
         if (n == 0)
             continue;
-        double t_step = clock_now();
         int ret = engine_forward(e, e->batch);
-        if (ret == 0)
-            engine_step_timed(e, n, (clock_now() - t_step) * 1e3);
         if (ret == 1) {
             /* no KV slot despite the accounting (fragmentation): make room and retry */
             if (!engine_evict_retained(e) && !engine_park_newest(e)) {
@@ -2524,5 +2529,6 @@ int engine_run(struct engine *e, const struct engine_source *src)
             if (s->used && !s->parked && s->i_out >= 0)
                 engine_sample(e, src, s);
         }
+        engine_step_timed(e, n, (clock_now() - t_step) * 1e3);
     }
 }

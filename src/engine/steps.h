@@ -4,10 +4,16 @@
  *
  * DESIGN
  * llama.cpp decodes a step's tokens as micro-batches in a row, so on a CPU a step's time is
- * close to linear in its tokens: ms = a + b * tokens (a: the pass over the weights and the
- * step's fixed costs; b: each token's compute). steps_model learns a and b online from the
- * engine's own decode timings (least squares over recent steps, older ones decaying), so
- * it follows the machine, the model and the context lengths without configuration.
+ * close to linear in what it carries: ms = a + b * tokens + c * sequences (a: the step's
+ * fixed costs; b: each token's compute; c: what each sequence adds on top, its own
+ * attention over its KV and its share of the micro-batch splits). The two are told apart
+ * because prompt chunks bring many tokens of one sequence and decodes one token of each:
+ * measured on this project's CPU with a 60M model, a 32-sequence decode step cost about
+ * 100 ms while a 512-token prompt chunk of one sequence cost about 400 ms, so one line in
+ * tokens alone fitted neither (it predicted 40 ms for a single token that takes 5).
+ * steps_model learns a, b and c online from the engine's own decode timings (least squares
+ * over recent steps, older ones decaying), so it follows the machine, the model and the
+ * context lengths without configuration.
  *
  * steps_plan decides each step. With no interactive sequence running, it is the plan the
  * engine always made: every generating sequence one token, then prompts (interactive
@@ -27,23 +33,25 @@
 
 #include <stdbool.h>
 
-/* ms = a + b * tokens, fitted to observed steps; each observation weighs STEPS_DECAY times
- * the one after it */
+/* ms = a + b * tokens + c * sequences, fitted to observed steps; each observation weighs
+ * STEPS_DECAY times the one after it */
 #define STEPS_DECAY 0.98
 #define STEPS_MIN_OBS 8          /* predictions before this many observations: none */
 
 struct steps_model {
-    double sw, st, sy, stt, sty; /* decayed sums: weights, tokens, ms, tokens^2, tokens*ms */
+    /* decayed sums of x x^T and x y over x = (1, tokens, sequences), y = ms */
+    double sxx[3][3], sxy[3], syy;
     int n;                       /* observations so far */
 };
 
 void steps_model_init(struct steps_model *m);
-/* one decoded step of `tokens` tokens that took `ms` */
-void steps_model_observe(struct steps_model *m, int tokens, double ms);
-/* the predicted ms of a step of `tokens` tokens; < 0 while the model knows too little */
-double steps_model_predict(const struct steps_model *m, int tokens);
-/* the fitted a and b (false while the model knows too little) */
-bool steps_model_coef(const struct steps_model *m, double *a, double *b);
+/* one decoded step of `tokens` tokens over `seqs` sequences that took `ms` */
+void steps_model_observe(struct steps_model *m, int tokens, int seqs, double ms);
+/* the predicted ms of such a step; < 0 while the model knows too little */
+double steps_model_predict(const struct steps_model *m, int tokens, int seqs);
+/* the fitted a, b, c, none negative (false while the model knows too little). Steps that
+ * never tell tokens from sequences (decodes only) give c = 0 and b their joint cost. */
+bool steps_model_coef(const struct steps_model *m, double *a, double *b, double *c);
 
 /* one sequence as a step sees it */
 struct steps_seq {

@@ -4,6 +4,8 @@
  */
 #include "server_int.h"
 
+#include <math.h>
+
 /* ---- metrics ------------------------------------------------------------------------ */
 
 static void metric_hist(struct buf *b, const char *name, const char *model, const struct sched_hist *h)
@@ -90,6 +92,8 @@ enum MHD_Result metrics_prometheus(struct route_ctx *x)
          "Runs of consecutive sequence ids summed over steps: with a KV stream per sequence, a pass over the weights each."},
         {"nightshift_engine_sequence_moves_total", "counter", "Sequences moved to a lower slot to close a gap in the ids."},
         {"nightshift_engine_decode_seconds_total", "counter", "Wall time inside llama.cpp's decode (the model's compute)."},
+        {"nightshift_engine_interactive_steps_total", "counter",
+         "Steps planned under the interactive latency budget (--interactive-step-ms), by whether the decode kept it."},
     };
     for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
         metric_header(&b, &fam[f]);
@@ -125,6 +129,12 @@ enum MHD_Result metrics_prometheus(struct route_ctx *x)
             case 10: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.seq_runs); break;
             case 11: buf_appendf(&b, "%s{model=\"%s\"} %llu\n", fam[f].name, m, (unsigned long long)es.moves); break;
             case 12: buf_appendf(&b, "%s{model=\"%s\"} %.6f\n", fam[f].name, m, es.decode_seconds); break;
+            case 13:
+                buf_appendf(&b, "%s{model=\"%s\",budget=\"kept\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)es.steps_budget_kept);
+                buf_appendf(&b, "%s{model=\"%s\",budget=\"exceeded\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)(es.steps_interactive - es.steps_budget_kept));
+                break;
             }
         }
     }
@@ -133,6 +143,7 @@ enum MHD_Result metrics_prometheus(struct route_ctx *x)
         int which;
     } hists[] = {
         {"nightshift_time_to_first_token_seconds", "Real-time requests: submission to first token.", 0},
+        {"nightshift_inter_token_seconds", "Real-time streams: the time between one streamed piece and the next.", 4},
         {"nightshift_request_duration_seconds", "Real-time requests: submission to the last token.", 1},
         {"nightshift_batch_line_duration_seconds", "Batch lines: admission to the last token.", 2},
         {"nightshift_store_write_seconds", "Group commits of batch line results to the store.", 3},
@@ -145,6 +156,7 @@ enum MHD_Result metrics_prometheus(struct route_ctx *x)
             const struct sched_hist *sh = hists[h].which == 0   ? &ss.ttft
                                           : hists[h].which == 1 ? &ss.latency
                                           : hists[h].which == 2 ? &ss.line_latency
+                                          : hists[h].which == 4 ? &ss.itl
                                                                 : &ss.store_write;
             metric_hist(&b, hists[h].name, sched_model_name(srv->scheds[i]), sh);
         }
@@ -263,6 +275,21 @@ static bool sched_cost(struct sched *s, double *cost, double *savings)
 
 static const char *const circuit_names[] = {"closed", "open", "half-open"};
 
+/* the upper bound of the bucket that holds a histogram's 99th percentile (0: empty; the
+ * last finite bound when it is in +Inf's) */
+static double stats_hist_p99(const struct sched_hist *h)
+{
+    if (!h->n)
+        return 0;
+    uint64_t want = h->n - h->n / 100, seen = 0;
+    for (int i = 0; i < SCHED_HIST_BUCKETS; i++) {
+        seen += h->counts[i];
+        if (seen >= want)
+            return isfinite(sched_hist_bounds[i]) ? sched_hist_bounds[i] : sched_hist_bounds[SCHED_HIST_BUCKETS - 2];
+    }
+    return sched_hist_bounds[SCHED_HIST_BUCKETS - 2];
+}
+
 static cJSON *stats_model(struct sched *s)
 {
     struct sched_stats ss;
@@ -279,6 +306,10 @@ static cJSON *stats_model(struct sched *s)
     cJSON_AddNumberToObject(m, "batch_lines_failed", (double)ss.batch_lines_failed);
     cJSON_AddNumberToObject(m, "prompt_tokens", (double)ss.prompt_tokens);
     cJSON_AddNumberToObject(m, "completion_tokens", (double)ss.completion_tokens);
+    cJSON_AddNumberToObject(m, "batch_completion_tokens", (double)ss.batch_completion_tokens);
+    /* interactive latency (the histograms' 99th percentile bucket bounds, seconds) */
+    cJSON_AddNumberToObject(m, "ttft_p99", stats_hist_p99(&ss.ttft));
+    cJSON_AddNumberToObject(m, "itl_p99", stats_hist_p99(&ss.itl));
     double cost, savings;
     if (sched_cost(s, &cost, &savings)) {
         cJSON_AddNumberToObject(m, "cost_usd", cost);
@@ -292,6 +323,11 @@ static cJSON *stats_model(struct sched *s)
         cJSON_AddNumberToObject(e, "generated_tokens", (double)es.gen_tokens);
         cJSON_AddNumberToObject(e, "prompt_tokens_computed", (double)es.prompt_tokens);
         cJSON_AddNumberToObject(e, "prompt_tokens_cached", (double)es.prompt_cached);
+        cJSON_AddNumberToObject(e, "steps_interactive", (double)es.steps_interactive);
+        cJSON_AddNumberToObject(e, "steps_budget_kept", (double)es.steps_budget_kept);
+        cJSON_AddNumberToObject(e, "step_ms_base", es.step_ms_base);
+        cJSON_AddNumberToObject(e, "step_ms_per_token", es.step_ms_per_token);
+        cJSON_AddNumberToObject(e, "step_ms_per_sequence", es.step_ms_per_sequence);
     }
     if (be->ops->get_stats) {
         struct backend_stats bs;

@@ -573,12 +573,23 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
 
 static void sched_token(void *ud, struct engine_request *req, const struct engine_delta *d)
 {
-    (void)ud;
     if (*(int *)req->user != SCHED_KIND_JOB)
         return;
     struct sched_job *j = req->user;
-    if (j->on_token)
-        j->on_token(j, d);
+    if (!j->on_token)
+        return;
+    /* inter-token latency: between deltas of a stream's choice 0 that carry something */
+    if (d->index == 0 && (d->len || d->reasoning_len || d->tool_args)) {
+        double now = clock_now();
+        if (j->t_delta_ > 0) {
+            struct sched *s = ud;
+            pthread_mutex_lock(&s->mu);
+            sched_observe(&s->stats.itl, now - j->t_delta_);
+            pthread_mutex_unlock(&s->mu);
+        }
+        j->t_delta_ = now;
+    }
+    j->on_token(j, d);
 }
 
 static void sched_wait(void *ud)
@@ -712,6 +723,7 @@ int sched_submit(struct sched *s, struct sched_job *job)
     job->kind_ = SCHED_KIND_JOB;
     job->next_ = NULL;
     job->t_submit_ = clock_now();
+    job->t_delta_ = 0;
     pthread_mutex_lock(&s->mu);
     if (s->stopping) {
         pthread_mutex_unlock(&s->mu);

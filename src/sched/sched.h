@@ -67,6 +67,7 @@ struct sched_job {
     void (*on_done)(struct sched_job *job, const struct engine_result *res);
     struct sched_job *next_;    /* private */
     double t_submit_;           /* private */
+    double t_delta_;            /* private: its last delta (ITL) */
 };
 
 /* called when a batch has no line left to hand out and none in flight (engine thread) */
@@ -124,6 +125,7 @@ struct sched_stats {
     uint64_t batch_prompt_tokens, batch_completion_tokens; /* of those, batch lines' */
     int active_batches;
     struct sched_hist ttft;          /* interactive: submit -> first token */
+    struct sched_hist itl;           /* interactive streams: one delta -> the next */
     struct sched_hist latency;       /* interactive: submit -> done */
     struct sched_hist line_latency;  /* batch lines: admitted -> done */
     struct sched_hist store_write;   /* group commits of batch results */

@@ -201,6 +201,43 @@ test('fairness: a small batch submitted after a large one finishes first (round-
     await api(s, 'POST', `/v1/batches/${b1.id}/cancel`);
 });
 
+test('--interactive-step-ms auto: streams during a batch all finish, the batch keeps moving; ITL and budget in /metrics', async () => {
+    const s = await serve(['--parallel', '8', '--interactive-step-ms', 'auto']);
+    const lines = [];
+    for (let i = 0; i < 60; i++) lines.push({ ...chat(i, { max_tokens: 24, ignore_eos: true }), custom_id: `lat-${i}` });
+    const b = await submitBatch(s, lines);
+    await waitBatch(s, b.id, (x) => x.request_counts.completed > 0);
+    const before = (await api(s, 'GET', `/v1/batches/${b.id}`)).json().request_counts.completed;
+    // continuous interactive load: three waves of streams while the batch runs
+    for (let wave = 0; wave < 3; wave++) {
+        const streams = await Promise.all([0, 1, 2].map(async (k) => {
+            const r = await api(s, 'POST', '/v1/chat/completions', JSON.stringify({ model: 'tiny', stream: true, max_tokens: 12,
+                ignore_eos: true, messages: [{ role: 'user', content: `stream ${wave}.${k}` }] }), { 'content-type': 'application/json' });
+            return r;
+        }));
+        for (const r of streams) {
+            assert.equal(r.status, 200);
+            assert.match(r.text, /data: \[DONE\]/);
+            const n = (r.text.match(/"content":"/g) || []).length;
+            assert.ok(n >= 11, `a stream ended early: ${n} pieces`);
+        }
+    }
+    const mid = (await api(s, 'GET', `/v1/batches/${b.id}`)).json().request_counts.completed;
+    assert.ok(mid > before, `batch lines must keep finishing under interactive load (${before} -> ${mid})`);
+    const done = await waitBatch(s, b.id, (x) => TERMINAL.includes(x.status));
+    assert.equal(done.status, 'completed');
+    assert.equal(done.request_counts.completed, 60);
+    const m = (await api(s, 'GET', '/metrics')).text;
+    const count = /^nightshift_inter_token_seconds_count\{model="tiny"\} (\d+)/m.exec(m);
+    assert.ok(count && Number(count[1]) >= 9 * 10, m.slice(0, 400));
+    const kept = /^nightshift_engine_interactive_steps_total\{model="tiny",budget="kept"\} (\d+)/m.exec(m);
+    const over = /^nightshift_engine_interactive_steps_total\{model="tiny",budget="exceeded"\} (\d+)/m.exec(m);
+    assert.ok(kept && over && Number(kept[1]) + Number(over[1]) > 0, 'steps planned under the budget are counted');
+    const st = (await api(s, 'GET', '/v1/nightshift/stats')).json();
+    const mine = st.models.find((x) => x.name === 'tiny');
+    assert.ok(mine.itl_p99 > 0 && mine.engine.steps_interactive > 0, JSON.stringify(mine));
+});
+
 test('GET /metrics: Prometheus text format with queue, token, latency and batch metrics', async (t) => {
     const s = servers[0];
     const r0 = await api(s, 'POST', '/v1/chat/completions',
@@ -251,6 +288,8 @@ test('bad serve options are refused with a clear message (exit 2)', () => {
         [['--results-retention-days', '0'], /--results-retention-days must be an integer from 1 to 3650/],
         [['--batch-hours', '25:00-26:00'], /--batch-hours must look like 22:00-06:00/],
         [['--off-hours', 'sometimes'], /--off-hours must be 'idle' or 'none'/],
+        [['--interactive-step-ms', 'fast'], /--interactive-step-ms must be auto, off or milliseconds from 1 to 60000, not 'fast'/],
+        [['--interactive-step-ms', '0'], /--interactive-step-ms must be auto, off or milliseconds/],
         [['--listen', 'nowhere'], /--listen must be HOST:PORT/],
     ]) {
         const r = spawnSync(BIN, ['serve', '--model', `tiny=${model}`, '--data-dir', path.join(dir, 'bad'), ...args]);

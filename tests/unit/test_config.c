@@ -34,7 +34,7 @@ static void test_good_file(void **state)
     struct config *c = NULL;
     char err[512] = "";
     const char *p = write_ini("[server]\nlisten = 127.0.0.1:9\n\n"
-                              "[model local-one]\nbackend = local\npath = /m/one.gguf\n\n"
+                              "[model local-one]\nbackend = local\npath = /m/one.gguf\ninteractive_step_ms = 25\n\n"
                               "[model up]\nbackend = openai-http\nurl = https://api.example.com/v1\n"
                               "api_key_env = NS_TEST_UPSTREAM_KEY\nconcurrency = 8\nprice_input = 0.15\n\n"
                               "[model off]\nbackend = anthropic-batch\nurl = https://api.example.com/v1\n");
@@ -47,6 +47,8 @@ static void test_good_file(void **state)
     assert_int_equal(c->n_models, 3);
     assert_string_equal(c->models[0].conf.kind, "local");
     assert_string_equal(c->models[0].path, "/m/one.gguf");
+    assert_true(c->models[0].has_step_ms && c->models[0].interactive_step_ms == 25);
+    assert_false(c->models[1].has_step_ms);
     assert_string_equal(c->models[1].conf.api_key, "sk-test");
     assert_int_equal(c->models[1].conf.concurrency, 8);
     assert_true(c->models[1].conf.price_input > 0.14 && c->models[1].conf.price_input < 0.16);
@@ -70,6 +72,10 @@ static void test_bad_files(void **state)
         {"[model m]\nbackend = openai-http\nurl = http://h/v1\napi_key_env = NS_TEST_UNSET_KEY\n", "which is not set"},
         {"[model m]\nbackend = openai-http\nurl = http://h/v1\nconcurrency = 0\n", "concurrency"},
         {"[model m]\nbackend = openai-http\nurl = http://h/v1\nsurprise = 1\n", "unknown key 'surprise'"},
+        {"[model m]\nbackend = local\npath = /x.gguf\ninteractive_step_ms = soon\n",
+         "interactive_step_ms must be auto, off or milliseconds from 1 to 60000, not 'soon'"},
+        {"[model m]\nbackend = openai-http\nurl = http://h/v1\ninteractive_step_ms = 20\n",
+         "interactive_step_ms is for backend local"},
         {"this is not ini\n", ":1: not a 'key = value' line or a [section] header"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

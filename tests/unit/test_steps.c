@@ -14,17 +14,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* the fake decoder: a step of t tokens takes A + B t ms (and a little noise) */
+/* the fake decoder: a step of t tokens over q sequences takes A + B t + C q ms (and a little
+ * noise); prompt tokens are cheap beside what each sequence adds (as measured on a CPU) */
 #define A 2.0
-#define B 1.0
-static double fake_ms(int tokens, int k) { return A + B * tokens + 0.05 * ((k * 7919) % 11 - 5) / 5.0; }
+#define B 0.5
+#define C 2.5
+static double fake_ms(int tokens, int seqs, int k)
+{
+    return A + B * tokens + C * seqs + 0.05 * ((k * 7919) % 11 - 5) / 5.0;
+}
 
+/* what an engine sees: decode steps of 1..32 sequences and prompt chunks */
 static void learn(struct steps_model *m)
 {
     steps_model_init(m);
-    for (int k = 0; k < 40; k++) {
-        int t = 1 + (k * 13) % 64;
-        steps_model_observe(m, t, fake_ms(t, k));
+    for (int k = 0; k < 60; k++) {
+        int q = 1 + (k * 13) % 32, t = k % 3 == 0 ? q + 64 * (1 + k % 7) : q;
+        steps_model_observe(m, t, q, fake_ms(t, q, k));
     }
 }
 
@@ -33,31 +39,44 @@ static void test_model(void **state)
     (void)state;
     struct steps_model m;
     steps_model_init(&m);
-    assert_true(steps_model_predict(&m, 10) < 0);
+    assert_true(steps_model_predict(&m, 10, 1) < 0);
     for (int k = 0; k < STEPS_MIN_OBS - 1; k++)
-        steps_model_observe(&m, 10, 12);
-    assert_true(steps_model_predict(&m, 10) < 0); /* too few to say */
+        steps_model_observe(&m, 10, 1, 12);
+    assert_true(steps_model_predict(&m, 10, 1) < 0); /* too few to say */
     learn(&m);
-    double a, b;
-    assert_true(steps_model_coef(&m, &a, &b));
-    assert_true(fabs(a - A) < 0.2);
-    assert_true(fabs(b - B) < 0.02);
-    assert_true(fabs(steps_model_predict(&m, 32) - (A + 32 * B)) < 0.5);
-    /* steps all of one size: only the ratio is known, a line through the origin */
+    double a, b, c;
+    assert_true(steps_model_coef(&m, &a, &b, &c));
+    if (fabs(a - A) > 0.3 || fabs(b - B) > 0.02 || fabs(c - C) > 0.05)
+        fail_msg("fitted a %.3f b %.3f c %.3f", a, b, c);
+    assert_true(fabs(steps_model_predict(&m, 32, 32) - (A + 32 * (B + C))) < 0.5);
+    assert_true(fabs(steps_model_predict(&m, 512, 1) - (A + 512 * B + C)) < 2);
+    /* decodes only: tokens and sequences cannot be told apart, their joint cost is b */
+    steps_model_init(&m);
+    for (int k = 0; k < 30; k++)
+        steps_model_observe(&m, 1 + k % 16, 1 + k % 16, 2 + 3.0 * (1 + k % 16));
+    assert_true(steps_model_coef(&m, &a, &b, &c));
+    if (fabs(a - 2) > 0.01 || fabs(b + c - 3) > 0.01)
+        fail_msg("fitted a %.3f b %.3f c %.3f", a, b, c);
+    /* steps all of one size: the line through the origin (no negative cost) */
     steps_model_init(&m);
     for (int k = 0; k < 20; k++)
-        steps_model_observe(&m, 16, 32);
-    assert_true(steps_model_coef(&m, &a, &b));
-    assert_true(a == 0 && fabs(b - 2) < 1e-9);
+        steps_model_observe(&m, 16, 16, 32);
+    assert_true(steps_model_coef(&m, &a, &b, &c));
+    assert_true(a >= 0 && b >= 0 && c >= 0);
+    assert_true(fabs(steps_model_predict(&m, 16, 16) - 32) < 1e-6);
     /* nonsense is ignored */
-    steps_model_observe(&m, 0, 5);
-    steps_model_observe(&m, 4, NAN);
-    steps_model_observe(&m, 4, -1);
+    steps_model_observe(&m, 0, 1, 5);
+    steps_model_observe(&m, 4, 0, 5);
+    steps_model_observe(&m, 4, 1, NAN);
+    steps_model_observe(&m, 4, 1, -1);
     assert_int_equal(m.n, 20);
     /* it follows a machine that got slower */
-    for (int k = 0; k < 200; k++)
-        steps_model_observe(&m, 8 + k % 24, 3 * (8 + k % 24));
-    assert_true(fabs(steps_model_predict(&m, 16) - 48) < 1);
+    learn(&m);
+    for (int k = 0; k < 300; k++) {
+        int q = 1 + k % 24, t = k % 2 ? q : q + 100;
+        steps_model_observe(&m, t, q, 3 * fake_ms(t, q, k));
+    }
+    assert_true(fabs(steps_model_predict(&m, 16, 16) - 3 * (A + 16 * (B + C))) < 2);
 }
 
 #define N 33
@@ -126,29 +145,39 @@ static void test_budget_kept(void **state)
         steps_plan(&SERVER, &m, seq, N, &rr, take, &out);
         assert_true(out.interactive);
         assert_int_equal(take[N - 1], 1); /* the interactive decode is always in */
-        /* auto: twice the interactive token's own time, 2 * (2 + 1) = 6 ms: 4 tokens */
-        assert_true(fabs(out.budget_ms - 6) < 0.3);
+        /* auto: twice the interactive decode's own time, 2 * (2 + 0.5 + 2.5) = 10 ms: one
+         * batch decode (3 ms) fits beside it, a second would not */
+        assert_true(fabs(out.budget_ms - 10) < 0.5);
         int n = sum(take, N);
-        assert_true(n >= 2 && n <= 4);
-        double ms = fake_ms(n, step);
+        assert_int_equal(n, 2);
+        double ms = fake_ms(n, n, step);
         assert_true(ms <= out.budget_ms + 0.2);
         assert_true(out.capped);
-        steps_model_observe(&m, n, ms);
+        steps_model_observe(&m, n, n, ms);
         for (int i = 0; i < N; i++)
             got[i] += take[i];
     }
-    /* 40 steps of 3 batch tokens: 120 over 32 sequences, each 3 or 4 */
+    /* 40 steps of one batch decode over 32 sequences, round-robin: each 1 or 2 */
     for (int i = 0; i < N - 1; i++)
-        assert_true(got[i] >= 3 && got[i] <= 4);
-    /* a fixed target: 10 ms, so 8 tokens */
+        assert_true(got[i] >= 1 && got[i] <= 2);
+    /* a fixed target: 20 ms, so (20 - 5) / 3 = 5 batch decodes (the fit has moved a little
+     * with 40 steps of one size) */
     struct steps_params fixed = SERVER;
-    fixed.target_ms = 10;
+    fixed.target_ms = 20;
     steps_plan(&fixed, &m, seq, N, &rr, take, &out);
-    assert_true(sum(take, N) >= 7 && sum(take, N) <= 8);
+    assert_true(sum(take, N) >= 5 && sum(take, N) <= 6);
     /* a target below what anything takes: batch work still gets one token */
     fixed.target_ms = 0.5;
     steps_plan(&fixed, &m, seq, N, &rr, take, &out);
     assert_int_equal(sum(take, N), 2);
+    /* no batch decodes but a batch prompt: a chunk sized to the budget */
+    fill(seq, true);
+    for (int i = 0; i < N - 1; i++)
+        seq[i].pending = 0;
+    seq[3].pending = 1000;
+    fixed.target_ms = 50; /* 45 ms left: (45 - 2.5) / 0.5 = 85 tokens */
+    steps_plan(&fixed, &m, seq, N, &rr, take, &out);
+    assert_true(take[3] >= 83 && take[3] <= 86);
 }
 
 /* an interactive prompt goes whole into its first step, with what fits beside it */
@@ -166,7 +195,8 @@ static void test_interactive_prompt(void **state)
     steps_plan(&SERVER, &m, seq, N, &rr, take, &out);
     assert_int_equal(take[N - 1], 200);
     assert_int_equal(take[0], 0);
-    /* auto budget: 2 * (2 + 200) ms: room for the batch decodes */
+    /* auto budget: twice the prompt's own 2 + 100 + 2.5 ms: room for the 31 batch decodes
+     * (93 ms) */
     assert_int_equal(sum(take, N), 200 + 31);
     /* a waiting sequence feeds nothing, and a prefix an interactive one waits for computes
      * first (the caller marks it priority) */

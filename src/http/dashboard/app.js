@@ -104,6 +104,8 @@ async function overview() {
           <span>real-time done</span><span>${fmt(m.interactive_done)} (${fmt(m.interactive_failed)} failed)</span>
           <span>tokens in / out</span><span>${fmt(m.prompt_tokens)} / ${fmt(m.completion_tokens)}</span>
           ${m.engine ? `<span>engine</span><span>${fmt(m.engine.sequences_per_step, 1)} seq/step, ${fmt(m.engine.steps)} steps</span>` : ''}
+          ${m.interactive_done ? `<span>real-time latency</span><span>TTFT p99 ≤ ${fmt(m.ttft_p99 * 1000)} ms, between tokens p99 ≤ ${fmt(m.itl_p99 * 1000)} ms</span>` : ''}
+          ${m.engine && m.engine.steps_interactive ? `<span>latency budget</span><span>${fmt(100 * m.engine.steps_budget_kept / m.engine.steps_interactive, 0)}% of ${fmt(m.engine.steps_interactive)} steps kept it</span>` : ''}
           ${m.upstream ? `<span>upstream</span><span>circuit ${esc(m.upstream.circuit)}, ${fmt(m.upstream.inflight)} in flight, ${fmt(m.upstream.retries)} retries, ${fmt(m.upstream.failures)} failed</span>` : ''}
           ${m.cost_usd != null ? `<span>cost</span><span>$${m.cost_usd.toFixed(4)}</span>` : ''}
         </div>
