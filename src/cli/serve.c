@@ -117,7 +117,7 @@ static void serve_usage(FILE *f)
           "      --tls-cert FILE      serve HTTPS with this PEM certificate (chain) ...\n"
           "      --tls-key FILE       ... and its PEM private key (libmicrohttpd's GnuTLS)\n"
           "      --log-format F       text (default) or json: one JSON object per line on stderr\n"
-          "                           (time, level, msg, model, batch_id)\n"
+          "                           (time, level, msg, model, batch_id, request_id)\n"
           "  -v, --verbose            llama.cpp's own log on stderr\n",
           f);
 }

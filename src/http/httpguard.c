@@ -4,6 +4,7 @@
 #include "httpguard.h"
 #include "../util/clock.h"
 
+#include "../proto/oai.h"
 #include "../util/log.h"
 #include "../util/status.h"
 
@@ -23,6 +24,9 @@ struct guard_conn {
     double deadline;              /* the first head must be in by then (monotonic s) */
     atomic_bool head_seen;
     struct guard_conn *prev, *next;
+    /* the request being served on this connection (one at a time: MHD reads the next head
+     * once the answer to this one is sent); written and read on the connection's thread */
+    struct httpguard_request req;
 };
 
 struct httpguard {
@@ -235,10 +239,29 @@ static bool guard_origin_listed(const struct httpguard *g, const char *origin)
     return g->p.cors_origins && guard_listed(g->p.cors_origins, origin, strlen(origin));
 }
 
-int httpguard_check(struct MHD_Connection *c, char *msg, size_t n)
+/* a new request on k's connection: its id and what log lines call it */
+static void guard_request_begin(struct guard_conn *k, const char *method, const char *url)
+{
+    oai_make_id(k->req.id, sizeof(k->req.id), "req_");
+    snprintf(k->req.line, sizeof(k->req.line), "%.16s %.140s", method ? method : "?", url ? url : "?");
+    for (char *p = k->req.line; *p; p++)
+        if ((unsigned char)*p < ' ' || *p == 0x7f)
+            *p = '?'; /* a decoded %0a must not start a log line of its own */
+}
+
+const struct httpguard_request *httpguard_request(struct MHD_Connection *c)
 {
     struct guard_conn *k = guard_of(c);
-    if (!k || !k->g)
+    return k && k->req.id[0] ? &k->req : NULL;
+}
+
+int httpguard_check(struct MHD_Connection *c, const char *method, const char *url, char *msg, size_t n)
+{
+    struct guard_conn *k = guard_of(c);
+    if (!k)
+        return NS_OK;
+    guard_request_begin(k, method, url);
+    if (!k->g)
         return NS_OK;
     atomic_store(&k->head_seen, true);
     const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
@@ -264,21 +287,25 @@ static void guard_cors_headers(struct MHD_Response *resp, const char *origin)
 {
     MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
     MHD_add_response_header(resp, "Vary", "Origin");
-    MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After, Content-Type");
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                            "Retry-After, Content-Type, x-request-id, request-id, x-should-retry");
 }
 
-bool httpguard_preflight(struct MHD_Connection *c, const char *method, enum MHD_Result *ret)
+bool httpguard_preflight(struct MHD_Connection *c, const char *method, const char *url, enum MHD_Result *ret)
 {
     struct guard_conn *k = guard_of(c);
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     const char *want = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Method");
     if (strcmp(method, "OPTIONS") != 0 || !origin || !want || !k || !k->g || !guard_origin_listed(k->g, origin))
         return false;
+    guard_request_begin(k, method, url);
     struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!resp) {
         *ret = MHD_NO;
         return true;
     }
+    MHD_add_response_header(resp, "x-request-id", k->req.id);
+    MHD_add_response_header(resp, "request-id", k->req.id);
     guard_cors_headers(resp, origin);
     MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
     const char *hdrs = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
@@ -295,6 +322,14 @@ bool httpguard_preflight(struct MHD_Connection *c, const char *method, enum MHD_
 enum MHD_Result httpguard_queue(struct MHD_Connection *c, unsigned code, struct MHD_Response *resp)
 {
     struct guard_conn *k = guard_of(c);
+    char id[32];
+    if (k && k->req.id[0])
+        snprintf(id, sizeof(id), "%s", k->req.id);
+    else
+        oai_make_id(id, sizeof(id), "req_"); /* no state kept for the connection: an id all the same */
+    /* OpenAI's SDKs read x-request-id, Anthropic's request-id: both, the same id */
+    MHD_add_response_header(resp, "x-request-id", id);
+    MHD_add_response_header(resp, "request-id", id);
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     if (origin && k && k->g && guard_origin_listed(k->g, origin))
         guard_cors_headers(resp, origin);

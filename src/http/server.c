@@ -287,20 +287,7 @@ static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, const s
     }
     char msg[600];
     snprintf(msg, sizeof(msg), "Method %.20s is not allowed on %.200s; it takes %s.", method, url, allow);
-    cJSON *body = d->error(NS_ERR_METHOD, msg, NULL, "method_not_allowed");
-    char *text = respond_json_print(body);
-    if (!text)
-        return MHD_NO;
-    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(text);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-    enum MHD_Result ret = httpguard_queue(c, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return respond_method_not_allowed(c, d, msg, allow);
 }
 
 static int ns_hexval(char c)
@@ -477,10 +464,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* Host, Origin, CORS preflight (httpguard.h): before the key, since a browser's
          * preflight carries none */
         enum MHD_Result pre;
-        if (httpguard_preflight(c, method, &pre))
+        if (httpguard_preflight(c, method, url, &pre))
             return pre;
         char gmsg[300];
-        int grc = httpguard_check(c, gmsg, sizeof(gmsg));
+        int grc = httpguard_check(c, method, url, gmsg, sizeof(gmsg));
         if (grc)
             return EARLY_ERROR(grc, NULL, NULL, "%s", gmsg);
         /* Two Content-Lengths (or one beside a Transfer-Encoding) frame the body two ways: a
@@ -537,8 +524,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->body_bytes += *upload_data_size;
         double age = clock_now() - r->t_start;
         if (s->p.min_body_rate && age > 10 && (double)r->body_bytes < age * s->p.min_body_rate) {
-            log_event(LOG_WARN, NULL, NULL, "closed a connection whose body came at %.0f bytes/s (below %u)",
-                      (double)r->body_bytes / age, s->p.min_body_rate);
+            const struct httpguard_request *hr = httpguard_request(c);
+            log_request(LOG_WARN, hr ? hr->id : NULL, "%s: closed the connection: its body came at %.0f bytes/s (below %u)",
+                        hr ? hr->line : "", (double)r->body_bytes / age, s->p.min_body_rate);
             return MHD_NO;
         }
         if (!r->early_status) {

@@ -174,6 +174,9 @@ cJSON *respond_file_json(const struct store_file *f);
 char *respond_json_print(cJSON *o);
 enum MHD_Result respond_bytes(struct MHD_Connection *c, unsigned code, const char *type, const char *p, size_t len);
 enum MHD_Result respond_json(struct MHD_Connection *c, unsigned code, cJSON *o);
+/* 405 with Allow (the methods the path takes) */
+enum MHD_Result respond_method_not_allowed(struct MHD_Connection *c, const struct dialect *d, const char *msg,
+                                           const char *allow);
 enum MHD_Result respond_quota_refusal(struct MHD_Connection *c, const struct dialect *d, const struct quota_refusal *why);
 enum MHD_Result respond_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
                                   const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));

@@ -292,6 +292,18 @@ test('chat.completions.create, non-streaming', async () => {
     assert.equal(r2.usage.completion_tokens, 3);
     assert.equal(r2.choices[0].finish_reason, 'length');
     assert.notEqual(r2.id, r.id);
+
+    /* issue 31.4: every answer carries x-request-id, one per request, which the SDK shows as
+     * _request_id (and requestID on an error) */
+    assert.match(r._request_id, /^req_[A-Za-z0-9]{24}$/);
+    assert.match(r2._request_id, /^req_[A-Za-z0-9]{24}$/);
+    assert.notEqual(r._request_id, r2._request_id);
+    const e = await expectApiError(client.models.retrieve('no-such-model'), sdk.NotFoundError, { status: 404 });
+    assert.match(e.requestID, /^req_/);
+    for (const [m, p] of [['GET', '/health'], ['GET', '/no/such/route'], ['DELETE', '/v1/models']]) {
+        const h = await raw(MAIN, m, p);
+        assert.match(h.headers.get('x-request-id') || '', /^req_[A-Za-z0-9]{24}$/, `${m} ${p}: ${h.status}`);
+    }
 });
 
 test('chat.completions.create, streaming (with and without stream_options.include_usage)', async () => {
@@ -618,8 +630,16 @@ test('batch: 40 lines run to completed; output file holds each custom_id once', 
     const outs = await client.files.list({ purpose: 'batch_output' });
     assert.ok(outs.data.some((f) => f.id === b.output_file_id));
 
-    /* a finished batch cannot be cancelled */
-    await expectApiError(client.batches.cancel(b.id), sdk.ConflictError, { status: 409, code: 'batch_not_cancellable' });
+    /* a finished batch cannot be cancelled, and the SDK does not retry the 409 (issue 31.6:
+     * x-should-retry: false; it retried such a 409 twice more, its default maxRetries) */
+    let calls = 0;
+    const counting = new OpenAI({ baseURL: `${MAIN.url}/v1`, apiKey: 'test', timeout: 120_000,
+        fetch: (...args) => { calls++; return fetch(...args); } });
+    await expectApiError(counting.batches.cancel(b.id), sdk.ConflictError, { status: 409, code: 'batch_not_cancellable' });
+    assert.equal(calls, 1, 'the 409 was sent again');
+    const again = await raw(MAIN, 'POST', `/v1/batches/${b.id}/cancel`);
+    assert.equal(again.status, 409);
+    assert.equal(again.headers.get('x-should-retry'), 'false');
 });
 
 test('batch: /v1/completions endpoint and request validation', { timeout: 60_000 }, async () => {
