@@ -22,6 +22,11 @@
  *   checked; every answer carries it as x-request-id and request-id (OpenAI's and
  *   Anthropic's SDKs read one each and show it as _request_id) and
  *   the server's log lines about the request name it, so a client's report finds them.
+ * - Forwarded headers (X-Forwarded-Proto, X-Forwarded-Host) say how a client reached a
+ *   reverse proxy in front of the server; anyone can send them, so they are believed only
+ *   from a peer on the --trusted-proxy list (addresses or CIDR blocks). httpguard_origin()
+ *   is the URL a client reached the server by, for the URLs the server hands out
+ *   (Message Batches' results_url).
  *
  * THREADS: the notify callback runs on MHD's threads, the reaper on its own; one mutex
  * guards the list of connections. MHD calls MHD_CONNECTION_NOTIFY_CLOSED before it closes
@@ -37,11 +42,14 @@
 #include <stdint.h>
 
 struct httpguard;
+struct sockaddr;
 
 struct httpguard_params {
     const char *allowed_hosts;   /* comma-separated; NULL: IP literals and localhost only */
     const char *cors_origins;    /* comma-separated; NULL: no cross-origin request */
     unsigned header_timeout;     /* seconds for a new connection's first head; 0: no limit */
+    const char *trusted_proxies; /* comma-separated addresses or CIDR blocks whose forwarded
+                                    headers are believed (httpguard_proxies_check); NULL: none */
 };
 
 struct httpguard_params httpguard_default_params(void); /* header_timeout 10 */
@@ -75,6 +83,21 @@ struct httpguard_request {
     char line[160];              /* "METHOD /path", cut: what log lines name */
 };
 const struct httpguard_request *httpguard_request(struct MHD_Connection *c);
+
+/* "http(s)://HOST[:PORT]" the client reached the server by: https under TLS, the Host
+ * header, or from a trusted proxy its X-Forwarded-Proto and X-Forwarded-Host (their first
+ * values); fallback ("127.0.0.1:8080") where no usable host was sent */
+void httpguard_origin(struct MHD_Connection *c, bool tls, const char *fallback, char *out, size_t n);
+/* the same from the header values (xf_proto, xf_host: NULL when the peer is not trusted) */
+void httpguard_origin_of(bool tls, const char *host, const char *xf_proto, const char *xf_host, const char *fallback,
+                         char *out, size_t n);
+
+/* Is list ("10.0.0.1, 192.168.0.0/16, ::1") well formed? 0, else NS_ERR_INVALID and err
+ * names the entry at fault */
+int httpguard_proxies_check(const char *list, char *err, size_t n);
+/* is the address sa (IPv4, IPv6, IPv4-mapped IPv6) in list? A malformed entry matches
+ * nothing */
+bool httpguard_addr_listed(const char *list, const struct sockaddr *sa);
 
 /* connections dropped for a slow head since the start (for /metrics) */
 uint64_t httpguard_dropped(struct httpguard *g);

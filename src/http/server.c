@@ -22,6 +22,18 @@ struct server_params server_default_params(void)
     return p;
 }
 
+int server_public_url_check(const char *url, char *err, size_t n)
+{
+    size_t scheme = strncmp(url, "https://", 8) == 0 ? 8 : strncmp(url, "http://", 7) == 0 ? 7 : 0;
+    bool ok = scheme && url[scheme] && url[scheme] != '/' && strlen(url) < 512;
+    for (const char *p = url; ok && *p; p++)
+        ok = (unsigned char)*p > ' ' && *p != 0x7f && *p != '?' && *p != '#' && *p != '"' && *p != '\\';
+    if (!ok)
+        snprintf(err, n, "--public-url must be an http:// or https:// URL with a host and no query, like "
+                         "https://api.example.com or https://example.com/nightshift, not '%.100s'", url);
+    return ok ? NS_OK : NS_ERR_INVALID;
+}
+
 int server_default_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -88,6 +100,18 @@ int server_query_limit(struct route_ctx *x, int lo, int hi, int def, int *out)
         return NS_ERR_INVALID;
     *out = (int)n;
     return NS_OK;
+}
+
+void server_public_base(const struct route_ctx *x, char *out, size_t n)
+{
+    const struct server *s = x->srv;
+    if (s->public_url) {
+        snprintf(out, n, "%s", s->public_url);
+        return;
+    }
+    char fallback[300];
+    snprintf(fallback, sizeof(fallback), "%s:%d", s->p.host, s->port);
+    httpguard_origin(x->c, s->p.tls_cert && s->p.tls_key, fallback, out, n);
 }
 
 struct sched *server_sched_by_model(struct server *s, const char *model)
@@ -615,6 +639,21 @@ int server_start(struct server_params p, struct store *st, struct sched **scheds
     qp.batch_ud = s;
     if (!s->data_dir || (p.api_key && !s->api_key) || quota_create(qp, &s->quota))
         goto out;
+    if (p.public_url && server_public_url_check(p.public_url, err, errlen)) {
+        rc = NS_ERR_INVALID;
+        goto out;
+    }
+    if (p.trusted_proxies && httpguard_proxies_check(p.trusted_proxies, err, errlen)) {
+        rc = NS_ERR_INVALID;
+        goto out;
+    }
+    if (p.public_url) {
+        if (!(s->public_url = strdup(p.public_url)))
+            goto out;
+        size_t l = strlen(s->public_url);
+        while (l && s->public_url[l - 1] == '/')
+            s->public_url[--l] = '\0';
+    }
     if (!(s->keys = keycache_init(keycache_default_params(), st)))
         goto out;
     struct sockaddr_in sa;
@@ -646,6 +685,7 @@ int server_start(struct server_params p, struct store *st, struct sched **scheds
     gp.allowed_hosts = p.allowed_hosts;
     gp.cors_origins = p.cors_origins;
     gp.header_timeout = p.header_timeout;
+    gp.trusted_proxies = p.trusted_proxies;
     if (!(s->guard = httpguard_start(gp))) {
         rc = NS_ERR_NOMEM;
         goto out;
@@ -691,6 +731,7 @@ out:
     quota_free(s->quota);
     free(s->data_dir);
     free(s->api_key);
+    free(s->public_url);
     free(s);
     return rc;
 }
@@ -728,6 +769,7 @@ void server_stop(struct server *s)
     keycache_free(s->keys);
     free(s->data_dir);
     free(s->api_key);
+    free(s->public_url);
     free(s);
 }
 

@@ -71,6 +71,7 @@ struct server {
     struct httpguard *guard;     /* Host, Origin, slow heads (httpguard.h) */
     struct MHD_Daemon *mhd;
     int port;
+    char *public_url;            /* p.public_url without a trailing '/', or NULL */
     atomic_bool draining;        /* server_drain(): new requests get 503 */
     atomic_int inflight;         /* requests started, not completed (server_inflight) */
     /* the dashboard's last hour: a sample every SAMPLE_EVERY s (sampler thread) */
@@ -162,6 +163,9 @@ enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES, GEN_OLLAMA_CHAT, GEN_O
 /* ---- shared functions, by the file that defines them ----------------------------------- */
 
 /* server.c */
+/* the base of the URLs the server hands out ("https://api.example.com", no trailing '/'):
+ * --public-url, else how this request reached the server (httpguard_origin) */
+void server_public_base(const struct route_ctx *x, char *out, size_t n);
 int server_query_limit(struct route_ctx *x, int lo, int hi, int def, int *out);
 const char *server_query(struct route_ctx *x, const char *k);
 struct sched *server_sched_by_model(struct server *s, const char *model);
@@ -229,7 +233,8 @@ enum MHD_Result batches_deferred_completions(struct route_ctx *x);
 enum MHD_Result batches_deferred_get(struct route_ctx *x);
 
 /* msgbatches.c */
-cJSON *msgbatches_json(struct server *srv, const struct store_batch *b);
+/* a Message Batch as Anthropic shows it; results_url from how x's request reached the server */
+cJSON *msgbatches_json(const struct route_ctx *x, const struct store_batch *b);
 enum MHD_Result msgbatches_create(struct route_ctx *x);
 int msgbatches_inline_create(struct route_ctx *x, const struct buf *jsonl, int n, const char *endpoint,
                                const char *id_prefix, const char *filename, const char *metadata, struct store_batch *b,

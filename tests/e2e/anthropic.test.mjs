@@ -7,19 +7,21 @@
 // See serve_lib.mjs / lib.mjs for the environment variables. The models are random-weight
 // (gen-model): their output is gibberish, so no test looks at the text, only at shapes,
 // counts, orderings and error types. Three servers run for the whole file:
-//   main   one model 'tiny', --parallel 4 --ctx 4096
-//   keyed  the same model with --api-key and --max-body 2KB
+//   main   one model 'tiny', --parallel 4 --ctx 4096, --trusted-proxy 127.0.0.1
+//   keyed  the same model with --api-key, --max-body 2KB and --public-url
 //   multi  two models: 'a' (tiny.gguf) and 'b' (another seed)
 // The SDK builds the /v1/... paths itself, so its baseURL is the server's bare URL.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 
 import { api, killHard, runNs } from './lib.mjs';
 import { BIN, SPM_VOCAB, ensureNpmDeps, mkTmp, pollUntil, rmTmp, sleep, startServer } from './serve_lib.mjs';
 
 const KEY = 'sk-nightshift-anthropic-e2e';
+const PUBLIC_URL = 'https://api.example.com/anthropic/';
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 
 let Anthropic; // the SDK's client class and error classes, imported once installed
@@ -52,9 +54,10 @@ before(async () => {
     await Promise.all([genModel(tiny, 1), genModel(other, 7)]);
     const common = ['--parallel', '4', '--ctx', '4096'];
     [MAIN, KEYED, MULTI] = await Promise.all([
-        startServer(['--model', `tiny=${tiny}`, ...common, '--data-dir', path.join(TMP, 'data-main')], { name: 'main' }),
+        startServer(['--model', `tiny=${tiny}`, ...common, '--data-dir', path.join(TMP, 'data-main'),
+            '--trusted-proxy', '10.9.9.9, 127.0.0.1'], { name: 'main' }),
         startServer(['--model', `tiny=${tiny}`, ...common, '--data-dir', path.join(TMP, 'data-keyed'), '--api-key', KEY,
-            '--max-body', '2KB'],
+            '--max-body', '2KB', '--public-url', PUBLIC_URL],
             { name: 'keyed' }),
         startServer(['--model', `a=${tiny}`, '--model', `b=${other}`, ...common, '--data-dir', path.join(TMP, 'data-multi')],
             { name: 'multi' }),
@@ -582,4 +585,108 @@ test('batches: one batch mixing two models; each result names its request\'s mod
         want.delete(r.custom_id);
     }
     assert.equal(want.size, 0, `missing results: ${[...want.keys()]}`);
+});
+
+/* ---- results_url: how the client reached the server (issue 31.1) ---------------------- */
+
+/* GET a path of server s with these headers (node's http: fetch would not send a Host of our
+ * choosing); the JSON answer */
+function getWith(s, p, headers) {
+    const u = new URL(s.url);
+    return new Promise((resolve, reject) => {
+        const req = http.request({ host: u.hostname, port: u.port, path: p, headers }, (res) => {
+            let body = '';
+            res.on('data', (d) => (body += d));
+            res.on('end', () => {
+                try {
+                    resolve(JSON.parse(body));
+                } catch (e) {
+                    reject(new Error(`${res.statusCode} ${body}`));
+                }
+            });
+        });
+        req.on('error', reject);
+        req.end();
+    });
+}
+
+/* a reverse proxy on localhost in front of MAIN, as nginx's proxy_pass: the upstream's own
+ * Host, the client's in X-Forwarded-Host, and X-Forwarded-Proto; counts what it forwards */
+function startProxy(target) {
+    const t = new URL(target.url);
+    const seen = [];
+    const srv = http.createServer((req, res) => {
+        seen.push(`${req.method} ${req.url}`);
+        const headers = { ...req.headers, host: t.host, 'x-forwarded-host': req.headers.host, 'x-forwarded-proto': 'http' };
+        const up = http.request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers }, (ur) => {
+            res.writeHead(ur.statusCode, ur.headers);
+            ur.pipe(res);
+        });
+        up.on('error', (e) => res.destroy(e));
+        req.pipe(up);
+    });
+    return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve({ srv, port: srv.address().port, seen })));
+}
+
+test('results_url: the Host; a trusted proxy\'s X-Forwarded-*; --public-url; an untrusted peer\'s forwarded headers ignored', { timeout: 90_000 }, async () => {
+    const reqs = { requests: [{ custom_id: 'r', params: params(0, { max_tokens: 2 }) }] };
+    const proxy = await startProxy(MAIN);
+    try {
+        /* through the proxy, with the SDK: results() fetches results_url, so it must lead
+         * back through the proxy (the client knows no other address) */
+        const viaProxy = new Anthropic({ baseURL: `http://localhost:${proxy.port}`, apiKey: 'test', maxRetries: 0, timeout: 60_000 });
+        const created = await viaProxy.messages.batches.create(reqs);
+        const { batch } = await waitEnded(viaProxy, created.id);
+        const base = `http://localhost:${proxy.port}/v1/messages/batches/${batch.id}/results`;
+        assert.equal(batch.results_url, base);
+        const before = proxy.seen.length;
+        const results = await allResults(viaProxy, batch.id);
+        assert.equal(results.length, 1);
+        assert.ok(proxy.seen.slice(before).includes(`GET /v1/messages/batches/${batch.id}/results`), proxy.seen.join('\n'));
+        /* directly: the Host the client sent (a port mapping, 0.0.0.0 ...), http without TLS */
+        const direct = await getWith(MAIN, `/v1/messages/batches/${batch.id}`, { host: '10.1.2.3:9999' });
+        assert.equal(direct.results_url, `http://10.1.2.3:9999/v1/messages/batches/${batch.id}/results`);
+        const https = await getWith(MAIN, `/v1/messages/batches/${batch.id}`,
+            { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'api.example.com, proxy2.internal' });
+        assert.equal(https.results_url, `https://api.example.com/v1/messages/batches/${batch.id}/results`);
+        /* a forwarded host that is no host is not believed */
+        const junk = await getWith(MAIN, `/v1/messages/batches/${batch.id}`,
+            { host: '10.1.2.3:9999', 'x-forwarded-host': 'evil.example/path?x' });
+        assert.equal(junk.results_url, `http://10.1.2.3:9999/v1/messages/batches/${batch.id}/results`);
+    } finally {
+        proxy.srv.close();
+    }
+    /* MULTI trusts no proxy: the forwarded headers are anyone's, and ignored */
+    const mc = newClient(MULTI);
+    const m = await mc.messages.batches.create({ requests: [{ custom_id: 'r', params: params(0, { model: 'a', max_tokens: 2 }) }] });
+    await waitEnded(mc, m.id);
+    const untrusted = await getWith(MULTI, `/v1/messages/batches/${m.id}`,
+        { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil.example.com' });
+    assert.equal(untrusted.results_url, `${MULTI.url}/v1/messages/batches/${m.id}/results`);
+    /* KEYED has --public-url: it wins, whatever the request says */
+    const kc = newClient(KEYED, KEY);
+    const k = await kc.messages.batches.create(reqs);
+    const { batch: kb } = await waitEnded(kc, k.id);
+    assert.equal(kb.results_url, `https://api.example.com/anthropic/v1/messages/batches/${kb.id}/results`);
+    const listed = await kc.messages.batches.list();
+    assert.equal(listed.data.find((b) => b.id === kb.id).results_url, kb.results_url);
+});
+
+test('--public-url and --trusted-proxy: bad values are refused at start, on the command line and in --config', async () => {
+    const cases = [
+        [['--public-url', 'api.example.com'], /--public-url must be an http:\/\/ or https:\/\/ URL/],
+        [['--public-url', 'https://api.example.com/x?y=1'], /--public-url must be/],
+        [['--public-url', 'https:///nohost'], /--public-url must be/],
+        [['--trusted-proxy', '10.0.0.1,not-an-ip'], /--trusted-proxy: 'not-an-ip' is not an IP address or a CIDR block/],
+        [['--trusted-proxy', '10.0.0.0/33'], /'10\.0\.0\.0\/33' is not an IP address or a CIDR block/],
+    ];
+    const ini = path.join(TMP, 'bad-proxy.ini');
+    fs.writeFileSync(ini, '[server]\ntrusted-proxy = 127.0.0.1\ntrusted-proxy = ::1/129\n');
+    cases.push([['--config', ini], /'::1\/129' is not an IP address or a CIDR block/]);
+    for (const [args, want] of cases) {
+        const r = await runNs(['serve', '--model', 'tiny=/nonexistent.gguf', '--data-dir', path.join(TMP, 'never'),
+            '--listen', '127.0.0.1:0', ...args], { timeoutMs: 30_000 });
+        assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, want, args.join(' '));
+    }
 });
