@@ -441,6 +441,48 @@ enum MHD_Result generate_apply_template(struct route_ctx *x)
     return respond_json(x->c, 200, body);
 }
 
+/* POST /v1/messages/count_tokens: the prompt's tokens as a /v1/messages call with this body
+ * would count them (the same parse, the same template and tokenizer: backend_count_tokens,
+ * which h_generate's context check and usage.input_tokens use), nothing run. Local models
+ * only: an upstream counts its own. */
+enum MHD_Result generate_count_tokens(struct route_ctx *x)
+{
+    if (x->key[0]) {
+        struct quota_refusal why;
+        int qrc = quota_request_admit(x->srv->quota, x->key, x->lim, &why);
+        if (qrc == NS_ERR_QUOTA_REQUESTS || qrc == NS_ERR_QUOTA_TOKENS)
+            return respond_quota_refusal(x->c, &dialect_anthropic, &why);
+        if (qrc)
+            return respond_ant_error(x->c, qrc, "out of memory");
+    }
+    struct oai_request req;
+    struct oai_error err;
+    int rc = anthropic_count_request_parse(x->r->body.p ? x->r->body.p : "", x->r->body.len, &req, &err);
+    if (rc)
+        return respond_ant_error(x->c, rc, "%s", err.message);
+    char msg[300];
+    struct sched *s = gen_sched(x->srv, &dialect_anthropic, req.model);
+    struct engine_info ei;
+    bool local = s && backend_model_info(sched_backend(s), &ei);
+    if (!s)
+        dialect_anthropic.model_missing(msg, sizeof(msg), req.model);
+    else if (!local)
+        snprintf(msg, sizeof(msg), "model: '%.100s' is served by an upstream, which counts its own tokens; "
+                                   "count_tokens is answered for local models", req.model);
+    else if (ei.embedding)
+        snprintf(msg, sizeof(msg), "model: '%.100s' is loaded for embeddings only (--embedding)", req.model);
+    if (!local || ei.embedding) {
+        oai_request_release(&req);
+        return respond_ant_error(x->c, !s ? NS_ERR_MODEL_NOT_FOUND : NS_ERR_UNSUPPORTED, "%s", msg);
+    }
+    int n = backend_count_tokens(sched_backend(s), &req.req, msg, sizeof(msg));
+    oai_request_release(&req);
+    if (n < 0)
+        return respond_ant_error(x->c, -n, "messages: %s", msg);
+    cJSON *o = anthropic_count_answer(n);
+    return o ? respond_json(x->c, 200, o) : respond_ant_error(x->c, NS_ERR_NOMEM, "out of memory");
+}
+
 enum MHD_Result generate_chat(struct route_ctx *x) { return h_generate(x, GEN_CHAT); }
 enum MHD_Result generate_completions(struct route_ctx *x) { return h_generate(x, GEN_COMPLETION); }
 enum MHD_Result generate_messages(struct route_ctx *x) { return h_generate(x, GEN_MESSAGES); }

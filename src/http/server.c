@@ -212,6 +212,7 @@ static const struct route {
     {"GET", "/v1/batches/*/output", BODY_NONE, batches_output},
     {"GET", "/v1/batches/*/errors", BODY_NONE, batches_errors},
     {"POST", "/v1/messages", BODY_JSON, generate_messages},
+    {"POST", "/v1/messages/count_tokens", BODY_JSON, generate_count_tokens},
     {"POST", "/v1/messages/batches", BODY_JSON, msgbatches_create},
     {"GET", "/v1/messages/batches", BODY_NONE, batches_ant_list},
     {"GET", "/v1/messages/batches/*", BODY_NONE, batches_ant_get},

@@ -190,6 +190,7 @@ enum MHD_Result respond_text(struct MHD_Connection *c, unsigned code, const char
 enum MHD_Result generate_apply_template(struct route_ctx *x);
 enum MHD_Result generate_chat(struct route_ctx *x);
 enum MHD_Result generate_completions(struct route_ctx *x);
+enum MHD_Result generate_count_tokens(struct route_ctx *x);
 enum MHD_Result generate_embeddings(struct route_ctx *x);
 enum MHD_Result generate_messages(struct route_ctx *x);
 enum MHD_Result generate_ollama_chat(struct route_ctx *x);

@@ -303,10 +303,14 @@ static int ant_chat_json(struct oai_request *r, const cJSON *body, struct oai_er
 static const char *const ant_fields[] = {"model", "messages", "max_tokens", "system", "stop_sequences", "temperature",
                                          "top_p", "top_k", "stream", "metadata", "tools", "tool_choice", "thinking",
                                          "service_tier", "container", "mcp_servers", NULL};
+/* POST /v1/messages/count_tokens: the prompt's fields, nothing about generating */
+static const char *const ant_count_fields[] = {"model", "messages", "system", "tools", "tool_choice", "thinking", NULL};
 
-int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_error *err)
+/* a Messages body (count: a count_tokens body, which has no max_tokens or sampling) */
+static int ant_request(cJSON *body, bool count, struct oai_request *r, struct oai_error *err)
 {
     int rc = NS_OK;
+    const char *const *fields = count ? ant_count_fields : ant_fields;
     memset(r, 0, sizeof(*r));
     r->root_ = body;
     r->chat = true;
@@ -319,8 +323,8 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
     cJSON_ArrayForEach(f, body)
     {
         bool ok = false;
-        for (int i = 0; ant_fields[i] && !ok; i++)
-            ok = strcmp(ant_fields[i], f->string) == 0;
+        for (int i = 0; fields[i] && !ok; i++)
+            ok = strcmp(fields[i], f->string) == 0;
         if (!ok) {
             rc = oai_error_set(err, NS_ERR_INVALID, NULL, "%.64s: Extra inputs are not permitted", f->string);
             goto out;
@@ -333,15 +337,18 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
     }
     r->model = model->valuestring;
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(body, "max_tokens");
-    if (!mt) {
+    if (count) {
+        /* the field list let no max_tokens through */
+    } else if (!mt) {
         rc = oai_error_set(err, NS_ERR_INVALID, "max_tokens", "max_tokens: Field required");
         goto out;
-    }
-    if (!cJSON_IsNumber(mt) || mt->valuedouble != floor(mt->valuedouble) || mt->valuedouble < 1 || mt->valuedouble > 1e9) {
+    } else if (!cJSON_IsNumber(mt) || mt->valuedouble != floor(mt->valuedouble) || mt->valuedouble < 1 ||
+               mt->valuedouble > 1e9) {
         rc = oai_error_set(err, NS_ERR_INVALID, "max_tokens", "max_tokens: Input should be an integer greater than or equal to 1");
         goto out;
+    } else {
+        r->req.max_tokens = (int)mt->valuedouble;
     }
-    r->req.max_tokens = (int)mt->valuedouble;
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
     if (!msgs) {
         rc = oai_error_set(err, NS_ERR_INVALID, "messages", "messages: Field required");
@@ -446,13 +453,37 @@ out:
     return rc;
 }
 
+int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_error *err)
+{
+    return ant_request(body, false, r, err);
+}
+
 int anthropic_request_parse(const char *json, size_t len, struct oai_request *r, struct oai_error *err)
 {
     memset(r, 0, sizeof(*r));
     cJSON *body = cJSON_ParseWithLength(json, len);
     if (!body)
         return oai_error_set(err, NS_ERR_INVALID, NULL, "the request body is not valid JSON");
-    return anthropic_request_from_json(body, r, err);
+    return ant_request(body, false, r, err);
+}
+
+int anthropic_count_request_parse(const char *json, size_t len, struct oai_request *r, struct oai_error *err)
+{
+    memset(r, 0, sizeof(*r));
+    cJSON *body = cJSON_ParseWithLength(json, len);
+    if (!body)
+        return oai_error_set(err, NS_ERR_INVALID, NULL, "the request body is not valid JSON");
+    return ant_request(body, true, r, err);
+}
+
+cJSON *anthropic_count_answer(int input_tokens)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o && !cJSON_AddNumberToObject(o, "input_tokens", input_tokens)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
 }
 
 const char *anthropic_stop_reason(const struct engine_result *res)

@@ -306,6 +306,37 @@ test('messages.create({stream: true}): raw events, and ping on the wire', async 
     assert.deepEqual(wire, want, events.join(','));
 });
 
+/* issue 31.2: POST /v1/messages/count_tokens counts as a Messages call with the same body */
+test('messages.countTokens: the input tokens messages.create counts; errors in Anthropic\'s shape', async () => {
+    const { BadRequestError, NotFoundError } = SDK;
+    const bodies = [
+        { model: 'tiny', messages: [{ role: 'user', content: 'Count me, please.' }] },
+        { model: 'tiny', system: 'You are terse.', messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello.' },
+            { role: 'user', content: [{ type: 'text', text: 'Blocks count too.' }] }] },
+        { model: 'tiny', messages: [{ role: 'user', content: 'Weather in Oslo?' }],
+            tools: [{ name: 'get_weather', description: 'The weather', input_schema: { type: 'object', properties: { city: { type: 'string' } } } }],
+            tool_choice: { type: 'auto' } },
+    ];
+    for (const b of bodies) {
+        const c = await client.messages.countTokens(b);
+        assert.deepEqual(Object.keys(c), ['input_tokens']);
+        assert.match(c._request_id, /^req_[A-Za-z0-9]{24}$/); /* issue 31.4: request-id, as Anthropic's */
+        const m = await client.messages.create({ ...b, max_tokens: 1 });
+        assert.match(m._request_id, /^req_/);
+        assert.notEqual(m._request_id, c._request_id);
+        assert.equal(c.input_tokens, m.usage.input_tokens + m.usage.cache_read_input_tokens, JSON.stringify(b));
+    }
+    await expectApiError(client.messages.countTokens({ ...bodies[0], max_tokens: 5 }), BadRequestError, 400,
+        'invalid_request_error', /max_tokens: Extra inputs are not permitted/);
+    await expectApiError(client.messages.countTokens({ model: 'tiny' }), BadRequestError, 400, 'invalid_request_error',
+        /messages: Field required/);
+    await expectApiError(client.messages.countTokens({ ...bodies[0], model: 'no-such-model' }), NotFoundError, 404,
+        'not_found_error', /no-such-model/);
+    const r = await api(MAIN, 'POST', '/v1/messages/count_tokens', '{"model":', { 'content-type': 'application/json' });
+    assert.equal(r.status, 400);
+    assert.equal(r.json().error.type, 'invalid_request_error');
+});
+
 test('errors through the SDK: 400 missing max_tokens / temperature 1.5, 404 unknown model', async () => {
     const { BadRequestError, NotFoundError } = SDK;
     await expectApiError(client.messages.create({ model: 'tiny', messages: [{ role: 'user', content: 'x' }] }),

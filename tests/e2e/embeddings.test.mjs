@@ -100,6 +100,11 @@ test('errors name the parameter: input types, empty, too long, dimensions, encod
     assert.equal(chat.status, 400, chat.text);
     assert.equal(chat.json().error.param, 'model');
     assert.match(chat.json().error.message, /embeddings only/);
+    /* nor is a prompt counted on it (POST /v1/messages/count_tokens), in Anthropic's shape */
+    const ct = await json(server, '/v1/messages/count_tokens', { model: 'emb', messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(ct.status, 400, ct.text);
+    assert.equal(ct.json().error.type, 'invalid_request_error');
+    assert.match(ct.json().error.message, /embeddings only/);
 });
 
 const LINES = [

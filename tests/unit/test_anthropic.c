@@ -195,6 +195,52 @@ static void test_tools_out(void **state)
     oai_request_release(&r);
 }
 
+static int usage_int(const cJSON *u, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(u, k);
+    return cJSON_IsNumber(v) ? v->valueint : -1;
+}
+
+/* POST /v1/messages/count_tokens bodies: a Messages body without max_tokens; what only a
+ * generation takes (max_tokens, sampling, stream) is an extra input; the prompt's fields
+ * are parsed as a Messages call parses them */
+static void test_count_tokens_body(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    const char *ok = "{\"model\":\"m\",\"system\":\"be brief\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                     "\"tools\":[{\"name\":\"f\",\"input_schema\":{\"type\":\"object\"}}],"
+                     "\"tool_choice\":{\"type\":\"auto\"},\"thinking\":{\"type\":\"disabled\"}}";
+    assert_int_equal(anthropic_count_request_parse(ok, strlen(ok), &r, &e), NS_OK);
+    assert_string_equal(r.model, "m");
+    assert_int_equal(r.req.n_messages, 2); /* system, user */
+    assert_true(r.tools);
+    oai_request_release(&r);
+    static const struct {
+        const char *body, *msg;
+    } bad[] = {
+        {"{" MSG "}", "max_tokens: Extra inputs are not permitted"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":1}",
+         "temperature: Extra inputs are not permitted"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true}",
+         "stream: Extra inputs are not permitted"},
+        {"{\"model\":\"m\"}", "messages: Field required"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", "model: Field required"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"robot\",\"content\":\"hi\"}]}", "messages.0.role"},
+        {"{\"model\":", "not valid JSON"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(anthropic_count_request_parse(bad[i].body, strlen(bad[i].body), &r, &e), NS_ERR_INVALID);
+        if (!strstr(e.message, bad[i].msg))
+            fail_msg("%s: '%s' lacks '%s'", bad[i].body, e.message, bad[i].msg);
+    }
+    cJSON *a = anthropic_count_answer(17);
+    assert_int_equal(usage_int(a, "input_tokens"), 17);
+    assert_int_equal(cJSON_GetArraySize(a), 1);
+    cJSON_Delete(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_tools_out),
         cmocka_unit_test(test_top_k),
         cmocka_unit_test(test_max_tokens),
+        cmocka_unit_test(test_count_tokens_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
