@@ -1288,6 +1288,7 @@ static void engine_resolve_waits(struct engine *e)
 /* pass one delta to token(), with the logprobs recorded since the last one */
 static void engine_emit_delta(const struct engine_source *src, struct slot *s, struct engine_delta *d)
 {
+    d->cached_tokens = s->cached;
     if (s->req->logprobs) {
         d->logprobs = s->lp + s->lp_sent;
         d->n_logprobs = s->n_lp - s->lp_sent;

@@ -183,6 +183,10 @@ struct engine_delta {
     const struct engine_token_logprob *logprobs;
     int n_logprobs;
     const char *logprob_text;
+    /* the choice's prompt tokens read from the prefix cache, as engine_result.cached_tokens
+     * will say (known once the prompt is in, so on every delta of the local engine); -1 when
+     * the source cannot say before the end (an upstream) */
+    int cached_tokens;
 };
 
 struct engine_result {

@@ -516,6 +516,18 @@ static cJSON *ant_tool_block(const struct engine_tool_call *c, bool with_input)
     return b;
 }
 
+/* o's "usage" as Anthropic counts: input_tokens are the prompt's tokens not read from the
+ * cache (the prefix cache's hits are cache_read_input_tokens; nothing is written to a cache
+ * the way Anthropic's cache_control writes, so cache_creation_input_tokens is 0) */
+static void ant_usage(cJSON *o, int prompt, int cached, int output)
+{
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "input_tokens", prompt - cached);
+    cJSON_AddNumberToObject(u, "cache_creation_input_tokens", 0);
+    cJSON_AddNumberToObject(u, "cache_read_input_tokens", cached);
+    cJSON_AddNumberToObject(u, "output_tokens", output);
+}
+
 cJSON *anthropic_message(const struct oai_request *r, const struct engine_result *res, const char *id,
                          const char *model)
 {
@@ -545,11 +557,7 @@ cJSON *anthropic_message(const struct oai_request *r, const struct engine_result
         cJSON_AddStringToObject(o, "stop_sequence", r->req.stop[res->stop_index]);
     else
         cJSON_AddNullToObject(o, "stop_sequence");
-    cJSON *u = cJSON_AddObjectToObject(o, "usage");
-    cJSON_AddNumberToObject(u, "input_tokens", res->prompt_tokens - res->cached_tokens);
-    cJSON_AddNumberToObject(u, "cache_creation_input_tokens", 0);
-    cJSON_AddNumberToObject(u, "cache_read_input_tokens", res->cached_tokens);
-    cJSON_AddNumberToObject(u, "output_tokens", res->completion_tokens);
+    ant_usage(o, res->prompt_tokens, res->cached_tokens, res->completion_tokens);
     return o;
 }
 
@@ -684,6 +692,8 @@ static void ant_stream_delta(struct stream *s, const struct engine_delta *d)
 {
     if (d->index != 0)
         return;
+    if (d->cached_tokens >= 0)
+        s->cached = d->cached_tokens;
     if (d->reasoning_len) {
         if (s->block < 0 || s->block_kind != ANT_BLOCK_THINKING) {
             cJSON *cb = cJSON_CreateObject();
@@ -712,7 +722,14 @@ static void ant_stream_delta(struct stream *s, const struct engine_delta *d)
 
 /* Anthropic's event sequence: message_start, content_block_start, ping, content_block_delta*,
  * content_block_stop, message_delta, message_stop (or an error event). Phases: 0 the
- * opening events, 1 text deltas, 2 the closing events, 5 end */
+ * opening events, 1 text deltas, 2 the closing events, 5 end.
+ *
+ * Usage (issue 31.3): message_delta carries the final usage whole (input, cache and output
+ * tokens: cumulative, as Anthropic's API sends it; the SDKs overwrite what message_start
+ * said), the same as the non-streamed message. message_start must not contradict it, so
+ * it waits for the prompt's split into computed and cached tokens: the engine knows it
+ * once the prompt is in and says so on the first delta (engine_delta.cached_tokens); a
+ * source that cannot say before the end (an upstream) holds message_start until the end. */
 static cJSON *ant_dialect_answer(const struct stream *s, const struct engine_result *res)
 {
     return anthropic_message(s->r, res, s->id, s->model);
@@ -721,6 +738,11 @@ static cJSON *ant_dialect_answer(const struct stream *s, const struct engine_res
 static int ant_stream_next(struct stream *s, struct buf *out)
 {
     if (s->phase == 0) {
+        if (s->cached < 0 && !s->res)
+            return STREAM_WAIT;
+        bool final = s->res && s->res->status == NS_OK;
+        int prompt = final ? s->res->prompt_tokens : s->n_prompt;
+        int cached = final ? s->res->cached_tokens : s->cached > 0 ? s->cached : 0;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "message_start");
         cJSON *m = cJSON_AddObjectToObject(o, "message");
@@ -731,9 +753,7 @@ static int ant_stream_next(struct stream *s, struct buf *out)
         cJSON_AddStringToObject(m, "model", s->model);
         cJSON_AddNullToObject(m, "stop_reason");
         cJSON_AddNullToObject(m, "stop_sequence");
-        cJSON *u = cJSON_AddObjectToObject(m, "usage");
-        cJSON_AddNumberToObject(u, "input_tokens", s->n_prompt);
-        cJSON_AddNumberToObject(u, "output_tokens", 0);
+        ant_usage(m, prompt, cached, 0);
         stream_sse(out, "message_start", o);
         s->phase = 1;
         return STREAM_MORE;
@@ -770,8 +790,7 @@ static int ant_stream_next(struct stream *s, struct buf *out)
                 cJSON_AddStringToObject(d, "stop_sequence", s->r->req.stop[res->stop_index]);
             else
                 cJSON_AddNullToObject(d, "stop_sequence");
-            cJSON *u = cJSON_AddObjectToObject(o, "usage");
-            cJSON_AddNumberToObject(u, "output_tokens", res->completion_tokens);
+            ant_usage(o, res->prompt_tokens, res->cached_tokens, res->completion_tokens);
             stream_sse(out, "message_delta", o);
             o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "type", "message_stop");

@@ -13,6 +13,7 @@ void stream_init(struct stream *s, size_t max)
     memset(s, 0, sizeof(*s));
     buf_init(&s->pending, max);
     s->block = -1;
+    s->cached = -1;
 }
 
 void stream_release(struct stream *s)

@@ -306,6 +306,29 @@ test('messages.create({stream: true}): raw events, and ping on the wire', async 
     assert.deepEqual(wire, want, events.join(','));
 });
 
+/* issue 31.3: a prompt served from the prefix cache is counted the same streamed and not:
+ * input_tokens (computed), cache_read_input_tokens (from the cache); message_start does not
+ * contradict message_delta, whose usage the SDK's final message takes */
+test('messages.stream usage agrees with messages.create, prefix cache hits included', async () => {
+    const body = { model: 'tiny', max_tokens: 3, messages: [{ role: 'user', content: 'The same prompt, again and again, for the cache.' }] };
+    await client.messages.create(body); /* the prompt is in the cache from now on */
+    const plain = await client.messages.create(body);
+    assert.ok(plain.usage.cache_read_input_tokens > 0, JSON.stringify(plain.usage));
+    const stream = client.messages.stream(body);
+    let start, delta;
+    for await (const ev of stream) {
+        if (ev.type === 'message_start') start = structuredClone(ev.message.usage);
+        if (ev.type === 'message_delta') delta = ev.usage;
+    }
+    const final = await stream.finalMessage();
+    const keys = ['input_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens'];
+    const pick = (u, ks) => Object.fromEntries(ks.map((k) => [k, u[k]]));
+    assert.deepEqual(pick(start, keys), pick(plain.usage, keys), `message_start ${JSON.stringify(start)}`);
+    assert.deepEqual(pick(delta, [...keys, 'output_tokens']), pick(plain.usage, [...keys, 'output_tokens']),
+        `message_delta ${JSON.stringify(delta)}`);
+    assert.deepEqual(pick(final.usage, [...keys, 'output_tokens']), pick(plain.usage, [...keys, 'output_tokens']));
+});
+
 /* issue 31.2: POST /v1/messages/count_tokens counts as a Messages call with the same body */
 test('messages.countTokens: the input tokens messages.create counts; errors in Anthropic\'s shape', async () => {
     const { BadRequestError, NotFoundError } = SDK;
