@@ -148,12 +148,16 @@ static enum MHD_Result h_ready(struct route_ctx *x)
     return respond_json(x->c, ok ? 200 : 503, o);
 }
 
-static cJSON *model_json(struct sched *s)
+/* created: a local model's file time (when it was made or copied in), an upstream's the
+ * server's start (issue 31.7: 0 read as 1970 in clients) */
+static cJSON *model_json(struct server *srv, struct sched *s)
 {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "id", sched_model_name(s));
     cJSON_AddStringToObject(m, "object", "model");
-    cJSON_AddNumberToObject(m, "created", 0);
+    const char *path = backend_model_path(sched_backend(s));
+    struct stat sb;
+    cJSON_AddNumberToObject(m, "created", path && stat(path, &sb) == 0 ? (double)sb.st_mtime : (double)srv->started_at);
     cJSON_AddStringToObject(m, "owned_by", "nightshift");
     return m;
 }
@@ -164,7 +168,7 @@ static enum MHD_Result h_models(struct route_ctx *x)
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *d = cJSON_AddArrayToObject(o, "data");
     for (int i = 0; i < x->srv->n_scheds; i++)
-        cJSON_AddItemToArray(d, model_json(x->srv->scheds[i]));
+        cJSON_AddItemToArray(d, model_json(x->srv, x->srv->scheds[i]));
     return respond_json(x->c, 200, o);
 }
 
@@ -174,7 +178,7 @@ static enum MHD_Result h_model_get(struct route_ctx *x)
     if (!s)
         return respond_oai_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
                           "The model '%.100s' does not exist or you do not have access to it.", x->ids[0]);
-    return respond_json(x->c, 200, model_json(s));
+    return respond_json(x->c, 200, model_json(x->srv, s));
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
@@ -631,6 +635,7 @@ int server_start(struct server_params p, struct store *st, struct sched **scheds
     if (s->api_key)
         sha256_hex(s->api_key, strlen(s->api_key), s->api_key_hash);
     s->no_auth = p.no_auth;
+    s->started_at = time(NULL);
     s->st = st;
     s->scheds = scheds;
     s->n_scheds = n_scheds;

@@ -72,6 +72,7 @@ struct server {
     struct MHD_Daemon *mhd;
     int port;
     char *public_url;            /* p.public_url without a trailing '/', or NULL */
+    int64_t started_at;          /* unix seconds: the `created` of upstream models */
     atomic_bool draining;        /* server_drain(): new requests get 503 */
     atomic_int inflight;         /* requests started, not completed (server_inflight) */
     /* the dashboard's last hour: a sample every SAMPLE_EVERY s (sampler thread) */

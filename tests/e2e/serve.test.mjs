@@ -242,6 +242,8 @@ test('models.list / models.retrieve; GET /health and /ready', async () => {
     assert.equal(m.id, MODEL_NAME);
     assert.equal(m.object, 'model');
     assert.equal(typeof m.created, 'number');
+    /* issue 31.7: the model file's time, not 0 (1970 to clients) */
+    assert.equal(m.created, Math.floor(fs.statSync(path.join(TMP, 'tiny.gguf')).mtimeMs / 1000));
     assert.equal(m.owned_by, 'nightshift');
     assert.deepEqual(await client.models.retrieve(MODEL_NAME), m);
     await expectApiError(client.models.retrieve('no-such-model'), sdk.NotFoundError, { status: 404, code: 'model_not_found' });
@@ -352,6 +354,12 @@ test('chat.completions.create, streaming (with and without stream_options.includ
             assert.ok(last.usage.prompt_tokens > 0);
             assert.equal(last.usage.completion_tokens, 8);
             assert.equal(last.usage.total_tokens, last.usage.prompt_tokens + 8);
+            /* issue 31.7: the same fields as the non-streamed usage, details included */
+            const once = await client.chat.completions.create({ model: MODEL_NAME, messages: [{ role: 'user', content: 'x' }],
+                max_tokens: 1 });
+            assert.deepEqual(Object.keys(last.usage).sort(), Object.keys(once.usage).sort(), tag);
+            assert.deepEqual(last.usage.completion_tokens_details, { reasoning_tokens: 0 }, tag);
+            assert.equal(typeof last.usage.prompt_tokens_details.cached_tokens, 'number', tag);
             for (const c of chunks.slice(0, -1)) assert.equal(c.usage, null, `chunk before the last: usage ${JSON.stringify(c.usage)}`);
         }
     }
