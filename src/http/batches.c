@@ -135,8 +135,8 @@ enum MHD_Result batches_create(struct route_ctx *x)
     }
     struct store_file file;
     int rc = store_file_get(x->srv->st, fid->valuestring, &file);
-    if (rc == NS_OK && !files_owner_ok(x, file.owner)) {
-        store_file_release(&file);
+    if (rc == NS_OK && (!files_owner_ok(x, file.owner) || files_expired(&file))) {
+        store_file_release(&file); /* an expired input is gone, as the Files API shows it */
         rc = NS_ERR_NOT_FOUND;
     }
     if (rc) {

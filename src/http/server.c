@@ -384,8 +384,24 @@ static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const cha
             return MHD_NO;
         return MHD_YES;
     }
-    if (strcmp(key, "file") != 0)
-        return MHD_YES; /* other fields are ignored */
+    /* OpenAI's expires_after, as the SDKs send it in a form: expires_after[anchor] and
+     * expires_after[seconds] (files_upload checks them) */
+    bool anchor = strcmp(key, "expires_after[anchor]") == 0, secs = strcmp(key, "expires_after[seconds]") == 0;
+    if (anchor || secs) {
+        char *v = anchor ? u->expires_anchor : u->expires_seconds;
+        size_t cap = anchor ? sizeof(u->expires_anchor) : sizeof(u->expires_seconds), have = strlen(v);
+        *(anchor ? &u->have_anchor : &u->have_seconds) = true;
+        if (memchr(data, '\0', size))
+            data = "?", size = 1; /* a NUL inside: invalid, not cut short into something valid */
+        snprintf(v + have, cap - have, "%.*s", (int)(size < cap ? size : cap), data);
+        return MHD_YES;
+    }
+    if (strcmp(key, "file") != 0) {
+        /* refused once the body is in, as JSON routes refuse an unknown field (issue 31.5) */
+        if (!u->unknown[0])
+            snprintf(u->unknown, sizeof(u->unknown), "%s", key);
+        return MHD_YES;
+    }
     if (!u->have_file) {
         u->have_file = true;
         if (filename && !u->filename)

@@ -101,6 +101,11 @@ struct upload {
     char id[48];                /* the file's id, chosen when the upload starts */
     char *filename;
     struct buf purpose;
+    /* expires_after[anchor] and expires_after[seconds] as sent (cut at their size: a longer
+     * value is invalid anyway), and the first field the upload does not know */
+    char expires_anchor[16], expires_seconds[24];
+    bool have_anchor, have_seconds;
+    char unknown[64];
     int64_t bytes;
     bool have_file;
     bool too_large;
@@ -213,6 +218,9 @@ enum MHD_Result files_get(struct route_ctx *x);
 enum MHD_Result files_list(struct route_ctx *x);
 enum MHD_Result files_upload(struct route_ctx *x);
 const char *files_owner_filter(const struct route_ctx *x);
+/* past its expires_at (an upload's expires_after, a batch output's output_expires_after):
+ * gone to clients */
+bool files_expired(const struct store_file *f);
 bool files_owner_ok(const struct route_ctx *x, const char *owner);
 
 /* batches.c */

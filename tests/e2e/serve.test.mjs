@@ -12,7 +12,7 @@
 // settled by that test, so the next one starts on an idle engine.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -561,6 +561,52 @@ test('files: create, retrieve, list (purpose, order, limit/after), content, dele
     /* multipart errors */
     await expectApiError(client.files.create({ file: await sdk.toFile(Buffer.from('x'), 'x.txt'), purpose: 'nonsense' }),
         sdk.BadRequestError, { status: 400, param: 'purpose' });
+});
+
+test('files: expires_after sets expires_at; bad values and unknown form fields are 400s; an expired file is gone', async () => {
+    const text = toJsonl([chatLine('e', 'expiring')]);
+    const E = await client.files.create({ file: await sdk.toFile(Buffer.from(text), 'e.jsonl'), purpose: 'batch',
+        expires_after: { anchor: 'created_at', seconds: 3600 } });
+    assert.equal(E.expires_at, E.created_at + 3600);
+    assert.deepEqual(await client.files.retrieve(E.id), E);
+    assert.ok((await client.files.list({ purpose: 'batch' })).data.some((f) => f.id === E.id && f.expires_at === E.expires_at));
+    /* without it: no expiry */
+    const N = await upload(client, text, 'n.jsonl');
+    assert.equal(N.expires_at, null);
+    for (const bad of [{ anchor: 'created_at', seconds: 60 }, { anchor: 'created_at', seconds: 2592001 },
+        { anchor: 'last_active_at', seconds: 3600 }, { anchor: 'created_at' }]) {
+        await expectApiError(client.files.create({ file: await sdk.toFile(Buffer.from(text), 'bad.jsonl'), purpose: 'batch',
+            expires_after: bad }), sdk.BadRequestError, { status: 400, param: 'expires_after' });
+    }
+    /* a NUL inside a value is no number cut short */
+    const nul = new FormData();
+    nul.append('purpose', 'batch');
+    nul.append('expires_after[anchor]', 'created_at');
+    nul.append('expires_after[seconds]', '3600\u00001');
+    nul.append('file', new Blob([text]), 'nul.jsonl');
+    const nr = await raw(MAIN, 'POST', '/v1/files', { body: nul });
+    assert.equal(nr.status, 400, nr.text);
+    assert.equal(nr.json.error.param, 'expires_after');
+    /* a form field the upload does not know is refused, as a JSON route refuses one */
+    const form = new FormData();
+    form.append('purpose', 'batch');
+    form.append('expiry', '3600');
+    form.append('file', new Blob([text]), 'u.jsonl');
+    const u = await raw(MAIN, 'POST', '/v1/files', { body: form });
+    assert.equal(u.status, 400, u.text);
+    assertErrorShape(u.json, { param: 'expiry', type: 'invalid_request_error' });
+    assert.match(u.json.error.message, /Unrecognized request argument supplied: expiry/);
+    /* past its expires_at a file is gone: not listed, 404, and no batch may read it (the
+     * store's clock cannot be moved, so the row is; the PostgreSQL run skips this) */
+    if (process.env.NIGHTSHIFT_E2E_STORE === 'postgres') return;
+    const db = path.join(TMP, 'data-main', 'nightshift.db');
+    execFileSync('sqlite3', [db, `UPDATE files SET expires_at = ${nowS() - 10} WHERE id = '${E.id}'`]);
+    assert.ok(!(await client.files.list({ purpose: 'batch' })).data.some((f) => f.id === E.id));
+    await expectApiError(client.batches.create({ input_file_id: E.id, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+        sdk.NotFoundError, { status: 404, param: 'input_file_id' });
+    await expectApiError(client.files.retrieve(E.id), sdk.NotFoundError, { status: 404 });
+    assert.equal(execFileSync('sqlite3', [db, `SELECT count(*) FROM files WHERE id = '${E.id}'`]).toString().trim(), '0',
+        'the expired file was deleted when touched');
 });
 
 test('files: 413 for an upload over --max-file-size (1KB), at the exact limit', async () => {
