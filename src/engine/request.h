@@ -73,6 +73,8 @@ struct engine_request {
     int n_embed;
     int embed_dimensions;  /* the size the client asked for, 0 = any: only the model's own
                               n_embd is served (NS_ERR_UNSUPPORTED, param "dimensions") */
+    bool embed_truncate;   /* an input longer than the context is cut to its first tokens
+                              (Ollama's truncate) instead of failing the request */
 
     /* input: messages (chat) or prompt (completion), not both */
     const struct engine_msg *messages;

@@ -557,15 +557,67 @@ enum MHD_Result generate_ollama_show(struct route_ctx *x)
     return respond_json(x->c, 200, ollama_show(&m));
 }
 
-/* POST /api/embed, /api/embeddings: the model is checked, then the feature is refused */
-enum MHD_Result generate_ollama_embed(struct route_ctx *x)
+/* the answer of an Ollama embeddings job (flavor: 1 the legacy /api/embeddings) */
+static enum MHD_Result ollama_emb_answer(struct MHD_Connection *c, struct job *j, int flavor)
 {
-    enum MHD_Result ret;
-    if (!ollama_body_model(x, &ret))
-        return ret;
-    return respond_ollama_error(x->c, NS_ERR_UNSUPPORTED,
-                             "embeddings are not supported by nightshift yet: it serves text generation only");
+    enum MHD_Result ret = j->res.status != NS_OK
+                              ? respond_ollama_error(c, j->res.status, "%s", j->res.message)
+                              : respond_json(c, 200, ollama_embed_answer(flavor, j->st.model, &j->res, j->st.t_start));
+    generate_job_unref(j);
+    return ret;
 }
+
+/* POST /api/embed and the legacy /api/embeddings: on a model loaded with --embedding, the
+ * same engine path as /v1/embeddings, in Ollama's shapes (issue 31.8); elsewhere a 400
+ * that says which models do embeddings */
+static enum MHD_Result ollama_embed(struct route_ctx *x, bool legacy)
+{
+    struct oai_error err;
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return respond_ollama_error(x->c, NS_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&j->mu, NULL);
+    j->conn = x->c;
+    j->refs = 1;
+    j->st.t_start = clock_now();
+    int rc = ollama_embed_parse(x->r->body.p ? x->r->body.p : "", x->r->body.len, legacy, &j->sj.oreq, &err);
+    if (rc) {
+        generate_job_unref(j);
+        return respond_ollama_error(x->c, rc, "%s", err.message);
+    }
+    snprintf(j->st.model, sizeof(j->st.model), "%s", j->sj.oreq.model);
+    struct sched *s = gen_sched(x->srv, &dialect_ollama, j->sj.oreq.model);
+    struct engine_info ei;
+    if (!s || !backend_model_info(sched_backend(s), &ei) || !ei.embedding) {
+        enum MHD_Result ret =
+            !s ? respond_ollama_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model \"%.100s\" not found", j->st.model)
+               : respond_ollama_error(x->c, NS_ERR_UNSUPPORTED,
+                                      "model \"%.100s\" does not support embeddings: nightshift serves them from models "
+                                      "loaded with --embedding",
+                                      j->st.model);
+        generate_job_unref(j);
+        return ret;
+    }
+    if (j->sj.oreq.req.n_embed == 0) {
+        /* nothing to embed: no vectors, as Ollama answers */
+        enum MHD_Result ret = respond_json(x->c, 200, ollama_embed_answer(legacy, j->st.model, NULL, j->st.t_start));
+        generate_job_unref(j);
+        return ret;
+    }
+    j->sj.on_done = job_on_done;
+    j->refs = 2; /* the engine's reference is dropped in job_on_done */
+    if (sched_submit(s, &j->sj) != NS_OK) {
+        j->refs = 1;
+        generate_job_unref(j);
+        return respond_ollama_error(x->c, NS_ERR_UNAVAILABLE, "the server is shutting down");
+    }
+    if (job_wait(j, x->r, ollama_emb_answer, legacy))
+        return MHD_YES;
+    return ollama_emb_answer(x->c, j, legacy);
+}
+
+enum MHD_Result generate_ollama_embed(struct route_ctx *x) { return ollama_embed(x, false); }
+enum MHD_Result generate_ollama_embeddings(struct route_ctx *x) { return ollama_embed(x, true); }
 
 /* pull, push, create, copy, delete: the served models are the ones given at start */
 enum MHD_Result generate_ollama_manage(struct route_ctx *x)

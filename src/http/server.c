@@ -234,7 +234,7 @@ static const struct route {
     {"POST", "/api/chat", BODY_JSON, generate_ollama_chat},
     {"POST", "/api/generate", BODY_JSON, generate_ollama_generate},
     {"POST", "/api/embed", BODY_JSON, generate_ollama_embed},
-    {"POST", "/api/embeddings", BODY_JSON, generate_ollama_embed},
+    {"POST", "/api/embeddings", BODY_JSON, generate_ollama_embeddings},
     {"POST", "/api/pull", BODY_JSON, generate_ollama_manage},
     {"POST", "/api/push", BODY_JSON, generate_ollama_manage},
     {"POST", "/api/create", BODY_JSON, generate_ollama_manage},

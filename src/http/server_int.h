@@ -201,6 +201,7 @@ enum MHD_Result generate_embeddings(struct route_ctx *x);
 enum MHD_Result generate_messages(struct route_ctx *x);
 enum MHD_Result generate_ollama_chat(struct route_ctx *x);
 enum MHD_Result generate_ollama_embed(struct route_ctx *x);
+enum MHD_Result generate_ollama_embeddings(struct route_ctx *x);
 enum MHD_Result generate_ollama_generate(struct route_ctx *x);
 enum MHD_Result generate_ollama_manage(struct route_ctx *x);
 enum MHD_Result generate_ollama_ps(struct route_ctx *x);
