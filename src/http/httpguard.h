@@ -20,8 +20,8 @@
  *   the idle timeout. The per-address cap and the idle timeout are MHD options (server.c).
  * - Request ids: each request gets one ("req_" + 24 random characters) when its head is
  *   checked; every answer carries it as x-request-id and request-id (OpenAI's and
- *   Anthropic's SDKs read one each and show it as _request_id) and
- *   the server's log lines about the request name it, so a client's report finds them.
+ *   Anthropic's SDKs read one each and show it as _request_id), and the server's log lines
+ *   about the request name it, so a client's report finds them.
  * - Forwarded headers (X-Forwarded-Proto, X-Forwarded-Host) say how a client reached a
  *   reverse proxy in front of the server; anyone can send them, so they are believed only
  *   from a peer on the --trusted-proxy list (addresses or CIDR blocks). httpguard_origin()

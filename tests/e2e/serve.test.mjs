@@ -607,6 +607,20 @@ test('files: expires_after sets expires_at; bad values and unknown form fields a
     await expectApiError(client.files.retrieve(E.id), sdk.NotFoundError, { status: 404 });
     assert.equal(execFileSync('sqlite3', [db, `SELECT count(*) FROM files WHERE id = '${E.id}'`]).toString().trim(), '0',
         'the expired file was deleted when touched');
+    /* the input of a batch still running expires: gone to clients, but not deleted under the
+     * batch, which still reads it */
+    const { file: R, batch: rb } = await createBatch(client, busyLines('exp', 4, 64), { name: 'r.jsonl' });
+    execFileSync('sqlite3', [db, `UPDATE files SET expires_at = ${nowS() - 10} WHERE id = '${R.id}'`]);
+    await expectApiError(client.files.retrieve(R.id), sdk.NotFoundError, { status: 404 });
+    const live = (await client.batches.retrieve(rb.id)).status;
+    if (!TERMINAL.has(live))
+        assert.equal(execFileSync('sqlite3', [db, `SELECT count(*) FROM files WHERE id = '${R.id}'`]).toString().trim(), '1',
+            `the input of a ${live} batch was deleted`);
+    const ended = await cancelAndSettle(client, rb.id);
+    assert.ok(TERMINAL.has(ended.status));
+    await expectApiError(client.files.retrieve(R.id), sdk.NotFoundError, { status: 404 });
+    assert.equal(execFileSync('sqlite3', [db, `SELECT count(*) FROM files WHERE id = '${R.id}'`]).toString().trim(), '0',
+        'once the batch ended, the expired input was deleted when touched');
 });
 
 test('files: 413 for an upload over --max-file-size (1KB), at the exact limit', async () => {
