@@ -316,7 +316,7 @@ static void bb_succeed(struct batch_backend *bb, struct bb_job *j, cJSON *body)
     if (!raw)
         res.http_status = 0;
     if (bb->src->token && res.text_len) {
-        struct engine_delta d = {.text = res.text, .len = res.text_len};
+        struct engine_delta d = {.text = res.text, .len = res.text_len, .cached_tokens = -1};
         bb->src->token(bb->src->ud, j->req, &d);
     }
     bb_done(bb, j, &res);

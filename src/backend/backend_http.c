@@ -436,7 +436,7 @@ static void http_succeed(struct http_backend *hb, const struct engine_source *sr
     res.raw_len = renamed ? strlen(renamed) : hr->resp.len;
     res.t_first = clock_now();
     if (src->token && res.text_len) {
-        struct engine_delta d = {.text = res.text, .len = res.text_len};
+        struct engine_delta d = {.text = res.text, .len = res.text_len, .cached_tokens = -1};
         src->token(src->ud, hr->req, &d);
     }
     http_finish(hb, src, hr, &res);

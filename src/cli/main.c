@@ -12,8 +12,15 @@
 
 static int cli_version(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs("usage: nightshift version (or nightshift --version)\n"
+              "\n"
+              "Prints the version of nightshift and of the llama.cpp it is built with (its commit).\n",
+              stdout);
+        return 0;
+    }
+    if (argc > 1)
+        return cli_fail("version: unexpected argument '%s'", argv[1]);
     const char *commit = engine_llama_commit();
     printf("nightshift %s (llama.cpp %s%s%s)\n", NIGHTSHIFT_VERSION, engine_llama_version(), *commit ? ", commit " : "",
            commit);

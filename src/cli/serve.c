@@ -24,6 +24,7 @@
 #include "config.h"
 #include "datadir.h"
 
+#include "../http/httpguard.h"
 #include "../http/server.h"
 #include "../backend/backend.h"
 #include "../engine/engine.h"
@@ -99,6 +100,12 @@ static void serve_usage(FILE *f)
           "                           repeatable)\n"
           "      --cors-origin ORIGIN let web pages from ORIGIN (https://app.example.com, or '*') call the\n"
           "                           API: CORS headers and preflights; other origins get 403 (repeatable)\n"
+          "      --public-url URL     the base of the URLs the server hands out (Message Batches'\n"
+          "                           results_url), e.g. https://api.example.com; by default they are\n"
+          "                           built from each request: its Host, https under --tls-cert\n"
+          "      --trusted-proxy ADDR a reverse proxy (address or CIDR block) whose X-Forwarded-Proto and\n"
+          "                           X-Forwarded-Host are believed for those URLs (repeatable, or\n"
+          "                           comma-separated)\n"
           "      --max-connections-per-ip N  connections from one address (default a quarter of\n"
           "                           --max-connections, at least 16; raise it behind a proxy)\n"
           "      --header-timeout S   seconds a new connection has to send its request head (default 10)\n"
@@ -120,7 +127,7 @@ static void serve_usage(FILE *f)
           "      --tls-cert FILE      serve HTTPS with this PEM certificate (chain) ...\n"
           "      --tls-key FILE       ... and its PEM private key (libmicrohttpd's GnuTLS)\n"
           "      --log-format F       text (default) or json: one JSON object per line on stderr\n"
-          "                           (time, level, msg, model, batch_id)\n"
+          "                           (time, level, msg, model, batch_id, request_id)\n"
           "  -v, --verbose            llama.cpp's own log on stderr\n",
           f);
 }
@@ -137,7 +144,7 @@ struct serve_model {
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_TMPLF, O_HOURS, O_OFF, O_KVU, O_NOPC,
        O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN,
-       O_EMBED, O_POOL, O_HTHREADS, O_AHOST, O_CORS, O_PERIP, O_HDRTO, O_IDLETO, O_MINRATE, O_STEPMS };
+       O_EMBED, O_POOL, O_HTHREADS, O_AHOST, O_CORS, O_PERIP, O_HDRTO, O_IDLETO, O_MINRATE, O_PUBURL, O_TPROXY, O_STEPMS };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -150,6 +157,7 @@ static const struct option serve_opts[] = {
     {"max-connections", required_argument, 0, O_MAXCONN},
     {"http-threads", required_argument, 0, O_HTHREADS},
     {"allowed-host", required_argument, 0, O_AHOST}, {"cors-origin", required_argument, 0, O_CORS},
+    {"public-url", required_argument, 0, O_PUBURL}, {"trusted-proxy", required_argument, 0, O_TPROXY},
     {"max-connections-per-ip", required_argument, 0, O_PERIP}, {"header-timeout", required_argument, 0, O_HDRTO},
     {"idle-timeout", required_argument, 0, O_IDLETO}, {"min-body-rate", required_argument, 0, O_MINRATE},
     {"tls-cert", required_argument, 0, O_TLSCERT}, {"tls-key", required_argument, 0, O_TLSKEY},
@@ -461,10 +469,11 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     int win_start = -1, win_end = -1;
     bool off_idle = true;
     struct server_params sp = server_default_params();
-    static char hosts_list[SERVE_LIST_MAX], cors_list[SERVE_LIST_MAX];
+    static char hosts_list[SERVE_LIST_MAX], cors_list[SERVE_LIST_MAX], proxy_list[SERVE_LIST_MAX];
     const char *tls_cert_path = NULL, *tls_key_path = NULL;
     char *tls_cert = NULL, *tls_key = NULL;
     struct batchmgr_params bp = batchmgr_default_params();
+    char err[512];
     sp.api_key = getenv("NIGHTSHIFT_API_KEY");
     long long v;
     uint64_t sz;
@@ -542,6 +551,20 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             if (have + strlen(optarg) + 2 > SERVE_LIST_MAX)
                 return cli_fail("too many --%s values", ch == O_AHOST ? "allowed-host" : "cors-origin");
             snprintf(list + have, SERVE_LIST_MAX - have, "%s%s", have ? "," : "", optarg);
+            break;
+        }
+        case O_PUBURL:
+            if (server_public_url_check(optarg, err, sizeof(err)))
+                return cli_fail("%s", err);
+            sp.public_url = optarg;
+            break;
+        case O_TPROXY: {
+            size_t have = strlen(proxy_list);
+            if (httpguard_proxies_check(optarg, err, sizeof(err)))
+                return cli_fail("--trusted-proxy: %s", err);
+            if (have + strlen(optarg) + 2 > SERVE_LIST_MAX)
+                return cli_fail("too many --trusted-proxy values");
+            snprintf(proxy_list + have, SERVE_LIST_MAX - have, "%s%s", have ? "," : "", optarg);
             break;
         }
         case O_PERIP:
@@ -662,6 +685,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     bp.data_dir = data_dir;
     sp.allowed_hosts = hosts_list[0] ? hosts_list : NULL;
     sp.cors_origins = cors_list[0] ? cors_list : NULL;
+    sp.trusted_proxies = proxy_list[0] ? proxy_list : NULL;
     if (!tls_cert_path != !tls_key_path)
         return cli_fail("--tls-cert and --tls-key go together (a PEM certificate and its PEM private key)");
     bool loopback = strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
@@ -676,7 +700,6 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
                   "listening on %s without --api-key: until a key is created (nightshift keys create) anyone who "
                   "reaches it can use it",
                   host);
-    char err[512];
     if (tmpl && tmpl_file)
         return cli_fail("--chat-template and --chat-template-file: give one (a built-in name, or a Jinja file)");
     if (tmpl_file) {

@@ -1318,6 +1318,7 @@ static void engine_resolve_waits(struct engine *e)
 /* pass one delta to token(), with the logprobs recorded since the last one */
 static void engine_emit_delta(const struct engine_source *src, struct slot *s, struct engine_delta *d)
 {
+    d->cached_tokens = s->cached;
     if (s->req->logprobs) {
         d->logprobs = s->lp + s->lp_sent;
         d->n_logprobs = s->n_lp - s->lp_sent;
@@ -2284,7 +2285,7 @@ static bool embed_admit(struct engine *e, const struct engine_source *src, struc
             }
         } else {
             size_t len = in->text ? in->text_len : 0;
-            if (len / (size_t)e->max_piece >= (size_t)max) {
+            if (!req->embed_truncate && len / (size_t)e->max_piece >= (size_t)max) {
                 embed_job_free(j);
                 engine_fail(src, req, NS_ERR_CONTEXT, "input", j->total_tokens,
                             "This model's maximum context length is %d tokens, however input[%d] holds %zu bytes, so "
@@ -2295,6 +2296,9 @@ static bool embed_admit(struct engine *e, const struct engine_source *src, struc
             n = llama_tokenize(e->vocab, in->text ? in->text : "", (int32_t)len, NULL, 0, true, false);
             n = n < 0 ? -n : n;
         }
+        int n_all = n; /* tokenized whole, then cut to the context when asked to */
+        if (req->embed_truncate && n > max)
+            n = max;
         if (n == 0 || n > max) {
             int total = j->total_tokens;
             embed_job_free(j);
@@ -2307,7 +2311,7 @@ static bool embed_admit(struct engine *e, const struct engine_source *src, struc
                             max, i, n);
             return false;
         }
-        j->tok[i] = malloc(sizeof(llama_token) * (size_t)n);
+        j->tok[i] = malloc(sizeof(llama_token) * (size_t)n_all);
         if (!j->tok[i]) {
             embed_job_free(j);
             engine_fail(src, req, NS_ERR_NOMEM, NULL, 0, "out of memory");
@@ -2315,8 +2319,8 @@ static bool embed_admit(struct engine *e, const struct engine_source *src, struc
         }
         if (in->tokens)
             memcpy(j->tok[i], in->tokens, sizeof(llama_token) * (size_t)n);
-        else
-            n = llama_tokenize(e->vocab, in->text ? in->text : "", (int32_t)in->text_len, j->tok[i], n, true, false);
+        else /* all n_all tokens (the count above); the first n are embedded */
+            llama_tokenize(e->vocab, in->text ? in->text : "", (int32_t)in->text_len, j->tok[i], n_all, true, false);
         j->n_tok[i] = n;
         j->total_tokens += n;
     }

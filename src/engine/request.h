@@ -73,6 +73,8 @@ struct engine_request {
     int n_embed;
     int embed_dimensions;  /* the size the client asked for, 0 = any: only the model's own
                               n_embd is served (NS_ERR_UNSUPPORTED, param "dimensions") */
+    bool embed_truncate;   /* an input longer than the context is cut to its first tokens
+                              (Ollama's truncate) instead of failing the request */
 
     /* input: messages (chat) or prompt (completion), not both */
     const struct engine_msg *messages;
@@ -183,6 +185,10 @@ struct engine_delta {
     const struct engine_token_logprob *logprobs;
     int n_logprobs;
     const char *logprob_text;
+    /* the choice's prompt tokens read from the prefix cache, as engine_result.cached_tokens
+     * will say (known once the prompt is in, so on every delta of the local engine); -1 when
+     * the source cannot say before the end (an upstream) */
+    int cached_tokens;
 };
 
 struct engine_result {

@@ -136,8 +136,8 @@ enum MHD_Result batches_create(struct route_ctx *x)
     }
     struct store_file file;
     int rc = store_file_get(x->srv->st, fid->valuestring, &file);
-    if (rc == NS_OK && !files_owner_ok(x, file.owner)) {
-        store_file_release(&file);
+    if (rc == NS_OK && (!files_owner_ok(x, file.owner) || files_expired(&file))) {
+        store_file_release(&file); /* an expired input is gone, as the Files API shows it */
         rc = NS_ERR_NOT_FOUND;
     }
     if (rc) {
@@ -578,7 +578,7 @@ enum MHD_Result batches_ant_get(struct route_ctx *x)
     enum MHD_Result ret;
     if (ant_batch_lookup(x, &b, &ret))
         return ret;
-    cJSON *o = msgbatches_json(x->srv, &b);
+    cJSON *o = msgbatches_json(x, &b);
     store_batch_release(&b);
     return respond_json(x->c, 200, o);
 }
@@ -601,7 +601,7 @@ enum MHD_Result batches_ant_list(struct route_ctx *x)
     int64_t now = time(NULL);
     for (int i = 0; i < n; i++)
         if (!(store_batch_status_terminal(bs[i].status) && bs[i].created_at + x->srv->p.message_batch_retention < now))
-            cJSON_AddItemToArray(d, msgbatches_json(x->srv, &bs[i]));
+            cJSON_AddItemToArray(d, msgbatches_json(x, &bs[i]));
     cJSON_AddBoolToObject(o, "has_more", more);
     respond_add_str_or_null(o, "first_id", n ? bs[0].id : NULL);
     respond_add_str_or_null(o, "last_id", n ? bs[n - 1].id : NULL);
@@ -623,7 +623,7 @@ enum MHD_Result batches_ant_cancel(struct route_ctx *x)
         return respond_ant_error(x->c, rc == NS_ERR_UNAVAILABLE ? rc : NS_ERR_IO, "cannot record the cancellation");
     }
     /* canceling an ended or canceling batch returns it as it is, like Anthropic */
-    cJSON *o = msgbatches_json(x->srv, &b);
+    cJSON *o = msgbatches_json(x, &b);
     store_batch_release(&b);
     return respond_json(x->c, 200, o);
 }

@@ -3,6 +3,8 @@
  */
 #include "server_int.h"
 
+#include "../util/num.h"
+
 /* ---- files -------------------------------------------------------------------------- */
 
 /* may the caller see a file or batch of this owner? Another project's ids are 404, never
@@ -27,6 +29,9 @@ enum MHD_Result files_upload(struct route_ctx *x)
     if (clean != MHD_YES)
         return respond_oai_error(x->c, NS_ERR_INVALID, "file", NULL,
                           "the upload is incomplete: the multipart body has no closing boundary");
+    if (u->unknown[0])
+        return respond_oai_error(x->c, NS_ERR_INVALID, u->unknown, NULL, "Unrecognized request argument supplied: %s",
+                                 u->unknown);
     if (!u->have_file)
         return respond_oai_error(x->c, NS_ERR_INVALID, "file", NULL, "Missing required parameter: 'file'.");
     const char *purpose = u->purpose.p ? u->purpose.p : "";
@@ -41,6 +46,17 @@ enum MHD_Result files_upload(struct route_ctx *x)
                           "Invalid value for 'purpose': '%.40s'. Supported values are: 'batch', 'user_data', "
                           "'assistants', 'fine-tune', 'vision' and 'evals'.",
                           purpose);
+    /* expires_after (OpenAI's: anchor created_at, 3600 to 2592000 seconds): the file's
+     * expires_at, after which it is gone as batch outputs past output_expires_after are */
+    long long expires_after = 0;
+    if (u->have_anchor || u->have_seconds) {
+        if (strcmp(u->expires_anchor, "created_at") != 0 || !u->have_seconds ||
+            num_parse_long(u->expires_seconds, 3600, 2592000, &expires_after))
+            return respond_oai_error(x->c, NS_ERR_INVALID, "expires_after", NULL,
+                                     "Invalid 'expires_after': expected expires_after[anchor]=created_at and "
+                                     "expires_after[seconds] from 3600 to 2592000, not anchor '%s', seconds '%s'.",
+                                     u->expires_anchor, u->expires_seconds);
+    }
     struct store_file f;
     memset(&f, 0, sizeof(f));
     snprintf(f.id, sizeof(f.id), "%s", u->id);
@@ -57,6 +73,7 @@ enum MHD_Result files_upload(struct route_ctx *x)
     f.filename = u->filename ? u->filename : (char *)"upload";
     f.bytes = u->bytes;
     f.created_at = time(NULL);
+    f.expires_at = expires_after ? f.created_at + expires_after : 0;
     f.path = path;
     if ((x->store_rc = store_file_insert(x->srv->st, &f))) {
         unlink(path);
@@ -87,7 +104,7 @@ enum MHD_Result files_list(struct route_ctx *x)
     int64_t now = time(NULL);
     for (int i = 0; i < n; i++) {
         if (fs[i].expires_at && now >= fs[i].expires_at)
-            continue; /* past output_expires_after: gone (deleted when next touched) */
+            continue; /* past its expiry: gone (deleted when next touched) */
         cJSON_AddItemToArray(d, respond_file_json(&fs[i]));
     }
     respond_add_str_or_null(o, "first_id", n ? fs[0].id : NULL);
@@ -99,6 +116,10 @@ enum MHD_Result files_list(struct route_ctx *x)
     return respond_json(x->c, 200, o);
 }
 
+bool files_expired(const struct store_file *f) { return f->expires_at && time(NULL) >= f->expires_at; }
+
+static int file_busy_batch(struct server *srv, const char *file_id, char *busy, size_t n);
+
 static int file_lookup(struct route_ctx *x, struct store_file *f)
 {
     int rc = store_file_get(x->srv->st, x->ids[0], f);
@@ -106,9 +127,13 @@ static int file_lookup(struct route_ctx *x, struct store_file *f)
         store_file_release(f);
         rc = NS_ERR_NOT_FOUND;
     }
-    if (rc == NS_OK && f->expires_at && time(NULL) >= f->expires_at) {
-        /* output_expires_after honoured: an expired file is deleted when next touched */
-        if (store_file_delete(x->srv->st, f->id) == NS_OK)
+    if (rc == NS_OK && files_expired(f)) {
+        /* output_expires_after and an upload's expires_after honoured: an expired file is
+         * deleted when next touched, unless a batch still reads it as its input (deleted
+         * under it, the batch would be stranded: issue 27.4); it is gone to clients anyway */
+        char busy[48];
+        if (file_busy_batch(x->srv, f->id, busy, sizeof(busy)) == NS_ERR_NOT_FOUND &&
+            store_file_delete(x->srv->st, f->id) == NS_OK)
             unlink(f->path);
         store_file_release(f);
         rc = NS_ERR_NOT_FOUND;

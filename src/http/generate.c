@@ -496,6 +496,48 @@ enum MHD_Result generate_apply_template(struct route_ctx *x)
     return respond_json(x->c, 200, body);
 }
 
+/* POST /v1/messages/count_tokens: the prompt's tokens as a /v1/messages call with this body
+ * would count them (the same parse, the same template and tokenizer: backend_count_tokens,
+ * which h_generate's context check and usage.input_tokens use), nothing run. Local models
+ * only: an upstream counts its own. */
+enum MHD_Result generate_count_tokens(struct route_ctx *x)
+{
+    if (x->key[0]) {
+        struct quota_refusal why;
+        int qrc = quota_request_admit(x->srv->quota, x->key, x->lim, &why);
+        if (qrc == NS_ERR_QUOTA_REQUESTS || qrc == NS_ERR_QUOTA_TOKENS)
+            return respond_quota_refusal(x->c, &dialect_anthropic, &why);
+        if (qrc)
+            return respond_ant_error(x->c, qrc, "out of memory");
+    }
+    struct oai_request req;
+    struct oai_error err;
+    int rc = anthropic_count_request_parse(x->r->body.p ? x->r->body.p : "", x->r->body.len, &req, &err);
+    if (rc)
+        return respond_ant_error(x->c, rc, "%s", err.message);
+    char msg[300];
+    struct sched *s = gen_sched(x->srv, &dialect_anthropic, req.model);
+    struct engine_info ei;
+    bool local = s && backend_model_info(sched_backend(s), &ei);
+    if (!s)
+        dialect_anthropic.model_missing(msg, sizeof(msg), req.model);
+    else if (!local)
+        snprintf(msg, sizeof(msg), "model: '%.100s' is served by an upstream, which counts its own tokens; "
+                                   "count_tokens is answered for local models", req.model);
+    else if (ei.embedding)
+        snprintf(msg, sizeof(msg), "model: '%.100s' is loaded for embeddings only (--embedding)", req.model);
+    if (!local || ei.embedding) {
+        oai_request_release(&req);
+        return respond_ant_error(x->c, !s ? NS_ERR_MODEL_NOT_FOUND : NS_ERR_UNSUPPORTED, "%s", msg);
+    }
+    int n = backend_count_tokens(sched_backend(s), &req.req, msg, sizeof(msg));
+    oai_request_release(&req);
+    if (n < 0)
+        return respond_ant_error(x->c, -n, "messages: %s", msg);
+    cJSON *o = anthropic_count_answer(n);
+    return o ? respond_json(x->c, 200, o) : respond_ant_error(x->c, NS_ERR_NOMEM, "out of memory");
+}
+
 enum MHD_Result generate_chat(struct route_ctx *x) { return h_generate(x, GEN_CHAT); }
 enum MHD_Result generate_completions(struct route_ctx *x) { return h_generate(x, GEN_COMPLETION); }
 enum MHD_Result generate_messages(struct route_ctx *x) { return h_generate(x, GEN_MESSAGES); }
@@ -571,15 +613,67 @@ enum MHD_Result generate_ollama_show(struct route_ctx *x)
     return respond_json(x->c, 200, ollama_show(&m));
 }
 
-/* POST /api/embed, /api/embeddings: the model is checked, then the feature is refused */
-enum MHD_Result generate_ollama_embed(struct route_ctx *x)
+/* the answer of an Ollama embeddings job (flavor: 1 the legacy /api/embeddings) */
+static enum MHD_Result ollama_emb_answer(struct MHD_Connection *c, struct job *j, int flavor)
 {
-    enum MHD_Result ret;
-    if (!ollama_body_model(x, &ret))
-        return ret;
-    return respond_ollama_error(x->c, NS_ERR_UNSUPPORTED,
-                             "embeddings are not supported by nightshift yet: it serves text generation only");
+    enum MHD_Result ret = j->res.status != NS_OK
+                              ? respond_ollama_error(c, j->res.status, "%s", j->res.message)
+                              : respond_json(c, 200, ollama_embed_answer(flavor, j->st.model, &j->res, j->st.t_start));
+    generate_job_unref(j);
+    return ret;
 }
+
+/* POST /api/embed and the legacy /api/embeddings: on a model loaded with --embedding, the
+ * same engine path as /v1/embeddings, in Ollama's shapes (issue 31.8); elsewhere a 400
+ * that says which models do embeddings */
+static enum MHD_Result ollama_embed(struct route_ctx *x, bool legacy)
+{
+    struct oai_error err;
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return respond_ollama_error(x->c, NS_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&j->mu, NULL);
+    j->conn = x->c;
+    j->refs = 1;
+    j->st.t_start = clock_now();
+    int rc = ollama_embed_parse(x->r->body.p ? x->r->body.p : "", x->r->body.len, legacy, &j->sj.oreq, &err);
+    if (rc) {
+        generate_job_unref(j);
+        return respond_ollama_error(x->c, rc, "%s", err.message);
+    }
+    snprintf(j->st.model, sizeof(j->st.model), "%s", j->sj.oreq.model);
+    struct sched *s = gen_sched(x->srv, &dialect_ollama, j->sj.oreq.model);
+    struct engine_info ei;
+    if (!s || !backend_model_info(sched_backend(s), &ei) || !ei.embedding) {
+        enum MHD_Result ret =
+            !s ? respond_ollama_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model \"%.100s\" not found", j->st.model)
+               : respond_ollama_error(x->c, NS_ERR_UNSUPPORTED,
+                                      "model \"%.100s\" does not support embeddings: nightshift serves them from models "
+                                      "loaded with --embedding",
+                                      j->st.model);
+        generate_job_unref(j);
+        return ret;
+    }
+    if (j->sj.oreq.req.n_embed == 0) {
+        /* nothing to embed: no vectors, as Ollama answers */
+        enum MHD_Result ret = respond_json(x->c, 200, ollama_embed_answer(legacy, j->st.model, NULL, j->st.t_start));
+        generate_job_unref(j);
+        return ret;
+    }
+    j->sj.on_done = job_on_done;
+    j->refs = 2; /* the engine's reference is dropped in job_on_done */
+    if (sched_submit(s, &j->sj) != NS_OK) {
+        j->refs = 1;
+        generate_job_unref(j);
+        return respond_ollama_error(x->c, NS_ERR_UNAVAILABLE, "the server is shutting down");
+    }
+    if (job_wait(j, x->r, ollama_emb_answer, legacy))
+        return MHD_YES;
+    return ollama_emb_answer(x->c, j, legacy);
+}
+
+enum MHD_Result generate_ollama_embed(struct route_ctx *x) { return ollama_embed(x, false); }
+enum MHD_Result generate_ollama_embeddings(struct route_ctx *x) { return ollama_embed(x, true); }
 
 /* pull, push, create, copy, delete: the served models are the ones given at start */
 enum MHD_Result generate_ollama_manage(struct route_ctx *x)

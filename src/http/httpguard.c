@@ -4,6 +4,7 @@
 #include "httpguard.h"
 #include "../util/clock.h"
 
+#include "../proto/oai.h"
 #include "../util/log.h"
 #include "../util/status.h"
 
@@ -23,11 +24,14 @@ struct guard_conn {
     double deadline;              /* the first head must be in by then (monotonic s) */
     atomic_bool head_seen;
     struct guard_conn *prev, *next;
+    /* the request being served on this connection (one at a time: MHD reads the next head
+     * once the answer to this one is sent); written and read on the connection's thread */
+    struct httpguard_request req;
 };
 
 struct httpguard {
     struct httpguard_params p;
-    char *allowed_hosts, *cors_origins;
+    char *allowed_hosts, *cors_origins, *trusted_proxies;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct guard_conn *conns;     /* waiting for their first head (mu) */
@@ -103,11 +107,14 @@ struct httpguard *httpguard_start(struct httpguard_params p)
     g->p = p;
     g->allowed_hosts = guard_dup(p.allowed_hosts);
     g->cors_origins = guard_dup(p.cors_origins);
+    g->trusted_proxies = guard_dup(p.trusted_proxies);
     g->p.allowed_hosts = g->allowed_hosts;
     g->p.cors_origins = g->cors_origins;
+    g->p.trusted_proxies = g->trusted_proxies;
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
-    if ((p.allowed_hosts && !g->allowed_hosts) || (p.cors_origins && !g->cors_origins)) {
+    if ((p.allowed_hosts && !g->allowed_hosts) || (p.cors_origins && !g->cors_origins) ||
+        (p.trusted_proxies && !g->trusted_proxies)) {
         httpguard_stop(g);
         return NULL;
     }
@@ -132,6 +139,7 @@ void httpguard_stop(struct httpguard *g)
     pthread_cond_destroy(&g->cv);
     free(g->allowed_hosts);
     free(g->cors_origins);
+    free(g->trusted_proxies);
     free(g);
 }
 
@@ -235,10 +243,29 @@ static bool guard_origin_listed(const struct httpguard *g, const char *origin)
     return g->p.cors_origins && guard_listed(g->p.cors_origins, origin, strlen(origin));
 }
 
-int httpguard_check(struct MHD_Connection *c, char *msg, size_t n)
+/* a new request on k's connection: its id and what log lines call it */
+static void guard_request_begin(struct guard_conn *k, const char *method, const char *url)
+{
+    oai_make_id(k->req.id, sizeof(k->req.id), "req_");
+    snprintf(k->req.line, sizeof(k->req.line), "%.16s %.140s", method ? method : "?", url ? url : "?");
+    for (char *p = k->req.line; *p; p++)
+        if ((unsigned char)*p < ' ' || *p == 0x7f)
+            *p = '?'; /* a decoded %0a must not start a log line of its own */
+}
+
+const struct httpguard_request *httpguard_request(struct MHD_Connection *c)
 {
     struct guard_conn *k = guard_of(c);
-    if (!k || !k->g)
+    return k && k->req.id[0] ? &k->req : NULL;
+}
+
+int httpguard_check(struct MHD_Connection *c, const char *method, const char *url, char *msg, size_t n)
+{
+    struct guard_conn *k = guard_of(c);
+    if (!k)
+        return NS_OK;
+    guard_request_begin(k, method, url);
+    if (!k->g)
         return NS_OK;
     atomic_store(&k->head_seen, true);
     const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
@@ -264,21 +291,25 @@ static void guard_cors_headers(struct MHD_Response *resp, const char *origin)
 {
     MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
     MHD_add_response_header(resp, "Vary", "Origin");
-    MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After, Content-Type");
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                            "Retry-After, Content-Type, x-request-id, request-id, x-should-retry");
 }
 
-bool httpguard_preflight(struct MHD_Connection *c, const char *method, enum MHD_Result *ret)
+bool httpguard_preflight(struct MHD_Connection *c, const char *method, const char *url, enum MHD_Result *ret)
 {
     struct guard_conn *k = guard_of(c);
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     const char *want = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Method");
     if (strcmp(method, "OPTIONS") != 0 || !origin || !want || !k || !k->g || !guard_origin_listed(k->g, origin))
         return false;
+    guard_request_begin(k, method, url);
     struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!resp) {
         *ret = MHD_NO;
         return true;
     }
+    MHD_add_response_header(resp, "x-request-id", k->req.id);
+    MHD_add_response_header(resp, "request-id", k->req.id);
     guard_cors_headers(resp, origin);
     MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
     const char *hdrs = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
@@ -295,8 +326,189 @@ bool httpguard_preflight(struct MHD_Connection *c, const char *method, enum MHD_
 enum MHD_Result httpguard_queue(struct MHD_Connection *c, unsigned code, struct MHD_Response *resp)
 {
     struct guard_conn *k = guard_of(c);
+    char id[32];
+    if (k && k->req.id[0])
+        snprintf(id, sizeof(id), "%s", k->req.id);
+    else
+        oai_make_id(id, sizeof(id), "req_"); /* no state kept for the connection: an id all the same */
+    /* OpenAI's SDKs read x-request-id, Anthropic's request-id: both, the same id */
+    MHD_add_response_header(resp, "x-request-id", id);
+    MHD_add_response_header(resp, "request-id", id);
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     if (origin && k && k->g && guard_origin_listed(k->g, origin))
         guard_cors_headers(resp, origin);
     return MHD_queue_response(c, code, resp);
+}
+
+/* ---- trusted proxies and the origin clients reach ------------------------------------------ */
+
+/* one entry of a proxy list ("10.0.0.1", "10.0.0.0/8", "::1", "fd00::/8") into its family,
+ * address bytes and prefix length; false when malformed */
+static bool guard_cidr_parse(const char *e, size_t l, int *family, unsigned char addr[16], int *bits)
+{
+    char tmp[64];
+    if (l == 0 || l >= sizeof(tmp))
+        return false;
+    memcpy(tmp, e, l);
+    tmp[l] = '\0';
+    char *slash = strchr(tmp, '/');
+    if (slash)
+        *slash = '\0';
+    if (inet_pton(AF_INET, tmp, addr) == 1)
+        *family = AF_INET;
+    else if (inet_pton(AF_INET6, tmp, addr) == 1)
+        *family = AF_INET6;
+    else
+        return false;
+    int max = *family == AF_INET ? 32 : 128;
+    *bits = max;
+    if (slash) {
+        char *end = NULL;
+        long b = strtol(slash + 1, &end, 10);
+        if (!slash[1] || *end || b < 0 || b > max)
+            return false;
+        *bits = (int)b;
+    }
+    return true;
+}
+
+/* the entries of a comma-separated list, spaces around each trimmed; fn(entry, len, ud)
+ * until it returns false; empty entries are skipped */
+static bool guard_each(const char *list, bool (*fn)(const char *e, size_t l, void *ud), void *ud)
+{
+    for (const char *e = list; e && *e;) {
+        const char *end = strchr(e, ',');
+        size_t l = end ? (size_t)(end - e) : strlen(e);
+        const char *next = end ? end + 1 : e + l;
+        while (l && *e == ' ')
+            e++, l--;
+        while (l && e[l - 1] == ' ')
+            l--;
+        if (l && !fn(e, l, ud))
+            return false;
+        e = next;
+    }
+    return true;
+}
+
+struct guard_bad {
+    char *err;
+    size_t n;
+};
+
+static bool guard_entry_ok(const char *e, size_t l, void *ud)
+{
+    int family, bits;
+    unsigned char addr[16];
+    if (guard_cidr_parse(e, l, &family, addr, &bits))
+        return true;
+    struct guard_bad *b = ud;
+    snprintf(b->err, b->n, "'%.*s' is not an IP address or a CIDR block (10.0.0.1, 10.0.0.0/8, ::1)",
+             (int)(l > 64 ? 64 : l), e);
+    return false;
+}
+
+int httpguard_proxies_check(const char *list, char *err, size_t n)
+{
+    struct guard_bad b = {err, n};
+    return guard_each(list, guard_entry_ok, &b) ? NS_OK : NS_ERR_INVALID;
+}
+
+struct guard_peer {
+    int family;
+    unsigned char addr[16];
+    bool found;
+};
+
+static bool guard_entry_match(const char *e, size_t l, void *ud)
+{
+    struct guard_peer *p = ud;
+    int family, bits;
+    unsigned char net[16];
+    if (!guard_cidr_parse(e, l, &family, net, &bits) || family != p->family)
+        return true;
+    int whole = bits / 8, rest = bits % 8;
+    if (memcmp(net, p->addr, (size_t)whole) != 0)
+        return true;
+    if (rest && ((net[whole] ^ p->addr[whole]) & (unsigned char)(0xff << (8 - rest))))
+        return true;
+    p->found = true;
+    return false;
+}
+
+bool httpguard_addr_listed(const char *list, const struct sockaddr *sa)
+{
+    if (!list || !sa)
+        return false;
+    struct guard_peer p = {0};
+    if (sa->sa_family == AF_INET) {
+        p.family = AF_INET;
+        memcpy(p.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        const unsigned char *a6 = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a6, mapped, 12) == 0) { /* ::ffff:10.0.0.1 is 10.0.0.1 */
+            p.family = AF_INET;
+            memcpy(p.addr, a6 + 12, 4);
+        } else {
+            p.family = AF_INET6;
+            memcpy(p.addr, a6, 16);
+        }
+    } else {
+        return false;
+    }
+    guard_each(list, guard_entry_match, &p);
+    return p.found;
+}
+
+/* the first value of a header that may list several (proxies append theirs), trimmed, if
+ * it is a plain host[:port] (or scheme): letters, digits and . - _ : [ ]; else false */
+static bool guard_first_value(const char *v, char *out, size_t n)
+{
+    if (!v)
+        return false;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    size_t l = strcspn(v, ",");
+    while (l && (v[l - 1] == ' ' || v[l - 1] == '\t'))
+        l--;
+    if (l == 0 || l >= n)
+        return false;
+    for (size_t i = 0; i < l; i++) {
+        char ch = v[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                  ch == '-' || ch == '_' || ch == ':' || ch == '[' || ch == ']';
+        if (!ok)
+            return false;
+    }
+    memcpy(out, v, l);
+    out[l] = '\0';
+    return true;
+}
+
+void httpguard_origin_of(bool tls, const char *host, const char *xf_proto, const char *xf_host, const char *fallback,
+                         char *out, size_t n)
+{
+    const char *scheme = tls ? "https" : "http";
+    char proto[16], h[256];
+    if (guard_first_value(xf_proto, proto, sizeof(proto))) {
+        if (strcasecmp(proto, "https") == 0)
+            scheme = "https";
+        else if (strcasecmp(proto, "http") == 0)
+            scheme = "http";
+    }
+    if (!guard_first_value(xf_host, h, sizeof(h)) && !guard_first_value(host, h, sizeof(h)))
+        snprintf(h, sizeof(h), "%s", fallback ? fallback : "localhost");
+    snprintf(out, n, "%s://%s", scheme, h);
+}
+
+void httpguard_origin(struct MHD_Connection *c, bool tls, const char *fallback, char *out, size_t n)
+{
+    struct guard_conn *k = guard_of(c);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    bool trusted = k && k->g && ci && httpguard_addr_listed(k->g->p.trusted_proxies, ci->client_addr);
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    const char *xp = trusted ? MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Forwarded-Proto") : NULL;
+    const char *xh = trusted ? MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Forwarded-Host") : NULL;
+    httpguard_origin_of(tls, host, xp, xh, fallback, out, n);
 }

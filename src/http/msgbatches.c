@@ -11,7 +11,7 @@
  * results are Anthropic result lines. */
 
 
-cJSON *msgbatches_json(struct server *srv, const struct store_batch *b)
+cJSON *msgbatches_json(const struct route_ctx *x, const struct store_batch *b)
 {
     char ts[40];
     cJSON *o = cJSON_CreateObject();
@@ -47,8 +47,11 @@ cJSON *msgbatches_json(struct server *srv, const struct store_batch *b)
         cJSON_AddNullToObject(o, "cancel_initiated_at");
     }
     if (ended) {
-        char url[256];
-        snprintf(url, sizeof(url), "http://%s:%d/v1/messages/batches/%s/results", srv->p.host, srv->port, b->id);
+        /* where the client reaches the server (issue 31.1: the listen address is wrong under
+         * TLS, 0.0.0.0, a proxy or a port mapping), which the SDKs fetch results() from */
+        char base[600], url[800];
+        server_public_base(x, base, sizeof(base));
+        snprintf(url, sizeof(url), "%s/v1/messages/batches/%s/results", base, b->id);
         cJSON_AddStringToObject(o, "results_url", url);
     } else {
         cJSON_AddNullToObject(o, "results_url");
@@ -194,7 +197,7 @@ enum MHD_Result msgbatches_create(struct route_ctx *x)
     else if (rc)
         ret = respond_ant_error(x->c, NS_ERR_IO, "%s", err);
     else
-        ret = respond_json(x->c, 200, msgbatches_json(x->srv, &b));
+        ret = respond_json(x->c, 200, msgbatches_json(x, &b));
 out:
     buf_release(&jsonl);
     store_batch_release(&b);

@@ -6,9 +6,8 @@
 
 /* ---- responses ---------------------------------------------------------------------- */
 
-/* text (freed here) as the answer; retry_after > 0 adds a Retry-After header (429s) */
-static enum MHD_Result send_text_retry(struct MHD_Connection *c, unsigned code, const char *type, char *text,
-                                       int64_t retry_after)
+/* text (freed here) as the answer */
+enum MHD_Result respond_text(struct MHD_Connection *c, unsigned code, const char *type, char *text)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
@@ -16,19 +15,9 @@ static enum MHD_Result send_text_retry(struct MHD_Connection *c, unsigned code, 
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    if (retry_after > 0) {
-        char v[24];
-        snprintf(v, sizeof(v), "%lld", (long long)retry_after);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, v);
-    }
     enum MHD_Result ret = httpguard_queue(c, code, resp);
     MHD_destroy_response(resp);
     return ret;
-}
-
-enum MHD_Result respond_text(struct MHD_Connection *c, unsigned code, const char *type, char *text)
-{
-    return send_text_retry(c, code, type, text, 0);
 }
 
 /* len bytes (copied) as the answer */
@@ -62,6 +51,44 @@ enum MHD_Result respond_json(struct MHD_Connection *c, unsigned code, cJSON *o)
 }
 
 
+/* The one way an error leaves the server: body (printed and deleted here) with status's
+ * HTTP code from the status table (util/status.h); x-should-retry: false where sending the
+ * same request again cannot help (a 4xx but 429: the SDKs would otherwise retry a 409
+ * three times, issue 31.6); Retry-After when retry_after > 0; Allow when allow. A server
+ * error (5xx) is logged with the request's id, which its answer carries as x-request-id. */
+static enum MHD_Result error_send(struct MHD_Connection *c, int status, cJSON *body, const char *msg,
+                                  int64_t retry_after, const char *allow)
+{
+    int http = status_http(status);
+    if (!http)
+        http = 500;
+    char *text = respond_json_print(body);
+    if (!text)
+        return MHD_NO;
+    if (http >= 500) {
+        const struct httpguard_request *hr = httpguard_request(c);
+        log_request(http == 503 ? LOG_WARN : LOG_ERROR, hr ? hr->id : NULL, "%s: %d %s", hr ? hr->line : "", http, msg);
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (!status_retryable(status))
+        MHD_add_response_header(resp, "x-should-retry", "false");
+    if (retry_after > 0) {
+        char v[24];
+        snprintf(v, sizeof(v), "%lld", (long long)retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
+    if (allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result ret = httpguard_queue(c, (unsigned)http, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 enum MHD_Result respond_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
                                          const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
@@ -76,23 +103,21 @@ enum MHD_Result respond_error(struct MHD_Connection *c, const struct dialect *d,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    int http = status_http(status);
-    cJSON *body = d->error(status, msg, param, code);
-    char *text = respond_json_print(body);
-    if (!text)
-        return MHD_NO;
     /* the store was busy past its own retries: worth a new try in a second */
-    return send_text_retry(c, (unsigned)(http ? http : 500), "application/json", text, status == NS_ERR_BUSY ? 1 : 0);
+    return error_send(c, status, d->error(status, msg, param, code), msg, status == NS_ERR_BUSY ? 1 : 0, NULL);
+}
+
+enum MHD_Result respond_method_not_allowed(struct MHD_Connection *c, const struct dialect *d, const char *msg,
+                                           const char *allow)
+{
+    return error_send(c, NS_ERR_METHOD, d->error(NS_ERR_METHOD, msg, NULL, "method_not_allowed"), msg, 0, allow);
 }
 
 /* a quota refusal (quota.h): 429 with Retry-After, in the shape of the route's API */
 enum MHD_Result respond_quota_refusal(struct MHD_Connection *c, const struct dialect *d, const struct quota_refusal *why)
 {
-    cJSON *body = d->error(why->status, why->message, NULL, NULL);
-    char *text = respond_json_print(body);
-    if (!text)
-        return MHD_NO;
-    return send_text_retry(c, (unsigned)status_http(why->status), "application/json", text, why->retry_after);
+    return error_send(c, why->status, d->error(why->status, why->message, NULL, NULL), why->message, why->retry_after,
+                      NULL);
 }
 
 

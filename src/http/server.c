@@ -22,6 +22,18 @@ struct server_params server_default_params(void)
     return p;
 }
 
+int server_public_url_check(const char *url, char *err, size_t n)
+{
+    size_t scheme = strncmp(url, "https://", 8) == 0 ? 8 : strncmp(url, "http://", 7) == 0 ? 7 : 0;
+    bool ok = scheme && url[scheme] && url[scheme] != '/' && strlen(url) < 512;
+    for (const char *p = url; ok && *p; p++)
+        ok = (unsigned char)*p > ' ' && *p != 0x7f && *p != '?' && *p != '#' && *p != '"' && *p != '\\';
+    if (!ok)
+        snprintf(err, n, "--public-url must be an http:// or https:// URL with a host and no query, like "
+                         "https://api.example.com or https://example.com/nightshift, not '%.100s'", url);
+    return ok ? NS_OK : NS_ERR_INVALID;
+}
+
 int server_default_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -90,6 +102,18 @@ int server_query_limit(struct route_ctx *x, int lo, int hi, int def, int *out)
     return NS_OK;
 }
 
+void server_public_base(const struct route_ctx *x, char *out, size_t n)
+{
+    const struct server *s = x->srv;
+    if (s->public_url) {
+        snprintf(out, n, "%s", s->public_url);
+        return;
+    }
+    char fallback[300];
+    snprintf(fallback, sizeof(fallback), "%s:%d", s->p.host, s->port);
+    httpguard_origin(x->c, s->p.tls_cert && s->p.tls_key, fallback, out, n);
+}
+
 struct sched *server_sched_by_model(struct server *s, const char *model)
 {
     for (int i = 0; i < s->n_scheds; i++)
@@ -124,12 +148,16 @@ static enum MHD_Result h_ready(struct route_ctx *x)
     return respond_json(x->c, ok ? 200 : 503, o);
 }
 
-static cJSON *model_json(struct sched *s)
+/* created: a local model's file time (when it was made or copied in), an upstream's the
+ * server's start (issue 31.7: 0 read as 1970 in clients) */
+static cJSON *model_json(struct server *srv, struct sched *s)
 {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "id", sched_model_name(s));
     cJSON_AddStringToObject(m, "object", "model");
-    cJSON_AddNumberToObject(m, "created", 0);
+    const char *path = backend_model_path(sched_backend(s));
+    struct stat sb;
+    cJSON_AddNumberToObject(m, "created", path && stat(path, &sb) == 0 ? (double)sb.st_mtime : (double)srv->started_at);
     cJSON_AddStringToObject(m, "owned_by", "nightshift");
     return m;
 }
@@ -140,7 +168,7 @@ static enum MHD_Result h_models(struct route_ctx *x)
     cJSON_AddStringToObject(o, "object", "list");
     cJSON *d = cJSON_AddArrayToObject(o, "data");
     for (int i = 0; i < x->srv->n_scheds; i++)
-        cJSON_AddItemToArray(d, model_json(x->srv->scheds[i]));
+        cJSON_AddItemToArray(d, model_json(x->srv, x->srv->scheds[i]));
     return respond_json(x->c, 200, o);
 }
 
@@ -150,7 +178,7 @@ static enum MHD_Result h_model_get(struct route_ctx *x)
     if (!s)
         return respond_oai_error(x->c, NS_ERR_MODEL_NOT_FOUND, "model", NULL,
                           "The model '%.100s' does not exist or you do not have access to it.", x->ids[0]);
-    return respond_json(x->c, 200, model_json(s));
+    return respond_json(x->c, 200, model_json(x->srv, s));
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
@@ -188,6 +216,7 @@ static const struct route {
     {"GET", "/v1/batches/*/output", BODY_NONE, batches_output},
     {"GET", "/v1/batches/*/errors", BODY_NONE, batches_errors},
     {"POST", "/v1/messages", BODY_JSON, generate_messages},
+    {"POST", "/v1/messages/count_tokens", BODY_JSON, generate_count_tokens},
     {"POST", "/v1/responses", BODY_JSON, generate_responses},
     {"GET", "/v1/responses/*", BODY_NONE, responses_get},
     {"DELETE", "/v1/responses/*", BODY_NONE, responses_delete},
@@ -210,7 +239,7 @@ static const struct route {
     {"POST", "/api/chat", BODY_JSON, generate_ollama_chat},
     {"POST", "/api/generate", BODY_JSON, generate_ollama_generate},
     {"POST", "/api/embed", BODY_JSON, generate_ollama_embed},
-    {"POST", "/api/embeddings", BODY_JSON, generate_ollama_embed},
+    {"POST", "/api/embeddings", BODY_JSON, generate_ollama_embeddings},
     {"POST", "/api/pull", BODY_JSON, generate_ollama_manage},
     {"POST", "/api/push", BODY_JSON, generate_ollama_manage},
     {"POST", "/api/create", BODY_JSON, generate_ollama_manage},
@@ -292,20 +321,7 @@ static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, const s
     }
     char msg[600];
     snprintf(msg, sizeof(msg), "Method %.20s is not allowed on %.200s; it takes %s.", method, url, allow);
-    cJSON *body = d->error(NS_ERR_METHOD, msg, NULL, "method_not_allowed");
-    char *text = respond_json_print(body);
-    if (!text)
-        return MHD_NO;
-    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(text);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-    enum MHD_Result ret = httpguard_queue(c, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return respond_method_not_allowed(c, d, msg, allow);
 }
 
 static int ns_hexval(char c)
@@ -373,8 +389,24 @@ static enum MHD_Result upload_iter(void *cls, enum MHD_ValueKind kind, const cha
             return MHD_NO;
         return MHD_YES;
     }
-    if (strcmp(key, "file") != 0)
-        return MHD_YES; /* other fields are ignored */
+    /* OpenAI's expires_after, as the SDKs send it in a form: expires_after[anchor] and
+     * expires_after[seconds] (files_upload checks them) */
+    bool anchor = strcmp(key, "expires_after[anchor]") == 0, secs = strcmp(key, "expires_after[seconds]") == 0;
+    if (anchor || secs) {
+        char *v = anchor ? u->expires_anchor : u->expires_seconds;
+        size_t cap = anchor ? sizeof(u->expires_anchor) : sizeof(u->expires_seconds), have = strlen(v);
+        *(anchor ? &u->have_anchor : &u->have_seconds) = true;
+        if (memchr(data, '\0', size))
+            data = "?", size = 1; /* a NUL inside: invalid, not cut short into something valid */
+        snprintf(v + have, cap - have, "%.*s", (int)(size < cap ? size : cap), data);
+        return MHD_YES;
+    }
+    if (strcmp(key, "file") != 0) {
+        /* refused once the body is in, as JSON routes refuse an unknown field (issue 31.5) */
+        if (!u->unknown[0])
+            snprintf(u->unknown, sizeof(u->unknown), "%s", key);
+        return MHD_YES;
+    }
     if (!u->have_file) {
         u->have_file = true;
         if (filename && !u->filename)
@@ -482,10 +514,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* Host, Origin, CORS preflight (httpguard.h): before the key, since a browser's
          * preflight carries none */
         enum MHD_Result pre;
-        if (httpguard_preflight(c, method, &pre))
+        if (httpguard_preflight(c, method, url, &pre))
             return pre;
         char gmsg[300];
-        int grc = httpguard_check(c, gmsg, sizeof(gmsg));
+        int grc = httpguard_check(c, method, url, gmsg, sizeof(gmsg));
         if (grc)
             return EARLY_ERROR(grc, NULL, NULL, "%s", gmsg);
         /* Two Content-Lengths (or one beside a Transfer-Encoding) frame the body two ways: a
@@ -542,8 +574,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->body_bytes += *upload_data_size;
         double age = clock_now() - r->t_start;
         if (s->p.min_body_rate && age > 10 && (double)r->body_bytes < age * s->p.min_body_rate) {
-            log_event(LOG_WARN, NULL, NULL, "closed a connection whose body came at %.0f bytes/s (below %u)",
-                      (double)r->body_bytes / age, s->p.min_body_rate);
+            const struct httpguard_request *hr = httpguard_request(c);
+            log_request(LOG_WARN, hr ? hr->id : NULL, "%s: closed the connection: its body came at %.0f bytes/s (below %u)",
+                        hr ? hr->line : "", (double)r->body_bytes / age, s->p.min_body_rate);
             return MHD_NO;
         }
         if (!r->early_status) {
@@ -623,6 +656,7 @@ int server_start(struct server_params p, struct store *st, struct sched **scheds
     if (s->api_key)
         sha256_hex(s->api_key, strlen(s->api_key), s->api_key_hash);
     s->no_auth = p.no_auth;
+    s->started_at = time(NULL);
     s->st = st;
     s->scheds = scheds;
     s->n_scheds = n_scheds;
@@ -632,6 +666,21 @@ int server_start(struct server_params p, struct store *st, struct sched **scheds
     qp.batch_ud = s;
     if (!s->data_dir || (p.api_key && !s->api_key) || quota_create(qp, &s->quota))
         goto out;
+    if (p.public_url && server_public_url_check(p.public_url, err, errlen)) {
+        rc = NS_ERR_INVALID;
+        goto out;
+    }
+    if (p.trusted_proxies && httpguard_proxies_check(p.trusted_proxies, err, errlen)) {
+        rc = NS_ERR_INVALID;
+        goto out;
+    }
+    if (p.public_url) {
+        if (!(s->public_url = strdup(p.public_url)))
+            goto out;
+        size_t l = strlen(s->public_url);
+        while (l && s->public_url[l - 1] == '/')
+            s->public_url[--l] = '\0';
+    }
     if (!(s->keys = keycache_init(keycache_default_params(), st)))
         goto out;
     struct sockaddr_in sa;
@@ -663,6 +712,7 @@ int server_start(struct server_params p, struct store *st, struct sched **scheds
     gp.allowed_hosts = p.allowed_hosts;
     gp.cors_origins = p.cors_origins;
     gp.header_timeout = p.header_timeout;
+    gp.trusted_proxies = p.trusted_proxies;
     if (!(s->guard = httpguard_start(gp))) {
         rc = NS_ERR_NOMEM;
         goto out;
@@ -708,6 +758,7 @@ out:
     quota_free(s->quota);
     free(s->data_dir);
     free(s->api_key);
+    free(s->public_url);
     free(s);
     return rc;
 }
@@ -745,6 +796,7 @@ void server_stop(struct server *s)
     keycache_free(s->keys);
     free(s->data_dir);
     free(s->api_key);
+    free(s->public_url);
     free(s);
 }
 

@@ -70,8 +70,17 @@ struct server_params {
     unsigned header_timeout;     /* seconds a new connection has to send a request head; default 10 */
     unsigned idle_timeout;       /* seconds of silence before a connection is closed; default 60 */
     unsigned min_body_rate;      /* bytes/s a request body must average once 10 s old; default 1024; 0 off */
+    /* the URLs the server hands out (Message Batches' results_url, issue 31.1) */
+    const char *public_url;      /* "https://api.example.com[/prefix]": their base, whatever the
+                                    request says; NULL: from the request (httpguard_origin) */
+    const char *trusted_proxies; /* addresses or CIDR blocks (comma-separated) whose
+                                    X-Forwarded-Proto/-Host are believed; NULL none */
 };
 struct server_params server_default_params(void);
+
+/* Is url a --public-url: http(s)://HOST[:PORT][/PREFIX], no query, fragment or spaces?
+ * 0, else NS_ERR_INVALID and err says what is expected */
+int server_public_url_check(const char *url, char *err, size_t n);
 
 /* the HTTP threads when none are asked for: one per CPU, at least 4 */
 int server_default_threads(void);

@@ -73,6 +73,8 @@ struct server {
     struct httpguard *guard;     /* Host, Origin, slow heads (httpguard.h) */
     struct MHD_Daemon *mhd;
     int port;
+    char *public_url;            /* p.public_url without a trailing '/', or NULL */
+    int64_t started_at;          /* unix seconds: the `created` of upstream models */
     atomic_bool draining;        /* server_drain(): new requests get 503 */
     atomic_int inflight;         /* requests started, not completed (server_inflight) */
     /* the dashboard's last hour: a sample every SAMPLE_EVERY s (sampler thread) */
@@ -101,6 +103,11 @@ struct upload {
     char id[48];                /* the file's id, chosen when the upload starts */
     char *filename;
     struct buf purpose;
+    /* expires_after[anchor] and expires_after[seconds] as sent (cut at their size: a longer
+     * value is invalid anyway), and the first field the upload does not know */
+    char expires_anchor[16], expires_seconds[24];
+    bool have_anchor, have_seconds;
+    char unknown[64];
     int64_t bytes;
     bool have_file;
     bool too_large;
@@ -164,6 +171,9 @@ enum gen_flavor { GEN_CHAT, GEN_COMPLETION, GEN_MESSAGES, GEN_OLLAMA_CHAT, GEN_O
 /* ---- shared functions, by the file that defines them ----------------------------------- */
 
 /* server.c */
+/* the base of the URLs the server hands out ("https://api.example.com", no trailing '/'):
+ * --public-url, else how this request reached the server (httpguard_origin) */
+void server_public_base(const struct route_ctx *x, char *out, size_t n);
 int server_query_limit(struct route_ctx *x, int lo, int hi, int def, int *out);
 const char *server_query(struct route_ctx *x, const char *k);
 struct sched *server_sched_by_model(struct server *s, const char *model);
@@ -176,6 +186,9 @@ cJSON *respond_file_json(const struct store_file *f);
 char *respond_json_print(cJSON *o);
 enum MHD_Result respond_bytes(struct MHD_Connection *c, unsigned code, const char *type, const char *p, size_t len);
 enum MHD_Result respond_json(struct MHD_Connection *c, unsigned code, cJSON *o);
+/* 405 with Allow (the methods the path takes) */
+enum MHD_Result respond_method_not_allowed(struct MHD_Connection *c, const struct dialect *d, const char *msg,
+                                           const char *allow);
 enum MHD_Result respond_quota_refusal(struct MHD_Connection *c, const struct dialect *d, const struct quota_refusal *why);
 enum MHD_Result respond_error(struct MHD_Connection *c, const struct dialect *d, int status, const char *param,
                                   const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -185,10 +198,12 @@ enum MHD_Result respond_text(struct MHD_Connection *c, unsigned code, const char
 enum MHD_Result generate_apply_template(struct route_ctx *x);
 enum MHD_Result generate_chat(struct route_ctx *x);
 enum MHD_Result generate_completions(struct route_ctx *x);
+enum MHD_Result generate_count_tokens(struct route_ctx *x);
 enum MHD_Result generate_embeddings(struct route_ctx *x);
 enum MHD_Result generate_messages(struct route_ctx *x);
 enum MHD_Result generate_ollama_chat(struct route_ctx *x);
 enum MHD_Result generate_ollama_embed(struct route_ctx *x);
+enum MHD_Result generate_ollama_embeddings(struct route_ctx *x);
 enum MHD_Result generate_ollama_generate(struct route_ctx *x);
 enum MHD_Result generate_ollama_manage(struct route_ctx *x);
 enum MHD_Result generate_ollama_ps(struct route_ctx *x);
@@ -207,6 +222,9 @@ enum MHD_Result files_get(struct route_ctx *x);
 enum MHD_Result files_list(struct route_ctx *x);
 enum MHD_Result files_upload(struct route_ctx *x);
 const char *files_owner_filter(const struct route_ctx *x);
+/* past its expires_at (an upload's expires_after, a batch output's output_expires_after):
+ * gone to clients */
+bool files_expired(const struct store_file *f);
 bool files_owner_ok(const struct route_ctx *x, const char *owner);
 
 /* batches.c */
@@ -242,7 +260,8 @@ enum MHD_Result responses_input_items(struct route_ctx *x);
 enum MHD_Result responses_cancel(struct route_ctx *x);
 
 /* msgbatches.c */
-cJSON *msgbatches_json(struct server *srv, const struct store_batch *b);
+/* a Message Batch as Anthropic shows it; results_url from how x's request reached the server */
+cJSON *msgbatches_json(const struct route_ctx *x, const struct store_batch *b);
 enum MHD_Result msgbatches_create(struct route_ctx *x);
 int msgbatches_inline_create(struct route_ctx *x, const struct buf *jsonl, int n, const char *endpoint,
                                const char *id_prefix, const char *filename, const char *metadata, struct store_batch *b,

@@ -303,10 +303,14 @@ static int ant_chat_json(struct oai_request *r, const cJSON *body, struct oai_er
 static const char *const ant_fields[] = {"model", "messages", "max_tokens", "system", "stop_sequences", "temperature",
                                          "top_p", "top_k", "stream", "metadata", "tools", "tool_choice", "thinking",
                                          "service_tier", "container", "mcp_servers", NULL};
+/* POST /v1/messages/count_tokens: the prompt's fields, nothing about generating */
+static const char *const ant_count_fields[] = {"model", "messages", "system", "tools", "tool_choice", "thinking", NULL};
 
-int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_error *err)
+/* a Messages body (count: a count_tokens body, which has no max_tokens or sampling) */
+static int ant_request(cJSON *body, bool count, struct oai_request *r, struct oai_error *err)
 {
     int rc = NS_OK;
+    const char *const *fields = count ? ant_count_fields : ant_fields;
     memset(r, 0, sizeof(*r));
     r->root_ = body;
     r->chat = true;
@@ -319,8 +323,8 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
     cJSON_ArrayForEach(f, body)
     {
         bool ok = false;
-        for (int i = 0; ant_fields[i] && !ok; i++)
-            ok = strcmp(ant_fields[i], f->string) == 0;
+        for (int i = 0; fields[i] && !ok; i++)
+            ok = strcmp(fields[i], f->string) == 0;
         if (!ok) {
             rc = oai_error_set(err, NS_ERR_INVALID, NULL, "%.64s: Extra inputs are not permitted", f->string);
             goto out;
@@ -333,15 +337,18 @@ int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_e
     }
     r->model = model->valuestring;
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(body, "max_tokens");
-    if (!mt) {
+    if (count) {
+        /* the field list let no max_tokens through */
+    } else if (!mt) {
         rc = oai_error_set(err, NS_ERR_INVALID, "max_tokens", "max_tokens: Field required");
         goto out;
-    }
-    if (!cJSON_IsNumber(mt) || mt->valuedouble != floor(mt->valuedouble) || mt->valuedouble < 1 || mt->valuedouble > 1e9) {
+    } else if (!cJSON_IsNumber(mt) || mt->valuedouble != floor(mt->valuedouble) || mt->valuedouble < 1 ||
+               mt->valuedouble > 1e9) {
         rc = oai_error_set(err, NS_ERR_INVALID, "max_tokens", "max_tokens: Input should be an integer greater than or equal to 1");
         goto out;
+    } else {
+        r->req.max_tokens = (int)mt->valuedouble;
     }
-    r->req.max_tokens = (int)mt->valuedouble;
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
     if (!msgs) {
         rc = oai_error_set(err, NS_ERR_INVALID, "messages", "messages: Field required");
@@ -446,13 +453,37 @@ out:
     return rc;
 }
 
+int anthropic_request_from_json(cJSON *body, struct oai_request *r, struct oai_error *err)
+{
+    return ant_request(body, false, r, err);
+}
+
 int anthropic_request_parse(const char *json, size_t len, struct oai_request *r, struct oai_error *err)
 {
     memset(r, 0, sizeof(*r));
     cJSON *body = cJSON_ParseWithLength(json, len);
     if (!body)
         return oai_error_set(err, NS_ERR_INVALID, NULL, "the request body is not valid JSON");
-    return anthropic_request_from_json(body, r, err);
+    return ant_request(body, false, r, err);
+}
+
+int anthropic_count_request_parse(const char *json, size_t len, struct oai_request *r, struct oai_error *err)
+{
+    memset(r, 0, sizeof(*r));
+    cJSON *body = cJSON_ParseWithLength(json, len);
+    if (!body)
+        return oai_error_set(err, NS_ERR_INVALID, NULL, "the request body is not valid JSON");
+    return ant_request(body, true, r, err);
+}
+
+cJSON *anthropic_count_answer(int input_tokens)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o && !cJSON_AddNumberToObject(o, "input_tokens", input_tokens)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
 }
 
 const char *anthropic_stop_reason(const struct engine_result *res)
@@ -485,6 +516,18 @@ static cJSON *ant_tool_block(const struct engine_tool_call *c, bool with_input)
     return b;
 }
 
+/* o's "usage" as Anthropic counts: input_tokens are the prompt's tokens not read from the
+ * cache (the prefix cache's hits are cache_read_input_tokens; nothing is written to a cache
+ * the way Anthropic's cache_control writes, so cache_creation_input_tokens is 0) */
+static void ant_usage(cJSON *o, int prompt, int cached, int output)
+{
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "input_tokens", prompt - cached);
+    cJSON_AddNumberToObject(u, "cache_creation_input_tokens", 0);
+    cJSON_AddNumberToObject(u, "cache_read_input_tokens", cached);
+    cJSON_AddNumberToObject(u, "output_tokens", output);
+}
+
 cJSON *anthropic_message(const struct oai_request *r, const struct engine_result *res, const char *id,
                          const char *model)
 {
@@ -514,11 +557,7 @@ cJSON *anthropic_message(const struct oai_request *r, const struct engine_result
         cJSON_AddStringToObject(o, "stop_sequence", r->req.stop[res->stop_index]);
     else
         cJSON_AddNullToObject(o, "stop_sequence");
-    cJSON *u = cJSON_AddObjectToObject(o, "usage");
-    cJSON_AddNumberToObject(u, "input_tokens", res->prompt_tokens - res->cached_tokens);
-    cJSON_AddNumberToObject(u, "cache_creation_input_tokens", 0);
-    cJSON_AddNumberToObject(u, "cache_read_input_tokens", res->cached_tokens);
-    cJSON_AddNumberToObject(u, "output_tokens", res->completion_tokens);
+    ant_usage(o, res->prompt_tokens, res->cached_tokens, res->completion_tokens);
     return o;
 }
 
@@ -653,6 +692,8 @@ static void ant_stream_delta(struct stream *s, const struct engine_delta *d)
 {
     if (d->index != 0)
         return;
+    if (d->cached_tokens >= 0)
+        s->cached = d->cached_tokens;
     if (d->reasoning_len) {
         if (s->block < 0 || s->block_kind != ANT_BLOCK_THINKING) {
             cJSON *cb = cJSON_CreateObject();
@@ -681,7 +722,14 @@ static void ant_stream_delta(struct stream *s, const struct engine_delta *d)
 
 /* Anthropic's event sequence: message_start, content_block_start, ping, content_block_delta*,
  * content_block_stop, message_delta, message_stop (or an error event). Phases: 0 the
- * opening events, 1 text deltas, 2 the closing events, 5 end */
+ * opening events, 1 text deltas, 2 the closing events, 5 end.
+ *
+ * Usage (issue 31.3): message_delta carries the final usage whole (input, cache and output
+ * tokens: cumulative, as Anthropic's API sends it; the SDKs overwrite what message_start
+ * said), the same as the non-streamed message. message_start must not contradict it, so
+ * it waits for the prompt's split into computed and cached tokens: the engine knows it
+ * once the prompt is in and says so on the first delta (engine_delta.cached_tokens); a
+ * source that cannot say before the end (an upstream) holds message_start until the end. */
 static cJSON *ant_dialect_answer(const struct stream *s, const struct engine_result *res)
 {
     return anthropic_message(s->r, res, s->id, s->model);
@@ -690,6 +738,11 @@ static cJSON *ant_dialect_answer(const struct stream *s, const struct engine_res
 static int ant_stream_next(struct stream *s, struct buf *out)
 {
     if (s->phase == 0) {
+        if (s->cached < 0 && !s->res)
+            return STREAM_WAIT;
+        bool final = s->res && s->res->status == NS_OK;
+        int prompt = final ? s->res->prompt_tokens : s->n_prompt;
+        int cached = final ? s->res->cached_tokens : s->cached > 0 ? s->cached : 0;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "message_start");
         cJSON *m = cJSON_AddObjectToObject(o, "message");
@@ -700,9 +753,7 @@ static int ant_stream_next(struct stream *s, struct buf *out)
         cJSON_AddStringToObject(m, "model", s->model);
         cJSON_AddNullToObject(m, "stop_reason");
         cJSON_AddNullToObject(m, "stop_sequence");
-        cJSON *u = cJSON_AddObjectToObject(m, "usage");
-        cJSON_AddNumberToObject(u, "input_tokens", s->n_prompt);
-        cJSON_AddNumberToObject(u, "output_tokens", 0);
+        ant_usage(m, prompt, cached, 0);
         stream_sse(out, "message_start", o);
         s->phase = 1;
         return STREAM_MORE;
@@ -739,8 +790,7 @@ static int ant_stream_next(struct stream *s, struct buf *out)
                 cJSON_AddStringToObject(d, "stop_sequence", s->r->req.stop[res->stop_index]);
             else
                 cJSON_AddNullToObject(d, "stop_sequence");
-            cJSON *u = cJSON_AddObjectToObject(o, "usage");
-            cJSON_AddNumberToObject(u, "output_tokens", res->completion_tokens);
+            ant_usage(o, res->prompt_tokens, res->cached_tokens, res->completion_tokens);
             stream_sse(out, "message_delta", o);
             o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "type", "message_stop");

@@ -23,6 +23,14 @@
 int anthropic_request_from_json(cJSON *params, struct oai_request *r, struct oai_error *err);
 int anthropic_request_parse(const char *json, size_t len, struct oai_request *r, struct oai_error *err);
 
+/* POST /v1/messages/count_tokens: a Messages body without max_tokens and sampling (model,
+ * messages, system, tools, tool_choice, thinking; anything else is an extra input), parsed
+ * as a Messages body is so that the prompt it renders is the one a Messages call would run.
+ * On failure r is released. */
+int anthropic_count_request_parse(const char *json, size_t len, struct oai_request *r, struct oai_error *err);
+/* its answer, {"input_tokens": N}; NULL when out of memory */
+cJSON *anthropic_count_answer(int input_tokens);
+
 /* the Message object of a finished request */
 cJSON *anthropic_message(const struct oai_request *r, const struct engine_result *res, const char *id,
                          const char *model);

@@ -438,12 +438,8 @@ static int oai_stream_next(struct stream *s, struct buf *out)
             if (s->include_usage && s->res->status == NS_OK) {
                 cJSON *o = oai_chunk_base(s);
                 cJSON_AddArrayToObject(o, "choices");
-                cJSON *u = cJSON_AddObjectToObject(o, "usage");
-                cJSON_AddNumberToObject(u, "prompt_tokens", s->res->prompt_tokens);
-                cJSON_AddNumberToObject(u, "completion_tokens", s->res->completion_tokens);
-                cJSON_AddNumberToObject(u, "total_tokens", s->res->prompt_tokens + s->res->completion_tokens);
-                cJSON *pd = cJSON_AddObjectToObject(u, "prompt_tokens_details");
-                cJSON_AddNumberToObject(pd, "cached_tokens", s->res->cached_tokens);
+                /* the same usage object as the non-streamed answer's (issue 31.7) */
+                cJSON_AddItemToObject(o, "usage", oai_usage(s->res));
                 stream_sse(out, NULL, o);
             }
             s->phase = 4;

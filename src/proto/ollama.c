@@ -532,6 +532,123 @@ int ollama_request_parse(const char *json, size_t len, bool chat, struct oai_req
     return rc;
 }
 
+/* ---- embeddings (/api/embed, legacy /api/embeddings) ----------------------------------- */
+
+static void ol_ns(cJSON *o, const char *key, double seconds);
+
+static const char *const ol_embed_fields[] = {"model", "input", "truncate", "dimensions", "options", "keep_alive", NULL};
+static const char *const ol_embeddings_fields[] = {"model", "prompt", "options", "keep_alive", NULL};
+
+static int ol_embed(cJSON *body, bool legacy, struct oai_request *r, struct oai_error *err)
+{
+    int rc;
+    if (!cJSON_IsObject(body))
+        return oai_error_set(err, NS_ERR_INVALID, NULL, "the request body must be a JSON object");
+    if ((rc = ol_check_fields(body, legacy ? ol_embeddings_fields : ol_embed_fields, NULL, err)))
+        return rc;
+    const char *model;
+    if ((rc = ol_string(body, "model", NULL, &model, err)))
+        return rc;
+    if (!model || !model[0])
+        return oai_error_set(err, NS_ERR_INVALID, "model", "model is required");
+    r->model = (char *)model;
+    r->embeddings = true;
+    r->req.embed_truncate = true; /* Ollama's default */
+    if ((rc = ol_bool(body, "truncate", &r->req.embed_truncate, err)))
+        return rc;
+    const cJSON *ka = cJSON_GetObjectItemCaseSensitive(body, "keep_alive");
+    if (ka && !cJSON_IsNull(ka) && !cJSON_IsString(ka) && !cJSON_IsNumber(ka))
+        return oai_error_set(err, NS_ERR_INVALID, "keep_alive",
+                             "keep_alive: expected a duration (\"5m\") or a number of seconds");
+    const cJSON *dims = cJSON_GetObjectItemCaseSensitive(body, "dimensions");
+    if (dims && !cJSON_IsNull(dims)) {
+        if (!cJSON_IsNumber(dims) || dims->valuedouble != floor(dims->valuedouble) || dims->valuedouble < 0 ||
+            dims->valuedouble > 1e6)
+            return oai_error_set(err, NS_ERR_INVALID, "dimensions", "dimensions: expected a positive integer");
+        r->req.embed_dimensions = (int)dims->valuedouble; /* only the model's own size is served */
+    }
+    /* options are checked as /api/chat's; none changes an embedding */
+    struct ollama_extra ox;
+    memset(&ox, 0, sizeof(ox));
+    struct oai_request scratch;
+    memset(&scratch, 0, sizeof(scratch));
+    if ((rc = ol_parse_options(&scratch, &ox, cJSON_GetObjectItemCaseSensitive(body, "options"), err)))
+        return rc;
+    /* the inputs: a string or a list of strings (legacy: prompt, one string); "" or [] is
+     * nothing to embed, which Ollama answers with no vectors */
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(body, legacy ? "prompt" : "input");
+    int n = 0;
+    if (!in || cJSON_IsNull(in) || (cJSON_IsString(in) && !in->valuestring[0])) {
+        n = 0;
+    } else if (cJSON_IsString(in)) {
+        n = 1;
+    } else if (!legacy && cJSON_IsArray(in)) {
+        n = cJSON_GetArraySize(in);
+        if (n > OAI_MAX_EMBED_INPUTS)
+            return oai_error_set(err, NS_ERR_INVALID, "input", "input: at most %d inputs, not %d", OAI_MAX_EMBED_INPUTS,
+                                 n);
+    } else {
+        return oai_error_set(err, NS_ERR_INVALID, legacy ? "prompt" : "input",
+                             legacy ? "prompt: expected a string" : "input: expected a string or an array of strings");
+    }
+    if (n == 0)
+        return NS_OK;
+    r->embed_ = calloc((size_t)n, sizeof(*r->embed_));
+    if (!r->embed_)
+        return oai_error_set(err, NS_ERR_NOMEM, NULL, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const cJSON *v = cJSON_IsString(in) ? in : cJSON_GetArrayItem(in, i);
+        if (!cJSON_IsString(v))
+            return oai_error_set(err, NS_ERR_INVALID, "input", "input[%d]: expected a string", i);
+        r->embed_[i] = (struct engine_embed_input){.text = v->valuestring, .text_len = strlen(v->valuestring)};
+    }
+    r->req.embed = r->embed_;
+    r->req.n_embed = n;
+    return NS_OK;
+}
+
+int ollama_embed_parse(const char *json, size_t len, bool legacy, struct oai_request *r, struct oai_error *err)
+{
+    memset(r, 0, sizeof(*r));
+    engine_request_init(&r->req);
+    if (len == 0)
+        return oai_error_set(err, NS_ERR_INVALID, NULL, "missing request body");
+    r->root_ = cJSON_ParseWithLength(json, len);
+    if (!r->root_)
+        return oai_error_set(err, NS_ERR_INVALID, NULL, "the request body is not valid JSON");
+    int rc = ol_embed(r->root_, legacy, r, err);
+    if (rc != NS_OK)
+        oai_request_release(r);
+    return rc;
+}
+
+static cJSON *ol_vector(const float *v, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int k = 0; a && k < n; k++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(v[k]));
+    return a;
+}
+
+cJSON *ollama_embed_answer(bool legacy, const char *model, const struct engine_result *res, double t_start)
+{
+    cJSON *o = cJSON_CreateObject();
+    int n = res && res->embedding ? res->n_embed : 0, dim = res ? res->n_embd : 0;
+    if (legacy) {
+        cJSON_AddItemToObject(o, "embedding", n ? ol_vector(res->embedding, dim) : cJSON_CreateArray());
+        return o;
+    }
+    cJSON_AddStringToObject(o, "model", model);
+    cJSON *all = cJSON_AddArrayToObject(o, "embeddings");
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(all, ol_vector(res->embedding + (size_t)i * (size_t)dim, dim));
+    /* as ollama_final: load_duration is the time queued before the engine took the inputs */
+    ol_ns(o, "total_duration", res ? res->t_end - t_start : 0);
+    ol_ns(o, "load_duration", res ? res->t_admit - t_start : 0);
+    cJSON_AddNumberToObject(o, "prompt_eval_count", res ? res->prompt_tokens : 0);
+    return o;
+}
+
 int ollama_check_num_ctx(const struct ollama_extra *ox, int n_ctx_seq, struct oai_error *err)
 {
     if (ox->num_ctx > n_ctx_seq)

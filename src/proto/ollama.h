@@ -1,7 +1,7 @@
 /*
- * ollama.h — the Ollama API (/api/chat, /api/generate, /api/tags, /api/show, /api/ps,
- * /api/version) on the same parsed-request type as the OpenAI routes (struct oai_request),
- * so one scheduler and one engine serve every API.
+ * ollama.h — the Ollama API (/api/chat, /api/generate, /api/embed, /api/embeddings,
+ * /api/tags, /api/show, /api/ps, /api/version) on the same parsed-request type as the OpenAI
+ * routes (struct oai_request), so one scheduler and one engine serve every API.
  *
  * DESIGN
  * Requests in: an /api/chat body maps its messages one for one; an /api/generate body
@@ -54,6 +54,18 @@ struct ollama_extra {
  * fills *err (r is then released). `json` need not be NUL-terminated. */
 int ollama_request_parse(const char *json, size_t len, bool chat, struct oai_request *r, struct ollama_extra *ox,
                          struct oai_error *err);
+/* Parse an /api/embed body ({model, input: string | [string], truncate, dimensions,
+ * options, keep_alive}) or, legacy, an /api/embeddings one ({model, prompt, options,
+ * keep_alive}) into an embeddings request (r->embeddings, req.embed): truncate (default
+ * true, as Ollama's) cuts an input longer than the context instead of failing; options are
+ * checked as /api/chat's and change nothing; dimensions only as the model's own size. An
+ * empty input ("" or []) is no error: req.n_embed is 0, nothing to run, and Ollama's
+ * answer is no vectors. r is released on failure. */
+int ollama_embed_parse(const char *json, size_t len, bool legacy, struct oai_request *r, struct oai_error *err);
+/* {model, embeddings: [[...]], total_duration, load_duration, prompt_eval_count}, or legacy
+ * {embedding: [...]} (the vectors L2-normalized, as the engine makes them); res NULL: no
+ * inputs, no vectors */
+cJSON *ollama_embed_answer(bool legacy, const char *model, const struct engine_result *res, double t_start);
 /* NS_ERR_INVALID when options.num_ctx is over the context one sequence has (n_ctx_seq) */
 int ollama_check_num_ctx(const struct ollama_extra *ox, int n_ctx_seq, struct oai_error *err);
 /* The model named by a /api/show or /api/embed body ("model", or the older "name"),

@@ -14,6 +14,7 @@ void stream_init(struct stream *s, size_t max)
     buf_init(&s->pending, max);
     buf_init(&s->acc, max);
     s->block = -1;
+    s->cached = -1;
 }
 
 void stream_release(struct stream *s)

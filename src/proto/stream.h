@@ -33,6 +33,9 @@ struct stream {
     double t_start;                     /* clock_now() when it came in (Ollama's durations) */
     bool chat, include_usage;
     int n_prompt;
+    int cached;                         /* prompt tokens read from the cache, from the first
+                                           delta that says (engine_delta.cached_tokens); -1
+                                           until then */
     const struct engine_result *res;    /* the final result once done, else NULL */
     int phase;                          /* the dialect's own */
     /* from the engine thread: the text of choice 0, or whole events (OpenAI) */

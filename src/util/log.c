@@ -18,15 +18,16 @@ bool log_is_json(void) { return atomic_load(&log_json); }
 
 static const char *const log_names[] = {"debug", "info", "warn", "error"};
 
-void log_event(enum log_level level, const char *model, const char *batch_id, const char *fmt, ...)
+static void log_write(enum log_level level, const char *model, const char *batch_id, const char *request_id,
+                      const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
+static void log_write(enum log_level level, const char *model, const char *batch_id, const char *request_id,
+                      const char *fmt, va_list ap)
 {
     char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     if (!atomic_load(&log_json)) {
-        fprintf(stderr, "nightshift: %s%s\n", level == LOG_WARN ? "warning: " : "", msg);
+        fprintf(stderr, "nightshift: %s%s%s%s%s\n", level == LOG_WARN ? "warning: " : "", request_id ? "request " : "",
+                request_id ? request_id : "", request_id ? ": " : "", msg);
         fflush(stderr);
         return;
     }
@@ -45,6 +46,8 @@ void log_event(enum log_level level, const char *model, const char *batch_id, co
         cJSON_AddStringToObject(o, "model", model);
     if (batch_id)
         cJSON_AddStringToObject(o, "batch_id", batch_id);
+    if (request_id)
+        cJSON_AddStringToObject(o, "request_id", request_id);
     char *line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (line) {
@@ -52,4 +55,20 @@ void log_event(enum log_level level, const char *model, const char *batch_id, co
         fflush(stderr);
         free(line);
     }
+}
+
+void log_event(enum log_level level, const char *model, const char *batch_id, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_write(level, model, batch_id, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_request(enum log_level level, const char *request_id, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_write(level, NULL, NULL, request_id && *request_id ? request_id : NULL, fmt, ap);
+    va_end(ap);
 }

@@ -10,6 +10,8 @@
 #ifndef NS_UTIL_STATUS_H
 #define NS_UTIL_STATUS_H
 
+#include <stdbool.h>
+
 enum ns_status {
     NS_OK = 0,
     NS_ERR_INVALID,          /* bad input from the user: 400 invalid_request_error */
@@ -49,5 +51,8 @@ const char *status_type(int st);
 const char *status_code(int st);
 /* short name for logs */
 const char *status_name(int st);
+/* may the same request pass if sent again (429, 5xx)? The rest (400, 404, 409, ...) are
+ * final: their answers say so (x-should-retry: false), so the SDKs do not retry them */
+bool status_retryable(int st);
 
 #endif

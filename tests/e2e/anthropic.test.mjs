@@ -7,19 +7,21 @@
 // See serve_lib.mjs / lib.mjs for the environment variables. The models are random-weight
 // (gen-model): their output is gibberish, so no test looks at the text, only at shapes,
 // counts, orderings and error types. Three servers run for the whole file:
-//   main   one model 'tiny', --parallel 4 --ctx 4096
-//   keyed  the same model with --api-key and --max-body 2KB
+//   main   one model 'tiny', --parallel 4 --ctx 4096, --trusted-proxy 127.0.0.1
+//   keyed  the same model with --api-key, --max-body 2KB and --public-url
 //   multi  two models: 'a' (tiny.gguf) and 'b' (another seed)
 // The SDK builds the /v1/... paths itself, so its baseURL is the server's bare URL.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 
 import { api, killHard, runNs } from './lib.mjs';
 import { BIN, SPM_VOCAB, ensureNpmDeps, mkTmp, pollUntil, rmTmp, sleep, startServer } from './serve_lib.mjs';
 
 const KEY = 'sk-nightshift-anthropic-e2e';
+const PUBLIC_URL = 'https://api.example.com/anthropic/';
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 
 let Anthropic; // the SDK's client class and error classes, imported once installed
@@ -52,9 +54,10 @@ before(async () => {
     await Promise.all([genModel(tiny, 1), genModel(other, 7)]);
     const common = ['--parallel', '4', '--ctx', '4096'];
     [MAIN, KEYED, MULTI] = await Promise.all([
-        startServer(['--model', `tiny=${tiny}`, ...common, '--data-dir', path.join(TMP, 'data-main')], { name: 'main' }),
+        startServer(['--model', `tiny=${tiny}`, ...common, '--data-dir', path.join(TMP, 'data-main'),
+            '--trusted-proxy', '10.9.9.9, 127.0.0.1'], { name: 'main' }),
         startServer(['--model', `tiny=${tiny}`, ...common, '--data-dir', path.join(TMP, 'data-keyed'), '--api-key', KEY,
-            '--max-body', '2KB'],
+            '--max-body', '2KB', '--public-url', PUBLIC_URL],
             { name: 'keyed' }),
         startServer(['--model', `a=${tiny}`, '--model', `b=${other}`, ...common, '--data-dir', path.join(TMP, 'data-multi')],
             { name: 'multi' }),
@@ -301,6 +304,60 @@ test('messages.create({stream: true}): raw events, and ping on the wire', async 
     const want = ['message_start', 'content_block_start', 'ping', 'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop'];
     if (!events.includes('content_block_delta')) want.splice(3, 1);
     assert.deepEqual(wire, want, events.join(','));
+});
+
+/* issue 31.3: a prompt served from the prefix cache is counted the same streamed and not:
+ * input_tokens (computed), cache_read_input_tokens (from the cache); message_start does not
+ * contradict message_delta, whose usage the SDK's final message takes */
+test('messages.stream usage agrees with messages.create, prefix cache hits included', async () => {
+    const body = { model: 'tiny', max_tokens: 3, messages: [{ role: 'user', content: 'The same prompt, again and again, for the cache.' }] };
+    await client.messages.create(body); /* the prompt is in the cache from now on */
+    const plain = await client.messages.create(body);
+    assert.ok(plain.usage.cache_read_input_tokens > 0, JSON.stringify(plain.usage));
+    const stream = client.messages.stream(body);
+    let start, delta;
+    for await (const ev of stream) {
+        if (ev.type === 'message_start') start = structuredClone(ev.message.usage);
+        if (ev.type === 'message_delta') delta = ev.usage;
+    }
+    const final = await stream.finalMessage();
+    const keys = ['input_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens'];
+    const pick = (u, ks) => Object.fromEntries(ks.map((k) => [k, u[k]]));
+    assert.deepEqual(pick(start, keys), pick(plain.usage, keys), `message_start ${JSON.stringify(start)}`);
+    assert.deepEqual(pick(delta, [...keys, 'output_tokens']), pick(plain.usage, [...keys, 'output_tokens']),
+        `message_delta ${JSON.stringify(delta)}`);
+    assert.deepEqual(pick(final.usage, [...keys, 'output_tokens']), pick(plain.usage, [...keys, 'output_tokens']));
+});
+
+/* issue 31.2: POST /v1/messages/count_tokens counts as a Messages call with the same body */
+test('messages.countTokens: the input tokens messages.create counts; errors in Anthropic\'s shape', async () => {
+    const { BadRequestError, NotFoundError } = SDK;
+    const bodies = [
+        { model: 'tiny', messages: [{ role: 'user', content: 'Count me, please.' }] },
+        { model: 'tiny', system: 'You are terse.', messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello.' },
+            { role: 'user', content: [{ type: 'text', text: 'Blocks count too.' }] }] },
+        { model: 'tiny', messages: [{ role: 'user', content: 'Weather in Oslo?' }],
+            tools: [{ name: 'get_weather', description: 'The weather', input_schema: { type: 'object', properties: { city: { type: 'string' } } } }],
+            tool_choice: { type: 'auto' } },
+    ];
+    for (const b of bodies) {
+        const c = await client.messages.countTokens(b);
+        assert.deepEqual(Object.keys(c), ['input_tokens']);
+        assert.match(c._request_id, /^req_[A-Za-z0-9]{24}$/); /* issue 31.4: request-id, as Anthropic's */
+        const m = await client.messages.create({ ...b, max_tokens: 1 });
+        assert.match(m._request_id, /^req_/);
+        assert.notEqual(m._request_id, c._request_id);
+        assert.equal(c.input_tokens, m.usage.input_tokens + m.usage.cache_read_input_tokens, JSON.stringify(b));
+    }
+    await expectApiError(client.messages.countTokens({ ...bodies[0], max_tokens: 5 }), BadRequestError, 400,
+        'invalid_request_error', /max_tokens: Extra inputs are not permitted/);
+    await expectApiError(client.messages.countTokens({ model: 'tiny' }), BadRequestError, 400, 'invalid_request_error',
+        /messages: Field required/);
+    await expectApiError(client.messages.countTokens({ ...bodies[0], model: 'no-such-model' }), NotFoundError, 404,
+        'not_found_error', /no-such-model/);
+    const r = await api(MAIN, 'POST', '/v1/messages/count_tokens', '{"model":', { 'content-type': 'application/json' });
+    assert.equal(r.status, 400);
+    assert.equal(r.json().error.type, 'invalid_request_error');
 });
 
 test('errors through the SDK: 400 missing max_tokens / temperature 1.5, 404 unknown model', async () => {
@@ -582,4 +639,108 @@ test('batches: one batch mixing two models; each result names its request\'s mod
         want.delete(r.custom_id);
     }
     assert.equal(want.size, 0, `missing results: ${[...want.keys()]}`);
+});
+
+/* ---- results_url: how the client reached the server (issue 31.1) ---------------------- */
+
+/* GET a path of server s with these headers (node's http: fetch would not send a Host of our
+ * choosing); the JSON answer */
+function getWith(s, p, headers) {
+    const u = new URL(s.url);
+    return new Promise((resolve, reject) => {
+        const req = http.request({ host: u.hostname, port: u.port, path: p, headers }, (res) => {
+            let body = '';
+            res.on('data', (d) => (body += d));
+            res.on('end', () => {
+                try {
+                    resolve(JSON.parse(body));
+                } catch (e) {
+                    reject(new Error(`${res.statusCode} ${body}`));
+                }
+            });
+        });
+        req.on('error', reject);
+        req.end();
+    });
+}
+
+/* a reverse proxy on localhost in front of MAIN, as nginx's proxy_pass: the upstream's own
+ * Host, the client's in X-Forwarded-Host, and X-Forwarded-Proto; counts what it forwards */
+function startProxy(target) {
+    const t = new URL(target.url);
+    const seen = [];
+    const srv = http.createServer((req, res) => {
+        seen.push(`${req.method} ${req.url}`);
+        const headers = { ...req.headers, host: t.host, 'x-forwarded-host': req.headers.host, 'x-forwarded-proto': 'http' };
+        const up = http.request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers }, (ur) => {
+            res.writeHead(ur.statusCode, ur.headers);
+            ur.pipe(res);
+        });
+        up.on('error', (e) => res.destroy(e));
+        req.pipe(up);
+    });
+    return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve({ srv, port: srv.address().port, seen })));
+}
+
+test('results_url: the Host; a trusted proxy\'s X-Forwarded-*; --public-url; an untrusted peer\'s forwarded headers ignored', { timeout: 90_000 }, async () => {
+    const reqs = { requests: [{ custom_id: 'r', params: params(0, { max_tokens: 2 }) }] };
+    const proxy = await startProxy(MAIN);
+    try {
+        /* through the proxy, with the SDK: results() fetches results_url, so it must lead
+         * back through the proxy (the client knows no other address) */
+        const viaProxy = new Anthropic({ baseURL: `http://localhost:${proxy.port}`, apiKey: 'test', maxRetries: 0, timeout: 60_000 });
+        const created = await viaProxy.messages.batches.create(reqs);
+        const { batch } = await waitEnded(viaProxy, created.id);
+        const base = `http://localhost:${proxy.port}/v1/messages/batches/${batch.id}/results`;
+        assert.equal(batch.results_url, base);
+        const before = proxy.seen.length;
+        const results = await allResults(viaProxy, batch.id);
+        assert.equal(results.length, 1);
+        assert.ok(proxy.seen.slice(before).includes(`GET /v1/messages/batches/${batch.id}/results`), proxy.seen.join('\n'));
+        /* directly: the Host the client sent (a port mapping, 0.0.0.0 ...), http without TLS */
+        const direct = await getWith(MAIN, `/v1/messages/batches/${batch.id}`, { host: '10.1.2.3:9999' });
+        assert.equal(direct.results_url, `http://10.1.2.3:9999/v1/messages/batches/${batch.id}/results`);
+        const https = await getWith(MAIN, `/v1/messages/batches/${batch.id}`,
+            { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'api.example.com, proxy2.internal' });
+        assert.equal(https.results_url, `https://api.example.com/v1/messages/batches/${batch.id}/results`);
+        /* a forwarded host that is no host is not believed */
+        const junk = await getWith(MAIN, `/v1/messages/batches/${batch.id}`,
+            { host: '10.1.2.3:9999', 'x-forwarded-host': 'evil.example/path?x' });
+        assert.equal(junk.results_url, `http://10.1.2.3:9999/v1/messages/batches/${batch.id}/results`);
+    } finally {
+        proxy.srv.close();
+    }
+    /* MULTI trusts no proxy: the forwarded headers are anyone's, and ignored */
+    const mc = newClient(MULTI);
+    const m = await mc.messages.batches.create({ requests: [{ custom_id: 'r', params: params(0, { model: 'a', max_tokens: 2 }) }] });
+    await waitEnded(mc, m.id);
+    const untrusted = await getWith(MULTI, `/v1/messages/batches/${m.id}`,
+        { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil.example.com' });
+    assert.equal(untrusted.results_url, `${MULTI.url}/v1/messages/batches/${m.id}/results`);
+    /* KEYED has --public-url: it wins, whatever the request says */
+    const kc = newClient(KEYED, KEY);
+    const k = await kc.messages.batches.create(reqs);
+    const { batch: kb } = await waitEnded(kc, k.id);
+    assert.equal(kb.results_url, `https://api.example.com/anthropic/v1/messages/batches/${kb.id}/results`);
+    const listed = await kc.messages.batches.list();
+    assert.equal(listed.data.find((b) => b.id === kb.id).results_url, kb.results_url);
+});
+
+test('--public-url and --trusted-proxy: bad values are refused at start, on the command line and in --config', async () => {
+    const cases = [
+        [['--public-url', 'api.example.com'], /--public-url must be an http:\/\/ or https:\/\/ URL/],
+        [['--public-url', 'https://api.example.com/x?y=1'], /--public-url must be/],
+        [['--public-url', 'https:///nohost'], /--public-url must be/],
+        [['--trusted-proxy', '10.0.0.1,not-an-ip'], /--trusted-proxy: 'not-an-ip' is not an IP address or a CIDR block/],
+        [['--trusted-proxy', '10.0.0.0/33'], /'10\.0\.0\.0\/33' is not an IP address or a CIDR block/],
+    ];
+    const ini = path.join(TMP, 'bad-proxy.ini');
+    fs.writeFileSync(ini, '[server]\ntrusted-proxy = 127.0.0.1\ntrusted-proxy = ::1/129\n');
+    cases.push([['--config', ini], /'::1\/129' is not an IP address or a CIDR block/]);
+    for (const [args, want] of cases) {
+        const r = await runNs(['serve', '--model', 'tiny=/nonexistent.gguf', '--data-dir', path.join(TMP, 'never'),
+            '--listen', '127.0.0.1:0', ...args], { timeoutMs: 30_000 });
+        assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, want, args.join(' '));
+    }
 });

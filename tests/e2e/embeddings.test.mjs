@@ -100,6 +100,56 @@ test('errors name the parameter: input types, empty, too long, dimensions, encod
     assert.equal(chat.status, 400, chat.text);
     assert.equal(chat.json().error.param, 'model');
     assert.match(chat.json().error.message, /embeddings only/);
+    /* nor is a prompt counted on it (POST /v1/messages/count_tokens), in Anthropic's shape */
+    const ct = await json(server, '/v1/messages/count_tokens', { model: 'emb', messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(ct.status, 400, ct.text);
+    assert.equal(ct.json().error.type, 'invalid_request_error');
+    assert.match(ct.json().error.message, /embeddings only/);
+});
+
+/* issue 31.8: Ollama's /api/embed and legacy /api/embeddings on the same model, through the
+ * official `ollama` client: the same vectors as /v1/embeddings, in Ollama's shapes */
+test('ollama client: embed (one input or several) and embeddings (legacy) give /v1/embeddings\' vectors; truncate; errors', async () => {
+    const { Ollama } = await import('ollama');
+    const ol = new Ollama({ host: server.url });
+    const ref = await client.embeddings.create({ model: 'emb', input: ['hello world', 'a second input'], encoding_format: 'float' });
+    const close = (a, b) => a.length === b.length && a.every((x, k) => Math.abs(x - b[k]) < 1e-5);
+    const many = await ol.embed({ model: 'emb', input: ['hello world', 'a second input'] });
+    assert.deepEqual(Object.keys(many).sort(), ['embeddings', 'load_duration', 'model', 'prompt_eval_count', 'total_duration']);
+    assert.equal(many.model, 'emb');
+    assert.equal(many.embeddings.length, 2);
+    for (let i = 0; i < 2; i++) assert.ok(close(many.embeddings[i], ref.data[i].embedding), `input ${i}`);
+    assert.equal(many.prompt_eval_count, ref.usage.prompt_tokens);
+    assert.ok(many.total_duration > 0 && many.load_duration >= 0 && many.load_duration <= many.total_duration);
+    const one = await ol.embed({ model: 'emb:latest', input: 'hello world', keep_alive: '5m', options: { num_thread: 2 } });
+    assert.equal(one.embeddings.length, 1);
+    assert.ok(close(one.embeddings[0], ref.data[0].embedding));
+    const legacy = await ol.embeddings({ model: 'emb', prompt: 'hello world' });
+    assert.deepEqual(Object.keys(legacy), ['embedding']);
+    assert.ok(close(legacy.embedding, ref.data[0].embedding));
+    /* nothing to embed: no vectors, as Ollama answers */
+    assert.deepEqual((await ol.embed({ model: 'emb', input: [] })).embeddings, []);
+    assert.deepEqual((await ol.embeddings({ model: 'emb', prompt: '' })).embedding, []);
+    /* truncate (default true): an input over the context is cut to it; false: a 400 */
+    const long = 'word '.repeat(3000);
+    const cut = await ol.embed({ model: 'emb', input: long });
+    assert.equal(cut.embeddings.length, 1);
+    assert.equal(cut.embeddings[0].length, ref.data[0].embedding.length);
+    const fail = async (p, status, re) => {
+        await assert.rejects(p, (e) => {
+            assert.equal(e.status_code, status, e.message);
+            assert.match(e.error ?? e.message, re);
+            return true;
+        });
+    };
+    await fail(ol.embed({ model: 'emb', input: long, truncate: false }), 400, /maximum context length/);
+    await fail(ol.embed({ model: 'emb', input: 'x', dimensions: 3 }), 400, /dimensions/);
+    await fail(ol.embed({ model: 'emb', input: 'x', frobnicate: 1 }), 400, /unknown field "frobnicate"/);
+    await fail(ol.embed({ model: 'emb', input: [1, 2] }), 400, /input\[0\]: expected a string/);
+    await fail(ol.embed({ model: 'emb', input: 'x', options: { temprature: 1 } }), 400, /unknown option "temprature"/);
+    await fail(ol.embeddings({ model: 'emb', prompt: ['x'] }), 400, /prompt: expected a string/);
+    await fail(ol.embed({ model: 'nope', input: 'x' }), 404, /^model "nope" not found$/);
+    await fail(ol.embed({ model: '', input: 'x' }), 400, /model is required/);
 });
 
 const LINES = [

@@ -190,6 +190,14 @@ test('27.3 a fault at each step of writing a file (open, write, fsync, rename, d
                     const a = await upload(srv, 'a');
                     assert.ok(a.status >= 500, `${what}: the faulty upload answered ${a.status} ${a.text}`);
                     assert.match(a.text, /cannot (store|start) the upload|cannot store the file/);
+                    if (op === 'open') {
+                        /* issue 31.4: the server's log line about a failed request names the
+                         * request id its answer carries */
+                        const id = a.headers.get('x-request-id');
+                        assert.match(id || '', /^req_/);
+                        for (let t0 = Date.now(); !srv.stderr().includes(id) && Date.now() - t0 < 5000; await sleep(50));
+                        assert.match(srv.stderr(), new RegExp(`request ${id}: POST /v1/files: 500 cannot start the upload`));
+                    }
                     const b = await upload(srv, 'b');
                     assert.equal(b.status, 200, `${what}: ${b.text}`);
                     const cr = await api(srv, 'POST', '/v1/batches', JSON.stringify({ input_file_id: b.json().id,

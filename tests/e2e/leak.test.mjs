@@ -1,6 +1,7 @@
 // Leak check of the server's whole life: start `nightshift serve`, serve a few requests of
 // every kind (health, a chat completion on a generated tiny model, streamed and not, a file
-// upload and download, a small batch to completion, an Anthropic message), stop it with
+// upload and download, a small batch to completion, an Anthropic message streamed and not,
+// count_tokens, a Message Batch, refused uploads and embeddings), stop it with
 // SIGTERM, and fail on any definite leak.
 //
 // Under the ASan build (NIGHTSHIFT_SANITIZE=1, set by CMake) LeakSanitizer checks at exit:
@@ -66,6 +67,19 @@ test('start, serve every kind of request, SIGTERM: no definite leak', { skip: ho
         assert.match(st.text, /data: \[DONE\]/);
         const m = await api(s, 'POST', '/v1/messages', JSON.stringify(chat), { ...JSON_CT, 'anthropic-version': '2023-06-01' });
         assert.equal(m.status, 200, m.text);
+        const ms = await api(s, 'POST', '/v1/messages', JSON.stringify({ ...chat, stream: true }), JSON_CT);
+        assert.match(ms.text, /message_stop/);
+        const { max_tokens: _mt, ...count } = chat;
+        assert.equal((await api(s, 'POST', '/v1/messages/count_tokens', JSON.stringify(count), JSON_CT)).status, 200);
+        assert.equal((await api(s, 'POST', '/v1/messages/count_tokens', JSON.stringify(chat), JSON_CT)).status, 400);
+        assert.equal((await api(s, 'POST', '/api/embed', JSON.stringify({ model: 'tiny', input: 'x' }))).status, 400);
+        const extra = new FormData();
+        extra.append('purpose', 'batch');
+        extra.append('expires_after[anchor]', 'created_at');
+        extra.append('expires_after[seconds]', '3600');
+        extra.append('bogus', '1');
+        extra.append('file', new Blob(['x\n']), 'x.jsonl');
+        assert.equal((await api(s, 'POST', '/v1/files', extra)).status, 400);
         const bad = await api(s, 'POST', '/v1/chat/completions', '{"model":', JSON_CT);
         assert.equal(bad.status, 400);
         // upload, download, a batch to completion, its output
@@ -73,6 +87,8 @@ test('start, serve every kind of request, SIGTERM: no definite leak', { skip: ho
             body: { model: 'tiny', messages: [{ role: 'user', content: id }], max_tokens: 2 } })).join('\n') + '\n';
         const form = new FormData();
         form.append('purpose', 'batch');
+        form.append('expires_after[anchor]', 'created_at');
+        form.append('expires_after[seconds]', '7200');
         form.append('file', new Blob([lines]), 'in.jsonl');
         const up = await api(s, 'POST', '/v1/files', form);
         assert.equal(up.status, 200, up.text);
@@ -92,6 +108,18 @@ test('start, serve every kind of request, SIGTERM: no definite leak', { skip: ho
         assert.equal(out.text.trim().split('\n').length, 2);
         assert.equal((await api(s, 'GET', '/v1/batches')).status, 200);
         assert.equal((await api(s, 'DELETE', `/v1/files/${fid}`)).status, 200);
+        // a Message Batch whose results_url is read
+        const mb = await api(s, 'POST', '/v1/messages/batches', JSON.stringify({ requests: [{ custom_id: 'm', params: chat }] }),
+            JSON_CT);
+        assert.equal(mb.status, 200, mb.text);
+        for (const t0 = Date.now(); ; await sleep(200)) {
+            const g = (await api(s, 'GET', `/v1/messages/batches/${mb.json().id}`)).json();
+            if (g.processing_status === 'ended') {
+                assert.match(g.results_url, /^http:\/\/127\.0\.0\.1:\d+\/v1\/messages\/batches\//);
+                break;
+            }
+            assert.ok(Date.now() - t0 < 300_000, JSON.stringify(g));
+        }
     } catch (e) {
         await killHard(s);
         throw e;

@@ -321,8 +321,9 @@ test('errors in Ollama\'s shape: unknown model 404, bad options 400', async () =
         /messages\[0\]\.images/);
     await expectError(client.generate({ model: 'tiny', prompt: 'x', raw: true, system: 'y' }), 400, /raw mode does not support/);
     await expectError(client.generate({ model: 'tiny', prompt: 'x', suffix: 'y' }), 400, /suffix: fill-in-the-middle/);
-    await expectError(client.embed({ model: 'tiny', input: 'x' }), 400, /embeddings are not supported/);
-    await expectError(client.embeddings({ model: 'tiny', prompt: 'x' }), 400, /embeddings are not supported/);
+    /* embeddings are served by --embedding models (embeddings.test.mjs); this one is not */
+    await expectError(client.embed({ model: 'tiny', input: 'x' }), 400, /^model "tiny" does not support embeddings: .*--embedding/);
+    await expectError(client.embeddings({ model: 'tiny', prompt: 'x' }), 400, /does not support embeddings/);
     await expectError(client.embed({ model: 'no-such-model', input: 'x' }), 404, /not found/);
     await expectError(client.pull({ model: 'llama3' }), 400, /model management is not supported/);
     await expectError(client.delete({ model: 'tiny' }), 400, /model management is not supported/);

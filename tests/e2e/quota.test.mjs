@@ -92,6 +92,12 @@ test('the Anthropic and Ollama routes answer 429 in their own shapes', { timeout
     assert.equal(a.type, 'error');
     assert.equal(a.error.type, 'rate_limit_error');
     assert.match(a.error.message, /rate limit exceeded for key 'ci': 3 requests per minute; retry after \d+ s/);
+    assert.equal(ant.headers.get('x-should-retry'), null, 'a 429 may be retried');
+    /* count_tokens is a call of its own to the model's tokenizer: limited the same way */
+    const ct = await api(s, 'POST', '/v1/messages/count_tokens', JSON.stringify({ model: 'tiny',
+        messages: [{ role: 'user', content: 'hi' }] }), { 'x-api-key': keys.ci, 'content-type': 'application/json' });
+    assert.equal(ct.status, 429, ct.text);
+    assert.equal(ct.json().error.type, 'rate_limit_error');
     const oll = await fetch(`${s.url}/api/chat`, { method: 'POST', headers: { authorization: `Bearer ${keys.ci}` },
         body: JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], stream: false }) });
     assert.equal(oll.status, 429);

@@ -12,7 +12,7 @@
 // settled by that test, so the next one starts on an idle engine.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -242,6 +242,8 @@ test('models.list / models.retrieve; GET /health and /ready', async () => {
     assert.equal(m.id, MODEL_NAME);
     assert.equal(m.object, 'model');
     assert.equal(typeof m.created, 'number');
+    /* issue 31.7: the model file's time, not 0 (1970 to clients) */
+    assert.equal(m.created, Math.floor(fs.statSync(path.join(TMP, 'tiny.gguf')).mtimeMs / 1000));
     assert.equal(m.owned_by, 'nightshift');
     assert.deepEqual(await client.models.retrieve(MODEL_NAME), m);
     await expectApiError(client.models.retrieve('no-such-model'), sdk.NotFoundError, { status: 404, code: 'model_not_found' });
@@ -292,6 +294,18 @@ test('chat.completions.create, non-streaming', async () => {
     assert.equal(r2.usage.completion_tokens, 3);
     assert.equal(r2.choices[0].finish_reason, 'length');
     assert.notEqual(r2.id, r.id);
+
+    /* issue 31.4: every answer carries x-request-id, one per request, which the SDK shows as
+     * _request_id (and requestID on an error) */
+    assert.match(r._request_id, /^req_[A-Za-z0-9]{24}$/);
+    assert.match(r2._request_id, /^req_[A-Za-z0-9]{24}$/);
+    assert.notEqual(r._request_id, r2._request_id);
+    const e = await expectApiError(client.models.retrieve('no-such-model'), sdk.NotFoundError, { status: 404 });
+    assert.match(e.requestID, /^req_/);
+    for (const [m, p] of [['GET', '/health'], ['GET', '/no/such/route'], ['DELETE', '/v1/models']]) {
+        const h = await raw(MAIN, m, p);
+        assert.match(h.headers.get('x-request-id') || '', /^req_[A-Za-z0-9]{24}$/, `${m} ${p}: ${h.status}`);
+    }
 });
 
 test('chat.completions.create, streaming (with and without stream_options.include_usage)', async () => {
@@ -340,6 +354,12 @@ test('chat.completions.create, streaming (with and without stream_options.includ
             assert.ok(last.usage.prompt_tokens > 0);
             assert.equal(last.usage.completion_tokens, 8);
             assert.equal(last.usage.total_tokens, last.usage.prompt_tokens + 8);
+            /* issue 31.7: the same fields as the non-streamed usage, details included */
+            const once = await client.chat.completions.create({ model: MODEL_NAME, messages: [{ role: 'user', content: 'x' }],
+                max_tokens: 1 });
+            assert.deepEqual(Object.keys(last.usage).sort(), Object.keys(once.usage).sort(), tag);
+            assert.deepEqual(last.usage.completion_tokens_details, { reasoning_tokens: 0 }, tag);
+            assert.equal(typeof last.usage.prompt_tokens_details.cached_tokens, 'number', tag);
             for (const c of chunks.slice(0, -1)) assert.equal(c.usage, null, `chunk before the last: usage ${JSON.stringify(c.usage)}`);
         }
     }
@@ -543,6 +563,66 @@ test('files: create, retrieve, list (purpose, order, limit/after), content, dele
         sdk.BadRequestError, { status: 400, param: 'purpose' });
 });
 
+test('files: expires_after sets expires_at; bad values and unknown form fields are 400s; an expired file is gone', async () => {
+    const text = toJsonl([chatLine('e', 'expiring')]);
+    const E = await client.files.create({ file: await sdk.toFile(Buffer.from(text), 'e.jsonl'), purpose: 'batch',
+        expires_after: { anchor: 'created_at', seconds: 3600 } });
+    assert.equal(E.expires_at, E.created_at + 3600);
+    assert.deepEqual(await client.files.retrieve(E.id), E);
+    assert.ok((await client.files.list({ purpose: 'batch' })).data.some((f) => f.id === E.id && f.expires_at === E.expires_at));
+    /* without it: no expiry */
+    const N = await upload(client, text, 'n.jsonl');
+    assert.equal(N.expires_at, null);
+    for (const bad of [{ anchor: 'created_at', seconds: 60 }, { anchor: 'created_at', seconds: 2592001 },
+        { anchor: 'last_active_at', seconds: 3600 }, { anchor: 'created_at' }]) {
+        await expectApiError(client.files.create({ file: await sdk.toFile(Buffer.from(text), 'bad.jsonl'), purpose: 'batch',
+            expires_after: bad }), sdk.BadRequestError, { status: 400, param: 'expires_after' });
+    }
+    /* a NUL inside a value is no number cut short */
+    const nul = new FormData();
+    nul.append('purpose', 'batch');
+    nul.append('expires_after[anchor]', 'created_at');
+    nul.append('expires_after[seconds]', '3600\u00001');
+    nul.append('file', new Blob([text]), 'nul.jsonl');
+    const nr = await raw(MAIN, 'POST', '/v1/files', { body: nul });
+    assert.equal(nr.status, 400, nr.text);
+    assert.equal(nr.json.error.param, 'expires_after');
+    /* a form field the upload does not know is refused, as a JSON route refuses one */
+    const form = new FormData();
+    form.append('purpose', 'batch');
+    form.append('expiry', '3600');
+    form.append('file', new Blob([text]), 'u.jsonl');
+    const u = await raw(MAIN, 'POST', '/v1/files', { body: form });
+    assert.equal(u.status, 400, u.text);
+    assertErrorShape(u.json, { param: 'expiry', type: 'invalid_request_error' });
+    assert.match(u.json.error.message, /Unrecognized request argument supplied: expiry/);
+    /* past its expires_at a file is gone: not listed, 404, and no batch may read it (the
+     * store's clock cannot be moved, so the row is; the PostgreSQL run skips this) */
+    if (process.env.NIGHTSHIFT_E2E_STORE === 'postgres') return;
+    const db = path.join(TMP, 'data-main', 'nightshift.db');
+    execFileSync('sqlite3', [db, `UPDATE files SET expires_at = ${nowS() - 10} WHERE id = '${E.id}'`]);
+    assert.ok(!(await client.files.list({ purpose: 'batch' })).data.some((f) => f.id === E.id));
+    await expectApiError(client.batches.create({ input_file_id: E.id, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+        sdk.NotFoundError, { status: 404, param: 'input_file_id' });
+    await expectApiError(client.files.retrieve(E.id), sdk.NotFoundError, { status: 404 });
+    assert.equal(execFileSync('sqlite3', [db, `SELECT count(*) FROM files WHERE id = '${E.id}'`]).toString().trim(), '0',
+        'the expired file was deleted when touched');
+    /* the input of a batch still running expires: gone to clients, but not deleted under the
+     * batch, which still reads it */
+    const { file: R, batch: rb } = await createBatch(client, busyLines('exp', 4, 64), { name: 'r.jsonl' });
+    execFileSync('sqlite3', [db, `UPDATE files SET expires_at = ${nowS() - 10} WHERE id = '${R.id}'`]);
+    await expectApiError(client.files.retrieve(R.id), sdk.NotFoundError, { status: 404 });
+    const live = (await client.batches.retrieve(rb.id)).status;
+    if (!TERMINAL.has(live))
+        assert.equal(execFileSync('sqlite3', [db, `SELECT count(*) FROM files WHERE id = '${R.id}'`]).toString().trim(), '1',
+            `the input of a ${live} batch was deleted`);
+    const ended = await cancelAndSettle(client, rb.id);
+    assert.ok(TERMINAL.has(ended.status));
+    await expectApiError(client.files.retrieve(R.id), sdk.NotFoundError, { status: 404 });
+    assert.equal(execFileSync('sqlite3', [db, `SELECT count(*) FROM files WHERE id = '${R.id}'`]).toString().trim(), '0',
+        'once the batch ended, the expired input was deleted when touched');
+});
+
 test('files: 413 for an upload over --max-file-size (1KB), at the exact limit', async () => {
     const ok = await strictClient.files.create({ file: await sdk.toFile(Buffer.alloc(MAX_FILE, 'x'), 'at-limit.txt'), purpose: 'user_data' });
     assert.equal(ok.bytes, MAX_FILE);
@@ -618,8 +698,16 @@ test('batch: 40 lines run to completed; output file holds each custom_id once', 
     const outs = await client.files.list({ purpose: 'batch_output' });
     assert.ok(outs.data.some((f) => f.id === b.output_file_id));
 
-    /* a finished batch cannot be cancelled */
-    await expectApiError(client.batches.cancel(b.id), sdk.ConflictError, { status: 409, code: 'batch_not_cancellable' });
+    /* a finished batch cannot be cancelled, and the SDK does not retry the 409 (issue 31.6:
+     * x-should-retry: false; it retried such a 409 twice more, its default maxRetries) */
+    let calls = 0;
+    const counting = new OpenAI({ baseURL: `${MAIN.url}/v1`, apiKey: 'test', timeout: 120_000,
+        fetch: (...args) => { calls++; return fetch(...args); } });
+    await expectApiError(counting.batches.cancel(b.id), sdk.ConflictError, { status: 409, code: 'batch_not_cancellable' });
+    assert.equal(calls, 1, 'the 409 was sent again');
+    const again = await raw(MAIN, 'POST', `/v1/batches/${b.id}/cancel`);
+    assert.equal(again.status, 409);
+    assert.equal(again.headers.get('x-should-retry'), 'false');
 });
 
 test('batch: /v1/completions endpoint and request validation', { timeout: 60_000 }, async () => {

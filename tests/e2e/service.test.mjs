@@ -83,6 +83,28 @@ test('--version and version print nightshift and llama.cpp versions', async () =
     }
 });
 
+/* issue 31.9: every command (and each keys sub-command) answers --help and -h with its usage
+ * on stdout, nothing on stderr, exit 0 */
+test('--help and -h: every command and sub-command prints its usage and exits 0', async () => {
+    const top = await runNs(['--help']);
+    assert.equal(top.code, 0, describeRun(top));
+    const commands = [...top.stdout.matchAll(/^ {2}([a-z-]+) /gm)].map((m) => m[1]);
+    assert.ok(commands.includes('keys') && commands.includes('version') && commands.length >= 13, top.stdout);
+    const lines = [...commands.map((c) => [c]), ...['create', 'list', 'revoke', 'rotate'].map((k) => ['keys', k])];
+    for (const cmd of lines) {
+        for (const h of ['--help', '-h']) {
+            const r = await runNs([...cmd, h], { env: { NIGHTSHIFT_SERVER: 'http://127.0.0.1:9' } });
+            const what = `nightshift ${cmd.join(' ')} ${h}: ${describeRun(r)}`;
+            assert.equal(r.code, 0, what);
+            assert.match(r.stdout, /^usage: nightshift /, what);
+            assert.equal(r.stderr, '', what);
+        }
+    }
+    const v = await runNs(['version', 'extra']);
+    assert.equal(v.code, 2, describeRun(v));
+    assert.match(v.stderr, /version: unexpected argument 'extra'/);
+});
+
 const COMMANDS = ['run', 'serve', 'submit', 'batches', 'status', 'results', 'cancel', 'doctor', 'backup', 'restore', 'gen-model'];
 const CLIENT = ['submit', 'batches', 'status', 'results', 'cancel'];
 const longOptions = (text) => new Set([...text.matchAll(/(?<![\w-])--([a-z][a-z0-9-]*)/g)].map((m) => m[1]));

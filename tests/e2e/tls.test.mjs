@@ -82,6 +82,28 @@ test('HTTPS with a verified certificate: health and a chat completion', async ()
     await assert.rejects(get(http, srv.port, '/health'));
 });
 
+/* issue 31.1: a Message Batch's results_url says https under TLS (it said http://, the
+ * listen address, which the SDK's results() then fetched) */
+test('HTTPS: a Message Batch\'s results_url is an https:// URL of the Host the client used', async () => {
+    const ca = fs.readFileSync(CERT);
+    const json = { ca, headers: { 'content-type': 'application/json' } };
+    const body = JSON.stringify({ requests: [{ custom_id: 'r', params: { model: 'tiny', max_tokens: 2,
+        messages: [{ role: 'user', content: 'hi' }] } }] });
+    const c = await get(https, srv.port, '/v1/messages/batches', { ...json, method: 'POST', body });
+    assert.equal(c.status, 200, c.body);
+    const id = JSON.parse(c.body).id;
+    let b;
+    for (const t0 = Date.now(); ; await new Promise((r) => setTimeout(r, 100))) {
+        b = JSON.parse((await get(https, srv.port, `/v1/messages/batches/${id}`, { ca })).body);
+        if (b.processing_status === 'ended') break;
+        assert.ok(Date.now() - t0 < 60_000, JSON.stringify(b));
+    }
+    assert.equal(b.results_url, `https://127.0.0.1:${srv.port}/v1/messages/batches/${id}/results`);
+    const r = await get(https, srv.port, new URL(b.results_url).pathname, { ca });
+    assert.equal(r.status, 200, r.body);
+    assert.equal(JSON.parse(r.body.trim()).custom_id, 'r');
+});
+
 test('TLS options: both or neither, readable PEM files, a key that matches', async () => {
     const other = makeCert(TMP, 'other');
     const notPem = path.join(TMP, 'not.pem');

@@ -348,6 +348,16 @@ test('real-time requests through the official openai SDK, streamed and not', asy
     /* the local model beside them still works */
     const loc = await client.chat.completions.create({ model: 'local', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 });
     assert.equal(loc.model, 'local');
+    /* Anthropic's count_tokens is answered for local models; an upstream counts its own */
+    const count = (model) => api(NS, 'POST', '/v1/messages/count_tokens', JSON.stringify({ model,
+        messages: [{ role: 'user', content: 'hi' }] }), { 'content-type': 'application/json' });
+    const cl = await count('local');
+    assert.equal(cl.status, 200, cl.text);
+    assert.ok(cl.json().input_tokens > 0);
+    const cu = await count('direct');
+    assert.equal(cu.status, 400, cu.text);
+    assert.equal(cu.json().error.type, 'invalid_request_error');
+    assert.match(cu.json().error.message, /served by an upstream, which counts its own tokens/);
 });
 
 test('the circuit breaker opens on a failing upstream, fails real-time requests fast, then closes', async () => {

@@ -1,6 +1,7 @@
 /*
  * fuzz_anthropic.c — libFuzzer target: Anthropic Messages bodies (proto/anthropic), as
- * POST /v1/messages and each request of a Message Batch receive them.
+ * POST /v1/messages and each request of a Message Batch receive them, and the same bytes as
+ * a POST /v1/messages/count_tokens body.
  *
  * On success the Message object is built from a made-up result and every string the
  * engine would read is walked; on failure the error object is built.
@@ -39,6 +40,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         oai_request_release(&r);
     } else {
         cJSON_Delete(anthropic_error(err.status, err.message));
+    }
+    if (anthropic_count_request_parse(copy, n, &r, &err) == 0) {
+        size_t walked = 0;
+        for (int i = 0; i < r.req.n_messages; i++)
+            walked += strlen(r.req.messages[i].content);
+        if (walked == SIZE_MAX)
+            abort();
+        oai_request_release(&r);
     }
     free(copy);
     return 0;

@@ -195,6 +195,124 @@ static void test_tools_out(void **state)
     oai_request_release(&r);
 }
 
+/* the "usage" object of the first event named name in an SSE text */
+static cJSON *sse_usage(const char *sse, const char *name)
+{
+    char tag[64];
+    snprintf(tag, sizeof(tag), "event: %s\ndata: ", name);
+    const char *at = strstr(sse, tag);
+    if (!at)
+        return NULL;
+    at += strlen(tag);
+    const char *end = strchr(at, '\n');
+    cJSON *o = cJSON_ParseWithLength(at, end ? (size_t)(end - at) : strlen(at));
+    cJSON *m = cJSON_GetObjectItem(o, "message");
+    cJSON *u = cJSON_DetachItemFromObject(m ? m : o, "usage");
+    cJSON_Delete(o);
+    return u;
+}
+
+static int usage_int(const cJSON *u, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(u, k);
+    return cJSON_IsNumber(v) ? v->valueint : -1;
+}
+
+/* issue 31.3: message_start's usage and message_delta's agree with the non-streamed
+ * message's (46 prompt tokens, 45 of them from the prefix cache): message_start waits for
+ * the first delta, which says how much of the prompt was cached; message_delta carries the
+ * whole final usage. A source that cannot say (an upstream: -1) holds message_start until
+ * the end. */
+static void test_stream_usage(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    assert_int_equal(parse("{" MSG ",\"stream\":true}", &r, &e), NS_OK);
+    struct engine_result res = {.text = "abc", .prompt_tokens = 46, .cached_tokens = 45, .completion_tokens = 3,
+                                .stop_index = -1};
+    cJSON *m = anthropic_message(&r, &res, "msg_1", "m");
+    cJSON *want = cJSON_DetachItemFromObject(m, "usage");
+    cJSON_Delete(m);
+    assert_int_equal(usage_int(want, "input_tokens"), 1);
+    assert_int_equal(usage_int(want, "cache_read_input_tokens"), 45);
+    for (int upstream = 0; upstream < 2; upstream++) {
+        struct stream s;
+        stream_init(&s, 1u << 20);
+        s.r = &r;
+        s.n_prompt = 46;
+        struct buf out;
+        buf_init(&out, 1u << 20);
+        /* nothing yet: not even message_start, whose usage is not known */
+        assert_int_equal(dialect_anthropic.stream_next(&s, &out), STREAM_WAIT);
+        assert_int_equal(out.len, 0);
+        struct engine_delta d = {.text = "abc", .len = 3, .tool_index = -1, .cached_tokens = upstream ? -1 : 45};
+        dialect_anthropic.stream_delta(&s, &d);
+        int step = dialect_anthropic.stream_next(&s, &out);
+        if (upstream) {
+            assert_int_equal(step, STREAM_WAIT);
+            assert_int_equal(out.len, 0);
+        }
+        s.res = &res;
+        while (dialect_anthropic.stream_next(&s, &out) != STREAM_END)
+            ;
+        buf_append(&out, "", 1);
+        cJSON *start = sse_usage(out.p, "message_start"), *delta = sse_usage(out.p, "message_delta");
+        assert_non_null(start);
+        assert_non_null(delta);
+        assert_true(cJSON_Compare(delta, want, true));
+        static const char *const same[] = {"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"};
+        for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++)
+            assert_int_equal(usage_int(start, same[i]), usage_int(want, same[i]));
+        cJSON_Delete(start);
+        cJSON_Delete(delta);
+        buf_release(&out);
+        stream_release(&s);
+    }
+    cJSON_Delete(want);
+    oai_request_release(&r);
+}
+
+/* POST /v1/messages/count_tokens bodies: a Messages body without max_tokens; what only a
+ * generation takes (max_tokens, sampling, stream) is an extra input; the prompt's fields
+ * are parsed as a Messages call parses them */
+static void test_count_tokens_body(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    const char *ok = "{\"model\":\"m\",\"system\":\"be brief\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                     "\"tools\":[{\"name\":\"f\",\"input_schema\":{\"type\":\"object\"}}],"
+                     "\"tool_choice\":{\"type\":\"auto\"},\"thinking\":{\"type\":\"disabled\"}}";
+    assert_int_equal(anthropic_count_request_parse(ok, strlen(ok), &r, &e), NS_OK);
+    assert_string_equal(r.model, "m");
+    assert_int_equal(r.req.n_messages, 2); /* system, user */
+    assert_true(r.tools);
+    oai_request_release(&r);
+    static const struct {
+        const char *body, *msg;
+    } bad[] = {
+        {"{" MSG "}", "max_tokens: Extra inputs are not permitted"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":1}",
+         "temperature: Extra inputs are not permitted"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true}",
+         "stream: Extra inputs are not permitted"},
+        {"{\"model\":\"m\"}", "messages: Field required"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", "model: Field required"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"robot\",\"content\":\"hi\"}]}", "messages.0.role"},
+        {"{\"model\":", "not valid JSON"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(anthropic_count_request_parse(bad[i].body, strlen(bad[i].body), &r, &e), NS_ERR_INVALID);
+        if (!strstr(e.message, bad[i].msg))
+            fail_msg("%s: '%s' lacks '%s'", bad[i].body, e.message, bad[i].msg);
+    }
+    cJSON *a = anthropic_count_answer(17);
+    assert_int_equal(usage_int(a, "input_tokens"), 17);
+    assert_int_equal(cJSON_GetArraySize(a), 1);
+    cJSON_Delete(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +320,8 @@ int main(void)
         cmocka_unit_test(test_tools_out),
         cmocka_unit_test(test_top_k),
         cmocka_unit_test(test_max_tokens),
+        cmocka_unit_test(test_stream_usage),
+        cmocka_unit_test(test_count_tokens_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -414,6 +414,49 @@ static void test_stream_deltas(void **state)
     oai_request_release(&r);
 }
 
+/* issue 31.7: the streamed usage chunk (stream_options.include_usage) has the same usage
+ * object as the non-streamed answer, completion_tokens_details included */
+static void test_stream_usage(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    assert_int_equal(parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":true,"
+                           "\"stream_options\":{\"include_usage\":true}}",
+                           true, &r, &e),
+                     NS_OK);
+    struct engine_result res = {.text = "ok", .text_len = 2, .finish = ENGINE_FINISH_STOP, .prompt_tokens = 12,
+                                .cached_tokens = 8, .completion_tokens = 5, .reasoning_tokens = 3, .stop_index = -1};
+    cJSON *body = oai_completion_body(&r, &res, "chatcmpl-1", "m", 0);
+    cJSON *want = cJSON_DetachItemFromObject(body, "usage");
+    cJSON_Delete(body);
+    struct stream s;
+    stream_init(&s, 1u << 20);
+    s.r = &r;
+    s.chat = true;
+    s.include_usage = r.include_usage;
+    s.res = &res;
+    struct buf out;
+    buf_init(&out, 1u << 20);
+    while (dialect_openai.stream_next(&s, &out) != STREAM_END)
+        ;
+    buf_append(&out, "", 1);
+    const char *at = strstr(out.p, "\"usage\":{");
+    assert_non_null(at);
+    const char *line = at;
+    while (line > out.p && line[-1] != '\n')
+        line--;
+    line += strlen("data: ");
+    cJSON *chunk = cJSON_ParseWithLength(line, (size_t)(strchr(line, '\n') - line));
+    assert_non_null(chunk);
+    assert_true(cJSON_Compare(cJSON_GetObjectItem(chunk, "usage"), want, true));
+    cJSON_Delete(chunk);
+    cJSON_Delete(want);
+    buf_release(&out);
+    stream_release(&s);
+    oai_request_release(&r);
+}
+
 /* /v1/embeddings bodies: the four input shapes, encoding_format, dimensions; errors name
  * the parameter; a forwarding backend refuses the line */
 static void test_embeddings_body(void **state)
@@ -657,6 +700,7 @@ int main(void)
         cmocka_unit_test(test_tool_modes),
         cmocka_unit_test(test_tool_parameters_held),
         cmocka_unit_test(test_stream_deltas),
+        cmocka_unit_test(test_stream_usage),
         cmocka_unit_test(test_embeddings_body),
         cmocka_unit_test(test_choices),
         cmocka_unit_test(test_logprobs),

@@ -454,6 +454,81 @@ static void test_models(void **state)
     unlink(path);
 }
 
+/* issue 31.8: /api/embed and /api/embeddings bodies into embeddings requests; their answers */
+static void test_embed(void **state)
+{
+    (void)state;
+    struct oai_request r;
+    struct oai_error e;
+    const char *many = "{\"model\":\"emb\",\"input\":[\"a\",\"bc\"],\"keep_alive\":\"5m\",\"options\":{\"num_thread\":2}}";
+    assert_int_equal(ollama_embed_parse(many, strlen(many), false, &r, &e), NS_OK);
+    assert_true(r.embeddings);
+    assert_true(r.req.embed_truncate); /* Ollama's default */
+    assert_int_equal(r.req.n_embed, 2);
+    assert_string_equal(r.req.embed[1].text, "bc");
+    oai_request_release(&r);
+    const char *one = "{\"model\":\"emb\",\"input\":\"a\",\"truncate\":false,\"dimensions\":8}";
+    assert_int_equal(ollama_embed_parse(one, strlen(one), false, &r, &e), NS_OK);
+    assert_false(r.req.embed_truncate);
+    assert_int_equal(r.req.n_embed, 1);
+    assert_int_equal(r.req.embed_dimensions, 8);
+    oai_request_release(&r);
+    const char *legacy = "{\"model\":\"emb\",\"prompt\":\"hello\"}";
+    assert_int_equal(ollama_embed_parse(legacy, strlen(legacy), true, &r, &e), NS_OK);
+    assert_int_equal(r.req.n_embed, 1);
+    assert_string_equal(r.req.embed[0].text, "hello");
+    oai_request_release(&r);
+    /* nothing to embed is no error: no inputs */
+    static const char *const empty[] = {"{\"model\":\"emb\",\"input\":[]}", "{\"model\":\"emb\",\"input\":\"\"}",
+                                        "{\"model\":\"emb\"}"};
+    for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++) {
+        assert_int_equal(ollama_embed_parse(empty[i], strlen(empty[i]), false, &r, &e), NS_OK);
+        assert_int_equal(r.req.n_embed, 0);
+        oai_request_release(&r);
+    }
+    static const struct {
+        const char *body;
+        bool legacy;
+        const char *msg;
+    } bad[] = {
+        {"{\"input\":\"a\"}", false, "model is required"},
+        {"{\"model\":\"emb\",\"input\":[\"a\",2]}", false, "input[1]: expected a string"},
+        {"{\"model\":\"emb\",\"input\":5}", false, "input: expected a string or an array of strings"},
+        {"{\"model\":\"emb\",\"input\":\"a\",\"prompt\":\"b\"}", false, "unknown field \"prompt\""},
+        {"{\"model\":\"emb\",\"prompt\":[\"a\"]}", true, "prompt: expected a string"},
+        {"{\"model\":\"emb\",\"prompt\":\"a\",\"truncate\":true}", true, "unknown field \"truncate\""},
+        {"{\"model\":\"emb\",\"input\":\"a\",\"truncate\":1}", false, "truncate: expected true or false"},
+        {"{\"model\":\"emb\",\"input\":\"a\",\"dimensions\":-1}", false, "dimensions: expected a positive integer"},
+        {"{\"model\":\"emb\",\"input\":\"a\",\"options\":{\"temprature\":1}}", false, "unknown option"},
+        {"[1]", false, "must be a JSON object"},
+        {"", false, "missing request body"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_not_equal(ollama_embed_parse(bad[i].body, strlen(bad[i].body), bad[i].legacy, &r, &e), NS_OK);
+        if (!strstr(e.message, bad[i].msg))
+            fail_msg("%s: '%s' lacks '%s'", bad[i].body, e.message, bad[i].msg);
+    }
+    /* answers: the vectors in Ollama's shapes */
+    const float v[4] = {0.5f, 0.5f, 1.0f, 0.0f};
+    struct engine_result res = {.embedding = v, .n_embed = 2, .n_embd = 2, .prompt_tokens = 7, .t_admit = 1.5,
+                                .t_end = 2.0};
+    cJSON *a = ollama_embed_answer(false, "emb", &res, 1.0);
+    assert_string_equal(cJSON_GetObjectItem(a, "model")->valuestring, "emb");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(a, "embeddings")), 2);
+    assert_true(cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(a, "embeddings"), 1), 0)->valuedouble == 1.0);
+    assert_int_equal(cJSON_GetObjectItem(a, "prompt_eval_count")->valueint, 7);
+    assert_true(cJSON_GetObjectItem(a, "total_duration")->valuedouble == 1e9);
+    assert_true(cJSON_GetObjectItem(a, "load_duration")->valuedouble == 5e8);
+    cJSON_Delete(a);
+    a = ollama_embed_answer(true, "emb", &res, 1.0);
+    assert_int_equal(cJSON_GetArraySize(a), 1);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(a, "embedding")), 2);
+    cJSON_Delete(a);
+    a = ollama_embed_answer(false, "emb", NULL, 1.0);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(a, "embeddings")), 0);
+    cJSON_Delete(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -463,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_rejections),       cmocka_unit_test(test_num_ctx_and_names),
         cmocka_unit_test(test_answers),          cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_models),
+        cmocka_unit_test(test_embed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

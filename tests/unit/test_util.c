@@ -172,6 +172,17 @@ static void test_status_table(void **state)
     assert_int_equal(status_http(9999), 500);
     for (int i = 1; i < NS_STATUS_COUNT_; i++)
         assert_non_null(status_name(i));
+    /* issue 31.6: a 4xx is final (x-should-retry: false) except 429; a 5xx may pass later.
+     * A 409 (cancelling an ended batch) is no transient conflict: the SDKs retried it */
+    assert_false(status_retryable(NS_ERR_CONFLICT));
+    assert_true(status_retryable(NS_ERR_QUOTA_TOKENS));
+    for (int i = 1; i < NS_STATUS_COUNT_; i++) {
+        int h = status_http(i);
+        if (h >= 400 && h < 500)
+            assert_true(status_retryable(i) == (h == 429 || h == 408));
+        else if (h >= 500)
+            assert_true(status_retryable(i));
+    }
 }
 
 /* issue 27.13: NUL inside JSON strings, raw or escaped, and whether it is in custom_id */
