@@ -34,6 +34,7 @@
 #include "cli.h"
 #include "../util/clock.h"
 #include "progress.h"
+#include "../proto/batchfile.h"
 
 #include "../util/buf.h"
 #include "../util/durable.h"
@@ -707,8 +708,9 @@ static void submit_usage(FILE *f)
           "Uploads an OpenAI Batch input file to a nightshift server and creates a batch; prints\n"
           "its id. With --wait, follows it to the end and downloads its result files.\n"
           "\n"
-          "      --endpoint PATH  /v1/chat/completions or /v1/completions (default: the url of\n"
-          "                       the file's first line, else /v1/chat/completions)\n"
+          "      --endpoint PATH  /v1/chat/completions, /v1/completions, /v1/embeddings or\n"
+          "                       /v1/responses (default: the url of the file's first line, else\n"
+          "                       /v1/chat/completions)\n"
           "      --window W       completion window: 24h (default), or a duration like 90m\n"
           "      --metadata K=V   a metadata pair of the batch (repeatable, at most 16)\n"
           "      --wait           wait for the batch to end, showing its progress, then write\n"
@@ -792,11 +794,11 @@ static const char *submit_guess_endpoint(const char *path)
         goto out; /* the first line is longer than what we read */
     size_t len = nl ? (size_t)(nl - (data + i)) : n - i;
     cJSON *line = cJSON_ParseWithLength(data + i, len);
-    const char *url = jstr(line, "url");
-    if (url && strcmp(url, "/v1/completions") == 0)
-        found = "/v1/completions";
-    else if (url && strcmp(url, "/v1/chat/completions") == 0)
-        found = "/v1/chat/completions";
+    /* the endpoints an OpenAI batch takes (a Message Batch is `nightshift submit`'s other
+     * route, not this one) */
+    enum batchfile_url u = batchfile_url_of(jstr(line, "url"));
+    if (u && u != BATCHFILE_URL_MESSAGES)
+        found = batchfile_url_path(u);
     cJSON_Delete(line);
 out:
     if (f)

@@ -112,6 +112,7 @@ test('create: a response object whose greedy text is the chat completion of the 
     assert.match(msg.id, /^msg_/);
     assert.equal(msg.role, 'assistant');
     assert.equal(msg.content[0].type, 'output_text');
+    assert.match(r._request_id, /^req_/);
 
     const c = await client.chat.completions.create({
         model: MODEL, max_tokens: 24, temperature: 0,
