@@ -17,4 +17,4 @@ install:
 uninstall:
 	scripts/install.sh --uninstall
 clean:
-	rm -rf build build-asan build.configure.log build-asan.configure.log
+	rm -rf build build-asan build-vulkan build-cuda build*.configure.log build*.build.log

@@ -11,7 +11,12 @@
 # machines. tests/e2e/test_amx_guard.sh checks the built library holds no AMX instruction and
 # that batched matmuls run.
 #
-# Usage: scripts/bootstrap.sh [--tools]   (--tools also builds llama-server, llama-batched-bench
+# 3. With NIGHTSHIFT_GPU=auto|cuda|vulkan (default cpu: nothing more), llama.cpp's prebuilt GPU
+#    backends of the same release from the npm registry (scripts/gpu.sh): integrity, release
+#    and ABI checked, host libraries named when missing; the prefix printed is then the GPU
+#    one (a separate cache directory: the CPU build is never touched).
+#
+# Usage: [NIGHTSHIFT_GPU=...] scripts/bootstrap.sh [--tools]   (--tools also builds llama-server, llama-batched-bench
 #                                          and installs gnuplot-nox, libjansson-dev, libjson-c-dev,
 #                                          and wrk, the HTTP load generator of tests/load)
 # Prints the cache prefix on its last line as  NIGHTSHIFT_LLAMA_PREFIX=...
@@ -38,6 +43,10 @@ valgrind"
 # json-c are the other JSON libraries bench/json_ingest.c compares cJSON with; wrk drives
 # tests/load/wrk.sh (which skips itself without it)
 [ "$WANT_TOOLS" = 1 ] && PKGS="$PKGS gnuplot-nox libjansson-dev libjson-c-dev wrk"
+# NIGHTSHIFT_GPU=vulkan: the Vulkan loader, and Mesa's drivers (lavapipe: Vulkan on the CPU,
+# which the tests run on)
+GPU_WANT="${NIGHTSHIFT_GPU:-cpu}"
+[ "$GPU_WANT" = vulkan ] && PKGS="$PKGS libvulkan1 mesa-vulkan-drivers"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -138,6 +147,13 @@ if [ ! -f "$UPLOT_DIR/.ok" ]; then
     cp "$tmp/package/dist/uPlot.iife.min.js" "$tmp/package/dist/uPlot.min.css" "$tmp/package/LICENSE" "$UPLOT_DIR/"
     rm -rf "$tmp"
     touch "$UPLOT_DIR/.ok"
+fi
+
+# ---- 4. GPU backends (NIGHTSHIFT_GPU) --------------------------------------------------------
+if [ "$GPU_WANT" != cpu ]; then
+    # shellcheck source=scripts/gpu.sh
+    . "$(dirname "$0")/gpu.sh"
+    PREFIX=$(gpu_bootstrap "$GPU_WANT" "$PREFIX" "$CACHE_ROOT") || exit 1
 fi
 
 say "llama.cpp ready ($(git -C "$SRC" rev-parse --short HEAD), node-llama-cpp $NLC_VERSION); uplot $UPLOT_VERSION"

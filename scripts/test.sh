@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# test.sh — every test: the suite under a -Werror release build, then again under
+# test.sh — every test: the suite under a -Werror release build (and a Vulkan build for the
+# GPU tests, on Mesa's lavapipe), then again under
 # AddressSanitizer + UndefinedBehaviorSanitizer, then a short run of every libFuzzer target
 # (tests/fuzz/run.sh; NIGHTSHIFT_FUZZ_SECONDS per target, default 20, 0 skips it).
 # Runs from a fresh Debian machine.
@@ -10,6 +11,9 @@ scripts/bootstrap.sh --tools >/dev/null
 scripts/build.sh release
 scripts/build.sh asan
 status=0
+# the Vulkan build (llama.cpp's prebuilt Vulkan libraries; Debian's libvulkan1 and
+# mesa-vulkan-drivers: lavapipe) for tests/e2e/vulkan.test.mjs, which runs in both suites
+scripts/build.sh vulkan || { echo "== the Vulkan build failed: tests/e2e/vulkan.test.mjs skips" >&2; status=1; }
 echo "== tests (release build)"
 (cd build && ctest --output-on-failure -j1) || status=1
 echo "== tests (ASan + UBSan build)"

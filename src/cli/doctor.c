@@ -11,8 +11,10 @@
  * the store's schema version against this binary's, each model file (a GGUF header, its
  * size against the machine's memory), the CPU against the instruction sets the linked
  * llama.cpp was compiled for (a mismatch dies with SIGILL at the first decode), free disk
- * space on the data dir's file system, and with --config each upstream backend (GET its
- * /models with its key: reachable, key refused, or down).
+ * space on the data dir's file system, the llama.cpp backends and devices (each with its free
+ * and total memory, and how many layers of each model a GPU would take, measured without
+ * allocating), and with --config each upstream backend (GET its /models with its key:
+ * reachable, key refused, or down).
  */
 #include "cli.h"
 #include "datadir.h"
@@ -69,7 +71,8 @@ static void doctor_usage(FILE *f)
     fputs("usage: nightshift doctor [--config FILE] [--data-dir DIR] [--db URI] [--model [NAME=]FILE ...]\n"
           "\n"
           "Checks what 'nightshift serve' needs and says what to fix: the data dir, the\n"
-          "store's schema version, the model files, the CPU, free disk space, and the upstream\n"
+          "store's schema version, the model files, the CPU, the llama.cpp backends and devices\n"
+          "(memory, layers a GPU would take), free disk space, and the upstream\n"
           "backends of a --config file. One line per check: ok, warn or FAIL, what it found,\n"
           "and what to do. Changes nothing.\n"
           "\n"
@@ -296,6 +299,49 @@ static void doctor_check_cpu(struct doctor *d)
                    "scripts/bootstrap.sh builds llama.cpp without them");
 }
 
+/* ---- devices (issue 30) ---------------------------------------------------------------- */
+
+/* the llama.cpp build and its backends, every device with its memory, and for each model
+ * file how many of its layers would go to a GPU (measured without allocating) */
+static void doctor_check_devices(struct doctor *d, const char *const *models, int n)
+{
+    char note[512];
+    if (engine_backends_check(note, sizeof(note)) != NS_OK) {
+        doctor_say(d, DOCTOR_FAIL, "backend: %s", note);
+        return;
+    }
+    doctor_say(d, DOCTOR_OK, "backend: llama.cpp %s, %s build", engine_llama_version(), engine_build_kind());
+    if (note[0])
+        doctor_say(d, DOCTOR_WARN, "backend: %s", note);
+    struct engine_device dev[32];
+    int nd = engine_devices_list(dev, 32), n_gpu = 0;
+    for (int i = 0; i < nd && i < 32; i++) {
+        n_gpu += strcmp(dev[i].type, "gpu") == 0 || strcmp(dev[i].type, "igpu") == 0;
+        doctor_say(d, DOCTOR_OK, "device %s (%s, %s): %s, %.0f MiB free of %.0f MiB", dev[i].name, dev[i].type,
+                   dev[i].backend, dev[i].desc, (double)dev[i].mem_free / 1048576.0,
+                   (double)dev[i].mem_total / 1048576.0);
+    }
+    if (!n_gpu)
+        doctor_say(d, DOCTOR_OK, "devices: no GPU: models run on the CPU%s",
+                   strcmp(engine_build_kind(), "cpu") == 0
+                       ? " (a GPU build: NIGHTSHIFT_GPU=cuda|vulkan scripts/bootstrap.sh; docs/OPERATIONS.md)"
+                       : "");
+    for (int i = 0; i < n && n_gpu; i++) {
+        const char *spec = models[i], *eq = strchr(spec, '=');
+        struct engine_params p = engine_default_params();
+        p.model_path = eq && eq != spec ? eq + 1 : spec;
+        p.n_priority = 4;
+        struct engine_plan pl;
+        char err[512];
+        if (engine_plan_placement(&p, &pl, err, sizeof(err)) != NS_OK)
+            continue; /* the model check above says what is wrong with the file */
+        doctor_say(d, pl.fits ? DOCTOR_OK : DOCTOR_WARN,
+                   "model '%s': %d/%d layers on the GPU, KV room for %d tokens with 1 GiB left free%s", p.model_path,
+                   pl.n_layers_gpu, pl.n_layers, pl.n_ctx_fit,
+                   pl.fits ? "" : ": it does not fit with that margin (--fit-target, --gpu-layers, --cache-type-k q8_0)");
+    }
+}
+
 /* ---- backends ------------------------------------------------------------------------ */
 
 static size_t doctor_discard(char *p, size_t sz, size_t n, void *ud)
@@ -411,6 +457,7 @@ int cli_doctor(int argc, char **argv)
     doctor_check_models(&d, models, n_models);
     doctor_check_backends(&d, cfg);
     doctor_check_cpu(&d);
+    doctor_check_devices(&d, models, n_models);
     doctor_check_disk(&d, data_dir);
     printf("%d failed, %d warnings\n", d.fails, d.warns);
     config_free(cfg);

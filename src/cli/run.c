@@ -20,6 +20,7 @@
 #include "../util/clock.h"
 #include "config.h"
 #include "datadir.h"
+#include "gpuopts.h"
 #include "progress.h"
 
 #include "../proto/batchfile.h"
@@ -68,6 +69,7 @@ struct run_opts {
     /* cost accounting: real-time USD per million tokens, and the batch discount */
     double price_input, price_output, batch_discount;
     const char *config;        /* --config: --model then names one of its [model] sections */
+    struct engine_params gpu;  /* where the model runs, KV cache types (gpuopts.h) */
 };
 
 /* cost at batch and at real-time prices; false when no price was given */
@@ -163,7 +165,9 @@ static void run_usage(FILE *f)
           "      --price-output USD   real-time price per million completion tokens\n"
           "      --batch-discount F   share of that price batch work does not pay (0.5 = 50% off)\n"
           "      --progress-interval S  seconds between progress lines when not a terminal (10)\n"
-          "  -q, --quiet              no progress output\n"
+          , f);
+    fputs(gpuopts_usage, f);
+    fputs("  -q, --quiet              no progress output\n"
           "  -v, --verbose            llama.cpp's own log on stderr\n"
           "\n"
           "Exit status: 0 done (some lines may have failed: see the error file), 1 the input\n"
@@ -418,7 +422,7 @@ static void run_print_validation(const struct batchfile *bf, FILE *f)
 
 static int run_write_summary(const struct run_opts *ro, const char *status, const struct batchfile *bf,
                              const struct runstate_totals *tot, double wall, const struct engine_stats *st,
-                             size_t resumed)
+                             size_t resumed, const struct engine_info *info)
 {
     const char *path = ro->summary;
     if (!path)
@@ -463,6 +467,31 @@ static int run_write_summary(const struct run_opts *ro, const char *status, cons
         /* llama.cpp's compute; wall_seconds minus this is nightshift's own time (and loading) */
         cJSON_AddNumberToObject(e, "decode_seconds", st->decode_seconds);
     }
+    if (info) {
+        /* where the model ran: device, layers offloaded, KV cache types and sizes */
+        cJSON *d = cJSON_AddObjectToObject(o, "device");
+        cJSON_AddStringToObject(d, "where", info->where);
+        cJSON_AddNumberToObject(d, "layers", info->n_layers);
+        cJSON_AddNumberToObject(d, "layers_offloaded", info->n_layers_gpu);
+        cJSON_AddStringToObject(d, "cache_type_k", info->cache_type_k);
+        cJSON_AddStringToObject(d, "cache_type_v", info->cache_type_v);
+        cJSON_AddStringToObject(d, "flash_attn", info->flash_attn);
+        cJSON_AddNumberToObject(d, "parallel", info->n_parallel);
+        cJSON_AddNumberToObject(d, "ctx", info->n_ctx);
+        cJSON_AddNumberToObject(d, "kv_bytes", (double)info->mem_kv);
+        cJSON_AddNumberToObject(d, "model_bytes", (double)info->mem_model);
+        cJSON_AddNumberToObject(d, "compute_bytes", (double)info->mem_compute);
+        cJSON *m = cJSON_AddArrayToObject(d, "memory");
+        for (int i = 0; m && i < info->n_dev_mem; i++) {
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "buffer", info->dev_mem[i].name);
+            cJSON_AddBoolToObject(r, "host", info->dev_mem[i].host);
+            cJSON_AddNumberToObject(r, "bytes", (double)info->dev_mem[i].bytes);
+            cJSON_AddItemToArray(m, r);
+        }
+        if (info->fit_note[0])
+            cJSON_AddStringToObject(d, "fit", info->fit_note);
+    }
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
     FILE *f = text ? fopen(path, "w") : NULL;
@@ -487,7 +516,7 @@ static int run_report_validation(const struct run_opts *o, const struct batchfil
     const double mb = (double)bf->size / 1e6;
     if (bf->n_invalid)
         run_print_validation(bf, stderr);
-    run_write_summary(o, ok ? "validated" : "failed", bf, NULL, wall, NULL, 0);
+    run_write_summary(o, ok ? "validated" : "failed", bf, NULL, wall, NULL, 0, NULL);
     if (!o->quiet) {
         printf("nightshift run: %s (--validate-only: nothing was run)\n", ok ? "validated" : "failed validation");
         printf("  lines      %zu valid, %zu invalid, of %zu\n", bf->n_requests - bf->n_invalid, bf->n_invalid,
@@ -518,7 +547,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         {"input-format", required_argument, 0, OPT_FORMAT},
         {"price-input", required_argument, 0, OPT_PIN}, {"price-output", required_argument, 0, OPT_POUT},
         {"batch-discount", required_argument, 0, OPT_DISC}, {"config", required_argument, 0, OPT_CONFIG},
-        {"validate-only", no_argument, 0, OPT_VALIDATE},
+        {"validate-only", no_argument, 0, OPT_VALIDATE}, GPUOPTS_LONG_OPTIONS,
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     long long v;
@@ -526,6 +555,14 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "o:e:m:p:c:t:b:qvh", lo, NULL)) != -1) {
+        int g = gpuopts_parse(ch, optarg, &o->gpu);
+        if (g == GPUOPTS_EXIT_OK)
+            return -1;
+        if (g != GPUOPTS_NOT_MINE) {
+            if (g)
+                return g;
+            continue;
+        }
         switch (ch) {
         case 'o': o->output = optarg; break;
         case 'e': o->errors = optarg; break;
@@ -679,6 +716,7 @@ static int run_main(int argc, char **argv, char **tmpl_text)
     o.pooling = ENGINE_POOLING_MODEL;
     o.progress_interval = 10;
     o.bfp = batchfile_default_params();
+    o.gpu = engine_default_params();
     struct run_ctx c;
     memset(&c, 0, sizeof(c));
     c.o = &o;
@@ -695,6 +733,9 @@ static int run_main(int argc, char **argv, char **tmpl_text)
     memset(&st, 0, sizeof(st));
     size_t resumed = 0;
     int lock_fd = -1;
+    struct engine_info info; /* the local engine's, when have_info */
+    bool have_info = false;
+    memset(&info, 0, sizeof(info));
 
     int a = run_parse_args(argc, argv, &o);
     if (a)
@@ -804,7 +845,7 @@ static int run_main(int argc, char **argv, char **tmpl_text)
     }
     if (c.bf->n_invalid && !o.skip_invalid) {
         run_print_validation(c.bf, stderr);
-        run_write_summary(&o, "failed", c.bf, NULL, clock_now() - t0, NULL, 0);
+        run_write_summary(&o, "failed", c.bf, NULL, clock_now() - t0, NULL, 0, NULL);
         batchfile_free(c.bf);
         buf_release(&c.gemini_buf);
         config_free(cfg);
@@ -878,18 +919,18 @@ static int run_main(int argc, char **argv, char **tmpl_text)
         ep->prefix_cache = !o.no_prefix_cache;
         ep->embedding = o.embedding;
         ep->pooling = o.pooling;
+        gpuopts_apply(&o.gpu, ep);
         rc = backend_init(&bc, &c.be, err, sizeof(err));
         if (rc) {
             cli_fail("%s", err);
             rc = 2;
             goto out;
         }
-        struct engine_info info;
-        bool local = backend_model_info(c.be, &info);
+        bool local = have_info = backend_model_info(c.be, &info);
         if (!o.quiet && local) {
-            fprintf(stderr, "nightshift: model %s (%s), %d parallel, context %d (%d per sequence%s), chat template %s\n",
-                    info.name, info.desc, info.n_parallel, info.n_ctx, info.n_ctx_seq, o.kv_unified ? ", unified" : "",
-                    info.chat_template);
+            fprintf(stderr, "nightshift: model %s (%s) on %s, %d parallel, context %d (%d per sequence%s, KV %s/%s, %.1f MiB), chat template %s\n",
+                    info.name, info.desc, info.where, info.n_parallel, info.n_ctx, info.n_ctx_seq, o.kv_unified ? ", unified" : "",
+                    info.cache_type_k, info.cache_type_v, (double)info.mem_kv / 1048576.0, info.chat_template);
         } else if (!o.quiet) {
             struct backend_info bi;
             c.be->ops->get_info(c.be->impl, &bi);
@@ -942,7 +983,7 @@ static int run_main(int argc, char **argv, char **tmpl_text)
         goto out;
     }
     double wall = clock_now() - t0;
-    run_write_summary(&o, "completed", c.bf, &tot, wall, &st, resumed);
+    run_write_summary(&o, "completed", c.bf, &tot, wall, &st, resumed, have_info ? &info : NULL);
     if (!o.quiet) {
         printf("nightshift run: completed\n");
         printf("  lines      %llu ok, %llu failed, of %zu%s\n", (unsigned long long)tot.ok,
@@ -955,6 +996,9 @@ static int run_main(int argc, char **argv, char **tmpl_text)
         if (st.steps)
             printf("  engine     %llu steps, %.1f sequences per step on average\n", (unsigned long long)st.steps,
                    (double)st.seqs_in_steps / (double)st.steps);
+        if (have_info)
+            printf("  device     %s; KV %s/%s, %.1f MiB for %d sequences\n", info.where, info.cache_type_k,
+                   info.cache_type_v, (double)info.mem_kv / 1048576.0, info.n_parallel);
         if (st.prompt_submitted)
             printf("  prompts    %llu tokens submitted, %llu computed, %llu from the prefix cache (hit ratio %.1f%%)\n",
                    (unsigned long long)st.prompt_submitted, (unsigned long long)st.prompt_tokens,

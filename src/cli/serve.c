@@ -23,6 +23,7 @@
 #include "../util/clock.h"
 #include "config.h"
 #include "datadir.h"
+#include "gpuopts.h"
 
 #include "../http/httpguard.h"
 #include "../http/server.h"
@@ -130,6 +131,7 @@ static void serve_usage(FILE *f)
           "                           (time, level, msg, model, batch_id, request_id)\n"
           "  -v, --verbose            llama.cpp's own log on stderr\n",
           f);
+    fputs(gpuopts_usage, f);
 }
 
 struct serve_model {
@@ -172,6 +174,7 @@ static const struct option serve_opts[] = {
     {"config", required_argument, 0, O_CONFIG},
     {"grace-period", required_argument, 0, O_GRACE},
     {"log-format", required_argument, 0, O_LOGFMT},
+    GPUOPTS_LONG_OPTIONS,
     {"verbose", no_argument, 0, 'v'},            {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -404,9 +407,14 @@ static void serve_log_model(struct backend *be, const char *name, const char *pa
         log_event(LOG_INFO, name, NULL, "model '%s': %s backend, %s", name, bi.kind, bi.desc);
         return;
     }
+    /* info.n_parallel counts both kinds, after the memory fit */
+    int n_inter = islots < info.n_parallel ? islots : 0;
+    (void)parallel;
     log_event(LOG_INFO, name, NULL,
-              "model '%s': %s (%s), %d parallel + %d interactive, context %d (%d per sequence), template %s", name,
-              path, info.desc, parallel, islots, info.n_ctx, info.n_ctx_seq, info.chat_template);
+              "model '%s': %s (%s) on %s, %d parallel + %d interactive, context %d (%d per sequence, KV %s/%s "
+              "%.1f MiB), template %s",
+              name, path, info.desc, info.where, info.n_parallel - n_inter, n_inter, info.n_ctx, info.n_ctx_seq,
+              info.cache_type_k, info.cache_type_v, (double)info.mem_kv / 1048576.0, info.chat_template);
 }
 
 /* Each HTTP connection holds a descriptor (and a thread): raise the soft descriptor limit to
@@ -474,12 +482,21 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     char *tls_cert = NULL, *tls_key = NULL;
     struct batchmgr_params bp = batchmgr_default_params();
     char err[512];
+    struct engine_params gpu = engine_default_params(); /* --gpu-layers, --cache-type-k, ... */
     sp.api_key = getenv("NIGHTSHIFT_API_KEY");
     long long v;
     uint64_t sz;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "m:d:l:p:c:t:vh", serve_opts, NULL)) != -1) {
+        int g = gpuopts_parse(ch, optarg, &gpu);
+        if (g == GPUOPTS_EXIT_OK)
+            return 0;
+        if (g != GPUOPTS_NOT_MINE) {
+            if (g)
+                return g;
+            continue;
+        }
         switch (ch) {
         case 'm': {
             if (n_models == SERVE_MAX_MODELS)
@@ -781,6 +798,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         ep->embedding = embedding;
         ep->pooling = pooling;
         ep->interactive_step_ms = models[i].step_ms ? *models[i].step_ms : step_ms;
+        gpuopts_apply(&gpu, ep);
         struct backend *be = NULL;
         if (backend_init(&bc, &be, err, sizeof(err))) {
             rc = cli_fail("%s", err);

@@ -628,3 +628,56 @@ extern "C" int chat_schema_pattern_ok(const char *pattern, bool *translatable, c
     }
 }
 // ---- end of the pattern check -----------------------------------------------------------
+
+// ---- memory: the fit and the breakdown (issue 30; see chat.h) ---------------------------
+#include "common/fit.h"
+#include "src/llama-ext.h"
+
+#include "ggml-backend.h"
+
+extern "C" int chat_fit_params(const char *model_path, struct llama_model_params *mp, struct llama_context_params *cp,
+                               float *tensor_split, void *overrides, size_t margin, uint32_t n_ctx_min, char *err,
+                               size_t errlen)
+{
+    try {
+        std::vector<size_t> margins(llama_max_devices(), margin);
+        common_params_fit_status st =
+            common_fit_params(model_path, mp, cp, tensor_split, static_cast<llama_model_tensor_buft_override *>(overrides),
+                              margins.data(), n_ctx_min, nullptr, GGML_LOG_LEVEL_ERROR);
+        if (st == COMMON_PARAMS_FIT_STATUS_ERROR) {
+            snprintf(err, errlen, "cannot measure the memory '%s' needs (run with --verbose for llama.cpp's log)",
+                     model_path);
+            return NS_ERR_ENGINE;
+        }
+        return st == COMMON_PARAMS_FIT_STATUS_SUCCESS ? 0 : 1;
+    } catch (...) {
+        return caught(err, errlen, NS_ERR_ENGINE, "the memory fit failed: ");
+    }
+}
+
+extern "C" int chat_memory_breakdown(const struct llama_context *ctx, struct chat_mem *out, int max)
+{
+    try {
+        llama_memory_breakdown mb = llama_get_memory_breakdown(ctx);
+        int n = 0;
+        for (const auto &[buft, d] : mb) {
+            if (n < max) {
+                chat_mem *m = &out[n];
+                memset(m, 0, sizeof(*m));
+                snprintf(m->name, sizeof(m->name), "%s", ggml_backend_buft_name(buft));
+                ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
+                if (dev)
+                    snprintf(m->device, sizeof(m->device), "%s", ggml_backend_dev_name(dev));
+                m->host = ggml_backend_buft_is_host(buft);
+                m->model = d.model;
+                m->context = d.context;
+                m->compute = d.compute;
+            }
+            n++;
+        }
+        return n;
+    } catch (...) {
+        return -1;
+    }
+}
+// ---- end of memory ------------------------------------------------------------------------

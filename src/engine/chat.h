@@ -159,4 +159,41 @@ int chat_schema_pattern_ok(const char *pattern, bool *translatable, char *err, s
 #endif
 /* ---- end of the pattern check ---------------------------------------------------------- */
 
+
+/* ---- memory: the fit and the breakdown (issue 30) ---------------------------------------
+ * Two more doors into llama.cpp's C++ (common/fit.h and src/llama-ext.h), here because this
+ * is the engine's one C++ translation unit. The engine calls them; nothing else does. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+struct llama_model_params;
+struct llama_context_params;
+struct llama_context;
+
+/* llama.cpp's memory fit (common_fit_params, what llama-server runs before loading): with
+ * mp->n_gpu_layers at llama.cpp's default (-1) and cp->n_ctx 0 it chooses the layers to
+ * offload and the largest context that leaves `margin` bytes free on every device (host
+ * memory when there is no GPU), never below n_ctx_min cells per KV stream. tensor_split
+ * (llama_max_devices() floats) and overrides (llama_max_tensor_buft_overrides() entries) are
+ * buffers mp may point into afterwards: keep them until the model is loaded.
+ * 0: fitted; 1: it cannot fit (the parameters are then as good as it got); NS_ERR_ENGINE
+ * with err for a hard error (no such model). Not thread-safe (it swaps llama.cpp's logger). */
+int chat_fit_params(const char *model_path, struct llama_model_params *mp, struct llama_context_params *cp,
+                    float *tensor_split, void *overrides, size_t margin, uint32_t n_ctx_min, char *err,
+                    size_t errlen);
+
+/* what one buffer type of a context holds (llama_get_memory_breakdown) */
+struct chat_mem {
+    char name[64];       /* the buffer type: "CPU", "Vulkan0", "CUDA0", "CUDA_Host" */
+    char device[64];     /* its device ("" when none: a host buffer) */
+    bool host;           /* in host memory */
+    uint64_t model, context, compute; /* bytes: weights, KV (+ recurrent state), compute buffers */
+};
+/* up to max rows, returns how many there are (may exceed max); -1 on error */
+int chat_memory_breakdown(const struct llama_context *ctx, struct chat_mem *out, int max);
+#ifdef __cplusplus
+}
+#endif
+/* ---- end of memory ------------------------------------------------------------------- */
+
 #endif

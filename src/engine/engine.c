@@ -23,7 +23,7 @@
 #include "engine.h"
 #include "../util/clock.h"
 
-#include "ggml-cpu.h"
+#include "ggml-backend.h"
 #include "gguf.h"
 #include "llama.h"
 
@@ -37,8 +37,10 @@
 #include "../util/utf8.h"
 
 #include <cjson/cJSON.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -144,6 +146,11 @@ struct engine {
     int steps_rr;
     struct steps_outcome planned;
     int step_seqs;                  /* sequences fed by the step built last */
+    /* where the model runs: the devices asked for (NULL-terminated; NULL = llama.cpp's
+     * choice, every GPU), and the buffers the memory fit may point the model's params into */
+    ggml_backend_dev_t *devs;
+    float *fit_split;
+    struct llama_model_tensor_buft_override *fit_overrides;
 };
 
 static int engine_kv_reserved(const struct engine *e);
@@ -227,6 +234,15 @@ struct engine_params engine_default_params(void)
         .embedding = false,
         .pooling = ENGINE_POOLING_MODEL,
         .interactive_step_ms = -1,
+        .n_gpu_layers = ENGINE_GPU_LAYERS_AUTO,
+        .devices = NULL,
+        .main_gpu = 0,
+        .split_mode = ENGINE_SPLIT_LAYER,
+        .flash_attn = ENGINE_FA_AUTO,
+        .cache_type_k = ENGINE_CACHE_F16,
+        .cache_type_v = ENGINE_CACHE_F16,
+        .fit = ENGINE_FIT_AUTO,
+        .fit_margin_mib = 1024,
     };
     return p;
 }
@@ -245,13 +261,196 @@ const char *engine_llama_commit(void)
 #endif
 }
 
+/* ---- backends and devices ------------------------------------------------------------------
+ * The CPU build links llama.cpp statically with its CPU backend registered at start. A GPU
+ * build (CMake's NS_GPU_KIND, from scripts/bootstrap.sh NIGHTSHIFT_GPU=...) links the npm
+ * package's shared libllama/libggml and loads its backends (the best CPU variant for this
+ * CPU, and the GPU one) from NS_GGML_BACKEND_DIR at the first call, once for the process. */
+#ifndef NS_GPU_KIND
+#define NS_GPU_KIND "cpu"
+#endif
+
+static pthread_once_t engine_backends_once = PTHREAD_ONCE_INIT;
+static int engine_backends_rc;            /* NS_OK or NS_ERR_ENGINE */
+static char engine_backends_msg[512];     /* the error, or a warning with NS_OK */
+
+const char *engine_build_kind(void) { return NS_GPU_KIND; }
+
+#ifdef NS_GGML_BACKEND_DIR
+/* the first host library of the backend's that does not load, or NULL */
+static const char *engine_missing_runtime(void)
+{
+    static const char *const vulkan[] = {"libvulkan.so.1", NULL};
+    static const char *const cuda[] = {"libcuda.so.1", "libcudart.so.13", "libcublas.so.13", NULL};
+    const char *const *libs = strcmp(NS_GPU_KIND, "cuda") == 0 ? cuda : vulkan;
+    for (int i = 0; libs[i]; i++) {
+        void *h = dlopen(libs[i], RTLD_LAZY | RTLD_LOCAL);
+        if (!h)
+            return libs[i];
+        dlclose(h);
+    }
+    return NULL;
+}
+#endif
+
+static void engine_backends_load(void)
+{
+#ifdef NS_GGML_BACKEND_DIR
+    /* same release, or nothing: the headers this binary was compiled with must describe the
+     * libraries it runs with (structs passed by value cross this line) */
+    const char *ver = ggml_version(), *commit = ggml_commit();
+    if (strcmp(ver, NS_GGML_VERSION) != 0 || strcmp(commit, NS_GGML_COMMIT) != 0) {
+        engine_backends_rc = NS_ERR_ENGINE;
+        snprintf(engine_backends_msg, sizeof(engine_backends_msg),
+                 "llama.cpp library mismatch: this nightshift was built for ggml %s (commit %s) from the %s package, "
+                 "but the loaded libraries are ggml %s (commit %s): rebuild with NIGHTSHIFT_GPU=%s scripts/bootstrap.sh "
+                 "and make build, and check LD_LIBRARY_PATH",
+                 NS_GGML_VERSION, NS_GGML_COMMIT, NS_GPU_KIND, ver, commit, NS_GPU_KIND);
+        return;
+    }
+    const char *dir = getenv("NIGHTSHIFT_BACKEND_DIR");
+    if (!dir || !*dir)
+        dir = NS_GGML_BACKEND_DIR;
+    llama_log_set(engine_quiet_log, NULL); /* a backend that cannot load is reported below */
+    ggml_backend_load_all_from_path(dir);
+    if (ggml_backend_dev_count() == 0) {
+        engine_backends_rc = NS_ERR_ENGINE;
+        snprintf(engine_backends_msg, sizeof(engine_backends_msg),
+                 "no llama.cpp backend loaded from '%s' (not even the CPU's): run NIGHTSHIFT_GPU=%s "
+                 "scripts/bootstrap.sh again, or set NIGHTSHIFT_BACKEND_DIR to the package's bins directory",
+                 dir, NS_GPU_KIND);
+        return;
+    }
+    const char *reg = strcmp(NS_GPU_KIND, "cuda") == 0 ? "CUDA" : "Vulkan";
+    if (!ggml_backend_reg_by_name(reg)) {
+        const char *lib = engine_missing_runtime();
+        if (lib)
+            snprintf(engine_backends_msg, sizeof(engine_backends_msg),
+                     "the %s backend is not loaded: %s is missing on this machine (%s); running on the CPU", reg, lib,
+                     strcmp(reg, "CUDA") == 0 ? "install the NVIDIA driver and the CUDA 13 runtime: libcudart13 and "
+                                                "libcublas13, e.g. from NVIDIA's CUDA repository"
+                                              : "Debian: apt-get install libvulkan1 mesa-vulkan-drivers");
+        else
+            snprintf(engine_backends_msg, sizeof(engine_backends_msg),
+                     "the %s backend did not load from '%s' (run with --verbose for ggml's log); running on the CPU",
+                     reg, dir);
+    }
+#endif
+}
+
+int engine_backends_check(char *err, size_t errlen)
+{
+    pthread_once(&engine_backends_once, engine_backends_load);
+    if (err && errlen)
+        snprintf(err, errlen, "%s", engine_backends_msg);
+    return engine_backends_rc;
+}
+
+static const char *engine_dev_type_name(enum ggml_backend_dev_type t)
+{
+    switch (t) {
+    case GGML_BACKEND_DEVICE_TYPE_CPU: return "cpu";
+    case GGML_BACKEND_DEVICE_TYPE_GPU: return "gpu";
+    case GGML_BACKEND_DEVICE_TYPE_IGPU: return "igpu";
+    default: return "accel";
+    }
+}
+
+static bool engine_dev_is_gpu(ggml_backend_dev_t d)
+{
+    enum ggml_backend_dev_type t = ggml_backend_dev_type(d);
+    return t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU;
+}
+
+int engine_devices_list(struct engine_device *out, int max)
+{
+    engine_backends_check(NULL, 0);
+    int n = (int)ggml_backend_dev_count();
+    for (int i = 0; i < n && i < max; i++) {
+        ggml_backend_dev_t d = ggml_backend_dev_get((size_t)i);
+        struct engine_device *o = &out[i];
+        memset(o, 0, sizeof(*o));
+        snprintf(o->name, sizeof(o->name), "%s", ggml_backend_dev_name(d));
+        snprintf(o->desc, sizeof(o->desc), "%s", ggml_backend_dev_description(d));
+        ggml_backend_reg_t r = ggml_backend_dev_backend_reg(d);
+        snprintf(o->backend, sizeof(o->backend), "%s", r ? ggml_backend_reg_name(r) : "");
+        snprintf(o->type, sizeof(o->type), "%s", engine_dev_type_name(ggml_backend_dev_type(d)));
+        size_t fr = 0, tot = 0;
+        ggml_backend_dev_memory(d, &fr, &tot);
+        o->mem_free = fr;
+        o->mem_total = tot;
+    }
+    return n;
+}
+
 void engine_cpu_build(struct engine_cpu_build *out)
 {
-    /* ggml_cpu_has_* answer for the instruction sets ggml-cpu was compiled with */
-    out->avx = ggml_cpu_has_avx();
-    out->avx2 = ggml_cpu_has_avx2();
-    out->avx512 = ggml_cpu_has_avx512();
-    out->amx = ggml_cpu_has_amx_int8();
+    /* the CPU backend's features: the instruction sets its code was compiled with (in a GPU
+     * build, of the variant ggml chose for this CPU at load) */
+    memset(out, 0, sizeof(*out));
+    engine_backends_check(NULL, 0);
+    ggml_backend_reg_t cpu = ggml_backend_reg_by_name("CPU");
+    ggml_backend_get_features_t get =
+        cpu ? (ggml_backend_get_features_t)ggml_backend_reg_get_proc_address(cpu, "ggml_backend_get_features") : NULL;
+    for (struct ggml_backend_feature *f = get ? get(cpu) : NULL; f && f->name; f++) {
+        bool on = strcmp(f->value, "1") == 0;
+        out->avx |= on && strcmp(f->name, "AVX") == 0;
+        out->avx2 |= on && strcmp(f->name, "AVX2") == 0;
+        out->avx512 |= on && strcmp(f->name, "AVX512") == 0;
+        out->amx |= on && strcmp(f->name, "AMX_INT8") == 0;
+    }
+}
+
+/* ---- option names ------------------------------------------------------------------------- */
+
+int engine_cache_type_parse(const char *s)
+{
+    static const char *const names[] = {"f16", "q8_0", "q4_0"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -3;
+}
+
+const char *engine_cache_type_name(int t)
+{
+    return t == ENGINE_CACHE_Q8_0 ? "q8_0" : t == ENGINE_CACHE_Q4_0 ? "q4_0" : "f16";
+}
+
+static enum ggml_type engine_cache_ggml_type(int t)
+{
+    return t == ENGINE_CACHE_Q8_0 ? GGML_TYPE_Q8_0 : t == ENGINE_CACHE_Q4_0 ? GGML_TYPE_Q4_0 : GGML_TYPE_F16;
+}
+
+int engine_flash_attn_parse(const char *s)
+{
+    return strcmp(s, "auto") == 0 ? ENGINE_FA_AUTO : strcmp(s, "on") == 0 ? ENGINE_FA_ON
+                                                     : strcmp(s, "off") == 0 ? ENGINE_FA_OFF
+                                                                            : -3;
+}
+
+int engine_split_mode_parse(const char *s)
+{
+    return strcmp(s, "none") == 0 ? ENGINE_SPLIT_NONE : strcmp(s, "layer") == 0 ? ENGINE_SPLIT_LAYER
+                                                       : strcmp(s, "row") == 0 ? ENGINE_SPLIT_ROW
+                                                                              : -3;
+}
+
+int engine_gpu_layers_parse(const char *s)
+{
+    if (strcmp(s, "auto") == 0)
+        return ENGINE_GPU_LAYERS_AUTO;
+    if (strcmp(s, "all") == 0)
+        return ENGINE_GPU_LAYERS_ALL;
+    if (!*s || strlen(s) > 5)
+        return -3;
+    int v = 0;
+    for (const char *c = s; *c; c++) {
+        if (*c < '0' || *c > '9')
+            return -3;
+        v = v * 10 + (*c - '0');
+    }
+    return v <= 10000 ? v : -3;
 }
 
 int engine_check_gguf(const char *path, char *err, size_t errlen)
@@ -479,6 +678,213 @@ int engine_render_prompt(struct engine *e, const struct engine_request *r, char 
 
 /* ---- init / free -------------------------------------------------------------------- */
 
+/* ---- where the model runs ---------------------------------------------------------------- */
+
+/* --device NAME[,NAME...] -> e->devs (NULL-terminated); none given: e->devs stays NULL and
+ * llama.cpp uses every GPU */
+static int engine_pick_devices(struct engine *e, char *err, size_t errlen)
+{
+    const char *list = e->p.devices;
+    if (!list || !*list)
+        return NS_OK;
+    size_t n = 1;
+    for (const char *c = list; *c; c++)
+        n += *c == ',';
+    e->devs = calloc(n + 1, sizeof(*e->devs));
+    if (!e->devs)
+        return NS_ERR_NOMEM;
+    size_t k = 0;
+    for (const char *c = list; *c;) {
+        const char *end = strchr(c, ',');
+        size_t len = end ? (size_t)(end - c) : strlen(c);
+        char name[64];
+        snprintf(name, sizeof(name), "%.*s", (int)(len < sizeof(name) ? len : sizeof(name) - 1), c);
+        ggml_backend_dev_t d = len ? ggml_backend_dev_by_name(name) : NULL;
+        if (!d) {
+            char have[256] = "";
+            size_t used = 0;
+            for (size_t i = 0; i < ggml_backend_dev_count() && used < sizeof(have); i++)
+                used += (size_t)snprintf(have + used, sizeof(have) - used, "%s%s", i ? ", " : "",
+                                         ggml_backend_dev_name(ggml_backend_dev_get(i)));
+            snprintf(err, errlen, "--device: no device named '%s' (this machine has: %s; see --list-devices)", name,
+                     have);
+            return NS_ERR_INVALID;
+        }
+        e->devs[k++] = d;
+        c = end ? end + 1 : c + len;
+    }
+    return NS_OK;
+}
+
+/* would llama.cpp put layers on a GPU: one among the devices asked for, or any */
+static int engine_n_gpus(const struct engine *e)
+{
+    int n = 0;
+    if (e->devs) {
+        for (ggml_backend_dev_t *d = e->devs; *d; d++)
+            n += engine_dev_is_gpu(*d);
+    } else {
+        for (size_t i = 0; i < ggml_backend_dev_count(); i++)
+            n += engine_dev_is_gpu(ggml_backend_dev_get(i));
+    }
+    return n;
+}
+
+/* GGUF <arch>.context_length without loading the model (0 when absent) */
+static int engine_peek_ctx_train(const char *path)
+{
+    struct gguf_init_params gp = {.no_alloc = true, .ctx = NULL};
+    struct gguf_context *g = gguf_init_from_file(path, gp);
+    if (!g)
+        return 0;
+    int v = 0;
+    int64_t k = gguf_find_key(g, "general.architecture");
+    if (k >= 0 && gguf_get_kv_type(g, k) == GGUF_TYPE_STRING) {
+        char key[96];
+        snprintf(key, sizeof(key), "%s.context_length", gguf_get_val_str(g, k));
+        int64_t c = gguf_find_key(g, key);
+        if (c >= 0 && gguf_get_kv_type(g, c) == GGUF_TYPE_UINT32)
+            v = (int)gguf_get_val_u32(g, c);
+    }
+    gguf_free(g);
+    return v;
+}
+
+/* what the context ended up holding where, and how many layers a GPU has (llama.cpp counts
+ * the output layer as one: n_layer + 1 offloadable, the last ones first) */
+static void engine_describe_where(struct engine *e, int ngl)
+{
+    struct engine_info *in = &e->info;
+    struct chat_mem rows[8];
+    int n = chat_memory_breakdown(e->ctx, rows, 8);
+    bool on_gpu = false;
+    char where[192] = "";
+    size_t used = 0;
+    in->n_dev_mem = 0;
+    for (int i = 0; i < n && i < 8; i++) {
+        in->mem_model += rows[i].model;
+        in->mem_kv += rows[i].context;
+        in->mem_compute += rows[i].compute;
+        uint64_t b = rows[i].model + rows[i].context + rows[i].compute;
+        if (b && in->n_dev_mem < (int)(sizeof(in->dev_mem) / sizeof(in->dev_mem[0]))) {
+            snprintf(in->dev_mem[in->n_dev_mem].name, sizeof(in->dev_mem[0].name), "%s", rows[i].name);
+            in->dev_mem[in->n_dev_mem].host = rows[i].host;
+            in->dev_mem[in->n_dev_mem++].bytes = b;
+        }
+        ggml_backend_dev_t d = rows[i].device[0] ? ggml_backend_dev_by_name(rows[i].device) : NULL;
+        if (rows[i].model && d && engine_dev_is_gpu(d) && used < sizeof(where)) {
+            on_gpu = true;
+            used += (size_t)snprintf(where + used, sizeof(where) - used, "%s%s (%s)", used ? ", " : "",
+                                     ggml_backend_dev_name(d), ggml_backend_dev_description(d));
+        }
+    }
+    in->n_layers = llama_model_n_layer(e->model) + 1;
+    in->n_layers_gpu = !on_gpu ? 0 : ngl < 0 || ngl > in->n_layers ? in->n_layers : ngl;
+    if (on_gpu)
+        snprintf(in->where, sizeof(in->where), "%s, %d/%d layers", where, in->n_layers_gpu, in->n_layers);
+    else
+        snprintf(in->where, sizeof(in->where), "CPU");
+    snprintf(in->cache_type_k, sizeof(in->cache_type_k), "%s", engine_cache_type_name(e->p.cache_type_k));
+    snprintf(in->cache_type_v, sizeof(in->cache_type_v), "%s", engine_cache_type_name(e->p.cache_type_v));
+    snprintf(in->flash_attn, sizeof(in->flash_attn), "%s",
+             e->p.flash_attn == ENGINE_FA_ON ? "on" : e->p.flash_attn == ENGINE_FA_OFF ? "off" : "auto");
+}
+
+/* Too many sequences for the memory: the fit found room for n_fit cells, the context asked
+ * for wants more. Keep each sequence's context and run fewer sequences (the interactive
+ * ones last to go); below one sequence, one sequence with what fits. */
+static void engine_apply_fit(struct engine *e, struct engine_params *p, int n_fit, const char *margin_where)
+{
+    int slots = p->n_parallel + p->n_priority;
+    int per = p->n_ctx / (slots > 0 ? slots : 1);
+    int old_par = p->n_parallel, old_ctx = p->n_ctx;
+    if (p->kv_unified) {
+        p->n_ctx = n_fit;
+    } else if (per > 0 && n_fit / per >= 1) {
+        int fit_slots = n_fit / per;
+        if (fit_slots > p->n_priority) {
+            p->n_parallel = fit_slots - p->n_priority;
+        } else {
+            p->n_parallel = 1;
+            p->n_priority = fit_slots - 1;
+        }
+        p->n_ctx = per * (p->n_parallel + p->n_priority);
+    } else {
+        p->n_parallel = 1;
+        p->n_priority = 0;
+        p->n_ctx = n_fit;
+    }
+    snprintf(e->info.fit_note, sizeof(e->info.fit_note),
+             "%d sequences with a context of %d would not leave %d MiB free on %s: %d sequences, context %d",
+             old_par, old_ctx, p->fit_margin_mib, margin_where, p->n_parallel, p->n_ctx);
+    fprintf(stderr, "nightshift: memory fit: %s\n", e->info.fit_note);
+}
+
+int engine_plan_placement(const struct engine_params *p, struct engine_plan *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = engine_check_gguf(p->model_path, err, errlen);
+    if (rc != NS_OK || (rc = engine_backends_check(err, errlen)) != NS_OK)
+        return rc;
+    struct engine tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.p = *p;
+    if ((rc = engine_pick_devices(&tmp, err, errlen)) != NS_OK) {
+        free(tmp.devs);
+        return rc;
+    }
+    int n_gpus = engine_n_gpus(&tmp);
+    struct llama_model_params mp = llama_model_default_params();
+    mp.devices = tmp.devs;
+    int ngl = p->n_gpu_layers;
+    mp.n_gpu_layers = !n_gpus ? 0 : ngl == ENGINE_GPU_LAYERS_AUTO ? -1 : ngl == ENGINE_GPU_LAYERS_ALL ? 1 << 20 : ngl;
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_seq_max = (uint32_t)(p->n_parallel + (p->n_priority > 0 ? p->n_priority : 0));
+    cp.n_batch = (uint32_t)p->n_batch;
+    cp.n_ubatch = (uint32_t)p->n_ubatch;
+    cp.type_k = engine_cache_ggml_type(p->cache_type_k);
+    cp.type_v = engine_cache_ggml_type(p->cache_type_v);
+    cp.flash_attn_type = (enum llama_flash_attn_type)p->flash_attn;
+    cp.n_ctx = 0;
+    float *split = calloc(llama_max_devices(), sizeof(*split));
+    struct llama_model_tensor_buft_override *ovr = calloc(llama_max_tensor_buft_overrides(), sizeof(*ovr));
+    if (!split || !ovr) {
+        rc = NS_ERR_NOMEM;
+        goto done;
+    }
+    if (n_gpus || p->fit == ENGINE_FIT_ON) {
+        llama_log_set(engine_quiet_log, NULL);
+        int fr = chat_fit_params(p->model_path, &mp, &cp, split, ovr, (size_t)p->fit_margin_mib << 20, 256, err, errlen);
+        if (fr != 0 && fr != 1) {
+            rc = fr;
+            goto done;
+        }
+        out->fits = fr == 0;
+        out->n_ctx_fit = (int)cp.n_ctx;
+    }
+    /* <arch>.block_count: the repeating layers; llama.cpp offloads the output layer as one more */
+    struct gguf_init_params gp = {.no_alloc = true, .ctx = NULL};
+    struct gguf_context *g = gguf_init_from_file(p->model_path, gp);
+    if (g) {
+        int64_t k = gguf_find_key(g, "general.architecture");
+        if (k >= 0 && gguf_get_kv_type(g, k) == GGUF_TYPE_STRING) {
+            char key[96];
+            snprintf(key, sizeof(key), "%s.block_count", gguf_get_val_str(g, k));
+            int64_t c = gguf_find_key(g, key);
+            if (c >= 0 && gguf_get_kv_type(g, c) == GGUF_TYPE_UINT32)
+                out->n_layers = (int)gguf_get_val_u32(g, c) + 1;
+        }
+        gguf_free(g);
+    }
+    out->n_layers_gpu = !n_gpus ? 0 : mp.n_gpu_layers < 0 || mp.n_gpu_layers > out->n_layers ? out->n_layers
+                                                                                                : mp.n_gpu_layers;
+done:
+    free(split);
+    free(ovr);
+    free(tmp.devs);
+    return rc;
+}
+
 /* The model's chat template (chat.h): its own Jinja template, the one the user gave (Jinja
  * text, or a llama.cpp built-in name), or ChatML when the GGUF has none. */
 static int engine_pick_template(struct engine *e, char *err, size_t errlen)
@@ -532,11 +938,95 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     if (p.chat_template)
         e->p.chat_template = strdup(p.chat_template);
 
+    char note[512];
+    if ((rc = engine_backends_check(note, sizeof(note))) != NS_OK) {
+        snprintf(err, errlen, "%s", note);
+        goto out;
+    }
+    if (note[0])
+        fprintf(stderr, "nightshift: %s\n", note);
     llama_log_set(engine_log_cb, &e->p);
     llama_backend_init();
+    if ((rc = engine_pick_devices(e, err, errlen)) != NS_OK)
+        goto out;
+    if (p.cache_type_v != ENGINE_CACHE_F16 && p.flash_attn == ENGINE_FA_OFF) {
+        snprintf(err, errlen, "--cache-type-v %s needs flash attention: leave --flash-attn at auto or set it on",
+                 engine_cache_type_name(p.cache_type_v));
+        rc = NS_ERR_INVALID;
+        goto out;
+    }
 
+    int n_gpus = engine_n_gpus(e);
     struct llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = 0;
+    mp.devices = e->devs;
+    mp.split_mode = (enum llama_split_mode)p.split_mode;
+    if (p.main_gpu < 0 || (p.main_gpu > 0 && p.main_gpu >= n_gpus)) {
+        snprintf(err, errlen, "--main-gpu %d: there %s %d GPU device%s (numbered from 0; see --list-devices)",
+                 p.main_gpu, n_gpus == 1 ? "is" : "are", n_gpus, n_gpus == 1 ? "" : "s");
+        rc = NS_ERR_INVALID;
+        goto out;
+    }
+    mp.main_gpu = p.main_gpu;
+    int ngl = p.n_gpu_layers;
+    if (n_gpus == 0 && (ngl == ENGINE_GPU_LAYERS_ALL || ngl > 0)) {
+        /* asked for, but nothing to put them on: run (a config shared by several machines
+         * should start everywhere), and say why the model is on the CPU */
+        fprintf(stderr, "nightshift: --gpu-layers: no GPU device (%s); the model runs on the CPU\n",
+                strcmp(NS_GPU_KIND, "cpu") == 0
+                    ? "this nightshift has llama.cpp's CPU backend only: build it with NIGHTSHIFT_GPU=cuda or vulkan "
+                      "scripts/bootstrap.sh"
+                    : "see nightshift doctor");
+        ngl = 0;
+    }
+    /* all: a count above any model's layers, so that the fit leaves it alone (it only
+     * chooses layers left at llama.cpp's default, -1) */
+    mp.n_gpu_layers = ngl == ENGINE_GPU_LAYERS_AUTO ? (n_gpus ? -1 : 0) : ngl == ENGINE_GPU_LAYERS_ALL ? 1 << 20 : ngl;
+
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_batch = (uint32_t)p.n_batch;
+    cp.n_ubatch = (uint32_t)p.n_ubatch;
+    cp.n_seq_max = (uint32_t)(p.n_parallel + (p.n_priority > 0 ? p.n_priority : 0));
+    cp.n_threads = p.n_threads;
+    cp.n_threads_batch = p.n_threads;
+    cp.kv_unified = p.kv_unified;
+    cp.no_perf = true;
+    cp.type_k = engine_cache_ggml_type(p.cache_type_k);
+    cp.type_v = engine_cache_ggml_type(p.cache_type_v);
+    cp.flash_attn_type = (enum llama_flash_attn_type)p.flash_attn;
+
+    /* the memory fit, before anything is allocated: it may lower the layers (auto only) and
+     * says how many KV cells fit; the context is sized after the model is loaded */
+    int n_fit = 0, ctx_train = engine_peek_ctx_train(p.model_path);
+    if ((p.fit == ENGINE_FIT_ON || (p.fit == ENGINE_FIT_AUTO && n_gpus > 0)) && !p.embedding) {
+        size_t max_dev = llama_max_devices(), max_ovr = llama_max_tensor_buft_overrides();
+        e->fit_split = calloc(max_dev, sizeof(*e->fit_split));
+        e->fit_overrides = calloc(max_ovr, sizeof(*e->fit_overrides));
+        if (!e->fit_split || !e->fit_overrides) {
+            rc = NS_ERR_NOMEM;
+            goto out;
+        }
+        struct llama_model_params fm = mp;
+        struct llama_context_params fc = cp;
+        fc.n_ctx = 0; /* "as much as fits", up to the trained length per sequence */
+        char ferr[256];
+        int fr = chat_fit_params(p.model_path, &fm, &fc, e->fit_split, e->fit_overrides,
+                                 (size_t)p.fit_margin_mib << 20, 256, ferr, sizeof(ferr));
+        if (fr == 0 || fr == 1) {
+            if (fm.n_gpu_layers != mp.n_gpu_layers && p.verbose)
+                fprintf(stderr, "nightshift: memory fit: %d layers on the GPU\n", fm.n_gpu_layers);
+            mp = fm;
+            /* a reduction only: at the trained length every sequence fits */
+            if (ctx_train <= 0 || (int64_t)fc.n_ctx < (int64_t)ctx_train * cp.n_seq_max)
+                n_fit = (int)fc.n_ctx;
+            if (fr == 1)
+                fprintf(stderr, "nightshift: memory fit: '%s' does not leave %d MiB free in %s memory even with the "
+                                "smallest context; going on with the least it found\n",
+                        p.model_path, p.fit_margin_mib, n_gpus ? "device" : "host");
+        } else if (p.verbose) {
+            fprintf(stderr, "nightshift: memory fit skipped: %s\n", ferr);
+        }
+    }
+
     e->model = llama_model_load_from_file(p.model_path, mp);
     if (!e->model) {
         snprintf(err, errlen, "cannot load model '%s': llama.cpp rejected it (run with --verbose for its log)",
@@ -547,6 +1037,20 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     e->vocab = llama_model_get_vocab(e->model);
     e->n_vocab = llama_vocab_n_tokens(e->vocab);
 
+    if (p.cache_type_k != ENGINE_CACHE_F16 || p.cache_type_v != ENGINE_CACHE_F16) {
+        /* q8_0 and q4_0 store blocks of 32 values: a head must be whole blocks (llama.cpp
+         * only says so in its log) */
+        int n_head = llama_model_n_head(e->model), head = n_head > 0 ? llama_model_n_embd(e->model) / n_head : 0;
+        if (head % 32) {
+            bool k = p.cache_type_k != ENGINE_CACHE_F16;
+            snprintf(err, errlen, "--cache-type-%c %s: the attention heads of '%s' have %d values, not a multiple of "
+                                  "%s's blocks of 32: use f16 for this model",
+                     k ? 'k' : 'v', engine_cache_type_name(k ? p.cache_type_k : p.cache_type_v), p.model_path, head,
+                     engine_cache_type_name(k ? p.cache_type_k : p.cache_type_v));
+            rc = NS_ERR_INVALID;
+            goto out;
+        }
+    }
     if (p.n_ctx <= 0 && p.embedding) {
         /* embeddings keep nothing between steps: the KV holds one batch */
         p.n_ctx = p.n_batch;
@@ -560,15 +1064,14 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         p.n_ctx = per * (p.n_parallel + p.n_priority);
         e->p.n_ctx = p.n_ctx;
     }
-    struct llama_context_params cp = llama_context_default_params();
+    if (n_fit > 0 && p.n_ctx > n_fit) {
+        engine_apply_fit(e, &p, n_fit, n_gpus ? "the GPU" : "the host");
+        e->p.n_ctx = p.n_ctx;
+        e->p.n_parallel = p.n_parallel;
+        e->p.n_priority = p.n_priority;
+    }
     cp.n_ctx = (uint32_t)p.n_ctx;
-    cp.n_batch = (uint32_t)p.n_batch;
-    cp.n_ubatch = (uint32_t)p.n_ubatch;
     cp.n_seq_max = (uint32_t)(p.n_parallel + (p.n_priority > 0 ? p.n_priority : 0));
-    cp.n_threads = p.n_threads;
-    cp.n_threads_batch = p.n_threads;
-    cp.kv_unified = p.kv_unified;
-    cp.no_perf = true;
     if (p.embedding) {
         if (p.pooling == ENGINE_POOLING_NONE) {
             snprintf(err, errlen, "pooling 'none' gives a vector per token, but an embedding is one vector per input: "
@@ -599,11 +1102,18 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     }
     e->ctx = llama_init_from_model(e->model, cp);
     if (!e->ctx) {
-        snprintf(err, errlen, "cannot create a context of %d tokens for '%s' (out of memory?)", p.n_ctx,
-                 p.model_path);
+        if (p.cache_type_v != ENGINE_CACHE_F16)
+            snprintf(err, errlen, "cannot create a context of %d tokens for '%s' with a %s V cache: it needs flash "
+                                  "attention, which this backend does not run for this model (--cache-type-v f16; "
+                                  "--verbose shows llama.cpp's reason)",
+                     p.n_ctx, p.model_path, engine_cache_type_name(p.cache_type_v));
+        else
+            snprintf(err, errlen, "cannot create a context of %d tokens for '%s' (out of memory?)", p.n_ctx,
+                     p.model_path);
         rc = NS_ERR_ENGINE;
         goto out;
     }
+    engine_describe_where(e, mp.n_gpu_layers);
     e->n_ctx = (int)llama_n_ctx(e->ctx);
     /* llama.cpp clamps n_batch to n_ctx (and n_ubatch to n_batch) for a context that is not
      * a pure embedder: a step is budgeted by what was made, never by what was asked, since a
@@ -773,6 +1283,9 @@ void engine_free(struct engine *e)
     if (e->model)
         llama_model_free(e->model);
     free(e->eog);
+    free(e->devs);
+    free(e->fit_split);
+    free(e->fit_overrides);
     chat_templates_free(e->chat);
     free((char *)e->p.model_path);
     free((char *)e->p.chat_template);

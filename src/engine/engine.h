@@ -88,7 +88,43 @@ struct engine_params {
      * an idle machine (issue 32's note: on a shared 2-core machine auto cut the ITL p99
      * under load 3x but batch throughput to 0.63 of alone at 0.5 streams/s). */
     double interactive_step_ms;
+
+    /* Where the model runs (issue 30). A build with a GPU backend (scripts/bootstrap.sh with
+     * NIGHTSHIFT_GPU) loads llama.cpp's backends at the first engine call; the CPU build has
+     * the CPU device only. */
+    int n_gpu_layers;      /* ENGINE_GPU_LAYERS_AUTO (default): all when a GPU device is
+                              present, fewer when the fit says they do not fit; ALL: every
+                              layer; N: the last N layers (+ the output layer as the N+1th) */
+    const char *devices;   /* comma-separated device names ("Vulkan0,CUDA1", as
+                              engine_devices_list names them); NULL = every GPU */
+    int main_gpu;          /* split_mode none: the device (index in `devices`) that holds it all */
+    int split_mode;        /* an enum engine_split_mode */
+    int flash_attn;        /* an enum engine_flash_attn */
+    int cache_type_k, cache_type_v; /* enum engine_cache_type: KV cache element types */
+    /* The memory fit (llama.cpp's common/fit, as llama-server): before loading, choose the
+     * layers to offload (with n_gpu_layers auto) and, when the context asked for (n_ctx, or
+     * the default per sequence) would not leave fit_margin_mib free on a device, the most
+     * sequences (then the largest context) that do; the change is printed on stderr and
+     * shown in engine_info. ENGINE_FIT_AUTO (default): only when a GPU device is used (on
+     * the CPU llama.cpp measures against total host memory, and the measuring costs about a
+     * second per start); ON: also on the CPU; OFF: load as asked, and fail at the
+     * allocation. */
+    int fit;
+    int fit_margin_mib;    /* default 1024, as llama-server's --fit-target */
 };
+
+enum { ENGINE_GPU_LAYERS_AUTO = -2, ENGINE_GPU_LAYERS_ALL = -1 };
+enum engine_split_mode { ENGINE_SPLIT_NONE = 0, ENGINE_SPLIT_LAYER = 1, ENGINE_SPLIT_ROW = 2 };
+enum engine_flash_attn { ENGINE_FA_AUTO = -1, ENGINE_FA_OFF = 0, ENGINE_FA_ON = 1 };
+enum engine_cache_type { ENGINE_CACHE_F16 = 0, ENGINE_CACHE_Q8_0 = 1, ENGINE_CACHE_Q4_0 = 2 };
+enum engine_fit { ENGINE_FIT_AUTO = -1, ENGINE_FIT_OFF = 0, ENGINE_FIT_ON = 1 };
+/* the names the CLI takes ("f16", "q8_0", "q4_0"; "on", "off", "auto"; "none", "layer",
+ * "row"; "all", "auto" or a number 0..10000) -> the enums above; -3 for anything else */
+int engine_cache_type_parse(const char *s);
+const char *engine_cache_type_name(int t);
+int engine_flash_attn_parse(const char *s); /* also --fit: on, off, auto */
+int engine_split_mode_parse(const char *s);
+int engine_gpu_layers_parse(const char *s);
 
 enum engine_pooling {
     ENGINE_POOLING_MODEL = -1, /* the GGUF's pooling type; mean when it names none */
@@ -153,5 +189,37 @@ struct engine_cpu_build {
     bool avx, avx2, avx512, amx;
 };
 void engine_cpu_build(struct engine_cpu_build *out);
+
+/* ---- backends and devices (issue 30) -------------------------------------------------------
+ * Which llama.cpp this binary uses: "cpu" (built from source, static, the CPU backend only)
+ * or "vulkan" / "cuda" (linked to the prebuilt libraries of the same release from the npm
+ * package, whose backends are loaded from their directory at the first call here). */
+const char *engine_build_kind(void);
+/* The linked libraries are the release this binary was built against (ggml's version and
+ * commit compared with what the build recorded), and the GPU backend of the build loaded.
+ * NS_OK, or NS_ERR_ENGINE with err saying what is wrong and how to fix it (a mismatch is
+ * refused: engine_init fails with the same words). Loads the backends once, any thread. */
+int engine_backends_check(char *err, size_t errlen);
+
+struct engine_device {
+    char name[64];         /* "CPU", "Vulkan0", "CUDA0": what --device takes */
+    char desc[128];        /* "llvmpipe (LLVM 15.0.6, 256 bits)", "NVIDIA H100 80GB HBM3" */
+    char backend[32];      /* its backend: "CPU", "Vulkan", "CUDA" */
+    char type[8];          /* "cpu", "gpu", "igpu", "accel" */
+    uint64_t mem_free, mem_total; /* bytes, as the backend reports them now */
+};
+/* the devices llama.cpp sees, into out[0..max); returns how many there are */
+int engine_devices_list(struct engine_device *out, int max);
+
+/* Where a model would run with these params, measured without allocating anything (the
+ * memory fit's no-alloc load: safe beside a running server): layers in all and on a GPU, and
+ * the most KV cells that leave fit_margin_mib free (0 when not measured: no GPU and fit not
+ * on). For `doctor`. NS_OK, or NS_ERR_INVALID / NS_ERR_ENGINE with err. */
+struct engine_plan {
+    int n_layers, n_layers_gpu;
+    int n_ctx_fit;
+    bool fits;             /* the fit found a placement that leaves the margin */
+};
+int engine_plan_placement(const struct engine_params *p, struct engine_plan *out, char *err, size_t errlen);
 
 #endif

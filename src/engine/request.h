@@ -274,6 +274,20 @@ struct engine_info {
     int n_embd;            /* embedding size */
     char pooling[8];       /* embedding: "mean", "cls", "last" */
     int n_embed_max;       /* embedding: the most tokens one input may have */
+    /* where it runs (issue 30) */
+    char where[192];       /* "Vulkan0 (llvmpipe), 6/6 layers" or "CPU" */
+    int n_layers;          /* offloadable layers: the repeating ones + the output layer */
+    int n_layers_gpu;      /* of which on a GPU device */
+    char cache_type_k[8], cache_type_v[8]; /* "f16", "q8_0", "q4_0" */
+    char flash_attn[8];    /* as asked: "auto", "on", "off" */
+    uint64_t mem_model, mem_kv, mem_compute; /* bytes on all devices (host included) */
+    int n_dev_mem;         /* rows of dev_mem: each device buffer type the model uses */
+    struct {
+        char name[64];     /* "Vulkan0", "CUDA0", "CPU", "CPU_REPACK" */
+        bool host;         /* host memory */
+        uint64_t bytes;    /* weights + KV + compute buffers there */
+    } dev_mem[6];
+    char fit_note[256];    /* what the memory fit changed ("" when nothing) */
 };
 
 struct engine_stats {

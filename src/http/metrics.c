@@ -138,6 +138,29 @@ enum MHD_Result metrics_prometheus(struct route_ctx *x)
             }
         }
     }
+    /* where each local model's memory is (issue 30): weights, KV and compute buffers by
+     * llama.cpp buffer type ("Vulkan0", "CUDA0", "CPU"), and the layers on a GPU */
+    static const struct metric_family dev_fam[] = {
+        {"nightshift_device_memory_used_bytes", "gauge", "Memory a model's weights, KV cache and compute buffers take, by buffer type."},
+        {"nightshift_gpu_layers", "gauge", "Layers of a model on a GPU device (of nightshift_model_layers)."},
+        {"nightshift_model_layers", "gauge", "Offloadable layers of a model (repeating layers + output)."},
+    };
+    for (size_t f = 0; f < sizeof(dev_fam) / sizeof(dev_fam[0]); f++) {
+        metric_header(&b, &dev_fam[f]);
+        for (int i = 0; i < srv->n_scheds; i++) {
+            struct engine_info ei;
+            if (!backend_model_info(sched_backend(srv->scheds[i]), &ei))
+                continue;
+            const char *m = sched_model_name(srv->scheds[i]);
+            if (f == 0)
+                for (int k = 0; k < ei.n_dev_mem; k++)
+                    buf_appendf(&b, "%s{model=\"%s\",buffer=\"%s\",host=\"%s\"} %llu\n", dev_fam[f].name, m,
+                                ei.dev_mem[k].name, ei.dev_mem[k].host ? "true" : "false",
+                                (unsigned long long)ei.dev_mem[k].bytes);
+            else
+                buf_appendf(&b, "%s{model=\"%s\"} %d\n", dev_fam[f].name, m, f == 1 ? ei.n_layers_gpu : ei.n_layers);
+        }
+    }
     static const struct {
         const char *name, *help;
         int which;

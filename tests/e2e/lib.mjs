@@ -46,13 +46,13 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /* Start the binary; stdout/stderr are collected. Returns
  * { child, out: {stdout, stderr}, exited: () => bool, done: Promise<{code, signal, stdout, stderr, ms}> }.
  * The process is killed (SIGKILL) after timeoutMs so that a hang fails the test instead of blocking it. */
-export function spawnNs(args, { timeoutMs = 120_000, env = {}, cwd } = {}) {
+export function spawnNs(args, { timeoutMs = 120_000, env = {}, cwd, bin = BIN } = {}) {
     if (args[0] === 'run' && !args.some((a) => a === '--threads' || a === '-t' || a.startsWith('--threads=')))
         args = [...args, '--threads', THREADS];
     const t0 = performance.now();
     const childEnv = { ...process.env };
     delete childEnv.NIGHTSHIFT_MODEL; /* only --model counts, unless a test sets it */
-    const child = spawn(BIN, args, {
+    const child = spawn(bin, args, {
         cwd,
         env: { ...childEnv, ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -193,10 +193,10 @@ export function byCustomId(lines) {
 
 /* Start `nightshift serve` on a free loopback port with the given extra arguments.
  * Resolves { child, url, stderr() } once it listens. */
-export function startServer(args, { timeoutMs = 60_000, env = {}, wrap = [] } = {}) {
+export function startServer(args, { timeoutMs = 60_000, env = {}, wrap = [], bin = BIN } = {}) {
     return new Promise((resolve, reject) => {
         /* wrap: a command that execs the server, e.g. ['prlimit', '--nofile=256:256'] */
-        const argv = [...wrap, BIN, 'serve', '--listen', '127.0.0.1:0', ...args];
+        const argv = [...wrap, bin, 'serve', '--listen', '127.0.0.1:0', ...args];
         const child = spawn(argv[0], argv.slice(1), {
             stdio: ['ignore', 'ignore', 'pipe'],
             env: { ...process.env, ...env },
