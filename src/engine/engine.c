@@ -758,8 +758,8 @@ static void engine_describe_where(struct engine *e, int ngl)
     struct chat_mem rows[8];
     int n = chat_memory_breakdown(e->ctx, rows, 8);
     bool on_gpu = false;
-    char where[192] = "";
-    size_t used = 0;
+    struct buf where;
+    buf_init(&where, 4096);
     in->n_dev_mem = 0;
     for (int i = 0; i < n && i < 8; i++) {
         in->mem_model += rows[i].model;
@@ -772,18 +772,19 @@ static void engine_describe_where(struct engine *e, int ngl)
             in->dev_mem[in->n_dev_mem++].bytes = b;
         }
         ggml_backend_dev_t d = rows[i].device[0] ? ggml_backend_dev_by_name(rows[i].device) : NULL;
-        if (rows[i].model && d && engine_dev_is_gpu(d) && used < sizeof(where)) {
+        if (rows[i].model && d && engine_dev_is_gpu(d)) {
             on_gpu = true;
-            used += (size_t)snprintf(where + used, sizeof(where) - used, "%s%s (%s)", used ? ", " : "",
-                                     ggml_backend_dev_name(d), ggml_backend_dev_description(d));
+            buf_appendf(&where, "%s%s (%s)", where.len ? ", " : "", ggml_backend_dev_name(d),
+                        ggml_backend_dev_description(d));
         }
     }
     in->n_layers = llama_model_n_layer(e->model) + 1;
     in->n_layers_gpu = !on_gpu ? 0 : ngl < 0 || ngl > in->n_layers ? in->n_layers : ngl;
     if (on_gpu)
-        snprintf(in->where, sizeof(in->where), "%s, %d/%d layers", where, in->n_layers_gpu, in->n_layers);
-    else
-        snprintf(in->where, sizeof(in->where), "CPU");
+        buf_appendf(&where, ", %d/%d layers", in->n_layers_gpu, in->n_layers);
+    /* the devices first: a long list is cut, never the layer count of a short one */
+    snprintf(in->where, sizeof(in->where), "%s", on_gpu && where.p ? where.p : "CPU");
+    buf_release(&where);
     snprintf(in->cache_type_k, sizeof(in->cache_type_k), "%s", engine_cache_type_name(e->p.cache_type_k));
     snprintf(in->cache_type_v, sizeof(in->cache_type_v), "%s", engine_cache_type_name(e->p.cache_type_v));
     snprintf(in->flash_attn, sizeof(in->flash_attn), "%s",
