@@ -240,6 +240,7 @@ static void test_object(void **state)
     assert_int_equal(responses_conversation(rec, obj, &items), NS_OK);
     assert_int_equal(cJSON_GetArraySize(items), 4);
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(items, 3), "type")->valuestring, "function_call");
+    cJSON_Delete(items);
     assert_int_equal(responses_conversation("{}", obj, &items), NS_ERR_INVALID);
     assert_int_equal(responses_conversation(rec, "nope", &items), NS_ERR_INVALID);
     free(rec);
