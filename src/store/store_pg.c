@@ -878,17 +878,23 @@ static void pg_row_id(const PGresult *r, int i, void *elem, void *ud)
     store_pg_copy(elem, 48, r, i, 0);
 }
 
-static int pg_batch_ids_by_status(struct store *st, enum store_batch_status status, char (**ids)[48], int *n)
+/* the ids a query with one integer parameter selects, in its order */
+static int pg_ids(struct store *st, const char *sql, int64_t param, char (**ids)[48], int *n)
 {
     struct store_pg_args a = {0};
-    store_pg_arg_i64(&a, status);
+    store_pg_arg_i64(&a, param);
     pthread_mutex_lock(&st->mu);
-    PGresult *r = store_pg_q(st, "SELECT id FROM batches WHERE status=$1 ORDER BY seq", &a);
+    PGresult *r = store_pg_q(st, sql, &a);
     pthread_mutex_unlock(&st->mu);
     void *arr = NULL;
     int rc = store_pg_rows(r, -1, sizeof(**ids), pg_row_id, NULL, &arr, n);
     *ids = arr;
     return rc;
+}
+
+static int pg_batch_ids_by_status(struct store *st, enum store_batch_status status, char (**ids)[48], int *n)
+{
+    return pg_ids(st, "SELECT id FROM batches WHERE status=$1 ORDER BY seq", status, ids, n);
 }
 
 static int pg_batch_lease(struct store *st, const char *id)
@@ -1034,15 +1040,7 @@ static int pg_response_expire(struct store *st, int64_t before, int64_t *n_delet
 
 static int pg_response_ids_by_status(struct store *st, enum store_response_status status, char (**ids)[48], int *n)
 {
-    struct store_pg_args a = {0};
-    store_pg_arg_i64(&a, status);
-    pthread_mutex_lock(&st->mu);
-    PGresult *r = store_pg_q(st, "SELECT id FROM responses WHERE status=$1 ORDER BY seq", &a);
-    pthread_mutex_unlock(&st->mu);
-    void *arr = NULL;
-    int rc = store_pg_rows(r, -1, sizeof(**ids), pg_row_id, NULL, &arr, n);
-    *ids = arr;
-    return rc;
+    return pg_ids(st, "SELECT id FROM responses WHERE status=$1 ORDER BY seq", status, ids, n);
 }
 
 /* ---- the store as a whole ------------------------------------------------------------------ */

@@ -86,12 +86,12 @@ static int sq_status(int code)
 }
 
 /* the status of the statement that just failed on st's connection */
-static int sq_fail(struct store *st)
+int store_sqlite_fail(struct store *st)
 {
     return sq_status(sqlite3_extended_errcode(st->db));
 }
 
-static int sq_exec(struct store *st, const char *sql)
+int store_sqlite_exec(struct store *st, const char *sql)
 {
     int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
     return rc == SQLITE_OK ? NS_OK : sq_status(rc);
@@ -143,7 +143,7 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
     sqlite3_busy_timeout(st->db, 10000);
     /* a 64 MB page cache and memory-mapped reads: a big batch's lines and results are read
      * back on every claim and at finalization, and pread copies dominated the profile */
-    if (sq_exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
+    if (store_sqlite_exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
                     "PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456;")) {
         snprintf(err, errlen, "cannot use database '%s': %s", path, sqlite3_errmsg(st->db));
         rc = NS_ERR_IO;
@@ -192,14 +192,14 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
               "CREATE INDEX responses_status ON responses(status, seq);"
               "CREATE INDEX responses_created ON responses(created_at);",
     };
-    bool ok = sq_exec(st, "BEGIN") == NS_OK && (version >= 1 || sq_exec(st, sq_schema) == NS_OK);
+    bool ok = store_sqlite_exec(st, "BEGIN") == NS_OK && (version >= 1 || store_sqlite_exec(st, sq_schema) == NS_OK);
     for (int v = version < 1 ? 2 : version + 1; ok && v <= STORE_SQLITE_VERSION; v++)
-        ok = sq_exec(st, migrations[v]) == NS_OK;
+        ok = store_sqlite_exec(st, migrations[v]) == NS_OK;
     char setv[40];
     snprintf(setv, sizeof(setv), "PRAGMA user_version=%d", STORE_SQLITE_VERSION);
-    if (!ok || sq_exec(st, setv) || sq_exec(st, "COMMIT")) {
+    if (!ok || store_sqlite_exec(st, setv) || store_sqlite_exec(st, "COMMIT")) {
         snprintf(err, errlen, "cannot create the schema in '%s': %s", path, sqlite3_errmsg(st->db));
-        sq_exec(st, "ROLLBACK");
+        store_sqlite_exec(st, "ROLLBACK");
         rc = NS_ERR_IO;
         goto out;
     }
@@ -227,12 +227,12 @@ static void sq_close(struct store *st)
 static int sq_check(struct store *st)
 {
     pthread_mutex_lock(&st->mu);
-    int rc = sq_exec(st, "BEGIN IMMEDIATE; COMMIT;");
+    int rc = store_sqlite_exec(st, "BEGIN IMMEDIATE; COMMIT;");
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
 
-static char *sq_dup(sqlite3_stmt *s, int col)
+char *store_sqlite_dup(sqlite3_stmt *s, int col)
 {
     const unsigned char *t = sqlite3_column_text(s, col);
     return t ? strdup((const char *)t) : NULL;
@@ -267,7 +267,7 @@ static int sq_file_insert(struct store *st, const struct store_file *f)
             rc = NS_OK;
     }
     if (rc == NS_ERR_IO)
-        rc = sq_fail(st); /* prepare or step failed: why */
+        rc = store_sqlite_fail(st); /* prepare or step failed: why */
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -281,11 +281,11 @@ static void sq_row_file(sqlite3_stmt *s, struct store_file *f)
     store_sqlite_copy(f->id, sizeof(f->id), s, 0);
     store_sqlite_copy(f->owner, sizeof(f->owner), s, 1);
     store_sqlite_copy(f->purpose, sizeof(f->purpose), s, 2);
-    f->filename = sq_dup(s, 3);
+    f->filename = store_sqlite_dup(s, 3);
     f->bytes = sqlite3_column_int64(s, 4);
     f->created_at = sqlite3_column_int64(s, 5);
     f->expires_at = sqlite3_column_int64(s, 6);
-    f->path = sq_dup(s, 7);
+    f->path = store_sqlite_dup(s, 7);
 }
 
 static int sq_file_get(struct store *st, const char *id, struct store_file *out)
@@ -412,7 +412,7 @@ static void sq_row_batch(sqlite3_stmt *s, struct store_batch *b)
     store_sqlite_copy(b->id, sizeof(b->id), s, 0);
     store_sqlite_copy(b->owner, sizeof(b->owner), s, 1);
     store_sqlite_copy(b->endpoint, sizeof(b->endpoint), s, 2);
-    b->model = sq_dup(s, 3);
+    b->model = store_sqlite_dup(s, 3);
     store_sqlite_copy(b->input_file_id, sizeof(b->input_file_id), s, 4);
     store_sqlite_copy(b->completion_window, sizeof(b->completion_window), s, 5);
     b->status = (enum store_batch_status)sqlite3_column_int(s, 6);
@@ -423,8 +423,8 @@ static void sq_row_batch(sqlite3_stmt *s, struct store_batch *b)
                      &b->failed, &b->input_tokens, &b->cached_tokens, &b->output_tokens, &b->prompt_computed};
     for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
         *ts[i] = sqlite3_column_int64(s, 9 + (int)i);
-    b->metadata = sq_dup(s, 25);
-    b->errors = sq_dup(s, 26);
+    b->metadata = store_sqlite_dup(s, 25);
+    b->errors = store_sqlite_dup(s, 26);
     b->output_expires_after = sqlite3_column_int64(s, 27);
     b->not_before = sqlite3_column_int64(s, 28);
     b->seq = sqlite3_column_int64(s, 29);
@@ -464,7 +464,7 @@ static int sq_batch_insert(struct store *st, struct store_batch *b)
         }
     }
     if (rc == NS_ERR_IO)
-        rc = sq_fail(st); /* prepare or step failed: why */
+        rc = store_sqlite_fail(st); /* prepare or step failed: why */
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -586,13 +586,18 @@ static int sq_batch_update(struct store *st, const struct store_batch *b, enum s
             rc = sqlite3_changes(st->db) ? NS_OK : NS_ERR_CONFLICT;
     }
     if (rc == NS_ERR_IO)
-        rc = sq_fail(st); /* prepare or step failed: why */
+        rc = store_sqlite_fail(st); /* prepare or step failed: why */
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
 
 static int sq_batch_ids_by_status(struct store *st, enum store_batch_status status, char (**ids)[48], int *n)
+{
+    return store_sqlite_ids(st, "SELECT id FROM batches WHERE status=? ORDER BY seq", (int)status, ids, n);
+}
+
+int store_sqlite_ids(struct store *st, const char *sql, int param, char (**ids)[48], int *n)
 {
     sqlite3_stmt *s = NULL;
     int rc = NS_ERR_IO, cap = 16, got = 0;
@@ -602,22 +607,25 @@ static int sq_batch_ids_by_status(struct store *st, enum store_batch_status stat
     if (!arr)
         return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "SELECT id FROM batches WHERE status=? ORDER BY seq", -1, &s, NULL) == SQLITE_OK) {
-        sqlite3_bind_int(s, 1, (int)status);
-        int r;
-        while ((r = sqlite3_step(s)) == SQLITE_ROW) {
-            if (got == cap) {
-                cap *= 2;
-                char(*p)[48] = realloc(arr, sizeof(*arr) * (size_t)cap);
-                if (!p)
-                    break;
-                arr = p;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int(s, 1, param);
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        if (got == cap) {
+            char(*p)[48] = realloc(arr, sizeof(*arr) * (size_t)cap * 2);
+            if (!p) {
+                rc = NS_ERR_NOMEM;
+                goto out;
             }
-            store_sqlite_copy(arr[got++], 48, s, 0);
+            arr = p;
+            cap *= 2;
         }
-        if (r == SQLITE_DONE)
-            rc = NS_OK;
+        store_sqlite_copy(arr[got++], sizeof(arr[0]), s, 0);
     }
+    if (r == SQLITE_DONE)
+        rc = NS_OK;
+out:
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     if (rc) {
@@ -636,7 +644,7 @@ static int sq_lines_insert(struct store *st, const char *batch_id, const struct 
     sqlite3_stmt *s = NULL;
     int rc = NS_ERR_IO;
     pthread_mutex_lock(&st->mu);
-    if ((rc = sq_exec(st, "BEGIN")))
+    if ((rc = store_sqlite_exec(st, "BEGIN")))
         goto out;
     if (sqlite3_prepare_v2(st->db,
                            "INSERT OR IGNORE INTO lines(batch_id,idx,line_no,custom_id,off,len,url,model,state,result) "
@@ -676,13 +684,13 @@ static int sq_lines_insert(struct store *st, const char *batch_id, const struct 
     sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
     if (sqlite3_step(s) != SQLITE_DONE)
         goto rollback;
-    if (sq_exec(st, "COMMIT") == NS_OK) {
+    if (store_sqlite_exec(st, "COMMIT") == NS_OK) {
         rc = NS_OK;
         goto out;
     }
 rollback:
-    rc = sq_fail(st); /* before ROLLBACK sets its own */
-    sq_exec(st, "ROLLBACK");
+    rc = store_sqlite_fail(st); /* before ROLLBACK sets its own */
+    store_sqlite_exec(st, "ROLLBACK");
 out:
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
@@ -700,7 +708,7 @@ static int sq_lines_claim(struct store *st, const char *batch_id, const char *mo
     if (!arr)
         return NS_ERR_NOMEM;
     pthread_mutex_lock(&st->mu);
-    if ((rc = sq_exec(st, "BEGIN IMMEDIATE")))
+    if ((rc = store_sqlite_exec(st, "BEGIN IMMEDIATE")))
         goto out;
     if (sqlite3_prepare_v2(st->db,
                            "SELECT idx,line_no,custom_id,off,len,url,model FROM lines WHERE batch_id=?1 AND state=0 "
@@ -717,11 +725,11 @@ static int sq_lines_claim(struct store *st, const char *batch_id, const char *mo
         struct store_line *l = &arr[got++];
         l->idx = sqlite3_column_int64(s, 0);
         l->line_no = (uint32_t)sqlite3_column_int64(s, 1);
-        l->custom_id = sq_dup(s, 2);
+        l->custom_id = store_sqlite_dup(s, 2);
         l->off = sqlite3_column_int64(s, 3);
         l->len = sqlite3_column_int64(s, 4);
         l->url = sqlite3_column_int(s, 5);
-        l->model = sq_dup(s, 6);
+        l->model = store_sqlite_dup(s, 6);
     }
     if (r != SQLITE_DONE)
         goto rollback;
@@ -732,13 +740,13 @@ static int sq_lines_claim(struct store *st, const char *batch_id, const char *mo
         if (sqlite3_step(u) != SQLITE_DONE)
             goto rollback;
     }
-    if (sq_exec(st, "COMMIT") == NS_OK) {
+    if (store_sqlite_exec(st, "COMMIT") == NS_OK) {
         rc = NS_OK;
         goto out;
     }
 rollback:
-    rc = sq_fail(st); /* before ROLLBACK sets its own */
-    sq_exec(st, "ROLLBACK");
+    rc = store_sqlite_fail(st); /* before ROLLBACK sets its own */
+    store_sqlite_exec(st, "ROLLBACK");
 out:
     sqlite3_finalize(s);
     sqlite3_finalize(u);
@@ -759,7 +767,7 @@ static int sq_lines_finish(struct store *st, const struct store_result *rs, int 
     sqlite3_stmt *s = NULL, *b = NULL;
     int rc = NS_ERR_IO;
     pthread_mutex_lock(&st->mu);
-    if ((rc = sq_exec(st, "BEGIN IMMEDIATE")))
+    if ((rc = store_sqlite_exec(st, "BEGIN IMMEDIATE")))
         goto out;
     /* only an unfinished line counts: a result is written once */
     if (sqlite3_prepare_v2(st->db, "UPDATE lines SET state=?, result=? WHERE batch_id=? AND idx=? AND state<2", -1, &s,
@@ -799,13 +807,13 @@ static int sq_lines_finish(struct store *st, const struct store_result *rs, int 
             goto rollback;
         memset(sum, 0, sizeof(sum));
     }
-    if (sq_exec(st, "COMMIT") == NS_OK) {
+    if (store_sqlite_exec(st, "COMMIT") == NS_OK) {
         rc = NS_OK;
         goto out;
     }
 rollback:
-    rc = sq_fail(st); /* before ROLLBACK sets its own */
-    sq_exec(st, "ROLLBACK");
+    rc = store_sqlite_fail(st); /* before ROLLBACK sets its own */
+    store_sqlite_exec(st, "ROLLBACK");
 out:
     sqlite3_finalize(s);
     sqlite3_finalize(b);
@@ -824,8 +832,8 @@ static void sq_webhook_row(sqlite3_stmt *s, struct store_webhook *w)
     snprintf(w->batch_id, sizeof(w->batch_id), "%s", (const char *)sqlite3_column_text(s, 1));
     snprintf(w->type, sizeof(w->type), "%s", (const char *)sqlite3_column_text(s, 2));
     snprintf(w->endpoint, sizeof(w->endpoint), "%s", (const char *)sqlite3_column_text(s, 3));
-    w->url = sq_dup(s, 4);
-    w->body = sq_dup(s, 5);
+    w->url = store_sqlite_dup(s, 4);
+    w->body = store_sqlite_dup(s, 5);
     w->created_at = sqlite3_column_int64(s, 6);
     w->next_at = sqlite3_column_int64(s, 7);
     w->delivered_at = sqlite3_column_int64(s, 8);
@@ -859,7 +867,7 @@ static int sq_webhook_insert(struct store *st, const struct store_webhook *w)
             rc = NS_OK;
     }
     if (rc == NS_ERR_IO)
-        rc = sq_fail(st); /* prepare or step failed: why */
+        rc = store_sqlite_fail(st); /* prepare or step failed: why */
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -939,7 +947,7 @@ static int sq_webhook_update(struct store *st, const struct store_webhook *w)
 static int sq_lines_requeue(struct store *st)
 {
     pthread_mutex_lock(&st->mu);
-    int rc = sq_exec(st, "UPDATE lines SET state=0 WHERE state=1");
+    int rc = store_sqlite_exec(st, "UPDATE lines SET state=0 WHERE state=1");
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -951,7 +959,7 @@ static int sq_lines_fail_unfinished(struct store *st, const char *batch_id, bool
     int rc = NS_ERR_IO;
     int64_t nfail = 0;
     pthread_mutex_lock(&st->mu);
-    if ((rc = sq_exec(st, "BEGIN IMMEDIATE")))
+    if ((rc = store_sqlite_exec(st, "BEGIN IMMEDIATE")))
         goto out;
     if (sqlite3_prepare_v2(st->db, "SELECT idx, custom_id FROM lines WHERE batch_id=? AND state<=?", -1, &s, NULL) !=
             SQLITE_OK ||
@@ -987,13 +995,13 @@ static int sq_lines_fail_unfinished(struct store *st, const char *batch_id, bool
     sqlite3_bind_text(u, 2, batch_id, -1, SQLITE_STATIC);
     if (sqlite3_step(u) != SQLITE_DONE)
         goto rollback;
-    if (sq_exec(st, "COMMIT") == NS_OK) {
+    if (store_sqlite_exec(st, "COMMIT") == NS_OK) {
         rc = NS_OK;
         goto out;
     }
 rollback:
-    rc = sq_fail(st); /* before ROLLBACK sets its own */
-    sq_exec(st, "ROLLBACK");
+    rc = store_sqlite_fail(st); /* before ROLLBACK sets its own */
+    store_sqlite_exec(st, "ROLLBACK");
 out:
     sqlite3_finalize(s);
     sqlite3_finalize(u);
@@ -1030,7 +1038,7 @@ static int sq_batch_delete(struct store *st, const char *id)
     sqlite3_stmt *s = NULL;
     int rc = NS_ERR_IO;
     pthread_mutex_lock(&st->mu);
-    if ((rc = sq_exec(st, "BEGIN IMMEDIATE")))
+    if ((rc = store_sqlite_exec(st, "BEGIN IMMEDIATE")))
         goto out;
     if (sqlite3_prepare_v2(st->db, "DELETE FROM lines WHERE batch_id=?", -1, &s, NULL) != SQLITE_OK)
         goto rollback;
@@ -1044,11 +1052,11 @@ static int sq_batch_delete(struct store *st, const char *id)
     if (sqlite3_step(s) != SQLITE_DONE)
         goto rollback;
     rc = sqlite3_changes(st->db) ? NS_OK : NS_ERR_NOT_FOUND;
-    if (sq_exec(st, "COMMIT") == NS_OK)
+    if (store_sqlite_exec(st, "COMMIT") == NS_OK)
         goto out;
 rollback:
-    rc = sq_fail(st); /* before ROLLBACK sets its own */
-    sq_exec(st, "ROLLBACK");
+    rc = store_sqlite_fail(st); /* before ROLLBACK sets its own */
+    store_sqlite_exec(st, "ROLLBACK");
 out:
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
@@ -1082,11 +1090,11 @@ static int sq_lines_failed(struct store *st, const char *batch_id, struct store_
             struct store_line *l = &arr[got++];
             l->idx = sqlite3_column_int64(s, 0);
             l->line_no = (uint32_t)sqlite3_column_int64(s, 1);
-            l->custom_id = sq_dup(s, 2);
+            l->custom_id = store_sqlite_dup(s, 2);
             l->off = sqlite3_column_int64(s, 3);
             l->len = sqlite3_column_int64(s, 4);
             l->url = sqlite3_column_int(s, 5);
-            l->model = sq_dup(s, 6);
+            l->model = store_sqlite_dup(s, 6);
             l->result = NULL;
         }
         if (r == SQLITE_DONE)
@@ -1111,7 +1119,7 @@ static int sq_lines_export(struct store *st, const char *batch_id, FILE *ok_out,
     int rc = NS_ERR_IO;
     pthread_mutex_lock(&st->mu);
     /* a read transaction: a consistent snapshot even while lines keep finishing */
-    if ((rc = sq_exec(st, "BEGIN")))
+    if ((rc = store_sqlite_exec(st, "BEGIN")))
         goto out;
     if (sqlite3_prepare_v2(st->db, "SELECT state, result FROM lines WHERE batch_id=? AND state>=2 ORDER BY line_no", -1, &s,
                            NULL) != SQLITE_OK)
@@ -1130,7 +1138,7 @@ static int sq_lines_export(struct store *st, const char *batch_id, FILE *ok_out,
     if (r == SQLITE_DONE)
         rc = NS_OK;
 end:
-    sq_exec(st, "COMMIT");
+    store_sqlite_exec(st, "COMMIT");
 out:
     sqlite3_finalize(s);
     pthread_mutex_unlock(&st->mu);
@@ -1167,7 +1175,7 @@ static int sq_key_insert(struct store *st, const struct store_key *k, const char
                                                : NS_ERR_IO;
     }
     sqlite3_finalize(s);
-    if (rc == NS_OK && sq_exec(st, "INSERT OR IGNORE INTO keys_ever VALUES(1)"))
+    if (rc == NS_OK && store_sqlite_exec(st, "INSERT OR IGNORE INTO keys_ever VALUES(1)"))
         rc = NS_ERR_IO;
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -1294,207 +1302,6 @@ static int sq_key_rotate(struct store *st, const char *name, const char *hash_he
     return sq_key_update(st, "UPDATE keys SET hash=?1 WHERE name=?2 AND revoked_at=0", name, hash_hex, 0);
 }
 
-/* ---- Responses API objects ------------------------------------------------------------ */
-
-#define SQ_RESPONSE_COLS "id,owner,created_at,status,background,model,previous_id,request,body,seq"
-
-/* a row of SQ_RESPONSE_COLS into r: NS_OK, or NS_ERR_NOMEM (r released) */
-static int sq_row_response(sqlite3_stmt *s, struct store_response *r)
-{
-    memset(r, 0, sizeof(*r));
-    store_sqlite_copy(r->id, sizeof(r->id), s, 0);
-    store_sqlite_copy(r->owner, sizeof(r->owner), s, 1);
-    r->created_at = sqlite3_column_int64(s, 2);
-    r->status = (enum store_response_status)sqlite3_column_int(s, 3);
-    r->background = sqlite3_column_int(s, 4) != 0;
-    r->model = sq_dup(s, 5);
-    r->previous_id = sq_dup(s, 6);
-    r->request = sq_dup(s, 7);
-    r->body = sq_dup(s, 8);
-    r->seq = sqlite3_column_int64(s, 9);
-    if (!r->model || !r->request || !r->body ||
-        (!r->previous_id && sqlite3_column_type(s, 6) != SQLITE_NULL)) {
-        store_response_release(r);
-        return NS_ERR_NOMEM;
-    }
-    return NS_OK;
-}
-
-static int sq_response_insert(struct store *st, struct store_response *r)
-{
-    sqlite3_stmt *s = NULL;
-    int rc = NS_ERR_IO;
-    if (!r->model || !r->request || !r->body)
-        return NS_ERR_INTERNAL; /* store.h: the caller's bug */
-    pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db,
-                           "INSERT INTO responses(id,owner,created_at,status,background,model,previous_id,request,body) "
-                           "VALUES(?,?,?,?,?,?,?,?,?) RETURNING seq",
-                           -1, &s, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(s, 1, r->id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 2, r->owner, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 3, r->created_at);
-        sqlite3_bind_int(s, 4, (int)r->status);
-        sqlite3_bind_int(s, 5, r->background ? 1 : 0);
-        sqlite3_bind_text(s, 6, r->model, -1, SQLITE_STATIC);
-        if (r->previous_id)
-            sqlite3_bind_text(s, 7, r->previous_id, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(s, 7);
-        sqlite3_bind_text(s, 8, r->request, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 9, r->body, -1, SQLITE_STATIC);
-        if (sqlite3_step(s) == SQLITE_ROW) {
-            r->seq = sqlite3_column_int64(s, 0);
-            rc = NS_OK;
-        } else if (sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_UNIQUE) {
-            rc = NS_ERR_CONFLICT; /* the id exists */
-        }
-    }
-    if (rc == NS_ERR_IO)
-        rc = sq_fail(st); /* prepare or step failed: why */
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
-}
-
-static int sq_response_get(struct store *st, const char *id, struct store_response *out)
-{
-    sqlite3_stmt *s = NULL;
-    int rc = NS_ERR_IO;
-    memset(out, 0, sizeof(*out));
-    pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "SELECT " SQ_RESPONSE_COLS " FROM responses WHERE id=?", -1, &s, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-        int r = sqlite3_step(s);
-        if (r == SQLITE_ROW)
-            rc = sq_row_response(s, out);
-        else if (r == SQLITE_DONE)
-            rc = NS_ERR_NOT_FOUND;
-    }
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
-}
-
-static int sq_response_update(struct store *st, const struct store_response *r, enum store_response_status expect)
-{
-    sqlite3_stmt *s = NULL;
-    int rc = NS_ERR_IO;
-    if (!r->body)
-        return NS_ERR_INTERNAL; /* store.h: the caller's bug */
-    pthread_mutex_lock(&st->mu);
-    /* one transaction: the update when the status is still `expect`, else whether the row
-     * is there (the changes count alone cannot tell a moved-on status from a deleted row) */
-    if ((rc = sq_exec(st, "BEGIN IMMEDIATE")))
-        goto out;
-    if (sqlite3_prepare_v2(st->db, "UPDATE responses SET status=?1, body=?2 WHERE id=?3 AND status=?4", -1, &s, NULL) !=
-        SQLITE_OK)
-        goto rollback;
-    sqlite3_bind_int(s, 1, (int)r->status);
-    sqlite3_bind_text(s, 2, r->body, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, r->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 4, (int)expect);
-    if (sqlite3_step(s) != SQLITE_DONE)
-        goto rollback;
-    rc = NS_OK;
-    if (!sqlite3_changes(st->db)) {
-        /* not updated: gone, or its status moved on */
-        sqlite3_finalize(s);
-        if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM responses WHERE id=?", -1, &s, NULL) != SQLITE_OK)
-            goto rollback;
-        sqlite3_bind_text(s, 1, r->id, -1, SQLITE_STATIC);
-        int step = sqlite3_step(s);
-        if (step != SQLITE_ROW && step != SQLITE_DONE)
-            goto rollback;
-        rc = step == SQLITE_ROW ? NS_ERR_CONFLICT : NS_ERR_NOT_FOUND;
-    }
-    if (sq_exec(st, "COMMIT") == NS_OK)
-        goto out;
-rollback:
-    rc = sq_fail(st); /* before ROLLBACK sets its own */
-    sq_exec(st, "ROLLBACK");
-out:
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
-}
-
-/* one DELETE with an id (or, id NULL, a time bound): *changed rows deleted */
-static int sq_response_remove(struct store *st, const char *sql, const char *id, int64_t before, int64_t *changed)
-{
-    sqlite3_stmt *s = NULL;
-    int rc = NS_ERR_IO;
-    *changed = 0;
-    pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) == SQLITE_OK) {
-        if (id)
-            sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_int64(s, 1, before);
-        if (sqlite3_step(s) == SQLITE_DONE) {
-            *changed = sqlite3_changes(st->db); /* not changes64: SQLite 3.35 is enough */
-            rc = NS_OK;
-        }
-    }
-    if (rc == NS_ERR_IO)
-        rc = sq_fail(st); /* prepare or step failed: why */
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
-}
-
-static int sq_response_delete(struct store *st, const char *id)
-{
-    int64_t n = 0;
-    int rc = sq_response_remove(st, "DELETE FROM responses WHERE id=?", id, 0, &n);
-    return rc ? rc : n ? NS_OK : NS_ERR_NOT_FOUND;
-}
-
-static int sq_response_expire(struct store *st, int64_t before, int64_t *n_deleted)
-{
-    return sq_response_remove(st, "DELETE FROM responses WHERE created_at < ?", NULL, before, n_deleted);
-}
-
-static int sq_response_ids_by_status(struct store *st, enum store_response_status status, char (**ids)[48], int *n)
-{
-    sqlite3_stmt *s = NULL;
-    int rc = NS_ERR_IO, cap = 16, got = 0;
-    char(*arr)[48] = malloc(sizeof(*arr) * (size_t)cap);
-    *ids = NULL;
-    *n = 0;
-    if (!arr)
-        return NS_ERR_NOMEM;
-    pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "SELECT id FROM responses WHERE status=? ORDER BY seq", -1, &s, NULL) != SQLITE_OK)
-        goto out;
-    sqlite3_bind_int(s, 1, (int)status);
-    int r;
-    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
-        if (got == cap) {
-            char(*p)[48] = realloc(arr, sizeof(*arr) * (size_t)cap * 2);
-            if (!p) {
-                rc = NS_ERR_NOMEM;
-                goto out;
-            }
-            arr = p;
-            cap *= 2;
-        }
-        store_sqlite_copy(arr[got++], sizeof(arr[0]), s, 0);
-    }
-    if (r == SQLITE_DONE)
-        rc = NS_OK;
-out:
-    sqlite3_finalize(s);
-    pthread_mutex_unlock(&st->mu);
-    if (rc) {
-        free(arr);
-        return rc;
-    }
-    *ids = arr;
-    *n = got;
-    return NS_OK;
-}
-
 const struct store_ops store_sqlite_ops = {
     .scheme = "sqlite",
     .open = sq_open,
@@ -1539,12 +1346,12 @@ const struct store_ops store_sqlite_ops = {
         .rotate = sq_key_rotate,
     },
     .response = {
-        .insert = sq_response_insert,
-        .get = sq_response_get,
-        .update = sq_response_update,
-        .delete = sq_response_delete,
-        .ids_by_status = sq_response_ids_by_status,
-        .expire = sq_response_expire,
+        .insert = store_sqlite_response_insert,
+        .get = store_sqlite_response_get,
+        .update = store_sqlite_response_update,
+        .delete = store_sqlite_response_delete,
+        .ids_by_status = store_sqlite_response_ids_by_status,
+        .expire = store_sqlite_response_expire,
     },
     .admin = {
         .probe = store_sqlite_probe,
