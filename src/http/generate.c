@@ -100,19 +100,20 @@ static void job_on_done(struct sched_job *sj, const struct engine_result *res)
     generate_job_unref(j);
 }
 
-/* a finished job whose answer is kept: its object to the store, once (mu held or the job
- * the caller's alone) */
-static void job_save(struct job *j)
+/* a finished job whose answer is kept: its object (answer: the one the caller built, else
+ * NULL) to the store, once (mu held or the job the caller's alone) */
+static void job_save(struct job *j, const cJSON *answer)
 {
     if (!j->save || !j->done)
         return;
     j->save = false;
     if (j->res.status != NS_OK)
         return;
-    cJSON *o = j->d->answer(&j->st, &j->res);
-    if (o)
-        responses_save(j->srv, j->owner, &j->sj.oreq, j->st.id, j->st.created, j->st.model, o);
-    cJSON_Delete(o);
+    cJSON *own = answer ? NULL : j->d->answer(&j->st, &j->res);
+    if (answer || own)
+        responses_save(j->srv, j->owner, &j->sj.oreq, j->st.id, j->st.created, j->st.model,
+                       answer ? answer : own);
+    cJSON_Delete(own);
 }
 
 /* fill j->out with the next bytes of the stream (mu held): the dialect writes them
@@ -120,7 +121,7 @@ static void job_save(struct job *j)
 static void job_next_events(struct job *j)
 {
     j->starved = false;
-    job_save(j); /* kept before the stream says it is complete: a next turn finds it */
+    job_save(j, NULL); /* kept before the stream says it is complete: a next turn finds it */
     while (j->out_pos >= j->out.len) {
         buf_reset(&j->out);
         j->out_pos = 0;
@@ -394,8 +395,9 @@ static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, int f
     else if (j->res.status != NS_OK)
         ret = GEN_ERROR(x, flavor, j->res.status, j->res.param, "%s", j->res.message);
     else {
-        job_save(j);
-        ret = respond_json(x->c, 200, j->d->answer(&j->st, &j->res));
+        cJSON *answer = j->d->answer(&j->st, &j->res);
+        job_save(j, answer);
+        ret = respond_json(x->c, 200, answer);
     }
     generate_job_unref(j);
     return ret;

@@ -14,7 +14,7 @@
  * and writes the row once (compare-and-set on its status), so the batch's output is read
  * at most a few times and the row is the answer from then on.
  *
- * A row's request text is responses_record()'s {history, input} plus "batch_id" for a
+ * A row's request text is responses_record()'s {history, input}, with "batch_id" for a
  * background one.
  *
  * THREADS: MHD's threads; the store serialises.
@@ -213,8 +213,10 @@ int responses_history(void *ud, const char *response_id, cJSON **items, struct o
     return rc;
 }
 
-void responses_save(struct server *srv, const char *owner, const struct oai_request *r, const char *id,
-                    int64_t created, const char *model, cJSON *object)
+/* a new row for r's response: its object (status read from it), its record (batch_id: the
+ * batch a background one runs as, else NULL) */
+static int rs_insert(struct server *srv, const char *owner, const struct oai_request *r, const char *id,
+                     int64_t created, const char *model, const cJSON *object, const char *batch_id)
 {
     struct store_response row;
     memset(&row, 0, sizeof(row));
@@ -224,19 +226,27 @@ void responses_save(struct server *srv, const char *owner, const struct oai_requ
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(object, "status");
     int s = cJSON_IsString(st) ? store_response_status_of(st->valuestring) : -1;
     row.status = s < 0 ? SR_FAILED : (enum store_response_status)s;
+    row.background = batch_id != NULL;
     row.model = (char *)model;
     row.previous_id = (char *)responses_request_previous(r);
-    row.request = responses_record(r);
+    row.request = responses_record(r, batch_id);
     row.body = cJSON_PrintUnformatted(object);
     int rc = row.request && row.body ? store_response_insert(srv->st, &row) : NS_ERR_NOMEM;
+    free(row.request);
+    free(row.body);
+    return rc;
+}
+
+void responses_save(struct server *srv, const char *owner, const struct oai_request *r, const char *id,
+                    int64_t created, const char *model, const cJSON *object)
+{
+    int rc = rs_insert(srv, owner, r, id, created, model, object, NULL);
     if (rc) {
         char why[200];
         store_last_error(why, sizeof(why));
         log_event(LOG_WARN, model, NULL, "cannot store response %s: %s%s%s", id, status_name(rc), why[0] ? ": " : "",
                   why);
     }
-    free(row.request);
-    free(row.body);
 }
 
 /* A background response: a one-line batch of the request as it runs (its conversation
@@ -273,26 +283,8 @@ enum MHD_Result responses_background(struct route_ctx *x, const struct oai_reque
                                                              "%s", rc == NS_ERR_NOMEM ? "out of memory" : err);
     }
     cJSON *obj = responses_object(r, NULL, id, r->model, created, "queued");
-    char *rec_text = responses_record(r);
-    cJSON *rec = cJSON_Parse(rec_text ? rec_text : "");
-    free(rec_text);
-    cJSON_AddStringToObject(rec, "batch_id", b.id);
+    rc = obj ? rs_insert(x->srv, x->owner, r, id, created, r->model, obj, b.id) : NS_ERR_NOMEM;
     store_batch_release(&b);
-    struct store_response row;
-    memset(&row, 0, sizeof(row));
-    snprintf(row.id, sizeof(row.id), "%s", id);
-    snprintf(row.owner, sizeof(row.owner), "%s", x->owner);
-    row.created_at = created;
-    row.status = SR_QUEUED;
-    row.background = true;
-    row.model = r->model;
-    row.previous_id = (char *)responses_request_previous(r);
-    row.request = cJSON_PrintUnformatted(rec);
-    row.body = cJSON_PrintUnformatted(obj);
-    cJSON_Delete(rec);
-    rc = row.request && row.body ? store_response_insert(x->srv->st, &row) : NS_ERR_NOMEM;
-    free(row.request);
-    free(row.body);
     if (rc) {
         cJSON_Delete(obj);
         return respond_oai_error(x->c, rc == NS_ERR_NOMEM ? rc : respond_store_status(rc), NULL, NULL,

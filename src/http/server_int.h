@@ -253,7 +253,7 @@ int responses_history(void *x, const char *response_id, cJSON **items, struct oa
 enum MHD_Result responses_background(struct route_ctx *x, const struct oai_request *r, const char *id,
                                      int64_t created);
 void responses_save(struct server *srv, const char *owner, const struct oai_request *r, const char *id,
-                    int64_t created, const char *model, cJSON *object);
+                    int64_t created, const char *model, const cJSON *object);
 enum MHD_Result responses_get(struct route_ctx *x);
 enum MHD_Result responses_delete(struct route_ctx *x);
 enum MHD_Result responses_input_items(struct route_ctx *x);

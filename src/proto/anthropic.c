@@ -759,14 +759,10 @@ static int ant_stream_next(struct stream *s, struct buf *out)
         return STREAM_MORE;
     }
     if (s->phase == 1) {
-        if (s->pending.len) {
-            /* whole events made by ant_stream_delta */
-            buf_append(out, s->pending.p, s->pending.len);
-            buf_reset(&s->pending);
-            return STREAM_MORE;
-        }
-        if (!s->res)
-            return STREAM_WAIT;
+        /* whole events made by ant_stream_delta */
+        int step = stream_pass_pending(s, out);
+        if (step != STREAM_END)
+            return step;
         s->phase = 2;
     }
     if (s->phase == 2) {

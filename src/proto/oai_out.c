@@ -413,15 +413,12 @@ static int oai_stream_next(struct stream *s, struct buf *out)
             }
             s->phase = 1;
         } else if (s->phase == 1) {
-            if (s->pending.len) {
-                /* whole events made by oai_stream_delta */
-                buf_append(out, s->pending.p, s->pending.len);
-                buf_reset(&s->pending);
-            } else if (!s->res) {
+            /* whole events made by oai_stream_delta */
+            int step = stream_pass_pending(s, out);
+            if (step == STREAM_WAIT)
                 return STREAM_WAIT;
-            } else {
+            if (step == STREAM_END)
                 s->phase = 2;
-            }
         } else if (s->phase == 2) {
             const struct engine_result *res = s->res;
             if (res->status != NS_OK) {

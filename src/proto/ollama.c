@@ -949,13 +949,9 @@ static int ollama_stream_next(struct stream *s, struct buf *out)
 {
     if (s->phase == 5)
         return STREAM_END;
-    if (s->pending.len) {
-        buf_append(out, s->pending.p, s->pending.len);
-        buf_reset(&s->pending);
-        return STREAM_MORE;
-    }
-    if (!s->res)
-        return STREAM_WAIT;
+    int step = stream_pass_pending(s, out);
+    if (step != STREAM_END)
+        return step;
     stream_ndjson(out, s->res->status != NS_OK ? ollama_error(s->res->message)
                                                : ollama_final(s->chat, s->model, s->res, "", s->t_start));
     s->phase = 5;

@@ -912,11 +912,13 @@ cJSON *responses_object(const struct oai_request *r, const struct engine_result 
 
 /* ---- what the store keeps ------------------------------------------------------------------- */
 
-char *responses_record(const struct oai_request *r)
+char *responses_record(const struct oai_request *r, const char *batch_id)
 {
     cJSON *rec = cJSON_CreateObject();
     cJSON_AddItemToObject(rec, "history", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(r->extra_, "history"), 1));
     cJSON_AddItemToObject(rec, "input", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(r->extra_, "input"), 1));
+    if (batch_id)
+        cJSON_AddStringToObject(rec, "batch_id", batch_id);
     char *t = cJSON_PrintUnformatted(rec);
     cJSON_Delete(rec);
     return t;
@@ -1182,13 +1184,9 @@ static int rs_stream_next(struct stream *s, struct buf *out)
         return STREAM_MORE;
     }
     if (s->phase == 1) {
-        if (s->pending.len) {
-            buf_append(out, s->pending.p, s->pending.len);
-            buf_reset(&s->pending);
-            return STREAM_MORE;
-        }
-        if (!s->res)
-            return STREAM_WAIT;
+        int step = stream_pass_pending(s, out);
+        if (step != STREAM_END)
+            return step;
         s->phase = 2;
     }
     if (s->phase == 2) {

@@ -55,8 +55,9 @@ cJSON *responses_object(const struct oai_request *r, const struct engine_result 
                         const char *model, int64_t created, const char *status);
 
 /* What the store keeps of r to list its input items and to continue its conversation:
- * {"history": [...], "input": [...]} (JSON text, malloc'd; NULL when out of memory). */
-char *responses_record(const struct oai_request *r);
+ * {"history": [...], "input": [...]}, and "batch_id" when batch_id is not NULL (the one-line
+ * batch a background response runs as) (JSON text, malloc'd; NULL when out of memory). */
+char *responses_record(const struct oai_request *r, const char *batch_id);
 /* The items a stored response leaves to the next turn: its record's history and input,
  * then its output items (from the stored object's "output"), into *items (a new array).
  * NS_ERR_INVALID when either text is not what responses_record/responses_object made. */

@@ -23,6 +23,16 @@ void stream_release(struct stream *s)
     buf_release(&s->acc);
 }
 
+int stream_pass_pending(struct stream *s, struct buf *out)
+{
+    if (s->pending.len) {
+        buf_append(out, s->pending.p, s->pending.len);
+        buf_reset(&s->pending);
+        return STREAM_MORE;
+    }
+    return s->res ? STREAM_END : STREAM_WAIT;
+}
+
 void stream_sse(struct buf *out, const char *name, cJSON *o)
 {
     char *t = utf8_fix(cJSON_PrintUnformatted(o));

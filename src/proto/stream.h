@@ -54,6 +54,11 @@ struct stream {
     char call_id[64], call_name[128];
 };
 
+/* The middle of every stream: the whole events the engine thread left in pending, moved to
+ * out (STREAM_MORE); else STREAM_WAIT while the result is not in; else STREAM_END: the
+ * result is in and nothing is left, the caller writes its closing events. */
+int stream_pass_pending(struct stream *s, struct buf *out);
+
 /* every buffer capped at max bytes */
 void stream_init(struct stream *s, size_t max);
 void stream_release(struct stream *s);

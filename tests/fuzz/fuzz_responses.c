@@ -51,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         res.stop_index = -1;
         cJSON *o = responses_object(&r, &res, "resp_fuzz", r.model ? r.model : "m", 1, NULL);
         char *obj = cJSON_PrintUnformatted(o);
-        char *rec = responses_record(&r);
+        char *rec = responses_record(&r, NULL);
         cJSON *items = NULL;
         if (obj && rec && responses_conversation(rec, obj, &items) != 0)
             abort(); /* what it made, it must read back */

@@ -57,7 +57,7 @@ static void test_string_input(void **state)
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(m, 1), "content")->valuestring, "hi");
     cJSON_Delete(c);
     /* the stored input: one user message item with an id and an input_text part */
-    char *rec = responses_record(&r);
+    char *rec = responses_record(&r, NULL);
     cJSON *in = responses_record_input(rec);
     free(rec);
     assert_int_equal(cJSON_GetArraySize(in), 1);
@@ -68,6 +68,10 @@ static void test_string_input(void **state)
         cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(it, "content"), 0), "type")->valuestring,
         "input_text");
     cJSON_Delete(in);
+    /* a background response's record names its batch */
+    rec = responses_record(&r, "batch_x");
+    assert_non_null(strstr(rec, "\"batch_id\":\"batch_x\""));
+    free(rec);
     oai_request_release(&r);
 }
 
@@ -234,7 +238,7 @@ static void test_object(void **state)
     assert_int_equal(cJSON_GetObjectItem(u, "total_tokens")->valueint, 17);
 
     /* what the next turn continues from: the input, then the output items */
-    char *rec = responses_record(&r);
+    char *rec = responses_record(&r, NULL);
     char *obj = cJSON_PrintUnformatted(o);
     cJSON *items;
     assert_int_equal(responses_conversation(rec, obj, &items), NS_OK);
@@ -289,7 +293,7 @@ static void test_history(void **state)
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(m, 2), "content")->valuestring, "c");
     cJSON_Delete(c);
     /* the record keeps history and input apart: input_items lists this turn's only */
-    char *rec = responses_record(&r);
+    char *rec = responses_record(&r, NULL);
     cJSON *in = responses_record_input(rec);
     assert_int_equal(cJSON_GetArraySize(in), 1);
     cJSON_Delete(in);
