@@ -7,6 +7,9 @@
 //        [--rates 0.5,2] [--seconds 20] [--rounds 2] [--parallel 32] [--threads N]
 //        [--max-tokens 24] [--batch 3000]
 //
+// A setting is an --interactive-step-ms value (off, auto or MS), with ":kvu" to run the
+// server with --kv-unified (e.g. --settings off,auto,off:kvu,auto:kvu).
+//
 // Protocol (docs/benchmarks): rounds interleave the settings (off, auto, off, auto, ...),
 // each on a fresh server; every figure is the median over rounds; the machine should be
 // otherwise idle. Per setting and round: idle phase (the streams alone, at the lowest
@@ -38,9 +41,12 @@ if (!MODEL) {
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/* a setting is --interactive-step-ms's value (off, auto, MS), ":kvu" added for --kv-unified */
 async function startServer(setting, dir) {
+    const [ms, kv] = setting.split(':');
     const srv = spawn(BIN, ['serve', '--model', `m=${MODEL}`, '--data-dir', path.join(dir, 'data'), '--listen', '127.0.0.1:0',
-        '--parallel', PAR, '--threads', THREADS, '--interactive-step-ms', setting], { stdio: ['ignore', 'ignore', 'pipe'] });
+        '--parallel', PAR, '--threads', THREADS, '--interactive-step-ms', ms, ...(kv === 'kvu' ? ['--kv-unified'] : [])],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     const url = await new Promise((resolve, reject) => {
         srv.stderr.on('data', (d) => {
@@ -160,7 +166,7 @@ for (let round = 0; round < ROUNDS; round++) {
         const st = await stats(url);
         const eng = (st.models || [])[0]?.engine || {};
         r.budget = eng.steps_interactive ? eng.steps_budget_kept / eng.steps_interactive : NaN;
-        r.model = [eng.step_ms_base, eng.step_ms_per_token, eng.step_ms_per_sequence];
+        r.model = [eng.step_ms_base, eng.step_ms_per_token, eng.step_ms_per_sequence, eng.step_ms_per_pass];
         await fetch(`${url}/v1/batches/${bid}/cancel`, { method: 'POST' });
         srv.kill('SIGTERM');
         await new Promise((res) => srv.on('exit', res));
@@ -176,8 +182,9 @@ for (const setting of SETTINGS) {
     const rs = results[setting];
     const idleT = median(rs.map((r) => pct(r.idle.ttft, 99))), idleI = median(rs.map((r) => pct(r.idle.itl, 99)));
     const alone = median(rs.map((r) => r.alone));
-    console.log(`--interactive-step-ms ${setting}: step model a=${median(rs.map((r) => r.model[0] ?? NaN))?.toFixed?.(2)} ms ` +
-        `b=${median(rs.map((r) => r.model[1] ?? NaN))?.toFixed?.(3)} ms/token c=${median(rs.map((r) => r.model[2] ?? NaN))?.toFixed?.(3)} ms/sequence; steps that kept the budget ` +
+    console.log(`--interactive-step-ms ${setting.replace(':kvu', ' --kv-unified')}: step model a=${median(rs.map((r) => r.model[0] ?? NaN))?.toFixed?.(2)} ms ` +
+        `b=${median(rs.map((r) => r.model[1] ?? NaN))?.toFixed?.(3)} ms/token c=${median(rs.map((r) => r.model[2] ?? NaN))?.toFixed?.(3)} ms/sequence ` +
+        `d=${median(rs.map((r) => r.model[3] ?? NaN))?.toFixed?.(2)} ms/pass; steps that kept the budget ` +
         `${(100 * median(rs.map((r) => r.budget))).toFixed(0)}%`);
     console.log(`  idle:  TTFT p50 ${f(median(rs.map((r) => pct(r.idle.ttft, 50))))} p99 ${f(idleT)} ms; ` +
         `ITL p50 ${f(median(rs.map((r) => pct(r.idle.itl, 50))))} p99 ${f(idleI)} ms; batch alone ${f(alone)} tok/s`);

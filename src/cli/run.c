@@ -916,6 +916,7 @@ static int run_main(int argc, char **argv, char **tmpl_text)
         ep->chat_template = cm && cm->chat_template ? cm->chat_template : o.chat_template;
         ep->verbose = o.verbose;
         ep->kv_unified = o.kv_unified;
+        ep->step_trace = getenv("NIGHTSHIFT_STEP_TRACE");
         ep->prefix_cache = !o.no_prefix_cache;
         ep->embedding = o.embedding;
         ep->pooling = o.pooling;

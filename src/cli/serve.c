@@ -73,8 +73,8 @@ static void serve_usage(FILE *f)
           "  -p, --parallel N         sequences decoded together per model (default 64)\n"
           "      --interactive-slots N  extra sequences reserved for real-time requests (default 4)\n"
           "      --interactive-step-ms MS|auto|off  while real-time requests run, steps are held to\n"
-          "                           this many ms (batch work fills what is left); auto: twice what\n"
-          "                           their own tokens take; off (default): every sequence every step\n"
+          "                           this many ms (batch work fills what is left); auto (default):\n"
+          "                           twice what their own tokens take; off: every sequence every step\n"
           "  -c, --ctx N              KV cache tokens per model, split evenly between its sequences\n"
           "                           (default: 2048 per sequence)\n"
           "      --kv-unified         one KV pool shared by all sequences instead\n"
@@ -798,6 +798,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         ep->embedding = embedding;
         ep->pooling = pooling;
         ep->interactive_step_ms = models[i].step_ms ? *models[i].step_ms : step_ms;
+        ep->step_trace = getenv("NIGHTSHIFT_STEP_TRACE");
         gpuopts_apply(&gpu, ep);
         struct backend *be = NULL;
         if (backend_init(&bc, &be, err, sizeof(err))) {

@@ -45,6 +45,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <omp.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -143,9 +144,14 @@ struct engine {
     /* the interactive latency budget (steps.h): step times learned from the decodes, the
      * round-robin position among batch decodes, and what the last plan decided */
     struct steps_model steps;
+    llama_token_data *cur;          /* n_cur x n_vocab: each sampling thread's candidates */
+    FILE *trace;                    /* engine_params.step_trace, open; NULL none */
+    int n_cur;
     int steps_rr;
     struct steps_outcome planned;
     int step_seqs;                  /* sequences fed by the step built last */
+    int step_passes;                /* ... and llama.cpp's passes over it (steps_passes) */
+    int step_priority;              /* ... and the interactive sequences among those fed */
     /* where the model runs: the devices asked for (NULL-terminated; NULL = llama.cpp's
      * choice, every GPU), and the buffers the memory fit may point the model's params into */
     ggml_backend_dev_t *devs;
@@ -233,7 +239,7 @@ struct engine_params engine_default_params(void)
         .prefix_cache = true,
         .embedding = false,
         .pooling = ENGINE_POOLING_MODEL,
-        .interactive_step_ms = -1,
+        .interactive_step_ms = 0,
         .n_gpu_layers = ENGINE_GPU_LAYERS_AUTO,
         .devices = NULL,
         .main_gpu = 0,
@@ -1037,6 +1043,18 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
     }
     e->vocab = llama_model_get_vocab(e->model);
     e->n_vocab = llama_vocab_n_tokens(e->vocab);
+    if (p.step_trace && !(e->trace = fopen(p.step_trace, "a"))) {
+        snprintf(err, errlen, "the step trace '%s' cannot be opened: %s", p.step_trace, strerror(errno));
+        rc = NS_ERR_INVALID;
+        goto out;
+    }
+    /* one candidate buffer per sampling thread (engine_sample_step) */
+    e->n_cur = p.n_threads > 0 ? p.n_threads : 1;
+    e->cur = malloc(sizeof(*e->cur) * (size_t)e->n_cur * (size_t)(e->n_vocab > 0 ? e->n_vocab : 1));
+    if (!e->cur) {
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
 
     if (p.cache_type_k != ENGINE_CACHE_F16 || p.cache_type_v != ENGINE_CACHE_F16) {
         /* q8_0 and q4_0 store blocks of 32 values: a head must be whole blocks (llama.cpp
@@ -1284,6 +1302,9 @@ void engine_free(struct engine *e)
     if (e->model)
         llama_model_free(e->model);
     free(e->eog);
+    free(e->cur);
+    if (e->trace)
+        fclose(e->trace);
     free(e->devs);
     free(e->fit_split);
     free(e->fit_overrides);
@@ -2264,24 +2285,47 @@ static bool engine_preserved(const struct slot *s, llama_token t)
     return false;
 }
 
-/* sample the next token for slot s from batch row s->i_out, then decide if it ended */
-static void engine_sample(struct engine *e, const struct engine_source *src, struct slot *s)
+/* Phase one of a step's sampling: slot s's next token from its logits row (the EOG mask
+ * and logit bias applied to the row first), -1 when its sampler selects nothing. Reads the
+ * slot and writes only its row, its sampler and cur (n_vocab entries of the calling
+ * thread's own), so that the sequences of a step are sampled in parallel. The chain runs
+ * as llama_sampler_sample() runs it (fill, apply, accept), on a buffer of the thread's:
+ * llama_sampler_sample() would synchronize the context from every thread at once. */
+static llama_token engine_pick(const struct engine *e, struct slot *s, float *logits, bool mask, llama_token_data *cur)
 {
-    int row = s->i_out;
-    float *logits = llama_get_logits_ith(e->ctx, row);
-    s->i_out = -1;
-    if (!logits) {
-        engine_fail_slot(e, src, s, NS_ERR_ENGINE, "the engine produced no logits");
-        return;
-    }
-    /* a grammar decides when the output may end: masking EOG could leave no token at all */
-    bool mask = !engine_grammar(s->req, s->chat) && (s->eog_masked || s->n_gen < s->req->min_tokens);
     if (mask)
         for (int i = 0; i < e->n_eog; i++)
             logits[e->eog[i]] = -INFINITY;
     for (int i = 0; i < s->req->n_logit_bias; i++)
         logits[s->req->logit_bias[i].token] += s->req->logit_bias[i].bias;
-    llama_token t = s->smpl ? llama_sampler_sample(s->smpl, e->ctx, row) : engine_argmax(logits, e->n_vocab);
+    if (!s->smpl)
+        return engine_argmax(logits, e->n_vocab);
+    for (int i = 0; i < e->n_vocab; i++)
+        cur[i] = (llama_token_data){.id = i, .logit = logits[i], .p = 0.0f};
+    llama_token_data_array a = {.data = cur, .size = (size_t)e->n_vocab, .selected = -1, .sorted = false};
+    llama_sampler_apply(s->smpl, &a);
+    if (a.selected < 0 || (size_t)a.selected >= a.size)
+        return -1;
+    llama_token t = a.data[a.selected].id;
+    llama_sampler_accept(s->smpl, t);
+    return t;
+}
+
+/* a grammar decides when the output may end: masking EOG could leave no token at all */
+static bool engine_masks_eog(const struct slot *s)
+{
+    return !engine_grammar(s->req, s->chat) && (s->eog_masked || s->n_gen < s->req->min_tokens);
+}
+
+/* Phase two, on the engine thread: slot s takes token t (picked from logits with the EOG
+ * mask or not), then it is decided whether it ended */
+static void engine_take(struct engine *e, const struct engine_source *src, struct slot *s, const float *logits,
+                        llama_token t, bool mask)
+{
+    if (!logits || t < 0) {
+        engine_fail_slot(e, src, s, NS_ERR_ENGINE, logits ? "the sampler selected no token" : "the engine produced no logits");
+        return;
+    }
     e->stats.gen_tokens++;
     if (s->n_gen == 0)
         s->t_first = clock_now();
@@ -2604,6 +2648,36 @@ static void engine_compact(struct engine *e, int lo, int hi, bool evict)
     }
 }
 
+/* A step's sampling. The next tokens of all the sequences fed are picked in parallel, on the
+ * decode's threads (idle by then; OpenMP, as ggml's CPU backend), then taken one after the
+ * other on this thread in slot order. Why: a temperature sampler over a 151,936-token
+ * vocabulary costs about 1.8 ms a sequence on this project's CPU, so 32 batch sequences
+ * sampled in a row took as long as their decode (41 ms against 40, issue 32), which every
+ * stream waited for between two tokens and which no batch token computed meanwhile. */
+static void engine_sample_step(struct engine *e, const struct engine_source *src)
+{
+    int idx[ENGINE_MAX_PARALLEL], n = 0;
+    float *row[ENGINE_MAX_PARALLEL];
+    llama_token tok[ENGINE_MAX_PARALLEL];
+    bool mask[ENGINE_MAX_PARALLEL];
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *s = &e->slots[i];
+        if (!s->used || s->parked || s->i_out < 0)
+            continue;
+        row[n] = llama_get_logits_ith(e->ctx, s->i_out); /* synchronizes: here, once */
+        mask[n] = engine_masks_eog(s);
+        s->i_out = -1;
+        idx[n++] = i;
+    }
+    int threads = n > 1 && e->n_cur > 1 ? e->n_cur : 1;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
+    for (int k = 0; k < n; k++)
+        tok[k] = row[k] ? engine_pick(e, &e->slots[idx[k]], row[k], mask[k], e->cur + (size_t)omp_get_thread_num() * (size_t)e->n_vocab)
+                        : -1;
+    for (int k = 0; k < n; k++)
+        engine_take(e, src, &e->slots[idx[k]], row[k], tok[k], mask[k]);
+}
+
 /* Build the step's batch: one pending token per generating slot first (oldest first),
  * then prompt chunks, the priority lane's before ordinary ones (and before them, the
  * prompt of a slot a priority one waits to copy a prefix from). Returns the number of
@@ -2650,18 +2724,21 @@ static int engine_build_batch(struct engine *e, bool lane)
     int planned[ENGINE_MAX_PARALLEL];
     for (int k = 0; k < n; k++) {
         const struct slot *s = &e->slots[order_idx[k]];
-        seq[k] = (struct steps_seq){.pending = s->n_tok - s->n_past,
+        seq[k] = (struct steps_seq){.id = order_idx[k],
+                                    .pending = s->n_tok - s->n_past,
                                     .priority = s->priority || boost[order_idx[k]],
                                     .waiting = s->wait_for >= 0};
     }
-    struct steps_params sp = {.n_batch = budget, .n_ubatch = e->p.n_ubatch, .lane = lane,
-                              .target_ms = e->p.interactive_step_ms};
+    struct steps_params sp = {.n_batch = budget, .n_ubatch = e->p.n_ubatch, .sequential = !e->p.kv_unified,
+                              .lane = lane, .target_ms = e->p.interactive_step_ms};
     steps_plan(&sp, &e->steps, seq, n, &e->steps_rr, planned, &e->planned);
+    e->step_passes = steps_passes(&sp, seq, planned, n);
     int take_of[ENGINE_MAX_PARALLEL] = {0};
-    e->step_seqs = 0;
+    e->step_seqs = e->step_priority = 0;
     for (int k = 0; k < n; k++) {
         take_of[order_idx[k]] = planned[k];
         e->step_seqs += planned[k] > 0;
+        e->step_priority += planned[k] > 0 && seq[k].priority;
     }
     /* ... and laid out in sequence-id order. With a KV stream per sequence, llama.cpp cuts
      * a batch into micro-batches of consecutive sequence ids taken in batch order
@@ -2696,17 +2773,34 @@ static int engine_build_batch(struct engine *e, bool lane)
  * interactive budget counts as kept when it took no longer */
 static void engine_step_timed(struct engine *e, int n_tokens, double ms)
 {
-    steps_model_observe(&e->steps, n_tokens, e->step_seqs, ms);
+    steps_model_observe(&e->steps, n_tokens, e->step_seqs, e->step_passes, ms);
     if (e->planned.interactive && e->planned.budget_ms > 0) {
         e->stats.steps_interactive++;
         e->stats.steps_budget_kept += ms <= e->planned.budget_ms;
     }
-    double a, b, c;
-    if (steps_model_coef(&e->steps, &a, &b, &c)) {
-        e->stats.step_ms_base = a;
-        e->stats.step_ms_per_token = b;
-        e->stats.step_ms_per_sequence = c;
+    struct steps_coef k;
+    if (steps_model_coef(&e->steps, &k)) {
+        e->stats.step_ms_base = k.a;
+        e->stats.step_ms_per_token = k.b;
+        e->stats.step_ms_per_sequence = k.c;
+        e->stats.step_ms_per_pass = k.d;
     }
+}
+
+/* one line per step in the step trace (engine_params.step_trace): when the step began, ms
+ * spent admitting and arranging (pre), planning (plan), in llama_decode (decode) and
+ * sampling and output (sample); what it carried (tokens, sequences fed of those running,
+ * interactive ones among those fed, llama.cpp's passes); the budget it was planned for
+ * (0: none) */
+static void engine_trace_step(struct engine *e, int running, int n_tokens, double t_loop, double t_step, double t_fw,
+                              double t_fwd)
+{
+    fprintf(e->trace,
+            "t=%.3f pre=%.2f plan=%.2f decode=%.2f sample=%.2f tokens=%d seqs=%d running=%d interactive=%d passes=%d "
+            "budget=%.1f\n",
+            t_loop, (t_step - t_loop) * 1e3, (t_fw - t_step) * 1e3, (t_fwd - t_fw) * 1e3, (clock_now() - t_fwd) * 1e3,
+            n_tokens, e->step_seqs, running, e->step_priority, e->step_passes, e->planned.budget_ms);
+    fflush(e->trace);
 }
 
 /* after a successful decode: advance n_past for every slot that fed tokens */
@@ -2989,6 +3083,7 @@ int engine_run(struct engine *e, const struct engine_source *src)
             engine_cancel_all(e, src);
             return NS_OK;
         }
+        double t_loop = clock_now();
         engine_pull_priority(e, src);
         engine_cancel_where(e, src, false, "the request was cancelled: its client went away");
         bool all_resumed = engine_resume_parked(e);
@@ -3022,7 +3117,9 @@ int engine_run(struct engine *e, const struct engine_source *src)
         int n = engine_build_batch(e, src->pull_priority != NULL);
         if (n == 0)
             continue;
+        double t_fw = clock_now();
         int ret = engine_forward(e, e->batch);
+        double t_fwd = clock_now();
         if (ret == 1) {
             /* no KV slot despite the accounting (fragmentation): make room and retry */
             if (!engine_evict_retained(e) && !engine_park_newest(e)) {
@@ -3042,11 +3139,9 @@ int engine_run(struct engine *e, const struct engine_source *src)
         e->stats.tokens_decoded += (uint64_t)n;
         e->stats.seqs_in_steps += (uint64_t)running;
         engine_commit_batch(e);
-        for (int i = 0; i < e->n_slots; i++) {
-            struct slot *s = &e->slots[i];
-            if (s->used && !s->parked && s->i_out >= 0)
-                engine_sample(e, src, s);
-        }
+        engine_sample_step(e, src);
         engine_step_timed(e, n, (clock_now() - t_step) * 1e3);
+        if (e->trace)
+            engine_trace_step(e, running, n, t_loop, t_step, t_fw, t_fwd);
     }
 }

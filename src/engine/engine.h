@@ -79,15 +79,20 @@ struct engine_params {
     bool embedding;
     int pooling;           /* embedding: an enum engine_pooling */
     /* The interactive latency budget (steps.h): while interactive sequences run, a step's
-     * predicted time (learned from this engine's own decodes: ms = a + b * tokens) is held to
-     * this many ms, batch decodes (round-robin) and prompt chunks filling what it leaves, at
-     * least one batch token a step; with no interactive sequence steps are as large as they
-     * can be. 0 = auto: twice what the step's interactive tokens alone are predicted to
-     * take, so a stream under load moves at least half as fast as idle; < 0 (default) =
-     * off: every generating sequence decodes every step. Off by default until measured on
-     * an idle machine (issue 32's note: on a shared 2-core machine auto cut the ITL p99
-     * under load 3x but batch throughput to 0.63 of alone at 0.5 streams/s). */
+     * predicted time (learned from this engine's own steps: ms = a + b * tokens + c *
+     * sequences + d * passes) is held to this many ms, batch decodes (round-robin, one
+     * window of sequence ids) and prompt chunks filling what it leaves, at least one batch
+     * token a step; with no interactive sequence steps are as large as they can be.
+     * 0 = auto (default): twice what the step's interactive tokens alone are predicted to
+     * take; < 0 = off: every generating sequence decodes every step. Measured (issue 32,
+     * bench/latency.mjs, 60M model, --parallel 32, 2 cores): under a saturating batch auto
+     * cut a stream's inter-token p99 from about 200 ms to 45 and kept the batch at 0.78 of
+     * its throughput with 0.5 streams/s. */
     double interactive_step_ms;
+    /* a file that gets one line per engine step (its plan, passes, decode and sampling
+     * times), for diagnosing step sizes; NULL = none (NIGHTSHIFT_STEP_TRACE in the CLI).
+     * Appended to; read by engine_init only. */
+    const char *step_trace;
 
     /* Where the model runs (issue 30). A build with a GPU backend (scripts/bootstrap.sh with
      * NIGHTSHIFT_GPU) loads llama.cpp's backends at the first engine call; the CPU build has

@@ -308,10 +308,10 @@ struct engine_stats {
                                   cache, output) */
     /* the interactive latency budget (engine.h's interactive_step_ms): steps planned while
      * interactive sequences ran, and of those the ones whose decode took no longer than
-     * their budget; the step-time model's fit (ms = a + b * tokens + c * sequences; 0 until
-     * it knows) */
+     * their budget; the step-time model's fit (ms = a + b * tokens + c * sequences + d *
+     * passes, engine/steps.h; 0 until it knows) */
     uint64_t steps_interactive, steps_budget_kept;
-    double step_ms_base, step_ms_per_token, step_ms_per_sequence;
+    double step_ms_base, step_ms_per_token, step_ms_per_sequence, step_ms_per_pass;
 };
 
 #endif

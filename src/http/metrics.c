@@ -351,6 +351,7 @@ static cJSON *stats_model(struct sched *s)
         cJSON_AddNumberToObject(e, "step_ms_base", es.step_ms_base);
         cJSON_AddNumberToObject(e, "step_ms_per_token", es.step_ms_per_token);
         cJSON_AddNumberToObject(e, "step_ms_per_sequence", es.step_ms_per_sequence);
+        cJSON_AddNumberToObject(e, "step_ms_per_pass", es.step_ms_per_pass);
     }
     if (be->ops->get_stats) {
         struct backend_stats bs;

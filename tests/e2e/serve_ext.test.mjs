@@ -12,9 +12,9 @@ import { BIN, SPM_VOCAB, sleep, startServer, killHard, api, submitBatch, waitBat
 let dir, model;
 const servers = [];
 
-async function serve(extra = []) {
+async function serve(extra = [], env = {}) {
     const s = await startServer(['--model', `tiny=${model}`, '--data-dir', path.join(dir, `d${servers.length}`),
-        '--parallel', '4', '--ctx', '4096', '--threads', '1', ...extra]);
+        '--parallel', '4', '--ctx', '4096', '--threads', '1', ...extra], { env });
     servers.push(s);
     return s;
 }
@@ -202,7 +202,8 @@ test('fairness: a small batch submitted after a large one finishes first (round-
 });
 
 test('--interactive-step-ms auto: streams during a batch all finish, the batch keeps moving; ITL and budget in /metrics', async () => {
-    const s = await serve(['--parallel', '8', '--interactive-step-ms', 'auto']);
+    const trace = path.join(dir, 'steps.trace');
+    const s = await serve(['--parallel', '8', '--interactive-step-ms', 'auto'], { NIGHTSHIFT_STEP_TRACE: trace });
     const lines = [];
     for (let i = 0; i < 60; i++) lines.push({ ...chat(i, { max_tokens: 24, ignore_eos: true }), custom_id: `lat-${i}` });
     const b = await submitBatch(s, lines);
@@ -236,6 +237,22 @@ test('--interactive-step-ms auto: streams during a batch all finish, the batch k
     const st = (await api(s, 'GET', '/v1/nightshift/stats')).json();
     const mine = st.models.find((x) => x.name === 'tiny');
     assert.ok(mine.itl_p99 > 0 && mine.engine.steps_interactive > 0, JSON.stringify(mine));
+    assert.ok(mine.engine.step_ms_per_pass >= 0, JSON.stringify(mine.engine));
+    // NIGHTSHIFT_STEP_TRACE: a line per step; budgeted steps carry the interactive decode
+    // and a window of batch decodes (at most two passes: the window and the lane)
+    const steps = fs.readFileSync(trace, 'utf8').split('\n').filter(Boolean)
+        .map((l) => Object.fromEntries(l.split(' ').map((kv) => kv.split('=')).map(([k, v]) => [k, Number(v)])));
+    assert.ok(steps.length > 100 && steps.every((x) => x.decode >= 0 && x.tokens > 0 && x.passes >= 1), `${steps.length} steps`);
+    const budgeted = steps.filter((x) => x.budget > 0 && x.running > x.interactive && x.tokens === x.seqs);
+    assert.ok(budgeted.length > 0 && budgeted.every((x) => x.interactive >= 1 && x.passes <= 2 && x.seqs > x.interactive),
+        JSON.stringify(budgeted.slice(0, 5)));
+});
+
+test('NIGHTSHIFT_STEP_TRACE that cannot be opened: serve refuses to start, naming it', () => {
+    const r = spawnSync(BIN, ['serve', '--model', `tiny=${model}`, '--data-dir', path.join(dir, 'trace-bad'), '--listen', '127.0.0.1:0'],
+        { env: { ...process.env, NIGHTSHIFT_STEP_TRACE: path.join(dir, 'no', 'such', 'dir', 'steps.trace') }, timeout: 30_000 });
+    assert.notEqual(r.status, 0);
+    assert.match(String(r.stderr), /the step trace '.*steps\.trace' cannot be opened: No such file or directory/);
 });
 
 test('GET /metrics: Prometheus text format with queue, token, latency and batch metrics', async (t) => {
