@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MB (1000LL * 1000LL)
+#define MB (1000LL * 1000LL) /* the smaller reading of the providers' "MB" */
 
 /* OpenAI (platform.openai.com/docs/guides/batch, docs/api-reference/batch/create):
  * "Currently only 24h is supported"; up to 50,000 requests and 200 MB per input file;
