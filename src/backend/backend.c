@@ -25,6 +25,8 @@ struct backend_conf backend_default_conf(void)
         .circuit_failures = 5,
         .circuit_cooldown_s = 5,
         .max_lines = 50000,
+        .max_bytes = 200LL * 1000 * 1000,
+        .completion_window_s = 24 * 3600,
         .flush_lines = 50,
         .flush_after_s = 120,
         .poll_interval_s = 5,

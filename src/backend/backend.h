@@ -57,6 +57,12 @@ struct backend_conf {
 
     /* openai-batch, anthropic-batch: lines go upstream in batches */
     int max_lines;                /* most requests in one upstream batch; default 50000 */
+    int64_t max_bytes;            /* most bytes of one upstream input file; default 200 MB */
+    /* openai-batch: the provider (batch_preset.h: its windows, endpoints, and the caps of
+     * max_lines and max_bytes), a static string; NULL = OpenAI's own */
+    const char *provider;
+    int64_t completion_window_s;  /* the window an upstream batch gets: sent as the nearest one
+                                     the provider accepts (batch_preset_window); default 24h */
     int flush_lines;              /* send when this many wait and no more are coming; default 50 */
     double flush_after_s;         /* ... or when the oldest has waited this long; default 120 */
     double poll_interval_s;       /* first poll of an upstream batch; x1.5 per poll; default 5 */

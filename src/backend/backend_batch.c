@@ -18,6 +18,14 @@
  * the provider gave it.
  *
  * Provider differences live in a const table (submit / poll / collect), one row each.
+ * Providers that speak the OpenAI protocol differ only in data: an openai-batch model's
+ * `provider` (batch_preset.h: Groq, kluster.ai, OpenAI's own by default) caps max_lines and
+ * max_bytes, says which completion windows to choose from and which endpoints are run. An
+ * upstream batch is cut at max_lines lines or max_bytes bytes of input file, whichever
+ * comes first (a request larger than max_bytes alone fails at once, and so does one for an
+ * endpoint the provider does not run). Their quirks are read tolerantly for all: a batch's
+ * `errors` as {data: [...]} or a bare array, "cancelled" or "canceled", a status that is
+ * not terminal ("finalising") polled again, a 429's Retry-After waited out.
  *
  * Real-time requests cannot wait hours: they are answered at once with a 400 that says
  * to send them in a batch, unless they carry "service_tier": "flex" — those are accumulated
@@ -33,6 +41,7 @@
  * stop() and wake() from any thread (mu + cv).
  */
 #include "backend.h"
+#include "batch_preset.h"
 #include "../util/clock.h"
 
 #include "../util/buf.h"
@@ -60,6 +69,7 @@ struct bb_job {
     bool chat;
     int attempts;
     double t_admit;
+    size_t bytes;               /* its line in the input file, at most */
     char custom_id[32];
     char last_error[300];
     struct bb_job *next;
@@ -70,6 +80,7 @@ struct bb_batch {               /* one upstream batch */
     bool chat;
     struct bb_job *jobs;
     int n;
+    size_t bytes;
     double next_poll, interval;
     char output_file[128], error_file[128]; /* openai */
     char results_url[1024];     /* anthropic */
@@ -93,7 +104,9 @@ struct bb_provider {
 
 struct batch_backend {
     const struct bb_provider *prov;
-    struct backend_conf c;      /* numbers only */
+    const struct batch_preset *preset; /* openai-batch: the provider's limits; NULL for anthropic */
+    const char *window;         /* the completion_window sent (preset's text) */
+    struct backend_conf c;      /* numbers only, max_lines and max_bytes capped by the preset */
     char *name, *url, *upstream_model;
     struct curl_slist *hdrs;    /* the key lives here and in hdrs_form only */
     struct curl_slist *hdrs_form; /* the same without Content-Type (multipart uploads) */
@@ -101,6 +114,7 @@ struct batch_backend {
     const struct engine_source *src;
     struct bb_job *pending, **pending_tail;
     int n_pending;
+    size_t pending_bytes;
     double oldest;              /* admit time of the oldest pending job */
     double submit_after;        /* after a failed submit: not before this */
     int submit_failures;
@@ -182,6 +196,9 @@ static int bb_http(struct batch_backend *bb, const char *method, const char *url
         CURLcode cc = curl_easy_perform(e);
         *code = 0;
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, code);
+        curl_off_t retry_after = 0; /* Retry-After in seconds (or its HTTP date), 0 when none */
+        if (cc == CURLE_OK && (*code == 429 || *code == 503))
+            curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &retry_after);
         curl_easy_setopt(e, CURLOPT_MIMEPOST, NULL);
         curl_mime_free(mime);
         pthread_mutex_lock(&bb->mu);
@@ -205,6 +222,8 @@ static int bb_http(struct batch_backend *bb, const char *method, const char *url
         if (attempt >= bb->c.max_attempts || stopping)
             return NS_ERR_UPSTREAM;
         double wait = fmin(bb->c.retry_max_s, bb->c.retry_base_s * pow(2, attempt - 1)) * upstream_rand01();
+        if (retry_after > 0) /* the provider said when (Groq: retry-after on every 429); at most 10 minutes */
+            wait = fmin((double)retry_after, 600);
         struct timespec ts = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
         nanosleep(&ts, NULL);
     }
@@ -285,6 +304,7 @@ static void bb_pend(struct batch_backend *bb, struct bb_job *j)
     *bb->pending_tail = j;
     bb->pending_tail = &j->next;
     bb->n_pending++;
+    bb->pending_bytes += j->bytes;
 }
 
 /* not finished upstream: again in the next upstream batch, or failed when its tries are spent */
@@ -381,7 +401,7 @@ static int oa_submit(struct batch_backend *bb, struct bb_batch *b, char *err, si
 {
     int rc = NS_ERR_NOMEM;
     struct buf jl;
-    buf_init(&jl, BB_MAX_RESPONSE); /* OpenAI takes files up to 200 MB */
+    buf_init(&jl, BB_MAX_RESPONSE); /* bb_flush kept it under max_bytes (at most OpenAI's 200 MB) */
     cJSON *o = NULL;
     const char *endpoint = b->chat ? "/v1/chat/completions" : "/v1/completions";
     for (struct bb_job *j = b->jobs; j; j = j->next) {
@@ -412,7 +432,7 @@ static int oa_submit(struct batch_backend *bb, struct bb_batch *b, char *err, si
     cJSON *req = cJSON_CreateObject();
     cJSON_AddStringToObject(req, "input_file_id", file_id);
     cJSON_AddStringToObject(req, "endpoint", endpoint);
-    cJSON_AddStringToObject(req, "completion_window", "24h");
+    cJSON_AddStringToObject(req, "completion_window", bb->window);
     cJSON_AddStringToObject(cJSON_AddObjectToObject(req, "metadata"), "source", "nightshift");
     char *body = cJSON_PrintUnformatted(req);
     cJSON_Delete(req);
@@ -450,11 +470,15 @@ static int oa_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, ch
     if (rc)
         return rc;
     const char *st = bb_str(o, "status");
-    *ended = st && (!strcmp(st, "completed") || !strcmp(st, "failed") || !strcmp(st, "expired") || !strcmp(st, "cancelled"));
+    /* kluster.ai: "finalising" (not terminal: polled again); "canceled" as some spell it */
+    *ended = st && (!strcmp(st, "completed") || !strcmp(st, "failed") || !strcmp(st, "expired") || !strcmp(st, "cancelled") ||
+                    !strcmp(st, "canceled"));
     if (*ended) {
         snprintf(b->output_file, sizeof(b->output_file), "%s", bb_str(o, "output_file_id") ? bb_str(o, "output_file_id") : "");
         snprintf(b->error_file, sizeof(b->error_file), "%s", bb_str(o, "error_file_id") ? bb_str(o, "error_file_id") : "");
-        const cJSON *e0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "errors"), "data"), 0);
+        /* OpenAI: errors = {"object": "list", "data": [...]}; Groq: errors = [...] */
+        const cJSON *errs = cJSON_GetObjectItemCaseSensitive(o, "errors");
+        const cJSON *e0 = cJSON_GetArrayItem(cJSON_IsArray(errs) ? errs : cJSON_GetObjectItemCaseSensitive(errs, "data"), 0);
         snprintf(b->failure, sizeof(b->failure), "the upstream batch %s ended %s%s%s", b->id, st,
                  bb_str(e0, "message") ? ": " : "", bb_str(e0, "message") ? bb_str(e0, "message") : "");
     }
@@ -787,6 +811,18 @@ static const struct bb_provider bb_anthropic = {"anthropic-batch", an_submit, an
 
 static void bb_free(void *impl);
 
+/* the provider's limits cap the configured ones (the config refuses larger; a reload too) */
+static void bb_cap(struct batch_backend *bb)
+{
+    if (bb->preset && bb->c.max_lines > bb->preset->max_lines)
+        bb->c.max_lines = bb->preset->max_lines;
+    if (bb->preset && bb->c.max_bytes > bb->preset->max_bytes)
+        bb->c.max_bytes = bb->preset->max_bytes;
+    if (bb->c.max_bytes <= 0)
+        bb->c.max_bytes = INT64_MAX;
+    bb->window = bb->preset ? batch_preset_window(bb->preset, bb->c.completion_window_s)->text : "24h";
+}
+
 static int bb_init(const struct bb_provider *prov, const struct backend_conf *c, void **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -794,12 +830,24 @@ static int bb_init(const struct bb_provider *prov, const struct backend_conf *c,
         snprintf(err, errlen, "model '%s': backend %s needs url = http(s)://HOST[:PORT]/v1", c->name, prov->kind);
         return NS_ERR_INVALID;
     }
+    const struct batch_preset *preset = NULL;
+    if (prov == &bb_openai && !(preset = c->provider ? batch_preset_find(c->provider) : batch_preset_default())) {
+        snprintf(err, errlen, "model '%s': unknown provider '%s' (known: %s)", c->name, c->provider, batch_preset_names());
+        return NS_ERR_INVALID;
+    }
+    if (prov != &bb_openai && c->provider) {
+        snprintf(err, errlen, "model '%s': provider %s is for backend openai-batch, not %s", c->name, c->provider, prov->kind);
+        return NS_ERR_INVALID;
+    }
     upstream_global_init();
     struct batch_backend *bb = calloc(1, sizeof(*bb));
     if (!bb)
         goto nomem;
     bb->prov = prov;
+    bb->preset = preset;
     bb->c = *c;
+    bb->c.provider = NULL;
+    bb_cap(bb);
     bb->c.name = bb->c.kind = bb->c.url = bb->c.api_key = bb->c.upstream_model = NULL;
     pthread_mutex_init(&bb->mu, NULL);
     pthread_cond_init(&bb->cv, NULL);
@@ -885,10 +933,30 @@ static void bb_admit(struct batch_backend *bb, struct engine_request *r, double 
         bb_fail(bb, j, NS_ERR_UNSUPPORTED, "%s", err);
         return;
     }
+    if (bb->preset && !j->chat && !bb->preset->completions) {
+        bb_fail(bb, j, NS_ERR_UNSUPPORTED, "model '%s' runs on %s's batch API, which runs /v1/chat/completions only, "
+                "not /v1/completions", bb->name, bb->preset->title);
+        return;
+    }
+    /* its line in the input file: the body, and at most this much around it:
+     * {"custom_id":"ns-<20 digits>","method":"POST","url":"/v1/chat/completions","body":}\n */
+    char *text = cJSON_PrintUnformatted(j->body);
+    j->bytes = text ? strlen(text) + 96 : 0;
+    free(text);
+    if (!j->bytes) {
+        bb_fail(bb, j, NS_ERR_NOMEM, "out of memory");
+        return;
+    }
+    if ((int64_t)j->bytes > bb->c.max_bytes) {
+        bb_fail(bb, j, NS_ERR_TOO_LARGE, "this request is %zu bytes as a batch line, over the %lld-byte input file "
+                "limit of the batch API behind model '%s'", j->bytes, (long long)bb->c.max_bytes, bb->name);
+        return;
+    }
     bb_pend(bb, j);
 }
 
-/* pending jobs -> one upstream batch (of one endpoint), up to max_lines */
+/* pending jobs -> one upstream batch (of one endpoint), up to max_lines lines and max_bytes
+ * bytes of input file */
 static void bb_flush(struct batch_backend *bb, double now)
 {
     struct bb_batch *b = calloc(1, sizeof(*b));
@@ -902,6 +970,8 @@ static void bb_flush(struct batch_backend *bb, double now)
             pp = &j->next;
             continue;
         }
+        if (b->n && (int64_t)(b->bytes + j->bytes) > bb->c.max_bytes)
+            break; /* full: the rest go in the next upstream batch */
         *pp = j->next;
         j->next = NULL;
         j->attempts++;
@@ -909,7 +979,9 @@ static void bb_flush(struct batch_backend *bb, double now)
         *tail = j;
         tail = &j->next;
         b->n++;
+        b->bytes += j->bytes;
         bb->n_pending--;
+        bb->pending_bytes -= j->bytes;
     }
     bb->pending_tail = &bb->pending;
     while (*bb->pending_tail)
@@ -988,6 +1060,7 @@ static void bb_cancel_all(struct batch_backend *bb)
     }
     bb->pending_tail = &bb->pending;
     bb->n_pending = 0;
+    bb->pending_bytes = 0;
     while (bb->batches) {
         struct bb_batch *b = bb->batches;
         bb->batches = b->next;
@@ -1013,6 +1086,7 @@ static int bb_run(void *impl, const struct engine_source *src)
         bb->woken = false;
         if (bb->has_next) {
             bb->c = bb->next_c;
+            bb_cap(bb);
             bb->stats.limit = bb->c.max_lines;
             bb->has_next = false;
         }
@@ -1044,7 +1118,7 @@ static int bb_run(void *impl, const struct engine_source *src)
             }
         /* batch lines: as many as the upstream batches may hold */
         bool dry = false;
-        while (!exhausted && bb->n_pending < bb->c.max_lines) {
+        while (!exhausted && bb->n_pending < bb->c.max_lines && (int64_t)bb->pending_bytes < bb->c.max_bytes) {
             int room = bb->c.max_lines - bb->n_pending;
             n = src->pull(src->ud, got, room < BB_PULL ? room : BB_PULL);
             if (n < 0)
@@ -1057,7 +1131,8 @@ static int bb_run(void *impl, const struct engine_source *src)
                 bb_admit(bb, got[i], now);
         }
         while (bb->pending && now >= bb->submit_after &&
-               (bb->n_pending >= bb->c.max_lines || (dry && bb->n_pending >= bb->c.flush_lines) ||
+               (bb->n_pending >= bb->c.max_lines || (int64_t)bb->pending_bytes >= bb->c.max_bytes ||
+                (dry && bb->n_pending >= bb->c.flush_lines) ||
                 now - bb->oldest >= bb->c.flush_after_s || exhausted))
             bb_flush(bb, now);
         bb_poll_all(bb, clock_now());
@@ -1113,6 +1188,7 @@ static void bb_reconfigure(void *impl, const struct backend_conf *c)
     pthread_mutex_lock(&bb->mu);
     bb->next_c = *c;
     bb->next_c.name = bb->next_c.kind = bb->next_c.url = bb->next_c.api_key = bb->next_c.upstream_model = NULL;
+    bb->next_c.provider = NULL;
     bb->has_next = true;
     bb->woken = true;
     pthread_cond_broadcast(&bb->cv);
@@ -1124,7 +1200,10 @@ static void bb_get_info(void *impl, struct backend_info *out)
     struct batch_backend *bb = impl;
     memset(out, 0, sizeof(*out));
     snprintf(out->kind, sizeof(out->kind), "%s", bb->prov->kind);
-    snprintf(out->desc, sizeof(out->desc), "%s", bb->url);
+    if (bb->preset)
+        snprintf(out->desc, sizeof(out->desc), "%s (%s, completion_window %s)", bb->url, bb->preset->title, bb->window);
+    else
+        snprintf(out->desc, sizeof(out->desc), "%s", bb->url);
 }
 
 static void bb_get_stats(void *impl, struct backend_stats *out)

@@ -6,6 +6,7 @@
  */
 #include "config.h"
 
+#include "../backend/batch_preset.h"
 #include "../engine/engine.h"
 #include "../util/num.h"
 #include "../util/status.h"
@@ -124,6 +125,30 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
         if (!backend_find(v))
             return config_fail(p, "[model %s]: unknown backend '%s' (known: %s)", c->name, v, backend_kinds());
         c->kind = backend_find(v)->kind;
+        m->has_backend = true;
+        return 1;
+    }
+    if (strcmp(k, "provider") == 0) {
+        const struct batch_preset *pr = batch_preset_find(v);
+        if (c->provider)
+            return config_fail(p, "[model %s]: provider is given twice", c->name);
+        if (!pr)
+            return config_fail(p, "[model %s]: unknown provider '%s' (known: %s)", c->name, v, batch_preset_names());
+        c->provider = pr->name;
+        return 1;
+    }
+    if (strcmp(k, "completion_window") == 0) {
+        if (batch_preset_parse_window(v, &c->completion_window_s))
+            return config_fail(p, "[model %s]: completion_window must be a whole number of minutes, hours or days "
+                                  "(90m, 24h, 7d), not '%s'", c->name, v);
+        return 1;
+    }
+    if (strcmp(k, "batch_max_bytes") == 0) {
+        long long ll;
+        if (num_parse_long(v, 1024, 1LL << 40, &ll))
+            return config_fail(p, "batch_max_bytes must be an integer from 1024 to %lld, not '%s'", 1LL << 40, v);
+        c->max_bytes = ll;
+        m->has_max_bytes = true;
         return 1;
     }
     if (strcmp(k, "path") == 0)
@@ -176,8 +201,10 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
         return config_number(p, k, v, 0, 3600, &c->retry_max_s);
     if (strcmp(k, "circuit_cooldown") == 0)
         return config_number(p, k, v, 0.001, 300, &c->circuit_cooldown_s);
-    if (strcmp(k, "batch_max_lines") == 0)
+    if (strcmp(k, "batch_max_lines") == 0) {
+        m->has_max_lines = true;
         return config_int(p, k, v, 1, 1000000, &c->max_lines);
+    }
     if (strcmp(k, "flush_lines") == 0)
         return config_int(p, k, v, 1, 1000000, &c->flush_lines);
     if (strcmp(k, "flush_after") == 0)
@@ -195,8 +222,8 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
     return config_fail(p,
                        "[model %s]: unknown key '%s' (known: backend, path, chat_template_file, interactive_step_ms, url, api_key_env, upstream_model, "
                        "concurrency, max_attempts, timeout, retry_base, retry_max, circuit_failures, "
-                       "circuit_cooldown, batch_max_lines, flush_lines, flush_after, poll_interval, poll_max, "
-                       "price_input, price_output, batch_discount)",
+                       "circuit_cooldown, provider, completion_window, batch_max_lines, batch_max_bytes, flush_lines, "
+                       "flush_after, poll_interval, poll_max, price_input, price_output, batch_discount)",
                        c->name, k);
 }
 
@@ -325,10 +352,55 @@ static int config_on_key(void *ud, const char *section, const char *key, const c
     return 1;
 }
 
+/* a provider's defaults (backend, url, key) where the section gave none, and its limits
+ * checked against the section's (backend/batch_preset.h) */
+static int config_apply_provider(struct config_model *m, char *err, size_t errlen)
+{
+    struct backend_conf *c = &m->conf;
+    const struct batch_preset *pr = batch_preset_find(c->provider);
+    if (!pr)
+        return NS_OK;
+    if (m->has_backend && strcmp(c->kind, pr->kind) != 0) {
+        snprintf(err, errlen, "[model %s]: provider %s is for backend %s, not %s", c->name, pr->name, pr->kind, c->kind);
+        return NS_ERR_INVALID;
+    }
+    c->kind = backend_find(pr->kind)->kind;
+    if (m->has_max_lines && c->max_lines > pr->max_lines) {
+        snprintf(err, errlen, "[model %s]: batch_max_lines %d is over %s's %d lines per batch", c->name, c->max_lines,
+                 pr->title, pr->max_lines);
+        return NS_ERR_INVALID;
+    }
+    if (m->has_max_bytes && c->max_bytes > pr->max_bytes) {
+        snprintf(err, errlen, "[model %s]: batch_max_bytes %lld is over %s's %lld bytes per batch input file", c->name,
+                 (long long)c->max_bytes, pr->title, (long long)pr->max_bytes);
+        return NS_ERR_INVALID;
+    }
+    if (!c->url && !(c->url = strdup(pr->url))) {
+        snprintf(err, errlen, "out of memory");
+        return NS_ERR_NOMEM;
+    }
+    if (!c->api_key) {
+        const char *key = getenv(pr->key_env);
+        if (!key || !*key) {
+            snprintf(err, errlen, "[model %s]: provider %s reads its key from %s, which is not set in the environment "
+                                  "(or name another variable with api_key_env)", c->name, pr->name, pr->key_env);
+            return NS_ERR_INVALID;
+        }
+        if (!(c->api_key = strdup(key))) {
+            snprintf(err, errlen, "out of memory");
+            return NS_ERR_NOMEM;
+        }
+    }
+    return NS_OK;
+}
+
 /* what a whole model section needs, once it is read */
-static int config_check_model(const struct config_model *m, char *err, size_t errlen)
+static int config_check_model(struct config_model *m, char *err, size_t errlen)
 {
     const struct backend_conf *c = &m->conf;
+    int rc = config_apply_provider(m, err, errlen);
+    if (rc)
+        return rc;
     const struct backend_ops *ops = backend_find(c->kind);
     bool local = ops && ops->local_file;
     if (local && !m->path) {

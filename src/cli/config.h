@@ -19,6 +19,11 @@
  *   price_input = 0.15         ; USD per million prompt tokens
  *   price_output = 0.60
  *
+ *   [model llama-groq]         ; Groq's batch API (backend/batch_preset.h: groq, kluster, openai)
+ *   provider = groq            ; backend openai-batch, its url, key from GROQ_API_KEY, its limits
+ *   upstream_model = llama-3.1-8b-instant
+ *   completion_window = 48h    ; sent as the nearest window the provider accepts
+ *
  *   [webhook ops]              ; batch.completed/failed/cancelled/expired events, signed
  *   url = https://hooks.example.com/nightshift
  *   secret_env = NIGHTSHIFT_WEBHOOK_SECRET   ; "whsec_<base64>", Standard Webhooks
@@ -49,6 +54,7 @@ struct config_model {
     char *chat_template;        /* local: chat_template_file's text, or NULL (the model's own) */
     bool has_step_ms;           /* local: interactive_step_ms given (engine.h) ... */
     double interactive_step_ms; /* ... this */
+    bool has_backend, has_max_lines, has_max_bytes; /* given in the section (a provider checks them) */
 };
 
 /* [webhook NAME]: batch events POSTed to url, signed with the secret from secret_env */

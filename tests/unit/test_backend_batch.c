@@ -55,6 +55,8 @@ struct mock {
     const char *create_body;     /* answer of POST /batches instead of a batch object */
     const char *final_status;    /* "completed" (default), "failed", or "in_progress" forever */
     int poll_fail;               /* polls answered 404 first */
+    bool errors_array;           /* a failed batch's errors as Groq gives them: a bare array */
+    const char *retry_after;     /* Retry-After of a 429 answer, or NULL */
     int download_fail;           /* results downloads answered 404 first */
 };
 
@@ -215,7 +217,10 @@ static char *mock_route(const char *method, const char *path, const char *body, 
         const char *st = m->final_status ? m->final_status : "completed";
         if (m->n_polls % 2 == 1 && strcmp(st, "failed")) /* in progress at every other poll */
             st = "in_progress";
-        if (!strcmp(st, "failed"))
+        if (!strcmp(st, "failed") && m->errors_array)
+            snprintf(out, sizeof(out), "{\"id\":\"ub-%d\",\"status\":\"failed\",\"output_file_id\":null,"
+                                       "\"errors\":[{\"code\":\"invalid_method\",\"message\":\"bad method\",\"line\":1}]}", k);
+        else if (!strcmp(st, "failed"))
             snprintf(out, sizeof(out), "{\"id\":\"ub-%d\",\"status\":\"failed\",\"output_file_id\":null,"
                                        "\"errors\":{\"data\":[{\"code\":\"invalid\",\"message\":\"bad jsonl\"}]}}", k);
         else
@@ -343,10 +348,12 @@ static void mock_serve(int c)
         int code;
         char *body = mock_route(method, path, hend + 4, len - (size_t)(hend + 4 - buf), &code);
         pthread_mutex_unlock(&g_m.mu);
-        char head[256];
+        char head[320], ra[64] = "";
+        if (code == 429 && g_m.retry_after)
+            snprintf(ra, sizeof(ra), "Retry-After: %s\r\n", g_m.retry_after);
         int hl = snprintf(head, sizeof(head),
-                          "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                          code, strlen(body));
+                          "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
+                          code, strlen(body), ra);
         /* the client may be gone (MSG_NOSIGNAL: no SIGPIPE then) */
         if (send(c, head, (size_t)hl, MSG_NOSIGNAL) == hl && send(c, body, strlen(body), MSG_NOSIGNAL) < 0)
             code = 0;
@@ -517,6 +524,33 @@ static void *be_init(const struct backend_ops *ops, const char *upstream_model)
     c.poll_max_s = 0.002;
     void *impl = NULL;
     if (ops->init(&c, &impl, err, sizeof(err)) != NS_OK)
+        fail_msg("init: %s", err);
+    return impl;
+}
+
+/* an openai-batch backend for a provider (batch_preset.h), its window and byte limit */
+static void *be_init_provider(const char *provider, int64_t window_s, int64_t max_bytes)
+{
+    char url[64], err[256] = "";
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", g_m.port);
+    struct backend_conf c = backend_default_conf();
+    c.name = "cheap";
+    c.kind = "openai-batch";
+    c.provider = provider;
+    c.completion_window_s = window_s;
+    c.max_bytes = max_bytes;
+    c.url = url;
+    c.api_key = "gsk-test";
+    c.max_attempts = 3;
+    c.timeout_s = 5;
+    c.retry_base_s = 0.001;
+    c.retry_max_s = 0.002;
+    c.flush_lines = 1000; /* flushed when full or when the source runs out */
+    c.flush_after_s = 0;
+    c.poll_interval_s = 0.001;
+    c.poll_max_s = 0.002;
+    void *impl = NULL;
+    if (backend_openai_batch_ops.init(&c, &impl, err, sizeof(err)) != NS_OK)
         fail_msg("init: %s", err);
     return impl;
 }
@@ -794,6 +828,138 @@ static void test_init_errors(void **state)
     }
 }
 
+/* ---- providers (batch_preset.h) ---------------------------------------------------------- */
+
+/* Groq: the window asked is the one Groq accepts nearest below nightshift's; upstream
+ * batches are cut by the input file's bytes, every line in exactly one of them */
+static void test_provider_window_and_byte_split(void **state)
+{
+    (void)state;
+    const struct backend_ops *ops = &backend_openai_batch_ops;
+    void *impl = be_init_provider("groq", 30 * 3600, 600);
+    int ids[7];
+    for (int i = 0; i < 7; i++)
+        ids[i] = chat("ok");
+    be_run(ops, impl);
+    assert_string_equal(cJSON_GetObjectItem(g_m.last_create, "completion_window")->valuestring, "24h");
+    assert_true(g_m.n_uploads >= 3);
+    int total = 0;
+    for (int k = 0; k < g_m.n_uploads; k++) {
+        char *text = cJSON_PrintUnformatted(g_m.uploads[k]);
+        assert_true(strlen(text) <= 600); /* the lines of one input file, under max_bytes */
+        free(text);
+        total += cJSON_GetArraySize(g_m.uploads[k]);
+    }
+    assert_int_equal(total, 7);
+    for (int i = 0; i < 7; i++) {
+        assert_int_equal(g_s.status[ids[i]], NS_OK);
+        assert_int_equal(g_s.attempts[ids[i]], 1);
+    }
+    struct backend_info info;
+    ops->get_info(impl, &info);
+    assert_non_null(strstr(info.desc, "Groq, completion_window 24h"));
+    ops->free(impl);
+}
+
+/* kluster.ai: 5h goes as 3h; 3 days as its longest, 24h */
+static void test_provider_kluster_windows(void **state)
+{
+    (void)state;
+    const struct backend_ops *ops = &backend_openai_batch_ops;
+    void *impl = be_init_provider("kluster", 5 * 3600, 0);
+    int a = chat("ok");
+    be_run(ops, impl);
+    assert_int_equal(g_s.status[a], NS_OK);
+    assert_string_equal(cJSON_GetObjectItem(g_m.last_create, "completion_window")->valuestring, "3h");
+    ops->free(impl);
+    src_reset();
+    impl = be_init_provider("kluster", 3 * 86400, 0);
+    a = chat("ok");
+    be_run(ops, impl);
+    assert_int_equal(g_s.status[a], NS_OK);
+    assert_string_equal(cJSON_GetObjectItem(g_m.last_create, "completion_window")->valuestring, "24h");
+    ops->free(impl);
+}
+
+/* what the provider would refuse is refused here, before anything goes upstream: an
+ * endpoint it does not run, a request larger than its input file limit */
+static void test_provider_refusals(void **state)
+{
+    (void)state;
+    const struct backend_ops *ops = &backend_openai_batch_ops;
+    void *impl = be_init_provider("groq", 86400, 2000);
+    int comp = src_add("{\"model\":\"cheap\",\"prompt\":\"hi\",\"max_tokens\":4}", false);
+    char big[4000];
+    snprintf(big, sizeof(big), "{\"model\":\"cheap\",\"messages\":[{\"role\":\"user\",\"content\":\"%03000d\"}]}", 7);
+    int huge = src_add(big, false);
+    int ok = chat("ok");
+    be_run(ops, impl);
+    assert_int_equal(g_s.status[comp], NS_ERR_UNSUPPORTED);
+    assert_string_equal(g_s.msg[comp], "model 'cheap' runs on Groq's batch API, which runs /v1/chat/completions only, "
+                                       "not /v1/completions");
+    assert_int_equal(g_s.status[huge], NS_ERR_TOO_LARGE);
+    assert_non_null(strstr(g_s.msg[huge], "over the 2000-byte input file limit of the batch API behind model 'cheap'"));
+    assert_int_equal(g_s.status[ok], NS_OK);
+    assert_int_equal(g_m.n_uploads, 1);
+    assert_int_equal(cJSON_GetArraySize(g_m.uploads[0]), 1);
+    ops->free(impl);
+    /* OpenAI's own (no provider) runs /v1/completions */
+    src_reset();
+    impl = be_init_provider(NULL, 86400, 0);
+    comp = src_add("{\"model\":\"cheap\",\"prompt\":\"hi\",\"max_tokens\":4}", false);
+    be_run(ops, impl);
+    assert_int_equal(g_s.status[comp], NS_OK);
+    assert_string_equal(cJSON_GetObjectItem(g_m.last_create, "endpoint")->valuestring, "/v1/completions");
+    ops->free(impl);
+}
+
+/* Groq's quirks: a failed batch's errors as a bare array; a 429 with retry-after, waited
+ * out and the call made again */
+static void test_provider_groq_quirks(void **state)
+{
+    (void)state;
+    const struct backend_ops *ops = &backend_openai_batch_ops;
+    g_m.files_fail[0] = 429;
+    g_m.retry_after = "1";
+    void *impl = be_init_provider("groq", 86400, 0);
+    int a = chat("ok");
+    be_run(ops, impl);
+    assert_int_equal(g_s.status[a], NS_OK);
+    assert_int_equal(g_m.n_files, 2);
+    struct backend_stats st;
+    ops->get_stats(impl, &st);
+    assert_int_equal(st.rate_limited, 1);
+    ops->free(impl);
+    src_reset();
+    g_m.final_status = "failed";
+    g_m.errors_array = true;
+    impl = be_init_provider("groq", 86400, 0);
+    a = chat("ok");
+    be_run(ops, impl);
+    assert_int_equal(g_s.status[a], NS_ERR_UPSTREAM);
+    assert_non_null(strstr(g_s.msg[a], "ended failed: bad method"));
+    ops->free(impl);
+}
+
+static void test_provider_init_errors(void **state)
+{
+    (void)state;
+    struct backend_conf c = backend_default_conf();
+    c.name = "m";
+    c.url = "http://127.0.0.1:9/v1";
+    c.provider = "nope";
+    char err[256] = "";
+    void *impl = (void *)1;
+    assert_int_equal(backend_openai_batch_ops.init(&c, &impl, err, sizeof(err)), NS_ERR_INVALID);
+    assert_null(impl);
+    assert_string_equal(err, "model 'm': unknown provider 'nope' (known: groq, kluster, openai)");
+    c.provider = "groq";
+    impl = (void *)1;
+    assert_int_equal(backend_anthropic_batch_ops.init(&c, &impl, err, sizeof(err)), NS_ERR_INVALID);
+    assert_null(impl);
+    assert_string_equal(err, "model 'm': provider groq is for backend openai-batch, not anthropic-batch");
+}
+
 /* ---- Anthropic --------------------------------------------------------------------------- */
 
 static void test_anthropic_mapping_and_results(void **state)
@@ -918,6 +1084,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_openai_realtime_and_flex, setup, teardown),
         cmocka_unit_test_setup_teardown(test_openai_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_provider_window_and_byte_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_provider_kluster_windows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_provider_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_provider_groq_quirks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_provider_init_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_anthropic_mapping_and_results, setup, teardown),
         cmocka_unit_test_setup_teardown(test_anthropic_refused_mappings, setup, teardown),
     };

@@ -1,6 +1,8 @@
 /* Unit tests: cli/config (the --config INI file): a good file read whole; every kind of bad
  * file refused with the file, the line and the fix; what a model section needs decided by
- * its backend's capabilities (backend.h: local_file), never by its kind's name. */
+ * its backend's capabilities (backend.h: local_file), never by its kind's name; providers
+ * (`provider = groq`: backend, url and key variable by default, their limits enforced,
+ * completion_window parsed) and every way to get them wrong. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -90,11 +92,87 @@ static void test_bad_files(void **state)
     }
 }
 
+static void test_providers(void **state)
+{
+    (void)state;
+    setenv("GROQ_API_KEY", "gsk-test", 1);
+    setenv("NS_TEST_KLUSTER_KEY", "kl-test", 1);
+    struct config *c = NULL;
+    char err[512] = "";
+    const char *p = write_ini("[model g]\nprovider = groq\nupstream_model = llama-3.1-8b-instant\n"
+                              "completion_window = 3d\n\n"
+                              "[model k]\ncompletion_window = 90m\nbatch_max_lines = 999\nbatch_max_bytes = 5000000\n"
+                              "provider = kluster\nbackend = openai-batch\nurl = http://127.0.0.1:9/v1\n"
+                              "api_key_env = NS_TEST_KLUSTER_KEY\n\n"
+                              "[model plain]\nbackend = openai-batch\nurl = http://127.0.0.1:9/v1\n");
+    int rc = config_load(p, NULL, &c, err, sizeof(err));
+    unlink(p);
+    if (rc)
+        fail_msg("%s", err);
+    assert_int_equal(c->n_models, 3);
+    const struct backend_conf *g = &c->models[0].conf, *k = &c->models[1].conf, *o = &c->models[2].conf;
+    assert_string_equal(g->kind, "openai-batch");
+    assert_string_equal(g->provider, "groq");
+    assert_string_equal(g->url, "https://api.groq.com/openai/v1");
+    assert_string_equal(g->api_key, "gsk-test");
+    assert_true(g->completion_window_s == 3 * 86400);
+    assert_int_equal(g->max_lines, 50000); /* the default; the backend caps it by the provider's */
+    assert_string_equal(k->provider, "kluster");
+    assert_string_equal(k->url, "http://127.0.0.1:9/v1"); /* url and key variable override the provider's */
+    assert_string_equal(k->api_key, "kl-test");
+    assert_true(k->completion_window_s == 90 * 60);
+    assert_int_equal(k->max_lines, 999);
+    assert_true(k->max_bytes == 5000000);
+    assert_null(o->provider);
+    assert_null(o->api_key);
+    assert_true(o->completion_window_s == 24 * 3600);
+    config_free(c);
+}
+
+static void test_provider_errors(void **state)
+{
+    (void)state;
+    setenv("GROQ_API_KEY", "gsk-test", 1);
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"[model m]\nprovider = nope\n", ":2: [model m]: unknown provider 'nope' (known: groq, kluster, openai)"},
+        {"[model m]\nprovider = groq\nprovider = groq\n", ":3: [model m]: provider is given twice"},
+        {"[model m]\nprovider = groq\ncompletion_window = soon\n",
+         ":3: [model m]: completion_window must be a whole number of minutes, hours or days (90m, 24h, 7d), not 'soon'"},
+        {"[model m]\nprovider = groq\ncompletion_window = 0h\n", ":3: [model m]: completion_window must be"},
+        {"[model m]\nprovider = groq\ncompletion_window = 24\n", ":3: [model m]: completion_window must be"},
+        {"[model m]\nbackend = anthropic-batch\nprovider = groq\n",
+         "[model m]: provider groq is for backend openai-batch, not anthropic-batch"},
+        {"[model m]\nprovider = kluster\nbackend = local\n", "[model m]: provider kluster is for backend openai-batch, not local"},
+        {"[model m]\nprovider = groq\nbatch_max_lines = 60000\n",
+         "[model m]: batch_max_lines 60000 is over Groq's 50000 lines per batch"},
+        {"[model m]\nprovider = kluster\nbatch_max_bytes = 200000000\napi_key_env = GROQ_API_KEY\n",
+         "[model m]: batch_max_bytes 200000000 is over kluster.ai's 100000000 bytes per batch input file"},
+        {"[model m]\nprovider = groq\nbatch_max_bytes = 10\n", ":3: batch_max_bytes must be an integer from 1024"},
+        {"[model m]\nprovider = kluster\n",
+         "[model m]: provider kluster reads its key from KLUSTER_API_KEY, which is not set in the environment"},
+    };
+    unsetenv("KLUSTER_API_KEY");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct config *c = (struct config *)1;
+        char err[512] = "";
+        const char *p = write_ini(cases[i].text);
+        int rc = config_load(p, NULL, &c, err, sizeof(err));
+        unlink(p);
+        if (rc == NS_OK || c != NULL || !strstr(err, cases[i].want))
+            fail_msg("case %zu: rc %d, err '%s', wanted '%s'", i, rc, err, cases[i].want);
+        assert_non_null(strstr(err, g_path));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_file),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_providers),
+        cmocka_unit_test(test_provider_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
