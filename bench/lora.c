@@ -1,0 +1,281 @@
+/*
+ * bench/lora.c — how to batch sequences of different LoRA adapters over one base model,
+ * measured on llama.cpp itself (the engine's two candidate designs, without the engine).
+ *
+ * llama.cpp applies adapters per context (llama_set_adapters_lora), not per sequence, so
+ * a step holds sequences of one adapter set. Two ways to run two adapters' sequences:
+ *   (a) switch: ONE context, both groups' sequences in its KV; steps alternate between the
+ *       groups and the context's adapter set is switched before each step;
+ *   (b) contexts: one context PER adapter (own KV), all sharing the base model's weights;
+ *       steps of the two contexts alternate (one at a time, as the engine would run them).
+ * Both are measured against the anchor "single": the same number of sequences, all on one
+ * adapter, in one context (what a single-adapter batch of the same size costs). Each run
+ * prefills N prompts of P tokens, then decodes G tokens per sequence (greedy argmax).
+ * The rounds are interleaved (single, a, b, then rotated), and the ratios are printed per
+ * round and as medians, so drift of a shared machine hits the three alike.
+ *
+ * It also times the switch itself: llama_set_adapters_lora() returns at once, but marks the
+ * context's compute graph for re-reservation, paid by the next decode; so the cost is
+ * (decode after a switch) - (decode without one), over K steps each.
+ *
+ * usage: bench_lora BASE.gguf A.gguf B.gguf [N=16] [P=32] [G=32] [ROUNDS=3] [THREADS=2]
+ * Prints comparisons, never pass/fail. bench/lora.sh builds the models and runs it.
+ */
+#include "llama.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void quiet(enum ggml_log_level level, const char *text, void *ud)
+{
+    (void)ud;
+    if (level == GGML_LOG_LEVEL_ERROR)
+        fputs(text, stderr);
+}
+
+struct run {
+    struct llama_model *model;
+    struct llama_adapter_lora *ad[2];
+    int n, p, g, threads, n_vocab;
+};
+
+static struct llama_context *ctx_new(const struct run *r, int n_seq)
+{
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t)(n_seq * (r->p + r->g + 16));
+    cp.n_batch = 2048;
+    cp.n_ubatch = 512;
+    cp.n_seq_max = (uint32_t)n_seq;
+    cp.kv_unified = false; /* the engine's default: KV split between the sequences */
+    cp.n_threads = cp.n_threads_batch = r->threads;
+    return llama_init_from_model(r->model, cp);
+}
+
+static void set_adapter(struct llama_context *ctx, struct llama_adapter_lora *a)
+{
+    float scale = 1.0f;
+    llama_set_adapters_lora(ctx, &a, 1, &scale);
+}
+
+/* prefill sequences [s0, s0+n) of ctx (ids from 0), then return; last[] gets argmax */
+static int prefill(const struct run *r, struct llama_context *ctx, struct llama_batch *b, int seq0, int n, int tag,
+                   llama_token *last)
+{
+    b->n_tokens = 0;
+    for (int s = 0; s < n; s++)
+        for (int i = 0; i < r->p; i++) {
+            int k = b->n_tokens++;
+            b->token[k] = (llama_token)(1000 + ((s + tag * 131) * 977 + i * 31) % (r->n_vocab - 2000));
+            b->pos[k] = i;
+            b->n_seq_id[k] = 1;
+            b->seq_id[k][0] = seq0 + s;
+            b->logits[k] = i == r->p - 1;
+        }
+    if (llama_decode(ctx, *b))
+        return -1;
+    for (int s = 0; s < n; s++) {
+        const float *lg = llama_get_logits_ith(ctx, s * r->p + r->p - 1);
+        int best = 0;
+        for (int v = 1; v < r->n_vocab; v++)
+            if (lg[v] > lg[best])
+                best = v;
+        last[seq0 + s] = best;
+    }
+    return 0;
+}
+
+/* one decode step of sequences [seq0, seq0+n) at position pos */
+static int step(const struct run *r, struct llama_context *ctx, struct llama_batch *b, int seq0, int n, int pos,
+                llama_token *last)
+{
+    b->n_tokens = 0;
+    for (int s = 0; s < n; s++) {
+        int k = b->n_tokens++;
+        b->token[k] = last[seq0 + s];
+        b->pos[k] = pos;
+        b->n_seq_id[k] = 1;
+        b->seq_id[k][0] = seq0 + s;
+        b->logits[k] = 1;
+    }
+    if (llama_decode(ctx, *b))
+        return -1;
+    for (int s = 0; s < n; s++) {
+        const float *lg = llama_get_logits_ith(ctx, s);
+        int best = 0;
+        for (int v = 1; v < r->n_vocab; v++)
+            if (lg[v] > lg[best])
+                best = v;
+        last[seq0 + s] = best;
+    }
+    return 0;
+}
+
+/* mode 0 single, 1 switch (a), 2 contexts (b): seconds for prefill + G steps */
+static double run_mode(const struct run *r, int mode)
+{
+    struct llama_batch b = llama_batch_init(r->n * r->p, 0, 1);
+    llama_token *last = calloc((size_t)r->n, sizeof(*last));
+    struct llama_context *c0 = ctx_new(r, mode == 2 ? r->n / 2 : r->n);
+    struct llama_context *c1 = mode == 2 ? ctx_new(r, r->n / 2) : NULL;
+    int h = r->n / 2, rc = 0;
+    double t0 = now();
+    if (mode == 0) {
+        set_adapter(c0, r->ad[0]);
+        rc |= prefill(r, c0, &b, 0, r->n, 0, last);
+        for (int g = 0; g < r->g && !rc; g++)
+            rc |= step(r, c0, &b, 0, r->n, r->p + g, last);
+    } else if (mode == 1) {
+        set_adapter(c0, r->ad[0]);
+        rc |= prefill(r, c0, &b, 0, h, 0, last);
+        set_adapter(c0, r->ad[1]);
+        rc |= prefill(r, c0, &b, h, r->n - h, 1, last);
+        for (int g = 0; g < r->g && !rc; g++) {
+            set_adapter(c0, r->ad[0]);
+            rc |= step(r, c0, &b, 0, h, r->p + g, last);
+            set_adapter(c0, r->ad[1]);
+            rc |= step(r, c0, &b, h, r->n - h, r->p + g, last);
+        }
+    } else {
+        set_adapter(c0, r->ad[0]);
+        set_adapter(c1, r->ad[1]);
+        rc |= prefill(r, c0, &b, 0, h, 0, last);
+        rc |= prefill(r, c1, &b, 0, r->n - h, 1, last + h);
+        for (int g = 0; g < r->g && !rc; g++) {
+            rc |= step(r, c0, &b, 0, h, r->p + g, last);
+            rc |= step(r, c1, &b, 0, r->n - h, r->p + g, last + h);
+        }
+    }
+    double t = now() - t0;
+    if (rc)
+        fprintf(stderr, "bench_lora: a decode failed (mode %d)\n", mode);
+    llama_free(c0);
+    if (c1)
+        llama_free(c1);
+    free(last);
+    llama_batch_free(b);
+    return rc ? NAN : t;
+}
+
+/* per-switch cost: K steps of n/2 sequences with the adapter switched before each, minus K
+ * steps without; also the time inside llama_set_adapters_lora itself */
+static void switch_cost(const struct run *r, int k, double *per_switch, double *in_call, double *step_s)
+{
+    struct llama_batch b = llama_batch_init(r->n * r->p, 0, 1);
+    llama_token *last = calloc((size_t)r->n, sizeof(*last));
+    struct llama_context *c = ctx_new(r, r->n);
+    int h = r->n / 2;
+    set_adapter(c, r->ad[0]);
+    prefill(r, c, &b, 0, h, 0, last);
+    int pos = r->p;
+    double t0 = now();
+    for (int i = 0; i < k; i++) {
+        set_adapter(c, r->ad[0]); /* the same set: a no-op */
+        step(r, c, &b, 0, h, pos++, last);
+    }
+    double t_same = now() - t0, t_call = 0;
+    t0 = now();
+    for (int i = 0; i < k; i++) {
+        double tc = now();
+        set_adapter(c, r->ad[(i + 1) & 1]);
+        t_call += now() - tc;
+        step(r, c, &b, 0, h, pos++, last);
+    }
+    double t_switch = now() - t0;
+    *per_switch = (t_switch - t_same) / k;
+    *in_call = t_call / k;
+    *step_s = t_same / k;
+    llama_free(c);
+    free(last);
+    llama_batch_free(b);
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_d);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s BASE.gguf A.gguf B.gguf [N=16] [P=32] [G=32] [ROUNDS=3] [THREADS=2]\n", argv[0]);
+        return 2;
+    }
+    struct run r = {.n = 16, .p = 32, .g = 32, .threads = 2};
+    int rounds = 3;
+    if (argc > 4) r.n = atoi(argv[4]) > 1 ? atoi(argv[4]) : 16;
+    if (argc > 5) r.p = atoi(argv[5]) > 0 ? atoi(argv[5]) : 32;
+    if (argc > 6) r.g = atoi(argv[6]) > 0 ? atoi(argv[6]) : 32;
+    if (argc > 7) rounds = atoi(argv[7]) > 0 ? atoi(argv[7]) : 3;
+    if (argc > 8) r.threads = atoi(argv[8]) > 0 ? atoi(argv[8]) : 2;
+    if (rounds > 32) rounds = 32;
+    llama_log_set(quiet, NULL);
+    llama_backend_init();
+    struct llama_model_params mp = llama_model_default_params();
+    double tl = now();
+    r.model = llama_model_load_from_file(argv[1], mp);
+    if (!r.model) {
+        fprintf(stderr, "cannot load %s\n", argv[1]);
+        return 1;
+    }
+    tl = now() - tl;
+    r.n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(r.model));
+    double ta = now();
+    for (int i = 0; i < 2; i++)
+        if (!(r.ad[i] = llama_adapter_lora_init(r.model, argv[2 + i]))) {
+            fprintf(stderr, "cannot load adapter %s\n", argv[2 + i]);
+            return 1;
+        }
+    ta = (now() - ta) / 2;
+    printf("model %s (load %.2f s), adapters %s %s (load %.1f ms each)\n", argv[1], tl, argv[2], argv[3], ta * 1e3);
+    printf("N=%d sequences, P=%d prompt tokens, G=%d generated each, %d rounds, %d threads\n", r.n, r.p, r.g, rounds,
+           r.threads);
+
+    double ra[32], rb[32], sw[32], swc[32], sst[32];
+    run_mode(&r, 0); /* warm-up: page the weights in */
+    for (int i = 0; i < rounds; i++) {
+        double t[3];
+        for (int j = 0; j < 3; j++) {
+            int m = (i + j) % 3;
+            t[m] = run_mode(&r, m);
+        }
+        ra[i] = t[0] / t[1];
+        rb[i] = t[0] / t[2];
+        switch_cost(&r, 16, &sw[i], &swc[i], &sst[i]);
+        printf("round %d: single %.3f s, (a) switch %.3f s, (b) contexts %.3f s; throughput vs single: (a) %.3f (b) "
+               "%.3f; switch %.2f ms (call %.1f us) against a %.2f ms step of %d sequences\n",
+               i + 1, t[0], t[1], t[2], ra[i], rb[i], sw[i] * 1e3, swc[i] * 1e6, sst[i] * 1e3, r.n / 2);
+        fflush(stdout);
+    }
+    double lo_a = ra[0], hi_a = ra[0], lo_b = rb[0], hi_b = rb[0];
+    for (int i = 1; i < rounds; i++) {
+        lo_a = fmin(lo_a, ra[i]), hi_a = fmax(hi_a, ra[i]);
+        lo_b = fmin(lo_b, rb[i]), hi_b = fmax(hi_b, rb[i]);
+    }
+    double ma = median(ra, rounds), mb = median(rb, rounds);
+    printf("median throughput of a mixed 2-adapter batch vs a single-adapter batch of %d: (a) switch %.3f [%.3f..%.3f], "
+           "(b) contexts %.3f [%.3f..%.3f]\n",
+           r.n, ma, lo_a, hi_a, mb, lo_b, hi_b);
+    printf("median adapter switch cost: %.2f ms per switch (llama_set_adapters_lora itself %.1f us; the rest is "
+           "the next decode's graph re-reservation), a step of %d sequences %.2f ms\n",
+           median(sw, rounds) * 1e3, median(swc, rounds) * 1e6, r.n / 2, median(sst, rounds) * 1e3);
+    llama_model_free(r.model);
+    llama_backend_free();
+    return 0;
+}
