@@ -397,8 +397,9 @@ static int config_check_model(const struct config_model *m, char *err, size_t er
  * its own) or a GGUF file: sets path */
 static int config_resolve_base(struct config *c, struct config_model *m, char *err, size_t errlen)
 {
-    if (!m->base)
-        return NS_OK;
+    const struct backend_ops *ops = backend_find(m->conf.kind);
+    if (!m->base || !ops || !ops->local_file)
+        return NS_OK; /* an upstream's base is refused by config_check_model */
     if (m->path) {
         snprintf(err, errlen, "[model %s]: give path or base, not both (base names the model whose weights the "
                               "adapters go on)", m->conf.name);

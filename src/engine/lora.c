@@ -259,11 +259,15 @@ int lora_set_load(struct lora_set *s, struct llama_model *model, const char *bas
     for (int i = 0; i < n; i++) {
         if ((rc = lora_check_file(specs[i].path, arch, base_path, err, errlen)))
             goto out;
+        /* the model's list of its adapters changes here: under the registry's mutex, as every
+         * other change to a shared model */
         struct lora_log l = {0};
+        pthread_mutex_lock(&lora_mu);
         llama_log_get(&l.prev, &l.prev_ud);
         llama_log_set(lora_log_cb, &l);
         s->ad[i] = llama_adapter_lora_init(model, specs[i].path);
         llama_log_set(l.prev, l.prev_ud);
+        pthread_mutex_unlock(&lora_mu);
         if (!s->ad[i]) {
             const char *why = strstr(l.last, ": ") ? strstr(l.last, ": ") + 2 : l.last;
             snprintf(err, errlen, "lora: adapter '%s' does not fit the base model '%s'%s%s", specs[i].path, base_path,
@@ -297,8 +301,10 @@ void lora_set_apply(const struct lora_set *s, struct llama_context *ctx)
 
 void lora_set_free(struct lora_set *s)
 {
+    pthread_mutex_lock(&lora_mu);
     for (int i = 0; i < s->n; i++)
         if (s->ad[i])
             llama_adapter_lora_free(s->ad[i]);
+    pthread_mutex_unlock(&lora_mu);
     memset(s, 0, sizeof(*s));
 }
