@@ -7,7 +7,10 @@
  *   (a) switch: ONE context, both groups' sequences in its KV; steps alternate between the
  *       groups and the context's adapter set is switched before each step;
  *   (b) contexts: one context PER adapter (own KV), all sharing the base model's weights;
- *       steps of the two contexts alternate (one at a time, as the engine would run them).
+ *       steps of the two contexts alternate, on one thread;
+ *   (b') the same as the engine runs it (engine/lora.c): each context on its own thread,
+ *       decodes taking the base's turn (a ticket lock), sampling outside it;
+ *   (b'') the same, the turn held for the whole step (decode and sampling).
  * Both are measured against the anchor "single": the same number of sequences, all on one
  * adapter, in one context (what a single-adapter batch of the same size costs). Each run
  * prefills N prompts of P tokens, then decodes G tokens per sequence (greedy argmax).
@@ -23,6 +26,9 @@
  */
 #include "llama.h"
 
+#include "../src/engine/lora.h"
+
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +51,7 @@ static void quiet(enum ggml_log_level level, const char *text, void *ud)
 
 struct run {
     struct llama_model *model;
+    struct lora_base *base;
     struct llama_adapter_lora *ad[2];
     int n, p, g, threads, n_vocab;
 };
@@ -96,7 +103,7 @@ static int prefill(const struct run *r, struct llama_context *ctx, struct llama_
 
 /* one decode step of sequences [seq0, seq0+n) at position pos */
 static int step(const struct run *r, struct llama_context *ctx, struct llama_batch *b, int seq0, int n, int pos,
-                llama_token *last)
+                llama_token *last, struct lora_base *release)
 {
     b->n_tokens = 0;
     for (int s = 0; s < n; s++) {
@@ -107,7 +114,10 @@ static int step(const struct run *r, struct llama_context *ctx, struct llama_bat
         b->seq_id[k][0] = seq0 + s;
         b->logits[k] = 1;
     }
-    if (llama_decode(ctx, *b))
+    int dr = llama_decode(ctx, *b);
+    if (release) /* (b'): the turn covers the decode only; sampling overlaps the other's */
+        lora_base_turn_end(release);
+    if (dr)
         return -1;
     for (int s = 0; s < n; s++) {
         const float *lg = llama_get_logits_ith(ctx, s);
@@ -120,20 +130,49 @@ static int step(const struct run *r, struct llama_context *ctx, struct llama_bat
     return 0;
 }
 
-/* mode 0 single, 1 switch (a), 2 contexts (b): seconds for prefill + G steps */
+/* (b'): one context's whole run on its own thread, decodes in the base's turn */
+struct half {
+    const struct run *r;
+    struct llama_context *ctx;
+    int n, tag, rc;
+    bool whole;                /* hold the turn for the whole step (sampling too) */
+};
+
+static void *half_main(void *arg)
+{
+    struct half *h = arg;
+    const struct run *r = h->r;
+    struct llama_batch b = llama_batch_init(h->n * r->p, 0, 1);
+    llama_token *last = calloc((size_t)h->n, sizeof(*last));
+    lora_base_turn_begin(r->base);
+    h->rc |= prefill(r, h->ctx, &b, 0, h->n, h->tag, last);
+    lora_base_turn_end(r->base);
+    for (int g = 0; g < r->g && !h->rc; g++) {
+        lora_base_turn_begin(r->base);
+        h->rc |= step(r, h->ctx, &b, 0, h->n, r->p + g, last, h->whole ? NULL : r->base);
+        if (h->whole)
+            lora_base_turn_end(r->base);
+    }
+    free(last);
+    llama_batch_free(b);
+    return NULL;
+}
+
+/* mode 0 single, 1 switch (a), 2 contexts (b), 3 contexts on threads (b'), 4 the same with
+ * the turn held for the whole step (b''): seconds for prefill + G steps */
 static double run_mode(const struct run *r, int mode)
 {
     struct llama_batch b = llama_batch_init(r->n * r->p, 0, 1);
     llama_token *last = calloc((size_t)r->n, sizeof(*last));
-    struct llama_context *c0 = ctx_new(r, mode == 2 ? r->n / 2 : r->n);
-    struct llama_context *c1 = mode == 2 ? ctx_new(r, r->n / 2) : NULL;
+    struct llama_context *c0 = ctx_new(r, mode >= 2 ? r->n / 2 : r->n);
+    struct llama_context *c1 = mode >= 2 ? ctx_new(r, r->n - r->n / 2) : NULL;
     int h = r->n / 2, rc = 0;
     double t0 = now();
     if (mode == 0) {
         set_adapter(c0, r->ad[0]);
         rc |= prefill(r, c0, &b, 0, r->n, 0, last);
         for (int g = 0; g < r->g && !rc; g++)
-            rc |= step(r, c0, &b, 0, r->n, r->p + g, last);
+            rc |= step(r, c0, &b, 0, r->n, r->p + g, last, NULL);
     } else if (mode == 1) {
         set_adapter(c0, r->ad[0]);
         rc |= prefill(r, c0, &b, 0, h, 0, last);
@@ -141,18 +180,29 @@ static double run_mode(const struct run *r, int mode)
         rc |= prefill(r, c0, &b, h, r->n - h, 1, last);
         for (int g = 0; g < r->g && !rc; g++) {
             set_adapter(c0, r->ad[0]);
-            rc |= step(r, c0, &b, 0, h, r->p + g, last);
+            rc |= step(r, c0, &b, 0, h, r->p + g, last, NULL);
             set_adapter(c0, r->ad[1]);
-            rc |= step(r, c0, &b, h, r->n - h, r->p + g, last);
+            rc |= step(r, c0, &b, h, r->n - h, r->p + g, last, NULL);
         }
+    } else if (mode >= 3) {
+        bool whole = mode == 4;
+        set_adapter(c0, r->ad[0]);
+        set_adapter(c1, r->ad[1]);
+        struct half hs[2] = {{r, c0, h, 0, 0, whole}, {r, c1, r->n - h, 1, 0, whole}};
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++)
+            pthread_create(&t[i], NULL, half_main, &hs[i]);
+        for (int i = 0; i < 2; i++)
+            pthread_join(t[i], NULL);
+        rc = hs[0].rc | hs[1].rc;
     } else {
         set_adapter(c0, r->ad[0]);
         set_adapter(c1, r->ad[1]);
         rc |= prefill(r, c0, &b, 0, h, 0, last);
         rc |= prefill(r, c1, &b, 0, r->n - h, 1, last + h);
         for (int g = 0; g < r->g && !rc; g++) {
-            rc |= step(r, c0, &b, 0, h, r->p + g, last);
-            rc |= step(r, c1, &b, 0, r->n - h, r->p + g, last + h);
+            rc |= step(r, c0, &b, 0, h, r->p + g, last, NULL);
+            rc |= step(r, c1, &b, 0, r->n - h, r->p + g, last + h, NULL);
         }
     }
     double t = now() - t0;
@@ -180,7 +230,7 @@ static void switch_cost(const struct run *r, int k, double *per_switch, double *
     double t0 = now();
     for (int i = 0; i < k; i++) {
         set_adapter(c, r->ad[0]); /* the same set: a no-op */
-        step(r, c, &b, 0, h, pos++, last);
+        step(r, c, &b, 0, h, pos++, last, NULL);
     }
     double t_same = now() - t0, t_call = 0;
     t0 = now();
@@ -188,7 +238,7 @@ static void switch_cost(const struct run *r, int k, double *per_switch, double *
         double tc = now();
         set_adapter(c, r->ad[(i + 1) & 1]);
         t_call += now() - tc;
-        step(r, c, &b, 0, h, pos++, last);
+        step(r, c, &b, 0, h, pos++, last, NULL);
     }
     double t_switch = now() - t0;
     *per_switch = (t_switch - t_same) / k;
@@ -229,9 +279,10 @@ int main(int argc, char **argv)
     llama_backend_init();
     struct llama_model_params mp = llama_model_default_params();
     double tl = now();
-    r.model = llama_model_load_from_file(argv[1], mp);
-    if (!r.model) {
-        fprintf(stderr, "cannot load %s\n", argv[1]);
+    char err[300];
+    bool shared;
+    if (lora_base_acquire(argv[1], &mp, &r.base, &r.model, &shared, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
         return 1;
     }
     tl = now() - tl;
@@ -247,35 +298,41 @@ int main(int argc, char **argv)
     printf("N=%d sequences, P=%d prompt tokens, G=%d generated each, %d rounds, %d threads\n", r.n, r.p, r.g, rounds,
            r.threads);
 
-    double ra[32], rb[32], sw[32], swc[32], sst[32];
+    double ra[32], rb[32], rt[32], rw[32], sw[32], swc[32], sst[32];
     run_mode(&r, 0); /* warm-up: page the weights in */
     for (int i = 0; i < rounds; i++) {
-        double t[3];
-        for (int j = 0; j < 3; j++) {
-            int m = (i + j) % 3;
+        double t[5];
+        for (int j = 0; j < 5; j++) {
+            int m = (i + j) % 5;
             t[m] = run_mode(&r, m);
         }
+        rw[i] = t[0] / t[4];
         ra[i] = t[0] / t[1];
         rb[i] = t[0] / t[2];
+        rt[i] = t[0] / t[3];
         switch_cost(&r, 16, &sw[i], &swc[i], &sst[i]);
-        printf("round %d: single %.3f s, (a) switch %.3f s, (b) contexts %.3f s; throughput vs single: (a) %.3f (b) "
-               "%.3f; switch %.2f ms (call %.1f us) against a %.2f ms step of %d sequences\n",
-               i + 1, t[0], t[1], t[2], ra[i], rb[i], sw[i] * 1e3, swc[i] * 1e6, sst[i] * 1e3, r.n / 2);
+        printf("round %d: single %.3f s, (a) switch %.3f s, (b) contexts %.3f s, (b') threads %.3f s, (b'') whole "
+               "steps %.3f s; throughput vs single: (a) %.3f (b) %.3f (b') %.3f (b'') %.3f; switch %.2f ms (call %.1f "
+               "us) against a %.2f ms step of %d sequences\n",
+               i + 1, t[0], t[1], t[2], t[3], t[4], ra[i], rb[i], rt[i], rw[i], sw[i] * 1e3, swc[i] * 1e6,
+               sst[i] * 1e3, r.n / 2);
         fflush(stdout);
     }
-    double lo_a = ra[0], hi_a = ra[0], lo_b = rb[0], hi_b = rb[0];
-    for (int i = 1; i < rounds; i++) {
-        lo_a = fmin(lo_a, ra[i]), hi_a = fmax(hi_a, ra[i]);
-        lo_b = fmin(lo_b, rb[i]), hi_b = fmax(hi_b, rb[i]);
+    double lo[4], hi[4], *v[4] = {ra, rb, rt, rw};
+    for (int k = 0; k < 4; k++) {
+        lo[k] = hi[k] = v[k][0];
+        for (int i = 1; i < rounds; i++)
+            lo[k] = fmin(lo[k], v[k][i]), hi[k] = fmax(hi[k], v[k][i]);
     }
-    double ma = median(ra, rounds), mb = median(rb, rounds);
-    printf("median throughput of a mixed 2-adapter batch vs a single-adapter batch of %d: (a) switch %.3f [%.3f..%.3f], "
-           "(b) contexts %.3f [%.3f..%.3f]\n",
-           r.n, ma, lo_a, hi_a, mb, lo_b, hi_b);
+    double ma = median(ra, rounds), mb = median(rb, rounds), mt = median(rt, rounds), mw = median(rw, rounds);
+    printf("median throughput of a mixed 2-adapter batch vs a single-adapter batch of %d [min..max over rounds]: "
+           "(a) switch %.3f [%.3f..%.3f], (b) contexts %.3f [%.3f..%.3f], (b') threads %.3f [%.3f..%.3f], "
+           "(b'') whole steps %.3f [%.3f..%.3f]\n",
+           r.n, ma, lo[0], hi[0], mb, lo[1], hi[1], mt, lo[2], hi[2], mw, lo[3], hi[3]);
     printf("median adapter switch cost: %.2f ms per switch (llama_set_adapters_lora itself %.1f us; the rest is "
            "the next decode's graph re-reservation), a step of %d sequences %.2f ms\n",
            median(sw, rounds) * 1e3, median(swc, rounds) * 1e6, r.n / 2, median(sst, rounds) * 1e3);
-    llama_model_free(r.model);
+    lora_base_release(r.base);
     llama_backend_free();
     return 0;
 }

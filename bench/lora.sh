@@ -2,7 +2,9 @@
 # bench/lora.sh — the LoRA batching designs measured on llama.cpp (bench/lora.c): a mixed
 # two-adapter batch's throughput against a single-adapter batch of the same size, as
 # (a) adapter-homogeneous steps in one context, switching its adapter set between steps,
-# (b) one context per adapter over the shared base weights, steps interleaved;
+# (b) one context per adapter over the shared base weights, steps interleaved (on one
+#     thread; (b') and (b'') on a thread each, as the engine runs them, taking turns for the
+#     decode only or for the whole step);
 # and the cost of one adapter switch. Prints ratios against the single-adapter anchor
 # measured in the same run (interleaved rounds), never pass/fail.
 #
@@ -27,6 +29,11 @@ trap cleanup EXIT
 if [ "${BENCH_LOCK:-0}" = 1 ]; then
     while [ -e /work/bench.lock ]; do sleep 5; done
     echo "lora.sh $$" > /work/bench.lock; HELD=1
+    # commands started before the lock still run: wait (up to 2 minutes) for them to end
+    for _ in $(seq 24); do
+        awk '{ exit !($1 < 0.7) }' /proc/loadavg && break
+        sleep 5
+    done
 fi
 echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 "$BUILD/bench_lora" "$WORK/base.gguf" "$WORK/a.gguf" "$WORK/b.gguf" "$N" "$P" "$G" "$ROUNDS" "$(nproc)"
