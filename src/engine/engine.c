@@ -166,15 +166,11 @@ static int engine_running(const struct engine *e);
  * shared machine varies far more than anything the scheduler does. */
 static int engine_forward(struct engine *e, struct llama_batch b)
 {
-    int ret;
-    lora_base_turn_begin(e->base); /* the engines of one base model decode in turn (lora.h) */
-    double t0 = clock_now();
-    if (llama_model_has_encoder(e->model) && !llama_model_has_decoder(e->model))
-        ret = llama_encode(e->ctx, b);
-    else
-        ret = llama_decode(e->ctx, b);
-    e->stats.decode_seconds += clock_now() - t0;
-    lora_base_turn_end(e->base);
+    double s = 0;
+    /* the engines of one base model decode one at a time, on one thread (lora.h) */
+    int ret = lora_base_forward(e->base, e->ctx, b, llama_model_has_encoder(e->model) && !llama_model_has_decoder(e->model),
+                                &s);
+    e->stats.decode_seconds += s;
     return ret;
 }
 

@@ -4,8 +4,9 @@
  * INVARIANTS
  * - The registry holds one entry per loaded file (by its real path), refs >= 1; an entry
  *   leaves the registry, and its model is freed, when refs drops to 0.
- * - The turn: ticket `next` is the next to hand out, `serving` the one that may decode;
- *   serving <= next, and only the holder of ticket `serving` is between begin and end.
+ * - Decodes of a base with more than one engine run on its decode thread, one at a time, in
+ *   the order they were asked (a FIFO of jobs on the askers' stacks); an asker sleeps until
+ *   its job is done. The thread runs from the first such decode to the base's release.
  */
 #include "lora.h"
 
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int lora_spec_parse(const char *text, size_t *path_len, float *scale, char *err, size_t errlen)
 {
@@ -56,13 +58,25 @@ int lora_spec_parse(const char *text, size_t *path_len, float *scale, char *err,
 
 /* ---- shared base weights ------------------------------------------------------------------ */
 
+struct lora_job {
+    struct llama_context *ctx;
+    struct llama_batch batch;
+    bool encode, done;
+    int ret;
+    double seconds;
+    struct lora_job *next;
+};
+
 struct lora_base {
     char *path;                /* realpath of the file */
     struct llama_model *model;
-    int refs;
-    pthread_mutex_t mu;        /* the turn */
-    pthread_cond_t cv;
-    uint64_t next, serving;
+    int refs;                  /* under lora_mu */
+    /* the decode thread; its queue under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv_job, cv_done;
+    struct lora_job *head, *tail;
+    bool running, quit;
+    pthread_t thread;
     struct lora_base *link;
 };
 
@@ -107,7 +121,8 @@ int lora_base_acquire(const char *path, const struct llama_model_params *mp, str
         goto out;
     }
     pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->cv, NULL);
+    pthread_cond_init(&b->cv_job, NULL);
+    pthread_cond_init(&b->cv_done, NULL);
     b->refs = 1;
     b->link = lora_bases;
     lora_bases = b;
@@ -136,9 +151,17 @@ void lora_base_release(struct lora_base *b)
     pthread_mutex_unlock(&lora_mu);
     if (!last)
         return;
+    if (b->running) {
+        pthread_mutex_lock(&b->mu);
+        b->quit = true;
+        pthread_cond_broadcast(&b->cv_job);
+        pthread_mutex_unlock(&b->mu);
+        pthread_join(b->thread, NULL);
+    }
     llama_model_free(b->model);
     pthread_mutex_destroy(&b->mu);
-    pthread_cond_destroy(&b->cv);
+    pthread_cond_destroy(&b->cv_job);
+    pthread_cond_destroy(&b->cv_done);
     free(b->path);
     free(b);
 }
@@ -159,25 +182,69 @@ uint64_t lora_base_loads(void)
     return n;
 }
 
-void lora_base_turn_begin(struct lora_base *b)
+static int lora_run(struct llama_context *ctx, struct llama_batch batch, bool encode, double *seconds)
 {
-    if (!b)
-        return;
-    pthread_mutex_lock(&b->mu);
-    uint64_t mine = b->next++;
-    while (b->serving != mine)
-        pthread_cond_wait(&b->cv, &b->mu);
-    pthread_mutex_unlock(&b->mu);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int ret = encode ? llama_encode(ctx, batch) : llama_decode(ctx, batch);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    return ret;
 }
 
-void lora_base_turn_end(struct lora_base *b)
+static void *lora_decode_main(void *arg)
 {
-    if (!b)
-        return;
+    struct lora_base *b = arg;
     pthread_mutex_lock(&b->mu);
-    b->serving++;
-    pthread_cond_broadcast(&b->cv);
+    for (;;) {
+        while (!b->head && !b->quit)
+            pthread_cond_wait(&b->cv_job, &b->mu);
+        if (!b->head)
+            break;
+        struct lora_job *j = b->head;
+        b->head = j->next;
+        if (!b->head)
+            b->tail = NULL;
+        pthread_mutex_unlock(&b->mu);
+        j->ret = lora_run(j->ctx, j->batch, j->encode, &j->seconds);
+        pthread_mutex_lock(&b->mu);
+        j->done = true;
+        pthread_cond_broadcast(&b->cv_done);
+    }
     pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+int lora_base_forward(struct lora_base *b, struct llama_context *ctx, struct llama_batch batch, bool encode,
+                      double *seconds)
+{
+    /* alone on its weights (the usual case): on the caller's thread, as without adapters */
+    if (!b || lora_base_users(b) < 2)
+        return lora_run(ctx, batch, encode, seconds);
+    struct lora_job j = {.ctx = ctx, .batch = batch, .encode = encode};
+    pthread_mutex_lock(&b->mu);
+    if (!b->running) {
+        if (pthread_create(&b->thread, NULL, lora_decode_main, b) != 0) {
+            pthread_mutex_unlock(&b->mu);
+            /* no thread: decode here, one at a time all the same */
+            pthread_mutex_lock(&lora_mu);
+            int ret = lora_run(ctx, batch, encode, seconds);
+            pthread_mutex_unlock(&lora_mu);
+            return ret;
+        }
+        b->running = true;
+    }
+    if (b->tail)
+        b->tail->next = &j;
+    else
+        b->head = &j;
+    b->tail = &j;
+    pthread_cond_signal(&b->cv_job);
+    while (!j.done)
+        pthread_cond_wait(&b->cv_done, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+    *seconds = j.seconds;
+    return j.ret;
 }
 
 /* ---- adapter sets ------------------------------------------------------------------------- */

@@ -9,25 +9,28 @@
  * sequences of different adapter sets cannot share a decode. Each model section with
  * adapters (config `base =` / `lora =`, or --lora) is an engine of its own: its own context
  * and KV, with its adapter set applied once, over the base's weights loaded once
- * (lora_base_acquire). Their steps interleave: an engine takes the base's turn
- * (lora_base_turn_begin/end, a ticket lock: first come, first served) around each
- * llama_decode, so the engines of one base decode one at a time, each with every thread
- * (no oversubscription of the cores), and in turn (an engine waiting for its turn gets the
- * next one). An engine alone on its base never waits; its steps are as full as they would
- * be without adapters. Measured against the other design, one context whose adapter set is
- * switched between adapter-homogeneous steps: that switch re-reserves the context's compute
- * graph at the next decode (a few ms, about 15% of a small step), and the mixed two-adapter
- * batch ran at 0.52 of a single-adapter batch's throughput against 0.81 for one context per
- * adapter (bench/lora.sh, docs/USAGE.md). The cost of this design is memory: each adapter
- * model has its own KV cache.
+ * (lora_base_acquire). Their steps interleave: while a base has several engines, their
+ * llama_decode calls run on the base's one decode thread (lora_base_forward), one at a time
+ * in the order asked, each with every CPU thread. One thread matters: llama.cpp's CPU
+ * backend computes with an OpenMP team per calling thread, and an idle team keeps spinning
+ * for a while after its graph, so decodes from each engine's own thread in turn left a
+ * spinning team beside the computing one (measured: 0.55 of a single-adapter batch's
+ * throughput against 0.65 for the same steps issued from one thread; bench/lora.sh). An
+ * engine alone on its base decodes on its own thread as without adapters; its steps are as
+ * full as they would be without adapters. The other design, one context whose adapter set
+ * is switched between adapter-homogeneous steps, measured 0.57: a switch costs ~10 us in
+ * llama_set_adapters_lora but re-reserves the context's compute graph at the next decode
+ * (about 2 ms, 13% of a 17 ms step of 8 sequences). The cost of this design is memory: each
+ * adapter model has its own KV cache.
  *
  * Prefix cache: the KV of a prompt depends on the adapter set, so it must never be shared
  * between sets. Each engine has its own KV and its own prefix trie, so reuse stays within
  * one adapter set by construction.
  *
  * THREADS
- * acquire/release: any thread (one mutex guards the registry). The turn: the engines'
- * threads. A set is loaded and applied by the thread that creates its engine.
+ * acquire/release: any thread (one mutex guards the registry). forward: the engines'
+ * threads; a base's decode thread runs from its first shared decode to its release. A set
+ * is loaded and applied by the thread that creates its engine.
  *
  * OWNERSHIP
  * The registry owns the models; an engine holds a reference from acquire to release (the
@@ -76,9 +79,13 @@ int lora_base_users(const struct lora_base *b);
 /* times this process loaded a model's weights (shares excluded): for tests and logs */
 uint64_t lora_base_loads(void);
 
-/* around each llama_decode of an engine of this base: one at a time, first come first served */
-void lora_base_turn_begin(struct lora_base *b);
-void lora_base_turn_end(struct lora_base *b);
+/* An engine's llama_decode (llama_encode when encode) of ctx, a context of b's model: while
+ * b has one engine, on the caller's thread; with several, on b's decode thread, one at a time
+ * in the order asked (the caller sleeps meanwhile). Returns what llama.cpp returned;
+ * *seconds = the time llama.cpp took, waiting excluded. b NULL: on the caller's thread. */
+struct llama_batch;
+int lora_base_forward(struct lora_base *b, struct llama_context *ctx, struct llama_batch batch, bool encode,
+                      double *seconds);
 
 /* ---- adapter sets ------------------------------------------------------------------------- */
 struct lora_set {

@@ -727,10 +727,10 @@ struct modelgen_lora_params modelgen_lora_default_params(void) {
 static bool lora_target(const char *name) {
     static const char *const suffixes[] = { ".attn_q.weight", ".attn_v.weight", ".attn_output.weight",
                                             ".ffn_up.weight", ".ffn_down.weight" };
-    if (!has_prefix(name, "blk.")) {
+    const size_t n = strlen(name);
+    if (!has_prefix(name, "blk.") || n + strlen(".lora_a") >= GGML_MAX_NAME) {
         return false;
     }
-    const size_t n = strlen(name);
     for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
         const size_t k = strlen(suffixes[i]);
         if (n > k && strcmp(name + n - k, suffixes[i]) == 0) {
@@ -813,7 +813,7 @@ int modelgen_lora_write(const struct modelgen_lora_params *p, char *err, size_t 
             const int64_t n_in = t->ne[0], n_out = t->ne[1], r = p->rank;
             struct ggml_tensor *a = ggml_new_tensor_2d(data, GGML_TYPE_F32, n_in, r);
             struct ggml_tensor *b = ggml_new_tensor_2d(data, GGML_TYPE_F32, r, n_out);
-            char name[GGML_MAX_NAME];
+            char name[GGML_MAX_NAME + 8]; /* lora_target: it fits GGML_MAX_NAME */
             snprintf(name, sizeof name, "%s.lora_a", t->name);
             ggml_set_name(a, name);
             snprintf(name, sizeof name, "%s.lora_b", t->name);
