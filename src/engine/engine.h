@@ -116,7 +116,8 @@ struct engine_params {
     /* LoRA adapters (lora.h): applied to this engine's context, stacked, each with its scale;
      * the caller's array, read by engine_init only. NULL/0: none. Whatever the adapters, the
      * weights of model_path are loaded once per process: every engine of the same file shares
-     * them (the first one's placement stands), and such engines decode in turn. */
+     * them (the first one's placement stands), and such engines' steps are decoded one at a
+     * time, on one thread (lora.h). */
     const struct lora_spec *lora;
     int n_lora;
 };
