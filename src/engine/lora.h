@@ -11,17 +11,18 @@
  * and KV, with its adapter set applied once, over the base's weights loaded once
  * (lora_base_acquire). Their steps interleave: while a base has several engines, their
  * llama_decode calls run on the base's one decode thread (lora_base_forward), one at a time
- * in the order asked, each with every CPU thread. One thread matters: llama.cpp's CPU
- * backend computes with an OpenMP team per calling thread, and an idle team keeps spinning
- * for a while after its graph, so decodes from each engine's own thread in turn left a
- * spinning team beside the computing one (measured: 0.55 of a single-adapter batch's
- * throughput against 0.65 for the same steps issued from one thread; bench/lora.sh). An
- * engine alone on its base decodes on its own thread as without adapters; its steps are as
- * full as they would be without adapters. The other design, one context whose adapter set
- * is switched between adapter-homogeneous steps, measured 0.57: a switch costs ~10 us in
- * llama_set_adapters_lora but re-reserves the context's compute graph at the next decode
- * (about 2 ms, 13% of a 17 ms step of 8 sequences). The cost of this design is memory: each
- * adapter model has its own KV cache.
+ * in the order asked, each with every CPU thread. Why one thread: llama.cpp's CPU backend
+ * computes with an OpenMP team per calling thread, whose idle workers spin for a while after
+ * a graph; in the quietest measurement, decodes issued from each engine's own thread in turn
+ * ran a mixed batch at 0.55 of a single-adapter batch's throughput, against 0.65 for the same
+ * steps from one thread (noisier runs did not separate the two; bench/lora.sh), and the
+ * decode thread costs a single adapter nothing measurable (1.00-1.02). An engine alone on its
+ * base decodes on its own thread as without adapters. The other design, one context whose
+ * adapter set is switched between adapter-homogeneous steps, was slower in every run (mixed
+ * batch 0.54-0.68 against 0.61-0.80 for one context per adapter, 0.63-0.74 through the
+ * decode thread): a switch costs ~10 us in llama_set_adapters_lora, but re-reserves the
+ * context's compute graph at the next decode (2-4 ms against a 17-33 ms step of 8
+ * sequences). The cost of this design is memory: each adapter model has its own KV cache.
  *
  * Prefix cache: the KV of a prompt depends on the adapter set, so it must never be shared
  * between sets. Each engine has its own KV and its own prefix trie, so reuse stays within
