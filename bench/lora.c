@@ -25,7 +25,6 @@
  * usage: bench_lora BASE.gguf A.gguf B.gguf [N=16] [P=32] [G=32] [ROUNDS=3] [THREADS=2]
  * Prints comparisons, never pass/fail. bench/lora.sh builds the models and runs it.
  */
-#include "ggml-cpu.h"
 #include "llama.h"
 
 #include "../src/engine/lora.h"
@@ -58,9 +57,6 @@ struct run {
     int n, p, g, threads, n_vocab;
 };
 
-/* LORA_BENCH_SHARED_POOL=1: every context computes on one ggml threadpool */
-static struct ggml_threadpool *g_pool;
-
 static struct llama_context *ctx_new(const struct run *r, int n_seq)
 {
     struct llama_context_params cp = llama_context_default_params();
@@ -70,10 +66,7 @@ static struct llama_context *ctx_new(const struct run *r, int n_seq)
     cp.n_seq_max = (uint32_t)n_seq;
     cp.kv_unified = false; /* the engine's default: KV split between the sequences */
     cp.n_threads = cp.n_threads_batch = r->threads;
-    struct llama_context *ctx = llama_init_from_model(r->model, cp);
-    if (ctx && g_pool)
-        llama_attach_threadpool(ctx, g_pool, g_pool);
-    return ctx;
+    return llama_init_from_model(r->model, cp);
 }
 
 static void set_adapter(struct llama_context *ctx, struct llama_adapter_lora *a)
@@ -331,11 +324,6 @@ int main(int argc, char **argv)
         return 1;
     }
     tl = now() - tl;
-    if (getenv("LORA_BENCH_SHARED_POOL") && atoi(getenv("LORA_BENCH_SHARED_POOL")) == 1) {
-        struct ggml_threadpool_params tp = ggml_threadpool_params_default(r.threads);
-        g_pool = ggml_threadpool_new(&tp);
-        printf("one shared ggml threadpool for every context\n");
-    }
     r.n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(r.model));
     double ta = now();
     for (int i = 0; i < 2; i++)
