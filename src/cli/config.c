@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +119,39 @@ static int config_str(struct config_parse *p, const struct config_model *m, cons
     return (*field = config_dup(p, v)) != NULL;
 }
 
+/* lora = FILE[:SCALE]: repeatable, each an adapter stacked on the model */
+int config_lora_arg(const char *text, struct lora_spec *specs, int *n, char *err, size_t errlen)
+{
+    size_t len;
+    float scale;
+    if (*n == LORA_MAX) {
+        snprintf(err, errlen, "at most %d adapters on one model", LORA_MAX);
+        return NS_ERR_INVALID;
+    }
+    if (lora_spec_parse(text, &len, &scale, err, errlen))
+        return NS_ERR_INVALID;
+    char *path = strndup(text, len);
+    if (!path) {
+        snprintf(err, errlen, "out of memory");
+        return NS_ERR_NOMEM;
+    }
+    specs[*n].path = path;
+    specs[(*n)++].scale = scale;
+    if (access(path, R_OK) != 0) {
+        snprintf(err, errlen, "cannot read the adapter '%s': %s", path, strerror(errno));
+        return NS_ERR_IO;
+    }
+    return NS_OK;
+}
+
+static int config_lora(struct config_parse *p, struct config_model *m, const char *v)
+{
+    char why[300];
+    if (config_lora_arg(v, m->lora, &m->n_lora, why, sizeof(why)))
+        return config_fail(p, "[model %s]: lora: %s", m->conf.name, why);
+    return 1;
+}
+
 static int config_model_key(struct config_parse *p, struct config_model *m, const char *k, const char *v)
 {
     struct backend_conf *c = &m->conf;
@@ -153,6 +187,10 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
     }
     if (strcmp(k, "path") == 0)
         return config_str(p, m, k, (const char **)&m->path, v);
+    if (strcmp(k, "base") == 0)
+        return config_str(p, m, k, (const char **)&m->base, v);
+    if (strcmp(k, "lora") == 0)
+        return config_lora(p, m, v);
     if (strcmp(k, "url") == 0) {
         if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8))
             return config_fail(p, "[model %s]: url must start with http:// or https://, not '%s'", c->name, v);
@@ -220,7 +258,7 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
     if (strcmp(k, "batch_discount") == 0)
         return config_number(p, k, v, 0, 1, &c->batch_discount);
     return config_fail(p,
-                       "[model %s]: unknown key '%s' (known: backend, path, chat_template_file, interactive_step_ms, url, api_key_env, upstream_model, "
+                       "[model %s]: unknown key '%s' (known: backend, path, base, lora, chat_template_file, interactive_step_ms, url, api_key_env, upstream_model, "
                        "concurrency, max_attempts, timeout, retry_base, retry_max, circuit_failures, "
                        "circuit_cooldown, provider, completion_window, batch_max_lines, batch_max_bytes, flush_lines, "
                        "flush_after, poll_interval, poll_max, price_input, price_output, batch_discount)",
@@ -404,7 +442,8 @@ static int config_check_model(struct config_model *m, char *err, size_t errlen)
     const struct backend_ops *ops = backend_find(c->kind);
     bool local = ops && ops->local_file;
     if (local && !m->path) {
-        snprintf(err, errlen, "[model %s]: backend local needs path = FILE.gguf", c->name);
+        snprintf(err, errlen, "[model %s]: backend local needs path = FILE.gguf (or base = MODEL with lora = FILE)",
+                 c->name);
         return NS_ERR_INVALID;
     }
     if (local && (c->url || c->api_key || c->upstream_model)) {
@@ -417,10 +456,49 @@ static int config_check_model(struct config_model *m, char *err, size_t errlen)
                  c->kind);
         return NS_ERR_INVALID;
     }
-    if (!local && (m->path || m->chat_template || m->has_step_ms)) {
+    if (!local && (m->path || m->chat_template || m->has_step_ms || m->base || m->n_lora)) {
         snprintf(err, errlen, "[model %s]: %s is for backend local", c->name,
-                 m->path ? "path" : m->chat_template ? "chat_template_file" : "interactive_step_ms");
+                 m->base ? "base" : m->n_lora ? "lora" : m->path ? "path" : m->chat_template ? "chat_template_file"
+                                                                                             : "interactive_step_ms");
         return NS_ERR_INVALID;
+    }
+    return NS_OK;
+}
+
+/* base = a [model] section's name (its file, and its chat template unless this model has
+ * its own) or a GGUF file: sets path */
+static int config_resolve_base(struct config *c, struct config_model *m, char *err, size_t errlen)
+{
+    const struct backend_ops *ops = backend_find(m->conf.kind);
+    if (!m->base || !ops || !ops->local_file)
+        return NS_OK; /* an upstream's base is refused by config_check_model */
+    if (m->path) {
+        snprintf(err, errlen, "[model %s]: give path or base, not both (base names the model whose weights the "
+                              "adapters go on)", m->conf.name);
+        return NS_ERR_INVALID;
+    }
+    const struct config_model *b = NULL;
+    for (int i = 0; i < c->n_models && !b; i++)
+        if (strcmp(c->models[i].conf.name, m->base) == 0)
+            b = &c->models[i];
+    if (b == m) {
+        snprintf(err, errlen, "[model %s]: base names this model itself", m->conf.name);
+        return NS_ERR_INVALID;
+    }
+    if (b && (b->base || !b->path)) {
+        snprintf(err, errlen, "[model %s]: base = %s names a model without path = FILE.gguf of its own%s", m->conf.name,
+                 m->base, b->base ? " (its weights come from its own base: name that one)" : "");
+        return NS_ERR_INVALID;
+    }
+    if (!b && access(m->base, R_OK) != 0) {
+        snprintf(err, errlen, "[model %s]: base = %s is neither a [model] section nor a readable file: %s",
+                 m->conf.name, m->base, strerror(errno));
+        return NS_ERR_INVALID;
+    }
+    if (!(m->path = strdup(b ? b->path : m->base)) ||
+        (b && b->chat_template && !m->chat_template && !(m->chat_template = strdup(b->chat_template)))) {
+        snprintf(err, errlen, "out of memory");
+        return NS_ERR_NOMEM;
     }
     return NS_OK;
 }
@@ -464,7 +542,8 @@ int config_load(const char *path, config_server_key_fn server_key_ok, struct con
             goto out;
         }
     for (int i = 0; i < c->n_models; i++)
-        if ((rc = config_check_model(&c->models[i], err, errlen))) {
+        if ((rc = config_resolve_base(c, &c->models[i], err, errlen)) ||
+            (rc = config_check_model(&c->models[i], err, errlen))) {
             char tmp[512];
             snprintf(tmp, sizeof(tmp), "%s: %s", path, err);
             snprintf(err, errlen, "%s", tmp);
@@ -497,6 +576,9 @@ void config_free(struct config *c)
         free((char *)b->upstream_model);
         free(c->models[i].path);
         free(c->models[i].chat_template);
+        free(c->models[i].base);
+        for (int k = 0; k < c->models[i].n_lora; k++)
+            free((char *)c->models[i].lora[k].path);
     }
     free(c->models);
     for (int i = 0; i < c->n_webhooks; i++) {

@@ -11,6 +11,10 @@
  *   path = /models/qwen2-0.5b-instruct-q8_0.gguf
  *   chat_template_file = /models/qwen2.jinja   ; optional: this Jinja template, not the GGUF's
  *
+ *   [model qwen-sql]           ; a LoRA fine-tune of qwen, served as its own model over
+ *   base = qwen                ; qwen's weights, loaded once (a [model] name or a GGUF file)
+ *   lora = /models/sql-lora.gguf:0.8   ; FILE[:SCALE], repeatable: adapters stacked
+ *
  *   [model gpt-4o-mini]        ; forwarded to an OpenAI-compatible server
  *   backend = openai-http
  *   url = https://api.openai.com/v1
@@ -39,6 +43,7 @@
 #define NS_CLI_CONFIG_H
 
 #include "../backend/backend.h"
+#include "../engine/lora.h"
 #include "../sched/webhook.h"
 
 #include <stdbool.h>
@@ -55,6 +60,10 @@ struct config_model {
     bool has_step_ms;           /* local: interactive_step_ms given (engine.h) ... */
     double interactive_step_ms; /* ... this */
     bool has_backend, has_max_lines, has_max_bytes; /* given in the section (a provider checks them) */
+    char *base;                 /* local: `base` as written (a [model] name or a file); path is
+                                   set from it once the file is read */
+    struct lora_spec lora[LORA_MAX]; /* local: the adapters (paths owned), stacked in order */
+    int n_lora;
 };
 
 /* [webhook NAME]: batch events POSTed to url, signed with the secret from secret_env */
@@ -79,6 +88,11 @@ typedef bool (*config_server_key_fn)(const char *key, const char *value, char *w
 /* 0 ok; else *out is NULL and err says "FILE:LINE: why" */
 int config_load(const char *path, config_server_key_fn server_key_ok, struct config **out, char *err, size_t errlen);
 void config_free(struct config *c);
+
+/* FILE[:SCALE] (a `lora =` value, a --lora argument) appended to specs[*n] (*n < LORA_MAX),
+ * its path copied (free(3) it; on failure too once *n has grown); 0 ok, else err says why: a
+ * bad scale, too many adapters, a file that cannot be read */
+int config_lora_arg(const char *text, struct lora_spec *specs, int *n, char *err, size_t errlen);
 
 /* A chat template file's text (--chat-template-file, chat_template_file): *out malloc'd;
  * NS_ERR_IO when it cannot be read, NS_ERR_INVALID when empty, binary or over 1 MB; err

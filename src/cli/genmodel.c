@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,16 @@ static void gen_usage(FILE *f)
           "  --seed N           weights seed (default 1): same seed, same bytes\n"
           "  --name NAME        general.name\n"
           "  --chat-template S  'chatml', a template string, or '' for none (default: the vocab's, else chatml)\n"
-          "  --chat-template-file FILE  the template's text from FILE (a family's .jinja)\n",
+          "  --chat-template-file FILE  the template's text from FILE (a family's .jinja)\n"
+          "\n"
+          "usage: nightshift gen-model --lora-of BASE.gguf -o OUT.gguf [--rank N] [--alpha A] [--strength S] [--seed N]\n"
+          "\n"
+          "Writes a random LoRA adapter for BASE (attn_q, attn_v, attn_output, ffn_up, ffn_down of\n"
+          "every layer), strong enough that greedy output under it differs from the base's: for\n"
+          "tests of [model NAME] sections with base = and lora = (docs/USAGE.md).\n"
+          "  --rank N           adapter rank (default 8)\n"
+          "  --alpha A          adapter.lora.alpha (default: the rank)\n"
+          "  --strength S       the delta's size against the base projection's (default 2)\n",
           f);
 }
 
@@ -60,7 +70,8 @@ static char *gen_read_file(const char *path)
 
 int cli_gen_model(int argc, char **argv)
 {
-    enum { O_VOCAB = 1000, O_SHAPE, O_LAYERS, O_EMBD, O_FF, O_HEADS, O_KV, O_CTX, O_TYPE, O_SEED, O_NAME, O_TMPL, O_TMPL_FILE };
+    enum { O_VOCAB = 1000, O_SHAPE, O_LAYERS, O_EMBD, O_FF, O_HEADS, O_KV, O_CTX, O_TYPE, O_SEED, O_NAME, O_TMPL, O_TMPL_FILE,
+           O_LORA_OF, O_RANK, O_ALPHA, O_STRENGTH };
     static const struct option lo[] = {
         {"vocab", required_argument, 0, O_VOCAB}, {"output", required_argument, 0, 'o'},
         {"shape", required_argument, 0, O_SHAPE}, {"layers", required_argument, 0, O_LAYERS},
@@ -69,9 +80,13 @@ int cli_gen_model(int argc, char **argv)
         {"ctx-train", required_argument, 0, O_CTX}, {"type", required_argument, 0, O_TYPE},
         {"seed", required_argument, 0, O_SEED},   {"name", required_argument, 0, O_NAME},
         {"chat-template", required_argument, 0, O_TMPL}, {"chat-template-file", required_argument, 0, O_TMPL_FILE},
+        {"lora-of", required_argument, 0, O_LORA_OF}, {"rank", required_argument, 0, O_RANK},
+        {"alpha", required_argument, 0, O_ALPHA}, {"strength", required_argument, 0, O_STRENGTH},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     struct modelgen_params p = modelgen_default_params();
+    struct modelgen_lora_params lp = modelgen_lora_default_params();
+    bool seed_given = false;
     p.type = MODELGEN_Q8_0;
     const char *shape = "tiny", *tmpl_file = NULL;
     long long layers = -1, embd = -1, ff = -1, heads = -1, kv = -1, v;
@@ -110,13 +125,46 @@ int cli_gen_model(int argc, char **argv)
             if (num_parse_long(optarg, 0, INT64_MAX, &v))
                 return cli_fail("--seed must be a non-negative integer, not '%s'", optarg);
             p.seed = (uint64_t)v;
+            seed_given = true;
             break;
+        case O_LORA_OF: lp.base_path = optarg; break;
+        case O_RANK:
+            if (num_parse_long(optarg, 1, 1024, &v))
+                return cli_fail("--rank must be an integer from 1 to 1024, not '%s'", optarg);
+            lp.rank = (int)v;
+            break;
+        case O_ALPHA:
+        case O_STRENGTH: {
+            double d;
+            char *end;
+            errno = 0;
+            d = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(d >= 0 && d <= 1000) || (ch == O_STRENGTH && d <= 0))
+                return cli_fail("--%s must be a number %s 0 to 1000, not '%s'", ch == O_ALPHA ? "alpha" : "strength",
+                                ch == O_ALPHA ? "from" : "above", optarg);
+            if (ch == O_ALPHA)
+                lp.alpha = (float)d;
+            else
+                lp.strength = (float)d;
+            break;
+        }
         case O_NAME: p.name = optarg; break;
         case O_TMPL: p.chat_template = optarg; break;
         case O_TMPL_FILE: tmpl_file = optarg; break;
         case 'h': gen_usage(stdout); return 0;
         default: gen_usage(stderr); return 2;
         }
+    }
+    if (lp.base_path) {
+        char lerr[512] = "";
+        if (!p.out_path)
+            return cli_fail("--lora-of needs -o OUT.gguf");
+        lp.out_path = p.out_path;
+        if (seed_given)
+            lp.seed = p.seed;
+        if (modelgen_lora_write(&lp, lerr, sizeof(lerr)))
+            return cli_fail("%s", lerr);
+        return 0;
     }
     if (!p.vocab_path || !p.out_path) {
         gen_usage(stderr);

@@ -70,6 +70,8 @@ struct run_opts {
     double price_input, price_output, batch_discount;
     const char *config;        /* --config: --model then names one of its [model] sections */
     struct engine_params gpu;  /* where the model runs, KV cache types (gpuopts.h) */
+    struct lora_spec lora[LORA_MAX]; /* --lora (paths malloc'd) */
+    int n_lora;
 };
 
 /* cost at batch and at real-time prices; false when no price was given */
@@ -142,6 +144,8 @@ static void run_usage(FILE *f)
           "  -t, --threads N          CPU threads (default: all)\n"
           "  -b, --batch-size N       most tokens per engine step (default 2048)\n"
           "      --chat-template NAME a llama.cpp built-in template instead of the model's\n"
+          "      --lora FILE[:SCALE]  a LoRA adapter on the model, scale 1 by default (repeatable:\n"
+          "                           adapters stacked)\n"
           "      --chat-template-file FILE  this Jinja chat template instead of the model's\n"
           "      --input-format F     openai (default) or gemini: {\"key\", \"request\"} lines in,\n"
           "                           {\"key\", \"response\"|\"status\"} lines out\n"
@@ -531,7 +535,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum {
         OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_TMPLF, OPT_PINT, OPT_KVU, OPT_NOPC, OPT_FORMAT,
-        OPT_PIN, OPT_POUT, OPT_DISC, OPT_CONFIG, OPT_VALIDATE, OPT_EMBED, OPT_POOL
+        OPT_PIN, OPT_POUT, OPT_DISC, OPT_CONFIG, OPT_VALIDATE, OPT_EMBED, OPT_POOL, OPT_LORA
     };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"errors", required_argument, 0, 'e'},
@@ -547,7 +551,8 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         {"input-format", required_argument, 0, OPT_FORMAT},
         {"price-input", required_argument, 0, OPT_PIN}, {"price-output", required_argument, 0, OPT_POUT},
         {"batch-discount", required_argument, 0, OPT_DISC}, {"config", required_argument, 0, OPT_CONFIG},
-        {"validate-only", no_argument, 0, OPT_VALIDATE}, GPUOPTS_LONG_OPTIONS,
+        {"validate-only", no_argument, 0, OPT_VALIDATE}, {"lora", required_argument, 0, OPT_LORA},
+        GPUOPTS_LONG_OPTIONS,
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     long long v;
@@ -640,6 +645,12 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         }
         case OPT_TMPL: o->chat_template = optarg; break;
         case OPT_TMPLF: o->chat_template_file = optarg; break;
+        case OPT_LORA: {
+            char lerr[400];
+            if (config_lora_arg(optarg, o->lora, &o->n_lora, lerr, sizeof(lerr)))
+                return cli_fail("--lora %s: %s", optarg, lerr);
+            break;
+        }
         case OPT_PINT:
             if (num_parse_long(optarg, 1, 86400, &v))
                 return cli_fail("--progress-interval must be seconds from 1 to 86400, not '%s'", optarg);
@@ -787,6 +798,12 @@ static int run_main(int argc, char **argv, char **tmpl_text)
             config_free(cfg);
             return 2;
         }
+        if (o.n_lora) {
+            cli_fail("--lora with --config: give model '%s' its adapters in its section (lora = FILE[:SCALE])",
+                     cm->conf.name);
+            config_free(cfg);
+            return 2;
+        }
         if (o.n_aliases < RUN_MAX_ALIASES)
             o.aliases[o.n_aliases++] = cm->conf.name;
         o.model = cm->path; /* NULL for an upstream */
@@ -920,6 +937,8 @@ static int run_main(int argc, char **argv, char **tmpl_text)
         ep->prefix_cache = !o.no_prefix_cache;
         ep->embedding = o.embedding;
         ep->pooling = o.pooling;
+        ep->lora = cm ? cm->lora : o.lora;
+        ep->n_lora = cm ? cm->n_lora : o.n_lora;
         gpuopts_apply(&o.gpu, ep);
         rc = backend_init(&bc, &c.be, err, sizeof(err));
         if (rc) {
@@ -1024,6 +1043,8 @@ out:
     free(c.done_ids);
     free(c.order);
     buf_release(&c.gemini_buf);
+    for (int i = 0; i < o.n_lora; i++)
+        free((char *)o.lora[i].path);
     return rc;
 }
 

@@ -66,6 +66,9 @@ static void serve_usage(FILE *f)
           "      --config FILE        an INI file: [server] options and [model NAME] sections, which\n"
           "                           also route models to upstream servers (docs/API.md)\n"
           "      --model-alias NAME   the name of the first model (same as NAME= on it)\n"
+          "      --lora FILE[:SCALE]  a LoRA adapter on the one --model, scale 1 by default (repeatable:\n"
+          "                           stacked); in a --config, [model NAME] sections take base = and\n"
+          "                           lora = instead, each served under its own name (docs/USAGE.md)\n"
           "  -d, --data-dir DIR       database and files (default ./nightshift-data)\n"
           "      --db URI             store: sqlite:PATH (default DATA_DIR/nightshift.db) or postgres://...\n"
           "                           (one PostgreSQL database shared by many nodes; docs/DEPLOYMENT.md)\n"
@@ -140,13 +143,16 @@ struct serve_model {
     const struct backend_conf *conf; /* from --config; NULL: local, from --model */
     const char *chat_template;       /* its [model] chat_template_file's text, or NULL */
     const double *step_ms;           /* its [model] interactive_step_ms, or NULL */
+    const struct lora_spec *lora;    /* its adapters (lora = / --lora), n_lora of them */
+    int n_lora;
 };
 
 #define SERVE_LIST_MAX 2048 /* --allowed-host / --cors-origin values, comma-joined */
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_TMPLF, O_HOURS, O_OFF, O_KVU, O_NOPC,
        O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN,
-       O_EMBED, O_POOL, O_HTHREADS, O_AHOST, O_CORS, O_PERIP, O_HDRTO, O_IDLETO, O_MINRATE, O_PUBURL, O_TPROXY, O_STEPMS };
+       O_EMBED, O_POOL, O_HTHREADS, O_AHOST, O_CORS, O_PERIP, O_HDRTO, O_IDLETO, O_MINRATE, O_PUBURL, O_TPROXY, O_STEPMS,
+       O_LORA };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
@@ -169,6 +175,7 @@ static const struct option serve_opts[] = {
     {"batch-hours", required_argument, 0, O_HOURS}, {"off-hours", required_argument, 0, O_OFF},
     {"kv-unified", no_argument, 0, O_KVU},      {"no-prefix-cache", no_argument, 0, O_NOPC},
     {"interactive-step-ms", required_argument, 0, O_STEPMS},
+    {"lora", required_argument, 0, O_LORA},
     {"embedding", no_argument, 0, O_EMBED},     {"pooling", required_argument, 0, O_POOL},
     {"results-retention-days", required_argument, 0, O_RETAIN},
     {"config", required_argument, 0, O_CONFIG},
@@ -415,6 +422,11 @@ static void serve_log_model(struct backend *be, const char *name, const char *pa
               "%.1f MiB), template %s",
               name, path, info.desc, info.where, info.n_parallel - n_inter, n_inter, info.n_ctx, info.n_ctx_seq,
               info.cache_type_k, info.cache_type_v, (double)info.mem_kv / 1048576.0, info.chat_template);
+    if (info.lora[0] || info.shared_weights)
+        log_event(LOG_INFO, name, NULL, "model '%s': %s%s%s", name, info.lora[0] ? "LoRA " : "", info.lora,
+                  info.shared_weights ? (info.lora[0] ? " over weights already loaded (shared, loaded once)"
+                                                      : "weights already loaded (shared, loaded once)")
+                                      : "");
 }
 
 /* Each HTTP connection holds a descriptor (and a thread): raise the soft descriptor limit to
@@ -470,6 +482,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     const char *alias = NULL, *data_dir = "nightshift-data", *db = NULL, *listen = "127.0.0.1:8080";
     const char *tmpl = NULL, *tmpl_file = NULL;
     char *tmpl_text = NULL;
+    struct lora_spec cli_lora[LORA_MAX]; /* --lora, for the one --model */
+    int n_cli_lora = 0;
     int parallel = 64, islots = 4, ctx = 0, threads = 0, grace = SERVE_DEFAULT_GRACE;
     bool verbose = false, kv_unified = false, no_prefix = false, embedding = false;
     int pooling = ENGINE_POOLING_MODEL;
@@ -636,6 +650,10 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
                                 optarg);
             break;
         case O_NOPC: no_prefix = true; bp.group_by_prefix = false; break;
+        case O_LORA:
+            if (config_lora_arg(optarg, cli_lora, &n_cli_lora, err, sizeof(err)))
+                return cli_fail("--lora %s: %s", optarg, err);
+            break;
         case O_STEPMS:
             if (engine_step_ms_parse(optarg, &step_ms))
                 return cli_fail("--interactive-step-ms must be auto, off or milliseconds from 1 to 60000, not '%s'",
@@ -675,6 +693,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         m->conf = &cfg->models[i].conf;
         m->chat_template = cfg->models[i].chat_template;
         m->step_ms = cfg->models[i].has_step_ms ? &cfg->models[i].interactive_step_ms : NULL;
+        m->lora = cfg->models[i].lora;
+        m->n_lora = cfg->models[i].n_lora;
     }
     for (int i = 0; i < n_models; i++)
         for (int k = 0; k < i; k++)
@@ -690,6 +710,13 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         models[0].conf = NULL;
         snprintf(models[0].name, sizeof(models[0].name), "%s", alias ? alias : "default");
         n_models = 1;
+    }
+    if (n_cli_lora && (n_models != 1 || cfg))
+        return cli_fail("--lora applies to the one --model; with several models or --config, give each [model NAME] "
+                        "its own lora = FILE[:SCALE] lines");
+    if (n_cli_lora) {
+        models[0].lora = cli_lora;
+        models[0].n_lora = n_cli_lora;
     }
     const char *colon = strrchr(listen, ':');
     char host[256];
@@ -799,6 +826,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         ep->pooling = pooling;
         ep->interactive_step_ms = models[i].step_ms ? *models[i].step_ms : step_ms;
         ep->step_trace = getenv("NIGHTSHIFT_STEP_TRACE");
+        ep->lora = models[i].lora;
+        ep->n_lora = models[i].n_lora;
         gpuopts_apply(&gpu, ep);
         struct backend *be = NULL;
         if (backend_init(&bc, &be, err, sizeof(err))) {
@@ -869,6 +898,8 @@ out:
     datadir_unlock(lock_fd);
     free(tls_cert);
     free(tmpl_text);
+    for (int i = 0; i < n_cli_lora; i++)
+        free((char *)cli_lora[i].path);
     if (tls_key) {
         memset(tls_key, 0, strlen(tls_key));
         free(tls_key);

@@ -28,6 +28,7 @@
 #include "llama.h"
 
 #include "chat.h"
+#include "lora.h"
 #include "prefix.h"
 #include "steps.h"
 #include "toolwire.h"
@@ -123,7 +124,9 @@ struct group {
 
 struct engine {
     struct engine_params p;
-    struct llama_model *model;
+    struct llama_model *model;      /* shared with the other engines of its file (lora.h) */
+    struct lora_base *base;         /* ... through this reference */
+    struct lora_set lora;           /* the adapters applied to ctx (params.lora) */
     struct llama_context *ctx;
     const struct llama_vocab *vocab;
     struct llama_batch batch;
@@ -169,13 +172,11 @@ static int engine_running(const struct engine *e);
  * shared machine varies far more than anything the scheduler does. */
 static int engine_forward(struct engine *e, struct llama_batch b)
 {
-    double t0 = clock_now();
-    int ret;
-    if (llama_model_has_encoder(e->model) && !llama_model_has_decoder(e->model))
-        ret = llama_encode(e->ctx, b);
-    else
-        ret = llama_decode(e->ctx, b);
-    e->stats.decode_seconds += clock_now() - t0;
+    double s = 0;
+    /* the engines of one base model decode one at a time, on one thread (lora.h) */
+    int ret = lora_base_forward(e->base, e->ctx, b, llama_model_has_encoder(e->model) && !llama_model_has_decoder(e->model),
+                                &s);
+    e->stats.decode_seconds += s;
     return ret;
 }
 
@@ -1034,13 +1035,10 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         }
     }
 
-    e->model = llama_model_load_from_file(p.model_path, mp);
-    if (!e->model) {
-        snprintf(err, errlen, "cannot load model '%s': llama.cpp rejected it (run with --verbose for its log)",
-                 p.model_path);
-        rc = NS_ERR_INVALID;
+    bool shared;
+    if ((rc = lora_base_acquire(p.model_path, &mp, &e->base, &e->model, &shared, err, errlen)) != NS_OK)
         goto out;
-    }
+    e->info.shared_weights = shared;
     e->vocab = llama_model_get_vocab(e->model);
     e->n_vocab = llama_vocab_n_tokens(e->vocab);
     if (p.step_trace && !(e->trace = fopen(p.step_trace, "a"))) {
@@ -1132,6 +1130,12 @@ int engine_init(struct engine_params p, struct engine **out, char *err, size_t e
         rc = NS_ERR_ENGINE;
         goto out;
     }
+    if ((rc = lora_set_load(&e->lora, e->model, p.model_path, p.lora, p.n_lora, err, errlen)) != NS_OK)
+        goto out;
+    lora_set_apply(&e->lora, e->ctx);
+    e->p.lora = NULL; /* the caller's: read by init only */
+    e->p.n_lora = 0;
+    snprintf(e->info.lora, sizeof(e->info.lora), "%s", e->lora.desc);
     engine_describe_where(e, mp.n_gpu_layers);
     e->n_ctx = (int)llama_n_ctx(e->ctx);
     /* llama.cpp clamps n_batch to n_ctx (and n_ubatch to n_batch) for a context that is not
@@ -1299,8 +1303,8 @@ void engine_free(struct engine *e)
         llama_batch_free(e->batch);
         llama_free(e->ctx);
     }
-    if (e->model)
-        llama_model_free(e->model);
+    lora_set_free(&e->lora);
+    lora_base_release(e->base);
     free(e->eog);
     free(e->cur);
     if (e->trace)

@@ -45,6 +45,7 @@
 #ifndef NS_ENGINE_ENGINE_H
 #define NS_ENGINE_ENGINE_H
 
+#include "lora.h"      /* LoRA adapters over shared base weights */
 #include "request.h"   /* the request contract: requests, results, sources, info, stats */
 
 #include <stdbool.h>
@@ -116,6 +117,14 @@ struct engine_params {
      * allocation. */
     int fit;
     int fit_margin_mib;    /* default 1024, as llama-server's --fit-target */
+
+    /* LoRA adapters (lora.h): applied to this engine's context, stacked, each with its scale;
+     * the caller's array, read by engine_init only. NULL/0: none. Whatever the adapters, the
+     * weights of model_path are loaded once per process: every engine of the same file shares
+     * them (the first one's placement stands), and such engines' steps are decoded one at a
+     * time, on one thread (lora.h). */
+    const struct lora_spec *lora;
+    int n_lora;
 };
 
 enum { ENGINE_GPU_LAYERS_AUTO = -2, ENGINE_GPU_LAYERS_ALL = -1 };

@@ -714,3 +714,150 @@ out:
     }
     return rc;
 }
+
+/* ---- LoRA adapters ------------------------------------------------------------------- */
+
+struct modelgen_lora_params modelgen_lora_default_params(void) {
+    struct modelgen_lora_params p = {
+        .base_path = NULL, .out_path = NULL, .rank = 8, .alpha = 0, .strength = 2.0f, .seed = 7,
+    };
+    return p;
+}
+
+static bool lora_target(const char *name) {
+    static const char *const suffixes[] = { ".attn_q.weight", ".attn_v.weight", ".attn_output.weight",
+                                            ".ffn_up.weight", ".ffn_down.weight" };
+    const size_t n = strlen(name);
+    if (!has_prefix(name, "blk.") || n + strlen(".lora_a") >= GGML_MAX_NAME) {
+        return false;
+    }
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        const size_t k = strlen(suffixes[i]);
+        if (n > k && strcmp(name + n - k, suffixes[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int modelgen_lora_write(const struct modelgen_lora_params *p, char *err, size_t errlen) {
+    struct ggml_context *meta = NULL, *data = NULL;
+    struct gguf_context *base = NULL, *gctx = NULL;
+    struct durable out;
+    durable_init(&out);
+    FILE *f = NULL;
+    char arch[64];
+    int rc = -1, n_target = 0;
+    size_t bytes = 0;
+
+    if (err != NULL && errlen > 0) {
+        err[0] = '\0';
+    }
+    if (p == NULL || p->base_path == NULL || p->out_path == NULL) {
+        set_err(err, errlen, "a base model and an output path are required");
+        goto out;
+    }
+    if (p->rank < 1 || p->rank > 1024 || !(p->alpha >= 0) || !(p->strength > 0 && p->strength < 1000)) {
+        set_err(err, errlen, "rank must be 1..1024, alpha >= 0 and strength in (0, 1000)");
+        goto out;
+    }
+    {
+        struct gguf_init_params ip = { .no_alloc = true, .ctx = &meta };
+        base = gguf_init_from_file(p->base_path, ip);
+    }
+    if (base == NULL) {
+        set_err(err, errlen, "cannot read '%s' as a GGUF model", p->base_path);
+        goto out;
+    }
+    {
+        const int64_t id = gguf_find_key(base, "general.architecture");
+        if (id < 0 || gguf_get_kv_type(base, id) != GGUF_TYPE_STRING) {
+            set_err(err, errlen, "'%s' has no general.architecture", p->base_path);
+            goto out;
+        }
+        snprintf(arch, sizeof arch, "%s", gguf_get_val_str(base, id));
+    }
+    for (struct ggml_tensor *t = ggml_get_first_tensor(meta); t != NULL; t = ggml_get_next_tensor(meta, t)) {
+        if (lora_target(t->name) && ggml_n_dims(t) == 2) {
+            n_target++;
+            bytes += (size_t)(t->ne[0] + t->ne[1]) * (size_t)p->rank * sizeof(float);
+        }
+    }
+    if (n_target == 0) {
+        set_err(err, errlen, "'%s' has no attn_q/attn_v/attn_output/ffn_up/ffn_down matrices to adapt", p->base_path);
+        goto out;
+    }
+    {
+        struct ggml_init_params ip = {
+            .mem_size = bytes + (size_t)(2 * n_target + 1) * (ggml_tensor_overhead() + 64),
+            .mem_buffer = NULL,
+            .no_alloc = false,
+        };
+        if ((data = ggml_init(ip)) == NULL) {
+            set_err(err, errlen, "out of memory");
+            goto out;
+        }
+    }
+    gctx = gguf_init_empty();
+    gguf_set_val_str(gctx, "general.architecture", arch);
+    gguf_set_val_str(gctx, "general.type", "adapter");
+    gguf_set_val_str(gctx, "general.name", "nightshift-random-lora");
+    gguf_set_val_str(gctx, "adapter.type", "lora");
+    gguf_set_val_f32(gctx, "adapter.lora.alpha", p->alpha > 0 ? p->alpha : (float)p->rank);
+    {
+        size_t index = 0;
+        for (struct ggml_tensor *t = ggml_get_first_tensor(meta); t != NULL; t = ggml_get_next_tensor(meta, t)) {
+            if (!lora_target(t->name) || ggml_n_dims(t) != 2) {
+                continue;
+            }
+            const int64_t n_in = t->ne[0], n_out = t->ne[1], r = p->rank;
+            struct ggml_tensor *a = ggml_new_tensor_2d(data, GGML_TYPE_F32, n_in, r);
+            struct ggml_tensor *b = ggml_new_tensor_2d(data, GGML_TYPE_F32, r, n_out);
+            char name[GGML_MAX_NAME + 8]; /* lora_target: it fits GGML_MAX_NAME */
+            snprintf(name, sizeof name, "%s.lora_a", t->name);
+            ggml_set_name(a, name);
+            snprintf(name, sizeof name, "%s.lora_b", t->name);
+            ggml_set_name(b, name);
+            /* uniform in [-x, x) has standard deviation x / sqrt(3) */
+            const float xa = sqrtf(3.0f / (float)n_in), xb = p->strength * sqrtf(3.0f / (float)r);
+            for (int64_t row = 0; row < r; row++) {
+                fill_row((float *)a->data + row * n_in, n_in, tensor_key(p->seed, 2 * index), row, xa);
+            }
+            for (int64_t row = 0; row < n_out; row++) {
+                fill_row((float *)b->data + row * r, r, tensor_key(p->seed, 2 * index + 1), row, xb);
+            }
+            gguf_add_tensor(gctx, a);
+            gguf_add_tensor(gctx, b);
+            index++;
+        }
+    }
+    if (durable_open_mode(&out, p->out_path, DURABLE_MODE_UMASK) || (f = durable_stream(&out)) == NULL) {
+        set_err(err, errlen, "cannot create a file beside '%s': %s", p->out_path, strerror(errno));
+        goto out;
+    }
+    if (!gguf_write_to_file_ptr(gctx, f, /*only_meta=*/false) || ferror(f)) {
+        set_err(err, errlen, "cannot write '%s'", out.tmp);
+        goto out;
+    }
+    f = NULL; /* the durable's: closed by commit or rollback */
+    if (durable_commit(&out) != 0) {
+        set_err(err, errlen, "cannot write '%s': %s", p->out_path, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    durable_rollback(&out);
+    if (gctx != NULL) {
+        gguf_free(gctx);
+    }
+    if (base != NULL) {
+        gguf_free(base);
+    }
+    if (data != NULL) {
+        ggml_free(data);
+    }
+    if (meta != NULL) {
+        ggml_free(meta);
+    }
+    return rc;
+}

@@ -51,6 +51,27 @@ int modelgen_type_parse(const char *s, enum modelgen_type *out);
 /* "f32" | "f16" | "q8_0" | "q4_k"; "?" for an invalid value. */
 const char *modelgen_type_name(enum modelgen_type t);
 
+/* ---- LoRA adapters ------------------------------------------------------------------
+ * A random LoRA adapter for an existing base GGUF (a generated one or any llama-family file),
+ * in the format llama_adapter_lora_init() loads: general.type "adapter", adapter.type "lora",
+ * adapter.lora.alpha, and for each targeted matrix W (ne = [n_in, n_out]) of every layer
+ * (attn_q, attn_v, attn_output, ffn_up, ffn_down where the base has them) two F32 tensors
+ * "W.lora_a" (ne = [n_in, rank]) and "W.lora_b" (ne = [rank, n_out]). The delta
+ * (alpha / rank) * B.A changes each projection's output by about `strength` times the base's
+ * (A has standard deviation 1/sqrt(n_in), B strength/sqrt(rank)), so greedy output under the
+ * adapter differs from the base's. Same parameters and seed, same bytes. */
+struct modelgen_lora_params {
+    const char *base_path;      /* the base model (required): its architecture and shapes */
+    const char *out_path;       /* where to write the adapter (required) */
+    int rank;                   /* default 8 */
+    float alpha;                /* default = rank (scale 1 at a user scale of 1) */
+    float strength;             /* default 2 */
+    uint64_t seed;              /* default 7 */
+};
+struct modelgen_lora_params modelgen_lora_default_params(void);
+/* 0, or nonzero with a lowercase message in err */
+int modelgen_lora_write(const struct modelgen_lora_params *p, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

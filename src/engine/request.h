@@ -288,6 +288,10 @@ struct engine_info {
         uint64_t bytes;    /* weights + KV + compute buffers there */
     } dev_mem[6];
     char fit_note[256];    /* what the memory fit changed ("" when nothing) */
+    /* LoRA (engine/lora.h): the adapters applied ("a.gguf (x1), b.gguf (x0.5)"; "" none), and
+     * whether the weights were loaded already by another model of the same file (shared) */
+    char lora[256];
+    bool shared_weights;
 };
 
 struct engine_stats {

@@ -166,6 +166,79 @@ static void test_provider_errors(void **state)
     }
 }
 
+/* base = a section or a file, lora = FILE[:SCALE] (repeatable): resolved after the whole
+ * file is read (base may name a later section), its errors naming the model and the key */
+static void test_lora_keys(void **state)
+{
+    (void)state;
+    char ad[64] = "/tmp/ns-config-lora-XXXXXX", tmpl[64] = "/tmp/ns-config-tmpl-XXXXXX", text[2048];
+    int fd = mkstemp(ad);
+    assert_true(fd >= 0);
+    close(fd);
+    fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "{{ messages }}", 14), 14);
+    close(fd);
+    snprintf(text, sizeof(text),
+             "[model x]\nbase = b\nlora = %s:0.5\nlora = %s\n\n"
+             "[model b]\npath = /m/b.gguf\nchat_template_file = %s\n\n"
+             "[model y]\nbase = %s\nlora = %s:-1\n",
+             ad, ad, tmpl, ad, ad);
+    struct config *c = NULL;
+    char err[512] = "";
+    const char *p = write_ini(text);
+    int rc = config_load(p, NULL, &c, err, sizeof(err));
+    unlink(p);
+    if (rc)
+        fail_msg("%s", err);
+    assert_string_equal(c->models[0].path, "/m/b.gguf");
+    assert_int_equal(c->models[0].n_lora, 2);
+    assert_string_equal(c->models[0].lora[0].path, ad);
+    assert_true(c->models[0].lora[0].scale == 0.5f && c->models[0].lora[1].scale == 1.0f);
+    assert_string_equal(c->models[0].chat_template, "{{ messages }}"); /* the base's template */
+    assert_string_equal(c->models[2].path, ad);                         /* base = a file */
+    assert_true(c->models[2].lora[0].scale == -1.0f);
+    config_free(c);
+
+    char nine[1200] = "[model m]\nbase = /dev/null\n";
+    for (int i = 0; i < 9; i++) {
+        size_t l = strlen(nine);
+        snprintf(nine + l, sizeof(nine) - l, "lora = %s\n", ad);
+    }
+    struct {
+        char text[1200];
+        const char *want;
+    } cases[] = {
+        {"", "[model m]: lora: at most 8 adapters on one model"},
+        {"[model m]\nbase = /dev/null\nlora = /nonexistent/a.gguf\n",
+         "[model m]: lora: cannot read the adapter '/nonexistent/a.gguf': No such file"},
+        {"", "[model m]: lora: the scale 'big' of '"},
+        {"", "[model m]: lora: the scale '101' of '"},
+        {"[model m]\nbase = m\n", "[model m]: base names this model itself"},
+        {"[model m]\nbase = n\n[model n]\nbase = /dev/null\n", "base = n names a model without path = FILE.gguf of its own"},
+        {"[model m]\nbase = /nonexistent/b.gguf\n", "base = /nonexistent/b.gguf is neither a [model] section nor a readable file"},
+        {"[model m]\npath = /x.gguf\nbase = /dev/null\n", "[model m]: give path or base, not both"},
+        {"", "[model m]: lora is for backend local"},
+        {"[model m]\nbackend = openai-http\nurl = http://h/v1\nbase = x\n", "[model m]: base is for backend local"},
+        {"[model m]\nlora = /dev/null\n", "[model m]: backend local needs path = FILE.gguf (or base = MODEL"},
+    };
+    snprintf(cases[0].text, sizeof(cases[0].text), "%s", nine);
+    snprintf(cases[2].text, sizeof(cases[2].text), "[model m]\nbase = /dev/null\nlora = %s:big\n", ad);
+    snprintf(cases[3].text, sizeof(cases[3].text), "[model m]\nbase = /dev/null\nlora = %s:101\n", ad);
+    snprintf(cases[8].text, sizeof(cases[8].text), "[model m]\nbackend = openai-http\nurl = http://h/v1\nlora = %s\n", ad);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        c = (struct config *)1;
+        err[0] = '\0';
+        p = write_ini(cases[i].text);
+        rc = config_load(p, NULL, &c, err, sizeof(err));
+        unlink(p);
+        if (rc == NS_OK || c != NULL || !strstr(err, cases[i].want))
+            fail_msg("case %zu: rc %d, err '%s', wanted '%s'", i, rc, err, cases[i].want);
+    }
+    unlink(ad);
+    unlink(tmpl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -173,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_providers),
         cmocka_unit_test(test_provider_errors),
+        cmocka_unit_test(test_lora_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
