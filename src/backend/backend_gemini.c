@@ -1,0 +1,1253 @@
+/*
+ * backend_gemini.c — "gemini-batch": lines offloaded to Google's Gemini Batch Mode API
+ * (models/{model}:batchGenerateContent, batches/{name}), for its batch discount.
+ *
+ * DESIGN
+ * The same pull loop as openai-batch / anthropic-batch (backend_batch.c): pulled lines wait
+ * in `pending` until a flush (the source is dry and flush_lines wait; the oldest waited
+ * flush_after; max_lines are waiting), then go upstream as one Gemini batch job. Each line
+ * is translated by gemini_wire.c (a line that cannot be translated fails at once, its
+ * error naming the field) and keyed "ns-<n>". A job whose inline request stays under
+ * inline_max bytes (default 10 MB; Gemini takes 20 MB inline; env
+ * NIGHTSHIFT_GEMINI_INLINE_MAX for tests) is sent inline; a larger one is uploaded as JSONL
+ * ({"key", "request"}) with the Files API's resumable upload (start, then upload+finalize)
+ * and the job names the file. Jobs are polled with a growing interval (poll_interval x1.5,
+ * at most poll_max); an ended job's responses (inline, or its responses file downloaded)
+ * are mapped back by key and translated into OpenAI chat.completion bodies.
+ *
+ * What a job did not finish — the job FAILED, EXPIRED or was CANCELLED upstream, a line's
+ * status is retryable (429/5xx, RESOURCE_EXHAUSTED, UNAVAILABLE), or a line is missing
+ * from the responses — goes back to `pending` for the next job, up to max_attempts tries
+ * (a job's failure is most often Google's and an expired job's lines are simply late: a
+ * new job gives them a new 24 h window). A line's non-retryable status is its error.
+ *
+ * Cancel, both ways: a request whose `cancelled` flag is set (its client went away, or its
+ * batch was cancelled) ends at once with NS_ERR_CANCELLED; a job left with no live line is
+ * cancelled upstream (POST batches/{name}:cancel). A job cancelled upstream: see above.
+ *
+ * DURABILITY (kill -9): while a line is upstream it stays claimed (running) in our store;
+ * at the next start the store requeues it and it is pulled again. To poll the same job
+ * instead of submitting it twice, every job is recorded in a state file in the data
+ * directory (state_dir/gemini-batch-<model>.json, written with util/durable): first its
+ * displayName and its lines' keys and request hashes (sha256 of the translated request),
+ * before the create call; then its name, once Gemini gave it. At start the file's jobs
+ * are restored with placeholder lines; a pulled request whose hash matches a placeholder
+ * takes its place (identical requests are interchangeable) instead of going to `pending`.
+ * A job recorded without a name (killed during the create call) is looked for by its
+ * displayName in GET batches; not found, it was never created and its lines go again.
+ * Results that arrive for a placeholder whose request has not been pulled again wait for it
+ * for RESTORED_GRACE seconds (its batch may have been cancelled meanwhile).
+ *
+ * THREADS: run() on the scheduler's thread, blocking HTTP calls (libcurl easy) on it;
+ * stop(), wake(), reconfigure() from any thread (mu + cv).
+ */
+#include "backend.h"
+#include "gemini_wire.h"
+#include "upstream.h"
+
+#include "../util/buf.h"
+#include "../util/clock.h"
+#include "../util/durable.h"
+#include "../util/log.h"
+#include "../util/sha256.h"
+#include "../util/status.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GB_MAX_RESPONSE (1024u << 20)
+#define GB_PULL 256
+#define GB_INLINE_MAX (10u << 20) /* Gemini's inline limit is 20 MB for the whole request */
+#define GB_RESTORED_GRACE 600.0
+
+struct gb_job {
+    struct engine_request *req; /* NULL: a restored line not pulled again yet */
+    cJSON *greq;                /* the GenerateContentRequest; NULL for a placeholder */
+    char hash[65];              /* sha256 of greq as sent */
+    char key[32];
+    int attempts;
+    double t_admit;
+    cJSON *result;              /* a placeholder's result line, waiting for its request */
+    struct gb_job *next;
+};
+
+struct gb_batch {                /* one Gemini batch job */
+    char name[192];              /* "batches/..."; "" until created (or found) */
+    char display[96];            /* our unique displayName */
+    struct gb_job *jobs;
+    int n;
+    char (*keys)[32];            /* every line's key in the order sent (inline responses
+                                    without metadata are in that order) */
+    int n_keys;
+    double next_poll, interval;
+    bool restored;
+    bool ended;                  /* results collected; only waiting placeholders remain */
+    double ended_at;
+    struct gb_batch *next;
+};
+
+struct gemini_backend {
+    struct backend_conf c;       /* numbers only */
+    char *name, *base, *upstream_model, *state_path;
+    struct curl_slist *hdrs;     /* the key lives here only */
+    CURL *easy;
+    size_t inline_max;
+    const struct engine_source *src;
+    struct gb_job *pending, **pending_tail;
+    int n_pending;
+    double oldest, submit_after;
+    int submit_failures;
+    struct gb_batch *batches;
+    uint64_t seq;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping, woken, has_next;
+    struct backend_conf next_c;
+    struct backend_stats stats;
+};
+
+static const char *gb_str(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* ---- HTTP ------------------------------------------------------------------------------- */
+
+struct gb_hdr {
+    char upload_url[2048];
+};
+
+static size_t gb_on_data(char *p, size_t sz, size_t n, void *ud)
+{
+    return buf_append(ud, p, sz * n) == NS_OK ? sz * n : 0;
+}
+
+static size_t gb_on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    struct gb_hdr *h = ud;
+    size_t len = sz * n;
+    static const char name[] = "x-goog-upload-url:";
+    if (len > sizeof(name) - 1 && strncasecmp(p, name, sizeof(name) - 1) == 0) {
+        const char *v = p + sizeof(name) - 1;
+        size_t vl = len - (sizeof(name) - 1);
+        while (vl && (*v == ' ' || *v == '\t'))
+            v++, vl--;
+        while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+            vl--;
+        snprintf(h->upload_url, sizeof(h->upload_url), "%.*s", (int)vl, v);
+    }
+    return len;
+}
+
+/* One call, retried on network errors and retryable codes with backoff. extra: headers
+ * added to the key's (the upload protocol's), or NULL. *code is the final status. */
+static int gb_http(struct gemini_backend *gb, const char *method, const char *url, const char *const *extra,
+                   const char *body, size_t body_len, struct buf *out, long *code, struct gb_hdr *hdr, char *err,
+                   size_t errlen)
+{
+    CURL *e = gb->easy;
+    char eb[CURL_ERROR_SIZE];
+    for (int attempt = 1;; attempt++) {
+        buf_reset(out);
+        curl_easy_reset(e);
+        eb[0] = '\0';
+        struct curl_slist *h = NULL;
+        for (struct curl_slist *k = gb->hdrs; k; k = k->next)
+            h = curl_slist_append(h, k->data);
+        for (int i = 0; extra && extra[i]; i++)
+            h = curl_slist_append(h, extra[i]);
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+        if (body) {
+            curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+        }
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, gb_on_data);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
+        if (hdr) {
+            hdr->upload_url[0] = '\0';
+            curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, gb_on_header);
+            curl_easy_setopt(e, CURLOPT_HEADERDATA, hdr);
+        }
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, eb);
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(gb->c.timeout_s * 1000));
+        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+        CURLcode cc = curl_easy_perform(e);
+        curl_slist_free_all(h);
+        *code = 0;
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, code);
+        pthread_mutex_lock(&gb->mu);
+        gb->stats.attempts++;
+        gb->stats.retries += attempt > 1;
+        gb->stats.rate_limited += *code == 429;
+        bool stopping = gb->stopping;
+        pthread_mutex_unlock(&gb->mu);
+        bool retry = cc != CURLE_OK ? cc != CURLE_URL_MALFORMAT && cc != CURLE_UNSUPPORTED_PROTOCOL
+                                    : upstream_retryable_code(*code);
+        if (!retry) {
+            if (cc == CURLE_OK)
+                return NS_OK;
+            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
+            return NS_ERR_UPSTREAM;
+        }
+        if (cc != CURLE_OK)
+            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
+        else
+            snprintf(err, errlen, "%s %s: HTTP %ld: %.200s", method, url, *code, out->p ? out->p : "");
+        if (attempt >= gb->c.max_attempts || stopping)
+            return NS_ERR_UPSTREAM;
+        double wait = fmin(gb->c.retry_max_s, gb->c.retry_base_s * pow(2, attempt - 1)) * upstream_rand01();
+        struct timespec ts = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* a call whose 200 answer is a JSON object (*out); else an error naming the call */
+static int gb_json(struct gemini_backend *gb, const char *method, const char *url, const char *const *extra,
+                   const char *body, size_t body_len, struct gb_hdr *hdr, cJSON **out, char *err, size_t errlen)
+{
+    struct buf b;
+    long code;
+    buf_init(&b, GB_MAX_RESPONSE);
+    *out = NULL;
+    int rc = gb_http(gb, method, url, extra, body, body_len, &b, &code, hdr, err, errlen);
+    if (rc == NS_OK && code != 200) {
+        char m[300];
+        cJSON *o = cJSON_ParseWithLength(b.p ? b.p : "", b.len);
+        upstream_error_text(o, b.p, b.len, m, sizeof(m));
+        cJSON_Delete(o);
+        snprintf(err, errlen, "%s %s: HTTP %ld: %s", method, url, code, m);
+        rc = upstream_status_of(code);
+    } else if (rc == NS_OK && !cJSON_IsObject(*out = cJSON_ParseWithLength(b.p ? b.p : "{}", b.p ? b.len : 2))) {
+        cJSON_Delete(*out);
+        *out = NULL;
+        snprintf(err, errlen, "%s %s: the answer is not a JSON object", method, url);
+        rc = NS_ERR_UPSTREAM;
+    }
+    buf_release(&b);
+    return rc;
+}
+
+/* ---- the state file (restart without resubmitting) --------------------------------------- */
+
+static void gb_save(struct gemini_backend *gb)
+{
+    if (!gb->state_path)
+        return;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(root, "jobs");
+    for (struct gb_batch *b = gb->batches; b; b = b->next) {
+        if (b->ended)
+            continue; /* its results are in memory; a restart resubmits its unclaimed lines */
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", b->name);
+        cJSON_AddStringToObject(o, "display", b->display);
+        cJSON *ks = cJSON_AddArrayToObject(o, "keys");
+        for (int i = 0; i < b->n_keys; i++)
+            cJSON_AddItemToArray(ks, cJSON_CreateString(b->keys[i]));
+        cJSON *ls = cJSON_AddArrayToObject(o, "lines");
+        for (struct gb_job *j = b->jobs; j; j = j->next) {
+            cJSON *l = cJSON_CreateObject();
+            cJSON_AddStringToObject(l, "key", j->key);
+            cJSON_AddStringToObject(l, "hash", j->hash);
+            cJSON_AddItemToArray(ls, l);
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!s || durable_write_file(gb->state_path, s, strlen(s)) != NS_OK)
+        log_event(LOG_WARN, gb->name, NULL,
+                  "model '%s': cannot write %s (%s): after a crash its Gemini jobs would be submitted again",
+                  gb->name, gb->state_path, s ? strerror(errno) : "out of memory");
+    free(s);
+}
+
+static void gb_load(struct gemini_backend *gb)
+{
+    FILE *f = gb->state_path ? fopen(gb->state_path, "rb") : NULL;
+    if (!f)
+        return;
+    struct buf b;
+    buf_init(&b, 1u << 30);
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        if (buf_append(&b, chunk, n))
+            break;
+    fclose(f);
+    cJSON *root = cJSON_ParseWithLength(b.p ? b.p : "", b.len);
+    buf_release(&b);
+    const cJSON *o;
+    int jobs = 0, lines = 0;
+    cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(root, "jobs"))
+    {
+        struct gb_batch *bt = calloc(1, sizeof(*bt));
+        if (!bt)
+            break;
+        snprintf(bt->name, sizeof(bt->name), "%s", gb_str(o, "name") ? gb_str(o, "name") : "");
+        snprintf(bt->display, sizeof(bt->display), "%s", gb_str(o, "display") ? gb_str(o, "display") : "");
+        bt->restored = true;
+        const cJSON *ks = cJSON_GetObjectItemCaseSensitive(o, "keys");
+        int nk = cJSON_GetArraySize(ks);
+        if (nk && (bt->keys = calloc((size_t)nk, sizeof(*bt->keys)))) {
+            bt->n_keys = nk;
+            for (int i = 0; i < nk; i++)
+                snprintf(bt->keys[i], sizeof(bt->keys[i]), "%s",
+                         cJSON_IsString(cJSON_GetArrayItem(ks, i)) ? cJSON_GetArrayItem(ks, i)->valuestring : "");
+        }
+        struct gb_job **tail = &bt->jobs;
+        const cJSON *l;
+        cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(o, "lines"))
+        {
+            struct gb_job *j = calloc(1, sizeof(*j));
+            if (!j)
+                break;
+            snprintf(j->key, sizeof(j->key), "%s", gb_str(l, "key") ? gb_str(l, "key") : "");
+            snprintf(j->hash, sizeof(j->hash), "%s", gb_str(l, "hash") ? gb_str(l, "hash") : "");
+            j->attempts = 1;
+            *tail = j;
+            tail = &j->next;
+            bt->n++;
+        }
+        bt->next = gb->batches;
+        gb->batches = bt;
+        jobs++;
+        lines += bt->n;
+    }
+    cJSON_Delete(root);
+    if (jobs)
+        log_event(LOG_INFO, gb->name, NULL, "model '%s': %d Gemini batch jobs (%d lines) from before the restart: "
+                                            "polling them again",
+                  gb->name, jobs, lines);
+}
+
+/* ---- settling one job ---------------------------------------------------------------------- */
+
+static void gb_job_free(struct gb_job *j)
+{
+    cJSON_Delete(j->greq);
+    cJSON_Delete(j->result);
+    free(j);
+}
+
+/* a batch and what is left in it (placeholders: their requests were settled elsewhere) */
+static void gb_batch_free(struct gb_batch *b)
+{
+    while (b->jobs) {
+        struct gb_job *j = b->jobs;
+        b->jobs = j->next;
+        gb_job_free(j);
+    }
+    free(b->keys);
+    free(b);
+}
+
+static void gb_done(struct gemini_backend *gb, struct gb_job *j, struct engine_result *res)
+{
+    res->t_admit = j->t_admit;
+    res->t_end = clock_now();
+    res->t_first = res->t_end;
+    res->attempts = j->attempts;
+    res->stop_index = -1;
+    if (!res->text)
+        res->text = "";
+    if (res->status != NS_OK) {
+        pthread_mutex_lock(&gb->mu);
+        gb->stats.failed++;
+        pthread_mutex_unlock(&gb->mu);
+    }
+    gb->src->done(gb->src->ud, j->req, res);
+    gb_job_free(j);
+}
+
+static void gb_fail(struct gemini_backend *gb, struct gb_job *j, int status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void gb_fail(struct gemini_backend *gb, struct gb_job *j, int status, const char *param, const char *fmt, ...)
+{
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = status;
+    res.param = param;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res.message, sizeof(res.message), fmt, ap);
+    va_end(ap);
+    gb_done(gb, j, &res);
+}
+
+static void gb_pend(struct gemini_backend *gb, struct gb_job *j)
+{
+    j->next = NULL;
+    if (!gb->pending)
+        gb->oldest = clock_now();
+    *gb->pending_tail = j;
+    gb->pending_tail = &j->next;
+    gb->n_pending++;
+}
+
+static void gb_retry(struct gemini_backend *gb, struct gb_job *j, const char *why)
+{
+    if (j->attempts >= gb->c.max_attempts) {
+        gb_fail(gb, j, NS_ERR_UPSTREAM, NULL,
+                "the Gemini batch API behind model '%s' did not finish this request in %d tries; last: %s", gb->name,
+                j->attempts, why);
+        return;
+    }
+    pthread_mutex_lock(&gb->mu);
+    gb->stats.retries++;
+    pthread_mutex_unlock(&gb->mu);
+    gb_pend(gb, j);
+}
+
+/* a GenerateContentResponse: the OpenAI chat.completion the client gets */
+static void gb_succeed(struct gemini_backend *gb, struct gb_job *j, const cJSON *gresp, const char *seed)
+{
+    const cJSON *cm = j->req->body ? cJSON_GetObjectItemCaseSensitive(j->req->body, "model") : NULL;
+    cJSON *body = gemini_wire_response(gresp, cJSON_IsString(cm) ? cm->valuestring : gb->name, seed);
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    upstream_parse_success(body, true, &res);
+    /* the dialects that rebuild the answer (Anthropic, Gemini, ...) read these */
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(body, "choices"), 0), "message");
+    const cJSON *rc = cJSON_GetObjectItemCaseSensitive(msg, "reasoning_content");
+    if (cJSON_IsString(rc)) {
+        res.reasoning = rc->valuestring;
+        res.reasoning_len = strlen(rc->valuestring);
+    }
+    res.reasoning_tokens = (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(body, "usage"), "completion_tokens_details"),
+        "reasoning_tokens"));
+    if (res.reasoning_tokens < 0)
+        res.reasoning_tokens = 0;
+    const cJSON *tcs = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
+    int ntc = cJSON_GetArraySize(tcs);
+    struct engine_tool_call *calls = ntc ? calloc((size_t)ntc, sizeof(*calls)) : NULL;
+    for (int i = 0; calls && i < ntc; i++) {
+        const cJSON *tc = cJSON_GetArrayItem(tcs, i), *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
+        calls[i].id = gb_str(tc, "id");
+        calls[i].name = gb_str(fn, "name");
+        calls[i].arguments = gb_str(fn, "arguments");
+    }
+    res.tool_calls = calls;
+    res.n_tool_calls = calls ? ntc : 0;
+    char *raw = cJSON_PrintUnformatted(body);
+    res.raw_body = raw;
+    res.raw_len = raw ? strlen(raw) : 0;
+    if (!raw)
+        res.http_status = 0;
+    if (gb->src->token && res.text_len) {
+        struct engine_delta d = {.text = res.text, .len = res.text_len, .cached_tokens = -1, .tool_index = -1};
+        gb->src->token(gb->src->ud, j->req, &d);
+    }
+    gb_done(gb, j, &res);
+    free(raw);
+    free(calls);
+    cJSON_Delete(body);
+}
+
+/* a line's google.rpc.Status: retried when retryable, else the line's error as given */
+static void gb_line_error(struct gemini_backend *gb, struct gb_job *j, const cJSON *status)
+{
+    long code;
+    cJSON *body = gemini_wire_error(status, &code);
+    char why[300];
+    upstream_error_text(body, NULL, 0, why, sizeof(why));
+    if (upstream_retryable_code(code)) {
+        char w[340];
+        snprintf(w, sizeof(w), "HTTP %ld: %s", code, why);
+        gb_retry(gb, j, w);
+        cJSON_Delete(body);
+        return;
+    }
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = upstream_status_of(code);
+    res.http_status = (int)code;
+    snprintf(res.message, sizeof(res.message), "%s", why);
+    char *raw = cJSON_PrintUnformatted(body);
+    res.raw_body = raw;
+    res.raw_len = raw ? strlen(raw) : 0;
+    gb_done(gb, j, &res);
+    free(raw);
+    cJSON_Delete(body);
+}
+
+/* settle a job from one result line {"key", "response"} or {"key", "error"|"status"} */
+static void gb_settle(struct gemini_backend *gb, struct gb_batch *b, struct gb_job *j, const cJSON *line)
+{
+    const cJSON *resp = cJSON_GetObjectItemCaseSensitive(line, "response");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(line, "error");
+    if (!st)
+        st = cJSON_GetObjectItemCaseSensitive(line, "status");
+    if (cJSON_IsObject(st)) {
+        gb_line_error(gb, j, st);
+    } else if (cJSON_IsObject(resp)) {
+        const char *tail = strrchr(b->name, '/');
+        char seed[160];
+        snprintf(seed, sizeof(seed), "%s-%s", tail ? tail + 1 : b->display, j->key);
+        gb_succeed(gb, j, resp, seed);
+    } else {
+        gb_retry(gb, j, "the Gemini batch answered this request with neither a response nor an error");
+    }
+}
+
+static struct gb_job *gb_take(struct gb_batch *b, const char *key)
+{
+    for (struct gb_job **pp = &b->jobs; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->key, key) == 0) {
+            struct gb_job *j = *pp;
+            *pp = j->next;
+            b->n--;
+            return j;
+        }
+    return NULL;
+}
+
+/* one result line of a job: settled, or kept for a placeholder's request */
+static void gb_result(struct gemini_backend *gb, struct gb_batch *b, const char *key, const cJSON *line)
+{
+    for (struct gb_job *j = b->jobs; j; j = j->next)
+        if (!strcmp(j->key, key) && !j->req) {
+            if (!j->result)
+                j->result = cJSON_Duplicate(line, 1);
+            return;
+        }
+    struct gb_job *j = gb_take(b, key);
+    if (j)
+        gb_settle(gb, b, j, line);
+}
+
+/* ---- submit ------------------------------------------------------------------------------ */
+
+static int gb_upload(struct gemini_backend *gb, struct gb_batch *b, const struct buf *jl, char *file, size_t filen,
+                     char *err, size_t errlen)
+{
+    char url[1200], len[64], disp[256];
+    snprintf(url, sizeof(url), "%s/upload/v1beta/files", gb->base);
+    snprintf(len, sizeof(len), "X-Goog-Upload-Header-Content-Length: %zu", jl->len);
+    const char *start[] = {"X-Goog-Upload-Protocol: resumable", "X-Goog-Upload-Command: start", len,
+                           "X-Goog-Upload-Header-Content-Type: application/jsonl", NULL};
+    snprintf(disp, sizeof(disp), "{\"file\":{\"display_name\":\"%s.jsonl\"}}", b->display);
+    struct gb_hdr h;
+    cJSON *o = NULL;
+    int rc = gb_json(gb, "POST", url, start, disp, strlen(disp), &h, &o, err, errlen);
+    cJSON_Delete(o);
+    o = NULL;
+    if (rc)
+        return rc;
+    if (!h.upload_url[0]) {
+        snprintf(err, errlen, "POST %.300s: the answer has no X-Goog-Upload-URL", url);
+        return NS_ERR_UPSTREAM;
+    }
+    const char *up[] = {"X-Goog-Upload-Command: upload, finalize", "X-Goog-Upload-Offset: 0",
+                        "Content-Type: application/jsonl", NULL};
+    char upload_url[2048];
+    snprintf(upload_url, sizeof(upload_url), "%s", h.upload_url);
+    if ((rc = gb_json(gb, "POST", upload_url, up, jl->p ? jl->p : "", jl->len, NULL, &o, err, errlen)))
+        return rc;
+    const char *name = gb_str(cJSON_GetObjectItemCaseSensitive(o, "file"), "name");
+    if (!name)
+        name = gb_str(o, "name");
+    if (!name) {
+        snprintf(err, errlen, "the upload to %.300s answered no file name", url);
+        rc = NS_ERR_UPSTREAM;
+    } else {
+        snprintf(file, filen, "%s", name);
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
+static int gb_submit(struct gemini_backend *gb, struct gb_batch *b, char *err, size_t errlen)
+{
+    int rc = NS_ERR_NOMEM;
+    cJSON *req = cJSON_CreateObject(), *o = NULL;
+    cJSON *batch = cJSON_AddObjectToObject(req, "batch");
+    cJSON_AddStringToObject(batch, "displayName", b->display);
+    cJSON *ic = cJSON_AddObjectToObject(batch, "inputConfig");
+    cJSON *arr = cJSON_AddArrayToObject(cJSON_AddObjectToObject(ic, "requests"), "requests");
+    for (struct gb_job *j = b->jobs; j; j = j->next) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddItemReferenceToObject(r, "request", j->greq);
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "metadata"), "key", j->key);
+        cJSON_AddItemToArray(arr, r);
+    }
+    char *body = cJSON_PrintUnformatted(req);
+    struct buf jl;
+    buf_init(&jl, GB_MAX_RESPONSE);
+    if (!body)
+        goto out;
+    if (strlen(body) > gb->inline_max) {
+        /* too big to go inline: the same requests as a JSONL file */
+        for (struct gb_job *j = b->jobs; j; j = j->next) {
+            cJSON *l = cJSON_CreateObject();
+            cJSON_AddStringToObject(l, "key", j->key);
+            cJSON_AddItemReferenceToObject(l, "request", j->greq);
+            char *s = cJSON_PrintUnformatted(l);
+            cJSON_Delete(l);
+            if (!s || buf_appends(&jl, s) || buf_append(&jl, "\n", 1)) {
+                free(s);
+                goto out;
+            }
+            free(s);
+        }
+        char file[256];
+        if ((rc = gb_upload(gb, b, &jl, file, sizeof(file), err, errlen)))
+            goto out;
+        cJSON_DeleteItemFromObjectCaseSensitive(ic, "requests");
+        cJSON_AddStringToObject(ic, "fileName", file);
+        free(body);
+        if (!(body = cJSON_PrintUnformatted(req))) {
+            rc = NS_ERR_NOMEM;
+            goto out;
+        }
+    }
+    char url[1200];
+    snprintf(url, sizeof(url), "%s/v1beta/models/%s:batchGenerateContent", gb->base, gb->upstream_model);
+    if ((rc = gb_json(gb, "POST", url, NULL, body, strlen(body), NULL, &o, err, errlen)))
+        goto out;
+    const char *name = gb_str(o, "name");
+    if (!name)
+        name = gb_str(cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name");
+    if (!name) {
+        snprintf(err, errlen, "POST %.300s: the answer has no batch name", url);
+        rc = NS_ERR_UPSTREAM;
+        goto out;
+    }
+    snprintf(b->name, sizeof(b->name), "%s", name);
+out:
+    if (rc == NS_ERR_NOMEM && !err[0])
+        snprintf(err, errlen, "out of memory");
+    cJSON_Delete(o);
+    cJSON_Delete(req);
+    free(body);
+    buf_release(&jl);
+    return rc;
+}
+
+/* a job recorded without a name: find it by displayName (it may have been created before
+ * the kill); false when it is not there */
+static bool gb_find(struct gemini_backend *gb, struct gb_batch *b)
+{
+    char url[1400], token[512] = "";
+    for (int page = 0; page < 100; page++) {
+        cJSON *o = NULL;
+        char err[600];
+        if (token[0])
+            snprintf(url, sizeof(url), "%s/v1beta/batches?pageSize=100&pageToken=%s", gb->base, token);
+        else
+            snprintf(url, sizeof(url), "%s/v1beta/batches?pageSize=100", gb->base);
+        if (gb_json(gb, "GET", url, NULL, NULL, 0, NULL, &o, err, sizeof(err))) {
+            log_event(LOG_WARN, gb->name, NULL, "model '%s': cannot list Gemini batches to find %s: %s", gb->name,
+                      b->display, err);
+            return false;
+        }
+        const cJSON *x;
+        cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(o, "batches"))
+        {
+            const cJSON *md = cJSON_GetObjectItemCaseSensitive(x, "metadata");
+            const char *d = gb_str(x, "displayName") ? gb_str(x, "displayName") : gb_str(md, "displayName");
+            const char *n = gb_str(x, "name") ? gb_str(x, "name") : gb_str(md, "name");
+            if (d && n && !strcmp(d, b->display)) {
+                snprintf(b->name, sizeof(b->name), "%s", n);
+                cJSON_Delete(o);
+                return true;
+            }
+        }
+        snprintf(token, sizeof(token), "%s", gb_str(o, "nextPageToken") ? gb_str(o, "nextPageToken") : "");
+        cJSON_Delete(o);
+        if (!token[0])
+            break;
+    }
+    return false;
+}
+
+/* ---- poll and collect ------------------------------------------------------------------------ */
+
+static int gb_download(struct gemini_backend *gb, struct gb_batch *b, const char *file, char *err, size_t errlen)
+{
+    char url[1200];
+    struct buf body;
+    long code;
+    buf_init(&body, GB_MAX_RESPONSE);
+    snprintf(url, sizeof(url), "%s/download/v1beta/%s:download?alt=media", gb->base, file);
+    int rc = gb_http(gb, "GET", url, NULL, NULL, 0, &body, &code, NULL, err, errlen);
+    if (rc == NS_OK && code != 200) {
+        snprintf(err, errlen, "GET %.300s: HTTP %ld", url, code);
+        rc = upstream_status_of(code);
+    }
+    const char *p = body.p, *end = body.p + body.len;
+    while (rc == NS_OK && p && p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        cJSON *o = cJSON_ParseWithLength(p, n);
+        if (gb_str(o, "key"))
+            gb_result(gb, b, gb_str(o, "key"), o);
+        cJSON_Delete(o);
+        p = nl ? nl + 1 : end;
+    }
+    buf_release(&body);
+    return rc;
+}
+
+/* poll one job; when it has ended, collect its results. *ended: collected */
+static int gb_poll(struct gemini_backend *gb, struct gb_batch *b, bool *ended, char *why, size_t whylen, char *err,
+                   size_t errlen)
+{
+    char url[1200];
+    cJSON *o = NULL;
+    *ended = false;
+    snprintf(url, sizeof(url), "%s/v1beta/%s", gb->base, b->name);
+    int rc = gb_json(gb, "GET", url, NULL, NULL, 0, NULL, &o, err, errlen);
+    if (rc)
+        return rc;
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+    const char *sts = gb_str(md, "state") ? gb_str(md, "state") : gb_str(o, "state");
+    enum gemini_wire_state st = gemini_wire_state_of(sts);
+    if (!gemini_wire_state_ended(st)) {
+        cJSON_Delete(o);
+        return NS_OK;
+    }
+    const cJSON *out = cJSON_GetObjectItemCaseSensitive(o, "response");
+    if (!out)
+        out = cJSON_GetObjectItemCaseSensitive(md, "output");
+    if (!out)
+        out = cJSON_GetObjectItemCaseSensitive(o, "output");
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
+    snprintf(why, whylen, "the Gemini batch %s ended %s%s%s", b->name, sts, gb_str(e, "message") ? ": " : "",
+             gb_str(e, "message") ? gb_str(e, "message") : "");
+    const char *file = gb_str(out, "responsesFile");
+    const cJSON *inl = cJSON_GetObjectItemCaseSensitive(out, "inlinedResponses");
+    if (cJSON_IsObject(inl))
+        inl = cJSON_GetObjectItemCaseSensitive(inl, "inlinedResponses");
+    if (file) {
+        rc = gb_download(gb, b, file, err, errlen);
+    } else if (cJSON_IsArray(inl)) {
+        /* inline responses carry their request's metadata; the docs also promise input
+         * order, which keys a response without metadata */
+        int i = 0;
+        const cJSON *x;
+        cJSON_ArrayForEach(x, inl)
+        {
+            const char *key = gb_str(cJSON_GetObjectItemCaseSensitive(x, "metadata"), "key");
+            if (!key && i < b->n_keys)
+                key = b->keys[i];
+            if (key)
+                gb_result(gb, b, key, x);
+            i++;
+        }
+    }
+    cJSON_Delete(o);
+    if (rc == NS_OK)
+        *ended = true;
+    return rc;
+}
+
+/* ---- the loop ----------------------------------------------------------------------------- */
+
+static void gb_free(void *impl);
+
+static int gb_init(const struct backend_conf *c, void **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    const char *url = c->url ? c->url : backend_gemini_batch_ops.default_url;
+    if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) {
+        snprintf(err, errlen, "model '%s': backend gemini-batch needs url = http(s)://HOST[:PORT]", c->name);
+        return NS_ERR_INVALID;
+    }
+    const char *key = c->api_key;
+    if (!key || !*key)
+        key = getenv(backend_gemini_batch_ops.default_key_env);
+    if (!key || !*key) {
+        snprintf(err, errlen, "model '%s': backend gemini-batch needs an API key: set %s, or name another variable "
+                              "with api_key_env",
+                 c->name, backend_gemini_batch_ops.default_key_env);
+        return NS_ERR_INVALID;
+    }
+    upstream_global_init();
+    struct gemini_backend *gb = calloc(1, sizeof(*gb));
+    if (!gb)
+        goto nomem;
+    gb->c = *c;
+    gb->c.name = gb->c.kind = gb->c.url = gb->c.api_key = gb->c.upstream_model = gb->c.state_dir = NULL;
+    pthread_mutex_init(&gb->mu, NULL);
+    pthread_cond_init(&gb->cv, NULL);
+    gb->pending_tail = &gb->pending;
+    gb->name = strdup(c->name ? c->name : "default");
+    gb->base = upstream_url_join(url, "");
+    if (gb->base) { /* the API version is ours to add */
+        size_t n = strlen(gb->base);
+        if (n >= 7 && !strcmp(gb->base + n - 7, "/v1beta"))
+            gb->base[n - 7] = '\0';
+    }
+    const char *um = c->upstream_model ? c->upstream_model : gb->name;
+    if (!strncmp(um, "models/", 7))
+        um += 7;
+    gb->upstream_model = strdup(um);
+    const char *im = getenv("NIGHTSHIFT_GEMINI_INLINE_MAX");
+    gb->inline_max = im && *im ? strtoull(im, NULL, 10) : GB_INLINE_MAX;
+    if (c->state_dir) {
+        char path[4096];
+        int n = snprintf(path, sizeof(path), "%s/gemini-batch-", c->state_dir);
+        for (const char *p = gb->name ? gb->name : ""; *p && n < (int)sizeof(path) - 8; p++)
+            path[n++] = (char)((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                                       *p == '-' || *p == '.' || *p == '_'
+                                   ? *p
+                                   : '_');
+        snprintf(path + n, sizeof(path) - (size_t)n, ".json");
+        gb->state_path = strdup(path);
+    }
+    gb->easy = curl_easy_init();
+    char auth[1024];
+    snprintf(auth, sizeof(auth), backend_gemini_batch_ops.auth_header, key);
+    gb->hdrs = curl_slist_append(NULL, "Expect:");
+    if (gb->hdrs)
+        gb->hdrs = curl_slist_append(gb->hdrs, auth);
+    memset(auth, 0, sizeof(auth));
+    gb->stats.limit = gb->c.max_lines;
+    if (!gb->name || !gb->base || !gb->upstream_model || !gb->easy || !gb->hdrs ||
+        (c->state_dir && !gb->state_path))
+        goto nomem;
+    gb_load(gb);
+    *out = gb;
+    return NS_OK;
+nomem:
+    snprintf(err, errlen, "out of memory");
+    gb_free(gb);
+    return NS_ERR_NOMEM;
+}
+
+static void gb_free(void *impl)
+{
+    struct gemini_backend *gb = impl;
+    if (!gb)
+        return;
+    while (gb->batches) { /* placeholders only: run() settled every request */
+        struct gb_batch *b = gb->batches;
+        gb->batches = b->next;
+        gb_batch_free(b);
+    }
+    curl_slist_free_all(gb->hdrs);
+    if (gb->easy)
+        curl_easy_cleanup(gb->easy);
+    pthread_mutex_destroy(&gb->mu);
+    pthread_cond_destroy(&gb->cv);
+    free(gb->name);
+    free(gb->base);
+    free(gb->upstream_model);
+    free(gb->state_path);
+    free(gb);
+}
+
+/* a restored placeholder with this request hash, not yet taken */
+static struct gb_job *gb_placeholder(struct gemini_backend *gb, const char *hash, struct gb_batch **bo)
+{
+    for (struct gb_batch *b = gb->batches; b; b = b->next)
+        if (b->restored)
+            for (struct gb_job *j = b->jobs; j; j = j->next)
+                if (!j->req && !strcmp(j->hash, hash)) {
+                    *bo = b;
+                    return j;
+                }
+    return NULL;
+}
+
+static void gb_admit(struct gemini_backend *gb, struct engine_request *r, double now)
+{
+    struct gb_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        struct engine_result res;
+        memset(&res, 0, sizeof(res));
+        res.status = NS_ERR_NOMEM;
+        res.text = "";
+        snprintf(res.message, sizeof(res.message), "out of memory");
+        gb->src->done(gb->src->ud, r, &res);
+        return;
+    }
+    j->req = r;
+    j->t_admit = now;
+    char err[400];
+    const char *param = NULL;
+    if (!r->body) {
+        gb_fail(gb, j, NS_ERR_UNSUPPORTED, NULL, "model '%s' (gemini-batch) takes OpenAI chat requests only", gb->name);
+        return;
+    }
+    j->greq = gemini_wire_request(r->body, err, sizeof(err), &param);
+    if (!j->greq) {
+        gb_fail(gb, j, NS_ERR_INVALID, param, "model '%s' (gemini-batch): %s", gb->name, err);
+        return;
+    }
+    char *s = cJSON_PrintUnformatted(j->greq);
+    if (!s) {
+        gb_fail(gb, j, NS_ERR_NOMEM, NULL, "out of memory");
+        return;
+    }
+    sha256_hex(s, strlen(s), j->hash);
+    free(s);
+    struct gb_batch *b = NULL;
+    struct gb_job *ph = gb_placeholder(gb, j->hash, &b);
+    if (ph) { /* sent before the restart: wait for that job's answer */
+        ph->req = r;
+        ph->t_admit = now;
+        ph->greq = j->greq;
+        j->greq = NULL;
+        gb_job_free(j);
+        if (ph->result) {
+            cJSON *line = ph->result;
+            ph->result = NULL;
+            gb_settle(gb, b, gb_take(b, ph->key), line);
+            cJSON_Delete(line);
+        }
+        return;
+    }
+    gb_pend(gb, j);
+}
+
+static void gb_flush(struct gemini_backend *gb, double now)
+{
+    struct gb_batch *b = calloc(1, sizeof(*b));
+    if (!b)
+        return;
+    snprintf(b->display, sizeof(b->display), "nightshift-%.40s-%ld-%ld-%llu", gb->name, (long)getpid(),
+             (long)time(NULL), (unsigned long long)gb->seq + 1);
+    struct gb_job **tail = &b->jobs;
+    while (gb->pending && b->n < gb->c.max_lines) {
+        struct gb_job *j = gb->pending;
+        gb->pending = j->next;
+        j->next = NULL;
+        j->attempts++;
+        snprintf(j->key, sizeof(j->key), "ns-%llu", (unsigned long long)++gb->seq);
+        *tail = j;
+        tail = &j->next;
+        b->n++;
+        gb->n_pending--;
+    }
+    gb->pending_tail = &gb->pending;
+    while (*gb->pending_tail)
+        gb->pending_tail = &(*gb->pending_tail)->next;
+    gb->oldest = now;
+    if (!(b->keys = calloc((size_t)(b->n ? b->n : 1), sizeof(*b->keys)))) {
+        while (b->jobs) { /* back where they were, for the next flush */
+            struct gb_job *j = b->jobs;
+            b->jobs = j->next;
+            j->attempts--;
+            gb_pend(gb, j);
+        }
+        gb_batch_free(b);
+        return;
+    }
+    for (struct gb_job *j = b->jobs; j; j = j->next)
+        snprintf(b->keys[b->n_keys++], sizeof(b->keys[0]), "%s", j->key);
+    /* recorded before the create call: a kill during it leaves its displayName to look for */
+    b->next = gb->batches;
+    gb->batches = b;
+    gb_save(gb);
+    char err[600] = "";
+    int rc = gb_submit(gb, b, err, sizeof(err));
+    gb->batches = b->next;
+    if (rc) {
+        gb_save(gb);
+        log_event(LOG_WARN, gb->name, NULL, "model '%s': cannot create a Gemini batch of %d requests: %s", gb->name,
+                  b->n, err);
+        gb->submit_failures++;
+        gb->submit_after = now + fmin(gb->c.retry_max_s, gb->c.retry_base_s * pow(2, gb->submit_failures));
+        while (b->jobs) {
+            struct gb_job *j = b->jobs;
+            b->jobs = j->next;
+            if (rc == NS_ERR_INVALID || rc == NS_ERR_AUTH || rc == NS_ERR_NOT_FOUND || rc == NS_ERR_TOO_LARGE)
+                gb_fail(gb, j, rc, NULL, "the Gemini batch API behind model '%s' refused the batch: %s", gb->name, err);
+            else
+                gb_retry(gb, j, err);
+        }
+        gb_batch_free(b);
+        return;
+    }
+    gb->submit_failures = 0;
+    b->interval = gb->c.poll_interval_s;
+    b->next_poll = now + b->interval;
+    b->next = gb->batches;
+    gb->batches = b;
+    gb_save(gb);
+    log_event(LOG_INFO, gb->name, NULL, "model '%s': %d requests sent to Gemini as %s", gb->name, b->n, b->name);
+}
+
+/* requests whose client or batch gave up: end them now; a job left without a live line
+ * is cancelled upstream */
+static void gb_cancel_dead(struct gemini_backend *gb, struct gb_batch *b)
+{
+    bool had = false;
+    for (struct gb_job **pp = &b->jobs; *pp;) {
+        struct gb_job *j = *pp;
+        if (j->req && atomic_load(&j->req->cancelled)) {
+            *pp = j->next;
+            b->n--;
+            had = true;
+            gb_fail(gb, j, NS_ERR_CANCELLED, NULL, "the request was cancelled");
+            continue;
+        }
+        pp = &j->next;
+    }
+    if (!had || b->jobs || !b->name[0])
+        return;
+    char url[1200], err[600];
+    cJSON *o = NULL;
+    snprintf(url, sizeof(url), "%s/v1beta/%s:cancel", gb->base, b->name);
+    if (gb_json(gb, "POST", url, NULL, "{}", 2, NULL, &o, err, sizeof(err)))
+        log_event(LOG_WARN, gb->name, NULL, "model '%s': cancelling %s: %s", gb->name, b->name, err);
+    else
+        log_event(LOG_INFO, gb->name, NULL, "model '%s': Gemini batch %s cancelled (no request waits for it)",
+                  gb->name, b->name);
+    cJSON_Delete(o);
+}
+
+static void gb_poll_all(struct gemini_backend *gb, double now)
+{
+    bool changed = false;
+    for (struct gb_batch **pp = &gb->batches; *pp;) {
+        struct gb_batch *b = *pp;
+        int before = b->n;
+        gb_cancel_dead(gb, b);
+        if (b->restored && !b->name[0] && !b->ended && !gb_find(gb, b)) {
+            log_event(LOG_INFO, gb->name, NULL, "model '%s': %s was never created upstream: its lines go again",
+                      gb->name, b->display);
+            b->ended = true; /* placeholders: their requests take the ordinary path */
+            b->ended_at = now - GB_RESTORED_GRACE;
+        }
+        if (!b->jobs || (b->ended && now - b->ended_at >= GB_RESTORED_GRACE)) {
+            *pp = b->next;
+            gb_batch_free(b); /* what is left are placeholders nobody asked for again */
+            changed = true;
+            continue;
+        }
+        changed |= b->n != before;
+        if (b->ended || b->next_poll > now) {
+            pp = &b->next;
+            continue;
+        }
+        bool ended = false;
+        char err[600], why[400] = "";
+        if (gb_poll(gb, b, &ended, why, sizeof(why), err, sizeof(err)) != NS_OK)
+            log_event(LOG_WARN, gb->name, NULL, "model '%s': polling Gemini batch %s: %s (will poll again)", gb->name,
+                      b->name, err);
+        if (!ended) {
+            b->interval = fmin(fmax(b->interval, gb->c.poll_interval_s) * 1.5, gb->c.poll_max_s);
+            b->next_poll = clock_now() + b->interval;
+            pp = &b->next;
+            continue;
+        }
+        /* what the results did not mention runs again; placeholders wait for their requests */
+        for (struct gb_job **jp = &b->jobs; *jp;) {
+            struct gb_job *j = *jp;
+            if (!j->req) {
+                jp = &j->next;
+                continue;
+            }
+            *jp = j->next;
+            b->n--;
+            gb_retry(gb, j, why);
+        }
+        b->ended = true;
+        b->ended_at = now;
+        changed = true;
+    }
+    if (changed)
+        gb_save(gb);
+}
+
+static void gb_cancel_all(struct gemini_backend *gb)
+{
+    while (gb->pending) {
+        struct gb_job *j = gb->pending;
+        gb->pending = j->next;
+        gb_fail(gb, j, NS_ERR_CANCELLED, NULL, "the server is shutting down");
+    }
+    gb->pending_tail = &gb->pending;
+    gb->n_pending = 0;
+    /* jobs stay upstream and in the state file, and their requests stay claimed in the
+     * store: the next start polls the same jobs for them */
+    for (struct gb_batch *b = gb->batches; b; b = b->next)
+        for (struct gb_job *j = b->jobs; j; j = j->next) {
+            if (!j->req)
+                continue;
+            struct engine_result res;
+            memset(&res, 0, sizeof(res));
+            res.status = NS_ERR_CANCELLED;
+            res.text = "";
+            res.stop_index = -1;
+            snprintf(res.message, sizeof(res.message), "the server is shutting down");
+            gb->src->done(gb->src->ud, j->req, &res);
+            j->req = NULL;
+        }
+}
+
+static int gb_run(void *impl, const struct engine_source *src)
+{
+    struct gemini_backend *gb = impl;
+    struct engine_request *got[GB_PULL];
+    gb->src = src;
+    bool exhausted = false;
+    for (;;) {
+        pthread_mutex_lock(&gb->mu);
+        bool stopping = gb->stopping;
+        gb->woken = false;
+        if (gb->has_next) {
+            gb->c = gb->next_c;
+            gb->stats.limit = gb->c.max_lines;
+            gb->has_next = false;
+        }
+        pthread_mutex_unlock(&gb->mu);
+        if (stopping)
+            break;
+        double now = clock_now();
+        int n;
+        while (src->pull_priority && (n = src->pull_priority(src->ud, got, GB_PULL)) > 0)
+            for (int i = 0; i < n; i++) {
+                const cJSON *tier = got[i]->body ? cJSON_GetObjectItemCaseSensitive(got[i]->body, "service_tier") : NULL;
+                if (cJSON_IsString(tier) && strcmp(tier->valuestring, "flex") == 0) {
+                    gb_admit(gb, got[i], now);
+                    continue;
+                }
+                struct engine_result res;
+                memset(&res, 0, sizeof(res));
+                res.status = NS_ERR_UNSUPPORTED;
+                res.text = "";
+                res.param = "model";
+                snprintf(res.message, sizeof(res.message),
+                         "model '%s' is served through Gemini's batch API (gemini-batch): send it in a batch "
+                         "(/v1/batches), as a deferred request (/v1/deferred/chat/completions), or with "
+                         "\"service_tier\": \"flex\" to wait for it here",
+                         gb->name);
+                src->done(src->ud, got[i], &res);
+            }
+        bool dry = false;
+        while (!exhausted && gb->n_pending < gb->c.max_lines) {
+            int room = gb->c.max_lines - gb->n_pending;
+            n = src->pull(src->ud, got, room < GB_PULL ? room : GB_PULL);
+            if (n < 0)
+                exhausted = true;
+            if (n <= 0) {
+                dry = true;
+                break;
+            }
+            for (int i = 0; i < n; i++)
+                gb_admit(gb, got[i], now);
+        }
+        while (gb->pending && now >= gb->submit_after &&
+               (gb->n_pending >= gb->c.max_lines || (dry && gb->n_pending >= gb->c.flush_lines) ||
+                now - gb->oldest >= gb->c.flush_after_s || exhausted))
+            gb_flush(gb, now);
+        gb_poll_all(gb, clock_now());
+        int up = 0;
+        bool live = false;
+        for (struct gb_batch *b = gb->batches; b; b = b->next) {
+            up += b->n;
+            for (struct gb_job *j = b->jobs; j && !live; j = j->next)
+                live = j->req != NULL;
+        }
+        pthread_mutex_lock(&gb->mu);
+        gb->stats.inflight = up;
+        pthread_mutex_unlock(&gb->mu);
+        if (exhausted && !gb->pending && !live)
+            break;
+        double until = now + 1.0;
+        for (struct gb_batch *b = gb->batches; b; b = b->next)
+            if (!b->ended)
+                until = fmin(until, b->next_poll);
+        if (gb->pending)
+            until = fmin(until, fmax(gb->oldest + gb->c.flush_after_s, gb->submit_after));
+        double wait = until - clock_now();
+        if (wait > 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + wait;
+            ts.tv_sec = (time_t)t;
+            ts.tv_nsec = (long)((t - floor(t)) * 1e9);
+            pthread_mutex_lock(&gb->mu);
+            if (!gb->woken && !gb->stopping)
+                pthread_cond_timedwait(&gb->cv, &gb->mu, &ts);
+            pthread_mutex_unlock(&gb->mu);
+        }
+    }
+    gb_cancel_all(gb);
+    return NS_OK;
+}
+
+static void gb_stop(void *impl)
+{
+    struct gemini_backend *gb = impl;
+    pthread_mutex_lock(&gb->mu);
+    gb->stopping = true;
+    pthread_cond_broadcast(&gb->cv);
+    pthread_mutex_unlock(&gb->mu);
+}
+
+static void gb_wake(void *impl)
+{
+    struct gemini_backend *gb = impl;
+    pthread_mutex_lock(&gb->mu);
+    gb->woken = true;
+    pthread_cond_broadcast(&gb->cv);
+    pthread_mutex_unlock(&gb->mu);
+}
+
+static void gb_reconfigure(void *impl, const struct backend_conf *c)
+{
+    struct gemini_backend *gb = impl;
+    pthread_mutex_lock(&gb->mu);
+    gb->next_c = *c;
+    gb->next_c.name = gb->next_c.kind = gb->next_c.url = gb->next_c.api_key = gb->next_c.upstream_model = NULL;
+    gb->next_c.state_dir = NULL;
+    gb->has_next = true;
+    gb->woken = true;
+    pthread_cond_broadcast(&gb->cv);
+    pthread_mutex_unlock(&gb->mu);
+}
+
+static void gb_get_info(void *impl, struct backend_info *out)
+{
+    struct gemini_backend *gb = impl;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->kind, sizeof(out->kind), "gemini-batch");
+    snprintf(out->desc, sizeof(out->desc), "%s (%s)", gb->base, gb->upstream_model);
+}
+
+static void gb_get_stats(void *impl, struct backend_stats *out)
+{
+    struct gemini_backend *gb = impl;
+    pthread_mutex_lock(&gb->mu);
+    *out = gb->stats;
+    pthread_mutex_unlock(&gb->mu);
+}
+
+const struct backend_ops backend_gemini_batch_ops = {
+    .kind = "gemini-batch",
+    .forward = true,
+    .offline = true,
+    .auth_header = "x-goog-api-key: %s",
+    .default_url = "https://generativelanguage.googleapis.com",
+    .default_key_env = "GEMINI_API_KEY",
+    .init = gb_init,
+    .free = gb_free,
+    .run = gb_run,
+    .stop = gb_stop,
+    .wake = gb_wake,
+    .get_info = gb_get_info,
+    .get_stats = gb_get_stats,
+    .reconfigure = gb_reconfigure,
+};
