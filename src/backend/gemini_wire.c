@@ -57,6 +57,20 @@ static bool gw_in(const char *const *list, const char *k)
     return false;
 }
 
+/* OpenAI fields with no Gemini batch equivalent, as static strings for *param (any other
+ * unknown field is refused too, named in the message only) */
+static const char *const gw_refused[] = {"logit_bias", "top_logprobs", "audio", "modalities", "prediction",
+                                         "functions", "function_call", "reasoning_effort", "web_search_options",
+                                         "verbosity", "prompt_cache_key", "safety_identifier", NULL};
+
+static const char *gw_refused_name(const char *k)
+{
+    for (int i = 0; gw_refused[i]; i++)
+        if (strcmp(gw_refused[i], k) == 0)
+            return gw_refused[i];
+    return NULL;
+}
+
 #define GW_FAIL(p, ...)                                                                                               \
     do {                                                                                                              \
         snprintf(err, errlen, __VA_ARGS__);                                                                           \
@@ -180,7 +194,7 @@ cJSON *gemini_wire_request(const cJSON *oai, char *err, size_t errlen, const cha
             continue;
         if (!strcmp(f->string, "prompt"))
             GW_FAIL("prompt", "'prompt': a gemini-batch model takes chat requests (/v1/chat/completions) only");
-        GW_FAIL(f->string, "'%s' cannot be translated to Gemini's GenerateContent API", f->string);
+        GW_FAIL(gw_refused_name(f->string), "'%s' cannot be translated to Gemini's GenerateContent API", f->string);
     }
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(oai, "logprobs");
     if (v && !cJSON_IsFalse(v) && !cJSON_IsNull(v))
