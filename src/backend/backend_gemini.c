@@ -884,11 +884,16 @@ static void gb_admit(struct gemini_backend *gb, struct engine_request *r, double
     j->t_admit = now;
     char err[400];
     const char *param = NULL;
-    if (!r->body) {
-        gb_fail(gb, j, NS_ERR_UNSUPPORTED, NULL, "model '%s' (gemini-batch) takes OpenAI chat requests only", gb->name);
+    /* another dialect's request (Anthropic, Gemini, ...) was parsed, not kept: its OpenAI body */
+    bool chat = true;
+    cJSON *built = r->body ? NULL : upstream_body_build(r, NULL, &chat);
+    if (!r->body && (!built || !chat)) {
+        cJSON_Delete(built);
+        gb_fail(gb, j, NS_ERR_UNSUPPORTED, "prompt", "model '%s' (gemini-batch) takes chat requests only", gb->name);
         return;
     }
-    j->greq = gemini_wire_request(r->body, err, sizeof(err), &param);
+    j->greq = gemini_wire_request(r->body ? r->body : built, err, sizeof(err), &param);
+    cJSON_Delete(built);
     if (!j->greq) {
         gb_fail(gb, j, NS_ERR_INVALID, param, "model '%s' (gemini-batch): %s", gb->name, err);
         return;
