@@ -1003,7 +1003,7 @@ static void gb_cancel_dead(struct gemini_backend *gb, struct gb_batch *b)
             *pp = j->next;
             b->n--;
             had = true;
-            gb_fail(gb, j, NS_ERR_CANCELLED, NULL, "the request was cancelled");
+            gb_fail(gb, j, NS_ERR_CANCELLED, NULL, "the request was cancelled (its batch was cancelled, or its client went away) before Gemini answered it");
             continue;
         }
         pp = &j->next;

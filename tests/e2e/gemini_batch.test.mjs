@@ -234,3 +234,40 @@ test('kill -9 with Gemini jobs in flight: the restart polls the same jobs, no jo
     assert.equal(MOCK.stats.creations, created, 'no job was created again after the restart');
     assert.match(NS.stderr(), /from before the restart/);
 });
+
+test('kill -9 during the create call: the restart finds the job by its displayName instead of creating another', async () => {
+    MOCK.hold = true;
+    MOCK.createDelayMs = 5000;
+    const c0 = MOCK.stats.creations;
+    const b = await submitBatch(NS, [chat('d-0', 'during 0'), chat('d-1', 'during 1')]);
+    await pollUntil(async () => MOCK.stats.creations, (n) => n > c0, { timeoutMs: 30_000, intervalMs: 10, what: 'the create call' });
+    NS.child.kill('SIGKILL');
+    await new Promise((r) => (NS.child.exitCode !== null || NS.child.signalCode !== null ? r() : NS.child.once('close', r)));
+    MOCK.createDelayMs = 0;
+    NS = await start();
+    MOCK.hold = false;
+    const done = await waitBatch(NS, b.id, finished, 60_000);
+    assert.equal(done.status, 'completed', JSON.stringify(done));
+    const { out } = await results(done);
+    assert.deepEqual(out.map((l) => l.response.body.choices[0].message.content).sort(), ['echo: during 0', 'echo: during 1']);
+    assert.equal(MOCK.stats.creations, c0 + 1, 'the job created before the kill was found, not created again');
+});
+
+test('cancelling the nightshift batch cancels its Gemini job', async () => {
+    MOCK.hold = true;
+    const c0 = MOCK.stats.creations, k0 = MOCK.stats.cancels;
+    const b = await submitBatch(NS, [chat('z-0', 'cancel 0'), chat('z-1', 'cancel 1'), chat('z-2', 'cancel 2')]);
+    await pollUntil(async () => MOCK.stats.creations, (n) => n > c0, { timeoutMs: 30_000, intervalMs: 20, what: 'the job' });
+    const job = [...MOCK.jobs.values()].at(-1);
+    const cr = await api(NS, 'POST', `/v1/batches/${b.id}/cancel`);
+    assert.equal(cr.status, 200, cr.text);
+    const done = await waitBatch(NS, b.id, finished, 30_000);
+    MOCK.hold = false;
+    assert.equal(done.status, 'cancelled', JSON.stringify(done));
+    assert.equal(MOCK.stats.cancels - k0, 1, 'POST batches/{name}:cancel was sent');
+    assert.equal(job.state, 'BATCH_STATE_CANCELLED');
+    const { out, errs } = await results(done);
+    assert.equal(out.length, 0);
+    assert.deepEqual(errs.map((l) => l.custom_id).sort(), ['z-0', 'z-1', 'z-2']);
+    assert.equal(MOCK.stats.creations, c0 + 1, 'nothing went again');
+});

@@ -22,6 +22,7 @@ export async function startGeminiMock({ key }) {
     const m = {
         key,
         hold: false,
+        createDelayMs: 0, // the create call's answer is this late (the job exists already)
         pendingPolls: 1,
         runningPolls: 1,
         faults: { create: [], poll: [], upload: [], download: [] },
@@ -149,6 +150,7 @@ export async function startGeminiMock({ key }) {
             m.stats.creations++;
             const job = { name: `batches/job${nextId++}`, display: b.displayName, model: `models/${mm[1]}`, state: 'BATCH_STATE_PENDING', polls: 0, requests, fromFile };
             m.jobs.set(job.name, job);
+            if (m.createDelayMs) await new Promise((r) => setTimeout(r, m.createDelayMs)); // a kill may come first
             return send(res, 200, view(job));
         }
         if (req.method === 'GET' && p === '/v1beta/batches') {
