@@ -29,7 +29,7 @@ let MOCK;
 let NS;
 let INI;
 
-const ENV = { GEMINI_TEST_KEY: KEY, NIGHTSHIFT_GEMINI_INLINE_MAX: '20000' };
+const ENV = { GEMINI_TEST_KEY: KEY, GEMINI_BAD_KEY: 'not-the-key', NIGHTSHIFT_GEMINI_INLINE_MAX: '20000' };
 const start = () => startServer(['--config', INI], { env: ENV, name: 'ns-gemini' });
 
 before(async () => {
@@ -39,7 +39,9 @@ before(async () => {
     INI = path.join(TMP, 'ns.ini');
     fs.writeFileSync(INI, `[server]\ndata-dir = ${path.join(TMP, 'ns')}\n\n[model flash]\nbackend = gemini-batch\n` +
         `url = ${MOCK.url}\napi_key_env = GEMINI_TEST_KEY\nupstream_model = gemini-2.5-flash\npoll_interval = 0.05\n` +
-        `poll_max = 0.2\nflush_after = 0.3\nretry_base = 0.02\nretry_max = 0.1\n`);
+        `poll_max = 0.2\nflush_after = 0.3\nretry_base = 0.02\nretry_max = 0.1\n\n` +
+        `[model badkey]\nbackend = gemini-batch\nurl = ${MOCK.url}/v1beta\napi_key_env = GEMINI_BAD_KEY\n` +
+        `upstream_model = models/gemini-2.5-flash\nflush_after = 0.1\nretry_base = 0.02\n`);
     NS = await start();
 });
 
@@ -270,4 +272,42 @@ test('cancelling the nightshift batch cancels its Gemini job', async () => {
     assert.equal(out.length, 0);
     assert.deepEqual(errs.map((l) => l.custom_id).sort(), ['z-0', 'z-1', 'z-2']);
     assert.equal(MOCK.stats.creations, c0 + 1, 'nothing went again');
+});
+
+test('malformed answers (no upload URL, no file name, no batch name, not JSON) are retried until a job is made', async () => {
+    const c0 = MOCK.stats.creations, f0 = MOCK.stats.faults;
+    Object.assign(MOCK.bad, { startNoUrl: 1, finalizeNoName: 1, createNoName: 1, createNotJson: 1, pollNotJson: 1 });
+    const pad = 'm'.repeat(900);
+    const lines = Array.from({ length: 30 }, (_, i) => chat(`m-${i}`, `malformed ${i} ${pad}`));
+    const b = await submitBatch(NS, lines);
+    const done = await waitBatch(NS, b.id, finished, 60_000);
+    assert.equal(done.status, 'completed', JSON.stringify(done));
+    assert.deepEqual(done.request_counts, { total: 30, completed: 30, failed: 0 });
+    assert.equal(MOCK.stats.faults - f0, 5, 'every malformed answer was met');
+    assert.equal(MOCK.stats.creations - c0, 1);
+    assert.match(NS.stderr(), /no X-Goog-Upload-URL/);
+    assert.match(NS.stderr(), /answered no file name/);
+    assert.match(NS.stderr(), /has no batch name/);
+});
+
+test('a key Gemini refuses fails the lines with its answer (and the key is never echoed)', async () => {
+    const lines = [0, 1].map((i) => ({ ...chat(`bk-${i}`, `bad key ${i}`), body: { ...chat('', '').body, model: 'badkey' } }));
+    const b = await submitBatch(NS, lines);
+    const done = await waitBatch(NS, b.id, finished, 60_000);
+    const { out, errs } = await results(done);
+    assert.equal(out.length, 0);
+    assert.equal(errs.length, 2);
+    for (const e of errs) {
+        assert.equal(e.response.status_code, 401, JSON.stringify(e));
+        assert.match(e.response.body.error.message, /refused the batch.*API key not valid/);
+        assert.doesNotMatch(JSON.stringify(e), /not-the-key/);
+    }
+    assert.doesNotMatch(NS.stderr(), /not-the-key|gm-test-key/);
+});
+
+test('gemini-batch without any key: the server says which variable to set', async () => {
+    const ini = path.join(TMP, 'nokey.ini');
+    fs.writeFileSync(ini, `[server]\ndata-dir = ${path.join(TMP, 'nokey')}\n\n[model g]\nbackend = gemini-batch\nupstream_model = gemini-2.5-flash\n`);
+    await assert.rejects(startServer(['--config', ini], { env: { GEMINI_API_KEY: '' }, name: 'nokey' }),
+        /backend gemini-batch needs an API key: set GEMINI_API_KEY, or name another variable with api_key_env/);
 });

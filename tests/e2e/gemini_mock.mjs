@@ -23,6 +23,10 @@ export async function startGeminiMock({ key }) {
         key,
         hold: false,
         createDelayMs: 0, // the create call's answer is this late (the job exists already)
+        // malformed answers, each given to that many calls: an upload start without
+        // X-Goog-Upload-URL, a finalize without a file name, a create without a batch name
+        // (no job made), a create or poll answer that is not JSON
+        bad: { startNoUrl: 0, finalizeNoName: 0, createNoName: 0, createNotJson: 0, pollNotJson: 0 },
         pendingPolls: 1,
         runningPolls: 1,
         faults: { create: [], poll: [], upload: [], download: [] },
@@ -41,6 +45,7 @@ export async function startGeminiMock({ key }) {
         res.end(body);
     };
     const gerr = (res, code, status, message) => send(res, code, { error: { code, message, status } });
+    const bad = (what) => (m.bad[what] > 0 ? (m.bad[what]--, m.stats.faults++, true) : false);
     const fault = (kind, res) => {
         const c = m.faults[kind].shift();
         if (!c) return false;
@@ -119,6 +124,7 @@ export async function startGeminiMock({ key }) {
             if (req.headers['x-goog-upload-protocol'] !== 'resumable' || req.headers['x-goog-upload-command'] !== 'start')
                 return gerr(res, 400, 'INVALID_ARGUMENT', 'resumable start expected');
             m.stats.uploadHeaders.push({ protocol: req.headers['x-goog-upload-protocol'], length: req.headers['x-goog-upload-header-content-length'], type: req.headers['x-goog-upload-header-content-type'] });
+            if (bad('startNoUrl')) return send(res, 200, {});
             const sid = String(nextId++);
             m.sessions.set(sid, { length: Number(req.headers['x-goog-upload-header-content-length']) });
             return send(res, 200, {}, { 'x-goog-upload-url': `http://127.0.0.1:${m.port}/upload-session/${sid}`, 'x-goog-upload-status': 'active' });
@@ -128,6 +134,7 @@ export async function startGeminiMock({ key }) {
             if (!s || req.headers['x-goog-upload-command'] !== 'upload, finalize' || req.headers['x-goog-upload-offset'] !== '0')
                 return gerr(res, 400, 'INVALID_ARGUMENT', 'bad upload session call');
             if (Buffer.byteLength(body) !== s.length) return gerr(res, 400, 'INVALID_ARGUMENT', `length ${Buffer.byteLength(body)} != ${s.length}`);
+            if (bad('finalizeNoName')) return send(res, 200, { file: {} });
             const name = `files/in-${nextId++}`;
             m.files.set(name, body);
             m.stats.uploads++;
@@ -136,6 +143,8 @@ export async function startGeminiMock({ key }) {
         let mm;
         if (req.method === 'POST' && (mm = /^\/v1beta\/models\/([^/:]+):batchGenerateContent$/.exec(p))) {
             if (fault('create', res)) return;
+            if (bad('createNoName')) return send(res, 200, { metadata: {} });
+            if (bad('createNotJson')) return send(res, 200, '<html>busy</html>');
             const b = JSON.parse(body).batch;
             let requests;
             let fromFile = false;
@@ -165,6 +174,7 @@ export async function startGeminiMock({ key }) {
         }
         if (req.method === 'GET' && (mm = /^\/v1beta\/(batches\/[^/:]+)$/.exec(p))) {
             if (fault('poll', res)) return;
+            if (bad('pollNotJson')) return send(res, 200, 'not json');
             const job = m.jobs.get(mm[1]);
             if (!job) return gerr(res, 404, 'NOT_FOUND', 'no such batch');
             m.stats.polls++;
