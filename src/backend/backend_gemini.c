@@ -642,8 +642,8 @@ out:
 }
 
 /* a job recorded without a name: find it by displayName (it may have been created before
- * the kill); false when it is not there */
-static bool gb_find(struct gemini_backend *gb, struct gb_batch *b)
+ * the kill). 1: found (b->name set), 0: not there, -1: the list could not be read */
+static int gb_find(struct gemini_backend *gb, struct gb_batch *b)
 {
     char url[1400], token[512] = "";
     for (int page = 0; page < 100; page++) {
@@ -654,9 +654,9 @@ static bool gb_find(struct gemini_backend *gb, struct gb_batch *b)
         else
             snprintf(url, sizeof(url), "%s/v1beta/batches?pageSize=100", gb->base);
         if (gb_json(gb, "GET", url, NULL, NULL, 0, NULL, &o, err, sizeof(err))) {
-            log_event(LOG_WARN, gb->name, NULL, "model '%s': cannot list Gemini batches to find %s: %s", gb->name,
-                      b->display, err);
-            return false;
+            log_event(LOG_WARN, gb->name, NULL, "model '%s': cannot list Gemini batches to find %s: %s (will try again)",
+                      gb->name, b->display, err);
+            return -1;
         }
         const cJSON *x;
         cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(o, "batches"))
@@ -667,7 +667,7 @@ static bool gb_find(struct gemini_backend *gb, struct gb_batch *b)
             if (d && n && !strcmp(d, b->display)) {
                 snprintf(b->name, sizeof(b->name), "%s", n);
                 cJSON_Delete(o);
-                return true;
+                return 1;
             }
         }
         snprintf(token, sizeof(token), "%s", gb_str(o, "nextPageToken") ? gb_str(o, "nextPageToken") : "");
@@ -675,7 +675,7 @@ static bool gb_find(struct gemini_backend *gb, struct gb_batch *b)
         if (!token[0])
             break;
     }
-    return false;
+    return 0;
 }
 
 /* ---- poll and collect ------------------------------------------------------------------------ */
@@ -861,7 +861,7 @@ static struct gb_job *gb_placeholder(struct gemini_backend *gb, const char *hash
     for (struct gb_batch *b = gb->batches; b; b = b->next)
         if (b->restored)
             for (struct gb_job *j = b->jobs; j; j = j->next)
-                if (!j->req && !strcmp(j->hash, hash)) {
+                if (!j->req && !strcmp(j->hash, hash) && (!b->ended || j->result)) {
                     *bo = b;
                     return j;
                 }
@@ -1028,15 +1028,33 @@ static void gb_poll_all(struct gemini_backend *gb, double now)
         struct gb_batch *b = *pp;
         int before = b->n;
         gb_cancel_dead(gb, b);
-        if (b->restored && !b->name[0] && !b->ended && !gb_find(gb, b)) {
+        int found = 1;
+        if (b->restored && !b->name[0] && !b->ended && b->next_poll <= now && (found = gb_find(gb, b)) == 0) {
             log_event(LOG_INFO, gb->name, NULL, "model '%s': %s was never created upstream: its lines go again",
                       gb->name, b->display);
             b->ended = true; /* placeholders: their requests take the ordinary path */
             b->ended_at = now - GB_RESTORED_GRACE;
         }
+        if (found < 0) { /* the list failed: look again later */
+            b->interval = fmin(fmax(b->interval, gb->c.poll_interval_s) * 1.5, gb->c.poll_max_s);
+            b->next_poll = now + b->interval;
+            pp = &b->next;
+            continue;
+        }
         if (!b->jobs || (b->ended && now - b->ended_at >= GB_RESTORED_GRACE)) {
             *pp = b->next;
-            gb_batch_free(b); /* what is left are placeholders nobody asked for again */
+            /* what is left are placeholders nobody asked for again; a request that took the
+             * place of one (none should be left: gb_admit settles them at once) goes again */
+            for (struct gb_job **jp = &b->jobs; *jp;) {
+                struct gb_job *j = *jp;
+                if (j->req) {
+                    *jp = j->next;
+                    gb_retry(gb, j, "its Gemini batch ended without an answer for it");
+                } else {
+                    jp = &j->next;
+                }
+            }
+            gb_batch_free(b);
             changed = true;
             continue;
         }

@@ -311,3 +311,32 @@ test('gemini-batch without any key: the server says which variable to set', asyn
     await assert.rejects(startServer(['--config', ini], { env: { GEMINI_API_KEY: '' }, name: 'nokey' }),
         /backend gemini-batch needs an API key: set GEMINI_API_KEY, or name another variable with api_key_env/);
 });
+
+test('a flex call waits for its job; inline responses without metadata are keyed by their order', async () => {
+    MOCK.inlineNoMetadata = true;
+    const call = (t) => api(NS, 'POST', '/v1/chat/completions', JSON.stringify({ model: 'flash', service_tier: 'flex', messages: [{ role: 'user', content: t }] }),
+        { 'content-type': 'application/json' });
+    const [a, b] = await Promise.all([call('flex a'), call('flex b')]);
+    MOCK.inlineNoMetadata = false;
+    assert.equal(a.status, 200, a.text);
+    assert.equal(a.json().choices[0].message.content, 'echo: flex a');
+    assert.equal(b.json().choices[0].message.content, 'echo: flex b');
+    assert.equal(a.json().object, 'chat.completion');
+});
+
+test('kill -9 before the create call reached Gemini: the recorded job is not found, its lines go in a new job', async () => {
+    MOCK.dropCreate = true;
+    const c0 = MOCK.stats.creations, x0 = MOCK.stats.dropped;
+    const b = await submitBatch(NS, [chat('n-0', 'never 0'), chat('n-1', 'never 1')]);
+    await pollUntil(async () => MOCK.stats.dropped, (n) => n > x0, { timeoutMs: 30_000, intervalMs: 10, what: 'the create call' });
+    NS.child.kill('SIGKILL');
+    await new Promise((r) => (NS.child.exitCode !== null || NS.child.signalCode !== null ? r() : NS.child.once('close', r)));
+    MOCK.dropCreate = false;
+    NS = await start();
+    const done = await waitBatch(NS, b.id, finished, 60_000);
+    assert.equal(done.status, 'completed', JSON.stringify(done));
+    const { out } = await results(done);
+    assert.deepEqual(out.map((l) => l.response.body.choices[0].message.content).sort(), ['echo: never 0', 'echo: never 1']);
+    assert.equal(MOCK.stats.creations, c0 + 1);
+    assert.match(NS.stderr(), /was never created upstream: its lines go again/);
+});

@@ -22,6 +22,8 @@ export async function startGeminiMock({ key }) {
     const m = {
         key,
         hold: false,
+        inlineNoMetadata: false, // inline responses without their request's metadata
+        dropCreate: false, // create calls are left unanswered and make no job
         createDelayMs: 0, // the create call's answer is this late (the job exists already)
         // malformed answers, each given to that many calls: an upload start without
         // X-Goog-Upload-URL, a finalize without a file name, a create without a batch name
@@ -30,7 +32,7 @@ export async function startGeminiMock({ key }) {
         pendingPolls: 1,
         runningPolls: 1,
         faults: { create: [], poll: [], upload: [], download: [] },
-        stats: { creations: 0, uploads: 0, downloads: 0, cancels: 0, polls: 0, faults: 0, badKey: 0, uploadHeaders: [] },
+        stats: { dropped: 0, creations: 0, uploads: 0, downloads: 0, cancels: 0, polls: 0, faults: 0, badKey: 0, uploadHeaders: [] },
         jobs: new Map(), // name -> job
         files: new Map(), // files/x -> text
         sessions: new Map(), // upload session id -> { display }
@@ -101,7 +103,8 @@ export async function startGeminiMock({ key }) {
             m.files.set(name, results.map((x) => JSON.stringify(x.error ? { key: x.key, error: x.error } : { key: x.key, response: x.response })).join('\n') + '\n');
             job.output = { responsesFile: name };
         } else {
-            job.output = { inlinedResponses: { inlinedResponses: results.map((x) => (x.error ? { error: x.error, metadata: { key: x.key } } : { response: x.response, metadata: { key: x.key } })) } };
+            const md = (x) => (m.inlineNoMetadata ? {} : { metadata: { key: x.key } }); // order alone then keys them
+            job.output = { inlinedResponses: { inlinedResponses: results.map((x) => (x.error ? { error: x.error, ...md(x) } : { response: x.response, ...md(x) })) } };
         }
     };
 
@@ -143,6 +146,7 @@ export async function startGeminiMock({ key }) {
         let mm;
         if (req.method === 'POST' && (mm = /^\/v1beta\/models\/([^/:]+):batchGenerateContent$/.exec(p))) {
             if (fault('create', res)) return;
+            if (m.dropCreate) return void m.stats.dropped++; // never answered, no job made (a kill comes)
             if (bad('createNoName')) return send(res, 200, { metadata: {} });
             if (bad('createNotJson')) return send(res, 200, '<html>busy</html>');
             const b = JSON.parse(body).batch;
