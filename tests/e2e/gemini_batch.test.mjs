@@ -135,6 +135,8 @@ test('a big job goes through the resumable upload and its responses file; a 503 
     const pad = 'x'.repeat(800);
     const lines = Array.from({ length: 40 }, (_, i) => chat(`f-${i}`, `${i === 7 ? 'FLAKY ' : ''}long ${i} ${pad}`));
     MOCK.faults.upload.push(503);
+    MOCK.faults.download.push(502);
+    const f0 = MOCK.stats.faults;
     const b = await submitBatch(NS, lines);
     const done = await waitBatch(NS, b.id, finished, 60_000);
     assert.equal(done.status, 'completed', JSON.stringify(done));
@@ -144,6 +146,7 @@ test('a big job goes through the resumable upload and its responses file; a 503 
     for (const l of out) assert.match(l.response.body.choices[0].message.content, /^echo: (FLAKY )?long \d+ x+$/);
     assert.ok(MOCK.stats.uploads - u0 >= 1, 'the JSONL went through the Files API');
     assert.ok(MOCK.stats.downloads - d0 >= 1, 'the responses file was downloaded');
+    assert.equal(MOCK.stats.faults - f0, 2, 'the 503 upload and the 502 download were retried');
     assert.equal(MOCK.stats.creations - c0, 2, 'the 503 line went again, alone, in a second job');
     const h = MOCK.stats.uploadHeaders.at(-1);
     assert.equal(h.protocol, 'resumable');
@@ -339,4 +342,19 @@ test('kill -9 before the create call reached Gemini: the recorded job is not fou
     assert.deepEqual(out.map((l) => l.response.body.choices[0].message.content).sort(), ['echo: never 0', 'echo: never 1']);
     assert.equal(MOCK.stats.creations, c0 + 1);
     assert.match(NS.stderr(), /was never created upstream: its lines go again/);
+});
+
+test('a state file that cannot be written is reported; the batch still completes', async () => {
+    const ini = path.join(TMP, 'fault.ini');
+    fs.writeFileSync(ini, fs.readFileSync(INI, 'utf8').replace(/data-dir = .*/, `data-dir = ${path.join(TMP, 'fault')}`));
+    /* the 1st durable rename is the batch input file's, the 2nd this model's state file */
+    const s = await startServer(['--config', ini], { env: { ...ENV, NIGHTSHIFT_FAULT_DURABLE: 'rename:2' }, name: 'ns-fault' });
+    try {
+        const b = await submitBatch(s, [chat('w-0', 'write 0')]);
+        const done = await waitBatch(s, b.id, finished, 60_000);
+        assert.equal(done.status, 'completed', JSON.stringify(done));
+        assert.match(s.stderr(), /cannot write .*gemini-batch-flash\.json .*after a crash its Gemini jobs would be submitted again/);
+    } finally {
+        await s.stop();
+    }
 });
