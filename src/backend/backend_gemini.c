@@ -38,10 +38,13 @@
  * Results that arrive for a placeholder whose request has not been pulled again wait for it
  * for RESTORED_GRACE seconds (its batch may have been cancelled meanwhile).
  *
- * THREADS: run() on the scheduler's thread, blocking HTTP calls (libcurl easy) on it;
+ * The REST calls themselves (retries, the key header) are gemini_api.c's.
+ *
+ * THREADS: run() on the scheduler's thread, blocking HTTP calls (gemini_api) on it;
  * stop(), wake(), reconfigure() from any thread (mu + cv).
  */
 #include "backend.h"
+#include "gemini_api.h"
 #include "gemini_wire.h"
 #include "upstream.h"
 
@@ -53,7 +56,6 @@
 #include "../util/status.h"
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 
 #include <errno.h>
 #include <math.h>
@@ -62,7 +64,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -99,9 +100,8 @@ struct gb_batch {                /* one Gemini batch job */
 
 struct gemini_backend {
     struct backend_conf c;       /* numbers only */
-    char *name, *base, *upstream_model, *state_path;
-    struct curl_slist *hdrs;     /* the key lives here only */
-    CURL *easy;
+    char *name, *upstream_model, *state_path;
+    struct gemini_api *api;
     size_t inline_max;
     const struct engine_source *src;
     struct gb_job *pending, **pending_tail;
@@ -121,126 +121,6 @@ static const char *gb_str(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-/* ---- HTTP ------------------------------------------------------------------------------- */
-
-struct gb_hdr {
-    char upload_url[2048];
-};
-
-static size_t gb_on_data(char *p, size_t sz, size_t n, void *ud)
-{
-    return buf_append(ud, p, sz * n) == NS_OK ? sz * n : 0;
-}
-
-static size_t gb_on_header(char *p, size_t sz, size_t n, void *ud)
-{
-    struct gb_hdr *h = ud;
-    size_t len = sz * n;
-    static const char name[] = "x-goog-upload-url:";
-    if (len > sizeof(name) - 1 && strncasecmp(p, name, sizeof(name) - 1) == 0) {
-        const char *v = p + sizeof(name) - 1;
-        size_t vl = len - (sizeof(name) - 1);
-        while (vl && (*v == ' ' || *v == '\t'))
-            v++, vl--;
-        while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
-            vl--;
-        snprintf(h->upload_url, sizeof(h->upload_url), "%.*s", (int)vl, v);
-    }
-    return len;
-}
-
-/* One call, retried on network errors and retryable codes with backoff. extra: headers
- * added to the key's (the upload protocol's), or NULL. *code is the final status. */
-static int gb_http(struct gemini_backend *gb, const char *method, const char *url, const char *const *extra,
-                   const char *body, size_t body_len, struct buf *out, long *code, struct gb_hdr *hdr, char *err,
-                   size_t errlen)
-{
-    CURL *e = gb->easy;
-    char eb[CURL_ERROR_SIZE];
-    for (int attempt = 1;; attempt++) {
-        buf_reset(out);
-        curl_easy_reset(e);
-        eb[0] = '\0';
-        struct curl_slist *h = NULL;
-        for (struct curl_slist *k = gb->hdrs; k; k = k->next)
-            h = curl_slist_append(h, k->data);
-        for (int i = 0; extra && extra[i]; i++)
-            h = curl_slist_append(h, extra[i]);
-        curl_easy_setopt(e, CURLOPT_URL, url);
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-        if (body) {
-            curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-        }
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, gb_on_data);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
-        if (hdr) {
-            hdr->upload_url[0] = '\0';
-            curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, gb_on_header);
-            curl_easy_setopt(e, CURLOPT_HEADERDATA, hdr);
-        }
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, eb);
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(gb->c.timeout_s * 1000));
-        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-        CURLcode cc = curl_easy_perform(e);
-        curl_slist_free_all(h);
-        *code = 0;
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, code);
-        pthread_mutex_lock(&gb->mu);
-        gb->stats.attempts++;
-        gb->stats.retries += attempt > 1;
-        gb->stats.rate_limited += *code == 429;
-        bool stopping = gb->stopping;
-        pthread_mutex_unlock(&gb->mu);
-        bool retry = cc != CURLE_OK ? cc != CURLE_URL_MALFORMAT && cc != CURLE_UNSUPPORTED_PROTOCOL
-                                    : upstream_retryable_code(*code);
-        if (!retry) {
-            if (cc == CURLE_OK)
-                return NS_OK;
-            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
-            return NS_ERR_UPSTREAM;
-        }
-        if (cc != CURLE_OK)
-            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
-        else
-            snprintf(err, errlen, "%s %s: HTTP %ld: %.200s", method, url, *code, out->p ? out->p : "");
-        if (attempt >= gb->c.max_attempts || stopping)
-            return NS_ERR_UPSTREAM;
-        double wait = fmin(gb->c.retry_max_s, gb->c.retry_base_s * pow(2, attempt - 1)) * upstream_rand01();
-        struct timespec ts = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
-        nanosleep(&ts, NULL);
-    }
-}
-
-/* a call whose 200 answer is a JSON object (*out); else an error naming the call */
-static int gb_json(struct gemini_backend *gb, const char *method, const char *url, const char *const *extra,
-                   const char *body, size_t body_len, struct gb_hdr *hdr, cJSON **out, char *err, size_t errlen)
-{
-    struct buf b;
-    long code;
-    buf_init(&b, GB_MAX_RESPONSE);
-    *out = NULL;
-    int rc = gb_http(gb, method, url, extra, body, body_len, &b, &code, hdr, err, errlen);
-    if (rc == NS_OK && code != 200) {
-        char m[300];
-        cJSON *o = cJSON_ParseWithLength(b.p ? b.p : "", b.len);
-        upstream_error_text(o, b.p, b.len, m, sizeof(m));
-        cJSON_Delete(o);
-        snprintf(err, errlen, "%s %s: HTTP %ld: %s", method, url, code, m);
-        rc = upstream_status_of(code);
-    } else if (rc == NS_OK && !cJSON_IsObject(*out = cJSON_ParseWithLength(b.p ? b.p : "{}", b.p ? b.len : 2))) {
-        cJSON_Delete(*out);
-        *out = NULL;
-        snprintf(err, errlen, "%s %s: the answer is not a JSON object", method, url);
-        rc = NS_ERR_UPSTREAM;
-    }
-    buf_release(&b);
-    return rc;
 }
 
 /* ---- the state file (restart without resubmitting) --------------------------------------- */
@@ -535,45 +415,6 @@ static void gb_result(struct gemini_backend *gb, struct gb_batch *b, const char 
 
 /* ---- submit ------------------------------------------------------------------------------ */
 
-static int gb_upload(struct gemini_backend *gb, struct gb_batch *b, const struct buf *jl, char *file, size_t filen,
-                     char *err, size_t errlen)
-{
-    char url[1200], len[64], disp[256];
-    snprintf(url, sizeof(url), "%s/upload/v1beta/files", gb->base);
-    snprintf(len, sizeof(len), "X-Goog-Upload-Header-Content-Length: %zu", jl->len);
-    const char *start[] = {"X-Goog-Upload-Protocol: resumable", "X-Goog-Upload-Command: start", len,
-                           "X-Goog-Upload-Header-Content-Type: application/jsonl", NULL};
-    snprintf(disp, sizeof(disp), "{\"file\":{\"display_name\":\"%s.jsonl\"}}", b->display);
-    struct gb_hdr h;
-    cJSON *o = NULL;
-    int rc = gb_json(gb, "POST", url, start, disp, strlen(disp), &h, &o, err, errlen);
-    cJSON_Delete(o);
-    o = NULL;
-    if (rc)
-        return rc;
-    if (!h.upload_url[0]) {
-        snprintf(err, errlen, "POST %.300s: the answer has no X-Goog-Upload-URL", url);
-        return NS_ERR_UPSTREAM;
-    }
-    const char *up[] = {"X-Goog-Upload-Command: upload, finalize", "X-Goog-Upload-Offset: 0",
-                        "Content-Type: application/jsonl", NULL};
-    char upload_url[2048];
-    snprintf(upload_url, sizeof(upload_url), "%s", h.upload_url);
-    if ((rc = gb_json(gb, "POST", upload_url, up, jl->p ? jl->p : "", jl->len, NULL, &o, err, errlen)))
-        return rc;
-    const char *name = gb_str(cJSON_GetObjectItemCaseSensitive(o, "file"), "name");
-    if (!name)
-        name = gb_str(o, "name");
-    if (!name) {
-        snprintf(err, errlen, "the upload to %.300s answered no file name", url);
-        rc = NS_ERR_UPSTREAM;
-    } else {
-        snprintf(file, filen, "%s", name);
-    }
-    cJSON_Delete(o);
-    return rc;
-}
-
 static int gb_submit(struct gemini_backend *gb, struct gb_batch *b, char *err, size_t errlen)
 {
     int rc = NS_ERR_NOMEM;
@@ -608,7 +449,7 @@ static int gb_submit(struct gemini_backend *gb, struct gb_batch *b, char *err, s
             free(s);
         }
         char file[256];
-        if ((rc = gb_upload(gb, b, &jl, file, sizeof(file), err, errlen)))
+        if ((rc = gemini_api_upload(gb->api, b->display, jl.p, jl.len, file, sizeof(file), err, errlen)))
             goto out;
         cJSON_DeleteItemFromObjectCaseSensitive(ic, "requests");
         cJSON_AddStringToObject(ic, "fileName", file);
@@ -618,19 +459,7 @@ static int gb_submit(struct gemini_backend *gb, struct gb_batch *b, char *err, s
             goto out;
         }
     }
-    char url[1200];
-    snprintf(url, sizeof(url), "%s/v1beta/models/%s:batchGenerateContent", gb->base, gb->upstream_model);
-    if ((rc = gb_json(gb, "POST", url, NULL, body, strlen(body), NULL, &o, err, errlen)))
-        goto out;
-    const char *name = gb_str(o, "name");
-    if (!name)
-        name = gb_str(cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name");
-    if (!name) {
-        snprintf(err, errlen, "POST %.300s: the answer has no batch name", url);
-        rc = NS_ERR_UPSTREAM;
-        goto out;
-    }
-    snprintf(b->name, sizeof(b->name), "%s", name);
+    rc = gemini_api_create(gb->api, gb->upstream_model, body, b->name, sizeof(b->name), err, errlen);
 out:
     if (rc == NS_ERR_NOMEM && !err[0])
         snprintf(err, errlen, "out of memory");
@@ -645,53 +474,21 @@ out:
  * the kill). 1: found (b->name set), 0: not there, -1: the list could not be read */
 static int gb_find(struct gemini_backend *gb, struct gb_batch *b)
 {
-    char url[1400], token[512] = "";
-    for (int page = 0; page < 100; page++) {
-        cJSON *o = NULL;
-        char err[600];
-        if (token[0])
-            snprintf(url, sizeof(url), "%s/v1beta/batches?pageSize=100&pageToken=%s", gb->base, token);
-        else
-            snprintf(url, sizeof(url), "%s/v1beta/batches?pageSize=100", gb->base);
-        if (gb_json(gb, "GET", url, NULL, NULL, 0, NULL, &o, err, sizeof(err))) {
-            log_event(LOG_WARN, gb->name, NULL, "model '%s': cannot list Gemini batches to find %s: %s (will try again)",
-                      gb->name, b->display, err);
-            return -1;
-        }
-        const cJSON *x;
-        cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(o, "batches"))
-        {
-            const cJSON *md = cJSON_GetObjectItemCaseSensitive(x, "metadata");
-            const char *d = gb_str(x, "displayName") ? gb_str(x, "displayName") : gb_str(md, "displayName");
-            const char *n = gb_str(x, "name") ? gb_str(x, "name") : gb_str(md, "name");
-            if (d && n && !strcmp(d, b->display)) {
-                snprintf(b->name, sizeof(b->name), "%s", n);
-                cJSON_Delete(o);
-                return 1;
-            }
-        }
-        snprintf(token, sizeof(token), "%s", gb_str(o, "nextPageToken") ? gb_str(o, "nextPageToken") : "");
-        cJSON_Delete(o);
-        if (!token[0])
-            break;
-    }
-    return 0;
+    char err[600];
+    int rc = gemini_api_find(gb->api, b->display, b->name, sizeof(b->name), err, sizeof(err));
+    if (rc < 0)
+        log_event(LOG_WARN, gb->name, NULL, "model '%s': cannot list Gemini batches to find %s: %s (will try again)",
+                  gb->name, b->display, err);
+    return rc < 0 ? -1 : rc;
 }
 
 /* ---- poll and collect ------------------------------------------------------------------------ */
 
 static int gb_download(struct gemini_backend *gb, struct gb_batch *b, const char *file, char *err, size_t errlen)
 {
-    char url[1200];
     struct buf body;
-    long code;
     buf_init(&body, GB_MAX_RESPONSE);
-    snprintf(url, sizeof(url), "%s/download/v1beta/%s:download?alt=media", gb->base, file);
-    int rc = gb_http(gb, "GET", url, NULL, NULL, 0, &body, &code, NULL, err, errlen);
-    if (rc == NS_OK && code != 200) {
-        snprintf(err, errlen, "GET %.300s: HTTP %ld", url, code);
-        rc = upstream_status_of(code);
-    }
+    int rc = gemini_api_download(gb->api, file, &body, err, errlen);
     const char *p = body.p, *end = body.p + body.len;
     while (rc == NS_OK && p && p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -710,11 +507,9 @@ static int gb_download(struct gemini_backend *gb, struct gb_batch *b, const char
 static int gb_poll(struct gemini_backend *gb, struct gb_batch *b, bool *ended, char *why, size_t whylen, char *err,
                    size_t errlen)
 {
-    char url[1200];
     cJSON *o = NULL;
     *ended = false;
-    snprintf(url, sizeof(url), "%s/v1beta/%s", gb->base, b->name);
-    int rc = gb_json(gb, "GET", url, NULL, NULL, 0, NULL, &o, err, errlen);
+    int rc = gemini_api_get(gb->api, b->name, &o, err, errlen);
     if (rc)
         return rc;
     const cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
@@ -780,7 +575,6 @@ static int gb_init(const struct backend_conf *c, void **out, char *err, size_t e
                  c->name, backend_gemini_batch_ops.default_key_env);
         return NS_ERR_INVALID;
     }
-    upstream_global_init();
     struct gemini_backend *gb = calloc(1, sizeof(*gb));
     if (!gb)
         goto nomem;
@@ -790,12 +584,6 @@ static int gb_init(const struct backend_conf *c, void **out, char *err, size_t e
     pthread_cond_init(&gb->cv, NULL);
     gb->pending_tail = &gb->pending;
     gb->name = strdup(c->name ? c->name : "default");
-    gb->base = upstream_url_join(url, "");
-    if (gb->base) { /* the API version is ours to add */
-        size_t n = strlen(gb->base);
-        if (n >= 7 && !strcmp(gb->base + n - 7, "/v1beta"))
-            gb->base[n - 7] = '\0';
-    }
     const char *um = c->upstream_model ? c->upstream_model : gb->name;
     if (!strncmp(um, "models/", 7))
         um += 7;
@@ -813,15 +601,11 @@ static int gb_init(const struct backend_conf *c, void **out, char *err, size_t e
         snprintf(path + n, sizeof(path) - (size_t)n, ".json");
         gb->state_path = strdup(path);
     }
-    gb->easy = curl_easy_init();
-    char auth[1024];
-    snprintf(auth, sizeof(auth), backend_gemini_batch_ops.auth_header, key);
-    gb->hdrs = curl_slist_append(NULL, "Expect:");
-    if (gb->hdrs)
-        gb->hdrs = curl_slist_append(gb->hdrs, auth);
-    memset(auth, 0, sizeof(auth));
+    struct gemini_api_limits lim = {c->max_attempts, c->timeout_s, c->retry_base_s, c->retry_max_s};
+    if (gemini_api_init(url, key, &lim, &gb->api))
+        goto nomem;
     gb->stats.limit = gb->c.max_lines;
-    if (!gb->name || !gb->base || !gb->upstream_model || !gb->easy || !gb->hdrs ||
+    if (!gb->name || !gb->upstream_model ||
         (c->state_dir && !gb->state_path))
         goto nomem;
     gb_load(gb);
@@ -843,13 +627,10 @@ static void gb_free(void *impl)
         gb->batches = b->next;
         gb_batch_free(b);
     }
-    curl_slist_free_all(gb->hdrs);
-    if (gb->easy)
-        curl_easy_cleanup(gb->easy);
+    gemini_api_free(gb->api);
     pthread_mutex_destroy(&gb->mu);
     pthread_cond_destroy(&gb->cv);
     free(gb->name);
-    free(gb->base);
     free(gb->upstream_model);
     free(gb->state_path);
     free(gb);
@@ -1010,15 +791,12 @@ static void gb_cancel_dead(struct gemini_backend *gb, struct gb_batch *b)
     }
     if (!had || b->jobs || !b->name[0])
         return;
-    char url[1200], err[600];
-    cJSON *o = NULL;
-    snprintf(url, sizeof(url), "%s/v1beta/%s:cancel", gb->base, b->name);
-    if (gb_json(gb, "POST", url, NULL, "{}", 2, NULL, &o, err, sizeof(err)))
+    char err[600];
+    if (gemini_api_cancel(gb->api, b->name, err, sizeof(err)))
         log_event(LOG_WARN, gb->name, NULL, "model '%s': cancelling %s: %s", gb->name, b->name, err);
     else
         log_event(LOG_INFO, gb->name, NULL, "model '%s': Gemini batch %s cancelled (no request waits for it)",
                   gb->name, b->name);
-    cJSON_Delete(o);
 }
 
 static void gb_poll_all(struct gemini_backend *gb, double now)
@@ -1133,6 +911,8 @@ static int gb_run(void *impl, const struct engine_source *src)
             gb->c = gb->next_c;
             gb->stats.limit = gb->c.max_lines;
             gb->has_next = false;
+            struct gemini_api_limits lim = {gb->c.max_attempts, gb->c.timeout_s, gb->c.retry_base_s, gb->c.retry_max_s};
+            gemini_api_set_limits(gb->api, &lim);
         }
         pthread_mutex_unlock(&gb->mu);
         if (stopping)
@@ -1216,6 +996,7 @@ static void gb_stop(void *impl)
     struct gemini_backend *gb = impl;
     pthread_mutex_lock(&gb->mu);
     gb->stopping = true;
+    gemini_api_stop(gb->api);
     pthread_cond_broadcast(&gb->cv);
     pthread_mutex_unlock(&gb->mu);
 }
@@ -1247,15 +1028,20 @@ static void gb_get_info(void *impl, struct backend_info *out)
     struct gemini_backend *gb = impl;
     memset(out, 0, sizeof(*out));
     snprintf(out->kind, sizeof(out->kind), "gemini-batch");
-    snprintf(out->desc, sizeof(out->desc), "%s (%s)", gb->base, gb->upstream_model);
+    snprintf(out->desc, sizeof(out->desc), "%s (%s)", gemini_api_base(gb->api), gb->upstream_model);
 }
 
 static void gb_get_stats(void *impl, struct backend_stats *out)
 {
     struct gemini_backend *gb = impl;
+    struct gemini_api_stats as;
+    gemini_api_get_stats(gb->api, &as);
     pthread_mutex_lock(&gb->mu);
-    *out = gb->stats;
+    *out = gb->stats; /* lines' retries and failures; the calls' below */
     pthread_mutex_unlock(&gb->mu);
+    out->attempts += as.attempts;
+    out->retries += as.retries;
+    out->rate_limited += as.rate_limited;
 }
 
 const struct backend_ops backend_gemini_batch_ops = {
