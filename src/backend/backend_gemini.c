@@ -81,6 +81,8 @@ struct gb_job {
     double t_admit;
     cJSON *result;              /* a placeholder's result line, waiting for its request */
     struct gb_job *next;
+    struct gb_job *hnext;       /* a restored placeholder: its chain in gb->hidx */
+    struct gb_batch *hbatch;    /* ... and its batch */
 };
 
 struct gb_batch {                /* one Gemini batch job */
@@ -115,6 +117,10 @@ struct gemini_backend {
     bool stopping, woken, has_next;
     struct backend_conf next_c;
     struct backend_stats stats;
+    /* restored placeholders not yet taken, by request hash (gb_index_build): a restart may
+     * restore tens of thousands, and every pulled line looks there */
+    struct gb_job **hidx;
+    size_t hcap;
 };
 
 static const char *gb_str(const cJSON *o, const char *k)
@@ -557,6 +563,7 @@ static int gb_poll(struct gemini_backend *gb, struct gb_batch *b, bool *ended, c
 /* ---- the loop ----------------------------------------------------------------------------- */
 
 static void gb_free(void *impl);
+static void gb_index_build(struct gemini_backend *gb);
 
 static int gb_init(const struct backend_conf *c, void **out, char *err, size_t errlen)
 {
@@ -609,6 +616,7 @@ static int gb_init(const struct backend_conf *c, void **out, char *err, size_t e
         (c->state_dir && !gb->state_path))
         goto nomem;
     gb_load(gb);
+    gb_index_build(gb);
     *out = gb;
     return NS_OK;
 nomem:
@@ -633,19 +641,60 @@ static void gb_free(void *impl)
     free(gb->name);
     free(gb->upstream_model);
     free(gb->state_path);
+    free(gb->hidx);
     free(gb);
 }
 
 /* a restored placeholder with this request hash, not yet taken */
+static size_t gb_bucket(const struct gemini_backend *gb, const char *hash)
+{
+    char h[16];
+    snprintf(h, sizeof(h), "%.15s", hash);
+    return (size_t)strtoull(h, NULL, 16) & (gb->hcap - 1);
+}
+
+/* (re)build the index of untaken placeholders: at start, and whenever a restored batch is
+ * freed (so it never points at freed jobs; a taken one leaves it in gb_placeholder) */
+static void gb_index_build(struct gemini_backend *gb)
+{
+    free(gb->hidx);
+    gb->hidx = NULL;
+    gb->hcap = 0;
+    size_t n = 0;
+    for (struct gb_batch *b = gb->batches; b; b = b->next)
+        for (struct gb_job *j = b->restored ? b->jobs : NULL; j; j = j->next)
+            n += !j->req;
+    if (!n)
+        return;
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    if (!(gb->hidx = calloc(cap, sizeof(*gb->hidx))))
+        return; /* no index: lines are sent again rather than matched */
+    gb->hcap = cap;
+    for (struct gb_batch *b = gb->batches; b; b = b->next)
+        for (struct gb_job *j = b->restored ? b->jobs : NULL; j; j = j->next)
+            if (!j->req) {
+                size_t k = gb_bucket(gb, j->hash);
+                j->hbatch = b;
+                j->hnext = gb->hidx[k];
+                gb->hidx[k] = j;
+            }
+}
+
+/* take a restored placeholder with this request hash, out of the index */
 static struct gb_job *gb_placeholder(struct gemini_backend *gb, const char *hash, struct gb_batch **bo)
 {
-    for (struct gb_batch *b = gb->batches; b; b = b->next)
-        if (b->restored)
-            for (struct gb_job *j = b->jobs; j; j = j->next)
-                if (!j->req && !strcmp(j->hash, hash) && (!b->ended || j->result)) {
-                    *bo = b;
-                    return j;
-                }
+    if (!gb->hcap)
+        return NULL;
+    for (struct gb_job **pp = &gb->hidx[gb_bucket(gb, hash)]; *pp; pp = &(*pp)->hnext) {
+        struct gb_job *j = *pp;
+        if (!strcmp(j->hash, hash) && (!j->hbatch->ended || j->result)) {
+            *pp = j->hnext;
+            *bo = j->hbatch;
+            return j;
+        }
+    }
     return NULL;
 }
 
@@ -832,7 +881,10 @@ static void gb_poll_all(struct gemini_backend *gb, double now)
                     jp = &j->next;
                 }
             }
+            bool restored = b->restored;
             gb_batch_free(b);
+            if (restored)
+                gb_index_build(gb);
             changed = true;
             continue;
         }
