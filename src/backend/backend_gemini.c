@@ -44,20 +44,19 @@
  * stop(), wake(), reconfigure() from any thread (mu + cv).
  */
 #include "backend.h"
+#include "backend_gemini_int.h"
 #include "gemini_api.h"
 #include "gemini_wire.h"
 #include "upstream.h"
 
 #include "../util/buf.h"
 #include "../util/clock.h"
-#include "../util/durable.h"
 #include "../util/log.h"
 #include "../util/sha256.h"
 #include "../util/status.h"
 
 #include <cjson/cJSON.h>
 
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -67,160 +66,16 @@
 #include <time.h>
 #include <unistd.h>
 
+
 #define GB_MAX_RESPONSE (1024u << 20)
 #define GB_PULL 256
 #define GB_INLINE_MAX (10u << 20) /* Gemini's inline limit is 20 MB for the whole request */
 #define GB_RESTORED_GRACE 600.0
 
-struct gb_job {
-    struct engine_request *req; /* NULL: a restored line not pulled again yet */
-    cJSON *greq;                /* the GenerateContentRequest; NULL for a placeholder */
-    char hash[65];              /* sha256 of greq as sent */
-    char key[32];
-    int attempts;
-    double t_admit;
-    cJSON *result;              /* a placeholder's result line, waiting for its request */
-    struct gb_job *next;
-    struct gb_job *hnext;       /* a restored placeholder: its chain in gb->hidx */
-    struct gb_batch *hbatch;    /* ... and its batch */
-};
-
-struct gb_batch {                /* one Gemini batch job */
-    char name[192];              /* "batches/..."; "" until created (or found) */
-    char display[96];            /* our unique displayName */
-    struct gb_job *jobs;
-    int n;
-    char (*keys)[32];            /* every line's key in the order sent (inline responses
-                                    without metadata are in that order) */
-    int n_keys;
-    double next_poll, interval;
-    bool restored;
-    bool ended;                  /* results collected; only waiting placeholders remain */
-    double ended_at;
-    struct gb_batch *next;
-};
-
-struct gemini_backend {
-    struct backend_conf c;       /* numbers only */
-    char *name, *upstream_model, *state_path;
-    struct gemini_api *api;
-    size_t inline_max;
-    const struct engine_source *src;
-    struct gb_job *pending, **pending_tail;
-    int n_pending;
-    double oldest, submit_after;
-    int submit_failures;
-    struct gb_batch *batches;
-    uint64_t seq;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool stopping, woken, has_next;
-    struct backend_conf next_c;
-    struct backend_stats stats;
-    /* restored placeholders not yet taken, by request hash (gb_index_build): a restart may
-     * restore tens of thousands, and every pulled line looks there */
-    struct gb_job **hidx;
-    size_t hcap;
-};
-
 static const char *gb_str(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-/* ---- the state file (restart without resubmitting) --------------------------------------- */
-
-static void gb_save(struct gemini_backend *gb)
-{
-    if (!gb->state_path)
-        return;
-    cJSON *root = cJSON_CreateObject();
-    cJSON *arr = cJSON_AddArrayToObject(root, "jobs");
-    for (struct gb_batch *b = gb->batches; b; b = b->next) {
-        if (b->ended)
-            continue; /* its results are in memory; a restart resubmits its unclaimed lines */
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "name", b->name);
-        cJSON_AddStringToObject(o, "display", b->display);
-        cJSON *ks = cJSON_AddArrayToObject(o, "keys");
-        for (int i = 0; i < b->n_keys; i++)
-            cJSON_AddItemToArray(ks, cJSON_CreateString(b->keys[i]));
-        cJSON *ls = cJSON_AddArrayToObject(o, "lines");
-        for (struct gb_job *j = b->jobs; j; j = j->next) {
-            cJSON *l = cJSON_CreateObject();
-            cJSON_AddStringToObject(l, "key", j->key);
-            cJSON_AddStringToObject(l, "hash", j->hash);
-            cJSON_AddItemToArray(ls, l);
-        }
-        cJSON_AddItemToArray(arr, o);
-    }
-    char *s = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!s || durable_write_file(gb->state_path, s, strlen(s)) != NS_OK)
-        log_event(LOG_WARN, gb->name, NULL,
-                  "model '%s': cannot write %s (%s): after a crash its Gemini jobs would be submitted again",
-                  gb->name, gb->state_path, s ? strerror(errno) : "out of memory");
-    free(s);
-}
-
-static void gb_load(struct gemini_backend *gb)
-{
-    FILE *f = gb->state_path ? fopen(gb->state_path, "rb") : NULL;
-    if (!f)
-        return;
-    struct buf b;
-    buf_init(&b, 1u << 30);
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        if (buf_append(&b, chunk, n))
-            break;
-    fclose(f);
-    cJSON *root = cJSON_ParseWithLength(b.p ? b.p : "", b.len);
-    buf_release(&b);
-    const cJSON *o;
-    int jobs = 0, lines = 0;
-    cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(root, "jobs"))
-    {
-        struct gb_batch *bt = calloc(1, sizeof(*bt));
-        if (!bt)
-            break;
-        snprintf(bt->name, sizeof(bt->name), "%s", gb_str(o, "name") ? gb_str(o, "name") : "");
-        snprintf(bt->display, sizeof(bt->display), "%s", gb_str(o, "display") ? gb_str(o, "display") : "");
-        bt->restored = true;
-        const cJSON *ks = cJSON_GetObjectItemCaseSensitive(o, "keys");
-        int nk = cJSON_GetArraySize(ks);
-        if (nk && (bt->keys = calloc((size_t)nk, sizeof(*bt->keys)))) {
-            bt->n_keys = nk;
-            for (int i = 0; i < nk; i++)
-                snprintf(bt->keys[i], sizeof(bt->keys[i]), "%s",
-                         cJSON_IsString(cJSON_GetArrayItem(ks, i)) ? cJSON_GetArrayItem(ks, i)->valuestring : "");
-        }
-        struct gb_job **tail = &bt->jobs;
-        const cJSON *l;
-        cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(o, "lines"))
-        {
-            struct gb_job *j = calloc(1, sizeof(*j));
-            if (!j)
-                break;
-            snprintf(j->key, sizeof(j->key), "%s", gb_str(l, "key") ? gb_str(l, "key") : "");
-            snprintf(j->hash, sizeof(j->hash), "%s", gb_str(l, "hash") ? gb_str(l, "hash") : "");
-            j->attempts = 1;
-            *tail = j;
-            tail = &j->next;
-            bt->n++;
-        }
-        bt->next = gb->batches;
-        gb->batches = bt;
-        jobs++;
-        lines += bt->n;
-    }
-    cJSON_Delete(root);
-    if (jobs)
-        log_event(LOG_INFO, gb->name, NULL, "model '%s': %d Gemini batch jobs (%d lines) from before the restart: "
-                                            "polling them again",
-                  gb->name, jobs, lines);
 }
 
 /* ---- settling one job ---------------------------------------------------------------------- */
@@ -563,7 +418,6 @@ static int gb_poll(struct gemini_backend *gb, struct gb_batch *b, bool *ended, c
 /* ---- the loop ----------------------------------------------------------------------------- */
 
 static void gb_free(void *impl);
-static void gb_index_build(struct gemini_backend *gb);
 
 static int gb_init(const struct backend_conf *c, void **out, char *err, size_t errlen)
 {
@@ -615,8 +469,8 @@ static int gb_init(const struct backend_conf *c, void **out, char *err, size_t e
     if (!gb->name || !gb->upstream_model ||
         (c->state_dir && !gb->state_path))
         goto nomem;
-    gb_load(gb);
-    gb_index_build(gb);
+    backend_gemini_state_load(gb);
+    backend_gemini_index_build(gb);
     *out = gb;
     return NS_OK;
 nomem:
@@ -643,59 +497,6 @@ static void gb_free(void *impl)
     free(gb->state_path);
     free(gb->hidx);
     free(gb);
-}
-
-/* a restored placeholder with this request hash, not yet taken */
-static size_t gb_bucket(const struct gemini_backend *gb, const char *hash)
-{
-    char h[16];
-    snprintf(h, sizeof(h), "%.15s", hash);
-    return (size_t)strtoull(h, NULL, 16) & (gb->hcap - 1);
-}
-
-/* (re)build the index of untaken placeholders: at start, and whenever a restored batch is
- * freed (so it never points at freed jobs; a taken one leaves it in gb_placeholder) */
-static void gb_index_build(struct gemini_backend *gb)
-{
-    free(gb->hidx);
-    gb->hidx = NULL;
-    gb->hcap = 0;
-    size_t n = 0;
-    for (struct gb_batch *b = gb->batches; b; b = b->next)
-        for (struct gb_job *j = b->restored ? b->jobs : NULL; j; j = j->next)
-            n += !j->req;
-    if (!n)
-        return;
-    size_t cap = 16;
-    while (cap < 2 * n)
-        cap *= 2;
-    if (!(gb->hidx = calloc(cap, sizeof(*gb->hidx))))
-        return; /* no index: lines are sent again rather than matched */
-    gb->hcap = cap;
-    for (struct gb_batch *b = gb->batches; b; b = b->next)
-        for (struct gb_job *j = b->restored ? b->jobs : NULL; j; j = j->next)
-            if (!j->req) {
-                size_t k = gb_bucket(gb, j->hash);
-                j->hbatch = b;
-                j->hnext = gb->hidx[k];
-                gb->hidx[k] = j;
-            }
-}
-
-/* take a restored placeholder with this request hash, out of the index */
-static struct gb_job *gb_placeholder(struct gemini_backend *gb, const char *hash, struct gb_batch **bo)
-{
-    if (!gb->hcap)
-        return NULL;
-    for (struct gb_job **pp = &gb->hidx[gb_bucket(gb, hash)]; *pp; pp = &(*pp)->hnext) {
-        struct gb_job *j = *pp;
-        if (!strcmp(j->hash, hash) && (!j->hbatch->ended || j->result)) {
-            *pp = j->hnext;
-            *bo = j->hbatch;
-            return j;
-        }
-    }
-    return NULL;
 }
 
 static void gb_admit(struct gemini_backend *gb, struct engine_request *r, double now)
@@ -736,7 +537,7 @@ static void gb_admit(struct gemini_backend *gb, struct engine_request *r, double
     sha256_hex(s, strlen(s), j->hash);
     free(s);
     struct gb_batch *b = NULL;
-    struct gb_job *ph = gb_placeholder(gb, j->hash, &b);
+    struct gb_job *ph = backend_gemini_index_take(gb, j->hash, &b);
     if (ph) { /* sent before the restart: wait for that job's answer */
         ph->req = r;
         ph->t_admit = now;
@@ -792,12 +593,12 @@ static void gb_flush(struct gemini_backend *gb, double now)
     /* recorded before the create call: a kill during it leaves its displayName to look for */
     b->next = gb->batches;
     gb->batches = b;
-    gb_save(gb);
+    backend_gemini_state_save(gb);
     char err[600] = "";
     int rc = gb_submit(gb, b, err, sizeof(err));
     gb->batches = b->next;
     if (rc) {
-        gb_save(gb);
+        backend_gemini_state_save(gb);
         log_event(LOG_WARN, gb->name, NULL, "model '%s': cannot create a Gemini batch of %d requests: %s", gb->name,
                   b->n, err);
         gb->submit_failures++;
@@ -818,7 +619,7 @@ static void gb_flush(struct gemini_backend *gb, double now)
     b->next_poll = now + b->interval;
     b->next = gb->batches;
     gb->batches = b;
-    gb_save(gb);
+    backend_gemini_state_save(gb);
     log_event(LOG_INFO, gb->name, NULL, "model '%s': %d requests sent to Gemini as %s", gb->name, b->n, b->name);
 }
 
@@ -884,7 +685,7 @@ static void gb_poll_all(struct gemini_backend *gb, double now)
             bool restored = b->restored;
             gb_batch_free(b);
             if (restored)
-                gb_index_build(gb);
+                backend_gemini_index_build(gb);
             changed = true;
             continue;
         }
@@ -920,7 +721,7 @@ static void gb_poll_all(struct gemini_backend *gb, double now)
         changed = true;
     }
     if (changed)
-        gb_save(gb);
+        backend_gemini_state_save(gb);
 }
 
 static void gb_cancel_all(struct gemini_backend *gb)
