@@ -128,7 +128,8 @@ bool backend_engine_stats(const struct backend *b, struct engine_stats *out)
 /* ---- registry --------------------------------------------------------------------------- */
 
 static const struct backend_ops *const backend_table[] = {&backend_local_ops, &backend_http_ops,
-                                                          &backend_openai_batch_ops, &backend_anthropic_batch_ops};
+                                                          &backend_openai_batch_ops, &backend_anthropic_batch_ops,
+                                                          &backend_gemini_batch_ops};
 
 const struct backend_ops *backend_find(const char *kind)
 {
@@ -138,7 +139,7 @@ const struct backend_ops *backend_find(const char *kind)
     return NULL;
 }
 
-const char *backend_kinds(void) { return "local, openai-http, openai-batch, anthropic-batch"; }
+const char *backend_kinds(void) { return "local, openai-http, openai-batch, anthropic-batch, gemini-batch"; }
 
 int backend_init(const struct backend_conf *c, struct backend **out, char *err, size_t errlen)
 {

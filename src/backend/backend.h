@@ -3,7 +3,7 @@
  * operations registered by name (like SQLite's VFS): "local" (the built-in llama.cpp
  * engine), "openai-http" (any OpenAI-compatible /v1/chat/completions server: vLLM,
  * Ollama, llama.cpp's llama-server, OpenAI, Groq, ...), and "openai-batch" /
- * "anthropic-batch" (a provider's own batch API, for its batch discount).
+ * "anthropic-batch" / "gemini-batch" (a provider's own batch API, for its batch discount).
  *
  * DESIGN
  * Every backend speaks the engine's pull contract (engine.h, struct engine_source): its
@@ -67,6 +67,9 @@ struct backend_conf {
     double flush_after_s;         /* ... or when the oldest has waited this long; default 120 */
     double poll_interval_s;       /* first poll of an upstream batch; x1.5 per poll; default 5 */
     double poll_max_s;            /* longest wait between polls; default 300 */
+    const char *state_dir;        /* where a kind may keep durable state (gemini-batch: its
+                                     upstream jobs, to poll them again after a restart); NULL =
+                                     none */
 
     /* accounting: the real-time price, USD per million tokens (0 = unknown), and the share
      * of it batch work does not pay (0.5 = a provider's 50% batch discount; 1 = free, e.g.
@@ -107,6 +110,10 @@ struct backend_ops {
     const char *auth_header;    /* how its upstream takes the key, a printf format with one %s
                                    ("Authorization: Bearer %s"); NULL: no upstream */
     const char *extra_header;   /* sent on every upstream call ("anthropic-version: ..."), or NULL */
+    const char *default_url;    /* the provider's own URL, used when a model gives none; or NULL
+                                   (then url is required) */
+    const char *default_key_env;/* the environment variable read for the key when a model names
+                                   none with api_key_env ("GEMINI_API_KEY"); or NULL */
     int (*init)(const struct backend_conf *c, void **out, char *err, size_t errlen);
     void (*free)(void *impl);
     /* engine_run()'s contract: returns when the source is exhausted or stop() is called;
@@ -131,6 +138,7 @@ extern const struct backend_ops backend_local_ops;
 extern const struct backend_ops backend_http_ops;
 extern const struct backend_ops backend_openai_batch_ops;
 extern const struct backend_ops backend_anthropic_batch_ops;
+extern const struct backend_ops backend_gemini_batch_ops;
 
 /* the ops of a kind, NULL when unknown; backend_kinds() lists them ("local, openai-http") */
 const struct backend_ops *backend_find(const char *kind);

@@ -451,7 +451,7 @@ static int config_check_model(struct config_model *m, char *err, size_t errlen)
                               "not local", c->name);
         return NS_ERR_INVALID;
     }
-    if (!local && !c->url) {
+    if (!local && !c->url && !(ops && ops->default_url)) {
         snprintf(err, errlen, "[model %s]: backend %s needs url = http(s)://HOST:PORT/v1", c->name,
                  c->kind);
         return NS_ERR_INVALID;

@@ -68,6 +68,7 @@ struct sched_line {
     struct sched_batch *b;
     struct store_line line;
     struct oai_request oreq;
+    struct sched_line *prev_running, *next_running; /* its batch's lines in the backend */
 };
 
 struct sched_batch {
@@ -76,6 +77,8 @@ struct sched_batch {
     struct store_line *buf;         /* claimed, not yet handed out */
     int nbuf, ibuf;
     int inflight;
+    struct sched_line *running;     /* the inflight lines (an offline backend's are cancelled
+                                       with their batch: sched_drop_batch) */
     bool exhausted;                 /* the store had no pending line at the last claim */
     double exhausted_at;            /* when (sched_now) */
     bool dropped;
@@ -499,6 +502,10 @@ static int sched_pull(void *ud, struct engine_request **out, int max)
                     any = true;
                     if (sl) {
                         b->inflight++;
+                        sl->next_running = b->running;
+                        if (b->running)
+                            b->running->prev_running = sl;
+                        b->running = sl;
                         out[n++] = &sl->oreq.req;
                     } else {
                         s->stats.batch_lines_done++;
@@ -542,6 +549,9 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
     struct sched_line *sl = req->user;
     struct sched_batch *b = sl->b;
     pthread_mutex_lock(&s->mu);
+    *(sl->prev_running ? &sl->prev_running->next_running : &b->running) = sl->next_running;
+    if (sl->next_running)
+        sl->next_running->prev_running = sl->prev_running;
     /* a line cancelled by shutdown stays claimed; the next start requeues it */
     if (!(res->status == NS_ERR_CANCELLED && s->stopping))
         sched_finish_line(s, sl, res);
@@ -785,6 +795,12 @@ int sched_drop_batch(struct sched *s, const char *batch_id)
             continue;
         b->dropped = true;
         inflight = b->inflight;
+        /* a provider's batch API may take hours: its lines of a cancelled batch are told to
+         * stop (the backend ends them, and cancels its upstream job when nothing else waits
+         * for it); the engine's and an HTTP upstream's finish in seconds, as they run */
+        if (s->be->ops->offline)
+            for (struct sched_line *sl = b->running; sl; sl = sl->next_running)
+                atomic_store(&sl->oreq.req.cancelled, true);
         if (inflight == 0) {
             sched_unlink(s, b);
             sched_batch_free(b);

@@ -39,14 +39,18 @@ static void test_good_file(void **state)
                               "[model local-one]\nbackend = local\npath = /m/one.gguf\ninteractive_step_ms = 25\n\n"
                               "[model up]\nbackend = openai-http\nurl = https://api.example.com/v1\n"
                               "api_key_env = NS_TEST_UPSTREAM_KEY\nconcurrency = 8\nprice_input = 0.15\n\n"
-                              "[model off]\nbackend = anthropic-batch\nurl = https://api.example.com/v1\n");
+                              "[model off]\nbackend = anthropic-batch\nurl = https://api.example.com/v1\n\n"
+                              /* a kind with its provider's own URL needs none */
+                              "[model gem]\nbackend = gemini-batch\nupstream_model = gemini-2.5-flash\n");
     int rc = config_load(p, NULL, &c, err, sizeof(err));
     unlink(p);
     if (rc)
         fail_msg("%s", err);
     assert_int_equal(c->n_server, 1);
     assert_string_equal(c->server[0].key, "listen");
-    assert_int_equal(c->n_models, 3);
+    assert_int_equal(c->n_models, 4);
+    assert_string_equal(c->models[3].conf.kind, "gemini-batch");
+    assert_null(c->models[3].conf.url); /* the backend's default_url applies */
     assert_string_equal(c->models[0].conf.kind, "local");
     assert_string_equal(c->models[0].path, "/m/one.gguf");
     assert_true(c->models[0].has_step_ms && c->models[0].interactive_step_ms == 25);
