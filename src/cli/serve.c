@@ -24,6 +24,7 @@
 #include "config.h"
 #include "datadir.h"
 #include "gpuopts.h"
+#include "pull.h"
 
 #include "../http/httpguard.h"
 #include "../http/server.h"
@@ -65,6 +66,9 @@ static void serve_usage(FILE *f)
           "  -m, --model [NAME=]FILE  a model to serve (repeatable); NAME defaults to the file name\n"
           "      --config FILE        an INI file: [server] options and [model NAME] sections, which\n"
           "                           also route models to upstream servers (docs/API.md)\n"
+          "                           or a model store reference (ORG/REPO:QUANT, hf.co/..., a pulled\n"
+          "                           name: `nightshift pull`), served under its store name\n"
+          "      --pull               pull --model references missing from the model store first\n"
           "      --model-alias NAME   the name of the first model (same as NAME= on it)\n"
           "  -d, --data-dir DIR       database and files (default ./nightshift-data)\n"
           "      --db URI             store: sqlite:PATH (default DATA_DIR/nightshift.db) or postgres://...\n"
@@ -136,6 +140,7 @@ static void serve_usage(FILE *f)
 
 struct serve_model {
     char name[128];
+    bool named;                      /* NAME= given: a store reference keeps it */
     const char *path;
     const struct backend_conf *conf; /* from --config; NULL: local, from --model */
     const char *chat_template;       /* its [model] chat_template_file's text, or NULL */
@@ -146,9 +151,10 @@ struct serve_model {
 
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_TMPLF, O_HOURS, O_OFF, O_KVU, O_NOPC,
        O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN,
-       O_EMBED, O_POOL, O_HTHREADS, O_AHOST, O_CORS, O_PERIP, O_HDRTO, O_IDLETO, O_MINRATE, O_PUBURL, O_TPROXY, O_STEPMS };
+       O_EMBED, O_POOL, O_HTHREADS, O_AHOST, O_CORS, O_PERIP, O_HDRTO, O_IDLETO, O_MINRATE, O_PUBURL, O_TPROXY, O_STEPMS, O_PULL };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
+    {"pull", no_argument, 0, O_PULL},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
     {"listen", required_argument, 0, 'l'},       {"parallel", required_argument, 0, 'p'},
     {"interactive-slots", required_argument, 0, O_ISLOTS}, {"ctx", required_argument, 0, 'c'},
@@ -471,7 +477,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     const char *tmpl = NULL, *tmpl_file = NULL;
     char *tmpl_text = NULL;
     int parallel = 64, islots = 4, ctx = 0, threads = 0, grace = SERVE_DEFAULT_GRACE;
-    bool verbose = false, kv_unified = false, no_prefix = false, embedding = false;
+    bool verbose = false, kv_unified = false, no_prefix = false, embedding = false, pull = false;
+    static char store_paths[SERVE_MAX_MODELS][4400]; /* --model store references: their files */
     int pooling = ENGINE_POOLING_MODEL;
     double step_ms = engine_default_params().interactive_step_ms;
     int win_start = -1, win_end = -1;
@@ -503,9 +510,10 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
                 return cli_fail("at most %d models", SERVE_MAX_MODELS);
             struct serve_model *m = &models[n_models++];
             const char *eq = strchr(optarg, '=');
-            if (eq && eq != optarg) {
+            if (eq && eq != optarg && !strstr(optarg, "://")) {
                 snprintf(m->name, sizeof(m->name), "%.*s", (int)(eq - optarg), optarg);
                 m->path = eq + 1;
+                m->named = true;
             } else {
                 m->path = optarg;
                 const char *base = strrchr(optarg, '/');
@@ -517,6 +525,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             break;
         }
         case O_ALIAS: alias = optarg; break;
+        case O_PULL: pull = true; break;
         case 'd': data_dir = optarg; break;
         case O_DB: db = optarg; break;
         case 'l': listen = optarg; break;
@@ -664,6 +673,20 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     }
     if (optind < argc)
         return cli_fail("unexpected argument '%s'", argv[optind]);
+    /* store references become their files (pulled first with --pull), served by store name */
+    for (int i = 0; i < n_models; i++) {
+        char sname[256];
+        int prc = pull_model_resolve(models[i].path, pull, store_paths[i], sizeof(store_paths[i]), sname, sizeof(sname));
+        if (prc)
+            return prc;
+        if (!sname[0])
+            continue;
+        models[i].path = store_paths[i];
+        if (!models[i].named && strlen(sname) >= sizeof(models[i].name))
+            return cli_fail("the store name '%s' is too long to serve under: give it one (--model NAME=%s)", sname, sname);
+        if (!models[i].named)
+            memcpy(models[i].name, sname, strlen(sname) + 1);
+    }
     if (alias && n_models)
         snprintf(models[0].name, sizeof(models[0].name), "%s", alias);
     for (int i = 0; cfg && i < cfg->n_models; i++) {
