@@ -29,6 +29,7 @@
 #include "../http/httpguard.h"
 #include "../http/server.h"
 #include "../backend/backend.h"
+#include "../backend/modelstore.h"
 #include "../engine/engine.h"
 #include "../sched/batchmgr.h"
 #include "../sched/sched.h"
@@ -723,6 +724,9 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     sp.port = (int)v;
     sp.data_dir = data_dir;
     bp.data_dir = data_dir;
+    static char models_dir[4096];
+    char merr[256];
+    sp.models_dir = modelstore_dir(models_dir, sizeof(models_dir), merr, sizeof(merr)) == NS_OK ? models_dir : NULL;
     sp.allowed_hosts = hosts_list[0] ? hosts_list : NULL;
     sp.cors_origins = cors_list[0] ? cors_list : NULL;
     sp.trusted_proxies = proxy_list[0] ? proxy_list : NULL;
