@@ -150,6 +150,11 @@ int pull_model_resolve(const char *arg, bool pull, char *path, size_t pn, char *
         fprintf(stderr, "nightshift: %s is not in the model store: pulling it (--pull)\n", arg);
         if ((rc = pull_do(dir, arg, &m)))
             return rc;
+    } else if (rc == NS_ERR_MODEL_NOT_FOUND && !strchr(arg, '/')) {
+        /* a bare name: a file that is not there, or a name the store does not have */
+        return cli_fail("'%s' is neither a file nor a model in the model store (%s); `nightshift models list` shows the "
+                        "store",
+                        arg, dir);
     } else if (rc == NS_ERR_MODEL_NOT_FOUND) {
         return cli_fail("%s: `nightshift pull %s` downloads it (or add --pull); a GGUF file's path works too", err, arg);
     } else if (rc) {
