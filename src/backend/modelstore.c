@@ -511,6 +511,7 @@ struct modelstore_pull {
     void *ud;
     int index;
     double last;
+    uint64_t last_done; /* the bytes of the last DOWNLOAD event */
 };
 
 const char *modelstore_pull_name(const struct modelstore_pull *p) { return p->name; }
@@ -646,9 +647,12 @@ static int ms_on_progress(void *ud, uint64_t completed, uint64_t total)
 {
     struct modelstore_pull *p = ud;
     double now = clock_now();
-    if (completed != total && now - p->last < 0.1)
+    /* ten a second, and the end once (curl reports it more than once) */
+    bool end = completed == total && p->last_done != total;
+    if (!end && (now - p->last < 0.1 || completed == p->last_done))
         return 0;
     p->last = now;
+    p->last_done = completed;
     return ms_emit(p, MODELSTORE_DOWNLOAD, &p->files[p->index], completed, total, false);
 }
 
@@ -730,6 +734,7 @@ static int ms_pull_file(struct modelstore_pull *p, struct ms_pfile *f, char *err
         return NS_ERR_IO;
     }
     p->last = 0;
+    p->last_done = UINT64_MAX;
     int rc = hub_fetch(&p->conf, f->url, part, f->size, ms_on_progress, p, err, errlen);
     if (rc)
         return rc;
