@@ -423,7 +423,7 @@ int hub_file_url(const struct hub_conf *c, const char *repo, const char *path, c
 int hub_list(const struct hub_conf *c, const char *repo, struct hub_listing *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
-    char base[2048], url[2600], cerr[CURL_ERROR_SIZE] = "", what[600];
+    char base[2048], url[2600], cerr[CURL_ERROR_SIZE] = "", what[2400];
     hub_base(c, base, sizeof(base));
     snprintf(url, sizeof(url), "%s/api/models/%s/tree/main?recursive=true", base, repo);
     snprintf(what, sizeof(what), "repository '%s' on %s", repo, base);

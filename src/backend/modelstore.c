@@ -647,9 +647,11 @@ static int ms_on_progress(void *ud, uint64_t completed, uint64_t total)
 {
     struct modelstore_pull *p = ud;
     double now = clock_now();
-    /* ten a second, and the end once (curl reports it more than once) */
+    /* ten a second, the end once (curl reports it more than once), and once a second while
+     * nothing comes: the caller's chance to stop a stalled download, and a line that keeps
+     * an HTTP client's connection alive */
     bool end = completed == total && p->last_done != total;
-    if (!end && (now - p->last < 0.1 || completed == p->last_done))
+    if (!end && (now - p->last < 0.1 || (completed == p->last_done && now - p->last < 1.0)))
         return 0;
     p->last = now;
     p->last_done = completed;

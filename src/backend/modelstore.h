@@ -86,8 +86,9 @@ struct modelstore_event {
     bool skipped;        /* DOWNLOAD: the file was there already */
 };
 
-/* called at most ten times a second per file, and at each phase; nonzero stops the pull
- * (what was downloaded stays, for the next pull to resume) */
+/* called at most ten times a second per file (once a second while no byte comes), and at
+ * each phase; nonzero stops the pull (what was downloaded stays, for the next pull to
+ * resume) */
 typedef int (*modelstore_event_fn)(void *ud, const struct modelstore_event *ev);
 
 /* Resolve ref (hf.co/ORG/REPO[:QUANT], ORG/REPO[:QUANT], or an http(s) URL of a .gguf

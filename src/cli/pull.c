@@ -60,10 +60,13 @@ static int pull_on_event(void *ud, const struct modelstore_event *ev)
             v->start = ev->completed;
             pull_bytes(ev->total, a, sizeof(a));
             if (!v->tty) {
-                if (ev->completed)
+                char resume[64] = "";
+                if (ev->completed) {
                     pull_bytes(ev->completed, b, sizeof(b));
-                fprintf(stderr, "downloading %s (%s%s%s%s), file %d of %d\n", ev->file, a, ev->completed ? ", resuming at " : "",
-                        ev->completed ? b : "", "", ev->index + 1, ev->count);
+                    snprintf(resume, sizeof(resume), ", resuming at %s", b);
+                }
+                fprintf(stderr, "downloading %s (%s%s), file %d of %d\n", ev->file, a, resume, ev->index + 1,
+                        ev->count);
             }
         }
         if (v->tty) {

@@ -19,8 +19,9 @@
  * resumes it only when it was suspended, so it never touches a closed connection. A client
  * that goes away stops the pull (its .part stays, for the next pull to resume).
  *
- * Pulls need an admin key (they write to the server's disk). server_stop() calls
- * models_stop() before stopping the daemon: pulls are told to stop and waited for.
+ * Pulls need an admin key (they write to the server's disk). server_drain() tells pulls to
+ * stop (at their next progress report: a second at most, even when stalled), and
+ * server_stop() calls models_stop() before stopping the daemon, which waits for them.
  *
  * THREADS: MHD's threads for the routes; one thread per pull.
  */

@@ -772,6 +772,8 @@ void server_drain(struct server *s)
 {
     if (atomic_exchange(&s->draining, true))
         return;
+    /* pulls stop now, not at the end of the grace period: the next pull resumes them */
+    atomic_store(&s->pull_stop, true);
     MHD_socket fd = MHD_quiesce_daemon(s->mhd);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);

@@ -9,7 +9,8 @@
 // A gated repository answers 401 to both without "Authorization: Bearer <its token>"; an
 // unknown one 404 ({"error": "Repository not found"}).
 // Faults, per file name (its last path part): cutAfter.set(path, n) sends n bytes of the next full-file request
-// and then destroys the connection (once); corrupt.add(path) flips a byte of what is sent
+// and then destroys the connection (once); stall.set(path, n) sends n bytes and then nothing
+// while the connection stays open (once); corrupt.add(path) flips a byte of what is sent
 // (the listing keeps the true SHA-256). Every request is logged in `requests`
 // ({method, url, range, auth}).
 import crypto from 'node:crypto';
@@ -23,6 +24,7 @@ export function sha256(buf) {
 export async function startHub(repos) {
     const requests = [];
     const cutAfter = new Map();
+    const stall = new Map();
     const corrupt = new Set();
     const byDigest = new Map(); /* sha256 -> {repo, path, data} */
     for (const [name, r] of Object.entries(repos))
@@ -91,6 +93,13 @@ export async function startHub(repos) {
                     'accept-ranges': 'bytes' });
                 return res.end(data.subarray(start));
             }
+            const st = stall.get(f.path);
+            if (st !== undefined) {
+                stall.delete(f.path);
+                res.writeHead(200, { 'content-length': data.length });
+                res.write(data.subarray(0, st)); /* and then nothing, until the client goes */
+                return;
+            }
             const cut = cutAfter.get(f.path);
             res.writeHead(200, { 'content-length': data.length, 'accept-ranges': 'bytes' });
             if (cut !== undefined) {
@@ -108,6 +117,7 @@ export async function startHub(repos) {
         url,
         requests,
         cutAfter,
+        stall,
         corrupt,
         close: () => new Promise((resolve) => { server.closeAllConnections?.(); server.close(resolve); }),
     };

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { describeRun, runNs } from './lib.mjs';
-import { BIN, SPM_VOCAB, ensureNpmDeps, mkTmp, rmTmp, startServer } from './serve_lib.mjs';
+import { BIN, SPM_VOCAB, ensureNpmDeps, mkTmp, pollUntil, rmTmp, startServer } from './serve_lib.mjs';
 import { sha256, startHub } from './hubmock.mjs';
 
 const TOKEN = 'hf_mock_token_for_gated';
@@ -60,6 +60,7 @@ after(async () => {
 /* a fresh store directory */
 function store() {
     const d = path.join(TMP, `store-${++storeNo}`);
+    fs.mkdirSync(d);
     return d;
 }
 
@@ -317,6 +318,86 @@ test('serve --model NAME by store name answers a chat; /v1/models, /api/tags, /a
         assert.equal(avail.served, false);
         assert.notEqual(served.served, false);
     } finally {
-        await s.stop();
+        /* SIGTERM is a graceful shutdown: exit 0 (under ASan, a leak or an error is not) */
+        const x = await s.stop();
+        assert.equal(x.code, 0, `the server exited with ${JSON.stringify(x)}\n${s.log()}`);
+    }
+});
+
+/* the NDJSON of a streamed /api/pull read until a line matches re; the reader stays open */
+async function readUntil(res, re) {
+    const reader = res.body.getReader();
+    let text = '';
+    while (!re.test(text)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += Buffer.from(value).toString();
+    }
+    return text;
+}
+
+test('/api/pull: a client that goes away stops the pull, which the next pull resumes; stopping the server stops a stalled pull', async () => {
+    const dir = store();
+    const env = { NIGHTSHIFT_MODELS: dir, HF_ENDPOINT: HUB.url, HF_TOKEN: '' };
+    /* a long grace period: only the drain's stopping of pulls lets the server exit before stop()'s SIGKILL */
+    const s = await startServer(['--model', `tiny=${path.join(TMP, 'a.gguf')}`, '--data-dir', path.join(dir, 'data'), '--ctx', '256',
+        '--parallel', '1', '--grace-period', '600'], { env, name: 'pull-stop' });
+    try {
+        HUB.stall.set('tiny-Q8_0.gguf', 1_000_000);
+        const ac = new AbortController();
+        const res = await fetch(`${s.url}/api/pull`, { method: 'POST', body: JSON.stringify({ model: 'acme/tiny-GGUF:Q8_0' }), signal: ac.signal });
+        assert.equal(res.status, 200);
+        assert.equal(res.headers.get('content-type'), 'application/x-ndjson');
+        const text = await readUntil(res, /"completed":1000000\b/);
+        assert.match(text, /^\{"status":"pulling manifest"\}\n/);
+        ac.abort();
+        await pollUntil(async () => s.log(), (l) => /pull of acme\/tiny-GGUF:Q8_0 failed: download stopped after 1000000 bytes/.test(l),
+            { what: 'the pull to stop once its client is gone' });
+        assert.ok(!fs.existsSync(path.join(dir, 'manifests/acme/tiny-GGUF/Q8_0.json')));
+        const before = HUB.requests.length;
+        const r = await ns(['pull', 'acme/tiny-GGUF:Q8_0'], dir);
+        assert.equal(r.code, 0, describeRun(r));
+        assert.match(r.stderr, /resuming at 1\.0 MB/);
+        const cdn = HUB.requests.slice(before).filter((q) => q.url.startsWith('/cdn/'));
+        assert.deepEqual(cdn.map((q) => q.range), ['bytes=1000000-']);
+
+        /* a pull stalled when the server is told to stop */
+        HUB.stall.set('big-Q8_0.gguf', 500_000);
+        const res2 = await fetch(`${s.url}/api/pull`, { method: 'POST', body: JSON.stringify({ model: 'acme/split-GGUF:Q8_0' }) });
+        await readUntil(res2, /"completed":500000\b/);
+    } finally {
+        const x = await s.stop();
+        assert.equal(x.code, 0, `the server exited with ${JSON.stringify(x)}\n${s.log()}`);
+    }
+    assert.match(s.log(), /pull of acme\/split-GGUF:Q8_0 failed: download stopped after 500000 bytes/);
+    assert.equal(fs.statSync(path.join(dir, 'files/acme/split-GGUF/big-Q8_0.gguf.part')).size, 500_000);
+});
+
+test('/api/pull refuses a body without a model, a bad stream value, and keys that are not admin', async () => {
+    const dir = store();
+    const env = { NIGHTSHIFT_MODELS: dir, HF_ENDPOINT: HUB.url, HF_TOKEN: '' };
+    const s = await startServer(['--model', `tiny=${path.join(TMP, 'a.gguf')}`, '--data-dir', path.join(dir, 'data'), '--ctx', '256',
+        '--parallel', '1', '--api-key', 'sk-admin-pull'], { env, name: 'pull-bad' });
+    try {
+        const post = (body, key = 'sk-admin-pull') => fetch(`${s.url}/api/pull`, { method: 'POST', body: JSON.stringify(body),
+            headers: { authorization: `Bearer ${key}` } });
+        let res = await post({});
+        assert.equal(res.status, 400);
+        assert.match((await res.json()).error, /model is required/);
+        res = await post({ model: 'acme/tiny-GGUF', stream: 'yes' });
+        assert.equal(res.status, 400);
+        assert.match((await res.json()).error, /stream must be true or false/);
+        /* a key made with `keys create` without --admin */
+        const k = await ns(['keys', 'create', '--name', 'user', '--data-dir', path.join(dir, 'data')], dir);
+        assert.equal(k.code, 0, describeRun(k));
+        res = await post({ model: 'acme/tiny-GGUF' }, k.stdout.trim());
+        assert.equal(res.status, 401);
+        assert.match((await res.json()).error, /pulling a model needs an admin key/);
+        res = await post({ model: 'acme/tiny-GGUF' }, 'sk-wrong');
+        assert.equal(res.status, 401);
+        assert.ok(!fs.existsSync(path.join(dir, 'manifests')));
+    } finally {
+        const x = await s.stop();
+        assert.equal(x.code, 0, s.log());
     }
 });
