@@ -188,6 +188,8 @@ static int pull_on_event(void *ud, const struct modelstore_event *ev)
     bool stop = j->gone || atomic_load(&j->srv->pull_stop);
     bool resume = o && !stop ? pull_job_line(j, o) : false;
     pthread_mutex_unlock(&j->mu);
+    if (o && stop)
+        cJSON_Delete(o); /* nobody to send it to */
     if (resume)
         MHD_resume_connection(j->conn);
     return stop;
