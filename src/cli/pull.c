@@ -159,7 +159,9 @@ int pull_model_resolve(const char *arg, bool pull, char *path, size_t pn, char *
                         "store",
                         arg, dir);
     } else if (rc == NS_ERR_MODEL_NOT_FOUND) {
-        return cli_fail("%s: `nightshift pull %s` downloads it (or add --pull); a GGUF file's path works too", err, arg);
+        return cli_fail("%s: `nightshift pull %s` downloads it (run and serve also take --pull); a GGUF file's path "
+                        "works too",
+                        err, arg);
     } else if (rc) {
         return cli_fail("%s", err);
     }

@@ -119,6 +119,10 @@ test('pull by repo picks Q4_K_M; a quant in any case picks its file; list, show 
         new RegExp(`^file:\\s+${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm')])
         assert.match(r.stdout, re, r.stdout);
 
+    /* doctor checks a store model's file (nothing pulled) */
+    r = await ns(['doctor', '--model', 'acme/tiny-GGUF:Q8_0', '--data-dir', path.join(dir, 'data')], dir);
+    assert.match(r.stdout + r.stderr, /model '[^']*files\/acme\/tiny-GGUF\/tiny-Q8_0\.gguf': GGUF/, describeRun(r));
+
     /* two quants in the store: a name without one must choose */
     r = await ns(['models', 'show', 'acme/tiny-GGUF'], dir);
     assert.equal(r.code, 0, 'Q4_K_M is the default among several');
@@ -244,7 +248,7 @@ test('run/serve never download implicitly: a missing reference names pull and --
     const before = HUB.requests.length;
     let r = await ns(['serve', '--model', 'hf.co/acme/tiny-GGUF', '--data-dir', path.join(dir, 'data')], dir);
     assert.equal(r.code, 2, describeRun(r));
-    assert.match(r.stderr, /not in the model store .*`nightshift pull hf\.co\/acme\/tiny-GGUF` downloads it \(or add --pull\)/);
+    assert.match(r.stderr, /not in the model store .*`nightshift pull hf\.co\/acme\/tiny-GGUF` downloads it \(run and serve also take --pull\)/);
     r = await ns(['run', input, '-o', path.join(dir, 'out.jsonl'), '--model', 'acme/tiny-GGUF:Q4_K_M'], dir);
     assert.equal(r.code, 2, describeRun(r));
     assert.match(r.stderr, /nightshift pull acme\/tiny-GGUF:Q4_K_M/);
