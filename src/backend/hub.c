@@ -13,6 +13,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,12 +26,45 @@
 #define HUB_ERRBODY_MAX 4096        /* the start of an error answer, for the message */
 #define HUB_MAX_FILES 100000
 
+/* the token `hf auth login` saved: $HF_TOKEN_PATH, else $HF_HOME/token, else
+ * $XDG_CACHE_HOME/huggingface/token or ~/.cache/huggingface/token; read once */
+static char hub_saved_token[512];
+static pthread_once_t hub_token_once = PTHREAD_ONCE_INIT;
+
+static void hub_read_saved_token(void)
+{
+    char path[4096];
+    const char *p = getenv("HF_TOKEN_PATH"), *home = getenv("HF_HOME"), *xdg = getenv("XDG_CACHE_HOME");
+    if (p && *p)
+        snprintf(path, sizeof(path), "%s", p);
+    else if (home && *home)
+        snprintf(path, sizeof(path), "%s/token", home);
+    else if (xdg && *xdg)
+        snprintf(path, sizeof(path), "%s/huggingface/token", xdg);
+    else if ((home = getenv("HOME")) && *home)
+        snprintf(path, sizeof(path), "%s/.cache/huggingface/token", home);
+    else
+        return;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    if (!fgets(hub_saved_token, sizeof(hub_saved_token), f))
+        hub_saved_token[0] = '\0';
+    fclose(f);
+    hub_saved_token[strcspn(hub_saved_token, " \t\r\n")] = '\0';
+}
+
 struct hub_conf hub_default_conf(void)
 {
     struct hub_conf c = {.endpoint = getenv("HF_ENDPOINT"), .token = getenv("HF_TOKEN")};
     if (!c.endpoint || !*c.endpoint)
         c.endpoint = "https://huggingface.co";
-    if (c.token && !*c.token)
+    if (!c.token) {
+        /* HF_TOKEN unset (not set empty, which means none): the saved login, as the Hub's tools */
+        pthread_once(&hub_token_once, hub_read_saved_token);
+        c.token = hub_saved_token;
+    }
+    if (!*c.token)
         c.token = NULL;
     return c;
 }

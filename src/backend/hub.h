@@ -10,8 +10,9 @@
  * {endpoint}/ORG/REPO/resolve/main/PATH, following redirects (the Hub sends LFS files to its
  * CDN; libcurl drops the Authorization header when a redirect changes host).
  * Authentication as the Hub's own tools: HF_ENDPOINT (default https://huggingface.co) and
- * HF_TOKEN (sent as "Authorization: Bearer"); libcurl reads the proxy environment
- * (https_proxy, no_proxy) by itself.
+ * HF_TOKEN (sent as "Authorization: Bearer"; unset, the token `hf auth login` saved in
+ * $HF_TOKEN_PATH or $HF_HOME/token, default ~/.cache/huggingface/token; set empty, none);
+ * libcurl reads the proxy environment (https_proxy, no_proxy) by itself.
  *
  * Quantization tags: a .gguf file's tag is the last '-' or '.' separated part of its name
  * (split suffix -00001-of-00003 and .gguf removed) when it looks like one (Q4_K_M, IQ3_XS,
@@ -43,7 +44,8 @@ struct hub_conf {
     const char *endpoint; /* no trailing '/'; default https://huggingface.co */
     const char *token;    /* NULL: none */
 };
-/* HF_ENDPOINT and HF_TOKEN from the environment (the strings are the environment's) */
+/* HF_ENDPOINT and HF_TOKEN from the environment, or the saved token (see above); the strings
+ * live as long as the process */
 struct hub_conf hub_default_conf(void);
 
 struct hub_file {

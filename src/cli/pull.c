@@ -190,7 +190,8 @@ static void pull_usage(FILE *f)
           "\n"
           "Environment: NIGHTSHIFT_MODELS (the store; default $XDG_CACHE_HOME/nightshift/models, or\n"
           "~/.cache/nightshift/models), HF_ENDPOINT (default https://huggingface.co), HF_TOKEN (gated\n"
-          "and private repositories), https_proxy / no_proxy.\n",
+          "and private repositories; unset: the token a Hub login saved, ~/.cache/huggingface/token),\n"
+          "https_proxy / no_proxy.\n",
           f);
 }
 

@@ -205,6 +205,20 @@ test('a gated repository: 401 without HF_TOKEN says to set it; with it the pull 
     assert.match(r.stdout, /^acme\/gated-GGUF:Q8_0\t/);
     const seen = HUB.requests.slice(before);
     assert.ok(seen.filter((q) => !q.url.startsWith('/cdn/')).every((q) => q.auth === `Bearer ${TOKEN}`), JSON.stringify(seen));
+    /* HF_TOKEN unset: the token a Hub login saved (HF_TOKEN_PATH, else HF_HOME/token) */
+    fs.writeFileSync(path.join(dir, 'token'), `${TOKEN}\n`);
+    fs.rmSync(path.join(dir, 'manifests'), { recursive: true });
+    fs.rmSync(path.join(dir, 'files'), { recursive: true });
+    r = await ns(['pull', 'acme/gated-GGUF'], dir, { HF_TOKEN: undefined, HF_HOME: dir });
+    assert.equal(r.code, 0, describeRun(r));
+    r = await ns(['models', 'rm', 'acme/gated-GGUF'], dir);
+    assert.equal(r.code, 0, describeRun(r));
+    r = await ns(['pull', 'acme/gated-GGUF'], dir, { HF_TOKEN: undefined, HF_TOKEN_PATH: path.join(dir, 'token') });
+    assert.equal(r.code, 0, describeRun(r));
+    /* HF_TOKEN set empty: no token, whatever was saved */
+    r = await ns(['models', 'rm', 'acme/gated-GGUF'], dir);
+    r = await ns(['pull', 'acme/gated-GGUF'], dir, { HF_TOKEN: '', HF_HOME: dir });
+    assert.equal(r.code, 2, describeRun(r));
 });
 
 test('404: an unknown repository, an unknown quant listing the quants there are, no default among several', async () => {
