@@ -313,9 +313,14 @@ static int models_rm(const char *dir, const char *ref)
 
 int cli_models(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        models_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            models_usage(stdout);
+            return 0;
+        }
+    if (argc < 2) {
+        models_usage(stderr);
+        return cli_fail("models: give list, show NAME or rm NAME");
     }
     const char *sub = argv[1];
     bool wants_name = strcmp(sub, "show") == 0 || strcmp(sub, "rm") == 0;
