@@ -220,6 +220,12 @@ int hub_select(const struct hub_listing *l, const char *tag, int *idx, int max, 
 
 /* ---- listing ------------------------------------------------------------------------ */
 
+/* a byte count of the listing: a number from 0 to 2^62, else 0 (unknown) */
+static uint64_t hub_size(const cJSON *v)
+{
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 4.6e18 ? (uint64_t)v->valuedouble : 0;
+}
+
 static int hub_add_file(struct hub_listing *out, const cJSON *f, const char *path_key)
 {
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(f, "type");
@@ -231,14 +237,12 @@ static int hub_add_file(struct hub_listing *out, const cJSON *f, const char *pat
     struct hub_file *hf = &out->files[out->n];
     memset(hf, 0, sizeof(*hf));
     snprintf(hf->path, sizeof(hf->path), "%s", p->valuestring);
-    const cJSON *size = cJSON_GetObjectItemCaseSensitive(f, "size");
-    if (cJSON_IsNumber(size) && size->valuedouble >= 0)
-        hf->size = (uint64_t)size->valuedouble;
+    hf->size = hub_size(cJSON_GetObjectItemCaseSensitive(f, "size"));
     const cJSON *lfs = cJSON_GetObjectItemCaseSensitive(f, "lfs");
     if (cJSON_IsObject(lfs)) {
-        const cJSON *ls = cJSON_GetObjectItemCaseSensitive(lfs, "size");
-        if (cJSON_IsNumber(ls) && ls->valuedouble >= 0)
-            hf->size = (uint64_t)ls->valuedouble;
+        uint64_t ls = hub_size(cJSON_GetObjectItemCaseSensitive(lfs, "size"));
+        if (ls)
+            hf->size = ls;
         const cJSON *sha = cJSON_GetObjectItemCaseSensitive(lfs, "sha256");
         if (!cJSON_IsString(sha))
             sha = cJSON_GetObjectItemCaseSensitive(lfs, "oid");

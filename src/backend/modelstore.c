@@ -217,10 +217,11 @@ static const char *ms_jstr(const cJSON *o, const char *k)
     return cJSON_IsString(v) ? v->valuestring : "";
 }
 
+/* a count or time of a manifest: 0 to 2^62, else 0 (a hand-edited manifest may say anything) */
 static double ms_jnum(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 4.6e18 ? v->valuedouble : 0;
 }
 
 /* a manifest file into out; NS_ERR_INVALID when it is unreadable */
