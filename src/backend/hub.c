@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 
 #include <ctype.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -25,6 +26,8 @@
 #define HUB_LISTING_MAX (64u << 20) /* a listing's JSON: a repo of ~100k files */
 #define HUB_ERRBODY_MAX 4096        /* the start of an error answer, for the message */
 #define HUB_MAX_FILES 100000
+#define HUB_MAX_PAGES 1000          /* of a listing: the Hub sends 1,000 files a page */
+#define HUB_URL_MAX 8192            /* a listing page's URL (its cursor) */
 
 /* the token `hf auth login` saved: $HF_TOKEN_PATH, else $HF_HOME/token, else
  * $XDG_CACHE_HOME/huggingface/token or ~/.cache/huggingface/token; read once */
@@ -458,15 +461,34 @@ int hub_file_url(const struct hub_conf *c, const char *repo, const char *path, c
     return rc ? NS_ERR_INVALID : NS_OK;
 }
 
-int hub_list(const struct hub_conf *c, const char *repo, struct hub_listing *out, char *err, size_t errlen)
+/* a listing page's "Link: <URL>; rel=\"next\"" header (the Hub pages long listings) */
+static size_t hub_on_header(char *p, size_t sz, size_t nm, void *ud)
+{
+    char *next = ud; /* HUB_URL_MAX bytes */
+    size_t n = sz * nm;
+    if (n >= 5 && strncmp(p, "HTTP/", 5) == 0)
+        next[0] = '\0'; /* a new answer (after a redirect): its own links */
+    if (n > 5 && strncasecmp(p, "link:", 5) == 0) {
+        char line[HUB_URL_MAX + 64];
+        snprintf(line, sizeof(line), "%.*s", (int)(n < sizeof(line) - 1 ? n : sizeof(line) - 1), p);
+        char *lt = strchr(line, '<'), *gt = lt ? strchr(lt, '>') : NULL;
+        if (lt && gt && strstr(gt, "rel=\"next\"") && (size_t)(gt - lt - 1) < HUB_URL_MAX) {
+            *gt = '\0';
+            snprintf(next, HUB_URL_MAX, "%s", lt + 1);
+        }
+    }
+    return n;
+}
+
+/* one page of a listing from url into *out; next gets the next page's URL or "" */
+static int hub_list_page(const struct hub_conf *c, const char *url, const char *what, struct hub_listing *out,
+                         char *next, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
-    char base[2048], url[2600], cerr[CURL_ERROR_SIZE] = "", what[2400];
-    hub_base(c, base, sizeof(base));
-    snprintf(url, sizeof(url), "%s/api/models/%s/tree/main?recursive=true", base, repo);
-    snprintf(what, sizeof(what), "repository '%s' on %s", repo, base);
+    char cerr[CURL_ERROR_SIZE] = "";
     struct hub_xfer x = {.fd = -1};
     buf_init(&x.body, HUB_LISTING_MAX);
+    next[0] = '\0';
     upstream_global_init();
     CURL *e = curl_easy_init();
     struct curl_slist *h = hub_headers(c, url);
@@ -479,6 +501,8 @@ int hub_list(const struct hub_conf *c, const char *repo, struct hub_listing *out
     x.e = e;
     hub_setup(e, url, h, &x, cerr);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 120000L);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, hub_on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, next);
     CURLcode cc = curl_easy_perform(e);
     long code = 0;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
@@ -495,6 +519,51 @@ out:
     if (e)
         curl_easy_cleanup(e);
     buf_release(&x.body);
+    if (rc)
+        next[0] = '\0';
+    return rc;
+}
+
+int hub_list(const struct hub_conf *c, const char *repo, struct hub_listing *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    char base[2048], what[2400];
+    static_assert(HUB_URL_MAX >= 2600, "a listing URL fits");
+    char *url = malloc(HUB_URL_MAX), *next = malloc(HUB_URL_MAX);
+    int rc = NS_OK;
+    if (!url || !next) {
+        snprintf(err, errlen, "out of memory");
+        rc = NS_ERR_NOMEM;
+        goto out;
+    }
+    hub_base(c, base, sizeof(base));
+    snprintf(url, HUB_URL_MAX, "%s/api/models/%s/tree/main?recursive=true", base, repo);
+    snprintf(what, sizeof(what), "repository '%s' on %s", repo, base);
+    for (int page = 0; !rc && url[0] && page < HUB_MAX_PAGES; page++) {
+        struct hub_listing part;
+        rc = hub_list_page(c, url, what, &part, next, err, errlen);
+        if (rc)
+            break;
+        /* append the page */
+        if (part.n > 0 && out->n + part.n <= HUB_MAX_FILES) {
+            struct hub_file *f = realloc(out->files, (size_t)(out->n + part.n) * sizeof(*f));
+            if (!f) {
+                snprintf(err, errlen, "out of memory");
+                rc = NS_ERR_NOMEM;
+            } else {
+                memcpy(f + out->n, part.files, (size_t)part.n * sizeof(*f));
+                out->files = f;
+                out->n += part.n;
+            }
+        }
+        hub_listing_release(&part);
+        memcpy(url, next, HUB_URL_MAX);
+    }
+out:
+    if (rc)
+        hub_listing_release(out);
+    free(url);
+    free(next);
     return rc;
 }
 

@@ -5,7 +5,8 @@
  *
  * DESIGN
  * Listing: GET {endpoint}/api/models/ORG/REPO/tree/main?recursive=true, the Hub's tree API:
- * a JSON array of {type, path, size, lfs: {oid (the SHA-256), size}}. (The model-info API's
+ * a JSON array of {type, path, size, lfs: {oid (the SHA-256), size}}, in pages: each
+ * answer's "Link: <URL>; rel="next"" header names the next one, followed to the end. (The model-info API's
  * `siblings` carry lfs.sha256 instead; both names are read.) A file is fetched from
  * {endpoint}/ORG/REPO/resolve/main/PATH, following redirects (the Hub sends LFS files to its
  * CDN; libcurl drops the Authorization header when a redirect changes host).

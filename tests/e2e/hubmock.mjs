@@ -3,7 +3,8 @@
 //
 //   GET /api/models/ORG/REPO/tree/main?recursive=true
 //       the tree API: [{type, oid, size, path, lfs: {oid (SHA-256), size, pointerSize}}]
-//       (.gguf files are LFS files; README.md is a plain one)
+//       (.gguf files are LFS files; README.md is a plain one), two entries a page, each
+//       page's Link header naming the next (&cursor=N) as the Hub does
 //   GET /ORG/REPO/resolve/main/PATH   302 to /cdn/SHA256/NAME (as the Hub sends LFS files
 //       to its CDN), which serves the bytes with Range support (206, Content-Range)
 // A gated repository answers 401 to both without "Authorization: Bearer <its token>"; an
@@ -16,6 +17,8 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 
+const PAGE = 2; /* listing entries a page: every listing of the tests spans pages */
+
 export function sha256(buf) {
     return crypto.createHash('sha256').update(buf).digest('hex');
 }
@@ -23,6 +26,7 @@ export function sha256(buf) {
 /* repos: { 'org/repo': { files: { 'path': Buffer }, token: 'hf_x' (gated) } } */
 export async function startHub(repos) {
     const requests = [];
+    let base = '';
     const cutAfter = new Map();
     const stall = new Map();
     const corrupt = new Set();
@@ -59,7 +63,14 @@ export async function startHub(repos) {
                     ? { type: 'file', oid: sha256(Buffer.from(p)).slice(0, 40), size: data.length, path: p,
                         lfs: { oid: sha256(data), size: data.length, pointerSize: 134 } }
                     : { type: 'file', oid: sha256(data).slice(0, 40), size: data.length, path: p });
-            send(res, 200, [{ type: 'directory', oid: '0'.repeat(40), size: 0, path: 'sub' }, ...list]);
+            /* in pages of PAGE entries, as the Hub pages long listings: Link: <next>; rel="next" */
+            const all = [{ type: 'directory', oid: '0'.repeat(40), size: 0, path: 'sub' }, ...list];
+            const from = Number(url.searchParams.get('cursor') || 0);
+            const headers = { 'content-type': 'application/json' };
+            if (from + PAGE < all.length)
+                headers.link = `<${base}/api/models/${m[1]}/${m[2]}/tree/main?recursive=true&cursor=${from + PAGE}>; rel="next"`;
+            res.writeHead(200, headers);
+            res.end(JSON.stringify(all.slice(from, from + PAGE)));
             return;
         }
         m = /^\/([^/]+)\/([^/]+)\/resolve\/main\/(.+)$/.exec(url.pathname);
@@ -113,6 +124,7 @@ export async function startHub(repos) {
     });
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
     const url = `http://127.0.0.1:${server.address().port}`;
+    base = url;
     return {
         url,
         requests,

@@ -91,6 +91,8 @@ test('pull by repo picks Q4_K_M; a quant in any case picks its file; list, show 
     assert.match(r.stderr, /downloading tiny-Q4_K_M\.gguf/);
     assert.match(r.stderr, /verifying the SHA-256/);
 
+    /* the listing came in pages, each named by the last one's Link header */
+    assert.ok(HUB.requests.some((q) => q.url === '/api/models/acme/tiny-GGUF/tree/main?recursive=true&cursor=4'));
     r = await ns(['pull', 'acme/tiny-GGUF:q8_0'], dir);
     assert.equal(r.code, 0, describeRun(r));
     assert.match(r.stdout, /^acme\/tiny-GGUF:Q8_0\t/);
