@@ -620,8 +620,12 @@ int hub_fetch(const struct hub_conf *c, const char *url, const char *part_path, 
     }
     x.e = e;
     hub_setup(e, url, h, &x, cerr);
+    /* "Range: bytes=N-" (CURLOPT_RANGE, not RESUME_FROM: that fails on a 200, where this
+     * restarts the file) */
+    char range[48];
+    snprintf(range, sizeof(range), "%llu-", (unsigned long long)x.offset);
     if (x.offset > 0)
-        curl_easy_setopt(e, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)x.offset);
+        curl_easy_setopt(e, CURLOPT_RANGE, range);
     curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, hub_on_progress);
     curl_easy_setopt(e, CURLOPT_XFERINFODATA, &x);

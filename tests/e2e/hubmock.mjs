@@ -11,7 +11,8 @@
 // unknown one 404 ({"error": "Repository not found"}).
 // Faults, per file name (its last path part): cutAfter.set(path, n) sends n bytes of the next full-file request
 // and then destroys the connection (once); stall.set(path, n) sends n bytes and then nothing
-// while the connection stays open (once); corrupt.add(path) flips a byte of what is sent
+// while the connection stays open (once); noRange.add(path) answers a Range request with the
+// whole file (200), as a server without ranges does; corrupt.add(path) flips a byte of what is sent
 // (the listing keeps the true SHA-256). Every request is logged in `requests`
 // ({method, url, range, auth}).
 import crypto from 'node:crypto';
@@ -29,6 +30,7 @@ export async function startHub(repos) {
     let base = '';
     const cutAfter = new Map();
     const stall = new Map();
+    const noRange = new Set();
     const corrupt = new Set();
     const byDigest = new Map(); /* sha256 -> {repo, path, data} */
     for (const [name, r] of Object.entries(repos))
@@ -93,7 +95,7 @@ export async function startHub(repos) {
                 data = Buffer.from(data);
                 data[data.length >> 1] ^= 0xff;
             }
-            const rg = /^bytes=(\d+)-$/.exec(req.headers.range || '');
+            const rg = noRange.has(f.path) ? null : /^bytes=(\d+)-$/.exec(req.headers.range || '');
             if (rg) {
                 const start = Number(rg[1]);
                 if (start >= data.length) {
@@ -130,6 +132,7 @@ export async function startHub(repos) {
         requests,
         cutAfter,
         stall,
+        noRange,
         corrupt,
         close: () => new Promise((resolve) => { server.closeAllConnections?.(); server.close(resolve); }),
     };

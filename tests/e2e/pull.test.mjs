@@ -177,6 +177,23 @@ test('a download cut short resumes with a Range request at the next pull', async
     assert.ok(!fs.existsSync(part));
 });
 
+test('a server that ignores Range sends the whole file again: the .part starts over', async () => {
+    const dir = store();
+    HUB.cutAfter.set('big-Q8_0.gguf', 700_000);
+    let r = await ns(['pull', 'acme/split-GGUF:Q8_0'], dir);
+    assert.equal(r.code, 1, describeRun(r));
+    HUB.noRange.add('big-Q8_0.gguf');
+    try {
+        const before = HUB.requests.length;
+        r = await ns(['pull', 'acme/split-GGUF:Q8_0'], dir);
+        assert.equal(r.code, 0, describeRun(r));
+        assert.ok(HUB.requests.slice(before).some((q) => q.url.startsWith('/cdn/') && q.range), 'it asked for the rest');
+    } finally {
+        HUB.noRange.delete('big-Q8_0.gguf');
+    }
+    assert.ok(fs.readFileSync(path.join(dir, 'files/acme/split-GGUF/big-Q8_0.gguf')).equals(B));
+});
+
 test('a corrupted byte fails the SHA-256 check and the file is not kept', async () => {
     const dir = store();
     HUB.corrupt.add('big-Q8_0.gguf');
