@@ -429,7 +429,8 @@ int cli_doctor(int argc, char **argv)
             /* a model store name is checked as its file (nothing is pulled) */
             static char store_paths[DOCTOR_MAX_MODELS][4400];
             const char *eq = strchr(optarg, '=');
-            const char *ref = eq && eq != optarg && !strstr(optarg, "://") ? eq + 1 : optarg;
+            const char *scheme = strstr(optarg, "://");
+            const char *ref = eq && eq != optarg && (!scheme || scheme > eq) ? eq + 1 : optarg;
             char sname[256];
             int prc = pull_model_resolve(ref, false, store_paths[n_models], sizeof(store_paths[0]), sname, sizeof(sname));
             if (prc)

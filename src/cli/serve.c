@@ -64,12 +64,12 @@ static void serve_usage(FILE *f)
           "OpenAI-compatible server: Files, Batches, Chat Completions, Completions, Models.\n"
           "Batch work runs in the background on the same engine; interactive requests go first.\n"
           "\n"
-          "  -m, --model [NAME=]FILE  a model to serve (repeatable); NAME defaults to the file name\n"
+          "  -m, --model [NAME=]FILE  a model to serve (repeatable); NAME defaults to the file name;\n"
+          "                           FILE may be a model store reference (ORG/REPO:QUANT, hf.co/...,\n"
+          "                           a pulled name: `nightshift pull`), served under its store name\n"
+          "      --pull               pull --model references missing from the model store first\n"
           "      --config FILE        an INI file: [server] options and [model NAME] sections, which\n"
           "                           also route models to upstream servers (docs/API.md)\n"
-          "                           or a model store reference (ORG/REPO:QUANT, hf.co/..., a pulled\n"
-          "                           name: `nightshift pull`), served under its store name\n"
-          "      --pull               pull --model references missing from the model store first\n"
           "      --model-alias NAME   the name of the first model (same as NAME= on it)\n"
           "  -d, --data-dir DIR       database and files (default ./nightshift-data)\n"
           "      --db URI             store: sqlite:PATH (default DATA_DIR/nightshift.db) or postgres://...\n"
@@ -510,8 +510,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             if (n_models == SERVE_MAX_MODELS)
                 return cli_fail("at most %d models", SERVE_MAX_MODELS);
             struct serve_model *m = &models[n_models++];
-            const char *eq = strchr(optarg, '=');
-            if (eq && eq != optarg && !strstr(optarg, "://")) {
+            const char *eq = strchr(optarg, '='), *scheme = strstr(optarg, "://");
+            if (eq && eq != optarg && (!scheme || scheme > eq)) { /* a URL's '=' is in its query */
                 snprintf(m->name, sizeof(m->name), "%.*s", (int)(eq - optarg), optarg);
                 m->path = eq + 1;
                 m->named = true;

@@ -293,6 +293,17 @@ test('run/serve never download implicitly: a missing reference names pull and --
     const out = JSON.parse(fs.readFileSync(path.join(dir, 'out.jsonl'), 'utf8').trim());
     assert.equal(out.response.status_code, 200, JSON.stringify(out));
     assert.equal(out.response.body.model, 'acme/tiny-GGUF:Q4_K_M');
+    /* serve --pull, under a name of its own (NAME=REF) */
+    const s = await startServer(['--model', 'tiny=hf.co/acme/tiny-GGUF:q8_0', '--pull', '--data-dir', path.join(dir, 'data'),
+        '--ctx', '256', '--parallel', '1'], { env: { NIGHTSHIFT_MODELS: dir, HF_ENDPOINT: HUB.url, HF_TOKEN: '' }, name: 'serve-pull' });
+    try {
+        assert.match(s.log(), /hf\.co\/acme\/tiny-GGUF:q8_0 is not in the model store: pulling it \(--pull\)/);
+        const models = await (await fetch(`${s.url}/v1/models`)).json();
+        assert.deepEqual(models.data.map((m) => [m.id, m.served ?? true]), [['tiny', true], ['acme/tiny-GGUF:Q4_K_M', false]]);
+    } finally {
+        const x = await s.stop();
+        assert.equal(x.code, 0, s.log());
+    }
 });
 
 test('serve --model NAME by store name answers a chat; /v1/models, /api/tags, /api/show list the store; /api/pull pulls', async () => {
