@@ -26,6 +26,10 @@ int cli_doctor(int argc, char **argv);
 int cli_backup(int argc, char **argv);
 int cli_restore(int argc, char **argv);
 
+/* pull.c: the model store (`nightshift pull REF`, `nightshift models list|show|rm`) */
+int cli_pull(int argc, char **argv);
+int cli_models(int argc, char **argv);
+
 /* print "nightshift: <message>" to stderr; returns 2 (the usage-error status) */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -18,6 +18,7 @@
  */
 #include "cli.h"
 #include "datadir.h"
+#include "pull.h"
 
 #include "config.h"
 
@@ -79,7 +80,8 @@ static void doctor_usage(FILE *f)
           "      --config FILE        the server's config: its data dir, db, models and backends\n"
           "  -d, --data-dir DIR       the server's data dir (default ./nightshift-data)\n"
           "      --db URI             its store (default: sqlite:DATA_DIR/nightshift.db)\n"
-          "  -m, --model [NAME=]FILE  a model file to check (repeatable; default: NIGHTSHIFT_MODEL)\n"
+          "  -m, --model [NAME=]FILE  a model file to check (repeatable; default: NIGHTSHIFT_MODEL),\n"
+          "                           or a model store name (`nightshift pull`)\n"
           "  -h, --help               this text\n"
           "\n"
           "Exit status: 0 nothing failed (warnings may remain), 1 a check failed, 2 bad usage.\n",
@@ -421,11 +423,22 @@ int cli_doctor(int argc, char **argv)
         case 'd': data_dir = optarg; break;
         case 1000: db = optarg; break;
         case 1001: config_path = optarg; break;
-        case 'm':
+        case 'm': {
             if (n_models == DOCTOR_MAX_MODELS)
                 return cli_fail("at most %d models", DOCTOR_MAX_MODELS);
-            models[n_models++] = optarg;
+            /* a model store name is checked as its file (nothing is pulled) */
+            static char store_paths[DOCTOR_MAX_MODELS][4400];
+            const char *eq = strchr(optarg, '=');
+            const char *scheme = strstr(optarg, "://");
+            const char *ref = eq && eq != optarg && (!scheme || scheme > eq) ? eq + 1 : optarg;
+            char sname[256];
+            int prc = pull_model_resolve(ref, false, store_paths[n_models], sizeof(store_paths[0]), sname, sizeof(sname));
+            if (prc)
+                return prc;
+            models[n_models] = sname[0] ? store_paths[n_models] : optarg;
+            n_models++;
             break;
+        }
         case 'h': doctor_usage(stdout); return 0;
         default: doctor_usage(stderr); return 2;
         }

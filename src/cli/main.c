@@ -34,6 +34,8 @@ static const struct cli_command {
 } commands[] = {
     {"run", cli_run, "run an OpenAI Batch input file (JSONL) on a local GGUF model"},
     {"serve", cli_serve, "OpenAI-compatible server: files, batches, chat completions"},
+    {"pull", cli_pull, "download a GGUF model from Hugging Face (hf.co/ORG/REPO:QUANT) or a URL into the model store"},
+    {"models", cli_models, "the model store: list, show NAME, rm NAME"},
     {"keys", cli_keys, "API keys for serve: create, list, revoke, rotate"},
     {"submit", cli_submit, "upload a batch input file to a server and create a batch (--wait: follow it)"},
     {"batches", cli_batches, "list the batches of a server"},

@@ -21,6 +21,7 @@
 #include "config.h"
 #include "datadir.h"
 #include "gpuopts.h"
+#include "pull.h"
 #include "progress.h"
 
 #include "../proto/batchfile.h"
@@ -62,6 +63,7 @@ struct run_opts {
     int parallel, ctx, threads, batch;
     uint64_t seed;
     bool skip_invalid, verbose, quiet, kv_unified, no_prefix_cache, gemini, embedding;
+    bool pull;                 /* --pull: a --model store reference missing is pulled first */
     bool validate_only;        /* --validate-only: validate the input, report, run nothing */
     int pooling;
     double progress_interval;
@@ -131,7 +133,10 @@ static void run_usage(FILE *f)
           "  -o, --output FILE        results of the lines that succeeded (required)\n"
           "  -e, --errors FILE        lines that failed (default: OUTPUT with .errors.jsonl)\n"
           "  -m, --model FILE         GGUF model (or NIGHTSHIFT_MODEL); with --config, the name of\n"
-          "                           one of its [model NAME] sections (local or openai-http)\n"
+          "                           one of its [model NAME] sections (local or openai-http); or a\n"
+          "                           model store reference (ORG/REPO:QUANT, hf.co/...: `nightshift\n"
+          "                           pull`), whose store name body.model may then use\n"
+          "      --pull               pull a --model reference missing from the model store first\n"
           "      --config FILE        a `nightshift serve` config file: run on its model's backend\n"
           "                           (an OpenAI-compatible server, with its retries and limits)\n"
           "      --model-alias NAME   a body.model value to accept for this model (repeatable;\n"
@@ -535,7 +540,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum {
         OPT_ALIAS = 1000, OPT_STATE, OPT_SKIP, OPT_MAXL, OPT_MAXB, OPT_SEED, OPT_SUMMARY, OPT_TMPL, OPT_TMPLF, OPT_PINT, OPT_KVU, OPT_NOPC, OPT_FORMAT,
-        OPT_PIN, OPT_POUT, OPT_DISC, OPT_CONFIG, OPT_VALIDATE, OPT_EMBED, OPT_POOL, OPT_LORA
+        OPT_PIN, OPT_POUT, OPT_DISC, OPT_CONFIG, OPT_VALIDATE, OPT_EMBED, OPT_POOL, OPT_LORA, OPT_PULL
     };
     static const struct option lo[] = {
         {"output", required_argument, 0, 'o'},      {"errors", required_argument, 0, 'e'},
@@ -552,6 +557,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         {"price-input", required_argument, 0, OPT_PIN}, {"price-output", required_argument, 0, OPT_POUT},
         {"batch-discount", required_argument, 0, OPT_DISC}, {"config", required_argument, 0, OPT_CONFIG},
         {"validate-only", no_argument, 0, OPT_VALIDATE}, {"lora", required_argument, 0, OPT_LORA},
+        {"pull", no_argument, 0, OPT_PULL},
         GPUOPTS_LONG_OPTIONS,
         {"quiet", no_argument, 0, 'q'},             {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
@@ -600,6 +606,7 @@ static int run_parse_args(int argc, char **argv, struct run_opts *o)
         case OPT_STATE: o->state = optarg; break;
         case OPT_SKIP: o->skip_invalid = true; break;
         case OPT_VALIDATE: o->validate_only = true; break;
+        case OPT_PULL: o->pull = true; break;
         case OPT_KVU: o->kv_unified = true; break;
         case OPT_EMBED: o->embedding = true; break;
         case OPT_POOL:
@@ -807,6 +814,22 @@ static int run_main(int argc, char **argv, char **tmpl_text)
         if (o.n_aliases < RUN_MAX_ALIASES)
             o.aliases[o.n_aliases++] = cm->conf.name;
         o.model = cm->path; /* NULL for an upstream */
+    }
+    /* a model store reference: its file, and its store name is what body.model says */
+    static char store_path[4400], store_name[256];
+    if (o.model && !cm) {
+        int prc = pull_model_resolve(o.model, o.pull, store_path, sizeof(store_path), store_name, sizeof(store_name));
+        if (prc)
+            return prc;
+        if (store_name[0]) {
+            o.model = store_path;
+            if (o.n_aliases < RUN_MAX_ALIASES) {
+                /* first: it names the model in the results */
+                memmove(&o.aliases[1], &o.aliases[0], (size_t)(RUN_MAX_ALIASES - 1) * sizeof(o.aliases[0]));
+                o.aliases[0] = store_name;
+                o.n_aliases++;
+            }
+        }
     }
     /* the names body.model may use: aliases, the file name, general.name */
     peek[0] = '\0';

@@ -24,10 +24,12 @@
 #include "config.h"
 #include "datadir.h"
 #include "gpuopts.h"
+#include "pull.h"
 
 #include "../http/httpguard.h"
 #include "../http/server.h"
 #include "../backend/backend.h"
+#include "../backend/modelstore.h"
 #include "../engine/engine.h"
 #include "../sched/batchmgr.h"
 #include "../sched/sched.h"
@@ -62,7 +64,10 @@ static void serve_usage(FILE *f)
           "OpenAI-compatible server: Files, Batches, Chat Completions, Completions, Models.\n"
           "Batch work runs in the background on the same engine; interactive requests go first.\n"
           "\n"
-          "  -m, --model [NAME=]FILE  a model to serve (repeatable); NAME defaults to the file name\n"
+          "  -m, --model [NAME=]FILE  a model to serve (repeatable); NAME defaults to the file name;\n"
+          "                           FILE may be a model store reference (ORG/REPO:QUANT, hf.co/...,\n"
+          "                           a pulled name: `nightshift pull`), served under its store name\n"
+          "      --pull               pull --model references missing from the model store first\n"
           "      --config FILE        an INI file: [server] options and [model NAME] sections, which\n"
           "                           also route models to upstream servers (docs/API.md)\n"
           "      --model-alias NAME   the name of the first model (same as NAME= on it)\n"
@@ -139,6 +144,7 @@ static void serve_usage(FILE *f)
 
 struct serve_model {
     char name[128];
+    bool named;                      /* NAME= given: a store reference keeps it */
     const char *path;
     const struct backend_conf *conf; /* from --config; NULL: local, from --model */
     const char *chat_template;       /* its [model] chat_template_file's text, or NULL */
@@ -152,9 +158,10 @@ struct serve_model {
 enum { O_ALIAS = 1000, O_DB, O_ISLOTS, O_KEY, O_MAXBODY, O_MAXFILE, O_MAXLINES, O_TMPL, O_TMPLF, O_HOURS, O_OFF, O_KVU, O_NOPC,
        O_RETAIN, O_CONFIG, O_LOGFMT, O_GRACE, O_NOAUTH, O_TLSCERT, O_TLSKEY, O_QRPM, O_QTPD, O_QBQT, O_MAXCONN,
        O_EMBED, O_POOL, O_HTHREADS, O_AHOST, O_CORS, O_PERIP, O_HDRTO, O_IDLETO, O_MINRATE, O_PUBURL, O_TPROXY, O_STEPMS,
-       O_LORA };
+       O_LORA, O_PULL };
 static const struct option serve_opts[] = {
     {"model", required_argument, 0, 'm'},        {"model-alias", required_argument, 0, O_ALIAS},
+    {"pull", no_argument, 0, O_PULL},
     {"data-dir", required_argument, 0, 'd'},     {"db", required_argument, 0, O_DB},
     {"listen", required_argument, 0, 'l'},       {"parallel", required_argument, 0, 'p'},
     {"interactive-slots", required_argument, 0, O_ISLOTS}, {"ctx", required_argument, 0, 'c'},
@@ -485,7 +492,8 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     struct lora_spec cli_lora[LORA_MAX]; /* --lora, for the one --model */
     int n_cli_lora = 0;
     int parallel = 64, islots = 4, ctx = 0, threads = 0, grace = SERVE_DEFAULT_GRACE;
-    bool verbose = false, kv_unified = false, no_prefix = false, embedding = false;
+    bool verbose = false, kv_unified = false, no_prefix = false, embedding = false, pull = false;
+    static char store_paths[SERVE_MAX_MODELS][4400]; /* --model store references: their files */
     int pooling = ENGINE_POOLING_MODEL;
     double step_ms = engine_default_params().interactive_step_ms;
     int win_start = -1, win_end = -1;
@@ -516,10 +524,11 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             if (n_models == SERVE_MAX_MODELS)
                 return cli_fail("at most %d models", SERVE_MAX_MODELS);
             struct serve_model *m = &models[n_models++];
-            const char *eq = strchr(optarg, '=');
-            if (eq && eq != optarg) {
+            const char *eq = strchr(optarg, '='), *scheme = strstr(optarg, "://");
+            if (eq && eq != optarg && (!scheme || scheme > eq)) { /* a URL's '=' is in its query */
                 snprintf(m->name, sizeof(m->name), "%.*s", (int)(eq - optarg), optarg);
                 m->path = eq + 1;
+                m->named = true;
             } else {
                 m->path = optarg;
                 const char *base = strrchr(optarg, '/');
@@ -531,6 +540,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
             break;
         }
         case O_ALIAS: alias = optarg; break;
+        case O_PULL: pull = true; break;
         case 'd': data_dir = optarg; break;
         case O_DB: db = optarg; break;
         case 'l': listen = optarg; break;
@@ -682,6 +692,20 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     }
     if (optind < argc)
         return cli_fail("unexpected argument '%s'", argv[optind]);
+    /* store references become their files (pulled first with --pull), served by store name */
+    for (int i = 0; i < n_models; i++) {
+        char sname[256];
+        int prc = pull_model_resolve(models[i].path, pull, store_paths[i], sizeof(store_paths[i]), sname, sizeof(sname));
+        if (prc)
+            return prc;
+        if (!sname[0])
+            continue;
+        models[i].path = store_paths[i];
+        if (!models[i].named && strlen(sname) >= sizeof(models[i].name))
+            return cli_fail("the store name '%s' is too long to serve under: give it one (--model NAME=%s)", sname, sname);
+        if (!models[i].named)
+            memcpy(models[i].name, sname, strlen(sname) + 1);
+    }
     if (alias && n_models)
         snprintf(models[0].name, sizeof(models[0].name), "%s", alias);
     for (int i = 0; cfg && i < cfg->n_models; i++) {
@@ -727,6 +751,9 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     sp.port = (int)v;
     sp.data_dir = data_dir;
     bp.data_dir = data_dir;
+    static char models_dir[4096];
+    char merr[256];
+    sp.models_dir = modelstore_dir(models_dir, sizeof(models_dir), merr, sizeof(merr)) == NS_OK ? models_dir : NULL;
     sp.allowed_hosts = hosts_list[0] ? hosts_list : NULL;
     sp.cors_origins = cors_list[0] ? cors_list : NULL;
     sp.trusted_proxies = proxy_list[0] ? proxy_list : NULL;

@@ -580,6 +580,8 @@ static enum MHD_Result ollama_models(struct route_ctx *x, bool running)
     for (int i = 0; i < x->srv->n_scheds; i++)
         ollama_model_of(x->srv->scheds[i], &ms[i], &bis[i]);
     cJSON *o = ollama_list(ms, x->srv->n_scheds, running);
+    if (!running)
+        models_ollama_tags_add(x->srv, o); /* what the model store has besides */
     free(ms);
     free(bis);
     return respond_json(x->c, 200, o);
@@ -605,6 +607,15 @@ static struct sched *ollama_body_model(struct route_ctx *x, enum MHD_Result *ret
 
 enum MHD_Result generate_ollama_show(struct route_ctx *x)
 {
+    char name[256];
+    struct oai_error err;
+    const char *body = x->r->body.p ? x->r->body.p : "";
+    if (ollama_model_field(body, x->r->body.len, name, sizeof(name), &err) == NS_OK &&
+        !gen_sched(x->srv, &dialect_ollama, name)) {
+        cJSON *o = models_ollama_show(x->srv, name); /* a model of the store, not served */
+        if (o)
+            return respond_json(x->c, 200, o);
+    }
     enum MHD_Result ret;
     struct sched *s = ollama_body_model(x, &ret);
     if (!s)
@@ -677,7 +688,7 @@ static enum MHD_Result ollama_embed(struct route_ctx *x, bool legacy)
 enum MHD_Result generate_ollama_embed(struct route_ctx *x) { return ollama_embed(x, false); }
 enum MHD_Result generate_ollama_embeddings(struct route_ctx *x) { return ollama_embed(x, true); }
 
-/* pull, push, create, copy, delete: the served models are the ones given at start */
+/* push, create, copy, delete: the served models are the ones given at start (pull: models.c) */
 enum MHD_Result generate_ollama_manage(struct route_ctx *x)
 {
     return respond_ollama_error(x->c, NS_ERR_UNSUPPORTED,

@@ -169,6 +169,7 @@ static enum MHD_Result h_models(struct route_ctx *x)
     cJSON *d = cJSON_AddArrayToObject(o, "data");
     for (int i = 0; i < x->srv->n_scheds; i++)
         cJSON_AddItemToArray(d, model_json(x->srv, x->srv->scheds[i]));
+    models_openai_add(x->srv, d); /* the model store's others, "served": false */
     return respond_json(x->c, 200, o);
 }
 
@@ -240,7 +241,7 @@ static const struct route {
     {"POST", "/api/generate", BODY_JSON, generate_ollama_generate},
     {"POST", "/api/embed", BODY_JSON, generate_ollama_embed},
     {"POST", "/api/embeddings", BODY_JSON, generate_ollama_embeddings},
-    {"POST", "/api/pull", BODY_JSON, generate_ollama_manage},
+    {"POST", "/api/pull", BODY_JSON, models_ollama_pull},
     {"POST", "/api/push", BODY_JSON, generate_ollama_manage},
     {"POST", "/api/create", BODY_JSON, generate_ollama_manage},
     {"POST", "/api/copy", BODY_JSON, generate_ollama_manage},
@@ -651,6 +652,8 @@ int server_start(struct server_params p, struct store *st, struct sched **scheds
     if (!s)
         return NS_ERR_NOMEM;
     s->p = p;
+    pthread_mutex_init(&s->pull_mu, NULL);
+    pthread_cond_init(&s->pull_cv, NULL);
     s->data_dir = strdup(p.data_dir);
     s->api_key = p.api_key ? strdup(p.api_key) : NULL;
     if (s->api_key)
@@ -769,6 +772,8 @@ void server_drain(struct server *s)
 {
     if (atomic_exchange(&s->draining, true))
         return;
+    /* pulls stop now, not at the end of the grace period: the next pull resumes them */
+    atomic_store(&s->pull_stop, true);
     MHD_socket fd = MHD_quiesce_daemon(s->mhd);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
@@ -780,6 +785,7 @@ void server_stop(struct server *s)
 {
     if (!s)
         return;
+    models_stop(s); /* a pull's connection may wait suspended: the daemon cannot stop under it */
     MHD_stop_daemon(s->mhd);
     httpguard_stop(s->guard);
     if (s->sampler_started) {
@@ -790,6 +796,8 @@ void server_stop(struct server *s)
         pthread_join(s->sampler, NULL);
     }
     pthread_mutex_destroy(&s->smu);
+    pthread_mutex_destroy(&s->pull_mu);
+    pthread_cond_destroy(&s->pull_cv);
     pthread_cond_destroy(&s->scv);
     free(s->ring);
     quota_free(s->quota);

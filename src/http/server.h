@@ -75,6 +75,9 @@ struct server_params {
                                     request says; NULL: from the request (httpguard_origin) */
     const char *trusted_proxies; /* addresses or CIDR blocks (comma-separated) whose
                                     X-Forwarded-Proto/-Host are believed; NULL none */
+    const char *models_dir;      /* the model store (backend/modelstore.h): POST /api/pull
+                                    pulls into it, /api/tags, /api/show and /v1/models list
+                                    its models too; NULL none */
 };
 struct server_params server_default_params(void);
 

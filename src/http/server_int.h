@@ -86,6 +86,11 @@ struct server {
     int n_samples, head;
     uint64_t last_tokens, last_lines;
     double last_t;
+    /* /api/pull's threads (models.c): counted, so server_stop() can stop them and wait */
+    pthread_mutex_t pull_mu;
+    pthread_cond_t pull_cv;
+    int n_pulls;
+    atomic_bool pull_stop;
 };
 
 #define SAMPLES 720
@@ -202,6 +207,13 @@ enum MHD_Result generate_count_tokens(struct route_ctx *x);
 enum MHD_Result generate_embeddings(struct route_ctx *x);
 enum MHD_Result generate_messages(struct route_ctx *x);
 enum MHD_Result generate_ollama_chat(struct route_ctx *x);
+/* models.c: the model store over HTTP (POST /api/pull; its models in /api/tags, /api/show,
+ * /v1/models) */
+enum MHD_Result models_ollama_pull(struct route_ctx *x);
+void models_openai_add(struct server *srv, cJSON *data);
+void models_ollama_tags_add(struct server *srv, cJSON *tags);
+cJSON *models_ollama_show(struct server *srv, const char *name); /* NULL: not in the store */
+void models_stop(struct server *s);
 enum MHD_Result generate_ollama_embed(struct route_ctx *x);
 enum MHD_Result generate_ollama_embeddings(struct route_ctx *x);
 enum MHD_Result generate_ollama_generate(struct route_ctx *x);

@@ -15,6 +15,9 @@
 void sha256_digest_of(const void *data, size_t n, unsigned char out[32]);
 /* the same as 64 lowercase hex digits and a NUL into out */
 void sha256_hex(const void *data, size_t n, char out[65]);
+/* the digest of a whole file as 64 lowercase hex digits (read in 1 MiB pieces, so any size);
+ * 0, or NS_ERR_IO with errno set (the model store verifies downloads with it) */
+int sha256_file_hex(const char *path, char out[65]);
 /* HMAC-SHA256 of data under key */
 void sha256_hmac(const void *key, size_t key_len, const void *data, size_t n, unsigned char out[32]);
 

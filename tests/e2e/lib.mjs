@@ -41,6 +41,9 @@ export const SPM_VOCAB = path.join(VOCAB_DIR, 'ggml-vocab-llama-spm.gguf');
  * build); the tiny test model gains nothing from a second thread anyway. */
 export const THREADS = process.env.NIGHTSHIFT_E2E_THREADS || '1';
 
+/* a model store directory that does not exist: servers list no pulled models */
+export const NO_MODEL_STORE = path.join(os.tmpdir(), 'nightshift-e2e-no-model-store');
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /* Start the binary; stdout/stderr are collected. Returns
@@ -50,7 +53,9 @@ export function spawnNs(args, { timeoutMs = 120_000, env = {}, cwd, bin = BIN } 
     if (args[0] === 'run' && !args.some((a) => a === '--threads' || a === '-t' || a.startsWith('--threads=')))
         args = [...args, '--threads', THREADS];
     const t0 = performance.now();
-    const childEnv = { ...process.env };
+    /* never the developer's model store (~/.cache/nightshift/models): a test that wants one
+     * sets NIGHTSHIFT_MODELS */
+    const childEnv = { ...process.env, NIGHTSHIFT_MODELS: NO_MODEL_STORE };
     delete childEnv.NIGHTSHIFT_MODEL; /* only --model counts, unless a test sets it */
     const child = spawn(bin, args, {
         cwd,
@@ -199,7 +204,7 @@ export function startServer(args, { timeoutMs = 60_000, env = {}, wrap = [], bin
         const argv = [...wrap, bin, 'serve', '--listen', '127.0.0.1:0', ...args];
         const child = spawn(argv[0], argv.slice(1), {
             stdio: ['ignore', 'ignore', 'pipe'],
-            env: { ...process.env, ...env },
+            env: { ...process.env, NIGHTSHIFT_MODELS: NO_MODEL_STORE, ...env },
         });
         let err = '';
         const timer = setTimeout(() => reject(new Error(`server did not start: ${err}`)), timeoutMs);

@@ -91,7 +91,8 @@ export async function ensureNpmDeps() {
  * Returns { port, url, child, log(), stop() }; stop() sends SIGTERM and resolves to the
  * exit {code, signal} (SIGKILL after killMs). */
 export function startServer(args, { env = {}, startMs = 60_000, name = 'serve' } = {}) {
-    const childEnv = { ...process.env };
+    /* never the developer's model store (~/.cache/nightshift/models) unless a test names one */
+    const childEnv = { ...process.env, NIGHTSHIFT_MODELS: path.join(os.tmpdir(), 'nightshift-e2e-no-model-store') };
     delete childEnv.NIGHTSHIFT_API_KEY; /* only --api-key counts, unless a caller sets it */
     delete childEnv.NIGHTSHIFT_MODEL;
     const fullArgs = ['serve', ...args, '--listen', '127.0.0.1:0', '--threads', THREADS];

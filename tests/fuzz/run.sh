@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(batchfile oai anthropic responses ollama gemini chat_template http utf8 toolwire)
+[ ${#targets[@]} -gt 0 ] || targets=(batchfile oai anthropic responses ollama gemini chat_template http utf8 toolwire hub)
 command -v clang >/dev/null || { echo "fuzz: clang is not installed (scripts/bootstrap.sh installs it)" >&2; exit 1; }
 prefix=$(scripts/bootstrap.sh | sed -n 's/^NIGHTSHIFT_LLAMA_PREFIX=//p')
 [ -n "$prefix" ] || { echo "fuzz: bootstrap did not report the llama.cpp prefix" >&2; exit 1; }
