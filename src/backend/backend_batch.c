@@ -42,6 +42,7 @@
  */
 #include "backend.h"
 #include "batch_preset.h"
+#include "batch_http.h"
 #include "../util/clock.h"
 
 #include "../util/buf.h"
@@ -131,14 +132,10 @@ struct batch_backend {
 
 /* ---- HTTP (blocking, on the run thread) ----------------------------------------------- */
 
-static size_t bb_on_data(char *p, size_t sz, size_t n, void *ud)
-{
-    return buf_append(ud, p, sz * n) == NS_OK ? sz * n : 0;
-}
-
 /* the multipart form of a batch input file upload (purpose=batch, file=the JSONL) */
-static curl_mime *bb_upload_form(CURL *e, const struct buf *jsonl)
+static curl_mime *bb_upload_form(CURL *e, const void *ud)
 {
+    const struct buf *jsonl = ud;
     curl_mime *mime = curl_mime_init(e);
     curl_mimepart *part = mime ? curl_mime_addpart(mime) : NULL;
     if (!part)
@@ -158,101 +155,50 @@ fail:
     return NULL;
 }
 
-/* One call, retried on network errors and retryable codes with backoff. *code is the final
- * HTTP status; out holds its body. upload: a JSONL file to send as a multipart form, built
- * anew for each try (a form libcurl has sent once is not sent again after
- * curl_easy_reset: the retry would send its headers only and wait out the timeout). */
+/* a try's count and the stop flag (both under mu: get_stats and stop come from any thread) */
+static bool bb_tried(void *ud, int attempt, long code)
+{
+    struct batch_backend *bb = ud;
+    pthread_mutex_lock(&bb->mu);
+    bb->stats.attempts++;
+    bb->stats.retries += attempt > 1;
+    bb->stats.rate_limited += code == 429;
+    bool stopping = bb->stopping;
+    pthread_mutex_unlock(&bb->mu);
+    return stopping;
+}
+
+/* one call (batch_http.h) with the backend's headers and retry settings; upload: a JSONL
+ * file sent as a multipart form (without our Content-Type: libcurl sets the form's) */
+static struct batch_http_req bb_req(struct batch_backend *bb, const char *method, const char *url, const char *json,
+                                    const struct buf *upload)
+{
+    return (struct batch_http_req){.method = method, .url = url, .hdrs = upload ? bb->hdrs_form : bb->hdrs,
+                                   .body = json, .body_len = json ? strlen(json) : 0,
+                                   .form = upload ? bb_upload_form : NULL, .form_ud = upload,
+                                   .tried = bb_tried, .tried_ud = bb};
+}
+
+static struct batch_http_retry bb_retry_conf(const struct batch_backend *bb)
+{
+    return (struct batch_http_retry){bb->c.max_attempts, bb->c.timeout_s, bb->c.retry_base_s, bb->c.retry_max_s, true};
+}
+
 static int bb_http(struct batch_backend *bb, const char *method, const char *url, const char *json,
                    const struct buf *upload, struct buf *out, long *code, char *err, size_t errlen)
 {
-    CURL *e = bb->easy;
-    char eb[CURL_ERROR_SIZE];
-    for (int attempt = 1;; attempt++) {
-        buf_reset(out);
-        curl_easy_reset(e);
-        eb[0] = '\0';
-        curl_mime *mime = NULL;
-        if (upload && !(mime = bb_upload_form(e, upload))) {
-            snprintf(err, errlen, "%s %s: out of memory", method, url);
-            return NS_ERR_NOMEM;
-        }
-        struct curl_slist *h = mime ? bb->hdrs_form : bb->hdrs;
-        curl_easy_setopt(e, CURLOPT_URL, url);
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-        if (json) {
-            curl_easy_setopt(e, CURLOPT_POSTFIELDS, json);
-            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(json));
-        } else if (mime) {
-            curl_easy_setopt(e, CURLOPT_MIMEPOST, mime);
-        }
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, bb_on_data);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, eb);
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(bb->c.timeout_s * 1000));
-        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-        CURLcode cc = curl_easy_perform(e);
-        *code = 0;
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, code);
-        curl_off_t retry_after = 0; /* Retry-After in seconds (or its HTTP date), 0 when none */
-        if (cc == CURLE_OK && (*code == 429 || *code == 503))
-            curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &retry_after);
-        curl_easy_setopt(e, CURLOPT_MIMEPOST, NULL);
-        curl_mime_free(mime);
-        pthread_mutex_lock(&bb->mu);
-        bb->stats.attempts++;
-        bb->stats.retries += attempt > 1;
-        bb->stats.rate_limited += *code == 429;
-        bool stopping = bb->stopping;
-        pthread_mutex_unlock(&bb->mu);
-        bool retry = cc != CURLE_OK ? cc != CURLE_URL_MALFORMAT && cc != CURLE_UNSUPPORTED_PROTOCOL
-                                    : upstream_retryable_code(*code);
-        if (!retry) {
-            if (cc == CURLE_OK)
-                return NS_OK;
-            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
-            return NS_ERR_UPSTREAM;
-        }
-        if (cc != CURLE_OK)
-            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
-        else
-            snprintf(err, errlen, "%s %s: HTTP %ld: %.200s", method, url, *code, out->p ? out->p : "");
-        if (attempt >= bb->c.max_attempts || stopping)
-            return NS_ERR_UPSTREAM;
-        double wait = fmin(bb->c.retry_max_s, bb->c.retry_base_s * pow(2, attempt - 1)) * upstream_rand01();
-        if (retry_after > 0) /* the provider said when (Groq: retry-after on every 429); at most 10 minutes */
-            wait = fmin((double)retry_after, 600);
-        struct timespec ts = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
-        nanosleep(&ts, NULL);
-    }
+    struct batch_http_req q = bb_req(bb, method, url, json, upload);
+    struct batch_http_retry r = bb_retry_conf(bb);
+    return batch_http_call(bb->easy, &r, &q, out, code, err, errlen);
 }
 
 /* GET/POST url and parse a JSON object answer; 0 ok */
 static int bb_json_call(struct batch_backend *bb, const char *method, const char *url, const char *json,
                         const struct buf *upload, cJSON **out, char *err, size_t errlen)
 {
-    struct buf b;
-    long code;
-    buf_init(&b, BB_MAX_RESPONSE);
-    *out = NULL;
-    int rc = bb_http(bb, method, url, json, upload, &b, &code, err, errlen);
-    if (rc == NS_OK && code != 200) {
-        char m[300];
-        cJSON *o = cJSON_ParseWithLength(b.p ? b.p : "", b.len);
-        upstream_error_text(o, b.p, b.len, m, sizeof(m));
-        cJSON_Delete(o);
-        snprintf(err, errlen, "%s %s: HTTP %ld: %s", method, url, code, m);
-        rc = upstream_status_of(code);
-    } else if (rc == NS_OK && !cJSON_IsObject(*out = cJSON_ParseWithLength(b.p ? b.p : "", b.len))) {
-        cJSON_Delete(*out);
-        *out = NULL;
-        snprintf(err, errlen, "%s %s: the answer is not a JSON object", method, url);
-        rc = NS_ERR_UPSTREAM;
-    }
-    buf_release(&b);
-    return rc;
+    struct batch_http_req q = bb_req(bb, method, url, json, upload);
+    struct batch_http_retry r = bb_retry_conf(bb);
+    return batch_http_json(bb->easy, &r, &q, BB_MAX_RESPONSE, false, out, err, errlen);
 }
 
 static const char *bb_str(const cJSON *o, const char *k)
