@@ -43,6 +43,7 @@
 #include "backend.h"
 #include "batch_preset.h"
 #include "batch_http.h"
+#include "batch_loop.h"
 #include "../util/clock.h"
 
 #include "../util/buf.h"
@@ -62,7 +63,6 @@
 #include <time.h>
 
 #define BB_MAX_RESPONSE (512u << 20)
-#define BB_PULL 256
 
 struct bb_job {
     struct engine_request *req;
@@ -104,30 +104,19 @@ struct bb_provider {
 };
 
 struct batch_backend {
+    struct batch_loop l;        /* the frame: numbers (max_lines and max_bytes capped by the
+                                   preset), pending counters, mu, stats */
     const struct bb_provider *prov;
     const struct batch_preset *preset; /* openai-batch: the provider's limits; NULL for anthropic */
     const char *window;         /* the completion_window sent (preset's text) */
-    struct backend_conf c;      /* numbers only, max_lines and max_bytes capped by the preset */
     char *name, *url, *upstream_model;
     struct curl_slist *hdrs;    /* the key lives here and in hdrs_form only */
     struct curl_slist *hdrs_form; /* the same without Content-Type (multipart uploads) */
     CURL *easy;
-    const struct engine_source *src;
     struct bb_job *pending, **pending_tail;
-    int n_pending;
-    size_t pending_bytes;
-    double oldest;              /* admit time of the oldest pending job */
-    double submit_after;        /* after a failed submit: not before this */
-    int submit_failures;
     struct bb_batch *batches;
     int n_upstream;             /* jobs in upstream batches */
     uint64_t seq;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool stopping, woken;
-    struct backend_stats stats;
-    struct backend_conf next_c; /* a reload's numbers (mu), taken by run() */
-    bool has_next;
 };
 
 /* ---- HTTP (blocking, on the run thread) ----------------------------------------------- */
@@ -159,12 +148,12 @@ fail:
 static bool bb_tried(void *ud, int attempt, long code)
 {
     struct batch_backend *bb = ud;
-    pthread_mutex_lock(&bb->mu);
-    bb->stats.attempts++;
-    bb->stats.retries += attempt > 1;
-    bb->stats.rate_limited += code == 429;
-    bool stopping = bb->stopping;
-    pthread_mutex_unlock(&bb->mu);
+    pthread_mutex_lock(&bb->l.mu);
+    bb->l.stats.attempts++;
+    bb->l.stats.retries += attempt > 1;
+    bb->l.stats.rate_limited += code == 429;
+    bool stopping = bb->l.stopping;
+    pthread_mutex_unlock(&bb->l.mu);
     return stopping;
 }
 
@@ -181,7 +170,7 @@ static struct batch_http_req bb_req(struct batch_backend *bb, const char *method
 
 static struct batch_http_retry bb_retry_conf(const struct batch_backend *bb)
 {
-    return (struct batch_http_retry){bb->c.max_attempts, bb->c.timeout_s, bb->c.retry_base_s, bb->c.retry_max_s, true};
+    return (struct batch_http_retry){bb->l.c.max_attempts, bb->l.c.timeout_s, bb->l.c.retry_base_s, bb->l.c.retry_max_s, true};
 }
 
 static int bb_http(struct batch_backend *bb, const char *method, const char *url, const char *json,
@@ -211,19 +200,7 @@ static const char *bb_str(const cJSON *o, const char *k)
 
 static void bb_done(struct batch_backend *bb, struct bb_job *j, struct engine_result *res)
 {
-    res->t_admit = j->t_admit;
-    res->t_end = clock_now();
-    res->t_first = res->t_end;
-    res->attempts = j->attempts;
-    res->stop_index = -1;
-    if (!res->text)
-        res->text = "";
-    if (res->status != NS_OK) {
-        pthread_mutex_lock(&bb->mu);
-        bb->stats.failed++;
-        pthread_mutex_unlock(&bb->mu);
-    }
-    bb->src->done(bb->src->ud, j->req, res);
+    batch_loop_done(&bb->l, j->req, res, j->t_admit, j->attempts);
     cJSON_Delete(j->body);
     free(j);
 }
@@ -245,26 +222,21 @@ static void bb_fail(struct batch_backend *bb, struct bb_job *j, int status, cons
 static void bb_pend(struct batch_backend *bb, struct bb_job *j)
 {
     j->next = NULL;
-    if (!bb->pending)
-        bb->oldest = clock_now();
+    bool was_empty = !bb->pending;
     *bb->pending_tail = j;
     bb->pending_tail = &j->next;
-    bb->n_pending++;
-    bb->pending_bytes += j->bytes;
+    batch_loop_pended(&bb->l, was_empty, j->bytes);
 }
 
 /* not finished upstream: again in the next upstream batch, or failed when its tries are spent */
 static void bb_retry(struct batch_backend *bb, struct bb_job *j, const char *why)
 {
     snprintf(j->last_error, sizeof(j->last_error), "%.290s", why);
-    if (j->attempts >= bb->c.max_attempts) {
+    if (!batch_loop_may_retry(&bb->l, j->attempts)) {
         bb_fail(bb, j, NS_ERR_UPSTREAM, "the batch API behind model '%s' did not finish this request in %d tries; last: %s",
                 bb->name, j->attempts, why);
         return;
     }
-    pthread_mutex_lock(&bb->mu);
-    bb->stats.retries++;
-    pthread_mutex_unlock(&bb->mu);
     bb_pend(bb, j);
 }
 
@@ -281,9 +253,9 @@ static void bb_succeed(struct batch_backend *bb, struct bb_job *j, cJSON *body)
     res.raw_len = raw ? strlen(raw) : 0;
     if (!raw)
         res.http_status = 0;
-    if (bb->src->token && res.text_len) {
+    if (bb->l.src->token && res.text_len) {
         struct engine_delta d = {.text = res.text, .len = res.text_len, .cached_tokens = -1};
-        bb->src->token(bb->src->ud, j->req, &d);
+        bb->l.src->token(bb->l.src->ud, j->req, &d);
     }
     bb_done(bb, j, &res);
     free(raw);
@@ -756,17 +728,18 @@ static const struct bb_provider bb_anthropic = {"anthropic-batch", an_submit, an
 /* ---- the loop -------------------------------------------------------------------------- */
 
 static void bb_free(void *impl);
+static const struct batch_loop_ops bb_loop_ops;
 
 /* the provider's limits cap the configured ones (the config refuses larger; a reload too) */
 static void bb_cap(struct batch_backend *bb)
 {
-    if (bb->preset && bb->c.max_lines > bb->preset->max_lines)
-        bb->c.max_lines = bb->preset->max_lines;
-    if (bb->preset && bb->c.max_bytes > bb->preset->max_bytes)
-        bb->c.max_bytes = bb->preset->max_bytes;
-    if (bb->c.max_bytes <= 0)
-        bb->c.max_bytes = INT64_MAX;
-    bb->window = bb->preset ? batch_preset_window(bb->preset, bb->c.completion_window_s)->text : "24h";
+    if (bb->preset && bb->l.c.max_lines > bb->preset->max_lines)
+        bb->l.c.max_lines = bb->preset->max_lines;
+    if (bb->preset && bb->l.c.max_bytes > bb->preset->max_bytes)
+        bb->l.c.max_bytes = bb->preset->max_bytes;
+    if (bb->l.c.max_bytes <= 0)
+        bb->l.c.max_bytes = INT64_MAX;
+    bb->window = bb->preset ? batch_preset_window(bb->preset, bb->l.c.completion_window_s)->text : "24h";
 }
 
 static int bb_init(const struct bb_provider *prov, const struct backend_conf *c, void **out, char *err, size_t errlen)
@@ -791,14 +764,13 @@ static int bb_init(const struct bb_provider *prov, const struct backend_conf *c,
         goto nomem;
     bb->prov = prov;
     bb->preset = preset;
-    bb->c = *c;
-    bb->c.provider = NULL;
-    bb_cap(bb);
-    bb->c.name = bb->c.kind = bb->c.url = bb->c.api_key = bb->c.upstream_model = NULL;
-    pthread_mutex_init(&bb->mu, NULL);
-    pthread_cond_init(&bb->cv, NULL);
-    bb->pending_tail = &bb->pending;
     bb->name = strdup(c->name ? c->name : "default");
+    char via[96];
+    snprintf(via, sizeof(via), "a provider's batch API (%s)", prov->kind);
+    batch_loop_init(&bb->l, &bb_loop_ops, bb, bb->name, via, c);
+    bb->l.cap_bytes = true;
+    bb_cap(bb);
+    bb->pending_tail = &bb->pending;
     bb->url = upstream_url_join(c->url, "");
     bb->upstream_model = c->upstream_model ? strdup(c->upstream_model) : NULL;
     bb->easy = curl_easy_init();
@@ -821,7 +793,7 @@ static int bb_init(const struct bb_provider *prov, const struct backend_conf *c,
     }
     bb->hdrs = h;
     bb->hdrs_form = f;
-    bb->stats.limit = bb->c.max_lines;
+    bb->l.stats.limit = bb->l.c.max_lines;
     if (!bb->name || !bb->url || !bb->easy || !h || !f || (c->upstream_model && !bb->upstream_model))
         goto nomem;
     *out = bb;
@@ -851,8 +823,7 @@ static void bb_free(void *impl)
     curl_slist_free_all(bb->hdrs_form);
     if (bb->easy)
         curl_easy_cleanup(bb->easy);
-    pthread_mutex_destroy(&bb->mu);
-    pthread_cond_destroy(&bb->cv);
+    batch_loop_free(&bb->l);
     free(bb->name);
     free(bb->url);
     free(bb->upstream_model);
@@ -868,7 +839,7 @@ static void bb_admit(struct batch_backend *bb, struct engine_request *r, double 
         res.status = NS_ERR_NOMEM;
         res.text = "";
         snprintf(res.message, sizeof(res.message), "out of memory");
-        bb->src->done(bb->src->ud, r, &res);
+        bb->l.src->done(bb->l.src->ud, r, &res);
         return;
     }
     j->req = r;
@@ -893,9 +864,9 @@ static void bb_admit(struct batch_backend *bb, struct engine_request *r, double 
         bb_fail(bb, j, NS_ERR_NOMEM, "out of memory");
         return;
     }
-    if ((int64_t)j->bytes > bb->c.max_bytes) {
+    if ((int64_t)j->bytes > bb->l.c.max_bytes) {
         bb_fail(bb, j, NS_ERR_TOO_LARGE, "this request is %zu bytes as a batch line, over the %lld-byte input file "
-                "limit of the batch API behind model '%s'", j->bytes, (long long)bb->c.max_bytes, bb->name);
+                "limit of the batch API behind model '%s'", j->bytes, (long long)bb->l.c.max_bytes, bb->name);
         return;
     }
     bb_pend(bb, j);
@@ -910,13 +881,13 @@ static void bb_flush(struct batch_backend *bb, double now)
         return;
     b->chat = bb->pending->chat;
     struct bb_job **pp = &bb->pending, **tail = &b->jobs;
-    while (*pp && b->n < bb->c.max_lines) {
+    while (*pp && b->n < bb->l.c.max_lines) {
         struct bb_job *j = *pp;
         if (j->chat != b->chat) {
             pp = &j->next;
             continue;
         }
-        if (b->n && (int64_t)(b->bytes + j->bytes) > bb->c.max_bytes)
+        if (b->n && (int64_t)(b->bytes + j->bytes) > bb->l.c.max_bytes)
             break; /* full: the rest go in the next upstream batch */
         *pp = j->next;
         j->next = NULL;
@@ -926,23 +897,22 @@ static void bb_flush(struct batch_backend *bb, double now)
         tail = &j->next;
         b->n++;
         b->bytes += j->bytes;
-        bb->n_pending--;
-        bb->pending_bytes -= j->bytes;
+        bb->l.n_pending--;
+        bb->l.pending_bytes -= j->bytes;
     }
     bb->pending_tail = &bb->pending;
     while (*bb->pending_tail)
         bb->pending_tail = &(*bb->pending_tail)->next;
-    bb->oldest = now;
+    bb->l.oldest = now;
     char err[600];
     int rc = bb->prov->submit(bb, b, err, sizeof(err));
     if (rc) {
         log_event(LOG_WARN, bb->name, NULL, "model '%s': cannot submit an upstream batch of %d requests: %s", bb->name, b->n, err);
-        bb->submit_failures++;
-        bb->submit_after = now + fmin(bb->c.retry_max_s, bb->c.retry_base_s * pow(2, bb->submit_failures));
+        bool refused = batch_loop_submit_failed(&bb->l, rc, now);
         while (b->jobs) {
             struct bb_job *j = b->jobs;
             b->jobs = j->next;
-            if (rc == NS_ERR_INVALID || rc == NS_ERR_AUTH || rc == NS_ERR_NOT_FOUND || rc == NS_ERR_TOO_LARGE)
+            if (refused)
                 bb_fail(bb, j, rc, "the batch API behind model '%s' refused the batch: %s", bb->name, err);
             else
                 bb_retry(bb, j, err);
@@ -950,9 +920,9 @@ static void bb_flush(struct batch_backend *bb, double now)
         free(b);
         return;
     }
-    bb->submit_failures = 0;
+    bb->l.submit_failures = 0;
     log_event(LOG_INFO, bb->name, NULL, "model '%s': %d requests sent upstream as batch %s", bb->name, b->n, b->id);
-    b->interval = bb->c.poll_interval_s;
+    b->interval = bb->l.c.poll_interval_s;
     b->next_poll = now + b->interval;
     b->next = bb->batches;
     bb->batches = b;
@@ -977,7 +947,7 @@ static void bb_poll_all(struct batch_backend *bb, double now)
             ended = false;
         }
         if (!ended) {
-            b->interval = fmin(b->interval * 1.5, bb->c.poll_max_s);
+            b->interval = fmin(b->interval * 1.5, bb->l.c.poll_max_s);
             b->next_poll = clock_now() + b->interval;
             pp = &b->next;
             continue;
@@ -1005,8 +975,8 @@ static void bb_cancel_all(struct batch_backend *bb)
         bb_fail(bb, j, NS_ERR_CANCELLED, "the server is shutting down");
     }
     bb->pending_tail = &bb->pending;
-    bb->n_pending = 0;
-    bb->pending_bytes = 0;
+    bb->l.n_pending = 0;
+    bb->l.pending_bytes = 0;
     while (bb->batches) {
         struct bb_batch *b = bb->batches;
         bb->batches = b->next;
@@ -1020,126 +990,34 @@ static void bb_cancel_all(struct batch_backend *bb)
     bb->n_upstream = 0;
 }
 
-static int bb_run(void *impl, const struct engine_source *src)
+static void bb_loop_admit(void *impl, struct engine_request *r, double now) { bb_admit(impl, r, now); }
+static void bb_loop_flush(void *impl, double now) { bb_flush(impl, now); }
+static void bb_loop_poll_all(void *impl, double now) { bb_poll_all(impl, now); }
+static void bb_loop_cancel_all(void *impl) { bb_cancel_all(impl); }
+static void bb_loop_reconf(void *impl) { bb_cap(impl); }
+
+static int bb_loop_upstream(void *impl, bool *live, double *until)
 {
     struct batch_backend *bb = impl;
-    struct engine_request *got[BB_PULL];
-    bb->src = src;
-    bool exhausted = false;
-    for (;;) {
-        pthread_mutex_lock(&bb->mu);
-        bool stopping = bb->stopping;
-        bb->woken = false;
-        if (bb->has_next) {
-            bb->c = bb->next_c;
-            bb_cap(bb);
-            bb->stats.limit = bb->c.max_lines;
-            bb->has_next = false;
-        }
-        pthread_mutex_unlock(&bb->mu);
-        if (stopping)
-            break;
-        double now = clock_now();
-        /* real-time requests cannot wait for a batch API, unless they said they may
-         * ("service_tier": "flex"): those wait with the batch lines */
-        int n;
-        while (src->pull_priority && (n = src->pull_priority(src->ud, got, BB_PULL)) > 0)
-            for (int i = 0; i < n; i++) {
-                const cJSON *tier = got[i]->body ? cJSON_GetObjectItemCaseSensitive(got[i]->body, "service_tier") : NULL;
-                if (cJSON_IsString(tier) && strcmp(tier->valuestring, "flex") == 0) {
-                    bb_admit(bb, got[i], now);
-                    continue;
-                }
-                struct engine_result res;
-                memset(&res, 0, sizeof(res));
-                res.status = NS_ERR_UNSUPPORTED;
-                res.text = "";
-                res.param = "model";
-                snprintf(res.message, sizeof(res.message),
-                         "model '%s' is served through a provider's batch API (%s): send it in a batch (/v1/batches), "
-                         "as a deferred request (/v1/deferred/chat/completions), or with \"service_tier\": \"flex\" "
-                         "to wait for it here",
-                         bb->name, bb->prov->kind);
-                src->done(src->ud, got[i], &res);
-            }
-        /* batch lines: as many as the upstream batches may hold */
-        bool dry = false;
-        while (!exhausted && bb->n_pending < bb->c.max_lines && (int64_t)bb->pending_bytes < bb->c.max_bytes) {
-            int room = bb->c.max_lines - bb->n_pending;
-            n = src->pull(src->ud, got, room < BB_PULL ? room : BB_PULL);
-            if (n < 0)
-                exhausted = true;
-            if (n <= 0) {
-                dry = true;
-                break;
-            }
-            for (int i = 0; i < n; i++)
-                bb_admit(bb, got[i], now);
-        }
-        while (bb->pending && now >= bb->submit_after &&
-               (bb->n_pending >= bb->c.max_lines || (int64_t)bb->pending_bytes >= bb->c.max_bytes ||
-                (dry && bb->n_pending >= bb->c.flush_lines) ||
-                now - bb->oldest >= bb->c.flush_after_s || exhausted))
-            bb_flush(bb, now);
-        bb_poll_all(bb, clock_now());
-        pthread_mutex_lock(&bb->mu);
-        bb->stats.inflight = bb->n_upstream;
-        pthread_mutex_unlock(&bb->mu);
-        if (exhausted && !bb->pending && !bb->batches)
-            break;
-        /* sleep until the next poll or flush is due, or wake() */
-        double until = now + 1.0;
-        for (struct bb_batch *b = bb->batches; b; b = b->next)
-            until = fmin(until, b->next_poll);
-        if (bb->pending)
-            until = fmin(until, fmax(bb->oldest + bb->c.flush_after_s, bb->submit_after));
-        double wait = until - clock_now();
-        if (wait > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + wait;
-            ts.tv_sec = (time_t)t;
-            ts.tv_nsec = (long)((t - floor(t)) * 1e9);
-            pthread_mutex_lock(&bb->mu);
-            if (!bb->woken && !bb->stopping)
-                pthread_cond_timedwait(&bb->cv, &bb->mu, &ts);
-            pthread_mutex_unlock(&bb->mu);
-        }
-    }
-    bb_cancel_all(bb);
-    return NS_OK;
+    for (struct bb_batch *b = bb->batches; b; b = b->next)
+        *until = fmin(*until, b->next_poll);
+    *live = bb->batches != NULL;
+    return bb->n_upstream;
 }
 
-static void bb_stop(void *impl)
-{
-    struct batch_backend *bb = impl;
-    pthread_mutex_lock(&bb->mu);
-    bb->stopping = true;
-    pthread_cond_broadcast(&bb->cv);
-    pthread_mutex_unlock(&bb->mu);
-}
+static const struct batch_loop_ops bb_loop_ops = {
+    .admit = bb_loop_admit,
+    .flush = bb_loop_flush,
+    .poll_all = bb_loop_poll_all,
+    .upstream = bb_loop_upstream,
+    .reconf = bb_loop_reconf,
+    .cancel_all = bb_loop_cancel_all,
+};
 
-static void bb_wake(void *impl)
-{
-    struct batch_backend *bb = impl;
-    pthread_mutex_lock(&bb->mu);
-    bb->woken = true;
-    pthread_cond_broadcast(&bb->cv);
-    pthread_mutex_unlock(&bb->mu);
-}
-
-static void bb_reconfigure(void *impl, const struct backend_conf *c)
-{
-    struct batch_backend *bb = impl;
-    pthread_mutex_lock(&bb->mu);
-    bb->next_c = *c;
-    bb->next_c.name = bb->next_c.kind = bb->next_c.url = bb->next_c.api_key = bb->next_c.upstream_model = NULL;
-    bb->next_c.provider = NULL;
-    bb->has_next = true;
-    bb->woken = true;
-    pthread_cond_broadcast(&bb->cv);
-    pthread_mutex_unlock(&bb->mu);
-}
+static int bb_run(void *impl, const struct engine_source *src) { return batch_loop_run(&((struct batch_backend *)impl)->l, src); }
+static void bb_stop(void *impl) { batch_loop_stop(&((struct batch_backend *)impl)->l); }
+static void bb_wake(void *impl) { batch_loop_wake(&((struct batch_backend *)impl)->l); }
+static void bb_reconfigure(void *impl, const struct backend_conf *c) { batch_loop_reconfigure(&((struct batch_backend *)impl)->l, c); }
 
 static void bb_get_info(void *impl, struct backend_info *out)
 {
@@ -1152,13 +1030,7 @@ static void bb_get_info(void *impl, struct backend_info *out)
         snprintf(out->desc, sizeof(out->desc), "%s", bb->url);
 }
 
-static void bb_get_stats(void *impl, struct backend_stats *out)
-{
-    struct batch_backend *bb = impl;
-    pthread_mutex_lock(&bb->mu);
-    *out = bb->stats;
-    pthread_mutex_unlock(&bb->mu);
-}
+static void bb_get_stats(void *impl, struct backend_stats *out) { batch_loop_get_stats(&((struct batch_backend *)impl)->l, out); }
 
 const struct backend_ops backend_openai_batch_ops = {
     .kind = "openai-batch",
