@@ -834,12 +834,7 @@ static void bb_admit(struct batch_backend *bb, struct engine_request *r, double 
 {
     struct bb_job *j = calloc(1, sizeof(*j));
     if (!j) {
-        struct engine_result res;
-        memset(&res, 0, sizeof(res));
-        res.status = NS_ERR_NOMEM;
-        res.text = "";
-        snprintf(res.message, sizeof(res.message), "out of memory");
-        bb->l.src->done(bb->l.src->ud, r, &res);
+        batch_loop_reject(&bb->l, r, NS_ERR_NOMEM, NULL, "out of memory");
         return;
     }
     j->req = r;

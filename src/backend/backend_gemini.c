@@ -483,12 +483,7 @@ static void gb_admit(struct gemini_backend *gb, struct engine_request *r, double
 {
     struct gb_job *j = calloc(1, sizeof(*j));
     if (!j) {
-        struct engine_result res;
-        memset(&res, 0, sizeof(res));
-        res.status = NS_ERR_NOMEM;
-        res.text = "";
-        snprintf(res.message, sizeof(res.message), "out of memory");
-        gb->l.src->done(gb->l.src->ud, r, &res);
+        batch_loop_reject(&gb->l, r, NS_ERR_NOMEM, NULL, "out of memory");
         return;
     }
     j->req = r;

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -68,6 +69,21 @@ void batch_loop_done(struct batch_loop *l, struct engine_request *req, struct en
     l->src->done(l->src->ud, req, res);
 }
 
+void batch_loop_reject(struct batch_loop *l, struct engine_request *r, int status, const char *param, const char *fmt,
+                       ...)
+{
+    struct engine_result res;
+    memset(&res, 0, sizeof(res));
+    res.status = status;
+    res.text = "";
+    res.param = param;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res.message, sizeof(res.message), fmt, ap);
+    va_end(ap);
+    l->src->done(l->src->ud, r, &res);
+}
+
 bool batch_loop_may_retry(struct batch_loop *l, int attempts)
 {
     if (attempts >= l->c.max_attempts)
@@ -98,16 +114,11 @@ static void bl_pull_priority(struct batch_loop *l, const struct engine_source *s
                 l->ops->admit(l->impl, got[i], now);
                 continue;
             }
-            struct engine_result res;
-            memset(&res, 0, sizeof(res));
-            res.status = NS_ERR_UNSUPPORTED;
-            res.text = "";
-            res.param = "model";
-            snprintf(res.message, sizeof(res.message),
-                     "model '%s' is served through %s: send it in a batch (/v1/batches), as a deferred request "
-                     "(/v1/deferred/chat/completions), or with \"service_tier\": \"flex\" to wait for it here",
-                     l->name, l->via);
-            src->done(src->ud, got[i], &res);
+            batch_loop_reject(l, got[i], NS_ERR_UNSUPPORTED, "model",
+                              "model '%s' is served through %s: send it in a batch (/v1/batches), as a deferred "
+                              "request (/v1/deferred/chat/completions), or with \"service_tier\": \"flex\" to wait "
+                              "for it here",
+                              l->name, l->via);
         }
 }
 

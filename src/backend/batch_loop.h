@@ -78,6 +78,10 @@ void batch_loop_pended(struct batch_loop *l, bool was_empty, size_t bytes);
 /* a request ends: its times, tries, a failure counted; src->done */
 void batch_loop_done(struct batch_loop *l, struct engine_request *req, struct engine_result *res, double t_admit,
                      int attempts);
+/* a request ends before it was admitted (out of memory, refused): status, param (or NULL)
+ * and the message; src->done */
+void batch_loop_reject(struct batch_loop *l, struct engine_request *r, int status, const char *param, const char *fmt,
+                       ...) __attribute__((format(printf, 5, 6)));
 /* a line the provider did not finish: true (a retry counted) when it may go again */
 bool batch_loop_may_retry(struct batch_loop *l, int attempts);
 /* a submit failed with rc: the next waits a growing backoff; true when rc is a refusal no
