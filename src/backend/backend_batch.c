@@ -17,7 +17,12 @@
  * upstream batch, up to max_attempts tries; a non-retryable error is the line's error as
  * the provider gave it.
  *
- * Provider differences live in a const table (submit / poll / collect), one row each.
+ * The loop itself (pull, the flex refusal, when to flush, sleeping, reloads, stop/wake) is
+ * batch_loop.c's, shared with gemini-batch; the HTTP calls with their retries are
+ * batch_http.c's. This file holds the jobs and upstream batches (the loop's ops).
+ *
+ * Provider differences live in a const table (submit / poll / collect), one row each
+ * (the anthropic-batch row in backend_batch_anthropic.c).
  * Providers that speak the OpenAI protocol differ only in data: an openai-batch model's
  * `provider` (batch_preset.h: Groq, kluster.ai, OpenAI's own by default) caps max_lines and
  * max_bytes, says which completion windows to choose from and which endpoints are run. An
@@ -44,6 +49,7 @@
 #include "batch_preset.h"
 #include "batch_http.h"
 #include "batch_loop.h"
+#include "backend_batch_int.h"
 #include "../util/clock.h"
 
 #include "../util/buf.h"
@@ -62,62 +68,6 @@
 #include <string.h>
 #include <time.h>
 
-#define BB_MAX_RESPONSE (512u << 20)
-
-struct bb_job {
-    struct engine_request *req;
-    cJSON *body;                /* what goes upstream: an OpenAI body, or Anthropic params */
-    bool chat;
-    int attempts;
-    double t_admit;
-    size_t bytes;               /* its line in the input file, at most */
-    char custom_id[32];
-    char last_error[300];
-    struct bb_job *next;
-};
-
-struct bb_batch {               /* one upstream batch */
-    char id[128];
-    bool chat;
-    struct bb_job *jobs;
-    int n;
-    size_t bytes;
-    double next_poll, interval;
-    char output_file[128], error_file[128]; /* openai */
-    char results_url[1024];     /* anthropic */
-    char failure[300];          /* why the provider failed the whole batch, if it did */
-    struct bb_batch *next;
-};
-
-struct batch_backend;
-
-struct bb_provider {
-    const char *kind;
-    /* send jobs (their bodies built by admit) as one upstream batch; sets b->id */
-    int (*submit)(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen);
-    /* one poll; *ended when results can be collected */
-    int (*poll)(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen);
-    /* fetch the results; settle() each one found */
-    int (*collect)(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen);
-    /* the upstream body of a request; NULL with err set when it cannot be mapped */
-    cJSON *(*body)(struct batch_backend *bb, const struct engine_request *r, bool *chat, char *err, size_t errlen);
-};
-
-struct batch_backend {
-    struct batch_loop l;        /* the frame: numbers (max_lines and max_bytes capped by the
-                                   preset), pending counters, mu, stats */
-    const struct bb_provider *prov;
-    const struct batch_preset *preset; /* openai-batch: the provider's limits; NULL for anthropic */
-    const char *window;         /* the completion_window sent (preset's text) */
-    char *name, *url, *upstream_model;
-    struct curl_slist *hdrs;    /* the key lives here and in hdrs_form only */
-    struct curl_slist *hdrs_form; /* the same without Content-Type (multipart uploads) */
-    CURL *easy;
-    struct bb_job *pending, **pending_tail;
-    struct bb_batch *batches;
-    int n_upstream;             /* jobs in upstream batches */
-    uint64_t seq;
-};
 
 /* ---- HTTP (blocking, on the run thread) ----------------------------------------------- */
 
@@ -173,7 +123,7 @@ static struct batch_http_retry bb_retry_conf(const struct batch_backend *bb)
     return (struct batch_http_retry){bb->l.c.max_attempts, bb->l.c.timeout_s, bb->l.c.retry_base_s, bb->l.c.retry_max_s, true};
 }
 
-static int bb_http(struct batch_backend *bb, const char *method, const char *url, const char *json,
+int backend_batch_http(struct batch_backend *bb, const char *method, const char *url, const char *json,
                    const struct buf *upload, struct buf *out, long *code, char *err, size_t errlen)
 {
     struct batch_http_req q = bb_req(bb, method, url, json, upload);
@@ -182,7 +132,7 @@ static int bb_http(struct batch_backend *bb, const char *method, const char *url
 }
 
 /* GET/POST url and parse a JSON object answer; 0 ok */
-static int bb_json_call(struct batch_backend *bb, const char *method, const char *url, const char *json,
+int backend_batch_json_call(struct batch_backend *bb, const char *method, const char *url, const char *json,
                         const struct buf *upload, cJSON **out, char *err, size_t errlen)
 {
     struct batch_http_req q = bb_req(bb, method, url, json, upload);
@@ -229,7 +179,7 @@ static void bb_pend(struct batch_backend *bb, struct bb_job *j)
 }
 
 /* not finished upstream: again in the next upstream batch, or failed when its tries are spent */
-static void bb_retry(struct batch_backend *bb, struct bb_job *j, const char *why)
+void backend_batch_retry(struct batch_backend *bb, struct bb_job *j, const char *why)
 {
     snprintf(j->last_error, sizeof(j->last_error), "%.290s", why);
     if (!batch_loop_may_retry(&bb->l, j->attempts)) {
@@ -241,7 +191,7 @@ static void bb_retry(struct batch_backend *bb, struct bb_job *j, const char *why
 }
 
 /* a success: body is an OpenAI chat.completion / text_completion the job's client gets */
-static void bb_succeed(struct batch_backend *bb, struct bb_job *j, cJSON *body)
+void backend_batch_succeed(struct batch_backend *bb, struct bb_job *j, cJSON *body)
 {
     struct engine_result res;
     memset(&res, 0, sizeof(res));
@@ -262,7 +212,7 @@ static void bb_succeed(struct batch_backend *bb, struct bb_job *j, cJSON *body)
 }
 
 /* a final error as the provider gave it (code and an OpenAI-shaped error body) */
-static void bb_reject(struct batch_backend *bb, struct bb_job *j, long code, cJSON *body)
+void backend_batch_reject(struct batch_backend *bb, struct bb_job *j, long code, cJSON *body)
 {
     struct engine_result res;
     memset(&res, 0, sizeof(res));
@@ -277,7 +227,7 @@ static void bb_reject(struct batch_backend *bb, struct bb_job *j, long code, cJS
 }
 
 /* find and unlink the job of a custom_id */
-static struct bb_job *bb_take(struct bb_batch *b, const char *custom_id)
+struct bb_job *backend_batch_take(struct bb_batch *b, const char *custom_id)
 {
     for (struct bb_job **pp = &b->jobs; *pp; pp = &(*pp)->next)
         if (strcmp((*pp)->custom_id, custom_id) == 0) {
@@ -290,7 +240,7 @@ static struct bb_job *bb_take(struct bb_batch *b, const char *custom_id)
 }
 
 /* parse JSONL text, calling fn for each object line */
-static void bb_each_line(const char *p, size_t len, void (*fn)(void *ud, cJSON *o), void *ud)
+void backend_batch_each_line(const char *p, size_t len, void (*fn)(void *ud, cJSON *o), void *ud)
 {
     const char *end = p + len;
     while (p && p < end) {
@@ -306,7 +256,7 @@ static void bb_each_line(const char *p, size_t len, void (*fn)(void *ud, cJSON *
 
 /* ---- OpenAI Batch API --------------------------------------------------------------------- */
 
-static cJSON *oa_body(struct batch_backend *bb, const struct engine_request *r, bool *chat, char *err, size_t errlen)
+cJSON *backend_batch_openai_body(struct batch_backend *bb, const struct engine_request *r, bool *chat, char *err, size_t errlen)
 {
     cJSON *o = r->body ? upstream_body_forward(r->body, bb->upstream_model, chat)
                        : upstream_body_build(r, bb->upstream_model ? bb->upstream_model : bb->name, chat);
@@ -339,7 +289,7 @@ static int oa_submit(struct batch_backend *bb, struct bb_batch *b, char *err, si
     }
     char url[1200];
     snprintf(url, sizeof(url), "%s/files", bb->url);
-    if ((rc = bb_json_call(bb, "POST", url, NULL, &jl, &o, err, errlen)))
+    if ((rc = backend_batch_json_call(bb, "POST", url, NULL, &jl, &o, err, errlen)))
         goto out;
     const char *file_id = bb_str(o, "id");
     if (!file_id) {
@@ -357,7 +307,7 @@ static int oa_submit(struct batch_backend *bb, struct bb_batch *b, char *err, si
     cJSON_Delete(o);
     o = NULL;
     snprintf(url, sizeof(url), "%s/batches", bb->url);
-    rc = body ? bb_json_call(bb, "POST", url, body, NULL, &o, err, errlen) : NS_ERR_NOMEM;
+    rc = body ? backend_batch_json_call(bb, "POST", url, body, NULL, &o, err, errlen) : NS_ERR_NOMEM;
     free(body);
     if (rc)
         goto out;
@@ -374,17 +324,17 @@ out:
 }
 
 /* GET {url}{path}{id}: an upstream batch object */
-static int bb_get_batch(struct batch_backend *bb, const char *path, const char *id, cJSON **o, char *err, size_t errlen)
+int backend_batch_get_batch(struct batch_backend *bb, const char *path, const char *id, cJSON **o, char *err, size_t errlen)
 {
     char url[1200];
     snprintf(url, sizeof(url), "%s%s%s", bb->url, path, id);
-    return bb_json_call(bb, "GET", url, NULL, NULL, o, err, errlen);
+    return backend_batch_json_call(bb, "GET", url, NULL, NULL, o, err, errlen);
 }
 
 static int oa_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen)
 {
     cJSON *o = NULL;
-    int rc = bb_get_batch(bb, "/batches/", b->id, &o, err, errlen);
+    int rc = backend_batch_get_batch(bb, "/batches/", b->id, &o, err, errlen);
     if (rc)
         return rc;
     const char *st = bb_str(o, "status");
@@ -404,16 +354,11 @@ static int oa_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, ch
     return NS_OK;
 }
 
-struct oa_collect {
-    struct batch_backend *bb;
-    struct bb_batch *b;
-};
-
 static void oa_line(void *ud, cJSON *o)
 {
-    struct oa_collect *x = ud;
+    struct bb_collect *x = ud;
     const char *cid = bb_str(o, "custom_id");
-    struct bb_job *j = cid ? bb_take(x->b, cid) : NULL;
+    struct bb_job *j = cid ? backend_batch_take(x->b, cid) : NULL;
     if (!j)
         return;
     const cJSON *resp = cJSON_GetObjectItemCaseSensitive(o, "response");
@@ -421,9 +366,9 @@ static void oa_line(void *ud, cJSON *o)
     cJSON *body = cJSON_GetObjectItemCaseSensitive(resp, "body");
     long code = cJSON_IsNumber(sc) ? (long)sc->valuedouble : 0;
     if (code == 200 && cJSON_IsObject(body)) {
-        bb_succeed(x->bb, j, body);
+        backend_batch_succeed(x->bb, j, body);
     } else if (code && !upstream_retryable_code(code)) {
-        bb_reject(x->bb, j, code, body);
+        backend_batch_reject(x->bb, j, code, body);
     } else {
         char why[300];
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
@@ -431,7 +376,7 @@ static void oa_line(void *ud, cJSON *o)
             upstream_error_text(body, NULL, 0, why + snprintf(why, sizeof(why), "HTTP %ld: ", code), 200);
         else
             snprintf(why, sizeof(why), "%s", bb_str(e, "message") ? bb_str(e, "message") : bb_str(e, "code") ? bb_str(e, "code") : "no result");
-        bb_retry(x->bb, j, why);
+        backend_batch_retry(x->bb, j, why);
     }
 }
 
@@ -444,14 +389,14 @@ static int oa_fetch(struct batch_backend *bb, struct bb_batch *b, const char *fi
     long code;
     buf_init(&body, BB_MAX_RESPONSE);
     snprintf(url, sizeof(url), "%s/files/%s/content", bb->url, file_id);
-    int rc = bb_http(bb, "GET", url, NULL, NULL, &body, &code, err, errlen);
+    int rc = backend_batch_http(bb, "GET", url, NULL, NULL, &body, &code, err, errlen);
     if (rc == NS_OK && code != 200) {
         snprintf(err, errlen, "GET %s: HTTP %ld", url, code);
         rc = upstream_status_of(code);
     }
     if (rc == NS_OK) {
-        struct oa_collect x = {bb, b};
-        bb_each_line(body.p, body.len, oa_line, &x);
+        struct bb_collect x = {bb, b};
+        backend_batch_each_line(body.p, body.len, oa_line, &x);
     }
     buf_release(&body);
     return rc;
@@ -465,265 +410,7 @@ static int oa_collect(struct batch_backend *bb, struct bb_batch *b, char *err, s
     return rc;
 }
 
-/* ---- Anthropic Message Batches ------------------------------------------------------------ */
-
-static int an_text(const cJSON *content, struct buf *out)
-{
-    if (cJSON_IsString(content))
-        return buf_appends(out, content->valuestring);
-    if (!cJSON_IsArray(content))
-        return NS_ERR_INVALID;
-    const cJSON *p;
-    cJSON_ArrayForEach(p, content)
-    {
-        if (!bb_str(p, "type") || strcmp(bb_str(p, "type"), "text") || !bb_str(p, "text"))
-            return NS_ERR_UNSUPPORTED;
-        if (buf_appends(out, bb_str(p, "text")))
-            return NS_ERR_NOMEM;
-    }
-    return NS_OK;
-}
-
-/* OpenAI chat body -> Message Batches params. What has no Anthropic equivalent is refused
- * (n > 1, logprobs, response_format, tools, tool messages) or dropped as documented
- * (seed, presence/frequency penalties, user). */
-static cJSON *an_body(struct batch_backend *bb, const struct engine_request *r, bool *chat, char *err, size_t errlen)
-{
-    bool ochat;
-    cJSON *ob = oa_body(bb, r, &ochat, err, errlen);
-    cJSON *p = NULL;
-    struct buf sys, t;
-    buf_init(&sys, 16u << 20);
-    buf_init(&t, 16u << 20);
-    *chat = true;
-    if (!ob)
-        goto fail;
-    if (!ochat) {
-        snprintf(err, errlen, "model '%s' runs on anthropic-batch, which has no /v1/completions; use chat", bb->name);
-        goto fail;
-    }
-    static const char *const refused[] = {"tools", "tool_choice", "functions", "response_format", "logprobs", "top_logprobs",
-                                          "logit_bias", "audio", NULL};
-    for (int i = 0; refused[i]; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(ob, refused[i]);
-        if (v && !cJSON_IsNull(v) && !cJSON_IsFalse(v)) {
-            snprintf(err, errlen, "'%s' cannot be mapped to Anthropic's Message Batches by this version", refused[i]);
-            goto fail;
-        }
-    }
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(ob, "n");
-    if (cJSON_IsNumber(n) && n->valuedouble != 1) {
-        snprintf(err, errlen, "'n' other than 1 cannot be mapped to Anthropic's Message Batches");
-        goto fail;
-    }
-    p = cJSON_CreateObject();
-    cJSON_AddStringToObject(p, "model", bb_str(ob, "model") ? bb_str(ob, "model") : bb->name);
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(ob, "max_completion_tokens");
-    if (!cJSON_IsNumber(mt))
-        mt = cJSON_GetObjectItemCaseSensitive(ob, "max_tokens");
-    cJSON_AddNumberToObject(p, "max_tokens", cJSON_IsNumber(mt) ? mt->valuedouble : 4096);
-    cJSON *ms = cJSON_AddArrayToObject(p, "messages");
-    const cJSON *m;
-    int i = 0;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(ob, "messages"))
-    {
-        const char *role = bb_str(m, "role");
-        buf_reset(&t);
-        int rc = an_text(cJSON_GetObjectItemCaseSensitive(m, "content"), &t);
-        if (!role || rc) {
-            snprintf(err, errlen, "messages[%d]: only text content can be mapped to Anthropic's Message Batches", i);
-            goto fail;
-        }
-        if (!strcmp(role, "system") || !strcmp(role, "developer")) {
-            if ((sys.len && buf_appends(&sys, "\n\n")) || buf_append(&sys, t.p ? t.p : "", t.len))
-                goto fail;
-        } else if (!strcmp(role, "user") || !strcmp(role, "assistant")) {
-            cJSON *am = cJSON_CreateObject();
-            cJSON_AddStringToObject(am, "role", role);
-            cJSON_AddStringToObject(am, "content", t.p ? t.p : "");
-            cJSON_AddItemToArray(ms, am);
-        } else {
-            snprintf(err, errlen, "messages[%d]: role '%s' cannot be mapped to Anthropic's Message Batches", i, role);
-            goto fail;
-        }
-        i++;
-    }
-    if (sys.len)
-        cJSON_AddStringToObject(p, "system", sys.p);
-    const cJSON *v;
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(ob, "temperature")))
-        cJSON_AddNumberToObject(p, "temperature", fmin(v->valuedouble, 1.0)); /* Anthropic's range is [0, 1] */
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(ob, "top_p")))
-        cJSON_AddNumberToObject(p, "top_p", v->valuedouble);
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(ob, "top_k")))
-        cJSON_AddNumberToObject(p, "top_k", v->valuedouble);
-    v = cJSON_GetObjectItemCaseSensitive(ob, "stop");
-    if (cJSON_IsString(v))
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(p, "stop_sequences"), cJSON_CreateString(v->valuestring));
-    else if (cJSON_IsArray(v) && cJSON_GetArraySize(v))
-        cJSON_AddItemToObject(p, "stop_sequences", cJSON_Duplicate(v, 1));
-    cJSON_Delete(ob);
-    buf_release(&sys);
-    buf_release(&t);
-    return p;
-fail:
-    if (!err[0])
-        snprintf(err, errlen, "out of memory");
-    cJSON_Delete(p);
-    cJSON_Delete(ob);
-    buf_release(&sys);
-    buf_release(&t);
-    return NULL;
-}
-
-static int an_submit(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen)
-{
-    cJSON *req = cJSON_CreateObject();
-    cJSON *arr = cJSON_AddArrayToObject(req, "requests");
-    for (struct bb_job *j = b->jobs; j; j = j->next) {
-        cJSON *r = cJSON_CreateObject();
-        cJSON_AddStringToObject(r, "custom_id", j->custom_id);
-        cJSON_AddItemReferenceToObject(r, "params", j->body);
-        cJSON_AddItemToArray(arr, r);
-    }
-    char *body = cJSON_PrintUnformatted(req);
-    cJSON_Delete(req);
-    char url[1200];
-    cJSON *o = NULL;
-    snprintf(url, sizeof(url), "%s/messages/batches", bb->url);
-    int rc = body ? bb_json_call(bb, "POST", url, body, NULL, &o, err, errlen) : NS_ERR_NOMEM;
-    free(body);
-    if (rc == NS_OK && !bb_str(o, "id")) {
-        snprintf(err, errlen, "POST %s: the answer has no batch id", url);
-        rc = NS_ERR_UPSTREAM;
-    }
-    if (rc == NS_OK)
-        snprintf(b->id, sizeof(b->id), "%s", bb_str(o, "id"));
-    cJSON_Delete(o);
-    return rc;
-}
-
-static int an_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen)
-{
-    cJSON *o = NULL;
-    int rc = bb_get_batch(bb, "/messages/batches/", b->id, &o, err, errlen);
-    if (rc)
-        return rc;
-    const char *st = bb_str(o, "processing_status");
-    *ended = st && strcmp(st, "ended") == 0;
-    if (*ended) {
-        snprintf(b->results_url, sizeof(b->results_url), "%s", bb_str(o, "results_url") ? bb_str(o, "results_url") : "");
-        snprintf(b->failure, sizeof(b->failure), "the upstream message batch %s ended without this request", b->id);
-    }
-    cJSON_Delete(o);
-    return NS_OK;
-}
-
-/* an Anthropic message -> an OpenAI chat.completion body */
-static cJSON *an_to_openai(const cJSON *msg)
-{
-    struct buf t;
-    buf_init(&t, 64u << 20);
-    const cJSON *c;
-    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(msg, "content"))
-        if (bb_str(c, "type") && !strcmp(bb_str(c, "type"), "text") && bb_str(c, "text"))
-            buf_appends(&t, bb_str(c, "text"));
-    const char *sr = bb_str(msg, "stop_reason");
-    const char *finish = !sr ? "stop" : !strcmp(sr, "max_tokens") ? "length" : !strcmp(sr, "tool_use") ? "tool_calls" : "stop";
-    cJSON *o = cJSON_CreateObject();
-    char id[160];
-    snprintf(id, sizeof(id), "chatcmpl-%s", bb_str(msg, "id") ? bb_str(msg, "id") : "anthropic");
-    cJSON_AddStringToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "object", "chat.completion");
-    cJSON_AddNumberToObject(o, "created", (double)time(NULL));
-    cJSON_AddStringToObject(o, "model", bb_str(msg, "model") ? bb_str(msg, "model") : "");
-    cJSON *ch = cJSON_CreateObject();
-    cJSON_AddNumberToObject(ch, "index", 0);
-    cJSON *m = cJSON_AddObjectToObject(ch, "message");
-    cJSON_AddStringToObject(m, "role", "assistant");
-    cJSON_AddStringToObject(m, "content", t.p ? t.p : "");
-    cJSON_AddNullToObject(ch, "logprobs");
-    cJSON_AddStringToObject(ch, "finish_reason", finish);
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), ch);
-    const cJSON *u = cJSON_GetObjectItemCaseSensitive(msg, "usage");
-    const cJSON *in = cJSON_GetObjectItemCaseSensitive(u, "input_tokens");
-    const cJSON *out = cJSON_GetObjectItemCaseSensitive(u, "output_tokens");
-    const cJSON *cr = cJSON_GetObjectItemCaseSensitive(u, "cache_read_input_tokens");
-    double pi = cJSON_IsNumber(in) ? in->valuedouble : 0, po = cJSON_IsNumber(out) ? out->valuedouble : 0;
-    double pc = cJSON_IsNumber(cr) ? cr->valuedouble : 0;
-    cJSON *uu = cJSON_AddObjectToObject(o, "usage");
-    cJSON_AddNumberToObject(uu, "prompt_tokens", pi + pc);
-    cJSON_AddNumberToObject(uu, "completion_tokens", po);
-    cJSON_AddNumberToObject(uu, "total_tokens", pi + pc + po);
-    cJSON_AddNumberToObject(cJSON_AddObjectToObject(uu, "prompt_tokens_details"), "cached_tokens", pc);
-    buf_release(&t);
-    return o;
-}
-
-static void an_line(void *ud, cJSON *o)
-{
-    struct oa_collect *x = ud;
-    const char *cid = bb_str(o, "custom_id");
-    struct bb_job *j = cid ? bb_take(x->b, cid) : NULL;
-    if (!j)
-        return;
-    const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "result");
-    const char *type = bb_str(r, "type");
-    if (type && !strcmp(type, "succeeded")) {
-        cJSON *body = an_to_openai(cJSON_GetObjectItemCaseSensitive(r, "message"));
-        bb_succeed(x->bb, j, body);
-        cJSON_Delete(body);
-        return;
-    }
-    if (type && !strcmp(type, "errored")) {
-        const cJSON *e = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "error"), "error");
-        const char *et = bb_str(e, "type") ? bb_str(e, "type") : "api_error";
-        const char *em = bb_str(e, "message") ? bb_str(e, "message") : et;
-        if (!strcmp(et, "invalid_request_error") || !strcmp(et, "not_found_error") || !strcmp(et, "permission_error") ||
-            !strcmp(et, "authentication_error")) {
-            long code = !strcmp(et, "invalid_request_error") ? 400 : !strcmp(et, "not_found_error") ? 404
-                        : !strcmp(et, "permission_error")    ? 403
-                                                             : 401;
-            cJSON *body = cJSON_CreateObject();
-            cJSON *eo = cJSON_AddObjectToObject(body, "error");
-            cJSON_AddStringToObject(eo, "message", em);
-            cJSON_AddStringToObject(eo, "type", code == 400 ? "invalid_request_error" : et);
-            cJSON_AddNullToObject(eo, "param");
-            cJSON_AddNullToObject(eo, "code");
-            bb_reject(x->bb, j, code, body);
-            cJSON_Delete(body);
-            return;
-        }
-        char why[300];
-        snprintf(why, sizeof(why), "%s: %s", et, em);
-        bb_retry(x->bb, j, why);
-        return;
-    }
-    bb_retry(x->bb, j, type ? type : "no result"); /* canceled, expired */
-}
-
-static int an_collect(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen)
-{
-    if (!b->results_url[0])
-        return NS_OK;
-    struct buf body;
-    long code;
-    buf_init(&body, BB_MAX_RESPONSE);
-    int rc = bb_http(bb, "GET", b->results_url, NULL, NULL, &body, &code, err, errlen);
-    if (rc == NS_OK && code != 200) {
-        snprintf(err, errlen, "GET %s: HTTP %ld", b->results_url, code);
-        rc = upstream_status_of(code);
-    }
-    if (rc == NS_OK) {
-        struct oa_collect x = {bb, b};
-        bb_each_line(body.p, body.len, an_line, &x);
-    }
-    buf_release(&body);
-    return rc;
-}
-
-static const struct bb_provider bb_openai = {"openai-batch", oa_submit, oa_poll, oa_collect, oa_body};
-static const struct bb_provider bb_anthropic = {"anthropic-batch", an_submit, an_poll, an_collect, an_body};
+static const struct bb_provider bb_openai = {"openai-batch", oa_submit, oa_poll, oa_collect, backend_batch_openai_body};
 
 /* ---- the loop -------------------------------------------------------------------------- */
 
@@ -780,7 +467,7 @@ static int bb_init(const struct bb_provider *prov, const struct backend_conf *c,
         if (!k && !l)
             break;
         l = curl_slist_append(l, "Expect:");
-        const struct backend_ops *ops = prov == &bb_anthropic ? &backend_anthropic_batch_ops : &backend_openai_batch_ops;
+        const struct backend_ops *ops = prov == &backend_batch_anthropic ? &backend_anthropic_batch_ops : &backend_openai_batch_ops;
         if (l && ops->extra_header)
             l = curl_slist_append(l, ops->extra_header);
         if (l && c->api_key && *c->api_key) {
@@ -811,7 +498,7 @@ static int bb_init_openai(const struct backend_conf *c, void **out, char *err, s
 
 static int bb_init_anthropic(const struct backend_conf *c, void **out, char *err, size_t errlen)
 {
-    return bb_init(&bb_anthropic, c, out, err, errlen);
+    return bb_init(&backend_batch_anthropic, c, out, err, errlen);
 }
 
 static void bb_free(void *impl)
@@ -910,7 +597,7 @@ static void bb_flush(struct batch_backend *bb, double now)
             if (refused)
                 bb_fail(bb, j, rc, "the batch API behind model '%s' refused the batch: %s", bb->name, err);
             else
-                bb_retry(bb, j, err);
+                backend_batch_retry(bb, j, err);
         }
         free(b);
         return;
@@ -951,7 +638,7 @@ static void bb_poll_all(struct batch_backend *bb, double now)
         while (b->jobs) {
             struct bb_job *j = b->jobs;
             b->jobs = j->next;
-            bb_retry(bb, j, b->failure);
+            backend_batch_retry(bb, j, b->failure);
         }
         *pp = b->next;
         free(b);

@@ -3,8 +3,8 @@
  * (models/{model}:batchGenerateContent, batches/{name}), for its batch discount.
  *
  * DESIGN
- * The same pull loop as openai-batch / anthropic-batch (backend_batch.c): pulled lines wait
- * in `pending` until a flush (the source is dry and flush_lines wait; the oldest waited
+ * The same pull loop as openai-batch / anthropic-batch (batch_loop.c, this file's jobs and
+ * batches as its ops): pulled lines wait in `pending` until a flush (the source is dry and flush_lines wait; the oldest waited
  * flush_after; max_lines are waiting), then go upstream as one Gemini batch job. Each line
  * is translated by gemini_wire.c (a line that cannot be translated fails at once, its
  * error naming the field) and keyed "ns-<n>". A job whose inline request stays under
@@ -38,7 +38,8 @@
  * Results that arrive for a placeholder whose request has not been pulled again wait for it
  * for RESTORED_GRACE seconds (its batch may have been cancelled meanwhile).
  *
- * The REST calls themselves (retries, the key header) are gemini_api.c's.
+ * The REST calls themselves (the key header, the paths) are gemini_api.c's, their retries
+ * batch_http.c's.
  *
  * THREADS: run() on the scheduler's thread, blocking HTTP calls (gemini_api) on it;
  * stop(), wake(), reconfigure() from any thread (mu + cv).

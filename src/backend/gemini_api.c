@@ -1,5 +1,7 @@
 /*
- * gemini_api.c — the Gemini REST calls of gemini-batch (gemini_api.h).
+ * gemini_api.c — the Gemini REST calls of gemini-batch (gemini_api.h), each one
+ * batch_http_call() with the key's headers, the backend's retry numbers (no Retry-After:
+ * Gemini does not send one) and atomic try counters.
  */
 #include "gemini_api.h"
 #include "batch_http.h"
