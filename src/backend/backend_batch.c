@@ -17,7 +17,12 @@
  * upstream batch, up to max_attempts tries; a non-retryable error is the line's error as
  * the provider gave it.
  *
- * Provider differences live in a const table (submit / poll / collect), one row each.
+ * The loop itself (pull, the flex refusal, when to flush, sleeping, reloads, stop/wake) is
+ * batch_loop.c's, shared with gemini-batch; the HTTP calls with their retries are
+ * batch_http.c's. This file holds the jobs and upstream batches (the loop's ops).
+ *
+ * Provider differences live in a const table (submit / poll / collect), one row each
+ * (the anthropic-batch row in backend_batch_anthropic.c).
  * Providers that speak the OpenAI protocol differ only in data: an openai-batch model's
  * `provider` (batch_preset.h: Groq, kluster.ai, OpenAI's own by default) caps max_lines and
  * max_bytes, says which completion windows to choose from and which endpoints are run. An
@@ -42,6 +47,9 @@
  */
 #include "backend.h"
 #include "batch_preset.h"
+#include "batch_http.h"
+#include "batch_loop.h"
+#include "backend_batch_int.h"
 #include "../util/clock.h"
 
 #include "../util/buf.h"
@@ -60,85 +68,13 @@
 #include <string.h>
 #include <time.h>
 
-#define BB_MAX_RESPONSE (512u << 20)
-#define BB_PULL 256
-
-struct bb_job {
-    struct engine_request *req;
-    cJSON *body;                /* what goes upstream: an OpenAI body, or Anthropic params */
-    bool chat;
-    int attempts;
-    double t_admit;
-    size_t bytes;               /* its line in the input file, at most */
-    char custom_id[32];
-    char last_error[300];
-    struct bb_job *next;
-};
-
-struct bb_batch {               /* one upstream batch */
-    char id[128];
-    bool chat;
-    struct bb_job *jobs;
-    int n;
-    size_t bytes;
-    double next_poll, interval;
-    char output_file[128], error_file[128]; /* openai */
-    char results_url[1024];     /* anthropic */
-    char failure[300];          /* why the provider failed the whole batch, if it did */
-    struct bb_batch *next;
-};
-
-struct batch_backend;
-
-struct bb_provider {
-    const char *kind;
-    /* send jobs (their bodies built by admit) as one upstream batch; sets b->id */
-    int (*submit)(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen);
-    /* one poll; *ended when results can be collected */
-    int (*poll)(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen);
-    /* fetch the results; settle() each one found */
-    int (*collect)(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen);
-    /* the upstream body of a request; NULL with err set when it cannot be mapped */
-    cJSON *(*body)(struct batch_backend *bb, const struct engine_request *r, bool *chat, char *err, size_t errlen);
-};
-
-struct batch_backend {
-    const struct bb_provider *prov;
-    const struct batch_preset *preset; /* openai-batch: the provider's limits; NULL for anthropic */
-    const char *window;         /* the completion_window sent (preset's text) */
-    struct backend_conf c;      /* numbers only, max_lines and max_bytes capped by the preset */
-    char *name, *url, *upstream_model;
-    struct curl_slist *hdrs;    /* the key lives here and in hdrs_form only */
-    struct curl_slist *hdrs_form; /* the same without Content-Type (multipart uploads) */
-    CURL *easy;
-    const struct engine_source *src;
-    struct bb_job *pending, **pending_tail;
-    int n_pending;
-    size_t pending_bytes;
-    double oldest;              /* admit time of the oldest pending job */
-    double submit_after;        /* after a failed submit: not before this */
-    int submit_failures;
-    struct bb_batch *batches;
-    int n_upstream;             /* jobs in upstream batches */
-    uint64_t seq;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool stopping, woken;
-    struct backend_stats stats;
-    struct backend_conf next_c; /* a reload's numbers (mu), taken by run() */
-    bool has_next;
-};
 
 /* ---- HTTP (blocking, on the run thread) ----------------------------------------------- */
 
-static size_t bb_on_data(char *p, size_t sz, size_t n, void *ud)
-{
-    return buf_append(ud, p, sz * n) == NS_OK ? sz * n : 0;
-}
-
 /* the multipart form of a batch input file upload (purpose=batch, file=the JSONL) */
-static curl_mime *bb_upload_form(CURL *e, const struct buf *jsonl)
+static curl_mime *bb_upload_form(CURL *e, const void *ud)
 {
+    const struct buf *jsonl = ud;
     curl_mime *mime = curl_mime_init(e);
     curl_mimepart *part = mime ? curl_mime_addpart(mime) : NULL;
     if (!part)
@@ -158,101 +94,50 @@ fail:
     return NULL;
 }
 
-/* One call, retried on network errors and retryable codes with backoff. *code is the final
- * HTTP status; out holds its body. upload: a JSONL file to send as a multipart form, built
- * anew for each try (a form libcurl has sent once is not sent again after
- * curl_easy_reset: the retry would send its headers only and wait out the timeout). */
-static int bb_http(struct batch_backend *bb, const char *method, const char *url, const char *json,
+/* a try's count and the stop flag (both under mu: get_stats and stop come from any thread) */
+static bool bb_tried(void *ud, int attempt, long code)
+{
+    struct batch_backend *bb = ud;
+    pthread_mutex_lock(&bb->l.mu);
+    bb->l.stats.attempts++;
+    bb->l.stats.retries += attempt > 1;
+    bb->l.stats.rate_limited += code == 429;
+    bool stopping = bb->l.stopping;
+    pthread_mutex_unlock(&bb->l.mu);
+    return stopping;
+}
+
+/* one call (batch_http.h) with the backend's headers and retry settings; upload: a JSONL
+ * file sent as a multipart form (without our Content-Type: libcurl sets the form's) */
+static struct batch_http_req bb_req(struct batch_backend *bb, const char *method, const char *url, const char *json,
+                                    const struct buf *upload)
+{
+    return (struct batch_http_req){.method = method, .url = url, .hdrs = upload ? bb->hdrs_form : bb->hdrs,
+                                   .body = json, .body_len = json ? strlen(json) : 0,
+                                   .form = upload ? bb_upload_form : NULL, .form_ud = upload,
+                                   .tried = bb_tried, .tried_ud = bb};
+}
+
+static struct batch_http_retry bb_retry_conf(const struct batch_backend *bb)
+{
+    return (struct batch_http_retry){bb->l.c.max_attempts, bb->l.c.timeout_s, bb->l.c.retry_base_s, bb->l.c.retry_max_s, true};
+}
+
+int backend_batch_http(struct batch_backend *bb, const char *method, const char *url, const char *json,
                    const struct buf *upload, struct buf *out, long *code, char *err, size_t errlen)
 {
-    CURL *e = bb->easy;
-    char eb[CURL_ERROR_SIZE];
-    for (int attempt = 1;; attempt++) {
-        buf_reset(out);
-        curl_easy_reset(e);
-        eb[0] = '\0';
-        curl_mime *mime = NULL;
-        if (upload && !(mime = bb_upload_form(e, upload))) {
-            snprintf(err, errlen, "%s %s: out of memory", method, url);
-            return NS_ERR_NOMEM;
-        }
-        struct curl_slist *h = mime ? bb->hdrs_form : bb->hdrs;
-        curl_easy_setopt(e, CURLOPT_URL, url);
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-        if (json) {
-            curl_easy_setopt(e, CURLOPT_POSTFIELDS, json);
-            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(json));
-        } else if (mime) {
-            curl_easy_setopt(e, CURLOPT_MIMEPOST, mime);
-        }
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, bb_on_data);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, eb);
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(bb->c.timeout_s * 1000));
-        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-        CURLcode cc = curl_easy_perform(e);
-        *code = 0;
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, code);
-        curl_off_t retry_after = 0; /* Retry-After in seconds (or its HTTP date), 0 when none */
-        if (cc == CURLE_OK && (*code == 429 || *code == 503))
-            curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &retry_after);
-        curl_easy_setopt(e, CURLOPT_MIMEPOST, NULL);
-        curl_mime_free(mime);
-        pthread_mutex_lock(&bb->mu);
-        bb->stats.attempts++;
-        bb->stats.retries += attempt > 1;
-        bb->stats.rate_limited += *code == 429;
-        bool stopping = bb->stopping;
-        pthread_mutex_unlock(&bb->mu);
-        bool retry = cc != CURLE_OK ? cc != CURLE_URL_MALFORMAT && cc != CURLE_UNSUPPORTED_PROTOCOL
-                                    : upstream_retryable_code(*code);
-        if (!retry) {
-            if (cc == CURLE_OK)
-                return NS_OK;
-            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
-            return NS_ERR_UPSTREAM;
-        }
-        if (cc != CURLE_OK)
-            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
-        else
-            snprintf(err, errlen, "%s %s: HTTP %ld: %.200s", method, url, *code, out->p ? out->p : "");
-        if (attempt >= bb->c.max_attempts || stopping)
-            return NS_ERR_UPSTREAM;
-        double wait = fmin(bb->c.retry_max_s, bb->c.retry_base_s * pow(2, attempt - 1)) * upstream_rand01();
-        if (retry_after > 0) /* the provider said when (Groq: retry-after on every 429); at most 10 minutes */
-            wait = fmin((double)retry_after, 600);
-        struct timespec ts = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
-        nanosleep(&ts, NULL);
-    }
+    struct batch_http_req q = bb_req(bb, method, url, json, upload);
+    struct batch_http_retry r = bb_retry_conf(bb);
+    return batch_http_call(bb->easy, &r, &q, out, code, err, errlen);
 }
 
 /* GET/POST url and parse a JSON object answer; 0 ok */
-static int bb_json_call(struct batch_backend *bb, const char *method, const char *url, const char *json,
+int backend_batch_json_call(struct batch_backend *bb, const char *method, const char *url, const char *json,
                         const struct buf *upload, cJSON **out, char *err, size_t errlen)
 {
-    struct buf b;
-    long code;
-    buf_init(&b, BB_MAX_RESPONSE);
-    *out = NULL;
-    int rc = bb_http(bb, method, url, json, upload, &b, &code, err, errlen);
-    if (rc == NS_OK && code != 200) {
-        char m[300];
-        cJSON *o = cJSON_ParseWithLength(b.p ? b.p : "", b.len);
-        upstream_error_text(o, b.p, b.len, m, sizeof(m));
-        cJSON_Delete(o);
-        snprintf(err, errlen, "%s %s: HTTP %ld: %s", method, url, code, m);
-        rc = upstream_status_of(code);
-    } else if (rc == NS_OK && !cJSON_IsObject(*out = cJSON_ParseWithLength(b.p ? b.p : "", b.len))) {
-        cJSON_Delete(*out);
-        *out = NULL;
-        snprintf(err, errlen, "%s %s: the answer is not a JSON object", method, url);
-        rc = NS_ERR_UPSTREAM;
-    }
-    buf_release(&b);
-    return rc;
+    struct batch_http_req q = bb_req(bb, method, url, json, upload);
+    struct batch_http_retry r = bb_retry_conf(bb);
+    return batch_http_json(bb->easy, &r, &q, BB_MAX_RESPONSE, false, out, err, errlen);
 }
 
 static const char *bb_str(const cJSON *o, const char *k)
@@ -265,19 +150,7 @@ static const char *bb_str(const cJSON *o, const char *k)
 
 static void bb_done(struct batch_backend *bb, struct bb_job *j, struct engine_result *res)
 {
-    res->t_admit = j->t_admit;
-    res->t_end = clock_now();
-    res->t_first = res->t_end;
-    res->attempts = j->attempts;
-    res->stop_index = -1;
-    if (!res->text)
-        res->text = "";
-    if (res->status != NS_OK) {
-        pthread_mutex_lock(&bb->mu);
-        bb->stats.failed++;
-        pthread_mutex_unlock(&bb->mu);
-    }
-    bb->src->done(bb->src->ud, j->req, res);
+    batch_loop_done(&bb->l, j->req, res, j->t_admit, j->attempts);
     cJSON_Delete(j->body);
     free(j);
 }
@@ -299,31 +172,26 @@ static void bb_fail(struct batch_backend *bb, struct bb_job *j, int status, cons
 static void bb_pend(struct batch_backend *bb, struct bb_job *j)
 {
     j->next = NULL;
-    if (!bb->pending)
-        bb->oldest = clock_now();
+    bool was_empty = !bb->pending;
     *bb->pending_tail = j;
     bb->pending_tail = &j->next;
-    bb->n_pending++;
-    bb->pending_bytes += j->bytes;
+    batch_loop_pended(&bb->l, was_empty, j->bytes);
 }
 
 /* not finished upstream: again in the next upstream batch, or failed when its tries are spent */
-static void bb_retry(struct batch_backend *bb, struct bb_job *j, const char *why)
+void backend_batch_retry(struct batch_backend *bb, struct bb_job *j, const char *why)
 {
     snprintf(j->last_error, sizeof(j->last_error), "%.290s", why);
-    if (j->attempts >= bb->c.max_attempts) {
+    if (!batch_loop_may_retry(&bb->l, j->attempts)) {
         bb_fail(bb, j, NS_ERR_UPSTREAM, "the batch API behind model '%s' did not finish this request in %d tries; last: %s",
                 bb->name, j->attempts, why);
         return;
     }
-    pthread_mutex_lock(&bb->mu);
-    bb->stats.retries++;
-    pthread_mutex_unlock(&bb->mu);
     bb_pend(bb, j);
 }
 
 /* a success: body is an OpenAI chat.completion / text_completion the job's client gets */
-static void bb_succeed(struct batch_backend *bb, struct bb_job *j, cJSON *body)
+void backend_batch_succeed(struct batch_backend *bb, struct bb_job *j, cJSON *body)
 {
     struct engine_result res;
     memset(&res, 0, sizeof(res));
@@ -335,16 +203,16 @@ static void bb_succeed(struct batch_backend *bb, struct bb_job *j, cJSON *body)
     res.raw_len = raw ? strlen(raw) : 0;
     if (!raw)
         res.http_status = 0;
-    if (bb->src->token && res.text_len) {
+    if (bb->l.src->token && res.text_len) {
         struct engine_delta d = {.text = res.text, .len = res.text_len, .cached_tokens = -1};
-        bb->src->token(bb->src->ud, j->req, &d);
+        bb->l.src->token(bb->l.src->ud, j->req, &d);
     }
     bb_done(bb, j, &res);
     free(raw);
 }
 
 /* a final error as the provider gave it (code and an OpenAI-shaped error body) */
-static void bb_reject(struct batch_backend *bb, struct bb_job *j, long code, cJSON *body)
+void backend_batch_reject(struct batch_backend *bb, struct bb_job *j, long code, cJSON *body)
 {
     struct engine_result res;
     memset(&res, 0, sizeof(res));
@@ -359,7 +227,7 @@ static void bb_reject(struct batch_backend *bb, struct bb_job *j, long code, cJS
 }
 
 /* find and unlink the job of a custom_id */
-static struct bb_job *bb_take(struct bb_batch *b, const char *custom_id)
+struct bb_job *backend_batch_take(struct bb_batch *b, const char *custom_id)
 {
     for (struct bb_job **pp = &b->jobs; *pp; pp = &(*pp)->next)
         if (strcmp((*pp)->custom_id, custom_id) == 0) {
@@ -372,7 +240,7 @@ static struct bb_job *bb_take(struct bb_batch *b, const char *custom_id)
 }
 
 /* parse JSONL text, calling fn for each object line */
-static void bb_each_line(const char *p, size_t len, void (*fn)(void *ud, cJSON *o), void *ud)
+void backend_batch_each_line(const char *p, size_t len, void (*fn)(void *ud, cJSON *o), void *ud)
 {
     const char *end = p + len;
     while (p && p < end) {
@@ -388,7 +256,7 @@ static void bb_each_line(const char *p, size_t len, void (*fn)(void *ud, cJSON *
 
 /* ---- OpenAI Batch API --------------------------------------------------------------------- */
 
-static cJSON *oa_body(struct batch_backend *bb, const struct engine_request *r, bool *chat, char *err, size_t errlen)
+cJSON *backend_batch_openai_body(struct batch_backend *bb, const struct engine_request *r, bool *chat, char *err, size_t errlen)
 {
     cJSON *o = r->body ? upstream_body_forward(r->body, bb->upstream_model, chat)
                        : upstream_body_build(r, bb->upstream_model ? bb->upstream_model : bb->name, chat);
@@ -421,7 +289,7 @@ static int oa_submit(struct batch_backend *bb, struct bb_batch *b, char *err, si
     }
     char url[1200];
     snprintf(url, sizeof(url), "%s/files", bb->url);
-    if ((rc = bb_json_call(bb, "POST", url, NULL, &jl, &o, err, errlen)))
+    if ((rc = backend_batch_json_call(bb, "POST", url, NULL, &jl, &o, err, errlen)))
         goto out;
     const char *file_id = bb_str(o, "id");
     if (!file_id) {
@@ -439,7 +307,7 @@ static int oa_submit(struct batch_backend *bb, struct bb_batch *b, char *err, si
     cJSON_Delete(o);
     o = NULL;
     snprintf(url, sizeof(url), "%s/batches", bb->url);
-    rc = body ? bb_json_call(bb, "POST", url, body, NULL, &o, err, errlen) : NS_ERR_NOMEM;
+    rc = body ? backend_batch_json_call(bb, "POST", url, body, NULL, &o, err, errlen) : NS_ERR_NOMEM;
     free(body);
     if (rc)
         goto out;
@@ -456,17 +324,17 @@ out:
 }
 
 /* GET {url}{path}{id}: an upstream batch object */
-static int bb_get_batch(struct batch_backend *bb, const char *path, const char *id, cJSON **o, char *err, size_t errlen)
+int backend_batch_get_batch(struct batch_backend *bb, const char *path, const char *id, cJSON **o, char *err, size_t errlen)
 {
     char url[1200];
     snprintf(url, sizeof(url), "%s%s%s", bb->url, path, id);
-    return bb_json_call(bb, "GET", url, NULL, NULL, o, err, errlen);
+    return backend_batch_json_call(bb, "GET", url, NULL, NULL, o, err, errlen);
 }
 
 static int oa_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen)
 {
     cJSON *o = NULL;
-    int rc = bb_get_batch(bb, "/batches/", b->id, &o, err, errlen);
+    int rc = backend_batch_get_batch(bb, "/batches/", b->id, &o, err, errlen);
     if (rc)
         return rc;
     const char *st = bb_str(o, "status");
@@ -486,16 +354,11 @@ static int oa_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, ch
     return NS_OK;
 }
 
-struct oa_collect {
-    struct batch_backend *bb;
-    struct bb_batch *b;
-};
-
 static void oa_line(void *ud, cJSON *o)
 {
-    struct oa_collect *x = ud;
+    struct bb_collect *x = ud;
     const char *cid = bb_str(o, "custom_id");
-    struct bb_job *j = cid ? bb_take(x->b, cid) : NULL;
+    struct bb_job *j = cid ? backend_batch_take(x->b, cid) : NULL;
     if (!j)
         return;
     const cJSON *resp = cJSON_GetObjectItemCaseSensitive(o, "response");
@@ -503,9 +366,9 @@ static void oa_line(void *ud, cJSON *o)
     cJSON *body = cJSON_GetObjectItemCaseSensitive(resp, "body");
     long code = cJSON_IsNumber(sc) ? (long)sc->valuedouble : 0;
     if (code == 200 && cJSON_IsObject(body)) {
-        bb_succeed(x->bb, j, body);
+        backend_batch_succeed(x->bb, j, body);
     } else if (code && !upstream_retryable_code(code)) {
-        bb_reject(x->bb, j, code, body);
+        backend_batch_reject(x->bb, j, code, body);
     } else {
         char why[300];
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
@@ -513,7 +376,7 @@ static void oa_line(void *ud, cJSON *o)
             upstream_error_text(body, NULL, 0, why + snprintf(why, sizeof(why), "HTTP %ld: ", code), 200);
         else
             snprintf(why, sizeof(why), "%s", bb_str(e, "message") ? bb_str(e, "message") : bb_str(e, "code") ? bb_str(e, "code") : "no result");
-        bb_retry(x->bb, j, why);
+        backend_batch_retry(x->bb, j, why);
     }
 }
 
@@ -526,14 +389,14 @@ static int oa_fetch(struct batch_backend *bb, struct bb_batch *b, const char *fi
     long code;
     buf_init(&body, BB_MAX_RESPONSE);
     snprintf(url, sizeof(url), "%s/files/%s/content", bb->url, file_id);
-    int rc = bb_http(bb, "GET", url, NULL, NULL, &body, &code, err, errlen);
+    int rc = backend_batch_http(bb, "GET", url, NULL, NULL, &body, &code, err, errlen);
     if (rc == NS_OK && code != 200) {
         snprintf(err, errlen, "GET %s: HTTP %ld", url, code);
         rc = upstream_status_of(code);
     }
     if (rc == NS_OK) {
-        struct oa_collect x = {bb, b};
-        bb_each_line(body.p, body.len, oa_line, &x);
+        struct bb_collect x = {bb, b};
+        backend_batch_each_line(body.p, body.len, oa_line, &x);
     }
     buf_release(&body);
     return rc;
@@ -547,280 +410,23 @@ static int oa_collect(struct batch_backend *bb, struct bb_batch *b, char *err, s
     return rc;
 }
 
-/* ---- Anthropic Message Batches ------------------------------------------------------------ */
-
-static int an_text(const cJSON *content, struct buf *out)
-{
-    if (cJSON_IsString(content))
-        return buf_appends(out, content->valuestring);
-    if (!cJSON_IsArray(content))
-        return NS_ERR_INVALID;
-    const cJSON *p;
-    cJSON_ArrayForEach(p, content)
-    {
-        if (!bb_str(p, "type") || strcmp(bb_str(p, "type"), "text") || !bb_str(p, "text"))
-            return NS_ERR_UNSUPPORTED;
-        if (buf_appends(out, bb_str(p, "text")))
-            return NS_ERR_NOMEM;
-    }
-    return NS_OK;
-}
-
-/* OpenAI chat body -> Message Batches params. What has no Anthropic equivalent is refused
- * (n > 1, logprobs, response_format, tools, tool messages) or dropped as documented
- * (seed, presence/frequency penalties, user). */
-static cJSON *an_body(struct batch_backend *bb, const struct engine_request *r, bool *chat, char *err, size_t errlen)
-{
-    bool ochat;
-    cJSON *ob = oa_body(bb, r, &ochat, err, errlen);
-    cJSON *p = NULL;
-    struct buf sys, t;
-    buf_init(&sys, 16u << 20);
-    buf_init(&t, 16u << 20);
-    *chat = true;
-    if (!ob)
-        goto fail;
-    if (!ochat) {
-        snprintf(err, errlen, "model '%s' runs on anthropic-batch, which has no /v1/completions; use chat", bb->name);
-        goto fail;
-    }
-    static const char *const refused[] = {"tools", "tool_choice", "functions", "response_format", "logprobs", "top_logprobs",
-                                          "logit_bias", "audio", NULL};
-    for (int i = 0; refused[i]; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(ob, refused[i]);
-        if (v && !cJSON_IsNull(v) && !cJSON_IsFalse(v)) {
-            snprintf(err, errlen, "'%s' cannot be mapped to Anthropic's Message Batches by this version", refused[i]);
-            goto fail;
-        }
-    }
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(ob, "n");
-    if (cJSON_IsNumber(n) && n->valuedouble != 1) {
-        snprintf(err, errlen, "'n' other than 1 cannot be mapped to Anthropic's Message Batches");
-        goto fail;
-    }
-    p = cJSON_CreateObject();
-    cJSON_AddStringToObject(p, "model", bb_str(ob, "model") ? bb_str(ob, "model") : bb->name);
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(ob, "max_completion_tokens");
-    if (!cJSON_IsNumber(mt))
-        mt = cJSON_GetObjectItemCaseSensitive(ob, "max_tokens");
-    cJSON_AddNumberToObject(p, "max_tokens", cJSON_IsNumber(mt) ? mt->valuedouble : 4096);
-    cJSON *ms = cJSON_AddArrayToObject(p, "messages");
-    const cJSON *m;
-    int i = 0;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(ob, "messages"))
-    {
-        const char *role = bb_str(m, "role");
-        buf_reset(&t);
-        int rc = an_text(cJSON_GetObjectItemCaseSensitive(m, "content"), &t);
-        if (!role || rc) {
-            snprintf(err, errlen, "messages[%d]: only text content can be mapped to Anthropic's Message Batches", i);
-            goto fail;
-        }
-        if (!strcmp(role, "system") || !strcmp(role, "developer")) {
-            if ((sys.len && buf_appends(&sys, "\n\n")) || buf_append(&sys, t.p ? t.p : "", t.len))
-                goto fail;
-        } else if (!strcmp(role, "user") || !strcmp(role, "assistant")) {
-            cJSON *am = cJSON_CreateObject();
-            cJSON_AddStringToObject(am, "role", role);
-            cJSON_AddStringToObject(am, "content", t.p ? t.p : "");
-            cJSON_AddItemToArray(ms, am);
-        } else {
-            snprintf(err, errlen, "messages[%d]: role '%s' cannot be mapped to Anthropic's Message Batches", i, role);
-            goto fail;
-        }
-        i++;
-    }
-    if (sys.len)
-        cJSON_AddStringToObject(p, "system", sys.p);
-    const cJSON *v;
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(ob, "temperature")))
-        cJSON_AddNumberToObject(p, "temperature", fmin(v->valuedouble, 1.0)); /* Anthropic's range is [0, 1] */
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(ob, "top_p")))
-        cJSON_AddNumberToObject(p, "top_p", v->valuedouble);
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(ob, "top_k")))
-        cJSON_AddNumberToObject(p, "top_k", v->valuedouble);
-    v = cJSON_GetObjectItemCaseSensitive(ob, "stop");
-    if (cJSON_IsString(v))
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(p, "stop_sequences"), cJSON_CreateString(v->valuestring));
-    else if (cJSON_IsArray(v) && cJSON_GetArraySize(v))
-        cJSON_AddItemToObject(p, "stop_sequences", cJSON_Duplicate(v, 1));
-    cJSON_Delete(ob);
-    buf_release(&sys);
-    buf_release(&t);
-    return p;
-fail:
-    if (!err[0])
-        snprintf(err, errlen, "out of memory");
-    cJSON_Delete(p);
-    cJSON_Delete(ob);
-    buf_release(&sys);
-    buf_release(&t);
-    return NULL;
-}
-
-static int an_submit(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen)
-{
-    cJSON *req = cJSON_CreateObject();
-    cJSON *arr = cJSON_AddArrayToObject(req, "requests");
-    for (struct bb_job *j = b->jobs; j; j = j->next) {
-        cJSON *r = cJSON_CreateObject();
-        cJSON_AddStringToObject(r, "custom_id", j->custom_id);
-        cJSON_AddItemReferenceToObject(r, "params", j->body);
-        cJSON_AddItemToArray(arr, r);
-    }
-    char *body = cJSON_PrintUnformatted(req);
-    cJSON_Delete(req);
-    char url[1200];
-    cJSON *o = NULL;
-    snprintf(url, sizeof(url), "%s/messages/batches", bb->url);
-    int rc = body ? bb_json_call(bb, "POST", url, body, NULL, &o, err, errlen) : NS_ERR_NOMEM;
-    free(body);
-    if (rc == NS_OK && !bb_str(o, "id")) {
-        snprintf(err, errlen, "POST %s: the answer has no batch id", url);
-        rc = NS_ERR_UPSTREAM;
-    }
-    if (rc == NS_OK)
-        snprintf(b->id, sizeof(b->id), "%s", bb_str(o, "id"));
-    cJSON_Delete(o);
-    return rc;
-}
-
-static int an_poll(struct batch_backend *bb, struct bb_batch *b, bool *ended, char *err, size_t errlen)
-{
-    cJSON *o = NULL;
-    int rc = bb_get_batch(bb, "/messages/batches/", b->id, &o, err, errlen);
-    if (rc)
-        return rc;
-    const char *st = bb_str(o, "processing_status");
-    *ended = st && strcmp(st, "ended") == 0;
-    if (*ended) {
-        snprintf(b->results_url, sizeof(b->results_url), "%s", bb_str(o, "results_url") ? bb_str(o, "results_url") : "");
-        snprintf(b->failure, sizeof(b->failure), "the upstream message batch %s ended without this request", b->id);
-    }
-    cJSON_Delete(o);
-    return NS_OK;
-}
-
-/* an Anthropic message -> an OpenAI chat.completion body */
-static cJSON *an_to_openai(const cJSON *msg)
-{
-    struct buf t;
-    buf_init(&t, 64u << 20);
-    const cJSON *c;
-    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(msg, "content"))
-        if (bb_str(c, "type") && !strcmp(bb_str(c, "type"), "text") && bb_str(c, "text"))
-            buf_appends(&t, bb_str(c, "text"));
-    const char *sr = bb_str(msg, "stop_reason");
-    const char *finish = !sr ? "stop" : !strcmp(sr, "max_tokens") ? "length" : !strcmp(sr, "tool_use") ? "tool_calls" : "stop";
-    cJSON *o = cJSON_CreateObject();
-    char id[160];
-    snprintf(id, sizeof(id), "chatcmpl-%s", bb_str(msg, "id") ? bb_str(msg, "id") : "anthropic");
-    cJSON_AddStringToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "object", "chat.completion");
-    cJSON_AddNumberToObject(o, "created", (double)time(NULL));
-    cJSON_AddStringToObject(o, "model", bb_str(msg, "model") ? bb_str(msg, "model") : "");
-    cJSON *ch = cJSON_CreateObject();
-    cJSON_AddNumberToObject(ch, "index", 0);
-    cJSON *m = cJSON_AddObjectToObject(ch, "message");
-    cJSON_AddStringToObject(m, "role", "assistant");
-    cJSON_AddStringToObject(m, "content", t.p ? t.p : "");
-    cJSON_AddNullToObject(ch, "logprobs");
-    cJSON_AddStringToObject(ch, "finish_reason", finish);
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), ch);
-    const cJSON *u = cJSON_GetObjectItemCaseSensitive(msg, "usage");
-    const cJSON *in = cJSON_GetObjectItemCaseSensitive(u, "input_tokens");
-    const cJSON *out = cJSON_GetObjectItemCaseSensitive(u, "output_tokens");
-    const cJSON *cr = cJSON_GetObjectItemCaseSensitive(u, "cache_read_input_tokens");
-    double pi = cJSON_IsNumber(in) ? in->valuedouble : 0, po = cJSON_IsNumber(out) ? out->valuedouble : 0;
-    double pc = cJSON_IsNumber(cr) ? cr->valuedouble : 0;
-    cJSON *uu = cJSON_AddObjectToObject(o, "usage");
-    cJSON_AddNumberToObject(uu, "prompt_tokens", pi + pc);
-    cJSON_AddNumberToObject(uu, "completion_tokens", po);
-    cJSON_AddNumberToObject(uu, "total_tokens", pi + pc + po);
-    cJSON_AddNumberToObject(cJSON_AddObjectToObject(uu, "prompt_tokens_details"), "cached_tokens", pc);
-    buf_release(&t);
-    return o;
-}
-
-static void an_line(void *ud, cJSON *o)
-{
-    struct oa_collect *x = ud;
-    const char *cid = bb_str(o, "custom_id");
-    struct bb_job *j = cid ? bb_take(x->b, cid) : NULL;
-    if (!j)
-        return;
-    const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "result");
-    const char *type = bb_str(r, "type");
-    if (type && !strcmp(type, "succeeded")) {
-        cJSON *body = an_to_openai(cJSON_GetObjectItemCaseSensitive(r, "message"));
-        bb_succeed(x->bb, j, body);
-        cJSON_Delete(body);
-        return;
-    }
-    if (type && !strcmp(type, "errored")) {
-        const cJSON *e = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "error"), "error");
-        const char *et = bb_str(e, "type") ? bb_str(e, "type") : "api_error";
-        const char *em = bb_str(e, "message") ? bb_str(e, "message") : et;
-        if (!strcmp(et, "invalid_request_error") || !strcmp(et, "not_found_error") || !strcmp(et, "permission_error") ||
-            !strcmp(et, "authentication_error")) {
-            long code = !strcmp(et, "invalid_request_error") ? 400 : !strcmp(et, "not_found_error") ? 404
-                        : !strcmp(et, "permission_error")    ? 403
-                                                             : 401;
-            cJSON *body = cJSON_CreateObject();
-            cJSON *eo = cJSON_AddObjectToObject(body, "error");
-            cJSON_AddStringToObject(eo, "message", em);
-            cJSON_AddStringToObject(eo, "type", code == 400 ? "invalid_request_error" : et);
-            cJSON_AddNullToObject(eo, "param");
-            cJSON_AddNullToObject(eo, "code");
-            bb_reject(x->bb, j, code, body);
-            cJSON_Delete(body);
-            return;
-        }
-        char why[300];
-        snprintf(why, sizeof(why), "%s: %s", et, em);
-        bb_retry(x->bb, j, why);
-        return;
-    }
-    bb_retry(x->bb, j, type ? type : "no result"); /* canceled, expired */
-}
-
-static int an_collect(struct batch_backend *bb, struct bb_batch *b, char *err, size_t errlen)
-{
-    if (!b->results_url[0])
-        return NS_OK;
-    struct buf body;
-    long code;
-    buf_init(&body, BB_MAX_RESPONSE);
-    int rc = bb_http(bb, "GET", b->results_url, NULL, NULL, &body, &code, err, errlen);
-    if (rc == NS_OK && code != 200) {
-        snprintf(err, errlen, "GET %s: HTTP %ld", b->results_url, code);
-        rc = upstream_status_of(code);
-    }
-    if (rc == NS_OK) {
-        struct oa_collect x = {bb, b};
-        bb_each_line(body.p, body.len, an_line, &x);
-    }
-    buf_release(&body);
-    return rc;
-}
-
-static const struct bb_provider bb_openai = {"openai-batch", oa_submit, oa_poll, oa_collect, oa_body};
-static const struct bb_provider bb_anthropic = {"anthropic-batch", an_submit, an_poll, an_collect, an_body};
+static const struct bb_provider bb_openai = {"openai-batch", oa_submit, oa_poll, oa_collect, backend_batch_openai_body};
 
 /* ---- the loop -------------------------------------------------------------------------- */
 
 static void bb_free(void *impl);
+static const struct batch_loop_ops bb_loop_ops;
 
 /* the provider's limits cap the configured ones (the config refuses larger; a reload too) */
 static void bb_cap(struct batch_backend *bb)
 {
-    if (bb->preset && bb->c.max_lines > bb->preset->max_lines)
-        bb->c.max_lines = bb->preset->max_lines;
-    if (bb->preset && bb->c.max_bytes > bb->preset->max_bytes)
-        bb->c.max_bytes = bb->preset->max_bytes;
-    if (bb->c.max_bytes <= 0)
-        bb->c.max_bytes = INT64_MAX;
-    bb->window = bb->preset ? batch_preset_window(bb->preset, bb->c.completion_window_s)->text : "24h";
+    if (bb->preset && bb->l.c.max_lines > bb->preset->max_lines)
+        bb->l.c.max_lines = bb->preset->max_lines;
+    if (bb->preset && bb->l.c.max_bytes > bb->preset->max_bytes)
+        bb->l.c.max_bytes = bb->preset->max_bytes;
+    if (bb->l.c.max_bytes <= 0)
+        bb->l.c.max_bytes = INT64_MAX;
+    bb->window = bb->preset ? batch_preset_window(bb->preset, bb->l.c.completion_window_s)->text : "24h";
 }
 
 static int bb_init(const struct bb_provider *prov, const struct backend_conf *c, void **out, char *err, size_t errlen)
@@ -845,14 +451,13 @@ static int bb_init(const struct bb_provider *prov, const struct backend_conf *c,
         goto nomem;
     bb->prov = prov;
     bb->preset = preset;
-    bb->c = *c;
-    bb->c.provider = NULL;
-    bb_cap(bb);
-    bb->c.name = bb->c.kind = bb->c.url = bb->c.api_key = bb->c.upstream_model = NULL;
-    pthread_mutex_init(&bb->mu, NULL);
-    pthread_cond_init(&bb->cv, NULL);
-    bb->pending_tail = &bb->pending;
     bb->name = strdup(c->name ? c->name : "default");
+    char via[96];
+    snprintf(via, sizeof(via), "a provider's batch API (%s)", prov->kind);
+    batch_loop_init(&bb->l, &bb_loop_ops, bb, bb->name, via, c);
+    bb->l.cap_bytes = true;
+    bb_cap(bb);
+    bb->pending_tail = &bb->pending;
     bb->url = upstream_url_join(c->url, "");
     bb->upstream_model = c->upstream_model ? strdup(c->upstream_model) : NULL;
     bb->easy = curl_easy_init();
@@ -862,7 +467,7 @@ static int bb_init(const struct bb_provider *prov, const struct backend_conf *c,
         if (!k && !l)
             break;
         l = curl_slist_append(l, "Expect:");
-        const struct backend_ops *ops = prov == &bb_anthropic ? &backend_anthropic_batch_ops : &backend_openai_batch_ops;
+        const struct backend_ops *ops = prov == &backend_batch_anthropic ? &backend_anthropic_batch_ops : &backend_openai_batch_ops;
         if (l && ops->extra_header)
             l = curl_slist_append(l, ops->extra_header);
         if (l && c->api_key && *c->api_key) {
@@ -875,7 +480,7 @@ static int bb_init(const struct bb_provider *prov, const struct backend_conf *c,
     }
     bb->hdrs = h;
     bb->hdrs_form = f;
-    bb->stats.limit = bb->c.max_lines;
+    bb->l.stats.limit = bb->l.c.max_lines;
     if (!bb->name || !bb->url || !bb->easy || !h || !f || (c->upstream_model && !bb->upstream_model))
         goto nomem;
     *out = bb;
@@ -893,7 +498,7 @@ static int bb_init_openai(const struct backend_conf *c, void **out, char *err, s
 
 static int bb_init_anthropic(const struct backend_conf *c, void **out, char *err, size_t errlen)
 {
-    return bb_init(&bb_anthropic, c, out, err, errlen);
+    return bb_init(&backend_batch_anthropic, c, out, err, errlen);
 }
 
 static void bb_free(void *impl)
@@ -905,8 +510,7 @@ static void bb_free(void *impl)
     curl_slist_free_all(bb->hdrs_form);
     if (bb->easy)
         curl_easy_cleanup(bb->easy);
-    pthread_mutex_destroy(&bb->mu);
-    pthread_cond_destroy(&bb->cv);
+    batch_loop_free(&bb->l);
     free(bb->name);
     free(bb->url);
     free(bb->upstream_model);
@@ -917,12 +521,7 @@ static void bb_admit(struct batch_backend *bb, struct engine_request *r, double 
 {
     struct bb_job *j = calloc(1, sizeof(*j));
     if (!j) {
-        struct engine_result res;
-        memset(&res, 0, sizeof(res));
-        res.status = NS_ERR_NOMEM;
-        res.text = "";
-        snprintf(res.message, sizeof(res.message), "out of memory");
-        bb->src->done(bb->src->ud, r, &res);
+        batch_loop_reject(&bb->l, r, NS_ERR_NOMEM, NULL, "out of memory");
         return;
     }
     j->req = r;
@@ -947,9 +546,9 @@ static void bb_admit(struct batch_backend *bb, struct engine_request *r, double 
         bb_fail(bb, j, NS_ERR_NOMEM, "out of memory");
         return;
     }
-    if ((int64_t)j->bytes > bb->c.max_bytes) {
+    if ((int64_t)j->bytes > bb->l.c.max_bytes) {
         bb_fail(bb, j, NS_ERR_TOO_LARGE, "this request is %zu bytes as a batch line, over the %lld-byte input file "
-                "limit of the batch API behind model '%s'", j->bytes, (long long)bb->c.max_bytes, bb->name);
+                "limit of the batch API behind model '%s'", j->bytes, (long long)bb->l.c.max_bytes, bb->name);
         return;
     }
     bb_pend(bb, j);
@@ -964,13 +563,13 @@ static void bb_flush(struct batch_backend *bb, double now)
         return;
     b->chat = bb->pending->chat;
     struct bb_job **pp = &bb->pending, **tail = &b->jobs;
-    while (*pp && b->n < bb->c.max_lines) {
+    while (*pp && b->n < bb->l.c.max_lines) {
         struct bb_job *j = *pp;
         if (j->chat != b->chat) {
             pp = &j->next;
             continue;
         }
-        if (b->n && (int64_t)(b->bytes + j->bytes) > bb->c.max_bytes)
+        if (b->n && (int64_t)(b->bytes + j->bytes) > bb->l.c.max_bytes)
             break; /* full: the rest go in the next upstream batch */
         *pp = j->next;
         j->next = NULL;
@@ -980,33 +579,32 @@ static void bb_flush(struct batch_backend *bb, double now)
         tail = &j->next;
         b->n++;
         b->bytes += j->bytes;
-        bb->n_pending--;
-        bb->pending_bytes -= j->bytes;
+        bb->l.n_pending--;
+        bb->l.pending_bytes -= j->bytes;
     }
     bb->pending_tail = &bb->pending;
     while (*bb->pending_tail)
         bb->pending_tail = &(*bb->pending_tail)->next;
-    bb->oldest = now;
+    bb->l.oldest = now;
     char err[600];
     int rc = bb->prov->submit(bb, b, err, sizeof(err));
     if (rc) {
         log_event(LOG_WARN, bb->name, NULL, "model '%s': cannot submit an upstream batch of %d requests: %s", bb->name, b->n, err);
-        bb->submit_failures++;
-        bb->submit_after = now + fmin(bb->c.retry_max_s, bb->c.retry_base_s * pow(2, bb->submit_failures));
+        bool refused = batch_loop_submit_failed(&bb->l, rc, now);
         while (b->jobs) {
             struct bb_job *j = b->jobs;
             b->jobs = j->next;
-            if (rc == NS_ERR_INVALID || rc == NS_ERR_AUTH || rc == NS_ERR_NOT_FOUND || rc == NS_ERR_TOO_LARGE)
+            if (refused)
                 bb_fail(bb, j, rc, "the batch API behind model '%s' refused the batch: %s", bb->name, err);
             else
-                bb_retry(bb, j, err);
+                backend_batch_retry(bb, j, err);
         }
         free(b);
         return;
     }
-    bb->submit_failures = 0;
+    bb->l.submit_failures = 0;
     log_event(LOG_INFO, bb->name, NULL, "model '%s': %d requests sent upstream as batch %s", bb->name, b->n, b->id);
-    b->interval = bb->c.poll_interval_s;
+    b->interval = bb->l.c.poll_interval_s;
     b->next_poll = now + b->interval;
     b->next = bb->batches;
     bb->batches = b;
@@ -1031,7 +629,7 @@ static void bb_poll_all(struct batch_backend *bb, double now)
             ended = false;
         }
         if (!ended) {
-            b->interval = fmin(b->interval * 1.5, bb->c.poll_max_s);
+            b->interval = fmin(b->interval * 1.5, bb->l.c.poll_max_s);
             b->next_poll = clock_now() + b->interval;
             pp = &b->next;
             continue;
@@ -1040,7 +638,7 @@ static void bb_poll_all(struct batch_backend *bb, double now)
         while (b->jobs) {
             struct bb_job *j = b->jobs;
             b->jobs = j->next;
-            bb_retry(bb, j, b->failure);
+            backend_batch_retry(bb, j, b->failure);
         }
         *pp = b->next;
         free(b);
@@ -1059,8 +657,8 @@ static void bb_cancel_all(struct batch_backend *bb)
         bb_fail(bb, j, NS_ERR_CANCELLED, "the server is shutting down");
     }
     bb->pending_tail = &bb->pending;
-    bb->n_pending = 0;
-    bb->pending_bytes = 0;
+    bb->l.n_pending = 0;
+    bb->l.pending_bytes = 0;
     while (bb->batches) {
         struct bb_batch *b = bb->batches;
         bb->batches = b->next;
@@ -1074,126 +672,34 @@ static void bb_cancel_all(struct batch_backend *bb)
     bb->n_upstream = 0;
 }
 
-static int bb_run(void *impl, const struct engine_source *src)
+static void bb_loop_admit(void *impl, struct engine_request *r, double now) { bb_admit(impl, r, now); }
+static void bb_loop_flush(void *impl, double now) { bb_flush(impl, now); }
+static void bb_loop_poll_all(void *impl, double now) { bb_poll_all(impl, now); }
+static void bb_loop_cancel_all(void *impl) { bb_cancel_all(impl); }
+static void bb_loop_reconf(void *impl) { bb_cap(impl); }
+
+static int bb_loop_upstream(void *impl, bool *live, double *until)
 {
     struct batch_backend *bb = impl;
-    struct engine_request *got[BB_PULL];
-    bb->src = src;
-    bool exhausted = false;
-    for (;;) {
-        pthread_mutex_lock(&bb->mu);
-        bool stopping = bb->stopping;
-        bb->woken = false;
-        if (bb->has_next) {
-            bb->c = bb->next_c;
-            bb_cap(bb);
-            bb->stats.limit = bb->c.max_lines;
-            bb->has_next = false;
-        }
-        pthread_mutex_unlock(&bb->mu);
-        if (stopping)
-            break;
-        double now = clock_now();
-        /* real-time requests cannot wait for a batch API, unless they said they may
-         * ("service_tier": "flex"): those wait with the batch lines */
-        int n;
-        while (src->pull_priority && (n = src->pull_priority(src->ud, got, BB_PULL)) > 0)
-            for (int i = 0; i < n; i++) {
-                const cJSON *tier = got[i]->body ? cJSON_GetObjectItemCaseSensitive(got[i]->body, "service_tier") : NULL;
-                if (cJSON_IsString(tier) && strcmp(tier->valuestring, "flex") == 0) {
-                    bb_admit(bb, got[i], now);
-                    continue;
-                }
-                struct engine_result res;
-                memset(&res, 0, sizeof(res));
-                res.status = NS_ERR_UNSUPPORTED;
-                res.text = "";
-                res.param = "model";
-                snprintf(res.message, sizeof(res.message),
-                         "model '%s' is served through a provider's batch API (%s): send it in a batch (/v1/batches), "
-                         "as a deferred request (/v1/deferred/chat/completions), or with \"service_tier\": \"flex\" "
-                         "to wait for it here",
-                         bb->name, bb->prov->kind);
-                src->done(src->ud, got[i], &res);
-            }
-        /* batch lines: as many as the upstream batches may hold */
-        bool dry = false;
-        while (!exhausted && bb->n_pending < bb->c.max_lines && (int64_t)bb->pending_bytes < bb->c.max_bytes) {
-            int room = bb->c.max_lines - bb->n_pending;
-            n = src->pull(src->ud, got, room < BB_PULL ? room : BB_PULL);
-            if (n < 0)
-                exhausted = true;
-            if (n <= 0) {
-                dry = true;
-                break;
-            }
-            for (int i = 0; i < n; i++)
-                bb_admit(bb, got[i], now);
-        }
-        while (bb->pending && now >= bb->submit_after &&
-               (bb->n_pending >= bb->c.max_lines || (int64_t)bb->pending_bytes >= bb->c.max_bytes ||
-                (dry && bb->n_pending >= bb->c.flush_lines) ||
-                now - bb->oldest >= bb->c.flush_after_s || exhausted))
-            bb_flush(bb, now);
-        bb_poll_all(bb, clock_now());
-        pthread_mutex_lock(&bb->mu);
-        bb->stats.inflight = bb->n_upstream;
-        pthread_mutex_unlock(&bb->mu);
-        if (exhausted && !bb->pending && !bb->batches)
-            break;
-        /* sleep until the next poll or flush is due, or wake() */
-        double until = now + 1.0;
-        for (struct bb_batch *b = bb->batches; b; b = b->next)
-            until = fmin(until, b->next_poll);
-        if (bb->pending)
-            until = fmin(until, fmax(bb->oldest + bb->c.flush_after_s, bb->submit_after));
-        double wait = until - clock_now();
-        if (wait > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + wait;
-            ts.tv_sec = (time_t)t;
-            ts.tv_nsec = (long)((t - floor(t)) * 1e9);
-            pthread_mutex_lock(&bb->mu);
-            if (!bb->woken && !bb->stopping)
-                pthread_cond_timedwait(&bb->cv, &bb->mu, &ts);
-            pthread_mutex_unlock(&bb->mu);
-        }
-    }
-    bb_cancel_all(bb);
-    return NS_OK;
+    for (struct bb_batch *b = bb->batches; b; b = b->next)
+        *until = fmin(*until, b->next_poll);
+    *live = bb->batches != NULL;
+    return bb->n_upstream;
 }
 
-static void bb_stop(void *impl)
-{
-    struct batch_backend *bb = impl;
-    pthread_mutex_lock(&bb->mu);
-    bb->stopping = true;
-    pthread_cond_broadcast(&bb->cv);
-    pthread_mutex_unlock(&bb->mu);
-}
+static const struct batch_loop_ops bb_loop_ops = {
+    .admit = bb_loop_admit,
+    .flush = bb_loop_flush,
+    .poll_all = bb_loop_poll_all,
+    .upstream = bb_loop_upstream,
+    .reconf = bb_loop_reconf,
+    .cancel_all = bb_loop_cancel_all,
+};
 
-static void bb_wake(void *impl)
-{
-    struct batch_backend *bb = impl;
-    pthread_mutex_lock(&bb->mu);
-    bb->woken = true;
-    pthread_cond_broadcast(&bb->cv);
-    pthread_mutex_unlock(&bb->mu);
-}
-
-static void bb_reconfigure(void *impl, const struct backend_conf *c)
-{
-    struct batch_backend *bb = impl;
-    pthread_mutex_lock(&bb->mu);
-    bb->next_c = *c;
-    bb->next_c.name = bb->next_c.kind = bb->next_c.url = bb->next_c.api_key = bb->next_c.upstream_model = NULL;
-    bb->next_c.provider = NULL;
-    bb->has_next = true;
-    bb->woken = true;
-    pthread_cond_broadcast(&bb->cv);
-    pthread_mutex_unlock(&bb->mu);
-}
+static int bb_run(void *impl, const struct engine_source *src) { return batch_loop_run(&((struct batch_backend *)impl)->l, src); }
+static void bb_stop(void *impl) { batch_loop_stop(&((struct batch_backend *)impl)->l); }
+static void bb_wake(void *impl) { batch_loop_wake(&((struct batch_backend *)impl)->l); }
+static void bb_reconfigure(void *impl, const struct backend_conf *c) { batch_loop_reconfigure(&((struct batch_backend *)impl)->l, c); }
 
 static void bb_get_info(void *impl, struct backend_info *out)
 {
@@ -1206,13 +712,7 @@ static void bb_get_info(void *impl, struct backend_info *out)
         snprintf(out->desc, sizeof(out->desc), "%s", bb->url);
 }
 
-static void bb_get_stats(void *impl, struct backend_stats *out)
-{
-    struct batch_backend *bb = impl;
-    pthread_mutex_lock(&bb->mu);
-    *out = bb->stats;
-    pthread_mutex_unlock(&bb->mu);
-}
+static void bb_get_stats(void *impl, struct backend_stats *out) { batch_loop_get_stats(&((struct batch_backend *)impl)->l, out); }
 
 const struct backend_ops backend_openai_batch_ops = {
     .kind = "openai-batch",

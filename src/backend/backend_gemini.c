@@ -3,8 +3,8 @@
  * (models/{model}:batchGenerateContent, batches/{name}), for its batch discount.
  *
  * DESIGN
- * The same pull loop as openai-batch / anthropic-batch (backend_batch.c): pulled lines wait
- * in `pending` until a flush (the source is dry and flush_lines wait; the oldest waited
+ * The same pull loop as openai-batch / anthropic-batch (batch_loop.c, this file's jobs and
+ * batches as its ops): pulled lines wait in `pending` until a flush (the source is dry and flush_lines wait; the oldest waited
  * flush_after; max_lines are waiting), then go upstream as one Gemini batch job. Each line
  * is translated by gemini_wire.c (a line that cannot be translated fails at once, its
  * error naming the field) and keyed "ns-<n>". A job whose inline request stays under
@@ -38,7 +38,8 @@
  * Results that arrive for a placeholder whose request has not been pulled again wait for it
  * for RESTORED_GRACE seconds (its batch may have been cancelled meanwhile).
  *
- * The REST calls themselves (retries, the key header) are gemini_api.c's.
+ * The REST calls themselves (the key header, the paths) are gemini_api.c's, their retries
+ * batch_http.c's.
  *
  * THREADS: run() on the scheduler's thread, blocking HTTP calls (gemini_api) on it;
  * stop(), wake(), reconfigure() from any thread (mu + cv).
@@ -68,7 +69,6 @@
 
 
 #define GB_MAX_RESPONSE (1024u << 20)
-#define GB_PULL 256
 #define GB_INLINE_MAX (10u << 20) /* Gemini's inline limit is 20 MB for the whole request */
 #define GB_RESTORED_GRACE 600.0
 
@@ -101,19 +101,7 @@ static void gb_batch_free(struct gb_batch *b)
 
 static void gb_done(struct gemini_backend *gb, struct gb_job *j, struct engine_result *res)
 {
-    res->t_admit = j->t_admit;
-    res->t_end = clock_now();
-    res->t_first = res->t_end;
-    res->attempts = j->attempts;
-    res->stop_index = -1;
-    if (!res->text)
-        res->text = "";
-    if (res->status != NS_OK) {
-        pthread_mutex_lock(&gb->mu);
-        gb->stats.failed++;
-        pthread_mutex_unlock(&gb->mu);
-    }
-    gb->src->done(gb->src->ud, j->req, res);
+    batch_loop_done(&gb->l, j->req, res, j->t_admit, j->attempts);
     gb_job_free(j);
 }
 
@@ -135,24 +123,20 @@ static void gb_fail(struct gemini_backend *gb, struct gb_job *j, int status, con
 static void gb_pend(struct gemini_backend *gb, struct gb_job *j)
 {
     j->next = NULL;
-    if (!gb->pending)
-        gb->oldest = clock_now();
+    bool was_empty = !gb->pending;
     *gb->pending_tail = j;
     gb->pending_tail = &j->next;
-    gb->n_pending++;
+    batch_loop_pended(&gb->l, was_empty, 0);
 }
 
 static void gb_retry(struct gemini_backend *gb, struct gb_job *j, const char *why)
 {
-    if (j->attempts >= gb->c.max_attempts) {
+    if (!batch_loop_may_retry(&gb->l, j->attempts)) {
         gb_fail(gb, j, NS_ERR_UPSTREAM, NULL,
                 "the Gemini batch API behind model '%s' did not finish this request in %d tries; last: %s", gb->name,
                 j->attempts, why);
         return;
     }
-    pthread_mutex_lock(&gb->mu);
-    gb->stats.retries++;
-    pthread_mutex_unlock(&gb->mu);
     gb_pend(gb, j);
 }
 
@@ -192,9 +176,9 @@ static void gb_succeed(struct gemini_backend *gb, struct gb_job *j, const cJSON 
     res.raw_len = raw ? strlen(raw) : 0;
     if (!raw)
         res.http_status = 0;
-    if (gb->src->token && res.text_len) {
+    if (gb->l.src->token && res.text_len) {
         struct engine_delta d = {.text = res.text, .len = res.text_len, .cached_tokens = -1, .tool_index = -1};
-        gb->src->token(gb->src->ud, j->req, &d);
+        gb->l.src->token(gb->l.src->ud, j->req, &d);
     }
     gb_done(gb, j, &res);
     free(raw);
@@ -418,6 +402,7 @@ static int gb_poll(struct gemini_backend *gb, struct gb_batch *b, bool *ended, c
 /* ---- the loop ----------------------------------------------------------------------------- */
 
 static void gb_free(void *impl);
+static const struct batch_loop_ops gb_loop_ops;
 
 static int gb_init(const struct backend_conf *c, void **out, char *err, size_t errlen)
 {
@@ -439,12 +424,9 @@ static int gb_init(const struct backend_conf *c, void **out, char *err, size_t e
     struct gemini_backend *gb = calloc(1, sizeof(*gb));
     if (!gb)
         goto nomem;
-    gb->c = *c;
-    gb->c.name = gb->c.kind = gb->c.url = gb->c.api_key = gb->c.upstream_model = gb->c.state_dir = NULL;
-    pthread_mutex_init(&gb->mu, NULL);
-    pthread_cond_init(&gb->cv, NULL);
-    gb->pending_tail = &gb->pending;
     gb->name = strdup(c->name ? c->name : "default");
+    batch_loop_init(&gb->l, &gb_loop_ops, gb, gb->name, "Gemini's batch API (gemini-batch)", c);
+    gb->pending_tail = &gb->pending;
     const char *um = c->upstream_model ? c->upstream_model : gb->name;
     if (!strncmp(um, "models/", 7))
         um += 7;
@@ -465,7 +447,7 @@ static int gb_init(const struct backend_conf *c, void **out, char *err, size_t e
     struct gemini_api_limits lim = {c->max_attempts, c->timeout_s, c->retry_base_s, c->retry_max_s};
     if (gemini_api_init(url, key, &lim, &gb->api))
         goto nomem;
-    gb->stats.limit = gb->c.max_lines;
+    gb->l.stats.limit = gb->l.c.max_lines;
     if (!gb->name || !gb->upstream_model ||
         (c->state_dir && !gb->state_path))
         goto nomem;
@@ -490,8 +472,7 @@ static void gb_free(void *impl)
         gb_batch_free(b);
     }
     gemini_api_free(gb->api);
-    pthread_mutex_destroy(&gb->mu);
-    pthread_cond_destroy(&gb->cv);
+    batch_loop_free(&gb->l);
     free(gb->name);
     free(gb->upstream_model);
     free(gb->state_path);
@@ -503,12 +484,7 @@ static void gb_admit(struct gemini_backend *gb, struct engine_request *r, double
 {
     struct gb_job *j = calloc(1, sizeof(*j));
     if (!j) {
-        struct engine_result res;
-        memset(&res, 0, sizeof(res));
-        res.status = NS_ERR_NOMEM;
-        res.text = "";
-        snprintf(res.message, sizeof(res.message), "out of memory");
-        gb->src->done(gb->src->ud, r, &res);
+        batch_loop_reject(&gb->l, r, NS_ERR_NOMEM, NULL, "out of memory");
         return;
     }
     j->req = r;
@@ -563,7 +539,7 @@ static void gb_flush(struct gemini_backend *gb, double now)
     snprintf(b->display, sizeof(b->display), "nightshift-%.40s-%ld-%ld-%llu", gb->name, (long)getpid(),
              (long)time(NULL), (unsigned long long)gb->seq + 1);
     struct gb_job **tail = &b->jobs;
-    while (gb->pending && b->n < gb->c.max_lines) {
+    while (gb->pending && b->n < gb->l.c.max_lines) {
         struct gb_job *j = gb->pending;
         gb->pending = j->next;
         j->next = NULL;
@@ -572,12 +548,12 @@ static void gb_flush(struct gemini_backend *gb, double now)
         *tail = j;
         tail = &j->next;
         b->n++;
-        gb->n_pending--;
+        gb->l.n_pending--;
     }
     gb->pending_tail = &gb->pending;
     while (*gb->pending_tail)
         gb->pending_tail = &(*gb->pending_tail)->next;
-    gb->oldest = now;
+    gb->l.oldest = now;
     if (!(b->keys = calloc((size_t)(b->n ? b->n : 1), sizeof(*b->keys)))) {
         while (b->jobs) { /* back where they were, for the next flush */
             struct gb_job *j = b->jobs;
@@ -601,12 +577,11 @@ static void gb_flush(struct gemini_backend *gb, double now)
         backend_gemini_state_save(gb);
         log_event(LOG_WARN, gb->name, NULL, "model '%s': cannot create a Gemini batch of %d requests: %s", gb->name,
                   b->n, err);
-        gb->submit_failures++;
-        gb->submit_after = now + fmin(gb->c.retry_max_s, gb->c.retry_base_s * pow(2, gb->submit_failures));
+        bool refused = batch_loop_submit_failed(&gb->l, rc, now);
         while (b->jobs) {
             struct gb_job *j = b->jobs;
             b->jobs = j->next;
-            if (rc == NS_ERR_INVALID || rc == NS_ERR_AUTH || rc == NS_ERR_NOT_FOUND || rc == NS_ERR_TOO_LARGE)
+            if (refused)
                 gb_fail(gb, j, rc, NULL, "the Gemini batch API behind model '%s' refused the batch: %s", gb->name, err);
             else
                 gb_retry(gb, j, err);
@@ -614,8 +589,8 @@ static void gb_flush(struct gemini_backend *gb, double now)
         gb_batch_free(b);
         return;
     }
-    gb->submit_failures = 0;
-    b->interval = gb->c.poll_interval_s;
+    gb->l.submit_failures = 0;
+    b->interval = gb->l.c.poll_interval_s;
     b->next_poll = now + b->interval;
     b->next = gb->batches;
     gb->batches = b;
@@ -664,7 +639,7 @@ static void gb_poll_all(struct gemini_backend *gb, double now)
             b->ended_at = now - GB_RESTORED_GRACE;
         }
         if (found < 0) { /* the list failed: look again later */
-            b->interval = fmin(fmax(b->interval, gb->c.poll_interval_s) * 1.5, gb->c.poll_max_s);
+            b->interval = fmin(fmax(b->interval, gb->l.c.poll_interval_s) * 1.5, gb->l.c.poll_max_s);
             b->next_poll = now + b->interval;
             pp = &b->next;
             continue;
@@ -700,7 +675,7 @@ static void gb_poll_all(struct gemini_backend *gb, double now)
             log_event(LOG_WARN, gb->name, NULL, "model '%s': polling Gemini batch %s: %s (will poll again)", gb->name,
                       b->name, err);
         if (!ended) {
-            b->interval = fmin(fmax(b->interval, gb->c.poll_interval_s) * 1.5, gb->c.poll_max_s);
+            b->interval = fmin(fmax(b->interval, gb->l.c.poll_interval_s) * 1.5, gb->l.c.poll_max_s);
             b->next_poll = clock_now() + b->interval;
             pp = &b->next;
             continue;
@@ -732,7 +707,7 @@ static void gb_cancel_all(struct gemini_backend *gb)
         gb_fail(gb, j, NS_ERR_CANCELLED, NULL, "the server is shutting down");
     }
     gb->pending_tail = &gb->pending;
-    gb->n_pending = 0;
+    gb->l.n_pending = 0;
     /* jobs stay upstream and in the state file, and their requests stay claimed in the
      * store: the next start polls the same jobs for them */
     for (struct gb_batch *b = gb->batches; b; b = b->next)
@@ -745,135 +720,57 @@ static void gb_cancel_all(struct gemini_backend *gb)
             res.text = "";
             res.stop_index = -1;
             snprintf(res.message, sizeof(res.message), "the server is shutting down");
-            gb->src->done(gb->src->ud, j->req, &res);
+            gb->l.src->done(gb->l.src->ud, j->req, &res);
             j->req = NULL;
         }
 }
 
-static int gb_run(void *impl, const struct engine_source *src)
+static void gb_loop_admit(void *impl, struct engine_request *r, double now) { gb_admit(impl, r, now); }
+static void gb_loop_flush(void *impl, double now) { gb_flush(impl, now); }
+static void gb_loop_poll_all(void *impl, double now) { gb_poll_all(impl, now); }
+static void gb_loop_cancel_all(void *impl) { gb_cancel_all(impl); }
+
+static void gb_loop_reconf(void *impl)
 {
     struct gemini_backend *gb = impl;
-    struct engine_request *got[GB_PULL];
-    gb->src = src;
-    bool exhausted = false;
-    for (;;) {
-        pthread_mutex_lock(&gb->mu);
-        bool stopping = gb->stopping;
-        gb->woken = false;
-        if (gb->has_next) {
-            gb->c = gb->next_c;
-            gb->stats.limit = gb->c.max_lines;
-            gb->has_next = false;
-            struct gemini_api_limits lim = {gb->c.max_attempts, gb->c.timeout_s, gb->c.retry_base_s, gb->c.retry_max_s};
-            gemini_api_set_limits(gb->api, &lim);
-        }
-        pthread_mutex_unlock(&gb->mu);
-        if (stopping)
-            break;
-        double now = clock_now();
-        int n;
-        while (src->pull_priority && (n = src->pull_priority(src->ud, got, GB_PULL)) > 0)
-            for (int i = 0; i < n; i++) {
-                const cJSON *tier = got[i]->body ? cJSON_GetObjectItemCaseSensitive(got[i]->body, "service_tier") : NULL;
-                if (cJSON_IsString(tier) && strcmp(tier->valuestring, "flex") == 0) {
-                    gb_admit(gb, got[i], now);
-                    continue;
-                }
-                struct engine_result res;
-                memset(&res, 0, sizeof(res));
-                res.status = NS_ERR_UNSUPPORTED;
-                res.text = "";
-                res.param = "model";
-                snprintf(res.message, sizeof(res.message),
-                         "model '%s' is served through Gemini's batch API (gemini-batch): send it in a batch "
-                         "(/v1/batches), as a deferred request (/v1/deferred/chat/completions), or with "
-                         "\"service_tier\": \"flex\" to wait for it here",
-                         gb->name);
-                src->done(src->ud, got[i], &res);
-            }
-        bool dry = false;
-        while (!exhausted && gb->n_pending < gb->c.max_lines) {
-            int room = gb->c.max_lines - gb->n_pending;
-            n = src->pull(src->ud, got, room < GB_PULL ? room : GB_PULL);
-            if (n < 0)
-                exhausted = true;
-            if (n <= 0) {
-                dry = true;
-                break;
-            }
-            for (int i = 0; i < n; i++)
-                gb_admit(gb, got[i], now);
-        }
-        while (gb->pending && now >= gb->submit_after &&
-               (gb->n_pending >= gb->c.max_lines || (dry && gb->n_pending >= gb->c.flush_lines) ||
-                now - gb->oldest >= gb->c.flush_after_s || exhausted))
-            gb_flush(gb, now);
-        gb_poll_all(gb, clock_now());
-        int up = 0;
-        bool live = false;
-        for (struct gb_batch *b = gb->batches; b; b = b->next) {
-            up += b->n;
-            for (struct gb_job *j = b->jobs; j && !live; j = j->next)
-                live = j->req != NULL;
-        }
-        pthread_mutex_lock(&gb->mu);
-        gb->stats.inflight = up;
-        pthread_mutex_unlock(&gb->mu);
-        if (exhausted && !gb->pending && !live)
-            break;
-        double until = now + 1.0;
-        for (struct gb_batch *b = gb->batches; b; b = b->next)
-            if (!b->ended)
-                until = fmin(until, b->next_poll);
-        if (gb->pending)
-            until = fmin(until, fmax(gb->oldest + gb->c.flush_after_s, gb->submit_after));
-        double wait = until - clock_now();
-        if (wait > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + wait;
-            ts.tv_sec = (time_t)t;
-            ts.tv_nsec = (long)((t - floor(t)) * 1e9);
-            pthread_mutex_lock(&gb->mu);
-            if (!gb->woken && !gb->stopping)
-                pthread_cond_timedwait(&gb->cv, &gb->mu, &ts);
-            pthread_mutex_unlock(&gb->mu);
-        }
-    }
-    gb_cancel_all(gb);
-    return NS_OK;
+    struct gemini_api_limits lim = {gb->l.c.max_attempts, gb->l.c.timeout_s, gb->l.c.retry_base_s, gb->l.c.retry_max_s};
+    gemini_api_set_limits(gb->api, &lim);
 }
+
+/* restored placeholders are upstream too, but only a line with its request keeps the run
+ * going; an ended job is not polled again */
+static int gb_loop_upstream(void *impl, bool *live, double *until)
+{
+    struct gemini_backend *gb = impl;
+    int up = 0;
+    for (struct gb_batch *b = gb->batches; b; b = b->next) {
+        up += b->n;
+        for (struct gb_job *j = b->jobs; j && !*live; j = j->next)
+            *live = j->req != NULL;
+        if (!b->ended)
+            *until = fmin(*until, b->next_poll);
+    }
+    return up;
+}
+
+static const struct batch_loop_ops gb_loop_ops = {
+    .admit = gb_loop_admit,
+    .flush = gb_loop_flush,
+    .poll_all = gb_loop_poll_all,
+    .upstream = gb_loop_upstream,
+    .reconf = gb_loop_reconf,
+    .cancel_all = gb_loop_cancel_all,
+};
+
+static int gb_run(void *impl, const struct engine_source *src) { return batch_loop_run(&((struct gemini_backend *)impl)->l, src); }
+static void gb_wake(void *impl) { batch_loop_wake(&((struct gemini_backend *)impl)->l); }
+static void gb_reconfigure(void *impl, const struct backend_conf *c) { batch_loop_reconfigure(&((struct gemini_backend *)impl)->l, c); }
 
 static void gb_stop(void *impl)
 {
     struct gemini_backend *gb = impl;
-    pthread_mutex_lock(&gb->mu);
-    gb->stopping = true;
-    gemini_api_stop(gb->api);
-    pthread_cond_broadcast(&gb->cv);
-    pthread_mutex_unlock(&gb->mu);
-}
-
-static void gb_wake(void *impl)
-{
-    struct gemini_backend *gb = impl;
-    pthread_mutex_lock(&gb->mu);
-    gb->woken = true;
-    pthread_cond_broadcast(&gb->cv);
-    pthread_mutex_unlock(&gb->mu);
-}
-
-static void gb_reconfigure(void *impl, const struct backend_conf *c)
-{
-    struct gemini_backend *gb = impl;
-    pthread_mutex_lock(&gb->mu);
-    gb->next_c = *c;
-    gb->next_c.name = gb->next_c.kind = gb->next_c.url = gb->next_c.api_key = gb->next_c.upstream_model = NULL;
-    gb->next_c.state_dir = NULL;
-    gb->has_next = true;
-    gb->woken = true;
-    pthread_cond_broadcast(&gb->cv);
-    pthread_mutex_unlock(&gb->mu);
+    batch_loop_stop(&gb->l);
+    gemini_api_stop(gb->api); /* a call in progress returns after its current try */
 }
 
 static void gb_get_info(void *impl, struct backend_info *out)
@@ -889,9 +786,7 @@ static void gb_get_stats(void *impl, struct backend_stats *out)
     struct gemini_backend *gb = impl;
     struct gemini_api_stats as;
     gemini_api_get_stats(gb->api, &as);
-    pthread_mutex_lock(&gb->mu);
-    *out = gb->stats; /* lines' retries and failures; the calls' below */
-    pthread_mutex_unlock(&gb->mu);
+    batch_loop_get_stats(&gb->l, out); /* lines' retries and failures; the calls' below */
     out->attempts += as.attempts;
     out->retries += as.retries;
     out->rate_limited += as.rate_limited;

@@ -3,13 +3,14 @@
  * state file and the restored lines' index) share: the backend's structures. Not for other
  * modules: backend.h's ops table is the interface.
  *
- * THREADS: everything here belongs to the backend's run thread, except what mu guards
- * (stopping, woken, next_c, stats).
+ * THREADS: everything here belongs to the backend's run thread, except what the loop's mu
+ * guards (batch_loop.h).
  */
 #ifndef NS_BACKEND_GEMINI_INT_H
 #define NS_BACKEND_GEMINI_INT_H
 
 #include "backend.h"
+#include "batch_loop.h"
 #include "gemini_api.h"
 
 #include <cjson/cJSON.h>
@@ -47,22 +48,13 @@ struct gb_batch {                /* one Gemini batch job */
 };
 
 struct gemini_backend {
-    struct backend_conf c;       /* numbers only */
+    struct batch_loop l;         /* the frame: numbers, pending counters, mu, stats */
     char *name, *upstream_model, *state_path;
     struct gemini_api *api;
     size_t inline_max;
-    const struct engine_source *src;
     struct gb_job *pending, **pending_tail;
-    int n_pending;
-    double oldest, submit_after;
-    int submit_failures;
     struct gb_batch *batches;
     uint64_t seq;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool stopping, woken, has_next;
-    struct backend_conf next_c;
-    struct backend_stats stats;
     /* restored placeholders not yet taken, by request hash (gb_index_build): a restart may
      * restore tens of thousands, and every pulled line looks there */
     struct gb_job **hidx;

@@ -1,21 +1,22 @@
 /*
- * gemini_api.c — the Gemini REST calls of gemini-batch (gemini_api.h).
+ * gemini_api.c — the Gemini REST calls of gemini-batch (gemini_api.h), each one
+ * batch_http_call() with the key's headers, the backend's retry numbers (no Retry-After:
+ * Gemini does not send one) and atomic try counters.
  */
 #include "gemini_api.h"
+#include "batch_http.h"
 #include "upstream.h"
 
 #include "../util/status.h"
 
 #include <curl/curl.h>
 
-#include <math.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #define GA_MAX_RESPONSE (1024u << 20)
 
@@ -92,16 +93,13 @@ struct ga_hdr {
     char upload_url[2048];
 };
 
-static size_t ga_on_data(char *p, size_t sz, size_t n, void *ud)
-{
-    return buf_append(ud, p, sz * n) == NS_OK ? sz * n : 0;
-}
-
 static size_t ga_on_header(char *p, size_t sz, size_t n, void *ud)
 {
     struct ga_hdr *h = ud;
     size_t len = sz * n;
     static const char name[] = "x-goog-upload-url:";
+    if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) /* a new response (a retry's): its own headers */
+        h->upload_url[0] = '\0';
     if (len > sizeof(name) - 1 && strncasecmp(p, name, sizeof(name) - 1) == 0) {
         const char *v = p + sizeof(name) - 1;
         size_t vl = len - (sizeof(name) - 1);
@@ -114,94 +112,40 @@ static size_t ga_on_header(char *p, size_t sz, size_t n, void *ud)
     return len;
 }
 
-/* One call, retried on network errors and retryable codes with backoff. extra: headers
- * added to the key's (the upload protocol's), or NULL. *code is the final status. */
-static int ga_http(struct gemini_api *a, const char *method, const char *url, const char *const *extra,
-                   const char *body, size_t body_len, struct buf *out, long *code, struct ga_hdr *hdr, char *err,
-                   size_t errlen)
+/* a try's count (the stats are read from any thread) and the stop flag */
+static bool ga_tried(void *ud, int attempt, long code)
 {
-    CURL *e = a->easy;
-    char eb[CURL_ERROR_SIZE];
-    for (int attempt = 1;; attempt++) {
-        buf_reset(out);
-        curl_easy_reset(e);
-        eb[0] = '\0';
-        struct curl_slist *h = NULL;
-        for (struct curl_slist *k = a->hdrs; k; k = k->next)
-            h = curl_slist_append(h, k->data);
-        for (int i = 0; extra && extra[i]; i++)
-            h = curl_slist_append(h, extra[i]);
-        curl_easy_setopt(e, CURLOPT_URL, url);
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-        if (body) {
-            curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-        }
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, ga_on_data);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
-        if (hdr) {
-            hdr->upload_url[0] = '\0';
-            curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, ga_on_header);
-            curl_easy_setopt(e, CURLOPT_HEADERDATA, hdr);
-        }
-        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, eb);
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(a->l.timeout_s * 1000));
-        curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-        CURLcode cc = curl_easy_perform(e);
-        curl_slist_free_all(h);
-        *code = 0;
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, code);
-        atomic_fetch_add(&a->attempts, 1);
-        atomic_fetch_add(&a->retries, attempt > 1);
-        atomic_fetch_add(&a->rate_limited, *code == 429);
-        bool stopping = atomic_load(&a->stopping);
-        bool retry = cc != CURLE_OK ? cc != CURLE_URL_MALFORMAT && cc != CURLE_UNSUPPORTED_PROTOCOL
-                                    : upstream_retryable_code(*code);
-        if (!retry) {
-            if (cc == CURLE_OK)
-                return NS_OK;
-            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
-            return NS_ERR_UPSTREAM;
-        }
-        if (cc != CURLE_OK)
-            snprintf(err, errlen, "%s %s: %s", method, url, eb[0] ? eb : curl_easy_strerror(cc));
-        else
-            snprintf(err, errlen, "%s %s: HTTP %ld: %.200s", method, url, *code, out->p ? out->p : "");
-        if (attempt >= a->l.max_attempts || stopping)
-            return NS_ERR_UPSTREAM;
-        double wait = fmin(a->l.retry_max_s, a->l.retry_base_s * pow(2, attempt - 1)) * upstream_rand01();
-        struct timespec ts = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
-        nanosleep(&ts, NULL);
-    }
+    struct gemini_api *a = ud;
+    atomic_fetch_add(&a->attempts, 1);
+    atomic_fetch_add(&a->retries, attempt > 1);
+    atomic_fetch_add(&a->rate_limited, code == 429);
+    return atomic_load(&a->stopping);
+}
+
+/* one call (batch_http.h); extra: headers added to the key's (the upload protocol's), or
+ * NULL; hdr: where an upload's X-Goog-Upload-URL goes, or NULL */
+static struct batch_http_req ga_req(struct gemini_api *a, const char *method, const char *url,
+                                    const char *const *extra, const char *body, size_t body_len, struct ga_hdr *hdr)
+{
+    if (hdr)
+        hdr->upload_url[0] = '\0';
+    return (struct batch_http_req){.method = method, .url = url, .hdrs = a->hdrs, .extra = extra, .body = body,
+                                   .body_len = body_len, .on_header = hdr ? ga_on_header : NULL, .header_ud = hdr,
+                                   .tried = ga_tried, .tried_ud = a};
+}
+
+static struct batch_http_retry ga_retry(const struct gemini_api *a)
+{
+    return (struct batch_http_retry){a->l.max_attempts, a->l.timeout_s, a->l.retry_base_s, a->l.retry_max_s, false};
 }
 
 /* a call whose 200 answer is a JSON object (*out); else an error naming the call */
 static int ga_json(struct gemini_api *a, const char *method, const char *url, const char *const *extra,
                    const char *body, size_t body_len, struct ga_hdr *hdr, cJSON **out, char *err, size_t errlen)
 {
-    struct buf b;
-    long code;
-    buf_init(&b, GA_MAX_RESPONSE);
-    *out = NULL;
-    int rc = ga_http(a, method, url, extra, body, body_len, &b, &code, hdr, err, errlen);
-    if (rc == NS_OK && code != 200) {
-        char m[300];
-        cJSON *o = cJSON_ParseWithLength(b.p ? b.p : "", b.len);
-        upstream_error_text(o, b.p, b.len, m, sizeof(m));
-        cJSON_Delete(o);
-        snprintf(err, errlen, "%s %s: HTTP %ld: %s", method, url, code, m);
-        rc = upstream_status_of(code);
-    } else if (rc == NS_OK && !cJSON_IsObject(*out = cJSON_ParseWithLength(b.p ? b.p : "{}", b.p ? b.len : 2))) {
-        cJSON_Delete(*out);
-        *out = NULL;
-        snprintf(err, errlen, "%s %s: the answer is not a JSON object", method, url);
-        rc = NS_ERR_UPSTREAM;
-    }
-    buf_release(&b);
-    return rc;
+    struct batch_http_req q = ga_req(a, method, url, extra, body, body_len, hdr);
+    struct batch_http_retry r = ga_retry(a);
+    return batch_http_json(a->easy, &r, &q, GA_MAX_RESPONSE, true, out, err, errlen);
 }
 
 int gemini_api_upload(struct gemini_api *a, const char *display, const char *data, size_t len, char *file,
@@ -287,7 +231,9 @@ int gemini_api_download(struct gemini_api *a, const char *file, struct buf *out,
     char url[1200];
     long code;
     snprintf(url, sizeof(url), "%s/download/v1beta/%s:download?alt=media", a->base, file);
-    int rc = ga_http(a, "GET", url, NULL, NULL, 0, out, &code, NULL, err, errlen);
+    struct batch_http_req q = ga_req(a, "GET", url, NULL, NULL, 0, NULL);
+    struct batch_http_retry r = ga_retry(a);
+    int rc = batch_http_call(a->easy, &r, &q, out, &code, err, errlen);
     if (rc == NS_OK && code != 200) {
         snprintf(err, errlen, "GET %.300s: HTTP %ld", url, code);
         rc = upstream_status_of(code);

@@ -474,7 +474,7 @@ test('nightshift doctor --config checks each upstream backend with its key', asy
 test('bad configs: errors name the file, the line and the fix', async () => {
     const cases = [
         ['[model a]\nbackend = openai-http\nurl = ftp://x\n', /:3: \[model a\]: url must start with http/],
-        ['[model a]\nbackend = carrier-pigeon\n', /:2: \[model a\]: unknown backend 'carrier-pigeon' \(known: local, openai-http, openai-batch, anthropic-batch\)/],
+        ['[model a]\nbackend = carrier-pigeon\n', /:2: \[model a\]: unknown backend 'carrier-pigeon' \(known: local, openai-http, openai-batch, anthropic-batch, gemini-batch\)/],
         ['[model a]\nbackend = openai-http\nurl = http://x/v1\napi_key = sk-123\n', /:4: .*keys are not read from the config file/],
         ['[model a]\nbackend = openai-http\nurl = http://x/v1\napi_key_env = NS_TEST_UNSET_VAR\n', /:4: .*NS_TEST_UNSET_VAR, which is not set/],
         ['[model a]\nbackend = openai-http\nurl = http://x/v1\nconcurrency = lots\n', /:4: concurrency must be an integer from 1 to 4096, not 'lots'/],
