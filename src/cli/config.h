@@ -18,6 +18,8 @@
  *   concurrency = 64
  *   price_input = 0.15         ; USD per million prompt tokens
  *   price_output = 0.60
+ *   spill_to = local-big       ; optional: the model that takes lines this one would finish late
+ *   on_failure = fallback      ; real-time requests while its backend is down: fail (503) or fallback
  *
  *   [webhook ops]              ; batch.completed/failed/cancelled/expired events, signed
  *   url = https://hooks.example.com/nightshift
@@ -49,6 +51,11 @@ struct config_model {
     char *chat_template;        /* local: chat_template_file's text, or NULL (the model's own) */
     bool has_step_ms;           /* local: interactive_step_ms given (engine.h) ... */
     double interactive_step_ms; /* ... this */
+    /* spill-over and fail-over (sched.h: struct sched_route_conf) */
+    char *spill_to;             /* spill_to: another [model]'s name, or NULL */
+    bool on_failure_fallback;   /* on_failure = fallback (true) or fail (false, the default) */
+    double spill_turnaround_s;  /* spill_turnaround: the fallback's expected turnaround; default 60 */
+    double spill_margin;        /* spill_margin: the safety share of the prediction; default 0.2 */
 };
 
 /* [webhook NAME]: batch events POSTed to url, signed with the secret from secret_env */
