@@ -140,6 +140,7 @@ struct serve_model {
     const struct backend_conf *conf; /* from --config; NULL: local, from --model */
     const char *chat_template;       /* its [model] chat_template_file's text, or NULL */
     const double *step_ms;           /* its [model] interactive_step_ms, or NULL */
+    const struct config_model *cm;   /* its [model] section, or NULL (spill_to, on_failure) */
 };
 
 #define SERVE_LIST_MAX 2048 /* --allowed-host / --cors-origin values, comma-joined */
@@ -675,6 +676,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         m->conf = &cfg->models[i].conf;
         m->chat_template = cfg->models[i].chat_template;
         m->step_ms = cfg->models[i].has_step_ms ? &cfg->models[i].interactive_step_ms : NULL;
+        m->cm = &cfg->models[i];
     }
     for (int i = 0; i < n_models; i++)
         for (int k = 0; k < i; k++)
@@ -816,6 +818,20 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         }
         n_scheds++;
         serve_log_model(be, models[i].name, models[i].path, parallel, islots);
+    }
+    /* spill-over and fail-over: each model's fallback (config.c checked the names and that
+     * the chains end) */
+    for (int i = 0; i < n_scheds; i++) {
+        const struct config_model *cm = models[i].cm;
+        if (!cm || !cm->spill_to)
+            continue;
+        struct sched_route_params rp = sched_default_route_params();
+        rp.margin = cm->spill_margin;
+        rp.turnaround_s = cm->spill_turnaround_s;
+        rp.realtime_fallback = cm->on_failure_fallback;
+        for (int k = 0; k < n_scheds; k++)
+            if (strcmp(sched_model_name(scheds[k]), cm->spill_to) == 0)
+                sched_set_fallback(scheds[i], scheds[k], rp);
     }
     for (int i = 0; i < n_scheds; i++)
         if (sched_start(scheds[i])) {

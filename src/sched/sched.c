@@ -21,8 +21,13 @@
  *   backoff doubling to SCHED_STORE_BACKOFF_MAX, and the state change is logged once each
  *   way. When a commit goes through again, the batches are checked for idleness, so a batch
  *   whose last results waited in memory still ends, without a restart (issue 27.5).
+ * - Spill-over and fail-over move only lines that are pending in the store (lines.route),
+ *   or running lines this sched holds and gives up (lines.release: its claimed-but-not-
+ *   handed-out buffer, a line whose backend failed); a line handed to the engine finishes
+ *   here or is released, never both, so it has one result.
  */
 #include "sched.h"
+#include "route.h"
 #include "../util/clock.h"
 
 #include "../proto/anthropic.h"
@@ -80,6 +85,10 @@ struct sched_batch {
     double exhausted_at;            /* when (sched_now) */
     bool dropped;
     bool idle_reported;
+    char *path;                     /* the input file (a fallback opens it too) */
+    double deadline;                /* unix s (route.h: route_deadline); 0 = none */
+    struct route_rate rate;         /* its lines' rate on this backend */
+    int64_t done_here;              /* its lines finished on this backend */
     struct sched_batch *next;
 };
 
@@ -118,6 +127,12 @@ struct sched {
     bool store_down;
     double store_down_since, store_retry_at, store_backoff; /* clock_now() times, seconds */
     long store_failures;            /* failed attempts while down */
+    /* spill-over and fail-over (sched_set_fallback) */
+    struct sched *fallback;
+    struct sched_route_params rp;
+    struct route_conf rc;
+    double next_tick;               /* p.clock time of the next route tick */
+    bool backend_down;              /* at the last tick */
 };
 
 #define SCHED_STORE_BACKOFF_MIN 0.1
@@ -153,6 +168,7 @@ static void sched_store_failed(struct sched *s, const char *what, const char *ba
 }
 
 static void sched_report_idle(struct sched *s, struct sched_batch *b);
+static void sched_route_tick(struct sched *s, bool force);
 
 /* a claim or commit went through (mu held) */
 static void sched_store_ok(struct sched *s)
@@ -216,6 +232,13 @@ static void sched_flush_due(struct sched *s)
         sched_flush(s); /* a no-op while the store is paused */
 }
 
+struct sched_route_params sched_default_route_params(void)
+{
+    struct route_conf c = route_default_conf();
+    struct sched_route_params p = {.margin = c.margin, .turnaround_s = c.turnaround_s, .min_observe_s = c.min_observe_s};
+    return p;
+}
+
 struct sched_params sched_default_params(void)
 {
     struct sched_params p = {
@@ -261,6 +284,8 @@ int sched_init(struct sched_params p, struct backend *be, struct store *st,
     s->p = p;
     if (s->p.claim_chunk <= 0)
         s->p.claim_chunk = 32;
+    if (!s->p.clock)
+        s->p.clock = clock_wall;
     s->model_name = strdup(p.model_name ? p.model_name : "default");
     s->be = be;
     s->st = st;
@@ -277,7 +302,36 @@ int sched_init(struct sched_params p, struct backend *be, struct store *st,
 }
 
 const char *sched_model_name(const struct sched *s) { return s->model_name; }
+struct sched *sched_fallback(const struct sched *s) { return s->fallback; }
+
+void sched_set_fallback(struct sched *s, struct sched *fallback, struct sched_route_params rp)
+{
+    pthread_mutex_lock(&s->mu);
+    s->fallback = fallback;
+    s->rp = rp;
+    s->rc = route_default_conf();
+    s->rc.margin = rp.margin;
+    s->rc.turnaround_s = rp.turnaround_s;
+    s->rc.min_observe_s = rp.min_observe_s;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* the backend's circuit is open: an upstream that keeps failing (a local engine has none) */
+static bool sched_be_down(struct sched *s)
+{
+    if (!s->be->ops->get_stats)
+        return false;
+    struct backend_stats bs;
+    memset(&bs, 0, sizeof(bs));
+    s->be->ops->get_stats(s->be->impl, &bs);
+    return bs.circuit == BACKEND_CIRCUIT_OPEN;
+}
+
+bool sched_backend_down(struct sched *s) { return sched_be_down(s); }
 struct backend *sched_backend(struct sched *s) { return s->be; }
+
+static int sched_route_submit(struct sched *s, struct sched_job *job);
+static int sched_enqueue(struct sched *s, struct sched_job *job);
 
 static void sched_wake(struct sched *s)
 {
@@ -289,6 +343,7 @@ static void sched_wake(struct sched *s)
 
 static void sched_batch_free(struct sched_batch *b)
 {
+    free(b->path);
     for (int i = b->ibuf; i < b->nbuf; i++)
         store_line_release(&b->buf[i]);
     free(b->buf);
@@ -350,7 +405,9 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
     /* a failed request has no usage (as at OpenAI) */
     int pt = ok ? res->prompt_tokens : 0, ct = ok ? res->completion_tokens : 0, cached = ok ? res->cached_tokens : 0;
     f->r = (struct store_result){.idx = sl->line.idx, .ok = ok, .json = json, .prompt_tokens = pt,
-                                 .completion_tokens = ct, .cached_tokens = cached, .prompt_computed = pt - cached};
+                                 .completion_tokens = ct, .cached_tokens = cached, .prompt_computed = pt - cached,
+                                 .backend = s->model_name};
+    sl->b->done_here++;
 }
 
 /* read, parse and check one claimed line; NULL when it failed (its error is recorded) */
@@ -476,6 +533,7 @@ static int sched_pull(void *ud, struct engine_request **out, int max)
     int n = 0;
     pthread_mutex_lock(&s->mu);
     sched_flush_due(s); /* once per engine step (with room): the group commit */
+    sched_route_tick(s, false);
     if (s->stopping) {
         pthread_mutex_unlock(&s->mu);
         return -1;
@@ -524,6 +582,23 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
     int kind = *(int *)req->user;
     if (kind == SCHED_KIND_JOB) {
         struct sched_job *j = req->user;
+        /* on_failure = fallback: a request the backend failed before anything was streamed
+         * runs again on the fallback */
+        if ((res->status == NS_ERR_UPSTREAM || res->status == NS_ERR_UNAVAILABLE) && !j->streamed_ && s->fallback &&
+            s->rp.realtime_fallback && !s->stopping) {
+            pthread_mutex_lock(&s->mu);
+            s->interactive_running--;
+            s->stats.interactive_fallback++;
+            pthread_mutex_unlock(&s->mu);
+            log_event(LOG_WARN, s->model_name, NULL, "a real-time request failed on model '%s' (%s); on_failure = fallback: it runs on '%s'",
+                      s->model_name, res->message, sched_model_name(s->fallback));
+            j->served_by = sched_model_name(s->fallback);
+            if (sched_route_submit(s->fallback, j) == NS_OK)
+                return;
+            pthread_mutex_lock(&s->mu);
+            s->interactive_running++;
+            pthread_mutex_unlock(&s->mu);
+        }
         pthread_mutex_lock(&s->mu);
         s->stats.interactive_done++;
         s->stats.interactive_failed += res->status != NS_OK;
@@ -542,15 +617,31 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
     struct sched_line *sl = req->user;
     struct sched_batch *b = sl->b;
     pthread_mutex_lock(&s->mu);
+    /* fail-over: a line whose backend failed (the upstream is down) is given to the fallback
+     * unfinished, not recorded as failed; where the store refuses, it fails as before */
+    bool failed_over = false;
+    if ((res->status == NS_ERR_UPSTREAM || res->status == NS_ERR_UNAVAILABLE) && s->fallback && !s->stopping &&
+        !b->dropped) {
+        int64_t idx = sl->line.idx;
+        if (store_lines_release(s->st, b->id, &idx, 1, sched_model_name(s->fallback)) == NS_OK) {
+            failed_over = true;
+            s->stats.lines_failed_over++;
+            log_event(LOG_WARN, s->model_name, b->id, "line %u of batch %s failed on model '%s' (%s); it goes to '%s'",
+                      sl->line.line_no, b->id, s->model_name, res->message, sched_model_name(s->fallback));
+            sched_add_batch(s->fallback, b->id, b->path);
+        }
+    }
     /* a line cancelled by shutdown stays claimed; the next start requeues it */
-    if (!(res->status == NS_ERR_CANCELLED && s->stopping))
+    if (!failed_over && !(res->status == NS_ERR_CANCELLED && s->stopping))
         sched_finish_line(s, sl, res);
     oai_request_release(&sl->oreq);
     store_line_release(&sl->line);
     free(sl);
     b->inflight--;
-    s->stats.batch_lines_done++;
-    s->stats.batch_lines_failed += res->status != NS_OK;
+    if (!failed_over) {
+        s->stats.batch_lines_done++;
+        s->stats.batch_lines_failed += res->status != NS_OK;
+    }
     if (res->status == NS_OK) {
         sched_observe(&s->stats.line_latency, res->t_end - res->t_admit);
         s->stats.prompt_tokens += (uint64_t)res->prompt_tokens;
@@ -576,6 +667,7 @@ static void sched_token(void *ud, struct engine_request *req, const struct engin
     if (*(int *)req->user != SCHED_KIND_JOB)
         return;
     struct sched_job *j = req->user;
+    j->streamed_ = true;
     if (!j->on_token)
         return;
     /* inter-token latency: between deltas of a stream's choice 0 that carry something */
@@ -597,6 +689,7 @@ static void sched_wait(void *ud)
     struct sched *s = ud;
     pthread_mutex_lock(&s->mu);
     sched_flush(s);
+    sched_route_tick(s, false);
     bool work = s->jobs_head != NULL || s->stopping;
     /* batch lines that may not be handed out now are no work: waiting beats spinning */
     bool batch_ok = !s->draining && sched_batch_allowed(s);
@@ -720,6 +813,29 @@ void sched_free(struct sched *s)
 
 int sched_submit(struct sched *s, struct sched_job *job)
 {
+    job->served_by = NULL;
+    job->streamed_ = false;
+    job->fallback_from_ = NULL;
+    return sched_route_submit(s, job);
+}
+
+/* on_failure = fallback: while the backend is down, real-time requests go to the fallback */
+static int sched_route_submit(struct sched *s, struct sched_job *job)
+{
+    if (s->fallback && s->rp.realtime_fallback && sched_be_down(s)) {
+        pthread_mutex_lock(&s->mu);
+        s->stats.interactive_fallback++;
+        pthread_mutex_unlock(&s->mu);
+        if (!job->fallback_from_)
+            job->fallback_from_ = s;
+        job->served_by = sched_model_name(s->fallback);
+        return sched_route_submit(s->fallback, job);
+    }
+    return sched_enqueue(s, job);
+}
+
+static int sched_enqueue(struct sched *s, struct sched_job *job)
+{
     job->kind_ = SCHED_KIND_JOB;
     job->next_ = NULL;
     job->t_submit_ = clock_now();
@@ -748,9 +864,20 @@ int sched_add_batch(struct sched *s, const char *batch_id, const char *input_pat
         return NS_ERR_NOMEM;
     snprintf(b->id, sizeof(b->id), "%s", batch_id);
     b->fd = open(input_path, O_RDONLY | O_CLOEXEC);
-    if (b->fd < 0) {
+    b->path = strdup(input_path);
+    if (b->fd < 0 || !b->path) {
+        int rc = b->fd < 0 ? NS_ERR_IO : NS_ERR_NOMEM;
+        if (b->fd >= 0)
+            close(b->fd);
+        free(b->path);
         free(b);
-        return NS_ERR_IO;
+        return rc;
+    }
+    /* the deadline spill-over plans for (route.h); read once: neither changes */
+    struct store_batch sb;
+    if (store_batch_get(s->st, batch_id, &sb) == NS_OK) {
+        b->deadline = route_deadline(sb.metadata, sb.expires_at);
+        store_batch_release(&sb);
     }
     pthread_mutex_lock(&s->mu);
     for (struct sched_batch *x = s->batches; x; x = x->next)
@@ -793,6 +920,112 @@ int sched_drop_batch(struct sched *s, const char *batch_id)
     }
     pthread_mutex_unlock(&s->mu);
     return inflight;
+}
+
+bool sched_batch_rate(struct sched *s, const char *batch_id, double *rate, double *deadline)
+{
+    bool found = false;
+    pthread_mutex_lock(&s->mu);
+    for (struct sched_batch *b = s->batches; b; b = b->next)
+        if (!b->dropped && strcmp(b->id, batch_id) == 0) {
+            found = true;
+            *rate = b->rate.known ? b->rate.rate : 0;
+            *deadline = b->deadline;
+        }
+    pthread_mutex_unlock(&s->mu);
+    return found;
+}
+
+/* ---- spill-over and fail-over (see sched.h) ------------------------------------------- */
+
+/* one backend's row of a batch's routes (zeroed when absent) */
+static struct store_route sched_route_of(const struct store_route *rt, int n, const char *name)
+{
+    struct store_route r;
+    memset(&r, 0, sizeof(r));
+    for (int i = 0; i < n; i++)
+        if (strcmp(rt[i].backend, name) == 0)
+            r = rt[i];
+    return r;
+}
+
+/* the backend is down: every line of b waiting here goes to the fallback (mu held) */
+static void sched_fail_over(struct sched *s, struct sched_batch *b)
+{
+    const char *fb = sched_model_name(s->fallback);
+    int64_t moved = 0, released = 0;
+    if (b->ibuf < b->nbuf) {
+        int64_t *idx = malloc(sizeof(*idx) * (size_t)(b->nbuf - b->ibuf));
+        int k = 0;
+        for (int i = b->ibuf; idx && i < b->nbuf; i++)
+            idx[k++] = b->buf[i].idx;
+        if (idx && store_lines_release(s->st, b->id, idx, k, fb) == NS_OK) {
+            for (int i = b->ibuf; i < b->nbuf; i++)
+                store_line_release(&b->buf[i]);
+            b->ibuf = b->nbuf;
+            released = k;
+        }
+        free(idx);
+    }
+    if (store_lines_route(s->st, b->id, NULL, s->model_name, fb, INT64_MAX, &moved) != NS_OK)
+        moved = 0;
+    if (moved + released == 0)
+        return;
+    s->stats.lines_failed_over += (uint64_t)(moved + released);
+    log_event(LOG_WARN, s->model_name, b->id, "the backend of model '%s' is down (circuit open): %lld waiting lines of batch %s go to '%s'",
+              s->model_name, (long long)(moved + released), b->id, fb);
+    sched_add_batch(s->fallback, b->id, b->path);
+}
+
+/* once a tick: measure, predict, move (mu held; a no-op without a fallback) */
+static void sched_route_tick(struct sched *s, bool force)
+{
+    if (!s->fallback || s->draining || s->stopping || sched_store_paused(s))
+        return;
+    double now = s->p.clock();
+    if (!force && now < s->next_tick)
+        return;
+    s->next_tick = now + s->rc.tick_s;
+    sched_flush(s); /* the store's counts include what finished here */
+    bool down = sched_be_down(s);
+    if (down != s->backend_down)
+        log_event(down ? LOG_WARN : LOG_INFO, s->model_name, NULL, "the backend of model '%s' is %s", s->model_name,
+                  down ? "down (circuit open): batch lines go to its fallback" : "up again");
+    s->backend_down = down;
+    const char *fb = sched_model_name(s->fallback);
+    for (struct sched_batch *b = s->batches; b; b = b->next) {
+        if (b->dropped)
+            continue;
+        if (down) {
+            route_rate_sample(&b->rate, &s->rc, now, b->done_here, false); /* an outage is no rate */
+            sched_fail_over(s, b);
+            continue;
+        }
+        struct store_route *rt = NULL;
+        int n = 0;
+        if (store_lines_routes(s->st, b->id, &rt, &n) != NS_OK)
+            continue;
+        struct store_route here = sched_route_of(rt, n, s->model_name), there = sched_route_of(rt, n, fb);
+        free(rt);
+        int64_t left = here.pending + here.running;
+        route_rate_sample(&b->rate, &s->rc, now, b->done_here, left > 0);
+        int64_t plan = route_plan(&s->rc, &b->rate, now, b->deadline, left, here.pending, there.pending);
+        int64_t moved = 0;
+        if (plan > 0 && store_lines_route(s->st, b->id, NULL, s->model_name, fb, plan, &moved) == NS_OK && moved > 0) {
+            s->stats.lines_spilled += (uint64_t)moved;
+            log_event(LOG_INFO, s->model_name, b->id,
+                      "batch %s would miss its deadline on '%s' (%.2f lines/s, %lld left, %.0f s to go): %lld lines go to '%s'",
+                      b->id, s->model_name, b->rate.rate, (long long)left, b->deadline - now, (long long)moved, fb);
+            sched_add_batch(s->fallback, b->id, b->path);
+        } else if (plan < 0 &&
+                   store_lines_route(s->st, b->id, s->model_name, fb, s->model_name, -plan, &moved) == NS_OK && moved > 0) {
+            s->stats.lines_taken_back += (uint64_t)moved;
+            log_event(LOG_INFO, s->model_name, b->id, "'%s' keeps up with batch %s again (%.2f lines/s): %lld lines come back from '%s'",
+                      s->model_name, b->id, b->rate.rate, (long long)moved, fb);
+            b->exhausted = false;
+            b->idle_reported = false;
+        }
+    }
 }
 
 int sched_batch_inflight(struct sched *s, const char *batch_id)
