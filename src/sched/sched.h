@@ -93,7 +93,7 @@ struct sched_job {
     void (*on_done)(struct sched_job *job, const struct engine_result *res);
     /* set by the sched when the request ran on the fallback model (on_failure = fallback):
      * its name, valid while the scheds live; NULL when it ran on the model asked */
-    const char *served_by;
+    _Atomic(const char *) served_by;
     bool streamed_;             /* private: a delta was passed on */
     struct sched *fallback_from_; /* private: the sched it was first sent to */
     struct sched_job *next_;    /* private */
