@@ -786,6 +786,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
     for (int i = 0; i < n_models; i++) {
         struct backend_conf bc = models[i].conf ? *models[i].conf : backend_default_conf();
         bc.name = models[i].name;
+        bc.shed_when_open = models[i].cm && models[i].cm->spill_to; /* fail-over: sched.h */
         struct engine_params epm = engine_default_params(), *ep = &epm;
         bc.engine = ep;
         ep->model_path = models[i].path;

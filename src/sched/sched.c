@@ -513,6 +513,7 @@ static int sched_pull_priority(void *ud, struct engine_request **out, int max)
     int n = 0;
     pthread_mutex_lock(&s->mu);
     sched_flush_due(s); /* every step, room or not */
+    sched_route_tick(s, false); /* an upstream whose circuit is open pulls only here */
     while (n < max && s->jobs_head) {
         struct sched_job *j = s->jobs_head;
         s->jobs_head = j->next_;
