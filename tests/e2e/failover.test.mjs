@@ -153,6 +153,12 @@ test('on_failure = fallback: a real-time request to the down model answers from 
     assert.equal(r.status, 200, r.text);
     assert.equal(r.headers.get('x-nightshift-fallback'), 'fallback');
     assert.equal(r.json().choices[0].message.content, 'from fallback');
+    /* counted: lines failed over, requests sent to the fallback */
+    const m = (await api(NS, 'GET', '/metrics')).text;
+    const n = (reason) => Number((new RegExp(`^nightshift_routed_total\\{model="primary",reason="${reason}"\\} (\\d+)`, 'm').exec(m) || [])[1]);
+    assert.ok(n('failover') > 0, m.split('\n').filter((l) => l.includes('routed')).join('\n'));
+    assert.ok(n('realtime') >= 1);
+    assert.ok(!/nightshift_routed_total\{model="fallback"/.test(m), 'only models with a spill_to');
 });
 
 test('on_failure = fail: a real-time request to a down model fails fast with a 503 naming it', async () => {
