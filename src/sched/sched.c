@@ -585,12 +585,15 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
         struct sched_job *j = req->user;
         /* on_failure = fallback: a request the backend failed before anything was streamed
          * runs again on the fallback */
-        if ((res->status == NS_ERR_UPSTREAM || res->status == NS_ERR_UNAVAILABLE) && !j->streamed_ && s->fallback &&
-            s->rp.realtime_fallback && !s->stopping) {
-            pthread_mutex_lock(&s->mu);
+        pthread_mutex_lock(&s->mu);
+        bool refallback = (res->status == NS_ERR_UPSTREAM || res->status == NS_ERR_UNAVAILABLE) && !j->streamed_ &&
+                          s->fallback && s->rp.realtime_fallback && !s->stopping;
+        if (refallback) {
             s->interactive_running--;
             s->stats.interactive_fallback++;
-            pthread_mutex_unlock(&s->mu);
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (refallback) {
             log_event(LOG_WARN, s->model_name, NULL, "a real-time request failed on model '%s' (%s); on_failure = fallback: it runs on '%s'",
                       s->model_name, res->message, sched_model_name(s->fallback));
             j->served_by = sched_model_name(s->fallback);
