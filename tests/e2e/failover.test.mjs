@@ -8,7 +8,8 @@
 // lines ran where (nightshift.backends) and prices each at its backend's price; a real-time
 // request to the down model answers from the fallback with x-nightshift-fallback
 // (on_failure = fallback), or fails fast with a 503 naming the model (on_failure = fail); a
-// bad metadata.deadline is refused; a config whose spill_to makes a cycle is refused.
+// bad metadata.deadline is refused; a config whose spill_to makes a cycle is refused; a
+// kill -9 while lines wait at the fallback: after the restart they run there, each once.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -16,6 +17,7 @@ import http from 'node:http';
 import path from 'node:path';
 
 import { api, runNs, submitBatch, waitBatch } from './lib.mjs';
+import { sleep } from './serve_lib.mjs';
 import { BIN, mkTmp, parseJsonl, rmTmp, startServer } from './serve_lib.mjs';
 
 let TMP;
@@ -24,13 +26,17 @@ let NS;
 
 /* an OpenAI-compatible /v1/chat/completions answering "from NAME" after delayMs; counts
  * the answers it gave; kill() closes it and every open connection */
-function startMock(name, delayMs) {
-    const st = { answered: 0 };
+function startMock(name, delayMs, { gated = false } = {}) {
+    const st = { answered: 0, held: [] };
+    st.open = () => {
+        gated = false;
+        for (const f of st.held.splice(0)) f();
+    };
     const server = http.createServer((req, res) => {
         let body = '';
         req.on('data', (d) => (body += d));
         req.on('end', () => {
-            setTimeout(() => {
+            const answer = () => setTimeout(() => {
                 if (res.destroyed) return;
                 st.answered++;
                 res.writeHead(200, { 'content-type': 'application/json' });
@@ -40,6 +46,8 @@ function startMock(name, delayMs) {
                     usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
                 }));
             }, delayMs);
+            if (gated) st.held.push(answer);
+            else answer();
         });
     });
     return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
@@ -178,4 +186,65 @@ test('a spill_to cycle in the config is refused with the chain', async () => {
     const r = await runNs(['serve', '--config', ini, '--listen', '127.0.0.1:0'], { timeoutMs: 30_000 });
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /\[model a\]: spill_to makes a cycle \(a -> b -> a\)/);
+});
+
+test('kill -9 while lines wait at the fallback: after a restart they run there, every custom_id once', async () => {
+    const P = await startMock('p2', 30);
+    const F = await startMock('f2', 5, { gated: true });
+    const dir = path.join(TMP, 'restart');
+    fs.mkdirSync(dir);
+    const ini = path.join(dir, 'ns.ini');
+    fs.writeFileSync(ini, `[server]
+data-dir = ${path.join(dir, 'data')}
+
+[model p2]
+backend = openai-http
+url = http://127.0.0.1:${P.port}/v1
+concurrency = 2
+max_attempts = 2
+retry_base = 0.02
+retry_max = 0.05
+circuit_failures = 2
+circuit_cooldown = 300
+spill_to = f2
+
+[model f2]
+backend = openai-http
+url = http://127.0.0.1:${F.port}/v1
+concurrency = 4
+`);
+    let ns = await startServer(['--config', ini], { name: 'ns-restart' });
+    const N = 30;
+    const lines = Array.from({ length: N }, (_, i) => ({
+        custom_id: `r-${i}`, method: 'POST', url: '/v1/chat/completions', body: JSON.parse(chat('p2', `q${i}`)),
+    }));
+    try {
+        const b = await submitBatch(ns, lines);
+        await waitBatch(ns, b.id, (x) => x.request_counts.completed >= 5, 60_000);
+        await P.kill();
+        /* every unfinished line is routed to f2, which holds what it gets */
+        await waitBatch(ns, b.id, (x) => {
+            const f2 = x.nightshift.backends?.f2;
+            return f2 && f2.pending + f2.running === N - x.request_counts.completed && F.held.length > 0;
+        }, 60_000);
+        ns.child.kill('SIGKILL');
+        await new Promise((r) => (ns.child.exitCode !== null || ns.child.signalCode ? r() : ns.child.on('close', r)));
+        F.held.length = 0; /* the killed process's requests: never answered */
+        ns = await startServer(['--config', ini], { name: 'ns-restart-2' });
+        await sleep(200);
+        F.open();
+        const done = await waitBatch(ns, b.id, (x) => ['completed', 'failed', 'expired', 'cancelled'].includes(x.status), 120_000);
+        assert.equal(done.status, 'completed', JSON.stringify(done));
+        assert.equal(done.request_counts.completed, N, JSON.stringify(done.request_counts));
+        const rows = parseJsonl((await api(ns, 'GET', `/v1/files/${done.output_file_id}/content`)).text);
+        assert.equal(rows.length, N);
+        assert.equal(new Set(rows.map((r) => r.custom_id)).size, N, 'every custom_id exactly once');
+        const byF = rows.filter((r) => r.response.body.choices[0].message.content === 'from f2').length;
+        assert.ok(byF > 0);
+        const bk = done.nightshift.backends;
+        assert.equal((bk.p2?.lines || 0) + bk.f2.lines, N, JSON.stringify(bk));
+    } finally {
+        await ns.stop();
+        await F.kill();
+    }
 });
