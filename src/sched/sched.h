@@ -16,7 +16,7 @@
  * per engine step or per 64 lines), so progress counts move step by step and a crash
  * recomputes at most one group.
  *
- * SPILL-OVER AND FAIL-OVER (sched_set_fallback; route.h has the prediction rule)
+ * SPILL-OVER AND FAIL-OVER (sched_set_fallback; sched_spill.c; route.h has the prediction rule)
  * A model may have a fallback: another model's sched. Once a second (route.h: tick_s) the
  * engine thread measures each batch's rate on this backend and, when the batch would miss
  * its deadline, routes lines not yet started to the fallback in the store (store.h:
