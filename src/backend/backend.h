@@ -54,6 +54,9 @@ struct backend_conf {
     int circuit_failures;         /* consecutive failed tries that open the circuit; default 5 */
     double circuit_cooldown_s;    /* first open period, doubled while it keeps failing (max
                                      300 s); default 5 */
+    bool shed_when_open;          /* when the circuit opens, requests waiting for a retry end at
+                                     once (NS_ERR_UNAVAILABLE) instead of waiting out the cooldown:
+                                     the model has a fallback to take them (sched.h); default false */
 
     /* openai-batch, anthropic-batch: lines go upstream in batches */
     int max_lines;                /* most requests in one upstream batch; default 50000 */

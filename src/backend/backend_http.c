@@ -488,6 +488,20 @@ static void http_circuit_success(struct http_backend *hb)
 static void http_retry_later(struct http_backend *hb, const struct engine_source *src, struct http_req *hr,
                              double now, int final_status)
 {
+    if (hb->c.shed_when_open && hb->cb.state == BACKEND_CIRCUIT_OPEN) {
+        /* the model has a fallback (sched.h: fail-over): what waits here for the circuit
+         * ends now, as unavailable, and the scheduler gives it to the fallback */
+        hr->next = hb->waiting;
+        hb->waiting = NULL;
+        hb->n_waiting = 0;
+        while (hr) {
+            struct http_req *next = hr->next;
+            http_fail(hb, src, hr, NS_ERR_UNAVAILABLE, "the upstream of model '%s' is down (circuit open; last: %s)",
+                      hb->name, hr->last_error[0] ? hr->last_error : "no answer");
+            hr = next;
+        }
+        return;
+    }
     if (hr->attempts >= hb->c.max_attempts) {
         http_fail(hb, src, hr, final_status, "the upstream of model '%s' failed %d time%s; last: %s", hb->name,
                   hr->attempts, hr->attempts == 1 ? "" : "s", hr->last_error);

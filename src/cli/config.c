@@ -257,11 +257,24 @@ static int config_model_key(struct config_parse *p, struct config_model *m, cons
         return config_number(p, k, v, 0, 1e6, &c->price_output);
     if (strcmp(k, "batch_discount") == 0)
         return config_number(p, k, v, 0, 1, &c->batch_discount);
+    if (strcmp(k, "spill_to") == 0)
+        return config_str(p, m, k, (const char **)&m->spill_to, v);
+    if (strcmp(k, "on_failure") == 0) {
+        if (strcmp(v, "fail") && strcmp(v, "fallback"))
+            return config_fail(p, "[model %s]: on_failure must be fail or fallback, not '%s'", c->name, v);
+        m->on_failure_fallback = strcmp(v, "fallback") == 0;
+        return 1;
+    }
+    if (strcmp(k, "spill_turnaround") == 0)
+        return config_number(p, k, v, 0, 7 * 86400, &m->spill_turnaround_s);
+    if (strcmp(k, "spill_margin") == 0)
+        return config_number(p, k, v, 0, 10, &m->spill_margin);
     return config_fail(p,
                        "[model %s]: unknown key '%s' (known: backend, path, base, lora, chat_template_file, interactive_step_ms, url, api_key_env, upstream_model, "
                        "concurrency, max_attempts, timeout, retry_base, retry_max, circuit_failures, "
                        "circuit_cooldown, provider, completion_window, batch_max_lines, batch_max_bytes, flush_lines, "
-                       "flush_after, poll_interval, poll_max, price_input, price_output, batch_discount)",
+                       "flush_after, poll_interval, poll_max, price_input, price_output, batch_discount, spill_to, on_failure, spill_turnaround, "
+                       "spill_margin)",
                        c->name, k);
 }
 
@@ -352,6 +365,8 @@ static int config_section(struct config_parse *p, const char *section)
     struct config_model *m = &ms[c->n_models];
     memset(m, 0, sizeof(*m));
     m->conf = backend_default_conf();
+    m->spill_turnaround_s = 60;
+    m->spill_margin = 0.2;
     if (!(m->conf.name = config_dup(p, name)))
         return 0;
     p->cur = c->n_models++;
@@ -503,6 +518,60 @@ static int config_resolve_base(struct config *c, struct config_model *m, char *e
     return NS_OK;
 }
 
+static int config_model_index(const struct config *c, const char *name)
+{
+    for (int i = 0; i < c->n_models; i++)
+        if (strcmp(c->models[i].conf.name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* spill_to names another configured model, and following the names never comes back to
+ * where it started (a cycle would move lines around forever); on_failure = fallback needs
+ * a spill_to to fall back to */
+static int config_check_spill(const struct config *c, char *err, size_t errlen)
+{
+    for (int i = 0; i < c->n_models; i++) {
+        const struct config_model *m = &c->models[i];
+        if (!m->spill_to) {
+            if (m->on_failure_fallback) {
+                snprintf(err, errlen, "[model %s]: on_failure = fallback needs spill_to = MODEL (the model to fall back to)",
+                         m->conf.name);
+                return NS_ERR_INVALID;
+            }
+            continue;
+        }
+        if (strcmp(m->spill_to, m->conf.name) == 0) {
+            snprintf(err, errlen, "[model %s]: spill_to names the model itself; name another [model] section",
+                     m->conf.name);
+            return NS_ERR_INVALID;
+        }
+        if (config_model_index(c, m->spill_to) < 0) {
+            snprintf(err, errlen, "[model %s]: spill_to names '%s', which is no [model] section of this file",
+                     m->conf.name, m->spill_to);
+            return NS_ERR_INVALID;
+        }
+        /* walk the chain: at most n_models steps, or it loops */
+        int k = i, steps = 0;
+        char chain[400];
+        int len = snprintf(chain, sizeof(chain), "%s", m->conf.name);
+        while (k >= 0 && c->models[k].spill_to && steps <= c->n_models) {
+            k = config_model_index(c, c->models[k].spill_to);
+            if (k < 0)
+                break;
+            if (len < (int)sizeof(chain))
+                len += snprintf(chain + len, sizeof(chain) - (size_t)len, " -> %s", c->models[k].conf.name);
+            steps++;
+            if (k == i) {
+                snprintf(err, errlen, "[model %s]: spill_to makes a cycle (%s); a fallback chain must end", m->conf.name,
+                         chain);
+                return NS_ERR_INVALID;
+            }
+        }
+    }
+    return NS_OK;
+}
+
 int config_load(const char *path, config_server_key_fn server_key_ok, struct config **out, char *err, size_t errlen)
 {
     int rc = NS_OK;
@@ -549,6 +618,12 @@ int config_load(const char *path, config_server_key_fn server_key_ok, struct con
             snprintf(err, errlen, "%s", tmp);
             goto out;
         }
+    if ((rc = config_check_spill(c, err, errlen))) {
+        char tmp[512];
+        snprintf(tmp, sizeof(tmp), "%s: %s", path, err);
+        snprintf(err, errlen, "%s", tmp);
+        goto out;
+    }
     *out = c;
 out:
     if (rc)
@@ -579,6 +654,7 @@ void config_free(struct config *c)
         free(c->models[i].base);
         for (int k = 0; k < c->models[i].n_lora; k++)
             free((char *)c->models[i].lora[k].path);
+        free(c->models[i].spill_to);
     }
     free(c->models);
     for (int i = 0; i < c->n_webhooks; i++) {

@@ -22,6 +22,8 @@
  *   concurrency = 64
  *   price_input = 0.15         ; USD per million prompt tokens
  *   price_output = 0.60
+ *   spill_to = local-big       ; optional: the model that takes lines this one would finish late
+ *   on_failure = fallback      ; real-time requests while its backend is down: fail (503) or fallback
  *
  *   [model llama-groq]         ; Groq's batch API (backend/batch_preset.h: groq, kluster, openai)
  *   provider = groq            ; backend openai-batch, its url, key from GROQ_API_KEY, its limits
@@ -64,6 +66,11 @@ struct config_model {
                                    set from it once the file is read */
     struct lora_spec lora[LORA_MAX]; /* local: the adapters (paths owned), stacked in order */
     int n_lora;
+    /* spill-over and fail-over (sched.h: struct sched_route_conf) */
+    char *spill_to;             /* spill_to: another [model]'s name, or NULL */
+    bool on_failure_fallback;   /* on_failure = fallback (true) or fail (false, the default) */
+    double spill_turnaround_s;  /* spill_turnaround: the fallback's expected turnaround; default 60 */
+    double spill_margin;        /* spill_margin: the safety share of the prediction; default 0.2 */
 };
 
 /* [webhook NAME]: batch events POSTed to url, signed with the secret from secret_env */

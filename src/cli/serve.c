@@ -69,7 +69,8 @@ static void serve_usage(FILE *f)
           "                           a pulled name: `nightshift pull`), served under its store name\n"
           "      --pull               pull --model references missing from the model store first\n"
           "      --config FILE        an INI file: [server] options and [model NAME] sections, which\n"
-          "                           also route models to upstream servers (docs/API.md)\n"
+          "                           also route models to upstream servers, and name a fallback model\n"
+          "                           (spill_to, on_failure: spill-over and fail-over; docs/API.md)\n"
           "      --model-alias NAME   the name of the first model (same as NAME= on it)\n"
           "      --lora FILE[:SCALE]  a LoRA adapter on the one --model, scale 1 by default (repeatable:\n"
           "                           stacked); in a --config, [model NAME] sections take base = and\n"
@@ -151,6 +152,7 @@ struct serve_model {
     const double *step_ms;           /* its [model] interactive_step_ms, or NULL */
     const struct lora_spec *lora;    /* its adapters (lora = / --lora), n_lora of them */
     int n_lora;
+    const struct config_model *cm;   /* its [model] section, or NULL (spill_to, on_failure) */
 };
 
 #define SERVE_LIST_MAX 2048 /* --allowed-host / --cors-origin values, comma-joined */
@@ -719,6 +721,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         m->step_ms = cfg->models[i].has_step_ms ? &cfg->models[i].interactive_step_ms : NULL;
         m->lora = cfg->models[i].lora;
         m->n_lora = cfg->models[i].n_lora;
+        m->cm = &cfg->models[i];
     }
     for (int i = 0; i < n_models; i++)
         for (int k = 0; k < i; k++)
@@ -839,6 +842,7 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         struct backend_conf bc = models[i].conf ? *models[i].conf : backend_default_conf();
         bc.name = models[i].name;
         bc.state_dir = data_dir;
+        bc.shed_when_open = models[i].cm && models[i].cm->spill_to; /* fail-over: sched.h */
         struct engine_params epm = engine_default_params(), *ep = &epm;
         bc.engine = ep;
         ep->model_path = models[i].path;
@@ -874,6 +878,20 @@ static int serve_main(int argc, char **argv, const struct config *cfg)
         }
         n_scheds++;
         serve_log_model(be, models[i].name, models[i].path, parallel, islots);
+    }
+    /* spill-over and fail-over: each model's fallback (config.c checked the names and that
+     * the chains end) */
+    for (int i = 0; i < n_scheds; i++) {
+        const struct config_model *cm = models[i].cm;
+        if (!cm || !cm->spill_to)
+            continue;
+        struct sched_route_params rp = sched_default_route_params();
+        rp.margin = cm->spill_margin;
+        rp.turnaround_s = cm->spill_turnaround_s;
+        rp.realtime_fallback = cm->on_failure_fallback;
+        for (int k = 0; k < n_scheds; k++)
+            if (strcmp(sched_model_name(scheds[k]), cm->spill_to) == 0)
+                sched_set_fallback(scheds[i], scheds[k], rp);
     }
     for (int i = 0; i < n_scheds; i++)
         if (sched_start(scheds[i])) {

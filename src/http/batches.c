@@ -3,6 +3,7 @@
  * partial output, retry; and deferred requests (server_int.h).
  */
 #include "server_int.h"
+#include "../sched/route.h"
 
 /* ---- batches ------------------------------------------------------------------------ */
 
@@ -119,6 +120,15 @@ enum MHD_Result batches_create(struct route_ctx *x)
                 goto out;
             }
             b.not_before = v;
+        }
+        /* the deadline spill-over plans for (sched/route.h) */
+        const cJSON *dl = cJSON_GetObjectItemCaseSensitive(md, "deadline");
+        double dlt = 0;
+        if (dl && route_parse_time(dl->valuestring, &dlt) != NS_OK) {
+            ret = respond_oai_error(x->c, NS_ERR_INVALID, "metadata", NULL,
+                                    "Invalid 'metadata.deadline': expected an RFC 3339 date-time with an offset "
+                                    "(\"2026-12-07T10:00:00Z\") or Unix seconds as a string.");
+            goto out;
         }
         b.metadata = cJSON_PrintUnformatted(md);
     }

@@ -364,6 +364,10 @@ static enum MHD_Result h_generate(struct route_ctx *x, enum gen_flavor flavor)
         return GEN_ERROR(x, flavor, NS_ERR_UNAVAILABLE, NULL, "the server is shutting down");
     }
     if (j->stream) {
+        /* sent to the fallback at submission (on_failure = fallback, the backend down) */
+        const char *fb = j->sj.served_by;
+        if (fb)
+            httpguard_set_fallback(x->c, fb);
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, j,
                                                                       stream_free);
         if (!resp) {
@@ -388,6 +392,9 @@ static enum MHD_Result gen_answer(struct MHD_Connection *c, struct job *j, int f
     struct route_ctx xx = {.c = c};
     struct route_ctx *x = &xx;
     enum MHD_Result ret;
+    const char *fb = j->sj.served_by;
+    if (fb)
+        httpguard_set_fallback(c, fb); /* on_failure = fallback: the answer says who gave it */
     if (j->d->answer_passes_raw && j->res.raw_body && j->res.http_status)
         /* an upstream's answer, byte for byte as it gave it (the backend parsed it already:
          * it is JSON) */

@@ -247,10 +247,18 @@ static bool guard_origin_listed(const struct httpguard *g, const char *origin)
 static void guard_request_begin(struct guard_conn *k, const char *method, const char *url)
 {
     oai_make_id(k->req.id, sizeof(k->req.id), "req_");
+    k->req.fallback[0] = '\0';
     snprintf(k->req.line, sizeof(k->req.line), "%.16s %.140s", method ? method : "?", url ? url : "?");
     for (char *p = k->req.line; *p; p++)
         if ((unsigned char)*p < ' ' || *p == 0x7f)
             *p = '?'; /* a decoded %0a must not start a log line of its own */
+}
+
+void httpguard_set_fallback(struct MHD_Connection *c, const char *model)
+{
+    struct guard_conn *k = guard_of(c);
+    if (k && model)
+        snprintf(k->req.fallback, sizeof(k->req.fallback), "%s", model);
 }
 
 const struct httpguard_request *httpguard_request(struct MHD_Connection *c)
@@ -292,7 +300,7 @@ static void guard_cors_headers(struct MHD_Response *resp, const char *origin)
     MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
     MHD_add_response_header(resp, "Vary", "Origin");
     MHD_add_response_header(resp, "Access-Control-Expose-Headers",
-                            "Retry-After, Content-Type, x-request-id, request-id, x-should-retry");
+                            "Retry-After, Content-Type, x-request-id, request-id, x-should-retry, x-nightshift-fallback");
 }
 
 bool httpguard_preflight(struct MHD_Connection *c, const char *method, const char *url, enum MHD_Result *ret)
@@ -334,6 +342,8 @@ enum MHD_Result httpguard_queue(struct MHD_Connection *c, unsigned code, struct 
     /* OpenAI's SDKs read x-request-id, Anthropic's request-id: both, the same id */
     MHD_add_response_header(resp, "x-request-id", id);
     MHD_add_response_header(resp, "request-id", id);
+    if (k && k->req.fallback[0])
+        MHD_add_response_header(resp, "x-nightshift-fallback", k->req.fallback);
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     if (origin && k && k->g && guard_origin_listed(k->g, origin))
         guard_cors_headers(resp, origin);

@@ -81,8 +81,13 @@ enum MHD_Result httpguard_queue(struct MHD_Connection *c, unsigned code, struct 
 struct httpguard_request {
     char id[32];                 /* "req_" + 24 characters: x-request-id */
     char line[160];              /* "METHOD /path", cut: what log lines name */
+    char fallback[128];          /* the model that answered in place of the one asked
+                                    (on_failure = fallback): x-nightshift-fallback; "" none */
 };
 const struct httpguard_request *httpguard_request(struct MHD_Connection *c);
+/* the answer to the request being served came from this fallback model: the response says
+ * so in x-nightshift-fallback (connection thread) */
+void httpguard_set_fallback(struct MHD_Connection *c, const char *model);
 
 /* "http(s)://HOST[:PORT]" the client reached the server by: https under TLS, the Host
  * header, or from a trusted proxy its X-Forwarded-Proto and X-Forwarded-Host (their first

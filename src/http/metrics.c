@@ -94,6 +94,8 @@ enum MHD_Result metrics_prometheus(struct route_ctx *x)
         {"nightshift_engine_decode_seconds_total", "counter", "Wall time inside llama.cpp's decode (the model's compute)."},
         {"nightshift_engine_interactive_steps_total", "counter",
          "Steps planned under the interactive latency budget (--interactive-step-ms), by whether the decode kept it."},
+        {"nightshift_routed_total", "counter",
+         "Batch lines and real-time requests a model sent to its fallback (spill_to), or took back, by reason."},
     };
     for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
         metric_header(&b, &fam[f]);
@@ -134,6 +136,18 @@ enum MHD_Result metrics_prometheus(struct route_ctx *x)
                             (unsigned long long)es.steps_budget_kept);
                 buf_appendf(&b, "%s{model=\"%s\",budget=\"exceeded\"} %llu\n", fam[f].name, m,
                             (unsigned long long)(es.steps_interactive - es.steps_budget_kept));
+                break;
+            case 14:
+                if (!sched_fallback(srv->scheds[i]))
+                    break;
+                buf_appendf(&b, "%s{model=\"%s\",reason=\"spill\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)ss.lines_spilled);
+                buf_appendf(&b, "%s{model=\"%s\",reason=\"failover\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)ss.lines_failed_over);
+                buf_appendf(&b, "%s{model=\"%s\",reason=\"back\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)ss.lines_taken_back);
+                buf_appendf(&b, "%s{model=\"%s\",reason=\"realtime\"} %llu\n", fam[f].name, m,
+                            (unsigned long long)ss.interactive_fallback);
                 break;
             }
         }

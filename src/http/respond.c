@@ -203,12 +203,60 @@ cJSON *respond_batch_json(struct server *srv, const struct store_batch *b)
     cJSON_AddNumberToObject(ns, "prompt_tokens_computed", (double)b->prompt_computed);
     cJSON_AddNumberToObject(ns, "prefix_cache_hit_ratio",
                             b->input_tokens ? (double)b->cached_tokens / (double)b->input_tokens : 0.0);
-    /* cost at the model's configured prices (--config price_input/price_output), null when
-     * it has none */
+    /* cost at the configured prices (--config price_input/price_output) of the backend
+     * that ran each line (spill-over and fail-over: nightshift.backends), null when one that
+     * ran lines has none; tokens no backend share holds (lines finished before schema 8)
+     * at the batch model's */
+    struct store_route *rt_rows = NULL;
+    int n_rows = 0;
+    if (srv->st && store_lines_routes(srv->st, b->id, &rt_rows, &n_rows) != NS_OK)
+        n_rows = 0;
+    double batch = 0, rt = 0;
+    int64_t in_left = b->input_tokens, out_left = b->output_tokens;
+    bool priced = true;
+    cJSON *bk = n_rows ? cJSON_AddObjectToObject(ns, "backends") : NULL;
+    for (int i = 0; i < n_rows; i++) {
+        const struct store_route *r = &rt_rows[i];
+        struct sched *rs = server_sched_by_model(srv, r->backend);
+        struct backend *rbe = rs ? sched_backend(rs) : NULL;
+        double c = rbe ? backend_cost(rbe, r->input_tokens, r->output_tokens, true) : -1;
+        double crt = rbe ? backend_cost(rbe, r->input_tokens, r->output_tokens, false) : -1;
+        cJSON *row = cJSON_AddObjectToObject(bk, r->backend);
+        cJSON_AddNumberToObject(row, "lines", (double)(r->completed + r->failed));
+        cJSON_AddNumberToObject(row, "completed", (double)r->completed);
+        cJSON_AddNumberToObject(row, "failed", (double)r->failed);
+        cJSON_AddNumberToObject(row, "pending", (double)r->pending);
+        cJSON_AddNumberToObject(row, "running", (double)r->running);
+        cJSON_AddNumberToObject(row, "input_tokens", (double)r->input_tokens);
+        cJSON_AddNumberToObject(row, "output_tokens", (double)r->output_tokens);
+        if (c >= 0)
+            cJSON_AddNumberToObject(row, "cost_usd", c);
+        else
+            cJSON_AddNullToObject(row, "cost_usd");
+        in_left -= r->input_tokens;
+        out_left -= r->output_tokens;
+        if (c >= 0) {
+            batch += c;
+            rt += crt;
+        } else if (r->input_tokens || r->output_tokens) {
+            priced = false;
+        }
+    }
+    free(rt_rows);
     struct sched *s = b->model ? server_sched_by_model(srv, b->model) : NULL;
     struct backend *be = s ? sched_backend(s) : NULL;
-    double batch = be ? backend_cost(be, b->input_tokens, b->output_tokens, true) : -1;
-    double rt = be ? backend_cost(be, b->input_tokens, b->output_tokens, false) : -1;
+    if (in_left > 0 || out_left > 0 || n_rows == 0) {
+        double c = be ? backend_cost(be, in_left > 0 ? in_left : 0, out_left > 0 ? out_left : 0, true) : -1;
+        double crt = be ? backend_cost(be, in_left > 0 ? in_left : 0, out_left > 0 ? out_left : 0, false) : -1;
+        if (c >= 0) {
+            batch += c;
+            rt += crt;
+        } else {
+            priced = false;
+        }
+    }
+    if (!priced)
+        batch = -1;
     if (batch >= 0) {
         cJSON_AddNumberToObject(ns, "cost_usd", batch);
         cJSON_AddNumberToObject(ns, "realtime_cost_usd", rt);

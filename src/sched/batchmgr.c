@@ -114,6 +114,20 @@ static bool bm_lease(struct batchmgr *m, const char *batch_id)
     return store_batch_lease(m->st, batch_id) == NS_OK;
 }
 
+/* does sched s work lines of a batch of `model`? Its model's sched, and the scheds its
+ * lines may be routed to (the fallback chain: spill-over and fail-over, sched.h); every
+ * sched for a batch that mixes models */
+static bool bm_works(struct batchmgr *m, struct sched *s, const char *model, bool mixed)
+{
+    if (mixed)
+        return true;
+    int hops = 0;
+    for (struct sched *x = batchmgr_sched_for(m, model); x && hops <= m->n_scheds; x = sched_fallback(x), hops++)
+        if (x == s)
+            return true;
+    return false;
+}
+
 static bool bm_model_ok(void *ud, const char *model)
 {
     return batchmgr_sched_for(ud, model) != NULL;
@@ -273,7 +287,7 @@ static void bm_validate(struct batchmgr *m, struct store_batch *b, bool lines_on
         goto out;
     if (b->not_before == 0 || time(NULL) >= b->not_before) {
         for (int i = 0; i < m->n_scheds; i++)
-            if (d->batch_mixed_models || m->scheds[i] == batchmgr_sched_for(m, b->model))
+            if (bm_works(m, m->scheds[i], b->model, d->batch_mixed_models))
                 sched_add_batch(m->scheds[i], b->id, f.path);
     }
 out:
@@ -454,8 +468,7 @@ static void bm_check_progress(struct batchmgr *m, struct store_batch *b)
         int rc = store_file_get(m->st, b->input_file_id, &f);
         if (rc == NS_OK) {
             for (int i = 0; i < m->n_scheds && rc == NS_OK; i++)
-                if ((mixed || m->scheds[i] == batchmgr_sched_for(m, b->model)) &&
-                    sched_batch_inflight(m->scheds[i], b->id) < 0)
+                if (bm_works(m, m->scheds[i], b->model, mixed) && sched_batch_inflight(m->scheds[i], b->id) < 0)
                     rc = sched_add_batch(m->scheds[i], b->id, f.path);
             store_file_release(&f);
         }

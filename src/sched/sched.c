@@ -21,8 +21,12 @@
  *   backoff doubling to SCHED_STORE_BACKOFF_MAX, and the state change is logged once each
  *   way. When a commit goes through again, the batches are checked for idleness, so a batch
  *   whose last results waited in memory still ends, without a restart (issue 27.5).
+ * - Spill-over and fail-over move only lines that are pending in the store (lines.route),
+ *   or running lines this sched holds and gives up (lines.release: its claimed-but-not-
+ *   handed-out buffer, a line whose backend failed); a line handed to the engine finishes
+ *   here or is released, never both, so it has one result.
  */
-#include "sched.h"
+#include "sched_int.h"
 #include "../util/clock.h"
 
 #include "../proto/anthropic.h"
@@ -71,63 +75,11 @@ struct sched_line {
     struct sched_line *prev_running, *next_running; /* its batch's lines in the backend */
 };
 
-struct sched_batch {
-    char id[48];
-    int fd;                         /* the input file */
-    struct store_line *buf;         /* claimed, not yet handed out */
-    int nbuf, ibuf;
-    int inflight;
-    struct sched_line *running;     /* the inflight lines (an offline backend's are cancelled
-                                       with their batch: sched_drop_batch) */
-    bool exhausted;                 /* the store had no pending line at the last claim */
-    double exhausted_at;            /* when (sched_now) */
-    bool dropped;
-    bool idle_reported;
-    struct sched_batch *next;
-};
-
-#define SCHED_FIN_MAX 64
-
-/* a finished batch line waiting for the next group commit */
-struct sched_fin {
-    char batch_id[48];
-    uint32_t line_no;
-    struct store_result r;      /* r.json owned; r.batch_id set at flush */
-};
-
-struct sched {
-    struct sched_params p;
-    char *model_name;
-    struct backend *be;
-    struct store *st;
-    sched_batch_idle_fn idle;
-    void *idle_ud;
-    pthread_t thread;
-    bool started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool stopping;
-    bool draining;                  /* sched_drain(): no new batch line */
-    bool stopped;                   /* sched_stop() done */
-    struct sched_job *jobs_head, *jobs_tail;
-    struct sched_batch *batches;    /* active, in round-robin order */
-    struct sched_batch *rr;         /* next to serve */
-    struct sched_stats stats;
-    int interactive_running;        /* pulled, not done */
-    struct sched_fin *fin;          /* results not yet in the store (mu) */
-    int n_fin, cap_fin;
-    double fin_first;               /* when the oldest of them finished (sched_now) */
-    /* the store refusing writes (mu): see INVARIANTS */
-    bool store_down;
-    double store_down_since, store_retry_at, store_backoff; /* clock_now() times, seconds */
-    long store_failures;            /* failed attempts while down */
-};
-
 #define SCHED_STORE_BACKOFF_MIN 0.1
 #define SCHED_STORE_BACKOFF_MAX 5.0
 
 /* wait before touching the store again? (mu held) */
-static bool sched_store_paused(const struct sched *s)
+bool sched_store_paused(const struct sched *s)
 {
     return s->store_down && clock_now() < s->store_retry_at;
 }
@@ -174,7 +126,7 @@ static void sched_store_ok(struct sched *s)
 
 /* write the finished lines to the store, SCHED_FIN_MAX to a transaction (mu held). On a
  * failure what was not written stays in fin for the next attempt, after the backoff. */
-static void sched_flush(struct sched *s)
+void sched_flush(struct sched *s)
 {
     if (!s->n_fin || sched_store_paused(s))
         return;
@@ -264,6 +216,8 @@ int sched_init(struct sched_params p, struct backend *be, struct store *st,
     s->p = p;
     if (s->p.claim_chunk <= 0)
         s->p.claim_chunk = 32;
+    if (!s->p.clock)
+        s->p.clock = clock_wall;
     s->model_name = strdup(p.model_name ? p.model_name : "default");
     s->be = be;
     s->st = st;
@@ -280,7 +234,12 @@ int sched_init(struct sched_params p, struct backend *be, struct store *st,
 }
 
 const char *sched_model_name(const struct sched *s) { return s->model_name; }
+struct sched *sched_fallback(const struct sched *s) { return s->fallback; }
+
 struct backend *sched_backend(struct sched *s) { return s->be; }
+
+static int sched_route_submit(struct sched *s, struct sched_job *job);
+static int sched_enqueue(struct sched *s, struct sched_job *job);
 
 static void sched_wake(struct sched *s)
 {
@@ -292,6 +251,7 @@ static void sched_wake(struct sched *s)
 
 static void sched_batch_free(struct sched_batch *b)
 {
+    free(b->path);
     for (int i = b->ibuf; i < b->nbuf; i++)
         store_line_release(&b->buf[i]);
     free(b->buf);
@@ -353,7 +313,9 @@ static void sched_finish_line(struct sched *s, struct sched_line *sl, const stru
     /* a failed request has no usage (as at OpenAI) */
     int pt = ok ? res->prompt_tokens : 0, ct = ok ? res->completion_tokens : 0, cached = ok ? res->cached_tokens : 0;
     f->r = (struct store_result){.idx = sl->line.idx, .ok = ok, .json = json, .prompt_tokens = pt,
-                                 .completion_tokens = ct, .cached_tokens = cached, .prompt_computed = pt - cached};
+                                 .completion_tokens = ct, .cached_tokens = cached, .prompt_computed = pt - cached,
+                                 .backend = s->model_name};
+    sl->b->done_here++;
 }
 
 /* read, parse and check one claimed line; NULL when it failed (its error is recorded) */
@@ -459,6 +421,7 @@ static int sched_pull_priority(void *ud, struct engine_request **out, int max)
     int n = 0;
     pthread_mutex_lock(&s->mu);
     sched_flush_due(s); /* every step, room or not */
+    sched_route_tick(s, false); /* an upstream whose circuit is open pulls only here */
     while (n < max && s->jobs_head) {
         struct sched_job *j = s->jobs_head;
         s->jobs_head = j->next_;
@@ -479,6 +442,7 @@ static int sched_pull(void *ud, struct engine_request **out, int max)
     int n = 0;
     pthread_mutex_lock(&s->mu);
     sched_flush_due(s); /* once per engine step (with room): the group commit */
+    sched_route_tick(s, false);
     if (s->stopping) {
         pthread_mutex_unlock(&s->mu);
         return -1;
@@ -531,6 +495,26 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
     int kind = *(int *)req->user;
     if (kind == SCHED_KIND_JOB) {
         struct sched_job *j = req->user;
+        /* on_failure = fallback: a request the backend failed before anything was streamed
+         * runs again on the fallback */
+        pthread_mutex_lock(&s->mu);
+        bool refallback = (res->status == NS_ERR_UPSTREAM || res->status == NS_ERR_UNAVAILABLE) && !j->streamed_ &&
+                          s->fallback && s->rp.realtime_fallback && !s->stopping;
+        if (refallback) {
+            s->interactive_running--;
+            s->stats.interactive_fallback++;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (refallback) {
+            log_event(LOG_WARN, s->model_name, NULL, "a real-time request failed on model '%s' (%s); on_failure = fallback: it runs on '%s'",
+                      s->model_name, res->message, sched_model_name(s->fallback));
+            j->served_by = sched_model_name(s->fallback);
+            if (sched_route_submit(s->fallback, j) == NS_OK)
+                return;
+            pthread_mutex_lock(&s->mu);
+            s->interactive_running++;
+            pthread_mutex_unlock(&s->mu);
+        }
         pthread_mutex_lock(&s->mu);
         s->stats.interactive_done++;
         s->stats.interactive_failed += res->status != NS_OK;
@@ -552,15 +536,31 @@ static void sched_done(void *ud, struct engine_request *req, const struct engine
     *(sl->prev_running ? &sl->prev_running->next_running : &b->running) = sl->next_running;
     if (sl->next_running)
         sl->next_running->prev_running = sl->prev_running;
+    /* fail-over: a line whose backend failed (the upstream is down) is given to the fallback
+     * unfinished, not recorded as failed; where the store refuses, it fails as before */
+    bool failed_over = false;
+    if ((res->status == NS_ERR_UPSTREAM || res->status == NS_ERR_UNAVAILABLE) && s->fallback && !s->stopping &&
+        !b->dropped) {
+        int64_t idx = sl->line.idx;
+        if (store_lines_release(s->st, b->id, &idx, 1, sched_model_name(s->fallback)) == NS_OK) {
+            failed_over = true;
+            s->stats.lines_failed_over++;
+            log_event(LOG_WARN, s->model_name, b->id, "line %u of batch %s failed on model '%s' (%s); it goes to '%s'",
+                      sl->line.line_no, b->id, s->model_name, res->message, sched_model_name(s->fallback));
+            sched_add_batch(s->fallback, b->id, b->path);
+        }
+    }
     /* a line cancelled by shutdown stays claimed; the next start requeues it */
-    if (!(res->status == NS_ERR_CANCELLED && s->stopping))
+    if (!failed_over && !(res->status == NS_ERR_CANCELLED && s->stopping))
         sched_finish_line(s, sl, res);
     oai_request_release(&sl->oreq);
     store_line_release(&sl->line);
     free(sl);
     b->inflight--;
-    s->stats.batch_lines_done++;
-    s->stats.batch_lines_failed += res->status != NS_OK;
+    if (!failed_over) {
+        s->stats.batch_lines_done++;
+        s->stats.batch_lines_failed += res->status != NS_OK;
+    }
     if (res->status == NS_OK) {
         sched_observe(&s->stats.line_latency, res->t_end - res->t_admit);
         s->stats.prompt_tokens += (uint64_t)res->prompt_tokens;
@@ -586,6 +586,7 @@ static void sched_token(void *ud, struct engine_request *req, const struct engin
     if (*(int *)req->user != SCHED_KIND_JOB)
         return;
     struct sched_job *j = req->user;
+    j->streamed_ = true;
     if (!j->on_token)
         return;
     /* inter-token latency: between deltas of a stream's choice 0 that carry something */
@@ -607,6 +608,7 @@ static void sched_wait(void *ud)
     struct sched *s = ud;
     pthread_mutex_lock(&s->mu);
     sched_flush(s);
+    sched_route_tick(s, false);
     bool work = s->jobs_head != NULL || s->stopping;
     /* batch lines that may not be handed out now are no work: waiting beats spinning */
     bool batch_ok = !s->draining && sched_batch_allowed(s);
@@ -730,6 +732,29 @@ void sched_free(struct sched *s)
 
 int sched_submit(struct sched *s, struct sched_job *job)
 {
+    job->served_by = NULL;
+    job->streamed_ = false;
+    job->fallback_from_ = NULL;
+    return sched_route_submit(s, job);
+}
+
+/* on_failure = fallback: while the backend is down, real-time requests go to the fallback */
+static int sched_route_submit(struct sched *s, struct sched_job *job)
+{
+    if (s->fallback && s->rp.realtime_fallback && sched_be_down(s)) {
+        pthread_mutex_lock(&s->mu);
+        s->stats.interactive_fallback++;
+        pthread_mutex_unlock(&s->mu);
+        if (!job->fallback_from_)
+            job->fallback_from_ = s;
+        job->served_by = sched_model_name(s->fallback);
+        return sched_route_submit(s->fallback, job);
+    }
+    return sched_enqueue(s, job);
+}
+
+static int sched_enqueue(struct sched *s, struct sched_job *job)
+{
     job->kind_ = SCHED_KIND_JOB;
     job->next_ = NULL;
     job->t_submit_ = clock_now();
@@ -758,9 +783,20 @@ int sched_add_batch(struct sched *s, const char *batch_id, const char *input_pat
         return NS_ERR_NOMEM;
     snprintf(b->id, sizeof(b->id), "%s", batch_id);
     b->fd = open(input_path, O_RDONLY | O_CLOEXEC);
-    if (b->fd < 0) {
+    b->path = strdup(input_path);
+    if (b->fd < 0 || !b->path) {
+        int rc = b->fd < 0 ? NS_ERR_IO : NS_ERR_NOMEM;
+        if (b->fd >= 0)
+            close(b->fd);
+        free(b->path);
         free(b);
-        return NS_ERR_IO;
+        return rc;
+    }
+    /* the deadline spill-over plans for (route.h); read once: neither changes */
+    struct store_batch sb;
+    if (store_batch_get(s->st, batch_id, &sb) == NS_OK) {
+        b->deadline = route_deadline(sb.metadata, sb.expires_at);
+        store_batch_release(&sb);
     }
     pthread_mutex_lock(&s->mu);
     for (struct sched_batch *x = s->batches; x; x = x->next)

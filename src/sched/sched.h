@@ -16,6 +16,21 @@
  * per engine step or per 64 lines), so progress counts move step by step and a crash
  * recomputes at most one group.
  *
+ * SPILL-OVER AND FAIL-OVER (sched_set_fallback; sched_spill.c; route.h has the prediction rule)
+ * A model may have a fallback: another model's sched. Once a second (route.h: tick_s) the
+ * engine thread measures each batch's rate on this backend and, when the batch would miss
+ * its deadline, routes lines not yet started to the fallback in the store (store.h:
+ * lines.route), enough of them, last ones first; when the rate recovers, lines still
+ * pending at the fallback come back. When the backend's circuit is open, every waiting line
+ * of its batches goes to the fallback (pending ones in the store, claimed-but-not-started
+ * ones released there), and a line that ends with a backend failure (NS_ERR_UPSTREAM,
+ * NS_ERR_UNAVAILABLE) is released to the fallback instead of failing. A line's route is in
+ * the store, so it runs in one place at a time and gets one result, across restarts.
+ * Real-time requests follow on_failure: fail (the backend's 503) or fallback (sent to the
+ * fallback model while the circuit is open, or again there when the backend failed before
+ * a token was streamed; sched_job.served_by says so).
+ * Lock order: a sched's mu, then its fallback's (fallback chains have no cycles: config.c).
+ *
  * SHUTDOWN
  * Graceful: sched_drain() stops handing out batch lines (interactive requests still run),
  * the caller polls sched_inflight() until it is 0 or its grace period ends, then
@@ -50,7 +65,18 @@ struct sched_params {
     int window_start, window_end;
     bool off_hours_idle;        /* outside the window: batch work only while no interactive
                                    request is waiting or running (true), or none (false) */
+    /* the clock of deadlines and rates: unix seconds; NULL = clock_wall (tests inject one) */
+    double (*clock)(void);
 };
+
+/* what a model does with its fallback (sched_set_fallback) */
+struct sched_route_params {
+    double margin;              /* route.h: the safety share; default 0.2 */
+    double turnaround_s;        /* route.h: the fallback's expected turnaround; default 60 */
+    double min_observe_s;       /* route.h: work seen before a rate counts; default 10 */
+    bool realtime_fallback;     /* on_failure = fallback (true) or fail */
+};
+struct sched_route_params sched_default_route_params(void);
 
 /* parse "22:00-06:00" into minutes; 0 ok */
 int sched_parse_window(const char *s, int *start, int *end);
@@ -65,6 +91,11 @@ struct sched_job {
     void (*on_token)(struct sched_job *job, const struct engine_delta *d);
     /* the end (engine thread); res and its text are valid during the call only */
     void (*on_done)(struct sched_job *job, const struct engine_result *res);
+    /* set by the sched when the request ran on the fallback model (on_failure = fallback):
+     * its name, valid while the scheds live; NULL when it ran on the model asked */
+    _Atomic(const char *) served_by;
+    bool streamed_;             /* private: a delta was passed on */
+    struct sched *fallback_from_; /* private: the sched it was first sent to */
     struct sched_job *next_;    /* private */
     double t_submit_;           /* private */
     double t_delta_;            /* private: its last delta (ITL) */
@@ -103,6 +134,19 @@ int sched_batch_inflight(struct sched *s, const char *batch_id);
 /* the ids of the batches s works (not dropped), into *ids (free(3) it); 0 ok */
 int sched_batch_ids(struct sched *s, char (**ids)[48], int *n);
 
+/* Give s a fallback (another model's sched, which outlives s; NULL = none), before
+ * sched_start. Batches of s are then watched and spilled as SPILL-OVER says. */
+void sched_set_fallback(struct sched *s, struct sched *fallback, struct sched_route_params rp);
+struct sched *sched_fallback(const struct sched *s);
+
+/* One backend's lines of a batch as the scheduler sees them: its rate now (lines per
+ * second, 0 until known), the deadline it plans for (unix s, 0 none). false when s does not
+ * know the batch. */
+bool sched_batch_rate(struct sched *s, const char *batch_id, double *rate, double *deadline);
+
+/* is the backend down (an upstream whose circuit is open)? */
+bool sched_backend_down(struct sched *s);
+
 const char *sched_model_name(const struct sched *s);
 struct backend *sched_backend(struct sched *s);
 
@@ -121,6 +165,10 @@ struct sched_stats {
     uint64_t batch_lines_done;
     uint64_t batch_lines_failed;     /* of batch_lines_done: with an error result */
     uint64_t interactive_failed;     /* of interactive_done */
+    uint64_t lines_spilled;          /* batch lines routed to the fallback (spill-over) */
+    uint64_t lines_failed_over;      /* ... routed or released there because the backend failed */
+    uint64_t lines_taken_back;       /* ... routed back from the fallback */
+    uint64_t interactive_fallback;   /* real-time requests sent to the fallback */
     uint64_t prompt_tokens, completion_tokens; /* of successful requests, both lanes */
     uint64_t batch_prompt_tokens, batch_completion_tokens; /* of those, batch lines' */
     int active_batches;

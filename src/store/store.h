@@ -108,6 +108,20 @@ struct store_result {
     bool ok;
     const char *json;        /* the output or error file line */
     int prompt_tokens, completion_tokens, cached_tokens, prompt_computed;
+    const char *backend;     /* the model whose backend ran it: counted in that backend's
+                                share of the batch (lines.routes); NULL = not counted there */
+};
+
+/* One backend's share of a batch (lines.routes, schema v8 in SQLite, v5 in PostgreSQL):
+ * the lines routed to it and not finished, and those it finished. A line's route is the
+ * model whose scheduler claims it: its own model until spill-over or fail-over moves it
+ * (lines.route, lines.release); it is durable, so a restart neither runs a line twice nor
+ * loses one. */
+struct store_route {
+    char backend[128];        /* the model name */
+    int64_t pending, running; /* routed there, unfinished */
+    int64_t completed, failed;/* finished there */
+    int64_t input_tokens, output_tokens, cached_tokens; /* of its successful lines */
 };
 
 struct store_line {
@@ -208,8 +222,8 @@ struct store_batch_ops {
 /* the lines of batches: pending -> running -> done, and the batch counters with them */
 struct store_line_ops {
     int (*insert)(struct store *st, const char *batch_id, const struct store_line *lines, int n);
-    /* move up to max pending lines of the batch (of that model; NULL = any) to running;
-     * returns them in order */
+    /* move up to max pending lines of the batch routed to that model (NULL = any; a line's
+     * route is its own model until route/release move it) to running; returns them in order */
     int (*claim)(struct store *st, const char *batch_id, const char *model, int max, struct store_line **out,
                  int *n);
     /* record finished lines and update their batches' counters, all in one transaction
@@ -231,6 +245,17 @@ struct store_line_ops {
     /* write finished lines in input line order (whatever order they ran in): ok ones to
      * ok_out, failed ones to err_out (either may be NULL) */
     int (*export)(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out);
+    /* spill-over: route up to max pending lines of the batch now routed to `from` (and whose
+     * own model is `model`; NULL = any) to `to`, the last ones (highest idx) first, since the
+     * scheduler of `from` claims from the front; *moved says how many. Running lines never
+     * move: a line is never in two places. */
+    int (*route)(struct store *st, const char *batch_id, const char *model, const char *from, const char *to,
+                 int64_t max, int64_t *moved);
+    /* fail-over: these running lines of the batch go back to pending, routed to `to` (a
+     * backend that failed gives them up unfinished); a line already finished is left alone */
+    int (*release)(struct store *st, const char *batch_id, const int64_t *idx, int n, const char *to);
+    /* the batch's lines by backend (struct store_route), *out malloc'd (free(3) it) */
+    int (*routes)(struct store *st, const char *batch_id, struct store_route **out, int *n);
 };
 
 /* webhook deliveries: queued with the event, taken when due, updated per try */
@@ -468,6 +493,22 @@ static inline int store_lines_failed(struct store *st, const char *batch_id, str
 static inline int store_lines_export(struct store *st, const char *batch_id, FILE *ok_out, FILE *err_out)
 {
     return store_ops_of(st)->lines.export(st, batch_id, ok_out, err_out);
+}
+
+static inline int store_lines_route(struct store *st, const char *batch_id, const char *model, const char *from,
+                                    const char *to, int64_t max, int64_t *moved)
+{
+    STORE_RETURN_RETRIED(store_ops_of(st)->lines.route(st, batch_id, model, from, to, max, moved));
+}
+
+static inline int store_lines_release(struct store *st, const char *batch_id, const int64_t *idx, int n, const char *to)
+{
+    STORE_RETURN_RETRIED(store_ops_of(st)->lines.release(st, batch_id, idx, n, to));
+}
+
+static inline int store_lines_routes(struct store *st, const char *batch_id, struct store_route **out, int *n)
+{
+    return store_ops_of(st)->lines.routes(st, batch_id, out, n);
 }
 
 static inline int store_webhook_insert(struct store *st, const struct store_webhook *w)

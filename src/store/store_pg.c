@@ -218,6 +218,13 @@ static const char *const pg_migrations[STORE_PG_VERSION + 1] = {
           "  request text NOT NULL, body text NOT NULL, seq bigserial NOT NULL);"
           "CREATE INDEX responses_status ON responses(status, seq);"
           "CREATE INDEX responses_created ON responses(created_at);",
+    /* spill-over and fail-over (store.h: struct store_route): a line's route, and each
+     * backend's share of a batch */
+    [5] = "ALTER TABLE lines ADD COLUMN backend text;"
+          "CREATE TABLE batch_backends(batch_id text NOT NULL, backend text NOT NULL,"
+          "  completed bigint NOT NULL DEFAULT 0, failed bigint NOT NULL DEFAULT 0,"
+          "  input_tokens bigint NOT NULL DEFAULT 0, output_tokens bigint NOT NULL DEFAULT 0,"
+          "  cached_tokens bigint NOT NULL DEFAULT 0, PRIMARY KEY(batch_id, backend));",
 };
 
 /* Split nightshift's own parameters (node, lease_seconds) off a URI: libpq refuses unknown
@@ -1096,6 +1103,9 @@ const struct store_ops store_pg_ops = {
         .requeue = store_pg_lines_requeue,
         .fail_unfinished = store_pg_lines_fail_unfinished,
         .count_unfinished = store_pg_lines_count_unfinished,
+        .route = store_pg_lines_route,
+        .release = store_pg_lines_release,
+        .routes = store_pg_lines_routes,
         .failed = store_pg_lines_failed,
         .export = store_pg_lines_export,
     },

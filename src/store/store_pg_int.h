@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STORE_PG_VERSION 4
+#define STORE_PG_VERSION 5
 #define PG_CHUNK (1024 * 1024)
 #define PG_MAX_ARGS 24
 
@@ -105,6 +105,10 @@ int store_pg_lines_failed(struct store *st, const char *batch_id, struct store_l
 int store_pg_lines_finish(struct store *st, const struct store_result *rs, int n);
 int store_pg_lines_insert(struct store *st, const char *batch_id, const struct store_line *lines, int n);
 int store_pg_lines_requeue(struct store *st);
+int store_pg_lines_route(struct store *st, const char *batch_id, const char *model, const char *from, const char *to,
+                         int64_t max, int64_t *moved);
+int store_pg_lines_release(struct store *st, const char *batch_id, const int64_t *idx, int n, const char *to);
+int store_pg_lines_routes(struct store *st, const char *batch_id, struct store_route **out, int *n);
 int store_pg_node_id(struct store *st, char *out, size_t n);
 int store_pg_webhook_insert(struct store *st, const struct store_webhook *w);
 int store_pg_webhook_update(struct store *st, const struct store_webhook *w);

@@ -143,7 +143,7 @@ int store_pg_lines_claim(struct store *st, const char *batch_id, const char *mod
     pthread_mutex_lock(&st->mu);
     PGresult *r = store_pg_q(st,
                              "WITH c AS (SELECT idx FROM lines WHERE batch_id=$1 AND (state=0 OR (state=1 AND lease_until < "
-                             PG_NOW_MS ")) AND ($3::text IS NULL OR model=$3) ORDER BY idx LIMIT $2::bigint "
+                             PG_NOW_MS ")) AND ($3::text IS NULL OR coalesce(backend, model)=$3) ORDER BY idx LIMIT $2::bigint "
                              "FOR UPDATE SKIP LOCKED) "
                              "UPDATE lines l SET state=1, node=$4, lease_until=" PG_NOW_MS " + $5 FROM c "
                              "WHERE l.batch_id=$1 AND l.idx=c.idx "
@@ -190,7 +190,8 @@ static int pg_text_array(struct buf *b, const char *const *v, int n)
 /* Results of a run of lines of one batch: one UPDATE for the run (the arrays unnested), so
  * the database parses and plans once per group commit, not once per line. sum: what the
  * lines that counted add to the batch's counters. */
-static int pg_lines_finish_run(struct store *st, const struct store_result *rs, int n, int64_t sum[6])
+static int pg_lines_finish_run(struct store *st, const struct store_result *rs, int n, int64_t sum[6],
+                               int64_t bsum[5])
 {
     const char *texts[PG_MAX_RUN];
     struct buf idx, state, res;
@@ -231,11 +232,17 @@ static int pg_lines_finish_run(struct store *st, const struct store_result *rs, 
         goto out;
     }
     memset(sum, 0, 6 * sizeof(int64_t));
+    memset(bsum, 0, 5 * sizeof(int64_t));
     for (int row = 0; row < PQntuples(r); row++) {
         int64_t x = store_pg_i64(r, row, 0);
         for (int i = 0; i < n; i++) {
             if (rs[i].idx != x)
                 continue;
+            bsum[0] += rs[i].ok;
+            bsum[1] += !rs[i].ok;
+            bsum[2] += rs[i].prompt_tokens;
+            bsum[3] += rs[i].completion_tokens;
+            bsum[4] += rs[i].cached_tokens;
             sum[0] += rs[i].ok;
             sum[1] += !rs[i].ok;
             sum[2] += rs[i].prompt_tokens;
@@ -261,11 +268,34 @@ int store_pg_lines_finish(struct store *st, const struct store_result *rs, int n
         goto out;
     for (int i = 0; i < n;) {
         int j = i + 1;
-        while (j < n && j - i < PG_MAX_RUN && strcmp(rs[j].batch_id, rs[i].batch_id) == 0)
+        /* a run: one batch, one backend (whose share it adds to) */
+        while (j < n && j - i < PG_MAX_RUN && strcmp(rs[j].batch_id, rs[i].batch_id) == 0 &&
+               (rs[j].backend == rs[i].backend ||
+                (rs[j].backend && rs[i].backend && strcmp(rs[j].backend, rs[i].backend) == 0)))
             j++;
-        int64_t sum[6];
-        if ((rc = pg_lines_finish_run(st, rs + i, j - i, sum)))
+        int64_t sum[6], bsum[5];
+        if ((rc = pg_lines_finish_run(st, rs + i, j - i, sum, bsum)))
             goto rollback;
+        if (rs[i].backend && (bsum[0] || bsum[1])) {
+            struct store_pg_args c = {0};
+            store_pg_arg_text(&c, rs[i].batch_id);
+            store_pg_arg_text(&c, rs[i].backend);
+            for (int k = 0; k < 5; k++)
+                store_pg_arg_i64(&c, bsum[k]);
+            PGresult *u = store_pg_q(st,
+                                     "INSERT INTO batch_backends(batch_id,backend,completed,failed,input_tokens,output_tokens,"
+                                     "cached_tokens) VALUES($1,$2,$3,$4,$5,$6,$7) ON CONFLICT(batch_id,backend) DO UPDATE SET "
+                                     "completed=batch_backends.completed+$3, failed=batch_backends.failed+$4,"
+                                     " input_tokens=batch_backends.input_tokens+$5,"
+                                     " output_tokens=batch_backends.output_tokens+$6,"
+                                     " cached_tokens=batch_backends.cached_tokens+$7",
+                                     &c);
+            if (!u) {
+                rc = NS_ERR_IO;
+                goto rollback;
+            }
+            PQclear(u);
+        }
         struct store_pg_args b = {0};
         for (int k = 0; k < 6; k++)
             store_pg_arg_i64(&b, sum[k]);
@@ -399,6 +429,9 @@ int store_pg_batch_delete(struct store *st, const char *id)
         goto out;
     PGresult *r = store_pg_q(st, "DELETE FROM lines WHERE batch_id=$1", &a);
     if (!r)
+        goto rollback;
+    PQclear(r);
+    if (!(r = store_pg_q(st, "DELETE FROM batch_backends WHERE batch_id=$1", &a)))
         goto rollback;
     PQclear(r);
     if (!(r = store_pg_q(st, "DELETE FROM batches WHERE id=$1", &a)))
@@ -712,3 +745,130 @@ int store_pg_node_id(struct store *st, char *out, size_t n)
     return NS_OK;
 }
 
+
+/* ---- routing lines between backends (store.h: lines.route, release, routes) ------------ */
+
+int store_pg_lines_route(struct store *st, const char *batch_id, const char *model, const char *from, const char *to,
+                         int64_t max, int64_t *moved)
+{
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, batch_id);
+    store_pg_arg_text(&a, model);
+    store_pg_arg_text(&a, from);
+    store_pg_arg_text(&a, to);
+    store_pg_arg_i64(&a, max);
+    *moved = 0;
+    /* rows another node is claiming right now are skipped (they are no longer pending) */
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = store_pg_q(st,
+                             "WITH c AS (SELECT idx FROM lines WHERE batch_id=$1 AND state=0 AND "
+                             "coalesce(backend, model)=$3 AND ($2::text IS NULL OR model=$2) ORDER BY idx DESC "
+                             "LIMIT $5::bigint FOR UPDATE SKIP LOCKED) "
+                             "UPDATE lines l SET backend=$4 FROM c WHERE l.batch_id=$1 AND l.idx=c.idx AND l.state=0",
+                             &a);
+    int rc = r ? NS_OK : st->fail;
+    if (r)
+        *moved = store_pg_changes(r);
+    pthread_mutex_unlock(&st->mu);
+    PQclear(r);
+    return rc;
+}
+
+int store_pg_lines_release(struct store *st, const char *batch_id, const int64_t *idx, int n, const char *to)
+{
+    struct buf arr;
+    buf_init(&arr, PG_BUF_MAX);
+    int rc = buf_append(&arr, "{", 1);
+    for (int i = 0; i < n && !rc; i++)
+        rc = buf_appendf(&arr, "%s%lld", i ? "," : "", (long long)idx[i]);
+    if (!rc)
+        rc = buf_append(&arr, "}", 1);
+    if (rc) {
+        buf_release(&arr);
+        return rc;
+    }
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, batch_id);
+    store_pg_arg_text(&a, arr.p);
+    store_pg_arg_text(&a, to);
+    pthread_mutex_lock(&st->mu);
+    PGresult *r = store_pg_q(st,
+                             "UPDATE lines SET state=0, lease_until=0, backend=coalesce($3::text, backend) "
+                             "WHERE batch_id=$1 AND idx=ANY($2::bigint[]) AND state=1",
+                             &a);
+    rc = r ? NS_OK : st->fail;
+    pthread_mutex_unlock(&st->mu);
+    PQclear(r);
+    buf_release(&arr);
+    return rc;
+}
+
+/* the row of backend name in *arr (appended when new); NULL when out of memory */
+static struct store_route *pg_route_row(struct store_route **arr, int *n, int *cap, const char *name)
+{
+    for (int i = 0; i < *n; i++)
+        if (strcmp((*arr)[i].backend, name) == 0)
+            return &(*arr)[i];
+    if (*n == *cap) {
+        int c = *cap ? *cap * 2 : 4;
+        struct store_route *v = realloc(*arr, sizeof(*v) * (size_t)c);
+        if (!v)
+            return NULL;
+        *arr = v;
+        *cap = c;
+    }
+    struct store_route *r = &(*arr)[(*n)++];
+    memset(r, 0, sizeof(*r));
+    snprintf(r->backend, sizeof(r->backend), "%s", name);
+    return r;
+}
+
+int store_pg_lines_routes(struct store *st, const char *batch_id, struct store_route **out, int *n)
+{
+    struct store_pg_args a = {0};
+    store_pg_arg_text(&a, batch_id);
+    int rc = NS_OK, cap = 0;
+    struct store_route *arr = NULL;
+    *out = NULL;
+    *n = 0;
+    static const char *const sql[2] = {
+        "SELECT coalesce(backend, model, ''), state, count(*) FROM lines WHERE batch_id=$1 AND state<2 GROUP BY 1, 2",
+        "SELECT backend, completed, failed, input_tokens, output_tokens, cached_tokens FROM batch_backends "
+        "WHERE batch_id=$1 ORDER BY backend"};
+    for (int q = 0; q < 2 && rc == NS_OK; q++) {
+        pthread_mutex_lock(&st->mu);
+        PGresult *r = store_pg_q(st, sql[q], &a);
+        pthread_mutex_unlock(&st->mu);
+        if (!r) {
+            rc = NS_ERR_IO;
+            break;
+        }
+        for (int row = 0; row < PQntuples(r) && rc == NS_OK; row++) {
+            struct store_route *x = pg_route_row(&arr, n, &cap, PQgetvalue(r, row, 0));
+            if (!x) {
+                rc = NS_ERR_NOMEM;
+                break;
+            }
+            if (q == 0) {
+                if (store_pg_i64(r, row, 1) == SL_PENDING)
+                    x->pending = store_pg_i64(r, row, 2);
+                else
+                    x->running = store_pg_i64(r, row, 2);
+            } else {
+                x->completed = store_pg_i64(r, row, 1);
+                x->failed = store_pg_i64(r, row, 2);
+                x->input_tokens = store_pg_i64(r, row, 3);
+                x->output_tokens = store_pg_i64(r, row, 4);
+                x->cached_tokens = store_pg_i64(r, row, 5);
+            }
+        }
+        PQclear(r);
+    }
+    if (rc) {
+        free(arr);
+        *n = 0;
+        return rc;
+    }
+    *out = arr;
+    return NS_OK;
+}

@@ -191,6 +191,13 @@ static int sq_open(const char *uri, const char *data_dir, struct store **out, ch
               "  body TEXT NOT NULL);"
               "CREATE INDEX responses_status ON responses(status, seq);"
               "CREATE INDEX responses_created ON responses(created_at);",
+        /* spill-over and fail-over (store.h: struct store_route): a line's route, and each
+         * backend's share of a batch */
+        [8] = "ALTER TABLE lines ADD COLUMN backend TEXT;"
+              "CREATE TABLE batch_backends(batch_id TEXT NOT NULL, backend TEXT NOT NULL,"
+              "  completed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,"
+              "  input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,"
+              "  cached_tokens INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(batch_id, backend)) WITHOUT ROWID;",
     };
     bool ok = store_sqlite_exec(st, "BEGIN") == NS_OK && (version >= 1 || store_sqlite_exec(st, sq_schema) == NS_OK);
     for (int v = version < 1 ? 2 : version + 1; ok && v <= STORE_SQLITE_VERSION; v++)
@@ -712,7 +719,7 @@ static int sq_lines_claim(struct store *st, const char *batch_id, const char *mo
         goto out;
     if (sqlite3_prepare_v2(st->db,
                            "SELECT idx,line_no,custom_id,off,len,url,model FROM lines WHERE batch_id=?1 AND state=0 "
-                           "AND (?3 IS NULL OR model=?3) ORDER BY idx LIMIT ?2",
+                           "AND (?3 IS NULL OR coalesce(backend, model)=?3) ORDER BY idx LIMIT ?2",
                            -1, &s, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(st->db, "UPDATE lines SET state=1 WHERE batch_id=? AND idx=?", -1, &u, NULL) != SQLITE_OK)
         goto rollback;
@@ -778,8 +785,9 @@ static int sq_lines_finish(struct store *st, const struct store_result *rs, int 
                            " prompt_computed=prompt_computed+? WHERE id=?",
                            -1, &b, NULL) != SQLITE_OK)
         goto rollback;
-    /* the batch counters move once per run of lines of the same batch, not once per line */
-    int64_t sum[6] = {0};
+    /* the batch counters move once per run of lines of the same batch, not once per line;
+     * a backend's share once per run of the same batch and backend */
+    int64_t sum[6] = {0}, bsum[5] = {0};
     for (int i = 0; i < n; i++) {
         const struct store_result *r = &rs[i];
         sqlite3_reset(s);
@@ -796,8 +804,21 @@ static int sq_lines_finish(struct store *st, const struct store_result *rs, int 
             sum[3] += r->completion_tokens;
             sum[4] += r->cached_tokens;
             sum[5] += r->prompt_computed;
+            bsum[0] += r->ok;
+            bsum[1] += !r->ok;
+            bsum[2] += r->prompt_tokens;
+            bsum[3] += r->completion_tokens;
+            bsum[4] += r->cached_tokens;
         }
-        if (i + 1 < n && strcmp(rs[i + 1].batch_id, r->batch_id) == 0)
+        bool same_batch = i + 1 < n && strcmp(rs[i + 1].batch_id, r->batch_id) == 0;
+        bool same_backend = same_batch && (rs[i + 1].backend == r->backend ||
+                                           (rs[i + 1].backend && r->backend && strcmp(rs[i + 1].backend, r->backend) == 0));
+        if (!same_backend) {
+            if (r->backend && (bsum[0] || bsum[1]) && store_sqlite_backend_add(st, r->batch_id, r->backend, bsum))
+                goto rollback;
+            memset(bsum, 0, sizeof(bsum));
+        }
+        if (same_batch)
             continue;
         sqlite3_reset(b);
         for (int k = 0; k < 6; k++)
@@ -1040,12 +1061,16 @@ static int sq_batch_delete(struct store *st, const char *id)
     pthread_mutex_lock(&st->mu);
     if ((rc = store_sqlite_exec(st, "BEGIN IMMEDIATE")))
         goto out;
-    if (sqlite3_prepare_v2(st->db, "DELETE FROM lines WHERE batch_id=?", -1, &s, NULL) != SQLITE_OK)
-        goto rollback;
-    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(s) != SQLITE_DONE)
-        goto rollback;
-    sqlite3_finalize(s);
+    for (int q = 0; q < 2; q++) {
+        if (sqlite3_prepare_v2(st->db, q ? "DELETE FROM batch_backends WHERE batch_id=?" : "DELETE FROM lines WHERE batch_id=?",
+                               -1, &s, NULL) != SQLITE_OK)
+            goto rollback;
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) != SQLITE_DONE)
+            goto rollback;
+        sqlite3_finalize(s);
+        s = NULL;
+    }
     if (sqlite3_prepare_v2(st->db, "DELETE FROM batches WHERE id=?", -1, &s, NULL) != SQLITE_OK)
         goto rollback;
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
@@ -1328,6 +1353,9 @@ const struct store_ops store_sqlite_ops = {
         .requeue = sq_lines_requeue,
         .fail_unfinished = sq_lines_fail_unfinished,
         .count_unfinished = sq_lines_count_unfinished,
+        .route = store_sqlite_lines_route,
+        .release = store_sqlite_lines_release,
+        .routes = store_sqlite_lines_routes,
         .failed = sq_lines_failed,
         .export = sq_lines_export,
     },

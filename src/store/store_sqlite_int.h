@@ -13,7 +13,7 @@
 #include <sqlite3.h>
 #include <stddef.h>
 
-#define STORE_SQLITE_VERSION 7
+#define STORE_SQLITE_VERSION 8
 
 struct store {
     struct store_base base;      /* first: store.h */
@@ -45,6 +45,15 @@ int store_sqlite_response_update(struct store *st, const struct store_response *
 int store_sqlite_response_delete(struct store *st, const char *id);
 int store_sqlite_response_ids_by_status(struct store *st, enum store_response_status s, char (**ids)[48], int *n);
 int store_sqlite_response_expire(struct store *st, int64_t before, int64_t *n_deleted);
+
+/* routing lines between backends (store_sqlite_routes.c), as store_ops names them */
+int store_sqlite_lines_route(struct store *st, const char *batch_id, const char *model, const char *from,
+                             const char *to, int64_t max, int64_t *moved);
+int store_sqlite_lines_release(struct store *st, const char *batch_id, const int64_t *idx, int n, const char *to);
+int store_sqlite_lines_routes(struct store *st, const char *batch_id, struct store_route **out, int *n);
+/* add finished lines to a backend's share of a batch (completed, failed, input, output,
+ * cached tokens); mu held, inside the caller's transaction */
+int store_sqlite_backend_add(struct store *st, const char *batch_id, const char *backend, const int64_t sum[5]);
 
 /* the whole-store operations (store_sqlite_admin.c), as store_ops names them */
 int store_sqlite_probe(const char *uri, const char *data_dir, int *have, int *known, char *err, size_t errlen);

@@ -196,7 +196,7 @@ test('a database with a newer schema is refused, an unreachable one named', asyn
     const { spawnSync } = await import('node:child_process');
     const r = spawnSync(BIN, ['serve', '--config', nodeConfig(9, uri), '--listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 30_000 });
     assert.notEqual(r.status, 0);
-    assert.match(r.stderr, /schema version 99, newer than this nightshift understands \(4\)/);
+    assert.match(r.stderr, /schema version 99, newer than this nightshift understands \(5\)/);
     const bad = spawnSync(BIN, ['serve', '--config', nodeConfig(8, `postgres:///nope?host=${PG.dir}&port=1&user=nightshift`), '--listen', '127.0.0.1:0'],
         { encoding: 'utf8', timeout: 30_000 });
     assert.notEqual(bad.status, 0);
@@ -208,9 +208,9 @@ test('a database with a newer schema is refused, an unreachable one named', asyn
     assert.equal((await api(NODES[1], 'GET', '/v1/models')).status, 401, 'a key created against the database is required by every node');
     assert.equal((await api(NODES[1], 'GET', '/v1/models', undefined, { authorization: `Bearer ${key}` })).status, 200);
     const doc = spawnSync(BIN, ['doctor', '--db', DB, '--data-dir', path.join(TMP, 'node0')], { encoding: 'utf8', timeout: 30_000 });
-    assert.match(doc.stdout + doc.stderr, /store: schema version 4 \(current\)/);
+    assert.match(doc.stdout + doc.stderr, /store: schema version 5 \(current\)/);
     const docNewer = spawnSync(BIN, ['doctor', '--db', uri, '--data-dir', path.join(TMP, 'node9')], { encoding: 'utf8', timeout: 30_000 });
-    assert.match(docNewer.stdout + docNewer.stderr, /schema version 99 is newer than this nightshift knows \(4\)/);
+    assert.match(docNewer.stdout + docNewer.stderr, /schema version 99 is newer than this nightshift knows \(5\)/);
     const bk = spawnSync(BIN, ['backup', path.join(TMP, 'bk'), '--db', DB, '--data-dir', path.join(TMP, 'node0')], { encoding: 'utf8', timeout: 30_000 });
     assert.notEqual(bk.status, 0);
     assert.match(bk.stderr, /the postgres store cannot be backed up by nightshift; use its own tools \(pg_dump/);

@@ -553,10 +553,10 @@ test('a store written by a newer nightshift is refused with a clear message', as
     sqlite(path.join(dataDir, 'nightshift.db'), 'PRAGMA user_version=99');
     const r = await runNs(['serve', '--model', `tiny=${model}`, '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--threads', THREADS]);
     assert.equal(r.code, 2, describeRun(r));
-    assert.match(r.stderr, /has schema version 99, newer than this nightshift understands \(7\); use a newer nightshift/);
+    assert.match(r.stderr, /has schema version 99, newer than this nightshift understands \(8\); use a newer nightshift/);
     const d = await runNs(['doctor', '--data-dir', dataDir]);
     assert.equal(d.code, 1, describeRun(d));
-    assert.match(d.stdout, /^FAIL {2}store: schema version 99 is newer than this nightshift knows \(7\)/m);
+    assert.match(d.stdout, /^FAIL {2}store: schema version 99 is newer than this nightshift knows \(8\)/m);
 });
 
 /* ---- doctor ------------------------------------------------------------------------- */
@@ -575,7 +575,7 @@ test('doctor: all ok on a good data dir and model; says when a server uses it', 
     assert.match(lines.at(-1), /^0 failed, \d+ warnings$/);
     for (const l of lines.slice(1, -1)) assert.match(l, /^(ok  |warn|FAIL)  \S/, 'one line per check');
     assert.match(r.stdout, /^ok {4}data dir .*: writable; no server is using it$/m);
-    assert.match(r.stdout, /^ok {4}store: schema version 7 \(current\)$/m);
+    assert.match(r.stdout, /^ok {4}store: schema version 8 \(current\)$/m);
     assert.match(r.stdout, /^ok {4}model '.*tiny\.gguf': GGUF, general\.name '[^']*', [\d.]+ MiB$/m);
     assert.match(r.stdout, /^(ok|warn) {2,4}cpu: /m);
     assert.doesNotMatch(r.stdout, /^FAIL/m);
@@ -596,7 +596,7 @@ test('doctor: all ok on a good data dir and model; says when a server uses it', 
     sqlite(path.join(old, 'nightshift.db'), 'PRAGMA user_version=1');
     r = await runNs(['doctor', '--data-dir', old]);
     assert.equal(r.code, 0, describeRun(r));
-    assert.match(r.stdout, /^warn {2}store: schema version 1, older than this nightshift's 7: the next start migrates it/m);
+    assert.match(r.stdout, /^warn {2}store: schema version 1, older than this nightshift's 8: the next start migrates it/m);
 });
 
 test('doctor: FAIL lines say what to fix, and the exit status is 1', async () => {
@@ -693,7 +693,7 @@ test('backup while a batch runs, restore into a fresh data dir: the batches and 
     // refused over an existing database without --force; --force replaces it
     const again = await runNs(['restore', bk, '--data-dir', dst]);
     assert.equal(again.code, 2, describeRun(again));
-    assert.match(again.stderr, /already holds a database \(schema version 7\): restore into an empty data dir, or add --force/);
+    assert.match(again.stderr, /already holds a database \(schema version 8\): restore into an empty data dir, or add --force/);
     const forced = await runNs(['restore', bk, '--data-dir', dst, '--force']);
     assert.equal(forced.code, 0, describeRun(forced));
     assert.match(forced.stdout, /removed \d+ files the backup does not have/, 'the results written after the backup are gone');
@@ -755,5 +755,5 @@ test('backup and restore refuse what they cannot do, clearly', async () => {
     sqlite(path.join(newer, 'nightshift.db'), 'PRAGMA user_version=99');
     r = await runNs(['restore', newer, '--data-dir', path.join(dir, 'r2')]);
     assert.equal(r.code, 1, describeRun(r));
-    assert.match(r.stderr, /the backup '.*' has schema version 99, newer than this nightshift understands \(7\)/);
+    assert.match(r.stderr, /the backup '.*' has schema version 99, newer than this nightshift understands \(8\)/);
 });

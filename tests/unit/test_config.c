@@ -39,6 +39,7 @@ static void test_good_file(void **state)
                               "[model local-one]\nbackend = local\npath = /m/one.gguf\ninteractive_step_ms = 25\n\n"
                               "[model up]\nbackend = openai-http\nurl = https://api.example.com/v1\n"
                               "api_key_env = NS_TEST_UPSTREAM_KEY\nconcurrency = 8\nprice_input = 0.15\n\n"
+                              "spill_to = off\non_failure = fallback\nspill_turnaround = 30\n\n"
                               "[model off]\nbackend = anthropic-batch\nurl = https://api.example.com/v1\n\n"
                               /* a kind with its provider's own URL needs none */
                               "[model gem]\nbackend = gemini-batch\nupstream_model = gemini-2.5-flash\n");
@@ -58,6 +59,12 @@ static void test_good_file(void **state)
     assert_string_equal(c->models[1].conf.api_key, "sk-test");
     assert_int_equal(c->models[1].conf.concurrency, 8);
     assert_true(c->models[1].conf.price_input > 0.14 && c->models[1].conf.price_input < 0.16);
+    assert_string_equal(c->models[1].spill_to, "off");
+    assert_true(c->models[1].on_failure_fallback);
+    assert_true(c->models[1].spill_turnaround_s == 30);
+    assert_null(c->models[0].spill_to);
+    assert_false(c->models[0].on_failure_fallback);
+    assert_true(c->models[0].spill_turnaround_s == 60 && c->models[0].spill_margin > 0.19);
     config_free(c);
 }
 
@@ -82,6 +89,20 @@ static void test_bad_files(void **state)
          "interactive_step_ms must be auto, off or milliseconds from 1 to 60000, not 'soon'"},
         {"[model m]\nbackend = openai-http\nurl = http://h/v1\ninteractive_step_ms = 20\n",
          "interactive_step_ms is for backend local"},
+        /* spill-over and fail-over */
+        {"[model m]\nbackend = openai-http\nurl = http://h/v1\nspill_to = ghost\n",
+         "[model m]: spill_to names 'ghost', which is no [model] section of this file"},
+        {"[model m]\nbackend = openai-http\nurl = http://h/v1\nspill_to = m\n", "[model m]: spill_to names the model itself"},
+        {"[model a]\nbackend = openai-http\nurl = http://h/v1\nspill_to = b\n"
+         "[model b]\nbackend = openai-http\nurl = http://h/v1\nspill_to = c\n"
+         "[model c]\nbackend = openai-http\nurl = http://h/v1\nspill_to = a\n",
+         "[model a]: spill_to makes a cycle (a -> b -> c -> a)"},
+        {"[model m]\nbackend = openai-http\nurl = http://h/v1\non_failure = retry\n",
+         "[model m]: on_failure must be fail or fallback, not 'retry'"},
+        {"[model m]\nbackend = openai-http\nurl = http://h/v1\non_failure = fallback\n",
+         "[model m]: on_failure = fallback needs spill_to"},
+        {"[model m]\nbackend = openai-http\nurl = http://h/v1\nspill_to = a\nspill_to = b\n", "spill_to is given twice"},
+        {"[model m]\nbackend = openai-http\nurl = http://h/v1\nspill_margin = -1\n", "spill_margin must be a number"},
         {"this is not ini\n", ":1: not a 'key = value' line or a [section] header"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

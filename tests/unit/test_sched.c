@@ -87,6 +87,12 @@ static int fs_lines_claim(struct store *st, const char *batch_id, const char *mo
     return store_lines_claim(((struct failing_store *)st)->inner, batch_id, model, max, out, n);
 }
 
+/* the scheduler reads a batch's deadline when it takes the batch up */
+static int fs_batch_get(struct store *st, const char *id, struct store_batch *out)
+{
+    return store_batch_get(((struct failing_store *)st)->inner, id, out);
+}
+
 static int fs_lines_finish(struct store *st, const struct store_result *rs, int n)
 {
     struct failing_store *fs = (struct failing_store *)st;
@@ -116,6 +122,7 @@ static int setup(void **state)
     g_failing_ops = *store_ops_of(g_st);
     g_failing_ops.lines.claim = fs_lines_claim;
     g_failing_ops.lines.finish = fs_lines_finish;
+    g_failing_ops.batch.get = fs_batch_get;
     return 0;
 }
 

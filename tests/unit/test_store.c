@@ -226,6 +226,97 @@ static void test_lines_lifecycle(void **state)
     assert_int_equal(store_batch_delete(f->st, id), NS_ERR_NOT_FOUND);
 }
 
+/* the share of one backend in routes (zeroed when absent) */
+static struct store_route route_of(struct store *st, const char *id, const char *backend)
+{
+    struct store_route *rt = NULL, want;
+    int n = 0;
+    memset(&want, 0, sizeof(want));
+    assert_int_equal(store_lines_routes(st, id, &rt, &n), NS_OK);
+    for (int i = 0; i < n; i++)
+        if (strcmp(rt[i].backend, backend) == 0)
+            want = rt[i];
+    free(rt);
+    return want;
+}
+
+/* spill-over and fail-over in the store: a line's route decides who claims it, moves only
+ * while pending (the last lines first), comes back, a released running line goes pending
+ * to its new route, and each finished line counts in the share of the backend that ran it */
+static void test_lines_routes(void **state)
+{
+    struct fixture *f = *state;
+    char id[48];
+    make_batch(f, id, 10);
+    struct store_line *l = NULL;
+    int n = 0;
+    assert_int_equal(store_lines_claim(f->st, id, "m", 2, &l, &n), NS_OK); /* 0, 1 run on m */
+    assert_int_equal(n, 2);
+    int64_t moved = 0;
+    /* spill 5: the last five pending lines (5..9) go to fb; running 0, 1 stay */
+    assert_int_equal(store_lines_route(f->st, id, "m", "m", "fb", 5, &moved), NS_OK);
+    assert_int_equal(moved, 5);
+    struct store_route m = route_of(f->st, id, "m"), fb = route_of(f->st, id, "fb");
+    assert_int_equal(m.pending, 3);
+    assert_int_equal(m.running, 2);
+    assert_int_equal(fb.pending, 5);
+    /* m claims only its own: 2, 3, 4 */
+    struct store_line *l2 = NULL;
+    int n2 = 0;
+    assert_int_equal(store_lines_claim(f->st, id, "m", 10, &l2, &n2), NS_OK);
+    assert_int_equal(n2, 3);
+    assert_int_equal(l2[0].idx, 2);
+    assert_int_equal(l2[2].idx, 4);
+    /* the rate recovered: two of fb's pending lines (the last: 8, 9) come back */
+    assert_int_equal(store_lines_route(f->st, id, "m", "fb", "m", 2, &moved), NS_OK);
+    assert_int_equal(moved, 2);
+    struct store_line *l3 = NULL;
+    int n3 = 0;
+    assert_int_equal(store_lines_claim(f->st, id, "fb", 10, &l3, &n3), NS_OK);
+    assert_int_equal(n3, 3); /* 5, 6, 7 */
+    assert_int_equal(l3[0].idx, 5);
+    assert_int_equal(l3[2].idx, 7);
+    /* nothing pending on fb is left to move; running lines never move */
+    assert_int_equal(store_lines_route(f->st, id, "m", "fb", "m", 10, &moved), NS_OK);
+    assert_int_equal(moved, 0);
+    /* fail-over: m's running lines 2, 3 are given up to fb */
+    int64_t give[2] = {2, 3};
+    assert_int_equal(store_lines_release(f->st, id, give, 2, "fb"), NS_OK);
+    fb = route_of(f->st, id, "fb");
+    assert_int_equal(fb.pending, 2);
+    assert_int_equal(fb.running, 3);
+    /* results, each counted in its backend's share */
+    struct store_result rs[4] = {
+        {.batch_id = id, .idx = 0, .ok = true, .json = "{}", .prompt_tokens = 5, .completion_tokens = 2, .backend = "m"},
+        {.batch_id = id, .idx = 1, .ok = false, .json = "{}", .backend = "m"},
+        {.batch_id = id, .idx = 5, .ok = true, .json = "{}", .prompt_tokens = 7, .completion_tokens = 3, .backend = "fb"},
+        {.batch_id = id, .idx = 0, .ok = true, .json = "{}", .prompt_tokens = 50, .backend = "fb"}, /* twice: ignored */
+    };
+    assert_int_equal(store_lines_finish(f->st, rs, 4), NS_OK);
+    m = route_of(f->st, id, "m");
+    fb = route_of(f->st, id, "fb");
+    assert_int_equal(m.completed, 1);
+    assert_int_equal(m.failed, 1);
+    assert_int_equal(m.input_tokens, 5);
+    assert_int_equal(m.output_tokens, 2);
+    assert_int_equal(fb.completed, 1);
+    assert_int_equal(fb.input_tokens, 7);
+    assert_int_equal(m.running, 1); /* 4 */
+    /* every line is still there exactly once */
+    int64_t pending, running;
+    assert_int_equal(store_lines_count_unfinished(f->st, id, &pending, &running), NS_OK);
+    assert_int_equal(pending + running, 7);
+    /* a restart requeues running lines on their routes */
+    assert_int_equal(store_lines_requeue(f->st), NS_OK);
+    fb = route_of(f->st, id, "fb");
+    assert_int_equal(fb.pending, 4); /* 2, 3, 6, 7 */
+    release_lines(l, n);
+    release_lines(l2, n2);
+    release_lines(l3, n3);
+    assert_int_equal(store_batch_delete(f->st, id), NS_OK);
+    assert_int_equal(route_of(f->st, id, "m").completed, 0);
+}
+
 static void test_files(void **state)
 {
     struct fixture *f = *state;
@@ -488,7 +579,8 @@ static void test_responses(void **state)
 }
 
 /* a store of the schema version before responses (SQLite 6, PostgreSQL 3), made by taking
- * the table out of a current one, migrates at open and keeps its rows */
+ * the tables of the last two versions out of a current one (responses; the routes of lines,
+ * schema SQLite 8 / PostgreSQL 5), migrates at open and keeps its rows */
 static void test_responses_migrate(void **state)
 {
     struct fixture *f = *state;
@@ -496,7 +588,7 @@ static void test_responses_migrate(void **state)
     char err[256] = "", sql[200];
     assert_int_equal(f->ops->admin.probe(f->uri, f->dir, &have, &known, err, sizeof(err)), NS_OK);
     assert_int_equal(have, known);
-    assert_int_equal(known, pg_uri() ? 4 : 7);
+    assert_int_equal(known, pg_uri() ? 5 : 8);
     char id[48];
     make_batch(f, id, 2);
     store_close(f->st);
@@ -504,8 +596,10 @@ static void test_responses_migrate(void **state)
     if (pg_uri()) {
         PGconn *c = PQconnectdb(f->uri);
         assert_int_equal(PQstatus(c), CONNECTION_OK);
-        snprintf(sql, sizeof(sql), "DROP TABLE responses; DELETE FROM ns_schema; INSERT INTO ns_schema VALUES(%d)",
-                 known - 1);
+        snprintf(sql, sizeof(sql),
+                 "DROP TABLE responses; DROP TABLE batch_backends; ALTER TABLE lines DROP COLUMN backend;"
+                 "DELETE FROM ns_schema; INSERT INTO ns_schema VALUES(%d)",
+                 known - 2);
         PGresult *r = PQexec(c, sql);
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
             fail_msg("%s", PQresultErrorMessage(r));
@@ -515,13 +609,14 @@ static void test_responses_migrate(void **state)
         sqlite3 *db = NULL;
         assert_int_equal(sqlite3_open(f->uri + strlen("sqlite:"), &db), SQLITE_OK);
         snprintf(sql, sizeof(sql),
-                 "DROP TABLE responses; DELETE FROM sqlite_sequence WHERE name='responses'; PRAGMA user_version=%d",
-                 known - 1);
+                 "DROP TABLE responses; DELETE FROM sqlite_sequence WHERE name='responses'; DROP TABLE batch_backends;"
+                 "ALTER TABLE lines DROP COLUMN backend; PRAGMA user_version=%d",
+                 known - 2);
         assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
         sqlite3_close(db);
     }
     assert_int_equal(f->ops->admin.probe(f->uri, f->dir, &have, &known, err, sizeof(err)), NS_OK);
-    assert_int_equal(have, known - 1);
+    assert_int_equal(have, known - 2);
 
     assert_int_equal(open_store(f, f->uri, f->dir), NS_OK);
     assert_int_equal(f->ops->admin.probe(f->uri, f->dir, &have, &known, err, sizeof(err)), NS_OK);
@@ -530,6 +625,10 @@ static void test_responses_migrate(void **state)
     assert_int_equal(store_batch_get(f->st, id, &b), NS_OK);
     assert_int_equal(b.total, 2);
     store_batch_release(&b);
+    /* the migrated lines route */
+    int64_t moved = 0;
+    assert_int_equal(store_lines_route(f->st, id, "m", "m", "fb", 1, &moved), NS_OK);
+    assert_int_equal(moved, 1);
     struct store_response r = make_response(NULL, 1, true);
     assert_int_equal(store_response_insert(f->st, &r), NS_OK);
     struct store_response got;
@@ -807,6 +906,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lines_lifecycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lines_routes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_webhooks, setup, teardown),

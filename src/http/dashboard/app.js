@@ -72,6 +72,16 @@ function cost(b) {
     return c == null ? '–' : `$${c.toFixed(c < 1 ? 4 : 2)}`;
 }
 
+// where the lines ran (spill-over and fail-over: nightshift.backends), one line per backend
+function backends(b) {
+    const bk = b.nightshift?.backends;
+    if (!bk || !Object.keys(bk).length) return '–';
+    return Object.entries(bk).map(([name, r]) =>
+        `<div data-backend="${esc(name)}"><code>${esc(name)}</code>: ${fmt(r.lines)} ran` +
+        (r.pending || r.running ? `, ${fmt(r.pending + r.running)} waiting` : '') +
+        (r.cost_usd != null ? `, $${r.cost_usd.toFixed(r.cost_usd < 1 ? 4 : 2)}` : '') + '</div>').join('');
+}
+
 function renderCharts(stats) {
     const s = stats.series;
     const t = s.t;
@@ -165,6 +175,7 @@ async function detail(id) {
         <span>tokens</span><span>${fmt(b.usage?.input_tokens)} in (${fmt(b.usage?.input_tokens_details?.cached_tokens)} cached), ${fmt(b.usage?.output_tokens)} out</span>
         <span>prompt computed</span><span>${fmt(b.nightshift?.prompt_tokens_computed)}</span>
         <span>cost</span><span>${cost(b)}</span>
+        <span>backends</span><span id="backends">${backends(b)}</span>
         <span>created</span><span>${new Date(b.created_at * 1000).toLocaleString()}</span>
         <span>files</span><span>in <code>${esc(b.input_file_id)}</code>${b.output_file_id ? `, out <code>${esc(b.output_file_id)}</code>` : ''}${b.error_file_id ? `, errors <code>${esc(b.error_file_id)}</code>` : ''}</span>
       </div></div></div>
