@@ -48,6 +48,9 @@ trap cleanup EXIT
 # this shell has): it must raise it itself to take 1,000 connections
 launch=()
 command -v prlimit >/dev/null && launch=(prlimit "--nofile=${NIGHTSHIFT_LOAD_SERVER_NOFILE:-1024}:$(ulimit -Hn)")
+# the log exists before the server does: the wait below reads it at once, and a sed on a
+# file the background shell has not created yet failed the script (set -e; seen in CI)
+: >"$tmp/serve.log"
 "${launch[@]}" "$bin" serve --model "tiny=$tmp/tiny.gguf" --data-dir "$tmp/data" --listen 127.0.0.1:0 --threads 1 \
     --parallel 8 --ctx 4096 2>"$tmp/serve.log" &
 pid=$!
