@@ -152,3 +152,23 @@ int store_status_of_sqlstate(const char *sqlstate)
         return NS_ERR_BUSY;
     return NS_ERR_IO;
 }
+
+/* for the store implementations (routes): see store.h */
+struct store_route *store_route_row(struct store_route **arr, int *n, int *cap, const char *name)
+{
+    for (int i = 0; i < *n; i++)
+        if (strcmp((*arr)[i].backend, name) == 0)
+            return &(*arr)[i];
+    if (*n == *cap) {
+        int c = *cap ? *cap * 2 : 4;
+        struct store_route *v = realloc(*arr, sizeof(*v) * (size_t)c);
+        if (!v)
+            return NULL;
+        *arr = v;
+        *cap = c;
+    }
+    struct store_route *r = &(*arr)[(*n)++];
+    memset(r, 0, sizeof(*r));
+    snprintf(r->backend, sizeof(r->backend), "%s", name);
+    return r;
+}

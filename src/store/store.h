@@ -124,6 +124,11 @@ struct store_route {
     int64_t input_tokens, output_tokens, cached_tokens; /* of its successful lines */
 };
 
+/* The row of backend `name` in the array *arr of *n rows (capacity *cap), appended zeroed
+ * when new (the array grown with realloc); NULL when out of memory. For the stores' routes
+ * ops, which sum a batch's lines by backend. */
+struct store_route *store_route_row(struct store_route **arr, int *n, int *cap, const char *name);
+
 struct store_line {
     int64_t idx;             /* 0-based position in the batch */
     uint32_t line_no;        /* 1-based line in the input file */

@@ -803,26 +803,6 @@ int store_pg_lines_release(struct store *st, const char *batch_id, const int64_t
     return rc;
 }
 
-/* the row of backend name in *arr (appended when new); NULL when out of memory */
-static struct store_route *pg_route_row(struct store_route **arr, int *n, int *cap, const char *name)
-{
-    for (int i = 0; i < *n; i++)
-        if (strcmp((*arr)[i].backend, name) == 0)
-            return &(*arr)[i];
-    if (*n == *cap) {
-        int c = *cap ? *cap * 2 : 4;
-        struct store_route *v = realloc(*arr, sizeof(*v) * (size_t)c);
-        if (!v)
-            return NULL;
-        *arr = v;
-        *cap = c;
-    }
-    struct store_route *r = &(*arr)[(*n)++];
-    memset(r, 0, sizeof(*r));
-    snprintf(r->backend, sizeof(r->backend), "%s", name);
-    return r;
-}
-
 int store_pg_lines_routes(struct store *st, const char *batch_id, struct store_route **out, int *n)
 {
     struct store_pg_args a = {0};
@@ -844,7 +824,7 @@ int store_pg_lines_routes(struct store *st, const char *batch_id, struct store_r
             break;
         }
         for (int row = 0; row < PQntuples(r) && rc == NS_OK; row++) {
-            struct store_route *x = pg_route_row(&arr, n, &cap, PQgetvalue(r, row, 0));
+            struct store_route *x = store_route_row(&arr, n, &cap, PQgetvalue(r, row, 0));
             if (!x) {
                 rc = NS_ERR_NOMEM;
                 break;

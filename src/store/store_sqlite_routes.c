@@ -101,26 +101,6 @@ out:
     return rc;
 }
 
-/* the row of backend name in *arr (appended when new); NULL when out of memory */
-static struct store_route *sq_route_row(struct store_route **arr, int *n, int *cap, const char *name)
-{
-    for (int i = 0; i < *n; i++)
-        if (strcmp((*arr)[i].backend, name) == 0)
-            return &(*arr)[i];
-    if (*n == *cap) {
-        int c = *cap ? *cap * 2 : 4;
-        struct store_route *v = realloc(*arr, sizeof(*v) * (size_t)c);
-        if (!v)
-            return NULL;
-        *arr = v;
-        *cap = c;
-    }
-    struct store_route *r = &(*arr)[(*n)++];
-    memset(r, 0, sizeof(*r));
-    snprintf(r->backend, sizeof(r->backend), "%s", name);
-    return r;
-}
-
 int store_sqlite_lines_routes(struct store *st, const char *batch_id, struct store_route **out, int *n)
 {
     sqlite3_stmt *s = NULL;
@@ -142,7 +122,7 @@ int store_sqlite_lines_routes(struct store *st, const char *batch_id, struct sto
         sqlite3_bind_text(s, 1, batch_id, -1, SQLITE_STATIC);
         int r;
         while ((r = sqlite3_step(s)) == SQLITE_ROW) {
-            struct store_route *row = sq_route_row(&arr, n, &cap, (const char *)sqlite3_column_text(s, 0));
+            struct store_route *row = store_route_row(&arr, n, &cap, (const char *)sqlite3_column_text(s, 0));
             if (!row) {
                 rc = NS_ERR_NOMEM;
                 break;
