@@ -121,7 +121,9 @@ struct pull_job {
     int refs;                 /* the thread's and the response's */
     struct server *srv;
     struct MHD_Connection *conn;
-    struct modelstore_pull *plan;
+    struct modelstore_pull *plan;   /* NULL until the thread has planned it (streamed) */
+    char *name;               /* the model asked for */
+    struct hub_conf hc;
     bool stream;
     struct buf out;           /* NDJSON not yet sent */
     size_t out_pos;
@@ -140,6 +142,7 @@ static void pull_job_unref(struct pull_job *j)
     if (left)
         return;
     modelstore_pull_free(j->plan);
+    free(j->name);
     buf_release(&j->out);
     pthread_mutex_destroy(&j->mu);
     free(j);
@@ -201,14 +204,24 @@ static void *pull_thread(void *arg)
     struct server *srv = j->srv;
     char err[2048] = "";
     struct modelstore_model m;
-    int rc = modelstore_pull_run(j->plan, pull_on_event, j, &m, err, sizeof(err));
+    int rc = NS_OK;
+    /* a streamed pull reads the Hub's listing here, not on the HTTP thread, which serves
+     * other connections meanwhile (a listing may take up to the client's timeout); its
+     * errors follow "pulling manifest" as an error line, as Ollama's own do */
+    if (!j->plan) {
+        char why[1900] = "";
+        if ((rc = modelstore_pull_plan(srv->p.models_dir, &j->hc, j->name, &j->plan, why, sizeof(why))) != NS_OK)
+            snprintf(err, sizeof(err), "pull model manifest: %s", why);
+    }
+    if (rc == NS_OK)
+        rc = modelstore_pull_run(j->plan, pull_on_event, j, &m, err, sizeof(err));
     cJSON *o = cJSON_CreateObject();
     if (rc)
         cJSON_AddStringToObject(o, "error", err);
     else
         cJSON_AddStringToObject(o, "status", "success");
     if (rc)
-        log_event(LOG_WARN, NULL, NULL, "pull of %s failed: %s", modelstore_pull_name(j->plan), err);
+        log_event(LOG_WARN, NULL, NULL, "pull of %s failed: %s", j->plan ? modelstore_pull_name(j->plan) : j->name, err);
     else
         log_event(LOG_INFO, NULL, NULL, "pulled %s into the model store", modelstore_pull_name(j->plan));
     pthread_mutex_lock(&j->mu);
@@ -283,14 +296,20 @@ enum MHD_Result models_ollama_pull(struct route_ctx *x)
         return respond_ollama_error(x->c, NS_ERR_UNSUPPORTED, "this server has no model store (set NIGHTSHIFT_MODELS)");
     struct hub_conf hc = hub_default_conf();
     struct modelstore_pull *plan = NULL;
-    int rc = modelstore_pull_plan(x->srv->p.models_dir, &hc, name, &plan, err, sizeof(err));
-    if (rc)
-        return respond_ollama_error(x->c, rc == NS_ERR_UPSTREAM ? NS_ERR_UPSTREAM : rc, "pull model manifest: %s", err);
+    /* not streamed: the answer's status is the listing's (404 unknown, 401 gated), so it is
+     * read before answering; streamed: by the pull thread (pull_thread) */
+    if (!stream) {
+        int rc = modelstore_pull_plan(x->srv->p.models_dir, &hc, name, &plan, err, sizeof(err));
+        if (rc)
+            return respond_ollama_error(x->c, rc == NS_ERR_UPSTREAM ? NS_ERR_UPSTREAM : rc, "pull model manifest: %s", err);
+    }
     struct pull_job *j = calloc(1, sizeof(*j));
-    if (!j) {
+    if (!j || !(j->name = strdup(name))) {
+        free(j);
         modelstore_pull_free(plan);
         return respond_ollama_error(x->c, NS_ERR_NOMEM, "out of memory");
     }
+    j->hc = hc;
     pthread_mutex_init(&j->mu, NULL);
     j->refs = 2;
     j->srv = x->srv;
@@ -310,7 +329,7 @@ enum MHD_Result models_ollama_pull(struct route_ctx *x)
         pull_job_unref(j);
         return MHD_NO;
     }
-    log_event(LOG_INFO, NULL, NULL, "pulling %s into the model store (/api/pull)", modelstore_pull_name(plan));
+    log_event(LOG_INFO, NULL, NULL, "pulling %s into the model store (/api/pull)", plan ? modelstore_pull_name(plan) : name);
     pthread_mutex_lock(&x->srv->pull_mu);
     x->srv->n_pulls++;
     pthread_mutex_unlock(&x->srv->pull_mu);

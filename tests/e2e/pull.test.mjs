@@ -339,7 +339,13 @@ test('serve --model NAME by store name answers a chat; /v1/models, /api/tags, /a
         assert.equal(one.status, 'success');
         /* errors: an unknown repository, a gated one */
         await assert.rejects(client.pull({ model: 'acme/nope-GGUF', stream: false }), /not found/);
-        await assert.rejects(client.pull({ model: 'acme/gated-GGUF', stream: true }), /HF_TOKEN/);
+        /* streamed, the listing is read off the HTTP thread: its error follows "pulling
+         * manifest" as an error line, as Ollama's own, and the client throws while reading */
+        const seen = [];
+        await assert.rejects((async () => {
+            for await (const ev of await client.pull({ model: 'acme/gated-GGUF', stream: true })) seen.push(ev.status);
+        })(), /pull model manifest: .*HF_TOKEN/);
+        assert.deepEqual(seen, ['pulling manifest']);
 
         const tags = await client.list();
         const names = tags.models.map((m) => m.name);
