@@ -1,5 +1,9 @@
 /*
  * engine.c — continuous batching over llama.cpp. See engine.h for the design.
+ * This file: init/free, option names, chat rendering and tokenizing, the per-request
+ * lifecycle and the step loop. The module's other files: device.c (backends, devices,
+ * where the model runs), embed.c (engine_run for embeddings); their shared state is
+ * engine_int.h.
  *
  * INVARIANTS
  * - A slot is either free, running (its first n_past tokens are in the KV cache under
@@ -20,7 +24,7 @@
  *   while some choice has no slot yet; it ends (done() once) when every choice has ended,
  *   and fails as a whole when one choice fails.
  */
-#include "engine.h"
+#include "engine_int.h"
 #include "../util/clock.h"
 
 #include "ggml-backend.h"
@@ -38,7 +42,6 @@
 #include "../util/utf8.h"
 
 #include <cjson/cJSON.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -51,117 +54,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ENGINE_MAX_PARALLEL 256 /* LLAMA_MAX_SEQ */
-#define ENGINE_TEXT_MAX (64u << 20)
-
-struct group;
-
-struct slot {
-    bool used, parked;
-    struct group *grp;              /* request.n > 1: the choices' group, else NULL */
-    int choice;                     /* which choice this slot computes */
-    int lp_sent;                    /* logprobs entries already passed to token() */
-    bool priority;                  /* came through pull_priority() */
-    uint64_t order;                 /* admission order; higher = newer */
-    struct engine_request *req;
-    llama_token *tok;
-    int n_tok, cap_tok;
-    int n_prompt, n_past, n_gen, max_gen;
-    int cached;
-    bool eog_masked;                /* EOS suppressed for the whole request */
-    int stop_index;                 /* the stop string that ended it, -1 none */
-    struct llama_sampler *smpl;     /* NULL: greedy argmax */
-    /* a chat request: its rendered prompt's grammar, triggers, preserved tokens, stops and
-     * parser (owned by the slot, or by its group for request.n > 1), and the stream reading
-     * its output back (streaming only) */
-    struct chat_prompt *chat;
-    bool chat_owned;
-    struct chat_stream *cs;
-    struct toolwire_stream *tws;    /* ... when its calls are in the fallback format */
-    struct buf text;
-    size_t sent;                    /* bytes of text passed to token() */
-    size_t clean;                   /* bytes of text known valid UTF-8 (streaming); sent <= clean */
-    int i_out;                      /* row of this slot's logits in the batch, -1 none */
-    double t_admit, t_first;
-    struct engine_token_logprob *lp; /* request.logprobs: one per generated token */
-    int n_lp, cap_lp;
-    struct buf lp_text;             /* their pieces */
-    /* prefix cache */
-    bool retained;                  /* free, but its KV (tok[0..n_past)) is kept for reuse */
-    uint64_t last_used;             /* LRU among retained slots */
-    int wait_for;                   /* slot whose prompt prefix this one waits to copy, -1 none */
-    int wait_len;                   /* ... that many tokens of it */
-};
-
-/* the finished part of one choice of a group, kept until the last choice ends */
-struct group_choice {
-    char *text;
-    size_t text_len;
-    struct chat_msg msg;            /* a chat request's answer read back */
-    struct engine_token_logprob *lp;
-    int n_lp;
-    char *lp_text;
-    size_t lp_text_len;
-    enum engine_finish finish;
-    int stop_index;
-    int n_gen;
-};
-
-struct group {
-    struct engine_request *req;
-    int n;                          /* choices */
-    int seated;                     /* choices given a slot so far */
-    int ended;                      /* choices finished */
-    bool priority;                  /* seated in the priority lane's slots */
-    llama_token *tok;               /* the prompt, for choices seated later */
-    int n_tok, max_gen;
-    int n_prompt, cached;           /* choice 0's */
-    double t_admit, t_first;
-    struct group_choice ch[ENGINE_MAX_CHOICES];
-    struct chat_prompt *chat;       /* a chat request's, shared by its choices */
-    struct group *next;             /* on e->pending while seated < n */
-};
-
-struct engine {
-    struct engine_params p;
-    struct llama_model *model;      /* shared with the other engines of its file (lora.h) */
-    struct lora_base *base;         /* ... through this reference */
-    struct lora_set lora;           /* the adapters applied to ctx (params.lora) */
-    struct llama_context *ctx;
-    const struct llama_vocab *vocab;
-    struct llama_batch batch;
-    int n_ctx, n_ctx_seq, n_vocab;
-    int max_piece;                  /* the most bytes one token stands for (specials included) */
-    struct chat_templates *chat;    /* the model's chat template (chat.h); NULL for embeddings */
-    char tmpl_label[64];
-    llama_token *eog;               /* end-of-generation tokens */
-    int n_eog;
-    struct slot *slots;
-    int n_slots;
-    uint64_t next_order;
-    atomic_int stop;
-    struct engine_stats stats;
-    struct engine_info info;
-    struct prefix_trie *trie;       /* NULL when the prefix cache is off */
-    struct group *pending;          /* groups with choices still to seat, oldest first */
-    /* the interactive latency budget (steps.h): step times learned from the decodes, the
-     * round-robin position among batch decodes, and what the last plan decided */
-    struct steps_model steps;
-    llama_token_data *cur;          /* n_cur x n_vocab: each sampling thread's candidates */
-    FILE *trace;                    /* engine_params.step_trace, open; NULL none */
-    int n_cur;
-    int steps_rr;
-    struct steps_outcome planned;
-    int step_seqs;                  /* sequences fed by the step built last */
-    int step_passes;                /* ... and llama.cpp's passes over it (steps_passes) */
-    int step_priority;              /* ... and the interactive sequences among those fed */
-    /* where the model runs: the devices asked for (NULL-terminated; NULL = llama.cpp's
-     * choice, every GPU), and the buffers the memory fit may point the model's params into */
-    ggml_backend_dev_t *devs;
-    float *fit_split;
-    struct llama_model_tensor_buft_override *fit_overrides;
-};
-
 static int engine_kv_reserved(const struct engine *e);
 static int engine_running(const struct engine *e);
 
@@ -170,7 +62,7 @@ static int engine_running(const struct engine *e);
  * decode. Its wall time is counted apart (stats.decode_seconds) so that what nightshift
  * spends around llama.cpp can be told from llama.cpp's own compute, whose speed on a
  * shared machine varies far more than anything the scheduler does. */
-static int engine_forward(struct engine *e, struct llama_batch b)
+int engine_forward(struct engine *e, struct llama_batch b)
 {
     double s = 0;
     /* the engines of one base model decode one at a time, on one thread (lora.h) */
@@ -218,7 +110,7 @@ static void engine_log_cb(enum ggml_log_level level, const char *text, void *ud)
         fputs(text, stderr);
 }
 
-static void engine_quiet_log(enum ggml_log_level level, const char *text, void *ud)
+void engine_quiet_log(enum ggml_log_level level, const char *text, void *ud)
 {
     (void)level;
     (void)text;
@@ -268,146 +160,6 @@ const char *engine_llama_commit(void)
 #endif
 }
 
-/* ---- backends and devices ------------------------------------------------------------------
- * The CPU build links llama.cpp statically with its CPU backend registered at start. A GPU
- * build (CMake's NS_GPU_KIND, from scripts/bootstrap.sh NIGHTSHIFT_GPU=...) links the npm
- * package's shared libllama/libggml and loads its backends (the best CPU variant for this
- * CPU, and the GPU one) from NS_GGML_BACKEND_DIR at the first call, once for the process. */
-#ifndef NS_GPU_KIND
-#define NS_GPU_KIND "cpu"
-#endif
-
-static pthread_once_t engine_backends_once = PTHREAD_ONCE_INIT;
-static int engine_backends_rc;            /* NS_OK or NS_ERR_ENGINE */
-static char engine_backends_msg[512];     /* the error, or a warning with NS_OK */
-
-const char *engine_build_kind(void) { return NS_GPU_KIND; }
-
-#ifdef NS_GGML_BACKEND_DIR
-/* the first host library of the backend's that does not load, or NULL */
-static const char *engine_missing_runtime(void)
-{
-    static const char *const vulkan[] = {"libvulkan.so.1", NULL};
-    static const char *const cuda[] = {"libcuda.so.1", "libcudart.so.13", "libcublas.so.13", NULL};
-    const char *const *libs = strcmp(NS_GPU_KIND, "cuda") == 0 ? cuda : vulkan;
-    for (int i = 0; libs[i]; i++) {
-        void *h = dlopen(libs[i], RTLD_LAZY | RTLD_LOCAL);
-        if (!h)
-            return libs[i];
-        dlclose(h);
-    }
-    return NULL;
-}
-#endif
-
-static void engine_backends_load(void)
-{
-#ifdef NS_GGML_BACKEND_DIR
-    /* same release, or nothing: the headers this binary was compiled with must describe the
-     * libraries it runs with (structs passed by value cross this line) */
-    const char *ver = ggml_version(), *commit = ggml_commit();
-    if (strcmp(ver, NS_GGML_VERSION) != 0 || strcmp(commit, NS_GGML_COMMIT) != 0) {
-        engine_backends_rc = NS_ERR_ENGINE;
-        snprintf(engine_backends_msg, sizeof(engine_backends_msg),
-                 "llama.cpp library mismatch: this nightshift was built for ggml %s (commit %s) from the %s package, "
-                 "but the loaded libraries are ggml %s (commit %s): rebuild with NIGHTSHIFT_GPU=%s scripts/bootstrap.sh "
-                 "and make build, and check LD_LIBRARY_PATH",
-                 NS_GGML_VERSION, NS_GGML_COMMIT, NS_GPU_KIND, ver, commit, NS_GPU_KIND);
-        return;
-    }
-    const char *dir = getenv("NIGHTSHIFT_BACKEND_DIR");
-    if (!dir || !*dir)
-        dir = NS_GGML_BACKEND_DIR;
-    llama_log_set(engine_quiet_log, NULL); /* a backend that cannot load is reported below */
-    ggml_backend_load_all_from_path(dir);
-    if (ggml_backend_dev_count() == 0) {
-        engine_backends_rc = NS_ERR_ENGINE;
-        snprintf(engine_backends_msg, sizeof(engine_backends_msg),
-                 "no llama.cpp backend loaded from '%s' (not even the CPU's): run NIGHTSHIFT_GPU=%s "
-                 "scripts/bootstrap.sh again, or set NIGHTSHIFT_BACKEND_DIR to the package's bins directory",
-                 dir, NS_GPU_KIND);
-        return;
-    }
-    const char *reg = strcmp(NS_GPU_KIND, "cuda") == 0 ? "CUDA" : "Vulkan";
-    if (!ggml_backend_reg_by_name(reg)) {
-        const char *lib = engine_missing_runtime();
-        if (lib)
-            snprintf(engine_backends_msg, sizeof(engine_backends_msg),
-                     "the %s backend is not loaded: %s is missing on this machine (%s); running on the CPU", reg, lib,
-                     strcmp(reg, "CUDA") == 0 ? "install the NVIDIA driver and the CUDA 13 runtime: libcudart13 and "
-                                                "libcublas13, e.g. from NVIDIA's CUDA repository"
-                                              : "Debian: apt-get install libvulkan1 mesa-vulkan-drivers");
-        else
-            snprintf(engine_backends_msg, sizeof(engine_backends_msg),
-                     "the %s backend did not load from '%s' (run with --verbose for ggml's log); running on the CPU",
-                     reg, dir);
-    }
-#endif
-}
-
-int engine_backends_check(char *err, size_t errlen)
-{
-    pthread_once(&engine_backends_once, engine_backends_load);
-    if (err && errlen)
-        snprintf(err, errlen, "%s", engine_backends_msg);
-    return engine_backends_rc;
-}
-
-static const char *engine_dev_type_name(enum ggml_backend_dev_type t)
-{
-    switch (t) {
-    case GGML_BACKEND_DEVICE_TYPE_CPU: return "cpu";
-    case GGML_BACKEND_DEVICE_TYPE_GPU: return "gpu";
-    case GGML_BACKEND_DEVICE_TYPE_IGPU: return "igpu";
-    default: return "accel";
-    }
-}
-
-static bool engine_dev_is_gpu(ggml_backend_dev_t d)
-{
-    enum ggml_backend_dev_type t = ggml_backend_dev_type(d);
-    return t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU;
-}
-
-int engine_devices_list(struct engine_device *out, int max)
-{
-    engine_backends_check(NULL, 0);
-    int n = (int)ggml_backend_dev_count();
-    for (int i = 0; i < n && i < max; i++) {
-        ggml_backend_dev_t d = ggml_backend_dev_get((size_t)i);
-        struct engine_device *o = &out[i];
-        memset(o, 0, sizeof(*o));
-        snprintf(o->name, sizeof(o->name), "%s", ggml_backend_dev_name(d));
-        snprintf(o->desc, sizeof(o->desc), "%s", ggml_backend_dev_description(d));
-        ggml_backend_reg_t r = ggml_backend_dev_backend_reg(d);
-        snprintf(o->backend, sizeof(o->backend), "%s", r ? ggml_backend_reg_name(r) : "");
-        snprintf(o->type, sizeof(o->type), "%s", engine_dev_type_name(ggml_backend_dev_type(d)));
-        size_t fr = 0, tot = 0;
-        ggml_backend_dev_memory(d, &fr, &tot);
-        o->mem_free = fr;
-        o->mem_total = tot;
-    }
-    return n;
-}
-
-void engine_cpu_build(struct engine_cpu_build *out)
-{
-    /* the CPU backend's features: the instruction sets its code was compiled with (in a GPU
-     * build, of the variant ggml chose for this CPU at load) */
-    memset(out, 0, sizeof(*out));
-    engine_backends_check(NULL, 0);
-    ggml_backend_reg_t cpu = ggml_backend_reg_by_name("CPU");
-    ggml_backend_get_features_t get =
-        cpu ? (ggml_backend_get_features_t)ggml_backend_reg_get_proc_address(cpu, "ggml_backend_get_features") : NULL;
-    for (struct ggml_backend_feature *f = get ? get(cpu) : NULL; f && f->name; f++) {
-        bool on = strcmp(f->value, "1") == 0;
-        out->avx |= on && strcmp(f->name, "AVX") == 0;
-        out->avx2 |= on && strcmp(f->name, "AVX2") == 0;
-        out->avx512 |= on && strcmp(f->name, "AVX512") == 0;
-        out->amx |= on && strcmp(f->name, "AMX_INT8") == 0;
-    }
-}
-
 /* ---- option names ------------------------------------------------------------------------- */
 
 int engine_cache_type_parse(const char *s)
@@ -424,7 +176,7 @@ const char *engine_cache_type_name(int t)
     return t == ENGINE_CACHE_Q8_0 ? "q8_0" : t == ENGINE_CACHE_Q4_0 ? "q4_0" : "f16";
 }
 
-static enum ggml_type engine_cache_ggml_type(int t)
+enum ggml_type engine_cache_ggml_type(int t)
 {
     return t == ENGINE_CACHE_Q8_0 ? GGML_TYPE_Q8_0 : t == ENGINE_CACHE_Q4_0 ? GGML_TYPE_Q4_0 : GGML_TYPE_F16;
 }
@@ -684,214 +436,6 @@ int engine_render_prompt(struct engine *e, const struct engine_request *r, char 
 }
 
 /* ---- init / free -------------------------------------------------------------------- */
-
-/* ---- where the model runs ---------------------------------------------------------------- */
-
-/* --device NAME[,NAME...] -> e->devs (NULL-terminated); none given: e->devs stays NULL and
- * llama.cpp uses every GPU */
-static int engine_pick_devices(struct engine *e, char *err, size_t errlen)
-{
-    const char *list = e->p.devices;
-    if (!list || !*list)
-        return NS_OK;
-    size_t n = 1;
-    for (const char *c = list; *c; c++)
-        n += *c == ',';
-    e->devs = calloc(n + 1, sizeof(*e->devs));
-    if (!e->devs)
-        return NS_ERR_NOMEM;
-    size_t k = 0;
-    for (const char *c = list; *c;) {
-        const char *end = strchr(c, ',');
-        size_t len = end ? (size_t)(end - c) : strlen(c);
-        char name[64];
-        snprintf(name, sizeof(name), "%.*s", (int)(len < sizeof(name) ? len : sizeof(name) - 1), c);
-        ggml_backend_dev_t d = len ? ggml_backend_dev_by_name(name) : NULL;
-        if (!d) {
-            char have[256] = "";
-            size_t used = 0;
-            for (size_t i = 0; i < ggml_backend_dev_count() && used < sizeof(have); i++)
-                used += (size_t)snprintf(have + used, sizeof(have) - used, "%s%s", i ? ", " : "",
-                                         ggml_backend_dev_name(ggml_backend_dev_get(i)));
-            snprintf(err, errlen, "--device: no device named '%s' (this machine has: %s; see --list-devices)", name,
-                     have);
-            return NS_ERR_INVALID;
-        }
-        e->devs[k++] = d;
-        c = end ? end + 1 : c + len;
-    }
-    return NS_OK;
-}
-
-/* would llama.cpp put layers on a GPU: one among the devices asked for, or any */
-static int engine_n_gpus(const struct engine *e)
-{
-    int n = 0;
-    if (e->devs) {
-        for (ggml_backend_dev_t *d = e->devs; *d; d++)
-            n += engine_dev_is_gpu(*d);
-    } else {
-        for (size_t i = 0; i < ggml_backend_dev_count(); i++)
-            n += engine_dev_is_gpu(ggml_backend_dev_get(i));
-    }
-    return n;
-}
-
-/* GGUF <arch>.context_length without loading the model (0 when absent) */
-static int engine_peek_ctx_train(const char *path)
-{
-    struct gguf_init_params gp = {.no_alloc = true, .ctx = NULL};
-    struct gguf_context *g = gguf_init_from_file(path, gp);
-    if (!g)
-        return 0;
-    int v = 0;
-    int64_t k = gguf_find_key(g, "general.architecture");
-    if (k >= 0 && gguf_get_kv_type(g, k) == GGUF_TYPE_STRING) {
-        char key[96];
-        snprintf(key, sizeof(key), "%s.context_length", gguf_get_val_str(g, k));
-        int64_t c = gguf_find_key(g, key);
-        if (c >= 0 && gguf_get_kv_type(g, c) == GGUF_TYPE_UINT32)
-            v = (int)gguf_get_val_u32(g, c);
-    }
-    gguf_free(g);
-    return v;
-}
-
-/* what the context ended up holding where, and how many layers a GPU has (llama.cpp counts
- * the output layer as one: n_layer + 1 offloadable, the last ones first) */
-static void engine_describe_where(struct engine *e, int ngl)
-{
-    struct engine_info *in = &e->info;
-    struct chat_mem rows[8];
-    int n = chat_memory_breakdown(e->ctx, rows, 8);
-    bool on_gpu = false;
-    struct buf where;
-    buf_init(&where, 4096);
-    in->n_dev_mem = 0;
-    for (int i = 0; i < n && i < 8; i++) {
-        in->mem_model += rows[i].model;
-        in->mem_kv += rows[i].context;
-        in->mem_compute += rows[i].compute;
-        uint64_t b = rows[i].model + rows[i].context + rows[i].compute;
-        if (b && in->n_dev_mem < (int)(sizeof(in->dev_mem) / sizeof(in->dev_mem[0]))) {
-            snprintf(in->dev_mem[in->n_dev_mem].name, sizeof(in->dev_mem[0].name), "%s", rows[i].name);
-            in->dev_mem[in->n_dev_mem].host = rows[i].host;
-            in->dev_mem[in->n_dev_mem++].bytes = b;
-        }
-        ggml_backend_dev_t d = rows[i].device[0] ? ggml_backend_dev_by_name(rows[i].device) : NULL;
-        if (rows[i].model && d && engine_dev_is_gpu(d)) {
-            on_gpu = true;
-            buf_appendf(&where, "%s%s (%s)", where.len ? ", " : "", ggml_backend_dev_name(d),
-                        ggml_backend_dev_description(d));
-        }
-    }
-    in->n_layers = llama_model_n_layer(e->model) + 1;
-    in->n_layers_gpu = !on_gpu ? 0 : ngl < 0 || ngl > in->n_layers ? in->n_layers : ngl;
-    if (on_gpu)
-        buf_appendf(&where, ", %d/%d layers", in->n_layers_gpu, in->n_layers);
-    /* the devices first: a long list is cut, never the layer count of a short one */
-    snprintf(in->where, sizeof(in->where), "%s", on_gpu && where.p ? where.p : "CPU");
-    buf_release(&where);
-    snprintf(in->cache_type_k, sizeof(in->cache_type_k), "%s", engine_cache_type_name(e->p.cache_type_k));
-    snprintf(in->cache_type_v, sizeof(in->cache_type_v), "%s", engine_cache_type_name(e->p.cache_type_v));
-    snprintf(in->flash_attn, sizeof(in->flash_attn), "%s",
-             e->p.flash_attn == ENGINE_FA_ON ? "on" : e->p.flash_attn == ENGINE_FA_OFF ? "off" : "auto");
-}
-
-/* Too many sequences for the memory: the fit found room for n_fit cells, the context asked
- * for wants more. Keep each sequence's context and run fewer sequences (the interactive
- * ones last to go); below one sequence, one sequence with what fits. */
-static void engine_apply_fit(struct engine *e, struct engine_params *p, int n_fit, const char *margin_where)
-{
-    int slots = p->n_parallel + p->n_priority;
-    int per = p->n_ctx / (slots > 0 ? slots : 1);
-    int old_par = p->n_parallel, old_ctx = p->n_ctx;
-    if (p->kv_unified) {
-        p->n_ctx = n_fit;
-    } else if (per > 0 && n_fit / per >= 1) {
-        int fit_slots = n_fit / per;
-        if (fit_slots > p->n_priority) {
-            p->n_parallel = fit_slots - p->n_priority;
-        } else {
-            p->n_parallel = 1;
-            p->n_priority = fit_slots - 1;
-        }
-        p->n_ctx = per * (p->n_parallel + p->n_priority);
-    } else {
-        p->n_parallel = 1;
-        p->n_priority = 0;
-        p->n_ctx = n_fit;
-    }
-    snprintf(e->info.fit_note, sizeof(e->info.fit_note),
-             "%d sequences with a context of %d would not leave %d MiB free on %s: %d sequences, context %d",
-             old_par, old_ctx, p->fit_margin_mib, margin_where, p->n_parallel, p->n_ctx);
-    fprintf(stderr, "nightshift: memory fit: %s\n", e->info.fit_note);
-}
-
-int engine_plan_placement(const struct engine_params *p, struct engine_plan *out, char *err, size_t errlen)
-{
-    memset(out, 0, sizeof(*out));
-    int rc = engine_check_gguf(p->model_path, err, errlen);
-    if (rc != NS_OK || (rc = engine_backends_check(err, errlen)) != NS_OK)
-        return rc;
-    struct engine tmp;
-    memset(&tmp, 0, sizeof(tmp));
-    tmp.p = *p;
-    if ((rc = engine_pick_devices(&tmp, err, errlen)) != NS_OK) {
-        free(tmp.devs);
-        return rc;
-    }
-    int n_gpus = engine_n_gpus(&tmp);
-    struct llama_model_params mp = llama_model_default_params();
-    mp.devices = tmp.devs;
-    int ngl = p->n_gpu_layers;
-    mp.n_gpu_layers = !n_gpus ? 0 : ngl == ENGINE_GPU_LAYERS_AUTO ? -1 : ngl == ENGINE_GPU_LAYERS_ALL ? 1 << 20 : ngl;
-    struct llama_context_params cp = llama_context_default_params();
-    cp.n_seq_max = (uint32_t)(p->n_parallel + (p->n_priority > 0 ? p->n_priority : 0));
-    cp.n_batch = (uint32_t)p->n_batch;
-    cp.n_ubatch = (uint32_t)p->n_ubatch;
-    cp.type_k = engine_cache_ggml_type(p->cache_type_k);
-    cp.type_v = engine_cache_ggml_type(p->cache_type_v);
-    cp.flash_attn_type = (enum llama_flash_attn_type)p->flash_attn;
-    cp.n_ctx = 0;
-    float *split = calloc(llama_max_devices(), sizeof(*split));
-    struct llama_model_tensor_buft_override *ovr = calloc(llama_max_tensor_buft_overrides(), sizeof(*ovr));
-    if (!split || !ovr) {
-        rc = NS_ERR_NOMEM;
-        goto done;
-    }
-    if (n_gpus || p->fit == ENGINE_FIT_ON) {
-        llama_log_set(engine_quiet_log, NULL);
-        int fr = chat_fit_params(p->model_path, &mp, &cp, split, ovr, (size_t)p->fit_margin_mib << 20, 256, err, errlen);
-        if (fr != 0 && fr != 1) {
-            rc = fr;
-            goto done;
-        }
-        out->fits = fr == 0;
-        out->n_ctx_fit = (int)cp.n_ctx;
-    }
-    /* <arch>.block_count: the repeating layers; llama.cpp offloads the output layer as one more */
-    struct gguf_init_params gp = {.no_alloc = true, .ctx = NULL};
-    struct gguf_context *g = gguf_init_from_file(p->model_path, gp);
-    if (g) {
-        int64_t k = gguf_find_key(g, "general.architecture");
-        if (k >= 0 && gguf_get_kv_type(g, k) == GGUF_TYPE_STRING) {
-            char key[96];
-            snprintf(key, sizeof(key), "%s.block_count", gguf_get_val_str(g, k));
-            int64_t c = gguf_find_key(g, key);
-            if (c >= 0 && gguf_get_kv_type(g, c) == GGUF_TYPE_UINT32)
-                out->n_layers = (int)gguf_get_val_u32(g, c) + 1;
-        }
-        gguf_free(g);
-    }
-    out->n_layers_gpu = !n_gpus ? 0 : mp.n_gpu_layers < 0 || mp.n_gpu_layers > out->n_layers ? out->n_layers
-                                                                                                : mp.n_gpu_layers;
-done:
-    free(split);
-    free(ovr);
-    free(tmp.devs);
-    return rc;
-}
 
 /* The model's chat template (chat.h): its own Jinja template, the one the user gave (Jinja
  * text, or a llama.cpp built-in name), or ChatML when the GGUF has none. */
@@ -1327,12 +871,8 @@ void engine_stop(struct engine *e) { atomic_store(&e->stop, 1); }
 
 /* ---- per-request lifecycle ---------------------------------------------------------- */
 
-static void engine_fail(const struct engine_source *src, struct engine_request *req, int status,
-                        const char *param, int n_prompt, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-
-static void engine_fail(const struct engine_source *src, struct engine_request *req, int status,
-                        const char *param, int n_prompt, const char *fmt, ...)
+void engine_fail(const struct engine_source *src, struct engine_request *req, int status,
+                 const char *param, int n_prompt, const char *fmt, ...)
 {
     struct engine_result res;
     memset(&res, 0, sizeof(res));
@@ -2825,255 +2365,14 @@ static void engine_clear_outputs(struct engine *e)
         e->slots[i].i_out = -1;
 }
 
-/* ---- embeddings --------------------------------------------------------------------- */
-
-/* an embedding request in progress: its inputs' tokens, and the vectors filled so far */
-struct embed_job {
-    struct engine_request *req;
-    int n;                          /* inputs (req is the caller's: gone after done()) */
-    llama_token **tok;
-    int *n_tok;
-    int next;                       /* the next input to put in a batch */
-    int finished;                   /* inputs whose vector is in out */
-    int total_tokens;
-    float *out;                     /* n_embed x n_embd */
-    double t_admit;
-};
-
-static void embed_job_free(struct embed_job *j)
-{
-    for (int i = 0; j->tok && i < j->n; i++)
-        free(j->tok[i]);
-    free(j->tok);
-    free(j->n_tok);
-    free(j->out);
-    memset(j, 0, sizeof(*j));
-}
-
-/* Tokenize and check a new embedding request into j; on failure done() has been called. */
-static bool embed_admit(struct engine *e, const struct engine_source *src, struct engine_request *req,
-                        struct embed_job *j)
-{
-    memset(j, 0, sizeof(*j));
-    j->req = req;
-    j->n = req->n_embed > 0 ? req->n_embed : 0;
-    j->t_admit = clock_now();
-    if (!req->embed || req->n_embed <= 0) {
-        engine_fail(src, req, NS_ERR_INVALID, "model", 0,
-                    "This model is loaded for embeddings only (--embedding): it serves /v1/embeddings, not text "
-                    "generation.");
-        return false;
-    }
-    int max = e->info.n_embed_max, n_embd = e->info.n_embd;
-    if (req->embed_dimensions > 0 && req->embed_dimensions != n_embd) {
-        engine_fail(src, req, NS_ERR_UNSUPPORTED, "dimensions", 0,
-                    "Invalid 'dimensions': this model's embeddings have %d dimensions and cannot be shortened; "
-                    "leave 'dimensions' out or give %d.",
-                    n_embd, n_embd);
-        return false;
-    }
-    j->tok = calloc((size_t)req->n_embed, sizeof(*j->tok));
-    j->n_tok = calloc((size_t)req->n_embed, sizeof(*j->n_tok));
-    j->out = malloc(sizeof(float) * (size_t)req->n_embed * (size_t)n_embd);
-    if (!j->tok || !j->n_tok || !j->out) {
-        embed_job_free(j);
-        engine_fail(src, req, NS_ERR_NOMEM, NULL, 0, "out of memory");
-        return false;
-    }
-    for (int i = 0; i < req->n_embed; i++) {
-        const struct engine_embed_input *in = &req->embed[i];
-        int n;
-        if (in->tokens) {
-            n = in->n_tokens;
-            for (int k = 0; k < n; k++) {
-                if (in->tokens[k] < 0 || in->tokens[k] >= e->n_vocab) {
-                    int tk = in->tokens[k];
-                    embed_job_free(j);
-                    engine_fail(src, req, NS_ERR_INVALID, "input", 0,
-                                "Invalid 'input[%d]': token id %d is not in this model's vocabulary (0 to %d).", i, tk,
-                                e->n_vocab - 1);
-                    return false;
-                }
-            }
-        } else {
-            size_t len = in->text ? in->text_len : 0;
-            if (!req->embed_truncate && len / (size_t)e->max_piece >= (size_t)max) {
-                embed_job_free(j);
-                engine_fail(src, req, NS_ERR_CONTEXT, "input", j->total_tokens,
-                            "This model's maximum context length is %d tokens, however input[%d] holds %zu bytes, so "
-                            "at least %zu tokens. Please reduce the length of the input.",
-                            max, i, len, len / (size_t)e->max_piece);
-                return false;
-            }
-            n = llama_tokenize(e->vocab, in->text ? in->text : "", (int32_t)len, NULL, 0, true, false);
-            n = n < 0 ? -n : n;
-        }
-        int n_all = n; /* tokenized whole, then cut to the context when asked to */
-        if (req->embed_truncate && n > max)
-            n = max;
-        if (n == 0 || n > max) {
-            int total = j->total_tokens;
-            embed_job_free(j);
-            if (n == 0)
-                engine_fail(src, req, NS_ERR_INVALID, "input", total, "Invalid 'input[%d]': it has no tokens.", i);
-            else
-                engine_fail(src, req, NS_ERR_CONTEXT, "input", total,
-                            "This model's maximum context length is %d tokens, however input[%d] has %d tokens. Please "
-                            "reduce the length of the input.",
-                            max, i, n);
-            return false;
-        }
-        j->tok[i] = malloc(sizeof(llama_token) * (size_t)n_all);
-        if (!j->tok[i]) {
-            embed_job_free(j);
-            engine_fail(src, req, NS_ERR_NOMEM, NULL, 0, "out of memory");
-            return false;
-        }
-        if (in->tokens)
-            memcpy(j->tok[i], in->tokens, sizeof(llama_token) * (size_t)n);
-        else /* all n_all tokens (the count above); the first n are embedded */
-            llama_tokenize(e->vocab, in->text ? in->text : "", (int32_t)in->text_len, j->tok[i], n_all, true, false);
-        j->n_tok[i] = n;
-        j->total_tokens += n;
-    }
-    e->stats.prompt_submitted += (uint64_t)j->total_tokens;
-    return true;
-}
-
-static void embed_normalize(float *v, int n)
-{
-    double s = 0;
-    for (int i = 0; i < n; i++)
-        s += (double)v[i] * v[i];
-    float k = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
-    for (int i = 0; i < n; i++)
-        v[i] *= k;
-}
-
 /* nothing to run: block in the source's wait (it returns when work may have come), or
  * nap when it has none */
-static void engine_idle(const struct engine_source *src)
+void engine_idle(const struct engine_source *src)
 {
     if (src->wait)
         src->wait(src->ud);
     else
         usleep(1000);
-}
-
-/* engine_run for an embedding engine: at every step, inputs of the waiting requests (in
- * arrival order, interactive ones first) fill one batch, one sequence each, up to n_batch
- * tokens and the context's sequences; one forward pass pools each sequence's vector */
-static int engine_run_embed(struct engine *e, const struct engine_source *src)
-{
-    enum { MAXJ = ENGINE_MAX_PARALLEL };
-    struct embed_job jobs[MAXJ];
-    int n_jobs = 0, rc = NS_OK;
-    bool exhausted = false;
-    int n_seq = e->n_slots, n_embd = e->info.n_embd, budget = e->info.n_embed_max;
-    struct { int job, input; } at[ENGINE_MAX_PARALLEL];
-    atomic_store(&e->stop, 0);
-    for (;;) {
-        if (atomic_load(&e->stop))
-            break;
-        for (int lane = 0; lane < 2 && n_jobs < MAXJ; lane++) {
-            int (*pull)(void *, struct engine_request **, int) = lane == 0 ? src->pull_priority : src->pull;
-            if (!pull || (lane == 1 && exhausted))
-                continue;
-            struct engine_request *reqs[MAXJ];
-            int got = pull(src->ud, reqs, MAXJ - n_jobs);
-            if (got < 0) {
-                if (lane == 1)
-                    exhausted = true;
-                continue;
-            }
-            for (int k = 0; k < got; k++)
-                if (embed_admit(e, src, reqs[k], &jobs[n_jobs]))
-                    n_jobs++;
-        }
-        if (n_jobs == 0) {
-            if (exhausted)
-                return NS_OK;
-            engine_idle(src);
-            continue;
-        }
-        /* one batch */
-        struct llama_batch *b = &e->batch;
-        b->n_tokens = 0;
-        int n_at = 0;
-        for (int ji = 0; ji < n_jobs && n_at < n_seq; ji++) {
-            struct embed_job *j = &jobs[ji];
-            while (j->next < j->req->n_embed && n_at < n_seq && b->n_tokens + j->n_tok[j->next] <= budget) {
-                int n = j->n_tok[j->next];
-                for (int k = 0; k < n; k++) {
-                    int t = b->n_tokens++;
-                    b->token[t] = j->tok[j->next][k];
-                    b->pos[t] = k;
-                    b->n_seq_id[t] = 1;
-                    b->seq_id[t][0] = (llama_seq_id)n_at;
-                    b->logits[t] = 1;
-                }
-                at[n_at].job = ji;
-                at[n_at].input = j->next++;
-                n_at++;
-            }
-            if (j->next < j->req->n_embed)
-                break; /* the batch is full: keep arrival order */
-        }
-        llama_memory_clear(llama_get_memory(e->ctx), true);
-        int ret = engine_forward(e, *b);
-        e->stats.steps++;
-        e->stats.tokens_decoded += (uint64_t)b->n_tokens;
-        e->stats.prompt_tokens += (uint64_t)b->n_tokens;
-        e->stats.seqs_in_steps += (uint64_t)n_at;
-        for (int i = 0; i < n_at; i++) {
-            struct embed_job *j = &jobs[at[i].job];
-            const float *v = ret == 0 ? llama_get_embeddings_seq(e->ctx, (llama_seq_id)i) : NULL;
-            if (!v) {
-                j->next = -1; /* failed: ended below */
-                continue;
-            }
-            float *dst = j->out + (size_t)at[i].input * (size_t)n_embd;
-            memcpy(dst, v, sizeof(float) * (size_t)n_embd);
-            embed_normalize(dst, n_embd);
-            j->finished++;
-        }
-        /* end the requests that are complete or failed, keeping the others in order */
-        int kept = 0;
-        for (int ji = 0; ji < n_jobs; ji++) {
-            struct embed_job *j = &jobs[ji];
-            if (j->next >= 0 && j->finished < j->req->n_embed) {
-                jobs[kept++] = *j;
-                continue;
-            }
-            if (j->next < 0) {
-                engine_fail(src, j->req, NS_ERR_ENGINE, NULL, j->total_tokens, "the engine could not compute the embeddings");
-            } else {
-                struct engine_result res;
-                memset(&res, 0, sizeof(res));
-                res.status = NS_OK;
-                res.text = "";
-                res.stop_index = -1;
-                res.prompt_tokens = j->total_tokens;
-                res.embedding = j->out;
-                res.n_embed = j->req->n_embed;
-                res.n_embd = n_embd;
-                res.t_admit = j->t_admit;
-                res.t_first = res.t_end = clock_now();
-                src->done(src->ud, j->req, &res);
-            }
-            embed_job_free(j);
-        }
-        n_jobs = kept;
-        if (ret != 0 && ret != 1) {
-            rc = NS_ERR_ENGINE;
-            break;
-        }
-    }
-    for (int ji = 0; ji < n_jobs; ji++) {
-        engine_fail(src, jobs[ji].req, NS_ERR_CANCELLED, NULL, jobs[ji].total_tokens, "the request was cancelled");
-        embed_job_free(&jobs[ji]);
-    }
-    return rc;
 }
 
 int engine_run(struct engine *e, const struct engine_source *src)
