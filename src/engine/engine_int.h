@@ -1,12 +1,14 @@
 /*
  * engine_int.h — the engine's private state, shared by the files of the engine module
- * (engine.c, device.c, embed.c) and by nothing else: engine.h is the public API.
+ * (engine.c, device.c, embed.c, options.c, prompt.c) and by nothing else: engine.h is the
+ * public API.
  *
  * DESIGN
  * engine.c grew past what one file should hold; it is split along its sections: device.c
  * (llama.cpp's backends, the devices, and where a model runs: placement, memory fit),
- * embed.c (engine_run for an embedding engine), engine.c (init/free, chat rendering,
- * the per-request lifecycle and the step loop). struct engine and struct slot are defined
+ * embed.c (engine_run for an embedding engine), options.c (option names, model file
+ * checks), prompt.c (chat rendering, tokenizing), engine.c (init/free, the per-request
+ * lifecycle and the step loop). struct engine and struct slot are defined
  * here so that each file reads the same state; the functions declared below are the ones
  * one file calls in another, engine_-prefixed and internal (not in engine.h).
  *
@@ -160,8 +162,6 @@ struct engine {
 int engine_forward(struct engine *e, struct llama_batch b);
 /* a llama.cpp log callback that drops everything */
 void engine_quiet_log(enum ggml_log_level level, const char *text, void *ud);
-/* ENGINE_CACHE_* -> the KV cache's ggml type */
-enum ggml_type engine_cache_ggml_type(int t);
 /* ends req with an error: status, the offending field (or NULL), the prompt tokens counted */
 void engine_fail(const struct engine_source *src, struct engine_request *req, int status, const char *param,
                  int n_prompt, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -180,6 +180,20 @@ int engine_peek_ctx_train(const char *path);
 void engine_describe_where(struct engine *e, int ngl);
 /* fewer sequences (or a smaller context) for the n_fit cells the memory fit found room for */
 void engine_apply_fit(struct engine *e, struct engine_params *p, int n_fit, const char *margin_where);
+
+/* ---- options.c ---- */
+
+/* ENGINE_CACHE_* -> the KV cache's ggml type */
+enum ggml_type engine_cache_ggml_type(int t);
+
+/* ---- prompt.c ---- */
+
+/* tokenize the request's prompt into *tok (malloc'd); returns count or < 0. A chat request
+ * is rendered first; its rendering goes to *chat when chat is not NULL (else freed). */
+int engine_tokenize(struct engine *e, const struct engine_request *r, llama_token **tok, struct chat_prompt **chat,
+                    char *err, size_t errlen);
+/* frees a rendered chat prompt (NULL: nothing) */
+void engine_chat_free(struct chat_prompt *cp);
 
 /* ---- embed.c ---- */
 
