@@ -238,14 +238,17 @@ test('--interactive-step-ms auto: streams during a batch all finish, the batch k
     const mine = st.models.find((x) => x.name === 'tiny');
     assert.ok(mine.itl_p99 > 0 && mine.engine.steps_interactive > 0, JSON.stringify(mine));
     assert.ok(mine.engine.step_ms_per_pass >= 0, JSON.stringify(mine.engine));
-    // NIGHTSHIFT_STEP_TRACE: a line per step; budgeted steps carry the interactive decode
-    // and a window of batch decodes (at most two passes: the window and the lane)
+    // NIGHTSHIFT_STEP_TRACE: a line per step; budgeted decode steps carry the interactive
+    // decodes and one window of batch decodes: a pass for each run of interactive ids (lane
+    // slots need not be adjacent) and at most two for the window (one when it does not wrap
+    // around from the last id to the first); the window's exact choice is test_steps'
     const steps = fs.readFileSync(trace, 'utf8').split('\n').filter(Boolean)
         .map((l) => Object.fromEntries(l.split(' ').map((kv) => kv.split('=')).map(([k, v]) => [k, Number(v)])));
     assert.ok(steps.length > 100 && steps.every((x) => x.decode >= 0 && x.tokens > 0 && x.passes >= 1), `${steps.length} steps`);
     const budgeted = steps.filter((x) => x.budget > 0 && x.running > x.interactive && x.tokens === x.seqs);
-    assert.ok(budgeted.length > 0 && budgeted.every((x) => x.interactive >= 1 && x.passes <= 2 && x.seqs > x.interactive),
-        JSON.stringify(budgeted.slice(0, 5)));
+    const bad = budgeted.filter((x) => !(x.interactive >= 1 && x.passes <= x.interactive + 2));
+    assert.ok(budgeted.length > 0 && bad.length === 0, JSON.stringify(bad.slice(0, 5)));
+    assert.ok(budgeted.some((x) => x.seqs > x.interactive), 'budgeted steps move the batch too');
 });
 
 test('NIGHTSHIFT_STEP_TRACE that cannot be opened: serve refuses to start, naming it', () => {
