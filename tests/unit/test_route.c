@@ -18,6 +18,7 @@
 #include "../../src/sched/sched.h"
 #include "../../src/store/store.h"
 #include "../../src/util/status.h"
+#include "batch_fixture.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -131,41 +132,9 @@ static int teardown(void **state)
 /* a batch of n lines of model "local" with metadata {"deadline": deadline} */
 static void make_batch(const char *id, int n, const char *deadline, char *path, size_t pn)
 {
-    snprintf(path, pn, "%s/%s.jsonl", g_dir, id);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    struct store_line *lines = calloc((size_t)n, sizeof(*lines));
-    char (*cids)[16] = calloc((size_t)n, sizeof(*cids));
-    long off = 0;
-    for (int i = 0; i < n; i++) {
-        snprintf(cids[i], sizeof(cids[i]), "c%d", i);
-        int len = fprintf(f, "{\"custom_id\":\"%s\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":"
-                             "{\"model\":\"local\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}}",
-                          cids[i]);
-        fputc('\n', f);
-        lines[i] = (struct store_line){.idx = i, .line_no = (uint32_t)i + 1, .custom_id = cids[i], .off = off,
-                                       .len = len, .url = BATCHFILE_URL_CHAT, .model = (char *)"local"};
-        off += len + 1;
-    }
-    fclose(f);
-    struct store_batch b;
-    memset(&b, 0, sizeof(b));
-    snprintf(b.id, sizeof(b.id), "%s", id);
-    snprintf(b.owner, sizeof(b.owner), "default");
-    snprintf(b.endpoint, sizeof(b.endpoint), "/v1/chat/completions");
-    snprintf(b.input_file_id, sizeof(b.input_file_id), "file-x");
-    snprintf(b.completion_window, sizeof(b.completion_window), "24h");
-    b.status = SB_IN_PROGRESS;
-    b.created_at = time(NULL);
-    b.expires_at = b.created_at + 86400;
     char meta[96];
     snprintf(meta, sizeof(meta), "{\"deadline\":\"%s\"}", deadline);
-    b.metadata = meta;
-    b.total = n;
-    assert_int_equal(store_batch_insert(g_st, &b), NS_OK);
-    assert_int_equal(store_lines_insert(g_st, id, lines, n), NS_OK);
-    free(lines);
-    free(cids);
+    fixture_make_batch(g_st, g_dir, id, n, "local", meta, 86400, path, pn);
 }
 
 static struct sched *new_sched(const char *name, double rate)

@@ -14,6 +14,7 @@
 #include "../../src/sched/sched.h"
 #include "../../src/store/store.h"
 #include "../../src/util/status.h"
+#include "batch_fixture.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -145,37 +146,7 @@ static void on_idle(void *ud, const char *batch_id)
 /* a batch of n chat lines in the store, its input file written; the file's path in path */
 static void make_batch(const char *id, int n, char *path, size_t pn)
 {
-    snprintf(path, pn, "%s/%s.jsonl", g_dir, id);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    struct store_line *lines = calloc((size_t)n, sizeof(*lines));
-    char (*cids)[16] = calloc((size_t)n, sizeof(*cids));
-    long off = 0;
-    for (int i = 0; i < n; i++) {
-        snprintf(cids[i], sizeof(cids[i]), "c%d", i);
-        int len = fprintf(f, "{\"custom_id\":\"%s\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":"
-                             "{\"model\":\"fake\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}}",
-                          cids[i]);
-        fputc('\n', f);
-        lines[i] = (struct store_line){.idx = i, .line_no = (uint32_t)i + 1, .custom_id = cids[i], .off = off,
-                                       .len = len, .url = BATCHFILE_URL_CHAT, .model = (char *)"fake"};
-        off += len + 1;
-    }
-    fclose(f);
-    struct store_batch b;
-    memset(&b, 0, sizeof(b));
-    snprintf(b.id, sizeof(b.id), "%s", id);
-    snprintf(b.owner, sizeof(b.owner), "default");
-    snprintf(b.endpoint, sizeof(b.endpoint), "/v1/chat/completions");
-    snprintf(b.input_file_id, sizeof(b.input_file_id), "file-x");
-    snprintf(b.completion_window, sizeof(b.completion_window), "24h");
-    b.status = SB_IN_PROGRESS;
-    b.created_at = time(NULL);
-    b.total = n;
-    assert_int_equal(store_batch_insert(g_st, &b), NS_OK);
-    assert_int_equal(store_lines_insert(g_st, id, lines, n), NS_OK);
-    free(lines);
-    free(cids);
+    fixture_make_batch(g_st, g_dir, id, n, "fake", NULL, 0, path, pn);
 }
 
 static struct sched *start_sched(struct store *st)
